@@ -1,0 +1,187 @@
+"""The paper's networks: a trunk from a registry plus a head that follows from the target's shape.
+
+    model = build_model("resnet32", output_shape=(64, 64))   # speech labels: a deconvolution decoder
+    model = build_model("vgg19", output_shape=(10,))          # category logits (or any vector target)
+    outputs = model(images)   # images (N, 3, 32, 32) float in [0, 1] -> outputs (N, *output_shape)
+
+The trunks are the CIFAR VGG19-BN and ResNets (BasicBlocks, 16-32-64 channels, 1x1-convolution
+shortcuts) of the paper's code base, so parameter counts equal the paper's. Normalisation is the
+model's first layer: every caller, attacks included, works with images in [0, 1].
+"""
+import math
+from functools import partial
+
+import torch
+import torch.nn as nn
+
+from cifar import PAPER_MEAN, PAPER_STD
+from utils.errors import UsageError
+
+
+def _init_conv_bn(module):
+    # The paper's code base initialises convolutions with N(0, 2 / (k*k*out_channels)) and
+    # batch norms to identity; heads keep PyTorch's defaults.
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels, channels, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(channels))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet of depth 6n+2: features (N, 64) from images (N, 3, 32, 32)."""
+
+    def __init__(self, depth):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n+2, got {depth}")
+        blocks = (depth - 2) // 6
+        layers = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)]
+        in_channels = 16
+        for channels, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks):
+                layers.append(BasicBlock(in_channels, channels, stride if i == 0 else 1))
+                in_channels = channels
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.layers = nn.Sequential(*layers)
+        self.out_features = in_channels
+        _init_conv_bn(self)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+VGG19_CHANNELS = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+                  512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+class VGG(nn.Module):
+    """VGG with batch norm: features (N, 512) from images (N, 3, 32, 32) after five poolings."""
+
+    def __init__(self, channels=VGG19_CHANNELS):
+        super().__init__()
+        layers, in_channels = [], 3
+        for c in channels:
+            if c == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(in_channels, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+                in_channels = c
+        layers.append(nn.Flatten())
+        self.layers = nn.Sequential(*layers)
+        self.out_features = in_channels
+        _init_conv_bn(self)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+ARCHITECTURES = {
+    "vgg19": partial(VGG, channels=VGG19_CHANNELS),
+    "resnet32": partial(ResNet, depth=32),
+    "resnet110": partial(ResNet, depth=110),
+}
+
+
+def get_trunk(name):
+    if name not in ARCHITECTURES:
+        raise UsageError(f"unknown model '{name}'; choose from {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]()
+
+
+class DecoderHead(nn.Module):
+    """The paper's decoder for 2-D targets: features -> 64-d code -> transposed convolutions.
+
+    Four stride-2 layers multiply the first layer's kernel size by 16, so the first kernel is
+    ceil(H/16) x ceil(W/16) (4 for the 64x64 speech labels, 3 for the 48x48 BERT labels) and
+    outputs larger than (H, W) are cropped.
+    """
+    CODE = 64
+
+    def __init__(self, in_features, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+        first_kernel = tuple(math.ceil(s / 16) for s in self.shape)
+        self.project = nn.Sequential(nn.BatchNorm1d(in_features), nn.LeakyReLU(),
+                                     nn.Linear(in_features, self.CODE))
+        layers, channels = [nn.ConvTranspose2d(self.CODE, 64, first_kernel, 1, 0)], 64
+        for out_channels in (32, 16, 8, 1):
+            layers += [nn.BatchNorm2d(channels), nn.LeakyReLU(),
+                       nn.ConvTranspose2d(channels, out_channels, 4, 2, 1)]
+            channels = out_channels
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, features):
+        code = self.project(features)[:, :, None, None]
+        out = self.deconvs(code)[:, 0]
+        return out[:, :self.shape[0], :self.shape[1]]
+
+
+class LinearHead(nn.Module):
+    """Category logits, a vector target, or any other shape: one linear layer, then reshape."""
+
+    def __init__(self, in_features, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.linear = nn.Linear(in_features, math.prod(self.shape))
+
+    def forward(self, features):
+        return self.linear(features).view(-1, *self.shape)
+
+
+def make_head(in_features, output_shape):
+    """The head for outputs of `output_shape` (one target's shape, without the class axis)."""
+    if len(output_shape) == 2:
+        return DecoderHead(in_features, output_shape)
+    return LinearHead(in_features, output_shape)
+
+
+class LabelModel(nn.Module):
+    """normalise -> trunk -> head. images: (N, 3, 32, 32) float in [0, 1]."""
+
+    def __init__(self, arch, output_shape, mean, std):
+        super().__init__()
+        self.model_args = {"arch": arch, "output_shape": list(output_shape),
+                           "mean": list(mean), "std": list(std)}
+        # Not persistent: they come from model_args, so a checkpoint holds learned state only.
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.trunk = get_trunk(arch)
+        self.head = make_head(self.trunk.out_features, output_shape)
+
+    def features(self, images):
+        return self.trunk((images - self.mean) / self.std)
+
+    def forward(self, images):
+        return self.head(self.features(images))
+
+
+def build_model(arch, output_shape, mean=PAPER_MEAN, std=PAPER_STD):
+    return LabelModel(arch, tuple(output_shape), tuple(mean), tuple(std))
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,229 @@
+"""CIFAR-10/100: python-pickle batches -> uint8 tensors, the paper's seeded split, on-device augmentation.
+
+    data = load_cifar("cifar10", "./data")                  # downloads on first use
+    split = split_indices(len(data.train_labels), seed=7, valid_size=5000, level=100)
+    images = augment(data.train_images[split.train[:128]].to(device), generator)  # float in [0, 1]
+
+The whole split lives on the device as uint8 (CIFAR-10's 60000 images are 184 MB), so a training
+epoch is one seeded permutation and batched tensor ops, with no per-image PIL work and no workers.
+"""
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.errors import UsageError
+
+# The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
+# per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
+PAPER_MEAN = (0.4914, 0.4822, 0.4465)
+PAPER_STD = (0.2023, 0.1994, 0.2010)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    folder: str          # folder inside data_dir that the archive unpacks to
+    url: str
+    train_files: tuple
+    test_files: tuple
+    meta_file: str
+    num_classes: dict    # granularity -> number of classes
+    label_keys: dict     # granularity -> key of the labels list in a batch
+    name_keys: dict      # granularity -> key of the class names in the meta file
+    mean: tuple = PAPER_MEAN
+    std: tuple = PAPER_STD
+
+
+DATASETS = {
+    "cifar10": DatasetInfo(
+        name="cifar10", folder="cifar-10-batches-py",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
+        meta_file="batches.meta", num_classes={"fine": 10}, label_keys={"fine": "labels"},
+        name_keys={"fine": "label_names"}),
+    "cifar100": DatasetInfo(
+        name="cifar100", folder="cifar-100-python",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        train_files=("train",), test_files=("test",), meta_file="meta",
+        num_classes={"fine": 100, "coarse": 20},
+        label_keys={"fine": "fine_labels", "coarse": "coarse_labels"},
+        name_keys={"fine": "fine_label_names", "coarse": "coarse_label_names"}),
+}
+
+
+def get_dataset_info(name):
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset '{name}'; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass
+class CifarData:
+    """One dataset in memory. images: (N, 3, 32, 32) uint8; labels: (N,) int64 class ids."""
+    info: DatasetInfo
+    granularity: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    class_names: list
+
+    @property
+    def num_classes(self):
+        return self.info.num_classes[self.granularity]
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches but refuses any global other than numpy arrays and plain data,
+    so a tampered file cannot run code."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_pickle(path):
+    try:
+        with open(path, "rb") as f:
+            content = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise UsageError(f"dataset file {path} is truncated or corrupt ({err}); delete it and "
+                         "run again to download a fresh copy") from None
+    if not isinstance(content, dict):
+        raise UsageError(f"dataset file {path} is not a CIFAR batch (expected a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
+
+
+def _read_batches(folder, files, label_key):
+    images, labels = [], []
+    for name in files:
+        path = folder / name
+        batch = _read_pickle(path)
+        if "data" not in batch or label_key not in batch:
+            raise UsageError(f"dataset file {path} has no '{label_key}' or 'data' entry")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        batch_labels = np.asarray(batch[label_key], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch_labels):
+            raise UsageError(f"dataset file {path} holds data of shape {data.shape} with "
+                             f"{len(batch_labels)} labels; expected (N, 3072) and N labels")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(batch_labels)
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def _not_found(info, folder, reason):
+    files = ", ".join(info.train_files + info.test_files + (info.meta_file,))
+    return UsageError(f"{info.name} not found in {folder} ({reason}); put the python-pickle files "
+                      f"({files}) there, or pass --data_dir to where they are")
+
+
+def _download(info, data_dir):
+    # torchvision's downloader, without its md5 check: real copies of the batches exist whose
+    # checksums differ from the official archive's, and we validate the content ourselves.
+    from torchvision.datasets.utils import download_and_extract_archive
+    print(f"downloading {info.url} to {data_dir}", file=sys.stderr, flush=True)
+    try:
+        download_and_extract_archive(info.url, download_root=str(data_dir))
+    except Exception as err:  # any network or archive failure gets the same actionable message
+        raise _not_found(info, data_dir / info.folder,
+                         f"the download failed: {type(err).__name__}: {err}") from None
+
+
+def load_cifar(name, data_dir, granularity="fine", download=None):
+    """Read a dataset's train and test batches from `data_dir/<folder>`, downloading if absent.
+
+    Set LABELREP_OFFLINE=1 (cluster nodes without a network, tests) to fail at once instead.
+    """
+    if download is None:
+        download = os.environ.get("LABELREP_OFFLINE", "") in ("", "0")
+    info = get_dataset_info(name)
+    if granularity not in info.label_keys:
+        raise UsageError(f"{name} has no '{granularity}' labels; choose from {', '.join(info.label_keys)}")
+    data_dir = Path(data_dir)
+    folder = data_dir / info.folder
+    needed = info.train_files + info.test_files
+    if not all((folder / f).is_file() for f in needed):
+        if not download:
+            raise _not_found(info, folder, "LABELREP_OFFLINE is set, so no download was tried")
+        _download(info, data_dir)
+        missing = [f for f in needed if not (folder / f).is_file()]
+        if missing:
+            raise UsageError(f"{folder} lacks {', '.join(missing)} after the download")
+    label_key = info.label_keys[granularity]
+    train_images, train_labels = _read_batches(folder, info.train_files, label_key)
+    test_images, test_labels = _read_batches(folder, info.test_files, label_key)
+    num_classes = info.num_classes[granularity]
+    for split_name, labels in (("train", train_labels), ("test", test_labels)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise UsageError(f"{name} {split_name} labels lie outside 0..{num_classes - 1}")
+    class_names = [str(i) for i in range(num_classes)]
+    if (folder / info.meta_file).is_file():
+        meta = _read_pickle(folder / info.meta_file)
+        class_names = list(meta.get(info.name_keys[granularity], class_names))
+    return CifarData(info, granularity, train_images, train_labels, test_images, test_labels,
+                     class_names)
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # indices into the training images
+    valid: np.ndarray
+
+
+def split_indices(num_images, seed, valid_size=5000, level=100):
+    """The paper's split: permute range(N) with `seed`, first `valid_size` are validation.
+
+    level 100 trains on every remaining image; a lower level trains on the next
+    int(N * level / 100) indices (the paper's rule, a fraction of the whole training set).
+    RandomState(seed).permutation equals the paper's np.random.seed(seed); np.random.shuffle(idx),
+    without touching numpy's global generator.
+    """
+    if not 0 < level <= 100:
+        raise UsageError(f"--level must lie in (0, 100], got {level}")
+    if not 0 <= valid_size < num_images:
+        raise UsageError(f"--valid_size {valid_size} leaves no training images out of {num_images}")
+    order = np.random.RandomState(seed).permutation(num_images)
+    remaining = num_images - valid_size
+    train_len = remaining if level == 100 else int(num_images * level / 100)
+    if train_len > remaining:
+        raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
+                         f"of the {num_images} remain after the {valid_size} validation images")
+    if train_len < 2:
+        raise UsageError(f"--level {level} leaves {train_len} training images; need at least 2")
+    return Split(train=order[valid_size:valid_size + train_len], valid=order[:valid_size])
+
+
+def to_float(images):
+    """uint8 (N, 3, H, W) -> float32 in [0, 1]."""
+    return images.float().div_(255)
+
+
+def augment(images, generator):
+    """The paper's training augmentation, batched on the images' device.
+
+    images: (N, 3, 32, 32) uint8. Random 32x32 crop of the image zero-padded by 4 pixels, then a
+    random horizontal flip, both drawn from `generator` (a torch.Generator on the same device).
+    Returns float32 in [0, 1].
+    """
+    n, _, h, w = images.shape
+    device = images.device
+    padded = F.pad(images, (4, 4, 4, 4))
+    offsets = torch.randint(0, 9, (2, n), device=device, generator=generator)
+    flips = torch.rand(n, device=device, generator=generator) < 0.5
+    rows = offsets[0, :, None] + torch.arange(h, device=device)               # (N, H)
+    cols = offsets[1, :, None] + torch.arange(w, device=device)               # (N, W)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch = torch.arange(n, device=device)[:, None, None]
+    # Advanced indices on dims 0, 2, 3 broadcast to (N, H, W) and the channel dim goes last.
+    crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return to_float(crops.permute(0, 3, 1, 2).contiguous())

@@ -1,0 +1,100 @@
+"""Fixtures: tiny CIFAR-format datasets written to a temporary folder, and script runners.
+
+The tiny CIFAR-10 is learnable on purpose: each class is a solid colour plus noise, so a couple of
+epochs separate trained from untrained models (attack tests rely on that).
+"""
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SUBSET = SHARED / "data" / "cifar10-subset"
+REFERENCE_LABELS = SHARED / "reference" / "label_representations"
+
+# Tests never download: a missing dataset must fail at once with the message.
+os.environ["LABELREP_OFFLINE"] = "1"
+
+
+def class_images(labels, rng):
+    """Images whose colour encodes the class, with noise: (N, 3072) uint8."""
+    palette = np.random.RandomState(1).randint(0, 256, size=(100, 3))
+    base = palette[labels][:, :, None].repeat(1024, axis=2).astype(np.float64)
+    noisy = base + rng.normal(0, 40, size=base.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8).reshape(len(labels), 3072)
+
+
+def write_batch(path, labels, rng, label_key="labels", extra=None):
+    batch = {"batch_label": path.name, "data": class_images(labels, rng), label_key: list(labels),
+             "filenames": [f"{i}.png" for i in range(len(labels))]}
+    batch.update(extra or {})
+    with open(path, "wb") as f:
+        pickle.dump(batch, f)
+
+
+def make_cifar10(root, per_batch=60, test=100, seed=0):
+    rng = np.random.RandomState(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        write_batch(folder / f"data_batch_{i}", rng.randint(0, 10, per_batch), rng)
+    write_batch(folder / "test_batch", rng.randint(0, 10, test), rng)
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
+    return root
+
+
+def make_cifar100(root, train=300, test=100, seed=0):
+    rng = np.random.RandomState(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for name, n in (("train", train), ("test", test)):
+        fine = rng.randint(0, 100, n)
+        write_batch(folder / name, fine, rng, label_key="fine_labels",
+                    extra={"coarse_labels": list(fine // 5)})
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"fine{i}" for i in range(100)],
+                     "coarse_label_names": [f"coarse{i}" for i in range(20)]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir(tmp_path_factory):
+    return make_cifar10(tmp_path_factory.mktemp("cifar10"))
+
+
+@pytest.fixture(scope="session")
+def cifar100_dir(tmp_path_factory):
+    return make_cifar100(tmp_path_factory.mktemp("cifar100"))
+
+
+@pytest.fixture(scope="session")
+def label_dir(tmp_path_factory):
+    """Label files of each shape family for the tiny datasets."""
+    folder = tmp_path_factory.mktemp("labels")
+    rng = np.random.RandomState(0)
+    for dataset, classes in (("cifar10", 10), ("cifar100", 100)):
+        np.save(folder / f"{dataset}_speech.npy", rng.uniform(-80, 0, (classes, 64, 64)).astype(np.float32))
+        np.save(folder / f"{dataset}_bert.npy", rng.uniform(0, 80, (classes, 48, 48)).astype(np.float32))
+        np.save(folder / f"{dataset}_glove.npy", rng.normal(0, 1, (classes, 50)).astype(np.float32))
+    return folder
+
+
+def run_script(script, *args, check=True, env=None, timeout=600):
+    """Run a repo script in a subprocess; returns the CompletedProcess (stdout, stderr as text)."""
+    proc = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO, env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def last_json(proc):
+    return json.loads(proc.stdout.strip().splitlines()[-1])

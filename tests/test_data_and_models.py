@@ -1,0 +1,162 @@
+"""cifar.py (loading, split, augmentation), architecture.py (heads, parameter counts), label spaces."""
+import numpy as np
+import pytest
+import torch
+
+from architecture import ARCHITECTURES, build_model, count_parameters
+from cifar import augment, load_cifar, split_indices, to_float
+from conftest import REFERENCE_LABELS, SUBSET
+from utils.errors import UsageError
+from utils.labelspace import CategorySpace, TargetSpace, load_label_space, read_targets
+
+
+def test_load_cifar10_shapes_and_names(cifar10_dir):
+    data = load_cifar("cifar10", cifar10_dir)
+    assert data.train_images.shape == (300, 3, 32, 32) and data.train_images.dtype == torch.uint8
+    assert data.test_images.shape == (100, 3, 32, 32)
+    assert data.train_labels.dtype == torch.int64 and data.num_classes == 10
+    assert data.class_names[1] == "automobile"
+
+
+def test_load_cifar100_granularity(cifar100_dir):
+    fine = load_cifar("cifar100", cifar100_dir)
+    coarse = load_cifar("cifar100", cifar100_dir, granularity="coarse")
+    assert fine.num_classes == 100 and coarse.num_classes == 20
+    assert torch.equal(coarse.train_labels, fine.train_labels // 5)  # how the fixture made them
+    assert coarse.class_names[3] == "coarse3"
+
+
+@pytest.mark.skipif(not SUBSET.exists(), reason="../shared/data is absent")
+def test_real_cifar10_subset():
+    data = load_cifar("cifar10", SUBSET)
+    assert len(data.train_labels) == 5170 and len(data.test_labels) == 1017
+    # the first test image of CIFAR-10 is a cat (class 3); the first training image a frog (6)
+    assert data.test_labels[0] == 3 and data.train_labels[0] == 6
+
+
+def test_split_matches_the_papers_global_shuffle():
+    np.random.seed(7)
+    paper = list(range(5170))
+    np.random.shuffle(paper)
+    split = split_indices(5170, seed=7, valid_size=1000, level=100)
+    assert split.valid.tolist() == paper[:1000]
+    assert split.train.tolist() == paper[1000:]
+    low = split_indices(5170, seed=7, valid_size=1000, level=25)
+    assert len(low.train) == 1292 and low.train.tolist() == paper[1000:2292]
+
+
+def test_split_rejects_a_level_that_does_not_fit():
+    with pytest.raises(UsageError, match=r"--level 90 asks for 4653 training images, but only 4170"):
+        split_indices(5170, seed=0, valid_size=1000, level=90)
+
+
+def test_augment_is_a_seeded_shift_and_flip():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    a = augment(images, torch.Generator().manual_seed(0))
+    b = augment(images, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+    padded = torch.nn.functional.pad(to_float(images), (4, 4, 4, 4))
+    flipped = 0
+    for i in range(len(images)):
+        views = {(dy, dx, f): padded[i, :, dy:dy + 32, dx:dx + 32].flip(2) if f else
+                 padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9) for f in (0, 1)}
+        match = [k for k, v in views.items() if torch.equal(v, a[i])]
+        assert match, f"image {i} is not a crop of its padded original"
+        flipped += match[0][2]
+    assert 16 <= flipped <= 48  # about half are flipped
+
+
+# The paper's code's parameter counts (category head on CIFAR-10; 64x64 and 48x48 decoders).
+PARAMETERS = {"resnet32": (466_906, 579_577, 550_905), "resnet110": (1_730_714, 1_843_385, 1_814_713),
+              "vgg19": (20_040_522, 20_178_281, 20_149_609)}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_parameter_counts_equal_the_papers(arch):
+    counts = tuple(count_parameters(build_model(arch, shape)) for shape in ((10,), (64, 64), (48, 48)))
+    assert counts == PARAMETERS[arch]
+
+
+@pytest.mark.parametrize("arch", ["resnet32", "vgg19"])
+@pytest.mark.parametrize("shape", [(10,), (100,), (50,), (64, 64), (48, 48), (20, 30), (2, 8, 8)])
+def test_every_head_gives_the_target_shape_and_trains(arch, shape):
+    torch.manual_seed(0)
+    model = build_model(arch, shape)
+    images = torch.rand(4, 3, 32, 32)
+    outputs = model(images)
+    assert outputs.shape == (4, *shape)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(2):
+        loss = (model(images) - 1).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert torch.isfinite(loss)
+
+
+def test_nearest_target_decoding():
+    torch.manual_seed(0)
+    targets = torch.randn(10, 64, 64) * 20
+    space = TargetSpace("t", targets)
+    assert space.decode(targets).tolist() == list(range(10))
+    labels = torch.randint(0, 10, (200,))
+    noisy = targets[labels] + torch.randn(200, 64, 64) * 5
+    assert torch.equal(space.decode(noisy), labels)
+    # against a brute-force mean squared distance
+    outputs = torch.randn(50, 64, 64) * 20
+    brute = ((outputs[:, None] - targets[None]) ** 2).mean((2, 3)).argmin(1)
+    assert torch.equal(space.decode(outputs), brute)
+
+
+def test_category_space_loss_and_decode():
+    space = CategorySpace(3, smoothing=0.1)
+    logits = torch.tensor([[5.0, 0, 0], [0, 0, 5.0]])
+    assert space.decode(logits).tolist() == [0, 2]
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]), label_smoothing=0.1,
+                                                 reduction="none")
+    assert torch.allclose(space.loss(logits, torch.tensor([0, 2])), expected)
+
+
+def test_target_loss_is_smooth_l1_per_image():
+    targets = torch.zeros(2, 4, 4)
+    targets[1] = 3.0
+    space = TargetSpace("t", targets)
+    outputs = torch.full((2, 4, 4), 0.5)
+    # |0.5 - 0| < 1: 0.5 * 0.25 = 0.125; |0.5 - 3| = 2.5 >= 1: 2.5 - 0.5 = 2.0
+    assert torch.allclose(space.loss(outputs, torch.tensor([0, 1])), torch.tensor([0.125, 2.0]))
+
+
+@pytest.mark.skipif(not REFERENCE_LABELS.exists(), reason="../shared/reference is absent")
+@pytest.mark.parametrize("path", sorted(REFERENCE_LABELS.glob("*.npy")) if REFERENCE_LABELS.exists()
+                         else [], ids=lambda p: p.stem)
+def test_every_published_label_file_decodes_to_its_class(path):
+    dataset, label = path.stem.split("_", 1)
+    classes = 10 if dataset == "cifar10" else 100
+    space = load_label_space(label, dataset, classes, REFERENCE_LABELS)
+    assert space.decode(space.targets).tolist() == list(range(classes))
+    assert build_model("resnet32", space.output_shape)(torch.rand(2, 3, 32, 32)).shape[1:] == \
+        space.targets.shape[1:]
+
+
+@pytest.mark.parametrize("content, message", [
+    (np.zeros((9, 64, 64), np.float32), "has 9 class targets, but the dataset has 10 classes"),
+    (np.full((10, 5), np.nan, np.float32), "contains NaN or infinite values"),
+    (np.array(["a"] * 10), "a label file must be a numeric array"),
+    (np.array([{"a": 1}] * 10, dtype=object), "holds pickled objects"),
+    (np.arange(10, dtype=np.float32), "expected [classes, ...]"),
+    (np.zeros((10, 5), np.float32), "class 1 has the same target as another class"),
+])
+def test_bad_label_files(tmp_path, content, message):
+    path = tmp_path / "cifar10_bad.npy"
+    np.save(path, content, allow_pickle=True)
+    with pytest.raises(UsageError) as err:
+        read_targets(path, 10)
+    assert message in str(err.value)
+
+
+def test_truncated_label_file(tmp_path):
+    path = tmp_path / "cifar10_cut.npy"
+    np.save(path, np.random.rand(10, 64, 64).astype(np.float32))
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(UsageError, match="is not a readable .npy file"):
+        read_targets(path, 10)

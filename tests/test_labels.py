@@ -1,0 +1,469 @@
+"""Tests of labels/: every family's contract, the paper's files reproduced, the shipped files, the
+stats tool, and bad input ending in one error line.
+
+    python -m pytest tests/test_labels.py -q
+
+Nothing here touches the network: BERT is a tiny random model saved by a fixture, GloVe a tiny
+text file, speech comes from synthesised tones or espeak-ng (skipped when not installed). Tests
+that compare with the paper's published files use ../shared and skip without it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# No test may reach the Hugging Face hub; huggingface_hub reads this when first imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` from elsewhere: make the repo's packages importable
+    sys.path.insert(0, str(ROOT))
+
+from labels import LABEL_DIR, LabelError, available_labels, load_label  # noqa: E402
+from labels import generate, stats  # noqa: E402
+from labels.generate import (  # noqa: E402
+    CIFAR10_CLASSES, CIFAR100_CLASSES, FAMILIES, class_names, make_label, offline_labels,
+    parse_label,
+)
+
+SHARED = ROOT.parent / "shared"
+REFERENCE = SHARED / "reference" / "label_representations"
+HAS_ESPEAK = shutil.which("espeak-ng") is not None
+
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared is absent")
+needs_espeak = pytest.mark.skipif(not HAS_ESPEAK, reason="espeak-ng is not installed")
+
+
+def expected_shape(name, num_classes):
+    """The shape a label file of family `name` must have (the contract train.py relies on)."""
+    key, _, value = parse_label(name)[0].partition("=")
+    if key == "normal_dim":
+        return (num_classes, int(value))
+    if key == "lowdim":
+        return (num_classes, num_classes)
+    if key in ("glove", "uniform_gap"):
+        return (num_classes, 50)
+    if key == "bert":
+        return (num_classes, 48, 48)
+    assert key in ("speech", "shuffle", "uniform", "random", "composite"), key
+    return (num_classes, 64, 64)
+
+
+def min_class_distance(targets):
+    """Smallest mean squared distance between two classes' targets."""
+    return stats.label_stats(targets)["min_msd"]
+
+
+def cli(main, argv, capsys):
+    """Run a tool's main(argv); (exit status, stdout, stderr). A failure must be one error line."""
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    if status != 0:
+        assert err.count("\n") == 1 and err.startswith("error: "), err
+    return status, out, err
+
+
+def write_tones(folder, count, rate=16000):
+    """`folder/{i}.wav`: a 0.4 s tone per class (frequencies 300 Hz * 1.3^i) between silences."""
+    import soundfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(0.4 * rate)) / rate
+    silence = np.zeros(int(0.1 * rate))
+    for i in range(count):
+        tone = 0.5 * np.sin(2 * np.pi * 300 * 1.3 ** i * t) * np.hanning(t.size)
+        soundfile.write(folder / f"{i}.wav", np.concatenate([silence, tone, silence]), rate,
+                        subtype="PCM_16")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tones(tmp_path_factory):
+    return write_tones(tmp_path_factory.mktemp("tones"), 10)
+
+
+@pytest.fixture(scope="module")
+def tone_speech(tones):
+    return make_label("speech", CIFAR10_CLASSES, audio_dir=tones)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised one-layer BERT (hidden size 768, so targets are 48 x 48) with its
+    own word-piece vocabulary, saved as a model directory."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "air", "##plane", "auto", "##mobile",
+             "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=768, num_hidden_layers=1,
+                                     num_attention_heads=1, intermediate_size=32,
+                                     max_position_embeddings=16)
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_glove(tmp_path_factory):
+    """A GloVe-format text file (no header): 50 random values for a few words."""
+    words = [n for n in CIFAR10_CLASSES] + ["pickup", "truck", "lawn-mower", "sweet", "peppers"]
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("glove") / "tiny.50d.txt"
+    lines = [w + " " + " ".join(f"{v:.5f}" for v in rng.normal(size=50))
+             for w in dict.fromkeys(words)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- family contracts
+
+SYNTHETIC = ["uniform", "random", "composite", "lowdim", "normal_dim=3", "normal_dim=50",
+             "uniform_gap=0", "uniform_gap=2.5"]
+
+
+@pytest.mark.parametrize("num_classes", [10, 100])
+@pytest.mark.parametrize("name", SYNTHETIC)
+def test_synthetic_family_contract(name, num_classes):
+    names = [f"class {i}" for i in range(num_classes)]
+    targets = make_label(name, names, seed=3)
+    assert targets.shape == expected_shape(name, num_classes)
+    assert targets.dtype == np.float32 and np.isfinite(targets).all()
+    assert np.array_equal(targets, make_label(name, names, seed=3))       # deterministic
+    assert min_class_distance(targets) > 0                                  # classes differ
+    if parse_label(name)[1].seed is not None:                              # seeded families
+        assert not np.array_equal(targets, make_label(name, names, seed=4))
+    key, _, value = name.partition("=")
+    rows = targets.reshape(num_classes, -1)
+    if key in ("uniform", "random", "composite", "lowdim"):
+        assert targets.min() >= 0 and targets.max() <= 80
+    if key == "uniform":
+        assert np.allclose(rows, (80 * np.arange(num_classes) / (num_classes - 1))[:, None])
+    if key == "composite":   # each class rescaled to exactly [0, 80]
+        assert np.allclose(rows.min(1), 0) and np.allclose(rows.max(1), 80)
+    if key == "normal_dim":  # class i ~ N(i, 0.1)
+        assert np.abs(rows.mean(1) - np.arange(num_classes)).max() < 5 * 0.1 / np.sqrt(int(value)) + 1e-3
+    if key == "uniform_gap":  # class i ~ U(iG, 9 + iG)
+        low = float(value) * np.arange(num_classes)[:, None]
+        assert (rows >= low - 1e-4).all() and (rows <= low + 9 + 1e-4).all()
+
+
+def test_speech_from_tones(tone_speech, tones):
+    assert tone_speech.shape == (10, 64, 64) and tone_speech.dtype == np.float32
+    assert tone_speech.min() >= -80 - 1e-4 and tone_speech.max() <= 0
+    assert np.all(tone_speech.reshape(10, -1).max(1) > -1)   # each class peaks near 0 dB
+    assert min_class_distance(tone_speech) > 1
+    assert np.array_equal(tone_speech, make_label("speech", CIFAR10_CLASSES, audio_dir=tones))
+    # a higher tone puts its energy in higher mel bands (rows)
+    peaks = [np.argmax(t.mean(1)) for t in tone_speech]
+    assert peaks == sorted(peaks) and peaks[0] < peaks[-1]
+
+
+def test_shuffle_permutes_each_class_columns(tone_speech):
+    shuffled = make_label("shuffle", CIFAR10_CLASSES, seed=8, speech_targets=tone_speech)
+    assert shuffled.shape == tone_speech.shape and shuffled.dtype == np.float32
+    for speech_class, shuffled_class in zip(tone_speech, shuffled):
+        assert sorted(map(tuple, speech_class.T)) == sorted(map(tuple, shuffled_class.T))
+    assert not np.array_equal(shuffled, tone_speech)
+    assert np.array_equal(shuffled, make_label("shuffle", CIFAR10_CLASSES, seed=8,
+                                               speech_targets=tone_speech))
+    assert not np.array_equal(shuffled, make_label("shuffle", CIFAR10_CLASSES, seed=9,
+                                                   speech_targets=tone_speech))
+
+
+@needs_espeak
+def test_speech_and_shuffle_from_espeak(tmp_path, capsys):
+    status, out, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "shuffle",
+                                         "--out", tmp_path], capsys)
+    assert status == 0 and out.count("wrote") == 2
+    speech = np.load(tmp_path / "cifar10_speech.npy", allow_pickle=False)
+    shuffled = np.load(tmp_path / "cifar10_shuffle.npy", allow_pickle=False)
+    for targets in (speech, shuffled):
+        assert targets.shape == (10, 64, 64) and targets.dtype == np.float32
+        assert targets.min() >= -80 - 1e-4 and targets.max() <= 0
+        assert min_class_distance(targets) > 1
+    again = make_label("speech", class_names("cifar10", "spoken"))
+    assert np.array_equal(speech, again)   # espeak-ng and the recipe are deterministic
+
+
+def test_bert_tiny_model(tiny_bert, tmp_path, capsys):
+    targets = make_label("bert", CIFAR10_CLASSES, text_model=tiny_bert)
+    assert targets.shape == (10, 48, 48) and targets.dtype == np.float32
+    assert targets.min() == 0 and targets.max() == pytest.approx(80)
+    assert np.array_equal(targets, make_label("bert", CIFAR10_CLASSES, text_model=tiny_bert))
+    assert min_class_distance(targets) > 0
+    # airplane and automobile are two word pieces each: mean-pooled, still 48 x 48
+    status, out, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "bert",
+                                         "--text_model", tiny_bert, "--out", tmp_path], capsys)
+    assert status == 0
+    assert np.array_equal(np.load(tmp_path / "cifar10_bert.npy", allow_pickle=False), targets)
+
+
+def test_bert_unreadable_model(tmp_path, capsys):
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--text_model",
+                                         tmp_path / "no_such_model", "--out", tmp_path], capsys)
+    assert status == 2 and "no such directory" in err
+    (tmp_path / "empty").mkdir()
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--text_model",
+                                         tmp_path / "empty", "--out", tmp_path], capsys)
+    assert status == 2 and "cannot load text model" in err and "--text_model DIR" in err
+    assert not list(tmp_path.glob("*.npy"))
+
+
+def test_glove_tiny_file(tiny_glove, tmp_path, capsys):
+    from gensim.models import KeyedVectors
+
+    vectors = KeyedVectors.load_word2vec_format(str(tiny_glove), no_header=True)
+    names = ["cat", "pickup truck", "lawn-mower", "sweet_peppers"]
+    targets = make_label("glove", names, glove=tiny_glove)
+    assert targets.shape == (4, 50) and targets.dtype == np.float32
+    assert np.allclose(targets[0], vectors["cat"])
+    assert np.allclose(targets[1], (vectors["pickup"] + vectors["truck"]) / 2)  # words averaged
+    assert np.allclose(targets[2], vectors["lawn-mower"])                       # known as a whole
+    assert np.allclose(targets[3], (vectors["sweet"] + vectors["peppers"]) / 2)
+    assert np.array_equal(targets, make_label("glove", names, glove=tiny_glove))
+    with pytest.raises(LabelError, match="zebra"):
+        make_label("glove", ["cat", "zebra"], glove=tiny_glove)
+    status, _, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove",
+                                       tiny_glove, "--out", tmp_path], capsys)
+    assert status == 0
+    written = np.load(tmp_path / "cifar10_glove.npy", allow_pickle=False)
+    assert written.shape == (10, 50) and min_class_distance(written) > 0
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove",
+                                         tmp_path / "missing.txt", "--out", tmp_path, "--force"],
+                         capsys)
+    assert status == 2 and "no such file" in err
+
+
+# ----------------------------------------------------------------------------- the paper's files
+
+@needs_reference
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_speech_reproduces_paper_recordings(dataset):
+    count = generate.DATASETS[dataset].num_classes
+    targets = make_label("speech", [str(i) for i in range(count)],
+                         audio_dir=REFERENCE / f"{dataset}_wav")
+    published = np.load(REFERENCE / f"{dataset}_speech.npy", allow_pickle=False)
+    closeness = stats.compare(published, targets)
+    assert closeness["mean_abs_diff"] < 0.1, closeness        # dB
+    assert closeness["min_class_corr"] > 0.999, closeness
+
+
+@needs_reference
+@pytest.mark.parametrize("dataset, name", [("cifar10", "random"), ("cifar100", "random"),
+                                           ("cifar10", "lowdim"), ("cifar10", "uniform"),
+                                           ("cifar100", "uniform")])
+def test_default_seeds_reproduce_paper_exactly(dataset, name):
+    names = generate.DATASETS[dataset].class_names
+    published = np.load(REFERENCE / f"{dataset}_{name}.npy", allow_pickle=False)
+    assert np.array_equal(make_label(name, names), published)
+
+
+@needs_reference
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_shuffle_of_paper_speech_is_paper_shuffle(dataset, tmp_path, capsys):
+    status, _, _ = cli(generate.main, ["--dataset", dataset, "--label", "shuffle", "--speech_file",
+                                       REFERENCE / f"{dataset}_speech.npy", "--out", tmp_path],
+                       capsys)
+    assert status == 0
+    assert np.array_equal(np.load(tmp_path / f"{dataset}_shuffle.npy", allow_pickle=False),
+                          np.load(REFERENCE / f"{dataset}_shuffle.npy", allow_pickle=False))
+
+
+@needs_reference
+def test_text_names_are_the_papers():
+    listed = [n.strip() for n in (REFERENCE / "cifar100_text.txt").read_text().split(",")]
+    assert sorted(class_names("cifar100", "text")) == sorted(n for n in listed if n)
+
+
+def test_builtin_names():
+    assert len(CIFAR10_CLASSES) == 10 and len(set(CIFAR100_CLASSES)) == 100
+    assert list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)   # fine labels are alphabetical
+    assert class_names("cifar10", "spoken")[1] == "car"
+    assert class_names("cifar100", "standard")[1] == "aquarium fish"
+
+
+@pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared is absent")
+def test_meta_files_give_builtin_names():
+    data = SHARED / "data"
+    assert generate.dataset_class_names("cifar10", data / "cifar10-subset") == list(CIFAR10_CLASSES)
+    assert (generate.dataset_class_names("cifar100", data / "cifar100-subset")
+            == list(CIFAR100_CLASSES))
+
+
+# ----------------------------------------------------------------------------- shipped files
+
+SHIPPED = sorted(LABEL_DIR.glob("*.npy"))
+
+
+def test_every_offline_label_is_shipped():
+    for dataset in ("cifar10", "cifar100"):
+        assert set(offline_labels()) <= set(available_labels(dataset))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_file(path):
+    dataset, _, name = path.stem.partition("_")
+    assert dataset in generate.DATASETS and parse_label(name)[0] == name
+    targets = load_label(dataset, name)
+    assert targets.dtype == np.float32 and np.isfinite(targets).all()
+    assert targets.shape == expected_shape(name, generate.DATASETS[dataset].num_classes)
+    assert min_class_distance(targets) > 0
+    if parse_label(name)[1].make not in (generate.make_speech, generate.make_shuffle):
+        # seeded synthetic families: the shipped file is exactly what the generator makes
+        assert np.array_equal(targets, make_label(name, generate.DATASETS[dataset].class_names))
+
+
+@needs_espeak
+def test_shipped_speech_matches_this_machine():
+    shipped = load_label("cifar10", "speech")
+    closeness = stats.compare(shipped, make_label("speech", class_names("cifar10", "spoken")))
+    assert closeness["mean_abs_diff"] < 0.1 and closeness["min_class_corr"] > 0.999, closeness
+    shuffled = make_label("shuffle", CIFAR10_CLASSES, speech_targets=shipped)
+    assert np.array_equal(shuffled, load_label("cifar10", "shuffle"))
+
+
+def test_load_label_names_the_alternatives(tmp_path):
+    with pytest.raises(LabelError, match="speech"):
+        load_label("cifar10", "no_such_label")
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def test_refuses_to_overwrite_without_force(tmp_path, capsys):
+    argv = ["--dataset", "cifar10", "--label", "uniform", "--out", tmp_path]
+    assert cli(generate.main, argv, capsys)[0] == 0
+    target = tmp_path / "cifar10_uniform.npy"
+    target.write_bytes(b"sentinel")
+    status, _, err = cli(generate.main, argv, capsys)
+    assert status == 2 and "--force" in err and target.read_bytes() == b"sentinel"
+    assert cli(generate.main, argv + ["--force"], capsys)[0] == 0
+    assert np.load(target, allow_pickle=False).shape == (10, 64, 64)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # no leftovers
+
+
+def test_all_writes_every_offline_family(tones, tmp_path, capsys):
+    status, _, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "all", "--audio_dir",
+                                       tones, "--out", tmp_path], capsys)
+    assert status == 0
+    assert sorted(p.stem for p in tmp_path.glob("*.npy")) == sorted(
+        f"cifar10_{n}" for n in offline_labels())
+
+
+@pytest.mark.parametrize("label, message", [
+    ("sound", "unknown label family 'sound'; valid: speech, shuffle"),
+    ("normal_dim=0", "positive integer"),
+    ("normal_dim=2.5", "positive integer"),
+    ("normal_dim", "needs a parameter"),
+    ("uniform_gap=-1", "number >= 0"),
+    ("uniform_gap=x", "number >= 0"),
+    ("speech=3", "takes no parameter"),
+])
+def test_bad_label_names(label, message, tmp_path, capsys):
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", label, "--out",
+                                         tmp_path], capsys)
+    assert status == 2 and message in err
+
+
+def test_bad_audio_dirs(tones, tmp_path, capsys):
+    def speech_from(folder):
+        return cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--audio_dir",
+                                   folder, "--out", tmp_path / "out"], capsys)
+
+    missing = tmp_path / "missing_class"
+    shutil.copytree(tones, missing)
+    (missing / "3.wav").rename(missing / "10.wav")
+    status, _, err = speech_from(missing)
+    assert status == 2 and "lacks 3.wav" in err
+
+    too_few = tmp_path / "too_few"
+    shutil.copytree(tones, too_few)
+    (too_few / "9.wav").unlink()
+    status, _, err = speech_from(too_few)
+    assert status == 2 and "holds 9 numbered .wav files; expected 10" in err
+
+    too_many = write_tones(tmp_path / "too_many", 11)
+    status, _, err = speech_from(too_many)
+    assert status == 2 and "holds 11 numbered .wav files" in err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tones, broken)
+    (broken / "0.wav").write_bytes(b"not audio")
+    status, _, err = speech_from(broken)
+    assert status == 2 and "cannot read audio file" in err and "0.wav" in err
+
+    status, _, err = speech_from(tmp_path / "nowhere")
+    assert status == 2 and "not a directory" in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.npy"))
+
+
+def test_speech_without_espeak_says_how_to_install(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))   # no espeak-ng on it
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--out",
+                                         tmp_path], capsys)
+    assert status == 2 and "espeak-ng is not installed" in err and "apt-get install" in err
+
+
+def test_names_file_must_match_class_count(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("one\ntwo\n")
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--names",
+                                         names, "--glove", names, "--out", tmp_path], capsys)
+    assert status == 2 and "holds 2 names; cifar10 has 10 classes" in err
+
+
+def test_make_label_rejects_unknown_options():
+    with pytest.raises(LabelError, match="unknown option"):
+        make_label("uniform", CIFAR10_CLASSES, audio_folder="x")
+
+
+def test_generate_module_entry_point(tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "labels.generate", "--dataset", "cifar10",
+                          "--label", "sound", "--out", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown label family")
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    good = subprocess.run([sys.executable, "-m", "labels.generate", "--dataset", "cifar10",
+                           "--label", "normal_dim=7", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    assert np.load(tmp_path / "cifar10_normal_dim=7.npy", allow_pickle=False).shape == (10, 7)
+
+
+# ----------------------------------------------------------------------------- stats
+
+def test_stats_by_hand(tmp_path):
+    targets = np.array([[0, 0], [0, 2], [2, 2]], dtype=np.float32)
+    row = stats.label_stats(targets)
+    # normalised: [[0,0],[0,1],[1,1]] -> L1 distances 1, 2, 1 and L2 distances 1, sqrt 2, 1
+    assert row["shape"] == [3, 2] and row["min"] == 0 and row["max"] == 2 and row["std"] == 1
+    assert row["l1_mean"] == pytest.approx(4 / 3) and row["l1_std"] == pytest.approx(np.sqrt(2 / 9))
+    assert row["l2_mean"] == pytest.approx((2 + np.sqrt(2)) / 3)
+    assert row["min_msd"] == pytest.approx(2.0)          # raw values: (0 + 4) / 2
+    assert row["entropy"] == pytest.approx(1 / 3)       # 0, 1 and 0 bits
+    assert stats.value_entropy([0.1234561, 0.1234564]) == 0   # equal after rounding to 6 decimals
+    assert stats.value_entropy([0.1, 0.2, 0.3, 0.4]) == pytest.approx(2)
+
+
+def test_stats_cli(tmp_path, capsys):
+    path = tmp_path / "cifar10_uniform.npy"
+    np.save(path, make_label("uniform", CIFAR10_CLASSES))
+    status, out, _ = cli(stats.main, ["--json", path], capsys)
+    rows = json.loads(out)
+    assert status == 0 and rows[0]["shape"] == [10, 64, 64] and set(stats.COLUMNS) <= set(rows[0])
+    status, out, _ = cli(stats.main, ["--markdown", path, path], capsys)
+    assert status == 0 and out.startswith("| file | shape |") and out.count("\n") == 3
+    status, out, _ = cli(stats.main, ["--compare", path, path], capsys)
+    assert status == 0 and "mean |diff| 0.0000" in out
+    status, _, err = cli(stats.main, [tmp_path / "missing.npy"], capsys)
+    assert status == 2 and "cannot read label file" in err
+    done = subprocess.run([sys.executable, "-m", "labels.stats", str(path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout

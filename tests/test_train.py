@@ -1,0 +1,181 @@
+"""train.py end to end: the JSON line, the run files, determinism, resume, preemption, bad input."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import train
+from conftest import REFERENCE_LABELS, REPO, SUBSET, last_json, run_script
+from utils.errors import run_cli
+
+TIMING = ("seconds", "images_per_s")
+
+
+def flags(data_dir, base_dir, label_dir, label="speech", epochs=2, **extra):
+    args = ["--model", "resnet32", "--dataset", "cifar10", "--label", label, "--seed", "3",
+            "--data_dir", data_dir, "--label_dir", label_dir, "--base_dir", base_dir,
+            "--valid_size", "50", "--epochs", epochs, "--batch_size", "64", "--device", "cpu"]
+    for k, v in extra.items():
+        args += [f"--{k}"] + ([] if v is True else [v])
+    return [str(a) for a in args]
+
+
+def metrics(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def speech_run(cifar10_dir, label_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    proc = run_script("train.py", *flags(cifar10_dir, base, label_dir))
+    return base, proc
+
+
+def test_json_line_and_run_files(speech_run):
+    base, proc = speech_run
+    result = last_json(proc)
+    run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    assert result["run_dir"] == str(run_dir)
+    for key in ("dataset", "model", "label", "seed", "level", "epochs", "valid_acc", "test_acc",
+                "test_loss", "train_seconds"):
+        assert key in result
+    assert (result["label"], result["seed"], result["level"], result["epochs"]) == ("speech", 3, 100, 2)
+    assert result["train_images"] == 250 and result["test_images"] == 100
+    assert 0 <= result["test_acc"] <= 1
+    assert json.loads((run_dir / "results.json").read_text()) == result
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["flags"]["label"] == "speech" and config["flags"]["valid_size"] == 50
+    assert config["environment"]["torch"].startswith("2.14")
+    rows = metrics(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"epoch", "lr", "train_loss", "valid_loss", "valid_acc"}
+    assert (run_dir / "speech_seed3_resnet32_best_model.pth").is_file()
+    assert (run_dir / "last_checkpoint.pth").is_file()
+    # not a TTY: one plain progress line per epoch on stderr
+    assert proc.stderr.count("epoch ") == 2 and "valid_acc" in proc.stderr
+
+
+def test_same_flags_give_the_same_metrics(speech_run, cifar10_dir, label_dir, tmp_path):
+    base, _ = speech_run
+    run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir))
+    run = ("cifar10", "seed3", "resnet32", "model_speech")
+    assert metrics(tmp_path.joinpath(*run)) == metrics(base.joinpath(*run))
+
+
+def test_finished_run_is_not_retrained(speech_run, cifar10_dir, label_dir):
+    base, proc = speech_run
+    run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    before = (run_dir / "last_checkpoint.pth").stat().st_mtime_ns
+    again = run_script("train.py", *flags(cifar10_dir, base, label_dir))
+    assert last_json(again) == last_json(proc)
+    assert "already complete" in again.stderr
+    assert (run_dir / "last_checkpoint.pth").stat().st_mtime_ns == before
+
+
+def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_dir, tmp_path):
+    args = flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=4)
+    straight = last_json(run_script("train.py", *args))
+
+    args = flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=4)
+    run_dir = tmp_path / "b" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run_dir / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err
+    assert "preempted" in err and not (run_dir / "results.json").exists()
+    resumed = run_script("train.py", *args, "--resume")
+    assert "resuming" in resumed.stderr
+    result = last_json(resumed)
+    for key in ("valid_acc", "test_acc", "test_loss", "best_epoch"):
+        assert result[key] == straight[key]
+    assert metrics(run_dir) == metrics(tmp_path / "a" / "cifar10" / "seed3" / "resnet32" / "model_category")
+
+
+def run_cli_capture(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train.main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": "resnet18"}, "invalid choice: 'resnet18'"),
+    ({"dataset": "mnist"}, "invalid choice: 'mnist'"),
+    ({"label": "nosuch"}, "no label file"),
+    ({"level": "90"}, "--level 90 asks for 270 training images, but only 250"),
+    ({"valid_size": "400"}, "--valid_size 400 leaves no training images out of 300"),
+    ({"label": "glove", "dataset": "cifar100"}, "has 10 class targets, but the dataset has 100"),
+])
+def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):
+    args = flags(cifar10_dir, tmp_path, label_dir)
+    if change.get("dataset") == "cifar100":
+        np.save(tmp_path / "cifar100_glove.npy", np.random.rand(10, 50).astype(np.float32))
+        args[args.index("--data_dir") + 1] = str(cifar100_dir)
+        args[args.index("--label_dir") + 1] = str(tmp_path)
+    for k, v in change.items():
+        if f"--{k}" in args:
+            args[args.index(f"--{k}") + 1] = v
+        else:
+            args += [f"--{k}", v]
+    assert message in run_cli_capture(capsys, args)
+    assert not list(tmp_path.glob("cifar10/**/results.json"))
+
+
+def test_missing_and_truncated_dataset(capsys, cifar10_dir, label_dir, tmp_path):
+    line = run_cli_capture(capsys, flags(tmp_path / "nowhere", tmp_path, label_dir))
+    assert "cifar10 not found in" in line and "data_batch_1" in line
+    broken = tmp_path / "broken"
+    (broken / "cifar-10-batches-py").mkdir(parents=True)
+    for f in (cifar10_dir / "cifar-10-batches-py").iterdir():
+        data = f.read_bytes()
+        (broken / "cifar-10-batches-py" / f.name).write_bytes(data[:len(data) // 2]
+                                                               if f.name == "data_batch_3" else data)
+    line = run_cli_capture(capsys, flags(broken, tmp_path, label_dir))
+    assert "data_batch_3 is truncated or corrupt" in line
+
+
+def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_dir, tmp_path):
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last_checkpoint.pth").write_bytes(b"not a checkpoint")
+    line = run_cli_capture(capsys, flags(cifar10_dir, tmp_path, label_dir, resume=True))
+    assert "last_checkpoint.pth is corrupt" in line
+    assert (run_dir / "last_checkpoint.pth").read_bytes() == b"not a checkpoint"
+    line = run_cli_capture(capsys, flags(cifar10_dir, tmp_path, label_dir))
+    assert "holds an unfinished run; pass --resume" in line
+
+
+def test_bad_input_never_overwrites_a_result(speech_run, capsys, label_dir, tmp_path):
+    base, _ = speech_run
+    run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    run_cli_capture(capsys, flags(tmp_path / "nowhere", base, label_dir, force=True))
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_cli_error_through_a_subprocess(tmp_path, label_dir):
+    proc = run_script("train.py", *flags(tmp_path, tmp_path, label_dir), check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(not (SUBSET.exists() and REFERENCE_LABELS.exists()), reason="../shared is absent")
+def test_issue_command_on_the_real_subset(tmp_path):
+    """The issue's own command, cut to a few batches' worth of images to stay quick."""
+    proc = run_script("train.py", "--model", "resnet32", "--dataset", "cifar10", "--label", "speech",
+                      "--seed", "7", "--data_dir", SUBSET, "--label_dir", REFERENCE_LABELS,
+                      "--valid_size", "1000", "--level", "5", "--epochs", "1", "--base_dir", tmp_path)
+    result = last_json(proc)
+    assert result["train_images"] == 258 and result["test_images"] == 1017

@@ -1,0 +1,74 @@
+"""Train one network on CIFAR-10/100 against one label representation.
+
+    python train.py --model resnet32 --dataset cifar10 --label speech --seed 7
+    python train.py --model vgg19 --dataset cifar100 --label category --level 8 --epochs 600
+    python train.py ... --resume          # continue a killed run from its last completed epoch
+
+Writes {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/ (under less/{dataset}/level{L}/ when
+--level < 100): config.json, metrics.jsonl, the best and last checkpoints and results.json.
+Progress goes to stderr; the last line on stdout is the results as one JSON object.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from architecture import ARCHITECTURES
+from cifar import DATASETS
+from utils.errors import CliParser, run_cli
+
+REPO = Path(__file__).resolve().parent
+
+
+def build_parser():
+    parser = CliParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="dataset")
+    data.add_argument("--data_dir", default="./data",
+                      help="folder holding (or receiving) cifar-10-batches-py / cifar-100-python")
+    data.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
+                      help="CIFAR-100 labels: the 100 fine classes or the 20 superclasses")
+    data.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation "
+                      "and the augmentation")
+    data.add_argument("--valid_size", type=int, default=5000, help="validation images taken "
+                      "first from the seeded permutation")
+    data.add_argument("--level", type=float, default=100, help="percent of the training set to "
+                      "train on (100: every image left after validation)")
+    label = parser.add_argument_group("labels")
+    label.add_argument("--label", default="category", help="'category', or NAME for the targets "
+                       "in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, composite, "
+                       "random, lowdim, bert, glove, ...)")
+    label.add_argument("--label_dir", default=str(REPO / "labels" / "label_files"),
+                       help="folder of {dataset}_{label}.npy files")
+    label.add_argument("--smoothing", type=float, default=0.0,
+                       help="label smoothing for --label category")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="resnet32", choices=sorted(ARCHITECTURES), help="network")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=600, help="epochs (the lr drops 10x at 50%% "
+                     "and 75%%)")
+    opt.add_argument("--batch_size", type=int, default=128, help="images per SGD step")
+    opt.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
+    run = parser.add_argument_group("execution and output")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
+    run.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--channels_last", action="store_true", help="channels-last memory format")
+    run.add_argument("--base_dir", default="./outputs", help="root of the run directories")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    run.add_argument("--force", action="store_true", help="train again even if results exist")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.level == int(args.level):
+        args.level = int(args.level)
+    from utils.training import run_training  # after parsing, so --help stays instant
+    results = run_training(args)
+    print(json.dumps(results), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    run_cli(main)

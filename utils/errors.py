@@ -1,0 +1,42 @@
+"""One error type for bad input, and the wrapper that turns it into a one-line CLI message.
+
+Library code raises `UsageError` with a sentence that names the problem and, where there is one,
+the fix. Scripts run their `main` through `run_cli`, which prints `error: <sentence>` to stderr and
+exits with status 2, so a batch log or a notebook sees one line instead of a traceback.
+"""
+import argparse
+import errno
+import sys
+
+
+class UsageError(Exception):
+    """Bad input from the user: a flag, a file or a dataset that cannot be used as given."""
+
+
+EXIT_USAGE = 2
+
+
+def run_cli(main, argv=None):
+    """Call `main(argv)`, mapping expected failures to one stderr line and a non-zero exit."""
+    try:
+        return main(argv)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+    except OSError as err:
+        # A full disk or a read-only directory: writes are atomic, so nothing earlier was lost.
+        if err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            print(f"error: could not write {err.filename or 'output'}: {err.strerror}", file=sys.stderr)
+        else:
+            raise
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return sys.exit(130)
+    sys.exit(EXIT_USAGE)
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one `error:` line (the usage block is in --help)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)

@@ -1,0 +1,135 @@
+"""A label representation: the class targets, the loss, and the decoder, in one object.
+
+    space = load_label_space("speech", dataset="cifar10", num_classes=10, label_dir="labels/label_files")
+    model = build_model("resnet32", space.output_shape)
+    loss = space.loss(model(images), labels).mean()     # per-image losses, shape (N,)
+    predictions = space.decode(model(images))           # (N,) class ids
+
+Training, evaluation and every attack go through this interface, so nothing else in the code asks
+which kind of label it is dealing with.
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.errors import UsageError
+
+CATEGORY = "category"
+
+
+class CategorySpace:
+    """One-hot classes: logits (N, C), cross-entropy with optional label smoothing, argmax."""
+
+    def __init__(self, num_classes, smoothing=0.0):
+        self.name = CATEGORY
+        self.num_classes = num_classes
+        self.smoothing = smoothing
+        self.output_shape = (num_classes,)
+
+    def to(self, device):
+        return self
+
+    def loss(self, outputs, labels):
+        """Per-image losses (N,), computed in float32 whatever the autocast dtype."""
+        return F.cross_entropy(outputs.float(), labels, reduction="none", label_smoothing=self.smoothing)
+
+    def decode(self, outputs):
+        return outputs.argmax(1)
+
+
+class TargetSpace:
+    """One fixed target per class (C, *shape): SmoothL1 regression, nearest-target decoding."""
+
+    def __init__(self, name, targets):
+        self.name = name
+        self.targets = torch.as_tensor(targets, dtype=torch.float32)
+        self.num_classes = len(self.targets)
+        self.output_shape = tuple(self.targets.shape[1:])
+        self._flat = self.targets.flatten(1)
+        self._sq_norms = self._flat.square().sum(1)
+
+    def to(self, device):
+        self.targets, self._flat, self._sq_norms = (t.to(device) for t in
+                                                    (self.targets, self._flat, self._sq_norms))
+        return self
+
+    def loss(self, outputs, labels):
+        """Per-image SmoothL1 (N,), the mean over each target's elements, in float32."""
+        per_element = F.smooth_l1_loss(outputs.float(), self.targets[labels], reduction="none")
+        return per_element.flatten(1).mean(1)
+
+    def decode(self, outputs):
+        """Class of the nearest target by mean squared distance. outputs: (N, *shape) -> (N,)."""
+        flat = outputs.float().flatten(1)
+        # ||o - t||^2 = ||o||^2 - 2 o.t + ||t||^2; ||o||^2 is the same for every class.
+        distances = self._sq_norms[None, :] - 2 * flat @ self._flat.T
+        return distances.argmin(1)
+
+
+def label_path(label_dir, dataset, label):
+    return Path(label_dir) / f"{dataset}_{label}.npy"
+
+
+def available_labels(label_dir, dataset):
+    prefix = f"{dataset}_"
+    return sorted(p.stem[len(prefix):] for p in Path(label_dir).glob(f"{prefix}*.npy"))
+
+
+def read_targets(path, num_classes):
+    """Load and check a label file: numeric, finite, shape (num_classes, ...), classes distinct."""
+    path = Path(path)
+    try:
+        targets = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise UsageError(f"label file {path} holds pickled objects; a label file must be a "
+                             "numeric array") from None
+        raise UsageError(f"label file {path} is not a readable .npy file ({err})") from None
+    except (OSError, EOFError) as err:
+        raise UsageError(f"label file {path} is not a readable .npy file ({err})") from None
+    if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
+        raise UsageError(f"label file {path} holds {getattr(targets, 'dtype', type(targets))} "
+                         "values; a label file must be a numeric array")
+    if targets.ndim < 2:
+        raise UsageError(f"label file {path} has shape {targets.shape}; expected [classes, ...] "
+                         "with one target per class")
+    if targets.shape[0] != num_classes:
+        raise UsageError(f"label file {path} has {targets.shape[0]} class targets, but the dataset "
+                         f"has {num_classes} classes")
+    targets = targets.astype(np.float32)
+    if not np.isfinite(targets).all():
+        raise UsageError(f"label file {path} contains NaN or infinite values")
+    flat = targets.reshape(num_classes, -1)
+    _, first = np.unique(flat, axis=0, return_index=True)
+    if len(first) < num_classes:
+        dup = sorted(set(range(num_classes)) - set(first.tolist()))[0]
+        raise UsageError(f"label file {path}: class {dup} has the same target as another class, "
+                         "so nearest-target decoding cannot tell them apart")
+    return targets
+
+
+def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0):
+    """`category`, or the targets in `{label_dir}/{dataset}_{label}.npy`."""
+    if label == CATEGORY:
+        return CategorySpace(num_classes, smoothing)
+    path = label_path(label_dir, dataset, label)
+    if not path.is_file():
+        known = ", ".join([CATEGORY] + available_labels(label_dir, dataset))
+        raise UsageError(f"no label file {path} for --label {label}; labels found for {dataset} in "
+                         f"{label_dir}: {known}")
+    return TargetSpace(label, read_targets(path, num_classes))
+
+
+def space_from_state(state):
+    """Rebuild a label space from `space_state`'s dict (as stored in checkpoints)."""
+    if state["name"] == CATEGORY:
+        return CategorySpace(state["num_classes"], state.get("smoothing", 0.0))
+    return TargetSpace(state["name"], state["targets"])
+
+
+def space_state(space):
+    if isinstance(space, CategorySpace):
+        return {"name": CATEGORY, "num_classes": space.num_classes, "smoothing": space.smoothing}
+    return {"name": space.name, "num_classes": space.num_classes, "targets": space.targets.cpu()}

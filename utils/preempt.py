@@ -1,0 +1,34 @@
+"""Graceful preemption: SLURM sends SIGTERM (or SIGUSR1 with --signal) before it kills a job.
+
+The handler only sets a flag; the training and attack loops poll `requested()` between batches,
+keep their last completed checkpoint and call `exit_for_requeue`, whose exit status tells a
+job-array script to requeue the task. A requeued task reruns with --resume and ends with the same
+results as an uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
+"""
+import signal
+import sys
+import threading
+
+REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_stop = threading.Event()
+
+
+def _handle(signum, frame):
+    _stop.set()
+
+
+def install():
+    """Catch SIGTERM and SIGUSR1 (main thread only; a no-op elsewhere, e.g. inside a notebook thread)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, _handle)
+
+
+def requested():
+    return _stop.is_set()
+
+
+def exit_for_requeue(message):
+    print(f"preempted: {message}", file=sys.stderr, flush=True)
+    sys.exit(REQUEUE_EXIT)

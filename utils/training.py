@@ -1,0 +1,217 @@
+"""One training loop and one evaluation for every label representation and network.
+
+    results = run_training(args)      # what train.py does with its parsed flags
+
+The data lives on the device as uint8; an epoch is a seeded permutation, batched augmentation and
+SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
+"""
+import contextlib
+import math
+import time
+
+import torch
+
+from architecture import build_model
+from cifar import augment, load_cifar, split_indices, to_float
+from utils import preempt
+from utils.errors import UsageError
+from utils.labelspace import load_label_space, space_state
+from utils.progress import Progress, log
+from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
+                        environment, load_checkpoint, read_json, run_directory, save_checkpoint,
+                        write_json, write_jsonl)
+
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-4
+# Flags that change what a run computes: a resumed run must agree with its checkpoint on these.
+RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_size", "lr",
+                "valid_size", "smoothing", "label_granularity", "amp", "channels_last")
+
+
+def resolve_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def lr_at(epoch, epochs, base_lr):
+    """The paper's step schedule: divide by 10 at 50% and 75% of the epochs (300, 450 of 600)."""
+    milestones = (math.ceil(0.5 * epochs), math.ceil(0.75 * epochs))
+    return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+
+
+def autocast(device, enabled):
+    """bf16 autocast when asked (losses are computed in float32 by the label space)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def prepare(images, channels_last):
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+@torch.inference_mode()
+def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False):
+    """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,)."""
+    model.eval()
+    device = images.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(images), batch_size):
+        batch = prepare(to_float(images[start:start + batch_size]), channels_last)
+        batch_labels = labels[start:start + batch_size]
+        with autocast(device, amp):
+            outputs = model(batch)
+        loss_sum += space.loss(outputs, batch_labels).sum()
+        correct += (space.decode(outputs) == batch_labels).sum()
+    n = max(len(images), 1)
+    return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+
+
+def train_epoch(model, space, optimizer, images, labels, batch_size, generator, amp=False,
+                channels_last=False):
+    """One pass over the training images in a seeded order; returns mean loss and accuracy.
+
+    A trailing batch of one image is dropped: batch norm cannot train on it.
+    Returns None if a preemption signal arrived mid-epoch (the partial epoch is discarded).
+    """
+    model.train()
+    device = images.device
+    order = torch.randperm(len(images), device=device, generator=generator)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for start in range(0, len(order) - 1, batch_size):
+        if preempt.requested():
+            return None
+        index = order[start:start + batch_size]
+        batch = prepare(augment(images[index], generator), channels_last)
+        batch_labels = labels[index]
+        with autocast(device, amp):
+            outputs = model(batch)
+        losses = space.loss(outputs, batch_labels)
+        optimizer.zero_grad(set_to_none=True)
+        losses.mean().backward()
+        optimizer.step()
+        loss_sum += losses.detach().sum()
+        correct += (space.decode(outputs.detach()) == batch_labels).sum()
+        seen += len(index)
+    return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "images": seen}
+
+
+def _config(args, run_dir, split, data, space):
+    return {"flags": vars(args), "run_dir": str(run_dir), "train_images": len(split.train),
+            "valid_images": len(split.valid), "test_images": len(data.test_labels),
+            "num_classes": data.num_classes, "label_shape": list(space.output_shape),
+            "environment": environment()}
+
+
+def _check_resume(checkpoint, args, path):
+    saved = checkpoint.get("config", {}).get("flags", {})
+    diffs = [f"--{k} {saved.get(k)} (now {getattr(args, k)})" for k in RESULT_FLAGS
+             if k in saved and saved[k] != getattr(args, k)]
+    if diffs:
+        raise UsageError(f"{path} was trained with {', '.join(diffs)}; use the same flags to "
+                         "resume, or --force to start over")
+
+
+def run_training(args):
+    """Train one run as the flags say; returns the results dict (also written to results.json)."""
+    device = resolve_device(args.device)
+    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+    space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing)
+    split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
+    run_dir = run_directory(args.base_dir, data.info.name if args.label_granularity == "fine"
+                            else f"{args.dataset}_{args.label_granularity}",
+                            args.level, args.seed, args.model, args.label)
+    results_path, last_path = run_dir / RESULTS, run_dir / LAST_CHECKPOINT
+    best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
+
+    if results_path.exists() and not args.force:
+        log(f"{results_path} exists: run already complete (pass --force to train again)")
+        return read_json(results_path)
+    checkpoint = None
+    if last_path.exists() and not args.force:
+        if not args.resume:
+            raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
+                             "or --force to start over")
+        checkpoint = load_checkpoint(last_path)
+        _check_resume(checkpoint, args, last_path)
+
+    config = _config(args, run_dir, split, data, space)
+    write_json(run_dir / CONFIG, config)
+
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, space.output_shape, data.info.mean, data.info.std).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
+    history, best = [], {"valid_acc": -1.0, "epoch": -1}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        history, best = checkpoint["history"], checkpoint["best"]
+        log(f"resuming {run_dir} after epoch {len(history)}")
+    forward = torch.compile(model) if args.compile else model
+
+    space.to(device)
+    train_images = data.train_images[split.train].to(device)
+    train_labels = data.train_labels[split.train].to(device)
+    valid_images = data.train_images[split.valid].to(device)
+    valid_labels = data.train_labels[split.valid].to(device)
+    common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
+
+    def state_for(epoch_done):
+        return {"model": model.state_dict(), "model_args": model.model_args,
+                "label_space": space_state(space), "epoch": epoch_done, "config": config}
+
+    progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history))
+    preempt.install()
+    for epoch in range(len(history), args.epochs):
+        lr = lr_at(epoch, args.epochs, args.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
+        start = time.perf_counter()
+        train = train_epoch(forward, optimizer=optimizer, images=train_images, labels=train_labels,
+                            batch_size=args.batch_size, generator=generator, **common)
+        if train is None:
+            progress.close()
+            preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
+                                     f"checkpoint after epoch {epoch} is kept, rerun with --resume")
+        train_seconds = time.perf_counter() - start
+        valid = evaluate(forward, images=valid_images, labels=valid_labels, **common)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+               "valid_loss": valid["loss"], "valid_acc": valid["acc"],
+               "seconds": time.perf_counter() - start, "images_per_s": train["images"] / train_seconds}
+        history.append(row)
+        if valid["acc"] > best["valid_acc"] or not len(valid_labels):
+            best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
+            save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
+        save_checkpoint(last_path, state_for(epoch + 1) | {
+            "optimizer": optimizer.state_dict(), "history": history, "best": best})
+        write_jsonl(run_dir / METRICS, history)
+        progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
+                      f"train_acc {train['acc']:.2%} valid_loss {valid['loss']:.4f} valid_acc "
+                      f"{valid['acc']:.2%} {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s",
+                      loss=f"{train['loss']:.3f}", valid=f"{valid['acc']:.2%}")
+    progress.close()
+
+    model.load_state_dict(load_checkpoint(best_path, map_location=device)["model"])
+    valid = evaluate(forward, images=valid_images, labels=valid_labels, **common)
+    test = evaluate(forward, images=data.test_images.to(device), labels=data.test_labels.to(device),
+                    **common)
+    results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
+               "label": args.label, "seed": args.seed, "level": args.level, "epochs": args.epochs,
+               "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
+               "test_acc": test["acc"], "test_loss": test["loss"],
+               "train_images": len(split.train), "test_images": len(data.test_labels),
+               "train_seconds": sum(r["seconds"] for r in history),
+               "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
+               "checkpoint": str(best_path), "device": str(device)}
+    write_json(results_path, results)
+    return results
