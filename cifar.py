@@ -203,9 +203,27 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
     return Split(train=order[valid_size:valid_size + train_len], valid=order[:valid_size])
 
 
+def label_noise(labels, fraction, num_classes, seed):
+    """Training labels with round(fraction * N) of them replaced by a different, random class.
+
+    The images to corrupt and their new classes come from RandomState(seed), so a run is
+    reproducible; each corrupted label is drawn uniformly from the other num_classes - 1 classes,
+    so exactly that many labels are wrong. labels: (N,) int64 -> a new (N,) tensor.
+    """
+    if not 0 <= fraction <= 1:
+        raise UsageError(f"--label_noise must lie in [0, 1], got {fraction}")
+    rng = np.random.RandomState(seed)
+    count = round(fraction * len(labels))
+    chosen = rng.choice(len(labels), size=count, replace=False)
+    shift = rng.randint(1, num_classes, size=count)
+    noisy = labels.clone()
+    noisy[chosen] = (labels[chosen] + torch.from_numpy(shift)) % num_classes
+    return noisy
+
+
 def to_float(images):
-    """uint8 (N, 3, H, W) -> float32 in [0, 1]."""
-    return images.float().div_(255)
+    """uint8 (N, 3, H, W) -> floats in [0, 1] of the default dtype (float32 unless changed)."""
+    return images.to(torch.get_default_dtype()).div_(255)
 
 
 def augment(images, generator):

@@ -10,6 +10,7 @@ Progress goes to stderr; the last line on stdout is the results as one JSON obje
 """
 import argparse
 import json
+import os
 from pathlib import Path
 
 from architecture import ARCHITECTURES
@@ -42,6 +43,8 @@ def build_parser():
                        help="folder of {dataset}_{label}.npy files")
     label.add_argument("--smoothing", type=float, default=0.0,
                        help="label smoothing for --label category")
+    label.add_argument("--label_noise", type=float, default=0.0, help="fraction of the training "
+                       "labels replaced by a random other class (seeded; validation and test stay clean)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet32", choices=sorted(ARCHITECTURES), help="network")
     opt = parser.add_argument_group("optimisation")
@@ -66,7 +69,8 @@ def main(argv=None):
         args.level = int(args.level)
     from utils.training import run_training  # after parsing, so --help stays instant
     results = run_training(args)
-    print(json.dumps(results), flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one JSON line from rank 0
+        print(json.dumps(results), flush=True)
     return results
 
 

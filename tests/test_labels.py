@@ -18,19 +18,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# No test may reach the Hugging Face hub; huggingface_hub reads this when first imported.
+from labels import LABEL_DIR, LabelError, available_labels, generate, load_label, stats
+from labels.generate import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    class_names,
+    make_label,
+    offline_labels,
+    parse_label,
+)
+
+# No test may reach the Hugging Face hub. huggingface_hub reads this when first imported, which
+# happens only inside the BERT fixture and generator (labels/ imports transformers lazily).
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` from elsewhere: make the repo's packages importable
-    sys.path.insert(0, str(ROOT))
-
-from labels import LABEL_DIR, LabelError, available_labels, load_label  # noqa: E402
-from labels import generate, stats  # noqa: E402
-from labels.generate import (  # noqa: E402
-    CIFAR10_CLASSES, CIFAR100_CLASSES, FAMILIES, class_names, make_label, offline_labels,
-    parse_label,
-)
 
 SHARED = ROOT.parent / "shared"
 REFERENCE = SHARED / "reference" / "label_representations"
@@ -97,7 +99,7 @@ def tone_speech(tones):
 def tiny_bert(tmp_path_factory):
     """A randomly initialised one-layer BERT (hidden size 768, so targets are 48 x 48) with its
     own word-piece vocabulary, saved as a model directory."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     folder = tmp_path_factory.mktemp("tiny_bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "air", "##plane", "auto", "##mobile",
              "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -149,7 +151,8 @@ def test_synthetic_family_contract(name, num_classes):
     if key == "composite":   # each class rescaled to exactly [0, 80]
         assert np.allclose(rows.min(1), 0) and np.allclose(rows.max(1), 80)
     if key == "normal_dim":  # class i ~ N(i, 0.1)
-        assert np.abs(rows.mean(1) - np.arange(num_classes)).max() < 5 * 0.1 / np.sqrt(int(value)) + 1e-3
+        tolerance = 5 * 0.1 / np.sqrt(int(value)) + 1e-3
+        assert np.abs(rows.mean(1) - np.arange(num_classes)).max() < tolerance
     if key == "uniform_gap":  # class i ~ U(iG, 9 + iG)
         low = float(value) * np.arange(num_classes)[:, None]
         assert (rows >= low - 1e-4).all() and (rows <= low + 9 + 1e-4).all()
@@ -169,7 +172,7 @@ def test_speech_from_tones(tone_speech, tones):
 def test_shuffle_permutes_each_class_columns(tone_speech):
     shuffled = make_label("shuffle", CIFAR10_CLASSES, seed=8, speech_targets=tone_speech)
     assert shuffled.shape == tone_speech.shape and shuffled.dtype == np.float32
-    for speech_class, shuffled_class in zip(tone_speech, shuffled):
+    for speech_class, shuffled_class in zip(tone_speech, shuffled, strict=True):
         assert sorted(map(tuple, speech_class.T)) == sorted(map(tuple, shuffled_class.T))
     assert not np.array_equal(shuffled, tone_speech)
     assert np.array_equal(shuffled, make_label("shuffle", CIFAR10_CLASSES, seed=8,
@@ -200,7 +203,7 @@ def test_bert_tiny_model(tiny_bert, tmp_path, capsys):
     assert np.array_equal(targets, make_label("bert", CIFAR10_CLASSES, text_model=tiny_bert))
     assert min_class_distance(targets) > 0
     # airplane and automobile are two word pieces each: mean-pooled, still 48 x 48
-    status, out, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "bert",
+    status, _, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "bert",
                                          "--text_model", tiny_bert, "--out", tmp_path], capsys)
     assert status == 0
     assert np.array_equal(np.load(tmp_path / "cifar10_bert.npy", allow_pickle=False), targets)
@@ -330,7 +333,7 @@ def test_shipped_speech_matches_this_machine():
     assert np.array_equal(shuffled, load_label("cifar10", "shuffle"))
 
 
-def test_load_label_names_the_alternatives(tmp_path):
+def test_load_label_names_the_alternatives():
     with pytest.raises(LabelError, match="speech"):
         load_label("cifar10", "no_such_label")
 
@@ -427,12 +430,12 @@ def test_make_label_rejects_unknown_options():
 def test_generate_module_entry_point(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "labels.generate", "--dataset", "cifar10",
                           "--label", "sound", "--out", str(tmp_path)],
-                         cwd=ROOT, capture_output=True, text=True)
+                         cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown label family")
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     good = subprocess.run([sys.executable, "-m", "labels.generate", "--dataset", "cifar10",
                            "--label", "normal_dim=7", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True)
+                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert good.returncode == 0, good.stderr
     assert np.load(tmp_path / "cifar10_normal_dim=7.npy", allow_pickle=False).shape == (10, 7)
 
@@ -459,11 +462,11 @@ def test_stats_cli(tmp_path, capsys):
     rows = json.loads(out)
     assert status == 0 and rows[0]["shape"] == [10, 64, 64] and set(stats.COLUMNS) <= set(rows[0])
     status, out, _ = cli(stats.main, ["--markdown", path, path], capsys)
-    assert status == 0 and out.startswith("| file | shape |") and out.count("\n") == 3
+    assert status == 0 and out.startswith("| file | shape |") and out.count("\n") == 4
     status, out, _ = cli(stats.main, ["--compare", path, path], capsys)
     assert status == 0 and "mean |diff| 0.0000" in out
     status, _, err = cli(stats.main, [tmp_path / "missing.npy"], capsys)
     assert status == 2 and "cannot read label file" in err
     done = subprocess.run([sys.executable, "-m", "labels.stats", str(path)], cwd=ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout

@@ -19,6 +19,11 @@ from utils.errors import UsageError
 CATEGORY = "category"
 
 
+def at_least_float32(outputs):
+    """Losses and distances in float32 under bf16 autocast, float64 if the model is float64."""
+    return outputs.to(torch.promote_types(outputs.dtype, torch.float32))
+
+
 class CategorySpace:
     """One-hot classes: logits (N, C), cross-entropy with optional label smoothing, argmax."""
 
@@ -33,7 +38,7 @@ class CategorySpace:
 
     def loss(self, outputs, labels):
         """Per-image losses (N,), computed in float32 whatever the autocast dtype."""
-        return F.cross_entropy(outputs.float(), labels, reduction="none", label_smoothing=self.smoothing)
+        return F.cross_entropy(at_least_float32(outputs), labels, reduction="none", label_smoothing=self.smoothing)
 
     def decode(self, outputs):
         return outputs.argmax(1)
@@ -57,14 +62,15 @@ class TargetSpace:
 
     def loss(self, outputs, labels):
         """Per-image SmoothL1 (N,), the mean over each target's elements, in float32."""
-        per_element = F.smooth_l1_loss(outputs.float(), self.targets[labels], reduction="none")
+        outputs = at_least_float32(outputs)
+        per_element = F.smooth_l1_loss(outputs, self.targets[labels].to(outputs.dtype), reduction="none")
         return per_element.flatten(1).mean(1)
 
     def decode(self, outputs):
         """Class of the nearest target by mean squared distance. outputs: (N, *shape) -> (N,)."""
-        flat = outputs.float().flatten(1)
+        flat = at_least_float32(outputs).flatten(1)
         # ||o - t||^2 = ||o||^2 - 2 o.t + ||t||^2; ||o||^2 is the same for every class.
-        distances = self._sq_norms[None, :] - 2 * flat @ self._flat.T
+        distances = self._sq_norms[None, :] - 2 * flat @ self._flat.T.to(flat.dtype)
         return distances.argmin(1)
 
 

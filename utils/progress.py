@@ -10,13 +10,16 @@ from tqdm import tqdm
 class Progress:
     """`step(line, **postfix)` after each unit of work (an epoch, an attack setting)."""
 
-    def __init__(self, total, desc, unit, initial=0, stream=None):
+    def __init__(self, total, desc, unit, initial=0, enabled=True, stream=None):
         self.stream = stream or sys.stderr
         self.bar = None
-        if self.stream.isatty():
+        self.enabled = enabled  # False on every process but rank 0 under torchrun
+        if enabled and self.stream.isatty():
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
 
     def step(self, line, **postfix):
+        if not self.enabled:
+            return
         if self.bar is None:
             print(line, file=self.stream, flush=True)
         else:
@@ -24,6 +27,8 @@ class Progress:
             self.bar.update(1)
 
     def message(self, line):
+        if not self.enabled:
+            return
         if self.bar is None:
             print(line, file=self.stream, flush=True)
         else:

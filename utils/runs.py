@@ -27,14 +27,16 @@ METRICS = "metrics.jsonl"
 LAST_CHECKPOINT = "last_checkpoint.pth"
 
 
-def run_directory(base_dir, dataset, level, seed, model, label):
-    """The paper's layout: {base}/{dataset}/seed{s}/{model}/model_{label}, under less/level{L} below 100."""
+def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0):
+    """The paper's layout: {base}/{dataset}/seed{s}/{model}/model_{label}, under less/{dataset}/level{L}
+    below 100; runs with noisy training labels get their own directory, model_{label}_noise{R}."""
     base = Path(base_dir)
     if level < 100:
         base = base / "less" / dataset / f"level{level:g}"
     else:
         base = base / dataset
-    return base / f"seed{seed}" / model / f"model_{label}"
+    name = f"model_{label}" + (f"_noise{label_noise:g}" if label_noise else "")
+    return base / f"seed{seed}" / model / name
 
 
 def best_checkpoint_name(label, seed, model):

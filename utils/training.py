@@ -12,8 +12,8 @@ import time
 import torch
 
 from architecture import build_model
-from cifar import augment, load_cifar, split_indices, to_float
-from utils import preempt
+from cifar import augment, label_noise, load_cifar, split_indices, to_float
+from utils import distributed, preempt
 from utils.errors import UsageError
 from utils.labelspace import load_label_space, space_state
 from utils.progress import Progress, log
@@ -25,7 +25,7 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 # Flags that change what a run computes: a resumed run must agree with its checkpoint on these.
 RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_size", "lr",
-                "valid_size", "smoothing", "label_granularity", "amp", "channels_last")
+                "valid_size", "smoothing", "label_granularity", "label_noise", "amp", "channels_last")
 
 
 def resolve_device(name):
@@ -55,51 +55,60 @@ def prepare(images, channels_last):
 
 @torch.inference_mode()
 def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False):
-    """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,)."""
+    """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,).
+
+    Under torchrun each process evaluates its share and the sums are combined.
+    """
     model.eval()
     device = images.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    share = distributed.current().share(len(images))
+    images, labels = images[share], labels[share]
+    totals = torch.zeros(3, device=device)  # loss sum, correct, count
     for start in range(0, len(images), batch_size):
         batch = prepare(to_float(images[start:start + batch_size]), channels_last)
         batch_labels = labels[start:start + batch_size]
         with autocast(device, amp):
             outputs = model(batch)
-        loss_sum += space.loss(outputs, batch_labels).sum()
-        correct += (space.decode(outputs) == batch_labels).sum()
-    n = max(len(images), 1)
-    return {"loss": loss_sum.item() / n, "acc": correct.item() / n}
+        totals[0] += space.loss(outputs, batch_labels).sum()
+        totals[1] += (space.decode(outputs) == batch_labels).sum()
+    totals[2] = len(images)
+    loss_sum, correct, n = distributed.all_sum(totals).tolist()
+    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
 
 
 def train_epoch(model, space, optimizer, images, labels, batch_size, generator, amp=False,
                 channels_last=False):
     """One pass over the training images in a seeded order; returns mean loss and accuracy.
 
-    A trailing batch of one image is dropped: batch norm cannot train on it.
+    A trailing batch of one image is dropped: batch norm cannot train on it. Under torchrun every
+    process draws the same global batch and trains on its share (`distributed.Context.share`).
     Returns None if a preemption signal arrived mid-epoch (the partial epoch is discarded).
     """
     model.train()
     device = images.device
+    ctx = distributed.current()
     order = torch.randperm(len(images), device=device, generator=generator)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    totals = torch.zeros(2, device=device)  # loss sum, correct
     for start in range(0, len(order) - 1, batch_size):
-        if preempt.requested():
+        if ctx.world == 1 and preempt.requested():  # under torchrun: checked at the epoch's end
             return None
         index = order[start:start + batch_size]
-        batch = prepare(augment(images[index], generator), channels_last)
-        batch_labels = labels[index]
+        share = ctx.share(len(index))
+        batch = prepare(augment(images[index], generator)[share], channels_last)
+        batch_labels = labels[index][share]
         with autocast(device, amp):
             outputs = model(batch)
         losses = space.loss(outputs, batch_labels)
         optimizer.zero_grad(set_to_none=True)
-        losses.mean().backward()
+        # The sum over this share / global batch size; DDP's gradient average (1/world) is undone
+        # by the factor world, so every process steps with the gradient of the global mean loss.
+        (losses.sum() * (ctx.world / len(index))).backward()
         optimizer.step()
-        loss_sum += losses.detach().sum()
-        correct += (space.decode(outputs.detach()) == batch_labels).sum()
-        seen += len(index)
-    return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen, "images": seen}
+        totals[0] += losses.detach().sum()
+        totals[1] += (space.decode(outputs.detach()) == batch_labels).sum()
+    seen = len(order) - (len(order) % batch_size == 1)
+    loss_sum, correct = distributed.all_sum(totals).tolist()
+    return {"loss": loss_sum / seen, "acc": correct / seen, "images": seen}
 
 
 def _config(args, run_dir, split, data, space):
@@ -120,18 +129,24 @@ def _check_resume(checkpoint, args, path):
 
 def run_training(args):
     """Train one run as the flags say; returns the results dict (also written to results.json)."""
+    ctx = distributed.init(args.device)
     device = resolve_device(args.device)
+    if device.type == "cuda" and ctx.world > 1:
+        device = torch.device("cuda", ctx.local_rank)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing)
     split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
-    run_dir = run_directory(args.base_dir, data.info.name if args.label_granularity == "fine"
-                            else f"{args.dataset}_{args.label_granularity}",
-                            args.level, args.seed, args.model, args.label)
+    train_labels = data.train_labels[split.train]
+    noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
+    dataset_dir = args.dataset if args.label_granularity == "fine" else f"{args.dataset}_{args.label_granularity}"
+    run_dir = run_directory(args.base_dir, dataset_dir, args.level, args.seed, args.model, args.label,
+                            args.label_noise)
     results_path, last_path = run_dir / RESULTS, run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
 
     if results_path.exists() and not args.force:
-        log(f"{results_path} exists: run already complete (pass --force to train again)")
+        if ctx.main:
+            log(f"{results_path} exists: run already complete (pass --force to train again)")
         return read_json(results_path)
     checkpoint = None
     if last_path.exists() and not args.force:
@@ -141,8 +156,9 @@ def run_training(args):
         checkpoint = load_checkpoint(last_path)
         _check_resume(checkpoint, args, last_path)
 
-    config = _config(args, run_dir, split, data, space)
-    write_json(run_dir / CONFIG, config)
+    config = _config(args, run_dir, split, data, space) | {
+        "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
+    writes = ctx.main  # under torchrun only rank 0 touches the files
 
     torch.manual_seed(args.seed)
     model = build_model(args.model, space.output_shape, data.info.mean, data.info.std).to(device)
@@ -155,12 +171,16 @@ def run_training(args):
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         history, best = checkpoint["history"], checkpoint["best"]
-        log(f"resuming {run_dir} after epoch {len(history)}")
-    forward = torch.compile(model) if args.compile else model
+        if writes:
+            log(f"resuming {run_dir} after epoch {len(history)}")
+    if writes:
+        write_json(run_dir / CONFIG, config)
+    trained = distributed.wrap(model, ctx, device)
+    forward = torch.compile(trained) if args.compile else trained
+    evaluated = torch.compile(model) if args.compile else model
 
     space.to(device)
-    train_images = data.train_images[split.train].to(device)
-    train_labels = data.train_labels[split.train].to(device)
+    train_images, train_labels = data.train_images[split.train].to(device), noisy.to(device)
     valid_images = data.train_images[split.valid].to(device)
     valid_labels = data.train_labels[split.valid].to(device)
     common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
@@ -169,7 +189,9 @@ def run_training(args):
         return {"model": model.state_dict(), "model_args": model.model_args,
                 "label_space": space_state(space), "epoch": epoch_done, "config": config}
 
-    progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history))
+    best_state = checkpoint and load_checkpoint(best_path, map_location=device)["model"]
+    progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
+                        enabled=writes)
     preempt.install()
     for epoch in range(len(history), args.epochs):
         lr = lr_at(epoch, args.epochs, args.lr)
@@ -184,34 +206,43 @@ def run_training(args):
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
                                      f"checkpoint after epoch {epoch} is kept, rerun with --resume")
         train_seconds = time.perf_counter() - start
-        valid = evaluate(forward, images=valid_images, labels=valid_labels, **common)
+        valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                "valid_loss": valid["loss"], "valid_acc": valid["acc"],
                "seconds": time.perf_counter() - start, "images_per_s": train["images"] / train_seconds}
         history.append(row)
         if valid["acc"] > best["valid_acc"] or not len(valid_labels):
             best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
-            save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
-        save_checkpoint(last_path, state_for(epoch + 1) | {
-            "optimizer": optimizer.state_dict(), "history": history, "best": best})
-        write_jsonl(run_dir / METRICS, history)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if writes:
+                save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
+        if writes:
+            save_checkpoint(last_path, state_for(epoch + 1) | {
+                "optimizer": optimizer.state_dict(), "history": history, "best": best})
+            write_jsonl(run_dir / METRICS, history)
         progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
                       f"train_acc {train['acc']:.2%} valid_loss {valid['loss']:.4f} valid_acc "
                       f"{valid['acc']:.2%} {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s",
                       loss=f"{train['loss']:.3f}", valid=f"{valid['acc']:.2%}")
+        if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
+            progress.close()
+            preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
+                                     "rerun with --resume")
     progress.close()
 
-    model.load_state_dict(load_checkpoint(best_path, map_location=device)["model"])
-    valid = evaluate(forward, images=valid_images, labels=valid_labels, **common)
-    test = evaluate(forward, images=data.test_images.to(device), labels=data.test_labels.to(device),
+    model.load_state_dict(best_state)
+    valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
+    test = evaluate(evaluated, images=data.test_images.to(device), labels=data.test_labels.to(device),
                     **common)
     results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
-               "label": args.label, "seed": args.seed, "level": args.level, "epochs": args.epochs,
+               "label": args.label, "seed": args.seed, "level": args.level,
+               "label_noise": args.label_noise, "epochs": args.epochs,
                "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
                "test_acc": test["acc"], "test_loss": test["loss"],
                "train_images": len(split.train), "test_images": len(data.test_labels),
                "train_seconds": sum(r["seconds"] for r in history),
                "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
-               "checkpoint": str(best_path), "device": str(device)}
-    write_json(results_path, results)
+               "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
+    if writes:
+        write_json(results_path, results)
     return results

@@ -1,0 +1,244 @@
+"""Throughput benchmark: the paper's pipeline against ours, training and attacks, in one run.
+
+    python bench/bench.py                                  # resnet32, speech and category, this device
+    python bench/bench.py --models resnet32 resnet110 vgg19 --labels speech --device cuda
+    python bench/bench.py --what train --no_record         # print only, no BENCHMARKS.md entry
+
+Training images/s: (a) the paper's pipeline re-created (per-image PIL crop/flip/normalise in a
+DataLoader with 4 workers, fp32, a host sync per step for the running loss) and (b) ours, the
+training loop of train.py (`utils.training.train_epoch`: uint8 data on the device, batched
+augmentation, no per-step sync) alone and with channels_last, bf16 autocast, torch.compile and
+larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step iterative attack
+against our batched attacks (FGSM, 5-step iterative, PGD-10).
+Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised.
+Appends a table with the device, versions and date to BENCHMARKS.md unless --no_record.
+"""
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from architecture import build_model  # noqa: E402
+from cifar import PAPER_MEAN, PAPER_STD, to_float  # noqa: E402
+from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
+from utils.training import MOMENTUM, WEIGHT_DECAY, resolve_device, train_epoch  # noqa: E402
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_rate(run, images, repeats, device):
+    """Median images/s of `run()` (which processes `images` images) over `repeats` timings."""
+    run()  # warm-up: allocator, autotuning, compilation, worker start
+    rates = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        rates.append(images / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def make_space(label, num_classes=10):
+    if label == "category":
+        return CategorySpace(num_classes)
+    shapes = {"speech": (64, 64), "bert": (48, 48), "glove": (50,)}
+    rng = np.random.RandomState(0)
+    return TargetSpace(label, rng.uniform(-80, 0, (num_classes, *shapes[label])).astype(np.float32))
+
+
+def sgd(model):
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
+class PaperDataset(torch.utils.data.Dataset):
+    """The paper's CIFARDataset: a PIL image per item through torchvision transforms."""
+
+    def __init__(self, images, labels):
+        import torchvision.transforms as T
+        from PIL import Image
+        self.pil = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in images]
+        self.labels = labels.tolist()
+        self.transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                                    T.Normalize(PAPER_MEAN, PAPER_STD)])
+
+    def __len__(self):
+        return len(self.pil)
+
+    def __getitem__(self, i):
+        return self.transform(self.pil[i]), self.labels[i]
+
+
+def paper_training_rate(arch, space, images, labels, batch_size, device, repeats, workers=4):
+    """The paper's loop: DataLoader workers, fp32, per-step `.item()` for the running loss."""
+    torch.manual_seed(0)
+    model = build_model(arch, space.output_shape).to(device)
+    net = torch.nn.Sequential(model.trunk, model.head)  # the paper normalised in the transform
+    opt, space = sgd(net), space.to(device)
+    loader = torch.utils.data.DataLoader(PaperDataset(images, labels), batch_size=batch_size,
+                                         shuffle=True, num_workers=workers, persistent_workers=True,
+                                         drop_last=True)
+
+    def epoch():
+        net.train()
+        running = 0.0
+        for batch, batch_labels in loader:
+            batch, batch_labels = batch.to(device), batch_labels.to(device)
+            loss = space.loss(net(batch), batch_labels).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running += loss.item()
+    return median_rate(epoch, len(loader) * batch_size, repeats, device)
+
+
+def our_training_rate(arch, space, images, labels, batch_size, device, repeats, amp=False,
+                      channels_last=False, compile=False):
+    torch.manual_seed(0)
+    model = build_model(arch, space.output_shape).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
+    opt, space = sgd(model), space.to(device)
+    images, labels = images.to(device), labels.to(device)
+    generator = torch.Generator(device).manual_seed(0)
+    n = len(images) // batch_size * batch_size
+
+    def epoch():
+        train_epoch(forward, space, opt, images[:n], labels[:n], batch_size, generator, amp=amp,
+                    channels_last=channels_last)
+    return median_rate(epoch, n, repeats, device)
+
+
+def training_rows(arch, label, images, labels, device, repeats, batch_sizes):
+    space = make_space(label)
+    rows = [("paper: PIL + DataLoader(4 workers), fp32", 128,
+             paper_training_rate(arch, space, images, labels, 128, device, repeats))]
+    variants = [("ours: on-device data + augmentation", {}),
+                ("ours + channels_last", {"channels_last": True}),
+                ("ours + bf16 autocast", {"amp": True}),
+                ("ours + bf16 + channels_last", {"amp": True, "channels_last": True})]
+    if device.type == "cuda":
+        variants.append(("ours + bf16 + channels_last + compile",
+                         {"amp": True, "channels_last": True, "compile": True}))
+    for name, options in variants:
+        rows.append((name, 128, our_training_rate(arch, space, images, labels, 128, device, repeats,
+                                                  **options)))
+    best = max(variants, key=lambda v: next(r[2] for r in rows if r[0] == v[0]))
+    for batch_size in batch_sizes:
+        rows.append((f"{best[0]}, batch {batch_size}", batch_size,
+                     our_training_rate(arch, space, images, labels, batch_size, device, repeats,
+                                       **best[1])))
+    return rows
+
+
+def attack_rows(arch, label, images, labels, device, repeats, paper_images):
+    from bench.paper_attack import paper_fgsm, paper_iterative
+    from utils.attacks import run_attack
+    space = make_space(label).to(device)
+    torch.manual_seed(0)
+    model = build_model(arch, space.output_shape).to(device).eval()
+    x, y = to_float(images).to(device), labels.to(device)
+    eps = 8 / 255
+    xp, yp = x[:paper_images], y[:paper_images]
+    rows = [("paper: FGSM, one image at a time", median_rate(
+                lambda: paper_fgsm(model, space, xp, yp, eps), len(xp), repeats, device)),
+            ("paper: iterative (5 steps), one image at a time", median_rate(
+                lambda: paper_iterative(model, space, xp, yp, eps, steps=5), len(xp), repeats, device))]
+    for name, attack, steps in (("ours: FGSM, batched", "fgsm", 1),
+                                ("ours: iterative (5 steps), batched", "iterative", 5),
+                                ("ours: PGD-10, batched", "pgd", 10)):
+        rows.append((name, median_rate(
+            lambda: run_attack(model, space, x, y, attack=attack, eps=eps, steps=steps,
+                               batch_size=500), len(x), repeats, device)))
+    return rows
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["resnet32"])
+    parser.add_argument("--labels", nargs="+", default=["speech", "category"])
+    parser.add_argument("--what", choices=("train", "attack", "all"), default="all")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--train_images", type=int, default=None,
+                        help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
+    parser.add_argument("--attack_images", type=int, default=500, help="images per batched attack run")
+    parser.add_argument("--paper_attack_images", type=int, default=None,
+                        help="images for the one-at-a-time loops (default 20 on the CPU, 200 on a GPU)")
+    parser.add_argument("--batch_sizes", type=int, nargs="*", default=None,
+                        help="larger batch sizes to try with the fastest variant (default 256 512)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--record", default=str(REPO / "BENCHMARKS.md"))
+    parser.add_argument("--no_record", action="store_true")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    n_train = args.train_images or (20480 if gpu else 1024)
+    n_paper = args.paper_attack_images or (200 if gpu else 20)
+    batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (max(n_train, args.attack_images), 3, 32, 32), dtype=torch.uint8,
+                           generator=gen)
+    labels = torch.randint(0, 10, (len(images),), generator=gen)
+
+    lines = []
+    for arch in args.models:
+        for label in args.labels:
+            if args.what in ("train", "all"):
+                rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
+                                     args.repeats, batch_sizes)
+                paper = rows[0][2]
+                lines += [f"\n**Training, {arch}, {label} labels** ({n_train} images per timed epoch)\n",
+                          "| pipeline | batch | images/s | vs paper |", "| --- | ---: | ---: | ---: |"]
+                lines += [f"| {name} | {bs} | {rate:,.0f} | {rate / paper:.2f}x |" for name, bs, rate in rows]
+                if gpu:
+                    best = max(r[2] for r in rows)
+                    lines.append(f"\nProjected 600-epoch CIFAR-10 run (45,000 images/epoch) at "
+                                 f"{best:,.0f} images/s: {600 * 45000 / best / 60:.1f} minutes "
+                                 f"(training only; evaluation adds a few percent).")
+            if args.what in ("attack", "all"):
+                rows = attack_rows(arch, label, images[:args.attack_images],
+                                   labels[:args.attack_images], device, args.repeats, n_paper)
+                lines += [f"\n**Attacks, {arch}, {label} labels, eps 8/255** (paper loop on {n_paper} "
+                          f"images, ours on {args.attack_images} at batch 500)\n",
+                          "| attack | images/s | vs paper |", "| --- | ---: | ---: |"]
+                reference = {"FGSM": rows[0][1], "iterative": rows[1][1], "PGD": rows[1][1]}
+                for name, rate in rows:
+                    ref = next(v for k, v in reference.items() if k in name)
+                    lines.append(f"| {name} | {rate:,.1f} | {rate / ref:.1f}x |")
+                lines.append("\n(PGD-10 is compared with the paper's 5-step loop, which does half "
+                             "the gradient steps per image.)")
+    header = (f"\n## {datetime.date.today().isoformat()}: {device_name(device)}\n\n"
+              f"torch {torch.__version__}, Python {platform.python_version()}, "
+              f"`python bench/bench.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
+    text = header + "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_record:
+        record = Path(args.record)
+        if not record.exists():
+            record.write_text("# Benchmarks\n\nOutput of `bench/bench.py`, newest last. "
+                              "Synthetic images (throughput does not depend on content).\n")
+        with record.open("a") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()

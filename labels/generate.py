@@ -1,0 +1,709 @@
+"""Generate label representations as `{out}/{dataset}_{name}.npy`, float32 (C, ...).
+
+    # every family that can be made offline, for both datasets (speech spoken by espeak-ng)
+    python -m labels.generate --dataset cifar10 cifar100 --label all \
+        --out labels/label_files --force
+    # the paper's speech labels, from the paper's recordings ({i}.wav, one per class)
+    python -m labels.generate --dataset cifar10 --label speech \
+        --audio_dir ../shared/reference/label_representations/cifar10_wav --out /tmp/labels
+    # the follow-up's entropy and overlap labels
+    python -m labels.generate --dataset cifar10 --label normal_dim=100 uniform_gap=3 \
+        --out /tmp/labels
+    # text families (need a downloaded or saved model / vector file)
+    python -m labels.generate --dataset cifar100 --label bert --text_model path/to/bert-base-uncased
+    python -m labels.generate --dataset cifar100 --label glove --glove path/to/glove.6B.50d.txt
+
+Families (C classes; `FAMILIES` is the registry, `make_label` the entry point for code):
+    speech      (C, 64, 64) in [-80, 0]  mel spectrogram (dB) of the spoken class name
+    shuffle     (C, 64, 64) in [-80, 0]  speech with its 64 time columns permuted per class
+    uniform     (C, 64, 64) in [0, 80]   class i is the constant 80 i / (C - 1)
+    random      (C, 64, 64) in [0, 80]   uniform random
+    composite   (C, 64, 64) in [0, 80]   sum of 10 oriented Gaussian blobs, rescaled per class
+    lowdim      (C, C)      in [0, 80]   uniform random
+    bert        (C, 48, 48) in [0, 80]   BERT hidden states of "[CLS] name [SEP]"
+    glove       (C, 50)                  GloVe word vectors (raw values)
+    normal_dim=D  (C, D)                 class i drawn from N(i, 0.1)      (follow-up: "entropy")
+    uniform_gap=G (C, 50)                class i drawn from U(iG, 9 + iG)  (follow-up: "overlap")
+
+Random families default to the seed the paper used where it is known (`Family.seed`): with it,
+random, lowdim and shuffle reproduce the published files exactly (random and lowdim bit for bit;
+shuffle bit for bit when given the paper's speech file through --speech_file).
+"""
+
+import argparse
+import contextlib
+import logging
+import math
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from labels import LABEL_DIR, LabelError
+
+# ----------------------------------------------------------------------------- datasets and names
+
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+# The 100 fine labels in the dataset's own (alphabetical) order: label i is CIFAR100_CLASSES[i].
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy",
+    "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal",
+    "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar",
+    "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor",
+    "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
+    "worm",
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What the generators need to know about a dataset: its classes and where its meta file is."""
+    num_classes: int
+    class_names: tuple        # built-in names, standard order
+    folder: str               # the folder the official archive unpacks to
+    meta_file: str            # pickled dict inside `folder`
+    meta_key: str             # key of the class-name list in it
+
+
+DATASETS = {
+    "cifar10": Dataset(10, CIFAR10_CLASSES, "cifar-10-batches-py", "batches.meta", "label_names"),
+    "cifar100": Dataset(100, CIFAR100_CLASSES, "cifar-100-python", "meta", "fine_label_names"),
+}
+
+# Name sets: how a class name is written for a family. Each maps a dataset name to rewrites of
+# individual class names; classes not listed are written as the dataset names them, with
+# underscores read as spaces ("aquarium_fish" -> "aquarium fish").
+NAME_SETS = {
+    # The dataset's own names.
+    "standard": {},
+    # What the paper's recordings say: "car" for automobile. CIFAR-100's say the fine names as
+    # they are, in the singular: no recording ends in a plural's sibilant (labels/README.md).
+    "spoken": {"cifar10": {"automobile": "car"}},
+    # The forms the paper's BERT and GloVe labels were made from (its cifar100_text.txt): plural
+    # flowers, containers and fruit, "computer keyboard", trees without "tree".
+    "text": {"cifar100": {
+        "orchid": "orchids", "poppy": "poppies", "rose": "roses", "sunflower": "sunflowers",
+        "tulip": "tulips", "bottle": "bottles", "bowl": "bowls", "can": "cans", "cup": "cups",
+        "plate": "plates", "apple": "apples", "mushroom": "mushrooms", "orange": "oranges",
+        "pear": "pears", "sweet_pepper": "sweet peppers", "keyboard": "computer keyboard",
+        "maple_tree": "maple", "oak_tree": "oak", "palm_tree": "palm", "pine_tree": "pine",
+        "willow_tree": "willow", "lawn_mower": "lawn-mower",
+    }},
+}
+
+
+def get_dataset(name):
+    """The `Dataset` called `name`; LabelError listing the valid names otherwise."""
+    if name not in DATASETS:
+        raise LabelError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def dataset_class_names(dataset, data_dir=None):
+    """The dataset's class names in label order, from its meta file under `data_dir` when there is
+    one (`data_dir` itself or `data_dir/<archive folder>`), else the built-in list."""
+    spec = get_dataset(dataset)
+    if data_dir is not None:
+        for candidate in (Path(data_dir) / spec.meta_file,
+                          Path(data_dir) / spec.folder / spec.meta_file):
+            if candidate.is_file():
+                with open(candidate, "rb") as f:
+                    # The official CIFAR meta files are pickles (Python 2 era: latin1 strings).
+                    meta = pickle.load(f, encoding="latin1")
+                names = [n.decode() if isinstance(n, bytes) else str(n)
+                         for n in meta[spec.meta_key]]
+                if len(names) != spec.num_classes:
+                    raise LabelError(f"{candidate} lists {len(names)} classes; "
+                                     f"{dataset} has {spec.num_classes}")
+                return names
+        print(f"note: no {spec.meta_file} under {data_dir}; using the built-in {dataset} "
+              f"class names", file=sys.stderr)
+    return list(spec.class_names)
+
+
+def class_names(dataset, name_set="standard", data_dir=None):
+    """Class names as a family should read them: `name_set` is a key of NAME_SETS or the path of a
+    text file with one name per line (blank lines ignored), in class order."""
+    num_classes = get_dataset(dataset).num_classes
+    if name_set in NAME_SETS:
+        rewrites = NAME_SETS[name_set].get(dataset, {})
+        return [rewrites.get(n, n.replace("_", " "))
+                for n in dataset_class_names(dataset, data_dir)]
+    path = Path(name_set)
+    if not path.is_file():
+        raise LabelError(f"--names {name_set!r} is neither a name set ({', '.join(NAME_SETS)}) "
+                         f"nor a file")
+    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(names) != num_classes:
+        raise LabelError(f"{path} holds {len(names)} names; {dataset} has {num_classes} classes")
+    return names
+
+
+# ----------------------------------------------------------------------------- options and registry
+
+DEFAULT_TEXT_MODEL = "bert-base-uncased"
+DEFAULT_GLOVE = "glove-wiki-gigaword-50"     # gensim-downloader name of GloVe 6B, 50 dimensions
+DEFAULT_ESPEAK_VOICE = "en-us"
+# The follow-up's label sizes (its code was not published with them; see labels/README.md).
+FOLLOWUP_DIMS = (1, 2, 5, 10, 25, 50, 100, 500, 1000, 2000, 4000)
+FOLLOWUP_GAPS = (0, 1, 2, 3, 4, 5, 6, 8, 10)
+
+
+@dataclass
+class Options:
+    """Inputs some families need besides the class names and seed (None: the family's default)."""
+    audio_dir: str | None = None        # speech: {i}.wav per class; None: espeak-ng
+    espeak_voice: str = DEFAULT_ESPEAK_VOICE
+    speech_file: str | None = None      # shuffle: permute this speech file's targets
+    speech_targets: np.ndarray | None = field(default=None, repr=False)  # shuffle: or these
+    text_model: str | None = None       # bert: hub name or local directory
+    glove: str | None = None            # glove: gensim-downloader name or GloVe text file
+
+
+@dataclass(frozen=True)
+class Family:
+    """One label family: `make(class_names, seed, options, param)` -> float32 (C, ...)."""
+    make: Callable
+    help: str
+    seed: int | None = 0            # default seed (the paper's where known); None: not random
+    names: str | None = None        # default NAME_SETS key; None: the names are not used
+    offline: bool = True            # part of `--label all` without extra flags
+    param: Callable | None = None   # parses the value after "=" (parametrised families only)
+
+
+# ----------------------------------------------------------------------------- speech
+
+# The paper's recipe: load at 22050 Hz, trim silence, 64-band mel spectrogram (hop 256, up to
+# 8 kHz), dB relative to the loudest bin (so values lie in [-80, 0]), resized to 64 x 64.
+SAMPLE_RATE = 22050
+HOP_LENGTH = 256
+N_MELS = 64
+FMAX = 8000
+SPEECH_SIZE = (64, 64)
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def spectrogram_image(path):
+    """Speech target of one recording: float (64, 64) in [-80, 0] dB, rows mel bands (low to high),
+    columns time."""
+    import librosa
+    from skimage.transform import resize
+
+    try:
+        with warnings.catch_warnings():
+            # librosa warns before falling back from soundfile to audioread; the error (if any)
+            # is reported below as one line.
+            warnings.simplefilter("ignore")
+            audio, rate = librosa.load(path, sr=SAMPLE_RATE, mono=True)
+    except Exception as exc:  # soundfile / audioread raise many types; all mean "unreadable"
+        raise LabelError(f"cannot read audio file {path}: {_one_line(exc)}") from exc
+    audio, _ = librosa.effects.trim(audio)
+    if audio.size == 0 or not np.any(audio):
+        raise LabelError(f"audio file {path} is silent")
+    power = librosa.feature.melspectrogram(y=audio, sr=rate, hop_length=HOP_LENGTH,
+                                           n_mels=N_MELS, fmax=FMAX)
+    decibels = librosa.power_to_db(power, ref=np.max)
+    # Bilinear with anti-aliasing, as scikit-image's resize does by default when shrinking.
+    return resize(decibels, SPEECH_SIZE, order=1, mode="reflect", anti_aliasing=True,
+                  preserve_range=True)
+
+
+def audio_files(audio_dir, num_classes):
+    """Paths `audio_dir/{i}.wav` for i < num_classes; LabelError when the folder does not hold
+    exactly one numbered recording per class."""
+    folder = Path(audio_dir)
+    if not folder.is_dir():
+        raise LabelError(f"--audio_dir {folder} is not a directory")
+    numbered = {int(m.group(1)): p for p in sorted(folder.iterdir())
+                if (m := re.fullmatch(r"(\d+)\.wav", p.name, flags=re.IGNORECASE))}
+    if len(numbered) != num_classes:
+        raise LabelError(f"{folder} holds {len(numbered)} numbered .wav files; expected "
+                         f"{num_classes} (0.wav .. {num_classes - 1}.wav, one per class)")
+    missing = [f"{i}.wav" for i in range(num_classes) if i not in numbered]
+    if missing:
+        raise LabelError(f"{folder} lacks {', '.join(missing)} (expected 0.wav .. "
+                         f"{num_classes - 1}.wav, one per class)")
+    return [numbered[i] for i in range(num_classes)]
+
+
+def synthesise_names(names, folder, voice=DEFAULT_ESPEAK_VOICE):
+    """Speak each name with espeak-ng into `folder/{i}.wav` (22050 Hz, 16-bit mono)."""
+    executable = shutil.which("espeak-ng")
+    if executable is None:
+        raise LabelError("espeak-ng is not installed (Debian/Ubuntu: apt-get install espeak-ng); "
+                         "install it or pass --audio_dir with one recording per class")
+    for i, name in enumerate(names):
+        # The name goes through stdin so that no name can be read as an option.
+        done = subprocess.run([executable, "-v", voice, "-w", str(Path(folder) / f"{i}.wav"),
+                               "--stdin"], input=name, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise LabelError(f"espeak-ng failed on {name!r} with voice {voice!r}: "
+                             f"{_one_line(done.stderr)}")
+
+
+def make_speech(names, seed, options, param=None):
+    """(C, 64, 64) in [-80, 0]: spectrograms of options.audio_dir/{i}.wav, or of the names spoken
+    by espeak-ng when there is no audio_dir."""
+    if options.audio_dir is not None:
+        paths = audio_files(options.audio_dir, len(names))
+        return np.stack([spectrogram_image(p) for p in paths])
+    with tempfile.TemporaryDirectory(prefix="labels_speech_") as folder:
+        synthesise_names(names, folder, options.espeak_voice)
+        return np.stack([spectrogram_image(Path(folder) / f"{i}.wav") for i in range(len(names))])
+
+
+def make_shuffle(names, seed, options, param=None):
+    """Speech targets with the columns (time frames) of class i permuted by the i-th draw of
+    RandomState(seed).permutation; the paper used seed 8, and this reproduces its shuffle file
+    from its speech file exactly."""
+    if options.speech_targets is not None:
+        speech = np.asarray(options.speech_targets)
+    elif options.speech_file is not None:
+        speech = read_label_file(options.speech_file)
+    else:
+        speech = make_speech(names, None, options)
+    if speech.ndim != 3 or len(speech) != len(names):
+        raise LabelError(f"shuffle needs speech targets of shape ({len(names)}, H, W); "
+                         f"got {speech.shape}")
+    rng = np.random.RandomState(seed)
+    return np.stack([target[:, rng.permutation(target.shape[1])] for target in speech])
+
+
+def read_label_file(path):
+    """A label file's targets as float32; LabelError when it cannot be read."""
+    try:
+        return np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+    except (OSError, ValueError) as exc:
+        raise LabelError(f"cannot read label file {path}: {_one_line(exc)}") from exc
+
+
+# ----------------------------------------------------------------------------- synthetic families
+
+def make_uniform(names, seed, options, param=None):
+    """(C, 64, 64): class i is the constant 80 i / (C - 1)."""
+    levels = 80.0 * np.arange(len(names)) / max(len(names) - 1, 1)
+    return np.broadcast_to(levels[:, None, None], (len(names), 64, 64)).copy()
+
+
+def make_random(names, seed, options, param=None):
+    """(C, 64, 64) uniform in [0, 80). RandomState, not default_rng: with seed 48 it is the
+    paper's file bit for bit."""
+    return np.random.RandomState(seed).uniform(0, 80, (len(names), 64, 64))
+
+
+def make_lowdim(names, seed, options, param=None):
+    """(C, C) uniform in [0, 80); seed 48 gives the paper's cifar10_lowdim bit for bit."""
+    return np.random.RandomState(seed).uniform(0, 80, (len(names), len(names)))
+
+
+def make_composite(names, seed, options, param=None, blobs=10, size=0.15, aspect=3.2,
+                   pixels=64):
+    """(C, 64, 64) in [0, 80]: per class, the sum of `blobs` elongated Gaussians with uniformly
+    random centres in the frame and orientations in [0, pi), min-max rescaled to [0, 80].
+
+    Geometry in frame units (the image spans [-0.5, 0.5]^2): a blob's standard deviation is
+    size / 2 across its long axis and aspect * size / 2 along it, so `size` 0.15 is the blob's
+    width as a fraction of the frame. The paper drew its blobs with the `imagen` package, whose
+    random draws we cannot replay; an elongation of 3.2 gives per-pixel mean, std and pairwise
+    distances within a few percent of the paper's CIFAR-100 composites (labels/README.md).
+    """
+    rng = np.random.default_rng(seed)
+    count = len(names)
+    centres = rng.uniform(-0.5, 0.5, (count, blobs, 2, 1, 1))
+    angles = rng.uniform(0.0, np.pi, (count, blobs, 1, 1))
+    coords = (np.arange(pixels) + 0.5) / pixels - 0.5           # pixel centres
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    dx, dy = x - centres[:, :, 0], y - centres[:, :, 1]         # (C, blobs, H, W)
+    along = dx * np.cos(angles) + dy * np.sin(angles)
+    across = -dx * np.sin(angles) + dy * np.cos(angles)
+    sigma = size / 2.0
+    images = np.exp(-0.5 * ((along / (aspect * sigma)) ** 2 + (across / sigma) ** 2)).sum(axis=1)
+    low = images.min(axis=(1, 2), keepdims=True)
+    high = images.max(axis=(1, 2), keepdims=True)
+    return 80.0 * (images - low) / (high - low)
+
+
+def make_normal_dim(names, seed, options, param):
+    """(C, D): class i drawn from N(i, 0.1) (the follow-up's "entropy" labels; D = param)."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(np.arange(len(names))[:, None], 0.1, (len(names), param))
+
+
+def make_uniform_gap(names, seed, options, param):
+    """(C, 50): class i drawn from U(i G, 9 + i G) (the follow-up's "overlap" labels; G = param)."""
+    rng = np.random.default_rng(seed)
+    low = param * np.arange(len(names))[:, None]
+    return rng.uniform(low, low + 9.0, (len(names), 50))
+
+
+def _parse_dim(text):
+    if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
+        raise LabelError(f"normal_dim={text}: D must be a positive integer (the follow-up used "
+                         f"1 .. 4000)")
+    return int(text)
+
+
+def _parse_gap(text):
+    try:
+        gap = float(text)
+    except ValueError:
+        gap = math.nan
+    if not (math.isfinite(gap) and gap >= 0):
+        raise LabelError(f"uniform_gap={text}: G must be a number >= 0")
+    return gap
+
+
+# ----------------------------------------------------------------------------- text families
+
+@contextlib.contextmanager
+def _quiet(*logger_names):
+    """Silence these libraries' log records (download retries, tracebacks) for the duration: the
+    outcome is reported as one LabelError line instead."""
+    loggers = [logging.getLogger(n) for n in logger_names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _looks_like_path(text):
+    return os.sep in text or text.startswith(".") or text.endswith((".txt", ".gz", ".bin"))
+
+
+def make_bert(names, seed, options, param=None):
+    """(C, s, s) in [0, 80] with s*s = 3 * hidden size (48 x 48 for BERT-base): the last hidden
+    states of [CLS], the name and [SEP], concatenated row-major. A name of several word pieces is
+    the mean of their states, so every class has three rows. As in the paper, values whose
+    magnitude exceeds mean + 2 std (over all classes) are set to 0, then all classes are min-max
+    rescaled together to [0, 80]."""
+    source = str(options.text_model or DEFAULT_TEXT_MODEL)
+    if _looks_like_path(source) and not Path(source).is_dir():
+        raise LabelError(f"--text_model {source}: no such directory (give a directory saved with "
+                         f"save_pretrained, or a Hugging Face model name)")
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise LabelError(f"bert needs torch and transformers ({_one_line(exc)}); "
+                         f"pip install transformers") from exc
+    model, tokenizer = _load_text_model(source, transformers)
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for name in names:
+            tokens = tokenizer(name, return_tensors="pt")      # [CLS] pieces... [SEP]
+            if tokens["input_ids"].shape[1] < 3:
+                raise LabelError(f"{source} tokenises {name!r} to no word pieces")
+            hidden = model(**tokens).last_hidden_state[0].double()   # (T, H)
+            rows.append(torch.stack([hidden[0], hidden[1:-1].mean(0), hidden[-1]]).numpy())
+    states = np.stack(rows).reshape(len(names), -1)                   # (C, 3H)
+    side = math.isqrt(states.shape[1])
+    if side * side != states.shape[1]:
+        raise LabelError(f"{source}: 3 x hidden size = {states.shape[1]} is not a square number")
+    states[np.abs(states) > states.mean() + 2 * states.std()] = 0.0
+    return _rescale(states, source).reshape(len(names), side, side)
+
+
+def _load_text_model(source, transformers):
+    """(model, tokenizer) from a local directory, the local cache, or (online) the hub."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or Path(source).is_dir()
+    attempts = [True] if offline else [True, False]
+    for local_only in attempts:
+        if not local_only:
+            print(f"note: {source} is not cached; downloading it from the Hugging Face hub",
+                  file=sys.stderr)
+        try:
+            with _quiet("huggingface_hub", "transformers"):
+                tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    source, local_files_only=local_only)
+                model = transformers.AutoModel.from_pretrained(source, local_files_only=local_only)
+            return model, tokenizer
+        except Exception as exc:  # hub, file and config errors all mean "no usable model here"
+            problem = _one_line(exc)
+    problem = problem.split(". ")[0][:200]
+    raise LabelError(f"cannot load text model {source!r} ({problem}); offline, pass "
+                     f"--text_model DIR, a directory where a networked machine ran "
+                     f"AutoModel/AutoTokenizer.from_pretrained({source!r}).save_pretrained(DIR)")
+
+
+def _rescale(values, source):
+    low, high = values.min(), values.max()
+    if not high > low:
+        raise LabelError(f"{source} gives constant targets; cannot rescale them to [0, 80]")
+    return 80.0 * (values - low) / (high - low)
+
+
+def make_glove(names, seed, options, param=None):
+    """(C, d) GloVe vectors (d = 50 for the default). A name missing from the vocabulary as a
+    whole ("pickup truck", "lawn-mower") is the mean of its words; every word must be known."""
+    vectors = _load_glove(str(options.glove or DEFAULT_GLOVE))
+    rows, unknown = [], []
+    for name in names:
+        key = name.lower()
+        words = ([key] if key in vectors.key_to_index
+                 else [w for w in re.split(r"[\s_\-]+", key) if w])
+        missing = [w for w in words if w not in vectors.key_to_index]
+        if missing or not words:
+            unknown.append(f"{name!r} ({', '.join(missing) or 'no words'})")
+            continue
+        rows.append(np.mean([vectors[w] for w in words], axis=0))
+    if unknown:
+        raise LabelError(f"GloVe vectors lack: {'; '.join(unknown)}")
+    return np.stack(rows)
+
+
+def _load_glove(source):
+    """gensim KeyedVectors from a GloVe text file, or a gensim-downloader name (the local
+    gensim-data copy if there is one, else a download)."""
+    try:
+        from gensim.models import KeyedVectors
+    except ImportError as exc:
+        raise LabelError(f"glove needs gensim ({_one_line(exc)}); pip install gensim") from exc
+    if Path(source).is_file():
+        return _read_vectors(KeyedVectors, Path(source))
+    if _looks_like_path(source):
+        raise LabelError(f"--glove {source}: no such file (give a GloVe text file such as "
+                         f"glove.6B.50d.txt, or a gensim-downloader name)")
+    # gensim.downloader asks the network even for a model it already has: look locally first.
+    data_dir = Path(os.environ.get("GENSIM_DATA_DIR", Path.home() / "gensim-data"))
+    cached = data_dir / source / f"{source}.gz"
+    if cached.is_file():
+        return _read_vectors(KeyedVectors, cached)
+    try:
+        with _quiet("gensim"):
+            import gensim.downloader
+            return gensim.downloader.load(source)
+    except Exception as exc:  # network, name and format errors all end the same way
+        raise LabelError(f"cannot get GloVe vectors {source!r} ({_one_line(exc)[:200]}); offline, "
+                         f"pass --glove PATH to a GloVe text file (e.g. glove.6B.50d.txt from "
+                         f"https://nlp.stanford.edu/projects/glove/)") from exc
+
+
+def _read_vectors(KeyedVectors, path):
+    # GloVe's own files have no header line; word2vec-format files (gensim-data's) have one.
+    problem = None
+    for no_header in (True, False):
+        try:
+            return KeyedVectors.load_word2vec_format(str(path), no_header=no_header)
+        except Exception as exc:  # a wrong header guess shows up as a parse error
+            problem = exc
+    raise LabelError(f"cannot read word vectors from {path}: {_one_line(problem)}")
+
+
+# ----------------------------------------------------------------------------- registry
+
+FAMILIES = {
+    "speech": Family(make_speech, "mel spectrogram of the spoken name, (C,64,64) in [-80,0]",
+                     seed=None, names="spoken"),
+    "shuffle": Family(make_shuffle, "speech with its columns permuted per class", seed=8,
+                      names="spoken"),
+    "uniform": Family(make_uniform, "class i constant 80i/(C-1), (C,64,64)", seed=None),
+    "random": Family(make_random, "uniform random in [0,80], (C,64,64)", seed=48),
+    "composite": Family(make_composite, "10 oriented Gaussian blobs, (C,64,64) in [0,80]", seed=0),
+    "lowdim": Family(make_lowdim, "uniform random in [0,80], (C,C)", seed=48),
+    "bert": Family(make_bert, "BERT hidden states of [CLS] name [SEP], (C,48,48) in [0,80]",
+                   seed=None, names="text", offline=False),
+    "glove": Family(make_glove, "GloVe word vectors, (C,50)", seed=None, names="text",
+                    offline=False),
+    "normal_dim": Family(make_normal_dim, "normal_dim=D: class i ~ N(i, 0.1), (C,D)",
+                         param=_parse_dim),
+    "uniform_gap": Family(make_uniform_gap, "uniform_gap=G: class i ~ U(iG, 9+iG), (C,50)",
+                          param=_parse_gap),
+}
+
+
+def _valid_names():
+    return ", ".join(f"{k}={'D' if k == 'normal_dim' else 'G'}" if f.param else k
+                     for k, f in FAMILIES.items())
+
+
+def parse_label(name):
+    """(canonical name, Family, parameter) for a label name such as "speech" or "normal_dim=10".
+    The canonical name is the file's: "uniform_gap=2.0" -> "uniform_gap=2"."""
+    key, sep, value = name.partition("=")
+    family = FAMILIES.get(key)
+    if family is None:
+        raise LabelError(f"unknown label family {name!r}; valid: {_valid_names()}, all")
+    if family.param is None:
+        if sep:
+            raise LabelError(f"label {key!r} takes no parameter (got {name!r})")
+        return key, family, None
+    if not sep:
+        raise LabelError(f"label {key!r} needs a parameter, e.g. {key}=10")
+    param = family.param(value)
+    # One spelling per file: "uniform_gap=2.0" and "uniform_gap=2" are the same label.
+    text = str(int(param)) if float(param).is_integer() else repr(float(param))
+    return f"{key}={text}", family, param
+
+
+def offline_labels():
+    """Every label `--label all` writes without a model or vector file: the paper's offline
+    families and the follow-up's families at the follow-up's sizes."""
+    return ([k for k, f in FAMILIES.items() if f.offline and f.param is None]
+            + [f"normal_dim={d}" for d in FOLLOWUP_DIMS]
+            + [f"uniform_gap={g}" for g in FOLLOWUP_GAPS])
+
+
+def make_label(name, names, seed=None, **options):
+    """Targets of label `name` for classes `names` (list of C strings): float32 (C, ...).
+
+    seed: None for the family's default (`FAMILIES[...].seed`). options: fields of `Options`
+    (audio_dir, espeak_voice, speech_file, speech_targets, text_model, glove).
+    """
+    _, family, param = parse_label(name)
+    known = {f.name for f in fields(Options)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise LabelError(f"unknown option(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(sorted(known))}")
+    if len(names) < 2:
+        raise LabelError(f"need at least 2 classes, got {len(names)}")
+    seed = family.seed if seed is None else seed
+    targets = family.make(list(names), seed, Options(**options), param)
+    return np.ascontiguousarray(targets, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- writing and CLI
+
+def save_atomic(path, targets):
+    """Write `targets` to `path` (.npy) through a temporary file in the same folder, so a reader
+    never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.save(f, targets, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m labels.generate", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
+               "(plus bert / glove when --text_model / --glove is given)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", nargs="+", required=True, choices=list(DATASETS),
+                      help="dataset(s) to make labels for")
+    data.add_argument("--data_dir", default=None,
+                      help="folder with the dataset's meta file (batches.meta / meta), directly or "
+                           "in cifar-10-batches-py/ / cifar-100-python/; default: built-in names")
+    data.add_argument("--names", default=None,
+                      help=f"how class names are written: {', '.join(NAME_SETS)} (default: "
+                           f"spoken for speech, text for bert/glove) or a file, one name a line")
+    family = parser.add_argument_group("families")
+    family.add_argument("--label", nargs="+", required=True,
+                        help="label name(s), e.g. speech, normal_dim=10, uniform_gap=2, or all")
+    family.add_argument("--seed", type=int, default=None,
+                        help="random seed (default: the family's: shuffle 8 and random / lowdim 48 "
+                             "as in the paper, 0 otherwise)")
+    family.add_argument("--audio_dir", default=None,
+                        help="speech: folder of {i}.wav, one recording per class "
+                             "(default: speak the names with espeak-ng)")
+    family.add_argument("--espeak_voice", default=DEFAULT_ESPEAK_VOICE,
+                        help="speech: espeak-ng voice when synthesising")
+    family.add_argument("--speech_file", default=None,
+                        help="shuffle: permute this speech label file instead of making speech")
+    family.add_argument("--text_model", default=None,
+                        help=f"bert: Hugging Face model name or saved directory "
+                             f"(default {DEFAULT_TEXT_MODEL})")
+    family.add_argument("--glove", default=None,
+                        help=f"glove: GloVe text file or gensim-downloader name "
+                             f"(default {DEFAULT_GLOVE})")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", default=str(LABEL_DIR),
+                        help="folder for {dataset}_{label}.npy (default: the shipped label_files)")
+    output.add_argument("--force", action="store_true", help="overwrite existing files")
+    return parser
+
+
+def expand_labels(requested, text_model=None, glove=None):
+    """Canonical label names for the --label arguments, 'all' expanded, duplicates dropped."""
+    expanded = []
+    for name in requested:
+        if name == "all":
+            expanded += offline_labels()
+            expanded += ["bert"] if text_model else []
+            expanded += ["glove"] if glove else []
+        else:
+            expanded.append(parse_label(name)[0])
+    # speech first, so that shuffle can reuse it
+    unique = list(dict.fromkeys(expanded))
+    return sorted(unique, key=lambda n: n != "speech")
+
+
+def run(args):
+    labels = expand_labels(args.label, args.text_model, args.glove)
+    if args.audio_dir is not None and len(args.dataset) > 1:
+        raise LabelError("--audio_dir holds one dataset's recordings: give a single --dataset")
+    if args.speech_file is not None and len(args.dataset) > 1:
+        raise LabelError("--speech_file is one dataset's file: give a single --dataset")
+    existing = [str(p) for d in args.dataset for n in labels
+                if (p := Path(args.out) / f"{d}_{n}.npy").exists()]
+    if existing and not args.force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise LabelError(f"{existing[0]} exists{more}; pass --force to overwrite")
+    options = {"audio_dir": args.audio_dir, "espeak_voice": args.espeak_voice,
+               "speech_file": args.speech_file, "text_model": args.text_model, "glove": args.glove}
+    for dataset in args.dataset:
+        names_by_set = {}   # read the meta file once per name set
+        speech = None       # made once, reused by shuffle (both read the same names)
+        for name in labels:
+            name_set = args.names or parse_label(name)[1].names or "standard"
+            if name_set not in names_by_set:
+                names_by_set[name_set] = class_names(dataset, name_set, args.data_dir)
+            extra = {}
+            if name == "shuffle" and speech is not None and args.speech_file is None:
+                extra["speech_targets"] = speech
+            targets = make_label(name, names_by_set[name_set], args.seed, **options, **extra)
+            if name == "speech":
+                speech = targets
+            path = Path(args.out) / f"{dataset}_{name}.npy"
+            save_atomic(path, targets)
+            print(f"wrote {path}  {tuple(targets.shape)}  "
+                  f"[{targets.min():.4g}, {targets.max():.4g}]")
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except LabelError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

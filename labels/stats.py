@@ -1,0 +1,156 @@
+"""Measure label files: one row of statistics per file, as a table, Markdown or JSON.
+
+    python -m labels.stats labels/label_files/cifar10_*.npy
+    python -m labels.stats --markdown ../shared/reference/label_representations/cifar10_speech.npy \
+        labels/label_files/cifar10_speech.npy
+    python -m labels.stats --json labels/label_files/cifar100_normal_dim=*.npy
+    # how close one file is to another, class by class (e.g. regenerated vs published speech)
+    python -m labels.stats --compare ../shared/reference/label_representations/cifar10_speech.npy \
+        /tmp/labels/cifar10_speech.npy
+
+Columns (targets (C, ...) flattened to C vectors of D values):
+    shape, min, max, std         of the raw values
+    l1_mean, l1_std              mean / std over class pairs of the L1 distance, and
+    l2_mean, l2_std              of the L2 distance, after min-max normalising the whole file to
+                                 [0, 1] (the paper's comparison; its own script swapped the L1 and
+                                 L2 names)
+    min_msd                      smallest mean squared distance between two classes' raw targets:
+                                 the margin nearest-target (MSE) decoding has to separate
+    entropy                      Shannon entropy (bits) of each class's values rounded to 6
+                                 decimals, averaged over classes (as the follow-up computed it)
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.distance import pdist
+
+from labels import LabelError
+
+COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
+           "entropy")
+
+
+def value_entropy(values, decimals=6):
+    """Shannon entropy in bits of the empirical distribution of `values` rounded to `decimals`."""
+    _, counts = np.unique(np.round(np.asarray(values, dtype=np.float64).ravel(), decimals),
+                          return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log2(p)).sum())
+
+
+def label_stats(targets):
+    """Statistics of targets (C, ...) with C >= 2, as a dict keyed by COLUMNS."""
+    targets = np.asarray(targets)
+    if targets.ndim < 1 or len(targets) < 2:
+        raise LabelError(f"need targets of shape (C, ...) with C >= 2, got {targets.shape}")
+    vectors = targets.reshape(len(targets), -1).astype(np.float64)
+    low, high = vectors.min(), vectors.max()
+    unit = (vectors - low) / (high - low) if high > low else np.zeros_like(vectors)
+    l1 = pdist(unit, "cityblock")
+    l2 = pdist(unit, "euclidean")
+    msd = pdist(vectors, "sqeuclidean") / vectors.shape[1]
+    return {
+        "shape": list(targets.shape),
+        "min": float(low), "max": float(high), "std": float(vectors.std()),
+        "l1_mean": float(l1.mean()), "l1_std": float(l1.std()),
+        "l2_mean": float(l2.mean()), "l2_std": float(l2.std()),
+        "min_msd": float(msd.min()),
+        "entropy": float(np.mean([value_entropy(v) for v in vectors])),
+    }
+
+
+def _correlation(x, y):
+    """Pearson correlation; for a constant vector (e.g. a uniform label) 1 when the two are
+    equal, else nan."""
+    dx, dy = x - x.mean(), y - y.mean()
+    scale = np.sqrt((dx * dx).sum() * (dy * dy).sum())
+    if scale == 0:
+        return 1.0 if np.array_equal(x, y) else float("nan")
+    return float((dx * dy).sum() / scale)
+
+
+def compare(reference, candidate):
+    """How far `candidate` targets are from `reference` (same shape): mean and max absolute
+    difference, and the lowest and mean per-class Pearson correlation."""
+    reference, candidate = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    if reference.shape != candidate.shape:
+        raise LabelError(f"shapes differ: {reference.shape} vs {candidate.shape}")
+    a = reference.reshape(len(reference), -1)
+    b = candidate.reshape(len(candidate), -1)
+    correlations = [_correlation(x, y) for x, y in zip(a, b, strict=True)]
+    return {"mean_abs_diff": float(np.abs(a - b).mean()),
+            "max_abs_diff": float(np.abs(a - b).max()),
+            "min_class_corr": float(np.min(correlations)),
+            "mean_class_corr": float(np.mean(correlations))}
+
+
+def read(path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise LabelError(f"cannot read label file {path}: {' '.join(str(exc).split())}") from exc
+
+
+def _cell(value):
+    if isinstance(value, list):
+        return "x".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    return str(value)
+
+
+def format_rows(rows, markdown=False):
+    """Rows (dicts with 'file' and COLUMNS) as an aligned text table or a Markdown table."""
+    header = ("file",) + COLUMNS
+    cells = [[_cell(row[c]) for c in header] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                     for r in [list(header)] + cells)
+
+
+def run(args):
+    if args.compare:
+        reference = read(args.compare)
+        rows = [{"file": str(p), **compare(reference, read(p))} for p in args.files]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            for row in rows:
+                print(f"{row['file']}: mean |diff| {row['mean_abs_diff']:.4f}, max |diff| "
+                      f"{row['max_abs_diff']:.3f}, per-class correlation min "
+                      f"{row['min_class_corr']:.5f} mean {row['mean_class_corr']:.5f}")
+        return
+    rows = [{"file": str(Path(p)), **label_stats(read(p))} for p in args.files]
+    print(json.dumps(rows, indent=1) if args.json else format_rows(rows, args.markdown))
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
+    parser = argparse.ArgumentParser(prog="python -m labels.stats",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", help="label files (.npy, (C, ...))")
+    style = parser.add_mutually_exclusive_group()
+    style.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    style.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--compare", metavar="REFERENCE", default=None,
+                        help="instead, compare each file with this one (same shape)")
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except LabelError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

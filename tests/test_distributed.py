@@ -1,0 +1,51 @@
+"""torchrun with 2 CPU processes (gloo) trains the same weights as 1 process with the same global batch."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+# float64 takes rounding out of the comparison: in float32 the gradients of the batch norm
+# parameters (sums with heavy cancellation) differ by ~1e-3 relative between any two summation
+# orders, which is not what this test is about. Both runs go through this same launcher.
+LAUNCHER = """
+import runpy, sys, torch
+torch.set_default_dtype(torch.float64)
+sys.argv = ["train.py"] + sys.argv[1:]
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+def train(tmp_path, base, label, cifar10_dir, label_dir, processes):
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER.format(train=str(REPO / "train.py")))
+    args = ["--model", "resnet32", "--label", label, "--seed", "5", "--data_dir", cifar10_dir,
+            "--label_dir", label_dir, "--base_dir", base, "--valid_size", "60", "--epochs", "1",
+            "--batch_size", "48", "--device", "cpu"]
+    prefix = [sys.executable]
+    if processes > 1:
+        prefix += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                   "--master_port", "29571"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(prefix + [str(launcher)] + [str(a) for a in args], capture_output=True,
+                          text=True, cwd=REPO, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = base / "cifar10" / "seed5" / "resnet32" / f"model_{label}"
+    checkpoint = torch.load(run_dir / f"{label}_seed5_resnet32_best_model.pth", weights_only=True)
+    return proc, checkpoint["model"]
+
+
+@pytest.mark.parametrize("label", ["speech"])  # the decoder head: BatchNorm1d and BatchNorm2d
+def test_two_processes_train_the_same_weights(tmp_path, cifar10_dir, label_dir, label):
+    _, single = train(tmp_path, tmp_path / "one", label, cifar10_dir, label_dir, 1)
+    proc, double = train(tmp_path, tmp_path / "two", label, cifar10_dir, label_dir, 2)
+    assert proc.stdout.count('"run_dir"') == 1  # one JSON line, from rank 0
+    for name, value in single.items():
+        if value.is_floating_point():
+            diff = (value - double[name]).norm() / value.norm().clamp_min(1e-12)
+            assert diff < 1e-5, f"{name}: relative difference {diff:.2e}"
+        else:
+            assert torch.equal(value, double[name]), name

@@ -1,0 +1,123 @@
+"""Data-parallel training across processes started by torchrun.
+
+    torchrun --nproc_per_node 4 train.py --model resnet32 --label speech ...
+
+Every process holds the whole split and draws the same seeded batch; each trains on its share of
+it (the global batch size is unchanged), batch norm statistics are computed over the whole global
+batch, gradients are averaged, validation and test counts are summed, and only rank 0 writes
+files. So N processes train the same model as one process would, up to float rounding.
+"""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def share(self, n):
+        """The slice of a global batch of n items that this process trains on."""
+        bounds = [round(n * r / self.world) for r in range(self.world + 1)]
+        return slice(bounds[self.rank], bounds[self.rank + 1])
+
+
+def init(device_name):
+    """Join the process group torchrun describes in the environment; a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Context()
+    cuda = device_name != "cpu" and torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Context(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def current():
+    """The Context of this process (rank 0 of 1 outside torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Context()
+
+
+def any_process(flag, device):
+    """True on every process if `flag` is true on any (one collective call)."""
+    if current().world == 1:
+        return flag
+    return all_sum(torch.tensor([float(flag)], device=device)).item() > 0
+
+
+def all_sum(tensor):
+    """Sum a tensor over processes (in place); the identity in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics cover the global batch (all processes).
+
+    torch's SyncBatchNorm runs on CUDA only; this one works with any backend because it reduces
+    [sum, sum of squares, count] with the differentiable all_reduce. Parameter and buffer names
+    equal BatchNorm's, so checkpoints are interchangeable.
+    """
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        dims = [0] + list(range(2, x.dim()))
+        channels = x.shape[1]
+        count = x.new_full((1,), x.numel() // channels)
+        stats = dist_fn.all_reduce(torch.cat([x.sum(dims), x.square().sum(dims), count]))
+        n = stats[-1]
+        mean = stats[:channels] / n
+        var = stats[channels:2 * channels] / n - mean.square()
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        scale = (self.weight / torch.sqrt(var + self.eps)).view(shape)
+        return (x - mean.view(shape)) * scale + self.bias.view(shape)
+
+
+def global_batch_norm(module):
+    """Replace every BatchNorm1d/2d in `module` by GlobalBatchNorm sharing its parameters."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum)
+            # The same Parameter and buffer objects: an optimiser built earlier keeps working.
+            replacement.weight, replacement.bias = child.weight, child.bias
+            for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(replacement, buffer, getattr(child, buffer))
+            setattr(module, name, replacement)
+        else:
+            global_batch_norm(child)
+    return module
+
+
+def wrap(model, ctx, device):
+    """DDP around a model whose batch norms see the global batch; unchanged in one process."""
+    if ctx.world == 1:
+        return model
+    global_batch_norm(model)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)

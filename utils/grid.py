@@ -1,0 +1,421 @@
+"""An experiment grid: its runs in a stable order, what each still needs, and the commands for it.
+
+    grid = {"datasets": ["cifar10"], "models": ["resnet32"], "labels": ["category", "speech"],
+            "levels": [100, 25], "seeds": [7]}
+    runs = expand(grid)                        # Run(dataset, model, label, level, seed), dataset first
+    scripts = Scripts.find(("train", "attack"))
+    routed = scripts.route(["--epochs", "30", "--num_images", "500"])   # {"train": [...], "attack": [...]}
+    tasks = plan(runs, ("train", "attack"), scripts, routed)
+    tasks[0].todo        # ["train", "attack"], ["attack"] or [] (done)
+    tasks[0].commands    # {"train": [python, train.py, ..., "--resume"], "attack": [...]}
+
+A run is one (dataset, model, label, level, seed); its stages (train, then attack) run in that order
+inside one unit of work, because the attack reads the checkpoint the training wrote. What a stage
+still needs is read from the run directory alone (see `train_state` and `attack_state`), so every
+caller (a dry run, a SLURM script, a local pool, a report) agrees on it.
+"""
+import importlib.util
+import itertools
+import json
+import math
+import shlex
+import sys
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from utils.errors import UsageError
+from utils.labelspace import CATEGORY, label_path
+from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_directory
+
+REPO = Path(__file__).resolve().parents[1]
+ATTACK_RESULTS = "attack_results.json"
+STAGES = ("train", "attack")
+SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
+# The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
+AXES = {"datasets": str, "models": str, "labels": str, "levels": None, "seeds": int}
+# Flags the grid sets on every command; passing them through would fight the grid.
+GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
+              "--level": "--levels", "--seed": "--seeds", "--resume": None}
+# Train flags that must match between a finished run and the sweep that asks for it
+# (the same list train.py checks when it resumes; kept here to avoid importing torch).
+RESULT_FLAGS = ("epochs", "batch_size", "lr", "valid_size", "smoothing", "label_granularity",
+                "label_noise", "amp", "channels_last")
+
+
+def parse_level(text):
+    """'25' -> 25, '2.5' -> 2.5: percent of the training split, as train.py --level reads it."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"level {text!r} is not a number") from None
+    if not 0 < value <= 100:
+        raise UsageError(f"level {text!r} is not a percentage in (0, 100]")
+    return int(value) if value == int(value) else value
+
+
+AXES["levels"] = parse_level
+
+
+def parse_eps(text):
+    """An attack budget in pixel units: 0.03, '8/255' or 8/255 (a float) -> float."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    try:
+        return float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"epsilon {text!r} is neither a number nor a fraction like 8/255") from None
+
+
+@dataclass(frozen=True)
+class Run:
+    dataset: str
+    model: str
+    label: str
+    level: float
+    seed: int
+
+    @property
+    def name(self):
+        return f"{self.dataset}/{self.model}/{self.label}/level{self.level:g}/seed{self.seed}"
+
+    def flags(self):
+        return ["--dataset", self.dataset, "--model", self.model, "--label", self.label,
+                "--level", f"{self.level:g}", "--seed", str(self.seed)]
+
+
+def axis_values(name, values):
+    """A grid axis as a list without repeats, in the order given; a scalar is a list of one."""
+    if values is None:
+        return []
+    if isinstance(values, (str, int, float)):
+        values = [values]
+    read = AXES[name]
+    out = []
+    for value in values:
+        try:
+            value = read(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"--{name}: {value!r} is not a valid value") from None
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def expand(grid):
+    """Every combination of the axes, ordered dataset, model, label, level, seed (slowest first)."""
+    axes = [axis_values(name, grid.get(name)) for name in AXES]
+    for name, values in zip(AXES, axes):
+        if not values:
+            raise UsageError(f"--{name} is empty: the grid has no runs")
+    return [Run(*combo) for combo in itertools.product(*axes)]
+
+
+def load_grid_file(path):
+    """A YAML or JSON mapping of sweep options (`labels: [category, speech]`, `seeds: 7`, ...)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UsageError(f"cannot read the grid file {path}: {err.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            grid = json.loads(text)
+        else:
+            import yaml
+            grid = yaml.safe_load(text)
+    except Exception as err:  # yaml and json raise their own error types
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'} ({reason})") from None
+    if grid is None:
+        return {}
+    if not isinstance(grid, dict):
+        raise UsageError(f"{path} must hold a mapping of options (labels: [...], seeds: [...]), "
+                         f"not a {type(grid).__name__}")
+    return {str(k).lstrip("-").replace("-", "_"): v for k, v in grid.items()}
+
+
+def split_args(value):
+    """Pass-through arguments given as one shell string or as a list of strings."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    raise UsageError(f"pass-through arguments must be a string or a list, not {value!r}")
+
+
+def _load_module(name, path):
+    spec = importlib.util.spec_from_file_location(f"_sweep_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Script:
+    """One stage's script and its argparse parser (None if the script does not expose one)."""
+    stage: str
+    path: Path
+    parser: object = None
+
+    @property
+    def options(self):
+        return set(self.parser._option_string_actions) if self.parser else None
+
+    def accepts(self, option):
+        return self.parser is None or option in self.options
+
+    def parse(self, argv):
+        """The namespace the script would see for argv (argparse errors exit 2 with one line)."""
+        return self.parser.parse_args(argv) if self.parser else None
+
+
+@dataclass
+class Scripts:
+    stages: dict = field(default_factory=dict)  # stage -> Script
+
+    @classmethod
+    def find(cls, stages, files=None):
+        """Load every stage's script that exists (for routing flags); those of `stages` must.
+
+        train.py is always needed: its parser resolves every run's directory.
+        """
+        files = files or SCRIPT_FILES
+        found = {}
+        for stage in STAGES:
+            path = Path(files[stage])
+            if not path.is_file():
+                if stage != "train" and stage not in stages:
+                    continue
+                raise UsageError(f"{path} does not exist, so the sweep cannot run the {stage} stage"
+                                 + ("" if stage == "train" else " (drop it from --stages)"))
+            module = _load_module(stage, path)
+            parser = module.build_parser() if hasattr(module, "build_parser") else None
+            if parser is not None:
+                parser.prog = path.name
+            found[stage] = Script(stage, path, parser)
+        return cls(found)
+
+    def __getitem__(self, stage):
+        return self.stages[stage]
+
+    def route(self, args):
+        """Send each pass-through flag (with its values) to every script whose parser knows it.
+
+        args: ["--epochs", "30", "--data_dir", "d", ...]. Returns {stage: [args]}. A flag that no
+        script of the sweep accepts, or one the grid sets itself, is a UsageError.
+        """
+        routed = {stage: [] for stage in self.stages}
+        groups, current = [], None
+        for token in args:
+            if token.startswith("--"):
+                current = [token]
+                groups.append(current)
+            elif current is None:
+                raise UsageError(f"pass-through argument {token!r} does not follow a --flag")
+            else:
+                current.append(token)
+        for group in groups:
+            option = group[0].split("=", 1)[0]
+            check_not_grid_flag(option)
+            takers = [s for s, script in self.stages.items() if script.accepts(option)]
+            if not takers:
+                names = " or ".join(script.path.name for script in self.stages.values())
+                raise UsageError(f"{option} is not a flag of {names}")
+            for stage in takers:
+                routed[stage] += group
+        return routed
+
+
+def check_not_grid_flag(option):
+    if option in GRID_FLAGS:
+        instead = GRID_FLAGS[option]
+        raise UsageError(f"{option} is set by the sweep" + (f"; use {instead}" if instead else ""))
+
+
+def read_lines(path):
+    try:
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return []
+
+
+def read_json_or_none(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def requested_attacks(namespace):
+    """What attack.py will compute for its parsed flags: the set of entry keys, and num_images.
+
+    Returns None when the namespace does not say (a script without the agreed flags); callers
+    then treat an existing attack_results.json as complete.
+    """
+    names = ("attacks", "epsilons", "targeted")
+    if namespace is None or not all(hasattr(namespace, n) for n in names):
+        return None
+    targeted = {"no": (False,), "yes": (True,), "both": (False, True)}.get(namespace.targeted)
+    if targeted is None:
+        return None
+    protocol = "paper" if getattr(namespace, "paper_protocol", False) else "pixel"
+    keys = {(attack, t, protocol, parse_eps(eps)) for attack in namespace.attacks
+            for t in targeted for eps in namespace.epsilons}
+    return {"keys": keys, "num_images": getattr(namespace, "num_images", None)}
+
+
+def entry_key(entry):
+    return (entry["attack"], bool(entry["targeted"]), entry.get("protocol", "pixel"), float(entry["eps"]))
+
+
+def missing_entries(results, wanted):
+    """The wanted (attack, targeted, protocol, eps) keys that attack_results.json lacks."""
+    have = [entry_key(e) for e in results.get("entries", []) if isinstance(e, dict) and "eps" in e]
+
+    def found(key):
+        return any(k[:3] == key[:3] and math.isclose(k[3], key[3], rel_tol=1e-9, abs_tol=1e-12)
+                   for k in have)
+    return sorted((k for k in wanted if not found(k)), key=lambda k: (k[0], k[1], k[2], k[3]))
+
+
+def describe_key(key):
+    attack, targeted, protocol, eps = key
+    eps_text = f"{round(eps * 255, 6):g}/255"
+    return f"{attack} {'targeted' if targeted else 'untargeted'} {eps_text}" + (
+        " (paper protocol)" if protocol == "paper" else "")
+
+
+def train_state(run_dir, train_namespace=None):
+    """(done, note) for the train stage of a run directory.
+
+    done: results.json exists (train.py skips such a run). note: a short human description;
+    it names flags that differ from what the sweep asks for, since train.py would keep the old run.
+    """
+    run_dir = Path(run_dir)
+    results = run_dir / RESULTS
+    if results.exists():
+        values = read_json_or_none(results)
+        if values is None:
+            return False, "results.json is not valid JSON (train.py will stop; delete it to retrain)"
+        note = f"done, test_acc {values.get('test_acc', float('nan')):.4f}"
+        saved = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
+        if train_namespace is not None:
+            diffs = [f"--{k} {saved[k]} (sweep: {getattr(train_namespace, k)})" for k in RESULT_FLAGS
+                     if k in saved and hasattr(train_namespace, k) and saved[k] != getattr(train_namespace, k)]
+            if diffs:
+                note += "; trained with " + ", ".join(diffs) + ": delete results.json to retrain"
+        return True, note
+    if (run_dir / LAST_CHECKPOINT).exists():
+        epochs = getattr(train_namespace, "epochs", "?")
+        return False, f"resume after epoch {len(read_lines(run_dir / METRICS))}/{epochs}"
+    return False, "new"
+
+
+def attack_state(run_dir, wanted=None, test_images=None):
+    """(done, note) for the attack stage: attack_results.json holds every wanted entry.
+
+    wanted: `requested_attacks(...)` or None (then an existing file counts as done). An entry
+    counts when its attack, targeted flag, protocol and eps match; a file computed on a different
+    number of images than asked for does not count (attack.py is asked again and decides).
+    """
+    path = Path(run_dir) / ATTACK_RESULTS
+    if not path.exists():
+        return False, "new"
+    results = read_json_or_none(path)
+    if results is None:
+        return False, f"{ATTACK_RESULTS} is not valid JSON"
+    if wanted is None:
+        return True, f"done ({len(results.get('entries', []))} entries)"
+    asked, have = wanted["num_images"], results.get("num_images")
+    if asked is not None and have != asked and not (test_images and asked > test_images == have):
+        return False, f"redo: computed on {have} images, {asked} asked for"
+    missing = missing_entries(results, wanted["keys"])
+    if missing:
+        shown = ", ".join(describe_key(k) for k in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        return False, f"resume: {len(missing)} of {len(wanted['keys'])} entries missing ({shown}{more})"
+    return True, f"done ({len(wanted['keys'])} entries)"
+
+
+@dataclass
+class Task:
+    """One run of the grid: its directory, the stages asked for, those left to do, their commands."""
+    index: int
+    run: Run
+    run_dir: Path
+    stages: tuple
+    todo: list
+    notes: dict  # stage -> short description of its state
+    commands: dict  # stage -> argv (list of strings), for the stages in todo
+
+    def shell(self, python="python", wrap=None, cwd=None):
+        """The stages left as one shell line, joined by && (a failed stage stops the run)."""
+        parts = []
+        for stage in self.todo:
+            argv = [python, display_path(self.commands[stage][1], cwd), *self.commands[stage][2:]]
+            parts.append(shlex.join(wrap(stage, self) + argv if wrap else argv))
+        return " && ".join(parts)
+
+
+def display_path(path, cwd=None):
+    """A script path relative to cwd when it lies below it (shorter lines), else absolute."""
+    path, cwd = Path(path), Path(cwd or Path.cwd())
+    try:
+        return str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
+
+
+def run_dir_for(run, train_namespace):
+    """Where train.py (and attack.py after it) put this run, from train.py's resolved flags."""
+    ns = train_namespace
+    granularity = getattr(ns, "label_granularity", "fine")
+    dataset_dir = run.dataset if granularity == "fine" else f"{run.dataset}_{granularity}"
+    return run_directory(ns.base_dir, dataset_dir, run.level, run.seed, run.model, run.label,
+                         getattr(ns, "label_noise", 0.0))
+
+
+def plan(runs, stages, scripts, routed, python=sys.executable):
+    """A Task per run with the stages still to do, in grid order.
+
+    routed: {stage: pass-through args} for every loaded script (see `Scripts.route`); train.py's
+    parser resolves the run directory even for an attack-only sweep, so a --base_dir or
+    --label_granularity given through it is honoured.
+    """
+    stages = tuple(s for s in STAGES if s in stages)
+    tasks = []
+    for index, run in enumerate(runs):
+        argv = {stage: run.flags() + routed.get(stage, []) for stage in scripts.stages}
+        train_ns = scripts["train"].parse(argv["train"])
+        run_dir = run_dir_for(run, train_ns)
+        notes, todo, commands = {}, [], {}
+        train_done = True
+        if "train" in stages:
+            train_done, notes["train"] = train_state(run_dir, train_ns)
+            if not train_done:
+                todo.append("train")
+                commands["train"] = [python, str(scripts["train"].path), *argv["train"], "--resume"]
+        if "attack" in stages:
+            attack = scripts["attack"]
+            wanted = requested_attacks(attack.parse(argv["attack"]))
+            trained = read_json_or_none(run_dir / RESULTS)
+            done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"))
+            if not done:
+                if not train_done:
+                    notes["attack"] = "after train"
+                elif trained is None:
+                    notes["attack"] = "no trained model yet (its train stage is not in this sweep)"
+                todo.append("attack")
+                extra = ["--resume"] if attack.parser and attack.accepts("--resume") else []
+                commands["attack"] = [python, str(attack.path), *argv["attack"], *extra]
+        tasks.append(Task(index, run, run_dir, stages, todo, notes, commands))
+    return tasks
+
+
+def missing_label_files(runs, label_dir):
+    """Label files the grid needs that are not in label_dir, as paths."""
+    needed = {label_path(label_dir, r.dataset, r.label) for r in runs if r.label != CATEGORY}
+    return sorted(p for p in needed if not p.is_file())
