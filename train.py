@@ -47,11 +47,20 @@ def build_parser():
                        "labels replaced by a random other class (seeded; validation and test stay clean)")
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet32", choices=sorted(ARCHITECTURES), help="network")
+    mcr2 = parser.add_argument_group("MCR2 (--label mcr2)")
+    mcr2.add_argument("--feature_dim", type=int, default=128, help="dimension of the features")
+    mcr2.add_argument("--mcr2_eps", type=float, default=0.5, help="eps^2 of the coding rate")
+    mcr2.add_argument("--gam1", type=float, default=1.0, help="weight inside R(Z)")
+    mcr2.add_argument("--gam2", type=float, default=1.0, help="weight of R(Z) in the loss")
+    mcr2.add_argument("--n_components", type=int, default=30,
+                      help="principal directions per class for nearest-subspace decoding")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int, default=600, help="epochs (the lr drops 10x at 50%% "
                      "and 75%%)")
-    opt.add_argument("--batch_size", type=int, default=128, help="images per SGD step")
-    opt.add_argument("--lr", type=float, default=0.1, help="initial learning rate")
+    opt.add_argument("--batch_size", type=int, default=None,
+                     help="images per SGD step (default 128; 1000 for --label mcr2, as its paper)")
+    opt.add_argument("--lr", type=float, default=None,
+                     help="initial learning rate (default 0.1; 0.01 for --label mcr2)")
     run = parser.add_argument_group("execution and output")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     run.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
@@ -67,6 +76,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.level == int(args.level):
         args.level = int(args.level)
+    mcr2 = args.label == "mcr2"
+    if args.batch_size is None:
+        args.batch_size = 1000 if mcr2 else 128
+    if args.lr is None:
+        args.lr = 0.01 if mcr2 else 0.1
     from utils.training import run_training  # after parsing, so --help stays instant
     results = run_training(args)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one JSON line from rank 0

@@ -26,6 +26,7 @@ def at_least_float32(outputs):
 
 class CategorySpace:
     """One-hot classes: logits (N, C), cross-entropy with optional label smoothing, argmax."""
+    needs_fit = False  # decoding needs nothing fitted on training outputs (MCR2's does)
 
     def __init__(self, num_classes, smoothing=0.0):
         self.name = CATEGORY
@@ -40,12 +41,20 @@ class CategorySpace:
         """Per-image losses (N,), computed in float32 whatever the autocast dtype."""
         return F.cross_entropy(at_least_float32(outputs), labels, reduction="none", label_smoothing=self.smoothing)
 
+    def adversarial_loss(self, outputs, labels):
+        """The loss attacks climb (or descend, targeted): the training loss, as in the paper."""
+        return self.loss(outputs, labels)
+
     def decode(self, outputs):
         return outputs.argmax(1)
+
+    def state(self):
+        return {"name": CATEGORY, "num_classes": self.num_classes, "smoothing": self.smoothing}
 
 
 class TargetSpace:
     """One fixed target per class (C, *shape): SmoothL1 regression, nearest-target decoding."""
+    needs_fit = False
 
     def __init__(self, name, targets):
         self.name = name
@@ -66,12 +75,18 @@ class TargetSpace:
         per_element = F.smooth_l1_loss(outputs, self.targets[labels].to(outputs.dtype), reduction="none")
         return per_element.flatten(1).mean(1)
 
+    def adversarial_loss(self, outputs, labels):
+        return self.loss(outputs, labels)
+
     def decode(self, outputs):
         """Class of the nearest target by mean squared distance. outputs: (N, *shape) -> (N,)."""
         flat = at_least_float32(outputs).flatten(1)
         # ||o - t||^2 = ||o||^2 - 2 o.t + ||t||^2; ||o||^2 is the same for every class.
         distances = self._sq_norms[None, :] - 2 * flat @ self._flat.T.to(flat.dtype)
         return distances.argmin(1)
+
+    def state(self):
+        return {"name": self.name, "num_classes": self.num_classes, "targets": self.targets.cpu()}
 
 
 def label_path(label_dir, dataset, label):
@@ -116,10 +131,14 @@ def read_targets(path, num_classes):
     return targets
 
 
-def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0):
-    """`category`, or the targets in `{label_dir}/{dataset}_{label}.npy`."""
+def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2_options=None):
+    """`category`, `mcr2` (options: feature_dim, eps2, gam1, gam2, n_components), or the targets
+    in `{label_dir}/{dataset}_{label}.npy`."""
     if label == CATEGORY:
         return CategorySpace(num_classes, smoothing)
+    if label == "mcr2":
+        from utils.mcr2 import MCR2Space
+        return MCR2Space(num_classes, **(mcr2_options or {}))
     path = label_path(label_dir, dataset, label)
     if not path.is_file():
         known = ", ".join([CATEGORY] + available_labels(label_dir, dataset))
@@ -129,13 +148,11 @@ def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0):
 
 
 def space_from_state(state):
-    """Rebuild a label space from `space_state`'s dict (as stored in checkpoints)."""
+    """Rebuild a label space from its `state()` dict (as stored in checkpoints)."""
     if state["name"] == CATEGORY:
         return CategorySpace(state["num_classes"], state.get("smoothing", 0.0))
+    if state["name"] == "mcr2":
+        from utils.mcr2 import MCR2Space
+        options = {k: state[k] for k in ("feature_dim", "eps2", "gam1", "gam2", "n_components")}
+        return MCR2Space(state["num_classes"], bases=state["bases"], **options)
     return TargetSpace(state["name"], state["targets"])
-
-
-def space_state(space):
-    if isinstance(space, CategorySpace):
-        return {"name": CATEGORY, "num_classes": space.num_classes, "smoothing": space.smoothing}
-    return {"name": space.name, "num_classes": space.num_classes, "targets": space.targets.cpu()}

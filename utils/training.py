@@ -15,7 +15,7 @@ from architecture import build_model
 from cifar import augment, label_noise, load_cifar, split_indices, to_float
 from utils import distributed, preempt
 from utils.errors import UsageError
-from utils.labelspace import load_label_space, space_state
+from utils.labelspace import load_label_space
 from utils.progress import Progress, log
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
                         environment, load_checkpoint, read_json, run_directory, save_checkpoint,
@@ -53,22 +53,37 @@ def prepare(images, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
+def mcr2_options(args):
+    return {"feature_dim": args.feature_dim, "eps2": args.mcr2_eps, "gam1": args.gam1,
+            "gam2": args.gam2, "n_components": args.n_components}
+
+
+def _outputs(model, images, batch_size, amp, channels_last):
+    """Yield (slice, outputs) over uint8 images in eval mode; the caller holds inference_mode."""
+    model.eval()
+    for start in range(0, len(images), batch_size):
+        batch = prepare(to_float(images[start:start + batch_size]), channels_last)
+        with autocast(images.device, amp):
+            yield slice(start, start + batch_size), model(batch)
+
+
+@torch.inference_mode()
+def predict(model, images, batch_size=1000, amp=False, channels_last=False):
+    """Model outputs for uint8 images (N, 3, 32, 32), no augmentation: (N, *output_shape)."""
+    return torch.cat([out.float() for _, out in _outputs(model, images, batch_size, amp, channels_last)])
+
+
 @torch.inference_mode()
 def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False):
     """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,).
 
     Under torchrun each process evaluates its share and the sums are combined.
     """
-    model.eval()
-    device = images.device
     share = distributed.current().share(len(images))
     images, labels = images[share], labels[share]
-    totals = torch.zeros(3, device=device)  # loss sum, correct, count
-    for start in range(0, len(images), batch_size):
-        batch = prepare(to_float(images[start:start + batch_size]), channels_last)
-        batch_labels = labels[start:start + batch_size]
-        with autocast(device, amp):
-            outputs = model(batch)
+    totals = torch.zeros(3, device=images.device)  # loss sum, correct, count
+    for index, outputs in _outputs(model, images, batch_size, amp, channels_last):
+        batch_labels = labels[index]
         totals[0] += space.loss(outputs, batch_labels).sum()
         totals[1] += (space.decode(outputs) == batch_labels).sum()
     totals[2] = len(images)
@@ -134,7 +149,8 @@ def run_training(args):
     if device.type == "cuda" and ctx.world > 1:
         device = torch.device("cuda", ctx.local_rank)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing)
+    space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
+                             mcr2_options(args))
     split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
     train_labels = data.train_labels[split.train]
     noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
@@ -184,10 +200,11 @@ def run_training(args):
     valid_images = data.train_images[split.valid].to(device)
     valid_labels = data.train_labels[split.valid].to(device)
     common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
+    fit_options = {"amp": args.amp, "channels_last": args.channels_last}
 
     def state_for(epoch_done):
         return {"model": model.state_dict(), "model_args": model.model_args,
-                "label_space": space_state(space), "epoch": epoch_done, "config": config}
+                "label_space": space.state(), "epoch": epoch_done, "config": config}
 
     best_state = checkpoint and load_checkpoint(best_path, map_location=device)["model"]
     progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
@@ -206,6 +223,8 @@ def run_training(args):
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
                                      f"checkpoint after epoch {epoch} is kept, rerun with --resume")
         train_seconds = time.perf_counter() - start
+        if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
+            space.fit(predict(evaluated, train_images, **fit_options), train_labels)
         valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                "valid_loss": valid["loss"], "valid_acc": valid["acc"],
@@ -231,6 +250,8 @@ def run_training(args):
     progress.close()
 
     model.load_state_dict(best_state)
+    if space.needs_fit:
+        space.fit(predict(evaluated, train_images, **fit_options), train_labels)
     valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
     test = evaluate(evaluated, images=data.test_images.to(device), labels=data.test_labels.to(device),
                     **common)
@@ -243,6 +264,12 @@ def run_training(args):
                "train_seconds": sum(r["seconds"] for r in history),
                "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
                "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
+    if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
+        train_outputs = predict(evaluated, train_images, **fit_options)
+        for split_name, images, labels in (("valid", valid_images, valid_labels),
+                                           ("test", data.test_images.to(device), data.test_labels.to(device))):
+            extra = space.report(train_outputs, train_labels, predict(evaluated, images, **fit_options), labels)
+            results.update({f"{split_name}_{k}": v for k, v in extra.items()})
     if writes:
         write_json(results_path, results)
     return results

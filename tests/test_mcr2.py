@@ -1,0 +1,128 @@
+"""MCR2: the loss against the formula in float64, degenerate batches, subspace decoding, label noise."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cifar import label_noise, split_indices
+from conftest import last_json, run_script
+from utils.labelspace import space_from_state
+from utils.mcr2 import MCR2Space, rate_reduction_loss
+
+
+def reference_loss(Z, labels, num_classes, eps2, gam1, gam2):
+    """-gam2 R + Rc straight from the formula, with explicit membership matrices, in float64."""
+    Z = np.asarray(Z, np.float64)
+    Z = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+    W = Z.T                                  # d x m, features as columns
+    d, m = W.shape
+    R = 0.5 * np.linalg.slogdet(np.eye(d) + gam1 * d / (m * eps2) * W @ W.T)[1]
+    Rc = 0.0
+    for j in range(num_classes):
+        Pi = np.diag((labels == j).astype(np.float64))
+        tr = np.trace(Pi)
+        if tr > 0:
+            Rc += tr / (2 * m) * np.linalg.slogdet(np.eye(d) + d / (tr * eps2) * W @ Pi @ W.T)[1]
+    return -gam2 * R + Rc
+
+
+@pytest.mark.parametrize("eps2, gam1, gam2", [(0.5, 1.0, 1.0), (0.1, 2.0, 0.5)])
+def test_loss_matches_the_formula(eps2, gam1, gam2):
+    rng = np.random.RandomState(0)
+    Z = rng.normal(size=(64, 16))
+    labels = rng.randint(0, 5, 64)
+    ours = rate_reduction_loss(torch.tensor(Z, dtype=torch.float32), torch.tensor(labels), 5, eps2,
+                               gam1, gam2)
+    assert ours.dtype == torch.float32
+    assert math.isclose(ours.item(), reference_loss(Z, labels, 5, eps2, gam1, gam2), rel_tol=1e-4)
+
+
+def test_loss_stays_float32_under_bf16_autocast():
+    Z = torch.randn(32, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = rate_reduction_loss(Z.bfloat16(), torch.randint(0, 3, (32,)), 3)
+    assert loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize("case", ["one sample in a class", "identical features", "absent class"])
+def test_gradients_are_finite_on_degenerate_batches(case):
+    torch.manual_seed(0)
+    Z = torch.randn(10, 8)
+    labels = torch.tensor([0, 1, 1, 1, 1, 2, 2, 2, 2, 2])
+    if case == "identical features":
+        Z = torch.ones(10, 8)
+    if case == "absent class":
+        labels = torch.zeros(10, dtype=torch.long)
+    Z.requires_grad_(True)
+    loss = rate_reduction_loss(Z, labels, 4)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(Z.grad).all()
+
+
+def test_orthogonal_subspaces_reduce_the_rate_more_than_collapse():
+    rng = np.random.RandomState(0)
+    labels = np.repeat([0, 1], 50)
+    spread = np.zeros((100, 8))
+    spread[:50, :4] = rng.normal(size=(50, 4))   # class 0 in the first 4 coordinates
+    spread[50:, 4:] = rng.normal(size=(50, 4))   # class 1 in the last 4: orthogonal
+    collapsed = np.tile(rng.normal(size=(1, 8)), (100, 1)) + 1e-3 * rng.normal(size=(100, 8))
+    t = torch.tensor(labels)
+    # the loss is minus the rate reduction: lower is better
+    assert rate_reduction_loss(torch.tensor(spread), t, 2) < rate_reduction_loss(torch.tensor(collapsed), t, 2) - 0.5
+
+
+def test_nearest_subspace_decoding_is_exact_on_known_subspaces():
+    rng = np.random.RandomState(1)
+    d, classes, k = 32, 4, 3
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    subspaces = [basis[:, k * j:k * (j + 1)] for j in range(classes)]   # mutually orthogonal
+    labels = np.repeat(np.arange(classes), 40)
+    features = np.stack([subspaces[j] @ rng.normal(size=k) for j in labels])
+    space = MCR2Space(classes, feature_dim=d, n_components=k)
+    space.fit(torch.tensor(features, dtype=torch.float32), torch.tensor(labels))
+    test_labels = np.repeat(np.arange(classes), 25)
+    test = np.stack([subspaces[j] @ rng.normal(size=k) for j in test_labels])
+    assert space.decode(torch.tensor(test, dtype=torch.float32)).tolist() == test_labels.tolist()
+    # the fitted subspaces survive a checkpoint round trip
+    again = space_from_state(space.state())
+    assert torch.equal(again.decode(torch.tensor(test, dtype=torch.float32)), torch.tensor(test_labels))
+    report = space.report(torch.tensor(features, dtype=torch.float32), torch.tensor(labels),
+                          torch.tensor(test, dtype=torch.float32), torch.tensor(test_labels))
+    assert report["knn_acc"] > 0.9
+
+
+def test_a_class_with_few_samples_gets_fewer_components():
+    space = MCR2Space(2, feature_dim=8, n_components=5)
+    features = torch.randn(7, 8)
+    labels = torch.tensor([0, 0, 1, 1, 1, 1, 1])
+    space.fit(features, labels)
+    ranks = [torch.linalg.matrix_rank(space.bases[j]).item() for j in range(2)]
+    assert ranks == [2, 5]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.4, 1.0])
+def test_label_noise_changes_exactly_round_r_n_training_labels(fraction):
+    labels = torch.from_numpy(np.random.RandomState(0).randint(0, 10, 5170))
+    split = split_indices(5170, seed=7, valid_size=1000)
+    train = labels[split.train]
+    noisy = label_noise(train, fraction, 10, seed=7)
+    assert int((noisy != train).sum()) == round(fraction * len(train))
+    assert noisy.min() >= 0 and noisy.max() < 10
+    assert torch.equal(label_noise(train, fraction, 10, seed=7), noisy)   # seeded
+
+
+def test_noisy_run_has_its_own_directory_and_clean_validation(cifar10_dir, label_dir, tmp_path):
+    common = ["--model", "resnet32", "--label", "mcr2", "--seed", "1", "--data_dir", cifar10_dir,
+              "--base_dir", tmp_path, "--valid_size", "50", "--epochs", "1", "--batch_size", "100",
+              "--feature_dim", "16", "--n_components", "4", "--device", "cpu"]
+    result = last_json(run_script("train.py", *common, "--label_noise", "0.2"))
+    run_dir = tmp_path / "cifar10" / "seed1" / "resnet32" / "model_mcr2_noise0.2"
+    assert result["run_dir"] == str(run_dir) and result["label_noise"] == 0.2
+    config = (run_dir / "config.json").read_text()
+    assert '"label_noise": 0.2' in config and '"label_noise_changed": 50' in config  # round(0.2 * 250)
+    for key in ("test_acc", "test_knn_acc", "test_ncm_acc", "valid_knn_acc"):
+        assert 0 <= result[key] <= 1
+    flags = json.loads(config)["flags"]
+    assert flags["lr"] == 0.01 and flags["batch_size"] == 100   # mcr2's default lr, our batch

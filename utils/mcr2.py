@@ -1,0 +1,118 @@
+"""Maximal coding rate reduction (Yu, Chan, You, Song, Ma, NeurIPS 2020) as a label space.
+
+    python train.py --label mcr2 --feature_dim 128 --mcr2_eps 0.5     # batch 1000, lr 0.01 by default
+
+Instead of regressing a fixed target per class, the network maps images to L2-normalised features
+Z (m x d) trained to maximise the rate reduction  R(Z) - Rc(Z | Pi):
+
+    R(Z)      = 1/2 logdet(I + gam1 d / (m eps^2) Z^T Z)
+    Rc(Z|Pi)  = sum_j tr(Pi_j) / (2m) logdet(I + d / (tr(Pi_j) eps^2) Z^T Pi_j Z)
+
+(loss = -gam2 R + Rc; `eps2` is eps^2). Classes are decoded by the nearest subspace: the top
+principal directions of each class's training features, fitted after every epoch on the current
+model and stored in the checkpoint. Attacks use a differentiable surrogate of that decision:
+cross-entropy over the squared norms of the projections onto each class subspace.
+"""
+import torch
+import torch.nn.functional as F
+
+from utils.labelspace import at_least_float32
+
+MCR2 = "mcr2"
+
+
+def rate(features, eps2, scale=1.0):
+    """1/2 logdet(I + scale d / (m eps2) Z^T Z) for features Z (m, d), in the d x d form."""
+    m, d = features.shape
+    gram = features.T @ features
+    eye = torch.eye(d, dtype=features.dtype, device=features.device)
+    return 0.5 * torch.logdet(eye + (scale * d / (m * eps2)) * gram)
+
+
+def rate_reduction_loss(features, labels, num_classes, eps2=0.5, gam1=1.0, gam2=1.0):
+    """-gam2 R(Z) + Rc(Z | Pi) for features (m, d) (normalised here) and labels (m,); float32+."""
+    z = F.normalize(at_least_float32(features), dim=1)
+    m = len(z)
+    compress = z.new_zeros(())
+    for j in range(num_classes):
+        members = z[labels == j]
+        if len(members):
+            # tr(Pi_j) = n_j, and Z^T Pi_j Z = Z_j^T Z_j
+            compress = compress + len(members) / m * rate(members, eps2)
+    return -gam2 * rate(z, eps2, scale=gam1) + compress
+
+
+def fit_subspaces(features, labels, num_classes, n_components=30):
+    """Per-class principal directions of normalised features: (C, d, k), zero-padded columns
+    where a class has fewer than k samples (zero columns project nothing)."""
+    z = F.normalize(at_least_float32(features), dim=1)
+    d = z.shape[1]
+    k = min(n_components, d)
+    bases = z.new_zeros(num_classes, d, k)
+    for j in range(num_classes):
+        members = z[labels == j]
+        if len(members):
+            # right singular vectors of the class's (uncentred) feature matrix
+            _, _, vh = torch.linalg.svd(members, full_matrices=False)
+            r = min(k, len(members))
+            bases[j, :, :r] = vh[:r].T
+    return bases
+
+
+def projection_norms(features, bases):
+    """||U_j^T z||^2 for every class j: (N, C); larger means nearer to the class subspace."""
+    z = F.normalize(at_least_float32(features), dim=1)
+    return torch.einsum("nd,cdk->nck", z, bases.to(z.dtype)).square().sum(2)
+
+
+class MCR2Space:
+    """Label space of MCR2 models: outputs are (N, feature_dim) features."""
+    needs_fit = True
+
+    def __init__(self, num_classes, feature_dim=128, eps2=0.5, gam1=1.0, gam2=1.0, n_components=30,
+                 bases=None):
+        self.name = MCR2
+        self.num_classes = num_classes
+        self.output_shape = (feature_dim,)
+        self.eps2, self.gam1, self.gam2, self.n_components = eps2, gam1, gam2, n_components
+        self.bases = torch.zeros(num_classes, feature_dim, min(n_components, feature_dim)) \
+            if bases is None else torch.as_tensor(bases)
+
+    def to(self, device):
+        self.bases = self.bases.to(device)
+        return self
+
+    def loss(self, outputs, labels):
+        """The batch's MCR2 loss spread over its images: (N,) whose mean is the batch loss."""
+        batch_loss = rate_reduction_loss(outputs, labels, self.num_classes, self.eps2, self.gam1,
+                                         self.gam2)
+        return batch_loss.expand(len(labels))
+
+    def adversarial_loss(self, outputs, labels):
+        """Per-image cross-entropy over projection norms: the attacks' differentiable surrogate."""
+        return F.cross_entropy(projection_norms(outputs, self.bases), labels, reduction="none")
+
+    def fit(self, train_outputs, train_labels):
+        self.bases = fit_subspaces(train_outputs, train_labels, self.num_classes, self.n_components)
+
+    def decode(self, outputs):
+        """Nearest subspace: the class whose subspace keeps most of the normalised feature."""
+        return projection_norms(outputs, self.bases).argmax(1)
+
+    def report(self, train_outputs, train_labels, outputs, labels, k=10):
+        """Accuracy of the other two decoders: kNN (cosine, k neighbours) and nearest class mean."""
+        train_z = F.normalize(at_least_float32(train_outputs), dim=1)
+        z = F.normalize(at_least_float32(outputs), dim=1)
+        similarity = z @ train_z.T
+        neighbours = train_labels[similarity.topk(min(k, len(train_z)), dim=1).indices]
+        votes = F.one_hot(neighbours, self.num_classes).sum(1)
+        means = torch.stack([train_z[train_labels == j].mean(0) if (train_labels == j).any()
+                             else train_z.new_zeros(train_z.shape[1]) for j in range(self.num_classes)])
+        ncm = (z @ F.normalize(means, dim=1).T).argmax(1)
+        return {"knn_acc": (votes.argmax(1) == labels).float().mean().item(),
+                "ncm_acc": (ncm == labels).float().mean().item()}
+
+    def state(self):
+        return {"name": MCR2, "num_classes": self.num_classes, "feature_dim": self.output_shape[0],
+                "eps2": self.eps2, "gam1": self.gam1, "gam2": self.gam2,
+                "n_components": self.n_components, "bases": self.bases.cpu()}
