@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.errors import UsageError
+
 LABEL_DIR = Path(__file__).resolve().parent / "label_files"
 
 
-class LabelError(ValueError):
+class LabelError(UsageError, ValueError):
     """Bad input to a label generator or loader; the command-line tools print it as one line."""
 
 
@@ -33,6 +35,40 @@ def available_labels(dataset, label_dir=LABEL_DIR):
     return sorted(p.name[len(prefix):-len(".npy")] for p in Path(label_dir).glob(f"{prefix}*.npy"))
 
 
+def read_targets(path, num_classes=None):
+    """Load and check a label file: float32 (C, ...), numeric, finite, classes distinct, and
+    C == num_classes when given. Raises LabelError with a one-line reason otherwise."""
+    path = Path(path)
+    try:
+        # allow_pickle=False: a label file is plain numbers, never code.
+        targets = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise LabelError(f"label file {path} holds pickled objects; a label file must be a "
+                             "numeric array") from None
+        raise LabelError(f"label file {path} is not a readable .npy file ({err})") from None
+    except (OSError, EOFError) as err:
+        raise LabelError(f"label file {path} is not a readable .npy file ({err})") from None
+    if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
+        raise LabelError(f"label file {path} holds {getattr(targets, 'dtype', type(targets))} "
+                         "values; a label file must be a numeric array")
+    if targets.ndim < 2:
+        raise LabelError(f"label file {path} has shape {targets.shape}; expected [classes, ...] "
+                         "with one target per class")
+    if num_classes is not None and targets.shape[0] != num_classes:
+        raise LabelError(f"label file {path} has {targets.shape[0]} class targets, but the dataset "
+                         f"has {num_classes} classes")
+    targets = targets.astype(np.float32)
+    if not np.isfinite(targets).all():
+        raise LabelError(f"label file {path} contains NaN or infinite values")
+    _, first = np.unique(targets.reshape(len(targets), -1), axis=0, return_index=True)
+    if len(first) < len(targets):
+        dup = sorted(set(range(len(targets))) - set(first.tolist()))[0]
+        raise LabelError(f"label file {path}: class {dup} has the same target as another class, "
+                         "so nearest-target decoding cannot tell them apart")
+    return targets
+
+
 def load_label(dataset, name, label_dir=LABEL_DIR):
     """Targets of label `name` for `dataset`: float32 array (C, *shape).
 
@@ -42,5 +78,4 @@ def load_label(dataset, name, label_dir=LABEL_DIR):
     if not path.is_file():
         known = ", ".join(available_labels(dataset, label_dir)) or "none"
         raise LabelError(f"no label file {path}; labels for {dataset} in {label_dir}: {known}")
-    # allow_pickle=False: a label file is plain numbers, never code.
-    return np.load(path, allow_pickle=False).astype(np.float32, copy=False)
+    return read_targets(path)

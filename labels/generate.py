@@ -48,7 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
-from labels import LABEL_DIR, LabelError
+from labels import LABEL_DIR, LabelError, read_targets
+from utils.atomic import atomic_write
+from utils.errors import CliParser, call_cli
 
 # ----------------------------------------------------------------------------- datasets and names
 
@@ -279,7 +281,7 @@ def make_shuffle(names, seed, options, param=None):
     if options.speech_targets is not None:
         speech = np.asarray(options.speech_targets)
     elif options.speech_file is not None:
-        speech = read_label_file(options.speech_file)
+        speech = read_targets(options.speech_file)
     else:
         speech = make_speech(names, None, options)
     if speech.ndim != 3 or len(speech) != len(names):
@@ -287,14 +289,6 @@ def make_shuffle(names, seed, options, param=None):
                          f"got {speech.shape}")
     rng = np.random.RandomState(seed)
     return np.stack([target[:, rng.permutation(target.shape[1])] for target in speech])
-
-
-def read_label_file(path):
-    """A label file's targets as float32; LabelError when it cannot be read."""
-    try:
-        return np.load(path, allow_pickle=False).astype(np.float32, copy=False)
-    except (OSError, ValueError) as exc:
-        raise LabelError(f"cannot read label file {path}: {_one_line(exc)}") from exc
 
 
 # ----------------------------------------------------------------------------- synthetic families
@@ -590,24 +584,12 @@ def make_label(name, names, seed=None, **options):
 # ----------------------------------------------------------------------------- writing and CLI
 
 def save_atomic(path, targets):
-    """Write `targets` to `path` (.npy) through a temporary file in the same folder, so a reader
-    never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.save(f, targets, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write `targets` to `path` (.npy) atomically, so a reader never sees half a file."""
+    atomic_write(path, lambda f: np.save(f, targets, allow_pickle=False))
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="python -m labels.generate", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
@@ -696,13 +678,7 @@ def run(args):
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except LabelError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    return 0
+    return call_cli(lambda a: run(build_parser().parse_args(a)), argv)
 
 
 if __name__ == "__main__":

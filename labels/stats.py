@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.distance import pdist
 
-from labels import LabelError
+from labels import LabelError, read_targets
+from utils.errors import CliParser, call_cli
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
            "entropy")
@@ -88,13 +89,6 @@ def compare(reference, candidate):
             "mean_class_corr": float(np.mean(correlations))}
 
 
-def read(path):
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise LabelError(f"cannot read label file {path}: {' '.join(str(exc).split())}") from exc
-
-
 def _cell(value):
     if isinstance(value, list):
         return "x".join(map(str, value))
@@ -118,8 +112,8 @@ def format_rows(rows, markdown=False):
 
 def run(args):
     if args.compare:
-        reference = read(args.compare)
-        rows = [{"file": str(p), **compare(reference, read(p))} for p in args.files]
+        reference = read_targets(args.compare)
+        rows = [{"file": str(p), **compare(reference, read_targets(p))} for p in args.files]
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
@@ -128,28 +122,21 @@ def run(args):
                       f"{row['max_abs_diff']:.3f}, per-class correlation min "
                       f"{row['min_class_corr']:.5f} mean {row['mean_class_corr']:.5f}")
         return
-    rows = [{"file": str(Path(p)), **label_stats(read(p))} for p in args.files]
+    rows = [{"file": str(Path(p)), **label_stats(read_targets(p))} for p in args.files]
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows, args.markdown))
 
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m labels.stats",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CliParser(prog="python -m labels.stats", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="label files (.npy, (C, ...))")
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--json", action="store_true", help="print JSON instead of a table")
     style.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--compare", metavar="REFERENCE", default=None,
                         help="instead, compare each file with this one (same shape)")
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except LabelError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    return 0
+    return call_cli(lambda a: run(parser.parse_args(a)), argv)
 
 
 if __name__ == "__main__":

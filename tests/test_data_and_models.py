@@ -7,7 +7,8 @@ from architecture import ARCHITECTURES, build_model, count_parameters
 from cifar import augment, load_cifar, split_indices, to_float
 from conftest import REFERENCE_LABELS, SUBSET
 from utils.errors import UsageError
-from utils.labelspace import CategorySpace, TargetSpace, load_label_space, read_targets
+from labels import read_targets
+from utils.labelspace import CategorySpace, TargetSpace, load_label_space
 
 
 def test_load_cifar10_shapes_and_names(cifar10_dir):

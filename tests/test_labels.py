@@ -466,7 +466,7 @@ def test_stats_cli(tmp_path, capsys):
     status, out, _ = cli(stats.main, ["--compare", path, path], capsys)
     assert status == 0 and "mean |diff| 0.0000" in out
     status, _, err = cli(stats.main, [tmp_path / "missing.npy"], capsys)
-    assert status == 2 and "cannot read label file" in err
+    assert status == 2 and "missing.npy is not a readable .npy file" in err
     done = subprocess.run([sys.executable, "-m", "labels.stats", str(path)], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout

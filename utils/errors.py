@@ -16,12 +16,13 @@ class UsageError(Exception):
 EXIT_USAGE = 2
 
 
-def run_cli(main, argv=None):
-    """Call `main(argv)`, mapping expected failures to one stderr line and a non-zero exit."""
+def call_cli(main, argv=None):
+    """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr."""
     try:
-        return main(argv)
+        main(argv)
+        return 0
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
     except OSError as err:
         # A full disk or a read-only directory: writes are atomic, so nothing earlier was lost.
         if err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
@@ -30,8 +31,13 @@ def run_cli(main, argv=None):
             raise
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return sys.exit(130)
-    sys.exit(EXIT_USAGE)
+        return 130
+    return EXIT_USAGE
+
+
+def run_cli(main, argv=None):
+    """A script's entry point: run `main` and exit with `call_cli`'s status."""
+    sys.exit(call_cli(main, argv))
 
 
 class CliParser(argparse.ArgumentParser):

@@ -8,12 +8,10 @@
 Training, evaluation and every attack go through this interface, so nothing else in the code asks
 which kind of label it is dealing with.
 """
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labels import available_labels, label_path, read_targets
 from utils.errors import UsageError
 
 CATEGORY = "category"
@@ -89,48 +87,6 @@ class TargetSpace:
         return {"name": self.name, "num_classes": self.num_classes, "targets": self.targets.cpu()}
 
 
-def label_path(label_dir, dataset, label):
-    return Path(label_dir) / f"{dataset}_{label}.npy"
-
-
-def available_labels(label_dir, dataset):
-    prefix = f"{dataset}_"
-    return sorted(p.stem[len(prefix):] for p in Path(label_dir).glob(f"{prefix}*.npy"))
-
-
-def read_targets(path, num_classes):
-    """Load and check a label file: numeric, finite, shape (num_classes, ...), classes distinct."""
-    path = Path(path)
-    try:
-        targets = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err):
-            raise UsageError(f"label file {path} holds pickled objects; a label file must be a "
-                             "numeric array") from None
-        raise UsageError(f"label file {path} is not a readable .npy file ({err})") from None
-    except (OSError, EOFError) as err:
-        raise UsageError(f"label file {path} is not a readable .npy file ({err})") from None
-    if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
-        raise UsageError(f"label file {path} holds {getattr(targets, 'dtype', type(targets))} "
-                         "values; a label file must be a numeric array")
-    if targets.ndim < 2:
-        raise UsageError(f"label file {path} has shape {targets.shape}; expected [classes, ...] "
-                         "with one target per class")
-    if targets.shape[0] != num_classes:
-        raise UsageError(f"label file {path} has {targets.shape[0]} class targets, but the dataset "
-                         f"has {num_classes} classes")
-    targets = targets.astype(np.float32)
-    if not np.isfinite(targets).all():
-        raise UsageError(f"label file {path} contains NaN or infinite values")
-    flat = targets.reshape(num_classes, -1)
-    _, first = np.unique(flat, axis=0, return_index=True)
-    if len(first) < num_classes:
-        dup = sorted(set(range(num_classes)) - set(first.tolist()))[0]
-        raise UsageError(f"label file {path}: class {dup} has the same target as another class, "
-                         "so nearest-target decoding cannot tell them apart")
-    return targets
-
-
 def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2_options=None):
     """`category`, `mcr2` (options: feature_dim, eps2, gam1, gam2, n_components), or the targets
     in `{label_dir}/{dataset}_{label}.npy`."""
@@ -139,9 +95,9 @@ def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2
     if label == "mcr2":
         from utils.mcr2 import MCR2Space
         return MCR2Space(num_classes, **(mcr2_options or {}))
-    path = label_path(label_dir, dataset, label)
+    path = label_path(dataset, label, label_dir)
     if not path.is_file():
-        known = ", ".join([CATEGORY] + available_labels(label_dir, dataset))
+        known = ", ".join([CATEGORY, "mcr2"] + available_labels(dataset, label_dir))
         raise UsageError(f"no label file {path} for --label {label}; labels found for {dataset} in "
                          f"{label_dir}: {known}")
     return TargetSpace(label, read_targets(path, num_classes))

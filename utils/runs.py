@@ -9,16 +9,15 @@ Every write goes to a temporary file in the same directory and is renamed over t
 killed job or a full disk leaves the previous file intact.
 """
 import json
-import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from utils import __version__
+from utils.atomic import atomic_write
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -43,27 +42,12 @@ def best_checkpoint_name(label, seed, model):
     return f"{label}_seed{seed}_{model}_best_model.pth"
 
 
-def _atomic_write(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path, obj):
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def write_jsonl(path, rows):
-    _atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
 
 
 def read_json(path):
@@ -74,7 +58,7 @@ def read_json(path):
 
 
 def save_checkpoint(path, state):
-    _atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu"):
