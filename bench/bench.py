@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from architecture import build_model  # noqa: E402
 from cifar import PAPER_MEAN, PAPER_STD, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
-from utils.training import MOMENTUM, WEIGHT_DECAY, resolve_device, train_epoch  # noqa: E402
+from utils.training import MOMENTUM, WEIGHT_DECAY, make_optimizer, resolve_device, train_epoch  # noqa: E402
 
 
 def synchronize(device):
@@ -59,7 +59,8 @@ def make_space(label, num_classes=10):
     return TargetSpace(label, rng.uniform(-80, 0, (num_classes, *shapes[label])).astype(np.float32))
 
 
-def sgd(model):
+def paper_sgd(model):
+    """The paper's optimiser as it ran: torch's default (per-parameter) SGD."""
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
@@ -86,7 +87,7 @@ def paper_training_rate(arch, space, images, labels, batch_size, device, repeats
     torch.manual_seed(0)
     model = build_model(arch, space.output_shape).to(device)
     net = torch.nn.Sequential(model.trunk, model.head)  # the paper normalised in the transform
-    opt, space = sgd(net), space.to(device)
+    opt, space = paper_sgd(net), space.to(device)
     loader = torch.utils.data.DataLoader(PaperDataset(images, labels), batch_size=batch_size,
                                          shuffle=True, num_workers=workers, persistent_workers=True,
                                          drop_last=True)
@@ -111,7 +112,7 @@ def our_training_rate(arch, space, images, labels, batch_size, device, repeats, 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if compile else model
-    opt, space = sgd(model), space.to(device)
+    opt, space = make_optimizer(model, 0.01), space.to(device)
     images, labels = images.to(device), labels.to(device)
     generator = torch.Generator(device).manual_seed(0)
     n = len(images) // batch_size * batch_size

@@ -24,23 +24,20 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from labels import label_path
 from utils.errors import UsageError
-from utils.labelspace import CATEGORY, label_path
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_directory
 
 REPO = Path(__file__).resolve().parents[1]
 ATTACK_RESULTS = "attack_results.json"
 STAGES = ("train", "attack")
+FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
 AXES = {"datasets": str, "models": str, "labels": str, "levels": None, "seeds": int}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
               "--level": "--levels", "--seed": "--seeds", "--resume": None}
-# Train flags that must match between a finished run and the sweep that asks for it
-# (the same list train.py checks when it resumes; kept here to avoid importing torch).
-RESULT_FLAGS = ("epochs", "batch_size", "lr", "valid_size", "smoothing", "label_granularity",
-                "label_noise", "amp", "channels_last")
 
 
 def parse_level(text):
@@ -118,13 +115,10 @@ def load_grid_file(path):
         text = path.read_text()
     except OSError as err:
         raise UsageError(f"cannot read the grid file {path}: {err.strerror}") from None
+    import yaml
     try:
-        if path.suffix == ".json":
-            grid = json.loads(text)
-        else:
-            import yaml
-            grid = yaml.safe_load(text)
-    except Exception as err:  # yaml and json raise their own error types
+        grid = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UsageError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'} ({reason})") from None
     if grid is None:
@@ -155,10 +149,11 @@ def _load_module(name, path):
 
 @dataclass
 class Script:
-    """One stage's script and its argparse parser (None if the script does not expose one)."""
+    """One stage's script, its module and its argparse parser (None if it exposes none)."""
     stage: str
     path: Path
     parser: object = None
+    module: object = None
 
     @property
     def options(self):
@@ -195,7 +190,7 @@ class Scripts:
             parser = module.build_parser() if hasattr(module, "build_parser") else None
             if parser is not None:
                 parser.prog = path.name
-            found[stage] = Script(stage, path, parser)
+            found[stage] = Script(stage, path, parser, module)
         return cls(found)
 
     def __getitem__(self, stage):
@@ -249,21 +244,27 @@ def read_json_or_none(path):
         return None
 
 
-def requested_attacks(namespace):
-    """What attack.py will compute for its parsed flags: the set of entry keys, and num_images.
+def requested_attacks(namespace, module=None):
+    """What attack.py will compute for its parsed flags: {"keys": {(attack, targeted, protocol,
+    eps)}, "num_images": N or None}.
 
-    Returns None when the namespace does not say (a script without the agreed flags); callers
-    then treat an existing attack_results.json as complete.
+    Unset --attacks/--epsilons take attack.py's defaults (its ATTACK_NAMES, PIXEL_EPSILONS and
+    PAPER_EPSILONS; FGSM and the iterative method under --paper_protocol, as it does). Returns None
+    when the namespace does not say (a script without the agreed flags); callers then treat an
+    existing attack_results.json as complete.
     """
-    names = ("attacks", "epsilons", "targeted")
-    if namespace is None or not all(hasattr(namespace, n) for n in names):
+    if namespace is None or not all(hasattr(namespace, n) for n in ("attacks", "epsilons", "targeted")):
         return None
+    paper = bool(getattr(namespace, "paper_protocol", False))
+    attacks = namespace.attacks or (["fgsm", "iterative"] if paper else getattr(module, "ATTACK_NAMES", None))
+    epsilons = namespace.epsilons or getattr(module, "PAPER_EPSILONS" if paper else "PIXEL_EPSILONS", None)
     targeted = {"no": (False,), "yes": (True,), "both": (False, True)}.get(namespace.targeted)
-    if targeted is None:
+    if not attacks or not epsilons or targeted is None:
         return None
-    protocol = "paper" if getattr(namespace, "paper_protocol", False) else "pixel"
-    keys = {(attack, t, protocol, parse_eps(eps)) for attack in namespace.attacks
-            for t in targeted for eps in namespace.epsilons}
+    # attack.py's --epsilons type gives (text, value) pairs; plain text or numbers work too
+    values = [parse_eps(e[1] if isinstance(e, (tuple, list)) else e) for e in epsilons]
+    protocol = "paper" if paper else "pixel"
+    keys = {(attack, t, protocol, eps) for attack in attacks for t in targeted for eps in values}
     return {"keys": keys, "num_images": getattr(namespace, "num_images", None)}
 
 
@@ -281,10 +282,14 @@ def missing_entries(results, wanted):
     return sorted((k for k in wanted if not found(k)), key=lambda k: (k[0], k[1], k[2], k[3]))
 
 
+def eps_text(eps):
+    """8/255 for 0.0313725..., the way budgets are written (in 1/255 steps of a pixel)."""
+    return f"{round(eps * 255, 6):g}/255"
+
+
 def describe_key(key):
     attack, targeted, protocol, eps = key
-    eps_text = f"{round(eps * 255, 6):g}/255"
-    return f"{attack} {'targeted' if targeted else 'untargeted'} {eps_text}" + (
+    return f"{attack} {'targeted' if targeted else 'untargeted'} {eps_text(eps)}" + (
         " (paper protocol)" if protocol == "paper" else "")
 
 
@@ -303,8 +308,11 @@ def train_state(run_dir, train_namespace=None):
         note = f"done, test_acc {values.get('test_acc', float('nan')):.4f}"
         saved = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
         if train_namespace is not None:
-            diffs = [f"--{k} {saved[k]} (sweep: {getattr(train_namespace, k)})" for k in RESULT_FLAGS
-                     if k in saved and hasattr(train_namespace, k) and saved[k] != getattr(train_namespace, k)]
+            from utils.training import RESULT_FLAGS  # what train.py checks when it resumes
+            asked = {k: getattr(train_namespace, k, None) for k in RESULT_FLAGS}
+            # None: train.py picks the value later (e.g. --lr by label type), nothing to compare
+            diffs = [f"--{k} {saved[k]} (sweep: {v})" for k, v in asked.items()
+                     if v is not None and k in saved and saved[k] != v]
             if diffs:
                 note += "; trained with " + ", ".join(diffs) + ": delete results.json to retrain"
         return True, note
@@ -319,7 +327,7 @@ def attack_state(run_dir, wanted=None, test_images=None):
 
     wanted: `requested_attacks(...)` or None (then an existing file counts as done). An entry
     counts when its attack, targeted flag, protocol and eps match; a file computed on a different
-    number of images than asked for does not count (attack.py is asked again and decides).
+    number of images than asked for (test_images when --num_images is unset) does not count.
     """
     path = Path(run_dir) / ATTACK_RESULTS
     if not path.exists():
@@ -329,8 +337,8 @@ def attack_state(run_dir, wanted=None, test_images=None):
         return False, f"{ATTACK_RESULTS} is not valid JSON"
     if wanted is None:
         return True, f"done ({len(results.get('entries', []))} entries)"
-    asked, have = wanted["num_images"], results.get("num_images")
-    if asked is not None and have != asked and not (test_images and asked > test_images == have):
+    asked, have = wanted["num_images"] or test_images, results.get("num_images")  # None: all
+    if asked is not None and have != asked:
         return False, f"redo: computed on {have} images, {asked} asked for"
     missing = missing_entries(results, wanted["keys"])
     if missing:
@@ -400,7 +408,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                 commands["train"] = [python, str(scripts["train"].path), *argv["train"], "--resume"]
         if "attack" in stages:
             attack = scripts["attack"]
-            wanted = requested_attacks(attack.parse(argv["attack"]))
+            wanted = requested_attacks(attack.parse(argv["attack"]), attack.module)
             trained = read_json_or_none(run_dir / RESULTS)
             done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"))
             if not done:
@@ -417,5 +425,5 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
 
 def missing_label_files(runs, label_dir):
     """Label files the grid needs that are not in label_dir, as paths."""
-    needed = {label_path(label_dir, r.dataset, r.label) for r in runs if r.label != CATEGORY}
+    needed = {label_path(r.dataset, r.label, label_dir) for r in runs if r.label not in FILELESS_LABELS}
     return sorted(p for p in needed if not p.is_file())

@@ -1,0 +1,363 @@
+"""Attack a trained model: robust accuracy under FGSM, the iterative method and PGD, in batches.
+
+    python attack.py --model resnet32 --dataset cifar10 --label speech --seed 7
+    python attack.py --label category --seed 7 --attacks pgd --epsilons 8/255 --restarts 5
+    python attack.py --label speech --seed 7 --paper_protocol       # the paper's eps and clamps
+    python attack.py --checkpoint path/to/speech_seed7_resnet32_best_model.pth --num_images 1000
+
+Finds the best checkpoint train.py saved under {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/
+(same flags as train.py: --level, --label_noise, --label_granularity), or takes --checkpoint, and
+evaluates every attack x targeted x eps on the test split. Writes attack_results.json (every
+setting, every number, images/s) and attack_examples.png into the run directory (the checkpoint's
+folder), after each finished setting, so a rerun, or a run requeued after SIGTERM, reuses finished
+settings. Progress goes to stderr; the last line on stdout is one JSON object.
+"""
+import argparse
+import hashlib
+import json
+from fractions import Fraction
+from pathlib import Path
+
+from architecture import ARCHITECTURES
+from cifar import DATASETS
+from utils.errors import CliParser, UsageError, run_cli
+
+REPO = Path(__file__).resolve().parent
+RESULTS_FILE = "attack_results.json"
+EXAMPLES_FILE = "attack_examples.png"
+ATTACK_NAMES = ("fgsm", "iterative", "pgd")  # utils.attacks.ATTACKS, without importing torch for --help
+PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
+PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attack.py, normalised units
+# What makes two entries the same computation; a rerun reuses an entry whose identity matches.
+IDENTITY = ("protocol", "attack", "targeted", "eps", "steps", "step_size", "restarts", "num_images",
+            "seed", "amp", "images_sha256")
+
+
+def epsilon(text):
+    """'8/255', '0.03' or '0' -> (label as written, value); the value must lie in [0, 1]."""
+    try:
+        value = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number or a fraction like 8/255") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"eps {text} is outside [0, 1]")
+    return text.strip(), float(value)
+
+
+def positive(kind):
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text} must be positive")
+        return value
+    return check
+
+
+def build_parser():
+    parser = CliParser(description=__doc__.split("\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = parser.add_argument_group("the run to attack (train.py's flags)")
+    run.add_argument("--model", default=None, choices=sorted(ARCHITECTURES),
+                     help="network (default: the checkpoint's with --checkpoint, else resnet32)")
+    run.add_argument("--label", default=None, help="label representation (default: the "
+                     "checkpoint's with --checkpoint, else category)")
+    run.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="dataset")
+    run.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
+                     help="CIFAR-100 labels: the 100 fine classes or the 20 superclasses")
+    run.add_argument("--seed", type=int, default=0, help="the run's seed; also seeds the target "
+                     "classes and the random starts")
+    run.add_argument("--level", type=float, default=100, help="percent of the training set the run "
+                     "trained on")
+    run.add_argument("--label_noise", type=float, default=0.0, help="the run's --label_noise")
+    run.add_argument("--base_dir", default="./outputs", help="root of the run directories")
+    run.add_argument("--checkpoint", default=None, help="a best-model .pth to attack instead of "
+                     "the one found from the flags above; results go to its folder")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_dir", default="./data", help="folder holding cifar-10-batches-py / "
+                      "cifar-100-python")
+    data.add_argument("--label_dir", default=str(REPO / "labels" / "label_files"),
+                      help="folder of {dataset}_{label}.npy files; if the run's file is there, its "
+                      "shape must match the checkpoint's (the checkpoint's own targets are used)")
+    data.add_argument("--num_images", type=positive(int), default=None,
+                      help="attack the first N test images (default: the whole test split)")
+    attack = parser.add_argument_group("attacks")
+    attack.add_argument("--attacks", nargs="+", default=None, choices=ATTACK_NAMES,
+                        help="attacks to run (default: all; fgsm iterative with --paper_protocol)")
+    attack.add_argument("--epsilons", nargs="+", type=epsilon, default=None,
+                        help="L-inf radii in pixel units, numbers or fractions (default: "
+                        f"{' '.join(PIXEL_EPSILONS)}; with --paper_protocol: {' '.join(PAPER_EPSILONS)}"
+                        ", in normalised units)")
+    attack.add_argument("--targeted", default="both", choices=("no", "yes", "both"),
+                        help="untargeted, targeted (towards a seeded random other class), or both")
+    attack.add_argument("--steps", type=positive(int), default=None,
+                        help="steps of iterative and pgd (default 10; 5 with --paper_protocol)")
+    attack.add_argument("--step_size", type=positive(float), default=None,
+                        help="step of iterative and pgd, in eps's units (default 2.5 * eps / steps; "
+                        "eps / steps with --paper_protocol)")
+    attack.add_argument("--restarts", type=positive(int), default=1,
+                        help="pgd random restarts; per image the first that succeeds is kept")
+    attack.add_argument("--paper_protocol", action="store_true",
+                        help="the paper's protocol: eps and steps in normalised units, FGSM clamped "
+                        "to each image's own min/max, iterative without range clamp (see README)")
+    out = parser.add_argument_group("execution and output")
+    out.add_argument("--batch_size", type=positive(int), default=500, help="images per batch")
+    out.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
+    out.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
+    out.add_argument("--examples", type=int, default=6,
+                     help="test images shown in attack_examples.png (0: no figure)")
+    return parser
+
+
+def sha256(path_or_bytes):
+    digest = hashlib.sha256()
+    if isinstance(path_or_bytes, (str, Path)):
+        with open(path_or_bytes, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    else:
+        digest.update(path_or_bytes)
+    return digest.hexdigest()
+
+
+def find_checkpoint(args):
+    """The checkpoint path and the run directory its results go to."""
+    from utils.runs import best_checkpoint_name, run_directory
+    if args.checkpoint:
+        path = Path(args.checkpoint)
+        if not path.is_file():
+            raise UsageError(f"checkpoint {path} does not exist")
+        return path, path.parent
+    dataset_dir = args.dataset if args.label_granularity == "fine" else f"{args.dataset}_{args.label_granularity}"
+    run_dir = run_directory(args.base_dir, dataset_dir, args.level, args.seed, args.model, args.label,
+                            args.label_noise)
+    path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
+    if not path.is_file():
+        found = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir.is_dir() else []
+        where = f" (that folder holds {', '.join(found)})" if found else ""
+        raise UsageError(f"no checkpoint at {path}{where}; train it with train.py and the same "
+                         "--base_dir/--dataset/--seed/--model/--label/--level, or pass --checkpoint PATH")
+    return path, run_dir
+
+
+def load_model(args, path, data):
+    """Rebuild the model and its label space from the checkpoint alone, checking it fits the flags."""
+    from architecture import build_model
+    from labels import label_path, read_targets
+    from utils.labelspace import space_from_state
+    from utils.runs import load_checkpoint
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint, dict) or not {"model", "model_args", "label_space"} <= set(checkpoint):
+        raise UsageError(f"{path} is not a best-model checkpoint of train.py (it lacks model, "
+                         "model_args or label_space)")
+    model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
+    flags = checkpoint.get("config", {}).get("flags", {})
+    if args.model is not None and model_args["arch"] != args.model:
+        raise UsageError(f"{path} holds a {model_args['arch']}, not a {args.model}")
+    if args.label is not None and space.name != args.label:
+        raise UsageError(f"{path} was trained on {space.name} labels, not {args.label}")
+    if flags.get("dataset", args.dataset) != args.dataset:
+        raise UsageError(f"{path} was trained on {flags['dataset']}, not {args.dataset}")
+    if tuple(model_args["output_shape"]) != tuple(space.output_shape):
+        raise UsageError(f"{path}: the model outputs {tuple(model_args['output_shape'])} but its "
+                         f"{space.name} targets have shape {tuple(space.output_shape)}")
+    if space.num_classes != data.num_classes:
+        raise UsageError(f"{path} predicts {space.num_classes} classes, but {args.dataset} "
+                         f"({args.label_granularity}) has {data.num_classes}")
+    label_file = label_path(args.dataset, space.name, args.label_dir)
+    if space.name not in ("category", "mcr2") and label_file.is_file():
+        shape = read_targets(label_file, data.num_classes).shape[1:]
+        if tuple(shape) != tuple(space.output_shape):
+            raise UsageError(f"{path} was trained on {space.name} targets of shape "
+                             f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}")
+    model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"], model_args["std"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
+                         f"{tuple(model_args['output_shape'])} ({str(err).splitlines()[0]})") from None
+    return model, space
+
+
+def identity(entry):
+    return tuple(entry.get(k) for k in IDENTITY)
+
+
+def setting_key(entry):
+    return f"{entry['attack']}/{'targeted' if entry['targeted'] else 'untargeted'}/{entry['eps_label']}"
+
+
+def load_previous(path, checkpoint_sha, log):
+    """Entries of an earlier run on the same checkpoint (by content)."""
+    from utils.runs import read_json
+    if not path.exists():
+        return []
+    previous = read_json(path)
+    entries = previous.get("entries", [])
+    if previous.get("checkpoint_sha256") != checkpoint_sha:
+        if entries:
+            log(f"{path}: dropping {len(entries)} entries computed on another checkpoint")
+        return []
+    return entries
+
+
+def save_examples(path, model, space, images, labels, class_names, entry, targets, args, protocol):
+    """clean / adversarial / amplified perturbation for the first few correctly classified images."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from utils.attacks import run_attack
+    result = run_attack(model, space, images, labels, entry["attack"], entry["eps"],
+                        targets=targets if entry["targeted"] else None, protocol=protocol,
+                        steps=entry["steps"], step_size=entry["step_size"], restarts=entry["restarts"],
+                        seed=args.seed, batch_size=args.batch_size, amp=args.amp, keep_images=True)
+    shown = (result["clean_pred"] == labels.cpu()).nonzero().squeeze(1)[:args.examples]
+    if not len(shown):
+        shown = torch.arange(min(args.examples, len(labels)))
+    clean = images[shown].float().cpu() / 255
+    adversarial = result["adversarial"][shown].float()
+    radius = entry["eps"] * (max(model.model_args["std"]) if protocol == "paper" else 1.0)
+    gain = 0.5 / radius if radius > 0 else 1.0
+    rows = [("clean", clean), ("adversarial", adversarial.clamp(0, 1)),
+            (f"perturbation x{gain:.0f} + 0.5", ((adversarial - clean) * gain + 0.5).clamp(0, 1))]
+    figure, axes = plt.subplots(3, len(shown), figsize=(1.6 * len(shown), 5.4), squeeze=False)
+    for row, (name, pictures) in enumerate(rows):
+        for col, i in enumerate(shown.tolist()):
+            ax = axes[row][col]
+            ax.imshow(pictures[col].permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"#{i} {class_names[labels[i]]}", fontsize=8)
+            elif row == 1:
+                ax.set_title(f"-> {class_names[result['adv_pred'][i]]}", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(name, fontsize=8)
+    mode = "targeted" if entry["targeted"] else "untargeted"
+    units = " (normalised units, paper protocol)" if protocol == "paper" else ""
+    figure.suptitle(f"{args.model} {space.name}: {entry['attack']} {mode}, eps {entry['eps_label']}"
+                    f"{units}; perturbation amplified x{gain:.0f} for visibility", fontsize=9)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+
+
+def run(args):
+    from cifar import load_cifar
+    from utils import preempt
+    from utils.attacks import draw_targets, run_attack, schedule
+    from utils.progress import Progress, log
+    from utils.runs import environment, write_json
+    from utils.training import resolve_device
+
+    protocol = "paper" if args.paper_protocol else "pixel"
+    attacks = args.attacks or (["fgsm", "iterative"] if args.paper_protocol else list(ATTACK_NAMES))
+    epsilons = args.epsilons or [epsilon(e) for e in (PAPER_EPSILONS if args.paper_protocol else PIXEL_EPSILONS)]
+    modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
+    device = resolve_device(args.device)
+
+    if args.checkpoint is None:
+        args.model, args.label = args.model or "resnet32", args.label or "category"
+    path, run_dir = find_checkpoint(args)
+    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+    model, space = load_model(args, path, data)
+    args.model, args.label = model.model_args["arch"], space.name
+    model, space = model.to(device).eval(), space.to(device)
+
+    total = len(data.test_labels)
+    n = total if args.num_images is None else args.num_images
+    if n > total:
+        raise UsageError(f"--num_images {n}, but the {args.dataset} test split has {total} images")
+    images, labels = data.test_images[:n], data.test_labels[:n]
+    targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
+    images_sha = sha256(images.numpy().tobytes() + labels.numpy().tobytes())
+    checkpoint_sha = sha256(path)
+    results_path = run_dir / RESULTS_FILE
+    entries = load_previous(results_path, checkpoint_sha, log)
+    done = {identity(e): e for e in entries}
+
+    def document(clean_acc):
+        return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
+                "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
+                "clean_acc": clean_acc, "entries": entries, "config": vars(args) | {"epsilons": [
+                    label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
+                "environment": environment()}
+
+    settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
+                for label, eps in epsilons]
+    progress = Progress(len(settings), f"{args.model} {args.label} attacks", "setting")
+    preempt.install()
+    current, clean_acc = [], None
+    for attack, targeted, eps_label, eps in settings:
+        plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
+        entry = {"protocol": protocol, "attack": attack, "targeted": targeted, "eps": eps,
+                 "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
+                 "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
+                 "images_sha256": images_sha}
+        mode = "targeted" if targeted else "untargeted"
+        if identity(entry) in done:
+            entry = done[identity(entry)]
+            progress.step(f"{attack} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
+                          f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
+        else:
+            result = run_attack(model, space, images, labels, attack, eps,
+                                targets=targets if targeted else None, protocol=protocol,
+                                steps=args.steps, step_size=args.step_size, restarts=args.restarts,
+                                seed=args.seed, batch_size=args.batch_size, amp=args.amp,
+                                stop=preempt.requested)
+            if result is None:
+                progress.close()
+                preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {attack} {mode} eps "
+                                         f"{eps_label}; {len(current)} finished settings are kept in "
+                                         f"{results_path}, rerun to continue")
+            entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
+                                             "seconds")}
+            if targeted:
+                entry["target_success"] = result["target_success"]
+            entries.append(entry)
+            done[identity(entry)] = entry
+            write_json(results_path, document(entry["clean_acc"]))
+            hit = f" target_success {entry['target_success']:.2%}" if targeted else ""
+            progress.step(f"{attack} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
+                          f"{n} images {entry['seconds']:.1f}s {entry['images_per_s']:.1f} img/s",
+                          acc=f"{entry['robust_acc']:.2%}")
+        current.append(entry)
+        clean_acc = entry["clean_acc"]
+        if preempt.requested():
+            progress.close()
+            preempt.exit_for_requeue(f"{run_dir}: stopped by signal; {len(current)} finished settings "
+                                     f"are kept in {results_path}, rerun to continue")
+    progress.close()
+    write_json(results_path, document(clean_acc))
+
+    summary = {"run_dir": str(run_dir), "results": str(results_path), "protocol": protocol,
+               "num_images": n, "clean_acc": clean_acc,
+               "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
+               "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
+    if args.examples > 0:
+        first = [e for e in current if e["attack"] == attacks[0]]
+        shown = max(first, key=lambda e: (e["eps"], not e["targeted"]))
+        count = min(n, max(64, 4 * args.examples))  # enough to find a few correctly classified images
+        png = run_dir / EXAMPLES_FILE
+        save_examples(png, model, space, images[:count], labels[:count], data.class_names, shown,
+                      targets[:count], args, protocol)
+        summary["examples"] = str(png)
+    return summary
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.level == int(args.level):
+        args.level = int(args.level)
+    summary = run(args)
+    print(json.dumps(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)

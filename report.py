@@ -1,0 +1,541 @@
+"""The paper's tables and figures from every run under a base directory.
+
+    python report.py --base_dir outputs --out report/
+    python report.py --base_dir outputs --out report/ --grid grid.yaml   # the runs expected
+
+Reads each run directory of the paper's layout ({base}/{dataset}/seed{s}/{model}/model_{label},
+{base}/less/{dataset}/level{L}/...): results.json, metrics.jsonl, attack_results.json. Writes to
+--out: tables.md; clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv; PNG
+figures (robust accuracy against eps, accuracy against data level, validation curves); and
+summary.json with every number, plus the runs that are missing or incomplete. Accuracies are
+fractions in the CSVs and JSON, percentages in tables.md: mean +- sample std over seeds (n = seeds).
+"""
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from utils.errors import CliParser, UsageError, run_cli
+from utils.grid import (ATTACK_RESULTS, STAGES, describe_key, entry_key, eps_text, expand,
+                        load_grid_file, missing_entries, parse_level, read_json_or_none, read_lines)
+from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS
+
+LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
+                    r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
+# The paper's order of label types in its tables; others follow alphabetically.
+LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
+ATTACK_ORDER = ("fgsm", "iterative", "pgd")
+KEY = ("dataset", "model", "label", "level", "seed")
+
+
+def build_parser():
+    parser = CliParser(description=__doc__.split("\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--base_dir", default="./outputs", help="root of the run directories")
+    parser.add_argument("--out", default="./report", help="folder for tables, CSVs, figures, summary")
+    parser.add_argument("--grid", help="sweep.py grid file (YAML/JSON): its runs are the ones "
+                        "expected, so absent ones are listed as missing (default: every combination "
+                        "of the datasets, models, labels, levels and seeds seen)")
+    parser.add_argument("--title", default="Results", help="heading of tables.md")
+    parser.add_argument("--no_figures", action="store_true", help="tables and JSON only")
+    return parser
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+def label_rank(label):
+    return (LABEL_ORDER.index(label), "") if label in LABEL_ORDER else (len(LABEL_ORDER), label)
+
+
+def attack_rank(attack):
+    return (ATTACK_ORDER.index(attack), "") if attack in ATTACK_ORDER else (len(ATTACK_ORDER), attack)
+
+
+def run_name(key):
+    return f"{key['dataset']}/{key['model']}/{key['label']}/level{key['level']:g}/seed{key['seed']}"
+
+
+def find_runs(base):
+    """Run directories under base that follow the paper's layout -> {relative path: key}."""
+    runs = {}
+    for path in sorted(base.glob("**/model_*")):
+        if not path.is_dir():
+            continue
+        rel = path.relative_to(base).as_posix()
+        match = LAYOUT.match(rel)
+        if match:
+            dataset = match["less_dataset"] or match["dataset"]
+            level = parse_level(match["level"]) if match["level"] else 100
+            runs[rel] = {"dataset": dataset, "model": match["model"], "label": match["label"],
+                         "level": level, "seed": int(match["seed"])}
+    return runs
+
+
+def log_error(run_dir, stage):
+    """The last 'error: ...' line of {stage}.log, if the sweep logged one."""
+    path = run_dir / f"{stage}.log"
+    if not path.exists():
+        return ""
+    errors = [line for line in path.read_text(errors="replace").splitlines() if line.startswith("error:")]
+    return errors[-1] if errors else ""
+
+
+def read_run(base, rel, key):
+    """Everything a report needs from one run directory; `problems` says what is unfinished."""
+    run_dir = base / rel
+    record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
+              "curve": [], "problems": []}
+    flags = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
+    history = read_lines(run_dir / METRICS)
+    record["curve"] = [row.get("valid_acc") for row in history]
+    record["epochs"] = flags.get("epochs")
+    results_path = run_dir / RESULTS
+    if results_path.exists():
+        results = read_json_or_none(results_path)
+        if not isinstance(results, dict) or "test_acc" not in results:
+            record["problems"].append("results.json is not valid JSON or has no test_acc")
+        else:
+            record["train"] = {k: results.get(k) for k in (
+                "test_acc", "test_loss", "valid_acc", "valid_loss", "best_epoch", "epochs",
+                "train_images", "test_images", "train_seconds", "images_per_s", "device")}
+            record["epochs"] = results.get("epochs", record["epochs"])
+    else:
+        epochs = f" of {record['epochs']}" if record["epochs"] else ""
+        if history or (run_dir / LAST_CHECKPOINT).exists():
+            reason = f"training stopped after epoch {len(history)}{epochs} (no results.json)"
+        else:
+            reason = "training not started or failed before its first epoch"
+        error = log_error(run_dir, "train")
+        record["problems"].append(reason + (f"; train.log: {error}" if error else ""))
+    attack_path = run_dir / ATTACK_RESULTS
+    if attack_path.exists():
+        attack = read_json_or_none(attack_path)
+        if not isinstance(attack, dict) or not isinstance(attack.get("entries"), list):
+            record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
+        else:
+            record["attack"] = {"clean_acc": attack.get("clean_acc"),
+                                "num_images": attack.get("num_images"),
+                                "entries": [e for e in attack["entries"] if isinstance(e, dict) and "eps" in e]}
+    return record
+
+
+def expected_runs(base, records, grid_file):
+    """The runs a complete study holds, and whether each should have attack results.
+
+    From a sweep grid file if given; else per dataset every combination of the models, labels,
+    levels and seeds seen there, with attacks expected where any run of the dataset has them.
+    """
+    if grid_file:
+        grid = load_grid_file(grid_file)
+        stages = grid.get("stages", list(STAGES))
+        stages = [stages] if isinstance(stages, str) else stages
+        for axis, default in (("datasets", "cifar10"), ("models", "resnet32"), ("labels", "category"),
+                              ("levels", 100), ("seeds", 0)):
+            grid.setdefault(axis, default)
+        runs = expand(grid)
+        return ([dict(zip(KEY, (r.dataset, r.model, r.label, r.level, r.seed))) for r in runs],
+                {r.dataset: "attack" in stages for r in runs}, f"grid file {grid_file}")
+    seen = defaultdict(lambda: {k: [] for k in KEY[1:]})
+    attacked = defaultdict(bool)
+    for record in records:
+        values = seen[record["dataset"]]
+        for k in KEY[1:]:
+            if record[k] not in values[k]:
+                values[k].append(record[k])
+        attacked[record["dataset"]] |= record["attack"] is not None
+    expected = []
+    for dataset, values in seen.items():
+        for model in sorted(values["model"]):
+            for label in sorted(values["label"], key=label_rank):
+                for level in sorted(values["level"], reverse=True):
+                    for seed in sorted(values["seed"]):
+                        expected.append({"dataset": dataset, "model": model, "label": label,
+                                         "level": level, "seed": seed})
+    return expected, dict(attacked), "every combination of the values seen"
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def mean_std(values):
+    """(mean, sample std or None for a single value, n) of the non-None values."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, 0
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
+
+
+def cell(values_or_stats, scale=100):
+    """'61.23 ± 1.00 (n=3)' or '61.23 (n=1)'; '-' when there is nothing."""
+    mean, std, n = values_or_stats
+    if n == 0:
+        return "-"
+    if std is None:
+        return f"{mean * scale:.2f} (n=1)"
+    return f"{mean * scale:.2f} ± {std * scale:.2f} (n={n})"
+
+
+def accuracy_rows(records):
+    """Clean accuracy per (dataset, model, label, level) over the seeds with results.json."""
+    groups = defaultdict(list)
+    for record in records:
+        if record["train"]:
+            groups[tuple(record[k] for k in KEY[:4])].append(record)
+    rows = []
+    for key in sorted(groups, key=lambda k: (k[0], k[1], label_rank(k[2]), -k[3])):
+        runs = groups[key]
+        test = mean_std([r["train"]["test_acc"] for r in runs])
+        valid = mean_std([r["train"]["valid_acc"] for r in runs])
+        rows.append({**dict(zip(KEY[:4], key)), "n": test[2], "seeds": sorted(r["seed"] for r in runs),
+                     "test_acc_mean": test[0], "test_acc_std": test[1],
+                     "valid_acc_mean": valid[0], "valid_acc_std": valid[1],
+                     "train_images": sorted({r["train"]["train_images"] for r in runs}, key=str),
+                     "test_images": sorted({r["train"]["test_images"] for r in runs}, key=str),
+                     "epochs": sorted({r["train"]["epochs"] for r in runs}, key=str),
+                     "best_epoch_mean": mean_std([r["train"]["best_epoch"] for r in runs])[0]})
+    return rows
+
+
+def full_levels(rows):
+    """Per (dataset, model): the level of the clean table, 100 if it was run, else the largest."""
+    levels = defaultdict(set)
+    for row in rows:
+        levels[(row["dataset"], row["model"])].add(row["level"])
+    return {k: (100 if 100 in v else max(v)) for k, v in levels.items()}
+
+
+def robust_rows(records):
+    """Robust accuracy per (dataset, model, label, level, attack, targeted, protocol, eps)."""
+    groups = defaultdict(list)
+    clean = defaultdict(list)
+    for record in records:
+        if not record["attack"]:
+            continue
+        for entry in record["attack"]["entries"]:
+            attack, targeted, protocol, eps = entry_key(entry)
+            key = (*(record[k] for k in KEY[:4]), attack, targeted, protocol, round(eps, 9))
+            groups[key].append((record, entry))
+            clean[key].append(record["attack"]["clean_acc"])
+    rows = []
+    order = lambda k: (k[0], k[1], -k[3], attack_rank(k[4]), k[5], k[6], label_rank(k[2]), k[7])
+    for key in sorted(groups, key=order):
+        items = groups[key]
+        robust = mean_std([e.get("robust_acc") for _, e in items])
+        success = mean_std([e.get("target_success") for _, e in items])
+        clean_acc = mean_std(clean[key])
+        first = items[0][1]
+        rows.append({**dict(zip(KEY[:4] + ("attack", "targeted", "protocol", "eps"), key)),
+                     "eps_label": first.get("eps_label") or eps_text(key[7]),
+                     "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
+                     "robust_acc_mean": robust[0], "robust_acc_std": robust[1],
+                     "target_success_mean": success[0], "target_success_std": success[1],
+                     "clean_acc_mean": clean_acc[0], "clean_acc_std": clean_acc[1],
+                     "num_images": sorted({r["attack"]["num_images"] for r, _ in items}, key=str),
+                     "steps": sorted({e.get("steps") for _, e in items}, key=str),
+                     "restarts": sorted({e.get("restarts") for _, e in items}, key=str)})
+    return rows
+
+
+def incomplete_and_missing(records, expected, attack_expected):
+    """Runs with problems (unfinished training, no or partial attack results) and absent runs."""
+    by_key = {tuple(r[k] for k in KEY): r for r in records}
+    settings = defaultdict(set)  # every attack setting seen in a dataset is expected of its runs
+    for record in records:
+        if record["attack"]:
+            settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]}
+    incomplete = []
+    for record in records:
+        reasons = list(record["problems"])
+        if record["train"] and attack_expected.get(record["dataset"]):
+            if record["attack"] is None and not any(ATTACK_RESULTS in p for p in reasons):
+                reasons.append("no attack results")
+            elif record["attack"] is not None:
+                missing = missing_entries({"entries": record["attack"]["entries"]}, settings[record["dataset"]])
+                if missing:
+                    shown = ", ".join(describe_key(k) for k in missing[:4])
+                    reasons.append(f"attack results miss {len(missing)} setting(s): {shown}"
+                                   + (" ..." if len(missing) > 4 else ""))
+        if reasons:
+            incomplete.append({"run": record["run"], "run_dir": record["run_dir"], "reasons": reasons})
+    missing = [{"run": run_name(key), "reason": "no run directory"} for key in expected
+               if tuple(key[k] for k in KEY) not in by_key]
+    return incomplete, missing
+
+
+# ---------------------------------------------------------------- writing
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(path, rows, columns):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["" if row.get(c) is None else
+                             " ".join(map(str, row[c])) if isinstance(row.get(c), list) else row[c]
+                             for c in columns])
+
+
+def one(values):
+    """A list of one value as that value; several as 'a/b' (a group mixing settings)."""
+    values = [v for v in values if v is not None]
+    return values[0] if len(values) == 1 else "/".join(map(str, values)) if values else "?"
+
+
+def stats(row, name):
+    return row[f"{name}_mean"], row[f"{name}_std"], row["n"]
+
+
+def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected_from, counts):
+    intro = (f"From `{base}`: {counts['run_dirs']} run directories, {counts['trained']} trained, "
+             f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
+             f"(expected runs: {expected_from}).")
+    legend = ("Accuracies in %: mean ± sample standard deviation over seeds (n = number of seeds; "
+              "n=1 has no deviation). Test accuracy is on the dataset's test split; the paper's "
+              "code reported its validation accuracy (in the CSVs as valid_acc).")
+    out = [f"# {title}", "", intro, legend, ""]
+    levels = full_levels(accuracy)
+    out += ["## Clean test accuracy", ""]
+    for dataset in sorted({r["dataset"] for r in accuracy}):
+        rows = [r for r in accuracy if r["dataset"] == dataset and r["level"] == levels[(dataset, r["model"])]]
+        models = sorted({r["model"] for r in rows})
+        labels = sorted({r["label"] for r in rows}, key=label_rank)
+        find = {(r["label"], r["model"]): r for r in rows}
+        images = one(sorted({i for r in rows for i in r["train_images"]}))
+        level_text = ", ".join(sorted({f"level {levels[(dataset, m)]:g}" for m in models}))
+        epochs = one(sorted({e for r in rows for e in r["epochs"]}))
+        out += [f"### {dataset} ({level_text}: {images} training images, {epochs} epochs)", "",
+                markdown_table(["label", *models],
+                               [[label, *(cell(stats(find[(label, m)], "test_acc")) if (label, m) in find
+                                          else "-" for m in models)] for label in labels]), ""]
+    out += ["## Data efficiency: test accuracy per training-set level", ""]
+    for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
+        rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
+        level_list = sorted({r["level"] for r in rows}, reverse=True)
+        images = {lv: one(sorted({i for r in rows if r["level"] == lv for i in r["train_images"]}))
+                  for lv in level_list}
+        find = {(r["label"], r["level"]): r for r in rows}
+        labels = sorted({r["label"] for r in rows}, key=label_rank)
+        out += [f"### {dataset}, {model}", "",
+                markdown_table(["label", *(f"{lv:g}% ({images[lv]} images)" for lv in level_list)],
+                               [[label, *(cell(stats(find[(label, lv)], "test_acc")) if (label, lv) in find
+                                          else "-" for lv in level_list)] for label in labels]), ""]
+    out += ["## Robust accuracy under attack", ""]
+    if not robust:
+        out += ["No attack results.", ""]
+    groups = defaultdict(list)
+    for row in robust:
+        groups[(row["dataset"], row["model"], row["level"], row["attack"], row["targeted"], row["protocol"])].append(row)
+    for key in sorted(groups, key=lambda k: (k[0], k[1], -k[2], attack_rank(k[3]), k[4], k[5])):
+        dataset, model, level, attack, targeted, protocol = key
+        rows = groups[key]
+        eps_list = sorted({r["eps"] for r in rows})
+        eps_label = {r["eps"]: r["eps_label"] for r in rows}
+        labels = sorted({r["label"] for r in rows}, key=label_rank)
+        find = {(r["label"], r["eps"]): r for r in rows}
+        clean = {r["label"]: r for r in rows}
+        details = (f"{one(sorted({i for r in rows for i in r['num_images']}))} test images, "
+                   f"steps {one(sorted({s for r in rows for s in r['steps']}, key=str))}, "
+                   f"restarts {one(sorted({s for r in rows for s in r['restarts']}, key=str))}")
+        kind = "targeted" if targeted else "untargeted"
+        out += [f"### {dataset}, {model}, level {level:g}: {attack}, {kind}"
+                + (", paper protocol" if protocol == "paper" else "") + f" ({details})", "",
+                markdown_table(["label", "clean", *(eps_label[e] for e in eps_list)],
+                               [[label, cell(stats(clean[label], "clean_acc")),
+                                 *(cell(stats(find[(label, e)], "robust_acc")) if (label, e) in find else "-"
+                                   for e in eps_list)] for label in labels]), ""]
+        if targeted:
+            out += ["Targeted attack success rate (%):", "",
+                    markdown_table(["label", *(eps_label[e] for e in eps_list)],
+                                   [[label, *(cell(stats(find[(label, e)], "target_success"))
+                                              if (label, e) in find else "-" for e in eps_list)]
+                                    for label in labels]), ""]
+    out += ["## Incomplete runs", ""]
+    out += [f"- `{i['run_dir']}`: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
+    out += ["", "## Missing runs", ""]
+    out += [f"- {m['run']}: {m['reason']}" for m in missing] or ["None."]
+    return "\n".join(out) + "\n"
+
+
+def label_colours(labels):
+    import matplotlib.pyplot as plt
+    palette = plt.get_cmap("tab10").colors
+    ordered = sorted(set(labels), key=label_rank)
+    return {label: palette[i % len(palette)] for i, label in enumerate(ordered)}
+
+
+def plot_line(ax, xs, stats_list, label, colour):
+    means = [s[0] * 100 for s in stats_list]
+    errors = [0 if s[1] is None else s[1] * 100 for s in stats_list]
+    if any(errors):
+        ax.errorbar(xs, means, yerr=errors, label=label, color=colour, marker="o", capsize=3)
+    else:
+        ax.plot(xs, means, label=label, color=colour, marker="o")
+
+
+def figures(out, accuracy, robust, records):
+    """PNG figures; returns their file names."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = label_colours([r["label"] for r in records])
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        written.append(name)
+
+    groups = defaultdict(list)
+    for row in robust:
+        groups[(row["dataset"], row["model"], row["level"], row["targeted"], row["protocol"])].append(row)
+    for (dataset, model, level, targeted, protocol), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        attacks = sorted({r["attack"] for r in rows}, key=attack_rank)
+        fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.8), squeeze=False)
+        for ax, attack in zip(axes[0], attacks):
+            for label in sorted({r["label"] for r in rows if r["attack"] == attack}, key=label_rank):
+                line = sorted((r for r in rows if r["attack"] == attack and r["label"] == label),
+                              key=lambda r: r["eps"])
+                xs = [r["eps"] * 255 for r in line]
+                ys = [stats(r, "robust_acc") for r in line]
+                if xs[0] > 0 and line[0]["clean_acc_mean"] is not None:  # start from the clean point
+                    xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
+                plot_line(ax, xs, ys, label, colours[label])
+            ax.set(title=f"{attack}{' targeted' if targeted else ''}", xlabel="eps (x/255)",
+                   ylabel="robust accuracy (%)", ylim=(0, 100))
+            ax.grid(alpha=0.3)
+        axes[0][-1].legend(fontsize=8)
+        fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
+        name = (f"robust_{dataset}_{model}_level{level:g}_{'targeted' if targeted else 'untargeted'}"
+                + ("_paper" if protocol == "paper" else "") + ".png")
+        save(fig, name)
+
+    for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
+        rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
+        if len({r["level"] for r in rows}) < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for label in sorted({r["label"] for r in rows}, key=label_rank):
+            line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
+            plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, colours[label])
+        ax.set(xscale="log", xlabel="training data (% of the training split)", ylabel="test accuracy (%)",
+               title=f"{dataset}, {model}: accuracy against data level")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        save(fig, f"levels_{dataset}_{model}.png")
+
+    curves = curve_means(records)
+    for (dataset, model, level), by_label in sorted(curves.items()):
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        for label in sorted(by_label, key=label_rank):
+            values = by_label[label]
+            ax.plot(range(1, len(values) + 1), [v * 100 for v in values], label=label, color=colours[label],
+                    marker="." if len(values) <= 40 else None)
+        ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset}, {model}, level {level:g}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        save(fig, f"curves_{dataset}_{model}_level{level:g}.png")
+    return written
+
+
+def curve_means(records):
+    """{(dataset, model, level): {label: mean validation accuracy per epoch over seeds}}.
+
+    Epoch e is averaged over the seeds that reached it, so an unfinished run shortens nothing.
+    """
+    curves = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record["curve"]:
+            curves[(record["dataset"], record["model"], record["level"])][record["label"]].append(record["curve"])
+    out = {}
+    for key, by_label in curves.items():
+        out[key] = {}
+        for label, runs in by_label.items():
+            length = max(len(c) for c in runs)
+            out[key][label] = [statistics.fmean(c[e] for c in runs if len(c) > e and c[e] is not None)
+                               for e in range(length)]
+    return out
+
+
+def finite(value):
+    """JSON-safe: NaN and infinities (a diverged run's loss) become null, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def report(base_dir, out_dir, grid=None, title="Results", draw=True):
+    """Read every run under base_dir and write the report to out_dir; returns the summary dict."""
+    base, out = Path(base_dir), Path(out_dir)
+    if not base.is_dir():
+        raise UsageError(f"--base_dir {base} is not a directory")
+    records = [read_run(base, rel, key) for rel, key in find_runs(base).items()]
+    expected, attack_expected, expected_from = expected_runs(base, records, grid)
+    accuracy = accuracy_rows(records)
+    robust = robust_rows(records)
+    incomplete, missing = incomplete_and_missing(records, expected, attack_expected)
+    counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
+              "attacked": sum(r["attack"] is not None for r in records)}
+    out.mkdir(parents=True, exist_ok=True)
+    levels = full_levels(accuracy)
+    clean = [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
+    accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
+                        "valid_acc_mean", "valid_acc_std", "train_images", "test_images", "epochs",
+                        "best_epoch_mean"]
+    write_csv(out / "clean_accuracy.csv", clean, accuracy_columns)
+    write_csv(out / "data_efficiency.csv", accuracy, accuracy_columns)
+    write_csv(out / "robust_accuracy.csv", robust, [
+        "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
+        "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
+        "clean_acc_mean", "clean_acc_std", "num_images", "steps", "restarts"])
+    run_rows = [{**r, "status": "incomplete" if any(i["run_dir"] == r["run_dir"] for i in incomplete) else "complete",
+                 "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
+                for r in records]
+    write_csv(out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status", "test_acc",
+                                           "epochs_done", "epochs", "run_dir"])
+    (out / "tables.md").write_text(tables_markdown(title, base_dir, accuracy, robust, incomplete, missing,
+                                                   expected_from, counts))
+    written = figures(out, accuracy, robust, records) if draw else []
+    summary = {
+        "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
+        "clean_accuracy": clean, "data_efficiency": accuracy, "robust_accuracy": robust,
+        "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, "valid_acc": values}
+                   for k, by_label in sorted(curve_means(records).items()) for label, values in by_label.items()],
+        "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "train", "attack", "problems")}
+                 for r in records],
+        "incomplete": incomplete, "missing": missing,
+        "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv", "robust_accuracy.csv",
+                  "runs.csv", *written],
+    }
+    (out / "summary.json").write_text(json.dumps(finite(summary), indent=1, allow_nan=False) + "\n")
+    return summary
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    summary = report(args.base_dir, args.out, args.grid, args.title, draw=not args.no_figures)
+    line = {"out": str(args.out), "runs": summary["run_dirs"], "trained": summary["trained"],
+            "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
+            "missing": len(summary["missing"]), "files": summary["files"]}
+    print(json.dumps(line), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,472 @@
+r"""Run a grid of experiments (train, then attack, per run) here, on SLURM, or anywhere else.
+
+    python sweep.py --labels category speech --seeds 7 77 --levels 100 25 --dry_run
+    python sweep.py --config grid.yaml --print | xargs -d '\n' -P 4 -I{} sh -c {}
+    python sweep.py --config grid.yaml --slurm jobs/sweep.sbatch --partition gpu --gres gpu:1 --time 8:00:00
+    python sweep.py --config grid.yaml --local --gpus 0,1,2,3
+    python sweep.py --labels category speech --local --jobs 2 --epochs 30 --data_dir data --num_images 500
+
+A run is one (dataset, model, label, level, seed) in that order; its stages run in order in one
+unit of work (a line of --print, a SLURM array task, a local worker), because the attack needs the
+trained checkpoint. Flags the sweep does not know are passed to every script that accepts them
+(--epochs to train.py, --num_images to attack.py, --base_dir to both); --train_args and
+--attack_args pass a string to one script only. What is done is read from the run directories, so
+a sweep can be rerun at any time: finished stages are skipped, interrupted ones resume.
+"""
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+from utils.errors import CliParser, UsageError, run_cli
+from utils.grid import (AXES, STAGES, Scripts, axis_values, check_not_grid_flag, expand,
+                        load_grid_file, missing_label_files, plan, split_args)
+from utils.preempt import REQUEUE_EXIT
+
+MODES = ("print", "slurm", "local")
+# Keys of a grid file that are not plain strings or lists of strings, and how to read them.
+FILE_ONLY = {"args": "pass-through flags for every script, as with unknown command-line flags"}
+
+
+def build_parser():
+    parser = CliParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       epilog="Any other --flag (with its values) is passed to the scripts that "
+                              "accept it; flags after -- too.")
+    grid = parser.add_argument_group("grid (a run per combination, in this order)")
+    grid.add_argument("--config", help="YAML or JSON file with any of these options as keys "
+                      "(labels: [category, speech]; train_args: '--epochs 30'; args: [...] for "
+                      "pass-through flags); flags on the command line win")
+    grid.add_argument("--datasets", nargs="+", default=["cifar10"], help="datasets")
+    grid.add_argument("--models", nargs="+", default=["resnet32"], help="networks")
+    grid.add_argument("--labels", nargs="+", default=["category"], help="label representations")
+    grid.add_argument("--levels", nargs="+", default=[100], help="percent of the training split")
+    grid.add_argument("--seeds", nargs="+", default=[0], help="seeds")
+    grid.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                      help="what each run does, in order")
+    grid.add_argument("--train_args", default="", help="flags for train.py only, as one string")
+    grid.add_argument("--attack_args", default="", help="flags for attack.py only, as one string")
+    mode = parser.add_argument_group("what to do (one of)")
+    mode.add_argument("--dry_run", action="store_true", help="list each run and what it still "
+                      "needs; run nothing (also with the modes below)")
+    mode.add_argument("--print", action="store_true", help="print one shell command per run "
+                      "(its stages joined by &&) for xargs -P, GNU parallel or a notebook")
+    mode.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, a task per "
+                      "run, and FILE's .commands beside it (line i+1 = task i)")
+    mode.add_argument("--local", action="store_true", help="run the grid on this machine, logging "
+                      "each stage to {run_dir}/{stage}.log")
+    local = parser.add_argument_group("--local")
+    local.add_argument("--gpus", help="comma-separated GPU ids: one run at a time on each (an id "
+                       "twice runs two there); sets CUDA_VISIBLE_DEVICES per run")
+    local.add_argument("--jobs", type=int, default=1, help="concurrent runs without --gpus; each "
+                       "gets cores/jobs threads")
+    slurm = parser.add_argument_group("--slurm (#SBATCH lines)")
+    slurm.add_argument("--job_name", default="labelrep", help="--job-name")
+    slurm.add_argument("--partition", help="--partition")
+    slurm.add_argument("--gres", help="--gres, e.g. gpu:1")
+    slurm.add_argument("--time", help="--time per task (train + attack), e.g. 12:00:00")
+    slurm.add_argument("--mem", help="--mem, e.g. 16G")
+    slurm.add_argument("--cpus_per_task", type=int, help="--cpus-per-task (also the torch threads)")
+    slurm.add_argument("--max_concurrent", type=int, help="tasks running at once (--array=0-N%%K)")
+    slurm.add_argument("--signal_seconds", type=int, default=120, help="seconds before the time "
+                       "limit at which SLURM sends USR1: the stage checkpoints, the task requeues")
+    slurm.add_argument("--sbatch", nargs="+", default=[], metavar="OPTION", help="more #SBATCH "
+                       "options, e.g. account=proj qos=high (a leading -- is added if missing)")
+    slurm.add_argument("--setup", nargs="+", default=[], metavar="LINE", help="shell lines run "
+                       "before each task, e.g. 'source .venv/bin/activate'")
+    slurm.add_argument("--python", default="python", help="interpreter named in --print and "
+                       "--slurm commands (--local uses the one running sweep.py)")
+    return parser
+
+
+def parse(argv=None):
+    """Flags, grid file and pass-through arguments -> (options, runs, scripts, routed args).
+
+    Pass-through flags reach each script in this order, so that later ones win (argparse keeps
+    the last value): the file's `args`, its `train_args`/`attack_args`, then the command line's
+    other flags, then its --train_args/--attack_args.
+    """
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    after = argv.index("--") if "--" in argv else len(argv)
+    argv, tail = argv[:after], argv[after + 1:]
+    first, _ = parser.parse_known_args(argv)
+    layers = []  # (flags routed to every script that takes them, {stage: flags for it alone})
+    if first.config:
+        values = load_grid_file(first.config)
+        dests = {a.dest for a in parser._actions} - {"help", "config", "dry_run", *MODES}
+        unknown = sorted(set(values) - dests - set(FILE_ONLY))
+        if unknown:
+            raise UsageError(f"{first.config}: unknown key(s) {', '.join(unknown)}; valid keys: "
+                             f"{', '.join(sorted(dests | set(FILE_ONLY)))}")
+        layers.append((split_args(values.pop("args", None)),
+                       {stage: split_args(values.pop(f"{stage}_args", None)) for stage in STAGES}))
+        parser.set_defaults(**values)
+    opts, extra = parser.parse_known_args(argv)
+    layers.append((extra + tail, {"train": split_args(opts.train_args),
+                                  "attack": split_args(opts.attack_args)}))
+    for name in AXES:
+        setattr(opts, name, axis_values(name, getattr(opts, name)))
+    given = axis_list(opts.stages)
+    if not given or set(given) - set(STAGES):
+        raise UsageError(f"--stages must be among {', '.join(STAGES)} (got {', '.join(map(str, given))})")
+    opts.stages = [s for s in STAGES if s in given]
+    opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in axis_list(opts.sbatch)]
+    opts.setup = axis_list(opts.setup)
+    modes = [m for m in MODES if getattr(opts, m)]
+    if len(modes) > 1:
+        raise UsageError(f"choose one of --print, --slurm, --local (got {', '.join(modes)})")
+    if not modes and not opts.dry_run:
+        raise UsageError("say what to do: --dry_run, --print, --slurm FILE or --local")
+    try:
+        opts.jobs = int(opts.jobs)
+    except (TypeError, ValueError):
+        raise UsageError(f"--jobs {opts.jobs!r} is not a number") from None
+    if opts.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+
+    runs = expand(vars(opts))
+    for shared, own in layers:
+        for token in shared + own["train"] + own["attack"]:
+            if token.startswith("--"):
+                check_not_grid_flag(token.split("=", 1)[0])
+    scripts = Scripts.find(opts.stages)
+    routed = {stage: [] for stage in scripts.stages}
+    for shared, own in layers:
+        for stage, flags in scripts.route(shared).items():
+            routed[stage] += flags + own[stage]
+    return opts, runs, scripts, routed
+
+
+def axis_list(value):
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def make_tasks(opts, runs, scripts, routed, python):
+    tasks = plan(runs, opts.stages, scripts, routed, python=python)
+    if "train" in opts.stages:
+        label_dir = scripts["train"].parse(runs[0].flags() + routed["train"]).label_dir
+        missing = missing_label_files([t.run for t in tasks if "train" in t.todo], label_dir)
+        if missing:
+            raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}")
+    return tasks
+
+
+# ---------------------------------------------------------------- listing
+
+
+def dry_run(tasks, stream=None):
+    """A table: each run, then for each stage 'run: why' or 'skip: why'."""
+    stream = stream or sys.stdout
+    stages = tasks[0].stages
+    rows = [["#", "run", *stages, "run directory"]]
+    for task in tasks:
+        cells = [f"{'run' if s in task.todo else 'skip'}: {task.notes[s]}" for s in stages]
+        rows.append([str(task.index), task.run.name, *cells, str(task.run_dir)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1], file=stream)
+    print(count_line(tasks), file=stream)
+
+
+def count_line(tasks):
+    todo = [t for t in tasks if t.todo]
+    runs = f"{len(tasks)} run{'s' * (len(tasks) != 1)}"
+    stages = ", ".join(f"{s} {sum(s in t.todo for t in tasks)}" for s in tasks[0].stages)
+    return f"{runs}: {len(todo)} to run, {len(tasks) - len(todo)} complete (skipped); {stages}"
+
+
+# ---------------------------------------------------------------- SLURM
+
+SLURM_BODY = r'''
+child=""
+signalled=""
+forward() {  # pass the signal to the running stage, which checkpoints and exits 75
+  signalled=$1
+  echo "$(date +%FT%T) task $task: got SIG$1, stopping the stage" >&2
+  [ -n "$child" ] && kill -s "$1" "$child" 2>/dev/null
+}
+trap 'forward USR1' USR1
+trap 'forward TERM' TERM
+
+stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps run at once
+  local log=$1 status interrupted
+  shift
+  mkdir -p "$(dirname "$log")"
+  echo "=== $(date +%FT%T) $(hostname) job ${SLURM_JOB_ID:-none} task $task: $*" >> "$log"
+  echo "$(date +%FT%T) task $task: $1 ... -> $log" >&2
+  "$@" >> "$log" 2>&1 &
+  child=$!
+  while :; do  # a trap cuts wait short (status > 128); then wait again for the real status
+    interrupted=$signalled
+    wait "$child"
+    status=$?
+    [ "$signalled" != "$interrupted" ] && [ "$status" -gt 128 ] || break
+  done
+  child=""
+  echo "$(date +%FT%T) task $task: exit $status" >&2
+  [ "$status" -eq 0 ] || [ "$status" -eq 75 ] || tail -n 5 "$log" >&2
+  return "$status"
+}
+
+task=${SLURM_ARRAY_TASK_ID:?set SLURM_ARRAY_TASK_ID to the task to run (0-based)}
+line=$(sed -n "$((task + 1))p" "$commands")
+[ -n "$line" ] || { echo "no line $((task + 1)) in $commands" >&2; exit 2; }
+eval "$line"
+status=$?
+# 75: the stage stopped on a signal and kept its checkpoint. After USR1 (the time limit is near)
+# this task asks to run again; after TERM, SLURM decides (a preemption requeues it, scancel not).
+if [ "$status" -eq 75 ] && [ "$signalled" != TERM ] && [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then
+  echo "$(date +%FT%T) task $task: requeued" >&2
+  scontrol requeue "${SLURM_ARRAY_JOB_ID}_${task}" && exit 0
+fi
+exit "$status"
+'''
+
+
+def write_slurm(opts, tasks):
+    """Write the array script and its commands file; returns (script, commands, number of tasks)."""
+    todo = [t for t in tasks if t.todo]
+    script = Path(opts.slurm)
+    commands = script.with_name(script.stem + ".commands")
+    logs = script.parent.resolve() / "logs"
+    cwd = Path.cwd()
+    lines = [t.shell(opts.python, wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")],
+                     cwd=cwd) for t in todo]
+    array = f"0-{len(todo) - 1}" + (f"%{opts.max_concurrent}" if opts.max_concurrent else "")
+    sbatch = [f"--job-name={opts.job_name}", f"--array={array}", f"--output={logs}/%A_%a.out",
+              "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
+    for flag, value in (("partition", opts.partition), ("gres", opts.gres), ("time", opts.time),
+                        ("mem", opts.mem), ("cpus-per-task", opts.cpus_per_task)):
+        if value is not None:
+            sbatch.append(f"--{flag}={value}")
+    sbatch += opts.sbatch
+    header = [
+        "#!/bin/bash",
+        f"# labelrep sweep: {len(todo)} runs ({' then '.join(tasks[0].stages)} each), by sweep.py",
+        "# task i runs line i+1 of the commands file",
+        f"#   submit:            sbatch {script}",
+        f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {script}",
+        *[f"#SBATCH {option}" for option in sbatch],
+        "",
+        f"commands={shlex.quote(str(commands.resolve()))}",
+        f"cd {shlex.quote(str(cwd))} || exit 2",
+        '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK',
+        *opts.setup,
+    ]
+    script.parent.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    commands.write_text("".join(line + "\n" for line in lines))
+    script.write_text("\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
+    script.chmod(0o755)
+    return script, commands, len(todo)
+
+
+# ---------------------------------------------------------------- local pool
+
+
+def last_line(path, prefix=None):
+    """The last non-empty line of a log (the last starting with prefix, if given), or ''."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+            lines = [l.strip() for l in f.read().decode(errors="replace").splitlines() if l.strip()]
+    except OSError:
+        return ""
+    if prefix:
+        lines = [l for l in lines if l.startswith(prefix)] or lines
+    return lines[-1] if lines else ""
+
+
+def summary_of(log):
+    """A short result from a finished stage's JSON line: test_acc or clean/robust accuracies."""
+    try:
+        result = json.loads(last_line(log))
+    except json.JSONDecodeError:
+        return ""
+    if not isinstance(result, dict):
+        return ""
+    if "test_acc" in result:
+        return f"test_acc {result['test_acc']:.4f}"
+    if isinstance(result.get("robust_acc"), dict):  # attack.py's summary line
+        return f"clean_acc {result.get('clean_acc') or float('nan'):.4f}, {len(result['robust_acc'])} settings"
+    return ""
+
+
+class LocalPool:
+    """Runs the tasks' stages with one worker per slot; a slot is the environment of its runs.
+
+    SIGTERM/SIGUSR1 (and Ctrl-C) stop handing out runs and pass SIGTERM/SIGUSR1 on to the running
+    stages, which checkpoint and exit 75; rerunning the sweep resumes them.
+    """
+
+    def __init__(self, tasks, slots, log=sys.stderr):
+        self.queue = [t for t in tasks if t.todo]
+        self.total = len(self.queue)
+        self.slots = slots
+        self.log = log
+        self.lock = threading.Lock()
+        self.running = set()
+        self.signal = None
+        self.outcomes = []  # dicts: run, stage, status, seconds, log, note
+
+    def say(self, line):
+        with self.lock:
+            print(f"{datetime.now():%H:%M:%S} {line}", file=self.log, flush=True)
+
+    def stop(self, signum, frame):
+        self.signal = signal.Signals(signum)
+        forward = signal.SIGTERM if signum == signal.SIGINT else signum
+        self.say(f"got {self.signal.name}: stopping the running stages, starting no more")
+        with self.lock:
+            for proc in self.running:
+                proc.send_signal(forward)
+
+    def next_task(self):
+        with self.lock:
+            if self.signal or not self.queue:
+                return None
+            task = self.queue.pop(0)
+            return task, self.total - len(self.queue)
+
+    def work(self, env):
+        while (item := self.next_task()) is not None:
+            task, number = item
+            for stage in task.todo:
+                if self.signal:
+                    break
+                if not self.run_stage(task, stage, number, env):
+                    break
+
+    def run_stage(self, task, stage, number, env):
+        log = task.run_dir / f"{stage}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = task.commands[stage]
+        where = ", ".join(f"{k}={env[k]}" for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS") if k in env)
+        self.say(f"[{number}/{self.total}] {stage} {task.run.name}: started ({where}), log {log}")
+        start = time.time()
+        with open(log, "a") as out:
+            out.write(f"=== {datetime.now():%Y-%m-%dT%H:%M:%S} {where}: {shlex.join(argv)}\n")
+            out.flush()
+            with self.lock:
+                if self.signal:
+                    return False
+                proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **env})
+                self.running.add(proc)
+            status = proc.wait()
+            with self.lock:
+                self.running.discard(proc)
+        seconds = time.time() - start
+        outcome = {"run": task.run.name, "stage": stage, "status": status, "seconds": round(seconds, 1),
+                   "log": str(log)}
+        if status == 0:
+            outcome["note"] = summary_of(log)
+            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: done in {seconds:.0f} s"
+                     + (f", {outcome['note']}" if outcome["note"] else ""))
+        elif status == REQUEUE_EXIT:
+            outcome["note"] = "stopped by a signal; rerun the sweep to resume"
+            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: stopped (exit 75), resumable")
+        else:
+            outcome["note"] = last_line(log, prefix="error:")
+            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (exit {status}): "
+                     f"{outcome['note']}")
+        with self.lock:
+            self.outcomes.append(outcome)
+        return status == 0
+
+    def run(self):
+        handled = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+        previous = {s: signal.signal(s, self.stop) for s in handled}
+        try:
+            threads = [threading.Thread(target=self.work, args=(env,), daemon=True) for env in self.slots]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)  # short joins, so the signal handler runs promptly
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.outcomes
+
+
+def local_slots(opts):
+    """One environment per concurrent run: a GPU each, or an equal share of the CPU cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if opts.gpus:
+        ids = opts.gpus if isinstance(opts.gpus, (list, tuple)) else str(opts.gpus).split(",")
+        gpus = [str(g).strip() for g in ids if str(g).strip()]
+        if not gpus:
+            raise UsageError("--gpus needs ids, e.g. 0,1")
+        slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
+    else:
+        slots = [{} for _ in range(opts.jobs)]
+    threads = str(max(1, cores // len(slots)))
+    for slot in slots:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            slot.setdefault(var, os.environ.get(var, threads))
+    return slots
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None):
+    opts, runs, scripts, routed = parse(argv)
+    python = sys.executable if opts.local else opts.python
+    tasks = make_tasks(opts, runs, scripts, routed, python)
+    todo = [t for t in tasks if t.todo]
+    if opts.dry_run:
+        dry_run(tasks)
+        return {"runs": len(tasks), "to_run": len(todo)}
+    if opts.print:
+        cwd = Path.cwd()
+        for task in todo:
+            print(task.shell(opts.python, cwd=cwd), flush=True)
+        print(count_line(tasks), file=sys.stderr)
+        return {"runs": len(tasks), "to_run": len(todo)}
+    if opts.slurm:
+        if not todo:
+            print(f"{count_line(tasks)}: nothing to submit, no script written", file=sys.stderr)
+            summary = {"runs": len(tasks), "tasks": 0, "script": None}
+        else:
+            script, commands, n = write_slurm(opts, tasks)
+            print(f"{count_line(tasks)}\nwrote {script} ({n} array tasks) and {commands}; "
+                  f"submit with: sbatch {script}", file=sys.stderr)
+            summary = {"runs": len(tasks), "tasks": n, "script": str(script), "commands": str(commands)}
+        print(json.dumps(summary), flush=True)
+        return summary
+    print(count_line(tasks), file=sys.stderr, flush=True)
+    pool = LocalPool(tasks, local_slots(opts))
+    outcomes = pool.run()
+    failed = [o for o in outcomes if o["status"] not in (0, REQUEUE_EXIT)]
+    stopped = [o for o in outcomes if o["status"] == REQUEUE_EXIT]
+    done = sum(1 for t in todo if all(any(o["run"] == t.run.name and o["stage"] == s and
+                                          o["status"] == 0 for o in outcomes) for s in t.todo))
+    summary = {"runs": len(tasks), "skipped": len(tasks) - len(todo), "completed": done,
+               "failed": failed, "stopped": stopped,
+               "not_started": pool.total - len({o["run"] for o in outcomes}),
+               "signal": pool.signal.name if pool.signal else None}
+    for outcome in failed:
+        print(f"FAILED {outcome['stage']} {outcome['run']}: exit {outcome['status']}: "
+              f"{outcome['note']} (log: {outcome['log']})", file=sys.stderr)
+    print(json.dumps(summary), flush=True)
+    if pool.signal is not None or stopped:
+        sys.exit(130 if pool.signal == signal.SIGINT else REQUEUE_EXIT)
+    if failed:
+        sys.exit(1)
+    return summary
+
+
+if __name__ == "__main__":
+    run_cli(main)

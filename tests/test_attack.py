@@ -1,0 +1,371 @@
+"""Attacks: agreement with torchattacks and with the paper's loop, their properties, attack.py.
+
+The models are trained in-process on the tiny colour CIFAR (conftest) so the suite stays fast on a
+shared CPU: a resnet32 with category labels (a few Adam steps), and a high-dimensional model that
+shares its trunk and regresses the 4096 values of the fixture's speech targets, flattened, with a
+linear head fitted by least squares (the decoder head is slow to train; attack.py is run end to end
+on a decoder-head checkpoint from train.py below).
+"""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import attack
+from architecture import build_model
+from bench.paper_attack import paper_fgsm, paper_iterative
+from cifar import load_cifar, to_float
+from conftest import last_json, run_script
+from utils import preempt
+from utils.attacks import ATTACKS, draw_targets, run_attack, start_noise
+from utils.errors import run_cli
+from utils.labelspace import CategorySpace, TargetSpace
+from utils.training import evaluate
+
+EPS1, EPS8 = 1 / 255, 8 / 255
+N = 40  # test images per property check
+# One thread: on a CPU shared with other jobs, two threads each stall waiting for the other.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(cifar10_dir):
+    return load_cifar("cifar10", cifar10_dir)
+
+
+def recalibrate_batch_norm(model, images):
+    """Running statistics = the exact statistics of `images` (a few steps leave them stale)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(images)
+    model.eval()
+
+
+@pytest.fixture(scope="module")
+def category(tiny):
+    torch.manual_seed(0)
+    space, model = CategorySpace(10), build_model("resnet32", (10,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(20):
+        index = torch.randint(0, len(tiny.train_labels), (32,), generator=generator)
+        loss = space.loss(model(to_float(tiny.train_images[index])), tiny.train_labels[index]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    recalibrate_batch_norm(model, to_float(tiny.train_images))
+    assert evaluate(model, space, tiny.test_images, tiny.test_labels)["acc"] > 0.8
+    return model, space
+
+
+@pytest.fixture(scope="module")
+def highdim(category, tiny, label_dir):
+    space = TargetSpace("speech_flat", np.load(label_dir / "cifar10_speech.npy").reshape(10, -1))
+    model = build_model("resnet32", space.output_shape)
+    model.trunk.load_state_dict(category[0].trunk.state_dict())
+    model.eval()
+    with torch.no_grad():
+        features = model.features(to_float(tiny.train_images))
+        design = torch.cat([features, torch.ones(len(features), 1)], 1)
+        solution = torch.linalg.lstsq(design, space.targets[tiny.train_labels]).solution
+        model.head.linear.weight.copy_(solution[:-1].T)
+        model.head.linear.bias.copy_(solution[-1])
+    assert evaluate(model, space, tiny.test_images, tiny.test_labels)["acc"] > 0.8
+    return model, space
+
+
+@pytest.fixture(params=["category", "highdim"])
+def trained(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def test_set(tiny):
+    targets = draw_targets(tiny.test_labels, 10, seed=0)
+    return to_float(tiny.test_images[:N]), tiny.test_labels[:N], targets[:N]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+def test_targets_are_other_classes_fixed_per_test_index():
+    labels = torch.arange(1000) % 10
+    targets = draw_targets(labels, 10, seed=7)
+    assert (targets != labels).all() and targets.min() >= 0 and targets.max() <= 9
+    assert torch.equal(targets, draw_targets(labels, 10, seed=7))
+    assert torch.equal(targets[:100], draw_targets(labels, 10, seed=7)[:100])
+    assert not torch.equal(targets, draw_targets(labels, 10, seed=8))
+    counts = torch.bincount((targets - labels) % 10, minlength=10)
+    assert counts[0] == 0 and counts[1:].min() > 70  # uniform over the 9 other classes
+
+
+def test_random_start_depends_only_on_seed_restart_and_index():
+    everything = start_noise(torch.arange(600), (3, 4, 4), seed=1, restart=0)
+    some = torch.tensor([5, 300, 599, 2])
+    assert torch.equal(start_noise(some, (3, 4, 4), seed=1, restart=0), everything[some])
+    assert everything.min() >= -1 and everything.max() <= 1 and everything.abs().mean() > 0.4
+    assert not torch.equal(start_noise(some, (3, 4, 4), seed=1, restart=1), everything[some])
+
+
+def test_unknown_attack_and_protocol_are_usage_errors(category, test_set):
+    from utils.errors import UsageError
+    images, labels, _ = test_set
+    with pytest.raises(UsageError, match="unknown attack 'cw'; choose from fgsm, iterative, pgd"):
+        run_attack(*category, images, labels, "cw", EPS8)
+    with pytest.raises(UsageError, match="unknown protocol"):
+        run_attack(*category, images, labels, "fgsm", EPS8, protocol="normalised")
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-checks
+
+def torchattacks_robust_acc(model, attack, images, labels, targets=None):
+    if targets is not None:  # one call on the whole set, so the map can ignore its arguments
+        attack.set_mode_targeted_by_function(lambda images, labels: targets)
+    adversarial = attack(images, labels)
+    with torch.no_grad():
+        clean_ok = model(images).argmax(1) == labels
+        adv_ok = model(adversarial).argmax(1) == labels
+    return (clean_ok & adv_ok).float().mean().item(), adversarial
+
+
+@pytest.mark.parametrize("name, eps, targeted", [("fgsm", 4 / 255, False), ("fgsm", EPS8, False),
+                                                 ("fgsm", EPS8, True), ("iterative", EPS8, False),
+                                                 ("iterative", 4 / 255, True)])
+def test_same_robust_accuracy_as_torchattacks(category, test_set, name, eps, targeted):
+    """FGSM, and PGD with its random start disabled (our `iterative` preset), on the same images."""
+    torchattacks = pytest.importorskip("torchattacks")
+    model, space = category
+    images, labels, targets = test_set
+    steps, alpha = 5, 2.5 * eps / 5
+    reference = (torchattacks.FGSM(model, eps=eps) if name == "fgsm"
+                 else torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=False))
+    theirs, their_images = torchattacks_robust_acc(model, reference, images, labels,
+                                                   targets if targeted else None)
+    ours = run_attack(model, space, images, labels, name, eps, steps=steps,
+                      targets=targets if targeted else None, keep_images=True)
+    assert abs(ours["robust_acc"] - theirs) <= 0.005
+    attacked = ours["clean_pred"] == labels
+    same = (ours["adversarial"][attacked] - their_images[attacked]).abs() < 1e-6
+    assert same.float().mean() > 0.999
+
+
+def test_paper_protocol_matches_the_papers_loop(trained, test_set):
+    """FGSM and a 1-step iterative attack (where gradient accumulation cannot differ) agree with
+    the paper's one-image-at-a-time loop, untargeted and targeted, in normalised units."""
+    model, space = trained
+    images, labels, targets = (t[:20] for t in test_set)  # the paper's loop is slow
+    for eps in (0.05, 0.2):
+        for chosen in (None, targets):
+            ours = run_attack(model, space, images, labels, "fgsm", eps, protocol="paper", targets=chosen)
+            assert ours["robust_acc"] == paper_fgsm(model, space, images, labels, eps, targets=chosen)
+    ours = run_attack(model, space, images, labels, "iterative", 0.1, protocol="paper", steps=1)
+    assert ours["robust_acc"] == paper_iterative(model, space, images, labels, 0.1, steps=1)
+    assert paper_fgsm(model, space, images, labels, 0) == ours["clean_acc"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties, for a category and a high-dimensional model
+
+def test_eps_zero_is_clean_accuracy(trained, tiny):
+    model, space = trained
+    clean = evaluate(model, space, tiny.test_images, tiny.test_labels)["acc"]
+    for name in ATTACKS:
+        result = run_attack(model, space, tiny.test_images, tiny.test_labels, name, 0.0)
+        assert result["robust_acc"] == result["clean_acc"] == pytest.approx(clean)
+
+
+def test_stronger_attacks_and_larger_eps_lower_robust_accuracy(trained, test_set):
+    model, space = trained
+    images, labels, _ = test_set
+    pgd1 = run_attack(model, space, images, labels, "pgd", EPS1, steps=5)["robust_acc"]
+    pgd8 = run_attack(model, space, images, labels, "pgd", EPS8, steps=5)["robust_acc"]
+    fgsm8 = run_attack(model, space, images, labels, "fgsm", EPS8)["robust_acc"]
+    clean = run_attack(model, space, images, labels, "fgsm", 0.0)["robust_acc"]
+    assert pgd8 < pgd1 <= clean
+    assert pgd8 <= fgsm8 + 2 / N  # PGD is at most FGSM, up to the noise of a couple of images
+
+
+@pytest.mark.parametrize("protocol", ["pixel", "paper"])
+def test_adversarial_images_stay_within_eps_and_range(trained, test_set, protocol):
+    model, space = trained
+    images, labels, targets = test_set
+    images, labels, targets = images[:16], labels[:16], targets[:16]
+    std = torch.tensor(model.model_args["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(model.model_args["mean"]).view(1, 3, 1, 1)
+    eps = EPS8 if protocol == "pixel" else 0.1
+    radius = eps * (std if protocol == "paper" else torch.ones_like(std))
+    for name in ATTACKS:
+        for chosen in (None, targets):
+            result = run_attack(model, space, images, labels, name, eps, protocol=protocol, steps=3,
+                                restarts=2, targets=chosen, keep_images=True)
+            adversarial = result["adversarial"]
+            assert ((adversarial - images).abs() <= radius + 1e-6).all()
+            moved = (adversarial != images).flatten(1).any(1)
+            assert torch.equal(moved, (result["clean_pred"] == labels) & moved)  # only correct ones
+            assert moved.sum() >= result["attacked"] // 2
+            if protocol == "pixel":
+                assert adversarial.min() >= 0 and adversarial.max() <= 1
+            elif name == "fgsm":  # the paper's clamp: each normalised image's own min and max
+                z, z_adv = (images - mean) / std, (adversarial - mean) / std
+                assert (z_adv.amin((1, 2, 3)) >= z.amin((1, 2, 3)) - 1e-5).all()
+                assert (z_adv.amax((1, 2, 3)) <= z.amax((1, 2, 3)) + 1e-5).all()
+
+
+def test_targeted_attacks_hit_their_targets_more_often_than_chance(trained, test_set):
+    model, space = trained
+    images, labels, targets = test_set
+    result = run_attack(model, space, images, labels, "pgd", 16 / 255, steps=10, step_size=2 / 255,
+                        targets=targets)
+    chance = 1 / space.num_classes  # a prediction drawn at random hits the target this often
+    assert result["attacked"] >= 0.8 * N and result["target_success"] > 2 * chance
+    assert run_attack(model, space, images, labels, "pgd", 0.0, targets=targets)["target_success"] == 0
+
+
+def test_batch_size_does_not_change_the_result(trained, test_set):
+    model, space = trained
+    images, labels, targets = test_set
+    runs = [run_attack(model, space, images, labels, "pgd", EPS8, steps=3, restarts=2, targets=targets,
+                       seed=5, batch_size=batch_size, keep_images=True) for batch_size in (7, 500)]
+    assert runs[0]["robust_acc"] == runs[1]["robust_acc"]
+    assert runs[0]["target_success"] == runs[1]["target_success"]
+    assert torch.equal(runs[0]["adv_pred"], runs[1]["adv_pred"])
+    assert ((runs[0]["adversarial"] - runs[1]["adversarial"]).abs() > 1e-6).float().mean() < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# attack.py
+
+def script_flags(cifar10_dir, base_dir, label_dir, *extra):
+    return [str(a) for a in ("--model", "resnet32", "--dataset", "cifar10", "--label", "speech",
+                             "--seed", "3", "--data_dir", cifar10_dir, "--label_dir", label_dir,
+                             "--base_dir", base_dir, "--device", "cpu", *extra)]
+
+
+@pytest.fixture(scope="module")
+def speech_run(cifar10_dir, label_dir, tmp_path_factory):
+    """A checkpoint with the paper's decoder head, saved by train.py (barely trained: 10 images)."""
+    base = tmp_path_factory.mktemp("attack_runs")
+    run_script("train.py", "--model", "resnet32", "--dataset", "cifar10", "--label", "speech",
+               "--seed", "3", "--data_dir", cifar10_dir, "--label_dir", label_dir, "--base_dir", base,
+               "--valid_size", "290", "--epochs", "1", "--batch_size", "10", "--device", "cpu",
+               env=ONE_THREAD)
+    return base, base / "cifar10" / "seed3" / "resnet32" / "model_speech"
+
+
+def call_main(capsys, argv):
+    summary = attack.main(argv)
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1]) == summary
+    return summary, err
+
+
+def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, capsys):
+    base, run_dir = speech_run
+    flags = script_flags(cifar10_dir, base, label_dir, "--attacks", "fgsm", "pgd", "--epsilons", "0",
+                         "8/255", "--steps", "2", "--num_images", "30", "--batch_size", "16")
+    proc = run_script("attack.py", *flags, env=ONE_THREAD)
+    summary = last_json(proc)
+    assert summary["run_dir"] == str(run_dir) and summary["num_images"] == 30
+    keys = [f"{a}/{m}/{e}" for a in ("fgsm", "pgd") for m in ("untargeted", "targeted") for e in ("0", "8/255")]
+    assert list(summary["robust_acc"]) == keys
+    assert list(summary["target_success"]) == [k for k in keys if "/targeted/" in k]
+    assert all(v == summary["clean_acc"] for k, v in summary["robust_acc"].items() if k.endswith("/0"))
+    assert proc.stderr.count("robust_acc") == len(keys)  # one progress line per setting
+    saved = json.loads((run_dir / attack.RESULTS_FILE).read_text())
+    assert saved["label"] == "speech" and saved["model"] == "resnet32" and saved["num_images"] == 30
+    assert saved["config"]["steps"] == 2 and saved["environment"]["torch"]
+    entry = next(e for e in saved["entries"] if e["attack"] == "pgd" and e["targeted"] and e["eps"] > 0)
+    assert entry["eps_label"] == "8/255" and entry["eps"] == pytest.approx(8 / 255)
+    assert (entry["protocol"], entry["steps"], entry["restarts"]) == ("pixel", 2, 1)
+    assert entry["step_size"] == pytest.approx(2.5 * 8 / 255 / 2)
+    for key in ("robust_acc", "target_success", "images_per_s", "seconds", "clean_acc"):
+        assert key in entry
+    assert (run_dir / attack.EXAMPLES_FILE).read_bytes()[:4] == b"\x89PNG"
+
+    # Same settings: every entry is reused; one more eps: only the new settings are computed.
+    again, err = call_main(capsys, flags)
+    assert again == summary and err.count("reused") == len(keys)
+    more = flags[:flags.index("--epsilons") + 1] + ["0", "8/255", "2/255"] + flags[flags.index("--steps"):]
+    grown, err = call_main(capsys, more)
+    assert err.count("reused") == len(keys) and len(grown["robust_acc"]) == len(keys) + 4
+    assert len(json.loads((run_dir / attack.RESULTS_FILE).read_text())["entries"]) == len(keys) + 4
+
+    # The paper's protocol adds its own entries beside the pixel-space ones.
+    paper, _ = call_main(capsys, script_flags(cifar10_dir, base, label_dir, "--paper_protocol",
+                                              "--epsilons", "0", "0.1", "--num_images", "30"))
+    assert list(paper["robust_acc"]) == [f"{a}/{m}/{e}" for a in ("fgsm", "iterative")
+                                         for m in ("untargeted", "targeted") for e in ("0", "0.1")]
+    entries = json.loads((run_dir / attack.RESULTS_FILE).read_text())["entries"]
+    assert {e["protocol"] for e in entries} == {"pixel", "paper"}
+    assert {e["steps"] for e in entries if e["protocol"] == "paper" and e["attack"] == "iterative"} == {5}
+
+
+def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_dir, tmp_path,
+                                               capsys, monkeypatch):
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech.pth"
+    checkpoint.write_bytes((run_dir / "speech_seed3_resnet32_best_model.pth").read_bytes())
+    flags = ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
+             "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "0", "4/255",
+             "8/255", "--targeted", "no", "--num_images", "20", "--examples", "0"]
+    results = tmp_path / attack.RESULTS_FILE
+    monkeypatch.setattr(preempt, "install", lambda: None)
+    monkeypatch.setattr(preempt, "requested", lambda: results.exists())  # a signal after setting 1
+    with pytest.raises(SystemExit) as exit_info:
+        attack.main(flags)
+    assert exit_info.value.code == preempt.REQUEUE_EXIT
+    assert "preempted" in capsys.readouterr().err
+    assert len(json.loads(results.read_text())["entries"]) == 1
+    monkeypatch.setattr(preempt, "requested", lambda: False)
+    summary, err = call_main(capsys, flags)
+    assert err.count("reused") == 1 and len(summary["robust_acc"]) == 3
+    assert summary["run_dir"] == str(tmp_path)
+
+
+def one_line_error(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(attack.main, argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    base, run_dir = speech_run
+    checkpoint = run_dir / "speech_seed3_resnet32_best_model.pth"
+    flags = script_flags(cifar10_dir, base, label_dir)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    line = one_line_error(capsys, script_flags(cifar10_dir, tmp_path, label_dir))
+    assert f"no checkpoint at {tmp_path}/cifar10/seed3/resnet32/model_speech/speech_seed3" in line
+    line = one_line_error(capsys, flags[:1] + ["vgg19"] + flags[2:] + ["--checkpoint", str(checkpoint)])
+    assert "holds a resnet32, not a vgg19" in line
+    line = one_line_error(capsys, flags[:5] + ["category"] + flags[6:] + ["--checkpoint", str(checkpoint)])
+    assert "was trained on speech labels, not category" in line
+    np.save(tmp_path / "cifar10_speech.npy", np.random.rand(10, 48, 48).astype(np.float32))
+    other_labels = flags[:flags.index("--label_dir") + 1] + [str(tmp_path)] + flags[flags.index("--base_dir"):]
+    line = one_line_error(capsys, other_labels)
+    assert "targets of shape (64, 64), but" in line and "holds shape (48, 48)" in line
+    assert "eps 2 is outside [0, 1]" in one_line_error(capsys, flags + ["--epsilons", "0", "2"])
+    assert "'x' is not a number or a fraction" in one_line_error(capsys, flags + ["--epsilons", "x"])
+    assert "invalid choice: 'cw'" in one_line_error(capsys, flags + ["--attacks", "fgsm", "cw"])
+    assert "test split has 100 images" in one_line_error(capsys, flags + ["--num_images", "101"])
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    assert "is corrupt" in one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "broken.pth")])
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written

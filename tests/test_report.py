@@ -1,0 +1,194 @@
+"""report.py on hand-made run directories with known numbers: tables, CSVs, summary, figures."""
+import csv
+import json
+
+import pytest
+
+from conftest import last_json, run_script
+from report import cell, mean_std, report
+from utils.runs import run_directory
+
+EPS8 = 8 / 255
+
+
+def entry(attack, eps, robust, targeted=False, success=None, protocol="pixel"):
+    row = {"attack": attack, "targeted": targeted, "eps": eps, "eps_label": f"{round(eps * 255):d}/255",
+           "protocol": protocol, "steps": 1 if attack == "fgsm" else 10, "step_size": eps,
+           "restarts": 1, "robust_acc": robust, "images_per_s": 100.0, "seconds": 1.0}
+    if targeted:
+        row["target_success"] = success
+    return row
+
+
+def make_run(base, label, seed, level=100, test_acc=None, valid_acc=None, epochs=4, done_epochs=None,
+             attack=None, clean_acc=None, model="resnet32", dataset="cifar10"):
+    """A run directory as train.py (and attack.py) leave it; test_acc None = training unfinished."""
+    run_dir = run_directory(base, dataset, level, seed, model, label)
+    run_dir.mkdir(parents=True)
+    done = epochs if test_acc is not None else done_epochs
+    curve = [0.1 * (e + 1) for e in range(done)]
+    (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": epochs, "label": label}}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "valid_acc": v}) + "\n"
+                                                   for e, v in enumerate(curve)))
+    (run_dir / "last_checkpoint.pth").write_bytes(b"checkpoint")
+    if test_acc is not None:
+        (run_dir / "results.json").write_text(json.dumps({
+            "run_dir": str(run_dir), "dataset": dataset, "model": model, "label": label, "seed": seed,
+            "level": level, "epochs": epochs, "best_epoch": epochs, "valid_acc": valid_acc,
+            "valid_loss": 1.0, "test_acc": test_acc, "test_loss": 1.0,
+            "train_images": 4170 if level == 100 else 1292, "test_images": 1017,
+            "train_seconds": 10.0, "images_per_s": 400.0, "checkpoint": "x.pth", "device": "cpu"}))
+    if attack is not None:
+        (run_dir / "attack_results.json").write_text(json.dumps({
+            "run_dir": str(run_dir), "checkpoint": "x.pth", "model": model, "label": label,
+            "dataset": dataset, "num_images": 1017, "clean_acc": clean_acc, "entries": attack,
+            "config": {}, "environment": {}}))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """category: 3 seeds at levels 100 and 25; speech: 2 finished seeds + 1 unfinished at level 100,
+    1 seed of 3 at level 25; attacks at level 100 (speech seed 2 lacks its PGD entry)."""
+    base = tmp_path_factory.mktemp("outputs")
+    for seed, acc, robust, success in ((1, 0.5, 0.1, 0.9), (2, 0.6, 0.2, 0.8), (3, 0.7, 0.3, 0.7)):
+        make_run(base, "category", seed, test_acc=acc, valid_acc=acc + 0.05, clean_acc=acc,
+                 attack=[entry("fgsm", EPS8, robust), entry("fgsm", 1 / 255, robust + 0.2),
+                         entry("pgd", EPS8, robust / 2), entry("fgsm", EPS8, 0.0, True, success)])
+        make_run(base, "category", seed, level=25, test_acc=acc - 0.2, valid_acc=acc - 0.2)
+    make_run(base, "speech", 1, test_acc=0.7, valid_acc=0.7, clean_acc=0.7,
+             attack=[entry("fgsm", EPS8, 0.4), entry("fgsm", 1 / 255, 0.6), entry("pgd", EPS8, 0.3),
+                     entry("fgsm", EPS8, 0.1, True, 0.5)])
+    make_run(base, "speech", 2, test_acc=0.8, valid_acc=0.8, clean_acc=0.8,
+             attack=[entry("fgsm", EPS8, 0.5), entry("fgsm", 1 / 255, 0.7), entry("fgsm", EPS8, 0.2, True, 0.4)])
+    make_run(base, "speech", 3, done_epochs=2)
+    make_run(base, "speech", 1, level=25, test_acc=0.45, valid_acc=0.45)
+    return base
+
+
+@pytest.fixture(scope="module")
+def made(study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, report(study, out)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_rows(markdown, heading):
+    """The first table after a heading as {first cell: other cells}, its header row included."""
+    lines = markdown.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = {}
+    for line in lines[start:start + 1] + lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_mean_and_sample_std():
+    assert mean_std([0.5, 0.6, 0.7])[0] == pytest.approx(0.6)
+    assert mean_std([0.5, 0.6, 0.7])[1] == pytest.approx(0.1)  # ddof=1
+    assert mean_std([0.4, None]) == (0.4, None, 1)
+    assert cell(mean_std([0.5, 0.6, 0.7])) == "60.00 ± 10.00 (n=3)"
+    assert cell(mean_std([0.45])) == "45.00 (n=1)"
+    assert cell(mean_std([])) == "-"
+
+
+def test_clean_table_and_csv(made):
+    out, summary = made
+    markdown = (out / "tables.md").read_text()
+    clean = table_rows(markdown, "### cifar10 (level 100: 4170 training images, 4 epochs)")
+    assert clean == {"label": ["resnet32"], "category": ["60.00 ± 10.00 (n=3)"], "speech": ["75.00 ± 7.07 (n=2)"]}
+    rows = {r["label"]: r for r in read_csv(out / "clean_accuracy.csv")}
+    assert set(rows) == {"category", "speech"}
+    assert float(rows["category"]["test_acc_mean"]) == pytest.approx(0.6)
+    assert float(rows["category"]["test_acc_std"]) == pytest.approx(0.1)
+    assert float(rows["category"]["valid_acc_mean"]) == pytest.approx(0.65)
+    assert rows["speech"]["n"] == "2" and rows["speech"]["seeds"] == "1 2"
+    assert [r["label"] for r in summary["clean_accuracy"]] == ["category", "speech"]
+
+
+def test_data_efficiency_table(made):
+    out, _ = made
+    table = table_rows((out / "tables.md").read_text(), "### cifar10, resnet32\n")
+    assert table["label"] == ["100% (4170 images)", "25% (1292 images)"]
+    assert table["category"] == ["60.00 ± 10.00 (n=3)", "40.00 ± 10.00 (n=3)"]
+    assert table["speech"] == ["75.00 ± 7.07 (n=2)", "45.00 (n=1)"]
+    rows = read_csv(out / "data_efficiency.csv")
+    assert [(r["label"], r["level"], r["n"]) for r in rows] == [
+        ("category", "100", "3"), ("category", "25", "3"), ("speech", "100", "2"), ("speech", "25", "1")]
+    assert rows[3]["test_acc_std"] == ""
+
+
+def test_robust_tables(made):
+    out, _ = made
+    markdown = (out / "tables.md").read_text()
+    fgsm = table_rows(markdown, "### cifar10, resnet32, level 100: fgsm, untargeted")
+    assert fgsm["label"] == ["clean", "1/255", "8/255"]
+    assert fgsm["category"] == ["60.00 ± 10.00 (n=3)", "40.00 ± 10.00 (n=3)", "20.00 ± 10.00 (n=3)"]
+    assert fgsm["speech"] == ["75.00 ± 7.07 (n=2)", "65.00 ± 7.07 (n=2)", "45.00 ± 7.07 (n=2)"]
+    pgd = table_rows(markdown, "### cifar10, resnet32, level 100: pgd, untargeted")
+    assert pgd["category"][1] == "10.00 ± 5.00 (n=3)" and pgd["speech"][1] == "30.00 (n=1)"
+    targeted = markdown.split("fgsm, targeted", 1)[1]
+    assert table_rows(targeted, "Targeted attack success rate")["category"] == ["80.00 ± 10.00 (n=3)"]
+    rows = read_csv(out / "robust_accuracy.csv")
+    row = next(r for r in rows if (r["label"], r["attack"], r["targeted"], r["eps_label"]) ==
+               ("category", "fgsm", "False", "8/255"))
+    assert float(row["robust_acc_mean"]) == pytest.approx(0.2) and float(row["eps"]) == pytest.approx(EPS8)
+    assert row["num_images"] == "1017" and row["steps"] == "1"
+
+
+def test_missing_and_incomplete_are_listed(made):
+    out, summary = made
+    incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
+    assert incomplete["cifar10/resnet32/speech/level100/seed3"] == [
+        "training stopped after epoch 2 of 4 (no results.json)"]
+    assert incomplete["cifar10/resnet32/speech/level100/seed2"] == [
+        "attack results miss 1 setting(s): pgd untargeted 8/255"]
+    assert incomplete["cifar10/resnet32/category/level25/seed1"] == ["no attack results"]
+    assert len(incomplete) == 3 + 1 + 1 + 1  # category level 25 x3, speech level 25 seed 1
+    assert [m["run"] for m in summary["missing"]] == ["cifar10/resnet32/speech/level25/seed2",
+                                                      "cifar10/resnet32/speech/level25/seed3"]
+    markdown = (out / "tables.md").read_text()
+    assert "- `cifar10/seed3/resnet32/model_speech`: training stopped after epoch 2 of 4" in markdown
+    assert "- cifar10/resnet32/speech/level25/seed3: no run directory" in markdown
+    statuses = {(r["label"], r["level"], r["seed"]): r["status"] for r in read_csv(out / "runs.csv")}
+    assert statuses[("speech", "100", "3")] == "incomplete" and statuses[("category", "100", "1")] == "complete"
+
+
+def test_summary_json_and_figures(made):
+    out, _ = made
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["run_dirs"] == len(saved["runs"]) == 10 and saved["trained"] == 9 and saved["attacked"] == 5
+    assert {r["run_dir"] for r in saved["runs"]} >= {"cifar10/seed1/resnet32/model_category"}
+    curve = next(c for c in saved["curves"] if (c["label"], c["level"]) == ("speech", 100))
+    assert curve["valid_acc"] == pytest.approx([0.1, 0.2, 0.3, 0.4])  # seed 3 stopped at epoch 2
+    figures = [f for f in saved["files"] if f.endswith(".png")]
+    assert sorted(figures) == ["curves_cifar10_resnet32_level100.png", "curves_cifar10_resnet32_level25.png",
+                               "levels_cifar10_resnet32.png", "robust_cifar10_resnet32_level100_targeted.png",
+                               "robust_cifar10_resnet32_level100_untargeted.png"]
+    for name in figures:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_grid_file_names_the_expected_runs(study, tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category, speech, uniform]\nlevels: [100]\nseeds: [1, 2]\nstages: [train]\n")
+    summary = report(study, tmp_path / "out", grid, draw=False)
+    assert [m["run"] for m in summary["missing"]] == ["cifar10/resnet32/uniform/level100/seed1",
+                                                      "cifar10/resnet32/uniform/level100/seed2"]
+    assert not any("attack" in r for i in summary["incomplete"] for r in i["reasons"])
+    assert summary["expected_runs"] == f"grid file {grid}"
+
+
+def test_cli_json_line_and_bad_base_dir(study, tmp_path):
+    result = last_json(run_script("report.py", "--base_dir", study, "--out", tmp_path / "r", "--no_figures"))
+    assert (result["runs"], result["incomplete"], result["missing"]) == (10, 6, 2)
+    assert (tmp_path / "r" / "tables.md").exists() and not list((tmp_path / "r").glob("*.png"))
+    proc = run_script("report.py", "--base_dir", tmp_path / "nowhere", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --base_dir") and proc.stdout == ""

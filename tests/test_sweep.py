@@ -1,0 +1,440 @@
+"""sweep.py: grid expansion, flag routing, skipping, the SLURM array script (its task body by hand,
+then a real single-node SLURM with a requeue), and --local runs with their logs and failures."""
+import io
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sweep
+from conftest import REPO, last_json, run_script
+from utils.errors import call_cli
+from utils.grid import ATTACK_RESULTS, Run, Task, requested_attacks
+
+HAVE_ATTACK = pytest.mark.skipif(not (REPO / "attack.py").exists(), reason="attack.py is not written yet")
+# Tiny attacks: one setting on 20 images, no example figure.
+ATTACK_FLAGS = ["--num_images", "20", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
+                "--examples", "0"]
+
+
+def tiny(data_dir, label_dir, base_dir, epochs=1, *extra):
+    """Pass-through flags for a tiny run on the conftest data (routed to train.py and attack.py)."""
+    return ["--data_dir", str(data_dir), "--label_dir", str(label_dir), "--base_dir", str(base_dir),
+            "--epochs", str(epochs), "--valid_size", "50", "--device", "cpu",
+            "--train_args", "--batch_size 64", *extra]
+
+
+def plain_env():
+    """The environment without SLURM's variables, so a task body never talks to a real cluster."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+
+
+def sweep_lines(capsys, argv):
+    sweep.main(argv)
+    return capsys.readouterr().out.splitlines()
+
+
+# ---------------------------------------------------------------- grid and flags
+
+
+def test_grid_order_repeats_and_config_files(tmp_path):
+    opts, runs, _, _ = sweep.parse(["--labels", "speech", "category", "speech", "--levels", "100", "25",
+                                    "--seeds", "7", "77", "--models", "resnet32", "vgg19", "--dry_run"])
+    names = [r.name for r in runs]
+    assert len(names) == 2 * 2 * 2 * 2 and names[:3] == [
+        "cifar10/resnet32/speech/level100/seed7", "cifar10/resnet32/speech/level100/seed77",
+        "cifar10/resnet32/speech/level25/seed7"]
+    assert names[8] == "cifar10/vgg19/speech/level100/seed7"  # model varies slower than label
+    assert opts.stages == ["train", "attack"]
+    grid = {"labels": ["speech", "category"], "levels": [100, 25], "seeds": [7, 77],
+            "models": ["resnet32", "vgg19"], "stages": "train", "args": ["--epochs", "3"]}
+    (tmp_path / "grid.json").write_text(json.dumps(grid))
+    (tmp_path / "grid.yaml").write_text("labels: [speech, category]\nlevels: [100, 25]\nseeds: [7, 77]\n"
+                                        "models: [resnet32, vgg19]\nstages: train\nargs: --epochs 3\n")
+    for name in ("grid.json", "grid.yaml"):
+        opts, from_file, _, routed = sweep.parse(["--config", str(tmp_path / name), "--dry_run"])
+        assert [r.name for r in from_file] == names
+        assert opts.stages == ["train"] and routed["train"] == ["--epochs", "3"]
+    _, runs, _, _ = sweep.parse(["--config", str(tmp_path / "grid.yaml"), "--seeds", "5", "--dry_run"])
+    assert {r.seed for r in runs} == {5}  # the command line wins over the file
+
+
+@HAVE_ATTACK
+def test_flags_go_to_the_scripts_that_take_them():
+    _, _, _, routed = sweep.parse(["--dry_run", "--epochs", "30", "--num_images", "500", "--base_dir", "o",
+                                   "--train_args", "--batch_size 64", "--attack_args", "--batch_size 250",
+                                   "--", "--valid_size", "1000"])
+    assert routed["train"] == ["--epochs", "30", "--base_dir", "o", "--valid_size", "1000", "--batch_size", "64"]
+    assert routed["attack"] == ["--num_images", "500", "--base_dir", "o", "--batch_size", "250"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dry_run", "--nonsense", "1"], "--nonsense is not a flag of train.py"),
+    (["--dry_run", "--seed", "3"], "--seed is set by the sweep; use --seeds"),
+    (["--dry_run", "--train_args", "--label speech"], "--label is set by the sweep; use --labels"),
+    (["--labels", "category"], "say what to do: --dry_run, --print, --slurm FILE or --local"),
+    (["--print", "--local"], "choose one of --print, --slurm, --local"),
+    (["--dry_run", "--levels", "150"], "level '150' is not a percentage"),
+    (["--dry_run", "--seeds", "x"], "--seeds: 'x' is not a valid value"),
+    (["--dry_run", "--labels", "nosuch", "--stages", "train"], "label file(s) not found: "),
+    (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label; valid keys:"),
+    (["--dry_run", "--config", "{tmp}/stages.yaml"], "--stages must be among train, attack (got test)"),
+    (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml"),
+])
+def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
+    (tmp_path / "bad.yaml").write_text("label: [speech]\n")
+    (tmp_path / "stages.yaml").write_text("stages: [test]\n")
+    (tmp_path / "broken.yaml").write_text("labels: [speech\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--stages" not in argv and not any("yaml" in a for a in argv):
+        argv += ["--stages", "train"]
+    assert call_cli(sweep.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
+
+
+# ---------------------------------------------------------------- what is done, what runs
+
+
+def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_images=20):
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": epochs, "valid_size": 50}}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(metrics)))
+    (run_dir / "last_checkpoint.pth").write_bytes(b"checkpoint")
+    if results:
+        (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5, "epochs": epochs, "test_images": 100}))
+    if attack is not None:
+        entries = [{"attack": a, "targeted": False, "eps": 8 / 255, "eps_label": "8/255", "protocol": "pixel",
+                    "robust_acc": 0.1} for a in attack]
+        (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": num_images, "clean_acc": 0.5,
+                                                          "entries": entries}))
+
+
+@HAVE_ATTACK
+def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
+    base = tmp_path / "out"
+
+    def run(label):
+        return base / "cifar10" / "seed3" / "resnet32" / f"model_{label}"
+    make_trained(run("category"), attack=["fgsm", "pgd"])                # complete
+    make_trained(run("speech"), attack=["fgsm"])                         # pgd missing
+    make_trained(run("shuffle"), metrics=2, results=False)               # killed after epoch 2
+    make_trained(run("uniform"), epochs=2, attack=["fgsm", "pgd"], num_images=10)
+    grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "--seeds", "3",
+            "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
+            "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
+    rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-1]}
+    assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 entries)" in rows["category"]
+    assert "run: resume: 1 of 2 entries missing (pgd untargeted 8/255)" in rows["speech"]
+    assert "run: resume after epoch 2/4" in rows["shuffle"] and "run: after train" in rows["shuffle"]
+    assert "trained with --epochs 2 (sweep: 4)" in rows["uniform"]
+    assert "run: redo: computed on 10 images, 20 asked for" in rows["uniform"]
+    assert "run: new" in rows["random"] and str(run("random")) in rows["random"]
+
+    lines = sweep_lines(capsys, grid + ["--print"])
+    assert [line.count("train.py") + 10 * line.count("attack.py") for line in lines] == [10, 11, 10, 11]
+    speech, shuffle = lines[0], lines[1]
+    assert speech.startswith("python ") and "--label speech" in speech and "--epochs" not in speech
+    train, attack = shuffle.split(" && ")
+    assert train.endswith("--epochs 4 --valid_size 50 --resume") and "--num_images 20" in attack
+    assert "--label shuffle --level 100 --seed 3" in train and "--level 100 --seed 3" in attack
+
+
+# ---------------------------------------------------------------- SLURM
+
+
+def slurm_script(tmp_path, capsys, grid, *flags):
+    script = tmp_path / "jobs" / "sweep.sbatch"
+    summary = json.loads(sweep_lines(capsys, grid + ["--slurm", str(script), *flags])[-1])
+    assert summary["script"] == str(script)
+    return script, Path(summary["commands"])
+
+
+@HAVE_ATTACK
+def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_dir):
+    grid = ["--labels", "category", "speech", "--levels", "100", "20", "--seeds", "3",
+            *tiny(cifar10_dir, label_dir, tmp_path / "out"), *ATTACK_FLAGS]
+    script, commands = slurm_script(tmp_path, capsys, grid, "--partition", "gpu", "--gres", "gpu:1",
+                                    "--time", "4:00:00", "--mem", "16G", "--max_concurrent", "2",
+                                    "--sbatch", "account=proj", "qos=high", "--setup", "source venv/bin/activate")
+    text = script.read_text()
+    for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --gres=gpu:1",
+                 "#SBATCH --time=4:00:00", "#SBATCH --mem=16G", "#SBATCH --account=proj",
+                 "#SBATCH --qos=high", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@120",
+                 f"#SBATCH --output={tmp_path}/jobs/logs/%A_%a.out", "source venv/bin/activate",
+                 "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${task}\""):
+        assert line in text, line
+    assert (tmp_path / "jobs" / "logs").is_dir() and os.access(script, os.X_OK)
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    tasks = commands.read_text().splitlines()
+    assert len(tasks) == 4 and all(t.startswith("stage ") and " && stage " in t for t in tasks)
+    assert "/less/cifar10/level20/seed3/resnet32/model_category/train.log python" in tasks[1]
+    proc = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "4"},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "no line 5 in" in proc.stderr
+
+
+# A stage that works until signalled: on USR1/TERM it exits 75 (as train.py and attack.py do).
+STAGE = """import signal, sys, time
+signal.signal(signal.SIGUSR1, lambda *_: sys.exit(75))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))
+print("working", flush=True)
+time.sleep(float(sys.argv[1]))
+sys.exit(int(sys.argv[2]))
+"""
+
+
+@HAVE_ATTACK
+def test_task_body_without_slurm(tmp_path, capsys, cifar10_dir, label_dir):
+    """The task body run by hand: it picks line i+1, logs each stage, stops a chain at a failure,
+    and forwards USR1 to the running stage, whose exit 75 it returns (no requeue outside SLURM)."""
+    script, commands = slurm_script(tmp_path, capsys, ["--stages", "train", *tiny(cifar10_dir, label_dir, tmp_path)])
+    (tmp_path / "stage.py").write_text(STAGE)
+    stage = f"python {tmp_path / 'stage.py'}"
+    commands.write_text(f"stage {tmp_path}/a.log {stage} 0 0 && stage {tmp_path}/b.log {stage} 0 0\n"
+                        f"stage {tmp_path}/c.log {stage} 0 3 && stage {tmp_path}/d.log {stage} 0 0\n"
+                        f"stage {tmp_path}/e.log {stage} 60 0\n")
+
+    def task(i):
+        return subprocess.Popen(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": str(i)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, second, third = task(0), task(1), task(2)
+    while not (tmp_path / "e.log").exists() or "working" not in (tmp_path / "e.log").read_text():
+        time.sleep(0.02)
+    third.send_signal(signal.SIGUSR1)
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in (first, second, third)]
+    assert [status for status, _ in results] == [0, 3, 75]
+    assert (tmp_path / "a.log").read_text().startswith("=== ") and (tmp_path / "b.log").exists()
+    assert not (tmp_path / "d.log").exists()  # the chain stops at the failed stage
+    assert "exit 3" in results[1][1] and "working" in results[1][1]  # the failed stage's log tail
+    assert "got SIGUSR1" in results[2][1] and "exit 75" in results[2][1] and "requeued" not in results[2][1]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SLURM_CONF = """ClusterName=labelrep
+SlurmctldHost=localhost
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={root}/munge/socket
+SlurmUser=root
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+MpiDefault=none
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+NodeName=localhost CPUs={cpus} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def stop_daemons(pid_files):
+    """SIGTERM each daemon named in a pid file (those this test started), then wait for them."""
+    pids = []
+    for path in pid_files:
+        try:
+            pid = int(Path(path).read_text().split()[0])
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    deadline = time.time() + 10
+    while pids and time.time() < deadline:
+        pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    """A one-node SLURM (its own munged, slurmctld, slurmd) in a temporary folder; yields the env
+    for SLURM commands. Skips with the reason where it cannot start; stopped by pid afterwards."""
+    tools = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "slurmctld", "slurmd", "munged")
+    missing = [t for t in tools if not (shutil.which(t) or Path("/usr/sbin", t).exists())]
+    if missing:
+        pytest.skip(f"SLURM is not installed (no {', '.join(missing)}: "
+                    "apt-get install slurmctld slurmd slurm-client munge)")
+    if os.geteuid() != 0:
+        pytest.skip("a local slurmd must run as root")
+    try:
+        munge_user = pwd.getpwnam("munge")
+    except KeyError:
+        pytest.skip("no munge user (install the munge package)")
+    root = Path(tempfile.mkdtemp(prefix="labelrep-slurm-"))
+    root.chmod(0o755)  # munged (user munge) must reach its socket below here
+    for sub in ("munge", "state", "spool"):
+        (root / sub).mkdir()
+    key = root / "munge" / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    for path in (root / "munge", key):
+        os.chown(path, munge_user.pw_uid, munge_user.pw_gid)
+    key.chmod(0o400)
+    (root / "slurm.conf").write_text(SLURM_CONF.format(root=root, cpus=os.cpu_count(),
+                                                       ctld_port=free_port(), slurmd_port=free_port()))
+    env = plain_env() | {"SLURM_CONF": str(root / "slurm.conf")}
+    munged = shutil.which("munged") or "/usr/sbin/munged"
+    pid_files = [root / "slurmd.pid", root / "slurmctld.pid", root / "munge" / "munged.pid"]
+    try:
+        subprocess.run(["runuser", "-u", "munge", "--", munged, f"--socket={root}/munge/socket",
+                        f"--key-file={key}", f"--pid-file={root}/munge/munged.pid",
+                        f"--log-file={root}/munge/munged.log", f"--seed-file={root}/munge/seed"],
+                       check=True, capture_output=True, timeout=30)
+        for daemon in ("slurmctld", "slurmd"):
+            subprocess.run([shutil.which(daemon) or f"/usr/sbin/{daemon}", "-f", str(root / "slurm.conf")],
+                           check=True, capture_output=True, env=env, timeout=30)
+        state = ""
+        for _ in range(60):
+            state = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env,
+                                   check=False).stdout
+            if state.strip() == "idle":
+                break
+            time.sleep(0.25)
+        else:
+            logs = " | ".join((root / f).read_text()[-300:] for f in ("slurmctld.log", "slurmd.log")
+                              if (root / f).exists())
+            raise RuntimeError(f"the node did not come up (sinfo: {state.strip()!r}); {logs}")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, RuntimeError) as err:
+        detail = getattr(err, "stderr", b"") or b""
+        reason = f"{err} {detail.decode(errors='replace') if isinstance(detail, bytes) else detail}"
+        stop_daemons(pid_files)
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"SLURM could not start here: {reason.strip()}")
+    yield env
+    jobs = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True, env=env,
+                          check=False).stdout.split()
+    if jobs:
+        subprocess.run(["scancel", *jobs], env=env, check=False)
+    stop_daemons(pid_files)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def squeue(env, job):
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%K %t %r"], capture_output=True, text=True,
+                          env=env, check=False).stdout.split("\n")
+
+
+@HAVE_ATTACK
+def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, cifar10_dir, label_dir):
+    """Two array tasks (category, speech), each training then attacking its run. Task 0 gets the
+    time-limit warning (USR1) mid-training: it checkpoints, requeues itself and finishes."""
+    base = tmp_path / "out"
+    grid = ["--labels", "category", "speech", "--seeds", "3", "--levels", "40",
+            *tiny(cifar10_dir, label_dir, base, 3), *ATTACK_FLAGS]
+    script, _ = slurm_script(tmp_path, capsys, grid, "--cpus_per_task", "1")
+    job = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=slurm,
+                         check=True).stdout.strip().split(";")[0]
+    runs = [base / "less" / "cifar10" / "level40" / "seed3" / "resnet32" / f"model_{label}"
+            for label in ("category", "speech")]
+    deadline = time.time() + 240
+    while not (runs[0] / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], env=slurm, check=True)
+    released = False
+    while time.time() < deadline:
+        queue = [line for line in squeue(slurm, job) if line]
+        if not queue:
+            break
+        if not released and any(line.startswith("0 PD") for line in queue):
+            # a requeued job waits a while before it may start again; let it start now
+            subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], env=slurm, check=True)
+            released = True
+        time.sleep(0.25)
+    assert released, "task 0 was not requeued"
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm,
+                           check=True).stdout
+    assert shown.count("JobState=COMPLETED") == 2, shown
+    out = (script.parent / "logs" / f"{job}_0.out").read_text()
+    assert "got SIGUSR1" in out and "requeued" in out
+    train_log = (runs[0] / "train.log").read_text()
+    assert "preempted" in train_log and "resuming" in train_log
+    for run_dir in runs:
+        assert json.loads((run_dir / "results.json").read_text())["epochs"] == 3
+        assert json.loads((run_dir / ATTACK_RESULTS).read_text())["num_images"] == 20
+
+
+# ---------------------------------------------------------------- --local
+
+
+@HAVE_ATTACK
+def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_dir):
+    """Two concurrent runs; one has a label file with the wrong number of classes and fails."""
+    labels = tmp_path / "labels"
+    shutil.copytree(label_dir, labels)
+    np.save(labels / "cifar10_bad.npy", np.zeros((5, 8), np.float32))
+    grid = ["sweep.py", "--labels", "category", "bad", "--seeds", "3", "--local", "--jobs", "2",
+            *tiny(cifar10_dir, labels, tmp_path / "out"), *ATTACK_FLAGS]
+    proc = run_script(*grid, check=False)
+    assert proc.returncode == 1, proc.stderr
+    summary = last_json(proc)
+    assert (summary["runs"], summary["completed"], summary["skipped"]) == (2, 1, 0)
+    [failed] = summary["failed"]
+    assert (failed["run"], failed["stage"], failed["status"]) == ("cifar10/resnet32/bad/level100/seed3", "train", 2)
+    assert "has 5 class targets, but the dataset has 10" in failed["note"]
+    assert "FAILED train cifar10/resnet32/bad/level100/seed3: exit 2: error: " in proc.stderr
+    assert "OMP_NUM_THREADS=" in proc.stderr
+    run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    assert "test_acc" in (run_dir / "train.log").read_text() and (run_dir / "attack.log").exists()
+    assert (run_dir / ATTACK_RESULTS).exists()
+    assert not (run_dir.parent / "model_bad" / "attack.log").exists()  # no attack after a failed train
+
+    again = run_script(*[a for a in grid if a != "bad"], check=True)
+    assert last_json(again)["skipped"] == 1 and "1 run: 0 to run, 1 complete" in again.stderr
+
+
+def test_attack_defaults_come_from_attack_py():
+    if not (REPO / "attack.py").exists():
+        pytest.skip("attack.py is not written yet")
+    scripts = sweep.Scripts.find(("train", "attack"))
+    attack = scripts["attack"]
+    module = attack.module
+    wanted = requested_attacks(attack.parse([]), module)
+    assert len(wanted["keys"]) == len(module.ATTACK_NAMES) * 2 * len(module.PIXEL_EPSILONS)
+    paper = requested_attacks(attack.parse(["--paper_protocol", "--targeted", "no"]), module)
+    assert {k[0] for k in paper["keys"]} == {"fgsm", "iterative"} and {k[2] for k in paper["keys"]} == {"paper"}
+
+
+def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):
+    """SIGTERM to a --local sweep reaches the running stage (exit 75) and no queued run starts."""
+    (tmp_path / "stage.py").write_text(STAGE)
+    tasks = [Task(i, Run("cifar10", "resnet32", f"label{i}", 100, 0), tmp_path / f"run{i}", ("train",),
+                  ["train"], {}, {"train": [sys.executable, str(tmp_path / "stage.py"), "60", "0"]})
+             for i in range(3)]
+    log = tmp_path / "run0" / "train.log"
+
+    def signal_when_working():
+        while not (log.exists() and "working" in log.read_text()):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=signal_when_working, daemon=True).start()
+    pool = sweep.LocalPool(tasks, [{}], log=io.StringIO())
+    outcomes = pool.run()
+    assert pool.signal == signal.SIGTERM
+    assert [(o["run"], o["status"]) for o in outcomes] == [("cifar10/resnet32/label0/level100/seed0", 75)]
+    assert not (tmp_path / "run1").exists()
+    assert signal.getsignal(signal.SIGTERM) is not pool.stop  # handlers restored

@@ -1,0 +1,273 @@
+"""One projected sign-gradient attack; FGSM, the basic iterative method and PGD are its presets.
+
+    targets = draw_targets(data.test_labels, space.num_classes, seed=7)        # (N,) one per image
+    result = run_attack(model, space, images, labels, "pgd", eps=8 / 255)      # pixel units
+    result = run_attack(model, space, images, labels, "fgsm", eps=8 / 255, targets=targets)
+    result = run_attack(model, space, images, labels, "iterative", eps=0.1, protocol="paper")
+    result["robust_acc"], result["target_success"], result["images_per_s"]
+
+The attacked function is the model wrapper, which takes images (N, 3, H, W) in [0, 1] and normalises
+inside, so eps, step sizes and the clamp are in pixel units. Every step is
+
+    x <- clamp(x + sign * step_size * sign(grad_x loss(model(x), goal)), low, high)
+
+where `goal` is the true class (sign +1: climb the loss) or the target class (sign -1: descend it),
+the loss is the label space's own (`space.adversarial_loss`: cross-entropy for category, SmoothL1 to
+the class target otherwise), and [low, high] is the eps-ball around the clean image intersected
+with the allowed range. Presets:
+
+    fgsm        1 step of eps, no random start
+    iterative   `steps` steps of `step_size`, no random start (the basic iterative method)
+    pgd         the same from a uniform random start in the eps-ball, `restarts` times; per image,
+                the first restart that succeeds is kept (the worst case for the model)
+
+Protocols (`threat`):
+
+    pixel   eps is an L-inf radius in pixel units; every image stays in [0, 1]. Defaults: 10 steps
+            of 2.5 * eps / steps (Madry et al.).
+    paper   the paper's attack.py. Its images were normalised by (mean, std) before the attack, so
+            its eps and step sizes are in normalised units: in pixel space the radius of channel c
+            is eps * std_c. Its FGSM clamps the normalised image to that image's own [min, max]
+            (one min and one max over all channels and pixels of the image, `image.min().item()`);
+            in pixel space that is the per-channel interval [min * std_c + mean_c, max * std_c +
+            mean_c], which can reach slightly outside [0, 1]. Its iterative attack has no range
+            clamp at all (the line is commented out in its code), only the eps-ball. Defaults:
+            5 steps of eps / steps. The one intentional difference: the paper's iterative attack
+            never cleared the input's `.grad`, so its step k followed the sign of the sum of the
+            gradients of steps 0..k; ours follows the current gradient (bench/paper_attack.py
+            re-creates the original, accumulation included).
+
+Robust accuracy is the fraction of the evaluated images still classified as their true class after
+the attack; images misclassified before the attack count as failures and are not attacked (as in
+the paper). The targeted success rate is the fraction of the attacked images (those correctly
+classified before the attack) whose prediction becomes the target class. Predictions come from
+`space.decode`, the decoder training and evaluation use.
+
+Nothing depends on the batch size: the model is in eval mode, each image's loss is its own term of
+a sum, targets are drawn once per test index, and random starts are a function of (seed, restart,
+image index) alone.
+"""
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from utils.errors import UsageError
+from utils.training import autocast
+
+ATTACKS = ("fgsm", "iterative", "pgd")
+PROTOCOLS = ("pixel", "paper")
+DEFAULT_STEPS = {"pixel": 10, "paper": 5}
+STEP_FACTOR = {"pixel": 2.5, "paper": 1.0}  # default step size = factor * eps / steps
+NOISE_BLOCK = 256                            # images per seeded block of random-start noise
+
+
+def check_attack(name):
+    if name not in ATTACKS:
+        raise UsageError(f"unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
+    return name
+
+
+def check_protocol(name):
+    if name not in PROTOCOLS:
+        raise UsageError(f"unknown protocol '{name}'; choose from {', '.join(PROTOCOLS)}")
+    return name
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How an attack moves: `steps` steps of `step_size` (the protocol's units), from a random start
+    or not, `restarts` times."""
+    attack: str
+    steps: int
+    step_size: float
+    random_start: bool
+    restarts: int
+
+
+def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts=1):
+    """The preset for `attack` at `eps`: FGSM ignores steps, step_size and restarts."""
+    check_attack(attack)
+    check_protocol(protocol)
+    if attack == "fgsm":
+        return Schedule("fgsm", 1, eps, False, 1)
+    steps = steps or DEFAULT_STEPS[protocol]
+    if step_size is None:
+        step_size = STEP_FACTOR[protocol] * eps / steps
+    pgd = attack == "pgd"
+    return Schedule(attack, steps, step_size, pgd, restarts if pgd else 1)
+
+
+@dataclass
+class Threat:
+    """Where a batch's adversarial images may go. low, high: (N, 3, H, W), the eps-ball around each
+    clean image intersected with the allowed range; radius, step: (1, 3, 1, 1), pixel units."""
+    radius: torch.Tensor
+    step: torch.Tensor
+    low: torch.Tensor
+    high: torch.Tensor
+
+    def subset(self, index):
+        return Threat(self.radius, self.step, self.low[index], self.high[index])
+
+
+def threat(images, eps, plan, protocol, mean, std):
+    """The Threat for clean images (N, 3, H, W) in [0, 1] (see the module docstring)."""
+    shape = (1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
+    if protocol == "pixel":
+        scale, lower, upper = torch.ones_like(std), images.new_tensor(0.0), images.new_tensor(1.0)
+    elif plan.attack == "fgsm":  # paper: the normalised image's own min and max, back in pixels
+        scale = std
+        normalised = (images - mean) / std
+        lower = normalised.amin((1, 2, 3), keepdim=True) * std + mean
+        upper = normalised.amax((1, 2, 3), keepdim=True) * std + mean
+    else:                        # paper: its iterative attack only projects onto the eps-ball
+        scale, lower, upper = std, images.new_tensor(-math.inf), images.new_tensor(math.inf)
+    radius = eps * scale
+    return Threat(radius=radius, step=plan.step_size * scale,
+                  low=torch.maximum(images - radius, lower), high=torch.minimum(images + radius, upper))
+
+
+def perturb(model, space, images, goal, box, steps, targeted=False, start=None, amp=False):
+    """The attack loop: `steps` projected sign-gradient steps from `images` (+ `start`).
+
+    images: (N, 3, H, W) float, clean; goal: (N,) class ids, the true classes (untargeted: the loss
+    is climbed) or the targets (targeted: descended); box: a Threat for these images; start: (N, 3,
+    H, W) initial perturbation or None. Returns the adversarial images, inside [box.low, box.high].
+    The model must be in eval mode; gradients w.r.t. the input only (no parameter `.grad` is touched).
+    """
+    sign = -1.0 if targeted else 1.0  # the one place the objective's direction is set
+    x = images.clone() if start is None else torch.clamp(images + start, box.low, box.high)
+    with torch.enable_grad():
+        for _ in range(steps):
+            x = x.detach().requires_grad_(True)
+            with autocast(x.device, amp):
+                outputs = model(x)
+            # A sum over images: each image's gradient is that of its own loss.
+            loss = space.adversarial_loss(outputs, goal).sum()
+            grad, = torch.autograd.grad(loss, x)
+            x = torch.clamp(x.detach() + sign * box.step * grad.sign(), box.low, box.high)
+    return x.detach()
+
+
+def draw_targets(labels, num_classes, seed):
+    """One random other class per image: (N,) ids != labels, uniform over the other classes.
+
+    Drawn once for a whole split from torch.Generator().manual_seed(seed), so image i gets the same
+    target whatever the batch size, --num_images (beyond truncation) or label representation.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    shift = torch.randint(1, num_classes, (len(labels),), generator=generator)
+    return (labels.cpu() + shift) % num_classes
+
+
+def start_noise(positions, shape, seed, restart):
+    """Uniform noise in [-1, 1], (len(positions), *shape) on the CPU, for the images at `positions`
+    (indices into the evaluated set). Each block of NOISE_BLOCK consecutive indices has its own
+    generator seeded by (seed, restart, block), so an image's noise depends on nothing else."""
+    positions = positions.cpu()
+    blocks = positions // NOISE_BLOCK
+    noise = torch.empty(len(positions), *shape)
+    for block in blocks.unique().tolist():
+        generator = torch.Generator().manual_seed(((seed * 1_000_003 + restart) * 1_000_003 + block)
+                                                  % 2 ** 63)
+        values = torch.rand(NOISE_BLOCK, *shape, generator=generator) * 2 - 1
+        chosen = blocks == block
+        noise[chosen] = values[positions[chosen] % NOISE_BLOCK]
+    return noise
+
+
+def attack_images(model, space, images, labels, plan, box, targets=None, positions=None, seed=0,
+                  amp=False):
+    """Attack clean images (N, 3, H, W) with every restart of `plan`; returns (adversarial images,
+    their predicted classes). A restart only attacks the images that no earlier restart got past:
+    untargeted, those still classified as their true class; targeted, those not yet at the target.
+    positions: (N,) indices of the images in the evaluated set (they key the random starts)."""
+    targeted = targets is not None
+    goal = targets if targeted else labels
+    adversarial, predictions = images.clone(), labels.clone()
+    todo = torch.arange(len(images), device=images.device)
+    for restart in range(plan.restarts):
+        part = box.subset(todo)
+        start = None
+        if plan.random_start:
+            noise = start_noise(positions[todo], images.shape[1:], seed, restart)
+            start = noise.to(images.device, images.dtype) * part.radius
+        x = perturb(model, space, images[todo], goal[todo], part, plan.steps, targeted, start, amp)
+        with torch.no_grad(), autocast(images.device, amp):
+            predicted = space.decode(model(x))
+        adversarial[todo], predictions[todo] = x, predicted
+        succeeded = predicted == goal[todo] if targeted else predicted != labels[todo]
+        todo = todo[~succeeded]
+        if not len(todo):
+            break
+    return adversarial, predictions
+
+
+def _as_float(images, dtype):
+    return images.to(dtype).div_(255) if images.dtype == torch.uint8 else images
+
+
+def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
+               protocol="pixel", steps=None, step_size=None, restarts=1, seed=0, batch_size=500,
+               amp=False, keep_images=False, stop=None):
+    """Robust accuracy of `model` under one attack setting, evaluated in batches.
+
+    images: (N, 3, H, W) float in [0, 1] or uint8, on any device (batches move to the model's);
+    labels: (N,) class ids; targets: (N,) class ids for a targeted attack (see draw_targets), or
+    None; eps, step_size: pixel units, or normalised units under protocol "paper"; steps, step_size
+    default to the protocol's (see `schedule`); seed keys the random starts. `stop` is polled
+    between batches: when it returns True the setting is abandoned and None returned (preemption).
+
+    Returns a dict: robust_acc, clean_acc, target_success (targeted only), attacked (images
+    correctly classified before the attack), steps, step_size, restarts, seconds, images_per_s
+    (evaluated images per second, the clean forward pass included); with keep_images also
+    adversarial (N, 3, H, W) on the CPU (clean images where nothing was attacked), clean_pred and
+    adv_pred (N,).
+    """
+    plan = schedule(attack, eps, protocol, steps, step_size, restarts)
+    model.eval()
+    space.to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    mean, std = model.model_args["mean"], model.model_args["std"]
+    totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
+    kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}
+    begin = time.perf_counter()
+    for first in range(0, len(images), batch_size):
+        if stop is not None and stop():
+            return None
+        batch = _as_float(images[first:first + batch_size].to(device), dtype)
+        batch_labels = labels[first:first + batch_size].to(device)
+        with torch.no_grad(), autocast(device, amp):
+            clean_pred = space.decode(model(batch))
+        correct = (clean_pred == batch_labels).nonzero().squeeze(1)
+        adversarial, adv_pred = batch.clone(), clean_pred.clone()
+        if eps > 0 and len(correct):
+            batch_targets = None if targets is None else targets[first:first + batch_size].to(device)[correct]
+            box = threat(batch[correct], eps, plan, protocol, mean, std)
+            adversarial[correct], adv_pred[correct] = attack_images(
+                model, space, batch[correct], batch_labels[correct], plan, box, batch_targets,
+                positions=first + correct, seed=seed, amp=amp)
+        totals[0] += len(correct)
+        totals[1] += (adv_pred[correct] == batch_labels[correct]).sum()
+        if targets is not None:
+            batch_targets = targets[first:first + batch_size].to(device)
+            totals[2] += (adv_pred[correct] == batch_targets[correct]).sum()
+        if keep_images:
+            for key, value in (("adversarial", adversarial), ("clean_pred", clean_pred), ("adv_pred", adv_pred)):
+                kept[key].append(value.cpu())
+    attacked, robust, hits = totals.tolist()  # the host sync that ends the timing
+    seconds = time.perf_counter() - begin
+    n = len(images)
+    result = {"robust_acc": robust / max(n, 1), "clean_acc": attacked / max(n, 1), "attacked": attacked,
+              "steps": plan.steps, "step_size": plan.step_size, "restarts": plan.restarts,
+              "seconds": seconds, "images_per_s": n / seconds if seconds > 0 else math.inf}
+    if targets is not None:
+        result["target_success"] = hits / max(attacked, 1)
+    if keep_images:
+        result.update({key: torch.cat(values) for key, values in kept.items()})
+    return result
