@@ -20,8 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from utils.errors import CliParser, UsageError, run_cli
-from utils.grid import (ATTACK_RESULTS, STAGES, describe_key, entry_key, eps_text, expand,
-                        load_grid_file, missing_entries, parse_level, read_json_or_none, read_lines)
+from utils.grid import (ATTACK_RESULTS, describe_key, entry_key, eps_text, missing_entries,
+                        parse_level, read_json_or_none, read_lines)
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
@@ -30,6 +30,9 @@ LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
 ATTACK_ORDER = ("fgsm", "iterative", "pgd")
 KEY = ("dataset", "model", "label", "level", "seed")
+# train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
+# keeps "{label}_noise{R}" as their label and adds a table of accuracy against R.
+NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 
 
 def build_parser():
@@ -48,8 +51,15 @@ def build_parser():
 # ---------------------------------------------------------------- reading runs
 
 
+def split_noise(label):
+    """'speech_noise0.2' -> ('speech', 0.2); 'speech' -> ('speech', 0.0)."""
+    match = NOISY.match(label)
+    return (match["label"], float(match["noise"])) if match else (label, 0.0)
+
+
 def label_rank(label):
-    return (LABEL_ORDER.index(label), "") if label in LABEL_ORDER else (len(LABEL_ORDER), label)
+    base, noise = split_noise(label)
+    return ((LABEL_ORDER.index(base), "") if base in LABEL_ORDER else (len(LABEL_ORDER), base)) + (noise,)
 
 
 def attack_rank(attack):
@@ -125,21 +135,28 @@ def read_run(base, rel, key):
 
 
 def expected_runs(base, records, grid_file):
-    """The runs a complete study holds, and whether each should have attack results.
+    """The runs a complete study holds, and the attack settings each should have.
 
-    From a sweep grid file if given; else per dataset every combination of the models, labels,
-    levels and seeds seen there, with attacks expected where any run of the dataset has them.
+    Returns (expected runs as key dicts, {run key tuple: set of attack settings or None}, a
+    description). From a sweep grid file if given: its runs, and for each the (attack, targeted,
+    protocol, eps) settings the sweep asks attack.py for, so runs outside the grid (an extra label,
+    a --label_noise run) are not held to them. Else per dataset every combination of the models,
+    labels, levels and seeds seen there, each expected to have every attack setting seen in its
+    dataset where any run of the dataset was attacked.
     """
     if grid_file:
-        grid = load_grid_file(grid_file)
-        stages = grid.get("stages", list(STAGES))
-        stages = [stages] if isinstance(stages, str) else stages
-        for axis, default in (("datasets", "cifar10"), ("models", "resnet32"), ("labels", "category"),
-                              ("levels", 100), ("seeds", 0)):
-            grid.setdefault(axis, default)
-        runs = expand(grid)
-        return ([dict(zip(KEY, (r.dataset, r.model, r.label, r.level, r.seed))) for r in runs],
-                {r.dataset: "attack" in stages for r in runs}, f"grid file {grid_file}")
+        import sweep
+        from utils.grid import requested_attacks
+        opts, runs, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
+        wanted = {}
+        for r in runs:
+            key = (r.dataset, r.model, r.label, r.level, r.seed)
+            wanted[key] = None
+            if "attack" in opts.stages:
+                script = scripts["attack"]
+                asked = requested_attacks(script.parse(r.flags() + routed["attack"]), script.module)
+                wanted[key] = asked["keys"] if asked else None
+        return ([dict(zip(KEY, key)) for key in wanted], wanted, f"grid file {grid_file}")
     seen = defaultdict(lambda: {k: [] for k in KEY[1:]})
     attacked = defaultdict(bool)
     for record in records:
@@ -148,6 +165,10 @@ def expected_runs(base, records, grid_file):
             if record[k] not in values[k]:
                 values[k].append(record[k])
         attacked[record["dataset"]] |= record["attack"] is not None
+    settings = defaultdict(set)  # every attack setting seen in a dataset is expected of its runs
+    for record in records:
+        if record["attack"]:
+            settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]}
     expected = []
     for dataset, values in seen.items():
         for model in sorted(values["model"]):
@@ -156,7 +177,9 @@ def expected_runs(base, records, grid_file):
                     for seed in sorted(values["seed"]):
                         expected.append({"dataset": dataset, "model": model, "label": label,
                                          "level": level, "seed": seed})
-    return expected, dict(attacked), "every combination of the values seen"
+    wanted = {tuple(r[k] for k in KEY): settings[r["dataset"]] if attacked[r["dataset"]] else None
+              for r in expected}
+    return expected, wanted, "every combination of the values seen"
 
 
 # ---------------------------------------------------------------- numbers
@@ -201,6 +224,20 @@ def accuracy_rows(records):
     return rows
 
 
+def noise_rows(accuracy):
+    """Rows of the label-noise table: the accuracy rows of every label trained with --label_noise
+    and of the same label without noise, with `label` the base label and `label_noise` the rate."""
+    noisy = {(r["dataset"], r["model"], r["level"], split_noise(r["label"])[0]) for r in accuracy
+             if split_noise(r["label"])[1] > 0}
+    rows = []
+    for row in accuracy:
+        base, noise = split_noise(row["label"])
+        if (row["dataset"], row["model"], row["level"], base) in noisy:
+            rows.append({**row, "label": base, "label_noise": noise})
+    return sorted(rows, key=lambda r: (r["dataset"], r["model"], -r["level"], label_rank(r["label"]),
+                                       r["label_noise"]))
+
+
 def full_levels(rows):
     """Per (dataset, model): the level of the clean table, 100 if it was run, else the largest."""
     levels = defaultdict(set)
@@ -241,21 +278,19 @@ def robust_rows(records):
     return rows
 
 
-def incomplete_and_missing(records, expected, attack_expected):
-    """Runs with problems (unfinished training, no or partial attack results) and absent runs."""
+def incomplete_and_missing(records, expected, wanted):
+    """Runs with problems (unfinished training, no or partial attack results) and absent runs.
+    wanted: {run key tuple: attack settings it should have, or None} (see expected_runs)."""
     by_key = {tuple(r[k] for k in KEY): r for r in records}
-    settings = defaultdict(set)  # every attack setting seen in a dataset is expected of its runs
-    for record in records:
-        if record["attack"]:
-            settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]}
     incomplete = []
     for record in records:
         reasons = list(record["problems"])
-        if record["train"] and attack_expected.get(record["dataset"]):
+        settings = wanted.get(tuple(record[k] for k in KEY))
+        if record["train"] and settings:
             if record["attack"] is None and not any(ATTACK_RESULTS in p for p in reasons):
                 reasons.append("no attack results")
             elif record["attack"] is not None:
-                missing = missing_entries({"entries": record["attack"]["entries"]}, settings[record["dataset"]])
+                missing = missing_entries({"entries": record["attack"]["entries"]}, settings)
                 if missing:
                     shown = ", ".join(describe_key(k) for k in missing[:4])
                     reasons.append(f"attack results miss {len(missing)} setting(s): {shown}"
@@ -330,6 +365,21 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
                 markdown_table(["label", *(f"{lv:g}% ({images[lv]} images)" for lv in level_list)],
                                [[label, *(cell(stats(find[(label, lv)], "test_acc")) if (label, lv) in find
                                           else "-" for lv in level_list)] for label in labels]), ""]
+    noise = noise_rows(accuracy)
+    if noise:
+        out += ["## Label noise: test accuracy per fraction of corrupted training labels", "",
+                "`--label_noise R` replaced round(R x N) training labels by a random other class; "
+                "validation and test labels are clean.", ""]
+    for dataset, model, level in sorted({(r["dataset"], r["model"], r["level"]) for r in noise},
+                                        key=lambda k: (k[0], k[1], -k[2])):
+        rows = [r for r in noise if (r["dataset"], r["model"], r["level"]) == (dataset, model, level)]
+        rates = sorted({r["label_noise"] for r in rows})
+        find = {(r["label"], r["label_noise"]): r for r in rows}
+        labels = sorted({r["label"] for r in rows}, key=label_rank)
+        out += [f"### {dataset}, {model}, level {level:g}", "",
+                markdown_table(["label", *(f"noise {rate:g}" for rate in rates)],
+                               [[label, *(cell(stats(find[(label, rate)], "test_acc")) if (label, rate) in find
+                                          else "-" for rate in rates)] for label in labels]), ""]
     out += ["## Robust accuracy under attack", ""]
     if not robust:
         out += ["No attack results.", ""]
@@ -486,10 +536,10 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     if not base.is_dir():
         raise UsageError(f"--base_dir {base} is not a directory")
     records = [read_run(base, rel, key) for rel, key in find_runs(base).items()]
-    expected, attack_expected, expected_from = expected_runs(base, records, grid)
+    expected, wanted, expected_from = expected_runs(base, records, grid)
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)
-    incomplete, missing = incomplete_and_missing(records, expected, attack_expected)
+    incomplete, missing = incomplete_and_missing(records, expected, wanted)
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
     out.mkdir(parents=True, exist_ok=True)
@@ -500,6 +550,9 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
                         "best_epoch_mean"]
     write_csv(out / "clean_accuracy.csv", clean, accuracy_columns)
     write_csv(out / "data_efficiency.csv", accuracy, accuracy_columns)
+    noise = noise_rows(accuracy)
+    if noise:
+        write_csv(out / "label_noise.csv", noise, accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:])
     write_csv(out / "robust_accuracy.csv", robust, [
         "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
         "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
@@ -514,14 +567,15 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     written = figures(out, accuracy, robust, records) if draw else []
     summary = {
         "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
-        "clean_accuracy": clean, "data_efficiency": accuracy, "robust_accuracy": robust,
+        "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
+        "robust_accuracy": robust,
         "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, "valid_acc": values}
                    for k, by_label in sorted(curve_means(records).items()) for label, values in by_label.items()],
         "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "train", "attack", "problems")}
                  for r in records],
         "incomplete": incomplete, "missing": missing,
-        "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv", "robust_accuracy.csv",
-                  "runs.csv", *written],
+        "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
+                  *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
     }
     (out / "summary.json").write_text(json.dumps(finite(summary), indent=1, allow_nan=False) + "\n")
     return summary

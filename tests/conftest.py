@@ -12,6 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from architecture import build_model
+from cifar import load_cifar, to_float
+from utils.labelspace import CategorySpace, TargetSpace
+from utils.training import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -98,3 +104,68 @@ def run_script(script, *args, check=True, env=None, timeout=600):
 
 def last_json(proc):
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- trained models
+# Trained in-process on the tiny colour CIFAR, so the suite stays fast on a shared CPU: a resnet32
+# with category labels (a few Adam steps), and a high-dimensional model that shares its trunk and
+# regresses the 4096 values of the fixture's speech targets, flattened, with a linear head fitted by
+# least squares (the decoder head is slow to train).
+
+
+@pytest.fixture(scope="session")
+def tiny(cifar10_dir):
+    return load_cifar("cifar10", cifar10_dir)
+
+
+def recalibrate_batch_norm(model, images):
+    """Running statistics = the exact statistics of `images` (a few steps leave them stale)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        model(images)
+    model.eval()
+
+
+@pytest.fixture(scope="session")
+def category(tiny):
+    torch.manual_seed(0)
+    space, model = CategorySpace(10), build_model("resnet32", (10,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(20):
+        index = torch.randint(0, len(tiny.train_labels), (32,), generator=generator)
+        loss = space.loss(model(to_float(tiny.train_images[index])), tiny.train_labels[index]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    recalibrate_batch_norm(model, to_float(tiny.train_images))
+    assert evaluate(model, space, tiny.test_images, tiny.test_labels)["acc"] > 0.8
+    return model, space
+
+
+@pytest.fixture(scope="session")
+def highdim(category, tiny, label_dir):
+    space = TargetSpace("speech_flat", np.load(label_dir / "cifar10_speech.npy").reshape(10, -1))
+    model = build_model("resnet32", space.output_shape)
+    model.trunk.load_state_dict(category[0].trunk.state_dict())
+    model.eval()
+    with torch.no_grad():
+        features = model.features(to_float(tiny.train_images))
+        design = torch.cat([features, torch.ones(len(features), 1)], 1)
+        solution = torch.linalg.lstsq(design, space.targets[tiny.train_labels]).solution
+        model.head.linear.weight.copy_(solution[:-1].T)
+        model.head.linear.bias.copy_(solution[-1])
+    assert evaluate(model, space, tiny.test_images, tiny.test_labels)["acc"] > 0.8
+    return model, space
+
+
+@pytest.fixture(params=["category", "highdim"])
+def trained(request):
+    return request.getfixturevalue(request.param)
+
+

@@ -1,10 +1,7 @@
 """Attacks: agreement with torchattacks and with the paper's loop, their properties, attack.py.
 
-The models are trained in-process on the tiny colour CIFAR (conftest) so the suite stays fast on a
-shared CPU: a resnet32 with category labels (a few Adam steps), and a high-dimensional model that
-shares its trunk and regresses the 4096 values of the fixture's speech targets, flattened, with a
-linear head fitted by least squares (the decoder head is slow to train; attack.py is run end to end
-on a decoder-head checkpoint from train.py below).
+The models (conftest's `category` and `highdim`) are trained in-process on the tiny colour CIFAR;
+attack.py is run end to end on a decoder-head checkpoint from train.py below.
 """
 import json
 
@@ -13,14 +10,12 @@ import pytest
 import torch
 
 import attack
-from architecture import build_model
 from bench.paper_attack import paper_fgsm, paper_iterative
-from cifar import load_cifar, to_float
+from cifar import to_float
 from conftest import last_json, run_script
 from utils import preempt
 from utils.attacks import ATTACKS, draw_targets, run_attack, start_noise
 from utils.errors import run_cli
-from utils.labelspace import CategorySpace, TargetSpace
 from utils.training import evaluate
 
 EPS1, EPS8 = 1 / 255, 8 / 255
@@ -35,62 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny(cifar10_dir):
-    return load_cifar("cifar10", cifar10_dir)
-
-
-def recalibrate_batch_norm(model, images):
-    """Running statistics = the exact statistics of `images` (a few steps leave them stale)."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
-        model(images)
-    model.eval()
-
-
-@pytest.fixture(scope="module")
-def category(tiny):
-    torch.manual_seed(0)
-    space, model = CategorySpace(10), build_model("resnet32", (10,))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(20):
-        index = torch.randint(0, len(tiny.train_labels), (32,), generator=generator)
-        loss = space.loss(model(to_float(tiny.train_images[index])), tiny.train_labels[index]).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    recalibrate_batch_norm(model, to_float(tiny.train_images))
-    assert evaluate(model, space, tiny.test_images, tiny.test_labels)["acc"] > 0.8
-    return model, space
-
-
-@pytest.fixture(scope="module")
-def highdim(category, tiny, label_dir):
-    space = TargetSpace("speech_flat", np.load(label_dir / "cifar10_speech.npy").reshape(10, -1))
-    model = build_model("resnet32", space.output_shape)
-    model.trunk.load_state_dict(category[0].trunk.state_dict())
-    model.eval()
-    with torch.no_grad():
-        features = model.features(to_float(tiny.train_images))
-        design = torch.cat([features, torch.ones(len(features), 1)], 1)
-        solution = torch.linalg.lstsq(design, space.targets[tiny.train_labels]).solution
-        model.head.linear.weight.copy_(solution[:-1].T)
-        model.head.linear.bias.copy_(solution[-1])
-    assert evaluate(model, space, tiny.test_images, tiny.test_labels)["acc"] > 0.8
-    return model, space
-
-
-@pytest.fixture(params=["category", "highdim"])
-def trained(request):
-    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ def entry(attack, eps, robust, targeted=False, success=None, protocol="pixel"):
 
 
 def make_run(base, label, seed, level=100, test_acc=None, valid_acc=None, epochs=4, done_epochs=None,
-             attack=None, clean_acc=None, model="resnet32", dataset="cifar10"):
+             attack=None, clean_acc=None, model="resnet32", dataset="cifar10", label_noise=0.0):
     """A run directory as train.py (and attack.py) leave it; test_acc None = training unfinished."""
-    run_dir = run_directory(base, dataset, level, seed, model, label)
+    run_dir = run_directory(base, dataset, level, seed, model, label, label_noise)
     run_dir.mkdir(parents=True)
     done = epochs if test_acc is not None else done_epochs
     curve = [0.1 * (e + 1) for e in range(done)]
@@ -192,3 +192,46 @@ def test_cli_json_line_and_bad_base_dir(study, tmp_path):
     assert (tmp_path / "r" / "tables.md").exists() and not list((tmp_path / "r").glob("*.png"))
     proc = run_script("report.py", "--base_dir", tmp_path / "nowhere", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --base_dir") and proc.stdout == ""
+
+
+def test_label_noise_table(tmp_path):
+    """Runs trained with --label_noise: a label x noise table, a CSV and summary rows; labels
+    without noisy runs stay out of it."""
+    base = tmp_path / "outputs"
+    for label, accs in (("category", (0.6, 0.5, 0.3)), ("mcr2", (0.4, 0.35, 0.2))):
+        for noise, acc in zip((0.0, 0.2, 0.4), accs):
+            for seed in (1, 2):
+                make_run(base, label, seed, test_acc=acc + 0.02 * (seed - 1), valid_acc=acc, label_noise=noise)
+    make_run(base, "speech", 1, test_acc=0.55, valid_acc=0.55)
+    summary = report(base, tmp_path / "report", draw=False)
+    markdown = (tmp_path / "report" / "tables.md").read_text()
+    rows = table_rows(markdown, "## Label noise")
+    assert rows["label"] == ["noise 0", "noise 0.2", "noise 0.4"]
+    assert rows["category"] == ["61.00 ± 1.41 (n=2)", "51.00 ± 1.41 (n=2)", "31.00 ± 1.41 (n=2)"]
+    assert rows["mcr2"][2] == "21.00 ± 1.41 (n=2)" and "speech" not in rows
+    csv_rows = read_csv(tmp_path / "report" / "label_noise.csv")
+    assert [(r["label"], float(r["label_noise"])) for r in csv_rows][:3] == [
+        ("category", 0.0), ("category", 0.2), ("category", 0.4)]
+    assert float(csv_rows[2]["test_acc_mean"]) == pytest.approx(0.31)
+    assert len(summary["label_noise"]) == 6 and "label_noise.csv" in summary["files"]
+    # the clean-accuracy table keeps every run, noisy ones under their own name
+    assert set(table_rows(markdown, "## Clean test accuracy")) >= {"category", "category_noise0.2", "speech"}
+
+
+def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
+    """With --grid, a run must hold the attack settings the grid asks attack.py for: extra entries
+    (an iterative or paper-protocol table run by hand) are fine, a missing one is listed, and a run
+    outside the grid (a --label_noise run) needs no attack results."""
+    base = tmp_path / "outputs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+             attack=[entry("fgsm", 1 / 255, 0.5), entry("fgsm", EPS8, 0.2), entry("iterative", EPS8, 0.1),
+                     entry("fgsm", 0.1, 0.3, protocol="paper")])
+    make_run(base, "speech", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5, attack=[entry("fgsm", EPS8, 0.3)])
+    make_run(base, "category", 1, test_acc=0.4, valid_acc=0.4, label_noise=0.2)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category, speech]\nseeds: [1]\nargs: --attacks fgsm --epsilons 1/255 8/255 "
+                    "--targeted no\n")
+    summary = report(base, tmp_path / "report", grid, draw=False)
+    assert summary["missing"] == []
+    assert [(i["run"], i["reasons"]) for i in summary["incomplete"]] == [
+        ("cifar10/resnet32/speech/level100/seed1", ["attack results miss 1 setting(s): fgsm untargeted 1/255"])]
