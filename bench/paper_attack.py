@@ -34,6 +34,17 @@ def _normalised_net(model, images01):
     return net, (images01 - model.mean) / model.std
 
 
+def _attacked(net, space, images, labels):
+    """The paper's per-image prologue: one image at a time (batch size 1, input gradient on), one
+    forward pass; yields (index, image, label, output) for the images classified correctly, skips
+    the others (they count as failures)."""
+    for i in range(len(images)):
+        data, label = images[i:i + 1].clone().requires_grad_(True), labels[i:i + 1]
+        output = net(data)
+        if space.decode(output).item() == label.item():
+            yield i, data, label, output
+
+
 def _goal(labels, targets, i):
     return (targets if targets is not None else labels)[i:i + 1]
 
@@ -44,11 +55,7 @@ def paper_fgsm(model, space, images01, labels, eps, targets=None):
     net, images = _normalised_net(model, images01)
     direction = -1 if targets is not None else 1
     correct = 0
-    for i in range(len(images)):
-        data, label = images[i:i + 1].clone().requires_grad_(True), labels[i:i + 1]
-        output = net(data)
-        if space.decode(output).item() != label.item():
-            continue
+    for i, data, label, output in _attacked(net, space, images, labels):
         if eps == 0:
             correct += 1
             continue
@@ -67,11 +74,7 @@ def paper_iterative(model, space, images01, labels, eps, steps=5, targets=None):
     net, images = _normalised_net(model, images01)
     alpha = (-1 if targets is not None else 1) * eps / steps
     correct = 0
-    for i in range(len(images)):
-        data, label = images[i:i + 1].clone().requires_grad_(True), labels[i:i + 1]
-        output = net(data)
-        if space.decode(output).item() != label.item():
-            continue
+    for i, data, label, output in _attacked(net, space, images, labels):
         if eps == 0:
             correct += 1
             continue

@@ -113,6 +113,16 @@ def last_json(proc):
 # least squares (the decoder head is slow to train).
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: on a CPU shared with other jobs, two threads each stall
+    waiting for the other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny(cifar10_dir):
     return load_cifar("cifar10", cifar10_dir)

@@ -16,12 +16,7 @@ def relative_error(outputs, reference):
     return ((outputs - reference).norm() / reference.norm()).item()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_channels_last_gives_the_float32_predictions(trained, tiny):
