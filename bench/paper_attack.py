@@ -6,9 +6,12 @@
 
 What BoyuanChen/label_representations' attack.py and utils/attack_{category,highdim}_utils.py do,
 kept here on purpose (timings and the `--paper_protocol` cross-check depend on it):
-- a DataLoader of batch size 1 yields images already normalised by (mean, std); we normalise with
-  the model's own constants and feed the network without our wrapper's normalisation
-  (model.trunk then model.head), so eps and the clamp are in normalised units, as in the paper;
+- a DataLoader of batch size 1 with 4 workers yields images already normalised by (mean, std)
+  (per image: PIL image -> ToTensor -> Normalize); the network runs without our wrapper's
+  normalisation (model.trunk then model.head), so eps and the clamp are in normalised units, as in
+  the paper. Without a `loader` (the tests) the tensors are normalised directly, which gives the
+  same numbers; the benchmark passes `paper_loader(...)` to time the paper's data path too (its
+  workers persist across calls: the paper restarted them per eps, amortised over 10,000 images);
 - one forward pass; an image whose prediction is wrong is skipped and counts as a failure; at
   eps 0 a correct image counts as correct without an attack;
 - the loss of that output (cross-entropy for category, SmoothL1 to the class's target otherwise;
@@ -27,35 +30,62 @@ drew them inside the loop after a global `torch.manual_seed(444)`; we leave the 
 import torch
 
 
-def _normalised_net(model, images01):
-    """(network on normalised images, normalised images): the paper's view of our model."""
+class PaperImages(torch.utils.data.Dataset):
+    """The paper's CIFAR dataset: a PIL image per item through torchvision transforms (random crop
+    and flip when training), normalised with (mean, std)."""
+
+    def __init__(self, images01, labels, mean, std, train=False):
+        import torchvision.transforms as T
+        from PIL import Image
+        pixels = (images01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        self.pil = [Image.fromarray(image) for image in pixels]
+        self.labels = labels.tolist()
+        augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
+        self.transform = T.Compose([*augment, T.ToTensor(), T.Normalize(mean, std)])
+
+    def __len__(self):
+        return len(self.pil)
+
+    def __getitem__(self, i):
+        return self.transform(self.pil[i]), self.labels[i]
+
+
+def paper_loader(images01, labels, mean, std, workers=4):
+    """The paper's test loader: batch size 1, `workers` worker processes, PIL transforms per image."""
+    return torch.utils.data.DataLoader(PaperImages(images01, labels, mean, std), batch_size=1,
+                                       num_workers=workers, persistent_workers=workers > 0)
+
+
+def _attacked(model, space, images01, labels, loader):
+    """The paper's per-image prologue: one normalised image at a time (from `loader`, or from the
+    tensors when None), input gradient on, one forward pass of the network without our wrapper's
+    normalisation; yields (index, network, image, label, output) for the images classified
+    correctly and skips the others (they count as failures)."""
     model.eval()
     net = torch.nn.Sequential(model.trunk, model.head)
-    return net, (images01 - model.mean) / model.std
-
-
-def _attacked(net, space, images, labels):
-    """The paper's per-image prologue: one image at a time (batch size 1, input gradient on), one
-    forward pass; yields (index, image, label, output) for the images classified correctly, skips
-    the others (they count as failures)."""
-    for i in range(len(images)):
-        data, label = images[i:i + 1].clone().requires_grad_(True), labels[i:i + 1]
+    device = images01.device
+    if loader is None:
+        normalised = (images01 - model.mean) / model.std
+        loader = ((normalised[i:i + 1], labels[i:i + 1]) for i in range(len(normalised)))
+    for i, (data, label) in enumerate(loader):
+        data = data.to(device).clone().requires_grad_(True)
+        label = torch.as_tensor(label, device=device).view(1)
         output = net(data)
         if space.decode(output).item() == label.item():
-            yield i, data, label, output
+            yield i, net, data, label, output
 
 
 def _goal(labels, targets, i):
     return (targets if targets is not None else labels)[i:i + 1]
 
 
-def paper_fgsm(model, space, images01, labels, eps, targets=None):
+def paper_fgsm(model, space, images01, labels, eps, targets=None, loader=None):
     """images01: (N, 3, H, W) float in [0, 1]; labels, targets: (N,) class ids; eps in normalised
-    units. Returns the robust accuracy of the paper's per-image FGSM."""
-    net, images = _normalised_net(model, images01)
+    units; loader: `paper_loader` over the same images, or None to read the tensors. Returns the
+    robust accuracy of the paper's per-image FGSM."""
     direction = -1 if targets is not None else 1
     correct = 0
-    for i, data, label, output in _attacked(net, space, images, labels):
+    for i, net, data, label, output in _attacked(model, space, images01, labels, loader):
         if eps == 0:
             correct += 1
             continue
@@ -65,16 +95,15 @@ def paper_fgsm(model, space, images01, labels, eps, targets=None):
         perturbed = data + direction * eps * data.grad.sign()
         perturbed = torch.clamp(perturbed, data.min().item(), data.max().item())
         correct += int(space.decode(net(perturbed)).item() == label.item())
-    return correct / len(images)
+    return correct / len(images01)
 
 
-def paper_iterative(model, space, images01, labels, eps, steps=5, targets=None):
+def paper_iterative(model, space, images01, labels, eps, steps=5, targets=None, loader=None):
     """The paper's basic iterative attack with its gradient accumulation; alpha = eps / steps.
     Arguments as paper_fgsm; returns the robust accuracy."""
-    net, images = _normalised_net(model, images01)
     alpha = (-1 if targets is not None else 1) * eps / steps
     correct = 0
-    for i, data, label, output in _attacked(net, space, images, labels):
+    for i, net, data, label, output in _attacked(model, space, images01, labels, loader):
         if eps == 0:
             correct += 1
             continue
@@ -88,4 +117,4 @@ def paper_iterative(model, space, images01, labels, eps, steps=5, targets=None):
             data.data = original + total
             output = net(data)
         correct += int(space.decode(output).item() == label.item())
-    return correct / len(images)
+    return correct / len(images01)

@@ -161,3 +161,33 @@ def test_truncated_label_file(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(UsageError, match="is not a readable .npy file"):
         read_targets(path, 10)
+
+
+@pytest.mark.parametrize("arch", ["resnet32", "vgg19"])
+@pytest.mark.parametrize("shape", [(10,), (64, 64)])
+def test_fold_batch_norm_keeps_outputs_and_input_gradients(arch, shape):
+    """Attacks run on the folded network: every trunk batch norm is gone, outputs and the input
+    gradient equal the original's (eval mode, non-trivial running statistics). In float64, so the
+    check is of the algebra: in float32 this deep, ill-conditioned network's input gradient moves
+    by ~1e-3 relative under any change of summation order, folding included."""
+    from architecture import fold_batch_norm
+    torch.manual_seed(0)
+    model = build_model(arch, shape)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model = model.double().eval()
+    folded = fold_batch_norm(model)
+    assert not model.training and not folded.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.trunk.modules())
+    images = torch.rand(8, 3, 32, 32, dtype=torch.float64)
+
+    def output_and_gradient(net):
+        x = images.clone().requires_grad_(True)
+        out = net(x)
+        return out.detach(), torch.autograd.grad(out.square().sum(), x)[0]
+
+    (out, grad), (out_f, grad_f) = output_and_gradient(model), output_and_gradient(folded)
+    assert ((out_f - out).norm() / out.norm()).item() < 1e-12
+    assert ((grad_f - grad).norm() / grad.norm()).item() < 1e-10

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import torch
 
+from architecture import fold_batch_norm
 from utils.errors import UsageError
 from utils.training import autocast
 
@@ -229,11 +230,11 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     adv_pred (N,).
     """
     plan = schedule(attack, eps, protocol, steps, step_size, restarts)
-    model.eval()
     space.to(next(model.parameters()).device)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     mean, std = model.model_args["mean"], model.model_args["std"]
+    model = fold_batch_norm(model)  # eval mode, batch norms folded into their convolutions
     totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
     kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}
     begin = time.perf_counter()
