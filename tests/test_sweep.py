@@ -361,7 +361,10 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
         if not queue:
             break
         if not released and any(line.startswith("0 PD") for line in queue):
-            # a requeued job waits a while before it may start again; let it start now
+            # A requeued job waits a while (its BeginTime) before it may start again. Let it start
+            # sooner, but not at once: slurmd can refuse to relaunch a job id that ended less than
+            # a second ago ("Job N already killed, do not launch batch job"), failing the task.
+            time.sleep(5)
             subprocess.run(["scontrol", "update", f"JobId={job}_0", "StartTime=now"], env=slurm, check=True)
             released = True
         time.sleep(0.25)
