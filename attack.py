@@ -106,6 +106,8 @@ def build_parser():
     out.add_argument("--batch_size", type=positive(int), default=500, help="images per batch")
     out.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     out.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
+    out.add_argument("--channels_last", action="store_true",
+                     help="channels-last memory format (faster on CPUs; same results up to rounding)")
     out.add_argument("--examples", type=int, default=6,
                      help="test images shown in attack_examples.png (0: no figure)")
     return parser
@@ -214,7 +216,8 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     result = run_attack(model, space, images, labels, entry["attack"], entry["eps"],
                         targets=targets if entry["targeted"] else None, protocol=protocol,
                         steps=entry["steps"], step_size=entry["step_size"], restarts=entry["restarts"],
-                        seed=args.seed, batch_size=args.batch_size, amp=args.amp, keep_images=True)
+                        seed=args.seed, batch_size=args.batch_size, amp=args.amp,
+                        channels_last=args.channels_last, keep_images=True)
     shown = (result["clean_pred"] == labels.cpu()).nonzero().squeeze(1)[:args.examples]
     if not len(shown):
         shown = torch.arange(min(args.examples, len(labels)))
@@ -250,7 +253,7 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
 def run(args):
     from cifar import load_cifar
     from utils import preempt
-    from utils.attacks import draw_targets, run_attack, schedule
+    from utils.attacks import Shared, draw_targets, run_attack, schedule
     from utils.progress import Progress, log
     from utils.runs import environment, write_json
     from utils.training import resolve_device
@@ -293,6 +296,7 @@ def run(args):
     progress = Progress(len(settings), f"{args.model} {args.label} attacks", "setting")
     preempt.install()
     current, clean_acc = [], None
+    shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
     for attack, targeted, eps_label, eps in settings:
         plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
         entry = {"protocol": protocol, "attack": attack, "targeted": targeted, "eps": eps,
@@ -309,6 +313,7 @@ def run(args):
                                 targets=targets if targeted else None, protocol=protocol,
                                 steps=args.steps, step_size=args.step_size, restarts=args.restarts,
                                 seed=args.seed, batch_size=args.batch_size, amp=args.amp,
+                                channels_last=args.channels_last, shared=shared,
                                 stop=preempt.requested)
             if result is None:
                 progress.close()

@@ -15,7 +15,7 @@ from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import to_float
 from conftest import last_json, run_script
 from utils import preempt
-from utils.attacks import ATTACKS, draw_targets, run_attack, start_noise
+from utils.attacks import ATTACKS, Shared, draw_targets, run_attack, start_noise
 from utils.errors import run_cli
 from utils.training import evaluate
 
@@ -186,6 +186,37 @@ def test_batch_size_does_not_change_the_result(trained, test_set):
     assert ((runs[0]["adversarial"] - runs[1]["adversarial"]).abs() > 1e-6).float().mean() < 1e-3
 
 
+def test_a_run_shares_clean_work_across_settings_without_changing_a_result(trained, test_set):
+    """attack.py passes one Shared to every setting: FGSM at every eps reuses one gradient at the
+    clean images, the iterative attack takes it as its first step; every result is that of a
+    fresh call, adversarial images included."""
+    model, space = trained
+    images, labels, targets = test_set
+    shared, calls = Shared(), []
+    for chosen in (None, targets):
+        for name, eps in (("fgsm", EPS1), ("fgsm", EPS8), ("iterative", EPS8), ("pgd", EPS8)):
+            calls.append((name, eps, chosen))
+    for name, eps, chosen in calls:
+        kwargs = dict(targets=chosen, steps=3, seed=2, batch_size=16, keep_images=True)
+        alone = run_attack(model, space, images, labels, name, eps, **kwargs)
+        reused = run_attack(model, space, images, labels, name, eps, shared=shared, **kwargs)
+        assert reused["robust_acc"] == alone["robust_acc"] and reused["attacked"] == alone["attacked"]
+        assert torch.equal(reused["adversarial"], alone["adversarial"]), (name, eps, chosen is None)
+    assert len(shared.clean) == 3 and len(shared.signs) == 6  # 3 batches; x 2 goals
+    assert len(shared.networks) == 1
+    assert all(sign.dtype == torch.int8 for sign in shared.signs.values())
+
+
+def test_channels_last_gives_the_same_attack_results(trained, test_set):
+    model, space = trained
+    images, labels, targets = test_set
+    for name, chosen in (("fgsm", None), ("pgd", targets)):
+        plain, last = (run_attack(model, space, images, labels, name, EPS8, targets=chosen, steps=3,
+                                  channels_last=layout, keep_images=True) for layout in (False, True))
+        assert (plain["adv_pred"] != last["adv_pred"]).sum() <= 1  # float rounding may flip one
+        assert abs(plain["robust_acc"] - last["robust_acc"]) <= 1 / N
+
+
 # ---------------------------------------------------------------------------------------------
 # attack.py
 
@@ -244,13 +275,15 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert err.count("reused") == len(keys) and len(grown["robust_acc"]) == len(keys) + 4
     assert len(json.loads((run_dir / attack.RESULTS_FILE).read_text())["entries"]) == len(keys) + 4
 
-    # The paper's protocol adds its own entries beside the pixel-space ones.
+    # The paper's protocol adds its own entries beside the pixel-space ones (here channels-last).
     paper, _ = call_main(capsys, script_flags(cifar10_dir, base, label_dir, "--paper_protocol",
-                                              "--epsilons", "0", "0.1", "--num_images", "30"))
+                                              "--epsilons", "0", "0.1", "--num_images", "30",
+                                              "--channels_last"))
     assert list(paper["robust_acc"]) == [f"{a}/{m}/{e}" for a in ("fgsm", "iterative")
                                          for m in ("untargeted", "targeted") for e in ("0", "0.1")]
-    entries = json.loads((run_dir / attack.RESULTS_FILE).read_text())["entries"]
-    assert {e["protocol"] for e in entries} == {"pixel", "paper"}
+    saved = json.loads((run_dir / attack.RESULTS_FILE).read_text())
+    entries = saved["entries"]
+    assert {e["protocol"] for e in entries} == {"pixel", "paper"} and saved["config"]["channels_last"]
     assert {e["steps"] for e in entries if e["protocol"] == "paper" and e["attack"] == "iterative"} == {5}
 
 

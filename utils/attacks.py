@@ -5,6 +5,8 @@
     result = run_attack(model, space, images, labels, "fgsm", eps=8 / 255, targets=targets)
     result = run_attack(model, space, images, labels, "iterative", eps=0.1, protocol="paper")
     result["robust_acc"], result["target_success"], result["images_per_s"]
+    shared = Shared()  # one per run: the folded network, clean predictions and gradients made once
+    results = [run_attack(model, space, images, labels, "fgsm", eps, shared=shared) for eps in epsilons]
 
 The attacked function is the model wrapper, which takes images (N, 3, H, W) in [0, 1] and normalises
 inside, so eps, step sizes and the clamp are in pixel units. Every step is
@@ -132,26 +134,66 @@ def threat(images, eps, plan, protocol, mean, std):
                   low=torch.maximum(images - radius, lower), high=torch.minimum(images + radius, upper))
 
 
-def perturb(model, space, images, goal, box, steps, targeted=False, start=None, amp=False):
+def gradient_sign(model, space, x, goal, amp=False):
+    """sign(grad_x loss(model(x), goal)) for a batch (N, 3, H, W): the direction every step takes
+    (climbed untargeted, descended targeted). Gradients w.r.t. the input only; model in eval mode."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        with autocast(x.device, amp):
+            outputs = model(x)
+        # A sum over images: each image's gradient is that of its own loss.
+        loss = space.adversarial_loss(outputs, goal).sum()
+        grad, = torch.autograd.grad(loss, x)
+    return grad.sign()
+
+
+def perturb(model, space, images, goal, box, steps, targeted=False, start=None, amp=False,
+            first_sign=None):
     """The attack loop: `steps` projected sign-gradient steps from `images` (+ `start`).
 
     images: (N, 3, H, W) float, clean; goal: (N,) class ids, the true classes (untargeted: the loss
     is climbed) or the targets (targeted: descended); box: a Threat for these images; start: (N, 3,
-    H, W) initial perturbation or None. Returns the adversarial images, inside [box.low, box.high].
-    The model must be in eval mode; gradients w.r.t. the input only (no parameter `.grad` is touched).
+    H, W) initial perturbation or None; first_sign: gradient_sign at the clean images when already
+    known (without a start the first step takes it). Returns the adversarial images, inside
+    [box.low, box.high]. The model must be in eval mode; no parameter `.grad` is touched.
     """
     sign = -1.0 if targeted else 1.0  # the one place the objective's direction is set
     x = images.clone() if start is None else torch.clamp(images + start, box.low, box.high)
-    with torch.enable_grad():
-        for _ in range(steps):
-            x = x.detach().requires_grad_(True)
-            with autocast(x.device, amp):
-                outputs = model(x)
-            # A sum over images: each image's gradient is that of its own loss.
-            loss = space.adversarial_loss(outputs, goal).sum()
-            grad, = torch.autograd.grad(loss, x)
-            x = torch.clamp(x.detach() + sign * box.step * grad.sign(), box.low, box.high)
-    return x.detach()
+    for step in range(steps):
+        known = step == 0 and start is None and first_sign is not None
+        direction = first_sign if known else gradient_sign(model, space, x, goal, amp)
+        x = torch.clamp(x + sign * box.step * direction, box.low, box.high)
+    return x
+
+
+class Shared:
+    """What the settings of one attack run share, so it is computed once: the network with its
+    batch norms folded (per memory format), and batch by batch the clean predictions (every setting
+    needs them) and, per goal (untargeted or targeted), the gradient sign at the clean images
+    (FGSM's whole direction at every eps, the first step of the iterative attack). Valid for one
+    model, unchanged, one set of images, labels and targets, one batch size and one amp setting:
+    attack.py makes one per run. `networks` starts from another Shared's folded networks. Signs
+    are kept as int8 (a quarter of the images' memory per goal)."""
+
+    def __init__(self, networks=None):
+        self.networks = {} if networks is None else networks
+        self.clean, self.signs = {}, {}
+
+    def network(self, model, channels_last=False):
+        if channels_last not in self.networks:
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            self.networks[channels_last] = fold_batch_norm(model).to(memory_format=layout)
+        return self.networks[channels_last]
+
+    def clean_pred(self, key, compute):
+        if key not in self.clean:
+            self.clean[key] = compute()
+        return self.clean[key]
+
+    def clean_sign(self, key, compute):
+        if key not in self.signs:
+            self.signs[key] = compute().to(torch.int8)
+        return self.signs[key]
 
 
 def draw_targets(labels, num_classes, seed):
@@ -182,11 +224,12 @@ def start_noise(positions, shape, seed, restart):
 
 
 def attack_images(model, space, images, labels, plan, box, targets=None, positions=None, seed=0,
-                  amp=False):
+                  amp=False, clean_sign=None):
     """Attack clean images (N, 3, H, W) with every restart of `plan`; returns (adversarial images,
     their predicted classes). A restart only attacks the images that no earlier restart got past:
     untargeted, those still classified as their true class; targeted, those not yet at the target.
-    positions: (N,) indices of the images in the evaluated set (they key the random starts)."""
+    positions: (N,) indices of the images in the evaluated set (they key the random starts);
+    clean_sign: gradient_sign at `images` towards the goal, when known (see `perturb`)."""
     targeted = targets is not None
     goal = targets if targeted else labels
     adversarial, predictions = images.clone(), labels.clone()
@@ -197,7 +240,8 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
         if plan.random_start:
             noise = start_noise(positions[todo], images.shape[1:], seed, restart)
             start = noise.to(images.device, images.dtype) * part.radius
-        x = perturb(model, space, images[todo], goal[todo], part, plan.steps, targeted, start, amp)
+        x = perturb(model, space, images[todo], goal[todo], part, plan.steps, targeted, start, amp,
+                    clean_sign)  # used only without a random start, when todo is every image
         with torch.no_grad(), autocast(images.device, amp):
             predicted = space.decode(model(x))
         adversarial[todo], predictions[todo] = x, predicted
@@ -214,50 +258,64 @@ def _as_float(images, dtype):
 
 def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
                protocol="pixel", steps=None, step_size=None, restarts=1, seed=0, batch_size=500,
-               amp=False, keep_images=False, stop=None):
+               amp=False, channels_last=False, shared=None, keep_images=False, stop=None):
     """Robust accuracy of `model` under one attack setting, evaluated in batches.
 
     images: (N, 3, H, W) float in [0, 1] or uint8, on any device (batches move to the model's);
     labels: (N,) class ids; targets: (N,) class ids for a targeted attack (see draw_targets), or
     None; eps, step_size: pixel units, or normalised units under protocol "paper"; steps, step_size
-    default to the protocol's (see `schedule`); seed keys the random starts. `stop` is polled
-    between batches: when it returns True the setting is abandoned and None returned (preemption).
+    default to the protocol's (see `schedule`); seed keys the random starts; channels_last runs the
+    network in that memory format (faster convolutions on CPUs, same results up to float rounding).
+    shared: a `Shared` passed to every setting of one run, so that the folded network, clean
+    predictions and the gradient at the clean images are made once (without it, per call).
+    `stop` is polled between batches: when it returns True the setting is abandoned and None
+    returned (preemption).
 
     Returns a dict: robust_acc, clean_acc, target_success (targeted only), attacked (images
     correctly classified before the attack), steps, step_size, restarts, seconds, images_per_s
-    (evaluated images per second, the clean forward pass included); with keep_images also
-    adversarial (N, 3, H, W) on the CPU (clean images where nothing was attacked), clean_pred and
-    adv_pred (N,).
+    (evaluated images per second of this call: work taken from `shared` is counted where it was
+    done); with keep_images also adversarial (N, 3, H, W) on the CPU (clean images where nothing
+    was attacked), clean_pred and adv_pred (N,).
     """
     plan = schedule(attack, eps, protocol, steps, step_size, restarts)
     space.to(next(model.parameters()).device)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     mean, std = model.model_args["mean"], model.model_args["std"]
-    model = fold_batch_norm(model)  # eval mode, batch norms folded into their convolutions
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    shared = Shared() if shared is None else shared
+    model = shared.network(model.eval(), channels_last)  # batch norms folded into convolutions
+    targeted = targets is not None
     totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
     kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}
     begin = time.perf_counter()
     for first in range(0, len(images), batch_size):
         if stop is not None and stop():
             return None
-        batch = _as_float(images[first:first + batch_size].to(device), dtype)
+        batch = _as_float(images[first:first + batch_size].to(device), dtype).contiguous(memory_format=layout)
         batch_labels = labels[first:first + batch_size].to(device)
-        with torch.no_grad(), autocast(device, amp):
-            clean_pred = space.decode(model(batch))
+        goal = targets[first:first + batch_size].to(device) if targeted else batch_labels
+
+        def predict():
+            with torch.no_grad(), autocast(device, amp):
+                return space.decode(model(batch))
+        clean_pred = shared.clean_pred(first, predict)
         correct = (clean_pred == batch_labels).nonzero().squeeze(1)
         adversarial, adv_pred = batch.clone(), clean_pred.clone()
         if eps > 0 and len(correct):
-            batch_targets = None if targets is None else targets[first:first + batch_size].to(device)[correct]
+            clean_sign = None
+            if not plan.random_start:
+                clean_sign = shared.clean_sign((first, targeted), lambda: gradient_sign(
+                    model, space, batch[correct], goal[correct], amp))
             box = threat(batch[correct], eps, plan, protocol, mean, std)
             adversarial[correct], adv_pred[correct] = attack_images(
-                model, space, batch[correct], batch_labels[correct], plan, box, batch_targets,
-                positions=first + correct, seed=seed, amp=amp)
+                model, space, batch[correct], batch_labels[correct], plan, box,
+                goal[correct] if targeted else None, positions=first + correct, seed=seed, amp=amp,
+                clean_sign=clean_sign)
         totals[0] += len(correct)
         totals[1] += (adv_pred[correct] == batch_labels[correct]).sum()
-        if targets is not None:
-            batch_targets = targets[first:first + batch_size].to(device)
-            totals[2] += (adv_pred[correct] == batch_targets[correct]).sum()
+        if targeted:
+            totals[2] += (adv_pred[correct] == goal[correct]).sum()
         if keep_images:
             for key, value in (("adversarial", adversarial), ("clean_pred", clean_pred), ("adv_pred", adv_pred)):
                 kept[key].append(value.cpu())
@@ -267,7 +325,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     result = {"robust_acc": robust / max(n, 1), "clean_acc": attacked / max(n, 1), "attacked": attacked,
               "steps": plan.steps, "step_size": plan.step_size, "restarts": plan.restarts,
               "seconds": seconds, "images_per_s": n / seconds if seconds > 0 else math.inf}
-    if targets is not None:
+    if targeted:
         result["target_success"] = hits / max(attacked, 1)
     if keep_images:
         result.update({key: torch.cat(values) for key, values in kept.items()})
