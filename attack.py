@@ -21,6 +21,7 @@ from pathlib import Path
 from architecture import ARCHITECTURES
 from cifar import DATASETS
 from utils.errors import CliParser, UsageError, run_cli
+from utils.grid import attack_label
 
 REPO = Path(__file__).resolve().parent
 RESULTS_FILE = "attack_results.json"
@@ -29,8 +30,9 @@ ATTACK_NAMES = ("fgsm", "iterative", "pgd")  # utils.attacks.ATTACKS, without im
 PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
 PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attack.py, normalised units
 # What makes two entries the same computation; a rerun reuses an entry whose identity matches.
-IDENTITY = ("protocol", "attack", "targeted", "eps", "steps", "step_size", "restarts", "num_images",
-            "seed", "amp", "images_sha256")
+IDENTITY = ("protocol", "attack", "objective", "targeted", "eps", "steps", "step_size", "restarts",
+            "num_images", "seed", "amp", "images_sha256")
+IDENTITY_DEFAULTS = {"objective": "loss"}  # entries written before the key existed
 
 
 def epsilon(text):
@@ -99,6 +101,9 @@ def build_parser():
                         "eps / steps with --paper_protocol)")
     attack.add_argument("--restarts", type=positive(int), default=1,
                         help="pgd random restarts; per image the first that succeeds is kept")
+    attack.add_argument("--objective", default="loss", choices=("loss", "margin"),
+                        help="what the attacks climb: the label's loss, as in the paper, or the "
+                        "decoder's margin (nearest wrong class against the true one; see README)")
     attack.add_argument("--paper_protocol", action="store_true",
                         help="the paper's protocol: eps and steps in normalised units, FGSM clamped "
                         "to each image's own min/max, iterative without range clamp (see README)")
@@ -184,11 +189,11 @@ def load_model(args, path, data):
 
 
 def identity(entry):
-    return tuple(entry.get(k) for k in IDENTITY)
+    return tuple(entry.get(k, IDENTITY_DEFAULTS.get(k)) for k in IDENTITY)
 
 
 def setting_key(entry):
-    return f"{entry['attack']}/{'targeted' if entry['targeted'] else 'untargeted'}/{entry['eps_label']}"
+    return f"{attack_label(entry['attack'], entry.get('objective'))}/{'targeted' if entry['targeted'] else 'untargeted'}/{entry['eps_label']}"
 
 
 def load_previous(path, checkpoint_sha, log):
@@ -217,7 +222,8 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
                         targets=targets if entry["targeted"] else None, protocol=protocol,
                         steps=entry["steps"], step_size=entry["step_size"], restarts=entry["restarts"],
                         seed=args.seed, batch_size=args.batch_size, amp=args.amp,
-                        channels_last=args.channels_last, keep_images=True)
+                        objective=entry.get("objective", "loss"), channels_last=args.channels_last,
+                        keep_images=True)
     shown = (result["clean_pred"] == labels.cpu()).nonzero().squeeze(1)[:args.examples]
     if not len(shown):
         shown = torch.arange(min(args.examples, len(labels)))
@@ -241,7 +247,8 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
                 ax.set_ylabel(name, fontsize=8)
     mode = "targeted" if entry["targeted"] else "untargeted"
     units = " (normalised units, paper protocol)" if protocol == "paper" else ""
-    figure.suptitle(f"{args.model} {space.name}: {entry['attack']} {mode}, eps {entry['eps_label']}"
+    name = attack_label(entry["attack"], entry.get("objective"))
+    figure.suptitle(f"{args.model} {space.name}: {name} {mode}, eps {entry['eps_label']}"
                     f"{units}; perturbation amplified x{gain:.0f} for visibility", fontsize=9)
     figure.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -299,25 +306,27 @@ def run(args):
     shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
     for attack, targeted, eps_label, eps in settings:
         plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
-        entry = {"protocol": protocol, "attack": attack, "targeted": targeted, "eps": eps,
+        entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
+                 "targeted": targeted, "eps": eps,
                  "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
                  "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
                  "images_sha256": images_sha}
         mode = "targeted" if targeted else "untargeted"
+        name = attack_label(attack, args.objective)
         if identity(entry) in done:
             entry = done[identity(entry)]
-            progress.step(f"{attack} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
+            progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
                           f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
         else:
             result = run_attack(model, space, images, labels, attack, eps,
                                 targets=targets if targeted else None, protocol=protocol,
                                 steps=args.steps, step_size=args.step_size, restarts=args.restarts,
                                 seed=args.seed, batch_size=args.batch_size, amp=args.amp,
-                                channels_last=args.channels_last, shared=shared,
+                                objective=args.objective, channels_last=args.channels_last, shared=shared,
                                 stop=preempt.requested)
             if result is None:
                 progress.close()
-                preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {attack} {mode} eps "
+                preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {name} {mode} eps "
                                          f"{eps_label}; {len(current)} finished settings are kept in "
                                          f"{results_path}, rerun to continue")
             entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
@@ -328,7 +337,7 @@ def run(args):
             done[identity(entry)] = entry
             write_json(results_path, document(entry["clean_acc"]))
             hit = f" target_success {entry['target_success']:.2%}" if targeted else ""
-            progress.step(f"{attack} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
+            progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
                           f"{n} images {entry['seconds']:.1f}s {entry['images_per_s']:.1f} img/s",
                           acc=f"{entry['robust_acc']:.2%}")
         current.append(entry)

@@ -63,7 +63,9 @@ def label_rank(label):
 
 
 def attack_rank(attack):
-    return (ATTACK_ORDER.index(attack), "") if attack in ATTACK_ORDER else (len(ATTACK_ORDER), attack)
+    """fgsm, iterative, pgd, then their other objectives ("pgd+margin") after each, then the rest."""
+    base = attack.split("+")[0]
+    return (ATTACK_ORDER.index(base) if base in ATTACK_ORDER else len(ATTACK_ORDER), attack)
 
 
 def run_name(key):

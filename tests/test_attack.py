@@ -16,7 +16,7 @@ from cifar import to_float
 from conftest import last_json, run_script
 from utils import preempt
 from utils.attacks import ATTACKS, Shared, draw_targets, run_attack, start_noise
-from utils.errors import run_cli
+from utils.errors import UsageError, run_cli
 from utils.training import evaluate
 
 EPS1, EPS8 = 1 / 255, 8 / 255
@@ -207,6 +207,29 @@ def test_a_run_shares_clean_work_across_settings_without_changing_a_result(train
     assert all(sign.dtype == torch.int8 for sign in shared.signs.values())
 
 
+def test_margin_objective_attacks_the_decision(trained, test_set):
+    """On a target model climbing the decoder's margin breaks more images than climbing the training
+    loss (the SmoothL1 to the true target need not move the decision); on a category model the two
+    are close. Targeted, it reaches the targets; every image stays within eps."""
+    model, space = trained
+    images, labels, targets = test_set
+    runs = {objective: run_attack(model, space, images, labels, "pgd", EPS8, steps=5, seed=1,
+                                  objective=objective, keep_images=True)
+            for objective in ("loss", "margin")}
+    loss, margin = runs["loss"]["robust_acc"], runs["margin"]["robust_acc"]
+    if space.name == "category":  # cross-entropy already follows the decision: the two are close
+        assert abs(margin - loss) <= 0.1
+    else:                         # here 0.1 with the loss, 0.025 with the margin
+        assert margin <= loss - 2 / N
+    assert runs["margin"]["robust_acc"] < runs["margin"]["clean_acc"] - 0.2
+    assert ((runs["margin"]["adversarial"] - images).abs() <= EPS8 + 1e-6).all()
+    hit = run_attack(model, space, images, labels, "pgd", 16 / 255, steps=10, step_size=2 / 255,
+                     targets=targets, objective="margin")
+    assert hit["target_success"] > 2 / space.num_classes
+    with pytest.raises(UsageError, match="unknown objective 'cw'"):
+        run_attack(model, space, images, labels, "pgd", EPS8, objective="cw")
+
+
 def test_channels_last_gives_the_same_attack_results(trained, test_set):
     model, space = trained
     images, labels, targets = test_set
@@ -285,6 +308,18 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     entries = saved["entries"]
     assert {e["protocol"] for e in entries} == {"pixel", "paper"} and saved["config"]["channels_last"]
     assert {e["steps"] for e in entries if e["protocol"] == "paper" and e["attack"] == "iterative"} == {5}
+
+    # The margin objective adds its own entries too; the loss ones (written before the key
+    # existed, or with objective "loss") are still reused.
+    margin, err = call_main(capsys, flags + ["--objective", "margin", "--attacks", "pgd"])
+    assert list(margin["robust_acc"]) == [f"pgd+margin/{m}/{e}" for m in ("untargeted", "targeted")
+                                          for e in ("0", "8/255")]
+    assert "reused" not in err and err.count("pgd+margin") == 4
+    entries = json.loads((run_dir / attack.RESULTS_FILE).read_text())["entries"]
+    assert sum(e.get("objective") == "margin" for e in entries) == 4
+    assert margin["robust_acc"]["pgd+margin/untargeted/0"] == summary["clean_acc"]
+    _, err = call_main(capsys, flags)
+    assert err.count("reused") == len(keys)
 
 
 def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_dir, tmp_path,

@@ -8,7 +8,7 @@ from cifar import augment, load_cifar, split_indices, to_float
 from conftest import REFERENCE_LABELS, SUBSET
 from utils.errors import UsageError
 from labels import read_targets
-from utils.labelspace import CategorySpace, TargetSpace, load_label_space
+from utils.labelspace import CategorySpace, TargetSpace, load_label_space, margin
 
 
 def test_load_cifar10_shapes_and_names(cifar10_dir):
@@ -107,6 +107,23 @@ def test_nearest_target_decoding():
     outputs = torch.randn(50, 64, 64) * 20
     brute = ((outputs[:, None] - targets[None]) ** 2).mean((2, 3)).argmin(1)
     assert torch.equal(space.decode(outputs), brute)
+
+
+def test_decoder_margin_is_positive_exactly_when_the_prediction_misses_the_goal():
+    """The margin objective of attacks: nearest wrong class against the goal, in decoder scores."""
+    torch.manual_seed(0)
+    targets = torch.randn(10, 8, 8) * 20
+    space = TargetSpace("t", targets)
+    outputs = torch.randn(300, 8, 8) * 20
+    goal = torch.randint(0, 10, (300,))
+    squared = ((outputs[:, None] - targets[None]) ** 2).sum((2, 3))  # (N, C) brute force
+    others = squared.scatter(1, goal[:, None], float("inf")).amin(1)
+    expected = squared.gather(1, goal[:, None]).squeeze(1) - others  # d(goal) - nearest other
+    got = margin(space.scores(outputs), goal)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-2)
+    assert torch.equal(got > 0, space.decode(outputs) != goal)
+    logits = torch.tensor([[2.0, 5.0, 1.0], [0.0, -1.0, 3.0]])
+    assert margin(CategorySpace(3).scores(logits), torch.tensor([1, 0])).tolist() == [-3.0, 3.0]
 
 
 def test_category_space_loss_and_decode():

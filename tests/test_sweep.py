@@ -20,7 +20,7 @@ import pytest
 import sweep
 from conftest import REPO, last_json, run_script
 from utils.errors import call_cli
-from utils.grid import ATTACK_RESULTS, Run, Task, requested_attacks
+from utils.grid import ATTACK_RESULTS, Run, Task, missing_entries, requested_attacks
 
 HAVE_ATTACK = pytest.mark.skipif(not (REPO / "attack.py").exists(), reason="attack.py is not written yet")
 # Tiny attacks: one setting on 20 images, no example figure.
@@ -420,6 +420,13 @@ def test_attack_defaults_come_from_attack_py():
     assert len(wanted["keys"]) == len(module.ATTACK_NAMES) * 2 * len(module.PIXEL_EPSILONS)
     paper = requested_attacks(attack.parse(["--paper_protocol", "--targeted", "no"]), module)
     assert {k[0] for k in paper["keys"]} == {"fgsm", "iterative"} and {k[2] for k in paper["keys"]} == {"paper"}
+    margin = requested_attacks(attack.parse(["--objective", "margin", "--attacks", "pgd"]), module)
+    assert {k[0] for k in margin["keys"]} == {"pgd+margin"}  # its own entries, beside the loss ones
+    done = {"entries": [{"attack": "pgd", "targeted": t, "protocol": "pixel", "eps": eps}
+                        for _, t, _, eps in margin["keys"]]}
+    assert sorted(missing_entries(done, margin["keys"])) == sorted(margin["keys"])
+    done["entries"] = [e | {"objective": "margin"} for e in done["entries"]]
+    assert missing_entries(done, margin["keys"]) == []
 
 
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):

@@ -15,8 +15,8 @@ inside, so eps, step sizes and the clamp are in pixel units. Every step is
 
 where `goal` is the true class (sign +1: climb the loss) or the target class (sign -1: descend it),
 the loss is the label space's own (`space.adversarial_loss`: cross-entropy for category, SmoothL1 to
-the class target otherwise), and [low, high] is the eps-ball around the clean image intersected
-with the allowed range. Presets:
+the class target otherwise; with objective "margin", the decoder's margin, see `objective_value`),
+and [low, high] is the eps-ball around the clean image intersected with the allowed range. Presets:
 
     fgsm        1 step of eps, no random start
     iterative   `steps` steps of `step_size`, no random start (the basic iterative method)
@@ -57,10 +57,12 @@ import torch
 
 from architecture import fold_batch_norm
 from utils.errors import UsageError
+from utils.labelspace import margin
 from utils.training import autocast
 
 ATTACKS = ("fgsm", "iterative", "pgd")
 PROTOCOLS = ("pixel", "paper")
+OBJECTIVES = ("loss", "margin")
 DEFAULT_STEPS = {"pixel": 10, "paper": 5}
 STEP_FACTOR = {"pixel": 2.5, "paper": 1.0}  # default step size = factor * eps / steps
 NOISE_BLOCK = 256                            # images per seeded block of random-start noise
@@ -69,6 +71,12 @@ NOISE_BLOCK = 256                            # images per seeded block of random
 def check_attack(name):
     if name not in ATTACKS:
         raise UsageError(f"unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
+    return name
+
+
+def check_objective(name):
+    if name not in OBJECTIVES:
+        raise UsageError(f"unknown objective '{name}'; choose from {', '.join(OBJECTIVES)}")
     return name
 
 
@@ -134,21 +142,34 @@ def threat(images, eps, plan, protocol, mean, std):
                   low=torch.maximum(images - radius, lower), high=torch.minimum(images + radius, upper))
 
 
-def gradient_sign(model, space, x, goal, amp=False):
-    """sign(grad_x loss(model(x), goal)) for a batch (N, 3, H, W): the direction every step takes
-    (climbed untargeted, descended targeted). Gradients w.r.t. the input only; model in eval mode."""
+def objective_value(space, outputs, goal, objective="loss"):
+    """Per-image value (N,) that an attack climbs (untargeted, goal = the true classes) or descends
+    (targeted, goal = the targets). "loss": the label space's adversarial loss, as in the paper.
+    "margin": the decoder's own margin, max over c != goal of score_c minus score_goal (logits for
+    category, minus the squared distance to each class target otherwise; Carlini and Wagner's f6),
+    positive exactly when the prediction is not `goal`: an objective aligned with the decision,
+    where the regression loss to one target need not be."""
+    if objective == "margin":
+        return margin(space.scores(outputs), goal)
+    return space.adversarial_loss(outputs, goal)
+
+
+def gradient_sign(model, space, x, goal, amp=False, objective="loss"):
+    """sign(grad_x objective(model(x), goal)) for a batch (N, 3, H, W): the direction every step
+    takes (climbed untargeted, descended targeted). Gradients w.r.t. the input only; model in eval
+    mode."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         with autocast(x.device, amp):
             outputs = model(x)
-        # A sum over images: each image's gradient is that of its own loss.
-        loss = space.adversarial_loss(outputs, goal).sum()
+        # A sum over images: each image's gradient is that of its own objective.
+        loss = objective_value(space, outputs, goal, objective).sum()
         grad, = torch.autograd.grad(loss, x)
     return grad.sign()
 
 
 def perturb(model, space, images, goal, box, steps, targeted=False, start=None, amp=False,
-            first_sign=None):
+            first_sign=None, objective="loss"):
     """The attack loop: `steps` projected sign-gradient steps from `images` (+ `start`).
 
     images: (N, 3, H, W) float, clean; goal: (N,) class ids, the true classes (untargeted: the loss
@@ -161,7 +182,7 @@ def perturb(model, space, images, goal, box, steps, targeted=False, start=None, 
     x = images.clone() if start is None else torch.clamp(images + start, box.low, box.high)
     for step in range(steps):
         known = step == 0 and start is None and first_sign is not None
-        direction = first_sign if known else gradient_sign(model, space, x, goal, amp)
+        direction = first_sign if known else gradient_sign(model, space, x, goal, amp, objective)
         x = torch.clamp(x + sign * box.step * direction, box.low, box.high)
     return x
 
@@ -224,7 +245,7 @@ def start_noise(positions, shape, seed, restart):
 
 
 def attack_images(model, space, images, labels, plan, box, targets=None, positions=None, seed=0,
-                  amp=False, clean_sign=None):
+                  amp=False, clean_sign=None, objective="loss"):
     """Attack clean images (N, 3, H, W) with every restart of `plan`; returns (adversarial images,
     their predicted classes). A restart only attacks the images that no earlier restart got past:
     untargeted, those still classified as their true class; targeted, those not yet at the target.
@@ -241,7 +262,7 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
             noise = start_noise(positions[todo], images.shape[1:], seed, restart)
             start = noise.to(images.device, images.dtype) * part.radius
         x = perturb(model, space, images[todo], goal[todo], part, plan.steps, targeted, start, amp,
-                    clean_sign)  # used only without a random start, when todo is every image
+                    clean_sign, objective)  # clean_sign: only without a random start (todo = all)
         with torch.no_grad(), autocast(images.device, amp):
             predicted = space.decode(model(x))
         adversarial[todo], predictions[todo] = x, predicted
@@ -258,13 +279,15 @@ def _as_float(images, dtype):
 
 def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
                protocol="pixel", steps=None, step_size=None, restarts=1, seed=0, batch_size=500,
-               amp=False, channels_last=False, shared=None, keep_images=False, stop=None):
+               objective="loss", amp=False, channels_last=False, shared=None, keep_images=False,
+               stop=None):
     """Robust accuracy of `model` under one attack setting, evaluated in batches.
 
     images: (N, 3, H, W) float in [0, 1] or uint8, on any device (batches move to the model's);
     labels: (N,) class ids; targets: (N,) class ids for a targeted attack (see draw_targets), or
     None; eps, step_size: pixel units, or normalised units under protocol "paper"; steps, step_size
-    default to the protocol's (see `schedule`); seed keys the random starts; channels_last runs the
+    default to the protocol's (see `schedule`); seed keys the random starts; objective: "loss" or
+    "margin" (see `objective_value`); channels_last runs the
     network in that memory format (faster convolutions on CPUs, same results up to float rounding).
     shared: a `Shared` passed to every setting of one run, so that the folded network, clean
     predictions and the gradient at the clean images are made once (without it, per call).
@@ -278,6 +301,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     was attacked), clean_pred and adv_pred (N,).
     """
     plan = schedule(attack, eps, protocol, steps, step_size, restarts)
+    check_objective(objective)
     space.to(next(model.parameters()).device)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -305,13 +329,13 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
         if eps > 0 and len(correct):
             clean_sign = None
             if not plan.random_start:
-                clean_sign = shared.clean_sign((first, targeted), lambda: gradient_sign(
-                    model, space, batch[correct], goal[correct], amp))
+                clean_sign = shared.clean_sign((first, targeted, objective), lambda: gradient_sign(
+                    model, space, batch[correct], goal[correct], amp, objective))
             box = threat(batch[correct], eps, plan, protocol, mean, std)
             adversarial[correct], adv_pred[correct] = attack_images(
                 model, space, batch[correct], batch_labels[correct], plan, box,
                 goal[correct] if targeted else None, positions=first + correct, seed=seed, amp=amp,
-                clean_sign=clean_sign)
+                clean_sign=clean_sign, objective=objective)
         totals[0] += len(correct)
         totals[1] += (adv_pred[correct] == batch_labels[correct]).sum()
         if targeted:

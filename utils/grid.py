@@ -264,12 +264,21 @@ def requested_attacks(namespace, module=None):
     # attack.py's --epsilons type gives (text, value) pairs; plain text or numbers work too
     values = [parse_eps(e[1] if isinstance(e, (tuple, list)) else e) for e in epsilons]
     protocol = "paper" if paper else "pixel"
-    keys = {(attack, t, protocol, eps) for attack in attacks for t in targeted for eps in values}
+    objective = getattr(namespace, "objective", None)
+    keys = {(attack_label(attack, objective), t, protocol, eps) for attack in attacks
+            for t in targeted for eps in values}
     return {"keys": keys, "num_images": getattr(namespace, "num_images", None)}
 
 
+def attack_label(attack, objective="loss"):
+    """The name an attack goes by in keys and tables: "pgd" with the paper's loss objective,
+    "pgd+margin" with the margin objective."""
+    return attack if objective in (None, "loss") else f"{attack}+{objective}"
+
+
 def entry_key(entry):
-    return (entry["attack"], bool(entry["targeted"]), entry.get("protocol", "pixel"), float(entry["eps"]))
+    return (attack_label(entry["attack"], entry.get("objective")), bool(entry["targeted"]),
+            entry.get("protocol", "pixel"), float(entry["eps"]))
 
 
 def missing_entries(results, wanted):

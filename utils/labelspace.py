@@ -43,6 +43,10 @@ class CategorySpace:
         """The loss attacks climb (or descend, targeted): the training loss, as in the paper."""
         return self.loss(outputs, labels)
 
+    def scores(self, outputs):
+        """(N, C), larger for likelier classes: the logits."""
+        return at_least_float32(outputs)
+
     def decode(self, outputs):
         return outputs.argmax(1)
 
@@ -76,15 +80,25 @@ class TargetSpace:
     def adversarial_loss(self, outputs, labels):
         return self.loss(outputs, labels)
 
-    def decode(self, outputs):
-        """Class of the nearest target by mean squared distance. outputs: (N, *shape) -> (N,)."""
+    def scores(self, outputs):
+        """(N, C): minus the squared distance to each class target, up to ||o||^2, which is the
+        same for every class: ||o - t||^2 = ||o||^2 - 2 o.t + ||t||^2."""
         flat = at_least_float32(outputs).flatten(1)
-        # ||o - t||^2 = ||o||^2 - 2 o.t + ||t||^2; ||o||^2 is the same for every class.
-        distances = self._sq_norms[None, :] - 2 * flat @ self._flat.T.to(flat.dtype)
-        return distances.argmin(1)
+        return 2 * flat @ self._flat.T.to(flat.dtype) - self._sq_norms[None, :]
+
+    def decode(self, outputs):
+        """Class of the nearest target by squared distance. outputs: (N, *shape) -> (N,)."""
+        return self.scores(outputs).argmax(1)
 
     def state(self):
         return {"name": self.name, "num_classes": self.num_classes, "targets": self.targets.cpu()}
+
+
+def margin(scores, goal):
+    """max over c != goal of scores[:, c], minus scores[:, goal]: (N,), positive exactly when the
+    decoder (argmax of the scores) does not pick `goal` (ties aside)."""
+    others = scores.scatter(1, goal[:, None], float("-inf"))
+    return others.amax(1) - scores.gather(1, goal[:, None]).squeeze(1)
 
 
 def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2_options=None):

@@ -95,9 +95,13 @@ class MCR2Space:
     def fit(self, train_outputs, train_labels):
         self.bases = fit_subspaces(train_outputs, train_labels, self.num_classes, self.n_components)
 
+    def scores(self, outputs):
+        """(N, C): the squared norm of the normalised feature's projection on each class subspace."""
+        return projection_norms(outputs, self.bases)
+
     def decode(self, outputs):
         """Nearest subspace: the class whose subspace keeps most of the normalised feature."""
-        return projection_norms(outputs, self.bases).argmax(1)
+        return self.scores(outputs).argmax(1)
 
     def report(self, train_outputs, train_labels, outputs, labels, k=10):
         """Accuracy of the other two decoders: kNN (cosine, k neighbours) and nearest class mean."""
