@@ -149,10 +149,10 @@ def find_checkpoint(args):
     return path, run_dir
 
 
-def load_model(args, path, data):
-    """Rebuild the model and its label space from the checkpoint alone, checking it fits the flags."""
+def model_from_checkpoint(path):
+    """(model in eval mode, label space, checkpoint dict) rebuilt from a train.py best-model
+    checkpoint alone; a file that is not one, or weights that do not fit, is a UsageError."""
     from architecture import build_model
-    from labels import label_path, read_targets
     from utils.labelspace import space_from_state
     from utils.runs import load_checkpoint
     checkpoint = load_checkpoint(path)
@@ -160,6 +160,20 @@ def load_model(args, path, data):
         raise UsageError(f"{path} is not a best-model checkpoint of train.py (it lacks model, "
                          "model_args or label_space)")
     model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
+    model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"], model_args["std"])
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:
+        raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
+                         f"{tuple(model_args['output_shape'])} ({str(err).splitlines()[0]})") from None
+    return model.eval(), space, checkpoint
+
+
+def load_model(args, path, data):
+    """Rebuild the model and its label space from the checkpoint alone, checking it fits the flags."""
+    from labels import label_path, read_targets
+    model, space, checkpoint = model_from_checkpoint(path)
+    model_args = checkpoint["model_args"]
     flags = checkpoint.get("config", {}).get("flags", {})
     if args.model is not None and model_args["arch"] != args.model:
         raise UsageError(f"{path} holds a {model_args['arch']}, not a {args.model}")
@@ -179,12 +193,6 @@ def load_model(args, path, data):
         if tuple(shape) != tuple(space.output_shape):
             raise UsageError(f"{path} was trained on {space.name} targets of shape "
                              f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}")
-    model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"], model_args["std"])
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:
-        raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
-                         f"{tuple(model_args['output_shape'])} ({str(err).splitlines()[0]})") from None
     return model, space
 
 

@@ -134,13 +134,9 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes):
 
 def trained_model(checkpoint, device):
     """(model, label space) of a train.py best-model checkpoint, as attack.py rebuilds them."""
-    from utils.labelspace import space_from_state
-    from utils.runs import load_checkpoint
-    state = load_checkpoint(checkpoint)
-    args = state["model_args"]
-    model = build_model(args["arch"], args["output_shape"], args["mean"], args["std"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), space_from_state(state["label_space"]).to(device)
+    from attack import model_from_checkpoint
+    model, space, _ = model_from_checkpoint(checkpoint)
+    return model.to(device), space.to(device)
 
 
 EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # attack.py's default sweep (after eps 0)
