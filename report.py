@@ -419,20 +419,31 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
     return "\n".join(out) + "\n"
 
 
-def label_colours(labels):
+def label_styles(labels):
+    """Line style per label: one colour per label type (in LABEL_ORDER; tab10, then tab20 when
+    there are more than ten types), and for its label-noise variants the same colour with another
+    dash pattern and marker, so that no two lines of a figure look alike."""
     import matplotlib.pyplot as plt
-    palette = plt.get_cmap("tab10").colors
-    ordered = sorted(set(labels), key=label_rank)
-    return {label: palette[i % len(palette)] for i, label in enumerate(ordered)}
+    bases = sorted({split_noise(label)[0] for label in labels}, key=label_rank)
+    palette = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20").colors
+    colour = {base: palette[i % len(palette)] for i, base in enumerate(bases)}
+    dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D")
+    noises = sorted({split_noise(label)[1] for label in labels})
+    styles = {}
+    for label in labels:
+        base, noise = split_noise(label)
+        k = noises.index(noise) % len(dashes)
+        styles[label] = {"color": colour[base], "linestyle": dashes[k], "marker": markers[k]}
+    return styles
 
 
-def plot_line(ax, xs, stats_list, label, colour):
+def plot_line(ax, xs, stats_list, label, style):
     means = [s[0] * 100 for s in stats_list]
     errors = [0 if s[1] is None else s[1] * 100 for s in stats_list]
     if any(errors):
-        ax.errorbar(xs, means, yerr=errors, label=label, color=colour, marker="o", capsize=3)
+        ax.errorbar(xs, means, yerr=errors, label=label, capsize=3, **style)
     else:
-        ax.plot(xs, means, label=label, color=colour, marker="o")
+        ax.plot(xs, means, label=label, **style)
 
 
 def figures(out, accuracy, robust, records):
@@ -441,7 +452,7 @@ def figures(out, accuracy, robust, records):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = label_colours([r["label"] for r in records])
+    styles = label_styles([r["label"] for r in records])
     written = []
 
     def save(fig, name):
@@ -464,7 +475,7 @@ def figures(out, accuracy, robust, records):
                 ys = [stats(r, "robust_acc") for r in line]
                 if xs[0] > 0 and line[0]["clean_acc_mean"] is not None:  # start from the clean point
                     xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
-                plot_line(ax, xs, ys, label, colours[label])
+                plot_line(ax, xs, ys, label, styles[label])
             ax.set(title=f"{attack}{' targeted' if targeted else ''}", xlabel="eps (x/255)",
                    ylabel="robust accuracy (%)", ylim=(0, 100))
             ax.grid(alpha=0.3)
@@ -481,7 +492,7 @@ def figures(out, accuracy, robust, records):
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for label in sorted({r["label"] for r in rows}, key=label_rank):
             line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
-            plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, colours[label])
+            plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, styles[label])
         ax.set(xscale="log", xlabel="training data (% of the training split)", ylabel="test accuracy (%)",
                title=f"{dataset}, {model}: accuracy against data level")
         ax.grid(alpha=0.3, which="both")
@@ -493,8 +504,8 @@ def figures(out, accuracy, robust, records):
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for label in sorted(by_label, key=label_rank):
             values = by_label[label]
-            ax.plot(range(1, len(values) + 1), [v * 100 for v in values], label=label, color=colours[label],
-                    marker="." if len(values) <= 40 else None)
+            style = styles[label] | {"marker": "." if len(values) <= 40 else None}
+            ax.plot(range(1, len(values) + 1), [v * 100 for v in values], label=label, **style)
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset}, {model}, level {level:g}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
