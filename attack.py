@@ -201,7 +201,8 @@ def identity(entry):
 
 
 def setting_key(entry):
-    return f"{attack_label(entry['attack'], entry.get('objective'))}/{'targeted' if entry['targeted'] else 'untargeted'}/{entry['eps_label']}"
+    mode = "targeted" if entry["targeted"] else "untargeted"
+    return f"{attack_label(entry['attack'], entry.get('objective'))}/{mode}/{entry['eps_label']}"
 
 
 def load_previous(path, checkpoint_sha, log):

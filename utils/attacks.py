@@ -58,7 +58,7 @@ import torch
 from architecture import fold_batch_norm
 from utils.errors import UsageError
 from utils.labelspace import margin
-from utils.training import autocast
+from utils.training import autocast, prepare
 
 ATTACKS = ("fgsm", "iterative", "pgd")
 PROTOCOLS = ("pixel", "paper")
@@ -202,19 +202,22 @@ class Shared:
 
     def network(self, model, channels_last=False):
         if channels_last not in self.networks:
-            layout = torch.channels_last if channels_last else torch.contiguous_format
-            self.networks[channels_last] = fold_batch_norm(model).to(memory_format=layout)
+            folded = fold_batch_norm(model)
+            self.networks[channels_last] = (folded.to(memory_format=torch.channels_last)
+                                            if channels_last else folded)
         return self.networks[channels_last]
 
     def clean_pred(self, key, compute):
-        if key not in self.clean:
-            self.clean[key] = compute()
-        return self.clean[key]
+        return _memo(self.clean, key, compute)
 
     def clean_sign(self, key, compute):
-        if key not in self.signs:
-            self.signs[key] = compute().to(torch.int8)
-        return self.signs[key]
+        return _memo(self.signs, key, lambda: compute().to(torch.int8))
+
+
+def _memo(store, key, compute):
+    if key not in store:
+        store[key] = compute()
+    return store[key]
 
 
 def draw_targets(labels, num_classes, seed):
@@ -287,8 +290,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     labels: (N,) class ids; targets: (N,) class ids for a targeted attack (see draw_targets), or
     None; eps, step_size: pixel units, or normalised units under protocol "paper"; steps, step_size
     default to the protocol's (see `schedule`); seed keys the random starts; objective: "loss" or
-    "margin" (see `objective_value`); channels_last runs the
-    network in that memory format (faster convolutions on CPUs, same results up to float rounding).
+    "margin" (see `objective_value`); channels_last runs the network in that memory format
+    (faster convolutions on CPUs, same results up to float rounding).
     shared: a `Shared` passed to every setting of one run, so that the folded network, clean
     predictions and the gradient at the clean images are made once (without it, per call).
     `stop` is polled between batches: when it returns True the setting is abandoned and None
@@ -306,7 +309,6 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     mean, std = model.model_args["mean"], model.model_args["std"]
-    layout = torch.channels_last if channels_last else torch.contiguous_format
     shared = Shared() if shared is None else shared
     model = shared.network(model.eval(), channels_last)  # batch norms folded into convolutions
     targeted = targets is not None
@@ -316,7 +318,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     for first in range(0, len(images), batch_size):
         if stop is not None and stop():
             return None
-        batch = _as_float(images[first:first + batch_size].to(device), dtype).contiguous(memory_format=layout)
+        batch = prepare(_as_float(images[first:first + batch_size].to(device), dtype), channels_last)
         batch_labels = labels[first:first + batch_size].to(device)
         goal = targets[first:first + batch_size].to(device) if targeted else batch_labels
 

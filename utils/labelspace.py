@@ -48,7 +48,7 @@ class CategorySpace:
         return at_least_float32(outputs)
 
     def decode(self, outputs):
-        return outputs.argmax(1)
+        return self.scores(outputs).argmax(1)
 
     def state(self):
         return {"name": CATEGORY, "num_classes": self.num_classes, "smoothing": self.smoothing}
