@@ -17,6 +17,8 @@ from architecture import ARCHITECTURES
 from cifar import DATASETS
 from utils.errors import CliParser, run_cli
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 REPO = Path(__file__).resolve().parent
 
 
@@ -64,7 +66,10 @@ def build_parser():
     run = parser.add_argument_group("execution and output")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     run.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
-    run.add_argument("--compile", action="store_true", help="torch.compile the model")
+    run.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                     choices=COMPILE_MODES, help="torch.compile the model; MODE (default "
+                     "'default') 'reduce-overhead' adds CUDA graphs on a GPU, 'max-autotune' also "
+                     "autotunes kernels (minutes of compilation)")
     run.add_argument("--channels_last", action="store_true", help="channels-last memory format")
     run.add_argument("--base_dir", default="./outputs", help="root of the run directories")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")

@@ -3,13 +3,16 @@
 Run on the CPU with conftest's trained models (category logits, and a high-dimensional model decoded
 by nearest target) and the paper's decoder head; the same code paths run on a GPU.
 """
+import os
+import shutil
+
 import pytest
 import torch
 
 from architecture import build_model
 from cifar import to_float
 from utils.labelspace import TargetSpace
-from utils.training import evaluate, predict
+from utils.training import compiled, evaluate, predict
 
 
 def relative_error(outputs, reference):
@@ -77,3 +80,30 @@ def test_short_training_with_bf16_and_channels_last_learns_like_float32(tiny):
         accuracy[name] = evaluate(model, space, tiny.test_images, tiny.test_labels, **options)["acc"]
     assert min(accuracy.values()) >= 0.5, accuracy  # chance is 0.1
     assert abs(accuracy["bf16"] - accuracy["float32"]) <= 0.15, accuracy
+
+
+@pytest.mark.skipif(not shutil.which(os.environ.get("CXX", "g++")),
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_model_gives_the_eager_predictions(category, tiny):
+    model, space = category
+    reference = predict(model, tiny.test_images)
+    torch._dynamo.reset()
+    outputs = predict(compiled(model, "reduce-overhead"), tiny.test_images)
+    assert relative_error(outputs, reference) < 1e-4
+    assert torch.equal(space.decode(outputs), space.decode(reference))
+
+
+def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_path, capsys):
+    from bench import bench
+    record = tmp_path / "BENCHMARKS.md"
+    bench.main(["--what", "accuracy", "--labels", "category", "--epochs", "1", "--valid_size", "50",
+                "--data_dir", str(cifar10_dir), "--device", "cpu", "--record", str(record)])
+    text = record.read_text()
+    rows = [line.split("|") for line in text.splitlines() if line.startswith("| resnet32 | category")]
+    assert [r[4].strip() for r in rows] == ["fp32", "bf16 + channels_last"]
+    fp32, bf16 = (float(r[5].strip(" %")) for r in rows)
+    assert f"per pair: {bf16 - fp32:+.2f} points" in text
+    assert "train.py for 1 epochs on" in text and "(250 training images, 100 test images" in text
+    out, err = capsys.readouterr()
+    assert "already complete" not in err  # the bf16 run is trained, not the fp32 run read back
+    assert out.count("| resnet32 | category") == 2 and '"test_acc"' not in out  # only the tables

@@ -113,6 +113,7 @@ def run_cli_capture(capsys, argv):
 
 @pytest.mark.parametrize("change, message", [
     ({"model": "resnet18"}, "invalid choice: 'resnet18'"),
+    ({"compile": "fastest"}, "argument --compile: invalid choice: 'fastest'"),
     ({"dataset": "mnist"}, "invalid choice: 'mnist'"),
     ({"label": "nosuch"}, "no label file"),
     ({"level": "90"}, "--level 90 asks for 270 training images, but only 250"),

@@ -60,6 +60,12 @@ def prepare(images, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
+def compiled(model, mode):
+    """`model` under torch.compile in `mode` (None: the model itself). Modes with CUDA graphs
+    replay recorded kernels: `train_epoch` marks each step, `predict` copies what it keeps."""
+    return torch.compile(model, mode=mode) if mode else model
+
+
 def mcr2_options(args):
     return {"feature_dim": args.feature_dim, "eps2": args.mcr2_eps, "gam1": args.gam1,
             "gam2": args.gam2, "n_components": args.n_components}
@@ -77,7 +83,9 @@ def _outputs(model, images, batch_size, amp, channels_last):
 @torch.inference_mode()
 def predict(model, images, batch_size=1000, amp=False, channels_last=False):
     """Model outputs for uint8 images (N, 3, 32, 32), no augmentation: (N, *output_shape)."""
-    return torch.cat([out.float() for _, out in _outputs(model, images, batch_size, amp, channels_last)])
+    # A copy of each batch: a CUDA graph replay (--compile reduce-overhead) reuses its output memory.
+    return torch.cat([out.to(torch.float32, copy=True)
+                      for _, out in _outputs(model, images, batch_size, amp, channels_last)])
 
 
 @torch.inference_mode()
@@ -118,6 +126,7 @@ def train_epoch(model, space, optimizer, images, labels, batch_size, generator, 
         share = ctx.share(len(index))
         batch = prepare(augment(images[index], generator)[share], channels_last)
         batch_labels = labels[index][share]
+        torch.compiler.cudagraph_mark_step_begin()  # a new step for CUDA graphs; else a no-op
         with autocast(device, amp):
             outputs = model(batch)
         losses = space.loss(outputs, batch_labels)
@@ -198,8 +207,7 @@ def run_training(args):
     if writes:
         write_json(run_dir / CONFIG, config)
     trained = distributed.wrap(model, ctx, device)
-    forward = torch.compile(trained) if args.compile else trained
-    evaluated = torch.compile(model) if args.compile else model
+    forward, evaluated = compiled(trained, args.compile), compiled(model, args.compile)
 
     space.to(device)
     train_images, train_labels = data.train_images[split.train].to(device), noisy.to(device)
