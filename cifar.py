@@ -233,11 +233,21 @@ def augment(images, generator):
     random horizontal flip, both drawn from `generator` (a torch.Generator on the same device).
     Returns float32 in [0, 1].
     """
+    return crop_and_flip(images, *draw_augmentation(len(images), generator, images.device))
+
+
+def draw_augmentation(n, generator, device):
+    """`augment`'s random draws for n images: crop offsets (2, n) in 0..8 and flips (n,)."""
+    offsets = torch.randint(0, 9, (2, n), device=device, generator=generator)
+    flips = torch.rand(n, device=device, generator=generator) < 0.5
+    return offsets, flips
+
+
+def crop_and_flip(images, offsets, flips):
+    """`augment` with its draws given: no generator, so torch.compile can take it in a graph."""
     n, _, h, w = images.shape
     device = images.device
     padded = F.pad(images, (4, 4, 4, 4))
-    offsets = torch.randint(0, 9, (2, n), device=device, generator=generator)
-    flips = torch.rand(n, device=device, generator=generator) < 0.5
     rows = offsets[0, :, None] + torch.arange(h, device=device)               # (N, H)
     cols = offsets[1, :, None] + torch.arange(w, device=device)               # (N, W)
     cols = torch.where(flips[:, None], cols.flip(1), cols)

@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO))
 from architecture import build_model  # noqa: E402
 from cifar import PAPER_MEAN, PAPER_STD, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
-from utils.training import (MOMENTUM, WEIGHT_DECAY, compiled, make_optimizer, resolve_device,  # noqa: E402
-                            train_epoch)
+from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, make_optimizer,  # noqa: E402
+                            resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
 
 
@@ -104,15 +104,14 @@ def our_training_rate(arch, space, images, labels, batch_size, device, repeats, 
         model = model.to(memory_format=torch.channels_last)
     if compile:
         torch._dynamo.reset()  # a fresh cache: earlier variants must not use up its recompile limit
-    forward = compiled(model, compile)
     opt, space = make_optimizer(model, 0.01), space.to(device)
+    step = TrainStep(model, space, amp, channels_last, compile)
     images, labels = images.to(device), labels.to(device)
     generator = torch.Generator(device).manual_seed(0)
     n = len(images) // batch_size * batch_size
 
     def epoch():
-        train_epoch(forward, space, opt, images[:n], labels[:n], batch_size, generator, amp=amp,
-                    channels_last=channels_last)
+        train_epoch(step, opt, images[:n], labels[:n], batch_size, generator)
     return median_rate(epoch, n, repeats, device)
 
 

@@ -12,7 +12,7 @@ import time
 import torch
 
 from architecture import build_model
-from cifar import augment, label_noise, load_cifar, split_indices, to_float
+from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from utils import distributed, preempt
 from utils.errors import UsageError
 from utils.labelspace import load_label_space
@@ -62,7 +62,7 @@ def prepare(images, channels_last):
 
 def compiled(model, mode):
     """`model` under torch.compile in `mode` (None: the model itself). Modes with CUDA graphs
-    replay recorded kernels: `train_epoch` marks each step, `predict` copies what it keeps."""
+    replay recorded kernels: `TrainStep` marks each step, `predict` copies what it keeps."""
     return torch.compile(model, mode=mode) if mode else model
 
 
@@ -106,15 +106,42 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
     return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
 
 
-def train_epoch(model, space, optimizer, images, labels, batch_size, generator, amp=False,
-                channels_last=False):
-    """One pass over the training images in a seeded order; returns mean loss and accuracy.
+class TrainStep:
+    """The forward work of one SGD step as one function: crop and flip a uint8 batch with given
+    draws, run the model, the per-image losses, the decoded classes. With `compile` (a
+    torch.compile mode) it is compiled whole, not the model alone: on a GPU the ~60 kernels beside
+    the model's (augmentation, loss, decoding, sums) then join its graph.
+
+    step(batch, offsets, flips, labels, scale) -> (the scaled loss sum to differentiate, the loss
+    sum, the number of correct decodes), the last two detached.
+    """
+
+    def __init__(self, model, space, amp=False, channels_last=False, compile=None):
+        self.model, self.space, self.amp, self.channels_last = model, space, amp, channels_last
+        self._run = torch.compile(self._forward, mode=compile) if compile else self._forward
+
+    def _forward(self, batch, offsets, flips, labels, scale):
+        inputs = prepare(crop_and_flip(batch, offsets, flips), self.channels_last)
+        with autocast(batch.device, self.amp):
+            outputs = self.model(inputs)
+        losses = self.space.loss(outputs, labels)
+        correct = (self.space.decode(outputs.detach()) == labels).sum()
+        return losses.sum() * scale, losses.detach().sum(), correct
+
+    def __call__(self, batch, offsets, flips, labels, scale):
+        torch.compiler.cudagraph_mark_step_begin()  # a new step for CUDA graphs; else a no-op
+        return self._run(batch, offsets, flips, labels, scale)
+
+
+def train_epoch(step, optimizer, images, labels, batch_size, generator):
+    """One pass of a `TrainStep` over the training images in a seeded order; returns mean loss
+    and accuracy.
 
     A trailing batch of one image is dropped: batch norm cannot train on it. Under torchrun every
     process draws the same global batch and trains on its share (`distributed.Context.share`).
     Returns None if a preemption signal arrived mid-epoch (the partial epoch is discarded).
     """
-    model.train()
+    step.model.train()
     device = images.device
     ctx = distributed.current()
     order = torch.randperm(len(images), device=device, generator=generator)
@@ -124,19 +151,16 @@ def train_epoch(model, space, optimizer, images, labels, batch_size, generator, 
             return None
         index = order[start:start + batch_size]
         share = ctx.share(len(index))
-        batch = prepare(augment(images[index], generator)[share], channels_last)
-        batch_labels = labels[index][share]
-        torch.compiler.cudagraph_mark_step_begin()  # a new step for CUDA graphs; else a no-op
-        with autocast(device, amp):
-            outputs = model(batch)
-        losses = space.loss(outputs, batch_labels)
-        optimizer.zero_grad(set_to_none=True)
+        offsets, flips = draw_augmentation(len(index), generator, device)
         # The sum over this share / global batch size; DDP's gradient average (1/world) is undone
         # by the factor world, so every process steps with the gradient of the global mean loss.
-        (losses.sum() * (ctx.world / len(index))).backward()
+        objective, loss_sum, correct = step(images[index][share], offsets[:, share], flips[share],
+                                            labels[index][share], ctx.world / len(index))
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
         optimizer.step()
-        totals[0] += losses.detach().sum()
-        totals[1] += (space.decode(outputs.detach()) == batch_labels).sum()
+        totals[0] += loss_sum
+        totals[1] += correct
     seen = len(order) - (len(order) % batch_size == 1)
     loss_sum, correct = distributed.all_sum(totals).tolist()
     return {"loss": loss_sum / seen, "acc": correct / seen, "images": seen}
@@ -207,7 +231,8 @@ def run_training(args):
     if writes:
         write_json(run_dir / CONFIG, config)
     trained = distributed.wrap(model, ctx, device)
-    forward, evaluated = compiled(trained, args.compile), compiled(model, args.compile)
+    step = TrainStep(trained, space, args.amp, args.channels_last, args.compile)
+    evaluated = compiled(model, args.compile)
 
     space.to(device)
     train_images, train_labels = data.train_images[split.train].to(device), noisy.to(device)
@@ -230,8 +255,7 @@ def run_training(args):
             group["lr"] = lr
         generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
         start = time.perf_counter()
-        train = train_epoch(forward, optimizer=optimizer, images=train_images, labels=train_labels,
-                            batch_size=args.batch_size, generator=generator, **common)
+        train = train_epoch(step, optimizer, train_images, train_labels, args.batch_size, generator)
         if train is None:
             progress.close()
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
