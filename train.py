@@ -67,7 +67,7 @@ def build_parser():
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
     run.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
     run.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                     choices=COMPILE_MODES, help="torch.compile the model; MODE (default "
+                     choices=COMPILE_MODES, help="torch.compile the training step and the model; MODE (default "
                      "'default') 'reduce-overhead' adds CUDA graphs on a GPU, 'max-autotune' also "
                      "autotunes kernels (minutes of compilation)")
     run.add_argument("--channels_last", action="store_true", help="channels-last memory format")

@@ -109,8 +109,9 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
 class TrainStep:
     """The forward work of one SGD step as one function: crop and flip a uint8 batch with given
     draws, run the model, the per-image losses, the decoded classes. With `compile` (a
-    torch.compile mode) it is compiled whole, not the model alone: on a GPU the ~60 kernels beside
-    the model's (augmentation, loss, decoding, sums) then join its graph.
+    torch.compile mode) it is compiled whole, not the model alone: on a GPU most of the ~60
+    kernels a step launched beside the model's (augmentation, loss, decoding, sums) join its graph;
+    the random draws, the batch indexing, the SGD step and the epoch totals stay outside.
 
     step(batch, offsets, flips, labels, scale) -> (the scaled loss sum to differentiate, the loss
     sum, the number of correct decodes), the last two detached.
@@ -156,11 +157,11 @@ def train_epoch(step, optimizer, images, labels, batch_size, generator):
         # by the factor world, so every process steps with the gradient of the global mean loss.
         objective, loss_sum, correct = step(images[index][share], offsets[:, share], flips[share],
                                             labels[index][share], ctx.world / len(index))
+        totals[0] += loss_sum  # taken before any other replay can reuse a CUDA graph's outputs
+        totals[1] += correct
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
-        totals[0] += loss_sum
-        totals[1] += correct
     seen = len(order) - (len(order) % batch_size == 1)
     loss_sum, correct = distributed.all_sum(totals).tolist()
     return {"loss": loss_sum / seen, "acc": correct / seen, "images": seen}
