@@ -119,7 +119,7 @@ class TrainStep:
 
     def __init__(self, model, space, amp=False, channels_last=False, compile=None):
         self.model, self.space, self.amp, self.channels_last = model, space, amp, channels_last
-        self._run = torch.compile(self._forward, mode=compile) if compile else self._forward
+        self._run = compiled(self._forward, compile)
 
     def _forward(self, batch, offsets, flips, labels, scale):
         inputs = prepare(crop_and_flip(batch, offsets, flips), self.channels_last)
