@@ -18,12 +18,10 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-from architecture import ARCHITECTURES
-from cifar import DATASETS
-from utils.errors import CliParser, UsageError, run_cli
+from utils.errors import CliParser, UsageError, number, run_cli
+from utils.flags import add_flags
 from utils.grid import attack_label
 
-REPO = Path(__file__).resolve().parent
 RESULTS_FILE = "attack_results.json"
 EXAMPLES_FILE = "attack_examples.png"
 ATTACK_NAMES = ("fgsm", "iterative", "pgd")  # utils.attacks.ATTACKS, without importing torch for --help
@@ -46,44 +44,25 @@ def epsilon(text):
     return text.strip(), float(value)
 
 
-def positive(kind):
-    def check(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text} must be positive")
-        return value
-    return check
-
-
 def build_parser():
     parser = CliParser(description=__doc__.split("\n")[0],
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = parser.add_argument_group("the run to attack (train.py's flags)")
-    run.add_argument("--model", default=None, choices=sorted(ARCHITECTURES),
-                     help="network (default: the checkpoint's with --checkpoint, else resnet32)")
+    add_flags(run, "model", model={
+        "default": None, "help": "network (default: the checkpoint's with --checkpoint, else resnet32)"})
     run.add_argument("--label", default=None, help="label representation (default: the "
                      "checkpoint's with --checkpoint, else category)")
-    run.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="dataset")
-    run.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
-                     help="CIFAR-100 labels: the 100 fine classes or the 20 superclasses")
-    run.add_argument("--seed", type=int, default=0, help="the run's seed; also seeds the target "
-                     "classes and the random starts")
-    run.add_argument("--level", type=float, default=100, help="percent of the training set the run "
-                     "trained on")
-    run.add_argument("--label_noise", type=float, default=0.0, help="the run's --label_noise")
-    run.add_argument("--base_dir", default="./outputs", help="root of the run directories")
+    add_flags(run, "dataset", "label_granularity", "seed", "level", "label_noise", "base_dir", seed={
+        "help": "the run's seed; also seeds the target classes and the random starts"}, level={
+        "help": "percent of the training set the run trained on"}, label_noise={
+        "help": "the run's --label_noise"})
     run.add_argument("--checkpoint", default=None, help="a best-model .pth to attack instead of "
                      "the one found from the flags above; results go to its folder")
     data = parser.add_argument_group("data")
-    data.add_argument("--data_dir", default="./data", help="folder holding cifar-10-batches-py / "
-                      "cifar-100-python")
-    data.add_argument("--label_dir", default=str(REPO / "labels" / "label_files"),
-                      help="folder of {dataset}_{label}.npy files; if the run's file is there, its "
-                      "shape must match the checkpoint's (the checkpoint's own targets are used)")
-    data.add_argument("--num_images", type=positive(int), default=None,
+    add_flags(data, "data_dir", "label_dir", label_dir={
+        "help": "folder of {dataset}_{label}.npy files; if the run's file is there, its shape must "
+        "match the checkpoint's (the checkpoint's own targets are used)"})
+    data.add_argument("--num_images", type=number(int), default=None,
                       help="attack the first N test images (default: the whole test split)")
     attack = parser.add_argument_group("attacks")
     attack.add_argument("--attacks", nargs="+", default=None, choices=ATTACK_NAMES,
@@ -94,12 +73,12 @@ def build_parser():
                         ", in normalised units)")
     attack.add_argument("--targeted", default="both", choices=("no", "yes", "both"),
                         help="untargeted, targeted (towards a seeded random other class), or both")
-    attack.add_argument("--steps", type=positive(int), default=None,
+    attack.add_argument("--steps", type=number(int), default=None,
                         help="steps of iterative and pgd (default 10; 5 with --paper_protocol)")
-    attack.add_argument("--step_size", type=positive(float), default=None,
+    attack.add_argument("--step_size", type=number(float), default=None,
                         help="step of iterative and pgd, in eps's units (default 2.5 * eps / steps; "
                         "eps / steps with --paper_protocol)")
-    attack.add_argument("--restarts", type=positive(int), default=1,
+    attack.add_argument("--restarts", type=number(int), default=1,
                         help="pgd random restarts; per image the first that succeeds is kept")
     attack.add_argument("--objective", default="loss", choices=("loss", "margin"),
                         help="what the attacks climb: the label's loss, as in the paper, or the "
@@ -108,11 +87,9 @@ def build_parser():
                         help="the paper's protocol: eps and steps in normalised units, FGSM clamped "
                         "to each image's own min/max, iterative without range clamp (see README)")
     out = parser.add_argument_group("execution and output")
-    out.add_argument("--batch_size", type=positive(int), default=500, help="images per batch")
-    out.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
-    out.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
-    out.add_argument("--channels_last", action="store_true",
-                     help="channels-last memory format (faster on CPUs; same results up to rounding)")
+    out.add_argument("--batch_size", type=number(int), default=500, help="images per batch")
+    add_flags(out, "device", "amp", "channels_last", channels_last={
+        "help": "channels-last memory format (faster on CPUs; same results up to rounding)"})
     out.add_argument("--examples", type=int, default=6,
                      help="test images shown in attack_examples.png (0: no figure)")
     return parser
@@ -375,8 +352,6 @@ def run(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.level == int(args.level):
-        args.level = int(args.level)
     summary = run(args)
     print(json.dumps(summary), flush=True)
     return summary

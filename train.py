@@ -11,44 +11,32 @@ Progress goes to stderr; the last line on stdout is the results as one JSON obje
 import argparse
 import json
 import os
-from pathlib import Path
 
-from architecture import ARCHITECTURES
-from cifar import DATASETS
-from utils.errors import CliParser, run_cli
+from utils.errors import CliParser, number, run_cli
+from utils.flags import add_flags
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-REPO = Path(__file__).resolve().parent
 
 
 def build_parser():
     parser = CliParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="dataset")
-    data.add_argument("--data_dir", default="./data",
-                      help="folder holding (or receiving) cifar-10-batches-py / cifar-100-python")
-    data.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
-                      help="CIFAR-100 labels: the 100 fine classes or the 20 superclasses")
-    data.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation "
-                      "and the augmentation")
-    data.add_argument("--valid_size", type=int, default=5000, help="validation images taken "
-                      "first from the seeded permutation")
-    data.add_argument("--level", type=float, default=100, help="percent of the training set to "
-                      "train on (100: every image left after validation)")
+    add_flags(data, "dataset", "data_dir", "label_granularity", "seed", data_dir={
+        "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={
+        "help": "seeds the split, the initialisation and the augmentation"})
+    data.add_argument("--valid_size", type=number(int, 0, inclusive=True), default=5000,
+                      help="validation images taken first from the seeded permutation")
+    add_flags(data, "level")
     label = parser.add_argument_group("labels")
     label.add_argument("--label", default="category", help="'category', or NAME for the targets "
                        "in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, composite, "
                        "random, lowdim, bert, glove, ...)")
-    label.add_argument("--label_dir", default=str(REPO / "labels" / "label_files"),
-                       help="folder of {dataset}_{label}.npy files")
+    add_flags(label, "label_dir")
     label.add_argument("--smoothing", type=float, default=0.0,
                        help="label smoothing for --label category")
-    label.add_argument("--label_noise", type=float, default=0.0, help="fraction of the training "
-                       "labels replaced by a random other class (seeded; validation and test stay clean)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default="resnet32", choices=sorted(ARCHITECTURES), help="network")
+    add_flags(label, "label_noise")
+    add_flags(parser.add_argument_group("model"), "model")
     mcr2 = parser.add_argument_group("MCR2 (--label mcr2)")
     mcr2.add_argument("--feature_dim", type=int, default=128, help="dimension of the features")
     mcr2.add_argument("--mcr2_eps", type=float, default=0.5, help="eps^2 of the coding rate")
@@ -57,21 +45,23 @@ def build_parser():
     mcr2.add_argument("--n_components", type=int, default=30,
                       help="principal directions per class for nearest-subspace decoding")
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=600, help="epochs (the lr drops 10x at 50%% "
-                     "and 75%%)")
-    opt.add_argument("--batch_size", type=int, default=None,
+    opt.add_argument("--epochs", type=number(int), default=600,
+                     help="epochs (the lr drops 10x at 50%% and 75%%)")
+    opt.add_argument("--batch_size", type=number(int, 2, inclusive=True), default=None,
                      help="images per SGD step (default 128; 1000 for --label mcr2, as its paper)")
-    opt.add_argument("--lr", type=float, default=None,
-                     help="initial learning rate (default 0.1; 0.01 for --label mcr2)")
+    opt.add_argument("--lr", type=number(float), default=None,
+                     help="initial learning rate (default 0.1; 0.01 for --label mcr2); for a larger "
+                     "batch scale it with the batch (0.4 at 512) and add --warmup_epochs")
+    opt.add_argument("--warmup_epochs", type=number(float, 0, inclusive=True), default=0,
+                     help="epochs over which the lr rises linearly, step by step, to --lr before "
+                     "the paper's schedule (0: none, as the paper)")
     run = parser.add_argument_group("execution and output")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="device")
-    run.add_argument("--amp", action="store_true", help="bf16 autocast (losses stay float32)")
+    add_flags(run, "device", "amp")
     run.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                     choices=COMPILE_MODES, help="torch.compile the training step and the model; MODE (default "
-                     "'default') 'reduce-overhead' adds CUDA graphs on a GPU, 'max-autotune' also "
-                     "autotunes kernels (minutes of compilation)")
-    run.add_argument("--channels_last", action="store_true", help="channels-last memory format")
-    run.add_argument("--base_dir", default="./outputs", help="root of the run directories")
+                     choices=COMPILE_MODES, help="torch.compile the training step and the model; "
+                     "MODE (default 'default') 'reduce-overhead' adds CUDA graphs on a GPU, "
+                     "'max-autotune' also autotunes kernels (minutes of compilation)")
+    add_flags(run, "channels_last", "base_dir")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument("--force", action="store_true", help="train again even if results exist")
     return parser
@@ -79,8 +69,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.level == int(args.level):
-        args.level = int(args.level)
     mcr2 = args.label == "mcr2"
     if args.batch_size is None:
         args.batch_size = 1000 if mcr2 else 128

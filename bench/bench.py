@@ -7,6 +7,7 @@
         --data_dir data                                    # attacks on a trained model, real images
     python bench/bench.py --what accuracy --data_dir data --epochs 30 --seeds 0 1
                                                            # train.py in fp32 and in bf16: test acc
+    python bench/bench.py --what accuracy --data_dir data --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'
 
 Training images/s: (a) the paper's pipeline re-created (per-image PIL crop/flip/normalise in a
 DataLoader with 4 workers, fp32, a host sync per step for the running loss) and (b) ours, the
@@ -21,6 +22,7 @@ import argparse
 import contextlib
 import datetime
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -249,16 +251,17 @@ def accuracy_rows(args, device):
                                 "--data_dir", args.data_dir, "--epochs", str(args.epochs),
                                 "--valid_size", str(args.valid_size), "--device", device.type,
                                 "--base_dir", str(Path(base_dir) / ("amp" if flags else "fp32")),
-                                *flags, *compile_flags])
+                                *flags, *compile_flags, *shlex.split(args.train_flags)])
                         rows.append((arch, label, seed, " + ".join([precision] + compile_flags[1:]),
                                      results))
     return rows
 
 
 def accuracy_lines(args, rows):
+    extra = f", {args.train_flags}" if args.train_flags else ""
     lines = [f"\n**fp32 against bf16: train.py for {args.epochs} epochs on {args.data_dir}** "
              f"({rows[0][4]['train_images']} training images, {rows[0][4]['test_images']} test "
-             f"images, --valid_size {args.valid_size})\n",
+             f"images, --valid_size {args.valid_size}{extra})\n",
              "| model | label | seed | precision | test acc | best valid acc | images/s | train s |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     lines += [f"| {arch} | {label} | {seed} | {precision} | {r['test_acc']:.2%} | {r['valid_acc']:.2%} "
@@ -364,6 +367,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30, help="--what accuracy: epochs per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="--what accuracy: seeds")
     parser.add_argument("--valid_size", type=int, default=5000, help="--what accuracy: validation images")
+    parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
+                        "for both runs, e.g. --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--record", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--no_record", action="store_true")

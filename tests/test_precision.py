@@ -96,17 +96,33 @@ def test_compiled_model_gives_the_eager_predictions(category, tiny):
     assert torch.equal(space.decode(outputs), space.decode(reference))
 
 
+@needs_compiler
+def test_each_batch_size_gets_a_static_graph():
+    """A trailing batch gets a graph of its own; the full batches keep their static one."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    twice = compiled(lambda x: x * 2, "default")
+    compiles, before = [], counters["stats"]["unique_graphs"]
+    for n in (4, 2, 3, 4):
+        assert torch.equal(twice(torch.ones(n)), torch.full((n,), 2.0))
+        compiles.append(counters["stats"]["unique_graphs"] - before)
+    # With symbolic sizes, the graph compiled for 2 would have served 3 without a compile.
+    assert compiles == [1, 2, 3, 3]
+
+
 def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_path, capsys):
     from bench import bench
     record = tmp_path / "BENCHMARKS.md"
     bench.main(["--what", "accuracy", "--labels", "category", "--epochs", "1", "--valid_size", "50",
-                "--data_dir", str(cifar10_dir), "--device", "cpu", "--record", str(record)])
+                "--data_dir", str(cifar10_dir), "--device", "cpu", "--record", str(record),
+                "--train_flags=--level 50 --warmup_epochs 1"])
     text = record.read_text()
     rows = [line.split("|") for line in text.splitlines() if line.startswith("| resnet32 | category")]
     assert [r[4].strip() for r in rows] == ["fp32", "bf16 + channels_last"]
     fp32, bf16 = (float(r[5].strip(" %")) for r in rows)
     assert f"per pair: {bf16 - fp32:+.2f} points" in text
-    assert "train.py for 1 epochs on" in text and "(250 training images, 100 test images" in text
+    assert "train.py for 1 epochs on" in text and "(150 training images, 100 test images" in text
+    assert "--valid_size 50, --level 50 --warmup_epochs 1)" in text  # both runs took the extra flags
     out, err = capsys.readouterr()
     assert "already complete" not in err  # the bf16 run is trained, not the fp32 run read back
     assert out.count("| resnet32 | category") == 2 and '"test_acc"' not in out  # only the tables
@@ -126,8 +142,8 @@ def test_compiled_train_step_gives_the_eager_losses_and_gradients(tiny, label_di
     results = {}
     for mode in (None, "reduce-overhead"):
         torch._dynamo.reset()
-        objective, loss_sum, correct = TrainStep(model, space, compile=mode)(batch, offsets, flips,
-                                                                             labels, 1 / 32)
+        objective, (loss_sum, correct) = TrainStep(model, space, compile=mode)(batch, offsets,
+                                                                               flips, labels, 1 / 32)
         model.zero_grad(set_to_none=True)
         objective.backward()
         grads = torch.cat([p.grad.flatten() for p in model.parameters()])

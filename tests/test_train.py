@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, last_json, run_script
@@ -101,6 +102,64 @@ def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_
     assert metrics(run_dir) == metrics(tmp_path / "a" / "cifar10" / "seed3" / "resnet32" / "model_category")
 
 
+@pytest.mark.parametrize("script", ["train", "attack"])
+def test_shared_flags_parse_alike(script):
+    """Both scripts find a run's directory from the same flags with the same defaults."""
+    import importlib
+    parser = importlib.import_module(script).build_parser()
+    args = parser.parse_args(["--level", "8.0", "--seed", "7"])
+    assert args.level == 8 and type(args.level) is int  # the directory is level8, not level8.0
+    assert parser.parse_args(["--level", "12.5"]).level == 12.5
+    assert (args.dataset, args.base_dir, args.label_granularity, args.label_noise, args.seed) == (
+        "cifar10", "./outputs", "fine", 0.0, 7)
+    assert args.label_dir.endswith("labels/label_files") and args.data_dir == "./data"
+
+
+def test_lr_schedule_with_warmup():
+    from utils.training import lr_at
+    # The paper's steps (no warm-up): 0.1 until epoch 300, 0.01 until 450, then 0.001.
+    assert [lr_at(e, 600, 0.1) for e in (0, 299, 300, 449, 450, 599)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    # Two warm-up epochs of four steps: base_lr / 8, 2 / 8, ... up to base_lr at the end of epoch 2.
+    steps = [lr_at(epoch, 600, 0.4, 2, k / 4) for epoch in (0, 1) for k in (1, 2, 3, 4)]
+    assert steps == pytest.approx([0.05 * k for k in range(1, 9)])
+    assert lr_at(2, 600, 0.4, 2, 0.25) == lr_at(599 // 2, 600, 0.4, 2) == 0.4
+    assert lr_at(300, 600, 0.4, 2) == pytest.approx(0.04)
+
+
+def test_warmup_sets_every_steps_lr(tiny):
+    from architecture import build_model
+    from utils.labelspace import CategorySpace
+    from utils.training import TrainStep, make_optimizer, train_epoch
+    images, labels = tiny.train_images[:250], tiny.train_labels[:250]
+
+    def train(lr):
+        torch.manual_seed(0)
+        model, space = build_model("resnet32", (10,)), CategorySpace(10)
+        optimizer = make_optimizer(model, 0.1)
+        train_epoch(TrainStep(model, space), optimizer, images, labels, 64,
+                    torch.Generator().manual_seed(0), lr)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), optimizer
+
+    asked = []
+    warm, optimizer = train(lambda done: asked.append(done) or 0.1 * done)
+    assert asked == [0.25, 0.5, 0.75, 1.0]  # 250 images in batches of 64: four steps
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+    constant, _ = train(lambda done: 0.1)
+    assert torch.equal(constant, train(None)[0])  # the lr given is the lr used
+    assert not torch.allclose(warm, constant)
+
+
+def test_warmup_run_records_its_lrs(cifar10_dir, label_dir, tmp_path):
+    args = flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=4, warmup_epochs=2)
+    result = last_json(run_script("train.py", *args))
+    run_dir = Path(result["run_dir"])
+    # The lr at each epoch's last step: warm-up to 0.1 over two epochs, then the paper's drops at
+    # 50% and 75% of the epochs.
+    assert [r["lr"] for r in metrics(run_dir)] == pytest.approx([0.05, 0.1, 0.01, 0.001])
+    assert json.loads((run_dir / "config.json").read_text())["flags"]["warmup_epochs"] == 2
+
+
 def run_cli_capture(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(train.main, argv)
@@ -118,6 +177,11 @@ def run_cli_capture(capsys, argv):
     ({"label": "nosuch"}, "no label file"),
     ({"level": "90"}, "--level 90 asks for 270 training images, but only 250"),
     ({"valid_size": "400"}, "--valid_size 400 leaves no training images out of 300"),
+    ({"batch_size": "1"}, "argument --batch_size: 1 must be at least 2"),
+    ({"epochs": "0"}, "argument --epochs: 0 must be positive"),
+    ({"lr": "-0.1"}, "argument --lr: -0.1 must be positive"),
+    ({"warmup_epochs": "-1"}, "argument --warmup_epochs: -1 must be at least 0"),
+    ({"batch_size": "x"}, "argument --batch_size: 'x' is not an int"),
     ({"label": "glove", "dataset": "cifar100"}, "has 10 class targets, but the dataset has 100"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):

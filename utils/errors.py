@@ -40,6 +40,22 @@ def run_cli(main, argv=None):
     sys.exit(call_cli(main, argv))
 
 
+def number(kind, minimum=0, inclusive=False):
+    """An argparse type: text -> kind(text), which must lie above `minimum` (or at it, if
+    `inclusive`); anything else is argparse's one-line error."""
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a{'n' if kind is int else ''} "
+                                             f"{kind.__name__}") from None
+        if not (value >= minimum if inclusive else value > minimum):
+            bound = f"at least {minimum}" if inclusive else "positive" if minimum == 0 else f"above {minimum}"
+            raise argparse.ArgumentTypeError(f"{text} must be {bound}")
+        return value
+    return check
+
+
 class CliParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one `error:` line (the usage block is in --help)."""
 

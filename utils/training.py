@@ -6,6 +6,7 @@ The data lives on the device as uint8; an epoch is a seeded permutation, batched
 SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
 """
 import contextlib
+import functools
 import math
 import time
 
@@ -25,7 +26,8 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
 # Flags that change what a run computes: a resumed run must agree with its checkpoint on these.
 RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_size", "lr",
-                "valid_size", "smoothing", "label_granularity", "label_noise", "amp", "channels_last")
+                "warmup_epochs", "valid_size", "smoothing", "label_granularity", "label_noise", "amp",
+                "channels_last")
 
 
 def resolve_device(name):
@@ -36,10 +38,17 @@ def resolve_device(name):
     return torch.device(name)
 
 
-def lr_at(epoch, epochs, base_lr):
-    """The paper's step schedule: divide by 10 at 50% and 75% of the epochs (300, 450 of 600)."""
+def lr_at(epoch, epochs, base_lr, warmup=0, done=1.0):
+    """The lr of a step in epoch `epoch` (0-based) after which `done` of that epoch is trained.
+
+    The paper's step schedule: divide by 10 at 50% and 75% of the epochs (300, 450 of 600). With
+    `warmup` > 0 the lr first rises linearly, step by step, from base_lr / (warm-up steps) to
+    base_lr at the end of epoch `warmup` (Goyal et al. 2017: what a large batch with a linearly
+    scaled lr needs to train at all).
+    """
     milestones = (math.ceil(0.5 * epochs), math.ceil(0.75 * epochs))
-    return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+    lr = base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+    return lr * min(1.0, (epoch + done) / warmup) if warmup else lr
 
 
 def make_optimizer(model, lr):
@@ -62,8 +71,14 @@ def prepare(images, channels_last):
 
 def compiled(model, mode):
     """`model` under torch.compile in `mode` (None: the model itself). Modes with CUDA graphs
-    replay recorded kernels: `TrainStep` marks each step, `predict` copies what it keeps."""
-    return torch.compile(model, mode=mode) if mode else model
+    replay recorded kernels: `TrainStep` marks each step, `predict` copies what it keeps.
+
+    Static shapes: a run sees a few batch sizes (the batch, the epoch's trailing batch, the
+    evaluation batches) and each gets a graph of its own. Left to itself, torch.compile
+    recompiles for the trailing batch with symbolic sizes, a graph that then matches any batch
+    size; on this project's CPU that made the first epoch of resnet32 take 119 s instead of 62.
+    """
+    return torch.compile(model, mode=mode, dynamic=False) if mode else model
 
 
 def mcr2_options(args):
@@ -113,8 +128,8 @@ class TrainStep:
     kernels a step launched beside the model's (augmentation, loss, decoding, sums) join its graph;
     the random draws, the batch indexing, the SGD step and the epoch totals stay outside.
 
-    step(batch, offsets, flips, labels, scale) -> (the scaled loss sum to differentiate, the loss
-    sum, the number of correct decodes), the last two detached.
+    step(batch, offsets, flips, labels, scale) -> (the scaled loss sum to differentiate, the
+    detached float32 pair (loss sum, number of correct decodes)).
     """
 
     def __init__(self, model, space, amp=False, channels_last=False, compile=None):
@@ -127,16 +142,17 @@ class TrainStep:
             outputs = self.model(inputs)
         losses = self.space.loss(outputs, labels)
         correct = (self.space.decode(outputs.detach()) == labels).sum()
-        return losses.sum() * scale, losses.detach().sum(), correct
+        return losses.sum() * scale, torch.stack([losses.detach().sum(), correct.to(losses.dtype)])
 
     def __call__(self, batch, offsets, flips, labels, scale):
         torch.compiler.cudagraph_mark_step_begin()  # a new step for CUDA graphs; else a no-op
         return self._run(batch, offsets, flips, labels, scale)
 
 
-def train_epoch(step, optimizer, images, labels, batch_size, generator):
+def train_epoch(step, optimizer, images, labels, batch_size, generator, lr=None):
     """One pass of a `TrainStep` over the training images in a seeded order; returns mean loss
-    and accuracy.
+    and accuracy. `lr`, if given, maps the fraction of the epoch done after a step to that step's
+    learning rate (a warm-up); otherwise the optimizer's stays as it is.
 
     A trailing batch of one image is dropped: batch norm cannot train on it. Under torchrun every
     process draws the same global batch and trains on its share (`distributed.Context.share`).
@@ -147,18 +163,21 @@ def train_epoch(step, optimizer, images, labels, batch_size, generator):
     ctx = distributed.current()
     order = torch.randperm(len(images), device=device, generator=generator)
     totals = torch.zeros(2, device=device)  # loss sum, correct
-    for start in range(0, len(order) - 1, batch_size):
+    starts = range(0, len(order) - 1, batch_size)
+    for count, start in enumerate(starts, 1):
         if ctx.world == 1 and preempt.requested():  # under torchrun: checked at the epoch's end
             return None
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr(count / len(starts))
         index = order[start:start + batch_size]
         share = ctx.share(len(index))
         offsets, flips = draw_augmentation(len(index), generator, device)
         # The sum over this share / global batch size; DDP's gradient average (1/world) is undone
         # by the factor world, so every process steps with the gradient of the global mean loss.
-        objective, loss_sum, correct = step(images[index][share], offsets[:, share], flips[share],
-                                            labels[index][share], ctx.world / len(index))
-        totals[0] += loss_sum  # taken before any other replay can reuse a CUDA graph's outputs
-        totals[1] += correct
+        objective, sums = step(images[index][share], offsets[:, share], flips[share],
+                               labels[index][share], ctx.world / len(index))
+        totals += sums  # taken before any other replay can reuse a CUDA graph's outputs
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
@@ -251,12 +270,15 @@ def run_training(args):
                         enabled=writes)
     preempt.install()
     for epoch in range(len(history), args.epochs):
-        lr = lr_at(epoch, args.epochs, args.lr)
+        lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
         for group in optimizer.param_groups:
             group["lr"] = lr
+        warmup = (functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
+                  if epoch < args.warmup_epochs else None)  # the lr of each step, from `done`
         generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
         start = time.perf_counter()
-        train = train_epoch(step, optimizer, train_images, train_labels, args.batch_size, generator)
+        train = train_epoch(step, optimizer, train_images, train_labels, args.batch_size, generator,
+                            warmup)
         if train is None:
             progress.close()
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "

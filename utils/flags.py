@@ -1,0 +1,44 @@
+"""The flags train.py and attack.py share, declared once so that their defaults and checks cannot
+drift apart: where a run's directory is and what it trained on, and how the work executes.
+
+    add_flags(group, "dataset", "seed", seed={"help": "what the seed means in this script"})
+"""
+from pathlib import Path
+
+from architecture import ARCHITECTURES
+from cifar import DATASETS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def level(text):
+    """--level as a number: an int when whole, so that a run directory reads level8, not level8.0."""
+    value = float(text)  # argparse turns a ValueError into "invalid level value: 'x'"
+    return int(value) if value.is_integer() else value
+
+
+SHARED = {
+    "model": {"default": "resnet32", "choices": sorted(ARCHITECTURES), "help": "network"},
+    "dataset": {"default": "cifar10", "choices": sorted(DATASETS), "help": "dataset"},
+    "label_granularity": {"default": "fine", "choices": ("fine", "coarse"),
+                          "help": "CIFAR-100 labels: the 100 fine classes or the 20 superclasses"},
+    "seed": {"type": int, "default": 0, "help": "seed"},
+    "level": {"type": level, "default": 100, "help": "percent of the training set to train on "
+              "(100: every image left after validation)"},
+    "label_noise": {"type": float, "default": 0.0, "help": "fraction of the training labels "
+                    "replaced by a random other class (seeded; validation and test stay clean)"},
+    "data_dir": {"default": "./data", "help": "folder holding cifar-10-batches-py / cifar-100-python"},
+    "label_dir": {"default": str(REPO / "labels" / "label_files"),
+                  "help": "folder of {dataset}_{label}.npy files"},
+    "base_dir": {"default": "./outputs", "help": "root of the run directories"},
+    "device": {"default": "auto", "choices": ("auto", "cpu", "cuda"), "help": "device"},
+    "amp": {"action": "store_true", "help": "bf16 autocast (losses stay float32)"},
+    "channels_last": {"action": "store_true", "help": "channels-last memory format"},
+}
+
+
+def add_flags(group, *names, **changes):
+    """Declare the shared flags `names` in an argparse group, in that order; `changes` maps a
+    flag's name to the settings this script changes (a help that says what it means here)."""
+    for name in names:
+        group.add_argument(f"--{name}", **(SHARED[name] | changes.get(name, {})))
