@@ -74,8 +74,10 @@ def main(argv=None):
         args.batch_size = 1000 if mcr2 else 128
     if args.lr is None:
         args.lr = 0.01 if mcr2 else 0.1
+    from utils import distributed
     from utils.training import run_training  # after parsing, so --help stays instant
     results = run_training(args)
+    distributed.finish()  # under torchrun: every process done, then the group closed
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one JSON line from rank 0
         print(json.dumps(results), flush=True)
     return results
