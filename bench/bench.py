@@ -273,6 +273,7 @@ def accuracy_lines(args, rows):
                  f"points (mean {statistics.mean(diffs):+.2f}).")
     return lines
 
+
 def speed_sections(args, device):
     """The training and attack tables of --what train/attack/all, one section (a list of markdown
     lines) at a time."""

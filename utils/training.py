@@ -271,14 +271,11 @@ def run_training(args):
     preempt.install()
     for epoch in range(len(history), args.epochs):
         lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        warmup = (functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
-                  if epoch < args.warmup_epochs else None)  # the lr of each step, from `done`
+        step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
         generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
         start = time.perf_counter()
         train = train_epoch(step, optimizer, train_images, train_labels, args.batch_size, generator,
-                            warmup)
+                            step_lr)
         if train is None:
             progress.close()
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
