@@ -6,6 +6,7 @@ epochs separate trained from untrained models (attack tests rely on that).
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SUBSET = SHARED / "data" / "cifar10-subset"
 REFERENCE_LABELS = SHARED / "reference" / "label_representations"
+
+needs_compiler = pytest.mark.skipif(not shutil.which(os.environ.get("CXX", "g++")),
+                                    reason="torch.compile on the CPU needs a C++ compiler")
 
 # Tests never download: a missing dataset must fail at once with the message.
 os.environ["LABELREP_OFFLINE"] = "1"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cifar import label_noise, split_indices
-from conftest import last_json, run_script
+from conftest import last_json, needs_compiler, run_script
 from utils.labelspace import space_from_state
 from utils.mcr2 import MCR2Space, rate_reduction_loss
 
@@ -59,6 +59,21 @@ def test_gradients_are_finite_on_degenerate_batches(case):
     loss = rate_reduction_loss(Z, labels, 4)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(Z.grad).all()
+
+
+@needs_compiler
+def test_loss_compiles_once_whatever_the_classes_in_the_batch():
+    """`--compile`: batches with other class counts (or an absent class) reuse the one graph."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    loss = torch.compile(rate_reduction_loss, dynamic=False)
+    before = counters["stats"]["unique_graphs"]
+    torch.manual_seed(0)
+    Z = torch.randn(12, 8)
+    for labels in ([0] * 3 + [1] * 3 + [2] * 6, [0] * 11 + [1], [2] * 12):
+        labels = torch.tensor(labels)
+        assert loss(Z, labels, 3).item() == pytest.approx(rate_reduction_loss(Z, labels, 3).item(), rel=1e-4)
+    assert counters["stats"]["unique_graphs"] - before == 1
 
 
 def test_orthogonal_subspaces_reduce_the_rate_more_than_collapse():

@@ -21,25 +21,29 @@ from utils.labelspace import at_least_float32
 MCR2 = "mcr2"
 
 
-def rate(features, eps2, scale=1.0):
-    """1/2 logdet(I + scale d / (m eps2) Z^T Z) for features Z (m, d), in the d x d form."""
-    m, d = features.shape
-    gram = features.T @ features
-    eye = torch.eye(d, dtype=features.dtype, device=features.device)
-    return 0.5 * torch.logdet(eye + (scale * d / (m * eps2)) * gram)
+def rate(gram, count, eps2, scale=1.0):
+    """1/2 logdet(I + scale d / (count eps2) G) for the Gram matrix G = Z^T Z (d, d) of `count`
+    features, or for a stack of them (C, d, d) with counts (C,); a count of 0 (G = 0) gives 0."""
+    d = gram.shape[-1]
+    count = torch.as_tensor(count, dtype=gram.dtype, device=gram.device).clamp_min(1)
+    eye = torch.eye(d, dtype=gram.dtype, device=gram.device)
+    return 0.5 * torch.logdet(eye + (scale * d / eps2) * gram / count[..., None, None])
 
 
 def rate_reduction_loss(features, labels, num_classes, eps2=0.5, gam1=1.0, gam2=1.0):
-    """-gam2 R(Z) + Rc(Z | Pi) for features (m, d) (normalised here) and labels (m,); float32+."""
+    """-gam2 R(Z) + Rc(Z | Pi) for features (m, d) (normalised here) and labels (m,); float32+.
+
+    Every class's term is computed from the same shapes whatever the batch holds (Z^T Pi_j Z with
+    Pi_j the class's 0/1 diagonal), so `--compile` makes one graph for it: cutting out each class's
+    rows gave a new shape, and a recompile, for every class size a batch happened to have.
+    """
     z = F.normalize(at_least_float32(features), dim=1)
-    m = len(z)
-    compress = z.new_zeros(())
-    for j in range(num_classes):
-        members = z[labels == j]
-        if len(members):
-            # tr(Pi_j) = n_j, and Z^T Pi_j Z = Z_j^T Z_j
-            compress = compress + len(members) / m * rate(members, eps2)
-    return -gam2 * rate(z, eps2, scale=gam1) + compress
+    with torch.autocast(z.device.type, enabled=False):  # Gram matrices and logdet in float32+
+        members = F.one_hot(labels, num_classes).to(z.dtype).T  # Pi: (C, m), diagonals as rows
+        counts = members.sum(1)  # tr(Pi_j)
+        grams = torch.einsum("cm,md,me->cde", members, z, z)  # Z^T Pi_j Z
+        compress = (counts / len(z) * rate(grams, counts, eps2)).sum()
+        return -gam2 * rate(z.T @ z, len(z), eps2, scale=gam1) + compress
 
 
 def fit_subspaces(features, labels, num_classes, n_components=30):
