@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, needs_compiler
 
 # float64 takes rounding out of the comparison: in float32 the gradients of the batch norm
 # parameters (sums with heavy cancellation) differ by ~1e-3 relative between any two summation
@@ -19,12 +19,12 @@ runpy.run_path({train!r}, run_name="__main__")
 """
 
 
-def train(tmp_path, base, label, cifar10_dir, label_dir, processes):
+def train(tmp_path, base, label, cifar10_dir, label_dir, processes, *extra):
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER.format(train=str(REPO / "train.py")))
     args = ["--model", "resnet32", "--label", label, "--seed", "5", "--data_dir", cifar10_dir,
             "--label_dir", label_dir, "--base_dir", base, "--valid_size", "60", "--epochs", "1",
-            "--batch_size", "48", "--device", "cpu"]
+            "--batch_size", "48", "--device", "cpu", *extra]
     prefix = [sys.executable]
     if processes > 1:
         prefix += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
@@ -38,10 +38,15 @@ def train(tmp_path, base, label, cifar10_dir, label_dir, processes):
     return proc, checkpoint["model"]
 
 
-@pytest.mark.parametrize("label", ["speech"])  # the decoder head: BatchNorm1d and BatchNorm2d
-def test_two_processes_train_the_same_weights(tmp_path, cifar10_dir, label_dir, label):
+@pytest.mark.parametrize("label, extra", [
+    ("speech", []),  # the decoder head: BatchNorm1d and BatchNorm2d
+    # The global batch norm's all_reduce inside a compiled step (a collective torch.compile could
+    # not trace left the whole model eager).
+    pytest.param("category", ["--compile", "default"], marks=needs_compiler, id="category-compile"),
+])
+def test_two_processes_train_the_same_weights(tmp_path, cifar10_dir, label_dir, label, extra):
     _, single = train(tmp_path, tmp_path / "one", label, cifar10_dir, label_dir, 1)
-    proc, double = train(tmp_path, tmp_path / "two", label, cifar10_dir, label_dir, 2)
+    proc, double = train(tmp_path, tmp_path / "two", label, cifar10_dir, label_dir, 2, *extra)
     assert proc.stdout.count('"run_dir"') == 1  # one JSON line, from rank 0
     for name, value in single.items():
         if value.is_floating_point():
@@ -49,3 +54,27 @@ def test_two_processes_train_the_same_weights(tmp_path, cifar10_dir, label_dir, 
             assert diff < 1e-5, f"{name}: relative difference {diff:.2e}"
         else:
             assert torch.equal(value, double[name]), name
+
+
+@needs_compiler
+def test_global_batch_norm_compiles_whole_and_matches_batch_norm():
+    """Its all_reduce is a collective torch.compile traces: one graph, no fallback to eager (the
+    autograd-function all_reduce it had before could not be traced and left the model eager)."""
+    import torch.distributed as dist
+    from utils.distributed import GlobalBatchNorm
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        x = torch.randn(6, 4, 5, 5, requires_grad=True)
+        reference, norm = torch.nn.BatchNorm2d(4), GlobalBatchNorm(4)
+        expected = reference(x)
+        (grad,) = torch.autograd.grad(expected.square().sum(), x)
+        out = torch.compile(norm, fullgraph=True, dynamic=False)(x)  # fullgraph: a break raises
+        (compiled_grad,) = torch.autograd.grad(out.square().sum(), x)
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(compiled_grad, grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(norm.running_var, reference.running_var)
+    torch.testing.assert_close(norm.running_mean, reference.running_mean)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed._functional_collectives as funcol
 import torch.nn as nn
 
 
@@ -80,8 +80,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics cover the global batch (all processes).
 
     torch's SyncBatchNorm runs on CUDA only; this one works with any backend because it reduces
-    [sum, sum of squares, count] with the differentiable all_reduce. Parameter and buffer names
-    equal BatchNorm's, so checkpoints are interchangeable.
+    [sum, sum of squares, count] with the functional all_reduce, which is differentiable and
+    which torch.compile traces (torch.distributed.nn's all_reduce, the one torch deprecates for
+    it, made `--compile` fall back to eager for the whole model). Parameter and buffer names equal
+    BatchNorm's, so checkpoints are interchangeable.
     """
 
     def _check_input_dim(self, x):
@@ -94,7 +96,8 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0] + list(range(2, x.dim()))
         channels = x.shape[1]
         count = x.new_full((1,), x.numel() // channels)
-        stats = dist_fn.all_reduce(torch.cat([x.sum(dims), x.square().sum(dims), count]))
+        stats = funcol.all_reduce(torch.cat([x.sum(dims), x.square().sum(dims), count]), "sum",
+                                  dist.group.WORLD)
         n = stats[-1]
         mean = stats[:channels] / n
         var = stats[channels:2 * channels] / n - mean.square()
