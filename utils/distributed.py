@@ -80,10 +80,10 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics cover the global batch (all processes).
 
     torch's SyncBatchNorm runs on CUDA only; this one works with any backend because it reduces
-    [sum, sum of squares, count] with the functional all_reduce, which is differentiable and
-    which torch.compile traces (torch.distributed.nn's all_reduce, the one torch deprecates for
-    it, made `--compile` fall back to eager for the whole model). Parameter and buffer names equal
-    BatchNorm's, so checkpoints are interchangeable.
+    [sum, sum of squares, count] with the functional all_reduce: differentiable, and traced by
+    torch.compile (which refuses torch.distributed.nn's deprecated all_reduce and then ran the
+    whole model eagerly under `--compile`). Parameter and buffer names equal BatchNorm's, so
+    checkpoints are interchangeable.
     """
 
     def _check_input_dim(self, x):
