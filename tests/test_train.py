@@ -199,6 +199,15 @@ def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tm
     assert not list(tmp_path.glob("cifar10/**/results.json"))
 
 
+def test_compile_without_a_cxx_compiler_is_one_line(capsys, cifar10_dir, label_dir, tmp_path,
+                                                    monkeypatch):
+    from torch._inductor import config
+    monkeypatch.setattr(config.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
+    args = flags(cifar10_dir, tmp_path, label_dir) + ["--compile", "default", "--device", "cpu"]
+    assert "--compile on the CPU needs a C++ compiler" in run_cli_capture(capsys, args)
+    assert not list(tmp_path.glob("cifar10/**/config.json"))  # refused before any work
+
+
 def test_missing_and_truncated_dataset(capsys, cifar10_dir, label_dir, tmp_path):
     line = run_cli_capture(capsys, flags(tmp_path / "nowhere", tmp_path, label_dir))
     assert "cifar10 not found in" in line and "data_batch_1" in line

@@ -81,6 +81,19 @@ def compiled(model, mode):
     return torch.compile(model, mode=mode, dynamic=False) if mode else model
 
 
+def check_compiler(mode, device):
+    """`--compile` on the CPU builds C++ kernels: where no C++ compiler works, say so before any
+    work instead of a traceback at the first step."""
+    if not mode or device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder, exc
+    try:
+        cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        raise UsageError("--compile on the CPU needs a C++ compiler (g++ on the PATH) and none "
+                         "works here: install one, or run without --compile") from None
+
+
 def mcr2_options(args):
     return {"feature_dim": args.feature_dim, "eps2": args.mcr2_eps, "gam1": args.gam1,
             "gam2": args.gam2, "n_components": args.n_components}
@@ -208,6 +221,7 @@ def run_training(args):
     device = resolve_device(args.device)
     if device.type == "cuda" and ctx.world > 1:
         device = torch.device("cuda", ctx.local_rank)
+    check_compiler(args.compile, device)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
                              mcr2_options(args))
