@@ -8,17 +8,21 @@
     python bench/bench.py --what accuracy --data_dir data --epochs 30 --seeds 0 1
                                                            # train.py in fp32 and in bf16: test acc
     python bench/bench.py --what accuracy --data_dir data --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'
+    python bench/bench.py --what host --labels category    # operators a step runs outside graphs
 
 Training images/s: (a) the paper's pipeline re-created (per-image PIL crop/flip/normalise in a
 DataLoader with 4 workers, fp32, a host sync per step for the running loss) and (b) ours, the
 training loop of train.py (`utils.training.train_epoch`: uint8 data on the device, batched
 augmentation, no per-step sync) alone and with channels_last, bf16 autocast, torch.compile (on a
 GPU: the default mode and reduce-overhead, which adds CUDA graphs) and larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step iterative attack
-against our batched attacks (FGSM, 5-step iterative, PGD-10).
+against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what host): the
+operators one training step runs from the host outside compiled graphs, counted by torch.profiler,
+what keeps a GPU waiting at small batches.
 Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised.
 Appends a table with the device, versions and date to BENCHMARKS.md unless --no_record.
 """
 import argparse
+import collections
 import contextlib
 import datetime
 import platform
@@ -36,10 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from architecture import build_model  # noqa: E402
-from cifar import PAPER_MEAN, PAPER_STD, to_float  # noqa: E402
+from cifar import PAPER_MEAN, PAPER_STD, draw_augmentation, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
-from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, make_optimizer,  # noqa: E402
-                            resolve_device, train_epoch)
+from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, resolve_device,  # noqa: E402
+                            train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
 
 
@@ -106,14 +110,13 @@ def our_training_rate(arch, space, images, labels, batch_size, device, repeats, 
         model = model.to(memory_format=torch.channels_last)
     if compile:
         torch._dynamo.reset()  # a fresh cache: earlier variants must not use up its recompile limit
-    opt, space = make_optimizer(model, 0.01), space.to(device)
-    step = TrainStep(model, space, amp, channels_last, compile)
+    step = TrainStep(model, space.to(device), 0.01, amp, channels_last, compile)
     images, labels = images.to(device), labels.to(device)
     generator = torch.Generator(device).manual_seed(0)
     n = len(images) // batch_size * batch_size
 
     def epoch():
-        train_epoch(step, opt, images[:n], labels[:n], batch_size, generator)
+        train_epoch(step, images[:n], labels[:n], batch_size, generator)
     return median_rate(epoch, n, repeats, device)
 
 
@@ -155,6 +158,77 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
         rows.append((name, batch_size, attempt(name, lambda: our_training_rate(
             arch, space, images, labels, batch_size, device, repeats, **measured[best]))))
     return rows
+
+
+def host_work(profile):
+    """What a profiled training step ran from the host outside compiled graphs:
+    {"operators": Counter of top-level operator events (aten ops and autograd nodes, not the ops
+    they call in turn), "graphs": calls of compiled graphs}. On a GPU each operator is at least one
+    kernel launch the GPU may wait for; a graph is one launch (a replay under CUDA graphs)."""
+    operators, graphs = collections.Counter(), 0
+
+    def visit(event, inside_operator):
+        nonlocal graphs
+        if event.name.startswith("## Call CompiledFxGraph"):
+            graphs += 1
+            return
+        operator = event.name.startswith(("aten::", "autograd::engine::evaluate_function"))
+        if operator and not inside_operator:
+            operators[event.name] += 1
+        for child in event.cpu_children:  # an autograd node can call a compiled backward graph
+            visit(child, inside_operator or operator)
+
+    for event in profile.events():
+        if event.cpu_parent is None:
+            visit(event, False)
+    return {"operators": operators, "graphs": graphs}
+
+
+def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128):
+    """(variant, host_work of one profiled step after two warm-up steps) for our eager step in
+    fp32 and bf16 + channels_last, and the compiled step in each mode."""
+    space = make_space(label).to(device)
+    images, labels = images[:batch_size].to(device), labels[:batch_size].to(device)
+    variants = [("ours, fp32", {}), ("ours, bf16 + channels_last", {"amp": True, "channels_last": True})]
+    variants += [(f"ours, bf16 + channels_last + compile {mode}",
+                  {"amp": True, "channels_last": True, "compile": mode}) for mode in compile_modes]
+    rows = []
+    for name, options in variants:
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = build_model(arch, space.output_shape).to(device)
+        if options.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
+        step = TrainStep(model, space, 0.01, **options)
+        generator = torch.Generator(device).manual_seed(0)
+
+        def one_step():
+            offsets, flips = draw_augmentation(batch_size, generator, device)
+            step(images, offsets, flips, labels, 1 / batch_size)
+            synchronize(device)
+        one_step(), one_step()  # warm-up: compilation, autotuning, CUDA graph recording
+        with torch.profiler.profile() as profile:
+            one_step()
+        rows.append((name, host_work(profile)))
+    return rows
+
+
+def host_section(arch, label, rows):
+    section = [f"\n**Host work per training step, {arch}, {label} labels, batch 128** (torch.profiler: "
+               "operators run from the host outside compiled graphs, and graph calls)\n",
+               "| step | operators | of them autograd nodes | of them gradient accumulations | graph calls |",
+               "| --- | ---: | ---: | ---: | ---: |"]
+    for name, work in rows:
+        ops = work["operators"]
+        autograd = sum(n for op, n in ops.items() if op.startswith("autograd::"))
+        accumulate = sum(n for op, n in ops.items() if "AccumulateGrad" in op)
+        section.append(f"| {name} | {sum(ops.values())} | {autograd} | {accumulate} | {work['graphs']} |")
+    compiled = [work for name, work in rows if "compile" in name]
+    if compiled:
+        ops = compiled[-1]["operators"]
+        section.append("\nOutside the graphs of the compiled step: "
+                       + ", ".join(f"{op} x{n}" if n > 1 else op for op, n in sorted(ops.items())) + ".")
+    return section
 
 
 def trained_model(checkpoint, device):
@@ -294,6 +368,9 @@ def speed_sections(args, device):
     attacked_once = False
     for arch in args.models:
         for label in args.labels:
+            if args.what == "host":
+                yield host_section(arch, label, host_rows(arch, label, images, labels, device,
+                                                          args.compile_modes or ["default"]))
             if args.what in ("train", "all"):
                 rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
                                      args.repeats, batch_sizes, args.compile_modes)
@@ -343,9 +420,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet32"])
     parser.add_argument("--labels", nargs="+", default=["speech", "category"])
-    parser.add_argument("--what", choices=("train", "attack", "all", "accuracy"), default="all",
+    parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host"), default="all",
                         help="'all' is train and attack; 'accuracy' trains with train.py in fp32 and "
-                        "bf16 on --data_dir and compares test accuracy")
+                        "bf16 on --data_dir and compares test accuracy; 'host' counts the operators "
+                        "a training step runs from the host outside compiled graphs")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--train_images", type=int, default=None,
                         help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")

@@ -63,17 +63,17 @@ def test_short_training_with_bf16_and_channels_last_learns_like_float32(tiny):
     a float64 gradient, channels_last 1.3%, bf16 ~50%), and SGD amplifies any difference."""
     from conftest import recalibrate_batch_norm
     from utils.labelspace import CategorySpace
-    from utils.training import TrainStep, make_optimizer, train_epoch
+    from utils.training import TrainStep, train_epoch
     space, accuracy = CategorySpace(10), {}
     for name, options in (("float32", {}), ("bf16", {"amp": True, "channels_last": True})):
         torch.manual_seed(0)
         model = build_model("resnet32", (10,))
         if options.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
-        optimizer, generator = make_optimizer(model, 0.02), torch.Generator().manual_seed(0)
-        step = TrainStep(model, space, **options)
+        generator = torch.Generator().manual_seed(0)
+        step = TrainStep(model, space, 0.02, **options)
         for _ in range(5):
-            train = train_epoch(step, optimizer, tiny.train_images, tiny.train_labels, 32, generator)
+            train = train_epoch(step, tiny.train_images, tiny.train_labels, 32, generator)
         assert torch.isfinite(torch.tensor(train["loss"]))
         recalibrate_batch_norm(model, to_float(tiny.train_images))  # 50 steps leave them stale
         accuracy[name] = evaluate(model, space, tiny.test_images, tiny.test_labels, **options)["acc"]
@@ -123,11 +123,16 @@ def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_p
     assert out.count("| resnet32 | category") == 2 and '"test_acc"' not in out  # only the tables
 
 
+def flat(tensors):
+    return torch.cat([t.detach().flatten() for t in tensors]).double()
+
+
 @needs_compiler
 @pytest.mark.parametrize("label", ["speech", "mcr2"])  # the decoder head; MCR2's batch loss
-def test_compiled_train_step_gives_the_eager_losses_and_gradients(tiny, label_dir, label):
-    """`--compile` compiles the whole step (augmentation, model, loss, decoding): the eager
-    numbers, its gradient no further from float64's than twice eager float32's own rounding."""
+def test_compiled_train_step_gives_the_eager_losses_gradients_and_update(tiny, label_dir, label):
+    """`--compile` compiles the whole SGD step (augmentation, model, loss, decoding, the backward
+    through compiled autograd, the foreach SGD update): the eager numbers, its gradient and update
+    no further from float64's than twice eager float32's own rounding."""
     from cifar import draw_augmentation
     from utils.labelspace import load_label_space
     from utils.training import TrainStep
@@ -143,17 +148,55 @@ def test_compiled_train_step_gives_the_eager_losses_and_gradients(tiny, label_di
         torch.set_default_dtype(dtype)  # to_float makes images of the default dtype
         try:
             model = build_model("resnet32", space.output_shape).train()
-            objective, (loss_sum, correct) = TrainStep(model, space, compile=mode)(
-                batch, offsets, flips, labels, 1 / 32)
-            objective.backward()
+            before = flat(model.parameters())
+            loss_sum, correct = TrainStep(model, space, 0.1, compile=mode)(batch, offsets, flips,
+                                                                          labels, 1 / 32)
         finally:
             torch.set_default_dtype(default)
-        grads = torch.cat([p.grad.flatten() for p in model.parameters()]).double()
-        results[name] = objective.item(), loss_sum.item(), correct.item(), grads
-    (_, _, _, exact), (objective, loss_sum, correct, grads), compiled_step = results.values()
-    c_objective, c_loss_sum, c_correct, c_grads = compiled_step
-    assert c_objective == pytest.approx(objective, rel=1e-4)
-    assert c_loss_sum == pytest.approx(loss_sum, rel=1e-4) and c_loss_sum == pytest.approx(32 * objective, rel=1e-4)
-    assert c_correct == correct
+        results[name] = (loss_sum.item(), correct.item(), flat(p.grad for p in model.parameters()),
+                         flat(model.parameters()) - before)
+    (_, _, exact_grads, exact_update), (loss_sum, correct, grads, update), compiled_step = results.values()
+    c_loss_sum, c_correct, c_grads, c_update = compiled_step
+    assert c_loss_sum == pytest.approx(loss_sum, rel=1e-4) and c_correct == correct
     # Fused kernels round differently: float32's gradient is itself 0.1-0.5% off float64's here.
-    assert relative_error(c_grads, exact) < 2 * relative_error(grads, exact)
+    assert relative_error(c_grads, exact_grads) < 2 * relative_error(grads, exact_grads)
+    assert relative_error(c_update, exact_update) < 2 * relative_error(update, exact_update)
+    assert c_update.abs().max() > 0  # the step did update the weights
+
+
+@needs_compiler
+def test_compiled_step_leaves_little_host_work_and_keeps_its_graphs(tiny):
+    """Outside its graphs a compiled step runs the random draws, the batch gathers and a few small
+    operators, but no per-parameter work: gradient accumulation is in the backward's graph, the
+    SGD update in its own. A new lr every step (a warm-up) is an in-place fill: no recompile."""
+    from torch._dynamo.utils import counters
+    from bench.bench import host_work
+    from cifar import draw_augmentation
+    from utils.labelspace import CategorySpace
+    from utils.training import TrainStep, set_lr
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    step = TrainStep(build_model("resnet32", (10,)).train(), CategorySpace(10), 0.1, compile="default")
+    generator = torch.Generator().manual_seed(0)
+
+    def one_step(lr):
+        set_lr(step.optimizer, lr)
+        offsets, flips = draw_augmentation(16, generator, "cpu")
+        return step(tiny.train_images[:16], offsets, flips, tiny.train_labels[:16], 1 / 16)
+
+    one_step(0.1)
+    one_step(0.1)  # the update's graph again, now that the momentum buffers exist
+    graphs = counters["stats"]["unique_graphs"]
+    before = flat(step.model.parameters())
+    one_step(0.05)
+    momentum = flat(step.optimizer.state[p]["momentum_buffer"] for p in step.model.parameters())
+    # SGD: p -= lr * buffer, with the buffer this step made: the new lr was the one used.
+    torch.testing.assert_close(flat(step.model.parameters()), before - 0.05 * momentum,
+                               rtol=0, atol=1e-6)
+    with torch.profiler.profile() as profile:
+        one_step(0.01)
+    assert counters["stats"]["unique_graphs"] == graphs  # no recompile for a new lr
+    work = host_work(profile)
+    assert work["graphs"] == 3, work
+    assert not any("AccumulateGrad" in name for name in work["operators"]), work
+    assert sum(work["operators"].values()) <= 10, work  # eager: ~400 (see bench.py --what host)

@@ -130,16 +130,15 @@ def test_lr_schedule_with_warmup():
 def test_warmup_sets_every_steps_lr(tiny):
     from architecture import build_model
     from utils.labelspace import CategorySpace
-    from utils.training import TrainStep, make_optimizer, train_epoch
+    from utils.training import TrainStep, train_epoch
     images, labels = tiny.train_images[:250], tiny.train_labels[:250]
 
     def train(lr):
         torch.manual_seed(0)
         model, space = build_model("resnet32", (10,)), CategorySpace(10)
-        optimizer = make_optimizer(model, 0.1)
-        train_epoch(TrainStep(model, space), optimizer, images, labels, 64,
-                    torch.Generator().manual_seed(0), lr)
-        return torch.cat([p.detach().flatten() for p in model.parameters()]), optimizer
+        step = TrainStep(model, space, 0.1)
+        train_epoch(step, images, labels, 64, torch.Generator().manual_seed(0), lr)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]), step.optimizer
 
     asked = []
     warm, optimizer = train(lambda done: asked.append(done) or 0.1 * done)
@@ -273,3 +272,23 @@ def test_every_published_label_trains_on_the_real_subset(label, tmp_path, capsys
     assert 0 <= result["test_acc"] <= 1 and np.isfinite(result["test_loss"])
     config = json.loads((Path(result["run_dir"]) / "config.json").read_text())
     assert tuple(config["label_shape"]) == np.load(REFERENCE_LABELS / f"cifar10_{label}.npy").shape[1:]
+
+
+def test_resuming_under_compile_keeps_the_traced_sgd():
+    """A checkpoint of an eager run (fused SGD, a float lr) resumed with --compile: the momentum
+    and lr are the checkpoint's, the implementation stays the one torch.compile traces."""
+    from architecture import build_model
+    from utils.training import load_optimizer_state, make_optimizer
+    model = build_model("resnet32", (10,))
+    eager = make_optimizer(model, 0.1)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    eager.step()
+    traced = make_optimizer(model, 0.5, compile="default")
+    lr = traced.param_groups[0]["lr"]
+    load_optimizer_state(traced, eager.state_dict())
+    group = traced.param_groups[0]
+    assert group["foreach"] and not group["fused"]
+    assert group["lr"] is lr and lr.item() == pytest.approx(0.1)  # the same tensor, the saved value
+    first = next(model.parameters())
+    assert torch.equal(traced.state[first]["momentum_buffer"], eager.state[first]["momentum_buffer"])

@@ -51,11 +51,38 @@ def lr_at(epoch, epochs, base_lr, warmup=0, done=1.0):
     return lr * min(1.0, (epoch + done) / warmup) if warmup else lr
 
 
-def make_optimizer(model, lr):
-    """The paper's SGD (momentum 0.9, weight decay 1e-4), as one fused kernel per step: on this
-    project's 2-core CPU the per-parameter loop took ~100 ms a step, the fused step ~1 ms."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                           fused=True)
+def make_optimizer(model, lr, compile=None):
+    """The paper's SGD (momentum 0.9, weight decay 1e-4). Eager, one fused kernel per step (on
+    this project's 2-core CPU the per-parameter loop took ~100 ms a step, the fused step ~1 ms).
+    Under `compile` (a torch.compile mode) foreach ops, which torch.compile traces into a graph of
+    their own (it never traces the fused kernel), with the lr a tensor on the parameters' device:
+    a new lr is then an in-place fill, not a recompile (`set_lr`)."""
+    params = list(model.parameters())
+    options = {"momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY}
+    if compile:
+        return torch.optim.SGD(params, lr=torch.tensor(lr, device=params[0].device), foreach=True,
+                               **options)
+    return torch.optim.SGD(params, lr=lr, fused=True, **options)
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
+
+
+def load_optimizer_state(optimizer, state):
+    """`optimizer.load_state_dict(state)` keeping this optimizer's implementation (fused or
+    foreach) and lr tensor: torch's would take the saved run's, and a checkpoint of an eager run
+    resumed under --compile would then step with a kernel torch.compile does not trace."""
+    own = [{key: group[key] for key in ("lr", "fused", "foreach")} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    saved_lr = optimizer.param_groups[0]["lr"]
+    for group, kept in zip(optimizer.param_groups, own):
+        group.update(kept)
+    set_lr(optimizer, saved_lr)
 
 
 def autocast(device, enabled):
@@ -69,7 +96,7 @@ def prepare(images, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
-def compiled(model, mode):
+def compiled(model, mode, autograd=False):
     """`model` under torch.compile in `mode` (None: the model itself). Modes with CUDA graphs
     replay recorded kernels: `TrainStep` marks each step, `predict` copies what it keeps.
 
@@ -77,8 +104,15 @@ def compiled(model, mode):
     evaluation batches) and each gets a graph of its own. Left to itself, torch.compile
     recompiles for the trailing batch with symbolic sizes, a graph that then matches any batch
     size; on this project's CPU that made the first epoch of resnet32 take 119 s instead of 62.
+
+    `autograd`: a `.backward()` inside `model` runs through compiled autograd, which compiles the
+    whole backward, the per-parameter gradient accumulation included, as one graph (with the
+    same mode, so CUDA graphs too). torch reads the setting when the function is compiled.
     """
-    return torch.compile(model, mode=mode, dynamic=False) if mode else model
+    if not mode:
+        return model
+    with torch._dynamo.config.patch(compiled_autograd=autograd):
+        return torch.compile(model, mode=mode, dynamic=False)
 
 
 def check_compiler(mode, device):
@@ -135,34 +169,43 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
 
 
 class TrainStep:
-    """The forward work of one SGD step as one function: crop and flip a uint8 batch with given
-    draws, run the model, the per-image losses, the decoded classes. With `compile` (a
-    torch.compile mode) it is compiled whole, not the model alone: on a GPU most of the ~60
-    kernels a step launched beside the model's (augmentation, loss, decoding, sums) join its graph;
-    the random draws, the batch indexing, the SGD step and the epoch totals stay outside.
+    """One SGD step as one function: crop and flip a uint8 batch with given draws, run the model,
+    the per-image losses and decoded classes, backward, the optimizer's update. It owns the
+    optimizer (`make_optimizer`). With `compile` (a torch.compile mode) the step is compiled
+    whole, as three graphs: the forward work, the backward with every parameter's gradient
+    accumulation (compiled autograd; under torchrun DDP's hooks keep the backward eager), and the
+    SGD update. What stays outside is the random draws, the batch gathers, the epoch totals and
+    the gradients' reset: on a GPU, where a step of the paper's batch is short, each operator
+    launched from the host is time the GPU waits.
 
-    step(batch, offsets, flips, labels, scale) -> (the scaled loss sum to differentiate, the
-    detached float32 pair (loss sum, number of correct decodes)).
+    step(batch, offsets, flips, labels, scale) -> the detached float32 pair (loss sum, number of
+    correct decodes); the gradients of the scaled loss sum stay on the parameters until the next
+    step.
     """
 
-    def __init__(self, model, space, amp=False, channels_last=False, compile=None):
+    def __init__(self, model, space, lr, amp=False, channels_last=False, compile=None):
         self.model, self.space, self.amp, self.channels_last = model, space, amp, channels_last
-        self._run = compiled(self._forward, compile)
+        self.optimizer = make_optimizer(model, lr, compile)
+        self._run = compiled(self._step, compile, autograd=distributed.current().world == 1)
 
-    def _forward(self, batch, offsets, flips, labels, scale):
+    def _step(self, batch, offsets, flips, labels, scale):
         inputs = prepare(crop_and_flip(batch, offsets, flips), self.channels_last)
         with autocast(batch.device, self.amp):
             outputs = self.model(inputs)
         losses = self.space.loss(outputs, labels)
         correct = (self.space.decode(outputs.detach()) == labels).sum()
-        return losses.sum() * scale, torch.stack([losses.detach().sum(), correct.to(losses.dtype)])
+        sums = torch.stack([losses.detach().sum(), correct.to(losses.dtype)])  # in the forward graph
+        (losses.sum() * scale).backward()
+        self.optimizer.step()
+        return sums
 
     def __call__(self, batch, offsets, flips, labels, scale):
         torch.compiler.cudagraph_mark_step_begin()  # a new step for CUDA graphs; else a no-op
+        self.optimizer.zero_grad(set_to_none=True)
         return self._run(batch, offsets, flips, labels, scale)
 
 
-def train_epoch(step, optimizer, images, labels, batch_size, generator, lr=None):
+def train_epoch(step, images, labels, batch_size, generator, lr=None):
     """One pass of a `TrainStep` over the training images in a seeded order; returns mean loss
     and accuracy. `lr`, if given, maps the fraction of the epoch done after a step to that step's
     learning rate (a warm-up); otherwise the optimizer's stays as it is.
@@ -181,19 +224,15 @@ def train_epoch(step, optimizer, images, labels, batch_size, generator, lr=None)
         if ctx.world == 1 and preempt.requested():  # under torchrun: checked at the epoch's end
             return None
         if lr is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr(count / len(starts))
+            set_lr(step.optimizer, lr(count / len(starts)))
         index = order[start:start + batch_size]
         share = ctx.share(len(index))
         offsets, flips = draw_augmentation(len(index), generator, device)
         # The sum over this share / global batch size; DDP's gradient average (1/world) is undone
         # by the factor world, so every process steps with the gradient of the global mean loss.
-        objective, sums = step(images[index][share], offsets[:, share], flips[share],
-                               labels[index][share], ctx.world / len(index))
-        totals += sums  # taken before any other replay can reuse a CUDA graph's outputs
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
+        # The totals are taken before any other replay can reuse a CUDA graph's outputs.
+        totals += step(images[index][share], offsets[:, share], flips[share], labels[index][share],
+                       ctx.world / len(index))
     seen = len(order) - (len(order) % batch_size == 1)
     loss_sum, correct = distributed.all_sum(totals).tolist()
     return {"loss": loss_sum / seen, "acc": correct / seen, "images": seen}
@@ -254,18 +293,17 @@ def run_training(args):
     model = build_model(args.model, space.output_shape, data.info.mean, data.info.std).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, args.lr)
+    trained = distributed.wrap(model, ctx, device)
+    step = TrainStep(trained, space, args.lr, args.amp, args.channels_last, args.compile)
     history, best = [], {"valid_acc": -1.0, "epoch": -1}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        load_optimizer_state(step.optimizer, checkpoint["optimizer"])
         history, best = checkpoint["history"], checkpoint["best"]
         if writes:
             log(f"resuming {run_dir} after epoch {len(history)}")
     if writes:
         write_json(run_dir / CONFIG, config)
-    trained = distributed.wrap(model, ctx, device)
-    step = TrainStep(trained, space, args.amp, args.channels_last, args.compile)
     evaluated = compiled(model, args.compile)
 
     space.to(device)
@@ -288,8 +326,7 @@ def run_training(args):
         step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
         generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
         start = time.perf_counter()
-        train = train_epoch(step, optimizer, train_images, train_labels, args.batch_size, generator,
-                            step_lr)
+        train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
         if train is None:
             progress.close()
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
@@ -309,7 +346,7 @@ def run_training(args):
                 save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
         if writes:
             save_checkpoint(last_path, state_for(epoch + 1) | {
-                "optimizer": optimizer.state_dict(), "history": history, "best": best})
+                "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
             write_jsonl(run_dir / METRICS, history)
         progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
                       f"train_acc {train['acc']:.2%} valid_loss {valid['loss']:.4f} valid_acc "
