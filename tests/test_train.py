@@ -292,3 +292,8 @@ def test_resuming_under_compile_keeps_the_traced_sgd():
     assert group["lr"] is lr and lr.item() == pytest.approx(0.1)  # the same tensor, the saved value
     first = next(model.parameters())
     assert torch.equal(traced.state[first]["momentum_buffer"], eager.state[first]["momentum_buffer"])
+    # And the other way: a compiled run's checkpoint (a tensor lr) resumed eagerly.
+    eager_again = make_optimizer(model, 0.3)
+    load_optimizer_state(eager_again, traced.state_dict())
+    assert eager_again.param_groups[0]["fused"] and eager_again.param_groups[0]["lr"] == pytest.approx(0.1)
+    assert isinstance(eager_again.param_groups[0]["lr"], float)

@@ -66,11 +66,12 @@ def make_optimizer(model, lr, compile=None):
 
 
 def set_lr(optimizer, lr):
+    """Every group's lr to `lr` (a number or a 0-d tensor), in place where it is a tensor."""
     for group in optimizer.param_groups:
         if isinstance(group["lr"], torch.Tensor):
             group["lr"].fill_(lr)
         else:
-            group["lr"] = lr
+            group["lr"] = float(lr)
 
 
 def load_optimizer_state(optimizer, state):
