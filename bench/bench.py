@@ -102,15 +102,19 @@ def paper_training_rate(arch, space, images, labels, batch_size, device, repeats
     return median_rate(epoch, len(loader) * batch_size, repeats, device)
 
 
-def our_training_rate(arch, space, images, labels, batch_size, device, repeats, amp=False,
-                      channels_last=False, compile=None):
+def our_step(arch, space, device, amp=False, channels_last=False, compile=None):
+    """train.py's TrainStep on a freshly initialised model (seed 0) in the given options."""
     torch.manual_seed(0)
     model = build_model(arch, space.output_shape).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:
         torch._dynamo.reset()  # a fresh cache: earlier variants must not use up its recompile limit
-    step = TrainStep(model, space.to(device), 0.01, amp, channels_last, compile)
+    return TrainStep(model, space.to(device), 0.01, amp, channels_last, compile)
+
+
+def our_training_rate(arch, space, images, labels, batch_size, device, repeats, **options):
+    step = our_step(arch, space, device, **options)
     images, labels = images.to(device), labels.to(device)
     generator = torch.Generator(device).manual_seed(0)
     n = len(images) // batch_size * batch_size
@@ -163,8 +167,8 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
 def host_work(profile):
     """What a profiled training step ran from the host outside compiled graphs:
     {"operators": Counter of top-level operator events (aten ops and autograd nodes, not the ops
-    they call in turn), "graphs": calls of compiled graphs}. On a GPU each operator is at least one
-    kernel launch the GPU may wait for; a graph is one launch (a replay under CUDA graphs)."""
+    they call in turn), "graphs": calls of compiled graphs}. On a GPU most operators are a kernel
+    launch the GPU may wait for; a graph is one launch (a replay under CUDA graphs)."""
     operators, graphs = collections.Counter(), 0
 
     def visit(event, inside_operator):
@@ -187,19 +191,14 @@ def host_work(profile):
 def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128):
     """(variant, host_work of one profiled step after two warm-up steps) for our eager step in
     fp32 and bf16 + channels_last, and the compiled step in each mode."""
-    space = make_space(label).to(device)
+    space = make_space(label)
     images, labels = images[:batch_size].to(device), labels[:batch_size].to(device)
     variants = [("ours, fp32", {}), ("ours, bf16 + channels_last", {"amp": True, "channels_last": True})]
     variants += [(f"ours, bf16 + channels_last + compile {mode}",
                   {"amp": True, "channels_last": True, "compile": mode}) for mode in compile_modes]
     rows = []
     for name, options in variants:
-        torch._dynamo.reset()
-        torch.manual_seed(0)
-        model = build_model(arch, space.output_shape).to(device)
-        if options.get("channels_last"):
-            model = model.to(memory_format=torch.channels_last)
-        step = TrainStep(model, space, 0.01, **options)
+        step = our_step(arch, space, device, **options)
         generator = torch.Generator(device).manual_seed(0)
 
         def one_step():

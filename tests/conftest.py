@@ -132,6 +132,11 @@ def tiny(cifar10_dir):
     return load_cifar("cifar10", cifar10_dir)
 
 
+def flat(tensors):
+    """Tensors (parameters, gradients, buffers) as one detached float64 vector."""
+    return torch.cat([t.detach().flatten() for t in tensors]).double()
+
+
 def recalibrate_batch_norm(model, images):
     """Running statistics = the exact statistics of `images` (a few steps leave them stale)."""
     for module in model.modules():

@@ -9,7 +9,7 @@ import torch
 
 from architecture import build_model
 from cifar import to_float
-from conftest import needs_compiler
+from conftest import flat, needs_compiler
 from utils.labelspace import TargetSpace
 from utils.training import compiled, evaluate, predict
 
@@ -123,10 +123,6 @@ def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_p
     assert out.count("| resnet32 | category") == 2 and '"test_acc"' not in out  # only the tables
 
 
-def flat(tensors):
-    return torch.cat([t.detach().flatten() for t in tensors]).double()
-
-
 @needs_compiler
 @pytest.mark.parametrize("label", ["speech", "mcr2"])  # the decoder head; MCR2's batch loss
 def test_compiled_train_step_gives_the_eager_losses_gradients_and_update(tiny, label_dir, label):
@@ -166,8 +162,7 @@ def test_compiled_train_step_gives_the_eager_losses_gradients_and_update(tiny, l
 
 @needs_compiler
 def test_compiled_step_leaves_little_host_work_and_keeps_its_graphs(tiny):
-    """Outside its graphs a compiled step runs the random draws, the batch gathers and a few small
-    operators, but no per-parameter work: gradient accumulation is in the backward's graph, the
+    """Outside its graphs a compiled step runs the random draws and a few small operators, but no per-parameter work: gradient accumulation is in the backward's graph, the
     SGD update in its own. A new lr every step (a warm-up) is an in-place fill: no recompile."""
     from torch._dynamo.utils import counters
     from bench.bench import host_work

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import train
-from conftest import REFERENCE_LABELS, REPO, SUBSET, last_json, run_script
+from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
 from utils.errors import run_cli
 
 TIMING = ("seconds", "images_per_s")
@@ -138,7 +138,7 @@ def test_warmup_sets_every_steps_lr(tiny):
         model, space = build_model("resnet32", (10,)), CategorySpace(10)
         step = TrainStep(model, space, 0.1)
         train_epoch(step, images, labels, 64, torch.Generator().manual_seed(0), lr)
-        return torch.cat([p.detach().flatten() for p in model.parameters()]), step.optimizer
+        return flat(model.parameters()), step.optimizer
 
     asked = []
     warm, optimizer = train(lambda done: asked.append(done) or 0.1 * done)
