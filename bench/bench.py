@@ -42,8 +42,8 @@ sys.path.insert(0, str(REPO))
 from architecture import build_model  # noqa: E402
 from cifar import PAPER_MEAN, PAPER_STD, draw_augmentation, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
-from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, resolve_device,  # noqa: E402
-                            train_epoch)
+from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, fast_bf16,  # noqa: E402
+                            resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
 
 
@@ -134,16 +134,30 @@ def attempt(name, measure):
         return float("nan")
 
 
+def fast_options(device):
+    """(name, options) of the precision and layout the compiled variants build on: bf16 +
+    channels_last where `device` runs bf16 natively, channels_last in float32 elsewhere."""
+    if fast_bf16(device):
+        return "bf16 + channels_last", {"amp": True, "channels_last": True}
+    return "channels_last", {"channels_last": True}
+
+
+BF16_LEFT_OUT = ("bf16 rows left out: this device has no native bf16 (`utils.training.fast_bf16`), "
+                 "where bf16 autocast is emulated and many times slower than float32")
+
+
 def training_rows(arch, label, images, labels, device, repeats, batch_sizes, compile_modes):
     space = make_space(label)
     rows = [("paper: PIL + DataLoader(4 workers), fp32", 128,
              paper_training_rate(arch, space, images, labels, 128, device, repeats))]
     variants = [("ours: on-device data + augmentation", {}),
-                ("ours + channels_last", {"channels_last": True}),
-                ("ours + bf16 autocast", {"amp": True}),
-                ("ours + bf16 + channels_last", {"amp": True, "channels_last": True})]
-    variants += [(f"ours + bf16 + channels_last + compile {mode}",
-                  {"amp": True, "channels_last": True, "compile": mode}) for mode in compile_modes]
+                ("ours + channels_last", {"channels_last": True})]
+    if fast_bf16(device):
+        variants += [("ours + bf16 autocast", {"amp": True}),
+                     ("ours + bf16 + channels_last", {"amp": True, "channels_last": True})]
+    base, base_options = fast_options(device)
+    variants += [(f"ours + {base} + compile {mode}", base_options | {"compile": mode})
+                 for mode in compile_modes]
     measured = {}
     while variants:
         name, options = variants.pop(0)
@@ -190,12 +204,13 @@ def host_work(profile):
 
 def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128):
     """(variant, host_work of one profiled step after two warm-up steps) for our eager step in
-    fp32 and bf16 + channels_last, and the compiled step in each mode."""
+    fp32 and in the fast options (`fast_options`), and the compiled step in each mode."""
     space = make_space(label)
     images, labels = images[:batch_size].to(device), labels[:batch_size].to(device)
-    variants = [("ours, fp32", {}), ("ours, bf16 + channels_last", {"amp": True, "channels_last": True})]
-    variants += [(f"ours, bf16 + channels_last + compile {mode}",
-                  {"amp": True, "channels_last": True, "compile": mode}) for mode in compile_modes]
+    base, base_options = fast_options(device)
+    variants = [("ours, fp32", {}), (f"ours, {base}", base_options)]
+    variants += [(f"ours, {base} + compile {mode}", base_options | {"compile": mode})
+                 for mode in compile_modes]
     rows = []
     for name, options in variants:
         step = our_step(arch, space, device, **options)
@@ -277,9 +292,10 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
         for e in EPSILONS:
             run_attack(model, space, x, y, "fgsm", e, batch_size=batch_size, shared=shared, **options)
 
-    variants = (("", {}), (", channels_last", {"channels_last": True}),
-                (", bf16 autocast (--amp)", {"amp": True}),
-                (", bf16 + channels_last", {"amp": True, "channels_last": True}))
+    variants = (("", {}), (", channels_last", {"channels_last": True}))
+    if fast_bf16(device):
+        variants += ((", bf16 autocast (--amp)", {"amp": True}),
+                     (", bf16 + channels_last", {"amp": True, "channels_last": True}))
     for suffix, options in variants:
         for name, attack, steps, key in (("FGSM", "fgsm", 1, "FGSM"),
                                          ("iterative (5 steps)", "iterative", 5, "iterative-5"),
@@ -378,6 +394,8 @@ def speed_sections(args, device):
                            "| pipeline | batch | images/s | vs paper |", "| --- | ---: | ---: | ---: |"]
                 section += [f"| {name} | {bs} | {rate:,.0f} | {rate / paper:.2f}x |"
                             for name, bs, rate in rows]
+                if not fast_bf16(device):
+                    section.append(f"\n({BF16_LEFT_OUT}.)")
                 if gpu:
                     measured = [r for r in rows if not np.isnan(r[2])]
                     best_at_128 = max((r for r in measured if r[1] == 128), key=lambda r: r[2])
@@ -411,7 +429,8 @@ def speed_sections(args, device):
                 section += [f"| {name} | {rate:,.1f} | {rate / ref:.1f}x | {'' if name == ref_name else ref_name} |"
                             for name, rate, ref, ref_name in rows]
                 section.append("\n(PGD-10, which the paper did not run, is compared with the paper's "
-                               "loop run for 10 steps; the sweep rows count image x eps evaluations.)")
+                               "loop run for 10 steps; the sweep rows count image x eps evaluations"
+                               + ("" if fast_bf16(device) else f"; {BF16_LEFT_OUT}") + ".)")
                 yield section
 
 
@@ -428,8 +447,8 @@ def main(argv=None):
                         help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
     parser.add_argument("--compile_modes", nargs="*", default=None,
                         help="torch.compile modes to time (default on a GPU: default "
-                        "reduce-overhead; none on the CPU); --what accuracy compiles its bf16 runs "
-                        "with the first")
+                        "reduce-overhead; on the CPU: default, none for --what accuracy); --what "
+                        "accuracy compiles its bf16 runs with the first")
     parser.add_argument("--attack_images", type=int, default=500, help="images per batched attack run")
     parser.add_argument("--attack_batch_size", type=int, default=500, help="batch of our attacks")
     parser.add_argument("--paper_attack_images", type=int, default=None,
@@ -457,7 +476,8 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     device = resolve_device(args.device)
     if args.compile_modes is None:
-        args.compile_modes = ["default", "reduce-overhead"] if device.type == "cuda" else []
+        cpu_modes = [] if args.what == "accuracy" else ["default"]
+        args.compile_modes = ["default", "reduce-overhead"] if device.type == "cuda" else cpu_modes
     header = (f"\n## {datetime.date.today().isoformat()}: {device_name(device)}\n\n"
               f"torch {torch.__version__}, Python {platform.python_version()}, "
               f"`python bench/bench.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")

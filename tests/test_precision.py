@@ -11,7 +11,7 @@ from architecture import build_model
 from cifar import to_float
 from conftest import flat, needs_compiler
 from utils.labelspace import TargetSpace
-from utils.training import compiled, evaluate, predict
+from utils.training import compiled, evaluate, fast_bf16, predict
 
 
 def relative_error(outputs, reference):
@@ -120,7 +120,27 @@ def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_p
     assert "--valid_size 50, --level 50 --warmup_epochs 1)" in text  # both runs took the extra flags
     out, err = capsys.readouterr()
     assert "already complete" not in err  # the bf16 run is trained, not the fp32 run read back
+    # Where bf16 is emulated (a CPU without AVX-512), the --amp run says so, once.
+    assert err.count("warning: --amp on a cpu without native bf16") == (not fast_bf16(torch.device("cpu")))
     assert out.count("| resnet32 | category") == 2 and '"test_acc"' not in out  # only the tables
+
+
+def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
+    """On a device without native bf16 the training table times float32 variants only (bf16
+    would take minutes there and tell nothing) and says why; torch.compile builds on
+    channels_last in float32 there."""
+    from bench import bench
+    monkeypatch.setattr(bench, "fast_bf16", lambda device: False)
+    assert bench.fast_options(torch.device("cpu")) == ("channels_last", {"channels_last": True})
+    record = tmp_path / "BENCHMARKS.md"
+    bench.main(["--what", "train", "--labels", "category", "--device", "cpu", "--train_images", "128",
+                "--repeats", "1", "--compile_modes", "--batch_sizes", "--record", str(record)])
+    text = record.read_text()
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| paper")
+            or line.startswith("| ours")]
+    assert rows == ["paper: PIL + DataLoader(4 workers), fp32", "ours: on-device data + augmentation",
+                    "ours + channels_last"]
+    assert "bf16 rows left out: this device has no native bf16" in text
 
 
 @needs_compiler
