@@ -18,7 +18,9 @@ GPU: the default mode and reduce-overhead, which adds CUDA graphs) and larger ba
 against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what host): the
 operators one training step runs from the host outside compiled graphs, counted by torch.profiler,
 what keeps a GPU waiting at small batches.
-Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised.
+Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised;
+each of our timings is paired with one of the paper's taken just before it, and "vs paper" is the
+ratio of the two medians, so that a machine whose speed drifts weighs on both sides alike.
 Appends a table with the device, versions and date to BENCHMARKS.md unless --no_record.
 """
 import argparse
@@ -52,17 +54,38 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
-def median_rate(run, images, repeats, device):
-    """Median images/s of `run()` (which processes `images` images) over `repeats` timings."""
-    run()  # warm-up: allocator, autotuning, compilation, worker start
-    rates = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        run()
-        synchronize(device)
-        rates.append(images / (time.perf_counter() - start))
-    return statistics.median(rates)
+def timed(run, images, device):
+    """Images/s of one `run()` that processes `images` images."""
+    synchronize(device)
+    start = time.perf_counter()
+    run()
+    synchronize(device)
+    return images / (time.perf_counter() - start)
+
+
+class Paper:
+    """The paper's side of a comparison: `run()` processes `images` images. Each of our timings
+    is paired with one of the paper's, taken just before it: a machine's speed drifts (here one
+    of our training epochs ran at 141 to 218 images/s, ten times in a row on an idle 2-core CPU),
+    and a pair sees the same machine. Its row is the median of all its timings."""
+
+    def __init__(self, run, images, device):
+        self.run, self.images, self.device, self.rates = run, images, device, []
+        run()  # warm-up: worker start
+
+    def compare(self, run, images, repeats):
+        """(median images/s of our `run()` over `repeats` timings after a warm-up, the median of
+        the paper's timings paired with them)."""
+        run()  # warm-up: allocator, autotuning, compilation
+        ours, paper = [], []
+        for _ in range(repeats):
+            paper.append(timed(self.run, self.images, self.device))
+            ours.append(timed(run, images, self.device))
+        self.rates += paper
+        return statistics.median(ours), statistics.median(paper)
+
+    def rate(self):
+        return statistics.median(self.rates) if self.rates else float("nan")
 
 
 def make_space(label, num_classes=10):
@@ -78,8 +101,9 @@ def paper_sgd(model):
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
-def paper_training_rate(arch, space, images, labels, batch_size, device, repeats, workers=4):
-    """The paper's loop: DataLoader workers, fp32, per-step `.item()` for the running loss."""
+def paper_training(arch, space, images, labels, batch_size, device, workers=4):
+    """The paper's loop as a `Paper`: DataLoader workers, fp32, per-step `.item()` for the running
+    loss."""
     torch.manual_seed(0)
     model = build_model(arch, space.output_shape).to(device)
     net = torch.nn.Sequential(model.trunk, model.head)  # the paper normalised in the transform
@@ -99,7 +123,7 @@ def paper_training_rate(arch, space, images, labels, batch_size, device, repeats
             loss.backward()
             opt.step()
             running += loss.item()
-    return median_rate(epoch, len(loader) * batch_size, repeats, device)
+    return Paper(epoch, len(loader) * batch_size, device)
 
 
 def our_step(arch, space, device, amp=False, channels_last=False, compile=None):
@@ -113,7 +137,8 @@ def our_step(arch, space, device, amp=False, channels_last=False, compile=None):
     return TrainStep(model, space.to(device), 0.01, amp, channels_last, compile)
 
 
-def our_training_rate(arch, space, images, labels, batch_size, device, repeats, **options):
+def our_training_rates(paper, arch, space, images, labels, batch_size, device, repeats, **options):
+    """`paper.compare` for train.py's loop: (ours, the paper's) images/s."""
     step = our_step(arch, space, device, **options)
     images, labels = images.to(device), labels.to(device)
     generator = torch.Generator(device).manual_seed(0)
@@ -121,17 +146,18 @@ def our_training_rate(arch, space, images, labels, batch_size, device, repeats, 
 
     def epoch():
         train_epoch(step, images[:n], labels[:n], batch_size, generator)
-    return median_rate(epoch, n, repeats, device)
+    return paper.compare(epoch, n, repeats)
 
 
 def attempt(name, measure):
-    """`measure()`, or NaN with the error on stderr: one failing variant must not cost the run."""
+    """`measure()`, or (NaN, NaN) with the error on stderr: one failing variant must not cost
+    the run."""
     try:
         return measure()
     except Exception as error:  # noqa: BLE001 - reported, and the row says it failed
         print(f"{name}: failed: {type(error).__name__}: {str(error).splitlines()[0]}",
               file=sys.stderr, flush=True)
-        return float("nan")
+        return float("nan"), float("nan")
 
 
 def fast_options(device):
@@ -147,9 +173,11 @@ BF16_LEFT_OUT = ("bf16 rows left out: this device has no native bf16 (`utils.tra
 
 
 def training_rows(arch, label, images, labels, device, repeats, batch_sizes, compile_modes):
+    """(name, batch size, images/s, the paper's images/s in the timings paired with it): the
+    paper's pipeline first (the median of all its timings), then our variants."""
     space = make_space(label)
-    rows = [("paper: PIL + DataLoader(4 workers), fp32", 128,
-             paper_training_rate(arch, space, images, labels, 128, device, repeats))]
+    paper = paper_training(arch, space, images, labels, 128, device)
+    rows = []
     variants = [("ours: on-device data + augmentation", {}),
                 ("ours + channels_last", {"channels_last": True})]
     if fast_bf16(device):
@@ -162,20 +190,20 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
     while variants:
         name, options = variants.pop(0)
         measured[name] = options
-        rows.append((name, 128, attempt(name, lambda: our_training_rate(
-            arch, space, images, labels, 128, device, repeats, **options))))
+        rows.append((name, 128, *attempt(name, lambda: our_training_rates(
+            paper, arch, space, images, labels, 128, device, repeats, **options))))
         if options.get("compile") and options["channels_last"] and np.isnan(rows[-1][2]):
             # torch 2.11's inductor mispredicts the strides of a channels-last transposed
             # convolution's backward on CUDA (pytorch#171622): the decoder heads compile only
             # in the contiguous layout there.
             variants.insert(0, (name.replace(" + channels_last", ""), options | {"channels_last": False}))
-    rates = {r[0]: r[2] for r in rows}
-    best = max(measured, key=lambda name: -1 if np.isnan(rates[name]) else rates[name])
+    ratios = {name: rate / paired for name, _, rate, paired in rows}
+    best = max(measured, key=lambda name: -1 if np.isnan(ratios[name]) else ratios[name])
     for batch_size in batch_sizes:
         name = f"{best}, batch {batch_size}"
-        rows.append((name, batch_size, attempt(name, lambda: our_training_rate(
-            arch, space, images, labels, batch_size, device, repeats, **measured[best]))))
-    return rows
+        rows.append((name, batch_size, *attempt(name, lambda: our_training_rates(
+            paper, arch, space, images, labels, batch_size, device, repeats, **measured[best]))))
+    return [("paper: PIL + DataLoader(4 workers), fp32", 128, paper.rate(), paper.rate())] + rows
 
 
 def host_work(profile):
@@ -256,7 +284,8 @@ EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # attack.py's default sweep (af
 
 
 def attack_rows(model, space, images, labels, device, repeats, paper_images, batch_size=500):
-    """(name, images/s, the paper row it compares with) for the paper's one-image loops and our
+    """(name, images/s, the paper's images/s in the timings paired with it, the paper row it
+    compares with) for the paper's one-image loops (the median of all their timings) and our
     batched attacks at eps 8/255 on the same model and images, and for an FGSM sweep over
     1/255 ... 8/255 (images/s counts image x eps evaluations: the paper's loop runs once per eps,
     ours shares the clean forward pass and the gradient at the clean images across the sweep, as
@@ -267,7 +296,7 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
     eps = 8 / 255
     xp, yp = x[:paper_images], y[:paper_images]
     loader = paper_loader(xp, yp, model.model_args["mean"], model.model_args["std"])
-    paper = {
+    loops = {
         "FGSM": ("paper: FGSM, one image at a time",
                  lambda: paper_fgsm(model, space, xp, yp, eps, loader=loader), 1),
         "iterative-5": ("paper: iterative (5 steps), one image at a time",
@@ -278,9 +307,8 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
                   lambda: [paper_fgsm(model, space, xp, yp, e, loader=loader) for e in EPSILONS],
                   len(EPSILONS)),
     }
-    rates = {key: median_rate(run, len(xp) * count, repeats, device)
-             for key, (_, run, count) in paper.items()}
-    rows = [(name, rates[key], key) for key, (name, _, _) in paper.items()]
+    paper = {key: (name, Paper(run, len(xp) * count, device)) for key, (name, run, count) in loops.items()}
+    rows = []
 
     # Folding batch norms is done once per attack.py run, not per image: out of the timings.
     folded = Shared()
@@ -300,15 +328,16 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
         for name, attack, steps, key in (("FGSM", "fgsm", 1, "FGSM"),
                                          ("iterative (5 steps)", "iterative", 5, "iterative-5"),
                                          ("PGD-10", "pgd", 10, "iterative-10")):
-            rows.append((f"ours: {name}, batched{suffix}", median_rate(
+            rows.append((f"ours: {name}, batched{suffix}", *paper[key][1].compare(
                 lambda: run_attack(model, space, x, y, attack=attack, eps=eps, steps=steps,
                                    batch_size=batch_size, shared=Shared(folded.networks), **options),
-                len(x), repeats, device), key))
-        rows.append((f"ours: FGSM at 1, 2, 4, 8/255, one run{suffix}", median_rate(
-            lambda: sweep(**options), len(x) * len(EPSILONS), repeats, device), "sweep"))
+                len(x), repeats), key))
+        rows.append((f"ours: FGSM at 1, 2, 4, 8/255, one run{suffix}", *paper["sweep"][1].compare(
+            lambda: sweep(**options), len(x) * len(EPSILONS), repeats), "sweep"))
     with torch.no_grad():
         attacked = (space.decode(model(x)) == y).float().mean().item()
-    return [(name, rate, rates[key], paper[key][0]) for name, rate, key in rows], attacked
+    papers = [(name, loop.rate(), loop.rate(), name) for name, loop in paper.values()]
+    return papers + [(name, rate, paired, paper[key][0]) for name, rate, paired, key in rows], attacked
 
 
 def device_name(device):
@@ -390,10 +419,13 @@ def speed_sections(args, device):
                 rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
                                      args.repeats, batch_sizes, args.compile_modes)
                 paper = rows[0][2]
-                section = [f"\n**Training, {arch}, {label} labels** ({n_train} images per timed epoch)\n",
-                           "| pipeline | batch | images/s | vs paper |", "| --- | ---: | ---: | ---: |"]
-                section += [f"| {name} | {bs} | {rate:,.0f} | {rate / paper:.2f}x |"
-                            for name, bs, rate in rows]
+                section = [f"\n**Training, {arch}, {label} labels** ({n_train} images per timed "
+                           "epoch; each of our timings paired with one of the paper's, taken just "
+                           "before it)\n",
+                           "| pipeline | batch | images/s | the paper's in the paired timings | vs paper |",
+                           "| --- | ---: | ---: | ---: | ---: |"]
+                section += [f"| {name} | {bs} | {rate:,.0f} | {paired:,.0f} | {rate / paired:.2f}x |"
+                            for name, bs, rate, paired in rows]
                 if not fast_bf16(device):
                     section.append(f"\n({BF16_LEFT_OUT}.)")
                 if gpu:
@@ -424,10 +456,10 @@ def speed_sections(args, device):
                 section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {n_paper} images, ours on "
                            f"{n_attack} at batch {args.attack_batch_size}; {source}, {attacked:.0%} of them "
                            "correctly classified and so attacked)\n",
-                           "| attack | images/s | vs paper | compared with |",
-                           "| --- | ---: | ---: | --- |"]
-                section += [f"| {name} | {rate:,.1f} | {rate / ref:.1f}x | {'' if name == ref_name else ref_name} |"
-                            for name, rate, ref, ref_name in rows]
+                           "| attack | images/s | the paper's in the paired timings | vs paper | compared with |",
+                           "| --- | ---: | ---: | ---: | --- |"]
+                section += [f"| {name} | {rate:,.1f} | {ref:,.1f} | {rate / ref:.1f}x | "
+                            f"{'' if name == ref_name else ref_name} |" for name, rate, ref, ref_name in rows]
                 section.append("\n(PGD-10, which the paper did not run, is compared with the paper's "
                                "loop run for 10 steps; the sweep rows count image x eps evaluations"
                                + ("" if fast_bf16(device) else f"; {BF16_LEFT_OUT}") + ".)")

@@ -143,6 +143,26 @@ def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
     assert "bf16 rows left out: this device has no native bf16" in text
 
 
+def test_bench_pairs_each_timing_with_the_papers(monkeypatch):
+    """Each of our timings follows one of the paper's, so a machine that slows down as the run
+    goes on (1x, 2x, 3x, ... slower, pair by pair) still gives the true ratio (ours 2x as fast)."""
+    from bench import bench
+    clock, calls = [0.0], []
+
+    def work(name, seconds):
+        def run():
+            calls.append(name)
+            clock[0] += seconds * calls.count("paper")  # slower with every pair
+        return run
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    paper = bench.Paper(work("paper", 0.2), 100, torch.device("cpu"))
+    ours, paired = paper.compare(work("ours", 0.1), 100, repeats=3)
+    assert calls == ["paper", "ours"] + ["paper", "ours"] * 3  # warm-ups, then pairs
+    assert ours / paired == pytest.approx(2.0)
+    assert paper.rate() == pytest.approx(paired)
+    assert ours == pytest.approx(100 / (0.1 * 3))  # the median pair, the second (3x slower)
+
+
 @needs_compiler
 @pytest.mark.parametrize("label", ["speech", "mcr2"])  # the decoder head; MCR2's batch loss
 def test_compiled_train_step_gives_the_eager_losses_gradients_and_update(tiny, label_dir, label):
