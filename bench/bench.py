@@ -13,11 +13,12 @@
 Training images/s: (a) the paper's pipeline re-created (per-image PIL crop/flip/normalise in a
 DataLoader with 4 workers, fp32, a host sync per step for the running loss) and (b) ours, the
 training loop of train.py (`utils.training.train_epoch`: uint8 data on the device, batched
-augmentation, no per-step sync) alone and with channels_last, bf16 autocast, torch.compile (on a
-GPU: the default mode and reduce-overhead, which adds CUDA graphs) and larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step iterative attack
-against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what host): the
-operators one training step runs from the host outside compiled graphs, counted by torch.profiler,
-what keeps a GPU waiting at small batches.
+augmentation, no per-step sync) alone and with channels_last, bf16 autocast (where the device
+computes in bf16), torch.compile (the default mode; on a GPU also reduce-overhead, which adds CUDA
+graphs) and larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step
+iterative attack against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what
+host): the operators one training step runs from the host outside compiled graphs, counted by
+torch.profiler, what keeps a GPU waiting at small batches.
 Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised;
 each of our timings is paired with one of the paper's taken just before it, and "vs paper" is the
 ratio of the two medians, so that a machine whose speed drifts weighs on both sides alike.
