@@ -202,8 +202,9 @@ def test_compiled_train_step_gives_the_eager_losses_gradients_and_update(tiny, l
 
 @needs_compiler
 def test_compiled_step_leaves_little_host_work_and_keeps_its_graphs(tiny):
-    """Outside its graphs a compiled step runs the random draws and a few small operators, but no per-parameter work: gradient accumulation is in the backward's graph, the
-    SGD update in its own. A new lr every step (a warm-up) is an in-place fill: no recompile."""
+    """Outside its graphs a compiled step runs the random draws and a few small operators, but no
+    per-parameter work: gradient accumulation is in the backward's graph, the SGD update in its
+    own. A new lr every step (a warm-up) is an in-place fill: no recompile."""
     from torch._dynamo.utils import counters
     from bench.bench import host_work
     from cifar import draw_augmentation
