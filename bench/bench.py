@@ -21,7 +21,8 @@ host): the operators one training step runs from the host outside compiled graph
 torch.profiler, what keeps a GPU waiting at small batches.
 Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised;
 each of our timings is paired with one of the paper's taken just before it, and "vs paper" is the
-ratio of the two medians, so that a machine whose speed drifts weighs on both sides alike.
+median of the pairs' ratios, with their range: a machine whose speed drifts (this project's 2-core
+CPU does, by up to 1.5x between identical epochs) slows both sides of a pair alike.
 Appends a table with the device, versions and date to BENCHMARKS.md unless --no_record.
 """
 import argparse
@@ -64,6 +65,26 @@ def timed(run, images, device):
     return images / (time.perf_counter() - start)
 
 
+class Timing(collections.namedtuple("Timing", "rate paper ratio low high")):
+    """A paired comparison: our median images/s, the median of the paper's timings paired with
+    ours, and the median, lowest and highest of the pairs' ratios (ours over the paper's)."""
+
+    @classmethod
+    def of_pairs(cls, ours, paper):
+        ratios = [a / b for a, b in zip(ours, paper)]
+        return cls(statistics.median(ours), statistics.median(paper), statistics.median(ratios),
+                   min(ratios), max(ratios))
+
+    def vs_paper(self, digits):
+        """The table's "vs paper" cell: the median ratio and, where there were several pairs,
+        their range."""
+        spread = f" ({self.low:.{digits}f}-{self.high:.{digits}f})" if self.low != self.high else ""
+        return f"{self.ratio:.{digits}f}x{spread}"
+
+
+FAILED = Timing(*[float("nan")] * 5)
+
+
 class Paper:
     """The paper's side of a comparison: `run()` processes `images` images. Each of our timings
     is paired with one of the paper's, taken just before it: a machine's speed drifts (here one
@@ -75,18 +96,19 @@ class Paper:
         run()  # warm-up: worker start
 
     def compare(self, run, images, repeats):
-        """(median images/s of our `run()` over `repeats` timings after a warm-up, the median of
-        the paper's timings paired with them)."""
+        """The `Timing` of our `run()` over `repeats` pairs after a warm-up."""
         run()  # warm-up: allocator, autotuning, compilation
         ours, paper = [], []
         for _ in range(repeats):
             paper.append(timed(self.run, self.images, self.device))
             ours.append(timed(run, images, self.device))
         self.rates += paper
-        return statistics.median(ours), statistics.median(paper)
+        return Timing.of_pairs(ours, paper)
 
-    def rate(self):
-        return statistics.median(self.rates) if self.rates else float("nan")
+    def timing(self):
+        """The paper's own row: the median of all its timings."""
+        rate = statistics.median(self.rates) if self.rates else float("nan")
+        return Timing(rate, rate, 1.0, 1.0, 1.0)
 
 
 def make_space(label, num_classes=10):
@@ -139,7 +161,7 @@ def our_step(arch, space, device, amp=False, channels_last=False, compile=None):
 
 
 def our_training_rates(paper, arch, space, images, labels, batch_size, device, repeats, **options):
-    """`paper.compare` for train.py's loop: (ours, the paper's) images/s."""
+    """`paper.compare` for train.py's loop: a `Timing`."""
     step = our_step(arch, space, device, **options)
     images, labels = images.to(device), labels.to(device)
     generator = torch.Generator(device).manual_seed(0)
@@ -151,14 +173,14 @@ def our_training_rates(paper, arch, space, images, labels, batch_size, device, r
 
 
 def attempt(name, measure):
-    """`measure()`, or (NaN, NaN) with the error on stderr: one failing variant must not cost
-    the run."""
+    """`measure()`, or `FAILED` with the error on stderr: one failing variant must not cost the
+    run."""
     try:
         return measure()
     except Exception as error:  # noqa: BLE001 - reported, and the row says it failed
         print(f"{name}: failed: {type(error).__name__}: {str(error).splitlines()[0]}",
               file=sys.stderr, flush=True)
-        return float("nan"), float("nan")
+        return FAILED
 
 
 def fast_options(device):
@@ -174,8 +196,8 @@ BF16_LEFT_OUT = ("bf16 rows left out: this device has no native bf16 (`utils.tra
 
 
 def training_rows(arch, label, images, labels, device, repeats, batch_sizes, compile_modes):
-    """(name, batch size, images/s, the paper's images/s in the timings paired with it): the
-    paper's pipeline first (the median of all its timings), then our variants."""
+    """(name, batch size, `Timing`): the paper's pipeline first (the median of all its timings),
+    then our variants."""
     space = make_space(label)
     paper = paper_training(arch, space, images, labels, 128, device)
     rows = []
@@ -191,20 +213,20 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
     while variants:
         name, options = variants.pop(0)
         measured[name] = options
-        rows.append((name, 128, *attempt(name, lambda: our_training_rates(
+        rows.append((name, 128, attempt(name, lambda: our_training_rates(
             paper, arch, space, images, labels, 128, device, repeats, **options))))
-        if options.get("compile") and options["channels_last"] and np.isnan(rows[-1][2]):
+        if options.get("compile") and options["channels_last"] and np.isnan(rows[-1][2].rate):
             # torch 2.11's inductor mispredicts the strides of a channels-last transposed
             # convolution's backward on CUDA (pytorch#171622): the decoder heads compile only
             # in the contiguous layout there.
             variants.insert(0, (name.replace(" + channels_last", ""), options | {"channels_last": False}))
-    ratios = {name: rate / paired for name, _, rate, paired in rows}
+    ratios = {name: timing.ratio for name, _, timing in rows}
     best = max(measured, key=lambda name: -1 if np.isnan(ratios[name]) else ratios[name])
     for batch_size in batch_sizes:
         name = f"{best}, batch {batch_size}"
-        rows.append((name, batch_size, *attempt(name, lambda: our_training_rates(
+        rows.append((name, batch_size, attempt(name, lambda: our_training_rates(
             paper, arch, space, images, labels, batch_size, device, repeats, **measured[best]))))
-    return [("paper: PIL + DataLoader(4 workers), fp32", 128, paper.rate(), paper.rate())] + rows
+    return [("paper: PIL + DataLoader(4 workers), fp32", 128, paper.timing())] + rows
 
 
 def host_work(profile):
@@ -285,8 +307,7 @@ EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # attack.py's default sweep (af
 
 
 def attack_rows(model, space, images, labels, device, repeats, paper_images, batch_size=500):
-    """(name, images/s, the paper's images/s in the timings paired with it, the paper row it
-    compares with) for the paper's one-image loops (the median of all their timings) and our
+    """(name, `Timing`, the paper row it compares with) for the paper's one-image loops (the median of all their timings) and our
     batched attacks at eps 8/255 on the same model and images, and for an FGSM sweep over
     1/255 ... 8/255 (images/s counts image x eps evaluations: the paper's loop runs once per eps,
     ours shares the clean forward pass and the gradient at the clean images across the sweep, as
@@ -329,16 +350,16 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
         for name, attack, steps, key in (("FGSM", "fgsm", 1, "FGSM"),
                                          ("iterative (5 steps)", "iterative", 5, "iterative-5"),
                                          ("PGD-10", "pgd", 10, "iterative-10")):
-            rows.append((f"ours: {name}, batched{suffix}", *paper[key][1].compare(
+            rows.append((f"ours: {name}, batched{suffix}", paper[key][1].compare(
                 lambda: run_attack(model, space, x, y, attack=attack, eps=eps, steps=steps,
                                    batch_size=batch_size, shared=Shared(folded.networks), **options),
                 len(x), repeats), key))
-        rows.append((f"ours: FGSM at 1, 2, 4, 8/255, one run{suffix}", *paper["sweep"][1].compare(
+        rows.append((f"ours: FGSM at 1, 2, 4, 8/255, one run{suffix}", paper["sweep"][1].compare(
             lambda: sweep(**options), len(x) * len(EPSILONS), repeats), "sweep"))
     with torch.no_grad():
         attacked = (space.decode(model(x)) == y).float().mean().item()
-    papers = [(name, loop.rate(), loop.rate(), name) for name, loop in paper.values()]
-    return papers + [(name, rate, paired, paper[key][0]) for name, rate, paired, key in rows], attacked
+    papers = [(name, loop.timing(), name) for name, loop in paper.values()]
+    return papers + [(name, timing, paper[key][0]) for name, timing, key in rows], attacked
 
 
 def device_name(device):
@@ -419,18 +440,19 @@ def speed_sections(args, device):
             if args.what in ("train", "all"):
                 rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
                                      args.repeats, batch_sizes, args.compile_modes)
-                paper = rows[0][2]
+                paper = rows[0][2].rate
                 section = [f"\n**Training, {arch}, {label} labels** ({n_train} images per timed "
                            "epoch; each of our timings paired with one of the paper's, taken just "
                            "before it)\n",
-                           "| pipeline | batch | images/s | the paper's in the paired timings | vs paper |",
+                           "| pipeline | batch | images/s | the paper's in the paired timings | "
+                           "vs paper: the median pair (range) |",
                            "| --- | ---: | ---: | ---: | ---: |"]
-                section += [f"| {name} | {bs} | {rate:,.0f} | {paired:,.0f} | {rate / paired:.2f}x |"
-                            for name, bs, rate, paired in rows]
+                section += [f"| {name} | {bs} | {t.rate:,.0f} | {t.paper:,.0f} | {t.vs_paper(2)} |"
+                            for name, bs, t in rows]
                 if not fast_bf16(device):
                     section.append(f"\n({BF16_LEFT_OUT}.)")
                 if gpu:
-                    measured = [r for r in rows if not np.isnan(r[2])]
+                    measured = [(name, bs, t.rate) for name, bs, t in rows if not np.isnan(t.rate)]
                     best_at_128 = max((r for r in measured if r[1] == 128), key=lambda r: r[2])
                     best = max(measured, key=lambda r: r[2])
                     section.append("\nProjected 600-epoch CIFAR-10 run (45,000 images/epoch), training "
@@ -457,10 +479,11 @@ def speed_sections(args, device):
                 section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {n_paper} images, ours on "
                            f"{n_attack} at batch {args.attack_batch_size}; {source}, {attacked:.0%} of them "
                            "correctly classified and so attacked)\n",
-                           "| attack | images/s | the paper's in the paired timings | vs paper | compared with |",
+                           "| attack | images/s | the paper's in the paired timings | vs paper: the "
+                           "median pair (range) | compared with |",
                            "| --- | ---: | ---: | ---: | --- |"]
-                section += [f"| {name} | {rate:,.1f} | {ref:,.1f} | {rate / ref:.1f}x | "
-                            f"{'' if name == ref_name else ref_name} |" for name, rate, ref, ref_name in rows]
+                section += [f"| {name} | {t.rate:,.1f} | {t.paper:,.1f} | {t.vs_paper(1)} | "
+                            f"{'' if name == ref_name else ref_name} |" for name, t, ref_name in rows]
                 section.append("\n(PGD-10, which the paper did not run, is compared with the paper's "
                                "loop run for 10 steps; the sweep rows count image x eps evaluations"
                                + ("" if fast_bf16(device) else f"; {BF16_LEFT_OUT}") + ".)")
@@ -499,7 +522,9 @@ def main(argv=None):
     parser.add_argument("--valid_size", type=int, default=5000, help="--what accuracy: validation images")
     parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
                         "for both runs, e.g. --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed pairs (the paper's, then ours) per variant (default 7 on the "
+                        "CPU, whose speed drifts, 3 on a GPU)")
     parser.add_argument("--record", default=str(REPO / "BENCHMARKS.md"))
     parser.add_argument("--no_record", action="store_true")
     args = parser.parse_args(argv)
@@ -508,6 +533,8 @@ def main(argv=None):
     # The paper's 4 DataLoader workers are re-created as they were, even on a 2-core machine.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     device = resolve_device(args.device)
+    if args.repeats is None:
+        args.repeats = 3 if device.type == "cuda" else 7
     if args.compile_modes is None:
         cpu_modes = [] if args.what == "accuracy" else ["default"]
         args.compile_modes = ["default", "reduce-overhead"] if device.type == "cuda" else cpu_modes

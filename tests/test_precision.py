@@ -156,11 +156,23 @@ def test_bench_pairs_each_timing_with_the_papers(monkeypatch):
         return run
     monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
     paper = bench.Paper(work("paper", 0.2), 100, torch.device("cpu"))
-    ours, paired = paper.compare(work("ours", 0.1), 100, repeats=3)
+    timing = paper.compare(work("ours", 0.1), 100, repeats=3)
     assert calls == ["paper", "ours"] + ["paper", "ours"] * 3  # warm-ups, then pairs
-    assert ours / paired == pytest.approx(2.0)
-    assert paper.rate() == pytest.approx(paired)
-    assert ours == pytest.approx(100 / (0.1 * 3))  # the median pair, the second (3x slower)
+    assert [timing.ratio, timing.low, timing.high] == pytest.approx([2.0] * 3)
+    assert paper.timing().rate == pytest.approx(timing.paper)
+    assert timing.rate == pytest.approx(100 / (0.1 * 3))  # the median pair, the second (3x slower)
+
+
+def test_bench_reports_the_median_of_the_pairs_ratios_and_their_range():
+    """A pair sees one machine speed: "vs paper" is the median of the per-pair ratios, not the
+    ratio of two medians that may come from different pairs (here 1.2x, from a fast pair of
+    ours against a fast pair of the paper's), and the table shows the pairs' range."""
+    from bench import bench
+    timing = bench.Timing.of_pairs(ours=[120, 100, 330], paper=[100, 40, 110])  # 1.2, 2.5, 3.0
+    assert (timing.rate, timing.paper) == (120, 100)
+    assert timing.ratio == pytest.approx(2.5)
+    assert timing.vs_paper(2) == "2.50x (1.20-3.00)"
+    assert bench.Timing.of_pairs([100], [50]).vs_paper(1) == "2.0x"  # one pair: no range
 
 
 @needs_compiler
