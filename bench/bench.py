@@ -77,7 +77,9 @@ class Timing(collections.namedtuple("Timing", "rate paper ratio low high")):
 
     def vs_paper(self, digits):
         """The table's "vs paper" cell: the median ratio and, where there were several pairs,
-        their range."""
+        their range; "failed" for a variant that failed (`attempt`)."""
+        if np.isnan(self.ratio):
+            return "failed"
         spread = f" ({self.low:.{digits}f}-{self.high:.{digits}f})" if self.low != self.high else ""
         return f"{self.ratio:.{digits}f}x{spread}"
 
@@ -307,12 +309,13 @@ EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # attack.py's default sweep (af
 
 
 def attack_rows(model, space, images, labels, device, repeats, paper_images, batch_size=500):
-    """(name, `Timing`, the paper row it compares with) for the paper's one-image loops (the median of all their timings) and our
-    batched attacks at eps 8/255 on the same model and images, and for an FGSM sweep over
-    1/255 ... 8/255 (images/s counts image x eps evaluations: the paper's loop runs once per eps,
-    ours shares the clean forward pass and the gradient at the clean images across the sweep, as
-    attack.py does). Both skip the images the model gets wrong, so a trained model (about half the
-    images attacked) is the realistic case; a random one attacks about a tenth."""
+    """(name, `Timing`, the paper row it compares with) for the paper's one-image loops (the
+    median of all their timings) and our batched attacks at eps 8/255 on the same model and
+    images, and for an FGSM sweep over 1/255 ... 8/255 (images/s counts image x eps evaluations:
+    the paper's loop runs once per eps, ours shares the clean forward pass and the gradient at the
+    clean images across the sweep, as attack.py does). Both skip the images the model gets wrong,
+    so a trained model (about half the images attacked) is the realistic case; a random one
+    attacks about a tenth."""
     from utils.attacks import Shared, run_attack
     x, y = to_float(images).to(device), labels.to(device)
     eps = 8 / 255
