@@ -162,7 +162,7 @@ def our_step(arch, space, device, amp=False, channels_last=False, compile=None):
     return TrainStep(model, space.to(device), 0.01, amp, channels_last, compile)
 
 
-def our_training_rates(paper, arch, space, images, labels, batch_size, device, repeats, **options):
+def our_training_timing(paper, arch, space, images, labels, batch_size, device, repeats, **options):
     """`paper.compare` for train.py's loop: a `Timing`."""
     step = our_step(arch, space, device, **options)
     images, labels = images.to(device), labels.to(device)
@@ -215,7 +215,7 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
     while variants:
         name, options = variants.pop(0)
         measured[name] = options
-        rows.append((name, 128, attempt(name, lambda: our_training_rates(
+        rows.append((name, 128, attempt(name, lambda: our_training_timing(
             paper, arch, space, images, labels, 128, device, repeats, **options))))
         if options.get("compile") and options["channels_last"] and np.isnan(rows[-1][2].rate):
             # torch 2.11's inductor mispredicts the strides of a channels-last transposed
@@ -226,7 +226,7 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
     best = max(measured, key=lambda name: -1 if np.isnan(ratios[name]) else ratios[name])
     for batch_size in batch_sizes:
         name = f"{best}, batch {batch_size}"
-        rows.append((name, batch_size, attempt(name, lambda: our_training_rates(
+        rows.append((name, batch_size, attempt(name, lambda: our_training_timing(
             paper, arch, space, images, labels, batch_size, device, repeats, **measured[best]))))
     return [("paper: PIL + DataLoader(4 workers), fp32", 128, paper.timing())] + rows
 
