@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO))
 from architecture import build_model  # noqa: E402
 from cifar import PAPER_MEAN, PAPER_STD, draw_augmentation, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
-from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, fast_bf16,  # noqa: E402
-                            resolve_device, train_epoch)
+from utils.training import (CUDA_GRAPH_MODES, MOMENTUM, WEIGHT_DECAY, TrainStep,  # noqa: E402
+                            cudagraph_skips, fast_bf16, resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
 
 
@@ -185,6 +185,14 @@ def attempt(name, measure):
         return FAILED
 
 
+def graph_note(mode, skips_before):
+    """" (N graphs without CUDA graphs)" where `mode` records CUDA graphs and torch.compile ran N
+    graphs without them since `skips_before` (`cudagraph_skips`), else "": such a row times plain
+    kernel launches, not graph replays (TORCH_LOGS=cudagraphs gives torch's reasons)."""
+    skipped = cudagraph_skips() - skips_before
+    return f" ({skipped} graphs without CUDA graphs)" if mode in CUDA_GRAPH_MODES and skipped else ""
+
+
 def fast_options(device):
     """(name, options) of the precision and layout the compiled variants build on: bf16 +
     channels_last where `device` runs bf16 natively, channels_last in float32 elsewhere."""
@@ -211,23 +219,27 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
     base, base_options = fast_options(device)
     variants += [(f"ours + {base} + compile {mode}", base_options | {"compile": mode})
                  for mode in compile_modes]
-    measured = {}
+    measured, ratios = {}, {}
+
+    def timed_row(name, batch_size, options):
+        skips = cudagraph_skips()
+        timing = attempt(name, lambda: our_training_timing(
+            paper, arch, space, images, labels, batch_size, device, repeats, **options))
+        rows.append((name + graph_note(options.get("compile"), skips), batch_size, timing))
+        return timing
+
     while variants:
         name, options = variants.pop(0)
         measured[name] = options
-        rows.append((name, 128, attempt(name, lambda: our_training_timing(
-            paper, arch, space, images, labels, 128, device, repeats, **options))))
-        if options.get("compile") and options["channels_last"] and np.isnan(rows[-1][2].rate):
+        ratios[name] = timed_row(name, 128, options).ratio
+        if options.get("compile") and options["channels_last"] and np.isnan(ratios[name]):
             # torch 2.11's inductor mispredicts the strides of a channels-last transposed
             # convolution's backward on CUDA (pytorch#171622): the decoder heads compile only
             # in the contiguous layout there.
             variants.insert(0, (name.replace(" + channels_last", ""), options | {"channels_last": False}))
-    ratios = {name: timing.ratio for name, _, timing in rows}
     best = max(measured, key=lambda name: -1 if np.isnan(ratios[name]) else ratios[name])
     for batch_size in batch_sizes:
-        name = f"{best}, batch {batch_size}"
-        rows.append((name, batch_size, attempt(name, lambda: our_training_timing(
-            paper, arch, space, images, labels, batch_size, device, repeats, **measured[best]))))
+        timed_row(f"{best}, batch {batch_size}", batch_size, measured[best])
     return [("paper: PIL + DataLoader(4 workers), fp32", 128, paper.timing())] + rows
 
 
@@ -266,6 +278,7 @@ def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128
                  for mode in compile_modes]
     rows = []
     for name, options in variants:
+        skips = cudagraph_skips()
         step = our_step(arch, space, device, **options)
         generator = torch.Generator(device).manual_seed(0)
 
@@ -276,7 +289,7 @@ def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128
         one_step(), one_step()  # warm-up: compilation, autotuning, CUDA graph recording
         with torch.profiler.profile() as profile:
             one_step()
-        rows.append((name, host_work(profile)))
+        rows.append((name + graph_note(options.get("compile"), skips), host_work(profile)))
     return rows
 
 

@@ -175,6 +175,28 @@ def test_bench_reports_the_median_of_the_pairs_ratios_and_their_range():
     assert bench.Timing.of_pairs([100], [50]).vs_paper(1) == "2.0x"  # one pair: no range
 
 
+def test_bench_marks_the_rows_that_ran_without_cuda_graphs(monkeypatch):
+    """A mode that records CUDA graphs (reduce-overhead) but ran graphs without them, as torch's
+    skip counter says, timed plain kernel launches: its rows say so, the others say nothing."""
+    from torch._dynamo.utils import counters
+    from bench import bench
+
+    def timing(paper, arch, space, images, labels, batch_size, device, repeats, **options):
+        if options.get("compile"):  # the default mode records no CUDA graphs: never a note
+            counters["inductor"]["cudagraph_skips"] += 3  # what 3 graphs on a CPU do
+        rate = 400 if options.get("compile") == "reduce-overhead" else 200
+        return bench.Timing.of_pairs([rate], [100])
+    monkeypatch.setattr(bench, "our_training_timing", timing)
+    monkeypatch.setattr(bench, "fast_bf16", lambda device: False)
+    images = torch.zeros(128, 3, 32, 32, dtype=torch.uint8)
+    rows = bench.training_rows("resnet32", "category", images, torch.zeros(128, dtype=torch.long),
+                               torch.device("cpu"), 1, [256], ["default", "reduce-overhead"])
+    assert [name for name, _, _ in rows[3:]] == [
+        "ours + channels_last + compile default",
+        "ours + channels_last + compile reduce-overhead (3 graphs without CUDA graphs)",
+        "ours + channels_last + compile reduce-overhead, batch 256 (3 graphs without CUDA graphs)"]
+
+
 @needs_compiler
 @pytest.mark.parametrize("label", ["speech", "mcr2"])  # the decoder head; MCR2's batch loss
 def test_compiled_train_step_gives_the_eager_losses_gradients_and_update(tiny, label_dir, label):

@@ -133,6 +133,27 @@ def compiled(model, mode, autograd=False):
         return torch.compile(model, mode=mode, dynamic=False)
 
 
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
+
+
+def cudagraph_skips():
+    """How many compiled graphs torch.compile has run without CUDA graphs in this process so far:
+    a mode in `CUDA_GRAPH_MODES` falls back to plain kernel launches for a graph on the CPU or one
+    it cannot record (torch names each reason under TORCH_LOGS=cudagraphs, and only there)."""
+    from torch._dynamo.utils import counters
+    return counters["inductor"]["cudagraph_skips"]
+
+
+def cudagraph_warning(mode, device):
+    """A warning line when `mode` asked for CUDA graphs and some graph ran without them, else None."""
+    skipped = cudagraph_skips()
+    if mode in CUDA_GRAPH_MODES and skipped:
+        why = ("there are none on the CPU" if device.type == "cpu"
+               else "TORCH_LOGS=cudagraphs prints torch's reasons")
+        return f"warning: --compile {mode} ran {skipped} compiled graph(s) without CUDA graphs ({why})"
+    return None
+
+
 def check_compiler(mode, device):
     """`--compile` on the CPU builds C++ kernels: where no C++ compiler works, say so before any
     work instead of a traceback at the first step."""
@@ -341,7 +362,8 @@ def run_training(args):
     progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
                         enabled=writes)
     preempt.install()
-    for epoch in range(len(history), args.epochs):
+    first_epoch = len(history)
+    for epoch in range(first_epoch, args.epochs):
         lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
         step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
         generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
@@ -352,6 +374,8 @@ def run_training(args):
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
                                      f"checkpoint after epoch {epoch} is kept, rerun with --resume")
         train_seconds = time.perf_counter() - start
+        if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
+            progress.message(warning)  # every graph of the step has run by now
         if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
             space.fit(predict(evaluated, train_images, **fit_options), train_labels)
         valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
