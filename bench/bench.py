@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO))
 from architecture import build_model  # noqa: E402
 from cifar import PAPER_MEAN, PAPER_STD, draw_augmentation, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
-from utils.training import (CUDA_GRAPH_MODES, MOMENTUM, WEIGHT_DECAY, TrainStep,  # noqa: E402
-                            cudagraph_skips, fast_bf16, resolve_device, train_epoch)
+from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, cudagraph_skips,  # noqa: E402
+                            fast_bf16, resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
 
 
@@ -186,11 +186,11 @@ def attempt(name, measure):
 
 
 def graph_note(mode, skips_before):
-    """" (N graphs without CUDA graphs)" where `mode` records CUDA graphs and torch.compile ran N
-    graphs without them since `skips_before` (`cudagraph_skips`), else "": such a row times plain
-    kernel launches, not graph replays (TORCH_LOGS=cudagraphs gives torch's reasons)."""
-    skipped = cudagraph_skips() - skips_before
-    return f" ({skipped} graphs without CUDA graphs)" if mode in CUDA_GRAPH_MODES and skipped else ""
+    """" (N graphs without CUDA graphs)" where `mode` records CUDA graphs and torch ran N graphs
+    without them since the count `skips_before` (`cudagraph_skips`), else "": such a row times
+    plain kernel launches, not graph replays (TORCH_LOGS=cudagraphs gives torch's reasons)."""
+    skipped = cudagraph_skips(mode, since=skips_before)
+    return f" ({skipped} graphs without CUDA graphs)" if skipped else ""
 
 
 def fast_options(device):
@@ -222,7 +222,7 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
     measured, ratios = {}, {}
 
     def timed_row(name, batch_size, options):
-        skips = cudagraph_skips()
+        skips = cudagraph_skips(options.get("compile"))
         timing = attempt(name, lambda: our_training_timing(
             paper, arch, space, images, labels, batch_size, device, repeats, **options))
         rows.append((name + graph_note(options.get("compile"), skips), batch_size, timing))
@@ -278,7 +278,7 @@ def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128
                  for mode in compile_modes]
     rows = []
     for name, options in variants:
-        skips = cudagraph_skips()
+        skips = cudagraph_skips(options.get("compile"))
         step = our_step(arch, space, device, **options)
         generator = torch.Generator(device).manual_seed(0)
 

@@ -136,18 +136,19 @@ def compiled(model, mode, autograd=False):
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
 
 
-def cudagraph_skips():
-    """How many compiled graphs torch.compile has run without CUDA graphs in this process so far:
-    a mode in `CUDA_GRAPH_MODES` falls back to plain kernel launches for a graph on the CPU or one
-    it cannot record (torch names each reason under TORCH_LOGS=cudagraphs, and only there)."""
+def cudagraph_skips(mode, since=0):
+    """Where `mode` records CUDA graphs (`CUDA_GRAPH_MODES`), how many compiled graphs torch has
+    run without them in this process, less `since` (an earlier count); else 0. Such a mode falls
+    back to plain kernel launches for a graph on the CPU or one it cannot record, and names the
+    reason only under TORCH_LOGS=cudagraphs."""
     from torch._dynamo.utils import counters
-    return counters["inductor"]["cudagraph_skips"]
+    return counters["inductor"]["cudagraph_skips"] - since if mode in CUDA_GRAPH_MODES else 0
 
 
 def cudagraph_warning(mode, device):
     """A warning line when `mode` asked for CUDA graphs and some graph ran without them, else None."""
-    skipped = cudagraph_skips()
-    if mode in CUDA_GRAPH_MODES and skipped:
+    skipped = cudagraph_skips(mode)
+    if skipped:
         why = ("there are none on the CPU" if device.type == "cpu"
                else "TORCH_LOGS=cudagraphs prints torch's reasons")
         return f"warning: --compile {mode} ran {skipped} compiled graph(s) without CUDA graphs ({why})"
