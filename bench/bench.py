@@ -186,9 +186,10 @@ def attempt(name, measure):
 
 
 def graph_note(mode, skips_before):
-    """" (N graphs without CUDA graphs)" where `mode` records CUDA graphs and torch ran N graphs
-    without them since the count `skips_before` (`cudagraph_skips`), else "": such a row times
-    plain kernel launches, not graph replays (TORCH_LOGS=cudagraphs gives torch's reasons)."""
+    """The suffix of a row's name: ' (N graphs without CUDA graphs)' where `mode` records CUDA
+    graphs and torch ran N graphs without them since the count `skips_before` (`cudagraph_skips`),
+    else '': such a row times plain kernel launches, not graph replays (TORCH_LOGS=cudagraphs
+    gives torch's reasons)."""
     skipped = cudagraph_skips(mode, since=skips_before)
     return f" ({skipped} graphs without CUDA graphs)" if skipped else ""
 
