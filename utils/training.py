@@ -56,13 +56,18 @@ def make_optimizer(model, lr, compile=None):
     this project's 2-core CPU the per-parameter loop took ~100 ms a step, the fused step ~1 ms).
     Under `compile` (a torch.compile mode) foreach ops, which torch.compile traces into a graph of
     their own (it never traces the fused kernel), with the lr a tensor on the parameters' device:
-    a new lr is then an in-place fill, not a recompile (`set_lr`)."""
+    a new lr is then an in-place fill, not a recompile (`set_lr`). Its momentum buffers exist
+    from the start, as zeros: torch's SGD makes them in its first step (buffer = gradient, which
+    0.9 * 0 + gradient equals exactly), so the first step would trace a graph of its own."""
     params = list(model.parameters())
     options = {"momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY}
-    if compile:
-        return torch.optim.SGD(params, lr=torch.tensor(lr, device=params[0].device), foreach=True,
-                               **options)
-    return torch.optim.SGD(params, lr=lr, fused=True, **options)
+    if not compile:
+        return torch.optim.SGD(params, lr=lr, fused=True, **options)
+    optimizer = torch.optim.SGD(params, lr=torch.tensor(lr, device=params[0].device), foreach=True,
+                                **options)
+    for param in params:
+        optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param)
+    return optimizer
 
 
 def set_lr(optimizer, lr):
@@ -114,23 +119,39 @@ def prepare(images, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
-def compiled(model, mode, autograd=False):
-    """`model` under torch.compile in `mode` (None: the model itself). Modes with CUDA graphs
-    replay recorded kernels: `TrainStep` marks each step, `predict` copies what it keeps.
+class Compiled:
+    """`fn` under torch.compile in `mode` for the batch size of its first call only (the length of
+    its first argument), with static shapes; a call with another batch size runs `fn` eagerly.
+    Attributes are `fn`'s (a compiled model is still the model: `.eval()`, `.train()`).
 
-    Static shapes: a run sees a few batch sizes (the batch, the epoch's trailing batch, the
-    evaluation batches) and each gets a graph of its own. Left to itself, torch.compile
-    recompiles for the trailing batch with symbolic sizes, a graph that then matches any batch
-    size; on this project's CPU that made the first epoch of resnet32 take 119 s instead of 62.
+    Another size comes once an epoch (the trailing batch) or once an evaluation (what is left after
+    batches of 1000): an eager step costs less than compiling graphs for it. On this project's CPU
+    a 1-epoch resnet32 run then compiled 4 graphs instead of 9, its first epoch 129 s instead of 216
+    (torch.compile's own choice for a second size, symbolic sizes, was slower still).
+    Modes with CUDA graphs replay recorded kernels: `TrainStep` marks each step, `predict` copies
+    what it keeps.
 
-    `autograd`: a `.backward()` inside `model` runs through compiled autograd, which compiles the
-    whole backward, the per-parameter gradient accumulation included, as one graph (with the
-    same mode, so CUDA graphs too). torch reads the setting when the function is compiled.
+    `autograd`: a `.backward()` inside `fn` runs through compiled autograd, which compiles the
+    whole backward, the per-parameter gradient accumulation included, as one graph (with the same
+    mode, so CUDA graphs too). torch reads the setting when the function is compiled.
     """
-    if not mode:
-        return model
-    with torch._dynamo.config.patch(compiled_autograd=autograd):
-        return torch.compile(model, mode=mode, dynamic=False)
+
+    def __init__(self, fn, mode, autograd=False):
+        self.fn, self.size = fn, None
+        with torch._dynamo.config.patch(compiled_autograd=autograd):
+            self.graph = torch.compile(fn, mode=mode, dynamic=False)
+
+    def __call__(self, batch, *args):
+        self.size = self.size or len(batch)
+        return (self.graph if len(batch) == self.size else self.fn)(batch, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)
+
+
+def compiled(model, mode, autograd=False):
+    """`model` as `Compiled` in torch.compile's `mode`; with no mode, the model itself."""
+    return Compiled(model, mode, autograd) if mode else model
 
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
