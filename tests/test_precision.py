@@ -268,16 +268,16 @@ def test_compiled_step_leaves_little_host_work_and_keeps_its_graphs(tiny):
         torch.testing.assert_close(flat(step.model.parameters()), before - lr * momentum,
                                    rtol=0, atol=1e-6)
 
-    before = counters["stats"]["unique_graphs"]
+    graphs_before = counters["stats"]["unique_graphs"]
     follows_sgd(0.1)
     # Forward work, backward, update: the first step's update (momentum buffers made at the
     # start, not in it) traced the graph every later step replays.
-    assert counters["stats"]["unique_graphs"] - before == 3
+    assert counters["stats"]["unique_graphs"] - graphs_before == 3
     follows_sgd(0.05)
     follows_sgd(0.05, images=7)  # a trailing batch: an eager step, no graph of its own
     with torch.profiler.profile() as profile:
         one_step(0.01)
-    assert counters["stats"]["unique_graphs"] - before == 3  # nor for a new lr
+    assert counters["stats"]["unique_graphs"] - graphs_before == 3  # nor for a new lr
     work = host_work(profile)
     assert work["graphs"] == 3, work
     assert not any("AccumulateGrad" in name for name in work["operators"]), work
