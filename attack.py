@@ -249,13 +249,14 @@ def run(args):
     from utils.attacks import Shared, draw_targets, run_attack, schedule
     from utils.progress import Progress, log
     from utils.runs import environment, write_json
-    from utils.training import resolve_device, warn_slow_bf16
+    from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol = "paper" if args.paper_protocol else "pixel"
     attacks = args.attacks or (["fgsm", "iterative"] if args.paper_protocol else list(ATTACK_NAMES))
     epsilons = args.epsilons or [epsilon(e) for e in (PAPER_EPSILONS if args.paper_protocol else PIXEL_EPSILONS)]
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
     device = resolve_device(args.device)
+    keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
     if args.checkpoint is None:
