@@ -102,7 +102,7 @@ def keep_freed_memory(device):
     glibc's own thresholds give freed memory back to the system in some processes and not in
     others, and where they do, a step that frees its activations page-faults them all in again
     in the next: on this project's CPU up to 2.8 million page faults in 30 steps of resnet32 at
-    batch 128 (0.24-0.30 million with this), the compiled step 20% slower for it and the eager
+    batch 128 (0.24-0.37 million with this), the compiled step 20% slower for it and the eager
     one up to 8%. A trim threshold of 1 GiB and the largest mmap threshold glibc takes, 32 MiB,
     keep that memory in the process, as jemalloc or tcmalloc would. Process-wide; nothing is
     done for a GPU or off Linux."""
@@ -158,8 +158,8 @@ class Compiled:
     `autograd`: Dynamo traces a `.backward()` inside `fn` into `fn`'s graph (its
     `trace_autograd_ops`: the gradients by `torch.autograd.grad`, then every parameter's
     accumulation), so forward, backward and accumulations are one graph; otherwise `.backward()`
-    ends a graph and runs eagerly. torch reads the setting while it traces, so it is set for the
-    calls of this function only (a direct set: `config.patch` took 190 us a call on this CPU).
+    ends a graph and runs eagerly. torch reads the setting while it traces, so it is set around
+    this function's calls only, directly (7 us a call on this CPU; `config.patch` took 190 us).
     """
 
     def __init__(self, fn, mode, autograd=False):
