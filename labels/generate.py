@@ -222,8 +222,10 @@ def spectrogram_image(path):
     audio, _ = librosa.effects.trim(audio)
     if audio.size == 0 or not np.any(audio):
         raise LabelError(f"audio file {path} is silent")
+    # Reflect padding at both ends, librosa's default before 0.10 and so the paper's: 0.10's
+    # zero padding changes the first and last frames by up to 5 dB.
     power = librosa.feature.melspectrogram(y=audio, sr=rate, hop_length=HOP_LENGTH,
-                                           n_mels=N_MELS, fmax=FMAX)
+                                           n_mels=N_MELS, fmax=FMAX, pad_mode="reflect")
     decibels = librosa.power_to_db(power, ref=np.max)
     # Bilinear with anti-aliasing, as scikit-image's resize does by default when shrinking.
     return resize(decibels, SPEECH_SIZE, order=1, mode="reflect", anti_aliasing=True,

@@ -12,8 +12,10 @@ Columns (targets (C, ...) flattened to C vectors of D values):
     shape, min, max, std         of the raw values
     l1_mean, l1_std              mean / std over class pairs of the L1 distance, and
     l2_mean, l2_std              of the L2 distance, after min-max normalising the whole file to
-                                 [0, 1] (the paper's comparison; its own script swapped the L1 and
-                                 L2 names)
+                                 [0, 1]; the paper's get_distances.py for vector labels (it swaps
+                                 the L1 and L2 names); for (C, H, W) labels it took matrix norms
+                                 of each (H, W) difference (largest column sum, largest singular
+                                 value), not distances
     min_msd                      smallest mean squared distance between two classes' raw targets:
                                  the margin nearest-target (MSE) decoding has to separate
     entropy                      Shannon entropy (bits) of each class's values rounded to 6

@@ -255,8 +255,9 @@ def test_speech_reproduces_paper_recordings(dataset):
                          audio_dir=REFERENCE / f"{dataset}_wav")
     published = np.load(REFERENCE / f"{dataset}_speech.npy", allow_pickle=False)
     closeness = stats.compare(published, targets)
-    assert closeness["mean_abs_diff"] < 0.1, closeness        # dB
-    assert closeness["min_class_corr"] > 0.999, closeness
+    # dB; librosa >= 0.10's zero-padded STFT ends gave 0.026-0.030 mean and 5.4 max (column 0)
+    assert closeness["mean_abs_diff"] < 0.005 and closeness["max_abs_diff"] < 0.5, closeness
+    assert closeness["min_class_corr"] > 0.99999, closeness
 
 
 @needs_reference
