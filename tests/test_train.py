@@ -1,6 +1,8 @@
 """train.py end to end: the JSON line, the run files, determinism, resume, preemption, bad input."""
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import torch
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
 from utils.errors import run_cli
+from utils.runs import save_checkpoint, write_json
 
 TIMING = ("seconds", "images_per_s")
 
@@ -60,6 +63,20 @@ def test_json_line_and_run_files(speech_run):
     assert (run_dir / "last_checkpoint.pth").is_file()
     # not a TTY: one plain progress line per epoch on stderr
     assert proc.stderr.count("epoch ") == 2 and "valid_acc" in proc.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_run_files_have_the_umasks_permissions(tmp_path, umask):
+    """Written through a temporary file (created 0600), they still get what `open` would give
+    them, so a shared group can read a run's results and checkpoints."""
+    before = os.umask(umask)
+    try:
+        write_json(tmp_path / "run" / "results.json", {"test_acc": 0.5})
+        save_checkpoint(tmp_path / "run" / "last_checkpoint.pth", {"epoch": 1})
+    finally:
+        os.umask(before)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").iterdir()}
+    assert modes == {"results.json": 0o666 & ~umask, "last_checkpoint.pth": 0o666 & ~umask}
 
 
 def test_same_flags_give_the_same_metrics(speech_run, cifar10_dir, label_dir, tmp_path):
