@@ -8,7 +8,6 @@ The whole split lives on the device as uint8 (CIFAR-10's 60000 images are 184 MB
 epoch is one seeded permutation and batched tensor ops, with no per-image PIL work and no workers.
 """
 import os
-import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.errors import UsageError
+from utils.pickles import read_cifar_pickle
 
 # The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
 # per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
@@ -79,36 +79,11 @@ class CifarData:
         return self.info.num_classes[self.granularity]
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR batches but refuses any global other than numpy arrays and plain data,
-    so a tampered file cannot run code."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _read_pickle(path):
-    try:
-        with open(path, "rb") as f:
-            content = _ArrayUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise UsageError(f"dataset file {path} is truncated or corrupt ({err}); delete it and "
-                         "run again to download a fresh copy") from None
-    if not isinstance(content, dict):
-        raise UsageError(f"dataset file {path} is not a CIFAR batch (expected a dict)")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
-
-
 def _read_batches(folder, files, label_key):
     images, labels = [], []
     for name in files:
         path = folder / name
-        batch = _read_pickle(path)
+        batch = read_cifar_pickle(path)
         if "data" not in batch or label_key not in batch:
             raise UsageError(f"dataset file {path} has no '{label_key}' or 'data' entry")
         data = np.asarray(batch["data"], dtype=np.uint8)
@@ -168,7 +143,7 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
             raise UsageError(f"{name} {split_name} labels lie outside 0..{num_classes - 1}")
     class_names = [str(i) for i in range(num_classes)]
     if (folder / info.meta_file).is_file():
-        meta = _read_pickle(folder / info.meta_file)
+        meta = read_cifar_pickle(folder / info.meta_file)
         class_names = list(meta.get(info.name_keys[granularity], class_names))
     return CifarData(info, granularity, train_images, train_labels, test_images, test_labels,
                      class_names)

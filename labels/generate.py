@@ -35,7 +35,6 @@ import contextlib
 import logging
 import math
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -51,6 +50,7 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, read_targets
 from utils.atomic import atomic_write
 from utils.errors import CliParser, call_cli
+from utils.pickles import read_cifar_pickle
 
 # ----------------------------------------------------------------------------- datasets and names
 
@@ -126,9 +126,9 @@ def dataset_class_names(dataset, data_dir=None):
         for candidate in (Path(data_dir) / spec.meta_file,
                           Path(data_dir) / spec.folder / spec.meta_file):
             if candidate.is_file():
-                with open(candidate, "rb") as f:
-                    # The official CIFAR meta files are pickles (Python 2 era: latin1 strings).
-                    meta = pickle.load(f, encoding="latin1")
+                meta = read_cifar_pickle(candidate)
+                if spec.meta_key not in meta:
+                    raise LabelError(f"{candidate} has no '{spec.meta_key}' entry")
                 names = [n.decode() if isinstance(n, bytes) else str(n)
                          for n in meta[spec.meta_key]]
                 if len(names) != spec.num_classes:
@@ -152,7 +152,11 @@ def class_names(dataset, name_set="standard", data_dir=None):
     if not path.is_file():
         raise LabelError(f"--names {name_set!r} is neither a name set ({', '.join(NAME_SETS)}) "
                          f"nor a file")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise LabelError(f"--names file {path} is not UTF-8 text ({err.reason})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != num_classes:
         raise LabelError(f"{path} holds {len(names)} names; {dataset} has {num_classes} classes")
     return names

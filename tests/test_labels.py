@@ -8,8 +8,10 @@ text file, speech comes from synthesised tones or espeak-ng (skipped when not in
 that compare with the paper's published files use ../shared and skip without it.
 """
 
+import errno
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -351,6 +353,46 @@ def test_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert cli(generate.main, argv + ["--force"], capsys)[0] == 0
     assert np.load(target, allow_pickle=False).shape == (10, 64, 64)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]   # no leftovers
+
+
+def test_a_full_disk_keeps_the_old_file(monkeypatch, tmp_path, capsys):
+    argv = ["--dataset", "cifar10", "--label", "uniform", "--out", tmp_path, "--force"]
+    target = tmp_path / "cifar10_uniform.npy"
+    target.write_bytes(b"sentinel")
+
+    def save_half(f, *args, **kwargs):
+        f.write(b"half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(generate.np, "save", save_half)
+    status, _, err = cli(generate.main, argv, capsys)
+    assert status == 2 and f"could not write {target}: No space left on device" in err
+    assert target.read_bytes() == b"sentinel"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]   # no leftovers
+
+
+def test_unusable_out_is_one_line(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for out, why in ((a_file, "File exists"), (a_file / "below", "Not a directory")):
+        status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out",
+                                             out], capsys)
+        assert status == 2 and f"cannot use {out}: {why}" in err
+
+
+def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
+    meta = tmp_path / "batches.meta"
+    for content, message in ((b"garbage", "is truncated or corrupt"),
+                             (pickle.dumps({"names": []}), "has no 'label_names' entry"),
+                             (pickle.dumps(print), "is truncated or corrupt")):  # runs no code
+        meta.write_bytes(content)
+        status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform",
+                                             "--data_dir", tmp_path, "--out", tmp_path], capsys)
+        assert status == 2 and f"{meta} {message}" in err
+    names = tmp_path / "names.txt"
+    names.write_bytes("caf\xe9\n".encode("latin1"))
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--names",
+                                         names, "--glove", names, "--out", tmp_path], capsys)
+    assert status == 2 and f"--names file {names} is not UTF-8 text" in err
 
 
 def test_all_writes_every_offline_family(tones, tmp_path, capsys):

@@ -14,6 +14,7 @@ class UsageError(Exception):
 
 
 EXIT_USAGE = 2
+WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
 
 
 def call_cli(main, argv=None):
@@ -24,11 +25,10 @@ def call_cli(main, argv=None):
     except UsageError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
     except OSError as err:
-        # A full disk or a read-only directory: writes are atomic, so nothing earlier was lost.
-        if err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
-            print(f"error: could not write {err.filename or 'output'}: {err.strerror}", file=sys.stderr)
-        else:
-            raise
+        # A full disk, a read-only directory, a path through a file: writes are atomic, so
+        # nothing earlier was lost.
+        verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
+        print(f"error: {verb} {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,30 @@
+"""CIFAR's python-pickle files (batches and meta), read without letting a file run code."""
+import pickle
+
+from utils.errors import UsageError
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches but refuses any global other than numpy arrays and plain data,
+    so a tampered file cannot run code."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_cifar_pickle(path):
+    """The dict a CIFAR pickle holds, its bytes keys decoded; UsageError for any other content."""
+    try:
+        with open(path, "rb") as f:
+            content = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise UsageError(f"dataset file {path} is truncated or corrupt ({err}); delete it and "
+                         "run again to download a fresh copy") from None
+    if not isinstance(content, dict):
+        raise UsageError(f"dataset file {path} is not a CIFAR batch (expected a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
