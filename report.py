@@ -248,36 +248,66 @@ def full_levels(rows):
     return {k: (100 if 100 in v else max(v)) for k, v in levels.items()}
 
 
+ROBUST_KEY = KEY[:4] + ("attack", "targeted", "protocol", "eps", "num_images", "steps", "step_size",
+                       "restarts", "amp")
+SETTING = ("num_images", "steps", "restarts", "amp")  # what one table of robust accuracy holds fixed
+
+
 def robust_rows(records):
-    """Robust accuracy per (dataset, model, label, level, attack, targeted, protocol, eps)."""
+    """Robust accuracy per (dataset, model, label, level, attack, targeted, protocol, eps) and attack
+    setting (test images, steps, step size, restarts, bf16), over seeds. A run's entries for
+    another setting (attack.py rerun with other --steps or --num_images) are rows of their own,
+    not more seeds; each row's clean accuracy is its entries' own."""
     groups = defaultdict(list)
-    clean = defaultdict(list)
     for record in records:
         if not record["attack"]:
             continue
         for entry in record["attack"]["entries"]:
+            # entries carry their image count and clean accuracy; the file's are the last call's
+            entry = {"num_images": record["attack"]["num_images"],
+                     "clean_acc": record["attack"]["clean_acc"], **entry}
             attack, targeted, protocol, eps = entry_key(entry)
-            key = (*(record[k] for k in KEY[:4]), attack, targeted, protocol, round(eps, 9))
+            step_size = entry.get("step_size")
+            key = (*(record[k] for k in KEY[:4]), attack, targeted, protocol, round(eps, 9),
+                   entry["num_images"], entry.get("steps"),
+                   None if step_size is None else round(step_size, 12), entry.get("restarts"),
+                   bool(entry.get("amp")))
             groups[key].append((record, entry))
-            clean[key].append(record["attack"]["clean_acc"])
     rows = []
-    order = lambda k: (k[0], k[1], -k[3], attack_rank(k[4]), k[5], k[6], label_rank(k[2]), k[7])
+    order = lambda k: (k[0], k[1], -k[3], attack_rank(k[4]), k[5], k[6], -(k[8] or 0), str(k[9:]),
+                       label_rank(k[2]), k[7])
     for key in sorted(groups, key=order):
         items = groups[key]
         robust = mean_std([e.get("robust_acc") for _, e in items])
         success = mean_std([e.get("target_success") for _, e in items])
-        clean_acc = mean_std(clean[key])
-        first = items[0][1]
-        rows.append({**dict(zip(KEY[:4] + ("attack", "targeted", "protocol", "eps"), key)),
-                     "eps_label": first.get("eps_label") or eps_text(key[7]),
+        clean_acc = mean_std([e.get("clean_acc") for _, e in items])
+        rows.append({**dict(zip(ROBUST_KEY, key)),
+                     "eps_label": items[0][1].get("eps_label") or eps_text(key[7]),
                      "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
                      "robust_acc_mean": robust[0], "robust_acc_std": robust[1],
                      "target_success_mean": success[0], "target_success_std": success[1],
-                     "clean_acc_mean": clean_acc[0], "clean_acc_std": clean_acc[1],
-                     "num_images": sorted({r["attack"]["num_images"] for r, _ in items}, key=str),
-                     "steps": sorted({e.get("steps") for _, e in items}, key=str),
-                     "restarts": sorted({e.get("restarts") for _, e in items}, key=str)})
+                     "clean_acc_mean": clean_acc[0], "clean_acc_std": clean_acc[1]})
     return rows
+
+
+def setting_text(row, step_size=False):
+    text = (f"{row['num_images']} test images, steps {row['steps']}, restarts {row['restarts']}"
+            + (", bf16" if row["amp"] else ""))
+    return text + (f", step size {eps_text(row['step_size'])}" if step_size else "")
+
+
+def robust_tables(robust, key):
+    """Rows grouped into tables, (key(row) + setting) -> rows, one row per label and eps in each:
+    rows that differ only in step size (attack.py --step_size) get a table per step size."""
+    tables = defaultdict(list)
+    for row in robust:
+        tables[(*key(row), *(row[k] for k in SETTING))].append(row)
+    for name, rows in list(tables.items()):
+        if len({(r["label"], r["eps"]) for r in rows}) < len(rows):
+            del tables[name]
+            for row in rows:
+                tables[(*name, row["step_size"])].append(row)
+    return tables
 
 
 def incomplete_and_missing(records, expected, wanted):
@@ -385,20 +415,18 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
     out += ["## Robust accuracy under attack", ""]
     if not robust:
         out += ["No attack results.", ""]
-    groups = defaultdict(list)
-    for row in robust:
-        groups[(row["dataset"], row["model"], row["level"], row["attack"], row["targeted"], row["protocol"])].append(row)
-    for key in sorted(groups, key=lambda k: (k[0], k[1], -k[2], attack_rank(k[3]), k[4], k[5])):
-        dataset, model, level, attack, targeted, protocol = key
-        rows = groups[key]
+    tables = robust_tables(robust, lambda r: (r["dataset"], r["model"], r["level"], r["attack"],
+                                              r["targeted"], r["protocol"]))
+    order = lambda k: (k[0], k[1], -k[2], attack_rank(k[3]), k[4], k[5], -(k[6] or 0), str(k[7:]))
+    for key in sorted(tables, key=order):
+        dataset, model, level, attack, targeted, protocol = key[:6]
+        rows = tables[key]
         eps_list = sorted({r["eps"] for r in rows})
         eps_label = {r["eps"]: r["eps_label"] for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
         find = {(r["label"], r["eps"]): r for r in rows}
         clean = {r["label"]: r for r in rows}
-        details = (f"{one(sorted({i for r in rows for i in r['num_images']}))} test images, "
-                   f"steps {one(sorted({s for r in rows for s in r['steps']}, key=str))}, "
-                   f"restarts {one(sorted({s for r in rows for s in r['restarts']}, key=str))}")
+        details = setting_text(rows[0], step_size=len(key) > 10)
         kind = "targeted" if targeted else "untargeted"
         out += [f"### {dataset}, {model}, level {level:g}: {attack}, {kind}"
                 + (", paper protocol" if protocol == "paper" else "") + f" ({details})", "",
@@ -461,23 +489,28 @@ def figures(out, accuracy, robust, records):
         plt.close(fig)
         written.append(name)
 
-    groups = defaultdict(list)
+    figures_rows = defaultdict(list)
     for row in robust:
-        groups[(row["dataset"], row["model"], row["level"], row["targeted"], row["protocol"])].append(row)
-    for (dataset, model, level, targeted, protocol), rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
-        attacks = sorted({r["attack"] for r in rows}, key=attack_rank)
-        fig, axes = plt.subplots(1, len(attacks), figsize=(4.5 * len(attacks), 3.8), squeeze=False)
-        for ax, attack in zip(axes[0], attacks):
-            for label in sorted({r["label"] for r in rows if r["attack"] == attack}, key=label_rank):
-                line = sorted((r for r in rows if r["attack"] == attack and r["label"] == label),
-                              key=lambda r: r["eps"])
+        figures_rows[(row["dataset"], row["model"], row["level"], row["targeted"], row["protocol"])].append(row)
+    for (dataset, model, level, targeted, protocol), rows in sorted(figures_rows.items(), key=lambda kv: str(kv[0])):
+        # a panel per attack and setting; the setting is named where an attack has several
+        panels = robust_tables(rows, lambda r: (r["attack"],))
+        panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
+        fig, axes = plt.subplots(1, len(panel_keys), figsize=(4.5 * len(panel_keys), 3.8), squeeze=False)
+        for ax, panel in zip(axes[0], panel_keys):
+            attack, panel_rows = panel[0], panels[panel]
+            for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
+                line = sorted((r for r in panel_rows if r["label"] == label), key=lambda r: r["eps"])
                 xs = [r["eps"] * 255 for r in line]
                 ys = [stats(r, "robust_acc") for r in line]
                 if xs[0] > 0 and line[0]["clean_acc_mean"] is not None:  # start from the clean point
                     xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
                 plot_line(ax, xs, ys, label, styles[label])
-            ax.set(title=f"{attack}{' targeted' if targeted else ''}", xlabel="eps (x/255)",
-                   ylabel="robust accuracy (%)", ylim=(0, 100))
+            several = sum(k[0] == attack for k in panel_keys) > 1
+            title = f"{attack}{' targeted' if targeted else ''}"
+            if several:
+                title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
+            ax.set(title=title, xlabel="eps (x/255)", ylabel="robust accuracy (%)", ylim=(0, 100))
             ax.grid(alpha=0.3)
         axes[0][-1].legend(fontsize=8)
         fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
@@ -569,7 +602,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     write_csv(out / "robust_accuracy.csv", robust, [
         "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
         "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
-        "clean_acc_mean", "clean_acc_std", "num_images", "steps", "restarts"])
+        "clean_acc_mean", "clean_acc_std", "num_images", "steps", "step_size", "restarts", "amp"])
     run_rows = [{**r, "status": "incomplete" if any(i["run_dir"] == r["run_dir"] for i in incomplete) else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
                 for r in records]

@@ -143,6 +143,27 @@ def test_robust_tables(made):
     assert row["num_images"] == "1017" and row["steps"] == "1"
 
 
+def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
+    """attack.py rerun with other --steps or --num_images adds entries beside the first ones: each
+    setting is a table of its own with its entries' clean accuracy, never more seeds."""
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.3, valid_acc=0.3, clean_acc=0.1, attack=[
+        entry("pgd", EPS8, 0.1) | {"num_images": 100, "clean_acc": 0.28},
+        entry("pgd", EPS8, 0.2) | {"steps": 3, "num_images": 100, "clean_acc": 0.28},
+        entry("fgsm", EPS8, 0.15) | {"num_images": 100, "clean_acc": 0.28},
+        entry("fgsm", EPS8, 0.05) | {"num_images": 20, "clean_acc": 0.1}])
+    report(tmp_path / "runs", tmp_path / "out")
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    heading = "### cifar10, resnet32, level 100: {}, untargeted ({} test images, steps {}, restarts 1)"
+    for attack, images, steps, cells in (("pgd", 100, 10, ["28.00 (n=1)", "10.00 (n=1)"]),
+                                         ("pgd", 100, 3, ["28.00 (n=1)", "20.00 (n=1)"]),
+                                         ("fgsm", 100, 1, ["28.00 (n=1)", "15.00 (n=1)"]),
+                                         ("fgsm", 20, 1, ["10.00 (n=1)", "5.00 (n=1)"])):
+        assert table_rows(markdown, heading.format(attack, images, steps))["category"] == cells
+    rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
+    assert len(rows) == 4 and {r["n"] for r in rows} == {"1"}
+    assert (tmp_path / "out" / "robust_cifar10_resnet32_level100_untargeted.png").is_file()
+
+
 def test_missing_and_incomplete_are_listed(made):
     out, summary = made
     incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
