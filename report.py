@@ -553,7 +553,7 @@ def curve_means(records):
     """
     curves = defaultdict(lambda: defaultdict(list))
     for record in records:
-        if record["curve"]:
+        if record["curve"] and None not in record["curve"]:  # None: trained with --valid_size 0
             curves[(record["dataset"], record["model"], record["level"])][record["label"]].append(record["curve"])
     out = {}
     for key, by_label in curves.items():

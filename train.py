@@ -33,16 +33,17 @@ def build_parser():
                        "in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, composite, "
                        "random, lowdim, bert, glove, ...)")
     add_flags(label, "label_dir")
-    label.add_argument("--smoothing", type=float, default=0.0,
-                       help="label smoothing for --label category")
+    label.add_argument("--smoothing", type=number(float, 0, inclusive=True), default=0.0,
+                       help="label smoothing for --label category, as the paper's: the true class "
+                       "keeps 1 - S, every other class gets S / (C - 1)")
     add_flags(label, "label_noise")
     add_flags(parser.add_argument_group("model"), "model")
     mcr2 = parser.add_argument_group("MCR2 (--label mcr2)")
-    mcr2.add_argument("--feature_dim", type=int, default=128, help="dimension of the features")
-    mcr2.add_argument("--mcr2_eps", type=float, default=0.5, help="eps^2 of the coding rate")
+    mcr2.add_argument("--feature_dim", type=number(int), default=128, help="dimension of the features")
+    mcr2.add_argument("--mcr2_eps", type=number(float), default=0.5, help="eps^2 of the coding rate")
     mcr2.add_argument("--gam1", type=float, default=1.0, help="weight inside R(Z)")
     mcr2.add_argument("--gam2", type=float, default=1.0, help="weight of R(Z) in the loss")
-    mcr2.add_argument("--n_components", type=int, default=30,
+    mcr2.add_argument("--n_components", type=number(int), default=30,
                       help="principal directions per class for nearest-subspace decoding")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=number(int), default=600,

@@ -130,9 +130,12 @@ def test_category_space_loss_and_decode():
     space = CategorySpace(3, smoothing=0.1)
     logits = torch.tensor([[5.0, 0, 0], [0, 0, 5.0]])
     assert space.decode(logits).tolist() == [0, 2]
-    expected = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]), label_smoothing=0.1,
-                                                 reduction="none")
+    # the paper's smoothing (torchtoolbox's LabelSmoothingLoss): the true class 0.9, the others 0.05
+    smoothed = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.05, 0.9]])
+    expected = -(smoothed * logits.log_softmax(1)).sum(1)
     assert torch.allclose(space.loss(logits, torch.tensor([0, 2])), expected)
+    with pytest.raises(UsageError, match=r"--smoothing 0.7 must lie in \[0, 0.666667\] for 3 classes"):
+        CategorySpace(3, smoothing=0.7)
 
 
 def test_target_loss_is_smooth_l1_per_image():

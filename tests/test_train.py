@@ -1,10 +1,13 @@
 """train.py end to end: the JSON line, the run files, determinism, resume, preemption, bad input."""
 import json
 import os
+import pickle
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -199,6 +202,11 @@ def run_cli_capture(capsys, argv):
     ({"warmup_epochs": "-1"}, "argument --warmup_epochs: -1 must be at least 0"),
     ({"batch_size": "x"}, "argument --batch_size: 'x' is not an int"),
     ({"label": "glove", "dataset": "cifar100"}, "has 10 class targets, but the dataset has 100"),
+    ({"seed": "-1"}, "argument --seed: -1 must be at least 0"),
+    ({"seed": "4294967296"}, "argument --seed: 4294967296 must be at most 4294967295"),
+    ({"label": "category", "smoothing": "0.95"}, "--smoothing 0.95 must lie in [0, 0.9] for 10 classes"),
+    ({"label": "mcr2", "feature_dim": "0"}, "argument --feature_dim: 0 must be positive"),
+    ({"base_dir": "/dev/null"}, "cannot use /dev/null/cifar10/seed3/resnet32/model_speech: Not a directory"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):
     args = flags(cifar10_dir, tmp_path, label_dir)
@@ -254,6 +262,83 @@ def test_bad_input_never_overwrites_a_result(speech_run, capsys, label_dir, tmp_
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     run_cli_capture(capsys, flags(tmp_path / "nowhere", base, label_dir, force=True))
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cifar10_dir, label_dir):
+    base, _ = speech_run
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
+    assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
+
+
+def finished_copy(speech_run, tmp_path):
+    """A copy of the finished speech run's directory tree, to change without touching the run."""
+    base, _ = speech_run
+    shutil.copytree(base, tmp_path / "runs")
+    return tmp_path / "runs", tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"
+
+
+def test_force_drops_the_old_results_before_it_trains(speech_run, monkeypatch, cifar10_dir,
+                                                      label_dir, tmp_path):
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    monkeypatch.setattr("utils.training.train_epoch", lambda *args, **kwargs: None)  # a preemption
+    with pytest.raises(SystemExit) as stopped:
+        train.main(flags(cifar10_dir, base, label_dir, force=True, lr="0.05"))
+    assert stopped.value.code == 75
+    assert not (run_dir / "results.json").exists()   # a --resume must not return the old run's
+    assert json.loads((run_dir / "config.json").read_text())["flags"]["lr"] == 0.05
+
+
+def test_resume_checks_the_checkpoint_labels_and_data(speech_run, capsys, cifar10_dir, label_dir,
+                                                      tmp_path):
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "results.json").unlink()   # as if stopped after its last epoch
+    other = tmp_path / "labels"
+    other.mkdir()
+    np.save(other / "cifar10_speech.npy", np.random.RandomState(1).uniform(-80, 0, (10, 64, 64))
+            .astype(np.float32))
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, other, resume=True))
+    assert "was trained with other speech targets than" in line
+    smaller = tmp_path / "data"
+    shutil.copytree(cifar10_dir, smaller)
+    batch = smaller / "cifar-10-batches-py" / "data_batch_1"
+    with open(batch, "rb") as f:
+        content = pickle.load(f, encoding="latin1")
+    content = {k: v[:50] if k in ("data", "labels") else v for k, v in content.items()}
+    batch.write_bytes(pickle.dumps(content))
+    line = run_cli_capture(capsys, flags(smaller, base, label_dir, resume=True))
+    assert "training images (now" in line and "another --data_dir?" in line
+    torch.save({"weights": torch.zeros(1)}, run_dir / "last_checkpoint.pth")
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
+    assert "last_checkpoint.pth is not a train.py checkpoint (it lacks model, optimizer" in line
+
+
+def test_no_validation_images_is_no_validation_accuracy(cifar10_dir, label_dir, tmp_path):
+    proc = run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir, epochs=1),
+                      "--valid_size", "0")
+    result = last_json(proc)
+    assert result["valid_acc"] is None and result["valid_loss"] is None
+    assert result["best_epoch"] == 1 and 0 <= result["test_acc"] <= 1
+    assert "no validation images" in proc.stderr
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_dir, tmp_path):
+    """The first checkpoint (1.9 MB) passes a 1 MB file-size limit no more than a full disk:
+    torch.save's error, a RuntimeError around the OSError, is still the one error line."""
+    limit = textwrap.dedent(f"""
+        import resource, runpy, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        sys.argv = ["train.py"] + sys.argv[1:]
+        runpy.run_path({str(REPO / "train.py")!r}, run_name="__main__")
+    """)
+    proc = subprocess.run([sys.executable, "-c", limit, *flags(cifar10_dir, tmp_path, label_dir,
+                                                               epochs=1)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: could not write {run_dir / 'speech_seed3_resnet32_best_model.pth'}: File too large")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
 
 
 def test_cli_error_through_a_subprocess(tmp_path, label_dir):

@@ -27,6 +27,9 @@ def atomic_write(path, write):
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and err.filename is None:  # a full disk names no file
-            raise OSError(err.errno, err.strerror, str(path)) from err
+        # torch.save reports a failed write (a full disk) as a RuntimeError raised while handling
+        # the OSError; either way the error names `path`, not the temporary file
+        failed = err.__context__ if isinstance(err, RuntimeError) else err
+        if isinstance(failed, OSError):
+            raise OSError(failed.errno, failed.strerror, str(path)) from err
         raise

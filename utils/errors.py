@@ -14,7 +14,7 @@ class UsageError(Exception):
 
 
 EXIT_USAGE = 2
-WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
+WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
 
 
 def call_cli(main, argv=None):
@@ -40,9 +40,9 @@ def run_cli(main, argv=None):
     sys.exit(call_cli(main, argv))
 
 
-def number(kind, minimum=0, inclusive=False):
+def number(kind, minimum=0, inclusive=False, maximum=None):
     """An argparse type: text -> kind(text), which must lie above `minimum` (or at it, if
-    `inclusive`); anything else is argparse's one-line error."""
+    `inclusive`) and not above `maximum`; anything else is argparse's one-line error."""
     def check(text):
         try:
             value = kind(text)
@@ -52,6 +52,8 @@ def number(kind, minimum=0, inclusive=False):
         if not (value >= minimum if inclusive else value > minimum):
             bound = f"at least {minimum}" if inclusive else "positive" if minimum == 0 else f"above {minimum}"
             raise argparse.ArgumentTypeError(f"{text} must be {bound}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {maximum}")
         return value
     return check
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from architecture import ARCHITECTURES
 from cifar import DATASETS
+from utils.errors import number
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +23,8 @@ SHARED = {
     "dataset": {"default": "cifar10", "choices": sorted(DATASETS), "help": "dataset"},
     "label_granularity": {"default": "fine", "choices": ("fine", "coarse"),
                           "help": "CIFAR-100 labels: the 100 fine classes or the 20 superclasses"},
-    "seed": {"type": int, "default": 0, "help": "seed"},
+    "seed": {"type": number(int, 0, inclusive=True, maximum=2**32 - 1), "default": 0,
+             "help": "seed"},  # numpy's seeds, which split the data, end at 2**32 - 1
     "level": {"type": level, "default": 100, "help": "percent of the training set to train on "
               "(100: every image left after validation)"},
     "label_noise": {"type": float, "default": 0.0, "help": "fraction of the training labels "

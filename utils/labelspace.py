@@ -23,21 +23,30 @@ def at_least_float32(outputs):
 
 
 class CategorySpace:
-    """One-hot classes: logits (N, C), cross-entropy with optional label smoothing, argmax."""
+    """One-hot classes: logits (N, C), cross-entropy with optional label smoothing, argmax.
+
+    Smoothing `s` as the paper's (torchtoolbox's LabelSmoothingLoss): the true class keeps 1 - s,
+    each other class gets s / (C - 1). torch's `label_smoothing` spreads its amount over all C
+    classes, the true one included, so the paper's s is torch's s * C / (C - 1)."""
     needs_fit = False  # decoding needs nothing fitted on training outputs (MCR2's does)
 
     def __init__(self, num_classes, smoothing=0.0):
+        if not 0 <= smoothing <= (num_classes - 1) / num_classes:
+            raise UsageError(f"--smoothing {smoothing} must lie in [0, {(num_classes - 1) / num_classes:g}] "
+                             f"for {num_classes} classes (beyond it the true class gets less than "
+                             "each other class)")
         self.name = CATEGORY
         self.num_classes = num_classes
         self.smoothing = smoothing
         self.output_shape = (num_classes,)
+        self.torch_smoothing = smoothing * num_classes / (num_classes - 1)
 
     def to(self, device):
         return self
 
     def loss(self, outputs, labels):
         """Per-image losses (N,), computed in float32 whatever the autocast dtype."""
-        return F.cross_entropy(at_least_float32(outputs), labels, reduction="none", label_smoothing=self.smoothing)
+        return F.cross_entropy(at_least_float32(outputs), labels, reduction="none", label_smoothing=self.torch_smoothing)
 
     def adversarial_loss(self, outputs, labels):
         """The loss attacks climb (or descend, targeted): the training loss, as in the paper."""

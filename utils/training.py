@@ -29,7 +29,8 @@ WEIGHT_DECAY = 1e-4
 # Flags that change what a run computes: a resumed run must agree with its checkpoint on these.
 RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_size", "lr",
                 "warmup_epochs", "valid_size", "smoothing", "label_granularity", "label_noise", "amp",
-                "channels_last")
+                "channels_last", "feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
+CHECKPOINT_KEYS = ("model", "optimizer", "history", "best", "config", "label_space")
 
 
 def resolve_device(name):
@@ -258,7 +259,9 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
         totals[1] += (space.decode(outputs) == batch_labels).sum()
     totals[2] = len(images)
     loss_sum, correct, n = distributed.all_sum(totals).tolist()
-    return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+    if not n:  # --valid_size 0: no accuracy, rather than an accuracy of 0
+        return {"loss": None, "acc": None}
+    return {"loss": loss_sum / n, "acc": correct / n}
 
 
 class TrainStep:
@@ -339,12 +342,38 @@ def _config(args, run_dir, split, data, space):
             "environment": environment()}
 
 
-def _check_resume(checkpoint, args, path):
-    saved = checkpoint.get("config", {}).get("flags", {})
-    diffs = [f"--{k} {saved.get(k)} (now {getattr(args, k)})" for k in RESULT_FLAGS
-             if k in saved and saved[k] != getattr(args, k)]
-    if diffs:
-        raise UsageError(f"{path} was trained with {', '.join(diffs)}; use the same flags to "
+def _flag_changes(config, args):
+    """'--flag saved (now value)' for every RESULT_FLAGS flag a run's config set otherwise."""
+    saved = config.get("flags", {})
+    return [f"--{k} {saved[k]} (now {getattr(args, k)})" for k in RESULT_FLAGS
+            if k in saved and saved[k] != getattr(args, k)]
+
+
+def _check_finished(run_dir, args):
+    """A finished run asked for with other flags is an error, not its old results."""
+    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
+    if changes := _flag_changes(config, args):
+        raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
+                         "--force to train it again with these flags, or use another --base_dir")
+
+
+def _check_resume(checkpoint, args, path, space, train_images):
+    """The checkpoint is train.py's and trained what these flags, labels and data train."""
+    if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
+        raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
+                         f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
+                         "it, or pass --force to start over")
+    changes = _flag_changes(checkpoint["config"], args)
+    saved_images = checkpoint["config"].get("train_images", train_images)
+    if saved_images != train_images:
+        changes.append(f"{saved_images} training images (now {train_images}: another --data_dir?)")
+    saved, now = checkpoint["label_space"], space.state()
+    if "targets" in now and not (saved.get("targets") is not None
+                                 and saved["targets"].shape == now["targets"].shape
+                                 and torch.equal(saved["targets"], now["targets"])):
+        changes.append(f"other {args.label} targets than {args.label_dir} holds")
+    if changes:
+        raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
                          "resume, or --force to start over")
 
 
@@ -371,6 +400,7 @@ def run_training(args):
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
 
     if results_path.exists() and not args.force:
+        _check_finished(run_dir, args)
         if ctx.main:
             log(f"{results_path} exists: run already complete (pass --force to train again)")
         return read_json(results_path)
@@ -380,7 +410,7 @@ def run_training(args):
             raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
                              "or --force to start over")
         checkpoint = load_checkpoint(last_path)
-        _check_resume(checkpoint, args, last_path)
+        _check_resume(checkpoint, args, last_path, space, len(split.train))
 
     config = _config(args, run_dir, split, data, space) | {
         "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
@@ -400,6 +430,8 @@ def run_training(args):
         if writes:
             log(f"resuming {run_dir} after epoch {len(history)}")
     if writes:
+        if args.force:  # the old run's results go with its config and checkpoints
+            results_path.unlink(missing_ok=True)
         write_json(run_dir / CONFIG, config)
     evaluated = compiled(model, args.compile)
 
@@ -427,8 +459,9 @@ def run_training(args):
         train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
         if train is None:
             progress.close()
-            preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; the "
-                                     f"checkpoint after epoch {epoch} is kept, rerun with --resume")
+            kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
+            preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
+                                     f"{kept}, rerun with --resume")
         train_seconds = time.perf_counter() - start
         if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
             progress.message(warning)  # every graph of the step has run by now
@@ -439,7 +472,7 @@ def run_training(args):
                "valid_loss": valid["loss"], "valid_acc": valid["acc"],
                "seconds": time.perf_counter() - start, "images_per_s": train["images"] / train_seconds}
         history.append(row)
-        if valid["acc"] > best["valid_acc"] or not len(valid_labels):
+        if valid["acc"] is None or valid["acc"] > best["valid_acc"]:  # None: the last epoch is best
             best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             if writes:
@@ -448,10 +481,12 @@ def run_training(args):
             save_checkpoint(last_path, state_for(epoch + 1) | {
                 "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
             write_jsonl(run_dir / METRICS, history)
+        shown = ("no validation images" if valid["acc"] is None else
+                 f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
         progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
-                      f"train_acc {train['acc']:.2%} valid_loss {valid['loss']:.4f} valid_acc "
-                      f"{valid['acc']:.2%} {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s",
-                      loss=f"{train['loss']:.3f}", valid=f"{valid['acc']:.2%}")
+                      f"train_acc {train['acc']:.2%} {shown} {row['seconds']:.1f}s "
+                      f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
+                      valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
         if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
             progress.close()
             preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
@@ -477,6 +512,8 @@ def run_training(args):
         train_outputs = predict(evaluated, train_images, **fit_options)
         for split_name, images, labels in (("valid", valid_images, valid_labels),
                                            ("test", data.test_images.to(device), data.test_labels.to(device))):
+            if not len(images):  # --valid_size 0
+                continue
             extra = space.report(train_outputs, train_labels, predict(evaluated, images, **fit_options), labels)
             results.update({f"{split_name}_{k}": v for k, v in extra.items()})
     if writes:
