@@ -132,7 +132,8 @@ def model_from_checkpoint(path):
     from architecture import build_model
     from utils.labelspace import space_from_state
     from utils.runs import load_checkpoint
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(path, advice="point --checkpoint at a checkpoint train.py wrote, "
+                                 "or train the run again")
     if not isinstance(checkpoint, dict) or not {"model", "model_args", "label_space"} <= set(checkpoint):
         raise UsageError(f"{path} is not a best-model checkpoint of train.py (it lacks model, "
                          "model_args or label_space)")
@@ -182,14 +183,24 @@ def setting_key(entry):
     return f"{attack_label(entry['attack'], entry.get('objective'))}/{mode}/{entry['eps_label']}"
 
 
-def load_previous(path, checkpoint_sha, log):
-    """Entries of an earlier run on the same checkpoint (by content)."""
+def load_previous(path, checkpoint, checkpoint_sha, log):
+    """Entries of an earlier run on the same checkpoint (by content). Those of a checkpoint since
+    retrained at the same path, or since deleted, are dropped; those of another checkpoint that
+    still exists are an error, not lost work."""
     from utils.runs import read_json
     if not path.exists():
         return []
     previous = read_json(path)
-    entries = previous.get("entries", [])
+    entries = previous.get("entries") if isinstance(previous, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UsageError(f"{path} is not an attack.py results file (no list of entries); delete it "
+                         "to compute the attacks again")
     if previous.get("checkpoint_sha256") != checkpoint_sha:
+        other = Path(str(previous.get("checkpoint", "")))
+        if entries and other.is_file() and other.resolve() != checkpoint.resolve():
+            raise UsageError(f"{path} holds the results of attacks on {other}, not on {checkpoint}; "
+                             f"attack a copy of {checkpoint.name} in a folder of its own, or delete "
+                             f"{path.name} to replace those results")
         if entries:
             log(f"{path}: dropping {len(entries)} entries computed on another checkpoint")
         return []
@@ -276,7 +287,7 @@ def run(args):
     images_sha = sha256(images.numpy().tobytes() + labels.numpy().tobytes())
     checkpoint_sha = sha256(path)
     results_path = run_dir / RESULTS_FILE
-    entries = load_previous(results_path, checkpoint_sha, log)
+    entries = load_previous(results_path, path, checkpoint_sha, log)
     done = {identity(e): e for e in entries}
 
     def document(clean_acc):

@@ -344,6 +344,35 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     assert summary["run_dir"] == str(tmp_path)
 
 
+def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir, label_dir,
+                                                         tmp_path, capsys):
+    """Two checkpoints in one folder share its attack_results.json: attacking the second must not
+    throw away the first one's results while that checkpoint still exists."""
+    _, run_dir = speech_run
+    first, second = tmp_path / "first.pth", tmp_path / "second.pth"
+    state = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    torch.save(state, first)
+    state["epoch"] = state.get("epoch", 0) + 1   # other bytes, the same weights
+    torch.save(state, second)
+    flags = ["--seed", "3", "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+             "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "10",
+             "--examples", "0"]
+    results = tmp_path / attack.RESULTS_FILE
+    call_main(capsys, flags + ["--checkpoint", str(first)])
+    before = results.read_bytes()
+    line = one_line_error(capsys, flags + ["--checkpoint", str(second)])
+    assert f"{results} holds the results of attacks on {first}, not on {second}" in line
+    assert results.read_bytes() == before
+    first.unlink()   # once that checkpoint is gone, its results may go
+    summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
+    assert "dropping 1 entries computed on another checkpoint" in err
+    assert json.loads(results.read_text())["checkpoint"] == str(second)
+    for content in ("[]", '{"entries": 5}'):
+        results.write_text(content)
+        line = one_line_error(capsys, flags + ["--checkpoint", str(second)])
+        assert f"{results} is not an attack.py results file" in line
+
+
 def one_line_error(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(attack.main, argv)
@@ -374,5 +403,6 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert "invalid choice: 'cw'" in one_line_error(capsys, flags + ["--attacks", "fgsm", "cw"])
     assert "test split has 100 images" in one_line_error(capsys, flags + ["--num_images", "101"])
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    assert "is corrupt" in one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "broken.pth")])
+    line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "broken.pth")])
+    assert "is corrupt" in line and "point --checkpoint at a checkpoint train.py wrote" in line
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written

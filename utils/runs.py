@@ -61,8 +61,9 @@ def save_checkpoint(path, state):
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path, map_location="cpu"):
-    """Load a checkpoint safely (tensors and plain data only); a bad file is a one-line error."""
+def load_checkpoint(path, map_location="cpu", advice="delete it, or pass --force to start the run over"):
+    """Load a checkpoint safely (tensors and plain data only); a bad file is a one-line error
+    that ends with `advice`."""
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -72,7 +73,7 @@ def load_checkpoint(path, map_location="cpu"):
         text = str(err).split("WeightsUnpickler error:")[-1].strip()
         reason = text.splitlines()[0] if text else type(err).__name__
         raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
-                         "delete it, or pass --force to start the run over") from None
+                         f"{advice}") from None
 
 
 def environment():
