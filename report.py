@@ -156,8 +156,8 @@ def expected_runs(base, records, grid_file):
             wanted[key] = None
             if "attack" in opts.stages:
                 script = scripts["attack"]
-                asked = requested_attacks(script.parse(r.flags() + routed["attack"]), script.module)
-                wanted[key] = asked["keys"] if asked else None
+                wanted[key] = requested_attacks(script.parse(r.flags() + routed["attack"]),
+                                                script.module)
         return ([dict(zip(KEY, key)) for key in wanted], wanted, f"grid file {grid_file}")
     seen = defaultdict(lambda: {k: [] for k in KEY[1:]})
     attacked = defaultdict(bool)
@@ -179,7 +179,8 @@ def expected_runs(base, records, grid_file):
                     for seed in sorted(values["seed"]):
                         expected.append({"dataset": dataset, "model": model, "label": label,
                                          "level": level, "seed": seed})
-    wanted = {tuple(r[k] for k in KEY): settings[r["dataset"]] if attacked[r["dataset"]] else None
+    wanted = {tuple(r[k] for k in KEY): {"keys": settings[r["dataset"]], "plans": None,
+                                         "num_images": None} if attacked[r["dataset"]] else None
               for r in expected}
     return expected, wanted, "every combination of the values seen"
 
@@ -312,17 +313,20 @@ def robust_tables(robust, key):
 
 def incomplete_and_missing(records, expected, wanted):
     """Runs with problems (unfinished training, no or partial attack results) and absent runs.
-    wanted: {run key tuple: attack settings it should have, or None} (see expected_runs)."""
+    wanted: {run key tuple: `requested_attacks`-like dict of the attack settings it should have,
+    or None} (see expected_runs)."""
     by_key = {tuple(r[k] for k in KEY): r for r in records}
     incomplete = []
     for record in records:
         reasons = list(record["problems"])
         settings = wanted.get(tuple(record[k] for k in KEY))
-        if record["train"] and settings:
+        if record["train"] and settings and settings["keys"]:
             if record["attack"] is None and not any(ATTACK_RESULTS in p for p in reasons):
                 reasons.append("no attack results")
             elif record["attack"] is not None:
-                missing = missing_entries({"entries": record["attack"]["entries"]}, settings)
+                images = ((settings["num_images"] or record["train"].get("test_images"))
+                          if settings["plans"] else None)
+                missing = missing_entries(record["attack"], settings["keys"], settings["plans"], images)
                 if missing:
                     shown = ", ".join(describe_key(k) for k in missing[:4])
                     reasons.append(f"attack results miss {len(missing)} setting(s): {shown}"

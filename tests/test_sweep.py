@@ -20,7 +20,7 @@ import pytest
 import sweep
 from conftest import REPO, last_json, run_script
 from utils.errors import call_cli
-from utils.grid import ATTACK_RESULTS, Run, Task, missing_entries, requested_attacks
+from utils.grid import ATTACK_RESULTS, Run, Task, attack_state, missing_entries, requested_attacks
 
 HAVE_ATTACK = pytest.mark.skipif(not (REPO / "attack.py").exists(), reason="attack.py is not written yet")
 # Tiny attacks: one setting on 20 images, no example figure.
@@ -116,7 +116,8 @@ def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_im
         (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5, "epochs": epochs, "test_images": 100}))
     if attack is not None:
         entries = [{"attack": a, "targeted": False, "eps": 8 / 255, "eps_label": "8/255", "protocol": "pixel",
-                    "robust_acc": 0.1} for a in attack]
+                    "steps": 1 if a == "fgsm" else 10, "step_size": 8 / 255 if a == "fgsm" else 2.5 * 8 / 255 / 10,
+                    "restarts": 1, "num_images": num_images, "robust_acc": 0.1} for a in attack]
         (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": num_images, "clean_acc": 0.5,
                                                           "entries": entries}))
 
@@ -139,7 +140,8 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "run: resume: 1 of 2 entries missing (pgd untargeted 8/255)" in rows["speech"]
     assert "run: resume after epoch 2/4" in rows["shuffle"] and "run: after train" in rows["shuffle"]
     assert "trained with --epochs 2 (sweep: 4)" in rows["uniform"]
-    assert "run: redo: computed on 10 images, 20 asked for" in rows["uniform"]
+    assert ("run: resume: 2 of 2 entries missing, 2 of them computed with other steps or images "
+            "(20 images asked)") in rows["uniform"]
     assert "run: new" in rows["random"] and str(run("random")) in rows["random"]
 
     lines = sweep_lines(capsys, grid + ["--print"])
@@ -427,6 +429,32 @@ def test_attack_defaults_come_from_attack_py():
     assert sorted(missing_entries(done, margin["keys"])) == sorted(margin["keys"])
     done["entries"] = [e | {"objective": "margin"} for e in done["entries"]]
     assert missing_entries(done, margin["keys"]) == []
+
+
+def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
+    """attack.py computes anew what ran with other steps or on another number of images, so the
+    sweep must call it: such entries do not count as done."""
+    if not (REPO / "attack.py").exists():
+        pytest.skip("attack.py is not written yet")
+    attack = sweep.Scripts.find(("train", "attack"))["attack"]
+    flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
+    wanted = requested_attacks(attack.parse(flags), attack.module)
+    (key,) = wanted["keys"]
+    done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
+            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20}
+    for entry, missing in ((done, []), (done | {"num_images": 100}, [key]), (done | {"steps": 3}, [key]),
+                           (done | {"step_size": 1 / 255}, [key]), (done | {"restarts": 2}, [key])):
+        assert missing_entries({"entries": [entry]}, wanted["keys"], wanted["plans"], 20) == missing
+    (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
+        done | {"num_images": 100}]}))
+    assert attack_state(tmp_path, wanted) == (
+        False, "resume: 1 of 1 entries missing, 1 of them computed with other steps or images "
+        "(20 images asked) (pgd untargeted 8/255)")
+    three = requested_attacks(attack.parse(flags + ["--steps", "3"]), attack.module)
+    (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
+        done | {"steps": 3, "step_size": 2.5 * (8 / 255) / 3}]}))
+    assert attack_state(tmp_path, three) == (True, "done (1 entries)")
+    assert not attack_state(tmp_path, wanted)[0]
 
 
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):

@@ -263,11 +263,17 @@ def requested_attacks(namespace, module=None):
         return None
     # attack.py's --epsilons type gives (text, value) pairs; plain text or numbers work too
     values = [parse_eps(e[1] if isinstance(e, (tuple, list)) else e) for e in epsilons]
+    from utils.attacks import schedule  # what attack.py runs for its flags
     protocol = "paper" if paper else "pixel"
     objective = getattr(namespace, "objective", None)
-    keys = {(attack_label(attack, objective), t, protocol, eps) for attack in attacks
-            for t in targeted for eps in values}
-    return {"keys": keys, "num_images": getattr(namespace, "num_images", None)}
+    plans = {}
+    for attack, eps in itertools.product(attacks, values):
+        plan = schedule(attack, eps, protocol, getattr(namespace, "steps", None),
+                        getattr(namespace, "step_size", None), getattr(namespace, "restarts", 1))
+        for t in targeted:
+            plans[(attack_label(attack, objective), t, protocol, eps)] = (
+                plan.steps, plan.step_size, plan.restarts)
+    return {"keys": set(plans), "plans": plans, "num_images": getattr(namespace, "num_images", None)}
 
 
 def attack_label(attack, objective="loss"):
@@ -281,14 +287,25 @@ def entry_key(entry):
             entry.get("protocol", "pixel"), float(entry["eps"]))
 
 
-def missing_entries(results, wanted):
-    """The wanted (attack, targeted, protocol, eps) keys that attack_results.json lacks."""
-    have = [entry_key(e) for e in results.get("entries", []) if isinstance(e, dict) and "eps" in e]
+def missing_entries(results, keys, plans=None, num_images=None):
+    """The (attack, targeted, protocol, eps) keys that attack_results.json lacks. With `plans`
+    ({key: (steps, step_size, restarts)}, from `requested_attacks`) an entry counts only if it
+    ran its key's plan, and with `num_images` only if it ran on that many images: attack.py
+    computes those anew, so a sweep must call it."""
+    entries = [e for e in results.get("entries", []) if isinstance(e, dict) and "eps" in e]
 
-    def found(key):
-        return any(k[:3] == key[:3] and math.isclose(k[3], key[3], rel_tol=1e-9, abs_tol=1e-12)
-                   for k in have)
-    return sorted((k for k in wanted if not found(k)), key=lambda k: (k[0], k[1], k[2], k[3]))
+    def counts(entry, key):
+        have = entry_key(entry)
+        if have[:3] != key[:3] or not math.isclose(have[3], key[3], rel_tol=1e-9, abs_tol=1e-12):
+            return False
+        if num_images is not None and entry.get("num_images", results.get("num_images")) != num_images:
+            return False
+        plan = (plans or {}).get(key)
+        return plan is None or ((entry.get("steps"), entry.get("restarts")) == (plan[0], plan[2])
+                                and math.isclose(entry.get("step_size", math.nan), plan[1],
+                                                 rel_tol=1e-9, abs_tol=1e-12))
+    return sorted((k for k in keys if not any(counts(e, k) for e in entries)),
+                  key=lambda k: (k[0], k[1], k[2], k[3]))
 
 
 def eps_text(eps):
@@ -335,8 +352,8 @@ def attack_state(run_dir, wanted=None, test_images=None):
     """(done, note) for the attack stage: attack_results.json holds every wanted entry.
 
     wanted: `requested_attacks(...)` or None (then an existing file counts as done). An entry
-    counts when its attack, targeted flag, protocol and eps match; a file computed on a different
-    number of images than asked for (test_images when --num_images is unset) does not count.
+    counts when its attack, targeted flag, protocol and eps match and it ran the asked steps, step
+    size and restarts on the asked number of images (test_images when --num_images is unset).
     """
     path = Path(run_dir) / ATTACK_RESULTS
     if not path.exists():
@@ -346,14 +363,16 @@ def attack_state(run_dir, wanted=None, test_images=None):
         return False, f"{ATTACK_RESULTS} is not valid JSON"
     if wanted is None:
         return True, f"done ({len(results.get('entries', []))} entries)"
-    asked, have = wanted["num_images"] or test_images, results.get("num_images")  # None: all
-    if asked is not None and have != asked:
-        return False, f"redo: computed on {have} images, {asked} asked for"
-    missing = missing_entries(results, wanted["keys"])
+    asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
+    missing = missing_entries(results, wanted["keys"], wanted["plans"], asked)
     if missing:
         shown = ", ".join(describe_key(k) for k in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        return False, f"resume: {len(missing)} of {len(wanted['keys'])} entries missing ({shown}{more})"
+        otherwise = len(missing) - len(missing_entries(results, wanted["keys"]))
+        why = (f", {otherwise} of them computed with other steps or images"
+               + (f" ({asked} images asked)" if asked else "") if otherwise else "")
+        return False, (f"resume: {len(missing)} of {len(wanted['keys'])} entries missing{why} "
+                       f"({shown}{more})")
     return True, f"done ({len(wanted['keys'])} entries)"
 
 
