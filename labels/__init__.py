@@ -43,6 +43,10 @@ def read_targets(path, num_classes=None):
         # allow_pickle=False: a label file is plain numbers, never code.
         targets = np.load(path, allow_pickle=False)
     except ValueError as err:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise LabelError(f"label file {path} is not a .npy file (no NumPy header); save "
+                                 "one with numpy.save") from None
         if "allow_pickle" in str(err):
             raise LabelError(f"label file {path} holds pickled objects; a label file must be a "
                              "numeric array") from None
@@ -58,9 +62,12 @@ def read_targets(path, num_classes=None):
     if num_classes is not None and targets.shape[0] != num_classes:
         raise LabelError(f"label file {path} has {targets.shape[0]} class targets, but the dataset "
                          f"has {num_classes} classes")
-    targets = targets.astype(np.float32)
     if not np.isfinite(targets).all():
         raise LabelError(f"label file {path} contains NaN or infinite values")
+    with np.errstate(over="ignore"):
+        targets = targets.astype(np.float32)
+    if not np.isfinite(targets).all():
+        raise LabelError(f"label file {path} holds values beyond float32's range (about 3.4e38)")
     _, first = np.unique(targets.reshape(len(targets), -1), axis=0, return_index=True)
     if len(first) < len(targets):
         dup = sorted(set(range(len(targets))) - set(first.tolist()))[0]

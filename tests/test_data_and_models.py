@@ -166,6 +166,7 @@ def test_every_published_label_file_decodes_to_its_class(path):
     (np.array([{"a": 1}] * 10, dtype=object), "holds pickled objects"),
     (np.arange(10, dtype=np.float32), "expected [classes, ...]"),
     (np.zeros((10, 5), np.float32), "class 1 has the same target as another class"),
+    (np.full((10, 5), 1e39), "holds values beyond float32's range"),
 ])
 def test_bad_label_files(tmp_path, content, message):
     path = tmp_path / "cifar10_bad.npy"
@@ -173,6 +174,13 @@ def test_bad_label_files(tmp_path, content, message):
     with pytest.raises(UsageError) as err:
         read_targets(path, 10)
     assert message in str(err.value)
+
+
+def test_text_named_npy_is_not_a_npy_file(tmp_path):
+    path = tmp_path / "cifar10_text.npy"
+    path.write_text("0.1 0.2 0.3\n")
+    with pytest.raises(UsageError, match="is not a .npy file \\(no NumPy header\\)"):
+        read_targets(path, 10)
 
 
 def test_truncated_label_file(tmp_path):
