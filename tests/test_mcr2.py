@@ -141,3 +141,35 @@ def test_noisy_run_has_its_own_directory_and_clean_validation(cifar10_dir, label
         assert 0 <= result[key] <= 1
     flags = json.loads(config)["flags"]
     assert flags["lr"] == 0.01 and flags["batch_size"] == 100   # mcr2's default lr, our batch
+
+
+def test_resumed_run_equals_an_uninterrupted_one(cifar10_dir, label_dir, tmp_path, monkeypatch,
+                                                 capsys):
+    """The subspaces fitted after the last finished epoch decode the first resumed one."""
+    import train
+    from utils import training
+
+    def argv(base, *extra):
+        return [str(a) for a in ["--model", "resnet32", "--label", "mcr2", "--seed", "3",
+                                 "--data_dir", cifar10_dir, "--base_dir", base, "--valid_size", "50",
+                                 "--epochs", "3", "--batch_size", "50", "--feature_dim", "16",
+                                 "--n_components", "4", "--device", "cpu", *extra]]
+
+    def metrics(base):
+        path = base / "cifar10" / "seed3" / "resnet32" / "model_mcr2" / "metrics.jsonl"
+        return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "images_per_s")}
+                for line in path.read_text().splitlines()]
+    straight = train.main(argv(tmp_path / "a"))
+    real, calls = training.train_epoch, []
+
+    def stopped_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        return None if len(calls) == 2 else real(*args, **kwargs)   # None: a preemption
+    monkeypatch.setattr(training, "train_epoch", stopped_in_epoch_two)
+    with pytest.raises(SystemExit):
+        train.main(argv(tmp_path / "b"))
+    monkeypatch.setattr(training, "train_epoch", real)
+    resumed = train.main(argv(tmp_path / "b", "--resume"))
+    assert metrics(tmp_path / "b") == metrics(tmp_path / "a")
+    assert {k: v for k, v in resumed.items() if "seconds" not in k and k not in ("run_dir", "checkpoint", "images_per_s")} \
+        == {k: v for k, v in straight.items() if "seconds" not in k and k not in ("run_dir", "checkpoint", "images_per_s")}

@@ -5,6 +5,7 @@ keep their last completed checkpoint and call `exit_for_requeue`, whose exit sta
 job-array script to requeue the task. A requeued task reruns with --resume and ends with the same
 results as an uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
 """
+import os
 import signal
 import sys
 import threading
@@ -30,5 +31,6 @@ def requested():
 
 
 def exit_for_requeue(message):
-    print(f"preempted: {message}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(f"preempted: {message}", file=sys.stderr, flush=True)
     sys.exit(REQUEUE_EXIT)

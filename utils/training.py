@@ -18,7 +18,7 @@ from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from utils import distributed, preempt
 from utils.errors import UsageError
-from utils.labelspace import load_label_space
+from utils.labelspace import load_label_space, space_from_state
 from utils.progress import Progress, log
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
                         environment, load_checkpoint, read_json, run_directory, save_checkpoint,
@@ -387,9 +387,13 @@ def run_training(args):
     keep_freed_memory(device)
     if ctx.main:
         warn_slow_bf16(device, args.amp)
-    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+    data = distributed.node_first(ctx, load_cifar, args.dataset, args.data_dir, args.label_granularity)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
                              mcr2_options(args))
+    if space.needs_fit and ctx.world > 1:
+        raise UsageError(f"--label {args.label} does not train under torchrun: its loss, the rate "
+                         "reduction of the whole batch, is not a sum over images, so each "
+                         "process's share would give another loss; run it in one process")
     split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
     train_labels = data.train_labels[split.train]
     noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
@@ -411,6 +415,8 @@ def run_training(args):
                              "or --force to start over")
         checkpoint = load_checkpoint(last_path)
         _check_resume(checkpoint, args, last_path, space, len(split.train))
+        if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
+            space = space_from_state(checkpoint["label_space"])
 
     config = _config(args, run_dir, split, data, space) | {
         "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
