@@ -102,16 +102,26 @@ def _not_found(info, folder, reason):
                       f"({files}) there, or pass --data_dir to where they are")
 
 
-def _download(info, data_dir):
+def _download(info, data_dir, needed):
+    """Download and unpack the archive into data_dir; a failure, or an archive without the
+    `needed` files, removes the archive: torchvision takes one already there as complete, so a
+    part of one (a killed or failed download) would fail every later run the same way."""
     # torchvision's downloader, without its md5 check: real copies of the batches exist whose
     # checksums differ from the official archive's, and we validate the content ourselves.
     from torchvision.datasets.utils import download_and_extract_archive
     print(f"downloading {info.url} to {data_dir}", file=sys.stderr, flush=True)
+    archive, folder = data_dir / info.url.rsplit("/", 1)[-1], data_dir / info.folder
     try:
         download_and_extract_archive(info.url, download_root=str(data_dir))
+        missing = [f for f in needed if not (folder / f).is_file()]
+        reason = f"the archive lacks {', '.join(missing)}" if missing else None
     except Exception as err:  # any network or archive failure gets the same actionable message
-        raise _not_found(info, data_dir / info.folder,
-                         f"the download failed: {type(err).__name__}: {err}") from None
+        reason = f"the download failed: {type(err).__name__}: {err}"
+    if reason:
+        if archive.is_file():
+            archive.unlink()
+            reason += f"; removed the partial {archive.name}"
+        raise _not_found(info, folder, reason)
 
 
 def load_cifar(name, data_dir, granularity="fine", download=None):
@@ -130,10 +140,7 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     if not all((folder / f).is_file() for f in needed):
         if not download:
             raise _not_found(info, folder, "LABELREP_OFFLINE is set, so no download was tried")
-        _download(info, data_dir)
-        missing = [f for f in needed if not (folder / f).is_file()]
-        if missing:
-            raise UsageError(f"{folder} lacks {', '.join(missing)} after the download")
+        _download(info, data_dir, needed)
     label_key = info.label_keys[granularity]
     train_images, train_labels = _read_batches(folder, info.train_files, label_key)
     test_images, test_labels = _read_batches(folder, info.test_files, label_key)

@@ -1,4 +1,6 @@
 """cifar.py (loading, split, augmentation), architecture.py (heads, parameter counts), label spaces."""
+import gzip
+
 import numpy as np
 import pytest
 import torch
@@ -174,6 +176,21 @@ def test_bad_label_files(tmp_path, content, message):
     with pytest.raises(UsageError) as err:
         read_targets(path, 10)
     assert message in str(err.value)
+
+
+def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypatch):
+    """torchvision takes an archive already in --data_dir as complete; a part of one (a killed
+    download) would fail every later run alike, so a failure removes it."""
+    import torchvision.datasets.utils as tv_utils
+    monkeypatch.setattr(tv_utils, "download_url", lambda *args, **kwargs: None)  # never the network
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    for part, reason in ((gzip.compress(np.random.RandomState(0).bytes(10_000))[:4000],
+                          "the download failed: "),
+                         (gzip.compress(bytes(10_000)), "the archive lacks data_batch_1, ")):
+        archive.write_bytes(part)
+        with pytest.raises(UsageError, match=f"{reason}.*; removed the partial cifar-10-python.tar.gz"):
+            load_cifar("cifar10", tmp_path, download=True)
+        assert not archive.exists()
 
 
 def test_text_named_npy_is_not_a_npy_file(tmp_path):
