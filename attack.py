@@ -53,7 +53,8 @@ def build_parser():
     run.add_argument("--label", default=None, help="label representation (default: the "
                      "checkpoint's with --checkpoint, else category)")
     add_flags(run, "dataset", "label_granularity", "seed", "level", "label_noise", "base_dir", seed={
-        "help": "the run's seed; also seeds the target classes and the random starts"}, level={
+        "default": None, "help": "the run's seed (default: the checkpoint's with --checkpoint, "
+        "else 0); also seeds the target classes and the random starts"}, level={
         "help": "percent of the training set the run trained on"}, label_noise={
         "help": "the run's --label_noise"})
     run.add_argument("--checkpoint", default=None, help="a best-model .pth to attack instead of "
@@ -153,6 +154,8 @@ def load_model(args, path, data):
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
     flags = checkpoint.get("config", {}).get("flags", {})
+    if args.seed is None:  # --checkpoint: its run's seed draws the targets and random starts
+        args.seed = flags.get("seed", 0)
     if args.model is not None and model_args["arch"] != args.model:
         raise UsageError(f"{path} holds a {model_args['arch']}, not a {args.model}")
     if args.label is not None and space.name != args.label:
@@ -272,6 +275,7 @@ def run(args):
 
     if args.checkpoint is None:
         args.model, args.label = args.model or "resnet32", args.label or "category"
+        args.seed = 0 if args.seed is None else args.seed
     path, run_dir = find_checkpoint(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     model, space = load_model(args, path, data)

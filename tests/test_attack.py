@@ -373,6 +373,20 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
         assert f"{results} is not an attack.py results file" in line
 
 
+def test_a_checkpoint_is_attacked_with_its_runs_seed(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                     capsys):
+    """--checkpoint without --seed: the targets and random starts of the run's own seed, so the
+    entries match (and reuse) those found through the run's flags."""
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech.pth"
+    checkpoint.write_bytes((run_dir / "speech_seed3_resnet32_best_model.pth").read_bytes())
+    call_main(capsys, ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir),
+                       "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "8/255",
+                       "--targeted", "no", "--num_images", "10", "--examples", "0"])
+    saved = json.loads((tmp_path / attack.RESULTS_FILE).read_text())
+    assert saved["config"]["seed"] == 3 and [e["seed"] for e in saved["entries"]] == [3]
+
+
 def one_line_error(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(attack.main, argv)

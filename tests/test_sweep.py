@@ -132,7 +132,8 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     make_trained(run("speech"), attack=["fgsm"])                         # pgd missing
     make_trained(run("shuffle"), metrics=2, results=False)               # killed after epoch 2
     make_trained(run("uniform"), epochs=2, attack=["fgsm", "pgd"], num_images=10)
-    grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "--seeds", "3",
+    make_trained(run("lowdim"), epochs=2, metrics=1, results=False)          # stopped, other --epochs
+    grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "lowdim", "--seeds", "3",
             "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
     rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-1]}
@@ -143,9 +144,12 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert ("run: resume: 2 of 2 entries missing, 2 of them computed with other steps or images "
             "(20 images asked)") in rows["uniform"]
     assert "run: new" in rows["random"] and str(run("random")) in rows["random"]
+    assert ("run: cannot resume: trained with --epochs 2 (sweep: 4): delete the run directory"
+            in rows["lowdim"])
 
     lines = sweep_lines(capsys, grid + ["--print"])
-    assert [line.count("train.py") + 10 * line.count("attack.py") for line in lines] == [10, 11, 10, 11]
+    # lowdim's resume is printed too: train.py then says why it refuses (one error line)
+    assert [line.count("train.py") + 10 * line.count("attack.py") for line in lines] == [10, 11, 10, 11, 11]
     speech, shuffle = lines[0], lines[1]
     assert speech.startswith("python ") and "--label speech" in speech and "--epochs" not in speech
     train, attack = shuffle.split(" && ")

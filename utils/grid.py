@@ -327,22 +327,26 @@ def train_state(run_dir, train_namespace=None):
     """
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
+    diffs = []
+    if train_namespace is not None:
+        from utils.training import RESULT_FLAGS  # what train.py checks when it resumes
+        saved = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
+        asked = {k: getattr(train_namespace, k, None) for k in RESULT_FLAGS}
+        # None: train.py picks the value later (e.g. --lr by label type), nothing to compare
+        diffs = [f"--{k} {saved[k]} (sweep: {v})" for k, v in asked.items()
+                 if v is not None and k in saved and saved[k] != v]
     if results.exists():
         values = read_json_or_none(results)
         if values is None:
             return False, "results.json is not valid JSON (train.py will stop; delete it to retrain)"
         note = f"done, test_acc {values.get('test_acc', float('nan')):.4f}"
-        saved = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
-        if train_namespace is not None:
-            from utils.training import RESULT_FLAGS  # what train.py checks when it resumes
-            asked = {k: getattr(train_namespace, k, None) for k in RESULT_FLAGS}
-            # None: train.py picks the value later (e.g. --lr by label type), nothing to compare
-            diffs = [f"--{k} {saved[k]} (sweep: {v})" for k, v in asked.items()
-                     if v is not None and k in saved and saved[k] != v]
-            if diffs:
-                note += "; trained with " + ", ".join(diffs) + ": delete results.json to retrain"
+        if diffs:
+            note += "; trained with " + ", ".join(diffs) + ": delete results.json to retrain"
         return True, note
     if (run_dir / LAST_CHECKPOINT).exists():
+        if diffs:  # train.py refuses such a resume with an error line
+            return False, ("cannot resume: trained with " + ", ".join(diffs)
+                           + ": delete the run directory to start over")
         epochs = getattr(train_namespace, "epochs", "?")
         return False, f"resume after epoch {len(read_lines(run_dir / METRICS))}/{epochs}"
     return False, "new"
