@@ -25,7 +25,6 @@ median of the pairs' ratios, with their range: a machine whose speed drifts (thi
 CPU does, by up to 1.5x between identical epochs) slows both sides of a pair alike.
 Appends a table with the device, versions and date to BENCHMARKS.md unless --no_record.
 """
-import argparse
 import collections
 import contextlib
 import datetime
@@ -49,6 +48,7 @@ from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, cudagraph_skips,  # noqa: E402
                             fast_bf16, keep_freed_memory, resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
+from utils.errors import CliParser, number, run_cli  # noqa: E402
 
 
 def synchronize(device):
@@ -409,7 +409,7 @@ def accuracy_rows(args, device):
                                 "--data_dir", args.data_dir, "--epochs", str(args.epochs),
                                 "--valid_size", str(args.valid_size), "--device", device.type,
                                 "--base_dir", str(Path(base_dir) / ("amp" if flags else "fp32")),
-                                *flags, *compile_flags, *shlex.split(args.train_flags)])
+                                *flags, *compile_flags, *args.train_argv])
                         rows.append((arch, label, seed, " + ".join([precision] + compile_flags[1:]),
                                      results))
     return rows
@@ -436,9 +436,8 @@ def speed_sections(args, device):
     """The training and attack tables of --what train/attack/all, one section (a list of markdown
     lines) at a time."""
     gpu = device.type == "cuda"
-    n_train = args.train_images or (20480 if gpu else 1024)
+    n_train = args.train_images
     n_paper = args.paper_attack_images or (200 if gpu else 50)
-    batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (max(n_train, args.attack_images), 3, 32, 32), dtype=torch.uint8,
                            generator=gen)
@@ -457,7 +456,7 @@ def speed_sections(args, device):
                                                           args.compile_modes or ["default"]))
             if args.what in ("train", "all"):
                 rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
-                                     args.repeats, batch_sizes, args.compile_modes)
+                                     args.repeats, args.batch_sizes, args.compile_modes)
                 paper = rows[0][2].rate
                 section = [f"\n**Training, {arch}, {label} labels** ({n_train} images per timed "
                            "epoch; each of our timings paired with one of the paper's, taken just "
@@ -509,7 +508,7 @@ def speed_sections(args, device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = CliParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet32"])
     parser.add_argument("--labels", nargs="+", default=["speech", "category"])
     parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host"), default="all",
@@ -517,7 +516,7 @@ def main(argv=None):
                         "bf16 on --data_dir and compares test accuracy; 'host' counts the operators "
                         "a training step runs from the host outside compiled graphs")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--train_images", type=int, default=None,
+    parser.add_argument("--train_images", type=number(int), default=None,
                         help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
     parser.add_argument("--compile_modes", nargs="*", default=None,
                         help="torch.compile modes to time (default on a GPU: default "
@@ -527,7 +526,7 @@ def main(argv=None):
     parser.add_argument("--attack_batch_size", type=int, default=500, help="batch of our attacks")
     parser.add_argument("--paper_attack_images", type=int, default=None,
                         help="images for the one-at-a-time loops (default 50 on the CPU, 200 on a GPU)")
-    parser.add_argument("--batch_sizes", type=int, nargs="*", default=None,
+    parser.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
                         help="larger batch sizes to try with the fastest variant (default 256 512)")
     parser.add_argument("--checkpoint", default=None, help="attack this train.py best-model "
                         "checkpoint (its model and labels; --models/--labels then apply to training "
@@ -540,7 +539,7 @@ def main(argv=None):
     parser.add_argument("--valid_size", type=int, default=5000, help="--what accuracy: validation images")
     parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
                         "for both runs, e.g. --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
-    parser.add_argument("--repeats", type=int, default=None,
+    parser.add_argument("--repeats", type=number(int), default=None,
                         help="timed pairs (the paper's, then ours) per variant (default 7 on the "
                         "CPU, whose speed drifts, 3 on a GPU)")
     parser.add_argument("--record", default=str(REPO / "BENCHMARKS.md"))
@@ -548,10 +547,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.what == "accuracy" and not args.data_dir:
         parser.error("--what accuracy needs --data_dir (a CIFAR-10 folder)")
+    check_train_flags(parser, args)
     # The paper's 4 DataLoader workers are re-created as they were, even on a 2-core machine.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     device = resolve_device(args.device)
     keep_freed_memory(device)  # for the paper's pipeline too: its ratio to ours is not flattered
+    args.train_images = args.train_images or (20480 if device.type == "cuda" else 1024)
+    args.batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes
+    if args.what in ("train", "all") and max([128, *args.batch_sizes]) > args.train_images:
+        parser.error(f"--train_images {args.train_images} is less than a batch of "
+                     f"{max([128, *args.batch_sizes])} (128, or the largest of --batch_sizes)")
     if args.repeats is None:
         args.repeats = 3 if device.type == "cuda" else 7
     if args.compile_modes is None:
@@ -578,5 +583,21 @@ def main(argv=None):
             f.write(text)
 
 
+def check_train_flags(parser, args):
+    """--train_flags as train.py's arguments (`args.train_argv`); what train.py would refuse is
+    refused here, before any timing, naming train.py."""
+    try:
+        args.train_argv = shlex.split(args.train_flags)
+    except ValueError as err:
+        parser.error(f"--train_flags {args.train_flags!r}: {err}")
+    if args.what == "accuracy":
+        import train
+        train_parser = train.build_parser()
+        train_parser.prog = "train.py"
+        _, unknown = train_parser.parse_known_args(args.train_argv)
+        if unknown:
+            parser.error(f"--train_flags: train.py has no {' '.join(unknown)}")
+
+
 if __name__ == "__main__":
-    main()
+    run_cli(main)

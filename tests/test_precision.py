@@ -15,6 +15,7 @@ import torch
 from architecture import build_model
 from cifar import to_float
 from conftest import flat, needs_compiler
+from utils.errors import run_cli
 from utils.labelspace import TargetSpace
 from utils.training import compiled, evaluate, fast_bf16, predict
 
@@ -128,6 +129,23 @@ def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_p
     # Where bf16 is emulated (a CPU without AVX-512), the --amp run says so, once.
     assert err.count("warning: --amp on a cpu without native bf16") == (not fast_bf16(torch.device("cpu")))
     assert out.count("| resnet32 | category") == 2 and '"test_acc"' not in out  # only the tables
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--what", "accuracy", "--data_dir", "{tmp}"], "cifar10 not found in {tmp}/cifar-10-batches-py"),
+    (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "'unclosed"],
+     "--train_flags \"'unclosed\": No closing quotation"),
+    (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--bogus 1"],
+     "--train_flags: train.py has no --bogus 1"),
+    (["--what", "train", "--train_images", "256"], "--train_images 256 is less than a batch of 512"),
+])
+def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    from bench import bench
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(bench.main, [a.format(tmp=tmp_path) for a in argv] + ["--device", "cpu", "--no_record"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert message.format(tmp=tmp_path) in err
 
 
 def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
