@@ -329,12 +329,9 @@ def train_state(run_dir, train_namespace=None):
     results = run_dir / RESULTS
     diffs = []
     if train_namespace is not None:
-        from utils.training import RESULT_FLAGS  # what train.py checks when it resumes
-        saved = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
-        asked = {k: getattr(train_namespace, k, None) for k in RESULT_FLAGS}
-        # None: train.py picks the value later (e.g. --lr by label type), nothing to compare
-        diffs = [f"--{k} {saved[k]} (sweep: {v})" for k, v in asked.items()
-                 if v is not None and k in saved and saved[k] != v]
+        from utils.training import flag_changes  # what train.py checks when it resumes
+        diffs = flag_changes((read_json_or_none(run_dir / CONFIG) or {}).get("flags", {}),
+                             train_namespace, now="sweep:")
     if results.exists():
         values = read_json_or_none(results)
         if values is None:

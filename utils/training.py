@@ -342,17 +342,18 @@ def _config(args, run_dir, split, data, space):
             "environment": environment()}
 
 
-def _flag_changes(config, args):
-    """'--flag saved (now value)' for every RESULT_FLAGS flag a run's config set otherwise."""
-    saved = config.get("flags", {})
-    return [f"--{k} {saved[k]} (now {getattr(args, k)})" for k in RESULT_FLAGS
-            if k in saved and saved[k] != getattr(args, k)]
+def flag_changes(saved, args, now="now"):
+    """'--flag saved (now value)' for every RESULT_FLAGS flag that a run's saved flags set
+    otherwise than `args` (a flag None in `args` is picked later, e.g. --lr by label type)."""
+    asked = {k: getattr(args, k, None) for k in RESULT_FLAGS}
+    return [f"--{k} {saved[k]} ({now} {v})" for k, v in asked.items()
+            if v is not None and k in saved and saved[k] != v]
 
 
 def _check_finished(run_dir, args):
     """A finished run asked for with other flags is an error, not its old results."""
     config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
-    if changes := _flag_changes(config, args):
+    if changes := flag_changes(config.get("flags", {}), args):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags, or use another --base_dir")
 
@@ -363,13 +364,12 @@ def _check_resume(checkpoint, args, path, space, train_images):
         raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
                          f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
                          "it, or pass --force to start over")
-    changes = _flag_changes(checkpoint["config"], args)
+    changes = flag_changes(checkpoint["config"].get("flags", {}), args)
     saved_images = checkpoint["config"].get("train_images", train_images)
     if saved_images != train_images:
         changes.append(f"{saved_images} training images (now {train_images}: another --data_dir?)")
     saved, now = checkpoint["label_space"], space.state()
     if "targets" in now and not (saved.get("targets") is not None
-                                 and saved["targets"].shape == now["targets"].shape
                                  and torch.equal(saved["targets"], now["targets"])):
         changes.append(f"other {args.label} targets than {args.label_dir} holds")
     if changes:
