@@ -7,8 +7,11 @@
 The whole split lives on the device as uint8 (CIFAR-10's 60000 images are 184 MB), so a training
 epoch is one seeded permutation and batched tensor ops, with no per-image PIL work and no workers.
 """
+import contextlib
+import fcntl
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,26 +105,57 @@ def _not_found(info, folder, reason):
                       f"({files}) there, or pass --data_dir to where they are")
 
 
+@contextlib.contextmanager
+def _exclusive(path):
+    """Hold an exclusive lock on the file `path` for the block, so jobs sharing a folder take
+    turns. Where the file system has no locks, go on without one: `_download` stays correct then,
+    it only downloads once per job."""
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield  # closing the file releases the lock
+
+
 def _download(info, data_dir, needed):
-    """Download and unpack the archive into data_dir; a failure, or an archive without the
-    `needed` files, removes the archive: torchvision takes one already there as complete, so a
-    part of one (a killed or failed download) would fail every later run the same way."""
+    """Download the archive (unless data_dir holds it), unpack it, and move its files into
+    data_dir/<folder>.
+
+    Many jobs may start at once on one fresh data_dir (a job array on a new cluster): they take
+    turns, and one that waited finds the files and downloads nothing. Each file appears whole, by
+    a rename from a folder of this job's own, so no job reads half a batch or writes into another
+    job's archive. An archive that fails to unpack, or lacks the `needed` files, is removed:
+    torchvision takes one already there as complete, so it would fail every later run alike."""
     # torchvision's downloader, without its md5 check: real copies of the batches exist whose
     # checksums differ from the official archive's, and we validate the content ourselves.
-    from torchvision.datasets.utils import download_and_extract_archive
-    print(f"downloading {info.url} to {data_dir}", file=sys.stderr, flush=True)
+    from torchvision.datasets.utils import download_url, extract_archive
     archive, folder = data_dir / info.url.rsplit("/", 1)[-1], data_dir / info.folder
-    try:
-        download_and_extract_archive(info.url, download_root=str(data_dir))
-        missing = [f for f in needed if not (folder / f).is_file()]
-        reason = f"the archive lacks {', '.join(missing)}" if missing else None
-    except Exception as err:  # any network or archive failure gets the same actionable message
-        reason = f"the download failed: {type(err).__name__}: {err}"
-    if reason:
-        if archive.is_file():
-            archive.unlink()
-            reason += f"; removed the partial {archive.name}"
-        raise _not_found(info, folder, reason)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(data_dir / f".{archive.name}.lock"):
+        if all((folder / f).is_file() for f in needed):
+            return  # another job installed them while this one waited
+        with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{info.folder}.") as tmp:
+            unpacked = Path(tmp) / info.folder
+            try:
+                if not archive.is_file():
+                    print(f"downloading {info.url} to {data_dir}", file=sys.stderr, flush=True)
+                    download_url(info.url, tmp, archive.name)
+                    os.replace(Path(tmp) / archive.name, archive)
+                extract_archive(str(archive), tmp)
+                missing = [f for f in needed if not (unpacked / f).is_file()]
+                reason = f"the archive lacks {', '.join(missing)}" if missing else None
+            except Exception as err:  # any network or archive failure gets the same actionable message
+                reason = f"the download failed: {type(err).__name__}: {err}"
+            if reason:
+                if archive.is_file():
+                    archive.unlink()
+                    reason += f"; removed {archive.name}"
+                raise _not_found(info, folder, reason)
+            folder.mkdir(exist_ok=True)
+            # the needed files last: a job that finds them all finds the meta file too
+            for path in sorted(unpacked.iterdir(), key=lambda path: path.name in needed):
+                os.replace(path, folder / path.name)
 
 
 def load_cifar(name, data_dir, granularity="fine", download=None):

@@ -1,5 +1,8 @@
 """cifar.py (loading, split, augmentation), architecture.py (heads, parameter counts), label spaces."""
 import gzip
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,7 +10,7 @@ import torch
 
 from architecture import ARCHITECTURES, build_model, count_parameters
 from cifar import augment, load_cifar, split_indices, to_float
-from conftest import REFERENCE_LABELS, SUBSET
+from conftest import REFERENCE_LABELS, REPO, SUBSET, make_cifar10
 from utils.errors import UsageError
 from labels import read_targets
 from utils.labelspace import CategorySpace, TargetSpace, load_label_space, margin
@@ -188,9 +191,71 @@ def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypa
                           "the download failed: "),
                          (gzip.compress(bytes(10_000)), "the archive lacks data_batch_1, ")):
         archive.write_bytes(part)
-        with pytest.raises(UsageError, match=f"{reason}.*; removed the partial cifar-10-python.tar.gz"):
+        with pytest.raises(UsageError, match=f"{reason}.*; removed cifar-10-python.tar.gz"):
             load_cifar("cifar10", tmp_path, download=True)
         assert not archive.exists()
+
+
+# A job that downloads: torchvision's download_url, which takes a file already there as complete,
+# here copying the test's archive in two halves, the second once every job is about to load.
+DOWNLOADING_JOB = """
+import glob, os, sys, time
+import torchvision.datasets.utils as tv_utils
+from cifar import load_cifar
+
+archive, data_dir, log, locks = sys.argv[1:]
+if locks == "no":  # a file system without locks
+    import fcntl
+    def no_locks(*args):
+        raise OSError(37, "No locks available")
+    fcntl.flock = no_locks
+def fake_download(url, root, filename=None, *args, **kwargs):  # torchvision's signature
+    path = os.path.join(root, filename or os.path.basename(url))
+    os.makedirs(root, exist_ok=True)
+    if os.path.exists(path):
+        return
+    with open(log, "a") as f:
+        print("download", file=f)
+    with open(archive, "rb") as src, open(path, "wb") as dst:
+        dst.write(src.read(os.path.getsize(archive) // 2))
+        dst.flush()
+        while len(glob.glob(f"{log}.ready.*")) < 3:
+            time.sleep(0.1)
+        time.sleep(1)  # the others are in load_cifar now
+        dst.write(src.read())
+tv_utils.download_url = fake_download
+open(f"{log}.ready.{os.getpid()}", "w").close()
+data = load_cifar("cifar10", data_dir, download=True)
+print(len(data.train_labels), int(data.train_images.sum()), data.class_names[9])
+"""
+
+
+@pytest.mark.parametrize("locks", ["yes", "no"])
+def test_jobs_started_together_download_once_and_all_read_the_whole_dataset(tmp_path, locks):
+    """A job array on a fresh --data_dir: one job downloads, the others wait for it (they do not
+    take its part of an archive for a whole one, nor download it again), and every job reads the
+    whole dataset. Where the file system has no locks, each job downloads, and each still reads
+    the whole dataset."""
+    import tarfile
+    make_cifar10(tmp_path / "source", per_batch=200)
+    archive, log = tmp_path / "cifar-10-python.tar.gz", tmp_path / "downloads.log"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "source" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    (tmp_path / "job.py").write_text(DOWNLOADING_JOB)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, tmp_path / "job.py", archive, tmp_path / "data", log, locks]
+    jobs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=REPO, env=env) for _ in range(3)]
+    outputs = [job.communicate(timeout=300) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0, 0], [err[-2000:] for _, err in outputs]
+    expected = load_cifar("cifar10", tmp_path / "source")
+    line = f"1000 {int(expected.train_images.sum())} truck"
+    assert [out.strip() for out, _ in outputs] == [line] * 3
+    downloads = 1 if locks == "yes" else 3
+    assert log.read_text() == "download\n" * downloads
+    assert sum("downloading " in err for _, err in outputs) == downloads
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        ".cifar-10-python.tar.gz.lock", "cifar-10-batches-py", "cifar-10-python.tar.gz"]
 
 
 def test_text_named_npy_is_not_a_npy_file(tmp_path):

@@ -93,34 +93,11 @@ def test_global_batch_norm_compiles_whole_and_matches_batch_norm():
     torch.testing.assert_close(norm.running_mean, reference.running_mean)
 
 
-NODE_FIRST = """
-import sys, time
-from utils import distributed
-ctx = distributed.init("cpu")
-
-def work(path):
-    with open(path, "a") as f:
-        print("start", ctx.local_rank, file=f, flush=True)
-        time.sleep(1)
-        print("end", ctx.local_rank, file=f, flush=True)
-distributed.node_first(ctx, work, sys.argv[1])
-distributed.finish()
-"""
-
-
 def torchrun(tmp_path, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", "29572", *map(str, args)], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=600)
-
-
-def test_the_dataset_is_read_by_one_process_before_the_others(tmp_path):
-    """A download into the shared --data_dir happens once, not in every process at once."""
-    (tmp_path / "node_first.py").write_text(NODE_FIRST)
-    proc = torchrun(tmp_path, tmp_path / "node_first.py", tmp_path / "order.txt")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "order.txt").read_text().splitlines() == ["start 0", "end 0", "start 1", "end 1"]
 
 
 def test_mcr2_is_refused_under_torchrun(tmp_path, cifar10_dir):

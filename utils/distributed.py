@@ -55,18 +55,6 @@ def finish():
         dist.destroy_process_group()
 
 
-def node_first(ctx, fn, *args):
-    """fn(*args) in each node's first process, then in its others: what fn downloads into a
-    shared folder is downloaded once, not by every process at once (a race that left an empty
-    archive behind). A single process just calls fn."""
-    if ctx.world > 1 and ctx.local_rank != 0:
-        dist.barrier()
-    result = fn(*args)
-    if ctx.world > 1 and ctx.local_rank == 0:
-        dist.barrier()
-    return result
-
-
 def current():
     """The Context of this process (rank 0 of 1 outside torchrun)."""
     if dist.is_available() and dist.is_initialized():

@@ -387,7 +387,7 @@ def run_training(args):
     keep_freed_memory(device)
     if ctx.main:
         warn_slow_bf16(device, args.amp)
-    data = distributed.node_first(ctx, load_cifar, args.dataset, args.data_dir, args.label_granularity)
+    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
                              mcr2_options(args))
     if space.needs_fit and ctx.world > 1:
