@@ -18,12 +18,10 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-from utils.errors import CliParser, UsageError, number, run_cli
+from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli
 from utils.flags import add_flags
 from utils.grid import attack_label
 
-RESULTS_FILE = "attack_results.json"
-EXAMPLES_FILE = "attack_examples.png"
 ATTACK_NAMES = ("fgsm", "iterative", "pgd")  # utils.attacks.ATTACKS, without importing torch for --help
 PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
 PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attack.py, normalised units
@@ -46,7 +44,7 @@ def epsilon(text):
 
 def build_parser():
     parser = CliParser(description=__doc__.split("\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsFormatter)
     run = parser.add_argument_group("the run to attack (train.py's flags)")
     add_flags(run, "model", model={
         "default": None, "help": "network (default: the checkpoint's with --checkpoint, else resnet32)"})
@@ -262,7 +260,7 @@ def run(args):
     from utils import preempt
     from utils.attacks import Shared, draw_targets, run_attack, schedule
     from utils.progress import Progress, log
-    from utils.runs import environment, write_json
+    from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, environment, write_json
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol = "paper" if args.paper_protocol else "pixel"
@@ -290,7 +288,7 @@ def run(args):
     targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
     images_sha = sha256(images.numpy().tobytes() + labels.numpy().tobytes())
     checkpoint_sha = sha256(path)
-    results_path = run_dir / RESULTS_FILE
+    results_path = run_dir / ATTACK_RESULTS
     entries = load_previous(results_path, path, checkpoint_sha, log)
     done = {identity(e): e for e in entries}
 
@@ -360,7 +358,7 @@ def run(args):
         first = [e for e in current if e["attack"] == attacks[0]]
         shown = max(first, key=lambda e: (e["eps"], not e["targeted"]))
         count = min(n, max(64, 4 * args.examples))  # enough to find a few correctly classified images
-        png = run_dir / EXAMPLES_FILE
+        png = run_dir / ATTACK_EXAMPLES
         save_examples(png, model, space, images[:count], labels[:count], data.class_names, shown,
                       targets[:count], args, protocol)
         summary["examples"] = str(png)

@@ -8,19 +8,34 @@ Writes {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/ (under less/{datas
 --level < 100): config.json, metrics.jsonl, the best and last checkpoints and results.json.
 Progress goes to stderr; the last line on stdout is the results as one JSON object.
 """
-import argparse
 import json
 import os
 
-from utils.errors import CliParser, number, run_cli
+from utils.errors import CliParser, DefaultsFormatter, number, run_cli
 from utils.flags import add_flags
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+MCR2_FLAGS = ("feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
+
+
+class TrainParser(CliParser):
+    """train.py's flags; a flag of one label type given with another is an error (it would do
+    nothing), for sweep.py, which parses train.py's flags for every run, too."""
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if parsed.smoothing and parsed.label != "category":
+            self.error(f"--smoothing applies to --label category only, not --label {parsed.label}")
+        given = [f"--{k}" for k in MCR2_FLAGS if getattr(parsed, k) != self.get_default(k)]
+        if given and parsed.label != "mcr2":
+            self.error(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --label mcr2 "
+                       f"only, not --label {parsed.label}")
+        return parsed
 
 
 def build_parser():
-    parser = CliParser(description=__doc__.split("\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = TrainParser(description=__doc__.split("\n")[0],
+                       formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
     add_flags(data, "dataset", "data_dir", "label_granularity", "seed", data_dir={
         "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={

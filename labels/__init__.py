@@ -11,6 +11,7 @@ class i. `load_label` reads a shipped (or any) file; `labels.generate` makes the
 use it without the audio and text dependencies of the generators.
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,13 @@ def available_labels(dataset, label_dir=LABEL_DIR):
     """Sorted label names that have a file for `dataset` in `label_dir`."""
     prefix = f"{dataset}_"
     return sorted(p.name[len(prefix):-len(".npy")] for p in Path(label_dir).glob(f"{prefix}*.npy"))
+
+
+def targets_sha256(targets):
+    """sha256 of class targets as float32, their shape included (config.json's label_sha256):
+    tells whether two runs regressed the same targets without keeping the targets."""
+    array = np.ascontiguousarray(np.asarray(targets, dtype=np.float32))
+    return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
 
 
 def read_targets(path, num_classes=None):

@@ -17,6 +17,7 @@ from conftest import last_json, run_script
 from utils import preempt
 from utils.attacks import ATTACKS, Shared, draw_targets, run_attack, start_noise
 from utils.errors import UsageError, run_cli
+from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS
 from utils.training import evaluate
 
 EPS1, EPS8 = 1 / 255, 8 / 255
@@ -279,7 +280,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert list(summary["target_success"]) == [k for k in keys if "/targeted/" in k]
     assert all(v == summary["clean_acc"] for k, v in summary["robust_acc"].items() if k.endswith("/0"))
     assert proc.stderr.count("robust_acc") == len(keys)  # one progress line per setting
-    saved = json.loads((run_dir / attack.RESULTS_FILE).read_text())
+    saved = json.loads((run_dir / ATTACK_RESULTS).read_text())
     assert saved["label"] == "speech" and saved["model"] == "resnet32" and saved["num_images"] == 30
     assert saved["config"]["steps"] == 2 and saved["environment"]["torch"]
     entry = next(e for e in saved["entries"] if e["attack"] == "pgd" and e["targeted"] and e["eps"] > 0)
@@ -288,7 +289,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert entry["step_size"] == pytest.approx(2.5 * 8 / 255 / 2)
     for key in ("robust_acc", "target_success", "images_per_s", "seconds", "clean_acc"):
         assert key in entry
-    assert (run_dir / attack.EXAMPLES_FILE).read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / ATTACK_EXAMPLES).read_bytes()[:4] == b"\x89PNG"
 
     # Same settings: every entry is reused; one more eps: only the new settings are computed.
     again, err = call_main(capsys, flags)
@@ -296,7 +297,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     more = flags[:flags.index("--epsilons") + 1] + ["0", "8/255", "2/255"] + flags[flags.index("--steps"):]
     grown, err = call_main(capsys, more)
     assert err.count("reused") == len(keys) and len(grown["robust_acc"]) == len(keys) + 4
-    assert len(json.loads((run_dir / attack.RESULTS_FILE).read_text())["entries"]) == len(keys) + 4
+    assert len(json.loads((run_dir / ATTACK_RESULTS).read_text())["entries"]) == len(keys) + 4
 
     # The paper's protocol adds its own entries beside the pixel-space ones (here channels-last).
     paper, _ = call_main(capsys, script_flags(cifar10_dir, base, label_dir, "--paper_protocol",
@@ -304,7 +305,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
                                               "--channels_last"))
     assert list(paper["robust_acc"]) == [f"{a}/{m}/{e}" for a in ("fgsm", "iterative")
                                          for m in ("untargeted", "targeted") for e in ("0", "0.1")]
-    saved = json.loads((run_dir / attack.RESULTS_FILE).read_text())
+    saved = json.loads((run_dir / ATTACK_RESULTS).read_text())
     entries = saved["entries"]
     assert {e["protocol"] for e in entries} == {"pixel", "paper"} and saved["config"]["channels_last"]
     assert {e["steps"] for e in entries if e["protocol"] == "paper" and e["attack"] == "iterative"} == {5}
@@ -315,7 +316,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert list(margin["robust_acc"]) == [f"pgd+margin/{m}/{e}" for m in ("untargeted", "targeted")
                                           for e in ("0", "8/255")]
     assert "reused" not in err and err.count("pgd+margin") == 4
-    entries = json.loads((run_dir / attack.RESULTS_FILE).read_text())["entries"]
+    entries = json.loads((run_dir / ATTACK_RESULTS).read_text())["entries"]
     assert sum(e.get("objective") == "margin" for e in entries) == 4
     assert margin["robust_acc"]["pgd+margin/untargeted/0"] == summary["clean_acc"]
     _, err = call_main(capsys, flags)
@@ -330,7 +331,7 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     flags = ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
              "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "0", "4/255",
              "8/255", "--targeted", "no", "--num_images", "20", "--examples", "0"]
-    results = tmp_path / attack.RESULTS_FILE
+    results = tmp_path / ATTACK_RESULTS
     monkeypatch.setattr(preempt, "install", lambda: None)
     monkeypatch.setattr(preempt, "requested", lambda: results.exists())  # a signal after setting 1
     with pytest.raises(SystemExit) as exit_info:
@@ -357,7 +358,7 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
     flags = ["--seed", "3", "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
              "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "10",
              "--examples", "0"]
-    results = tmp_path / attack.RESULTS_FILE
+    results = tmp_path / ATTACK_RESULTS
     call_main(capsys, flags + ["--checkpoint", str(first)])
     before = results.read_bytes()
     line = one_line_error(capsys, flags + ["--checkpoint", str(second)])
@@ -383,7 +384,7 @@ def test_a_checkpoint_is_attacked_with_its_runs_seed(speech_run, cifar10_dir, la
     call_main(capsys, ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir),
                        "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "8/255",
                        "--targeted", "no", "--num_images", "10", "--examples", "0"])
-    saved = json.loads((tmp_path / attack.RESULTS_FILE).read_text())
+    saved = json.loads((tmp_path / ATTACK_RESULTS).read_text())
     assert saved["config"]["seed"] == 3 and [e["seed"] for e in saved["entries"]] == [3]
 
 

@@ -461,6 +461,27 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     assert not attack_state(tmp_path, wanted)[0]
 
 
+def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
+    """A finished run whose label file has changed since (another --label_dir, a regenerated
+    file) is not done as asked: train.py refuses it, and the dry run says why."""
+    from labels import targets_sha256
+    from utils.grid import train_state
+    targets = np.random.RandomState(0).rand(10, 8).astype(np.float32)
+    np.save(tmp_path / "cifar10_speech.npy", targets)
+    ns = sweep.Scripts.find(("train",))["train"].parse(["--label", "speech", "--label_dir", str(tmp_path)])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5}))
+    config = {"flags": {"label": "speech"}, "label_sha256": targets_sha256(targets)}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
+    config["label_sha256"] = targets_sha256(targets + 1)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert train_state(run_dir, ns) == (True, f"done, test_acc 0.5000; trained with other speech "
+                                              f"targets than {tmp_path} holds: delete the run "
+                                              "directory to train it again")
+
+
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):
     """SIGTERM to a --local sweep reaches the running stage (exit 75) and no queued run starts."""
     (tmp_path / "stage.py").write_text(STAGE)

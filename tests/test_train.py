@@ -18,7 +18,7 @@ import torch
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
 from utils.errors import run_cli
-from utils.runs import save_checkpoint, write_json
+from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, RESULTS, save_checkpoint, write_json
 
 TIMING = ("seconds", "images_per_s")
 
@@ -206,6 +206,9 @@ def run_cli_capture(capsys, argv):
     ({"seed": "4294967296"}, "argument --seed: 4294967296 must be at most 4294967295"),
     ({"label": "category", "smoothing": "0.95"}, "--smoothing 0.95 must lie in [0, 0.9] for 10 classes"),
     ({"label": "mcr2", "feature_dim": "0"}, "argument --feature_dim: 0 must be positive"),
+    ({"label": "speech", "smoothing": "0.1"}, "--smoothing applies to --label category only, not "
+                                              "--label speech"),
+    ({"label": "category", "n_components": "5"}, "--n_components applies to --label mcr2 only"),
     ({"base_dir": "/dev/null"}, "cannot use /dev/null/cifar10/seed3/resnet32/model_speech: Not a directory"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):
@@ -264,10 +267,16 @@ def test_bad_input_never_overwrites_a_result(speech_run, capsys, label_dir, tmp_
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
-def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cifar10_dir, label_dir):
+def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cifar10_dir, label_dir,
+                                                        tmp_path):
     base, _ = speech_run
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
     assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
+    other = tmp_path / "labels"   # the same label name, other targets (e.g. the paper's files)
+    other.mkdir()
+    np.save(other / "cifar10_speech.npy", np.load(label_dir / "cifar10_speech.npy") + 1)
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, other))
+    assert f"holds a finished run trained with other speech targets than {other} holds" in line
 
 
 def finished_copy(speech_run, tmp_path):
@@ -280,11 +289,14 @@ def finished_copy(speech_run, tmp_path):
 def test_force_drops_the_old_results_before_it_trains(speech_run, monkeypatch, cifar10_dir,
                                                       label_dir, tmp_path):
     base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / ATTACK_RESULTS).write_text('{"entries": []}')   # what attack.py wrote on it
+    (run_dir / ATTACK_EXAMPLES).write_bytes(b"\x89PNG")
     monkeypatch.setattr("utils.training.train_epoch", lambda *args, **kwargs: None)  # a preemption
     with pytest.raises(SystemExit) as stopped:
         train.main(flags(cifar10_dir, base, label_dir, force=True, lr="0.05"))
     assert stopped.value.code == 75
-    assert not (run_dir / "results.json").exists()   # a --resume must not return the old run's
+    # a --resume must not return the old run's results, nor a sweep take its attacks for done
+    assert not [p.name for p in run_dir.iterdir() if p.name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES)]
     assert json.loads((run_dir / "config.json").read_text())["flags"]["lr"] == 0.05
 
 

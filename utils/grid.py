@@ -14,6 +14,7 @@ inside one unit of work, because the attack reads the checkpoint the training wr
 still needs is read from the run directory alone (see `train_state` and `attack_state`), so every
 caller (a dry run, a SLURM script, a local pool, a report) agrees on it.
 """
+import functools
 import importlib.util
 import itertools
 import json
@@ -24,12 +25,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from labels import label_path
+from labels import label_path, read_targets, targets_sha256
 from utils.errors import UsageError
-from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_directory
+from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_directory
 
 REPO = Path(__file__).resolve().parents[1]
-ATTACK_RESULTS = "attack_results.json"
 STAGES = ("train", "attack")
 FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
@@ -319,26 +319,38 @@ def describe_key(key):
         " (paper protocol)" if protocol == "paper" else "")
 
 
+@functools.cache
+def label_file_sha256(path):
+    """`targets_sha256` of a label file; None if it cannot be read (train.py will say why)."""
+    try:
+        return targets_sha256(read_targets(path))
+    except UsageError:
+        return None
+
+
 def train_state(run_dir, train_namespace=None):
     """(done, note) for the train stage of a run directory.
 
     done: results.json exists (train.py skips such a run). note: a short human description;
-    it names flags that differ from what the sweep asks for, since train.py would keep the old run.
+    it names flags (and label targets) that differ from what the sweep asks for, since train.py
+    would refuse the old run.
     """
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
     diffs = []
     if train_namespace is not None:
-        from utils.training import flag_changes  # what train.py checks when it resumes
-        diffs = flag_changes((read_json_or_none(run_dir / CONFIG) or {}).get("flags", {}),
-                             train_namespace, now="sweep:")
+        from utils.training import run_changes  # what train.py checks
+        ns = train_namespace
+        label_sha256 = None if ns.label in FILELESS_LABELS else \
+            label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
+        diffs = run_changes(read_json_or_none(run_dir / CONFIG) or {}, ns, label_sha256, now="sweep:")
     if results.exists():
         values = read_json_or_none(results)
         if values is None:
             return False, "results.json is not valid JSON (train.py will stop; delete it to retrain)"
         note = f"done, test_acc {values.get('test_acc', float('nan')):.4f}"
         if diffs:
-            note += "; trained with " + ", ".join(diffs) + ": delete results.json to retrain"
+            note += f"; trained with {', '.join(diffs)}: delete the run directory to train it again"
         return True, note
     if (run_dir / LAST_CHECKPOINT).exists():
         if diffs:  # train.py refuses such a resume with an error line

@@ -11,7 +11,7 @@ which kind of label it is dealing with.
 import torch
 import torch.nn.functional as F
 
-from labels import available_labels, label_path, read_targets
+from labels import available_labels, label_path, read_targets, targets_sha256
 from utils.errors import UsageError
 
 CATEGORY = "category"
@@ -124,6 +124,11 @@ def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2
         raise UsageError(f"no label file {path} for --label {label}; labels found for {dataset} in "
                          f"{label_dir}: {known}")
     return TargetSpace(label, read_targets(path, num_classes))
+
+
+def space_sha256(state):
+    """`targets_sha256` of a label space's `state()` targets; None for a space without targets."""
+    return None if state.get("targets") is None else targets_sha256(state["targets"].cpu())
 
 
 def space_from_state(state):

@@ -24,6 +24,8 @@ RESULTS = "results.json"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 LAST_CHECKPOINT = "last_checkpoint.pth"
+ATTACK_RESULTS = "attack_results.json"   # attack.py's
+ATTACK_EXAMPLES = "attack_examples.png"
 
 
 def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0):

@@ -18,11 +18,11 @@ from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from utils import distributed, preempt
 from utils.errors import UsageError
-from utils.labelspace import load_label_space, space_from_state
+from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
-from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
-                        environment, load_checkpoint, read_json, run_directory, save_checkpoint,
-                        write_json, write_jsonl)
+from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
+                        best_checkpoint_name, environment, load_checkpoint, read_json, run_directory,
+                        save_checkpoint, write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -339,21 +339,28 @@ def _config(args, run_dir, split, data, space):
     return {"flags": vars(args), "run_dir": str(run_dir), "train_images": len(split.train),
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
-            "environment": environment()}
+            "label_sha256": space_sha256(space.state()), "environment": environment()}
 
 
-def flag_changes(saved, args, now="now"):
-    """'--flag saved (now value)' for every RESULT_FLAGS flag that a run's saved flags set
-    otherwise than `args` (a flag None in `args` is picked later, e.g. --lr by label type)."""
+def run_changes(config, args, label_sha256, now="now"):
+    """What a run with this saved `config` trained otherwise than `args` asks: '--flag saved
+    (now value)' for every RESULT_FLAGS flag it set otherwise (a flag None in `args` is picked
+    later, e.g. --lr by label type), and other label targets, if it recorded their `label_sha256`
+    and `label_sha256` (the targets asked for now) differs."""
+    saved = config.get("flags", {})
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS}
-    return [f"--{k} {saved[k]} ({now} {v})" for k, v in asked.items()
-            if v is not None and k in saved and saved[k] != v]
+    changes = [f"--{k} {saved[k]} ({now} {v})" for k, v in asked.items()
+               if v is not None and k in saved and saved[k] != v]
+    if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
+        changes.append(f"other {args.label} targets than {args.label_dir} holds")
+    return changes
 
 
-def _check_finished(run_dir, args):
-    """A finished run asked for with other flags is an error, not its old results."""
+def _check_finished(run_dir, args, space):
+    """A finished run asked for with other flags or label targets is an error, not its old
+    results."""
     config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
-    if changes := flag_changes(config.get("flags", {}), args):
+    if changes := run_changes(config, args, space_sha256(space.state())):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags, or use another --base_dir")
 
@@ -364,14 +371,11 @@ def _check_resume(checkpoint, args, path, space, train_images):
         raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
                          f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
                          "it, or pass --force to start over")
-    changes = flag_changes(checkpoint["config"].get("flags", {}), args)
+    trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
+    changes = run_changes(trained, args, space_sha256(space.state()))
     saved_images = checkpoint["config"].get("train_images", train_images)
     if saved_images != train_images:
         changes.append(f"{saved_images} training images (now {train_images}: another --data_dir?)")
-    saved, now = checkpoint["label_space"], space.state()
-    if "targets" in now and not (saved.get("targets") is not None
-                                 and torch.equal(saved["targets"], now["targets"])):
-        changes.append(f"other {args.label} targets than {args.label_dir} holds")
     if changes:
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
                          "resume, or --force to start over")
@@ -404,7 +408,7 @@ def run_training(args):
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
 
     if results_path.exists() and not args.force:
-        _check_finished(run_dir, args)
+        _check_finished(run_dir, args, space)
         if ctx.main:
             log(f"{results_path} exists: run already complete (pass --force to train again)")
         return read_json(results_path)
@@ -436,8 +440,9 @@ def run_training(args):
         if writes:
             log(f"resuming {run_dir} after epoch {len(history)}")
     if writes:
-        if args.force:  # the old run's results go with its config and checkpoints
-            results_path.unlink(missing_ok=True)
+        if args.force:  # the old run's results, and its attacks', go with its checkpoints
+            for name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES):
+                (run_dir / name).unlink(missing_ok=True)
         write_json(run_dir / CONFIG, config)
     evaluated = compiled(model, args.compile)
 
