@@ -10,7 +10,6 @@ figures (robust accuracy against eps, accuracy against data level, validation cu
 summary.json with every number, plus the runs that are missing or incomplete. Accuracies are
 fractions in the CSVs and JSON, percentages in tables.md: mean +- sample std over seeds (n = seeds).
 """
-import argparse
 import csv
 import json
 import math
@@ -19,7 +18,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from utils.errors import CliParser, UsageError, run_cli
+from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
 from utils.grid import (ATTACK_RESULTS, describe_key, entry_key, eps_text, missing_entries,
                         parse_level, read_json_or_none, read_lines)
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS
@@ -37,7 +36,7 @@ NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 
 def build_parser():
     parser = CliParser(description=__doc__.split("\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=DefaultsFormatter)
     parser.add_argument("--base_dir", default="./outputs", help="root of the run directories")
     parser.add_argument("--out", default="./report", help="folder for tables, CSVs, figures, summary")
     parser.add_argument("--grid", help="sweep.py grid file (YAML/JSON): its runs are the ones "

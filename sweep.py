@@ -13,7 +13,6 @@ trained checkpoint. Flags the sweep does not know are passed to every script tha
 --attack_args pass a string to one script only. What is done is read from the run directories, so
 a sweep can be rerun at any time: finished stages are skipped, interrupted ones resume.
 """
-import argparse
 import json
 import os
 import shlex
@@ -25,7 +24,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import CliParser, UsageError, run_cli
+from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
 from utils.grid import (AXES, STAGES, Scripts, axis_values, check_not_grid_flag, expand,
                         load_grid_file, missing_label_files, plan, split_args)
 from utils.preempt import REQUEUE_EXIT
@@ -37,7 +36,7 @@ FILE_ONLY = {"args": "pass-through flags for every script, as with unknown comma
 
 def build_parser():
     parser = CliParser(description=__doc__.split("\n")[0], allow_abbrev=False,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=DefaultsFormatter,
                        epilog="Any other --flag (with its values) is passed to the scripts that "
                               "accept it; flags after -- too.")
     grid = parser.add_argument_group("grid (a run per combination, in this order)")

@@ -47,6 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
+if not __package__:  # run as a file (python labels/generate.py), not with -m: import from the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from labels import LABEL_DIR, LabelError, read_targets
 from utils.atomic import atomic_write
 from utils.errors import CliParser, call_cli

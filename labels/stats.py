@@ -30,6 +30,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.distance import pdist
 
+if not __package__:  # run as a file (python labels/stats.py), not with -m: import from the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from labels import LabelError, read_targets
 from utils.errors import CliParser, call_cli
 

@@ -470,17 +470,24 @@ def test_make_label_rejects_unknown_options():
         make_label("uniform", CIFAR10_CLASSES, audio_folder="x")
 
 
-def test_generate_module_entry_point(tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "labels.generate", "--dataset", "cifar10",
+@pytest.mark.parametrize("entry", [["-m", "labels.generate"], ["labels/generate.py"]])
+def test_generate_entry_points(tmp_path, entry):
+    """As a module (the README's way) and as a file (what a user may try first)."""
+    bad = subprocess.run([sys.executable, *entry, "--dataset", "cifar10",
                           "--label", "sound", "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown label family")
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
-    good = subprocess.run([sys.executable, "-m", "labels.generate", "--dataset", "cifar10",
+    good = subprocess.run([sys.executable, *entry, "--dataset", "cifar10",
                            "--label", "normal_dim=7", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True, check=False)
     assert good.returncode == 0, good.stderr
     assert np.load(tmp_path / "cifar10_normal_dim=7.npy", allow_pickle=False).shape == (10, 7)
+    stats_file = subprocess.run([sys.executable, "labels/stats.py", "--json",
+                                 str(tmp_path / "cifar10_normal_dim=7.npy")],
+                                cwd=ROOT, capture_output=True, text=True, check=False)
+    assert stats_file.returncode == 0, stats_file.stderr
+    assert json.loads(stats_file.stdout)[0]["shape"] == [10, 7]
 
 
 # ----------------------------------------------------------------------------- stats

@@ -58,6 +58,14 @@ def number(kind, minimum=0, inclusive=False, maximum=None):
     return check
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each flag's default, except where it is None: such a flag's help says what
+    it means (a default picked later, or taken from the checkpoint)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class CliParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one `error:` line (the usage block is in --help)."""
 
