@@ -137,6 +137,12 @@ def parse(argv=None):
             if token.startswith("--"):
                 check_not_grid_flag(token.split("=", 1)[0])
     scripts = Scripts.find(opts.stages)
+    train_flags = scripts["train"].parser._option_string_actions
+    for flag, axis in (("--dataset", "--datasets"), ("--model", "--models")):
+        choices = train_flags[flag].choices
+        if unknown := [v for v in getattr(opts, axis[2:]) if v not in choices]:
+            raise UsageError(f"{axis}: unknown {flag[2:]} {', '.join(unknown)}; choose from "
+                             f"{', '.join(choices)}")
     routed = {stage: [] for stage in scripts.stages}
     for shared, own in layers:
         for stage, flags in scripts.route(shared).items():

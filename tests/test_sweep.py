@@ -88,6 +88,8 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--dry_run", "--levels", "150"], "level '150' is not a percentage"),
     (["--dry_run", "--seeds", "x"], "--seeds: 'x' is not a valid value"),
     (["--dry_run", "--labels", "nosuch", "--stages", "train"], "label file(s) not found: "),
+    (["--dry_run", "--models", "resnet18", "resnet32"], "--models: unknown model resnet18; choose "
+                                                        "from resnet110, resnet32, vgg19"),
     (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label; valid keys:"),
     (["--dry_run", "--config", "{tmp}/stages.yaml"], "--stages must be among train, attack (got test)"),
     (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml"),
