@@ -14,10 +14,10 @@ settings. Progress goes to stderr; the last line on stdout is one JSON object.
 """
 import argparse
 import hashlib
-import json
 from fractions import Fraction
 from pathlib import Path
 
+from utils.atomic import atomic_write
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli
 from utils.flags import add_flags
 from utils.grid import attack_label
@@ -249,10 +249,8 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     figure.suptitle(f"{args.model} {space.name}: {name} {mode}, eps {entry['eps_label']}"
                     f"{units}; perturbation amplified x{gain:.0f} for visibility", fontsize=9)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=100)
+    atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
     plt.close(figure)
-    tmp.replace(path)
 
 
 def run(args):
@@ -260,7 +258,7 @@ def run(args):
     from utils import preempt
     from utils.attacks import Shared, draw_targets, run_attack, schedule
     from utils.progress import Progress, log
-    from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, environment, write_json
+    from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, environment, run_lock, write_json
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol = "paper" if args.paper_protocol else "pixel"
@@ -275,100 +273,107 @@ def run(args):
         args.model, args.label = args.model or "resnet32", args.label or "category"
         args.seed = 0 if args.seed is None else args.seed
     path, run_dir = find_checkpoint(args)
-    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    model, space = load_model(args, path, data)
-    args.model, args.label = model.model_args["arch"], space.name
-    model, space = model.to(device).eval(), space.to(device)
+    with run_lock(run_dir):  # one job at a time in a run directory
+        data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+        model, space = load_model(args, path, data)
+        args.model, args.label = model.model_args["arch"], space.name
+        model, space = model.to(device).eval(), space.to(device)
 
-    total = len(data.test_labels)
-    n = total if args.num_images is None else args.num_images
-    if n > total:
-        raise UsageError(f"--num_images {n}, but the {args.dataset} test split has {total} images")
-    images, labels = data.test_images[:n], data.test_labels[:n]
-    targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
-    images_sha = sha256(images.numpy().tobytes() + labels.numpy().tobytes())
-    checkpoint_sha = sha256(path)
-    results_path = run_dir / ATTACK_RESULTS
-    entries = load_previous(results_path, path, checkpoint_sha, log)
-    done = {identity(e): e for e in entries}
+        total = len(data.test_labels)
+        n = total if args.num_images is None else args.num_images
+        if n > total:
+            raise UsageError(f"--num_images {n}, but the {args.dataset} test split has {total} images")
+        images, labels = data.test_images[:n], data.test_labels[:n]
+        targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
+        images_sha = sha256(images.numpy().tobytes() + labels.numpy().tobytes())
+        checkpoint_sha = sha256(path)
+        results_path = run_dir / ATTACK_RESULTS
+        entries = load_previous(results_path, path, checkpoint_sha, log)
+        done = {identity(e): e for e in entries}
+        kept = len(entries)
 
-    def document(clean_acc):
-        return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
-                "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
-                "clean_acc": clean_acc, "entries": entries, "config": vars(args) | {"epsilons": [
-                    label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
-                "environment": environment()}
+        def document(clean_acc):
+            return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
+                    "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
+                    "clean_acc": clean_acc, "entries": entries, "config": vars(args) | {"epsilons": [
+                        label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
+                    "environment": environment()}
 
-    settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
-                for label, eps in epsilons]
-    progress = Progress(len(settings), f"{args.model} {args.label} attacks", "setting")
-    preempt.install()
-    current, clean_acc = [], None
-    shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
-    for attack, targeted, eps_label, eps in settings:
-        plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
-        entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
-                 "targeted": targeted, "eps": eps,
-                 "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
-                 "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
-                 "images_sha256": images_sha}
-        mode = "targeted" if targeted else "untargeted"
-        name = attack_label(attack, args.objective)
-        if identity(entry) in done:
-            entry = done[identity(entry)]
-            progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
-                          f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
-        else:
-            result = run_attack(model, space, images, labels, attack, eps,
-                                targets=targets if targeted else None, protocol=protocol,
-                                steps=args.steps, step_size=args.step_size, restarts=args.restarts,
-                                seed=args.seed, batch_size=args.batch_size, amp=args.amp,
-                                objective=args.objective, channels_last=args.channels_last, shared=shared,
-                                stop=preempt.requested)
-            if result is None:
+        settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
+                    for label, eps in epsilons]
+        progress = Progress(len(settings), f"{args.model} {args.label} attacks", "setting")
+        current, clean_acc = [], None
+        shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
+        for attack, targeted, eps_label, eps in settings:
+            plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
+            entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
+                     "targeted": targeted, "eps": eps,
+                     "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
+                     "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
+                     "images_sha256": images_sha}
+            mode = "targeted" if targeted else "untargeted"
+            name = attack_label(attack, args.objective)
+            if identity(entry) in done:
+                entry = done[identity(entry)]
+                progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
+                              f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
+            else:
+                result = run_attack(model, space, images, labels, attack, eps,
+                                    targets=targets if targeted else None, protocol=protocol,
+                                    steps=args.steps, step_size=args.step_size, restarts=args.restarts,
+                                    seed=args.seed, batch_size=args.batch_size, amp=args.amp,
+                                    objective=args.objective, channels_last=args.channels_last, shared=shared,
+                                    stop=preempt.requested)
+                if result is None:
+                    progress.close()
+                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {name} {mode} eps "
+                                             f"{eps_label}; {len(current)} finished settings are kept in "
+                                             f"{results_path}, rerun to continue")
+                entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
+                                                 "seconds")}
+                if targeted:
+                    entry["target_success"] = result["target_success"]
+                entries.append(entry)
+                done[identity(entry)] = entry
+                write_json(results_path, document(entry["clean_acc"]))
+                hit = f" target_success {entry['target_success']:.2%}" if targeted else ""
+                progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
+                              f"{n} images {entry['seconds']:.1f}s {entry['images_per_s']:.1f} img/s",
+                              acc=f"{entry['robust_acc']:.2%}")
+            current.append(entry)
+            clean_acc = entry["clean_acc"]
+            if preempt.requested():
                 progress.close()
-                preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {name} {mode} eps "
-                                         f"{eps_label}; {len(current)} finished settings are kept in "
-                                         f"{results_path}, rerun to continue")
-            entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
-                                             "seconds")}
-            if targeted:
-                entry["target_success"] = result["target_success"]
-            entries.append(entry)
-            done[identity(entry)] = entry
-            write_json(results_path, document(entry["clean_acc"]))
-            hit = f" target_success {entry['target_success']:.2%}" if targeted else ""
-            progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
-                          f"{n} images {entry['seconds']:.1f}s {entry['images_per_s']:.1f} img/s",
-                          acc=f"{entry['robust_acc']:.2%}")
-        current.append(entry)
-        clean_acc = entry["clean_acc"]
-        if preempt.requested():
-            progress.close()
-            preempt.exit_for_requeue(f"{run_dir}: stopped by signal; {len(current)} finished settings "
-                                     f"are kept in {results_path}, rerun to continue")
-    progress.close()
-    write_json(results_path, document(clean_acc))
+                preempt.exit_for_requeue(f"{run_dir}: stopped by signal; {len(current)} finished settings "
+                                         f"are kept in {results_path}, rerun to continue")
+        progress.close()
+        computed = len(entries) > kept or not results_path.exists()
+        if computed:  # else nothing to write: a read-only archive of finished runs can be reread
+            write_json(results_path, document(clean_acc))
 
-    summary = {"run_dir": str(run_dir), "results": str(results_path), "protocol": protocol,
-               "num_images": n, "clean_acc": clean_acc,
-               "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
-               "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
-    if args.examples > 0:
-        first = [e for e in current if e["attack"] == attacks[0]]
-        shown = max(first, key=lambda e: (e["eps"], not e["targeted"]))
-        count = min(n, max(64, 4 * args.examples))  # enough to find a few correctly classified images
+        summary = {"run_dir": str(run_dir), "results": str(results_path), "protocol": protocol,
+                   "num_images": n, "clean_acc": clean_acc,
+                   "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
+                   "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
         png = run_dir / ATTACK_EXAMPLES
-        save_examples(png, model, space, images[:count], labels[:count], data.class_names, shown,
-                      targets[:count], args, protocol)
-        summary["examples"] = str(png)
-    return summary
+        if args.examples > 0 and (computed or not png.exists()):
+            first = [e for e in current if e["attack"] == attacks[0]]
+            shown = max(first, key=lambda e: (e["eps"], not e["targeted"]))
+            count = min(n, max(64, 4 * args.examples))  # enough to find a few correctly classified images
+            save_examples(png, model, space, images[:count], labels[:count], data.class_names, shown,
+                          targets[:count], args, protocol)
+        if args.examples > 0:
+            summary["examples"] = str(png)
+        return summary
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from utils import preempt
+    from utils.runs import json_text
+    preempt.install()  # first: a signal while torch loads is a requeue too, not a killed job
     summary = run(args)
-    print(json.dumps(summary), flush=True)
+    print(json_text(summary), flush=True)
     return summary
 
 

@@ -11,8 +11,7 @@ summary.json with every number, plus the runs that are missing or incomplete. Ac
 fractions in the CSVs and JSON, percentages in tables.md: mean +- sample std over seeds (n = seeds).
 """
 import csv
-import json
-import math
+import io
 import re
 import statistics
 from collections import defaultdict
@@ -21,7 +20,8 @@ from pathlib import Path
 from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
 from utils.grid import (ATTACK_RESULTS, describe_key, entry_key, eps_text, missing_entries,
                         parse_level, read_json_or_none, read_lines)
-from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS
+from utils.atomic import atomic_write
+from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, json_text
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
@@ -347,13 +347,14 @@ def markdown_table(header, rows):
 
 
 def write_csv(path, rows, columns):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow(["" if row.get(c) is None else
-                             " ".join(map(str, row[c])) if isinstance(row.get(c), list) else row[c]
-                             for c in columns])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else
+                         " ".join(map(str, row[c])) if isinstance(row.get(c), list) else row[c]
+                         for c in columns])
+    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def one(values):
@@ -488,7 +489,7 @@ def figures(out, accuracy, robust, records):
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
+        atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=120))
         plt.close(fig)
         written.append(name)
 
@@ -568,17 +569,6 @@ def curve_means(records):
     return out
 
 
-def finite(value):
-    """JSON-safe: NaN and infinities (a diverged run's loss) become null, tuples lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     """Read every run under base_dir and write the report to out_dir; returns the summary dict."""
     base, out = Path(base_dir), Path(out_dir)
@@ -611,8 +601,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
                 for r in records]
     write_csv(out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status", "test_acc",
                                            "epochs_done", "epochs", "run_dir"])
-    (out / "tables.md").write_text(tables_markdown(title, base_dir, accuracy, robust, incomplete, missing,
-                                                   expected_from, counts))
+    tables = tables_markdown(title, base_dir, accuracy, robust, incomplete, missing, expected_from, counts)
+    atomic_write(out / "tables.md", lambda f: f.write(tables.encode()))
     written = figures(out, accuracy, robust, records) if draw else []
     summary = {
         "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
@@ -626,7 +616,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
         "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
                   *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
     }
-    (out / "summary.json").write_text(json.dumps(finite(summary), indent=1, allow_nan=False) + "\n")
+    atomic_write(out / "summary.json", lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
     return summary
 
 
@@ -636,7 +626,7 @@ def main(argv=None):
     line = {"out": str(args.out), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
             "missing": len(summary["missing"]), "files": summary["files"]}
-    print(json.dumps(line), flush=True)
+    print(json_text(line), flush=True)
     return summary
 
 

@@ -259,8 +259,8 @@ def write_slurm(opts, tasks):
         "#!/bin/bash",
         f"# labelrep sweep: {len(todo)} runs ({' then '.join(tasks[0].stages)} each), by sweep.py",
         "# task i runs line i+1 of the commands file",
-        f"#   submit:            sbatch {script}",
-        f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {script}",
+        f"#   submit:            sbatch {shlex.quote(str(script))}",
+        f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(script))}",
         *[f"#SBATCH {option}" for option in sbatch],
         "",
         f"commands={shlex.quote(str(commands.resolve()))}",
@@ -447,7 +447,7 @@ def main(argv=None):
         else:
             script, commands, n = write_slurm(opts, tasks)
             print(f"{count_line(tasks)}\nwrote {script} ({n} array tasks) and {commands}; "
-                  f"submit with: sbatch {script}", file=sys.stderr)
+                  f"submit with: sbatch {shlex.quote(str(script))}", file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": n, "script": str(script), "commands": str(commands)}
         print(json.dumps(summary), flush=True)
         return summary

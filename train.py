@@ -8,7 +8,6 @@ Writes {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/ (under less/{datas
 --level < 100): config.json, metrics.jsonl, the best and last checkpoints and results.json.
 Progress goes to stderr; the last line on stdout is the results as one JSON object.
 """
-import json
 import os
 
 from utils.errors import CliParser, DefaultsFormatter, number, run_cli
@@ -85,17 +84,20 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from utils import preempt
+    preempt.install()  # first: a signal while torch loads is a requeue too, not a killed job
     mcr2 = args.label == "mcr2"
     if args.batch_size is None:
         args.batch_size = 1000 if mcr2 else 128
     if args.lr is None:
         args.lr = 0.01 if mcr2 else 0.1
     from utils import distributed
+    from utils.runs import json_text
     from utils.training import run_training  # after parsing, so --help stays instant
     results = run_training(args)
     distributed.finish()  # under torchrun: every process done, then the group closed
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one JSON line from rank 0
-        print(json.dumps(results), flush=True)
+        print(json_text(results), flush=True)
     return results
 
 

@@ -291,9 +291,12 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
         assert key in entry
     assert (run_dir / ATTACK_EXAMPLES).read_bytes()[:4] == b"\x89PNG"
 
-    # Same settings: every entry is reused; one more eps: only the new settings are computed.
+    # Same settings: every entry is reused, and nothing is written (a read-only archive of
+    # finished runs can be reread); one more eps: only the new settings are computed.
+    written = {name: (run_dir / name).read_bytes() for name in (ATTACK_RESULTS, ATTACK_EXAMPLES)}
     again, err = call_main(capsys, flags)
     assert again == summary and err.count("reused") == len(keys)
+    assert {name: (run_dir / name).read_bytes() for name in written} == written
     more = flags[:flags.index("--epsilons") + 1] + ["0", "8/255", "2/255"] + flags[flags.index("--steps"):]
     grown, err = call_main(capsys, more)
     assert err.count("reused") == len(keys) and len(grown["robust_acc"]) == len(keys) + 4
@@ -321,6 +324,28 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert margin["robust_acc"]["pgd+margin/untargeted/0"] == summary["clean_acc"]
     _, err = call_main(capsys, flags)
     assert err.count("reused") == len(keys)
+
+
+def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, label_dir, capsys):
+    """While train.py or attack.py works in a run directory, another attack there is refused
+    (two jobs would each rewrite the results file from what it read, losing the other's)."""
+    from utils.runs import run_lock
+    base, run_dir = speech_run
+    flags = script_flags(cifar10_dir, base, label_dir, "--attacks", "fgsm", "--epsilons", "8/255",
+                         "--num_images", "10", "--examples", "0")
+    before = (run_dir / ATTACK_RESULTS).read_bytes() if (run_dir / ATTACK_RESULTS).exists() else None
+    with run_lock(run_dir):
+        assert run_cli_status(capsys, flags) == (2, f"error: {run_dir} is in use by another train.py "
+                                                    "or attack.py job; wait for it to end, or use "
+                                                    "another --base_dir")
+    after = (run_dir / ATTACK_RESULTS).read_bytes() if (run_dir / ATTACK_RESULTS).exists() else None
+    assert after == before
+
+
+def run_cli_status(capsys, argv):
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(attack.main, argv)
+    return stopped.value.code, capsys.readouterr().err.strip()
 
 
 def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_dir, tmp_path,

@@ -142,16 +142,15 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 entries)" in rows["category"]
     assert "run: resume: 1 of 2 entries missing (pgd untargeted 8/255)" in rows["speech"]
     assert "run: resume after epoch 2/4" in rows["shuffle"] and "run: after train" in rows["shuffle"]
-    assert "trained with --epochs 2 (sweep: 4)" in rows["uniform"]
-    assert ("run: resume: 2 of 2 entries missing, 2 of them computed with other steps or images "
-            "(20 images asked)") in rows["uniform"]
+    assert ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
+            "run directory to start over") in rows["uniform"] and "run: after train" in rows["uniform"]
     assert "run: new" in rows["random"] and str(run("random")) in rows["random"]
-    assert ("run: cannot resume: trained with --epochs 2 (sweep: 4): delete the run directory"
-            in rows["lowdim"])
+    assert ("run: cannot resume: trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
+            "run directory to start over" in rows["lowdim"])
 
     lines = sweep_lines(capsys, grid + ["--print"])
-    # lowdim's resume is printed too: train.py then says why it refuses (one error line)
-    assert [line.count("train.py") + 10 * line.count("attack.py") for line in lines] == [10, 11, 10, 11, 11]
+    # uniform's and lowdim's training is printed too: train.py then says why it refuses (one line)
+    assert [line.count("train.py") + 10 * line.count("attack.py") for line in lines] == [10, 11, 11, 11, 11]
     speech, shuffle = lines[0], lines[1]
     assert speech.startswith("python ") and "--label speech" in speech and "--epochs" not in speech
     train, attack = shuffle.split(" && ")
@@ -479,9 +478,9 @@ def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
     assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
     config["label_sha256"] = targets_sha256(targets + 1)
     (run_dir / "config.json").write_text(json.dumps(config))
-    assert train_state(run_dir, ns) == (True, f"done, test_acc 0.5000; trained with other speech "
-                                              f"targets than {tmp_path} holds: delete the run "
-                                              "directory to train it again")
+    assert train_state(run_dir, ns) == (False, f"finished, but trained with other speech targets "
+                                               f"than {tmp_path} holds: train.py refuses it; delete "
+                                               "the run directory to start over")
 
 
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):

@@ -300,6 +300,55 @@ def test_force_drops_the_old_results_before_it_trains(speech_run, monkeypatch, c
     assert json.loads((run_dir / "config.json").read_text())["flags"]["lr"] == 0.05
 
 
+def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10_dir, label_dir,
+                                                     tmp_path):
+    """Two jobs in one run directory would leave a run mixed from both; the second is refused.
+    The one that holds it removes the temporary files a killed job left behind."""
+    from utils.runs import run_lock
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    with run_lock(run_dir):
+        line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, force=True))
+    assert line == (f"error: {run_dir} is in use by another train.py or attack.py job; wait for it "
+                    "to end, or use another --base_dir")
+    assert (run_dir / "results.json").exists()
+    left = run_dir / ".last_checkpoint.pth.x1y2z3.tmp"   # a job killed while writing
+    left.write_bytes(b"part of a checkpoint")
+    assert train.main(flags(cifar10_dir, base, label_dir))["epochs"] == 2  # the finished run's
+    assert not left.exists()
+
+
+def test_a_signal_before_the_first_epoch_is_a_requeue(cifar10_dir, label_dir, tmp_path, monkeypatch,
+                                                      capsys):
+    """SLURM's signal may come while torch loads or the data is read: exit 75, not a killed job."""
+    from utils import preempt, training
+    real = training.run_training
+
+    def signalled(args):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return real(args)
+    monkeypatch.setattr(training, "run_training", signalled)
+    monkeypatch.setattr(preempt, "_stop", preempt.threading.Event())
+    before = {s: signal.getsignal(s) for s in preempt.SIGNALS}
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train.main(flags(cifar10_dir, tmp_path, label_dir))
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    assert stopped.value.code == preempt.REQUEUE_EXIT
+    assert "stopped by signal during epoch 1; no epoch had finished" in capsys.readouterr().err
+
+
+def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):
+    """A job killed between the last checkpoint's write and the metrics' lost a row for good."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    (run_dir / "metrics.jsonl").write_text(rows[0] + "\n")
+    (run_dir / "results.json").unlink()
+    run_script("train.py", *flags(cifar10_dir, base, label_dir, resume=True))
+    assert (run_dir / "metrics.jsonl").read_text().splitlines() == rows
+
+
 def test_resume_checks_the_checkpoint_labels_and_data(speech_run, capsys, cifar10_dir, label_dir,
                                                       tmp_path):
     base, run_dir = finished_copy(speech_run, tmp_path)
@@ -333,6 +382,20 @@ def test_no_validation_images_is_no_validation_accuracy(cifar10_dir, label_dir, 
     assert "no validation images" in proc.stderr
 
 
+def test_a_diverged_run_is_strict_json_and_a_warning(cifar10_dir, label_dir, tmp_path):
+    """NaN is not JSON: a notebook's json.loads in strict mode, or any other language's parser,
+    must read a diverged run's results (its losses are null)."""
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
+    proc = run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir, epochs=1, lr="1e6"))
+    result = strict(proc.stdout.strip().splitlines()[-1])
+    assert result["test_loss"] is None and 0 <= result["test_acc"] <= 1
+    run_dir = Path(result["run_dir"])
+    assert strict((run_dir / "results.json").read_text()) == result
+    assert strict((run_dir / "metrics.jsonl").read_text())["train_loss"] is None
+    assert "warning: the training loss is nan in epoch 1: the run diverged" in proc.stderr
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_dir, tmp_path):
     """The first checkpoint (1.9 MB) passes a 1 MB file-size limit no more than a full disk:
     torch.save's error, a RuntimeError around the OSError, is still the one error line."""
@@ -350,7 +413,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_d
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: could not write {run_dir / 'speech_seed3_resnet32_best_model.pth'}: File too large")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json"]
 
 
 def test_cli_error_through_a_subprocess(tmp_path, label_dir):

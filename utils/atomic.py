@@ -15,10 +15,10 @@ def atomic_write(path, write):
 
     The file gets the permissions `open` would give it (0666 less the umask): the temporary file
     is created 0600, which would hide results and checkpoints from a shared group."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path, tmp = Path(path), None
+    path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
@@ -26,7 +26,8 @@ def atomic_write(path, write):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         # torch.save reports a failed write (a full disk) as a RuntimeError raised while handling
         # the OSError; either way the error names `path`, not the temporary file
         failed = err.__context__ if isinstance(err, RuntimeError) else err

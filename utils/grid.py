@@ -32,6 +32,7 @@ from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
 FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
+REFUSED = "train.py refuses it; delete the run directory to start over"
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
 AXES = {"datasets": str, "models": str, "labels": str, "levels": None, "seeds": int}
@@ -331,9 +332,10 @@ def label_file_sha256(path):
 def train_state(run_dir, train_namespace=None):
     """(done, note) for the train stage of a run directory.
 
-    done: results.json exists (train.py skips such a run). note: a short human description;
-    it names flags (and label targets) that differ from what the sweep asks for, since train.py
-    would refuse the old run.
+    done: results.json exists and the run trained what the sweep asks for (train.py skips such a
+    run). note: a short human description; it names the flags (and label targets) that differ
+    from what the sweep asks for: such a run is not done, and train.py refuses it with an error
+    line, so the sweep counts it as failed instead of passing its old results off as asked.
     """
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
@@ -348,14 +350,12 @@ def train_state(run_dir, train_namespace=None):
         values = read_json_or_none(results)
         if values is None:
             return False, "results.json is not valid JSON (train.py will stop; delete it to retrain)"
-        note = f"done, test_acc {values.get('test_acc', float('nan')):.4f}"
         if diffs:
-            note += f"; trained with {', '.join(diffs)}: delete the run directory to train it again"
-        return True, note
+            return False, f"finished, but trained with {', '.join(diffs)}: {REFUSED}"
+        return True, f"done, test_acc {values.get('test_acc', float('nan')):.4f}"
     if (run_dir / LAST_CHECKPOINT).exists():
-        if diffs:  # train.py refuses such a resume with an error line
-            return False, ("cannot resume: trained with " + ", ".join(diffs)
-                           + ": delete the run directory to start over")
+        if diffs:
+            return False, f"cannot resume: trained with {', '.join(diffs)}: {REFUSED}"
         epochs = getattr(train_namespace, "epochs", "?")
         return False, f"resume after epoch {len(read_lines(run_dir / METRICS))}/{epochs}"
     return False, "new"

@@ -6,9 +6,14 @@
     state = load_checkpoint(run_dir / "last_checkpoint.pth")   # weights_only=True
 
 Every write goes to a temporary file in the same directory and is renamed over the target, so a
-killed job or a full disk leaves the previous file intact.
+killed job or a full disk leaves the previous file intact. JSON is strict: a NaN or infinite value
+(a diverged run's loss) is written as null. One job at a time works in a run directory
+(`run_lock`).
 """
+import contextlib
+import fcntl
 import json
+import math
 import platform
 import sys
 from pathlib import Path
@@ -44,12 +49,58 @@ def best_checkpoint_name(label, seed, model):
     return f"{label}_seed{seed}_{model}_best_model.pth"
 
 
+@contextlib.contextmanager
+def run_lock(run_dir, hold=True):
+    """Work in `run_dir` as its only job (train.py, attack.py): a second job there is a one-line
+    error, not a run mixed from two. Holding it, remove the temporary files that killed jobs left
+    (`atomic_write`'s, up to a checkpoint's size each). hold=False (torchrun's other processes,
+    which write nothing) and a directory that cannot hold the lock file (a read-only archive of
+    finished runs) go on without it; a file system without locks too."""
+    if not hold:
+        yield
+        return
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        lock = open(Path(run_dir) / ".lock", "a")
+    except OSError:
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"{run_dir} is in use by another train.py or attack.py job; wait for it "
+                             "to end, or use another --base_dir") from None
+        except OSError:
+            pass
+        else:
+            for left in Path(run_dir).glob(".*.tmp"):
+                left.unlink(missing_ok=True)
+        yield
+
+
+def finite(value):
+    """JSON-safe: NaN and infinities (a diverged run's loss) become null, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(obj, **options):
+    """Strict JSON (no NaN, which many parsers refuse) of `obj` with `finite` values."""
+    return json.dumps(finite(obj), allow_nan=False, **options)
+
+
 def write_json(path, obj):
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json_text(obj, indent=2) + "\n").encode()))
 
 
 def write_jsonl(path, rows):
-    atomic_write(path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    atomic_write(path, lambda f: f.write("".join(json_text(r) + "\n" for r in rows).encode()))
 
 
 def read_json(path):

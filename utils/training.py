@@ -22,7 +22,7 @@ from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         best_checkpoint_name, environment, load_checkpoint, read_json, run_directory,
-                        save_checkpoint, write_json, write_jsonl)
+                        run_lock, save_checkpoint, write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -407,126 +407,133 @@ def run_training(args):
     results_path, last_path = run_dir / RESULTS, run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
 
-    if results_path.exists() and not args.force:
-        _check_finished(run_dir, args, space)
-        if ctx.main:
-            log(f"{results_path} exists: run already complete (pass --force to train again)")
-        return read_json(results_path)
-    checkpoint = None
-    if last_path.exists() and not args.force:
-        if not args.resume:
-            raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
-                             "or --force to start over")
-        checkpoint = load_checkpoint(last_path)
-        _check_resume(checkpoint, args, last_path, space, len(split.train))
-        if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
-            space = space_from_state(checkpoint["label_space"])
+    with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
+        if results_path.exists() and not args.force:
+            _check_finished(run_dir, args, space)
+            if ctx.main:
+                log(f"{results_path} exists: run already complete (pass --force to train again)")
+            return read_json(results_path)
+        checkpoint = None
+        if last_path.exists() and not args.force:
+            if not args.resume:
+                raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
+                                 "or --force to start over")
+            checkpoint = load_checkpoint(last_path)
+            _check_resume(checkpoint, args, last_path, space, len(split.train))
+            if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
+                space = space_from_state(checkpoint["label_space"])
 
-    config = _config(args, run_dir, split, data, space) | {
-        "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
-    writes = ctx.main  # under torchrun only rank 0 touches the files
+        config = _config(args, run_dir, split, data, space) | {
+            "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
+        writes = ctx.main  # under torchrun only rank 0 touches the files
 
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, space.output_shape, data.info.mean, data.info.std).to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    trained = distributed.wrap(model, ctx, device)
-    step = TrainStep(trained, space, args.lr, args.amp, args.channels_last, args.compile)
-    history, best = [], {"valid_acc": -1.0, "epoch": -1}
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        load_optimizer_state(step.optimizer, checkpoint["optimizer"])
-        history, best = checkpoint["history"], checkpoint["best"]
+        torch.manual_seed(args.seed)
+        model = build_model(args.model, space.output_shape, data.info.mean, data.info.std).to(device)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        trained = distributed.wrap(model, ctx, device)
+        step = TrainStep(trained, space, args.lr, args.amp, args.channels_last, args.compile)
+        history, best = [], {"valid_acc": -1.0, "epoch": -1}
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            load_optimizer_state(step.optimizer, checkpoint["optimizer"])
+            history, best = checkpoint["history"], checkpoint["best"]
+            if writes:
+                log(f"resuming {run_dir} after epoch {len(history)}")
+                # a job killed between the checkpoint's write and the metrics' lost the last row
+                write_jsonl(run_dir / METRICS, history)
         if writes:
-            log(f"resuming {run_dir} after epoch {len(history)}")
-    if writes:
-        if args.force:  # the old run's results, and its attacks', go with its checkpoints
-            for name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES):
-                (run_dir / name).unlink(missing_ok=True)
-        write_json(run_dir / CONFIG, config)
-    evaluated = compiled(model, args.compile)
+            if args.force:  # the old run's results, and its attacks', go with its checkpoints
+                for name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES):
+                    (run_dir / name).unlink(missing_ok=True)
+            write_json(run_dir / CONFIG, config)
+        evaluated = compiled(model, args.compile)
 
-    space.to(device)
-    train_images, train_labels = data.train_images[split.train].to(device), noisy.to(device)
-    valid_images = data.train_images[split.valid].to(device)
-    valid_labels = data.train_labels[split.valid].to(device)
-    common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
-    fit_options = {"amp": args.amp, "channels_last": args.channels_last}
+        space.to(device)
+        train_images, train_labels = data.train_images[split.train].to(device), noisy.to(device)
+        valid_images = data.train_images[split.valid].to(device)
+        valid_labels = data.train_labels[split.valid].to(device)
+        common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
+        fit_options = {"amp": args.amp, "channels_last": args.channels_last}
 
-    def state_for(epoch_done):
-        return {"model": model.state_dict(), "model_args": model.model_args,
-                "label_space": space.state(), "epoch": epoch_done, "config": config}
+        def state_for(epoch_done):
+            return {"model": model.state_dict(), "model_args": model.model_args,
+                    "label_space": space.state(), "epoch": epoch_done, "config": config}
 
-    best_state = checkpoint and load_checkpoint(best_path, map_location=device)["model"]
-    progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
-                        enabled=writes)
-    preempt.install()
-    first_epoch = len(history)
-    for epoch in range(first_epoch, args.epochs):
-        lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
-        step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
-        generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
-        start = time.perf_counter()
-        train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
-        if train is None:
-            progress.close()
-            kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
-            preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
-                                     f"{kept}, rerun with --resume")
-        train_seconds = time.perf_counter() - start
-        if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
-            progress.message(warning)  # every graph of the step has run by now
-        if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
+        best_state = checkpoint and load_checkpoint(best_path, map_location=device)["model"]
+        progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
+                            enabled=writes)
+        first_epoch = len(history)
+        for epoch in range(first_epoch, args.epochs):
+            lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
+            step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
+            generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
+            start = time.perf_counter()
+            train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
+            if train is None:
+                progress.close()
+                kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
+                preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
+                                         f"{kept}, rerun with --resume")
+            train_seconds = time.perf_counter() - start
+            if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
+                progress.message(warning)  # every graph of the step has run by now
+            if not math.isfinite(train["loss"]) and math.isfinite(history[-1]["train_loss"] if history else 0):
+                progress.message(f"warning: the training loss is {train['loss']} in epoch {epoch + 1}: "
+                                 "the run diverged (a lower --lr may help)")
+            if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
+                space.fit(predict(evaluated, train_images, **fit_options), train_labels)
+            valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+                   "valid_loss": valid["loss"], "valid_acc": valid["acc"],
+                   "seconds": time.perf_counter() - start, "images_per_s": train["images"] / train_seconds}
+            history.append(row)
+            if valid["acc"] is None or valid["acc"] > best["valid_acc"]:  # None: the last epoch is best
+                best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if writes:
+                    save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
+            if writes:
+                save_checkpoint(last_path, state_for(epoch + 1) | {
+                    "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
+                write_jsonl(run_dir / METRICS, history)
+            shown = ("no validation images" if valid["acc"] is None else
+                     f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
+            progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
+                          f"train_acc {train['acc']:.2%} {shown} {row['seconds']:.1f}s "
+                          f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
+                          valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
+            if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
+                progress.close()
+                preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
+                                         "rerun with --resume")
+        progress.close()
+
+        model.load_state_dict(best_state)
+        if space.needs_fit:
             space.fit(predict(evaluated, train_images, **fit_options), train_labels)
         valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
-               "valid_loss": valid["loss"], "valid_acc": valid["acc"],
-               "seconds": time.perf_counter() - start, "images_per_s": train["images"] / train_seconds}
-        history.append(row)
-        if valid["acc"] is None or valid["acc"] > best["valid_acc"]:  # None: the last epoch is best
-            best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if writes:
-                save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
+        test = evaluate(evaluated, images=data.test_images.to(device), labels=data.test_labels.to(device),
+                        **common)
+        results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
+                   "label": args.label, "seed": args.seed, "level": args.level,
+                   "label_noise": args.label_noise, "epochs": args.epochs,
+                   "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
+                   "test_acc": test["acc"], "test_loss": test["loss"],
+                   "train_images": len(split.train), "test_images": len(data.test_labels),
+                   "train_seconds": sum(r["seconds"] for r in history),
+                   "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
+                   "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
+        if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
+            train_outputs = predict(evaluated, train_images, **fit_options)
+            test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
+            for split_name, images, labels in (("valid", valid_images, valid_labels),
+                                               ("test", test_images, test_labels)):
+                if not len(images):  # --valid_size 0
+                    continue
+                outputs = predict(evaluated, images, **fit_options)
+                extra = space.report(train_outputs, train_labels, outputs, labels)
+                results.update({f"{split_name}_{k}": v for k, v in extra.items()})
         if writes:
-            save_checkpoint(last_path, state_for(epoch + 1) | {
-                "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
-            write_jsonl(run_dir / METRICS, history)
-        shown = ("no validation images" if valid["acc"] is None else
-                 f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
-        progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
-                      f"train_acc {train['acc']:.2%} {shown} {row['seconds']:.1f}s "
-                      f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
-                      valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
-        if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
-            progress.close()
-            preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
-                                     "rerun with --resume")
-    progress.close()
-
-    model.load_state_dict(best_state)
-    if space.needs_fit:
-        space.fit(predict(evaluated, train_images, **fit_options), train_labels)
-    valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
-    test = evaluate(evaluated, images=data.test_images.to(device), labels=data.test_labels.to(device),
-                    **common)
-    results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
-               "label": args.label, "seed": args.seed, "level": args.level,
-               "label_noise": args.label_noise, "epochs": args.epochs,
-               "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
-               "test_acc": test["acc"], "test_loss": test["loss"],
-               "train_images": len(split.train), "test_images": len(data.test_labels),
-               "train_seconds": sum(r["seconds"] for r in history),
-               "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
-               "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
-    if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
-        train_outputs = predict(evaluated, train_images, **fit_options)
-        for split_name, images, labels in (("valid", valid_images, valid_labels),
-                                           ("test", data.test_images.to(device), data.test_labels.to(device))):
-            if not len(images):  # --valid_size 0
-                continue
-            extra = space.report(train_outputs, train_labels, predict(evaluated, images, **fit_options), labels)
-            results.update({f"{split_name}_{k}": v for k, v in extra.items()})
-    if writes:
-        write_json(results_path, results)
-    return results
+            write_json(results_path, results)
+        return results
