@@ -33,8 +33,7 @@ class TrainParser(CliParser):
 
 
 def build_parser():
-    parser = TrainParser(description=__doc__.split("\n")[0],
-                       formatter_class=DefaultsFormatter)
+    parser = TrainParser(description=__doc__.split("\n")[0], formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
     add_flags(data, "dataset", "data_dir", "label_granularity", "seed", data_dir={
         "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={
