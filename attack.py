@@ -17,10 +17,14 @@ import hashlib
 from fractions import Fraction
 from pathlib import Path
 
-from utils.atomic import atomic_write
-from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli
-from utils.flags import add_flags
-from utils.grid import attack_label
+if __name__ == "__main__":  # first, before torch loads: a preemption signal then is a requeue too
+    from utils import preempt
+    preempt.install()
+
+from utils.atomic import atomic_write  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
+from utils.flags import add_flags  # noqa: E402
+from utils.grid import attack_label  # noqa: E402
 
 ATTACK_NAMES = ("fgsm", "iterative", "pgd")  # utils.attacks.ATTACKS, without importing torch for --help
 PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
@@ -302,6 +306,7 @@ def run(args):
         settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
                     for label, eps in epsilons]
         progress = Progress(len(settings), f"{args.model} {args.label} attacks", "setting")
+        preempt.install()  # as attack.py does first, for a caller of run()
         current, clean_acc = [], None
         shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
         for attack, targeted, eps_label, eps in settings:
@@ -369,9 +374,7 @@ def run(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from utils import preempt
     from utils.runs import json_text
-    preempt.install()  # first: a signal while torch loads is a requeue too, not a killed job
     summary = run(args)
     print(json_text(summary), flush=True)
     return summary

@@ -10,6 +10,7 @@ epoch is one seeded permutation and batched tensor ops, with no per-image PIL wo
 import contextlib
 import fcntl
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -108,14 +109,15 @@ def _not_found(info, folder, reason):
 @contextlib.contextmanager
 def _exclusive(path):
     """Hold an exclusive lock on the file `path` for the block, so jobs sharing a folder take
-    turns. Where the file system has no locks, go on without one: `_download` stays correct then,
-    it only downloads once per job."""
+    turns; yields whether it holds one. Where the file system has no locks, go on without one:
+    `_download` stays correct then, it only downloads once per job."""
     with open(path, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError:
-            pass
-        yield  # closing the file releases the lock
+            yield False
+        else:
+            yield True  # closing the file releases the lock
 
 
 def _download(info, data_dir, needed):
@@ -132,9 +134,12 @@ def _download(info, data_dir, needed):
     from torchvision.datasets.utils import download_url, extract_archive
     archive, folder = data_dir / info.url.rsplit("/", 1)[-1], data_dir / info.folder
     data_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(data_dir / f".{archive.name}.lock"):
+    with _exclusive(data_dir / f".{archive.name}.lock") as alone:
         if all((folder / f).is_file() for f in needed):
             return  # another job installed them while this one waited
+        if alone:  # what a killed download left, up to an archive and its contents
+            for left in data_dir.glob(f".{info.folder}.*"):
+                shutil.rmtree(left, ignore_errors=True)
         with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{info.folder}.") as tmp:
             unpacked = Path(tmp) / info.folder
             try:

@@ -9,31 +9,20 @@ Writes {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/ (under less/{datas
 Progress goes to stderr; the last line on stdout is the results as one JSON object.
 """
 import os
+import sys
 
-from utils.errors import CliParser, DefaultsFormatter, number, run_cli
-from utils.flags import add_flags
+if __name__ == "__main__":  # first, before torch loads: a preemption signal then is a requeue too
+    from utils import preempt
+    preempt.install()
+
+from utils.errors import CliParser, DefaultsFormatter, number, run_cli  # noqa: E402
+from utils.flags import LABEL_ONLY, add_flags  # noqa: E402
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-MCR2_FLAGS = ("feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
-
-
-class TrainParser(CliParser):
-    """train.py's flags; a flag of one label type given with another is an error (it would do
-    nothing), for sweep.py, which parses train.py's flags for every run, too."""
-
-    def parse_args(self, args=None, namespace=None):
-        parsed = super().parse_args(args, namespace)
-        if parsed.smoothing and parsed.label != "category":
-            self.error(f"--smoothing applies to --label category only, not --label {parsed.label}")
-        given = [f"--{k}" for k in MCR2_FLAGS if getattr(parsed, k) != self.get_default(k)]
-        if given and parsed.label != "mcr2":
-            self.error(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to --label mcr2 "
-                       f"only, not --label {parsed.label}")
-        return parsed
 
 
 def build_parser():
-    parser = TrainParser(description=__doc__.split("\n")[0], formatter_class=DefaultsFormatter)
+    parser = CliParser(description=__doc__.split("\n")[0], formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
     add_flags(data, "dataset", "data_dir", "label_granularity", "seed", data_dir={
         "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={
@@ -82,9 +71,14 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from utils import preempt
-    preempt.install()  # first: a signal while torch loads is a requeue too, not a killed job
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for owner in sorted(set(LABEL_ONLY.values()) - {args.label}):
+        unused = [f"--{k}" for k, label in LABEL_ONLY.items()
+                  if label == owner and getattr(args, k) != parser.get_default(k)]
+        if unused:
+            print(f"warning: {', '.join(unused)} only act{'s' if len(unused) == 1 else ''} with "
+                  f"--label {owner}; ignored for --label {args.label}", file=sys.stderr)
     mcr2 = args.label == "mcr2"
     if args.batch_size is None:
         args.batch_size = 1000 if mcr2 else 128

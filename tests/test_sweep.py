@@ -481,6 +481,8 @@ def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
     assert train_state(run_dir, ns) == (False, f"finished, but trained with other speech targets "
                                                f"than {tmp_path} holds: train.py refuses it; delete "
                                                "the run directory to start over")
+    np.save(tmp_path / "cifar10_speech.npy", targets + 1)   # the file regenerated: read again
+    assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
 
 
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):

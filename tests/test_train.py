@@ -206,9 +206,6 @@ def run_cli_capture(capsys, argv):
     ({"seed": "4294967296"}, "argument --seed: 4294967296 must be at most 4294967295"),
     ({"label": "category", "smoothing": "0.95"}, "--smoothing 0.95 must lie in [0, 0.9] for 10 classes"),
     ({"label": "mcr2", "feature_dim": "0"}, "argument --feature_dim: 0 must be positive"),
-    ({"label": "speech", "smoothing": "0.1"}, "--smoothing applies to --label category only, not "
-                                              "--label speech"),
-    ({"label": "category", "n_components": "5"}, "--n_components applies to --label mcr2 only"),
     ({"base_dir": "/dev/null"}, "cannot use /dev/null/cifar10/seed3/resnet32/model_speech: Not a directory"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):
@@ -279,6 +276,20 @@ def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cif
     assert f"holds a finished run trained with other speech targets than {other} holds" in line
 
 
+def test_another_label_types_flags_are_ignored_with_a_warning(speech_run, capsys, cifar10_dir,
+                                                               label_dir):
+    """--smoothing acts on category labels only, the MCR2 flags on mcr2: given with speech they
+    change nothing, so a finished speech run is still the run asked for (a sweep over several
+    labels passes them to all), and a warning says they did nothing."""
+    base, proc = speech_run
+    again = train.main(flags(cifar10_dir, base, label_dir, smoothing="0.1", gam1="2",
+                             n_components="5"))
+    assert again == last_json(proc)
+    err = capsys.readouterr().err
+    assert "warning: --smoothing only acts with --label category; ignored for --label speech" in err
+    assert "warning: --gam1, --n_components only act with --label mcr2; ignored for --label speech" in err
+
+
 def finished_copy(speech_run, tmp_path):
     """A copy of the finished speech run's directory tree, to change without touching the run."""
     base, _ = speech_run
@@ -303,40 +314,47 @@ def test_force_drops_the_old_results_before_it_trains(speech_run, monkeypatch, c
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10_dir, label_dir,
                                                      tmp_path):
     """Two jobs in one run directory would leave a run mixed from both; the second is refused.
-    The one that holds it removes the temporary files a killed job left behind."""
-    from utils.runs import run_lock
+    The one that holds it removes the temporary files a killed job left behind (its own kind
+    only: the folder may be any folder, for attack.py --checkpoint)."""
+    import fcntl
     base, run_dir = finished_copy(speech_run, tmp_path)
-    with run_lock(run_dir):
+    with open(run_dir / ".lock", "a") as other_job:   # as another process's run_lock holds it
+        fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
         line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, force=True))
     assert line == (f"error: {run_dir} is in use by another train.py or attack.py job; wait for it "
                     "to end, or use another --base_dir")
     assert (run_dir / "results.json").exists()
     left = run_dir / ".last_checkpoint.pth.x1y2z3.tmp"   # a job killed while writing
     left.write_bytes(b"part of a checkpoint")
+    (run_dir / ".notes.tmp").write_text("not ours")
     assert train.main(flags(cifar10_dir, base, label_dir))["epochs"] == 2  # the finished run's
-    assert not left.exists()
+    assert not left.exists() and (run_dir / ".notes.tmp").exists()
 
 
-def test_a_signal_before_the_first_epoch_is_a_requeue(cifar10_dir, label_dir, tmp_path, monkeypatch,
-                                                      capsys):
-    """SLURM's signal may come while torch loads or the data is read: exit 75, not a killed job."""
-    from utils import preempt, training
-    real = training.run_training
+# Runs a script as `python SCRIPT ARGS` would, with SIGTERM sent to itself as torch starts to load.
+SIGNAL_AT_TORCH = """
+import builtins, os, runpy, signal, sys
+real_import = builtins.__import__
+def hooked(name, *args, **kwargs):
+    if name == "torch" and not hooked.sent:
+        hooked.sent = True
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_import(name, *args, **kwargs)
+hooked.sent = False
+builtins.__import__ = hooked
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
-    def signalled(args):
-        os.kill(os.getpid(), signal.SIGUSR1)
-        return real(args)
-    monkeypatch.setattr(training, "run_training", signalled)
-    monkeypatch.setattr(preempt, "_stop", preempt.threading.Event())
-    before = {s: signal.getsignal(s) for s in preempt.SIGNALS}
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            train.main(flags(cifar10_dir, tmp_path, label_dir))
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
-    assert stopped.value.code == preempt.REQUEUE_EXIT
-    assert "stopped by signal during epoch 1; no epoch had finished" in capsys.readouterr().err
+
+def test_a_signal_while_torch_loads_is_a_requeue(cifar10_dir, label_dir, tmp_path):
+    """SLURM's signal may come while a job starts (torch loading over NFS, the dataset being
+    read): exit 75 and a line, not a job killed with 143 that no requeue follows."""
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_TORCH, str(REPO / "train.py"),
+                           *flags(cifar10_dir, tmp_path, label_dir, epochs=1)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 75, proc.stderr[-2000:]
+    assert "stopped by signal during epoch 1; no epoch had finished" in proc.stderr
 
 
 def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):

@@ -39,6 +39,13 @@ SHARED = {
 }
 
 
+# train.py's flags that only one label type uses: given with another, they are ignored (with a
+# warning), and a run's check of its saved flags leaves them out, so that a sweep over several
+# labels can pass them to all.
+LABEL_ONLY = {"smoothing": "category", "feature_dim": "mcr2", "mcr2_eps": "mcr2", "gam1": "mcr2",
+              "gam2": "mcr2", "n_components": "mcr2"}
+
+
 def add_flags(group, *names, **changes):
     """Declare the shared flags `names` in an argparse group, in that order; `changes` maps a
     flag's name to the settings this script changes (a help that says what it means here)."""

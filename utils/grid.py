@@ -320,9 +320,18 @@ def describe_key(key):
         " (paper protocol)" if protocol == "paper" else "")
 
 
-@functools.cache
 def label_file_sha256(path):
-    """`targets_sha256` of a label file; None if it cannot be read (train.py will say why)."""
+    """`targets_sha256` of a label file; None if it cannot be read (train.py will say why).
+    Read once per version of the file (a sweep asks once per run)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return _file_sha256(Path(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _file_sha256(path, mtime_ns, size):
     try:
         return targets_sha256(read_targets(path))
     except UsageError:

@@ -15,6 +15,7 @@ import fcntl
 import json
 import math
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -49,19 +50,29 @@ def best_checkpoint_name(label, seed, model):
     return f"{label}_seed{seed}_{model}_best_model.pth"
 
 
+# atomic_write's temporary name for one of a run's files (json, jsonl, pth, png)
+OWN_TEMPORARY = re.compile(r"\.[^/]+\.(json|jsonl|pth|png)\.\w+\.tmp")
+_held = set()  # run directories this process works in (on NFS, flock does not tell two apart)
+
+
 @contextlib.contextmanager
 def run_lock(run_dir, hold=True):
     """Work in `run_dir` as its only job (train.py, attack.py): a second job there is a one-line
     error, not a run mixed from two. Holding it, remove the temporary files that killed jobs left
-    (`atomic_write`'s, up to a checkpoint's size each). hold=False (torchrun's other processes,
-    which write nothing) and a directory that cannot hold the lock file (a read-only archive of
-    finished runs) go on without it; a file system without locks too."""
+    (`atomic_write`'s for a run's files, up to a checkpoint's size each). hold=False (torchrun's
+    other processes, which write nothing) and a directory that cannot hold the lock file (a
+    read-only archive of finished runs) go on without it; a file system without locks too."""
+    run_dir = Path(run_dir).absolute()
+    in_use = UsageError(f"{run_dir} is in use by another train.py or attack.py job; wait for it to "
+                        "end, or use another --base_dir")
     if not hold:
         yield
         return
+    if run_dir in _held:  # before opening the lock file: closing it would drop an NFS lock
+        raise in_use
     try:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        lock = open(Path(run_dir) / ".lock", "a")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = open(run_dir / ".lock", "a")
     except OSError:
         yield
         return
@@ -69,14 +80,18 @@ def run_lock(run_dir, hold=True):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UsageError(f"{run_dir} is in use by another train.py or attack.py job; wait for it "
-                             "to end, or use another --base_dir") from None
+            raise in_use from None
         except OSError:
             pass
         else:
-            for left in Path(run_dir).glob(".*.tmp"):
-                left.unlink(missing_ok=True)
-        yield
+            for left in run_dir.iterdir():
+                if OWN_TEMPORARY.fullmatch(left.name):
+                    left.unlink(missing_ok=True)
+        _held.add(run_dir)
+        try:
+            yield
+        finally:
+            _held.discard(run_dir)
 
 
 def finite(value):

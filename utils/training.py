@@ -18,6 +18,7 @@ from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from utils import distributed, preempt
 from utils.errors import UsageError
+from utils.flags import LABEL_ONLY
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -345,10 +346,12 @@ def _config(args, run_dir, split, data, space):
 def run_changes(config, args, label_sha256, now="now"):
     """What a run with this saved `config` trained otherwise than `args` asks: '--flag saved
     (now value)' for every RESULT_FLAGS flag it set otherwise (a flag None in `args` is picked
-    later, e.g. --lr by label type), and other label targets, if it recorded their `label_sha256`
-    and `label_sha256` (the targets asked for now) differs."""
+    later, e.g. --lr by label type; one of another label type's, e.g. --smoothing for speech,
+    acts on nothing), and other label targets, if it recorded their `label_sha256` and
+    `label_sha256` (the targets asked for now) differs."""
     saved = config.get("flags", {})
-    asked = {k: getattr(args, k, None) for k in RESULT_FLAGS}
+    asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
+             if LABEL_ONLY.get(k, args.label) == args.label}
     changes = [f"--{k} {saved[k]} ({now} {v})" for k, v in asked.items()
                if v is not None and k in saved and saved[k] != v]
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
@@ -463,6 +466,7 @@ def run_training(args):
         best_state = checkpoint and load_checkpoint(best_path, map_location=device)["model"]
         progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
                             enabled=writes)
+        preempt.install()  # as train.py does first, for a caller of run_training()
         first_epoch = len(history)
         for epoch in range(first_epoch, args.epochs):
             lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
