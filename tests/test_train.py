@@ -327,7 +327,9 @@ def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10
     left = run_dir / ".last_checkpoint.pth.x1y2z3.tmp"   # a job killed while writing
     left.write_bytes(b"part of a checkpoint")
     (run_dir / ".notes.tmp").write_text("not ours")
-    assert train.main(flags(cifar10_dir, base, label_dir))["epochs"] == 2  # the finished run's
+    again = train.main(flags(cifar10_dir, base, label_dir))   # the finished run, where it is now
+    assert again["epochs"] == 2 and again["run_dir"] == str(run_dir)
+    assert again["checkpoint"] == str(run_dir / "speech_seed3_resnet32_best_model.pth")
     assert not left.exists() and (run_dir / ".notes.tmp").exists()
 
 

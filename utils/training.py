@@ -415,7 +415,8 @@ def run_training(args):
             _check_finished(run_dir, args, space)
             if ctx.main:
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
-            return read_json(results_path)
+            # where the run is now: its base folder may have moved since (a copied archive)
+            return read_json(results_path) | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
         checkpoint = None
         if last_path.exists() and not args.force:
             if not args.resume:
