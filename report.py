@@ -14,7 +14,7 @@ import csv
 import io
 import re
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
@@ -100,8 +100,9 @@ def read_run(base, rel, key):
     """Everything a report needs from one run directory; `problems` says what is unfinished."""
     run_dir = base / rel
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
-              "curve": [], "problems": []}
+              "curve": [], "problems": [], "excluded": False}
     flags = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
+    record["flags"] = flags
     history = read_lines(run_dir / METRICS)
     record["curve"] = [row.get("valid_acc") for row in history]
     record["epochs"] = flags.get("epochs")
@@ -133,6 +134,33 @@ def read_run(base, rel, key):
                                 "num_images": attack.get("num_images"),
                                 "entries": [e for e in attack["entries"] if isinstance(e, dict) and "eps" in e]}
     return record
+
+
+def exclude_odd_seeds(records):
+    """A run trained with other flags than the other seeds of its (dataset, model, label, level)
+    (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
+    marked excluded, with the flags in its problems, so the tables average like with like. The
+    flags most of the group's runs share are the group's (the first run's on a tie)."""
+    from utils.flags import LABEL_ONLY
+    from utils.training import RESULT_FLAGS
+    groups = defaultdict(list)
+    for record in records:
+        if record["flags"]:  # a run without config.json is incomplete already
+            groups[tuple(record[k] for k in KEY[:4])].append(record)
+    for (_, _, label, _), runs in groups.items():
+        if len(runs) < 2:
+            continue
+        base = split_noise(label)[0]
+        compared = [k for k in RESULT_FLAGS if k != "seed" and LABEL_ONLY.get(k, base) == base]
+        signatures = [tuple(r["flags"].get(k) for k in compared) for r in runs]
+        counts = Counter(signatures)
+        common = max(counts, key=lambda s: (counts[s], -signatures.index(s)))
+        for record, signature in zip(runs, signatures):
+            odd = [f"--{k} {mine} (the other seeds: {theirs})"
+                   for k, mine, theirs in zip(compared, signature, common) if mine != theirs]
+            if odd:
+                record["excluded"] = True
+                record["problems"].append("left out of the tables: trained with " + ", ".join(odd))
 
 
 def expected_runs(base, records, grid_file):
@@ -209,7 +237,7 @@ def accuracy_rows(records):
     """Clean accuracy per (dataset, model, label, level) over the seeds with results.json."""
     groups = defaultdict(list)
     for record in records:
-        if record["train"]:
+        if record["train"] and not record["excluded"]:
             groups[tuple(record[k] for k in KEY[:4])].append(record)
     rows = []
     for key in sorted(groups, key=lambda k: (k[0], k[1], label_rank(k[2]), -k[3])):
@@ -260,8 +288,8 @@ def robust_rows(records):
     not more seeds; each row's clean accuracy is its entries' own."""
     groups = defaultdict(list)
     for record in records:
-        if not record["attack"]:
-            continue
+        if not (record["attack"] and record["train"]) or record["excluded"]:
+            continue  # the clean table's runs only: finished, and trained as their group
         for entry in record["attack"]["entries"]:
             # entries carry their image count and clean accuracy; the file's are the last call's
             entry = {"num_images": record["attack"]["num_images"],
@@ -557,7 +585,7 @@ def curve_means(records):
     """
     curves = defaultdict(lambda: defaultdict(list))
     for record in records:
-        if record["curve"] and None not in record["curve"]:  # None: trained with --valid_size 0
+        if record["curve"] and None not in record["curve"] and not record["excluded"]:  # None: --valid_size 0
             curves[(record["dataset"], record["model"], record["level"])][record["label"]].append(record["curve"])
     out = {}
     for key, by_label in curves.items():
@@ -575,6 +603,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     if not base.is_dir():
         raise UsageError(f"--base_dir {base} is not a directory")
     records = [read_run(base, rel, key) for rel, key in find_runs(base).items()]
+    exclude_odd_seeds(records)
     expected, wanted, expected_from = expected_runs(base, records, grid)
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)

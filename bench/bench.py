@@ -387,6 +387,9 @@ def device_name(device):
 
 
 PRECISIONS = {"fp32": [], "bf16 + channels_last": ["--amp", "--channels_last"]}
+# train.py flags that --what accuracy sets for each row
+BENCH_TRAIN_FLAGS = ("--model", "--label", "--seed", "--data_dir", "--epochs", "--valid_size",
+                     "--device", "--base_dir", "--amp", "--channels_last", "--compile")
 
 
 def accuracy_rows(args, device):
@@ -422,7 +425,8 @@ def accuracy_lines(args, rows):
              f"images, --valid_size {args.valid_size}{extra})\n",
              "| model | label | seed | precision | test acc | best valid acc | images/s | train s |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {arch} | {label} | {seed} | {precision} | {r['test_acc']:.2%} | {r['valid_acc']:.2%} "
+    lines += [f"| {arch} | {label} | {seed} | {precision} | {r['test_acc']:.2%} | "
+              f"{'-' if r['valid_acc'] is None else format(r['valid_acc'], '.2%')} "
               f"| {r['images_per_s']:,.0f} | {r['train_seconds']:.0f} |"
               for arch, label, seed, precision, r in rows]
     pairs = [(a["test_acc"], b["test_acc"]) for (*_, a), (*_, b) in zip(rows[::2], rows[1::2])]
@@ -597,6 +601,11 @@ def check_train_flags(parser, args):
         _, unknown = train_parser.parse_known_args(args.train_argv)
         if unknown:
             parser.error(f"--train_flags: train.py has no {' '.join(unknown)}")
+        # what each row is (and says it is): a later value in --train_flags would win over it
+        own = [f for f in BENCH_TRAIN_FLAGS if any(t == f or t.startswith(f + "=") for t in args.train_argv)]
+        if own:
+            parser.error(f"--train_flags: {', '.join(own)} set by bench.py itself (per row, or by "
+                         "its own flags), not through --train_flags")
 
 
 if __name__ == "__main__":

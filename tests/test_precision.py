@@ -131,12 +131,27 @@ def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_p
     assert out.count("| resnet32 | category") == 2 and '"test_acc"' not in out  # only the tables
 
 
+def test_bench_accuracy_table_without_validation_images():
+    """--valid_size 0 (valid_acc null): a '-' in the table, after all the training, not a crash."""
+    from types import SimpleNamespace
+    from bench.bench import accuracy_lines
+    args = SimpleNamespace(train_flags="", epochs=1, data_dir="d", valid_size=0)
+    fp32 = {"test_acc": 0.5, "valid_acc": None, "images_per_s": 100.0, "train_seconds": 3.0,
+            "train_images": 10, "test_images": 5}
+    lines = accuracy_lines(args, [("resnet32", "category", 0, "fp32", fp32),
+                                  ("resnet32", "category", 0, "bf16", fp32 | {"test_acc": 0.6})])
+    assert "| resnet32 | category | 0 | fp32 | 50.00% | - | 100 | 3 |" in lines
+    assert "per pair: +10.00 points" in lines[-1]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--what", "accuracy", "--data_dir", "{tmp}"], "cifar10 not found in {tmp}/cifar-10-batches-py"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "'unclosed"],
      "--train_flags \"'unclosed\": No closing quotation"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--bogus 1"],
      "--train_flags: train.py has no --bogus 1"),
+    (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--amp --seed=3 --lr 0.2"],
+     "--train_flags: --seed, --amp set by bench.py itself (per row, or by its own flags)"),
     (["--what", "train", "--train_images", "256"], "--train_images 256 is less than a batch of 512"),
 ])
 def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):

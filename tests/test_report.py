@@ -164,6 +164,26 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
     assert (tmp_path / "out" / "robust_cifar10_resnet32_level100_untargeted.png").is_file()
 
 
+def test_only_finished_runs_trained_alike_are_averaged(tmp_path):
+    """A seed trained with other flags (--epochs 5 among 4) is left out of every table, with the
+    reason; an attacked run without results.json counts in no robust table either (its clean
+    accuracy would differ between the clean and the robust tables)."""
+    attack = [entry("fgsm", EPS8, 0.2)]
+    for seed, acc, epochs in ((1, 0.5, 4), (2, 0.7, 4), (3, 0.99, 5)):
+        make_run(tmp_path / "runs", "category", seed, test_acc=acc, valid_acc=acc, epochs=epochs,
+                 clean_acc=acc, attack=[entry("fgsm", EPS8, acc / 2)])
+    make_run(tmp_path / "runs", "category", 4, done_epochs=4, clean_acc=0.1, attack=attack)
+    summary = report(tmp_path / "runs", tmp_path / "out")
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["60.00 ± 14.14 (n=2)"]
+    heading = "### cifar10, resnet32, level 100: fgsm, untargeted (1017 test images, steps 1, restarts 1)"
+    assert table_rows(markdown, heading)["category"] == ["60.00 ± 14.14 (n=2)", "30.00 ± 7.07 (n=2)"]
+    incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
+    assert incomplete["cifar10/resnet32/category/level100/seed3"] == [
+        "left out of the tables: trained with --epochs 5 (the other seeds: 4)"]
+    assert incomplete["cifar10/resnet32/category/level100/seed4"][0].startswith("training stopped")
+
+
 def test_missing_and_incomplete_are_listed(made):
     out, summary = made
     incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
