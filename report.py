@@ -20,7 +20,7 @@ from pathlib import Path
 from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
 from utils.grid import (ATTACK_RESULTS, describe_key, entry_key, eps_text, missing_entries,
                         parse_level, read_json_or_none, read_lines)
-from utils.atomic import atomic_write
+from utils.atomic import atomic_write, atomic_write_text
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, json_text
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
@@ -141,7 +141,7 @@ def exclude_odd_seeds(records):
     (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
     marked excluded, with the flags in its problems, so the tables average like with like. The
     flags most of the group's runs share are the group's (the first run's on a tie)."""
-    from utils.flags import LABEL_ONLY
+    from utils.flags import acts_on
     from utils.training import RESULT_FLAGS
     groups = defaultdict(list)
     for record in records:
@@ -151,7 +151,7 @@ def exclude_odd_seeds(records):
         if len(runs) < 2:
             continue
         base = split_noise(label)[0]
-        compared = [k for k in RESULT_FLAGS if k != "seed" and LABEL_ONLY.get(k, base) == base]
+        compared = [k for k in RESULT_FLAGS if k != "seed" and acts_on(k, base)]
         signatures = [tuple(r["flags"].get(k) for k in compared) for r in runs]
         counts = Counter(signatures)
         common = max(counts, key=lambda s: (counts[s], -signatures.index(s)))
@@ -382,7 +382,7 @@ def write_csv(path, rows, columns):
         writer.writerow(["" if row.get(c) is None else
                          " ".join(map(str, row[c])) if isinstance(row.get(c), list) else row[c]
                          for c in columns])
-    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+    atomic_write_text(path, text.getvalue())
 
 
 def one(values):
@@ -631,7 +631,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     write_csv(out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status", "test_acc",
                                            "epochs_done", "epochs", "run_dir"])
     tables = tables_markdown(title, base_dir, accuracy, robust, incomplete, missing, expected_from, counts)
-    atomic_write(out / "tables.md", lambda f: f.write(tables.encode()))
+    atomic_write_text(out / "tables.md", tables)
     written = figures(out, accuracy, robust, records) if draw else []
     summary = {
         "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
@@ -645,7 +645,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
         "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
                   *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
     }
-    atomic_write(out / "summary.json", lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
+    atomic_write_text(out / "summary.json", json_text(summary, indent=1) + "\n")
     return summary
 
 

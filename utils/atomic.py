@@ -34,3 +34,8 @@ def atomic_write(path, write):
         if isinstance(failed, OSError):
             raise OSError(failed.errno, failed.strerror, str(path)) from err
         raise
+
+
+def atomic_write_text(path, text):
+    """`atomic_write` of a str, as UTF-8."""
+    atomic_write(path, lambda f: f.write(text.encode()))

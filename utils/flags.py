@@ -46,6 +46,11 @@ LABEL_ONLY = {"smoothing": "category", "feature_dim": "mcr2", "mcr2_eps": "mcr2"
               "gam2": "mcr2", "n_components": "mcr2"}
 
 
+def acts_on(flag, label):
+    """Whether train.py's flag `flag` (a name without --) changes a run of `label`."""
+    return LABEL_ONLY.get(flag, label) == label
+
+
 def add_flags(group, *names, **changes):
     """Declare the shared flags `names` in an argparse group, in that order; `changes` maps a
     flag's name to the settings this script changes (a help that says what it means here)."""

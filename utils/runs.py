@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from utils import __version__
-from utils.atomic import atomic_write
+from utils.atomic import atomic_write, atomic_write_text
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -111,11 +111,11 @@ def json_text(obj, **options):
 
 
 def write_json(path, obj):
-    atomic_write(path, lambda f: f.write((json_text(obj, indent=2) + "\n").encode()))
+    atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def write_jsonl(path, rows):
-    atomic_write(path, lambda f: f.write("".join(json_text(r) + "\n" for r in rows).encode()))
+    atomic_write_text(path, "".join(json_text(r) + "\n" for r in rows))
 
 
 def read_json(path):

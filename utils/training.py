@@ -18,7 +18,7 @@ from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from utils import distributed, preempt
 from utils.errors import UsageError
-from utils.flags import LABEL_ONLY
+from utils.flags import acts_on
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -351,7 +351,7 @@ def run_changes(config, args, label_sha256, now="now"):
     `label_sha256` (the targets asked for now) differs."""
     saved = config.get("flags", {})
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
-             if LABEL_ONLY.get(k, args.label) == args.label}
+             if acts_on(k, args.label)}
     changes = [f"--{k} {saved[k]} ({now} {v})" for k, v in asked.items()
                if v is not None and k in saved and saved[k] != v]
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
