@@ -238,6 +238,15 @@ exit "$status"
 '''
 
 
+def directive(flag, value):
+    """An #SBATCH option; a value with white space in double quotes, which sbatch reads as one word
+    (unquoted, sbatch rejects the script: "Invalid directive found in batch script")."""
+    value = str(value)
+    if '"' in value:
+        raise UsageError(f"--{flag} {value}: sbatch cannot read a double quote in an #SBATCH line")
+    return f'--{flag}="{value}"' if any(c.isspace() for c in value) else f"--{flag}={value}"
+
+
 def write_slurm(opts, tasks):
     """Write the array script and its commands file; returns (script, commands, number of tasks)."""
     todo = [t for t in tasks if t.todo]
@@ -248,12 +257,12 @@ def write_slurm(opts, tasks):
     lines = [t.shell(opts.python, wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")],
                      cwd=cwd) for t in todo]
     array = f"0-{len(todo) - 1}" + (f"%{opts.max_concurrent}" if opts.max_concurrent else "")
-    sbatch = [f"--job-name={opts.job_name}", f"--array={array}", f"--output={logs}/%A_%a.out",
+    sbatch = [directive("job-name", opts.job_name), f"--array={array}", directive("output", f"{logs}/%A_%a.out"),
               "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
     for flag, value in (("partition", opts.partition), ("gres", opts.gres), ("time", opts.time),
                         ("mem", opts.mem), ("cpus-per-task", opts.cpus_per_task)):
         if value is not None:
-            sbatch.append(f"--{flag}={value}")
+            sbatch.append(directive(flag, value))
     sbatch += opts.sbatch
     header = [
         "#!/bin/bash",

@@ -192,6 +192,15 @@ def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_d
     assert proc.returncode == 2 and "no line 5 in" in proc.stderr
 
 
+def test_sbatch_directives_quote_white_space():
+    """sbatch reads a double-quoted value as one word and rejects an unquoted space (the real
+    SLURM test below runs in a folder with a space); it has no way to write a double quote."""
+    assert sweep.directive("output", "/a b/%A_%a.out") == '--output="/a b/%A_%a.out"'
+    assert sweep.directive("job-name", "labelrep") == "--job-name=labelrep"
+    with pytest.raises(sweep.UsageError, match='--job-name a"b: sbatch cannot read a double quote'):
+        sweep.directive("job-name", 'a"b')
+
+
 # A stage that works until signalled: on USR1/TERM it exits 75 (as train.py and attack.py do).
 STAGE = """import signal, sys, time
 signal.signal(signal.SIGUSR1, lambda *_: sys.exit(75))
@@ -349,7 +358,9 @@ def squeue(env, job):
 @HAVE_ATTACK
 def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, cifar10_dir, label_dir):
     """Two array tasks (category, speech), each training then attacking its run. Task 0 gets the
-    time-limit warning (USR1) mid-training: it checkpoints, requeues itself and finishes."""
+    time-limit warning (USR1) mid-training: it checkpoints, requeues itself and finishes. The
+    script, its logs and the runs lie below a folder whose name has a space."""
+    tmp_path = tmp_path / "a sweep"
     base = tmp_path / "out"
     grid = ["--labels", "category", "speech", "--seeds", "3", "--levels", "40",
             *tiny(cifar10_dir, label_dir, base, 3), *ATTACK_FLAGS]
