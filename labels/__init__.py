@@ -33,7 +33,8 @@ def label_path(dataset, name, label_dir=LABEL_DIR):
 def available_labels(dataset, label_dir=LABEL_DIR):
     """Sorted label names that have a file for `dataset` in `label_dir`."""
     prefix = f"{dataset}_"
-    return sorted(p.name[len(prefix):-len(".npy")] for p in Path(label_dir).glob(f"{prefix}*.npy"))
+    return sorted(p.name[len(prefix):-len(".npy")] for p in Path(label_dir).glob(f"{prefix}*.npy")
+                  if p.is_file())
 
 
 def targets_sha256(targets):
@@ -44,8 +45,8 @@ def targets_sha256(targets):
 
 
 def read_targets(path, num_classes=None):
-    """Load and check a label file: float32 (C, ...), numeric, finite, classes distinct, and
-    C == num_classes when given. Raises LabelError with a one-line reason otherwise."""
+    """Load and check a label file (see `check_targets`); C == num_classes when given. Raises
+    LabelError with a one-line reason otherwise."""
     path = Path(path)
     try:
         # allow_pickle=False: a label file is plain numbers, never code.
@@ -61,25 +62,35 @@ def read_targets(path, num_classes=None):
         raise LabelError(f"label file {path} is not a readable .npy file ({err})") from None
     except (OSError, EOFError) as err:
         raise LabelError(f"label file {path} is not a readable .npy file ({err})") from None
+    except MemoryError:  # a header whose shape is far larger than the file
+        raise LabelError(f"label file {path} is corrupt: its header asks for more memory than "
+                         "this machine has") from None
+    return check_targets(targets, f"label file {path}", num_classes)
+
+
+def check_targets(targets, source, num_classes=None):
+    """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
+    class (C == num_classes when given), finite in float32, classes distinct. (Nearest-target
+    decoding checks that each class's own target decodes to it: `utils.labelspace.TargetSpace`.)"""
     if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
-        raise LabelError(f"label file {path} holds {getattr(targets, 'dtype', type(targets))} "
+        raise LabelError(f"{source} holds {getattr(targets, 'dtype', type(targets))} "
                          "values; a label file must be a numeric array")
     if targets.ndim < 2:
-        raise LabelError(f"label file {path} has shape {targets.shape}; expected [classes, ...] "
+        raise LabelError(f"{source} has shape {targets.shape}; expected [classes, ...] "
                          "with one target per class")
     if num_classes is not None and targets.shape[0] != num_classes:
-        raise LabelError(f"label file {path} has {targets.shape[0]} class targets, but the dataset "
-                         f"has {num_classes} classes")
+        raise LabelError(f"{source} has {targets.shape[0]} class targets, but the dataset has "
+                         f"{num_classes} classes")
     if not np.isfinite(targets).all():
-        raise LabelError(f"label file {path} contains NaN or infinite values")
+        raise LabelError(f"{source} contains NaN or infinite values")
     with np.errstate(over="ignore"):
-        targets = targets.astype(np.float32)
+        targets = np.ascontiguousarray(targets, dtype=np.float32)
     if not np.isfinite(targets).all():
-        raise LabelError(f"label file {path} holds values beyond float32's range (about 3.4e38)")
+        raise LabelError(f"{source} holds values beyond float32's range (about 3.4e38)")
     _, first = np.unique(targets.reshape(len(targets), -1), axis=0, return_index=True)
     if len(first) < len(targets):
         dup = sorted(set(range(len(targets))) - set(first.tolist()))[0]
-        raise LabelError(f"label file {path}: class {dup} has the same target as another class, "
+        raise LabelError(f"{source}: class {dup} has the same target as another class, "
                          "so nearest-target decoding cannot tell them apart")
     return targets
 

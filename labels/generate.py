@@ -17,9 +17,9 @@ Families (C classes; `FAMILIES` is the registry, `make_label` the entry point fo
     speech      (C, 64, 64) in [-80, 0]  mel spectrogram (dB) of the spoken class name
     shuffle     (C, 64, 64) in [-80, 0]  speech with its 64 time columns permuted per class
     uniform     (C, 64, 64) in [0, 80]   class i is the constant 80 i / (C - 1)
-    random      (C, 64, 64) in [0, 80]   uniform random
+    random      (C, 64, 64) in [0, 80)   uniform random
     composite   (C, 64, 64) in [0, 80]   sum of 10 oriented Gaussian blobs, rescaled per class
-    lowdim      (C, C)      in [0, 80]   uniform random
+    lowdim      (C, C)      in [0, 80)   uniform random
     bert        (C, 48, 48) in [0, 80]   BERT hidden states of "[CLS] name [SEP]"
     glove       (C, 50)                  GloVe word vectors (raw values)
     normal_dim=D  (C, D)                 class i drawn from N(i, 0.1)      (follow-up: "entropy")
@@ -50,9 +50,9 @@ import numpy as np
 if not __package__:  # run as a file (python labels/generate.py), not with -m: import from the repo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labels import LABEL_DIR, LabelError, read_targets
+from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import atomic_write
-from utils.errors import CliParser, call_cli
+from utils.errors import CliParser, call_cli, number
 from utils.pickles import read_cifar_pickle
 
 # ----------------------------------------------------------------------------- datasets and names
@@ -129,11 +129,12 @@ def dataset_class_names(dataset, data_dir=None):
         for candidate in (Path(data_dir) / spec.meta_file,
                           Path(data_dir) / spec.folder / spec.meta_file):
             if candidate.is_file():
-                meta = read_cifar_pickle(candidate)
-                if spec.meta_key not in meta:
-                    raise LabelError(f"{candidate} has no '{spec.meta_key}' entry")
-                names = [n.decode() if isinstance(n, bytes) else str(n)
-                         for n in meta[spec.meta_key]]
+                meta = read_cifar_pickle(candidate, fix="give --data_dir the dataset's own "
+                                         "folder, or leave it out for the built-in names")
+                listed = meta.get(spec.meta_key)
+                if not isinstance(listed, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in listed):
+                    raise LabelError(f"{candidate} has no list of class names under '{spec.meta_key}'")
+                names = [n.decode() if isinstance(n, bytes) else n for n in listed]
                 if len(names) != spec.num_classes:
                     raise LabelError(f"{candidate} lists {len(names)} classes; "
                                      f"{dataset} has {spec.num_classes}")
@@ -162,6 +163,10 @@ def class_names(dataset, name_set="standard", data_dir=None):
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != num_classes:
         raise LabelError(f"{path} holds {len(names)} names; {dataset} has {num_classes} classes")
+    twice = [n for i, n in enumerate(names) if n in names[:i]]
+    if twice:
+        raise LabelError(f"{path} names {twice[0]!r} twice; two classes with one name would get one "
+                         "target")
     return names
 
 
@@ -245,8 +250,15 @@ def audio_files(audio_dir, num_classes):
     folder = Path(audio_dir)
     if not folder.is_dir():
         raise LabelError(f"--audio_dir {folder} is not a directory")
-    numbered = {int(m.group(1)): p for p in sorted(folder.iterdir())
-                if (m := re.fullmatch(r"(\d+)\.wav", p.name, flags=re.IGNORECASE))}
+    numbered = {}
+    for p in sorted(folder.iterdir()):
+        if m := re.fullmatch(r"(\d+)\.wav", p.name, flags=re.IGNORECASE):
+            i = int(m.group(1))
+            if str(i) != m.group(1) or i in numbered:  # 01.wav, or 1.WAV beside 1.wav
+                raise LabelError(f"{folder} holds {p.name}" + (f" beside {numbered[i].name}" if i in numbered
+                                 else "") + f": name recordings 0.wav .. {num_classes - 1}.wav, once "
+                                 "each, without leading zeros")
+            numbered[i] = p
     if len(numbered) != num_classes:
         raise LabelError(f"{folder} holds {len(numbered)} numbered .wav files; expected "
                          f"{num_classes} (0.wav .. {num_classes - 1}.wav, one per class)")
@@ -586,8 +598,11 @@ def make_label(name, names, seed=None, **options):
     if len(names) < 2:
         raise LabelError(f"need at least 2 classes, got {len(names)}")
     seed = family.seed if seed is None else seed
-    targets = family.make(list(names), seed, Options(**options), param)
-    return np.ascontiguousarray(targets, dtype=np.float32)
+    targets = check_targets(np.asarray(family.make(list(names), seed, Options(**options), param)),
+                            f"the generated {name} targets")
+    from utils.labelspace import TargetSpace
+    TargetSpace(name, targets)  # raises unless each class's own target decodes to it
+    return targets
 
 
 # ----------------------------------------------------------------------------- writing and CLI
@@ -611,11 +626,11 @@ def build_parser():
                            "in cifar-10-batches-py/ / cifar-100-python/; default: built-in names")
     data.add_argument("--names", default=None,
                       help=f"how class names are written: {', '.join(NAME_SETS)} (default: "
-                           f"spoken for speech, text for bert/glove) or a file, one name a line")
+                           f"spoken for speech and shuffle, text for bert/glove) or a file, one name a line")
     family = parser.add_argument_group("families")
     family.add_argument("--label", nargs="+", required=True,
                         help="label name(s), e.g. speech, normal_dim=10, uniform_gap=2, or all")
-    family.add_argument("--seed", type=int, default=None,
+    family.add_argument("--seed", type=number(int, 0, inclusive=True, maximum=2**32 - 1), default=None,
                         help="random seed (default: the family's: shuffle 8 and random / lowdim 48 "
                              "as in the paper, 0 otherwise)")
     family.add_argument("--audio_dir", default=None,

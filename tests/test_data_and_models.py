@@ -114,6 +114,21 @@ def test_nearest_target_decoding():
     assert torch.equal(space.decode(outputs), brute)
 
 
+def test_decoding_survives_a_large_common_offset_and_refuses_targets_it_cannot_tell_apart():
+    """Distances from the targets' mean: 1000 + small differences decode as exactly as the small
+    differences alone (the expanded ||o||^2 - 2 o.t + ||t||^2 in float32 lost them: 4 of 10 classes
+    right). Targets so large that squared distances overflow float32 are refused, naming a class."""
+    rng = np.random.default_rng(0)
+    small = 0.05 * rng.random((10, 4096), dtype=np.float32)
+    space = TargetSpace("offset", 1000 + small)
+    assert space.decode(space.targets).tolist() == list(range(10))
+    noisy = torch.as_tensor(1000 + small[[3, 7, 7, 1]] + 0.002 * rng.standard_normal((4, 4096), dtype=np.float32))
+    assert space.decode(noisy).tolist() == [3, 7, 7, 1]
+    with pytest.raises(UsageError, match=r"label huge: class 1's own target decodes as class 0 in float32; "
+                                         r"its targets are too close together or too large"):
+        TargetSpace("huge", 1e20 * rng.random((10, 64), dtype=np.float32))
+
+
 def test_decoder_margin_is_positive_exactly_when_the_prediction_misses_the_goal():
     """The margin objective of attacks: nearest wrong class against the goal, in decoder scores."""
     torch.manual_seed(0)
@@ -179,6 +194,27 @@ def test_bad_label_files(tmp_path, content, message):
     with pytest.raises(UsageError) as err:
         read_targets(path, 10)
     assert message in str(err.value)
+
+
+def test_a_label_file_whose_header_claims_terabytes_is_one_line(tmp_path):
+    """A corrupt header (shape (10, 10**12), 400 bytes of data) made numpy try to allocate 36 TiB
+    and die with a MemoryError traceback."""
+    path = tmp_path / "cifar10_bighdr.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (10, 10**12)})
+        f.write(bytes(400))
+    with pytest.raises(UsageError) as err:
+        read_targets(path, 10)
+    assert str(err.value).startswith(f"label file {path} is ")
+
+
+def test_the_list_of_labels_leaves_out_folders(tmp_path):
+    np.save(tmp_path / "cifar10_good.npy", np.eye(10, dtype=np.float32))
+    (tmp_path / "cifar10_folder.npy").mkdir()
+    with pytest.raises(UsageError, match=r"cifar10_folder.npy for --label folder; labels found for "
+                                         r"cifar10 in .*: category, mcr2, good$"):
+        load_label_space("folder", "cifar10", 10, tmp_path)
 
 
 def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypatch):

@@ -382,12 +382,13 @@ def test_unusable_out_is_one_line(tmp_path, capsys):
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
     meta = tmp_path / "batches.meta"
     for content, message in ((b"garbage", "is truncated or corrupt"),
-                             (pickle.dumps({"names": []}), "has no 'label_names' entry"),
+                             (pickle.dumps({"names": []}), "has no list of class names under 'label_names'"),
+                             (pickle.dumps({"label_names": 5}), "has no list of class names under 'label_names'"),
                              (pickle.dumps(print), "is truncated or corrupt")):  # runs no code
         meta.write_bytes(content)
         status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform",
                                              "--data_dir", tmp_path, "--out", tmp_path], capsys)
-        assert status == 2 and f"{meta} {message}" in err
+        assert status == 2 and f"{meta} {message}" in err and "download" not in err  # it downloads nothing
     names = tmp_path / "names.txt"
     names.write_bytes("caf\xe9\n".encode("latin1"))
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--names",
@@ -445,6 +446,17 @@ def test_bad_audio_dirs(tones, tmp_path, capsys):
     status, _, err = speech_from(broken)
     assert status == 2 and "cannot read audio file" in err and "0.wav" in err
 
+    padded = tmp_path / "padded"
+    shutil.copytree(tones, padded)
+    shutil.copy(padded / "5.wav", padded / "01.wav")  # was read as class 1, beside 1.wav or for it
+    (padded / "1.wav").unlink()
+    status, _, err = speech_from(padded)
+    assert status == 2 and "holds 01.wav: name recordings 0.wav .. 9.wav, once each, without leading zeros" in err
+    (padded / "01.wav").rename(padded / "1.wav")
+    shutil.copy(padded / "5.wav", padded / "1.WAV")
+    status, _, err = speech_from(padded)
+    assert status == 2 and ("holds 1.wav beside 1.WAV" in err or "holds 1.WAV beside 1.wav" in err)
+
     status, _, err = speech_from(tmp_path / "nowhere")
     assert status == 2 and "not a directory" in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.npy"))
@@ -455,6 +467,29 @@ def test_speech_without_espeak_says_how_to_install(monkeypatch, tmp_path, capsys
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--out",
                                          tmp_path], capsys)
     assert status == 2 and "espeak-ng is not installed" in err and "apt-get install" in err
+
+
+def test_generated_targets_are_checked_before_they_are_written(tiny_glove, tmp_path, capsys):
+    """What train.py would refuse is not written: uniform_gap=1e38 overflows float32 (the file held
+    inf), a name listed twice gave two classes one GloVe vector."""
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform_gap=1e38",
+                                         "--out", tmp_path], capsys)
+    assert status == 2 and "the generated uniform_gap=" in err and "beyond float32's range" in err
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join([*CIFAR10_CLASSES[:9], "cat"]) + "\n")
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--names",
+                                         names, "--glove", tiny_glove, "--out", tmp_path], capsys)
+    assert status == 2 and f"{names} names 'cat' twice" in err
+    assert not list(tmp_path.glob("*.npy"))
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_generate_seed_must_suit_numpy(seed, tmp_path, capsys):
+    """numpy's seeds lie in [0, 2**32): beyond, a traceback after all the speech synthesis."""
+    with pytest.raises(SystemExit) as exit_:
+        generate.main(["--dataset", "cifar10", "--label", "random", "--seed", seed, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: argument --seed: ")
 
 
 def test_names_file_must_match_class_count(tmp_path, capsys):

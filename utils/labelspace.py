@@ -72,12 +72,23 @@ class TargetSpace:
         self.targets = torch.as_tensor(targets, dtype=torch.float32)
         self.num_classes = len(self.targets)
         self.output_shape = tuple(self.targets.shape[1:])
-        self._flat = self.targets.flatten(1)
+        # Distances are measured from the targets' mean, which changes none of them, so that a
+        # large offset common to all targets (say 1000 + small differences) does not cancel away
+        # the differences in float32.
+        flat = self.targets.flatten(1).double()
+        center = flat.mean(0)
+        self._center, self._flat = center.float(), (flat - center).float()
         self._sq_norms = self._flat.square().sum(1)
+        own = self.decode(self.targets)
+        wrong = (own != torch.arange(self.num_classes)).nonzero().flatten().tolist()
+        if wrong:
+            raise UsageError(f"label {name}: class {wrong[0]}'s own target decodes as class "
+                             f"{own[wrong[0]].item()} in float32; its targets are too close together "
+                             "or too large (squared distances beyond 3.4e38) for nearest-target decoding")
 
     def to(self, device):
-        self.targets, self._flat, self._sq_norms = (t.to(device) for t in
-                                                    (self.targets, self._flat, self._sq_norms))
+        self.targets, self._center, self._flat, self._sq_norms = (
+            t.to(device) for t in (self.targets, self._center, self._flat, self._sq_norms))
         return self
 
     def loss(self, outputs, labels):
@@ -90,9 +101,10 @@ class TargetSpace:
         return self.loss(outputs, labels)
 
     def scores(self, outputs):
-        """(N, C): minus the squared distance to each class target, up to ||o||^2, which is the
-        same for every class: ||o - t||^2 = ||o||^2 - 2 o.t + ||t||^2."""
-        flat = at_least_float32(outputs).flatten(1)
+        """(N, C): minus the squared distance to each class target, up to a term the same for
+        every class: with o and t measured from the targets' mean m,
+        ||o - t||^2 = ||o - m||^2 - 2 (o - m).(t - m) + ||t - m||^2."""
+        flat = at_least_float32(outputs).flatten(1) - self._center
         return 2 * flat @ self._flat.T.to(flat.dtype) - self._sq_norms[None, :]
 
     def decode(self, outputs):

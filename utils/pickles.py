@@ -17,14 +17,14 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def read_cifar_pickle(path):
-    """The dict a CIFAR pickle holds, its bytes keys decoded; UsageError for any other content."""
+def read_cifar_pickle(path, fix="delete it and run again to download a fresh copy"):
+    """The dict a CIFAR pickle holds, its bytes keys decoded; UsageError for any other content,
+    `fix` saying what to do about a corrupt file."""
     try:
         with open(path, "rb") as f:
             content = _ArrayUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise UsageError(f"dataset file {path} is truncated or corrupt ({err}); delete it and "
-                         "run again to download a fresh copy") from None
+        raise UsageError(f"dataset file {path} is truncated or corrupt ({err}); {fix}") from None
     if not isinstance(content, dict):
         raise UsageError(f"dataset file {path} is not a CIFAR batch (expected a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
