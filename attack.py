@@ -129,6 +129,17 @@ def find_checkpoint(args):
     return path, run_dir
 
 
+def check_finished(run_dir):
+    """Attacks are of a run's final model: while train.py has yet to finish the run, its best
+    checkpoint may still change, and results on it would outlive it (sweep.py and report.py would
+    count them as the run's)."""
+    from utils.runs import LAST_CHECKPOINT, RESULTS
+    if (run_dir / LAST_CHECKPOINT).exists() and not (run_dir / RESULTS).exists():
+        raise UsageError(f"{run_dir} has not finished training (it has {LAST_CHECKPOINT} but no "
+                         f"{RESULTS}), so its best checkpoint may still change; finish it with "
+                         "train.py --resume, or copy the checkpoint elsewhere to attack it as it is")
+
+
 def model_from_checkpoint(path):
     """(model in eval mode, label space, checkpoint dict) rebuilt from a train.py best-model
     checkpoint alone; a file that is not one, or weights that do not fit, is a UsageError."""
@@ -277,10 +288,11 @@ def run(args):
         args.model, args.label = args.model or "resnet32", args.label or "category"
         args.seed = 0 if args.seed is None else args.seed
     path, run_dir = find_checkpoint(args)
+    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+    model, space = load_model(args, path, data)  # bad input ends here, before the run is locked
+    args.model, args.label = model.model_args["arch"], space.name
     with run_lock(run_dir):  # one job at a time in a run directory
-        data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-        model, space = load_model(args, path, data)
-        args.model, args.label = model.model_args["arch"], space.name
+        check_finished(run_dir)
         model, space = model.to(device).eval(), space.to(device)
 
         total = len(data.test_labels)

@@ -4,6 +4,7 @@ The models (conftest's `category` and `highdim`) are trained in-process on the t
 attack.py is run end to end on a decoder-head checkpoint from train.py below.
 """
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -445,4 +446,19 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "broken.pth")])
     assert "is corrupt" in line and "point --checkpoint at a checkpoint train.py wrote" in line
+    assert "(not the zip archive torch.save writes)" in line
+    assert not (tmp_path / ".lock").exists()  # bad input ends before the folder is locked
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
+
+
+def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """Its best checkpoint may still change: results on it were counted as the finished run's by
+    sweep.py and report.py after train.py --resume had replaced the checkpoint."""
+    shutil.copytree(speech_run[0], tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    (run_dir / "results.json").unlink()  # stopped after its last epoch, as a preempted run
+    for extra in ([], ["--checkpoint", str(run_dir / "speech_seed3_resnet32_best_model.pth")]):
+        line = one_line_error(capsys, script_flags(cifar10_dir, tmp_path / "runs", label_dir, *extra))
+        assert f"{run_dir} has not finished training (it has last_checkpoint.pth but no results.json)" in line
+        assert "finish it with train.py --resume" in line
+    assert not (run_dir / ATTACK_RESULTS).exists()

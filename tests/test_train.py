@@ -372,13 +372,6 @@ def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir
 def test_resume_checks_the_checkpoint_labels_and_data(speech_run, capsys, cifar10_dir, label_dir,
                                                       tmp_path):
     base, run_dir = finished_copy(speech_run, tmp_path)
-    (run_dir / "results.json").unlink()   # as if stopped after its last epoch
-    other = tmp_path / "labels"
-    other.mkdir()
-    np.save(other / "cifar10_speech.npy", np.random.RandomState(1).uniform(-80, 0, (10, 64, 64))
-            .astype(np.float32))
-    line = run_cli_capture(capsys, flags(cifar10_dir, base, other, resume=True))
-    assert "was trained with other speech targets than" in line
     smaller = tmp_path / "data"
     shutil.copytree(cifar10_dir, smaller)
     batch = smaller / "cifar-10-batches-py" / "data_batch_1"
@@ -386,11 +379,55 @@ def test_resume_checks_the_checkpoint_labels_and_data(speech_run, capsys, cifar1
         content = pickle.load(f, encoding="latin1")
     content = {k: v[:50] if k in ("data", "labels") else v for k, v in content.items()}
     batch.write_bytes(pickle.dumps(content))
+    # finished, it gave its old results for other data
+    line = run_cli_capture(capsys, flags(smaller, base, label_dir))
+    assert "holds a finished run trained with 250 training images (now 240: another --data_dir?)" in line
+    (run_dir / "results.json").unlink()   # as if stopped after its last epoch
+    other = tmp_path / "labels"
+    other.mkdir()
+    np.save(other / "cifar10_speech.npy", np.random.RandomState(1).uniform(-80, 0, (10, 64, 64))
+            .astype(np.float32))
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, other, resume=True))
+    assert "was trained with other speech targets than" in line
     line = run_cli_capture(capsys, flags(smaller, base, label_dir, resume=True))
-    assert "training images (now" in line and "another --data_dir?" in line
+    assert "trained with 250 training images (now 240: another --data_dir?)" in line
     torch.save({"weights": torch.zeros(1)}, run_dir / "last_checkpoint.pth")
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
     assert "last_checkpoint.pth is not a train.py checkpoint (it lacks model, optimizer" in line
+
+
+def test_a_lost_best_checkpoint_on_resume_says_what_works_and_writes_nothing(speech_run, capsys,
+                                                                            cifar10_dir, label_dir, tmp_path):
+    """The old advice (delete it) led to "does not exist" and no advice; the resume had already
+    rewritten config.json and metrics.jsonl."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "results.json").unlink()
+    best = run_dir / "speech_seed3_resnet32_best_model.pth"
+    best.write_bytes(best.read_bytes()[:1000])
+    (run_dir / "metrics.jsonl").write_text("")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    for _ in range(2):
+        line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
+        assert "the best epoch's weights are lost and last_checkpoint.pth cannot restore them: pass --force" in line
+        assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != best.name} == \
+            {k: v for k, v in before.items() if k != best.name}
+        best.unlink(missing_ok=True)
+
+
+def test_a_signal_after_the_result_line_changes_no_exit_status(speech_run, cifar10_dir, label_dir):
+    """SLURM's USR1 in the half second of torch's teardown after the JSON line killed the job
+    (exit -10), and the task script ran none of the stages after it."""
+    base, _ = speech_run
+    codes = []
+    for delay in (0.05, 0.2):
+        proc = subprocess.Popen([sys.executable, "train.py", *flags(cifar10_dir, base, label_dir)], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert json.loads(proc.stdout.readline())["epochs"] == 2  # the finished run's results
+        time.sleep(delay)
+        proc.send_signal(signal.SIGUSR1)
+        proc.stdout.read()
+        codes.append(proc.wait(timeout=60))
+    assert codes == [0, 0]
 
 
 def test_no_validation_images_is_no_validation_accuracy(cifar10_dir, label_dir, tmp_path):

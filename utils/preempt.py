@@ -5,6 +5,7 @@ keep their last completed checkpoint and call `exit_for_requeue`, whose exit sta
 job-array script to requeue the task. A requeued task reruns with --resume and ends with the same
 results as an uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
 """
+import atexit
 import os
 import signal
 import sys
@@ -20,10 +21,21 @@ def _handle(signum, frame):
 
 
 def install():
-    """Catch SIGTERM and SIGUSR1 (main thread only; a no-op elsewhere, e.g. inside a notebook thread)."""
+    """Catch SIGTERM and SIGUSR1 (main thread only; a no-op elsewhere, e.g. inside a notebook thread).
+
+    From exit on they are ignored: Python puts a handler it set back to the default while it shuts
+    down (torch's teardown takes about half a second), and a signal then killed a process whose
+    work was done and written (exit -10, not 0, and a job script lost the stages after it)."""
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, _handle)
+        atexit.unregister(_ignore)
+        atexit.register(_ignore)
+
+
+def _ignore():
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def requested():

@@ -129,19 +129,29 @@ def save_checkpoint(path, state):
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path, map_location="cpu", advice="delete it, or pass --force to start the run over"):
-    """Load a checkpoint safely (tensors and plain data only); a bad file is a one-line error
-    that ends with `advice`."""
+def load_checkpoint(path, map_location="cpu", advice=None):
+    """Load a checkpoint safely (tensors and plain data only); a missing or bad file is a one-line
+    error that ends with `advice` (for a bad file, by default: delete it, or pass --force)."""
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise UsageError(f"checkpoint {path} does not exist") from None
+        raise UsageError(f"checkpoint {path} does not exist" + (f"; {advice}" if advice else "")) from None
     except Exception as err:  # torch raises many types for truncated or foreign files
+        try:
+            with open(path, "rb") as f:
+                zipped = f.read(4) == b"PK\x03\x04"
+        except OSError:  # a folder, an unreadable file
+            raise UsageError(f"cannot read checkpoint {path} ({err})") from None
+        refused = "WeightsUnpickler error:" in str(err)  # objects beyond tensors and plain data
         text = str(err).split("WeightsUnpickler error:")[-1].strip()
         reason = text.splitlines()[0] if text else type(err).__name__
+        if not zipped:
+            reason = "not the zip archive torch.save writes"
+        elif not refused:
+            reason = f"a damaged zip archive: {reason}"
         raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
-                         f"{advice}") from None
+                         f"{advice or 'delete it, or pass --force to start the run over'}") from None
 
 
 def environment():

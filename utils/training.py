@@ -343,12 +343,13 @@ def _config(args, run_dir, split, data, space):
             "label_sha256": space_sha256(space.state()), "environment": environment()}
 
 
-def run_changes(config, args, label_sha256, now="now"):
+def run_changes(config, args, label_sha256, now="now", train_images=None):
     """What a run with this saved `config` trained otherwise than `args` asks: '--flag saved
     (now value)' for every RESULT_FLAGS flag it set otherwise (a flag None in `args` is picked
     later, e.g. --lr by label type; one of another label type's, e.g. --smoothing for speech,
-    acts on nothing), and other label targets, if it recorded their `label_sha256` and
-    `label_sha256` (the targets asked for now) differs."""
+    acts on nothing), other label targets, if it recorded their `label_sha256` and
+    `label_sha256` (the targets asked for now) differs, and another number of training images
+    when `train_images` (the number now) is given."""
     saved = config.get("flags", {})
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
              if acts_on(k, args.label)}
@@ -356,14 +357,17 @@ def run_changes(config, args, label_sha256, now="now"):
                if v is not None and k in saved and saved[k] != v]
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
         changes.append(f"other {args.label} targets than {args.label_dir} holds")
+    saved_images = config.get("train_images", train_images)
+    if saved_images != train_images:
+        changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
     return changes
 
 
-def _check_finished(run_dir, args, space):
-    """A finished run asked for with other flags or label targets is an error, not its old
+def _check_finished(run_dir, args, space, train_images):
+    """A finished run asked for with other flags, label targets or data is an error, not its old
     results."""
     config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
-    if changes := run_changes(config, args, space_sha256(space.state())):
+    if changes := run_changes(config, args, space_sha256(space.state()), train_images=train_images):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags, or use another --base_dir")
 
@@ -375,11 +379,7 @@ def _check_resume(checkpoint, args, path, space, train_images):
                          f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
                          "it, or pass --force to start over")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
-    changes = run_changes(trained, args, space_sha256(space.state()))
-    saved_images = checkpoint["config"].get("train_images", train_images)
-    if saved_images != train_images:
-        changes.append(f"{saved_images} training images (now {train_images}: another --data_dir?)")
-    if changes:
+    if changes := run_changes(trained, args, space_sha256(space.state()), train_images=train_images):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
                          "resume, or --force to start over")
 
@@ -412,18 +412,22 @@ def run_training(args):
 
     with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
         if results_path.exists() and not args.force:
-            _check_finished(run_dir, args, space)
+            _check_finished(run_dir, args, space, len(split.train))
             if ctx.main:
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
             # where the run is now: its base folder may have moved since (a copied archive)
             return read_json(results_path) | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
-        checkpoint = None
+        checkpoint = best_state = None
         if last_path.exists() and not args.force:
             if not args.resume:
                 raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
                                  "or --force to start over")
             checkpoint = load_checkpoint(last_path)
             _check_resume(checkpoint, args, last_path, space, len(split.train))
+            # before anything is written: the best epoch's weights cannot be rebuilt from the last
+            best_state = load_checkpoint(best_path, map_location=device, advice=(
+                f"the best epoch's weights are lost and {LAST_CHECKPOINT} cannot restore them: "
+                "pass --force to train the run over"))["model"]
             if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                 space = space_from_state(checkpoint["label_space"])
 
@@ -464,7 +468,6 @@ def run_training(args):
             return {"model": model.state_dict(), "model_args": model.model_args,
                     "label_space": space.state(), "epoch": epoch_done, "config": config}
 
-        best_state = checkpoint and load_checkpoint(best_path, map_location=device)["model"]
         progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
                             enabled=writes)
         preempt.install()  # as train.py does first, for a caller of run_training()
