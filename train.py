@@ -15,7 +15,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     from utils import preempt
     preempt.install()
 
-from utils.errors import CliParser, DefaultsFormatter, number, run_cli  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
 from utils.flags import LABEL_ONLY, add_flags  # noqa: E402
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -43,8 +43,8 @@ def build_parser():
     mcr2 = parser.add_argument_group("MCR2 (--label mcr2)")
     mcr2.add_argument("--feature_dim", type=number(int), default=128, help="dimension of the features")
     mcr2.add_argument("--mcr2_eps", type=number(float), default=0.5, help="eps^2 of the coding rate")
-    mcr2.add_argument("--gam1", type=float, default=1.0, help="weight inside R(Z)")
-    mcr2.add_argument("--gam2", type=float, default=1.0, help="weight of R(Z) in the loss")
+    mcr2.add_argument("--gam1", type=number(float), default=1.0, help="weight inside R(Z)")
+    mcr2.add_argument("--gam2", type=number(float), default=1.0, help="weight of R(Z) in the loss")
     mcr2.add_argument("--n_components", type=number(int), default=30,
                       help="principal directions per class for nearest-subspace decoding")
     opt = parser.add_argument_group("optimisation")
@@ -73,10 +73,11 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, lines from rank 0 alone
     for owner in sorted(set(LABEL_ONLY.values()) - {args.label}):
         unused = [f"--{k}" for k, label in LABEL_ONLY.items()
                   if label == owner and getattr(args, k) != parser.get_default(k)]
-        if unused:
+        if unused and main_process:
             print(f"warning: {', '.join(unused)} only act{'s' if len(unused) == 1 else ''} with "
                   f"--label {owner}; ignored for --label {args.label}", file=sys.stderr)
     mcr2 = args.label == "mcr2"
@@ -87,9 +88,15 @@ def main(argv=None):
     from utils import distributed
     from utils.runs import json_text
     from utils.training import run_training  # after parsing, so --help stays instant
-    results = run_training(args)
+    try:
+        results = run_training(args)
+    except RuntimeError as err:
+        if not distributed.lost_peer(err):
+            raise
+        raise UsageError(f"process {os.environ.get('RANK')} of this torchrun stopped: another process "
+                         "ended first (its error is above)") from None
     distributed.finish()  # under torchrun: every process done, then the group closed
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one JSON line from rank 0
+    if main_process:
         print(json_text(results), flush=True)
     return results
 

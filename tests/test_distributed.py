@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -106,3 +107,23 @@ def test_mcr2_is_refused_under_torchrun(tmp_path, cifar10_dir):
     assert proc.returncode != 0
     assert "error: --label mcr2 does not train under torchrun" in proc.stderr
     assert not list(tmp_path.rglob("config.json"))
+
+
+def test_an_error_of_rank_0_alone_is_one_line_from_each_process(tmp_path, cifar10_dir):
+    """Rank 0 alone takes the run folder's lock; held by another job, it stopped with its error
+    while rank 1 went on into DDP and died with a gloo traceback of 100 lines."""
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen(["flock", str(run_dir / ".lock"), "sleep", "300"])
+    try:
+        deadline = time.time() + 10
+        while not (run_dir / ".lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc = torchrun(tmp_path, REPO / "train.py", "--data_dir", cifar10_dir, "--base_dir", tmp_path,
+                        "--seed", "3", "--valid_size", "60", "--epochs", "1", "--device", "cpu")
+    finally:
+        holder.kill()
+    assert proc.returncode != 0
+    assert "error: " + str(run_dir) + " is in use by another train.py or attack.py job" in proc.stderr
+    assert "error: process 1 of this torchrun stopped: another process ended first" in proc.stderr
+    assert "[rank1]: Traceback" not in proc.stderr and "[rank0]: Traceback" not in proc.stderr

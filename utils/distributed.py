@@ -7,6 +7,7 @@ it (the global batch size is unchanged), batch norm statistics are computed over
 batch, gradients are averaged, validation and test counts are summed, and only rank 0 writes
 files. So N processes train the same model as one process would, up to float rounding.
 """
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -53,6 +54,13 @@ def finish():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def lost_peer(err):
+    """Whether `err` is this process's collective failing because another process of the group has
+    ended (its own error, above, says why)."""
+    return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+            and (isinstance(err, dist.DistError) or "closed by peer" in str(err)))
 
 
 def current():
@@ -131,5 +139,9 @@ def wrap(model, ctx, device):
     if ctx.world == 1:
         return model
     global_batch_norm(model)
+    # Buffers need no broadcast before each forward: every process updates its batch norms' running
+    # statistics from the same global sums. (torch 2.14 renamed the flag; the older name warns.)
+    params = inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": False}
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)

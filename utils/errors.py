@@ -6,6 +6,7 @@ exits with status 2, so a batch log or a notebook sees one line instead of a tra
 """
 import argparse
 import errno
+import math
 import sys
 
 
@@ -49,6 +50,8 @@ def number(kind, minimum=0, inclusive=False, maximum=None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not a{'n' if kind is int else ''} "
                                              f"{kind.__name__}") from None
+        if isinstance(value, float) and not math.isfinite(value):  # nan fails every bound, inf passed them
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if not (value >= minimum if inclusive else value > minimum):
             bound = f"at least {minimum}" if inclusive else "positive" if minimum == 0 else f"above {minimum}"
             raise argparse.ArgumentTypeError(f"{text} must be {bound}")

@@ -513,6 +513,7 @@ def run_training(args):
                           valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
             if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
                 progress.close()
+                distributed.finish()  # every process is here: leave the group before exiting
                 preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
                                          "rerun with --resume")
         progress.close()
