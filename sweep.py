@@ -238,12 +238,13 @@ exit "$status"
 '''
 
 
-def directive(flag, value):
+def directive(flag, value, source):
     """An #SBATCH option; a value with white space in double quotes, which sbatch reads as one word
-    (unquoted, sbatch rejects the script: "Invalid directive found in batch script")."""
+    (unquoted, sbatch rejects the script: "Invalid directive found in batch script"). `source`:
+    the sweep.py flag the value comes from, for the error about a value no line can hold."""
     value = str(value)
-    if '"' in value:
-        raise UsageError(f"--{flag} {value}: sbatch cannot read a double quote in an #SBATCH line")
+    if '"' in value or "\n" in value or "\r" in value:
+        raise UsageError(f"{source} {value!r}: an #SBATCH line cannot hold a double quote or a line break")
     return f'--{flag}="{value}"' if any(c.isspace() for c in value) else f"--{flag}={value}"
 
 
@@ -257,12 +258,13 @@ def write_slurm(opts, tasks):
     lines = [t.shell(opts.python, wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")],
                      cwd=cwd) for t in todo]
     array = f"0-{len(todo) - 1}" + (f"%{opts.max_concurrent}" if opts.max_concurrent else "")
-    sbatch = [directive("job-name", opts.job_name), f"--array={array}", directive("output", f"{logs}/%A_%a.out"),
+    sbatch = [directive("job-name", opts.job_name, "--job_name"), f"--array={array}",
+              directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
               "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
     for flag, value in (("partition", opts.partition), ("gres", opts.gres), ("time", opts.time),
                         ("mem", opts.mem), ("cpus-per-task", opts.cpus_per_task)):
         if value is not None:
-            sbatch.append(directive(flag, value))
+            sbatch.append(directive(flag, value, f"--{flag.replace('-', '_')}"))
     sbatch += opts.sbatch
     header = [
         "#!/bin/bash",

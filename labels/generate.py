@@ -52,7 +52,7 @@ if not __package__:  # run as a file (python labels/generate.py), not with -m: i
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import atomic_write
-from utils.errors import CliParser, call_cli, number
+from utils.errors import CliParser, UsageError, call_cli, number
 from utils.pickles import read_cifar_pickle
 
 # ----------------------------------------------------------------------------- datasets and names
@@ -601,7 +601,10 @@ def make_label(name, names, seed=None, **options):
     targets = check_targets(np.asarray(family.make(list(names), seed, Options(**options), param)),
                             f"the generated {name} targets")
     from utils.labelspace import TargetSpace
-    TargetSpace(name, targets)  # raises unless each class's own target decodes to it
+    try:
+        TargetSpace(name, targets)  # raises unless each class's own target decodes to it
+    except UsageError as err:
+        raise LabelError(str(err)) from None
     return targets
 
 

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -195,10 +196,11 @@ def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_d
 def test_sbatch_directives_quote_white_space():
     """sbatch reads a double-quoted value as one word and rejects an unquoted space (the real
     SLURM test below runs in a folder with a space); it has no way to write a double quote."""
-    assert sweep.directive("output", "/a b/%A_%a.out") == '--output="/a b/%A_%a.out"'
-    assert sweep.directive("job-name", "labelrep") == "--job-name=labelrep"
-    with pytest.raises(sweep.UsageError, match='--job-name a"b: sbatch cannot read a double quote'):
-        sweep.directive("job-name", 'a"b')
+    assert sweep.directive("output", "/a b/%A_%a.out", "--slurm") == '--output="/a b/%A_%a.out"'
+    assert sweep.directive("job-name", "labelrep", "--job_name") == "--job-name=labelrep"
+    for bad in ('a"b', "a\nb"):
+        with pytest.raises(sweep.UsageError, match=re.escape(f"--job_name {bad!r}: an #SBATCH line cannot hold")):
+            sweep.directive("job-name", bad, "--job_name")
 
 
 # A stage that works until signalled: on USR1/TERM it exits 75 (as train.py and attack.py do).

@@ -16,7 +16,7 @@ cross-entropy over the squared norms of the projections onto each class subspace
 import torch
 import torch.nn.functional as F
 
-from utils.labelspace import at_least_float32
+from utils.labelspace import at_least_float32, full_precision
 
 MCR2 = "mcr2"
 
@@ -38,7 +38,7 @@ def rate_reduction_loss(features, labels, num_classes, eps2=0.5, gam1=1.0, gam2=
     rows gave a new shape, and a recompile, for every class size a batch happened to have.
     """
     z = F.normalize(at_least_float32(features), dim=1)
-    with torch.autocast(z.device.type, enabled=False):  # Gram matrices and logdet in float32+
+    with full_precision(z):  # Gram matrices and logdet in float32+
         members = F.one_hot(labels, num_classes).to(z.dtype).T  # Pi: (C, m), diagonals as rows
         counts = members.sum(1)  # tr(Pi_j)
         grams = torch.einsum("cm,md,me->cde", members, z, z)  # Z^T Pi_j Z
@@ -66,7 +66,8 @@ def fit_subspaces(features, labels, num_classes, n_components=30):
 def projection_norms(features, bases):
     """||U_j^T z||^2 for every class j: (N, C); larger means nearer to the class subspace."""
     z = F.normalize(at_least_float32(features), dim=1)
-    return torch.einsum("nd,cdk->nck", z, bases.to(z.dtype)).square().sum(2)
+    with full_precision(z):
+        return torch.einsum("nd,cdk->nck", z, bases.to(z.dtype)).square().sum(2)
 
 
 class MCR2Space:

@@ -146,10 +146,8 @@ def load_checkpoint(path, map_location="cpu", advice=None):
         refused = "WeightsUnpickler error:" in str(err)  # objects beyond tensors and plain data
         text = str(err).split("WeightsUnpickler error:")[-1].strip()
         reason = text.splitlines()[0] if text else type(err).__name__
-        if not zipped:
-            reason = "not the zip archive torch.save writes"
-        elif not refused:
-            reason = f"a damaged zip archive: {reason}"
+        if not refused:
+            reason = f"an unreadable zip archive: {reason}" if zipped else "not the zip archive torch.save writes"
         raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
                          f"{advice or 'delete it, or pass --force to start the run over'}") from None
 

@@ -358,7 +358,7 @@ def run_changes(config, args, label_sha256, now="now", train_images=None):
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
         changes.append(f"other {args.label} targets than {args.label_dir} holds")
     saved_images = config.get("train_images", train_images)
-    if saved_images != train_images:
+    if train_images is not None and saved_images != train_images:
         changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
     return changes
 
