@@ -153,6 +153,13 @@ def test_bench_accuracy_table_without_validation_images():
     (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--amp --seed=3 --lr 0.2"],
      "--train_flags: --seed, --amp set by bench.py itself (per row, or by its own flags)"),
     (["--what", "train", "--train_images", "256"], "--train_images 256 is less than a batch of 512"),
+    # each of these was a traceback, a silent substitute or a table of "failed" rows
+    (["--labels", "foo"], "argument --labels: invalid choice: 'foo'"),
+    (["--attack_images", "0"], "argument --attack_images: 0 must be positive"),
+    (["--paper_attack_images", "-3"], "argument --paper_attack_images: -3 must be positive"),
+    (["--compile_modes", "reduce_overhead"], "argument --compile_modes: invalid choice: 'reduce_overhead'"),
+    (["--what", "host", "--train_images", "64"], "--train_images 64 is less than a batch of 128"),
+    (["--what", "accuracy", "--data_dir", "{tmp}", "--seeds", "0", "-1"], "argument --seeds: -1 must be at least 0"),
 ])
 def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
     from bench import bench
@@ -161,6 +168,39 @@ def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     assert message.format(tmp=tmp_path) in err
+
+
+def test_bench_checks_its_record_before_it_measures(tmp_path, capsys):
+    """An unwritable --record was found after all the timing (on a GPU, all the device time)."""
+    from bench import bench
+    for record in (tmp_path / "missing" / "B.md", tmp_path):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(bench.main, ["--what", "train", "--device", "cpu", "--record", str(record)])
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 2 and err.startswith(f"error: --record {record}: ") and out == ""
+
+
+def test_bench_accuracy_keeps_the_runs_that_finished(monkeypatch, cifar10_dir, tmp_path, capsys):
+    """One failing train.py run lost the finished ones: nothing was recorded."""
+    import train
+    from bench import bench
+    from utils.errors import UsageError
+    done = {"test_acc": 0.5, "valid_acc": 0.4, "images_per_s": 100.0, "train_seconds": 3.0,
+            "train_images": 10, "test_images": 5}
+
+    def fake_main(argv):
+        if "--amp" in argv:
+            raise UsageError("the bf16 run failed")
+        return done
+    monkeypatch.setattr(train, "main", fake_main)
+    record = tmp_path / "B.md"
+    bench.main(["--what", "accuracy", "--labels", "category", "--data_dir", str(cifar10_dir), "--device",
+                "cpu", "--record", str(record), "--train_flags=--level 50"])
+    text = record.read_text()
+    assert "| resnet32 | category | 0 | fp32 | 50.00% | 40.00% | 100 | 3 |" in text
+    assert "| resnet32 | category | 0 | bf16 + channels_last | failed | - | - | - |" in text
+    assert "per pair" not in text and text.startswith("# Benchmarks")
+    assert "resnet32 category seed 0 bf16 + channels_last: failed: UsageError: the bf16 run failed" in capsys.readouterr().err
 
 
 def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
