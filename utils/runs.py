@@ -140,14 +140,17 @@ def load_checkpoint(path, map_location="cpu", advice=None):
     except Exception as err:  # torch raises many types for truncated or foreign files
         try:
             with open(path, "rb") as f:
-                zipped = f.read(4) == b"PK\x03\x04"
+                start = f.read(4)
         except OSError:  # a folder, an unreadable file
             raise UsageError(f"cannot read checkpoint {path} ({err})") from None
-        refused = "WeightsUnpickler error:" in str(err)  # objects beyond tensors and plain data
         text = str(err).split("WeightsUnpickler error:")[-1].strip()
         reason = text.splitlines()[0] if text else type(err).__name__
-        if not refused:
-            reason = f"an unreadable zip archive: {reason}" if zipped else "not the zip archive torch.save writes"
+        if start[:1] == b"\x80":  # torch.save's legacy format (a pickle): the unpickler's reason
+            pass
+        elif start != b"PK\x03\x04":
+            reason = "not the zip archive torch.save writes"
+        elif "WeightsUnpickler error:" not in str(err):  # not refused objects: a damaged archive
+            reason = f"an unreadable zip archive: {reason}"
         raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
                          f"{advice or 'delete it, or pass --force to start the run over'}") from None
 
