@@ -457,6 +457,7 @@ def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, t
     shutil.copytree(speech_run[0], tmp_path / "runs")
     run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"
     (run_dir / "results.json").unlink()  # stopped after its last epoch, as a preempted run
+    (run_dir / ATTACK_RESULTS).unlink(missing_ok=True)  # from tests before this one
     for extra in ([], ["--checkpoint", str(run_dir / "speech_seed3_resnet32_best_model.pth")]):
         line = one_line_error(capsys, script_flags(cifar10_dir, tmp_path / "runs", label_dir, *extra))
         assert f"{run_dir} has not finished training (it has last_checkpoint.pth but no results.json)" in line
