@@ -90,8 +90,16 @@ def _read_batches(folder, files, label_key):
         batch = read_cifar_pickle(path)
         if "data" not in batch or label_key not in batch:
             raise UsageError(f"dataset file {path} has no '{label_key}' or 'data' entry")
-        data = np.asarray(batch["data"], dtype=np.uint8)
-        batch_labels = np.asarray(batch[label_key], dtype=np.int64)
+        data, batch_labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+        # checked before the casts, which wrapped 256 to 0, floats in [0, 1] to black and 0.5 to 0
+        if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
+            raise UsageError(f"dataset file {path}: 'data' holds {data.dtype} values"
+                             + (f" in {data.min()}..{data.max()}" if data.dtype.kind in "iuf" and data.size else "")
+                             + "; expected pixels 0..255")
+        if batch_labels.dtype.kind not in "iu" or batch_labels.ndim != 1:
+            raise UsageError(f"dataset file {path}: '{label_key}' holds {batch_labels.dtype} values of "
+                             f"shape {batch_labels.shape}; expected one integer class id per image")
+        data, batch_labels = data.astype(np.uint8), batch_labels.astype(np.int64)
         if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch_labels):
             raise UsageError(f"dataset file {path} holds data of shape {data.shape} with "
                              f"{len(batch_labels)} labels; expected (N, 3072) and N labels")
@@ -189,8 +197,14 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
             raise UsageError(f"{name} {split_name} labels lie outside 0..{num_classes - 1}")
     class_names = [str(i) for i in range(num_classes)]
     if (folder / info.meta_file).is_file():
-        meta = read_cifar_pickle(folder / info.meta_file)
-        class_names = list(meta.get(info.name_keys[granularity], class_names))
+        key = info.name_keys[granularity]
+        listed = read_cifar_pickle(folder / info.meta_file).get(key)
+        if listed is not None:  # a meta file without names: numbered classes
+            if (not isinstance(listed, (list, tuple)) or len(listed) != num_classes
+                    or not all(isinstance(n, (str, bytes)) for n in listed)):
+                raise UsageError(f"dataset file {folder / info.meta_file}: '{key}' is not a list of "
+                                 f"{num_classes} class names")
+            class_names = [n.decode() if isinstance(n, bytes) else n for n in listed]
     return CifarData(info, granularity, train_images, train_labels, test_images, test_labels,
                      class_names)
 
@@ -252,7 +266,7 @@ def augment(images, generator):
 
     images: (N, 3, 32, 32) uint8. Random 32x32 crop of the image zero-padded by 4 pixels, then a
     random horizontal flip, both drawn from `generator` (a torch.Generator on the same device).
-    Returns float32 in [0, 1].
+    Returns torch's default float dtype (float32 unless set otherwise) in [0, 1].
     """
     return crop_and_flip(images, *draw_augmentation(len(images), generator, images.device))
 

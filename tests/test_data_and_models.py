@@ -1,6 +1,8 @@
 """cifar.py (loading, split, augmentation), architecture.py (heads, parameter counts), label spaces."""
 import gzip
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 
@@ -30,6 +32,35 @@ def test_load_cifar100_granularity(cifar100_dir):
     assert fine.num_classes == 100 and coarse.num_classes == 20
     assert torch.equal(coarse.train_labels, fine.train_labels // 5)  # how the fixture made them
     assert coarse.class_names[3] == "coarse3"
+
+
+def rewrite_pickle(path, change):
+    with open(path, "rb") as f:
+        content = pickle.load(f, encoding="latin1")
+    change(content)
+    path.write_bytes(pickle.dumps(content))
+
+
+@pytest.mark.parametrize("file, change, message", [
+    # each was cast without a word (256 wrapped to 0, floats in [0, 1] to black, 0.5 to class 0)
+    # or crashed: a traceback, or a 2-D label column that failed after an epoch had been written
+    ("test_batch", lambda c: c.update(data=c["data"].astype(np.int64) + 100), "'data' holds int64 values in 100..355"),
+    ("test_batch", lambda c: c.update(data=c["data"] / 255.0), "'data' holds float64 values in 0.0..1.0"),
+    ("test_batch", lambda c: c.update(labels=[0.5] * len(c["labels"])), "'labels' holds float64 values"),
+    ("test_batch", lambda c: c.update(labels=["cat"] * len(c["labels"])), "'labels' holds <U3 values"),
+    ("test_batch", lambda c: c.update(labels=[2**70] * len(c["labels"])), "'labels' holds object values"),
+    ("test_batch", lambda c: c.update(labels=np.array(c["labels"])[:, None]), "of shape (100, 1); expected one integer"),
+    ("batches.meta", lambda c: c.update(label_names=5), "'label_names' is not a list of 10 class names"),
+    ("batches.meta", lambda c: c.update(label_names=["a", "b"]), "'label_names' is not a list of 10 class names"),
+])
+def test_a_batch_with_values_that_are_not_pixels_or_class_ids_is_one_line(tmp_path, cifar10_dir, file, change,
+                                                                           message):
+    shutil.copytree(cifar10_dir, tmp_path / "data")
+    path = tmp_path / "data" / "cifar-10-batches-py" / file
+    rewrite_pickle(path, change)
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path / "data")
+    assert str(err.value).startswith(f"dataset file {path}: ") and message in str(err.value)
 
 
 @pytest.mark.skipif(not SUBSET.exists(), reason="../shared/data is absent")
