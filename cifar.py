@@ -92,7 +92,8 @@ def _read_batches(folder, files, label_key):
             raise UsageError(f"dataset file {path} has no '{label_key}' or 'data' entry")
         data, batch_labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
         # checked before the casts, which wrapped 256 to 0, floats in [0, 1] to black and 0.5 to 0
-        if data.dtype.kind not in "iu" or (data.size and (data.min() < 0 or data.max() > 255)):
+        if data.dtype.kind not in "iu" or (data.dtype != np.uint8 and data.size
+                                           and (data.min() < 0 or data.max() > 255)):
             raise UsageError(f"dataset file {path}: 'data' holds {data.dtype} values"
                              + (f" in {data.min()}..{data.max()}" if data.dtype.kind in "iuf" and data.size else "")
                              + "; expected pixels 0..255")
