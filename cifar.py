@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.errors import UsageError
-from utils.pickles import read_cifar_pickle
+from utils.pickles import meta_class_names, read_cifar_pickle
 
 # The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
 # per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
@@ -196,16 +196,11 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     for split_name, labels in (("train", train_labels), ("test", test_labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise UsageError(f"{name} {split_name} labels lie outside 0..{num_classes - 1}")
-    class_names = [str(i) for i in range(num_classes)]
+    class_names = None
     if (folder / info.meta_file).is_file():
-        key = info.name_keys[granularity]
-        listed = read_cifar_pickle(folder / info.meta_file).get(key)
-        if listed is not None:  # a meta file without names: numbered classes
-            if (not isinstance(listed, (list, tuple)) or len(listed) != num_classes
-                    or not all(isinstance(n, (str, bytes)) for n in listed)):
-                raise UsageError(f"dataset file {folder / info.meta_file}: '{key}' is not a list of "
-                                 f"{num_classes} class names")
-            class_names = [n.decode() if isinstance(n, bytes) else n for n in listed]
+        class_names = meta_class_names(folder / info.meta_file, info.name_keys[granularity], num_classes)
+    if class_names is None:  # no meta file, or one without names: numbered classes
+        class_names = [str(i) for i in range(num_classes)]
     return CifarData(info, granularity, train_images, train_labels, test_images, test_labels,
                      class_names)
 

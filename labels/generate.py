@@ -53,7 +53,7 @@ if not __package__:  # run as a file (python labels/generate.py), not with -m: i
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import atomic_write
 from utils.errors import CliParser, UsageError, call_cli, number
-from utils.pickles import read_cifar_pickle
+from utils.pickles import meta_class_names
 
 # ----------------------------------------------------------------------------- datasets and names
 
@@ -129,15 +129,10 @@ def dataset_class_names(dataset, data_dir=None):
         for candidate in (Path(data_dir) / spec.meta_file,
                           Path(data_dir) / spec.folder / spec.meta_file):
             if candidate.is_file():
-                meta = read_cifar_pickle(candidate, fix="give --data_dir the dataset's own "
-                                         "folder, or leave it out for the built-in names")
-                listed = meta.get(spec.meta_key)
-                if not isinstance(listed, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in listed):
+                names = meta_class_names(candidate, spec.meta_key, spec.num_classes, fix=(
+                    "give --data_dir the dataset's own folder, or leave it out for the built-in names"))
+                if names is None:
                     raise LabelError(f"{candidate} has no list of class names under '{spec.meta_key}'")
-                names = [n.decode() if isinstance(n, bytes) else n for n in listed]
-                if len(names) != spec.num_classes:
-                    raise LabelError(f"{candidate} lists {len(names)} classes; "
-                                     f"{dataset} has {spec.num_classes}")
                 return names
         print(f"note: no {spec.meta_file} under {data_dir}; using the built-in {dataset} "
               f"class names", file=sys.stderr)

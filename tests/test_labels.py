@@ -381,14 +381,15 @@ def test_unusable_out_is_one_line(tmp_path, capsys):
 
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
     meta = tmp_path / "batches.meta"
-    for content, message in ((b"garbage", "is truncated or corrupt"),
-                             (pickle.dumps({"names": []}), "has no list of class names under 'label_names'"),
-                             (pickle.dumps({"label_names": 5}), "has no list of class names under 'label_names'"),
-                             (pickle.dumps(print), "is truncated or corrupt")):  # runs no code
+    for content, message in ((b"garbage", " is truncated or corrupt"),
+                             (pickle.dumps({"names": []}), " has no list of class names under 'label_names'"),
+                             (pickle.dumps({"label_names": 5}), ": 'label_names' is not a list of 10 class names"),
+                             (pickle.dumps({"label_names": ["a", "b"]}), ": 'label_names' is not a list of 10 class names"),
+                             (pickle.dumps(print), " is truncated or corrupt")):  # runs no code
         meta.write_bytes(content)
         status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform",
                                              "--data_dir", tmp_path, "--out", tmp_path], capsys)
-        assert status == 2 and f"{meta} {message}" in err and "download" not in err  # it downloads nothing
+        assert status == 2 and f"{meta}{message}" in err and "download" not in err  # it downloads nothing
     names = tmp_path / "names.txt"
     names.write_bytes("caf\xe9\n".encode("latin1"))
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--names",

@@ -28,3 +28,15 @@ def read_cifar_pickle(path, fix="delete it and run again to download a fresh cop
     if not isinstance(content, dict):
         raise UsageError(f"dataset file {path} is not a CIFAR batch (expected a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
+
+
+def meta_class_names(path, key, num_classes, fix="delete it and run again to download a fresh copy"):
+    """The class names a CIFAR meta file lists under `key` (bytes decoded), None where it has no
+    such entry; UsageError unless they are a list of `num_classes` names."""
+    listed = read_cifar_pickle(path, fix).get(key)
+    if listed is None:
+        return None
+    if (not isinstance(listed, (list, tuple)) or len(listed) != num_classes
+            or not all(isinstance(n, (str, bytes)) for n in listed)):
+        raise UsageError(f"dataset file {path}: '{key}' is not a list of {num_classes} class names")
+    return [n.decode() if isinstance(n, bytes) else n for n in listed]
