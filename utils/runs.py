@@ -145,12 +145,10 @@ def load_checkpoint(path, map_location="cpu", advice=None):
             raise UsageError(f"cannot read checkpoint {path} ({err})") from None
         text = str(err).split("WeightsUnpickler error:")[-1].strip()
         reason = text.splitlines()[0] if text else type(err).__name__
-        if start[:1] == b"\x80":  # torch.save's legacy format (a pickle): the unpickler's reason
-            pass
-        elif start != b"PK\x03\x04":
-            reason = "not the zip archive torch.save writes"
-        elif "WeightsUnpickler error:" not in str(err):  # not refused objects: a damaged archive
+        if start == b"PK\x03\x04" and "WeightsUnpickler error:" not in str(err):  # not refused objects
             reason = f"an unreadable zip archive: {reason}"
+        elif start != b"PK\x03\x04" and start[:1] != b"\x80":  # nor torch.save's legacy pickle
+            reason = "not the zip archive torch.save writes"
         raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
                          f"{advice or 'delete it, or pass --force to start the run over'}") from None
 

@@ -336,11 +336,11 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None):
     return {"loss": loss_sum / seen, "acc": correct / seen, "images": seen}
 
 
-def _config(args, run_dir, split, data, space):
+def _config(args, run_dir, split, data, space, label_sha256):
     return {"flags": vars(args), "run_dir": str(run_dir), "train_images": len(split.train),
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
-            "label_sha256": space_sha256(space.state()), "environment": environment()}
+            "label_sha256": label_sha256, "environment": environment()}
 
 
 def run_changes(config, args, label_sha256, now="now", train_images=None):
@@ -363,23 +363,23 @@ def run_changes(config, args, label_sha256, now="now", train_images=None):
     return changes
 
 
-def _check_finished(run_dir, args, space, train_images):
+def _check_finished(run_dir, args, label_sha256, train_images):
     """A finished run asked for with other flags, label targets or data is an error, not its old
     results."""
     config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
-    if changes := run_changes(config, args, space_sha256(space.state()), train_images=train_images):
+    if changes := run_changes(config, args, label_sha256, train_images=train_images):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags, or use another --base_dir")
 
 
-def _check_resume(checkpoint, args, path, space, train_images):
+def _check_resume(checkpoint, args, path, label_sha256, train_images):
     """The checkpoint is train.py's and trained what these flags, labels and data train."""
     if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
         raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
                          f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
                          "it, or pass --force to start over")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
-    if changes := run_changes(trained, args, space_sha256(space.state()), train_images=train_images):
+    if changes := run_changes(trained, args, label_sha256, train_images=train_images):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
                          "resume, or --force to start over")
 
@@ -397,6 +397,7 @@ def run_training(args):
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
                              mcr2_options(args))
+    label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
         raise UsageError(f"--label {args.label} does not train under torchrun: its loss, the rate "
                          "reduction of the whole batch, is not a sum over images, so each "
@@ -412,7 +413,7 @@ def run_training(args):
 
     with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
         if results_path.exists() and not args.force:
-            _check_finished(run_dir, args, space, len(split.train))
+            _check_finished(run_dir, args, label_sha256, len(split.train))
             if ctx.main:
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
             # where the run is now: its base folder may have moved since (a copied archive)
@@ -423,7 +424,7 @@ def run_training(args):
                 raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
                                  "or --force to start over")
             checkpoint = load_checkpoint(last_path)
-            _check_resume(checkpoint, args, last_path, space, len(split.train))
+            _check_resume(checkpoint, args, last_path, label_sha256, len(split.train))
             # before anything is written: the best epoch's weights cannot be rebuilt from the last
             best_state = load_checkpoint(best_path, map_location=device, advice=(
                 f"the best epoch's weights are lost and {LAST_CHECKPOINT} cannot restore them: "
@@ -431,7 +432,7 @@ def run_training(args):
             if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                 space = space_from_state(checkpoint["label_space"])
 
-        config = _config(args, run_dir, split, data, space) | {
+        config = _config(args, run_dir, split, data, space, label_sha256) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
         writes = ctx.main  # under torchrun only rank 0 touches the files
 
@@ -522,8 +523,8 @@ def run_training(args):
         if space.needs_fit:
             space.fit(predict(evaluated, train_images, **fit_options), train_labels)
         valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
-        test = evaluate(evaluated, images=data.test_images.to(device), labels=data.test_labels.to(device),
-                        **common)
+        test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
+        test = evaluate(evaluated, images=test_images, labels=test_labels, **common)
         results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
                    "label": args.label, "seed": args.seed, "level": args.level,
                    "label_noise": args.label_noise, "epochs": args.epochs,
@@ -535,7 +536,6 @@ def run_training(args):
                    "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
         if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
             train_outputs = predict(evaluated, train_images, **fit_options)
-            test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
             for split_name, images, labels in (("valid", valid_images, valid_labels),
                                                ("test", test_images, test_labels)):
                 if not len(images):  # --valid_size 0
