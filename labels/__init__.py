@@ -78,6 +78,9 @@ def check_targets(targets, source, num_classes=None):
     if targets.ndim < 2:
         raise LabelError(f"{source} has shape {targets.shape}; expected [classes, ...] "
                          "with one target per class")
+    if 0 in targets.shape[1:]:
+        raise LabelError(f"{source} has shape {targets.shape}; every class target must hold "
+                         "at least one value")
     if num_classes is not None and targets.shape[0] != num_classes:
         raise LabelError(f"{source} has {targets.shape[0]} class targets, but the dataset has "
                          f"{num_classes} classes")
