@@ -229,6 +229,8 @@ def test_every_published_label_file_decodes_to_its_class(path):
     (np.array([{"a": 1}] * 10, dtype=object), "holds pickled objects"),
     (np.arange(10, dtype=np.float32), "expected [classes, ...]"),
     (np.zeros((10, 5), np.float32), "class 1 has the same target as another class"),
+    (np.zeros((10, 0), np.float32), "every class target must hold at least one value"),
+    (np.zeros((10, 3, 0), np.float32), "every class target must hold at least one value"),
     (np.full((10, 5), 1e39), "holds values beyond float32's range"),
 ])
 def test_bad_label_files(tmp_path, content, message):
@@ -383,3 +385,12 @@ def test_fold_batch_norm_keeps_outputs_and_input_gradients(arch, shape):
     (out, grad), (out_f, grad_f) = output_and_gradient(model), output_and_gradient(folded)
     assert ((out_f - out).norm() / out.norm()).item() < 1e-12
     assert ((grad_f - grad).norm() / grad.norm()).item() < 1e-10
+
+
+def test_fold_batch_norm_leaves_a_training_model_training():
+    """It switched the caller's model to eval mode: a caller folding between training steps
+    would have gone on training with frozen batch statistics."""
+    from architecture import fold_batch_norm
+    model = build_model("resnet32", (10,)).train()
+    folded = fold_batch_norm(model)
+    assert model.training and not folded.training
