@@ -18,8 +18,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
-from utils.grid import (ATTACK_RESULTS, describe_key, entry_key, eps_text, missing_entries,
-                        parse_level, read_json_or_none, read_lines)
+from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, describe_key, entry_key, eps_text,
+                        missing_entries, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, json_text
 
@@ -31,6 +31,7 @@ ATTACK_ORDER = ("fgsm", "iterative", "pgd")
 KEY = ("dataset", "model", "label", "level", "seed")
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R.
+REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes in --out, no folder
 NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 
 
@@ -72,7 +73,10 @@ def run_name(key):
 
 
 def find_runs(base):
-    """Run directories under base that follow the paper's layout -> {relative path: key}."""
+    """Run directories under base that follow the paper's layout -> {relative path: key}. Labels
+    are written as train.py names them ('speech_noise0.20' as 'speech_noise0.2', 'speech_noise0'
+    as 'speech'), so that two directories of one run (seed07 beside seed7, less/.../level100
+    beside the full run) have one key."""
     runs = {}
     for path in sorted(base.glob("**/model_*")):
         if not path.is_dir():
@@ -82,9 +86,25 @@ def find_runs(base):
         if match:
             dataset = match["less_dataset"] or match["dataset"]
             level = parse_level(match["level"]) if match["level"] else 100
-            runs[rel] = {"dataset": dataset, "model": match["model"], "label": match["label"],
+            label, noise = split_noise(match["label"])
+            runs[rel] = {"dataset": dataset, "model": match["model"],
+                         "label": label + (f"_noise{noise:g}" if noise else ""),
                          "level": level, "seed": int(match["seed"])}
     return runs
+
+
+def exclude_duplicates(records):
+    """Directories that hold the same run (same dataset, model, label, level and seed, written
+    differently) are each left out of the tables, with the others named: which one holds the
+    run is for its owner to say, not for an average."""
+    groups = defaultdict(list)
+    for record in records:
+        groups[tuple(record[k] for k in KEY)].append(record)
+    for same in groups.values():
+        for record in same if len(same) > 1 else ():
+            others = ", ".join(r["run_dir"] for r in same if r is not record)
+            record["excluded"] = True
+            record["problems"].append(f"left out of the tables: the same run as {others}")
 
 
 def log_error(run_dir, stage):
@@ -101,20 +121,29 @@ def read_run(base, rel, key):
     run_dir = base / rel
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
               "curve": [], "problems": [], "excluded": False}
-    flags = (read_json_or_none(run_dir / CONFIG) or {}).get("flags", {})
+    config = read_json_or_none(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {"flags": {}}
+    flags = config.get("flags") if isinstance(config, dict) else None
+    if not isinstance(flags, dict):
+        record["problems"].append(f"{CONFIG} is not valid JSON or has no flags")
+        flags = {}
     record["flags"] = flags
     history = read_lines(run_dir / METRICS)
-    record["curve"] = [row.get("valid_acc") for row in history]
+    # None where an epoch has no validation accuracy (--valid_size 0) or a malformed line
+    record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]
     record["epochs"] = flags.get("epochs")
     results_path = run_dir / RESULTS
     if results_path.exists():
         results = read_json_or_none(results_path)
-        if not isinstance(results, dict) or "test_acc" not in results:
-            record["problems"].append("results.json is not valid JSON or has no test_acc")
+        if not isinstance(results, dict) or accuracy(results.get("test_acc")) is None:
+            record["problems"].append("results.json is not valid JSON or has no test_acc in [0, 1]")
+        elif results.get("valid_acc") is not None and accuracy(results["valid_acc"]) is None:
+            record["problems"].append("results.json has a valid_acc outside [0, 1]")
         else:
             record["train"] = {k: results.get(k) for k in (
                 "test_acc", "test_loss", "valid_acc", "valid_loss", "best_epoch", "epochs",
                 "train_images", "test_images", "train_seconds", "images_per_s", "device")}
+            if not isinstance(record["train"]["best_epoch"], int):
+                record["train"]["best_epoch"] = None
             record["epochs"] = results.get("epochs", record["epochs"])
     else:
         epochs = f" of {record['epochs']}" if record["epochs"] else ""
@@ -130,22 +159,30 @@ def read_run(base, rel, key):
         if not isinstance(attack, dict) or not isinstance(attack.get("entries"), list):
             record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
         else:
-            record["attack"] = {"clean_acc": attack.get("clean_acc"),
-                                "num_images": attack.get("num_images"),
-                                "entries": [e for e in attack["entries"] if isinstance(e, dict) and "eps" in e]}
+            entries, malformed = attack_entries(attack)
+            if malformed:
+                record["problems"].append(
+                    f"{ATTACK_RESULTS}: {malformed} malformed entries left out (without an attack, "
+                    "targeted, eps >= 0 or a robust_acc in [0, 1])")
+            images = attack.get("num_images")
+            record["attack"] = {"clean_acc": accuracy(attack.get("clean_acc")),
+                                "num_images": images if isinstance(images, int) else None,
+                                "entries": entries}
     return record
 
 
 def exclude_odd_seeds(records):
     """A run trained with other flags than the other seeds of its (dataset, model, label, level)
     (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
-    marked excluded, with the flags in its problems, so the tables average like with like. The
-    flags most of the group's runs share are the group's (the first run's on a tie)."""
+    marked excluded, with the flags in its problems, so the tables and curves average like with
+    like. The flags most of the group's finished runs share are the group's (the first run's on a
+    tie; those of all its runs when none has finished): unfinished runs, which count in no table,
+    do not outvote a finished one."""
     from utils.flags import acts_on
     from utils.training import RESULT_FLAGS
     groups = defaultdict(list)
     for record in records:
-        if record["flags"]:  # a run without config.json is incomplete already
+        if record["flags"] and not record["excluded"]:  # a run without config.json is incomplete already
             groups[tuple(record[k] for k in KEY[:4])].append(record)
     for (_, _, label, _), runs in groups.items():
         if len(runs) < 2:
@@ -153,8 +190,9 @@ def exclude_odd_seeds(records):
         base = split_noise(label)[0]
         compared = [k for k in RESULT_FLAGS if k != "seed" and acts_on(k, base)]
         signatures = [tuple(r["flags"].get(k) for k in compared) for r in runs]
-        counts = Counter(signatures)
-        common = max(counts, key=lambda s: (counts[s], -signatures.index(s)))
+        voters = [s for r, s in zip(runs, signatures) if r["train"]] or signatures
+        counts = Counter(voters)
+        common = max(counts, key=lambda s: (counts[s], -voters.index(s)))
         for record, signature in zip(runs, signatures):
             odd = [f"--{k} {mine} (the other seeds: {theirs})"
                    for k, mine, theirs in zip(compared, signature, common) if mine != theirs]
@@ -223,6 +261,11 @@ def mean_std(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None), len(values)
 
 
+def columns(name, mean_std_n):
+    """A statistic's columns in a row: {name}_mean, {name}_std and {name}_n (the seeds it holds)."""
+    return dict(zip((f"{name}_mean", f"{name}_std", f"{name}_n"), mean_std_n))
+
+
 def cell(values_or_stats, scale=100):
     """'61.23 ± 1.00 (n=3)' or '61.23 (n=1)'; '-' when there is nothing."""
     mean, std, n = values_or_stats
@@ -245,8 +288,7 @@ def accuracy_rows(records):
         test = mean_std([r["train"]["test_acc"] for r in runs])
         valid = mean_std([r["train"]["valid_acc"] for r in runs])
         rows.append({**dict(zip(KEY[:4], key)), "n": test[2], "seeds": sorted(r["seed"] for r in runs),
-                     "test_acc_mean": test[0], "test_acc_std": test[1],
-                     "valid_acc_mean": valid[0], "valid_acc_std": valid[1],
+                     **columns("test_acc", test), **columns("valid_acc", valid),
                      "train_images": sorted({r["train"]["train_images"] for r in runs}, key=str),
                      "test_images": sorted({r["train"]["test_images"] for r in runs}, key=str),
                      "epochs": sorted({r["train"]["epochs"] for r in runs}, key=str),
@@ -310,18 +352,17 @@ def robust_rows(records):
         success = mean_std([e.get("target_success") for _, e in items])
         clean_acc = mean_std([e.get("clean_acc") for _, e in items])
         rows.append({**dict(zip(ROBUST_KEY, key)),
-                     "eps_label": items[0][1].get("eps_label") or eps_text(key[7]),
+                     "eps_label": items[0][1].get("eps_label") or eps_text(key[7], key[6]),
                      "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
-                     "robust_acc_mean": robust[0], "robust_acc_std": robust[1],
-                     "target_success_mean": success[0], "target_success_std": success[1],
-                     "clean_acc_mean": clean_acc[0], "clean_acc_std": clean_acc[1]})
+                     **columns("robust_acc", robust), **columns("target_success", success),
+                     **columns("clean_acc", clean_acc)})
     return rows
 
 
 def setting_text(row, step_size=False):
     text = (f"{row['num_images']} test images, steps {row['steps']}, restarts {row['restarts']}"
             + (", bf16" if row["amp"] else ""))
-    return text + (f", step size {eps_text(row['step_size'])}" if step_size else "")
+    return text + (f", step size {eps_text(row['step_size'], row['protocol'])}" if step_size else "")
 
 
 def robust_tables(robust, key):
@@ -392,7 +433,7 @@ def one(values):
 
 
 def stats(row, name):
-    return row[f"{name}_mean"], row[f"{name}_std"], row["n"]
+    return row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"]
 
 
 def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected_from, counts):
@@ -525,6 +566,8 @@ def figures(out, accuracy, robust, records):
     for row in robust:
         figures_rows[(row["dataset"], row["model"], row["level"], row["targeted"], row["protocol"])].append(row)
     for (dataset, model, level, targeted, protocol), rows in sorted(figures_rows.items(), key=lambda kv: str(kv[0])):
+        # pixel budgets are drawn in 1/255 steps, the paper protocol's in its normalised units
+        scale, units = (1, "normalised units") if protocol == "paper" else (255, "x/255")
         # a panel per attack and setting; the setting is named where an attack has several
         panels = robust_tables(rows, lambda r: (r["attack"],))
         panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
@@ -533,7 +576,7 @@ def figures(out, accuracy, robust, records):
             attack, panel_rows = panel[0], panels[panel]
             for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
                 line = sorted((r for r in panel_rows if r["label"] == label), key=lambda r: r["eps"])
-                xs = [r["eps"] * 255 for r in line]
+                xs = [r["eps"] * scale for r in line]
                 ys = [stats(r, "robust_acc") for r in line]
                 if xs[0] > 0 and line[0]["clean_acc_mean"] is not None:  # start from the clean point
                     xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
@@ -542,9 +585,14 @@ def figures(out, accuracy, robust, records):
             title = f"{attack}{' targeted' if targeted else ''}"
             if several:
                 title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
-            ax.set(title=title, xlabel="eps (x/255)", ylabel="robust accuracy (%)", ylim=(0, 100))
+            ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))
             ax.grid(alpha=0.3)
-        axes[0][-1].legend(fontsize=8)
+        lines = {}  # one legend of every panel's labels (a label may be missing from some panels)
+        for ax in axes[0]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                lines.setdefault(label, handle)
+        order = sorted(lines, key=label_rank)
+        axes[0][-1].legend([lines[label] for label in order], order, fontsize=8)
         fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
         name = (f"robust_{dataset}_{model}_level{level:g}_{'targeted' if targeted else 'untargeted'}"
                 + ("_paper" if protocol == "paper" else "") + ".png")
@@ -602,7 +650,12 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     base, out = Path(base_dir), Path(out_dir)
     if not base.is_dir():
         raise UsageError(f"--base_dir {base} is not a directory")
-    records = [read_run(base, rel, key) for rel, key in find_runs(base).items()]
+    runs = find_runs(base)
+    if not runs and not grid:  # with a grid, a report of the runs still missing is one
+        raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
+                         "{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/...)")
+    records = [read_run(base, rel, key) for rel, key in runs.items()]
+    exclude_duplicates(records)
     exclude_odd_seeds(records)
     expected, wanted, expected_from = expected_runs(base, records, grid)
     accuracy = accuracy_rows(records)
@@ -611,6 +664,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
     out.mkdir(parents=True, exist_ok=True)
+    earlier = read_json_or_none(out / "summary.json")
     levels = full_levels(accuracy)
     clean = [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
     accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
@@ -646,7 +700,18 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
                   *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
     }
     atomic_write_text(out / "summary.json", json_text(summary, indent=1) + "\n")
+    remove_stale(out, earlier, summary["files"])
     return summary
+
+
+def remove_stale(out, earlier, files):
+    """Delete the files an earlier report in `out` wrote (its summary.json lists them) that this
+    one did not (a figure of runs since deleted, label_noise.csv without noise runs now): beside
+    this report's files they would pass for its own."""
+    listed = earlier.get("files") if isinstance(earlier, dict) else None
+    for name in listed if isinstance(listed, list) else ():
+        if isinstance(name, str) and REPORT_FILE.fullmatch(name) and name not in files:
+            (out / name).unlink(missing_ok=True)
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ trained checkpoint. Flags the sweep does not know are passed to every script tha
 --attack_args pass a string to one script only. What is done is read from the run directories, so
 a sweep can be rerun at any time: finished stages are skipped, interrupted ones resume.
 """
+import argparse
 import json
 import os
 import shlex
@@ -24,7 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
+from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli
 from utils.grid import (AXES, STAGES, Scripts, axis_values, check_not_grid_flag, expand,
                         load_grid_file, missing_label_files, plan, split_args)
 from utils.preempt import REQUEUE_EXIT
@@ -124,12 +125,13 @@ def parse(argv=None):
         raise UsageError(f"choose one of --print, --slurm, --local (got {', '.join(modes)})")
     if not modes and not opts.dry_run:
         raise UsageError("say what to do: --dry_run, --print, --slurm FILE or --local")
-    try:
-        opts.jobs = int(opts.jobs)
-    except (TypeError, ValueError):
-        raise UsageError(f"--jobs {opts.jobs!r} is not a number") from None
-    if opts.jobs < 1:
-        raise UsageError("--jobs must be at least 1")
+    # checked here, not by argparse types: a grid file's values skip those
+    for name, least in (("jobs", 1), ("cpus_per_task", 1), ("max_concurrent", 1), ("signal_seconds", 0)):
+        if getattr(opts, name) is not None:
+            try:
+                setattr(opts, name, number(int, least, inclusive=True)(str(getattr(opts, name))))
+            except argparse.ArgumentTypeError as err:
+                raise UsageError(f"--{name}: {err}") from None
 
     runs = expand(vars(opts))
     for shared, own in layers:
@@ -341,7 +343,7 @@ class LocalPool:
 
     def stop(self, signum, frame):
         self.signal = signal.Signals(signum)
-        forward = signal.SIGTERM if signum == signal.SIGINT else signum
+        forward = signal.SIGTERM if signum in (signal.SIGINT, signal.SIGHUP) else signum
         self.say(f"got {self.signal.name}: stopping the running stages, starting no more")
         with self.lock:
             for proc in self.running:
@@ -376,8 +378,10 @@ class LocalPool:
             with self.lock:
                 if self.signal:
                     return False
+                # in a session of its own: a terminal's Ctrl-C or hangup reaches this pool alone,
+                # which passes it on as SIGTERM (the stage checkpoints and exits 75, resumable)
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **env})
+                                        env={**os.environ, **env}, start_new_session=True)
                 self.running.add(proc)
             status = proc.wait()
             with self.lock:
@@ -401,7 +405,7 @@ class LocalPool:
         return status == 0
 
     def run(self):
-        handled = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+        handled = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP)
         previous = {s: signal.signal(s, self.stop) for s in handled}
         try:
             threads = [threading.Thread(target=self.work, args=(env,), daemon=True) for env in self.slots]

@@ -1,6 +1,7 @@
 """report.py on hand-made run directories with known numbers: tables, CSVs, summary, figures."""
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -276,3 +277,120 @@ def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     assert summary["missing"] == []
     assert [(i["run"], i["reasons"]) for i in summary["incomplete"]] == [
         ("cifar10/resnet32/speech/level100/seed1", ["attack results miss 1 setting(s): fgsm untargeted 1/255"])]
+
+
+def test_malformed_run_files_are_listed_not_averaged(tmp_path):
+    """Values that are no accuracy (NaN, a percentage, text, null) and entries or files of the
+    wrong shape made report.py crash with a traceback or average them into the tables."""
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+             attack=[entry("fgsm", EPS8, 0.2), entry("pgd", EPS8, 0.1)])
+    bad_values = {2: "NaN", 3: '"0.61"', 4: "61.0", 5: "null"}
+    for seed, value in bad_values.items():
+        run_dir = make_run(base, "category", seed, test_acc=0.5, valid_acc=0.5)
+        text = (run_dir / "results.json").read_text()
+        (run_dir / "results.json").write_text(text.replace('"test_acc": 0.5', f'"test_acc": {value}'))
+    run_dir = make_run(base, "category", 6, test_acc=0.7, valid_acc=0.7, clean_acc=0.7,
+                       attack=[entry("fgsm", EPS8, 0.3), entry("pgd", EPS8, 0.2)])
+    results = json.loads((run_dir / "attack_results.json").read_text())
+    results["entries"][1]["robust_acc"] = float("nan")
+    results["entries"].append({"eps": 0.1})
+    (run_dir / "attack_results.json").write_text(json.dumps(results))
+    (run_dir / "config.json").write_text("[1]")
+    (run_dir / "metrics.jsonl").write_text("[1]\n2\n")
+    summary = report(base, tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["65.00 ± 7.07 (n=2)"]
+    pgd = table_rows(markdown, "### cifar10, resnet32, level 100: pgd, untargeted")
+    assert pgd["category"] == ["60.00 (n=1)", "10.00 (n=1)"]
+    incomplete = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    for seed in bad_values:
+        assert incomplete[f"seed{seed}"] == ["results.json is not valid JSON or has no test_acc in [0, 1]"]
+    assert incomplete["seed6"][:2] == [
+        "config.json is not valid JSON or has no flags",
+        "attack_results.json: 2 malformed entries left out (without an attack, targeted, eps >= 0 or a "
+        "robust_acc in [0, 1])"]
+
+
+def test_two_directories_of_one_run_are_named_not_merged(tmp_path):
+    """seed07 beside seed7, or model_speech_noise0.20 beside model_speech_noise0.2, are the same
+    run written twice: they were averaged as two seeds, or one hid the other."""
+    base = tmp_path / "runs"
+    make_run(base, "category", 7, test_acc=0.4, valid_acc=0.4)
+    copy = make_run(base, "category", 8, test_acc=0.6, valid_acc=0.6)
+    (base / "cifar10" / "seed07" / "resnet32").mkdir(parents=True)
+    copy.rename(base / "cifar10" / "seed07" / "resnet32" / "model_category")
+    make_run(base, "speech", 7, test_acc=0.5, valid_acc=0.5)
+    for name, acc in (("speech_noise0.2", 0.3), ("speech_noise0.20", 0.35)):
+        make_run(base, name, 7, test_acc=acc, valid_acc=acc)
+    summary = report(base, tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    clean = table_rows(markdown, "### cifar10 (level 100")
+    assert "category" not in clean and clean["speech"] == ["50.00 (n=1)"]
+    assert "speech_noise0.2" not in clean and summary["label_noise"] == []
+    reasons = {i["run_dir"]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons["cifar10/seed07/resnet32/model_category"] == [
+        "left out of the tables: the same run as cifar10/seed7/resnet32/model_category"]
+    assert reasons["cifar10/seed7/resnet32/model_speech_noise0.20"] == [
+        "left out of the tables: the same run as cifar10/seed7/resnet32/model_speech_noise0.2"]
+
+
+def test_unfinished_seeds_do_not_outvote_a_finished_one(tmp_path):
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, epochs=30)
+    for seed in (2, 3):
+        make_run(base, "category", seed, epochs=50, done_epochs=3)
+    summary = report(base, tmp_path / "out", draw=False)
+    assert table_rows((tmp_path / "out" / "tables.md").read_text(),
+                      "### cifar10 (level 100")["category"] == ["60.00 (n=1)"]
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons["seed2"][-1] == "left out of the tables: trained with --epochs 50 (the other seeds: 30)"
+
+
+def test_each_statistic_counts_its_own_seeds(tmp_path):
+    """A target success rate over two seeds (the third attacked no image: no rate) was shown with
+    the robust accuracy's n=3."""
+    base = tmp_path / "runs"
+    for seed, success in ((1, 0.5), (2, 0.7), (3, None)):
+        make_run(base, "category", seed, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,
+                 attack=[entry("fgsm", EPS8, 0.1 * seed, targeted=True, success=success)])
+    summary = report(base, tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    heading = "### cifar10, resnet32, level 100: fgsm, targeted"
+    assert table_rows(markdown, heading)["category"] == ["50.00 ± 0.00 (n=3)", "20.00 ± 10.00 (n=3)"]
+    assert table_rows(markdown.split(heading, 1)[1], "Targeted attack success rate")["category"] == [
+        "60.00 ± 14.14 (n=2)"]
+    assert summary["robust_accuracy"][0]["target_success_n"] == 2
+
+
+def test_paper_protocol_budgets_are_in_normalised_units(tmp_path):
+    """They were written as pixel budgets: eps 0.3 of the paper's protocol as 76.5/255."""
+    base = tmp_path / "runs"
+    paper = dict(entry("fgsm", 0.3, 0.1, protocol="paper"), eps_label="0.3")
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[paper])
+    make_run(base, "category", 2, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[entry("fgsm", EPS8, 0.2)])
+    summary = report(base, tmp_path / "out", draw=False)
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons["seed2"] == ["attack results miss 1 setting(s): fgsm untargeted 0.3 (paper protocol)"]
+    table = table_rows((tmp_path / "out" / "tables.md").read_text(), "fgsm, untargeted, paper protocol")
+    assert table["label"] == ["clean", "0.3"]
+
+
+def test_a_report_of_no_runs_is_an_error_and_old_files_go(tmp_path):
+    """A mistyped --base_dir wrote an empty report beside the old one's figures; a rerun after
+    runs were removed kept their figures and label_noise.csv beside the new tables."""
+    base, out = tmp_path / "runs", tmp_path / "out"
+    proc = run_script("report.py", "--base_dir", tmp_path, "--out", out, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"error: no run directories under {tmp_path} ") and not out.exists()
+    for label in ("category", "category_noise0.2"):
+        make_run(base, label, 1, test_acc=0.6, valid_acc=0.6, done_epochs=4)
+    make_run(base, "category", 1, level=25, test_acc=0.5, valid_acc=0.5)
+    first = report(base, out)
+    assert {"label_noise.csv", "levels_cifar10_resnet32.png"} <= set(first["files"])
+    (out / "notes.txt").write_text("mine")
+    for rel in ("cifar10/seed1/resnet32/model_category_noise0.2", "less"):
+        shutil.rmtree(base / rel)
+    second = report(base, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(second["files"] + ["notes.txt", "summary.json"])
+    assert not (out / "label_noise.csv").exists() and not (out / "levels_cifar10_resnet32.png").exists()

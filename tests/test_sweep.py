@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -94,11 +95,17 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label; valid keys:"),
     (["--dry_run", "--config", "{tmp}/stages.yaml"], "--stages must be among train, attack (got test)"),
     (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml"),
+    # these went into #SBATCH lines as they were (--cpus-per-task=0, --array=0-0%-1)
+    (["--slurm", "{tmp}/s.sbatch", "--cpus_per_task", "0"], "--cpus_per_task: 0 must be at least 1"),
+    (["--slurm", "{tmp}/s.sbatch", "--max_concurrent", "-1"], "--max_concurrent: -1 must be at least 1"),
+    (["--slurm", "{tmp}/s.sbatch", "--signal_seconds", "-5"], "--signal_seconds: -5 must be at least 0"),
+    (["--dry_run", "--config", "{tmp}/jobs.yaml"], "--jobs: '2.5' is not an int"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "bad.yaml").write_text("label: [speech]\n")
     (tmp_path / "stages.yaml").write_text("stages: [test]\n")
     (tmp_path / "broken.yaml").write_text("labels: [speech\n")
+    (tmp_path / "jobs.yaml").write_text("jobs: 2.5\n")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--stages" not in argv and not any("yaml" in a for a in argv):
         argv += ["--stages", "train"]
@@ -201,6 +208,30 @@ def test_sbatch_directives_quote_white_space():
     for bad in ('a"b', "a\nb"):
         with pytest.raises(sweep.UsageError, match=re.escape(f"--job_name {bad!r}: an #SBATCH line cannot hold")):
             sweep.directive("job-name", bad, "--job_name")
+
+
+def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
+    """Ctrl-C signals the terminal's whole process group: the running stage got SIGINT itself,
+    died of it and was reported as failed, not as stopped and resumable."""
+    (tmp_path / "stage.py").write_text(STAGE)
+    driver = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import sweep
+        from utils.grid import Run, Task
+        task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), sweep.Path({str(tmp_path)!r}) / "run",
+                    ("train",), ["train"], {{}}, {{"train": [sys.executable, {str(tmp_path / "stage.py")!r}, "60", "0"]}})
+        pool = sweep.LocalPool([task], [{{}}])
+        print(json.dumps([(o["status"], pool.signal.name) for o in pool.run()]), flush=True)
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # a process group, as a terminal's
+    log = tmp_path / "run" / "train.log"
+    while not (log.exists() and "working" in log.read_text()):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert json.loads(out) == [[75, "SIGINT"]], err
 
 
 # A stage that works until signalled: on USR1/TERM it exits 75 (as train.py and attack.py do).
@@ -442,7 +473,7 @@ def test_attack_defaults_come_from_attack_py():
     assert {k[0] for k in paper["keys"]} == {"fgsm", "iterative"} and {k[2] for k in paper["keys"]} == {"paper"}
     margin = requested_attacks(attack.parse(["--objective", "margin", "--attacks", "pgd"]), module)
     assert {k[0] for k in margin["keys"]} == {"pgd+margin"}  # its own entries, beside the loss ones
-    done = {"entries": [{"attack": "pgd", "targeted": t, "protocol": "pixel", "eps": eps}
+    done = {"entries": [{"attack": "pgd", "targeted": t, "protocol": "pixel", "eps": eps, "robust_acc": 0.5}
                         for _, t, _, eps in margin["keys"]]}
     assert sorted(missing_entries(done, margin["keys"])) == sorted(margin["keys"])
     done["entries"] = [e | {"objective": "margin"} for e in done["entries"]]
@@ -459,7 +490,7 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     wanted = requested_attacks(attack.parse(flags), attack.module)
     (key,) = wanted["keys"]
     done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
-            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20}
+            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "robust_acc": 0.25}
     for entry, missing in ((done, []), (done | {"num_images": 100}, [key]), (done | {"steps": 3}, [key]),
                            (done | {"step_size": 1 / 255}, [key]), (done | {"restarts": 2}, [key])):
         assert missing_entries({"entries": [entry]}, wanted["keys"], wanted["plans"], 20) == missing

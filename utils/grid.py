@@ -283,17 +283,47 @@ def attack_label(attack, objective="loss"):
     return attack if objective in (None, "loss") else f"{attack}+{objective}"
 
 
+def accuracy(value):
+    """`value` if it is an accuracy, a fraction in [0, 1] (not NaN, not a percentage); else None."""
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return value if real and 0 <= value <= 1 else None
+
+
+def well_formed(entry):
+    """Whether an attack_results.json entry names its setting and holds its result: attack (text),
+    targeted (true/false), a finite eps >= 0, robust_acc an accuracy, clean_acc and target_success
+    accuracies where present."""
+    if not isinstance(entry, dict):
+        return False
+    eps = entry.get("eps")
+    return (isinstance(entry.get("attack"), str) and isinstance(entry.get("targeted"), bool)
+            and isinstance(entry.get("objective", "loss"), str)
+            and entry.get("protocol", "pixel") in ("pixel", "paper")
+            and isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < math.inf
+            and accuracy(entry.get("robust_acc")) is not None
+            and all(entry.get(k) is None or accuracy(entry[k]) is not None
+                    for k in ("clean_acc", "target_success")))
+
+
+def attack_entries(results):
+    """(well-formed entries, count of the others) of a parsed attack_results.json."""
+    entries = results.get("entries") if isinstance(results, dict) else None
+    entries = entries if isinstance(entries, list) else []
+    good = [e for e in entries if well_formed(e)]
+    return good, len(entries) - len(good)
+
+
 def entry_key(entry):
     return (attack_label(entry["attack"], entry.get("objective")), bool(entry["targeted"]),
             entry.get("protocol", "pixel"), float(entry["eps"]))
 
 
 def missing_entries(results, keys, plans=None, num_images=None):
-    """The (attack, targeted, protocol, eps) keys that attack_results.json lacks. With `plans`
-    ({key: (steps, step_size, restarts)}, from `requested_attacks`) an entry counts only if it
-    ran its key's plan, and with `num_images` only if it ran on that many images: attack.py
-    computes those anew, so a sweep must call it."""
-    entries = [e for e in results.get("entries", []) if isinstance(e, dict) and "eps" in e]
+    """The (attack, targeted, protocol, eps) keys that attack_results.json lacks (a malformed
+    entry counts for none). With `plans` ({key: (steps, step_size, restarts)}, from
+    `requested_attacks`) an entry counts only if it ran its key's plan, and with `num_images`
+    only if it ran on that many images: attack.py computes those anew, so a sweep must call it."""
+    entries = attack_entries(results)[0]
 
     def counts(entry, key):
         have = entry_key(entry)
@@ -302,21 +332,25 @@ def missing_entries(results, keys, plans=None, num_images=None):
         if num_images is not None and entry.get("num_images", results.get("num_images")) != num_images:
             return False
         plan = (plans or {}).get(key)
+        step_size = entry.get("step_size")
         return plan is None or ((entry.get("steps"), entry.get("restarts")) == (plan[0], plan[2])
-                                and math.isclose(entry.get("step_size", math.nan), plan[1],
-                                                 rel_tol=1e-9, abs_tol=1e-12))
+                                and isinstance(step_size, (int, float))
+                                and math.isclose(step_size, plan[1], rel_tol=1e-9, abs_tol=1e-12))
     return sorted((k for k in keys if not any(counts(e, k) for e in entries)),
                   key=lambda k: (k[0], k[1], k[2], k[3]))
 
 
-def eps_text(eps):
-    """8/255 for 0.0313725..., the way budgets are written (in 1/255 steps of a pixel)."""
+def eps_text(eps, protocol="pixel"):
+    """How budgets are written: 8/255 for 0.0313725... (pixel units, in 1/255 steps of a pixel);
+    0.05 under the paper's protocol, whose budgets are in normalised units."""
+    if protocol == "paper":
+        return f"{round(eps, 9):g}"
     return f"{round(eps * 255, 6):g}/255"
 
 
 def describe_key(key):
     attack, targeted, protocol, eps = key
-    return f"{attack} {'targeted' if targeted else 'untargeted'} {eps_text(eps)}" + (
+    return f"{attack} {'targeted' if targeted else 'untargeted'} {eps_text(eps, protocol)}" + (
         " (paper protocol)" if protocol == "paper" else "")
 
 
@@ -357,11 +391,12 @@ def train_state(run_dir, train_namespace=None):
         diffs = run_changes(read_json_or_none(run_dir / CONFIG) or {}, ns, label_sha256, now="sweep:")
     if results.exists():
         values = read_json_or_none(results)
-        if values is None:
-            return False, "results.json is not valid JSON (train.py will stop; delete it to retrain)"
+        if not isinstance(values, dict):
+            return False, "results.json is not a valid JSON object (train.py will stop; delete it to retrain)"
         if diffs:
             return False, f"finished, but trained with {', '.join(diffs)}: {REFUSED}"
-        return True, f"done, test_acc {values.get('test_acc', float('nan')):.4f}"
+        test_acc = accuracy(values.get("test_acc"))
+        return True, "done" + ("" if test_acc is None else f", test_acc {test_acc:.4f}")
     if (run_dir / LAST_CHECKPOINT).exists():
         if diffs:
             return False, f"cannot resume: trained with {', '.join(diffs)}: {REFUSED}"
@@ -381,10 +416,10 @@ def attack_state(run_dir, wanted=None, test_images=None):
     if not path.exists():
         return False, "new"
     results = read_json_or_none(path)
-    if results is None:
-        return False, f"{ATTACK_RESULTS} is not valid JSON"
+    if not isinstance(results, dict):
+        return False, f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it to attack again)"
     if wanted is None:
-        return True, f"done ({len(results.get('entries', []))} entries)"
+        return True, f"done ({len(attack_entries(results)[0])} entries)"
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
     missing = missing_entries(results, wanted["keys"], wanted["plans"], asked)
     if missing:
