@@ -18,8 +18,9 @@ from fractions import Fraction
 from pathlib import Path
 
 if __name__ == "__main__":  # first, before torch loads: a preemption signal then is a requeue too
-    from utils import preempt
+    from utils import errors, preempt
     preempt.install()
+    errors.quiet_interrupts()
 
 from utils.atomic import atomic_write  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
@@ -93,7 +94,7 @@ def build_parser():
     out.add_argument("--batch_size", type=number(int), default=500, help="images per batch")
     add_flags(out, "device", "amp", "channels_last", channels_last={
         "help": "channels-last memory format (faster on CPUs; same results up to rounding)"})
-    out.add_argument("--examples", type=int, default=6,
+    out.add_argument("--examples", type=number(int, inclusive=True), default=6,
                      help="test images shown in attack_examples.png (0: no figure)")
     return parser
 
@@ -207,7 +208,7 @@ def load_previous(path, checkpoint, checkpoint_sha, log):
     if not path.exists():
         return []
     previous = read_json(path)
-    entries = previous.get("entries") if isinstance(previous, dict) else None
+    entries = previous.get("entries")
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise UsageError(f"{path} is not an attack.py results file (no list of entries); delete it "
                          "to compute the attacks again")
@@ -291,7 +292,9 @@ def run(args):
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     model, space = load_model(args, path, data)  # bad input ends here, before the run is locked
     args.model, args.label = model.model_args["arch"], space.name
-    with run_lock(run_dir):  # one job at a time in a run directory
+    elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
+                 else "use another --base_dir")
+    with run_lock(run_dir, elsewhere=elsewhere):  # one job at a time in a run directory
         check_finished(run_dir)
         model, space = model.to(device).eval(), space.to(device)
 
@@ -317,53 +320,55 @@ def run(args):
 
         settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
                     for label, eps in epsilons]
-        progress = Progress(len(settings), f"{args.model} {args.label} attacks", "setting")
         preempt.install()  # as attack.py does first, for a caller of run()
         current, clean_acc = [], None
         shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
-        for attack, targeted, eps_label, eps in settings:
-            plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
-            entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
-                     "targeted": targeted, "eps": eps,
-                     "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
-                     "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
-                     "images_sha256": images_sha}
-            mode = "targeted" if targeted else "untargeted"
-            name = attack_label(attack, args.objective)
-            if identity(entry) in done:
-                entry = done[identity(entry)]
-                progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
-                              f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
-            else:
-                result = run_attack(model, space, images, labels, attack, eps,
-                                    targets=targets if targeted else None, protocol=protocol,
-                                    steps=args.steps, step_size=args.step_size, restarts=args.restarts,
-                                    seed=args.seed, batch_size=args.batch_size, amp=args.amp,
-                                    objective=args.objective, channels_last=args.channels_last, shared=shared,
-                                    stop=preempt.requested)
-                if result is None:
+        with Progress(len(settings), f"{args.model} {args.label} attacks", "setting") as progress:
+            for attack, targeted, eps_label, eps in settings:
+                plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
+                entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
+                         "targeted": targeted, "eps": eps,
+                         "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
+                         "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
+                         "images_sha256": images_sha}
+                mode = "targeted" if targeted else "untargeted"
+                name = attack_label(attack, args.objective)
+                if identity(entry) in done:
+                    entry = done[identity(entry)]
+                    progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
+                                  f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
+                else:
+                    result = run_attack(model, space, images, labels, attack, eps,
+                                        targets=targets if targeted else None, protocol=protocol,
+                                        steps=args.steps, step_size=args.step_size, restarts=args.restarts,
+                                        seed=args.seed, batch_size=args.batch_size, amp=args.amp,
+                                        objective=args.objective, channels_last=args.channels_last,
+                                        shared=shared, stop=preempt.requested)
+                    if result is None:
+                        progress.close()
+                        preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {name} {mode} eps "
+                                                 f"{eps_label}; {len(current)} finished settings are kept in "
+                                                 f"{results_path}, rerun to continue")
+                    entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
+                                                     "seconds")}
+                    if targeted:
+                        entry["target_success"] = result["target_success"]
+                    entries.append(entry)
+                    done[identity(entry)] = entry
+                    write_json(results_path, document(entry["clean_acc"]))
+                    success, rate = entry.get("target_success"), entry["images_per_s"]
+                    hit = "" if not targeted else " target_success " + (
+                        "- (no image attacked)" if success is None else f"{success:.2%}")
+                    speed = "no attack at eps 0" if rate is None else f"{rate:.1f} img/s"
+                    progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
+                                  f"{n} images {entry['seconds']:.1f}s {speed}",
+                                  acc=f"{entry['robust_acc']:.2%}")
+                current.append(entry)
+                clean_acc = entry["clean_acc"]
+                if preempt.requested():
                     progress.close()
-                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {name} {mode} eps "
-                                             f"{eps_label}; {len(current)} finished settings are kept in "
-                                             f"{results_path}, rerun to continue")
-                entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
-                                                 "seconds")}
-                if targeted:
-                    entry["target_success"] = result["target_success"]
-                entries.append(entry)
-                done[identity(entry)] = entry
-                write_json(results_path, document(entry["clean_acc"]))
-                hit = f" target_success {entry['target_success']:.2%}" if targeted else ""
-                progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
-                              f"{n} images {entry['seconds']:.1f}s {entry['images_per_s']:.1f} img/s",
-                              acc=f"{entry['robust_acc']:.2%}")
-            current.append(entry)
-            clean_acc = entry["clean_acc"]
-            if preempt.requested():
-                progress.close()
-                preempt.exit_for_requeue(f"{run_dir}: stopped by signal; {len(current)} finished settings "
-                                         f"are kept in {results_path}, rerun to continue")
-        progress.close()
+                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal; {len(current)} finished "
+                                             f"settings are kept in {results_path}, rerun to continue")
         computed = len(entries) > kept or not results_path.exists()
         if computed:  # else nothing to write: a read-only archive of finished runs can be reread
             write_json(results_path, document(clean_acc))
@@ -387,7 +392,11 @@ def run(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from utils.runs import json_text
-    summary = run(args)
+    try:
+        summary = run(args)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("finished settings are kept in the run's attack_results.json; rerun "
+                                "to continue") from None
     print(json_text(summary), flush=True)
     return summary
 

@@ -12,8 +12,9 @@ import os
 import sys
 
 if __name__ == "__main__":  # first, before torch loads: a preemption signal then is a requeue too
-    from utils import preempt
+    from utils import errors, preempt
     preempt.install()
+    errors.quiet_interrupts()
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
 from utils.flags import LABEL_ONLY, add_flags  # noqa: E402
@@ -62,8 +63,10 @@ def build_parser():
     add_flags(run, "device", "amp")
     run.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                      choices=COMPILE_MODES, help="torch.compile the training step and the model; "
-                     "MODE (default 'default') 'reduce-overhead' adds CUDA graphs on a GPU, "
-                     "'max-autotune' also autotunes kernels (minutes of compilation)")
+                     "MODE, one of " + ", ".join(COMPILE_MODES) + " (default 'default'): "
+                     "'reduce-overhead' adds CUDA graphs on a GPU, 'max-autotune' also autotunes "
+                     "kernels (minutes of compilation), 'max-autotune-no-cudagraphs' without CUDA "
+                     "graphs; without the flag, no compilation")
     add_flags(run, "channels_last", "base_dir")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument("--force", action="store_true", help="train again even if results exist")
@@ -95,6 +98,8 @@ def main(argv=None):
             raise
         raise UsageError(f"process {os.environ.get('RANK')} of this torchrun stopped: another process "
                          "ended first (its error is above)") from None
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("rerun with --resume to continue after the last finished epoch") from None
     distributed.finish()  # under torchrun: every process done, then the group closed
     if main_process:
         print(json_text(results), flush=True)

@@ -130,6 +130,17 @@ def test_eps_zero_is_clean_accuracy(trained, tiny):
         assert result["robust_acc"] == result["clean_acc"] == pytest.approx(clean)
 
 
+def test_no_rate_where_nothing_was_attacked(trained, test_set):
+    """A targeted attack on images all misclassified reported a success rate of 0.0 (averaged by
+    report.py as if measured), and eps 0 an images/s of ~1e5 (no attack ran)."""
+    images, labels, _ = test_set
+    pred = run_attack(*trained, images, labels, "fgsm", 0.0, keep_images=True)["clean_pred"]
+    never = (pred + 1) % 10  # labels the model never predicts: no image is attacked
+    result = run_attack(*trained, images, never, "fgsm", EPS8, targets=(never + 1) % 10)
+    assert result["attacked"] == 0 and result["target_success"] is None
+    assert run_attack(*trained, images, labels, "pgd", 0.0)["images_per_s"] is None
+
+
 def test_stronger_attacks_and_larger_eps_lower_robust_accuracy(trained, test_set):
     model, space = trained
     images, labels, _ = test_set
@@ -339,6 +350,9 @@ def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, la
         assert run_cli_status(capsys, flags) == (2, f"error: {run_dir} is in use by another train.py "
                                                     "or attack.py job; wait for it to end, or use "
                                                     "another --base_dir")
+        checkpoint = next(run_dir.glob("*_best_model.pth"))
+        assert run_cli_status(capsys, flags + ["--checkpoint", str(checkpoint)])[1].endswith(
+            "wait for it to end, or attack a copy of the checkpoint in a folder of its own")
     after = (run_dir / ATTACK_RESULTS).read_bytes() if (run_dir / ATTACK_RESULTS).exists() else None
     assert after == before
 
@@ -443,6 +457,7 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert "'x' is not a number or a fraction" in one_line_error(capsys, flags + ["--epsilons", "x"])
     assert "invalid choice: 'cw'" in one_line_error(capsys, flags + ["--attacks", "fgsm", "cw"])
     assert "test split has 100 images" in one_line_error(capsys, flags + ["--num_images", "101"])
+    assert "--examples: -1 must be at least 0" in one_line_error(capsys, flags + ["--examples", "-1"])
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "broken.pth")])
     assert "is corrupt" in line and "point --checkpoint at a checkpoint train.py wrote" in line

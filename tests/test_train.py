@@ -17,7 +17,7 @@ import torch
 
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
-from utils.errors import run_cli
+from utils.errors import call_cli, run_cli
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, RESULTS, save_checkpoint, write_json
 
 TIMING = ("seconds", "images_per_s")
@@ -279,6 +279,23 @@ def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cif
     assert f"holds a finished run trained with other speech targets than {other} holds" in line
 
 
+def test_run_files_that_hold_no_json_object_are_one_line(speech_run, capsys, cifar10_dir, label_dir,
+                                                         tmp_path):
+    """A results.json or config.json holding valid JSON of another shape (a list, null) was a
+    TypeError or AttributeError traceback."""
+    base, _ = speech_run
+    copy = tmp_path / "copy"
+    shutil.copytree(base, copy)
+    run_dir = copy / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    for name, text, kind in (("config.json", "null", "null"), ("results.json", "[1]", "an array")):
+        kept = (run_dir / name).read_text()
+        (run_dir / name).write_text(text)
+        line = run_cli_capture(capsys, flags(cifar10_dir, copy, label_dir))
+        assert line == (f"error: {run_dir / name} holds {kind}, not the JSON object labelrep writes; "
+                        "delete it to redo that step")
+        (run_dir / name).write_text(kept)
+
+
 def test_another_label_types_flags_are_ignored_with_a_warning(speech_run, capsys, cifar10_dir,
                                                                label_dir):
     """--smoothing acts on category labels only, the MCR2 flags on mcr2: given with speech they
@@ -336,14 +353,15 @@ def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10
     assert not left.exists() and (run_dir / ".notes.tmp").exists()
 
 
-# Runs a script as `python SCRIPT ARGS` would, with SIGTERM sent to itself as torch starts to load.
+# Runs a script as `python SCRIPT ARGS` would, with SIGTERM (or $SIGNAL_AT_TORCH) sent to itself
+# as torch starts to load.
 SIGNAL_AT_TORCH = """
 import builtins, os, runpy, signal, sys
 real_import = builtins.__import__
 def hooked(name, *args, **kwargs):
     if name == "torch" and not hooked.sent:
         hooked.sent = True
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), getattr(signal, os.environ.get("SIGNAL_AT_TORCH", "SIGTERM")))
     return real_import(name, *args, **kwargs)
 hooked.sent = False
 builtins.__import__ = hooked
@@ -360,6 +378,26 @@ def test_a_signal_while_torch_loads_is_a_requeue(cifar10_dir, label_dir, tmp_pat
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 75, proc.stderr[-2000:]
     assert "stopped by signal during epoch 1; no epoch had finished" in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["train.py", "attack.py"])
+def test_ctrl_c_while_torch_loads_is_one_line(script, tmp_path):
+    """It was a KeyboardInterrupt traceback from inside `import torch`, and death by SIGINT."""
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_TORCH, str(REPO / script), "--base_dir",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"SIGNAL_AT_TORCH": "SIGINT"})
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")
+
+
+def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
+    import utils.training
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils.training, "train_epoch", interrupted)
+    assert call_cli(train.main, flags(cifar10_dir, tmp_path, label_dir, epochs=1)) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: interrupted; rerun with --resume to continue after the last finished epoch")
 
 
 def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):
@@ -534,3 +572,29 @@ def test_resuming_under_compile_keeps_the_traced_sgd():
     load_optimizer_state(eager_again, traced.state_dict())
     assert eager_again.param_groups[0]["fused"] and eager_again.param_groups[0]["lr"] == pytest.approx(0.1)
     assert isinstance(eager_again.param_groups[0]["lr"], float)
+
+
+def test_progress_on_terminals_with_and_without_a_width():
+    """tqdm draws nothing on a terminal that reports 0 columns (some containers' and CI's), and
+    a tty suppressed the plain lines too: no progress at all. A bar is closed however its block
+    ends, so the error line after a Ctrl-C starts a line of its own."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from utils.progress import Progress
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as stream, os.fdopen(leader, "rb", buffering=0) as screen:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 0, 0, 0))
+        with Progress(2, "run", "epoch", stream=stream) as progress:
+            assert progress.bar is None
+            progress.step("epoch 1/2 loss 1.0", loss="1.0")
+        assert b"epoch 1/2 loss 1.0" in screen.read(4096)
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        with pytest.raises(KeyboardInterrupt):
+            with Progress(2, "run", "epoch", stream=stream) as progress:
+                assert progress.bar is not None
+                raise KeyboardInterrupt
+        assert progress.bar is None
+        assert screen.read(4096).endswith(b"\r\n")  # closed: the next line starts afresh

@@ -45,9 +45,9 @@ the paper). The targeted success rate is the fraction of the attacked images (th
 classified before the attack) whose prediction becomes the target class. Predictions come from
 `space.decode`, the decoder training and evaluation use.
 
-Nothing depends on the batch size: the model is in eval mode, each image's loss is its own term of
-a sum, targets are drawn once per test index, and random starts are a function of (seed, restart,
-image index) alone.
+Nothing depends on the batch size, up to float rounding (which can flip the sign of a gradient
+element): the model is in eval mode, each image's loss is its own term of a sum, targets are drawn
+once per test index, and random starts are a function of (seed, restart, image index) alone.
 """
 import math
 import time
@@ -297,10 +297,10 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     `stop` is polled between batches: when it returns True the setting is abandoned and None
     returned (preemption).
 
-    Returns a dict: robust_acc, clean_acc, target_success (targeted only), attacked (images
-    correctly classified before the attack), steps, step_size, restarts, seconds, images_per_s
-    (evaluated images per second of this call: work taken from `shared` is counted where it was
-    done); with keep_images also adversarial (N, 3, H, W) on the CPU (clean images where nothing
+    Returns a dict: robust_acc, clean_acc, target_success (targeted only; None when no image was
+    attacked), attacked (images correctly classified before the attack), steps, step_size,
+    restarts, seconds, images_per_s (evaluated images per second of this call: work taken from
+    `shared` is counted where it was done; None at eps 0, which attacks nothing); with keep_images also adversarial (N, 3, H, W) on the CPU (clean images where nothing
     was attacked), clean_pred and adv_pred (N,).
     """
     plan = schedule(attack, eps, protocol, steps, step_size, restarts)
@@ -350,9 +350,9 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     n = len(images)
     result = {"robust_acc": robust / max(n, 1), "clean_acc": attacked / max(n, 1), "attacked": attacked,
               "steps": plan.steps, "step_size": plan.step_size, "restarts": plan.restarts,
-              "seconds": seconds, "images_per_s": n / seconds if seconds > 0 else math.inf}
-    if targeted:
-        result["target_success"] = hits / max(attacked, 1)
+              "seconds": seconds, "images_per_s": n / seconds if eps > 0 and seconds > 0 else None}
+    if targeted:  # no rate when no image was attacked
+        result["target_success"] = hits / attacked if attacked else None
     if keep_images:
         result.update({key: torch.cat(values) for key, values in kept.items()})
     return result

@@ -7,6 +7,7 @@ exits with status 2, so a batch log or a notebook sees one line instead of a tra
 import argparse
 import errno
 import math
+import signal
 import sys
 
 
@@ -18,8 +19,23 @@ EXIT_USAGE = 2
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
 
 
+def _interrupted_while_loading(signum, frame):
+    print("error: interrupted", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+def quiet_interrupts():
+    """First thing in a script: a Ctrl-C while its modules load (torch takes seconds) is one
+    line and exit 130, not an import traceback. `call_cli` gives Ctrl-C back to Python, whose
+    KeyboardInterrupt unwinds `main` as usual."""
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+
 def call_cli(main, argv=None):
-    """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr."""
+    """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr (130
+    after Ctrl-C, with what the interrupted work keeps)."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main(argv)
         return 0
@@ -30,8 +46,8 @@ def call_cli(main, argv=None):
         # nothing earlier was lost.
         verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
         print(f"error: {verb} {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
     return EXIT_USAGE
 

@@ -2,20 +2,38 @@
 
 stdout is kept for the final JSON line, so a notebook can parse it and a cluster log stays readable.
 """
+import os
 import sys
 
 from tqdm import tqdm
 
 
+def _columns(stream):
+    """The width of the terminal `stream` writes to; 0 when it reports none (some containers')."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
 class Progress:
-    """`step(line, **postfix)` after each unit of work (an epoch, an attack setting)."""
+    """`step(line, **postfix)` after each unit of work (an epoch, an attack setting). Used as a
+    context manager, the bar is closed however the block ends, so an error line starts a line
+    of its own."""
 
     def __init__(self, total, desc, unit, initial=0, enabled=True, stream=None):
         self.stream = stream or sys.stderr
         self.bar = None
         self.enabled = enabled  # False on every process but rank 0 under torchrun
-        if enabled and self.stream.isatty():
+        # a bar on a terminal that reports its width (tqdm draws nothing at width 0), else lines
+        if enabled and self.stream.isatty() and _columns(self.stream) > 0:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def step(self, line, **postfix):
         if not self.enabled:
@@ -37,6 +55,7 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def log(line):

@@ -56,15 +56,16 @@ _held = set()  # run directories this process works in (on NFS, flock does not t
 
 
 @contextlib.contextmanager
-def run_lock(run_dir, hold=True):
+def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
     """Work in `run_dir` as its only job (train.py, attack.py): a second job there is a one-line
     error, not a run mixed from two. Holding it, remove the temporary files that killed jobs left
     (`atomic_write`'s for a run's files, up to a checkpoint's size each). hold=False (torchrun's
     other processes, which write nothing) and a directory that cannot hold the lock file (a
-    read-only archive of finished runs) go on without it; a file system without locks too."""
+    read-only archive of finished runs) go on without it; a file system without locks too.
+    `elsewhere` ends the message for a directory in use: how to work in another."""
     run_dir = Path(run_dir).absolute()
     in_use = UsageError(f"{run_dir} is in use by another train.py or attack.py job; wait for it to "
-                        "end, or use another --base_dir")
+                        f"end, or {elsewhere}")
     if not hold:
         yield
         return
@@ -119,10 +120,17 @@ def write_jsonl(path, rows):
 
 
 def read_json(path):
+    """The JSON object in `path` (every JSON file of a run holds one); else a one-line UsageError."""
     try:
-        return json.loads(Path(path).read_text())
+        value = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"{path} is not valid JSON ({err}); delete it to redo that step") from None
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(value), "a number")
+        raise UsageError(f"{path} holds {kind}, not the JSON object labelrep writes; delete it to "
+                         "redo that step")
+    return value
 
 
 def save_checkpoint(path, state):

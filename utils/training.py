@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import functools
 import math
+import statistics
 import sys
 import time
 
@@ -414,10 +415,11 @@ def run_training(args):
     with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
         if results_path.exists() and not args.force:
             _check_finished(run_dir, args, label_sha256, len(split.train))
+            results = read_json(results_path)
             if ctx.main:
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
             # where the run is now: its base folder may have moved since (a copied archive)
-            return read_json(results_path) | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
+            return results | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
         checkpoint = best_state = None
         if last_path.exists() and not args.force:
             if not args.resume:
@@ -469,55 +471,56 @@ def run_training(args):
             return {"model": model.state_dict(), "model_args": model.model_args,
                     "label_space": space.state(), "epoch": epoch_done, "config": config}
 
-        progress = Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
-                            enabled=writes)
         preempt.install()  # as train.py does first, for a caller of run_training()
         first_epoch = len(history)
-        for epoch in range(first_epoch, args.epochs):
-            lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
-            step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
-            generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
-            start = time.perf_counter()
-            train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
-            if train is None:
-                progress.close()
-                kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
-                preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
-                                         f"{kept}, rerun with --resume")
-            train_seconds = time.perf_counter() - start
-            if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
-                progress.message(warning)  # every graph of the step has run by now
-            if not math.isfinite(train["loss"]) and math.isfinite(history[-1]["train_loss"] if history else 0):
-                progress.message(f"warning: the training loss is {train['loss']} in epoch {epoch + 1}: "
-                                 "the run diverged (a lower --lr may help)")
-            if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
-                space.fit(predict(evaluated, train_images, **fit_options), train_labels)
-            valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
-                   "valid_loss": valid["loss"], "valid_acc": valid["acc"],
-                   "seconds": time.perf_counter() - start, "images_per_s": train["images"] / train_seconds}
-            history.append(row)
-            if valid["acc"] is None or valid["acc"] > best["valid_acc"]:  # None: the last epoch is best
-                best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        with Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
+                      enabled=writes) as progress:  # closed however the loop ends
+            for epoch in range(first_epoch, args.epochs):
+                lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
+                step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
+                generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
+                start = time.perf_counter()
+                train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
+                if train is None:
+                    progress.close()
+                    kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
+                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
+                                             f"{kept}, rerun with --resume")
+                train_seconds = time.perf_counter() - start
+                if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
+                    progress.message(warning)  # every graph of the step has run by now
+                diverged = not math.isfinite(train["loss"])
+                if diverged and math.isfinite(history[-1]["train_loss"] if history else 0):
+                    progress.message(f"warning: the training loss is {train['loss']} in epoch {epoch + 1}: "
+                                     "the run diverged (a lower --lr may help)")
+                if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
+                    space.fit(predict(evaluated, train_images, **fit_options), train_labels)
+                valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
+                row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
+                       "valid_loss": valid["loss"], "valid_acc": valid["acc"],
+                       "seconds": time.perf_counter() - start,
+                       "images_per_s": train["images"] / train_seconds}
+                history.append(row)
+                if valid["acc"] is None or valid["acc"] > best["valid_acc"]:  # None: the last epoch is best
+                    best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if writes:
+                        save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
                 if writes:
-                    save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
-            if writes:
-                save_checkpoint(last_path, state_for(epoch + 1) | {
-                    "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
-                write_jsonl(run_dir / METRICS, history)
-            shown = ("no validation images" if valid["acc"] is None else
-                     f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
-            progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
-                          f"train_acc {train['acc']:.2%} {shown} {row['seconds']:.1f}s "
-                          f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
-                          valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
-            if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
-                progress.close()
-                distributed.finish()  # every process is here: leave the group before exiting
-                preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
-                                         "rerun with --resume")
-        progress.close()
+                    save_checkpoint(last_path, state_for(epoch + 1) | {
+                        "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
+                    write_jsonl(run_dir / METRICS, history)
+                shown = ("no validation images" if valid["acc"] is None else
+                         f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
+                progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
+                              f"train_acc {train['acc']:.2%} {shown} {row['seconds']:.1f}s "
+                              f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
+                              valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
+                if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
+                    progress.close()
+                    distributed.finish()  # every process is here: leave the group before exiting
+                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
+                                             "rerun with --resume")
 
         model.load_state_dict(best_state)
         if space.needs_fit:
@@ -532,7 +535,8 @@ def run_training(args):
                    "test_acc": test["acc"], "test_loss": test["loss"],
                    "train_images": len(split.train), "test_images": len(data.test_labels),
                    "train_seconds": sum(r["seconds"] for r in history),
-                   "images_per_s": sum(r["images_per_s"] for r in history) / len(history),
+                   # the median epoch's: the first, which compiles under --compile, does not skew it
+                   "images_per_s": statistics.median(r["images_per_s"] for r in history),
                    "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
         if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
             train_outputs = predict(evaluated, train_images, **fit_options)
