@@ -408,10 +408,11 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
     summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
     assert "dropping 1 entries computed on another checkpoint" in err
     assert json.loads(results.read_text())["checkpoint"] == str(second)
-    for content in ("[]", '{"entries": 5}'):
+    for content, message in (("[]", "holds an array, not the JSON object labelrep writes"),
+                             ('{"entries": 5}', "is not an attack.py results file")):
         results.write_text(content)
         line = one_line_error(capsys, flags + ["--checkpoint", str(second)])
-        assert f"{results} is not an attack.py results file" in line
+        assert f"{results} {message}" in line
 
 
 def test_a_checkpoint_is_attacked_with_its_runs_seed(speech_run, cifar10_dir, label_dir, tmp_path,
