@@ -135,6 +135,21 @@ def test_shared_flags_parse_alike(script):
     assert args.label_dir.endswith("labels/label_files") and args.data_dir == "./data"
 
 
+def test_the_best_epoch_breaks_accuracy_ties_by_loss():
+    """As the paper's train.py: an epoch with the best epoch's validation accuracy and a lower
+    validation loss becomes the best (the first of the tied epochs was kept)."""
+    from utils.training import is_better
+    history = [{"valid_acc": 0.12, "valid_loss": 82.99}]
+    best = {"valid_acc": 0.12, "epoch": 1}
+    assert is_better({"acc": 0.12, "loss": 12.55}, best, history)
+    assert not is_better({"acc": 0.12, "loss": 90.0}, best, history)
+    assert not is_better({"acc": 0.11, "loss": 1.0}, best, history)
+    assert is_better({"acc": 0.13, "loss": 99.0}, best, history)
+    assert not is_better({"acc": 0.12, "loss": float("nan")}, best, history)
+    assert is_better({"acc": None, "loss": None}, best, history)  # no validation: the last epoch
+    assert is_better({"acc": 0.0, "loss": 5.0}, {"valid_acc": -1.0, "epoch": -1}, [])
+
+
 def test_lr_schedule_with_warmup():
     from utils.training import lr_at
     # The paper's steps (no warm-up): 0.1 until epoch 300, 0.01 until 450, then 0.001.

@@ -385,6 +385,17 @@ def _check_resume(checkpoint, args, path, label_sha256, train_images):
                          "resume, or --force to start over")
 
 
+def is_better(valid, best, history):
+    """Whether this epoch's validation beats the best epoch's: higher accuracy, or the same with a
+    lower loss (the paper's rule; accuracy ties are common late in a schedule). Without validation
+    images every epoch is (the last is best)."""
+    if valid["acc"] is None or valid["acc"] > best["valid_acc"]:
+        return True
+    best_loss = history[best["epoch"] - 1]["valid_loss"] if best["epoch"] > 0 else None
+    return valid["acc"] == best["valid_acc"] and None not in (valid["loss"], best_loss) \
+        and valid["loss"] < best_loss
+
+
 def run_training(args):
     """Train one run as the flags say; returns the results dict (also written to results.json)."""
     ctx = distributed.init(args.device)
@@ -501,7 +512,7 @@ def run_training(args):
                        "seconds": time.perf_counter() - start,
                        "images_per_s": train["images"] / train_seconds}
                 history.append(row)
-                if valid["acc"] is None or valid["acc"] > best["valid_acc"]:  # None: the last epoch is best
+                if is_better(valid, best, history):
                     best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     if writes:
