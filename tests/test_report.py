@@ -368,7 +368,8 @@ def test_paper_protocol_budgets_are_in_normalised_units(tmp_path):
     base = tmp_path / "runs"
     paper = dict(entry("fgsm", 0.3, 0.1, protocol="paper"), eps_label="0.3")
     make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[paper])
-    make_run(base, "category", 2, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[entry("fgsm", EPS8, 0.2)])
+    make_run(base, "category", 2, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+             attack=[entry("fgsm", EPS8, 0.2)])
     summary = report(base, tmp_path / "out", draw=False)
     reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
     assert reasons["seed2"] == ["attack results miss 1 setting(s): fgsm untargeted 0.3 (paper protocol)"]

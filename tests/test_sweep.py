@@ -219,8 +219,9 @@ def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
         sys.path.insert(0, {str(REPO)!r})
         import sweep
         from utils.grid import Run, Task
+        stage = [sys.executable, {str(tmp_path / "stage.py")!r}, "60", "0"]
         task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), sweep.Path({str(tmp_path)!r}) / "run",
-                    ("train",), ["train"], {{}}, {{"train": [sys.executable, {str(tmp_path / "stage.py")!r}, "60", "0"]}})
+                    ("train",), ["train"], {{}}, {{"train": stage}})
         pool = sweep.LocalPool([task], [{{}}])
         print(json.dumps([(o["status"], pool.signal.name) for o in pool.run()]), flush=True)
         """)

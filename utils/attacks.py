@@ -300,8 +300,9 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     Returns a dict: robust_acc, clean_acc, target_success (targeted only; None when no image was
     attacked), attacked (images correctly classified before the attack), steps, step_size,
     restarts, seconds, images_per_s (evaluated images per second of this call: work taken from
-    `shared` is counted where it was done; None at eps 0, which attacks nothing); with keep_images also adversarial (N, 3, H, W) on the CPU (clean images where nothing
-    was attacked), clean_pred and adv_pred (N,).
+    `shared` is counted where it was done; None at eps 0, which attacks nothing); with
+    keep_images also adversarial (N, 3, H, W) on the CPU (clean images where nothing was
+    attacked), clean_pred and adv_pred (N,).
     """
     plan = schedule(attack, eps, protocol, steps, step_size, restarts)
     check_objective(objective)

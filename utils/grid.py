@@ -392,7 +392,8 @@ def train_state(run_dir, train_namespace=None):
     if results.exists():
         values = read_json_or_none(results)
         if not isinstance(values, dict):
-            return False, "results.json is not a valid JSON object (train.py will stop; delete it to retrain)"
+            return False, ("results.json is not a valid JSON object (train.py will stop; delete it "
+                           "to retrain)")
         if diffs:
             return False, f"finished, but trained with {', '.join(diffs)}: {REFUSED}"
         test_acc = accuracy(values.get("test_acc"))
@@ -417,7 +418,8 @@ def attack_state(run_dir, wanted=None, test_images=None):
         return False, "new"
     results = read_json_or_none(path)
     if not isinstance(results, dict):
-        return False, f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it to attack again)"
+        return False, (f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it "
+                       "to attack again)")
     if wanted is None:
         return True, f"done ({len(attack_entries(results)[0])} entries)"
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
