@@ -25,7 +25,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.atomic import atomic_write  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
 from utils.flags import add_flags  # noqa: E402
-from utils.grid import attack_label  # noqa: E402
+from utils.grid import attack_entries, attack_label  # noqa: E402
 
 ATTACK_NAMES = ("fgsm", "iterative", "pgd")  # utils.attacks.ATTACKS, without importing torch for --help
 PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
@@ -208,10 +208,12 @@ def load_previous(path, checkpoint, checkpoint_sha, log):
     if not path.exists():
         return []
     previous = read_json(path)
-    entries = previous.get("entries")
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+    if not isinstance(previous.get("entries"), list):
         raise UsageError(f"{path} is not an attack.py results file (no list of entries); delete it "
                          "to compute the attacks again")
+    entries, malformed = attack_entries(previous)  # as sweep.py and report.py read the file
+    if malformed:
+        log(f"{path}: dropping {malformed} malformed entries (computed again if asked for)")
     if previous.get("checkpoint_sha256") != checkpoint_sha:
         other = Path(str(previous.get("checkpoint", "")))
         if entries and other.is_file() and other.resolve() != checkpoint.resolve():

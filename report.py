@@ -142,9 +142,10 @@ def read_run(base, rel, key):
             record["train"] = {k: results.get(k) for k in (
                 "test_acc", "test_loss", "valid_acc", "valid_loss", "best_epoch", "epochs",
                 "train_images", "test_images", "train_seconds", "images_per_s", "device")}
-            if not isinstance(record["train"]["best_epoch"], int):
-                record["train"]["best_epoch"] = None
-            record["epochs"] = results.get("epochs", record["epochs"])
+            for k in ("best_epoch", "epochs", "train_images", "test_images"):  # shown, averaged
+                if not isinstance(record["train"][k], int) or isinstance(record["train"][k], bool):
+                    record["train"][k] = None
+            record["epochs"] = record["train"]["epochs"] or record["epochs"]
     else:
         epochs = f" of {record['epochs']}" if record["epochs"] else ""
         if history or (run_dir / LAST_CHECKPOINT).exists():
@@ -427,8 +428,8 @@ def write_csv(path, rows, columns):
 
 
 def one(values):
-    """A list of one value as that value; several as 'a/b' (a group mixing settings)."""
-    values = [v for v in values if v is not None]
+    """Values that are all one value as that value; several as 'a/b' (a group mixing settings)."""
+    values = sorted({v for v in values if v is not None})
     return values[0] if len(values) == 1 else "/".join(map(str, values)) if values else "?"
 
 
@@ -451,9 +452,9 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
         models = sorted({r["model"] for r in rows})
         labels = sorted({r["label"] for r in rows}, key=label_rank)
         find = {(r["label"], r["model"]): r for r in rows}
-        images = one(sorted({i for r in rows for i in r["train_images"]}))
+        images = one(i for r in rows for i in r["train_images"])
         level_text = ", ".join(sorted({f"level {levels[(dataset, m)]:g}" for m in models}))
-        epochs = one(sorted({e for r in rows for e in r["epochs"]}))
+        epochs = one(e for r in rows for e in r["epochs"])
         out += [f"### {dataset} ({level_text}: {images} training images, {epochs} epochs)", "",
                 markdown_table(["label", *models],
                                [[label, *(cell(stats(find[(label, m)], "test_acc")) if (label, m) in find
@@ -462,7 +463,7 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
         level_list = sorted({r["level"] for r in rows}, reverse=True)
-        images = {lv: one(sorted({i for r in rows if r["level"] == lv for i in r["train_images"]}))
+        images = {lv: one(i for r in rows if r["level"] == lv for i in r["train_images"])
                   for lv in level_list}
         find = {(r["label"], r["level"]): r for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
@@ -668,8 +669,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     levels = full_levels(accuracy)
     clean = [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
     accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
-                        "valid_acc_mean", "valid_acc_std", "train_images", "test_images", "epochs",
-                        "best_epoch_mean"]
+                        "valid_acc_mean", "valid_acc_std", "valid_acc_n", "train_images", "test_images",
+                        "epochs", "best_epoch_mean"]
     write_csv(out / "clean_accuracy.csv", clean, accuracy_columns)
     write_csv(out / "data_efficiency.csv", accuracy, accuracy_columns)
     noise = noise_rows(accuracy)
@@ -678,7 +679,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     write_csv(out / "robust_accuracy.csv", robust, [
         "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
         "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
-        "clean_acc_mean", "clean_acc_std", "num_images", "steps", "step_size", "restarts", "amp"])
+        "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
+        "step_size", "restarts", "amp"])
     run_rows = [{**r, "status": "incomplete" if any(i["run_dir"] == r["run_dir"] for i in incomplete) else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
                 for r in records]
@@ -700,17 +702,19 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
                   *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
     }
     atomic_write_text(out / "summary.json", json_text(summary, indent=1) + "\n")
-    remove_stale(out, earlier, summary["files"])
+    remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
 
 
-def remove_stale(out, earlier, files):
+def remove_stale(out, earlier, files, figures_too=True):
     """Delete the files an earlier report in `out` wrote (its summary.json lists them) that this
     one did not (a figure of runs since deleted, label_noise.csv without noise runs now): beside
-    this report's files they would pass for its own."""
+    this report's files they would pass for its own. Without figures_too (--no_figures), the
+    earlier figures stay as they are."""
     listed = earlier.get("files") if isinstance(earlier, dict) else None
     for name in listed if isinstance(listed, list) else ():
-        if isinstance(name, str) and REPORT_FILE.fullmatch(name) and name not in files:
+        if (isinstance(name, str) and REPORT_FILE.fullmatch(name) and name not in files
+                and (figures_too or not name.endswith(".png"))):
             (out / name).unlink(missing_ok=True)
 
 

@@ -295,6 +295,8 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
     results = json.loads((run_dir / "attack_results.json").read_text())
     results["entries"][1]["robust_acc"] = float("nan")
     results["entries"].append({"eps": 0.1})
+    for field, value in (("step_size", "x"), ("num_images", "100"), ("restarts", [1]), ("eps_label", 5)):
+        results["entries"].append(dict(entry("fgsm", EPS8, 0.3), **{field: value}))
     (run_dir / "attack_results.json").write_text(json.dumps(results))
     (run_dir / "config.json").write_text("[1]")
     (run_dir / "metrics.jsonl").write_text("[1]\n2\n")
@@ -308,8 +310,14 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
         assert incomplete[f"seed{seed}"] == ["results.json is not valid JSON or has no test_acc in [0, 1]"]
     assert incomplete["seed6"][:2] == [
         "config.json is not valid JSON or has no flags",
-        "attack_results.json: 2 malformed entries left out (without an attack, targeted, eps >= 0 or a "
+        "attack_results.json: 6 malformed entries left out (without an attack, targeted, eps >= 0 or a "
         "robust_acc in [0, 1])"]
+    run_dir = make_run(base, "category", 7, test_acc=0.6, valid_acc=0.6)
+    text = (run_dir / "results.json").read_text()
+    (run_dir / "results.json").write_text(text.replace('"epochs": 4', '"epochs": "x"')
+                                          .replace('"train_images": 4170', '"train_images": [1]'))
+    report(base, tmp_path / "out2", draw=False)  # shown as unknown, not a traceback
+    assert "### cifar10 (level 100: 4170 training images, 4 epochs)" in (tmp_path / "out2" / "tables.md").read_text()
 
 
 def test_two_directories_of_one_run_are_named_not_merged(tmp_path):
@@ -361,6 +369,8 @@ def test_each_statistic_counts_its_own_seeds(tmp_path):
     assert table_rows(markdown.split(heading, 1)[1], "Targeted attack success rate")["category"] == [
         "60.00 ± 14.14 (n=2)"]
     assert summary["robust_accuracy"][0]["target_success_n"] == 2
+    row = read_csv(tmp_path / "out" / "robust_accuracy.csv")[0]
+    assert (row["n"], row["target_success_n"], row["clean_acc_n"]) == ("3", "2", "3")
 
 
 def test_paper_protocol_budgets_are_in_normalised_units(tmp_path):
@@ -395,3 +405,6 @@ def test_a_report_of_no_runs_is_an_error_and_old_files_go(tmp_path):
     second = report(base, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(second["files"] + ["notes.txt", "summary.json"])
     assert not (out / "label_noise.csv").exists() and not (out / "levels_cifar10_resnet32.png").exists()
+    figures = {p.name for p in out.glob("*.png")}
+    assert figures and not report(base, out, draw=False)["files"][-1].endswith(".png")
+    assert {p.name for p in out.glob("*.png")} == figures  # --no_figures leaves the figures alone

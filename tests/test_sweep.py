@@ -528,6 +528,8 @@ def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
                                                "the run directory to start over")
     np.save(tmp_path / "cifar10_speech.npy", targets + 1)   # the file regenerated: read again
     assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
+    (run_dir / "config.json").write_text("[1]")  # was an AttributeError traceback; as if absent
+    assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
 
 
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):

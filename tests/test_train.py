@@ -404,6 +404,16 @@ def test_ctrl_c_while_torch_loads_is_one_line(script, tmp_path):
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")
 
 
+def test_a_script_started_with_sigint_ignored_keeps_ignoring_it():
+    """A shell's background job (`python train.py ... &`) inherits SIGINT ignored; the quiet
+    handler made the script's Ctrl-C stop it."""
+    code = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "from utils import errors\nerrors.quiet_interrupts()\n"
+            "errors.call_cli(lambda argv: print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.stdout == "True\n", proc.stderr
+
+
 def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
     import utils.training
 

@@ -27,8 +27,10 @@ def _interrupted_while_loading(signum, frame):
 def quiet_interrupts():
     """First thing in a script: a Ctrl-C while its modules load (torch takes seconds) is one
     line and exit 130, not an import traceback. `call_cli` gives Ctrl-C back to Python, whose
-    KeyboardInterrupt unwinds `main` as usual."""
-    signal.signal(signal.SIGINT, _interrupted_while_loading)
+    KeyboardInterrupt unwinds `main` as usual. A script started with SIGINT ignored (a shell's
+    background job) keeps ignoring it."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 
 def call_cli(main, argv=None):

@@ -289,20 +289,27 @@ def accuracy(value):
     return value if real and 0 <= value <= 1 else None
 
 
+def _number(value, kind=(int, float)):
+    return isinstance(value, kind) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
 def well_formed(entry):
-    """Whether an attack_results.json entry names its setting and holds its result: attack (text),
-    targeted (true/false), a finite eps >= 0, robust_acc an accuracy, clean_acc and target_success
-    accuracies where present."""
+    """Whether an attack_results.json entry names its setting and holds its result, as attack.py
+    writes it: attack, objective and eps_label text, targeted true/false, eps a finite number >= 0,
+    robust_acc an accuracy; clean_acc and target_success accuracies, steps, restarts and
+    num_images whole numbers and step_size a number, where present."""
     if not isinstance(entry, dict):
         return False
-    eps = entry.get("eps")
     return (isinstance(entry.get("attack"), str) and isinstance(entry.get("targeted"), bool)
             and isinstance(entry.get("objective", "loss"), str)
+            and isinstance(entry.get("eps_label", ""), str)
             and entry.get("protocol", "pixel") in ("pixel", "paper")
-            and isinstance(eps, (int, float)) and not isinstance(eps, bool) and 0 <= eps < math.inf
-            and accuracy(entry.get("robust_acc")) is not None
+            and _number(entry.get("eps")) and accuracy(entry.get("robust_acc")) is not None
             and all(entry.get(k) is None or accuracy(entry[k]) is not None
-                    for k in ("clean_acc", "target_success")))
+                    for k in ("clean_acc", "target_success"))
+            and all(entry.get(k) is None or _number(entry[k], int)
+                    for k in ("steps", "restarts", "num_images"))
+            and (entry.get("step_size") is None or _number(entry["step_size"])))
 
 
 def attack_entries(results):
@@ -388,7 +395,8 @@ def train_state(run_dir, train_namespace=None):
         ns = train_namespace
         label_sha256 = None if ns.label in FILELESS_LABELS else \
             label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
-        diffs = run_changes(read_json_or_none(run_dir / CONFIG) or {}, ns, label_sha256, now="sweep:")
+        config = read_json_or_none(run_dir / CONFIG)
+        diffs = run_changes(config if isinstance(config, dict) else {}, ns, label_sha256, now="sweep:")
     if results.exists():
         values = read_json_or_none(results)
         if not isinstance(values, dict):
