@@ -112,15 +112,13 @@ def sha256(path_or_bytes):
 
 def find_checkpoint(args):
     """The checkpoint path and the run directory its results go to."""
-    from utils.runs import best_checkpoint_name, run_directory
+    from utils.runs import best_checkpoint_name, run_dir_of
     if args.checkpoint:
         path = Path(args.checkpoint)
         if not path.is_file():
             raise UsageError(f"checkpoint {path} does not exist")
         return path, path.parent
-    dataset_dir = args.dataset if args.label_granularity == "fine" else f"{args.dataset}_{args.label_granularity}"
-    run_dir = run_directory(args.base_dir, dataset_dir, args.level, args.seed, args.model, args.label,
-                            args.label_noise)
+    run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     if not path.is_file():
         found = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir.is_dir() else []
@@ -184,8 +182,9 @@ def load_model(args, path, data):
                          f"({args.label_granularity}) has {data.num_classes}")
     label_file = label_path(args.dataset, space.name, args.label_dir)
     if space.name not in ("category", "mcr2") and label_file.is_file():
-        shape = read_targets(label_file, data.num_classes).shape[1:]
-        if tuple(shape) != tuple(space.output_shape):
+        targets = read_targets(label_file)
+        shape = targets.shape[1:]  # a file of another class count is another granularity's: not the run's
+        if len(targets) == data.num_classes and tuple(shape) != tuple(space.output_shape):
             raise UsageError(f"{path} was trained on {space.name} targets of shape "
                              f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}")
     return model, space

@@ -222,7 +222,8 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
     if not 0 < level <= 100:
         raise UsageError(f"--level must lie in (0, 100], got {level}")
     if not 0 <= valid_size < num_images:
-        raise UsageError(f"--valid_size {valid_size} leaves no training images out of {num_images}")
+        raise UsageError(f"--valid_size {valid_size} leaves no training images: the dataset has "
+                         f"{num_images}")
     order = np.random.RandomState(seed).permutation(num_images)
     remaining = num_images - valid_size
     train_len = remaining if level == 100 else int(num_images * level / 100)
@@ -230,7 +231,9 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
         raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
                          f"of the {num_images} remain after the {valid_size} validation images")
     if train_len < 2:
-        raise UsageError(f"--level {level} leaves {train_len} training images; need at least 2")
+        given = f"--level {level}" if level < 100 else f"--valid_size {valid_size}"
+        raise UsageError(f"{given} leaves {train_len} training image{'s' * (train_len != 1)}; "
+                         "a run needs at least 2")
     return Split(train=order[valid_size:valid_size + train_len], valid=order[:valid_size])
 
 

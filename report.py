@@ -21,7 +21,7 @@ from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, describe_key, entry_key, eps_text,
                         missing_entries, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
-from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, json_text
+from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, dataset_folder, json_text
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
@@ -217,8 +217,9 @@ def expected_runs(base, records, grid_file):
         from utils.grid import requested_attacks
         opts, runs, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
         wanted = {}
-        for r in runs:
-            key = (r.dataset, r.model, r.label, r.level, r.seed)
+        for r in runs:  # the dataset as its run directories name it: cifar100_coarse for coarse runs
+            granularity = scripts["train"].parse(r.flags() + routed["train"]).label_granularity
+            key = (dataset_folder(r.dataset, granularity), r.model, r.label, r.level, r.seed)
             wanted[key] = None
             if "attack" in opts.stages:
                 script = scripts["attack"]

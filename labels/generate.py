@@ -75,6 +75,14 @@ CIFAR100_CLASSES = (
     "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman",
     "worm",
 )
+# The 20 superclasses (--label_granularity coarse), in the dataset's order.
+CIFAR100_COARSE_CLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes", "large_omnivores_and_herbivores",
+    "medium_mammals", "non-insect_invertebrates", "people", "reptiles", "small_mammals", "trees",
+    "vehicles_1", "vehicles_2",
+)
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,12 @@ class Dataset:
 DATASETS = {
     "cifar10": Dataset(10, CIFAR10_CLASSES, "cifar-10-batches-py", "batches.meta", "label_names"),
     "cifar100": Dataset(100, CIFAR100_CLASSES, "cifar-100-python", "meta", "fine_label_names"),
+    # --label_granularity coarse (as utils.runs.dataset_folder names it); its files are named as
+    # the fine ones, cifar100_{label}.npy, in a folder of their own
+    "cifar100_coarse": Dataset(20, CIFAR100_COARSE_CLASSES, "cifar-100-python", "meta",
+                               "coarse_label_names"),
 }
+GRANULAR = ("cifar100",)  # datasets with --label_granularity coarse
 
 # Name sets: how a class name is written for a family. Each maps a dataset name to rewrites of
 # individual class names; classes not listed are written as the dataset names them, with
@@ -617,8 +630,13 @@ def build_parser():
         epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
                "(plus bert / glove when --text_model / --glove is given)")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", nargs="+", required=True, choices=list(DATASETS),
+    data.add_argument("--dataset", nargs="+", required=True,
+                      choices=[d for d in DATASETS if not d.endswith("_coarse")],
                       help="dataset(s) to make labels for")
+    data.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
+                      help="CIFAR-100's 100 fine classes or its 20 superclasses (coarse files are "
+                           "named as the fine ones: give them an --out folder of their own, and "
+                           "train.py that folder as --label_dir)")
     data.add_argument("--data_dir", default=None,
                       help="folder with the dataset's meta file (batches.meta / meta), directly or "
                            "in cifar-10-batches-py/ / cifar-100-python/; default: built-in names")
@@ -668,6 +686,12 @@ def expand_labels(requested, text_model=None, glove=None):
 
 def run(args):
     labels = expand_labels(args.label, args.text_model, args.glove)
+    if args.label_granularity == "coarse":
+        if set(args.dataset) - set(GRANULAR):
+            raise LabelError(f"--label_granularity coarse is for {', '.join(GRANULAR)} only")
+        if Path(args.out).resolve() == LABEL_DIR.resolve():
+            raise LabelError("coarse label files are named as the fine ones: give --out a folder of "
+                             "their own (then train.py --label_dir that folder)")
     if args.audio_dir is not None and len(args.dataset) > 1:
         raise LabelError("--audio_dir holds one dataset's recordings: give a single --dataset")
     if args.speech_file is not None and len(args.dataset) > 1:
@@ -685,7 +709,8 @@ def run(args):
         for name in labels:
             name_set = args.names or parse_label(name)[1].names or "standard"
             if name_set not in names_by_set:
-                names_by_set[name_set] = class_names(dataset, name_set, args.data_dir)
+                spec = dataset if args.label_granularity == "fine" else f"{dataset}_coarse"
+                names_by_set[name_set] = class_names(spec, name_set, args.data_dir)
             extra = {}
             if name == "shuffle" and speech is not None and args.speech_file is None:
                 extra["speech_targets"] = speech

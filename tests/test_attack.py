@@ -486,3 +486,20 @@ def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, t
         assert f"{run_dir} has not finished training (it has last_checkpoint.pth but no results.json)" in line
         assert "finish it with train.py --resume" in line
     assert not (run_dir / ATTACK_RESULTS).exists()
+
+
+def test_a_coarse_run_is_attacked_beside_the_fine_label_file(cifar100_dir, label_dir, tmp_path, capsys):
+    """The run's label folder holds 20 targets; attack.py's default one the 100 of the fine
+    classes, under the same name. It refused the run ("has 100 class targets, but the dataset has
+    20") though the checkpoint carries its own targets."""
+    import train
+    coarse = tmp_path / "coarse_labels"
+    coarse.mkdir()
+    np.save(coarse / "cifar100_speech.npy", np.random.RandomState(0).uniform(-80, 0, (20, 64, 64))
+            .astype(np.float32))
+    run = ["--dataset", "cifar100", "--label_granularity", "coarse", "--label", "speech", "--seed", "3",
+           "--data_dir", str(cifar100_dir), "--base_dir", str(tmp_path), "--device", "cpu"]
+    train.main(run + ["--label_dir", str(coarse), "--valid_size", "50", "--epochs", "1"])
+    summary, _ = call_main(capsys, run + ["--label_dir", str(label_dir), "--attacks", "fgsm",
+                                          "--epsilons", "8/255", "--num_images", "5", "--examples", "0"])
+    assert summary["run_dir"] == str(tmp_path / "cifar100_coarse" / "seed3" / "resnet32" / "model_speech")

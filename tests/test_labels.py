@@ -556,3 +556,22 @@ def test_stats_cli(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "labels.stats", str(path)], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout
+
+
+def test_coarse_labels_for_cifar100_superclasses(tmp_path, capsys):
+    """--label_granularity coarse runs need 20 targets, which nothing could make (a --names file
+    of 20 was refused for cifar100's 100 classes)."""
+    status, out, _ = cli(generate.main, ["--dataset", "cifar100", "--label_granularity", "coarse",
+                                         "--label", "uniform", "lowdim", "--out", tmp_path], capsys)
+    assert status == 0 and "cifar100_uniform.npy  (20, 64, 64)" in out
+    assert np.load(tmp_path / "cifar100_lowdim.npy").shape == (20, 20)
+    meta = SHARED / "data" / "cifar100-subset" / "cifar-100-python" / "meta"
+    if meta.is_file():  # the built-in names are the dataset's own, in its order
+        assert generate.dataset_class_names("cifar100_coarse", meta.parent) == \
+            list(generate.CIFAR100_COARSE_CLASSES)
+    status, _, err = cli(generate.main, ["--dataset", "cifar100", "--label_granularity", "coarse",
+                                         "--label", "uniform"], capsys)
+    assert status == 2 and "coarse label files are named as the fine ones: give --out" in err
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label_granularity", "coarse",
+                                         "--label", "uniform", "--out", tmp_path / "x"], capsys)
+    assert status == 2 and "--label_granularity coarse is for cifar100 only" in err

@@ -260,6 +260,17 @@ def test_label_noise_table(tmp_path):
     assert set(table_rows(markdown, "## Clean test accuracy")) >= {"category", "category_noise0.2", "speech"}
 
 
+def test_a_grid_of_coarse_runs_expects_them_where_train_py_writes_them(tmp_path):
+    """The grid's runs were keyed by the dataset alone: its coarse runs were looked for as fine
+    ones (listed missing) and the fine ones held to the grid."""
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.5, valid_acc=0.5, dataset="cifar100_coarse")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("datasets: [cifar100]\nlabels: [category]\nlevels: [100]\nseeds: [1]\n"
+                    "stages: [train]\nargs: --label_granularity coarse\n")
+    summary = report(tmp_path / "runs", tmp_path / "out", grid, draw=False)
+    assert summary["missing"] == [] and summary["incomplete"] == []
+
+
 def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     """With --grid, a run must hold the attack settings the grid asks attack.py for: extra entries
     (an iterative or paper-protocol table run by hand) are fine, a missing one is listed, and a run

@@ -100,6 +100,9 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--slurm", "{tmp}/s.sbatch", "--max_concurrent", "-1"], "--max_concurrent: -1 must be at least 1"),
     (["--slurm", "{tmp}/s.sbatch", "--signal_seconds", "-5"], "--signal_seconds: -5 must be at least 0"),
     (["--dry_run", "--config", "{tmp}/jobs.yaml"], "--jobs: '2.5' is not an int"),
+    # train.py wrote the coarse run, attack.py attacked (and wrote into) the fine one
+    (["--dry_run", "--datasets", "cifar100", "--labels", "category", "--stages", "train", "attack",
+      "--train_args", "--label_granularity coarse"], "but attack.py would read"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "bad.yaml").write_text("label: [speech]\n")

@@ -53,6 +53,7 @@ def test_json_line_and_run_files(speech_run):
                 "test_loss", "train_seconds"):
         assert key in result
     assert (result["label"], result["seed"], result["level"], result["epochs"]) == ("speech", 3, 100, 2)
+    assert result["label_granularity"] == "fine"  # coarse runs said only "cifar100"
     assert result["train_images"] == 250 and result["test_images"] == 100
     assert 0 <= result["test_acc"] <= 1
     assert json.loads((run_dir / "results.json").read_text()) == result
@@ -210,13 +211,17 @@ def run_cli_capture(capsys, argv):
     ({"dataset": "mnist"}, "invalid choice: 'mnist'"),
     ({"label": "nosuch"}, "no label file"),
     ({"level": "90"}, "--level 90 asks for 270 training images, but only 250"),
-    ({"valid_size": "400"}, "--valid_size 400 leaves no training images out of 300"),
+    ({"valid_size": "400"}, "--valid_size 400 leaves no training images: the dataset has 300"),
+    ({"valid_size": "299"}, "--valid_size 299 leaves 1 training image; a run needs at least 2"),
     ({"batch_size": "1"}, "argument --batch_size: 1 must be at least 2"),
     ({"epochs": "0"}, "argument --epochs: 0 must be positive"),
     ({"lr": "-0.1"}, "argument --lr: -0.1 must be positive"),
     ({"warmup_epochs": "-1"}, "argument --warmup_epochs: -1 must be at least 0"),
     ({"batch_size": "x"}, "argument --batch_size: 'x' is not an int"),
     ({"label": "glove", "dataset": "cifar100"}, "has 10 class targets, but the dataset has 100"),
+    ({"label": "glove", "dataset": "cifar100", "label_granularity": "coarse"},  # says how to go on
+     "holds 10 class targets; a --label_granularity coarse run needs 20: make them with python -m "
+     "labels.generate --dataset cifar100 --label_granularity coarse --label glove --out DIR"),
     ({"seed": "-1"}, "argument --seed: -1 must be at least 0"),
     ({"seed": "4294967296"}, "argument --seed: 4294967296 must be at most 4294967295"),
     ({"label": "category", "smoothing": "0.95"}, "--smoothing 0.95 must lie in [0, 0.9] for 10 classes"),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from labels import label_path, read_targets, targets_sha256
 from utils.errors import UsageError
-from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_directory
+from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -472,15 +472,6 @@ def display_path(path, cwd=None):
         return str(path)
 
 
-def run_dir_for(run, train_namespace):
-    """Where train.py (and attack.py after it) put this run, from train.py's resolved flags."""
-    ns = train_namespace
-    granularity = getattr(ns, "label_granularity", "fine")
-    dataset_dir = run.dataset if granularity == "fine" else f"{run.dataset}_{granularity}"
-    return run_directory(ns.base_dir, dataset_dir, run.level, run.seed, run.model, run.label,
-                         getattr(ns, "label_noise", 0.0))
-
-
 def plan(runs, stages, scripts, routed, python=sys.executable):
     """A Task per run with the stages still to do, in grid order.
 
@@ -493,7 +484,13 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
     for index, run in enumerate(runs):
         argv = {stage: run.flags() + routed.get(stage, []) for stage in scripts.stages}
         train_ns = scripts["train"].parse(argv["train"])
-        run_dir = run_dir_for(run, train_ns)
+        run_dir = run_dir_of(train_ns)
+        elsewhere = run_dir_of(scripts["attack"].parse(argv["attack"])) if "attack" in stages else run_dir
+        if elsewhere != run_dir:
+            raise UsageError(f"train.py would write {run.name} to {run_dir} but attack.py would read "
+                             f"{elsewhere}: give --base_dir, --label_granularity and --label_noise to "
+                             "both stages (on the command line or in a grid file's args), not in "
+                             "--train_args or --attack_args alone")
         notes, todo, commands = {}, [], {}
         train_done = True
         if "train" in stages:

@@ -46,6 +46,17 @@ def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0)
     return base / f"seed{seed}" / model / name
 
 
+def dataset_folder(dataset, label_granularity="fine"):
+    """The dataset's part of a run directory: cifar100, or cifar100_coarse for the 20 superclasses."""
+    return dataset if label_granularity == "fine" else f"{dataset}_{label_granularity}"
+
+
+def run_dir_of(args):
+    """The run directory of train.py's or attack.py's resolved flags."""
+    return run_directory(args.base_dir, dataset_folder(args.dataset, args.label_granularity), args.level,
+                         args.seed, args.model, args.label, args.label_noise)
+
+
 def best_checkpoint_name(label, seed, model):
     return f"{label}_seed{seed}_{model}_best_model.pth"
 

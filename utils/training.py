@@ -17,13 +17,14 @@ import torch
 
 from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
+from labels import label_path, read_targets
 from utils import distributed, preempt
 from utils.errors import UsageError
 from utils.flags import acts_on
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        best_checkpoint_name, environment, load_checkpoint, read_json, run_directory,
+                        best_checkpoint_name, environment, load_checkpoint, read_json, run_dir_of,
                         run_lock, save_checkpoint, write_json, write_jsonl)
 
 MOMENTUM = 0.9
@@ -385,6 +386,20 @@ def _check_resume(checkpoint, args, path, label_sha256, train_images):
                          "resume, or --force to start over")
 
 
+def check_granularity(args, num_classes):
+    """A coarse run given a label file of the fine classes (their files share a name) is told
+    how to make its own."""
+    path = label_path(args.dataset, args.label, args.label_dir)
+    if args.label_granularity == "fine" or args.label in ("category", "mcr2") or not path.is_file():
+        return
+    if (classes := len(read_targets(path))) != num_classes:
+        raise UsageError(f"{path} holds {classes} class targets; a --label_granularity "
+                         f"{args.label_granularity} run needs {num_classes}: make them with python -m "
+                         f"labels.generate --dataset {args.dataset} --label_granularity "
+                         f"{args.label_granularity} --label {args.label} --out DIR, then pass "
+                         "--label_dir DIR")
+
+
 def is_better(valid, best, history):
     """Whether this epoch's validation beats the best epoch's: higher accuracy, or the same with a
     lower loss (the paper's rule; accuracy ties are common late in a schedule). Without validation
@@ -407,6 +422,7 @@ def run_training(args):
     if ctx.main:
         warn_slow_bf16(device, args.amp)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+    check_granularity(args, data.num_classes)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
                              mcr2_options(args))
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
@@ -417,9 +433,7 @@ def run_training(args):
     split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
     train_labels = data.train_labels[split.train]
     noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
-    dataset_dir = args.dataset if args.label_granularity == "fine" else f"{args.dataset}_{args.label_granularity}"
-    run_dir = run_directory(args.base_dir, dataset_dir, args.level, args.seed, args.model, args.label,
-                            args.label_noise)
+    run_dir = run_dir_of(args)
     results_path, last_path = run_dir / RESULTS, run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
 
@@ -540,7 +554,8 @@ def run_training(args):
         test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
         test = evaluate(evaluated, images=test_images, labels=test_labels, **common)
         results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
-                   "label": args.label, "seed": args.seed, "level": args.level,
+                   "label": args.label, "label_granularity": args.label_granularity,
+                   "seed": args.seed, "level": args.level,
                    "label_noise": args.label_noise, "epochs": args.epochs,
                    "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
                    "test_acc": test["acc"], "test_loss": test["loss"],
