@@ -373,10 +373,11 @@ def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10
     assert not left.exists() and (run_dir / ".notes.tmp").exists()
 
 
-# Runs a script as `python SCRIPT ARGS` would, with SIGTERM (or $SIGNAL_AT_TORCH) sent to itself
-# as torch starts to load.
+# Runs a script as `python SCRIPT ARGS` would from a terminal, with SIGTERM (or $SIGNAL_AT_TORCH)
+# sent to itself as torch starts to load.
 SIGNAL_AT_TORCH = """
 import builtins, os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even from a background job
 real_import = builtins.__import__
 def hooked(name, *args, **kwargs):
     if name == "torch" and not hooked.sent:
