@@ -19,7 +19,7 @@ from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, describe_key, entry_key, eps_text,
-                        missing_entries, parse_level, read_json_or_none, read_lines)
+                        missing_entries, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, dataset_folder, json_text
 
@@ -143,7 +143,7 @@ def read_run(base, rel, key):
                 "test_acc", "test_loss", "valid_acc", "valid_loss", "best_epoch", "epochs",
                 "train_images", "test_images", "train_seconds", "images_per_s", "device")}
             for k in ("best_epoch", "epochs", "train_images", "test_images"):  # shown, averaged
-                if not isinstance(record["train"][k], int) or isinstance(record["train"][k], bool):
+                if not nonnegative(record["train"][k], int):
                     record["train"][k] = None
             record["epochs"] = record["train"]["epochs"] or record["epochs"]
     else:

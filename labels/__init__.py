@@ -44,7 +44,7 @@ def targets_sha256(targets):
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
 
 
-def read_targets(path, num_classes=None):
+def read_targets(path, num_classes=None, fix=None):
     """Load and check a label file (see `check_targets`); C == num_classes when given. Raises
     LabelError with a one-line reason otherwise."""
     path = Path(path)
@@ -65,13 +65,14 @@ def read_targets(path, num_classes=None):
     except MemoryError:  # a header whose shape is far larger than the file
         raise LabelError(f"label file {path} is corrupt: its header asks for more memory than "
                          "this machine has") from None
-    return check_targets(targets, f"label file {path}", num_classes)
+    return check_targets(targets, f"label file {path}", num_classes, fix)
 
 
-def check_targets(targets, source, num_classes=None):
+def check_targets(targets, source, num_classes=None, fix=None):
     """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
-    class (C == num_classes when given), finite in float32, classes distinct. (Nearest-target
-    decoding checks that each class's own target decodes to it: `utils.labelspace.TargetSpace`.)"""
+    class (C == num_classes when given; `fix` says how to get such a file), finite in float32,
+    classes distinct. (Nearest-target decoding checks that each class's own target decodes to it:
+    `utils.labelspace.TargetSpace`.)"""
     if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
         raise LabelError(f"{source} holds {getattr(targets, 'dtype', type(targets))} "
                          "values; a label file must be a numeric array")
@@ -83,7 +84,7 @@ def check_targets(targets, source, num_classes=None):
                          "at least one value")
     if num_classes is not None and targets.shape[0] != num_classes:
         raise LabelError(f"{source} has {targets.shape[0]} class targets, but the dataset has "
-                         f"{num_classes} classes")
+                         f"{num_classes} classes" + (f"; {fix}" if fix else ""))
     if not np.isfinite(targets).all():
         raise LabelError(f"{source} contains NaN or infinite values")
     with np.errstate(over="ignore"):

@@ -220,8 +220,9 @@ def run_cli_capture(capsys, argv):
     ({"batch_size": "x"}, "argument --batch_size: 'x' is not an int"),
     ({"label": "glove", "dataset": "cifar100"}, "has 10 class targets, but the dataset has 100"),
     ({"label": "glove", "dataset": "cifar100", "label_granularity": "coarse"},  # says how to go on
-     "holds 10 class targets; a --label_granularity coarse run needs 20: make them with python -m "
-     "labels.generate --dataset cifar100 --label_granularity coarse --label glove --out DIR"),
+     "has 10 class targets, but the dataset has 20 classes; a --label_granularity coarse run needs a "
+     "file of its own: make one with python -m labels.generate --dataset cifar100 --label_granularity "
+     "coarse --label glove --out DIR, then pass --label_dir DIR"),
     ({"seed": "-1"}, "argument --seed: -1 must be at least 0"),
     ({"seed": "4294967296"}, "argument --seed: 4294967296 must be at most 4294967295"),
     ({"label": "category", "smoothing": "0.95"}, "--smoothing 0.95 must lie in [0, 0.9] for 10 classes"),

@@ -283,14 +283,14 @@ def attack_label(attack, objective="loss"):
     return attack if objective in (None, "loss") else f"{attack}+{objective}"
 
 
+def nonnegative(value, kind=(int, float)):
+    """Whether a value read from JSON is a finite number >= 0 of `kind` (a bool, NaN or text is not)."""
+    return isinstance(value, kind) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
 def accuracy(value):
     """`value` if it is an accuracy, a fraction in [0, 1] (not NaN, not a percentage); else None."""
-    real = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return value if real and 0 <= value <= 1 else None
-
-
-def _number(value, kind=(int, float)):
-    return isinstance(value, kind) and not isinstance(value, bool) and 0 <= value < math.inf
+    return value if nonnegative(value) and value <= 1 else None
 
 
 def well_formed(entry):
@@ -304,12 +304,12 @@ def well_formed(entry):
             and isinstance(entry.get("objective", "loss"), str)
             and isinstance(entry.get("eps_label", ""), str)
             and entry.get("protocol", "pixel") in ("pixel", "paper")
-            and _number(entry.get("eps")) and accuracy(entry.get("robust_acc")) is not None
+            and nonnegative(entry.get("eps")) and accuracy(entry.get("robust_acc")) is not None
             and all(entry.get(k) is None or accuracy(entry[k]) is not None
                     for k in ("clean_acc", "target_success"))
-            and all(entry.get(k) is None or _number(entry[k], int)
+            and all(entry.get(k) is None or nonnegative(entry[k], int)
                     for k in ("steps", "restarts", "num_images"))
-            and (entry.get("step_size") is None or _number(entry["step_size"])))
+            and (entry.get("step_size") is None or nonnegative(entry["step_size"])))
 
 
 def attack_entries(results):

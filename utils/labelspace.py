@@ -130,9 +130,9 @@ def margin(scores, goal):
     return others.amax(1) - scores.gather(1, goal[:, None]).squeeze(1)
 
 
-def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2_options=None):
+def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2_options=None, fix=None):
     """`category`, `mcr2` (options: feature_dim, eps2, gam1, gam2, n_components), or the targets
-    in `{label_dir}/{dataset}_{label}.npy`."""
+    in `{label_dir}/{dataset}_{label}.npy` (`fix`: how to get a file of num_classes targets)."""
     if label == CATEGORY:
         return CategorySpace(num_classes, smoothing)
     if label == "mcr2":
@@ -143,7 +143,7 @@ def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2
         known = ", ".join([CATEGORY, "mcr2"] + available_labels(dataset, label_dir))
         raise UsageError(f"no label file {path} for --label {label}; labels found for {dataset} in "
                          f"{label_dir}: {known}")
-    return TargetSpace(label, read_targets(path, num_classes))
+    return TargetSpace(label, read_targets(path, num_classes, fix))
 
 
 def space_sha256(state):

@@ -17,7 +17,6 @@ import torch
 
 from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
-from labels import label_path, read_targets
 from utils import distributed, preempt
 from utils.errors import UsageError
 from utils.flags import acts_on
@@ -386,20 +385,6 @@ def _check_resume(checkpoint, args, path, label_sha256, train_images):
                          "resume, or --force to start over")
 
 
-def check_granularity(args, num_classes):
-    """A coarse run given a label file of the fine classes (their files share a name) is told
-    how to make its own."""
-    path = label_path(args.dataset, args.label, args.label_dir)
-    if args.label_granularity == "fine" or args.label in ("category", "mcr2") or not path.is_file():
-        return
-    if (classes := len(read_targets(path))) != num_classes:
-        raise UsageError(f"{path} holds {classes} class targets; a --label_granularity "
-                         f"{args.label_granularity} run needs {num_classes}: make them with python -m "
-                         f"labels.generate --dataset {args.dataset} --label_granularity "
-                         f"{args.label_granularity} --label {args.label} --out DIR, then pass "
-                         "--label_dir DIR")
-
-
 def is_better(valid, best, history):
     """Whether this epoch's validation beats the best epoch's: higher accuracy, or the same with a
     lower loss (the paper's rule; accuracy ties are common late in a schedule). Without validation
@@ -422,9 +407,13 @@ def run_training(args):
     if ctx.main:
         warn_slow_bf16(device, args.amp)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    check_granularity(args, data.num_classes)
+    fix = None  # a coarse run's file shares the fine one's name: a fine one found says what to do
+    if args.label_granularity != "fine":
+        fix = (f"a --label_granularity {args.label_granularity} run needs a file of its own: make one "
+               f"with python -m labels.generate --dataset {args.dataset} --label_granularity "
+               f"{args.label_granularity} --label {args.label} --out DIR, then pass --label_dir DIR")
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
-                             mcr2_options(args))
+                             mcr2_options(args), fix=fix)
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
         raise UsageError(f"--label {args.label} does not train under torchrun: its loss, the rate "
