@@ -55,7 +55,10 @@ def build_parser():
         "default": None, "help": "network (default: the checkpoint's with --checkpoint, else resnet32)"})
     run.add_argument("--label", default=None, help="label representation (default: the "
                      "checkpoint's with --checkpoint, else category)")
-    add_flags(run, "dataset", "label_granularity", "seed", "level", "label_noise", "base_dir", seed={
+    add_flags(run, "dataset", "label_granularity", "seed", "level", "label_noise", "base_dir", dataset={
+        "default": None, "help": "dataset (default: the checkpoint's with --checkpoint, else cifar10)"},
+        label_granularity={"default": None, "help": "CIFAR-100 labels: the 100 fine classes or the 20 "
+                           "superclasses (default: the checkpoint's with --checkpoint, else fine)"}, seed={
         "default": None, "help": "the run's seed (default: the checkpoint's with --checkpoint, "
         "else 0); also seeds the target classes and the random starts"}, level={
         "help": "percent of the training set the run trained on"}, label_noise={
@@ -160,23 +163,36 @@ def model_from_checkpoint(path):
     return model.eval(), space, checkpoint
 
 
-def load_model(args, path, data):
-    """Rebuild the model and its label space from the checkpoint alone, checking it fits the flags."""
-    from labels import label_path, read_targets
+# The flags that say which run is attacked, each with its value when neither the command line nor
+# the checkpoint gives one
+RUN_FLAGS = (("model", "resnet32"), ("label", "category"), ("dataset", "cifar10"),
+             ("label_granularity", "fine"), ("seed", 0))
+
+
+def load_model(args, path):
+    """Rebuild the model and its label space from the checkpoint alone. Of RUN_FLAGS, those left
+    unset take the checkpoint's values (its run's seed draws the targets and random starts);
+    those given, but for the seed, must match them."""
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
-    flags = checkpoint.get("config", {}).get("flags", {})
-    if args.seed is None:  # --checkpoint: its run's seed draws the targets and random starts
-        args.seed = flags.get("seed", 0)
-    if args.model is not None and model_args["arch"] != args.model:
-        raise UsageError(f"{path} holds a {model_args['arch']}, not a {args.model}")
-    if args.label is not None and space.name != args.label:
-        raise UsageError(f"{path} was trained on {space.name} labels, not {args.label}")
-    if flags.get("dataset", args.dataset) != args.dataset:
-        raise UsageError(f"{path} was trained on {flags['dataset']}, not {args.dataset}")
+    trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
+                                                                "label": space.name}
+    for flag, default in RUN_FLAGS:
+        value, given = trained.get(flag, default), getattr(args, flag)
+        if given is None:
+            setattr(args, flag, value)
+        elif given != value and flag != "seed":  # another seed draws other targets and starts
+            raise UsageError(f"{path} was trained with --{flag} {value}, not {given}")
     if tuple(model_args["output_shape"]) != tuple(space.output_shape):
         raise UsageError(f"{path}: the model outputs {tuple(model_args['output_shape'])} but its "
                          f"{space.name} targets have shape {tuple(space.output_shape)}")
+    return model, space
+
+
+def check_fits(args, path, space, data):
+    """The checkpoint's classes are the dataset's, and a label file of the run's name in
+    --label_dir, if there is one, holds targets of its shape."""
+    from labels import label_path, read_targets
     if space.num_classes != data.num_classes:
         raise UsageError(f"{path} predicts {space.num_classes} classes, but {args.dataset} "
                          f"({args.label_granularity}) has {data.num_classes}")
@@ -187,7 +203,6 @@ def load_model(args, path, data):
         if len(targets) == data.num_classes and tuple(shape) != tuple(space.output_shape):
             raise UsageError(f"{path} was trained on {space.name} targets of shape "
                              f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}")
-    return model, space
 
 
 def identity(entry):
@@ -286,13 +301,13 @@ def run(args):
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
-    if args.checkpoint is None:
-        args.model, args.label = args.model or "resnet32", args.label or "category"
-        args.seed = 0 if args.seed is None else args.seed
+    if args.checkpoint is None:  # the flags find the checkpoint
+        for flag, default in RUN_FLAGS:
+            setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
     path, run_dir = find_checkpoint(args)
+    model, space = load_model(args, path)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    model, space = load_model(args, path, data)  # bad input ends here, before the run is locked
-    args.model, args.label = model.model_args["arch"], space.name
+    check_fits(args, path, space, data)  # bad input ends here, before the run is locked
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")
     with run_lock(run_dir, elsewhere=elsewhere):  # one job at a time in a run directory

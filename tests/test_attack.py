@@ -5,6 +5,7 @@ attack.py is run end to end on a decoder-head checkpoint from train.py below.
 """
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -454,9 +455,11 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     line = one_line_error(capsys, script_flags(cifar10_dir, tmp_path, label_dir))
     assert f"no checkpoint at {tmp_path}/cifar10/seed3/resnet32/model_speech/speech_seed3" in line
     line = one_line_error(capsys, flags[:1] + ["vgg19"] + flags[2:] + ["--checkpoint", str(checkpoint)])
-    assert "holds a resnet32, not a vgg19" in line
+    assert "was trained with --model resnet32, not vgg19" in line
     line = one_line_error(capsys, flags[:5] + ["category"] + flags[6:] + ["--checkpoint", str(checkpoint)])
-    assert "was trained on speech labels, not category" in line
+    assert "was trained with --label speech, not category" in line
+    line = one_line_error(capsys, flags + ["--dataset", "cifar100", "--checkpoint", str(checkpoint)])
+    assert "was trained with --dataset cifar10, not cifar100" in line
     np.save(tmp_path / "cifar10_speech.npy", np.random.rand(10, 48, 48).astype(np.float32))
     other_labels = flags[:flags.index("--label_dir") + 1] + [str(tmp_path)] + flags[flags.index("--base_dir"):]
     line = one_line_error(capsys, other_labels)
@@ -503,3 +506,12 @@ def test_a_coarse_run_is_attacked_beside_the_fine_label_file(cifar100_dir, label
     summary, _ = call_main(capsys, run + ["--label_dir", str(label_dir), "--attacks", "fgsm",
                                           "--epsilons", "8/255", "--num_images", "5", "--examples", "0"])
     assert summary["run_dir"] == str(tmp_path / "cifar100_coarse" / "seed3" / "resnet32" / "model_speech")
+    checkpoint = Path(summary["run_dir"]) / "speech_seed3_resnet32_best_model.pth"
+    copy = tmp_path / "copy" / checkpoint.name  # the checkpoint alone says which data it was trained on
+    copy.parent.mkdir()
+    copy.write_bytes(checkpoint.read_bytes())
+    again, _ = call_main(capsys, ["--checkpoint", str(copy), "--data_dir", str(cifar100_dir), "--attacks", "fgsm",
+                                  "--epsilons", "8/255", "--num_images", "5", "--examples", "0", "--device", "cpu"])
+    assert again["robust_acc"] == summary["robust_acc"] and again["run_dir"] == str(copy.parent)
+    config = json.loads((copy.parent / "attack_results.json").read_text())["config"]
+    assert (config["dataset"], config["label_granularity"], config["seed"]) == ("cifar100", "coarse", 3)

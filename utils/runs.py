@@ -47,8 +47,9 @@ def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0)
 
 
 def dataset_folder(dataset, label_granularity="fine"):
-    """The dataset's part of a run directory: cifar100, or cifar100_coarse for the 20 superclasses."""
-    return dataset if label_granularity == "fine" else f"{dataset}_{label_granularity}"
+    """The dataset's part of a run directory: cifar100, or cifar100_coarse for the 20 superclasses
+    (None, attack.py's flag left unset, is fine)."""
+    return dataset if label_granularity in ("fine", None) else f"{dataset}_{label_granularity}"
 
 
 def run_dir_of(args):
