@@ -10,6 +10,10 @@ figures (robust accuracy against eps, accuracy against data level, validation cu
 summary.json with every number, plus the runs that are missing or incomplete. Accuracies are
 fractions in the CSVs and JSON, percentages in tables.md: mean +- sample std over seeds (n = seeds).
 """
+if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
+    from utils import errors
+    errors.quiet_interrupts()
+
 import csv
 import io
 import re

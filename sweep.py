@@ -13,6 +13,10 @@ trained checkpoint. Flags the sweep does not know are passed to every script tha
 --attack_args pass a string to one script only. What is done is read from the run directories, so
 a sweep can be rerun at any time: finished stages are skipped, interrupted ones resume.
 """
+if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
+    from utils import errors
+    errors.quiet_interrupts()
+
 import argparse
 import json
 import os

@@ -29,6 +29,14 @@ Random families default to the seed the paper used where it is known (`Family.se
 random, lowdim and shuffle reproduce the published files exactly (random and lowdim bit for bit;
 shuffle bit for bit when given the paper's speech file through --speech_file).
 """
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
+    if not __package__:  # run as a file (python labels/generate.py), not with -m: import from the repo
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from utils import errors
+    errors.quiet_interrupts()
 
 import argparse
 import contextlib
@@ -38,17 +46,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
-
-if not __package__:  # run as a file (python labels/generate.py), not with -m: import from the repo
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import atomic_write

@@ -21,17 +21,20 @@ Columns (targets (C, ...) flattened to C vectors of D values):
     entropy                      Shannon entropy (bits) of each class's values rounded to 6
                                  decimals, averaged over classes (as the follow-up computed it)
 """
-
-import argparse
-import json
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
+    if not __package__:  # run as a file (python labels/stats.py), not with -m: import from the repo
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from utils import errors
+    errors.quiet_interrupts()
+
+import argparse
+import json
+
 import numpy as np
 from scipy.spatial.distance import pdist
-
-if not __package__:  # run as a file (python labels/stats.py), not with -m: import from the repo
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from labels import LabelError, read_targets
 from utils.errors import CliParser, call_cli

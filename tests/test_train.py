@@ -381,7 +381,7 @@ import builtins, os, runpy, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even from a background job
 real_import = builtins.__import__
 def hooked(name, *args, **kwargs):
-    if name == "torch" and not hooked.sent:
+    if name == os.environ.get("SIGNAL_AT_IMPORT", "torch") and not hooked.sent:
         hooked.sent = True
         os.kill(os.getpid(), getattr(signal, os.environ.get("SIGNAL_AT_TORCH", "SIGTERM")))
     return real_import(name, *args, **kwargs)
@@ -402,12 +402,14 @@ def test_a_signal_while_torch_loads_is_a_requeue(cifar10_dir, label_dir, tmp_pat
     assert "stopped by signal during epoch 1; no epoch had finished" in proc.stderr
 
 
-@pytest.mark.parametrize("script", ["train.py", "attack.py"])
-def test_ctrl_c_while_torch_loads_is_one_line(script, tmp_path):
-    """It was a KeyboardInterrupt traceback from inside `import torch`, and death by SIGINT."""
-    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_TORCH, str(REPO / script), "--base_dir",
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env=os.environ | {"SIGNAL_AT_TORCH": "SIGINT"})
+@pytest.mark.parametrize("script, module", [("train.py", "torch"), ("attack.py", "torch"), ("sweep.py", "numpy"),
+                                            ("report.py", "numpy"), ("labels/generate.py", "numpy"),
+                                            ("labels/stats.py", "numpy")])
+def test_ctrl_c_while_modules_load_is_one_line(script, module):
+    """It was a KeyboardInterrupt traceback from inside `import torch` (or numpy), and death by SIGINT."""
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_TORCH, str(REPO / script), "--help"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"SIGNAL_AT_TORCH": "SIGINT", "SIGNAL_AT_IMPORT": module})
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")
 
 
