@@ -496,18 +496,21 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
             "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "robust_acc": 0.25}
     for entry, missing in ((done, []), (done | {"num_images": 100}, [key]), (done | {"steps": 3}, [key]),
-                           (done | {"step_size": 1 / 255}, [key]), (done | {"restarts": 2}, [key])):
+                           (done | {"step_size": 1 / 255}, [key]), (done | {"restarts": 2}, [key]),
+                           (done | {"amp": True}, [key]), (done | {"amp": False}, [])):
         assert missing_entries({"entries": [entry]}, wanted["keys"], wanted["plans"], 20) == missing
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
         done | {"num_images": 100}]}))
     assert attack_state(tmp_path, wanted) == (
-        False, "resume: 1 of 1 entries missing, 1 of them computed with other steps or images "
+        False, "resume: 1 of 1 entries missing, 1 of them computed with other steps, precision or images "
         "(20 images asked) (pgd untargeted 8/255)")
     three = requested_attacks(attack.parse(flags + ["--steps", "3"]), attack.module)
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
         done | {"steps": 3, "step_size": 2.5 * (8 / 255) / 3}]}))
     assert attack_state(tmp_path, three) == (True, "done (1 entries)")
     assert not attack_state(tmp_path, wanted)[0]
+    in_bf16 = requested_attacks(attack.parse(flags + ["--steps", "3", "--amp"]), attack.module)
+    assert not attack_state(tmp_path, in_bf16)[0]  # attack.py computes it again in bf16
 
 
 def test_a_run_trained_on_other_label_targets_is_named(tmp_path):

@@ -246,8 +246,8 @@ def read_json_or_none(path):
 
 
 def requested_attacks(namespace, module=None):
-    """What attack.py will compute for its parsed flags: {"keys": {(attack, targeted, protocol,
-    eps)}, "num_images": N or None}.
+    """What attack.py will compute for its parsed flags: {"keys": {(attack label, targeted,
+    protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp)}, "num_images": N or None}.
 
     Unset --attacks/--epsilons take attack.py's defaults (its ATTACK_NAMES, PIXEL_EPSILONS and
     PAPER_EPSILONS; FGSM and the iterative method under --paper_protocol, as it does). Returns None
@@ -266,14 +266,14 @@ def requested_attacks(namespace, module=None):
     values = [parse_eps(e[1] if isinstance(e, (tuple, list)) else e) for e in epsilons]
     from utils.attacks import schedule  # what attack.py runs for its flags
     protocol = "paper" if paper else "pixel"
-    objective = getattr(namespace, "objective", None)
+    objective, amp = getattr(namespace, "objective", None), bool(getattr(namespace, "amp", False))
     plans = {}
     for attack, eps in itertools.product(attacks, values):
         plan = schedule(attack, eps, protocol, getattr(namespace, "steps", None),
                         getattr(namespace, "step_size", None), getattr(namespace, "restarts", 1))
         for t in targeted:
             plans[(attack_label(attack, objective), t, protocol, eps)] = (
-                plan.steps, plan.step_size, plan.restarts)
+                plan.steps, plan.step_size, plan.restarts, amp)
     return {"keys": set(plans), "plans": plans, "num_images": getattr(namespace, "num_images", None)}
 
 
@@ -327,9 +327,10 @@ def entry_key(entry):
 
 def missing_entries(results, keys, plans=None, num_images=None):
     """The (attack, targeted, protocol, eps) keys that attack_results.json lacks (a malformed
-    entry counts for none). With `plans` ({key: (steps, step_size, restarts)}, from
-    `requested_attacks`) an entry counts only if it ran its key's plan, and with `num_images`
-    only if it ran on that many images: attack.py computes those anew, so a sweep must call it."""
+    entry counts for none). With `plans` ({key: (steps, step_size, restarts, amp)}, from
+    `requested_attacks`) an entry counts only if it ran its key's plan (in bf16 or not, as
+    asked), and with `num_images` only if it ran on that many images: attack.py computes those
+    anew, so a sweep must call it."""
     entries = attack_entries(results)[0]
 
     def counts(entry, key):
@@ -340,7 +341,8 @@ def missing_entries(results, keys, plans=None, num_images=None):
             return False
         plan = (plans or {}).get(key)
         step_size = entry.get("step_size")
-        return plan is None or ((entry.get("steps"), entry.get("restarts")) == (plan[0], plan[2])
+        return plan is None or ((entry.get("steps"), entry.get("restarts"), bool(entry.get("amp")))
+                                == (plan[0], plan[2], plan[3])
                                 and isinstance(step_size, (int, float))
                                 and math.isclose(step_size, plan[1], rel_tol=1e-9, abs_tol=1e-12))
     return sorted((k for k in keys if not any(counts(e, k) for e in entries)),
@@ -419,7 +421,8 @@ def attack_state(run_dir, wanted=None, test_images=None):
 
     wanted: `requested_attacks(...)` or None (then an existing file counts as done). An entry
     counts when its attack, targeted flag, protocol and eps match and it ran the asked steps, step
-    size and restarts on the asked number of images (test_images when --num_images is unset).
+    size, restarts and precision (--amp) on the asked number of images (test_images when
+    --num_images is unset).
     """
     path = Path(run_dir) / ATTACK_RESULTS
     if not path.exists():
@@ -436,7 +439,7 @@ def attack_state(run_dir, wanted=None, test_images=None):
         shown = ", ".join(describe_key(k) for k in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         otherwise = len(missing) - len(missing_entries(results, wanted["keys"]))
-        why = (f", {otherwise} of them computed with other steps or images"
+        why = (f", {otherwise} of them computed with other steps, precision or images"
                + (f" ({asked} images asked)" if asked else "") if otherwise else "")
         return False, (f"resume: {len(missing)} of {len(wanted['keys'])} entries missing{why} "
                        f"({shown}{more})")
