@@ -23,11 +23,13 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     errors.quiet_interrupts()
 
 from utils.atomic import atomic_write  # noqa: E402
+from utils.attacks import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
-from utils.flags import add_flags  # noqa: E402
-from utils.grid import attack_entries, attack_label  # noqa: E402
+from utils.flags import SHARED, add_flags  # noqa: E402
+from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
-ATTACK_NAMES = ("fgsm", "iterative", "pgd")  # utils.attacks.ATTACKS, without importing torch for --help
+# The defaults sweep.py reads (utils.grid.requested_attacks) to know what a run of attack.py computes
+ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
 PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
 PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attack.py, normalised units
 # What makes two entries the same computation; a rerun reuses an entry whose identity matches.
@@ -73,7 +75,7 @@ def build_parser():
                       help="attack the first N test images (default: the whole test split)")
     attack = parser.add_argument_group("attacks")
     attack.add_argument("--attacks", nargs="+", default=None, choices=ATTACK_NAMES,
-                        help="attacks to run (default: all; fgsm iterative with --paper_protocol)")
+                        help=f"attacks to run (default: all; {' '.join(PAPER_ATTACKS)} with --paper_protocol)")
     attack.add_argument("--epsilons", nargs="+", type=epsilon, default=None,
                         help="L-inf radii in pixel units, numbers or fractions (default: "
                         f"{' '.join(PIXEL_EPSILONS)}; with --paper_protocol: {' '.join(PAPER_EPSILONS)}"
@@ -81,13 +83,15 @@ def build_parser():
     attack.add_argument("--targeted", default="both", choices=("no", "yes", "both"),
                         help="untargeted, targeted (towards a seeded random other class), or both")
     attack.add_argument("--steps", type=number(int), default=None,
-                        help="steps of iterative and pgd (default 10; 5 with --paper_protocol)")
+                        help=f"steps of iterative and pgd (default {DEFAULT_STEPS['pixel']}; "
+                        f"{DEFAULT_STEPS['paper']} with --paper_protocol)")
     attack.add_argument("--step_size", type=number(float), default=None,
-                        help="step of iterative and pgd, in eps's units (default 2.5 * eps / steps; "
-                        "eps / steps with --paper_protocol)")
+                        help="step of iterative and pgd, in eps's units (default "
+                        f"{STEP_FACTOR['pixel']:g} * eps / steps; {STEP_FACTOR['paper']:g} * eps / steps "
+                        "with --paper_protocol)")
     attack.add_argument("--restarts", type=number(int), default=1,
                         help="pgd random restarts; per image the first that succeeds is kept")
-    attack.add_argument("--objective", default="loss", choices=("loss", "margin"),
+    attack.add_argument("--objective", default="loss", choices=OBJECTIVES,
                         help="what the attacks climb: the label's loss, as in the paper, or the "
                         "decoder's margin (nearest wrong class against the true one; see README)")
     attack.add_argument("--paper_protocol", action="store_true",
@@ -164,9 +168,9 @@ def model_from_checkpoint(path):
 
 
 # The flags that say which run is attacked, each with its value when neither the command line nor
-# the checkpoint gives one
-RUN_FLAGS = (("model", "resnet32"), ("label", "category"), ("dataset", "cifar10"),
-             ("label_granularity", "fine"), ("seed", 0))
+# the checkpoint gives one: train.py's defaults
+RUN_FLAGS = tuple((flag, "category" if flag == "label" else SHARED[flag]["default"])
+                  for flag in ("model", "label", "dataset", "label_granularity", "seed"))
 
 
 def load_model(args, path):
@@ -197,7 +201,7 @@ def check_fits(args, path, space, data):
         raise UsageError(f"{path} predicts {space.num_classes} classes, but {args.dataset} "
                          f"({args.label_granularity}) has {data.num_classes}")
     label_file = label_path(args.dataset, space.name, args.label_dir)
-    if space.name not in ("category", "mcr2") and label_file.is_file():
+    if space.name not in FILELESS_LABELS and label_file.is_file():
         targets = read_targets(label_file)
         shape = targets.shape[1:]  # a file of another class count is another granularity's: not the run's
         if len(targets) == data.num_classes and tuple(shape) != tuple(space.output_shape):
@@ -294,7 +298,7 @@ def run(args):
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol = "paper" if args.paper_protocol else "pixel"
-    attacks = args.attacks or (["fgsm", "iterative"] if args.paper_protocol else list(ATTACK_NAMES))
+    attacks = list(args.attacks or (PAPER_ATTACKS if args.paper_protocol else ATTACK_NAMES))
     epsilons = args.epsilons or [epsilon(e) for e in (PAPER_EPSILONS if args.paper_protocol else PIXEL_EPSILONS)]
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
     device = resolve_device(args.device)

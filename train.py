@@ -90,7 +90,7 @@ def main(argv=None):
         args.lr = 0.01 if mcr2 else 0.1
     from utils import distributed
     from utils.runs import json_text
-    from utils.training import run_training  # after parsing, so --help stays instant
+    from utils.training import run_training
     try:
         results = run_training(args)
     except RuntimeError as err:

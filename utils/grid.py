@@ -249,15 +249,15 @@ def requested_attacks(namespace, module=None):
     """What attack.py will compute for its parsed flags: {"keys": {(attack label, targeted,
     protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp)}, "num_images": N or None}.
 
-    Unset --attacks/--epsilons take attack.py's defaults (its ATTACK_NAMES, PIXEL_EPSILONS and
-    PAPER_EPSILONS; FGSM and the iterative method under --paper_protocol, as it does). Returns None
+    Unset --attacks/--epsilons take attack.py's defaults (its ATTACK_NAMES, PIXEL_EPSILONS, and
+    PAPER_ATTACKS and PAPER_EPSILONS under --paper_protocol). Returns None
     when the namespace does not say (a script without the agreed flags); callers then treat an
     existing attack_results.json as complete.
     """
     if namespace is None or not all(hasattr(namespace, n) for n in ("attacks", "epsilons", "targeted")):
         return None
     paper = bool(getattr(namespace, "paper_protocol", False))
-    attacks = namespace.attacks or (["fgsm", "iterative"] if paper else getattr(module, "ATTACK_NAMES", None))
+    attacks = namespace.attacks or getattr(module, "PAPER_ATTACKS" if paper else "ATTACK_NAMES", None)
     epsilons = namespace.epsilons or getattr(module, "PAPER_EPSILONS" if paper else "PIXEL_EPSILONS", None)
     targeted = {"no": (False,), "yes": (True,), "both": (False, True)}.get(namespace.targeted)
     if not attacks or not epsilons or targeted is None:
