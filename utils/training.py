@@ -500,7 +500,7 @@ def run_training(args):
                     kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
                     preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
                                              f"{kept}, rerun with --resume")
-                train_seconds = time.perf_counter() - start
+                step_seconds = time.perf_counter() - start  # the training steps alone
                 if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
                     progress.message(warning)  # every graph of the step has run by now
                 diverged = not math.isfinite(train["loss"])
@@ -513,7 +513,7 @@ def run_training(args):
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                        "valid_loss": valid["loss"], "valid_acc": valid["acc"],
                        "seconds": time.perf_counter() - start,
-                       "images_per_s": train["images"] / train_seconds}
+                       "images_per_s": train["images"] / step_seconds}
                 history.append(row)
                 if is_better(valid, best, history):
                     best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
@@ -537,8 +537,9 @@ def run_training(args):
                                              "rerun with --resume")
 
         model.load_state_dict(best_state)
-        if space.needs_fit:
-            space.fit(predict(evaluated, train_images, **fit_options), train_labels)
+        train_outputs = predict(evaluated, train_images, **fit_options) if space.needs_fit else None
+        if space.needs_fit:  # MCR2: the best epoch's class subspaces
+            space.fit(train_outputs, train_labels)
         valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
         test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
         test = evaluate(evaluated, images=test_images, labels=test_labels, **common)
@@ -549,12 +550,11 @@ def run_training(args):
                    "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
                    "test_acc": test["acc"], "test_loss": test["loss"],
                    "train_images": len(split.train), "test_images": len(data.test_labels),
-                   "train_seconds": sum(r["seconds"] for r in history),
+                   "train_seconds": sum(r["seconds"] for r in history),  # epochs with their validation
                    # the median epoch's: the first, which compiles under --compile, does not skew it
                    "images_per_s": statistics.median(r["images_per_s"] for r in history),
                    "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
         if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
-            train_outputs = predict(evaluated, train_images, **fit_options)
             for split_name, images, labels in (("valid", valid_images, valid_labels),
                                                ("test", test_images, test_labels)):
                 if not len(images):  # --valid_size 0
