@@ -130,8 +130,9 @@ def find_checkpoint(args):
     if not path.is_file():
         found = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir.is_dir() else []
         where = f" (that folder holds {', '.join(found)})" if found else ""
-        raise UsageError(f"no checkpoint at {path}{where}; train it with train.py and the same "
-                         "--base_dir/--dataset/--seed/--model/--label/--level, or pass --checkpoint PATH")
+        raise UsageError(f"no checkpoint at {path}{where}; train it with train.py and the same --base_dir/"
+                         "--dataset/--seed/--model/--label/--level/--label_noise/--label_granularity, "
+                         "or pass --checkpoint PATH")
     return path, run_dir
 
 

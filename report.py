@@ -4,8 +4,9 @@
     python report.py --base_dir outputs --out report/ --grid grid.yaml   # the runs expected
 
 Reads each run directory of the paper's layout ({base}/{dataset}/seed{s}/{model}/model_{label},
-{base}/less/{dataset}/level{L}/...): results.json, metrics.jsonl, attack_results.json. Writes to
---out: tables.md; clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv; PNG
+{base}/less/{dataset}/level{L}/..., model_{label}_noise{R}; see utils.runs.run_directory):
+results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md; clean_accuracy.csv,
+data_efficiency.csv, robust_accuracy.csv, label_noise.csv, runs.csv; PNG
 figures (robust accuracy against eps, accuracy against data level, validation curves); and
 summary.json with every number, plus the runs that are missing or incomplete. Accuracies are
 fractions in the CSVs and JSON, percentages in tables.md: mean +- sample std over seeds (n = seeds).
@@ -659,7 +660,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     runs = find_runs(base)
     if not runs and not grid:  # with a grid, a report of the runs still missing is one
         raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
-                         "{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/...)")
+                         "{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/..., "
+                         "model_{label}_noise{R})")
     records = [read_run(base, rel, key) for rel, key in runs.items()]
     exclude_duplicates(records)
     exclude_odd_seeds(records)

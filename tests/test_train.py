@@ -131,9 +131,16 @@ def test_shared_flags_parse_alike(script):
     args = parser.parse_args(["--level", "8.0", "--seed", "7"])
     assert args.level == 8 and type(args.level) is int  # the directory is level8, not level8.0
     assert parser.parse_args(["--level", "12.5"]).level == 12.5
-    assert (args.dataset, args.base_dir, args.label_granularity, args.label_noise, args.seed) == (
-        "cifar10", "./outputs", "fine", 0.0, 7)
+    assert (args.base_dir, args.label_noise, args.seed) == ("./outputs", 0.0, 7)
     assert args.label_dir.endswith("labels/label_files") and args.data_dir == "./data"
+    if script == "train":
+        assert (args.dataset, args.label_granularity) == ("cifar10", "fine")
+    else:  # unset, so that --checkpoint can take its run's; else train.py's
+        assert (args.dataset, args.label_granularity) == (None, None)
+        import attack
+        import train
+        trained = train.build_parser().parse_args([])
+        assert dict(attack.RUN_FLAGS) == {f: getattr(trained, f) for f, _ in attack.RUN_FLAGS}
 
 
 def test_the_best_epoch_breaks_accuracy_ties_by_loss():
@@ -211,6 +218,10 @@ def run_cli_capture(capsys, argv):
     ({"dataset": "mnist"}, "invalid choice: 'mnist'"),
     ({"label": "nosuch"}, "no label file"),
     ({"level": "90"}, "--level 90 asks for 270 training images, but only 250"),
+    ({"level": "0"}, "argument --level: 0 must be positive"),
+    ({"level": "150"}, "argument --level: 150 must be at most 100"),
+    ({"label_noise": "1.5"}, "argument --label_noise: 1.5 must be at most 1"),
+    ({"label_noise": "-0.5"}, "argument --label_noise: -0.5 must be at least 0"),
     ({"valid_size": "400"}, "--valid_size 400 leaves no training images: the dataset has 300"),
     ({"valid_size": "299"}, "--valid_size 299 leaves 1 training image; a run needs at least 2"),
     ({"batch_size": "1"}, "argument --batch_size: 1 must be at least 2"),

@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def level(text):
-    """--level as a number: an int when whole, so that a run directory reads level8, not level8.0."""
-    value = float(text)  # argparse turns a ValueError into "invalid level value: 'x'"
+    """--level as a number in (0, 100]: an int when whole, so that a run directory reads level8,
+    not level8.0."""
+    value = number(float, maximum=100)(text)
     return int(value) if value.is_integer() else value
 
 
@@ -27,7 +28,8 @@ SHARED = {
              "help": "seed"},  # numpy's seeds, which split the data, end at 2**32 - 1
     "level": {"type": level, "default": 100, "help": "percent of the training set to train on "
               "(100: every image left after validation)"},
-    "label_noise": {"type": float, "default": 0.0, "help": "fraction of the training labels "
+    "label_noise": {"type": number(float, 0, inclusive=True, maximum=1), "default": 0.0,
+                    "help": "fraction of the training labels "
                     "replaced by a random other class (seeded; validation and test stay clean)"},
     "data_dir": {"default": "./data", "help": "folder holding cifar-10-batches-py / cifar-100-python"},
     "label_dir": {"default": str(REPO / "labels" / "label_files"),
