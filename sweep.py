@@ -33,6 +33,7 @@ from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_c
 from utils.grid import (AXES, STAGES, Scripts, axis_values, check_not_grid_flag, expand,
                         load_grid_file, missing_label_files, plan, split_args)
 from utils.preempt import REQUEUE_EXIT
+from utils.runs import json_text
 
 MODES = ("print", "slurm", "local")
 # Keys of a grid file that are not plain strings or lists of strings, and how to read them.
@@ -320,7 +321,9 @@ def summary_of(log):
     if "test_acc" in result:
         return f"test_acc {result['test_acc']:.4f}"
     if isinstance(result.get("robust_acc"), dict):  # attack.py's summary line
-        return f"clean_acc {result.get('clean_acc') or float('nan'):.4f}, {len(result['robust_acc'])} settings"
+        clean = result.get("clean_acc")  # None when no setting ran
+        shown = f"{clean:.4f}" if isinstance(clean, (int, float)) else "-"
+        return f"clean_acc {shown}, {len(result['robust_acc'])} settings"
     return ""
 
 
@@ -468,7 +471,7 @@ def main(argv=None):
             print(f"{count_line(tasks)}\nwrote {script} ({n} array tasks) and {commands}; "
                   f"submit with: sbatch {shlex.quote(str(script))}", file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": n, "script": str(script), "commands": str(commands)}
-        print(json.dumps(summary), flush=True)
+        print(json_text(summary), flush=True)
         return summary
     print(count_line(tasks), file=sys.stderr, flush=True)
     pool = LocalPool(tasks, local_slots(opts))
@@ -484,7 +487,7 @@ def main(argv=None):
     for outcome in failed:
         print(f"FAILED {outcome['stage']} {outcome['run']}: exit {outcome['status']}: "
               f"{outcome['note']} (log: {outcome['log']})", file=sys.stderr)
-    print(json.dumps(summary), flush=True)
+    print(json_text(summary), flush=True)
     if pool.signal is not None or stopped:
         sys.exit(130 if pool.signal == signal.SIGINT else REQUEUE_EXIT)
     if failed:

@@ -557,3 +557,14 @@ def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):
     assert [(o["run"], o["status"]) for o in outcomes] == [("cifar10/resnet32/label0/level100/seed0", 75)]
     assert not (tmp_path / "run1").exists()
     assert signal.getsignal(signal.SIGTERM) is not pool.stop  # handlers restored
+
+
+def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):
+    """A model no image survives had its clean_acc 0.0 shown as nan."""
+    log = tmp_path / "attack.log"
+    log.write_text('progress\n{"clean_acc": 0.0, "robust_acc": {"fgsm/untargeted/8/255": 0.0}}\n')
+    assert sweep.summary_of(log) == "clean_acc 0.0000, 1 settings"
+    log.write_text('{"clean_acc": null, "robust_acc": {}}\n')
+    assert sweep.summary_of(log) == "clean_acc -, 0 settings"
+    log.write_text('{"test_acc": 0.5}\n')
+    assert sweep.summary_of(log) == "test_acc 0.5000"
