@@ -207,7 +207,7 @@ def exclude_odd_seeds(records):
                 record["problems"].append("left out of the tables: trained with " + ", ".join(odd))
 
 
-def expected_runs(base, records, grid_file):
+def expected_runs(records, grid_file):
     """The runs a complete study holds, and the attack settings each should have.
 
     Returns (expected runs as key dicts, {run key tuple: set of attack settings or None}, a
@@ -665,7 +665,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     records = [read_run(base, rel, key) for rel, key in runs.items()]
     exclude_duplicates(records)
     exclude_odd_seeds(records)
-    expected, wanted, expected_from = expected_runs(base, records, grid)
+    expected, wanted, expected_from = expected_runs(records, grid)
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)
     incomplete, missing = incomplete_and_missing(records, expected, wanted)

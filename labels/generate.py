@@ -325,25 +325,31 @@ def make_shuffle(names, seed, options, param=None):
 
 # ----------------------------------------------------------------------------- synthetic families
 
+# The paper's image-shaped targets other than speech: its spectrograms' shape, values in [0, 80]
+# (the width of their dB range); the follow-up's overlap labels are 50-dimensional.
+IMAGE_SHAPE = SPEECH_SIZE
+TARGET_MAX = 80.0
+GAP_DIM = 50
+
 def make_uniform(names, seed, options, param=None):
     """(C, 64, 64): class i is the constant 80 i / (C - 1)."""
-    levels = 80.0 * np.arange(len(names)) / max(len(names) - 1, 1)
-    return np.broadcast_to(levels[:, None, None], (len(names), 64, 64)).copy()
+    levels = TARGET_MAX * np.arange(len(names)) / max(len(names) - 1, 1)
+    return np.broadcast_to(levels[:, None, None], (len(names), *IMAGE_SHAPE)).copy()
 
 
 def make_random(names, seed, options, param=None):
     """(C, 64, 64) uniform in [0, 80). RandomState, not default_rng: with seed 48 it is the
     paper's file bit for bit."""
-    return np.random.RandomState(seed).uniform(0, 80, (len(names), 64, 64))
+    return np.random.RandomState(seed).uniform(0, TARGET_MAX, (len(names), *IMAGE_SHAPE))
 
 
 def make_lowdim(names, seed, options, param=None):
     """(C, C) uniform in [0, 80); seed 48 gives the paper's cifar10_lowdim bit for bit."""
-    return np.random.RandomState(seed).uniform(0, 80, (len(names), len(names)))
+    return np.random.RandomState(seed).uniform(0, TARGET_MAX, (len(names), len(names)))
 
 
 def make_composite(names, seed, options, param=None, blobs=10, size=0.15, aspect=3.2,
-                   pixels=64):
+                   pixels=IMAGE_SHAPE[0]):
     """(C, 64, 64) in [0, 80]: per class, the sum of `blobs` elongated Gaussians with uniformly
     random centres in the frame and orientations in [0, pi), min-max rescaled to [0, 80].
 
@@ -366,7 +372,7 @@ def make_composite(names, seed, options, param=None, blobs=10, size=0.15, aspect
     images = np.exp(-0.5 * ((along / (aspect * sigma)) ** 2 + (across / sigma) ** 2)).sum(axis=1)
     low = images.min(axis=(1, 2), keepdims=True)
     high = images.max(axis=(1, 2), keepdims=True)
-    return 80.0 * (images - low) / (high - low)
+    return TARGET_MAX * (images - low) / (high - low)
 
 
 def make_normal_dim(names, seed, options, param):
@@ -379,7 +385,7 @@ def make_uniform_gap(names, seed, options, param):
     """(C, 50): class i drawn from U(i G, 9 + i G) (the follow-up's "overlap" labels; G = param)."""
     rng = np.random.default_rng(seed)
     low = param * np.arange(len(names))[:, None]
-    return rng.uniform(low, low + 9.0, (len(names), 50))
+    return rng.uniform(low, low + 9.0, (len(names), GAP_DIM))
 
 
 def _parse_dim(text):
@@ -480,7 +486,7 @@ def _rescale(values, source):
     low, high = values.min(), values.max()
     if not high > low:
         raise LabelError(f"{source} gives constant targets; cannot rescale them to [0, 80]")
-    return 80.0 * (values - low) / (high - low)
+    return TARGET_MAX * (values - low) / (high - low)
 
 
 def make_glove(names, seed, options, param=None):
