@@ -200,6 +200,20 @@ def test_batch_size_does_not_change_the_result(trained, test_set):
     assert ((runs[0]["adversarial"] - runs[1]["adversarial"]).abs() > 1e-6).float().mean() < 1e-3
 
 
+def test_a_restart_only_attacks_the_images_earlier_ones_did_not_get_past(trained, test_set):
+    """Restart 0 is the same with 1 or 3 restarts (its noise is keyed by seed, restart and index):
+    an image it fools keeps that adversarial image, the others get two more tries."""
+    model, space = trained
+    images, labels, _ = test_set
+    once, thrice = (run_attack(model, space, images, labels, "pgd", 2 / 255, steps=2, restarts=r, seed=4,
+                               keep_images=True) for r in (1, 3))
+    fooled = (once["clean_pred"] == labels) & (once["adv_pred"] != labels)
+    assert 0 < fooled.sum() < (once["clean_pred"] == labels).sum()  # restarts have work to do
+    assert (thrice["adv_pred"][fooled] != labels[fooled]).all()
+    assert torch.equal(thrice["adversarial"][fooled], once["adversarial"][fooled])
+    assert thrice["robust_acc"] <= once["robust_acc"]
+
+
 def test_a_run_shares_clean_work_across_settings_without_changing_a_result(trained, test_set):
     """attack.py passes one Shared to every setting: FGSM at every eps reuses one gradient at the
     clean images, the iterative attack takes it as its first step; every result is that of a

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from architecture import ARCHITECTURES, build_model, count_parameters
-from cifar import augment, load_cifar, split_indices, to_float
+from cifar import DATASETS, augment, load_cifar, split_indices, to_float
 from conftest import REFERENCE_LABELS, REPO, SUBSET, make_cifar10
 from utils.errors import UsageError
 from labels import LABEL_DIR, read_targets
@@ -93,14 +93,30 @@ def test_augment_is_a_seeded_shift_and_flip():
     b = augment(images, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
     padded = torch.nn.functional.pad(to_float(images), (4, 4, 4, 4))
-    flipped = 0
+    flipped, shifts = 0, set()
     for i in range(len(images)):
         views = {(dy, dx, f): padded[i, :, dy:dy + 32, dx:dx + 32].flip(2) if f else
                  padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9) for f in (0, 1)}
         match = [k for k, v in views.items() if torch.equal(v, a[i])]
         assert match, f"image {i} is not a crop of its padded original"
         flipped += match[0][2]
+        shifts.add(match[0][:2])
     assert 16 <= flipped <= 48  # about half are flipped
+    # every shift of up to 4 pixels each way, the paper's RandomCrop(32, padding=4)
+    assert {dy for dy, _ in shifts} == {dx for _, dx in shifts} == set(range(9))
+
+
+def test_normalisation_is_the_papers_for_every_dataset_and_model():
+    """The paper's constants, kept on purpose (its std is not CIFAR's true std): a model built for
+    any dataset normalises with them, and the attacks' paper protocol converts eps with them."""
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    for name, info in DATASETS.items():
+        model = build_model("resnet32", (info.num_classes["fine"],), info.mean, info.std)
+        assert (tuple(model.model_args["mean"]), tuple(model.model_args["std"])) == (mean, std), name
+    images = torch.rand(2, 3, 32, 32)
+    normalised = (images - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    model = build_model("resnet32", (10,)).eval()
+    assert torch.allclose(model(images), model.head(model.trunk(normalised)), atol=1e-5)
 
 
 # The paper's code's parameter counts (category head on CIFAR-10; 64x64 and 48x48 decoders).

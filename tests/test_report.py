@@ -95,6 +95,7 @@ def test_mean_and_sample_std():
     assert mean_std([0.5, 0.6, 0.7])[0] == pytest.approx(0.6)
     assert mean_std([0.5, 0.6, 0.7])[1] == pytest.approx(0.1)  # ddof=1
     assert mean_std([0.4, None]) == (0.4, None, 1)
+    assert mean_std([0.5, 0.6, 1.0])[:2] == (pytest.approx(0.7), pytest.approx(0.264575, abs=1e-6))  # not the median
     assert cell(mean_std([0.5, 0.6, 0.7])) == "60.00 ± 10.00 (n=3)"
     assert cell(mean_std([0.45])) == "45.00 (n=1)"
     assert cell(mean_std([])) == "-"
