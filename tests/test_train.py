@@ -1,4 +1,5 @@
 """train.py end to end: the JSON line, the run files, determinism, resume, preemption, bad input."""
+import io
 import json
 import os
 import pickle
@@ -100,6 +101,33 @@ def test_finished_run_is_not_retrained(speech_run, cifar10_dir, label_dir):
     assert (run_dir / "last_checkpoint.pth").stat().st_mtime_ns == before
 
 
+def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir, tmp_path, monkeypatch):
+    """Epoch 1 is made the best of 3 and the run is stopped in epoch 3: the resumed run ends on
+    epoch 1's weights, as the run that was never stopped. Every epoch shuffles and augments with
+    a generator of its own."""
+    from utils import training
+    monkeypatch.setattr(training, "is_better", lambda valid, best, history: len(history) == 1)
+    real, seeds = training.train_epoch, []
+
+    def recorded(step, images, labels, batch_size, generator, lr):
+        seeds.append(generator.initial_seed())
+        return real(step, images, labels, batch_size, generator, lr)
+    monkeypatch.setattr(training, "train_epoch", recorded)
+    straight = train.main(flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=3))
+    assert len(set(seeds)) == 3
+
+    def stopped_in_epoch_three(*args):
+        return None if len(seeds) == 5 else recorded(*args)  # None: a preemption
+    monkeypatch.setattr(training, "train_epoch", stopped_in_epoch_three)
+    with pytest.raises(SystemExit):
+        train.main(flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=3))
+    monkeypatch.setattr(training, "train_epoch", real)
+    resumed = train.main(flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=3, resume=True))
+    assert resumed["best_epoch"] == straight["best_epoch"] == 1
+    for key in ("valid_acc", "valid_loss", "test_acc", "test_loss"):
+        assert resumed[key] == straight[key], key
+
+
 def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_dir, tmp_path):
     args = flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=4)
     straight = last_json(run_script("train.py", *args))
@@ -121,6 +149,20 @@ def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_
     for key in ("valid_acc", "test_acc", "test_loss", "best_epoch"):
         assert result[key] == straight[key]
     assert metrics(run_dir) == metrics(tmp_path / "a" / "cifar10" / "seed3" / "resnet32" / "model_category")
+    # config.json keeps the first job's command line and machine beside the resumed one's
+    segments = json.loads((run_dir / "config.json").read_text())["segments"]
+    stopped_after = json.loads(resumed.stderr.split("resuming ")[1].split("after epoch ")[1].split()[0])
+    assert [s["after_epoch"] for s in segments] == [0, stopped_after]
+    assert ["--resume" in s["environment"]["argv"] for s in segments] == [False, True]
+
+
+def test_a_result_names_the_code_that_made_it():
+    from utils.runs import code_version, environment
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert environment()["git"] == code_version() and code_version()["commit"] == head.strip()
+    assert isinstance(code_version()["dirty"], bool)
 
 
 @pytest.mark.parametrize("script", ["train", "attack"])
@@ -304,6 +346,8 @@ def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cif
     base, _ = speech_run
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
     assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, amp=True, warmup_epochs="1.5"))
+    assert "trained with --warmup_epochs 0 (now 1.5), --amp off (now on); pass --force" in line
     other = tmp_path / "labels"   # the same label name, other targets (e.g. the paper's files)
     other.mkdir()
     np.save(other / "cifar10_speech.npy", np.load(label_dir / "cifar10_speech.npy") + 1)
@@ -410,7 +454,8 @@ def test_a_signal_while_torch_loads_is_a_requeue(cifar10_dir, label_dir, tmp_pat
                            *flags(cifar10_dir, tmp_path, label_dir, epochs=1)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 75, proc.stderr[-2000:]
-    assert "stopped by signal during epoch 1; no epoch had finished" in proc.stderr
+    assert "stopped by signal while starting; nothing was written, rerun with --resume" in proc.stderr
+    assert not list(tmp_path.rglob("*.json*")) and not list(tmp_path.rglob("*.pth"))  # left at once
 
 
 @pytest.mark.parametrize("script, module", [("train.py", "torch"), ("attack.py", "torch"), ("sweep.py", "numpy"),
@@ -482,22 +527,56 @@ def test_resume_checks_the_checkpoint_labels_and_data(speech_run, capsys, cifar1
     assert "last_checkpoint.pth is not a train.py checkpoint (it lacks model, optimizer" in line
 
 
+def with_best_epoch(run_dir, epoch):
+    """Make the stopped run's last checkpoint name `epoch` as its best."""
+    path = run_dir / "last_checkpoint.pth"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["best"] = {"valid_acc": checkpoint["history"][epoch - 1]["valid_acc"], "epoch": epoch}
+    torch.save(checkpoint, path)
+    return checkpoint
+
+
 def test_a_lost_best_checkpoint_on_resume_says_what_works_and_writes_nothing(speech_run, capsys,
                                                                             cifar10_dir, label_dir, tmp_path):
     """The old advice (delete it) led to "does not exist" and no advice; the resume had already
-    rewritten config.json and metrics.jsonl."""
+    rewritten config.json and metrics.jsonl. (Lost, since the last checkpoint is not the best.)"""
     base, run_dir = finished_copy(speech_run, tmp_path)
     (run_dir / "results.json").unlink()
+    with_best_epoch(run_dir, 1)  # of 2: the best checkpoint alone holds its weights
     best = run_dir / "speech_seed3_resnet32_best_model.pth"
-    best.write_bytes(best.read_bytes()[:1000])
+    whole = best.read_bytes()
+    best.write_bytes(whole[:1000])
     (run_dir / "metrics.jsonl").write_text("")
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     for _ in range(2):
         line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
-        assert "the best epoch's weights are lost and last_checkpoint.pth cannot restore them: pass --force" in line
+        assert ("the best epoch's weights (epoch 1) are lost and last_checkpoint.pth (epoch 2) cannot "
+                "restore them: pass --force") in line
         assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != best.name} == \
             {k: v for k, v in before.items() if k != best.name}
         best.unlink(missing_ok=True)
+    torch.save(torch.load(io.BytesIO(whole), weights_only=True) | {"epoch": 2}, best)  # epoch 1's is needed
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
+    assert f"{best} is not the checkpoint of the run's best epoch; the best epoch's weights" in line
+
+
+def test_a_job_stopped_between_the_checkpoint_writes_resumes_with_the_best_weights(
+        speech_run, cifar10_dir, label_dir, tmp_path):
+    """The last checkpoint is written first: a job stopped before the best one (here: an old best
+    checkpoint) resumes with the last checkpoint's weights, its best epoch, and rewrites the best."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "results.json").unlink()
+    last = with_best_epoch(run_dir, 2)
+    best = run_dir / "speech_seed3_resnet32_best_model.pth"
+    stale = torch.load(best, weights_only=True)
+    stale["model"] = {k: torch.zeros_like(v) for k, v in stale["model"].items()}
+    torch.save(stale | {"epoch": 1}, best)
+    resumed = last_json(run_script("train.py", *flags(cifar10_dir, base, label_dir, resume=True)))
+    rewritten = torch.load(best, weights_only=True)
+    assert rewritten["epoch"] == 2 and all(torch.equal(rewritten["model"][k], v) for k, v in last["model"].items())
+    # the final evaluation is of epoch 2's weights, not the old best checkpoint's
+    assert resumed["best_epoch"] == 2
+    assert resumed["valid_loss"] == pytest.approx(last["history"][1]["valid_loss"], rel=1e-6)
 
 
 def test_a_signal_after_the_result_line_changes_no_exit_status(speech_run, cifar10_dir, label_dir):
@@ -555,7 +634,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_d
     run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: could not write {run_dir / 'speech_seed3_resnet32_best_model.pth'}: File too large")
+        f"error: could not write {run_dir / 'last_checkpoint.pth'}: File too large")
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json"]
 
 

@@ -12,10 +12,12 @@ killed job or a full disk leaves the previous file intact. JSON is strict: a NaN
 """
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import platform
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -173,10 +175,29 @@ def load_checkpoint(path, map_location="cpu", advice=None):
                          f"{advice or 'delete it, or pass --force to start the run over'}") from None
 
 
+@functools.lru_cache(maxsize=1)
+def code_version():
+    """{"commit": the checkout's git commit, "dirty": whether tracked files differ from it}, or None
+    outside a git checkout (an unpacked release) or without git."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*argv):
+        return subprocess.run(["git", "-C", str(repo), *argv], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:  # a copy inside another repository
+            return None
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment():
     """Versions and machine facts recorded next to every result."""
     env = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
-           "labelrep": __version__, "platform": platform.platform(), "argv": sys.argv}
+           "labelrep": __version__, "git": code_version(), "platform": platform.platform(),
+           "argv": sys.argv}
     if torch.cuda.is_available():
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name()

@@ -344,6 +344,13 @@ def _config(args, run_dir, split, data, space, label_sha256):
             "label_sha256": label_sha256, "environment": environment()}
 
 
+def _shown(value):
+    """A flag's value as a command line gives it: on/off for a switch, 1 for 1.0."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def run_changes(config, args, label_sha256, now="now", train_images=None):
     """What a run with this saved `config` trained otherwise than `args` asks: '--flag saved
     (now value)' for every RESULT_FLAGS flag it set otherwise (a flag None in `args` is picked
@@ -354,7 +361,7 @@ def run_changes(config, args, label_sha256, now="now", train_images=None):
     saved = config.get("flags", {})
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
              if acts_on(k, args.label)}
-    changes = [f"--{k} {saved[k]} ({now} {v})" for k, v in asked.items()
+    changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(v)})" for k, v in asked.items()
                if v is not None and k in saved and saved[k] != v]
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
         changes.append(f"other {args.label} targets than {args.label_dir} holds")
@@ -396,6 +403,32 @@ def is_better(valid, best, history):
         and valid["loss"] < best_loss
 
 
+def _best_weights(checkpoint, best_path, device):
+    """On resume, the best epoch's weights: the last checkpoint's own when its epoch was the best
+    (a job stopped after writing it, before the best checkpoint, left an older one there), else
+    the best checkpoint's, which must hold that epoch."""
+    best, last_epoch = checkpoint["best"], len(checkpoint["history"])
+    if best["epoch"] == last_epoch:
+        return {k: v.to(device) for k, v in checkpoint["model"].items()}
+    lost = (f"the best epoch's weights (epoch {best['epoch']}) are lost and {LAST_CHECKPOINT} (epoch "
+            f"{last_epoch}) cannot restore them: pass --force to train the run over")
+    saved = load_checkpoint(best_path, map_location=device, advice=lost)
+    if not isinstance(saved, dict) or saved.get("epoch") != best["epoch"] or "model" not in saved:
+        raise UsageError(f"{best_path} is not the checkpoint of the run's best epoch; {lost}")
+    return saved["model"]
+
+
+def _segments(checkpoint, config):
+    """The run's segments: for each start and resume, the epoch it began after and its
+    environment (command line, versions, machine); this one last."""
+    earlier = []
+    if checkpoint is not None:
+        saved = checkpoint["config"]
+        earlier = saved.get("segments") or [{"after_epoch": 0, "environment": saved.get("environment")}]
+    return earlier + [{"after_epoch": len(checkpoint["history"]) if checkpoint else 0,
+                       "environment": config["environment"]}]
+
+
 def run_training(args):
     """Train one run as the flags say; returns the results dict (also written to results.json)."""
     ctx = distributed.init(args.device)
@@ -425,6 +458,9 @@ def run_training(args):
     run_dir = run_dir_of(args)
     results_path, last_path = run_dir / RESULTS, run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
+    if distributed.any_process(preempt.requested(), device):  # while the data loaded: leave at once
+        preempt.exit_for_requeue(f"{run_dir}: stopped by signal while starting; nothing was written, "
+                                 "rerun with --resume")
 
     with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
         if results_path.exists() and not args.force:
@@ -441,15 +477,13 @@ def run_training(args):
                                  "or --force to start over")
             checkpoint = load_checkpoint(last_path)
             _check_resume(checkpoint, args, last_path, label_sha256, len(split.train))
-            # before anything is written: the best epoch's weights cannot be rebuilt from the last
-            best_state = load_checkpoint(best_path, map_location=device, advice=(
-                f"the best epoch's weights are lost and {LAST_CHECKPOINT} cannot restore them: "
-                "pass --force to train the run over"))["model"]
+            best_state = _best_weights(checkpoint, best_path, device)  # before anything is written
             if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                 space = space_from_state(checkpoint["label_space"])
 
         config = _config(args, run_dir, split, data, space, label_sha256) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
+        config["segments"] = _segments(checkpoint, config)
         writes = ctx.main  # under torchrun only rank 0 touches the files
 
         torch.manual_seed(args.seed)
@@ -485,6 +519,11 @@ def run_training(args):
             return {"model": model.state_dict(), "model_args": model.model_args,
                     "label_space": space.state(), "epoch": epoch_done, "config": config}
 
+        if checkpoint is not None and best["epoch"] == len(history) and writes:
+            # the best checkpoint again from the last (a job stopped between the two writes
+            # left an older one)
+            save_checkpoint(best_path, state_for(best["epoch"]) | {"valid_acc": best["valid_acc"]})
+
         preempt.install()  # as train.py does first, for a caller of run_training()
         first_epoch = len(history)
         with Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
@@ -515,14 +554,15 @@ def run_training(args):
                        "seconds": time.perf_counter() - start,
                        "images_per_s": train["images"] / step_seconds}
                 history.append(row)
-                if is_better(valid, best, history):
+                improved = is_better(valid, best, history)
+                if improved:
                     best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    if writes:
-                        save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
-                if writes:
+                if writes:  # the last checkpoint first: it holds a new best epoch's weights too
                     save_checkpoint(last_path, state_for(epoch + 1) | {
                         "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
+                    if improved:
+                        save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
                     write_jsonl(run_dir / METRICS, history)
                 shown = ("no validation images" if valid["acc"] is None else
                          f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
