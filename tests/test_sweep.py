@@ -24,7 +24,6 @@ from conftest import REPO, last_json, run_script
 from utils.errors import call_cli
 from utils.grid import ATTACK_RESULTS, Run, Task, attack_state, missing_entries, requested_attacks
 
-HAVE_ATTACK = pytest.mark.skipif(not (REPO / "attack.py").exists(), reason="attack.py is not written yet")
 # Tiny attacks: one setting on 20 images, no example figure.
 ATTACK_FLAGS = ["--num_images", "20", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
                 "--examples", "0"]
@@ -72,7 +71,6 @@ def test_grid_order_repeats_and_config_files(tmp_path):
     assert {r.seed for r in runs} == {5}  # the command line wins over the file
 
 
-@HAVE_ATTACK
 def test_flags_go_to_the_scripts_that_take_them():
     _, _, _, routed = sweep.parse(["--dry_run", "--epochs", "30", "--num_images", "500", "--base_dir", "o",
                                    "--train_args", "--batch_size 64", "--attack_args", "--batch_size 250",
@@ -135,7 +133,6 @@ def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_im
                                                           "entries": entries}))
 
 
-@HAVE_ATTACK
 def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     base = tmp_path / "out"
 
@@ -179,7 +176,6 @@ def slurm_script(tmp_path, capsys, grid, *flags):
     return script, Path(summary["commands"])
 
 
-@HAVE_ATTACK
 def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_dir):
     grid = ["--labels", "category", "speech", "--levels", "100", "20", "--seeds", "3",
             *tiny(cifar10_dir, label_dir, tmp_path / "out"), *ATTACK_FLAGS]
@@ -248,7 +244,6 @@ sys.exit(int(sys.argv[2]))
 """
 
 
-@HAVE_ATTACK
 def test_task_body_without_slurm(tmp_path, capsys, cifar10_dir, label_dir):
     """The task body run by hand: it picks line i+1, logs each stage, stops a chain at a failure,
     and forwards USR1 to the running stage, whose exit 75 it returns (no requeue outside SLURM)."""
@@ -392,7 +387,6 @@ def squeue(env, job):
                           env=env, check=False).stdout.split("\n")
 
 
-@HAVE_ATTACK
 def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, cifar10_dir, label_dir):
     """Two array tasks (category, speech), each training then attacking its run. Task 0 gets the
     time-limit warning (USR1) mid-training: it checkpoints, requeues itself and finishes. The
@@ -439,7 +433,6 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
 # ---------------------------------------------------------------- --local
 
 
-@HAVE_ATTACK
 def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_dir):
     """Two concurrent runs; one has a label file with the wrong number of classes and fails."""
     labels = tmp_path / "labels"
@@ -466,8 +459,6 @@ def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_di
 
 
 def test_attack_defaults_come_from_attack_py():
-    if not (REPO / "attack.py").exists():
-        pytest.skip("attack.py is not written yet")
     scripts = sweep.Scripts.find(("train", "attack"))
     attack = scripts["attack"]
     module = attack.module
@@ -487,8 +478,6 @@ def test_attack_defaults_come_from_attack_py():
 def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     """attack.py computes anew what ran with other steps or on another number of images, so the
     sweep must call it: such entries do not count as done."""
-    if not (REPO / "attack.py").exists():
-        pytest.skip("attack.py is not written yet")
     attack = sweep.Scripts.find(("train", "attack"))["attack"]
     flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
     wanted = requested_attacks(attack.parse(flags), attack.module)
