@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from cifar import PAPER_MEAN, PAPER_STD
-from utils.errors import UsageError
+from utils.errors import choice
 
 
 def _init_conv_bn(module):
@@ -107,9 +107,7 @@ ARCHITECTURES = {
 
 
 def get_trunk(name):
-    if name not in ARCHITECTURES:
-        raise UsageError(f"unknown model '{name}'; choose from {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name]()
+    return ARCHITECTURES[choice("model", name, ARCHITECTURES)]()
 
 
 class DecoderHead(nn.Module):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.errors import UsageError
+from utils.errors import UsageError, choice
 from utils.pickles import meta_class_names, read_cifar_pickle
 
 # The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
@@ -62,9 +62,7 @@ DATASETS = {
 
 
 def get_dataset_info(name):
-    if name not in DATASETS:
-        raise UsageError(f"unknown dataset '{name}'; choose from {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return DATASETS[choice("dataset", name, DATASETS)]
 
 
 @dataclass

@@ -133,7 +133,7 @@ NAME_SETS = {
 def get_dataset(name):
     """The `Dataset` called `name`; LabelError listing the valid names otherwise."""
     if name not in DATASETS:
-        raise LabelError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+        raise LabelError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
     return DATASETS[name]
 
 
@@ -579,7 +579,7 @@ def parse_label(name):
     key, sep, value = name.partition("=")
     family = FAMILIES.get(key)
     if family is None:
-        raise LabelError(f"unknown label family {name!r}; valid: {_valid_names()}, all")
+        raise LabelError(f"unknown label family {name!r}; choose from {_valid_names()}, all")
     if family.param is None:
         if sep:
             raise LabelError(f"label {key!r} takes no parameter (got {name!r})")
@@ -611,7 +611,7 @@ def make_label(name, names, seed=None, **options):
     unknown = sorted(set(options) - known)
     if unknown:
         raise LabelError(f"unknown option(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(sorted(known))}")
+                         f"choose from {', '.join(sorted(known))}")
     if len(names) < 2:
         raise LabelError(f"need at least 2 classes, got {len(names)}")
     seed = family.seed if seed is None else seed

@@ -410,3 +410,11 @@ def test_fold_batch_norm_leaves_a_training_model_training():
     model = build_model("resnet32", (10,)).train()
     folded = fold_batch_norm(model)
     assert model.training and not folded.training
+
+
+def test_an_unknown_registry_name_lists_the_choices(tmp_path):
+    with pytest.raises(UsageError, match=r"^unknown model 'resnet18'; choose from "
+                                         + ", ".join(ARCHITECTURES) + "$"):
+        build_model("resnet18", (10,))
+    with pytest.raises(UsageError, match=r"^unknown dataset 'mnist'; choose from cifar10, cifar100$"):
+        load_cifar("mnist", tmp_path)

@@ -406,7 +406,7 @@ def test_all_writes_every_offline_family(tones, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("label, message", [
-    ("sound", "unknown label family 'sound'; valid: speech, shuffle"),
+    ("sound", "unknown label family 'sound'; choose from speech, shuffle"),
     ("normal_dim=0", "positive integer"),
     ("normal_dim=2.5", "positive integer"),
     ("normal_dim", "needs a parameter"),

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 
 from architecture import fold_batch_norm
-from utils.errors import UsageError
+from utils.errors import choice
 from utils.labelspace import margin
 from utils.training import autocast, prepare
 
@@ -66,24 +66,6 @@ OBJECTIVES = ("loss", "margin")
 DEFAULT_STEPS = {"pixel": 10, "paper": 5}
 STEP_FACTOR = {"pixel": 2.5, "paper": 1.0}  # default step size = factor * eps / steps
 NOISE_BLOCK = 256                            # images per seeded block of random-start noise
-
-
-def check_attack(name):
-    if name not in ATTACKS:
-        raise UsageError(f"unknown attack '{name}'; choose from {', '.join(ATTACKS)}")
-    return name
-
-
-def check_objective(name):
-    if name not in OBJECTIVES:
-        raise UsageError(f"unknown objective '{name}'; choose from {', '.join(OBJECTIVES)}")
-    return name
-
-
-def check_protocol(name):
-    if name not in PROTOCOLS:
-        raise UsageError(f"unknown protocol '{name}'; choose from {', '.join(PROTOCOLS)}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -99,8 +81,8 @@ class Schedule:
 
 def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts=1):
     """The preset for `attack` at `eps`: FGSM ignores steps, step_size and restarts."""
-    check_attack(attack)
-    check_protocol(protocol)
+    choice("attack", attack, ATTACKS)
+    choice("protocol", protocol, PROTOCOLS)
     if attack == "fgsm":
         return Schedule("fgsm", 1, eps, False, 1)
     steps = steps or DEFAULT_STEPS[protocol]
@@ -305,7 +287,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     attacked), clean_pred and adv_pred (N,).
     """
     plan = schedule(attack, eps, protocol, steps, step_size, restarts)
-    check_objective(objective)
+    choice("objective", objective, OBJECTIVES)
     space.to(next(model.parameters()).device)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype

@@ -54,6 +54,14 @@ def call_cli(main, argv=None):
     return EXIT_USAGE
 
 
+def choice(kind, name, valid):
+    """`name` if it is one of `valid` (a registry's keys), else a UsageError naming the `kind` and
+    the choices."""
+    if name not in valid:
+        raise UsageError(f"unknown {kind} '{name}'; choose from {', '.join(valid)}")
+    return name
+
+
 def run_cli(main, argv=None):
     """A script's entry point: run `main` and exit with `call_cli`'s status."""
     sys.exit(call_cli(main, argv))
