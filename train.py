@@ -24,6 +24,10 @@ from utils.flags import LABEL_ONLY, add_flags  # noqa: E402
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+# Defaults that depend on --label (None: every label but those named), set after parsing
+LABEL_DEFAULTS = {None: {"batch_size": 128, "lr": 0.1}, "mcr2": {"batch_size": 1000, "lr": 0.01}}
+
+
 def build_parser():
     parser = CliParser(description=__doc__.split("\n")[0], formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
@@ -54,10 +58,12 @@ def build_parser():
     opt.add_argument("--epochs", type=number(int), default=600,
                      help="epochs (the lr drops 10x at 50%% and 75%%)")
     opt.add_argument("--batch_size", type=number(int, 2, inclusive=True), default=None,
-                     help="images per SGD step (default 128; 1000 for --label mcr2, as its paper)")
+                     help=f"images per SGD step (default {LABEL_DEFAULTS[None]['batch_size']}; "
+                     f"{LABEL_DEFAULTS['mcr2']['batch_size']} for --label mcr2, as its paper)")
     opt.add_argument("--lr", type=number(float), default=None,
-                     help="initial learning rate (default 0.1; 0.01 for --label mcr2); for a larger "
-                     "batch scale it with the batch (0.4 at 512) and add --warmup_epochs")
+                     help=f"initial learning rate (default {LABEL_DEFAULTS[None]['lr']:g}; "
+                     f"{LABEL_DEFAULTS['mcr2']['lr']:g} for --label mcr2); for a larger batch scale "
+                     "it with the batch (0.4 at 512) and add --warmup_epochs")
     opt.add_argument("--warmup_epochs", type=number(float, 0, inclusive=True), default=0,
                      help="epochs over which the lr rises linearly, step by step, to --lr before "
                      "the paper's schedule (0: none, as the paper)")
@@ -85,11 +91,9 @@ def main(argv=None):
         if unused and main_process:
             print(f"warning: {', '.join(unused)} only act{'s' if len(unused) == 1 else ''} with "
                   f"--label {owner}; ignored for --label {args.label}", file=sys.stderr)
-    mcr2 = args.label == "mcr2"
-    if args.batch_size is None:
-        args.batch_size = 1000 if mcr2 else 128
-    if args.lr is None:
-        args.lr = 0.01 if mcr2 else 0.1
+    for flag, value in LABEL_DEFAULTS.get(args.label, LABEL_DEFAULTS[None]).items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
     from utils import distributed
     from utils.runs import json_text
     from utils.training import run_training
