@@ -420,3 +420,22 @@ def test_a_report_of_no_runs_is_an_error_and_old_files_go(tmp_path):
     figures = {p.name for p in out.glob("*.png")}
     assert figures and not report(base, out, draw=False)["files"][-1].endswith(".png")
     assert {p.name for p in out.glob("*.png")} == figures  # --no_figures leaves the figures alone
+
+
+def test_the_report_reads_every_run_directory_train_py_writes(tmp_path):
+    """find_runs parses what utils.runs.run_directory builds: level, noise and coarse folders."""
+    from report import find_runs
+    from utils.runs import dataset_folder
+    cases = [("cifar10", "fine", 100, 0, "resnet32", "speech", 0.0),
+             ("cifar100", "coarse", 100, 7, "vgg19", "category", 0.0),
+             ("cifar10", "fine", 12.5, 3, "resnet110", "glove", 0.2),
+             ("cifar100", "coarse", 8, 2**32 - 1, "resnet32", "normal_dim=4000", 0.05)]
+    expected = {}
+    for dataset, granularity, level, seed, model, label, noise in cases:
+        folder = dataset_folder(dataset, granularity)
+        run_dir = run_directory(tmp_path, folder, level, seed, model, label, noise)
+        run_dir.mkdir(parents=True)
+        expected[run_dir.relative_to(tmp_path).as_posix()] = {
+            "dataset": folder, "model": model, "label": label + (f"_noise{noise:g}" if noise else ""),
+            "level": level, "seed": seed}
+    assert find_runs(tmp_path) == expected
