@@ -704,21 +704,28 @@ def test_progress_on_terminals_with_and_without_a_width():
     ends, so the error line after a Ctrl-C starts a line of its own."""
     import fcntl
     import pty
+    import select
     import struct
     import termios
 
     from utils.progress import Progress
+
+    def shown(screen):  # all that reached the terminal: the kernel passes it on asynchronously
+        data = b""
+        while select.select([screen], [], [], 1.0)[0] and (chunk := screen.read(4096)):
+            data += chunk
+        return data
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as stream, os.fdopen(leader, "rb", buffering=0) as screen:
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 0, 0, 0))
         with Progress(2, "run", "epoch", stream=stream) as progress:
             assert progress.bar is None
             progress.step("epoch 1/2 loss 1.0", loss="1.0")
-        assert b"epoch 1/2 loss 1.0" in screen.read(4096)
+        assert b"epoch 1/2 loss 1.0" in shown(screen)
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         with pytest.raises(KeyboardInterrupt):
             with Progress(2, "run", "epoch", stream=stream) as progress:
                 assert progress.bar is not None
                 raise KeyboardInterrupt
         assert progress.bar is None
-        assert screen.read(4096).endswith(b"\r\n")  # closed: the next line starts afresh
+        assert shown(screen).endswith(b"\r\n")  # closed: the next line starts afresh
