@@ -14,6 +14,7 @@ settings. Progress goes to stderr; the last line on stdout is one JSON object.
 """
 import argparse
 import hashlib
+import textwrap
 from fractions import Fraction
 from pathlib import Path
 
@@ -268,7 +269,8 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     gain = 0.5 / radius if radius > 0 else 1.0
     rows = [("clean", clean), ("adversarial", adversarial.clamp(0, 1)),
             (f"perturbation x{gain:.0f} + 0.5", ((adversarial - clean) * gain + 0.5).clamp(0, 1))]
-    figure, axes = plt.subplots(3, len(shown), figsize=(1.6 * len(shown), 5.4), squeeze=False)
+    width = max(1.6 * len(shown), 4.8)  # inches: wide enough for the title with one or two images
+    figure, axes = plt.subplots(3, len(shown), figsize=(width, 5.4), squeeze=False)
     for row, (name, pictures) in enumerate(rows):
         for col, i in enumerate(shown.tolist()):
             ax = axes[row][col]
@@ -283,8 +285,9 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     mode = "targeted" if entry["targeted"] else "untargeted"
     units = " (normalised units, paper protocol)" if protocol == "paper" else ""
     name = attack_label(entry["attack"], entry.get("objective"))
-    figure.suptitle(f"{args.model} {space.name}: {name} {mode}, eps {entry['eps_label']}"
-                    f"{units}; perturbation amplified x{gain:.0f} for visibility", fontsize=9)
+    title = (f"{args.model} {space.name}: {name} {mode}, eps {entry['eps_label']}{units}; "
+             f"perturbation amplified x{gain:.0f} for visibility")
+    figure.suptitle(textwrap.fill(title, int(width * 14)), fontsize=9)  # ~14 characters an inch
     figure.tight_layout()
     atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
     plt.close(figure)
