@@ -202,6 +202,21 @@ def test_batch_size_does_not_change_the_result(trained, test_set):
     assert ((runs[0]["adversarial"] - runs[1]["adversarial"]).abs() > 1e-6).float().mean() < 1e-3
 
 
+def test_a_stop_request_ends_an_attack_between_two_steps(trained, test_set):
+    """A preemption waited for the end of the batch: a long PGD (--steps 1000 on 500 images) ran
+    on past SLURM's grace time, and a SIGTERM did not stop it."""
+    model, space = trained
+    images, labels, _ = test_set
+    polls = []
+
+    def stop():
+        polls.append(1)
+        return len(polls) > 3
+    assert run_attack(model, space, images, labels, "pgd", EPS8, steps=1000, stop=stop) is None
+    assert len(polls) == 4  # once before the batch, then before each step: stopped at the third
+    assert run_attack(model, space, images, labels, "pgd", EPS8, steps=2, stop=lambda: False) is not None
+
+
 def test_a_restart_only_attacks_the_images_earlier_ones_did_not_get_past(trained, test_set):
     """Restart 0 is the same with 1 or 3 restarts (its noise is keyed by seed, restart and index):
     an image it fools keeps that adversarial image, the others get two more tries."""

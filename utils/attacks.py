@@ -150,19 +150,26 @@ def gradient_sign(model, space, x, goal, amp=False, objective="loss"):
     return grad.sign()
 
 
+class Stopped(Exception):
+    """A stop request (preemption) seen between two steps of an attack."""
+
+
 def perturb(model, space, images, goal, box, steps, targeted=False, start=None, amp=False,
-            first_sign=None, objective="loss"):
+            first_sign=None, objective="loss", stop=None):
     """The attack loop: `steps` projected sign-gradient steps from `images` (+ `start`).
 
     images: (N, 3, H, W) float, clean; goal: (N,) class ids, the true classes (untargeted: the loss
     is climbed) or the targets (targeted: descended); box: a Threat for these images; start: (N, 3,
     H, W) initial perturbation or None; first_sign: gradient_sign at the clean images when already
     known (without a start the first step takes it). Returns the adversarial images, inside
-    [box.low, box.high]. The model must be in eval mode; no parameter `.grad` is touched.
+    [box.low, box.high]. The model must be in eval mode; no parameter `.grad` is touched. `stop`
+    is polled before every step; when it returns True, `Stopped` is raised.
     """
     sign = -1.0 if targeted else 1.0  # the one place the objective's direction is set
     x = images.clone() if start is None else torch.clamp(images + start, box.low, box.high)
     for step in range(steps):
+        if stop is not None and stop():
+            raise Stopped
         known = step == 0 and start is None and first_sign is not None
         direction = first_sign if known else gradient_sign(model, space, x, goal, amp, objective)
         x = torch.clamp(x + sign * box.step * direction, box.low, box.high)
@@ -230,12 +237,12 @@ def start_noise(positions, shape, seed, restart):
 
 
 def attack_images(model, space, images, labels, plan, box, targets=None, positions=None, seed=0,
-                  amp=False, clean_sign=None, objective="loss"):
+                  amp=False, clean_sign=None, objective="loss", stop=None):
     """Attack clean images (N, 3, H, W) with every restart of `plan`; returns (adversarial images,
     their predicted classes). A restart only attacks the images that no earlier restart got past:
     untargeted, those still classified as their true class; targeted, those not yet at the target.
     positions: (N,) indices of the images in the evaluated set (they key the random starts);
-    clean_sign: gradient_sign at `images` towards the goal, when known (see `perturb`)."""
+    clean_sign: gradient_sign at `images` towards the goal, when known; stop: see `perturb`."""
     targeted = targets is not None
     goal = targets if targeted else labels
     adversarial, predictions = images.clone(), labels.clone()
@@ -247,7 +254,7 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
             noise = start_noise(positions[todo], images.shape[1:], seed, restart)
             start = noise.to(images.device, images.dtype) * part.radius
         x = perturb(model, space, images[todo], goal[todo], part, plan.steps, targeted, start, amp,
-                    clean_sign, objective)  # clean_sign: only without a random start (todo = all)
+                    clean_sign, objective, stop)  # clean_sign: only without a random start (todo = all)
         with torch.no_grad(), autocast(images.device, amp):
             predicted = space.decode(model(x))
         adversarial[todo], predictions[todo] = x, predicted
@@ -276,8 +283,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     (faster convolutions on CPUs, same results up to float rounding).
     shared: a `Shared` passed to every setting of one run, so that the folded network, clean
     predictions and the gradient at the clean images are made once (without it, per call).
-    `stop` is polled between batches: when it returns True the setting is abandoned and None
-    returned (preemption).
+    `stop` is polled between batches and between attack steps: when it returns True the setting is
+    abandoned and None returned (preemption).
 
     Returns a dict: robust_acc, clean_acc, target_success (targeted only; None when no image was
     attacked), attacked (images correctly classified before the attack), steps, step_size,
@@ -317,10 +324,13 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
                 clean_sign = shared.clean_sign((first, targeted, objective), lambda: gradient_sign(
                     model, space, batch[correct], goal[correct], amp, objective))
             box = threat(batch[correct], eps, plan, protocol, mean, std)
-            adversarial[correct], adv_pred[correct] = attack_images(
-                model, space, batch[correct], batch_labels[correct], plan, box,
-                goal[correct] if targeted else None, positions=first + correct, seed=seed, amp=amp,
-                clean_sign=clean_sign, objective=objective)
+            try:
+                adversarial[correct], adv_pred[correct] = attack_images(
+                    model, space, batch[correct], batch_labels[correct], plan, box,
+                    goal[correct] if targeted else None, positions=first + correct, seed=seed, amp=amp,
+                    clean_sign=clean_sign, objective=objective, stop=stop)
+            except Stopped:
+                return None
         totals[0] += len(correct)
         totals[1] += (adv_pred[correct] == batch_labels[correct]).sum()
         if targeted:
