@@ -32,6 +32,7 @@ from pathlib import Path
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli
 from utils.grid import (AXES, STAGES, Scripts, axis_values, check_not_grid_flag, expand,
                         load_grid_file, missing_label_files, plan, split_args)
+from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
 from utils.runs import json_text
 
@@ -288,8 +289,9 @@ def write_slurm(opts, tasks):
     ]
     script.parent.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    commands.write_text("".join(line + "\n" for line in lines))
-    script.write_text("\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
+    # atomically: a failed write (a full disk) leaves each file whole, as it was or as new
+    atomic_write_text(commands, "".join(line + "\n" for line in lines))
+    atomic_write_text(script, "\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
     script.chmod(0o755)
     return script, commands, len(todo)
 

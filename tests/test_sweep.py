@@ -98,6 +98,13 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--slurm", "{tmp}/s.sbatch", "--max_concurrent", "-1"], "--max_concurrent: -1 must be at least 1"),
     (["--slurm", "{tmp}/s.sbatch", "--signal_seconds", "-5"], "--signal_seconds: -5 must be at least 0"),
     (["--dry_run", "--config", "{tmp}/jobs.yaml"], "--jobs: '2.5' is not an int"),
+    # a grid file's values were coerced: seed 1.5 ran as 1, a null label looked for cifar10_None.npy
+    (["--dry_run", "--config", "{tmp}/seed.yaml"], "--seeds: 1.5 is not a valid value"),
+    (["--dry_run", "--config", "{tmp}/null.yaml"], "--labels: None is not a valid value"),
+    (["--dry_run", "--config", "{tmp}/map.yaml"], "--labels: {'speech': 1} is neither a value nor a list"),
+    (["--dry_run", "--seeds", "-1"], "--seeds: '-1' is not a valid value"),
+    (["--dry_run", "--config", "{tmp}/binary.yaml"], "binary.yaml is not a text file (not UTF-8)"),
+    (["--dry_run", "--train_args", '--epochs "1'], "pass-through arguments '--epochs \"1': No closing quotation"),
     # train.py wrote the coarse run, attack.py attacked (and wrote into) the fine one
     (["--dry_run", "--datasets", "cifar100", "--labels", "category", "--stages", "train", "attack",
       "--train_args", "--label_granularity coarse"], "but attack.py would read"),
@@ -107,6 +114,10 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "stages.yaml").write_text("stages: [test]\n")
     (tmp_path / "broken.yaml").write_text("labels: [speech\n")
     (tmp_path / "jobs.yaml").write_text("jobs: 2.5\n")
+    (tmp_path / "seed.yaml").write_text("seeds: [0, 1.5]\n")
+    (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
+    (tmp_path / "map.yaml").write_text("labels: {speech: 1}\n")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--stages" not in argv and not any("yaml" in a for a in argv):
         argv += ["--stages", "train"]
@@ -557,3 +568,24 @@ def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):
     assert sweep.summary_of(log) == "clean_acc -, 0 settings"
     log.write_text('{"test_acc": 0.5}\n')
     assert sweep.summary_of(log) == "test_acc 0.5000"
+
+
+def test_a_failed_slurm_write_leaves_the_earlier_files_whole(tmp_path, cifar10_dir, label_dir):
+    """A full disk truncated the commands file of an array already queued mid-line (its tasks
+    would run broken commands)."""
+    script = tmp_path / "x.sbatch"
+    argv = ["--slurm", str(script), "--stages", "train", "--data_dir", str(cifar10_dir), "--label_dir",
+            str(label_dir), "--base_dir", str(tmp_path / "runs")]
+    run_script("sweep.py", *argv, "--seeds", "0", "1")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    limit = textwrap.dedent(f"""
+        import resource, runpy, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+        sys.argv = ["sweep.py"] + sys.argv[1:]
+        runpy.run_path({str(REPO / "sweep.py")!r}, run_name="__main__")
+    """)
+    proc = subprocess.run([sys.executable, "-c", limit, *argv, "--seeds", *map(str, range(40))], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: could not write "), proc.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before

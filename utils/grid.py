@@ -35,7 +35,7 @@ FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
 REFUSED = "train.py refuses it; delete the run directory to start over"
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
-AXES = {"datasets": str, "models": str, "labels": str, "levels": None, "seeds": int}
+AXES = {"datasets": None, "models": None, "labels": None, "levels": None, "seeds": None}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
               "--level": "--levels", "--seed": "--seeds", "--resume": None}
@@ -52,7 +52,21 @@ def parse_level(text):
     return int(value) if value == int(value) else value
 
 
-AXES["levels"] = parse_level
+def parse_name(value):
+    """A dataset, model or label name: text (a grid file's number, list or null is not one)."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(value)
+    return value
+
+
+def parse_seed(value):
+    """A seed: a whole number >= 0, as an int or its digits (not 1.5, not true)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or int(value) < 0:
+        raise ValueError(value)
+    return int(value)
+
+
+AXES.update(datasets=parse_name, models=parse_name, labels=parse_name, levels=parse_level, seeds=parse_seed)
 
 
 def parse_eps(text):
@@ -88,6 +102,8 @@ def axis_values(name, values):
         return []
     if isinstance(values, (str, int, float)):
         values = [values]
+    if not isinstance(values, (list, tuple)):
+        raise UsageError(f"--{name}: {values!r} is neither a value nor a list of values")
     read = AXES[name]
     out = []
     for value in values:
@@ -113,9 +129,11 @@ def load_grid_file(path):
     """A YAML or JSON mapping of sweep options (`labels: [category, speech]`, `seeds: 7`, ...)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise UsageError(f"cannot read the grid file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a text file (not UTF-8): a grid file is YAML or JSON") from None
     import yaml
     try:
         grid = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -135,7 +153,10 @@ def split_args(value):
     if value is None:
         return []
     if isinstance(value, str):
-        return shlex.split(value)
+        try:
+            return shlex.split(value)
+        except ValueError as err:  # "No closing quotation"
+            raise UsageError(f"pass-through arguments {value!r}: {err}") from None
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     raise UsageError(f"pass-through arguments must be a string or a list, not {value!r}")
