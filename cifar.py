@@ -88,7 +88,11 @@ def _read_batches(folder, files, label_key):
         batch = read_cifar_pickle(path)
         if "data" not in batch or label_key not in batch:
             raise UsageError(f"dataset file {path} has no '{label_key}' or 'data' entry")
-        data, batch_labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+        try:
+            data, batch_labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+        except ValueError:  # ragged: a row of another length, a list among the labels
+            raise UsageError(f"dataset file {path}: 'data' or '{label_key}' is not a regular array "
+                             "(rows or entries of different shapes)") from None
         # checked before the casts, which wrapped 256 to 0, floats in [0, 1] to black and 0.5 to 0
         if data.dtype.kind not in "iu" or (data.dtype != np.uint8 and data.size
                                            and (data.min() < 0 or data.max() > 255)):

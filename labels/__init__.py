@@ -76,7 +76,7 @@ def check_targets(targets, source, num_classes=None, fix=None):
     if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
         raise LabelError(f"{source} holds {getattr(targets, 'dtype', type(targets))} "
                          "values; a label file must be a numeric array")
-    if targets.ndim < 2:
+    if targets.ndim < 2 or not len(targets):
         raise LabelError(f"{source} has shape {targets.shape}; expected [classes, ...] "
                          "with one target per class")
     if 0 in targets.shape[1:]:

@@ -388,10 +388,13 @@ def make_uniform_gap(names, seed, options, param):
     return rng.uniform(low, low + 9.0, (len(names), GAP_DIM))
 
 
+MAX_DIM = 100_000  # C x D float64 values: 80 MB for CIFAR-100 at most
+
+
 def _parse_dim(text):
-    if not re.fullmatch(r"\+?\d+", text) or int(text) < 1:
-        raise LabelError(f"normal_dim={text}: D must be a positive integer (the follow-up used "
-                         f"1 .. 4000)")
+    if not re.fullmatch(r"\+?\d+", text) or not 1 <= int(text) <= MAX_DIM:
+        raise LabelError(f"normal_dim={text}: D must be a whole number in 1 .. {MAX_DIM} (the "
+                         "follow-up used 1 .. 4000)")
     return int(text)
 
 

@@ -50,6 +50,7 @@ def rewrite_pickle(path, change):
     ("test_batch", lambda c: c.update(labels=["cat"] * len(c["labels"])), "'labels' holds <U3 values"),
     ("test_batch", lambda c: c.update(labels=[2**70] * len(c["labels"])), "'labels' holds object values"),
     ("test_batch", lambda c: c.update(labels=np.array(c["labels"])[:, None]), "of shape (100, 1); expected one integer"),
+    ("test_batch", lambda c: c.update(labels=[1, [2]] + c["labels"][2:]), "'labels' is not a regular array"),
     ("batches.meta", lambda c: c.update(label_names=5), "'label_names' is not a list of 10 class names"),
     ("batches.meta", lambda c: c.update(label_names=["a", "b"]), "'label_names' is not a list of 10 class names"),
 ])

@@ -407,8 +407,9 @@ def test_all_writes_every_offline_family(tones, tmp_path, capsys):
 
 @pytest.mark.parametrize("label, message", [
     ("sound", "unknown label family 'sound'; choose from speech, shuffle"),
-    ("normal_dim=0", "positive integer"),
-    ("normal_dim=2.5", "positive integer"),
+    ("normal_dim=0", "D must be a whole number in 1 .. 100000"),
+    ("normal_dim=2.5", "D must be a whole number in 1 .. 100000"),
+    ("normal_dim=99999999999999999999", "D must be a whole number in 1 .. 100000"),  # numpy's traceback
     ("normal_dim", "needs a parameter"),
     ("uniform_gap=-1", "number >= 0"),
     ("uniform_gap=x", "number >= 0"),
@@ -553,6 +554,9 @@ def test_stats_cli(tmp_path, capsys):
     assert status == 0 and "mean |diff| 0.0000" in out
     status, _, err = cli(stats.main, [tmp_path / "missing.npy"], capsys)
     assert status == 2 and "missing.npy is not a readable .npy file" in err
+    np.save(tmp_path / "cifar10_empty.npy", np.zeros((0, 4)))  # a reshape traceback
+    status, _, err = cli(stats.main, [tmp_path / "cifar10_empty.npy"], capsys)
+    assert status == 2 and "has shape (0, 4); expected [classes, ...] with one target per class" in err
     done = subprocess.run([sys.executable, "-m", "labels.stats", str(path)], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout
