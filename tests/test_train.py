@@ -334,6 +334,28 @@ def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_d
     assert "holds an unfinished run; pass --resume" in line
 
 
+class Planted:
+    """What a malicious checkpoint holds: unpickling it would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_by_name(capsys, cifar10_dir, label_dir, tmp_path):
+    """The message called it an unreadable zip and passed on torch's advice to load it with
+    weights_only=False, which would run the code."""
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    run_dir.mkdir(parents=True)
+    torch.save({"model": Planted(tmp_path / "ran")}, run_dir / "last_checkpoint.pth")
+    line = run_cli_capture(capsys, flags(cifar10_dir, tmp_path, label_dir, resume=True))
+    assert ("last_checkpoint.pth is corrupt or not a labelrep checkpoint (it holds what a safe load "
+            "refuses: Trying to load unsupported GLOBAL posix.system") in line
+    assert "weights_only" not in line and not (tmp_path / "ran").exists()
+
+
 def test_bad_input_never_overwrites_a_result(speech_run, capsys, label_dir, tmp_path):
     base, _ = speech_run
     run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_speech"

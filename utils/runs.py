@@ -165,12 +165,18 @@ def load_checkpoint(path, map_location="cpu", advice=None):
                 start = f.read(4)
         except OSError:  # a folder, an unreadable file
             raise UsageError(f"cannot read checkpoint {path} ({err})") from None
-        text = str(err).split("WeightsUnpickler error:")[-1].strip()
-        reason = text.splitlines()[0] if text else type(err).__name__
-        if start == b"PK\x03\x04" and "WeightsUnpickler error:" not in str(err):  # not refused objects
-            reason = f"an unreadable zip archive: {reason}"
-        elif start != b"PK\x03\x04" and start[:1] != b"\x80":  # nor torch.save's legacy pickle
+        # torch's message: a refused object's name among advice to load unsafely; else a first
+        # sentence followed by general remarks
+        refused = str(err).startswith("Weights only load failed") or "WeightsUnpickler error:" in str(err)
+        lines = [line.strip() for line in str(err).split("WeightsUnpickler error:")[-1].splitlines()
+                 if line.strip() and not line.startswith(("Weights only load failed", "Check the documentation"))]
+        reason = lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
+        if start != b"PK\x03\x04" and start[:1] != b"\x80":  # nor torch.save's legacy pickle
             reason = "not the zip archive torch.save writes"
+        elif refused:
+            reason = f"it holds what a safe load refuses: {reason}"
+        elif start == b"PK\x03\x04":
+            reason = f"an unreadable zip archive: {reason}"
         raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
                          f"{advice or 'delete it, or pass --force to start the run over'}") from None
 
