@@ -153,19 +153,23 @@ def model_from_checkpoint(path):
     checkpoint alone; a file that is not one, or weights that do not fit, is a UsageError."""
     from architecture import build_model
     from utils.labelspace import space_from_state
-    from utils.runs import load_checkpoint
-    checkpoint = load_checkpoint(path, advice="point --checkpoint at a checkpoint train.py wrote, "
-                                 "or train the run again")
+    from utils.runs import load_checkpoint, malformed
+    advice = "point --checkpoint at a checkpoint train.py wrote, or train the run again"
+    checkpoint = load_checkpoint(path, advice=advice)
     if not isinstance(checkpoint, dict) or not {"model", "model_args", "label_space"} <= set(checkpoint):
         raise UsageError(f"{path} is not a best-model checkpoint of train.py (it lacks model, "
                          "model_args or label_space)")
-    model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
-    model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"], model_args["std"])
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:
-        raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
-                         f"{tuple(model_args['output_shape'])} ({str(err).splitlines()[0]})") from None
+    with malformed(path, advice):
+        model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
+        model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
+                            model_args["std"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError as err:
+            raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
+                             f"{tuple(model_args['output_shape'])} ({' '.join(str(err).split()[:30])})") from None
+        if not isinstance(checkpoint.get("config", {}).get("flags", {}), dict):
+            raise TypeError("its config's flags are not a mapping")
     return model.eval(), space, checkpoint
 
 

@@ -560,3 +560,22 @@ def test_a_coarse_run_is_attacked_beside_the_fine_label_file(cifar100_dir, label
     assert again["robust_acc"] == summary["robust_acc"] and again["run_dir"] == str(copy.parent)
     config = json.loads((copy.parent / "attack_results.json").read_text())["config"]
     assert (config["dataset"], config["label_granularity"], config["seed"]) == ("cifar100", "coarse", 3)
+
+
+@pytest.mark.parametrize("change", [
+    {"model_args": [1, 2]}, {"model_args": {}}, {"label_space": None}, {"label_space": {"name": "xyz"}},
+    {"config": [1]}, {"config": {"flags": [1]}}, {"model": None},
+    {"model_args": {"arch": "resnet32", "output_shape": [-5], "mean": [0.5] * 3, "std": [0.2] * 3}},
+])
+def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                               capsys, change):
+    """Each was a TypeError, KeyError, AttributeError or RuntimeError traceback."""
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    torch.save(checkpoint | change, tmp_path / "edited.pth")
+    line = one_line_error(capsys, ["--checkpoint", str(tmp_path / "edited.pth"), "--data_dir", str(cifar10_dir),
+                                   "--label_dir", str(label_dir), "--num_images", "5"])
+    assert line.startswith(f"error: checkpoint {tmp_path / 'edited.pth'} holds entries train.py did not "
+                           "write (") and line.endswith("point --checkpoint at a checkpoint train.py "
+                                                        "wrote, or train the run again"), line
+    assert not (tmp_path / ATTACK_RESULTS).exists()

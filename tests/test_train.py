@@ -334,6 +334,31 @@ def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_d
     assert "holds an unfinished run; pass --resume" in line
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"best": {}}, "holds best entries of another form"),
+    ({"history": "abc"}, "holds history, best entries of another form"),  # trained an epoch, then failed
+    ({"history": [1, 2]}, "holds history, best entries of another form"),
+    ({"optimizer": None}, "holds optimizer entries of another form"),
+    ({"config": {}}, "holds config entries of another form"),  # resumed with no flag checked
+    ({"label_space": None}, "holds label_space entries of another form"),
+    ({"model": {"head.weight": torch.zeros(3)}}, "holds entries train.py did not write (RuntimeError: "
+                                                 "Error(s) in loading state_dict for LabelModel:"),
+    ({"optimizer": {"state": {}, "param_groups": "x"}}, "holds entries train.py did not write"),
+])
+def test_a_last_checkpoint_of_another_form_is_one_line_and_changes_nothing(speech_run, capsys, cifar10_dir,
+                                                                           label_dir, tmp_path, change, message):
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "results.json").unlink()
+    path = run_dir / "last_checkpoint.pth"
+    torch.save(torch.load(path, weights_only=True) | change, path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
+    assert line.startswith(f"error: checkpoint {path} holds entries" if "did not write" in message
+                           else f"error: {path} holds ") and message in line
+    assert line.endswith("delete it, or pass --force to start over")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
 class Planted:
     """What a malicious checkpoint holds: unpickling it would run a shell command."""
 

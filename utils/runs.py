@@ -181,6 +181,26 @@ def load_checkpoint(path, map_location="cpu", advice=None):
                          f"{advice or 'delete it, or pass --force to start the run over'}") from None
 
 
+# What rebuilding a model, label space or optimiser raises from a checkpoint whose entries are of
+# the wrong types or shapes (a file edited by hand, written by another program)
+REBUILD_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, ZeroDivisionError,
+                  RuntimeError)
+
+
+@contextlib.contextmanager
+def malformed(path, advice):
+    """Within: a checkpoint entry of the wrong type or shape, found while using it, is a one-line
+    UsageError naming `path` and ending with `advice` (torch and Python raise many types)."""
+    try:
+        yield
+    except REBUILD_ERRORS as err:
+        if isinstance(err, torch.OutOfMemoryError):  # the device's, not the file's
+            raise
+        reason = " ".join(str(err).split()[:30])  # torch's first lines: "Error(s) in loading ...:"
+        raise UsageError(f"checkpoint {path} holds entries train.py did not write ({type(err).__name__}"
+                         f"{': ' + reason if reason else ''}); {advice}") from None
+
+
 @functools.lru_cache(maxsize=1)
 def code_version():
     """{"commit": the checkout's git commit, "dirty": whether tracked files differ from it}, or None

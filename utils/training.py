@@ -23,7 +23,7 @@ from utils.flags import acts_on
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        best_checkpoint_name, environment, load_checkpoint, read_json, run_dir_of,
+                        best_checkpoint_name, environment, load_checkpoint, malformed, read_json, run_dir_of,
                         run_lock, save_checkpoint, write_json, write_jsonl)
 
 MOMENTUM = 0.9
@@ -33,6 +33,7 @@ RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_s
                 "warmup_epochs", "valid_size", "smoothing", "label_granularity", "label_noise", "amp",
                 "channels_last", "feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
 CHECKPOINT_KEYS = ("model", "optimizer", "history", "best", "config", "label_space")
+REBUILD_ADVICE = "delete it, or pass --force to start over"
 
 
 def resolve_device(name):
@@ -380,12 +381,34 @@ def _check_finished(run_dir, args, label_sha256, train_images):
                          "--force to train it again with these flags, or use another --base_dir")
 
 
+HISTORY_KEYS = {"epoch", "train_loss", "valid_acc", "valid_loss", "seconds", "images_per_s"}
+
+
+def _malformed_entries(checkpoint):
+    """The last checkpoint's entries that are not of the form train.py writes them in."""
+    history, best, config = checkpoint["history"], checkpoint["best"], checkpoint["config"]
+    rows = isinstance(history, list) and all(isinstance(r, dict) and HISTORY_KEYS <= set(r) for r in history)
+    checks = {
+        "model": isinstance(checkpoint["model"], dict),
+        "optimizer": (isinstance(checkpoint["optimizer"], dict)
+                      and {"state", "param_groups"} <= set(checkpoint["optimizer"])),
+        "history": rows and [r["epoch"] for r in history] == list(range(1, len(history) + 1)),
+        "best": (isinstance(best, dict) and "valid_acc" in best and type(best.get("epoch")) is int
+                 and -1 <= best["epoch"] <= (len(history) if rows else 0)),
+        "config": isinstance(config, dict) and isinstance(config.get("flags"), dict),
+        "label_space": isinstance(checkpoint["label_space"], dict)}
+    return [name for name, fine in checks.items() if not fine]
+
+
 def _check_resume(checkpoint, args, path, label_sha256, train_images):
     """The checkpoint is train.py's and trained what these flags, labels and data train."""
     if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
         raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
                          f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
                          "it, or pass --force to start over")
+    if bad := _malformed_entries(checkpoint):
+        raise UsageError(f"{path} holds {', '.join(bad)} entries of another form than train.py writes; "
+                         "delete it, or pass --force to start over")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, train_images=train_images):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
@@ -476,10 +499,11 @@ def run_training(args):
                 raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
                                  "or --force to start over")
             checkpoint = load_checkpoint(last_path)
-            _check_resume(checkpoint, args, last_path, label_sha256, len(split.train))
-            best_state = _best_weights(checkpoint, best_path, device)  # before anything is written
-            if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
-                space = space_from_state(checkpoint["label_space"])
+            with malformed(last_path, REBUILD_ADVICE):  # before anything is written
+                _check_resume(checkpoint, args, last_path, label_sha256, len(split.train))
+                best_state = _best_weights(checkpoint, best_path, device)
+                if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
+                    space = space_from_state(checkpoint["label_space"])
 
         config = _config(args, run_dir, split, data, space, label_sha256) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
@@ -494,8 +518,9 @@ def run_training(args):
         step = TrainStep(trained, space, args.lr, args.amp, args.channels_last, args.compile)
         history, best = [], {"valid_acc": -1.0, "epoch": -1}
         if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            load_optimizer_state(step.optimizer, checkpoint["optimizer"])
+            with malformed(last_path, REBUILD_ADVICE):
+                model.load_state_dict(checkpoint["model"])
+                load_optimizer_state(step.optimizer, checkpoint["optimizer"])
             history, best = checkpoint["history"], checkpoint["best"]
             if writes:
                 log(f"resuming {run_dir} after epoch {len(history)}")
