@@ -173,3 +173,17 @@ def test_resumed_run_equals_an_uninterrupted_one(cifar10_dir, label_dir, tmp_pat
     assert metrics(tmp_path / "b") == metrics(tmp_path / "a")
     assert {k: v for k, v in resumed.items() if "seconds" not in k and k not in ("run_dir", "checkpoint", "images_per_s")} \
         == {k: v for k, v in straight.items() if "seconds" not in k and k not in ("run_dir", "checkpoint", "images_per_s")}
+
+
+def test_a_diverged_run_is_one_line(cifar10_dir, tmp_path, capsys):
+    """Non-finite features made the subspace fit's SVD fail with a LinAlgError traceback."""
+    import train
+    from utils.errors import call_cli
+    status = call_cli(train.main, [str(a) for a in [
+        "--label", "mcr2", "--data_dir", cifar10_dir, "--base_dir", tmp_path, "--valid_size", "50",
+        "--epochs", "1", "--batch_size", "50", "--feature_dim", "16", "--n_components", "4", "--lr", "1e10",
+        "--device", "cpu"]])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: the MCR2 features are no longer finite: the run diverged; train it again (--force) "
+        "with a lower --lr")

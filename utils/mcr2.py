@@ -16,6 +16,7 @@ cross-entropy over the squared norms of the projections onto each class subspace
 import torch
 import torch.nn.functional as F
 
+from utils.errors import UsageError
 from utils.labelspace import at_least_float32, full_precision
 
 MCR2 = "mcr2"
@@ -98,6 +99,9 @@ class MCR2Space:
         return F.cross_entropy(projection_norms(outputs, self.bases), labels, reduction="none")
 
     def fit(self, train_outputs, train_labels):
+        if not torch.isfinite(train_outputs).all():  # the SVD fails on them, with a traceback
+            raise UsageError("the MCR2 features are no longer finite: the run diverged; train it again "
+                             "(--force) with a lower --lr")
         self.bases = fit_subspaces(train_outputs, train_labels, self.num_classes, self.n_components)
 
     def scores(self, outputs):
