@@ -47,6 +47,8 @@ def epsilon(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number or a fraction like 8/255") from None
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"eps {text} is outside [0, 1]")
+    if value and not float(value):
+        raise argparse.ArgumentTypeError(f"eps {text} is below the smallest float (it would be 0)")
     return text.strip(), float(value)
 
 
@@ -308,6 +310,10 @@ def run(args):
     protocol = "paper" if args.paper_protocol else "pixel"
     attacks = list(args.attacks or (PAPER_ATTACKS if args.paper_protocol else ATTACK_NAMES))
     epsilons = args.epsilons or [epsilon(e) for e in (PAPER_EPSILONS if args.paper_protocol else PIXEL_EPSILONS)]
+    unique = {}  # each eps once, however written (8/255, 0.0313725...), as first written
+    for label, value in epsilons:
+        unique.setdefault(value, (label, value))
+    epsilons = list(unique.values())
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
     device = resolve_device(args.device)
     keep_freed_memory(device)

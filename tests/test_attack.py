@@ -312,6 +312,16 @@ def call_main(capsys, argv):
     return summary, err
 
 
+def test_an_eps_given_twice_is_attacked_once(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    _, run_dir = speech_run
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
+    summary, _ = call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
+                                    "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+                                    "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255",
+                                    "0.03137254901960784", "8/255", "--num_images", "5", "--examples", "0"])
+    assert list(summary["robust_acc"]) == ["fgsm/untargeted/8/255"]
+
+
 def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, capsys):
     base, run_dir = speech_run
     flags = script_flags(cifar10_dir, base, label_dir, "--attacks", "fgsm", "pgd", "--epsilons", "0",
@@ -511,6 +521,7 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert "targets of shape (64, 64), but" in line and "holds shape (48, 48)" in line
     assert "eps 2 is outside [0, 1]" in one_line_error(capsys, flags + ["--epsilons", "0", "2"])
     assert "'x' is not a number or a fraction" in one_line_error(capsys, flags + ["--epsilons", "x"])
+    assert "eps 1e-400 is below the smallest float" in one_line_error(capsys, flags + ["--epsilons", "1e-400"])
     assert "invalid choice: 'cw'" in one_line_error(capsys, flags + ["--attacks", "fgsm", "cw"])
     assert "test split has 100 images" in one_line_error(capsys, flags + ["--num_images", "101"])
     assert "--examples: -1 must be at least 0" in one_line_error(capsys, flags + ["--examples", "-1"])
