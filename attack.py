@@ -167,9 +167,10 @@ def model_from_checkpoint(path):
                             model_args["std"])
         try:
             model.load_state_dict(checkpoint["model"])
-        except RuntimeError as err:
+        except RuntimeError as err:  # torch's first line says only "Error(s) in loading state_dict"
+            reason = " ".join(str(err).split()[:30])
             raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
-                             f"{tuple(model_args['output_shape'])} ({' '.join(str(err).split()[:30])})") from None
+                             f"{tuple(model_args['output_shape'])} ({reason})") from None
         if not isinstance(checkpoint.get("config", {}).get("flags", {}), dict):
             raise TypeError("its config's flags are not a mapping")
     return model.eval(), space, checkpoint

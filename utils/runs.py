@@ -168,8 +168,9 @@ def load_checkpoint(path, map_location="cpu", advice=None):
         # torch's message: a refused object's name among advice to load unsafely; else a first
         # sentence followed by general remarks
         refused = str(err).startswith("Weights only load failed") or "WeightsUnpickler error:" in str(err)
+        remarks = ("Weights only load failed", "Check the documentation")
         lines = [line.strip() for line in str(err).split("WeightsUnpickler error:")[-1].splitlines()
-                 if line.strip() and not line.startswith(("Weights only load failed", "Check the documentation"))]
+                 if line.strip() and not line.startswith(remarks)]
         reason = lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
         if start != b"PK\x03\x04" and start[:1] != b"\x80":  # nor torch.save's legacy pickle
             reason = "not the zip archive torch.save writes"
@@ -211,7 +212,7 @@ def code_version():
         return subprocess.run(["git", "-C", str(repo), *argv], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()
     try:
-        if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:  # a copy inside another repository
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:  # a copy inside another repo
             return None
         return {"commit": git("rev-parse", "HEAD"),
                 "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}

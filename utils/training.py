@@ -23,8 +23,8 @@ from utils.flags import acts_on
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        best_checkpoint_name, environment, load_checkpoint, malformed, read_json, run_dir_of,
-                        run_lock, save_checkpoint, write_json, write_jsonl)
+                        best_checkpoint_name, environment, load_checkpoint, malformed, read_json,
+                        run_dir_of, run_lock, save_checkpoint, write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -387,7 +387,8 @@ HISTORY_KEYS = {"epoch", "train_loss", "valid_acc", "valid_loss", "seconds", "im
 def _malformed_entries(checkpoint):
     """The last checkpoint's entries that are not of the form train.py writes them in."""
     history, best, config = checkpoint["history"], checkpoint["best"], checkpoint["config"]
-    rows = isinstance(history, list) and all(isinstance(r, dict) and HISTORY_KEYS <= set(r) for r in history)
+    rows = isinstance(history, list) and all(isinstance(r, dict) and HISTORY_KEYS <= set(r)
+                                             for r in history)
     checks = {
         "model": isinstance(checkpoint["model"], dict),
         "optimizer": (isinstance(checkpoint["optimizer"], dict)
@@ -407,8 +408,8 @@ def _check_resume(checkpoint, args, path, label_sha256, train_images):
                          f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
                          "it, or pass --force to start over")
     if bad := _malformed_entries(checkpoint):
-        raise UsageError(f"{path} holds {', '.join(bad)} entries of another form than train.py writes; "
-                         "delete it, or pass --force to start over")
+        raise UsageError(f"{path} holds {', '.join(bad)} entries of another form than train.py "
+                         "writes; delete it, or pass --force to start over")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, train_images=train_images):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
