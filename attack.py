@@ -109,14 +109,11 @@ def build_parser():
     return parser
 
 
-def sha256(path_or_bytes):
+def file_sha256(path):
     digest = hashlib.sha256()
-    if isinstance(path_or_bytes, (str, Path)):
-        with open(path_or_bytes, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    else:
-        digest.update(path_or_bytes)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -305,7 +302,8 @@ def run(args):
     from utils import preempt
     from utils.attacks import Shared, draw_targets, run_attack, schedule
     from utils.progress import Progress, log
-    from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, environment, run_lock, write_json
+    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, run_lock, tensors_sha256,
+                            write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol = "paper" if args.paper_protocol else "pixel"
@@ -339,8 +337,8 @@ def run(args):
             raise UsageError(f"--num_images {n}, but the {args.dataset} test split has {total} images")
         images, labels = data.test_images[:n], data.test_labels[:n]
         targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
-        images_sha = sha256(images.numpy().tobytes() + labels.numpy().tobytes())
-        checkpoint_sha = sha256(path)
+        images_sha = tensors_sha256(images, labels)
+        checkpoint_sha = file_sha256(path)
         results_path = run_dir / ATTACK_RESULTS
         entries = load_previous(results_path, path, checkpoint_sha, log)
         done = {identity(e): e for e in entries}

@@ -570,6 +570,17 @@ def test_resume_checks_the_checkpoint_labels_and_data(speech_run, capsys, cifar1
     assert "was trained with other speech targets than" in line
     line = run_cli_capture(capsys, flags(smaller, base, label_dir, resume=True))
     assert "trained with 250 training images (now 240: another --data_dir?)" in line
+    # the same counts, other pixels: another copy of the dataset (a corrupted or altered one)
+    altered = tmp_path / "altered"
+    shutil.copytree(cifar10_dir, altered)
+    batch = altered / "cifar-10-batches-py" / "test_batch"
+    with open(batch, "rb") as f:
+        content = pickle.load(f, encoding="latin1")
+    content["data"] = content["data"].copy()
+    content["data"][0, 0] ^= 1
+    batch.write_bytes(pickle.dumps(content))
+    line = run_cli_capture(capsys, flags(altered, base, label_dir, resume=True))
+    assert f"trained with other images or labels than {altered} holds (another copy of cifar10?)" in line
     torch.save({"weights": torch.zeros(1)}, run_dir / "last_checkpoint.pth")
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
     assert "last_checkpoint.pth is not a train.py checkpoint (it lacks model, optimizer" in line

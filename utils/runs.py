@@ -13,6 +13,7 @@ killed job or a full disk leaves the previous file intact. JSON is strict: a NaN
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import math
 import platform
@@ -200,6 +201,14 @@ def malformed(path, advice):
         reason = " ".join(str(err).split()[:30])  # torch's first lines: "Error(s) in loading ...:"
         raise UsageError(f"checkpoint {path} holds entries train.py did not write ({type(err).__name__}"
                          f"{': ' + reason if reason else ''}); {advice}") from None
+
+
+def tensors_sha256(*tensors):
+    """sha256 of the tensors' bytes, one after the other (CIFAR-10's 60000 images: 0.2 s on a CPU)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

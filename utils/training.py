@@ -24,7 +24,7 @@ from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         best_checkpoint_name, environment, load_checkpoint, malformed, read_json,
-                        run_dir_of, run_lock, save_checkpoint, write_json, write_jsonl)
+                        run_dir_of, run_lock, save_checkpoint, tensors_sha256, write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -338,11 +338,18 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None):
     return {"loss": loss_sum / seen, "acc": correct / seen, "images": seen}
 
 
-def _config(args, run_dir, split, data, space, label_sha256):
-    return {"flags": vars(args), "run_dir": str(run_dir), "train_images": len(split.train),
+def _config(args, run_dir, split, data, space, label_sha256, facts):
+    return {"flags": vars(args), "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
             "label_sha256": label_sha256, "environment": environment()}
+
+
+def data_facts(data, split):
+    """What a run's data is, checked when the run is asked for again: the number of training
+    images and the sha256 of the dataset's images and labels."""
+    return {"train_images": len(split.train), "data_sha256": tensors_sha256(
+        data.train_images, data.train_labels, data.test_images, data.test_labels)}
 
 
 def _shown(value):
@@ -352,13 +359,13 @@ def _shown(value):
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def run_changes(config, args, label_sha256, now="now", train_images=None):
+def run_changes(config, args, label_sha256, now="now", data=None):
     """What a run with this saved `config` trained otherwise than `args` asks: '--flag saved
     (now value)' for every RESULT_FLAGS flag it set otherwise (a flag None in `args` is picked
     later, e.g. --lr by label type; one of another label type's, e.g. --smoothing for speech,
     acts on nothing), other label targets, if it recorded their `label_sha256` and
-    `label_sha256` (the targets asked for now) differs, and another number of training images
-    when `train_images` (the number now) is given."""
+    `label_sha256` (the targets asked for now) differs, and, with `data` (`data_facts` now),
+    another number of training images or other images and labels."""
     saved = config.get("flags", {})
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
              if acts_on(k, args.label)}
@@ -366,17 +373,22 @@ def run_changes(config, args, label_sha256, now="now", train_images=None):
                if v is not None and k in saved and saved[k] != v]
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
         changes.append(f"other {args.label} targets than {args.label_dir} holds")
+    data = data or {}
+    train_images = data.get("train_images")
     saved_images = config.get("train_images", train_images)
     if train_images is not None and saved_images != train_images:
         changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
+    elif config.get("data_sha256") and data.get("data_sha256") not in (None, config["data_sha256"]):
+        changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
+                       f"{args.dataset}?)")
     return changes
 
 
-def _check_finished(run_dir, args, label_sha256, train_images):
+def _check_finished(run_dir, args, label_sha256, facts):
     """A finished run asked for with other flags, label targets or data is an error, not its old
     results."""
     config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
-    if changes := run_changes(config, args, label_sha256, train_images=train_images):
+    if changes := run_changes(config, args, label_sha256, data=facts):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags, or use another --base_dir")
 
@@ -401,7 +413,7 @@ def _malformed_entries(checkpoint):
     return [name for name, fine in checks.items() if not fine]
 
 
-def _check_resume(checkpoint, args, path, label_sha256, train_images):
+def _check_resume(checkpoint, args, path, label_sha256, facts):
     """The checkpoint is train.py's and trained what these flags, labels and data train."""
     if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
         raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
@@ -411,7 +423,7 @@ def _check_resume(checkpoint, args, path, label_sha256, train_images):
         raise UsageError(f"{path} holds {', '.join(bad)} entries of another form than train.py "
                          "writes; delete it, or pass --force to start over")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
-    if changes := run_changes(trained, args, label_sha256, train_images=train_images):
+    if changes := run_changes(trained, args, label_sha256, data=facts):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
                          "resume, or --force to start over")
 
@@ -482,13 +494,14 @@ def run_training(args):
     run_dir = run_dir_of(args)
     results_path, last_path = run_dir / RESULTS, run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
+    facts = data_facts(data, split)  # checked against a finished or stopped run; recorded
     if distributed.any_process(preempt.requested(), device):  # while the data loaded: leave at once
         preempt.exit_for_requeue(f"{run_dir}: stopped by signal while starting; nothing was written, "
                                  "rerun with --resume")
 
     with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
         if results_path.exists() and not args.force:
-            _check_finished(run_dir, args, label_sha256, len(split.train))
+            _check_finished(run_dir, args, label_sha256, facts)
             results = read_json(results_path)
             if ctx.main:
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
@@ -501,12 +514,12 @@ def run_training(args):
                                  "or --force to start over")
             checkpoint = load_checkpoint(last_path)
             with malformed(last_path, REBUILD_ADVICE):  # before anything is written
-                _check_resume(checkpoint, args, last_path, label_sha256, len(split.train))
+                _check_resume(checkpoint, args, last_path, label_sha256, facts)
                 best_state = _best_weights(checkpoint, best_path, device)
                 if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                     space = space_from_state(checkpoint["label_space"])
 
-        config = _config(args, run_dir, split, data, space, label_sha256) | {
+        config = _config(args, run_dir, split, data, space, label_sha256, facts) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
         config["segments"] = _segments(checkpoint, config)
         writes = ctx.main  # under torchrun only rank 0 touches the files
