@@ -34,8 +34,6 @@ STAGES = ("train", "attack")
 FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
 REFUSED = "train.py refuses it; delete the run directory to start over"
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
-# The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
-AXES = {"datasets": None, "models": None, "labels": None, "levels": None, "seeds": None}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
               "--level": "--levels", "--seed": "--seeds", "--resume": None}
@@ -66,7 +64,9 @@ def parse_seed(value):
     return int(value)
 
 
-AXES.update(datasets=parse_name, models=parse_name, labels=parse_name, levels=parse_level, seeds=parse_seed)
+# The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
+AXES = {"datasets": parse_name, "models": parse_name, "labels": parse_name, "levels": parse_level,
+        "seeds": parse_seed}
 
 
 def parse_eps(text):
