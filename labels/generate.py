@@ -55,7 +55,7 @@ import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import atomic_write
-from utils.errors import CliParser, UsageError, call_cli, number
+from utils.errors import CliParser, UsageError, call_cli, choice, number
 from utils.pickles import meta_class_names
 
 # ----------------------------------------------------------------------------- datasets and names
@@ -132,9 +132,7 @@ NAME_SETS = {
 
 def get_dataset(name):
     """The `Dataset` called `name`; LabelError listing the valid names otherwise."""
-    if name not in DATASETS:
-        raise LabelError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    return DATASETS[name]
+    return DATASETS[choice("dataset", name, DATASETS, LabelError)]
 
 
 def dataset_class_names(dataset, data_dir=None):
@@ -330,6 +328,7 @@ def make_shuffle(names, seed, options, param=None):
 IMAGE_SHAPE = SPEECH_SIZE
 TARGET_MAX = 80.0
 GAP_DIM = 50
+
 
 def make_uniform(names, seed, options, param=None):
     """(C, 64, 64): class i is the constant 80 i / (C - 1)."""

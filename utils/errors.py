@@ -54,11 +54,11 @@ def call_cli(main, argv=None):
     return EXIT_USAGE
 
 
-def choice(kind, name, valid):
-    """`name` if it is one of `valid` (a registry's keys), else a UsageError naming the `kind` and
-    the choices."""
+def choice(kind, name, valid, error=UsageError):
+    """`name` if it is one of `valid` (a registry's keys), else an `error` (a UsageError) naming
+    the `kind` and the choices."""
     if name not in valid:
-        raise UsageError(f"unknown {kind} '{name}'; choose from {', '.join(valid)}")
+        raise error(f"unknown {kind} {name!r}; choose from {', '.join(valid)}")
     return name
 
 
