@@ -65,6 +65,11 @@ def read_targets(path, num_classes=None, fix=None):
     except MemoryError:  # a header whose shape is far larger than the file
         raise LabelError(f"label file {path} is corrupt: its header asks for more memory than "
                          "this machine has") from None
+    if isinstance(targets, np.lib.npyio.NpzFile):  # np.load reads an archive whatever its name
+        names = ", ".join(targets.files) or "none"
+        targets.close()
+        raise LabelError(f"label file {path} is a .npz archive (arrays: {names}), not a .npy array; "
+                         "save the targets with numpy.save") from None
     return check_targets(targets, f"label file {path}", num_classes, fix)
 
 

@@ -271,6 +271,17 @@ def test_a_label_file_whose_header_claims_terabytes_is_one_line(tmp_path):
     assert str(err.value).startswith(f"label file {path} is ")
 
 
+def test_an_npz_archive_named_npy_is_told_apart(tmp_path):
+    """np.load opens an .npz archive whatever its name: its NpzFile was reported as a value type."""
+    path = tmp_path / "cifar10_speech.npy"
+    with open(path, "wb") as f:
+        np.savez(f, targets=np.eye(10, dtype=np.float32))
+    with pytest.raises(UsageError) as err:
+        read_targets(path, 10)
+    assert str(err.value) == (f"label file {path} is a .npz archive (arrays: targets), not a .npy "
+                              "array; save the targets with numpy.save")
+
+
 def test_the_list_of_labels_leaves_out_folders(tmp_path):
     np.save(tmp_path / "cifar10_good.npy", np.eye(10, dtype=np.float32))
     (tmp_path / "cifar10_folder.npy").mkdir()
