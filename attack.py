@@ -170,6 +170,13 @@ def model_from_checkpoint(path):
                              f"{tuple(model_args['output_shape'])} ({reason})") from None
         if not isinstance(checkpoint.get("config", {}).get("flags", {}), dict):
             raise TypeError("its config's flags are not a mapping")
+    import torch
+    broken = [name for name, value in model.state_dict().items()
+              if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:  # its outputs, and so every attack's result, would be NaN decoded as some class
+        raise UsageError(f"{path} holds NaN or infinite weights ({', '.join(broken[:3])}"
+                         f"{', ...' if len(broken) > 3 else ''}): its run diverged, and attacks "
+                         "on it measure nothing; train it again (a lower --lr may help)")
     return model.eval(), space, checkpoint
 
 

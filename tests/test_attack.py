@@ -590,3 +590,18 @@ def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar
                            "write (") and line.endswith("point --checkpoint at a checkpoint train.py "
                                                         "wrote, or train the run again"), line
     assert not (tmp_path / ATTACK_RESULTS).exists()
+
+
+def test_a_diverged_checkpoint_is_refused(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """A model with NaN weights outputs NaN, decoded as some class: its 'robust accuracy' was a
+    number that measured nothing."""
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    name = next(k for k in checkpoint["model"] if k.endswith("weight"))
+    checkpoint["model"][name] = torch.full_like(checkpoint["model"][name], float("nan"))
+    torch.save(checkpoint, tmp_path / "diverged.pth")
+    line = one_line_error(capsys, ["--checkpoint", str(tmp_path / "diverged.pth"), "--data_dir",
+                                   str(cifar10_dir), "--label_dir", str(label_dir), "--num_images", "5"])
+    assert line == (f"error: {tmp_path / 'diverged.pth'} holds NaN or infinite weights ({name}): its run "
+                    "diverged, and attacks on it measure nothing; train it again (a lower --lr may help)")
+    assert not (tmp_path / ATTACK_RESULTS).exists()
