@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli
-from utils.grid import (AXES, STAGES, Scripts, axis_values, check_not_grid_flag, expand,
-                        load_grid_file, missing_label_files, plan, split_args)
+from utils.grid import (AXES, STAGES, Scripts, axis_values, check_label_files, check_not_grid_flag,
+                        expand, load_grid_file, plan, split_args)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
 from utils.runs import json_text
@@ -167,10 +167,9 @@ def axis_list(value):
 def make_tasks(opts, runs, scripts, routed, python):
     tasks = plan(runs, opts.stages, scripts, routed, python=python)
     if "train" in opts.stages:
-        label_dir = scripts["train"].parse(runs[0].flags() + routed["train"]).label_dir
-        missing = missing_label_files([t.run for t in tasks if "train" in t.todo], label_dir)
-        if missing:
-            raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}")
+        train = scripts["train"].parse(runs[0].flags() + routed["train"])
+        check_label_files([t.run for t in tasks if "train" in t.todo], train.label_dir,
+                          train.label_granularity)
     return tasks
 
 

@@ -73,6 +73,16 @@ def read_targets(path, num_classes=None, fix=None):
     return check_targets(targets, f"label file {path}", num_classes, fix)
 
 
+def granularity_fix(dataset, granularity, label):
+    """How to get a label file for a coarse run (its file shares the fine one's name, so a fine one
+    found there says what to do); None for the fine labels."""
+    if granularity == "fine":
+        return None
+    return (f"a --label_granularity {granularity} run needs a file of its own: make one with "
+            f"python -m labels.generate --dataset {dataset} --label_granularity {granularity} "
+            f"--label {label} --out DIR, then pass --label_dir DIR")
+
+
 def check_targets(targets, source, num_classes=None, fix=None):
     """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
     class (C == num_classes when given; `fix` says how to get such a file), finite in float32,

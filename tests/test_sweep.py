@@ -22,7 +22,7 @@ import pytest
 import sweep
 from conftest import REPO, last_json, run_script
 from utils.errors import call_cli
-from utils.grid import ATTACK_RESULTS, Run, Task, attack_state, missing_entries, requested_attacks
+from utils.grid import ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, missing_entries, requested_attacks
 
 # Tiny attacks: one setting on 20 images, no example figure.
 ATTACK_FLAGS = ["--num_images", "20", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
@@ -105,6 +105,13 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--dry_run", "--seeds", "-1"], "--seeds: '-1' is not a valid value"),
     (["--dry_run", "--config", "{tmp}/binary.yaml"], "binary.yaml is not a text file (not UTF-8)"),
     (["--dry_run", "--train_args", '--epochs "1'], "pass-through arguments '--epochs \"1': No closing quotation"),
+    # each was found by the first train.py job, after the sweep had queued every run
+    (["--dry_run", "--datasets", "cifar100", "--labels", "speech", "--label_granularity", "coarse"],
+     "labels/label_files/cifar100_speech.npy has 100 class targets, but the dataset has 20 classes; a "
+     "--label_granularity coarse run needs a file of its own: make one with python -m labels.generate "
+     "--dataset cifar100 --label_granularity coarse --label speech --out DIR, then pass --label_dir DIR"),
+    (["--dry_run", "--labels", "speech", "--label_dir", "{tmp}/short"], "short/cifar10_speech.npy has "
+     "9 class targets, but the dataset has 10 classes"),
     # train.py wrote the coarse run, attack.py attacked (and wrote into) the fine one
     (["--dry_run", "--datasets", "cifar100", "--labels", "category", "--stages", "train", "attack",
       "--train_args", "--label_granularity coarse"], "but attack.py would read"),
@@ -118,6 +125,8 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
     (tmp_path / "map.yaml").write_text("labels: {speech: 1}\n")
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe")
+    (tmp_path / "short").mkdir()
+    np.save(tmp_path / "short" / "cifar10_speech.npy", np.eye(9, dtype=np.float32))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--stages" not in argv and not any("yaml" in a for a in argv):
         argv += ["--stages", "train"]
@@ -445,10 +454,14 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
 
 
 def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_dir):
-    """Two concurrent runs; one has a label file with the wrong number of classes and fails."""
+    """Two concurrent runs; one has a corrupt checkpoint to resume from and fails. (A label file
+    of the wrong shape is refused before any run starts: test_bad_input_is_one_line.)"""
     labels = tmp_path / "labels"
     shutil.copytree(label_dir, labels)
-    np.save(labels / "cifar10_bad.npy", np.zeros((5, 8), np.float32))
+    np.save(labels / "cifar10_bad.npy", np.random.RandomState(0).randn(10, 8).astype(np.float32))
+    corrupt = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_bad" / LAST_CHECKPOINT
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(b"not a checkpoint")
     grid = ["sweep.py", "--labels", "category", "bad", "--seeds", "3", "--local", "--jobs", "2",
             *tiny(cifar10_dir, labels, tmp_path / "out"), *ATTACK_FLAGS]
     proc = run_script(*grid, check=False)
@@ -457,7 +470,7 @@ def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_di
     assert (summary["runs"], summary["completed"], summary["skipped"]) == (2, 1, 0)
     [failed] = summary["failed"]
     assert (failed["run"], failed["stage"], failed["status"]) == ("cifar10/resnet32/bad/level100/seed3", "train", 2)
-    assert "has 5 class targets, but the dataset has 10" in failed["note"]
+    assert failed["note"].startswith(f"error: checkpoint {corrupt} ") and "--force" in failed["note"]
     assert "FAILED train cifar10/resnet32/bad/level100/seed3: exit 2: error: " in proc.stderr
     assert "OMP_NUM_THREADS=" in proc.stderr
     run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from labels import label_path, read_targets, targets_sha256
+from cifar import DATASETS
+from labels import granularity_fix, label_path, read_targets, targets_sha256
 from utils.errors import UsageError
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
 
@@ -539,7 +540,12 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
     return tasks
 
 
-def missing_label_files(runs, label_dir):
-    """Label files the grid needs that are not in label_dir, as paths."""
-    needed = {label_path(r.dataset, r.label, label_dir) for r in runs if r.label not in FILELESS_LABELS}
-    return sorted(p for p in needed if not p.is_file())
+def check_label_files(runs, label_dir, granularity):
+    """The label files the runs train on, before any is queued: each in label_dir, readable, with
+    a target per class of its dataset at `granularity` (a UsageError as train.py's otherwise)."""
+    needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
+    if missing := [p for p in (label_path(d, n, label_dir) for d, n in needed) if not p.is_file()]:
+        raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}")
+    for dataset, name in needed:
+        classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
+        read_targets(label_path(dataset, name, label_dir), classes, granularity_fix(dataset, granularity, name))

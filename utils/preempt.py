@@ -6,6 +6,7 @@ job-array script to requeue the task. A requeued task reruns with --resume and e
 results as an uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
 """
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -31,6 +32,23 @@ def install():
             signal.signal(sig, _handle)
         atexit.unregister(_ignore)
         atexit.register(_ignore)
+
+
+@contextlib.contextmanager
+def catching():
+    """Catch SIGTERM and SIGUSR1 while a loop polls `requested()`. A script installed the handlers
+    first, and keeps them; a caller of run_training() or attack.run() (a notebook) gets its own
+    handlers back afterwards, and a signal caught meanwhile does not stop its next run."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
+    install()
+    try:
+        yield
+    finally:
+        if previous and any(handler is not _handle for handler in previous.values()):
+            for sig, handler in previous.items():  # None: a handler not set from Python
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            _stop.clear()
 
 
 def _ignore():

@@ -17,6 +17,7 @@ import torch
 
 from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
+from labels import granularity_fix
 from utils import distributed, preempt
 from utils.errors import UsageError
 from utils.flags import acts_on
@@ -476,11 +477,7 @@ def run_training(args):
     if ctx.main:
         warn_slow_bf16(device, args.amp)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    fix = None  # a coarse run's file shares the fine one's name: a fine one found says what to do
-    if args.label_granularity != "fine":
-        fix = (f"a --label_granularity {args.label_granularity} run needs a file of its own: make one "
-               f"with python -m labels.generate --dataset {args.dataset} --label_granularity "
-               f"{args.label_granularity} --label {args.label} --out DIR, then pass --label_dir DIR")
+    fix = granularity_fix(args.dataset, args.label_granularity, args.label)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
                              mcr2_options(args), fix=fix)
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
