@@ -259,10 +259,8 @@ def load_previous(path, checkpoint, checkpoint_sha, log):
 
 def save_examples(path, model, space, images, labels, class_names, entry, targets, args, protocol):
     """clean / adversarial / amplified perturbation for the first few correctly classified images."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
+    from matplotlib.figure import Figure  # not pyplot: a notebook's backend and figures stay as they were
 
     from utils.attacks import run_attack
     result = run_attack(model, space, images, labels, entry["attack"], entry["eps"],
@@ -281,7 +279,8 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     rows = [("clean", clean), ("adversarial", adversarial.clamp(0, 1)),
             (f"perturbation x{gain:.0f} + 0.5", ((adversarial - clean) * gain + 0.5).clamp(0, 1))]
     width = max(1.6 * len(shown), 4.8)  # inches: wide enough for the title with one or two images
-    figure, axes = plt.subplots(3, len(shown), figsize=(width, 5.4), squeeze=False)
+    figure = Figure(figsize=(width, 5.4))
+    axes = figure.subplots(3, len(shown), squeeze=False)
     for row, (name, pictures) in enumerate(rows):
         for col, i in enumerate(shown.tolist()):
             ax = axes[row][col]
@@ -301,7 +300,6 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     figure.suptitle(textwrap.fill(title, int(width * 14)), fontsize=9)  # ~14 characters an inch
     figure.tight_layout()
     atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
-    plt.close(figure)
 
 
 def run(args):
@@ -360,10 +358,10 @@ def run(args):
 
         settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
                     for label, eps in epsilons]
-        preempt.install()  # as attack.py does first, for a caller of run()
         current, clean_acc = [], None
         shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
-        with Progress(len(settings), f"{args.model} {args.label} attacks", "setting") as progress:
+        with preempt.catching(), Progress(len(settings), f"{args.model} {args.label} attacks",
+                                          "setting") as progress:
             for attack, targeted, eps_label, eps in settings:
                 plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
                 entry = {"protocol": protocol, "attack": attack, "objective": args.objective,

@@ -531,9 +531,9 @@ def label_styles(labels):
     """Line style per label: one colour per label type (in LABEL_ORDER; tab10, then tab20 when
     there are more than ten types), and for its label-noise variants the same colour with another
     dash pattern and marker, so that no two lines of a figure look alike."""
-    import matplotlib.pyplot as plt
+    import matplotlib
     bases = sorted({split_noise(label)[0] for label in labels}, key=label_rank)
-    palette = plt.get_cmap("tab10" if len(bases) <= 10 else "tab20").colors
+    palette = matplotlib.colormaps["tab10" if len(bases) <= 10 else "tab20"].colors
     colour = {base: palette[i % len(palette)] for i, base in enumerate(bases)}
     dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D")
     noises = sorted({split_noise(label)[1] for label in labels})
@@ -555,10 +555,9 @@ def plot_line(ax, xs, stats_list, label, style):
 
 
 def figures(out, accuracy, robust, records):
-    """PNG figures; returns their file names."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """PNG figures; returns their file names. Drawn on Figure objects, not through pyplot: a
+    notebook that calls report() keeps its backend and its open figures."""
+    from matplotlib.figure import Figure
 
     styles = label_styles([r["label"] for r in records])
     written = []
@@ -566,7 +565,6 @@ def figures(out, accuracy, robust, records):
     def save(fig, name):
         fig.tight_layout()
         atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=120))
-        plt.close(fig)
         written.append(name)
 
     figures_rows = defaultdict(list)
@@ -578,7 +576,8 @@ def figures(out, accuracy, robust, records):
         # a panel per attack and setting; the setting is named where an attack has several
         panels = robust_tables(rows, lambda r: (r["attack"],))
         panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
-        fig, axes = plt.subplots(1, len(panel_keys), figsize=(4.5 * len(panel_keys), 3.8), squeeze=False)
+        fig = Figure(figsize=(4.5 * len(panel_keys), 3.8))
+        axes = fig.subplots(1, len(panel_keys), squeeze=False)
         for ax, panel in zip(axes[0], panel_keys):
             attack, panel_rows = panel[0], panels[panel]
             for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
@@ -609,7 +608,8 @@ def figures(out, accuracy, robust, records):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
         if len({r["level"] for r in rows}) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig = Figure(figsize=(5.5, 4))
+        ax = fig.subplots()
         for label in sorted({r["label"] for r in rows}, key=label_rank):
             line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
             plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, styles[label])
@@ -621,7 +621,8 @@ def figures(out, accuracy, robust, records):
 
     curves = curve_means(records)
     for (dataset, model, level), by_label in sorted(curves.items()):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig = Figure(figsize=(5.5, 4))
+        ax = fig.subplots()
         for label in sorted(by_label, key=label_rank):
             values = by_label[label]
             style = styles[label] | {"marker": "." if len(values) <= 40 else None}

@@ -2,10 +2,13 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
-from conftest import last_json, run_script
+from conftest import REPO, last_json, run_script
 from report import cell, mean_std, report
 from utils.runs import run_directory
 
@@ -217,6 +220,24 @@ def test_summary_json_and_figures(made):
                                "robust_cifar10_resnet32_level100_untargeted.png"]
     for name in figures:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_notebook_keeps_its_backend_and_figures(study, tmp_path):
+    """report() switched the caller's matplotlib backend to Agg (a notebook's inline figures
+    stopped showing) and drew through pyplot's global figure list."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        import matplotlib
+        matplotlib.use("svg")  # as a notebook's inline backend
+        import matplotlib.pyplot as plt
+        plt.figure()
+        from report import report
+        files = report({str(study)!r}, {str(tmp_path / "out")!r})["files"]
+        print(matplotlib.get_backend(), plt.get_fignums(), sum(f.endswith(".png") for f in files))
+    """)
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.split("\n")[-2] == "svg [1] 5"
 
 
 def test_grid_file_names_the_expected_runs(study, tmp_path):

@@ -788,3 +788,28 @@ def test_progress_on_terminals_with_and_without_a_width():
                 raise KeyboardInterrupt
         assert progress.bar is None
         assert shown(screen).endswith(b"\r\n")  # closed: the next line starts afresh
+
+
+def test_a_notebook_keeps_its_signal_handlers(monkeypatch, cifar10_dir, label_dir, tmp_path):
+    """run_training() in a notebook's kernel took over SIGTERM and SIGUSR1 for good, and a signal
+    once caught stopped every later run at its start (exit 75)."""
+    from utils import training
+    caught = []
+    ours = signal.signal(signal.SIGTERM, lambda *frame: caught.append(frame))
+    real = training.train_epoch
+
+    def signalled(*args):  # a SIGTERM in the first epoch, caught by the run's own handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args)
+    try:
+        monkeypatch.setattr(training, "train_epoch", signalled)
+        with pytest.raises(SystemExit) as stopped:
+            train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1))
+        assert stopped.value.code == 75 and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+        handler = signal.getsignal(signal.SIGTERM)
+        monkeypatch.setattr(training, "train_epoch", real)
+        result = train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1))
+        assert result["epochs"] == 1 and result["best_epoch"] == 1
+    finally:
+        signal.signal(signal.SIGTERM, ours)
+    assert handler is not training.preempt._handle and not caught  # the run's, not the kernel's

@@ -560,10 +560,9 @@ def run_training(args):
             # left an older one)
             save_checkpoint(best_path, state_for(best["epoch"]) | {"valid_acc": best["valid_acc"]})
 
-        preempt.install()  # as train.py does first, for a caller of run_training()
         first_epoch = len(history)
-        with Progress(args.epochs, f"{args.model} {args.label}", "epoch", initial=len(history),
-                      enabled=writes) as progress:  # closed however the loop ends
+        with preempt.catching(), Progress(args.epochs, f"{args.model} {args.label}", "epoch",
+                                          initial=len(history), enabled=writes) as progress:
             for epoch in range(first_epoch, args.epochs):
                 lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
                 step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
