@@ -53,7 +53,7 @@ def epsilon(text):
 
 
 def build_parser():
-    parser = CliParser(description=__doc__.split("\n")[0],
+    parser = CliParser(prog="attack.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter)
     run = parser.add_argument_group("the run to attack (train.py's flags)")
     add_flags(run, "model", model={

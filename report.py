@@ -41,7 +41,7 @@ NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 
 
 def build_parser():
-    parser = CliParser(description=__doc__.split("\n")[0],
+    parser = CliParser(prog="report.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter)
     parser.add_argument("--base_dir", default="./outputs", help="root of the run directories")
     parser.add_argument("--out", default="./report", help="folder for tables, CSVs, figures, summary")

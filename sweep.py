@@ -42,7 +42,7 @@ FILE_ONLY = {"args": "pass-through flags for every script, as with unknown comma
 
 
 def build_parser():
-    parser = CliParser(description=__doc__.split("\n")[0], allow_abbrev=False,
+    parser = CliParser(prog="sweep.py", description=__doc__.split("\n")[0], allow_abbrev=False,
                        formatter_class=DefaultsFormatter,
                        epilog="Any other --flag (with its values) is passed to the scripts that "
                               "accept it; flags after -- too.")

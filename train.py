@@ -29,7 +29,8 @@ LABEL_DEFAULTS = {None: {"batch_size": 128, "lr": 0.1}, "mcr2": {"batch_size": 1
 
 
 def build_parser():
-    parser = CliParser(description=__doc__.split("\n")[0], formatter_class=DefaultsFormatter)
+    parser = CliParser(prog="train.py", description=__doc__.split("\n")[0],
+                       formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
     add_flags(data, "dataset", "data_dir", "label_granularity", "seed", data_dir={
         "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={
@@ -105,8 +106,9 @@ def main(argv=None):
             raise
         raise UsageError(f"process {os.environ.get('RANK')} of this torchrun stopped: another process "
                          "ended first (its error is above)") from None
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt("rerun with --resume to continue after the last finished epoch") from None
+    except KeyboardInterrupt as err:  # in an epoch's steps it says what is kept
+        raise KeyboardInterrupt(str(err) or "rerun with --resume to continue after the last finished "
+                                "epoch") from None
     distributed.finish()  # under torchrun: every process done, then the group closed
     if main_process:
         print(json_text(results), flush=True)

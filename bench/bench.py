@@ -563,7 +563,7 @@ def speed_sections(args, device):
 
 
 def main(argv=None):
-    parser = CliParser(description=__doc__.split("\n")[0])
+    parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet32"])
     parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
                         help="category, or a target label of the shipped files' shape (random "

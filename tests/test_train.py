@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+import attack
+import report
+import sweep
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
-from utils.errors import call_cli, run_cli
+from utils.errors import UsageError, call_cli, run_cli
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, RESULTS, save_checkpoint, write_json
 
 TIMING = ("seconds", "images_per_s")
@@ -529,10 +532,20 @@ def test_a_script_started_with_sigint_ignored_keeps_ignoring_it():
 
 def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
     import utils.training
+    real_train_epoch = utils.training.train_epoch
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(utils.training, "train_epoch", interrupted)
+    assert call_cli(train.main, flags(cifar10_dir, tmp_path, label_dir, epochs=1)) == 130
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: interrupted; {run_dir}: stopped during epoch 1; no epoch had finished, rerun with --resume")
+
+    def interrupted_in_validation(*args, **kwargs):  # after the steps of epoch 1: nothing kept yet
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils.training, "train_epoch", real_train_epoch)
+    monkeypatch.setattr(utils.training, "evaluate", interrupted_in_validation)
     assert call_cli(train.main, flags(cifar10_dir, tmp_path, label_dir, epochs=1)) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
         "error: interrupted; rerun with --resume to continue after the last finished epoch")
@@ -790,9 +803,11 @@ def test_progress_on_terminals_with_and_without_a_width():
         assert shown(screen).endswith(b"\r\n")  # closed: the next line starts afresh
 
 
-def test_a_notebook_keeps_its_signal_handlers(monkeypatch, cifar10_dir, label_dir, tmp_path):
-    """run_training() in a notebook's kernel took over SIGTERM and SIGUSR1 for good, and a signal
-    once caught stopped every later run at its start (exit 75)."""
+def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifar10_dir, label_dir,
+                                                               tmp_path):
+    """run_training() in a notebook's kernel took over SIGTERM and SIGUSR1 for good, a signal once
+    caught stopped every later run at its start (exit 75), and the run's seed reseeded torch's
+    global RNG."""
     from utils import training
     caught = []
     ours = signal.signal(signal.SIGTERM, lambda *frame: caught.append(frame))
@@ -808,8 +823,26 @@ def test_a_notebook_keeps_its_signal_handlers(monkeypatch, cifar10_dir, label_di
         assert stopped.value.code == 75 and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
         handler = signal.getsignal(signal.SIGTERM)
         monkeypatch.setattr(training, "train_epoch", real)
+        torch.manual_seed(123)
+        expected = torch.rand(3)
+        torch.manual_seed(123)
         result = train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1))
         assert result["epochs"] == 1 and result["best_epoch"] == 1
+        assert torch.equal(torch.rand(3), expected)
     finally:
         signal.signal(signal.SIGTERM, ours)
     assert handler is not training.preempt._handle and not caught  # the run's, not the kernel's
+
+
+@pytest.mark.parametrize("main, flag, message", [
+    (train.main, "--bogus", "unrecognized arguments: --bogus (see train.py --help)"),
+    (attack.main, "--bogus", "unrecognized arguments: --bogus (see attack.py --help)"),
+    (report.main, "--bogus", "unrecognized arguments: --bogus (see report.py --help)"),
+    (sweep.main, "--stages", "argument --stages: expected at least one argument (see sweep.py --help)"),
+])
+def test_a_bad_flag_in_process_is_a_usage_error(monkeypatch, main, flag, message):
+    """It was SystemExit(2) after a line naming the caller (ipykernel_launcher.py --help)."""
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py"])
+    with pytest.raises(UsageError) as err:
+        main([flag])
+    assert str(err.value) == message

@@ -96,8 +96,8 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class CliParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one `error:` line (the usage block is in --help)."""
+    """argparse, but a bad flag is a UsageError: one `error:` line from the command line (the usage
+    block is in --help), an exception a caller of main(argv) can catch (not SystemExit)."""
 
     def error(self, message):
-        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+        raise UsageError(f"{message} (see {self.prog} --help)")

@@ -521,8 +521,10 @@ def run_training(args):
         config["segments"] = _segments(checkpoint, config)
         writes = ctx.main  # under torchrun only rank 0 touches the files
 
-        torch.manual_seed(args.seed)
-        model = build_model(args.model, space.output_shape, data.info.mean, data.info.std).to(device)
+        with torch.random.fork_rng(devices=[]):  # the seed draws the initial weights; a caller's RNG stays
+            torch.manual_seed(args.seed)
+            model = build_model(args.model, space.output_shape, data.info.mean, data.info.std)
+        model = model.to(device)
         if args.channels_last:
             model = model.to(memory_format=torch.channels_last)
         trained = distributed.wrap(model, ctx, device)
@@ -568,10 +570,14 @@ def run_training(args):
                 step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
                 generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
                 start = time.perf_counter()
-                train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
+                kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
+                try:
+                    train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
+                except KeyboardInterrupt:  # Ctrl-C, where a run spends its time: what is kept
+                    raise KeyboardInterrupt(f"{run_dir}: stopped during epoch {epoch + 1}; {kept}, rerun "
+                                            "with --resume") from None
                 if train is None:
                     progress.close()
-                    kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
                     preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
                                              f"{kept}, rerun with --resume")
                 step_seconds = time.perf_counter() - start  # the training steps alone
