@@ -124,7 +124,7 @@ def find_checkpoint(args):
         path = Path(args.checkpoint)
         if not path.is_file():
             raise UsageError(f"checkpoint {path} does not exist")
-        return path, path.parent
+        return path.absolute(), path.absolute().parent  # as run_dir_of's: they hold from any directory
     run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     if not path.is_file():
