@@ -846,3 +846,51 @@ def test_a_bad_flag_in_process_is_a_usage_error(monkeypatch, main, flag, message
     with pytest.raises(UsageError) as err:
         main([flag])
     assert str(err.value) == message
+
+
+def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label_dir, tmp_path):
+    """A relative --base_dir or --checkpoint gave paths relative to the job's directory, which a
+    notebook that ran the job elsewhere (subprocess cwd=...) could not open."""
+    monkeypatch.chdir(tmp_path)
+    result = train.main(flags(cifar10_dir, "runs", label_dir, label="category", epochs=1))
+    run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    assert result["run_dir"] == str(run_dir) and result["checkpoint"].startswith(f"{run_dir}/")
+    assert json.loads((run_dir / "config.json").read_text())["run_dir"] == str(run_dir)
+    checkpoint = Path(result["checkpoint"]).relative_to(tmp_path)
+    summary = attack.main(["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir",
+                           str(label_dir), "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
+                           "--num_images", "5", "--examples", "0", "--device", "cpu"])
+    assert (summary["run_dir"], summary["results"]) == (str(run_dir), str(run_dir / ATTACK_RESULTS))
+    assert json.loads((run_dir / ATTACK_RESULTS).read_text())["checkpoint"] == result["checkpoint"]
+
+
+def test_the_readmes_notebook_code_runs(cifar10_dir, tmp_path):
+    """README's 'From a notebook' blocks, as printed, on the tiny dataset (1 epoch): the model they
+    load decodes the test images as train.py's evaluation did."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### From a notebook"):]
+    blocks = [b.split("\n", 1)[1] for b in section.split("```python")[1:3]]
+    code = "\n".join(b[:b.index("```")] for b in blocks)
+    for old, new in (("/path/to/labelrep", str(REPO)), ("/data/cifar10", str(cifar10_dir)),
+                     ("/scratch/runs", str(tmp_path)),
+                     ('"--epochs", "30"', '"--epochs", "1", "--valid_size", "50", "--device", "cpu"')):
+        assert old in code, old
+        code = code.replace(old, new)
+    code += "\nprint(json.dumps({'accuracy': accuracy, 'test_acc': result['test_acc']}))\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout.splitlines()[-1])
+    assert shown["accuracy"] == pytest.approx(shown["test_acc"], abs=1e-6)  # all 100 test images
+
+
+def test_a_validation_split_larger_than_the_training_images_is_told(cifar10_dir, label_dir, tmp_path,
+                                                                    capsys):
+    """The README's first command on a 5170-image copy of CIFAR-10 trained on 170 images
+    (--valid_size 5000) and said nothing of it."""
+    train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, valid_size=200))
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: --valid_size 200 leaves 100 of the 300 training images to train on; a smaller "
+        "--valid_size trains on more")
+    train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, valid_size=200, level=30))
+    assert "warning" not in capsys.readouterr().err  # fewer images than the split is what a level asks

@@ -504,6 +504,9 @@ def run_training(args):
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
             # where the run is now: its base folder may have moved since (a copied archive)
             return results | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
+        if args.level == 100 and len(split.train) < len(split.valid) and ctx.main:  # a small dataset
+            log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
+                f"{len(data.train_labels)} training images to train on; a smaller --valid_size trains on more")
         checkpoint = best_state = None
         if last_path.exists() and not args.force:
             if not args.resume:
