@@ -42,13 +42,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from architecture import build_model  # noqa: E402
+from architecture import ARCHITECTURES, build_model  # noqa: E402
 from cifar import PAPER_MEAN, PAPER_STD, draw_augmentation, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, cudagraph_skips,  # noqa: E402
                             fast_bf16, keep_freed_memory, resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
-from utils.errors import CliParser, number, run_cli  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, number, run_cli  # noqa: E402
 from train import COMPILE_MODES  # noqa: E402
 
 
@@ -470,7 +470,8 @@ def accuracy_lines(args, rows):
     done = [r for *_, r in rows if r is not None]
     sizes = (f"{done[0]['train_images']} training images, {done[0]['test_images']} test images, "
              if done else "")
-    lines = [f"\n**fp32 against bf16: train.py for {args.epochs} epochs on {args.data_dir}** "
+    epochs = f"{args.epochs} epoch{'s' * (args.epochs != 1)}"
+    lines = [f"\n**fp32 against bf16: train.py for {epochs} on {args.data_dir}** "
              f"({sizes}--valid_size {args.valid_size}{extra})\n",
              "| model | label | seed | precision | test acc | best valid acc | images/s | train s |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
@@ -563,16 +564,19 @@ def speed_sections(args, device):
 
 
 def main(argv=None):
-    parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["resnet32"])
+    parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0],
+                       formatter_class=DefaultsFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet32"], choices=ARCHITECTURES,
+                        help="architectures to time")
     parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
-                        help="category, or a target label of the shipped files' shape (random "
-                        "targets: throughput does not depend on their values)")
+                        help="category, or a target label's shape (random targets of that shape: "
+                        "throughput does not depend on their values)")
     parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host"), default="all",
                         help="'all' is train and attack; 'accuracy' trains with train.py in fp32 and "
                         "bf16 on --data_dir and compares test accuracy; 'host' counts the operators "
                         "a training step runs from the host outside compiled graphs")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto: cuda when there is one")
     parser.add_argument("--train_images", type=number(int), default=None,
                         help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
     parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES,
@@ -601,8 +605,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=number(int), default=None,
                         help="timed pairs (the paper's, then ours) per variant (default 7 on the "
                         "CPU, whose speed drifts, 3 on a GPU)")
-    parser.add_argument("--record", default=str(REPO / "BENCHMARKS.md"))
-    parser.add_argument("--no_record", action="store_true")
+    parser.add_argument("--record", default=str(REPO / "BENCHMARKS.md"),
+                        help="the file the tables are appended to, with device, versions and date")
+    parser.add_argument("--no_record", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)
     if args.what == "accuracy" and not args.data_dir:
         parser.error("--what accuracy needs --data_dir (a CIFAR-10 folder)")
