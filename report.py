@@ -23,8 +23,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
-from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, describe_key, entry_key, eps_text,
-                        missing_entries, nonnegative, parse_level, read_json_or_none, read_lines)
+from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, entry_key, eps_text, missing_note,
+                        nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, dataset_folder, json_text
 
@@ -401,11 +401,8 @@ def incomplete_and_missing(records, expected, wanted):
             elif record["attack"] is not None:
                 images = ((settings["num_images"] or record["train"].get("test_images"))
                           if settings["plans"] else None)
-                missing = missing_entries(record["attack"], settings["keys"], settings["plans"], images)
-                if missing:
-                    shown = ", ".join(describe_key(k) for k in missing[:4])
-                    reasons.append(f"attack results miss {len(missing)} setting(s): {shown}"
-                                   + (" ..." if len(missing) > 4 else ""))
+                if missing := missing_note(record["attack"], settings["keys"], settings["plans"], images):
+                    reasons.append(f"attack results: {missing}")
         if reasons:
             incomplete.append({"run": record["run"], "run_dir": record["run_dir"], "reasons": reasons})
     missing = [{"run": run_name(key), "reason": "no run directory"} for key in expected
@@ -461,7 +458,7 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
         images = one(i for r in rows for i in r["train_images"])
         level_text = ", ".join(sorted({f"level {levels[(dataset, m)]:g}" for m in models}))
         epochs = one(e for r in rows for e in r["epochs"])
-        out += [f"### {dataset} ({level_text}: {images} training images, {epochs} epochs)", "",
+        out += [f"### {dataset} ({level_text}: {images} training images, {epochs} epoch{'s' * (epochs != 1)})", "",
                 markdown_table(["label", *models],
                                [[label, *(cell(stats(find[(label, m)], "test_acc")) if (label, m) in find
                                           else "-" for m in models)] for label in labels]), ""]

@@ -199,6 +199,7 @@ def count_line(tasks):
 
 # ---------------------------------------------------------------- SLURM
 
+SCRIPT_MARK = "# labelrep sweep:"  # the second line of every array script sweep.py writes
 SLURM_BODY = r'''
 child=""
 signalled=""
@@ -255,6 +256,22 @@ def directive(flag, value, source):
     return f'--{flag}="{value}"' if any(c.isspace() for c in value) else f"--{flag}={value}"
 
 
+def drop_old_script(path):
+    """With nothing to submit, an earlier sweep's script at `path` goes, so that `sweep.py ... --slurm
+    FILE && sbatch FILE` submits nothing rather than the old array (SLURM keeps a copy of a submitted
+    script, and its commands file stays for tasks still queued); returns what a message adds."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            ours = SCRIPT_MARK.encode() in f.read(200)
+    except OSError:  # none there (or unreadable: left alone)
+        return ""
+    if not ours:
+        return ""
+    path.unlink()
+    return f"; removed the earlier {path}, so it is not submitted again"
+
+
 def write_slurm(opts, tasks):
     """Write the array script and its commands file; returns (script, commands, number of tasks)."""
     todo = [t for t in tasks if t.todo]
@@ -275,7 +292,7 @@ def write_slurm(opts, tasks):
     sbatch += opts.sbatch
     header = [
         "#!/bin/bash",
-        f"# labelrep sweep: {len(todo)} runs ({' then '.join(tasks[0].stages)} each), by sweep.py",
+        f"{SCRIPT_MARK} {len(todo)} runs ({' then '.join(tasks[0].stages)} each), by sweep.py",
         "# task i runs line i+1 of the commands file",
         f"#   submit:            sbatch {shlex.quote(str(script))}",
         f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(script))}",
@@ -465,7 +482,8 @@ def main(argv=None):
         return {"runs": len(tasks), "to_run": len(todo)}
     if opts.slurm:
         if not todo:
-            print(f"{count_line(tasks)}: nothing to submit, no script written", file=sys.stderr)
+            print(f"{count_line(tasks)}: nothing to submit, no script written{drop_old_script(opts.slurm)}",
+                  file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": 0, "script": None}
         else:
             script, commands, n = write_slurm(opts, tasks)

@@ -195,7 +195,7 @@ def test_missing_and_incomplete_are_listed(made):
     assert incomplete["cifar10/resnet32/speech/level100/seed3"] == [
         "training stopped after epoch 2 of 4 (no results.json)"]
     assert incomplete["cifar10/resnet32/speech/level100/seed2"] == [
-        "attack results miss 1 setting(s): pgd untargeted 8/255"]
+        "attack results: 1 of 4 settings missing (pgd untargeted 8/255)"]
     assert incomplete["cifar10/resnet32/category/level25/seed1"] == ["no attack results"]
     assert len(incomplete) == 3 + 1 + 1 + 1  # category level 25 x3, speech level 25 seed 1
     assert [m["run"] for m in summary["missing"]] == ["cifar10/resnet32/speech/level25/seed2",
@@ -309,7 +309,21 @@ def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     summary = report(base, tmp_path / "report", grid, draw=False)
     assert summary["missing"] == []
     assert [(i["run"], i["reasons"]) for i in summary["incomplete"]] == [
-        ("cifar10/resnet32/speech/level100/seed1", ["attack results miss 1 setting(s): fgsm untargeted 1/255"])]
+        ("cifar10/resnet32/speech/level100/seed1", ["attack results: 1 of 2 settings missing (fgsm untargeted 1/255)"])]
+
+
+def test_a_grids_setting_computed_otherwise_is_named_so(tmp_path):
+    """A quick trial's attacks (50 images) stood in a grid report as plainly missing, though its
+    robust tables showed them."""
+    base = tmp_path / "outputs"
+    trial = [dict(entry("fgsm", eps, 0.3), num_images=50) for eps in (1 / 255, EPS8)]
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=trial)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category]\nseeds: [1]\nargs: --attacks fgsm --epsilons 1/255 8/255 --targeted no\n")
+    summary = report(base, tmp_path / "report", grid, draw=False)
+    assert [i["reasons"] for i in summary["incomplete"]] == [[
+        "attack results: 2 of 2 settings missing, 2 of them computed with other steps, precision or "
+        "images (1017 images asked) (fgsm untargeted 1/255, fgsm untargeted 8/255)"]]
 
 
 def test_malformed_run_files_are_listed_not_averaged(tmp_path):
@@ -415,7 +429,7 @@ def test_paper_protocol_budgets_are_in_normalised_units(tmp_path):
              attack=[entry("fgsm", EPS8, 0.2)])
     summary = report(base, tmp_path / "out", draw=False)
     reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
-    assert reasons["seed2"] == ["attack results miss 1 setting(s): fgsm untargeted 0.3 (paper protocol)"]
+    assert reasons["seed2"] == ["attack results: 1 of 2 settings missing (fgsm untargeted 0.3 (paper protocol))"]
     table = table_rows((tmp_path / "out" / "tables.md").read_text(), "fgsm, untargeted, paper protocol")
     assert table["label"] == ["clean", "0.3"]
 

@@ -168,7 +168,7 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
     rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-1]}
     assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 entries)" in rows["category"]
-    assert "run: resume: 1 of 2 entries missing (pgd untargeted 8/255)" in rows["speech"]
+    assert "run: resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
     assert "run: resume after epoch 2/4" in rows["shuffle"] and "run: after train" in rows["shuffle"]
     assert ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over") in rows["uniform"] and "run: after train" in rows["uniform"]
@@ -217,6 +217,20 @@ def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_d
     proc = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "4"},
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "no line 5 in" in proc.stderr
+
+
+def test_nothing_to_submit_removes_the_earlier_script(tmp_path, capsys, cifar10_dir, label_dir):
+    """`sweep.py --slurm F && sbatch F` submitted the last sweep's array again once every run was
+    done; a file sweep.py did not write is left alone."""
+    grid = ["--labels", "category", "--seeds", "3", *tiny(cifar10_dir, label_dir, tmp_path / "out"),
+            "--stages", "train"]
+    script, commands = slurm_script(tmp_path, capsys, grid)
+    assert sweep.drop_old_script(script) == f"; removed the earlier {script}, so it is not submitted again"
+    assert not script.exists() and commands.exists()  # tasks still queued read the commands file
+    assert sweep.drop_old_script(script) == ""
+    other = tmp_path / "mine.sbatch"
+    other.write_text("#!/bin/bash\n#SBATCH --array=0-9\n")
+    assert sweep.drop_old_script(other) == "" and other.exists()
 
 
 def test_sbatch_directives_quote_white_space():
@@ -515,7 +529,7 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
         done | {"num_images": 100}]}))
     assert attack_state(tmp_path, wanted) == (
-        False, "resume: 1 of 1 entries missing, 1 of them computed with other steps, precision or images "
+        False, "resume: 1 of 1 settings missing, 1 of them computed with other steps, precision or images "
         "(20 images asked) (pgd untargeted 8/255)")
     three = requested_attacks(attack.parse(flags + ["--steps", "3"]), attack.module)
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [

@@ -456,16 +456,24 @@ def attack_state(run_dir, wanted=None, test_images=None):
     if wanted is None:
         return True, f"done ({len(attack_entries(results)[0])} entries)"
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
-    missing = missing_entries(results, wanted["keys"], wanted["plans"], asked)
-    if missing:
-        shown = ", ".join(describe_key(k) for k in missing[:3])
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        otherwise = len(missing) - len(missing_entries(results, wanted["keys"]))
-        why = (f", {otherwise} of them computed with other steps, precision or images"
-               + (f" ({asked} images asked)" if asked else "") if otherwise else "")
-        return False, (f"resume: {len(missing)} of {len(wanted['keys'])} entries missing{why} "
-                       f"({shown}{more})")
+    if missing := missing_note(results, wanted["keys"], wanted["plans"], asked):
+        return False, f"resume: {missing}"
     return True, f"done ({len(wanted['keys'])} entries)"
+
+
+def missing_note(results, keys, plans=None, num_images=None):
+    """The settings of `keys` that attack_results.json `results` lacks (see `missing_entries`), as
+    a note: '3 of 16 settings missing, 3 of them computed with other steps, precision or images
+    (1017 images asked) (fgsm untargeted 1/255, ...)'; None when none is."""
+    missing = missing_entries(results, keys, plans, num_images)
+    if not missing:
+        return None
+    shown = ", ".join(describe_key(k) for k in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    otherwise = len(missing) - len(missing_entries(results, keys))
+    why = (f", {otherwise} of them computed with other steps, precision or images"
+           + (f" ({num_images} images asked)" if num_images else "") if otherwise else "")
+    return f"{len(missing)} of {len(keys)} settings missing{why} ({shown}{more})"
 
 
 @dataclass
