@@ -71,7 +71,9 @@ def build_parser():
     run.add_argument("--checkpoint", default=None, help="a best-model .pth to attack instead of "
                      "the one found from the flags above; results go to its folder")
     data = parser.add_argument_group("data")
-    add_flags(data, "data_dir", "label_dir", label_dir={
+    add_flags(data, "data_dir", "label_dir", data_dir={
+        "default": None, "help": "folder holding cifar-10-batches-py / cifar-100-python (default: the "
+        "run's own, as its checkpoint recorded it, if that folder is here; else ./data)"}, label_dir={
         "help": "folder of {dataset}_{label}.npy files; if the run's file is there, its shape must "
         "match the checkpoint's (the checkpoint's own targets are used)"})
     data.add_argument("--num_images", type=number(int), default=None,
@@ -189,11 +191,15 @@ RUN_FLAGS = tuple((flag, "category" if flag == "label" else SHARED[flag]["defaul
 def load_model(args, path):
     """Rebuild the model and its label space from the checkpoint alone. Of RUN_FLAGS, those left
     unset take the checkpoint's values (its run's seed draws the targets and random starts);
-    those given, but for the seed, must match them."""
+    those given, but for the seed, must match them. An unset --data_dir is the run's, if it is
+    a folder here."""
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
     trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
                                                                 "label": space.name}
+    if args.data_dir is None:  # the run's data, where a job in the same place finds it
+        own = trained.get("data_dir")
+        args.data_dir = own if isinstance(own, str) and Path(own).is_dir() else SHARED["data_dir"]["default"]
     for flag, default in RUN_FLAGS:
         value, given = trained.get(flag, default), getattr(args, flag)
         if given is None:

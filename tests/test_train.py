@@ -857,9 +857,10 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     assert result["run_dir"] == str(run_dir) and result["checkpoint"].startswith(f"{run_dir}/")
     assert json.loads((run_dir / "config.json").read_text())["run_dir"] == str(run_dir)
     checkpoint = Path(result["checkpoint"]).relative_to(tmp_path)
-    summary = attack.main(["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir",
-                           str(label_dir), "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
-                           "--num_images", "5", "--examples", "0", "--device", "cpu"])
+    # no --data_dir: the run's own (./data, the default, would be a download)
+    summary = attack.main(["--checkpoint", str(checkpoint), "--label_dir", str(label_dir), "--attacks",
+                           "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "5",
+                           "--examples", "0", "--device", "cpu"])
     assert (summary["run_dir"], summary["results"]) == (str(run_dir), str(run_dir / ATTACK_RESULTS))
     assert json.loads((run_dir / ATTACK_RESULTS).read_text())["checkpoint"] == result["checkpoint"]
 
