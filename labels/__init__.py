@@ -48,6 +48,8 @@ def read_targets(path, num_classes=None, fix=None):
     """Load and check a label file (see `check_targets`); C == num_classes when given. Raises
     LabelError with a one-line reason otherwise."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that np.load would wait on forever
+        raise LabelError(f"label file {path} is not a regular file")
     try:
         # allow_pickle=False: a label file is plain numbers, never code.
         targets = np.load(path, allow_pickle=False)

@@ -282,6 +282,16 @@ def test_an_npz_archive_named_npy_is_told_apart(tmp_path):
                               "array; save the targets with numpy.save")
 
 
+def test_a_label_path_that_is_no_file_is_one_line(tmp_path):
+    """A FIFO (np.load waited on it for good) or a folder."""
+    fifo = tmp_path / "cifar10_fifo.npy"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(UsageError) as err:
+            read_targets(path, 10)
+        assert str(err.value) == f"label file {path} is not a regular file"
+
+
 def test_the_list_of_labels_leaves_out_folders(tmp_path):
     np.save(tmp_path / "cifar10_good.npy", np.eye(10, dtype=np.float32))
     (tmp_path / "cifar10_folder.npy").mkdir()
