@@ -122,7 +122,7 @@ def test_bench_accuracy_trains_fp32_and_bf16_as_separate_runs(cifar10_dir, tmp_p
     assert [r[4].strip() for r in rows] == ["fp32", "bf16 + channels_last"]
     fp32, bf16 = (float(r[5].strip(" %")) for r in rows)
     assert f"per pair: {bf16 - fp32:+.2f} points" in text
-    assert "train.py for 1 epochs on" in text and "(150 training images, 100 test images" in text
+    assert "train.py for 1 epoch on" in text and "(150 training images, 100 test images" in text
     assert "--valid_size 50, --level 50 --warmup_epochs 1)" in text  # both runs took the extra flags
     out, err = capsys.readouterr()
     assert "already complete" not in err  # the bf16 run is trained, not the fp32 run read back
