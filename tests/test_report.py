@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conftest import REPO, last_json, run_script
-from report import cell, mean_std, report
+from report import cell, log_error, mean_std, report
 from utils.runs import run_directory
 
 EPS8 = 8 / 255
@@ -474,3 +474,65 @@ def test_the_report_reads_every_run_directory_train_py_writes(tmp_path):
             "dataset": folder, "model": model, "label": label + (f"_noise{noise:g}" if noise else ""),
             "level": level, "seed": seed}
     assert find_runs(tmp_path) == expected
+
+
+def test_a_perfect_score_is_an_accuracy(tmp_path):
+    """1.0 is a fraction in [0, 1]: a run at 100% test accuracy, or a targeted attack that always
+    succeeded, is averaged like any other."""
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=1.0, valid_acc=1.0, clean_acc=1.0,
+             attack=[entry("fgsm", EPS8, 1.0, targeted=True, success=1.0)])
+    summary = report(base, tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["100.00 (n=1)"]
+    assert summary["robust_accuracy"][0]["target_success_mean"] == 1.0 and not summary["incomplete"]
+
+
+def test_validation_curves_average_the_seeds_in_the_tables(tmp_path):
+    """Epoch e's value is the mean over the seeds (not their median), and a seed left out of the
+    tables (trained with other flags) is left out of the curves too."""
+    base = tmp_path / "runs"
+    for seed, first in ((1, 0.1), (2, 0.2), (3, 0.6)):
+        run_dir = make_run(base, "category", seed, test_acc=0.5, valid_acc=0.5)
+        curve = [first, 0.5, 0.5, 0.5]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "valid_acc": v}) + "\n"
+                                                       for e, v in enumerate(curve)))
+    make_run(base, "category", 4, test_acc=0.5, valid_acc=0.5, epochs=6)  # odd flags: left out
+    make_run(base, "category", 5, test_acc=0.5, valid_acc=0.5, epochs=6)
+    make_run(base, "category", 6, test_acc=0.5, valid_acc=0.5)
+    summary = report(base, tmp_path / "out", draw=False)
+    [curve] = summary["curves"]
+    assert curve["valid_acc"] == pytest.approx([(0.1 + 0.2 + 0.6 + 0.1) / 4, 1.7 / 4, 1.8 / 4, 1.9 / 4])
+
+
+def test_a_tie_between_flag_sets_keeps_the_first_seeds(tmp_path):
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, epochs=4)
+    make_run(base, "category", 2, test_acc=0.5, valid_acc=0.5, epochs=5)
+    summary = report(base, tmp_path / "out", draw=False)
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons == {"seed2": ["left out of the tables: trained with --epochs 5 (the other seeds: 4)"]}
+
+
+def test_without_level_100_the_clean_table_is_the_largest_level(tmp_path):
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, level=50, test_acc=0.5, valid_acc=0.5)
+    make_run(base, "category", 1, level=25, test_acc=0.3, valid_acc=0.3)
+    report(base, tmp_path / "out", draw=False)
+    assert [(r["level"], r["test_acc_mean"]) for r in read_csv(tmp_path / "out" / "clean_accuracy.csv")] == [
+        ("50", "0.5")]
+
+
+def test_the_latest_error_line_of_a_log_is_named(tmp_path):
+    (tmp_path / "train.log").write_text("error: an old failure\nepoch 1/3\nerror: the new one\n")
+    assert log_error(tmp_path, "train") == "error: the new one"
+    assert log_error(tmp_path, "attack") == ""
+
+
+def test_noise_variants_follow_their_label_by_rising_noise(tmp_path):
+    base = tmp_path / "runs"
+    for noise in (0.4, 0.0, 0.2):
+        make_run(base, "speech", 1, test_acc=0.5, valid_acc=0.5, label_noise=noise)
+    report(base, tmp_path / "out", draw=False)
+    assert [r["label"] for r in read_csv(tmp_path / "out" / "clean_accuracy.csv")] == [
+        "speech", "speech_noise0.2", "speech_noise0.4"]
