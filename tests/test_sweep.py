@@ -1,5 +1,6 @@
 """sweep.py: grid expansion, flag routing, skipping, the SLURM array script (its task body by hand,
 then a real single-node SLURM with a requeue), and --local runs with their logs and failures."""
+import argparse
 import io
 import json
 import os
@@ -22,7 +23,9 @@ import pytest
 import sweep
 from conftest import REPO, last_json, run_script
 from utils.errors import call_cli
-from utils.grid import ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, missing_entries, requested_attacks
+from utils.grid import (ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, eps_text, missing_entries,
+                        parse_level, requested_attacks, well_formed)
+from utils.runs import run_directory
 
 # Tiny attacks: one setting on 20 images, no example figure.
 ATTACK_FLAGS = ["--num_images", "20", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
@@ -538,6 +541,12 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     assert not attack_state(tmp_path, wanted)[0]
     in_bf16 = requested_attacks(attack.parse(flags + ["--steps", "3", "--amp"]), attack.module)
     assert not attack_state(tmp_path, in_bf16)[0]  # attack.py computes it again in bf16
+    near = done | {"step_size": done["step_size"] * 1.01}  # 2.02/255 for 2/255: another attack
+    assert missing_entries({"entries": [near]}, wanted["keys"], wanted["plans"], 20) == [key]
+    whole = requested_attacks(attack.parse(flags[:-2]), attack.module)  # no --num_images: all of them
+    (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [done]}))
+    assert attack_state(tmp_path, whole, test_images=100)[0] is False  # a trial on 20 of 100 images
+    assert attack_state(tmp_path, whole, test_images=20)[0] is True
 
 
 def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
@@ -616,3 +625,39 @@ def test_a_failed_slurm_write_leaves_the_earlier_files_whole(tmp_path, cifar10_d
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error: could not write "), proc.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_grid_readers_and_names():
+    """Levels, budgets and directory names as train.py and attack.py write them; entries of an
+    unknown protocol are malformed."""
+    for text in ("0", "-5", "101"):
+        with pytest.raises(sweep.UsageError, match="is not a percentage in"):
+            parse_level(text)
+    assert parse_level("2.5") == 2.5 and parse_level("25") == 25
+    assert eps_text(0.03) == "7.65/255" and eps_text(8 / 255) == "8/255" and eps_text(0.05, "paper") == "0.05"
+    entry = {"attack": "fgsm", "targeted": False, "eps": 0.03, "robust_acc": 0.5}
+    assert well_formed(entry) and well_formed(entry | {"protocol": "paper", "target_success": 1.0})
+    assert not well_formed(entry | {"protocol": "bogus"})
+    assert run_directory("o", "cifar10", 100, 1, "resnet32", "speech", 1.0).name == "model_speech_noise1"
+    assert run_directory("o", "cifar10", 100, 1, "resnet32", "speech", 0.25).name == "model_speech_noise0.25"
+
+
+def test_local_slots_share_the_cores(monkeypatch):
+    """--jobs 4 on 8 cores: 2 threads each (all 8 each oversubscribed the CPU 4 times)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    opts = argparse.Namespace(gpus=None, jobs=4)
+    assert sweep.local_slots(opts) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting stays
+    assert sweep.local_slots(opts)[0]["OMP_NUM_THREADS"] == "3"
+
+
+def test_a_failed_stage_is_named_by_its_last_error_line(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text("=== 2026-12-02T10:00:00 OMP_NUM_THREADS=1: python train.py\nTraceback (most recent "
+                   "call last):\n  File x\nRuntimeError: boom\n")
+    assert sweep.last_line(log, prefix="error:") == "RuntimeError: boom"  # no error: line: the last
+    log.write_text("error: first\nepoch 1\nerror: second\nmore\n")
+    assert sweep.last_line(log, prefix="error:") == "error: second"
+    assert sweep.last_line(tmp_path / "none.log") == ""
