@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 from architecture import ARCHITECTURES, build_model, count_parameters
 from cifar import DATASETS, augment, load_cifar, split_indices, to_float
@@ -146,6 +147,22 @@ def test_every_head_gives_the_target_shape_and_trains(arch, shape):
         loss.backward()
         opt.step()
     assert torch.isfinite(loss)
+
+
+def test_the_decoder_is_the_papers():
+    """Any 2-D target gets the decoder (LeakyReLU between its layers, as the paper's), whose
+    output is cropped from the top-left corner; other shapes a linear layer."""
+    from architecture import DecoderHead, LinearHead, make_head
+    for shape in ((64, 64), (48, 48), (20, 30), (8, 8)):
+        assert isinstance(make_head(64, shape), DecoderHead), shape
+    assert isinstance(make_head(64, (50,)), LinearHead) and isinstance(make_head(64, (2, 8, 8)), LinearHead)
+    head = make_head(64, (20, 30)).eval()
+    activations = {type(m) for m in head.modules() if not isinstance(m, (nn.Sequential, DecoderHead))
+                   and not m._parameters and not m._buffers}
+    assert activations == {nn.LeakyReLU}
+    features = torch.randn(3, 64)
+    full = head.deconvs(head.project(features)[:, :, None, None])[:, 0]
+    assert full.shape == (3, 32, 32) and torch.equal(head(features), full[:, :20, :30])
 
 
 def test_nearest_target_decoding():

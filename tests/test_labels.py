@@ -211,6 +211,35 @@ def test_bert_tiny_model(tiny_bert, tmp_path, capsys):
     assert np.array_equal(np.load(tmp_path / "cifar10_bert.npy", allow_pickle=False), targets)
 
 
+def test_bert_sets_values_beyond_two_std_to_zero(monkeypatch):
+    """The paper's recipe: a hidden-state value whose magnitude exceeds mean + 2 std (over all
+    classes) is set to 0 before the [0, 80] rescaling; one at 2.5 std is, one at 1.5 std is not."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    states = np.random.RandomState(0).uniform(-1, 1, (2, 3, 3))  # 2 classes, [CLS] name [SEP], H=3
+    flat = states.reshape(-1)
+    mean, std = flat.mean(), flat.std()
+    flat[4] = 2.5 * std + mean  # (the mean and std move little with it: checked below)
+    flat[13] = 1.5 * std + mean
+
+    class Model:
+        def eval(self):
+            return self
+
+        def __call__(self, input_ids):
+            return type("Out", (), {"last_hidden_state": torch.from_numpy(states[input_ids[0, 0]])[None]})
+
+    def tokenizer(name, return_tensors):
+        return {"input_ids": torch.tensor([[["a", "b"].index(name)] * 3])}
+    monkeypatch.setattr(generate, "_load_text_model", lambda source, transformers: (Model(), tokenizer))
+    values = states.reshape(2, 9)
+    assert abs(values[0, 4]) > values.mean() + 2 * values.std() > abs(values[1, 4])  # the test's premise
+    targets = make_label("bert", ["a", "b"], text_model="fake").reshape(2, 9)
+    kept = values.copy()
+    kept[0, 4] = 0.0
+    assert np.allclose(targets, 80 * (kept - kept.min()) / (kept.max() - kept.min()), atol=1e-5)
+
+
 def test_bert_unreadable_model(tmp_path, capsys):
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--text_model",
                                          tmp_path / "no_such_model", "--out", tmp_path], capsys)
@@ -310,8 +339,12 @@ SHIPPED = sorted(LABEL_DIR.glob("*.npy"))
 
 
 def test_every_offline_label_is_shipped():
+    """And the other way round: `--label all` (offline) regenerates every shipped file, e.g.
+    uniform_gap=10, the follow-up's largest gap, which a shorter list of gaps left out."""
     for dataset in ("cifar10", "cifar100"):
-        assert set(offline_labels()) <= set(available_labels(dataset))
+        assert set(offline_labels()) == set(available_labels(dataset))
+    assert generate.expand_labels(["uniform_gap=2", "uniform_gap=2.0", "shuffle", "speech", "shuffle"]) == [
+        "speech", "uniform_gap=2", "shuffle"]  # once each, speech first (shuffle reuses it)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -540,6 +573,19 @@ def test_stats_by_hand(tmp_path):
     assert row["entropy"] == pytest.approx(1 / 3)       # 0, 1 and 0 bits
     assert stats.value_entropy([0.1234561, 0.1234564]) == 0   # equal after rounding to 6 decimals
     assert stats.value_entropy([0.1, 0.2, 0.3, 0.4]) == pytest.approx(2)
+    # normalised over [min, max], not by max: speech labels lie in [-80, 0]
+    assert stats.label_stats(np.array([[-1.0], [1.0]]))["l1_mean"] == 1.0
+
+
+def test_compare_by_hand():
+    """Per-class Pearson correlation; a constant class target correlates 1 with its equal, and
+    is undefined (NaN, which the minimum keeps) against another constant."""
+    same = stats.compare([[0, 1, 2], [1, 1, 1]], [[0, 2, 4], [1, 1, 1]])
+    assert same["min_class_corr"] == 1.0 and same["max_abs_diff"] == 2.0
+    assert same["mean_abs_diff"] == pytest.approx(3 / 6)
+    other = stats.compare([[1, 1], [0, 1]], [[2, 2], [0, 1]])
+    assert np.isnan(other["min_class_corr"]) and np.isnan(other["mean_class_corr"])
+    assert stats.compare([[0, 1], [1, 0]], [[0, 1], [0, 1]])["min_class_corr"] == pytest.approx(-1)
 
 
 def test_stats_cli(tmp_path, capsys):
