@@ -90,7 +90,10 @@ def find_runs(base):
         match = LAYOUT.match(rel)
         if match:
             dataset = match["less_dataset"] or match["dataset"]
-            level = parse_level(match["level"]) if match["level"] else 100
+            try:
+                level = parse_level(match["level"]) if match["level"] else 100
+            except UsageError:  # level0, levelx: no directory train.py writes, as other names
+                continue
             label, noise = split_noise(match["label"])
             runs[rel] = {"dataset": dataset, "model": match["model"],
                          "label": label + (f"_noise{noise:g}" if noise else ""),

@@ -536,3 +536,12 @@ def test_noise_variants_follow_their_label_by_rising_noise(tmp_path):
     report(base, tmp_path / "out", draw=False)
     assert [r["label"] for r in read_csv(tmp_path / "out" / "clean_accuracy.csv")] == [
         "speech", "speech_noise0.2", "speech_noise0.4"]
+
+
+def test_a_directory_of_no_level_train_py_writes_is_passed_over(tmp_path):
+    """A stray less/cifar10/level0/... folder made the whole report one error line."""
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.5, valid_acc=0.5)
+    (base / "less" / "cifar10" / "level0" / "seed1" / "resnet32" / "model_category").mkdir(parents=True)
+    summary = report(base, tmp_path / "out", draw=False)
+    assert [r["run_dir"] for r in summary["runs"]] == ["cifar10/seed1/resnet32/model_category"]
