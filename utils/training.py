@@ -525,7 +525,7 @@ def run_training(args):
         writes = ctx.main  # under torchrun only rank 0 touches the files
 
         with torch.random.fork_rng(devices=[]):  # the seed draws the initial weights; a caller's RNG stays
-            torch.manual_seed(args.seed)
+            torch.default_generator.manual_seed(args.seed)  # the CPU's alone: the model is built there
             model = build_model(args.model, space.output_shape, data.info.mean, data.info.std)
         model = model.to(device)
         if args.channels_last:
