@@ -213,8 +213,8 @@ def exclude_odd_seeds(records):
 def expected_runs(records, grid_file):
     """The runs a complete study holds, and the attack settings each should have.
 
-    Returns (expected runs as key dicts, {run key tuple: set of attack settings or None}, a
-    description). From a sweep grid file if given: its runs, and for each the (attack, targeted,
+    Returns (expected runs as key dicts, {run key tuple: a `requested_attacks`-like dict of the
+    attack settings it should have, or None}, a description). From a sweep grid file if given: its runs, and for each the (attack, targeted,
     protocol, eps) settings the sweep asks attack.py for, so runs outside the grid (an extra label,
     a --label_noise run) are not held to them. Else per dataset every combination of the models,
     labels, levels and seeds seen there, each expected to have every attack setting seen in its
@@ -530,7 +530,8 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
 def label_styles(labels):
     """Line style per label: one colour per label type (in LABEL_ORDER; tab10, then tab20 when
     there are more than ten types), and for its label-noise variants the same colour with another
-    dash pattern and marker, so that no two lines of a figure look alike."""
+    dash pattern and marker, so that no two lines of a figure look alike (up to 20 label types
+    and 4 noise rates; beyond, colours and dashes repeat)."""
     import matplotlib
     bases = sorted({split_noise(label)[0] for label in labels}, key=label_rank)
     palette = matplotlib.colormaps["tab10" if len(bases) <= 10 else "tab20"].colors

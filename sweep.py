@@ -37,8 +37,9 @@ from utils.preempt import REQUEUE_EXIT
 from utils.runs import json_text
 
 MODES = ("print", "slurm", "local")
-# Keys of a grid file that are not plain strings or lists of strings, and how to read them.
-FILE_ONLY = {"args": "pass-through flags for every script, as with unknown command-line flags"}
+# Keys of a grid file that are no flag of sweep.py: args, pass-through flags for every script that
+# takes them (as unknown command-line flags are).
+FILE_ONLY = {"args"}
 
 
 def build_parser():
@@ -72,7 +73,8 @@ def build_parser():
     local.add_argument("--gpus", help="comma-separated GPU ids: one run at a time on each (an id "
                        "twice runs two there); sets CUDA_VISIBLE_DEVICES per run")
     local.add_argument("--jobs", type=int, default=1, help="concurrent runs without --gpus; each "
-                       "gets cores/jobs threads")
+                       "gets cores/jobs threads (OMP_NUM_THREADS / MKL_NUM_THREADS, unless set "
+                       "already: those are passed on as they are)")
     slurm = parser.add_argument_group("--slurm (#SBATCH lines)")
     slurm.add_argument("--job_name", default="labelrep", help="--job-name")
     slurm.add_argument("--partition", help="--partition")
@@ -144,7 +146,7 @@ def parse(argv=None):
         for token in shared + own["train"] + own["attack"]:
             if token.startswith("--"):
                 check_not_grid_flag(token.split("=", 1)[0])
-    scripts = Scripts.find(opts.stages)
+    scripts = Scripts.find()
     train_flags = scripts["train"].parser._option_string_actions
     for flag, axis in (("--dataset", "--datasets"), ("--model", "--models")):
         choices = train_flags[flag].choices

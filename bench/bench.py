@@ -593,8 +593,7 @@ def main(argv=None):
                         "checkpoint (its model and labels; --models/--labels then apply to training "
                         "only) instead of a randomly initialised model")
     parser.add_argument("--data_dir", default=None, help="attack the first test images of this "
-                        "CIFAR-10 folder instead of random images (with --checkpoint); the data "
-                        "of --what accuracy")
+                        "CIFAR-10 folder instead of random images; the data of --what accuracy")
     parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
     parser.add_argument("--seeds", type=number(int, 0, inclusive=True, maximum=2**32 - 1), nargs="+",
                         default=[0], help="--what accuracy: seeds")

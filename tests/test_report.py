@@ -545,3 +545,14 @@ def test_a_directory_of_no_level_train_py_writes_is_passed_over(tmp_path):
     (base / "less" / "cifar10" / "level0" / "seed1" / "resnet32" / "model_category").mkdir(parents=True)
     summary = report(base, tmp_path / "out", draw=False)
     assert [r["run_dir"] for r in summary["runs"]] == ["cifar10/seed1/resnet32/model_category"]
+
+
+def test_a_malformed_metrics_line_loses_that_line_alone(tmp_path):
+    """One line that is not JSON made the whole metrics file unread: 'training stopped after epoch
+    0', and no curve."""
+    base = tmp_path / "runs"
+    run_dir = make_run(base, "category", 1, done_epochs=3)
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "valid_acc": 0.1}\n{"epoch": 2, "val\n'
+                                           '{"epoch": 3, "valid_acc": 0.3}\n')
+    summary = report(base, tmp_path / "out", draw=False)
+    assert summary["incomplete"][0]["reasons"] == ["training stopped after epoch 3 of 4 (no results.json)"]

@@ -500,7 +500,7 @@ def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_di
 
 
 def test_attack_defaults_come_from_attack_py():
-    scripts = sweep.Scripts.find(("train", "attack"))
+    scripts = sweep.Scripts.find()
     attack = scripts["attack"]
     module = attack.module
     wanted = requested_attacks(attack.parse([]), module)
@@ -519,7 +519,7 @@ def test_attack_defaults_come_from_attack_py():
 def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     """attack.py computes anew what ran with other steps or on another number of images, so the
     sweep must call it: such entries do not count as done."""
-    attack = sweep.Scripts.find(("train", "attack"))["attack"]
+    attack = sweep.Scripts.find()["attack"]
     flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
     wanted = requested_attacks(attack.parse(flags), attack.module)
     (key,) = wanted["keys"]
@@ -556,7 +556,7 @@ def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
     from utils.grid import train_state
     targets = np.random.RandomState(0).rand(10, 8).astype(np.float32)
     np.save(tmp_path / "cifar10_speech.npy", targets)
-    ns = sweep.Scripts.find(("train",))["train"].parse(["--label", "speech", "--label_dir", str(tmp_path)])
+    ns = sweep.Scripts.find()["train"].parse(["--label", "speech", "--label_dir", str(tmp_path)])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5}))

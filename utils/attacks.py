@@ -15,7 +15,8 @@ inside, so eps, step sizes and the clamp are in pixel units. Every step is
 
 where `goal` is the true class (sign +1: climb the loss) or the target class (sign -1: descend it),
 the loss is the label space's own (`space.adversarial_loss`: cross-entropy for category, SmoothL1 to
-the class target otherwise; with objective "margin", the decoder's margin, see `objective_value`),
+the class target for target labels, cross-entropy over the subspace projection norms for mcr2; with
+objective "margin", the decoder's margin, see `objective_value`),
 and [low, high] is the eps-ball around the clean image intersected with the allowed range. Presets:
 
     fgsm        1 step of eps, no random start
@@ -127,8 +128,9 @@ def threat(images, eps, plan, protocol, mean, std):
 def objective_value(space, outputs, goal, objective="loss"):
     """Per-image value (N,) that an attack climbs (untargeted, goal = the true classes) or descends
     (targeted, goal = the targets). "loss": the label space's adversarial loss, as in the paper.
-    "margin": the decoder's own margin, max over c != goal of score_c minus score_goal (logits for
-    category, minus the squared distance to each class target otherwise; Carlini and Wagner's f6),
+    "margin": the decoder's own margin, max over c != goal of score_c minus score_goal (`space.scores`:
+    logits for category, minus the squared distance to each class target for target labels, the
+    projection norms for mcr2; Carlini and Wagner's f6),
     positive exactly when the prediction is not `goal`: an objective aligned with the decision,
     where the regression loss to one target need not be."""
     if objective == "margin":

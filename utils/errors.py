@@ -2,7 +2,8 @@
 
 Library code raises `UsageError` with a sentence that names the problem and, where there is one,
 the fix. Scripts run their `main` through `run_cli`, which prints `error: <sentence>` to stderr and
-exits with status 2, so a batch log or a notebook sees one line instead of a traceback.
+exits with status 2 (130 after Ctrl-C), so a batch log or a notebook sees one line instead of a
+traceback.
 """
 import argparse
 import errno

@@ -3,7 +3,7 @@
     grid = {"datasets": ["cifar10"], "models": ["resnet32"], "labels": ["category", "speech"],
             "levels": [100, 25], "seeds": [7]}
     runs = expand(grid)                        # Run(dataset, model, label, level, seed), dataset first
-    scripts = Scripts.find(("train", "attack"))
+    scripts = Scripts.find()
     routed = scripts.route(["--epochs", "30", "--num_images", "500"])   # {"train": [...], "attack": [...]}
     tasks = plan(runs, ("train", "attack"), scripts, routed)
     tasks[0].todo        # ["train", "attack"], ["attack"] or [] (done)
@@ -11,8 +11,8 @@
 
 A run is one (dataset, model, label, level, seed); its stages (train, then attack) run in that order
 inside one unit of work, because the attack reads the checkpoint the training wrote. What a stage
-still needs is read from the run directory alone (see `train_state` and `attack_state`), so every
-caller (a dry run, a SLURM script, a local pool, a report) agrees on it.
+still needs is read from the run directory (and the digest of the label file a run trains on: see
+`train_state` and `attack_state`), so every caller (a dry run, a SLURM script, a local pool, a report) agrees on it.
 """
 import functools
 import importlib.util
@@ -71,7 +71,8 @@ AXES = {"datasets": parse_name, "models": parse_name, "labels": parse_name, "lev
 
 
 def parse_eps(text):
-    """An attack budget in pixel units: 0.03, '8/255' or 8/255 (a float) -> float."""
+    """An attack budget (pixel units, or normalised ones under the paper's protocol): 0.03, '8/255'
+    or 8/255 (a float) -> float."""
     if isinstance(text, (int, float)):
         return float(text)
     try:
@@ -172,22 +173,18 @@ def _load_module(name, path):
 
 @dataclass
 class Script:
-    """One stage's script, its module and its argparse parser (None if it exposes none)."""
+    """One stage's script, its module and its argparse parser."""
     stage: str
     path: Path
-    parser: object = None
-    module: object = None
-
-    @property
-    def options(self):
-        return set(self.parser._option_string_actions) if self.parser else None
+    parser: object
+    module: object
 
     def accepts(self, option):
-        return self.parser is None or option in self.options
+        return option in self.parser._option_string_actions
 
     def parse(self, argv):
-        """The namespace the script would see for argv (argparse errors exit 2 with one line)."""
-        return self.parser.parse_args(argv) if self.parser else None
+        """The namespace the script would see for argv (a bad flag is its UsageError)."""
+        return self.parser.parse_args(argv)
 
 
 @dataclass
@@ -195,26 +192,11 @@ class Scripts:
     stages: dict = field(default_factory=dict)  # stage -> Script
 
     @classmethod
-    def find(cls, stages, files=None):
-        """Load every stage's script that exists (for routing flags); those of `stages` must.
-
-        train.py is always needed: its parser resolves every run's directory.
-        """
-        files = files or SCRIPT_FILES
-        found = {}
-        for stage in STAGES:
-            path = Path(files[stage])
-            if not path.is_file():
-                if stage != "train" and stage not in stages:
-                    continue
-                raise UsageError(f"{path} does not exist, so the sweep cannot run the {stage} stage"
-                                 + ("" if stage == "train" else " (drop it from --stages)"))
-            module = _load_module(stage, path)
-            parser = module.build_parser() if hasattr(module, "build_parser") else None
-            if parser is not None:
-                parser.prog = path.name
-            found[stage] = Script(stage, path, parser, module)
-        return cls(found)
+    def find(cls):
+        """Load every stage's script: a sweep of one stage routes flags by both parsers, and
+        train.py's resolves every run's directory."""
+        return cls({stage: Script(stage, path, (module := _load_module(stage, path)).build_parser(), module)
+                    for stage, path in SCRIPT_FILES.items()})
 
     def __getitem__(self, stage):
         return self.stages[stage]
@@ -254,10 +236,19 @@ def check_not_grid_flag(option):
 
 
 def read_lines(path):
+    """The values of a JSON-lines file (metrics.jsonl), None for a line that is not JSON (one
+    bad line loses that line, not the file); [] for a file that cannot be read."""
     try:
-        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
         return []
+    rows = []
+    for line in filter(str.strip, text.splitlines()):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            rows.append(None)
+    return rows
 
 
 def read_json_or_none(path):
@@ -272,31 +263,23 @@ def requested_attacks(namespace, module=None):
     protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp)}, "num_images": N or None}.
 
     Unset --attacks/--epsilons take attack.py's defaults (its ATTACK_NAMES, PIXEL_EPSILONS, and
-    PAPER_ATTACKS and PAPER_EPSILONS under --paper_protocol). Returns None
-    when the namespace does not say (a script without the agreed flags); callers then treat an
-    existing attack_results.json as complete.
+    PAPER_ATTACKS and PAPER_EPSILONS under --paper_protocol).
     """
-    if namespace is None or not all(hasattr(namespace, n) for n in ("attacks", "epsilons", "targeted")):
-        return None
-    paper = bool(getattr(namespace, "paper_protocol", False))
-    attacks = namespace.attacks or getattr(module, "PAPER_ATTACKS" if paper else "ATTACK_NAMES", None)
-    epsilons = namespace.epsilons or getattr(module, "PAPER_EPSILONS" if paper else "PIXEL_EPSILONS", None)
-    targeted = {"no": (False,), "yes": (True,), "both": (False, True)}.get(namespace.targeted)
-    if not attacks or not epsilons or targeted is None:
-        return None
-    # attack.py's --epsilons type gives (text, value) pairs; plain text or numbers work too
+    paper = namespace.paper_protocol
+    attacks = namespace.attacks or (module.PAPER_ATTACKS if paper else module.ATTACK_NAMES)
+    epsilons = namespace.epsilons or (module.PAPER_EPSILONS if paper else module.PIXEL_EPSILONS)
+    targeted = {"no": (False,), "yes": (True,), "both": (False, True)}[namespace.targeted]
+    # attack.py's --epsilons type gives (text, value) pairs; its defaults are text
     values = [parse_eps(e[1] if isinstance(e, (tuple, list)) else e) for e in epsilons]
     from utils.attacks import schedule  # what attack.py runs for its flags
     protocol = "paper" if paper else "pixel"
-    objective, amp = getattr(namespace, "objective", None), bool(getattr(namespace, "amp", False))
     plans = {}
     for attack, eps in itertools.product(attacks, values):
-        plan = schedule(attack, eps, protocol, getattr(namespace, "steps", None),
-                        getattr(namespace, "step_size", None), getattr(namespace, "restarts", 1))
+        plan = schedule(attack, eps, protocol, namespace.steps, namespace.step_size, namespace.restarts)
         for t in targeted:
-            plans[(attack_label(attack, objective), t, protocol, eps)] = (
-                plan.steps, plan.step_size, plan.restarts, amp)
-    return {"keys": set(plans), "plans": plans, "num_images": getattr(namespace, "num_images", None)}
+            plans[(attack_label(attack, namespace.objective), t, protocol, eps)] = (
+                plan.steps, plan.step_size, plan.restarts, namespace.amp)
+    return {"keys": set(plans), "plans": plans, "num_images": namespace.num_images}
 
 
 def attack_label(attack, objective="loss"):
@@ -438,11 +421,10 @@ def train_state(run_dir, train_namespace=None):
     return False, "new"
 
 
-def attack_state(run_dir, wanted=None, test_images=None):
+def attack_state(run_dir, wanted, test_images=None):
     """(done, note) for the attack stage: attack_results.json holds every wanted entry.
 
-    wanted: `requested_attacks(...)` or None (then an existing file counts as done). An entry
-    counts when its attack, targeted flag, protocol and eps match and it ran the asked steps, step
+    wanted: `requested_attacks(...)`. An entry counts when its attack, targeted flag, protocol and eps match and it ran the asked steps, step
     size, restarts and precision (--amp) on the asked number of images (test_images when
     --num_images is unset).
     """
@@ -453,8 +435,6 @@ def attack_state(run_dir, wanted=None, test_images=None):
     if not isinstance(results, dict):
         return False, (f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it "
                        "to attack again)")
-    if wanted is None:
-        return True, f"done ({len(attack_entries(results)[0])} entries)"
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
     if missing := missing_note(results, wanted["keys"], wanted["plans"], asked):
         return False, f"resume: {missing}"
@@ -542,8 +522,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                 elif trained is None:
                     notes["attack"] = "no trained model yet (its train stage is not in this sweep)"
                 todo.append("attack")
-                extra = ["--resume"] if attack.parser and attack.accepts("--resume") else []
-                commands["attack"] = [python, str(attack.path), *argv["attack"], *extra]
+                commands["attack"] = [python, str(attack.path), *argv["attack"]]
         tasks.append(Task(index, run, run_dir, stages, todo, notes, commands))
     return tasks
 

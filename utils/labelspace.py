@@ -5,8 +5,8 @@
     loss = space.loss(model(images), labels).mean()     # per-image losses, shape (N,)
     predictions = space.decode(model(images))           # (N,) class ids
 
-Training, evaluation and every attack go through this interface, so nothing else in the code asks
-which kind of label it is dealing with.
+Training, evaluation and every attack go through this interface, so none of their arithmetic asks
+which kind of label it is dealing with (flag defaults and file lookups do, by name).
 """
 import torch
 import torch.nn.functional as F

@@ -307,13 +307,14 @@ class TrainStep:
 
 
 def train_epoch(step, images, labels, batch_size, generator, lr=None):
-    """One pass of a `TrainStep` over the training images in a seeded order; returns mean loss
-    and accuracy. `lr`, if given, maps the fraction of the epoch done after a step to that step's
+    """One pass of a `TrainStep` over the training images in a seeded order; returns {"loss",
+    "acc", "images"}: mean loss and accuracy over the images trained on. `lr`, if given, maps the fraction of the epoch done after a step to that step's
     learning rate (a warm-up); otherwise the optimizer's stays as it is.
 
     A trailing batch of one image is dropped: batch norm cannot train on it. Under torchrun every
     process draws the same global batch and trains on its share (`distributed.Context.share`).
-    Returns None if a preemption signal arrived mid-epoch (the partial epoch is discarded).
+    Returns None if a preemption signal arrived mid-epoch (the partial epoch is discarded; under
+    torchrun the signal is acted on at the epoch's end, where every process checks it together).
     """
     step.model.train()
     device = images.device
