@@ -14,6 +14,7 @@ attack_examples.png once, at the end. Progress goes to stderr; the last line on 
 """
 import argparse
 import hashlib
+import os
 import textwrap
 from fractions import Fraction
 from pathlib import Path
@@ -73,7 +74,7 @@ def build_parser():
     data = parser.add_argument_group("data")
     add_flags(data, "data_dir", "label_dir", data_dir={
         "default": None, "help": "folder holding cifar-10-batches-py / cifar-100-python (default: the "
-        "run's own, as its checkpoint recorded it, if that folder is here; else ./data)"}, label_dir={
+        "run's own, as its checkpoint recorded it; ./data if it recorded none)"}, label_dir={
         "help": "folder of {dataset}_{label}.npy files; if the run's file is there, its shape must "
         "match the checkpoint's (the checkpoint's own targets are used)"})
     data.add_argument("--num_images", type=number(int), default=None,
@@ -126,7 +127,8 @@ def find_checkpoint(args):
         path = Path(args.checkpoint)
         if not path.is_file():
             raise UsageError(f"checkpoint {path} does not exist")
-        return path.absolute(), path.absolute().parent  # as run_dir_of's: they hold from any directory
+        path = Path(os.path.abspath(path))  # as run_dir_of's: it holds from any directory
+        return path, path.parent
     run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     if not path.is_file():
@@ -191,15 +193,20 @@ RUN_FLAGS = tuple((flag, "category" if flag == "label" else SHARED[flag]["defaul
 def load_model(args, path):
     """Rebuild the model and its label space from the checkpoint alone. Of RUN_FLAGS, those left
     unset take the checkpoint's values (its run's seed draws the targets and random starts);
-    those given, but for the seed, must match them. An unset --data_dir is the run's, if it is
-    a folder here."""
+    those given, but for the seed, must match them. An unset --data_dir is the run's, which must
+    be here."""
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
     trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
                                                                 "label": space.name}
-    if args.data_dir is None:  # the run's data, where a job in the same place finds it
+    if args.data_dir is None:  # the run's data (recorded as an absolute path since 2026-12)
         own = trained.get("data_dir")
-        args.data_dir = own if isinstance(own, str) and Path(own).is_dir() else SHARED["data_dir"]["default"]
+        if not isinstance(own, str):  # a checkpoint of no train.py run: the default
+            own = SHARED["data_dir"]["default"]
+        elif not Path(own).is_dir():
+            raise UsageError(f"{path} was trained on the data in {own}, which is not here; pass "
+                             "--data_dir with the folder of its dataset on this machine")
+        args.data_dir = own
     for flag, default in RUN_FLAGS:
         value, given = trained.get(flag, default), getattr(args, flag)
         if given is None:

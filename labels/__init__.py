@@ -122,7 +122,7 @@ def load_label(dataset, name, label_dir=LABEL_DIR):
     Raises LabelError naming the labels that do exist when there is no such file.
     """
     path = label_path(dataset, name, label_dir)
-    if not path.is_file():
+    if not path.exists():  # a folder or FIFO there: read_targets says what it is
         known = ", ".join(available_labels(dataset, label_dir)) or "none"
         raise LabelError(f"no label file {path}; labels for {dataset} in {label_dir}: {known}")
     return read_targets(path)

@@ -115,6 +115,8 @@ def test_flags_go_to_the_scripts_that_take_them():
      "--dataset cifar100 --label_granularity coarse --label speech --out DIR, then pass --label_dir DIR"),
     (["--dry_run", "--labels", "speech", "--label_dir", "{tmp}/short"], "short/cifar10_speech.npy has "
      "9 class targets, but the dataset has 10 classes"),
+    (["--dry_run", "--labels", "dir", "--label_dir", "{tmp}/short"], "short/cifar10_dir.npy is not a "
+     "regular file"),
     # train.py wrote the coarse run, attack.py attacked (and wrote into) the fine one
     (["--dry_run", "--datasets", "cifar100", "--labels", "category", "--stages", "train", "attack",
       "--train_args", "--label_granularity coarse"], "but attack.py would read"),
@@ -130,6 +132,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe")
     (tmp_path / "short").mkdir()
     np.save(tmp_path / "short" / "cifar10_speech.npy", np.eye(9, dtype=np.float32))
+    (tmp_path / "short" / "cifar10_dir.npy").mkdir()
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--stages" not in argv and not any("yaml" in a for a in argv):
         argv += ["--stages", "train"]

@@ -853,17 +853,28 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     """A relative --base_dir or --checkpoint gave paths relative to the job's directory, which a
     notebook that ran the job elsewhere (subprocess cwd=...) could not open."""
     monkeypatch.chdir(tmp_path)
-    result = train.main(flags(cifar10_dir, "runs", label_dir, label="category", epochs=1))
+    data_dir = os.path.relpath(cifar10_dir, tmp_path)
+    result = train.main(flags(data_dir, "runs", label_dir, label="category", epochs=1))
     run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_category"
     assert result["run_dir"] == str(run_dir) and result["checkpoint"].startswith(f"{run_dir}/")
-    assert json.loads((run_dir / "config.json").read_text())["run_dir"] == str(run_dir)
-    checkpoint = Path(result["checkpoint"]).relative_to(tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run_dir"] == str(run_dir) and config["flags"]["data_dir"] == str(cifar10_dir)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # where the relative --data_dir is no folder
+    checkpoint = os.path.relpath(result["checkpoint"])
+    attack_flags = ["--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "8/255", "--targeted",
+                    "no", "--num_images", "5", "--examples", "0", "--device", "cpu"]
     # no --data_dir: the run's own (./data, the default, would be a download)
-    summary = attack.main(["--checkpoint", str(checkpoint), "--label_dir", str(label_dir), "--attacks",
-                           "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "5",
-                           "--examples", "0", "--device", "cpu"])
+    summary = attack.main(["--checkpoint", checkpoint, *attack_flags])
     assert (summary["run_dir"], summary["results"]) == (str(run_dir), str(run_dir / ATTACK_RESULTS))
     assert json.loads((run_dir / ATTACK_RESULTS).read_text())["checkpoint"] == result["checkpoint"]
+    moved = torch.load(result["checkpoint"], weights_only=True)
+    moved["config"]["flags"]["data_dir"] = "/nowhere/cifar10"  # trained on another machine
+    torch.save(moved, tmp_path / "moved.pth")
+    with pytest.raises(UsageError) as err:
+        attack.main(["--checkpoint", str(tmp_path / "moved.pth"), *attack_flags])
+    assert str(err.value) == (f"{tmp_path / 'moved.pth'} was trained on the data in /nowhere/cifar10, which "
+                              "is not here; pass --data_dir with the folder of its dataset on this machine")
 
 
 def test_the_readmes_notebook_code_runs(cifar10_dir, tmp_path):
@@ -896,3 +907,22 @@ def test_a_validation_split_larger_than_the_training_images_is_told(cifar10_dir,
         "--valid_size trains on more")
     train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, valid_size=200, level=30))
     assert "warning" not in capsys.readouterr().err  # fewer images than the split is what a level asks
+
+
+def test_a_signal_after_the_loops_last_look_reaches_the_caller():
+    """catching() cleared it: a driver calling train.main in a loop under SLURM lost the
+    preemption when it came during the last epoch's validation."""
+    from utils import preempt
+    caught = []
+    ours = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    try:
+        with preempt.catching():
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert preempt.requested() and not caught  # the loop's to act on, while it runs
+        assert caught == [signal.SIGTERM] and not preempt.requested()
+        with pytest.raises(SystemExit), preempt.catching():
+            os.kill(os.getpid(), signal.SIGTERM)
+            preempt.exit_for_requeue("stopped")  # acted on: spent
+        assert caught == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is not preempt._handle
+    finally:
+        signal.signal(signal.SIGTERM, ours)

@@ -531,7 +531,7 @@ def check_label_files(runs, label_dir, granularity):
     """The label files the runs train on, before any is queued: each in label_dir, readable, with
     a target per class of its dataset at `granularity` (a UsageError as train.py's otherwise)."""
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
-    if missing := [p for p in (label_path(d, n, label_dir) for d, n in needed) if not p.is_file()]:
+    if missing := [p for p in (label_path(d, n, label_dir) for d, n in needed) if not p.exists()]:
         raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}")
     for dataset, name in needed:
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong

@@ -139,7 +139,7 @@ def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2
         from utils.mcr2 import MCR2Space
         return MCR2Space(num_classes, **(mcr2_options or {}))
     path = label_path(dataset, label, label_dir)
-    if not path.is_file():
+    if not path.exists():  # a folder or FIFO there: read_targets says what it is
         known = ", ".join([CATEGORY, "mcr2"] + available_labels(dataset, label_dir))
         raise UsageError(f"no label file {path} for --label {label}; labels found for {dataset} in "
                          f"{label_dir}: {known}")

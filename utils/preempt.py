@@ -15,9 +15,11 @@ import threading
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 _stop = threading.Event()
+_caught = []  # the signals caught, in order
 
 
 def _handle(signum, frame):
+    _caught.append(signum)
     _stop.set()
 
 
@@ -37,18 +39,27 @@ def install():
 @contextlib.contextmanager
 def catching():
     """Catch SIGTERM and SIGUSR1 while a loop polls `requested()`. A script installed the handlers
-    first, and keeps them; a caller of run_training() or attack.run() (a notebook) gets its own
-    handlers back afterwards, and a signal caught meanwhile does not stop its next run."""
+    first, and keeps them; a caller of run_training() or attack.run() (a notebook, a driver
+    script) gets its own handlers back afterwards: a signal the loop stopped for is spent (it does
+    not stop the next run), one that came after the loop's last look is raised again for them."""
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     install()
+    spent = False
     try:
         yield
+    except SystemExit as stop:
+        spent = stop.code == REQUEUE_EXIT  # the loop stopped for it (exit_for_requeue)
+        raise
     finally:
         if previous and any(handler is not _handle for handler in previous.values()):
+            pending = None if spent or not _stop.is_set() else _caught[-1]
             for sig, handler in previous.items():  # None: a handler not set from Python
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
             _stop.clear()
+            _caught.clear()
+            if pending is not None:  # came after the loop's last look: the caller's to handle
+                signal.raise_signal(pending)
 
 
 def _ignore():

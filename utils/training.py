@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import functools
 import math
+import os
 import statistics
 import sys
 import time
@@ -308,8 +309,9 @@ class TrainStep:
 
 def train_epoch(step, images, labels, batch_size, generator, lr=None):
     """One pass of a `TrainStep` over the training images in a seeded order; returns {"loss",
-    "acc", "images"}: mean loss and accuracy over the images trained on. `lr`, if given, maps the fraction of the epoch done after a step to that step's
-    learning rate (a warm-up); otherwise the optimizer's stays as it is.
+    "acc", "images"}: mean loss and accuracy over the images trained on. `lr`, if given, maps the
+    fraction of the epoch done after a step to that step's learning rate (a warm-up); otherwise the
+    optimizer's stays as it is.
 
     A trailing batch of one image is dropped: batch norm cannot train on it. Under torchrun every
     process draws the same global batch and trains on its share (`distributed.Context.share`).
@@ -341,7 +343,9 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None):
 
 
 def _config(args, run_dir, split, data, space, label_sha256, facts):
-    return {"flags": vars(args), "run_dir": str(run_dir), **facts,
+    # the folders as absolute paths: attack.py finds the run's data from any working directory
+    folders = {k: os.path.abspath(getattr(args, k)) for k in ("data_dir", "label_dir")}
+    return {"flags": vars(args) | folders, "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
             "label_sha256": label_sha256, "environment": environment()}
@@ -507,7 +511,8 @@ def run_training(args):
             return results | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
         if args.level == 100 and len(split.train) < len(split.valid) and ctx.main:  # a small dataset
             log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
-                f"{len(data.train_labels)} training images to train on; a smaller --valid_size trains on more")
+                f"{len(data.train_labels)} training images to train on; a smaller --valid_size "
+                "trains on more")
         checkpoint = best_state = None
         if last_path.exists() and not args.force:
             if not args.resume:
