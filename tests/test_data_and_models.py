@@ -312,8 +312,10 @@ def test_a_label_path_that_is_no_file_is_one_line(tmp_path):
 def test_the_list_of_labels_leaves_out_folders(tmp_path):
     np.save(tmp_path / "cifar10_good.npy", np.eye(10, dtype=np.float32))
     (tmp_path / "cifar10_folder.npy").mkdir()
-    with pytest.raises(UsageError, match=r"cifar10_folder.npy for --label folder; labels found for "
+    with pytest.raises(UsageError, match=r"cifar10_other.npy for --label other; labels found for "
                                          r"cifar10 in .*: category, mcr2, good$"):
+        load_label_space("other", "cifar10", 10, tmp_path)
+    with pytest.raises(UsageError, match=r"cifar10_folder.npy is not a regular file$"):
         load_label_space("folder", "cifar10", 10, tmp_path)
 
 
