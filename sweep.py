@@ -18,6 +18,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -66,7 +67,7 @@ def build_parser():
     mode.add_argument("--print", action="store_true", help="print one shell command per run "
                       "(its stages joined by &&) for xargs -P, GNU parallel or a notebook")
     mode.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, a task per "
-                      "run, and FILE's .commands beside it (line i+1 = task i)")
+                      "run, and its commands file beside it (line i+1 = task i), named by its content")
     mode.add_argument("--local", action="store_true", help="run the grid on this machine, logging "
                       "each stage to {run_dir}/{stage}.log")
     local = parser.add_argument_group("--local")
@@ -82,7 +83,11 @@ def build_parser():
     slurm.add_argument("--time", help="--time per task (train + attack), e.g. 12:00:00")
     slurm.add_argument("--mem", help="--mem, e.g. 16G")
     slurm.add_argument("--cpus_per_task", type=int, help="--cpus-per-task (also the torch threads)")
-    slurm.add_argument("--max_concurrent", type=int, help="tasks running at once (--array=0-N%%K)")
+    slurm.add_argument("--max_concurrent", type=int, help="tasks running at once (--array=0-N%%K), "
+                       "per array")
+    slurm.add_argument("--max_array_size", type=int, default=1000, help="tasks per array: SLURM "
+                       "refuses an index above its MaxArraySize - 1 (1001 by default); more tasks "
+                       "go to further arrays of the same script")
     slurm.add_argument("--signal_seconds", type=int, default=120, help="seconds before the time "
                        "limit at which SLURM sends USR1: the stage checkpoints, the task requeues")
     slurm.add_argument("--sbatch", nargs="+", default=[], metavar="OPTION", help="more #SBATCH "
@@ -134,7 +139,8 @@ def parse(argv=None):
     if not modes and not opts.dry_run:
         raise UsageError("say what to do: --dry_run, --print, --slurm FILE or --local")
     # checked here, not by argparse types: a grid file's values skip those
-    for name, least in (("jobs", 1), ("cpus_per_task", 1), ("max_concurrent", 1), ("signal_seconds", 0)):
+    for name, least in (("jobs", 1), ("cpus_per_task", 1), ("max_concurrent", 1), ("max_array_size", 1),
+                        ("signal_seconds", 0)):
         if getattr(opts, name) is not None:
             try:
                 setattr(opts, name, number(int, least, inclusive=True)(str(getattr(opts, name))))
@@ -234,8 +240,9 @@ stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps
 }
 
 task=${SLURM_ARRAY_TASK_ID:?set SLURM_ARRAY_TASK_ID to the task to run (0-based)}
-line=$(sed -n "$((task + 1))p" "$commands")
-[ -n "$line" ] || { echo "no line $((task + 1)) in $commands" >&2; exit 2; }
+number=$((${LABELREP_TASK_OFFSET:-0} + task + 1))  # an array after the first starts further down
+line=$(sed -n "${number}p" "$commands")
+[ -n "$line" ] || { echo "no line $number in $commands" >&2; exit 2; }
 eval "$line"
 status=$?
 # 75: the stage stopped on a signal and kept its checkpoint. After USR1 (the time limit is near)
@@ -275,16 +282,29 @@ def drop_old_script(path):
 
 
 def write_slurm(opts, tasks):
-    """Write the array script and its commands file; returns (script, commands, number of tasks)."""
+    """Write the array script and its commands file; returns (script, commands, number of tasks,
+    the sbatch commands that submit them).
+
+    The commands file is named by its content: regenerated while an earlier array still waits in
+    the queue, the new one does not move the earlier tasks' lines under them (task i reads line
+    i+1 of its own file). Tasks beyond --max_array_size go to further arrays of the same script,
+    submitted with LABELREP_TASK_OFFSET (SLURM refuses an index above its MaxArraySize - 1)."""
     todo = [t for t in tasks if t.todo]
     script = Path(opts.slurm)
-    commands = script.with_name(script.stem + ".commands")
-    logs = script.parent.resolve() / "logs"
     cwd = Path.cwd()
     lines = [t.shell(opts.python, wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")],
                      cwd=cwd) for t in todo]
-    array = f"0-{len(todo) - 1}" + (f"%{opts.max_concurrent}" if opts.max_concurrent else "")
-    sbatch = [directive("job-name", opts.job_name, "--job_name"), f"--array={array}",
+    text = "".join(line + "\n" for line in lines)
+    commands = script.with_name(f"{script.stem}.{hashlib.sha256(text.encode()).hexdigest()[:12]}.commands")
+    logs = script.parent.resolve() / "logs"
+    throttle = f"%{opts.max_concurrent}" if opts.max_concurrent else ""
+    size = opts.max_array_size
+    arrays = [(first, min(size, len(todo) - first)) for first in range(0, len(todo), size)]
+    quoted = shlex.quote(str(script))
+    submit = [f"sbatch {quoted}"] + [f"sbatch --array=0-{n - 1}{throttle} "
+                                     f"--export=ALL,LABELREP_TASK_OFFSET={first} {quoted}"
+                                     for first, n in arrays[1:]]
+    sbatch = [directive("job-name", opts.job_name, "--job_name"), f"--array=0-{arrays[0][1] - 1}{throttle}",
               directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
               "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
     for flag, value in (("partition", opts.partition), ("gres", opts.gres), ("time", opts.time),
@@ -295,9 +315,9 @@ def write_slurm(opts, tasks):
     header = [
         "#!/bin/bash",
         f"{SCRIPT_MARK} {len(todo)} runs ({' then '.join(tasks[0].stages)} each), by sweep.py",
-        "# task i runs line i+1 of the commands file",
-        f"#   submit:            sbatch {shlex.quote(str(script))}",
-        f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(script))}",
+        "# task i runs line i+1 of the commands file (line LABELREP_TASK_OFFSET+i+1)",
+        *[f"#   submit:            {line}" for line in submit],
+        f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {quoted}",
         *[f"#SBATCH {option}" for option in sbatch],
         "",
         f"commands={shlex.quote(str(commands.resolve()))}",
@@ -308,10 +328,10 @@ def write_slurm(opts, tasks):
     script.parent.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     # atomically: a failed write (a full disk) leaves each file whole, as it was or as new
-    atomic_write_text(commands, "".join(line + "\n" for line in lines))
+    atomic_write_text(commands, text)
     atomic_write_text(script, "\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
     script.chmod(0o755)
-    return script, commands, len(todo)
+    return script, commands, len(todo), submit
 
 
 # ---------------------------------------------------------------- local pool
@@ -488,10 +508,12 @@ def main(argv=None):
                   file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": 0, "script": None}
         else:
-            script, commands, n = write_slurm(opts, tasks)
-            print(f"{count_line(tasks)}\nwrote {script} ({n} array tasks) and {commands}; "
-                  f"submit with: sbatch {shlex.quote(str(script))}", file=sys.stderr)
-            summary = {"runs": len(tasks), "tasks": n, "script": str(script), "commands": str(commands)}
+            script, commands, n, submit = write_slurm(opts, tasks)
+            arrays = f" in {len(submit)} arrays of at most {opts.max_array_size}" if len(submit) > 1 else ""
+            print(f"{count_line(tasks)}\nwrote {script} ({n} array tasks{arrays}) and {commands}; "
+                  f"submit with: {' && '.join(submit)}", file=sys.stderr)
+            summary = {"runs": len(tasks), "tasks": n, "script": str(script), "commands": str(commands),
+                       "submit": submit}
         print(json_text(summary), flush=True)
         return summary
     print(count_line(tasks), file=sys.stderr, flush=True)
@@ -499,8 +521,8 @@ def main(argv=None):
     outcomes = pool.run()
     failed = [o for o in outcomes if o["status"] not in (0, REQUEUE_EXIT)]
     stopped = [o for o in outcomes if o["status"] == REQUEUE_EXIT]
-    done = sum(1 for t in todo if all(any(o["run"] == t.run.name and o["stage"] == s and
-                                          o["status"] == 0 for o in outcomes) for s in t.todo))
+    finished = {(o["run"], o["stage"]) for o in outcomes if o["status"] == 0}
+    done = sum(all((t.run.name, s) in finished for s in t.todo) for t in todo)
     summary = {"runs": len(tasks), "skipped": len(tasks) - len(todo), "completed": done,
                "failed": failed, "stopped": stopped,
                "not_started": pool.total - len({o["run"] for o in outcomes}),

@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -237,6 +238,31 @@ def test_nothing_to_submit_removes_the_earlier_script(tmp_path, capsys, cifar10_
     other = tmp_path / "mine.sbatch"
     other.write_text("#!/bin/bash\n#SBATCH --array=0-9\n")
     assert sweep.drop_old_script(other) == "" and other.exists()
+
+
+def test_a_large_grid_goes_to_arrays_slurm_accepts_and_queued_tasks_keep_their_lines(tmp_path, capsys,
+                                                                                      cifar10_dir, label_dir):
+    """SLURM refuses an array index above MaxArraySize - 1 (1000 by default): 3000 runs were one
+    array no sbatch took. And a script written again while an earlier array waited in the queue
+    moved that array's lines under it (its task 0 ran the new line 1)."""
+    script = tmp_path / "jobs" / "sweep.sbatch"
+    flags = ["--labels", "category", *tiny(cifar10_dir, label_dir, tmp_path / "out"), "--stages", "train",
+             "--slurm", str(script), "--max_array_size", "2", "--max_concurrent", "1"]
+    summary = json.loads(sweep_lines(capsys, flags + ["--seeds", "0", "1", "2", "3", "4"])[-1])
+    quoted = shlex.quote(str(script))
+    assert summary["tasks"] == 5 and summary["submit"] == [
+        f"sbatch {quoted}", f"sbatch --array=0-1%1 --export=ALL,LABELREP_TASK_OFFSET=2 {quoted}",
+        f"sbatch --array=0-0%1 --export=ALL,LABELREP_TASK_OFFSET=4 {quoted}"]
+    assert "#SBATCH --array=0-1%1" in script.read_text()
+    first = Path(summary["commands"])
+    first.write_text("".join(f"echo line{i}\n" for i in range(1, 6)))
+    task = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0",
+                                                                    "LABELREP_TASK_OFFSET": "4"},
+                          capture_output=True, text=True)
+    assert (task.returncode, task.stdout) == (0, "line5\n"), task.stderr
+    again = json.loads(sweep_lines(capsys, flags + ["--seeds", "1", "2"])[-1])
+    assert Path(again["commands"]) != first and first.read_text().startswith("echo line1\n")
+    assert len(Path(again["commands"]).read_text().splitlines()) == 2
 
 
 def test_sbatch_directives_quote_white_space():
