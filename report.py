@@ -17,6 +17,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 import csv
 import io
+import math
 import re
 import statistics
 from collections import Counter, defaultdict
@@ -214,11 +215,12 @@ def expected_runs(records, grid_file):
     """The runs a complete study holds, and the attack settings each should have.
 
     Returns (expected runs as key dicts, {run key tuple: a `requested_attacks`-like dict of the
-    attack settings it should have, or None}, a description). From a sweep grid file if given: its runs, and for each the (attack, targeted,
-    protocol, eps) settings the sweep asks attack.py for, so runs outside the grid (an extra label,
-    a --label_noise run) are not held to them. Else per dataset every combination of the models,
-    labels, levels and seeds seen there, each expected to have every attack setting seen in its
-    dataset where any run of the dataset was attacked.
+    attack settings it should have, or None}, a description). From a sweep grid file if given:
+    its runs, and for each the (attack, targeted, protocol, eps) settings the sweep asks attack.py
+    for, so runs outside the grid (an extra label, a --label_noise run) are not held to them. Else
+    per dataset every combination of the models, labels, levels and seeds seen there, each
+    expected to have every attack setting seen in its dataset where any run of the dataset was
+    attacked.
     """
     if grid_file:
         import sweep
@@ -530,20 +532,29 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
 def label_styles(labels):
     """Line style per label: one colour per label type (in LABEL_ORDER; tab10, then tab20 when
     there are more than ten types), and for its label-noise variants the same colour with another
-    dash pattern and marker, so that no two lines of a figure look alike (up to 20 label types
-    and 4 noise rates; beyond, colours and dashes repeat)."""
+    dash pattern, so that no two lines of a figure look alike. Past 20 types the colours come
+    round again with other markers (the follow-up's grids hold some 30 label types)."""
     import matplotlib
     bases = sorted({split_noise(label)[0] for label in labels}, key=label_rank)
     palette = matplotlib.colormaps["tab10" if len(bases) <= 10 else "tab20"].colors
-    colour = {base: palette[i % len(palette)] for i, base in enumerate(bases)}
-    dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D")
+    dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D", "v", "P", "X", "*")
     noises = sorted({split_noise(label)[1] for label in labels})
     styles = {}
     for label in labels:
         base, noise = split_noise(label)
-        k = noises.index(noise) % len(dashes)
-        styles[label] = {"color": colour[base], "linestyle": dashes[k], "marker": markers[k]}
+        i, k = bases.index(base), noises.index(noise)
+        styles[label] = {"color": palette[i % len(palette)], "linestyle": dashes[k % len(dashes)],
+                         "marker": markers[(i // len(palette) + k) % len(markers)]}
     return styles
+
+
+def legend_beside(fig, handles, labels):
+    """The figure's legend right of its axes, in columns of at most 20 labels; the figure is
+    widened to hold it, so that the axes keep their size."""
+    columns = math.ceil(len(labels) / 20)
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width + 1.8 * columns, height)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, ncols=columns)
 
 
 def plot_line(ax, xs, stats_list, label, style):
@@ -564,7 +575,6 @@ def figures(out, accuracy, robust, records):
     written = []
 
     def save(fig, name):
-        fig.tight_layout()
         atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=120))
         written.append(name)
 
@@ -577,7 +587,7 @@ def figures(out, accuracy, robust, records):
         # a panel per attack and setting; the setting is named where an attack has several
         panels = robust_tables(rows, lambda r: (r["attack"],))
         panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
-        fig = Figure(figsize=(4.5 * len(panel_keys), 3.8))
+        fig = Figure(figsize=(4.5 * len(panel_keys), 3.8), layout="constrained")
         axes = fig.subplots(1, len(panel_keys), squeeze=False)
         for ax, panel in zip(axes[0], panel_keys):
             attack, panel_rows = panel[0], panels[panel]
@@ -599,7 +609,7 @@ def figures(out, accuracy, robust, records):
             for handle, label in zip(*ax.get_legend_handles_labels()):
                 lines.setdefault(label, handle)
         order = sorted(lines, key=label_rank)
-        axes[0][-1].legend([lines[label] for label in order], order, fontsize=8)
+        legend_beside(fig, [lines[label] for label in order], order)
         fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
         name = (f"robust_{dataset}_{model}_level{level:g}_{'targeted' if targeted else 'untargeted'}"
                 + ("_paper" if protocol == "paper" else "") + ".png")
@@ -609,7 +619,7 @@ def figures(out, accuracy, robust, records):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
         if len({r["level"] for r in rows}) < 2:
             continue
-        fig = Figure(figsize=(5.5, 4))
+        fig = Figure(figsize=(5.5, 4), layout="constrained")
         ax = fig.subplots()
         for label in sorted({r["label"] for r in rows}, key=label_rank):
             line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
@@ -617,20 +627,20 @@ def figures(out, accuracy, robust, records):
         ax.set(xscale="log", xlabel="training data (% of the training split)", ylabel="test accuracy (%)",
                title=f"{dataset}, {model}: accuracy against data level")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        legend_beside(fig, *ax.get_legend_handles_labels())
         save(fig, f"levels_{dataset}_{model}.png")
 
     curves = curve_means(records)
     for (dataset, model, level), by_label in sorted(curves.items()):
-        fig = Figure(figsize=(5.5, 4))
+        fig = Figure(figsize=(5.5, 4), layout="constrained")
         ax = fig.subplots()
         for label in sorted(by_label, key=label_rank):
             values = by_label[label]
-            style = styles[label] | {"marker": "." if len(values) <= 40 else None}
+            style = styles[label] | {"markevery": max(1, len(values) // 10), "markersize": 4}  # ~10 a line
             ax.plot(range(1, len(values) + 1), [v * 100 for v in values], label=label, **style)
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset}, {model}, level {level:g}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        legend_beside(fig, *ax.get_legend_handles_labels())
         save(fig, f"curves_{dataset}_{model}_level{level:g}.png")
     return written
 

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conftest import REPO, last_json, run_script
-from report import cell, log_error, mean_std, report
+from report import cell, label_styles, log_error, mean_std, report
 from utils.runs import run_directory
 
 EPS8 = 8 / 255
@@ -556,3 +556,11 @@ def test_a_malformed_metrics_line_loses_that_line_alone(tmp_path):
                                            '{"epoch": 3, "valid_acc": 0.3}\n')
     summary = report(base, tmp_path / "out", draw=False)
     assert summary["incomplete"][0]["reasons"] == ["training stopped after epoch 3 of 4 (no results.json)"]
+
+
+def test_thirty_label_types_and_their_noise_variants_look_unlike():
+    """The follow-up's grids hold some 30 label types: past 20, colours repeated with the same
+    marker and dash, so label 20 was drawn as label 0."""
+    labels = [f"t{i:02d}" for i in range(30)] + ["t00_noise0.2", "t20_noise0.2", "t25_noise0.4"]
+    looks = [tuple(sorted(style.items())) for style in label_styles(labels).values()]
+    assert len(set(looks)) == len(labels)

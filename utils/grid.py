@@ -336,11 +336,12 @@ def missing_entries(results, keys, plans=None, num_images=None):
     `requested_attacks`) an entry counts only if it ran its key's plan (in bf16 or not, as
     asked), and with `num_images` only if it ran on that many images: attack.py computes those
     anew, so a sweep must call it."""
-    entries = attack_entries(results)[0]
+    by_setting = {}  # (attack, targeted, protocol) -> entries: a key is looked for among its own alone
+    for entry in attack_entries(results)[0]:
+        by_setting.setdefault(entry_key(entry)[:3], []).append(entry)
 
     def counts(entry, key):
-        have = entry_key(entry)
-        if have[:3] != key[:3] or not math.isclose(have[3], key[3], rel_tol=1e-9, abs_tol=1e-12):
+        if not math.isclose(entry_key(entry)[3], key[3], rel_tol=1e-9, abs_tol=1e-12):
             return False
         if num_images is not None and entry.get("num_images", results.get("num_images")) != num_images:
             return False
@@ -350,7 +351,7 @@ def missing_entries(results, keys, plans=None, num_images=None):
                                 == (plan[0], plan[2], plan[3])
                                 and isinstance(step_size, (int, float))
                                 and math.isclose(step_size, plan[1], rel_tol=1e-9, abs_tol=1e-12))
-    return sorted((k for k in keys if not any(counts(e, k) for e in entries)),
+    return sorted((k for k in keys if not any(counts(e, k) for e in by_setting.get(k[:3], ()))),
                   key=lambda k: (k[0], k[1], k[2], k[3]))
 
 
