@@ -700,7 +700,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
         "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
         "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
         "step_size", "restarts", "amp"])
-    run_rows = [{**r, "status": "incomplete" if any(i["run_dir"] == r["run_dir"] for i in incomplete) else "complete",
+    unfinished = {i["run_dir"] for i in incomplete}
+    run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
                 for r in records]
     write_csv(out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status", "test_acc",
