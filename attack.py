@@ -14,7 +14,6 @@ attack_examples.png once, at the end. Progress goes to stderr; the last line on 
 """
 import argparse
 import hashlib
-import os
 import textwrap
 from fractions import Fraction
 from pathlib import Path
@@ -127,7 +126,7 @@ def find_checkpoint(args):
         path = Path(args.checkpoint)
         if not path.is_file():
             raise UsageError(f"checkpoint {path} does not exist")
-        path = Path(os.path.abspath(path))  # as run_dir_of's: it holds from any directory
+        path = path.absolute()  # as run_dir_of's: it holds from any directory (a symlink's '..' kept)
         return path, path.parent
     run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
@@ -204,7 +203,8 @@ def load_model(args, path):
         if not isinstance(own, str):  # a checkpoint of no train.py run: the default
             own = SHARED["data_dir"]["default"]
         elif not Path(own).is_dir():
-            raise UsageError(f"{path} was trained on the data in {own}, which is not here; pass "
+            where = "" if Path(own).is_absolute() else " (relative to the folder train.py ran in)"
+            raise UsageError(f"{path} was trained on the data in {own}{where}, which is not here; pass "
                              "--data_dir with the folder of its dataset on this machine")
         args.data_dir = own
     for flag, default in RUN_FLAGS:

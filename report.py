@@ -637,7 +637,8 @@ def figures(out, accuracy, robust, records):
         for label in sorted(by_label, key=label_rank):
             values = by_label[label]
             style = styles[label] | {"markevery": max(1, len(values) // 10), "markersize": 4}  # ~10 a line
-            ax.plot(range(1, len(values) + 1), [v * 100 for v in values], label=label, **style)
+            ax.plot(range(1, len(values) + 1), [math.nan if v is None else v * 100 for v in values],
+                    label=label, **style)
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset}, {model}, level {level:g}")
         ax.grid(alpha=0.3)
         legend_beside(fig, *ax.get_legend_handles_labels())
@@ -648,19 +649,21 @@ def figures(out, accuracy, robust, records):
 def curve_means(records):
     """{(dataset, model, level): {label: mean validation accuracy per epoch over seeds}}.
 
-    Epoch e is averaged over the seeds that reached it, so an unfinished run shortens nothing.
+    Epoch e is averaged over the seeds that reached it with a validation accuracy, so an
+    unfinished run shortens nothing and a malformed metrics line loses that epoch of that seed
+    alone; None where no seed has one (--valid_size 0 has none at all: no curve).
     """
     curves = defaultdict(lambda: defaultdict(list))
     for record in records:
-        if record["curve"] and None not in record["curve"] and not record["excluded"]:  # None: --valid_size 0
+        if any(v is not None for v in record["curve"]) and not record["excluded"]:
             curves[(record["dataset"], record["model"], record["level"])][record["label"]].append(record["curve"])
     out = {}
     for key, by_label in curves.items():
         out[key] = {}
         for label, runs in by_label.items():
-            length = max(len(c) for c in runs)
-            out[key][label] = [statistics.fmean(c[e] for c in runs if len(c) > e and c[e] is not None)
-                               for e in range(length)]
+            epochs = [[c[e] for c in runs if len(c) > e and c[e] is not None]
+                      for e in range(max(len(c) for c in runs))]
+            out[key][label] = [statistics.fmean(values) if values else None for values in epochs]
     return out
 
 

@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -86,8 +87,8 @@ def build_parser():
     slurm.add_argument("--max_concurrent", type=int, help="tasks running at once (--array=0-N%%K), "
                        "per array")
     slurm.add_argument("--max_array_size", type=int, default=1000, help="tasks per array: SLURM "
-                       "refuses an index above its MaxArraySize - 1 (1001 by default); more tasks "
-                       "go to further arrays of the same script")
+                       "refuses an array index of its MaxArraySize (1001 by default) or more; more "
+                       "tasks go to further arrays (for jobs/x.sbatch: jobs/x.part2.sbatch and on)")
     slurm.add_argument("--signal_seconds", type=int, default=120, help="seconds before the time "
                        "limit at which SLURM sends USR1: the stage checkpoints, the task requeues")
     slurm.add_argument("--sbatch", nargs="+", default=[], metavar="OPTION", help="more #SBATCH "
@@ -220,11 +221,11 @@ trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
 stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps run at once
-  local log=$1 status interrupted
+  local log=$1 status interrupted id=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-none}}_$task
   shift
   mkdir -p "$(dirname "$log")"
-  echo "=== $(date +%FT%T) $(hostname) job ${SLURM_JOB_ID:-none} task $task: $*" >> "$log"
-  echo "$(date +%FT%T) task $task: $1 ... -> $log" >&2
+  echo "=== $(date +%FT%T) $(hostname) job $id: $(printf '%q ' "$@")" >> "$log"
+  echo "$(date +%FT%T) task $task: $(basename "${2:-$1}") ... -> $log" >&2
   "$@" >> "$log" 2>&1 &
   child=$!
   while :; do  # a trap cuts wait short (status > 128); then wait again for the real status
@@ -240,9 +241,10 @@ stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps
 }
 
 task=${SLURM_ARRAY_TASK_ID:?set SLURM_ARRAY_TASK_ID to the task to run (0-based)}
-number=$((${LABELREP_TASK_OFFSET:-0} + task + 1))  # an array after the first starts further down
+number=$((offset + task + 1))  # an array after the first starts further down
 line=$(sed -n "${number}p" "$commands")
 [ -n "$line" ] || { echo "no line $number in $commands" >&2; exit 2; }
+echo "$(date +%FT%T) task $task: line $number of $commands" >&2
 eval "$line"
 status=$?
 # 75: the stage stopped on a signal and kept its checkpoint. After USR1 (the time limit is near)
@@ -265,30 +267,45 @@ def directive(flag, value, source):
     return f'--{flag}="{value}"' if any(c.isspace() for c in value) else f"--{flag}={value}"
 
 
-def drop_old_script(path):
-    """With nothing to submit, an earlier sweep's script at `path` goes, so that `sweep.py ... --slurm
-    FILE && sbatch FILE` submits nothing rather than the old array (SLURM keeps a copy of a submitted
-    script, and its commands file stays for tasks still queued); returns what a message adds."""
-    path = Path(path)
+def ours(path):
+    """Whether `path` is an array script sweep.py wrote (unreadable or absent: no)."""
     try:
         with open(path, "rb") as f:
-            ours = SCRIPT_MARK.encode() in f.read(200)
-    except OSError:  # none there (or unreadable: left alone)
+            return SCRIPT_MARK.encode() in f.read(200)
+    except OSError:
+        return False
+
+
+def part_scripts(script):
+    """The scripts of an earlier sweep's further arrays beside `script` (FILE.part2.sbatch, ...)."""
+    script = Path(script)
+    return sorted(p for p in script.parent.glob(f"{script.stem}.part*{script.suffix}")
+                  if re.fullmatch(rf"{re.escape(script.stem)}\.part\d+{re.escape(script.suffix)}", p.name)
+                  and ours(p))
+
+
+def drop_old_script(path):
+    """With nothing to submit, an earlier sweep's scripts at `path` (and its further arrays') go,
+    so that `sweep.py ... --slurm FILE && sbatch FILE` submits nothing rather than the old array
+    (SLURM keeps a copy of a submitted script, and the commands files stay for tasks still
+    queued); returns what a message adds."""
+    path = Path(path)
+    if not ours(path):
         return ""
-    if not ours:
-        return ""
-    path.unlink()
+    for old in [path, *part_scripts(path)]:
+        old.unlink()
     return f"; removed the earlier {path}, so it is not submitted again"
 
 
 def write_slurm(opts, tasks):
-    """Write the array script and its commands file; returns (script, commands, number of tasks,
-    the sbatch commands that submit them).
+    """Write the array scripts and their commands file; returns (scripts, commands, number of
+    tasks).
 
-    The commands file is named by its content: regenerated while an earlier array still waits in
-    the queue, the new one does not move the earlier tasks' lines under them (task i reads line
-    i+1 of its own file). Tasks beyond --max_array_size go to further arrays of the same script,
-    submitted with LABELREP_TASK_OFFSET (SLURM refuses an index above its MaxArraySize - 1)."""
+    Task i of an array runs line offset+i+1 of the commands file, both named in its script. The
+    commands file is named by its content: written again while an earlier array still waits in
+    the queue, the new one does not move the earlier tasks' lines under them. Tasks beyond
+    --max_array_size go to further arrays, FILE.part2.sbatch and on (SLURM refuses an index
+    above its MaxArraySize - 1)."""
     todo = [t for t in tasks if t.todo]
     script = Path(opts.slurm)
     cwd = Path.cwd()
@@ -300,38 +317,46 @@ def write_slurm(opts, tasks):
     throttle = f"%{opts.max_concurrent}" if opts.max_concurrent else ""
     size = opts.max_array_size
     arrays = [(first, min(size, len(todo) - first)) for first in range(0, len(todo), size)]
-    quoted = shlex.quote(str(script))
-    submit = [f"sbatch {quoted}"] + [f"sbatch --array=0-{n - 1}{throttle} "
-                                     f"--export=ALL,LABELREP_TASK_OFFSET={first} {quoted}"
-                                     for first, n in arrays[1:]]
-    sbatch = [directive("job-name", opts.job_name, "--job_name"), f"--array=0-{arrays[0][1] - 1}{throttle}",
-              directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
-              "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
+    paths = [script] + [script.with_name(f"{script.stem}.part{k + 1}{script.suffix}")
+                        for k in range(1, len(arrays))]
+    options = [directive("job-name", opts.job_name, "--job_name"),
+               directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
+               "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
     for flag, value in (("partition", opts.partition), ("gres", opts.gres), ("time", opts.time),
                         ("mem", opts.mem), ("cpus-per-task", opts.cpus_per_task)):
         if value is not None:
-            sbatch.append(directive(flag, value, f"--{flag.replace('-', '_')}"))
-    sbatch += opts.sbatch
-    header = [
-        "#!/bin/bash",
-        f"{SCRIPT_MARK} {len(todo)} runs ({' then '.join(tasks[0].stages)} each), by sweep.py",
-        "# task i runs line i+1 of the commands file (line LABELREP_TASK_OFFSET+i+1)",
-        *[f"#   submit:            {line}" for line in submit],
-        f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {quoted}",
-        *[f"#SBATCH {option}" for option in sbatch],
-        "",
-        f"commands={shlex.quote(str(commands.resolve()))}",
-        f"cd {shlex.quote(str(cwd))} || exit 2",
-        '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK',
-        *opts.setup,
-    ]
+            options.append(directive(flag, value, f"--{flag.replace('-', '_')}"))
+    options += opts.sbatch
+    submit = " && ".join(f"sbatch {shlex.quote(str(p))}" for p in paths)
+    texts = []
+    for path, (first, n) in zip(paths, arrays):
+        part = f", array {paths.index(path) + 1} of {len(paths)}" if len(paths) > 1 else ""
+        header = [
+            "#!/bin/bash",
+            f"{SCRIPT_MARK} {len(todo)} runs ({' then '.join(tasks[0].stages)} each){part}, by sweep.py",
+            f"# task i runs line {first}+i+1 of the commands file",
+            f"#   submit:            {submit}",
+            f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(path))}",
+            f"#SBATCH --array=0-{n - 1}{throttle}",
+            *[f"#SBATCH {option}" for option in options],
+            "",
+            f"commands={shlex.quote(str(commands.resolve()))}",
+            f"offset={first}",
+            f"cd {shlex.quote(str(cwd))} || exit 2",
+            '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK',
+            *opts.setup,
+        ]
+        texts.append("\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
     script.parent.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
     # atomically: a failed write (a full disk) leaves each file whole, as it was or as new
     atomic_write_text(commands, text)
-    atomic_write_text(script, "\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
-    script.chmod(0o755)
-    return script, commands, len(todo), submit
+    for path, body in zip(paths, texts):
+        atomic_write_text(path, body)
+        path.chmod(0o755)
+    for stale in set(part_scripts(script)) - set(paths):  # an earlier, longer sweep's further arrays
+        stale.unlink()
+    return paths, commands, len(todo)
 
 
 # ---------------------------------------------------------------- local pool
@@ -508,12 +533,13 @@ def main(argv=None):
                   file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": 0, "script": None}
         else:
-            script, commands, n, submit = write_slurm(opts, tasks)
-            arrays = f" in {len(submit)} arrays of at most {opts.max_array_size}" if len(submit) > 1 else ""
-            print(f"{count_line(tasks)}\nwrote {script} ({n} array tasks{arrays}) and {commands}; "
-                  f"submit with: {' && '.join(submit)}", file=sys.stderr)
-            summary = {"runs": len(tasks), "tasks": n, "script": str(script), "commands": str(commands),
-                       "submit": submit}
+            scripts, commands, n = write_slurm(opts, tasks)
+            arrays = f" in {len(scripts)} arrays of at most {opts.max_array_size}" if len(scripts) > 1 else ""
+            submit = [f"sbatch {shlex.quote(str(p))}" for p in scripts]
+            print(f"{count_line(tasks)}\nwrote {', '.join(map(str, scripts))} ({n} array tasks{arrays}) and "
+                  f"{commands}; submit with: {' && '.join(submit)}", file=sys.stderr)
+            summary = {"runs": len(tasks), "tasks": n, "script": str(scripts[0]),
+                       "scripts": [str(p) for p in scripts], "commands": str(commands), "submit": submit}
         print(json_text(summary), flush=True)
         return summary
     print(count_line(tasks), file=sys.stderr, flush=True)

@@ -554,8 +554,12 @@ def test_a_malformed_metrics_line_loses_that_line_alone(tmp_path):
     run_dir = make_run(base, "category", 1, done_epochs=3)
     (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "valid_acc": 0.1}\n{"epoch": 2, "val\n'
                                            '{"epoch": 3, "valid_acc": 0.3}\n')
-    summary = report(base, tmp_path / "out", draw=False)
+    make_run(base, "category", 2, done_epochs=3)  # its curve: 0.1, 0.2, 0.3
+    summary = report(base, tmp_path / "out")  # the figure too: a curve with a gap is drawn
     assert summary["incomplete"][0]["reasons"] == ["training stopped after epoch 3 of 4 (no results.json)"]
+    [curve] = summary["curves"]
+    assert curve["valid_acc"] == pytest.approx([0.1, 0.2, 0.3])  # the bad line: that epoch of that seed
+    assert "curves_cifar10_resnet32_level100.png" in summary["files"]
 
 
 def test_thirty_label_types_and_their_noise_variants_look_unlike():

@@ -249,20 +249,27 @@ def test_a_large_grid_goes_to_arrays_slurm_accepts_and_queued_tasks_keep_their_l
     flags = ["--labels", "category", *tiny(cifar10_dir, label_dir, tmp_path / "out"), "--stages", "train",
              "--slurm", str(script), "--max_array_size", "2", "--max_concurrent", "1"]
     summary = json.loads(sweep_lines(capsys, flags + ["--seeds", "0", "1", "2", "3", "4"])[-1])
-    quoted = shlex.quote(str(script))
-    assert summary["tasks"] == 5 and summary["submit"] == [
-        f"sbatch {quoted}", f"sbatch --array=0-1%1 --export=ALL,LABELREP_TASK_OFFSET=2 {quoted}",
-        f"sbatch --array=0-0%1 --export=ALL,LABELREP_TASK_OFFSET=4 {quoted}"]
-    assert "#SBATCH --array=0-1%1" in script.read_text()
+    parts = [script, script.with_name("sweep.part2.sbatch"), script.with_name("sweep.part3.sbatch")]
+    assert summary["tasks"] == 5 and summary["scripts"] == list(map(str, parts))
+    assert summary["submit"] == [f"sbatch {p}" for p in parts]
+    texts = [p.read_text() for p in parts]
+    assert ["#SBATCH --array=0-1%1" in texts[0], "#SBATCH --array=0-1%1" in texts[1],
+            "#SBATCH --array=0-0%1" in texts[2]] == [True] * 3
+    assert "offset=0\n" in texts[0] and "offset=2\n" in texts[1] and "offset=4\n" in texts[2]
     first = Path(summary["commands"])
     first.write_text("".join(f"echo line{i}\n" for i in range(1, 6)))
-    task = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0",
-                                                                    "LABELREP_TASK_OFFSET": "4"},
-                          capture_output=True, text=True)
-    assert (task.returncode, task.stdout) == (0, "line5\n"), task.stderr
-    again = json.loads(sweep_lines(capsys, flags + ["--seeds", "1", "2"])[-1])
+
+    def task(path, i, **env):
+        proc = subprocess.run(["bash", str(path)], env=plain_env() | env | {"SLURM_ARRAY_TASK_ID": str(i)},
+                              capture_output=True, text=True)
+        return proc.returncode, proc.stdout, proc.stderr
+    status, out, err = task(parts[2], 0, LABELREP_TASK_OFFSET="2")  # the environment moves nothing
+    assert (status, out) == (0, "line5\n") and f"task 0: line 5 of {first}" in err
+    again = json.loads(sweep_lines(capsys, flags + ["--seeds", "1", "2", "3"])[-1])
     assert Path(again["commands"]) != first and first.read_text().startswith("echo line1\n")
-    assert len(Path(again["commands"]).read_text().splitlines()) == 2
+    assert again["scripts"] == list(map(str, parts[:2])) and not parts[2].exists()  # a stale array: gone
+    # the new part2 names the new file and its own offset: an old submit line runs new lines alike
+    assert f"commands={again['commands']}\noffset=2\n" in parts[1].read_text()
 
 
 def test_sbatch_directives_quote_white_space():

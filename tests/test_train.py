@@ -865,9 +865,12 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     attack_flags = ["--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "8/255", "--targeted",
                     "no", "--num_images", "5", "--examples", "0", "--device", "cpu"]
     # no --data_dir: the run's own (./data, the default, would be a download)
+    # ../runs/...: absolute, its '..' kept (after a symlink, '..' is not the folder the text names)
     summary = attack.main(["--checkpoint", checkpoint, *attack_flags])
-    assert (summary["run_dir"], summary["results"]) == (str(run_dir), str(run_dir / ATTACK_RESULTS))
-    assert json.loads((run_dir / ATTACK_RESULTS).read_text())["checkpoint"] == result["checkpoint"]
+    assert summary["run_dir"] == str(tmp_path / "elsewhere" / ".." / run_dir.relative_to(tmp_path))
+    assert Path(summary["results"]) == Path(summary["run_dir"]) / ATTACK_RESULTS
+    assert Path(json.loads((run_dir / ATTACK_RESULTS).read_text())["checkpoint"]).resolve() == \
+        Path(result["checkpoint"]).resolve()
     moved = torch.load(result["checkpoint"], weights_only=True)
     moved["config"]["flags"]["data_dir"] = "/nowhere/cifar10"  # trained on another machine
     torch.save(moved, tmp_path / "moved.pth")
@@ -914,15 +917,22 @@ def test_a_signal_after_the_loops_last_look_reaches_the_caller():
     preemption when it came during the last epoch's validation."""
     from utils import preempt
     caught = []
-    ours = signal.signal(signal.SIGTERM, lambda signum, frame: caught.append(signum))
+    ours = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+            for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         with preempt.catching():
-            os.kill(os.getpid(), signal.SIGTERM)
+            for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGTERM):
+                os.kill(os.getpid(), sig)
             assert preempt.requested() and not caught  # the loop's to act on, while it runs
-        assert caught == [signal.SIGTERM] and not preempt.requested()
+        assert caught == [signal.SIGTERM, signal.SIGUSR1] and not preempt.requested()  # each, once
+        caught.clear()
         with pytest.raises(SystemExit), preempt.catching():
             os.kill(os.getpid(), signal.SIGTERM)
             preempt.exit_for_requeue("stopped")  # acted on: spent
-        assert caught == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is not preempt._handle
+        with pytest.raises(ValueError), preempt.catching():  # the error is the caller's news, not
+            os.kill(os.getpid(), signal.SIGTERM)            # a signal that may end its process
+            raise ValueError
+        assert caught == [] and signal.getsignal(signal.SIGTERM) is not preempt._handle
     finally:
-        signal.signal(signal.SIGTERM, ours)
+        for sig, handler in ours.items():
+            signal.signal(sig, handler)

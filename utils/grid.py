@@ -12,7 +12,8 @@
 A run is one (dataset, model, label, level, seed); its stages (train, then attack) run in that order
 inside one unit of work, because the attack reads the checkpoint the training wrote. What a stage
 still needs is read from the run directory (and the digest of the label file a run trains on: see
-`train_state` and `attack_state`), so every caller (a dry run, a SLURM script, a local pool, a report) agrees on it.
+`train_state` and `attack_state`), so every caller (a dry run, a SLURM script, a local pool, a
+report) agrees on it.
 """
 import functools
 import importlib.util
@@ -258,7 +259,7 @@ def read_json_or_none(path):
         return None
 
 
-def requested_attacks(namespace, module=None):
+def requested_attacks(namespace, module):
     """What attack.py will compute for its parsed flags: {"keys": {(attack label, targeted,
     protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp)}, "num_images": N or None}.
 
@@ -425,9 +426,9 @@ def train_state(run_dir, train_namespace=None):
 def attack_state(run_dir, wanted, test_images=None):
     """(done, note) for the attack stage: attack_results.json holds every wanted entry.
 
-    wanted: `requested_attacks(...)`. An entry counts when its attack, targeted flag, protocol and eps match and it ran the asked steps, step
-    size, restarts and precision (--amp) on the asked number of images (test_images when
-    --num_images is unset).
+    wanted: `requested_attacks(...)`. An entry counts when its attack, targeted flag, protocol
+    and eps match and it ran the asked steps, step size, restarts and precision (--amp) on the
+    asked number of images (test_images when --num_images is unset).
     """
     path = Path(run_dir) / ATTACK_RESULTS
     if not path.exists():
@@ -500,7 +501,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
         train_ns = scripts["train"].parse(argv["train"])
         run_dir = run_dir_of(train_ns)
         elsewhere = run_dir_of(scripts["attack"].parse(argv["attack"])) if "attack" in stages else run_dir
-        if elsewhere != run_dir:
+        if elsewhere.resolve() != run_dir.resolve():  # '../w/outs' for 'outs' is the same folder
             raise UsageError(f"train.py would write {run.name} to {run_dir} but attack.py would read "
                              f"{elsewhere}: give --base_dir, --label_granularity and --label_noise to "
                              "both stages (on the command line or in a grid file's args), not in "
@@ -536,4 +537,5 @@ def check_label_files(runs, label_dir, granularity):
         raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}")
     for dataset, name in needed:
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
-        read_targets(label_path(dataset, name, label_dir), classes, granularity_fix(dataset, granularity, name))
+        fix = granularity_fix(dataset, granularity, name)
+        read_targets(label_path(dataset, name, label_dir), classes, fix)

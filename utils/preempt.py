@@ -45,21 +45,19 @@ def catching():
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     install()
-    spent = False
+    ended = False  # normally: a signal caught after the loop's last look is the caller's
     try:
         yield
-    except SystemExit as stop:
-        spent = stop.code == REQUEUE_EXIT  # the loop stopped for it (exit_for_requeue)
-        raise
-    finally:
+        ended = True
+    finally:  # after exit_for_requeue (the loop stopped for the signal) or an error: none is
         if previous and any(handler is not _handle for handler in previous.values()):
-            pending = None if spent or not _stop.is_set() else _caught[-1]
+            pending = list(dict.fromkeys(_caught)) if ended else []  # each signal once, in order
             for sig, handler in previous.items():  # None: a handler not set from Python
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
             _stop.clear()
             _caught.clear()
-            if pending is not None:  # came after the loop's last look: the caller's to handle
-                signal.raise_signal(pending)
+            for sig in pending:
+                signal.raise_signal(sig)
 
 
 def _ignore():

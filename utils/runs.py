@@ -16,7 +16,6 @@ import functools
 import hashlib
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -59,8 +58,9 @@ def dataset_folder(dataset, label_granularity="fine"):
 def run_dir_of(args):
     """The run directory of train.py's or attack.py's resolved flags, absolute: the paths a run
     prints and records hold from any working directory (a notebook's is rarely the job's)."""
-    return run_directory(os.path.abspath(args.base_dir), dataset_folder(args.dataset, args.label_granularity),
-                         args.level, args.seed, args.model, args.label, args.label_noise)
+    return run_directory(Path(args.base_dir).absolute(), dataset_folder(args.dataset,
+                         args.label_granularity), args.level, args.seed, args.model, args.label,
+                         args.label_noise)
 
 
 def best_checkpoint_name(label, seed, model):
