@@ -10,7 +10,8 @@ Finds the best checkpoint train.py saved under {base_dir}/{dataset}/seed{seed}/{
 evaluates every attack x targeted x eps on the test split. Writes attack_results.json (every
 setting, every number, images/s) into the run directory (the checkpoint's folder) after each
 finished setting, so a rerun, or a run requeued after SIGTERM, reuses finished settings, and
-attack_examples.png once, at the end. Progress goes to stderr; the last line on stdout is one JSON object.
+attack_examples.png once, at the end. Progress goes to stderr; the last line on stdout is one
+JSON object.
 """
 import argparse
 import hashlib

@@ -858,7 +858,8 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_category"
     assert result["run_dir"] == str(run_dir) and result["checkpoint"].startswith(f"{run_dir}/")
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["run_dir"] == str(run_dir) and config["flags"]["data_dir"] == str(cifar10_dir)
+    recorded = Path(config["flags"]["data_dir"])  # absolute, as typed after the working directory
+    assert config["run_dir"] == str(run_dir) and recorded == tmp_path / data_dir and recorded.is_absolute()
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # where the relative --data_dir is no folder
     checkpoint = os.path.relpath(result["checkpoint"])

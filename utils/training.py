@@ -9,10 +9,10 @@ import contextlib
 import ctypes
 import functools
 import math
-import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -344,7 +344,7 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None):
 
 def _config(args, run_dir, split, data, space, label_sha256, facts):
     # the folders as absolute paths: attack.py finds the run's data from any working directory
-    folders = {k: os.path.abspath(getattr(args, k)) for k in ("data_dir", "label_dir")}
+    folders = {k: str(Path(getattr(args, k)).absolute()) for k in ("data_dir", "label_dir")}
     return {"flags": vars(args) | folders, "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
