@@ -299,7 +299,7 @@ def drop_old_script(path):
 
 def write_slurm(opts, tasks):
     """Write the array scripts and their commands file; returns (scripts, commands, number of
-    tasks).
+    tasks, the sbatch lines that submit the scripts).
 
     Task i of an array runs line offset+i+1 of the commands file, both named in its script. The
     commands file is named by its content: written again while an earlier array still waits in
@@ -327,15 +327,15 @@ def write_slurm(opts, tasks):
         if value is not None:
             options.append(directive(flag, value, f"--{flag.replace('-', '_')}"))
     options += opts.sbatch
-    submit = " && ".join(f"sbatch {shlex.quote(str(p))}" for p in paths)
+    submit = [f"sbatch {shlex.quote(str(p))}" for p in paths]
     texts = []
-    for path, (first, n) in zip(paths, arrays):
-        part = f", array {paths.index(path) + 1} of {len(paths)}" if len(paths) > 1 else ""
+    for k, (path, (first, n)) in enumerate(zip(paths, arrays)):
+        part = f", array {k + 1} of {len(paths)}" if len(paths) > 1 else ""
         header = [
             "#!/bin/bash",
             f"{SCRIPT_MARK} {len(todo)} runs ({' then '.join(tasks[0].stages)} each){part}, by sweep.py",
             f"# task i runs line {first}+i+1 of the commands file",
-            f"#   submit:            {submit}",
+            f"#   submit:            {' && '.join(submit)}",
             f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(path))}",
             f"#SBATCH --array=0-{n - 1}{throttle}",
             *[f"#SBATCH {option}" for option in options],
@@ -356,7 +356,7 @@ def write_slurm(opts, tasks):
         path.chmod(0o755)
     for stale in set(part_scripts(script)) - set(paths):  # an earlier, longer sweep's further arrays
         stale.unlink()
-    return paths, commands, len(todo)
+    return paths, commands, len(todo), submit
 
 
 # ---------------------------------------------------------------- local pool
@@ -533,9 +533,8 @@ def main(argv=None):
                   file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": 0, "script": None}
         else:
-            scripts, commands, n = write_slurm(opts, tasks)
+            scripts, commands, n, submit = write_slurm(opts, tasks)
             arrays = f" in {len(scripts)} arrays of at most {opts.max_array_size}" if len(scripts) > 1 else ""
-            submit = [f"sbatch {shlex.quote(str(p))}" for p in scripts]
             print(f"{count_line(tasks)}\nwrote {', '.join(map(str, scripts))} ({n} array tasks{arrays}) and "
                   f"{commands}; submit with: {' && '.join(submit)}", file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": n, "script": str(scripts[0]),

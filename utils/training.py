@@ -423,11 +423,11 @@ def _check_resume(checkpoint, args, path, label_sha256, facts):
     """The checkpoint is train.py's and trained what these flags, labels and data train."""
     if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
         raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
-                         f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); delete "
-                         "it, or pass --force to start over")
+                         f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); "
+                         f"{REBUILD_ADVICE}")
     if bad := _malformed_entries(checkpoint):
         raise UsageError(f"{path} holds {', '.join(bad)} entries of another form than train.py "
-                         "writes; delete it, or pass --force to start over")
+                         f"writes; {REBUILD_ADVICE}")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, data=facts):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
