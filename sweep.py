@@ -400,8 +400,9 @@ class LocalPool:
     """
 
     def __init__(self, tasks, slots, log=sys.stderr):
-        self.queue = [t for t in tasks if t.todo]
-        self.total = len(self.queue)
+        self.todo = [t for t in tasks if t.todo]
+        self.queue = list(self.todo)
+        self.total = len(self.todo)
         self.slots = slots
         self.log = log
         self.lock = threading.Lock()
@@ -491,6 +492,15 @@ class LocalPool:
                 signal.signal(sig, handler)
         return self.outcomes
 
+    def tally(self):
+        """What became of the runs with stages to do: completed (every stage), the failed and the
+        stopped stages' outcomes, and not_started (runs no stage of which began)."""
+        finished = {(o["run"], o["stage"]) for o in self.outcomes if o["status"] == 0}
+        return {"completed": sum(all((t.run.name, s) in finished for s in t.todo) for t in self.todo),
+                "failed": [o for o in self.outcomes if o["status"] not in (0, REQUEUE_EXIT)],
+                "stopped": [o for o in self.outcomes if o["status"] == REQUEUE_EXIT],
+                "not_started": self.total - len({o["run"] for o in self.outcomes})}
+
 
 def local_slots(opts):
     """One environment per concurrent run: a GPU each, or an equal share of the CPU cores."""
@@ -543,15 +553,11 @@ def main(argv=None):
         return summary
     print(count_line(tasks), file=sys.stderr, flush=True)
     pool = LocalPool(tasks, local_slots(opts))
-    outcomes = pool.run()
-    failed = [o for o in outcomes if o["status"] not in (0, REQUEUE_EXIT)]
-    stopped = [o for o in outcomes if o["status"] == REQUEUE_EXIT]
-    finished = {(o["run"], o["stage"]) for o in outcomes if o["status"] == 0}
-    done = sum(all((t.run.name, s) in finished for s in t.todo) for t in todo)
-    summary = {"runs": len(tasks), "skipped": len(tasks) - len(todo), "completed": done,
-               "failed": failed, "stopped": stopped,
-               "not_started": pool.total - len({o["run"] for o in outcomes}),
+    pool.run()
+    tally = pool.tally()
+    summary = {"runs": len(tasks), "skipped": len(tasks) - len(todo), **tally,
                "signal": pool.signal.name if pool.signal else None}
+    failed, stopped = tally["failed"], tally["stopped"]
     for outcome in failed:
         print(f"FAILED {outcome['stage']} {outcome['run']}: exit {outcome['status']}: "
               f"{outcome['note']} (log: {outcome['log']})", file=sys.stderr)

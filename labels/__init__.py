@@ -116,13 +116,13 @@ def check_targets(targets, source, num_classes=None, fix=None):
     return targets
 
 
-def load_label(dataset, name, label_dir=LABEL_DIR):
-    """Targets of label `name` for `dataset`: float32 array (C, *shape).
-
-    Raises LabelError naming the labels that do exist when there is no such file.
-    """
+def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, builtin=()):
+    """Targets of label `name` for `dataset`: float32 array (C, *shape), checked by `read_targets`
+    (`num_classes`, `fix`). Raises LabelError naming the labels that do exist (`builtin` names
+    first: labels that need no file) when there is no such file."""
     path = label_path(dataset, name, label_dir)
     if not path.exists():  # a folder or FIFO there: read_targets says what it is
-        known = ", ".join(available_labels(dataset, label_dir)) or "none"
-        raise LabelError(f"no label file {path}; labels for {dataset} in {label_dir}: {known}")
-    return read_targets(path)
+        known = ", ".join([*builtin, *available_labels(dataset, label_dir)]) or "none"
+        raise LabelError(f"no label file {path} for --label {name}; labels found for {dataset} in "
+                         f"{label_dir}: {known}")
+    return read_targets(path, num_classes, fix)

@@ -629,6 +629,26 @@ def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):
     assert [(o["run"], o["status"]) for o in outcomes] == [("cifar10/resnet32/label0/level100/seed0", 75)]
     assert not (tmp_path / "run1").exists()
     assert signal.getsignal(signal.SIGTERM) is not pool.stop  # handlers restored
+    tally = pool.tally()
+    assert (tally["completed"], tally["failed"], tally["not_started"]) == (0, [], 2)
+    assert [o["run"] for o in tally["stopped"]] == ["cifar10/resnet32/label0/level100/seed0"]
+
+
+def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_path):
+    (tmp_path / "stage.py").write_text(STAGE)
+
+    def task(i, *exits):
+        stages = ("train", "attack")[:len(exits)]
+        return Task(i, Run("cifar10", "resnet32", f"label{i}", 100, 0), tmp_path / f"run{i}", stages,
+                    list(stages), {}, {s: [sys.executable, str(tmp_path / "stage.py"), "0", str(e)]
+                                       for s, e in zip(stages, exits)})
+    pool = sweep.LocalPool([task(0, 0, 0), task(1, 0, 3), task(2, 4, 0), task(3, 0)], [{}, {}],
+                           log=io.StringIO())
+    pool.run()
+    tally = pool.tally()
+    assert (tally["completed"], tally["stopped"], tally["not_started"]) == (2, [], 0)
+    assert sorted((o["run"].split("/")[2], o["stage"], o["status"]) for o in tally["failed"]) == \
+        [("label1", "attack", 3), ("label2", "train", 4)]
 
 
 def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):

@@ -11,7 +11,7 @@ which kind of label it is dealing with (flag defaults and file lookups do, by na
 import torch
 import torch.nn.functional as F
 
-from labels import available_labels, label_path, read_targets, targets_sha256
+from labels import load_label, targets_sha256
 from utils.errors import UsageError
 
 CATEGORY = "category"
@@ -138,12 +138,7 @@ def load_label_space(label, dataset, num_classes, label_dir, smoothing=0.0, mcr2
     if label == "mcr2":
         from utils.mcr2 import MCR2Space
         return MCR2Space(num_classes, **(mcr2_options or {}))
-    path = label_path(dataset, label, label_dir)
-    if not path.exists():  # a folder or FIFO there: read_targets says what it is
-        known = ", ".join([CATEGORY, "mcr2"] + available_labels(dataset, label_dir))
-        raise UsageError(f"no label file {path} for --label {label}; labels found for {dataset} in "
-                         f"{label_dir}: {known}")
-    return TargetSpace(label, read_targets(path, num_classes, fix))
+    return TargetSpace(label, load_label(dataset, label, label_dir, num_classes, fix, (CATEGORY, "mcr2")))
 
 
 def space_sha256(state):
