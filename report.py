@@ -34,6 +34,7 @@ LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
 ATTACK_ORDER = ("fgsm", "iterative", "pgd")
+ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD"}  # in figure titles, as the papers write them
 KEY = ("dataset", "model", "label", "level", "seed")
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R.
@@ -339,7 +340,8 @@ def robust_rows(records):
     """Robust accuracy per (dataset, model, label, level, attack, targeted, protocol, eps) and attack
     setting (test images, steps, step size, restarts, bf16), over seeds. A run's entries for
     another setting (attack.py rerun with other --steps or --num_images) are rows of their own,
-    not more seeds; each row's clean accuracy is its entries' own."""
+    not more seeds. Each row's clean accuracy is over every seed attacked in its table (at any
+    eps: a seed without this eps had its clean images counted all the same), so a label's is one."""
     groups = defaultdict(list)
     for record in records:
         if not (record["attack"] and record["train"]) or record["excluded"]:
@@ -355,6 +357,11 @@ def robust_rows(records):
                    None if step_size is None else round(step_size, 12), entry.get("restarts"),
                    bool(entry.get("amp")))
             groups[key].append((record, entry))
+    def table_of(key):  # the key less its eps and step size (which follows eps): a table's
+        return key[:7] + key[8:10] + key[11:]
+    clean = defaultdict(dict)  # table_of(key) -> {seed: clean accuracy}
+    for key, items in groups.items():
+        clean[table_of(key)].update((r["seed"], e.get("clean_acc")) for r, e in items)
     rows = []
     order = lambda k: (k[0], k[1], -k[3], attack_rank(k[4]), k[5], k[6], -(k[8] or 0), str(k[9:]),
                        label_rank(k[2]), k[7])
@@ -362,7 +369,7 @@ def robust_rows(records):
         items = groups[key]
         robust = mean_std([e.get("robust_acc") for _, e in items])
         success = mean_std([e.get("target_success") for _, e in items])
-        clean_acc = mean_std([e.get("clean_acc") for _, e in items])
+        clean_acc = mean_std(clean[table_of(key)].values())
         rows.append({**dict(zip(ROBUST_KEY, key)),
                      "eps_label": items[0][1].get("eps_label") or eps_text(key[7], key[6]),
                      "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
@@ -458,7 +465,8 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
     for dataset in sorted({r["dataset"] for r in accuracy}):
         rows = [r for r in accuracy if r["dataset"] == dataset and r["level"] == levels[(dataset, r["model"])]]
         models = sorted({r["model"] for r in rows})
-        labels = sorted({r["label"] for r in rows}, key=label_rank)
+        # every label of the dataset: one without a run at this level shows '-', not nothing
+        labels = sorted({r["label"] for r in accuracy if r["dataset"] == dataset}, key=label_rank)
         find = {(r["label"], r["model"]): r for r in rows}
         images = one(i for r in rows for i in r["train_images"])
         level_text = ", ".join(sorted({f"level {levels[(dataset, m)]:g}" for m in models}))
@@ -530,31 +538,43 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
 
 
 def label_styles(labels):
-    """Line style per label: one colour per label type (in LABEL_ORDER; tab10, then tab20 when
-    there are more than ten types), and for its label-noise variants the same colour with another
-    dash pattern, so that no two lines of a figure look alike. Past 20 types the colours come
-    round again with other markers (the follow-up's grids hold some 30 label types)."""
+    """Line style per label: a colour per label type, the same in every report (tab10 in
+    LABEL_ORDER, then other types by name in tab20's light shades, then round again), a marker
+    per type (lines of one colour family stay apart in greyscale), and for its label-noise
+    variants the same colour and marker with another dash pattern, so that no two lines of a
+    figure look alike (the follow-up's grids hold some 30 label types)."""
     import matplotlib
-    bases = sorted({split_noise(label)[0] for label in labels}, key=label_rank)
-    palette = matplotlib.colormaps["tab10" if len(bases) <= 10 else "tab20"].colors
-    dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D", "v", "P", "X", "*")
+    others = sorted({split_noise(label)[0] for label in labels} - set(LABEL_ORDER))
+    palette = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["tab20"].colors[1::2]
+    dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
     noises = sorted({split_noise(label)[1] for label in labels})
     styles = {}
     for label in labels:
         base, noise = split_noise(label)
-        i, k = bases.index(base), noises.index(noise)
+        i = LABEL_ORDER.index(base) if base in LABEL_ORDER else len(LABEL_ORDER) + others.index(base)
+        k = noises.index(noise)
         styles[label] = {"color": palette[i % len(palette)], "linestyle": dashes[k % len(dashes)],
-                         "marker": markers[(i // len(palette) + k) % len(markers)]}
+                         "marker": markers[(i + i // len(palette)) % len(markers)]}
     return styles
 
 
-def legend_beside(fig, handles, labels):
-    """The figure's legend right of its axes, in columns of at most 20 labels; the figure is
-    widened by 1.8 inches a column to hold it (constrained layout gives the axes what is left)."""
-    columns = math.ceil(len(labels) / 20)
+def legend_beside(fig, axes, seeds, title="mean ± s.d. over n seeds"):
+    """One legend of the labels drawn on `axes` (a label may be missing from some), in the tables'
+    order, each with its number of seeds (`seeds`: label -> the n of its points), right of the
+    axes in columns of at most 20 labels; the figure is widened by 1.8 inches a column to hold it
+    (constrained layout gives the axes what is left)."""
+    lines = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            lines.setdefault(label, handle)
+    order = sorted(lines, key=label_rank)
+    shown = [f"{label} (n={'-'.join(map(str, sorted({min(seeds[label]), max(seeds[label])})))})"
+             for label in order]
+    columns = math.ceil(len(order) / 20)
     width, height = fig.get_size_inches()
     fig.set_size_inches(width + 1.8 * columns, height)
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, ncols=columns)
+    fig.legend([lines[label] for label in order], shown, loc="outside right upper", fontsize=8,
+               ncols=columns, title=title, title_fontsize=8)
 
 
 def plot_line(ax, xs, stats_list, label, style):
@@ -570,6 +590,7 @@ def figures(out, accuracy, robust, records):
     """PNG figures; returns their file names. Drawn on Figure objects, not through pyplot: a
     notebook that calls report() keeps its backend and its open figures."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     styles = label_styles([r["label"] for r in records])
     written = []
@@ -589,6 +610,7 @@ def figures(out, accuracy, robust, records):
         panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
         fig = Figure(figsize=(4.5 * len(panel_keys), 3.8), layout="constrained")
         axes = fig.subplots(1, len(panel_keys), squeeze=False)
+        seeds = defaultdict(set)
         for ax, panel in zip(axes[0], panel_keys):
             attack, panel_rows = panel[0], panels[panel]
             for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
@@ -598,18 +620,14 @@ def figures(out, accuracy, robust, records):
                 if xs[0] > 0 and line[0]["clean_acc_mean"] is not None:  # start from the clean point
                     xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
                 plot_line(ax, xs, ys, label, styles[label])
+                seeds[label].update(y[2] for y in ys)
             several = sum(k[0] == attack for k in panel_keys) > 1
-            title = f"{attack}{' targeted' if targeted else ''}"
+            title = f"{ATTACK_TITLES.get(attack, attack)}{' targeted' if targeted else ''}"
             if several:
                 title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
             ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))
             ax.grid(alpha=0.3)
-        lines = {}  # one legend of every panel's labels (a label may be missing from some panels)
-        for ax in axes[0]:
-            for handle, label in zip(*ax.get_legend_handles_labels()):
-                lines.setdefault(label, handle)
-        order = sorted(lines, key=label_rank)
-        legend_beside(fig, [lines[label] for label in order], order)
+        legend_beside(fig, axes[0], seeds)
         fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
         name = (f"robust_{dataset}_{model}_level{level:g}_{'targeted' if targeted else 'untargeted'}"
                 + ("_paper" if protocol == "paper" else "") + ".png")
@@ -621,13 +639,18 @@ def figures(out, accuracy, robust, records):
             continue
         fig = Figure(figsize=(5.5, 4), layout="constrained")
         ax = fig.subplots()
+        seeds = defaultdict(set)
         for label in sorted({r["label"] for r in rows}, key=label_rank):
             line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
             plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, styles[label])
+            seeds[label].update(r["test_acc_n"] for r in line)
+        levels = sorted({r["level"] for r in rows})
         ax.set(xscale="log", xlabel="training data (% of the training split)", ylabel="test accuracy (%)",
                title=f"{dataset}, {model}: accuracy against data level")
-        ax.grid(alpha=0.3, which="both")
-        legend_beside(fig, *ax.get_legend_handles_labels())
+        ax.set_xticks(levels, [f"{level:g}" for level in levels])  # the levels run, not powers of ten
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        legend_beside(fig, [ax], seeds)
         save(fig, f"levels_{dataset}_{model}.png")
 
     curves = curve_means(records)
@@ -635,19 +658,22 @@ def figures(out, accuracy, robust, records):
         fig = Figure(figsize=(5.5, 4), layout="constrained")
         ax = fig.subplots()
         for label in sorted(by_label, key=label_rank):
-            values = by_label[label]
+            values = by_label[label]["valid_acc"]
             style = styles[label] | {"markevery": max(1, len(values) // 10), "markersize": 4}  # ~10 a line
             ax.plot(range(1, len(values) + 1), [math.nan if v is None else v * 100 for v in values],
                     label=label, **style)
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset}, {model}, level {level:g}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
-        legend_beside(fig, *ax.get_legend_handles_labels())
+        legend_beside(fig, [ax], {label: {values["n"]} for label, values in by_label.items()},
+                      title="mean over n seeds")
         save(fig, f"curves_{dataset}_{model}_level{level:g}.png")
     return written
 
 
 def curve_means(records):
-    """{(dataset, model, level): {label: mean validation accuracy per epoch over seeds}}.
+    """{(dataset, model, level): {label: {"valid_acc": mean validation accuracy per epoch over
+    seeds, "n": the seeds}}}.
 
     Epoch e is averaged over the seeds that reached it with a validation accuracy, so an
     unfinished run shortens nothing and a malformed metrics line loses that epoch of that seed
@@ -663,7 +689,8 @@ def curve_means(records):
         for label, runs in by_label.items():
             epochs = [[c[e] for c in runs if len(c) > e and c[e] is not None]
                       for e in range(max(len(c) for c in runs))]
-            out[key][label] = [statistics.fmean(values) if values else None for values in epochs]
+            out[key][label] = {"valid_acc": [statistics.fmean(values) if values else None for values in epochs],
+                               "n": len(runs)}
     return out
 
 
@@ -716,7 +743,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
         "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
         "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
         "robust_accuracy": robust,
-        "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, "valid_acc": values}
+        "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
                    for k, by_label in sorted(curve_means(records).items()) for label, values in by_label.items()],
         "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "train", "attack", "problems")}
                  for r in records],

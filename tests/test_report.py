@@ -169,6 +169,30 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
     assert (tmp_path / "out" / "robust_cifar10_resnet32_level100_untargeted.png").is_file()
 
 
+def test_a_labels_clean_accuracy_is_over_every_seed_of_its_table(tmp_path):
+    """A seed without one eps's entry (an attack stopped part way) left the clean column with the
+    largest eps's seeds alone, unlike the figure's clean point."""
+    for seed, clean in ((1, 0.6), (2, 0.8)):
+        attack = [entry("fgsm", 1 / 255, clean - 0.1)] + ([entry("fgsm", EPS8, 0.1)] if seed == 1 else [])
+        make_run(tmp_path / "runs", "category", seed, test_acc=0.7, valid_acc=0.7, clean_acc=clean, attack=attack)
+    report(tmp_path / "runs", tmp_path / "out")
+    fgsm = table_rows((tmp_path / "out" / "tables.md").read_text(),
+                      "### cifar10, resnet32, level 100: fgsm, untargeted")
+    assert fgsm["category"] == ["70.00 ± 14.14 (n=2)", "60.00 ± 14.14 (n=2)", "10.00 (n=1)"]
+    rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
+    assert {(r["eps_label"], r["clean_acc_mean"], r["clean_acc_n"]) for r in rows} == {
+        ("1/255", "0.7", "2"), ("8/255", "0.7", "2")}
+
+
+def test_label_styles_do_not_depend_on_the_other_labels_of_a_report():
+    """Colours went by position among the labels present: random was green beside category and
+    speech, purple among eight labels."""
+    alone = label_styles(["category", "speech", "random"])
+    among = label_styles(["category", "speech", "shuffle", "composite", "random", "uniform", "bert", "mine"])
+    assert all(alone[label] == among[label] for label in alone)
+    assert len({(s["color"], s["marker"]) for s in among.values()}) == len(among)
+
+
 def test_only_finished_runs_trained_alike_are_averaged(tmp_path):
     """A seed trained with other flags (--epochs 5 among 4) is left out of every table, with the
     reason; an attacked run without results.json counts in no robust table either (its clean
