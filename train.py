@@ -78,6 +78,11 @@ def build_parser():
                      "kernels (minutes of compilation), 'max-autotune-no-cudagraphs' without CUDA "
                      "graphs; without the flag, no compilation")
     add_flags(run, "channels_last", "base_dir")
+    run.add_argument("--checkpoint_seconds", type=number(float, 0, inclusive=True), default=60,
+                     metavar="S", help="write the last checkpoint (what --resume continues from) "
+                     "at most every S seconds, and after the last epoch and at a stop signal "
+                     "(SIGTERM, SIGUSR1: the epoch under way ends first, unless the checkpoint is "
+                     "of its start); 0: after every epoch")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument("--force", action="store_true", help="train again even if results exist")
     return parser

@@ -9,6 +9,7 @@
                                                            # train.py in fp32 and in bf16: test acc
     python bench/bench.py --what accuracy --data_dir data --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'
     python bench/bench.py --what host --labels category    # operators a step runs outside graphs
+    python bench/bench.py --what checkpoint --models resnet32 vgg19   # the cost of a last checkpoint
 
 Training images/s: (a) the paper's pipeline re-created (per-image PIL crop/flip/normalise in a
 DataLoader with 4 workers, fp32, a host sync per step for the running loss) and (b) ours, the
@@ -18,7 +19,8 @@ computes in bf16), torch.compile (the default mode; on a GPU also reduce-overhea
 graphs) and larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step
 iterative attack against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what
 host): the operators one training step runs from the host outside compiled graphs, counted by
-torch.profiler, what keeps a GPU waiting at small batches.
+torch.profiler, what keeps a GPU waiting at small batches. Checkpoints (--what checkpoint): the
+time to write train.py's last checkpoint of a run 600 epochs in, what --checkpoint_seconds saves.
 Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised;
 each of our timings is paired with one of the paper's taken just before it, and "vs paper" is the
 median of the pairs' ratios, with their range: a machine whose speed drifts (this project's 2-core
@@ -28,10 +30,12 @@ Appends a table with the device, versions and date to BENCHMARKS.md unless --no_
 import collections
 import contextlib
 import datetime
+import os
 import platform
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -45,8 +49,10 @@ sys.path.insert(0, str(REPO))
 from architecture import ARCHITECTURES, build_model  # noqa: E402
 from cifar import PAPER_MEAN, PAPER_STD, draw_augmentation, to_float  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
-from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, cudagraph_skips,  # noqa: E402
-                            fast_bf16, keep_freed_memory, resolve_device, train_epoch)
+from utils.runs import save_checkpoint  # noqa: E402
+from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,  # noqa: E402
+                            cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
+                            resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, number, run_cli  # noqa: E402
 from train import COMPILE_MODES  # noqa: E402
@@ -403,6 +409,44 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
     return papers + [(name, timing, paper[key][0]) for name, timing, key in rows], attacked
 
 
+def checkpoint_section(args, device, epochs=600):
+    """The size and the time to write (synced) train.py's last checkpoint of each model and label
+    `epochs` epochs into a run: weights, SGD momentum, the history's rows, from `device`."""
+    folder = Path(tempfile.gettempdir())
+    section = [f"\n**Last checkpoint after {epochs} epochs** (written to {folder} and synced, as "
+               f"train.py writes it; median of {args.repeats} writes)\n",
+               "| model, labels | MB | write, wall ms | write, CPU ms | written after each of 600 "
+               "epochs: s |", "| --- | ---: | ---: | ---: | ---: |"]
+    row = {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "valid_loss": 1.0,
+           "valid_acc": 0.5, "seconds": 1.0, "images_per_s": 1e4}
+    for arch in args.models:
+        for label in args.labels:
+            space = make_space(label).to(device)
+            model = build_model(arch, space.output_shape).to(device)
+            optimizer = make_optimizer(model, 0.1)
+            labels = torch.arange(8, device=device) % 10
+            space.loss(model(torch.rand(8, 3, 32, 32, device=device)), labels).sum().backward()
+            optimizer.step()  # its momentum buffers, as a run's
+            history = [row | {"epoch": i + 1} for i in range(epochs)]
+            walls, cpus = [], []
+            with tempfile.TemporaryDirectory(dir=folder) as where:
+                for _ in range(args.repeats):
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    save_checkpoint(Path(where) / "last_checkpoint.pth", checkpoint_state(
+                        model.state_dict(), model.model_args, space.state(), epochs, {"flags": {}},
+                        optimizer=optimizer.state_dict(), history=history,
+                        best={"valid_acc": 0.5, "epoch": 1}))
+                    walls.append(time.perf_counter() - wall)
+                    cpus.append(time.process_time() - cpu)
+                size = os.path.getsize(Path(where) / "last_checkpoint.pth")
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            section.append(f"| {arch}, {label} | {size / 1e6:.1f} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | "
+                           f"{wall * epochs:.0f} |")
+    section.append("\n(train.py writes it at most every --checkpoint_seconds, 60 by default, and "
+                   "after the last epoch and at a stop signal.)")
+    return section
+
+
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name()
@@ -571,10 +615,11 @@ def main(argv=None):
     parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
                         help="category, or a target label's shape (random targets of that shape: "
                         "throughput does not depend on their values)")
-    parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host"), default="all",
-                        help="'all' is train and attack; 'accuracy' trains with train.py in fp32 and "
-                        "bf16 on --data_dir and compares test accuracy; 'host' counts the operators "
-                        "a training step runs from the host outside compiled graphs")
+    parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),
+                        default="all", help="'all' is train and attack; 'accuracy' trains with "
+                        "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
+                        "counts the operators a training step runs from the host outside compiled "
+                        "graphs; 'checkpoint' times the writing of a run's last checkpoint")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto: cuda when there is one")
     parser.add_argument("--train_images", type=number(int), default=None,
@@ -639,8 +684,12 @@ def main(argv=None):
               f"{versions(device)}, `python bench/bench.py {shlex.join(argv if argv is not None else sys.argv[1:])}`\n")
     print(header, flush=True)
     lines = []
-    sections = ([accuracy_lines(args, accuracy_rows(args, device))] if args.what == "accuracy"
-                else speed_sections(args, device))
+    if args.what == "accuracy":
+        sections = [accuracy_lines(args, accuracy_rows(args, device))]
+    elif args.what == "checkpoint":
+        sections = [checkpoint_section(args, device)]
+    else:
+        sections = speed_sections(args, device)
     for section in sections:  # each table as soon as it is measured: a long run shows its progress
         print("\n".join(section), flush=True)
         lines.extend(section)

@@ -180,6 +180,22 @@ def test_bench_checks_its_record_before_it_measures(tmp_path, capsys):
         assert exit_info.value.code == 2 and err.startswith(f"error: --record {record}: ") and out == ""
 
 
+def test_bench_times_a_last_checkpoint_of_weights_momentum_and_history(tmp_path, capsys):
+    from architecture import build_model
+    from bench import bench
+    record = tmp_path / "B.md"
+    bench.main(["--what", "checkpoint", "--labels", "category", "--device", "cpu", "--repeats", "1",
+                "--record", str(record)])
+    rows = [line for line in record.read_text().splitlines() if line.startswith("| resnet32")]
+    assert len(rows) == 1, rows
+    megabytes, wall_ms, cpu_ms, total_s = (float(cell) for cell in rows[0].strip("| ").split(" | ")[1:])
+    model = build_model("resnet32", (10,))  # category logits
+    tensors = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + \
+        sum(p.numel() * p.element_size() for p in model.parameters())  # weights, momentum
+    assert tensors / 1e6 < megabytes < tensors / 1e6 + 0.3  # and the 600 rows of history
+    assert 0 < cpu_ms and 0 < wall_ms and abs(total_s - 0.6 * wall_ms) <= 1
+
+
 def test_bench_accuracy_keeps_the_runs_that_finished(monkeypatch, cifar10_dir, tmp_path, capsys):
     """One failing train.py run lost the finished ones: nothing was recorded."""
     import train

@@ -176,7 +176,7 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-1]}
     assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 entries)" in rows["category"]
     assert "run: resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
-    assert "run: resume after epoch 2/4" in rows["shuffle"] and "run: after train" in rows["shuffle"]
+    assert "run: resume (2/4 epochs logged)" in rows["shuffle"] and "run: after train" in rows["shuffle"]
     assert ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over") in rows["uniform"] and "run: after train" in rows["uniform"]
     assert "run: new" in rows["random"] and str(run("random")) in rows["random"]

@@ -112,23 +112,70 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
     monkeypatch.setattr(training, "is_better", lambda valid, best, history: len(history) == 1)
     real, seeds = training.train_epoch, []
 
-    def recorded(step, images, labels, batch_size, generator, lr):
+    def recorded(step, images, labels, batch_size, generator, lr, **kwargs):
         seeds.append(generator.initial_seed())
-        return real(step, images, labels, batch_size, generator, lr)
+        return real(step, images, labels, batch_size, generator, lr, **kwargs)
     monkeypatch.setattr(training, "train_epoch", recorded)
     straight = train.main(flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=3))
     assert len(set(seeds)) == 3
 
-    def stopped_in_epoch_three(*args):
-        return None if len(seeds) == 5 else recorded(*args)  # None: a preemption
+    def stopped_in_epoch_three(*args, **kwargs):
+        return None if len(seeds) == 5 else recorded(*args, **kwargs)  # None: a preemption
     monkeypatch.setattr(training, "train_epoch", stopped_in_epoch_three)
+    every_epoch = flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=3, checkpoint_seconds=0)
     with pytest.raises(SystemExit):
-        train.main(flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=3))
+        train.main(every_epoch)
     monkeypatch.setattr(training, "train_epoch", real)
-    resumed = train.main(flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=3, resume=True))
+    resumed = train.main(every_epoch + ["--resume"])
     assert resumed["best_epoch"] == straight["best_epoch"] == 1
     for key in ("valid_acc", "valid_loss", "test_acc", "test_loss"):
         assert resumed[key] == straight[key], key
+
+
+@pytest.mark.parametrize("seconds, written", [
+    (0, [("last", 1), ("best", 1), ("last", 2), ("last", 3)]),
+    (3600, [("best", 1), ("last", 3)])])
+def test_checkpoints_are_written_when_due_and_the_best_where_no_file_holds_it(
+        seconds, written, cifar10_dir, label_dir, tmp_path, monkeypatch):
+    """--checkpoint_seconds 0: the last checkpoint after every epoch, the best epoch's weights
+    in the best checkpoint once a later last checkpoint no longer holds them; else the last after
+    the last epoch alone. Rows of metrics.jsonl come every epoch."""
+    from utils import training
+    monkeypatch.setattr(training, "is_better", lambda valid, best, history: len(history) == 1)
+    saves, real = [], training.save_checkpoint
+
+    def recorded(path, state):
+        saves.append(("last" if path.name == "last_checkpoint.pth" else "best", state["epoch"]))
+        real(path, state)
+    monkeypatch.setattr(training, "save_checkpoint", recorded)
+    results = train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=3,
+                               checkpoint_seconds=seconds))
+    assert saves == written and results["best_epoch"] == 1
+    assert [row["epoch"] for row in metrics(Path(results["run_dir"]))] == [1, 2, 3]
+    assert torch.load(results["checkpoint"], weights_only=True)["valid_acc"] == results["valid_acc"]
+
+
+def test_a_stop_signal_lets_an_epoch_end_when_the_checkpoint_is_older(cifar10_dir, label_dir, tmp_path,
+                                                                      monkeypatch):
+    """Between checkpoints a SIGTERM in an epoch lets it end, then writes the last checkpoint and
+    exits 75: no trained epoch is lost. Where the checkpoint is of the epoch's start (the first
+    epoch here) the signal stops it at once."""
+    from utils import training
+    real, stoppable = training.train_epoch, []
+
+    def signalled_in_epoch_two(*args, **kwargs):
+        stoppable.append(kwargs["stoppable"])
+        if len(stoppable) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # caught by the run's handler
+        return real(*args, **kwargs)
+    monkeypatch.setattr(training, "train_epoch", signalled_in_epoch_two)
+    args = flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=3, checkpoint_seconds=3600)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(args)
+    assert stopped.value.code == 75 and stoppable == [True, False]
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    checkpoint = torch.load(run_dir / "last_checkpoint.pth", weights_only=True)
+    assert checkpoint["epoch"] == 2 and [row["epoch"] for row in metrics(run_dir)] == [1, 2]
 
 
 def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_dir, tmp_path):
@@ -140,7 +187,8 @@ def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not (run_dir / "metrics.jsonl").exists() and time.time() < deadline:
+    while not ((run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").read_text()) \
+            and time.time() < deadline:  # in epoch 2 or later: it ends, is saved, then the run stops
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
@@ -541,7 +589,7 @@ def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_pat
     assert call_cli(train.main, flags(cifar10_dir, tmp_path, label_dir, epochs=1)) == 130
     run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
     assert capsys.readouterr().err.splitlines()[-1] == (
-        f"error: interrupted; {run_dir}: stopped during epoch 1; no epoch had finished, rerun with --resume")
+        f"error: interrupted; {run_dir}: stopped during epoch 1; no checkpoint was written, rerun with --resume")
 
     def interrupted_in_validation(*args, **kwargs):  # after the steps of epoch 1: nothing kept yet
         raise KeyboardInterrupt

@@ -419,7 +419,7 @@ def train_state(run_dir, train_namespace=None):
         if diffs:
             return False, f"cannot resume: trained with {', '.join(diffs)}: {REFUSED}"
         epochs = getattr(train_namespace, "epochs", "?")
-        return False, f"resume after epoch {len(read_lines(run_dir / METRICS))}/{epochs}"
+        return False, f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged)"
     return False, "new"
 
 

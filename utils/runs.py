@@ -136,6 +136,13 @@ def write_jsonl(path, rows):
     atomic_write_text(path, "".join(json_text(r) + "\n" for r in rows))
 
 
+def append_jsonl(path, row):
+    """One more line in a JSON-lines file (a killed write leaves a partial last line at most;
+    readers skip it)."""
+    with open(path, "a") as f:
+        f.write(json_text(row) + "\n")
+
+
 def read_json(path):
     """The JSON object in `path` (every JSON file of a run holds one); else a one-line UsageError."""
     try:

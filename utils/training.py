@@ -26,7 +26,8 @@ from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         best_checkpoint_name, environment, load_checkpoint, malformed, read_json,
-                        run_dir_of, run_lock, save_checkpoint, tensors_sha256, write_json, write_jsonl)
+                        run_dir_of, run_lock, save_checkpoint, tensors_sha256, write_json, write_jsonl,
+                        append_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -200,8 +201,10 @@ def cudagraph_skips(mode, since=0):
     run without them in this process, less `since` (an earlier count); else 0. Such a mode falls
     back to plain kernel launches for a graph on the CPU or one it cannot record, and names the
     reason only under TORCH_LOGS=cudagraphs."""
-    from torch._dynamo.utils import counters
-    return counters["inductor"]["cudagraph_skips"] - since if mode in CUDA_GRAPH_MODES else 0
+    if mode not in CUDA_GRAPH_MODES:
+        return 0
+    from torch._dynamo.utils import counters  # seconds to import: only where torch.compile runs
+    return counters["inductor"]["cudagraph_skips"] - since
 
 
 def cudagraph_warning(mode, device):
@@ -289,6 +292,9 @@ class TrainStep:
         self.model, self.space, self.amp, self.channels_last = model, space, amp, channels_last
         self.optimizer = make_optimizer(model, lr, compile)
         self._run = compiled(self._step, compile, autograd=distributed.current().world == 1)
+        # marking a step imports torch's CUDA-graph machinery (seconds, at every start): only for
+        # the modes that record graphs
+        self.graphs = compile in CUDA_GRAPH_MODES
 
     def _step(self, batch, offsets, flips, labels, scale):
         inputs = prepare(crop_and_flip(batch, offsets, flips), self.channels_last)
@@ -302,12 +308,13 @@ class TrainStep:
         return sums
 
     def __call__(self, batch, offsets, flips, labels, scale):
-        torch.compiler.cudagraph_mark_step_begin()  # a new step for CUDA graphs; else a no-op
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last one's outputs are read
         self.optimizer.zero_grad(set_to_none=True)
         return self._run(batch, offsets, flips, labels, scale)
 
 
-def train_epoch(step, images, labels, batch_size, generator, lr=None):
+def train_epoch(step, images, labels, batch_size, generator, lr=None, stoppable=True):
     """One pass of a `TrainStep` over the training images in a seeded order; returns {"loss",
     "acc", "images"}: mean loss and accuracy over the images trained on. `lr`, if given, maps the
     fraction of the epoch done after a step to that step's learning rate (a warm-up); otherwise the
@@ -315,8 +322,9 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None):
 
     A trailing batch of one image is dropped: batch norm cannot train on it. Under torchrun every
     process draws the same global batch and trains on its share (`distributed.Context.share`).
-    Returns None if a preemption signal arrived mid-epoch (the partial epoch is discarded; under
-    torchrun the signal is acted on at the epoch's end, where every process checks it together).
+    Returns None if a preemption signal arrived mid-epoch and `stoppable` (the partial epoch is
+    discarded; otherwise, and under torchrun, the signal is acted on at the epoch's end, where every
+    process checks it together).
     """
     step.model.train()
     device = images.device
@@ -325,7 +333,7 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None):
     totals = torch.zeros(2, device=device)  # loss sum, correct
     starts = range(0, len(order) - 1, batch_size)
     for count, start in enumerate(starts, 1):
-        if ctx.world == 1 and preempt.requested():  # under torchrun: checked at the epoch's end
+        if stoppable and ctx.world == 1 and preempt.requested():  # else checked at the epoch's end
             return None
         if lr is not None:
             set_lr(step.optimizer, lr(count / len(starts)))
@@ -460,6 +468,14 @@ def _best_weights(checkpoint, best_path, device):
     return saved["model"]
 
 
+def checkpoint_state(weights, model_args, space_state, epoch, config, **more):
+    """What a checkpoint holds: a model's weights (its state_dict) and the arguments that build it
+    again, its label space's `state()`, the epoch it is of and the run's config.json; `more`: the
+    last checkpoint's optimizer, history and best, the best checkpoint's valid_acc."""
+    return {"model": weights, "model_args": model_args, "label_space": space_state, "epoch": epoch,
+            "config": config, **more}
+
+
 def _segments(checkpoint, config):
     """The run's segments: for each start and resume, the epoch it began after and its
     environment (command line, versions, machine); this one last."""
@@ -546,13 +562,13 @@ def run_training(args):
             history, best = checkpoint["history"], checkpoint["best"]
             if writes:
                 log(f"resuming {run_dir} after epoch {len(history)}")
-                # a job killed between the checkpoint's write and the metrics' lost the last row
-                write_jsonl(run_dir / METRICS, history)
         if writes:
             if args.force:  # the old run's results, and its attacks', go with its checkpoints
                 for name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES):
                     (run_dir / name).unlink(missing_ok=True)
             write_json(run_dir / CONFIG, config)
+            # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
+            write_jsonl(run_dir / METRICS, history)
         evaluated = compiled(model, args.compile)
 
         space.to(device)
@@ -562,14 +578,24 @@ def run_training(args):
         common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
         fit_options = {"amp": args.amp, "channels_last": args.channels_last}
 
-        def state_for(epoch_done):
-            return {"model": model.state_dict(), "model_args": model.model_args,
-                    "label_space": space.state(), "epoch": epoch_done, "config": config}
+        # The last checkpoint is of epoch `saved` (0: none), written at `saved_at`; the best
+        # epoch's weights and label space are kept here, and written to the best checkpoint
+        # (`best_saved`: the epoch it holds, None when unknown) only when no file holds them.
+        saved, saved_at, best_space = len(history), time.monotonic(), space.state()
+        best_saved = None if checkpoint is None or best["epoch"] == saved else best["epoch"]
 
-        if checkpoint is not None and best["epoch"] == len(history) and writes:
-            # the best checkpoint again from the last (a job stopped between the two writes
-            # left an older one)
-            save_checkpoint(best_path, state_for(best["epoch"]) | {"valid_acc": best["valid_acc"]})
+        def save_best():
+            nonlocal best_saved
+            save_checkpoint(best_path, checkpoint_state(best_state, model.model_args, best_space, best["epoch"],
+                                                        config, valid_acc=best["valid_acc"]))
+            best_saved = best["epoch"]
+
+        def save(epoch_done):
+            if best["epoch"] not in (epoch_done, best_saved):  # the last checkpoint will not hold them
+                save_best()
+            save_checkpoint(last_path, checkpoint_state(
+                model.state_dict(), model.model_args, space.state(), epoch_done, config,
+                optimizer=step.optimizer.state_dict(), history=history, best=best))
 
         first_epoch = len(history)
         with preempt.catching(), Progress(args.epochs, f"{args.model} {args.label}", "epoch",
@@ -579,9 +605,10 @@ def run_training(args):
                 step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
                 generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
                 start = time.perf_counter()
-                kept = f"the checkpoint after epoch {epoch} is kept" if epoch else "no epoch had finished"
-                try:
-                    train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr)
+                kept = f"the checkpoint after epoch {saved} is kept" if saved else "no checkpoint was written"
+                try:  # a stop signal ends the epoch at once only where nothing trained is lost
+                    train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr,
+                                        stoppable=saved == epoch)
                 except KeyboardInterrupt:  # Ctrl-C, where a run spends its time: what is kept
                     raise KeyboardInterrupt(f"{run_dir}: stopped during epoch {epoch + 1}; {kept}, rerun "
                                             "with --resume") from None
@@ -604,28 +631,31 @@ def run_training(args):
                        "seconds": time.perf_counter() - start,
                        "images_per_s": train["images"] / step_seconds}
                 history.append(row)
-                improved = is_better(valid, best, history)
-                if improved:
+                if is_better(valid, best, history):
                     best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                if writes:  # the last checkpoint first: it holds a new best epoch's weights too
-                    save_checkpoint(last_path, state_for(epoch + 1) | {
-                        "optimizer": step.optimizer.state_dict(), "history": history, "best": best})
-                    if improved:
-                        save_checkpoint(best_path, state_for(epoch + 1) | {"valid_acc": valid["acc"]})
-                    write_jsonl(run_dir / METRICS, history)
+                    best_space = space.state()
+                stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
+                if writes:
+                    append_jsonl(run_dir / METRICS, row)
+                    if (stopping or epoch + 1 == args.epochs
+                            or time.monotonic() - saved_at >= args.checkpoint_seconds):
+                        save(epoch + 1)
+                        saved, saved_at = epoch + 1, time.monotonic()
                 shown = ("no validation images" if valid["acc"] is None else
                          f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
                 progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
                               f"train_acc {train['acc']:.2%} {shown} {row['seconds']:.1f}s "
                               f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
                               valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
-                if epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device):
+                if stopping:
                     progress.close()
                     distributed.finish()  # every process is here: leave the group before exiting
                     preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
                                              "rerun with --resume")
 
+        if writes and best_saved != best["epoch"]:  # what attack.py loads
+            save_best()
         model.load_state_dict(best_state)
         train_outputs = predict(evaluated, train_images, **fit_options) if space.needs_fit else None
         if space.needs_fit:  # MCR2: the best epoch's class subspaces
