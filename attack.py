@@ -122,11 +122,15 @@ def file_sha256(path):
 
 def find_checkpoint(args):
     """The checkpoint path and the run directory its results go to."""
-    from utils.runs import best_checkpoint_name, run_dir_of
+    from utils.runs import CONFIG, LAST_CHECKPOINT, best_checkpoint_name, run_dir_of
     if args.checkpoint:
         path = Path(args.checkpoint)
         if not path.is_file():
             raise UsageError(f"checkpoint {path} does not exist")
+        if path.name == LAST_CHECKPOINT and (path.parent / CONFIG).is_file():
+            raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
+                             "attack results count as the run's best checkpoint's; attack a copy of it "
+                             "in a folder of its own")
         path = path.absolute()  # as run_dir_of's: it holds from any directory (a symlink's '..' kept)
         return path, path.parent
     run_dir = run_dir_of(args)
@@ -144,11 +148,10 @@ def check_finished(run_dir):
     """Attacks are of a run's final model: while train.py has yet to finish the run, its best
     checkpoint may still change, and results on it would outlive it (sweep.py and report.py would
     count them as the run's)."""
-    from utils.runs import LAST_CHECKPOINT, RESULTS
-    if (run_dir / LAST_CHECKPOINT).exists() and not (run_dir / RESULTS).exists():
-        raise UsageError(f"{run_dir} has not finished training (it has {LAST_CHECKPOINT} but no "
-                         f"{RESULTS}), so its best checkpoint may still change; finish it with "
-                         "train.py --resume, or copy the checkpoint elsewhere to attack it as it is")
+    from utils.runs import CONFIG, RESULTS
+    if (run_dir / CONFIG).exists() and not (run_dir / RESULTS).exists():
+        raise UsageError(f"{run_dir} has not finished training (it has {CONFIG} but no {RESULTS}), so "
+                         "its best checkpoint may still change; finish it with train.py --resume first")
 
 
 def model_from_checkpoint(path):

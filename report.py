@@ -159,7 +159,7 @@ def read_run(base, rel, key):
     else:
         epochs = f" of {record['epochs']}" if record["epochs"] else ""
         if history or (run_dir / LAST_CHECKPOINT).exists():
-            reason = f"training stopped after epoch {len(history)}{epochs} (no results.json)"
+            reason = f"training stopped with {len(history)}{epochs} epochs logged (no results.json)"
         else:
             reason = "training not started or failed before its first epoch"
         error = log_error(run_dir, "train")
@@ -541,12 +541,13 @@ def label_styles(labels):
     """Line style per label: a colour per label type, the same in every report (tab10 in
     LABEL_ORDER, then other types by name in tab20's light shades, then round again), a marker
     per type (lines of one colour family stay apart in greyscale), and for its label-noise
-    variants the same colour and marker with another dash pattern, so that no two lines of a
-    figure look alike (the follow-up's grids hold some 30 label types)."""
+    variants the same colour with another dash pattern (past 8 variants, another marker too), so
+    that no two lines of a figure look alike (the follow-up's grids hold some 30 label types)."""
     import matplotlib
     others = sorted({split_noise(label)[0] for label in labels} - set(LABEL_ORDER))
     palette = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["tab20"].colors[1::2]
-    dashes, markers = ("-", "--", ":", "-."), ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+    dashes = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3, 2, 3)))
+    markers = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
     noises = sorted({split_noise(label)[1] for label in labels})
     styles = {}
     for label in labels:
@@ -554,7 +555,7 @@ def label_styles(labels):
         i = LABEL_ORDER.index(base) if base in LABEL_ORDER else len(LABEL_ORDER) + others.index(base)
         k = noises.index(noise)
         styles[label] = {"color": palette[i % len(palette)], "linestyle": dashes[k % len(dashes)],
-                         "marker": markers[(i + i // len(palette)) % len(markers)]}
+                         "marker": markers[(i + i // len(palette) + 3 * (k // len(dashes))) % len(markers)]}
     return styles
 
 

@@ -2,7 +2,7 @@
 
     python train.py --model resnet32 --dataset cifar10 --label speech --seed 7
     python train.py --model vgg19 --dataset cifar100 --label category --level 8 --epochs 600
-    python train.py ... --resume          # continue a killed run from its last completed epoch
+    python train.py ... --resume          # continue a killed run from its last checkpoint
 
 Writes {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/ (utils.runs.run_directory: under
 less/{dataset}/level{L}/ when --level < 100, model_{label}_noise{R} with --label_noise R, dataset
@@ -78,11 +78,12 @@ def build_parser():
                      "kernels (minutes of compilation), 'max-autotune-no-cudagraphs' without CUDA "
                      "graphs; without the flag, no compilation")
     add_flags(run, "channels_last", "base_dir")
+    from utils.preempt import FINISH_SECONDS
     run.add_argument("--checkpoint_seconds", type=number(float, 0, inclusive=True), default=60,
                      metavar="S", help="write the last checkpoint (what --resume continues from) "
                      "at most every S seconds, and after the last epoch and at a stop signal "
                      "(SIGTERM, SIGUSR1: the epoch under way ends first, unless the checkpoint is "
-                     "of its start); 0: after every epoch")
+                     f"of its start or the last epoch took over {FINISH_SECONDS} s); 0: after every epoch")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument("--force", action="store_true", help="train again even if results exist")
     return parser
@@ -112,8 +113,8 @@ def main(argv=None):
         raise UsageError(f"process {os.environ.get('RANK')} of this torchrun stopped: another process "
                          "ended first (its error is above)") from None
     except KeyboardInterrupt as err:  # in an epoch's steps it says what is kept
-        raise KeyboardInterrupt(str(err) or "rerun with --resume to continue after the last finished "
-                                "epoch") from None
+        raise KeyboardInterrupt(str(err) or "rerun with --resume to continue from the last "
+                                "checkpoint") from None
     distributed.finish()  # under torchrun: every process done, then the group closed
     if main_process:
         print(json_text(results), flush=True)

@@ -415,7 +415,7 @@ def checkpoint_section(args, device, epochs=600):
     folder = Path(tempfile.gettempdir())
     section = [f"\n**Last checkpoint after {epochs} epochs** (written to {folder} and synced, as "
                f"train.py writes it; median of {args.repeats} writes)\n",
-               "| model, labels | MB | write, wall ms | write, CPU ms | written after each of 600 "
+               f"| model, labels | MB | write, wall ms | write, CPU ms | written after each of {epochs} "
                "epochs: s |", "| --- | ---: | ---: | ---: | ---: |"]
     row = {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "valid_loss": 1.0,
            "valid_acc": 0.5, "seconds": 1.0, "images_per_s": 1e4}
@@ -443,7 +443,9 @@ def checkpoint_section(args, device, epochs=600):
             section.append(f"| {arch}, {label} | {size / 1e6:.1f} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | "
                            f"{wall * epochs:.0f} |")
     section.append("\n(train.py writes it at most every --checkpoint_seconds, 60 by default, and "
-                   "after the last epoch and at a stop signal.)")
+                   "after the last epoch and at a stop signal; one that precedes a write of the best "
+                   "checkpoint holds the best epoch's weights too, and the best checkpoint is the "
+                   "weights' size again.)")
     return section
 
 

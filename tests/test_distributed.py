@@ -29,8 +29,7 @@ def train(tmp_path, base, label, cifar10_dir, label_dir, processes, *extra):
             "--batch_size", "48", "--device", "cpu", *extra]
     prefix = [sys.executable]
     if processes > 1:
-        prefix += ["-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                   "--master_port", "29571"]
+        prefix += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(prefix + [str(launcher)] + [str(a) for a in args], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=600)
@@ -96,8 +95,8 @@ def test_global_batch_norm_compiles_whole_and_matches_batch_norm():
 
 def torchrun(tmp_path, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29572", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           "2", *map(str, args)], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=600)
 
 

@@ -217,7 +217,7 @@ def test_missing_and_incomplete_are_listed(made):
     out, summary = made
     incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
     assert incomplete["cifar10/resnet32/speech/level100/seed3"] == [
-        "training stopped after epoch 2 of 4 (no results.json)"]
+        "training stopped with 2 of 4 epochs logged (no results.json)"]
     assert incomplete["cifar10/resnet32/speech/level100/seed2"] == [
         "attack results: 1 of 4 settings missing (pgd untargeted 8/255)"]
     assert incomplete["cifar10/resnet32/category/level25/seed1"] == ["no attack results"]
@@ -225,7 +225,7 @@ def test_missing_and_incomplete_are_listed(made):
     assert [m["run"] for m in summary["missing"]] == ["cifar10/resnet32/speech/level25/seed2",
                                                       "cifar10/resnet32/speech/level25/seed3"]
     markdown = (out / "tables.md").read_text()
-    assert "- `cifar10/seed3/resnet32/model_speech`: training stopped after epoch 2 of 4" in markdown
+    assert "- `cifar10/seed3/resnet32/model_speech`: training stopped with 2 of 4 epochs logged" in markdown
     assert "- cifar10/resnet32/speech/level25/seed3: no run directory" in markdown
     statuses = {(r["label"], r["level"], r["seed"]): r["status"] for r in read_csv(out / "runs.csv")}
     assert statuses[("speech", "100", "3")] == "incomplete" and statuses[("category", "100", "1")] == "complete"
@@ -580,7 +580,7 @@ def test_a_malformed_metrics_line_loses_that_line_alone(tmp_path):
                                            '{"epoch": 3, "valid_acc": 0.3}\n')
     make_run(base, "category", 2, done_epochs=3)  # its curve: 0.1, 0.2, 0.3
     summary = report(base, tmp_path / "out")  # the figure too: a curve with a gap is drawn
-    assert summary["incomplete"][0]["reasons"] == ["training stopped after epoch 3 of 4 (no results.json)"]
+    assert summary["incomplete"][0]["reasons"] == ["training stopped with 3 of 4 epochs logged (no results.json)"]
     [curve] = summary["curves"]
     assert curve["valid_acc"] == pytest.approx([0.1, 0.2, 0.3])  # the bad line: that epoch of that seed
     assert "curves_cifar10_resnet32_level100.png" in summary["files"]
@@ -591,4 +591,9 @@ def test_thirty_label_types_and_their_noise_variants_look_unlike():
     marker and dash, so label 20 was drawn as label 0."""
     labels = [f"t{i:02d}" for i in range(30)] + ["t00_noise0.2", "t20_noise0.2", "t25_noise0.4"]
     looks = [tuple(sorted(style.items())) for style in label_styles(labels).values()]
+    assert len(set(looks)) == len(labels)
+    # a noise sweep of ten rates: with four dash patterns, rates 0 and 0.4 were drawn alike
+    labels = ["category"] + [f"{base}_noise{rate / 10:g}" for base in ("category", "speech", "t20")
+                             for rate in range(1, 10)] + [f"t{i:02d}" for i in range(30)]
+    looks = [repr(sorted(style.items())) for style in label_styles(labels).values()]
     assert len(set(looks)) == len(labels)

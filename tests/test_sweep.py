@@ -170,7 +170,9 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     make_trained(run("shuffle"), metrics=2, results=False)               # killed after epoch 2
     make_trained(run("uniform"), epochs=2, attack=["fgsm", "pgd"], num_images=10)
     make_trained(run("lowdim"), epochs=2, metrics=1, results=False)          # stopped, other --epochs
-    grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "lowdim", "--seeds", "3",
+    make_trained(run("composite"))
+    (run("composite") / "results.json").write_text("[0.5]")               # JSON, but not train.py's
+    grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "lowdim", "composite", "--seeds", "3",
             "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
     rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-1]}
@@ -182,10 +184,12 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "run: new" in rows["random"] and str(run("random")) in rows["random"]
     assert ("run: cannot resume: trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over" in rows["lowdim"])
+    assert ("run: results.json is not a valid JSON object (train.py will stop; delete it to retrain)"
+            in rows["composite"] and "run: after train" in rows["composite"])
 
     lines = sweep_lines(capsys, grid + ["--print"])
     # uniform's and lowdim's training is printed too: train.py then says why it refuses (one line)
-    assert [line.count("train.py") + 10 * line.count("attack.py") for line in lines] == [10, 11, 11, 11, 11]
+    assert [line.count("train.py") + 10 * line.count("attack.py") for line in lines] == [10, 11, 11, 11, 11, 11]
     speech, shuffle = lines[0], lines[1]
     assert speech.startswith("python ") and "--label speech" in speech and "--epochs" not in speech
     train, attack = shuffle.split(" && ")
@@ -474,8 +478,9 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
     runs = [base / "less" / "cifar10" / "level40" / "seed3" / "resnet32" / f"model_{label}"
             for label in ("category", "speech")]
     deadline = time.time() + 240
-    while not (runs[0] / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.1)
+    while not (runs[0] / "metrics.jsonl").exists() or not (runs[0] / "metrics.jsonl").read_text():
+        assert time.time() < deadline, "task 0 logged no epoch"
+        time.sleep(0.1)  # in epoch 2 or 3 now: the signal lets the epoch end, and it is saved
     subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], env=slurm, check=True)
     released = False
     while time.time() < deadline:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +134,8 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
 
 
 @pytest.mark.parametrize("seconds, written", [
-    (0, [("last", 1), ("best", 1), ("last", 2), ("last", 3)]),
-    (3600, [("best", 1), ("last", 3)])])
+    (0, [("last", 1), ("last", 2), ("best", 1), ("last", 3)]),
+    (3600, [("last", 3), ("best", 1)])])
 def test_checkpoints_are_written_when_due_and_the_best_where_no_file_holds_it(
         seconds, written, cifar10_dir, label_dir, tmp_path, monkeypatch):
     """--checkpoint_seconds 0: the last checkpoint after every epoch, the best epoch's weights
@@ -155,12 +156,57 @@ def test_checkpoints_are_written_when_due_and_the_best_where_no_file_holds_it(
     assert torch.load(results["checkpoint"], weights_only=True)["valid_acc"] == results["valid_acc"]
 
 
-def test_a_stop_signal_lets_an_epoch_end_when_the_checkpoint_is_older(cifar10_dir, label_dir, tmp_path,
-                                                                      monkeypatch):
+@pytest.mark.parametrize("stopped_at", [2, 3])
+def test_a_job_killed_in_a_checkpoint_write_resumes_to_the_uninterrupted_results(
+        stopped_at, cifar10_dir, label_dir, tmp_path, monkeypatch):
+    """Epochs 1 and 4 are the best, an epoch takes a second of a fake clock and the last checkpoint
+    is due every 3: after epoch 6 the run writes the last checkpoint (holding epoch 4's weights
+    too), then the best. A job killed before either write (here: the write raises) resumes and
+    ends as the run that was not stopped. Writing the best first, as before, lost epoch 4's
+    weights: the last checkpoint of epoch 3 named epoch 1 best, the best file held epoch 4."""
+    from utils import training
+    monkeypatch.setattr(training, "is_better", lambda valid, best, history: len(history) in (1, 4))
+    clock, real_epoch = [0.0], training.train_epoch
+
+    def second_long_epoch(*args, **kwargs):
+        clock[0] += 1
+        return real_epoch(*args, **kwargs)
+    monkeypatch.setattr(training, "train_epoch", second_long_epoch)
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(monotonic=lambda: clock[0],
+                                                                perf_counter=time.perf_counter))
+    saves, real_save = [], training.save_checkpoint
+
+    def recorded(path, state):
+        saves.append(("last" if path.name == "last_checkpoint.pth" else "best", state["epoch"]))
+        if len(saves) == stopped_at + 1:
+            raise KeyboardInterrupt("killed")
+        real_save(path, state)
+    monkeypatch.setattr(training, "save_checkpoint", recorded)
+    args = flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=7, level=10,
+                 checkpoint_seconds=3)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args)
+    assert saves == [("last", 3), ("best", 1), ("last", 6), ("best", 4)][:stopped_at + 1]
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    resumed = train.main(args + ["--resume"])
+    straight = train.main(flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=7,
+                                level=10, checkpoint_seconds=3))
+    assert resumed["best_epoch"] == straight["best_epoch"] == 4
+    for key in ("valid_acc", "valid_loss", "test_acc", "test_loss"):
+        assert resumed[key] == straight[key], key
+    best = torch.load(resumed["checkpoint"], weights_only=True)
+    assert best["epoch"] == 4 and best["valid_acc"] == straight["valid_acc"]
+
+
+@pytest.mark.parametrize("finish_seconds", [20, 0])
+def test_a_stop_signal_lets_an_epoch_end_when_the_checkpoint_is_older(finish_seconds, cifar10_dir, label_dir,
+                                                                      tmp_path, monkeypatch):
     """Between checkpoints a SIGTERM in an epoch lets it end, then writes the last checkpoint and
     exits 75: no trained epoch is lost. Where the checkpoint is of the epoch's start (the first
-    epoch here) the signal stops it at once."""
-    from utils import training
+    epoch here), or the last epoch took longer than preempt.FINISH_SECONDS (SLURM's kill would
+    come before the epoch's end), the signal stops it at once."""
+    from utils import preempt, training
+    monkeypatch.setattr(preempt, "FINISH_SECONDS", finish_seconds)
     real, stoppable = training.train_epoch, []
 
     def signalled_in_epoch_two(*args, **kwargs):
@@ -172,10 +218,15 @@ def test_a_stop_signal_lets_an_epoch_end_when_the_checkpoint_is_older(cifar10_di
     args = flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=3, checkpoint_seconds=3600)
     with pytest.raises(SystemExit) as stopped:
         train.main(args)
-    assert stopped.value.code == 75 and stoppable == [True, False]
+    assert stopped.value.code == 75
     run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
-    checkpoint = torch.load(run_dir / "last_checkpoint.pth", weights_only=True)
-    assert checkpoint["epoch"] == 2 and [row["epoch"] for row in metrics(run_dir)] == [1, 2]
+    if finish_seconds:
+        assert stoppable == [True, False]
+        checkpoint = torch.load(run_dir / "last_checkpoint.pth", weights_only=True)
+        assert checkpoint["epoch"] == 2 and [row["epoch"] for row in metrics(run_dir)] == [1, 2]
+    else:
+        assert stoppable == [True, True]
+        assert not (run_dir / "last_checkpoint.pth").exists() and [row["epoch"] for row in metrics(run_dir)] == [1]
 
 
 def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_dir, tmp_path):
@@ -328,6 +379,8 @@ def run_cli_capture(capsys, argv):
      "has 10 class targets, but the dataset has 20 classes; a --label_granularity coarse run needs a "
      "file of its own: make one with python -m labels.generate --dataset cifar100 --label_granularity "
      "coarse --label glove --out DIR, then pass --label_dir DIR"),
+    ({"label_granularity": "coarse"}, "cifar10 has no 'coarse' labels; choose from fine"),
+    ({"device": "tpu"}, "argument --device: invalid choice: 'tpu'"),
     ({"seed": "-1"}, "argument --seed: -1 must be at least 0"),
     ({"seed": "4294967296"}, "argument --seed: 4294967296 must be at most 4294967295"),
     ({"label": "category", "smoothing": "0.95"}, "--smoothing 0.95 must lie in [0, 0.9] for 10 classes"),
@@ -493,7 +546,7 @@ def finished_copy(speech_run, tmp_path):
     return tmp_path / "runs", tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"
 
 
-def test_force_drops_the_old_results_before_it_trains(speech_run, monkeypatch, cifar10_dir,
+def test_force_drops_the_old_results_and_checkpoints_before_it_trains(speech_run, monkeypatch, cifar10_dir,
                                                       label_dir, tmp_path):
     base, run_dir = finished_copy(speech_run, tmp_path)
     (run_dir / ATTACK_RESULTS).write_text('{"entries": []}')   # what attack.py wrote on it
@@ -504,6 +557,8 @@ def test_force_drops_the_old_results_before_it_trains(speech_run, monkeypatch, c
     assert stopped.value.code == 75
     # a --resume must not return the old run's results, nor a sweep take its attacks for done
     assert not [p.name for p in run_dir.iterdir() if p.name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES)]
+    # nor --resume continue the old run's checkpoint, nor attack.py attack its best weights
+    assert not [p.name for p in run_dir.iterdir() if p.suffix == ".pth"]
     assert json.loads((run_dir / "config.json").read_text())["flags"]["lr"] == 0.05
 
 
@@ -597,7 +652,7 @@ def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_pat
     monkeypatch.setattr(utils.training, "evaluate", interrupted_in_validation)
     assert call_cli(train.main, flags(cifar10_dir, tmp_path, label_dir, epochs=1)) == 130
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: interrupted; rerun with --resume to continue after the last finished epoch")
+        "error: interrupted; rerun with --resume to continue from the last checkpoint")
 
 
 def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):
@@ -756,7 +811,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_d
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: could not write {run_dir / 'last_checkpoint.pth'}: File too large")
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "config.json", "metrics.jsonl"]
+    assert [row["epoch"] for row in metrics(run_dir)] == [1]  # its row is whole; a --resume rewrites it
 
 
 def test_cli_error_through_a_subprocess(tmp_path, label_dir):
@@ -862,9 +918,9 @@ def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifa
     ours = signal.signal(signal.SIGTERM, lambda *frame: caught.append(frame))
     real = training.train_epoch
 
-    def signalled(*args):  # a SIGTERM in the first epoch, caught by the run's own handler
+    def signalled(*args, **kwargs):  # a SIGTERM in the first epoch, caught by the run's own handler
         os.kill(os.getpid(), signal.SIGTERM)
-        return real(*args)
+        return real(*args, **kwargs)
     try:
         monkeypatch.setattr(training, "train_epoch", signalled)
         with pytest.raises(SystemExit) as stopped:
@@ -895,6 +951,29 @@ def test_a_bad_flag_in_process_is_a_usage_error(monkeypatch, main, flag, message
     with pytest.raises(UsageError) as err:
         main([flag])
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("command, flags", [
+    (["train.py"], ["--label", "--level", "--checkpoint_seconds", "--resume"]),
+    (["attack.py"], ["--checkpoint", "--attacks", "--epsilons", "--paper_protocol"]),
+    (["sweep.py"], ["--labels", "--seeds", "--slurm", "--dry_run"]),
+    (["report.py"], ["--base_dir", "--out"]),
+    (["bench/bench.py"], ["--what", "--record"]),
+    (["-m", "labels.generate"], ["--label", "--out"]),
+    (["-m", "labels.stats"], ["--json", "--compare"]),
+])
+def test_every_script_documents_its_flags(command, flags):
+    proc = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: ") and not proc.stderr, proc.stderr
+    assert all(flag in proc.stdout for flag in flags), proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
+def test_a_gpu_asked_for_where_there_is_none_is_one_line(capsys, cifar10_dir, label_dir, tmp_path):
+    line = run_cli_capture(capsys, flags(cifar10_dir, tmp_path, label_dir, epochs=1) + ["--device", "cuda"])
+    assert line == "error: --device cuda was asked for, but torch sees no CUDA device"
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
 def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label_dir, tmp_path):

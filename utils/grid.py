@@ -517,6 +517,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             attack = scripts["attack"]
             wanted = requested_attacks(attack.parse(argv["attack"]), attack.module)
             trained = read_json_or_none(run_dir / RESULTS)
+            trained = trained if isinstance(trained, dict) else None
             done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"))
             if not done:
                 if not train_done:

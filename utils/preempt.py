@@ -14,6 +14,9 @@ import threading
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# train.py lets an epoch under way end after a signal (and saves it) when the last one took this
+# long at most: SLURM kills a job 30 s after its SIGTERM (KillWait's default; GraceTime for preemption)
+FINISH_SECONDS = 20
 _stop = threading.Event()
 _caught = []  # the signals caught, in order
 

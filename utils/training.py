@@ -423,7 +423,9 @@ def _malformed_entries(checkpoint):
         "best": (isinstance(best, dict) and "valid_acc" in best and type(best.get("epoch")) is int
                  and -1 <= best["epoch"] <= (len(history) if rows else 0)),
         "config": isinstance(config, dict) and isinstance(config.get("flags"), dict),
-        "label_space": isinstance(checkpoint["label_space"], dict)}
+        "label_space": isinstance(checkpoint["label_space"], dict),
+        "best_model": ("best_model" not in checkpoint or isinstance(checkpoint["best_model"], dict)
+                       and isinstance(checkpoint.get("best_space"), dict))}
     return [name for name, fine in checks.items() if not fine]
 
 
@@ -453,19 +455,26 @@ def is_better(valid, best, history):
         and valid["loss"] < best_loss
 
 
-def _best_weights(checkpoint, best_path, device):
-    """On resume, the best epoch's weights: the last checkpoint's own when its epoch was the best
-    (a job stopped after writing it, before the best checkpoint, left an older one there), else
-    the best checkpoint's, which must hold that epoch."""
+def _best_of(checkpoint, best_path, device):
+    """On resume, the best epoch's weights and label space state, and whether the best checkpoint
+    holds them: the last checkpoint's own when its epoch was the best; its copy of them when it
+    was written just before the best checkpoint (a job stopped in between left an older one
+    there); else the best checkpoint's, which must be of that epoch."""
     best, last_epoch = checkpoint["best"], len(checkpoint["history"])
+
+    def on_device(weights):
+        return {k: v.to(device) for k, v in weights.items()}
     if best["epoch"] == last_epoch:
-        return {k: v.to(device) for k, v in checkpoint["model"].items()}
+        return on_device(checkpoint["model"]), checkpoint["label_space"], False
+    if "best_model" in checkpoint:
+        return on_device(checkpoint["best_model"]), checkpoint["best_space"], False
     lost = (f"the best epoch's weights (epoch {best['epoch']}) are lost and {LAST_CHECKPOINT} (epoch "
             f"{last_epoch}) cannot restore them: pass --force to train the run over")
     saved = load_checkpoint(best_path, map_location=device, advice=lost)
-    if not isinstance(saved, dict) or saved.get("epoch") != best["epoch"] or "model" not in saved:
+    if not isinstance(saved, dict) or saved.get("epoch") != best["epoch"] or "model" not in saved \
+            or not isinstance(saved.get("label_space"), dict):
         raise UsageError(f"{best_path} is not the checkpoint of the run's best epoch; {lost}")
-    return saved["model"]
+    return saved["model"], saved["label_space"], True
 
 
 def checkpoint_state(weights, model_args, space_state, epoch, config, **more):
@@ -529,7 +538,8 @@ def run_training(args):
             log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
                 f"{len(data.train_labels)} training images to train on; a smaller --valid_size "
                 "trains on more")
-        checkpoint = best_state = None
+        checkpoint = best_state = best_space = None
+        best_saved = None  # the epoch the best checkpoint holds; None: unknown, or none yet
         if last_path.exists() and not args.force:
             if not args.resume:
                 raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
@@ -537,7 +547,8 @@ def run_training(args):
             checkpoint = load_checkpoint(last_path)
             with malformed(last_path, REBUILD_ADVICE):  # before anything is written
                 _check_resume(checkpoint, args, last_path, label_sha256, facts)
-                best_state = _best_weights(checkpoint, best_path, device)
+                best_state, best_space, on_file = _best_of(checkpoint, best_path, device)
+                best_saved = checkpoint["best"]["epoch"] if on_file else None
                 if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                     space = space_from_state(checkpoint["label_space"])
 
@@ -563,9 +574,10 @@ def run_training(args):
             if writes:
                 log(f"resuming {run_dir} after epoch {len(history)}")
         if writes:
-            if args.force:  # the old run's results, and its attacks', go with its checkpoints
-                for name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES):
-                    (run_dir / name).unlink(missing_ok=True)
+            if args.force:  # the old run's checkpoints go, and its results and its attacks' with them
+                for path in (last_path, best_path, results_path, run_dir / ATTACK_RESULTS,
+                             run_dir / ATTACK_EXAMPLES):
+                    path.unlink(missing_ok=True)
             write_json(run_dir / CONFIG, config)
             # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
             write_jsonl(run_dir / METRICS, history)
@@ -578,11 +590,13 @@ def run_training(args):
         common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
         fit_options = {"amp": args.amp, "channels_last": args.channels_last}
 
-        # The last checkpoint is of epoch `saved` (0: none), written at `saved_at`; the best
-        # epoch's weights and label space are kept here, and written to the best checkpoint
-        # (`best_saved`: the epoch it holds, None when unknown) only when no file holds them.
-        saved, saved_at, best_space = len(history), time.monotonic(), space.state()
-        best_saved = None if checkpoint is None or best["epoch"] == saved else best["epoch"]
+        # The last checkpoint is of epoch `saved` (0: none), written at `saved_at`. The best epoch's
+        # weights and label space are kept here and written to the best checkpoint only when no
+        # file holds them: then first into the last checkpoint too, so that a job stopped between
+        # the two writes leaves the best epoch's weights in a file whichever one it had written.
+        saved, saved_at = len(history), time.monotonic()
+        if best_space is None:
+            best_space = space.state()
 
         def save_best():
             nonlocal best_saved
@@ -591,11 +605,13 @@ def run_training(args):
             best_saved = best["epoch"]
 
         def save(epoch_done):
-            if best["epoch"] not in (epoch_done, best_saved):  # the last checkpoint will not hold them
-                save_best()
+            behind = best["epoch"] not in (epoch_done, best_saved)
+            kept = {"best_model": best_state, "best_space": best_space} if behind else {}
             save_checkpoint(last_path, checkpoint_state(
                 model.state_dict(), model.model_args, space.state(), epoch_done, config,
-                optimizer=step.optimizer.state_dict(), history=history, best=best))
+                optimizer=step.optimizer.state_dict(), history=history, best=best, **kept))
+            if behind:
+                save_best()
 
         first_epoch = len(history)
         with preempt.catching(), Progress(args.epochs, f"{args.model} {args.label}", "epoch",
@@ -606,9 +622,12 @@ def run_training(args):
                 generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
                 start = time.perf_counter()
                 kept = f"the checkpoint after epoch {saved} is kept" if saved else "no checkpoint was written"
-                try:  # a stop signal ends the epoch at once only where nothing trained is lost
+                # a stop signal ends the epoch at once where nothing trained is lost, or where the
+                # epoch may not end before the kill that follows the signal
+                stoppable = saved == epoch or bool(history) and history[-1]["seconds"] > preempt.FINISH_SECONDS
+                try:
                     train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr,
-                                        stoppable=saved == epoch)
+                                        stoppable=stoppable)
                 except KeyboardInterrupt:  # Ctrl-C, where a run spends its time: what is kept
                     raise KeyboardInterrupt(f"{run_dir}: stopped during epoch {epoch + 1}; {kept}, rerun "
                                             "with --resume") from None
@@ -636,12 +655,14 @@ def run_training(args):
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     best_space = space.state()
                 stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
+                due = stopping or epoch + 1 == args.epochs or distributed.any_process(  # alike on every process
+                    time.monotonic() - saved_at >= args.checkpoint_seconds, device)
                 if writes:
                     append_jsonl(run_dir / METRICS, row)
-                    if (stopping or epoch + 1 == args.epochs
-                            or time.monotonic() - saved_at >= args.checkpoint_seconds):
+                    if due:
                         save(epoch + 1)
-                        saved, saved_at = epoch + 1, time.monotonic()
+                if due:
+                    saved, saved_at = epoch + 1, time.monotonic()
                 shown = ("no validation images" if valid["acc"] is None else
                          f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
                 progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
