@@ -83,7 +83,8 @@ def build_parser():
                      metavar="S", help="write the last checkpoint (what --resume continues from) "
                      "at most every S seconds, and after the last epoch and at a stop signal "
                      "(SIGTERM, SIGUSR1: the epoch under way ends first, unless the checkpoint is "
-                     f"of its start or the last epoch took over {FINISH_SECONDS} s); 0: after every epoch")
+                     f"of its start or the last epoch took over {FINISH_SECONDS} s; under torchrun it "
+                     "always ends); 0: after every epoch")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument("--force", action="store_true", help="train again even if results exist")
     return parser

@@ -815,6 +815,26 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_d
     assert [row["epoch"] for row in metrics(run_dir)] == [1]  # its row is whole; a --resume rewrites it
 
 
+def test_a_metrics_row_that_does_not_fit_on_the_disk_is_cut_off(tmp_path):
+    """A full disk mid-append left half a row, which the next append ran on into, and an error
+    naming no file ('could not write a file')."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n')
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        from utils.runs import append_jsonl
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30, 30))  # room for 17 of the row's bytes
+        try:
+            append_jsonl({str(path)!r}, {{"epoch": 2, "train_loss": 1.25}})
+        except OSError as err:
+            print(err.filename, err.strerror)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.stdout == f"{path} File too large\n", proc.stderr
+    assert path.read_text() == '{"epoch": 1}\n'
+
+
 def test_cli_error_through_a_subprocess(tmp_path, label_dir):
     proc = run_script("train.py", *flags(tmp_path, tmp_path, label_dir), check=False)
     assert proc.returncode == 2 and proc.stdout == ""

@@ -45,8 +45,8 @@ def call_cli(main, argv=None):
     except UsageError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
     except OSError as err:
-        # A full disk, a read-only directory, a path through a file: writes are atomic, so
-        # nothing earlier was lost.
+        # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
+        # append is cut off again), so nothing earlier was lost.
         verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
         print(f"error: {verb} {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
     except KeyboardInterrupt as err:

@@ -1,8 +1,8 @@
 """Graceful preemption: SLURM sends SIGTERM (or SIGUSR1 with --signal) before it kills a job.
 
-The handler only sets a flag; the training and attack loops poll `requested()` between batches,
-keep their last completed checkpoint and call `exit_for_requeue`, whose exit status tells a
-job-array script to requeue the task. A requeued task reruns with --resume and ends with the same
+The handler only sets a flag; the training and attack loops poll `requested()` between batches
+(training: or at the end of the epoch under way, which it then saves), keep their checkpoint and
+call `exit_for_requeue`, whose exit status tells a job-array script to requeue the task. A requeued task reruns with --resume and ends with the same
 results as an uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
 """
 import atexit

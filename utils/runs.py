@@ -6,7 +6,8 @@
     state = load_checkpoint(run_dir / "last_checkpoint.pth")   # weights_only=True
 
 Every write goes to a temporary file in the same directory and is renamed over the target, so a
-killed job or a full disk leaves the previous file intact. JSON is strict: a NaN or infinite value
+killed job or a full disk leaves the previous file intact; metrics.jsonl alone is appended a
+line an epoch (a failed append is cut off again). JSON is strict: a NaN or infinite value
 (a diverged run's loss) is written as null. One job at a time works in a run directory
 (`run_lock`).
 """
@@ -16,6 +17,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import platform
 import re
 import subprocess
@@ -137,10 +139,19 @@ def write_jsonl(path, rows):
 
 
 def append_jsonl(path, row):
-    """One more line in a JSON-lines file (a killed write leaves a partial last line at most;
-    readers skip it)."""
-    with open(path, "a") as f:
-        f.write(json_text(row) + "\n")
+    """One more line in a JSON-lines file. A write that fails (a full disk) is cut off, so that
+    the file ends with whole lines, and is an OSError naming the file."""
+    data, fd = (json_text(row) + "\n").encode(), os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size, written = os.fstat(fd).st_size, 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as err:
+            os.ftruncate(fd, size)
+            raise OSError(err.errno, err.strerror, str(path)) from None
+    finally:
+        os.close(fd)
 
 
 def read_json(path):

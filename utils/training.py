@@ -575,8 +575,8 @@ def run_training(args):
                 log(f"resuming {run_dir} after epoch {len(history)}")
         if writes:
             if args.force:  # the old run's checkpoints go, and its results and its attacks' with them
-                for path in (last_path, best_path, results_path, run_dir / ATTACK_RESULTS,
-                             run_dir / ATTACK_EXAMPLES):
+                for path in (results_path, run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES, last_path,
+                             best_path):  # results first: a job killed in between leaves no stale result
                     path.unlink(missing_ok=True)
             write_json(run_dir / CONFIG, config)
             # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
