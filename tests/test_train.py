@@ -133,6 +133,21 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
         assert resumed[key] == straight[key], key
 
 
+def recorded_saves(monkeypatch, killed_at=None):
+    """The checkpoints train.py writes, as ("last" or "best", epoch), in order; the write numbered
+    `killed_at` (from 0) raises instead, as a job killed before it."""
+    from utils import training
+    saves, real = [], training.save_checkpoint
+
+    def recorded(path, state):
+        saves.append(("last" if path.name == "last_checkpoint.pth" else "best", state["epoch"]))
+        if killed_at is not None and len(saves) == killed_at + 1:
+            raise KeyboardInterrupt("killed")
+        real(path, state)
+    monkeypatch.setattr(training, "save_checkpoint", recorded)
+    return saves
+
+
 @pytest.mark.parametrize("seconds, written", [
     (0, [("last", 1), ("last", 2), ("best", 1), ("last", 3)]),
     (3600, [("last", 3), ("best", 1)])])
@@ -143,12 +158,7 @@ def test_checkpoints_are_written_when_due_and_the_best_where_no_file_holds_it(
     the last epoch alone. Rows of metrics.jsonl come every epoch."""
     from utils import training
     monkeypatch.setattr(training, "is_better", lambda valid, best, history: len(history) == 1)
-    saves, real = [], training.save_checkpoint
-
-    def recorded(path, state):
-        saves.append(("last" if path.name == "last_checkpoint.pth" else "best", state["epoch"]))
-        real(path, state)
-    monkeypatch.setattr(training, "save_checkpoint", recorded)
+    saves = recorded_saves(monkeypatch)
     results = train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=3,
                                checkpoint_seconds=seconds))
     assert saves == written and results["best_epoch"] == 1
@@ -174,14 +184,7 @@ def test_a_job_killed_in_a_checkpoint_write_resumes_to_the_uninterrupted_results
     monkeypatch.setattr(training, "train_epoch", second_long_epoch)
     monkeypatch.setattr(training, "time", types.SimpleNamespace(monotonic=lambda: clock[0],
                                                                 perf_counter=time.perf_counter))
-    saves, real_save = [], training.save_checkpoint
-
-    def recorded(path, state):
-        saves.append(("last" if path.name == "last_checkpoint.pth" else "best", state["epoch"]))
-        if len(saves) == stopped_at + 1:
-            raise KeyboardInterrupt("killed")
-        real_save(path, state)
-    monkeypatch.setattr(training, "save_checkpoint", recorded)
+    real_save, saves = training.save_checkpoint, recorded_saves(monkeypatch, killed_at=stopped_at)
     args = flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=7, level=10,
                  checkpoint_seconds=3)
     with pytest.raises(KeyboardInterrupt):
@@ -226,7 +229,8 @@ def test_a_stop_signal_lets_an_epoch_end_when_the_checkpoint_is_older(finish_sec
         assert checkpoint["epoch"] == 2 and [row["epoch"] for row in metrics(run_dir)] == [1, 2]
     else:
         assert stoppable == [True, True]
-        assert not (run_dir / "last_checkpoint.pth").exists() and [row["epoch"] for row in metrics(run_dir)] == [1]
+        assert not (run_dir / "last_checkpoint.pth").exists()
+        assert [row["epoch"] for row in metrics(run_dir)] == [1]
 
 
 def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_dir, tmp_path):

@@ -2,8 +2,9 @@
 
 The handler only sets a flag; the training and attack loops poll `requested()` between batches
 (training: or at the end of the epoch under way, which it then saves), keep their checkpoint and
-call `exit_for_requeue`, whose exit status tells a job-array script to requeue the task. A requeued task reruns with --resume and ends with the same
-results as an uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
+call `exit_for_requeue`, whose exit status tells a job-array script to requeue the task. A
+requeued task reruns with --resume and ends with the same results as an uninterrupted run,
+because every epoch is seeded by (seed, epoch) alone.
 """
 import atexit
 import contextlib

@@ -595,8 +595,6 @@ def run_training(args):
         # file holds them: then first into the last checkpoint too, so that a job stopped between
         # the two writes leaves the best epoch's weights in a file whichever one it had written.
         saved, saved_at = len(history), time.monotonic()
-        if best_space is None:
-            best_space = space.state()
 
         def save_best():
             nonlocal best_saved
@@ -655,7 +653,7 @@ def run_training(args):
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                     best_space = space.state()
                 stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
-                due = stopping or epoch + 1 == args.epochs or distributed.any_process(  # alike on every process
+                due = stopping or epoch + 1 == args.epochs or distributed.any_process(  # on every process
                     time.monotonic() - saved_at >= args.checkpoint_seconds, device)
                 if writes:
                     append_jsonl(run_dir / METRICS, row)
