@@ -187,3 +187,31 @@ def test_a_diverged_run_is_one_line(cifar10_dir, tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: the MCR2 features are no longer finite: the run diverged; train it again (--force) "
         "with a lower --lr")
+
+
+def test_a_run_without_validation_keeps_its_last_epoch_and_is_attacked(cifar10_dir, tmp_path, capsys):
+    """--valid_size 0: the last epoch is the best and its subspaces decode; attack.py decodes the
+    same way (its clean accuracy is the run's test accuracy) and attacks through them."""
+    import attack
+    import train
+    run_dir = tmp_path / "cifar10" / "seed2" / "resnet32" / "model_mcr2"
+    result = train.main([str(a) for a in [
+        "--label", "mcr2", "--seed", "2", "--data_dir", cifar10_dir, "--base_dir", tmp_path,
+        "--valid_size", "0", "--epochs", "2", "--batch_size", "100", "--feature_dim", "16",
+        "--n_components", "4", "--device", "cpu"]])
+    assert result["best_epoch"] == 2 and result["valid_acc"] is None and result["valid_knn_acc"] is None
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["valid_acc"] for row in rows] == [None, None]
+    assert result["train_images"] == 300 and 0 <= result["test_acc"] <= 1
+    capsys.readouterr()
+    summary = attack.main(["--checkpoint", result["checkpoint"], "--data_dir", str(cifar10_dir),
+                           "--attacks", "fgsm", "pgd", "--epsilons", "0", "8/255", "--targeted", "no",
+                           "--examples", "0", "--device", "cpu"])
+    assert summary["run_dir"] == str(run_dir) and summary["num_images"] == result["test_images"]
+    assert summary["clean_acc"] == pytest.approx(result["test_acc"], abs=1e-6)
+    robust = summary["robust_acc"]
+    assert robust["fgsm/untargeted/0"] == robust["pgd/untargeted/0"] == summary["clean_acc"]
+    # the surrogate loss's gradient moves the decision: an 8/255 step halves the accuracy at least
+    assert robust["pgd/untargeted/8/255"] <= robust["fgsm/untargeted/8/255"] < summary["clean_acc"] / 2
+    entries = json.loads((run_dir / "attack_results.json").read_text())["entries"]
+    assert len(entries) == 4 and {entry["attack"] for entry in entries} == {"fgsm", "pgd"}

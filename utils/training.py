@@ -696,10 +696,8 @@ def run_training(args):
         if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
             for split_name, images, labels in (("valid", valid_images, valid_labels),
                                                ("test", test_images, test_labels)):
-                if not len(images):  # --valid_size 0
-                    continue
-                outputs = predict(evaluated, images, **fit_options)
-                extra = space.report(train_outputs, train_labels, outputs, labels)
+                extra = space.report(train_outputs, train_labels, predict(evaluated, images, **fit_options),
+                                     labels) if len(images) else {"knn_acc": None, "ncm_acc": None}
                 results.update({f"{split_name}_{k}": v for k, v in extra.items()})
         if writes:
             write_json(results_path, results)
