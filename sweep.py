@@ -130,7 +130,8 @@ def parse(argv=None):
         setattr(opts, name, axis_values(name, getattr(opts, name)))
     given = axis_list(opts.stages)
     if not given or set(given) - set(STAGES):
-        raise UsageError(f"--stages must be among {', '.join(STAGES)} (got {', '.join(map(str, given))})")
+        raise UsageError(f"--stages must be among {', '.join(STAGES)} "
+                         f"(got {', '.join(map(str, given)) or 'none'})")
     opts.stages = [s for s in STAGES if s in given]
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in axis_list(opts.sbatch)]
     opts.setup = axis_list(opts.setup)
@@ -147,6 +148,11 @@ def parse(argv=None):
                 setattr(opts, name, number(int, least, inclusive=True)(str(getattr(opts, name))))
             except argparse.ArgumentTypeError as err:
                 raise UsageError(f"--{name}: {err}") from None
+    if opts.gpus is not None:
+        opts.gpus = gpu_ids(opts.gpus)
+        if opts.jobs != 1:
+            raise UsageError(f"--jobs {opts.jobs} is for runs on the CPU; with --gpus, list an id twice "
+                             "to run two runs on that GPU (0,0,1,1)")
 
     runs = expand(vars(opts))
     for shared, own in layers:
@@ -165,6 +171,17 @@ def parse(argv=None):
         for stage, flags in scripts.route(shared).items():
             routed[stage] += flags + own[stage]
     return opts, runs, scripts, routed
+
+
+def gpu_ids(value):
+    """--gpus '0,1' (a grid file's 0 or [0, 1] too) -> ['0', '1']: indices or GPU-/MIG- UUIDs, as
+    CUDA_VISIBLE_DEVICES takes them (one it cannot read hides every GPU: train.py ran on the CPU)."""
+    ids = [str(g).strip() for g in (value if isinstance(value, list) else str(value).split(","))]
+    if not (ids := [g for g in ids if g]):
+        raise UsageError("--gpus needs ids, e.g. 0,1")
+    if bad := [g for g in ids if not re.fullmatch(r"\d+|(GPU|MIG)-[\w/-]+", g)]:
+        raise UsageError(f"--gpus: {bad[0]!r} is not a GPU id; give indices, e.g. 0,1 (or GPU-/MIG- UUIDs)")
+    return ids
 
 
 def axis_list(value):
@@ -505,12 +522,8 @@ class LocalPool:
 def local_slots(opts):
     """One environment per concurrent run: a GPU each, or an equal share of the CPU cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if opts.gpus:
-        ids = opts.gpus if isinstance(opts.gpus, (list, tuple)) else str(opts.gpus).split(",")
-        gpus = [str(g).strip() for g in ids if str(g).strip()]
-        if not gpus:
-            raise UsageError("--gpus needs ids, e.g. 0,1")
-        slots = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus]
+    if opts.gpus:  # a list of ids (see gpu_ids)
+        slots = [{"CUDA_VISIBLE_DEVICES": g} for g in opts.gpus]
     else:
         slots = [{} for _ in range(opts.jobs)]
     threads = str(max(1, cores // len(slots)))

@@ -391,6 +391,43 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
     assert "### cifar10 (level 100: 4170 training images, 4 epochs)" in (tmp_path / "out2" / "tables.md").read_text()
 
 
+def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path):
+    """The problem notes of runs that never trained, stopped, or hold no readable attack results,
+    with the last error line of the sweep's train.log, in tables.md, runs.csv and the JSON line."""
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+             attack=[entry("fgsm", EPS8, 0.2)])
+    never = run_directory(base, "cifar10", 100, 2, "resnet32", "category", 0.0)
+    never.mkdir(parents=True)
+    (never / "config.json").write_text(json.dumps({"flags": {"epochs": 4, "label": "category"}}))
+    (never / "train.log").write_text("=== 2026-01-02T10:00:00 CUDA_VISIBLE_DEVICES=0: python train.py\n"
+                                     "error: CUDA out of memory\n")
+    stopped = make_run(base, "category", 3, done_epochs=2)
+    (stopped / "train.log").write_text("error: an earlier job's\nepoch 2/4\nerror: disk full\nmore\n")
+    unknown = make_run(base, "category", 4, done_epochs=2)
+    (unknown / "config.json").unlink()  # its --epochs not known: no 'of N'
+    (unknown / "last_checkpoint.pth").unlink()
+    for seed, text in ((5, '{"entries": [{"attack": "fgsm",'), (6, '{"entries": {}}')):
+        run_dir = make_run(base, "category", seed, test_acc=0.5, valid_acc=0.5)
+        (run_dir / "attack_results.json").write_text(text)
+    proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "out", "--no_figures")
+    assert (last_json(proc)["incomplete"], last_json(proc)["missing"]) == (5, 0)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    listed = markdown.split("## Incomplete runs\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert listed == [
+        "- `cifar10/seed2/resnet32/model_category`: training not started or failed before its first epoch; "
+        "train.log: error: CUDA out of memory",
+        "- `cifar10/seed3/resnet32/model_category`: training stopped with 2 of 4 epochs logged (no "
+        "results.json); train.log: error: disk full",
+        "- `cifar10/seed4/resnet32/model_category`: training stopped with 2 epochs logged (no results.json)",
+        "- `cifar10/seed5/resnet32/model_category`: attack_results.json is not valid JSON or has no entries",
+        "- `cifar10/seed6/resnet32/model_category`: attack_results.json is not valid JSON or has no entries"]
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["53.33 ± 5.77 (n=3)"]
+    status = {r["seed"]: (r["status"], r["epochs_done"]) for r in read_csv(tmp_path / "out" / "runs.csv")}
+    assert status == {"1": ("complete", "4"), "2": ("incomplete", "0"), "3": ("incomplete", "2"),
+                      "4": ("incomplete", "2"), "5": ("incomplete", "4"), "6": ("incomplete", "4")}
+
+
 def test_two_directories_of_one_run_are_named_not_merged(tmp_path):
     """seed07 beside seed7, or model_speech_noise0.20 beside model_speech_noise0.2, are the same
     run written twice: they were averaged as two seeds, or one hid the other."""

@@ -107,6 +107,12 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--dry_run", "--config", "{tmp}/null.yaml"], "--labels: None is not a valid value"),
     (["--dry_run", "--config", "{tmp}/map.yaml"], "--labels: {'speech': 1} is neither a value nor a list"),
     (["--dry_run", "--seeds", "-1"], "--seeds: '-1' is not a valid value"),
+    # each ran the grid on the CPU: an empty --gpus, or an id CUDA cannot read (it then hides every GPU)
+    (["--dry_run", "--gpus", ""], "error: --gpus needs ids, e.g. 0,1"),
+    (["--dry_run", "--gpus", "0;1"], "error: --gpus: '0;1' is not a GPU id; give indices, e.g. 0,1 (or "
+                                     "GPU-/MIG- UUIDs)"),
+    (["--dry_run", "--gpus", "0,1", "--jobs", "2"], "error: --jobs 2 is for runs on the CPU; with --gpus, "
+                                                    "list an id twice to run two runs on that GPU (0,0,1,1)"),
     (["--dry_run", "--config", "{tmp}/binary.yaml"], "binary.yaml is not a text file (not UTF-8)"),
     (["--dry_run", "--train_args", '--epochs "1'], "pass-through arguments '--epochs \"1': No closing quotation"),
     # each was found by the first train.py job, after the sweep had queued every run
@@ -140,6 +146,54 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     assert call_cli(sweep.main, argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("none.yaml", None, "cannot read the grid file {tmp}/none.yaml: No such file or directory"),
+    ("grid.json", "[1, 2", "{tmp}/grid.json is not valid json (Expecting ',' delimiter: line 1 column 6 "
+                           "(char 5))"),
+    ("grid.yaml", "- labels\n", "{tmp}/grid.yaml must hold a mapping of options (labels: [...], seeds: "
+                                "[...]), not a list"),
+    ("grid.yaml", "args: 5\n", "pass-through arguments must be a string or a list, not 5"),
+    ("grid.yaml", "args: 3 --epochs 1\n", "pass-through argument '3' does not follow a --flag"),
+    ("grid.yaml", "train_args: [--seed, 3]\n", "--seed is set by the sweep; use --seeds"),
+    ("grid.yaml", "args: --resume\n", "--resume is set by the sweep"),
+    ("grid.yaml", "labels: []\n", "--labels is empty: the grid has no runs"),
+    ("grid.yaml", "stages: []\n", "--stages must be among train, attack (got none)"),  # was '(got )'
+    ("grid.yaml", "seeds: [true]\n", "--seeds: True is not a valid value"),
+    ("grid.yaml", "levels: [0]\n", "level 0 is not a percentage in (0, 100]"),
+    ("grid.yaml", "levels: [all]\n", "level 'all' is not a number"),
+    ("grid.yaml", "datasets: mnist\n", "--datasets: unknown dataset mnist; choose from cifar10, cifar100"),
+    ("grid.yaml", "max-concurrent: 0\n", "--max_concurrent: 0 must be at least 1"),
+    ("grid.yaml", "gpus: []\n", "--gpus needs ids, e.g. 0,1"),
+    ("grid.yaml", "gpus: [0, 1.5]\n", "--gpus: '1.5' is not a GPU id; give indices, e.g. 0,1 (or GPU-/MIG- "
+                                      "UUIDs)"),
+    ("grid.yaml", "gpus: 0,1\njobs: 2\n", "--jobs 2 is for runs on the CPU; with --gpus, list an id twice to "
+                                          "run two runs on that GPU (0,0,1,1)"),
+])
+def test_a_bad_grid_file_is_one_exact_line(capsys, tmp_path, name, text, message):
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    assert call_cli(sweep.main, ["--dry_run", "--config", str(tmp_path / name)]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"error: {message.format(tmp=tmp_path)}\n")
+
+
+def test_a_grid_file_error_exits_2_from_the_command_line(tmp_path):
+    (tmp_path / "grid.yaml").write_text("labels: [category\n")
+    proc = run_script("sweep.py", "--config", tmp_path / "grid.yaml", "--dry_run", check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"error: {tmp_path}/grid.yaml is not valid yaml (while parsing a flow sequence)\n"
+
+
+def test_a_grid_files_slurm_time_is_the_text_written(tmp_path, capsys):
+    """YAML 1.1 reads 12:00:00 as the base-60 number 43200: the array asked SLURM for
+    --time=43200, 30 days in its minutes."""
+    (tmp_path / "grid.yaml").write_text("time: 12:00:00\nmem: 16G\nstages: train\n")
+    script, _ = slurm_script(tmp_path, capsys, ["--config", str(tmp_path / "grid.yaml"), "--base_dir",
+                                                str(tmp_path / "out")])
+    lines = script.read_text().splitlines()
+    assert "#SBATCH --time=12:00:00" in lines and "#SBATCH --mem=16G" in lines
 
 
 # ---------------------------------------------------------------- what is done, what runs
@@ -195,6 +249,24 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     train, attack = shuffle.split(" && ")
     assert train.endswith("--epochs 4 --valid_size 50 --resume") and "--num_images 20" in attack
     assert "--label shuffle --level 100 --seed 3" in train and "--level 100 --seed 3" in attack
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_over(capsys, tmp_path, cifar10_dir, label_dir):
+    """metrics.jsonl with epochs but no last checkpoint (killed before its first one, written after
+    --checkpoint_seconds): the dry run said 'new'; train.py --resume trains it from epoch 1."""
+    base = tmp_path / "out"
+    run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_category"
+    make_trained(run_dir, epochs=1, metrics=3, results=False)
+    (run_dir / LAST_CHECKPOINT).unlink()
+    grid = ["--labels", "category", "--seeds", "3", "--stages", "train", *tiny(cifar10_dir, label_dir, base)]
+    [header, row, count] = sweep_lines(capsys, grid + ["--dry_run"])
+    assert "run: start over (3 epochs logged, no checkpoint to resume from)" in row
+    [line] = sweep_lines(capsys, grid + ["--print"])
+    argv = shlex.split(line)
+    assert argv[1:2] == ["train.py"] and argv[-1] == "--resume"
+    proc = run_script(*argv[1:])
+    assert "resuming" not in proc.stderr
+    assert [json.loads(r)["epoch"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 # ---------------------------------------------------------------- SLURM
@@ -712,6 +784,68 @@ def test_local_slots_share_the_cores(monkeypatch):
     assert sweep.local_slots(opts) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting stays
     assert sweep.local_slots(opts)[0]["OMP_NUM_THREADS"] == "3"
+
+
+def test_local_gpu_slots_follow_the_ids_given(monkeypatch):
+    """A slot per id listed, in order (an id twice: two runs on that GPU), the cores shared
+    among the slots; a grid file's `gpus: 0` is GPU 0 (it was false: the runs went to the CPU)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+
+    def gpus(*argv):
+        slots = sweep.local_slots(sweep.parse(["--dry_run", *argv])[0])
+        return [slot["CUDA_VISIBLE_DEVICES"] for slot in slots]
+    assert gpus("--gpus", " 0, 1,0 ,") == ["0", "1", "0"]
+    assert sweep.local_slots(sweep.parse(["--dry_run", "--gpus", "0,1,0"])[0])[1] == {
+        "CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # 8 cores // 3 slots
+    uuid = "GPU-8f1d2c3e-1a2b-4c5d-9e8f-0123456789ab"
+    assert gpus("--gpus", f"{uuid},MIG-{uuid[4:]}") == [uuid, f"MIG-{uuid[4:]}"]
+    with tempfile.TemporaryDirectory() as folder:
+        for text, ids in (("gpus: 0\n", ["0"]), ("gpus: [2, 3]\n", ["2", "3"]),
+                          ("gpus: '1,1'\n", ["1", "1"])):
+            Path(folder, "grid.yaml").write_text(text)
+            assert gpus("--config", str(Path(folder, "grid.yaml"))) == ids, text
+
+
+# A stage that records the GPU it was given, then waits until `count` stages have started (so
+# that each started in a slot of its own) and prints it.
+GPU_STAGE = """import os, pathlib, sys, time
+folder, count = pathlib.Path(sys.argv[1]), int(sys.argv[2])
+(folder / f"{os.getpid()}.started").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+deadline = time.time() + 60
+while len(list(folder.glob("*.started"))) < count and time.time() < deadline:
+    time.sleep(0.02)
+print("gpu", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
+"""
+
+
+@pytest.mark.parametrize("gpus, runs, concurrent", [("0,1,2,3", 2, 2), ("5,5", 3, 2)])
+def test_local_runs_get_their_slots_gpu(tmp_path, gpus, runs, concurrent):
+    """More GPUs than runs: each run on a GPU of its own; an id listed twice: two runs at once on
+    it, the third after. The stage, its log header and sweep's line name the same GPU."""
+    (tmp_path / "stage.py").write_text(GPU_STAGE)
+    (tmp_path / "started").mkdir()
+    stage = [sys.executable, str(tmp_path / "stage.py"), str(tmp_path / "started"), str(concurrent)]
+    tasks = [Task(i, Run("cifar10", "resnet32", f"label{i}", 100, 0), tmp_path / f"run{i}", ("train",),
+                  ["train"], {}, {"train": stage}) for i in range(runs)]
+    log = io.StringIO()
+    slots = sweep.local_slots(sweep.parse(["--dry_run", "--gpus", gpus])[0])
+    pool = sweep.LocalPool(tasks, slots, log=log)
+    assert [o["status"] for o in pool.run()] == [0] * runs
+    used = []
+    for i in range(runs):
+        text = (tmp_path / f"run{i}" / "train.log").read_text()
+        gpu = re.search(r"CUDA_VISIBLE_DEVICES=(\S+), OMP_NUM_THREADS=", text.splitlines()[0])[1]
+        assert text.splitlines()[1] == f"gpu {gpu}"
+        assert re.search(rf"train cifar10/resnet32/label{i}/level100/seed0: started "
+                         rf"\(CUDA_VISIBLE_DEVICES={gpu}, OMP_NUM_THREADS=\d+\)", log.getvalue())
+        used.append(gpu)
+    assert sorted(p.read_text() for p in (tmp_path / "started").iterdir()) == sorted(used)
+    if gpus == "5,5":
+        assert used == ["5"] * 3
+    else:
+        assert len(set(used)) == 2 and set(used) <= {"0", "1", "2", "3"}
 
 
 def test_a_failed_stage_is_named_by_its_last_error_line(tmp_path):

@@ -138,8 +138,15 @@ def load_grid_file(path):
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not a text file (not UTF-8): a grid file is YAML or JSON") from None
     import yaml
+
+    class Loader(yaml.SafeLoader):
+        """YAML without its base-60 numbers: `time: 12:00:00` is SLURM's text, not 43200."""
+        def resolve(self, kind, value, implicit):
+            tag = super().resolve(kind, value, implicit)
+            numeric = tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+            return "tag:yaml.org,2002:str" if kind is yaml.ScalarNode and numeric and ":" in value else tag
     try:
-        grid = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        grid = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise UsageError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'} ({reason})") from None
@@ -420,6 +427,8 @@ def train_state(run_dir, train_namespace=None):
             return False, f"cannot resume: trained with {', '.join(diffs)}: {REFUSED}"
         epochs = getattr(train_namespace, "epochs", "?")
         return False, f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged)"
+    if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
+        return False, f"start over ({logged} epochs logged, no checkpoint to resume from)"
     return False, "new"
 
 
