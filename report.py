@@ -159,7 +159,8 @@ def read_run(base, rel, key):
     else:
         epochs = f" of {record['epochs']}" if record["epochs"] else ""
         if history or (run_dir / LAST_CHECKPOINT).exists():
-            reason = f"training stopped with {len(history)}{epochs} epochs logged (no results.json)"
+            noun = "epoch" if len(history) == 1 and not epochs else "epochs"  # 1 epoch, 1 of 4 epochs
+            reason = f"training stopped with {len(history)}{epochs} {noun} logged (no results.json)"
         else:
             reason = "training not started or failed before its first epoch"
         error = log_error(run_dir, "train")

@@ -428,7 +428,8 @@ def train_state(run_dir, train_namespace=None):
         epochs = getattr(train_namespace, "epochs", "?")
         return False, f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged)"
     if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
-        return False, f"start over ({logged} epochs logged, no checkpoint to resume from)"
+        epochs = f"{logged} epoch{'s' if logged > 1 else ''}"
+        return False, f"start over ({epochs} logged, no checkpoint to resume from)"
     return False, "new"
 
 
