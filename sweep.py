@@ -120,12 +120,13 @@ def parse(argv=None):
         if unknown:
             raise UsageError(f"{first.config}: unknown key(s) {', '.join(unknown)}; valid keys: "
                              f"{', '.join(sorted(dests | set(FILE_ONLY)))}")
-        layers.append((split_args(values.pop("args", None)),
-                       {stage: split_args(values.pop(f"{stage}_args", None)) for stage in STAGES}))
+        layers.append((split_args(values.pop("args", None), "args"),
+                       {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args")
+                        for stage in STAGES}))
         parser.set_defaults(**values)
     opts, extra = parser.parse_known_args(argv)
-    layers.append((extra + tail, {"train": split_args(opts.train_args),
-                                  "attack": split_args(opts.attack_args)}))
+    layers.append((extra + tail, {"train": split_args(opts.train_args, "--train_args"),
+                                  "attack": split_args(opts.attack_args, "--attack_args")}))
     for name in AXES:
         setattr(opts, name, axis_values(name, getattr(opts, name)))
     given = axis_list(opts.stages)

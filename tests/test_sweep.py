@@ -114,7 +114,7 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--dry_run", "--gpus", "0,1", "--jobs", "2"], "error: --jobs 2 is for runs on the CPU; with --gpus, "
                                                     "list an id twice to run two runs on that GPU (0,0,1,1)"),
     (["--dry_run", "--config", "{tmp}/binary.yaml"], "binary.yaml is not a text file (not UTF-8)"),
-    (["--dry_run", "--train_args", '--epochs "1'], "pass-through arguments '--epochs \"1': No closing quotation"),
+    (["--dry_run", "--train_args", '--epochs "1'], "--train_args '--epochs \"1': No closing quotation"),
     # each was found by the first train.py job, after the sweep had queued every run
     (["--dry_run", "--datasets", "cifar100", "--labels", "speech", "--label_granularity", "coarse"],
      "labels/label_files/cifar100_speech.npy has 100 class targets, but the dataset has 20 classes; a "
@@ -154,7 +154,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
                            "(char 5))"),
     ("grid.yaml", "- labels\n", "{tmp}/grid.yaml must hold a mapping of options (labels: [...], seeds: "
                                 "[...]), not a list"),
-    ("grid.yaml", "args: 5\n", "pass-through arguments must be a string or a list, not 5"),
+    ("grid.yaml", "args: 5\n", "args: pass-through arguments must be a string or a list, not 5"),
     ("grid.yaml", "args: 3 --epochs 1\n", "pass-through argument '3' does not follow a --flag"),
     ("grid.yaml", "train_args: [--seed, 3]\n", "--seed is set by the sweep; use --seeds"),
     ("grid.yaml", "args: --resume\n", "--resume is set by the sweep"),

@@ -158,18 +158,18 @@ def load_grid_file(path):
     return {str(k).lstrip("-").replace("-", "_"): v for k, v in grid.items()}
 
 
-def split_args(value):
-    """Pass-through arguments given as one shell string or as a list of strings."""
+def split_args(value, key):
+    """Pass-through arguments given as one shell string or as a list of strings; key names them."""
     if value is None:
         return []
     if isinstance(value, str):
         try:
             return shlex.split(value)
         except ValueError as err:  # "No closing quotation"
-            raise UsageError(f"pass-through arguments {value!r}: {err}") from None
+            raise UsageError(f"{key} {value!r}: {err}") from None
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
-    raise UsageError(f"pass-through arguments must be a string or a list, not {value!r}")
+    raise UsageError(f"{key}: pass-through arguments must be a string or a list, not {value!r}")
 
 
 def _load_module(name, path):
