@@ -202,6 +202,8 @@ def test_a_run_without_validation_keeps_its_last_epoch_and_is_attacked(cifar10_d
     assert result["best_epoch"] == 2 and result["valid_acc"] is None and result["valid_knn_acc"] is None
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["valid_acc"] for row in rows] == [None, None]
+    # no subspaces decode the first epoch; the second is decoded by those the first fitted
+    assert rows[0]["train_acc"] is None and 0 <= rows[1]["train_acc"] <= 1
     assert result["train_images"] == 300 and 0 <= result["test_acc"] <= 1
     capsys.readouterr()
     summary = attack.main(["--checkpoint", result["checkpoint"], "--data_dir", str(cifar10_dir),

@@ -643,6 +643,8 @@ def run_training(args):
                 if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
                     space.fit(predict(evaluated, train_images, **fit_options), train_labels)
                 valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
+                if space.needs_fit and epoch == 0:  # MCR2: no subspaces to decode the first epoch by
+                    train["acc"] = None
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                        "valid_loss": valid["loss"], "valid_acc": valid["acc"],
                        "seconds": time.perf_counter() - start,
@@ -663,8 +665,9 @@ def run_training(args):
                     saved, saved_at = epoch + 1, time.monotonic()
                 shown = ("no validation images" if valid["acc"] is None else
                          f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
+                train_acc = "-" if train["acc"] is None else f"{train['acc']:.2%}"
                 progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
-                              f"train_acc {train['acc']:.2%} {shown} {row['seconds']:.1f}s "
+                              f"train_acc {train_acc} {shown} {row['seconds']:.1f}s "
                               f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
                               valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
                 if stopping:
