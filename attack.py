@@ -26,7 +26,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 
 from utils.atomic import atomic_write  # noqa: E402
 from utils.attacks import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli  # noqa: E402
 from utils.flags import SHARED, add_flags  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
@@ -69,8 +69,8 @@ def build_parser():
         "else 0); also seeds the target classes and the random starts"}, level={
         "help": "percent of the training set the run trained on"}, label_noise={
         "help": "the run's --label_noise"})
-    run.add_argument("--checkpoint", default=None, help="a best-model .pth to attack instead of "
-                     "the one found from the flags above; results go to its folder")
+    run.add_argument("--checkpoint", type=nonempty, default=None, help="a best-model .pth to attack "
+                     "instead of the one found from the flags above; results go to its folder")
     data = parser.add_argument_group("data")
     add_flags(data, "data_dir", "label_dir", data_dir={
         "default": None, "help": "folder holding cifar-10-batches-py / cifar-100-python (default: the "
@@ -126,7 +126,8 @@ def find_checkpoint(args):
     if args.checkpoint:
         path = Path(args.checkpoint)
         if not path.is_file():
-            raise UsageError(f"checkpoint {path} does not exist")
+            raise UsageError(f"checkpoint {path} " + ("is a folder, not a checkpoint file" if path.is_dir()
+                                                      else "does not exist"))
         if path.name == LAST_CHECKPOINT and (path.parent / CONFIG).is_file():
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
                              "attack results count as the run's best checkpoint's; attack a copy of it "
@@ -175,8 +176,11 @@ def model_from_checkpoint(path):
             reason = " ".join(str(err).split()[:30])
             raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
                              f"{tuple(model_args['output_shape'])} ({reason})") from None
-        if not isinstance(checkpoint.get("config", {}).get("flags", {}), dict):
+        flags = checkpoint.get("config", {}).get("flags", {})
+        if not isinstance(flags, dict):
             raise TypeError("its config's flags are not a mapping")
+        if type(flags.get("seed", 0)) is not int:  # it seeds the targets and starts unless --seed is given
+            raise TypeError(f"its config's seed {flags['seed']!r} is not a whole number")
     import torch
     broken = [name for name, value in model.state_dict().items()
               if value.is_floating_point() and not torch.isfinite(value).all()]

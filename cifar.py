@@ -188,6 +188,11 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     folder = data_dir / info.folder
     needed = info.train_files + info.test_files
     if not all((folder / f).is_file() for f in needed):
+        if data_dir.exists() and not data_dir.is_dir():
+            raise UsageError(f"--data_dir {data_dir} is a file, not a folder")
+        if all((data_dir / f).is_file() for f in needed):  # not a download into the wrong folder
+            raise UsageError(f"--data_dir {data_dir} holds the {name} files themselves; pass the folder "
+                             f"that holds {info.folder}/ (--data_dir {data_dir.absolute().parent})")
         if not download:
             raise _not_found(info, folder, "LABELREP_OFFLINE is set, so no download was tried")
         _download(info, data_dir, needed)

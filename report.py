@@ -23,7 +23,7 @@ import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from utils.errors import CliParser, DefaultsFormatter, UsageError, run_cli
+from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run_cli
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, entry_key, eps_text, missing_note,
                         nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
@@ -45,9 +45,10 @@ NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 def build_parser():
     parser = CliParser(prog="report.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter)
-    parser.add_argument("--base_dir", default="./outputs", help="root of the run directories")
-    parser.add_argument("--out", default="./report", help="folder for tables, CSVs, figures, summary")
-    parser.add_argument("--grid", help="sweep.py grid file (YAML/JSON): its runs are the ones "
+    parser.add_argument("--base_dir", type=nonempty, default="./outputs", help="root of the run directories")
+    parser.add_argument("--out", type=nonempty, default="./report",
+                        help="folder for tables, CSVs, figures, summary")
+    parser.add_argument("--grid", type=nonempty, help="sweep.py grid file (YAML/JSON): its runs are the ones "
                         "expected, so absent ones are listed as missing (default: every combination "
                         "of the datasets, models, labels, levels and seeds seen)")
     parser.add_argument("--title", default="Results", help="heading of tables.md")

@@ -31,7 +31,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli
+from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
 from utils.grid import (AXES, STAGES, Scripts, axis_values, check_label_files, check_not_grid_flag,
                         expand, load_grid_file, plan, split_args)
 from utils.atomic import atomic_write_text
@@ -50,7 +50,7 @@ def build_parser():
                        epilog="Any other --flag (with its values) is passed to the scripts that "
                               "accept it; flags after -- too.")
     grid = parser.add_argument_group("grid (a run per combination, in this order)")
-    grid.add_argument("--config", help="YAML or JSON file with any of these options as keys "
+    grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options as keys "
                       "(labels: [category, speech]; train_args: '--epochs 30'; args: [...] for "
                       "pass-through flags); flags on the command line win")
     grid.add_argument("--datasets", nargs="+", default=["cifar10"], help="datasets")
@@ -67,8 +67,9 @@ def build_parser():
                       "needs; run nothing (also with the modes below)")
     mode.add_argument("--print", action="store_true", help="print one shell command per run "
                       "(its stages joined by &&) for xargs -P, GNU parallel or a notebook")
-    mode.add_argument("--slurm", metavar="FILE", help="write a SLURM job-array script, a task per "
-                      "run, and its commands file beside it (line i+1 = task i), named by its content")
+    mode.add_argument("--slurm", type=nonempty, metavar="FILE", help="write a SLURM job-array script, "
+                      "a task per run, and its commands file beside it (line i+1 = task i), named by "
+                      "its content")
     mode.add_argument("--local", action="store_true", help="run the grid on this machine, logging "
                       "each stage to {run_dir}/{stage}.log")
     local = parser.add_argument_group("--local")
@@ -91,11 +92,12 @@ def build_parser():
                        "tasks go to further arrays (for jobs/x.sbatch: jobs/x.part2.sbatch and on)")
     slurm.add_argument("--signal_seconds", type=int, default=120, help="seconds before the time "
                        "limit at which SLURM sends USR1: the stage checkpoints, the task requeues")
-    slurm.add_argument("--sbatch", nargs="+", default=[], metavar="OPTION", help="more #SBATCH "
-                       "options, e.g. account=proj qos=high (a leading -- is added if missing)")
+    slurm.add_argument("--sbatch", nargs="+", type=nonempty, default=[], metavar="OPTION",
+                       help="more #SBATCH options, e.g. account=proj qos=high (a leading -- is added "
+                       "if missing)")
     slurm.add_argument("--setup", nargs="+", default=[], metavar="LINE", help="shell lines run "
                        "before each task, e.g. 'source .venv/bin/activate'")
-    slurm.add_argument("--python", default="python", help="interpreter named in --print and "
+    slurm.add_argument("--python", type=nonempty, default="python", help="interpreter named in --print and "
                        "--slurm commands (--local uses the one running sweep.py)")
     return parser
 

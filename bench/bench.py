@@ -54,7 +54,7 @@ from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,
                             cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
                             resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, number, run_cli  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, nonempty, number, run_cli  # noqa: E402
 from train import COMPILE_MODES  # noqa: E402
 
 
@@ -636,11 +636,11 @@ def main(argv=None):
                         help="images for the one-at-a-time loops (default 50 on the CPU, 200 on a GPU)")
     parser.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
                         help="larger batch sizes to try with the fastest variant (default 256 512)")
-    parser.add_argument("--checkpoint", default=None, help="attack this train.py best-model "
+    parser.add_argument("--checkpoint", type=nonempty, default=None, help="attack this train.py best-model "
                         "checkpoint (its model and labels; --models/--labels then apply to training "
                         "only) instead of a randomly initialised model")
-    parser.add_argument("--data_dir", default=None, help="attack the first test images of this "
-                        "CIFAR-10 folder instead of random images; the data of --what accuracy")
+    parser.add_argument("--data_dir", type=nonempty, default=None, help="attack the first test images "
+                        "of this CIFAR-10 folder instead of random images; the data of --what accuracy")
     parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
     parser.add_argument("--seeds", type=number(int, 0, inclusive=True, maximum=2**32 - 1), nargs="+",
                         default=[0], help="--what accuracy: seeds")
@@ -651,7 +651,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=number(int), default=None,
                         help="timed pairs (the paper's, then ours) per variant (default 7 on the "
                         "CPU, whose speed drifts, 3 on a GPU)")
-    parser.add_argument("--record", default=str(REPO / "BENCHMARKS.md"),
+    parser.add_argument("--record", type=nonempty, default=str(REPO / "BENCHMARKS.md"),
                         help="the file the tables are appended to, with device, versions and date")
     parser.add_argument("--no_record", action="store_true", help="print the tables only")
     args = parser.parse_args(argv)

@@ -55,7 +55,7 @@ import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import atomic_write
-from utils.errors import CliParser, UsageError, call_cli, choice, number
+from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
 from utils.pickles import meta_class_names
 
 # ----------------------------------------------------------------------------- datasets and names
@@ -648,10 +648,10 @@ def build_parser():
                       help="CIFAR-100's 100 fine classes or its 20 superclasses (coarse files are "
                            "named as the fine ones: give them an --out folder of their own, and "
                            "train.py that folder as --label_dir)")
-    data.add_argument("--data_dir", default=None,
+    data.add_argument("--data_dir", type=nonempty, default=None,
                       help="folder with the dataset's meta file (batches.meta / meta), directly or "
                            "in cifar-10-batches-py/ / cifar-100-python/; default: built-in names")
-    data.add_argument("--names", default=None,
+    data.add_argument("--names", type=nonempty, default=None,
                       help=f"how class names are written: {', '.join(NAME_SETS)} (default: "
                            f"spoken for speech and shuffle, text for bert/glove) or a file, one name a line")
     family = parser.add_argument_group("families")
@@ -660,21 +660,21 @@ def build_parser():
     family.add_argument("--seed", type=number(int, 0, inclusive=True, maximum=2**32 - 1), default=None,
                         help="random seed (default: the family's: shuffle 8 and random / lowdim 48 "
                              "as in the paper, 0 otherwise)")
-    family.add_argument("--audio_dir", default=None,
+    family.add_argument("--audio_dir", type=nonempty, default=None,
                         help="speech: folder of {i}.wav, one recording per class "
                              "(default: speak the names with espeak-ng)")
     family.add_argument("--espeak_voice", default=DEFAULT_ESPEAK_VOICE,
                         help="speech: espeak-ng voice when synthesising")
-    family.add_argument("--speech_file", default=None,
+    family.add_argument("--speech_file", type=nonempty, default=None,
                         help="shuffle: permute this speech label file instead of making speech")
-    family.add_argument("--text_model", default=None,
+    family.add_argument("--text_model", type=nonempty, default=None,
                         help=f"bert: Hugging Face model name or saved directory "
                              f"(default {DEFAULT_TEXT_MODEL})")
-    family.add_argument("--glove", default=None,
+    family.add_argument("--glove", type=nonempty, default=None,
                         help=f"glove: GloVe text file or gensim-downloader name "
                              f"(default {DEFAULT_GLOVE})")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default=str(LABEL_DIR),
+    output.add_argument("--out", type=nonempty, default=str(LABEL_DIR),
                         help="folder for {dataset}_{label}.npy (default: the shipped label_files)")
     output.add_argument("--force", action="store_true", help="overwrite existing files")
     return parser

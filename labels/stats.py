@@ -118,10 +118,21 @@ def format_rows(rows, markdown=False):
                      for r in [list(header)] + cells)
 
 
+def file_row(path, measure, what=""):
+    """{"file": path, **measure(its targets)}; a LabelError of `measure` names the file (`what`, then
+    the path), as read_targets' own do."""
+    targets = read_targets(path)
+    try:
+        return {"file": str(path), **measure(targets)}
+    except LabelError as err:
+        raise LabelError(f"{what}{path}: {err}") from None
+
+
 def run(args):
     if args.compare:
         reference = read_targets(args.compare)
-        rows = [{"file": str(p), **compare(reference, read_targets(p))} for p in args.files]
+        rows = [file_row(p, lambda targets: compare(reference, targets), f"--compare {args.compare} against ")
+                for p in args.files]
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
@@ -130,7 +141,7 @@ def run(args):
                       f"{row['max_abs_diff']:.3f}, per-class correlation min "
                       f"{row['min_class_corr']:.5f} mean {row['mean_class_corr']:.5f}")
         return
-    rows = [{"file": str(Path(p)), **label_stats(read_targets(p))} for p in args.files]
+    rows = [file_row(Path(p), label_stats) for p in args.files]
     print(json.dumps(rows, indent=1) if args.json else format_rows(rows, args.markdown))
 
 

@@ -530,6 +530,11 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "broken.pth")])
     assert "is corrupt" in line and "point --checkpoint at a checkpoint train.py wrote" in line
     assert "(not the zip archive torch.save writes)" in line
+    # '' was a TypeError traceback (the flags then found no run); a folder "did not exist"
+    assert one_line_error(capsys, flags + ["--checkpoint", ""]) == ("error: argument --checkpoint: must not "
+                                                                    "be empty (see attack.py --help)")
+    line = one_line_error(capsys, flags + ["--checkpoint", str(run_dir)])
+    assert line == f"error: checkpoint {run_dir} is a folder, not a checkpoint file"
     assert not (tmp_path / ".lock").exists()  # bad input ends before the folder is locked
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
 
@@ -595,6 +600,7 @@ def test_a_coarse_run_is_attacked_beside_the_fine_label_file(cifar100_dir, label
 @pytest.mark.parametrize("change", [
     {"model_args": [1, 2]}, {"model_args": {}}, {"label_space": None}, {"label_space": {"name": "xyz"}},
     {"config": [1]}, {"config": {"flags": [1]}}, {"model": None},
+    {"config": {"flags": {"seed": "x"}}},  # a RuntimeError traceback from torch's manual_seed
     {"model_args": {"arch": "resnet32", "output_shape": [-5], "mean": [0.5] * 3, "std": [0.2] * 3}},
 ])
 def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path,

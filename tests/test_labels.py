@@ -406,10 +406,13 @@ def test_a_full_disk_keeps_the_old_file(monkeypatch, tmp_path, capsys):
 def test_unusable_out_is_one_line(tmp_path, capsys):
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    for out, why in ((a_file, "File exists"), (a_file / "below", "Not a directory")):
+    for out, why in ((a_file, "a file, not a folder"), (a_file / "below", "Not a directory")):
         status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out",
                                              out], capsys)
         assert status == 2 and f"cannot use {out}: {why}" in err
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", ""], capsys)
+    assert status == 2 and err == ("error: argument --out: must not be empty (see python -m labels.generate "
+                                   "--help)\n")  # wrote into the current folder
 
 
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
@@ -603,6 +606,14 @@ def test_stats_cli(tmp_path, capsys):
     np.save(tmp_path / "cifar10_empty.npy", np.zeros((0, 4)))  # a reshape traceback
     status, _, err = cli(stats.main, [tmp_path / "cifar10_empty.npy"], capsys)
     assert status == 2 and "has shape (0, 4); expected [classes, ...] with one target per class" in err
+    np.save(tmp_path / "one.npy", np.ones((1, 4)))  # the error named no file
+    status, _, err = cli(stats.main, [path, tmp_path / "one.npy"], capsys)
+    assert status == 2 and err == (f"error: {tmp_path / 'one.npy'}: need targets of shape (C, ...) with "
+                                   "C >= 2, got (1, 4)\n")
+    np.save(tmp_path / "flat.npy", np.eye(10))
+    status, _, err = cli(stats.main, ["--compare", path, tmp_path / "flat.npy"], capsys)
+    assert status == 2 and err == (f"error: --compare {path} against {tmp_path / 'flat.npy'}: shapes differ: "
+                                   "(10, 64, 64) vs (10, 10)\n")
     done = subprocess.run([sys.executable, "-m", "labels.stats", str(path)], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout

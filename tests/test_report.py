@@ -280,6 +280,13 @@ def test_cli_json_line_and_bad_base_dir(study, tmp_path):
     assert (tmp_path / "r" / "tables.md").exists() and not list((tmp_path / "r").glob("*.png"))
     proc = run_script("report.py", "--base_dir", tmp_path / "nowhere", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --base_dir") and proc.stdout == ""
+    # an empty --grid (an unset variable) was no grid: the runs it expects went unlisted as missing
+    proc = run_script("report.py", "--base_dir", study, "--out", tmp_path / "r", "--grid", "", check=False)
+    assert (proc.returncode, proc.stderr) == (2, "error: argument --grid: must not be empty (see report.py "
+                                                 "--help)\n")
+    proc = run_script("report.py", "--base_dir", study, "--out", tmp_path / "r" / "tables.md", check=False)
+    assert (proc.returncode, proc.stderr) == (2, f"error: cannot use {tmp_path / 'r' / 'tables.md'}: a file, "
+                                                 "not a folder\n")  # was "File exists"
 
 
 def test_label_noise_table(tmp_path):

@@ -96,7 +96,21 @@ def test_flags_go_to_the_scripts_that_take_them():
                                                         "from resnet110, resnet32, vgg19"),
     (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label; valid keys:"),
     (["--dry_run", "--config", "{tmp}/stages.yaml"], "--stages must be among train, attack (got test)"),
-    (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml"),
+    (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml (expected ',' or ']', "
+     "but got '<stream end>' at line 2, column 1)"),  # was yaml's context: "while parsing a flow sequence"
+    # a key given twice kept its last value: the grid lost runs without a word
+    (["--dry_run", "--config", "{tmp}/twice.yaml"], "twice.yaml gives labels more than once; give each "
+     "option once (a list for several values)"),
+    (["--dry_run", "--config", "{tmp}/twice.json"], "twice.json gives seeds more than once"),
+    # an empty --config (an unset variable) ran the default grid; --slurm '' asked what to do
+    (["--dry_run", "--config", ""], "argument --config: must not be empty (see sweep.py --help)"),
+    (["--slurm", ""], "argument --slurm: must not be empty"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", ""], "argument --sbatch: must not be empty"),  # '#SBATCH --'
+    (["--dry_run", "--base_dir", ""], "argument --base_dir: must not be empty (see train.py --help)"),
+    (["--slurm", "{tmp}/bad.yaml/s.sbatch"], "/bad.yaml: a file, not a folder"),  # was "File exists"
+    # trained at level 50 (level{L:g}), recorded as 50.00000000001
+    (["--dry_run", "--levels", "50.00000000001"], "level 50.00000000001 has more digits than a run "
+     "directory's name keeps (level50); give at most 6 significant digits"),
     # these went into #SBATCH lines as they were (--cpus-per-task=0, --array=0-0%-1)
     (["--slurm", "{tmp}/s.sbatch", "--cpus_per_task", "0"], "--cpus_per_task: 0 must be at least 1"),
     (["--slurm", "{tmp}/s.sbatch", "--max_concurrent", "-1"], "--max_concurrent: -1 must be at least 1"),
@@ -132,6 +146,8 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "bad.yaml").write_text("label: [speech]\n")
     (tmp_path / "stages.yaml").write_text("stages: [test]\n")
     (tmp_path / "broken.yaml").write_text("labels: [speech\n")
+    (tmp_path / "twice.yaml").write_text("labels: [category]\nseeds: [1]\n--labels: [speech]\n")
+    (tmp_path / "twice.json").write_text('{"seeds": [1], "labels": ["category"], "seeds": [2]}')
     (tmp_path / "jobs.yaml").write_text("jobs: 2.5\n")
     (tmp_path / "seed.yaml").write_text("seeds: [0, 1.5]\n")
     (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
@@ -183,7 +199,8 @@ def test_a_grid_file_error_exits_2_from_the_command_line(tmp_path):
     (tmp_path / "grid.yaml").write_text("labels: [category\n")
     proc = run_script("sweep.py", "--config", tmp_path / "grid.yaml", "--dry_run", check=False)
     assert (proc.returncode, proc.stdout) == (2, "")
-    assert proc.stderr == f"error: {tmp_path}/grid.yaml is not valid yaml (while parsing a flow sequence)\n"
+    assert proc.stderr == (f"error: {tmp_path}/grid.yaml is not valid yaml (expected ',' or ']', but got "
+                           "'<stream end>' at line 2, column 1)\n")
 
 
 def test_a_grid_files_slurm_time_is_the_text_written(tmp_path, capsys):

@@ -394,6 +394,12 @@ def run_cli_capture(capsys, argv):
     ({"label": "mcr2", "gam2": "-1"}, "argument --gam2: -1 must be positive"),
     ({"label": "mcr2", "mcr2_eps": "inf"}, "argument --mcr2_eps: inf is not a finite number"),  # trained nothing
     ({"base_dir": "/dev/null"}, "cannot use /dev/null/cifar10/seed3/resnet32/model_speech: Not a directory"),
+    # an unset variable (--base_dir "$OUT") trained into the current folder
+    ({"base_dir": ""}, "argument --base_dir: must not be empty (see train.py --help)"),
+    ({"label_dir": ""}, "argument --label_dir: must not be empty"),
+    # trained into level50, recorded as 50.00000000001; a rerun at 50 said "--level 50 (now 50)"
+    ({"level": "50.00000000001"}, "argument --level: 50.00000000001 has more digits than a run directory's "
+     "name keeps (level50); give at most 6 significant digits"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):
     args = flags(cifar10_dir, tmp_path, label_dir)
@@ -430,6 +436,21 @@ def test_missing_and_truncated_dataset(capsys, cifar10_dir, label_dir, tmp_path)
                                                                if f.name == "data_batch_3" else data)
     line = run_cli_capture(capsys, flags(broken, tmp_path, label_dir))
     assert "data_batch_3 is truncated or corrupt" in line
+
+
+def test_a_data_dir_of_the_batches_themselves_or_a_file_is_one_line(capsys, cifar10_dir, label_dir, tmp_path):
+    """The batches' own folder started a download of the archive into it; a file was 'File exists'
+    (or, offline, "cifar10 not found in {file}/cifar-10-batches-py")."""
+    batches = cifar10_dir / "cifar-10-batches-py"
+    line = run_cli_capture(capsys, flags(batches, tmp_path, label_dir))
+    assert line == (f"error: --data_dir {batches} holds the cifar10 files themselves; pass the folder that "
+                    f"holds cifar-10-batches-py/ (--data_dir {cifar10_dir})")
+    a_file = batches / "batches.meta"
+    line = run_cli_capture(capsys, flags(a_file, tmp_path, label_dir))
+    assert line == f"error: --data_dir {a_file} is a file, not a folder"
+    assert sorted(p.name for p in batches.iterdir()) == sorted(  # nothing downloaded or unpacked there
+        ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)])
+    assert not list(tmp_path.iterdir())
 
 
 def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_dir, tmp_path):

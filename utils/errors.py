@@ -8,6 +8,7 @@ traceback.
 import argparse
 import errno
 import math
+import os
 import signal
 import sys
 
@@ -48,7 +49,10 @@ def call_cli(main, argv=None):
         # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
         # append is cut off again), so nothing earlier was lost.
         verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
-        print(f"error: {verb} {err.filename or 'a file'}: {err.strerror or err}", file=sys.stderr)
+        reason = err.strerror or err
+        if err.errno == errno.EEXIST and err.filename and not os.path.isdir(err.filename):
+            reason = "a file, not a folder"  # mkdir(exist_ok=True) on a file: not "File exists"
+        print(f"error: {verb} {err.filename or 'a file'}: {reason}", file=sys.stderr)
     except KeyboardInterrupt as err:
         print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
@@ -86,6 +90,14 @@ def number(kind, minimum=0, inclusive=False, maximum=None):
             raise argparse.ArgumentTypeError(f"{text} must be at most {maximum}")
         return value
     return check
+
+
+def nonempty(text):
+    """An argparse type for a path or name: the text as given, unless empty (an unset variable in
+    `--base_dir "$OUT"`), which would name the current folder, or no file at all."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

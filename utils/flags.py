@@ -3,11 +3,12 @@ drift apart: where a run's directory is and what it trained on, and how the work
 
     add_flags(group, "dataset", "seed", seed={"help": "what the seed means in this script"})
 """
+import argparse
 from pathlib import Path
 
 from architecture import ARCHITECTURES
 from cifar import DATASETS
-from utils.errors import number
+from utils.errors import nonempty, number
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,6 +17,9 @@ def level(text):
     """--level as a number in (0, 100]: an int when whole, so that a run directory reads level8,
     not level8.0."""
     value = number(float, maximum=100)(text)
+    if float(f"{value:g}") != value:  # the run directory, level{L:g}, would be another level's
+        raise argparse.ArgumentTypeError(f"{text} has more digits than a run directory's name keeps "
+                                         f"(level{value:g}); give at most 6 significant digits")
     return int(value) if value.is_integer() else value
 
 
@@ -31,10 +35,11 @@ SHARED = {
     "label_noise": {"type": number(float, 0, inclusive=True, maximum=1), "default": 0.0,
                     "help": "fraction of the training labels "
                     "replaced by a random other class (seeded; validation and test stay clean)"},
-    "data_dir": {"default": "./data", "help": "folder holding cifar-10-batches-py / cifar-100-python"},
-    "label_dir": {"default": str(REPO / "labels" / "label_files"),
+    "data_dir": {"type": nonempty, "default": "./data",
+                 "help": "folder holding cifar-10-batches-py / cifar-100-python"},
+    "label_dir": {"type": nonempty, "default": str(REPO / "labels" / "label_files"),
                   "help": "folder of {dataset}_{label}.npy files"},
-    "base_dir": {"default": "./outputs", "help": "root of the run directories"},
+    "base_dir": {"type": nonempty, "default": "./outputs", "help": "root of the run directories"},
     "device": {"default": "auto", "choices": ("auto", "cpu", "cuda"), "help": "device"},
     "amp": {"action": "store_true", "help": "bf16 autocast (losses stay float32)"},
     "channels_last": {"action": "store_true", "help": "channels-last memory format"},

@@ -15,6 +15,7 @@ still needs is read from the run directory (and the digest of the label file a r
 `train_state` and `attack_state`), so every caller (a dry run, a SLURM script, a local pool, a
 report) agrees on it.
 """
+import argparse
 import functools
 import importlib.util
 import itertools
@@ -29,6 +30,7 @@ from pathlib import Path
 from cifar import DATASETS
 from labels import granularity_fix, label_path, read_targets, targets_sha256
 from utils.errors import UsageError
+from utils.flags import level
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +51,10 @@ def parse_level(text):
         raise UsageError(f"level {text!r} is not a number") from None
     if not 0 < value <= 100:
         raise UsageError(f"level {text!r} is not a percentage in (0, 100]")
-    return int(value) if value == int(value) else value
+    try:
+        return level(str(value))  # as train.py reads it
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"level {err}") from None
 
 
 def parse_name(value):
@@ -146,16 +151,33 @@ def load_grid_file(path):
             numeric = tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
             return "tag:yaml.org,2002:str" if kind is yaml.ScalarNode and numeric and ":" in value else tag
     try:
-        grid = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader)
+        if path.suffix == ".json":
+            grid = json.loads(text)
+            top = json.loads(text, object_pairs_hook=lambda pairs: ("object", pairs))
+            keys = [k for k, _ in top[1]] if isinstance(top, tuple) else []
+        else:
+            grid = yaml.load(text, Loader)
+            top = yaml.compose(text, Loader)
+            keys = [k.value for k, _ in top.value] if isinstance(top, yaml.MappingNode) else []
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        mark = getattr(err, "problem_mark", None)  # yaml's first line says where it was, not what
+        reason = (f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark and err.problem
+                  else str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise UsageError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'} ({reason})") from None
     if grid is None:
         return {}
     if not isinstance(grid, dict):
         raise UsageError(f"{path} must hold a mapping of options (labels: [...], seeds: [...]), "
                          f"not a {type(grid).__name__}")
-    return {str(k).lstrip("-").replace("-", "_"): v for k, v in grid.items()}
+
+    def option(key):
+        return str(key).lstrip("-").replace("-", "_")
+    names = [option(k) for k in keys]  # json and yaml keep the last of a key given twice, silently
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise UsageError(f"{path} gives {', '.join(repeated)} more than once; give each option once "
+                         "(a list for several values)")
+    return {option(k): v for k, v in grid.items()}
 
 
 def split_args(value, key):
