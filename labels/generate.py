@@ -695,8 +695,18 @@ def expand_labels(requested, text_model=None, glove=None):
     return sorted(unique, key=lambda n: n != "speech")
 
 
+# the families each option acts on (shuffle speaks the names too unless given --speech_file)
+FAMILY_OPTIONS = {"audio_dir": ("speech", "shuffle"), "espeak_voice": ("speech", "shuffle"),
+                  "speech_file": ("shuffle",), "text_model": ("bert",), "glove": ("glove",)}
+
+
 def run(args):
     labels = expand_labels(args.label, args.text_model, args.glove)
+    parser = build_parser()
+    for option, families in FAMILY_OPTIONS.items():
+        if getattr(args, option) != parser.get_default(option) and not set(families) & set(labels):
+            print(f"warning: --{option} only acts with --label {' or '.join(families)}; ignored for "
+                  f"--label {' '.join(labels)}", file=sys.stderr)
     if args.label_granularity == "coarse":
         if set(args.dataset) - set(GRANULAR):
             raise LabelError(f"--label_granularity coarse is for {', '.join(GRANULAR)} only")

@@ -415,6 +415,17 @@ def test_unusable_out_is_one_line(tmp_path, capsys):
                                    "--help)\n")  # wrote into the current folder
 
 
+def test_an_option_of_another_family_is_named_as_ignored(tmp_path, capsys):
+    """--speech_file only shuffles; given for speech it was silently not used."""
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "random",
+                                           "--speech_file", tmp_path / "speech.npy", "--glove", "g.txt",
+                                           "--out", tmp_path], capsys)
+    assert status == 0 and out.count("wrote") == 2
+    assert err.splitlines() == [
+        "warning: --speech_file only acts with --label shuffle; ignored for --label uniform random",
+        "warning: --glove only acts with --label glove; ignored for --label uniform random"]
+
+
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
     meta = tmp_path / "batches.meta"
     for content, message in ((b"garbage", " is truncated or corrupt"),
