@@ -136,7 +136,10 @@ def parse(argv=None):
         raise UsageError(f"--stages must be among {', '.join(STAGES)} "
                          f"(got {', '.join(map(str, given)) or 'none'})")
     opts.stages = [s for s in STAGES if s in given]
-    opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in axis_list(opts.sbatch)]
+    opts.sbatch = [str(o).strip() for o in axis_list(opts.sbatch)]
+    if "" in opts.sbatch:  # a grid file's list skips argparse's check: it wrote a bare '#SBATCH --'
+        raise UsageError("--sbatch: an option must not be empty")
+    opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     opts.setup = axis_list(opts.setup)
     modes = [m for m in MODES if getattr(opts, m)]
     if len(modes) > 1:

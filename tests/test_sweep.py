@@ -181,6 +181,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     ("grid.yaml", "levels: [all]\n", "level 'all' is not a number"),
     ("grid.yaml", "datasets: mnist\n", "--datasets: unknown dataset mnist; choose from cifar10, cifar100"),
     ("grid.yaml", "max-concurrent: 0\n", "--max_concurrent: 0 must be at least 1"),
+    ("grid.yaml", "sbatch: [account=proj, '']\n", "--sbatch: an option must not be empty"),  # '#SBATCH --'
     ("grid.yaml", "gpus: []\n", "--gpus needs ids, e.g. 0,1"),
     ("grid.yaml", "gpus: [0, 1.5]\n", "--gpus: '1.5' is not a GPU id; give indices, e.g. 0,1 (or GPU-/MIG- "
                                       "UUIDs)"),
