@@ -144,21 +144,27 @@ def load_grid_file(path):
         raise UsageError(f"{path} is not a text file (not UTF-8): a grid file is YAML or JSON") from None
     import yaml
 
+    def unique(pairs):  # a mapping's (key, value) pairs: json and yaml keep the last of a key given twice
+        names = [option(k) for k, _ in pairs]
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise UsageError(f"{path} gives {', '.join(repeated)} more than once; give each option once "
+                             "(a list for several values)")
+        return dict(pairs)
+
     class Loader(yaml.SafeLoader):
-        """YAML without its base-60 numbers: `time: 12:00:00` is SLURM's text, not 43200."""
+        """YAML without its base-60 numbers (`time: 12:00:00` is SLURM's text, not 43200), refusing
+        a key given twice."""
         def resolve(self, kind, value, implicit):
             tag = super().resolve(kind, value, implicit)
             numeric = tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
             return "tag:yaml.org,2002:str" if kind is yaml.ScalarNode and numeric and ":" in value else tag
+
+        def construct_mapping(self, node, deep=False):
+            mapping = super().construct_mapping(node, deep)
+            unique([(self.construct_object(key, deep), None) for key, _ in node.value])
+            return mapping
     try:
-        if path.suffix == ".json":
-            grid = json.loads(text)
-            top = json.loads(text, object_pairs_hook=lambda pairs: ("object", pairs))
-            keys = [k for k, _ in top[1]] if isinstance(top, tuple) else []
-        else:
-            grid = yaml.load(text, Loader)
-            top = yaml.compose(text, Loader)
-            keys = [k.value for k, _ in top.value] if isinstance(top, yaml.MappingNode) else []
+        grid = json.loads(text, object_pairs_hook=unique) if path.suffix == ".json" else yaml.load(text, Loader)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         mark = getattr(err, "problem_mark", None)  # yaml's first line says where it was, not what
         reason = (f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark and err.problem
@@ -169,15 +175,12 @@ def load_grid_file(path):
     if not isinstance(grid, dict):
         raise UsageError(f"{path} must hold a mapping of options (labels: [...], seeds: [...]), "
                          f"not a {type(grid).__name__}")
-
-    def option(key):
-        return str(key).lstrip("-").replace("-", "_")
-    names = [option(k) for k in keys]  # json and yaml keep the last of a key given twice, silently
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise UsageError(f"{path} gives {', '.join(repeated)} more than once; give each option once "
-                         "(a list for several values)")
     return {option(k): v for k, v in grid.items()}
+
+
+def option(key):
+    """A grid file's key as sweep.py's option: '--max-concurrent' -> 'max_concurrent'."""
+    return str(key).lstrip("-").replace("-", "_")
 
 
 def split_args(value, key):
