@@ -92,7 +92,7 @@ def build_parser():
                        "tasks go to further arrays (for jobs/x.sbatch: jobs/x.part2.sbatch and on)")
     slurm.add_argument("--signal_seconds", type=int, default=120, help="seconds before the time "
                        "limit at which SLURM sends USR1: the stage checkpoints, the task requeues")
-    slurm.add_argument("--sbatch", nargs="+", type=nonempty, default=[], metavar="OPTION",
+    slurm.add_argument("--sbatch", nargs="+", default=[], metavar="OPTION",
                        help="more #SBATCH options, e.g. account=proj qos=high (a leading -- is added "
                        "if missing)")
     slurm.add_argument("--setup", nargs="+", default=[], metavar="LINE", help="shell lines run "
@@ -137,7 +137,7 @@ def parse(argv=None):
                          f"(got {', '.join(map(str, given)) or 'none'})")
     opts.stages = [s for s in STAGES if s in given]
     opts.sbatch = [str(o).strip() for o in axis_list(opts.sbatch)]
-    if "" in opts.sbatch:  # a grid file's list skips argparse's check: it wrote a bare '#SBATCH --'
+    if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
         raise UsageError("--sbatch: an option must not be empty")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     opts.setup = axis_list(opts.setup)

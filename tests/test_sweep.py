@@ -105,7 +105,7 @@ def test_flags_go_to_the_scripts_that_take_them():
     # an empty --config (an unset variable) ran the default grid; --slurm '' asked what to do
     (["--dry_run", "--config", ""], "argument --config: must not be empty (see sweep.py --help)"),
     (["--slurm", ""], "argument --slurm: must not be empty"),
-    (["--slurm", "{tmp}/s.sbatch", "--sbatch", ""], "argument --sbatch: must not be empty"),  # '#SBATCH --'
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", ""], "--sbatch: an option must not be empty"),  # '#SBATCH --'
     (["--dry_run", "--base_dir", ""], "argument --base_dir: must not be empty (see train.py --help)"),
     (["--slurm", "{tmp}/bad.yaml/s.sbatch"], "/bad.yaml: a file, not a folder"),  # was "File exists"
     # trained at level 50 (level{L:g}), recorded as 50.00000000001
