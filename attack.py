@@ -323,7 +323,9 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
 
 
-def run(args):
+def run(args, argv=None):
+    """Attack as the flags say; returns the summary. `argv`: the command line attack_results.json
+    records (`utils.runs.command_line`; sys.argv when None)."""
     from cifar import load_cifar
     from utils import preempt
     from utils.attacks import Shared, draw_targets, run_attack, schedule
@@ -375,7 +377,7 @@ def run(args):
                     "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
                     "clean_acc": clean_acc, "entries": entries, "config": vars(args) | {"epsilons": [
                         label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
-                    "environment": environment()}
+                    "environment": environment(argv)}
 
         settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
                     for label, eps in epsilons]
@@ -449,10 +451,11 @@ def run(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    from utils.runs import json_text
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from utils.runs import command_line, json_text
     try:
-        summary = run(args)
+        summary = run(args, command_line(parser.prog, argv))
     except KeyboardInterrupt:
         raise KeyboardInterrupt("finished settings are kept in the run's attack_results.json; rerun "
                                 "to continue") from None

@@ -411,7 +411,8 @@ def summary_of(log):
     if isinstance(result.get("robust_acc"), dict):  # attack.py's summary line
         clean = result.get("clean_acc")  # None when no setting ran
         shown = f"{clean:.4f}" if isinstance(clean, (int, float)) else "-"
-        return f"clean_acc {shown}, {len(result['robust_acc'])} settings"
+        settings = len(result["robust_acc"])
+        return f"clean_acc {shown}, {settings} setting{'s' * (settings != 1)}"
     return ""
 
 
@@ -549,7 +550,9 @@ def main(argv=None):
     todo = [t for t in tasks if t.todo]
     if opts.dry_run:
         dry_run(tasks)
-        return {"runs": len(tasks), "to_run": len(todo)}
+        summary = {"runs": len(tasks), "to_run": len(todo)}
+        print(json_text(summary), flush=True)
+        return summary
     if opts.print:
         cwd = Path.cwd()
         for task in todo:

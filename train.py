@@ -104,10 +104,10 @@ def main(argv=None):
         if getattr(args, flag) is None:
             setattr(args, flag, value)
     from utils import distributed
-    from utils.runs import json_text
+    from utils.runs import command_line, json_text
     from utils.training import run_training
     try:
-        results = run_training(args)
+        results = run_training(args, command_line(parser.prog, argv))
     except RuntimeError as err:
         if not distributed.lost_peer(err):
             raise

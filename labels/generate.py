@@ -28,6 +28,9 @@ Families (C classes; `FAMILIES` is the registry, `make_label` the entry point fo
 Random families default to the seed the paper used where it is known (`Family.seed`): with it,
 random, lowdim and shuffle reproduce the published files exactly (random and lowdim bit for bit;
 shuffle bit for bit when given the paper's speech file through --speech_file).
+
+Prints a line per file written, then, as the last line, one JSON object: `out` and every file
+written, with its shape, min and max.
 """
 import sys
 from pathlib import Path
@@ -54,7 +57,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
-from utils.atomic import atomic_write
+from utils.atomic import atomic_write, json_text
 from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
 from utils.pickles import meta_class_names
 
@@ -724,6 +727,7 @@ def run(args):
         raise LabelError(f"{existing[0]} exists{more}; pass --force to overwrite")
     options = {"audio_dir": args.audio_dir, "espeak_voice": args.espeak_voice,
                "speech_file": args.speech_file, "text_model": args.text_model, "glove": args.glove}
+    written = []
     for dataset in args.dataset:
         names_by_set = {}   # read the meta file once per name set
         speech = None       # made once, reused by shuffle (both read the same names)
@@ -742,6 +746,9 @@ def run(args):
             save_atomic(path, targets)
             print(f"wrote {path}  {tuple(targets.shape)}  "
                   f"[{targets.min():.4g}, {targets.max():.4g}]")
+            written.append({"file": str(path.absolute()), "shape": list(targets.shape),
+                            "min": float(targets.min()), "max": float(targets.max())})
+    print(json_text({"out": str(Path(args.out).absolute()), "files": written}), flush=True)
 
 
 def main(argv=None):

@@ -31,12 +31,12 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 import argparse
-import json
 
 import numpy as np
 from scipy.spatial.distance import pdist
 
 from labels import LabelError, read_targets
+from utils.atomic import json_text
 from utils.errors import CliParser, call_cli
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
@@ -134,7 +134,7 @@ def run(args):
         rows = [file_row(p, lambda targets: compare(reference, targets), f"--compare {args.compare} against ")
                 for p in args.files]
         if args.json:
-            print(json.dumps(rows, indent=1))
+            print(json_text(rows))
         else:
             for row in rows:
                 print(f"{row['file']}: mean |diff| {row['mean_abs_diff']:.4f}, max |diff| "
@@ -142,7 +142,7 @@ def run(args):
                       f"{row['min_class_corr']:.5f} mean {row['mean_class_corr']:.5f}")
         return
     rows = [file_row(Path(p), label_stats) for p in args.files]
-    print(json.dumps(rows, indent=1) if args.json else format_rows(rows, args.markdown))
+    print(json_text(rows) if args.json else format_rows(rows, args.markdown))
 
 
 def main(argv=None):
@@ -151,7 +151,7 @@ def main(argv=None):
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="label files (.npy, (C, ...))")
     style = parser.add_mutually_exclusive_group()
-    style.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    style.add_argument("--json", action="store_true", help="print JSON (one line) instead of a table")
     style.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--compare", metavar="REFERENCE", default=None,
                         help="instead, compare each file with this one (same shape)")

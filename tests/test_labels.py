@@ -652,3 +652,21 @@ def test_coarse_labels_for_cifar100_superclasses(tmp_path, capsys):
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label_granularity", "coarse",
                                          "--label", "uniform", "--out", tmp_path / "x"], capsys)
     assert status == 2 and "--label_granularity coarse is for cifar100 only" in err
+
+
+def test_the_tools_last_stdout_line_is_strict_json(tmp_path, capsys):
+    """generate printed no JSON line, and stats --json printed an indented array (last line ']')
+    with NaN for an undefined correlation, which strict parsers (jq, JavaScript) refuse."""
+    status, out, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "lowdim", "--out",
+                                         tmp_path], capsys)
+    written = json.loads(out.splitlines()[-1])
+    assert status == 0 and written == {"out": str(tmp_path), "files": [
+        {"file": str(tmp_path / "cifar10_uniform.npy"), "shape": [10, 64, 64], "min": 0.0, "max": 80.0},
+        {"file": str(tmp_path / "cifar10_lowdim.npy"), "shape": [10, 10],
+         "min": written["files"][1]["min"], "max": written["files"][1]["max"]}]}
+    np.save(tmp_path / "shifted.npy", np.load(tmp_path / "cifar10_uniform.npy") + 1)  # constants vs constants
+    status, out, _ = cli(stats.main, ["--json", "--compare", tmp_path / "cifar10_uniform.npy",
+                                      tmp_path / "shifted.npy"], capsys)
+    assert status == 0 and out.count("\n") == 1
+    [row] = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in {out}"))
+    assert (row["min_class_corr"], row["mean_class_corr"], row["max_abs_diff"]) == (None, None, 1.0)

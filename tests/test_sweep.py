@@ -247,7 +247,7 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "lowdim", "composite", "--seeds", "3",
             "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
-    rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-1]}
+    rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-2]}
     assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 entries)" in rows["category"]
     assert "run: resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
     assert "run: resume (2/4 epochs logged)" in rows["shuffle"] and "run: after train" in rows["shuffle"]
@@ -277,7 +277,8 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over(capsys, tmp_path,
     make_trained(run_dir, epochs=1, metrics=3, results=False)
     (run_dir / LAST_CHECKPOINT).unlink()
     grid = ["--labels", "category", "--seeds", "3", "--stages", "train", *tiny(cifar10_dir, label_dir, base)]
-    [header, row, count] = sweep_lines(capsys, grid + ["--dry_run"])
+    [header, row, count, summary] = sweep_lines(capsys, grid + ["--dry_run"])
+    assert json.loads(summary) == {"runs": 1, "to_run": 1}  # a notebook's last line
     assert "run: start over (3 epochs logged, no checkpoint to resume from)" in row
     [line] = sweep_lines(capsys, grid + ["--print"])
     argv = shlex.split(line)
@@ -750,7 +751,7 @@ def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):
     """A model no image survives had its clean_acc 0.0 shown as nan."""
     log = tmp_path / "attack.log"
     log.write_text('progress\n{"clean_acc": 0.0, "robust_acc": {"fgsm/untargeted/8/255": 0.0}}\n')
-    assert sweep.summary_of(log) == "clean_acc 0.0000, 1 settings"
+    assert sweep.summary_of(log) == "clean_acc 0.0000, 1 setting"
     log.write_text('{"clean_acc": null, "robust_acc": {}}\n')
     assert sweep.summary_of(log) == "clean_acc -, 0 settings"
     log.write_text('{"test_acc": 0.5}\n')

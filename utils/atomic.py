@@ -1,7 +1,27 @@
-"""Atomic file writes: a reader (or a killed job) never sees half a file."""
+"""Atomic file writes: a reader (or a killed job) never sees half a file; strict JSON text.
+
+No torch here: the label tools import it too."""
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+
+
+def finite(value):
+    """JSON-safe: NaN and infinities (a diverged run's loss) become null, tuples lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def json_text(obj, **options):
+    """Strict JSON (no NaN, which many parsers refuse) of `obj` with `finite` values."""
+    return json.dumps(finite(obj), allow_nan=False, **options)
 
 
 def _umask():

@@ -110,7 +110,13 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 class CliParser(argparse.ArgumentParser):
     """argparse, but a bad flag is a UsageError: one `error:` line from the command line (the usage
-    block is in --help), an exception a caller of main(argv) can catch (not SystemExit)."""
+    block is in --help), an exception a caller of main(argv) can catch (not SystemExit). A caller's
+    argv may hold paths and numbers (`["--data_dir", Path(...), "--epochs", 30]`), read as their text."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if isinstance(args, str):  # argparse would read each character as an argument
+            raise UsageError(f"{self.prog}: argv is a list of arguments, not one string (shlex.split it)")
+        return super().parse_known_args(None if args is None else [str(a) for a in args], namespace)
 
     def error(self, message):
         raise UsageError(f"{message} (see {self.prog} --help)")

@@ -16,7 +16,6 @@ import fcntl
 import functools
 import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from utils import __version__
-from utils.atomic import atomic_write, atomic_write_text
+from utils.atomic import atomic_write, atomic_write_text, json_text
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -112,22 +111,6 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
             yield
         finally:
             _held.discard(run_dir)
-
-
-def finite(value):
-    """JSON-safe: NaN and infinities (a diverged run's loss) become null, tuples lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
-def json_text(obj, **options):
-    """Strict JSON (no NaN, which many parsers refuse) of `obj` with `finite` values."""
-    return json.dumps(finite(obj), allow_nan=False, **options)
 
 
 def write_json(path, obj):
@@ -249,11 +232,18 @@ def code_version():
         return None
 
 
-def environment():
-    """Versions and machine facts recorded next to every result."""
+def command_line(prog, argv):
+    """The command line a run records: sys.argv from a shell; `prog` and the arguments of a
+    main(argv) called in process (a notebook's sys.argv is its kernel's)."""
+    return list(sys.argv) if argv is None else [prog, *map(str, argv)]
+
+
+def environment(argv=None):
+    """Versions and machine facts recorded next to every result, with the command line `argv`
+    (`command_line`; sys.argv when None)."""
     env = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
            "labelrep": __version__, "git": code_version(), "platform": platform.platform(),
-           "argv": sys.argv}
+           "argv": list(sys.argv) if argv is None else argv}
     if torch.cuda.is_available():
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name()

@@ -350,13 +350,13 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None, stoppable=
     return {"loss": loss_sum / seen, "acc": correct / seen, "images": seen}
 
 
-def _config(args, run_dir, split, data, space, label_sha256, facts):
+def _config(args, run_dir, split, data, space, label_sha256, facts, argv=None):
     # the folders as absolute paths: attack.py finds the run's data from any working directory
     folders = {k: str(Path(getattr(args, k)).absolute()) for k in ("data_dir", "label_dir")}
     return {"flags": vars(args) | folders, "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
-            "label_sha256": label_sha256, "environment": environment()}
+            "label_sha256": label_sha256, "environment": environment(argv)}
 
 
 def data_facts(data, split):
@@ -496,8 +496,9 @@ def _segments(checkpoint, config):
                        "environment": config["environment"]}]
 
 
-def run_training(args):
-    """Train one run as the flags say; returns the results dict (also written to results.json)."""
+def run_training(args, argv=None):
+    """Train one run as the flags say; returns the results dict (also written to results.json).
+    `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None)."""
     ctx = distributed.init(args.device)
     device = resolve_device(args.device)
     if device.type == "cuda" and ctx.world > 1:
@@ -552,7 +553,7 @@ def run_training(args):
                 if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                     space = space_from_state(checkpoint["label_space"])
 
-        config = _config(args, run_dir, split, data, space, label_sha256, facts) | {
+        config = _config(args, run_dir, split, data, space, label_sha256, facts, argv) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
         config["segments"] = _segments(checkpoint, config)
         writes = ctx.main  # under torchrun only rank 0 touches the files
