@@ -187,7 +187,15 @@ def gpu_ids(value):
         raise UsageError("--gpus needs ids, e.g. 0,1")
     if bad := [g for g in ids if not re.fullmatch(r"\d+|(GPU|MIG)-[\w/-]+", g)]:
         raise UsageError(f"--gpus: {bad[0]!r} is not a GPU id; give indices, e.g. 0,1 (or GPU-/MIG- UUIDs)")
-    return ids
+    if (inherited := os.environ.get("CUDA_VISIBLE_DEVICES")) is None:
+        return ids
+    # already narrowed (a SLURM allocation's): indices count within it, as CUDA's own do; setting
+    # a physical index instead would give a run a GPU of another job
+    visible = [v.strip() for v in inherited.split(",") if v.strip()]
+    if beyond := [g for g in ids if g.isdigit() and int(g) >= len(visible)]:
+        raise UsageError(f"--gpus: {beyond[0]} is not among the {len(visible)} GPUs CUDA_VISIBLE_DEVICES="
+                         f"{inherited!r} shows (indices count within it, from 0)")
+    return [visible[int(g)] if g.isdigit() else g for g in ids]
 
 
 def axis_list(value):

@@ -809,7 +809,7 @@ def test_local_gpu_slots_follow_the_ids_given(monkeypatch):
     """A slot per id listed, in order (an id twice: two runs on that GPU), the cores shared
     among the slots; a grid file's `gpus: 0` is GPU 0 (it was false: the runs went to the CPU)."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
         monkeypatch.delenv(var, raising=False)
 
     def gpus(*argv):
@@ -827,6 +827,22 @@ def test_local_gpu_slots_follow_the_ids_given(monkeypatch):
             assert gpus("--config", str(Path(folder, "grid.yaml"))) == ids, text
 
 
+def test_local_gpu_ids_count_within_an_inherited_cuda_visible_devices(monkeypatch, capsys):
+    """In a SLURM allocation of GPUs 2 and 3 (CUDA_VISIBLE_DEVICES=2,3), --gpus 0,1 are those two,
+    as CUDA counts; a run was given CUDA_VISIBLE_DEVICES=0, another job's GPU."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    opts = sweep.parse(["--dry_run", "--gpus", "1,0,1"])[0]
+    assert [slot["CUDA_VISIBLE_DEVICES"] for slot in sweep.local_slots(opts)] == ["3", "2", "3"]
+    uuid = "GPU-8f1d2c3e-1a2b-4c5d-9e8f-0123456789ab"
+    assert sweep.parse(["--dry_run", "--gpus", uuid])[0].gpus == [uuid]
+    for inherited, shown in (("2,3", 2), ("", 0)):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+        assert call_cli(sweep.main, ["--dry_run", "--gpus", "0,2"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: --gpus: {2 if shown else 0} is not among the {shown} GPUs CUDA_VISIBLE_DEVICES="
+            f"{inherited!r} shows (indices count within it, from 0)\n")
+
+
 # A stage that records the GPU it was given, then waits until `count` stages have started (so
 # that each started in a slot of its own) and prints it.
 GPU_STAGE = """import os, pathlib, sys, time
@@ -840,9 +856,10 @@ print("gpu", os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 
 
 @pytest.mark.parametrize("gpus, runs, concurrent", [("0,1,2,3", 2, 2), ("5,5", 3, 2)])
-def test_local_runs_get_their_slots_gpu(tmp_path, gpus, runs, concurrent):
+def test_local_runs_get_their_slots_gpu(tmp_path, monkeypatch, gpus, runs, concurrent):
     """More GPUs than runs: each run on a GPU of its own; an id listed twice: two runs at once on
     it, the third after. The stage, its log header and sweep's line name the same GPU."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     (tmp_path / "stage.py").write_text(GPU_STAGE)
     (tmp_path / "started").mkdir()
     stage = [sys.executable, str(tmp_path / "stage.py"), str(tmp_path / "started"), str(concurrent)]
