@@ -76,7 +76,7 @@ def build_parser():
     local.add_argument("--gpus", help="comma-separated GPU ids: one run at a time on each (an id "
                        "twice runs two there); sets CUDA_VISIBLE_DEVICES per run")
     local.add_argument("--jobs", type=int, default=1, help="concurrent runs without --gpus; each "
-                       "gets cores/jobs threads (OMP_NUM_THREADS / MKL_NUM_THREADS, unless set "
+                       "gets cores/jobs threads, cores/runs if fewer runs are left (OMP_NUM_THREADS / MKL_NUM_THREADS, unless set "
                        "already: those are passed on as they are)")
     slurm = parser.add_argument_group("--slurm (#SBATCH lines)")
     slurm.add_argument("--job_name", default="labelrep", help="--job-name")
@@ -534,14 +534,15 @@ class LocalPool:
                 "not_started": self.total - len({o["run"] for o in self.outcomes})}
 
 
-def local_slots(opts):
-    """One environment per concurrent run: a GPU each, or an equal share of the CPU cores."""
+def local_slots(opts, runs=None):
+    """One environment per concurrent run: a GPU each, or an equal share of the CPU cores among
+    the slots that have a run (of `runs` to run; all when None)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if opts.gpus:  # a list of ids (see gpu_ids)
         slots = [{"CUDA_VISIBLE_DEVICES": g} for g in opts.gpus]
     else:
         slots = [{} for _ in range(opts.jobs)]
-    threads = str(max(1, cores // len(slots)))
+    threads = str(max(1, cores // max(1, min(len(slots), runs or len(slots)))))
     for slot in slots:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             slot.setdefault(var, os.environ.get(var, threads))
@@ -582,7 +583,7 @@ def main(argv=None):
         print(json_text(summary), flush=True)
         return summary
     print(count_line(tasks), file=sys.stderr, flush=True)
-    pool = LocalPool(tasks, local_slots(opts))
+    pool = LocalPool(tasks, local_slots(opts, len(todo)))
     pool.run()
     tally = pool.tally()
     summary = {"runs": len(tasks), "skipped": len(tasks) - len(todo), **tally,

@@ -801,6 +801,8 @@ def test_local_slots_share_the_cores(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     opts = argparse.Namespace(gpus=None, jobs=4)
     assert sweep.local_slots(opts) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
+    # two runs to run: the cores are shared by the two slots that get one, not left idle
+    assert sweep.local_slots(opts, runs=2)[0] == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting stays
     assert sweep.local_slots(opts)[0]["OMP_NUM_THREADS"] == "3"
 
