@@ -76,8 +76,8 @@ def build_parser():
     local.add_argument("--gpus", help="comma-separated GPU ids: one run at a time on each (an id "
                        "twice runs two there); sets CUDA_VISIBLE_DEVICES per run")
     local.add_argument("--jobs", type=int, default=1, help="concurrent runs without --gpus; each "
-                       "gets cores/jobs threads, cores/runs if fewer runs are left (OMP_NUM_THREADS / MKL_NUM_THREADS, unless set "
-                       "already: those are passed on as they are)")
+                       "gets cores/jobs threads, cores/runs if fewer runs are left (OMP_NUM_THREADS / "
+                       "MKL_NUM_THREADS, unless set already: those are passed on as they are)")
     slurm = parser.add_argument_group("--slurm (#SBATCH lines)")
     slurm.add_argument("--job_name", default="labelrep", help="--job-name")
     slurm.add_argument("--partition", help="--partition")
