@@ -330,8 +330,8 @@ def run(args, argv=None):
     from utils import preempt
     from utils.attacks import Shared, draw_targets, run_attack, schedule
     from utils.progress import Progress, log
-    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, run_lock, tensors_sha256,
-                            write_json)
+    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, run_lock,
+                            tensors_sha256, write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol = "paper" if args.paper_protocol else "pixel"
@@ -375,7 +375,8 @@ def run(args, argv=None):
         def document(clean_acc):
             return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
                     "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
-                    "clean_acc": clean_acc, "entries": entries, "config": vars(args) | {"epsilons": [
+                    "clean_acc": clean_acc, "entries": entries,
+                    "config": vars(args) | absolute_folders(args) | {"epsilons": [
                         label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
                     "environment": environment(argv)}
 

@@ -999,7 +999,7 @@ def test_a_bad_flag_in_process_is_a_usage_error(monkeypatch, main, flag, message
 
 
 def test_in_process_argv_may_hold_paths_and_numbers_and_is_what_the_run_records(cifar10_dir, label_dir,
-                                                                                   tmp_path):
+                                                                                   tmp_path, monkeypatch):
     """main(["--data_dir", Path(...), "--epochs", 1]) was a TypeError from argparse's insides ('PosixPath'
     object is not subscriptable), and config.json and attack_results.json recorded the kernel's
     sys.argv (ipykernel_launcher.py -f ...) as the run's command line."""
@@ -1009,12 +1009,15 @@ def test_in_process_argv_may_hold_paths_and_numbers_and_is_what_the_run_records(
     result = train.main(argv)
     config = json.loads((Path(result["run_dir"]) / "config.json").read_text())
     assert config["environment"]["argv"] == ["train.py", *map(str, argv)] and config["flags"]["epochs"] == 1
+    monkeypatch.chdir(Path(cifar10_dir).parent)  # relative folders are recorded absolute, as train.py's
     attack_argv = ["--checkpoint", Path(result["checkpoint"]), "--label_dir", label_dir, "--attacks", "fgsm",
                    "--epsilons", "8/255", "--targeted", "no", "--num_images", 5, "--examples", 0,
-                   "--device", "cpu"]
+                   "--device", "cpu", "--data_dir", Path(cifar10_dir).name]
     summary = attack.main(attack_argv)
-    recorded = json.loads(Path(summary["results"]).read_text())["environment"]["argv"]
-    assert recorded == ["attack.py", *map(str, attack_argv)] and summary["num_images"] == 5
+    recorded = json.loads(Path(summary["results"]).read_text())
+    assert recorded["environment"]["argv"] == ["attack.py", *map(str, attack_argv)] and summary["num_images"] == 5
+    assert recorded["config"]["data_dir"] == config["flags"]["data_dir"] == str(Path(cifar10_dir).absolute())
+    assert recorded["config"]["label_dir"] == str(Path(label_dir).absolute())
     with pytest.raises(UsageError) as err:
         train.main("--epochs 1")
     assert str(err.value) == "train.py: argv is a list of arguments, not one string (shlex.split it)"

@@ -12,7 +12,6 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -25,9 +24,9 @@ from utils.flags import acts_on
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        best_checkpoint_name, environment, load_checkpoint, malformed, read_json,
-                        run_dir_of, run_lock, save_checkpoint, tensors_sha256, write_json, write_jsonl,
-                        append_jsonl)
+                        absolute_folders, best_checkpoint_name, environment, load_checkpoint, malformed,
+                        read_json, run_dir_of, run_lock, save_checkpoint, tensors_sha256, write_json,
+                        write_jsonl, append_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -351,9 +350,7 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None, stoppable=
 
 
 def _config(args, run_dir, split, data, space, label_sha256, facts, argv=None):
-    # the folders as absolute paths: attack.py finds the run's data from any working directory
-    folders = {k: str(Path(getattr(args, k)).absolute()) for k in ("data_dir", "label_dir")}
-    return {"flags": vars(args) | folders, "run_dir": str(run_dir), **facts,
+    return {"flags": vars(args) | absolute_folders(args), "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
             "label_sha256": label_sha256, "environment": environment(argv)}
