@@ -24,8 +24,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run_cli
-from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, entry_key, eps_text, missing_note,
-                        nonnegative, parse_level, read_json_or_none, read_lines)
+from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry_key, eps_text,
+                        missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
 from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, dataset_folder, json_text
 
@@ -160,8 +160,8 @@ def read_run(base, rel, key):
     else:
         epochs = f" of {record['epochs']}" if record["epochs"] else ""
         if history or (run_dir / LAST_CHECKPOINT).exists():
-            noun = "epoch" if len(history) == 1 and not epochs else "epochs"  # 1 epoch, 1 of 4 epochs
-            reason = f"training stopped with {len(history)}{epochs} {noun} logged (no results.json)"
+            logged = f"{len(history)}{epochs} epochs" if epochs else counted(len(history), "epoch")
+            reason = f"training stopped with {logged} logged (no results.json)"
         else:
             reason = "training not started or failed before its first epoch"
         error = log_error(run_dir, "train")
@@ -473,7 +473,7 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
         images = one(i for r in rows for i in r["train_images"])
         level_text = ", ".join(sorted({f"level {levels[(dataset, m)]:g}" for m in models}))
         epochs = one(e for r in rows for e in r["epochs"])
-        out += [f"### {dataset} ({level_text}: {images} training images, {epochs} epoch{'s' * (epochs != 1)})", "",
+        out += [f"### {dataset} ({level_text}: {images} training images, {counted(epochs, 'epoch')})", "",
                 markdown_table(["label", *models],
                                [[label, *(cell(stats(find[(label, m)], "test_acc")) if (label, m) in find
                                           else "-" for m in models)] for label in labels]), ""]

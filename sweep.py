@@ -33,7 +33,7 @@ from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
 from utils.grid import (AXES, STAGES, Scripts, axis_values, check_label_files, check_not_grid_flag,
-                        expand, load_grid_file, plan, split_args)
+                        counted, expand, load_grid_file, plan, split_args)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
 from utils.runs import json_text
@@ -419,8 +419,7 @@ def summary_of(log):
     if isinstance(result.get("robust_acc"), dict):  # attack.py's summary line
         clean = result.get("clean_acc")  # None when no setting ran
         shown = f"{clean:.4f}" if isinstance(clean, (int, float)) else "-"
-        settings = len(result["robust_acc"])
-        return f"clean_acc {shown}, {settings} setting{'s' * (settings != 1)}"
+        return f"clean_acc {shown}, {counted(len(result['robust_acc']), 'setting')}"
     return ""
 
 

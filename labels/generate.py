@@ -744,10 +744,10 @@ def run(args):
                 speech = targets
             path = Path(args.out) / f"{dataset}_{name}.npy"
             save_atomic(path, targets)
-            print(f"wrote {path}  {tuple(targets.shape)}  "
-                  f"[{targets.min():.4g}, {targets.max():.4g}]")
-            written.append({"file": str(path.absolute()), "shape": list(targets.shape),
-                            "min": float(targets.min()), "max": float(targets.max())})
+            low, high = float(targets.min()), float(targets.max())
+            print(f"wrote {path}  {tuple(targets.shape)}  [{low:.4g}, {high:.4g}]")
+            written.append({"file": str(path.absolute()), "shape": list(targets.shape), "min": low,
+                            "max": high})
     print(json_text({"out": str(Path(args.out).absolute()), "files": written}), flush=True)
 
 

@@ -43,6 +43,11 @@ GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--la
               "--level": "--levels", "--seed": "--seeds", "--resume": None}
 
 
+def counted(count, noun):
+    """'1 epoch', '3 epochs': a count and its noun, in the plural unless one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def parse_level(text):
     """'25' -> 25, '2.5' -> 2.5: percent of the training split, as train.py --level reads it."""
     try:
@@ -453,8 +458,7 @@ def train_state(run_dir, train_namespace=None):
         epochs = getattr(train_namespace, "epochs", "?")
         return False, f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged)"
     if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
-        epochs = f"{logged} epoch{'s' if logged > 1 else ''}"
-        return False, f"start over ({epochs} logged, no checkpoint to resume from)"
+        return False, f"start over ({counted(logged, 'epoch')} logged, no checkpoint to resume from)"
     return False, "new"
 
 
