@@ -166,10 +166,12 @@ def model_from_checkpoint(path):
     if not isinstance(checkpoint, dict) or not {"model", "model_args", "label_space"} <= set(checkpoint):
         raise UsageError(f"{path} is not a best-model checkpoint of train.py (it lacks model, "
                          "model_args or label_space)")
+    import torch
     with malformed(path, advice):
         model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
-        model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
-                            model_args["std"])
+        with torch.random.fork_rng(devices=[]):  # the initial weights, replaced next, leave a caller's RNG
+            model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
+                                model_args["std"])
         try:
             model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:  # torch's first line says only "Error(s) in loading state_dict"
@@ -181,7 +183,6 @@ def model_from_checkpoint(path):
             raise TypeError("its config's flags are not a mapping")
         if type(flags.get("seed", 0)) is not int:  # it seeds the targets and starts unless --seed is given
             raise TypeError(f"its config's seed {flags['seed']!r} is not a whole number")
-    import torch
     broken = [name for name, value in model.state_dict().items()
               if value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:  # its outputs, and so every attack's result, would be NaN decoded as some class

@@ -323,6 +323,18 @@ def test_an_eps_given_twice_is_attacked_once(speech_run, cifar10_dir, label_dir,
     assert list(summary["robust_acc"]) == ["fgsm/untargeted/8/255"]
 
 
+def test_main_leaves_the_callers_random_state(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    # a notebook's torch.manual_seed holds across attack.main: rebuilding the model draws no weights
+    _, run_dir = speech_run
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
+    torch.manual_seed(11)
+    state = torch.get_rng_state()
+    call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
+                       "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "pgd",
+                       "--epsilons", "8/255", "--steps", "1", "--num_images", "5", "--examples", "2"])
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, capsys):
     base, run_dir = speech_run
     flags = script_flags(cifar10_dir, base, label_dir, "--attacks", "fgsm", "pgd", "--epsilons", "0",
