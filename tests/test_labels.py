@@ -630,6 +630,20 @@ def test_stats_cli(tmp_path, capsys):
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout
 
 
+def test_a_reader_that_leaves_ends_a_tool_quietly():
+    """`labels.stats ... | head` ended with 'error: cannot use a file: Broken pipe' and status 2
+    when head left first; now silently, with a shell's status for it (every script's call_cli)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before the first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "labels.stats", "--json",
+                               str(LABEL_DIR / "cifar10_uniform.npy")], cwd=ROOT, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, check=False)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")
+
+
 CIFAR100_META = SHARED / "data" / "cifar100-subset" / "cifar-100-python" / "meta"
 
 

@@ -18,6 +18,7 @@ class UsageError(Exception):
 
 
 EXIT_USAGE = 2
+EXIT_PIPE = 141  # 128 + SIGPIPE: a shell's status for a writer whose reader left
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
 
 
@@ -37,14 +38,21 @@ def quiet_interrupts():
 
 def call_cli(main, argv=None):
     """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr (130
-    after Ctrl-C, with what the interrupted work keeps)."""
+    after Ctrl-C, with what the interrupted work keeps; 141, silently, when stdout's reader left)."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main(argv)
+        sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
         return 0
     except UsageError as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as `yes | head` does
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):  # a stdout without a file descriptor (a notebook's)
+            pass
+        return EXIT_PIPE
     except OSError as err:
         # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
         # append is cut off again), so nothing earlier was lost.
