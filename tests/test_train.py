@@ -805,18 +805,21 @@ def test_no_validation_images_is_no_validation_accuracy(cifar10_dir, label_dir, 
     assert "no validation images" in proc.stderr
 
 
-def test_a_diverged_run_is_strict_json_and_a_warning(cifar10_dir, label_dir, tmp_path):
+@pytest.mark.parametrize("lr, diverged", [("1e6", "training"), ("1e3", "validation")])
+def test_a_diverged_run_is_strict_json_and_a_warning(cifar10_dir, label_dir, tmp_path, lr, diverged):
     """NaN is not JSON: a notebook's json.loads in strict mode, or any other language's parser,
-    must read a diverged run's results (its losses are null)."""
+    must read a diverged run's results (its losses are null). At lr 1e3 the training loss stays
+    finite (3e10) while the weights do not: that too was a diverged run, without a warning."""
     def strict(text):
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
-    proc = run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir, epochs=1, lr="1e6"))
+    proc = run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir, epochs=1, lr=lr))
     result = strict(proc.stdout.strip().splitlines()[-1])
     assert result["test_loss"] is None and 0 <= result["test_acc"] <= 1
     run_dir = Path(result["run_dir"])
     assert strict((run_dir / "results.json").read_text()) == result
-    assert strict((run_dir / "metrics.jsonl").read_text())["train_loss"] is None
-    assert "warning: the training loss is nan in epoch 1: the run diverged" in proc.stderr
+    row = strict((run_dir / "metrics.jsonl").read_text())
+    assert row["valid_loss"] is None and (row["train_loss"] is None) == (diverged == "training")
+    assert f"warning: the {diverged} loss is nan in epoch 1: the run diverged" in proc.stderr
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_dir, tmp_path):

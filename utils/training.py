@@ -441,6 +441,16 @@ def _check_resume(checkpoint, args, path, label_sha256, facts):
                          "resume, or --force to start over")
 
 
+def _nonfinite_loss(train_loss, valid_loss):
+    """'the training loss is nan' (or the validation loss's, or inf) when an epoch's loss is not
+    finite; else None. A huge lr can leave the training loss finite and the weights, and with them
+    the validation loss, not."""
+    for name, loss in (("training", train_loss), ("validation", valid_loss)):
+        if loss is not None and not math.isfinite(loss):
+            return f"{name} loss is {loss}"
+    return None
+
+
 def is_better(valid, best, history):
     """Whether this epoch's validation beats the best epoch's: higher accuracy, or the same with a
     lower loss (the paper's rule; accuracy ties are common late in a schedule). Without validation
@@ -634,15 +644,16 @@ def run_training(args, argv=None):
                 step_seconds = time.perf_counter() - start  # the training steps alone
                 if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
                     progress.message(warning)  # every graph of the step has run by now
-                diverged = not math.isfinite(train["loss"])
-                if diverged and math.isfinite(history[-1]["train_loss"] if history else 0):
-                    progress.message(f"warning: the training loss is {train['loss']} in epoch {epoch + 1}: "
-                                     "the run diverged (a lower --lr may help)")
                 if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
                     space.fit(predict(evaluated, train_images, **fit_options), train_labels)
                 valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
                 if space.needs_fit and epoch == 0:  # MCR2: no subspaces to decode the first epoch by
                     train["acc"] = None
+                diverged = _nonfinite_loss(train["loss"], valid["loss"])
+                if diverged and not (history and _nonfinite_loss(history[-1]["train_loss"],
+                                                                 history[-1]["valid_loss"])):  # once
+                    progress.message(f"warning: the {diverged} in epoch {epoch + 1}: the run diverged (a lower "
+                                     "--lr may help)")
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
                        "valid_loss": valid["loss"], "valid_acc": valid["acc"],
                        "seconds": time.perf_counter() - start,
