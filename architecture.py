@@ -162,6 +162,12 @@ class LabelModel(nn.Module):
 
     def __init__(self, arch, output_shape, mean, std):
         super().__init__()
+        # a checkpoint's model_args rebuild it: a zero std there made every output NaN
+        for name, values in (("mean", mean), ("std", std)):
+            finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+            if len(values) != 3 or not finite or name == "std" and min(values) <= 0:
+                raise ValueError(f"normalisation {name} {list(values)} is not 3 finite numbers"
+                                 + (", each above 0" if name == "std" else ""))
         self.model_args = {"arch": arch, "output_shape": list(output_shape),
                            "mean": list(mean), "std": list(std)}
         # Not persistent: they come from model_args, so a checkpoint holds learned state only.

@@ -609,15 +609,40 @@ def test_a_coarse_run_is_attacked_beside_the_fine_label_file(cifar100_dir, label
     assert (config["dataset"], config["label_granularity"], config["seed"]) == ("cifar100", "coarse", 3)
 
 
-@pytest.mark.parametrize("change", [
-    {"model_args": [1, 2]}, {"model_args": {}}, {"label_space": None}, {"label_space": {"name": "xyz"}},
-    {"config": [1]}, {"config": {"flags": [1]}}, {"model": None},
-    {"config": {"flags": {"seed": "x"}}},  # a RuntimeError traceback from torch's manual_seed
-    {"model_args": {"arch": "resnet32", "output_shape": [-5], "mean": [0.5] * 3, "std": [0.2] * 3}},
+def model_args(**values):
+    return {"model_args": {"arch": "resnet32", "output_shape": [64, 64], "mean": [0.5] * 3, "std": [0.2] * 3,
+                           **values}}
+
+
+def speech_space(**values):
+    return {"label_space": {"name": "speech", "num_classes": 10, "targets": torch.rand(10, 64, 64), **values}}
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"model_args": [1, 2]}, ""), ({"model_args": {}}, ""), ({"label_space": None}, ""),
+    ({"label_space": {"name": "xyz"}}, ""), ({"config": [1]}, ""), ({"config": {"flags": [1]}}, ""),
+    ({"model": None}, ""),
+    ({"config": {"flags": {"seed": "x"}}}, ""),  # a RuntimeError traceback from torch's manual_seed
+    (model_args(output_shape=[-5]), ""),
+    # attacked: NaN outputs, decoded as some class
+    (model_args(std=[0.0] * 3), "(ValueError: normalisation std [0.0, 0.0, 0.0] is not 3 finite numbers, each "
+                                "above 0)"),
+    (model_args(std=[float("nan")] * 3), "normalisation std [nan, nan, nan] is not"),
+    (model_args(mean=[float("inf")] * 3), "(ValueError: normalisation mean [inf, inf, inf] is not 3 finite "
+                                          "numbers)"),
+    # a traceback for a category checkpoint (torch.randint's), or "label speech: class 1's own target ...",
+    # or attacked
+    ({"label_space": {"name": "category", "num_classes": 10.0}}, "(ValueError: its label space 'category' "
+                                                                 "has 10.0 classes, not a name and a whole"),
+    (speech_space(targets=torch.full((10, 64, 64), float("nan"))), "(LabelError: its speech label space "
+                                                                  "contains NaN or infinite values)"),
+    (speech_space(targets=torch.ones(10, 64, 64, dtype=torch.long)), "(ValueError: its speech targets are not "
+                                                                     "a float tensor of 10 class targets)"),
+    (speech_space(targets=torch.rand(5, 64, 64)), "its speech targets are not a float tensor of 10 class"),
 ])
 def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path,
-                                                               capsys, change):
-    """Each was a TypeError, KeyError, AttributeError or RuntimeError traceback."""
+                                                               capsys, change, reason):
+    """Each was a TypeError, KeyError, AttributeError or RuntimeError traceback, or attacked."""
     _, run_dir = speech_run
     checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
     torch.save(checkpoint | change, tmp_path / "edited.pth")
@@ -626,6 +651,7 @@ def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar
     assert line.startswith(f"error: checkpoint {tmp_path / 'edited.pth'} holds entries train.py did not "
                            "write (") and line.endswith("point --checkpoint at a checkpoint train.py "
                                                         "wrote, or train the run again"), line
+    assert reason in line
     assert not (tmp_path / ATTACK_RESULTS).exists()
 
 

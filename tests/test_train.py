@@ -464,6 +464,19 @@ def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_d
     assert "holds an unfinished run; pass --resume" in line
 
 
+def momentum_buffer_of_shape_3(checkpoint):
+    return {"optimizer": checkpoint["optimizer"] | {"state": {0: {"momentum_buffer": torch.zeros(3)}}}}
+
+
+def rows_with(**values):
+    return lambda checkpoint: {"history": [r | values for r in checkpoint["history"]]}
+
+
+def best_model_of_another_form(checkpoint):
+    return {"best": {"valid_acc": 0.1, "epoch": 1}, "best_model": {"head.weight": torch.zeros(3)},
+            "best_space": checkpoint["label_space"]}
+
+
 @pytest.mark.parametrize("change, message", [
     ({"best": {}}, "holds best entries of another form"),
     ({"history": "abc"}, "holds history, best entries of another form"),  # trained an epoch, then failed
@@ -474,18 +487,76 @@ def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_d
     ({"model": {"head.weight": torch.zeros(3)}}, "holds entries train.py did not write (RuntimeError: "
                                                  "Error(s) in loading state_dict for LabelModel:"),
     ({"optimizer": {"state": {}, "param_groups": "x"}}, "holds entries train.py did not write"),
+    # each of these was a traceback: in the first step, or after the last epoch (the run's totals)
+    (momentum_buffer_of_shape_3, "(ValueError: a momentum buffer of torch.Size([3]) for a parameter of "
+                                 "torch.Size([16, 3, 3, 3]))"),
+    (rows_with(seconds="x"), "holds history, best entries of another form"),
+    (rows_with(images_per_s=None), "holds history, best entries of another form"),
+    ({"best": {"valid_acc": "x", "epoch": 2}}, "holds best entries of another form"),
+    ({"config": {"flags": {}, "segments": "x"}}, "holds config entries of another form"),
+    (best_model_of_another_form, "(ValueError: its best_model weights are not of the form of its model "
+                                 "weights)"),
+    # these went into the best checkpoint, for attack.py to refuse or to use
+    ({"label_space": {"name": "category", "num_classes": 10}}, "(ValueError: its label space differs from "
+                                                                "the run's in name, targets)"),
+    ({"label_space": {"name": "speech", "num_classes": 10.0}}, "(ValueError: its label space 'speech' has "
+                                                                "10.0 classes, not a name and a whole number"),
 ])
 def test_a_last_checkpoint_of_another_form_is_one_line_and_changes_nothing(speech_run, capsys, cifar10_dir,
                                                                            label_dir, tmp_path, change, message):
     base, run_dir = finished_copy(speech_run, tmp_path)
     (run_dir / "results.json").unlink()
     path = run_dir / "last_checkpoint.pth"
-    torch.save(torch.load(path, weights_only=True) | change, path)
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save(checkpoint | (change(checkpoint) if callable(change) else change), path)
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
     assert line.startswith(f"error: checkpoint {path} holds entries" if "did not write" in message
-                           else f"error: {path} holds ") and message in line
+                           or message.startswith("(") else f"error: {path} holds ") and message in line
     assert line.endswith("delete it, or pass --force to start over")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("which", ["last_checkpoint.pth", "speech_seed3_resnet32_best_model.pth"])
+@pytest.mark.parametrize("size", [0, 10, 5000, 60000, 0.5, -1])
+def test_a_truncated_checkpoint_on_resume_says_so(speech_run, capsys, cifar10_dir, label_dir, tmp_path,
+                                                  which, size):
+    """Cut short at 4 KB to 68 KB, torch's reason was '[Errno 22] Invalid argument'; elsewhere
+    'failed finding central directory'."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "results.json").unlink()
+    with_best_epoch(run_dir, 1)  # of 2: the best checkpoint alone holds its weights
+    path = run_dir / which
+    whole = path.read_bytes()
+    path.write_bytes(whole[:int(size * len(whole)) if isinstance(size, float) else size])
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
+    reason = "not the zip archive torch.save writes" if size == 0 else \
+        "truncated: the zip archive torch.save writes, cut short"
+    assert line.startswith(f"error: checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); ")
+    assert line.endswith("delete it, or pass --force to start the run over" if which == "last_checkpoint.pth"
+                         else "cannot restore them: pass --force to train the run over")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+@pytest.mark.parametrize("change, message", [
+    # a traceback after the last epoch: the final evaluation loads them
+    ({"model": {"head.weight": torch.zeros(3)}}, "is not the checkpoint of the run's best epoch"),
+    ({"label_space": {"name": "speech", "num_classes": 10, "targets": torch.zeros(10, 64, 64)}},
+     "holds entries train.py did not write (LabelError: its speech label space: class 1 has the same target "
+     "as another class"),
+])
+def test_a_best_checkpoint_of_another_form_on_resume_is_one_line(speech_run, capsys, cifar10_dir, label_dir,
+                                                                 tmp_path, change, message):
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "results.json").unlink()
+    with_best_epoch(run_dir, 1)
+    path = run_dir / "speech_seed3_resnet32_best_model.pth"
+    torch.save(torch.load(path, weights_only=True) | change | {"epoch": 1}, path)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
+    assert line.startswith(f"error: checkpoint {path} " if "did not write" in message else f"error: {path} ")
+    assert message in line and line.endswith("cannot restore them: pass --force to train the run over")
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 

@@ -11,7 +11,7 @@ which kind of label it is dealing with (flag defaults and file lookups do, by na
 import torch
 import torch.nn.functional as F
 
-from labels import load_label, targets_sha256
+from labels import check_targets, load_label, targets_sha256
 from utils.errors import UsageError
 
 CATEGORY = "category"
@@ -147,11 +147,26 @@ def space_sha256(state):
 
 
 def space_from_state(state):
-    """Rebuild a label space from its `state()` dict (as stored in checkpoints)."""
-    if state["name"] == CATEGORY:
-        return CategorySpace(state["num_classes"], state.get("smoothing", 0.0))
-    if state["name"] == "mcr2":
+    """Rebuild a label space from its `state()` dict (as stored in checkpoints); a state of another
+    form (a file edited by hand, written by another program) is a ValueError saying what is wrong."""
+    name, num_classes = state["name"], state["num_classes"]
+    if not isinstance(name, str) or type(num_classes) is not int or num_classes < 2:
+        raise ValueError(f"its label space {name!r} has {num_classes!r} classes, not a name and a "
+                         "whole number above 1")
+    if name == CATEGORY:
+        smoothing, most = state.get("smoothing", 0.0), (num_classes - 1) / num_classes
+        if not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= most:
+            raise ValueError(f"its label smoothing {smoothing!r} is not a number in [0, {most:g}]")
+        return CategorySpace(num_classes, smoothing)
+    if name == "mcr2":
         from utils.mcr2 import MCR2Space
         options = {k: state[k] for k in ("feature_dim", "eps2", "gam1", "gam2", "n_components")}
-        return MCR2Space(state["num_classes"], bases=state["bases"], **options)
-    return TargetSpace(state["name"], state["targets"])
+        shape = (num_classes, options["feature_dim"], min(options["n_components"], options["feature_dim"]))
+        if not isinstance(state["bases"], torch.Tensor) or tuple(state["bases"].shape) != shape:
+            raise ValueError(f"its MCR2 class subspaces are not a tensor of shape {shape}")
+        return MCR2Space(num_classes, bases=state["bases"], **options)
+    targets = state["targets"]
+    if not isinstance(targets, torch.Tensor) or not targets.is_floating_point() \
+            or targets.shape[:1] != (num_classes,):
+        raise ValueError(f"its {name} targets are not a float tensor of {num_classes} class targets")
+    return TargetSpace(name, check_targets(targets.float().cpu().numpy(), f"its {name} label space"))

@@ -173,6 +173,8 @@ def load_checkpoint(path, map_location="cpu", advice=None):
         try:
             with open(path, "rb") as f:
                 start = f.read(4)
+                f.seek(max(f.seek(0, os.SEEK_END) - 22, 0))
+                end = f.read(4)  # where torch.save's zip archive has its end record
         except OSError:  # a folder, an unreadable file
             raise UsageError(f"cannot read checkpoint {path} ({err})") from None
         # torch's message: a refused object's name among advice to load unsafely; else a first
@@ -184,6 +186,8 @@ def load_checkpoint(path, map_location="cpu", advice=None):
         reason = lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
         if start != b"PK\x03\x04" and start[:1] != b"\x80":  # nor torch.save's legacy pickle
             reason = "not the zip archive torch.save writes"
+        elif start == b"PK\x03\x04" and end != b"PK\x05\x06":  # torch's reason: "[Errno 22] Invalid argument"
+            reason = "truncated: the zip archive torch.save writes, cut short"
         elif refused:
             reason = f"it holds what a safe load refuses: {reason}"
         elif start == b"PK\x03\x04":

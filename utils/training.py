@@ -93,6 +93,11 @@ def load_optimizer_state(optimizer, state):
     resumed under --compile would then step with a kernel torch.compile does not trace."""
     own = [{key: group[key] for key in ("lr", "fused", "foreach")} for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
+    for param, saved in optimizer.state.items():  # torch checks no shapes: the first step would fail
+        buffer = saved.get("momentum_buffer")
+        if buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != param.shape):
+            raise ValueError(f"a momentum buffer of {getattr(buffer, 'shape', type(buffer))} for a "
+                             f"parameter of {param.shape}")
     saved_lr = optimizer.param_groups[0]["lr"]
     for group, kept in zip(optimizer.param_groups, own):
         group.update(kept)
@@ -405,29 +410,48 @@ def _check_finished(run_dir, args, label_sha256, facts):
 
 
 HISTORY_KEYS = {"epoch", "train_loss", "valid_acc", "valid_loss", "seconds", "images_per_s"}
+NULLABLE = {"valid_acc", "valid_loss"}  # None without validation images
+
+
+def _number(value, nullable=False):
+    """Whether `value` is an int or float (NaN too: a diverged run's), or None where `nullable`."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or nullable and value is None
 
 
 def _malformed_entries(checkpoint):
     """The last checkpoint's entries that are not of the form train.py writes them in."""
     history, best, config = checkpoint["history"], checkpoint["best"], checkpoint["config"]
-    rows = isinstance(history, list) and all(isinstance(r, dict) and HISTORY_KEYS <= set(r)
-                                             for r in history)
+    rows = isinstance(history, list) and all(
+        isinstance(r, dict) and HISTORY_KEYS <= set(r)
+        and all(_number(r[k], k in NULLABLE) for k in HISTORY_KEYS - {"epoch"}) for r in history)
     checks = {
         "model": isinstance(checkpoint["model"], dict),
         "optimizer": (isinstance(checkpoint["optimizer"], dict)
                       and {"state", "param_groups"} <= set(checkpoint["optimizer"])),
         "history": rows and [r["epoch"] for r in history] == list(range(1, len(history) + 1)),
-        "best": (isinstance(best, dict) and "valid_acc" in best and type(best.get("epoch")) is int
-                 and -1 <= best["epoch"] <= (len(history) if rows else 0)),
-        "config": isinstance(config, dict) and isinstance(config.get("flags"), dict),
+        "best": (isinstance(best, dict) and _number(best.get("valid_acc"), nullable=True)
+                 and type(best.get("epoch")) is int and -1 <= best["epoch"] <= (len(history) if rows else 0)),
+        "config": (isinstance(config, dict) and isinstance(config.get("flags"), dict)
+                   and isinstance(config.get("segments", []), list)),
         "label_space": isinstance(checkpoint["label_space"], dict),
         "best_model": ("best_model" not in checkpoint or isinstance(checkpoint["best_model"], dict)
                        and isinstance(checkpoint.get("best_space"), dict))}
     return [name for name, fine in checks.items() if not fine]
 
 
-def _check_resume(checkpoint, args, path, label_sha256, facts):
-    """The checkpoint is train.py's and trained what these flags, labels and data train."""
+def _check_space(state, space):
+    """`state`, a checkpoint's label space, is the run's `space` (but for MCR2's fitted subspaces);
+    else a ValueError (`space_from_state`'s for a state of another form)."""
+    saved, own = space_from_state(state).state(), space.state()
+    differ = [k for k, v in own.items() if k != "bases" and not (
+        torch.equal(saved[k], v) if k == "targets" and k in saved else saved.get(k) == v)]
+    if differ:
+        raise ValueError(f"its label space differs from the run's in {', '.join(differ)}")
+
+
+def _check_resume(checkpoint, args, path, label_sha256, facts, space):
+    """The checkpoint is train.py's and trained what these flags, labels and data train with the
+    run's label `space`."""
     if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
         raise UsageError(f"{path} is not a train.py checkpoint (it lacks "
                          f"{', '.join(k for k in CHECKPOINT_KEYS if k not in checkpoint)}); "
@@ -439,6 +463,7 @@ def _check_resume(checkpoint, args, path, label_sha256, facts):
     if changes := run_changes(trained, args, label_sha256, data=facts):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
                          "resume, or --force to start over")
+    _check_space(checkpoint["label_space"], space)
 
 
 def _nonfinite_loss(train_loss, valid_loss):
@@ -462,11 +487,18 @@ def is_better(valid, best, history):
         and valid["loss"] < best_loss
 
 
-def _best_of(checkpoint, best_path, device):
+def _same_form(weights, like):
+    """Whether `weights` holds tensors of the names and shapes of the state dict `like`."""
+    return isinstance(weights, dict) and weights.keys() == like.keys() and all(
+        isinstance(v, torch.Tensor) and v.shape == like[k].shape for k, v in weights.items())
+
+
+def _best_of(checkpoint, best_path, device, space):
     """On resume, the best epoch's weights and label space state, and whether the best checkpoint
     holds them: the last checkpoint's own when its epoch was the best; its copy of them when it
     was written just before the best checkpoint (a job stopped in between left an older one
-    there); else the best checkpoint's, which must be of that epoch."""
+    there); else the best checkpoint's, which must be of that epoch. Each must be of the form of
+    the last epoch's weights and of the run's label `space`."""
     best, last_epoch = checkpoint["best"], len(checkpoint["history"])
 
     def on_device(weights):
@@ -474,13 +506,18 @@ def _best_of(checkpoint, best_path, device):
     if best["epoch"] == last_epoch:
         return on_device(checkpoint["model"]), checkpoint["label_space"], False
     if "best_model" in checkpoint:
+        if not _same_form(checkpoint["best_model"], checkpoint["model"]):
+            raise ValueError("its best_model weights are not of the form of its model weights")
+        _check_space(checkpoint["best_space"], space)
         return on_device(checkpoint["best_model"]), checkpoint["best_space"], False
     lost = (f"the best epoch's weights (epoch {best['epoch']}) are lost and {LAST_CHECKPOINT} (epoch "
             f"{last_epoch}) cannot restore them: pass --force to train the run over")
     saved = load_checkpoint(best_path, map_location=device, advice=lost)
-    if not isinstance(saved, dict) or saved.get("epoch") != best["epoch"] or "model" not in saved \
-            or not isinstance(saved.get("label_space"), dict):
+    if not isinstance(saved, dict) or saved.get("epoch") != best["epoch"] or not isinstance(
+            saved.get("label_space"), dict) or not _same_form(saved.get("model"), checkpoint["model"]):
         raise UsageError(f"{best_path} is not the checkpoint of the run's best epoch; {lost}")
+    with malformed(best_path, lost):
+        _check_space(saved["label_space"], space)
     return saved["model"], saved["label_space"], True
 
 
@@ -554,8 +591,8 @@ def run_training(args, argv=None):
                                  "or --force to start over")
             checkpoint = load_checkpoint(last_path)
             with malformed(last_path, REBUILD_ADVICE):  # before anything is written
-                _check_resume(checkpoint, args, last_path, label_sha256, facts)
-                best_state, best_space, on_file = _best_of(checkpoint, best_path, device)
+                _check_resume(checkpoint, args, last_path, label_sha256, facts, space)
+                best_state, best_space, on_file = _best_of(checkpoint, best_path, device, space)
                 best_saved = checkpoint["best"]["epoch"] if on_file else None
                 if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                     space = space_from_state(checkpoint["label_space"])
