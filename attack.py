@@ -26,7 +26,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 
 from utils.atomic import atomic_write  # noqa: E402
 from utils.attacks import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, UsageError, choice, nonempty, number, run_cli  # noqa: E402
 from utils.flags import SHARED, add_flags  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
@@ -158,7 +158,7 @@ def check_finished(run_dir):
 def model_from_checkpoint(path):
     """(model in eval mode, label space, checkpoint dict) rebuilt from a train.py best-model
     checkpoint alone; a file that is not one, or weights that do not fit, is a UsageError."""
-    from architecture import build_model
+    from architecture import ARCHITECTURES, build_model
     from utils.labelspace import space_from_state
     from utils.runs import load_checkpoint, malformed
     advice = "point --checkpoint at a checkpoint train.py wrote, or train the run again"
@@ -169,6 +169,7 @@ def model_from_checkpoint(path):
     import torch
     with malformed(path, advice):
         model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
+        choice("model", model_args["arch"], ARCHITECTURES, error=ValueError)  # the file's, not a flag's
         with torch.random.fork_rng(devices=[]):  # the initial weights, replaced next, leave a caller's RNG
             model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
                                 model_args["std"])

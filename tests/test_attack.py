@@ -624,6 +624,7 @@ def speech_space(**values):
     ({"model": None}, ""),
     ({"config": {"flags": {"seed": "x"}}}, ""),  # a RuntimeError traceback from torch's manual_seed
     (model_args(output_shape=[-5]), ""),
+    (model_args(arch="resnet9"), "(ValueError: unknown model 'resnet9'; choose from vgg19, resnet32, resnet110)"),
     # attacked: NaN outputs, decoded as some class
     (model_args(std=[0.0] * 3), "(ValueError: normalisation std [0.0, 0.0, 0.0] is not 3 finite numbers, each "
                                 "above 0)"),
