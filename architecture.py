@@ -157,17 +157,26 @@ def make_head(in_features, output_shape):
     return LinearHead(in_features, output_shape)
 
 
+def _normalisation(name, values):
+    """`values` as 3 plain floats (numpy's, or 0-d tensors, in model_args would not load with
+    weights_only=True); a ValueError unless finite, and for the std above 0 (a checkpoint's model_args
+    rebuild its model: a zero std there made every output NaN)."""
+    try:
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError):
+        floats = []
+    if len(floats) != 3 or not all(map(math.isfinite, floats)) or name == "std" and min(floats) <= 0:
+        raise ValueError(f"normalisation {name} {floats or values} is not 3 finite numbers"
+                         + (", each above 0" if name == "std" else ""))
+    return floats
+
+
 class LabelModel(nn.Module):
     """normalise -> trunk -> head. images: (N, 3, 32, 32) float in [0, 1]."""
 
     def __init__(self, arch, output_shape, mean, std):
         super().__init__()
-        # a checkpoint's model_args rebuild it: a zero std there made every output NaN
-        for name, values in (("mean", mean), ("std", std)):
-            finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-            if len(values) != 3 or not finite or name == "std" and min(values) <= 0:
-                raise ValueError(f"normalisation {name} {list(values)} is not 3 finite numbers"
-                                 + (", each above 0" if name == "std" else ""))
+        mean, std = _normalisation("mean", mean), _normalisation("std", std)
         self.model_args = {"arch": arch, "output_shape": list(output_shape),
                            "mean": list(mean), "std": list(std)}
         # Not persistent: they come from model_args, so a checkpoint holds learned state only.

@@ -121,6 +121,17 @@ def test_normalisation_is_the_papers_for_every_dataset_and_model():
     assert torch.allclose(model(images), model.head(model.trunk(normalised)), atol=1e-5)
 
 
+def test_normalisation_from_numpy_is_kept_as_floats_a_safe_load_reads(tmp_path):
+    """A mean computed with numpy went into model_args as numpy scalars, which a checkpoint's
+    torch.load(weights_only=True) refuses; a zero std made every output NaN."""
+    model = build_model("resnet32", (10,), np.float32([0.5, 0.25, 0.125]), torch.tensor([0.5, 0.5, 0.25]))
+    torch.save(model.model_args, tmp_path / "args.pth")
+    assert torch.load(tmp_path / "args.pth", weights_only=True) == {
+        "arch": "resnet32", "output_shape": [10], "mean": [0.5, 0.25, 0.125], "std": [0.5, 0.5, 0.25]}
+    with pytest.raises(ValueError, match=r"^normalisation std \[0.5, 0.0, 0.5\] is not 3 finite numbers, each"):
+        build_model("resnet32", (10,), std=(0.5, 0, 0.5))
+
+
 # The paper's code's parameter counts (category head on CIFAR-10; 64x64 and 48x48 decoders).
 PARAMETERS = {"resnet32": (466_906, 579_577, 550_905), "resnet110": (1_730_714, 1_843_385, 1_814_713),
               "vgg19": (20_040_522, 20_178_281, 20_149_609)}
