@@ -336,6 +336,13 @@ def full_levels(rows):
 ROBUST_KEY = KEY[:4] + ("attack", "targeted", "protocol", "eps", "num_images", "steps", "step_size",
                        "restarts", "amp")
 SETTING = ("num_images", "steps", "restarts", "amp")  # what one table of robust accuracy holds fixed
+ROBUST_LEGEND = (
+    "Robust accuracy: % of the attacked test images (as many as the heading says) still classified as "
+    "their true class after the attack; images misclassified before it count as failures. `clean`: the "
+    "same images without attack (the clean table's accuracy is over every test image). Columns are "
+    "L-infinity budgets eps in pixel units (x/255), the paper protocol's in its normalised units. "
+    "Targeted attack success rate: % of the images classified correctly before the attack whose "
+    "prediction became the target class.")
 
 
 def robust_rows(records):
@@ -505,8 +512,7 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
                                [[label, *(cell(stats(find[(label, rate)], "test_acc")) if (label, rate) in find
                                           else "-" for rate in rates)] for label in labels]), ""]
     out += ["## Robust accuracy under attack", ""]
-    if not robust:
-        out += ["No attack results.", ""]
+    out += [ROBUST_LEGEND if robust else "No attack results.", ""]
     tables = robust_tables(robust, lambda r: (r["dataset"], r["model"], r["level"], r["attack"],
                                               r["targeted"], r["protocol"]))
     order = lambda k: (k[0], k[1], -k[2], attack_rank(k[3]), k[4], k[5], -(k[6] or 0), str(k[7:]))

@@ -148,6 +148,20 @@ def test_robust_tables(made):
     assert row["num_images"] == "1017" and row["steps"] == "1"
 
 
+def test_robust_tables_say_what_their_numbers_count(made, tmp_path):
+    """The robust section defines its clean column (the attacked images, not every test image),
+    its eps units and the target success rate's denominator; without attacks it says so alone."""
+    section = (made[0] / "tables.md").read_text().split("## Robust accuracy under attack\n\n", 1)[1]
+    legend = section.split("\n", 1)[0]
+    assert legend.startswith("Robust accuracy: % of the attacked test images")
+    assert "`clean`: the same images without attack" in legend and "pixel units (x/255)" in legend
+    assert "% of the images classified correctly before the attack" in legend
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.3, valid_acc=0.3)
+    report(tmp_path / "runs", tmp_path / "out", draw=False)
+    section = (tmp_path / "out" / "tables.md").read_text().split("## Robust accuracy under attack\n\n", 1)[1]
+    assert section.startswith("No attack results.\n") and "Robust accuracy: %" not in section
+
+
 def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
     """attack.py rerun with other --steps or --num_images adds entries beside the first ones: each
     setting is a table of its own with its entries' clean accuracy, never more seeds."""
