@@ -108,15 +108,16 @@ def main(argv=None):
     from utils.training import run_training
     try:
         results = run_training(args, command_line(parser.prog, argv))
+        distributed.finish()  # under torchrun: every process done, then the group closed
     except RuntimeError as err:
         if not distributed.lost_peer(err):
             raise
         raise UsageError(f"process {os.environ.get('RANK')} of this torchrun stopped: another process "
-                         "ended first (its error is above)") from None
+                         "ended first (its error is above, or torchrun's report below says how it "
+                         "ended)") from None
     except KeyboardInterrupt as err:  # in an epoch's steps it says what is kept
         raise KeyboardInterrupt(str(err) or "rerun with --resume to continue from the last "
                                 "checkpoint") from None
-    distributed.finish()  # under torchrun: every process done, then the group closed
     if main_process:
         print(json_text(results), flush=True)
     return results

@@ -108,6 +108,47 @@ def test_mcr2_is_refused_under_torchrun(tmp_path, cifar10_dir):
     assert not list(tmp_path.rglob("config.json"))
 
 
+def error_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+# Rank 1 dies by SIGKILL in its 2nd step. Its sockets linger 0 s, so that the kernel resets their
+# connections, as it does for a socket with data unread (which the kill of a busy process leaves):
+# rank 0's collective then fails with a RuntimeError gloo words "Connection reset by peer".
+KILLED = """
+import os, runpy, signal, socket, struct, sys
+from utils import distributed
+forward, calls = distributed.GlobalBatchNorm.forward, []
+def dying(self, x):
+    calls.append(x)
+    if os.environ["RANK"] == "1" and len(calls) == 40:
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            link = f"/proc/self/fd/{{fd}}"
+            if os.path.exists(link) and os.readlink(link).startswith("socket:"):
+                with socket.socket(fileno=os.dup(fd)) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return forward(self, x)
+distributed.GlobalBatchNorm.forward = dying
+sys.argv = ["train.py"] + sys.argv[1:]
+runpy.run_path({train!r}, run_name="__main__")
+"""
+
+
+def test_a_killed_process_stops_the_other_with_one_line(tmp_path, cifar10_dir):
+    """The survivor's collective failed with a 90-line traceback."""
+    launcher = tmp_path / "killed.py"
+    launcher.write_text(KILLED.format(train=str(REPO / "train.py")))
+    proc = torchrun(tmp_path, launcher, "--data_dir", cifar10_dir, "--base_dir", tmp_path,
+                    "--valid_size", "60", "--epochs", "1", "--batch_size", "48", "--device", "cpu")
+    assert proc.returncode != 0
+    assert "exitcode  : -9" in proc.stderr  # torchrun's report: the kill
+    assert len(error_lines(proc)) == 1, proc.stderr[-3000:]
+    assert error_lines(proc)[0].startswith("error: process 0 of this torchrun stopped: another process ended "
+                                           "first"), proc.stderr[-3000:]
+    assert "reset by peer" not in proc.stderr and "[rank0]: Traceback" not in proc.stderr
+
+
 def test_an_error_of_rank_0_alone_is_one_line_from_each_process(tmp_path, cifar10_dir):
     """Rank 0 alone takes the run folder's lock; held by another job, it stopped with its error
     while rank 1 went on into DDP and died with a gloo traceback of 100 lines."""

@@ -56,11 +56,16 @@ def finish():
         dist.destroy_process_group()
 
 
+# gloo's words for a peer whose process ended: it closed the connection, or the kernel reset it
+# (a SIGKILL in the middle of a collective: a plain RuntimeError, which was a 90-line traceback)
+PEER_GONE = ("closed by peer", "reset by peer", "Broken pipe")
+
+
 def lost_peer(err):
     """Whether `err` is this process's collective failing because another process of the group has
     ended (its own error, above, says why)."""
     return (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-            and (isinstance(err, dist.DistError) or "closed by peer" in str(err)))
+            and (isinstance(err, dist.DistError) or any(words in str(err) for words in PEER_GONE)))
 
 
 def current():
