@@ -27,7 +27,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.atomic import atomic_write  # noqa: E402
 from utils.attacks import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, UsageError, choice, nonempty, number, run_cli  # noqa: E402
-from utils.flags import SHARED, add_flags  # noqa: E402
+from utils.flags import SHARED, add_flags, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
 # The defaults sweep.py reads (utils.grid.requested_attacks) to know what a run of attack.py computes
@@ -59,7 +59,7 @@ def build_parser():
     run = parser.add_argument_group("the run to attack (train.py's flags)")
     add_flags(run, "model", model={
         "default": None, "help": "network (default: the checkpoint's with --checkpoint, else resnet32)"})
-    run.add_argument("--label", default=None, help="label representation (default: the "
+    run.add_argument("--label", type=label_name, default=None, help="label representation (default: the "
                      "checkpoint's with --checkpoint, else category)")
     add_flags(run, "dataset", "label_granularity", "seed", "level", "label_noise", "base_dir", dataset={
         "default": None, "help": "dataset (default: the checkpoint's with --checkpoint, else cifar10)"},

@@ -27,7 +27,7 @@ from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry_key, eps_text,
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
-from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, dataset_folder, json_text
+from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
@@ -39,7 +39,6 @@ KEY = ("dataset", "model", "label", "level", "seed")
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R.
 REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes in --out, no folder
-NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 
 
 def build_parser():

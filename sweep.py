@@ -36,6 +36,7 @@ from utils.grid import (AXES, STAGES, Scripts, axis_values, check_label_files, c
                         counted, expand, load_grid_file, plan, split_args)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
+from utils.flags import label_name
 from utils.runs import json_text
 
 MODES = ("print", "slurm", "local")
@@ -55,7 +56,8 @@ def build_parser():
                       "pass-through flags); flags on the command line win")
     grid.add_argument("--datasets", nargs="+", default=["cifar10"], help="datasets")
     grid.add_argument("--models", nargs="+", default=["resnet32"], help="networks")
-    grid.add_argument("--labels", nargs="+", default=["category"], help="label representations")
+    grid.add_argument("--labels", nargs="+", type=label_name, default=["category"],
+                      help="label representations")
     grid.add_argument("--levels", nargs="+", default=[100], help="percent of the training split")
     grid.add_argument("--seeds", nargs="+", default=[0], help="seeds")
     grid.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,

@@ -19,7 +19,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     errors.quiet_interrupts()
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
-from utils.flags import LABEL_ONLY, add_flags  # noqa: E402
+from utils.flags import LABEL_ONLY, add_flags, label_name  # noqa: E402
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -39,9 +39,9 @@ def build_parser():
                       help="validation images taken first from the seeded permutation")
     add_flags(data, "level")
     label = parser.add_argument_group("labels")
-    label.add_argument("--label", default="category", help="'category', or NAME for the targets "
-                       "in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, composite, "
-                       "random, lowdim, bert, glove, ...)")
+    label.add_argument("--label", type=label_name, default="category", help="'category', or NAME for "
+                       "the targets in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, "
+                       "composite, random, lowdim, bert, glove, ...)")
     add_flags(label, "label_dir")
     label.add_argument("--smoothing", type=number(float, 0, inclusive=True), default=0.0,
                        help="label smoothing for --label category, as the paper's: the true class "

@@ -92,6 +92,9 @@ def test_flags_go_to_the_scripts_that_take_them():
     (["--dry_run", "--levels", "150"], "level '150' is not a percentage"),
     (["--dry_run", "--seeds", "x"], "--seeds: 'x' is not a valid value"),
     (["--dry_run", "--labels", "nosuch", "--stages", "train"], "label file(s) not found: "),
+    # a grid of a label of one's own and a shipped one, with --label_dir at the former's folder
+    (["--dry_run", "--labels", "mine", "speech", "--label_dir", "{tmp}"], "/cifar10_speech.npy; "
+     "--label_dir serves every label of the grid, so copy the shipped cifar10_speech.npy from "),
     (["--dry_run", "--models", "resnet18", "resnet32"], "--models: unknown model resnet18; choose "
                                                         "from resnet110, resnet32, vgg19"),
     (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label; valid keys:"),
@@ -111,6 +114,8 @@ def test_flags_go_to_the_scripts_that_take_them():
     # trained at level 50 (level{L:g}), recorded as 50.00000000001
     (["--dry_run", "--levels", "50.00000000001"], "level 50.00000000001 has more digits than a run "
      "directory's name keeps (level50); give at most 6 significant digits"),
+    (["--dry_run", "--labels", "speech", "speech_noise0.2"], "argument --labels: speech_noise0.2 ends like "
+     "the run directory of a --label_noise run"),
     # these went into #SBATCH lines as they were (--cpus-per-task=0, --array=0-0%-1)
     (["--slurm", "{tmp}/s.sbatch", "--cpus_per_task", "0"], "--cpus_per_task: 0 must be at least 1"),
     (["--slurm", "{tmp}/s.sbatch", "--max_concurrent", "-1"], "--max_concurrent: -1 must be at least 1"),

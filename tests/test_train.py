@@ -400,6 +400,12 @@ def run_cli_capture(capsys, argv):
     # trained into level50, recorded as 50.00000000001; a rerun at 50 said "--level 50 (now 50)"
     ({"level": "50.00000000001"}, "argument --level: 50.00000000001 has more digits than a run directory's "
      "name keeps (level50); give at most 6 significant digits"),
+    # trained into model_speech_noise0.2, which report.py read as speech with --label_noise 0.2
+    ({"label": "speech_noise0.2"}, "argument --label: speech_noise0.2 ends like the run directory of a "
+     "--label_noise run (model_{label}_noise{R})"),
+    # trained into model_sub/x (a folder report.py skips) and model_ (an empty name)
+    ({"label": "sub/x"}, "argument --label: 'sub/x' is not a label name"),
+    ({"label": ""}, "argument --label: '' is not a label name"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):
     args = flags(cifar10_dir, tmp_path, label_dir)

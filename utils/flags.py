@@ -9,6 +9,7 @@ from pathlib import Path
 from architecture import ARCHITECTURES
 from cifar import DATASETS
 from utils.errors import nonempty, number
+from utils.runs import NOISY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,6 +22,20 @@ def level(text):
         raise argparse.ArgumentTypeError(f"{text} has more digits than a run directory's name keeps "
                                          f"(level{value:g}); give at most 6 significant digits")
     return int(value) if value.is_integer() else value
+
+
+def label_name(text):
+    """--label as given, unless its run directory, model_{label}, would be another run's (a
+    --label_noise run's model_{label}_noise{R}) or a folder that report.py does not read."""
+    if not text or "/" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a label name: it names the label file "
+                                         "{dataset}_NAME.npy and the run directory model_NAME, so "
+                                         "it must be non-empty and hold no /")
+    if NOISY.match(text):
+        raise argparse.ArgumentTypeError(f"{text} ends like the run directory of a --label_noise "
+                                         f"run (model_{{label}}_noise{{R}}), so its runs would be "
+                                         "reported as a noisy label's; rename the label file")
+    return text
 
 
 SHARED = {

@@ -28,7 +28,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from cifar import DATASETS
-from labels import granularity_fix, label_path, read_targets, targets_sha256
+from labels import LABEL_DIR, granularity_fix, label_path, read_targets, targets_sha256
 from utils.errors import UsageError
 from utils.flags import level
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
@@ -574,7 +574,10 @@ def check_label_files(runs, label_dir, granularity):
     a target per class of its dataset at `granularity` (a UsageError as train.py's otherwise)."""
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
     if missing := [p for p in (label_path(d, n, label_dir) for d, n in needed) if not p.exists()]:
-        raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}")
+        shipped = [p.name for p in missing if (LABEL_DIR / p.name).exists()]
+        hint = (f"; --label_dir serves every label of the grid, so copy the shipped "
+                f"{', '.join(shipped)} from {LABEL_DIR} into {label_dir}" if shipped else "")
+        raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}{hint}")
     for dataset, name in needed:
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
         fix = granularity_fix(dataset, granularity, name)

@@ -36,6 +36,8 @@ METRICS = "metrics.jsonl"
 LAST_CHECKPOINT = "last_checkpoint.pth"
 ATTACK_RESULTS = "attack_results.json"   # attack.py's
 ATTACK_EXAMPLES = "attack_examples.png"
+# A run directory's model_{label}_noise{R} part: the label and the --label_noise rate R.
+NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 
 
 def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0):
