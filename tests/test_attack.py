@@ -635,6 +635,9 @@ def speech_space(**values):
     # or attacked
     ({"label_space": {"name": "category", "num_classes": 10.0}}, "(ValueError: its label space 'category' "
                                                                  "has 10.0 classes, not a name and a whole"),
+    # the flag's message, "--smoothing 2.0 must lie in ...", for a flag never given
+    ({"label_space": {"name": "category", "num_classes": 10, "smoothing": 2.0}},
+     "(ValueError: its label smoothing 2.0 is not a number in [0, 0.9])"),
     (speech_space(targets=torch.full((10, 64, 64), float("nan"))), "(LabelError: its speech label space "
                                                                   "contains NaN or infinite values)"),
     (speech_space(targets=torch.ones(10, 64, 64, dtype=torch.long)), "(ValueError: its speech targets are not "
