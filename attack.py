@@ -337,7 +337,7 @@ def run(args, argv=None):
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol = "paper" if args.paper_protocol else "pixel"
-    attacks = list(args.attacks or (PAPER_ATTACKS if args.paper_protocol else ATTACK_NAMES))
+    attacks = list(dict.fromkeys(args.attacks or (PAPER_ATTACKS if args.paper_protocol else ATTACK_NAMES)))
     epsilons = args.epsilons or [epsilon(e) for e in (PAPER_EPSILONS if args.paper_protocol else PIXEL_EPSILONS)]
     unique = {}  # each eps once, however written (8/255, 0.0313725...), as first written
     for label, value in epsilons:

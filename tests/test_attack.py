@@ -313,14 +313,17 @@ def call_main(capsys, argv):
     return summary, err
 
 
-def test_an_eps_given_twice_is_attacked_once(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+def test_an_attack_or_eps_given_twice_is_run_once(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     _, run_dir = speech_run
     shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
-    summary, _ = call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
-                                    "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
-                                    "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255",
-                                    "0.03137254901960784", "8/255", "--num_images", "5", "--examples", "0"])
+    summary, err = call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
+                                      "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+                                      "--attacks", "fgsm", "fgsm", "--targeted", "no", "--epsilons", "8/255",
+                                      "0.03137254901960784", "8/255", "--num_images", "5", "--examples", "0"])
     assert list(summary["robust_acc"]) == ["fgsm/untargeted/8/255"]
+    assert err.count("fgsm untargeted eps 8/255") == 1, err  # not also "reused" from its own first run
+    saved = json.loads((tmp_path / "attack_results.json").read_text())
+    assert saved["config"]["attacks"] == ["fgsm"] and len(saved["entries"]) == 1
 
 
 def test_main_leaves_the_callers_random_state(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
