@@ -38,6 +38,7 @@ PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attac
 IDENTITY = ("protocol", "attack", "objective", "targeted", "eps", "steps", "step_size", "restarts",
             "num_images", "seed", "amp", "images_sha256")
 IDENTITY_DEFAULTS = {"objective": "loss"}  # entries written before the key existed
+EXAMPLES = 6  # test images in attack_examples.png by default
 
 
 def epsilon(text):
@@ -107,8 +108,9 @@ def build_parser():
     out.add_argument("--batch_size", type=number(int), default=500, help="images per batch")
     add_flags(out, "device", "amp", "channels_last", channels_last={
         "help": "channels-last memory format (faster on CPUs; same results up to rounding)"})
-    out.add_argument("--examples", type=number(int, inclusive=True), default=6,
-                     help="test images shown in attack_examples.png (0: no figure)")
+    out.add_argument("--examples", type=number(int, inclusive=True), default=None,
+                     help=f"test images shown in attack_examples.png (default {EXAMPLES}; 0: no figure); "
+                     "given, the figure is drawn again even when every setting is reused")
     return parser
 
 
@@ -344,6 +346,8 @@ def run(args, argv=None):
         unique.setdefault(value, (label, value))
     epsilons = list(unique.values())
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
+    redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again
+    args.examples = EXAMPLES if args.examples is None else args.examples
     device = resolve_device(args.device)
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
@@ -442,7 +446,7 @@ def run(args, argv=None):
                    "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
                    "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
         png = run_dir / ATTACK_EXAMPLES
-        if args.examples > 0 and (computed or not png.exists()):
+        if args.examples > 0 and (computed or redraw or not png.exists()):
             first = [e for e in current if e["attack"] == attacks[0]]
             shown = max(first, key=lambda e: (e["eps"], not e["targeted"]))
             count = min(n, max(64, 4 * args.examples))  # enough to find a few correctly classified images

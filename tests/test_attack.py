@@ -367,6 +367,13 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     again, err = call_main(capsys, flags)
     assert again == summary and err.count("reused") == len(keys)
     assert {name: (run_dir / name).read_bytes() for name in written} == written
+    (run_dir / ATTACK_EXAMPLES).write_bytes(b"stale")  # say, drawn with other flags
+    call_main(capsys, flags)
+    assert (run_dir / ATTACK_EXAMPLES).read_bytes() == b"stale"
+    _, err = call_main(capsys, flags + ["--examples", "2"])  # asked for: the figure, and only it, again
+    assert err.count("reused") == len(keys)
+    assert (run_dir / ATTACK_RESULTS).read_bytes() == written[ATTACK_RESULTS]
+    assert (run_dir / ATTACK_EXAMPLES).read_bytes()[:4] == b"\x89PNG"
     more = flags[:flags.index("--epsilons") + 1] + ["0", "8/255", "2/255"] + flags[flags.index("--steps"):]
     grown, err = call_main(capsys, more)
     assert err.count("reused") == len(keys) and len(grown["robust_acc"]) == len(keys) + 4
