@@ -65,8 +65,17 @@ def split_noise(label):
 
 
 def label_rank(label):
+    """Sort key: the paper's labels in its order, then the others by name, a family's sizes by value
+    (normal_dim=2 before normal_dim=10), each followed by its noise variants by rising noise."""
     base, noise = split_noise(label)
-    return ((LABEL_ORDER.index(base), "") if base in LABEL_ORDER else (len(LABEL_ORDER), base)) + (noise,)
+    if base in LABEL_ORDER:
+        return LABEL_ORDER.index(base), "", 0.0, "", noise
+    family, _, value = base.partition("=")
+    try:
+        size = float(value)
+    except ValueError:  # no number after "=", or no "=": before the family's sizes
+        size = -math.inf
+    return len(LABEL_ORDER), family, size, base, noise
 
 
 def attack_rank(attack):
@@ -118,12 +127,11 @@ def exclude_duplicates(records):
 
 
 def log_error(run_dir, stage):
-    """The last 'error: ...' line of {stage}.log, if the sweep logged one."""
-    path = run_dir / f"{stage}.log"
-    if not path.exists():
-        return ""
-    errors = [line for line in path.read_text(errors="replace").splitlines() if line.startswith("error:")]
-    return errors[-1] if errors else ""
+    """The last 'error: ...' line of {stage}.log's last attempt (an earlier attempt's error is no
+    cause of this one's end), if the sweep logged one."""
+    from sweep import last_line
+    line = last_line(run_dir / f"{stage}.log", prefix="error:")
+    return line if line.startswith("error:") else ""
 
 
 def read_run(base, rel, key):
@@ -779,7 +787,8 @@ def remove_stale(out, earlier, files, figures_too=True):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     summary = report(args.base_dir, args.out, args.grid, args.title, draw=not args.no_figures)
-    line = {"out": str(args.out), "runs": summary["run_dirs"], "trained": summary["trained"],
+    # absolute, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
+    line = {"out": str(Path(args.out).absolute()), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
             "missing": len(summary["missing"]), "files": summary["files"]}
     print(json_text(line), flush=True)

@@ -396,16 +396,29 @@ def write_slurm(opts, tasks):
 
 
 def last_line(path, prefix=None):
-    """The last non-empty line of a log (the last starting with prefix, if given), or ''."""
+    """The last non-empty line of a log's last attempt, after its last '=== ' header (the last
+    starting with prefix, if given), or ''."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
             lines = [l.strip() for l in f.read().decode(errors="replace").splitlines() if l.strip()]
     except OSError:
         return ""
+    headers = [i for i, l in enumerate(lines) if l.startswith("=== ")]  # an earlier attempt's lines go
+    lines = lines[headers[-1] + 1:] if headers else lines
     if prefix:
         lines = [l for l in lines if l.startswith(prefix)] or lines
     return lines[-1] if lines else ""
+
+
+def killed_by(status):
+    """'killed by SIGKILL' for a Popen status of a stage a signal ended (the OOM killer's), else ''."""
+    if status >= 0:
+        return ""
+    try:
+        return f"killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"killed by signal {-status}"
 
 
 def summary_of(log):
@@ -503,7 +516,7 @@ class LocalPool:
             outcome["note"] = "stopped by a signal; rerun the sweep to resume"
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: stopped (exit 75), resumable")
         else:
-            outcome["note"] = last_line(log, prefix="error:")
+            outcome["note"] = killed_by(status) or last_line(log, prefix="error:")
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (exit {status}): "
                      f"{outcome['note']}")
         with self.lock:

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from conftest import REPO, last_json, run_script
-from report import cell, label_styles, log_error, mean_std, report
+from report import cell, label_styles, log_error, main as report_main, mean_std, report
 from utils.runs import run_directory
 
 EPS8 = 8 / 255
@@ -301,6 +301,15 @@ def test_cli_json_line_and_bad_base_dir(study, tmp_path):
     proc = run_script("report.py", "--base_dir", study, "--out", tmp_path / "r" / "tables.md", check=False)
     assert (proc.returncode, proc.stderr) == (2, f"error: cannot use {tmp_path / 'r' / 'tables.md'}: a file, "
                                                  "not a folder\n")  # was "File exists"
+
+
+def test_the_json_line_names_the_report_folder_absolute(study, tmp_path, monkeypatch, capsys):
+    """A relative --out was printed as given: a notebook that ran report.py with another working
+    directory (subprocess cwd=...) could not open it."""
+    monkeypatch.chdir(tmp_path)
+    report_main(["--base_dir", study, "--out", "my report", "--no_figures"])
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert line["out"] == str(tmp_path / "my report") and (tmp_path / "my report" / "tables.md").is_file()
 
 
 def test_label_noise_table(tmp_path):
@@ -609,6 +618,12 @@ def test_the_latest_error_line_of_a_log_is_named(tmp_path):
     (tmp_path / "train.log").write_text("error: an old failure\nepoch 1/3\nerror: the new one\n")
     assert log_error(tmp_path, "train") == "error: the new one"
     assert log_error(tmp_path, "attack") == ""
+    # the sweep appends each attempt under a '=== command' header: a rerun killed before its first
+    # epoch (no error line of its own) was reported with the earlier attempt's error
+    (tmp_path / "train.log").write_text("=== 2026-01-02T10:00:00 OMP_NUM_THREADS=1: python train.py\n"
+                                        "error: label file not found\n"
+                                        "=== 2026-01-02T11:00:00 OMP_NUM_THREADS=1: python train.py\n")
+    assert log_error(tmp_path, "train") == ""
 
 
 def test_noise_variants_follow_their_label_by_rising_noise(tmp_path):
@@ -618,6 +633,22 @@ def test_noise_variants_follow_their_label_by_rising_noise(tmp_path):
     report(base, tmp_path / "out", draw=False)
     assert [r["label"] for r in read_csv(tmp_path / "out" / "clean_accuracy.csv")] == [
         "speech", "speech_noise0.2", "speech_noise0.4"]
+
+
+def test_a_familys_sizes_follow_in_rising_order(tmp_path):
+    """The follow-up's normal_dim=D grid came out as D = 1, 10, 100, 2, 25, ... in every table."""
+    base = tmp_path / "runs"
+    for label in ("normal_dim=1000", "normal_dim=10", "normal_dim=2", "uniform_gap=10", "uniform_gap=2",
+                  "category"):
+        make_run(base, label, 1, test_acc=0.5, valid_acc=0.5)
+    make_run(base, "normal_dim=2", 1, test_acc=0.5, valid_acc=0.5, label_noise=0.2)
+    report(base, tmp_path / "out", draw=False)
+    assert [r["label"] for r in read_csv(tmp_path / "out" / "clean_accuracy.csv")] == [
+        "category", "normal_dim=2", "normal_dim=2_noise0.2", "normal_dim=10", "normal_dim=1000",
+        "uniform_gap=2", "uniform_gap=10"]
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert tables.index("| normal_dim=2 |") < tables.index("| normal_dim=10 |") < tables.index(
+        "| normal_dim=1000 |")
 
 
 def test_a_directory_of_no_level_train_py_writes_is_passed_over(tmp_path):

@@ -899,3 +899,23 @@ def test_a_failed_stage_is_named_by_its_last_error_line(tmp_path):
     log.write_text("error: first\nepoch 1\nerror: second\nmore\n")
     assert sweep.last_line(log, prefix="error:") == "error: second"
     assert sweep.last_line(tmp_path / "none.log") == ""
+    # appended attempts: the last one's lines alone, never its '=== command' header or an earlier error
+    log.write_text("=== 2026-12-02T10:00:00 OMP_NUM_THREADS=1: python train.py\nerror: old cause\n"
+                   "=== 2026-12-02T11:00:00 OMP_NUM_THREADS=1: python train.py\n")
+    assert sweep.last_line(log, prefix="error:") == ""
+    log.write_text(log.read_text() + "epoch 1/2\n")
+    assert sweep.last_line(log, prefix="error:") == "epoch 1/2"
+
+
+def test_a_stage_killed_by_a_signal_is_named_so(tmp_path):
+    """A stage the OOM killer ended (SIGKILL) was reported with its log's '=== command' header as
+    its error line."""
+    (tmp_path / "stage.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
+                {}, {"train": [sys.executable, str(tmp_path / "stage.py")]})
+    log = io.StringIO()
+    pool = sweep.LocalPool([task], [{}], log=log)
+    pool.run()
+    [failed] = pool.tally()["failed"]
+    assert (failed["status"], failed["note"]) == (-signal.SIGKILL, "killed by SIGKILL")
+    assert "FAILED (exit -9): killed by SIGKILL" in log.getvalue()

@@ -1137,6 +1137,7 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     config = json.loads((run_dir / "config.json").read_text())
     recorded = Path(config["flags"]["data_dir"])  # absolute, as typed after the working directory
     assert config["run_dir"] == str(run_dir) and recorded == tmp_path / data_dir and recorded.is_absolute()
+    assert config["flags"]["base_dir"] == str(tmp_path / "runs")  # was "runs", as typed
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # where the relative --data_dir is no folder
     checkpoint = os.path.relpath(result["checkpoint"])

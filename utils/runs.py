@@ -116,9 +116,9 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
 
 
 def absolute_folders(args):
-    """--data_dir and --label_dir as absolute paths, as a run records them: the record holds from any
-    working directory (attack.py finds a run's data from it)."""
-    return {k: str(Path(getattr(args, k)).absolute()) for k in ("data_dir", "label_dir")}
+    """--data_dir, --label_dir and --base_dir as absolute paths, as a run records them: the record
+    holds from any working directory (attack.py finds a run's data from it)."""
+    return {k: str(Path(getattr(args, k)).absolute()) for k in ("data_dir", "label_dir", "base_dir")}
 
 
 def write_json(path, obj):
