@@ -318,6 +318,29 @@ def test_text_names_are_the_papers():
     assert sorted(class_names("cifar100", "text")) == sorted(n for n in listed if n)
 
 
+@needs_reference
+@pytest.mark.parametrize("name", ["bert", "glove"])
+def test_published_cifar100_text_labels_follow_the_text_files_order(name):
+    """labels/README.md: the published rows follow cifar100_text.txt (5 names per superclass), not
+    fine-label order, and its recipe puts each row on its own fine class."""
+    text = [n.strip() for n in (REFERENCE / "cifar100_text.txt").read_text().split(",") if n.strip()]
+    fine = class_names("cifar100", "text")
+    published = np.load(REFERENCE / f"cifar100_{name}.npy", allow_pickle=False)
+    reordered = np.empty_like(published)
+    reordered[[fine.index(n) for n in text]] = published
+    superclass = np.empty(100, dtype=int)
+    superclass[[fine.index(n) for n in text]] = np.arange(100) // 5   # of each fine class
+
+    def within_superclass(targets):
+        rows = targets.reshape(100, -1).astype(np.float64)
+        rows -= rows.mean(0)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        same = (superclass[:, None] == superclass) & ~np.eye(100, dtype=bool)
+        return (rows @ rows.T)[same].mean()
+
+    assert within_superclass(published) < 0.05 < 0.15 < within_superclass(reordered)
+
+
 def test_builtin_names():
     assert len(CIFAR10_CLASSES) == 10 and len(set(CIFAR100_CLASSES)) == 100
     assert list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)   # fine labels are alphabetical
