@@ -1126,6 +1126,21 @@ def test_a_gpu_asked_for_where_there_is_none_is_one_line(capsys, cifar10_dir, la
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("module, argv", [
+    (train, ["--base_dir", "~/runs", "--data_dir", "~/data", "--label_dir", "~/labels"]),
+    (attack, ["--base_dir", "~/runs", "--checkpoint", "~/runs/best.pth"]),
+    (sweep, ["--config", "~/grid.yaml", "--slurm", "~/jobs/sweep.sbatch"]),
+    (report, ["--base_dir", "~/runs", "--out", "~/report"])])
+def test_a_leading_tilde_is_the_home_folder(monkeypatch, tmp_path, module, argv):
+    """A notebook's argv list (no shell) or a sweep's quoted command passes ~ as is: ~/runs was a
+    folder named ~ in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = vars(module.build_parser().parse_args(argv))
+    given = dict(zip(argv[::2], argv[1::2]))
+    assert {flag: args[flag[2:]] for flag in given} == {
+        flag: str(tmp_path / path[2:]) for flag, path in given.items()}
+
+
 def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label_dir, tmp_path):
     """A relative --base_dir or --checkpoint gave paths relative to the job's directory, which a
     notebook that ran the job elsewhere (subprocess cwd=...) could not open."""
