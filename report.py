@@ -237,9 +237,10 @@ def expected_runs(records, grid_file):
         from utils.grid import requested_attacks
         opts, runs, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
         wanted = {}
-        for r in runs:  # the dataset as its run directories name it: cifar100_coarse for coarse runs
-            granularity = scripts["train"].parse(r.flags() + routed["train"]).label_granularity
-            key = (dataset_folder(r.dataset, granularity), r.model, r.label, r.level, r.seed)
+        for r in runs:  # as its run directory names it: cifar100_coarse, speech_noise0.2 (find_runs)
+            train = scripts["train"].parse(r.flags() + routed["train"])
+            label = r.label + (f"_noise{train.label_noise:g}" if train.label_noise else "")
+            key = (dataset_folder(r.dataset, train.label_granularity), r.model, label, r.level, r.seed)
             wanted[key] = None
             if "attack" in opts.stages:
                 script = scripts["attack"]
@@ -362,6 +363,7 @@ def robust_rows(records):
     for record in records:
         if not (record["attack"] and record["train"]) or record["excluded"]:
             continue  # the clean table's runs only: finished, and trained as their group
+        chosen = {}  # key -> (made with the run's seed, entry): a run is one seed of its row
         for entry in record["attack"]["entries"]:
             # entries carry their image count and clean accuracy; the file's are the last call's
             entry = {"num_images": record["attack"]["num_images"],
@@ -372,6 +374,12 @@ def robust_rows(records):
                    entry["num_images"], entry.get("steps"),
                    None if step_size is None else round(step_size, 12), entry.get("restarts"),
                    bool(entry.get("amp")))
+            # attack.py --seed S (other targets and starts) or another --data_dir adds an entry of
+            # the same setting: the run's own seed's is kept, else the last written
+            own = entry.get("seed", record["seed"]) == record["seed"]
+            if own or not chosen.get(key, (False,))[0]:
+                chosen[key] = own, entry
+        for key, (_, entry) in chosen.items():
             groups[key].append((record, entry))
     def table_of(key):  # the key less its eps and step size (which follows eps): a table's
         return key[:7] + key[8:10] + key[11:]

@@ -183,6 +183,19 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
     assert (tmp_path / "out" / "robust_cifar10_resnet32_level100_untargeted.png").is_file()
 
 
+def test_a_run_attacked_again_with_another_seed_is_one_seed(tmp_path):
+    """attack.py --checkpoint ... --seed 5 (other targets and random starts) adds entries of the same
+    setting beside the run's own: they were averaged as a second seed (n=2 from one run)."""
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[
+        entry("pgd", EPS8, 0.2) | {"seed": 1}, entry("pgd", EPS8, 0.4) | {"seed": 5}])
+    make_run(tmp_path / "runs", "category", 2, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[
+        entry("pgd", EPS8, 0.1) | {"seed": 9}, entry("pgd", EPS8, 0.5) | {"seed": 8}])
+    report(tmp_path / "runs", tmp_path / "out", draw=False)
+    rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
+    # the run's own seed's entry, else the last written
+    assert [(r["n"], r["seeds"], float(r["robust_acc_mean"])) for r in rows] == [("2", "1 2", 0.35)]
+
+
 def test_a_labels_clean_accuracy_is_over_every_seed_of_its_table(tmp_path):
     """A seed without one eps's entry (an attack stopped part way) left the clean column with the
     largest eps's seeds alone, unlike the figure's clean point."""
@@ -345,6 +358,19 @@ def test_a_grid_of_coarse_runs_expects_them_where_train_py_writes_them(tmp_path)
                     "stages: [train]\nargs: --label_granularity coarse\n")
     summary = report(tmp_path / "runs", tmp_path / "out", grid, draw=False)
     assert summary["missing"] == [] and summary["incomplete"] == []
+
+
+def test_a_grid_of_noisy_runs_expects_them_where_train_py_writes_them(tmp_path):
+    """A grid with --label_noise in its args looked for model_{label}, not model_{label}_noise{R}:
+    its finished runs were listed missing and not held to the grid's attack settings."""
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.5, valid_acc=0.5, label_noise=0.2)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category]\nseeds: [1]\nargs: --label_noise 0.2 --attacks fgsm "
+                    "--epsilons 8/255 --targeted no\n")
+    summary = report(tmp_path / "runs", tmp_path / "out", grid, draw=False)
+    assert summary["missing"] == []
+    assert [(i["run"], i["reasons"]) for i in summary["incomplete"]] == [
+        ("cifar10/resnet32/category_noise0.2/level100/seed1", ["no attack results"])]
 
 
 def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
