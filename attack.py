@@ -401,8 +401,8 @@ def run(args, argv=None):
                          "images_sha256": images_sha}
                 mode = "targeted" if targeted else "untargeted"
                 name = attack_label(attack, args.objective)
-                if identity(entry) in done:
-                    entry = done[identity(entry)]
+                if identity(entry) in done:  # named as this command writes its eps (0.5, not an earlier 1/2)
+                    entry = done[identity(entry)] | {"eps_label": eps_label}
                     progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
                                   f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
                 else:

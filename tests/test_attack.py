@@ -324,6 +324,13 @@ def test_an_attack_or_eps_given_twice_is_run_once(speech_run, cifar10_dir, label
     assert err.count("fgsm untargeted eps 8/255") == 1, err  # not also "reused" from its own first run
     saved = json.loads((tmp_path / "attack_results.json").read_text())
     assert saved["config"]["attacks"] == ["fgsm"] and len(saved["entries"]) == 1
+    # reused, the setting goes by the eps as now written: a notebook looks up the key it asked for
+    again, err = call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
+                                    "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+                                    "--attacks", "fgsm", "--targeted", "no", "--epsilons", "0.03137254901960784",
+                                    "--num_images", "5", "--examples", "0"])
+    assert again["robust_acc"] == {"fgsm/untargeted/0.03137254901960784": summary["robust_acc"][
+        "fgsm/untargeted/8/255"]} and "reused" in err
 
 
 def test_main_leaves_the_callers_random_state(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
