@@ -89,7 +89,7 @@ def paper_fgsm(model, space, images01, labels, eps, targets=None, loader=None):
         if eps == 0:
             correct += 1
             continue
-        loss = space.loss(output, _goal(labels, targets, i)).mean()
+        loss = space.adversarial_loss(output, _goal(labels, targets, i)).mean()
         net.zero_grad()
         loss.backward()
         perturbed = data + direction * eps * data.grad.sign()
@@ -110,7 +110,7 @@ def paper_iterative(model, space, images01, labels, eps, steps=5, targets=None, 
         original = data.detach().clone()
         goal = _goal(labels, targets, i)
         for _ in range(steps):
-            loss = space.loss(output, goal).mean()
+            loss = space.adversarial_loss(output, goal).mean()
             net.zero_grad()
             loss.backward()  # adds to data.grad: it is never cleared between steps
             total = torch.clamp(data.data + alpha * data.grad.sign() - original, -eps, eps)

@@ -246,6 +246,17 @@ def test_category_space_loss_and_decode():
         CategorySpace(3, smoothing=0.7)
 
 
+def test_attacks_climb_plain_cross_entropy_on_a_smoothed_model():
+    """The paper's attack (attack_category_utils.py) climbs nn.functional.cross_entropy whatever
+    the model trained with: a --smoothing model is attacked on the unsmoothed loss."""
+    logits, labels = torch.tensor([[5.0, 0, 0], [0, 0, 5.0]]), torch.tensor([1, 2])
+    plain = -logits.log_softmax(1)[[0, 1], [1, 2]]  # 5 + log(2 + e^-5), log(2 + e^5) - 5
+    smoothed = CategorySpace(3, smoothing=0.1)
+    assert torch.allclose(smoothed.adversarial_loss(logits, labels), plain)
+    assert not torch.allclose(smoothed.loss(logits, labels), plain)  # training keeps the smoothing
+    assert torch.allclose(CategorySpace(3).adversarial_loss(logits, labels), plain)
+
+
 def test_target_loss_is_smooth_l1_per_image():
     targets = torch.zeros(2, 4, 4)
     targets[1] = 3.0

@@ -35,10 +35,11 @@ Protocols (`threat`):
             in pixel space that is the per-channel interval [min * std_c + mean_c, max * std_c +
             mean_c], which can reach slightly outside [0, 1]. Its iterative attack has no range
             clamp at all (the line is commented out in its code), only the eps-ball. Defaults:
-            5 steps of eps / steps. The one intentional difference: the paper's iterative attack
-            never cleared the input's `.grad`, so its step k followed the sign of the sum of the
-            gradients of steps 0..k; ours follows the current gradient (bench/paper_attack.py
-            re-creates the original, accumulation included).
+            5 steps of eps / steps. Two differences: the paper's iterative attack never cleared
+            the input's `.grad`, so its step k followed the sign of the sum of the gradients of
+            steps 0..k; ours follows the current gradient (bench/paper_attack.py re-creates the
+            original, accumulation included). And targets come from `draw_targets` (--seed), not
+            from the paper's in-loop draws after torch.manual_seed(444).
 
 Robust accuracy is the fraction of the evaluated images still classified as their true class after
 the attack; images misclassified before the attack count as failures and are not attacked (as in

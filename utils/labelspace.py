@@ -61,8 +61,10 @@ class CategorySpace:
         return F.cross_entropy(at_least_float32(outputs), labels, reduction="none", label_smoothing=self.torch_smoothing)
 
     def adversarial_loss(self, outputs, labels):
-        """The loss attacks climb (or descend, targeted): the training loss, as in the paper."""
-        return self.loss(outputs, labels)
+        """The loss attacks climb (or descend, targeted): plain cross-entropy, also for a model
+        trained with smoothing, as the paper's attack (utils/attack_category_utils.py, whose
+        LabelSmoothingLoss import is commented out)."""
+        return F.cross_entropy(at_least_float32(outputs), labels, reduction="none")
 
     def scores(self, outputs):
         """(N, C), larger for likelier classes: the logits."""
