@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -233,7 +234,8 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
                          f"{num_images}")
     order = np.random.RandomState(seed).permutation(num_images)
     remaining = num_images - valid_size
-    train_len = remaining if level == 100 else int(num_images * level / 100)
+    # the level's decimal digits, exactly: in floats 50000 * 0.29 / 100 is 144.99999999999997
+    train_len = remaining if level == 100 else int(num_images * Fraction(str(level)) / 100)
     if train_len > remaining:
         raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
                          f"of the {num_images} remain after the {valid_size} validation images")

@@ -84,6 +84,12 @@ def test_split_matches_the_papers_global_shuffle():
     assert len(low.train) == 1292 and low.train.tolist() == paper[1000:2292]
 
 
+def test_a_fractional_level_takes_its_percent_exactly():
+    """0.29% of CIFAR's 50000 images is 145, not the 144 of the float product 144.99999999999997."""
+    assert [len(split_indices(50000, seed=0, valid_size=5000, level=level).train)
+            for level in (0.29, 1.14, 2.5, 8)] == [145, 570, 1250, 4000]
+
+
 def test_split_rejects_a_level_that_does_not_fit():
     with pytest.raises(UsageError, match=r"--level 90 asks for 4653 training images, but only 4170"):
         split_indices(5170, seed=0, valid_size=1000, level=90)

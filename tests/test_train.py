@@ -371,6 +371,9 @@ def run_cli_capture(capsys, argv):
     ({"level": "150"}, "argument --level: 150 must be at most 100"),
     ({"label_noise": "1.5"}, "argument --label_noise: 1.5 must be at most 1"),
     ({"label_noise": "-0.5"}, "argument --label_noise: -0.5 must be at least 0"),
+    # trained into model_speech_noise0.123456, another rate's directory (which --force would empty)
+    ({"label_noise": "0.1234561"}, "argument --label_noise: 0.1234561 has more digits than a run "
+     "directory's name keeps (model_{label}_noise0.123456); give at most 6 significant digits"),
     ({"valid_size": "400"}, "--valid_size 400 leaves no training images: the dataset has 300"),
     ({"valid_size": "299"}, "--valid_size 299 leaves 1 training image; a run needs at least 2"),
     ({"batch_size": "1"}, "argument --batch_size: 1 must be at least 2"),
@@ -597,8 +600,10 @@ def test_bad_input_never_overwrites_a_result(speech_run, capsys, label_dir, tmp_
 
 
 def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cifar10_dir, label_dir,
-                                                        tmp_path):
+                                                        tmp_path, monkeypatch):
     base, _ = speech_run
+    from utils import training
+    monkeypatch.setattr(training, "fast_bf16", lambda device: True)  # no bf16 warning line on any CPU
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
     assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, amp=True, warmup_epochs="1.5"))
@@ -608,6 +613,14 @@ def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cif
     np.save(other / "cifar10_speech.npy", np.load(label_dir / "cifar10_speech.npy") + 1)
     line = run_cli_capture(capsys, flags(cifar10_dir, base, other))
     assert f"holds a finished run trained with other speech targets than {other} holds" in line
+
+
+def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys, cifar10_dir, label_dir):
+    """A finished run of --lr 0.1 asked for with 0.1 * 3 / 3 (a sweep's arithmetic) says which
+    values differ: '--lr 0.1 (now 0.1)' named none."""
+    base, _ = speech_run
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, lr=repr(0.1 * 3 / 3)))
+    assert "trained with --lr 0.1 (now 0.10000000000000002); pass --force" in line
 
 
 def test_run_files_that_hold_no_json_object_are_one_line(speech_run, capsys, cifar10_dir, label_dir,

@@ -14,14 +14,25 @@ from utils.runs import NOISY
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _named_exactly(value, text, name):
+    """`value`, unless the run directory's name that holds it ({name}{value:g}) drops its digits,
+    and so would be another value's too."""
+    if float(f"{value:g}") != value:
+        raise argparse.ArgumentTypeError(f"{text} has more digits than a run directory's name keeps "
+                                         f"({name}{value:g}); give at most 6 significant digits")
+    return value
+
+
 def level(text):
     """--level as a number in (0, 100]: an int when whole, so that a run directory reads level8,
     not level8.0."""
-    value = number(float, maximum=100)(text)
-    if float(f"{value:g}") != value:  # the run directory, level{L:g}, would be another level's
-        raise argparse.ArgumentTypeError(f"{text} has more digits than a run directory's name keeps "
-                                         f"(level{value:g}); give at most 6 significant digits")
+    value = _named_exactly(number(float, maximum=100)(text), text, "level")
     return int(value) if value.is_integer() else value
+
+
+def noise_rate(text):
+    """--label_noise as a number in [0, 1], that its run directory, model_{label}_noise{R}, names."""
+    return _named_exactly(number(float, 0, inclusive=True, maximum=1)(text), text, "model_{label}_noise")
 
 
 def label_name(text):
@@ -47,7 +58,7 @@ SHARED = {
              "help": "seed"},  # numpy's seeds, which split the data, end at 2**32 - 1
     "level": {"type": level, "default": 100, "help": "percent of the training set to train on "
               "(100: every image left after validation)"},
-    "label_noise": {"type": number(float, 0, inclusive=True, maximum=1), "default": 0.0,
+    "label_noise": {"type": noise_rate, "default": 0.0,
                     "help": "fraction of the training labels "
                     "replaced by a random other class (seeded; validation and test stay clean)"},
     "data_dir": {"type": nonempty, "default": "./data",

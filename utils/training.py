@@ -369,10 +369,14 @@ def data_facts(data, split):
 
 
 def _shown(value):
-    """A flag's value as a command line gives it: on/off for a switch, 1 for 1.0."""
+    """A flag's value as a command line gives it: on/off for a switch, 1 for 1.0, every digit where
+    fewer would show two values alike (0.30000000000000004, not 0.3)."""
     if isinstance(value, bool):
         return "on" if value else "off"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def run_changes(config, args, label_sha256, now="now", data=None):
