@@ -62,14 +62,15 @@ def build_parser():
         "default": None, "help": "network (default: the checkpoint's with --checkpoint, else resnet32)"})
     run.add_argument("--label", type=label_name, default=None, help="label representation (default: the "
                      "checkpoint's with --checkpoint, else category)")
-    add_flags(run, "dataset", "label_granularity", "seed", "level", "label_noise", "base_dir", dataset={
+    add_flags(run, "dataset", "label_granularity", "seed", "level", dataset={
         "default": None, "help": "dataset (default: the checkpoint's with --checkpoint, else cifar10)"},
         label_granularity={"default": None, "help": "CIFAR-100 labels: the 100 fine classes or the 20 "
                            "superclasses (default: the checkpoint's with --checkpoint, else fine)"}, seed={
         "default": None, "help": "the run's seed (default: the checkpoint's with --checkpoint, "
         "else 0); also seeds the target classes and the random starts"}, level={
-        "help": "percent of the training set the run trained on"}, label_noise={
-        "help": "the run's --label_noise"})
+        "help": "percent of the training set the run trained on"})
+    add_flags(run, "smoothing", "label_noise", "base_dir", smoothing={"help": "the category run's --smoothing"},
+              label_noise={"help": "the run's --label_noise"})
     run.add_argument("--checkpoint", type=nonempty, default=None, help="a best-model .pth to attack "
                      "instead of the one found from the flags above; results go to its folder")
     data = parser.add_argument_group("data")
@@ -142,8 +143,8 @@ def find_checkpoint(args):
         found = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir.is_dir() else []
         where = f" (that folder holds {', '.join(found)})" if found else ""
         raise UsageError(f"no checkpoint at {path}{where}; train it with train.py and the same --base_dir/"
-                         "--dataset/--seed/--model/--label/--level/--label_noise/--label_granularity, "
-                         "or pass --checkpoint PATH")
+                         "--dataset/--seed/--model/--label/--level/--smoothing/--label_noise/"
+                         "--label_granularity, or pass --checkpoint PATH")
     return path, run_dir
 
 

@@ -4,7 +4,8 @@
     python report.py --base_dir outputs --out report/ --grid grid.yaml   # the runs expected
 
 Reads each run directory of the paper's layout ({base}/{dataset}/seed{s}/{model}/model_{label},
-{base}/less/{dataset}/level{L}/..., model_{label}_noise{R}; see utils.runs.run_directory):
+{base}/less/{dataset}/level{L}/..., model_category_smooth{S}, model_{label}_noise{R}; see
+utils.runs.run_directory):
 results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md; clean_accuracy.csv,
 data_efficiency.csv, robust_accuracy.csv, label_noise.csv, runs.csv; PNG
 figures (robust accuracy against eps, accuracy against data level, validation curves); and
@@ -27,7 +28,7 @@ from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry_key, eps_text,
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
-from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text
+from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text, run_dir_of
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
@@ -37,7 +38,8 @@ ATTACK_ORDER = ("fgsm", "iterative", "pgd")
 ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD"}  # in figure titles, as the papers write them
 KEY = ("dataset", "model", "label", "level", "seed")
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
-# keeps "{label}_noise{R}" as their label and adds a table of accuracy against R.
+# keeps "{label}_noise{R}" as their label and adds a table of accuracy against R. Category runs with
+# --smoothing S, in model_category_smooth{S}, are the label category_smooth{S} (the paper's name).
 REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes in --out, no folder
 
 
@@ -237,9 +239,9 @@ def expected_runs(records, grid_file):
         from utils.grid import requested_attacks
         opts, runs, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
         wanted = {}
-        for r in runs:  # as its run directory names it: cifar100_coarse, speech_noise0.2 (find_runs)
+        for r in runs:  # as its run directory names it (find_runs): cifar100_coarse, speech_noise0.2
             train = scripts["train"].parse(r.flags() + routed["train"])
-            label = r.label + (f"_noise{train.label_noise:g}" if train.label_noise else "")
+            label = run_dir_of(train).name.removeprefix("model_")  # category_smooth0.1 too
             key = (dataset_folder(r.dataset, train.label_granularity), r.model, label, r.level, r.seed)
             wanted[key] = None
             if "attack" in opts.stages:

@@ -43,10 +43,7 @@ def build_parser():
                        "the targets in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, "
                        "composite, random, lowdim, bert, glove, ...)")
     add_flags(label, "label_dir")
-    label.add_argument("--smoothing", type=number(float, 0, inclusive=True), default=0.0,
-                       help="label smoothing for --label category, as the paper's: the true class "
-                       "keeps 1 - S, every other class gets S / (C - 1)")
-    add_flags(label, "label_noise")
+    add_flags(label, "smoothing", "label_noise")
     add_flags(parser.add_argument_group("model"), "model")
     mcr2 = parser.add_argument_group("MCR2 (--label mcr2)")
     mcr2.add_argument("--feature_dim", type=number(int, maximum=8192), default=128,

@@ -237,6 +237,16 @@ def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_im
                                                           "entries": entries}))
 
 
+def test_a_sweep_with_smoothing_trains_and_attacks_its_own_directories(capsys, tmp_path):
+    """--smoothing goes to both stages: category's runs are model_category_smooth0.1 for train.py and
+    attack.py alike (a label it acts on not), and the shell lines name it for both."""
+    grid = ["--labels", "category", "speech", "--seeds", "3", "--base_dir", str(tmp_path), "--smoothing", "0.1"]
+    rows = sweep_lines(capsys, grid + ["--dry_run"])[1:3]
+    assert rows[0].endswith("/seed3/resnet32/model_category_smooth0.1") and rows[1].endswith("/model_speech")
+    [category, _] = sweep_lines(capsys, grid + ["--print"])
+    assert category.count("--smoothing 0.1") == 2 and "attack.py" in category
+
+
 def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     base = tmp_path / "out"
 

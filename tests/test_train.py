@@ -654,6 +654,26 @@ def test_another_label_types_flags_are_ignored_with_a_warning(speech_run, capsys
     assert "warning: --gam1, --n_components only act with --label mcr2; ignored for --label speech" in err
 
 
+def test_smoothed_category_runs_have_a_directory_of_their_own(cifar10_dir, label_dir, tmp_path, capsys):
+    """The paper's model_category_smooth{S}, beside the plain run (which made a --smoothing run a
+    refusal: 'holds a finished run trained with --smoothing 0'); attack.py finds it with the same
+    flags, and report.py counts it as the label category_smooth0.1."""
+    base = tmp_path / "runs"
+    plain = train.main(flags(cifar10_dir, base, label_dir, label="category", epochs=1))
+    smoothed = train.main(flags(cifar10_dir, base, label_dir, label="category", epochs=1, smoothing="0.1"))
+    assert (Path(plain["run_dir"]).name, Path(smoothed["run_dir"]).name) == ("model_category",
+                                                                            "model_category_smooth0.1")
+    assert json.loads((Path(smoothed["run_dir"]) / "config.json").read_text())["flags"]["smoothing"] == 0.1
+    attacked = attack.main(["--base_dir", str(base), "--data_dir", str(cifar10_dir), "--label", "category",
+                            "--seed", "3", "--smoothing", "0.1", "--attacks", "fgsm", "--epsilons", "8/255",
+                            "--targeted", "no", "--num_images", "5", "--examples", "0", "--device", "cpu"])
+    assert attacked["run_dir"] == smoothed["run_dir"]
+    capsys.readouterr()
+    report.report(base, tmp_path / "report", draw=False)
+    rows = (tmp_path / "report" / "clean_accuracy.csv").read_text().splitlines()
+    assert [row.split(",")[2] for row in rows[1:]] == ["category", "category_smooth0.1"], rows
+
+
 def finished_copy(speech_run, tmp_path):
     """A copy of the finished speech run's directory tree, to change without touching the run."""
     base, _ = speech_run

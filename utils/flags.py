@@ -35,6 +35,12 @@ def noise_rate(text):
     return _named_exactly(number(float, 0, inclusive=True, maximum=1)(text), text, "model_{label}_noise")
 
 
+def smoothing(text):
+    """--smoothing as a number >= 0 (its most, (C - 1) / C, depends on the dataset), that the run
+    directory of a category run, model_category_smooth{S}, names."""
+    return _named_exactly(number(float, 0, inclusive=True)(text), text, "model_category_smooth")
+
+
 def label_name(text):
     """--label as given, unless its run directory, model_{label}, would be another run's (a
     --label_noise run's model_{label}_noise{R}) or a folder that report.py does not read."""
@@ -58,6 +64,9 @@ SHARED = {
              "help": "seed"},  # numpy's seeds, which split the data, end at 2**32 - 1
     "level": {"type": level, "default": 100, "help": "percent of the training set to train on "
               "(100: every image left after validation)"},
+    "smoothing": {"type": smoothing, "default": 0.0,
+                  "help": "label smoothing for --label category, as the paper's: the true class keeps "
+                  "1 - S, every other class gets S / (C - 1); its runs are model_category_smooth{S}"},
     "label_noise": {"type": noise_rate, "default": 0.0,
                     "help": "fraction of the training labels "
                     "replaced by a random other class (seeded; validation and test stay clean)"},

@@ -542,9 +542,9 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
         elsewhere = run_dir_of(scripts["attack"].parse(argv["attack"])) if "attack" in stages else run_dir
         if elsewhere.resolve() != run_dir.resolve():  # '../w/outs' for 'outs' is the same folder
             raise UsageError(f"train.py would write {run.name} to {run_dir} but attack.py would read "
-                             f"{elsewhere}: give --base_dir, --label_granularity and --label_noise to "
-                             "both stages (on the command line or in a grid file's args), not in "
-                             "--train_args or --attack_args alone")
+                             f"{elsewhere}: give --base_dir, --label_granularity, --smoothing and "
+                             "--label_noise to both stages (on the command line or in a grid file's args), "
+                             "not in --train_args or --attack_args alone")
         notes, todo, commands = {}, [], {}
         train_done = True
         if "train" in stages:

@@ -40,15 +40,17 @@ ATTACK_EXAMPLES = "attack_examples.png"
 NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 
 
-def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0):
+def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0, smoothing=0.0):
     """The paper's layout: {base}/{dataset}/seed{s}/{model}/model_{label}, under less/{dataset}/level{L}
-    below 100; runs with noisy training labels get their own directory, model_{label}_noise{R}."""
+    below 100; category runs with label smoothing get their own directory, model_category_smooth{S}
+    (the paper's), and runs with noisy training labels theirs, model_{label}_noise{R} (after both)."""
     base = Path(base_dir)
     if level < 100:
         base = base / "less" / dataset / f"level{level:g}"
     else:
         base = base / dataset
-    name = f"model_{label}" + (f"_noise{label_noise:g}" if label_noise else "")
+    name = (f"model_{label}" + (f"_smooth{smoothing:g}" if smoothing and label == "category" else "")
+            + (f"_noise{label_noise:g}" if label_noise else ""))
     return base / f"seed{seed}" / model / name
 
 
@@ -63,7 +65,7 @@ def run_dir_of(args):
     prints and records hold from any working directory (a notebook's is rarely the job's)."""
     return run_directory(Path(args.base_dir).absolute(), dataset_folder(args.dataset,
                          args.label_granularity), args.level, args.seed, args.model, args.label,
-                         args.label_noise)
+                         args.label_noise, args.smoothing)
 
 
 def best_checkpoint_name(label, seed, model):
