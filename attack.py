@@ -6,14 +6,15 @@
     python attack.py --checkpoint path/to/speech_seed7_resnet32_best_model.pth --num_images 1000
 
 Finds the best checkpoint train.py saved under {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/
-(same flags as train.py: --level, --label_noise, --label_granularity), or takes --checkpoint, and
-evaluates every attack x targeted x eps on the test split. Writes attack_results.json (every
-setting, every number, images/s) into the run directory (the checkpoint's folder) after each
-finished setting, so a rerun, or a run requeued after SIGTERM, reuses finished settings, and
-attack_examples.png once, at the end. Progress goes to stderr; the last line on stdout is one
-JSON object.
+(same flags as train.py: --level, --smoothing, --label_noise, --label_granularity), or takes
+--checkpoint, and evaluates every attack x targeted x eps on the test split. Writes
+attack_results.json (every setting, every number, images/s) into the run directory (the
+checkpoint's folder) after each finished setting, so a rerun, or a run requeued after SIGTERM,
+reuses finished settings, and attack_examples.png once, at the end. Progress goes to stderr; the
+last line on stdout is one JSON object.
 """
 import argparse
+import glob
 import hashlib
 import textwrap
 from fractions import Fraction
@@ -142,6 +143,15 @@ def find_checkpoint(args):
     if not path.is_file():
         found = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir.is_dir() else []
         where = f" (that folder holds {', '.join(found)})" if found else ""
+        if not found:  # runs of this label, seed and model that other placing flags name
+            base, dataset, name = Path(args.base_dir).absolute(), args.dataset, glob.escape(path.name)
+            others = sorted(str(p.parent) for folder in (dataset, f"{dataset}_*", f"less/{dataset}/level*",
+                                                         f"less/{dataset}_*/level*")
+                            for p in base.glob(f"{folder}/seed{args.seed}/{args.model}/model_*/{name}"))
+            if others:
+                more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+                where = (f" (trained with another --level, --smoothing, --label_noise or --label_granularity "
+                         f"in {', '.join(others[:3])}{more})")
         raise UsageError(f"no checkpoint at {path}{where}; train it with train.py and the same --base_dir/"
                          "--dataset/--seed/--model/--label/--level/--smoothing/--label_noise/"
                          "--label_granularity, or pass --checkpoint PATH")

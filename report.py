@@ -28,7 +28,8 @@ from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry_key, eps_text,
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
-from utils.runs import CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text, run_dir_of
+from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
+                        run_dir_of, run_directory)
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
@@ -67,17 +68,19 @@ def split_noise(label):
 
 
 def label_rank(label):
-    """Sort key: the paper's labels in its order, then the others by name, a family's sizes by value
-    (normal_dim=2 before normal_dim=10), each followed by its noise variants by rising noise."""
+    """Sort key: the paper's labels in its order, category_smooth{S} after category by S, then the
+    others by name, a family's sizes by value (normal_dim=2 before normal_dim=10), each followed by
+    its noise variants by rising noise."""
     base, noise = split_noise(label)
     if base in LABEL_ORDER:
-        return LABEL_ORDER.index(base), "", 0.0, "", noise
-    family, _, value = base.partition("=")
+        return LABEL_ORDER.index(base), "", -math.inf, "", noise
+    family, _, value = base.partition("_smooth" if base.startswith("category_smooth") else "=")
     try:
         size = float(value)
     except ValueError:  # no number after "=", or no "=": before the family's sizes
         size = -math.inf
-    return len(LABEL_ORDER), family, size, base, noise
+    order = LABEL_ORDER.index(family) if family in LABEL_ORDER else len(LABEL_ORDER)
+    return order, family if order == len(LABEL_ORDER) else "", size, base, noise
 
 
 def attack_rank(attack):
@@ -147,6 +150,13 @@ def read_run(base, rel, key):
         record["problems"].append(f"{CONFIG} is not valid JSON or has no flags")
         flags = {}
     record["flags"] = flags
+    label, noise = split_noise(key["label"])
+    smoothing = flags.get("smoothing")
+    if label == "category" and nonnegative(smoothing) and smoothing > 0:  # an older train.py's place
+        own = Path(rel).parent / run_directory("", "", 100, 0, "", label, noise, smoothing).name
+        record["excluded"] = True
+        record["problems"].append(f"left out of the tables: trained with --smoothing {smoothing:g}, "
+                                  f"so its directory is {own} (where train.py writes it now); move it there")
     history = read_lines(run_dir / METRICS)
     # None where an epoch has no validation accuracy (--valid_size 0) or a malformed line
     record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]

@@ -532,6 +532,25 @@ def one_line_error(capsys, argv):
     return lines[0]
 
 
+def test_a_missing_checkpoint_names_the_runs_other_placing_flags_name(tmp_path, capsys):
+    """A run of the same label, seed and model with another --smoothing, --label_noise, --level or
+    --label_granularity is named: the error said only where the given flags pointed."""
+    from utils.runs import run_directory
+    for dataset, level, noise, smoothing in (("cifar10", 100, 0.2, 0.1), ("cifar100_coarse", 2.5, 0.0, 0.0)):
+        run_dir = run_directory(tmp_path, dataset, level, 3, "resnet32", "category", noise, smoothing)
+        run_dir.mkdir(parents=True)
+        (run_dir / "category_seed3_resnet32_best_model.pth").write_bytes(b"not read")
+    flags = ["--label", "category", "--seed", "3", "--base_dir", str(tmp_path), "--device", "cpu"]
+    line = one_line_error(capsys, flags + ["--label_noise", "0.2"])
+    assert (f"no checkpoint at {tmp_path}/cifar10/seed3/resnet32/model_category_noise0.2/category_seed3_"
+            f"resnet32_best_model.pth (trained with another --level, --smoothing, --label_noise or "
+            f"--label_granularity in {tmp_path}/cifar10/seed3/resnet32/model_category_smooth0.1_noise0.2); "
+            "train it with train.py") in line
+    line = one_line_error(capsys, flags + ["--dataset", "cifar100"])
+    assert f"granularity in {tmp_path}/less/cifar100_coarse/level2.5/seed3/resnet32/model_category); " in line
+    assert "trained with another" not in one_line_error(capsys, flags + ["--seed", "4"])
+
+
 def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     base, run_dir = speech_run
     checkpoint = run_dir / "speech_seed3_resnet32_best_model.pth"

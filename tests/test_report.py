@@ -373,6 +373,25 @@ def test_a_grid_of_noisy_runs_expects_them_where_train_py_writes_them(tmp_path):
         ("cifar10/resnet32/category_noise0.2/level100/seed1", ["no attack results"])]
 
 
+def test_a_smoothed_run_of_an_older_train_py_is_no_plain_category_run(tmp_path):
+    """Before model_category_smooth{S}, a --smoothing run was written to model_category: it was shown
+    as the label category (alone, or winning a tie of flag sets, the plain seed left out)."""
+    base = tmp_path / "runs"
+    for seed, acc, smoothing, noise in ((1, 0.3, 0.1, 0.0), (2, 0.6, 0.0, 0.0), (1, 0.2, 0.05, 0.2)):
+        run_dir = make_run(base, "category", seed, test_acc=acc, valid_acc=acc, label_noise=noise)
+        (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": 4, "smoothing": smoothing}}))
+    summary = report(base, tmp_path / "out", draw=False)
+    assert [(r["label"], r["test_acc_mean"]) for r in summary["data_efficiency"]] == [("category", 0.6)]
+    assert {i["run_dir"]: i["reasons"] for i in summary["incomplete"]} == {
+        "cifar10/seed1/resnet32/model_category": [
+            "left out of the tables: trained with --smoothing 0.1, so its directory is "
+            "cifar10/seed1/resnet32/model_category_smooth0.1 (where train.py writes it now); move it there"],
+        "cifar10/seed1/resnet32/model_category_noise0.2": [
+            "left out of the tables: trained with --smoothing 0.05, so its directory is "
+            "cifar10/seed1/resnet32/model_category_smooth0.05_noise0.2 (where train.py writes it now); "
+            "move it there"]}
+
+
 def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     """With --grid, a run must hold the attack settings the grid asks attack.py for: extra entries
     (an iterative or paper-protocol table run by hand) are fine, a missing one is listed, and a run
@@ -665,12 +684,13 @@ def test_a_familys_sizes_follow_in_rising_order(tmp_path):
     """The follow-up's normal_dim=D grid came out as D = 1, 10, 100, 2, 25, ... in every table."""
     base = tmp_path / "runs"
     for label in ("normal_dim=1000", "normal_dim=10", "normal_dim=2", "uniform_gap=10", "uniform_gap=2",
-                  "category"):
+                  "category_smooth0.2", "speech", "category_smooth0.05", "category"):
         make_run(base, label, 1, test_acc=0.5, valid_acc=0.5)
     make_run(base, "normal_dim=2", 1, test_acc=0.5, valid_acc=0.5, label_noise=0.2)
     report(base, tmp_path / "out", draw=False)
     assert [r["label"] for r in read_csv(tmp_path / "out" / "clean_accuracy.csv")] == [
-        "category", "normal_dim=2", "normal_dim=2_noise0.2", "normal_dim=10", "normal_dim=1000",
+        "category", "category_smooth0.05", "category_smooth0.2", "speech",  # smoothed beside category
+        "normal_dim=2", "normal_dim=2_noise0.2", "normal_dim=10", "normal_dim=1000",
         "uniform_gap=2", "uniform_gap=10"]
     tables = (tmp_path / "out" / "tables.md").read_text()
     assert tables.index("| normal_dim=2 |") < tables.index("| normal_dim=10 |") < tables.index(

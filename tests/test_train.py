@@ -664,6 +664,7 @@ def test_smoothed_category_runs_have_a_directory_of_their_own(cifar10_dir, label
     assert (Path(plain["run_dir"]).name, Path(smoothed["run_dir"]).name) == ("model_category",
                                                                             "model_category_smooth0.1")
     assert json.loads((Path(smoothed["run_dir"]) / "config.json").read_text())["flags"]["smoothing"] == 0.1
+    assert (plain["smoothing"], smoothed["smoothing"]) == (0.0, 0.1)  # the result line says it, too
     attacked = attack.main(["--base_dir", str(base), "--data_dir", str(cifar10_dir), "--label", "category",
                             "--seed", "3", "--smoothing", "0.1", "--attacks", "fgsm", "--epsilons", "8/255",
                             "--targeted", "no", "--num_images", "5", "--examples", "0", "--device", "cpu"])
