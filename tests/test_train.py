@@ -406,6 +406,8 @@ def run_cli_capture(capsys, argv):
     # trained into model_speech_noise0.2, which report.py read as speech with --label_noise 0.2
     ({"label": "speech_noise0.2"}, "argument --label: speech_noise0.2 ends like the run directory of a "
      "--label_noise run (model_{label}_noise{R})"),
+    ({"label": "category_smooth0.1"}, "argument --label: category_smooth0.1 names the runs of --label "
+     "category --smoothing S; pass those flags"),
     # trained into model_sub/x (a folder report.py skips) and model_ (an empty name)
     ({"label": "sub/x"}, "argument --label: 'sub/x' is not a label name"),
     ({"label": ""}, "argument --label: '' is not a label name"),

@@ -52,6 +52,9 @@ def label_name(text):
         raise argparse.ArgumentTypeError(f"{text} ends like the run directory of a --label_noise "
                                          f"run (model_{{label}}_noise{{R}}), so its runs would be "
                                          "reported as a noisy label's; rename the label file")
+    if text.startswith("category_smooth"):  # the paper's name for them, model_category_smooth{S}
+        raise argparse.ArgumentTypeError(f"{text} names the runs of --label category --smoothing S; "
+                                         "pass those flags (or rename the label file)")
     return text
 
 
