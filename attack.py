@@ -182,6 +182,10 @@ def model_from_checkpoint(path):
     import torch
     with malformed(path, advice):
         model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
+        if isinstance(model_args["arch"], str) and model_args["arch"] not in ARCHITECTURES:
+            raise UsageError(f"{path} holds a {model_args['arch']}, a network this checkout's "
+                             f"architecture.py does not register (it has {', '.join(ARCHITECTURES)}); "
+                             "add its entry to ARCHITECTURES there, as in the checkout that trained it")
         choice("model", model_args["arch"], ARCHITECTURES, error=ValueError)  # the file's, not a flag's
         with torch.random.fork_rng(devices=[]):  # the initial weights, replaced next, leave a caller's RNG
             model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import attack
-from architecture import fold_batch_norm
+from architecture import ARCHITECTURES, fold_batch_norm
 from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import to_float
 from conftest import last_json, run_script
@@ -660,7 +660,7 @@ def speech_space(**values):
     ({"model": None}, ""),
     ({"config": {"flags": {"seed": "x"}}}, ""),  # a RuntimeError traceback from torch's manual_seed
     (model_args(output_shape=[-5]), ""),
-    (model_args(arch="resnet9"), "(ValueError: unknown model 'resnet9'; choose from vgg19, resnet32, resnet110)"),
+    (model_args(arch=9), "(ValueError: unknown model 9; choose from vgg19, resnet32, resnet110)"),
     # attacked: NaN outputs, decoded as some class
     (model_args(std=[0.0] * 3), "(ValueError: normalisation std [0.0, 0.0, 0.0] is not 3 finite numbers, each "
                                 "above 0)"),
@@ -693,6 +693,26 @@ def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar
                                                         "wrote, or train the run again"), line
     assert reason in line
     assert not (tmp_path / ATTACK_RESULTS).exists()
+
+
+def test_a_checkpoint_of_a_network_this_checkout_lacks_says_to_register_it(speech_run, cifar10_dir, tmp_path,
+                                                                           capsys, monkeypatch):
+    """A researcher's resnet56, trained in a checkout whose ARCHITECTURES had it, was 'entries train.py
+    did not write (...); ... train the run again'; the line now names the network and where it goes."""
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    path = tmp_path / "resnet56" / "speech_seed3_resnet56_best_model.pth"
+    path.parent.mkdir()
+    torch.save(checkpoint | model_args(arch="resnet56", output_shape=[64, 64]), path)
+    line = one_line_error(capsys, ["--checkpoint", str(path), "--data_dir", str(cifar10_dir),
+                                   "--num_images", "5"])
+    assert line == (f"error: {path} holds a resnet56, a network this checkout's architecture.py does not "
+                    "register (it has vgg19, resnet32, resnet110); add its entry to ARCHITECTURES there, "
+                    "as in the checkout that trained it")
+    # Registered (here under resnet32's entry, which these weights fit), it loads.
+    monkeypatch.setitem(ARCHITECTURES, "resnet56", ARCHITECTURES["resnet32"])
+    model, _, _ = attack.model_from_checkpoint(path)
+    assert model.model_args["arch"] == "resnet56"
 
 
 def test_a_diverged_checkpoint_is_refused(speech_run, cifar10_dir, label_dir, tmp_path, capsys):

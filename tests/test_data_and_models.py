@@ -481,6 +481,39 @@ def test_fold_batch_norm_leaves_a_training_model_training():
     assert model.training and not folded.training
 
 
+class ShapeCheckingTrunk(nn.Module):
+    """A trunk of one's own with Python control flow on its input's shape, which torch.fx cannot
+    trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                    nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_features = 8
+
+    def forward(self, x):
+        if x.shape[-1] != 32:
+            raise ValueError(f"32x32 images expected, got {tuple(x.shape)}")
+        return self.layers(x)
+
+
+def test_fold_batch_norm_leaves_an_untraceable_trunk_unfolded(monkeypatch):
+    """A registered trunk that trains, but that torch.fx cannot trace, made attack.py end in a
+    TraceError traceback (symbolically traced variables cannot be used as inputs to control
+    flow); the attacked copy is now the model unfolded, in eval mode, with the same outputs."""
+    from architecture import fold_batch_norm
+    from utils.attacks import Shared
+    monkeypatch.setitem(ARCHITECTURES, "shape_checking", ShapeCheckingTrunk)
+    torch.manual_seed(0)
+    model = build_model("shape_checking", (10,)).train()
+    folded = Shared().network(model, channels_last=True)
+    assert model.training and not folded.training
+    images = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(folded(images), model.eval()(images), rtol=1e-5, atol=1e-6)
+    assert folded.trunk is not model.trunk
+
+
 def test_an_unknown_registry_name_lists_the_choices(tmp_path):
     with pytest.raises(UsageError, match=r"^unknown model 'resnet18'; choose from "
                                          + ", ".join(ARCHITECTURES) + "$"):
