@@ -94,8 +94,9 @@ def check_targets(targets, source, num_classes=None, fix=None):
         raise LabelError(f"{source} holds {getattr(targets, 'dtype', type(targets))} "
                          "values; a label file must be a numeric array")
     if targets.ndim < 2 or not len(targets):
+        one = f" (one number per class: save it as shape ({len(targets)}, 1))" if targets.ndim == 1 else ""
         raise LabelError(f"{source} has shape {targets.shape}; expected [classes, ...] "
-                         "with one target per class")
+                         f"with one target per class{one}")
     if 0 in targets.shape[1:]:
         raise LabelError(f"{source} has shape {targets.shape}; every class target must hold "
                          "at least one value")

@@ -640,6 +640,10 @@ def test_stats_cli(tmp_path, capsys):
     np.save(tmp_path / "cifar10_empty.npy", np.zeros((0, 4)))  # a reshape traceback
     status, _, err = cli(stats.main, [tmp_path / "cifar10_empty.npy"], capsys)
     assert status == 2 and "has shape (0, 4); expected [classes, ...] with one target per class" in err
+    np.save(tmp_path / "cifar10_flat.npy", np.arange(10.0))  # labels/README.md's advice, in the error
+    status, _, err = cli(stats.main, [tmp_path / "cifar10_flat.npy"], capsys)
+    assert status == 2 and ("has shape (10,); expected [classes, ...] with one target per class (one "
+                            "number per class: save it as shape (10, 1))") in err
     np.save(tmp_path / "one.npy", np.ones((1, 4)))  # the error named no file
     status, _, err = cli(stats.main, [path, tmp_path / "one.npy"], capsys)
     assert status == 2 and err == (f"error: {tmp_path / 'one.npy'}: need targets of shape (C, ...) with "
