@@ -29,7 +29,7 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import atomic_write, atomic_write_text
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
-                        run_dir_of, run_directory)
+                        run_dir_of, run_folder_name)
 
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
@@ -153,7 +153,7 @@ def read_run(base, rel, key):
     label, noise = split_noise(key["label"])
     smoothing = flags.get("smoothing")
     if label == "category" and nonnegative(smoothing) and smoothing > 0:  # an older train.py's place
-        own = Path(rel).parent / run_directory("", "", 100, 0, "", label, noise, smoothing).name
+        own = Path(rel).parent / run_folder_name(label, noise, smoothing)
         record["excluded"] = True
         record["problems"].append(f"left out of the tables: trained with --smoothing {smoothing:g}, "
                                   f"so its directory is {own} (where train.py writes it now); move it there")

@@ -49,9 +49,13 @@ def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0,
         base = base / "less" / dataset / f"level{level:g}"
     else:
         base = base / dataset
-    name = (f"model_{label}" + (f"_smooth{smoothing:g}" if smoothing and label == "category" else "")
+    return base / f"seed{seed}" / model / run_folder_name(label, label_noise, smoothing)
+
+
+def run_folder_name(label, label_noise=0.0, smoothing=0.0):
+    """A run directory's own name: model_{label}, model_category_smooth{S}, then _noise{R}."""
+    return (f"model_{label}" + (f"_smooth{smoothing:g}" if smoothing and label == "category" else "")
             + (f"_noise{label_noise:g}" if label_noise else ""))
-    return base / f"seed{seed}" / model / name
 
 
 def dataset_folder(dataset, label_granularity="fine"):

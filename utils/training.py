@@ -738,7 +738,7 @@ def run_training(args, argv=None):
         results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
                    "label": args.label, "label_granularity": args.label_granularity,
                    "seed": args.seed, "level": args.level,
-                   "smoothing": args.smoothing if args.label == "category" else 0.0,  # as it acted
+                   "smoothing": args.smoothing if acts_on("smoothing", args.label) else 0.0,  # as it acted
                    "label_noise": args.label_noise, "epochs": args.epochs,
                    "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
                    "test_acc": test["acc"], "test_loss": test["loss"],
