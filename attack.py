@@ -28,7 +28,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.atomic import atomic_write  # noqa: E402
 from utils.attacks import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, UsageError, choice, nonempty, number, run_cli  # noqa: E402
-from utils.flags import SHARED, add_flags, label_name  # noqa: E402
+from utils.flags import SHARED, acts_on, add_flags, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
 # The defaults sweep.py reads (utils.grid.requested_attacks) to know what a run of attack.py computes
@@ -69,9 +69,12 @@ def build_parser():
                            "superclasses (default: the checkpoint's with --checkpoint, else fine)"}, seed={
         "default": None, "help": "the run's seed (default: the checkpoint's with --checkpoint, "
         "else 0); also seeds the target classes and the random starts"}, level={
-        "help": "percent of the training set the run trained on"})
-    add_flags(run, "smoothing", "label_noise", "base_dir", smoothing={"help": "the category run's --smoothing"},
-              label_noise={"help": "the run's --label_noise"})
+        "default": None, "help": "percent of the training set the run trained on (default: the "
+        "checkpoint's with --checkpoint, else 100)"})
+    add_flags(run, "smoothing", "label_noise", "base_dir", smoothing={
+        "default": None, "help": "the category run's --smoothing (default: the checkpoint's with "
+        "--checkpoint, else 0)"}, label_noise={"default": None, "help": "the run's --label_noise "
+        "(default: the checkpoint's with --checkpoint, else 0)"})
     run.add_argument("--checkpoint", type=nonempty, default=None, help="a best-model .pth to attack "
                      "instead of the one found from the flags above; results go to its folder")
     data = parser.add_argument_group("data")
@@ -213,13 +216,14 @@ def model_from_checkpoint(path):
 # The flags that say which run is attacked, each with its value when neither the command line nor
 # the checkpoint gives one: train.py's defaults
 RUN_FLAGS = tuple((flag, "category" if flag == "label" else SHARED[flag]["default"])
-                  for flag in ("model", "label", "dataset", "label_granularity", "seed"))
+                  for flag in ("model", "label", "dataset", "label_granularity", "seed", "level",
+                               "smoothing", "label_noise"))
 
 
 def load_model(args, path):
     """Rebuild the model and its label space from the checkpoint alone. Of RUN_FLAGS, those left
     unset take the checkpoint's values (its run's seed draws the targets and random starts);
-    those given, but for the seed, must match them. An unset --data_dir is the run's, which must
+    those given, but for the seed and a flag that acted on nothing, must match them. An unset --data_dir is the run's, which must
     be here."""
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
@@ -238,7 +242,8 @@ def load_model(args, path):
         value, given = trained.get(flag, default), getattr(args, flag)
         if given is None:
             setattr(args, flag, value)
-        elif given != value and flag != "seed":  # another seed draws other targets and starts
+        elif given != value and flag != "seed" and acts_on(flag, trained["label"]):
+            # (another seed draws other targets and starts; a flag that acted on nothing may differ)
             raise UsageError(f"{path} was trained with --{flag} {value}, not {given}")
     if tuple(model_args["output_shape"]) != tuple(space.output_shape):
         raise UsageError(f"{path}: the model outputs {tuple(model_args['output_shape'])} but its "

@@ -619,6 +619,26 @@ def test_a_runs_last_checkpoint_is_not_attacked_in_its_folder(speech_run, cifar1
     assert summary["run_dir"] == str(tmp_path) and (tmp_path / ATTACK_RESULTS).exists()
 
 
+def test_a_checkpoints_level_and_noise_are_its_own(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """With --checkpoint, --level, --label_noise and --smoothing were ignored: attack_results.json's
+    config recorded the defaults (level 100) for a run trained on 25% of the data. Unset, they are
+    the checkpoint's; given, they must be its, but for a flag that acted on nothing."""
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    checkpoint["config"]["flags"] |= {"level": 25, "label_noise": 0.1}  # as a run of those flags records
+    copy = tmp_path / "speech_seed3_resnet32_best_model.pth"
+    torch.save(checkpoint, copy)
+    small = ["--checkpoint", str(copy), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+             "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255", "--num_images", "5",
+             "--examples", "0"]
+    assert f"{copy} was trained with --level 25, not 100" in one_line_error(capsys, small + ["--level", "100"])
+    line = one_line_error(capsys, small + ["--label_noise", "0"])
+    assert f"{copy} was trained with --label_noise 0.1, not 0.0" in line
+    call_main(capsys, small + ["--level", "25", "--smoothing", "0.1"])  # smoothing acts on no speech run
+    config = json.loads((tmp_path / ATTACK_RESULTS).read_text())["config"]
+    assert (config["level"], config["label_noise"]) == (25, 0.1)
+
+
 def test_a_coarse_run_is_attacked_beside_the_fine_label_file(cifar100_dir, label_dir, tmp_path, capsys):
     """The run's label folder holds 20 targets; attack.py's default one the 100 of the fine
     classes, under the same name. It refused the run ("has 100 class targets, but the dataset has
