@@ -45,7 +45,8 @@ def make_run(base, label, seed, level=100, test_acc=None, valid_acc=None, epochs
     if attack is not None:
         (run_dir / "attack_results.json").write_text(json.dumps({
             "run_dir": str(run_dir), "checkpoint": "x.pth", "model": model, "label": label,
-            "dataset": dataset, "num_images": 1017, "clean_acc": clean_acc, "entries": attack,
+            "dataset": dataset, "num_images": 1017, "clean_acc": clean_acc,
+            "entries": [{"seed": seed} | e for e in attack],  # attack.py's own seed unless given
             "config": {}, "environment": {}}))
     return run_dir
 
@@ -421,8 +422,8 @@ def test_a_grids_setting_computed_otherwise_is_named_so(tmp_path):
     grid.write_text("labels: [category]\nseeds: [1]\nargs: --attacks fgsm --epsilons 1/255 8/255 --targeted no\n")
     summary = report(base, tmp_path / "report", grid, draw=False)
     assert [i["reasons"] for i in summary["incomplete"]] == [[
-        "attack results: 2 of 2 settings missing, 2 of them computed with other steps, precision or "
-        "images (1017 images asked) (fgsm untargeted 1/255, fgsm untargeted 8/255)"]]
+        "attack results: 2 of 2 settings missing, 2 of them computed with other steps, precision, "
+        "images or seed (1017 images asked) (fgsm untargeted 1/255, fgsm untargeted 8/255)"]]
 
 
 def test_malformed_run_files_are_listed_not_averaged(tmp_path):

@@ -232,7 +232,8 @@ def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_im
     if attack is not None:
         entries = [{"attack": a, "targeted": False, "eps": 8 / 255, "eps_label": "8/255", "protocol": "pixel",
                     "steps": 1 if a == "fgsm" else 10, "step_size": 8 / 255 if a == "fgsm" else 2.5 * 8 / 255 / 10,
-                    "restarts": 1, "num_images": num_images, "robust_acc": 0.1} for a in attack]
+                    "restarts": 1, "num_images": num_images, "seed": 3, "robust_acc": 0.1}  # the runs' seed
+                   for a in attack]
         (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": num_images, "clean_acc": 0.5,
                                                           "entries": entries}))
 
@@ -667,19 +668,20 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     """attack.py computes anew what ran with other steps or on another number of images, so the
     sweep must call it: such entries do not count as done."""
     attack = sweep.Scripts.find()["attack"]
-    flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
+    flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--seed", "3", "--num_images", "20"]
     wanted = requested_attacks(attack.parse(flags), attack.module)
     (key,) = wanted["keys"]
     done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
-            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "robust_acc": 0.25}
+            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25}
     for entry, missing in ((done, []), (done | {"num_images": 100}, [key]), (done | {"steps": 3}, [key]),
                            (done | {"step_size": 1 / 255}, [key]), (done | {"restarts": 2}, [key]),
-                           (done | {"amp": True}, [key]), (done | {"amp": False}, [])):
+                           (done | {"amp": True}, [key]), (done | {"amp": False}, []),
+                           (done | {"seed": 4}, [key])):  # other targets and starts: attack.py reruns it
         assert missing_entries({"entries": [entry]}, wanted["keys"], wanted["plans"], 20) == missing
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
         done | {"num_images": 100}]}))
     assert attack_state(tmp_path, wanted) == (
-        False, "resume: 1 of 1 settings missing, 1 of them computed with other steps, precision or images "
+        False, "resume: 1 of 1 settings missing, 1 of them computed with other steps, precision, images or seed "
         "(20 images asked) (pgd untargeted 8/255)")
     three = requested_attacks(attack.parse(flags + ["--steps", "3"]), attack.module)
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [

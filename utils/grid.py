@@ -298,7 +298,8 @@ def read_json_or_none(path):
 
 def requested_attacks(namespace, module):
     """What attack.py will compute for its parsed flags: {"keys": {(attack label, targeted,
-    protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp)}, "num_images": N or None}.
+    protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp, seed)}, "num_images": N or
+    None} (seed None: the checkpoint's, any).
 
     Unset --attacks/--epsilons take attack.py's defaults (its ATTACK_NAMES, PIXEL_EPSILONS, and
     PAPER_ATTACKS and PAPER_EPSILONS under --paper_protocol).
@@ -316,7 +317,7 @@ def requested_attacks(namespace, module):
         plan = schedule(attack, eps, protocol, namespace.steps, namespace.step_size, namespace.restarts)
         for t in targeted:
             plans[(attack_label(attack, namespace.objective), t, protocol, eps)] = (
-                plan.steps, plan.step_size, plan.restarts, namespace.amp)
+                plan.steps, plan.step_size, plan.restarts, namespace.amp, namespace.seed)
     return {"keys": set(plans), "plans": plans, "num_images": namespace.num_images}
 
 
@@ -370,10 +371,10 @@ def entry_key(entry):
 
 def missing_entries(results, keys, plans=None, num_images=None):
     """The (attack, targeted, protocol, eps) keys that attack_results.json lacks (a malformed
-    entry counts for none). With `plans` ({key: (steps, step_size, restarts, amp)}, from
+    entry counts for none). With `plans` ({key: (steps, step_size, restarts, amp, seed)}, from
     `requested_attacks`) an entry counts only if it ran its key's plan (in bf16 or not, as
-    asked), and with `num_images` only if it ran on that many images: attack.py computes those
-    anew, so a sweep must call it."""
+    asked, with the seed's targets and random starts), and with `num_images` only if it ran on
+    that many images: attack.py computes those anew, so a sweep must call it."""
     by_setting = {}  # (attack, targeted, protocol) -> entries: a key is looked for among its own alone
     for entry in attack_entries(results)[0]:
         by_setting.setdefault(entry_key(entry)[:3], []).append(entry)
@@ -386,7 +387,7 @@ def missing_entries(results, keys, plans=None, num_images=None):
         plan = (plans or {}).get(key)
         step_size = entry.get("step_size")
         return plan is None or ((entry.get("steps"), entry.get("restarts"), bool(entry.get("amp")))
-                                == (plan[0], plan[2], plan[3])
+                                == (plan[0], plan[2], plan[3]) and plan[4] in (None, entry.get("seed"))
                                 and isinstance(step_size, (int, float))
                                 and math.isclose(step_size, plan[1], rel_tol=1e-9, abs_tol=1e-12))
     return sorted((k for k in keys if not any(counts(e, k) for e in by_setting.get(k[:3], ()))),
@@ -484,15 +485,15 @@ def attack_state(run_dir, wanted, test_images=None):
 
 def missing_note(results, keys, plans=None, num_images=None):
     """The settings of `keys` that attack_results.json `results` lacks (see `missing_entries`), as
-    a note: '3 of 16 settings missing, 3 of them computed with other steps, precision or images
-    (1017 images asked) (fgsm untargeted 1/255, ...)'; None when none is."""
+    a note: '3 of 16 settings missing, 3 of them computed with other steps, precision, images or
+    seed (1017 images asked) (fgsm untargeted 1/255, ...)'; None when none is."""
     missing = missing_entries(results, keys, plans, num_images)
     if not missing:
         return None
     shown = ", ".join(describe_key(k) for k in missing[:3])
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     otherwise = len(missing) - len(missing_entries(results, keys))
-    why = (f", {otherwise} of them computed with other steps, precision or images"
+    why = (f", {otherwise} of them computed with other steps, precision, images or seed"
            + (f" ({num_images} images asked)" if num_images else "") if otherwise else "")
     return f"{len(missing)} of {len(keys)} settings missing{why} ({shown}{more})"
 
