@@ -393,7 +393,7 @@ def run(args, argv=None):
         targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
         images_sha = tensors_sha256(images, labels)
         checkpoint_sha = file_sha256(path)
-        results_path = run_dir / ATTACK_RESULTS
+        results_path, png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
         entries = load_previous(results_path, path, checkpoint_sha, log)
         done = {identity(e): e for e in entries}
         kept = len(entries)
@@ -444,6 +444,10 @@ def run(args, argv=None):
                     entries.append(entry)
                     done[identity(entry)] = entry
                     write_json(results_path, document(entry["clean_acc"]))
+                    # the figure, drawn after the last setting, is of these results: a run that fails
+                    # before it (a full disk) or is stopped leaves none, which the next run draws
+                    if args.examples > 0:
+                        png.unlink(missing_ok=True)
                     success, rate = entry.get("target_success"), entry["images_per_s"]
                     hit = "" if not targeted else " target_success " + (
                         "- (no image attacked)" if success is None else f"{success:.2%}")
@@ -465,7 +469,6 @@ def run(args, argv=None):
                    "num_images": n, "clean_acc": clean_acc,
                    "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
                    "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
-        png = run_dir / ATTACK_EXAMPLES
         if args.examples > 0 and (computed or redraw or not png.exists()):
             first = [e for e in current if e["attack"] == attacks[0]]
             shown = max(first, key=lambda e: (e["eps"], not e["targeted"]))

@@ -31,7 +31,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, number, os_error_text,
+                          run_cli)
 from utils.grid import (AXES, STAGES, Scripts, axis_values, check_label_files, check_not_grid_flag,
                         counted, expand, load_grid_file, plan, split_args)
 from utils.atomic import atomic_write_text
@@ -486,14 +487,20 @@ class LocalPool:
 
     def run_stage(self, task, stage, number, env):
         log = task.run_dir / f"{stage}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         argv = task.commands[stage]
         where = ", ".join(f"{k}={env[k]}" for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS") if k in env)
-        self.say(f"[{number}/{self.total}] {stage} {task.run.name}: started ({where}), log {log}")
         start = time.time()
-        with open(log, "a") as out:
-            out.write(f"=== {datetime.now():%Y-%m-%dT%H:%M:%S} {where}: {shlex.join(argv)}\n")
-            out.flush()
+        try:  # a full disk, a read-only or vanished --base_dir: this stage fails, not the worker thread
+            out = open_log(log, f"=== {datetime.now():%Y-%m-%dT%H:%M:%S} {where}: {shlex.join(argv)}\n")
+        except OSError as err:
+            note = f"error: {os_error_text(err)}"
+            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (not started): {note}")
+            with self.lock:
+                self.outcomes.append({"run": task.run.name, "stage": stage, "status": None, "seconds": 0.0,
+                                      "log": str(log), "note": note})
+            return False
+        self.say(f"[{number}/{self.total}] {stage} {task.run.name}: started ({where}), log {log}")
+        with out:
             with self.lock:
                 if self.signal:
                     return False
@@ -546,6 +553,21 @@ class LocalPool:
                 "failed": [o for o in self.outcomes if o["status"] not in (0, REQUEUE_EXIT)],
                 "stopped": [o for o in self.outcomes if o["status"] == REQUEUE_EXIT],
                 "not_started": self.total - len({o["run"] for o in self.outcomes})}
+
+
+def open_log(log, header):
+    """`log` opened to append a stage's output, `header` written. Unbuffered: a write that fails
+    (a full disk) leaves nothing that closing the file would try to write again."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "ab", buffering=0)
+    try:
+        out.write(header.encode())
+    except BaseException as err:
+        out.close()
+        if isinstance(err, OSError):  # a failed write's error names no file
+            raise OSError(err.errno, err.strerror, str(log)) from None
+        raise
+    return out
 
 
 def local_slots(opts, runs=None):
@@ -604,8 +626,9 @@ def main(argv=None):
                "signal": pool.signal.name if pool.signal else None}
     failed, stopped = tally["failed"], tally["stopped"]
     for outcome in failed:
-        print(f"FAILED {outcome['stage']} {outcome['run']}: exit {outcome['status']}: "
-              f"{outcome['note']} (log: {outcome['log']})", file=sys.stderr)
+        status = "not started" if outcome["status"] is None else f"exit {outcome['status']}"
+        print(f"FAILED {outcome['stage']} {outcome['run']}: {status}: {outcome['note']} (log: "
+              f"{outcome['log']})", file=sys.stderr)
     print(json_text(summary), flush=True)
     if pool.signal is not None or stopped:
         sys.exit(130 if pool.signal == signal.SIGINT else REQUEUE_EXIT)

@@ -43,6 +43,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 import argparse
 import contextlib
+import io
 import logging
 import math
 import os
@@ -633,8 +634,12 @@ def make_label(name, names, seed=None, **options):
 # ----------------------------------------------------------------------------- writing and CLI
 
 def save_atomic(path, targets):
-    """Write `targets` to `path` (.npy) atomically, so a reader never sees half a file."""
-    atomic_write(path, lambda f: np.save(f, targets, allow_pickle=False))
+    """Write `targets` to `path` (.npy) atomically, so a reader never sees half a file. Through
+    bytes in memory (a few MB): numpy's own write to a file reports a full disk without its cause
+    ('4096000 requested and 524256 written'), which came out as '[Errno None] None'."""
+    data = io.BytesIO()
+    np.save(data, targets, allow_pickle=False)
+    atomic_write(path, lambda f: f.write(data.getvalue()))
 
 
 def build_parser():

@@ -3,7 +3,9 @@
 The models (conftest's `category` and `highdim`) are trained in-process on the tiny colour CIFAR;
 attack.py is run end to end on a decoder-head checkpoint from train.py below.
 """
+import errno
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -427,6 +429,53 @@ def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, la
             "wait for it to end, or attack a copy of the checkpoint in a folder of its own")
     after = (run_dir / ATTACK_RESULTS).read_bytes() if (run_dir / ATTACK_RESULTS).exists() else None
     assert after == before
+
+
+def test_a_figure_that_could_not_be_written_is_drawn_by_the_next_run(speech_run, cifar10_dir, label_dir,
+                                                                     tmp_path, capsys, monkeypatch):
+    """New settings written, their figure not (a full disk): the earlier figure, of other settings
+    or another checkpoint, stayed beside the new results, and no later run drew it again."""
+    _, run_dir = speech_run
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
+    flags = ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"), "--data_dir",
+             str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no",
+             "--num_images", "10", "--epsilons", "0", "2/255"]
+    png = tmp_path / ATTACK_EXAMPLES
+    call_main(capsys, flags)
+    earlier = png.read_bytes()
+
+    def full_disk(path, write):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    monkeypatch.setattr(attack, "atomic_write", full_disk)
+    status, err = run_cli_status(capsys, flags + ["8/255"])
+    assert (status, err.splitlines()[-1]) == (2, f"error: could not write {png}: No space left on device")
+    assert len(json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]) == 3 and not png.exists()
+    monkeypatch.undo()
+    _, err = call_main(capsys, flags + ["8/255"])
+    assert err.count("reused") == 3 and png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != earlier
+
+
+def test_a_run_directory_removed_during_the_attack_is_one_line(speech_run, cifar10_dir, label_dir,
+                                                               tmp_path, capsys, monkeypatch):
+    """It was made anew, holding attack_results.json alone, and the attack exited 0."""
+    from utils import attacks
+    _, run_dir = speech_run
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", folder)
+    real = attacks.run_attack
+
+    def removed_first(*args, **kwargs):
+        shutil.rmtree(folder, ignore_errors=True)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(attacks, "run_attack", removed_first)
+    status, err = run_cli_status(capsys, [
+        "--checkpoint", str(folder / "speech_seed3_resnet32_best_model.pth"), "--data_dir", str(cifar10_dir),
+        "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255",
+        "--num_images", "5"])
+    assert (status, err.splitlines()[-1]) == (2, f"error: cannot use {folder}: removed while this job "
+                                                 "worked in it")
+    assert not folder.exists()
 
 
 def run_cli_status(capsys, argv):

@@ -1,6 +1,7 @@
 """sweep.py: grid expansion, flag routing, skipping, the SLURM array script (its task body by hand,
 then a real single-node SLURM with a requeue), and --local runs with their logs and failures."""
 import argparse
+import errno
 import io
 import json
 import os
@@ -762,6 +763,39 @@ def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_pa
     assert (tally["completed"], tally["stopped"], tally["not_started"]) == (2, [], 0)
     assert sorted((o["run"].split("/")[2], o["stage"], o["status"]) for o in tally["failed"]) == \
         [("label1", "attack", 3), ("label2", "train", 4)]
+
+
+def test_a_local_sweep_that_cannot_write_its_logs_fails_each_run_in_one_line(tmp_path, cifar10_dir,
+                                                                             label_dir):
+    """A --base_dir that is a file (or read-only): a traceback from each worker thread, and exit 0
+    with every run 'not_started'."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    proc = run_script("sweep.py", "--labels", "category", "speech", "--seeds", "3", "--local",
+                      *tiny(cifar10_dir, label_dir, a_file), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    summary = last_json(proc)
+    assert (summary["completed"], summary["not_started"], len(summary["failed"])) == (0, 0, 2)
+    for label in ("category", "speech"):
+        assert (f"FAILED train cifar10/resnet32/{label}/level100/seed3: not started: error: cannot use "
+                f"{a_file}: a file, not a folder (log: ") in proc.stderr
+
+
+def test_a_log_header_that_does_not_fit_on_the_disk_fails_the_stage(tmp_path, monkeypatch):
+    """A full disk: the failed write is named by the log's path (the write's own error names none)."""
+    class FullDisk(io.RawIOBase):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(sweep, "open", lambda *args, **kwargs: FullDisk(), raising=False)
+    task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
+                {}, {"train": [sys.executable, "-c", "pass"]})
+    log = io.StringIO()
+    pool = sweep.LocalPool([task], [{}], log=log)
+    [outcome] = pool.run()
+    note = f"error: could not write {tmp_path / 'run' / 'train.log'}: No space left on device"
+    assert (outcome["status"], outcome["note"]) == (None, note)
+    assert f"train cifar10/resnet32/category/level100/seed0: FAILED (not started): {note}" in log.getvalue()
+    assert pool.tally()["failed"] == [outcome]
 
 
 def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):

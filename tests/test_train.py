@@ -396,7 +396,8 @@ def run_cli_capture(capsys, argv):
     ({"label": "mcr2", "gam1": "nan"}, "argument --gam1: nan is not a finite number"),  # was an SVD traceback
     ({"label": "mcr2", "gam2": "-1"}, "argument --gam2: -1 must be positive"),
     ({"label": "mcr2", "mcr2_eps": "inf"}, "argument --mcr2_eps: inf is not a finite number"),  # trained nothing
-    ({"base_dir": "/dev/null"}, "cannot use /dev/null/cifar10/seed3/resnet32/model_speech: Not a directory"),
+    # was "cannot use /dev/null/cifar10/seed3/resnet32/model_speech: Not a directory"
+    ({"base_dir": "/dev/null"}, "cannot use /dev/null: a file, not a folder"),
     # an unset variable (--base_dir "$OUT") trained into the current folder
     ({"base_dir": ""}, "argument --base_dir: must not be empty (see train.py --help)"),
     ({"label_dir": ""}, "argument --label_dir: must not be empty"),

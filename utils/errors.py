@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import sys
+from pathlib import Path
 
 
 class UsageError(Exception):
@@ -56,15 +57,25 @@ def call_cli(main, argv=None):
     except OSError as err:
         # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
         # append is cut off again), so nothing earlier was lost.
-        verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
-        reason = err.strerror or err
-        if err.errno == errno.EEXIST and err.filename and not os.path.isdir(err.filename):
-            reason = "a file, not a folder"  # mkdir(exist_ok=True) on a file: not "File exists"
-        print(f"error: {verb} {err.filename or 'a file'}: {reason}", file=sys.stderr)
+        print(f"error: {os_error_text(err)}", file=sys.stderr)
     except KeyboardInterrupt as err:
         print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
     return EXIT_USAGE
+
+
+def os_error_text(err):
+    """An OSError as one line, for `call_cli` and a sweep's failed stage: 'could not write PATH:
+    No space left on device', 'cannot use PATH: a file, not a folder'."""
+    verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
+    path, reason = err.filename, err.strerror or err
+    if err.errno == errno.EEXIST and path and not os.path.isdir(path):
+        reason = "a file, not a folder"  # mkdir(exist_ok=True) on a file: not "File exists"
+    elif err.errno == errno.ENOTDIR and path:  # the file in the way, not a path through it
+        found = next((p for p in (path, *map(str, Path(path).parents)) if os.path.lexists(p)), None)
+        if found and not os.path.isdir(found):
+            path, reason = found, "a file, not a folder"
+    return f"{verb} {path or 'a file'}: {reason}"
 
 
 def choice(kind, name, valid, error=UsageError):

@@ -9,9 +9,10 @@ Every write goes to a temporary file in the same directory and is renamed over t
 killed job or a full disk leaves the previous file intact; metrics.jsonl alone is appended a
 line an epoch (a failed append is cut off again). JSON is strict: a NaN or infinite value
 (a diverged run's loss) is written as null. One job at a time works in a run directory
-(`run_lock`).
+(`run_lock`); one removed under it is an error, not made anew.
 """
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -127,17 +128,28 @@ def absolute_folders(args):
     return {k: str(Path(getattr(args, k)).absolute()) for k in ("data_dir", "label_dir", "base_dir")}
 
 
+def _still_there(path):
+    """`path`'s folder, where it is a run directory this process works in (`run_lock`), must still
+    be there: one removed meanwhile (by hand) is an OSError, not made anew holding this one file."""
+    folder = Path(path).absolute().parent
+    if folder in _held and not folder.is_dir():
+        raise OSError(errno.ENOENT, "removed while this job worked in it", str(folder))
+
+
 def write_json(path, obj):
+    _still_there(path)
     atomic_write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def write_jsonl(path, rows):
+    _still_there(path)
     atomic_write_text(path, "".join(json_text(r) + "\n" for r in rows))
 
 
 def append_jsonl(path, row):
     """One more line in a JSON-lines file. A write that fails (a full disk) is cut off, so that
     the file ends with whole lines, and is an OSError naming the file."""
+    _still_there(path)
     data, fd = (json_text(row) + "\n").encode(), os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         size, written = os.fstat(fd).st_size, 0
@@ -166,6 +178,7 @@ def read_json(path):
 
 
 def save_checkpoint(path, state):
+    _still_there(path)
     atomic_write(path, lambda f: torch.save(state, f))
 
 
