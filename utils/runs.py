@@ -274,7 +274,9 @@ def environment(argv=None):
     (`command_line`; sys.argv when None)."""
     env = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
            "labelrep": __version__, "git": code_version(), "platform": platform.platform(),
-           "argv": list(sys.argv) if argv is None else argv}
+           # a CPU's float rounding depends on how many threads share a convolution, and training
+           # amplifies it: the same flags on another thread count train other numbers
+           "threads": torch.get_num_threads(), "argv": list(sys.argv) if argv is None else argv}
     if torch.cuda.is_available():
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name()
