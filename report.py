@@ -221,7 +221,9 @@ def exclude_odd_seeds(records):
             continue
         base = split_noise(label)[0]
         compared = [k for k in RESULT_FLAGS if k != "seed" and acts_on(k, base)]
-        signatures = [tuple(r["flags"].get(k) for k in compared) for r in runs]
+        # a list or mapping (an edited config.json) as its text: signatures are counted
+        signatures = [tuple(str(v) if isinstance(v := r["flags"].get(k), (list, dict)) else v
+                            for k in compared) for r in runs]
         voters = [s for r, s in zip(runs, signatures) if r["train"]] or signatures
         counts = Counter(voters)
         common = max(counts, key=lambda s: (counts[s], -voters.index(s)))

@@ -279,7 +279,17 @@ def audio_files(audio_dir, num_classes):
     if missing:
         raise LabelError(f"{folder} lacks {', '.join(missing)} (expected 0.wav .. "
                          f"{num_classes - 1}.wav, one per class)")
-    return [numbered[i] for i in range(num_classes)]
+    paths = [numbered[i] for i in range(num_classes)]
+    for path in paths:  # a WAV cut short (a copy stopped part way) reads, without a word, as shorter audio
+        with open(path, "rb") as f:
+            head, size = f.read(12), os.fstat(f.fileno()).st_size
+        declared = int.from_bytes(head[4:8], "little") + 8
+        # a streaming writer's unknown length is 0 or 0xFFFFFFFF; one byte over: a missing pad byte
+        if head[:4] == b"RIFF" and head[8:] == b"WAVE" and declared - 8 not in (0, 0xFFFFFFFF) \
+                and declared > size + 1:
+            raise LabelError(f"audio file {path} is cut short: its header gives {declared} bytes, the "
+                             f"file holds {size}; copy it again")
+    return paths
 
 
 def synthesise_names(names, folder, voice=DEFAULT_ESPEAK_VOICE):

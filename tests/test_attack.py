@@ -529,13 +529,15 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
     summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
     assert "dropping 1 entries computed on another checkpoint" in err
     assert json.loads(results.read_text())["checkpoint"] == str(second)
-    saved = json.loads(results.read_text())  # an entry sweep.py and report.py would not count
-    saved["entries"][0]["robust_acc"] = None
-    results.write_text(json.dumps(saved))
-    summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
-    assert "dropping 1 malformed entries" in err and "reused" not in err
-    assert 0 <= summary["robust_acc"]["fgsm/untargeted/8/255"] <= 1
-    assert len(json.loads(results.read_text())["entries"]) == 1
+    # entries sweep.py and report.py would not count; a seed or amp that is a list was a TypeError
+    for change in ({"robust_acc": None}, {"seed": [3]}, {"amp": {}}):
+        saved = json.loads(results.read_text())
+        saved["entries"][0] |= change
+        results.write_text(json.dumps(saved))
+        summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
+        assert "dropping 1 malformed entries" in err and "reused" not in err
+        assert 0 <= summary["robust_acc"]["fgsm/untargeted/8/255"] <= 1
+        assert len(json.loads(results.read_text())["entries"]) == 1
     for content, message in (("[]", "holds an array, not the JSON object labelrep writes"),
                              ('{"entries": 5}', "is not an attack.py results file")):
         results.write_text(content)

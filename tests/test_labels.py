@@ -518,6 +518,14 @@ def test_bad_audio_dirs(tones, tmp_path, capsys):
     status, _, err = speech_from(broken)
     assert status == 2 and "cannot read audio file" in err and "0.wav" in err
 
+    cut = tmp_path / "cut"  # a copy stopped part way: its first half was made into a target
+    shutil.copytree(tones, cut)
+    whole = (cut / "4.wav").read_bytes()
+    (cut / "4.wav").write_bytes(whole[:len(whole) // 2])
+    status, _, err = speech_from(cut)
+    assert status == 2 and (f"audio file {cut / '4.wav'} is cut short: its header gives {len(whole)} "
+                            f"bytes, the file holds {len(whole) // 2}; copy it again") in err
+
     padded = tmp_path / "padded"
     shutil.copytree(tones, padded)
     shutil.copy(padded / "5.wav", padded / "01.wav")  # was read as class 1, beside 1.wav or for it

@@ -651,6 +651,17 @@ def test_a_tie_between_flag_sets_keeps_the_first_seeds(tmp_path):
     assert reasons == {"seed2": ["left out of the tables: trained with --epochs 5 (the other seeds: 4)"]}
 
 
+def test_a_flag_edited_into_a_list_is_another_seeds_flag(tmp_path):
+    """A config.json flag holding a list (an edited file) was a TypeError traceback."""
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, epochs=4)
+    run_dir = make_run(base, "category", 2, test_acc=0.5, valid_acc=0.5, epochs=4)
+    (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": [4], "label": "category"}}))
+    summary = report(base, tmp_path / "out", draw=False)
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons == {"seed2": ["left out of the tables: trained with --epochs [4] (the other seeds: 4)"]}
+
+
 def test_without_level_100_the_clean_table_is_the_largest_level(tmp_path):
     base = tmp_path / "runs"
     make_run(base, "category", 1, level=50, test_acc=0.5, valid_acc=0.5)

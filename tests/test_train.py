@@ -506,6 +506,12 @@ def best_model_of_another_form(checkpoint):
             "best_space": checkpoint["label_space"]}
 
 
+def best_of_no_validation_accuracy(checkpoint):
+    """A run with validation images whose best epoch has none: a TypeError traceback once the next
+    epoch's accuracy was compared with it."""
+    return {"history": checkpoint["history"][:1], "best": {"valid_acc": None, "epoch": 1}}
+
+
 @pytest.mark.parametrize("change, message", [
     ({"best": {}}, "holds best entries of another form"),
     ({"history": "abc"}, "holds history, best entries of another form"),  # trained an epoch, then failed
@@ -522,6 +528,7 @@ def best_model_of_another_form(checkpoint):
     (rows_with(seconds="x"), "holds history, best entries of another form"),
     (rows_with(images_per_s=None), "holds history, best entries of another form"),
     ({"best": {"valid_acc": "x", "epoch": 2}}, "holds best entries of another form"),
+    (best_of_no_validation_accuracy, "holds best entries of another form"),
     ({"config": {"flags": {}, "segments": "x"}}, "holds config entries of another form"),
     (best_model_of_another_form, "(ValueError: its best_model weights are not of the form of its model "
                                  "weights)"),
@@ -658,6 +665,19 @@ def test_run_files_that_hold_no_json_object_are_one_line(speech_run, capsys, cif
         assert line == (f"error: {run_dir / name} holds {kind}, not the JSON object labelrep writes; "
                         "delete it to redo that step")
         (run_dir / name).write_text(kept)
+
+
+@pytest.mark.parametrize("flags_entry", [None, "--epochs 2 --lr 0.1"])
+def test_a_config_whose_flags_are_no_mapping_compares_none(speech_run, capsys, cifar10_dir, label_dir,
+                                                          tmp_path, flags_entry):
+    """config.json's flags null or text (an edited file) was a TypeError traceback; like a config.json
+    without flags, it holds none to compare with the flags asked for."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps(config | {"flags": flags_entry}))
+    results = train.main(flags(cifar10_dir, base, label_dir))
+    assert results["test_acc"] == last_json(speech_run[1])["test_acc"]
+    assert "run already complete" in capsys.readouterr().err
 
 
 def test_another_label_types_flags_are_ignored_with_a_warning(speech_run, capsys, cifar10_dir,
@@ -934,6 +954,11 @@ def test_no_validation_images_is_no_validation_accuracy(cifar10_dir, label_dir, 
     assert result["valid_acc"] is None and result["valid_loss"] is None
     assert result["best_epoch"] == 1 and 0 <= result["test_acc"] <= 1
     assert "no validation images" in proc.stderr
+    run_dir = Path(result["run_dir"])  # its checkpoint's best valid_acc, None, resumes
+    (run_dir / RESULTS).unlink()
+    resumed = last_json(run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir, epochs=1),
+                                   "--valid_size", "0", "--resume"))
+    assert resumed["valid_acc"] is None and resumed["test_acc"] == result["test_acc"]
 
 
 @pytest.mark.parametrize("lr, diverged", [("1e6", "training"), ("1e3", "validation")])

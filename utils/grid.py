@@ -340,8 +340,9 @@ def accuracy(value):
 def well_formed(entry):
     """Whether an attack_results.json entry names its setting and holds its result, as attack.py
     writes it: attack, objective and eps_label text, targeted true/false, eps a finite number >= 0,
-    robust_acc an accuracy; clean_acc and target_success accuracies, steps, restarts and
-    num_images whole numbers and step_size a number, where present."""
+    robust_acc an accuracy; clean_acc and target_success accuracies, steps, restarts, num_images
+    and seed whole numbers, step_size a number, amp true/false and images_sha256 text, where
+    present (attack.py's reuse keys on them)."""
     if not isinstance(entry, dict):
         return False
     return (isinstance(entry.get("attack"), str) and isinstance(entry.get("targeted"), bool)
@@ -352,8 +353,10 @@ def well_formed(entry):
             and all(entry.get(k) is None or accuracy(entry[k]) is not None
                     for k in ("clean_acc", "target_success"))
             and all(entry.get(k) is None or nonnegative(entry[k], int)
-                    for k in ("steps", "restarts", "num_images"))
-            and (entry.get("step_size") is None or nonnegative(entry["step_size"])))
+                    for k in ("steps", "restarts", "num_images", "seed"))
+            and (entry.get("step_size") is None or nonnegative(entry["step_size"]))
+            and entry.get("amp") in (None, True, False)
+            and (entry.get("images_sha256") is None or isinstance(entry["images_sha256"], str)))
 
 
 def attack_entries(results):

@@ -386,7 +386,8 @@ def run_changes(config, args, label_sha256, now="now", data=None):
     acts on nothing), other label targets, if it recorded their `label_sha256` and
     `label_sha256` (the targets asked for now) differs, and, with `data` (`data_facts` now),
     another number of training images or other images and labels."""
-    saved = config.get("flags", {})
+    saved = config.get("flags")
+    saved = saved if isinstance(saved, dict) else {}  # none recorded (null in an edited config.json)
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
              if acts_on(k, args.label)}
     changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(v)})" for k, v in asked.items()
@@ -428,13 +429,17 @@ def _malformed_entries(checkpoint):
     rows = isinstance(history, list) and all(
         isinstance(r, dict) and HISTORY_KEYS <= set(r)
         and all(_number(r[k], k in NULLABLE) for k in HISTORY_KEYS - {"epoch"}) for r in history)
+    epoch = best.get("epoch") if isinstance(best, dict) else None
+    # a best valid_acc of None is a run's without validation images, whose best epoch has none either
+    unvalidated = rows and type(epoch) is int and 0 < epoch <= len(history) \
+        and history[epoch - 1]["valid_acc"] is None
     checks = {
         "model": isinstance(checkpoint["model"], dict),
         "optimizer": (isinstance(checkpoint["optimizer"], dict)
                       and {"state", "param_groups"} <= set(checkpoint["optimizer"])),
         "history": rows and [r["epoch"] for r in history] == list(range(1, len(history) + 1)),
-        "best": (isinstance(best, dict) and _number(best.get("valid_acc"), nullable=True)
-                 and type(best.get("epoch")) is int and -1 <= best["epoch"] <= (len(history) if rows else 0)),
+        "best": (isinstance(best, dict) and _number(best.get("valid_acc"), nullable=unvalidated)
+                 and type(epoch) is int and -1 <= epoch <= (len(history) if rows else 0)),
         "config": (isinstance(config, dict) and isinstance(config.get("flags"), dict)
                    and isinstance(config.get("segments", []), list)),
         "label_space": isinstance(checkpoint["label_space"], dict),
