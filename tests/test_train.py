@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import traceback
 import types
 from pathlib import Path
 
@@ -1150,11 +1151,14 @@ def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifa
     (sweep.main, "--stages", "argument --stages: expected at least one argument (see sweep.py --help)"),
 ])
 def test_a_bad_flag_in_process_is_a_usage_error(monkeypatch, main, flag, message):
-    """It was SystemExit(2) after a line naming the caller (ipykernel_launcher.py --help)."""
+    """It was SystemExit(2) after a line naming the caller (ipykernel_launcher.py --help), then a
+    UsageError shown below argparse's own traceback ('During handling of the above exception')."""
     monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py"])
     with pytest.raises(UsageError) as err:
         main([flag])
     assert str(err.value) == message
+    shown = "".join(traceback.format_exception(err.value))
+    assert shown.count("Traceback") == 1 and "ArgumentError" not in shown, shown
 
 
 def test_in_process_argv_may_hold_paths_and_numbers_and_is_what_the_run_records(cifar10_dir, label_dir,
@@ -1180,6 +1184,36 @@ def test_in_process_argv_may_hold_paths_and_numbers_and_is_what_the_run_records(
     with pytest.raises(UsageError) as err:
         train.main("--epochs 1")
     assert str(err.value) == "train.py: argv is a list of arguments, not one string (shlex.split it)"
+
+
+class TinyTrunk(torch.nn.Module):
+    """A network of one's own, as README says to register one: features (N, F), out_features F."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.ReLU(),
+                                          torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.out_features = 4
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def test_a_network_a_notebook_registers_is_a_model_of_the_next_run(cifar10_dir, label_dir, tmp_path,
+                                                                   monkeypatch):
+    """--model's choices were ARCHITECTURES's entries when utils.flags was imported: a network the
+    kernel registered after that was 'argument --model: invalid choice' for train.main and attack.main."""
+    from architecture import ARCHITECTURES
+    monkeypatch.setitem(ARCHITECTURES, "tiny", TinyTrunk)
+    argv = flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1)
+    argv[argv.index("--model") + 1] = "tiny"
+    result = train.main(argv)
+    assert result["model"] == "tiny"
+    assert Path(result["checkpoint"]).name == "category_seed3_tiny_best_model.pth"
+    summary = attack.main(["--model", "tiny", "--label", "category", "--seed", "3", "--base_dir", tmp_path,
+                           "--data_dir", cifar10_dir, "--attacks", "fgsm", "--epsilons", "8/255",
+                           "--targeted", "no", "--num_images", 5, "--examples", 0, "--device", "cpu"])
+    assert summary["num_images"] == 5 and summary["run_dir"] == result["run_dir"]
 
 
 @pytest.mark.parametrize("command, flags", [

@@ -139,5 +139,5 @@ class CliParser(argparse.ArgumentParser):
             raise UsageError(f"{self.prog}: argv is a list of arguments, not one string (shlex.split it)")
         return super().parse_known_args(None if args is None else [str(a) for a in args], namespace)
 
-    def error(self, message):
-        raise UsageError(f"{message} (see {self.prog} --help)")
+    def error(self, message):  # not chained to argparse's own error: one traceback in a notebook
+        raise UsageError(f"{message} (see {self.prog} --help)") from None

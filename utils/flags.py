@@ -59,7 +59,7 @@ def label_name(text):
 
 
 SHARED = {
-    "model": {"default": "resnet32", "choices": sorted(ARCHITECTURES), "help": "network"},
+    "model": {"default": "resnet32", "help": "network"},  # choices: ARCHITECTURES as add_flags finds it
     "dataset": {"default": "cifar10", "choices": sorted(DATASETS), "help": "dataset"},
     "label_granularity": {"default": "fine", "choices": ("fine", "coarse"),
                           "help": "CIFAR-100 labels: the 100 fine classes or the 20 superclasses"},
@@ -98,6 +98,9 @@ def acts_on(flag, label):
 
 def add_flags(group, *names, **changes):
     """Declare the shared flags `names` in an argparse group, in that order; `changes` maps a
-    flag's name to the settings this script changes (a help that says what it means here)."""
+    flag's name to the settings this script changes (a help that says what it means here).
+    --model's choices are ARCHITECTURES's entries now, not at import: a network a notebook adds
+    there is then a --model of the next train.main or attack.main."""
     for name in names:
-        group.add_argument(f"--{name}", **(SHARED[name] | changes.get(name, {})))
+        choices = {"choices": sorted(ARCHITECTURES)} if name == "model" else {}
+        group.add_argument(f"--{name}", **(SHARED[name] | choices | changes.get(name, {})))

@@ -8,6 +8,7 @@ SGD steps whose losses stay on the device until the epoch ends (one host sync pe
 import contextlib
 import ctypes
 import functools
+import inspect
 import math
 import statistics
 import sys
@@ -153,6 +154,9 @@ def prepare(images, channels_last):
     return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
+ISOLATES_RECOMPILES = "isolate_recompiles" in inspect.signature(torch.compile).parameters
+
+
 class Compiled:
     """`fn` under torch.compile in `mode` for the batch size of its first call only (the length of
     its first argument), with static shapes; a call with another batch size runs `fn` eagerly.
@@ -171,11 +175,19 @@ class Compiled:
     accumulation), so forward, backward and accumulations are one graph; otherwise `.backward()`
     ends a graph and runs eagerly. torch reads the setting while it traces, so it is set around
     this function's calls only, directly (7 us a call on this CPU; `config.patch` took 190 us).
+
+    `isolated`: `fn`'s graphs count against a recompile limit of their own (torch.compile's
+    `isolate_recompiles`), not against those that other `Compiled` of the same code compiled
+    earlier in the process. A `TrainStep`'s graphs guard on its optimizer's identity, so each run
+    in one process (a notebook calling train.main in a loop) compiled the step anew under the same
+    code, and the 9th (torch's recompile_limit, 8) trained without compilation. A torch before
+    2.14 (a GPU machine's own) has no such option: its runs share the limit, as before.
     """
 
-    def __init__(self, fn, mode, autograd=False):
+    def __init__(self, fn, mode, autograd=False, isolated=False):
         self.fn, self.size, self.autograd = fn, None, autograd
-        self.graph = torch.compile(fn, mode=mode, dynamic=False)
+        isolation = {"isolate_recompiles": isolated} if ISOLATES_RECOMPILES else {}
+        self.graph = torch.compile(fn, mode=mode, dynamic=False, **isolation)
 
     def __call__(self, batch, *args):
         self.size = self.size or len(batch)
@@ -192,9 +204,9 @@ class Compiled:
         return getattr(self.fn, name)
 
 
-def compiled(model, mode, autograd=False):
+def compiled(model, mode, autograd=False, isolated=False):
     """`model` as `Compiled` in torch.compile's `mode`; with no mode, the model itself."""
-    return Compiled(model, mode, autograd) if mode else model
+    return Compiled(model, mode, autograd, isolated) if mode else model
 
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
@@ -295,7 +307,7 @@ class TrainStep:
     def __init__(self, model, space, lr, amp=False, channels_last=False, compile=None):
         self.model, self.space, self.amp, self.channels_last = model, space, amp, channels_last
         self.optimizer = make_optimizer(model, lr, compile)
-        self._run = compiled(self._step, compile, autograd=distributed.current().world == 1)
+        self._run = compiled(self._step, compile, autograd=distributed.current().world == 1, isolated=True)
         # marking a step imports torch's CUDA-graph machinery (seconds, at every start): only for
         # the modes that record graphs
         self.graphs = compile in CUDA_GRAPH_MODES
