@@ -24,7 +24,8 @@ import sweep
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
 from utils.errors import UsageError, call_cli, run_cli
-from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, RESULTS, save_checkpoint, write_json
+from utils.grid import train_state
+from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, RESULTS, save_checkpoint, write_json
 
 TIMING = ("seconds", "images_per_s")
 
@@ -721,6 +722,23 @@ def finished_copy(speech_run, tmp_path):
     base, _ = speech_run
     shutil.copytree(base, tmp_path / "runs")
     return tmp_path / "runs", tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"
+
+
+def test_a_trained_model_without_its_last_checkpoint_is_not_trained_over(speech_run, capsys, cifar10_dir,
+                                                                          label_dir, tmp_path):
+    """results.json and last_checkpoint.pth deleted (to attack again, to save space): --resume
+    started over from epoch 1 and wrote over the best checkpoint and metrics.jsonl."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / RESULTS).unlink()
+    (run_dir / LAST_CHECKPOINT).unlink()
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    best = run_dir / "speech_seed3_resnet32_best_model.pth"
+    assert run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True)) == (
+        f"error: {best} holds a trained model, but last_checkpoint.pth, which --resume continues from, "
+        "is gone; pass --force to train the run again from epoch 1")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    assert train_state(run_dir) == (False, "cannot resume: a best checkpoint but no last_checkpoint.pth: "
+                                           "train.py refuses it; delete the run directory to start over")
 
 
 def test_force_drops_the_old_results_and_checkpoints_before_it_trains(speech_run, monkeypatch, cifar10_dir,

@@ -461,6 +461,8 @@ def train_state(run_dir, train_namespace=None):
             return False, f"cannot resume: trained with {', '.join(diffs)}: {REFUSED}"
         epochs = getattr(train_namespace, "epochs", "?")
         return False, f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged)"
+    if any(run_dir.glob("*_best_model.pth")):  # its last checkpoint deleted: train.py refuses
+        return False, f"cannot resume: a best checkpoint but no {LAST_CHECKPOINT}: {REFUSED}"
     if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
         return False, f"start over ({counted(logged, 'epoch')} logged, no checkpoint to resume from)"
     return False, "new"

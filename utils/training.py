@@ -617,6 +617,9 @@ def run_training(args, argv=None):
                 best_saved = checkpoint["best"]["epoch"] if on_file else None
                 if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
                     space = space_from_state(checkpoint["label_space"])
+        elif best_path.exists() and not args.force:  # its last checkpoint deleted (by hand, for space)
+            raise UsageError(f"{best_path} holds a trained model, but {last_path.name}, which --resume "
+                             "continues from, is gone; pass --force to train the run again from epoch 1")
 
         config = _config(args, run_dir, split, data, space, label_sha256, facts, argv) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
