@@ -223,8 +223,8 @@ RUN_FLAGS = tuple((flag, "category" if flag == "label" else SHARED[flag]["defaul
 def load_model(args, path):
     """Rebuild the model and its label space from the checkpoint alone. Of RUN_FLAGS, those left
     unset take the checkpoint's values (its run's seed draws the targets and random starts);
-    those given, but for the seed and a flag that acted on nothing, must match them. An unset --data_dir is the run's, which must
-    be here."""
+    those given, but for the seed and a flag that acted on nothing, must match them. An unset
+    --data_dir is the run's, which must be here."""
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
     trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
