@@ -254,13 +254,17 @@ def load_model(args, path):
 def check_fits(args, path, space, data):
     """The checkpoint's classes are the dataset's, and a label file of the run's name in
     --label_dir, if there is one, holds targets of its shape."""
-    from labels import label_path, read_targets
+    from labels import LabelError, label_path, read_targets
     if space.num_classes != data.num_classes:
         raise UsageError(f"{path} predicts {space.num_classes} classes, but {args.dataset} "
                          f"({args.label_granularity}) has {data.num_classes}")
     label_file = label_path(args.dataset, space.name, args.label_dir)
     if space.name not in FILELESS_LABELS and label_file.is_file():
-        targets = read_targets(label_file)
+        try:
+            targets = read_targets(label_file)
+        except LabelError as err:  # the checkpoint's targets are used; the file is only checked against
+            raise LabelError(f"{err}; {path} carries its own targets, so fix or remove that file, or point "
+                             "--label_dir at a folder without it, to attack the run") from None
         shape = targets.shape[1:]  # a file of another class count is another granularity's: not the run's
         if len(targets) == data.num_classes and tuple(shape) != tuple(space.output_shape):
             raise UsageError(f"{path} was trained on {space.name} targets of shape "

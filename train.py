@@ -112,7 +112,7 @@ def main(argv=None):
         raise UsageError(f"process {os.environ.get('RANK')} of this torchrun stopped: another process "
                          "ended first (its error is above, or torchrun's report below says how it "
                          "ended)") from None
-    except KeyboardInterrupt as err:  # in an epoch's steps it says what is kept
+    except KeyboardInterrupt as err:  # in the epoch loop it says what is kept
         raise KeyboardInterrupt(str(err) or "rerun with --resume to continue from the last "
                                 "checkpoint") from None
     if main_process:

@@ -552,14 +552,34 @@ def _load_glove(source):
 
 
 def _read_vectors(KeyedVectors, path):
-    # GloVe's own files have no header line; word2vec-format files (gensim-data's) have one.
-    problem = None
-    for no_header in (True, False):
-        try:
-            return KeyedVectors.load_word2vec_format(str(path), no_header=no_header)
-        except Exception as exc:  # a wrong header guess shows up as a parse error
-            problem = exc
-    raise LabelError(f"cannot read word vectors from {path}: {_one_line(problem)}")
+    # GloVe's own files have no header line; word2vec-format files (gensim-data's) start "COUNT DIM".
+    from gensim import utils
+    with utils.open(str(path), "rb") as f:
+        first = f.readline().split()
+    header = len(first) == 2 and all(v.isdigit() for v in first)
+    try:
+        return KeyedVectors.load_word2vec_format(str(path), no_header=not header)
+    except Exception as exc:  # gensim's parse errors name no line: "could not convert string to float"
+        raise LabelError(f"cannot read word vectors from {path}: "
+                         f"{_malformed_line(path, header) or _one_line(exc)}") from None
+
+
+def _malformed_line(path, header):
+    """'line N is not ...' for the first line of a word-vector text file that is not a word and as
+    many numbers as the header (or the first line) gives; None if there is none (or none at all)."""
+    from gensim import utils
+    with utils.open(str(path), "rb") as f:
+        size = int(f.readline().split()[1]) if header else None
+        for number, line in enumerate(f, 2 if header else 1):
+            values = line.rstrip().split(b" ")[1:]  # split as gensim does
+            size = len(values) if size is None else size
+            try:
+                [float(v) for v in values]
+            except ValueError:
+                values = None
+            if values is None or len(values) != size:
+                return f"line {number} is not a word followed by {size} numbers"
+    return "the file is empty" if size is None else None
 
 
 # ----------------------------------------------------------------------------- registry

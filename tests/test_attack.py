@@ -619,6 +619,11 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     other_labels = flags[:flags.index("--label_dir") + 1] + [str(tmp_path)] + flags[flags.index("--base_dir"):]
     line = one_line_error(capsys, other_labels)
     assert "targets of shape (64, 64), but" in line and "holds shape (48, 48)" in line
+    (tmp_path / "cifar10_speech.npy").write_bytes(b"\x93NUMPY broken")  # said only: not a readable .npy
+    line = one_line_error(capsys, other_labels)
+    assert f"label file {tmp_path}/cifar10_speech.npy is not a readable .npy file" in line
+    assert line.endswith(f"{checkpoint} carries its own targets, so fix or remove that file, or point "
+                         "--label_dir at a folder without it, to attack the run")
     assert "eps 2 is outside [0, 1]" in one_line_error(capsys, flags + ["--epsilons", "0", "2"])
     assert "'x' is not a number or a fraction" in one_line_error(capsys, flags + ["--epsilons", "x"])
     assert "eps 1e-400 is below the smallest float" in one_line_error(capsys, flags + ["--epsilons", "1e-400"])

@@ -275,6 +275,24 @@ def test_glove_tiny_file(tiny_glove, tmp_path, capsys):
     assert status == 2 and "no such file" in err
 
 
+def test_a_malformed_glove_line_is_named(tiny_glove, tmp_path, capsys):
+    """It said "invalid literal for int() with base 10: 'airplane'" (the parse of the file as one
+    with a header, tried last), whatever line was wrong."""
+    lines = tiny_glove.read_text().splitlines()
+    glove = tmp_path / "broken.50d.txt"
+    for line, why in ((lines[2].rsplit(" ", 1)[0], "a value short"), (lines[2] + " x", "text"), ("", "blank")):
+        glove.write_text("\n".join(lines[:2] + [line] + lines[3:]) + "\n")
+        status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove", glove,
+                                             "--out", tmp_path], capsys)
+        assert (status, err) == (2, f"error: cannot read word vectors from {glove}: line 3 is not a word "
+                                    "followed by 50 numbers\n"), why
+    glove.write_text("")
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove", glove,
+                                         "--out", tmp_path], capsys)
+    assert err == f"error: cannot read word vectors from {glove}: the file is empty\n"
+    assert not list(tmp_path.glob("*.npy"))
+
+
 # ----------------------------------------------------------------------------- the paper's files
 
 @needs_reference

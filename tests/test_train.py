@@ -841,13 +841,25 @@ def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_pat
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"error: interrupted; {run_dir}: stopped during epoch 1; no checkpoint was written, rerun with --resume")
 
-    def interrupted_in_validation(*args, **kwargs):  # after the steps of epoch 1: nothing kept yet
-        raise KeyboardInterrupt
+    # in validation and in a checkpoint's write, it said only 'rerun with --resume to continue from
+    # the last checkpoint': not which run, nor what was kept
     monkeypatch.setattr(utils.training, "train_epoch", real_train_epoch)
-    monkeypatch.setattr(utils.training, "evaluate", interrupted_in_validation)
-    assert call_cli(train.main, flags(cifar10_dir, tmp_path, label_dir, epochs=1)) == 130
+    monkeypatch.setattr(utils.training, "is_better", lambda valid, best, history: len(history) == 1)
+    saves = recorded_saves(monkeypatch, killed_at=2)  # the best (epoch 1), once epoch 2's last is written
+    three = flags(cifar10_dir, tmp_path, label_dir, epochs=3, checkpoint_seconds=0)
+    assert call_cli(train.main, three) == 130
+    assert saves == [("last", 1), ("last", 2), ("best", 1)]
     assert capsys.readouterr().err.splitlines()[-1] == (
-        "error: interrupted; rerun with --resume to continue from the last checkpoint")
+        f"error: interrupted; {run_dir}: stopped during epoch 2; the checkpoint after epoch 2 is kept, rerun "
+        "with --resume")
+
+    def interrupted_in_validation(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils.training, "evaluate", interrupted_in_validation)
+    assert call_cli(train.main, three + ["--resume"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: interrupted; {run_dir}: stopped during epoch 3; the checkpoint after epoch 2 is kept, rerun "
+        "with --resume")
 
 
 def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):

@@ -6,6 +6,7 @@ exits with status 2 (130 after Ctrl-C), so a batch log or a notebook sees one li
 traceback.
 """
 import argparse
+import contextlib
 import errno
 import math
 import os
@@ -62,6 +63,16 @@ def call_cli(main, argv=None):
         print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
     return EXIT_USAGE
+
+
+@contextlib.contextmanager
+def interrupt_says(text):
+    """Ctrl-C in the block ends as a KeyboardInterrupt carrying `text()` (called then: what the
+    interrupted work keeps and how to go on), which `call_cli` prints after 'error: interrupted'."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(text()) from None
 
 
 def os_error_text(err):

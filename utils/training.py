@@ -20,7 +20,7 @@ from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from labels import granularity_fix
 from utils import distributed, preempt
-from utils.errors import UsageError
+from utils.errors import UsageError, interrupt_says
 from utils.flags import acts_on
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
@@ -672,36 +672,38 @@ def run_training(args, argv=None):
             best_saved = best["epoch"]
 
         def save(epoch_done):
+            nonlocal saved
             behind = best["epoch"] not in (epoch_done, best_saved)
             kept = {"best_model": best_state, "best_space": best_space} if behind else {}
             save_checkpoint(last_path, checkpoint_state(
                 model.state_dict(), model.model_args, space.state(), epoch_done, config,
                 optimizer=step.optimizer.state_dict(), history=history, best=best, **kept))
+            saved = epoch_done  # a stop while the best is written keeps this one
             if behind:
                 save_best()
 
-        first_epoch = len(history)
+        def stopped(when):  # what a run stopped in the loop keeps, by Ctrl-C or a signal
+            kept = f"the checkpoint after epoch {saved} is kept" if saved else "no checkpoint was written"
+            return f"{run_dir}: stopped {when}; {kept}, rerun with --resume"
+
+        first_epoch = epoch = len(history)
+        # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
+        interrupted = interrupt_says(lambda: stopped(f"during epoch {epoch + 1}"))
         with preempt.catching(), Progress(args.epochs, f"{args.model} {args.label}", "epoch",
-                                          initial=len(history), enabled=writes) as progress:
+                                          initial=len(history), enabled=writes) as progress, interrupted:
             for epoch in range(first_epoch, args.epochs):
                 lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
                 step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
                 generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
                 start = time.perf_counter()
-                kept = f"the checkpoint after epoch {saved} is kept" if saved else "no checkpoint was written"
                 # a stop signal ends the epoch at once where nothing trained is lost, or where the
                 # epoch may not end before the kill that follows the signal
                 stoppable = saved == epoch or bool(history) and history[-1]["seconds"] > preempt.FINISH_SECONDS
-                try:
-                    train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr,
-                                        stoppable=stoppable)
-                except KeyboardInterrupt:  # Ctrl-C, where a run spends its time: what is kept
-                    raise KeyboardInterrupt(f"{run_dir}: stopped during epoch {epoch + 1}; {kept}, rerun "
-                                            "with --resume") from None
+                train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr,
+                                    stoppable=stoppable)
                 if train is None:
                     progress.close()
-                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal during epoch {epoch + 1}; "
-                                             f"{kept}, rerun with --resume")
+                    preempt.exit_for_requeue(stopped(f"by signal during epoch {epoch + 1}"))
                 step_seconds = time.perf_counter() - start  # the training steps alone
                 if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
                     progress.message(warning)  # every graph of the step has run by now
