@@ -862,6 +862,24 @@ def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_pat
         "with --resume")
 
 
+def test_a_resume_on_another_thread_count_warns(speech_run, capsys, cifar10_dir, label_dir, tmp_path):
+    """The same flags on 1 and 2 CPU threads train other numbers: a resume that changes the count
+    says so, as the README's promise of an uninterrupted run's numbers holds only without."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    threads = json.loads((run_dir / "config.json").read_text())["environment"]["threads"]
+    before = torch.get_num_threads()
+    try:
+        for now, warned in ((threads, False), (threads + 1, True)):
+            (run_dir / RESULTS).unlink(missing_ok=True)
+            torch.set_num_threads(now)
+            train.main(flags(cifar10_dir, base, label_dir, resume=True))
+            err = capsys.readouterr().err
+            assert (f"warning: resumed with threads {threads} -> {now}: float rounding differs from the epochs "
+                    "before, so the run will not end bit for bit as an uninterrupted one" in err) is warned, err
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):
     """A job killed between the last checkpoint's write and the metrics' lost a row for good."""
     base, run_dir = finished_copy(speech_run, tmp_path)

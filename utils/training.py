@@ -561,6 +561,15 @@ def _segments(checkpoint, config):
                        "environment": config["environment"]}]
 
 
+def _rounding_changes(segments, device):
+    """What changed, of what a run's float rounding depends on (torch, the GPU, a CPU's thread
+    count), between the last two segments' environments: ['threads 1 -> 2', ...]."""
+    before, now = ((s.get("environment") if isinstance(s, dict) else None) or {} for s in segments[-2:])
+    keys = ("torch", "gpu", "threads") if device.type == "cpu" else ("torch", "gpu")
+    return [f"{k} {before[k]} -> {now.get(k)}" for k in keys
+            if before.get(k) is not None and before[k] != now.get(k)]
+
+
 def run_training(args, argv=None):
     """Train one run as the flags say; returns the results dict (also written to results.json).
     `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None)."""
@@ -642,6 +651,9 @@ def run_training(args, argv=None):
             history, best = checkpoint["history"], checkpoint["best"]
             if writes:
                 log(f"resuming {run_dir} after epoch {len(history)}")
+                if changes := _rounding_changes(config["segments"], device):
+                    log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
+                        "epochs before, so the run will not end bit for bit as an uninterrupted one")
         if writes:
             if args.force:  # the old run's checkpoints go, and its results and its attacks' with them
                 for path in (results_path, run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES, last_path,
