@@ -570,15 +570,16 @@ def open_log(log, header):
     return out
 
 
-def local_slots(opts, runs=None):
-    """One environment per concurrent run: a GPU each, or an equal share of the CPU cores among
-    the slots that have a run (of `runs` to run; all when None)."""
+def local_slots(opts):
+    """One environment per concurrent run: a GPU each, or an equal share of the CPU cores, among
+    all the slots whatever the number of runs left to run: a CPU's float rounding depends on its
+    thread count, so a run resumed by the same command again trains on the count it began with."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if opts.gpus:  # a list of ids (see gpu_ids)
         slots = [{"CUDA_VISIBLE_DEVICES": g} for g in opts.gpus]
     else:
         slots = [{} for _ in range(opts.jobs)]
-    threads = str(max(1, cores // max(1, min(len(slots), runs or len(slots)))))
+    threads = str(max(1, cores // max(1, len(slots))))
     for slot in slots:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             slot.setdefault(var, os.environ.get(var, threads))
@@ -619,7 +620,7 @@ def main(argv=None):
         print(json_text(summary), flush=True)
         return summary
     print(count_line(tasks), file=sys.stderr, flush=True)
-    pool = LocalPool(tasks, local_slots(opts, len(todo)))
+    pool = LocalPool(tasks, local_slots(opts))
     pool.run()
     tally = pool.tally()
     summary = {"runs": len(tasks), "skipped": len(tasks) - len(todo), **tally,

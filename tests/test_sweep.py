@@ -845,15 +845,26 @@ def test_grid_readers_and_names():
     assert run_directory("o", "cifar10", 100, 1, "resnet32", "speech", 0.25).name == "model_speech_noise0.25"
 
 
-def test_local_slots_share_the_cores(monkeypatch):
-    """--jobs 4 on 8 cores: 2 threads each (all 8 each oversubscribed the CPU 4 times)."""
+def test_local_slots_share_the_cores(monkeypatch, tmp_path, cifar10_dir, label_dir):
+    """--jobs 4 on 8 cores: 2 threads each (all 8 each oversubscribed the CPU 4 times), however
+    many runs are left: with 1 left, as when the same command resumes a grid, it had 8, and a
+    CPU's rounding, so a run's numbers, depends on the thread count."""
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
     opts = argparse.Namespace(gpus=None, jobs=4)
     assert sweep.local_slots(opts) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
-    # two runs to run: the cores are shared by the two slots that get one, not left idle
-    assert sweep.local_slots(opts, runs=2)[0] == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
+
+    class Started(Exception):
+        pass
+
+    def pool(tasks, slots):
+        raise Started(len([t for t in tasks if t.todo]), slots)
+    monkeypatch.setattr(sweep, "LocalPool", pool)
+    with pytest.raises(Started) as started:
+        sweep.main(["--labels", "category", "--seeds", "3", "--local", "--jobs", "4",
+                    *tiny(cifar10_dir, label_dir, tmp_path)])
+    assert started.value.args == (1, [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting stays
     assert sweep.local_slots(opts)[0]["OMP_NUM_THREADS"] == "3"
 
