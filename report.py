@@ -27,7 +27,7 @@ from pathlib import Path
 from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run_cli
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry_key, eps_text,
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
-from utils.atomic import atomic_write, atomic_write_text
+from utils.atomic import file_set
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
                         run_dir_of, run_folder_name)
 
@@ -469,7 +469,8 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
-def write_csv(path, rows, columns):
+def write_csv(put, path, rows, columns):
+    """`rows` as a CSV file of `columns`, through `put` (a `file_set`'s)."""
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(columns)
@@ -477,7 +478,7 @@ def write_csv(path, rows, columns):
         writer.writerow(["" if row.get(c) is None else
                          " ".join(map(str, row[c])) if isinstance(row.get(c), list) else row[c]
                          for c in columns])
-    atomic_write_text(path, text.getvalue())
+    put(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def one(values):
@@ -624,9 +625,10 @@ def plot_line(ax, xs, stats_list, label, style):
         ax.plot(xs, means, label=label, **style)
 
 
-def figures(out, accuracy, robust, records):
-    """PNG figures; returns their file names. Drawn on Figure objects, not through pyplot: a
-    notebook that calls report() keeps its backend and its open figures."""
+def figures(put, out, accuracy, robust, records):
+    """PNG figures in `out`, through `put` (a `file_set`'s); returns their file names. Drawn on
+    Figure objects, not through pyplot: a notebook that calls report() keeps its backend and its
+    open figures."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -634,7 +636,7 @@ def figures(out, accuracy, robust, records):
     written = []
 
     def save(fig, name):
-        atomic_write(out / name, lambda f: fig.savefig(f, format="png", dpi=120))
+        put(out / name, lambda f: fig.savefig(f, format="png", dpi=120))
         written.append(name)
 
     figures_rows = defaultdict(list)
@@ -758,38 +760,42 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
     accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
                         "valid_acc_mean", "valid_acc_std", "valid_acc_n", "train_images", "test_images",
                         "epochs", "best_epoch_mean"]
-    write_csv(out / "clean_accuracy.csv", clean, accuracy_columns)
-    write_csv(out / "data_efficiency.csv", accuracy, accuracy_columns)
     noise = noise_rows(accuracy)
-    if noise:
-        write_csv(out / "label_noise.csv", noise, accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:])
-    write_csv(out / "robust_accuracy.csv", robust, [
-        "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
-        "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
-        "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
-        "step_size", "restarts", "amp"])
     unfinished = {i["run_dir"] for i in incomplete}
     run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
                 for r in records]
-    write_csv(out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status", "test_acc",
-                                           "epochs_done", "epochs", "run_dir"])
     tables = tables_markdown(title, base_dir, accuracy, robust, incomplete, missing, expected_from, counts)
-    atomic_write_text(out / "tables.md", tables)
-    written = figures(out, accuracy, robust, records) if draw else []
-    summary = {
-        "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
-        "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
-        "robust_accuracy": robust,
-        "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
-                   for k, by_label in sorted(curve_means(records).items()) for label, values in by_label.items()],
-        "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "train", "attack", "problems")}
-                 for r in records],
-        "incomplete": incomplete, "missing": missing,
-        "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
-                  *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
-    }
-    atomic_write_text(out / "summary.json", json_text(summary, indent=1) + "\n")
+    # one set: a failure part way (a full disk) leaves the earlier report's files as they were
+    with file_set() as put:
+        write_csv(put, out / "clean_accuracy.csv", clean, accuracy_columns)
+        write_csv(put, out / "data_efficiency.csv", accuracy, accuracy_columns)
+        if noise:
+            write_csv(put, out / "label_noise.csv", noise,
+                      accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:])
+        write_csv(put, out / "robust_accuracy.csv", robust, [
+            "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
+            "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
+            "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
+            "step_size", "restarts", "amp"])
+        write_csv(put, out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status",
+                                                    "test_acc", "epochs_done", "epochs", "run_dir"])
+        put(out / "tables.md", lambda f: f.write(tables.encode()))
+        written = figures(put, out, accuracy, robust, records) if draw else []
+        summary = {
+            "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
+            "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
+            "robust_accuracy": robust,
+            "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
+                       for k, by_label in sorted(curve_means(records).items())
+                       for label, values in by_label.items()],
+            "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "train", "attack", "problems")}
+                     for r in records],
+            "incomplete": incomplete, "missing": missing,
+            "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
+                      *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
+        }
+        put(out / "summary.json", lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
     remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
 

@@ -317,6 +317,36 @@ def test_cli_json_line_and_bad_base_dir(study, tmp_path):
                                                  "not a folder\n")  # was "File exists"
 
 
+def test_a_report_that_does_not_fit_on_the_disk_leaves_the_earlier_one(study, tmp_path, monkeypatch, capsys):
+    """It stopped at the figure that did not fit, with the new CSVs and tables.md written beside the
+    earlier figures and summary.json: a set of files no report made."""
+    import errno
+    import os
+    from matplotlib.figure import Figure
+    from utils.errors import call_cli
+    base, out = tmp_path / "runs", tmp_path / "report"
+    shutil.copytree(study, base)
+    report(base, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    make_run(base, "category", 4, test_acc=0.9, valid_acc=0.9)  # another seed: every table changes
+    real, drawn = Figure.savefig, []
+
+    def third_does_not_fit(fig, f, **kwargs):
+        drawn.append(f)
+        if len(drawn) == 3:
+            f.write(b"part of a png")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fig, f, **kwargs)
+    monkeypatch.setattr(Figure, "savefig", third_does_not_fit)
+    assert call_cli(report_main, ["--base_dir", str(base), "--out", str(out)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith(f"error: could not write {out}/") and line.endswith(".png: No space left on device")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nor a temporary file left
+    monkeypatch.undo()
+    assert "cifar10/resnet32/category/level100/seed4" in {r["run"] for r in report(base, out)["runs"]}
+    assert (out / "tables.md").read_bytes() != before["tables.md"]
+
+
 def test_the_json_line_names_the_report_folder_absolute(study, tmp_path, monkeypatch, capsys):
     """A relative --out was printed as given: a notebook that ran report.py with another working
     directory (subprocess cwd=...) could not open it."""

@@ -1,6 +1,7 @@
 """Atomic file writes: a reader (or a killed job) never sees half a file; strict JSON text.
 
 No torch here: the label tools import it too."""
+import contextlib
 import json
 import math
 import os
@@ -35,7 +36,33 @@ def atomic_write(path, write):
 
     The file gets the permissions `open` would give it (0666 less the umask): the temporary file
     is created 0600, which would hide results and checkpoints from a shared group."""
-    path, tmp = Path(path), None
+    with file_set() as put:
+        put(path, write)
+
+
+@contextlib.contextmanager
+def file_set():
+    """Files replaced together (a report's tables, CSVs and figures): `put(path, write)` in the
+    block calls write(file) on a temporary file beside `path`; leaving it renames them all over
+    their paths, and an error in it (a full disk) removes them, so that no file is replaced and
+    the folder does not hold half an old set and half a new one."""
+    staged = []  # (temporary, path)
+    try:
+        yield lambda path, write: staged.append((_temporary(Path(path), write), Path(path)))
+        for tmp, path in staged:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:  # named by `path` (a folder there, say), not the temporary file
+                raise OSError(err.errno, err.strerror, str(path)) from err
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _temporary(path, write):
+    """A temporary file beside `path` that write(file) filled, flushed to the disk."""
+    tmp = None
     path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -44,7 +71,7 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        return tmp
     except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
