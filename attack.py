@@ -76,7 +76,10 @@ def build_parser():
         "--checkpoint, else 0)"}, label_noise={"default": None, "help": "the run's --label_noise "
         "(default: the checkpoint's with --checkpoint, else 0)"})
     run.add_argument("--checkpoint", type=nonempty, default=None, help="a best-model .pth to attack "
-                     "instead of the one found from the flags above; results go to its folder")
+                     "instead of the one found from the flags above; results go to its folder. The "
+                     "flags above take its run's values when unset and must match them when given, "
+                     "except --seed (it reseeds the targets and random starts) and a flag that acted "
+                     "on nothing in the run; --base_dir is unused")
     data = parser.add_argument_group("data")
     add_flags(data, "data_dir", "label_dir", data_dir={
         "default": None, "help": "folder holding cifar-10-batches-py / cifar-100-python (default: the "
@@ -89,7 +92,8 @@ def build_parser():
     attack.add_argument("--attacks", nargs="+", default=None, choices=ATTACK_NAMES,
                         help=f"attacks to run (default: all; {' '.join(PAPER_ATTACKS)} with --paper_protocol)")
     attack.add_argument("--epsilons", nargs="+", type=epsilon, default=None,
-                        help="L-inf radii in pixel units, numbers or fractions (default: "
+                        help="L-inf radii in pixel units (images in [0, 1]), numbers or fractions "
+                        "(default: "
                         f"{' '.join(PIXEL_EPSILONS)}; with --paper_protocol: {' '.join(PAPER_EPSILONS)}"
                         ", in normalised units)")
     attack.add_argument("--targeted", default="both", choices=("no", "yes", "both"),
@@ -102,7 +106,8 @@ def build_parser():
                         f"{STEP_FACTOR['pixel']:g} * eps / steps; {STEP_FACTOR['paper']:g} * eps / steps "
                         "with --paper_protocol)")
     attack.add_argument("--restarts", type=number(int), default=1,
-                        help="pgd random restarts; per image the first that succeeds is kept")
+                        help="pgd runs from random starts (1: one run, no "
+                        "restart); per image the first that succeeds is kept")
     attack.add_argument("--objective", default="loss", choices=OBJECTIVES,
                         help="what the attacks climb: the label's loss, as in the paper, or the "
                         "decoder's margin (nearest wrong class against the true one; see README)")
@@ -111,8 +116,7 @@ def build_parser():
                         "to each image's own min/max, iterative without range clamp (see README)")
     out = parser.add_argument_group("execution and output")
     out.add_argument("--batch_size", type=number(int), default=500, help="images per batch")
-    add_flags(out, "device", "amp", "channels_last", channels_last={
-        "help": "channels-last memory format (faster on CPUs; same results up to rounding)"})
+    add_flags(out, "device", "amp", "channels_last")
     out.add_argument("--examples", type=number(int, inclusive=True), default=None,
                      help=f"test images shown in attack_examples.png (default {EXAMPLES}; 0: no figure); "
                      "given, the figure is drawn again even when every setting is reused")

@@ -49,12 +49,14 @@ def build_parser():
                        formatter_class=DefaultsFormatter)
     parser.add_argument("--base_dir", type=nonempty, default="./outputs", help="root of the run directories")
     parser.add_argument("--out", type=nonempty, default="./report",
-                        help="folder for tables, CSVs, figures, summary")
-    parser.add_argument("--grid", type=nonempty, help="sweep.py grid file (YAML/JSON): its runs are the ones "
-                        "expected, so absent ones are listed as missing (default: every combination "
-                        "of the datasets, models, labels, levels and seeds seen)")
+                        help="folder for tables, CSVs, figures, summary (an earlier report's files "
+                        "there are replaced)")
+    parser.add_argument("--grid", type=nonempty, help="sweep.py's --config grid file (YAML/JSON): its "
+                        "runs are the ones expected, so absent ones are listed as missing (default: "
+                        "every combination of the datasets, models, labels, levels and seeds seen)")
     parser.add_argument("--title", default="Results", help="heading of tables.md")
-    parser.add_argument("--no_figures", action="store_true", help="tables and JSON only")
+    parser.add_argument("--no_figures", action="store_true", help="no PNG figures, only tables, "
+                        "CSVs and JSON (an earlier report's figures in --out are left as they were)")
     return parser
 
 

@@ -33,8 +33,8 @@ from pathlib import Path
 
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, number, os_error_text,
                           run_cli)
-from utils.grid import (AXES, STAGES, Scripts, axis_values, check_label_files, check_not_grid_flag,
-                        counted, expand, load_grid_file, plan, split_args)
+from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
+                        check_not_grid_flag, counted, expand, load_grid_file, plan, split_args)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
 from utils.flags import label_name
@@ -49,8 +49,10 @@ FILE_ONLY = {"args"}
 def build_parser():
     parser = CliParser(prog="sweep.py", description=__doc__.split("\n")[0], allow_abbrev=False,
                        formatter_class=DefaultsFormatter,
-                       epilog="Any other --flag (with its values) is passed to the scripts that "
-                              "accept it; flags after -- too.")
+                       epilog="Any other --flag (with its values) is passed to each of train.py and "
+                              "attack.py that accepts it (--epochs to train.py, --num_images to "
+                              "attack.py, --base_dir and --data_dir to both; one neither accepts is an "
+                              f"error); flags after -- too. The grid sets {', '.join(GRID_FLAGS)} itself.")
     grid = parser.add_argument_group("grid (a run per combination, in this order)")
     grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options as keys "
                       "(labels: [category, speech]; train_args: '--epochs 30'; args: [...] for "
@@ -59,7 +61,8 @@ def build_parser():
     grid.add_argument("--models", nargs="+", default=["resnet32"], help="networks")
     grid.add_argument("--labels", nargs="+", type=label_name, default=["category"],
                       help="label representations")
-    grid.add_argument("--levels", nargs="+", default=[100], help="percent of the training split")
+    grid.add_argument("--levels", nargs="+", default=[100], help="percent of the training set to train on "
+                      "(train.py's --level)")
     grid.add_argument("--seeds", nargs="+", default=[0], help="seeds")
     grid.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
                       help="what each run does, in order")
@@ -79,9 +82,9 @@ def build_parser():
     local.add_argument("--gpus", help="comma-separated GPU ids: one run at a time on each (an id "
                        "twice runs two there); sets CUDA_VISIBLE_DEVICES per run")
     local.add_argument("--jobs", type=int, default=1, help="concurrent runs without --gpus; each "
-                       "gets cores/jobs threads, cores/runs if fewer runs are left (OMP_NUM_THREADS / "
+                       "gets cores/jobs threads, however many runs are left (OMP_NUM_THREADS / "
                        "MKL_NUM_THREADS, unless set already: those are passed on as they are)")
-    slurm = parser.add_argument_group("--slurm (#SBATCH lines)")
+    slurm = parser.add_argument_group("--slurm (#SBATCH lines; one unset is the cluster's default)")
     slurm.add_argument("--job_name", default="labelrep", help="--job-name")
     slurm.add_argument("--partition", help="--partition")
     slurm.add_argument("--gres", help="--gres, e.g. gpu:1")
@@ -89,7 +92,7 @@ def build_parser():
     slurm.add_argument("--mem", help="--mem, e.g. 16G")
     slurm.add_argument("--cpus_per_task", type=int, help="--cpus-per-task (also the torch threads)")
     slurm.add_argument("--max_concurrent", type=int, help="tasks running at once (--array=0-N%%K), "
-                       "per array")
+                       "per array (default: no limit)")
     slurm.add_argument("--max_array_size", type=int, default=1000, help="tasks per array: SLURM "
                        "refuses an array index of its MaxArraySize (1001 by default) or more; more "
                        "tasks go to further arrays (for jobs/x.sbatch: jobs/x.part2.sbatch and on)")

@@ -34,9 +34,10 @@ def build_parser():
     data = parser.add_argument_group("data")
     add_flags(data, "dataset", "data_dir", "label_granularity", "seed", data_dir={
         "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={
-        "help": "seeds the split, the initialisation and the augmentation"})
+        "help": "seeds the split, the initialisation, the augmentation and --label_noise"})
     data.add_argument("--valid_size", type=number(int, 0, inclusive=True), default=5000,
-                      help="validation images taken first from the seeded permutation")
+                      help="validation images taken first from the seeded permutation (0: none; the "
+                      "last epoch is then the best)")
     add_flags(data, "level")
     label = parser.add_argument_group("labels")
     label.add_argument("--label", type=label_name, default="category", help="'category', or NAME for "
@@ -82,8 +83,11 @@ def build_parser():
                      "(SIGTERM, SIGUSR1: the epoch under way ends first, unless the checkpoint is "
                      f"of its start or the last epoch took over {FINISH_SECONDS} s; under torchrun it "
                      "always ends); 0: after every epoch")
-    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    run.add_argument("--force", action="store_true", help="train again even if results exist")
+    run.add_argument("--resume", action="store_true", help="continue an unfinished run from its last "
+                     "checkpoint (a run with none starts at epoch 1); without it an unfinished run is "
+                     "refused")
+    run.add_argument("--force", action="store_true", help="start the run over at epoch 1, finished "
+                     "or not: deletes its checkpoints, results and attack results")
     return parser
 
 

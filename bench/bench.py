@@ -615,15 +615,16 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["resnet32"], choices=ARCHITECTURES,
                         help="architectures to time")
     parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
-                        help="category, or a target label's shape (random targets of that shape: "
-                        "throughput does not depend on their values)")
+                        help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
+                        "glove 50) with random targets: throughput does not depend on their values; "
+                        "--what accuracy trains on the shipped label files")
     parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),
                         default="all", help="'all' is train and attack; 'accuracy' trains with "
                         "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
                         "counts the operators a training step runs from the host outside compiled "
                         "graphs; 'checkpoint' times the writing of a run's last checkpoint")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="auto: cuda when there is one")
+                        help="device (auto: cuda where torch sees one, else cpu)")
     parser.add_argument("--train_images", type=number(int), default=None,
                         help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
     parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES,
@@ -640,7 +641,8 @@ def main(argv=None):
                         "checkpoint (its model and labels; --models/--labels then apply to training "
                         "only) instead of a randomly initialised model")
     parser.add_argument("--data_dir", type=nonempty, default=None, help="attack the first test images "
-                        "of this CIFAR-10 folder instead of random images; the data of --what accuracy")
+                        "of CIFAR-10 in this folder (holding cifar-10-batches-py) instead of "
+                        "random images; the data of --what accuracy")
     parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
     parser.add_argument("--seeds", type=number(int, 0, inclusive=True, maximum=2**32 - 1), nargs="+",
                         default=[0], help="--what accuracy: seeds")

@@ -683,9 +683,9 @@ def build_parser():
                       choices=[d for d in DATASETS if not d.endswith("_coarse")],
                       help="dataset(s) to make labels for")
     data.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
-                      help="CIFAR-100's 100 fine classes or its 20 superclasses (coarse files are "
-                           "named as the fine ones: give them an --out folder of their own, and "
-                           "train.py that folder as --label_dir)")
+                      help="CIFAR-100's 100 fine classes (default) or its 20 superclasses (coarse files "
+                           "are named as the fine ones: give them an --out folder of their own, and "
+                           "give train.py that folder as --label_dir)")
     data.add_argument("--data_dir", type=nonempty, default=None,
                       help="folder with the dataset's meta file (batches.meta / meta), directly or "
                            "in cifar-10-batches-py/ / cifar-100-python/; default: built-in names")
@@ -702,7 +702,8 @@ def build_parser():
                         help="speech: folder of {i}.wav, one recording per class "
                              "(default: speak the names with espeak-ng)")
     family.add_argument("--espeak_voice", default=DEFAULT_ESPEAK_VOICE,
-                        help="speech: espeak-ng voice when synthesising")
+                        help="speech: espeak-ng voice when synthesising "
+                             f"(default {DEFAULT_ESPEAK_VOICE})")
     family.add_argument("--speech_file", type=nonempty, default=None,
                         help="shuffle: permute this speech label file instead of making speech")
     family.add_argument("--text_model", type=nonempty, default=None,

@@ -154,7 +154,8 @@ def main(argv=None):
     style.add_argument("--json", action="store_true", help="print JSON (one line) instead of a table")
     style.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--compare", metavar="REFERENCE", default=None,
-                        help="instead, compare each file with this one (same shape)")
+                        help="instead, compare each file with this one (same shape): mean and "
+                        "max |diff|, per-class correlation, as lines or --json")
     return call_cli(lambda a: run(parser.parse_args(a)), argv)
 
 

@@ -24,7 +24,7 @@ import pytest
 
 import sweep
 from conftest import REPO, last_json, run_script
-from utils.errors import call_cli
+from utils.errors import UsageError, call_cli
 from utils.grid import (ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, eps_text, missing_entries,
                         parse_level, requested_attacks, well_formed)
 from utils.runs import run_directory
@@ -82,6 +82,23 @@ def test_flags_go_to_the_scripts_that_take_them():
                                    "--", "--valid_size", "1000"])
     assert routed["train"] == ["--epochs", "30", "--base_dir", "o", "--valid_size", "1000", "--batch_size", "64"]
     assert routed["attack"] == ["--num_images", "500", "--base_dir", "o", "--batch_size", "250"]
+
+
+def test_help_says_where_flags_go():
+    """sweep.py --help's epilog: its examples of pass-through flags go where it says, and the flags
+    it names as the grid's own are each refused (it said only "passed to the scripts that accept it")."""
+    text = " ".join(sweep.build_parser().format_help().split())
+    assert ("--epochs to train.py, --num_images to attack.py, --base_dir and --data_dir to both; one "
+            "neither accepts is an error" in text)
+    _, _, _, routed = sweep.parse(["--dry_run", "--epochs", "3", "--num_images", "5", "--base_dir", "o",
+                                   "--data_dir", "d"])
+    assert routed == {"train": ["--epochs", "3", "--base_dir", "o", "--data_dir", "d"],
+                      "attack": ["--num_images", "5", "--base_dir", "o", "--data_dir", "d"]}
+    named = re.search(r"The grid sets (.*?) itself\.", text).group(1).split(", ")
+    assert named == ["--dataset", "--model", "--label", "--level", "--seed", "--resume"]
+    for flag in named:
+        with pytest.raises(UsageError, match=f"^{flag} is set by the sweep"):
+            sweep.parse(["--dry_run", flag, "1"])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -65,8 +65,8 @@ SHARED = {
                           "help": "CIFAR-100 labels: the 100 fine classes or the 20 superclasses"},
     "seed": {"type": number(int, 0, inclusive=True, maximum=2**32 - 1), "default": 0,
              "help": "seed"},  # numpy's seeds, which split the data, end at 2**32 - 1
-    "level": {"type": level, "default": 100, "help": "percent of the training set to train on "
-              "(100: every image left after validation)"},
+    "level": {"type": level, "default": 100, "help": "percent of the whole training set, validation "
+              "images included, to train on (100: every image left after validation)"},
     "smoothing": {"type": smoothing, "default": 0.0,
                   "help": "label smoothing for --label category, as the paper's: the true class keeps "
                   "1 - S, every other class gets S / (C - 1); its runs are model_category_smooth{S}"},
@@ -78,9 +78,12 @@ SHARED = {
     "label_dir": {"type": nonempty, "default": str(REPO / "labels" / "label_files"),
                   "help": "folder of {dataset}_{label}.npy files"},
     "base_dir": {"type": nonempty, "default": "./outputs", "help": "root of the run directories"},
-    "device": {"default": "auto", "choices": ("auto", "cpu", "cuda"), "help": "device"},
-    "amp": {"action": "store_true", "help": "bf16 autocast (losses stay float32)"},
-    "channels_last": {"action": "store_true", "help": "channels-last memory format"},
+    "device": {"default": "auto", "choices": ("auto", "cpu", "cuda"),
+               "help": "device (auto: cuda where torch sees one, else cpu)"},
+    "amp": {"action": "store_true", "help": "bf16 autocast (losses stay float32); on a CPU without "
+            "native bf16 it is emulated, many times slower (a warning says so)"},
+    "channels_last": {"action": "store_true",
+                      "help": "channels-last memory format (faster on CPUs; same results up to rounding)"},
 }
 
 
