@@ -37,7 +37,7 @@ from scipy.spatial.distance import pdist
 
 from labels import LabelError, read_targets
 from utils.atomic import json_text
-from utils.errors import CliParser, call_cli
+from utils.errors import CliParser, UsageError, call_cli
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
            "entropy")
@@ -129,6 +129,9 @@ def file_row(path, measure, what=""):
 
 
 def run(args):
+    if args.compare and args.markdown:  # was ignored: the comparison has no Markdown table
+        raise UsageError("--markdown is for the statistics table; --compare prints lines, or JSON "
+                         "with --json")
     if args.compare:
         reference = read_targets(args.compare)
         rows = [file_row(p, lambda targets: compare(reference, targets), f"--compare {args.compare} against ")

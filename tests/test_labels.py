@@ -640,6 +640,15 @@ def test_stats_by_hand(tmp_path):
     assert stats.label_stats(np.array([[-1.0], [1.0]]))["l1_mean"] == 1.0
 
 
+def test_compare_refuses_markdown(tmp_path, capsys):
+    """--compare --markdown printed the comparison's lines, --markdown ignored without a word."""
+    path = tmp_path / "a.npy"
+    np.save(path, np.eye(3, dtype=np.float32))
+    status, out, err = cli(stats.main, [path, "--compare", path, "--markdown"], capsys)
+    assert (status, out, err) == (2, "", "error: --markdown is for the statistics table; --compare prints "
+                                         "lines, or JSON with --json\n")
+
+
 def test_compare_by_hand():
     """Per-class Pearson correlation; a constant class target correlates 1 with its equal, and
     is undefined (NaN, which the minimum keeps) against another constant."""
