@@ -882,6 +882,8 @@ def test_local_slots_share_the_cores(monkeypatch, tmp_path, cifar10_dir, label_d
         sweep.main(["--labels", "category", "--seeds", "3", "--local", "--jobs", "4",
                     *tiny(cifar10_dir, label_dir, tmp_path)])
     assert started.value.args == (1, [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4)
+    shown = " ".join(sweep.build_parser().format_help().split())  # it said: cores/runs if fewer runs are left
+    assert "each gets cores/jobs threads, however many runs are left (OMP_NUM_THREADS" in shown
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting stays
     assert sweep.local_slots(opts)[0]["OMP_NUM_THREADS"] == "3"
 

@@ -26,6 +26,7 @@ from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
 from utils.errors import UsageError, call_cli, run_cli
 from utils.grid import train_state
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, RESULTS, save_checkpoint, write_json
+from utils.training import _rounding_changes
 
 TIMING = ("seconds", "images_per_s")
 
@@ -551,7 +552,7 @@ def test_a_last_checkpoint_of_another_form_is_one_line_and_changes_nothing(speec
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
     assert line.startswith(f"error: checkpoint {path} holds entries" if "did not write" in message
                            or message.startswith("(") else f"error: {path} holds ") and message in line
-    assert line.endswith("delete it, or pass --force to start over")
+    assert line.endswith("; pass --force to start the run over")  # deleted, it left the best: refused
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
@@ -572,7 +573,7 @@ def test_a_truncated_checkpoint_on_resume_says_so(speech_run, capsys, cifar10_di
     reason = "not the zip archive torch.save writes" if size == 0 else \
         "truncated: the zip archive torch.save writes, cut short"
     assert line.startswith(f"error: checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); ")
-    assert line.endswith("delete it, or pass --force to start the run over" if which == "last_checkpoint.pth"
+    assert line.endswith("; pass --force to start the run over" if which == "last_checkpoint.pth"
                          else "cannot restore them: pass --force to train the run over")
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
@@ -878,6 +879,15 @@ def test_a_resume_on_another_thread_count_warns(speech_run, capsys, cifar10_dir,
                     "before, so the run will not end bit for bit as an uninterrupted one" in err) is warned, err
     finally:
         torch.set_num_threads(before)
+    segments = json.loads((run_dir / "config.json").read_text())["segments"]
+    assert [s["device"] for s in segments] == ["cpu", "cpu"]  # the start, then this resume
+    cpu = segments[-1]
+    gpu = {"device": "cuda", "environment": cpu["environment"] | {"gpu": "NVIDIA H200"}}
+    assert _rounding_changes([gpu, cpu]) == ["device cuda -> cpu"]  # a CPU run on a GPU machine: its threads
+    assert _rounding_changes([cpu | {"environment": cpu["environment"] | {"gpu": "NVIDIA H200"}}, cpu]) == []
+    assert _rounding_changes([gpu, gpu | {"environment": gpu["environment"] | {"gpu": "NVIDIA H100"}}]) == [
+        "gpu NVIDIA H200 -> NVIDIA H100"]
+    assert _rounding_changes([{"environment": "edited"}, cpu]) == []  # nor an older train.py's, without a device
 
 
 def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):

@@ -36,7 +36,9 @@ RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_s
                 "warmup_epochs", "valid_size", "smoothing", "label_granularity", "label_noise", "amp",
                 "channels_last", "feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
 CHECKPOINT_KEYS = ("model", "optimizer", "history", "best", "config", "label_space")
-REBUILD_ADVICE = "delete it, or pass --force to start over"
+# not "delete it": a run that trained an epoch has a best checkpoint, and --resume refuses one without
+# its last checkpoint (the weights --resume would otherwise train over from epoch 1)
+REBUILD_ADVICE = "pass --force to start the run over"
 
 
 def resolve_device(name):
@@ -550,24 +552,32 @@ def checkpoint_state(weights, model_args, space_state, epoch, config, **more):
             "config": config, **more}
 
 
-def _segments(checkpoint, config):
-    """The run's segments: for each start and resume, the epoch it began after and its
-    environment (command line, versions, machine); this one last."""
+def _segments(checkpoint, config, device):
+    """The run's segments: for each start and resume, the epoch it began after, the device it
+    trained on and its environment (command line, versions, machine); this one last."""
     earlier = []
     if checkpoint is not None:
         saved = checkpoint["config"]
         earlier = saved.get("segments") or [{"after_epoch": 0, "environment": saved.get("environment")}]
-    return earlier + [{"after_epoch": len(checkpoint["history"]) if checkpoint else 0,
+    return earlier + [{"after_epoch": len(checkpoint["history"]) if checkpoint else 0, "device": device.type,
                        "environment": config["environment"]}]
 
 
-def _rounding_changes(segments, device):
-    """What changed, of what a run's float rounding depends on (torch, the GPU, a CPU's thread
-    count), between the last two segments' environments: ['threads 1 -> 2', ...]."""
-    before, now = ((s.get("environment") if isinstance(s, dict) else None) or {} for s in segments[-2:])
-    keys = ("torch", "gpu", "threads") if device.type == "cpu" else ("torch", "gpu")
-    return [f"{k} {before[k]} -> {now.get(k)}" for k in keys
-            if before.get(k) is not None and before[k] != now.get(k)]
+def _rounding_changes(segments):
+    """What changed, of what a run's float rounding depends on (the device, torch, the GPU, a
+    CPU's thread count), between the last two segments: ['threads 1 -> 2', ...]. A fact the
+    earlier one did not record (an older train.py's) is not compared."""
+    def facts(segment):
+        segment = segment if isinstance(segment, dict) else {}
+        env = segment.get("environment") if isinstance(segment.get("environment"), dict) else {}
+        device = segment.get("device")
+        on = {"cuda": "gpu", "cpu": "threads"}.get(device)
+        return {"device": device, "torch": env.get("torch"), "gpu": env.get("gpu") if on == "gpu" else None,
+                "threads": env.get("threads") if on == "threads" else None}
+    before, now = (facts(s) for s in segments[-2:])
+    if before["device"] is not None and before["device"] != now["device"]:
+        return [f"device {before['device']} -> {now['device']}"]  # the rest follows from it
+    return [f"{k} {before[k]} -> {now[k]}" for k in before if before[k] is not None and before[k] != now[k]]
 
 
 def run_training(args, argv=None):
@@ -619,7 +629,7 @@ def run_training(args, argv=None):
             if not args.resume:
                 raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
                                  "or --force to start over")
-            checkpoint = load_checkpoint(last_path)
+            checkpoint = load_checkpoint(last_path, advice=REBUILD_ADVICE)
             with malformed(last_path, REBUILD_ADVICE):  # before anything is written
                 _check_resume(checkpoint, args, last_path, label_sha256, facts, space)
                 best_state, best_space, on_file = _best_of(checkpoint, best_path, device, space)
@@ -632,7 +642,7 @@ def run_training(args, argv=None):
 
         config = _config(args, run_dir, split, data, space, label_sha256, facts, argv) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
-        config["segments"] = _segments(checkpoint, config)
+        config["segments"] = _segments(checkpoint, config, device)
         writes = ctx.main  # under torchrun only rank 0 touches the files
 
         with torch.random.fork_rng(devices=[]):  # the seed draws the initial weights; a caller's RNG stays
@@ -651,7 +661,7 @@ def run_training(args, argv=None):
             history, best = checkpoint["history"], checkpoint["best"]
             if writes:
                 log(f"resuming {run_dir} after epoch {len(history)}")
-                if changes := _rounding_changes(config["segments"], device):
+                if changes := _rounding_changes(config["segments"]):
                     log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
                         "epochs before, so the run will not end bit for bit as an uninterrupted one")
         if writes:
