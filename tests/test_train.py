@@ -299,13 +299,13 @@ def test_shared_flags_parse_alike(script):
     args = parser.parse_args(["--level", "8.0", "--seed", "7"])
     assert args.level == 8 and type(args.level) is int  # the directory is level8, not level8.0
     assert parser.parse_args(["--level", "12.5"]).level == 12.5
-    assert (args.base_dir, args.label_noise, args.seed) == ("./outputs", 0.0, 7)
+    assert (args.base_dir, args.seed) == ("./outputs", 7)
     assert args.label_dir.endswith("labels/label_files")
     assert args.data_dir == ("./data" if script == "train" else None)  # attack.py: the run's own
     if script == "train":
-        assert (args.dataset, args.label_granularity) == ("cifar10", "fine")
+        assert (args.dataset, args.label_granularity, args.label_noise) == ("cifar10", "fine", 0.0)
     else:  # unset, so that --checkpoint can take its run's; else train.py's
-        assert (args.dataset, args.label_granularity) == (None, None)
+        assert (args.dataset, args.label_granularity, args.label_noise, args.smoothing) == (None,) * 4
         import attack
         import train
         trained = train.build_parser().parse_args([])
