@@ -570,7 +570,7 @@ def _malformed_line(path, header):
     from gensim import utils
     with utils.open(str(path), "rb") as f:
         size = int(f.readline().split()[1]) if header else None
-        for number, line in enumerate(f, 2 if header else 1):
+        for line_number, line in enumerate(f, 2 if header else 1):
             values = line.rstrip().split(b" ")[1:]  # split as gensim does
             size = len(values) if size is None else size
             try:
@@ -578,7 +578,7 @@ def _malformed_line(path, header):
             except ValueError:
                 values = None
             if values is None or len(values) != size:
-                return f"line {number} is not a word followed by {size} numbers"
+                return f"line {line_number} is not a word followed by {size} numbers"
     return "the file is empty" if size is None else None
 
 
