@@ -580,9 +580,9 @@ def _rounding_changes(segments):
     return [f"{k} {before[k]} -> {now[k]}" for k in before if before[k] is not None and before[k] != now[k]]
 
 
-def run_training(args, argv=None):
-    """Train one run as the flags say; returns the results dict (also written to results.json).
-    `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None)."""
+def _process_and_device(args):
+    """The torchrun context (one process without torchrun) and the device this process trains on,
+    checked for --compile; warns once where --amp's bf16 is slow."""
     ctx = distributed.init(args.device)
     device = resolve_device(args.device)
     if device.type == "cuda" and ctx.world > 1:
@@ -591,6 +591,78 @@ def run_training(args, argv=None):
     keep_freed_memory(device)
     if ctx.main:
         warn_slow_bf16(device, args.amp)
+    return ctx, device
+
+
+def _seeded_model(args, output_shape, info, device):
+    """The network --model with a head for targets of `output_shape` and the dataset's (`info`)
+    normalisation, its initial weights drawn from --seed alone (a caller's RNG stays as it was), on
+    `device` in the memory format --channels_last asks for."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(args.seed)  # the CPU's alone: the model is built there
+        model = build_model(args.model, output_shape, info.mean, info.std)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if args.channels_last else model
+
+
+def _start_point(args, last_path, best_path, device, space, label_sha256, facts):
+    """What a run continues from: (its last checkpoint, the best epoch's weights and label space
+    state, the epoch the best checkpoint holds or None: unknown, or none yet), all None for a run
+    that starts at epoch 1. Checked before anything is written: an unfinished run needs --resume
+    (or --force), a checkpoint must be of these flags, labels and data, and a trained run whose
+    last checkpoint is gone is not trained over."""
+    if args.force:
+        return None, None, None, None
+    if last_path.exists():
+        if not args.resume:
+            raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
+                             "or --force to start over")
+        checkpoint = load_checkpoint(last_path, advice=REBUILD_ADVICE)
+        with malformed(last_path, REBUILD_ADVICE):
+            _check_resume(checkpoint, args, last_path, label_sha256, facts, space)
+            best_state, best_space, on_file = _best_of(checkpoint, best_path, device, space)
+        return checkpoint, best_state, best_space, checkpoint["best"]["epoch"] if on_file else None
+    if best_path.exists():  # its last checkpoint deleted (by hand, for space)
+        raise UsageError(f"{best_path} holds a trained model, but {last_path.name}, which --resume "
+                         "continues from, is gone; pass --force to train the run again from epoch 1")
+    return None, None, None, None
+
+
+def _epoch_line(row, epochs):
+    """An epoch's `metrics.jsonl` row as `Progress.step`'s arguments: the log's line and the bar's
+    fields."""
+    valid = row["valid_acc"] is not None
+    shown = f"valid_loss {row['valid_loss']:.4f} valid_acc {row['valid_acc']:.2%}" if valid \
+        else "no validation images"
+    train_acc = "-" if row["train_acc"] is None else f"{row['train_acc']:.2%}"
+    return (f"epoch {row['epoch']}/{epochs} lr {row['lr']:.4g} train_loss {row['train_loss']:.4f} "
+            f"train_acc {train_acc} {shown} {row['seconds']:.1f}s {row['images_per_s']:.0f} img/s",
+            {"loss": f"{row['train_loss']:.3f}", "valid": f"{row['valid_acc']:.2%}" if valid else "-"})
+
+
+def _scores(model, space, train, sets, **options):
+    """The trained model's loss and accuracy on each of `sets` ({name: (images, labels)}):
+    {name: {"name_loss", "name_acc"}}; and under "decoders", MCR2's, whose class subspaces are fitted
+    here on the `train` pair's features, accuracies of the kNN and nearest-class-mean decoders beside
+    the nearest subspace's ("name_knn_acc", ...; None for a set without images)."""
+    train_outputs = predict(model, train[0], **options) if space.needs_fit else None
+    if space.needs_fit:
+        space.fit(train_outputs, train[1])
+    scores = {"decoders": {}}
+    for name, (images, labels) in sets.items():
+        result = evaluate(model, space, images, labels, **options)
+        scores[name] = {f"{name}_acc": result["acc"], f"{name}_loss": result["loss"]}
+        if space.needs_fit:
+            extra = space.report(train_outputs, train[1], predict(model, images, **options), labels) \
+                if len(images) else {"knn_acc": None, "ncm_acc": None}
+            scores["decoders"] |= {f"{name}_{k}": v for k, v in extra.items()}
+    return scores
+
+
+def run_training(args, argv=None):
+    """Train one run as the flags say; returns the results dict (also written to results.json).
+    `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None)."""
+    ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     fix = granularity_fix(args.dataset, args.label_granularity, args.label)
     space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
@@ -623,34 +695,18 @@ def run_training(args, argv=None):
             log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
                 f"{len(data.train_labels)} training images to train on; a smaller --valid_size "
                 "trains on more")
-        checkpoint = best_state = best_space = None
-        best_saved = None  # the epoch the best checkpoint holds; None: unknown, or none yet
-        if last_path.exists() and not args.force:
-            if not args.resume:
-                raise UsageError(f"{last_path} holds an unfinished run; pass --resume to continue it "
-                                 "or --force to start over")
-            checkpoint = load_checkpoint(last_path, advice=REBUILD_ADVICE)
-            with malformed(last_path, REBUILD_ADVICE):  # before anything is written
-                _check_resume(checkpoint, args, last_path, label_sha256, facts, space)
-                best_state, best_space, on_file = _best_of(checkpoint, best_path, device, space)
-                best_saved = checkpoint["best"]["epoch"] if on_file else None
-                if space.needs_fit:  # MCR2: decode the next epoch with the subspaces the last one fitted
-                    space = space_from_state(checkpoint["label_space"])
-        elif best_path.exists() and not args.force:  # its last checkpoint deleted (by hand, for space)
-            raise UsageError(f"{best_path} holds a trained model, but {last_path.name}, which --resume "
-                             "continues from, is gone; pass --force to train the run again from epoch 1")
+        # best_saved: the epoch the best checkpoint holds; None: unknown, or none yet
+        checkpoint, best_state, best_space, best_saved = _start_point(args, last_path, best_path, device,
+                                                                      space, label_sha256, facts)
+        if checkpoint is not None and space.needs_fit:  # MCR2: the next epoch decodes with the
+            space = space_from_state(checkpoint["label_space"])  # subspaces the last one fitted
 
         config = _config(args, run_dir, split, data, space, label_sha256, facts, argv) | {
             "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
         config["segments"] = _segments(checkpoint, config, device)
         writes = ctx.main  # under torchrun only rank 0 touches the files
 
-        with torch.random.fork_rng(devices=[]):  # the seed draws the initial weights; a caller's RNG stays
-            torch.default_generator.manual_seed(args.seed)  # the CPU's alone: the model is built there
-            model = build_model(args.model, space.output_shape, data.info.mean, data.info.std)
-        model = model.to(device)
-        if args.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = _seeded_model(args, space.output_shape, data.info, device)
         trained = distributed.wrap(model, ctx, device)
         step = TrainStep(trained, space, args.lr, args.amp, args.channels_last, args.compile)
         history, best = [], {"valid_acc": -1.0, "epoch": -1}
@@ -678,7 +734,6 @@ def run_training(args, argv=None):
         train_images, train_labels = data.train_images[split.train].to(device), noisy.to(device)
         valid_images = data.train_images[split.valid].to(device)
         valid_labels = data.train_labels[split.valid].to(device)
-        common = {"space": space, "amp": args.amp, "channels_last": args.channels_last}
         fit_options = {"amp": args.amp, "channels_last": args.channels_last}
 
         # The last checkpoint is of epoch `saved` (0: none), written at `saved_at`. The best epoch's
@@ -731,7 +786,7 @@ def run_training(args, argv=None):
                     progress.message(warning)  # every graph of the step has run by now
                 if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
                     space.fit(predict(evaluated, train_images, **fit_options), train_labels)
-                valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
+                valid = evaluate(evaluated, space, valid_images, valid_labels, **fit_options)
                 if space.needs_fit and epoch == 0:  # MCR2: no subspaces to decode the first epoch by
                     train["acc"] = None
                 diverged = _nonfinite_loss(train["loss"], valid["loss"])
@@ -757,13 +812,8 @@ def run_training(args, argv=None):
                         save(epoch + 1)
                 if due:
                     saved, saved_at = epoch + 1, time.monotonic()
-                shown = ("no validation images" if valid["acc"] is None else
-                         f"valid_loss {valid['loss']:.4f} valid_acc {valid['acc']:.2%}")
-                train_acc = "-" if train["acc"] is None else f"{train['acc']:.2%}"
-                progress.step(f"epoch {epoch + 1}/{args.epochs} lr {lr:.4g} train_loss {train['loss']:.4f} "
-                              f"train_acc {train_acc} {shown} {row['seconds']:.1f}s "
-                              f"{row['images_per_s']:.0f} img/s", loss=f"{train['loss']:.3f}",
-                              valid="-" if valid["acc"] is None else f"{valid['acc']:.2%}")
+                line, fields = _epoch_line(row, args.epochs)
+                progress.step(line, **fields)
                 if stopping:
                     progress.close()
                     distributed.finish()  # every process is here: leave the group before exiting
@@ -773,30 +823,21 @@ def run_training(args, argv=None):
         if writes and best_saved != best["epoch"]:  # what attack.py loads
             save_best()
         model.load_state_dict(best_state)
-        train_outputs = predict(evaluated, train_images, **fit_options) if space.needs_fit else None
-        if space.needs_fit:  # MCR2: the best epoch's class subspaces
-            space.fit(train_outputs, train_labels)
-        valid = evaluate(evaluated, images=valid_images, labels=valid_labels, **common)
-        test_images, test_labels = data.test_images.to(device), data.test_labels.to(device)
-        test = evaluate(evaluated, images=test_images, labels=test_labels, **common)
+        test = data.test_images.to(device), data.test_labels.to(device)
+        scores = _scores(evaluated, space, (train_images, train_labels),
+                         {"valid": (valid_images, valid_labels), "test": test}, **fit_options)
         results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
                    "label": args.label, "label_granularity": args.label_granularity,
                    "seed": args.seed, "level": args.level,
                    "smoothing": args.smoothing if acts_on("smoothing", args.label) else 0.0,  # as it acted
                    "label_noise": args.label_noise, "epochs": args.epochs,
-                   "best_epoch": best["epoch"], "valid_acc": valid["acc"], "valid_loss": valid["loss"],
-                   "test_acc": test["acc"], "test_loss": test["loss"],
+                   "best_epoch": best["epoch"], **scores["valid"], **scores["test"],
                    "train_images": len(split.train), "test_images": len(data.test_labels),
                    "train_seconds": sum(r["seconds"] for r in history),  # epochs with their validation
                    # the median epoch's: the first, which compiles under --compile, does not skew it
                    "images_per_s": statistics.median(r["images_per_s"] for r in history),
-                   "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world}
-        if space.needs_fit:  # MCR2: the kNN and nearest-class-mean decoders beside nearest subspace
-            for split_name, images, labels in (("valid", valid_images, valid_labels),
-                                               ("test", test_images, test_labels)):
-                extra = space.report(train_outputs, train_labels, predict(evaluated, images, **fit_options),
-                                     labels) if len(images) else {"knn_acc": None, "ncm_acc": None}
-                results.update({f"{split_name}_{k}": v for k, v in extra.items()})
+                   "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world,
+                   **scores["decoders"]}
         if writes:
             write_json(results_path, results)
         return results
