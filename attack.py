@@ -25,9 +25,9 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     preempt.install()
     errors.quiet_interrupts()
 
-from utils.atomic import atomic_write  # noqa: E402
 from utils.attacks import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, UsageError, choice, nonempty, number, run_cli  # noqa: E402
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
+                          os_errors_as_usage, run_cli)
 from utils.flags import SHARED, acts_on, add_flags, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
@@ -316,6 +316,7 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
     from matplotlib.figure import Figure  # not pyplot: a notebook's backend and figures stay as they were
 
     from utils.attacks import run_attack
+    from utils.runs import write_file
     result = run_attack(model, space, images, labels, entry["attack"], entry["eps"],
                         targets=targets if entry["targeted"] else None, protocol=protocol,
                         steps=entry["steps"], step_size=entry["step_size"], restarts=entry["restarts"],
@@ -352,7 +353,7 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
              f"perturbation amplified x{gain:.0f} for visibility")
     figure.suptitle(textwrap.fill(title, int(width * 14)), fontsize=9)  # ~14 characters an inch
     figure.tight_layout()
-    atomic_write(path, lambda f: figure.savefig(f, format="png", dpi=100))
+    write_file(path, lambda f: figure.savefig(f, format="png", dpi=100))
 
 
 def run(args, argv=None):
@@ -493,7 +494,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from utils.runs import command_line, json_text
     try:
-        summary = run(args, command_line(parser.prog, argv))
+        with os_errors_as_usage():
+            summary = run(args, command_line(parser.prog, argv))
     except KeyboardInterrupt:
         raise KeyboardInterrupt("finished settings are kept in the run's attack_results.json; rerun "
                                 "to continue") from None

@@ -18,7 +18,8 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     preempt.install()
     errors.quiet_interrupts()
 
-from utils.errors import CliParser, DefaultsFormatter, UsageError, number, run_cli  # noqa: E402
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, number, os_errors_as_usage,  # noqa: E402
+                          run_cli)
 from utils.flags import LABEL_ONLY, add_flags, label_name  # noqa: E402
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -108,7 +109,8 @@ def main(argv=None):
     from utils.runs import command_line, json_text
     from utils.training import run_training
     try:
-        results = run_training(args, command_line(parser.prog, argv))
+        with os_errors_as_usage():
+            results = run_training(args, command_line(parser.prog, argv))
         distributed.finish()  # under torchrun: every process done, then the group closed
     except RuntimeError as err:
         if not distributed.lost_peer(err):

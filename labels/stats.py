@@ -150,7 +150,8 @@ def run(args):
 
 def main(argv=None):
     """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
-    parser = CliParser(prog="python -m labels.stats", description=__doc__.split("\n\n")[0],
+    summary, _, columns = __doc__.split("\n\n", 2)  # --help ends with the docstring's columns
+    parser = CliParser(prog="python -m labels.stats", description=summary, epilog=columns,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", help="label files (.npy, (C, ...))")
     style = parser.add_mutually_exclusive_group()

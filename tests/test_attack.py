@@ -435,6 +435,7 @@ def test_a_figure_that_could_not_be_written_is_drawn_by_the_next_run(speech_run,
                                                                      tmp_path, capsys, monkeypatch):
     """New settings written, their figure not (a full disk): the earlier figure, of other settings
     or another checkpoint, stayed beside the new results, and no later run drew it again."""
+    from utils import runs
     _, run_dir = speech_run
     shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
     flags = ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"), "--data_dir",
@@ -446,7 +447,7 @@ def test_a_figure_that_could_not_be_written_is_drawn_by_the_next_run(speech_run,
 
     def full_disk(path, write):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    monkeypatch.setattr(attack, "atomic_write", full_disk)
+    monkeypatch.setattr(runs, "atomic_write", full_disk)
     status, err = run_cli_status(capsys, flags + ["8/255"])
     assert (status, err.splitlines()[-1]) == (2, f"error: could not write {png}: No space left on device")
     assert len(json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]) == 3 and not png.exists()
@@ -469,10 +470,41 @@ def test_a_run_directory_removed_during_the_attack_is_one_line(speech_run, cifar
         shutil.rmtree(folder, ignore_errors=True)
         return real(*args, **kwargs)
     monkeypatch.setattr(attacks, "run_attack", removed_first)
+    argv = ["--checkpoint", str(folder / "speech_seed3_resnet32_best_model.pth"), "--data_dir",
+            str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no",
+            "--epsilons", "8/255", "--num_images", "5"]
+    status, err = run_cli_status(capsys, argv)
+    assert (status, err.splitlines()[-1]) == (2, f"error: cannot use {folder}: removed while this job "
+                                                 "worked in it")
+    assert not folder.exists()
+    folder.mkdir()  # in process (a notebook), the same words as the README's UsageError, not an OSError
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", folder)
+    with pytest.raises(UsageError) as raised:
+        attack.main(argv)
+    assert str(raised.value) == f"cannot use {folder}: removed while this job worked in it"
+    assert not folder.exists()
+
+
+def test_a_run_directory_removed_before_the_figure_is_not_made_anew(speech_run, cifar10_dir, label_dir,
+                                                                   tmp_path, capsys, monkeypatch):
+    """The results were checked for their folder, the figure was not: a folder removed after the
+    last setting came back holding attack_examples.png alone, and the attack exited 0."""
+    from utils import attacks
+    _, run_dir = speech_run
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", folder)
+    real = attacks.run_attack
+
+    def removed_before_the_figure(*args, **kwargs):
+        if kwargs.get("keep_images"):  # the figure's attack, after every setting was written
+            shutil.rmtree(folder)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(attacks, "run_attack", removed_before_the_figure)
     status, err = run_cli_status(capsys, [
         "--checkpoint", str(folder / "speech_seed3_resnet32_best_model.pth"), "--data_dir", str(cifar10_dir),
         "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255",
-        "--num_images", "5"])
+        "--num_images", "5", "--examples", "1"])
     assert (status, err.splitlines()[-1]) == (2, f"error: cannot use {folder}: removed while this job "
                                                  "worked in it")
     assert not folder.exists()
@@ -641,6 +673,16 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert line == f"error: checkpoint {run_dir} is a folder, not a checkpoint file"
     assert not (tmp_path / ".lock").exists()  # bad input ends before the folder is locked
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
+
+
+def test_a_negative_eps_is_named_with_its_flag(capsys):
+    """"--epsilons -1/255" said "expected at least one argument" (argparse took -1/255 for a flag),
+    and "--epsilons 0 -1/255" "unrecognized arguments: -1/255"."""
+    for epsilons in (["-1/255"], ["0", "-1/255"], ["-1e-3"]):
+        assert one_line_error(capsys, ["--epsilons", *epsilons]) == (
+            f"error: argument --epsilons: eps {epsilons[-1]} is outside [0, 1] (see attack.py --help)")
+    assert one_line_error(capsys, ["--epsilons", "8/255", "-x"]) == ("error: unrecognized arguments: -x "
+                                                                    "(see attack.py --help)")
 
 
 def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, tmp_path, capsys):

@@ -11,6 +11,7 @@ that compare with the paper's published files use ../shared and skip without it.
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -280,7 +281,8 @@ def test_a_malformed_glove_line_is_named(tiny_glove, tmp_path, capsys):
     with a header, tried last), whatever line was wrong."""
     lines = tiny_glove.read_text().splitlines()
     glove = tmp_path / "broken.50d.txt"
-    for line, why in ((lines[2].rsplit(" ", 1)[0], "a value short"), (lines[2] + " x", "text"), ("", "blank")):
+    for line, why in ((lines[2].rsplit(" ", 1)[0], "a value short"), (lines[2] + " x", "text"), ("", "blank"),
+                      (lines[2].split(" ")[0] + " 0.5", "one value: gensim made it a vector of 50 x 0.5")):
         glove.write_text("\n".join(lines[:2] + [line] + lines[3:]) + "\n")
         status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove", glove,
                                              "--out", tmp_path], capsys)
@@ -290,6 +292,35 @@ def test_a_malformed_glove_line_is_named(tiny_glove, tmp_path, capsys):
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove", glove,
                                          "--out", tmp_path], capsys)
     assert err == f"error: cannot read word vectors from {glove}: the file is empty\n"
+    assert not list(tmp_path.glob("*.npy"))
+
+
+def test_a_glove_file_with_a_word2vec_header_is_read_and_checked(tiny_glove, tmp_path, capsys):
+    """A word2vec-format file ("COUNT DIM" first) gives the headless file's vectors; a count that is
+    not the file's was gensim's "unexpected end of input; is count incorrect or file otherwise
+    damaged?" (more words announced) or a file read only up to it (fewer)."""
+    lines = tiny_glove.read_text().splitlines()
+    glove = tmp_path / "headed.50d.txt"
+    body = "\n".join(lines) + "\n"
+
+    def error(text):
+        glove.write_text(text)
+        status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove", glove,
+                                             "--out", tmp_path], capsys)
+        assert status == 2 and err.startswith(f"error: cannot read word vectors from {glove}: "), err
+        return err.split(": ", 2)[2].rstrip("\n")
+
+    glove.write_text(f"{len(lines)} 50\n" + body)
+    names = ["cat", "pickup truck"]
+    assert np.array_equal(make_label("glove", names, glove=glove),
+                          make_label("glove", names, glove=tiny_glove))
+    assert error("400000 50\n" + body) == f"line 1 announces 400000 words, {len(lines)} lines follow it"
+    assert error("3 50\n" + body) == f"line 1 announces 3 words, {len(lines)} lines follow it"
+    assert error("400000 50\n") == "line 1 announces 400000 words, 0 lines follow it"
+    assert error(f"{len(lines)} 50\n" + "\n".join(lines[:2] + ["cat 0.5"] + lines[3:]) + "\n") == (
+        "line 4 is not a word followed by 50 numbers")
+    # without a header the first line gives the size: line 1 or line 2 may be the odd one
+    assert error("the 0.5\n" + body) == "line 1 holds a word and 1 number, line 2 a word and 50 numbers"
     assert not list(tmp_path.glob("*.npy"))
 
 
@@ -690,6 +721,19 @@ def test_stats_cli(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "labels.stats", str(path)], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout
+
+
+def test_stats_help_says_what_each_column_means(capsys):
+    """What min_msd or l2_std mean was in the module's docstring alone, not in --help."""
+    with pytest.raises(SystemExit) as exit_info:
+        stats.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    columns = out[out.index("\nColumns (targets (C, ...) flattened to C vectors of D values):\n"):]
+    for name in stats.COLUMNS:  # each at the start of a line that says what it is
+        assert re.search(rf"^    (\w+, )*{name}\b.*  \w", columns, re.MULTILINE), (name, columns)
+    assert re.search(r"^    min_msd +smallest mean squared distance between two classes' raw targets:$",
+                     columns, re.MULTILINE)
 
 
 def test_a_reader_that_leaves_ends_a_tool_quietly():

@@ -450,6 +450,21 @@ def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tm
     assert not list(tmp_path.glob("cifar10/**/results.json"))
 
 
+def test_an_unusable_base_dir_in_process_is_the_command_lines_usage_error(capsys, cifar10_dir, label_dir,
+                                                                          tmp_path):
+    """main(argv) in a notebook raised "NotADirectoryError: [Errno 20] Not a directory:
+    .../runs/cifar10/seed3/resnet32/model_speech" where the command line says one line; the README
+    promises a UsageError for bad input."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    args = flags(cifar10_dir, a_file / "runs", label_dir)
+    with pytest.raises(UsageError) as raised:
+        train.main(args)
+    assert str(raised.value) == f"cannot use {a_file}: a file, not a folder"
+    assert isinstance(raised.value.__cause__, NotADirectoryError)  # the OSError, for a traceback
+    assert run_cli_capture(capsys, args) == f"error: {raised.value}"
+
+
 def test_compile_without_a_cxx_compiler_is_one_line(capsys, cifar10_dir, label_dir, tmp_path,
                                                     monkeypatch):
     from torch._inductor import config

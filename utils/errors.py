@@ -10,6 +10,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -73,6 +74,19 @@ def interrupt_says(text):
         yield
     except KeyboardInterrupt:
         raise KeyboardInterrupt(text()) from None
+
+
+@contextlib.contextmanager
+def os_errors_as_usage():
+    """Within (train.py's and attack.py's main): an OSError (a --base_dir through a file or
+    read-only, a full disk) is a UsageError from it, with the line `call_cli` would print for it,
+    so that a caller of main(argv) in process (a notebook) gets the command line's error."""
+    try:
+        yield
+    except BrokenPipeError:  # stdout's reader left: `call_cli` ends quietly
+        raise
+    except OSError as err:
+        raise UsageError(os_error_text(err)) from err
 
 
 def os_error_text(err):
@@ -144,6 +158,12 @@ class CliParser(argparse.ArgumentParser):
     """argparse, but a bad flag is a UsageError: one `error:` line from the command line (the usage
     block is in --help), an exception a caller of main(argv) can catch (not SystemExit). A caller's
     argv may hold paths and numbers (`["--data_dir", Path(...), "--epochs", 30]`), read as their text."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Python 3.13's test for a value that starts with '-': before it, "--epsilons -1/255" (or
+        # -1e-3) was a flag of that name, and the error "expected at least one argument"
+        self._negative_number_matcher = re.compile(r"-\.?\d")
 
     def parse_known_args(self, args=None, namespace=None):
         if isinstance(args, str):  # argparse would read each character as an argument

@@ -177,9 +177,15 @@ def read_json(path):
     return value
 
 
-def save_checkpoint(path, state):
+def write_file(path, write):
+    """`atomic_write` of one of a run's files (a checkpoint, attack.py's figure) by write(file), in
+    a run directory still there (`_still_there`)."""
     _still_there(path)
-    atomic_write(path, lambda f: torch.save(state, f))
+    atomic_write(path, write)
+
+
+def save_checkpoint(path, state):
+    write_file(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu", advice=None):
