@@ -456,58 +456,36 @@ def test_a_figure_that_could_not_be_written_is_drawn_by_the_next_run(speech_run,
     assert err.count("reused") == 3 and png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != earlier
 
 
-def test_a_run_directory_removed_during_the_attack_is_one_line(speech_run, cifar10_dir, label_dir,
+@pytest.mark.parametrize("when", ["first", "before the figure"])
+def test_a_run_directory_removed_during_the_attack_is_one_line(when, speech_run, cifar10_dir, label_dir,
                                                                tmp_path, capsys, monkeypatch):
-    """It was made anew, holding attack_results.json alone, and the attack exited 0."""
+    """Removed as the attack began, it was made anew holding attack_results.json alone; removed after
+    the last setting's results, anew holding attack_examples.png alone; the attack exited 0."""
     from utils import attacks
     _, run_dir = speech_run
     folder = tmp_path / "copy"
-    folder.mkdir()
-    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", folder)
     real = attacks.run_attack
 
-    def removed_first(*args, **kwargs):
-        shutil.rmtree(folder, ignore_errors=True)
+    def removed(*args, **kwargs):
+        if when == "first" or kwargs.get("keep_images"):  # the figure's attack, after every setting's
+            shutil.rmtree(folder, ignore_errors=True)
         return real(*args, **kwargs)
-    monkeypatch.setattr(attacks, "run_attack", removed_first)
+    monkeypatch.setattr(attacks, "run_attack", removed)
     argv = ["--checkpoint", str(folder / "speech_seed3_resnet32_best_model.pth"), "--data_dir",
             str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no",
-            "--epsilons", "8/255", "--num_images", "5"]
-    status, err = run_cli_status(capsys, argv)
-    assert (status, err.splitlines()[-1]) == (2, f"error: cannot use {folder}: removed while this job "
-                                                 "worked in it")
-    assert not folder.exists()
-    folder.mkdir()  # in process (a notebook), the same words as the README's UsageError, not an OSError
-    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", folder)
-    with pytest.raises(UsageError) as raised:
-        attack.main(argv)
-    assert str(raised.value) == f"cannot use {folder}: removed while this job worked in it"
-    assert not folder.exists()
-
-
-def test_a_run_directory_removed_before_the_figure_is_not_made_anew(speech_run, cifar10_dir, label_dir,
-                                                                   tmp_path, capsys, monkeypatch):
-    """The results were checked for their folder, the figure was not: a folder removed after the
-    last setting came back holding attack_examples.png alone, and the attack exited 0."""
-    from utils import attacks
-    _, run_dir = speech_run
-    folder = tmp_path / "copy"
-    folder.mkdir()
-    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", folder)
-    real = attacks.run_attack
-
-    def removed_before_the_figure(*args, **kwargs):
-        if kwargs.get("keep_images"):  # the figure's attack, after every setting was written
-            shutil.rmtree(folder)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(attacks, "run_attack", removed_before_the_figure)
-    status, err = run_cli_status(capsys, [
-        "--checkpoint", str(folder / "speech_seed3_resnet32_best_model.pth"), "--data_dir", str(cifar10_dir),
-        "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255",
-        "--num_images", "5", "--examples", "1"])
-    assert (status, err.splitlines()[-1]) == (2, f"error: cannot use {folder}: removed while this job "
-                                                 "worked in it")
-    assert not folder.exists()
+            "--epsilons", "8/255", "--num_images", "5", "--examples", "1"]
+    for in_process in (False, True):  # in a notebook, the same words as the README's UsageError
+        folder.mkdir()
+        shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", folder)
+        if in_process:
+            with pytest.raises(UsageError) as raised:
+                attack.main(argv)
+            assert str(raised.value) == f"cannot use {folder}: removed while this job worked in it"
+        else:
+            status, err = run_cli_status(capsys, argv)
+            assert (status, err.splitlines()[-1]) == (2, f"error: cannot use {folder}: removed while "
+                                                         "this job worked in it")
+        assert not folder.exists()
 
 
 def run_cli_status(capsys, argv):
