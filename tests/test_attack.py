@@ -14,13 +14,14 @@ import pytest
 import torch
 
 import attack
-from architecture import ARCHITECTURES, fold_batch_norm
+from architecture import ARCHITECTURES, build_model, fold_batch_norm
 from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import to_float
 from conftest import last_json, run_script
 from utils import preempt
 from utils.attacks import ATTACKS, Shared, draw_targets, run_attack, start_noise
 from utils.errors import UsageError, run_cli
+from utils.labelspace import CategorySpace
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS
 from utils.training import evaluate
 
@@ -57,6 +58,8 @@ def test_random_start_depends_only_on_seed_restart_and_index():
     some = torch.tensor([5, 300, 599, 2])
     assert torch.equal(start_noise(some, (3, 4, 4), seed=1, restart=0), everything[some])
     assert everything.min() >= -1 and everything.max() <= 1 and everything.abs().mean() > 0.4
+    # uniform over the whole ball: both signs, out to its faces
+    assert everything.min() < -0.99 and everything.max() > 0.99 and abs(everything.mean()) < 0.02
     assert not torch.equal(start_noise(some, (3, 4, 4), seed=1, restart=1), everything[some])
 
 
@@ -67,6 +70,39 @@ def test_unknown_attack_and_protocol_are_usage_errors(category, test_set):
         run_attack(*category, images, labels, "cw", EPS8)
     with pytest.raises(UsageError, match="unknown protocol"):
         run_attack(*category, images, labels, "fgsm", EPS8, protocol="normalised")
+
+
+@pytest.fixture(scope="module")
+def untrained():
+    """An untrained category model and 6 random images labelled with its own predictions, so that
+    every image is attacked: for the mechanics of an attack, not its strength."""
+    torch.manual_seed(0)
+    model, space = build_model("resnet32", (10,)).eval(), CategorySpace(10)
+    images = torch.rand(6, 3, 32, 32)
+    labels = run_attack(model, space, images, torch.zeros(6, dtype=torch.long), "fgsm", 0.0,
+                        keep_images=True)["clean_pred"]
+    return model, space, images, labels
+
+
+def test_pgd_starts_from_seeded_uniform_noise_filling_the_eps_ball(untrained):
+    """PGD's first point is clamp(clean + start_noise * eps, 0, 1) (Madry et al.'s random start):
+    with a negligible step the attack ends there. The iterative attack starts at the clean image."""
+    model, space, images, labels = untrained
+    start = (images + EPS8 * start_noise(torch.arange(6), (3, 32, 32), seed=3, restart=0)).clamp(0, 1)
+    for name, expected in (("pgd", start), ("iterative", images)):
+        result = run_attack(model, space, images, labels, name, EPS8, steps=1, step_size=1e-7, seed=3,
+                            keep_images=True)
+        assert (result["adversarial"] - expected).abs().max() < 1e-6, name
+
+
+def test_target_success_counts_only_the_attacked_images(untrained):
+    """The targeted success rate is over the images classified correctly before the attack: an
+    image misclassified from the start as its own target is not attacked and is no hit."""
+    model, space, images, predicted = untrained
+    labels = torch.cat([predicted[:3], (predicted[3:] + 1) % 10])   # the last 3 misclassified ...
+    targets = torch.cat([(predicted[:3] + 1) % 10, predicted[3:]])  # ... as their targets
+    result = run_attack(model, space, images, labels, "fgsm", 0.0, targets=targets)
+    assert result["attacked"] == 3 and result["target_success"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,9 +214,12 @@ def test_adversarial_images_stay_within_eps_and_range(trained, test_set, protoco
                 z, z_adv = (images - mean) / std, (adversarial - mean) / std
                 assert (z_adv.amin((1, 2, 3)) >= z.amin((1, 2, 3)) - 1e-5).all()
                 assert (z_adv.amax((1, 2, 3)) <= z.amax((1, 2, 3)) + 1e-5).all()
-                # scalars over all channels: a channel may leave its own range (not a per-channel clamp)
-                assert ((z_adv > z.amax((2, 3), keepdim=True) + 1e-5)
-                        | (z_adv < z.amin((2, 3), keepdim=True) - 1e-5)).any()
+                # scalars over all channels: a channel may leave its own range, above and below (not
+                # a per-channel clamp)
+                assert (z_adv > z.amax((2, 3), keepdim=True) + 1e-5).any()
+                assert (z_adv < z.amin((2, 3), keepdim=True) - 1e-5).any()
+            else:  # the paper's iterative attack has no range clamp (its line is commented out)
+                assert adversarial.min() < 0 or adversarial.max() > 1
 
 
 def test_targeted_attacks_hit_their_targets_more_often_than_chance(trained, test_set):
@@ -224,7 +263,7 @@ def test_a_restart_only_attacks_the_images_earlier_ones_did_not_get_past(trained
     """Restart 0 is the same with 1 or 3 restarts (its noise is keyed by seed, restart and index):
     an image it fools keeps that adversarial image, the others get two more tries."""
     model, space = trained
-    images, labels, _ = test_set
+    images, labels, targets = test_set
     once, thrice = (run_attack(model, space, images, labels, "pgd", 2 / 255, steps=2, restarts=r, seed=4,
                                keep_images=True) for r in (1, 3))
     fooled = (once["clean_pred"] == labels) & (once["adv_pred"] != labels)
@@ -232,6 +271,13 @@ def test_a_restart_only_attacks_the_images_earlier_ones_did_not_get_past(trained
     assert (thrice["adv_pred"][fooled] != labels[fooled]).all()
     assert torch.equal(thrice["adversarial"][fooled], once["adversarial"][fooled])
     assert thrice["robust_acc"] <= once["robust_acc"]
+    # Targeted, an image restart 0 misclassified as another class than its target (here 10 of 40)
+    # is tried again.
+    once, thrice = (run_attack(model, space, images, labels, "pgd", EPS8, steps=1, restarts=r, seed=4,
+                               targets=targets, keep_images=True) for r in (1, 3))
+    strayed = (once["clean_pred"] == labels) & (once["adv_pred"] != labels) & (once["adv_pred"] != targets)
+    assert strayed.any()
+    assert (thrice["adversarial"][strayed] != once["adversarial"][strayed]).flatten(1).any(1).all()
 
 
 def test_a_run_shares_clean_work_across_settings_without_changing_a_result(trained, test_set):

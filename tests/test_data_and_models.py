@@ -1,5 +1,6 @@
 """cifar.py (loading, split, augmentation), architecture.py (heads, parameter counts), label spaces."""
 import gzip
+import math
 import os
 import pickle
 import shutil
@@ -65,6 +66,19 @@ def test_a_batch_with_values_that_are_not_pixels_or_class_ids_is_one_line(tmp_pa
     assert str(err.value).startswith(f"dataset file {path}: ") and message in str(err.value)
 
 
+def test_a_pickle_row_is_the_red_green_and_blue_planes_each_row_by_row(tmp_path, cifar10_dir):
+    """CIFAR's python pickles hold an image as 1024 red, 1024 green, then 1024 blue values, each plane
+    row by row: pixel (c, y, x) is entry c * 1024 + y * 32 + x of its row (not interleaved RGB)."""
+    shutil.copytree(cifar10_dir, tmp_path / "data")
+    c, y, x = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
+    pixels = (c * 80 + y * 2 + x % 2).astype(np.uint8)
+
+    def first_image(batch):
+        batch["data"][0] = pixels.reshape(-1)
+    rewrite_pickle(tmp_path / "data" / "cifar-10-batches-py" / "test_batch", first_image)
+    assert torch.equal(load_cifar("cifar10", tmp_path / "data").test_images[0], torch.from_numpy(pixels))
+
+
 @pytest.mark.skipif(not SUBSET.exists(), reason="../shared/data is absent")
 def test_real_cifar10_subset():
     data = load_cifar("cifar10", SUBSET)
@@ -100,6 +114,7 @@ def test_augment_is_a_seeded_shift_and_flip():
     a = augment(images, torch.Generator().manual_seed(0))
     b = augment(images, torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.dtype == torch.float32 and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(to_float(torch.tensor([0, 51, 255], dtype=torch.uint8)), torch.tensor([0, 0.2, 1]))
     padded = torch.nn.functional.pad(to_float(images), (4, 4, 4, 4))
     flipped, shifts = 0, set()
     for i in range(len(images)):
@@ -164,6 +179,40 @@ def test_every_head_gives_the_target_shape_and_trains(arch, shape):
         loss.backward()
         opt.step()
     assert torch.isfinite(loss)
+
+
+def test_resnet_blocks_downsample_once_per_stage_and_end_in_a_relu():
+    """The paper's CIFAR ResNet: its three stages of (depth - 2) / 6 blocks work at 32x32, 16x16
+    and 8x8 (only a stage's first block has stride 2), and each block's output is the ReLU of the
+    sum with its shortcut. Parameter counts cannot tell a stride or a ReLU apart."""
+    from architecture import BasicBlock
+    model = build_model("resnet32", (10,)).eval()
+    shapes, negative = [], []
+
+    def record(block, inputs, out):
+        shapes.append(tuple(out.shape[1:]))
+        negative.append(bool((out < 0).any()))
+    for block in model.trunk.modules():
+        if isinstance(block, BasicBlock):
+            block.register_forward_hook(record)
+    with torch.no_grad():
+        model(torch.rand(2, 3, 32, 32))
+    assert shapes == [(16, 32, 32)] * 5 + [(32, 16, 16)] * 5 + [(64, 8, 8)] * 5
+    assert not any(negative)
+
+
+def test_convolutions_start_from_the_papers_initialisation():
+    """N(0, 2 / (k * k * out_channels)) for every convolution of the trunk (He et al.'s fan-out, as
+    the paper's code base), batch norms as the identity."""
+    torch.manual_seed(0)
+    for arch in ("resnet32", "vgg19"):
+        for m in build_model(arch, (10,)).trunk.modules():
+            if isinstance(m, nn.Conv2d):
+                expected = math.sqrt(2 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels))
+                assert m.weight.std().item() == pytest.approx(expected, rel=0.15), (arch, m)
+                assert m.bias is None or not m.bias.any()
+            elif isinstance(m, nn.BatchNorm2d):
+                assert (m.weight == 1).all() and not m.bias.any()
 
 
 def test_the_decoder_is_the_papers():
@@ -270,6 +319,19 @@ def test_target_loss_is_smooth_l1_per_image():
     outputs = torch.full((2, 4, 4), 0.5)
     # |0.5 - 0| < 1: 0.5 * 0.25 = 0.125; |0.5 - 3| = 2.5 >= 1: 2.5 - 0.5 = 2.0
     assert torch.allclose(space.loss(outputs, torch.tensor([0, 1])), torch.tensor([0.125, 2.0]))
+
+
+def test_losses_are_float32_for_bf16_outputs():
+    """Under --amp the model's outputs are bf16; the label spaces' training and attack losses are
+    computed from them in float32 (bf16 keeps 8 bits of mantissa), as README's --amp says."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (64,))
+    spaces = ((CategorySpace(10, smoothing=0.1), (10,)), (TargetSpace("t", torch.randn(10, 8)), (8,)))
+    for space, shape in spaces:
+        outputs = (3 * torch.randn(64, *shape)).bfloat16()
+        for loss in (space.loss, space.adversarial_loss):
+            got = loss(outputs, labels)
+            assert got.dtype == torch.float32 and torch.equal(got, loss(outputs.float(), labels)), space.name
 
 
 @pytest.mark.skipif(not REFERENCE_LABELS.exists(), reason="../shared/reference is absent")

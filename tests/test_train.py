@@ -339,6 +339,9 @@ def test_lr_schedule_with_warmup():
     assert steps == pytest.approx([0.05 * k for k in range(1, 9)])
     assert lr_at(2, 600, 0.4, 2, 0.25) == lr_at(299, 600, 0.4, 2) == 0.4  # warmed up
     assert lr_at(300, 600, 0.4, 2) == pytest.approx(0.04)
+    # Epoch counts not divisible by 4 drop at the first epoch at or past 50% and 75%: for the
+    # README's 30-epoch runs, epochs 15 and 23 (0-based).
+    assert [lr_at(e, 30, 0.1) for e in (14, 15, 22, 23)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
 
 
 def test_warmup_sets_every_steps_lr(tiny):
@@ -361,6 +364,73 @@ def test_warmup_sets_every_steps_lr(tiny):
     constant, _ = train(lambda done: 0.1)
     assert torch.equal(constant, train(None)[0])  # the lr given is the lr used
     assert not torch.allclose(warm, constant)
+
+
+def test_a_train_step_is_the_papers_sgd_on_the_batchs_mean_loss(tiny):
+    """A TrainStep against SGD by hand on the mean loss of the augmented batch: weight decay 1e-4 on
+    every parameter (here 0.1% of the first update), then momentum 0.9, not Nesterov's, seen in a
+    second step whose loss is scaled to 0 (its update is the momentum and the decay alone)."""
+    import copy
+    from architecture import build_model
+    from cifar import crop_and_flip, draw_augmentation
+    from utils.labelspace import CategorySpace
+    from utils.training import TrainStep
+    torch.manual_seed(0)
+    model, space, lr = build_model("resnet32", (10,)).train(), CategorySpace(10), 0.1
+    reference = copy.deepcopy(model)
+    batch, labels = tiny.train_images[:16], tiny.train_labels[:16]
+    offsets, flips = draw_augmentation(16, torch.Generator().manual_seed(0), "cpu")
+    loss = space.loss(reference(crop_and_flip(batch, offsets, flips)), labels).mean()
+    weights = flat(reference.parameters())
+    buffer = flat(torch.autograd.grad(loss, list(reference.parameters()))) + 1e-4 * weights
+    step = TrainStep(model, space, lr)
+    loss_sum, _ = step(batch, offsets, flips, labels, 1 / 16)
+    assert loss_sum.item() == pytest.approx(16 * loss.item(), rel=1e-6)
+    moved = flat(model.parameters()) - weights
+    assert (moved + lr * buffer).norm() < 1e-5 * moved.norm()
+    weights = flat(model.parameters())
+    step(batch, offsets, flips, labels, 0.0)
+    expected = -lr * (0.9 * buffer + 1e-4 * weights)
+    assert (flat(model.parameters()) - weights - expected).norm() < 1e-5 * expected.norm()
+
+
+def test_an_epoch_trains_in_train_mode_and_drops_a_trailing_single_image(tiny):
+    """train_epoch puts a model evaluate() left in eval mode back to training (batch statistics,
+    running averages updated), and skips a last batch of one image, on which the decoder head's
+    batch norm cannot train: 9 images in batches of 4 train on 8."""
+    from architecture import build_model
+    from utils.labelspace import TargetSpace
+    from utils.training import TrainStep, train_epoch
+    torch.manual_seed(0)
+    space = TargetSpace("t", torch.randn(10, 16, 16))
+    model = build_model("resnet32", space.output_shape).eval()
+    running = model.trunk.layers[1].running_mean.clone()
+    result = train_epoch(TrainStep(model, space, 0.01), tiny.train_images[:9], tiny.train_labels[:9], 4,
+                         torch.Generator().manual_seed(0))
+    assert result["images"] == 8
+    assert not torch.equal(model.trunk.layers[1].running_mean, running)
+
+
+def test_evaluation_is_per_image_in_eval_mode_and_leaves_the_model_as_it_was():
+    """evaluate() and predict() use the running statistics (an image's output does not depend on
+    the batch it is in) and change no weight or running average, also for a model left training;
+    the loss and accuracy are means over the images, whatever the batches."""
+    from architecture import build_model
+    from cifar import to_float
+    from utils.labelspace import CategorySpace
+    from utils.training import evaluate, predict
+    torch.manual_seed(0)
+    model, space = build_model("resnet32", (10,)).train(), CategorySpace(10)
+    images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    alone, together = predict(model.train(), images, batch_size=1), predict(model, images, batch_size=8)
+    assert torch.allclose(alone, together, atol=1e-5)
+    result = evaluate(model.train(), space, images, labels, batch_size=3)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    with torch.no_grad():
+        outputs = model.eval()(to_float(images))
+    assert result["loss"] == pytest.approx(space.loss(outputs, labels).mean().item(), rel=1e-5)
+    assert result["acc"] == (space.decode(outputs) == labels).float().mean().item()
 
 
 def test_warmup_run_records_its_lrs(cifar10_dir, label_dir, tmp_path):
