@@ -17,7 +17,7 @@ import attack
 from architecture import ARCHITECTURES, build_model, fold_batch_norm
 from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import to_float
-from conftest import last_json, run_script
+from conftest import last_json, make_cifar10, run_script
 from utils import preempt
 from utils.attacks import ATTACKS, Shared, draw_targets, run_attack, start_noise
 from utils.errors import UsageError, run_cli
@@ -456,6 +456,27 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert margin["robust_acc"]["pgd+margin/untargeted/0"] == summary["clean_acc"]
     _, err = call_main(capsys, flags)
     assert err.count("reused") == len(keys)
+
+
+def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                           capsys):
+    """The same checkpoint attacked on another copy of the dataset (as many test images, other
+    pixels: the real CIFAR-10 after a trial one) computes the setting again, beside the first
+    images' entry, rather than passing that entry off as the new images' result."""
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
+    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    other = make_cifar10(tmp_path / "other", seed=1)
+    flags = ["--checkpoint", str(checkpoint), "--label_dir", str(label_dir), "--attacks", "fgsm",
+             "--epsilons", "8/255", "--targeted", "no", "--num_images", "5", "--examples", "0",
+             "--device", "cpu"]
+    call_main(capsys, flags + ["--data_dir", str(cifar10_dir)])
+    _, err = call_main(capsys, flags + ["--data_dir", str(other)])
+    assert "reused" not in err
+    entries = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
+    assert len(entries) == 2 and len({e["images_sha256"] for e in entries}) == 2
+    _, err = call_main(capsys, flags + ["--data_dir", str(cifar10_dir)])  # the first images' again: reused
+    assert "reused" in err
 
 
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, label_dir, capsys):

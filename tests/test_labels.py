@@ -524,6 +524,17 @@ def test_all_writes_every_offline_family(tones, tmp_path, capsys):
         f"cifar10_{n}" for n in offline_labels())
 
 
+def test_each_dataset_gets_its_own_classes(tmp_path, capsys):
+    """--dataset cifar10 cifar100, as the README regenerates the shipped files: a target per class
+    of each dataset, 10 and 100, not the first dataset's class names for both."""
+    status, _, _ = cli(generate.main, ["--dataset", "cifar10", "cifar100", "--label", "uniform", "lowdim",
+                                       "--out", tmp_path], capsys)
+    assert status == 0
+    assert {p.name: np.load(p).shape for p in tmp_path.glob("*.npy")} == {
+        "cifar10_uniform.npy": (10, 64, 64), "cifar10_lowdim.npy": (10, 10),
+        "cifar100_uniform.npy": (100, 64, 64), "cifar100_lowdim.npy": (100, 100)}
+
+
 @pytest.mark.parametrize("label, message", [
     ("sound", "unknown label family 'sound'; choose from speech, shuffle"),
     ("normal_dim=0", "D must be a whole number in 1 .. 100000"),
@@ -609,6 +620,10 @@ def test_generated_targets_are_checked_before_they_are_written(tiny_glove, tmp_p
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--names",
                                          names, "--glove", tiny_glove, "--out", tmp_path], capsys)
     assert status == 2 and f"{names} names 'cat' twice" in err
+    # squared distances beyond float32's range: nearest-target decoding takes every class for class 0
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform_gap=1e18",
+                                         "--out", tmp_path], capsys)
+    assert status == 2 and "class 1's own target decodes as class 0 in float32" in err
     assert not list(tmp_path.glob("*.npy"))
 
 
@@ -667,6 +682,7 @@ def test_stats_by_hand(tmp_path):
     assert row["entropy"] == pytest.approx(1 / 3)       # 0, 1 and 0 bits
     assert stats.value_entropy([0.1234561, 0.1234564]) == 0   # equal after rounding to 6 decimals
     assert stats.value_entropy([0.1, 0.2, 0.3, 0.4]) == pytest.approx(2)
+    assert stats.value_entropy([1e-6, 2e-6, 3e-6, 4e-6]) == pytest.approx(2)   # apart in the 6th
     # normalised over [min, max], not by max: speech labels lie in [-80, 0]
     assert stats.label_stats(np.array([[-1.0], [1.0]]))["l1_mean"] == 1.0
 

@@ -26,7 +26,7 @@ import sweep
 from conftest import REPO, last_json, run_script
 from utils.errors import UsageError, call_cli
 from utils.grid import (ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, eps_text, missing_entries,
-                        parse_level, requested_attacks, well_formed)
+                        missing_note, parse_level, requested_attacks, well_formed)
 from utils.runs import run_directory
 
 # Tiny attacks: one setting on 20 images, no example figure.
@@ -82,6 +82,17 @@ def test_flags_go_to_the_scripts_that_take_them():
                                    "--", "--valid_size", "1000"])
     assert routed["train"] == ["--epochs", "30", "--base_dir", "o", "--valid_size", "1000", "--batch_size", "64"]
     assert routed["attack"] == ["--num_images", "500", "--base_dir", "o", "--batch_size", "250"]
+
+
+def test_the_command_line_wins_over_the_grid_file(tmp_path):
+    """A grid file's pass-through flags reach the scripts before the command line's, so that the
+    command line wins (argparse keeps a flag's last value), as --config's help says."""
+    (tmp_path / "grid.yaml").write_text("args: --epochs 3 --num_images 50\ntrain_args: --batch_size 32\n")
+    _, runs, scripts, routed = sweep.parse(["--config", str(tmp_path / "grid.yaml"), "--dry_run",
+                                            "--epochs", "5", "--train_args", "--batch_size 64"])
+    train = scripts["train"].parse(runs[0].flags() + routed["train"])
+    assert (train.epochs, train.batch_size) == (5, 64)
+    assert scripts["attack"].parse(runs[0].flags() + routed["attack"]).num_images == 50
 
 
 def test_help_says_where_flags_go():
@@ -266,6 +277,16 @@ def test_a_sweep_with_smoothing_trains_and_attacks_its_own_directories(capsys, t
     assert category.count("--smoothing 0.1") == 2 and "attack.py" in category
 
 
+def test_a_fractional_level_is_trained_and_attacked_at_that_level(capsys, tmp_path):
+    """--levels 2.5 is train.py's and attack.py's --level 2.5 (percent of the training split), in
+    less/cifar10/level2.5, not level 2."""
+    [line] = sweep_lines(capsys, ["--levels", "2.5", "--base_dir", str(tmp_path), "--print"])
+    train, attack = line.split(" && ")
+    assert "--level 2.5 " in train and "--level 2.5 " in attack
+    row = sweep_lines(capsys, ["--levels", "2.5", "--base_dir", str(tmp_path), "--dry_run"])[1]
+    assert row.endswith(f"{tmp_path}/less/cifar10/level2.5/seed0/resnet32/model_category")
+
+
 def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     base = tmp_path / "out"
 
@@ -321,6 +342,18 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over(capsys, tmp_path,
     assert "resuming" not in proc.stderr
     assert [json.loads(r)["epoch"] for r in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1]
 
+
+def test_a_run_that_lost_its_last_checkpoint_is_not_done(capsys, tmp_path):
+    """A best checkpoint, but neither the last one nor results.json (the last deleted for space
+    before the run ended): not skipped as done; the dry run says why train.py will refuse it."""
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    make_trained(run_dir, results=False)
+    (run_dir / LAST_CHECKPOINT).rename(run_dir / "category_seed3_resnet32_best_model.pth")
+    grid = ["--seeds", "3", "--stages", "train", "--base_dir", str(tmp_path), "--dry_run"]
+    [_, row, count, _] = sweep_lines(capsys, grid)
+    assert ("run: cannot resume: a best checkpoint but no last_checkpoint.pth: train.py refuses it; delete "
+            "the run directory to start over") in row
+    assert count.startswith("1 run: 1 to run, 0 complete")
 
 # ---------------------------------------------------------------- SLURM
 
@@ -714,6 +747,17 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [done]}))
     assert attack_state(tmp_path, whole, test_images=100)[0] is False  # a trial on 20 of 100 images
     assert attack_state(tmp_path, whole, test_images=20)[0] is True
+
+
+def test_an_attack_entry_counts_for_its_own_budget_alone():
+    """Budgets a 1/255 step apart are settings of their own: an entry at 1/255 stands for neither 0
+    nor 2/255 (report.py without a grid file compares budgets alone), while 8/255 written as the
+    decimal 0.0313725490196 is 8/255."""
+    keys = {("fgsm", False, "pixel", eps / 255) for eps in (0, 1, 2, 8)}
+    done = {"entries": [{"attack": "fgsm", "targeted": False, "eps": eps, "robust_acc": 0.5}
+                        for eps in (1 / 255, 0.0313725490196)]}
+    assert missing_note(done, keys) == ("2 of 4 settings missing (fgsm untargeted 0/255, fgsm untargeted "
+                                        "2/255)")
 
 
 def test_a_run_trained_on_other_label_targets_is_named(tmp_path):

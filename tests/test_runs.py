@@ -1,0 +1,39 @@
+"""utils/atomic.py and utils/runs.py: a file is replaced whole or not at all, also across a crash
+of the machine, and what a killed job leaves behind is cleared by the next job."""
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+from utils.atomic import atomic_write_text
+from utils.runs import run_lock
+
+
+def test_a_file_is_on_the_disk_before_its_name_is(tmp_path, monkeypatch):
+    """The new file is flushed and fsynced before it is renamed over the old one: after a power
+    cut (not only a killed job) the name holds the old file or the whole new one, never an empty
+    one (ext4 and XFS may commit a rename before the data it names)."""
+    calls, fsync, replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(("fsync", os.fstat(fd).st_size)) or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda src, dst: calls.append(("replace", os.path.basename(dst)))
+                        or replace(src, dst))
+    text = '{"test_acc": 0.5}\n'
+    atomic_write_text(tmp_path / "results.json", text)
+    assert calls == [("fsync", len(text)), ("replace", "results.json")]
+    assert (tmp_path / "results.json").read_text() == text
+
+
+def test_a_killed_jobs_temporary_file_is_removed_by_the_next_job(tmp_path):
+    """A job killed while it writes (SIGKILL: the OOM killer, SLURM past its grace period) leaves
+    its temporary file, up to a checkpoint's size; the next job in the run directory removes it,
+    and nothing else."""
+    code = ("import os, sys; from utils.atomic import atomic_write; "
+            "atomic_write(sys.argv[1], lambda f: (f.write(b'half'), f.flush(), os._exit(9)))")
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "last_checkpoint.pth")], cwd=REPO)
+    [left] = [p.name for p in tmp_path.iterdir()]
+    assert killed.returncode == 9 and left.startswith(".last_checkpoint.pth.") and left.endswith(".tmp")
+    others = ["results.json", "notes.tmp", ".notes.txt.x1y2.tmp"]
+    for name in others:
+        (tmp_path / name).write_text("kept")
+    with run_lock(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", *others])
