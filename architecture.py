@@ -160,7 +160,7 @@ def make_head(in_features, output_shape):
 def _normalisation(name, values):
     """`values` as 3 plain floats (numpy's, or 0-d tensors, in model_args would not load with
     weights_only=True); a ValueError unless finite, and for the std above 0 (a checkpoint's model_args
-    rebuild its model: a zero std there made every output NaN)."""
+    rebuild its model: a zero std there would make every output NaN)."""
     try:
         floats = [float(v) for v in values]
     except (TypeError, ValueError):

@@ -31,7 +31,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, none
 from utils.flags import SHARED, acts_on, add_flags, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
-# The defaults sweep.py reads (utils.grid.requested_attacks) to know what a run of attack.py computes
+# The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
 PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
 PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attack.py, normalised units
@@ -121,6 +121,22 @@ def build_parser():
                      help=f"test images shown in attack_examples.png (default {EXAMPLES}; 0: no figure); "
                      "given, the figure is drawn again even when every setting is reused")
     return parser
+
+
+def requested_settings(args):
+    """What the flags ask to compute: (protocol, attacks, epsilons as (label, value) pairs,
+    targeted modes), each without repeats; unset --attacks and --epsilons take the protocol's
+    defaults. sweep.py and report.py read a run's settings from here too
+    (`utils.grid.requested_attacks`)."""
+    protocol = "paper" if args.paper_protocol else "pixel"
+    attacks = list(dict.fromkeys(args.attacks or (PAPER_ATTACKS if args.paper_protocol else ATTACK_NAMES)))
+    epsilons = args.epsilons or [epsilon(e) for e in
+                                 (PAPER_EPSILONS if args.paper_protocol else PIXEL_EPSILONS)]
+    unique = {}  # each eps once, however written (8/255, 0.0313725...), as first written
+    for label, value in epsilons:
+        unique.setdefault(value, (label, value))
+    modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
+    return protocol, attacks, list(unique.values()), modes
 
 
 def file_sha256(path):
@@ -233,7 +249,7 @@ def load_model(args, path):
     model_args = checkpoint["model_args"]
     trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
                                                                 "label": space.name}
-    if args.data_dir is None:  # the run's data (recorded as an absolute path since 2026-12)
+    if args.data_dir is None:  # the run's data, as its config records it (an older run's: relative)
         own = trained.get("data_dir")
         if not isinstance(own, str):  # a checkpoint of no train.py run: the default
             own = SHARED["data_dir"]["default"]
@@ -275,6 +291,21 @@ def check_fits(args, path, space, data):
                              f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}")
 
 
+def load_run(args):
+    """The run to attack: (checkpoint path, run directory, model, label space, dataset). Unset run
+    flags take the checkpoint's values (`load_model`), or train.py's defaults where the flags find
+    the checkpoint; the checkpoint, the dataset and a label file of its name must fit together."""
+    from cifar import load_cifar
+    if args.checkpoint is None:  # the flags find the checkpoint
+        for flag, default in RUN_FLAGS:
+            setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
+    path, run_dir = find_checkpoint(args)
+    model, space = load_model(args, path)
+    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+    check_fits(args, path, space, data)
+    return path, run_dir, model, space, data
+
+
 def identity(entry):
     return tuple(entry.get(k, IDENTITY_DEFAULTS.get(k)) for k in IDENTITY)
 
@@ -282,6 +313,35 @@ def identity(entry):
 def setting_key(entry):
     mode = "targeted" if entry["targeted"] else "untargeted"
     return f"{attack_label(entry['attack'], entry.get('objective'))}/{mode}/{entry['eps_label']}"
+
+
+def setting_name(entry):
+    """'pgd+margin targeted eps 8/255': a setting as progress lines and messages name it."""
+    mode = "targeted" if entry["targeted"] else "untargeted"
+    return f"{attack_label(entry['attack'], entry.get('objective'))} {mode} eps {entry['eps_label']}"
+
+
+def computed_line(entry):
+    """The progress line of a setting computed now: robust accuracy, target success, time, speed."""
+    success, rate = entry.get("target_success"), entry["images_per_s"]
+    hit = "" if not entry["targeted"] else " target_success " + (
+        "- (no image attacked)" if success is None else f"{success:.2%}")
+    speed = "no attack at eps 0" if rate is None else f"{rate:.1f} img/s"
+    return (f"{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%}{hit} {entry['num_images']} images "
+            f"{entry['seconds']:.1f}s {speed}")
+
+
+def run_setting(model, space, images, labels, targets, entry, args, **options):
+    """`run_attack` of the setting `entry` names (attack, eps, targeted, protocol, steps, step size,
+    restarts, objective) with the flags' seed, batch size, amp and memory format; `targets`: the
+    images' target classes, attacked towards when the entry is targeted; `options`: run_attack's
+    others (shared, stop, keep_images)."""
+    from utils.attacks import run_attack
+    return run_attack(model, space, images, labels, entry["attack"], entry["eps"],
+                      targets=targets if entry["targeted"] else None, protocol=entry["protocol"],
+                      steps=entry["steps"], step_size=entry["step_size"], restarts=entry["restarts"],
+                      seed=args.seed, batch_size=args.batch_size, amp=args.amp,
+                      objective=entry.get("objective", "loss"), channels_last=args.channels_last, **options)
 
 
 def load_previous(path, checkpoint, checkpoint_sha, log):
@@ -310,19 +370,20 @@ def load_previous(path, checkpoint, checkpoint_sha, log):
     return entries
 
 
-def save_examples(path, model, space, images, labels, class_names, entry, targets, args, protocol):
-    """clean / adversarial / amplified perturbation for the first few correctly classified images."""
+def save_examples(path, model, space, images, labels, targets, class_names, entries, args):
+    """attack_examples.png: clean / adversarial / amplified perturbation for the first few
+    (--examples) correctly classified of `images`, under the strongest of the first attack's
+    `entries` (its largest eps, untargeted before targeted)."""
     import torch
     from matplotlib.figure import Figure  # not pyplot: a notebook's backend and figures stay as they were
 
-    from utils.attacks import run_attack
     from utils.runs import write_file
-    result = run_attack(model, space, images, labels, entry["attack"], entry["eps"],
-                        targets=targets if entry["targeted"] else None, protocol=protocol,
-                        steps=entry["steps"], step_size=entry["step_size"], restarts=entry["restarts"],
-                        seed=args.seed, batch_size=args.batch_size, amp=args.amp,
-                        objective=entry.get("objective", "loss"), channels_last=args.channels_last,
-                        keep_images=True)
+    entry = max((e for e in entries if e["attack"] == entries[0]["attack"]),
+                key=lambda e: (e["eps"], not e["targeted"]))
+    protocol = entry["protocol"]
+    count = min(len(images), max(64, 4 * args.examples))  # enough to find a few correctly classified images
+    images, labels, targets = images[:count], labels[:count], targets[:count]
+    result = run_setting(model, space, images, labels, targets, entry, args, keep_images=True)
     shown = (result["clean_pred"] == labels.cpu()).nonzero().squeeze(1)[:args.examples]
     if not len(shown):
         shown = torch.arange(min(args.examples, len(labels)))
@@ -359,35 +420,21 @@ def save_examples(path, model, space, images, labels, class_names, entry, target
 def run(args, argv=None):
     """Attack as the flags say; returns the summary. `argv`: the command line attack_results.json
     records (`utils.runs.command_line`; sys.argv when None)."""
-    from cifar import load_cifar
     from utils import preempt
-    from utils.attacks import Shared, draw_targets, run_attack, schedule
+    from utils.attacks import Shared, draw_targets, schedule
     from utils.progress import Progress, log
     from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, run_lock,
                             tensors_sha256, write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
-    protocol = "paper" if args.paper_protocol else "pixel"
-    attacks = list(dict.fromkeys(args.attacks or (PAPER_ATTACKS if args.paper_protocol else ATTACK_NAMES)))
-    epsilons = args.epsilons or [epsilon(e) for e in (PAPER_EPSILONS if args.paper_protocol else PIXEL_EPSILONS)]
-    unique = {}  # each eps once, however written (8/255, 0.0313725...), as first written
-    for label, value in epsilons:
-        unique.setdefault(value, (label, value))
-    epsilons = list(unique.values())
-    modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
+    protocol, attacks, epsilons, modes = requested_settings(args)
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again
     args.examples = EXAMPLES if args.examples is None else args.examples
     device = resolve_device(args.device)
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
-    if args.checkpoint is None:  # the flags find the checkpoint
-        for flag, default in RUN_FLAGS:
-            setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
-    path, run_dir = find_checkpoint(args)
-    model, space = load_model(args, path)
-    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    check_fits(args, path, space, data)  # bad input ends here, before the run is locked
+    path, run_dir, model, space, data = load_run(args)  # bad input ends here, before the run is locked
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")
     with run_lock(run_dir, elsewhere=elsewhere):  # one job at a time in a run directory
@@ -428,24 +475,18 @@ def run(args, argv=None):
                          "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
                          "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
                          "images_sha256": images_sha}
-                mode = "targeted" if targeted else "untargeted"
-                name = attack_label(attack, args.objective)
                 if identity(entry) in done:  # named as this command writes its eps (0.5, not an earlier 1/2)
                     entry = done[identity(entry)] | {"eps_label": eps_label}
-                    progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%} "
+                    progress.step(f"{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%} "
                                   f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
                 else:
-                    result = run_attack(model, space, images, labels, attack, eps,
-                                        targets=targets if targeted else None, protocol=protocol,
-                                        steps=args.steps, step_size=args.step_size, restarts=args.restarts,
-                                        seed=args.seed, batch_size=args.batch_size, amp=args.amp,
-                                        objective=args.objective, channels_last=args.channels_last,
-                                        shared=shared, stop=preempt.requested)
+                    result = run_setting(model, space, images, labels, targets, entry, args, shared=shared,
+                                         stop=preempt.requested)
                     if result is None:
                         progress.close()
-                        preempt.exit_for_requeue(f"{run_dir}: stopped by signal during {name} {mode} eps "
-                                                 f"{eps_label}; {len(current)} finished settings are kept in "
-                                                 f"{results_path}, rerun to continue")
+                        preempt.exit_for_requeue(f"{run_dir}: stopped by signal during "
+                                                 f"{setting_name(entry)}; {len(current)} finished settings "
+                                                 f"are kept in {results_path}, rerun to continue")
                     entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
                                                      "seconds")}
                     if targeted:
@@ -457,13 +498,7 @@ def run(args, argv=None):
                     # before it (a full disk) or is stopped leaves none, which the next run draws
                     if args.examples > 0:
                         png.unlink(missing_ok=True)
-                    success, rate = entry.get("target_success"), entry["images_per_s"]
-                    hit = "" if not targeted else " target_success " + (
-                        "- (no image attacked)" if success is None else f"{success:.2%}")
-                    speed = "no attack at eps 0" if rate is None else f"{rate:.1f} img/s"
-                    progress.step(f"{name} {mode} eps {eps_label}: robust_acc {entry['robust_acc']:.2%}{hit} "
-                                  f"{n} images {entry['seconds']:.1f}s {speed}",
-                                  acc=f"{entry['robust_acc']:.2%}")
+                    progress.step(computed_line(entry), acc=f"{entry['robust_acc']:.2%}")
                 current.append(entry)
                 clean_acc = entry["clean_acc"]
                 if preempt.requested():
@@ -479,11 +514,7 @@ def run(args, argv=None):
                    "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
                    "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
         if args.examples > 0 and (computed or redraw or not png.exists()):
-            first = [e for e in current if e["attack"] == attacks[0]]
-            shown = max(first, key=lambda e: (e["eps"], not e["targeted"]))
-            count = min(n, max(64, 4 * args.examples))  # enough to find a few correctly classified images
-            save_examples(png, model, space, images[:count], labels[:count], data.class_names, shown,
-                          targets[:count], args, protocol)
+            save_examples(png, model, space, images, labels, targets, data.class_names, current, args)
         if args.examples > 0:
             summary["examples"] = str(png)
         return summary

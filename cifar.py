@@ -94,7 +94,7 @@ def _read_batches(folder, files, label_key):
         except ValueError:  # ragged: a row of another length, a list among the labels
             raise UsageError(f"dataset file {path}: 'data' or '{label_key}' is not a regular array "
                              "(rows or entries of different shapes)") from None
-        # checked before the casts, which wrapped 256 to 0, floats in [0, 1] to black and 0.5 to 0
+        # checked before the casts, which would wrap 256 to 0 and turn floats in [0, 1] black (0.5 to 0)
         if data.dtype.kind not in "iu" or (data.dtype != np.uint8 and data.size
                                            and (data.min() < 0 or data.max() > 255)):
             raise UsageError(f"dataset file {path}: 'data' holds {data.dtype} values"
@@ -264,9 +264,10 @@ def label_noise(labels, fraction, num_classes, seed):
     return noisy
 
 
-def to_float(images):
-    """uint8 (N, 3, H, W) -> floats in [0, 1] of the default dtype (float32 unless changed)."""
-    return images.to(torch.get_default_dtype()).div_(255)
+def to_float(images, dtype=None):
+    """uint8 (N, 3, H, W) -> floats in [0, 1] of `dtype` (None: the default dtype, float32 unless
+    changed)."""
+    return images.to(dtype or torch.get_default_dtype()).div_(255)
 
 
 def augment(images, generator):

@@ -305,14 +305,15 @@ def columns(name, mean_std_n):
     return dict(zip((f"{name}_mean", f"{name}_std", f"{name}_n"), mean_std_n))
 
 
-def cell(values_or_stats, scale=100):
-    """'61.23 ± 1.00 (n=3)' or '61.23 (n=1)'; '-' when there is nothing."""
-    mean, std, n = values_or_stats
+def cell(mean_std_n):
+    """A statistic of fractions (`mean_std`'s) as percentages: '61.23 ± 1.00 (n=3)' or
+    '61.23 (n=1)'; '-' when there is nothing."""
+    mean, std, n = mean_std_n
     if n == 0:
         return "-"
     if std is None:
-        return f"{mean * scale:.2f} (n=1)"
-    return f"{mean * scale:.2f} ± {std * scale:.2f} (n={n})"
+        return f"{mean * 100:.2f} (n=1)"
+    return f"{mean * 100:.2f} ± {std * 100:.2f} (n={n})"
 
 
 def accuracy_rows(records):
@@ -493,16 +494,16 @@ def stats(row, name):
     return row[f"{name}_mean"], row[f"{name}_std"], row[f"{name}_n"]
 
 
-def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected_from, counts):
-    intro = (f"From `{base}`: {counts['run_dirs']} run directories, {counts['trained']} trained, "
-             f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
-             f"(expected runs: {expected_from}).")
-    legend = ("Accuracies in %: mean ± sample standard deviation over seeds (n = number of seeds; "
-              "n=1 has no deviation). Test accuracy is on the dataset's test split; the paper's "
-              "code reported its validation accuracy (in the CSVs as valid_acc).")
-    out = [f"# {title}", "", intro, legend, ""]
+def stat_cells(find, label, columns, name):
+    """The statistic `name` ('test_acc', ...) of find[(label, c)] for each column c, as `cell`
+    writes it; '-' where `find` has no such row."""
+    return [cell(stats(find[(label, c)], name)) if (label, c) in find else "-" for c in columns]
+
+
+def clean_markdown(accuracy):
+    """tables.md's clean test accuracy: per dataset, a label by model table at its full level."""
+    out = ["## Clean test accuracy", ""]
     levels = full_levels(accuracy)
-    out += ["## Clean test accuracy", ""]
     for dataset in sorted({r["dataset"] for r in accuracy}):
         rows = [r for r in accuracy if r["dataset"] == dataset and r["level"] == levels[(dataset, r["model"])]]
         models = sorted({r["model"] for r in rows})
@@ -514,9 +515,13 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
         epochs = one(e for r in rows for e in r["epochs"])
         out += [f"### {dataset} ({level_text}: {images} training images, {counted(epochs, 'epoch')})", "",
                 markdown_table(["label", *models],
-                               [[label, *(cell(stats(find[(label, m)], "test_acc")) if (label, m) in find
-                                          else "-" for m in models)] for label in labels]), ""]
-    out += ["## Data efficiency: test accuracy per training-set level", ""]
+                               [[label, *stat_cells(find, label, models, "test_acc")] for label in labels]), ""]
+    return out
+
+
+def efficiency_markdown(accuracy):
+    """tables.md's data efficiency: per dataset and model, a label by training-set level table."""
+    out = ["## Data efficiency: test accuracy per training-set level", ""]
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
         level_list = sorted({r["level"] for r in rows}, reverse=True)
@@ -526,13 +531,20 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
         labels = sorted({r["label"] for r in rows}, key=label_rank)
         out += [f"### {dataset}, {model}", "",
                 markdown_table(["label", *(f"{lv:g}% ({images[lv]} images)" for lv in level_list)],
-                               [[label, *(cell(stats(find[(label, lv)], "test_acc")) if (label, lv) in find
-                                          else "-" for lv in level_list)] for label in labels]), ""]
+                               [[label, *stat_cells(find, label, level_list, "test_acc")] for label in labels]),
+                ""]
+    return out
+
+
+def noise_markdown(accuracy):
+    """tables.md's label noise: per dataset, model and level, a label by noise rate table; nothing
+    without --label_noise runs."""
     noise = noise_rows(accuracy)
-    if noise:
-        out += ["## Label noise: test accuracy per fraction of corrupted training labels", "",
-                "`--label_noise R` replaced round(R x N) training labels by a random other class; "
-                "validation and test labels are clean.", ""]
+    if not noise:
+        return []
+    out = ["## Label noise: test accuracy per fraction of corrupted training labels", "",
+           "`--label_noise R` replaced round(R x N) training labels by a random other class; "
+           "validation and test labels are clean.", ""]
     for dataset, model, level in sorted({(r["dataset"], r["model"], r["level"]) for r in noise},
                                         key=lambda k: (k[0], k[1], -k[2])):
         rows = [r for r in noise if (r["dataset"], r["model"], r["level"]) == (dataset, model, level)]
@@ -541,9 +553,14 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
         labels = sorted({r["label"] for r in rows}, key=label_rank)
         out += [f"### {dataset}, {model}, level {level:g}", "",
                 markdown_table(["label", *(f"noise {rate:g}" for rate in rates)],
-                               [[label, *(cell(stats(find[(label, rate)], "test_acc")) if (label, rate) in find
-                                          else "-" for rate in rates)] for label in labels]), ""]
-    out += ["## Robust accuracy under attack", ""]
+                               [[label, *stat_cells(find, label, rates, "test_acc")] for label in labels]), ""]
+    return out
+
+
+def robust_markdown(robust):
+    """tables.md's robust accuracy: per attack setting (`robust_tables`), a label by eps table,
+    and for a targeted attack its success rates."""
+    out = ["## Robust accuracy under attack", ""]
     out += [ROBUST_LEGEND if robust else "No attack results.", ""]
     tables = robust_tables(robust, lambda r: (r["dataset"], r["model"], r["level"], r["attack"],
                                               r["targeted"], r["protocol"]))
@@ -562,14 +579,27 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
                 + (", paper protocol" if protocol == "paper" else "") + f" ({details})", "",
                 markdown_table(["label", "clean", *(eps_label[e] for e in eps_list)],
                                [[label, cell(stats(clean[label], "clean_acc")),
-                                 *(cell(stats(find[(label, e)], "robust_acc")) if (label, e) in find else "-"
-                                   for e in eps_list)] for label in labels]), ""]
+                                 *stat_cells(find, label, eps_list, "robust_acc")] for label in labels]), ""]
         if targeted:
             out += ["Targeted attack success rate (%):", "",
                     markdown_table(["label", *(eps_label[e] for e in eps_list)],
-                                   [[label, *(cell(stats(find[(label, e)], "target_success"))
-                                              if (label, e) in find else "-" for e in eps_list)]
+                                   [[label, *stat_cells(find, label, eps_list, "target_success")]
                                     for label in labels]), ""]
+    return out
+
+
+def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected_from, counts):
+    """tables.md: what was read, the clean, data-efficiency, label-noise and robust tables, then the
+    incomplete and missing runs."""
+    intro = (f"From `{base}`: {counts['run_dirs']} run directories, {counts['trained']} trained, "
+             f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
+             f"(expected runs: {expected_from}).")
+    legend = ("Accuracies in %: mean ± sample standard deviation over seeds (n = number of seeds; "
+              "n=1 has no deviation). Test accuracy is on the dataset's test split; the paper's "
+              "code reported its validation accuracy (in the CSVs as valid_acc).")
+    out = [f"# {title}", "", intro, legend, ""]
+    out += clean_markdown(accuracy) + efficiency_markdown(accuracy) + noise_markdown(accuracy)
+    out += robust_markdown(robust)
     out += ["## Incomplete runs", ""]
     out += [f"- `{i['run_dir']}`: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
     out += ["", "## Missing runs", ""]
@@ -631,15 +661,24 @@ def figures(put, out, accuracy, robust, records):
     """PNG figures in `out`, through `put` (a `file_set`'s); returns their file names. Drawn on
     Figure objects, not through pyplot: a notebook that calls report() keeps its backend and its
     open figures."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     styles = label_styles([r["label"] for r in records])
     written = []
 
     def save(fig, name):
         put(out / name, lambda f: fig.savefig(f, format="png", dpi=120))
         written.append(name)
+
+    robust_figures(save, robust, styles)
+    level_figures(save, accuracy, styles)
+    curve_figures(save, records, styles)
+    return written
+
+
+def robust_figures(save, robust, styles):
+    """Robust accuracy against eps through `save(figure, file name)`: a figure per dataset, model,
+    level, targeted or not and protocol, a panel in it per attack (and setting); `styles`: a line
+    style per label (`label_styles`)."""
+    from matplotlib.figure import Figure
 
     figures_rows = defaultdict(list)
     for row in robust:
@@ -675,6 +714,12 @@ def figures(put, out, accuracy, robust, records):
                 + ("_paper" if protocol == "paper" else "") + ".png")
         save(fig, name)
 
+
+def level_figures(save, accuracy, styles):
+    """Test accuracy against the training-set level through `save(figure, file name)`: a figure
+    per dataset and model trained at two levels or more."""
+    from matplotlib.figure import Figure
+
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
         if len({r["level"] for r in rows}) < 2:
@@ -695,6 +740,13 @@ def figures(put, out, accuracy, robust, records):
         legend_beside(fig, [ax], seeds)
         save(fig, f"levels_{dataset}_{model}.png")
 
+
+def curve_figures(save, records, styles):
+    """Validation accuracy per epoch, the mean over seeds (`curve_means`), through `save(figure,
+    file name)`: a figure per dataset, model and level."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     curves = curve_means(records)
     for (dataset, model, level), by_label in sorted(curves.items()):
         fig = Figure(figsize=(5.5, 4), layout="constrained")
@@ -710,7 +762,6 @@ def figures(put, out, accuracy, robust, records):
         legend_beside(fig, [ax], {label: {values["n"]} for label, values in by_label.items()},
                       title="mean over n seeds")
         save(fig, f"curves_{dataset}_{model}_level{level:g}.png")
-    return written
 
 
 def curve_means(records):

@@ -187,7 +187,7 @@ def parse(argv=None):
 
 def gpu_ids(value):
     """--gpus '0,1' (a grid file's 0 or [0, 1] too) -> ['0', '1']: indices or GPU-/MIG- UUIDs, as
-    CUDA_VISIBLE_DEVICES takes them (one it cannot read hides every GPU: train.py ran on the CPU)."""
+    CUDA_VISIBLE_DEVICES takes them (one it cannot read hides every GPU: train.py would run on the CPU)."""
     ids = [str(g).strip() for g in (value if isinstance(value, list) else str(value).split(","))]
     if not (ids := [g for g in ids if g]):
         raise UsageError("--gpus needs ids, e.g. 0,1")
@@ -222,9 +222,8 @@ def make_tasks(opts, runs, scripts, routed, python):
 # ---------------------------------------------------------------- listing
 
 
-def dry_run(tasks, stream=None):
-    """A table: each run, then for each stage 'run: why' or 'skip: why'."""
-    stream = stream or sys.stdout
+def dry_run(tasks):
+    """A table on stdout: each run, then for each stage 'run: why' or 'skip: why'."""
     stages = tasks[0].stages
     rows = [["#", "run", *stages, "run directory"]]
     for task in tasks:
@@ -232,8 +231,8 @@ def dry_run(tasks, stream=None):
         rows.append([str(task.index), task.run.name, *cells, str(task.run_dir)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1], file=stream)
-    print(count_line(tasks), file=stream)
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    print(count_line(tasks))
 
 
 def count_line(tasks):

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 import torch
 
 from architecture import fold_batch_norm
+from cifar import to_float
 from utils.errors import choice
 from utils.labelspace import margin
 from utils.training import autocast, prepare
@@ -268,10 +269,6 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
     return adversarial, predictions
 
 
-def _as_float(images, dtype):
-    return images.to(dtype).div_(255) if images.dtype == torch.uint8 else images
-
-
 def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
                protocol="pixel", steps=None, step_size=None, restarts=1, seed=0, batch_size=500,
                objective="loss", amp=False, channels_last=False, shared=None, keep_images=False,
@@ -311,7 +308,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     for first in range(0, len(images), batch_size):
         if stop is not None and stop():
             return None
-        batch = prepare(_as_float(images[first:first + batch_size].to(device), dtype), channels_last)
+        batch = images[first:first + batch_size].to(device)
+        batch = prepare(to_float(batch, dtype) if batch.dtype == torch.uint8 else batch, channels_last)
         batch_labels = labels[first:first + batch_size].to(device)
         goal = targets[first:first + batch_size].to(device) if targeted else batch_labels
 

@@ -139,7 +139,7 @@ def number(kind, minimum=0, inclusive=False, maximum=None):
 def nonempty(text):
     """An argparse type for a path or name: the text as given, with a leading ~ as the home folder
     (as a shell would have it; a notebook's argv list or a sweep's quoted command does not expand
-    it, and ~/runs became a folder named ~), unless empty (an unset variable in `--base_dir "$OUT"`),
+    it, where ~/runs would become a folder named ~), unless empty (an unset variable in `--base_dir "$OUT"`),
     which would name the current folder, or no file at all."""
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")

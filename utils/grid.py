@@ -24,7 +24,6 @@ import math
 import shlex
 import sys
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 from cifar import DATASETS
@@ -79,17 +78,6 @@ def parse_seed(value):
 # The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
 AXES = {"datasets": parse_name, "models": parse_name, "labels": parse_name, "levels": parse_level,
         "seeds": parse_seed}
-
-
-def parse_eps(text):
-    """An attack budget (pixel units, or normalised ones under the paper's protocol): 0.03, '8/255'
-    or 8/255 (a float) -> float."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    try:
-        return float(Fraction(str(text).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"epsilon {text!r} is neither a number nor a fraction like 8/255") from None
 
 
 @dataclass(frozen=True)
@@ -301,19 +289,12 @@ def requested_attacks(namespace, module):
     protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp, seed)}, "num_images": N or
     None} (seed None: the checkpoint's, any).
 
-    Unset --attacks/--epsilons take attack.py's defaults (its ATTACK_NAMES, PIXEL_EPSILONS, and
-    PAPER_ATTACKS and PAPER_EPSILONS under --paper_protocol).
+    The settings are attack.py's own (`module`: attack.py loaded; its `requested_settings`).
     """
-    paper = namespace.paper_protocol
-    attacks = namespace.attacks or (module.PAPER_ATTACKS if paper else module.ATTACK_NAMES)
-    epsilons = namespace.epsilons or (module.PAPER_EPSILONS if paper else module.PIXEL_EPSILONS)
-    targeted = {"no": (False,), "yes": (True,), "both": (False, True)}[namespace.targeted]
-    # attack.py's --epsilons type gives (text, value) pairs; its defaults are text
-    values = [parse_eps(e[1] if isinstance(e, (tuple, list)) else e) for e in epsilons]
+    protocol, attacks, epsilons, targeted = module.requested_settings(namespace)
     from utils.attacks import schedule  # what attack.py runs for its flags
-    protocol = "paper" if paper else "pixel"
     plans = {}
-    for attack, eps in itertools.product(attacks, values):
+    for attack, (_, eps) in itertools.product(attacks, epsilons):
         plan = schedule(attack, eps, protocol, namespace.steps, namespace.step_size, namespace.restarts)
         for t in targeted:
             plans[(attack_label(attack, namespace.objective), t, protocol, eps)] = (
@@ -418,11 +399,12 @@ def label_file_sha256(path):
         stat = Path(path).stat()
     except OSError:
         return None
-    return _file_sha256(Path(path), stat.st_mtime_ns, stat.st_size)
+    return _targets_sha256(Path(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.cache
-def _file_sha256(path, mtime_ns, size):
+def _targets_sha256(path, mtime_ns, size):
+    """`targets_sha256` of the label file at `path`, cached per version (mtime and size) of it."""
     try:
         return targets_sha256(read_targets(path))
     except UsageError:

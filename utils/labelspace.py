@@ -24,8 +24,8 @@ def at_least_float32(outputs):
 
 def full_precision(tensor):
     """Autocast off on the tensor's device, for the matrix products of distances and projections:
-    under bf16 autocast they ran in bf16 (476 of 1000 outputs decoded to another class than the
-    nearest target with cifar100_normal_dim=10)."""
+    in bf16 they decode outputs to another class than the nearest target (476 of 1000 with
+    cifar100_normal_dim=10)."""
     return torch.autocast(tensor.device.type, enabled=False)
 
 
