@@ -563,7 +563,6 @@ def test_fold_batch_norm_leaves_an_untraceable_trunk_unfolded(monkeypatch):
     """A registered trunk that trains, but that torch.fx cannot trace, made attack.py end in a
     TraceError traceback (symbolically traced variables cannot be used as inputs to control
     flow); the attacked copy is now the model unfolded, in eval mode, with the same outputs."""
-    from architecture import fold_batch_norm
     from utils.attacks import Shared
     monkeypatch.setitem(ARCHITECTURES, "shape_checking", ShapeCheckingTrunk)
     torch.manual_seed(0)
