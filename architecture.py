@@ -14,7 +14,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from cifar import PAPER_MEAN, PAPER_STD
+from utils.constants import PAPER_MEAN, PAPER_STD
 from utils.errors import choice
 
 

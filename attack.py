@@ -25,7 +25,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     preempt.install()
     errors.quiet_interrupts()
 
-from utils.attacks import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
+from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
                           os_errors_as_usage, run_cli)
 from utils.flags import SHARED, acts_on, add_flags, label_name  # noqa: E402

@@ -28,6 +28,7 @@ from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry_key, eps_text,
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set
+from utils.constants import ATTACKS
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
                         run_dir_of, run_folder_name)
 
@@ -35,7 +36,6 @@ LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
-ATTACK_ORDER = ("fgsm", "iterative", "pgd")
 ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD"}  # in figure titles, as the papers write them
 KEY = ("dataset", "model", "label", "level", "seed")
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
@@ -88,7 +88,7 @@ def label_rank(label):
 def attack_rank(attack):
     """fgsm, iterative, pgd, then their other objectives ("pgd+margin") after each, then the rest."""
     base = attack.split("+")[0]
-    return (ATTACK_ORDER.index(base) if base in ATTACK_ORDER else len(ATTACK_ORDER), attack)
+    return (ATTACKS.index(base) if base in ATTACKS else len(ATTACKS), attack)
 
 
 def run_name(key):

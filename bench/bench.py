@@ -40,22 +40,82 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from architecture import ARCHITECTURES, build_model  # noqa: E402
-from cifar import PAPER_MEAN, PAPER_STD, draw_augmentation, to_float  # noqa: E402
+from train import COMPILE_MODES  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, call_cli, nonempty, number, run_cli  # noqa: E402
+from utils.flags import architecture_names  # noqa: E402
+
+LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
+
+
+def build_parser():
+    parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0],
+                       formatter_class=DefaultsFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet32"], choices=architecture_names(),
+                        help="architectures to time")
+    parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
+                        help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
+                        "glove 50) with random targets: throughput does not depend on their values; "
+                        "--what accuracy trains on the shipped label files")
+    parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),
+                        default="all", help="'all' is train and attack; 'accuracy' trains with "
+                        "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
+                        "counts the operators a training step runs from the host outside compiled "
+                        "graphs; 'checkpoint' times the writing of a run's last checkpoint")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="device (auto: cuda where torch sees one, else cpu)")
+    parser.add_argument("--train_images", type=number(int), default=None,
+                        help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
+    parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES,
+                        help="torch.compile modes to time (default on a GPU: default "
+                        "reduce-overhead; on the CPU: default, none for --what accuracy); --what "
+                        "accuracy compiles its bf16 runs with the first")
+    parser.add_argument("--attack_images", type=number(int), default=500, help="images per batched attack run")
+    parser.add_argument("--attack_batch_size", type=number(int), default=500, help="batch of our attacks")
+    parser.add_argument("--paper_attack_images", type=number(int), default=None,
+                        help="images for the one-at-a-time loops (default 50 on the CPU, 200 on a GPU)")
+    parser.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
+                        help="larger batch sizes to try with the fastest variant (default 256 512)")
+    parser.add_argument("--checkpoint", type=nonempty, default=None, help="attack this train.py best-model "
+                        "checkpoint (its model and labels; --models/--labels then apply to training "
+                        "only) instead of a randomly initialised model")
+    parser.add_argument("--data_dir", type=nonempty, default=None, help="attack the first test images "
+                        "of CIFAR-10 in this folder (holding cifar-10-batches-py) instead of "
+                        "random images; the data of --what accuracy")
+    parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
+    parser.add_argument("--seeds", type=number(int, 0, inclusive=True, maximum=2**32 - 1), nargs="+",
+                        default=[0], help="--what accuracy: seeds")
+    parser.add_argument("--valid_size", type=number(int, 0, inclusive=True), default=5000,
+                        help="--what accuracy: validation images")
+    parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
+                        "for both runs, e.g. --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
+    parser.add_argument("--repeats", type=number(int), default=None,
+                        help="timed pairs (the paper's, then ours) per variant (default 7 on the "
+                        "CPU, whose speed drifts, 3 on a GPU)")
+    parser.add_argument("--record", type=nonempty, default=str(REPO / "BENCHMARKS.md"),
+                        help="the file the tables are appended to, with device, versions and date")
+    parser.add_argument("--no_record", action="store_true", help="print the tables only")
+    return parser
+
+
+if __name__ == "__main__":  # --help and a mistyped flag answer here, before torch loads (seconds)
+    if status := call_cli(build_parser().parse_args):
+        sys.exit(status)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from architecture import build_model  # noqa: E402
+from cifar import draw_augmentation, to_float  # noqa: E402
+from utils.constants import PAPER_MEAN, PAPER_STD  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.runs import save_checkpoint  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,  # noqa: E402
                             cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
                             resolve_device, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, nonempty, number, run_cli  # noqa: E402
-from train import COMPILE_MODES  # noqa: E402
 
 
 def synchronize(device):
@@ -124,9 +184,6 @@ class Paper:
         variant of ours got as far as a pair (all failed)."""
         rate = statistics.median(self.rates or [timed(self.run, self.images, self.device)])
         return Timing(rate, rate, 1.0, 1.0, 1.0)
-
-
-LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
 
 
 def make_space(label, num_classes=10):
@@ -610,52 +667,7 @@ def speed_sections(args, device):
 
 
 def main(argv=None):
-    parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0],
-                       formatter_class=DefaultsFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet32"], choices=ARCHITECTURES,
-                        help="architectures to time")
-    parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
-                        help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
-                        "glove 50) with random targets: throughput does not depend on their values; "
-                        "--what accuracy trains on the shipped label files")
-    parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),
-                        default="all", help="'all' is train and attack; 'accuracy' trains with "
-                        "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
-                        "counts the operators a training step runs from the host outside compiled "
-                        "graphs; 'checkpoint' times the writing of a run's last checkpoint")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="device (auto: cuda where torch sees one, else cpu)")
-    parser.add_argument("--train_images", type=number(int), default=None,
-                        help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
-    parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES,
-                        help="torch.compile modes to time (default on a GPU: default "
-                        "reduce-overhead; on the CPU: default, none for --what accuracy); --what "
-                        "accuracy compiles its bf16 runs with the first")
-    parser.add_argument("--attack_images", type=number(int), default=500, help="images per batched attack run")
-    parser.add_argument("--attack_batch_size", type=number(int), default=500, help="batch of our attacks")
-    parser.add_argument("--paper_attack_images", type=number(int), default=None,
-                        help="images for the one-at-a-time loops (default 50 on the CPU, 200 on a GPU)")
-    parser.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
-                        help="larger batch sizes to try with the fastest variant (default 256 512)")
-    parser.add_argument("--checkpoint", type=nonempty, default=None, help="attack this train.py best-model "
-                        "checkpoint (its model and labels; --models/--labels then apply to training "
-                        "only) instead of a randomly initialised model")
-    parser.add_argument("--data_dir", type=nonempty, default=None, help="attack the first test images "
-                        "of CIFAR-10 in this folder (holding cifar-10-batches-py) instead of "
-                        "random images; the data of --what accuracy")
-    parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
-    parser.add_argument("--seeds", type=number(int, 0, inclusive=True, maximum=2**32 - 1), nargs="+",
-                        default=[0], help="--what accuracy: seeds")
-    parser.add_argument("--valid_size", type=number(int, 0, inclusive=True), default=5000,
-                        help="--what accuracy: validation images")
-    parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
-                        "for both runs, e.g. --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
-    parser.add_argument("--repeats", type=number(int), default=None,
-                        help="timed pairs (the paper's, then ours) per variant (default 7 on the "
-                        "CPU, whose speed drifts, 3 on a GPU)")
-    parser.add_argument("--record", type=nonempty, default=str(REPO / "BENCHMARKS.md"),
-                        help="the file the tables are appended to, with device, versions and date")
-    parser.add_argument("--no_record", action="store_true", help="print the tables only")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.what == "accuracy" and not args.data_dir:
         parser.error("--what accuracy needs --data_dir (a CIFAR-10 folder)")

@@ -33,7 +33,6 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 import argparse
 
 import numpy as np
-from scipy.spatial.distance import pdist
 
 from labels import LabelError, read_targets
 from utils.atomic import json_text
@@ -56,6 +55,7 @@ def label_stats(targets):
     targets = np.asarray(targets)
     if targets.ndim < 1 or len(targets) < 2:
         raise LabelError(f"need targets of shape (C, ...) with C >= 2, got {targets.shape}")
+    from scipy.spatial.distance import pdist  # here: --help and a typo answer without scipy's load
     vectors = targets.reshape(len(targets), -1).astype(np.float64)
     low, high = vectors.min(), vectors.max()
     unit = (vectors - low) / (high - low) if high > low else np.zeros_like(vectors)

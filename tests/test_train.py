@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import stat
@@ -1375,6 +1376,66 @@ def test_every_script_documents_its_flags(command, flags):
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: ") and not proc.stderr, proc.stderr
     assert all(flag in proc.stdout for flag in flags), proc.stdout
+
+
+# What a script's --help and a mistyped argument never load: torch alone took 2.5 s, before a typo's
+# one-line error on a cluster's login node or in a notebook's loop
+HEAVY = {"torch", "torchvision", "torchattacks", "transformers", "gensim", "librosa", "scipy", "matplotlib"}
+CLI_CASES = [  # command, arguments, exit status, first line of stdout (status 0) or stderr
+    (["train.py"], ["--help"], 0, "usage: train.py [-h] [--dataset {cifar10,cifar100}]"),
+    (["train.py"], ["--model", "nosuch"], 2, "error: argument --model: invalid choice: 'nosuch' (choose from "
+     "'resnet110', 'resnet32', 'vgg19') (see train.py --help)"),
+    (["train.py"], ["--epochs", "x"], 2, "error: argument --epochs: 'x' is not an int (see train.py --help)"),
+    (["attack.py"], ["--help"], 0, "usage: attack.py [-h] [--model {resnet110,resnet32,vgg19}]"),
+    (["attack.py"], ["--model", "nosuch"], 2, "error: argument --model: invalid choice: 'nosuch' (choose "
+     "from 'resnet110', 'resnet32', 'vgg19') (see attack.py --help)"),
+    (["attack.py"], ["--attacks", "nosuch"], 2, "error: argument --attacks: invalid choice: 'nosuch' (choose "
+     "from 'fgsm', 'iterative', 'pgd') (see attack.py --help)"),
+    (["sweep.py"], ["--help"], 0, "usage: sweep.py [-h] [--config CONFIG]"),
+    (["sweep.py"], ["--models", "nosuch", "--dry_run"], 2,
+     "error: --models: unknown model nosuch; choose from resnet110, resnet32, vgg19"),
+    (["sweep.py"], ["--nosuch", "1", "--dry_run"], 2, "error: --nosuch is not a flag of train.py or attack.py"),
+    (["report.py"], ["--help"], 0, "usage: report.py [-h] [--base_dir BASE_DIR] [--out OUT] [--grid GRID]"),
+    (["report.py"], ["--nosuch"], 2, "error: unrecognized arguments: --nosuch (see report.py --help)"),
+    (["bench/bench.py"], ["--help"], 0, "usage: bench/bench.py [-h]"),
+    (["bench/bench.py"], ["--models", "nosuch"], 2, "error: argument --models: invalid choice: 'nosuch' "
+     "(choose from 'vgg19', 'resnet32', 'resnet110') (see bench/bench.py --help)"),
+    (["-m", "labels.generate"], ["--help"], 0, "usage: python -m labels.generate [-h] --dataset"),
+    (["-m", "labels.generate"], ["--dataset", "nosuch"], 2, "error: argument --dataset: invalid choice: "
+     "'nosuch' (choose from 'cifar10', 'cifar100') (see python -m labels.generate --help)"),
+    (["-m", "labels.stats"], ["--help"], 0, "usage: python -m labels.stats [-h]"),
+    (["-m", "labels.stats"], ["--nosuch"], 2, "error: the following arguments are required: files (see "
+     "python -m labels.stats --help)"),
+]
+
+
+@pytest.mark.parametrize("command, argv, status, first_line", CLI_CASES,
+                         ids=[" ".join(command + argv) for command, argv, _, _ in CLI_CASES])
+def test_help_and_a_bad_argument_answer_before_torch_loads(command, argv, status, first_line):
+    proc = subprocess.run([sys.executable, "-X", "importtime", *command, *argv], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    imported = {name.split(".")[0] for name in re.findall(r"^import time:.*\| +(\S+)$", proc.stderr, re.M)}
+    assert "argparse" in imported and not imported & HEAVY, sorted(imported & HEAVY)
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == status, errors
+    if status == 0:
+        assert proc.stdout.startswith(first_line) and not errors, proc.stdout[:500] + "\n".join(errors)
+    else:
+        assert errors == [first_line]
+
+
+def test_the_model_names_read_without_torch_are_the_registrys():
+    """--help and a typo read architecture.py's network names from its file (importing it loads torch):
+    they are the registry's; from a file that changes the registry beyond its dict, none (it is imported)."""
+    from architecture import ARCHITECTURES
+    from utils.flags import _dict_keys
+    source = (REPO / "architecture.py").read_text()
+    assert _dict_keys(source, "ARCHITECTURES") == list(ARCHITECTURES) == ["vgg19", "resnet32", "resnet110"]
+    for change in ('ARCHITECTURES["resnet56"] = partial(ResNet, depth=56)', "ARCHITECTURES.update(more)",
+                   "ARCHITECTURES |= more", 'del ARCHITECTURES["vgg19"]', "ARCHITECTURES = dict(more)",
+                   "def register(trunk):\n    ARCHITECTURES[trunk.__name__] = trunk\n    return trunk"):
+        assert _dict_keys(f"{source}\n{change}\n", "ARCHITECTURES") is None, change
+    assert _dict_keys(f"{source}\nNAMES = sorted(ARCHITECTURES)\n", "ARCHITECTURES") == list(ARCHITECTURES)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")

@@ -59,16 +59,12 @@ import torch
 
 from architecture import fold_batch_norm
 from cifar import to_float
+from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, PROTOCOLS, STEP_FACTOR
 from utils.errors import choice
 from utils.labelspace import margin
 from utils.training import autocast, prepare
 
-ATTACKS = ("fgsm", "iterative", "pgd")
-PROTOCOLS = ("pixel", "paper")
-OBJECTIVES = ("loss", "margin")
-DEFAULT_STEPS = {"pixel": 10, "paper": 5}
-STEP_FACTOR = {"pixel": 2.5, "paper": 1.0}  # default step size = factor * eps / steps
-NOISE_BLOCK = 256                            # images per seeded block of random-start noise
+NOISE_BLOCK = 256  # images per seeded block of random-start noise
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ drift apart: where a run's directory is and what it trained on, and how the work
     add_flags(group, "dataset", "seed", seed={"help": "what the seed means in this script"})
 """
 import argparse
+import ast
+import importlib.util
+import sys
 from pathlib import Path
 
-from architecture import ARCHITECTURES
-from cifar import DATASETS
+from utils.constants import DATASETS
 from utils.errors import nonempty, number
 from utils.runs import NOISY
 
@@ -59,7 +61,7 @@ def label_name(text):
 
 
 SHARED = {
-    "model": {"default": "resnet32", "help": "network"},  # choices: ARCHITECTURES as add_flags finds it
+    "model": {"default": "resnet32", "help": "network"},  # choices: architecture_names() in add_flags
     "dataset": {"default": "cifar10", "choices": sorted(DATASETS), "help": "dataset"},
     "label_granularity": {"default": "fine", "choices": ("fine", "coarse"),
                           "help": "CIFAR-100 labels: the 100 fine classes or the 20 superclasses"},
@@ -99,11 +101,42 @@ def acts_on(flag, label):
     return LABEL_ONLY.get(flag, label) == label
 
 
+def architecture_names():
+    """The names of architecture.py's ARCHITECTURES, in its order, now: a network a notebook adds
+    there is then a --model of the next train.main or attack.main. Where that module is not loaded
+    yet (a command line's --help or typo), they are read from its file, not run (it imports torch,
+    seconds), when the file assigns the registry one dict of names and changes it nowhere else."""
+    spec = None if "architecture" in sys.modules else importlib.util.find_spec("architecture")
+    if spec and spec.origin and (names := _dict_keys(Path(spec.origin).read_bytes(), "ARCHITECTURES")):
+        return names
+    from architecture import ARCHITECTURES
+    return list(ARCHITECTURES)
+
+
+def _dict_keys(source, name):
+    """The keys of `name = {"key": ..., ...}` at the top level of Python `source`, or None where
+    `name` is built otherwise, or bound, set, deleted or has a method called anywhere else."""
+    tree = ast.parse(source)
+    defined = [s for s in tree.body if isinstance(s, ast.Assign) and len(s.targets) == 1
+               and isinstance(s.targets[0], ast.Name) and s.targets[0].id == name]
+    if len(defined) != 1 or not isinstance(defined[0].value, ast.Dict):
+        return None
+    keys = defined[0].value.keys  # None for a **mapping
+    if not all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in keys):
+        return None
+    for node in ast.walk(tree):  # each other use of `name` (its child) must be a read of its items
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Name) and child.id == name and child is not defined[0].targets[0] and (
+                    not isinstance(child.ctx, ast.Load) or isinstance(node, ast.Attribute)
+                    or isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load)):
+                return None
+    return [k.value for k in keys]
+
+
 def add_flags(group, *names, **changes):
     """Declare the shared flags `names` in an argparse group, in that order; `changes` maps a
     flag's name to the settings this script changes (a help that says what it means here).
-    --model's choices are ARCHITECTURES's entries now, not at import: a network a notebook adds
-    there is then a --model of the next train.main or attack.main."""
+    --model's choices are `architecture_names()` now, not at import."""
     for name in names:
-        choices = {"choices": sorted(ARCHITECTURES)} if name == "model" else {}
+        choices = {"choices": sorted(architecture_names())} if name == "model" else {}
         group.add_argument(f"--{name}", **(SHARED[name] | choices | changes.get(name, {})))

@@ -26,8 +26,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cifar import DATASETS
 from labels import LABEL_DIR, granularity_fix, label_path, read_targets, targets_sha256
+from utils.constants import DATASETS
 from utils.errors import UsageError
 from utils.flags import level
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of

@@ -9,7 +9,9 @@ Every write goes to a temporary file in the same directory and is renamed over t
 killed job or a full disk leaves the previous file intact; metrics.jsonl alone is appended a
 line an epoch (a failed append is cut off again). JSON is strict: a NaN or infinite value
 (a diverged run's loss) is written as null. One job at a time works in a run directory
-(`run_lock`); one removed under it is an error, not made anew.
+(`run_lock`); one removed under it is an error, not made anew. torch loads only where a checkpoint
+or the environment needs it: a command line's --help or typo, which reads this module's names,
+answers at once.
 """
 import contextlib
 import errno
@@ -25,7 +27,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from utils import __version__
 from utils.atomic import atomic_write, atomic_write_text, json_text
@@ -185,12 +186,14 @@ def write_file(path, write):
 
 
 def save_checkpoint(path, state):
+    import torch
     write_file(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path, map_location="cpu", advice=None):
     """Load a checkpoint safely (tensors and plain data only); a missing or bad file is a one-line
     error that ends with `advice` (for a bad file, by default: delete it, or pass --force)."""
+    import torch
     path = Path(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
@@ -236,6 +239,7 @@ def malformed(path, advice):
     try:
         yield
     except REBUILD_ERRORS as err:
+        import torch
         if isinstance(err, torch.OutOfMemoryError):  # the device's, not the file's
             raise
         reason = " ".join(str(err).split()[:30])  # torch's first lines: "Error(s) in loading ...:"
@@ -278,6 +282,7 @@ def command_line(prog, argv):
 def environment(argv=None):
     """Versions and machine facts recorded next to every result, with the command line `argv`
     (`command_line`; sys.argv when None)."""
+    import torch
     env = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__,
            "labelrep": __version__, "git": code_version(), "platform": platform.platform(),
            # a CPU's float rounding depends on how many threads share a convolution, and training

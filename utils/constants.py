@@ -1,0 +1,53 @@
+"""The plain facts the command lines offer as choices, in a module without torch, so that a
+script's --help and a mistyped flag answer at once rather than after torch loads (seconds).
+
+    DATASETS["cifar100"].num_classes["coarse"]    # 20; cifar.py loads the files DATASETS describes
+    ATTACKS, OBJECTIVES, DEFAULT_STEPS["paper"]   # utils/attacks.py runs them
+
+The networks' names are architecture.py's registry's (`utils.flags.architecture_names`).
+"""
+from dataclasses import dataclass
+
+# The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
+# per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
+PAPER_MEAN = (0.4914, 0.4822, 0.4465)
+PAPER_STD = (0.2023, 0.1994, 0.2010)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    folder: str          # folder inside data_dir that the archive unpacks to
+    url: str
+    train_files: tuple
+    test_files: tuple
+    meta_file: str
+    num_classes: dict    # granularity -> number of classes
+    label_keys: dict     # granularity -> key of the labels list in a batch
+    name_keys: dict      # granularity -> key of the class names in the meta file
+    mean: tuple = PAPER_MEAN
+    std: tuple = PAPER_STD
+
+
+DATASETS = {
+    "cifar10": DatasetInfo(
+        name="cifar10", folder="cifar-10-batches-py",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
+        meta_file="batches.meta", num_classes={"fine": 10}, label_keys={"fine": "labels"},
+        name_keys={"fine": "label_names"}),
+    "cifar100": DatasetInfo(
+        name="cifar100", folder="cifar-100-python",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        train_files=("train",), test_files=("test",), meta_file="meta",
+        num_classes={"fine": 100, "coarse": 20},
+        label_keys={"fine": "fine_labels", "coarse": "coarse_labels"},
+        name_keys={"fine": "fine_label_names", "coarse": "coarse_label_names"}),
+}
+
+# utils/attacks.py's presets (its docstring says what each is), protocols and objectives
+ATTACKS = ("fgsm", "iterative", "pgd")
+PROTOCOLS = ("pixel", "paper")
+OBJECTIVES = ("loss", "margin")
+DEFAULT_STEPS = {"pixel": 10, "paper": 5}
+STEP_FACTOR = {"pixel": 2.5, "paper": 1.0}  # default step size = factor * eps / steps
