@@ -42,9 +42,13 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 import argparse
+import bz2
 import contextlib
+import gzip
 import io
+import itertools
 import logging
+import lzma
 import math
 import os
 import re
@@ -52,6 +56,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -508,13 +513,13 @@ def _rescale(values, source):
 def make_glove(names, seed, options, param=None):
     """(C, d) GloVe vectors (d = 50 for the default). A name missing from the vocabulary as a
     whole ("pickup truck", "lawn-mower") is the mean of its words; every word must be known."""
-    vectors = _load_glove(str(options.glove or DEFAULT_GLOVE))
+    keys = [name.lower() for name in names]
+    vectors = _load_glove(str(options.glove or DEFAULT_GLOVE),
+                          {w for key in keys for w in (key, *_name_words(key))})
     rows, unknown = [], []
-    for name in names:
-        key = name.lower()
-        words = ([key] if key in vectors.key_to_index
-                 else [w for w in re.split(r"[\s_\-]+", key) if w])
-        missing = [w for w in words if w not in vectors.key_to_index]
+    for name, key in zip(names, keys, strict=True):
+        words = [key] if key in vectors else _name_words(key)
+        missing = [w for w in words if w not in vectors]
         if missing or not words:
             unknown.append(f"{name!r} ({', '.join(missing) or 'no words'})")
             continue
@@ -524,15 +529,16 @@ def make_glove(names, seed, options, param=None):
     return np.stack(rows)
 
 
-def _load_glove(source):
-    """gensim KeyedVectors from a GloVe text file, or a gensim-downloader name (the local
-    gensim-data copy if there is one, else a download)."""
-    try:
-        from gensim.models import KeyedVectors
-    except ImportError as exc:
-        raise LabelError(f"glove needs gensim ({_one_line(exc)}); pip install gensim") from exc
+def _name_words(key):
+    return [w for w in re.split(r"[\s_\-]+", key) if w]
+
+
+def _load_glove(source, words):
+    """A mapping word -> float32 (d,) vector holding those of `words` (a set) that `source` has:
+    a GloVe / word2vec text file (see `_read_vectors`), or a gensim-downloader name (the local
+    gensim-data copy if there is one, read the same way; else gensim's KeyedVectors, downloaded)."""
     if Path(source).is_file():
-        return _read_vectors(KeyedVectors, Path(source))
+        return _read_vectors(Path(source), words)
     if _looks_like_path(source):
         raise LabelError(f"--glove {source}: no such file (give a GloVe text file such as "
                          f"glove.6B.50d.txt, or a gensim-downloader name)")
@@ -540,10 +546,13 @@ def _load_glove(source):
     data_dir = Path(os.environ.get("GENSIM_DATA_DIR", Path.home() / "gensim-data"))
     cached = data_dir / source / f"{source}.gz"
     if cached.is_file():
-        return _read_vectors(KeyedVectors, cached)
+        return _read_vectors(cached, words)
+    try:
+        import gensim.downloader
+    except ImportError as exc:
+        raise LabelError(f"glove needs gensim ({_one_line(exc)}); pip install gensim") from exc
     try:
         with _quiet("gensim"):
-            import gensim.downloader
             return gensim.downloader.load(source)
     except Exception as exc:  # network, name and format errors all end the same way
         raise LabelError(f"cannot get GloVe vectors {source!r} ({_one_line(exc)[:200]}); offline, "
@@ -551,52 +560,78 @@ def _load_glove(source):
                          f"https://nlp.stanford.edu/projects/glove/)") from exc
 
 
-def _read_vectors(KeyedVectors, path):
-    # GloVe's own files have no header line; word2vec-format files (gensim-data's) start "COUNT DIM".
-    from gensim import utils
-    with utils.open(str(path), "rb") as f:
-        first = f.readline().split()
-    header = len(first) == 2 and all(v.isdigit() for v in first)
-    # Every line first (a tenth of gensim's own reading time): gensim names no line, reads a word
-    # with one number as a vector of that number repeated, and stops at the header's count.
-    if problem := _malformed_line(path, header):
-        raise LabelError(f"cannot read word vectors from {path}: {problem}")
-    try:
-        return KeyedVectors.load_word2vec_format(str(path), no_header=not header)
-    except Exception as exc:  # a word that is not UTF-8
-        raise LabelError(f"cannot read word vectors from {path}: {_one_line(exc)}") from None
-
-
 def _numbers(count):
     return f"{count} number{'' if count == 1 else 's'}"
 
 
-def _malformed_line(path, header):
-    """'line N is not ...' for the first line of a word-vector text file that is not a word and as
-    many numbers as the header (or the first line) gives, or what is wrong with the file as a
-    whole (no line, another count of lines than its header's); None if nothing is."""
-    from gensim import utils
-    with utils.open(str(path), "rb") as f:
-        count, size = map(int, f.readline().split()) if header else (None, None)
-        lines = 0
-        for lines, line in enumerate(f, 1):
-            line_number = lines + header
+def _read_vectors(path, words):
+    """{word: float32 (d,) vector} for those of `words` (a set of str) that the word-vector text
+    file `path` holds, in one pass that checks every line: GloVe's files have no header line,
+    word2vec-format files (gensim-data's) start "COUNT DIM"; plain or compressed as gensim reads
+    them (.gz, .bz2, .xz by extension). Words and values are read as gensim's
+    load_word2vec_format reads them (UTF-8; float32; a word given twice keeps its first vector),
+    without keeping the other words' vectors (2.2 M of them, 2.6 GB, in glove.840B.300d).
+
+    LabelError naming the first line that is not a word and as many numbers as the header (or
+    the first line) gives (gensim names no line, reads a word with one number as a vector of that
+    number repeated, and stops at the header's count), or what is wrong with the file as a whole
+    (no line, another count of lines than its header's, a word that is not UTF-8).
+    """
+    def problem(text):
+        return LabelError(f"cannot read word vectors from {path}: {text}")
+
+    vectors, undecodable, found = {}, None, 0
+    with contextlib.closing(_file_lines(path)) as lines:
+        first = next(lines, b"")
+        header = len(first.split()) == 2 and all(v.isdigit() for v in first.split())
+        count, size = map(int, first.split()) if header else (None, None)
+        if not header:  # the first line is a word's
+            lines = itertools.chain([first] if first else [], lines)
+        for found, line in enumerate(lines, 1):
+            line_number = found + header
             values = line.rstrip().split(b" ")[1:]  # split as gensim does
             size = len(values) if size is None else size
             try:
-                [float(v) for v in values]
+                values = list(map(float, values))
             except ValueError:
                 values = None
             if values is None or len(values) != size:
                 if values is not None and line_number == 2 and not header:  # either may be the odd one
-                    return (f"line 1 holds a word and {_numbers(size)}, line 2 a word and "
-                            f"{_numbers(len(values))}")
-                return f"line {line_number} is not a word followed by {_numbers(size)}"
+                    raise problem(f"line 1 holds a word and {_numbers(size)}, line 2 a word and "
+                                  f"{_numbers(len(values))}")
+                raise problem(f"line {line_number} is not a word followed by {_numbers(size)}")
+            try:
+                word = line.rstrip().decode("utf-8").split(" ", 1)[0]  # as gensim decodes it
+            except UnicodeDecodeError as exc:  # said once every line is known to be well formed
+                undecodable = undecodable or _one_line(exc)
+                continue
+            if word in words and word not in vectors:
+                # the double rounded to float32, as gensim's np.float32(text) is
+                vectors[word] = np.array(values, dtype=np.float32)
     if size is None:
-        return "the file is empty"
-    if header and lines != count:
-        return f"line 1 announces {count} words, {lines} lines follow it"
-    return None
+        raise problem("the file is empty")
+    if header and found != count:
+        raise problem(f"line 1 announces {count} words, {found} lines follow it")
+    if undecodable:
+        raise problem(undecodable)
+    return vectors
+
+
+# What gensim's reader (smart_open) decompresses without a package of its own, by the file name's
+# last extension in any case.
+DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _file_lines(path):
+    """The lines (bytes) of `path`, decompressed by its extension (`DECOMPRESSORS`); LabelError
+    naming it when an archive is cut short or corrupt."""
+    try:
+        with DECOMPRESSORS.get(path.suffix.lower(), open)(path, "rb") as f:
+            yield from f
+    except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # permission, I/O: call_cli's line ("cannot use PATH: Permission denied")
+        raise LabelError(f"cannot read word vectors from {path}: {_one_line(exc)}") from exc
 
 
 # ----------------------------------------------------------------------------- registry

@@ -324,6 +324,49 @@ def test_a_glove_file_with_a_word2vec_header_is_read_and_checked(tiny_glove, tmp
     assert not list(tmp_path.glob("*.npy"))
 
 
+
+def test_a_glove_file_is_read_in_one_pass_without_gensim(tiny_glove, tmp_path, monkeypatch, capsys):
+    """The file was checked line by line, then read again by gensim, which kept every word's
+    vector (2.6 GB for glove.840B.300d): now one pass keeps the vectors of the asked words alone,
+    as gensim reads them (float32, a repeated word's first), from plain, .gz, .bz2 or .xz files,
+    with no gensim. A cut-short .gz was an EOFError traceback."""
+    import bz2
+    import gzip
+    import lzma
+
+    from gensim.models import KeyedVectors
+
+    text = tiny_glove.read_bytes() + b"cat " + b" ".join([b"9.5"] * 50) + b"\n"   # cat twice
+    (tmp_path / "glove.txt").write_bytes(text)
+    gensim_vectors = KeyedVectors.load_word2vec_format(str(tmp_path / "glove.txt"), no_header=True)
+    expected = np.stack([gensim_vectors[name] for name in CIFAR10_CLASSES])
+    for name in [m for m in sys.modules if m.split(".")[0] in ("gensim", "smart_open")]:
+        monkeypatch.setitem(sys.modules, name, None)   # import gensim / smart_open: ImportError
+
+    vectors = generate._read_vectors(tmp_path / "glove.txt", {"cat", "pickup", "zebra"})
+    assert sorted(vectors) == ["cat", "pickup"]
+    for word, vector in vectors.items():
+        assert vector.dtype == np.float32 and np.array_equal(vector, gensim_vectors[word]), word
+    for suffix, compress in ((".gz", gzip.compress), (".GZ", gzip.compress), (".bz2", bz2.compress),
+                             (".xz", lzma.compress)):
+        glove = tmp_path / f"glove.txt{suffix}"
+        glove.write_bytes(compress(text))
+        status, _, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove", glove,
+                                           "--out", tmp_path / suffix], capsys)
+        written = np.load(tmp_path / suffix / "cifar10_glove.npy", allow_pickle=False)
+        assert status == 0 and written.dtype == np.float32 and np.array_equal(written, expected), suffix
+    glove = tmp_path / "cut.txt.gz"
+    glove.write_bytes(gzip.compress(text)[:300])
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove", glove,
+                                         "--out", tmp_path], capsys)
+    assert (status, err) == (2, f"error: cannot read word vectors from {glove}: Compressed file ended "
+                                "before the end-of-stream marker was reached\n")
+    monkeypatch.setenv("GENSIM_DATA_DIR", str(tmp_path))   # no local copy: the downloader needs gensim
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--out", tmp_path],
+                         capsys)
+    assert status == 2 and err.startswith("error: glove needs gensim (") and not list(tmp_path.glob("*.npy"))
+
+
 # ----------------------------------------------------------------------------- the paper's files
 
 @needs_reference
