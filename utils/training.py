@@ -25,9 +25,9 @@ from utils.flags import acts_on
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        absolute_folders, best_checkpoint_name, environment, load_checkpoint, malformed,
-                        read_json, run_dir_of, run_lock, save_checkpoint, tensors_sha256, write_json,
-                        write_jsonl, append_jsonl)
+                        absolute_folders, append_jsonl, best_checkpoint_name, environment, load_checkpoint,
+                        malformed, read_json, run_dir_of, run_lock, save_checkpoint, tensors_sha256,
+                        write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -166,9 +166,9 @@ class Compiled:
 
     Another size comes once an epoch (the trailing batch) or once an evaluation (what is left after
     batches of 1000): an eager step costs less than compiling graphs for it. On this project's CPU
-    that cut a 1-epoch resnet32 run from 9 graphs to 4 (3 since the backward joined the step's
-    graph), its first epoch from 216 s to 129 (torch.compile's own choice for a second size,
-    symbolic sizes, was slower still).
+    this makes a 1-epoch resnet32 run compile 4 graphs rather than 9 (measured with the backward
+    outside the step's graph; 3 with it inside) and its first epoch take 129 s rather than 216
+    (torch.compile's own choice for a second size, symbolic sizes, is slower still).
     Modes with CUDA graphs replay recorded kernels: `TrainStep` marks each step, `predict` copies
     what it keeps.
 
@@ -181,9 +181,9 @@ class Compiled:
     `isolated`: `fn`'s graphs count against a recompile limit of their own (torch.compile's
     `isolate_recompiles`), not against those that other `Compiled` of the same code compiled
     earlier in the process. A `TrainStep`'s graphs guard on its optimizer's identity, so each run
-    in one process (a notebook calling train.main in a loop) compiled the step anew under the same
-    code, and the 9th (torch's recompile_limit, 8) trained without compilation. A torch before
-    2.14 (a GPU machine's own) has no such option: its runs share the limit, as before.
+    in one process (a notebook calling train.main in a loop) compiles the step anew under the same
+    code: without isolation the 9th (torch's recompile_limit, 8) would train without compilation.
+    A torch before 2.14 (a GPU machine's own) has no such option: its runs share the limit.
     """
 
     def __init__(self, fn, mode, autograd=False, isolated=False):
@@ -271,18 +271,28 @@ def predict(model, images, batch_size=1000, amp=False, channels_last=False):
 
 
 @torch.inference_mode()
-def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False):
+def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False, outputs=None):
     """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,).
 
+    `outputs`: the model's outputs for these images, `predict`'s, scored instead of running the
+    model again (the label spaces compute losses and decodes in float32 under autocast too, so
+    the numbers are the same). Losses are taken over batches of `batch_size` either way: MCR2's
+    is the rate reduction of a whole batch.
     Under torchrun each process evaluates its share and the sums are combined.
     """
     share = distributed.current().share(len(images))
     images, labels = images[share], labels[share]
+    if outputs is None:
+        batches = _outputs(model, images, batch_size, amp, channels_last)
+    else:
+        given = outputs[share]
+        batches = ((slice(start, start + batch_size), given[start:start + batch_size])
+                   for start in range(0, len(given), batch_size))
     totals = torch.zeros(3, device=images.device)  # loss sum, correct, count
-    for index, outputs in _outputs(model, images, batch_size, amp, channels_last):
+    for index, batch_outputs in batches:
         batch_labels = labels[index]
-        totals[0] += space.loss(outputs, batch_labels).sum()
-        totals[1] += (space.decode(outputs) == batch_labels).sum()
+        totals[0] += space.loss(batch_outputs, batch_labels).sum()
+        totals[1] += (space.decode(batch_outputs) == batch_labels).sum()
     totals[2] = len(images)
     loss_sum, correct, n = distributed.all_sum(totals).tolist()
     if not n:  # --valid_size 0: no accuracy, rather than an accuracy of 0
@@ -552,6 +562,72 @@ def checkpoint_state(weights, model_args, space_state, epoch, config, **more):
             "config": config, **more}
 
 
+class Checkpoints:
+    """A run's two checkpoints while it trains: the last one (weights, optimizer, history, best
+    epoch), written when due, and the best one (the best epoch's weights, what attack.py loads).
+
+    The last checkpoint is of epoch `saved` (0: none), written at `saved_at` (time.monotonic()).
+    The best epoch's weights and label space are kept in memory (`keep_best`) and written to the
+    best checkpoint only when no file holds them (`best_saved`: the epoch the best checkpoint
+    holds; None: unknown, or none yet): then first into the last checkpoint too, so that a job
+    stopped between the two writes leaves the best epoch's weights in a file whichever one it had
+    written. Under torchrun every process keeps this bookkeeping and only the main one (`writes`)
+    writes the files.
+
+    `history` is the run's list of metrics.jsonl rows, which the caller appends to; `best` is
+    {"valid_acc", "epoch"} of the best epoch so far (epoch -1: none yet); `kept`: the best epoch's
+    (weights, label space state, best_saved) from `_start_point`.
+    """
+
+    def __init__(self, run_dir, best_path, model, optimizer, space, config, history, best, kept, writes):
+        self.run_dir, self.last_path, self.best_path = run_dir, run_dir / LAST_CHECKPOINT, best_path
+        self.model, self.optimizer, self.space, self.config = model, optimizer, space, config
+        self.history, self.best, self.writes = history, best, writes
+        self.best_state, self.best_space, self.best_saved = kept
+        self.saved, self.saved_at = len(history), time.monotonic()
+
+    def keep_best(self, row):
+        """Keep the model's weights and label space where the epoch of `row`, the last of `history`,
+        validated better than the best epoch (`is_better`)."""
+        if is_better({"loss": row["valid_loss"], "acc": row["valid_acc"]}, self.best, self.history):
+            self.best = {"valid_acc": row["valid_acc"], "epoch": row["epoch"]}
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_space = self.space.state()
+
+    def due(self, now, seconds, device):
+        """Whether the last checkpoint is to be written after this epoch: `now` (a stop or the last
+        epoch), or `seconds` have passed since the last one on any process (a collective call)."""
+        return now or distributed.any_process(time.monotonic() - self.saved_at >= seconds, device)
+
+    def save(self, epoch_done):
+        """The last checkpoint after epoch `epoch_done`, holding the best epoch's weights too where
+        neither it nor the best checkpoint does, then the best checkpoint where it is behind."""
+        if self.writes:
+            behind = self.best["epoch"] not in (epoch_done, self.best_saved)
+            kept = {"best_model": self.best_state, "best_space": self.best_space} if behind else {}
+            save_checkpoint(self.last_path, checkpoint_state(
+                self.model.state_dict(), self.model.model_args, self.space.state(), epoch_done, self.config,
+                optimizer=self.optimizer.state_dict(), history=self.history, best=self.best, **kept))
+            self.saved = epoch_done  # a stop while the best is written keeps this one
+            if behind:
+                self.save_best()
+        self.saved, self.saved_at = epoch_done, time.monotonic()
+
+    def save_best(self):
+        """The best checkpoint, from the kept weights, where it does not hold the best epoch yet."""
+        if self.writes and self.best_saved != self.best["epoch"]:
+            save_checkpoint(self.best_path, checkpoint_state(
+                self.best_state, self.model.model_args, self.best_space, self.best["epoch"], self.config,
+                valid_acc=self.best["valid_acc"]))
+            self.best_saved = self.best["epoch"]
+
+    def stopped(self, when):
+        """What a run stopped in its loop (by Ctrl-C or a signal) keeps, as its last message."""
+        kept = f"the checkpoint after epoch {self.saved} is kept" if self.saved \
+            else "no checkpoint was written"
+        return f"{self.run_dir}: stopped {when}; {kept}, rerun with --resume"
+
+
 def _segments(checkpoint, config, device):
     """The run's segments: for each start and resume, the epoch it began after, the device it
     trained on and its environment (command line, versions, machine); this one last."""
@@ -628,6 +704,39 @@ def _start_point(args, last_path, best_path, device, space, label_sha256, facts)
     return None, None, None, None
 
 
+def _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device, first):
+    """Train epoch `epoch` (0-based) with a `TrainStep` on the `train` pair (images, labels), then
+    validate `evaluated` (the model, compiled as it evaluates) on the `valid` pair: the epoch's
+    metrics.jsonl row, or None where a stop signal ended the epoch (`train_epoch`'s `stoppable`).
+    `history`: the rows of the epochs before. Warnings go to `progress`: after the `first` epoch of
+    this process, graphs run without the CUDA graphs --compile asked for; a loss not finite, once."""
+    space, options = step.space, {"amp": args.amp, "channels_last": args.channels_last}
+    lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
+    step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
+    generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
+    start = time.perf_counter()
+    train_scores = train_epoch(step, train[0], train[1], args.batch_size, generator, step_lr,
+                               stoppable=stoppable)
+    if train_scores is None:
+        return None
+    step_seconds = time.perf_counter() - start  # the training steps alone
+    if first and (warning := cudagraph_warning(args.compile, device)):
+        progress.message(warning)  # every graph of the step has run by now
+    if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
+        space.fit(predict(evaluated, train[0], **options), train[1])
+    valid_scores = evaluate(evaluated, space, valid[0], valid[1], **options)
+    if space.needs_fit and epoch == 0:  # MCR2: no subspaces to decode the first epoch by
+        train_scores["acc"] = None
+    diverged = _nonfinite_loss(train_scores["loss"], valid_scores["loss"])
+    if diverged and not (history and _nonfinite_loss(history[-1]["train_loss"], history[-1]["valid_loss"])):
+        progress.message(f"warning: the {diverged} in epoch {epoch + 1}: the run diverged (a lower --lr may "
+                         "help)")  # once: not again while it stays so
+    return {"epoch": epoch + 1, "lr": lr,
+            "train_loss": train_scores["loss"], "train_acc": train_scores["acc"],
+            "valid_loss": valid_scores["loss"], "valid_acc": valid_scores["acc"],
+            "seconds": time.perf_counter() - start, "images_per_s": train_scores["images"] / step_seconds}
+
+
 def _epoch_line(row, epochs):
     """An epoch's `metrics.jsonl` row as `Progress.step`'s arguments: the log's line and the bar's
     fields."""
@@ -644,19 +753,39 @@ def _scores(model, space, train, sets, **options):
     """The trained model's loss and accuracy on each of `sets` ({name: (images, labels)}):
     {name: {"name_loss", "name_acc"}}; and under "decoders", MCR2's, whose class subspaces are fitted
     here on the `train` pair's features, accuracies of the kNN and nearest-class-mean decoders beside
-    the nearest subspace's ("name_knn_acc", ...; None for a set without images)."""
+    the nearest subspace's ("name_knn_acc", ...; None for a set without images). One forward pass
+    over each set serves all of its numbers."""
     train_outputs = predict(model, train[0], **options) if space.needs_fit else None
     if space.needs_fit:
         space.fit(train_outputs, train[1])
     scores = {"decoders": {}}
     for name, (images, labels) in sets.items():
-        result = evaluate(model, space, images, labels, **options)
+        outputs = predict(model, images, **options) if space.needs_fit and len(images) else None
+        result = evaluate(model, space, images, labels, outputs=outputs, **options)
         scores[name] = {f"{name}_acc": result["acc"], f"{name}_loss": result["loss"]}
         if space.needs_fit:
-            extra = space.report(train_outputs, train[1], predict(model, images, **options), labels) \
-                if len(images) else {"knn_acc": None, "ncm_acc": None}
+            extra = space.report(train_outputs, train[1], outputs, labels) if outputs is not None \
+                else {"knn_acc": None, "ncm_acc": None}
             scores["decoders"] |= {f"{name}_{k}": v for k, v in extra.items()}
     return scores
+
+
+def _results(args, config, checkpoint, best_epoch, scores, history, device):
+    """results.json: what the run trained (its flags, and `config`'s facts), its `best_epoch`, its
+    `scores` (`_scores`), time and speed over its `history` (metrics.jsonl's rows), the path of its
+    best `checkpoint`."""
+    return {"run_dir": config["run_dir"], "dataset": args.dataset, "model": args.model,
+            "label": args.label, "label_granularity": args.label_granularity,
+            "seed": args.seed, "level": args.level,
+            "smoothing": args.smoothing if acts_on("smoothing", args.label) else 0.0,  # as it acted
+            "label_noise": args.label_noise, "epochs": args.epochs,
+            "best_epoch": best_epoch, **scores["valid"], **scores["test"],
+            "train_images": config["train_images"], "test_images": config["test_images"],
+            "train_seconds": sum(r["seconds"] for r in history),  # epochs with their validation
+            # the median epoch's: the first, which compiles under --compile, does not skew it
+            "images_per_s": statistics.median(r["images_per_s"] for r in history),
+            "checkpoint": str(checkpoint), "device": str(device), "world_size": config["world_size"],
+            **scores["decoders"]}
 
 
 def run_training(args, argv=None):
@@ -689,15 +818,14 @@ def run_training(args, argv=None):
             results = read_json(results_path)
             if ctx.main:
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
-            # where the run is now: its base folder may have moved since (a copied archive)
+            # the folder the run is in here: a copied archive's is not the one it trained in
             return results | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
         if args.level == 100 and len(split.train) < len(split.valid) and ctx.main:  # a small dataset
             log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
                 f"{len(data.train_labels)} training images to train on; a smaller --valid_size "
                 "trains on more")
-        # best_saved: the epoch the best checkpoint holds; None: unknown, or none yet
-        checkpoint, best_state, best_space, best_saved = _start_point(args, last_path, best_path, device,
-                                                                      space, label_sha256, facts)
+        # kept: the best epoch's weights, label space state and the epoch the best checkpoint holds
+        checkpoint, *kept = _start_point(args, last_path, best_path, device, space, label_sha256, facts)
         if checkpoint is not None and space.needs_fit:  # MCR2: the next epoch decodes with the
             space = space_from_state(checkpoint["label_space"])  # subspaces the last one fitted
 
@@ -731,87 +859,34 @@ def run_training(args, argv=None):
         evaluated = compiled(model, args.compile)
 
         space.to(device)
-        train_images, train_labels = data.train_images[split.train].to(device), noisy.to(device)
-        valid_images = data.train_images[split.valid].to(device)
-        valid_labels = data.train_labels[split.valid].to(device)
-        fit_options = {"amp": args.amp, "channels_last": args.channels_last}
-
-        # The last checkpoint is of epoch `saved` (0: none), written at `saved_at`. The best epoch's
-        # weights and label space are kept here and written to the best checkpoint only when no
-        # file holds them: then first into the last checkpoint too, so that a job stopped between
-        # the two writes leaves the best epoch's weights in a file whichever one it had written.
-        saved, saved_at = len(history), time.monotonic()
-
-        def save_best():
-            nonlocal best_saved
-            save_checkpoint(best_path, checkpoint_state(best_state, model.model_args, best_space, best["epoch"],
-                                                        config, valid_acc=best["valid_acc"]))
-            best_saved = best["epoch"]
-
-        def save(epoch_done):
-            nonlocal saved
-            behind = best["epoch"] not in (epoch_done, best_saved)
-            kept = {"best_model": best_state, "best_space": best_space} if behind else {}
-            save_checkpoint(last_path, checkpoint_state(
-                model.state_dict(), model.model_args, space.state(), epoch_done, config,
-                optimizer=step.optimizer.state_dict(), history=history, best=best, **kept))
-            saved = epoch_done  # a stop while the best is written keeps this one
-            if behind:
-                save_best()
-
-        def stopped(when):  # what a run stopped in the loop keeps, by Ctrl-C or a signal
-            kept = f"the checkpoint after epoch {saved} is kept" if saved else "no checkpoint was written"
-            return f"{run_dir}: stopped {when}; {kept}, rerun with --resume"
-
+        train = data.train_images[split.train].to(device), noisy.to(device)  # (images, labels) pairs
+        valid = data.train_images[split.valid].to(device), data.train_labels[split.valid].to(device)
+        checkpoints = Checkpoints(run_dir, best_path, model, step.optimizer, space, config, history, best,
+                                  kept, writes)
         first_epoch = epoch = len(history)
         # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
-        interrupted = interrupt_says(lambda: stopped(f"during epoch {epoch + 1}"))
+        interrupted = interrupt_says(lambda: checkpoints.stopped(f"during epoch {epoch + 1}"))
         with preempt.catching(), Progress(args.epochs, f"{args.model} {args.label}", "epoch",
                                           initial=len(history), enabled=writes) as progress, interrupted:
             for epoch in range(first_epoch, args.epochs):
-                lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
-                step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
-                generator = torch.Generator(device).manual_seed(args.seed * 100_003 + epoch)
-                start = time.perf_counter()
                 # a stop signal ends the epoch at once where nothing trained is lost, or where the
                 # epoch may not end before the kill that follows the signal
-                stoppable = saved == epoch or bool(history) and history[-1]["seconds"] > preempt.FINISH_SECONDS
-                train = train_epoch(step, train_images, train_labels, args.batch_size, generator, step_lr,
-                                    stoppable=stoppable)
-                if train is None:
+                stoppable = checkpoints.saved == epoch or bool(history) \
+                    and history[-1]["seconds"] > preempt.FINISH_SECONDS
+                row = _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device,
+                             first=epoch == first_epoch)
+                if row is None:
                     progress.close()
-                    preempt.exit_for_requeue(stopped(f"by signal during epoch {epoch + 1}"))
-                step_seconds = time.perf_counter() - start  # the training steps alone
-                if epoch == first_epoch and (warning := cudagraph_warning(args.compile, device)):
-                    progress.message(warning)  # every graph of the step has run by now
-                if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
-                    space.fit(predict(evaluated, train_images, **fit_options), train_labels)
-                valid = evaluate(evaluated, space, valid_images, valid_labels, **fit_options)
-                if space.needs_fit and epoch == 0:  # MCR2: no subspaces to decode the first epoch by
-                    train["acc"] = None
-                diverged = _nonfinite_loss(train["loss"], valid["loss"])
-                if diverged and not (history and _nonfinite_loss(history[-1]["train_loss"],
-                                                                 history[-1]["valid_loss"])):  # once
-                    progress.message(f"warning: the {diverged} in epoch {epoch + 1}: the run diverged (a lower "
-                                     "--lr may help)")
-                row = {"epoch": epoch + 1, "lr": lr, "train_loss": train["loss"], "train_acc": train["acc"],
-                       "valid_loss": valid["loss"], "valid_acc": valid["acc"],
-                       "seconds": time.perf_counter() - start,
-                       "images_per_s": train["images"] / step_seconds}
+                    preempt.exit_for_requeue(checkpoints.stopped(f"by signal during epoch {epoch + 1}"))
                 history.append(row)
-                if is_better(valid, best, history):
-                    best = {"valid_acc": valid["acc"], "epoch": epoch + 1}
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    best_space = space.state()
+                checkpoints.keep_best(row)
                 stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
-                due = stopping or epoch + 1 == args.epochs or distributed.any_process(  # on every process
-                    time.monotonic() - saved_at >= args.checkpoint_seconds, device)
+                due = checkpoints.due(stopping or epoch + 1 == args.epochs, args.checkpoint_seconds,
+                                      device)  # on every process
                 if writes:
                     append_jsonl(run_dir / METRICS, row)
-                    if due:
-                        save(epoch + 1)
                 if due:
-                    saved, saved_at = epoch + 1, time.monotonic()
+                    checkpoints.save(epoch + 1)
                 line, fields = _epoch_line(row, args.epochs)
                 progress.step(line, **fields)
                 if stopping:
@@ -820,24 +895,12 @@ def run_training(args, argv=None):
                     preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
                                              "rerun with --resume")
 
-        if writes and best_saved != best["epoch"]:  # what attack.py loads
-            save_best()
-        model.load_state_dict(best_state)
+        checkpoints.save_best()  # what attack.py loads
+        model.load_state_dict(checkpoints.best_state)
         test = data.test_images.to(device), data.test_labels.to(device)
-        scores = _scores(evaluated, space, (train_images, train_labels),
-                         {"valid": (valid_images, valid_labels), "test": test}, **fit_options)
-        results = {"run_dir": str(run_dir), "dataset": args.dataset, "model": args.model,
-                   "label": args.label, "label_granularity": args.label_granularity,
-                   "seed": args.seed, "level": args.level,
-                   "smoothing": args.smoothing if acts_on("smoothing", args.label) else 0.0,  # as it acted
-                   "label_noise": args.label_noise, "epochs": args.epochs,
-                   "best_epoch": best["epoch"], **scores["valid"], **scores["test"],
-                   "train_images": len(split.train), "test_images": len(data.test_labels),
-                   "train_seconds": sum(r["seconds"] for r in history),  # epochs with their validation
-                   # the median epoch's: the first, which compiles under --compile, does not skew it
-                   "images_per_s": statistics.median(r["images_per_s"] for r in history),
-                   "checkpoint": str(best_path), "device": str(device), "world_size": ctx.world,
-                   **scores["decoders"]}
+        scores = _scores(evaluated, space, train, {"valid": valid, "test": test}, amp=args.amp,
+                         channels_last=args.channels_last)
+        results = _results(args, config, best_path, checkpoints.best["epoch"], scores, history, device)
         if writes:
             write_json(results_path, results)
         return results
