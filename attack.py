@@ -25,7 +25,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     preempt.install()
     errors.quiet_interrupts()
 
-from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR  # noqa: E402
+from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
                           os_errors_as_usage, run_cli)
 from utils.flags import SHARED, acts_on, add_flags, label_name  # noqa: E402
@@ -421,7 +421,7 @@ def run(args, argv=None):
     """Attack as the flags say; returns the summary. `argv`: the command line attack_results.json
     records (`utils.runs.command_line`; sys.argv when None)."""
     from utils import preempt
-    from utils.attacks import Shared, draw_targets, schedule
+    from utils.attacks import Shared, draw_targets
     from utils.progress import Progress, log
     from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, run_lock,
                             tensors_sha256, write_json)

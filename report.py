@@ -29,6 +29,7 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set
 from utils.constants import ATTACKS
+from utils.flags import RESULT_FLAGS, acts_on
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
                         run_dir_of, run_folder_name)
 
@@ -212,8 +213,6 @@ def exclude_odd_seeds(records):
     like. The flags most of the group's finished runs share are the group's (the first run's on a
     tie; those of all its runs when none has finished): unfinished runs, which count in no table,
     do not outvote a finished one."""
-    from utils.flags import acts_on
-    from utils.training import RESULT_FLAGS
     groups = defaultdict(list)
     for record in records:
         if record["flags"] and not record["excluded"]:  # a run without config.json is incomplete already
@@ -403,6 +402,7 @@ def robust_rows(records):
     clean = defaultdict(dict)  # table_of(key) -> {seed: clean accuracy}
     for key, items in groups.items():
         clean[table_of(key)].update((r["seed"], e.get("clean_acc")) for r, e in items)
+    clean = {table: mean_std(seeds.values()) for table, seeds in clean.items()}  # one for all its eps
     rows = []
     order = lambda k: (k[0], k[1], -k[3], attack_rank(k[4]), k[5], k[6], -(k[8] or 0), str(k[9:]),
                        label_rank(k[2]), k[7])
@@ -410,12 +410,11 @@ def robust_rows(records):
         items = groups[key]
         robust = mean_std([e.get("robust_acc") for _, e in items])
         success = mean_std([e.get("target_success") for _, e in items])
-        clean_acc = mean_std(clean[table_of(key)].values())
         rows.append({**dict(zip(ROBUST_KEY, key)),
                      "eps_label": items[0][1].get("eps_label") or eps_text(key[7], key[6]),
                      "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
                      **columns("robust_acc", robust), **columns("target_success", success),
-                     **columns("clean_acc", clean_acc)})
+                     **columns("clean_acc", clean[table_of(key)])})
     return rows
 
 

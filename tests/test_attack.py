@@ -19,7 +19,8 @@ from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import to_float
 from conftest import last_json, make_cifar10, run_script
 from utils import preempt
-from utils.attacks import ATTACKS, Shared, draw_targets, run_attack, start_noise
+from utils.attacks import Shared, draw_targets, run_attack, start_noise
+from utils.constants import ATTACKS
 from utils.errors import UsageError, run_cli
 from utils.labelspace import CategorySpace
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS

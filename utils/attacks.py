@@ -59,36 +59,12 @@ import torch
 
 from architecture import fold_batch_norm
 from cifar import to_float
-from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, PROTOCOLS, STEP_FACTOR
+from utils.constants import OBJECTIVES, schedule
 from utils.errors import choice
 from utils.labelspace import margin
 from utils.training import autocast, prepare
 
 NOISE_BLOCK = 256  # images per seeded block of random-start noise
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How an attack moves: `steps` steps of `step_size` (the protocol's units), from a random start
-    or not, `restarts` times."""
-    attack: str
-    steps: int
-    step_size: float
-    random_start: bool
-    restarts: int
-
-
-def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts=1):
-    """The preset for `attack` at `eps`: FGSM ignores steps, step_size and restarts."""
-    choice("attack", attack, ATTACKS)
-    choice("protocol", protocol, PROTOCOLS)
-    if attack == "fgsm":
-        return Schedule("fgsm", 1, eps, False, 1)
-    steps = steps or DEFAULT_STEPS[protocol]
-    if step_size is None:
-        step_size = STEP_FACTOR[protocol] * eps / steps
-    pgd = attack == "pgd"
-    return Schedule(attack, steps, step_size, pgd, restarts if pgd else 1)
 
 
 @dataclass

@@ -3,10 +3,13 @@ script's --help and a mistyped flag answer at once rather than after torch loads
 
     DATASETS["cifar100"].num_classes["coarse"]    # 20; cifar.py loads the files DATASETS describes
     ATTACKS, OBJECTIVES, DEFAULT_STEPS["paper"]   # utils/attacks.py runs them
+    schedule("pgd", 8 / 255)                      # its preset: Schedule("pgd", 10, 2 / 255, True, 1)
 
 The networks' names are architecture.py's registry's (`utils.flags.architecture_names`).
 """
 from dataclasses import dataclass
+
+from utils.errors import choice
 
 # The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
 # per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
@@ -51,3 +54,27 @@ PROTOCOLS = ("pixel", "paper")
 OBJECTIVES = ("loss", "margin")
 DEFAULT_STEPS = {"pixel": 10, "paper": 5}
 STEP_FACTOR = {"pixel": 2.5, "paper": 1.0}  # default step size = factor * eps / steps
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How an attack moves: `steps` steps of `step_size` (the protocol's units), from a random start
+    or not, `restarts` times."""
+    attack: str
+    steps: int
+    step_size: float
+    random_start: bool
+    restarts: int
+
+
+def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts=1):
+    """The preset for `attack` at `eps`: FGSM ignores steps, step_size and restarts."""
+    choice("attack", attack, ATTACKS)
+    choice("protocol", protocol, PROTOCOLS)
+    if attack == "fgsm":
+        return Schedule("fgsm", 1, eps, False, 1)
+    steps = steps or DEFAULT_STEPS[protocol]
+    if step_size is None:
+        step_size = STEP_FACTOR[protocol] * eps / steps
+    pgd = attack == "pgd"
+    return Schedule(attack, steps, step_size, pgd, restarts if pgd else 1)

@@ -89,6 +89,12 @@ SHARED = {
 }
 
 
+# Flags that change what a run computes: a resumed run must agree with its checkpoint on these. Here,
+# with `run_changes`, without torch: sweep.py and report.py compare every run's flags by them.
+RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_size", "lr",
+                "warmup_epochs", "valid_size", "smoothing", "label_granularity", "label_noise", "amp",
+                "channels_last", "feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
+
 # train.py's flags that only one label type uses: given with another, they are ignored (with a
 # warning), and a run's check of its saved flags leaves them out, so that a sweep over several
 # labels can pass them to all.
@@ -99,6 +105,43 @@ LABEL_ONLY = {"smoothing": "category", "feature_dim": "mcr2", "mcr2_eps": "mcr2"
 def acts_on(flag, label):
     """Whether train.py's flag `flag` (a name without --) changes a run of `label`."""
     return LABEL_ONLY.get(flag, label) == label
+
+
+def _shown(value):
+    """A flag's value as a command line gives it: on/off for a switch, 1 for 1.0, every digit where
+    fewer would show two values alike (0.30000000000000004, not 0.3)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def run_changes(config, args, label_sha256, now="now", data=None):
+    """What a run with this saved `config` trained otherwise than `args` asks: '--flag saved
+    (now value)' for every RESULT_FLAGS flag it set otherwise (a flag None in `args` is picked
+    later, e.g. --lr by label type; one of another label type's, e.g. --smoothing for speech,
+    acts on nothing), other label targets, if it recorded their `label_sha256` and
+    `label_sha256` (the targets asked for now) differs, and, with `data` (`data_facts` now),
+    another number of training images or other images and labels."""
+    saved = config.get("flags")
+    saved = saved if isinstance(saved, dict) else {}  # none recorded (null in an edited config.json)
+    asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
+             if acts_on(k, args.label)}
+    changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(v)})" for k, v in asked.items()
+               if v is not None and k in saved and saved[k] != v]
+    if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
+        changes.append(f"other {args.label} targets than {args.label_dir} holds")
+    data = data or {}
+    train_images = data.get("train_images")
+    saved_images = config.get("train_images", train_images)
+    if train_images is not None and saved_images != train_images:
+        changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
+    elif config.get("data_sha256") and data.get("data_sha256") not in (None, config["data_sha256"]):
+        changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
+                       f"{args.dataset}?)")
+    return changes
 
 
 def architecture_names():

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labels import LABEL_DIR, granularity_fix, label_path, read_targets, targets_sha256
-from utils.constants import DATASETS
+from utils.constants import DATASETS, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
-from utils.flags import level
+from utils.flags import level, run_changes  # what train.py checks
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -292,7 +292,6 @@ def requested_attacks(namespace, module):
     The settings are attack.py's own (`module`: attack.py loaded; its `requested_settings`).
     """
     protocol, attacks, epsilons, targeted = module.requested_settings(namespace)
-    from utils.attacks import schedule  # what attack.py runs for its flags
     plans = {}
     for attack, (_, eps) in itertools.product(attacks, epsilons):
         plan = schedule(attack, eps, protocol, namespace.steps, namespace.step_size, namespace.restarts)
@@ -423,7 +422,6 @@ def train_state(run_dir, train_namespace=None):
     results = run_dir / RESULTS
     diffs = []
     if train_namespace is not None:
-        from utils.training import run_changes  # what train.py checks
         ns = train_namespace
         label_sha256 = None if ns.label in FILELESS_LABELS else \
             label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
@@ -527,7 +525,8 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
         argv = {stage: run.flags() + routed.get(stage, []) for stage in scripts.stages}
         train_ns = scripts["train"].parse(argv["train"])
         run_dir = run_dir_of(train_ns)
-        elsewhere = run_dir_of(scripts["attack"].parse(argv["attack"])) if "attack" in stages else run_dir
+        attack_ns = scripts["attack"].parse(argv["attack"]) if "attack" in stages else None
+        elsewhere = run_dir_of(attack_ns) if attack_ns is not None else run_dir
         if elsewhere.resolve() != run_dir.resolve():  # '../w/outs' for 'outs' is the same folder
             raise UsageError(f"train.py would write {run.name} to {run_dir} but attack.py would read "
                              f"{elsewhere}: give --base_dir, --label_granularity, --smoothing and "
@@ -542,7 +541,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                 commands["train"] = [python, str(scripts["train"].path), *argv["train"], "--resume"]
         if "attack" in stages:
             attack = scripts["attack"]
-            wanted = requested_attacks(attack.parse(argv["attack"]), attack.module)
+            wanted = requested_attacks(attack_ns, attack.module)
             trained = read_json_or_none(run_dir / RESULTS)
             trained = trained if isinstance(trained, dict) else None
             done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"))

@@ -21,7 +21,7 @@ from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, spl
 from labels import granularity_fix
 from utils import distributed, preempt
 from utils.errors import UsageError, interrupt_says
-from utils.flags import acts_on
+from utils.flags import acts_on, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -31,10 +31,6 @@ from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
-# Flags that change what a run computes: a resumed run must agree with its checkpoint on these.
-RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_size", "lr",
-                "warmup_epochs", "valid_size", "smoothing", "label_granularity", "label_noise", "amp",
-                "channels_last", "feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
 CHECKPOINT_KEYS = ("model", "optimizer", "history", "best", "config", "label_space")
 # not "delete it": a run that trained an epoch has a best checkpoint, and --resume refuses one without
 # its last checkpoint (the weights --resume would otherwise train over from epoch 1)
@@ -390,43 +386,6 @@ def data_facts(data, split):
     images and the sha256 of the dataset's images and labels."""
     return {"train_images": len(split.train), "data_sha256": tensors_sha256(
         data.train_images, data.train_labels, data.test_images, data.test_labels)}
-
-
-def _shown(value):
-    """A flag's value as a command line gives it: on/off for a switch, 1 for 1.0, every digit where
-    fewer would show two values alike (0.30000000000000004, not 0.3)."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        short = f"{value:g}"
-        return short if float(short) == value else repr(value)
-    return str(value)
-
-
-def run_changes(config, args, label_sha256, now="now", data=None):
-    """What a run with this saved `config` trained otherwise than `args` asks: '--flag saved
-    (now value)' for every RESULT_FLAGS flag it set otherwise (a flag None in `args` is picked
-    later, e.g. --lr by label type; one of another label type's, e.g. --smoothing for speech,
-    acts on nothing), other label targets, if it recorded their `label_sha256` and
-    `label_sha256` (the targets asked for now) differs, and, with `data` (`data_facts` now),
-    another number of training images or other images and labels."""
-    saved = config.get("flags")
-    saved = saved if isinstance(saved, dict) else {}  # none recorded (null in an edited config.json)
-    asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
-             if acts_on(k, args.label)}
-    changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(v)})" for k, v in asked.items()
-               if v is not None and k in saved and saved[k] != v]
-    if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
-        changes.append(f"other {args.label} targets than {args.label_dir} holds")
-    data = data or {}
-    train_images = data.get("train_images")
-    saved_images = config.get("train_images", train_images)
-    if train_images is not None and saved_images != train_images:
-        changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
-    elif config.get("data_sha256") and data.get("data_sha256") not in (None, config["data_sha256"]):
-        changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
-                       f"{args.dataset}?)")
-    return changes
 
 
 def _check_finished(run_dir, args, label_sha256, facts):
