@@ -897,15 +897,25 @@ def test_a_signal_while_torch_loads_is_a_requeue(cifar10_dir, label_dir, tmp_pat
     assert not list(tmp_path.rglob("*.json*")) and not list(tmp_path.rglob("*.pth"))  # left at once
 
 
-@pytest.mark.parametrize("script, module", [("train.py", "torch"), ("attack.py", "torch"), ("sweep.py", "numpy"),
-                                            ("report.py", "numpy"), ("labels/generate.py", "numpy"),
-                                            ("labels/stats.py", "numpy")])
-def test_ctrl_c_while_modules_load_is_one_line(script, module):
+# train.py and attack.py load torch once their flags are read (their --help loads none)
+WORK = ["--data_dir", "no_such_folder", "--base_dir", "no_such_folder"]
+ATTACK_INTERRUPTED = ("error: interrupted; finished settings are kept in the run's attack_results.json; "
+                      "rerun to continue\n")
+
+
+@pytest.mark.parametrize("script, module, argv, said", [
+    ("train.py", "torch", WORK, "error: interrupted\n"), ("attack.py", "torch", WORK, ATTACK_INTERRUPTED),
+    ("sweep.py", "numpy", ["--help"], "error: interrupted\n"),
+    ("report.py", "numpy", ["--help"], "error: interrupted\n"),
+    ("labels/generate.py", "numpy", ["--help"], "error: interrupted\n"),
+    ("labels/stats.py", "numpy", ["--help"], "error: interrupted\n")])
+def test_ctrl_c_while_modules_load_is_one_line(script, module, argv, said):
     """It was a KeyboardInterrupt traceback from inside `import torch` (or numpy), and death by SIGINT."""
-    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_TORCH, str(REPO / script), "--help"],
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_TORCH, str(REPO / script), *argv],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=os.environ | {"SIGNAL_AT_TORCH": "SIGINT", "SIGNAL_AT_IMPORT": module})
-    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted\n", "")
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, said, "")
+    assert not (REPO / "no_such_folder").exists()
 
 
 def test_a_script_started_with_sigint_ignored_keeps_ignoring_it():
