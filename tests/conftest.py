@@ -6,6 +6,7 @@ epochs separate trained from untrained models (attack tests rely on that).
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -104,6 +105,16 @@ def run_script(script, *args, check=True, env=None, timeout=600):
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_importing(*argv, timeout=120):
+    """Run `python -X importtime *argv` in the repo: (the CompletedProcess, the top-level packages
+    it imported, its stderr lines other than the import times)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", *map(str, argv)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    imported = {name.split(".")[0] for name in re.findall(r"^import time:.*\| +(\S+)$", proc.stderr, re.M)}
+    said = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    return proc, imported, said
 
 
 def last_json(proc):

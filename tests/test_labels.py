@@ -324,7 +324,6 @@ def test_a_glove_file_with_a_word2vec_header_is_read_and_checked(tiny_glove, tmp
     assert not list(tmp_path.glob("*.npy"))
 
 
-
 def test_a_glove_file_is_read_in_one_pass_without_gensim(tiny_glove, tmp_path, monkeypatch, capsys):
     """The file was checked line by line, then read again by gensim, which kept every word's
     vector (2.6 GB for glove.840B.300d): now one pass keeps the vectors of the asked words alone,

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import sweep
-from conftest import REPO, last_json, run_script
+from conftest import REPO, last_json, run_importing, run_script
 from utils.errors import UsageError, call_cli
 from utils.grid import (ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, eps_text, missing_entries,
                         missing_note, parse_level, requested_attacks, well_formed)
@@ -341,11 +341,8 @@ def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir)
                               "--no_figures"]}
     outputs = {}
     for script, argv in commands.items():
-        proc = subprocess.run([sys.executable, "-X", "importtime", script, *map(str, argv)], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        imported = {name.split(".")[0]
-                    for name in re.findall(r"^import time:.*\| +(\S+)$", proc.stderr, re.M)}
+        proc, imported, said = run_importing(script, *argv)
+        assert proc.returncode == 0, said[-20:]
         assert "yaml" in imported and "torch" not in imported, f"{script} loaded torch"
         outputs[script] = proc.stdout
     assert "run: finished, but trained with --epochs 2 (sweep: 4)" in outputs["sweep.py"]

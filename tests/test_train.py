@@ -3,7 +3,6 @@ import io
 import json
 import os
 import pickle
-import re
 import shutil
 import signal
 import stat
@@ -23,7 +22,7 @@ import attack
 import report
 import sweep
 import train
-from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_script
+from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_importing, run_script
 from utils.errors import UsageError, call_cli, run_cli
 from utils.grid import train_state
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, RESULTS, save_checkpoint, write_json
@@ -1422,11 +1421,8 @@ CLI_CASES = [  # command, arguments, exit status, first line of stdout (status 0
 @pytest.mark.parametrize("command, argv, status, first_line", CLI_CASES,
                          ids=[" ".join(command + argv) for command, argv, _, _ in CLI_CASES])
 def test_help_and_a_bad_argument_answer_before_torch_loads(command, argv, status, first_line):
-    proc = subprocess.run([sys.executable, "-X", "importtime", *command, *argv], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    imported = {name.split(".")[0] for name in re.findall(r"^import time:.*\| +(\S+)$", proc.stderr, re.M)}
+    proc, imported, errors = run_importing(*command, *argv)
     assert "argparse" in imported and not imported & HEAVY, sorted(imported & HEAVY)
-    errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
     assert proc.returncode == status, errors
     if status == 0:
         assert proc.stdout.startswith(first_line) and not errors, proc.stdout[:500] + "\n".join(errors)
