@@ -27,7 +27,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
-                          os_errors_as_usage, run_cli)
+                          interrupt_says, os_errors_as_usage, run_cli)
 from utils.flags import SHARED, acts_on, add_flags, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
@@ -465,9 +465,14 @@ def run(args, argv=None):
         settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
                     for label, eps in epsilons]
         current, clean_acc = [], None
+
+        def stopped(how):  # what a run stopped in its loop (by Ctrl-C or a signal) keeps, as its last message
+            kept = f"{len(current)} finished setting{'s are' if len(current) != 1 else ' is'} kept"
+            return f"{run_dir}: stopped{how}; {kept} in {results_path}, rerun to continue"
+
         shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
         with preempt.catching(), Progress(len(settings), f"{args.model} {args.label} attacks",
-                                          "setting") as progress:
+                                          "setting") as progress, interrupt_says(lambda: stopped("")):
             for attack, targeted, eps_label, eps in settings:
                 plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
                 entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
@@ -484,9 +489,7 @@ def run(args, argv=None):
                                          stop=preempt.requested)
                     if result is None:
                         progress.close()
-                        preempt.exit_for_requeue(f"{run_dir}: stopped by signal during "
-                                                 f"{setting_name(entry)}; {len(current)} finished settings "
-                                                 f"are kept in {results_path}, rerun to continue")
+                        preempt.exit_for_requeue(stopped(f" by signal during {setting_name(entry)}"))
                     entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
                                                      "seconds")}
                     if targeted:
@@ -503,8 +506,7 @@ def run(args, argv=None):
                 clean_acc = entry["clean_acc"]
                 if preempt.requested():
                     progress.close()
-                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal; {len(current)} finished "
-                                             f"settings are kept in {results_path}, rerun to continue")
+                    preempt.exit_for_requeue(stopped(" by signal"))
         computed = len(entries) > kept or not results_path.exists()
         if computed:  # else nothing to write: a read-only archive of finished runs can be reread
             write_json(results_path, document(clean_acc))
@@ -524,12 +526,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     from utils.runs import command_line, json_text
-    try:
-        with os_errors_as_usage():
-            summary = run(args, command_line(parser.prog, argv))
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt("finished settings are kept in the run's attack_results.json; rerun "
-                                "to continue") from None
+    with os_errors_as_usage():
+        summary = run(args, command_line(parser.prog, argv))
     print(json_text(summary), flush=True)
     return summary
 

@@ -584,6 +584,30 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     assert summary["run_dir"] == str(tmp_path)
 
 
+def test_ctrl_c_in_the_attack_loop_says_what_is_kept(speech_run, cifar10_dir, label_dir, tmp_path, capsys,
+                                                    monkeypatch):
+    """It said 'finished settings are kept in the run's attack_results.json' wherever Ctrl-C came,
+    even while the checkpoint loaded and none had run: not which file, nor how many."""
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech.pth"
+    checkpoint.write_bytes((run_dir / "speech_seed3_resnet32_best_model.pth").read_bytes())
+    flags = ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
+             "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "0", "8/255",
+             "--targeted", "no", "--num_images", "20", "--examples", "0"]
+    results = tmp_path / ATTACK_RESULTS
+    real_run_setting = attack.run_setting
+
+    def interrupted_second(*args, **kwargs):
+        if results.exists():
+            raise KeyboardInterrupt
+        return real_run_setting(*args, **kwargs)
+    monkeypatch.setattr(attack, "run_setting", interrupted_second)
+    status, err = run_cli_status(capsys, flags)
+    assert (status, err.splitlines()[-1]) == (130, f"error: interrupted; {tmp_path}: stopped; 1 finished "
+                                                   f"setting is kept in {results}, rerun to continue")
+    assert len(json.loads(results.read_text())["entries"]) == 1
+
+
 def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir, label_dir,
                                                          tmp_path, capsys):
     """Two checkpoints in one folder share its attack_results.json: attacking the second must not

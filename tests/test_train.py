@@ -898,12 +898,10 @@ def test_a_signal_while_torch_loads_is_a_requeue(cifar10_dir, label_dir, tmp_pat
 
 # train.py and attack.py load torch once their flags are read (their --help loads none)
 WORK = ["--data_dir", "no_such_folder", "--base_dir", "no_such_folder"]
-ATTACK_INTERRUPTED = ("error: interrupted; finished settings are kept in the run's attack_results.json; "
-                      "rerun to continue\n")
 
 
 @pytest.mark.parametrize("script, module, argv, said", [
-    ("train.py", "torch", WORK, "error: interrupted\n"), ("attack.py", "torch", WORK, ATTACK_INTERRUPTED),
+    ("train.py", "torch", WORK, "error: interrupted\n"), ("attack.py", "torch", WORK, "error: interrupted\n"),
     ("sweep.py", "numpy", ["--help"], "error: interrupted\n"),
     ("report.py", "numpy", ["--help"], "error: interrupted\n"),
     ("labels/generate.py", "numpy", ["--help"], "error: interrupted\n"),
