@@ -591,6 +591,9 @@ def _read_vectors(path, words):
             line_number = found + header
             values = line.rstrip().split(b" ")[1:]  # split as gensim does
             size = len(values) if size is None else size
+            if not size:  # gensim read such lines as words without vectors, found none of the class names
+                raise problem(f"line {line_number} holds no numbers after its first word (a word and its "
+                              "values are separated by spaces)")
             try:
                 values = list(map(float, values))
             except ValueError:

@@ -321,6 +321,11 @@ def test_a_glove_file_with_a_word2vec_header_is_read_and_checked(tiny_glove, tmp
         "line 4 is not a word followed by 50 numbers")
     # without a header the first line gives the size: line 1 or line 2 may be the odd one
     assert error("the 0.5\n" + body) == "line 1 holds a word and 1 number, line 2 a word and 50 numbers"
+    # a tab-separated file was "the word vectors lack" every class name
+    assert error(body.replace(" ", "\t")) == ("line 1 holds no numbers after its first word (a word and its "
+                                             "values are separated by spaces)")
+    assert error("2 0\ncat\ndog\n") == ("line 2 holds no numbers after its first word (a word and its values "
+                                         "are separated by spaces)")
     assert not list(tmp_path.glob("*.npy"))
 
 
