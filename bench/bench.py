@@ -30,6 +30,7 @@ Appends a table with the device, versions and date to BENCHMARKS.md unless --no_
 import collections
 import contextlib
 import datetime
+import functools
 import os
 import platform
 import shlex
@@ -43,11 +44,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
+    from utils import errors
+    errors.quiet_interrupts()
+
 from train import COMPILE_MODES  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, call_cli, nonempty, number, run_cli  # noqa: E402
-from utils.flags import architecture_names  # noqa: E402
+from utils.flags import SHARED, add_flags, architecture_names  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
+# train.py flags that --what accuracy sets for each row
+BENCH_TRAIN_FLAGS = ("--model", "--label", "--seed", "--data_dir", "--epochs", "--valid_size",
+                     "--device", "--base_dir", "--amp", "--channels_last", "--compile")
 
 
 def build_parser():
@@ -64,8 +72,7 @@ def build_parser():
                         "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
                         "counts the operators a training step runs from the host outside compiled "
                         "graphs; 'checkpoint' times the writing of a run's last checkpoint")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="device (auto: cuda where torch sees one, else cpu)")
+    add_flags(parser, "device")
     parser.add_argument("--train_images", type=number(int), default=None,
                         help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
     parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES,
@@ -85,8 +92,8 @@ def build_parser():
                         "of CIFAR-10 in this folder (holding cifar-10-batches-py) instead of "
                         "random images; the data of --what accuracy")
     parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
-    parser.add_argument("--seeds", type=number(int, 0, inclusive=True, maximum=2**32 - 1), nargs="+",
-                        default=[0], help="--what accuracy: seeds")
+    parser.add_argument("--seeds", type=SHARED["seed"]["type"], nargs="+", default=[0],
+                        help="--what accuracy: seeds")
     parser.add_argument("--valid_size", type=number(int, 0, inclusive=True), default=5000,
                         help="--what accuracy: validation images")
     parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
@@ -100,9 +107,59 @@ def build_parser():
     return parser
 
 
-if __name__ == "__main__":  # --help and a mistyped flag answer here, before torch loads (seconds)
-    if status := call_cli(build_parser().parse_args):
+def parse_args(argv=None):
+    """bench.py's flags from `argv`, with every check that needs no torch: a bad value is a
+    UsageError before any timing and, from the command line, before torch loads (seconds)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.what == "accuracy" and not args.data_dir:
+        parser.error("--what accuracy needs --data_dir (a CIFAR-10 folder)")
+    check_train_flags(parser, args)
+    args.batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes
+    if args.train_images is not None:  # else its default depends on the device: main checks it
+        check_train_images(parser, args)
+    if not args.no_record:
+        try:  # before any timing: a record that cannot be written must not cost the measurements
+            Path(args.record).open("a").close()
+        except OSError as err:
+            parser.error(f"--record {args.record}: {err.strerror or err}")
+    return args
+
+
+def check_train_flags(parser, args):
+    """--train_flags as train.py's arguments (`args.train_argv`); what train.py would refuse is
+    refused here, before any timing, naming train.py."""
+    try:
+        args.train_argv = shlex.split(args.train_flags)
+    except ValueError as err:
+        parser.error(f"--train_flags {args.train_flags!r}: {err}")
+    if args.what == "accuracy":
+        import train
+        train_parser = train.build_parser()
+        train_parser.prog = "train.py"
+        _, unknown = train_parser.parse_known_args(args.train_argv)
+        if unknown:
+            parser.error(f"--train_flags: train.py has no {' '.join(unknown)}")
+        # what each row is (and says it is): a later value in --train_flags would win over it
+        own = [f for f in BENCH_TRAIN_FLAGS if any(t == f or t.startswith(f + "=") for t in args.train_argv)]
+        if own:
+            parser.error(f"--train_flags: {', '.join(own)} set by bench.py itself (per row, or by "
+                         "its own flags), not through --train_flags")
+
+
+def check_train_images(parser, args):
+    """--train_images must hold a batch of each size the timing trains with."""
+    largest = max([128, *args.batch_sizes]) if args.what in ("train", "all") else 128
+    if args.what in ("train", "all", "host") and largest > args.train_images:
+        parser.error(f"--train_images {args.train_images} is less than a batch of {largest} (128, or "
+                     "the largest of --batch_sizes)")
+
+
+if __name__ == "__main__":  # --help, a bad flag or a bad value answer here, before torch loads
+    parsed = []
+    if status := call_cli(lambda argv: parsed.append(parse_args(argv))):
         sys.exit(status)
+    errors.quiet_interrupts()  # call_cli gave Ctrl-C back to Python, and torch loads next
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -534,9 +591,6 @@ def versions(device):
 
 
 PRECISIONS = {"fp32": [], "bf16 + channels_last": ["--amp", "--channels_last"]}
-# train.py flags that --what accuracy sets for each row
-BENCH_TRAIN_FLAGS = ("--model", "--label", "--seed", "--data_dir", "--epochs", "--valid_size",
-                     "--device", "--base_dir", "--amp", "--channels_last", "--compile")
 
 
 def accuracy_rows(args, device):
@@ -666,12 +720,10 @@ def speed_sections(args, device):
                 yield section
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.what == "accuracy" and not args.data_dir:
-        parser.error("--what accuracy needs --data_dir (a CIFAR-10 folder)")
-    check_train_flags(parser, args)
+def main(argv=None, args=None):
+    """Run the benchmark of `argv`'s flags, or of `args`, their `parse_args` (the command line's
+    are read before torch loads)."""
+    args = parse_args(argv) if args is None else args
     if args.what == "accuracy":  # missing data is one error, not a failed row per run
         from cifar import load_cifar
         load_cifar("cifar10", args.data_dir)
@@ -679,18 +731,10 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     device = resolve_device(args.device)
     keep_freed_memory(device)  # for the paper's pipeline too: its ratio to ours is not flattered
-    args.train_images = args.train_images or (20480 if device.type == "cuda" else 1024)
-    args.batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes
-    largest = max([128, *args.batch_sizes]) if args.what in ("train", "all") else 128
-    if args.what in ("train", "all", "host") and largest > args.train_images:
-        parser.error(f"--train_images {args.train_images} is less than a batch of {largest} (128, or "
-                     "the largest of --batch_sizes)")
+    if args.train_images is None:
+        args.train_images = 20480 if device.type == "cuda" else 1024
+        check_train_images(build_parser(), args)
     record = None if args.no_record else Path(args.record)
-    try:  # before any timing: a record that cannot be written must not cost the measurements
-        if record is not None:
-            record.open("a").close()
-    except OSError as err:
-        parser.error(f"--record {record}: {err.strerror or err}")
     if args.repeats is None:
         args.repeats = 3 if device.type == "cuda" else 7
     if args.compile_modes is None:
@@ -711,7 +755,7 @@ def main(argv=None):
         lines.extend(section)
     text = header + "\n".join(lines) + "\n"
     if record is not None:
-        if record.stat().st_size == 0:  # made empty above
+        if record.stat().st_size == 0:  # made empty by parse_args
             record.write_text("# Benchmarks\n\nOutput of `bench/bench.py`, newest last. Training rows "
                               "time synthetic images (throughput does not depend on content); attack "
                               "rows a --checkpoint on --data_dir's test images when given.\n")
@@ -719,26 +763,5 @@ def main(argv=None):
             f.write(text)
 
 
-def check_train_flags(parser, args):
-    """--train_flags as train.py's arguments (`args.train_argv`); what train.py would refuse is
-    refused here, before any timing, naming train.py."""
-    try:
-        args.train_argv = shlex.split(args.train_flags)
-    except ValueError as err:
-        parser.error(f"--train_flags {args.train_flags!r}: {err}")
-    if args.what == "accuracy":
-        import train
-        train_parser = train.build_parser()
-        train_parser.prog = "train.py"
-        _, unknown = train_parser.parse_known_args(args.train_argv)
-        if unknown:
-            parser.error(f"--train_flags: train.py has no {' '.join(unknown)}")
-        # what each row is (and says it is): a later value in --train_flags would win over it
-        own = [f for f in BENCH_TRAIN_FLAGS if any(t == f or t.startswith(f + "=") for t in args.train_argv)]
-        if own:
-            parser.error(f"--train_flags: {', '.join(own)} set by bench.py itself (per row, or by "
-                         "its own flags), not through --train_flags")
-
-
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(functools.partial(main, args=parsed[0]))

@@ -896,12 +896,13 @@ def test_a_signal_while_torch_loads_is_a_requeue(cifar10_dir, label_dir, tmp_pat
     assert not list(tmp_path.rglob("*.json*")) and not list(tmp_path.rglob("*.pth"))  # left at once
 
 
-# train.py and attack.py load torch once their flags are read (their --help loads none)
+# train.py, attack.py and bench.py load torch once their flags are read (their --help loads none)
 WORK = ["--data_dir", "no_such_folder", "--base_dir", "no_such_folder"]
 
 
 @pytest.mark.parametrize("script, module, argv, said", [
     ("train.py", "torch", WORK, "error: interrupted\n"), ("attack.py", "torch", WORK, "error: interrupted\n"),
+    ("bench/bench.py", "torch", ["--no_record"], "error: interrupted\n"),
     ("sweep.py", "numpy", ["--help"], "error: interrupted\n"),
     ("report.py", "numpy", ["--help"], "error: interrupted\n"),
     ("labels/generate.py", "numpy", ["--help"], "error: interrupted\n"),
@@ -1407,6 +1408,15 @@ CLI_CASES = [  # command, arguments, exit status, first line of stdout (status 0
     (["bench/bench.py"], ["--help"], 0, "usage: bench/bench.py [-h]"),
     (["bench/bench.py"], ["--models", "nosuch"], 2, "error: argument --models: invalid choice: 'nosuch' "
      "(choose from 'vgg19', 'resnet32', 'resnet110') (see bench/bench.py --help)"),
+    # bad values that bench.py found only once torch had loaded (seconds)
+    (["bench/bench.py"], ["--what", "accuracy"], 2,
+     "error: --what accuracy needs --data_dir (a CIFAR-10 folder) (see bench/bench.py --help)"),
+    (["bench/bench.py"], ["--what", "accuracy", "--data_dir", "no_such_folder", "--train_flags=--bogus 1"], 2,
+     "error: --train_flags: train.py has no --bogus 1 (see bench/bench.py --help)"),
+    (["bench/bench.py"], ["--what", "train", "--train_images", "256"], 2, "error: --train_images 256 is less "
+     "than a batch of 512 (128, or the largest of --batch_sizes) (see bench/bench.py --help)"),
+    (["bench/bench.py"], ["--record", "no_such_folder/B.md"], 2,
+     "error: --record no_such_folder/B.md: No such file or directory (see bench/bench.py --help)"),
     (["-m", "labels.generate"], ["--help"], 0, "usage: python -m labels.generate [-h] --dataset"),
     (["-m", "labels.generate"], ["--dataset", "nosuch"], 2, "error: argument --dataset: invalid choice: "
      "'nosuch' (choose from 'cifar10', 'cifar100') (see python -m labels.generate --help)"),
