@@ -1527,6 +1527,25 @@ def test_the_readmes_notebook_code_runs(cifar10_dir, tmp_path):
     assert shown["accuracy"] == pytest.approx(shown["test_acc"], abs=1e-6)  # all 100 test images
 
 
+def test_the_readmes_layout_names_every_python_file():
+    """README's Layout table left out six modules (utils/errors.py, flags.py, atomic.py, pickles.py,
+    preempt.py, progress.py): a row names each tracked .py file, or its folder (`bench/`), and
+    nothing that is gone. A package's __init__.py goes with its modules."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("## Layout"):]
+    table = table[:table.index("\n## ", 1)]
+    named = {path for row in table.splitlines() if row.startswith("| `")
+             for path in row.split(" | ")[0].strip("| ").replace("`", "").split(", ")}
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "*.py"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    unlisted = [f for f in tracked if Path(f).name != "__init__.py" and f not in named
+                and not any(f.startswith(path) for path in named if path.endswith("/"))]
+    assert unlisted == []
+    assert [path for path in sorted(named) if not (REPO / path).exists()] == []
+
+
 def test_a_validation_split_larger_than_the_training_images_is_told(cifar10_dir, label_dir, tmp_path,
                                                                     capsys):
     """The README's first command on a 5170-image copy of CIFAR-10 trained on 170 images
