@@ -149,7 +149,7 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     info = get_dataset_info(name)
     if granularity not in info.label_keys:
         raise UsageError(f"{name} has no '{granularity}' labels; choose from {', '.join(info.label_keys)}")
-    data_dir = Path(data_dir)
+    data_dir = Path(data_dir).absolute()  # what it says and downloads to, whatever the working folder
     folder = data_dir / info.folder
     needed = info.train_files + info.test_files
     if not all((folder / f).is_file() for f in needed):

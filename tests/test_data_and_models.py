@@ -409,19 +409,30 @@ def test_the_list_of_labels_leaves_out_folders(tmp_path):
         load_label_space("folder", "cifar10", 10, tmp_path)
 
 
-def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypatch):
+def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypatch, capsys):
     """torchvision takes an archive already in --data_dir as complete; a part of one (a killed
-    download) would fail every later run alike, so a failure removes it."""
+    download) would fail every later run alike, so a failure removes it. The messages name the
+    folder absolute (the default ./data was 'downloading ... to data')."""
     import torchvision.datasets.utils as tv_utils
     monkeypatch.setattr(tv_utils, "download_url", lambda *args, **kwargs: None)  # never the network
-    archive = tmp_path / "cifar-10-python.tar.gz"
+    monkeypatch.chdir(tmp_path)
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
     for part, reason in ((gzip.compress(np.random.RandomState(0).bytes(10_000))[:4000],
                           "the download failed: "),
                          (gzip.compress(bytes(10_000)), "the archive lacks data_batch_1, ")):
         archive.write_bytes(part)
-        with pytest.raises(UsageError, match=f"{reason}.*; removed cifar-10-python.tar.gz"):
-            load_cifar("cifar10", tmp_path, download=True)
+        with pytest.raises(UsageError) as raised:
+            load_cifar("cifar10", "data", download=True)
+        assert str(raised.value).startswith(f"cifar10 not found in {tmp_path}/data/cifar-10-batches-py "
+                                            f"({reason}")
+        assert "; removed cifar-10-python.tar.gz)" in str(raised.value)
         assert not archive.exists()
+    archive.unlink(missing_ok=True)
+    with pytest.raises(UsageError):
+        load_cifar("cifar10", "data", download=True)
+    assert capsys.readouterr().err.startswith(f"downloading https://www.cs.toronto.edu/~kriz/"
+                                              f"cifar-10-python.tar.gz to {tmp_path}/data\n")
 
 
 # A job that downloads: torchvision's download_url, which takes a file already there as complete,
