@@ -16,16 +16,19 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     from utils import errors
     errors.quiet_interrupts()
 
+import contextlib
 import csv
+import functools
 import io
 import math
 import re
+import signal
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, run_cli
-from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, counted, entry_key, eps_text,
+from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
+from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set
 from utils.constants import ATTACKS
@@ -43,6 +46,12 @@ KEY = ("dataset", "model", "label", "level", "seed")
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R. Category runs with
 # --smoothing S, in model_category_smooth{S}, are the label category_smooth{S} (the paper's name).
 REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes in --out, no folder
+# report.py reads runs and draws figures in up to one process a CPU core, 8 at most: each holds
+# ~100 MB, and past 8 the rest (the tables, summary.json) takes the most time. A worker's start
+# (Python; matplotlib) costs about as much as reading 50 runs or drawing 2 figures.
+REPORT_WORKERS = 8
+RUNS_PER_WORKER = 100
+FIGURES_PER_WORKER = 4
 
 
 def build_parser():
@@ -58,6 +67,9 @@ def build_parser():
     parser.add_argument("--title", default="Results", help="heading of tables.md")
     parser.add_argument("--no_figures", action="store_true", help="no PNG figures, only tables, "
                         "CSVs and JSON (an earlier report's figures in --out are left as they were)")
+    parser.add_argument("--workers", type=number(int), default=REPORT_WORKERS,
+                        help="processes that read the runs and draw the figures, at most one a CPU core "
+                        "(~100 MB each; 1: all in this one)")
     return parser
 
 
@@ -656,111 +668,199 @@ def plot_line(ax, xs, stats_list, label, style):
         ax.plot(xs, means, label=label, **style)
 
 
-def figures(put, out, accuracy, robust, records):
+FIGURE_DPI = 120
+
+
+def figures(put, out, accuracy, robust, curves, labels, workers=1):
     """PNG figures in `out`, through `put` (a `file_set`'s); returns their file names. Drawn on
     Figure objects, not through pyplot: a notebook that calls report() keeps its backend and its
-    open figures."""
-    styles = label_styles([r["label"] for r in records])
-    written = []
+    open figures. `curves` as `curve_means` returns them; `labels`: every run's, so that a label
+    looks the same in every figure (`label_styles`). With workers > 1, drawn in up to as many
+    processes (`in_workers`), into the same bytes."""
+    import matplotlib
 
-    def save(fig, name):
-        put(out / name, lambda f: fig.savefig(f, format="png", dpi=120))
-        written.append(name)
+    styles = label_styles(labels)
+    plans = [*robust_figures(robust, styles), *level_figures(accuracy, styles),
+             *curve_figures(curves, styles)]
+    # a notebook's style too; not its backend (reading that one can switch backends)
+    rc = {k: matplotlib.rcParams[k] for k in matplotlib.rcParams if k != "backend"}
+    with in_workers(workers, len(plans), FIGURES_PER_WORKER, chunksize=1, rc=rc) as pool_map:
+        if pool_map is map:  # drawn in this process, straight into the file
+            for plan in plans:
+                put(out / plan[0], functools.partial(write_png, plan))
+        else:
+            for plan, png in zip(plans, pool_map(png_bytes, plans)):
+                put(out / plan[0], lambda f, png=png: f.write(png))
+    return [name for name, _, _ in plans]
 
-    robust_figures(save, robust, styles)
-    level_figures(save, accuracy, styles)
-    curve_figures(save, records, styles)
-    return written
+
+def write_png(plan, file):
+    """The PNG of a figure plan, (file name, function returning its Figure, the function's arguments),
+    into `file`: drawn once, at FIGURE_DPI. (Figure.savefig draws a figure with a layout engine
+    twice, once without rendering to lay it out: a third more time for the same pixels.)"""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    _, draw, args = plan
+    fig = draw(*args)
+    fig.dpi = FIGURE_DPI
+    FigureCanvasAgg(fig).print_png(file)
 
 
-def robust_figures(save, robust, styles):
-    """Robust accuracy against eps through `save(figure, file name)`: a figure per dataset, model,
-    level, targeted or not and protocol, a panel in it per attack (and setting); `styles`: a line
-    style per label (`label_styles`)."""
-    from matplotlib.figure import Figure
+def png_bytes(plan):
+    file = io.BytesIO()
+    write_png(plan, file)
+    return file.getvalue()
 
+
+@contextlib.contextmanager
+def in_workers(workers, count, least, chunksize, rc=None):
+    """A `map` for `count` tasks: the builtin, or with workers > 1, the one of a pool of up to
+    that many processes (no more than the CPU cores, and each given `least` tasks or more; tasks
+    go to them `chunksize` at a time), results in order; `rc`: matplotlib settings for them (the
+    caller's). Spawned, not forked: a caller's threads (a notebook's) cannot leave a lock held in a
+    copy of itself. Ctrl-C or an error in the block ends them after their task at hand, and the
+    block's error is reported, not one from each; a worker killed is a UsageError. Where processes
+    cannot share a queue (a sandbox without POSIX semaphores), the builtin too."""
+    workers = min(workers, len(cores()), count // least)
+    pool = None
+    if workers > 1:
+        try:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+            pool = ProcessPoolExecutor(workers, get_context("spawn"), initializer=set_rc, initargs=(rc,))
+        except (OSError, ImportError):
+            pass
+    if pool is None:
+        yield map
+        return
+
+    def pool_map(function, *items):
+        # map starts the workers; they inherit SIGINT blocked, so Ctrl-C is the report's alone (it
+        # ends them), and one pressed meanwhile reaches the report when it unblocks it
+        block = getattr(signal, "pthread_sigmask", None)
+        mask = block(signal.SIG_BLOCK, {signal.SIGINT}) if block else None
+        try:
+            return pool.map(function, *items, chunksize=chunksize)
+        finally:
+            if block:
+                block(signal.SIG_SETMASK, mask)
+    from concurrent.futures.process import BrokenProcessPool
+    try:
+        yield pool_map
+    except BrokenProcessPool:  # the files written so far are the earlier report's still (`file_set`)
+        raise UsageError(f"a worker process of the {workers} ended without its result (killed, out of "
+                         "memory?); rerun with fewer --workers (1: none)") from None
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def set_rc(rc):
+    if rc is not None:
+        import matplotlib
+        matplotlib.rcParams.update(rc)
+
+
+def robust_figures(robust, styles):
+    """Plans (`write_png`'s) of robust accuracy against eps: a figure per dataset, model, level,
+    targeted or not and protocol; `styles`: a line style per label (`label_styles`)."""
     figures_rows = defaultdict(list)
     for row in robust:
         figures_rows[(row["dataset"], row["model"], row["level"], row["targeted"], row["protocol"])].append(row)
-    for (dataset, model, level, targeted, protocol), rows in sorted(figures_rows.items(), key=lambda kv: str(kv[0])):
-        # pixel budgets are drawn in 1/255 steps, the paper protocol's in its normalised units
-        scale, units = (1, "normalised units") if protocol == "paper" else (255, "x/255")
-        # a panel per attack and setting; the setting is named where an attack has several
-        panels = robust_tables(rows, lambda r: (r["attack"],))
-        panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
-        fig = Figure(figsize=(4.5 * len(panel_keys), 3.8), layout="constrained")
-        axes = fig.subplots(1, len(panel_keys), squeeze=False)
-        seeds = defaultdict(set)
-        for ax, panel in zip(axes[0], panel_keys):
-            attack, panel_rows = panel[0], panels[panel]
-            for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
-                line = sorted((r for r in panel_rows if r["label"] == label), key=lambda r: r["eps"])
-                xs = [r["eps"] * scale for r in line]
-                ys = [stats(r, "robust_acc") for r in line]
-                if xs[0] > 0 and line[0]["clean_acc_mean"] is not None:  # start from the clean point
-                    xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
-                plot_line(ax, xs, ys, label, styles[label])
-                seeds[label].update(y[2] for y in ys)
-            several = sum(k[0] == attack for k in panel_keys) > 1
-            title = f"{ATTACK_TITLES.get(attack, attack)}{' targeted' if targeted else ''}"
-            if several:
-                title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
-            ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))
-            ax.grid(alpha=0.3)
-        legend_beside(fig, axes[0], seeds)
-        fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
+    for key, rows in sorted(figures_rows.items(), key=lambda kv: str(kv[0])):
+        dataset, model, level, targeted, protocol = key
         name = (f"robust_{dataset}_{model}_level{level:g}_{'targeted' if targeted else 'untargeted'}"
                 + ("_paper" if protocol == "paper" else "") + ".png")
-        save(fig, name)
+        yield name, robust_figure, (key, rows, styles)
 
 
-def level_figures(save, accuracy, styles):
-    """Test accuracy against the training-set level through `save(figure, file name)`: a figure
-    per dataset and model trained at two levels or more."""
+def robust_figure(key, rows, styles):
+    """The figure of `robust_figures`' key (dataset, model, level, targeted, protocol) and rows: a
+    panel per attack (and setting)."""
     from matplotlib.figure import Figure
 
+    dataset, model, level, targeted, protocol = key
+    # pixel budgets are drawn in 1/255 steps, the paper protocol's in its normalised units
+    scale, units = (1, "normalised units") if protocol == "paper" else (255, "x/255")
+    # a panel per attack and setting; the setting is named where an attack has several
+    panels = robust_tables(rows, lambda r: (r["attack"],))
+    panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
+    fig = Figure(figsize=(4.5 * len(panel_keys), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(panel_keys), squeeze=False)
+    seeds = defaultdict(set)
+    for ax, panel in zip(axes[0], panel_keys):
+        attack, panel_rows = panel[0], panels[panel]
+        for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
+            line = sorted((r for r in panel_rows if r["label"] == label), key=lambda r: r["eps"])
+            xs = [r["eps"] * scale for r in line]
+            ys = [stats(r, "robust_acc") for r in line]
+            if xs[0] > 0 and line[0]["clean_acc_mean"] is not None:  # start from the clean point
+                xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
+            plot_line(ax, xs, ys, label, styles[label])
+            seeds[label].update(y[2] for y in ys)
+        several = sum(k[0] == attack for k in panel_keys) > 1
+        title = f"{ATTACK_TITLES.get(attack, attack)}{' targeted' if targeted else ''}"
+        if several:
+            title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
+        ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))
+        ax.grid(alpha=0.3)
+    legend_beside(fig, axes[0], seeds)
+    fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
+    return fig
+
+
+def level_figures(accuracy, styles):
+    """Plans (`write_png`'s) of test accuracy against the training-set level: a figure per dataset
+    and model trained at two levels or more."""
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
-        if len({r["level"] for r in rows}) < 2:
-            continue
-        fig = Figure(figsize=(5.5, 4), layout="constrained")
-        ax = fig.subplots()
-        seeds = defaultdict(set)
-        for label in sorted({r["label"] for r in rows}, key=label_rank):
-            line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
-            plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, styles[label])
-            seeds[label].update(r["test_acc_n"] for r in line)
-        levels = sorted({r["level"] for r in rows})
-        ax.set(xscale="log", xlabel="training data (% of the training split)", ylabel="test accuracy (%)",
-               title=f"{dataset}, {model}: accuracy against data level")
-        ax.set_xticks(levels, [f"{level:g}" for level in levels])  # the levels run, not powers of ten
-        ax.minorticks_off()
-        ax.grid(alpha=0.3)
-        legend_beside(fig, [ax], seeds)
-        save(fig, f"levels_{dataset}_{model}.png")
+        if len({r["level"] for r in rows}) >= 2:
+            yield f"levels_{dataset}_{model}.png", level_figure, (dataset, model, rows, styles)
 
 
-def curve_figures(save, records, styles):
-    """Validation accuracy per epoch, the mean over seeds (`curve_means`), through `save(figure,
-    file name)`: a figure per dataset, model and level."""
+def level_figure(dataset, model, rows, styles):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    seeds = defaultdict(set)
+    for label in sorted({r["label"] for r in rows}, key=label_rank):
+        line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
+        plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, styles[label])
+        seeds[label].update(r["test_acc_n"] for r in line)
+    levels = sorted({r["level"] for r in rows})
+    ax.set(xscale="log", xlabel="training data (% of the training split)", ylabel="test accuracy (%)",
+           title=f"{dataset}, {model}: accuracy against data level")
+    ax.set_xticks(levels, [f"{level:g}" for level in levels])  # the levels run, not powers of ten
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    legend_beside(fig, [ax], seeds)
+    return fig
+
+
+def curve_figures(curves, styles):
+    """Plans (`write_png`'s) of validation accuracy per epoch, the mean over seeds (`curve_means`'):
+    a figure per dataset, model and level."""
+    for (dataset, model, level), by_label in sorted(curves.items()):
+        yield (f"curves_{dataset}_{model}_level{level:g}.png", curve_figure,
+               (dataset, model, level, by_label, styles))
+
+
+def curve_figure(dataset, model, level, by_label, styles):
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    curves = curve_means(records)
-    for (dataset, model, level), by_label in sorted(curves.items()):
-        fig = Figure(figsize=(5.5, 4), layout="constrained")
-        ax = fig.subplots()
-        for label in sorted(by_label, key=label_rank):
-            values = by_label[label]["valid_acc"]
-            style = styles[label] | {"markevery": max(1, len(values) // 10), "markersize": 4}  # ~10 a line
-            ax.plot(range(1, len(values) + 1), [math.nan if v is None else v * 100 for v in values],
-                    label=label, **style)
-        ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset}, {model}, level {level:g}")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.grid(alpha=0.3)
-        legend_beside(fig, [ax], {label: {values["n"]} for label, values in by_label.items()},
-                      title="mean over n seeds")
-        save(fig, f"curves_{dataset}_{model}_level{level:g}.png")
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    for label in sorted(by_label, key=label_rank):
+        values = by_label[label]["valid_acc"]
+        style = styles[label] | {"markevery": max(1, len(values) // 10), "markersize": 4}  # ~10 a line
+        ax.plot(range(1, len(values) + 1), [math.nan if v is None else v * 100 for v in values],
+                label=label, **style)
+    ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{dataset}, {model}, level {level:g}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+    legend_beside(fig, [ax], {label: {values["n"]} for label, values in by_label.items()},
+                  title="mean over n seeds")
+    return fig
 
 
 def curve_means(records):
@@ -786,8 +886,11 @@ def curve_means(records):
     return out
 
 
-def report(base_dir, out_dir, grid=None, title="Results", draw=True):
-    """Read every run under base_dir and write the report to out_dir; returns the summary dict."""
+def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
+    """Read every run under base_dir and write the report to out_dir; returns the summary dict.
+    workers > 1 reads the runs and draws the figures in up to that many processes (`in_workers`),
+    spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
+    multiprocessing requires (report.py passes REPORT_WORKERS)."""
     base, out = Path(base_dir), Path(out_dir)
     if not base.is_dir():
         raise UsageError(f"--base_dir {base} is not a directory")
@@ -796,7 +899,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
         raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
                          "{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/..., "
                          "model_{label}_noise{R})")
-    records = [read_run(base, rel, key) for rel, key in runs.items()]
+    with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
+        records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
     exclude_duplicates(records)
     exclude_odd_seeds(records)
     expected, wanted, expected_from = expected_runs(records, grid)
@@ -813,6 +917,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
                         "valid_acc_mean", "valid_acc_std", "valid_acc_n", "train_images", "test_images",
                         "epochs", "best_epoch_mean"]
     noise = noise_rows(accuracy)
+    curves = curve_means(records)
     unfinished = {i["run_dir"] for i in incomplete}
     run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
@@ -833,13 +938,14 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True):
         write_csv(put, out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status",
                                                     "test_acc", "epochs_done", "epochs", "run_dir"])
         put(out / "tables.md", lambda f: f.write(tables.encode()))
-        written = figures(put, out, accuracy, robust, records) if draw else []
+        written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers)
+                   if draw else [])
         summary = {
             "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
             "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
             "robust_accuracy": robust,
             "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
-                       for k, by_label in sorted(curve_means(records).items())
+                       for k, by_label in sorted(curves.items())
                        for label, values in by_label.items()],
             "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "train", "attack", "problems")}
                      for r in records],
@@ -866,7 +972,8 @@ def remove_stale(out, earlier, files, figures_too=True):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    summary = report(args.base_dir, args.out, args.grid, args.title, draw=not args.no_figures)
+    summary = report(args.base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
+                     workers=args.workers)
     # absolute, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
     line = {"out": str(Path(args.out).absolute()), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
@@ -876,4 +983,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    # main of the module `report`, not of `__main__`: worker processes find its functions by that
+    # name whatever ran this file (python, python -m cProfile)
+    from report import main as report_main
+    run_cli(report_main)

@@ -34,7 +34,7 @@ from pathlib import Path
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, number, os_error_text,
                           run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
-                        check_not_grid_flag, counted, expand, load_grid_file, plan, split_args)
+                        check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
 from utils.flags import label_name
@@ -576,12 +576,12 @@ def local_slots(opts):
     """One environment per concurrent run: a GPU each, or an equal share of the CPU cores, among
     all the slots whatever the number of runs left to run: a CPU's float rounding depends on its
     thread count, so a run resumed by the same command again trains on the count it began with."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    core_count = len(cores())
     if opts.gpus:  # a list of ids (see gpu_ids)
         slots = [{"CUDA_VISIBLE_DEVICES": g} for g in opts.gpus]
     else:
         slots = [{} for _ in range(opts.jobs)]
-    threads = str(max(1, cores // max(1, len(slots))))
+    threads = str(max(1, core_count // max(1, len(slots))))
     for slot in slots:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             slot.setdefault(var, os.environ.get(var, threads))

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO, last_json, run_script
 from report import cell, label_styles, log_error, main as report_main, mean_std, report
+from utils.errors import UsageError
 from utils.runs import run_directory
 
 EPS8 = 8 / 255
@@ -274,6 +275,76 @@ def test_summary_json_and_figures(made):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_figure_is_drawn_once_into_the_bytes_savefig_wrote(study, tmp_path, monkeypatch):
+    """Figure.savefig drew each figure twice (once without rendering, for constrained layout): a
+    third of a large report's time. Drawn once, a figure's PNG is still savefig's, byte for byte."""
+    import io
+    import report as module
+    real, compared = module.write_png, []
+
+    def and_savefig(plan, f):
+        mine = io.BytesIO()
+        real(plan, mine)
+        _, draw, args = plan
+        saved = io.BytesIO()
+        draw(*args).savefig(saved, format="png", dpi=120)
+        compared.append((plan[0], mine.getvalue() == saved.getvalue()))
+        f.write(mine.getvalue())
+    monkeypatch.setattr(module, "write_png", and_savefig)
+    report(study, tmp_path / "out")
+    assert len(compared) == 5 and all(same for _, same in compared), compared
+
+
+def test_workers_write_the_same_report(study, tmp_path, monkeypatch):
+    """report.py reads the runs and draws the figures in worker processes, one a core (a large
+    study's report took a minute on one): every file as one process writes it, byte for byte."""
+    import concurrent.futures
+    import report as module
+    pools = []
+
+    class Pool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args[0])
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(module, "cores", lambda: range(3))  # a machine of 3 cores, this one or not
+    monkeypatch.setattr(module, "RUNS_PER_WORKER", 4)  # 10 runs: 2 workers
+    monkeypatch.setattr(module, "FIGURES_PER_WORKER", 1)  # 5 figures: 3 workers
+    one = report(study, tmp_path / "one")
+    several = report(study, tmp_path / "several", workers=8)
+    assert pools == [2, 3]
+    assert several["files"] == one["files"] and len(one["files"]) == 10
+    for name in one["files"]:
+        assert (tmp_path / "several" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+
+
+def test_a_killed_worker_is_one_line(monkeypatch):
+    """A worker killed (out of memory) was a BrokenProcessPool traceback."""
+    import os
+    import report as module
+    monkeypatch.setattr(module, "cores", lambda: range(2))
+    with pytest.raises(UsageError, match=r"^a worker process of the 2 ended without its result \(killed, out "
+                                         r"of memory\?\); rerun with fewer --workers \(1: none\)$"):
+        with module.in_workers(2, 2, 1, chunksize=1) as pool_map:
+            list(pool_map(os._exit, [1, 1]))
+
+
+def test_without_worker_processes_the_report_is_written_in_one(study, tmp_path, monkeypatch):
+    """Where processes cannot share a queue (a sandbox without POSIX semaphores), the report is
+    read and drawn in the one process instead of stopping with the platform's error."""
+    import concurrent.futures
+    import report as module
+
+    def no_semaphores(*args, **kwargs):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", no_semaphores)
+    monkeypatch.setattr(module, "cores", lambda: range(2))
+    monkeypatch.setattr(module, "RUNS_PER_WORKER", 1)
+    monkeypatch.setattr(module, "FIGURES_PER_WORKER", 1)
+    summary = report(study, tmp_path / "out", workers=2)
+    assert summary["run_dirs"] == 10 and all((tmp_path / "out" / name).is_file() for name in summary["files"])
+
+
 def test_a_notebook_keeps_its_backend_and_figures(study, tmp_path):
     """report() switched the caller's matplotlib backend to Agg (a notebook's inline figures
     stopped showing) and drew through pyplot's global figure list."""
@@ -322,22 +393,22 @@ def test_a_report_that_does_not_fit_on_the_disk_leaves_the_earlier_one(study, tm
     earlier figures and summary.json: a set of files no report made."""
     import errno
     import os
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from utils.errors import call_cli
     base, out = tmp_path / "runs", tmp_path / "report"
     shutil.copytree(study, base)
     report(base, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     make_run(base, "category", 4, test_acc=0.9, valid_acc=0.9)  # another seed: every table changes
-    real, drawn = Figure.savefig, []
+    real, drawn = FigureCanvasAgg.print_png, []
 
-    def third_does_not_fit(fig, f, **kwargs):
+    def third_does_not_fit(canvas, f, **kwargs):
         drawn.append(f)
         if len(drawn) == 3:
             f.write(b"part of a png")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fig, f, **kwargs)
-    monkeypatch.setattr(Figure, "savefig", third_does_not_fit)
+        return real(canvas, f, **kwargs)
+    monkeypatch.setattr(FigureCanvasAgg, "print_png", third_does_not_fit)
     assert call_cli(report_main, ["--base_dir", str(base), "--out", str(out)]) == 2
     line = capsys.readouterr().err.strip()
     assert line.startswith(f"error: could not write {out}/") and line.endswith(".png: No space left on device")

@@ -21,6 +21,7 @@ import importlib.util
 import itertools
 import json
 import math
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -259,6 +260,11 @@ def check_not_grid_flag(option):
     if option in GRID_FLAGS:
         instead = GRID_FLAGS[option]
         raise UsageError(f"{option} is set by the sweep" + (f"; use {instead}" if instead else ""))
+
+
+def cores():
+    """The CPU cores this process may run on (a SLURM job's share, a taskset's), not the machine's."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
 
 
 def read_lines(path):
