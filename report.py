@@ -32,7 +32,7 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set
 from utils.constants import ATTACKS
-from utils.flags import RESULT_FLAGS, acts_on
+from utils.flags import RESULT_FLAGS, acts_on, add_flags
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
                         run_dir_of, run_folder_name)
 
@@ -57,7 +57,7 @@ FIGURES_PER_WORKER = 4
 def build_parser():
     parser = CliParser(prog="report.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter)
-    parser.add_argument("--base_dir", type=nonempty, default="./outputs", help="root of the run directories")
+    add_flags(parser, "base_dir")
     parser.add_argument("--out", type=nonempty, default="./report",
                         help="folder for tables, CSVs, figures, summary (an earlier report's files "
                         "there are replaced)")
