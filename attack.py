@@ -516,7 +516,8 @@ def run(args, argv=None):
                    "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
                    "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
         if args.examples > 0 and (computed or redraw or not png.exists()):
-            save_examples(png, model, space, images, labels, targets, data.class_names, current, args)
+            with interrupt_says(lambda: stopped(f" while drawing {png.name}")):
+                save_examples(png, model, space, images, labels, targets, data.class_names, current, args)
         if args.examples > 0:
             summary["examples"] = str(png)
         return summary

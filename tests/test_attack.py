@@ -607,6 +607,18 @@ def test_ctrl_c_in_the_attack_loop_says_what_is_kept(speech_run, cifar10_dir, la
                                                    f"setting is kept in {results}, rerun to continue")
     assert len(json.loads(results.read_text())["entries"]) == 1
 
+    # while the figure is drawn, after the last setting: it said only "interrupted"
+    monkeypatch.setattr(attack, "run_setting", real_run_setting)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(attack, "save_examples", interrupted)
+    status, err = run_cli_status(capsys, flags[:-2] + ["--examples", "2"])
+    assert (status, err.splitlines()[-1]) == (130, f"error: interrupted; {tmp_path}: stopped while drawing "
+                                                   f"{ATTACK_EXAMPLES}; 2 finished settings are kept in "
+                                                   f"{results}, rerun to continue")
+    assert len(json.loads(results.read_text())["entries"]) == 2 and not (tmp_path / ATTACK_EXAMPLES).exists()
+
 
 def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir, label_dir,
                                                          tmp_path, capsys):
