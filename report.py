@@ -890,7 +890,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     """Read every run under base_dir and write the report to out_dir; returns the summary dict.
     workers > 1 reads the runs and draws the figures in up to that many processes (`in_workers`),
     spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
-    multiprocessing requires (report.py passes REPORT_WORKERS)."""
+    multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default)."""
     base, out = Path(base_dir), Path(out_dir)
     if not base.is_dir():
         raise UsageError(f"--base_dir {base} is not a directory")
