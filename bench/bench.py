@@ -119,8 +119,12 @@ def parse_args(argv=None):
     if args.train_images is not None:  # else its default depends on the device: main checks it
         check_train_images(parser, args)
     if not args.no_record:
+        record = Path(args.record)
+        existed = record.exists()
         try:  # before any timing: a record that cannot be written must not cost the measurements
-            Path(args.record).open("a").close()
+            record.open("a").close()
+            if not existed:  # made only to find out: a run that fails leaves no empty file behind
+                record.unlink()
         except OSError as err:
             parser.error(f"--record {args.record}: {err.strerror or err}")
     return args
@@ -755,7 +759,7 @@ def main(argv=None, args=None):
         lines.extend(section)
     text = header + "\n".join(lines) + "\n"
     if record is not None:
-        if record.stat().st_size == 0:  # made empty by parse_args
+        if not record.exists() or record.stat().st_size == 0:
             record.write_text("# Benchmarks\n\nOutput of `bench/bench.py`, newest last. Training rows "
                               "time synthetic images (throughput does not depend on content); attack "
                               "rows a --checkpoint on --data_dir's test images when given.\n")

@@ -180,6 +180,18 @@ def test_bench_checks_its_record_before_it_measures(tmp_path, capsys):
         assert exit_info.value.code == 2 and err.startswith(f"error: --record {record}: ") and out == ""
 
 
+def test_bench_that_fails_leaves_no_empty_record(tmp_path, capsys):
+    """Checking --record made it, empty, and an error after torch loaded (here, no CIFAR-10 in
+    --data_dir) left that empty file where the user's BENCHMARKS.md would be."""
+    from bench import bench
+    record = tmp_path / "B.md"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(bench.main, ["--what", "accuracy", "--data_dir", str(tmp_path), "--device", "cpu",
+                             "--record", str(record)])
+    assert exit_info.value.code == 2 and "cifar10 not found in" in capsys.readouterr().err
+    assert not record.exists()
+
+
 def test_bench_times_a_last_checkpoint_of_weights_momentum_and_history(tmp_path, capsys):
     from architecture import build_model
     from bench import bench
