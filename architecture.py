@@ -83,6 +83,9 @@ class VGG(nn.Module):
 
     def __init__(self, channels=VGG19_CHANNELS):
         super().__init__()
+        if list(channels).count("M") != 5:  # else a shape mismatch deep in the head's first matmul
+            raise ValueError(f"a VGG on 32x32 images pools five times to 1x1 before its features: its "
+                             f"channels hold {list(channels).count('M')} 'M' entries, not 5")
         layers, in_channels = [], 3
         for c in channels:
             if c == "M":

@@ -181,6 +181,15 @@ def test_every_head_gives_the_target_shape_and_trains(arch, shape):
     assert torch.isfinite(loss)
 
 
+def test_a_vgg_of_your_own_without_five_poolings_is_refused_by_name():
+    """The README's recipe for a wider VGG: with four 'M' entries the trunk gave (N, 2048)
+    features, not the 512 its out_features says, and the head failed with a shape mismatch."""
+    from architecture import VGG
+    with pytest.raises(ValueError, match="its channels hold 4 'M' entries, not 5"):
+        VGG(channels=[64, "M", 128, "M", 256, "M", 512, "M", 512])
+    assert VGG(channels=[32, "M", 64, "M", 64, "M", 128, "M", 128, "M"])(torch.zeros(2, 3, 32, 32)).shape == (2, 128)
+
+
 def test_resnet_blocks_downsample_once_per_stage_and_end_in_a_relu():
     """The paper's CIFAR ResNet: its three stages of (depth - 2) / 6 blocks work at 32x32, 16x16
     and 8x8 (only a stage's first block has stride 2), and each block's output is the ReLU of the
