@@ -33,13 +33,9 @@ def build_parser():
     parser = CliParser(prog="train.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
-    add_flags(data, "dataset", "data_dir", "label_granularity", "seed", data_dir={
+    add_flags(data, "dataset", "data_dir", "label_granularity", "seed", "valid_size", "level", data_dir={
         "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={
         "help": "seeds the split, the initialisation, the augmentation and --label_noise"})
-    data.add_argument("--valid_size", type=number(int, 0, inclusive=True), default=5000,
-                      help="validation images taken first from the seeded permutation (0: none; the "
-                      "last epoch is then the best)")
-    add_flags(data, "level")
     label = parser.add_argument_group("labels")
     label.add_argument("--label", type=label_name, default="category", help="'category', or NAME for "
                        "the targets in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, "

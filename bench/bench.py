@@ -94,8 +94,7 @@ def build_parser():
     parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
     parser.add_argument("--seeds", type=SHARED["seed"]["type"], nargs="+", default=[0],
                         help="--what accuracy: seeds")
-    parser.add_argument("--valid_size", type=number(int, 0, inclusive=True), default=5000,
-                        help="--what accuracy: validation images")
+    add_flags(parser, "valid_size", valid_size={"help": "--what accuracy: validation images"})
     parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
                         "for both runs, e.g. --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
     parser.add_argument("--repeats", type=number(int), default=None,

@@ -67,6 +67,9 @@ SHARED = {
                           "help": "CIFAR-100 labels: the 100 fine classes or the 20 superclasses"},
     "seed": {"type": number(int, 0, inclusive=True, maximum=2**32 - 1), "default": 0,
              "help": "seed"},  # numpy's seeds, which split the data, end at 2**32 - 1
+    "valid_size": {"type": number(int, 0, inclusive=True), "default": 5000,
+                   "help": "validation images taken first from the seeded permutation (0: none; the "
+                   "last epoch is then the best)"},
     "level": {"type": level, "default": 100, "help": "percent of the whole training set, validation "
               "images included, to train on (100: every image left after validation)"},
     "smoothing": {"type": smoothing, "default": 0.0,
