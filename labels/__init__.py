@@ -122,6 +122,9 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
     (`num_classes`, `fix`). Raises LabelError naming the labels that do exist (`builtin` names
     first: labels that need no file) when there is no such file."""
     path = label_path(dataset, name, label_dir)
+    if not Path(label_dir).is_dir():  # a typo, or the label file itself: no folder to list labels of
+        what = "is a file, not a folder" if Path(label_dir).exists() else "does not exist"
+        raise LabelError(f"no label file {path} for --label {name}: --label_dir {label_dir} {what}")
     if not path.exists():  # a folder or FIFO there: read_targets says what it is
         known = ", ".join([*builtin, *available_labels(dataset, label_dir)]) or "none"
         raise LabelError(f"no label file {path} for --label {name}; labels found for {dataset} in "

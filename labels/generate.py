@@ -443,6 +443,20 @@ def _quiet(*logger_names):
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _no_progress_bars(transformers):
+    """transformers' progress bars off for the duration: loading a model from disk drew a "Loading
+    weights" bar on stderr, before the outcome's line. (A download keeps its bars.)"""
+    bars = transformers.utils.logging
+    enabled = bars.is_progress_bar_enabled()
+    bars.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            bars.enable_progress_bar()
+
+
 def _looks_like_path(text):
     return os.sep in text or text.startswith(".") or text.endswith((".txt", ".gz", ".bin"))
 
@@ -471,6 +485,12 @@ def make_bert(names, seed, options, param=None):
             tokens = tokenizer(name, return_tensors="pt")      # [CLS] pieces... [SEP]
             if tokens["input_ids"].shape[1] < 3:
                 raise LabelError(f"{source} tokenises {name!r} to no word pieces")
+            unknown = getattr(tokenizer, "unk_token_id", None)
+            if unknown is not None and set(tokens["input_ids"][0, 1:-1].tolist()) == {unknown}:
+                # every such name would get the one target of the unknown token
+                raise LabelError(f"{source} knows no word piece of {name!r} (it tokenises to "
+                                 f"{tokenizer.unk_token} only): a model folder saved without its "
+                                 "tokenizer, or a vocabulary without the name")
             hidden = model(**tokens).last_hidden_state[0].double()   # (T, H)
             rows.append(torch.stack([hidden[0], hidden[1:-1].mean(0), hidden[-1]]).numpy())
     states = np.stack(rows).reshape(len(names), -1)                   # (C, 3H)
@@ -490,7 +510,8 @@ def _load_text_model(source, transformers):
             print(f"note: {source} is not cached; downloading it from the Hugging Face hub",
                   file=sys.stderr)
         try:
-            with _quiet("huggingface_hub", "transformers"):
+            with _quiet("huggingface_hub", "transformers"), \
+                    _no_progress_bars(transformers) if local_only else contextlib.nullcontext():
                 tokenizer = transformers.AutoTokenizer.from_pretrained(
                     source, local_files_only=local_only)
                 model = transformers.AutoModel.from_pretrained(source, local_files_only=local_only)
@@ -498,9 +519,10 @@ def _load_text_model(source, transformers):
         except Exception as exc:  # hub, file and config errors all mean "no usable model here"
             problem = _one_line(exc)
     problem = problem.split(". ")[0][:200]
+    name = DEFAULT_TEXT_MODEL if Path(source).is_dir() else source  # a folder is no hub name to fetch
     raise LabelError(f"cannot load text model {source!r} ({problem}); offline, pass "
                      f"--text_model DIR, a directory where a networked machine ran "
-                     f"AutoModel/AutoTokenizer.from_pretrained({source!r}).save_pretrained(DIR)")
+                     f"AutoModel/AutoTokenizer.from_pretrained({name!r}).save_pretrained(DIR)")
 
 
 def _rescale(values, source):

@@ -418,6 +418,17 @@ def test_the_list_of_labels_leaves_out_folders(tmp_path):
         load_label_space("folder", "cifar10", 10, tmp_path)
 
 
+def test_a_label_dir_that_is_no_folder_is_named(tmp_path):
+    """A --label_dir that is missing or a label file listed the builtin labels as found "in" it."""
+    good = tmp_path / "cifar10_good.npy"
+    np.save(good, np.eye(10, dtype=np.float32))
+    for label_dir, what in ((tmp_path / "nowhere", "does not exist"), (good, "is a file, not a folder")):
+        with pytest.raises(UsageError) as err:
+            load_label_space("good", "cifar10", 10, label_dir)
+        assert str(err.value) == (f"no label file {label_dir / 'cifar10_good.npy'} for --label good: "
+                                  f"--label_dir {label_dir} {what}")
+
+
 def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypatch, capsys):
     """torchvision takes an archive already in --data_dir as complete; a part of one (a killed
     download) would fail every later run alike, so a failure removes it. The messages name the

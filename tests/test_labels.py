@@ -248,6 +248,25 @@ def test_bert_unreadable_model(tmp_path, capsys):
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--text_model",
                                          tmp_path / "empty", "--out", tmp_path], capsys)
     assert status == 2 and "cannot load text model" in err and "--text_model DIR" in err
+    # not from_pretrained('.../empty'): the folder is what failed
+    assert "ran AutoModel/AutoTokenizer.from_pretrained('bert-base-uncased').save_pretrained(DIR)" in err
+    assert not list(tmp_path.glob("*.npy"))
+
+
+def test_bert_without_its_tokenizer_is_one_line(tiny_bert, tmp_path, capsys):
+    """A model folder saved without its tokenizer loads (transformers makes a tokenizer of no
+    vocabulary) and read every name as [UNK], all classes alike: the error named no cause, after a
+    "Loading weights" progress bar on stderr."""
+    folder = tmp_path / "model_only"
+    folder.mkdir()
+    for f in tiny_bert.iterdir():
+        if f.name not in ("vocab.txt", "tokenizer_config.json"):
+            shutil.copy(f, folder)
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--text_model",
+                                         folder, "--out", tmp_path], capsys)
+    assert (status, err) == (2, f"error: {folder} knows no word piece of 'airplane' (it tokenises to "
+                                "[UNK] only): a model folder saved without its tokenizer, or a "
+                                "vocabulary without the name\n")
     assert not list(tmp_path.glob("*.npy"))
 
 

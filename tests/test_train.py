@@ -493,6 +493,8 @@ def run_cli_capture(capsys, argv):
     # an unset variable (--base_dir "$OUT") trained into the current folder
     ({"base_dir": ""}, "argument --base_dir: must not be empty (see train.py --help)"),
     ({"label_dir": ""}, "argument --label_dir: must not be empty"),
+    # said "labels found for cifar10 in no_such_folder: category, mcr2", as if the folder were there
+    ({"label_dir": "no_such_folder"}, "for --label speech: --label_dir no_such_folder does not exist"),
     # trained into level50, recorded as 50.00000000001; a rerun at 50 said "--level 50 (now 50)"
     ({"level": "50.00000000001"}, "argument --level: 50.00000000001 has more digits than a run directory's "
      "name keeps (level50); give at most 6 significant digits"),
