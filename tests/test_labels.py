@@ -284,6 +284,10 @@ def test_glove_tiny_file(tiny_glove, tmp_path, capsys):
     assert np.array_equal(targets, make_label("glove", names, glove=tiny_glove))
     with pytest.raises(LabelError, match="zebra"):
         make_label("glove", ["cat", "zebra"], glove=tiny_glove)
+    with pytest.raises(LabelError) as err:  # a vocabulary without the names: the first five, and a count
+        make_label("glove", ["cat", *(f"x{i}" for i in range(8))], glove=tiny_glove)
+    assert str(err.value) == ("GloVe vectors lack: 'x0' (x0); 'x1' (x1); 'x2' (x2); 'x3' (x3); 'x4' (x4); "
+                              "and 3 more of the 9 names")
     status, _, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--glove",
                                        tiny_glove, "--out", tmp_path], capsys)
     assert status == 0
@@ -562,6 +566,11 @@ def test_an_option_of_another_family_is_named_as_ignored(tmp_path, capsys):
     assert err.splitlines() == [
         "warning: --speech_file only acts with --label shuffle; ignored for --label uniform random",
         "warning: --glove only acts with --label glove; ignored for --label uniform random"]
+    # uniform draws nothing at random: a --seed for it was silently not used
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--seed", "3",
+                                           "--out", tmp_path, "--force"], capsys)
+    assert status == 0 and err == ("warning: --seed only acts with a label drawn at random (shuffle random "
+                                   "composite lowdim normal_dim uniform_gap); ignored for --label uniform\n")
 
 
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
