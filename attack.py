@@ -42,17 +42,33 @@ IDENTITY_DEFAULTS = {"objective": "loss"}  # entries written before the key exis
 EXAMPLES = 6  # test images in attack_examples.png by default
 
 
-def epsilon(text):
-    """'8/255', '0.03' or '0' -> (label as written, value); the value must lie in [0, 1]."""
+def fraction(text, name="eps"):
+    """'8/255', '0.03' or '0' -> its value, a Fraction; one above 0 that a float would read as 0 is
+    an error."""
     try:
         value = Fraction(text.strip())
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number or a fraction like 8/255") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"eps {text} is outside [0, 1]")
-    if value and not float(value):
-        raise argparse.ArgumentTypeError(f"eps {text} is below the smallest float (it would be 0)")
+    if value > 0 and not float(value):
+        raise argparse.ArgumentTypeError(f"{name} {text} is below the smallest float (it would be 0)")
+    return value
+
+
+def epsilon(text):
+    """'8/255', '0.03' or '0' -> (label as written, value); the value must lie in [0, 1]."""
+    value = fraction(text)
+    if not 0 <= value <= 1:  # 8 for 8 of 255 grey levels is many papers' scale, not ours
+        levels = f", the images' range (for {text.strip()} of 255 grey levels write {text.strip()}/255)"
+        raise argparse.ArgumentTypeError(f"eps {text} is outside [0, 1]{levels if 1 < value <= 255 else ''}")
     return text.strip(), float(value)
+
+
+def step_size(text):
+    """--step_size '2/255' or '0.0078' -> its value, a float above 0 (in --epsilons' units)."""
+    value = fraction(text, "step size")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return float(value)
 
 
 def build_parser():
@@ -101,8 +117,9 @@ def build_parser():
     attack.add_argument("--steps", type=number(int), default=None,
                         help=f"steps of iterative and pgd (default {DEFAULT_STEPS['pixel']}; "
                         f"{DEFAULT_STEPS['paper']} with --paper_protocol)")
-    attack.add_argument("--step_size", type=number(float), default=None,
-                        help="step of iterative and pgd, in eps's units (default "
+    attack.add_argument("--step_size", type=step_size, default=None,
+                        help="step of iterative and pgd, a number or a fraction in --epsilons' units, "
+                        "not a multiple of eps (default "
                         f"{STEP_FACTOR['pixel']:g} * eps / steps; {STEP_FACTOR['paper']:g} * eps / steps "
                         "with --paper_protocol)")
     attack.add_argument("--restarts", type=number(int), default=1,

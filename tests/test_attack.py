@@ -767,6 +767,20 @@ def test_a_negative_eps_is_named_with_its_flag(capsys):
                                                                     "(see attack.py --help)")
 
 
+def test_a_step_size_is_written_as_an_eps_is(capsys):
+    """--step_size 2/255 beside --epsilons 8/255 was "'2/255' is not a float"; and an eps of 8, the
+    scale of tables in grey levels, now says how to write it in the images' [0, 1]."""
+    assert attack.build_parser().parse_args(["--step_size", "2/255"]).step_size == 2 / 255
+    assert attack.build_parser().parse_args(["--step_size", "0.5"]).step_size == 0.5
+    for text in ("0", "-1/255"):
+        assert one_line_error(capsys, ["--step_size", text]) == (
+            f"error: argument --step_size: {text} must be positive (see attack.py --help)")
+    assert "'x' is not a number or a fraction like 8/255" in one_line_error(capsys, ["--step_size", "x"])
+    assert one_line_error(capsys, ["--epsilons", "0", "8"]) == (
+        "error: argument --epsilons: eps 8 is outside [0, 1], the images' range (for 8 of 255 grey "
+        "levels write 8/255) (see attack.py --help)")
+
+
 def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     """Its best checkpoint may still change: results on it were counted as the finished run's by
     sweep.py and report.py after train.py --resume had replaced the checkpoint."""

@@ -1529,6 +1529,18 @@ def test_the_readmes_notebook_code_runs(cifar10_dir, tmp_path):
     assert shown["accuracy"] == pytest.approx(shown["test_acc"], abs=1e-6)  # all 100 test images
 
 
+def test_the_readmes_subprocess_code_says_how_a_killed_run_ended(tmp_path):
+    """README's subprocess block raised IndexError, not its RuntimeError, for a run killed outright
+    (out of memory, SIGKILL), which leaves no line on stderr."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### From a notebook"):]
+    code = section.split("```python")[1].split("\n", 1)[1].split("```")[0]
+    (tmp_path / "train.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    code = code.replace('"/path/to/labelrep"', repr(str(tmp_path)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stderr.strip().splitlines()[-1] == "RuntimeError: exit status -9"
+
+
 def test_the_readmes_layout_names_every_python_file():
     """README's Layout table left out six modules (utils/errors.py, flags.py, atomic.py, pickles.py,
     preempt.py, progress.py): a row names each tracked .py file, or its folder (`bench/`), and
