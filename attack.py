@@ -484,8 +484,9 @@ def run(args, argv=None):
         current, clean_acc = [], None
 
         def stopped(how):  # what a run stopped in its loop (by Ctrl-C or a signal) keeps, as its last message
-            kept = f"{len(current)} finished setting{'s are' if len(current) != 1 else ' is'} kept"
-            return f"{run_dir}: stopped{how}; {kept} in {results_path}, rerun to continue"
+            kept = (f"{len(current)} finished setting{'s are' if len(current) != 1 else ' is'} kept in "
+                    f"{results_path}" if current else "no setting had finished")
+            return f"{run_dir}: stopped{how}; {kept}, rerun to continue"
 
         shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
         with preempt.catching(), Progress(len(settings), f"{args.model} {args.label} attacks",

@@ -597,6 +597,14 @@ def test_ctrl_c_in_the_attack_loop_says_what_is_kept(speech_run, cifar10_dir, la
     results = tmp_path / ATTACK_RESULTS
     real_run_setting = attack.run_setting
 
+    def interrupted_first(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(attack, "run_setting", interrupted_first)  # it named a file not yet written
+    status, err = run_cli_status(capsys, flags)
+    assert (status, err.splitlines()[-1]) == (130, f"error: interrupted; {tmp_path}: stopped; no setting "
+                                                   "had finished, rerun to continue")
+    assert not results.exists()
+
     def interrupted_second(*args, **kwargs):
         if results.exists():
             raise KeyboardInterrupt
