@@ -952,21 +952,30 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
             "incomplete": incomplete, "missing": missing,
             "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
                       *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
+            # --no_figures: an earlier report's figures left in place, for a later report to remove
+            "kept_figures": [] if draw else [name for name in earlier_files(earlier)
+                                             if name.endswith(".png") and (out / name).is_file()],
         }
         put(out / "summary.json", lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
     remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
 
 
+def earlier_files(earlier):
+    """The report files an earlier report's summary.json (`earlier`, parsed) lists: those it wrote
+    and, where it was made with --no_figures, the figures of the one before it that it kept."""
+    listed = [name for key in ("files", "kept_figures") if isinstance(earlier, dict)
+              and isinstance(names := earlier.get(key), list) for name in names]
+    return list(dict.fromkeys(n for n in listed if isinstance(n, str) and REPORT_FILE.fullmatch(n)))
+
+
 def remove_stale(out, earlier, files, figures_too=True):
-    """Delete the files an earlier report in `out` wrote (its summary.json lists them) that this
-    one did not (a figure of runs since deleted, label_noise.csv without noise runs now): beside
-    this report's files they would pass for its own. Without figures_too (--no_figures), the
-    earlier figures stay as they are."""
-    listed = earlier.get("files") if isinstance(earlier, dict) else None
-    for name in listed if isinstance(listed, list) else ():
-        if (isinstance(name, str) and REPORT_FILE.fullmatch(name) and name not in files
-                and (figures_too or not name.endswith(".png"))):
+    """Delete the files an earlier report in `out` wrote or kept (its summary.json lists them) that
+    this one did not write (a figure of runs since deleted, label_noise.csv without noise runs now):
+    beside this report's files they would pass for its own. Without figures_too (--no_figures),
+    the earlier figures stay as they are."""
+    for name in earlier_files(earlier):
+        if name not in files and (figures_too or not name.endswith(".png")):
             (out / name).unlink(missing_ok=True)
 
 

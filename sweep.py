@@ -615,8 +615,8 @@ def main(argv=None):
         else:
             scripts, commands, n, submit = write_slurm(opts, tasks)
             arrays = f" in {len(scripts)} arrays of at most {opts.max_array_size}" if len(scripts) > 1 else ""
-            print(f"{count_line(tasks)}\nwrote {', '.join(map(str, scripts))} ({n} array tasks{arrays}) and "
-                  f"{commands}; submit with: {' && '.join(submit)}", file=sys.stderr)
+            print(f"{count_line(tasks)}\nwrote {', '.join(map(str, scripts))} ({counted(n, 'array task')}"
+                  f"{arrays}) and {commands}; submit with: {' && '.join(submit)}", file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": n, "script": str(scripts[0]),
                        "scripts": [str(p) for p in scripts], "commands": str(commands), "submit": submit}
         print(json_text(summary), flush=True)

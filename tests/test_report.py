@@ -697,6 +697,24 @@ def test_a_report_of_no_runs_is_an_error_and_old_files_go(tmp_path):
     assert {p.name for p in out.glob("*.png")} == figures  # --no_figures leaves the figures alone
 
 
+def test_figures_a_no_figures_report_kept_go_with_the_next_report(tmp_path):
+    """A report, then one with --no_figures (which keeps the figures), then a full one after runs
+    were removed: the first report's figures of those runs stayed beside the new tables, for the
+    --no_figures report's summary.json no longer listed them."""
+    base, out = tmp_path / "runs", tmp_path / "out"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6)
+    make_run(base, "category", 1, level=25, test_acc=0.5, valid_acc=0.5)
+    assert "levels_cifar10_resnet32.png" in report(base, out)["files"]
+    kept = run_script("report.py", "--base_dir", base, "--out", out, "--no_figures")
+    assert (out / "levels_cifar10_resnet32.png").exists() and kept.returncode == 0
+    listed = json.loads((out / "summary.json").read_text())
+    shutil.rmtree(base / "less")
+    last = report(base, out)
+    assert not (out / "levels_cifar10_resnet32.png").exists()
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f for f in last["files"] if f.endswith(".png"))
+    assert "levels_cifar10_resnet32.png" in listed["kept_figures"] and last["kept_figures"] == []
+
+
 def test_the_report_reads_every_run_directory_train_py_writes(tmp_path):
     """find_runs parses what utils.runs.run_directory builds: level, noise and coarse folders."""
     from report import find_runs

@@ -431,6 +431,13 @@ def test_nothing_to_submit_removes_the_earlier_script(tmp_path, capsys, cifar10_
     assert sweep.drop_old_script(other) == "" and other.exists()
 
 
+def test_the_slurm_message_counts_its_tasks(tmp_path, capsys, cifar10_dir, label_dir):
+    """A grid of one run wrote "(1 array tasks)"."""
+    grid = ["--labels", "category", "--seeds", "3", *tiny(cifar10_dir, label_dir, tmp_path / "out")]
+    sweep.main(grid + ["--slurm", str(tmp_path / "jobs" / "sweep.sbatch")])
+    assert f"wrote {tmp_path / 'jobs' / 'sweep.sbatch'} (1 array task) and " in capsys.readouterr().err
+
+
 def test_a_large_grid_goes_to_arrays_slurm_accepts_and_queued_tasks_keep_their_lines(tmp_path, capsys,
                                                                                       cifar10_dir, label_dir):
     """SLURM refuses an array index above MaxArraySize - 1 (1000 by default): 3000 runs were one
