@@ -116,6 +116,9 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--nonsense", "1"], "--nonsense is not a flag of train.py"),
     (["--dry_run", "--seed", "3"], "--seed is set by the sweep; use --seeds"),
     (["--dry_run", "--train_args", "--label speech"], "--label is set by the sweep; use --labels"),
+    # with the sweep's --resume, a stopped run started over on every rerun (and a requeued task never ended)
+    (["--dry_run", "--force"], "--force is not passed through a sweep: each rerun of the sweep, or requeue "
+     "of its task, would start its runs over; to train runs again, delete their run directories first"),
     (["--labels", "category"], "say what to do: --dry_run, --print, --slurm FILE or --local"),
     (["--print", "--local"], "choose one of --print, --slurm, --local"),
     (["--dry_run", "--levels", "150"], "level '150' is not a percentage"),

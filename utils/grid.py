@@ -41,6 +41,10 @@ SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
               "--level": "--levels", "--seed": "--seeds", "--resume": None}
+# train.py flags a sweep does not pass on: with --resume (the sweep's), --force started a stopped run
+# over at epoch 1 on every rerun, and a SLURM task requeued at its time limit never ended
+NOT_PASSED = {"--force": "each rerun of the sweep, or requeue of its task, would start its runs over; "
+                         "to train runs again, delete their run directories first"}
 
 
 def counted(count, noun):
@@ -260,6 +264,8 @@ def check_not_grid_flag(option):
     if option in GRID_FLAGS:
         instead = GRID_FLAGS[option]
         raise UsageError(f"{option} is set by the sweep" + (f"; use {instead}" if instead else ""))
+    if option in NOT_PASSED:
+        raise UsageError(f"{option} is not passed through a sweep: {NOT_PASSED[option]}")
 
 
 def cores():
