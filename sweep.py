@@ -549,12 +549,16 @@ class LocalPool:
 
     def tally(self):
         """What became of the runs with stages to do: completed (every stage), the failed and the
-        stopped stages' outcomes, and not_started (runs no stage of which began)."""
+        stopped stages' outcomes (a run's stages end at its first such), and not_started (the other
+        runs: a stage of theirs never began, by a signal before it, their first or a later one), so
+        that the runs add up."""
         finished = {(o["run"], o["stage"]) for o in self.outcomes if o["status"] == 0}
-        return {"completed": sum(all((t.run.name, s) in finished for s in t.todo) for t in self.todo),
-                "failed": [o for o in self.outcomes if o["status"] not in (0, REQUEUE_EXIT)],
-                "stopped": [o for o in self.outcomes if o["status"] == REQUEUE_EXIT],
-                "not_started": self.total - len({o["run"] for o in self.outcomes})}
+        completed = sum(all((t.run.name, s) in finished for s in t.todo) for t in self.todo)
+        ended = [o for o in self.outcomes if o["status"] != 0]
+        return {"completed": completed,
+                "failed": [o for o in ended if o["status"] != REQUEUE_EXIT],
+                "stopped": [o for o in ended if o["status"] == REQUEUE_EXIT],
+                "not_started": self.total - completed - len({o["run"] for o in ended})}
 
 
 def open_log(log, header):

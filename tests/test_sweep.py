@@ -864,6 +864,11 @@ def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_pa
     assert sorted((o["run"].split("/")[2], o["stage"], o["status"]) for o in tally["failed"]) == \
         [("label1", "attack", 3), ("label2", "train", 4)]
 
+    # a signal between a run's training and its attack: the run was counted nowhere (runs 1, all 0)
+    pool = sweep.LocalPool([task(0, 0, 0)], [{}], log=io.StringIO())
+    pool.outcomes = [{"run": "cifar10/resnet32/label0/level100/seed0", "stage": "train", "status": 0}]
+    assert pool.tally() == {"completed": 0, "failed": [], "stopped": [], "not_started": 1}
+
 
 def test_a_local_sweep_that_cannot_write_its_logs_fails_each_run_in_one_line(tmp_path, cifar10_dir,
                                                                              label_dir):
