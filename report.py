@@ -24,6 +24,7 @@ import math
 import re
 import signal
 import statistics
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted
                         missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set
 from utils.constants import ATTACKS
-from utils.flags import RESULT_FLAGS, acts_on, add_flags
+from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
                         run_dir_of, run_folder_name)
 
@@ -57,7 +58,8 @@ FIGURES_PER_WORKER = 4
 def build_parser():
     parser = CliParser(prog="report.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter)
-    add_flags(parser, "base_dir")
+    add_flags(parser, "base_dir", base_dir={"default": None, "help": "root of the run directories "
+                                            "(default: the --grid's --base_dir, else ./outputs)"})
     parser.add_argument("--out", type=nonempty, default="./report",
                         help="folder for tables, CSVs, figures, summary (an earlier report's files "
                         "there are replaced)")
@@ -979,10 +981,22 @@ def remove_stale(out, earlier, files, figures_too=True):
             (out / name).unlink(missing_ok=True)
 
 
+def grid_base_dir(grid_file):
+    """The --base_dir a sweep of `grid_file` trains its runs under (train.py's default if it sets none)."""
+    import sweep
+    _, _, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
+    return scripts["train"].parse(routed["train"]).base_dir
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    summary = report(args.base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
+    grid_base = grid_base_dir(args.grid) if args.grid else None
+    base_dir = args.base_dir or grid_base or SHARED["base_dir"]["default"]
+    summary = report(base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
                      workers=args.workers)
+    if grid_base and not summary["run_dirs"] and Path(base_dir).resolve() != Path(grid_base).resolve():
+        print(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
+              f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)", file=sys.stderr)
     # absolute, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
     line = {"out": str(Path(args.out).absolute()), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),

@@ -451,6 +451,21 @@ def test_label_noise_table(tmp_path):
     assert set(table_rows(markdown, "## Clean test accuracy")) >= {"category", "category_noise0.2", "speech"}
 
 
+def test_a_grid_is_reported_from_where_its_sweep_trains(tmp_path):
+    """--base_dir defaulted to ./outputs whatever the grid's --base_dir: its runs, trained
+    elsewhere, were all "missing"; one --base_dir above them said so without a hint."""
+    make_run(tmp_path / "runs" / "study", "category", 1, test_acc=0.5, valid_acc=0.5)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"labels: [category]\nseeds: [1]\nstages: [train]\nargs: --base_dir {tmp_path}/runs/study\n")
+    result = last_json(run_script("report.py", "--grid", grid, "--out", tmp_path / "out", "--no_figures"))
+    assert (result["runs"], result["trained"], result["missing"]) == (1, 1, 0)
+    proc = run_script("report.py", "--grid", grid, "--base_dir", tmp_path / "runs", "--out", tmp_path / "out",
+                      "--no_figures")
+    assert last_json(proc)["missing"] == 1 and proc.stderr == (
+        f"warning: no run directories under --base_dir {tmp_path / 'runs'}; the grid's sweep trains its runs "
+        f"under {tmp_path}/runs/study (its --base_dir; leave out --base_dir to read them there)\n")
+
+
 def test_a_grid_of_coarse_runs_expects_them_where_train_py_writes_them(tmp_path):
     """The grid's runs were keyed by the dataset alone: its coarse runs were looked for as fine
     ones (listed missing) and the fine ones held to the grid."""
