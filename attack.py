@@ -28,7 +28,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
                           interrupt_says, os_errors_as_usage, run_cli)
-from utils.flags import SHARED, acts_on, add_flags, label_name  # noqa: E402
+from utils.flags import SHARED, acts_on, add_flags, ignored_lines, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
@@ -275,6 +275,9 @@ def load_model(args, path):
             raise UsageError(f"{path} was trained on the data in {own}{where}, which is not here; pass "
                              "--data_dir with the folder of its dataset on this machine")
         args.data_dir = own
+    from utils.progress import log
+    for line in ignored_lines([flag for flag, _ in RUN_FLAGS if getattr(args, flag) is not None], trained["label"]):
+        log(line)  # as train.py says it: a sweep passes --smoothing to every label's runs
     for flag, default in RUN_FLAGS:
         value, given = trained.get(flag, default), getattr(args, flag)
         if given is None:

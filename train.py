@@ -20,7 +20,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, number, os_errors_as_usage,  # noqa: E402
                           run_cli)
-from utils.flags import LABEL_ONLY, add_flags, label_name  # noqa: E402
+from utils.flags import LABEL_ONLY, add_flags, ignored_lines, label_name  # noqa: E402
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -92,12 +92,9 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, lines from rank 0 alone
-    for owner in sorted(set(LABEL_ONLY.values()) - {args.label}):
-        unused = [f"--{k}" for k, label in LABEL_ONLY.items()
-                  if label == owner and getattr(args, k) != parser.get_default(k)]
-        if unused and main_process:
-            print(f"warning: {', '.join(unused)} only act{'s' if len(unused) == 1 else ''} with "
-                  f"--label {owner}; ignored for --label {args.label}", file=sys.stderr)
+    for line in ignored_lines([k for k in LABEL_ONLY if getattr(args, k) != parser.get_default(k)], args.label):
+        if main_process:
+            print(line, file=sys.stderr)
     for flag, value in LABEL_DEFAULTS.get(args.label, LABEL_DEFAULTS[None]).items():
         if getattr(args, flag) is None:
             setattr(args, flag, value)

@@ -105,6 +105,17 @@ LABEL_ONLY = {"smoothing": "category", "feature_dim": "mcr2", "mcr2_eps": "mcr2"
               "gam2": "mcr2", "n_components": "mcr2"}
 
 
+def ignored_lines(flags, label):
+    """The warnings for label-only `flags` (names without --) given with a `label` they do not act
+    on: one line per label they belong to."""
+    by_owner = {}
+    for flag in flags:
+        if not acts_on(flag, label):
+            by_owner.setdefault(LABEL_ONLY[flag], []).append(f"--{flag}")
+    return [f"warning: {', '.join(given)} only act{'s' if len(given) == 1 else ''} with --label {owner}; "
+            f"ignored for --label {label}" for owner, given in sorted(by_owner.items())]
+
+
 def acts_on(flag, label):
     """Whether train.py's flag `flag` (a name without --) changes a run of `label`."""
     return LABEL_ONLY.get(flag, label) == label
