@@ -664,12 +664,16 @@ def speed_sections(args, device):
         from cifar import load_cifar
         data = load_cifar("cifar10", args.data_dir)
         attack_images, attack_labels = data.test_images, data.test_labels
+    # loaded before any timing, as the data: a --checkpoint that does not load must not cost the
+    # training tables of --what all
+    attacks = args.what in ("attack", "all")
+    trained = trained_model(args.checkpoint, device) if args.checkpoint and attacks else None
     attacked_once = False
     for arch in args.models:
         for label in args.labels:
             if args.what == "host":
                 yield host_section(arch, label, host_rows(arch, label, images, labels, device,
-                                                          args.compile_modes or ["default"]))
+                                                          args.compile_modes))
             if args.what in ("train", "all"):
                 rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
                                      args.repeats, args.batch_sizes, args.compile_modes)
@@ -694,10 +698,10 @@ def speed_sections(args, device):
                                    f"the fastest row; the paper's pipeline: "
                                    f"{600 * 45000 / paper / 60:.1f} minutes.")
                 yield section
-            if args.what in ("attack", "all") and not (args.checkpoint and attacked_once):
+            if attacks and not (args.checkpoint and attacked_once):
                 attacked_once = True
-                if args.checkpoint:
-                    model, space = trained_model(args.checkpoint, device)
+                if trained:
+                    model, space = trained
                     what = f"{model.model_args['arch']}, {space.name} labels, trained ({args.checkpoint})"
                 else:
                     space = make_space(label).to(device)

@@ -180,6 +180,23 @@ def test_bench_checks_its_record_before_it_measures(tmp_path, capsys):
         assert exit_info.value.code == 2 and err.startswith(f"error: --record {record}: ") and out == ""
 
 
+def test_bench_checks_its_checkpoint_before_it_measures(monkeypatch, tmp_path, capsys):
+    """--what all loaded --checkpoint after the first label's training timings (minutes; on a
+    GPU, device time), and a checkpoint that did not load left them out of the record too."""
+    from bench import bench
+
+    def training_rows(*args):
+        raise AssertionError("timed training before loading --checkpoint")
+    monkeypatch.setattr(bench, "training_rows", training_rows)
+    missing, record = tmp_path / "missing.pth", tmp_path / "B.md"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(bench.main, ["--what", "all", "--checkpoint", str(missing), "--device", "cpu",
+                             "--record", str(record)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith(f"error: checkpoint {missing} does not exist"), err
+    assert not record.exists()
+
+
 def test_bench_that_fails_leaves_no_empty_record(tmp_path, capsys):
     """Checking --record made it, empty, and an error after torch loaded (here, no CIFAR-10 in
     --data_dir) left that empty file where the user's BENCHMARKS.md would be."""
@@ -247,6 +264,24 @@ def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
     assert rows == ["paper: PIL + DataLoader(4 workers), fp32", "ours: on-device data + augmentation",
                     "ours + channels_last"]
     assert "bf16 rows left out: this device has no native bf16" in text
+
+
+def test_bench_host_compiles_no_mode_when_given_none(tmp_path, monkeypatch):
+    """`--compile_modes` with no mode times no compiled step, as for --what train and accuracy;
+    --what host compiled the default mode anyway (minutes on a CPU)."""
+    from bench import bench
+    our_step = bench.our_step
+
+    def eager_step(*args, compile=None, **options):
+        assert not compile, f"compiled with mode {compile}"
+        return our_step(*args, **options)
+    monkeypatch.setattr(bench, "our_step", eager_step)
+    record = tmp_path / "B.md"
+    bench.main(["--what", "host", "--labels", "category", "--device", "cpu", "--compile_modes",
+                "--record", str(record)])
+    lines = record.read_text().splitlines()
+    rows = [line.split("|")[1].strip() for line in lines if line.startswith("| ours")]
+    assert rows == ["ours, fp32", f"ours, {bench.fast_options(torch.device('cpu'))[0]}"]
 
 
 def test_bench_pairs_each_timing_with_the_papers(monkeypatch):
