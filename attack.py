@@ -276,8 +276,11 @@ def load_model(args, path):
                              "--data_dir with the folder of its dataset on this machine")
         args.data_dir = own
     from utils.progress import log
-    for line in ignored_lines([flag for flag, _ in RUN_FLAGS if getattr(args, flag) is not None], trained["label"]):
-        log(line)  # as train.py says it: a sweep passes --smoothing to every label's runs
+    # as train.py says it, for a value other than the default (which the flags that find the
+    # checkpoint fill in): a sweep passes --smoothing to every label's runs
+    passed = [flag for flag, default in RUN_FLAGS if getattr(args, flag) not in (None, default)]
+    for line in ignored_lines(passed, trained["label"]):
+        log(line)
     for flag, default in RUN_FLAGS:
         value, given = trained.get(flag, default), getattr(args, flag)
         if given is None:

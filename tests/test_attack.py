@@ -422,6 +422,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     written = {name: (run_dir / name).read_bytes() for name in (ATTACK_RESULTS, ATTACK_EXAMPLES)}
     again, err = call_main(capsys, flags)
     assert again == summary and err.count("reused") == len(keys)
+    assert "warning" not in err, err  # no --smoothing given: the default the flags fill in warned
     assert {name: (run_dir / name).read_bytes() for name in written} == written
     # --smoothing acts on category runs alone: for this speech run it went without a word, where train.py warns
     assert call_main(capsys, flags + ["--smoothing", "0.1"])[1].startswith(

@@ -986,6 +986,11 @@ def test_a_resume_on_another_thread_count_warns(speech_run, capsys, cifar10_dir,
     assert _rounding_changes([gpu, gpu | {"environment": gpu["environment"] | {"gpu": "NVIDIA H100"}}]) == [
         "gpu NVIDIA H200 -> NVIDIA H100"]
     assert _rounding_changes([{"environment": "edited"}, cpu]) == []  # nor an older train.py's, without a device
+    # a torchrun run resumed in one process (or with another --nproc_per_node) rounds otherwise too: it
+    # went without a word, and no segment said how many processes trained it
+    assert [s["world_size"] for s in segments] == [1, 1]
+    assert _rounding_changes([cpu | {"world_size": 2}, cpu]) == ["processes 2 -> 1"]
+    assert _rounding_changes([{k: v for k, v in cpu.items() if k != "world_size"}, cpu]) == []
 
 
 def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir, label_dir, tmp_path):
