@@ -795,7 +795,7 @@ def test_an_attack_entry_counts_for_its_own_budget_alone():
     keys = {("fgsm", False, "pixel", eps / 255) for eps in (0, 1, 2, 8)}
     done = {"entries": [{"attack": "fgsm", "targeted": False, "eps": eps, "robust_acc": 0.5}
                         for eps in (1 / 255, 0.0313725490196)]}
-    assert missing_note(done, keys) == ("2 of 4 settings missing (fgsm untargeted 0/255, fgsm untargeted "
+    assert missing_note(done, keys) == ("2 of 4 settings missing (fgsm untargeted 0, fgsm untargeted "
                                         "2/255)")
 
 
@@ -943,6 +943,7 @@ def test_grid_readers_and_names():
             parse_level(text)
     assert parse_level("2.5") == 2.5 and parse_level("25") == 25
     assert eps_text(0.03) == "7.65/255" and eps_text(8 / 255) == "8/255" and eps_text(0.05, "paper") == "0.05"
+    assert eps_text(0.0) == "0"  # as --epsilons and the tables write it: it was 0/255
     entry = {"attack": "fgsm", "targeted": False, "eps": 0.03, "robust_acc": 0.5}
     assert well_formed(entry) and well_formed(entry | {"protocol": "paper", "target_success": 1.0})
     assert not well_formed(entry | {"protocol": "bogus"})

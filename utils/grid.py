@@ -392,7 +392,7 @@ def missing_entries(results, keys, plans=None, num_images=None):
 def eps_text(eps, protocol="pixel"):
     """How budgets are written: 8/255 for 0.0313725... (pixel units, in 1/255 steps of a pixel);
     0.05 under the paper's protocol, whose budgets are in normalised units."""
-    if protocol == "paper":
+    if protocol == "paper" or eps == 0:  # 0, as attack.py's --epsilons and the report's tables write it
         return f"{round(eps, 9):g}"
     return f"{round(eps * 255, 6):g}/255"
 
