@@ -146,6 +146,9 @@ def test_noisy_run_has_its_own_directory_and_clean_validation(cifar10_dir, label
         assert 0 <= result[key] <= 1
     flags = json.loads(config)["flags"]
     assert flags["lr"] == 0.01 and flags["batch_size"] == 100   # mcr2's default lr, our batch
+    # a rate too small for the split changed nothing, without a word: a noise-free run in a _noise folder
+    proc = run_script("train.py", *common, "--label_noise", "0.001", "--label", "category")
+    assert "warning: --label_noise 0.001 changes no label: round(0.001 x 250 training images) is 0\n" in proc.stderr
 
 
 def test_resumed_run_equals_an_uninterrupted_one(cifar10_dir, label_dir, tmp_path, monkeypatch,

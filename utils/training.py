@@ -791,8 +791,12 @@ def run_training(args, argv=None):
         if checkpoint is not None and space.needs_fit:  # MCR2: the next epoch decodes with the
             space = space_from_state(checkpoint["label_space"])  # subspaces the last one fitted
 
+        changed = int((noisy != train_labels).sum())
+        if args.label_noise and not changed and ctx.main:  # a run of its own folder, the same as noise-free
+            log(f"warning: --label_noise {args.label_noise:g} changes no label: round({args.label_noise:g} x "
+                f"{len(train_labels)} training images) is 0")
         config = _config(args, run_dir, split, data, space, label_sha256, facts, argv) | {
-            "label_noise_changed": int((noisy != train_labels).sum()), "world_size": ctx.world}
+            "label_noise_changed": changed, "world_size": ctx.world}
         config["segments"] = _segments(checkpoint, config, device)
         writes = ctx.main  # under torchrun only rank 0 touches the files
 
