@@ -589,21 +589,22 @@ class Checkpoints:
 
 def _segments(checkpoint, config, device):
     """The run's segments: for each start and resume, the epoch it began after, the device it
-    trained on, its number of (torchrun) processes and its environment (command line, versions,
-    machine); this one last."""
+    trained on, its number of (torchrun) processes, its --compile mode ("off" without) and its
+    environment (command line, versions, machine); this one last."""
     earlier = []
     if checkpoint is not None:
         saved = checkpoint["config"]
         earlier = saved.get("segments") or [{"after_epoch": 0, "environment": saved.get("environment")}]
     return earlier + [{"after_epoch": len(checkpoint["history"]) if checkpoint else 0, "device": device.type,
-                       "world_size": config["world_size"], "environment": config["environment"]}]
+                       "world_size": config["world_size"], "compile": config["flags"]["compile"] or "off",
+                       "environment": config["environment"]}]
 
 
 def _rounding_changes(segments):
     """What changed, of what a run's float rounding depends on (the device, torch, the GPU, a
-    CPU's thread count, the number of torchrun processes), between the last two segments:
-    ['threads 1 -> 2', ...]. A fact the earlier one did not record (an older train.py's) is not
-    compared."""
+    CPU's thread count, the number of torchrun processes, --compile: its kernels round otherwise
+    than eager ones), between the last two segments: ['threads 1 -> 2', ...]. A fact the earlier
+    one did not record (an older train.py's) is not compared."""
     def facts(segment):
         segment = segment if isinstance(segment, dict) else {}
         env = segment.get("environment") if isinstance(segment.get("environment"), dict) else {}
@@ -611,7 +612,7 @@ def _rounding_changes(segments):
         on = {"cuda": "gpu", "cpu": "threads"}.get(device)
         return {"device": device, "torch": env.get("torch"), "gpu": env.get("gpu") if on == "gpu" else None,
                 "threads": env.get("threads") if on == "threads" else None,
-                "processes": segment.get("world_size")}
+                "processes": segment.get("world_size"), "compile": segment.get("compile")}
     before, now = (facts(s) for s in segments[-2:])
     if before["device"] is not None and before["device"] != now["device"]:
         return [f"device {before['device']} -> {now['device']}"]  # the rest follows from it
