@@ -98,6 +98,11 @@ def main(argv=None):
     for flag, value in LABEL_DEFAULTS.get(args.label, LABEL_DEFAULTS[None]).items():
         if getattr(args, flag) is None:
             setattr(args, flag, value)
+    first_drop = -(-args.epochs // 2)  # the paper's lr / 10 from epoch ceil(epochs / 2) on
+    if args.warmup_epochs > first_drop and main_process:
+        print(f"warning: --warmup_epochs {args.warmup_epochs:g} outlasts the first of the schedule's lr phases "
+              f"(--epochs {args.epochs} divides the lr by 10 after epoch {first_drop}): the lr never reaches "
+              f"--lr {args.lr:g}", file=sys.stderr)
     from utils import distributed
     from utils.runs import command_line, json_text
     from utils.training import run_training
