@@ -725,8 +725,8 @@ def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cif
     monkeypatch.setattr(training, "fast_bf16", lambda device: True)  # no bf16 warning line on any CPU
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
     assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
-    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, amp=True, warmup_epochs="1.5"))
-    assert "trained with --warmup_epochs 0 (now 1.5), --amp off (now on); pass --force" in line
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, amp=True, warmup_epochs="0.5"))
+    assert "trained with --warmup_epochs 0 (now 0.5), --amp off (now on); pass --force" in line
     other = tmp_path / "labels"   # the same label name, other targets (e.g. the paper's files)
     other.mkdir()
     np.save(other / "cifar10_speech.npy", np.load(label_dir / "cifar10_speech.npy") + 1)
