@@ -113,6 +113,12 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.what == "accuracy" and not args.data_dir:
         parser.error("--what accuracy needs --data_dir (a CIFAR-10 folder)")
+    attacks = args.what in ("attack", "all")  # a flag the chosen tables do not use did nothing, silently
+    if args.checkpoint and not attacks:
+        parser.error(f"--checkpoint is what --what attack or all attacks; --what {args.what} uses none")
+    if args.data_dir and not attacks and args.what != "accuracy":
+        parser.error(f"--data_dir serves --what attack, all and accuracy; --what {args.what} times synthetic "
+                     "images")
     check_train_flags(parser, args)
     args.batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes
     if args.train_images is not None:  # else its default depends on the device: main checks it

@@ -160,6 +160,11 @@ def test_bench_accuracy_table_without_validation_images():
     (["--compile_modes", "reduce_overhead"], "argument --compile_modes: invalid choice: 'reduce_overhead'"),
     (["--what", "host", "--train_images", "64"], "--train_images 64 is less than a batch of 128"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--seeds", "0", "-1"], "argument --seeds: -1 must be at least 0"),
+    # used by no table asked for: --what train ignored them without a word
+    (["--what", "train", "--checkpoint", "{tmp}/x.pth"], "--checkpoint is what --what attack or all attacks; "
+     "--what train uses none"),
+    (["--what", "host", "--data_dir", "{tmp}"], "--data_dir serves --what attack, all and accuracy; --what host "
+     "times synthetic images"),
 ])
 def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
     from bench import bench
