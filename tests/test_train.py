@@ -108,7 +108,7 @@ def test_finished_run_is_not_retrained(speech_run, cifar10_dir, label_dir):
     assert (run_dir / "last_checkpoint.pth").stat().st_mtime_ns == before
 
 
-def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir, tmp_path, monkeypatch):
+def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir, tmp_path, monkeypatch, capsys):
     """Epoch 1 is made the best of 3 and the run is stopped in epoch 3: the resumed run ends on
     epoch 1's weights, as the run that was never stopped. Every epoch shuffles and augments with
     a generator of its own."""
@@ -120,8 +120,11 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
         seeds.append(generator.initial_seed())
         return real(step, images, labels, batch_size, generator, lr, **kwargs)
     monkeypatch.setattr(training, "train_epoch", recorded)
-    straight = train.main(flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=3))
+    straight = train.main(flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=3) + ["--resume"])
     assert len(set(seeds)) == 3
+    # --resume with nothing to resume (a sweep's first start, or a typo in --seed) said nothing of it
+    assert (f"starting {straight['run_dir']} at epoch 1: --resume found no checkpoint there\n"
+            in capsys.readouterr().err)
 
     def stopped_in_epoch_three(*args, **kwargs):
         return None if len(seeds) == 5 else recorded(*args, **kwargs)  # None: a preemption
