@@ -18,6 +18,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     preempt.install()
     errors.quiet_interrupts()
 
+from utils.constants import lr_milestones  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, number, os_errors_as_usage,  # noqa: E402
                           run_cli)
 from utils.flags import LABEL_ONLY, add_flags, ignored_lines, label_name  # noqa: E402
@@ -98,7 +99,7 @@ def main(argv=None):
     for flag, value in LABEL_DEFAULTS.get(args.label, LABEL_DEFAULTS[None]).items():
         if getattr(args, flag) is None:
             setattr(args, flag, value)
-    first_drop = -(-args.epochs // 2)  # the paper's lr / 10 from epoch ceil(epochs / 2) on
+    first_drop = lr_milestones(args.epochs)[0]  # the schedule's first lr / 10
     if args.warmup_epochs > first_drop and main_process:
         print(f"warning: --warmup_epochs {args.warmup_epochs:g} outlasts the first of the schedule's lr phases "
               f"(--epochs {args.epochs} divides the lr by 10 after epoch {first_drop}): the lr never reaches "

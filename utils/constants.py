@@ -4,9 +4,11 @@ script's --help and a mistyped flag answer at once rather than after torch loads
     DATASETS["cifar100"].num_classes["coarse"]    # 20; cifar.py loads the files DATASETS describes
     ATTACKS, OBJECTIVES, DEFAULT_STEPS["paper"]   # utils/attacks.py runs them
     schedule("pgd", 8 / 255)                      # its preset: Schedule("pgd", 10, 2 / 255, True, 1)
+    lr_milestones(600)                            # (300, 450): the paper's lr drops, as train.py runs them
 
 The networks' names are architecture.py's registry's (`utils.flags.architecture_names`).
 """
+import math
 from dataclasses import dataclass
 
 from utils.errors import choice
@@ -78,3 +80,9 @@ def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts
         step_size = STEP_FACTOR[protocol] * eps / steps
     pgd = attack == "pgd"
     return Schedule(attack, steps, step_size, pgd, restarts if pgd else 1)
+
+
+def lr_milestones(epochs):
+    """The paper's step schedule: the (0-based) epochs from which its lr is divided by 10, at 50%
+    and 75% of `epochs` (300 and 450 of 600); `utils.training.lr_at` follows it."""
+    return math.ceil(0.5 * epochs), math.ceil(0.75 * epochs)

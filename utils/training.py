@@ -20,6 +20,7 @@ from architecture import build_model
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from labels import granularity_fix
 from utils import distributed, preempt
+from utils.constants import lr_milestones
 from utils.errors import UsageError, interrupt_says
 from utils.flags import acts_on, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
@@ -48,13 +49,12 @@ def resolve_device(name):
 def lr_at(epoch, epochs, base_lr, warmup=0, done=1.0):
     """The lr of a step in epoch `epoch` (0-based) after which `done` of that epoch is trained.
 
-    The paper's step schedule: divide by 10 at 50% and 75% of the epochs (300, 450 of 600). With
+    The paper's step schedule (`lr_milestones`): divide by 10 at 50% and 75% of the epochs. With
     `warmup` > 0 the lr first rises linearly, step by step, from base_lr / (warm-up steps) to
     base_lr at the end of epoch `warmup` (Goyal et al. 2017: what a large batch with a linearly
     scaled lr needs to train at all).
     """
-    milestones = (math.ceil(0.5 * epochs), math.ceil(0.75 * epochs))
-    lr = base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+    lr = base_lr * 0.1 ** sum(epoch >= m for m in lr_milestones(epochs))
     return lr * min(1.0, (epoch + done) / warmup) if warmup else lr
 
 
