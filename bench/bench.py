@@ -320,13 +320,19 @@ def our_training_timing(paper, arch, space, images, labels, batch_size, device, 
 
 def attempt(name, measure):
     """`measure()`, or `FAILED` with the error on stderr: one failing variant must not cost the
-    run."""
+    run. A `Timing` is also reported on stderr as it comes: a table prints when all its rows are
+    measured, minutes later on a GPU that compiles, and a run stopped before then (a time limit)
+    keeps the rows it measured in its log."""
     try:
-        return measure()
+        result = measure()
     except Exception as error:  # noqa: BLE001 - reported, and the row says it failed
         print(f"{name}: failed: {type(error).__name__}: {str(error).splitlines()[0]}",
               file=sys.stderr, flush=True)
         return FAILED
+    if isinstance(result, Timing):
+        print(f"{name}: {rate_cell(result.rate, 1)} images/s, {result.vs_paper(2)} the paper's",
+              file=sys.stderr, flush=True)
+    return result
 
 
 def graph_note(mode, skips_before):

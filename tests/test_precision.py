@@ -325,7 +325,7 @@ def test_bench_reports_the_median_of_the_pairs_ratios_and_their_range():
     assert bench.Timing.of_pairs([100], [50]).vs_paper(1) == "2.0x"  # one pair: no range
 
 
-def test_bench_marks_the_rows_that_ran_without_cuda_graphs(monkeypatch):
+def test_bench_marks_the_rows_that_ran_without_cuda_graphs(monkeypatch, capsys):
     """A mode that records CUDA graphs (reduce-overhead) but ran graphs without them, as torch's
     skip counter says, timed plain kernel launches: its rows say so, the others say nothing."""
     from torch._dynamo.utils import counters
@@ -345,6 +345,10 @@ def test_bench_marks_the_rows_that_ran_without_cuda_graphs(monkeypatch):
         "ours + channels_last + compile default",
         "ours + channels_last + compile reduce-overhead (2 graphs without CUDA graphs)",
         "ours + channels_last + compile reduce-overhead, batch 256 (2 graphs without CUDA graphs)"]
+    # each row on stderr as it is measured: a run stopped before its table prints keeps them
+    assert capsys.readouterr().err.splitlines()[-2:] == [
+        "ours + channels_last + compile reduce-overhead: 400.0 images/s, 4.00x the paper's",
+        "ours + channels_last + compile reduce-overhead, batch 256: 400.0 images/s, 4.00x the paper's"]
 
 
 @needs_compiler
