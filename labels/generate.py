@@ -146,9 +146,14 @@ def get_dataset(name):
 
 def dataset_class_names(dataset, data_dir=None):
     """The dataset's class names in label order, from its meta file under `data_dir` when there is
-    one (`data_dir` itself or `data_dir/<archive folder>`), else the built-in list."""
+    one (`data_dir` itself or `data_dir/<archive folder>`), else the built-in list; LabelError when
+    `data_dir` is no folder."""
     spec = get_dataset(dataset)
     if data_dir is not None:
+        if not Path(data_dir).is_dir():  # a typo: was a note, then the built-in names, exit 0
+            what = "is a file, not a folder" if Path(data_dir).exists() else "does not exist"
+            raise LabelError(f"--data_dir {data_dir} {what} (give the dataset's folder, or leave "
+                             "it out for the built-in names)")
         for candidate in (Path(data_dir) / spec.meta_file,
                           Path(data_dir) / spec.folder / spec.meta_file):
             if candidate.is_file():

@@ -584,6 +584,19 @@ def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
         status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform",
                                              "--data_dir", tmp_path, "--out", tmp_path], capsys)
         assert status == 2 and f"{meta}{message}" in err and "download" not in err  # it downloads nothing
+    # a --data_dir that is no folder (a typo) was a note, the built-in names and exit 0
+    for data_dir, what in ((tmp_path / "typo", "does not exist"), (meta, "is a file, not a folder")):
+        status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform",
+                                               "--data_dir", data_dir, "--out", tmp_path / "out"], capsys)
+        assert status == 2 and err == (f"error: --data_dir {data_dir} {what} (give the dataset's folder, "
+                                       "or leave it out for the built-in names)\n")
+        assert not (tmp_path / "out").exists()
+    # a folder without the meta file: the built-in names, with a note
+    (tmp_path / "out").mkdir()
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--data_dir",
+                                         tmp_path / "out", "--out", tmp_path / "out"], capsys)
+    assert status == 0 and err == (f"note: no batches.meta under {tmp_path / 'out'}; using the built-in "
+                                   "cifar10 class names\n")
     names = tmp_path / "names.txt"
     names.write_bytes("caf\xe9\n".encode("latin1"))
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--names",
