@@ -34,7 +34,8 @@ from pathlib import Path
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, number, os_error_text,
                           run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
-                        check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args)
+                        check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
+                        value_list)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
 from utils.flags import label_name
@@ -54,9 +55,9 @@ def build_parser():
                               "attack.py, --base_dir and --data_dir to both; one neither accepts is an "
                               f"error); flags after -- too. The grid sets {', '.join(GRID_FLAGS)} itself.")
     grid = parser.add_argument_group("grid (a run per combination, in this order)")
-    grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options as keys "
-                      "(labels: [category, speech]; train_args: '--epochs 30'; args: [...] for "
-                      "pass-through flags); flags on the command line win")
+    grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options but --config "
+                      "and what to do as keys (labels: [category, speech]; train_args: '--epochs 30'; "
+                      "args: [...] for pass-through flags); flags on the command line win")
     grid.add_argument("--datasets", nargs="+", default=["cifar10"], help="datasets")
     grid.add_argument("--models", nargs="+", default=["resnet32"], help="networks")
     grid.add_argument("--labels", nargs="+", type=label_name, default=["category"],
@@ -131,22 +132,22 @@ def parse(argv=None):
         layers.append((split_args(values.pop("args", None), "args"),
                        {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args")
                         for stage in STAGES}))
-        parser.set_defaults(**values)
+        parser.set_defaults(**single_values(parser, values, first.config))
     opts, extra = parser.parse_known_args(argv)
     layers.append((extra + tail, {"train": split_args(opts.train_args, "--train_args"),
                                   "attack": split_args(opts.attack_args, "--attack_args")}))
     for name in AXES:
         setattr(opts, name, axis_values(name, getattr(opts, name)))
-    given = axis_list(opts.stages)
+    given = text_list("stages", opts.stages)
     if not given or set(given) - set(STAGES):
         raise UsageError(f"--stages must be among {', '.join(STAGES)} "
-                         f"(got {', '.join(map(str, given)) or 'none'})")
+                         f"(got {', '.join(given) or 'none'})")
     opts.stages = [s for s in STAGES if s in given]
-    opts.sbatch = [str(o).strip() for o in axis_list(opts.sbatch)]
+    opts.sbatch = [o.strip() for o in text_list("sbatch", opts.sbatch)]
     if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
         raise UsageError("--sbatch: an option must not be empty")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
-    opts.setup = axis_list(opts.setup)
+    opts.setup = text_list("setup", opts.setup)
     modes = [m for m in MODES if getattr(opts, m)]
     if len(modes) > 1:
         raise UsageError(f"choose one of --print, --slurm, --local (got {', '.join(modes)})")
@@ -204,10 +205,33 @@ def gpu_ids(value):
     return [visible[int(g)] if g.isdigit() else g for g in ids]
 
 
-def axis_list(value):
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
+def single_values(parser, values, path):
+    """A grid file's values for options of one value, as the command line would give them: a key
+    left empty (null) is the option's default, text or a number is read by the option's type
+    (an int option's number by the checks in `parse`), a list, mapping or true/false is an error
+    (--gpus, which takes a list, is read by `gpu_ids`)."""
+    out = dict(values)
+    for action in parser._actions:
+        key = action.dest
+        if key not in values or action.nargs is not None or key == "gpus":
+            continue
+        value = values[key]
+        if value is None:  # `partition:` with nothing after it; was --job-name=None, a traceback for jobs
+            del out[key]
+        elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            quote = "; quote a word YAML reads as true or false ('yes')" if isinstance(value, bool) else ""
+            raise UsageError(f"{path}: {key}: {value!r} is not one value (text or a number{quote})")
+        elif action.type is not int:
+            out[key] = str(value)
+    return out
+
+
+def text_list(name, value):
+    """A list option's values (`value_list`) as text."""
+    values = value_list(name, value)
+    if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+        raise UsageError(f"--{name}: {value!r} is neither a value nor a list of values")
+    return [str(v) for v in values]
 
 
 def make_tasks(opts, runs, scripts, routed, python):

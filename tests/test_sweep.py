@@ -224,6 +224,12 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
                                       "UUIDs)"),
     ("grid.yaml", "gpus: 0,1\njobs: 2\n", "--jobs 2 is for runs on the CPU; with --gpus, list an id twice to "
                                           "run two runs on that GPU (0,0,1,1)"),
+    # written as #SBATCH --partition="['gpu', 'cpu']" and --job-name=True; setup: [a, [b]] was a traceback
+    ("grid.yaml", "partition: [gpu, cpu]\n", "{tmp}/grid.yaml: partition: ['gpu', 'cpu'] is not one value "
+                                             "(text or a number)"),
+    ("grid.yaml", "job_name: yes\n", "{tmp}/grid.yaml: job_name: True is not one value (text or a number; "
+                                     "quote a word YAML reads as true or false ('yes'))"),
+    ("grid.yaml", "setup: [a, [b]]\n", "--setup: ['a', ['b']] is neither a value nor a list of values"),
 ])
 def test_a_bad_grid_file_is_one_exact_line(capsys, tmp_path, name, text, message):
     if text is not None:
@@ -249,6 +255,28 @@ def test_a_grid_files_slurm_time_is_the_text_written(tmp_path, capsys):
                                                 str(tmp_path / "out")])
     lines = script.read_text().splitlines()
     assert "#SBATCH --time=12:00:00" in lines and "#SBATCH --mem=16G" in lines
+
+
+def test_a_grid_files_empty_key_is_the_default_and_a_number_is_text(tmp_path, capsys, monkeypatch):
+    """A key left empty wrote #SBATCH --job-name=None and --signal=B:USR1@None, named the
+    interpreter '', and was a traceback for max_array_size (and jobs under --local); setup: 5
+    was a traceback too."""
+    (tmp_path / "grid.yaml").write_text("job_name:\nsignal_seconds:\nmax_array_size:\npython:\njobs:\n"
+                                        "partition:\nsetup: 5\nmem: 16\nstages: train\n")
+    grid = ["--config", str(tmp_path / "grid.yaml"), "--base_dir", str(tmp_path / "out")]
+    script, commands = slurm_script(tmp_path, capsys, grid)
+    lines = script.read_text().splitlines()
+    for line in ("#SBATCH --job-name=labelrep", "#SBATCH --signal=B:USR1@120", "#SBATCH --array=0-0",
+                 "#SBATCH --mem=16", "5"):
+        assert line in lines
+    assert not any(line.startswith("#SBATCH --partition") for line in lines)
+    assert commands.read_text().split()[2] == "python"  # after 'stage LOG'
+    opts, *_ = sweep.parse(grid + ["--local"])
+    assert (opts.jobs, opts.max_array_size, opts.python) == (1, 1000, "python")
+    monkeypatch.setattr(sweep, "cores", lambda: range(4))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert sweep.local_slots(opts) == [{"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}]
 
 
 # ---------------------------------------------------------------- what is done, what runs

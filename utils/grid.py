@@ -102,17 +102,23 @@ class Run:
                 "--level", f"{self.level:g}", "--seed", str(self.seed)]
 
 
-def axis_values(name, values):
-    """A grid axis as a list without repeats, in the order given; a scalar is a list of one."""
+def value_list(name, values):
+    """The values of list option --`name`, from the command line or a grid file: a scalar is a list
+    of one, null none."""
     if values is None:
         return []
     if isinstance(values, (str, int, float)):
         values = [values]
     if not isinstance(values, (list, tuple)):
         raise UsageError(f"--{name}: {values!r} is neither a value nor a list of values")
+    return list(values)
+
+
+def axis_values(name, values):
+    """A grid axis as a list without repeats, in the order given; a scalar is a list of one."""
     read = AXES[name]
     out = []
-    for value in values:
+    for value in value_list(name, values):
         try:
             value = read(value)
         except (TypeError, ValueError):
