@@ -476,6 +476,7 @@ def run(args, argv=None):
         entries = load_previous(results_path, path, checkpoint_sha, log)
         done = {identity(e): e for e in entries}
         kept = len(entries)
+        env = environment(argv)  # once: the document is written after every setting
 
         def document(clean_acc):
             return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
@@ -483,7 +484,7 @@ def run(args, argv=None):
                     "clean_acc": clean_acc, "entries": entries,
                     "config": vars(args) | absolute_folders(args) | {"epsilons": [
                         label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
-                    "environment": environment(argv)}
+                    "environment": env}
 
         settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
                     for label, eps in epsilons]

@@ -279,6 +279,35 @@ def test_a_result_names_the_code_that_made_it():
     assert isinstance(code_version()["dirty"], bool)
 
 
+def test_a_notebooks_later_run_names_the_code_as_it_is_then(tmp_path):
+    """One process (a kernel) records the checkout as it is at each run: edited after its first
+    run (reloaded, %autoreload), then committed. The first answer was kept for the process, so a
+    later run's config.json named the first run's commit, and "dirty": false for edited code."""
+    if not shutil.which("git"):
+        pytest.skip("no git")
+    shutil.copytree(REPO / "utils", tmp_path / "utils", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "utils"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    code = textwrap.dedent(f"""
+        import json, subprocess
+        from utils.runs import environment
+        seen = [environment()["git"]]
+        with open("utils/__init__.py", "a") as f:
+            f.write("# edited\\n")
+        seen.append(environment()["git"])
+        subprocess.run({git!r} + ["commit", "-qam", "second"], check=True)
+        seen.append(environment()["git"])
+        print(json.dumps(seen))""")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    first, edited, committed = json.loads(proc.stdout)
+    assert first["dirty"] is False and edited == {"commit": first["commit"], "dirty": True}
+    assert committed["dirty"] is False and committed["commit"] != first["commit"]
+
+
 def test_a_result_records_its_thread_count(speech_run):
     """The same flags trained on 1 and 2 CPU threads ended 2.6 points of validation accuracy apart
     (2 epochs on the CIFAR-10 subset: rounding, amplified), and config.json did not say which."""

@@ -16,7 +16,6 @@ answers at once.
 import contextlib
 import errno
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -255,10 +254,10 @@ def tensors_sha256(*tensors):
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
 def code_version():
     """{"commit": the checkout's git commit, "dirty": whether tracked files differ from it}, or None
-    outside a git checkout (an unpacked release) or without git."""
+    outside a git checkout (an unpacked release) or without git. Asked anew each time (~10 ms): a
+    notebook's second run may be of code edited (and reloaded) or committed since its first."""
     repo = Path(__file__).resolve().parents[1]
 
     def git(*argv):
