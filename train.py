@@ -38,7 +38,8 @@ def build_parser():
         "help": "folder holding (or receiving) cifar-10-batches-py / cifar-100-python"}, seed={
         "help": "seeds the split, the initialisation, the augmentation and --label_noise"})
     label = parser.add_argument_group("labels")
-    label.add_argument("--label", type=label_name, default="category", help="'category', or NAME for "
+    label.add_argument("--label", type=label_name, default="category", help="'category', 'mcr2' "
+                       "(features trained by rate reduction: see the MCR2 flags), or NAME for "
                        "the targets in {label_dir}/{dataset}_NAME.npy (speech, shuffle, uniform, "
                        "composite, random, lowdim, bert, glove, ...)")
     add_flags(label, "label_dir")
@@ -51,7 +52,8 @@ def build_parser():
     mcr2.add_argument("--gam1", type=number(float), default=1.0, help="weight inside R(Z)")
     mcr2.add_argument("--gam2", type=number(float), default=1.0, help="weight of R(Z) in the loss")
     mcr2.add_argument("--n_components", type=number(int), default=30,
-                      help="principal directions per class for nearest-subspace decoding")
+                      help="principal directions per class for nearest-subspace decoding (below "
+                      "--feature_dim)")
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=number(int), default=600,
                      help="epochs (the lr drops 10x at 50%% and 75%%)")

@@ -77,6 +77,12 @@ class MCR2Space:
 
     def __init__(self, num_classes, feature_dim=128, eps2=0.5, gam1=1.0, gam2=1.0, n_components=30,
                  bases=None):
+        """A new space (`bases` None) needs fewer components than feature dimensions: subspaces of
+        every direction keep each feature whole, so every class would decode alike (by rounding)."""
+        if bases is None and n_components >= feature_dim:
+            raise UsageError(f"--n_components {n_components} must be below --feature_dim {feature_dim}: "
+                             f"class subspaces of all {feature_dim} feature directions keep every "
+                             "feature whole, so nearest-subspace decoding could not tell the classes apart")
         self.name = MCR2
         self.num_classes = num_classes
         self.output_shape = (feature_dim,)
