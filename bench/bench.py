@@ -19,7 +19,8 @@ computes in bf16), torch.compile (the default mode; on a GPU also reduce-overhea
 graphs) and larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step
 iterative attack against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what
 host): the operators one training step runs from the host outside compiled graphs, counted by
-torch.profiler, what keeps a GPU waiting at small batches. Checkpoints (--what checkpoint): the
+torch.profiler, what keeps a GPU waiting at small batches, and the time a step takes to return to
+the host beside the time it takes to finish on the device (alike where the device waits). Checkpoints (--what checkpoint): the
 time to write train.py's last checkpoint of a run 600 epochs in, what --checkpoint_seconds saves.
 Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised;
 each of our timings is paired with one of the paper's taken just before it, and "vs paper" is the
@@ -418,9 +419,15 @@ def host_work(profile):
     return {"operators": operators, "graphs": graphs}
 
 
+HOST_STEPS = (3, 50)  # steps timed by --what host on a CPU, on a GPU
+
+
 def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128):
-    """(variant, host_work of one profiled step after two warm-up steps) for our eager step in
-    fp32 and in the fast options (`fast_options`), and the compiled step in each mode."""
+    """(variant, host_work of one profiled step after two warm-up steps, with "host_ms" and
+    "step_ms" added: the milliseconds a step took to return and to finish on the device, over
+    `HOST_STEPS` steps run back to back) for our eager step in fp32 and in the fast options
+    (`fast_options`), and the compiled step in each mode. Where the two times are alike the device
+    waits on the host; on a CPU they are the same."""
     space = make_space(label)
     images, labels = images[:batch_size].to(device), labels[:batch_size].to(device)
     base, base_options = fast_options(device)
@@ -438,29 +445,42 @@ def host_rows(arch, label, images, labels, device, compile_modes, batch_size=128
             def one_step():
                 offsets, flips = draw_augmentation(batch_size, generator, device)
                 step(images, offsets, flips, labels, 1 / batch_size)
-                synchronize(device)
-            one_step(), one_step()  # warm-up: compilation, autotuning, CUDA graph recording
+            for _ in range(2):  # warm-up: compilation, autotuning, CUDA graph recording
+                one_step(), synchronize(device)
             with torch.profiler.profile() as profile:
+                one_step(), synchronize(device)
+            steps = HOST_STEPS[device.type == "cuda"]
+            start = time.perf_counter()
+            for _ in range(steps):
                 one_step()
-            return host_work(profile)
+            returned = time.perf_counter()
+            synchronize(device)
+            finished = time.perf_counter()
+            return host_work(profile) | {"host_ms": (returned - start) / steps * 1e3,
+                                         "step_ms": (finished - start) / steps * 1e3}
         work = attempt(name, profiled)
         rows.append((name + graph_note(options.get("compile"), skips), None if work is FAILED else work))
     return rows
 
 
-def host_section(arch, label, rows):
+def host_section(arch, label, rows, device):
+    steps = HOST_STEPS[device.type == "cuda"]
     section = [f"\n**Host work per training step, {arch}, {label} labels, batch 128** (torch.profiler: "
-               "operators run from the host outside compiled graphs, and graph calls)\n",
-               "| step | operators | of them autograd nodes | of them gradient accumulations | graph calls |",
-               "| --- | ---: | ---: | ---: | ---: |"]
+               "operators run from the host outside compiled graphs, and graph calls; the mean time "
+               f"a step took to return to the host and to finish on the device, over {steps} steps "
+               "back to back)\n",
+               "| step | operators | of them autograd nodes | of them gradient accumulations | graph calls "
+               "| host ms a step | ms a step |",
+               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, work in rows:
         if work is None:
-            section.append(f"| {name} | failed | - | - | - |")
+            section.append(f"| {name} | failed | - | - | - | - | - |")
             continue
         ops = work["operators"]
         autograd = sum(n for op, n in ops.items() if op.startswith("autograd::"))
         accumulate = sum(n for op, n in ops.items() if "AccumulateGrad" in op)
-        section.append(f"| {name} | {sum(ops.values())} | {autograd} | {accumulate} | {work['graphs']} |")
+        section.append(f"| {name} | {sum(ops.values())} | {autograd} | {accumulate} | {work['graphs']} "
+                       f"| {work['host_ms']:.2f} | {work['step_ms']:.2f} |")
     compiled = [work for name, work in rows if "compile" in name and work is not None]
     if compiled:
         ops = compiled[-1]["operators"]
@@ -685,7 +705,7 @@ def speed_sections(args, device):
         for label in args.labels:
             if args.what == "host":
                 yield host_section(arch, label, host_rows(arch, label, images, labels, device,
-                                                          args.compile_modes))
+                                                          args.compile_modes), device)
             if args.what in ("train", "all"):
                 rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
                                      args.repeats, args.batch_sizes, args.compile_modes)
