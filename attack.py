@@ -49,7 +49,7 @@ def fraction(text, name="eps"):
         value = Fraction(text.strip())
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number or a fraction like 8/255") from None
-    if value > 0 and not float(value):
+    if 0 < value < 1 and not float(value):  # (1 or more cannot underflow; 1e400 has no float)
         raise argparse.ArgumentTypeError(f"{name} {text} is below the smallest float (it would be 0)")
     return value
 
@@ -68,7 +68,10 @@ def step_size(text):
     value = fraction(text, "step size")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # 1e400: was a traceback
+        raise argparse.ArgumentTypeError(f"step size {text} is above the largest float") from None
 
 
 def build_parser():
@@ -445,6 +448,7 @@ def run(args, argv=None):
     records (`utils.runs.command_line`; sys.argv when None)."""
     from utils import preempt
     from utils.attacks import Shared, draw_targets
+    from utils.atomic import check_writable
     from utils.progress import Progress, log
     from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, run_lock,
                             tensors_sha256, write_json)
@@ -510,6 +514,8 @@ def run(args, argv=None):
                     progress.step(f"{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%} "
                                   f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
                 else:
+                    if len(entries) == kept:  # the first to compute: a folder it cannot be saved in fails
+                        check_writable(results_path)  # now, not after the setting's work (a read-only one)
                     result = run_setting(model, space, images, labels, targets, entry, args, shared=shared,
                                          stop=preempt.requested)
                     if result is None:

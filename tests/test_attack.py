@@ -528,6 +528,35 @@ def test_a_figure_that_could_not_be_written_is_drawn_by_the_next_run(speech_run,
     assert err.count("reused") == 3 and png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != earlier
 
 
+def test_a_folder_that_cannot_hold_results_fails_before_the_first_setting(speech_run, cifar10_dir, label_dir,
+                                                                          tmp_path, capsys, monkeypatch):
+    """A read-only run folder (an archive) said "could not write" only after the first new setting's
+    attack had run, minutes of PGD on a whole test split; a rerun that reuses every setting goes on."""
+    import tempfile
+    from utils import attacks
+    _, run_dir = speech_run
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
+    flags = ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"), "--data_dir",
+             str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no",
+             "--num_images", "5", "--examples", "0", "--epsilons", "0", "2/255"]
+    call_main(capsys, flags)
+    before = (tmp_path / ATTACK_RESULTS).read_bytes()
+    real_mkstemp, real_attack, attacked = tempfile.mkstemp, attacks.run_attack, []
+
+    def read_only(*args, dir=None, **kwargs):  # what a read-only mount answers (root ignores chmod)
+        if dir is not None and Path(dir) == tmp_path:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(dir) / ".tmpfile"))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(attacks, "run_attack", lambda *a, **k: attacked.append(a) or real_attack(*a, **k))
+    _, err = call_main(capsys, flags)  # every setting reused: nothing to write
+    assert err.count("reused") == 2
+    status, err = run_cli_status(capsys, flags + ["8/255"])
+    assert (status, err.splitlines()[-1]) == (2, f"error: could not write {tmp_path / ATTACK_RESULTS}: "
+                                                 "Read-only file system")
+    assert not attacked and (tmp_path / ATTACK_RESULTS).read_bytes() == before
+
+
 @pytest.mark.parametrize("when", ["first", "before the figure"])
 def test_a_run_directory_removed_during_the_attack_is_one_line(when, speech_run, cifar10_dir, label_dir,
                                                                tmp_path, capsys, monkeypatch):
@@ -791,6 +820,14 @@ def test_a_step_size_is_written_as_an_eps_is(capsys):
     assert one_line_error(capsys, ["--epsilons", "0", "8"]) == (
         "error: argument --epsilons: eps 8 is outside [0, 1], the images' range (for 8 of 255 grey "
         "levels write 8/255) (see attack.py --help)")
+
+
+def test_an_eps_or_step_size_too_large_for_a_float_is_one_line(capsys):
+    """--epsilons 1e400 and --step_size 1e400 were OverflowError tracebacks (the Fraction's float)."""
+    assert one_line_error(capsys, ["--epsilons", "0", "1e400"]) == (
+        "error: argument --epsilons: eps 1e400 is outside [0, 1] (see attack.py --help)")
+    assert one_line_error(capsys, ["--step_size", "1e400"]) == (
+        "error: argument --step_size: step size 1e400 is above the largest float (see attack.py --help)")
 
 
 def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, tmp_path, capsys):

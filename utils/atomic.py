@@ -86,3 +86,9 @@ def _temporary(path, write):
 def atomic_write_text(path, text):
     """`atomic_write` of a str, as UTF-8."""
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def check_writable(path):
+    """Raise the OSError (named by `path`) that `atomic_write` of `path` would meet creating its
+    temporary file (a read-only folder), before the work whose result it is to hold; leaves nothing."""
+    Path(_temporary(Path(path), lambda f: None)).unlink()
