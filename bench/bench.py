@@ -20,8 +20,9 @@ graphs) and larger batches. Attack images/s: the paper's one-image-at-a-time FGS
 iterative attack against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what
 host): the operators one training step runs from the host outside compiled graphs, counted by
 torch.profiler, what keeps a GPU waiting at small batches, and the time a step takes to return to
-the host beside the time it takes to finish on the device (alike where the device waits). Checkpoints (--what checkpoint): the
-time to write train.py's last checkpoint of a run 600 epochs in, what --checkpoint_seconds saves.
+the host beside the time it takes to finish on the device (alike where the device waits).
+Checkpoints (--what checkpoint): the time to write train.py's last checkpoint of a run 600 epochs
+in, what --checkpoint_seconds saves.
 Each figure is the median of --repeats timed runs after a warm-up, with the device synchronised;
 each of our timings is paired with one of the paper's taken just before it, and "vs paper" is the
 median of the pairs' ratios, with their range: a machine whose speed drifts (this project's 2-core
