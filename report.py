@@ -6,11 +6,12 @@
 Reads each run directory of the paper's layout ({base}/{dataset}/seed{s}/{model}/model_{label},
 {base}/less/{dataset}/level{L}/..., model_category_smooth{S}, model_{label}_noise{R}; see
 utils.runs.run_directory):
-results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md; clean_accuracy.csv,
-data_efficiency.csv, robust_accuracy.csv, label_noise.csv, runs.csv; PNG
-figures (robust accuracy against eps, accuracy against data level, validation curves); and
-summary.json with every number, plus the runs that are missing or incomplete. Accuracies are
-fractions in the CSVs and JSON, percentages in tables.md: mean +- sample std over seeds (n = seeds).
+config.json, results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md;
+clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
+--label_noise runs); PNG figures (robust accuracy against eps, accuracy against data level,
+validation curves); and summary.json with every number, plus the runs that are missing or
+incomplete. Accuracies are fractions in the CSVs and JSON, percentages in tables.md: mean +-
+sample std over seeds (n = seeds).
 """
 if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
     from utils import errors
@@ -913,6 +914,12 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
               "attacked": sum(r["attack"] is not None for r in records)}
     out.mkdir(parents=True, exist_ok=True)
     earlier = read_json_or_none(out / "summary.json")
+    # another program's summary.json: replacing it, and deleting the files its "files" names, would
+    # lose someone's work; a report's has held these keys since its first
+    ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()
+    if (out / "summary.json").exists() and not ours:
+        raise UsageError(f"{out / 'summary.json'} is no report's summary.json (no expected_runs and files); "
+                         "choose another --out, or remove it")
     levels = full_levels(accuracy)
     clean = [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
     accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",

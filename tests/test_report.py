@@ -418,6 +418,38 @@ def test_a_report_that_does_not_fit_on_the_disk_leaves_the_earlier_one(study, tm
     assert (out / "tables.md").read_bytes() != before["tables.md"]
 
 
+def test_a_folder_in_the_way_of_a_report_file_leaves_the_earlier_report(study, tmp_path, capsys):
+    """A folder named runs.csv in --out failed the report at its rename, once the CSVs renamed
+    before it had replaced the earlier report's: new CSVs beside the earlier tables.md and summary.json."""
+    from utils.errors import call_cli
+    base, out = tmp_path / "runs", tmp_path / "report"
+    shutil.copytree(study, base)
+    report(base, out, draw=False)
+    (out / "runs.csv").unlink()
+    (out / "runs.csv").mkdir()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    make_run(base, "category", 4, test_acc=0.9, valid_acc=0.9)  # another seed: every table changes
+    assert call_cli(report_main, ["--base_dir", str(base), "--out", str(out), "--no_figures"]) == 2
+    assert capsys.readouterr().err == f"error: cannot use {out / 'runs.csv'}: Is a directory\n"
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # no temporary file
+    assert (out / "runs.csv").is_dir()
+
+
+def test_another_programs_summary_json_is_no_earlier_report(study, tmp_path):
+    """An --out holding another program's summary.json, whose "files" named the user's data.csv:
+    the report replaced that summary.json and deleted data.csv as an earlier report's stale file."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "data.csv").write_text("mine")
+    (out / "summary.json").write_text(json.dumps({"files": ["data.csv"]}))
+    proc = run_script("report.py", "--base_dir", study, "--out", out, "--no_figures", check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (f"error: {out / 'summary.json'} is no report's summary.json (no expected_runs and "
+                           "files); choose another --out, or remove it\n")
+    assert sorted(p.name for p in out.iterdir()) == ["data.csv", "summary.json"]
+    assert (out / "data.csv").read_text() == "mine"
+
+
 def test_the_json_line_names_the_report_folder_absolute(study, tmp_path, monkeypatch, capsys):
     """A relative --out was printed as given: a notebook that ran report.py with another working
     directory (subprocess cwd=...) could not open it."""

@@ -2,6 +2,7 @@
 
 No torch here: the label tools import it too."""
 import contextlib
+import errno
 import json
 import math
 import os
@@ -64,6 +65,8 @@ def _temporary(path, write):
     """A temporary file beside `path` that write(file) filled, flushed to the disk."""
     tmp = None
     path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder
+    if path.is_dir():  # no file can be renamed over it: said now, not once part of a set is replaced
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
