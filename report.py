@@ -178,6 +178,7 @@ def read_run(base, rel, key):
     history = read_lines(run_dir / METRICS)
     # None where an epoch has no validation accuracy (--valid_size 0) or a malformed line
     record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]
+    record["diverged_epoch"] = diverged_epoch(history)
     record["epochs"] = flags.get("epochs")
     results_path = run_dir / RESULTS
     if results_path.exists():
@@ -219,6 +220,17 @@ def read_run(base, rel, key):
                                 "num_images": images if isinstance(images, int) else None,
                                 "entries": entries}
     return record
+
+
+def diverged_epoch(history):
+    """The first epoch of metrics.jsonl's rows (`history`) whose loss was not finite, which
+    train.py logs as null: the training loss, or the validation loss beside a validation accuracy
+    (weights gone non-finite while the training loss stayed finite); None where none was."""
+    for epoch, row in enumerate(history, 1):
+        if isinstance(row, dict) and (row.get("train_loss", 0) is None
+                                      or row.get("valid_acc") is not None and row.get("valid_loss", 0) is None):
+            return epoch
+    return None
 
 
 def exclude_odd_seeds(records):
@@ -602,9 +614,9 @@ def robust_markdown(robust):
     return out
 
 
-def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected_from, counts):
+def tables_markdown(title, base, records, accuracy, robust, incomplete, missing, expected_from, counts):
     """tables.md: what was read, the clean, data-efficiency, label-noise and robust tables, then the
-    incomplete and missing runs."""
+    diverged, incomplete and missing runs."""
     intro = (f"From `{base}`: {counts['run_dirs']} run directories, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
              f"(expected runs: {expected_from}).")
@@ -614,7 +626,12 @@ def tables_markdown(title, base, accuracy, robust, incomplete, missing, expected
     out = [f"# {title}", "", intro, legend, ""]
     out += clean_markdown(accuracy) + efficiency_markdown(accuracy) + noise_markdown(accuracy)
     out += robust_markdown(robust)
-    out += ["## Incomplete runs", ""]
+    out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them; "
+            "a run's test accuracy is of its best epoch's weights).", ""]
+    out += [f"- `{r['run_dir']}`: from epoch {r['diverged_epoch']}"
+            + (f"; best epoch {r['train']['best_epoch']}" if r["train"] and r["train"]["best_epoch"] else "")
+            for r in records if r["diverged_epoch"]] or ["None."]
+    out += ["", "## Incomplete runs", ""]
     out += [f"- `{i['run_dir']}`: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
     out += ["", "## Missing runs", ""]
     out += [f"- {m['run']}: {m['reason']}" for m in missing] or ["None."]
@@ -931,7 +948,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
                 for r in records]
-    tables = tables_markdown(title, base_dir, accuracy, robust, incomplete, missing, expected_from, counts)
+    tables = tables_markdown(title, base_dir, records, accuracy, robust, incomplete, missing, expected_from,
+                             counts)
     # one set: a failure part way (a full disk) leaves the earlier report's files as they were
     with file_set() as put:
         write_csv(put, out / "clean_accuracy.csv", clean, accuracy_columns)
@@ -945,7 +963,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
             "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
             "step_size", "restarts", "amp"])
         write_csv(put, out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status",
-                                                    "test_acc", "epochs_done", "epochs", "run_dir"])
+                                                    "test_acc", "epochs_done", "epochs", "diverged_epoch",
+                                                    "run_dir"])
         put(out / "tables.md", lambda f: f.write(tables.encode()))
         written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers)
                    if draw else [])
@@ -956,7 +975,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
             "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
                        for k, by_label in sorted(curves.items())
                        for label, values in by_label.items()],
-            "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "train", "attack", "problems")}
+            "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train", "attack",
+                                        "problems")}
                      for r in records],
             "incomplete": incomplete, "missing": missing,
             "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
