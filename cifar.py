@@ -195,18 +195,20 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
         raise UsageError(f"--level must lie in (0, 100], got {level}")
     if not 0 <= valid_size < num_images:
         raise UsageError(f"--valid_size {valid_size} leaves no training images: the dataset has "
-                         f"{num_images}")
+                         f"{num_images}; pass a --valid_size of at most {max(num_images - 2, 0)}")
     order = np.random.RandomState(seed).permutation(num_images)
     remaining = num_images - valid_size
     # the level's decimal digits, exactly: in floats 50000 * 0.29 / 100 is 144.99999999999997
     train_len = remaining if level == 100 else int(num_images * Fraction(str(level)) / 100)
     if train_len > remaining:
         raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
-                         f"of the {num_images} remain after the {valid_size} validation images")
+                         f"of the {num_images} remain after the {valid_size} validation images; pass a "
+                         f"--valid_size of at most {num_images - train_len}, or a lower --level")
     if train_len < 2:
         given = f"--level {level}" if level < 100 else f"--valid_size {valid_size}"
+        fix = "" if level < 100 else f": pass a --valid_size of at most {num_images - 2}"
         raise UsageError(f"{given} leaves {train_len} training image{'s' * (train_len != 1)}; "
-                         "a run needs at least 2")
+                         f"a run needs at least 2{fix}")
     return Split(train=order[valid_size:valid_size + train_len], valid=order[:valid_size])
 
 

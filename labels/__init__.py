@@ -85,6 +85,18 @@ def granularity_fix(dataset, granularity, label):
             f"--label {label} --out DIR, then pass --label_dir DIR")
 
 
+def make_fix(dataset, name):
+    """How to make a missing label file that labels.generate knows (bert, glove, normal_dim=7: not
+    shipped); None for a name it does not make (a typo: the labels found say what was meant)."""
+    from labels.generate import parse_label  # here: it imports this module (its own imports are light)
+    try:
+        parse_label(name)
+    except LabelError:
+        return None
+    return (f"make it with python -m labels.generate --dataset {dataset} --label {name} --out DIR "
+            "(labels/README.md), then pass --label_dir DIR")
+
+
 def check_targets(targets, source, num_classes=None, fix=None):
     """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
     class (C == num_classes when given; `fix` says how to get such a file), finite in float32,
@@ -120,13 +132,14 @@ def check_targets(targets, source, num_classes=None, fix=None):
 def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, builtin=()):
     """Targets of label `name` for `dataset`: float32 array (C, *shape), checked by `read_targets`
     (`num_classes`, `fix`). Raises LabelError naming the labels that do exist (`builtin` names
-    first: labels that need no file) when there is no such file."""
+    first: labels that need no file), and how to make it (`make_fix`), when there is no such file."""
     path = label_path(dataset, name, label_dir)
     if not Path(label_dir).is_dir():  # a typo, or the label file itself: no folder to list labels of
         what = "is a file, not a folder" if Path(label_dir).exists() else "does not exist"
         raise LabelError(f"no label file {path} for --label {name}: --label_dir {label_dir} {what}")
     if not path.exists():  # a folder or FIFO there: read_targets says what it is
         known = ", ".join([*builtin, *available_labels(dataset, label_dir)]) or "none"
+        how = make_fix(dataset, name)  # a coarse run's fix says how to make its own file
         raise LabelError(f"no label file {path} for --label {name}; labels found for {dataset} in "
-                         f"{label_dir}: {known}")
+                         f"{label_dir}: {known}" + (f"; {fix or how}" if how else ""))
     return read_targets(path, num_classes, fix)

@@ -16,7 +16,7 @@ from architecture import ARCHITECTURES, build_model, count_parameters
 from cifar import DATASETS, augment, load_cifar, split_indices, to_float
 from conftest import REFERENCE_LABELS, REPO, SUBSET, make_cifar10
 from utils.errors import UsageError
-from labels import LABEL_DIR, read_targets
+from labels import LABEL_DIR, granularity_fix, read_targets
 from utils.labelspace import CategorySpace, TargetSpace, load_label_space, margin
 
 
@@ -107,6 +107,13 @@ def test_a_fractional_level_takes_its_percent_exactly():
 def test_split_rejects_a_level_that_does_not_fit():
     with pytest.raises(UsageError, match=r"--level 90 asks for 4653 training images, but only 4170"):
         split_indices(5170, seed=0, valid_size=1000, level=90)
+    # the README's --level 10 on the CIFAR-10 subset, with the default --valid_size: what to pass
+    with pytest.raises(UsageError) as err:
+        split_indices(5170, seed=0, valid_size=5000, level=10)
+    assert str(err.value) == ("--level 10 asks for 517 training images, but only 170 of the 5170 remain "
+                              "after the 5000 validation images; pass a --valid_size of at most 4653, "
+                              "or a lower --level")
+    assert len(split_indices(5170, seed=0, valid_size=4653, level=10).train) == 517
 
 
 def test_augment_is_a_seeded_shift_and_flip():
@@ -416,6 +423,27 @@ def test_the_list_of_labels_leaves_out_folders(tmp_path):
         load_label_space("other", "cifar10", 10, tmp_path)
     with pytest.raises(UsageError, match=r"cifar10_folder.npy is not a regular file$"):
         load_label_space("folder", "cifar10", 10, tmp_path)
+
+
+def test_a_missing_label_that_labels_generate_makes_says_how(tmp_path):
+    """README's `--label bert` (not shipped) listed the labels found and stopped there; a name
+    labels.generate makes says the command, a coarse run's its own, a typo nothing more."""
+    np.save(tmp_path / "cifar10_good.npy", np.eye(10, dtype=np.float32))
+    with pytest.raises(UsageError) as err:
+        load_label_space("bert", "cifar10", 10, tmp_path)
+    assert str(err.value) == (f"no label file {tmp_path / 'cifar10_bert.npy'} for --label bert; labels "
+                              f"found for cifar10 in {tmp_path}: category, mcr2, good; make it with "
+                              "python -m labels.generate --dataset cifar10 --label bert --out DIR "
+                              "(labels/README.md), then pass --label_dir DIR")
+    with pytest.raises(UsageError) as err:
+        load_label_space("normal_dim=7", "cifar100", 20, tmp_path,
+                         fix=granularity_fix("cifar100", "coarse", "normal_dim=7"))
+    assert str(err.value).endswith("; a --label_granularity coarse run needs a file of its own: make one "
+                                   "with python -m labels.generate --dataset cifar100 --label_granularity "
+                                   "coarse --label normal_dim=7 --out DIR, then pass --label_dir DIR")
+    with pytest.raises(UsageError) as err:
+        load_label_space("speeh", "cifar10", 10, tmp_path)
+    assert str(err.value).endswith(": category, mcr2, good")
 
 
 def test_a_label_dir_that_is_no_folder_is_named(tmp_path):

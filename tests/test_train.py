@@ -498,8 +498,11 @@ def run_cli_capture(capsys, argv):
     # trained into model_speech_noise0.123456, another rate's directory (which --force would empty)
     ({"label_noise": "0.1234561"}, "argument --label_noise: 0.1234561 has more digits than a run "
      "directory's name keeps (model_{label}_noise0.123456); give at most 6 significant digits"),
-    ({"valid_size": "400"}, "--valid_size 400 leaves no training images: the dataset has 300"),
-    ({"valid_size": "299"}, "--valid_size 299 leaves 1 training image; a run needs at least 2"),
+    # said what was wrong, not which --valid_size would do (the README's default 5000 on a small copy)
+    ({"valid_size": "400"}, "--valid_size 400 leaves no training images: the dataset has 300; pass a "
+     "--valid_size of at most 298"),
+    ({"valid_size": "299"}, "--valid_size 299 leaves 1 training image; a run needs at least 2: pass a "
+     "--valid_size of at most 298"),
     ({"batch_size": "1"}, "argument --batch_size: 1 must be at least 2"),
     ({"epochs": "0"}, "argument --epochs: 0 must be positive"),
     ({"lr": "-0.1"}, "argument --lr: -0.1 must be positive"),
