@@ -815,7 +815,8 @@ def run_training(args, argv=None):
                 if changes := _rounding_changes(config["segments"]):
                     log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
                         "epochs before, so the run will not end bit for bit as an uninterrupted one")
-        elif args.resume and writes:  # a typo in --seed or --base_dir trains a new run: this names its folder
+        elif args.resume and not args.force and writes:  # a typo in --seed or --base_dir trains a new run:
+            # this names its folder (with --force there may have been one, which it drops)
             log(f"starting {run_dir} at epoch 1: --resume found no checkpoint there")
         if writes:
             if args.force:  # the old run's checkpoints go, and its results and its attacks' with them
