@@ -1645,6 +1645,10 @@ def test_a_validation_split_larger_than_the_training_images_is_told(cifar10_dir,
         "--valid_size trains on more")
     train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, valid_size=200, level=30))
     assert "warning" not in capsys.readouterr().err  # fewer images than the split is what a level asks
+    # a batch above the training images (MCR2's default 1000 on a small --level): one step an epoch
+    train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, level=20, batch_size=100))
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: --batch_size 100 is more than the 60 training images: each epoch is one step of 60")
 
 
 def test_a_signal_after_the_loops_last_look_reaches_the_caller():

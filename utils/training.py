@@ -787,6 +787,9 @@ def run_training(args, argv=None):
             log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
                 f"{len(data.train_labels)} training images to train on; a smaller --valid_size "
                 "trains on more")
+        if args.batch_size > len(split.train) and ctx.main:  # MCR2's 1000 on a small --level, say
+            log(f"warning: --batch_size {args.batch_size} is more than the {len(split.train)} training "
+                f"images: each epoch is one step of {len(split.train)}")
         # kept: the best epoch's weights, label space state and the epoch the best checkpoint holds
         checkpoint, *kept = _start_point(args, last_path, best_path, device, space, label_sha256, facts)
         if checkpoint is not None and space.needs_fit:  # MCR2: the next epoch decodes with the
