@@ -87,6 +87,13 @@ def build_parser():
                         help="images for the one-at-a-time loops (default 50 on the CPU, 200 on a GPU)")
     parser.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
                         help="larger batch sizes to try with the fastest variant (default 256 512)")
+    parser.add_argument("--compiled_only", action="store_true", help="--what train and all: time "
+                        "the compiled variants only (of ours; the paper's pipeline still runs): "
+                        "the eager rows took a GPU session about 3 minutes per model and label")
+    parser.add_argument("--cudnn_benchmark", action="store_true", help="--what train and all, on "
+                        "a GPU: time each compiled variant also with torch.backends.cudnn.benchmark "
+                        "(cuDNN times its convolution algorithms for each shape on first use and "
+                        "keeps the fastest; train.py does not set it)")
     parser.add_argument("--checkpoint", type=nonempty, default=None, help="attack this train.py best-model "
                         "checkpoint (its model and labels; --models/--labels then apply to training "
                         "only) instead of a randomly initialised model")
@@ -121,6 +128,14 @@ def parse_args(argv=None):
     if args.data_dir and not attacks and args.what != "accuracy":
         parser.error(f"--data_dir serves --what attack, all and accuracy; --what {args.what} times synthetic "
                      "images")
+    if args.compiled_only and args.what not in ("train", "all"):
+        parser.error(f"--compiled_only selects rows of --what train and all; --what {args.what} has none")
+    if args.compiled_only and args.compile_modes == []:
+        parser.error("--compiled_only with no --compile_modes leaves no variant of ours to time")
+    if args.cudnn_benchmark and (args.what not in ("train", "all") or args.compile_modes == []):
+        parser.error("--cudnn_benchmark adds rows to the compiled variants of --what train and all")
+    if args.cudnn_benchmark and args.device == "cpu":
+        parser.error("--cudnn_benchmark times cuDNN, which only a CUDA device runs")
     check_train_flags(parser, args)
     args.batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes
     if args.train_images is not None:  # else its default depends on the device: main checks it
@@ -308,15 +323,22 @@ def our_step(arch, space, device, amp=False, channels_last=False, compile=None):
     return TrainStep(model, space.to(device), 0.01, amp, channels_last, compile)
 
 
-def our_training_timing(paper, arch, space, images, labels, batch_size, device, repeats, **options):
-    """`paper.compare` for train.py's loop: a `Timing`."""
+def our_training_timing(paper, arch, space, images, labels, batch_size, device, repeats,
+                        cudnn_benchmark=False, **options):
+    """`paper.compare` for train.py's loop: a `Timing`; with `cudnn_benchmark`, our epochs run
+    under torch.backends.cudnn.benchmark (the paper pipeline's stay under torch's default, off)."""
     step = our_step(arch, space, device, **options)
     images, labels = images.to(device), labels.to(device)
     generator = torch.Generator(device).manual_seed(0)
     n = len(images) // batch_size * batch_size
 
     def epoch():
-        train_epoch(step, images[:n], labels[:n], batch_size, generator)
+        was = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        try:
+            train_epoch(step, images[:n], labels[:n], batch_size, generator)
+        finally:
+            torch.backends.cudnn.benchmark = was
     return paper.compare(epoch, n, repeats)
 
 
@@ -358,9 +380,11 @@ BF16_LEFT_OUT = ("bf16 rows left out: this device has no native bf16 (`utils.tra
                  "where bf16 autocast is emulated and many times slower than float32")
 
 
-def training_rows(arch, label, images, labels, device, repeats, batch_sizes, compile_modes):
+def training_rows(arch, label, images, labels, device, repeats, batch_sizes, compile_modes,
+                  compiled_only=False, cudnn_benchmark=False):
     """(name, batch size, `Timing`): the paper's pipeline first (the median of all its timings),
-    then our variants."""
+    then our variants (the compiled ones only with `compiled_only`; each compiled one also with
+    cuDNN's algorithm search with `cudnn_benchmark`)."""
     space = make_space(label)
     paper = paper_training(arch, space, images, labels, 128, device)
     rows = []
@@ -369,9 +393,14 @@ def training_rows(arch, label, images, labels, device, repeats, batch_sizes, com
     if fast_bf16(device):
         variants += [("ours + bf16 autocast", {"amp": True}),
                      ("ours + bf16 + channels_last", {"amp": True, "channels_last": True})]
+    if compiled_only:
+        variants = []
     base, base_options = fast_options(device)
-    variants += [(f"ours + {base} + compile {mode}", base_options | {"compile": mode})
-                 for mode in compile_modes]
+    for mode in compile_modes:
+        variants.append((f"ours + {base} + compile {mode}", base_options | {"compile": mode}))
+        if cudnn_benchmark:
+            variants.append((f"ours + {base} + compile {mode} + cudnn.benchmark",
+                             base_options | {"compile": mode, "cudnn_benchmark": True}))
     measured, ratios = {}, {}
 
     def timed_row(name, batch_size, options):
@@ -709,7 +738,8 @@ def speed_sections(args, device):
                                                           args.compile_modes), device)
             if args.what in ("train", "all"):
                 rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
-                                     args.repeats, args.batch_sizes, args.compile_modes)
+                                     args.repeats, args.batch_sizes, args.compile_modes,
+                                     args.compiled_only, args.cudnn_benchmark)
                 paper = rows[0][2].rate
                 section = [f"\n**Training, {arch}, {label} labels** ({n_train} images per timed "
                            "epoch; each of our timings paired with one of the paper's, taken just "
@@ -771,6 +801,8 @@ def main(argv=None, args=None):
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     device = resolve_device(args.device)
     keep_freed_memory(device)  # for the paper's pipeline too: its ratio to ours is not flattered
+    if args.cudnn_benchmark and device.type != "cuda":
+        build_parser().error("--cudnn_benchmark times cuDNN, which only a CUDA device runs")
     if args.train_images is None:
         args.train_images = 20480 if device.type == "cuda" else 1024
         check_train_images(build_parser(), args)

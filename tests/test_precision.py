@@ -163,6 +163,13 @@ def test_bench_accuracy_table_without_validation_images():
     # used by no table asked for: --what train ignored them without a word
     (["--what", "train", "--checkpoint", "{tmp}/x.pth"], "--checkpoint is what --what attack or all attacks; "
      "--what train uses none"),
+    (["--what", "host", "--compiled_only"], "--compiled_only selects rows of --what train and all; "
+     "--what host has none"),
+    (["--what", "train", "--compiled_only", "--compile_modes"], "--compiled_only with no --compile_modes "
+     "leaves no variant of ours to time"),
+    (["--what", "train", "--cudnn_benchmark"], "--cudnn_benchmark times cuDNN, which only a CUDA device runs"),
+    (["--what", "host", "--cudnn_benchmark"], "--cudnn_benchmark adds rows to the compiled variants of "
+     "--what train and all"),
     (["--what", "host", "--data_dir", "{tmp}"], "--data_dir serves --what attack, all and accuracy; --what host "
      "times synthetic images"),
 ])
@@ -269,6 +276,60 @@ def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
     assert rows == ["paper: PIL + DataLoader(4 workers), fp32", "ours: on-device data + augmentation",
                     "ours + channels_last"]
     assert "bf16 rows left out: this device has no native bf16" in text
+
+
+def test_bench_compiled_only_times_the_compiled_variants(tmp_path, monkeypatch):
+    """--compiled_only: the paper's pipeline and our compiled variants, at 128 and each of
+    --batch_sizes, and none of the eager ones (a short GPU session's minutes)."""
+    from bench import bench
+    timed = []
+
+    def fake_timing(paper, arch, space, images, labels, batch_size, device, repeats, **options):
+        timed.append((batch_size, options))
+        return bench.Timing.of_pairs([200.0], [100.0])
+    monkeypatch.setattr(bench, "our_training_timing", fake_timing)
+    record = tmp_path / "B.md"
+    bench.main(["--what", "train", "--labels", "category", "--device", "cpu", "--train_images", "256",
+                "--repeats", "1", "--compiled_only", "--compile_modes", "default", "--batch_sizes", "256",
+                "--record", str(record)])
+    base, options = bench.fast_options(torch.device("cpu"))
+    assert timed == [(128, options | {"compile": "default"}), (256, options | {"compile": "default"})]
+    rows = [line.split("|")[1:3] for line in record.read_text().splitlines() if line.startswith("| ")]
+    assert [(name.strip(), int(batch)) for name, batch in rows[2:]] == [
+        ("paper: PIL + DataLoader(4 workers), fp32", 128), (f"ours + {base} + compile default", 128),
+        (f"ours + {base} + compile default, batch 256", 256)]
+
+
+def test_bench_cudnn_benchmark_rows(monkeypatch):
+    """--cudnn_benchmark: each compiled variant is timed twice, the second time with our epochs
+    (not the paper's) under torch.backends.cudnn.benchmark, which is restored after."""
+    from bench import bench
+    timed, flags = [], []
+
+    def fake_timing(paper, arch, space, images, labels, batch_size, device, repeats, **options):
+        timed.append(options.get("cudnn_benchmark", False))
+        return bench.Timing.of_pairs([200.0], [100.0])
+    monkeypatch.setattr(bench, "our_training_timing", fake_timing)
+    images = torch.randint(0, 256, (256, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (256,))
+    rows = bench.training_rows("resnet32", "category", images, labels, torch.device("cpu"), 1, [],
+                               ["default"], compiled_only=True, cudnn_benchmark=True)
+    base = bench.fast_options(torch.device("cpu"))[0]
+    assert [name for name, _, _ in rows[1:]] == [f"ours + {base} + compile default",
+                                                 f"ours + {base} + compile default + cudnn.benchmark"]
+    assert timed == [False, True]
+    monkeypatch.undo()
+
+    class Paper:
+        def compare(self, run, images, repeats):
+            flags.append(torch.backends.cudnn.benchmark)
+            run()
+            flags.append(torch.backends.cudnn.benchmark)
+    monkeypatch.setattr(bench, "train_epoch", lambda *args: flags.append(torch.backends.cudnn.benchmark))
+    before = torch.backends.cudnn.benchmark
+    bench.our_training_timing(Paper(), "resnet32", bench.make_space("category"), images, labels, 128,
+                              torch.device("cpu"), 1, cudnn_benchmark=not before)
+    assert flags == [before, not before, before] and torch.backends.cudnn.benchmark == before
 
 
 def test_bench_host_compiles_no_mode_when_given_none(tmp_path, monkeypatch):
