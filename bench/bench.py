@@ -9,6 +9,8 @@
                                                            # train.py in fp32 and in bf16: test acc
     python bench/bench.py --what accuracy --data_dir data --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'
     python bench/bench.py --what host --labels category    # operators a step runs outside graphs
+    python bench/bench.py --what train --device cuda --compile_modes reduce-overhead --compiled_only \
+        --cudnn_benchmark --batch_sizes                    # the compiled step alone, +- cuDNN's search
     python bench/bench.py --what checkpoint --models resnet32 vgg19   # the cost of a last checkpoint
 
 Training images/s: (a) the paper's pipeline re-created (per-image PIL crop/flip/normalise in a
@@ -16,7 +18,8 @@ DataLoader with 4 workers, fp32, a host sync per step for the running loss) and 
 training loop of train.py (`utils.training.train_epoch`: uint8 data on the device, batched
 augmentation, no per-step sync) alone and with channels_last, bf16 autocast (where the device
 computes in bf16), torch.compile (the default mode; on a GPU also reduce-overhead, which adds CUDA
-graphs) and larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step
+graphs; --compiled_only: these rows only; --cudnn_benchmark: each also with cuDNN's algorithm
+search) and larger batches. Attack images/s: the paper's one-image-at-a-time FGSM and 5-step
 iterative attack against our batched attacks (FGSM, 5-step iterative, PGD-10). Host work (--what
 host): the operators one training step runs from the host outside compiled graphs, counted by
 torch.profiler, what keeps a GPU waiting at small batches, and the time a step takes to return to
