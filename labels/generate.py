@@ -63,7 +63,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
-from utils.atomic import atomic_write, json_text
+from utils.atomic import file_set, json_text
 from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
 from utils.pickles import meta_class_names
 
@@ -746,13 +746,13 @@ def make_label(name, names, seed=None, **options):
 
 # ----------------------------------------------------------------------------- writing and CLI
 
-def save_atomic(path, targets):
-    """Write `targets` to `path` (.npy) atomically, so a reader never sees half a file. Through
-    bytes in memory (a few MB): numpy's own write to a file reports a full disk without its cause
-    ('4096000 requested and 524256 written'), which came out as '[Errno None] None'."""
+def npy_writer(targets):
+    """write(file) of `targets` as .npy, for `file_set`'s put. Through bytes in memory (a few MB):
+    numpy's own write to a file reports a full disk without its cause ('4096000 requested and
+    524256 written'), which came out as '[Errno None] None'."""
     data = io.BytesIO()
     np.save(data, targets, allow_pickle=False)
-    atomic_write(path, lambda f: f.write(data.getvalue()))
+    return lambda f: f.write(data.getvalue())
 
 
 def build_parser():
@@ -824,6 +824,7 @@ FAMILY_OPTIONS = {"audio_dir": ("speech", "shuffle"), "espeak_voice": ("speech",
 
 def run(args):
     labels = expand_labels(args.label, args.text_model, args.glove)
+    datasets = list(dict.fromkeys(args.dataset))  # one given twice was made, written and listed twice
     parser = build_parser()
     for option, families in FAMILY_OPTIONS.items():
         if getattr(args, option) != parser.get_default(option) and not set(families) & set(labels):
@@ -834,43 +835,47 @@ def run(args):
         print(f"warning: --seed only acts with a label drawn at random ({drawn}); ignored for "
               f"--label {' '.join(labels)}", file=sys.stderr)
     if args.label_granularity == "coarse":
-        if set(args.dataset) - set(GRANULAR):
+        if set(datasets) - set(GRANULAR):
             raise LabelError(f"--label_granularity coarse is for {', '.join(GRANULAR)} only")
         if Path(args.out).resolve() == LABEL_DIR.resolve():
             raise LabelError("coarse label files are named as the fine ones: give --out a folder of "
                              "their own (then train.py --label_dir that folder)")
-    if args.audio_dir is not None and len(args.dataset) > 1:
+    if args.audio_dir is not None and len(datasets) > 1:
         raise LabelError("--audio_dir holds one dataset's recordings: give a single --dataset")
-    if args.speech_file is not None and len(args.dataset) > 1:
+    if args.speech_file is not None and len(datasets) > 1:
         raise LabelError("--speech_file is one dataset's file: give a single --dataset")
-    existing = [str(p) for d in args.dataset for n in labels
+    existing = [str(p) for d in datasets for n in labels
                 if (p := Path(args.out) / f"{d}_{n}.npy").exists()]
     if existing and not args.force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise LabelError(f"{existing[0]} exists{more}; pass --force to overwrite")
     options = {"audio_dir": args.audio_dir, "espeak_voice": args.espeak_voice,
                "speech_file": args.speech_file, "text_model": args.text_model, "glove": args.glove}
-    written = []
-    for dataset in args.dataset:
-        names_by_set = {}   # read the meta file once per name set
-        speech = None       # made once, reused by shuffle (both read the same names)
-        for name in labels:
-            name_set = args.names or parse_label(name)[1].names or "standard"
-            if name_set not in names_by_set:
-                spec = dataset if args.label_granularity == "fine" else f"{dataset}_coarse"
-                names_by_set[name_set] = class_names(spec, name_set, args.data_dir)
-            extra = {}
-            if name == "shuffle" and speech is not None and args.speech_file is None:
-                extra["speech_targets"] = speech
-            targets = make_label(name, names_by_set[name_set], args.seed, **options, **extra)
-            if name == "speech":
-                speech = targets
-            path = Path(args.out) / f"{dataset}_{name}.npy"
-            save_atomic(path, targets)
-            low, high = float(targets.min()), float(targets.max())
-            print(f"wrote {path}  {tuple(targets.shape)}  [{low:.4g}, {high:.4g}]")
-            written.append({"file": str(path.absolute()), "shape": list(targets.shape), "min": low,
-                            "max": high})
+    made = []  # (path, shape, min, max)
+    # Every file or none: bad input met part way (a later dataset's names, a later family's
+    # parameter) replaced nothing, where the files before it stayed and a rerun needed --force.
+    with file_set() as put:
+        for dataset in datasets:
+            names_by_set = {}   # read the meta file once per name set
+            speech = None       # made once, reused by shuffle (both read the same names)
+            for name in labels:
+                name_set = args.names or parse_label(name)[1].names or "standard"
+                if name_set not in names_by_set:
+                    spec = dataset if args.label_granularity == "fine" else f"{dataset}_coarse"
+                    names_by_set[name_set] = class_names(spec, name_set, args.data_dir)
+                extra = {}
+                if name == "shuffle" and speech is not None and args.speech_file is None:
+                    extra["speech_targets"] = speech
+                targets = make_label(name, names_by_set[name_set], args.seed, **options, **extra)
+                if name == "speech":
+                    speech = targets
+                path = Path(args.out) / f"{dataset}_{name}.npy"
+                put(path, npy_writer(targets))
+                made.append((path, targets.shape, float(targets.min()), float(targets.max())))
+    for path, shape, low, high in made:
+        print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
+    written = [{"file": str(path.absolute()), "shape": list(shape), "min": low, "max": high}
+               for path, shape, low, high in made]
     print(json_text({"out": str(Path(args.out).absolute()), "files": written}), flush=True)
 
 

@@ -715,6 +715,28 @@ def test_generated_targets_are_checked_before_they_are_written(tiny_glove, tmp_p
     assert not list(tmp_path.glob("*.npy"))
 
 
+def test_bad_input_part_way_writes_no_file(tiny_glove, tmp_path, capsys):
+    """A run failing at its second dataset or family wrote the files before it, so that the same
+    command, rerun once the input was fixed, was refused for them ('exists; pass --force')."""
+    argv = ["--dataset", "cifar10", "cifar100", "--label", "glove", "--glove", tiny_glove, "--out", tmp_path]
+    status, out, err = cli(generate.main, argv, capsys)   # the tiny file lacks CIFAR-100's names
+    assert (status, out) == (2, "") and "GloVe vectors lack: 'apples'" in err
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "uniform_gap=1e38",
+                                           "--out", tmp_path], capsys)
+    assert (status, out) == (2, "") and "beyond float32's range" in err
+    assert list(tmp_path.iterdir()) == []   # neither a file nor a temporary one
+    status, out, _ = cli(generate.main, argv[:2] + argv[3:], capsys)   # cifar10 alone, without --force
+    assert status == 0 and out.startswith(f"wrote {tmp_path / 'cifar10_glove.npy'}  (10, 50)")
+
+
+def test_a_dataset_given_twice_is_written_once(tmp_path, capsys):
+    status, out, _ = cli(generate.main, ["--dataset", "cifar10", "cifar10", "--label", "uniform", "--out",
+                                         tmp_path], capsys)
+    assert status == 0 and out.count("wrote ") == 1
+    assert [f["file"] for f in json.loads(out.splitlines()[-1])["files"]] == [
+        str(tmp_path / "cifar10_uniform.npy")]
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_generate_seed_must_suit_numpy(seed, tmp_path, capsys):
     """numpy's seeds lie in [0, 2**32): beyond, a traceback after all the speech synthesis."""
