@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.constants import DATASETS, DatasetInfo
-from utils.errors import UsageError, choice
+from utils.errors import UsageError, choice, os_error_text
 from utils.pickles import meta_class_names, read_cifar_pickle
 
 
@@ -46,18 +46,22 @@ class CifarData:
         return self.info.num_classes[self.granularity]
 
 
-def _read_batches(folder, files, label_key):
+def _read_batches(folder, files, label_key, num_classes):
     images, labels = [], []
     for name in files:
         path = folder / name
         batch = read_cifar_pickle(path)
-        if "data" not in batch or label_key not in batch:
-            raise UsageError(f"dataset file {path} has no '{label_key}' or 'data' entry")
+        absent = [key for key in ("data", label_key) if key not in batch]
+        if absent:  # a CIFAR-10 batch ('labels') in a CIFAR-100 folder, a coarse run without 'coarse_labels'
+            raise UsageError(f"dataset file {path} has no {' or '.join(repr(k) for k in absent)} entry "
+                             f"(it has {', '.join(map(repr, batch)) or 'none'})")
         try:
             data, batch_labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
         except ValueError:  # ragged: a row of another length, a list among the labels
             raise UsageError(f"dataset file {path}: 'data' or '{label_key}' is not a regular array "
                              "(rows or entries of different shapes)") from None
+        if not data.size and not batch_labels.size:
+            raise UsageError(f"dataset file {path}: 'data' and '{label_key}' hold no images")
         # checked before the casts, which would wrap 256 to 0 and turn floats in [0, 1] black (0.5 to 0)
         if data.dtype.kind not in "iu" or (data.dtype != np.uint8 and data.size
                                            and (data.min() < 0 or data.max() > 255)):
@@ -71,6 +75,11 @@ def _read_batches(folder, files, label_key):
         if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch_labels):
             raise UsageError(f"dataset file {path} holds data of shape {data.shape} with "
                              f"{len(batch_labels)} labels; expected (N, 3072) and N labels")
+        outside = np.flatnonzero((batch_labels < 0) | (batch_labels >= num_classes))
+        if len(outside):  # named here, with the file, rather than found in the whole split later
+            raise UsageError(f"dataset file {path}: '{label_key}' holds {len(outside)} class id"
+                             f"{'s' * (len(outside) != 1)} outside 0..{num_classes - 1} (image {outside[0]}: "
+                             f"{batch_labels[outside[0]]})")
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(batch_labels)
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
@@ -78,8 +87,18 @@ def _read_batches(folder, files, label_key):
 
 def _not_found(info, folder, reason):
     files = ", ".join(info.train_files + info.test_files + (info.meta_file,))
+    # the other dataset's folder where this one's was looked for: a --dataset left at its default
+    others = "".join(f"; {folder.parent} holds {other.folder}/, which --dataset {other.name} reads"
+                     for other in DATASETS.values() if other is not info and (folder.parent / other.folder).is_dir())
     return UsageError(f"{info.name} not found in {folder} ({reason}); put the python-pickle files "
-                      f"({files}) there, or pass --data_dir to where they are")
+                      f"({files}) there, or pass --data_dir to where they are{others}")
+
+
+def _lacking(folder, needed):
+    """'it lacks test_batch' where `folder` holds some of the `needed` files but not all; '' where
+    it holds none (then the whole dataset is missing)."""
+    missing = [f for f in needed if not (folder / f).is_file()]
+    return f"it lacks {', '.join(missing)}" if len(missing) < len(needed) else ""
 
 
 @contextlib.contextmanager
@@ -98,7 +117,8 @@ def _exclusive(path):
 
 def _download(info, data_dir, needed):
     """Download the archive (unless data_dir holds it), unpack it, and move its files into
-    data_dir/<folder>.
+    data_dir/<folder>, leaving the files already there as they are (a folder of one's own batches
+    that lacks the test batch gets the archive's test batch, not the archive's training batches).
 
     Many jobs may start at once on one fresh data_dir (a job array on a new cluster): they take
     turns, and one that waited finds the files and downloads nothing. Each file appears whole, by
@@ -120,7 +140,9 @@ def _download(info, data_dir, needed):
             unpacked = Path(tmp) / info.folder
             try:
                 if not archive.is_file():
-                    print(f"downloading {info.url} to {data_dir}", file=sys.stderr, flush=True)
+                    lacking = _lacking(folder, needed)
+                    print(f"downloading {info.url} to {data_dir}" + (f" ({lacking})" if lacking else ""),
+                          file=sys.stderr, flush=True)
                     download_url(info.url, tmp, archive.name)
                     os.replace(Path(tmp) / archive.name, archive)
                 extract_archive(str(archive), tmp)
@@ -136,7 +158,8 @@ def _download(info, data_dir, needed):
             folder.mkdir(exist_ok=True)
             # the needed files last: a job that finds them all finds the meta file too
             for path in sorted(unpacked.iterdir(), key=lambda path: path.name in needed):
-                os.replace(path, folder / path.name)
+                if not (folder / path.name).exists():  # one there is the user's, or a killed job's copy
+                    os.replace(path, folder / path.name)
 
 
 def load_cifar(name, data_dir, granularity="fine", download=None):
@@ -155,19 +178,23 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     if not all((folder / f).is_file() for f in needed):
         if data_dir.exists() and not data_dir.is_dir():
             raise UsageError(f"--data_dir {data_dir} is a file, not a folder")
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} is a file, not the folder of the {name} files; remove it, or "
+                             "pass another --data_dir")
         if all((data_dir / f).is_file() for f in needed):  # not a download into the wrong folder
             raise UsageError(f"--data_dir {data_dir} holds the {name} files themselves; pass the folder "
                              f"that holds {info.folder}/ (--data_dir {data_dir.absolute().parent})")
         if not download:
-            raise _not_found(info, folder, "LABELREP_OFFLINE is set, so no download was tried")
-        _download(info, data_dir, needed)
-    label_key = info.label_keys[granularity]
-    train_images, train_labels = _read_batches(folder, info.train_files, label_key)
-    test_images, test_labels = _read_batches(folder, info.test_files, label_key)
-    num_classes = info.num_classes[granularity]
-    for split_name, labels in (("train", train_labels), ("test", test_labels)):
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise UsageError(f"{name} {split_name} labels lie outside 0..{num_classes - 1}")
+            raise _not_found(info, folder, "; ".join(filter(None, (
+                _lacking(folder, needed), "LABELREP_OFFLINE is set, so no download was tried"))))
+        try:
+            _download(info, data_dir, needed)
+        except OSError as err:  # a read-only --data_dir said "could not write <lock file>", not why it wrote
+            raise _not_found(info, folder, "; ".join(filter(None, (
+                _lacking(folder, needed), f"a download there failed: {os_error_text(err)}")))) from None
+    label_key, num_classes = info.label_keys[granularity], info.num_classes[granularity]
+    train_images, train_labels = _read_batches(folder, info.train_files, label_key, num_classes)
+    test_images, test_labels = _read_batches(folder, info.test_files, label_key, num_classes)
     class_names = None
     if (folder / info.meta_file).is_file():
         class_names = meta_class_names(folder / info.meta_file, info.name_keys[granularity], num_classes)

@@ -6,6 +6,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +54,12 @@ def rewrite_pickle(path, change):
     ("test_batch", lambda c: c.update(labels=[2**70] * len(c["labels"])), "'labels' holds object values"),
     ("test_batch", lambda c: c.update(labels=np.array(c["labels"])[:, None]), "of shape (100, 1); expected one integer"),
     ("test_batch", lambda c: c.update(labels=[1, [2]] + c["labels"][2:]), "'labels' is not a regular array"),
+    # was "cifar10 train labels lie outside 0..9", naming neither the file nor the class
+    ("data_batch_4", lambda c: c["labels"].__setitem__(5, 10), "'labels' holds 1 class id outside 0..9 (image 5: 10)"),
+    ("test_batch", lambda c: c.update(labels=[-1] * len(c["labels"])),
+     "holds 100 class ids outside 0..9 (image 0: -1)"),
+    # was "'labels' holds float64 values of shape (0,)": an empty list is float64 to numpy
+    ("test_batch", lambda c: c.update(data=c["data"][:0], labels=[]), "'data' and 'labels' hold no images"),
     ("batches.meta", lambda c: c.update(label_names=5), "'label_names' is not a list of 10 class names"),
     ("batches.meta", lambda c: c.update(label_names=["a", "b"]), "'label_names' is not a list of 10 class names"),
 ])
@@ -64,6 +71,22 @@ def test_a_batch_with_values_that_are_not_pixels_or_class_ids_is_one_line(tmp_pa
     with pytest.raises(UsageError) as err:
         load_cifar("cifar10", tmp_path / "data")
     assert str(err.value).startswith(f"dataset file {path}: ") and message in str(err.value)
+
+
+def test_a_cifar100_batch_without_the_granularitys_labels_or_outside_its_classes_is_named(tmp_path, cifar100_dir):
+    """Said "has no 'coarse_labels' or 'data' entry" (which?) and "cifar100 train labels lie outside
+    0..19" (which file, which key?)."""
+    shutil.copytree(cifar100_dir, tmp_path / "data")
+    train, test = (tmp_path / "data" / "cifar-100-python" / name for name in ("train", "test"))
+    rewrite_pickle(train, lambda c: c["coarse_labels"].__setitem__(3, 20))
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar100", tmp_path / "data", granularity="coarse")
+    assert str(err.value) == f"dataset file {train}: 'coarse_labels' holds 1 class id outside 0..19 (image 3: 20)"
+    rewrite_pickle(test, lambda c: c.update(labels=c.pop("fine_labels")))  # a CIFAR-10 batch's key
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar100", tmp_path / "data")
+    assert str(err.value) == (f"dataset file {test} has no 'fine_labels' entry (it has 'batch_label', "
+                              "'data', 'filenames', 'coarse_labels', 'labels')")
 
 
 def test_a_pickle_row_is_the_red_green_and_blue_planes_each_row_by_row(tmp_path, cifar10_dir):
@@ -481,6 +504,63 @@ def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypa
         load_cifar("cifar10", "data", download=True)
     assert capsys.readouterr().err.startswith(f"downloading https://www.cs.toronto.edu/~kriz/"
                                               f"cifar-10-python.tar.gz to {tmp_path}/data\n")
+
+
+def test_a_data_dir_without_the_datasets_files_says_what_it_holds(tmp_path, cifar10_dir, cifar100_dir):
+    """Offline, a folder that lacked only test_batch, held the other dataset's folder, or a file in
+    place of the dataset's folder said only "cifar10 not found in ..."."""
+    shutil.copytree(cifar10_dir, tmp_path / "data")
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    (folder / "test_batch").unlink()
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path / "data", download=False)
+    assert str(err.value).startswith(f"cifar10 not found in {folder} (it lacks test_batch; LABELREP_OFFLINE is "
+                                     "set, so no download was tried); put the python-pickle files")
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", cifar100_dir, download=False)
+    assert str(err.value).endswith(f"; {cifar100_dir} holds cifar-100-python/, which --dataset cifar100 reads")
+    shutil.rmtree(folder)
+    folder.write_text("")
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path / "data", download=True)  # before any download
+    assert str(err.value) == (f"{folder} is a file, not the folder of the cifar10 files; remove it, or pass "
+                              "another --data_dir")
+
+
+def test_a_data_dir_a_download_cannot_write_in_says_the_dataset_is_missing(tmp_path, monkeypatch):
+    """A read-only --data_dir without the dataset said only "could not write {data_dir}/.cifar-10-python.tar.gz.lock:
+    Read-only file system", not that the dataset was missing and a download was tried."""
+    import errno
+    import cifar
+
+    def read_only(path):  # what a read-only mount answers (root ignores chmod)
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    monkeypatch.setattr(cifar, "_exclusive", read_only)
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path, download=True)
+    assert str(err.value).startswith(
+        f"cifar10 not found in {tmp_path}/cifar-10-batches-py (a download there failed: could not write "
+        f"{tmp_path}/.cifar-10-python.tar.gz.lock: Read-only file system); put the python-pickle files")
+
+
+def test_a_download_into_a_folder_that_lacks_a_file_keeps_the_files_it_has(tmp_path, monkeypatch, capsys):
+    """A folder of one's own batches without test_batch had every batch replaced by the archive's
+    when the download filled it in: a run trained on other images than the folder held, silently."""
+    import tarfile
+    import torchvision.datasets.utils as tv_utils
+    make_cifar10(tmp_path / "official", per_batch=20, seed=1)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "official" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    monkeypatch.setattr(tv_utils, "download_url",
+                        lambda url, root, filename, *args, **kwargs: shutil.copy(archive, Path(root) / filename))
+    make_cifar10(tmp_path / "data", per_batch=30, seed=2)
+    (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").unlink()
+    data = load_cifar("cifar10", tmp_path / "data", download=True)
+    official = load_cifar("cifar10", tmp_path / "official")
+    assert capsys.readouterr().err.endswith(f"to {tmp_path / 'data'} (it lacks test_batch)\n")
+    assert len(data.train_labels) == 150  # its own, not the archive's 100
+    assert torch.equal(data.test_images, official.test_images)
 
 
 # A job that downloads: torchvision's download_url, which takes a file already there as complete,
