@@ -103,8 +103,9 @@ def build_parser():
     add_flags(data, "data_dir", "label_dir", data_dir={
         "default": None, "help": "folder holding cifar-10-batches-py / cifar-100-python (default: the "
         "run's own, as its checkpoint recorded it; ./data if it recorded none)"}, label_dir={
-        "help": "folder of {dataset}_{label}.npy files; if the run's file is there, its shape must "
-        "match the checkpoint's (the checkpoint's own targets are used)"})
+        "default": None, "help": "folder of {dataset}_{label}.npy files; if the run's file is there, "
+        "its shape must match the checkpoint's (the checkpoint's own targets are used) (default: the "
+        "run's own, as its checkpoint recorded it; labels/label_files if it recorded none)"})
     data.add_argument("--num_images", type=number(int), default=None,
                       help="attack the first N test images (default: the whole test split)")
     attack = parser.add_argument_group("attacks")
@@ -264,7 +265,7 @@ def load_model(args, path):
     """Rebuild the model and its label space from the checkpoint alone. Of RUN_FLAGS, those left
     unset take the checkpoint's values (its run's seed draws the targets and random starts);
     those given, but for the seed and a flag that acted on nothing, must match them. An unset
-    --data_dir is the run's, which must be here."""
+    --data_dir is the run's, which must be here; an unset --label_dir is the run's, here or not."""
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
     trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
@@ -278,6 +279,9 @@ def load_model(args, path):
             raise UsageError(f"{path} was trained on the data in {own}{where}, which is not here; pass "
                              "--data_dir with the folder of its dataset on this machine")
         args.data_dir = own
+    if args.label_dir is None:  # the folder its targets were read from: a file there is its label's
+        own = trained.get("label_dir")
+        args.label_dir = own if isinstance(own, str) else SHARED["label_dir"]["default"]
     from utils.progress import log
     # as train.py says it, for a value other than the default (which the flags that find the
     # checkpoint fill in): a sweep passes --smoothing to every label's runs
@@ -314,7 +318,9 @@ def check_fits(args, path, space, data):
         shape = targets.shape[1:]  # a file of another class count is another granularity's: not the run's
         if len(targets) == data.num_classes and tuple(shape) != tuple(space.output_shape):
             raise UsageError(f"{path} was trained on {space.name} targets of shape "
-                             f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}")
+                             f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}; "
+                             "it carries its own targets, so point --label_dir at the folder it was "
+                             "trained from, or at one without that file, to attack the run")
 
 
 def load_run(args):

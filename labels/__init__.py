@@ -117,14 +117,20 @@ def check_targets(targets, source, num_classes=None, fix=None):
                          f"{num_classes} classes" + (f"; {fix}" if fix else ""))
     if not np.isfinite(targets).all():
         raise LabelError(f"{source} contains NaN or infinite values")
+    given = targets
     with np.errstate(over="ignore"):
         targets = np.ascontiguousarray(targets, dtype=np.float32)
     if not np.isfinite(targets).all():
         raise LabelError(f"{source} holds values beyond float32's range (about 3.4e38)")
-    _, first = np.unique(targets.reshape(len(targets), -1), axis=0, return_index=True)
+    flat = targets.reshape(len(targets), -1)
+    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
     if len(first) < len(targets):
         dup = sorted(set(range(len(targets))) - set(first.tolist()))[0]
-        raise LabelError(f"{source}: class {dup} has the same target as another class, "
+        twin = int(first[inverse.reshape(-1)[dup]])
+        # distinct in the file, equal in float32 (int64 beyond 2**24, float64 1e-8 apart at 1)
+        rounded = "" if np.array_equal(given[dup], given[twin]) else (
+            " once rounded to float32, the precision it trains in (the file's values differ)")
+        raise LabelError(f"{source}: class {dup} has the same target as class {twin}{rounded}, "
                          "so nearest-target decoding cannot tell them apart")
     return targets
 
@@ -137,6 +143,9 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
     if not Path(label_dir).is_dir():  # a typo, or the label file itself: no folder to list labels of
         what = "is a file, not a folder" if Path(label_dir).exists() else "does not exist"
         raise LabelError(f"no label file {path} for --label {name}: --label_dir {label_dir} {what}")
+    if not path.exists() and (archive := path.with_suffix(".npz")).is_file():  # numpy.savez's name
+        raise LabelError(f"no label file {path} for --label {name}: {archive.name} there is a .npz "
+                         f"archive; save the targets with numpy.save as {path.name}")
     if not path.exists():  # a folder or FIFO there: read_targets says what it is
         known = ", ".join([*builtin, *available_labels(dataset, label_dir)]) or "none"
         how = make_fix(dataset, name)  # a coarse run's fix says how to make its own file

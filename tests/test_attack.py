@@ -882,6 +882,35 @@ def test_a_checkpoints_level_and_noise_are_its_own(speech_run, cifar10_dir, labe
     assert (config["level"], config["label_noise"]) == (25, 0.1)
 
 
+def test_a_label_of_your_own_is_checked_against_the_runs_label_folder(cifar10_dir, tmp_path, capsys):
+    """A run trained on targets of its own under a shipped name (speech, (10, 7), in its own
+    --label_dir) was refused by attack.py without --label_dir: it checked the shipped 64x64 speech
+    file against the checkpoint, though the checkpoint carries its own targets."""
+    import train
+    own = tmp_path / "my_labels"
+    own.mkdir()
+    np.save(own / "cifar10_speech.npy", np.random.RandomState(0).rand(10, 7).astype(np.float32))
+    run = ["--label", "speech", "--seed", "3", "--base_dir", str(tmp_path), "--device", "cpu"]
+    train.main(run + ["--data_dir", str(cifar10_dir), "--label_dir", str(own), "--valid_size", "50",
+                      "--epochs", "1"])
+    attack_flags = run + ["--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255", "--num_images", "5",
+                          "--examples", "0"]
+    summary, _ = call_main(capsys, attack_flags)
+    assert summary["run_dir"] == str(tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech")
+    checkpoint = Path(summary["run_dir"]) / "speech_seed3_resnet32_best_model.pth"
+    shipped = Path(attack.__file__).parent / "labels" / "label_files"
+    line = one_line_error(capsys, attack_flags + ["--label_dir", str(shipped)])  # given, it is checked
+    assert line == (f"error: {checkpoint} was trained on speech targets of shape (7,), but "
+                    f"{shipped}/cifar10_speech.npy holds shape (64, 64); it carries its own targets, so "
+                    "point --label_dir at the folder it was trained from, or at one without that file, "
+                    "to attack the run")
+    (own / "cifar10_speech.npy").unlink()  # the checkpoint's targets are all an attack needs
+    assert call_main(capsys, attack_flags)[0]["robust_acc"] == summary["robust_acc"]
+    np.save(own / "cifar10_speech.npy", np.random.RandomState(1).rand(10, 8).astype(np.float32))
+    line = one_line_error(capsys, attack_flags)  # regenerated in another shape: not the run's targets
+    assert f"of shape (7,), but {own}/cifar10_speech.npy holds shape (8,); it carries" in line
+
+
 def test_a_coarse_run_is_attacked_beside_the_fine_label_file(cifar100_dir, label_dir, tmp_path, capsys):
     """The run's label folder holds 20 targets; attack.py's default one the 100 of the fine
     classes, under the same name. It refused the run ("has 100 class targets, but the dataset has

@@ -391,7 +391,7 @@ def test_every_published_label_file_decodes_to_its_class(path):
     (np.array(["a"] * 10), "a label file must be a numeric array"),
     (np.array([{"a": 1}] * 10, dtype=object), "holds pickled objects"),
     (np.arange(10, dtype=np.float32), "expected [classes, ...]"),
-    (np.zeros((10, 5), np.float32), "class 1 has the same target as another class"),
+    (np.zeros((10, 5), np.float32), "class 1 has the same target as class 0, so"),
     (np.zeros((10, 0), np.float32), "every class target must hold at least one value"),
     (np.zeros((10, 3, 0), np.float32), "every class target must hold at least one value"),
     (np.full((10, 5), 1e39), "holds values beyond float32's range"),

@@ -515,6 +515,33 @@ def test_load_label_names_the_alternatives():
         load_label("cifar10", "no_such_label")
 
 
+@pytest.mark.parametrize("targets, rounded", [
+    (2**40 + np.arange(10, dtype=np.int64)[:, None], True),  # 2**40 + 1 is 2**40 in float32
+    (1 + 1e-9 * np.arange(10.0)[:, None], True),
+    (np.ones((10, 3), np.float16), False),
+])
+def test_classes_the_same_in_float32_say_whether_the_file_differs(tmp_path, targets, rounded):
+    """Distinct in the file, equal once trained in float32: 'the same target as another class'
+    read as a wrong claim about the file."""
+    np.save(tmp_path / "cifar10_mine.npy", targets)
+    with pytest.raises(LabelError) as err:
+        load_label("cifar10", "mine", tmp_path, 10)
+    assert str(err.value) == (f"label file {tmp_path}/cifar10_mine.npy: class 1 has the same target as "
+                              "class 0" + (" once rounded to float32, the precision it trains in (the "
+                                           "file's values differ)" if rounded else "")
+                              + ", so nearest-target decoding cannot tell them apart")
+
+
+def test_an_npz_saved_under_the_labels_name_is_named(tmp_path):
+    """numpy.savez(folder/cifar10_mine) writes cifar10_mine.npz: --label mine said only that no
+    .npy was there."""
+    np.savez(tmp_path / "cifar10_mine", targets=np.eye(10, dtype=np.float32))
+    with pytest.raises(LabelError) as err:
+        load_label("cifar10", "mine", tmp_path, 10)
+    assert str(err.value) == (f"no label file {tmp_path}/cifar10_mine.npy for --label mine: cifar10_mine.npz "
+                              "there is a .npz archive; save the targets with numpy.save as cifar10_mine.npy")
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 def test_refuses_to_overwrite_without_force(tmp_path, capsys):
