@@ -508,7 +508,8 @@ def run(args, argv=None):
         shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
         with preempt.catching(), Progress(len(settings), f"{args.model} {args.label} attacks",
                                           "setting") as progress, interrupt_says(lambda: stopped("")):
-            for attack, targeted, eps_label, eps in settings:
+            for index, (attack, targeted, eps_label, eps) in enumerate(settings, 1):
+                place = f"[{index}/{len(settings)}] "  # a log's lines say how far along, as the bar does
                 plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
                 entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
                          "targeted": targeted, "eps": eps,
@@ -517,7 +518,7 @@ def run(args, argv=None):
                          "images_sha256": images_sha}
                 if identity(entry) in done:  # named as this command writes its eps (0.5, not an earlier 1/2)
                     entry = done[identity(entry)] | {"eps_label": eps_label}
-                    progress.step(f"{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%} "
+                    progress.step(f"{place}{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%} "
                                   f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
                 else:
                     if len(entries) == kept:  # the first to compute: a folder it cannot be saved in fails
@@ -538,7 +539,7 @@ def run(args, argv=None):
                     # before it (a full disk) or is stopped leaves none, which the next run draws
                     if args.examples > 0:
                         png.unlink(missing_ok=True)
-                    progress.step(computed_line(entry), acc=f"{entry['robust_acc']:.2%}")
+                    progress.step(place + computed_line(entry), acc=f"{entry['robust_acc']:.2%}")
                 current.append(entry)
                 clean_acc = entry["clean_acc"]
                 if preempt.requested():

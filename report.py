@@ -51,6 +51,7 @@ REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes i
 # report.py reads runs and draws figures in up to one process a CPU core, 8 at most: each holds
 # ~100 MB, and past 8 the rest (the tables, summary.json) takes the most time. A worker's start
 # (Python; matplotlib) costs about as much as reading 50 runs or drawing 2 figures.
+SUMMARY = "summary.json"  # the report's machine-readable result, in --out beside its files
 REPORT_WORKERS = 8
 RUNS_PER_WORKER = 100
 FIGURES_PER_WORKER = 4
@@ -930,12 +931,12 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
     out.mkdir(parents=True, exist_ok=True)
-    earlier = read_json_or_none(out / "summary.json")
+    earlier = read_json_or_none(out / SUMMARY)
     # another program's summary.json: replacing it, and deleting the files its "files" names, would
     # lose someone's work; a report's has held these keys since its first
     ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()
-    if (out / "summary.json").exists() and not ours:
-        raise UsageError(f"{out / 'summary.json'} is no report's summary.json (no expected_runs and files); "
+    if (out / SUMMARY).exists() and not ours:
+        raise UsageError(f"{out / SUMMARY} is no report's summary.json (no expected_runs and files); "
                          "choose another --out, or remove it")
     levels = full_levels(accuracy)
     clean = [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
@@ -985,7 +986,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
             "kept_figures": [] if draw else [name for name in earlier_files(earlier)
                                              if name.endswith(".png") and (out / name).is_file()],
         }
-        put(out / "summary.json", lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
+        put(out / SUMMARY, lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
     remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
 
@@ -1027,7 +1028,7 @@ def main(argv=None):
     # absolute, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
     line = {"out": str(Path(args.out).absolute()), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
-            "missing": len(summary["missing"]), "files": summary["files"]}
+            "missing": len(summary["missing"]), "files": [*summary["files"], SUMMARY]}
     print(json_text(line), flush=True)
     return summary
 

@@ -406,6 +406,11 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert list(summary["target_success"]) == [k for k in keys if "/targeted/" in k]
     assert all(v == summary["clean_acc"] for k, v in summary["robust_acc"].items() if k.endswith("/0"))
     assert proc.stderr.count("robust_acc") == len(keys)  # one progress line per setting
+    # in a log, each line says how far along the attack is, as the bar's count does on a terminal
+    lines = [line for line in proc.stderr.splitlines() if "robust_acc" in line]
+    assert [line.split(" ", 1)[0] for line in lines] == [f"[{i}/{len(keys)}]" for i in range(1, len(keys) + 1)]
+    assert lines[0].startswith("[1/8] fgsm untargeted eps 0: robust_acc ")
+    assert lines[-1].startswith("[8/8] pgd targeted eps 8/255: robust_acc ")
     saved = json.loads((run_dir / ATTACK_RESULTS).read_text())
     assert saved["label"] == "speech" and saved["model"] == "resnet32" and saved["num_images"] == 30
     assert saved["config"]["steps"] == 2 and saved["environment"]["torch"]
@@ -422,6 +427,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     written = {name: (run_dir / name).read_bytes() for name in (ATTACK_RESULTS, ATTACK_EXAMPLES)}
     again, err = call_main(capsys, flags)
     assert again == summary and err.count("reused") == len(keys)
+    assert err.splitlines()[-1].startswith("[8/8] pgd targeted eps 8/255: robust_acc ")
     assert "warning" not in err, err  # no --smoothing given: the default the flags fill in warned
     assert {name: (run_dir / name).read_bytes() for name in written} == written
     # --smoothing acts on category runs alone: for this speech run it went without a word, where train.py warns

@@ -381,7 +381,11 @@ def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir)
     assert outputs["sweep.py"].splitlines()[-1] == '{"runs": 4, "to_run": 3}'
     assert "left out of the tables: trained with --epochs 2 (the other seeds: 4)" in \
         (tmp_path / "report" / "tables.md").read_text()
-    assert json.loads(outputs["report.py"].splitlines()[-1])["missing"] == 1
+    written = json.loads(outputs["report.py"].splitlines()[-1])
+    assert written["missing"] == 1
+    # the `files` written, as docs/experiments.md says: summary.json, every run's numbers, among them
+    assert sorted(written["files"]) == sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert "summary.json" in written["files"]
 
 
 def test_a_run_stopped_before_its_first_checkpoint_starts_over(capsys, tmp_path, cifar10_dir, label_dir):

@@ -1604,16 +1604,35 @@ def test_the_readmes_notebook_code_runs(cifar10_dir, tmp_path):
     assert shown["accuracy"] == pytest.approx(shown["test_acc"], abs=1e-6)  # all 100 test images
 
 
-def test_the_readmes_subprocess_code_says_how_a_killed_run_ended(tmp_path):
+@pytest.mark.parametrize("stderr, said", [
+    ("", "exit status -9"),
+    # killed after some epochs: the last line is a progress line, which alone read as the error
+    ("epoch 1/30 lr 0.1 train_loss 2.5092 train_acc 9.09% valid_loss 3.5421 valid_acc 12.00% 3.5s 155 img/s\n",
+     "exit status -9: epoch 1/30 lr 0.1 train_loss 2.5092 train_acc 9.09% valid_loss 3.5421 valid_acc 12.00% "
+     "3.5s 155 img/s")], ids=["silent", "after_an_epoch"])
+def test_the_readmes_subprocess_code_says_how_a_killed_run_ended(tmp_path, stderr, said):
     """README's subprocess block raised IndexError, not its RuntimeError, for a run killed outright
-    (out of memory, SIGKILL), which leaves no line on stderr."""
+    (out of memory, SIGKILL), which leaves no line on stderr; and for one killed after an epoch it
+    raised that epoch's progress line, not how the run ended."""
     text = (REPO / "README.md").read_text()
     section = text[text.index("### From a notebook"):]
     code = section.split("```python")[1].split("\n", 1)[1].split("```")[0]
-    (tmp_path / "train.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    (tmp_path / "train.py").write_text(f"import os, signal, sys\nsys.stderr.write({stderr!r})\n"
+                                       "sys.stderr.flush()\nos.kill(os.getpid(), signal.SIGKILL)\n")
     code = code.replace('"/path/to/labelrep"', repr(str(tmp_path)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stderr.strip().splitlines()[-1] == "RuntimeError: exit status -9"
+    assert proc.stderr.strip().splitlines()[-1] == f"RuntimeError: {said}"
+
+
+def test_the_readmes_subprocess_code_raises_the_error_line(tmp_path):
+    """Bad input: README's subprocess block raises with the exit status and train.py's one error: line."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### From a notebook"):]
+    code = section.split("```python")[1].split("\n", 1)[1].split("```")[0]
+    for old, new in (("/path/to/labelrep", REPO), ("/data/cifar10", tmp_path / "nodata"), ("/scratch/runs", tmp_path)):
+        code = code.replace(f'"{old}"', repr(str(new)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip().splitlines()[-1].startswith("RuntimeError: exit status 2: error: ")
 
 
 def test_the_readmes_layout_names_every_python_file():
