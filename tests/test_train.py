@@ -3,6 +3,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import stat
@@ -43,6 +44,25 @@ def flags(data_dir, base_dir, label_dir, label="speech", epochs=2, **extra):
 def metrics(run_dir):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def rerun_argv(config, base_dir):
+    """train.py's command line rebuilt from a run's config.json alone, into `base_dir`: every flag
+    it records (a switch on as the bare flag, an unset --compile left out) but --resume and --force."""
+    argv = []
+    for name, value in (config["flags"] | {"base_dir": str(base_dir)}).items():
+        if name not in ("resume", "force") and value is not None and value is not False:
+            shown = repr(value) if isinstance(value, float) else str(value)  # every digit of a float
+            argv += [f"--{name}"] + ([] if value is True else [shown])
+    return argv
+
+
+def same_weights(run_dir, other):
+    """Whether both run directories' last and best checkpoints hold equal weights, bit for bit."""
+    names = [LAST_CHECKPOINT, *(p.name for p in run_dir.glob("*_best_model.pth"))]
+    loaded = [[torch.load(d / name, weights_only=True)["model"] for d in (run_dir, other)] for name in names]
+    return len(names) == 2 and all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+                                   for a, b in loaded)
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +111,43 @@ def test_run_files_have_the_umasks_permissions(tmp_path, umask):
     assert modes == {"results.json": 0o666 & ~umask, "last_checkpoint.pth": 0o666 & ~umask}
 
 
-def test_same_flags_give_the_same_metrics(speech_run, cifar10_dir, label_dir, tmp_path):
+def test_same_flags_give_the_same_metrics_and_weights(speech_run, tmp_path):
+    """config.json is enough to rerun a run: the command line rebuilt from its flags, on its
+    number of CPU threads, trains the same metrics and the same weights, bit for bit."""
     base, _ = speech_run
-    run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir))
     run = ("cifar10", "seed3", "resnet32", "model_speech")
+    config = json.loads(base.joinpath(*run, "config.json").read_text())
+    run_script("train.py", *rerun_argv(config, tmp_path),
+               env={"OMP_NUM_THREADS": str(config["environment"]["threads"])})
     assert metrics(tmp_path.joinpath(*run)) == metrics(base.joinpath(*run))
+    assert same_weights(tmp_path.joinpath(*run), base.joinpath(*run))
+
+
+def test_the_recorded_sha256s_are_the_readmes(speech_run, cifar10_dir, label_dir):
+    """README: config.json's label_sha256 is labels.targets_sha256 of the label targets (not the
+    file's sha256sum, which a reader compared it with), its data_sha256 utils.runs.tensors_sha256 of
+    load_cifar's train images, train labels, test images and test labels."""
+    from cifar import load_cifar
+    from labels import targets_sha256
+    from utils.runs import tensors_sha256
+    base, _ = speech_run
+    config = json.loads((base / "cifar10" / "seed3" / "resnet32" / "model_speech" / "config.json").read_text())
+    data = load_cifar("cifar10", cifar10_dir)
+    assert config["label_sha256"] == targets_sha256(np.load(label_dir / "cifar10_speech.npy"))
+    assert config["data_sha256"] == tensors_sha256(data.train_images, data.train_labels, data.test_images,
+                                                   data.test_labels)
+
+
+def test_the_readme_names_the_run_files_fields(speech_run):
+    """README's 'What a run writes' names every field of a metrics.jsonl row (it said 'train
+    loss/acc', 'images/s' for train_loss, train_acc, images_per_s) and only fields results.json has."""
+    base, proc = speech_run
+    text = (REPO / "README.md").read_text()
+    rows = {row.split(" | ")[0].strip("| `"): set(re.findall(r"`(\w+)`", row.split(" | ", 1)[1]))
+            for row in text[text.index("### What a run writes"):].split("\n\n")[2].splitlines()[2:]}
+    assert rows["metrics.jsonl"] == set(json.loads((Path(last_json(proc)["run_dir"]) / "metrics.jsonl")
+                                            .read_text().splitlines()[0]))
+    assert rows["results.json"] - {"seconds"} <= set(last_json(proc))
 
 
 def test_finished_run_is_not_retrained(speech_run, cifar10_dir, label_dir):
@@ -263,6 +315,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_
     for key in ("valid_acc", "test_acc", "test_loss", "best_epoch"):
         assert result[key] == straight[key]
     assert metrics(run_dir) == metrics(tmp_path / "a" / "cifar10" / "seed3" / "resnet32" / "model_category")
+    assert same_weights(run_dir, tmp_path / "a" / "cifar10" / "seed3" / "resnet32" / "model_category")
     # config.json keeps the first job's command line and machine beside the resumed one's
     segments = json.loads((run_dir / "config.json").read_text())["segments"]
     stopped_after = json.loads(resumed.stderr.split("resuming ")[1].split("after epoch ")[1].split()[0])
@@ -344,6 +397,22 @@ def test_shared_flags_parse_alike(script):
         import train
         trained = train.build_parser().parse_args([])
         assert dict(attack.RUN_FLAGS) == {f: getattr(trained, f) for f, _ in attack.RUN_FLAGS}
+
+
+def test_the_seed_alone_draws_the_initial_weights(tiny):
+    """--seed seeds the initialisation: the same seed draws the same weights, another seed others,
+    and another label (another head) the same trunk."""
+    from utils.training import _seeded_model
+
+    def drawn(seed, shape):
+        args = types.SimpleNamespace(seed=seed, model="resnet32", channels_last=False)
+        return _seeded_model(args, shape, tiny.info, torch.device("cpu")).state_dict()
+    first, again, other, speech = drawn(3, (10,)), drawn(3, (10,)), drawn(4, (10,)), drawn(3, (10, 64, 64))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    convs = [k for k in first if k.endswith("conv1.weight")]
+    assert convs and not any(torch.equal(first[k], other[k]) for k in convs)
+    trunk = [k for k in first if k.startswith("trunk.")]
+    assert trunk and all(torch.equal(first[k], speech[k]) for k in trunk)
 
 
 def test_the_best_epoch_breaks_accuracy_ties_by_loss():
