@@ -71,7 +71,8 @@ def build_parser():
     parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
                         help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
                         "glove 50) with random targets: throughput does not depend on their values; "
-                        "--what accuracy trains on the shipped label files")
+                        "--what accuracy trains on the shipped label files (none for bert and glove: "
+                        "python -m labels.generate makes them, --train_flags='--label_dir DIR' reads them)")
     parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),
                         default="all", help="'all' is train and attack; 'accuracy' trains with "
                         "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
@@ -154,8 +155,9 @@ def parse_args(argv=None):
 
 
 def check_train_flags(parser, args):
-    """--train_flags as train.py's arguments (`args.train_argv`); what train.py would refuse is
-    refused here, before any timing, naming train.py."""
+    """--train_flags as train.py's arguments (`args.train_argv`; for --what accuracy also parsed,
+    `args.train_args`); what train.py would refuse is refused here, before any timing, naming
+    train.py."""
     try:
         args.train_argv = shlex.split(args.train_flags)
     except ValueError as err:
@@ -164,7 +166,7 @@ def check_train_flags(parser, args):
         import train
         train_parser = train.build_parser()
         train_parser.prog = "train.py"
-        _, unknown = train_parser.parse_known_args(args.train_argv)
+        args.train_args, unknown = train_parser.parse_known_args(args.train_argv)
         if unknown:
             parser.error(f"--train_flags: train.py has no {' '.join(unknown)}")
         # what each row is (and says it is): a later value in --train_flags would win over it
@@ -657,6 +659,21 @@ def versions(device):
 PRECISIONS = {"fp32": [], "bf16 + channels_last": ["--amp", "--channels_last"]}
 
 
+def check_accuracy_runs(args):
+    """What every train.py run of --what accuracy would refuse, refused before the first: no data
+    in --data_dir, a label without its file, a --valid_size that leaves no training images (each
+    was a table of 'failed' rows, appended to the record)."""
+    from cifar import load_cifar, split_indices
+    from labels import granularity_fix
+    from utils.labelspace import load_label_space
+    flags = args.train_args  # train.py's defaults, and what --train_flags sets: as its runs load them
+    data = load_cifar(flags.dataset, args.data_dir, flags.label_granularity)
+    for label in args.labels:
+        load_label_space(label, flags.dataset, data.num_classes, flags.label_dir,
+                         fix=granularity_fix(flags.dataset, flags.label_granularity, label))
+    split_indices(len(data.train_labels), args.seeds[0], args.valid_size, flags.level)
+
+
 def accuracy_rows(args, device):
     """Train with train.py in fp32 and in bf16 + channels_last (plus --compile MODE when given) on
     --data_dir, --epochs epochs, each --seeds seed; (model, label, seed, precision, results)."""
@@ -680,7 +697,7 @@ def accuracy_rows(args, device):
                             results = attempt(f"{arch} {label} seed {seed} {precision}",
                                               lambda: train.main(argv))
                         results = None if results is FAILED else results
-                        rows.append((arch, label, seed, " + ".join([precision] + compile_flags[1:]),
+                        rows.append((arch, label, seed, " + compile ".join([precision] + compile_flags[1:]),
                                      results))
     return rows
 
@@ -709,9 +726,21 @@ def accuracy_lines(args, rows):
     return lines
 
 
-def speed_sections(args, device):
+def attack_inputs(args, device):
+    """(test images, test labels) of --data_dir's CIFAR-10, or None, and the (model, label space)
+    of --checkpoint, or None: loaded before the header and any timing, so that a folder or
+    checkpoint that does not load is one error, and costs no training tables of --what all."""
+    data = None
+    if args.data_dir:
+        from cifar import load_cifar
+        loaded = load_cifar("cifar10", args.data_dir)
+        data = loaded.test_images, loaded.test_labels
+    return data, trained_model(args.checkpoint, device) if args.checkpoint else None
+
+
+def speed_sections(args, device, data=None, trained=None):
     """The training and attack tables of --what train/attack/all, one section (a list of markdown
-    lines) at a time."""
+    lines) at a time; the attacks on `data` and `trained` (`attack_inputs`) where not None."""
     gpu = device.type == "cuda"
     n_train = args.train_images
     n_paper = args.paper_attack_images if args.paper_attack_images is not None else (200 if gpu else 50)
@@ -719,16 +748,8 @@ def speed_sections(args, device):
     images = torch.randint(0, 256, (max(n_train, args.attack_images), 3, 32, 32), dtype=torch.uint8,
                            generator=gen)
     labels = torch.randint(0, 10, (len(images),), generator=gen)
-
-    attack_images, attack_labels = images, labels
-    if args.data_dir:
-        from cifar import load_cifar
-        data = load_cifar("cifar10", args.data_dir)
-        attack_images, attack_labels = data.test_images, data.test_labels
-    # loaded before any timing, as the data: a --checkpoint that does not load must not cost the
-    # training tables of --what all
+    attack_images, attack_labels = data if data is not None else (images, labels)
     attacks = args.what in ("attack", "all")
-    trained = trained_model(args.checkpoint, device) if args.checkpoint and attacks else None
     attacked_once = False
     for arch in args.models:
         for label in args.labels:
@@ -774,8 +795,9 @@ def speed_sections(args, device):
                                              attack_labels[:args.attack_images], device, args.repeats,
                                              n_paper, args.attack_batch_size)
                 n_attack = min(args.attack_images, len(attack_images))
+                n_loop = min(n_paper, n_attack)  # the paper's loops run on the first of our images
                 source = f"the first test images of {args.data_dir}" if args.data_dir else "random images"
-                section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {n_paper} images, ours on "
+                section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {n_loop} images, ours on "
                            f"{n_attack} at batch {args.attack_batch_size}; {source}, {attacked:.0%} of them "
                            "correctly classified and so attacked)\n",
                            "| attack | images/s | the paper's in the paired timings | vs paper: the "
@@ -794,8 +816,7 @@ def main(argv=None, args=None):
     are read before torch loads)."""
     args = parse_args(argv) if args is None else args
     if args.what == "accuracy":  # missing data is one error, not a failed row per run
-        from cifar import load_cifar
-        load_cifar("cifar10", args.data_dir)
+        check_accuracy_runs(args)
     # The paper's 4 DataLoader workers are re-created as they were, even on a 2-core machine.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     device = resolve_device(args.device)
@@ -811,6 +832,8 @@ def main(argv=None, args=None):
     if args.compile_modes is None:
         cpu_modes = [] if args.what == "accuracy" else ["default"]
         args.compile_modes = ["default", "reduce-overhead"] if device.type == "cuda" else cpu_modes
+    # what attacks load, before the header: a --data_dir or --checkpoint that does not load is one error
+    loaded = attack_inputs(args, device) if args.what in ("attack", "all") else (None, None)
     header = (f"\n## {datetime.date.today().isoformat()}: {device_name(device)}\n\n"
               f"{versions(device)}, `python bench/bench.py {shlex.join(argv if argv is not None else sys.argv[1:])}`\n")
     print(header, flush=True)
@@ -820,7 +843,7 @@ def main(argv=None, args=None):
     elif args.what == "checkpoint":
         sections = [checkpoint_section(args, device)]
     else:
-        sections = speed_sections(args, device)
+        sections = speed_sections(args, device, *loaded)
     for section in sections:  # each table as soon as it is measured: a long run shows its progress
         print("\n".join(section), flush=True)
         lines.extend(section)

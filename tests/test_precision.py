@@ -201,12 +201,13 @@ def test_bench_checks_its_checkpoint_before_it_measures(monkeypatch, tmp_path, c
         raise AssertionError("timed training before loading --checkpoint")
     monkeypatch.setattr(bench, "training_rows", training_rows)
     missing, record = tmp_path / "missing.pth", tmp_path / "B.md"
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(bench.main, ["--what", "all", "--checkpoint", str(missing), "--device", "cpu",
-                             "--record", str(record)])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.startswith(f"error: checkpoint {missing} does not exist"), err
-    assert not record.exists()
+    for what in ("all", "attack"):  # --what attack printed the header first, then the error
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(bench.main, ["--what", what, "--checkpoint", str(missing), "--device", "cpu",
+                                 "--record", str(record)])
+        out, err = capsys.readouterr()
+        assert exit_info.value.code == 2 and err.startswith(f"error: checkpoint {missing} does not exist"), err
+        assert out == "" and err.count("\n") == 1 and not record.exists()
 
 
 def test_bench_that_fails_leaves_no_empty_record(tmp_path, capsys):
@@ -252,12 +253,76 @@ def test_bench_accuracy_keeps_the_runs_that_finished(monkeypatch, cifar10_dir, t
     monkeypatch.setattr(train, "main", fake_main)
     record = tmp_path / "B.md"
     bench.main(["--what", "accuracy", "--labels", "category", "--data_dir", str(cifar10_dir), "--device",
-                "cpu", "--record", str(record), "--train_flags=--level 50"])
+                "cpu", "--valid_size", "50", "--record", str(record), "--train_flags=--level 50"])
     text = record.read_text()
     assert "| resnet32 | category | 0 | fp32 | 50.00% | 40.00% | 100 | 3 |" in text
     assert "| resnet32 | category | 0 | bf16 + channels_last | failed | - | - | - |" in text
     assert "per pair" not in text and text.startswith("# Benchmarks")
     assert "resnet32 category seed 0 bf16 + channels_last: failed: UsageError: the bf16 run failed" in capsys.readouterr().err
+
+
+def test_bench_accuracy_names_the_compile_mode_of_its_bf16_rows(monkeypatch, cifar10_dir):
+    """--compile_modes MODE compiles the bf16 runs, and their precision cell says 'compile MODE'
+    (it said 'bf16 + channels_last + default')."""
+    import train
+    from bench import bench
+    argvs = []
+
+    def fake_main(argv):
+        argvs.append(argv)
+        return {"test_acc": 0.5, "valid_acc": 0.4, "images_per_s": 100.0, "train_seconds": 3.0,
+                "train_images": 10, "test_images": 5}
+    monkeypatch.setattr(train, "main", fake_main)
+    args = bench.parse_args(["--what", "accuracy", "--labels", "category", "--data_dir", str(cifar10_dir),
+                             "--compile_modes", "default", "--no_record"])
+    lines = bench.accuracy_lines(args, bench.accuracy_rows(args, torch.device("cpu")))
+    assert [a[a.index("--compile") + 1] if "--compile" in a else None for a in argvs] == [None, "default"]
+    assert [line.split(" | ")[3] for line in lines if line.startswith("| resnet32")] == [
+        "fp32", "bf16 + channels_last + compile default"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--labels", "bert"], "no label file {labels}/cifar10_bert.npy for --label bert"),
+    (["--valid_size", "300"], "--valid_size 300 leaves no training images: the dataset has 300"),
+    (["--train_flags=--label_dir {tmp}"], "no label file {tmp}/cifar10_speech.npy for --label speech"),
+])
+def test_bench_accuracy_refuses_what_every_run_would(flags, message, cifar10_dir, tmp_path, monkeypatch,
+                                                     capsys):
+    """A label without its file (bert and glove ship none) or a --valid_size the data cannot give
+    was a 'failed' row for every run, appended to --record with exit status 0: one error now,
+    before any training."""
+    import train
+    from bench import bench
+    from labels import LABEL_DIR
+
+    def fake_main(argv):
+        raise AssertionError("trained")
+    monkeypatch.setattr(train, "main", fake_main)
+    record = tmp_path / "B.md"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(bench.main, ["--what", "accuracy", "--data_dir", str(cifar10_dir), "--device", "cpu",
+                             "--valid_size", "50", "--record", str(record),
+                             *[f.format(tmp=tmp_path) for f in flags]])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and out == "", err
+    assert message.format(tmp=tmp_path, labels=LABEL_DIR) in err and not record.exists()
+
+
+def test_bench_attack_table_counts_the_images_the_paper_loops_ran(monkeypatch, tmp_path):
+    """The paper's loops run on the first of our --attack_images: with fewer of those than
+    --paper_attack_images the caption said the larger number (10 here, for a loop on 3)."""
+    from bench import bench
+    given = []
+
+    def fake_attack_rows(model, space, images, labels, device, repeats, paper_images, batch_size):
+        given.append((len(images), paper_images))
+        return [("ours: FGSM, batched", bench.Timing.of_pairs([200.0], [100.0]), "paper: FGSM")], 0.5
+    monkeypatch.setattr(bench, "attack_rows", fake_attack_rows)
+    record = tmp_path / "B.md"
+    bench.main(["--what", "attack", "--labels", "category", "--device", "cpu", "--attack_images", "3",
+                "--paper_attack_images", "10", "--repeats", "1", "--record", str(record)])
+    assert given == [(3, 10)]
+    assert "(paper loop on 3 images, ours on 3 at batch 500; random images" in record.read_text()
 
 
 def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
