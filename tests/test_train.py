@@ -387,8 +387,10 @@ def test_shared_flags_parse_alike(script):
     assert args.level == 8 and type(args.level) is int  # the directory is level8, not level8.0
     assert parser.parse_args(["--level", "12.5"]).level == 12.5
     assert (args.base_dir, args.seed) == ("./outputs", 7)
-    assert args.label_dir.endswith("labels/label_files")
-    assert args.data_dir == ("./data" if script == "train" else None)  # attack.py: the run's own
+    if script == "train":
+        assert args.label_dir.endswith("labels/label_files") and args.data_dir == "./data"
+    else:  # attack.py: the run's own
+        assert args.label_dir is None and args.data_dir is None
     if script == "train":
         assert (args.dataset, args.label_granularity, args.label_noise) == ("cifar10", "fine", 0.0)
     else:  # unset, so that --checkpoint can take its run's; else train.py's
@@ -776,7 +778,7 @@ def test_a_truncated_checkpoint_on_resume_says_so(speech_run, capsys, cifar10_di
     ({"model": {"head.weight": torch.zeros(3)}}, "is not the checkpoint of the run's best epoch"),
     ({"label_space": {"name": "speech", "num_classes": 10, "targets": torch.zeros(10, 64, 64)}},
      "holds entries train.py did not write (LabelError: its speech label space: class 1 has the same target "
-     "as another class"),
+     "as class 0"),
 ])
 def test_a_best_checkpoint_of_another_form_on_resume_is_one_line(speech_run, capsys, cifar10_dir, label_dir,
                                                                  tmp_path, change, message):
