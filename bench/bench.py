@@ -32,6 +32,7 @@ median of the pairs' ratios, with their range: a machine whose speed drifts (thi
 CPU does, by up to 1.5x between identical epochs) slows both sides of a pair alike.
 Appends a table with the device, versions and date to BENCHMARKS.md unless --no_record.
 """
+import argparse
 import collections
 import contextlib
 import datetime
@@ -200,7 +201,7 @@ from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.runs import save_checkpoint  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,  # noqa: E402
                             cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
-                            resolve_device, train_epoch)
+                            resolve_device, run_label_space, train_epoch)
 from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
 
 
@@ -664,13 +665,10 @@ def check_accuracy_runs(args):
     in --data_dir, a label without its file, a --valid_size that leaves no training images (each
     was a table of 'failed' rows, appended to the record)."""
     from cifar import load_cifar, split_indices
-    from labels import granularity_fix
-    from utils.labelspace import load_label_space
     flags = args.train_args  # train.py's defaults, and what --train_flags sets: as its runs load them
     data = load_cifar(flags.dataset, args.data_dir, flags.label_granularity)
     for label in args.labels:
-        load_label_space(label, flags.dataset, data.num_classes, flags.label_dir,
-                         fix=granularity_fix(flags.dataset, flags.label_granularity, label))
+        run_label_space(argparse.Namespace(**vars(flags) | {"label": label}), data.num_classes)
     split_indices(len(data.train_labels), args.seeds[0], args.valid_size, flags.level)
 
 

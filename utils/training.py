@@ -751,14 +751,21 @@ def _results(args, config, checkpoint, best_epoch, scores, history, device):
             **scores["decoders"]}
 
 
+def run_label_space(args, num_classes):
+    """The label space a run of train.py's flags `args` trains with, for a dataset of `num_classes`
+    classes: its --label from --label_dir, with --smoothing and MCR2's options; a LabelError
+    (saying how to get the file, `granularity_fix`) where it cannot."""
+    fix = granularity_fix(args.dataset, args.label_granularity, args.label)
+    return load_label_space(args.label, args.dataset, num_classes, args.label_dir, args.smoothing,
+                            mcr2_options(args), fix=fix)
+
+
 def run_training(args, argv=None):
     """Train one run as the flags say; returns the results dict (also written to results.json).
     `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None)."""
     ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    fix = granularity_fix(args.dataset, args.label_granularity, args.label)
-    space = load_label_space(args.label, args.dataset, data.num_classes, args.label_dir, args.smoothing,
-                             mcr2_options(args), fix=fix)
+    space = run_label_space(args, data.num_classes)
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
         raise UsageError(f"--label {args.label} does not train under torchrun: its loss, the rate "
