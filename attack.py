@@ -16,6 +16,7 @@ last line on stdout is one JSON object.
 import argparse
 import glob
 import hashlib
+import os
 import textwrap
 from fractions import Fraction
 from pathlib import Path
@@ -564,6 +565,8 @@ def run(args, argv=None):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # torchrun's processes would each attack the whole run
+        raise UsageError("attack.py runs in one process: start it with python, not torchrun")
     from utils.runs import command_line, json_text
     with os_errors_as_usage():
         summary = run(args, command_line(parser.prog, argv))

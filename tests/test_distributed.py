@@ -112,6 +112,17 @@ def error_lines(proc):
     return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
+def test_attack_is_refused_under_torchrun(tmp_path, cifar10_dir):
+    """Each process attacked the whole run: one ran, the other said its own folder was 'in use by
+    another train.py or attack.py job', and torchrun then stopped the one that ran."""
+    proc = torchrun(tmp_path, REPO / "attack.py", "--data_dir", cifar10_dir, "--base_dir", tmp_path,
+                    "--device", "cpu")
+    assert proc.returncode != 0
+    refusal = "error: attack.py runs in one process: start it with python, not torchrun"
+    assert error_lines(proc) == [refusal] * 2, proc.stderr[-3000:]
+    assert not list(tmp_path.rglob("*.json"))
+
+
 # Rank 1 dies by SIGKILL in its 2nd step. Its sockets linger 0 s, so that the kernel resets their
 # connections, as it does for a socket with data unread (which the kill of a busy process leaves):
 # rank 0's collective then fails with a RuntimeError gloo words "Connection reset by peer".
@@ -149,11 +160,16 @@ def test_a_killed_process_stops_the_other_with_one_line(tmp_path, cifar10_dir):
     assert "reset by peer" not in proc.stderr and "[rank0]: Traceback" not in proc.stderr
 
 
-def test_an_error_of_rank_0_alone_is_one_line_from_each_process(tmp_path, cifar10_dir):
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_an_error_of_rank_0_alone_is_one_line_from_each_process(tmp_path, cifar10_dir, checkpointed):
     """Rank 0 alone takes the run folder's lock; held by another job, it stopped with its error
-    while rank 1 went on into DDP and died with a gloo traceback of 100 lines."""
+    while rank 1 went on into DDP and died with a gloo traceback of 100 lines. Where that job had
+    written its last checkpoint, rank 1 also read the folder and printed a second, wrong error
+    about the other job's run: '... holds an unfinished run; pass --resume to continue it'."""
     run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
     run_dir.mkdir(parents=True)
+    if checkpointed:
+        (run_dir / "last_checkpoint.pth").write_bytes(b"the other job's")
     holder = subprocess.Popen(["flock", str(run_dir / ".lock"), "sleep", "300"])
     try:
         deadline = time.time() + 10
@@ -167,3 +183,4 @@ def test_an_error_of_rank_0_alone_is_one_line_from_each_process(tmp_path, cifar1
     assert "error: " + str(run_dir) + " is in use by another train.py or attack.py job" in proc.stderr
     assert "error: process 1 of this torchrun stopped: another process ended first" in proc.stderr
     assert "[rank1]: Traceback" not in proc.stderr and "[rank0]: Traceback" not in proc.stderr
+    assert len(error_lines(proc)) == 2, proc.stderr[-3000:]

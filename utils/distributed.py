@@ -47,12 +47,19 @@ def init(device_name):
     return Context(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
+def barrier():
+    """Wait until every process has got here; nothing in a single process. Where another process
+    has ended, a RuntimeError (`lost_peer`)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def finish():
     """Leave the process group once every process has finished (a barrier). A process that
     exits with its gloo group still open can abort in the group's destructor ("terminate called
     without an active exception"): 2 of 20 two-process runs here did, failing the launch."""
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        barrier()
         dist.destroy_process_group()
 
 

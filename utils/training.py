@@ -783,6 +783,9 @@ def run_training(args, argv=None):
                                  "rerun with --resume")
 
     with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
+        # the others read the folder once rank 0 holds it: where another job does, rank 0's error
+        # ends them here, not a check of what that job is writing there
+        distributed.barrier()
         if results_path.exists() and not args.force:
             _check_finished(run_dir, args, label_sha256, facts)
             results = read_json(results_path)
