@@ -840,6 +840,19 @@ def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cif
     assert f"holds a finished run trained with other speech targets than {other} holds" in line
 
 
+def test_a_finished_run_without_its_config_is_checked_by_its_results(speech_run, capsys, cifar10_dir,
+                                                                     label_dir, tmp_path):
+    """config.json deleted by hand: a finished run asked for with other flags gave its old results,
+    exit 0, and the sweep counted it done; results.json records the flags that name the run."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "config.json").unlink()
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
+    assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
+    ns = sweep.Scripts.find()["train"].parse(flags(cifar10_dir, base, label_dir, epochs=3))
+    assert train_state(run_dir, ns)[1].startswith("finished, but trained with --epochs 2 (sweep: 3)")
+    assert train.main(flags(cifar10_dir, base, label_dir))["epochs"] == 2  # as asked: its results
+
+
 def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys, cifar10_dir, label_dir):
     """A finished run of --lr 0.1 asked for with 0.1 * 3 / 3 (a sweep's arithmetic) says which
     values differ: '--lr 0.1 (now 0.1)' named none."""

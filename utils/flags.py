@@ -158,6 +158,17 @@ def run_changes(config, args, label_sha256, now="now", data=None):
     return changes
 
 
+def recorded_config(config, results):
+    """A finished run's config.json (`config`) as `run_changes` compares it; where the file is gone
+    (None: deleted by hand, or not JSON to the sweep), what its results.json (`results`) records:
+    the flags that name the run, --epochs and the number of training images (not --lr,
+    --batch_size or the label targets), so that a check is not skipped for want of the file."""
+    if config is not None or not isinstance(results, dict):
+        return config
+    kept = {k: results[k] for k in RESULT_FLAGS if k in results}
+    return {"flags": kept} | ({"train_images": results["train_images"]} if "train_images" in results else {})
+
+
 def architecture_names():
     """The names of architecture.py's ARCHITECTURES, in its order, now: a network a notebook adds
     there is then a --model of the next train.main or attack.main. Where that module is not loaded

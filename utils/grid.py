@@ -30,7 +30,7 @@ from pathlib import Path
 from labels import LABEL_DIR, granularity_fix, label_path, read_targets, targets_sha256
 from utils.constants import DATASETS, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
-from utils.flags import level, run_changes  # what train.py checks
+from utils.flags import level, recorded_config, run_changes  # what train.py checks
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -443,7 +443,7 @@ def train_state(run_dir, train_namespace=None):
         ns = train_namespace
         label_sha256 = None if ns.label in FILELESS_LABELS else \
             label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
-        config = read_json_or_none(run_dir / CONFIG)
+        config = recorded_config(read_json_or_none(run_dir / CONFIG), read_json_or_none(results))
         diffs = run_changes(config if isinstance(config, dict) else {}, ns, label_sha256, now="sweep:")
     if results.exists():
         values = read_json_or_none(results)

@@ -22,7 +22,7 @@ from labels import granularity_fix
 from utils import distributed, preempt
 from utils.constants import lr_milestones
 from utils.errors import UsageError, interrupt_says
-from utils.flags import acts_on, run_changes
+from utils.flags import acts_on, recorded_config, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress, log
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -390,8 +390,9 @@ def data_facts(data, split):
 
 def _check_finished(run_dir, args, label_sha256, facts):
     """A finished run asked for with other flags, label targets or data is an error, not its old
-    results."""
-    config = read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {}
+    results; without its config.json, what its results.json records is checked (`recorded_config`)."""
+    config = recorded_config(read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else None,
+                             read_json(run_dir / RESULTS))
     if changes := run_changes(config, args, label_sha256, data=facts):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags, or use another --base_dir")
