@@ -77,21 +77,33 @@ def read_targets(path, num_classes=None, fix=None):
 
 def granularity_fix(dataset, granularity, label):
     """How to get a label file for a coarse run (its file shares the fine one's name, so a fine one
-    found there says what to do); None for the fine labels."""
+    found there says what to do): labels.generate's command for a name it makes, else how to save
+    one's own; None for the fine labels."""
     if granularity == "fine":
         return None
+    if not _generated(label):
+        return (f"a --label_granularity {granularity} run needs a file of its own: save one target "
+                f"per {granularity} class as {label_path(dataset, label, 'DIR')} (labels/README.md, "
+                "'A label of your own'), then pass --label_dir DIR")
     return (f"a --label_granularity {granularity} run needs a file of its own: make one with "
             f"python -m labels.generate --dataset {dataset} --label_granularity {granularity} "
             f"--label {label} --out DIR, then pass --label_dir DIR")
 
 
-def make_fix(dataset, name):
-    """How to make a missing label file that labels.generate knows (bert, glove, normal_dim=7: not
-    shipped); None for a name it does not make (a typo: the labels found say what was meant)."""
+def _generated(name):
+    """Whether labels.generate makes label `name` (speech, bert, normal_dim=7, ...)."""
     from labels.generate import parse_label  # here: it imports this module (its own imports are light)
     try:
         parse_label(name)
     except LabelError:
+        return False
+    return True
+
+
+def make_fix(dataset, name):
+    """How to make a missing label file that labels.generate knows (bert, glove, normal_dim=7: not
+    shipped); None for a name it does not make (a typo: the labels found say what was meant)."""
+    if not _generated(name):
         return None
     return (f"make it with python -m labels.generate --dataset {dataset} --label {name} --out DIR "
             "(labels/README.md), then pass --label_dir DIR")

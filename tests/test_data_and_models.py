@@ -17,7 +17,7 @@ from architecture import ARCHITECTURES, build_model, count_parameters
 from cifar import DATASETS, augment, load_cifar, split_indices, to_float
 from conftest import REFERENCE_LABELS, REPO, SUBSET, make_cifar10
 from utils.errors import UsageError
-from labels import LABEL_DIR, granularity_fix, read_targets
+from labels import LABEL_DIR, check_targets, granularity_fix, read_targets
 from utils.labelspace import CategorySpace, TargetSpace, load_label_space, margin
 
 
@@ -209,6 +209,16 @@ def test_every_head_gives_the_target_shape_and_trains(arch, shape):
         loss.backward()
         opt.step()
     assert torch.isfinite(loss)
+
+
+def test_the_decoder_is_the_head_of_exactly_the_2d_targets():
+    """As README and labels/README.md say: (C, H, W) files, any H and W, get the paper's decoder;
+    every other shape, (C, 1, H, W) among them, a linear layer reshaped to the target's shape."""
+    from architecture import DecoderHead, LinearHead
+    for shape in ((1, 64), (3, 5), (17, 23), (128, 128)):
+        assert isinstance(build_model("resnet32", shape).head, DecoderHead), shape
+    for shape in ((1,), (7,), (1000,), (1, 64, 64), (3, 32, 32), (2, 2, 2, 2)):
+        assert isinstance(build_model("resnet32", shape).head, LinearHead), shape
 
 
 def test_a_vgg_of_your_own_without_five_poolings_is_refused_by_name():
@@ -467,6 +477,19 @@ def test_a_missing_label_that_labels_generate_makes_says_how(tmp_path):
     with pytest.raises(UsageError) as err:
         load_label_space("speeh", "cifar10", 10, tmp_path)
     assert str(err.value).endswith(": category, mcr2, good")
+
+
+def test_a_coarse_run_of_a_label_of_your_own_says_to_save_its_file():
+    """A coarse run's 100-row file of a label labels.generate does not make advised `labels.generate
+    --label mine`, which ends in "unknown label family 'mine'"."""
+    fix = granularity_fix("cifar100", "coarse", "mine")
+    with pytest.raises(UsageError) as err:
+        check_targets(np.random.RandomState(0).rand(100, 8), "label file cifar100_mine.npy", 20, fix)
+    assert str(err.value) == ("label file cifar100_mine.npy has 100 class targets, but the dataset has 20 "
+                              "classes; a --label_granularity coarse run needs a file of its own: save one "
+                              f"target per coarse class as {Path('DIR', 'cifar100_mine.npy')} (labels/README.md, "
+                              "'A label of your own'), then pass --label_dir DIR")
+    assert "labels.generate" in granularity_fix("cifar100", "coarse", "normal_dim=7")
 
 
 def test_a_label_dir_that_is_no_folder_is_named(tmp_path):
