@@ -56,9 +56,17 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 from train import COMPILE_MODES  # noqa: E402
 from utils.errors import CliParser, DefaultsFormatter, call_cli, nonempty, number, run_cli  # noqa: E402
-from utils.flags import SHARED, add_flags, architecture_names  # noqa: E402
+from utils.flags import SHARED, add_flags, architecture_names, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
+# The --what tables each flag acts on ('all' is train and attack); a flag not named acts on every
+# one. Given (not at its default) with another --what, it would change nothing: parse_args refuses it.
+FLAG_TABLES = {"train_images": ("train", "host"), "compile_modes": ("train", "host", "accuracy"),
+               "attack_images": ("attack",), "attack_batch_size": ("attack",),
+               "paper_attack_images": ("attack",), "batch_sizes": ("train",), "compiled_only": ("train",),
+               "cudnn_benchmark": ("train",), "checkpoint": ("attack",), "data_dir": ("attack", "accuracy"),
+               "epochs": ("accuracy",), "seeds": ("accuracy",), "valid_size": ("accuracy",),
+               "train_flags": ("accuracy",), "repeats": ("train", "attack", "checkpoint")}
 # train.py flags that --what accuracy sets for each row
 BENCH_TRAIN_FLAGS = ("--model", "--label", "--seed", "--data_dir", "--epochs", "--valid_size",
                      "--device", "--base_dir", "--amp", "--channels_last", "--compile")
@@ -69,7 +77,8 @@ def build_parser():
                        formatter_class=DefaultsFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet32"], choices=architecture_names(),
                         help="architectures to time")
-    parser.add_argument("--labels", nargs="+", default=["speech", "category"], choices=LABEL_SHAPES,
+    parser.add_argument("--labels", nargs="+", type=label_name, default=["speech", "category"],
+                        choices=LABEL_SHAPES,
                         help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
                         "glove 50) with random targets: throughput does not depend on their values; "
                         "--what accuracy trains on the shipped label files (none for bert and glove: "
@@ -78,7 +87,8 @@ def build_parser():
                         default="all", help="'all' is train and attack; 'accuracy' trains with "
                         "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
                         "counts the operators a training step runs from the host outside compiled "
-                        "graphs; 'checkpoint' times the writing of a run's last checkpoint")
+                        "graphs; 'checkpoint' times the writing of a run's last checkpoint (a flag "
+                        "that acts on none of its tables is refused)")
     add_flags(parser, "device")
     parser.add_argument("--train_images", type=number(int), default=None,
                         help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
@@ -125,19 +135,19 @@ def parse_args(argv=None):
     UsageError before any timing and, from the command line, before torch loads (seconds)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    tables = ("train", "attack") if args.what == "all" else (args.what,)
+    for flag, acts_on in FLAG_TABLES.items():  # a flag the chosen tables do not use did nothing, silently
+        if getattr(args, flag) != parser.get_default(flag) and not set(acts_on) & set(tables):
+            whats = [*acts_on, *(["all"] if {"train", "attack"} & set(acts_on) else [])]
+            parser.error(f"--{flag} does not apply to --what {args.what} (only to --what {', '.join(whats)})")
+    for flag in [a.dest for a in parser._actions if a.nargs in ("+", "*")]:  # --seeds 0 0: one row, not two
+        if getattr(args, flag) is not None:
+            setattr(args, flag, list(dict.fromkeys(getattr(args, flag))))
     if args.what == "accuracy" and not args.data_dir:
         parser.error("--what accuracy needs --data_dir (a CIFAR-10 folder)")
-    attacks = args.what in ("attack", "all")  # a flag the chosen tables do not use did nothing, silently
-    if args.checkpoint and not attacks:
-        parser.error(f"--checkpoint is what --what attack or all attacks; --what {args.what} uses none")
-    if args.data_dir and not attacks and args.what != "accuracy":
-        parser.error(f"--data_dir serves --what attack, all and accuracy; --what {args.what} times synthetic "
-                     "images")
-    if args.compiled_only and args.what not in ("train", "all"):
-        parser.error(f"--compiled_only selects rows of --what train and all; --what {args.what} has none")
     if args.compiled_only and args.compile_modes == []:
         parser.error("--compiled_only with no --compile_modes leaves no variant of ours to time")
-    if args.cudnn_benchmark and (args.what not in ("train", "all") or args.compile_modes == []):
+    if args.cudnn_benchmark and args.compile_modes == []:
         parser.error("--cudnn_benchmark adds rows to the compiled variants of --what train and all")
     check_train_flags(parser, args)
     args.batch_sizes = [256, 512] if args.batch_sizes is None else args.batch_sizes

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.constants import DATASETS
 from utils.errors import UsageError
 
 LABEL_DIR = Path(__file__).resolve().parent / "label_files"
@@ -62,8 +63,9 @@ def read_targets(path, num_classes=None, fix=None):
             raise LabelError(f"label file {path} holds pickled objects; a label file must be a "
                              "numeric array") from None
         raise LabelError(f"label file {path} is not a readable .npy file ({err})") from None
-    except (OSError, EOFError) as err:
-        raise LabelError(f"label file {path} is not a readable .npy file ({err})") from None
+    except (OSError, EOFError) as err:  # an OSError's text names the path again: its reason alone
+        raise LabelError(f"label file {path} is not a readable .npy file "
+                         f"({getattr(err, 'strerror', None) or err})") from None
     except MemoryError:  # a header whose shape is far larger than the file
         raise LabelError(f"label file {path} is corrupt: its header asks for more memory than "
                          "this machine has") from None
@@ -147,6 +149,17 @@ def check_targets(targets, source, num_classes=None, fix=None):
     return targets
 
 
+def _named_otherwise(dataset, name, label_dir):
+    """What to do where --label `name` (any .npy ending dropped by `utils.flags.label_name`) is the
+    whole name of a file in label_dir, not the NAME of {dataset}_NAME.npy: None where it is not."""
+    short = name.removeprefix(f"{dataset}_")
+    if short != name and label_path(dataset, short, label_dir).is_file():  # --label cifar10_speech.npy
+        return f"--label is the NAME of {dataset}_NAME.npy; pass --label {short}"
+    if (Path(label_dir) / f"{name}.npy").is_file() and not name.startswith(tuple(f"{d}_" for d in DATASETS)):
+        return f"{name}.npy there is not named as a label file; rename it {dataset}_{name}.npy"
+    return None
+
+
 def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, builtin=()):
     """Targets of label `name` for `dataset`: float32 array (C, *shape), checked by `read_targets`
     (`num_classes`, `fix`). Raises LabelError naming the labels that do exist (`builtin` names
@@ -158,6 +171,8 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
     if not path.exists() and (archive := path.with_suffix(".npz")).is_file():  # numpy.savez's name
         raise LabelError(f"no label file {path} for --label {name}: {archive.name} there is a .npz "
                          f"archive; save the targets with numpy.save as {path.name}")
+    if not path.exists() and (named := _named_otherwise(dataset, name, label_dir)):
+        raise LabelError(f"no label file {path} for --label {name}: {named}")
     if not path.exists():  # a folder or FIFO there: read_targets says what it is
         known = ", ".join([*builtin, *available_labels(dataset, label_dir)]) or "none"
         how = make_fix(dataset, name)  # a coarse run's fix says how to make its own file

@@ -542,6 +542,36 @@ def test_an_npz_saved_under_the_labels_name_is_named(tmp_path):
                               "there is a .npz archive; save the targets with numpy.save as cifar10_mine.npy")
 
 
+def test_a_label_given_as_its_file_name_is_that_label(tmp_path):
+    """--label s10x7.npy looked for cifar10_s10x7.npy.npy: each script reads a .npy ending as the
+    label it names (`utils.flags.label_name`), so its file and run directory are the label's."""
+    import attack
+    import train
+    from bench.bench import parse_args
+    from utils.grid import axis_values
+    assert train.build_parser().parse_args(["--label", "s10x7.npy"]).label == "s10x7"
+    assert attack.build_parser().parse_args(["--label", "s10x7.npy"]).label == "s10x7"
+    assert axis_values("labels", ["s10x7.npy", "s10x7"]) == ["s10x7"]  # sweep.py's, a grid file's too
+    assert parse_args(["--labels", "speech.npy", "--no_record"]).labels == ["speech"]
+
+
+def test_a_label_file_named_otherwise_says_how_to_name_it(tmp_path):
+    """The whole file name (cifar10_s10x7.npy, read as cifar10_s10x7), or a file without the
+    dataset in its name: 'no label file' listed labels that did not include it, or did without
+    saying that the dataset is not part of the name."""
+    np.save(tmp_path / "cifar10_s10x7.npy", np.random.rand(10, 7).astype(np.float32))
+    np.save(tmp_path / "bare.npy", np.random.rand(10, 7).astype(np.float32))
+    with pytest.raises(LabelError) as err:
+        load_label("cifar10", "cifar10_s10x7", tmp_path)
+    assert str(err.value) == (f"no label file {tmp_path}/cifar10_cifar10_s10x7.npy for --label cifar10_s10x7: "
+                              "--label is the NAME of cifar10_NAME.npy; pass --label s10x7")
+    with pytest.raises(LabelError) as err:
+        load_label("cifar10", "bare", tmp_path)
+    assert str(err.value) == (f"no label file {tmp_path}/cifar10_bare.npy for --label bare: bare.npy there is "
+                              "not named as a label file; rename it cifar10_bare.npy")
+    assert load_label("cifar10", "s10x7", tmp_path).shape == (10, 7)
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 def test_refuses_to_overwrite_without_force(tmp_path, capsys):
@@ -855,7 +885,9 @@ def test_stats_cli(tmp_path, capsys):
     status, out, _ = cli(stats.main, ["--compare", path, path], capsys)
     assert status == 0 and "mean |diff| 0.0000" in out
     status, _, err = cli(stats.main, [tmp_path / "missing.npy"], capsys)
-    assert status == 2 and "missing.npy is not a readable .npy file" in err
+    # the path once: was "... not a readable .npy file ([Errno 2] No such file or directory: '.../missing.npy')"
+    assert status == 2 and err == (f"error: label file {tmp_path}/missing.npy is not a readable .npy file "
+                                   "(No such file or directory)\n")
     np.save(tmp_path / "cifar10_empty.npy", np.zeros((0, 4)))  # a reshape traceback
     status, _, err = cli(stats.main, [tmp_path / "cifar10_empty.npy"], capsys)
     assert status == 2 and "has shape (0, 4); expected [classes, ...] with one target per class" in err

@@ -161,17 +161,25 @@ def test_bench_accuracy_table_without_validation_images():
     (["--what", "host", "--train_images", "64"], "--train_images 64 is less than a batch of 128"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--seeds", "0", "-1"], "argument --seeds: -1 must be at least 0"),
     # used by no table asked for: --what train ignored them without a word
-    (["--what", "train", "--checkpoint", "{tmp}/x.pth"], "--checkpoint is what --what attack or all attacks; "
-     "--what train uses none"),
-    (["--what", "host", "--compiled_only"], "--compiled_only selects rows of --what train and all; "
-     "--what host has none"),
+    (["--what", "train", "--checkpoint", "{tmp}/x.pth"], "--checkpoint does not apply to --what train (only "
+     "to --what attack, all)"),
+    (["--what", "host", "--compiled_only"], "--compiled_only does not apply to --what host (only to --what "
+     "train, all)"),
+    (["--what", "attack", "--batch_sizes", "64"], "--batch_sizes does not apply to --what attack (only to "
+     "--what train, all)"),
+    (["--what", "train", "--seeds", "1"], "--seeds does not apply to --what train (only to --what accuracy)"),
+    (["--what", "all", "--epochs", "3"], "--epochs does not apply to --what all (only to --what accuracy)"),
+    (["--what", "accuracy", "--data_dir", "{tmp}", "--repeats", "3"], "--repeats does not apply to --what "
+     "accuracy (only to --what train, attack, checkpoint, all)"),
     (["--what", "train", "--compiled_only", "--compile_modes"], "--compiled_only with no --compile_modes "
      "leaves no variant of ours to time"),
     (["--what", "train", "--cudnn_benchmark"], "--cudnn_benchmark times cuDNN, which only a CUDA device runs"),
-    (["--what", "host", "--cudnn_benchmark"], "--cudnn_benchmark adds rows to the compiled variants of "
-     "--what train and all"),
-    (["--what", "host", "--data_dir", "{tmp}"], "--data_dir serves --what attack, all and accuracy; --what host "
-     "times synthetic images"),
+    (["--what", "host", "--cudnn_benchmark"], "--cudnn_benchmark does not apply to --what host (only to "
+     "--what train, all)"),
+    (["--what", "train", "--cudnn_benchmark", "--compile_modes"], "--cudnn_benchmark adds rows to the "
+     "compiled variants of --what train and all"),
+    (["--what", "host", "--data_dir", "{tmp}"], "--data_dir does not apply to --what host (only to --what "
+     "attack, accuracy, all)"),
 ])
 def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
     from bench import bench
@@ -180,6 +188,32 @@ def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     assert message.format(tmp=tmp_path) in err
+
+
+def test_bench_flags_name_its_tables():
+    """Each flag `FLAG_TABLES` says acts on some tables only is one of bench.py's, and its tables are
+    --what choices: a renamed flag there would be refused with every --what, or never."""
+    from bench.bench import FLAG_TABLES, build_parser
+    actions = {a.dest: a for a in build_parser()._actions}
+    assert set(FLAG_TABLES) <= set(actions)
+    assert all(set(tables) < set(actions["what"].choices) - {"all"} for tables in FLAG_TABLES.values())
+
+
+def test_bench_repeated_values_are_one_row(cifar10_dir, tmp_path, monkeypatch):
+    """--seeds 0 0 trained the fp32 and bf16 runs of seed 0, then read them back ('already
+    complete') as two more rows of the record; a label given twice (speech, speech.npy) likewise."""
+    import train
+    from bench.bench import accuracy_rows, parse_args
+    args = parse_args(["--what", "accuracy", "--data_dir", str(cifar10_dir), "--seeds", "0", "0",
+                       "--labels", "speech", "speech.npy", "--models", "resnet32", "resnet32",
+                       "--compile_modes", "default", "default", "--no_record"])
+    assert (args.seeds, args.labels, args.models, args.compile_modes) == ([0], ["speech"], ["resnet32"], ["default"])
+    assert parse_args(["--what", "train", "--batch_sizes", "256", "256", "--no_record"]).batch_sizes == [256]
+    trained = []
+    monkeypatch.setattr(train, "main", lambda argv: trained.append(argv) or {"test_acc": 0.5})
+    rows = accuracy_rows(args, torch.device("cpu"))
+    assert [row[2:4] for row in rows] == [(0, "fp32"), (0, "bf16 + channels_last + compile default")]
+    assert len(trained) == 2
 
 
 def test_bench_checks_its_record_before_it_measures(tmp_path, capsys):

@@ -157,6 +157,9 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--config", "{tmp}/seed.yaml"], "--seeds: 1.5 is not a valid value"),
     (["--dry_run", "--config", "{tmp}/null.yaml"], "--labels: None is not a valid value"),
     (["--dry_run", "--config", "{tmp}/map.yaml"], "--labels: {'speech': 1} is neither a value nor a list"),
+    # a grid file's labels skipped train.py's check of --label: each of its train.py runs refused it
+    (["--dry_run", "--config", "{tmp}/noisy.yaml"], "--labels: speech_noise0.2 ends like the run directory of "
+     "a --label_noise run"),
     (["--dry_run", "--seeds", "-1"], "--seeds: '-1' is not a valid value"),
     # each ran the grid on the CPU: an empty --gpus, or an id CUDA cannot read (it then hides every GPU)
     (["--dry_run", "--gpus", ""], "error: --gpus needs ids, e.g. 0,1"),
@@ -189,6 +192,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "seed.yaml").write_text("seeds: [0, 1.5]\n")
     (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
     (tmp_path / "map.yaml").write_text("labels: {speech: 1}\n")
+    (tmp_path / "noisy.yaml").write_text("labels: [speech, speech_noise0.2]\n")
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe")
     (tmp_path / "short").mkdir()
     np.save(tmp_path / "short" / "cifar10_speech.npy", np.eye(9, dtype=np.float32))

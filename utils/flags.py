@@ -44,10 +44,13 @@ def smoothing(text):
 
 
 def label_name(text):
-    """--label as given, unless its run directory, model_{label}, would be another run's (a
-    --label_noise run's model_{label}_noise{R}) or a folder that report.py does not read."""
+    """--label as given, less a .npy ending (speech.npy is label speech: its file is
+    {dataset}_speech.npy, its run directory model_speech), unless its run directory,
+    model_{label}, would be another run's (a --label_noise run's model_{label}_noise{R}) or a
+    folder that report.py does not read."""
+    given, text = text, text.removesuffix(".npy")
     if not text or "/" in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a label name: it names the label file "
+        raise argparse.ArgumentTypeError(f"{given!r} is not a label name: it names the label file "
                                          "{dataset}_NAME.npy and the run directory model_NAME, so "
                                          "it must be non-empty and hold no /")
     if NOISY.match(text):

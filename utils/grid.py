@@ -30,7 +30,7 @@ from pathlib import Path
 from labels import LABEL_DIR, granularity_fix, label_path, read_targets, targets_sha256
 from utils.constants import DATASETS, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
-from utils.flags import level, recorded_config, run_changes  # what train.py checks
+from utils.flags import label_name, level, recorded_config, run_changes  # what train.py checks
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,6 +73,15 @@ def parse_name(value):
     return value
 
 
+def parse_label(value):
+    """A label name as train.py's --label reads it (`utils.flags.label_name`: speech.npy is speech),
+    so that a grid file's labels are those of the runs train.py makes."""
+    try:
+        return label_name(parse_name(value))
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"--labels: {err}") from None
+
+
 def parse_seed(value):
     """A seed: a whole number >= 0, as an int or its digits (not 1.5, not true)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)) or int(value) < 0:
@@ -81,7 +90,7 @@ def parse_seed(value):
 
 
 # The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
-AXES = {"datasets": parse_name, "models": parse_name, "labels": parse_name, "levels": parse_level,
+AXES = {"datasets": parse_name, "models": parse_name, "labels": parse_label, "levels": parse_level,
         "seeds": parse_seed}
 
 
