@@ -296,7 +296,9 @@ stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps
   done
   child=""
   echo "$(date +%FT%T) task $task: exit $status" >&2
-  [ "$status" -eq 0 ] || [ "$status" -eq 75 ] || tail -n 5 "$log" >&2
+  # the last lines of this attempt, after its === header (an earlier one's "preempted" line misleads)
+  [ "$status" -eq 0 ] || [ "$status" -eq 75 ] || awk '/^=== /{n=0} {line[n++ % 5]=$0}
+    END {for (i = (n > 5 ? n - 5 : 0); i < n; i++) print line[i % 5]}' "$log" >&2
   return "$status"
 }
 

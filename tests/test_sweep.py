@@ -563,6 +563,7 @@ def test_task_body_without_slurm(tmp_path, capsys, cifar10_dir, label_dir):
     commands.write_text(f"stage {tmp_path}/a.log {stage} 0 0 && stage {tmp_path}/b.log {stage} 0 0\n"
                         f"stage {tmp_path}/c.log {stage} 0 3 && stage {tmp_path}/d.log {stage} 0 0\n"
                         f"stage {tmp_path}/e.log {stage} 60 0\n")
+    (tmp_path / "c.log").write_text("=== an earlier attempt\npreempted: stopped by signal, rerun\n")
 
     def task(i):
         return subprocess.Popen(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": str(i)},
@@ -576,6 +577,7 @@ def test_task_body_without_slurm(tmp_path, capsys, cifar10_dir, label_dir):
     assert (tmp_path / "a.log").read_text().startswith("=== ") and (tmp_path / "b.log").exists()
     assert not (tmp_path / "d.log").exists()  # the chain stops at the failed stage
     assert "exit 3" in results[1][1] and "working" in results[1][1]  # the failed stage's log tail
+    assert "preempted" not in results[1][1]  # of its last attempt only, as --local's note
     assert "got SIGUSR1" in results[2][1] and "exit 75" in results[2][1] and "requeued" not in results[2][1]
 
 

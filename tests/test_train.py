@@ -1459,6 +1459,32 @@ def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifa
     assert handler is not training.preempt._handle and not caught  # the run's, not the kernel's
 
 
+def test_a_signal_in_the_last_epochs_validation_reaches_the_caller_after_the_results(
+        monkeypatch, cifar10_dir, label_dir, tmp_path):
+    """It reached the caller's handler before the best checkpoint and results.json were written: a
+    notebook or driver with SIGTERM's default handler was killed with its run trained, and the next
+    train.main refused the run as unfinished ('pass --resume')."""
+    from utils import training
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    written = []
+    ours = signal.signal(signal.SIGTERM, lambda *frame: written.append(sorted(
+        p.name for p in run_dir.iterdir() if not p.name.startswith("."))))
+    real = training.evaluate
+
+    def signalled(*args, **kwargs):  # the first evaluation: the last (only) epoch's validation
+        if not written and not training.preempt.requested():
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+    try:
+        monkeypatch.setattr(training, "evaluate", signalled)
+        result = train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1))
+    finally:
+        signal.signal(signal.SIGTERM, ours)
+    assert result["best_epoch"] == 1 and Path(result["run_dir"]) == run_dir
+    assert written == [["category_seed3_resnet32_best_model.pth", "config.json", LAST_CHECKPOINT,
+                        "metrics.jsonl", RESULTS]]  # once, with every file of the run there
+
+
 @pytest.mark.parametrize("main, flag, message", [
     (train.main, "--bogus", "unrecognized arguments: --bogus (see train.py --help)"),
     (attack.main, "--bogus", "unrecognized arguments: --bogus (see attack.py --help)"),

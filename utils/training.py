@@ -850,41 +850,44 @@ def run_training(args, argv=None):
         first_epoch = epoch = len(history)
         # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
         interrupted = interrupt_says(lambda: checkpoints.stopped(f"during epoch {epoch + 1}"))
-        with preempt.catching(), Progress(args.epochs, f"{args.model} {args.label}", "epoch",
-                                          initial=len(history), enabled=writes) as progress, interrupted:
-            for epoch in range(first_epoch, args.epochs):
-                # a stop signal ends the epoch at once where nothing trained is lost, or where the
-                # epoch may not end before the kill that follows the signal
-                stoppable = checkpoints.saved == epoch or bool(history) \
-                    and history[-1]["seconds"] > preempt.FINISH_SECONDS
-                row = _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device,
-                             first=epoch == first_epoch)
-                if row is None:
-                    progress.close()
-                    preempt.exit_for_requeue(checkpoints.stopped(f"by signal during epoch {epoch + 1}"))
-                history.append(row)
-                checkpoints.keep_best(row)
-                stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
-                due = checkpoints.due(stopping or epoch + 1 == args.epochs, args.checkpoint_seconds,
-                                      device)  # on every process
-                if writes:
-                    append_jsonl(run_dir / METRICS, row)
-                if due:
-                    checkpoints.save(epoch + 1)
-                line, fields = _epoch_line(row, args.epochs)
-                progress.step(line, **fields)
-                if stopping:
-                    progress.close()
-                    distributed.finish()  # every process is here: leave the group before exiting
-                    preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
-                                             "rerun with --resume")
+        # a signal the loop did not act on (one during the last epoch's validation) reaches the
+        # handler of a caller of main(argv) (a notebook's, a driver's) once the run's files are written
+        with preempt.catching():
+            with Progress(args.epochs, f"{args.model} {args.label}", "epoch",
+                          initial=len(history), enabled=writes) as progress, interrupted:
+                for epoch in range(first_epoch, args.epochs):
+                    # a stop signal ends the epoch at once where nothing trained is lost, or where the
+                    # epoch may not end before the kill that follows the signal
+                    stoppable = checkpoints.saved == epoch or bool(history) \
+                        and history[-1]["seconds"] > preempt.FINISH_SECONDS
+                    row = _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device,
+                                 first=epoch == first_epoch)
+                    if row is None:
+                        progress.close()
+                        preempt.exit_for_requeue(checkpoints.stopped(f"by signal during epoch {epoch + 1}"))
+                    history.append(row)
+                    checkpoints.keep_best(row)
+                    stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
+                    due = checkpoints.due(stopping or epoch + 1 == args.epochs, args.checkpoint_seconds,
+                                          device)  # on every process
+                    if writes:
+                        append_jsonl(run_dir / METRICS, row)
+                    if due:
+                        checkpoints.save(epoch + 1)
+                    line, fields = _epoch_line(row, args.epochs)
+                    progress.step(line, **fields)
+                    if stopping:
+                        progress.close()
+                        distributed.finish()  # every process is here: leave the group before exiting
+                        preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
+                                                 "rerun with --resume")
 
-        checkpoints.save_best()  # what attack.py loads
-        model.load_state_dict(checkpoints.best_state)
-        test = data.test_images.to(device), data.test_labels.to(device)
-        scores = _scores(evaluated, space, train, {"valid": valid, "test": test}, amp=args.amp,
-                         channels_last=args.channels_last)
-        results = _results(args, config, best_path, checkpoints.best["epoch"], scores, history, device)
-        if writes:
-            write_json(results_path, results)
+            checkpoints.save_best()  # what attack.py loads
+            model.load_state_dict(checkpoints.best_state)
+            test = data.test_images.to(device), data.test_labels.to(device)
+            scores = _scores(evaluated, space, train, {"valid": valid, "test": test}, amp=args.amp,
+                             channels_last=args.channels_last)
+            results = _results(args, config, best_path, checkpoints.best["epoch"], scores, history, device)
+            if writes:
+                write_json(results_path, results)
         return results
