@@ -338,7 +338,7 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
             "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
     rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-2]}
-    assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 entries)" in rows["category"]
+    assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 settings)" in rows["category"]
     assert "run: resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
     assert "run: resume (2/4 epochs logged)" in rows["shuffle"] and "run: after train" in rows["shuffle"]
     assert ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
@@ -814,7 +814,7 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     three = requested_attacks(attack.parse(flags + ["--steps", "3"]), attack.module)
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
         done | {"steps": 3, "step_size": 2.5 * (8 / 255) / 3}]}))
-    assert attack_state(tmp_path, three) == (True, "done (1 entries)")
+    assert attack_state(tmp_path, three) == (True, "done (1 setting)")
     assert not attack_state(tmp_path, wanted)[0]
     in_bf16 = requested_attacks(attack.parse(flags + ["--steps", "3", "--amp"]), attack.module)
     assert not attack_state(tmp_path, in_bf16)[0]  # attack.py computes it again in bf16

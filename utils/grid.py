@@ -492,7 +492,7 @@ def attack_state(run_dir, wanted, test_images=None):
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
     if missing := missing_note(results, wanted["keys"], wanted["plans"], asked):
         return False, f"resume: {missing}"
-    return True, f"done ({len(wanted['keys'])} entries)"
+    return True, f"done ({counted(len(wanted['keys']), 'setting')})"
 
 
 def missing_note(results, keys, plans=None, num_images=None):
