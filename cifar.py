@@ -125,11 +125,26 @@ def _download(info, data_dir, needed):
     a rename from a folder of this job's own, so no job reads half a batch or writes into another
     job's archive. An archive that fails to unpack, or lacks the `needed` files, is removed:
     torchvision takes one already there as complete, so it would fail every later run alike."""
+    archive, folder = data_dir / info.url.rsplit("/", 1)[-1], data_dir / info.folder
+    created = [path for path in (data_dir, *data_dir.parents) if not path.exists()]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        _install(info, archive, folder, needed)
+    except UsageError:  # a mistyped --data_dir is not left behind, made and empty but for a lock file
+        if created:
+            (data_dir / f".{archive.name}.lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # another job's files there: kept
+                for path in created:
+                    path.rmdir()
+        raise
+
+
+def _install(info, archive, folder, needed):
+    """`_download`'s work, in archive.parent: its files in `folder`, or a UsageError."""
     # torchvision's downloader, without its md5 check: real copies of the batches exist whose
     # checksums differ from the official archive's, and we validate the content ourselves.
     from torchvision.datasets.utils import download_url, extract_archive
-    archive, folder = data_dir / info.url.rsplit("/", 1)[-1], data_dir / info.folder
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = archive.parent
     with _exclusive(data_dir / f".{archive.name}.lock") as alone:
         if all((folder / f).is_file() for f in needed):
             return  # another job installed them while this one waited

@@ -529,6 +529,25 @@ def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypa
                                               f"cifar-10-python.tar.gz to {tmp_path}/data\n")
 
 
+def test_a_failed_download_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    """A mistyped --data_dir (cifar100-sample for cifar100-subset) was left behind, made and empty
+    but for the download's lock file; a folder that was there stays, as do another job's files."""
+    import torchvision.datasets.utils as tv_utils
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+    monkeypatch.setattr(tv_utils, "download_url", offline)
+    for data_dir in (tmp_path / "typo" / "data", tmp_path):
+        with pytest.raises(UsageError, match="the download failed: OSError"):
+            load_cifar("cifar10", data_dir, download=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cifar-10-python.tar.gz.lock"]
+    (tmp_path / "typo").mkdir()
+    (tmp_path / "typo" / "theirs").write_text("")
+    with pytest.raises(UsageError):
+        load_cifar("cifar10", tmp_path / "typo" / "data", download=True)
+    assert [p.name for p in (tmp_path / "typo").iterdir()] == ["theirs"]
+
+
 def test_a_data_dir_without_the_datasets_files_says_what_it_holds(tmp_path, cifar10_dir, cifar100_dir):
     """Offline, a folder that lacked only test_batch, held the other dataset's folder, or a file in
     place of the dataset's folder said only "cifar10 not found in ..."."""
