@@ -447,15 +447,15 @@ def train_state(run_dir, train_namespace=None):
     """
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
+    values = read_json_or_none(results)  # None: missing, or not JSON
     diffs = []
     if train_namespace is not None:
         ns = train_namespace
         label_sha256 = None if ns.label in FILELESS_LABELS else \
             label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
-        config = recorded_config(read_json_or_none(run_dir / CONFIG), read_json_or_none(results))
+        config = recorded_config(read_json_or_none(run_dir / CONFIG), values)
         diffs = run_changes(config if isinstance(config, dict) else {}, ns, label_sha256, now="sweep:")
     if results.exists():
-        values = read_json_or_none(results)
         if not isinstance(values, dict):
             return False, ("results.json is not a valid JSON object (train.py will stop; delete it "
                            "to retrain)")

@@ -388,11 +388,10 @@ def data_facts(data, split):
         data.train_images, data.train_labels, data.test_images, data.test_labels)}
 
 
-def _check_finished(run_dir, args, label_sha256, facts):
+def _check_finished(run_dir, args, label_sha256, facts, results):
     """A finished run asked for with other flags, label targets or data is an error, not its old
-    results; without its config.json, what its results.json records is checked (`recorded_config`)."""
-    config = recorded_config(read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else None,
-                             read_json(run_dir / RESULTS))
+    `results`; without its config.json, what its results.json records is checked (`recorded_config`)."""
+    config = recorded_config(read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else None, results)
     if changes := run_changes(config, args, label_sha256, data=facts):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags, or use another --base_dir")
@@ -788,8 +787,8 @@ def run_training(args, argv=None):
         # ends them here, not a check of what that job is writing there
         distributed.barrier()
         if results_path.exists() and not args.force:
-            _check_finished(run_dir, args, label_sha256, facts)
             results = read_json(results_path)
+            _check_finished(run_dir, args, label_sha256, facts, results)
             if ctx.main:
                 log(f"{results_path} exists: run already complete (pass --force to train again)")
             # the folder the run is in here: a copied archive's is not the one it trained in
