@@ -38,7 +38,6 @@ from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_la
                         value_list)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
-from utils.flags import label_name
 from utils.runs import json_text
 
 MODES = ("print", "slurm", "local")
@@ -60,7 +59,7 @@ def build_parser():
                       "args: [...] for pass-through flags); flags on the command line win")
     grid.add_argument("--datasets", nargs="+", default=["cifar10"], help="datasets")
     grid.add_argument("--models", nargs="+", default=["resnet32"], help="networks")
-    grid.add_argument("--labels", nargs="+", type=label_name, default=["category"],
+    grid.add_argument("--labels", nargs="+", default=["category"],  # read once, by the grid (parse_label)
                       help="label representations")
     grid.add_argument("--levels", nargs="+", default=[100], help="percent of the training set to train on "
                       "(train.py's --level)")

@@ -167,6 +167,11 @@ def test_bench_accuracy_table_without_validation_images():
      "train, all)"),
     (["--what", "attack", "--batch_sizes", "64"], "--batch_sizes does not apply to --what attack (only to "
      "--what train, all)"),
+    (["--what", "attack", "--checkpoint", "{tmp}/x.pth", "--models", "vgg19"], "--models does not apply to "
+     "--what attack --checkpoint (it attacks the checkpoint's model and labels; --what all times training "
+     "with them)"),
+    (["--what", "attack", "--checkpoint", "{tmp}/x.pth", "--models", "vgg19", "--labels", "glove"], "--models and "
+     "--labels do not apply to --what attack --checkpoint"),
     (["--what", "train", "--seeds", "1"], "--seeds does not apply to --what train (only to --what accuracy)"),
     (["--what", "all", "--epochs", "3"], "--epochs does not apply to --what all (only to --what accuracy)"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--repeats", "3"], "--repeats does not apply to --what "

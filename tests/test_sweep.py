@@ -146,7 +146,7 @@ def test_help_says_where_flags_go():
     # trained at level 50 (level{L:g}), recorded as 50.00000000001
     (["--dry_run", "--levels", "50.00000000001"], "level 50.00000000001 has more digits than a run "
      "directory's name keeps (level50); give at most 6 significant digits"),
-    (["--dry_run", "--labels", "speech", "speech_noise0.2"], "argument --labels: speech_noise0.2 ends like "
+    (["--dry_run", "--labels", "speech", "speech_noise0.2"], "error: --labels: speech_noise0.2 ends like "
      "the run directory of a --label_noise run"),
     # these went into #SBATCH lines as they were (--cpus-per-task=0, --array=0-0%-1)
     (["--slurm", "{tmp}/s.sbatch", "--cpus_per_task", "0"], "--cpus_per_task: 0 must be at least 1"),

@@ -138,12 +138,12 @@ def axis_values(name, values):
 
 
 def expand(grid):
-    """Every combination of the axes, ordered dataset, model, label, level, seed (slowest first)."""
-    axes = [axis_values(name, grid.get(name)) for name in AXES]
-    for name, values in zip(AXES, axes):
-        if not values:
+    """Every combination of the axes, ordered dataset, model, label, level, seed (slowest first);
+    each axis a list as `axis_values` reads it (read once: a label file x.npy.npy is label x.npy)."""
+    for name in AXES:
+        if not grid[name]:
             raise UsageError(f"--{name} is empty: the grid has no runs")
-    return [Run(*combo) for combo in itertools.product(*axes)]
+    return [Run(*combo) for combo in itertools.product(*(grid[name] for name in AXES))]
 
 
 def load_grid_file(path):

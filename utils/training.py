@@ -54,7 +54,7 @@ def lr_at(epoch, epochs, base_lr, warmup=0, done=1.0):
     base_lr at the end of epoch `warmup` (Goyal et al. 2017: what a large batch with a linearly
     scaled lr needs to train at all).
     """
-    lr = base_lr * 0.1 ** sum(epoch >= m for m in lr_milestones(epochs))
+    lr = base_lr / 10 ** sum(epoch >= m for m in lr_milestones(epochs))  # 0.01, not 0.1 * 0.1
     return lr * min(1.0, (epoch + done) / warmup) if warmup else lr
 
 
