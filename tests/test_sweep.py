@@ -330,6 +330,8 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     make_trained(run("category"), attack=["fgsm", "pgd"])                # complete
     make_trained(run("speech"), attack=["fgsm"])                         # pgd missing
     make_trained(run("shuffle"), metrics=2, results=False)               # killed after epoch 2
+    for name in ("metrics.jsonl", "last_checkpoint.pth"):  # 3 hours ago: stopped, not training
+        os.utime(run("shuffle") / name, (time.time() - 3 * 3600,) * 2)
     make_trained(run("uniform"), epochs=2, attack=["fgsm", "pgd"], num_images=10)
     make_trained(run("lowdim"), epochs=2, metrics=1, results=False)          # stopped, other --epochs
     make_trained(run("composite"))
@@ -340,7 +342,8 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-2]}
     assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 settings)" in rows["category"]
     assert "run: resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
-    assert "run: resume (2/4 epochs logged)" in rows["shuffle"] and "run: after train" in rows["shuffle"]
+    assert "run: resume (2/4 epochs logged; files last written 3 h ago)" in rows["shuffle"]
+    assert "run: after train" in rows["shuffle"]
     assert ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over") in rows["uniform"] and "run: after train" in rows["uniform"]
     assert "run: new" in rows["random"] and str(run("random")) in rows["random"]
@@ -381,7 +384,7 @@ def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir)
         assert "yaml" in imported and "torch" not in imported, f"{script} loaded torch"
         outputs[script] = proc.stdout
     assert "run: finished, but trained with --epochs 2 (sweep: 4)" in outputs["sweep.py"]
-    assert "run: resume (2/4 epochs logged)" in outputs["sweep.py"]
+    assert "run: resume (2/4 epochs logged; files last written " in outputs["sweep.py"]
     assert outputs["sweep.py"].splitlines()[-1] == '{"runs": 4, "to_run": 3}'
     assert "left out of the tables: trained with --epochs 2 (the other seeds: 4)" in \
         (tmp_path / "report" / "tables.md").read_text()
@@ -402,7 +405,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over(capsys, tmp_path,
     grid = ["--labels", "category", "--seeds", "3", "--stages", "train", *tiny(cifar10_dir, label_dir, base)]
     [header, row, count, summary] = sweep_lines(capsys, grid + ["--dry_run"])
     assert json.loads(summary) == {"runs": 1, "to_run": 1}  # a notebook's last line
-    assert "run: start over (3 epochs logged, no checkpoint to resume from)" in row
+    assert "run: start over (3 epochs logged, no checkpoint to resume from; files last written " in row
     [line] = sweep_lines(capsys, grid + ["--print"])
     argv = shlex.split(line)
     assert argv[1:2] == ["train.py"] and argv[-1] == "--resume"

@@ -16,6 +16,7 @@ still needs is read from the run directory (and the digest of the label file a r
 report) agrees on it.
 """
 import argparse
+import contextlib
 import functools
 import importlib.util
 import itertools
@@ -24,6 +25,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +52,23 @@ NOT_PASSED = {"--force": "each rerun of the sweep, or requeue of its task, would
 def counted(count, noun):
     """'1 epoch', '3 epochs': a count and its noun, in the plural unless one."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def last_written(run_dir):
+    """'files last written 3 min ago': when a run's training last wrote to its directory (its
+    metrics.jsonl each epoch, its last checkpoint, a sweep's train.log), so that a run still
+    training (seconds or minutes) tells itself from one that stopped (hours, days); '' if none is
+    there. A lock would tell for certain, but only on the node that holds it."""
+    times = []
+    for name in (METRICS, LAST_CHECKPOINT, "train.log"):
+        with contextlib.suppress(OSError):
+            times.append((Path(run_dir) / name).stat().st_mtime)
+    if not times:
+        return ""
+    age = max(0.0, time.time() - max(times))
+    size, unit = next((s, u) for s, u in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
+                      if age >= 2 * s or s == 1)
+    return f"files last written {age / size:.0f} {unit} ago"
 
 
 def parse_level(text):
@@ -467,11 +486,13 @@ def train_state(run_dir, train_namespace=None):
         if diffs:
             return False, f"cannot resume: trained with {', '.join(diffs)}: {REFUSED}"
         epochs = getattr(train_namespace, "epochs", "?")
-        return False, f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged)"
+        return False, (f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged; "
+                       f"{last_written(run_dir)})")
     if any(run_dir.glob("*_best_model.pth")):  # its last checkpoint deleted: train.py refuses
         return False, f"cannot resume: a best checkpoint but no {LAST_CHECKPOINT}: {REFUSED}"
     if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
-        return False, f"start over ({counted(logged, 'epoch')} logged, no checkpoint to resume from)"
+        return False, (f"start over ({counted(logged, 'epoch')} logged, no checkpoint to resume from; "
+                       f"{last_written(run_dir)})")
     return False, "new"
 
 
