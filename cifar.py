@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.atomic import made_folders
 from utils.constants import DATASETS, DatasetInfo
 from utils.errors import UsageError, choice, os_error_text
 from utils.pickles import meta_class_names, read_cifar_pickle
@@ -126,17 +127,13 @@ def _download(info, data_dir, needed):
     job's archive. An archive that fails to unpack, or lacks the `needed` files, is removed:
     torchvision takes one already there as complete, so it would fail every later run alike."""
     archive, folder = data_dir / info.url.rsplit("/", 1)[-1], data_dir / info.folder
-    created = [path for path in (data_dir, *data_dir.parents) if not path.exists()]
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        _install(info, archive, folder, needed)
-    except UsageError:  # a mistyped --data_dir is not left behind, made and empty but for a lock file
-        if created:
-            (data_dir / f".{archive.name}.lock").unlink(missing_ok=True)
-            with contextlib.suppress(OSError):  # another job's files there: kept
-                for path in created:
-                    path.rmdir()
-        raise
+    with made_folders(data_dir) as created:  # a mistyped --data_dir is not left behind
+        try:
+            _install(info, archive, folder, needed)
+        except UsageError:
+            if created:  # made and empty but for the lock file (kept in a folder that was there)
+                (data_dir / f".{archive.name}.lock").unlink(missing_ok=True)
+            raise
 
 
 def _install(info, archive, folder, needed):

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
-from utils.atomic import file_set, json_text
+from utils.atomic import file_set, json_text, made_folders
 from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
 from utils.pickles import meta_class_names
 
@@ -830,7 +830,7 @@ def run(args):
         if getattr(args, option) != parser.get_default(option) and not set(families) & set(labels):
             print(f"warning: --{option} only acts with --label {' or '.join(families)}; ignored for "
                   f"--label {' '.join(labels)}", file=sys.stderr)
-    if args.seed is not None and all(FAMILIES[name].seed is None for name in labels):
+    if args.seed is not None and all(parse_label(name)[1].seed is None for name in labels):
         drawn = " ".join(name for name, family in FAMILIES.items() if family.seed is not None)
         print(f"warning: --seed only acts with a label drawn at random ({drawn}); ignored for "
               f"--label {' '.join(labels)}", file=sys.stderr)
@@ -853,8 +853,9 @@ def run(args):
                "speech_file": args.speech_file, "text_model": args.text_model, "glove": args.glove}
     made = []  # (path, shape, min, max)
     # Every file or none: bad input met part way (a later dataset's names, a later family's
-    # parameter) replaced nothing, where the files before it stayed and a rerun needed --force.
-    with file_set() as put:
+    # parameter) replaced nothing, where the files before it stayed and a rerun needed --force;
+    # nor does it leave the --out folder it made (before the first label: a bad --out is said at once).
+    with made_folders(args.out), file_set() as put:
         for dataset in datasets:
             names_by_set = {}   # read the meta file once per name set
             speech = None       # made once, reused by shuffle (both read the same names)

@@ -632,6 +632,12 @@ def test_an_option_of_another_family_is_named_as_ignored(tmp_path, capsys):
                                            "--out", tmp_path, "--force"], capsys)
     assert status == 0 and err == ("warning: --seed only acts with a label drawn at random (shuffle random "
                                    "composite lowdim normal_dim uniform_gap); ignored for --label uniform\n")
+    # a parametrised family's name (normal_dim=10) is no key of FAMILIES: was a KeyError traceback
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "normal_dim=10",
+                                           "--seed", "3", "--out", tmp_path, "--force"], capsys)
+    assert status == 0 and err == "" and out.count("wrote") == 2
+    assert np.array_equal(np.load(tmp_path / "cifar10_normal_dim=10.npy"),
+                          make_label("normal_dim=10", CIFAR10_CLASSES, seed=3))
 
 
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
@@ -786,6 +792,9 @@ def test_bad_input_part_way_writes_no_file(tiny_glove, tmp_path, capsys):
                                            "--out", tmp_path], capsys)
     assert (status, out) == (2, "") and "beyond float32's range" in err
     assert list(tmp_path.iterdir()) == []   # neither a file nor a temporary one
+    out_dir = tmp_path / "new" / "labels"   # nor the --out folder, made and left empty
+    status, _, err = cli(generate.main, argv[:-1] + [out_dir], capsys)
+    assert status == 2 and "GloVe vectors lack: 'apples'" in err and not (tmp_path / "new").exists()
     status, out, _ = cli(generate.main, argv[:2] + argv[3:], capsys)   # cifar10 alone, without --force
     assert status == 0 and out.startswith(f"wrote {tmp_path / 'cifar10_glove.npy'}  (10, 50)")
 

@@ -61,6 +61,24 @@ def file_set():
         raise
 
 
+@contextlib.contextmanager
+def made_folders(path):
+    """`path` made, with any parents missing, for the block, which gets the list of folders made
+    (an empty one: `path` was there); an error in the block removes those folders again where
+    they are empty, so that a mistyped folder is not left behind, made and empty. A folder that
+    holds anything (another job's files, what the block wrote and kept) stays."""
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield created
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for folder in created:
+                folder.rmdir()
+        raise
+
+
 def _temporary(path, write):
     """A temporary file beside `path` that write(file) filled, flushed to the disk."""
     tmp = None
