@@ -161,6 +161,24 @@ def requested_settings(args):
     return protocol, attacks, list(unique.values()), modes
 
 
+# flag -> the attacks it acts on (FGSM takes one step of eps; only pgd starts again at random)
+ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"), "restarts": ("pgd",)}
+
+
+def ignored_attack_lines(args, attacks):
+    """Warnings for --steps, --step_size or --restarts given with none of the `attacks` they act
+    on (`ATTACK_ONLY`), as train.py warns for a flag of another label's: one line per owner."""
+    given = {"steps": args.steps is not None, "step_size": args.step_size is not None,
+             "restarts": args.restarts != 1}
+    by_owners = {}
+    for flag, owners in ATTACK_ONLY.items():
+        if given[flag] and not set(owners) & set(attacks):
+            by_owners.setdefault(owners, []).append(f"--{flag}")
+    return [f"warning: {', '.join(given)} only act{'s' if len(given) == 1 else ''} with --attacks "
+            f"{' or '.join(owners)}; ignored for --attacks {' '.join(attacks)}"
+            for owners, given in by_owners.items()]
+
+
 def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -462,6 +480,8 @@ def run(args, argv=None):
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol, attacks, epsilons, modes = requested_settings(args)
+    for line in ignored_attack_lines(args, attacks):
+        log(line)
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again
     args.examples = EXAMPLES if args.examples is None else args.examples
     device = resolve_device(args.device)

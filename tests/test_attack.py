@@ -377,9 +377,12 @@ def test_an_attack_or_eps_given_twice_is_run_once(speech_run, cifar10_dir, label
     again, err = call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
                                     "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
                                     "--attacks", "fgsm", "--targeted", "no", "--epsilons", "0.03137254901960784",
-                                    "--num_images", "5", "--examples", "0"])
+                                    "--num_images", "5", "--examples", "0", "--steps", "4", "--restarts", "3"])
     assert again["robust_acc"] == {"fgsm/untargeted/0.03137254901960784": summary["robust_acc"][
         "fgsm/untargeted/8/255"]} and "reused" in err
+    # FGSM takes one step and no restart: the flags went without a word, as train.py warns of a label's
+    assert err.startswith("warning: --steps only acts with --attacks iterative or pgd; ignored for --attacks "
+                          "fgsm\nwarning: --restarts only acts with --attacks pgd; ignored for --attacks fgsm\n")
 
 
 def test_main_leaves_the_callers_random_state(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
