@@ -782,10 +782,10 @@ def build_parser():
                         help="random seed (default: the family's: shuffle 8 and random / lowdim 48 "
                              "as in the paper, 0 otherwise)")
     family.add_argument("--audio_dir", type=nonempty, default=None,
-                        help="speech: folder of {i}.wav, one recording per class "
+                        help="speech, shuffle: folder of {i}.wav, one recording per class "
                              "(default: speak the names with espeak-ng)")
     family.add_argument("--espeak_voice", default=DEFAULT_ESPEAK_VOICE,
-                        help="speech: espeak-ng voice when synthesising "
+                        help="speech, shuffle: espeak-ng voice when synthesising "
                              f"(default {DEFAULT_ESPEAK_VOICE})")
     family.add_argument("--speech_file", type=nonempty, default=None,
                         help="shuffle: permute this speech label file instead of making speech")
