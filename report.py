@@ -22,10 +22,12 @@ import csv
 import functools
 import io
 import math
+import os
 import re
 import signal
 import statistics
 import sys
+import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -38,7 +40,9 @@ from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
                         run_dir_of, run_folder_name)
 
-LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>[^/]+))"
+# A level{L} folder is no dataset's (datasets are train.py's choices): under --base_dir
+# outputs/less/cifar10, its level10 runs were a dataset "level10" at level 100.
+LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>(?!level)[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
@@ -449,7 +453,11 @@ def robust_rows(records):
 def setting_text(row, step_size=False):
     text = (f"{row['num_images']} test images, steps {row['steps']}, restarts {row['restarts']}"
             + (", bf16" if row["amp"] else ""))
-    return text + (f", step size {eps_text(row['step_size'], row['protocol'])}" if step_size else "")
+    if not step_size:
+        return text
+    # '?': an entry without its step size (attack.py writes one; well_formed lets one go without)
+    step = "?" if row["step_size"] is None else eps_text(row["step_size"], row["protocol"])
+    return f"{text}, step size {step}"
 
 
 def robust_tables(robust, key):
@@ -739,7 +747,8 @@ def in_workers(workers, count, least, chunksize, rc=None):
     go to them `chunksize` at a time), results in order; `rc`: matplotlib settings for them (the
     caller's). Spawned, not forked: a caller's threads (a notebook's) cannot leave a lock held in a
     copy of itself. Ctrl-C or an error in the block ends them after their task at hand, and the
-    block's error is reported, not one from each; a worker killed is a UsageError. Where processes
+    block's error is reported, not one from each; a worker killed is a UsageError; a report killed
+    (`timeout`, `kill`, the OOM killer) ends its workers too (`start_worker`). Where processes
     cannot share a queue (a sandbox without POSIX semaphores), the builtin too."""
     workers = min(workers, len(cores()), count // least)
     pool = None
@@ -747,7 +756,8 @@ def in_workers(workers, count, least, chunksize, rc=None):
         try:
             from concurrent.futures import ProcessPoolExecutor
             from multiprocessing import get_context
-            pool = ProcessPoolExecutor(workers, get_context("spawn"), initializer=set_rc, initargs=(rc,))
+            pool = ProcessPoolExecutor(workers, get_context("spawn"), initializer=start_worker,
+                                       initargs=(rc,))
         except (OSError, ImportError):
             pass
     if pool is None:
@@ -774,7 +784,15 @@ def in_workers(workers, count, least, chunksize, rc=None):
         pool.shutdown(cancel_futures=True)
 
 
-def set_rc(rc):
+def start_worker(rc):
+    """A worker process's start: matplotlib's settings `rc` (the caller's, or None), and a thread
+    that ends the worker once the report's process is gone. A worker waits for its next task
+    forever otherwise: killed reports left their workers behind, ~100 MB each, holding the
+    report's stdout open (`out=$(timeout 60 python report.py ...)` never returned)."""
+    from multiprocessing import parent_process
+    parent = parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(1)), daemon=True).start()
     if rc is not None:
         import matplotlib
         matplotlib.rcParams.update(rc)
@@ -917,9 +935,11 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
         raise UsageError(f"--base_dir {base} is not a directory")
     runs = find_runs(base)
     if not runs and not grid:  # with a grid, a report of the runs still missing is one
+        within = (f"; {base} is a dataset's folder in less/: --base_dir {base.parent.parent} holds them"
+                  if base.resolve().parent.name == "less" else "")
         raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
                          "{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/..., "
-                         "model_{label}_noise{R})")
+                         "model_{label}_noise{R})" + within)
     with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
         records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
     exclude_duplicates(records)
@@ -1016,6 +1036,13 @@ def grid_base_dir(grid_file):
     return scripts["train"].parse(routed["train"]).base_dir
 
 
+def terminated(signum, frame):
+    """report.py's SIGTERM (`timeout`, `kill`): it ends as after Ctrl-C, one line, with its worker
+    processes and temporary files gone and the earlier report's files as they were (killed at
+    once, it left its workers and its `.tables.md.*.tmp` files in --out)."""
+    raise KeyboardInterrupt("got SIGTERM")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     grid_base = grid_base_dir(args.grid) if args.grid else None
@@ -1037,4 +1064,6 @@ if __name__ == "__main__":
     # main of the module `report`, not of `__main__`: worker processes find its functions by that
     # name whatever ran this file (python, python -m cProfile)
     from report import main as report_main
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # one its caller ignored stays ignored
+        signal.signal(signal.SIGTERM, terminated)
     run_cli(report_main)

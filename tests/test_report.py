@@ -1,10 +1,14 @@
 """report.py on hand-made run directories with known numbers: tables, CSVs, summary, figures."""
 import csv
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -183,6 +187,21 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
     rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
     assert len(rows) == 4 and {r["n"] for r in rows} == {"1"}
     assert (tmp_path / "out" / "robust_cifar10_resnet32_level100_untargeted.png").is_file()
+
+
+def test_an_entry_without_its_step_size_is_a_table_of_its_own(tmp_path):
+    """An entry without step_size (well-formed: attack.py's reuse does without one) beside the other
+    seed's with one splits the table by step size: its heading was a TypeError traceback."""
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+             attack=[entry("pgd", EPS8, 0.2) | {"step_size": None}])
+    make_run(tmp_path / "runs", "category", 2, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+             attack=[entry("pgd", EPS8, 0.4)])
+    summary = report(tmp_path / "runs", tmp_path / "out")
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    heading = "### cifar10, resnet32, level 100: pgd, untargeted (1017 test images, steps 10, restarts 1, step size {})"
+    assert table_rows(markdown, heading.format("?"))["category"] == ["60.00 ± 0.00 (n=2)", "20.00 (n=1)"]
+    assert table_rows(markdown, heading.format("8/255"))["category"] == ["60.00 ± 0.00 (n=2)", "40.00 (n=1)"]
+    assert "robust_cifar10_resnet32_level100_untargeted.png" in summary["files"]
 
 
 def test_a_run_attacked_again_with_another_seed_is_one_seed(tmp_path):
@@ -444,6 +463,68 @@ def test_a_report_that_does_not_fit_on_the_disk_leaves_the_earlier_one(study, tm
     monkeypatch.undo()
     assert "cifar10/resnet32/category/level100/seed4" in {r["run"] for r in report(base, out)["runs"]}
     assert (out / "tables.md").read_bytes() != before["tables.md"]
+
+
+def test_a_report_ended_by_sigterm_leaves_the_earlier_one_and_no_temporary_file(study, tmp_path):
+    """SIGTERM (`timeout`, `kill`) killed report.py at once: its temporary files stayed in --out
+    (.tables.md.*.tmp, a figure's size each), its worker processes too. It ends as after Ctrl-C."""
+    base, out = tmp_path / "runs", tmp_path / "report"
+    shutil.copytree(study, base)
+    report(base, out, draw=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    make_run(base, "category", 4, test_acc=0.9, valid_acc=0.9)  # another seed: every table changes
+    code = textwrap.dedent(f"""
+        import os, runpy, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import report
+        write_csv = report.write_csv
+        def and_sigterm(*args):  # the third file is written, as report.py's own
+            write_csv(*args)
+            if args[1].name == "robust_accuracy.csv":
+                os.kill(os.getpid(), signal.SIGTERM)
+        report.write_csv = and_sigterm
+        sys.argv = ["report.py", "--base_dir", {str(base)!r}, "--out", {str(out)!r}, "--no_figures"]
+        runpy.run_path({str(REPO / "report.py")!r}, run_name="__main__")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted; got SIGTERM\n", "")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_a_killed_reports_workers_end_with_it(tmp_path):
+    """A report killed (SIGKILL, the OOM killer; SIGTERM before it was caught) left its worker
+    processes waiting for work forever, ~100 MB each, with its stdout open: a shell's
+    `$(timeout 60 python report.py ...)` never returned."""
+    code = textwrap.dedent(f"""
+        import multiprocessing, os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import report
+        report.cores = lambda: range(2)
+        with report.in_workers(2, 2, 1, chunksize=1) as pool_map:
+            list(pool_map(abs, [1, 2]))
+            print(*(p.pid for p in multiprocessing.active_children()), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    with open(tmp_path / "stdout", "w+") as stdout:  # not a pipe: a worker left holding it would hang this
+        assert subprocess.run([sys.executable, "-c", code], stdout=stdout, timeout=300).returncode == -9
+        stdout.seek(0)
+        workers = [int(pid) for pid in stdout.read().split()]
+
+    def alive(pid):  # a worker ended but not reaped (no init to reap it in a container) is a zombie
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    assert workers
+    try:
+        deadline = time.monotonic() + 30
+        while any(map(alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(map(alive, workers))
+    finally:
+        for pid in filter(alive, workers):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_folder_in_the_way_of_a_report_file_leaves_the_earlier_report(study, tmp_path, capsys):
@@ -912,6 +993,20 @@ def test_a_directory_of_no_level_train_py_writes_is_passed_over(tmp_path):
     (base / "less" / "cifar10" / "level0" / "seed1" / "resnet32" / "model_category").mkdir(parents=True)
     summary = report(base, tmp_path / "out", draw=False)
     assert [r["run_dir"] for r in summary["runs"]] == ["cifar10/seed1/resnet32/model_category"]
+
+
+def test_a_base_dir_of_less_data_runs_alone_is_no_dataset_level(tmp_path):
+    """--base_dir outputs/less/cifar10 reported its level-25 runs as a dataset "level25" at level
+    100; it holds no run directory of the layout, and the error names the --base_dir that does."""
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, level=25, test_acc=0.5, valid_acc=0.5)
+    proc = run_script("report.py", "--base_dir", base / "less" / "cifar10", "--out", tmp_path / "out",
+                      check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1
+    assert proc.stderr.endswith(f"; {base}/less/cifar10 is a dataset's folder in less/: --base_dir {base} "
+                                "holds them\n")
+    assert [(r["dataset"], r["level"]) for r in report(base, tmp_path / "out", draw=False)["runs"]] == [
+        ("cifar10", 25)]
 
 
 def test_a_malformed_metrics_line_loses_that_line_alone(tmp_path):
