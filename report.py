@@ -33,7 +33,7 @@ from pathlib import Path
 
 from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
-                        missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
+                        last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags
@@ -204,7 +204,9 @@ def read_run(base, rel, key):
         epochs = f" of {record['epochs']}" if record["epochs"] else ""
         if history or (run_dir / LAST_CHECKPOINT).exists():
             logged = f"{len(history)}{epochs} epochs" if epochs else counted(len(history), "epoch")
-            reason = f"training stopped with {logged} logged (no results.json)"
+            # stopped, or still training: the time of its last write tells
+            reason = (f"training unfinished with {logged} logged, {last_written(run_dir, ago=False)} "
+                      "(no results.json)")
         else:
             reason = "training not started or failed before its first epoch"
         error = log_error(run_dir, "train")

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -258,7 +259,7 @@ def test_only_finished_runs_trained_alike_are_averaged(tmp_path):
     incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
     assert incomplete["cifar10/resnet32/category/level100/seed3"] == [
         "left out of the tables: trained with --epochs 5 (the other seeds: 4)"]
-    assert incomplete["cifar10/resnet32/category/level100/seed4"][0].startswith("training stopped")
+    assert incomplete["cifar10/resnet32/category/level100/seed4"][0].startswith("training unfinished")
 
 
 def test_a_diverged_run_is_named_with_its_epoch(tmp_path):
@@ -292,8 +293,9 @@ def test_a_diverged_run_is_named_with_its_epoch(tmp_path):
 def test_missing_and_incomplete_are_listed(made):
     out, summary = made
     incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
-    assert incomplete["cifar10/resnet32/speech/level100/seed3"] == [
-        "training stopped with 2 of 4 epochs logged (no results.json)"]
+    [reason] = incomplete["cifar10/resnet32/speech/level100/seed3"]
+    assert re.fullmatch(r"training unfinished with 2 of 4 epochs logged, files last written "
+                        r"20\d\d-\d\d-\d\d \d\d:\d\d UTC \(no results.json\)", reason), reason
     assert incomplete["cifar10/resnet32/speech/level100/seed2"] == [
         "attack results: 1 of 4 settings missing (pgd untargeted 8/255)"]
     assert incomplete["cifar10/resnet32/category/level25/seed1"] == ["no attack results"]
@@ -301,7 +303,7 @@ def test_missing_and_incomplete_are_listed(made):
     assert [m["run"] for m in summary["missing"]] == ["cifar10/resnet32/speech/level25/seed2",
                                                       "cifar10/resnet32/speech/level25/seed3"]
     markdown = (out / "tables.md").read_text()
-    assert "- `cifar10/seed3/resnet32/model_speech`: training stopped with 2 of 4 epochs logged" in markdown
+    assert f"- `cifar10/seed3/resnet32/model_speech`: {reason}" in markdown
     assert "- cifar10/resnet32/speech/level25/seed3: no run directory" in markdown
     statuses = {(r["label"], r["level"], r["seed"]): r["status"] for r in read_csv(out / "runs.csv")}
     assert statuses[("speech", "100", "3")] == "incomplete" and statuses[("category", "100", "1")] == "complete"
@@ -745,6 +747,9 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
     for seed, text in ((5, '{"entries": [{"attack": "fgsm",'), (6, '{"entries": {}}')):
         run_dir = make_run(base, "category", seed, test_acc=0.5, valid_acc=0.5)
         (run_dir / "attack_results.json").write_text(text)
+    for run_dir in (stopped, unknown):  # stopped, not training now: its last write's time says
+        for path in run_dir.iterdir():
+            os.utime(path, (1_764_000_000,) * 2)  # 2025-11-24 16:00 UTC
     proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "out", "--no_figures")
     assert (last_json(proc)["incomplete"], last_json(proc)["missing"]) == (5, 0)
     markdown = (tmp_path / "out" / "tables.md").read_text()
@@ -752,9 +757,10 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
     assert listed == [
         "- `cifar10/seed2/resnet32/model_category`: training not started or failed before its first epoch; "
         "train.log: error: CUDA out of memory",
-        "- `cifar10/seed3/resnet32/model_category`: training stopped with 2 of 4 epochs logged (no "
-        "results.json); train.log: error: disk full",
-        "- `cifar10/seed4/resnet32/model_category`: training stopped with 2 epochs logged (no results.json)",
+        "- `cifar10/seed3/resnet32/model_category`: training unfinished with 2 of 4 epochs logged, files last "
+        "written 2025-11-24 16:00 UTC (no results.json); train.log: error: disk full",
+        "- `cifar10/seed4/resnet32/model_category`: training unfinished with 2 epochs logged, files last written "
+        "2025-11-24 16:00 UTC (no results.json)",
         "- `cifar10/seed5/resnet32/model_category`: attack_results.json is not valid JSON or has no entries",
         "- `cifar10/seed6/resnet32/model_category`: attack_results.json is not valid JSON or has no entries"]
     assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["53.33 ± 5.77 (n=3)"]
@@ -1018,7 +1024,7 @@ def test_a_malformed_metrics_line_loses_that_line_alone(tmp_path):
                                            '{"epoch": 3, "valid_acc": 0.3}\n')
     make_run(base, "category", 2, done_epochs=3)  # its curve: 0.1, 0.2, 0.3
     summary = report(base, tmp_path / "out")  # the figure too: a curve with a gap is drawn
-    assert summary["incomplete"][0]["reasons"] == ["training stopped with 3 of 4 epochs logged (no results.json)"]
+    assert summary["incomplete"][0]["reasons"][0].startswith("training unfinished with 3 of 4 epochs logged, ")
     [curve] = summary["curves"]
     assert curve["valid_acc"] == pytest.approx([0.1, 0.2, 0.3])  # the bad line: that epoch of that seed
     assert "curves_cifar10_resnet32_level100.png" in summary["files"]

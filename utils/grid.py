@@ -54,17 +54,20 @@ def counted(count, noun):
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def last_written(run_dir):
+def last_written(run_dir, ago=True):
     """'files last written 3 min ago': when a run's training last wrote to its directory (its
     metrics.jsonl each epoch, its last checkpoint, a sweep's train.log), so that a run still
     training (seconds or minutes) tells itself from one that stopped (hours, days); '' if none is
-    there. A lock would tell for certain, but only on the node that holds it."""
+    there. A lock would tell for certain, but only on the node that holds it. ago=False: the time
+    itself ('files last written 2026-12-04 21:07 UTC'), as a report, read later, says it."""
     times = []
     for name in (METRICS, LAST_CHECKPOINT, "train.log"):
         with contextlib.suppress(OSError):
             times.append((Path(run_dir) / name).stat().st_mtime)
     if not times:
         return ""
+    if not ago:
+        return f"files last written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(max(times)))}"
     age = max(0.0, time.time() - max(times))
     size, unit = next((s, u) for s, u in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
                       if age >= 2 * s or s == 1)
