@@ -29,7 +29,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
                           interrupt_says, os_errors_as_usage, run_cli)
-from utils.flags import SHARED, acts_on, add_flags, ignored_lines, label_name  # noqa: E402
+from utils.flags import LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
@@ -165,20 +165,6 @@ def requested_settings(args):
 ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"), "restarts": ("pgd",)}
 
 
-def ignored_attack_lines(args, attacks):
-    """Warnings for --steps, --step_size or --restarts given with none of the `attacks` they act
-    on (`ATTACK_ONLY`), as train.py warns for a flag of another label's: one line per owner."""
-    given = {"steps": args.steps is not None, "step_size": args.step_size is not None,
-             "restarts": args.restarts != 1}
-    by_owners = {}
-    for flag, owners in ATTACK_ONLY.items():
-        if given[flag] and not set(owners) & set(attacks):
-            by_owners.setdefault(owners, []).append(f"--{flag}")
-    return [f"warning: {', '.join(given)} only act{'s' if len(given) == 1 else ''} with --attacks "
-            f"{' or '.join(owners)}; ignored for --attacks {' '.join(attacks)}"
-            for owners, given in by_owners.items()]
-
-
 def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -305,7 +291,7 @@ def load_model(args, path):
     # as train.py says it, for a value other than the default (which the flags that find the
     # checkpoint fill in): a sweep passes --smoothing to every label's runs
     passed = [flag for flag, default in RUN_FLAGS if getattr(args, flag) not in (None, default)]
-    for line in ignored_lines(passed, trained["label"]):
+    for line in ignored_lines(passed, LABEL_ONLY, [trained["label"]]):
         log(line)
     for flag, default in RUN_FLAGS:
         value, given = trained.get(flag, default), getattr(args, flag)
@@ -480,7 +466,9 @@ def run(args, argv=None):
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol, attacks, epsilons, modes = requested_settings(args)
-    for line in ignored_attack_lines(args, attacks):
+    given = [flag for flag, unset in (("steps", None), ("step_size", None), ("restarts", 1))
+             if getattr(args, flag) != unset]
+    for line in ignored_lines(given, ATTACK_ONLY, attacks, "attacks"):  # as for a label's flags
         log(line)
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again
     args.examples = EXAMPLES if args.examples is None else args.examples

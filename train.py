@@ -95,7 +95,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, lines from rank 0 alone
-    for line in ignored_lines([k for k in LABEL_ONLY if getattr(args, k) != parser.get_default(k)], args.label):
+    for line in ignored_lines([k for k in LABEL_ONLY if getattr(args, k) != parser.get_default(k)], LABEL_ONLY,
+                              [args.label]):
         if main_process:
             print(line, file=sys.stderr)
     for flag, value in LABEL_DEFAULTS.get(args.label, LABEL_DEFAULTS[None]).items():

@@ -142,8 +142,9 @@ def parse_args(argv=None):
             parser.error(f"--{flag} does not apply to --what {args.what} (only to --what {', '.join(whats)})")
     if args.what == "attack" and args.checkpoint:  # the checkpoint's model and labels are attacked
         if given := [f"--{f}" for f in ("models", "labels") if getattr(args, f) != parser.get_default(f)]:
-            parser.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --what attack --checkpoint (it attacks "
-                         "the checkpoint's model and labels; --what all times training with them)")
+            parser.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --what "
+                         "attack --checkpoint (it attacks the checkpoint's model and labels; --what all "
+                         "times training with them)")
     for flag in [a.dest for a in parser._actions if a.nargs in ("+", "*")]:  # --seeds 0 0: one row, not two
         if getattr(args, flag) is not None:
             setattr(args, flag, list(dict.fromkeys(getattr(args, flag))))

@@ -65,6 +65,7 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, json_text, made_folders
 from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
+from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 
 # ----------------------------------------------------------------------------- datasets and names
@@ -826,10 +827,9 @@ def run(args):
     labels = expand_labels(args.label, args.text_model, args.glove)
     datasets = list(dict.fromkeys(args.dataset))  # one given twice was made, written and listed twice
     parser = build_parser()
-    for option, families in FAMILY_OPTIONS.items():
-        if getattr(args, option) != parser.get_default(option) and not set(families) & set(labels):
-            print(f"warning: --{option} only acts with --label {' or '.join(families)}; ignored for "
-                  f"--label {' '.join(labels)}", file=sys.stderr)
+    given = [option for option in FAMILY_OPTIONS if getattr(args, option) != parser.get_default(option)]
+    for line in ignored_lines(given, FAMILY_OPTIONS, labels):
+        print(line, file=sys.stderr)
     if args.seed is not None and all(parse_label(name)[1].seed is None for name in labels):
         drawn = " ".join(name for name, family in FAMILIES.items() if family.seed is not None)
         print(f"warning: --seed only acts with a label drawn at random ({drawn}); ignored for "

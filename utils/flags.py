@@ -108,15 +108,19 @@ LABEL_ONLY = {"smoothing": "category", "feature_dim": "mcr2", "mcr2_eps": "mcr2"
               "gam2": "mcr2", "n_components": "mcr2"}
 
 
-def ignored_lines(flags, label):
-    """The warnings for label-only `flags` (names without --) given with a `label` they do not act
-    on: one line per label they belong to."""
+def ignored_lines(flags, owners, chosen, option="label"):
+    """The warnings for `flags` (names without --) given where they act on nothing: a flag of
+    `owners` acts only with its --`option` value (LABEL_ONLY's) or values, none of them among
+    `chosen`; one line per owner, in the order of `flags`. train.py's and attack.py's label flags, attack.py's attack
+    flags (--restarts with fgsm alone), labels.generate's family options."""
     by_owner = {}
     for flag in flags:
-        if not acts_on(flag, label):
-            by_owner.setdefault(LABEL_ONLY[flag], []).append(f"--{flag}")
-    return [f"warning: {', '.join(given)} only act{'s' if len(given) == 1 else ''} with --label {owner}; "
-            f"ignored for --label {label}" for owner, given in sorted(by_owner.items())]
+        owner = (owners[flag],) if isinstance(owners.get(flag), str) else owners.get(flag, chosen)
+        if not set(owner) & set(chosen):
+            by_owner.setdefault(tuple(owner), []).append(f"--{flag}")
+    return [f"warning: {', '.join(given)} only act{'s' if len(given) == 1 else ''} with --{option} "
+            f"{' or '.join(owner)}; ignored for --{option} {' '.join(chosen)}"
+            for owner, given in by_owner.items()]
 
 
 def acts_on(flag, label):
