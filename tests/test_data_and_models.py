@@ -280,6 +280,32 @@ def test_the_decoder_is_the_papers():
     assert full.shape == (3, 32, 32) and torch.equal(head(features), full[:, :20, :30])
 
 
+def test_the_decoder_layers_are_the_papers_in_order():
+    """Layer by layer as the paper's code's HighDimensionalModel (64x64; its BERT model's first
+    kernel is 3): BatchNorm1d, LeakyReLU, Linear to 64; a transposed convolution from 1x1 to k x k;
+    then four times BatchNorm2d, LeakyReLU and a kernel-4, stride-2, padding-1 transposed
+    convolution (64-32-16-8-1), nothing after the last. Parameter counts cannot tell the order."""
+    from architecture import make_head
+
+    def describe(m):
+        if isinstance(m, nn.ConvTranspose2d):
+            return ("deconv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+        if isinstance(m, nn.LeakyReLU):
+            return ("leaky_relu", m.negative_slope)
+        if isinstance(m, nn.Linear):
+            return ("linear", m.in_features, m.out_features)
+        return (type(m).__name__, m.num_features)
+    for kernel, shape in ((4, (64, 64)), (3, (48, 48))):
+        head = make_head(512, shape)
+        assert [describe(m) for m in head.project] == [("BatchNorm1d", 512), ("leaky_relu", 0.01),
+                                                       ("linear", 512, 64)]
+        expected = [("deconv", 64, 64, (kernel, kernel), (1, 1), (0, 0))]
+        for channels, out_channels in ((64, 32), (32, 16), (16, 8), (8, 1)):
+            expected += [("BatchNorm2d", channels), ("leaky_relu", 0.01),
+                         ("deconv", channels, out_channels, (4, 4), (2, 2), (1, 1))]
+        assert [describe(m) for m in head.deconvs] == expected
+
+
 def test_nearest_target_decoding():
     torch.manual_seed(0)
     targets = torch.randn(10, 64, 64) * 20
