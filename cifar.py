@@ -196,6 +196,11 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
         if all((data_dir / f).is_file() for f in needed):  # not a download into the wrong folder
             raise UsageError(f"--data_dir {data_dir} holds the {name} files themselves; pass the folder "
                              f"that holds {info.folder}/ (--data_dir {data_dir.absolute().parent})")
+        for other in DATASETS.values():  # the other dataset's batches: no download into their folder
+            if other is not info and all((data_dir / f).is_file() for f in other.train_files + other.test_files):
+                raise UsageError(f"--data_dir {data_dir} holds the {other.name} files, which --dataset "
+                                 f"{other.name} reads with --data_dir {data_dir.parent}; for {name} pass "
+                                 f"the folder that holds {info.folder}/")
         if not download:
             raise _not_found(info, folder, "; ".join(filter(None, (
                 _lacking(folder, needed), "LABELREP_OFFLINE is set, so no download was tried"))))

@@ -21,6 +21,7 @@ import contextlib
 import csv
 import functools
 import io
+import itertools
 import math
 import os
 import re
@@ -122,7 +123,9 @@ def find_runs(base):
     as 'speech'), so that two directories of one run (seed07 beside seed7, less/.../level100
     beside the full run) have one key."""
     runs = {}
-    for path in sorted(base.glob("**/model_*")):
+    # at the layout's two depths only: a walk of everything below (a --base_dir of /, or one that
+    # also holds a dataset) took minutes, and met the files of processes that ended meanwhile
+    for path in sorted(itertools.chain(base.glob("*/*/*/model_*"), base.glob("less/*/*/*/*/model_*"))):
         if not path.is_dir():
             continue
         rel = path.relative_to(base).as_posix()
@@ -138,6 +141,18 @@ def find_runs(base):
                          "label": label + (f"_noise{noise:g}" if noise else ""),
                          "level": level, "seed": int(match["seed"])}
     return runs
+
+
+def enclosing_base_dir(base):
+    """The --base_dir of which `base` is a folder inside the layout (outputs for outputs/cifar100,
+    outputs/less/cifar10 or a run directory), found from a run directory in it; or None."""
+    path = base.absolute()
+    # a run directory at most 5 folders down (base outputs/less): not a walk of all below a home folder
+    for run in itertools.chain([path], *(path.glob("*/" * depth + "model_*") for depth in range(5))):
+        for above in list(path.parents)[:6]:  # a run directory lies 4 or 6 folders below its --base_dir
+            if LAYOUT.match(run.relative_to(above).as_posix()):
+                return above
+    return None
 
 
 def exclude_duplicates(records):
@@ -937,8 +952,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
         raise UsageError(f"--base_dir {base} is not a directory")
     runs = find_runs(base)
     if not runs and not grid:  # with a grid, a report of the runs still missing is one
-        within = (f"; {base} is a dataset's folder in less/: --base_dir {base.parent.parent} holds them"
-                  if base.resolve().parent.name == "less" else "")
+        above = enclosing_base_dir(base)
+        within = f"; {base} is a folder inside that layout: pass --base_dir {above}" if above else ""
         raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
                          "{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/..., "
                          "model_{label}_noise{R})" + within)

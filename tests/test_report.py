@@ -1009,10 +1009,24 @@ def test_a_base_dir_of_less_data_runs_alone_is_no_dataset_level(tmp_path):
     proc = run_script("report.py", "--base_dir", base / "less" / "cifar10", "--out", tmp_path / "out",
                       check=False)
     assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1
-    assert proc.stderr.endswith(f"; {base}/less/cifar10 is a dataset's folder in less/: --base_dir {base} "
-                                "holds them\n")
+    assert proc.stderr.endswith(f"; {base}/less/cifar10 is a folder inside that layout: pass --base_dir {base}\n")
     assert [(r["dataset"], r["level"]) for r in report(base, tmp_path / "out", draw=False)["runs"]] == [
         ("cifar10", 25)]
+
+
+def test_a_base_dir_of_a_datasets_folder_names_the_base_dir(tmp_path):
+    """--base_dir outputs/cifar100 (to report one dataset) said only 'no run directories under
+    outputs/cifar100', where outputs/less/cifar100 named --base_dir outputs."""
+    base = tmp_path / "runs"
+    run_dir = make_run(base, "category", 1, test_acc=0.5, valid_acc=0.5)
+    for inside in (base / "cifar10", base / "cifar10" / "seed1", run_dir):
+        with pytest.raises(UsageError) as err:
+            report(inside, tmp_path / "out", draw=False)
+        assert str(err.value).endswith(f"; {inside} is a folder inside that layout: pass --base_dir {base}")
+    (tmp_path / "other" / "model_x").mkdir(parents=True)
+    with pytest.raises(UsageError) as err:
+        report(tmp_path / "other", tmp_path / "out", draw=False)
+    assert str(err.value).endswith("model_{label}_noise{R})")
 
 
 def test_a_malformed_metrics_line_loses_that_line_alone(tmp_path):

@@ -174,6 +174,11 @@ def test_help_says_where_flags_go():
      "labels/label_files/cifar100_speech.npy has 100 class targets, but the dataset has 20 classes; a "
      "--label_granularity coarse run needs a file of its own: make one with python -m labels.generate "
      "--dataset cifar100 --label_granularity coarse --label speech --out DIR, then pass --label_dir DIR"),
+    # a coarse grid's folder without one of its labels was told to copy in the shipped (fine, 100-class) file
+    (["--dry_run", "--datasets", "cifar100", "--labels", "lowdim", "--label_granularity", "coarse",
+      "--label_dir", "{tmp}/short"], "short/cifar100_lowdim.npy; a --label_granularity coarse run needs a "
+     "file of its own: make one with python -m labels.generate --dataset cifar100 --label_granularity coarse "
+     "--label lowdim --out DIR, then pass --label_dir DIR"),
     (["--dry_run", "--labels", "speech", "--label_dir", "{tmp}/short"], "short/cifar10_speech.npy has "
      "9 class targets, but the dataset has 10 classes"),
     (["--dry_run", "--labels", "dir", "--label_dir", "{tmp}/short"], "short/cifar10_dir.npy is not a "

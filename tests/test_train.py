@@ -680,6 +680,23 @@ def test_a_data_dir_of_the_batches_themselves_or_a_file_is_one_line(capsys, cifa
     assert not list(tmp_path.iterdir())
 
 
+def test_a_data_dir_of_the_other_datasets_batches_is_one_line(capsys, cifar10_dir, cifar100_dir, label_dir,
+                                                              tmp_path):
+    """--dataset cifar100 --data_dir .../cifar-10-batches-py said only 'cifar100 not found in
+    .../cifar-10-batches-py/cifar-100-python', and online started a download into CIFAR-10's folder."""
+    batches = cifar10_dir / "cifar-10-batches-py"
+    line = run_cli_capture(capsys, flags(batches, tmp_path, label_dir) + ["--dataset", "cifar100"])
+    assert line == (f"error: --data_dir {batches} holds the cifar10 files, which --dataset cifar10 reads with "
+                    f"--data_dir {cifar10_dir}; for cifar100 pass the folder that holds cifar-100-python/")
+    assert sorted(p.name for p in batches.iterdir()) == sorted(
+        ["batches.meta", "test_batch"] + [f"data_batch_{i}" for i in range(1, 6)])
+    python = cifar100_dir / "cifar-100-python"
+    line = run_cli_capture(capsys, flags(python, tmp_path, label_dir))
+    assert line == (f"error: --data_dir {python} holds the cifar100 files, which --dataset cifar100 reads with "
+                    f"--data_dir {cifar100_dir}; for cifar10 pass the folder that holds cifar-10-batches-py/")
+    assert not list(tmp_path.iterdir())
+
+
 def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_dir, tmp_path):
     run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
     run_dir.mkdir(parents=True)

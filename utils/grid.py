@@ -611,11 +611,15 @@ def check_label_files(runs, label_dir, granularity):
     """The label files the runs train on, before any is queued: each in label_dir, readable, with
     a target per class of its dataset at `granularity` (a UsageError as train.py's otherwise)."""
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
-    if missing := [p for p in (label_path(d, n, label_dir) for d, n in needed) if not p.exists()]:
-        shipped = [p.name for p in missing if (LABEL_DIR / p.name).exists()]
+    if missing := [(d, n) for d, n in needed if not label_path(d, n, label_dir).exists()]:
+        paths = ", ".join(str(label_path(d, n, label_dir)) for d, n in missing)
+        dataset, name = missing[0]
+        if fix := granularity_fix(dataset, granularity, name):  # the shipped files hold the fine classes'
+            raise UsageError(f"label file(s) not found: {paths}; {fix}")
+        shipped = [label_path(d, n, LABEL_DIR).name for d, n in missing if label_path(d, n, LABEL_DIR).exists()]
         hint = (f"; --label_dir serves every label of the grid, so copy the shipped "
                 f"{', '.join(shipped)} from {LABEL_DIR} into {label_dir}" if shipped else "")
-        raise UsageError(f"label file(s) not found: {', '.join(map(str, missing))}{hint}")
+        raise UsageError(f"label file(s) not found: {paths}{hint}")
     for dataset, name in needed:
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
         fix = granularity_fix(dataset, granularity, name)
