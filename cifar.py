@@ -22,13 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from utils.atomic import made_folders
-from utils.constants import DATASETS, DatasetInfo
-from utils.errors import UsageError, choice, os_error_text
+from utils.constants import DATASETS, DatasetInfo, dataset_info
+from utils.errors import UsageError, os_error_text
 from utils.pickles import meta_class_names, read_cifar_pickle
-
-
-def get_dataset_info(name):
-    return DATASETS[choice("dataset", name, DATASETS)]
 
 
 @dataclass
@@ -181,9 +177,7 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     """
     if download is None:
         download = os.environ.get("LABELREP_OFFLINE", "") in ("", "0")
-    info = get_dataset_info(name)
-    if granularity not in info.label_keys:
-        raise UsageError(f"{name} has no '{granularity}' labels; choose from {', '.join(info.label_keys)}")
+    info = dataset_info(name, granularity)
     data_dir = Path(data_dir).absolute()  # what it says and downloads to, whatever the working folder
     folder = data_dir / info.folder
     needed = info.train_files + info.test_files

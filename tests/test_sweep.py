@@ -170,6 +170,7 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--config", "{tmp}/binary.yaml"], "binary.yaml is not a text file (not UTF-8)"),
     (["--dry_run", "--train_args", '--epochs "1'], "--train_args '--epochs \"1': No closing quotation"),
     # each was found by the first train.py job, after the sweep had queued every run
+    (["--dry_run", "--label_granularity", "coarse"], "error: cifar10 has no 'coarse' labels; choose from fine"),
     (["--dry_run", "--datasets", "cifar100", "--labels", "speech", "--label_granularity", "coarse"],
      "labels/label_files/cifar100_speech.npy has 100 class targets, but the dataset has 20 classes; a "
      "--label_granularity coarse run needs a file of its own: make one with python -m labels.generate "

@@ -11,7 +11,7 @@ The networks' names are architecture.py's registry's (`utils.flags.architecture_
 import math
 from dataclasses import dataclass
 
-from utils.errors import choice
+from utils.errors import UsageError, choice
 
 # The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
 # per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
@@ -49,6 +49,15 @@ DATASETS = {
         label_keys={"fine": "fine_labels", "coarse": "coarse_labels"},
         name_keys={"fine": "fine_label_names", "coarse": "coarse_label_names"}),
 }
+
+
+def dataset_info(name, granularity="fine"):
+    """DATASETS[name], for labels of `granularity` (a UsageError for a dataset or granularity it
+    does not have: train.py's, and a sweep's before it queues a run of cifar10 coarse)."""
+    info = DATASETS[choice("dataset", name, DATASETS)]
+    if granularity not in info.label_keys:
+        raise UsageError(f"{name} has no '{granularity}' labels; choose from {', '.join(info.label_keys)}")
+    return info
 
 # utils/attacks.py's presets (its docstring says what each is), protocols and objectives
 ATTACKS = ("fgsm", "iterative", "pgd")

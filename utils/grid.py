@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labels import LABEL_DIR, granularity_fix, label_path, read_targets, targets_sha256
-from utils.constants import DATASETS, schedule  # what attack.py runs for its flags
+from utils.constants import DATASETS, dataset_info, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes  # what train.py checks
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
@@ -610,6 +610,8 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
 def check_label_files(runs, label_dir, granularity):
     """The label files the runs train on, before any is queued: each in label_dir, readable, with
     a target per class of its dataset at `granularity` (a UsageError as train.py's otherwise)."""
+    for dataset in dict.fromkeys(r.dataset for r in runs):
+        dataset_info(dataset, granularity)
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
     if missing := [(d, n) for d, n in needed if not label_path(d, n, label_dir).exists()]:
         paths = ", ".join(str(label_path(d, n, label_dir)) for d, n in missing)
