@@ -575,10 +575,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if os.environ.get("WORLD_SIZE", "1") != "1":  # torchrun's processes would each attack the whole run
         raise UsageError("attack.py runs in one process: start it with python, not torchrun")
-    from utils.runs import command_line, json_text
+    from utils.atomic import print_json
+    from utils.runs import command_line
     with os_errors_as_usage():
         summary = run(args, command_line(parser.prog, argv))
-    print(json_text(summary), flush=True)
+    print_json(summary)
     return summary
 
 

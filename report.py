@@ -35,7 +35,7 @@ from pathlib import Path
 from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
                         last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
-from utils.atomic import file_set
+from utils.atomic import file_set, print_json
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
@@ -1073,7 +1073,7 @@ def main(argv=None):
     line = {"out": str(Path(args.out).absolute()), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
             "missing": len(summary["missing"]), "files": [*summary["files"], SUMMARY]}
-    print(json_text(line), flush=True)
+    print_json(line)
     return summary
 
 

@@ -38,7 +38,7 @@ from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_la
                         value_list)
 from utils.atomic import atomic_write_text
 from utils.preempt import REQUEUE_EXIT
-from utils.runs import json_text
+from utils.atomic import print_json
 
 MODES = ("print", "slurm", "local")
 # Keys of a grid file that are no flag of sweep.py: args, pass-through flags for every script that
@@ -628,7 +628,7 @@ def main(argv=None):
     if opts.dry_run:
         dry_run(tasks)
         summary = {"runs": len(tasks), "to_run": len(todo)}
-        print(json_text(summary), flush=True)
+        print_json(summary)
         return summary
     if opts.print:
         cwd = Path.cwd()
@@ -648,7 +648,7 @@ def main(argv=None):
                   f"{arrays}) and {commands}; submit with: {' && '.join(submit)}", file=sys.stderr)
             summary = {"runs": len(tasks), "tasks": n, "script": str(scripts[0]),
                        "scripts": [str(p) for p in scripts], "commands": str(commands), "submit": submit}
-        print(json_text(summary), flush=True)
+        print_json(summary)
         return summary
     print(count_line(tasks), file=sys.stderr, flush=True)
     pool = LocalPool(tasks, local_slots(opts))
@@ -661,7 +661,7 @@ def main(argv=None):
         status = "not started" if outcome["status"] is None else f"exit {outcome['status']}"
         print(f"FAILED {outcome['stage']} {outcome['run']}: {status}: {outcome['note']} (log: "
               f"{outcome['log']})", file=sys.stderr)
-    print(json_text(summary), flush=True)
+    print_json(summary)
     if pool.signal is not None or stopped:
         sys.exit(130 if pool.signal == signal.SIGINT else REQUEUE_EXIT)
     if failed:

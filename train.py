@@ -108,7 +108,8 @@ def main(argv=None):
               f"(--epochs {args.epochs} divides the lr by 10 after epoch {first_drop}): the lr never reaches "
               f"--lr {args.lr:g}", file=sys.stderr)
     from utils import distributed
-    from utils.runs import command_line, json_text
+    from utils.atomic import print_json
+    from utils.runs import command_line
     from utils.training import run_training
     try:
         with os_errors_as_usage():
@@ -124,7 +125,7 @@ def main(argv=None):
         raise KeyboardInterrupt(str(err) or "rerun with --resume to continue from the last "
                                 "checkpoint") from None
     if main_process:
-        print(json_text(results), flush=True)
+        print_json(results)
     return results
 
 

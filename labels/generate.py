@@ -63,7 +63,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
-from utils.atomic import file_set, json_text, made_folders
+from utils.atomic import file_set, made_folders, print_json
 from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
@@ -877,7 +877,7 @@ def run(args):
         print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
     written = [{"file": str(path.absolute()), "shape": list(shape), "min": low, "max": high}
                for path, shape, low, high in made]
-    print(json_text({"out": str(Path(args.out).absolute()), "files": written}), flush=True)
+    print_json({"out": str(Path(args.out).absolute()), "files": written})
 
 
 def main(argv=None):

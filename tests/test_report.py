@@ -493,6 +493,19 @@ def test_a_report_ended_by_sigterm_leaves_the_earlier_one_and_no_temporary_file(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+def test_a_stdout_on_a_full_disk_is_named(study, tmp_path):
+    """A script's JSON line to a stdout on a full disk (a cluster job's log) said 'could not write a
+    file': which one, when the report's own files were written?"""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(REPO / "report.py"), "--base_dir", str(study), "--out",
+                               str(tmp_path / "out"), "--no_figures"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=300)
+    assert (proc.returncode, proc.stderr) == (2, "error: could not write standard output: No space left on "
+                                                 "device\n")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["trained"] > 0  # the report is kept
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
 def test_a_killed_reports_workers_end_with_it(tmp_path):
     """A report killed (SIGKILL, the OOM killer; SIGTERM before it was caught) left its worker
