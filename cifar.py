@@ -187,14 +187,17 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"{folder} is a file, not the folder of the {name} files; remove it, or "
                              "pass another --data_dir")
+
+        def renamed(wanted):  # the parent serves only as the --data_dir of a folder of that name
+            return "" if data_dir.name == wanted else f", once {data_dir.name}/ is renamed {wanted}/"
         if all((data_dir / f).is_file() for f in needed):  # not a download into the wrong folder
             raise UsageError(f"--data_dir {data_dir} holds the {name} files themselves; pass the folder "
-                             f"that holds {info.folder}/ (--data_dir {data_dir.absolute().parent})")
+                             f"that holds {info.folder}/ (--data_dir {data_dir.parent}{renamed(info.folder)})")
         for other in DATASETS.values():  # the other dataset's batches: no download into their folder
             if other is not info and all((data_dir / f).is_file() for f in other.train_files + other.test_files):
                 raise UsageError(f"--data_dir {data_dir} holds the {other.name} files, which --dataset "
-                                 f"{other.name} reads with --data_dir {data_dir.parent}; for {name} pass "
-                                 f"the folder that holds {info.folder}/")
+                                 f"{other.name} reads with --data_dir {data_dir.parent}{renamed(other.folder)}; "
+                                 f"for {name} pass the folder that holds {info.folder}/")
         if not download:
             raise _not_found(info, folder, "; ".join(filter(None, (
                 _lacking(folder, needed), "LABELREP_OFFLINE is set, so no download was tried"))))

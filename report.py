@@ -146,7 +146,7 @@ def find_runs(base):
 def enclosing_base_dir(base):
     """The --base_dir of which `base` is a folder inside the layout (outputs for outputs/cifar100,
     outputs/less/cifar10 or a run directory), found from a run directory in it; or None."""
-    path = base.absolute()
+    path = base.resolve()  # `..` as the system reads it: outputs/cifar10/seed1/.. is outputs/cifar10
     # a run directory at most 5 folders down (base outputs/less): not a walk of all below a home folder
     for run in itertools.chain([path], *(path.glob("*/" * depth + "model_*") for depth in range(5))):
         for above in list(path.parents)[:6]:  # a run directory lies 4 or 6 folders below its --base_dir

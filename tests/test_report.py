@@ -1036,6 +1036,13 @@ def test_a_base_dir_of_a_datasets_folder_names_the_base_dir(tmp_path):
         with pytest.raises(UsageError) as err:
             report(inside, tmp_path / "out", draw=False)
         assert str(err.value).endswith(f"; {inside} is a folder inside that layout: pass --base_dir {base}")
+    # `..` as the system reads it (--base_dir .. from a seed folder), not a folder inside outputs/cifar10/seed1,
+    # and a link to a dataset's folder by its target's place: not its own folder read as a dataset
+    (tmp_path / "link").symlink_to(base / "cifar10")
+    for inside in (base / "cifar10" / "seed1" / "..", run_dir / ".." / "..", tmp_path / "link"):
+        with pytest.raises(UsageError) as err:
+            report(inside, tmp_path / "out", draw=False)
+        assert str(err.value).endswith(f"; {inside} is a folder inside that layout: pass --base_dir {base}")
     (tmp_path / "other" / "model_x").mkdir(parents=True)
     with pytest.raises(UsageError) as err:
         report(tmp_path / "other", tmp_path / "out", draw=False)

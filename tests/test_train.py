@@ -695,6 +695,20 @@ def test_a_data_dir_of_the_other_datasets_batches_is_one_line(capsys, cifar10_di
     assert line == (f"error: --data_dir {python} holds the cifar100 files, which --dataset cifar100 reads with "
                     f"--data_dir {cifar100_dir}; for cifar10 pass the folder that holds cifar-10-batches-py/")
     assert not list(tmp_path.iterdir())
+    # batches in a folder of another name: its parent as --data_dir reads them only once it is renamed
+    # (it named that parent alone, where cifar10 looks for cifar-10-batches-py/ and finds none)
+    mine = tmp_path / "data" / "mycifar10"
+    mine.parent.mkdir()
+    mine.symlink_to(batches)
+    line = run_cli_capture(capsys, flags(mine, tmp_path / "runs", label_dir) + ["--dataset", "cifar100"])
+    assert line == (f"error: --data_dir {mine} holds the cifar10 files, which --dataset cifar10 reads with "
+                    f"--data_dir {mine.parent}, once mycifar10/ is renamed cifar-10-batches-py/; for cifar100 "
+                    "pass the folder that holds cifar-100-python/")
+    line = run_cli_capture(capsys, flags(mine, tmp_path / "runs", label_dir))
+    assert line == (f"error: --data_dir {mine} holds the cifar10 files themselves; pass the folder that holds "
+                    f"cifar-10-batches-py/ (--data_dir {mine.parent}, once mycifar10/ is renamed "
+                    "cifar-10-batches-py/)")
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
 
 
 def test_corrupt_checkpoint_on_resume_is_left_alone(capsys, cifar10_dir, label_dir, tmp_path):
