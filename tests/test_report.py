@@ -504,6 +504,13 @@ def test_a_stdout_on_a_full_disk_is_named(study, tmp_path):
     assert (proc.returncode, proc.stderr) == (2, "error: could not write standard output: No space left on "
                                                  "device\n")
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["trained"] > 0  # the report is kept
+    # any line on stdout, not only the last (a sweep's plan, unbuffered as many jobs run Python)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(REPO / "sweep.py"), "--dry_run", "--base_dir", str(study)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert (proc.returncode, proc.stderr) == (2, "error: could not write standard output: No space left on "
+                                                 "device\n")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")

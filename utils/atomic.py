@@ -27,15 +27,8 @@ def json_text(obj, **options):
 
 
 def print_json(obj):
-    """`obj` as a script's JSON line on stdout (the last line, which a notebook or a driver parses).
-    A stdout that cannot take it (a redirect onto a full disk) is an OSError that names it: 'could
-    not write a file: No space left on device' named none."""
-    try:
-        print(json_text(obj), flush=True)
-    except BrokenPipeError:  # its reader left: `call_cli` ends quietly
-        raise
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, "standard output") from err
+    """`obj` as a script's JSON line on stdout: its last line, which a notebook or a driver parses."""
+    print(json_text(obj), flush=True)
 
 
 def _umask():

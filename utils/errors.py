@@ -39,11 +39,40 @@ def quiet_interrupts():
         signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 
+class _NamedStdout:
+    """sys.stdout while `call_cli` runs a script: a write it cannot take (a job's log on a full
+    disk) is an OSError that names standard output, where 'could not write a file' named none."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+    def write(self, text):
+        return self._named(self._stream.write, text)
+
+    def flush(self):
+        return self._named(self._stream.flush)
+
+    @staticmethod
+    def _named(call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:  # its reader left: `call_cli` ends quietly
+            raise
+        except OSError as err:
+            if err.filename is not None:
+                raise
+            raise OSError(err.errno, err.strerror, "standard output") from err
+
+
 def call_cli(main, argv=None):
     """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr (130
     after Ctrl-C, with what the interrupted work keeps; 141, silently, when stdout's reader left)."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
     try:
         main(argv)
         sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
@@ -63,6 +92,8 @@ def call_cli(main, argv=None):
     except KeyboardInterrupt as err:
         print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout
     return EXIT_USAGE
 
 
