@@ -222,8 +222,9 @@ def read_run(base, rel, key):
             # stopped, or still training: the time of its last write tells
             reason = (f"training unfinished with {logged} logged, {last_written(run_dir, ago=False)} "
                       "(no results.json)")
-        else:
-            reason = "training not started or failed before its first epoch"
+        else:  # or in its first epoch: a sweep's train.log says when it last wrote
+            last = last_written(run_dir, ago=False)
+            reason = "training not started or failed before its first epoch" + (f" ({last})" if last else "")
         error = log_error(run_dir, "train")
         record["problems"].append(reason + (f"; train.log: {error}" if error else ""))
     attack_path = run_dir / ATTACK_RESULTS

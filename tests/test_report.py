@@ -767,7 +767,7 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
     for seed, text in ((5, '{"entries": [{"attack": "fgsm",'), (6, '{"entries": {}}')):
         run_dir = make_run(base, "category", seed, test_acc=0.5, valid_acc=0.5)
         (run_dir / "attack_results.json").write_text(text)
-    for run_dir in (stopped, unknown):  # stopped, not training now: its last write's time says
+    for run_dir in (never, stopped, unknown):  # stopped, not training now: its last write's time says
         for path in run_dir.iterdir():
             os.utime(path, (1_764_000_000,) * 2)  # 2025-11-24 16:00 UTC
     proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "out", "--no_figures")
@@ -775,7 +775,8 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
     markdown = (tmp_path / "out" / "tables.md").read_text()
     listed = markdown.split("## Incomplete runs\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert listed == [
-        "- `cifar10/seed2/resnet32/model_category`: training not started or failed before its first epoch; "
+        "- `cifar10/seed2/resnet32/model_category`: training not started or failed before its first epoch "
+        "(files last written 2025-11-24 16:00 UTC); "
         "train.log: error: CUDA out of memory",
         "- `cifar10/seed3/resnet32/model_category`: training unfinished with 2 of 4 epochs logged, files last "
         "written 2025-11-24 16:00 UTC (no results.json); train.log: error: disk full",

@@ -342,6 +342,8 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     make_trained(run("lowdim"), epochs=2, metrics=1, results=False)          # stopped, other --epochs
     make_trained(run("composite"))
     (run("composite") / "results.json").write_text("[0.5]")               # JSON, but not train.py's
+    run("random").mkdir(parents=True)  # in its first epoch on another node, or failed before it
+    (run("random") / "train.log").write_text("=== 2026-01-02T10:00:00: python train.py\n")
     grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "lowdim", "composite", "--seeds", "3",
             "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
@@ -352,7 +354,7 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "run: after train" in rows["shuffle"]
     assert ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over") in rows["uniform"] and "run: after train" in rows["uniform"]
-    assert "run: new" in rows["random"] and str(run("random")) in rows["random"]
+    assert "run: new (files last written " in rows["random"] and str(run("random")) in rows["random"]
     assert ("run: cannot resume: trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over" in rows["lowdim"])
     assert ("run: results.json is not a valid JSON object (train.py will stop; delete it to retrain)"

@@ -496,7 +496,8 @@ def train_state(run_dir, train_namespace=None):
     if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
         return False, (f"start over ({counted(logged, 'epoch')} logged, no checkpoint to resume from; "
                        f"{last_written(run_dir)})")
-    return False, "new"
+    last = last_written(run_dir)  # its train.log's: in its first epoch (on another node), or failed before
+    return False, f"new ({last})" if last else "new"
 
 
 def attack_state(run_dir, wanted, test_images=None):
