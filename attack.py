@@ -466,8 +466,8 @@ def run(args, argv=None):
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol, attacks, epsilons, modes = requested_settings(args)
-    given = [flag for flag, unset in (("steps", None), ("step_size", None), ("restarts", 1))
-             if getattr(args, flag) != unset]
+    parser = build_parser()
+    given = [flag for flag in ATTACK_ONLY if getattr(args, flag) != parser.get_default(flag)]
     for line in ignored_lines(given, ATTACK_ONLY, attacks, "attacks"):  # as for a label's flags
         log(line)
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again

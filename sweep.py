@@ -36,9 +36,8 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, nu
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
                         check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
                         value_list)
-from utils.atomic import atomic_write_text
+from utils.atomic import atomic_write_text, print_json
 from utils.preempt import REQUEUE_EXIT
-from utils.atomic import print_json
 
 MODES = ("print", "slurm", "local")
 # Keys of a grid file that are no flag of sweep.py: args, pass-through flags for every script that
