@@ -35,7 +35,7 @@ from pathlib import Path
 from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
                         last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
-from utils.atomic import file_set, print_json
+from utils.atomic import file_set, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
@@ -534,7 +534,7 @@ def write_csv(put, path, rows, columns):
         writer.writerow(["" if row.get(c) is None else
                          " ".join(map(str, row[c])) if isinstance(row.get(c), list) else row[c]
                          for c in columns])
-    put(path, lambda f: f.write(text.getvalue().encode()))
+    put(path, lambda f: f.write(utf8(text.getvalue())))
 
 
 def one(values):
@@ -1004,7 +1004,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
         write_csv(put, out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status",
                                                     "test_acc", "epochs_done", "epochs", "diverged_epoch",
                                                     "run_dir"])
-        put(out / "tables.md", lambda f: f.write(tables.encode()))
+        put(out / "tables.md", lambda f: f.write(utf8(tables)))
         written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers)
                    if draw else [])
         summary = {

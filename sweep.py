@@ -36,7 +36,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, nu
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
                         check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
                         value_list)
-from utils.atomic import atomic_write_text, print_json
+from utils.atomic import atomic_write_text, print_json, utf8
 from utils.preempt import REQUEUE_EXIT
 
 MODES = ("print", "slurm", "local")
@@ -412,8 +412,7 @@ def write_slurm(opts, tasks):
     # atomically: a failed write (a full disk) leaves each file whole, as it was or as new
     atomic_write_text(commands, text)
     for path, body in zip(paths, texts):
-        atomic_write_text(path, body)
-        path.chmod(0o755)
+        atomic_write_text(path, body, mode=0o777)  # executable, as the umask allows
     for stale in set(part_scripts(script)) - set(paths):  # an earlier, longer sweep's further arrays
         stale.unlink()
     return paths, commands, len(todo), submit
@@ -591,7 +590,7 @@ def open_log(log, header):
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab", buffering=0)
     try:
-        out.write(header.encode())
+        out.write(utf8(header))
     except BaseException as err:
         out.close()
         if isinstance(err, OSError):  # a failed write's error names no file

@@ -437,6 +437,18 @@ def test_cli_json_line_and_bad_base_dir(study, tmp_path):
                                                  "not a folder\n")  # was "File exists"
 
 
+def test_a_base_dir_the_locale_cannot_decode_is_reported(study, tmp_path):
+    """In an ASCII locale an 'é' of the command line is two bytes Python cannot decode (kept as
+    lone surrogates), and writing tables.md and runs.csv as UTF-8 ended in a UnicodeEncodeError
+    traceback; they now hold the path's bytes as given."""
+    base = tmp_path / "runs é"
+    shutil.copytree(study, base)
+    proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "r", "--no_figures",
+                      env={"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert f"From `{base}`" in (tmp_path / "r" / "tables.md").read_text(encoding="utf-8")
+
+
 def test_a_report_that_does_not_fit_on_the_disk_leaves_the_earlier_one(study, tmp_path, monkeypatch, capsys):
     """It stopped at the figure that did not fit, with the new CSVs and tables.md written beside the
     earlier figures and summary.json: a set of files no report made."""

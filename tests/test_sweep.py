@@ -11,6 +11,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -434,6 +435,19 @@ def test_a_run_that_lost_its_last_checkpoint_is_not_done(capsys, tmp_path):
             "the run directory to start over") in row
     assert count.startswith("1 run: 1 to run, 0 complete")
 
+def test_a_grid_path_the_locale_cannot_write_is_one_error_line(tmp_path):
+    """A grid file (UTF-8) naming a --base_dir with an 'é', swept in an ASCII locale (LANG=C with
+    PYTHONUTF8=0): a UnicodeEncodeError traceback from the first look at that folder; now one line
+    that says how to run it."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f'labels: [category]\nseeds: [3]\nargs: --base_dir "{tmp_path}/runs é"\n', encoding="utf-8")
+    proc = run_script("sweep.py", "--config", grid, "--dry_run", check=False,
+                      env={"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"})
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == ("error: '\\xe9' cannot be written in this locale's encoding (ascii); run with "
+                           "PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)\n")
+
+
 # ---------------------------------------------------------------- SLURM
 
 
@@ -442,6 +456,20 @@ def slurm_script(tmp_path, capsys, grid, *flags):
     summary = json.loads(sweep_lines(capsys, grid + ["--slurm", str(script), *flags])[-1])
     assert summary["script"] == str(script)
     return script, Path(summary["commands"])
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o002], ids=["umask077", "umask002"])
+def test_slurm_script_has_the_umasks_permissions(tmp_path, capsys, umask):
+    """The job script is executable as far as the umask lets it be, like the commands file beside
+    it: it was made 0755 whatever the umask, readable by all under umask 077, not by a group's
+    writers under 002."""
+    before = os.umask(umask)
+    try:
+        script, commands = slurm_script(tmp_path, capsys, ["--seeds", "3", "--base_dir", str(tmp_path / "out")])
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(script.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE(commands.stat().st_mode) == 0o666 & ~umask
 
 
 def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_dir):

@@ -111,6 +111,27 @@ def test_run_files_have_the_umasks_permissions(tmp_path, umask):
     assert modes == {"results.json": 0o666 & ~umask, "last_checkpoint.pth": 0o666 & ~umask}
 
 
+def test_a_run_started_with_stdout_and_stderr_closed_trains_to_the_end(cifar10_dir, label_dir, tmp_path):
+    """`python train.py ... >&- 2>&-` (a daemon's start): Python gives a closed stream as None, and
+    its first progress line ended the run (AttributeError, no results.json, exit 1, said nowhere);
+    through pyenv's shim, stderr was the shim's script open for reading there (EBADF, the same).
+    Now what would go there is dropped, and the run writes its results."""
+    readable_only = os.open(REPO / "README.md", os.O_RDONLY)
+
+    def closed_streams():  # in the child: stdout closed, stderr a descriptor open only for reading
+        os.close(1)
+        os.dup2(readable_only, 2)
+    try:
+        done = subprocess.run([sys.executable, str(REPO / "train.py"),
+                               *flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1)],
+                              cwd=REPO, preexec_fn=closed_streams, timeout=600, check=False)
+    finally:
+        os.close(readable_only)
+    assert done.returncode == 0
+    result = json.loads((tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category" / RESULTS).read_text())
+    assert result["epochs"] == 1 and result["best_epoch"] == 1
+
+
 def test_same_flags_give_the_same_metrics_and_weights(speech_run, tmp_path):
     """config.json is enough to rerun a run: the command line rebuilt from its flags, on its
     number of CPU threads, trains the same metrics and the same weights, bit for bit."""
@@ -330,6 +351,21 @@ def test_a_result_names_the_code_that_made_it():
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert environment()["git"] == code_version() and code_version()["commit"] == head.strip()
     assert isinstance(code_version()["dirty"], bool)
+
+
+def test_a_checkout_another_user_owns_still_names_its_commit(monkeypatch):
+    """A lab's shared checkout, run by another user: git refused it ('detected dubious ownership'),
+    and every run recorded "git": null. GIT_TEST_ASSUME_DIFFERENT_OWNER is git's own stand-in for
+    another owner."""
+    from utils.runs import code_version
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    monkeypatch.setenv("GIT_TEST_ASSUME_DIFFERENT_OWNER", "1")
+    refused = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if refused.returncode == 0:
+        pytest.skip("this git does not check a checkout's owner")
+    assert code_version()["commit"] == head.strip()
 
 
 def test_a_notebooks_later_run_names_the_code_as_it_is_then(tmp_path):

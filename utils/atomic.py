@@ -37,13 +37,14 @@ def _umask():
     return mask
 
 
-def atomic_write(path, write):
+def atomic_write(path, write, mode=0o666):
     """Call write(file) on a temporary file beside `path`, then rename it over `path`.
 
-    The file gets the permissions `open` would give it (0666 less the umask): the temporary file
-    is created 0600, which would hide results and checkpoints from a shared group."""
+    The file gets the permissions `open` would give it (`mode`, 0666, less the umask; 0777 for a
+    script to run): the temporary file is created 0600, which would hide results and checkpoints
+    from a shared group."""
     with file_set() as put:
-        put(path, write)
+        put(path, write, mode)
 
 
 @contextlib.contextmanager
@@ -54,7 +55,7 @@ def file_set():
     the folder does not hold half an old set and half a new one."""
     staged = []  # (temporary, path)
     try:
-        yield lambda path, write: staged.append((_temporary(Path(path), write), Path(path)))
+        yield lambda path, write, mode=0o666: staged.append((_temporary(Path(path), write, mode), Path(path)))
         for tmp, path in staged:
             try:
                 os.replace(tmp, path)
@@ -84,8 +85,9 @@ def made_folders(path):
         raise
 
 
-def _temporary(path, write):
-    """A temporary file beside `path` that write(file) filled, flushed to the disk."""
+def _temporary(path, write, mode=0o666):
+    """A temporary file beside `path` that write(file) filled, flushed to the disk, with `mode`
+    less the umask."""
     tmp = None
     path.parent.mkdir(parents=True, exist_ok=True)  # its error names the folder
     if path.is_dir():  # no file can be renamed over it: said now, not once part of a set is replaced
@@ -93,7 +95,7 @@ def _temporary(path, write):
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.fchmod(f.fileno(), mode & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -109,9 +111,15 @@ def _temporary(path, write):
         raise
 
 
-def atomic_write_text(path, text):
-    """`atomic_write` of a str, as UTF-8."""
-    atomic_write(path, lambda f: f.write(text.encode()))
+def utf8(text):
+    """`text` as UTF-8 bytes; a path's bytes that a non-UTF-8 locale could not decode (Python keeps
+    them in a str as lone surrogates: an 'é' given in an ASCII locale) go back as they came."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def atomic_write_text(path, text, mode=0o666):
+    """`atomic_write` of a str, as UTF-8 (`utf8`)."""
+    atomic_write(path, lambda f: f.write(utf8(text)), mode)
 
 
 def check_writable(path):

@@ -6,8 +6,10 @@ exits with status 2 (130 after Ctrl-C), so a batch log or a notebook sees one li
 traceback.
 """
 import argparse
+import codecs
 import contextlib
 import errno
+import fcntl
 import math
 import os
 import re
@@ -67,11 +69,32 @@ class _NamedStdout:
             raise OSError(err.errno, err.strerror, "standard output") from err
 
 
+def _closed_streams_to_devnull():
+    """stdout and stderr that cannot be written (a script started with `>&-` or `2>&-`, as a daemon
+    may start it: Python's None, or, started through a shell wrapper such as pyenv's shim, a file the
+    wrapper holds open for reading there) go to /dev/null, as Python's print drops a line for None:
+    the first progress line or the result line would otherwise end the run, with nowhere to say why.
+    A stream without a descriptor (a notebook's, a test's capture) stays as it is."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            writable = (stream is not None
+                        and fcntl.fcntl(stream.fileno(), fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY)
+        except OSError as err:  # EBADF: its descriptor closed since; no descriptor (UnsupportedOperation)
+            writable = err.errno != errno.EBADF
+        except (AttributeError, ValueError):  # no fileno, or a closed file object
+            continue
+        if not writable:
+            setattr(sys, name, open(os.devnull, "w"))
+
+
 def call_cli(main, argv=None):
     """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr (130
-    after Ctrl-C, with what the interrupted work keeps; 141, silently, when stdout's reader left)."""
+    after Ctrl-C, with what the interrupted work keeps; 141, silently, when stdout's reader left).
+    A closed stdout or stderr drops what would go there (`_closed_streams_to_devnull`)."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    _closed_streams_to_devnull()
     stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
     try:
         main(argv)
@@ -92,6 +115,13 @@ def call_cli(main, argv=None):
     except KeyboardInterrupt as err:
         print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
         return 130
+    except UnicodeEncodeError as err:
+        if codecs.lookup(err.encoding).name == "utf-8":  # any text goes into UTF-8: a bug, not the locale
+            raise
+        # a non-UTF-8 locale's (LANG=C with PYTHONUTF8=0, latin-1) file names, stdout: a path from a
+        # grid file with a character they cannot hold
+        print(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's encoding "
+              f"({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)", file=sys.stderr)
     finally:
         sys.stdout = stdout
     return EXIT_USAGE

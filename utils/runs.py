@@ -255,14 +255,16 @@ def tensors_sha256(*tensors):
 
 
 def code_version():
-    """{"commit": the checkout's git commit, "dirty": whether tracked files differ from it}, or None
-    outside a git checkout (an unpacked release) or without git. Asked anew each time (~10 ms): a
-    notebook's second run may be of code edited (and reloaded) or committed since its first."""
+    """{"commit": the checkout's git commit, "dirty": whether tracked files differ from it} (also of
+    a checkout another user owns, a lab's shared one, which git refuses as of "dubious ownership"
+    unless told it is safe: its code runs here anyway), or None outside a git checkout (an unpacked
+    release) or without git. Asked anew each time (~10 ms): a notebook's second run may be of code
+    edited (and reloaded) or committed since its first."""
     repo = Path(__file__).resolve().parents[1]
 
     def git(*argv):
-        return subprocess.run(["git", "-C", str(repo), *argv], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(["git", "-c", f"safe.directory={repo}", "-C", str(repo), *argv],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:  # a copy inside another repo
             return None
