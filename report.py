@@ -148,8 +148,9 @@ def enclosing_base_dir(base):
     outputs/less/cifar10 or a run directory), found from a run directory in it; or None."""
     path = base.resolve()  # `..` as the system reads it: outputs/cifar10/seed1/.. is outputs/cifar10
     # a run directory at most 5 folders down (base outputs/less): not a walk of all below a home folder
+    aboves = list(path.parents)[:6]  # a run directory lies 4 or 6 folders below its --base_dir
     for run in itertools.chain([path], *(path.glob("*/" * depth + "model_*") for depth in range(5))):
-        for above in list(path.parents)[:6]:  # a run directory lies 4 or 6 folders below its --base_dir
+        for above in aboves:
             if LAYOUT.match(run.relative_to(above).as_posix()):
                 return above
     return None
@@ -217,13 +218,11 @@ def read_run(base, rel, key):
             record["epochs"] = record["train"]["epochs"] or record["epochs"]
     else:
         epochs = f" of {record['epochs']}" if record["epochs"] else ""
+        last = last_written(run_dir, ago=False)  # stopped, or still training: the time of its last write tells
         if history or (run_dir / LAST_CHECKPOINT).exists():
             logged = f"{len(history)}{epochs} epochs" if epochs else counted(len(history), "epoch")
-            # stopped, or still training: the time of its last write tells
-            reason = (f"training unfinished with {logged} logged, {last_written(run_dir, ago=False)} "
-                      "(no results.json)")
+            reason = f"training unfinished with {logged} logged, {last} (no results.json)"
         else:  # or in its first epoch: a sweep's train.log says when it last wrote
-            last = last_written(run_dir, ago=False)
             reason = "training not started or failed before its first epoch" + (f" ({last})" if last else "")
         error = log_error(run_dir, "train")
         record["problems"].append(reason + (f"; train.log: {error}" if error else ""))

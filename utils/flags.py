@@ -111,8 +111,8 @@ LABEL_ONLY = {"smoothing": "category", "feature_dim": "mcr2", "mcr2_eps": "mcr2"
 def ignored_lines(flags, owners, chosen, option="label"):
     """The warnings for `flags` (names without --) given where they act on nothing: a flag of
     `owners` acts only with its --`option` value (LABEL_ONLY's) or values, none of them among
-    `chosen`; one line per owner, in the order of `flags`. train.py's and attack.py's label flags, attack.py's attack
-    flags (--restarts with fgsm alone), labels.generate's family options."""
+    `chosen`; one line per owner, in the order of `flags`. train.py's and attack.py's label flags,
+    attack.py's attack flags (--restarts with fgsm alone), labels.generate's family options."""
     by_owner = {}
     for flag in flags:
         owner = (owners[flag],) if isinstance(owners.get(flag), str) else owners.get(flag, chosen)

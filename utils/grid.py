@@ -619,7 +619,7 @@ def check_label_files(runs, label_dir, granularity):
         dataset, name = missing[0]
         if fix := granularity_fix(dataset, granularity, name):  # the shipped files hold the fine classes'
             raise UsageError(f"label file(s) not found: {paths}; {fix}")
-        shipped = [label_path(d, n, LABEL_DIR).name for d, n in missing if label_path(d, n, LABEL_DIR).exists()]
+        shipped = [p.name for d, n in missing if (p := label_path(d, n, LABEL_DIR)).exists()]
         hint = (f"; --label_dir serves every label of the grid, so copy the shipped "
                 f"{', '.join(shipped)} from {LABEL_DIR} into {label_dir}" if shipped else "")
         raise UsageError(f"label file(s) not found: {paths}{hint}")
