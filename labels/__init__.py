@@ -77,19 +77,22 @@ def read_targets(path, num_classes=None, fix=None):
     return check_targets(targets, f"label file {path}", num_classes, fix)
 
 
-def granularity_fix(dataset, granularity, label):
-    """How to get a label file for a coarse run (its file shares the fine one's name, so a fine one
-    found there says what to do): labels.generate's command for a name it makes, else how to save
-    one's own; None for the fine labels."""
+def granularity_fix(dataset, granularity, *labels):
+    """How to get the label files of a coarse run (a file shares the fine one's name, so a fine one
+    found there says what to do): labels.generate's command for the names it makes, how to save
+    one's own for the others; None for the fine labels."""
     if granularity == "fine":
         return None
-    if not _generated(label):
-        return (f"a --label_granularity {granularity} run needs a file of its own: save one target "
-                f"per {granularity} class as {label_path(dataset, label, 'DIR')} (labels/README.md, "
-                "'A label of your own'), then pass --label_dir DIR")
-    return (f"a --label_granularity {granularity} run needs a file of its own: make one with "
-            f"python -m labels.generate --dataset {dataset} --label_granularity {granularity} "
-            f"--label {label} --out DIR, then pass --label_dir DIR")
+    made = [name for name in labels if _generated(name)]
+    own = [str(label_path(dataset, name, "DIR")) for name in labels if name not in made]
+    fixes = ([f"make {'one' if len(made) == 1 else 'them'} with python -m labels.generate --dataset "
+              f"{dataset} --label_granularity {granularity} --label {' '.join(made)} --out DIR"]
+             if made else [])
+    fixes += ([f"save one target per {granularity} class as {' and '.join(own)} (labels/README.md, "
+               "'A label of your own')"] if own else [])
+    files = "a file" if len(labels) == 1 else "files"
+    return (f"a --label_granularity {granularity} run needs {files} of its own: "
+            f"{'; '.join(fixes)}, then pass --label_dir DIR")
 
 
 def _generated(name):

@@ -181,6 +181,12 @@ def test_help_says_where_flags_go():
       "--label_dir", "{tmp}/short"], "short/cifar100_lowdim.npy; a --label_granularity coarse run needs a "
      "file of its own: make one with python -m labels.generate --dataset cifar100 --label_granularity coarse "
      "--label lowdim --out DIR, then pass --label_dir DIR"),
+    # ... and one missing several was told how to make the first only
+    (["--dry_run", "--datasets", "cifar100", "--labels", "mine", "lowdim", "speech", "--label_granularity",
+      "coarse", "--label_dir", "{tmp}/short"], "short/cifar100_speech.npy; a --label_granularity coarse "
+     "run needs files of its own: make them with python -m labels.generate --dataset cifar100 "
+     "--label_granularity coarse --label lowdim speech --out DIR; save one target per coarse class as "
+     f"{Path('DIR', 'cifar100_mine.npy')} (labels/README.md, 'A label of your own'), then pass --label_dir DIR"),
     (["--dry_run", "--labels", "speech", "--label_dir", "{tmp}/short"], "short/cifar10_speech.npy has "
      "9 class targets, but the dataset has 10 classes"),
     (["--dry_run", "--labels", "dir", "--label_dir", "{tmp}/short"], "short/cifar10_dir.npy is not a "
@@ -345,6 +351,7 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     (run("composite") / "results.json").write_text("[0.5]")               # JSON, but not train.py's
     run("random").mkdir(parents=True)  # in its first epoch on another node, or failed before it
     (run("random") / "train.log").write_text("=== 2026-01-02T10:00:00: python train.py\n")
+    os.utime(run("random") / "train.log", (time.time() + 600,) * 2)  # by a node whose clock is ahead
     grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "lowdim", "composite", "--seeds", "3",
             "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
@@ -355,7 +362,8 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "run: after train" in rows["shuffle"]
     assert ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over") in rows["uniform"] and "run: after train" in rows["uniform"]
-    assert "run: new (files last written " in rows["random"] and str(run("random")) in rows["random"]
+    assert "run: new (files last written 10 min ahead of this machine's clock)" in rows["random"]
+    assert str(run("random")) in rows["random"]
     assert ("run: cannot resume: trained with --epochs 2 (sweep: 4): train.py refuses it; delete the "
             "run directory to start over" in rows["lowdim"])
     assert ("run: results.json is not a valid JSON object (train.py will stop; delete it to retrain)"

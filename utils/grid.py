@@ -68,10 +68,11 @@ def last_written(run_dir, ago=True):
         return ""
     if not ago:
         return f"files last written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(max(times)))}"
-    age = max(0.0, time.time() - max(times))
+    age = time.time() - max(times)  # below -1 s: the node that wrote them has a clock ahead of ours
+    when = "ago" if age > -1 else "ahead of this machine's clock"
     size, unit = next((s, u) for s, u in ((86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
-                      if age >= 2 * s or s == 1)
-    return f"files last written {age / size:.0f} {unit} ago"
+                      if abs(age) >= 2 * s or s == 1)
+    return f"files last written {abs(age) / size:.0f} {unit} {when}"
 
 
 def parse_level(text):
@@ -616,9 +617,10 @@ def check_label_files(runs, label_dir, granularity):
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
     if missing := [(d, n) for d, n in needed if not label_path(d, n, label_dir).exists()]:
         paths = ", ".join(str(label_path(d, n, label_dir)) for d, n in missing)
-        dataset, name = missing[0]
-        if fix := granularity_fix(dataset, granularity, name):  # the shipped files hold the fine classes'
-            raise UsageError(f"label file(s) not found: {paths}; {fix}")
+        if granularity != "fine":  # the shipped files hold the fine classes': a fix per dataset
+            fixes = [granularity_fix(d, granularity, *[n for d2, n in missing if d2 == d])
+                     for d in dict.fromkeys(d for d, _ in missing)]
+            raise UsageError(f"label file(s) not found: {paths}; {'; '.join(fixes)}")
         shipped = [p.name for d, n in missing if (p := label_path(d, n, LABEL_DIR)).exists()]
         hint = (f"; --label_dir serves every label of the grid, so copy the shipped "
                 f"{', '.join(shipped)} from {LABEL_DIR} into {label_dir}" if shipped else "")
