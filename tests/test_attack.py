@@ -807,6 +807,17 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
 
 
+def test_num_images_may_be_the_whole_test_split(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """--num_images 100 of a test split of 100 images attacks every one of them."""
+    _, run_dir = speech_run
+    copy = tmp_path / "speech_seed3_resnet32_best_model.pth"  # results of its own, beside it
+    shutil.copy(run_dir / copy.name, copy)
+    summary, _ = call_main(capsys, script_flags(cifar10_dir, tmp_path, label_dir, "--checkpoint", copy, "--attacks",
+                                                "fgsm", "--targeted", "no", "--epsilons", "0", "--num_images",
+                                                "100", "--examples", "0"))
+    assert summary["num_images"] == 100 and list(summary["robust_acc"]) == ["fgsm/untargeted/0"]
+
+
 def test_a_negative_eps_is_named_with_its_flag(capsys):
     """"--epsilons -1/255" said "expected at least one argument" (argparse took -1/255 for a flag),
     and "--epsilons 0 -1/255" "unrecognized arguments: -1/255"."""

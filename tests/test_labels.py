@@ -858,6 +858,7 @@ def test_stats_by_hand(tmp_path):
     assert row["shape"] == [3, 2] and row["min"] == 0 and row["max"] == 2 and row["std"] == 1
     assert row["l1_mean"] == pytest.approx(4 / 3) and row["l1_std"] == pytest.approx(np.sqrt(2 / 9))
     assert row["l2_mean"] == pytest.approx((2 + np.sqrt(2)) / 3)
+    assert row["l2_std"] == pytest.approx((2 - np.sqrt(2)) / 3)   # of 1, sqrt 2, 1: not the L1 std
     assert row["min_msd"] == pytest.approx(2.0)          # raw values: (0 + 4) / 2
     assert row["entropy"] == pytest.approx(1 / 3)       # 0, 1 and 0 bits
     assert stats.value_entropy([0.1234561, 0.1234564]) == 0   # equal after rounding to 6 decimals
@@ -884,7 +885,8 @@ def test_compare_by_hand():
     assert same["mean_abs_diff"] == pytest.approx(3 / 6)
     other = stats.compare([[1, 1], [0, 1]], [[2, 2], [0, 1]])
     assert np.isnan(other["min_class_corr"]) and np.isnan(other["mean_class_corr"])
-    assert stats.compare([[0, 1], [1, 0]], [[0, 1], [0, 1]])["min_class_corr"] == pytest.approx(-1)
+    opposite = stats.compare([[0, 1], [1, 0]], [[0, 1], [0, 1]])   # correlations 1 and -1
+    assert opposite["min_class_corr"] == pytest.approx(-1) and opposite["mean_class_corr"] == pytest.approx(0)
 
 
 def test_stats_cli(tmp_path, capsys):

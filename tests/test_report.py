@@ -437,6 +437,14 @@ def test_cli_json_line_and_bad_base_dir(study, tmp_path):
                                                  "not a folder\n")  # was "File exists"
 
 
+def test_a_base_dir_holding_a_line_break_is_one_error_line(tmp_path, capsys):
+    """A --base_dir from a shell's command substitution ("$(ls -d outputs*)" finding two folders)
+    holds a line break: its error is still one line, which a batch log's reader takes as the error."""
+    from utils.errors import call_cli
+    assert call_cli(report_main, ["--base_dir", f"{tmp_path}/a\nb", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr() == ("", f"error: --base_dir {tmp_path}/a b is not a directory\n")
+
+
 def test_a_base_dir_the_locale_cannot_decode_is_reported(study, tmp_path):
     """In an ASCII locale an 'é' of the command line is two bytes Python cannot decode (kept as
     lone surrogates), and writing tables.md and runs.csv as UTF-8 ended in a UnicodeEncodeError

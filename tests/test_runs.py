@@ -1,12 +1,15 @@
 """utils/atomic.py and utils/runs.py: a file is replaced whole or not at all, also across a crash
 of the machine, and what a killed job leaves behind is cleared by the next job."""
+import json
 import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 from utils.atomic import atomic_write_text
-from utils.runs import run_lock
+from utils.runs import append_jsonl, run_lock, write_json
 
 
 def test_a_file_is_on_the_disk_before_its_name_is(tmp_path, monkeypatch):
@@ -37,3 +40,15 @@ def test_a_killed_jobs_temporary_file_is_removed_by_the_next_job(tmp_path):
         (tmp_path / name).write_text("kept")
     with run_lock(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", *others])
+
+
+def test_an_infinite_loss_is_written_as_null(tmp_path):
+    """A diverged run's loss may be inf as well as nan: either is null in results.json and
+    metrics.jsonl (strict JSON, which many parsers require), not an error that ends the run."""
+    row = {"train_loss": float("inf"), "valid_loss": float("-inf"), "lr": (float("nan"), 0.1)}
+    write_json(tmp_path / "results.json", row)
+    append_jsonl(tmp_path / "metrics.jsonl", row)
+    strict = {"train_loss": None, "valid_loss": None, "lr": [None, 0.1]}
+    for name in ("results.json", "metrics.jsonl"):
+        text = (tmp_path / name).read_text()
+        assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{name} holds {c}")) == strict

@@ -628,6 +628,30 @@ def test_task_body_without_slurm(tmp_path, capsys, cifar10_dir, label_dir):
     assert "got SIGUSR1" in results[2][1] and "exit 75" in results[2][1] and "requeued" not in results[2][1]
 
 
+@pytest.mark.parametrize("signum, status, requeue", [(signal.SIGUSR1, 0, "requeue 41_0\n"), (signal.SIGTERM, 75, "")],
+                         ids=["USR1", "TERM"])
+def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_path, capsys):
+    """In an array job, a stage stopped by USR1 (--signal: the time limit is near) has the task
+    requeue itself with scontrol and end 0; one stopped by TERM (scancel, or a preemption, which
+    SLURM requeues itself) ends 75 and asks for nothing: a cancelled task must not come back."""
+    script, commands = slurm_script(tmp_path, capsys, ["--seeds", "3", "--base_dir", str(tmp_path / "out")])
+    (tmp_path / "stage.py").write_text(STAGE)
+    commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'stage.py'} 60 0\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.args\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    task = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "41",
+                                               "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    while task.poll() is None and (not (tmp_path / "a.log").exists()
+                                   or "working" not in (tmp_path / "a.log").read_text()):
+        time.sleep(0.02)
+    task.send_signal(signum)
+    assert task.wait(timeout=60) == status, task.stderr.read()
+    asked = tmp_path / "scontrol.args"
+    assert (asked.read_text() if asked.exists() else "") == requeue
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -953,6 +977,18 @@ def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_pa
     pool = sweep.LocalPool([task(0, 0, 0)], [{}], log=io.StringIO())
     pool.outcomes = [{"run": "cifar10/resnet32/label0/level100/seed0", "stage": "train", "status": 0}]
     assert pool.tally() == {"completed": 0, "failed": [], "stopped": [], "not_started": 1}
+
+
+def test_a_stages_log_keeps_its_earlier_attempts(tmp_path):
+    """docs/experiments.md: a stage's output is appended to its log under a `===` header, so the
+    sweep run again (after a failure or a stop) keeps what the earlier attempt said."""
+    (tmp_path / "stage.py").write_text(STAGE)
+    task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
+                {}, {"train": [sys.executable, str(tmp_path / "stage.py"), "0", "3"]})
+    for _ in range(2):
+        sweep.LocalPool([task], [{}], log=io.StringIO()).run()
+    text = (tmp_path / "run" / "train.log").read_text()
+    assert (text.count("=== "), text.count("working")) == (2, 2)
 
 
 def test_a_local_sweep_that_cannot_write_its_logs_fails_each_run_in_one_line(tmp_path, cifar10_dir,

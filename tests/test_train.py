@@ -171,6 +171,23 @@ def test_the_readme_names_the_run_files_fields(speech_run):
     assert rows["results.json"] - {"seconds"} <= set(last_json(proc))
 
 
+@pytest.mark.parametrize("label, smoothing", [("speech", 0.0), ("category", 0.1)])
+def test_results_time_speed_and_smoothing_are_the_readmes(label, smoothing, tmp_path):
+    """README's results.json: train_seconds is the sum of the epochs' seconds, images_per_s the
+    median epoch's (a first epoch that compiles does not skew it), and --smoothing as it acted:
+    0 for a label it does not act on, however given."""
+    from utils.training import _results
+    args = train.build_parser().parse_args(flags(tmp_path, tmp_path, tmp_path, label=label, epochs=3,
+                                                 smoothing="0.1"))
+    history = [{"seconds": 9.0, "images_per_s": 10.0}, {"seconds": 2.0, "images_per_s": 100.0},
+               {"seconds": 2.5, "images_per_s": 110.0}]
+    scores = {"valid": {"valid_acc": 0.5}, "test": {"test_acc": 0.4}, "decoders": {}}
+    config = {"run_dir": str(tmp_path), "train_images": 250, "test_images": 100, "world_size": 1}
+    results = _results(args, config, tmp_path / "best.pth", 2, scores, history, torch.device("cpu"))
+    assert (results["train_seconds"], results["images_per_s"]) == (13.5, 100.0)
+    assert (results["smoothing"], results["best_epoch"], results["test_acc"]) == (smoothing, 2, 0.4)
+
+
 def test_finished_run_is_not_retrained(speech_run, cifar10_dir, label_dir):
     base, proc = speech_run
     run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_speech"
@@ -920,6 +937,16 @@ def test_a_finished_run_without_its_config_is_checked_by_its_results(speech_run,
     assert train.main(flags(cifar10_dir, base, label_dir))["epochs"] == 2  # as asked: its results
 
 
+def test_a_finished_run_without_its_config_is_checked_for_its_training_images(speech_run, capsys, cifar10_dir,
+                                                                              label_dir, tmp_path):
+    """config.json deleted by hand: results.json's train_images still tells a finished run asked for
+    on another copy of the dataset (another --data_dir), which is an error, not its old results."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "config.json").unlink()
+    line = run_cli_capture(capsys, flags(fewer_training_images(cifar10_dir, tmp_path / "data"), base, label_dir))
+    assert "holds a finished run trained with 250 training images (now 240: another --data_dir?)" in line
+
+
 def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys, cifar10_dir, label_dir):
     """A finished run of --lr 0.1 asked for with 0.1 * 3 / 3 (a sweep's arithmetic) says which
     values differ: '--lr 0.1 (now 0.1)' named none."""
@@ -1012,6 +1039,18 @@ def finished_copy(speech_run, tmp_path):
     base, _ = speech_run
     shutil.copytree(base, tmp_path / "runs")
     return tmp_path / "runs", tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"
+
+
+def fewer_training_images(cifar10_dir, folder):
+    """A copy of the tiny CIFAR-10 in `folder` whose first batch holds 50 images, not 60: its
+    speech runs train on 240 images, not 250."""
+    shutil.copytree(cifar10_dir, folder)
+    batch = folder / "cifar-10-batches-py" / "data_batch_1"
+    with open(batch, "rb") as f:
+        content = pickle.load(f, encoding="latin1")
+    content = {k: v[:50] if k in ("data", "labels") else v for k, v in content.items()}
+    batch.write_bytes(pickle.dumps(content))
+    return folder
 
 
 def test_a_trained_model_without_its_last_checkpoint_is_not_trained_over(speech_run, capsys, cifar10_dir,
@@ -1227,13 +1266,7 @@ def test_resume_rewrites_the_metrics_from_the_checkpoint(speech_run, cifar10_dir
 def test_resume_checks_the_checkpoint_labels_and_data(speech_run, capsys, cifar10_dir, label_dir,
                                                       tmp_path):
     base, run_dir = finished_copy(speech_run, tmp_path)
-    smaller = tmp_path / "data"
-    shutil.copytree(cifar10_dir, smaller)
-    batch = smaller / "cifar-10-batches-py" / "data_batch_1"
-    with open(batch, "rb") as f:
-        content = pickle.load(f, encoding="latin1")
-    content = {k: v[:50] if k in ("data", "labels") else v for k, v in content.items()}
-    batch.write_bytes(pickle.dumps(content))
+    smaller = fewer_training_images(cifar10_dir, tmp_path / "data")
     # finished, it gave its old results for other data
     line = run_cli_capture(capsys, flags(smaller, base, label_dir))
     assert "holds a finished run trained with 250 training images (now 240: another --data_dir?)" in line
