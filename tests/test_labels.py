@@ -181,6 +181,11 @@ def test_shuffle_permutes_each_class_columns(tone_speech):
                                                speech_targets=tone_speech))
     assert not np.array_equal(shuffled, make_label("shuffle", CIFAR10_CLASSES, seed=9,
                                                    speech_targets=tone_speech))
+    # a permutation per class, drawn in class order from one RandomState(seed) (the paper's)
+    ramps = np.broadcast_to(np.arange(64, dtype=np.float32), (10, 2, 64))
+    orders = make_label("shuffle", CIFAR10_CLASSES, seed=8, speech_targets=ramps)[:, 0].astype(int)
+    rng = np.random.RandomState(8)
+    assert [list(order) for order in orders] == [list(rng.permutation(64)) for _ in range(10)]
 
 
 @needs_espeak
