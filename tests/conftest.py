@@ -3,6 +3,7 @@
 The tiny CIFAR-10 is learnable on purpose: each class is a solid colour plus noise, so a couple of
 epochs separate trained from untrained models (attack tests rely on that).
 """
+import contextlib
 import json
 import os
 import pickle
@@ -128,14 +129,23 @@ def last_json(proc):
 # least squares (the decoder head is slow to train).
 
 
+@contextlib.contextmanager
+def torch_threads(count):
+    """`count` torch threads for the block, then the number there was."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module: on a CPU shared with other jobs, two threads each stall
     waiting for the other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -161,6 +171,7 @@ def recalibrate_batch_norm(model, images):
 
 
 @pytest.fixture(scope="session")
+@torch_threads(1)  # the same weights whichever test builds it first: float rounding follows the threads
 def category(tiny):
     torch.manual_seed(0)
     space, model = CategorySpace(10), build_model("resnet32", (10,))
@@ -179,6 +190,7 @@ def category(tiny):
 
 
 @pytest.fixture(scope="session")
+@torch_threads(1)
 def highdim(category, tiny, label_dir):
     space = TargetSpace("speech_flat", np.load(label_dir / "cifar10_speech.npy").reshape(10, -1))
     model = build_model("resnet32", space.output_shape)

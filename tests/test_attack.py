@@ -64,6 +64,16 @@ def test_random_start_depends_only_on_seed_restart_and_index():
     assert not torch.equal(start_noise(some, (3, 4, 4), seed=1, restart=1), everything[some])
 
 
+def test_presets_take_the_documented_defaults():
+    """README: 10 steps of 2.5 * eps / steps (pixel), 5 of eps / steps (paper); FGSM one step of
+    eps; PGD alone starts at random and restarts."""
+    from utils.constants import Schedule, schedule
+    assert schedule("pgd", 0.04, restarts=3) == Schedule("pgd", 10, 2.5 * 0.04 / 10, True, 3)
+    assert schedule("iterative", 0.04, restarts=3) == Schedule("iterative", 10, 2.5 * 0.04 / 10, False, 1)
+    assert schedule("iterative", 0.1, "paper") == Schedule("iterative", 5, 0.1 / 5, False, 1)
+    assert schedule("fgsm", 0.04, steps=7, step_size=1.0, restarts=3) == Schedule("fgsm", 1, 0.04, False, 1)
+
+
 def test_unknown_attack_and_protocol_are_usage_errors(category, test_set):
     from utils.errors import UsageError
     images, labels, _ = test_set
@@ -94,6 +104,24 @@ def test_pgd_starts_from_seeded_uniform_noise_filling_the_eps_ball(untrained):
         result = run_attack(model, space, images, labels, name, EPS8, steps=1, step_size=1e-7, seed=3,
                             keep_images=True)
         assert (result["adversarial"] - expected).abs().max() < 1e-6, name
+
+
+def test_pgd_takes_its_first_gradient_at_the_clamped_random_start(untrained):
+    """The random start is put back into [0, 1] before the first step, which starts there: on
+    images of saturated pixels (0 or 1) half of the start noise points out of range."""
+    from utils.attacks import gradient_sign
+    model, space, images, _ = untrained
+    saturated = (images > 0.5).to(images.dtype)
+    labels = run_attack(model, space, saturated, torch.zeros(6, dtype=torch.long), "fgsm", 0.0,
+                        keep_images=True)["clean_pred"]
+    start = (saturated + EPS8 * start_noise(torch.arange(6), (3, 32, 32), seed=3, restart=0)).clamp(0, 1)
+    step = EPS8 / 4
+    moved = start + step * gradient_sign(fold_batch_norm(model), space, start, labels)
+    expected = torch.minimum(torch.maximum(moved, (saturated - EPS8).clamp(min=0)), (saturated + EPS8).clamp(max=1))
+    result = run_attack(model, space, saturated, labels, "pgd", EPS8, steps=1, step_size=step, seed=3,
+                        keep_images=True)
+    assert result["attacked"] == 6
+    assert ((result["adversarial"] - expected).abs() < 1e-6).float().mean() > 0.999
 
 
 def test_target_success_counts_only_the_attacked_images(untrained):

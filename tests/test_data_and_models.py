@@ -157,6 +157,7 @@ def test_augment_is_a_seeded_shift_and_flip():
     assert 16 <= flipped <= 48  # about half are flipped
     # every shift of up to 4 pixels each way, the paper's RandomCrop(32, padding=4)
     assert {dy for dy, _ in shifts} == {dx for _, dx in shifts} == set(range(9))
+    assert len(shifts) > 20  # rows and columns shift independently (81 crops), not together (9)
 
 
 def test_normalisation_is_the_papers_for_every_dataset_and_model():
@@ -374,6 +375,18 @@ def test_category_space_loss_and_decode():
     assert torch.allclose(space.loss(logits, torch.tensor([0, 2])), expected)
     with pytest.raises(UsageError, match=r"--smoothing 0.7 must lie in \[0, 0.666667\] for 3 classes"):
         CategorySpace(3, smoothing=0.7)
+
+
+def test_a_smoothed_category_space_is_rebuilt_from_its_checkpoint_state():
+    """--resume and attack.py rebuild the label space from the checkpoint's state(): the smoothing
+    comes back with it (--resume compares the rebuilt space with the run's: without it, a
+    --smoothing run could not be resumed, "its label space differs from the run's in smoothing")."""
+    from utils.labelspace import space_from_state
+    space = CategorySpace(3, smoothing=0.1)
+    again = space_from_state(space.state())
+    assert again.state() == space.state() == {"name": "category", "num_classes": 3, "smoothing": 0.1}
+    logits, labels = torch.tensor([[5.0, 0, 0], [0, 0, 5.0]]), torch.tensor([0, 2])
+    assert torch.equal(again.loss(logits, labels), space.loss(logits, labels))
 
 
 def test_attacks_climb_plain_cross_entropy_on_a_smoothed_model():

@@ -100,6 +100,10 @@ def test_nearest_subspace_decoding_is_exact_on_known_subspaces():
     test_labels = np.repeat(np.arange(classes), 25)
     test = np.stack([subspaces[j] @ rng.normal(size=k) for j in test_labels])
     assert space.decode(torch.tensor(test, dtype=torch.float32)).tolist() == test_labels.tolist()
+    # squared norms of the projections: a feature keeps its whole (unit) length in its own subspace
+    scores = space.scores(torch.tensor(test, dtype=torch.float32))
+    own = torch.nn.functional.one_hot(torch.tensor(test_labels), classes).bool()
+    assert torch.allclose(scores[own], torch.ones(100), atol=1e-5) and scores[~own].abs().max() < 1e-5
     # the fitted subspaces survive a checkpoint round trip
     again = space_from_state(space.state())
     assert torch.equal(again.decode(torch.tensor(test, dtype=torch.float32)), torch.tensor(test_labels))
@@ -111,6 +115,29 @@ def test_nearest_subspace_decoding_is_exact_on_known_subspaces():
     report = space.report(torch.tensor(features, dtype=torch.float32), torch.tensor(labels),
                           torch.tensor(test, dtype=torch.float32), wrong)
     assert {report["knn_acc"], report["ncm_acc"]} <= {c / 100 for c in range(98)}
+
+
+def test_knn_and_nearest_class_mean_decoders_find_separated_classes():
+    """results.json's knn_acc and ncm_acc: classes clustered around orthogonal directions are
+    decoded without a miss by the k nearest neighbours (cosine) and by the nearest class mean."""
+    generator = torch.Generator().manual_seed(0)
+    space = MCR2Space(4, feature_dim=16, n_components=2)
+
+    def features(labels):
+        return 3 * torch.eye(16)[labels] + 0.3 * torch.randn(len(labels), 16, generator=generator)
+    train_labels, labels = torch.arange(80) % 4, torch.arange(40) % 4
+    assert space.report(features(train_labels), train_labels, features(labels), labels) == {
+        "knn_acc": 1.0, "ncm_acc": 1.0}
+
+
+def test_subspaces_are_fitted_on_normalised_features():
+    """Each feature counts by its direction alone: scaling features changes no class subspace."""
+    from utils.mcr2 import fit_subspaces
+    generator = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(40, 8, generator=generator), torch.arange(40) % 2
+    scaled = features * torch.logspace(-1, 1, 40)[:, None]
+    projectors = [b @ b.transpose(1, 2) for b in (fit_subspaces(f, labels, 2, 2) for f in (features, scaled))]
+    assert torch.allclose(*projectors, atol=1e-5)
 
 
 def test_a_class_with_few_samples_gets_fewer_components():
@@ -143,7 +170,7 @@ def test_as_many_components_as_feature_dimensions_is_one_line(cifar10_dir, tmp_p
     assert space_from_state(stored).n_components == 30
 
 
-@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.4, 1.0])
+@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.35, 0.4, 1.0])  # 0.35 x 4170 = 1459.5: rounded, 1460
 def test_label_noise_changes_exactly_round_r_n_training_labels(fraction):
     labels = torch.from_numpy(np.random.RandomState(0).randint(0, 10, 5170))
     split = split_indices(5170, seed=7, valid_size=1000)
@@ -152,6 +179,7 @@ def test_label_noise_changes_exactly_round_r_n_training_labels(fraction):
     assert int((noisy != train).sum()) == round(fraction * len(train))
     assert noisy.min() >= 0 and noisy.max() < 10
     assert torch.equal(label_noise(train, fraction, 10, seed=7), noisy)   # seeded
+    assert fraction == 0 or not torch.equal(label_noise(train, fraction, 10, seed=8), noisy)  # by the seed
 
 
 def test_noisy_run_has_its_own_directory_and_clean_validation(cifar10_dir, label_dir, tmp_path):

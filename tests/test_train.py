@@ -225,6 +225,9 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
     monkeypatch.setattr(training, "train_epoch", real)
     resumed = train.main(every_epoch + ["--resume"])
     assert resumed["best_epoch"] == straight["best_epoch"] == 1
+    # scored with epoch 1's weights, not the last epoch's: its validation again, to the last digit
+    first = metrics(Path(straight["run_dir"]))[0]
+    assert (straight["valid_acc"], straight["valid_loss"]) == (first["valid_acc"], first["valid_loss"])
     for key in ("valid_acc", "valid_loss", "test_acc", "test_loss"):
         assert resumed[key] == straight[key], key
 
@@ -478,6 +481,7 @@ def test_the_best_epoch_breaks_accuracy_ties_by_loss():
     best = {"valid_acc": 0.12, "epoch": 1}
     assert is_better({"acc": 0.12, "loss": 12.55}, best, history)
     assert not is_better({"acc": 0.12, "loss": 90.0}, best, history)
+    assert not is_better({"acc": 0.12, "loss": 82.99}, best, history)  # a full tie keeps the earlier epoch
     assert not is_better({"acc": 0.11, "loss": 1.0}, best, history)
     assert is_better({"acc": 0.13, "loss": 99.0}, best, history)
     assert not is_better({"acc": 0.12, "loss": float("nan")}, best, history)
@@ -567,6 +571,41 @@ def test_an_epoch_trains_in_train_mode_and_drops_a_trailing_single_image(tiny):
     assert not torch.equal(model.trunk.layers[1].running_mean, running)
 
 
+def test_every_step_follows_the_mean_loss_of_its_own_batch(tiny):
+    """train_epoch scales each step's loss sum by 1 / its batch's size: a trailing batch smaller
+    than --batch_size (10 images in batches of 4: 4, 4, 2) is a mean too, not a sum / 4."""
+    from utils.training import train_epoch
+
+    class Recorder:
+        def __init__(self):
+            self.model, self.seen = torch.nn.Identity(), []
+
+        def __call__(self, batch, offsets, flips, labels, scale):
+            self.seen.append((len(batch), scale))
+            return torch.zeros(2)
+    step = Recorder()
+    train_epoch(step, tiny.train_images[:10], tiny.train_labels[:10], 4, torch.Generator().manual_seed(0))
+    assert step.seen == [(4, 1 / 4), (4, 1 / 4), (2, 1 / 2)]
+
+
+def test_a_noisy_run_trains_on_the_noisy_labels(cifar10_dir, label_dir, tmp_path, monkeypatch):
+    """--label_noise changes the labels the training steps see: label_noise's of the run's split and
+    --seed (config.json's label_noise_changed alone would not show it)."""
+    from cifar import label_noise, load_cifar, split_indices
+    from utils import training
+    real, seen = training.train_epoch, []
+
+    def recorded(step, images, labels, *args, **kwargs):
+        seen.append(labels.clone())
+        return real(step, images, labels, *args, **kwargs)
+    monkeypatch.setattr(training, "train_epoch", recorded)
+    train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, level=10, label_noise=0.5))
+    data = load_cifar("cifar10", cifar10_dir)
+    clean = data.train_labels[split_indices(len(data.train_labels), seed=3, valid_size=50, level=10).train]
+    assert len(seen) == 1 and int((seen[0] != clean).sum()) == 15  # round(0.5 x 30)
+    assert torch.equal(seen[0], label_noise(clean, 0.5, 10, seed=3))
+
+
 def test_evaluation_is_per_image_in_eval_mode_and_leaves_the_model_as_it_was():
     """evaluate() and predict() use the running statistics (an image's output does not depend on
     the batch it is in) and change no weight or running average, also for a model left training;
@@ -596,6 +635,9 @@ def test_warmup_run_records_its_lrs(cifar10_dir, label_dir, tmp_path):
     # The lr at each epoch's last step: warm-up to 0.1 over two epochs, then the paper's drops at
     # 50% and 75% of the epochs.
     assert [r["lr"] for r in metrics(run_dir)] == pytest.approx([0.05, 0.1, 0.01, 0.001])
+    # the lr the last epoch stepped with, not only the one its row records
+    optimizer = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)["optimizer"]
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(0.001)
     assert json.loads((run_dir / "config.json").read_text())["flags"]["warmup_epochs"] == 2
 
 
