@@ -186,6 +186,31 @@ def test_paper_protocol_matches_the_papers_loop(trained, test_set):
     assert paper_fgsm(model, space, images, labels, 0) == ours["clean_acc"]
 
 
+def test_the_papers_iterative_loop_steps_along_its_summed_gradients(category, test_set):
+    """bench/paper_attack.py's iterative attack as the paper's: steps of eps / steps in normalised
+    units, step k along the sign of the sum of the input gradients of steps 0..k (the paper never
+    cleared them), the total clamped to [-eps, eps]. The 1-step comparison above cannot tell."""
+    import copy
+    model, space = category
+    images, labels, _ = test_set
+    i = int((space.decode(model(images)) == labels).nonzero()[0])  # the loop attacks correct images
+    net = torch.nn.Sequential(model.trunk, model.head)
+    inputs, recorded = [], copy.deepcopy(model)
+    recorded.trunk = torch.nn.Sequential(torch.nn.Identity(), model.trunk)
+    recorded.trunk[0].register_forward_hook(lambda m, args, out: inputs.append(out.detach().clone()))
+    eps, steps = 0.1, 3
+    paper_iterative(recorded, space, images[i:i + 1], labels[i:i + 1], eps, steps=steps)
+    assert len(inputs) == steps + 1
+    original, total = inputs[0], torch.zeros_like(inputs[0])
+    for before, after in zip(inputs, inputs[1:]):
+        x = before.clone().requires_grad_(True)
+        (gradient,) = torch.autograd.grad(space.adversarial_loss(net(x), labels[i:i + 1]).mean(), x)
+        total += gradient
+        expected = original + (before + eps / steps * total.sign() - original).clamp(-eps, eps)
+        assert ((after - expected).abs() > 1e-6).float().mean() < 1e-3
+    assert (inputs[1] - original).abs().max().item() == pytest.approx(eps / steps, rel=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Properties, for a category and a high-dimensional model
 
@@ -521,6 +546,27 @@ def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_di
     assert "reused" in err
 
 
+def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, cifar10_dir, label_dir,
+                                                                   tmp_path, capsys):
+    """An entry of attack_results.json answers a rerun only where the rerun would compute the same:
+    another --restarts, --amp, or --steps at the same --step_size is computed again, beside it."""
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
+    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+             "--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--steps", "1", "--step_size",
+             "2/255", "--num_images", "5", "--examples", "0", "--device", "cpu"]
+    call_main(capsys, flags)
+    for change in (["--restarts", "2"], ["--amp"], ["--steps", "2"]):
+        _, err = call_main(capsys, flags + change)
+        assert "reused" not in err, change
+    entries = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
+    assert [(e["steps"], e["restarts"], e["amp"]) for e in entries] == [(1, 1, False), (1, 2, False),
+                                                                          (1, 1, True), (2, 1, False)]
+    _, err = call_main(capsys, flags + ["--amp"])
+    assert "reused" in err
+
+
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, label_dir, capsys):
     """While train.py or attack.py works in a run directory, another attack there is refused
     (two jobs would each rewrite the results file from what it read, losing the other's)."""
@@ -748,13 +794,16 @@ def test_a_checkpoint_is_attacked_with_its_runs_seed(speech_run, cifar10_dir, la
     real, calls = utils.attacks.run_attack, []
 
     def spy(*args, **kwargs):
-        calls.append(kwargs)
+        calls.append(kwargs | {"images": args[2], "labels": args[3]})
         return real(*args, **kwargs)
     monkeypatch.setattr(utils.attacks, "run_attack", spy)
     flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
              "--attacks", "pgd", "--epsilons", "8/255", "--targeted", "yes", "--num_images", "10",
              "--steps", "1", "--examples", "0"]
     call_main(capsys, flags)
+    # --num_images 10: the first 10 test images, as its help says
+    assert torch.equal(calls[0]["images"], tiny.test_images[:10])
+    assert torch.equal(calls[0]["labels"], tiny.test_labels[:10])
     saved = json.loads((tmp_path / ATTACK_RESULTS).read_text())
     assert saved["config"]["seed"] == 3 and [e["seed"] for e in saved["entries"]] == [3]
     assert calls[0]["seed"] == 3

@@ -102,6 +102,28 @@ def test_a_pickle_row_is_the_red_green_and_blue_planes_each_row_by_row(tmp_path,
     assert torch.equal(load_cifar("cifar10", tmp_path / "data").test_images[0], torch.from_numpy(pixels))
 
 
+class RunsCode:
+    """What a tampered pickle holds: unpickling it would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_batch_whose_pickle_would_run_code_is_refused_unrun(tmp_path, cifar10_dir):
+    """A downloaded or copied dataset is read as data: a pickle naming any callable other than
+    numpy's array rebuilders is an error before anything in it runs."""
+    shutil.copytree(cifar10_dir, tmp_path / "data")
+    path, marker = tmp_path / "data" / "cifar-10-batches-py" / "test_batch", tmp_path / "ran"
+    rewrite_pickle(path, lambda c: c.update(filenames=RunsCode(marker)))
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path / "data")
+    assert str(err.value).startswith(f"dataset file {path} is truncated or corrupt (unexpected object ")
+    assert not marker.exists()
+
+
 @pytest.mark.skipif(not SUBSET.exists(), reason="../shared/data is absent")
 def test_real_cifar10_subset():
     data = load_cifar("cifar10", SUBSET)
@@ -249,6 +271,36 @@ def test_resnet_blocks_downsample_once_per_stage_and_end_in_a_relu():
         model(torch.rand(2, 3, 32, 32))
     assert shapes == [(16, 32, 32)] * 5 + [(32, 16, 16)] * 5 + [(64, 8, 8)] * 5
     assert not any(negative)
+
+
+def test_trunk_features_are_the_papers_pooling_of_the_last_maps():
+    """VGG19-BN layer by layer as the paper's code's cfg 'E': 3x3 convolutions (with bias), each
+    followed by batch norm and ReLU, max-pooled 2x2 after the 2nd, 4th, 8th, 12th and 16th; its
+    features are the flattened 1x1 map. A ResNet's are the average of its last block's 8x8 map.
+    Parameter counts and output shapes cannot tell a pooling's kind or place, or a ReLU."""
+    def describe(m):
+        if isinstance(m, nn.Conv2d):
+            return ("conv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.bias is not None)
+        if isinstance(m, nn.MaxPool2d):
+            return ("maxpool", m.kernel_size, m.stride)
+        return type(m).__name__
+    expected, channels = [], 3
+    for out in (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+                512, 512, 512, 512, "M"):
+        if out == "M":
+            expected.append(("maxpool", 2, 2))
+        else:
+            expected += [("conv", channels, out, (3, 3), (1, 1), (1, 1), True), "BatchNorm2d", "ReLU"]
+            channels = out
+    assert [describe(m) for m in build_model("vgg19", (10,)).trunk.layers] == expected + ["Flatten"]
+    from architecture import BasicBlock
+    model = build_model("resnet32", (10,)).eval()
+    last = [b for b in model.trunk.modules() if isinstance(b, BasicBlock)][-1]
+    maps = []
+    last.register_forward_hook(lambda block, inputs, out: maps.append(out))
+    with torch.no_grad():
+        features = model.features(torch.rand(2, 3, 32, 32))
+    torch.testing.assert_close(features, maps[0].mean((2, 3)))
 
 
 def test_convolutions_start_from_the_papers_initialisation():
@@ -437,6 +489,9 @@ def test_every_published_label_file_decodes_to_its_class(path):
 @pytest.mark.parametrize("content, message", [
     (np.zeros((9, 64, 64), np.float32), "has 9 class targets, but the dataset has 10 classes"),
     (np.full((10, 5), np.nan, np.float32), "contains NaN or infinite values"),
+    # one bad value among finite ones: a NaN target made every loss of its class NaN
+    (np.eye(10, dtype=np.float32) + np.pad([[np.nan]], ((3, 6), (4, 5))), "contains NaN or infinite values"),
+    (np.eye(10, dtype=np.float32) + np.pad([[np.inf]], ((9, 0), (0, 9))), "contains NaN or infinite values"),
     (np.array(["a"] * 10), "a label file must be a numeric array"),
     (np.array([{"a": 1}] * 10, dtype=object), "holds pickled objects"),
     (np.arange(10, dtype=np.float32), "expected [classes, ...]"),

@@ -1,4 +1,5 @@
 """torchrun with 2 CPU processes (gloo) trains the same weights as 1 process with the same global batch."""
+import json
 import os
 import re
 import subprocess
@@ -67,6 +68,19 @@ def test_two_processes_train_the_same_weights(tmp_path, cifar10_dir, label_dir, 
             assert diff < 1e-5, f"{name}: relative difference {diff:.2e}"
         else:
             assert torch.equal(value, double[name]), name
+    # What the run reports is the global batch's and the whole split's too, said and written once:
+    # train, validation and test numbers summed over the processes' shares, one progress line and
+    # one metrics row per epoch (rank 0 alone writes)
+    assert proc.stderr.count("epoch 1/1 ") == 1, proc.stderr[-2000:]
+    run_dirs = {n: tmp_path / n / "cifar10" / "seed5" / "resnet32" / f"model_{label}" for n in ("one", "two")}
+    rows = {n: [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            for n, run_dir in run_dirs.items()}
+    assert len(rows["two"]) == len(rows["one"]) == 1
+    results = {n: json.loads((run_dir / "results.json").read_text()) for n, run_dir in run_dirs.items()}
+    for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
+        assert rows["two"][0][key] == pytest.approx(rows["one"][0][key], rel=1e-6), key
+    for key in ("valid_loss", "valid_acc", "test_loss", "test_acc"):
+        assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-6), key
 
 
 @needs_compiler

@@ -493,6 +493,67 @@ def test_bench_reports_the_median_of_the_pairs_ratios_and_their_range():
     assert bench.Timing.of_pairs([100], [50]).vs_paper(1) == "2.0x"  # one pair: no range
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")
+def test_bench_paper_images_are_the_papers_pil_transforms():
+    """The paper's data path as bench/paper_attack.py re-creates it: a uint8 image through PIL,
+    normalised as it is at test time; in training a crop of the image padded by 4 black pixels on
+    each side, at a random place, then flipped half the time. Its test loader gives one image at a
+    time from 4 worker processes."""
+    from bench.paper_attack import PaperImages, paper_loader
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+    def normalised(pixels):
+        return (to_float(pixels) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    image, label = PaperImages(to_float(images), torch.tensor([3, 5]), mean, std)[1]
+    torch.testing.assert_close(image, normalised(images[1]))
+    assert label == 5
+    padded = torch.nn.functional.pad(images[0], (4, 4, 4, 4))
+    crops = {(dy, dx, flip): normalised(padded[:, 4 + dy:36 + dy, 4 + dx:36 + dx].flip(-1) if flip
+                                        else padded[:, 4 + dy:36 + dy, 4 + dx:36 + dx])
+             for dy in range(-4, 5) for dx in range(-4, 5) for flip in (False, True)}
+    train, drawn = PaperImages(to_float(images), torch.tensor([3, 5]), mean, std, train=True), []
+    for _ in range(100):
+        image = train[0][0]
+        drawn += [key for key, crop in crops.items() if torch.allclose(image, crop)][:1]
+    assert len(drawn) == 100  # each draw one of the crops, flipped or not
+    assert {flip for _, _, flip in drawn} == {False, True}
+    assert {dy for dy, _, _ in drawn} == {dx for _, dx, _ in drawn} == set(range(-4, 5))
+    loader = paper_loader(to_float(images), torch.tensor([3, 5]), mean, std)
+    assert (loader.batch_size, loader.num_workers) == (1, 4)
+
+
+def test_bench_paper_training_is_the_papers_loop(monkeypatch):
+    """bench's paper pipeline trains from a DataLoader of 4 workers over the paper's augmented PIL
+    images, and reads the loss with .item() at every step, as the paper's loop did (a sync a step)."""
+    from bench import bench
+    from bench.paper_attack import PaperImages
+    loaders, items = [], []
+    real_loader, real_item = torch.utils.data.DataLoader, torch.Tensor.item
+
+    def loader(dataset, **options):  # the workers' options recorded, the batches read here
+        loaders.append((dataset, options))
+        return real_loader(dataset, **options | {"num_workers": 0, "persistent_workers": False})
+
+    def item(tensor):  # those of the loop itself (the sampler's and the crops' draws call it too)
+        caller = sys._getframe(1).f_code
+        if (caller.co_filename, caller.co_name) == (bench.__file__, "epoch"):
+            items.append(tuple(tensor.shape))
+        return real_item(tensor)
+    monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    bench.paper_training("resnet32", bench.make_space("category"), images, torch.arange(8) % 10, 4,
+                         torch.device("cpu"))  # its warm-up: one epoch of 2 steps
+    monkeypatch.undo()
+    (dataset, options), = loaders
+    assert isinstance(dataset, PaperImages) and options["num_workers"] == 4 and options["shuffle"]
+    assert [type(t).__name__ for t in dataset.transform.transforms] == [
+        "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert items == [()] * 2  # the loss, at each step
+
+
 def test_bench_marks_the_rows_that_ran_without_cuda_graphs(monkeypatch, capsys):
     """A mode that records CUDA graphs (reduce-overhead) but ran graphs without them, as torch's
     skip counter says, timed plain kernel launches: its rows say so, the others say nothing."""

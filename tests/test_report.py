@@ -324,6 +324,31 @@ def test_summary_json_and_figures(made):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_figures_draw_the_tables_numbers(tmp_path):
+    """A robust figure's x axis is eps in 1/255 steps (the paper protocol's in its normalised units),
+    its lines starting at the clean accuracy at eps 0; a level figure is test accuracy against the
+    level. Only the figures' files were checked, not what they show."""
+    from report import level_figures, robust_figures
+    base = tmp_path / "runs"
+    paper = dict(entry("fgsm", 0.3, 0.2, protocol="paper"), eps_label="0.3")
+    for seed in (1, 2):
+        make_run(base, "category", seed, test_acc=0.7, valid_acc=0.9, clean_acc=0.7,
+                 attack=[entry("fgsm", 1 / 255, 0.5), entry("fgsm", EPS8, 0.1), paper])
+        make_run(base, "category", seed, level=25, test_acc=0.4, valid_acc=0.5)
+    summary = report(base, tmp_path / "out", draw=False)
+    styles = label_styles(["category"])
+    plans = [*robust_figures(summary["robust_accuracy"], styles),
+             *level_figures(summary["data_efficiency"], styles)]
+    drawn = {name: draw(*args).axes[0].lines[0].get_xydata().T.tolist() for name, draw, args in plans}
+    assert drawn.keys() == {"robust_cifar10_resnet32_level100_untargeted.png", "levels_cifar10_resnet32.png",
+                            "robust_cifar10_resnet32_level100_untargeted_paper.png"}
+    expected = {"robust_cifar10_resnet32_level100_untargeted.png": [[0, 1, 8], [70, 50, 10]],
+                "robust_cifar10_resnet32_level100_untargeted_paper.png": [[0, 0.3], [70, 20]],
+                "levels_cifar10_resnet32.png": [[25, 100], [40, 70]]}
+    for name, (xs, ys) in expected.items():
+        assert drawn[name] == [pytest.approx(xs, rel=1e-6), pytest.approx(ys)], name
+
+
 def test_a_figure_is_drawn_once_into_the_bytes_savefig_wrote(study, tmp_path, monkeypatch):
     """Figure.savefig drew each figure twice (once without rendering, for constrained layout): a
     third of a large report's time. Drawn once, a figure's PNG is still savefig's, byte for byte."""

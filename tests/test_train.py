@@ -1565,9 +1565,14 @@ def test_progress_on_terminals_with_and_without_a_width():
         with pytest.raises(KeyboardInterrupt):
             with Progress(2, "run", "epoch", stream=stream) as progress:
                 assert progress.bar is not None
+                progress.message("warning: a message")
                 raise KeyboardInterrupt
         assert progress.bar is None
-        assert shown(screen).endswith(b"\r\n")  # closed: the next line starts afresh
+        screen_bytes = shown(screen)
+        assert screen_bytes.endswith(b"\r\n")  # closed: the next line starts afresh
+        # a message (a warning mid-run) clears the bar's line and is a line of its own, the bar
+        # drawn again below it: printed after the bar, it ran on from the bar's text
+        assert b"\rwarning: a message\r\n" in screen_bytes, screen_bytes
 
 
 def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifar10_dir, label_dir,
