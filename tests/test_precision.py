@@ -493,7 +493,6 @@ def test_bench_reports_the_median_of_the_pairs_ratios_and_their_range():
     assert bench.Timing.of_pairs([100], [50]).vs_paper(1) == "2.0x"  # one pair: no range
 
 
-@pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")
 def test_bench_paper_images_are_the_papers_pil_transforms():
     """The paper's data path as bench/paper_attack.py re-creates it: a uint8 image through PIL,
     normalised as it is at test time; in training a crop of the image padded by 4 black pixels on
