@@ -255,13 +255,24 @@ def diverged_epoch(history):
     return None
 
 
+@functools.cache
+def flag_defaults():
+    """train.py's defaults of RESULT_FLAGS, where it has one that does not depend on the label
+    (--batch_size's and --lr's do, and every run records theirs)."""
+    import train
+    parser = train.build_parser()
+    return {k: v for k in RESULT_FLAGS if (v := parser.get_default(k)) is not None}
+
+
 def exclude_odd_seeds(records):
     """A run trained with other flags than the other seeds of its (dataset, model, label, level)
     (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
     marked excluded, with the flags in its problems, so the tables and curves average like with
     like. The flags most of the group's finished runs share are the group's (the first run's on a
     tie; those of all its runs when none has finished): unfinished runs, which count in no table,
-    do not outvote a finished one."""
+    do not outvote a finished one. A flag a run did not record (it trained before the flag existed:
+    --warmup_epochs) counts as train.py's default, which is what such a run trained with."""
+    unrecorded = flag_defaults()
     groups = defaultdict(list)
     for record in records:
         if record["flags"] and not record["excluded"]:  # a run without config.json is incomplete already
@@ -272,7 +283,7 @@ def exclude_odd_seeds(records):
         base = split_noise(label)[0]
         compared = [k for k in RESULT_FLAGS if k != "seed" and acts_on(k, base)]
         # a list or mapping (an edited config.json) as its text: signatures are counted
-        signatures = [tuple(str(v) if isinstance(v := r["flags"].get(k), (list, dict)) else v
+        signatures = [tuple(str(v) if isinstance(v := r["flags"].get(k, unrecorded.get(k)), (list, dict)) else v
                             for k in compared) for r in runs]
         voters = [s for r, s in zip(runs, signatures) if r["train"]] or signatures
         counts = Counter(voters)

@@ -1000,6 +1000,23 @@ def test_a_tie_between_flag_sets_keeps_the_first_seeds(tmp_path):
     assert reasons == {"seed2": ["left out of the tables: trained with --epochs 5 (the other seeds: 4)"]}
 
 
+def test_a_flag_a_run_did_not_record_is_train_pys_default(tmp_path):
+    """A study extended after an update: seed 7 trained before --warmup_epochs existed (its
+    config.json has no such key), seeds 8 and 9 recorded the default 0. Seed 7 was left out of
+    every table as 'trained with --warmup_epochs None (the other seeds: 0)'; a seed trained with
+    a warm-up still is."""
+    base = tmp_path / "runs"
+    for seed, acc, warmup in ((7, 0.6, None), (8, 0.5, 0), (9, 0.4, 0), (10, 0.9, 5)):
+        run_dir = make_run(base, "category", seed, test_acc=acc, valid_acc=acc, epochs=4)
+        flags = {"epochs": 4, "label": "category"} | ({} if warmup is None else {"warmup_epochs": warmup})
+        (run_dir / "config.json").write_text(json.dumps({"flags": flags}))
+    summary = report(base, tmp_path / "out", draw=False)
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons == {"seed10": ["left out of the tables: trained with --warmup_epochs 5 (the other seeds: 0)"]}
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["50.00 ± 10.00 (n=3)"]
+
+
 def test_a_flag_edited_into_a_list_is_another_seeds_flag(tmp_path):
     """A config.json flag holding a list (an edited file) was a TypeError traceback."""
     base = tmp_path / "runs"
