@@ -129,7 +129,8 @@ def build_parser():
                         "with --paper_protocol)")
     attack.add_argument("--restarts", type=number(int), default=1,
                         help="pgd runs from random starts (1: one run, no "
-                        "restart); per image the first that succeeds is kept")
+                        "restart); per image the first that succeeds is kept (targeted, where "
+                        "none reaches the target, the last that misclassified the image)")
     attack.add_argument("--objective", default="loss", choices=OBJECTIVES,
                         help="what the attacks climb: the label's loss, as in the paper, or the "
                         "decoder's margin (nearest wrong class against the true one; see README)")

@@ -22,7 +22,8 @@ and [low, high] is the eps-ball around the clean image intersected with the allo
     fgsm        1 step of eps, no random start
     iterative   `steps` steps of `step_size`, no random start (the basic iterative method)
     pgd         the same from a uniform random start in the eps-ball, `restarts` times; per image,
-                the first restart that succeeds is kept (the worst case for the model)
+                the first restart that succeeds is kept (the worst case for the model); targeted,
+                where none reaches the target, the last that misclassified the image, if any
 
 Protocols (`threat`):
 
@@ -216,7 +217,9 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
                   amp=False, clean_sign=None, objective="loss", stop=None):
     """Attack clean images (N, 3, H, W) with every restart of `plan`; returns (adversarial images,
     their predicted classes). A restart only attacks the images that no earlier restart got past:
-    untargeted, those still classified as their true class; targeted, those not yet at the target.
+    untargeted, those still classified as their true class; targeted, those not yet at the target,
+    and an image an earlier restart misclassified keeps that image unless this one misclassifies
+    it too (robust accuracy is the worst case over restarts, targeted or not).
     positions: (N,) indices of the images in the evaluated set (they key the random starts);
     clean_sign: gradient_sign at `images` towards the goal, when known; stop: see `perturb`."""
     targeted = targets is not None
@@ -233,12 +236,21 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
                     clean_sign, objective, stop)  # clean_sign: only without a random start (todo = all)
         with torch.no_grad(), autocast(images.device, amp):
             predicted = space.decode(model(x))
-        adversarial[todo], predictions[todo] = x, predicted
+        # keep this restart's image unless an earlier one did more harm: targeted, an image an
+        # earlier restart misclassified (off its target) stays misclassified if this one is not
+        kept = _harm(predicted, labels[todo], goal[todo]) >= _harm(predictions[todo], labels[todo], goal[todo])
+        adversarial[todo[kept]], predictions[todo[kept]] = x[kept], predicted[kept]
         succeeded = predicted == goal[todo] if targeted else predicted != labels[todo]
         todo = todo[~succeeded]
         if not len(todo):
             break
     return adversarial, predictions
+
+
+def _harm(predicted, labels, goal):
+    """0: still the true class; 1: another class; 2: the goal, where it is a target (not the
+    true class)."""
+    return (predicted != labels).int() + ((predicted == goal) & (goal != labels)).int()
 
 
 def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
