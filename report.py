@@ -37,7 +37,7 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted
                         last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set, print_json, utf8
 from utils.constants import ATTACKS
-from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags
+from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
                         run_dir_of, run_folder_name)
 
@@ -183,11 +183,20 @@ def read_run(base, rel, key):
     run_dir = base / rel
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
               "curve": [], "problems": [], "excluded": False}
-    config = read_json_or_none(run_dir / CONFIG) if (run_dir / CONFIG).exists() else {"flags": {}}
+    results_path = run_dir / RESULTS
+    results = read_json_or_none(results_path)
+    config = read_json_or_none(run_dir / CONFIG)
     flags = config.get("flags") if isinstance(config, dict) else None
-    if not isinstance(flags, dict):
-        record["problems"].append(f"{CONFIG} is not valid JSON or has no flags")
-        flags = {}
+    # without config.json's flags, a finished run's are those its results.json records, as train.py
+    # checks such a run (`recorded_config`); the others are unknown, not train.py's defaults
+    record["all_flags"] = isinstance(flags, dict)
+    if not record["all_flags"]:
+        if (run_dir / CONFIG).exists():
+            record["problems"].append(f"{CONFIG} is not valid JSON or has no flags")
+        elif isinstance(results, dict):
+            record["problems"].append(f"no {CONFIG}: compared with its other seeds on the flags its "
+                                      f"{RESULTS} records")
+        flags = (recorded_config(None, results) or {"flags": {}})["flags"]
     record["flags"] = flags
     label, noise = split_noise(key["label"])
     smoothing = flags.get("smoothing")
@@ -201,9 +210,7 @@ def read_run(base, rel, key):
     record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]
     record["diverged_epoch"] = diverged_epoch(history)
     record["epochs"] = flags.get("epochs")
-    results_path = run_dir / RESULTS
     if results_path.exists():
-        results = read_json_or_none(results_path)
         if not isinstance(results, dict) or accuracy(results.get("test_acc")) is None:
             record["problems"].append("results.json is not valid JSON or has no test_acc in [0, 1]")
         elif results.get("valid_acc") is not None and accuracy(results["valid_acc"]) is None:
@@ -255,6 +262,9 @@ def diverged_epoch(history):
     return None
 
 
+UNKNOWN = object()  # a flag of a run without config.json that its results.json does not record
+
+
 @functools.cache
 def flag_defaults():
     """train.py's defaults of RESULT_FLAGS, where it has one that does not depend on the label
@@ -271,11 +281,12 @@ def exclude_odd_seeds(records):
     like. The flags most of the group's finished runs share are the group's (the first run's on a
     tie; those of all its runs when none has finished): unfinished runs, which count in no table,
     do not outvote a finished one. A flag a run did not record (it trained before the flag existed:
-    --warmup_epochs) counts as train.py's default, which is what such a run trained with."""
+    --warmup_epochs) counts as train.py's default, which is what such a run trained with; one
+    without config.json is compared on the flags its results.json records alone."""
     unrecorded = flag_defaults()
     groups = defaultdict(list)
     for record in records:
-        if record["flags"] and not record["excluded"]:  # a run without config.json is incomplete already
+        if record["flags"] and not record["excluded"]:  # no flags: no results.json, incomplete already
             groups[tuple(record[k] for k in KEY[:4])].append(record)
     for (_, _, label, _), runs in groups.items():
         if len(runs) < 2:
@@ -283,14 +294,17 @@ def exclude_odd_seeds(records):
         base = split_noise(label)[0]
         compared = [k for k in RESULT_FLAGS if k != "seed" and acts_on(k, base)]
         # a list or mapping (an edited config.json) as its text: signatures are counted
-        signatures = [tuple(str(v) if isinstance(v := r["flags"].get(k, unrecorded.get(k)), (list, dict)) else v
+        signatures = [tuple(str(v) if isinstance(v := r["flags"].get(
+                                k, unrecorded.get(k) if r["all_flags"] else UNKNOWN), (list, dict)) else v
                             for k in compared) for r in runs]
         voters = [s for r, s in zip(runs, signatures) if r["train"]] or signatures
         counts = Counter(voters)
-        common = max(counts, key=lambda s: (counts[s], -voters.index(s)))
+        # the flags of a run with all of them recorded, before a run's of which some are unknown
+        common = max(counts, key=lambda s: (UNKNOWN not in s, counts[s], -voters.index(s)))
         for record, signature in zip(runs, signatures):
             odd = [f"--{k} {mine} (the other seeds: {theirs})"
-                   for k, mine, theirs in zip(compared, signature, common) if mine != theirs]
+                   for k, mine, theirs in zip(compared, signature, common)
+                   if mine != theirs and UNKNOWN not in (mine, theirs)]
             if odd:
                 record["excluded"] = True
                 record["problems"].append("left out of the tables: trained with " + ", ".join(odd))

@@ -1017,6 +1017,29 @@ def test_a_flag_a_run_did_not_record_is_train_pys_default(tmp_path):
     assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["50.00 ± 10.00 (n=3)"]
 
 
+def test_a_run_without_config_json_is_checked_on_what_results_json_records(tmp_path):
+    """A finished seed whose config.json was gone (deleted by hand, or never copied) was averaged
+    with the others unchecked and unlisted: a 5-epoch seed among 30-epoch ones made category
+    40.00 ± 26.46 (n=3), '5/30 epochs' in a heading the only sign. Its flags are those its
+    results.json records (as train.py and sweep.py check such a run); the others are unknown,
+    not train.py's defaults."""
+    base = tmp_path / "runs"
+    for seed, acc, epochs in ((1, 0.6, 30), (2, 0.5, 30), (3, 0.1, 5), (4, 0.4, 30)):
+        run_dir = make_run(base, "category", seed, test_acc=acc, valid_acc=acc, epochs=epochs)
+        flags = {"epochs": epochs, "label": "category", "valid_size": 1000}  # not train.py's default 5000
+        (run_dir / "config.json").write_text(json.dumps({"flags": flags}))
+        if seed >= 3:
+            (run_dir / "config.json").unlink()
+    summary = report(base, tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert "### cifar10 (level 100: 4170 training images, 30 epochs)" in markdown
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["50.00 ± 10.00 (n=3)"]
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    unchecked = "no config.json: compared with its other seeds on the flags its results.json records"
+    assert reasons == {"seed3": [unchecked, "left out of the tables: trained with --epochs 5 (the other seeds: 30)"],
+                       "seed4": [unchecked]}
+
+
 def test_a_flag_edited_into_a_list_is_another_seeds_flag(tmp_path):
     """A config.json flag holding a list (an edited file) was a TypeError traceback."""
     base = tmp_path / "runs"
