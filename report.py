@@ -198,6 +198,8 @@ def read_run(base, rel, key):
                                       f"{RESULTS} records")
         flags = (recorded_config(None, results) or {"flags": {}})["flags"]
     record["flags"] = flags
+    # what the run trained on: compared across seeds where recorded (runs older than them lack them)
+    record["fingerprints"] = {k: config.get(k) for k in FINGERPRINTS} if isinstance(config, dict) else {}
     label, noise = split_noise(key["label"])
     smoothing = flags.get("smoothing")
     if label == "category" and nonnegative(smoothing) and smoothing > 0:  # an older train.py's place
@@ -263,6 +265,7 @@ def diverged_epoch(history):
 
 
 UNKNOWN = object()  # a flag of a run without config.json that its results.json does not record
+FINGERPRINTS = ("label_sha256", "data_sha256")  # config.json's sha256 of the label targets and dataset
 
 
 @functools.cache
@@ -278,11 +281,13 @@ def exclude_odd_seeds(records):
     """A run trained with other flags than the other seeds of its (dataset, model, label, level)
     (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
     marked excluded, with the flags in its problems, so the tables and curves average like with
-    like. The flags most of the group's finished runs share are the group's (the first run's on a
-    tie; those of all its runs when none has finished): unfinished runs, which count in no table,
+    like. Each flag's value most of the group's finished runs share is the group's (the first run's
+    on a tie; among all its runs when none has finished): unfinished runs, which count in no table,
     do not outvote a finished one. A flag a run did not record (it trained before the flag existed:
     --warmup_epochs) counts as train.py's default, which is what such a run trained with; one
-    without config.json is compared on the flags its results.json records alone."""
+    without config.json is compared on the flags its results.json records alone. The label
+    targets' and the dataset's sha256 (FINGERPRINTS) count as flags where a run recorded them: a
+    seed added after its label file was regenerated trained on other targets."""
     unrecorded = flag_defaults()
     groups = defaultdict(list)
     for record in records:
@@ -296,18 +301,24 @@ def exclude_odd_seeds(records):
         # a list or mapping (an edited config.json) as its text: signatures are counted
         signatures = [tuple(str(v) if isinstance(v := r["flags"].get(
                                 k, unrecorded.get(k) if r["all_flags"] else UNKNOWN), (list, dict)) else v
-                            for k in compared) for r in runs]
+                            for k in compared)
+                      + tuple(r["fingerprints"].get(k) or UNKNOWN for k in FINGERPRINTS) for r in runs]
         voters = [s for r, s in zip(runs, signatures) if r["train"]] or signatures
-        counts = Counter(voters)
-        # the flags of a run with all of them recorded, before a run's of which some are unknown
-        common = max(counts, key=lambda s: (UNKNOWN not in s, counts[s], -voters.index(s)))
+        common = [_most_common([v for v in column if v is not UNKNOWN]) for column in zip(*voters)]
         for record, signature in zip(runs, signatures):
-            odd = [f"--{k} {mine} (the other seeds: {theirs})"
-                   for k, mine, theirs in zip(compared, signature, common)
+            odd = [f"--{k} {mine} (the other seeds: {theirs})" if k in compared
+                   else f"other {k} {mine[:12]}... (the other seeds: {theirs[:12]}...)"
+                   for k, mine, theirs in zip(compared + list(FINGERPRINTS), signature, common)
                    if mine != theirs and UNKNOWN not in (mine, theirs)]
             if odd:
                 record["excluded"] = True
                 record["problems"].append("left out of the tables: trained with " + ", ".join(odd))
+
+
+def _most_common(values):
+    """The value most of `values` share (the first's on a tie); UNKNOWN where there is none."""
+    counts = Counter(values)
+    return max(counts, key=lambda v: (counts[v], -values.index(v))) if values else UNKNOWN
 
 
 def expected_runs(records, grid_file):

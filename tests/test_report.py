@@ -1040,6 +1040,28 @@ def test_a_run_without_config_json_is_checked_on_what_results_json_records(tmp_p
                        "seed4": [unchecked]}
 
 
+def test_a_seed_trained_on_other_label_targets_is_left_out(tmp_path):
+    """A seed added after its label file was regenerated (same flags, other targets) was averaged
+    with the others; config.json's label_sha256 and data_sha256 are compared where recorded (a run
+    older than them, like the mini-study's seed 7, is compared on its flags alone)."""
+    base = tmp_path / "runs"
+    for seed, acc, labels_sha, data_sha in ((1, 0.6, "a" * 64, "d" * 64), (2, 0.5, "a" * 64, "d" * 64),
+                                            (3, 0.1, "b" * 64, "d" * 64), (4, 0.4, None, None),
+                                            (5, 0.1, "a" * 64, "e" * 64)):
+        run_dir = make_run(base, "speech", seed, test_acc=acc, valid_acc=acc)
+        config = json.loads((run_dir / "config.json").read_text())
+        config.update({k: v for k, v in (("label_sha256", labels_sha), ("data_sha256", data_sha)) if v})
+        (run_dir / "config.json").write_text(json.dumps(config))
+    summary = report(base, tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert table_rows(markdown, "### cifar10 (level 100")["speech"] == ["50.00 ± 10.00 (n=3)"]
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons == {"seed3": ["left out of the tables: trained with other label_sha256 bbbbbbbbbbbb... "
+                                 "(the other seeds: aaaaaaaaaaaa...)"],
+                       "seed5": ["left out of the tables: trained with other data_sha256 eeeeeeeeeeee... "
+                                 "(the other seeds: dddddddddddd...)"]}
+
+
 def test_a_flag_edited_into_a_list_is_another_seeds_flag(tmp_path):
     """A config.json flag holding a list (an edited file) was a TypeError traceback."""
     base = tmp_path / "runs"
