@@ -177,6 +177,12 @@ def parse(argv=None):
         if unknown := [v for v in getattr(opts, axis[2:]) if v not in choices]:
             raise UsageError(f"{axis}: unknown {flag[2:]} {', '.join(unknown)}; choose from "
                              f"{', '.join(choices)}")
+    for _, own in layers:  # a script reads a shortened flag as the one it starts: --see 5 as --seed 5
+        for stage, flags in own.items():
+            options = [t.split("=", 1)[0] for t in flags if t.startswith("--")]
+            if bad := [o for o in options if not scripts[stage].accepts(o)]:
+                raise UsageError(f"--{stage}_args: {bad[0]} is not a flag of {scripts[stage].path.name} "
+                                 "(give each flag its full name)")
     routed = {stage: [] for stage in scripts.stages}
     for shared, own in layers:
         for stage, flags in scripts.route(shared).items():

@@ -91,6 +91,15 @@ def build_parser():
     return parser
 
 
+def label_defaults(args):
+    """`args` with --batch_size and --lr, where unset, the defaults of its --label (LABEL_DEFAULTS),
+    as the run trains with them and config.json records them (sweep.py compares a run with these)."""
+    for flag, value in LABEL_DEFAULTS.get(args.label, LABEL_DEFAULTS[None]).items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+    return args
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -99,9 +108,7 @@ def main(argv=None):
                               [args.label]):
         if main_process:
             print(line, file=sys.stderr)
-    for flag, value in LABEL_DEFAULTS.get(args.label, LABEL_DEFAULTS[None]).items():
-        if getattr(args, flag) is None:
-            setattr(args, flag, value)
+    label_defaults(args)
     first_drop = lr_milestones(args.epochs)[0]  # the schedule's first lr / 10
     if args.warmup_epochs > first_drop and main_process:
         print(f"warning: --warmup_epochs {args.warmup_epochs:g} outlasts the first of the schedule's lr phases "

@@ -117,6 +117,13 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--nonsense", "1"], "--nonsense is not a flag of train.py"),
     (["--dry_run", "--seed", "3"], "--seed is set by the sweep; use --seeds"),
     (["--dry_run", "--train_args", "--label speech"], "--label is set by the sweep; use --labels"),
+    # train.py and attack.py read a shortened flag as the one it starts: every run trained seed 5
+    (["--dry_run", "--train_args", "--see 5"], "--train_args: --see is not a flag of train.py (give each "
+     "flag its full name)"),
+    (["--dry_run", "--attack_args", "--restart 2"], "--attack_args: --restart is not a flag of attack.py"),
+    # every run attacked that one file, writing its results into the file's folder
+    (["--dry_run", "--checkpoint", "x.pth"], "--checkpoint is not passed through a sweep: a sweep attacks "
+     "each run's own best checkpoint"),
     # with the sweep's --resume, a stopped run started over on every rerun (and a requeued task never ended)
     (["--dry_run", "--force"], "--force is not passed through a sweep: each rerun of the sweep, or requeue "
      "of its task, would start its runs over; to train runs again, delete their run directories first"),
@@ -377,6 +384,27 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     train, attack = shuffle.split(" && ")
     assert train.endswith("--epochs 4 --valid_size 50 --resume") and "--num_images 20" in attack
     assert "--label shuffle --level 100 --seed 3" in train and "--level 100 --seed 3" in attack
+
+
+def test_a_run_of_other_than_the_default_batch_size_or_lr_is_not_done(capsys, tmp_path):
+    """A sweep that leaves --batch_size and --lr unset asks for train.py's defaults of each label
+    (128 and 0.1; 1000 and 0.01 for mcr2): a run trained with --batch_size 64 (a trial's
+    --train_args) is not done, as train.py refuses it; the dry run skipped it as done."""
+    base = tmp_path / "out"
+    trained = {"category": {"batch_size": 64, "lr": 0.1}, "speech": {"batch_size": 128, "lr": 0.05},
+               "mcr2": {"batch_size": 1000, "lr": 0.01}}
+    for label, flags in trained.items():
+        run_dir = base / "cifar10" / "seed3" / "resnet32" / f"model_{label}"
+        make_trained(run_dir, results=label != "speech")  # speech: stopped after its 4 epochs' checkpoint
+        (run_dir / "config.json").write_text(json.dumps({"flags": {"label": label, "epochs": 4, **flags}}))
+    grid = ["--labels", *trained, "--seeds", "3", "--base_dir", str(base), "--epochs", "4", "--stages", "train"]
+    rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-2]}
+    assert ("run: finished, but trained with --batch_size 64 (sweep: 128): train.py refuses it"
+            in rows["category"])
+    assert "run: cannot resume: trained with --lr 0.05 (sweep: 0.1): train.py refuses it" in rows["speech"]
+    assert "skip: done, test_acc 0.5000" in rows["mcr2"]
+    rows = sweep_lines(capsys, grid + ["--train_args", "--batch_size 64", "--dry_run"])
+    assert "skip: done, test_acc 0.5000" in rows[1] and "--batch_size 1000 (sweep: 64)" in rows[3]
 
 
 def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir):

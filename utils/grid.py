@@ -43,10 +43,13 @@ SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
               "--level": "--levels", "--seed": "--seeds", "--resume": None}
-# train.py flags a sweep does not pass on: with --resume (the sweep's), --force started a stopped run
-# over at epoch 1 on every rerun, and a SLURM task requeued at its time limit never ended
+# Flags a sweep does not pass on: with --resume (the sweep's), train.py's --force started a stopped run
+# over at epoch 1 on every rerun, and a SLURM task requeued at its time limit never ended; attack.py's
+# --checkpoint attacked that one file for every run and wrote each run's results into its folder
 NOT_PASSED = {"--force": "each rerun of the sweep, or requeue of its task, would start its runs over; "
-                         "to train runs again, delete their run directories first"}
+                         "to train runs again, delete their run directories first",
+              "--checkpoint": "a sweep attacks each run's own best checkpoint; attack another file with "
+                              "attack.py --checkpoint"}
 
 
 def counted(count, noun):
@@ -463,6 +466,7 @@ def _targets_sha256(path, mtime_ns, size):
 def train_state(run_dir, train_namespace=None):
     """(done, note) for the train stage of a run directory.
 
+    train_namespace: train.py's parsed flags with its `label_defaults` (--batch_size, --lr) filled in.
     done: results.json exists and the run trained what the sweep asks for (train.py skips such a
     run). note: a short human description; it names the flags (and label targets) that differ
     from what the sweep asks for: such a run is not done, and train.py refuses it with an error
@@ -576,7 +580,8 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
     tasks = []
     for index, run in enumerate(runs):
         argv = {stage: run.flags() + routed.get(stage, []) for stage in scripts.stages}
-        train_ns = scripts["train"].parse(argv["train"])
+        # with --batch_size and --lr as the run trains them: a run of other ones is not done
+        train_ns = scripts["train"].module.label_defaults(scripts["train"].parse(argv["train"]))
         run_dir = run_dir_of(train_ns)
         attack_ns = scripts["attack"].parse(argv["attack"]) if "attack" in stages else None
         elsewhere = run_dir_of(attack_ns) if attack_ns is not None else run_dir
