@@ -15,7 +15,8 @@ kept here on purpose (timings and the `--paper_protocol` cross-check depend on i
 - one forward pass; an image whose prediction is wrong is skipped and counts as a failure; at
   eps 0 a correct image counts as correct without an attack;
 - the loss of that output (cross-entropy for category, SmoothL1 to the class's target otherwise;
-  targeted: to the target class's target), `model.zero_grad()`, `loss.backward()`: parameter
+  targeted: to the target class's target), `model.zero_grad()` as torch 1.x ran it (the
+  parameters' gradients zero-filled, where torch 2 frees them), `loss.backward()`: parameter
   gradients are computed too, as in the paper;
 - FGSM: x + eps * sign(x.grad) (minus, targeted), clamped to [x.min(), x.max()] of this normalised
   image (scalars over all channels, read with `.item()`);
@@ -90,7 +91,7 @@ def paper_fgsm(model, space, images01, labels, eps, targets=None, loader=None):
             correct += 1
             continue
         loss = space.adversarial_loss(output, _goal(labels, targets, i)).mean()
-        net.zero_grad()
+        net.zero_grad(set_to_none=False)
         loss.backward()
         perturbed = data + direction * eps * data.grad.sign()
         perturbed = torch.clamp(perturbed, data.min().item(), data.max().item())
@@ -111,7 +112,7 @@ def paper_iterative(model, space, images01, labels, eps, steps=5, targets=None, 
         goal = _goal(labels, targets, i)
         for _ in range(steps):
             loss = space.adversarial_loss(output, goal).mean()
-            net.zero_grad()
+            net.zero_grad(set_to_none=False)
             loss.backward()  # adds to data.grad: it is never cleared between steps
             total = torch.clamp(data.data + alpha * data.grad.sign() - original, -eps, eps)
             data.data = original + total

@@ -186,6 +186,28 @@ def test_paper_protocol_matches_the_papers_loop(trained, test_set):
     assert paper_fgsm(model, space, images, labels, 0) == ours["clean_acc"]
 
 
+def test_the_papers_loops_zero_fill_the_parameters_gradients():
+    """The paper's `model.zero_grad()` ran under torch 1.x, which zero-filled the parameters'
+    gradients (torch 2's frees them, and the next backward makes new ones, fewer kernels on a
+    GPU): every backward of the loops adds into the same tensors, each time one image's gradient."""
+    space = CategorySpace(10)
+    torch.manual_seed(0)
+    model = build_model("resnet32", space.output_shape).eval()
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        labels = space.decode(model(images))  # each image correct, so attacked
+    weight, grads = next(model.head.parameters()), []
+    weight.register_post_accumulate_grad_hook(lambda p: grads.append((p.grad, p.grad.clone())))
+    paper_fgsm(model, space, images, labels, 0.1)
+    net = torch.nn.Sequential(model.trunk, model.head)
+    for i, (_, value) in enumerate(grads):
+        one = net((images[i:i + 1] - model.mean) / model.std)
+        torch.testing.assert_close(value, torch.autograd.grad(
+            space.adversarial_loss(one, labels[i:i + 1]).mean(), weight)[0])
+    paper_iterative(model, space, images, labels, 0.1, steps=2)
+    assert len(grads) == 3 + 3 * 2 and all(grad is grads[0][0] for grad, _ in grads)
+
+
 def test_the_papers_iterative_loop_steps_along_its_summed_gradients(category, test_set):
     """bench/paper_attack.py's iterative attack as the paper's: steps of eps / steps in normalised
     units, step k along the sign of the sum of the input gradients of steps 0..k (the paper never

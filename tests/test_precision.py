@@ -16,7 +16,7 @@ from architecture import build_model
 from cifar import to_float
 from conftest import flat, needs_compiler
 from utils.errors import run_cli
-from utils.labelspace import TargetSpace
+from utils.labelspace import CategorySpace, TargetSpace
 from utils.training import ISOLATES_RECOMPILES, compiled, evaluate, fast_bf16, predict
 
 
@@ -355,13 +355,48 @@ def test_bench_attack_table_counts_the_images_the_paper_loops_ran(monkeypatch, t
 
     def fake_attack_rows(model, space, images, labels, device, repeats, paper_images, batch_size):
         given.append((len(images), paper_images))
-        return [("ours: FGSM, batched", bench.Timing.of_pairs([200.0], [100.0]), "paper: FGSM")], 0.5
+        return [("ours: FGSM, batched", bench.Timing.of_pairs([200.0], [100.0]), "paper: FGSM")], (0.5, 0.25)
     monkeypatch.setattr(bench, "attack_rows", fake_attack_rows)
     record = tmp_path / "B.md"
     bench.main(["--what", "attack", "--labels", "category", "--device", "cpu", "--attack_images", "3",
                 "--paper_attack_images", "10", "--repeats", "1", "--record", str(record)])
     assert given == [(3, 10)]
-    assert "(paper loop on 3 images, ours on 3 at batch 500; random images" in record.read_text()
+    assert ("(paper loop on 3 images, ours on 3 at batch 500; random images, 50% of them correctly "
+            "classified and so attacked, 25% of the paper loop's, chosen among them for that share)"
+            in record.read_text())
+
+
+def test_bench_paper_loops_attack_our_share_of_images(monkeypatch):
+    """The paper's one-image loops time some of our images, with the share the model classifies
+    correctly (and so attacks) that ours has: an attacked image costs them a backward and a forward
+    pass per step, a skipped one a forward pass. They ran on the first of ours, here all
+    misclassified against half of ours (on random images and a random speech resnet32, 4% of the
+    first 50 against 9% of 500: its 10-step loop ran 1.6x as fast as on 50 with our share)."""
+    import utils.attacks
+    from bench import bench
+
+    class Written(torch.nn.Module):  # predicts the class written in an image's first pixel
+        model_args = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, images):
+            return self.scale * torch.nn.functional.one_hot((images[:, 0, 0, 0] * 255).round().long(), 10)
+    images = torch.zeros(20, 3, 32, 32, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(20) % 10
+    labels = (torch.arange(20) + (torch.arange(20) < 10)) % 10  # the first 10 misclassified
+    loaded = []
+    monkeypatch.setattr(bench, "paper_loader", lambda images01, labels, mean, std: loaded.append(images01))
+    for timed_out in ("paper_fgsm", "paper_iterative"):  # what is timed is not what this checks
+        monkeypatch.setattr(bench, timed_out, lambda *args, **kwargs: None)
+    monkeypatch.setattr(utils.attacks, "run_attack", lambda *args, **kwargs: None)
+    monkeypatch.setattr(bench, "fast_bf16", lambda device: False)
+    _, shares = bench.attack_rows(Written(), CategorySpace(10), images, labels, torch.device("cpu"), 1, 4)
+    torch.testing.assert_close(loaded[0], to_float(images[[0, 1, 10, 11]]))
+    assert shares == (0.5, 0.5)
+    assert bench.paper_subset(torch.tensor([False, True, True]), 5).tolist() == [0, 1, 2]  # all ours
 
 
 def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
