@@ -1,4 +1,5 @@
 """torchrun with 2 CPU processes (gloo) trains the same weights as 1 process with the same global batch."""
+import contextlib
 import json
 import os
 import re
@@ -83,14 +84,23 @@ def test_two_processes_train_the_same_weights(tmp_path, cifar10_dir, label_dir, 
         assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-6), key
 
 
+@contextlib.contextmanager
+def one_process_group():
+    """A gloo group of this process alone, in which GlobalBatchNorm's all_reduce runs (as the identity)."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
 @needs_compiler
 def test_global_batch_norm_compiles_whole_and_matches_batch_norm():
     """Its all_reduce is a collective torch.compile traces: one graph, no fallback to eager (the
     autograd-function all_reduce it had before could not be traced and left the model eager)."""
-    import torch.distributed as dist
     from utils.distributed import GlobalBatchNorm
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-    try:
+    with one_process_group():
         torch._dynamo.reset()
         torch.manual_seed(0)
         x = torch.randn(6, 4, 5, 5, requires_grad=True)
@@ -99,11 +109,31 @@ def test_global_batch_norm_compiles_whole_and_matches_batch_norm():
         (grad,) = torch.autograd.grad(expected.square().sum(), x)
         out = torch.compile(norm, fullgraph=True, dynamic=False)(x)  # fullgraph: a break raises
         (compiled_grad,) = torch.autograd.grad(out.square().sum(), x)
-    finally:
-        dist.destroy_process_group()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(compiled_grad, grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(norm.running_var, reference.running_var)
+    torch.testing.assert_close(norm.running_mean, reference.running_mean)
+
+
+def test_global_batch_norm_under_amp_takes_its_statistics_as_batch_norm():
+    """Under --amp a batch norm's input is bf16. BatchNorm sums it in float32; GlobalBatchNorm
+    summed it in bf16, where E[x^2] - E[x]^2 lost the variance of channels whose mean is 12 times
+    their std (0 in one here: outputs up to 550, where BatchNorm's are within 5), and returned
+    float32 where BatchNorm returns bf16 (a torchrun run's activations between convolutions were
+    float32, one process's bf16)."""
+    from utils.distributed import GlobalBatchNorm
+    torch.manual_seed(0)
+    x = (torch.randn(24, 4, 8, 8) * 0.5 + 6).to(torch.bfloat16).requires_grad_()
+    reference, norm = torch.nn.BatchNorm2d(4), GlobalBatchNorm(4)
+    with one_process_group(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, out = reference(x), norm(x)
+        (grad,) = torch.autograd.grad(expected.float().square().sum(), x)
+        (own_grad,) = torch.autograd.grad(out.float().square().sum(), x)
+    assert expected.abs().max() < 5
+    torch.testing.assert_close(out.float(), expected.float(), rtol=0.01, atol=0.01)  # bf16 rounding
+    assert out.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(own_grad.float(), grad.float(), rtol=0.02, atol=0.02)
+    torch.testing.assert_close(norm.running_var, reference.running_var, rtol=1e-3, atol=0)
     torch.testing.assert_close(norm.running_mean, reference.running_mean)
 
 

@@ -115,12 +115,16 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
         channels = x.shape[1]
-        count = x.new_full((1,), x.numel() // channels)
-        stats = funcol.all_reduce(torch.cat([x.sum(dims), x.square().sum(dims), count]), "sum",
+        # The sums in float32 at least, as BatchNorm's own for a bf16 input (--amp): in bf16,
+        # E[x^2] - E[x]^2 lost the variance of a channel whose mean is a few times its std
+        # (a variance of 0 or below: outputs of hundreds, or NaN)
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        count = wide.new_full((1,), x.numel() // channels)
+        stats = funcol.all_reduce(torch.cat([wide.sum(dims), wide.square().sum(dims), count]), "sum",
                                   dist.group.WORLD)
         n = stats[-1]
         mean = stats[:channels] / n
-        var = stats[channels:2 * channels] / n - mean.square()
+        var = (stats[channels:2 * channels] / n - mean.square()).clamp_min(0)  # rounding can take it below
         with torch.no_grad():
             self.num_batches_tracked += 1
             m = self.momentum
@@ -128,7 +132,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
         shape = [1, channels] + [1] * (x.dim() - 2)
         scale = (self.weight / torch.sqrt(var + self.eps)).view(shape)
-        return (x - mean.view(shape)) * scale + self.bias.view(shape)
+        return ((wide - mean.view(shape)) * scale + self.bias.view(shape)).to(x.dtype)  # as BatchNorm's
 
 
 def global_batch_norm(module):
