@@ -790,9 +790,11 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
     line = one_line_error(capsys, flags + ["--checkpoint", str(second)])
     assert f"{results} holds the results of attacks on {first}, not on {second}" in line
     assert results.read_bytes() == before
-    first.unlink()   # once that checkpoint is gone, its results may go
+    first.unlink()   # once that checkpoint is gone, its results may go, and its figure with them
+    (tmp_path / ATTACK_EXAMPLES).write_bytes(b"the first checkpoint's figure")  # --examples 0 kept it
     summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
-    assert "dropping 1 entries computed on another checkpoint" in err
+    assert f"dropping 1 entries computed on another checkpoint, and {ATTACK_EXAMPLES}" in err
+    assert not (tmp_path / ATTACK_EXAMPLES).exists()
     assert json.loads(results.read_text())["checkpoint"] == str(second)
     # entries sweep.py and report.py would not count; a seed or amp that is a list was a TypeError
     for change in ({"robust_acc": None}, {"seed": [3]}, {"amp": {}}):
@@ -808,6 +810,31 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
         results.write_text(content)
         line = one_line_error(capsys, flags + ["--checkpoint", str(second)])
         assert f"{results} {message}" in line
+
+
+def test_an_entry_without_its_results_is_computed_again(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """A reused entry reports its clean accuracy and, targeted, its target success: one edited
+    without them (sweep.py and report.py still read it) was a KeyError traceback once reused."""
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
+    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+             "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "yes", "--num_images", "5",
+             "--examples", "0", "--device", "cpu"]
+    first, _ = call_main(capsys, flags)
+    results = tmp_path / ATTACK_RESULTS
+    written = results.read_text()
+    for key in ("clean_acc", "target_success"):
+        edited = json.loads(written)
+        del edited["entries"][0][key]
+        results.write_text(json.dumps(edited))
+        summary, err = call_main(capsys, flags)
+        assert "reused" not in err and summary == first, key
+        # the edited entry stays beside the new one; the new one answers the next rerun
+        assert [key in e for e in json.loads(results.read_text())["entries"]] == [False, True]
+        _, err = call_main(capsys, flags)
+        assert "reused" in err
+        results.write_text(written)
 
 
 def test_a_checkpoint_is_attacked_with_its_runs_seed(speech_run, cifar10_dir, label_dir, tmp_path,
