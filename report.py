@@ -32,7 +32,8 @@ import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from utils.errors import CliParser, DefaultsFormatter, UsageError, nonempty, number, run_cli
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, number, os_errors_as_usage,
+                          run_cli)
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
                         last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set, print_json, utf8
@@ -978,6 +979,7 @@ def curve_means(records):
     return out
 
 
+@os_errors_as_usage()  # an --out it cannot use is the command line's UsageError, in a notebook too
 def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     """Read every run under base_dir and write the report to out_dir; returns the summary dict.
     workers > 1 reads the runs and draws the figures in up to that many processes (`in_workers`),

@@ -732,6 +732,9 @@ def make_label(name, names, seed=None, **options):
     if unknown:
         raise LabelError(f"unknown option(s) {', '.join(unknown)}; "
                          f"choose from {', '.join(sorted(known))}")
+    if isinstance(names, str):  # its characters would be the classes: 'cifar10' made 7
+        raise LabelError(f"names {names!r} is one string; pass a list of class names, e.g. "
+                         "labels.generate.class_names('cifar10')")
     if len(names) < 2:
         raise LabelError(f"need at least 2 classes, got {len(names)}")
     seed = family.seed if seed is None else seed

@@ -834,6 +834,15 @@ def test_make_label_rejects_unknown_options():
         make_label("uniform", CIFAR10_CLASSES, audio_folder="x")
 
 
+def test_make_label_refuses_names_given_as_one_string():
+    """make_label("random", "cifar10") made targets for 7 classes, one per character."""
+    with pytest.raises(LabelError) as err:
+        make_label("random", "cifar10")
+    assert str(err.value) == ("names 'cifar10' is one string; pass a list of class names, e.g. "
+                              "labels.generate.class_names('cifar10')")
+    assert make_label("random", tuple(CIFAR10_CLASSES)).shape == (10, 64, 64)
+
+
 @pytest.mark.parametrize("entry", [["-m", "labels.generate"], ["labels/generate.py"]])
 def test_generate_entry_points(tmp_path, entry):
     """As a module (the README's way) and as a file (what a user may try first)."""

@@ -635,6 +635,22 @@ def test_the_json_line_names_the_report_folder_absolute(study, tmp_path, monkeyp
     assert line["out"] == str(tmp_path / "my report") and (tmp_path / "my report" / "tables.md").is_file()
 
 
+def test_an_out_it_cannot_use_is_a_usage_error_in_process(study, tmp_path):
+    """report() and report.main in a notebook: an --out that is a file, or a folder in one, was a
+    FileExistsError ('File exists') or NotADirectoryError, not the UsageError with the command
+    line's one line that train.main and attack.main raise for such a folder."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    for out in (a_file, a_file / "report"):
+        with pytest.raises(UsageError) as err:
+            report(study, out, draw=False)
+        assert str(err.value) == f"cannot use {a_file}: a file, not a folder"
+        with pytest.raises(UsageError) as err:
+            report_main(["--base_dir", study, "--out", out, "--no_figures"])
+        assert str(err.value) == f"cannot use {a_file}: a file, not a folder"
+    assert a_file.read_text() == "mine"
+
+
 def test_label_noise_table(tmp_path):
     """Runs trained with --label_noise: a label x noise table, a CSV and summary rows; labels
     without noisy runs stay out of it."""

@@ -139,9 +139,9 @@ def interrupt_says(text):
 
 @contextlib.contextmanager
 def os_errors_as_usage():
-    """Within (train.py's and attack.py's main): an OSError (a --base_dir through a file or
-    read-only, a full disk) is a UsageError from it, with the line `call_cli` would print for it,
-    so that a caller of main(argv) in process (a notebook) gets the command line's error."""
+    """Within (train.py's and attack.py's main, report.report): an OSError (a --base_dir or --out
+    through a file or read-only, a full disk) is a UsageError from it, with the line `call_cli`
+    would print for it, so that a caller in process (a notebook) gets the command line's error."""
     try:
         yield
     except BrokenPipeError:  # stdout's reader left: `call_cli` ends quietly
