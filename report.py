@@ -303,7 +303,8 @@ def exclude_odd_seeds(records):
         signatures = [tuple(str(v) if isinstance(v := r["flags"].get(
                                 k, unrecorded.get(k) if r["all_flags"] else UNKNOWN), (list, dict)) else v
                             for k in compared)
-                      + tuple(r["fingerprints"].get(k) or UNKNOWN for k in FINGERPRINTS) for r in runs]
+                      + tuple(v if isinstance(v := r["fingerprints"].get(k), str) and v else UNKNOWN
+                              for k in FINGERPRINTS) for r in runs]
         voters = [s for r, s in zip(runs, signatures) if r["train"]] or signatures
         common = [_most_common([v for v in column if v is not UNKNOWN]) for column in zip(*voters)]
         for record, signature in zip(runs, signatures):

@@ -1063,14 +1063,14 @@ def test_a_seed_trained_on_other_label_targets_is_left_out(tmp_path):
     base = tmp_path / "runs"
     for seed, acc, labels_sha, data_sha in ((1, 0.6, "a" * 64, "d" * 64), (2, 0.5, "a" * 64, "d" * 64),
                                             (3, 0.1, "b" * 64, "d" * 64), (4, 0.4, None, None),
-                                            (5, 0.1, "a" * 64, "e" * 64)):
+                                            (5, 0.1, "a" * 64, "e" * 64), (6, 0.5, [1], 7)):  # 6: edited
         run_dir = make_run(base, "speech", seed, test_acc=acc, valid_acc=acc)
         config = json.loads((run_dir / "config.json").read_text())
         config.update({k: v for k, v in (("label_sha256", labels_sha), ("data_sha256", data_sha)) if v})
         (run_dir / "config.json").write_text(json.dumps(config))
     summary = report(base, tmp_path / "out", draw=False)
     markdown = (tmp_path / "out" / "tables.md").read_text()
-    assert table_rows(markdown, "### cifar10 (level 100")["speech"] == ["50.00 ± 10.00 (n=3)"]
+    assert table_rows(markdown, "### cifar10 (level 100")["speech"] == ["50.00 ± 8.16 (n=4)"]
     reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
     assert reasons == {"seed3": ["left out of the tables: trained with other label_sha256 bbbbbbbbbbbb... "
                                  "(the other seeds: aaaaaaaaaaaa...)"],
