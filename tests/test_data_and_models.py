@@ -124,6 +124,18 @@ def test_a_batch_whose_pickle_would_run_code_is_refused_unrun(tmp_path, cifar10_
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("opcode", [b"\x8d", b"\x8e", b"\x95"])  # BINUNICODE8, BINBYTES8, FRAME
+def test_a_batch_whose_corrupt_length_asks_for_exabytes_is_one_line(tmp_path, cifar10_dir, opcode):
+    """A corrupt byte that made a pickle's 8-byte length field huge was a MemoryError traceback."""
+    shutil.copytree(cifar10_dir, tmp_path / "data")
+    path = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(b"\x80\x04" + opcode + (2 ** 62).to_bytes(8, "little") + path.read_bytes()[11:])
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path / "data")
+    assert str(err.value) == (f"dataset file {path} is truncated or corrupt (MemoryError); delete it and run "
+                              "again to download a fresh copy")
+
+
 @pytest.mark.skipif(not SUBSET.exists(), reason="../shared/data is absent")
 def test_real_cifar10_subset():
     data = load_cifar("cifar10", SUBSET)

@@ -23,8 +23,10 @@ def read_cifar_pickle(path, fix="delete it and run again to download a fresh cop
     try:
         with open(path, "rb") as f:
             content = _ArrayUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
-        raise UsageError(f"dataset file {path} is truncated or corrupt ({err}); {fix}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, MemoryError) as err:
+        # MemoryError: a corrupt length field (an 8-byte one) asks for exabytes, refused at once
+        raise UsageError(f"dataset file {path} is truncated or corrupt ({str(err) or type(err).__name__}); "
+                         f"{fix}") from None
     if not isinstance(content, dict):
         raise UsageError(f"dataset file {path} is not a CIFAR batch (expected a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in content.items()}
