@@ -382,12 +382,12 @@ def run_setting(model, space, images, labels, targets, entry, args, **options):
                       objective=entry.get("objective", "loss"), channels_last=args.channels_last, **options)
 
 
-def load_previous(path, checkpoint, checkpoint_sha, log):
+def load_previous(path, figure, checkpoint, checkpoint_sha, log):
     """Entries of an earlier run on the same checkpoint (by content). Those of a checkpoint since
-    retrained at the same path, or since deleted, are dropped, with its attack_examples.png (which
-    --examples 0 would otherwise leave beside the new results); those of another checkpoint that
-    still exists are an error, not lost work."""
-    from utils.runs import ATTACK_EXAMPLES, read_json
+    retrained at the same path, or since deleted, are dropped, with its figure (attack_examples.png,
+    which --examples 0 would otherwise leave beside the new results); those of another checkpoint
+    that still exists are an error, not lost work."""
+    from utils.runs import read_json
     if not path.exists():
         return []
     previous = read_json(path)
@@ -403,10 +403,10 @@ def load_previous(path, checkpoint, checkpoint_sha, log):
             raise UsageError(f"{path} holds the results of attacks on {other}, not on {checkpoint}; "
                              f"attack a copy of {checkpoint.name} in a folder of its own, or delete "
                              f"{path.name} to replace those results")
-        figure = path.parent / ATTACK_EXAMPLES
-        if entries or figure.exists():
+        had_figure = figure.exists()
+        if entries or had_figure:
             log(f"{path}: dropping {len(entries)} entries computed on another checkpoint"
-                + (f", and {figure.name}" if figure.exists() else ""))
+                + (f", and {figure.name}" if had_figure else ""))
         figure.unlink(missing_ok=True)
         return []
     return entries
@@ -497,7 +497,7 @@ def run(args, argv=None):
         images_sha = tensors_sha256(images, labels)
         checkpoint_sha = file_sha256(path)
         results_path, png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
-        entries = load_previous(results_path, path, checkpoint_sha, log)
+        entries = load_previous(results_path, png, path, checkpoint_sha, log)
         # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
         # image attacked); one edited without them is computed again (and stays, for report.py)
         done = {identity(e): e for e in entries if e.get("clean_acc") is not None
