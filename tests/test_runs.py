@@ -2,6 +2,7 @@
 of the machine, and what a killed job leaves behind is cleared by the next job."""
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -15,14 +16,16 @@ from utils.runs import append_jsonl, run_lock, write_json
 def test_a_file_is_on_the_disk_before_its_name_is(tmp_path, monkeypatch):
     """The new file is flushed and fsynced before it is renamed over the old one: after a power
     cut (not only a killed job) the name holds the old file or the whole new one, never an empty
-    one (ext4 and XFS may commit a rename before the data it names)."""
+    one (ext4 and XFS may commit a rename before the data it names); and the folder is synced
+    after the rename, or a power cut could bring back the old name."""
     calls, fsync, replace = [], os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(("fsync", os.fstat(fd).st_size)) or fsync(fd))
     monkeypatch.setattr(os, "replace", lambda src, dst: calls.append(("replace", os.path.basename(dst)))
                         or replace(src, dst))
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append(
+        ("fsync", "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else os.fstat(fd).st_size)) or fsync(fd))
     text = '{"test_acc": 0.5}\n'
     atomic_write_text(tmp_path / "results.json", text)
-    assert calls == [("fsync", len(text)), ("replace", "results.json")]
+    assert calls == [("fsync", len(text)), ("replace", "results.json"), ("fsync", "folder")]
     assert (tmp_path / "results.json").read_text() == text
 
 

@@ -61,10 +61,24 @@ def file_set():
                 os.replace(tmp, path)
             except OSError as err:  # named by `path` (a folder there, say), not the temporary file
                 raise OSError(err.errno, err.strerror, str(path)) from err
+        for folder in dict.fromkeys(path.parent for _, path in staged):
+            _sync_folder(folder)
     except BaseException:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _sync_folder(folder):
+    """The renames into `folder` on the disk: a power cut after them finds the new names, not the
+    old ones (a resumed run would redo an epoch whose checkpoint it had reported written). A file
+    system that cannot sync a folder (some network mounts) has the renames anyway, later."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
