@@ -187,6 +187,10 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"{folder} is a file, not the folder of the {name} files; remove it, or "
                              "pass another --data_dir")
+        odd = [folder / f for f in needed if (folder / f).exists() and not (folder / f).is_file()]
+        if odd:  # a download would not replace it, and the run would fail after it anyway
+            raise UsageError(f"{odd[0]} is not a file, as the {name} batch of that name must be; "
+                             "remove it, or pass another --data_dir")
 
         def renamed(wanted):  # the parent serves only as the --data_dir of a folder of that name
             return "" if data_dir.name == wanted else f", once {data_dir.name}/ is renamed {wanted}/"

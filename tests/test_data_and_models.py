@@ -673,6 +673,14 @@ def test_a_data_dir_without_the_datasets_files_says_what_it_holds(tmp_path, cifa
         load_cifar("cifar10", tmp_path / "data", download=True)  # before any download
     assert str(err.value) == (f"{folder} is a file, not the folder of the cifar10 files; remove it, or pass "
                               "another --data_dir")
+    folder.unlink()  # a batch that is a folder (an unpacked archive's copy gone wrong): no download
+    shutil.copytree(cifar10_dir / "cifar-10-batches-py", folder)
+    (folder / "test_batch").unlink()
+    (folder / "test_batch").mkdir()
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path / "data", download=True)
+    assert str(err.value) == (f"{folder}/test_batch is not a file, as the cifar10 batch of that name "
+                              "must be; remove it, or pass another --data_dir")
 
 
 def test_a_data_dir_a_download_cannot_write_in_says_the_dataset_is_missing(tmp_path, monkeypatch):
