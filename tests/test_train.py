@@ -899,6 +899,30 @@ def test_a_truncated_checkpoint_on_resume_says_so(speech_run, capsys, cifar10_di
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
+@pytest.mark.parametrize("which", ["last_checkpoint.pth", "speech_seed3_resnet32_best_model.pth"])
+def test_a_checkpoint_with_a_flipped_bit_on_resume_says_so(speech_run, capsys, cifar10_dir, label_dir, tmp_path,
+                                                           which):
+    """One bit flipped in a weight (a failing disk, a bad copy): torch.load gave other weights
+    without a word, and the run resumed from them, or reported a test accuracy of weights it never
+    trained."""
+    import zipfile
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / "results.json").unlink()
+    with_best_epoch(run_dir, 1)
+    path = run_dir / which
+    whole = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)  # the largest weight
+        start = whole.find(archive.read(entry))  # stored, not compressed: its bytes are in the file
+    whole[start + entry.file_size // 2] ^= 0x04
+    path.write_bytes(whole)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, resume=True))
+    assert line.startswith(f"error: checkpoint {path} is corrupt or not a labelrep checkpoint (its entry "
+                           f"{entry.filename} does not match the checksum written with it); ")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
 @pytest.mark.parametrize("change, message", [
     # a traceback after the last epoch: the final evaluation loads them
     ({"model": {"head.weight": torch.zeros(3)}}, "is not the checkpoint of the run's best epoch"),
