@@ -107,6 +107,18 @@ def build_parser():
     return parser
 
 
+def glued(argv):
+    """`argv` with "--attack_args --amp" as "--attack_args=--amp": argparse reads a value that
+    starts with "-" and holds no space as a flag, and said only "expected one argument"."""
+    out = []
+    for arg in argv:
+        if out and out[-1] in ("--train_args", "--attack_args") and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def parse(argv=None):
     """Flags, grid file and pass-through arguments -> (options, runs, scripts, routed args).
 
@@ -117,7 +129,7 @@ def parse(argv=None):
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     after = argv.index("--") if "--" in argv else len(argv)
-    argv, tail = argv[:after], argv[after + 1:]
+    argv, tail = glued(argv[:after]), argv[after + 1:]
     first, _ = parser.parse_known_args(argv)
     layers = []  # (flags routed to every script that takes them, {stage: flags for it alone})
     if first.config:

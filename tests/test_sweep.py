@@ -83,6 +83,9 @@ def test_flags_go_to_the_scripts_that_take_them():
                                    "--", "--valid_size", "1000"])
     assert routed["train"] == ["--epochs", "30", "--base_dir", "o", "--valid_size", "1000", "--batch_size", "64"]
     assert routed["attack"] == ["--num_images", "500", "--base_dir", "o", "--batch_size", "250"]
+    # one flag without a value, which argparse took for a flag of sweep.py's ("expected one argument")
+    _, _, _, routed = sweep.parse(["--dry_run", "--train_args", "--amp", "--attack_args", "--amp"])
+    assert routed == {"train": ["--amp"], "attack": ["--amp"]}
 
 
 def test_the_command_line_wins_over_the_grid_file(tmp_path):
