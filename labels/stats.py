@@ -34,7 +34,7 @@ import argparse
 
 import numpy as np
 
-from labels import LabelError, read_targets
+from labels import LabelError, check_targets, read_targets
 from utils.atomic import json_text
 from utils.errors import CliParser, UsageError, call_cli
 
@@ -51,9 +51,10 @@ def value_entropy(values, decimals=6):
 
 
 def label_stats(targets):
-    """Statistics of targets (C, ...) with C >= 2, as a dict keyed by COLUMNS."""
-    targets = np.asarray(targets)
-    if targets.ndim < 1 or len(targets) < 2:
+    """Statistics of targets (C, ...) with C >= 2 that a label file may hold (`check_targets`:
+    numeric, finite, classes distinct; measured in float32, as trained), as a dict keyed by COLUMNS."""
+    targets = check_targets(np.asarray(targets), "targets")
+    if len(targets) < 2:
         raise LabelError(f"need targets of shape (C, ...) with C >= 2, got {targets.shape}")
     from scipy.spatial.distance import pdist  # here: --help and a typo answer without scipy's load
     vectors = targets.reshape(len(targets), -1).astype(np.float64)

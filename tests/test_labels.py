@@ -882,6 +882,21 @@ def test_stats_by_hand(tmp_path):
     assert stats.label_stats(np.array([[-1.0], [1.0]]))["l1_mean"] == 1.0
 
 
+def test_stats_of_targets_refuse_what_a_label_file_may_not_hold():
+    """label_stats, labels/README.md's entry point for targets in memory, measured NaN targets
+    (min nan, l1_mean 0), a (C,) array and two equal classes without a word, and raised a
+    TypeError for objects; now the label file's check (labels.check_targets), as the CLI's."""
+    bad = {"contains NaN or infinite values": np.array([[0.0, 1.0], [np.nan, 2.0]]),
+           r"has shape \(5,\); expected \[classes, ...\]": np.arange(5.0),
+           "class 2 has the same target as class 0": np.array([[1.0], [2.0], [1.0]]),
+           "holds object values": np.array([[{}, 1], [2, 3]], dtype=object),
+           r"need targets of shape \(C, ...\) with C >= 2, got \(1, 4\)": np.ones((1, 4))}
+    for reason, targets in bad.items():
+        with pytest.raises(LabelError, match=reason):
+            stats.label_stats(targets)
+    assert stats.label_stats([[0, 1], [2, 3]])["min_msd"] == 4.0   # a list of numbers is measured
+
+
 def test_compare_refuses_markdown(tmp_path, capsys):
     """--compare --markdown printed the comparison's lines, --markdown ignored without a word."""
     path = tmp_path / "a.npy"
