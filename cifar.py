@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.atomic import made_folders
-from utils.constants import DATASETS, DatasetInfo, dataset_info
+from utils.constants import DATASETS, DatasetInfo, dataset_info, offline
 from utils.errors import UsageError, os_error_text
 from utils.pickles import meta_class_names, read_cifar_pickle
 
@@ -176,7 +176,7 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     Set LABELREP_OFFLINE=1 (cluster nodes without a network, tests) to fail at once instead.
     """
     if download is None:
-        download = os.environ.get("LABELREP_OFFLINE", "") in ("", "0")
+        download = not offline()
     info = dataset_info(name, granularity)
     data_dir = Path(data_dir).absolute()  # what it says and downloads to, whatever the working folder
     folder = data_dir / info.folder

@@ -64,6 +64,7 @@ import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
+from utils.constants import offline
 from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
@@ -509,8 +510,8 @@ def make_bert(names, seed, options, param=None):
 
 def _load_text_model(source, transformers):
     """(model, tokenizer) from a local directory, the local cache, or (online) the hub."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or Path(source).is_dir()
-    attempts = [True] if offline else [True, False]
+    local = offline() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or Path(source).is_dir()
+    attempts = [True] if local else [True, False]
     for local_only in attempts:
         if not local_only:
             print(f"note: {source} is not cached; downloading it from the Hugging Face hub",
@@ -576,6 +577,10 @@ def _load_glove(source, words):
     cached = data_dir / source / f"{source}.gz"
     if cached.is_file():
         return _read_vectors(cached, words)
+    if offline():
+        raise LabelError(f"cannot get GloVe vectors {source!r} (none in {data_dir}, and LABELREP_OFFLINE "
+                         "is set, so no download was tried); pass --glove PATH to a GloVe text file "
+                         "(e.g. glove.6B.50d.txt from https://nlp.stanford.edu/projects/glove/)")
     try:
         import gensim.downloader
     except ImportError as exc:

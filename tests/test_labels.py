@@ -258,6 +258,26 @@ def test_bert_unreadable_model(tmp_path, capsys):
     assert not list(tmp_path.glob("*.npy"))
 
 
+def test_bert_with_labelrep_offline_tries_no_download(monkeypatch, tmp_path, capsys):
+    """LABELREP_OFFLINE=1 without HF_HUB_OFFLINE tried the hub after the cache, and failed offline
+    after about a minute of retries."""
+    import transformers
+    asked = []
+
+    def refuse(source, local_files_only):
+        asked.append(local_files_only)
+        raise OSError(f"{source} is not in the cache")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--out", tmp_path], capsys)
+    assert (status, asked) == (2, [True]) and err.startswith(
+        "error: cannot load text model 'bert-base-uncased' (bert-base-uncased is not in the cache); offline, ")
+    monkeypatch.delenv("LABELREP_OFFLINE")
+    assert generate.main(["--dataset", "cifar10", "--label", "bert", "--out", str(tmp_path)]) == 2
+    assert asked == [True, True, False]  # the cache, then the hub
+    assert capsys.readouterr().err.startswith("note: bert-base-uncased is not cached; downloading it from ")
+
+
 def test_bert_without_its_tokenizer_is_one_line(tiny_bert, tmp_path, capsys):
     """A model folder saved without its tokenizer loads (transformers makes a tokenizer of no
     vocabulary) and read every name as [UNK], all classes alike: the error named no cause, after a
@@ -394,6 +414,13 @@ def test_a_glove_file_is_read_in_one_pass_without_gensim(tiny_glove, tmp_path, m
     assert (status, err) == (2, f"error: cannot read word vectors from {glove}: Compressed file ended "
                                 "before the end-of-stream marker was reached\n")
     monkeypatch.setenv("GENSIM_DATA_DIR", str(tmp_path))   # no local copy: the downloader needs gensim
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--out", tmp_path],
+                         capsys)   # LABELREP_OFFLINE=1 (conftest): no download tried, gensim or not
+    assert (status, err) == (2, f"error: cannot get GloVe vectors 'glove-wiki-gigaword-50' (none in {tmp_path}, "
+                                "and LABELREP_OFFLINE is set, so no download was tried); pass --glove PATH to "
+                                "a GloVe text file (e.g. glove.6B.50d.txt from "
+                                "https://nlp.stanford.edu/projects/glove/)\n")
+    monkeypatch.delenv("LABELREP_OFFLINE")
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--out", tmp_path],
                          capsys)
     assert status == 2 and err.startswith("error: glove needs gensim (") and not list(tmp_path.glob("*.npy"))

@@ -9,9 +9,16 @@ script's --help and a mistyped flag answer at once rather than after torch loads
 The networks' names are architecture.py's registry's (`utils.flags.architecture_names`).
 """
 import math
+import os
 from dataclasses import dataclass
 
 from utils.errors import UsageError, choice
+
+
+def offline():
+    """Whether LABELREP_OFFLINE is set (to anything but 0): what would download (CIFAR, a text
+    model, GloVe vectors) fails at once instead, on a cluster node without a network."""
+    return os.environ.get("LABELREP_OFFLINE", "") not in ("", "0")
 
 # The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
 # per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
