@@ -48,7 +48,13 @@ LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
-ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD"}  # in figure titles, as the papers write them
+ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "iterative": "Iterative"}  # as the papers write them
+
+
+def attack_title(attack):
+    """An attack's name in a figure title: "pgd+margin" -> "PGD (margin objective)"."""
+    name, _, objective = attack.partition("+")
+    return ATTACK_TITLES.get(name, name) + (f" ({objective} objective)" if objective else "")
 KEY = ("dataset", "model", "label", "level", "seed")
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R. Category runs with
@@ -891,7 +897,7 @@ def robust_figure(key, rows, styles):
             plot_line(ax, xs, ys, label, styles[label])
             seeds[label].update(y[2] for y in ys)
         several = sum(k[0] == attack for k in panel_keys) > 1
-        title = f"{ATTACK_TITLES.get(attack, attack)}{' targeted' if targeted else ''}"
+        title = f"{attack_title(attack)}{' targeted' if targeted else ''}"
         if several:
             title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
         ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))

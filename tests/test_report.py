@@ -333,13 +333,18 @@ def test_figures_draw_the_tables_numbers(tmp_path):
     paper = dict(entry("fgsm", 0.3, 0.2, protocol="paper"), eps_label="0.3")
     for seed in (1, 2):
         make_run(base, "category", seed, test_acc=0.7, valid_acc=0.9, clean_acc=0.7,
-                 attack=[entry("fgsm", 1 / 255, 0.5), entry("fgsm", EPS8, 0.1), paper])
+                 attack=[entry("fgsm", 1 / 255, 0.5), entry("fgsm", EPS8, 0.1), paper,
+                         entry("pgd+margin", EPS8, 0.05)])
         make_run(base, "category", seed, level=25, test_acc=0.4, valid_acc=0.5)
     summary = report(base, tmp_path / "out", draw=False)
     styles = label_styles(["category"])
     plans = [*robust_figures(summary["robust_accuracy"], styles),
              *level_figures(summary["data_efficiency"], styles)]
-    drawn = {name: draw(*args).axes[0].lines[0].get_xydata().T.tolist() for name, draw, args in plans}
+    figures = {name: draw(*args) for name, draw, args in plans}
+    drawn = {name: figure.axes[0].lines[0].get_xydata().T.tolist() for name, figure in figures.items()}
+    # the margin objective's panel was titled "pgd+margin", beside "FGSM"
+    assert [ax.get_title() for ax in figures["robust_cifar10_resnet32_level100_untargeted.png"].axes
+            if ax.get_title()] == ["FGSM", "PGD (margin objective)"]
     assert drawn.keys() == {"robust_cifar10_resnet32_level100_untargeted.png", "levels_cifar10_resnet32.png",
                             "robust_cifar10_resnet32_level100_untargeted_paper.png"}
     expected = {"robust_cifar10_resnet32_level100_untargeted.png": [[0, 1, 8], [70, 50, 10]],
