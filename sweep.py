@@ -299,6 +299,10 @@ trap 'forward TERM' TERM
 stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps run at once
   local log=$1 status interrupted id=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-none}}_$task
   shift
+  if [ -n "$signalled" ]; then  # one came while the last stage ended anyway (train.py's last epoch)
+    echo "$(date +%FT%T) task $task: $(basename "${2:-$1}") not started after SIG$signalled" >&2
+    return 75  # the next stage would run into the kill, and the task would not be requeued
+  fi
   mkdir -p "$(dirname "$log")"
   echo "=== $(date +%FT%T) $(hostname) job $id: $(printf '%q ' "$@")" >> "$log"
   echo "$(date +%FT%T) task $task: $(basename "${2:-$1}") ... -> $log" >&2

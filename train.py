@@ -79,7 +79,8 @@ def build_parser():
     from utils.preempt import FINISH_SECONDS
     run.add_argument("--checkpoint_seconds", type=number(float, 0, inclusive=True), default=60,
                      metavar="S", help="write the last checkpoint (what --resume continues from) "
-                     "at most every S seconds, and after the last epoch and at a stop signal "
+                     "at most every S seconds, and after the last epoch, after any epoch of over "
+                     f"{FINISH_SECONDS} s and at a stop signal "
                      "(SIGTERM, SIGUSR1: the epoch under way ends first, unless the checkpoint is "
                      f"of its start or the last epoch took over {FINISH_SECONDS} s; under torchrun it "
                      "always ends); 0: after every epoch")

@@ -683,6 +683,33 @@ def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_pa
     assert (asked.read_text() if asked.exists() else "") == requeue
 
 
+def test_a_signal_while_a_stage_ends_anyway_starts_no_next_stage(tmp_path, capsys):
+    """train.py ends its last epoch and final evaluation after a USR1 (exit 0, the run complete):
+    the attack stage after it then ran into the time limit's kill, and the task, not exiting 75,
+    was not requeued. The chain stops there and the task requeues as for a stopped stage."""
+    script, commands = slurm_script(tmp_path, capsys, ["--seeds", "3", "--base_dir", str(tmp_path / "out")])
+    (tmp_path / "ends.py").write_text("import signal, time\nsignal.signal(signal.SIGUSR1, lambda *_: None)\n"
+                                      "print('working', flush=True)\ntime.sleep(1)\n")
+    (tmp_path / "stage.py").write_text(STAGE)
+    commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'ends.py'} && "
+                        f"stage {tmp_path}/b.log python {tmp_path / 'stage.py'} 0 0\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.args\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    task = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "41",
+                                               "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
+    while task.poll() is None and (not (tmp_path / "a.log").exists()
+                                   or "working" not in (tmp_path / "a.log").read_text()):
+        time.sleep(0.02)
+    task.send_signal(signal.SIGUSR1)
+    assert task.wait(timeout=60) == 0
+    err = task.stderr.read()
+    assert "task 0: exit 0\n" in err and "stage.py not started after SIGUSR1" in err, err
+    assert not (tmp_path / "b.log").exists()
+    assert (tmp_path / "scontrol.args").read_text() == "requeue 41_0\n"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

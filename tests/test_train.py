@@ -306,7 +306,9 @@ def test_a_stop_signal_lets_an_epoch_end_when_the_checkpoint_is_older(finish_sec
     """Between checkpoints a SIGTERM in an epoch lets it end, then writes the last checkpoint and
     exits 75: no trained epoch is lost. Where the checkpoint is of the epoch's start (the first
     epoch here), or the last epoch took longer than preempt.FINISH_SECONDS (SLURM's kill would
-    come before the epoch's end), the signal stops it at once."""
+    come before the epoch's end), the signal stops it at once; such a last epoch was saved
+    whatever --checkpoint_seconds says, so that stop loses no trained epoch either (it lost every
+    epoch since the last checkpoint, up to --checkpoint_seconds of them)."""
     from utils import preempt, training
     monkeypatch.setattr(preempt, "FINISH_SECONDS", finish_seconds)
     real, stoppable = training.train_epoch, []
@@ -328,8 +330,8 @@ def test_a_stop_signal_lets_an_epoch_end_when_the_checkpoint_is_older(finish_sec
         assert checkpoint["epoch"] == 2 and [row["epoch"] for row in metrics(run_dir)] == [1, 2]
     else:
         assert stoppable == [True, True]
-        assert not (run_dir / "last_checkpoint.pth").exists()
-        assert [row["epoch"] for row in metrics(run_dir)] == [1]
+        checkpoint = torch.load(run_dir / "last_checkpoint.pth", weights_only=True)
+        assert checkpoint["epoch"] == 1 and [row["epoch"] for row in metrics(run_dir)] == [1]
 
 
 def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_dir, tmp_path):
@@ -337,7 +339,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_
     straight = last_json(run_script("train.py", *args))
 
     # every epoch saved: the signal, sent once epoch 1 has ended, stops epoch 2 at once however long
-    # an epoch takes on a busy machine (else epoch 1 of over FINISH_SECONDS unsaved left nothing to resume)
+    # an epoch takes on a busy machine
     args = flags(cifar10_dir, tmp_path / "b", label_dir, label="category", epochs=4, checkpoint_seconds=0)
     run_dir = tmp_path / "b" / "cifar10" / "seed3" / "resnet32" / "model_category"
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdout=subprocess.PIPE,
@@ -1562,9 +1564,10 @@ def test_resuming_under_compile_keeps_the_traced_sgd():
 
 
 def test_progress_on_terminals_with_and_without_a_width():
-    """tqdm draws nothing on a terminal that reports 0 columns (some containers' and CI's), and
-    a tty suppressed the plain lines too: no progress at all. A bar is closed however its block
-    ends, so the error line after a Ctrl-C starts a line of its own."""
+    """tqdm draws nothing on a terminal that reports 0 columns (some containers' and CI's), or
+    columns but 0 rows (`stty cols 120` in one), and a tty suppressed the plain lines too: no
+    progress at all. A bar is closed however its block ends, so the error line after a Ctrl-C
+    starts a line of its own."""
     import fcntl
     import pty
     import select
@@ -1580,11 +1583,12 @@ def test_progress_on_terminals_with_and_without_a_width():
         return data
     leader, follower = pty.openpty()
     with os.fdopen(follower, "w") as stream, os.fdopen(leader, "rb", buffering=0) as screen:
-        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 0, 0, 0))
-        with Progress(2, "run", "epoch", stream=stream) as progress:
-            assert progress.bar is None
-            progress.step("epoch 1/2 loss 1.0", loss="1.0")
-        assert b"epoch 1/2 loss 1.0" in shown(screen)
+        for rows, columns in ((24, 0), (0, 120)):
+            fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+            with Progress(2, "run", "epoch", stream=stream) as progress:
+                assert progress.bar is None
+                progress.step("epoch 1/2 loss 1.0", loss="1.0")
+            assert b"epoch 1/2 loss 1.0" in shown(screen)
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         with pytest.raises(KeyboardInterrupt):
             with Progress(2, "run", "epoch", stream=stream) as progress:

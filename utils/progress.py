@@ -9,11 +9,13 @@ from tqdm import tqdm
 
 
 def _columns(stream):
-    """The width of the terminal `stream` writes to; 0 when it reports none (some containers')."""
+    """The width of the terminal `stream` writes to; 0 when it reports none, or no height (some
+    containers'; `stty cols 120` sets a width alone): tqdm draws nothing on either."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        size = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
         return 0
+    return size.columns if size.lines > 0 else 0
 
 
 class Progress:
@@ -25,7 +27,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.bar = None
         self.enabled = enabled  # False on every process but rank 0 under torchrun
-        # a bar on a terminal that reports its width (tqdm draws nothing at width 0), else lines
+        # a bar on a terminal that reports its size (tqdm draws nothing at width or height 0), else lines
         if enabled and self.stream.isatty() and _columns(self.stream) > 0:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True)
 

@@ -553,10 +553,13 @@ class Checkpoints:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.best_space = self.space.state()
 
-    def due(self, now, seconds, device):
+    def due(self, now, seconds, epoch_seconds, device):
         """Whether the last checkpoint is to be written after this epoch: `now` (a stop or the last
-        epoch), or `seconds` have passed since the last one on any process (a collective call)."""
-        return now or distributed.any_process(time.monotonic() - self.saved_at >= seconds, device)
+        epoch), or on any process (a collective call) `seconds` have passed since the last one or
+        the epoch took `epoch_seconds` over preempt.FINISH_SECONDS: a stop signal stops the next
+        epoch at once, which without a checkpoint of its start would lose this one too."""
+        return now or distributed.any_process(time.monotonic() - self.saved_at >= seconds
+                                              or epoch_seconds > preempt.FINISH_SECONDS, device)
 
     def save(self, epoch_done):
         """The last checkpoint after epoch `epoch_done`, holding the best epoch's weights too where
@@ -868,7 +871,7 @@ def run_training(args, argv=None):
                     checkpoints.keep_best(row)
                     stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
                     due = checkpoints.due(stopping or epoch + 1 == args.epochs, args.checkpoint_seconds,
-                                          device)  # on every process
+                                          row["seconds"], device)  # on every process
                     if writes:
                         append_jsonl(run_dir / METRICS, row)
                     if due:
