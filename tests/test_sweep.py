@@ -668,6 +668,15 @@ def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_pa
     script, commands = slurm_script(tmp_path, capsys, ["--seeds", "3", "--base_dir", str(tmp_path / "out")])
     (tmp_path / "stage.py").write_text(STAGE)
     commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'stage.py'} 60 0\n")
+    task = signalled_task(script, tmp_path, signum)
+    assert task.wait(timeout=60) == status, task.stderr.read()
+    asked = tmp_path / "scontrol.args"
+    assert (asked.read_text() if asked.exists() else "") == requeue
+
+
+def signalled_task(script, tmp_path, signum):
+    """Array task 0 of job 41 running `script`, sent `signum` once its stage logged "working" to
+    a.log; scontrol, a stand-in, writes its arguments to scontrol.args."""
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.args\n')
     (tmp_path / "bin" / "scontrol").chmod(0o755)
@@ -678,9 +687,7 @@ def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_pa
                                    or "working" not in (tmp_path / "a.log").read_text()):
         time.sleep(0.02)
     task.send_signal(signum)
-    assert task.wait(timeout=60) == status, task.stderr.read()
-    asked = tmp_path / "scontrol.args"
-    assert (asked.read_text() if asked.exists() else "") == requeue
+    return task
 
 
 def test_a_signal_while_a_stage_ends_anyway_starts_no_next_stage(tmp_path, capsys):
@@ -693,16 +700,7 @@ def test_a_signal_while_a_stage_ends_anyway_starts_no_next_stage(tmp_path, capsy
     (tmp_path / "stage.py").write_text(STAGE)
     commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'ends.py'} && "
                         f"stage {tmp_path}/b.log python {tmp_path / 'stage.py'} 0 0\n")
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.args\n')
-    (tmp_path / "bin" / "scontrol").chmod(0o755)
-    task = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "41",
-                                               "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"})
-    while task.poll() is None and (not (tmp_path / "a.log").exists()
-                                   or "working" not in (tmp_path / "a.log").read_text()):
-        time.sleep(0.02)
-    task.send_signal(signal.SIGUSR1)
+    task = signalled_task(script, tmp_path, signal.SIGUSR1)
     assert task.wait(timeout=60) == 0
     err = task.stderr.read()
     assert "task 0: exit 0\n" in err and "stage.py not started after SIGUSR1" in err, err
