@@ -1023,6 +1023,15 @@ def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys
     assert "trained with --lr 0.1 (now 0.10000000000000002); pass --force" in line
 
 
+def test_another_valid_size_is_not_blamed_on_the_data(speech_run, capsys, cifar10_dir, label_dir):
+    """A finished run of --level 100 asked for with another --valid_size trains on another number
+    of images: the line named the flag, then put the count down to 'another --data_dir?'."""
+    base, _ = speech_run
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, valid_size=40))
+    assert line.endswith("model_speech holds a finished run trained with --valid_size 50 (now 40); pass "
+                         "--force to train it again with these flags, or use another --base_dir"), line
+
+
 def test_run_files_that_hold_no_json_object_are_one_line(speech_run, capsys, cifar10_dir, label_dir,
                                                          tmp_path):
     """A results.json or config.json holding valid JSON of another shape (a list, null) was a

@@ -145,20 +145,22 @@ def run_changes(config, args, label_sha256, now="now", data=None):
     later, e.g. --lr by label type; one of another label type's, e.g. --smoothing for speech,
     acts on nothing), other label targets, if it recorded their `label_sha256` and
     `label_sha256` (the targets asked for now) differs, and, with `data` (`data_facts` now),
-    another number of training images or other images and labels."""
+    another number of training images (but where another --valid_size or --level, named, sets it)
+    or other images and labels."""
     saved = config.get("flags")
     saved = saved if isinstance(saved, dict) else {}  # none recorded (null in an edited config.json)
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
              if acts_on(k, args.label)}
-    changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(v)})" for k, v in asked.items()
-               if v is not None and k in saved and saved[k] != v]
+    changed = [k for k, v in asked.items() if v is not None and k in saved and saved[k] != v]
+    changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(asked[k])})" for k in changed]
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
         changes.append(f"other {args.label} targets than {args.label_dir} holds")
     data = data or {}
     train_images = data.get("train_images")
     saved_images = config.get("train_images", train_images)
     if train_images is not None and saved_images != train_images:
-        changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
+        if not {"valid_size", "level"} & set(changed):  # else the count is theirs, not the data's
+            changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
     elif config.get("data_sha256") and data.get("data_sha256") not in (None, config["data_sha256"]):
         changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
                        f"{args.dataset}?)")
