@@ -305,7 +305,10 @@ def environment(argv=None):
            "labelrep": __version__, "git": code_version(), "platform": platform.platform(),
            # a CPU's float rounding depends on how many threads share a convolution, and training
            # amplifies it: the same flags on another thread count train other numbers
-           "threads": torch.get_num_threads(), "argv": list(sys.argv) if argv is None else argv}
+           "threads": torch.get_num_threads(),
+           # a run computes in torch's default dtype (cifar.to_float, the weights): a caller's float64
+           "dtype": str(torch.get_default_dtype()).removeprefix("torch."),
+           "argv": list(sys.argv) if argv is None else argv}
     if torch.cuda.is_available():
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name()
