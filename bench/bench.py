@@ -213,6 +213,7 @@ from architecture import build_model  # noqa: E402
 from cifar import draw_augmentation, to_float  # noqa: E402
 from utils.constants import PAPER_MEAN, PAPER_STD  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
+from utils.preempt import FINISH_SECONDS  # noqa: E402
 from utils.runs import save_checkpoint  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,  # noqa: E402
                             cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
@@ -656,9 +657,9 @@ def checkpoint_section(args, device, epochs=600):
             section.append(f"| {arch}, {label} | {size / 1e6:.1f} | {wall * 1e3:.0f} | {cpu * 1e3:.0f} | "
                            f"{wall * epochs:.0f} |")
     section.append("\n(train.py writes it at most every --checkpoint_seconds, 60 by default, and "
-                   "after the last epoch and at a stop signal; one that precedes a write of the best "
-                   "checkpoint holds the best epoch's weights too, and the best checkpoint is the "
-                   "weights' size again.)")
+                   f"after the last epoch, after any epoch of over {FINISH_SECONDS} s and at a stop "
+                   "signal; one that precedes a write of the best checkpoint holds the best epoch's "
+                   "weights too, and the best checkpoint is the weights' size again.)")
     return section
 
 

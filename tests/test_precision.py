@@ -275,6 +275,11 @@ def test_bench_times_a_last_checkpoint_of_weights_momentum_and_history(tmp_path,
         sum(p.numel() * p.element_size() for p in model.parameters())  # weights, momentum
     assert tensors / 1e6 < megabytes < tensors / 1e6 + 0.3  # and the 600 rows of history
     assert 0 < cpu_ms and 0 < wall_ms and abs(total_s - 0.6 * wall_ms) <= 1
+    # the caption says when train.py writes it, as train.py --help does (an epoch of over 20 s too)
+    when = "after the last epoch, after any epoch of over 20 s and at a stop signal"
+    assert when in " ".join(record.read_text().split())
+    from train import build_parser
+    assert when in " ".join(build_parser()._option_string_actions["--checkpoint_seconds"].help.split())
 
 
 def test_bench_accuracy_keeps_the_runs_that_finished(monkeypatch, cifar10_dir, tmp_path, capsys):
