@@ -309,6 +309,23 @@ def test_targeted_attacks_hit_their_targets_more_often_than_chance(trained, test
     assert run_attack(model, space, images, labels, "pgd", 0.0, targets=targets)["target_success"] == 0
 
 
+def test_target_success_is_the_hits_among_the_attacked_images(category, test_set):
+    """The targeted success rate is the number of attacked images that reach their target over the
+    number attacked, not over all the images: with 10 of 40 misclassified before the attack (not
+    attacked), a rate over all 40 would be 3/4 of it."""
+    model, space = category
+    images, labels, _ = test_set
+    clean = run_attack(model, space, images, labels, "fgsm", 0.0, keep_images=True)["clean_pred"]
+    # the first 10 labelled as a class the model does not predict, the other 30 as it does
+    labels = torch.cat([(clean[:10] + 1) % 10, clean[10:]])
+    targets = (labels + 1 + torch.arange(N) % 9) % 10         # another class than the label
+    result = run_attack(model, space, images, labels, "pgd", 16 / 255, steps=10, step_size=2 / 255,
+                        targets=targets, keep_images=True)
+    hits = int((result["adv_pred"][10:] == targets[10:]).sum())
+    assert result["attacked"] == N - 10 and 0 < hits
+    assert result["target_success"] == hits / (N - 10)
+
+
 def test_batch_size_does_not_change_the_result(trained, test_set):
     model, space = trained
     images, labels, targets = test_set

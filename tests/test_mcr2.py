@@ -182,6 +182,16 @@ def test_label_noise_changes_exactly_round_r_n_training_labels(fraction):
     assert fraction == 0 or not torch.equal(label_noise(train, fraction, 10, seed=8), noisy)  # by the seed
 
 
+def test_a_noisy_label_is_each_other_class_alike():
+    """A corrupted label of class t becomes each of the other 9 classes about equally often (100
+    of the 900 labels of each class, all corrupted), never t itself."""
+    labels = torch.arange(9000) % 10
+    noisy = label_noise(labels, 1.0, 10, seed=7)
+    moves = torch.bincount(labels * 10 + noisy, minlength=100).view(10, 10)  # [class, new class]
+    others = moves[~torch.eye(10, dtype=torch.bool)]
+    assert moves.diagonal().sum() == 0 and others.min() > 60 and others.max() < 140
+
+
 def test_noisy_run_has_its_own_directory_and_clean_validation(cifar10_dir, label_dir, tmp_path):
     common = ["--model", "resnet32", "--label", "mcr2", "--seed", "1", "--data_dir", cifar10_dir,
               "--base_dir", tmp_path, "--valid_size", "50", "--epochs", "1", "--batch_size", "100",
