@@ -91,6 +91,9 @@ def test_json_line_and_run_files(speech_run):
     rows = metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert set(rows[0]) >= {"epoch", "lr", "train_loss", "valid_loss", "valid_acc"}
+    # the best epoch: metrics.jsonl's highest validation accuracy, a tie by the lower loss, then the first
+    best = min(rows, key=lambda r: (-r["valid_acc"], r["valid_loss"], r["epoch"]))
+    assert (result["best_epoch"], result["valid_acc"]) == (best["epoch"], best["valid_acc"])
     assert (run_dir / "speech_seed3_resnet32_best_model.pth").is_file()
     assert (run_dir / "last_checkpoint.pth").is_file()
     # not a TTY: one plain progress line per epoch on stderr
