@@ -25,7 +25,7 @@ import sweep
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_importing, run_script
 from utils.errors import UsageError, call_cli, run_cli
-from utils.grid import train_state
+from utils.grid import attack_state, train_state
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, RESULTS, save_checkpoint, write_json
 from utils.training import _rounding_changes, _segments
 
@@ -1205,6 +1205,30 @@ def test_force_drops_the_old_results_and_checkpoints_before_it_trains(resume, sp
     # nor --resume continue the old run's checkpoint, nor attack.py attack its best weights
     assert not [p.name for p in run_dir.iterdir() if p.suffix == ".pth"]
     assert json.loads((run_dir / "config.json").read_text())["flags"]["lr"] == 0.05
+
+
+def test_a_start_at_epoch_1_drops_the_attack_results_of_the_model_before(speech_run, monkeypatch, capsys,
+                                                                         cifar10_dir, label_dir, tmp_path):
+    """An attacked run whose results.json and checkpoints were deleted trained again from epoch 1
+    (with --resume, as a sweep runs it) and kept attack_results.json: sweep.py counted its attack
+    stage done and report.py showed the old model's robust accuracy as the new one's, where
+    attack.py drops those entries as computed on another checkpoint."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    for path in (run_dir / RESULTS, *run_dir.glob("*.pth")):  # the last and the best checkpoint
+        path.unlink()
+    entry = {"attack": "fgsm", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "robust_acc": 0.25}
+    (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [entry]}))
+    (run_dir / ATTACK_EXAMPLES).write_bytes(b"\x89PNG")
+    wanted = {"keys": {("fgsm", False, "pixel", 8 / 255)}, "plans": None, "num_images": 20}
+    assert attack_state(run_dir, wanted) == (True, "done (1 setting)")
+    monkeypatch.setattr("utils.training.train_epoch", lambda *args, **kwargs: None)  # a preemption
+    with pytest.raises(SystemExit) as stopped:
+        train.main(flags(cifar10_dir, base, label_dir, resume=True))
+    assert stopped.value.code == 75
+    assert f"{run_dir}: removing {ATTACK_RESULTS}, of a model trained before; attack the new one again" \
+        in capsys.readouterr().err
+    assert not (run_dir / ATTACK_RESULTS).exists() and not (run_dir / ATTACK_EXAMPLES).exists()
+    assert attack_state(run_dir, wanted) == (False, "new")
 
 
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10_dir, label_dir,

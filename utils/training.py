@@ -836,7 +836,13 @@ def run_training(args, argv=None):
             # this names its folder (with --force there may have been one, which it drops)
             log(f"starting {run_dir} at epoch 1: --resume found no checkpoint there")
         if writes:
-            if args.force:  # the old run's checkpoints go, and its results and its attacks' with them
+            # a start at epoch 1 (--force, or a run whose checkpoints were deleted) trains a new best
+            # checkpoint: the old run's checkpoints go, and its results and its attacks' with them (left,
+            # sweep.py and report.py took the old model's attack results for the new one's)
+            if checkpoint is None:
+                if (run_dir / ATTACK_RESULTS).exists() and not args.force:
+                    log(f"{run_dir}: removing {ATTACK_RESULTS}, of a model trained before; attack the "
+                        "new one again")
                 for path in (results_path, run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES, last_path,
                              best_path):  # results first: a job killed in between leaves no stale result
                     path.unlink(missing_ok=True)
