@@ -49,12 +49,6 @@ LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
 ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "iterative": "Iterative"}  # as the papers write them
-
-
-def attack_title(attack):
-    """An attack's name in a figure title: "pgd+margin" -> "PGD (margin objective)"."""
-    name, _, objective = attack.partition("+")
-    return ATTACK_TITLES.get(name, name) + (f" ({objective} objective)" if objective else "")
 KEY = ("dataset", "model", "label", "level", "seed")
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R. Category runs with
@@ -870,6 +864,12 @@ def robust_figures(robust, styles):
         name = (f"robust_{dataset}_{model}_level{level:g}_{'targeted' if targeted else 'untargeted'}"
                 + ("_paper" if protocol == "paper" else "") + ".png")
         yield name, robust_figure, (key, rows, styles)
+
+
+def attack_title(attack):
+    """An attack's name in a figure title: "pgd+margin" -> "PGD (margin objective)"."""
+    name, _, objective = attack.partition("+")
+    return ATTACK_TITLES.get(name, name) + (f" ({objective} objective)" if objective else "")
 
 
 def robust_figure(key, rows, styles):
