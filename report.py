@@ -50,6 +50,8 @@ LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
 ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "iterative": "Iterative"}  # as the papers write them
 KEY = ("dataset", "model", "label", "level", "seed")
+UNKNOWN = object()  # a flag of a run without config.json that its results.json does not record
+FINGERPRINTS = ("label_sha256", "data_sha256")  # config.json's sha256 of the label targets and dataset
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R. Category runs with
 # --smoothing S, in model_category_smooth{S}, are the label category_smooth{S} (the paper's name).
@@ -263,10 +265,6 @@ def diverged_epoch(history):
                                       or row.get("valid_acc") is not None and row.get("valid_loss", 0) is None):
             return epoch
     return None
-
-
-UNKNOWN = object()  # a flag of a run without config.json that its results.json does not record
-FINGERPRINTS = ("label_sha256", "data_sha256")  # config.json's sha256 of the label targets and dataset
 
 
 @functools.cache
