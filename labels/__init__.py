@@ -107,8 +107,9 @@ def _generated(name):
 
 def make_fix(dataset, name):
     """How to make a missing label file that labels.generate knows (bert, glove, normal_dim=7: not
-    shipped); None for a name it does not make (a typo: the labels found say what was meant)."""
-    if not _generated(name):
+    shipped); None for a name it does not make (a typo: the labels found say what was meant), or for
+    a dataset it has no class names for."""
+    if dataset not in DATASETS or not _generated(name):
         return None
     return (f"make it with python -m labels.generate --dataset {dataset} --label {name} --out DIR "
             "(labels/README.md), then pass --label_dir DIR")

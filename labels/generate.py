@@ -742,6 +742,9 @@ def make_label(name, names, seed=None, **options):
                          "labels.generate.class_names('cifar10')")
     if len(names) < 2:
         raise LabelError(f"need at least 2 classes, got {len(names)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed < 2**32):
+        raise LabelError(f"seed {seed!r} is not an integer from 0 to 2**32 - 1, as numpy's seeds are")
     seed = family.seed if seed is None else seed
     targets = check_targets(np.asarray(family.make(list(names), seed, Options(**options), param)),
                             f"the generated {name} targets")

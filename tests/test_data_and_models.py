@@ -17,7 +17,7 @@ from architecture import ARCHITECTURES, build_model, count_parameters
 from cifar import DATASETS, augment, load_cifar, split_indices, to_float
 from conftest import REFERENCE_LABELS, REPO, SUBSET, make_cifar10
 from utils.errors import UsageError
-from labels import LABEL_DIR, check_targets, granularity_fix, read_targets
+from labels import LABEL_DIR, check_targets, granularity_fix, load_label, read_targets
 from utils.labelspace import CategorySpace, TargetSpace, load_label_space, margin
 
 
@@ -583,6 +583,9 @@ def test_a_missing_label_that_labels_generate_makes_says_how(tmp_path):
     with pytest.raises(UsageError) as err:
         load_label_space("speeh", "cifar10", 10, tmp_path)
     assert str(err.value).endswith(": category, mcr2, good")
+    with pytest.raises(UsageError) as err:  # from Python: labels.generate makes nothing for it
+        load_label("mnist", "speech", tmp_path)
+    assert str(err.value).endswith(f"labels found for mnist in {tmp_path}: none")
 
 
 def test_a_coarse_run_of_a_label_of_your_own_says_to_save_its_file():

@@ -848,6 +848,14 @@ def test_generate_seed_must_suit_numpy(seed, tmp_path, capsys):
     assert err.endswith("(see python -m labels.generate --help)\n")
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "7", True])
+def test_make_label_seed_must_suit_numpy(seed):
+    """From Python too: a float or string seed made numpy's casting error, naming no seed."""
+    with pytest.raises(LabelError, match=rf"^seed {re.escape(repr(seed))} is not an integer from 0 to 2\*\*32 - 1"):
+        generate.make_label("random", ["a", "b"], seed=seed)
+    assert generate.make_label("random", ["a", "b"], seed=np.uint32(2**32 - 1)).shape == (2, 64, 64)
+
+
 def test_names_file_must_match_class_count(tmp_path, capsys):
     names = tmp_path / "names.txt"
     names.write_text("one\ntwo\n")
