@@ -6,6 +6,7 @@ attack.py is run end to end on a decoder-head checkpoint from train.py below.
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -507,7 +508,10 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert all(v == summary["clean_acc"] for k, v in summary["robust_acc"].items() if k.endswith("/0"))
     assert proc.stderr.count("robust_acc") == len(keys)  # one progress line per setting
     # in a log, each line says how far along the attack is, as the bar's count does on a terminal
+    # and when it was written (a stalled job's log shows when its last setting ended)
     lines = [line for line in proc.stderr.splitlines() if "robust_acc" in line]
+    assert all(re.match(r"\d\d:\d\d:\d\d \[", line) for line in lines), lines
+    lines = [line.split(" ", 1)[1] for line in lines]
     assert [line.split(" ", 1)[0] for line in lines] == [f"[{i}/{len(keys)}]" for i in range(1, len(keys) + 1)]
     assert lines[0].startswith("[1/8] fgsm untargeted eps 0: robust_acc ")
     assert lines[-1].startswith("[8/8] pgd targeted eps 8/255: robust_acc ")
@@ -527,7 +531,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     written = {name: (run_dir / name).read_bytes() for name in (ATTACK_RESULTS, ATTACK_EXAMPLES)}
     again, err = call_main(capsys, flags)
     assert again == summary and err.count("reused") == len(keys)
-    assert err.splitlines()[-1].startswith("[8/8] pgd targeted eps 8/255: robust_acc ")
+    assert err.splitlines()[-1].split(" ", 1)[1].startswith("[8/8] pgd targeted eps 8/255: robust_acc ")
     assert "warning" not in err, err  # no --smoothing given: the default the flags fill in warned
     assert {name: (run_dir / name).read_bytes() for name in written} == written
     # --smoothing acts on category runs alone: for this speech run it went without a word, where train.py warns

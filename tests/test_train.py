@@ -1676,6 +1676,24 @@ def test_progress_on_terminals_with_and_without_a_width():
         assert b"\rwarning: a message\r\n" in screen_bytes, screen_bytes
 
 
+def test_a_log_file_line_says_when_it_was_written():
+    """A cluster log of epoch lines said how long each epoch took, not when it ended: a stalled
+    job's log did not show when it stalled. Messages (warnings) keep their "warning:" start."""
+    import io
+
+    from utils.progress import Progress
+    log = io.StringIO()
+    with Progress(2, "run", "epoch", stream=log) as progress:
+        before = time.strftime("%H:%M:%S")
+        progress.step("epoch 1/2 loss 1.0", loss="1.0")
+        progress.message("warning: a message")
+        after = time.strftime("%H:%M:%S")
+    first, second = log.getvalue().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d epoch 1/2 loss 1\.0", first)
+    assert before <= first[:8] <= after or before > after  # (but across midnight)
+    assert second == "warning: a message"
+
+
 def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifar10_dir, label_dir,
                                                                tmp_path):
     """run_training() in a notebook's kernel took over SIGTERM and SIGUSR1 for good, a signal once
@@ -1965,8 +1983,9 @@ def test_the_readmes_notebook_code_runs(cifar10_dir, tmp_path):
 @pytest.mark.parametrize("stderr, said", [
     ("", "exit status -9"),
     # killed after some epochs: the last line is a progress line, which alone read as the error
-    ("epoch 1/30 lr 0.1 train_loss 2.5092 train_acc 9.09% valid_loss 3.5421 valid_acc 12.00% 3.5s 155 img/s\n",
-     "exit status -9: epoch 1/30 lr 0.1 train_loss 2.5092 train_acc 9.09% valid_loss 3.5421 valid_acc 12.00% "
+    ("11:05:47 epoch 1/30 lr 0.1 train_loss 2.5092 train_acc 9.09% valid_loss 3.5421 valid_acc 12.00% 3.5s "
+     "155 img/s\n",
+     "exit status -9: 11:05:47 epoch 1/30 lr 0.1 train_loss 2.5092 train_acc 9.09% valid_loss 3.5421 valid_acc 12.00% "
      "3.5s 155 img/s")], ids=["silent", "after_an_epoch"])
 def test_the_readmes_subprocess_code_says_how_a_killed_run_ended(tmp_path, stderr, said):
     """README's subprocess block raised IndexError, not its RuntimeError, for a run killed outright

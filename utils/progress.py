@@ -1,9 +1,12 @@
-"""Progress on stderr: a tqdm bar on a terminal, one plain line per step in a log file.
+"""Progress on stderr: a tqdm bar on a terminal, one plain line per step in a log file, each step's
+line starting with the time of day it was written (a cluster log then says when each epoch ended,
+and whether a job stalled).
 
 stdout is kept for the final JSON line, so a notebook can parse it and a cluster log stays readable.
 """
 import os
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -41,7 +44,7 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is None:
-            print(line, file=self.stream, flush=True)
+            print(f"{time.strftime('%H:%M:%S')} {line}", file=self.stream, flush=True)
         else:
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)
