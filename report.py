@@ -450,6 +450,8 @@ ROBUST_LEGEND = (
     "their true class after the attack; images misclassified before it count as failures. `clean`: the "
     "same images without attack (the clean table's accuracy is over every test image). Columns are "
     "L-infinity budgets eps in pixel units (x/255), the paper protocol's in its normalised units. "
+    "An attack climbs the label's training loss, as the paper's did; `+margin` (attack.py --objective "
+    "margin): the decoder's margin instead, the nearest wrong class against the true one. "
     "Targeted attack success rate: % of the images classified correctly before the attack whose "
     "prediction became the target class.")
 
@@ -607,14 +609,19 @@ def clean_markdown(accuracy):
     return out
 
 
+def level_images(rows):
+    """{level: its training images} of accuracy rows, as `one` writes them ('?' where unrecorded)."""
+    return {level: one(i for r in rows if r["level"] == level for i in r["train_images"])
+            for level in {r["level"] for r in rows}}
+
+
 def efficiency_markdown(accuracy):
     """tables.md's data efficiency: per dataset and model, a label by training-set level table."""
     out = ["## Data efficiency: test accuracy per training-set level", ""]
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
         level_list = sorted({r["level"] for r in rows}, reverse=True)
-        images = {lv: one(i for r in rows if r["level"] == lv for i in r["train_images"])
-                  for lv in level_list}
+        images = level_images(rows)
         find = {(r["label"], r["level"]): r for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
         out += [f"### {dataset}, {model}", "",
@@ -703,12 +710,14 @@ def tables_markdown(title, base, records, accuracy, robust, incomplete, missing,
 def label_styles(labels):
     """Line style per label: a colour per label type, the same in every report (tab10 in
     LABEL_ORDER, then other types by name in tab20's light shades, then round again), a marker
-    per type (lines of one colour family stay apart in greyscale), and for its label-noise
+    per type, shifted by one for each ten types, so that a light shade's marker is not its dark
+    twin's (lines of one colour family stay apart in greyscale), and for its label-noise
     variants the same colour with another dash pattern (past 8 variants, another marker too), so
     that no two lines of a figure look alike (the follow-up's grids hold some 30 label types)."""
     import matplotlib
     others = sorted({split_noise(label)[0] for label in labels} - set(LABEL_ORDER))
-    palette = matplotlib.colormaps["tab10"].colors + matplotlib.colormaps["tab20"].colors[1::2]
+    families = matplotlib.colormaps["tab10"].colors  # tab20's odd colours are their light shades
+    palette = families + matplotlib.colormaps["tab20"].colors[1::2]
     dashes = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3, 2, 3)))
     markers = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
     noises = sorted({split_noise(label)[1] for label in labels})
@@ -718,7 +727,7 @@ def label_styles(labels):
         i = LABEL_ORDER.index(base) if base in LABEL_ORDER else len(LABEL_ORDER) + others.index(base)
         k = noises.index(noise)
         styles[label] = {"color": palette[i % len(palette)], "linestyle": dashes[k % len(dashes)],
-                         "marker": markers[(i + i // len(palette) + 3 * (k // len(dashes))) % len(markers)]}
+                         "marker": markers[(i + i // len(families) + 3 * (k // len(dashes))) % len(markers)]}
     return styles
 
 
@@ -907,10 +916,15 @@ def robust_figure(key, rows, styles):
 
 def level_figures(accuracy, styles):
     """Plans (`write_png`'s) of test accuracy against the training-set level: a figure per dataset
-    and model trained at two levels or more."""
+    and model, of its labels trained at two levels or more (a label run at one level alone is a
+    point among the others' at that level, a line of nothing: it is in the tables)."""
+    levels = defaultdict(set)
+    for r in accuracy:
+        levels[(r["dataset"], r["model"], r["label"])].add(r["level"])
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
-        rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
-        if len({r["level"] for r in rows}) >= 2:
+        rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)
+                and len(levels[(dataset, model, r["label"])]) >= 2]
+        if rows:
             yield f"levels_{dataset}_{model}.png", level_figure, (dataset, model, rows, styles)
 
 
@@ -924,9 +938,13 @@ def level_figure(dataset, model, rows, styles):
         line = sorted((r for r in rows if r["label"] == label), key=lambda r: r["level"])
         plot_line(ax, [r["level"] for r in line], [stats(r, "test_acc") for r in line], label, styles[label])
         seeds[label].update(r["test_acc_n"] for r in line)
-    levels = sorted({r["level"] for r in rows})
-    ax.set(xscale="log", xlabel="training data (% of the training split)", ylabel="test accuracy (%)",
+    images = level_images(rows)
+    # a level is a share of the whole training split, but level 100 is what the validation split
+    # leaves (4170 of the subset's 5170 images): said under the axis, as the tables' header does
+    whole = f"\n(100: the {images[100]} images beside the validation split)" if 100 in images else ""
+    ax.set(xscale="log", xlabel="training data (% of the training split)" + whole, ylabel="test accuracy (%)",
            title=f"{dataset}, {model}: accuracy against data level")
+    levels = sorted(images)
     ax.set_xticks(levels, [f"{level:g}" for level in levels])  # the levels run, not powers of ten
     ax.minorticks_off()
     ax.grid(alpha=0.3)

@@ -163,6 +163,7 @@ def test_robust_tables_say_what_their_numbers_count(made, tmp_path):
     assert legend.startswith("Robust accuracy: % of the attacked test images")
     assert "`clean`: the same images without attack" in legend and "pixel units (x/255)" in legend
     assert "% of the images classified correctly before the attack" in legend
+    assert "`+margin` (attack.py --objective margin): the decoder's margin" in legend  # fgsm+margin's
     make_run(tmp_path / "runs", "category", 1, test_acc=0.3, valid_acc=0.3)
     report(tmp_path / "runs", tmp_path / "out", draw=False)
     section = (tmp_path / "out" / "tables.md").read_text().split("## Robust accuracy under attack\n\n", 1)[1]
@@ -242,6 +243,20 @@ def test_label_styles_do_not_depend_on_the_other_labels_of_a_report():
     assert len({(s["color"], s["marker"]) for s in among.values()}) == len(among)
 
 
+def test_a_light_shade_is_not_drawn_with_its_dark_colours_marker():
+    """Types past tab10's ten colours are drawn in tab20's light shades of them: each had its dark
+    twin's marker too (uniform_gap=0 light-red diamonds beside composite's red ones, normal_dim=1
+    light-blue circles beside category's), so the two looked alike in greyscale and on a crowded plot."""
+    import matplotlib
+    tab20 = matplotlib.colormaps["tab20"].colors  # pairs (a tab10 colour, its light shade)
+    labels = ["category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove",
+              *(f"t{i:02d}" for i in range(31))]
+    styles = label_styles(labels)
+    looks = [(tab20.index(tuple(s["color"])) // 2, s["marker"]) for s in styles.values()]
+    assert len(set(looks)) == len(labels)  # colour family and marker: no two alike
+    assert (styles["category"]["marker"], styles["t01"]["marker"]) == ("o", "s")  # t01: light blue
+
+
 def test_only_finished_runs_trained_alike_are_averaged(tmp_path):
     """A seed trained with other flags (--epochs 5 among 4) is left out of every table, with the
     reason; an attacked run without results.json counts in no robust table either (its clean
@@ -307,6 +322,29 @@ def test_missing_and_incomplete_are_listed(made):
     assert "- cifar10/resnet32/speech/level25/seed3: no run directory" in markdown
     statuses = {(r["label"], r["level"], r["seed"]): r["status"] for r in read_csv(out / "runs.csv")}
     assert statuses[("speech", "100", "3")] == "incomplete" and statuses[("category", "100", "1")] == "complete"
+
+
+def test_a_level_figure_draws_the_labels_run_at_two_levels_with_their_images(tmp_path):
+    """A label trained at one level alone was a point at that level among the lines (13 of the
+    mini-study's 20 labels, stacked at level 100 over category's point); the x axis said "% of the
+    training split" alone, which level 100 (what the validation split leaves: 4170 of 5170) is not."""
+    from report import level_figures
+    base = tmp_path / "runs"
+    for level, acc in ((100, 0.7), (25, 0.4)):
+        make_run(base, "category", 1, level=level, test_acc=acc, valid_acc=acc)
+    make_run(base, "speech", 1, test_acc=0.6, valid_acc=0.6)
+    make_run(base, "random", 1, level=25, test_acc=0.3, valid_acc=0.3)
+    summary = report(base, tmp_path / "out", draw=False)
+    styles = label_styles(["category", "speech", "random"])
+    [(_, draw, args)] = level_figures(summary["data_efficiency"], styles)
+    ax = draw(*args).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["category"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["25", "100"]
+    assert ax.get_xlabel() == ("training data (% of the training split)\n"
+                               "(100: the 4170 images beside the validation split)")
+    # no label at two levels: no figure (it was one of points)
+    rows = [r for r in summary["data_efficiency"] if r["label"] != "category"]
+    assert list(level_figures(rows, label_styles(["speech", "random"]))) == []
 
 
 def test_summary_json_and_figures(made):
