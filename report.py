@@ -760,6 +760,7 @@ def plot_line(ax, xs, stats_list, label, style):
 
 
 FIGURE_DPI = 120
+PANELS_PER_ROW = 3  # a robust figure's attack panels: wider reads poorly on a page or a slide
 
 
 def figures(put, out, accuracy, robust, curves, labels, workers=1):
@@ -890,10 +891,16 @@ def robust_figure(key, rows, styles):
     # a panel per attack and setting; the setting is named where an attack has several
     panels = robust_tables(rows, lambda r: (r["attack"],))
     panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
-    fig = Figure(figsize=(4.5 * len(panel_keys), 3.8), layout="constrained")
-    axes = fig.subplots(1, len(panel_keys), squeeze=False)
+    # at most PANELS_PER_ROW panels a row: the grid's five in one row made a 24-inch strip
+    columns = min(len(panel_keys), PANELS_PER_ROW)
+    rows_of_panels = math.ceil(len(panel_keys) / columns)
+    fig = Figure(figsize=(4.5 * columns, 3.8 * rows_of_panels), layout="constrained")
+    axes = fig.subplots(rows_of_panels, columns, squeeze=False).ravel()
+    for ax in axes[len(panel_keys):]:
+        ax.remove()  # the last row's spare places
+    axes = axes[:len(panel_keys)]
     seeds = defaultdict(set)
-    for ax, panel in zip(axes[0], panel_keys):
+    for ax, panel in zip(axes, panel_keys):
         attack, panel_rows = panel[0], panels[panel]
         for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
             line = sorted((r for r in panel_rows if r["label"] == label), key=lambda r: r["eps"])
@@ -909,7 +916,7 @@ def robust_figure(key, rows, styles):
             title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
         ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))
         ax.grid(alpha=0.3)
-    legend_beside(fig, axes[0], seeds)
+    legend_beside(fig, axes, seeds)
     fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))
     return fig
 

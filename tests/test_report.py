@@ -383,6 +383,14 @@ def test_figures_draw_the_tables_numbers(tmp_path):
     # the margin objective's panel was titled "pgd+margin", beside "FGSM"
     assert [ax.get_title() for ax in figures["robust_cifar10_resnet32_level100_untargeted.png"].axes
             if ax.get_title()] == ["FGSM", "PGD (margin objective)"]
+    # three panels a row at most: the mini-study's five made a 24-inch strip
+    make_run(tmp_path / "five", "speech", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,
+             attack=[entry(attack, EPS8, 0.1) for attack in ("fgsm", "pgd", "iterative", "fgsm+margin",
+                                                             "pgd+margin")])
+    five = report(tmp_path / "five", tmp_path / "out5", draw=False)["robust_accuracy"]
+    [(_, draw_five, args)] = robust_figures(five, label_styles(["speech"]))
+    panels = draw_five(*args).axes
+    assert [ax.get_subplotspec().rowspan.start for ax in panels] == [0, 0, 0, 1, 1]
     assert drawn.keys() == {"robust_cifar10_resnet32_level100_untargeted.png", "levels_cifar10_resnet32.png",
                             "robust_cifar10_resnet32_level100_untargeted_paper.png"}
     expected = {"robust_cifar10_resnet32_level100_untargeted.png": [[0, 1, 8], [70, 50, 10]],
