@@ -170,7 +170,10 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
     first: labels that need no file), and how to make it (`make_fix`), when there is no such file."""
     path = label_path(dataset, name, label_dir)
     if not Path(label_dir).is_dir():  # a typo, or the label file itself: no folder to list labels of
-        what = "is a file, not a folder" if Path(label_dir).exists() else "does not exist"
+        what = "does not exist"
+        if Path(label_dir).exists():  # the label file itself, most likely: its folder is meant
+            what = f"is a file, not a folder; pass the folder holding {path.name}" + (
+                f", --label_dir {Path(label_dir).parent}" if Path(label_dir).name == path.name else "")
         raise LabelError(f"no label file {path} for --label {name}: --label_dir {label_dir} {what}")
     if not path.exists() and (archive := path.with_suffix(".npz")).is_file():  # numpy.savez's name
         raise LabelError(f"no label file {path} for --label {name}: {archive.name} there is a .npz "

@@ -605,11 +605,18 @@ def test_a_label_dir_that_is_no_folder_is_named(tmp_path):
     """A --label_dir that is missing or a label file listed the builtin labels as found "in" it."""
     good = tmp_path / "cifar10_good.npy"
     np.save(good, np.eye(10, dtype=np.float32))
-    for label_dir, what in ((tmp_path / "nowhere", "does not exist"), (good, "is a file, not a folder")):
+    for label_dir, what in ((tmp_path / "nowhere", "does not exist"),
+                            (good, f"is a file, not a folder; pass the folder holding {good.name}, "
+                                   f"--label_dir {tmp_path}")):
         with pytest.raises(UsageError) as err:
             load_label_space("good", "cifar10", 10, label_dir)
         assert str(err.value) == (f"no label file {label_dir / 'cifar10_good.npy'} for --label good: "
                                   f"--label_dir {label_dir} {what}")
+    # the label file itself: which folder to pass
+    with pytest.raises(UsageError) as err:
+        load_label_space("other", "cifar10", 10, good)
+    assert str(err.value).endswith(f"--label_dir {good} is a file, not a folder; pass the folder holding "
+                                   "cifar10_other.npy")
 
 
 def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypatch, capsys):

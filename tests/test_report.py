@@ -125,6 +125,14 @@ def test_clean_table_and_csv(made):
     assert [r["label"] for r in summary["clean_accuracy"]] == ["category", "speech"]
 
 
+def test_a_label_holding_a_bar_stays_one_cell(tmp_path):
+    """A label file named cifar10_p|q.npy trains as label p|q; its table row split it into two cells."""
+    make_run(tmp_path, "p|q", 0, test_acc=0.5, valid_acc=0.5)
+    report(tmp_path, tmp_path / "report", draw=False)
+    markdown = (tmp_path / "report" / "tables.md").read_text()
+    assert "\n| p\\|q | 50.00 (n=1) |\n" in markdown
+
+
 def test_data_efficiency_table(made):
     out, _ = made
     table = table_rows((out / "tables.md").read_text(), "### cifar10, resnet32\n")

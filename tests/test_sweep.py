@@ -134,7 +134,18 @@ def test_help_says_where_flags_go():
     (["--print", "--local"], "choose one of --print, --slurm, --local"),
     (["--dry_run", "--levels", "150"], "level '150' is not a percentage"),
     (["--dry_run", "--seeds", "x"], "--seeds: 'x' is not a valid value"),
-    (["--dry_run", "--labels", "nosuch", "--stages", "train"], "label file(s) not found: "),
+    # a typo: train.py's line with the labels found (sweep.py's said only "label file(s) not found")
+    (["--dry_run", "--labels", "nosuch", "--stages", "train"], "/cifar10_nosuch.npy for --label nosuch; "
+     "labels found for cifar10 in "),
+    # a label of one's own saved the ways people get wrong: sweep.py said only "not found", train.py
+    # (each run's first job) what to do
+    (["--dry_run", "--labels", "mine", "--label_dir", "{tmp}/short"], "for --label mine: cifar10_mine.npz "
+     "there is a .npz archive; save the targets with numpy.save as cifar10_mine.npy"),
+    (["--dry_run", "--labels", "bare", "--label_dir", "{tmp}/short"], "for --label bare: bare.npy there is "
+     "not named as a label file; rename it cifar10_bare.npy"),
+    (["--dry_run", "--labels", "speech", "--label_dir", "{tmp}/short/cifar10_speech.npy"], "for --label "
+     "speech: --label_dir {tmp}/short/cifar10_speech.npy is a file, not a folder; pass the folder holding "
+     "cifar10_speech.npy, --label_dir {tmp}/short"),
     # a grid of a label of one's own and a shipped one, with --label_dir at the former's folder
     (["--dry_run", "--labels", "mine", "speech", "--label_dir", "{tmp}"], "/cifar10_speech.npy; "
      "--label_dir serves every label of the grid, so copy the shipped cifar10_speech.npy from "),
@@ -220,11 +231,14 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "short").mkdir()
     np.save(tmp_path / "short" / "cifar10_speech.npy", np.eye(9, dtype=np.float32))
     (tmp_path / "short" / "cifar10_dir.npy").mkdir()
+    np.savez(tmp_path / "short" / "cifar10_mine.npz", targets=np.eye(10))
+    np.save(tmp_path / "short" / "bare.npy", np.eye(10))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--stages" not in argv and not any("yaml" in a for a in argv):
         argv += ["--stages", "train"]
     assert call_cli(sweep.main, argv) == 2
     err = capsys.readouterr().err.strip()
+    message = message.replace("{tmp}", str(tmp_path))
     assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
 
 

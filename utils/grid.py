@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labels import LABEL_DIR, granularity_fix, label_path, read_targets, targets_sha256
+from labels import LABEL_DIR, granularity_fix, label_path, load_label, read_targets, targets_sha256
 from utils.constants import DATASETS, dataset_info, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes  # what train.py checks
@@ -620,17 +620,18 @@ def check_label_files(runs, label_dir, granularity):
     for dataset in dict.fromkeys(r.dataset for r in runs):
         dataset_info(dataset, granularity)
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
-    if missing := [(d, n) for d, n in needed if not label_path(d, n, label_dir).exists()]:
+    missing = [(d, n) for d, n in needed if not label_path(d, n, label_dir).exists()]
+    if missing and Path(label_dir).is_dir():  # else load_label says what --label_dir is
         paths = ", ".join(str(label_path(d, n, label_dir)) for d, n in missing)
         if granularity != "fine":  # the shipped files hold the fine classes': a fix per dataset
             fixes = [granularity_fix(d, granularity, *[n for d2, n in missing if d2 == d])
                      for d in dict.fromkeys(d for d, _ in missing)]
             raise UsageError(f"label file(s) not found: {paths}; {'; '.join(fixes)}")
-        shipped = [p.name for d, n in missing if (p := label_path(d, n, LABEL_DIR)).exists()]
-        hint = (f"; --label_dir serves every label of the grid, so copy the shipped "
-                f"{', '.join(shipped)} from {LABEL_DIR} into {label_dir}" if shipped else "")
-        raise UsageError(f"label file(s) not found: {paths}{hint}")
-    for dataset, name in needed:
+        if shipped := [p.name for d, n in missing if (p := label_path(d, n, LABEL_DIR)).exists()]:
+            raise UsageError(f"label file(s) not found: {paths}; --label_dir serves every label of the "
+                             f"grid, so copy the shipped {', '.join(shipped)} from {LABEL_DIR} into "
+                             f"{label_dir}")
+    for dataset, name in needed:  # train.py's checks: a .npz, a name without the dataset, a typo, ...
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
         fix = granularity_fix(dataset, granularity, name)
-        read_targets(label_path(dataset, name, label_dir), classes, fix)
+        load_label(dataset, name, label_dir, classes, fix, FILELESS_LABELS)
