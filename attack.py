@@ -135,7 +135,7 @@ def build_parser():
                         help="what the attacks climb: the label's loss, as in the paper, or the "
                         "decoder's margin (nearest wrong class against the true one; see README)")
     attack.add_argument("--paper_protocol", action="store_true",
-                        help="the paper's protocol: eps and steps in normalised units, FGSM clamped "
+                        help="the paper's protocol: eps and step sizes in normalised units, FGSM clamped "
                         "to each image's own min/max, iterative without range clamp (see README)")
     out = parser.add_argument_group("execution and output")
     out.add_argument("--batch_size", type=number(int), default=500, help="images per batch")
@@ -445,8 +445,9 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
                 ax.set_title(f"#{i} {class_names[labels[i]]}", fontsize=8)
-            elif row == 1:
-                ax.set_title(f"-> {class_names[result['adv_pred'][i]]}", fontsize=8)
+            elif row == 1:  # a targeted attack's goal beside what it reached
+                goal = f" (target {class_names[targets[i]]})" if entry["targeted"] else ""
+                ax.set_title(f"-> {class_names[result['adv_pred'][i]]}{goal}", fontsize=8)
             if col == 0:
                 ax.set_ylabel(name, fontsize=8)
     mode = "targeted" if entry["targeted"] else "untargeted"

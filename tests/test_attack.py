@@ -17,7 +17,7 @@ import torch
 import attack
 from architecture import ARCHITECTURES, build_model, fold_batch_norm
 from bench.paper_attack import paper_fgsm, paper_iterative
-from cifar import to_float
+from cifar import load_cifar, to_float
 from conftest import last_json, make_cifar10, run_script
 from utils import preempt
 from utils.attacks import Shared, draw_targets, run_attack, start_noise
@@ -493,6 +493,28 @@ def test_main_leaves_the_callers_random_state(speech_run, cifar10_dir, label_dir
                        "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "pgd",
                        "--epsilons", "8/255", "--steps", "1", "--num_images", "5", "--examples", "2"])
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_targeted_examples_figure_names_each_images_target(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                              capsys, monkeypatch):
+    """The figure of a targeted attack titled each adversarial image with its prediction alone: whether
+    the attack reached its target could not be read off it."""
+    from matplotlib.figure import Figure
+    _, run_dir = speech_run
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
+                       "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "fgsm",
+                       "--epsilons", "8/255", "--targeted", "yes", "--num_images", "5", "--examples", "2"])
+    [figure] = drawn
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title().startswith("-> ")]
+    data = load_cifar("cifar10", cifar10_dir)
+    names, goals = data.class_names, draw_targets(torch.as_tensor(data.test_labels), 10, 3)
+    shown = [int(t.split("#", 1)[1].split(" ", 1)[0]) for t in (ax.get_title() for ax in figure.axes)
+             if t.startswith("#")]
+    assert len(titles) == len(shown) == 2
+    assert [t.rsplit(" (target ", 1)[1] for t in titles] == [f"{names[goals[i]]})" for i in shown]
 
 
 def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, capsys):
