@@ -1267,20 +1267,24 @@ def test_thirty_label_types_and_their_noise_variants_look_unlike():
     assert len(set(looks)) == len(labels)
 
 
-def test_the_committed_mini_study_is_what_report_py_makes_of_its_runs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("folder, base, title", [
+    ("cifar10-subset", "cifar10-subset", "Mini-study: CIFAR-10 subset, ResNet-32, CPU"),
+    ("cifar10-subset-120-epochs", "cifar10-subset-120", "Level 10 over 120 epochs: CIFAR-10 subset, ResNet-32, CPU")])
+def test_the_committed_mini_study_is_what_report_py_makes_of_its_runs(tmp_path, monkeypatch, folder, base,
+                                                                      title):
     """docs/results/cifar10-subset is report.py's output of the runs beside it, made with the
-    command of docs/experiments.md: tables, CSVs and summary.json byte for byte, the same figures
-    (named, not drawn). A change to what report.py writes that was not run on them shows here (its
-    summary.json lacked the kept_figures key added after it was made)."""
+    command of docs/experiments.md (its sequel's, with the command of its grid file): tables, CSVs
+    and summary.json byte for byte, the same figures (named, not drawn). A change to what report.py
+    writes that was not run on them shows here (its summary.json lacked the kept_figures key added
+    after it was made)."""
     import report as module
-    results = REPO / "docs" / "results" / "cifar10-subset"
+    results = REPO / "docs" / "results" / folder
     monkeypatch.chdir(tmp_path)  # the paths the documented command gives, from the repository root
     (tmp_path / "docs").symlink_to(REPO / "docs")
     (tmp_path / "outputs").mkdir()
-    (tmp_path / "outputs" / "cifar10-subset").symlink_to(results / "runs")
+    (tmp_path / "outputs" / base).symlink_to(results / "runs")
     monkeypatch.setattr(module, "write_png", lambda plan, f: None)
-    summary = report("outputs/cifar10-subset", tmp_path / "out", "docs/results/cifar10-subset/grid.yaml",
-                     "Mini-study: CIFAR-10 subset, ResNet-32, CPU")
+    summary = report(f"outputs/{base}", tmp_path / "out", f"docs/results/{folder}/grid.yaml", title)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     committed = sorted(p.name for p in results.iterdir() if p.is_file() and p.suffix != ".yaml")
     assert written == committed == sorted(summary["files"] + ["summary.json"])
