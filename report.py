@@ -621,8 +621,8 @@ def efficiency_markdown(accuracy):
     out = ["## Data efficiency: test accuracy per training-set level", ""]
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
-        level_list = sorted({r["level"] for r in rows}, reverse=True)
         images = level_images(rows)
+        level_list = sorted(images, reverse=True)
         find = {(r["label"], r["level"]): r for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
         out += [f"### {dataset}, {model}", "",

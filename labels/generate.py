@@ -64,7 +64,7 @@ import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
-from utils.constants import offline
+from utils.constants import env_flag, offline
 from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
@@ -510,7 +510,7 @@ def make_bert(names, seed, options, param=None):
 
 def _load_text_model(source, transformers):
     """(model, tokenizer) from a local directory, the local cache, or (online) the hub."""
-    local = offline() or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or Path(source).is_dir()
+    local = offline() or env_flag("HF_HUB_OFFLINE") or Path(source).is_dir()
     attempts = [True] if local else [True, False]
     for local_only in attempts:
         if not local_only:

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from utils.errors import UsageError, choice
 
 
+def env_flag(name):
+    """Whether the environment variable `name` is set to anything but "" or 0."""
+    return os.environ.get(name, "") not in ("", "0")
+
+
 def offline():
-    """Whether LABELREP_OFFLINE is set (to anything but 0): what would download (CIFAR, a text
-    model, GloVe vectors) fails at once instead, on a cluster node without a network."""
-    return os.environ.get("LABELREP_OFFLINE", "") not in ("", "0")
+    """Whether LABELREP_OFFLINE is set: what would download (CIFAR, a text model, GloVe vectors)
+    fails at once instead, on a cluster node without a network."""
+    return env_flag("LABELREP_OFFLINE")
 
 # The paper's normalisation constants (kuangliu/pytorch-cifar's). The std is not CIFAR's true
 # per-channel std (about 0.247, 0.243, 0.261); we keep the paper's numbers for fidelity.
