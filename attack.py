@@ -28,7 +28,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
-                          interrupt_says, os_errors_as_usage, run_cli)
+                          interrupt_says, log, os_errors_as_usage, run_cli)
 from utils.flags import LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name  # noqa: E402
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
@@ -288,7 +288,6 @@ def load_model(args, path):
     if args.label_dir is None:  # the folder its targets were read from: a file there is its label's
         own = trained.get("label_dir")
         args.label_dir = own if isinstance(own, str) else SHARED["label_dir"]["default"]
-    from utils.progress import log
     # as train.py says it, for a value other than the default (which the flags that find the
     # checkpoint fill in): a sweep passes --smoothing to every label's runs
     passed = [flag for flag, default in RUN_FLAGS if getattr(args, flag) not in (None, default)]
@@ -466,7 +465,7 @@ def run(args, argv=None):
     from utils import preempt
     from utils.attacks import Shared, draw_targets
     from utils.atomic import check_writable
-    from utils.progress import Progress, log
+    from utils.progress import Progress
     from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, run_lock,
                             tensors_sha256, write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16

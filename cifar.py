@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 from utils.atomic import made_folders
 from utils.constants import DATASETS, DatasetInfo, dataset_info, offline
-from utils.errors import UsageError, os_error_text
+from utils.errors import UsageError, log, os_error_text
 from utils.pickles import meta_class_names, read_cifar_pickle
 
 
@@ -149,8 +148,7 @@ def _install(info, archive, folder, needed):
             try:
                 if not archive.is_file():
                     lacking = _lacking(folder, needed)
-                    print(f"downloading {info.url} to {data_dir}" + (f" ({lacking})" if lacking else ""),
-                          file=sys.stderr, flush=True)
+                    log(f"downloading {info.url} to {data_dir}" + (f" ({lacking})" if lacking else ""))
                     download_url(info.url, tmp, archive.name)
                     os.replace(Path(tmp) / archive.name, archive)
                 extract_archive(str(archive), tmp)

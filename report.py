@@ -27,13 +27,12 @@ import os
 import re
 import signal
 import statistics
-import sys
 import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, number, os_errors_as_usage,
-                          run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number,
+                          os_errors_as_usage, run_cli)
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
                         last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
 from utils.atomic import file_set, print_json, utf8
@@ -1136,8 +1135,8 @@ def main(argv=None):
     summary = report(base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
                      workers=args.workers)
     if grid_base and not summary["run_dirs"] and Path(base_dir).resolve() != Path(grid_base).resolve():
-        print(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
-              f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)", file=sys.stderr)
+        log(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
+            f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)")
     # absolute, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
     line = {"out": str(Path(args.out).absolute()), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),

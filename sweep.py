@@ -31,7 +31,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, nonempty, number, os_error_text,
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number, os_error_text,
                           run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
                         check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
@@ -493,12 +493,12 @@ class LocalPool:
     stages, which checkpoint and exit 75; rerunning the sweep resumes them.
     """
 
-    def __init__(self, tasks, slots, log=sys.stderr):
+    def __init__(self, tasks, slots, stream=None):
         self.todo = [t for t in tasks if t.todo]
         self.queue = list(self.todo)
         self.total = len(self.todo)
         self.slots = slots
-        self.log = log
+        self.stream = stream  # stderr when None
         self.lock = threading.Lock()
         self.running = set()
         self.signal = None
@@ -506,7 +506,7 @@ class LocalPool:
 
     def say(self, line):
         with self.lock:
-            print(f"{datetime.now():%H:%M:%S} {line}", file=self.log, flush=True)
+            log(f"{datetime.now():%H:%M:%S} {line}", self.stream)
 
     def stop(self, signum, frame):
         self.signal = signal.Signals(signum)
@@ -533,20 +533,20 @@ class LocalPool:
                     break
 
     def run_stage(self, task, stage, number, env):
-        log = task.run_dir / f"{stage}.log"
+        stage_log = task.run_dir / f"{stage}.log"
         argv = task.commands[stage]
         where = ", ".join(f"{k}={env[k]}" for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS") if k in env)
         start = time.time()
         try:  # a full disk, a read-only or vanished --base_dir: this stage fails, not the worker thread
-            out = open_log(log, f"=== {datetime.now():%Y-%m-%dT%H:%M:%S} {where}: {shlex.join(argv)}\n")
+            out = open_log(stage_log, f"=== {datetime.now():%Y-%m-%dT%H:%M:%S} {where}: {shlex.join(argv)}\n")
         except OSError as err:
             note = f"error: {os_error_text(err)}"
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (not started): {note}")
             with self.lock:
                 self.outcomes.append({"run": task.run.name, "stage": stage, "status": None, "seconds": 0.0,
-                                      "log": str(log), "note": note})
+                                      "log": str(stage_log), "note": note})
             return False
-        self.say(f"[{number}/{self.total}] {stage} {task.run.name}: started ({where}), log {log}")
+        self.say(f"[{number}/{self.total}] {stage} {task.run.name}: started ({where}), log {stage_log}")
         with out:
             with self.lock:
                 if self.signal:
@@ -561,16 +561,16 @@ class LocalPool:
                 self.running.discard(proc)
         seconds = time.time() - start
         outcome = {"run": task.run.name, "stage": stage, "status": status, "seconds": round(seconds, 1),
-                   "log": str(log)}
+                   "log": str(stage_log)}
         if status == 0:
-            outcome["note"] = summary_of(log)
+            outcome["note"] = summary_of(stage_log)
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: done in {seconds:.0f} s"
                      + (f", {outcome['note']}" if outcome["note"] else ""))
         elif status == REQUEUE_EXIT:
             outcome["note"] = "stopped by a signal; rerun the sweep to resume"
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: stopped (exit 75), resumable")
         else:
-            outcome["note"] = killed_by(status) or last_line(log, prefix="error:")
+            outcome["note"] = killed_by(status) or last_line(stage_log, prefix="error:")
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (exit {status}): "
                      f"{outcome['note']}")
         with self.lock:
@@ -654,23 +654,22 @@ def main(argv=None):
         cwd = Path.cwd()
         for task in todo:
             print(task.shell(opts.python, cwd=cwd), flush=True)
-        print(count_line(tasks), file=sys.stderr)
+        log(count_line(tasks))
         return {"runs": len(tasks), "to_run": len(todo)}
     if opts.slurm:
         if not todo:
-            print(f"{count_line(tasks)}: nothing to submit, no script written{drop_old_script(opts.slurm)}",
-                  file=sys.stderr)
+            log(f"{count_line(tasks)}: nothing to submit, no script written{drop_old_script(opts.slurm)}")
             summary = {"runs": len(tasks), "tasks": 0, "script": None}
         else:
             scripts, commands, n, submit = write_slurm(opts, tasks)
             arrays = f" in {len(scripts)} arrays of at most {opts.max_array_size}" if len(scripts) > 1 else ""
-            print(f"{count_line(tasks)}\nwrote {', '.join(map(str, scripts))} ({counted(n, 'array task')}"
-                  f"{arrays}) and {commands}; submit with: {' && '.join(submit)}", file=sys.stderr)
+            log(f"{count_line(tasks)}\nwrote {', '.join(map(str, scripts))} ({counted(n, 'array task')}"
+                f"{arrays}) and {commands}; submit with: {' && '.join(submit)}")
             summary = {"runs": len(tasks), "tasks": n, "script": str(scripts[0]),
                        "scripts": [str(p) for p in scripts], "commands": str(commands), "submit": submit}
         print_json(summary)
         return summary
-    print(count_line(tasks), file=sys.stderr, flush=True)
+    log(count_line(tasks))
     pool = LocalPool(tasks, local_slots(opts))
     pool.run()
     tally = pool.tally()
@@ -679,8 +678,8 @@ def main(argv=None):
     failed, stopped = tally["failed"], tally["stopped"]
     for outcome in failed:
         status = "not started" if outcome["status"] is None else f"exit {outcome['status']}"
-        print(f"FAILED {outcome['stage']} {outcome['run']}: {status}: {outcome['note']} (log: "
-              f"{outcome['log']})", file=sys.stderr)
+        log(f"FAILED {outcome['stage']} {outcome['run']}: {status}: {outcome['note']} (log: "
+            f"{outcome['log']})")
     print_json(summary)
     if pool.signal is not None or stopped:
         sys.exit(130 if pool.signal == signal.SIGINT else REQUEUE_EXIT)

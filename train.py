@@ -11,7 +11,6 @@ coarse): config.json, metrics.jsonl, the best and last checkpoints and results.j
 Progress goes to stderr; the last line on stdout is the results as one JSON object.
 """
 import os
-import sys
 
 if __name__ == "__main__":  # first, before torch loads: a preemption signal then is a requeue too
     from utils import errors, preempt
@@ -19,8 +18,8 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     errors.quiet_interrupts()
 
 from utils.constants import lr_milestones  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, number, os_errors_as_usage,  # noqa: E402
-                          run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, number,  # noqa: E402
+                          os_errors_as_usage, run_cli)
 from utils.flags import LABEL_ONLY, add_flags, ignored_lines, label_name  # noqa: E402
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -108,13 +107,13 @@ def main(argv=None):
     for line in ignored_lines([k for k in LABEL_ONLY if getattr(args, k) != parser.get_default(k)], LABEL_ONLY,
                               [args.label]):
         if main_process:
-            print(line, file=sys.stderr)
+            log(line)
     label_defaults(args)
     first_drop = lr_milestones(args.epochs)[0]  # the schedule's first lr / 10
     if args.warmup_epochs > first_drop and main_process:
-        print(f"warning: --warmup_epochs {args.warmup_epochs:g} outlasts the first of the schedule's lr phases "
-              f"(--epochs {args.epochs} divides the lr by 10 after epoch {first_drop}): the lr never reaches "
-              f"--lr {args.lr:g}", file=sys.stderr)
+        log(f"warning: --warmup_epochs {args.warmup_epochs:g} outlasts the first of the schedule's lr phases "
+            f"(--epochs {args.epochs} divides the lr by 10 after epoch {first_drop}): the lr never reaches "
+            f"--lr {args.lr:g}")
     from utils import distributed
     from utils.atomic import print_json
     from utils.runs import command_line

@@ -55,7 +55,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 from train import COMPILE_MODES  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, call_cli, nonempty, number, run_cli  # noqa: E402
+from utils.errors import CliParser, DefaultsFormatter, call_cli, log, nonempty, number, run_cli  # noqa: E402
 from utils.flags import SHARED, add_flags, architecture_names, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
@@ -370,12 +370,10 @@ def attempt(name, measure):
     try:
         result = measure()
     except Exception as error:  # noqa: BLE001 - reported, and the row says it failed
-        print(f"{name}: failed: {type(error).__name__}: {str(error).splitlines()[0]}",
-              file=sys.stderr, flush=True)
+        log(f"{name}: failed: {type(error).__name__}: {str(error).splitlines()[0]}")
         return FAILED
     if isinstance(result, Timing):
-        print(f"{name}: {rate_cell(result.rate, 1)} images/s, {result.vs_paper(2)} the paper's",
-              file=sys.stderr, flush=True)
+        log(f"{name}: {rate_cell(result.rate, 1)} images/s, {result.vs_paper(2)} the paper's")
     return result
 
 

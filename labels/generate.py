@@ -65,7 +65,7 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
-from utils.errors import CliParser, UsageError, call_cli, choice, nonempty, number
+from utils.errors import CliParser, UsageError, call_cli, choice, log, nonempty, number
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 
@@ -164,8 +164,7 @@ def dataset_class_names(dataset, data_dir=None):
                 if names is None:
                     raise LabelError(f"{candidate} has no list of class names under '{spec.meta_key}'")
                 return names
-        print(f"note: no {spec.meta_file} under {data_dir}; using the built-in {dataset} "
-              f"class names", file=sys.stderr)
+        log(f"note: no {spec.meta_file} under {data_dir}; using the built-in {dataset} class names")
     return list(spec.class_names)
 
 
@@ -514,8 +513,7 @@ def _load_text_model(source, transformers):
     attempts = [True] if local else [True, False]
     for local_only in attempts:
         if not local_only:
-            print(f"note: {source} is not cached; downloading it from the Hugging Face hub",
-                  file=sys.stderr)
+            log(f"note: {source} is not cached; downloading it from the Hugging Face hub")
         try:
             with _quiet("huggingface_hub", "transformers"), \
                     _no_progress_bars(transformers) if local_only else contextlib.nullcontext():
@@ -840,11 +838,11 @@ def run(args):
     parser = build_parser()
     given = [option for option in FAMILY_OPTIONS if getattr(args, option) != parser.get_default(option)]
     for line in ignored_lines(given, FAMILY_OPTIONS, labels):
-        print(line, file=sys.stderr)
+        log(line)
     if args.seed is not None and all(parse_label(name)[1].seed is None for name in labels):
         drawn = " ".join(name for name, family in FAMILIES.items() if family.seed is not None)
-        print(f"warning: --seed only acts with a label drawn at random ({drawn}); ignored for "
-              f"--label {' '.join(labels)}", file=sys.stderr)
+        log(f"warning: --seed only acts with a label drawn at random ({drawn}); ignored for "
+            f"--label {' '.join(labels)}")
     if args.label_granularity == "coarse":
         if set(datasets) - set(GRANULAR):
             raise LabelError(f"--label_granularity coarse is for {', '.join(GRANULAR)} only")

@@ -1016,7 +1016,7 @@ def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):
             time.sleep(0.02)
         os.kill(os.getpid(), signal.SIGTERM)
     threading.Thread(target=signal_when_working, daemon=True).start()
-    pool = sweep.LocalPool(tasks, [{}], log=io.StringIO())
+    pool = sweep.LocalPool(tasks, [{}], stream=io.StringIO())
     outcomes = pool.run()
     assert pool.signal == signal.SIGTERM
     assert [(o["run"], o["status"]) for o in outcomes] == [("cifar10/resnet32/label0/level100/seed0", 75)]
@@ -1036,7 +1036,7 @@ def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_pa
                     list(stages), {}, {s: [sys.executable, str(tmp_path / "stage.py"), "0", str(e)]
                                        for s, e in zip(stages, exits)})
     pool = sweep.LocalPool([task(0, 0, 0), task(1, 0, 3), task(2, 4, 0), task(3, 0)], [{}, {}],
-                           log=io.StringIO())
+                           stream=io.StringIO())
     pool.run()
     tally = pool.tally()
     assert (tally["completed"], tally["stopped"], tally["not_started"]) == (2, [], 0)
@@ -1044,7 +1044,7 @@ def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_pa
         [("label1", "attack", 3), ("label2", "train", 4)]
 
     # a signal between a run's training and its attack: the run was counted nowhere (runs 1, all 0)
-    pool = sweep.LocalPool([task(0, 0, 0)], [{}], log=io.StringIO())
+    pool = sweep.LocalPool([task(0, 0, 0)], [{}], stream=io.StringIO())
     pool.outcomes = [{"run": "cifar10/resnet32/label0/level100/seed0", "stage": "train", "status": 0}]
     assert pool.tally() == {"completed": 0, "failed": [], "stopped": [], "not_started": 1}
 
@@ -1056,7 +1056,7 @@ def test_a_stages_log_keeps_its_earlier_attempts(tmp_path):
     task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
                 {}, {"train": [sys.executable, str(tmp_path / "stage.py"), "0", "3"]})
     for _ in range(2):
-        sweep.LocalPool([task], [{}], log=io.StringIO()).run()
+        sweep.LocalPool([task], [{}], stream=io.StringIO()).run()
     text = (tmp_path / "run" / "train.log").read_text()
     assert (text.count("=== "), text.count("working")) == (2, 2)
 
@@ -1086,7 +1086,7 @@ def test_a_log_header_that_does_not_fit_on_the_disk_fails_the_stage(tmp_path, mo
     task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
                 {}, {"train": [sys.executable, "-c", "pass"]})
     log = io.StringIO()
-    pool = sweep.LocalPool([task], [{}], log=log)
+    pool = sweep.LocalPool([task], [{}], stream=log)
     [outcome] = pool.run()
     note = f"error: could not write {tmp_path / 'run' / 'train.log'}: No space left on device"
     assert (outcome["status"], outcome["note"]) == (None, note)
@@ -1230,7 +1230,7 @@ def test_local_runs_get_their_slots_gpu(tmp_path, monkeypatch, gpus, runs, concu
                   ["train"], {}, {"train": stage}) for i in range(runs)]
     log = io.StringIO()
     slots = sweep.local_slots(sweep.parse(["--dry_run", "--gpus", gpus])[0])
-    pool = sweep.LocalPool(tasks, slots, log=log)
+    pool = sweep.LocalPool(tasks, slots, stream=log)
     assert [o["status"] for o in pool.run()] == [0] * runs
     used = []
     for i in range(runs):
@@ -1270,7 +1270,7 @@ def test_a_stage_killed_by_a_signal_is_named_so(tmp_path):
     task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
                 {}, {"train": [sys.executable, str(tmp_path / "stage.py")]})
     log = io.StringIO()
-    pool = sweep.LocalPool([task], [{}], log=log)
+    pool = sweep.LocalPool([task], [{}], stream=log)
     pool.run()
     [failed] = pool.tally()["failed"]
     assert (failed["status"], failed["note"]) == (-signal.SIGKILL, "killed by SIGKILL")

@@ -1694,6 +1694,39 @@ def test_a_log_file_line_says_when_it_was_written():
     assert second == "warning: a message"
 
 
+def test_each_stderr_line_is_one_write(monkeypatch):
+    """print writes a line's text and its newline apart on Python's unbuffered stderr: under
+    torchrun two ranks' error lines came out spliced ("...not torchrunerror: ...not torchrun" and an
+    empty line). A line written whole is one write(2) of at most a pipe's atomic size, which no
+    other process's line can split."""
+    import io
+
+    from utils.errors import UsageError, call_cli
+    from utils.progress import Progress
+
+    class Writes(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def write(self, text):
+            self.calls.append(text)
+            return super().write(text)
+
+    stderr = Writes()
+    monkeypatch.setattr(sys, "stderr", stderr)
+
+    def refused(argv):
+        raise UsageError("attack.py runs in one process: start it with python, not torchrun")
+    assert call_cli(refused, []) == 2
+    with Progress(2, "run", "epoch") as progress:
+        progress.step("epoch 1/2 loss 1.0", loss="1.0")
+        progress.message("warning: a message")
+    assert len(stderr.calls) == 3, stderr.calls
+    assert stderr.calls[0] == "error: attack.py runs in one process: start it with python, not torchrun\n"
+    assert all(call.endswith("\n") and call.count("\n") == 1 for call in stderr.calls), stderr.calls
+
+
 def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifar10_dir, label_dir,
                                                                tmp_path):
     """run_training() in a notebook's kernel took over SIGTERM and SIGUSR1 for good, a signal once

@@ -27,8 +27,17 @@ EXIT_PIPE = 141  # 128 + SIGPIPE: a shell's status for a writer whose reader lef
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
 
 
+def log(line, stream=None):
+    """`line` on stderr (or `stream`) in one write: print writes a line's text and its newline
+    apart on Python's unbuffered stderr, so two processes sharing a log (torchrun's ranks, each
+    with its error line) could splice their lines together."""
+    stream = sys.stderr if stream is None else stream
+    stream.write(f"{line}\n")
+    stream.flush()
+
+
 def _interrupted_while_loading(signum, frame):
-    print("error: interrupted", file=sys.stderr, flush=True)
+    log("error: interrupted")
     sys.exit(130)
 
 
@@ -101,7 +110,7 @@ def call_cli(main, argv=None):
         sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
         return 0
     except UsageError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        log(f"error: {' '.join(str(err).split())}")
     except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as `yes | head` does
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
@@ -111,17 +120,17 @@ def call_cli(main, argv=None):
     except OSError as err:
         # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
         # append is cut off again), so nothing earlier was lost.
-        print(f"error: {os_error_text(err)}", file=sys.stderr)
+        log(f"error: {os_error_text(err)}")
     except KeyboardInterrupt as err:
-        print("error: interrupted" + (f"; {err}" if str(err) else ""), file=sys.stderr)
+        log("error: interrupted" + (f"; {err}" if str(err) else ""))
         return 130
     except UnicodeEncodeError as err:
         if codecs.lookup(err.encoding).name == "utf-8":  # any text goes into UTF-8: a bug, not the locale
             raise
         # a non-UTF-8 locale's (LANG=C with PYTHONUTF8=0, latin-1) file names, stdout: a path from a
         # grid file with a character they cannot hold
-        print(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's encoding "
-              f"({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)", file=sys.stderr)
+        log(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's encoding "
+            f"({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")
     finally:
         sys.stdout = stdout
     return EXIT_USAGE

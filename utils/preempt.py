@@ -13,6 +13,8 @@ import signal
 import sys
 import threading
 
+from utils.errors import log
+
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # train.py lets an epoch under way end after a signal (and saves it) when the last one took this
@@ -75,5 +77,5 @@ def requested():
 
 def exit_for_requeue(message):
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
-        print(f"preempted: {message}", file=sys.stderr, flush=True)
+        log(f"preempted: {message}")
     sys.exit(REQUEUE_EXIT)

@@ -10,6 +10,8 @@ import time
 
 from tqdm import tqdm
 
+from utils.errors import log
+
 
 def _columns(stream):
     """The width of the terminal `stream` writes to; 0 when it reports none, or no height (some
@@ -44,7 +46,7 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is None:
-            print(f"{time.strftime('%H:%M:%S')} {line}", file=self.stream, flush=True)
+            log(f"{time.strftime('%H:%M:%S')} {line}", self.stream)
         else:
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)
@@ -53,7 +55,7 @@ class Progress:
         if not self.enabled:
             return
         if self.bar is None:
-            print(line, file=self.stream, flush=True)
+            log(line, self.stream)
         else:
             self.bar.write(line, file=self.stream)
 
@@ -61,7 +63,3 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def log(line):
-    print(line, file=sys.stderr, flush=True)

@@ -21,10 +21,10 @@ from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, spl
 from labels import granularity_fix
 from utils import distributed, preempt
 from utils.constants import lr_milestones
-from utils.errors import UsageError, interrupt_says
+from utils.errors import UsageError, interrupt_says, log
 from utils.flags import acts_on, recorded_config, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
-from utils.progress import Progress, log
+from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         absolute_folders, append_jsonl, best_checkpoint_name, environment, load_checkpoint,
                         malformed, read_json, run_dir_of, run_lock, save_checkpoint, tensors_sha256,
