@@ -840,6 +840,28 @@ def squeue(env, job):
                           env=env, check=False).stdout.split("\n")
 
 
+# The tasks' interpreter (sweep.py --python): task 0's first job waits at the start of its 2nd
+# epoch until the USR1 has come. The signal, sent once epoch 1 had ended, had to pass scancel,
+# slurmctld, slurmd and the task's trap within the 1 s of epoch 2: on a busy machine it came in
+# epoch 3, the last, which then ended the run (exit 0) with nothing preempted.
+HELD_IN_EPOCH_2 = """#!{python}
+import os, runpy, sys, time
+sys.path.insert(0, {repo!r})
+from utils import preempt, training
+real, epochs = training.train_epoch, []
+def held(*args, **kwargs):
+    epochs.append(1)
+    if len(epochs) == 2 and os.environ["SLURM_ARRAY_TASK_ID"] == "0":
+        deadline = time.monotonic() + 120
+        while not preempt.requested() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return real(*args, **kwargs)
+training.train_epoch = held
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, cifar10_dir, label_dir):
     """Two array tasks (category, speech), each training then attacking its run. Task 0 gets the
     time-limit warning (USR1) mid-training: it checkpoints, requeues itself and finishes. The
@@ -848,7 +870,11 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
     base = tmp_path / "out"
     grid = ["--labels", "category", "speech", "--seeds", "3", "--levels", "40",
             *tiny(cifar10_dir, label_dir, base, 3), *ATTACK_FLAGS]
-    script, _ = slurm_script(tmp_path, capsys, grid, "--cpus_per_task", "1")
+    python = tmp_path / "python"
+    python.parent.mkdir()
+    python.write_text(HELD_IN_EPOCH_2.format(python=sys.executable, repo=str(REPO)))
+    python.chmod(0o755)
+    script, _ = slurm_script(tmp_path, capsys, grid, "--cpus_per_task", "1", "--python", str(python))
     job = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, env=slurm,
                          check=True).stdout.strip().split(";")[0]
     runs = [base / "less" / "cifar10" / "level40" / "seed3" / "resnet32" / f"model_{label}"
@@ -856,7 +882,7 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
     deadline = time.time() + 240
     while not (runs[0] / "metrics.jsonl").exists() or not (runs[0] / "metrics.jsonl").read_text():
         assert time.time() < deadline, "task 0 logged no epoch"
-        time.sleep(0.1)  # in epoch 2 or 3 now: the signal lets the epoch end, and it is saved
+        time.sleep(0.1)  # in epoch 2 now (HELD_IN_EPOCH_2): the signal lets it end, and it is saved
     subprocess.run(["scancel", "--signal=USR1", "--batch", f"{job}_0"], env=slurm, check=True)
     released = False
     while time.time() < deadline:
