@@ -403,6 +403,23 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "--label shuffle --level 100 --seed 3" in train and "--level 100 --seed 3" in attack
 
 
+def test_a_run_that_trains_again_is_attacked_again(capsys, tmp_path):
+    """Training a run that is not done (resumed, or started over at epoch 1, which removes its
+    attack results) gives it another best checkpoint: the attack results of its earlier model are
+    not the trained run's. The dry run listed them as done, and the sweep trained the run and
+    skipped its attack."""
+    run = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    make_trained(run, metrics=2, results=False, attack=["fgsm"])  # stopped after epoch 2, attacked then
+    grid = ["--labels", "category", "--seeds", "3", "--base_dir", str(tmp_path), "--epochs", "4",
+            "--valid_size", "50", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
+            "--num_images", "20"]
+    row = sweep_lines(capsys, grid + ["--dry_run"])[1]
+    assert "run: resume (2/4 epochs logged" in row and "run: after train" in row
+    [line] = sweep_lines(capsys, grid + ["--print"])
+    train, attack = line.split(" && ")
+    assert "train.py" in train and "attack.py" in attack
+
+
 def test_a_run_of_other_than_the_default_batch_size_or_lr_is_not_done(capsys, tmp_path):
     """A sweep that leaves --batch_size and --lr unset asks for train.py's defaults of each label
     (128 and 0.1; 1000 and 0.01 for mcr2): a run trained with --batch_size 64 (a trial's

@@ -603,7 +603,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             trained = read_json_or_none(run_dir / RESULTS)
             trained = trained if isinstance(trained, dict) else None
             done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"))
-            if not done:
+            if not done or not train_done:  # training gives another best checkpoint: attack it too
                 if not train_done:
                     notes["attack"] = "after train"
                 elif trained is None:
