@@ -35,7 +35,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempt
                           os_errors_as_usage, run_cli)
 from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
                         last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
-from utils.atomic import file_set, print_json, utf8
+from utils.atomic import file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
 from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
@@ -553,13 +553,6 @@ def incomplete_and_missing(records, expected, wanted):
 
 
 # ---------------------------------------------------------------- writing
-
-
-def markdown_table(header, rows):
-    """Markdown table; a | in a cell (a label of one's own may hold one) escaped, not a column break."""
-    def line(cells):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
 
 
 def write_csv(put, path, rows, columns):

@@ -35,7 +35,7 @@ import argparse
 import numpy as np
 
 from labels import LabelError, check_targets, read_targets
-from utils.atomic import json_text
+from utils.atomic import json_text, markdown_table
 from utils.errors import CliParser, UsageError, call_cli
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
@@ -111,8 +111,7 @@ def format_rows(rows, markdown=False):
     header = ("file",) + COLUMNS
     cells = [[_cell(row[c]) for c in header] for row in rows]
     if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells])
+        return markdown_table(header, cells)
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                                for i, (c, w) in enumerate(zip(r, widths, strict=True)))

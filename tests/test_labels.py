@@ -961,6 +961,12 @@ def test_stats_cli(tmp_path, capsys):
     assert status == 0 and rows[0]["shape"] == [10, 64, 64] and set(stats.COLUMNS) <= set(rows[0])
     status, out, _ = cli(stats.main, ["--markdown", path, path], capsys)
     assert status == 0 and out.startswith("| file | shape |") and out.count("\n") == 4
+    piped = tmp_path / "cifar10_a|b.npy"  # a | in a path: escaped, not a column of its own
+    np.save(piped, make_label("uniform", CIFAR10_CLASSES))
+    status, out, _ = cli(stats.main, ["--markdown", piped], capsys)
+    header, rule, row = out.splitlines()
+    assert status == 0 and "cifar10_a\\|b.npy" in row
+    assert row.replace("\\|", "").count("|") == header.count("|") == rule.count("|")
     status, out, _ = cli(stats.main, ["--compare", path, path], capsys)
     assert status == 0 and "mean |diff| 0.0000" in out
     status, _, err = cli(stats.main, [tmp_path / "missing.npy"], capsys)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a killed job) never sees half a file; strict JSON text.
+"""Atomic file writes: a reader (or a killed job) never sees half a file; strict JSON text and
+Markdown tables.
 
 No torch here: the label tools import it too."""
 import contextlib
@@ -24,6 +25,14 @@ def finite(value):
 def json_text(obj, **options):
     """Strict JSON (no NaN, which many parsers refuse) of `obj` with `finite` values."""
     return json.dumps(finite(obj), allow_nan=False, **options)
+
+
+def markdown_table(header, rows):
+    """Markdown table; a | in a cell (a label of one's own, a file's path may hold one) escaped, not
+    a column break."""
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+    return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
 
 
 def print_json(obj):
