@@ -30,10 +30,12 @@ WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFB
 def log(line, stream=None):
     """`line` on stderr (or `stream`) in one write: print writes a line's text and its newline
     apart on Python's unbuffered stderr, so two processes sharing a log (torchrun's ranks, each
-    with its error line) could splice their lines together."""
+    with its error line) could splice their lines together. Dropped where stderr is None (a script
+    started with `2>&-`, before `call_cli` gives it /dev/null)."""
     stream = sys.stderr if stream is None else stream
-    stream.write(f"{line}\n")
-    stream.flush()
+    if stream is not None:
+        stream.write(f"{line}\n")
+        stream.flush()
 
 
 def _interrupted_while_loading(signum, frame):
