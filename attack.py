@@ -547,6 +547,8 @@ def run(args, argv=None):
                         preempt.exit_for_requeue(stopped(f" by signal during {setting_name(entry)}"))
                     entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
                                                      "seconds")}
+                    # what its images/s were measured on: a file's entries may come from several runs
+                    entry |= {"device": device.type, "batch_size": args.batch_size}
                     if targeted:
                         entry["target_success"] = result["target_success"]
                     entries.append(entry)

@@ -546,6 +546,8 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert entry["step_size"] == pytest.approx(2.5 * 8 / 255 / 2)
     for key in ("robust_acc", "target_success", "images_per_s", "seconds", "clean_acc"):
         assert key in entry
+    # what its images/s were measured on (the file's config is its last run's, its entries any run's)
+    assert (entry["device"], entry["batch_size"]) == ("cpu", 16)
     assert (run_dir / ATTACK_EXAMPLES).read_bytes()[:4] == b"\x89PNG"
 
     # Same settings: every entry is reused, and nothing is written (a read-only archive of
