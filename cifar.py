@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from utils.atomic import made_folders
 from utils.constants import DATASETS, DatasetInfo, dataset_info, offline
 from utils.errors import UsageError, log, os_error_text
-from utils.pickles import meta_class_names, read_cifar_pickle
+from utils.pickles import cifar_batches, meta_class_names
 
 
 @dataclass
@@ -40,45 +40,6 @@ class CifarData:
     @property
     def num_classes(self):
         return self.info.num_classes[self.granularity]
-
-
-def _read_batches(folder, files, label_key, num_classes):
-    images, labels = [], []
-    for name in files:
-        path = folder / name
-        batch = read_cifar_pickle(path)
-        absent = [key for key in ("data", label_key) if key not in batch]
-        if absent:  # a CIFAR-10 batch ('labels') in a CIFAR-100 folder, a coarse run without 'coarse_labels'
-            raise UsageError(f"dataset file {path} has no {' or '.join(repr(k) for k in absent)} entry "
-                             f"(it has {', '.join(map(repr, batch)) or 'none'})")
-        try:
-            data, batch_labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
-        except ValueError:  # ragged: a row of another length, a list among the labels
-            raise UsageError(f"dataset file {path}: 'data' or '{label_key}' is not a regular array "
-                             "(rows or entries of different shapes)") from None
-        if not data.size and not batch_labels.size:
-            raise UsageError(f"dataset file {path}: 'data' and '{label_key}' hold no images")
-        # checked before the casts, which would wrap 256 to 0 and turn floats in [0, 1] black (0.5 to 0)
-        if data.dtype.kind not in "iu" or (data.dtype != np.uint8 and data.size
-                                           and (data.min() < 0 or data.max() > 255)):
-            raise UsageError(f"dataset file {path}: 'data' holds {data.dtype} values"
-                             + (f" in {data.min()}..{data.max()}" if data.dtype.kind in "iuf" and data.size else "")
-                             + "; expected pixels 0..255")
-        if batch_labels.dtype.kind not in "iu" or batch_labels.ndim != 1:
-            raise UsageError(f"dataset file {path}: '{label_key}' holds {batch_labels.dtype} values of "
-                             f"shape {batch_labels.shape}; expected one integer class id per image")
-        data, batch_labels = data.astype(np.uint8), batch_labels.astype(np.int64)
-        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch_labels):
-            raise UsageError(f"dataset file {path} holds data of shape {data.shape} with "
-                             f"{len(batch_labels)} labels; expected (N, 3072) and N labels")
-        outside = np.flatnonzero((batch_labels < 0) | (batch_labels >= num_classes))
-        if len(outside):  # named here, with the file, rather than found in the whole split later
-            raise UsageError(f"dataset file {path}: '{label_key}' holds {len(outside)} class id"
-                             f"{'s' * (len(outside) != 1)} outside 0..{num_classes - 1} (image {outside[0]}: "
-                             f"{batch_labels[outside[0]]})")
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(batch_labels)
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
 def _not_found(info, folder, reason):
@@ -209,8 +170,12 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
             raise _not_found(info, folder, "; ".join(filter(None, (
                 _lacking(folder, needed), f"a download there failed: {os_error_text(err)}")))) from None
     label_key, num_classes = info.label_keys[granularity], info.num_classes[granularity]
-    train_images, train_labels = _read_batches(folder, info.train_files, label_key, num_classes)
-    test_images, test_labels = _read_batches(folder, info.test_files, label_key, num_classes)
+
+    def read(files):
+        images, labels = zip(*cifar_batches(folder, files, label_key, num_classes))
+        return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+    train_images, train_labels = read(info.train_files)
+    test_images, test_labels = read(info.test_files)
     class_names = None
     if (folder / info.meta_file).is_file():
         class_names = meta_class_names(folder / info.meta_file, info.name_keys[granularity], num_classes)

@@ -441,17 +441,20 @@ def test_a_run_of_other_than_the_default_batch_size_or_lr_is_not_done(capsys, tm
     assert "skip: done, test_acc 0.5000" in rows[1] and "--batch_size 1000 (sweep: 64)" in rows[3]
 
 
-def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir):
-    """What is done, what a run trained with and what it asks of attack.py are read without torch:
-    loading it took half of the 7 s and 600 of the 640 MB of a 1,458-run dry run, and 470 MB of
-    a report's."""
+def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir, cifar10_dir):
+    """What is done, what a run trained with (its images too) and what it asks of attack.py are read
+    without torch: loading it took half of the 7 s and 600 of the 640 MB of a 1,458-run dry run,
+    and 470 MB of a report's."""
     base = tmp_path / "out"
     make_trained(base / "cifar10/seed3/resnet32/model_category", attack=["fgsm", "pgd"])
     make_trained(base / "cifar10/seed4/resnet32/model_category", epochs=2, attack=["fgsm", "pgd"])
     make_trained(base / "cifar10/seed3/resnet32/model_speech", metrics=2, results=False)
+    (base / "cifar10/seed3/resnet32/model_speech/config.json").write_text(json.dumps(  # other images
+        {"flags": {"epochs": 4, "valid_size": 50}, "data_sha256": "0" * 64}))
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"labels: [category, speech]\nseeds: [3, 4]\nargs: --base_dir {base} --label_dir "
-                    f"{label_dir}\ntrain_args: --epochs 4 --valid_size 50\nattack_args: --attacks fgsm pgd "
+                    f"{label_dir} --data_dir {cifar10_dir}\ntrain_args: --epochs 4 --valid_size 50\n"
+                    "attack_args: --attacks fgsm pgd "
                     "--epsilons 8/255 --targeted no --num_images 20\n")
     commands = {"sweep.py": ["--config", grid, "--dry_run"],
                 "report.py": ["--base_dir", base, "--out", tmp_path / "report", "--grid", grid,
@@ -463,7 +466,8 @@ def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir)
         assert "yaml" in imported and "torch" not in imported, f"{script} loaded torch"
         outputs[script] = proc.stdout
     assert "run: finished, but trained with --epochs 2 (sweep: 4)" in outputs["sweep.py"]
-    assert "run: resume (2/4 epochs logged; files last written " in outputs["sweep.py"]
+    assert (f"run: cannot resume: trained with other images or labels than {cifar10_dir} holds"
+            in outputs["sweep.py"])
     assert outputs["sweep.py"].splitlines()[-1] == '{"runs": 4, "to_run": 3}'
     assert "left out of the tables: trained with --epochs 2 (the other seeds: 4)" in \
         (tmp_path / "report" / "tables.md").read_text()
@@ -1044,6 +1048,40 @@ def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
     assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
     (run_dir / "config.json").write_text("[1]")  # was an AttributeError traceback; as if absent
     assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
+
+
+def test_a_run_trained_on_other_images_is_named(tmp_path, cifar10_dir):
+    """A finished run of other images than --data_dir holds (another copy or part of the dataset
+    in the same --base_dir) is not done as asked: train.py refuses it, and the dry run skipped it
+    as done. The sweep reads the dataset without torch, to the sha256 train.py records; a copy of
+    the same batches elsewhere is the same data, and one not here yet is not compared."""
+    from cifar import load_cifar, split_indices
+    from conftest import make_cifar10
+    from utils.grid import dataset_sha256, train_state
+    from utils.training import data_facts
+    data = load_cifar("cifar10", cifar10_dir)
+    recorded = data_facts(data, split_indices(len(data.train_labels), 3, 50))["data_sha256"]
+    assert dataset_sha256("cifar10", cifar10_dir, "fine") == recorded
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5}))
+    (run_dir / "config.json").write_text(json.dumps({"flags": {}, "data_sha256": recorded}))
+
+    def state(data_dir):
+        return train_state(run_dir, sweep.Scripts.find()["train"].parse(["--data_dir", str(data_dir)]))
+    assert state(cifar10_dir) == (True, "done, test_acc 0.5000")
+    other = make_cifar10(tmp_path / "other", seed=1)  # as many images, others
+    assert state(other) == (False, f"finished, but trained with other images or labels than {other} "
+                                   "holds (another copy of cifar10?): train.py refuses it; delete the "
+                                   "run directory to start over")
+    shutil.copytree(cifar10_dir, tmp_path / "copy")
+    assert state(tmp_path / "copy") == (True, "done, test_acc 0.5000")
+    assert state(tmp_path / "none") == (True, "done, test_acc 0.5000")  # train.py downloads it first
+    batch = tmp_path / "copy" / "cifar-10-batches-py" / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:-10])  # unreadable: train.py says why; not compared here
+    assert state(tmp_path / "copy") == (True, "done, test_acc 0.5000")
+    shutil.copy(other / "cifar-10-batches-py" / "test_batch", batch)  # another test split: read again
+    assert state(tmp_path / "copy")[0] is False
 
 
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):
