@@ -1488,6 +1488,22 @@ def test_a_job_stopped_between_the_checkpoint_writes_resumes_with_the_best_weigh
     assert resumed["valid_loss"] == pytest.approx(last["history"][1]["valid_loss"], rel=1e-6)
 
 
+def test_a_finished_run_resumed_without_its_results_keeps_its_best_checkpoint(
+        speech_run, cifar10_dir, label_dir, tmp_path):
+    """A finished run whose results.json is gone (deleted, or its job stopped in the final
+    evaluation) resumes to the same results and leaves its best checkpoint byte for byte as it was:
+    attack.py's results count for the file of their checkpoint_sha256. It was written again (with
+    the resume's config in it), and every attack of the run computed again."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    results = json.loads((run_dir / "results.json").read_text())
+    best = run_dir / "speech_seed3_resnet32_best_model.pth"
+    before = best.read_bytes()
+    (run_dir / "results.json").unlink()
+    resumed = last_json(run_script("train.py", *flags(cifar10_dir, base, label_dir, resume=True)))
+    assert best.read_bytes() == before
+    assert (resumed["best_epoch"], resumed["test_acc"]) == (results["best_epoch"], results["test_acc"])
+
+
 def test_a_signal_after_the_result_line_changes_no_exit_status(speech_run, cifar10_dir, label_dir):
     """SLURM's USR1 in the half second of torch's teardown after the JSON line killed the job
     (exit -10), and the task script ran none of the stages after it."""

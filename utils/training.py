@@ -489,29 +489,40 @@ def _same_form(weights, like):
 def _best_of(checkpoint, best_path, device, space):
     """On resume, the best epoch's weights and label space state, and whether the best checkpoint
     holds them: the last checkpoint's own when its epoch was the best; its copy of them when it
-    was written just before the best checkpoint (a job stopped in between left an older one
-    there); else the best checkpoint's, which must be of that epoch. Each must be of the form of
-    the last epoch's weights and of the run's label `space`."""
+    was written just before the best checkpoint; in both, the best checkpoint holds them unless a
+    job stopped before it was written (an older one is there). Else the best checkpoint's, which
+    must be of that epoch. Each must be of the form of the last epoch's weights and of the run's
+    label `space`."""
     best, last_epoch = checkpoint["best"], len(checkpoint["history"])
-
-    def on_device(weights):
-        return {k: v.to(device) for k, v in weights.items()}
     if best["epoch"] == last_epoch:
-        return on_device(checkpoint["model"]), checkpoint["label_space"], False
-    if "best_model" in checkpoint:
-        if not _same_form(checkpoint["best_model"], checkpoint["model"]):
+        weights, state = checkpoint["model"], checkpoint["label_space"]
+    elif "best_model" in checkpoint:
+        weights, state = checkpoint["best_model"], checkpoint["best_space"]
+        if not _same_form(weights, checkpoint["model"]):
             raise ValueError("its best_model weights are not of the form of its model weights")
-        _check_space(checkpoint["best_space"], space)
-        return on_device(checkpoint["best_model"]), checkpoint["best_space"], False
-    lost = (f"the best epoch's weights (epoch {best['epoch']}) are lost and {LAST_CHECKPOINT} (epoch "
-            f"{last_epoch}) cannot restore them: pass --force to train the run over")
-    saved = load_checkpoint(best_path, map_location=device, advice=lost)
-    if not isinstance(saved, dict) or saved.get("epoch") != best["epoch"] or not isinstance(
-            saved.get("label_space"), dict) or not _same_form(saved.get("model"), checkpoint["model"]):
-        raise UsageError(f"{best_path} is not the checkpoint of the run's best epoch; {lost}")
-    with malformed(best_path, lost):
-        _check_space(saved["label_space"], space)
-    return saved["model"], saved["label_space"], True
+        _check_space(state, space)
+    else:
+        lost = (f"the best epoch's weights (epoch {best['epoch']}) are lost and {LAST_CHECKPOINT} (epoch "
+                f"{last_epoch}) cannot restore them: pass --force to train the run over")
+        saved = load_checkpoint(best_path, map_location=device, advice=lost)
+        if not isinstance(saved, dict) or saved.get("epoch") != best["epoch"] or not isinstance(
+                saved.get("label_space"), dict) or not _same_form(saved.get("model"), checkpoint["model"]):
+            raise UsageError(f"{best_path} is not the checkpoint of the run's best epoch; {lost}")
+        with malformed(best_path, lost):
+            _check_space(saved["label_space"], space)
+        return saved["model"], saved["label_space"], True
+    return {k: v.to(device) for k, v in weights.items()}, state, _holds(best_path, weights)
+
+
+def _holds(path, weights):
+    """Whether the checkpoint at `path` holds exactly `weights` (and so is left as it is: a finished
+    run resumed, its results.json gone, kept the best checkpoint attack.py's results are of)."""
+    try:
+        saved = load_checkpoint(path) if path.exists() else None
+    except UsageError:  # unreadable: written again
+        return False
+    model = saved.get("model") if isinstance(saved, dict) else None
+    return _same_form(model, weights) and all(torch.equal(model[k], v) for k, v in weights.items())
 
 
 def checkpoint_state(weights, model_args, space_state, epoch, config, **more):
