@@ -1084,6 +1084,41 @@ def test_a_run_trained_on_other_images_is_named(tmp_path, cifar10_dir):
     assert state(tmp_path / "copy")[0] is False
 
 
+def test_a_dataset_batch_the_sweep_cannot_read_leaves_the_run_to_train_py(tmp_path, cifar10_dir,
+                                                                         monkeypatch):
+    """A batch train.py refuses with one line (a folder or a FIFO in its place, a file this user
+    may not read) is not compared, as a corrupt one is not: the sweep stopped with "error: cannot
+    use ...: Is a directory" where a run had recorded its data, or waited for ever on the FIFO."""
+    from utils import pickles
+    from utils.grid import dataset_sha256
+    data = tmp_path / "data"
+    shutil.copytree(cifar10_dir, data)
+    batch = data / "cifar-10-batches-py" / "test_batch"
+    run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5}))
+    (run_dir / "config.json").write_text(json.dumps({"flags": {}, "data_sha256": "0" * 64}))
+    argv = ["--labels", "category", "--seeds", "3", "--base_dir", tmp_path / "out", "--data_dir", data,
+            "--stages", "train", "--dry_run"]
+    batch.unlink()
+    for make in (batch.mkdir, lambda: os.mkfifo(batch)):
+        make()
+        proc = run_script("sweep.py", *argv, check=False, timeout=60)
+        assert proc.returncode == 0 and "skip: done, test_acc 0.5000" in proc.stdout, proc.stderr
+        if batch.is_dir():
+            batch.rmdir()
+        else:
+            batch.unlink()
+    shutil.copy(cifar10_dir / "cifar-10-batches-py" / "test_batch", batch)
+    assert dataset_sha256("cifar10", data, "fine") is not None
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    monkeypatch.setattr(pickles, "open", refused, raising=False)  # read as root, chmod 000 is no bar
+    os.utime(batch, ns=(1, 1))  # another version of the files (an mtime no copy had): read again
+    assert dataset_sha256("cifar10", data, "fine") is None
+
+
 def test_local_pool_passes_sigterm_on_and_starts_nothing_more(tmp_path):
     """SIGTERM to a --local sweep reaches the running stage (exit 75) and no queued run starts."""
     (tmp_path / "stage.py").write_text(STAGE)

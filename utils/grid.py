@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 
@@ -450,11 +451,14 @@ def describe_key(key):
 
 def file_versions(paths):
     """(mtime, size) of each file, a key that changes when one is written again; None where one
-    cannot be read (is missing)."""
+    cannot be read (is missing, or is no plain file: a folder, or a FIFO, whose open would wait)."""
     try:
-        return tuple((stat.st_mtime_ns, stat.st_size) for stat in (Path(p).stat() for p in paths))
+        stats = [Path(p).stat() for p in paths]
     except OSError:
         return None
+    if not all(S_ISREG(stat.st_mode) for stat in stats):
+        return None
+    return tuple((stat.st_mtime_ns, stat.st_size) for stat in stats)
 
 
 def label_file_sha256(path):
@@ -502,7 +506,7 @@ def _dataset_sha256(folder, name, granularity, versions):
                 digest.update(np.ascontiguousarray(images))
                 labels.append(batch_labels)
             digest.update(np.concatenate(labels))
-    except UsageError:
+    except (UsageError, OSError):  # OSError: a batch this user may not read (train.py says so)
         return None
     return digest.hexdigest()
 
