@@ -29,7 +29,8 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
                           interrupt_says, log, os_errors_as_usage, run_cli)
-from utils.flags import LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name  # noqa: E402
+from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
+                         trained_folder)
 from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
@@ -276,18 +277,15 @@ def load_model(args, path):
     model_args = checkpoint["model_args"]
     trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
                                                                 "label": space.name}
-    if args.data_dir is None:  # the run's data, as its config records it (an older run's: relative)
-        own = trained.get("data_dir")
-        if not isinstance(own, str):  # a checkpoint of no train.py run: the default
-            own = SHARED["data_dir"]["default"]
-        elif not Path(own).is_dir():
+    if args.data_dir is None:  # the run's data (a checkpoint of no train.py run: the default)
+        own = trained_folder(trained, "data_dir")
+        if own == trained.get("data_dir") and not Path(own).is_dir():
             where = "" if Path(own).is_absolute() else " (relative to the folder train.py ran in)"
             raise UsageError(f"{path} was trained on the data in {own}{where}, which is not here; pass "
                              "--data_dir with the folder of its dataset on this machine")
         args.data_dir = own
     if args.label_dir is None:  # the folder its targets were read from: a file there is its label's
-        own = trained.get("label_dir")
-        args.label_dir = own if isinstance(own, str) else SHARED["label_dir"]["default"]
+        args.label_dir = trained_folder(trained, "label_dir")
     # as train.py says it, for a value other than the default (which the flags that find the
     # checkpoint fill in): a sweep passes --smoothing to every label's runs
     passed = [flag for flag, default in RUN_FLAGS if getattr(args, flag) not in (None, default)]

@@ -614,6 +614,10 @@ def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_di
     assert "reused" not in err
     entries = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
     assert len(entries) == 2 and len({e["images_sha256"] for e in entries}) == 2
+    # what sweep.py reads of each --data_dir, without torch, to know which entries are done there
+    from utils.grid import test_images_sha256
+    assert [e["images_sha256"] for e in entries] == [test_images_sha256("cifar10", d, "fine", 5)
+                                                     for d in (cifar10_dir, other)]
     _, err = call_main(capsys, flags + ["--data_dir", str(cifar10_dir)])  # the first images' again: reused
     assert "reused" in err
 
@@ -1076,6 +1080,28 @@ def test_a_checkpoints_level_and_noise_are_its_own(speech_run, cifar10_dir, labe
     call_main(capsys, small + ["--level", "25", "--smoothing", "0.1"])  # smoothing acts on no speech run
     config = json.loads((tmp_path / ATTACK_RESULTS).read_text())["config"]
     assert (config["level"], config["label_noise"]) == (25, 0.1)
+
+
+def test_an_unset_data_dir_is_the_one_the_run_trained_on(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """Without --data_dir attack.py reads the test images of the folder the checkpoint's run trained
+    on (sweep.py compares those with the entries' images); a folder no longer there is one error
+    line that says so, not a download into it or an attack on the default folder's images."""
+    from utils.grid import test_images_sha256
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    copy = tmp_path / "speech_seed3_resnet32_best_model.pth"
+    flags = ["--checkpoint", str(copy), "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted",
+             "no", "--epsilons", "8/255", "--num_images", "5", "--examples", "0"]
+    assert checkpoint["config"]["flags"]["data_dir"] == str(cifar10_dir)
+    torch.save(checkpoint, copy)
+    call_main(capsys, flags)
+    [entry] = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
+    assert entry["images_sha256"] == test_images_sha256("cifar10", cifar10_dir, "fine", 5)
+    checkpoint["config"]["flags"]["data_dir"] = str(tmp_path / "gone")
+    torch.save(checkpoint, copy)
+    assert one_line_error(capsys, flags) == (f"error: {copy} was trained on the data in {tmp_path / 'gone'}, "
+                                             "which is not here; pass --data_dir with the folder of its "
+                                             "dataset on this machine")
 
 
 def test_a_label_of_your_own_is_checked_against_the_runs_label_folder(cifar10_dir, tmp_path, capsys):

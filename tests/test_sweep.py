@@ -323,7 +323,9 @@ def test_a_grid_files_empty_key_is_the_default_and_a_number_is_text(tmp_path, ca
 # ---------------------------------------------------------------- what is done, what runs
 
 
-def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_images=20):
+def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_images=20, images_sha256=None):
+    """A run directory as train.py (and, given `attack`'s names, attack.py) leaves it; entries of
+    `images_sha256` (`test_images_sha256` of the sweep's --data_dir) are done there."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": epochs, "valid_size": 50}}))
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(metrics)))
@@ -333,7 +335,8 @@ def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_im
     if attack is not None:
         entries = [{"attack": a, "targeted": False, "eps": 8 / 255, "eps_label": "8/255", "protocol": "pixel",
                     "steps": 1 if a == "fgsm" else 10, "step_size": 8 / 255 if a == "fgsm" else 2.5 * 8 / 255 / 10,
-                    "restarts": 1, "num_images": num_images, "seed": 3, "robust_acc": 0.1}  # the runs' seed
+                    "restarts": 1, "num_images": num_images, "seed": 3, "robust_acc": 0.1,  # the runs' seed
+                    "images_sha256": images_sha256}
                    for a in attack]
         (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": num_images, "clean_acc": 0.5,
                                                           "entries": entries}))
@@ -445,9 +448,12 @@ def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir,
     """What is done, what a run trained with (its images too) and what it asks of attack.py are read
     without torch: loading it took half of the 7 s and 600 of the 640 MB of a 1,458-run dry run,
     and 470 MB of a report's."""
+    from utils.grid import test_images_sha256
     base = tmp_path / "out"
-    make_trained(base / "cifar10/seed3/resnet32/model_category", attack=["fgsm", "pgd"])
-    make_trained(base / "cifar10/seed4/resnet32/model_category", epochs=2, attack=["fgsm", "pgd"])
+    images = test_images_sha256("cifar10", cifar10_dir, "fine", 20)
+    make_trained(base / "cifar10/seed3/resnet32/model_category", attack=["fgsm", "pgd"], images_sha256=images)
+    make_trained(base / "cifar10/seed4/resnet32/model_category", epochs=2, attack=["fgsm", "pgd"],
+                 images_sha256=images)
     make_trained(base / "cifar10/seed3/resnet32/model_speech", metrics=2, results=False)
     (base / "cifar10/seed3/resnet32/model_speech/config.json").write_text(json.dumps(  # other images
         {"flags": {"epochs": 4, "valid_size": 50}, "data_sha256": "0" * 64}))
@@ -1082,6 +1088,41 @@ def test_a_run_trained_on_other_images_is_named(tmp_path, cifar10_dir):
     assert state(tmp_path / "copy") == (True, "done, test_acc 0.5000")
     shutil.copy(other / "cifar-10-batches-py" / "test_batch", batch)  # another test split: read again
     assert state(tmp_path / "copy")[0] is False
+
+
+def test_an_attack_on_other_test_images_is_not_done(tmp_path, cifar10_dir):
+    """An attack-only sweep with another --data_dir (the real test set after a trial copy) calls
+    attack.py, which computes every setting anew on those images: the dry run listed the run as
+    done on the entries of the first images, and the sweep skipped it."""
+    from conftest import make_cifar10
+    from utils.grid import test_images_sha256
+    run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5, "test_images": 100}))
+    entry = {"attack": "fgsm", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 1,
+             "step_size": 8 / 255, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25,
+             "images_sha256": test_images_sha256("cifar10", cifar10_dir, "fine", 20)}
+    (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [entry]}))
+    other = make_cifar10(tmp_path / "other", seed=1)  # as many images, others
+    assert test_images_sha256("cifar10", other, "fine", 20) not in (None, entry["images_sha256"])
+
+    def dry_run(data_dir=None):
+        given = [] if data_dir is None else ["--data_dir", data_dir]
+        proc = run_script("sweep.py", "--labels", "category", "--seeds", "3", "--base_dir", tmp_path / "out",
+                          *given, "--stages", "attack", "--attack_args",
+                          "--attacks fgsm --epsilons 8/255 --targeted no --num_images 20", "--dry_run",
+                          timeout=120)
+        return last_json(proc)["to_run"], proc.stdout
+    assert dry_run(cifar10_dir)[0] == 0
+    shutil.copytree(cifar10_dir, tmp_path / "copy")  # the same images elsewhere: still done
+    assert dry_run(tmp_path / "copy")[0] == 0
+    to_run, out = dry_run(other)
+    assert to_run == 1 and ("run: resume: 1 of 1 settings missing, 1 of them computed with other steps, "
+                            "precision, images or seed (20 images asked)") in out
+    assert dry_run(tmp_path / "none")[0] == 0  # no dataset there: attack.py downloads it or says why
+    for trained_on, to_run in ((cifar10_dir, 0), (other, 1)):  # no --data_dir: attack.py reads the run's
+        (run_dir / "config.json").write_text(json.dumps({"flags": {"data_dir": str(trained_on)}}))
+        assert dry_run()[0] == to_run
 
 
 def test_a_dataset_batch_the_sweep_cannot_read_leaves_the_run_to_train_py(tmp_path, cifar10_dir,

@@ -108,6 +108,14 @@ LABEL_ONLY = {"smoothing": "category", "feature_dim": "mcr2", "mcr2_eps": "mcr2"
               "gam2": "mcr2", "n_components": "mcr2"}
 
 
+def trained_folder(flags, name):
+    """The --data_dir or --label_dir (`name`) a run trained with, as its config's `flags` record it
+    (an older run's relative to the folder train.py ran in); the default for a run without one.
+    attack.py reads a run's data and targets there when the flag is not given."""
+    own = flags.get(name) if isinstance(flags, dict) else None
+    return own if isinstance(own, str) else SHARED[name]["default"]
+
+
 def ignored_lines(flags, owners, chosen, option="label"):
     """The warnings for `flags` (names without --) given where they act on nothing: a flag of
     `owners` acts only with its --`option` value (LABEL_ONLY's) or values, none of them among

@@ -36,7 +36,7 @@ import numpy as np
 from labels import LABEL_DIR, granularity_fix, label_path, load_label, read_targets, targets_sha256
 from utils.constants import DATASETS, dataset_info, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
-from utils.flags import label_name, level, recorded_config, run_changes  # what train.py checks
+from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
 from utils.pickles import cifar_batches
 from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
 
@@ -410,12 +410,13 @@ def entry_key(entry):
             entry.get("protocol", "pixel"), float(entry["eps"]))
 
 
-def missing_entries(results, keys, plans=None, num_images=None):
+def missing_entries(results, keys, plans=None, num_images=None, images_sha256=None):
     """The (attack, targeted, protocol, eps) keys that attack_results.json lacks (a malformed
     entry counts for none). With `plans` ({key: (steps, step_size, restarts, amp, seed)}, from
     `requested_attacks`) an entry counts only if it ran its key's plan (in bf16 or not, as
-    asked, with the seed's targets and random starts), and with `num_images` only if it ran on
-    that many images: attack.py computes those anew, so a sweep must call it."""
+    asked, with the seed's targets and random starts), with `num_images` only if it ran on
+    that many images, and with `images_sha256` (`test_images_sha256`) only if on those images:
+    attack.py computes those anew, so a sweep must call it."""
     by_setting = {}  # (attack, targeted, protocol) -> entries: a key is looked for among its own alone
     for entry in attack_entries(results)[0]:
         by_setting.setdefault(entry_key(entry)[:3], []).append(entry)
@@ -424,6 +425,8 @@ def missing_entries(results, keys, plans=None, num_images=None):
         if not math.isclose(entry_key(entry)[3], key[3], rel_tol=1e-9, abs_tol=1e-12):
             return False
         if num_images is not None and entry.get("num_images", results.get("num_images")) != num_images:
+            return False
+        if images_sha256 is not None and entry.get("images_sha256") != images_sha256:
             return False
         plan = (plans or {}).get(key)
         step_size = entry.get("step_size")
@@ -482,29 +485,46 @@ def dataset_sha256(name, data_dir, granularity):
     training then test batches, at `granularity`), read without torch; None where its batches are
     not all there (train.py downloads them) or not readable (train.py says why). Read once per
     version of the files (a sweep asks once per run)."""
+    return _batches_sha256(name, data_dir, granularity, ("train", "test"))
+
+
+def test_images_sha256(name, data_dir, granularity, count=None):
+    """The `images_sha256` attack.py records of an entry computed on the first `count` (None:
+    all) test images of a dataset in data_dir, with their labels; None as for `dataset_sha256`."""
+    return _batches_sha256(name, data_dir, granularity, ("test",), count)
+
+
+def _batches_sha256(name, data_dir, granularity, splits, count=None):
     try:
         info = dataset_info(name, granularity)
     except UsageError:
         return None
     folder = Path(data_dir).absolute() / info.folder
-    versions = file_versions(folder / f for f in info.train_files + info.test_files)
-    return None if versions is None else _dataset_sha256(folder, name, granularity, versions)
+    files = {"train": info.train_files, "test": info.test_files}
+    versions = file_versions(folder / f for split in splits for f in files[split])
+    return None if versions is None else _split_sha256(folder, name, granularity, splits, count, versions)
 
 
 @functools.cache
-def _dataset_sha256(folder, name, granularity, versions):
-    """`dataset_sha256` of the batches in `folder`, cached per version of them: the bytes that
-    train.py's `tensors_sha256(train images, train labels, test images, test labels)` hashes,
-    read a batch at a time (CIFAR-10: 0.2 s and 60 MB more on a 2-core CPU; read at once, 440 MB)."""
+def _split_sha256(folder, name, granularity, splits, count, versions):
+    """sha256 of the images then the labels of each split in `splits` of the batches in `folder`
+    (of the first `count` images of each where given), cached per version of the files: the bytes
+    `tensors_sha256` hashes of the tensors train.py and attack.py read, read a batch at a time
+    (CIFAR-10's train and test splits: 0.2 s and 60 MB more on a 2-core CPU; read at once, 440 MB)."""
     info = dataset_info(name, granularity)
     digest = hashlib.sha256()
     try:
-        for files in (info.train_files, info.test_files):
-            labels = []
-            for images, batch_labels in cifar_batches(folder, files, info.label_keys[granularity],
+        for split in splits:
+            labels, taken = [], 0
+            for images, batch_labels in cifar_batches(folder, getattr(info, f"{split}_files"),
+                                                      info.label_keys[granularity],
                                                       info.num_classes[granularity]):
-                digest.update(np.ascontiguousarray(images))
-                labels.append(batch_labels)
+                end = None if count is None else count - taken
+                digest.update(np.ascontiguousarray(images[:end]))
+                labels.append(batch_labels[:end])
+                taken += len(labels[-1])
+                if taken == count:  # the batches after it are not read
+                    break
             digest.update(np.concatenate(labels))
     except (UsageError, OSError):  # OSError: a batch this user may not read (train.py says so)
         return None
@@ -557,12 +577,13 @@ def train_state(run_dir, train_namespace=None):
     return False, f"new ({last})" if last else "new"
 
 
-def attack_state(run_dir, wanted, test_images=None):
+def attack_state(run_dir, wanted, test_images=None, images_sha256=None):
     """(done, note) for the attack stage: attack_results.json holds every wanted entry.
 
     wanted: `requested_attacks(...)`. An entry counts when its attack, targeted flag, protocol
     and eps match and it ran the asked steps, step size, restarts and precision (--amp) on the
-    asked number of images (test_images when --num_images is unset).
+    asked number of images (test_images when --num_images is unset), and on the images of
+    `images_sha256` where given (those of --data_dir: `test_images_sha256`).
     """
     path = Path(run_dir) / ATTACK_RESULTS
     if not path.exists():
@@ -572,16 +593,16 @@ def attack_state(run_dir, wanted, test_images=None):
         return False, (f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it "
                        "to attack again)")
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
-    if missing := missing_note(results, wanted["keys"], wanted["plans"], asked):
+    if missing := missing_note(results, wanted["keys"], wanted["plans"], asked, images_sha256):
         return False, f"resume: {missing}"
     return True, f"done ({counted(len(wanted['keys']), 'setting')})"
 
 
-def missing_note(results, keys, plans=None, num_images=None):
+def missing_note(results, keys, plans=None, num_images=None, images_sha256=None):
     """The settings of `keys` that attack_results.json `results` lacks (see `missing_entries`), as
     a note: '3 of 16 settings missing, 3 of them computed with other steps, precision, images or
     seed (1017 images asked) (fgsm untargeted 1/255, ...)'; None when none is."""
-    missing = missing_entries(results, keys, plans, num_images)
+    missing = missing_entries(results, keys, plans, num_images, images_sha256)
     if not missing:
         return None
     shown = ", ".join(describe_key(k) for k in missing[:3])
@@ -654,7 +675,14 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             wanted = requested_attacks(attack_ns, attack.module)
             trained = read_json_or_none(run_dir / RESULTS)
             trained = trained if isinstance(trained, dict) else None
-            done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"))
+            images = None  # the test images attack.py reads: entries computed on others are not done
+            if (run_dir / ATTACK_RESULTS).exists():  # (unset, its --data_dir and granularity are the run's)
+                config = read_json_or_none(run_dir / CONFIG)
+                flags = config.get("flags") if isinstance(config, dict) else None
+                data_dir = attack_ns.data_dir or trained_folder(flags, "data_dir")
+                images = test_images_sha256(train_ns.dataset, data_dir, train_ns.label_granularity,
+                                            wanted["num_images"])
+            done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"), images)
             if not done or not train_done:  # training gives another best checkpoint: attack it too
                 if not train_done:
                     notes["attack"] = "after train"
