@@ -1125,6 +1125,44 @@ def test_an_attack_on_other_test_images_is_not_done(tmp_path, cifar10_dir):
         assert dry_run()[0] == to_run
 
 
+def test_an_attack_is_done_where_attack_py_reuses_every_entry(tmp_path, cifar10_dir, capsys, monkeypatch):
+    """Without --num_images attack.py attacks every test image of the folder it reads, whose
+    sha256 says how many: entries on the 150 of another --data_dir were counted against the 100
+    the run trained with, and the sweep resumed, without end, a run attack.py reused in full. A
+    run without a readable config.json trained on the folder its checkpoint alone names (read
+    with torch): the default folder's images were compared instead, and another copy there
+    resumed it too."""
+    from conftest import make_cifar10
+    from utils.grid import test_images_sha256
+    run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5, "test_images": 100}))
+    bigger = make_cifar10(tmp_path / "bigger", test=150)
+
+    def attacked(data_dir, num_images):
+        entry = {"attack": "fgsm", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 1,
+                 "step_size": 8 / 255, "restarts": 1, "num_images": num_images or 150, "seed": 3,
+                 "robust_acc": 0.25, "images_sha256": test_images_sha256("cifar10", data_dir, "fine", num_images)}
+        (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": entry["num_images"], "entries": [entry]}))
+
+    def rows(*flags):
+        argv = ["--labels", "category", "--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages",
+                "attack", *flags, "--attack_args", "--attacks fgsm --epsilons 8/255 --targeted no", "--dry_run"]
+        return sweep_lines(capsys, argv)[1]
+    attacked(bigger, None)
+    assert "skip: done (1 setting)" in rows("--data_dir", str(bigger))
+    assert "run: resume: 1 of 1 settings missing" in rows("--data_dir", str(cifar10_dir))
+    attacked(cifar10_dir, 20)
+    monkeypatch.chdir(tmp_path)
+    make_cifar10(tmp_path / "data", seed=1)  # the default --data_dir holds other images
+    for config in (None, '{"flags": '):  # deleted, or cut short
+        if config is not None:
+            (run_dir / "config.json").write_text(config)
+        assert "skip: done (1 setting)" in rows("--num_images", "20")
+    (run_dir / "config.json").write_text(json.dumps({"flags": {}}))  # a run that trained on the default
+    assert "run: resume: 1 of 1 settings missing" in rows("--num_images", "20")
+
+
 def test_a_dataset_batch_the_sweep_cannot_read_leaves_the_run_to_train_py(tmp_path, cifar10_dir,
                                                                          monkeypatch):
     """A batch train.py refuses with one line (a folder or a FIFO in its place, a file this user

@@ -112,7 +112,7 @@ def trained_folder(flags, name):
     """The --data_dir or --label_dir (`name`) a run trained with, as its config's `flags` record it
     (an older run's relative to the folder train.py ran in); the default for a run without one.
     attack.py reads a run's data and targets there when the flag is not given."""
-    own = flags.get(name) if isinstance(flags, dict) else None
+    own = flags.get(name)
     return own if isinstance(own, str) else SHARED[name]["default"]
 
 

@@ -676,13 +676,17 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             trained = read_json_or_none(run_dir / RESULTS)
             trained = trained if isinstance(trained, dict) else None
             images = None  # the test images attack.py reads: entries computed on others are not done
+            test_images = (trained or {}).get("test_images")
             if (run_dir / ATTACK_RESULTS).exists():  # (unset, its --data_dir and granularity are the run's)
                 config = read_json_or_none(run_dir / CONFIG)
                 flags = config.get("flags") if isinstance(config, dict) else None
-                data_dir = attack_ns.data_dir or trained_folder(flags, "data_dir")
-                images = test_images_sha256(train_ns.dataset, data_dir, train_ns.label_granularity,
-                                            wanted["num_images"])
-            done, notes["attack"] = attack_state(run_dir, wanted, (trained or {}).get("test_images"), images)
+                if attack_ns.data_dir or isinstance(flags, dict):  # else only its checkpoint (torch) names it
+                    data_dir = attack_ns.data_dir or trained_folder(flags, "data_dir")
+                    images = test_images_sha256(train_ns.dataset, data_dir, train_ns.label_granularity,
+                                                wanted["num_images"])
+                if images is not None and wanted["num_images"] is None:  # every image there, however
+                    test_images = None  # many the run tested: the sha256 says how many
+            done, notes["attack"] = attack_state(run_dir, wanted, test_images, images)
             if not done or not train_done:  # training gives another best checkpoint: attack it too
                 if not train_done:
                     notes["attack"] = "after train"
