@@ -15,7 +15,6 @@ last line on stdout is one JSON object.
 """
 import argparse
 import glob
-import hashlib
 import os
 import textwrap
 from fractions import Fraction
@@ -165,14 +164,6 @@ def requested_settings(args):
 
 # flag -> the attacks it acts on (FGSM takes one step of eps; only pgd starts again at random)
 ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"), "restarts": ("pgd",)}
-
-
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_checkpoint(args):
@@ -464,8 +455,8 @@ def run(args, argv=None):
     from utils.attacks import Shared, draw_targets
     from utils.atomic import check_writable
     from utils.progress import Progress
-    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, run_lock,
-                            tensors_sha256, write_json)
+    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, file_sha256,
+                            run_lock, tensors_sha256, write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     protocol, attacks, epsilons, modes = requested_settings(args)

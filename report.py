@@ -33,8 +33,9 @@ from pathlib import Path
 
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number,
                           os_errors_as_usage, run_cli)
-from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, cores, counted, entry_key, eps_text,
-                        last_written, missing_note, nonnegative, parse_level, read_json_or_none, read_lines)
+from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, attacked_another, cores, counted, entry_key,
+                        eps_text, last_written, missing_note, nonnegative, parse_level, read_json_or_none,
+                        read_lines)
 from utils.atomic import file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
@@ -244,6 +245,11 @@ def read_run(base, rel, key):
             record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
         else:
             entries, malformed = attack_entries(attack)
+            best = sorted(run_dir.glob("*_best_model.pth"))  # the checkpoint attack.py attacks
+            if len(best) == 1 and attacked_another(attack_path, attack, best[0]):
+                record["problems"].append(f"{ATTACK_RESULTS} left out: it holds the attacks of another "
+                                          f"checkpoint than {best[0].name} (attack the run again)")
+                return record
             if malformed:
                 record["problems"].append(
                     f"{ATTACK_RESULTS}: {malformed} malformed entries left out (without an attack, "

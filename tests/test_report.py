@@ -227,6 +227,29 @@ def test_a_run_attacked_again_with_another_seed_is_one_seed(tmp_path):
     assert [(r["n"], r["seeds"], float(r["robust_acc_mean"])) for r in rows] == [("2", "1 2", 0.35)]
 
 
+def test_attacks_of_another_checkpoint_are_left_out(tmp_path):
+    """A best checkpoint written after the attack results, of other bytes (copied in by hand):
+    the results are of the model before it (attack.py drops them), not of this run's."""
+    import hashlib
+    for seed in (1, 2):
+        run_dir = make_run(tmp_path / "runs", "category", seed, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+                           attack=[entry("pgd", EPS8, 0.2 * seed)])
+        results = json.loads((run_dir / "attack_results.json").read_text())
+        (run_dir / "attack_results.json").write_text(json.dumps(results | {
+            "checkpoint_sha256": hashlib.sha256(b"attacked").hexdigest()}))
+        checkpoint = run_dir / f"category_seed{seed}_resnet32_best_model.pth"
+        checkpoint.write_bytes(b"attacked" if seed == 1 else b"copied in")
+        stamp = (run_dir / "attack_results.json").stat().st_mtime_ns + 10**9
+        os.utime(checkpoint, ns=(stamp, stamp))
+    summary = report(tmp_path / "runs", tmp_path / "out", draw=False)
+    rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
+    assert [(r["n"], r["seeds"], float(r["robust_acc_mean"])) for r in rows] == [("1", "1", 0.2)]
+    incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
+    assert incomplete == {"cifar10/resnet32/category/level100/seed2": [
+        "attack_results.json left out: it holds the attacks of another checkpoint than "
+        "category_seed2_resnet32_best_model.pth (attack the run again)"]}
+
+
 def test_a_labels_clean_accuracy_is_over_every_seed_of_its_table(tmp_path):
     """A seed without one eps's entry (an attack stopped part way) left the clean column with the
     largest eps's seeds alone, unlike the figure's clean point."""

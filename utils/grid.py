@@ -38,7 +38,8 @@ from utils.constants import DATASETS, dataset_info, schedule  # what attack.py r
 from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
 from utils.pickles import cifar_batches
-from utils.runs import ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, run_dir_of
+from utils.runs import (ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
+                        file_sha256, run_dir_of)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -577,13 +578,14 @@ def train_state(run_dir, train_namespace=None):
     return False, f"new ({last})" if last else "new"
 
 
-def attack_state(run_dir, wanted, test_images=None, images_sha256=None):
+def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoint=None):
     """(done, note) for the attack stage: attack_results.json holds every wanted entry.
 
     wanted: `requested_attacks(...)`. An entry counts when its attack, targeted flag, protocol
     and eps match and it ran the asked steps, step size, restarts and precision (--amp) on the
     asked number of images (test_images when --num_images is unset), and on the images of
-    `images_sha256` where given (those of --data_dir: `test_images_sha256`).
+    `images_sha256` where given (those of --data_dir: `test_images_sha256`); none counts when
+    the file's are of another checkpoint than `checkpoint`, where given (`attacked_another`).
     """
     path = Path(run_dir) / ATTACK_RESULTS
     if not path.exists():
@@ -592,10 +594,27 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None):
     if not isinstance(results, dict):
         return False, (f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it "
                        "to attack again)")
+    if checkpoint is not None and attacked_another(path, results, checkpoint):
+        return False, (f"new: {ATTACK_RESULTS} holds the attacks of another checkpoint than {checkpoint.name}, "
+                       "which attack.py drops")
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
     if missing := missing_note(results, wanted["keys"], wanted["plans"], asked, images_sha256):
         return False, f"resume: {missing}"
     return True, f"done ({counted(len(wanted['keys']), 'setting')})"
+
+
+def attacked_another(path, results, checkpoint):
+    """Whether attack_results.json (at `path`, parsed: `results`) holds the attacks of another file
+    than `checkpoint` (attack.py drops them and attacks it anew): a checkpoint copied in by hand
+    (train.py removes the attack results of a run it trains again). Its bytes are read only where
+    it was written after the results (so a sweep reads none of its finished runs' checkpoints)."""
+    versions = file_versions([checkpoint, path])
+    if versions is None or versions[0][0] <= versions[1][0]:  # missing: attack.py says so
+        return False
+    try:
+        return results.get("checkpoint_sha256") != file_sha256(checkpoint)
+    except OSError:  # unreadable: attack.py says why
+        return False
 
 
 def missing_note(results, keys, plans=None, num_images=None, images_sha256=None):
@@ -686,7 +705,8 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                                                 wanted["num_images"])
                 if images is not None and wanted["num_images"] is None:  # every image there, however
                     test_images = None  # many the run tested: the sha256 says how many
-            done, notes["attack"] = attack_state(run_dir, wanted, test_images, images)
+            checkpoint = run_dir / best_checkpoint_name(train_ns.label, train_ns.seed, train_ns.model)
+            done, notes["attack"] = attack_state(run_dir, wanted, test_images, images, checkpoint)
             if not done or not train_done:  # training gives another best checkpoint: attack it too
                 if not train_done:
                     notes["attack"] = "after train"

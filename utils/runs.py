@@ -263,6 +263,15 @@ def malformed(path, advice):
                          f"{': ' + reason if reason else ''}); {advice}") from None
 
 
+def file_sha256(path):
+    """sha256 of a file's bytes, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def tensors_sha256(*tensors):
     """sha256 of the tensors' bytes, one after the other (CIFAR-10's 60000 images: 0.2 s on a CPU)."""
     digest = hashlib.sha256()
