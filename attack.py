@@ -484,7 +484,8 @@ def run(args, argv=None):
         images, labels = data.test_images[:n], data.test_labels[:n]
         targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
         images_sha = tensors_sha256(images, labels)
-        checkpoint_sha = file_sha256(path)
+        # sha256, and the file's size and mtime, with which sweep.py and report.py know it unread
+        written, checkpoint_sha = path.stat(), file_sha256(path)
         results_path, png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
         entries = load_previous(results_path, png, path, checkpoint_sha, log)
         # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
@@ -496,6 +497,7 @@ def run(args, argv=None):
 
         def document(clean_acc):
             return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
+                    "checkpoint_mtime": written.st_mtime, "checkpoint_size": written.st_size,
                     "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
                     "clean_acc": clean_acc, "entries": entries,
                     "config": vars(args) | absolute_folders(args) | {"epsilons": [

@@ -39,8 +39,8 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, attacked_anoth
 from utils.atomic import file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
-from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, dataset_folder, json_text,
-                        run_dir_of, run_folder_name)
+from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, best_checkpoint_name, dataset_folder,
+                        json_text, run_dir_of, run_folder_name)
 
 # A level{L} folder is no dataset's (datasets are train.py's choices): under --base_dir
 # outputs/less/cifar10, its level10 runs were a dataset "level10" at level 100.
@@ -245,10 +245,11 @@ def read_run(base, rel, key):
             record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
         else:
             entries, malformed = attack_entries(attack)
-            best = sorted(run_dir.glob("*_best_model.pth"))  # the checkpoint attack.py attacks
-            if len(best) == 1 and attacked_another(attack_path, attack, best[0]):
+            # the checkpoint attack.py attacks (its name unknown without the run's flags: not compared)
+            best = run_dir / best_checkpoint_name(flags.get("label"), key["seed"], key["model"])
+            if "label" in flags and attacked_another(attack_path, attack, best):
                 record["problems"].append(f"{ATTACK_RESULTS} left out: it holds the attacks of another "
-                                          f"checkpoint than {best[0].name} (attack the run again)")
+                                          f"checkpoint than {best.name} (attack the run again)")
                 return record
             if malformed:
                 record["problems"].append(

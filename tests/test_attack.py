@@ -1104,6 +1104,34 @@ def test_an_unset_data_dir_is_the_one_the_run_trained_on(speech_run, cifar10_dir
                                              "dataset on this machine")
 
 
+def test_the_attacked_checkpoint_is_known_unread_and_another_is_found(speech_run, label_dir, cifar10_dir,
+                                                                     tmp_path, capsys, monkeypatch):
+    """attack_results.json records the checkpoint's size and mtime beside its sha256: sweep.py and
+    report.py know it unread where it is still that file, and read one copied over it with its
+    own older mtime (cp -p of another run's), which attack.py then attacks anew."""
+    import utils.grid
+    from utils.grid import attacked_another
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
+    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+             "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255", "--num_images", "5", "--examples", "0"]
+    call_main(capsys, flags)
+    results = json.loads((tmp_path / ATTACK_RESULTS).read_text())
+    assert (results["checkpoint_mtime"], results["checkpoint_size"]) == (checkpoint.stat().st_mtime,
+                                                                         checkpoint.stat().st_size)
+    with monkeypatch.context() as patched:
+        patched.setattr(utils.grid, "file_sha256", lambda path: pytest.fail(f"{path} was read"))
+        assert not attacked_another(tmp_path / ATTACK_RESULTS, results, checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, checkpoint)
+    os.utime(checkpoint, (results["checkpoint_mtime"] - 3600,) * 2)
+    assert attacked_another(tmp_path / ATTACK_RESULTS, results, checkpoint)
+    _, err = call_main(capsys, flags)
+    assert "dropping 1 entries computed on another checkpoint" in err
+
+
 def test_a_label_of_your_own_is_checked_against_the_runs_label_folder(cifar10_dir, tmp_path, capsys):
     """A run trained on targets of its own under a shipped name (speech, (10, 7), in its own
     --label_dir) was refused by attack.py without --label_dir: it checked the shipped 64x64 speech

@@ -228,26 +228,32 @@ def test_a_run_attacked_again_with_another_seed_is_one_seed(tmp_path):
 
 
 def test_attacks_of_another_checkpoint_are_left_out(tmp_path):
-    """A best checkpoint written after the attack results, of other bytes (copied in by hand):
-    the results are of the model before it (attack.py drops them), not of this run's."""
+    """The run's best checkpoint, of other bytes than attack_results.json's entries were computed
+    on (copied in by hand, with cp -p too, beside the run's own kept under another name): the
+    results are of the model before it (attack.py drops them), not of this run's."""
     import hashlib
-    for seed in (1, 2):
+    reasons = {}
+    for seed, copied in ((1, False), (2, True), (3, True)):
         run_dir = make_run(tmp_path / "runs", "category", seed, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
                            attack=[entry("pgd", EPS8, 0.2 * seed)])
+        checkpoint = run_dir / f"category_seed{seed}_resnet32_best_model.pth"
+        checkpoint.write_bytes(b"attacked")
+        attacked = checkpoint.stat()
         results = json.loads((run_dir / "attack_results.json").read_text())
         (run_dir / "attack_results.json").write_text(json.dumps(results | {
-            "checkpoint_sha256": hashlib.sha256(b"attacked").hexdigest()}))
-        checkpoint = run_dir / f"category_seed{seed}_resnet32_best_model.pth"
-        checkpoint.write_bytes(b"attacked" if seed == 1 else b"copied in")
-        stamp = (run_dir / "attack_results.json").stat().st_mtime_ns + 10**9
-        os.utime(checkpoint, ns=(stamp, stamp))
+            "checkpoint_sha256": hashlib.sha256(b"attacked").hexdigest(),
+            "checkpoint_mtime": attacked.st_mtime, "checkpoint_size": attacked.st_size}))
+        if copied:
+            (run_dir / f"kept_{checkpoint.name}").write_bytes(b"attacked")
+            checkpoint.write_bytes(b"copied in" if seed == 2 else b"attackeD")
+            os.utime(checkpoint, (attacked.st_mtime - 3600,) * 2)  # cp -p: the copied file's mtime
+            reasons[f"cifar10/resnet32/category/level100/seed{seed}"] = [
+                "attack_results.json left out: it holds the attacks of another checkpoint than "
+                f"{checkpoint.name} (attack the run again)"]
     summary = report(tmp_path / "runs", tmp_path / "out", draw=False)
     rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
     assert [(r["n"], r["seeds"], float(r["robust_acc_mean"])) for r in rows] == [("1", "1", 0.2)]
-    incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
-    assert incomplete == {"cifar10/resnet32/category/level100/seed2": [
-        "attack_results.json left out: it holds the attacks of another checkpoint than "
-        "category_seed2_resnet32_best_model.pth (attack the run again)"]}
+    assert {i["run"]: i["reasons"] for i in summary["incomplete"]} == reasons
 
 
 def test_a_labels_clean_accuracy_is_over_every_seed_of_its_table(tmp_path):

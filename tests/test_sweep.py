@@ -1163,33 +1163,47 @@ def test_an_attack_is_done_where_attack_py_reuses_every_entry(tmp_path, cifar10_
     assert "run: resume: 1 of 1 settings missing" in rows("--num_images", "20")
 
 
-def test_attacks_of_another_checkpoint_are_not_done(tmp_path, capsys):
+def test_attacks_of_another_checkpoint_are_not_done(tmp_path, capsys, monkeypatch):
     """A best checkpoint copied in by hand over an attacked run's (a run trained on another
     machine): attack.py drops the entries of the checkpoint before it and attacks this one, and
-    the sweep skipped the run as done. A checkpoint written before the results is not read."""
+    the sweep skipped the run as done. The checkpoint is read only where it is not the file
+    attack.py recorded (size, mtime), so a run folder copied whole keeps its runs done unread,
+    and a copy that keeps another file's mtime (cp -p, rsync -a) is read."""
     import hashlib
+    import utils.grid
     run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
     make_trained(run_dir, attack=["fgsm"])
-    checkpoint = run_dir / "category_seed3_resnet32_best_model.pth"
-    results = json.loads((run_dir / ATTACK_RESULTS).read_text())
-    (run_dir / ATTACK_RESULTS).write_text(json.dumps(results | {
-        "checkpoint_sha256": hashlib.sha256(b"attacked").hexdigest()}))
+    checkpoint, results_path = run_dir / "category_seed3_resnet32_best_model.pth", run_dir / ATTACK_RESULTS
+    checkpoint.write_bytes(b"attacked")
+    attacked = checkpoint.stat()
+    results = json.loads(results_path.read_text()) | {"checkpoint_sha256": hashlib.sha256(b"attacked").hexdigest()}
+    results_path.write_text(json.dumps(results | {"checkpoint_mtime": attacked.st_mtime,
+                                                  "checkpoint_size": attacked.st_size}))
+    reads = []
+    monkeypatch.setattr(utils.grid, "file_sha256", lambda path: reads.append(path) or hashlib.sha256(
+        Path(path).read_bytes()).hexdigest())
 
-    def row(written_before_results):
-        stamp = (run_dir / ATTACK_RESULTS).stat().st_mtime_ns + (-10**9 if written_before_results else 10**9)
-        os.utime(checkpoint, ns=(stamp, stamp))
+    def row(content, mtime):
+        checkpoint.write_bytes(content)
+        os.utime(checkpoint, (mtime, mtime))
         argv = ["--labels", "category", "--seeds", "3", "--base_dir", str(tmp_path), "--stages", "attack",
                 "--attack_args", "--attacks fgsm --epsilons 8/255 --targeted no --num_images 20", "--dry_run"]
         return sweep_lines(capsys, argv)[1]
-    checkpoint.write_bytes(b"attacked")
-    assert "skip: done (1 setting)" in row(written_before_results=False)  # a copy of the same file
-    checkpoint.write_bytes(b"another")
-    assert "skip: done (1 setting)" in row(written_before_results=True)  # not read
-    assert ("run: new: attack_results.json holds the attacks of another checkpoint than "
-            "category_seed3_resnet32_best_model.pth, which attack.py drops") in row(written_before_results=False)
+    another = ("run: new: attack_results.json holds the attacks of another checkpoint than "
+               "category_seed3_resnet32_best_model.pth, which attack.py drops")
+    assert "skip: done (1 setting)" in row(b"attacked", int(attacked.st_mtime)) and not reads  # rsync -a, scp -p
+    assert "skip: done (1 setting)" in row(b"attacked", attacked.st_mtime + 60) and len(reads) == 1  # cp
+    assert another in row(b"attackeD", attacked.st_mtime - 3600)  # cp -p of another run's, as large
+    assert another in row(b"another", attacked.st_mtime + 60)
     checkpoint.chmod(0)  # unreadable: attack.py says why
     if not os.access(checkpoint, os.R_OK):  # (root reads it all the same)
-        assert "skip: done (1 setting)" in row(written_before_results=False)
+        assert "skip: done (1 setting)" in row(b"another", attacked.st_mtime + 60)
+    checkpoint.chmod(0o644)
+    results_path.write_text(json.dumps(results))  # an older attack.py's, which did not record the file
+    os.utime(results_path, (attacked.st_mtime, attacked.st_mtime))
+    assert another in row(b"another", attacked.st_mtime + 60)  # written after the results: read
+    reads.clear()
+    assert "skip: done (1 setting)" in row(b"another", attacked.st_mtime - 60) and not reads
 
 
 def test_a_dataset_batch_the_sweep_cannot_read_leaves_the_run_to_train_py(tmp_path, cifar10_dir,

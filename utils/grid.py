@@ -605,11 +605,25 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
 
 def attacked_another(path, results, checkpoint):
     """Whether attack_results.json (at `path`, parsed: `results`) holds the attacks of another file
-    than `checkpoint` (attack.py drops them and attacks it anew): a checkpoint copied in by hand
-    (train.py removes the attack results of a run it trains again). Its bytes are read only where
-    it was written after the results (so a sweep reads none of its finished runs' checkpoints)."""
-    versions = file_versions([checkpoint, path])
-    if versions is None or versions[0][0] <= versions[1][0]:  # missing: attack.py says so
+    than `checkpoint` (attack.py drops them and attacks it anew): one copied in by hand (train.py
+    removes the attack results of a run it trains again). Its bytes are read only where it is not
+    the file attack.py recorded, by size and mtime (to within 2 s: a copy may keep whole seconds),
+    or, in results of an attack.py that did not record them, where it was written after them: a
+    sweep reads no finished run's checkpoint, nor one of a run folder copied with cp -a or rsync -a;
+    one copied in with cp -p is read, as it keeps another file's mtime."""
+    try:
+        stat = Path(checkpoint).stat()
+        written = Path(path).stat().st_mtime
+    except OSError:  # missing: attack.py says so
+        return False
+    if not S_ISREG(stat.st_mode):  # a folder; a FIFO, whose open would wait: attack.py says so
+        return False
+    mtime, size = results.get("checkpoint_mtime"), results.get("checkpoint_size")
+    if isinstance(mtime, (int, float)) and isinstance(size, int):
+        unchanged = stat.st_size == size and abs(stat.st_mtime - mtime) <= 2
+    else:
+        unchanged = stat.st_mtime <= written
+    if unchanged:
         return False
     try:
         return results.get("checkpoint_sha256") != file_sha256(checkpoint)
