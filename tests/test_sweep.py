@@ -1190,7 +1190,7 @@ def test_attacks_of_another_checkpoint_are_not_done(tmp_path, capsys, monkeypatc
                 "--attack_args", "--attacks fgsm --epsilons 8/255 --targeted no --num_images 20", "--dry_run"]
         return sweep_lines(capsys, argv)[1]
     another = ("run: new: attack_results.json holds the attacks of another checkpoint than "
-               "category_seed3_resnet32_best_model.pth, which attack.py drops")
+               "category_seed3_resnet32_best_model.pth")
     assert "skip: done (1 setting)" in row(b"attacked", int(attacked.st_mtime)) and not reads  # rsync -a, scp -p
     assert "skip: done (1 setting)" in row(b"attacked", attacked.st_mtime + 60) and len(reads) == 1  # cp
     assert another in row(b"attackeD", attacked.st_mtime - 3600)  # cp -p of another run's, as large

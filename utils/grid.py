@@ -595,8 +595,7 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
         return False, (f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it "
                        "to attack again)")
     if checkpoint is not None and attacked_another(path, results, checkpoint):
-        return False, (f"new: {ATTACK_RESULTS} holds the attacks of another checkpoint than {checkpoint.name}, "
-                       "which attack.py drops")
+        return False, f"new: {ATTACK_RESULTS} holds the attacks of another checkpoint than {checkpoint.name}"
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
     if missing := missing_note(results, wanted["keys"], wanted["plans"], asked, images_sha256):
         return False, f"resume: {missing}"
