@@ -1119,7 +1119,7 @@ def test_an_attack_on_other_test_images_is_not_done(tmp_path, cifar10_dir):
     to_run, out = dry_run(other)
     assert to_run == 1 and ("run: resume: 1 of 1 settings missing, 1 of them computed with other steps, "
                             "precision, images or seed (20 images asked)") in out
-    assert dry_run(tmp_path / "none")[0] == 0  # no dataset there: attack.py downloads it or says why
+    assert dry_run(tmp_path / "none")[0] == 0  # no dataset there to compare: done as the entries say
     for trained_on, to_run in ((cifar10_dir, 0), (other, 1)):  # no --data_dir: attack.py reads the run's
         (run_dir / "config.json").write_text(json.dumps({"flags": {"data_dir": str(trained_on)}}))
         assert dry_run()[0] == to_run
@@ -1195,7 +1195,7 @@ def test_attacks_of_another_checkpoint_are_not_done(tmp_path, capsys, monkeypatc
     assert "skip: done (1 setting)" in row(b"attacked", attacked.st_mtime + 60) and len(reads) == 1  # cp
     assert another in row(b"attackeD", attacked.st_mtime - 3600)  # cp -p of another run's, as large
     assert another in row(b"another", attacked.st_mtime + 60)
-    checkpoint.chmod(0)  # unreadable: attack.py says why
+    checkpoint.chmod(0)  # unreadable: not compared, done as the entries say (attack.py could not read it)
     if not os.access(checkpoint, os.R_OK):  # (root reads it all the same)
         assert "skip: done (1 setting)" in row(b"another", attacked.st_mtime + 60)
     checkpoint.chmod(0o644)

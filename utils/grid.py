@@ -11,9 +11,10 @@
 
 A run is one (dataset, model, label, level, seed); its stages (train, then attack) run in that order
 inside one unit of work, because the attack reads the checkpoint the training wrote. What a stage
-still needs is read from the run directory (and the digest of the label file a run trains on: see
-`train_state` and `attack_state`), so every caller (a dry run, a SLURM script, a local pool, a
-report) agrees on it.
+still needs is read from the run directory, with the digests of what its scripts would read (the
+label file and dataset batches a run trains on, the test images and checkpoint it is attacked on:
+see `train_state` and `attack_state`), so every caller (a dry run, a SLURM script, a local pool, a
+report) agrees on it, and with train.py and attack.py.
 """
 import argparse
 import contextlib
@@ -496,6 +497,8 @@ def test_images_sha256(name, data_dir, granularity, count=None):
 
 
 def _batches_sha256(name, data_dir, granularity, splits, count=None):
+    """`_split_sha256` of the dataset's batches in data_dir, or None where one is missing or no
+    plain file."""
     try:
         info = dataset_info(name, granularity)
     except UsageError:
@@ -604,12 +607,13 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
 
 def attacked_another(path, results, checkpoint):
     """Whether attack_results.json (at `path`, parsed: `results`) holds the attacks of another file
-    than `checkpoint` (attack.py drops them and attacks it anew): one copied in by hand (train.py
-    removes the attack results of a run it trains again). Its bytes are read only where it is not
-    the file attack.py recorded, by size and mtime (to within 2 s: a copy may keep whole seconds),
-    or, in results of an attack.py that did not record them, where it was written after them: a
-    sweep reads no finished run's checkpoint, nor one of a run folder copied with cp -a or rsync -a;
-    one copied in with cp -p is read, as it keeps another file's mtime."""
+    than `checkpoint`: one copied in by hand (train.py removes the attack results of a run it trains
+    again). attack.py drops them, or stops while the file they record at another path (another
+    .pth in the folder, the run folder this one was copied from) is still there. Its bytes are read
+    only where it is not the file attack.py recorded, by size and mtime (to within 2 s: a copy may
+    keep whole seconds, and FAT even ones), or, in results of an attack.py that did not record them, where it was
+    written after them: a sweep reads no finished run's checkpoint, nor one of a run folder copied
+    with cp -a or rsync -a; one copied in with cp -p is read, as it keeps another file's mtime."""
     try:
         stat = Path(checkpoint).stat()
         written = Path(path).stat().st_mtime
@@ -718,8 +722,10 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                                                 wanted["num_images"])
                 if images is not None and wanted["num_images"] is None:  # every image there, however
                     test_images = None  # many the run tested: the sha256 says how many
+            # (a run the sweep trains gets another checkpoint, and is attacked after it anyway)
             checkpoint = run_dir / best_checkpoint_name(train_ns.label, train_ns.seed, train_ns.model)
-            done, notes["attack"] = attack_state(run_dir, wanted, test_images, images, checkpoint)
+            done, notes["attack"] = attack_state(run_dir, wanted, test_images, images,
+                                                 checkpoint if train_done else None)
             if not done or not train_done:  # training gives another best checkpoint: attack it too
                 if not train_done:
                     notes["attack"] = "after train"
