@@ -1082,7 +1082,14 @@ def test_a_run_trained_on_other_images_is_named(tmp_path, cifar10_dir):
                                    "run directory to start over")
     shutil.copytree(cifar10_dir, tmp_path / "copy")
     assert state(tmp_path / "copy") == (True, "done, test_acc 0.5000")
-    assert state(tmp_path / "none") == (True, "done, test_acc 0.5000")  # train.py downloads it first
+    assert state(tmp_path / "none") == (True, "done, test_acc 0.5000")  # no folder recorded: not known
+    for folder, done in ((tmp_path / "none", True), (cifar10_dir, False)):  # not there yet: read it?
+        (run_dir / "config.json").write_text(json.dumps({"flags": {"data_dir": str(folder)},
+                                                         "data_sha256": recorded}))
+        assert state(tmp_path / "none") == (done, "done, test_acc 0.5000" if done else (
+            f"finished, but it read the data in {cifar10_dir}, and {tmp_path / 'none'} holds no readable "
+            "cifar10 to compare: train.py reads it (downloads it where missing) and checks"))
+    (run_dir / "config.json").write_text(json.dumps({"flags": {}, "data_sha256": recorded}))
     batch = tmp_path / "copy" / "cifar-10-batches-py" / "test_batch"
     batch.write_bytes(batch.read_bytes()[:-10])  # unreadable: train.py says why; not compared here
     assert state(tmp_path / "copy") == (True, "done, test_acc 0.5000")
@@ -1120,6 +1127,12 @@ def test_an_attack_on_other_test_images_is_not_done(tmp_path, cifar10_dir):
     assert to_run == 1 and ("run: resume: 1 of 1 settings missing, 1 of them computed with other steps, "
                             "precision, images or seed (20 images asked)") in out
     assert dry_run(tmp_path / "none")[0] == 0  # no dataset there to compare: done as the entries say
+    (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [entry], "config": {
+        "data_dir": str(cifar10_dir)}}))  # unless they were computed on another folder's
+    to_run, out = dry_run(tmp_path / "none")
+    assert to_run == 1 and (f"run: resume: it read the data in {cifar10_dir}, and {tmp_path / 'none'} holds "
+                            "no readable cifar10 to compare: attack.py reads it") in out
+    assert dry_run(cifar10_dir)[0] == 0
     for trained_on, to_run in ((cifar10_dir, 0), (other, 1)):  # no --data_dir: attack.py reads the run's
         (run_dir / "config.json").write_text(json.dumps({"flags": {"data_dir": str(trained_on)}}))
         assert dry_run()[0] == to_run

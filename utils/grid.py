@@ -535,6 +535,18 @@ def _split_sha256(folder, name, granularity, splits, count, versions):
     return digest.hexdigest()
 
 
+def uncompared_data(recorded, data_dir, dataset, script):
+    """Where a run's images could not be compared with those in `data_dir` (not there yet, or not
+    readable) and `recorded` (config flags) names another folder as the one it read: a note that
+    `script` reads data_dir (downloading it where missing) and finds out; else None. A trial on a
+    copy of the data, followed by the grid on a dataset not downloaded yet, was done as asked."""
+    own = recorded.get("data_dir") if isinstance(recorded, dict) else None
+    if not isinstance(own, str) or Path(own).resolve() == Path(data_dir).resolve():
+        return None
+    return (f"it read the data in {own}, and {data_dir} holds no readable {dataset} to compare: "
+            f"{script} reads it (downloads it where missing) and checks")
+
+
 def train_state(run_dir, train_namespace=None):
     """(done, note) for the train stage of a run directory.
 
@@ -547,7 +559,7 @@ def train_state(run_dir, train_namespace=None):
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
     values = read_json_or_none(results)  # None: missing, or not JSON
-    diffs = []
+    diffs, unchecked = [], None
     if train_namespace is not None:
         ns = train_namespace
         label_sha256 = None if ns.label in FILELESS_LABELS else \
@@ -558,12 +570,16 @@ def train_state(run_dir, train_namespace=None):
         data = {"data_sha256": dataset_sha256(ns.dataset, ns.data_dir, ns.label_granularity)
                 } if config.get("data_sha256") else None
         diffs = run_changes(config, ns, label_sha256, now="sweep:", data=data)
+        if data and data["data_sha256"] is None:
+            unchecked = uncompared_data(config.get("flags"), ns.data_dir, ns.dataset, "train.py")
     if results.exists():
         if not isinstance(values, dict):
             return False, ("results.json is not a valid JSON object (train.py will stop; delete it "
                            "to retrain)")
         if diffs:
             return False, f"finished, but trained with {', '.join(diffs)}: {REFUSED}"
+        if unchecked:
+            return False, f"finished, but {unchecked}"
         test_acc = accuracy(values.get("test_acc"))
         return True, "done" + ("" if test_acc is None else f", test_acc {test_acc:.4f}")
     if (run_dir / LAST_CHECKPOINT).exists():
@@ -726,6 +742,11 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             checkpoint = run_dir / best_checkpoint_name(train_ns.label, train_ns.seed, train_ns.model)
             done, notes["attack"] = attack_state(run_dir, wanted, test_images, images,
                                                  checkpoint if train_done else None)
+            if done and images is None and attack_ns.data_dir:  # its entries' folder, if another
+                attacked = read_json_or_none(run_dir / ATTACK_RESULTS)
+                if unchecked := uncompared_data(attacked.get("config"), attack_ns.data_dir, train_ns.dataset,
+                                                "attack.py"):
+                    done, notes["attack"] = False, f"resume: {unchecked}"
             if not done or not train_done:  # training gives another best checkpoint: attack it too
                 if not train_done:
                     notes["attack"] = "after train"
