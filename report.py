@@ -246,8 +246,9 @@ def read_run(base, rel, key):
         else:
             entries, malformed = attack_entries(attack)
             # the checkpoint attack.py attacks (its name unknown without the run's flags: not compared)
-            best = run_dir / best_checkpoint_name(flags.get("label"), key["seed"], key["model"])
-            if "label" in flags and attacked_another(attack_path, attack, best):
+            best = run_dir / best_checkpoint_name(flags["label"], key["seed"], key["model"]) \
+                if "label" in flags else None
+            if best and attacked_another(attack_path, attack, best):
                 record["problems"].append(f"{ATTACK_RESULTS} left out: it holds the attacks of another "
                                           f"checkpoint than {best.name} (attack the run again)")
                 return record

@@ -538,8 +538,9 @@ def _split_sha256(folder, name, granularity, splits, count, versions):
 def uncompared_data(recorded, data_dir, dataset, script):
     """Where a run's images could not be compared with those in `data_dir` (not there yet, or not
     readable) and `recorded` (config flags) names another folder as the one it read: a note that
-    `script` reads data_dir (downloading it where missing) and finds out; else None. A trial on a
-    copy of the data, followed by the grid on a dataset not downloaded yet, was done as asked."""
+    `script` reads data_dir (downloading it where missing) and finds out; else None. (A trial on a
+    copy of the data, then the grid on a dataset not downloaded yet: the trial's runs were listed
+    done.)"""
     own = recorded.get("data_dir") if isinstance(recorded, dict) else None
     if not isinstance(own, str) or Path(own).resolve() == Path(data_dir).resolve():
         return None
@@ -627,9 +628,10 @@ def attacked_another(path, results, checkpoint):
     again). attack.py drops them, or stops while the file they record at another path (another
     .pth in the folder, the run folder this one was copied from) is still there. Its bytes are read
     only where it is not the file attack.py recorded, by size and mtime (to within 2 s: a copy may
-    keep whole seconds, and FAT even ones), or, in results of an attack.py that did not record them, where it was
-    written after them: a sweep reads no finished run's checkpoint, nor one of a run folder copied
-    with cp -a or rsync -a; one copied in with cp -p is read, as it keeps another file's mtime."""
+    keep whole seconds, and FAT even ones), or, in results of an attack.py that did not record
+    them, where it was written after them: a sweep reads no finished run's checkpoint, nor one of a
+    run folder copied with cp -a or rsync -a; one copied in with cp -p is read, as it keeps another
+    file's mtime."""
     try:
         stat = Path(checkpoint).stat()
         written = Path(path).stat().st_mtime
