@@ -598,14 +598,16 @@ def train_state(run_dir, train_namespace=None):
     return False, f"new ({last})" if last else "new"
 
 
-def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoint=None):
+def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoint=None, asked_data=None):
     """(done, note) for the attack stage: attack_results.json holds every wanted entry.
 
     wanted: `requested_attacks(...)`. An entry counts when its attack, targeted flag, protocol
     and eps match and it ran the asked steps, step size, restarts and precision (--amp) on the
     asked number of images (test_images when --num_images is unset), and on the images of
-    `images_sha256` where given (those of --data_dir: `test_images_sha256`); none counts when
-    the file's are of another checkpoint than `checkpoint`, where given (`attacked_another`).
+    `images_sha256` where given (those of --data_dir: `test_images_sha256`); where those could not
+    be read, `asked_data` ((dataset, --data_dir), given) finds entries of another folder not done
+    (`uncompared_data`). None counts when the file's are of another checkpoint than `checkpoint`,
+    where given (`attacked_another`).
     """
     path = Path(run_dir) / ATTACK_RESULTS
     if not path.exists():
@@ -619,6 +621,9 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
     if missing := missing_note(results, wanted["keys"], wanted["plans"], asked, images_sha256):
         return False, f"resume: {missing}"
+    if images_sha256 is None and asked_data and (
+            unchecked := uncompared_data(results.get("config"), asked_data[1], asked_data[0], "attack.py")):
+        return False, f"resume: {unchecked}"
     return True, f"done ({counted(len(wanted['keys']), 'setting')})"
 
 
@@ -632,18 +637,15 @@ def attacked_another(path, results, checkpoint):
     them, where it was written after them: a sweep reads no finished run's checkpoint, nor one of a
     run folder copied with cp -a or rsync -a; one copied in with cp -p is read, as it keeps another
     file's mtime."""
-    try:
-        stat = Path(checkpoint).stat()
-        written = Path(path).stat().st_mtime
-    except OSError:  # missing: attack.py says so
+    versions = file_versions([checkpoint, path])
+    if versions is None:  # missing, a folder, or a FIFO whose open would wait: attack.py says so
         return False
-    if not S_ISREG(stat.st_mode):  # a folder; a FIFO, whose open would wait: attack.py says so
-        return False
-    mtime, size = results.get("checkpoint_mtime"), results.get("checkpoint_size")
-    if isinstance(mtime, (int, float)) and isinstance(size, int):
-        unchanged = stat.st_size == size and abs(stat.st_mtime - mtime) <= 2
+    (mtime_ns, size), (written_ns, _) = versions
+    recorded_mtime, recorded_size = results.get("checkpoint_mtime"), results.get("checkpoint_size")
+    if isinstance(recorded_mtime, (int, float)) and isinstance(recorded_size, int):
+        unchanged = size == recorded_size and abs(mtime_ns / 1e9 - recorded_mtime) <= 2
     else:
-        unchanged = stat.st_mtime <= written
+        unchanged = mtime_ns <= written_ns
     if unchanged:
         return False
     try:
@@ -742,13 +744,9 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                     test_images = None  # many the run tested: the sha256 says how many
             # (a run the sweep trains gets another checkpoint, and is attacked after it anyway)
             checkpoint = run_dir / best_checkpoint_name(train_ns.label, train_ns.seed, train_ns.model)
-            done, notes["attack"] = attack_state(run_dir, wanted, test_images, images,
-                                                 checkpoint if train_done else None)
-            if done and images is None and attack_ns.data_dir:  # its entries' folder, if another
-                attacked = read_json_or_none(run_dir / ATTACK_RESULTS)
-                if unchecked := uncompared_data(attacked.get("config"), attack_ns.data_dir, train_ns.dataset,
-                                                "attack.py"):
-                    done, notes["attack"] = False, f"resume: {unchecked}"
+            done, notes["attack"] = attack_state(
+                run_dir, wanted, test_images, images, checkpoint if train_done else None,
+                (train_ns.dataset, attack_ns.data_dir) if attack_ns.data_dir else None)
             if not done or not train_done:  # training gives another best checkpoint: attack it too
                 if not train_done:
                     notes["attack"] = "after train"
