@@ -897,6 +897,30 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
     assert "### cifar10 (level 100: 4170 training images, 4 epochs)" in (tmp_path / "out2" / "tables.md").read_text()
 
 
+def test_a_fifo_in_place_of_a_run_file_is_reported_not_waited_on(tmp_path):
+    """A FIFO named attack_results.json or metrics.jsonl is read as unreadable: report.py (and the
+    sweep's dry run, through the same readers) waited on it for a writer that never came. read_json,
+    train.py's and attack.py's reader, raises the OSError they end on with a one-line error."""
+    from utils.grid import read_json_or_none, read_lines
+    from utils.runs import read_json
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[entry("fgsm", EPS8, 0.2)])
+    run_dir = make_run(base, "category", 2, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,
+                       attack=[entry("fgsm", EPS8, 0.4)])
+    for name in ("attack_results.json", "metrics.jsonl"):
+        (run_dir / name).unlink()
+        os.mkfifo(run_dir / name)
+    proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "out", "--no_figures", timeout=60)
+    assert (last_json(proc)["attacked"], last_json(proc)["incomplete"]) == (1, 1)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert ("- `cifar10/seed2/resnet32/model_category`: attack_results.json is not valid JSON or has no "
+            "entries") in markdown
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["55.00 ± 7.07 (n=2)"]
+    assert read_json_or_none(run_dir / "attack_results.json") is None and read_lines(run_dir / "metrics.jsonl") == []
+    with pytest.raises(OSError, match="not a regular file"):
+        read_json(run_dir / "attack_results.json")
+
+
 def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path):
     """The problem notes of runs that never trained, stopped, or hold no readable attack results,
     with the last error line of the sweep's train.log, in tables.md, runs.csv and the JSON line."""

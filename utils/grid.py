@@ -40,7 +40,7 @@ from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
-                        file_sha256, run_dir_of)
+                        file_sha256, read_text, run_dir_of)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -325,7 +325,7 @@ def read_lines(path):
     """The values of a JSON-lines file (metrics.jsonl), None for a line that is not JSON (one
     bad line loses that line, not the file); [] for a file that cannot be read."""
     try:
-        text = Path(path).read_text()
+        text = read_text(path)
     except (OSError, UnicodeDecodeError):
         return []
     rows = []
@@ -339,7 +339,7 @@ def read_lines(path):
 
 def read_json_or_none(path):
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(read_text(path))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
 

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import stat
 import subprocess
 import sys
 import zipfile
@@ -164,10 +165,19 @@ def append_jsonl(path, row):
         os.close(fd)
 
 
+def read_text(path):
+    """The text of the regular file at `path`; OSError for anything else (a FIFO put in a run's
+    folder would hold its reader forever)."""
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return f.read().decode()
+
+
 def read_json(path):
     """The JSON object in `path` (every JSON file of a run holds one); else a one-line UsageError."""
     try:
-        value = json.loads(Path(path).read_text())
+        value = json.loads(read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UsageError(f"{path} is not valid JSON ({err}); delete it to redo that step") from None
     if not isinstance(value, dict):
