@@ -283,13 +283,15 @@ def flag_defaults():
     return {k: v for k in RESULT_FLAGS if (v := parser.get_default(k)) is not None}
 
 
-def exclude_odd_seeds(records):
+def exclude_odd_seeds(records, grid_runs=()):
     """A run trained with other flags than the other seeds of its (dataset, model, label, level)
     (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
     marked excluded, with the flags in its problems, so the tables and curves average like with
     like. Each flag's value most of the group's finished runs share is the group's (the first run's
     on a tie; among all its runs when none has finished): unfinished runs, which count in no table,
-    do not outvote a finished one. A flag a run did not record (it trained before the flag existed:
+    do not outvote a finished one, and where the group has finished runs of `grid_runs` (the
+    --grid's run keys) they vote alone: a trial beside the grid's runs, trained with other flags,
+    tied or outvoted them. A flag a run did not record (it trained before the flag existed:
     --warmup_epochs) counts as train.py's default, which is what such a run trained with; one
     without config.json is compared on the flags its results.json records alone. The label
     targets' and the dataset's sha256 (FINGERPRINTS) count as flags where a run recorded them: a
@@ -310,7 +312,8 @@ def exclude_odd_seeds(records):
                             for k in compared)
                       + tuple(v if isinstance(v := r["fingerprints"].get(k), str) and v else UNKNOWN
                               for k in FINGERPRINTS) for r in runs]
-        voters = [s for r, s in zip(runs, signatures) if r["train"]] or signatures
+        finished = [(tuple(r[k] for k in KEY) in grid_runs, s) for r, s in zip(runs, signatures) if r["train"]]
+        voters = [s for in_grid, s in finished if in_grid] or [s for _, s in finished] or signatures
         common = [_most_common([v for v in column if v is not UNKNOWN]) for column in zip(*voters)]
         for record, signature in zip(runs, signatures):
             odd = [f"--{k} {mine} (the other seeds: {theirs})" if k in compared
@@ -1029,8 +1032,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
         records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
     exclude_duplicates(records)
-    exclude_odd_seeds(records)
     expected, wanted, expected_from = expected_runs(records, grid)
+    exclude_odd_seeds(records, wanted if grid else ())
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)
     incomplete, missing = incomplete_and_missing(records, expected, wanted)

@@ -1128,6 +1128,26 @@ def test_a_tie_between_flag_sets_keeps_the_first_seeds(tmp_path):
     assert reasons == {"seed2": ["left out of the tables: trained with --epochs 5 (the other seeds: 4)"]}
 
 
+
+def test_with_a_grid_its_own_runs_set_the_flags_trials_beside_them_are_left_out(tmp_path):
+    """Two earlier trials (--epochs 4) in the grid's --base_dir outvoted the grid's one run (--epochs
+    5): the grid's run was left out of the tables, which showed the trials' mean."""
+    base = tmp_path / "runs"
+    for seed, acc in ((1, 0.6), (2, 0.8)):
+        make_run(base, "category", seed, test_acc=acc, valid_acc=acc, epochs=4)
+    make_run(base, "category", 3, test_acc=0.3, valid_acc=0.3, epochs=5)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category]\nseeds: [3]\nstages: [train]\ntrain_args: --epochs 5\n")
+    summary = report(base, tmp_path / "out", grid, draw=False)
+    assert table_rows((tmp_path / "out" / "tables.md").read_text(), "### cifar10 (level 100")["category"] == [
+        "30.00 (n=1)"]
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons == {f"seed{s}": ["left out of the tables: trained with --epochs 4 (the other seeds: 5)"]
+                       for s in (1, 2)}
+    summary = report(base, tmp_path / "out2", draw=False)  # without the grid, the most seeds' flags
+    assert [i["run"].split("/")[-1] for i in summary["incomplete"]] == ["seed3"]
+
+
 def test_a_flag_a_run_did_not_record_is_train_pys_default(tmp_path):
     """A study extended after an update: seed 7 trained before --warmup_epochs existed (its
     config.json has no such key), seeds 8 and 9 recorded the default 0. Seed 7 was left out of
