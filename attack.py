@@ -59,7 +59,9 @@ def epsilon(text):
     """'8/255', '0.03' or '0' -> (label as written, value); the value must lie in [0, 1]."""
     value = fraction(text)
     if not 0 <= value <= 1:  # 8 for 8 of 255 grey levels is many papers' scale, not ours
-        levels = f", the images' range (for {text.strip()} of 255 grey levels write {text.strip()}/255)"
+        # the type knows no --paper_protocol, whose eps are in normalised units, not grey levels
+        levels = (f"; for {text.strip()} of 255 grey levels (pixel units, without --paper_protocol) "
+                  f"write {text.strip()}/255")
         raise argparse.ArgumentTypeError(f"eps {text} is outside [0, 1]{levels if 1 < value <= 255 else ''}")
     return text.strip(), float(value)
 

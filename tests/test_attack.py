@@ -1010,7 +1010,8 @@ def test_a_negative_eps_is_named_with_its_flag(capsys):
 
 def test_a_step_size_is_written_as_an_eps_is(capsys):
     """--step_size 2/255 beside --epsilons 8/255 was "'2/255' is not a float"; and an eps of 8, the
-    scale of tables in grey levels, now says how to write it in the images' [0, 1]."""
+    scale of tables in grey levels, now says how to write it in the images' [0, 1], naming the
+    pixel units it applies to (with --paper_protocol's normalised units, '1.5/255' is no grey level)."""
     assert attack.build_parser().parse_args(["--step_size", "2/255"]).step_size == 2 / 255
     assert attack.build_parser().parse_args(["--step_size", "0.5"]).step_size == 0.5
     for text in ("0", "-1/255"):
@@ -1018,8 +1019,8 @@ def test_a_step_size_is_written_as_an_eps_is(capsys):
             f"error: argument --step_size: {text} must be positive (see attack.py --help)")
     assert "'x' is not a number or a fraction like 8/255" in one_line_error(capsys, ["--step_size", "x"])
     assert one_line_error(capsys, ["--epsilons", "0", "8"]) == (
-        "error: argument --epsilons: eps 8 is outside [0, 1], the images' range (for 8 of 255 grey "
-        "levels write 8/255) (see attack.py --help)")
+        "error: argument --epsilons: eps 8 is outside [0, 1]; for 8 of 255 grey levels (pixel units, "
+        "without --paper_protocol) write 8/255 (see attack.py --help)")
 
 
 def test_an_eps_or_step_size_too_large_for_a_float_is_one_line(capsys):
