@@ -382,7 +382,11 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     grid = ["--labels", "category", "speech", "shuffle", "uniform", "random", "lowdim", "composite", "--seeds", "3",
             "--base_dir", str(base), "--epochs", "4", "--valid_size", "50",
             "--attacks", "fgsm", "pgd", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
-    rows = {line.split()[1].split("/")[2]: line for line in sweep_lines(capsys, grid + ["--dry_run"])[1:-2]}
+    lines = sweep_lines(capsys, grid + ["--dry_run"])
+    rows = {line.split()[1].split("/")[2]: line for line in lines[1:-2]}
+    # uniform's, lowdim's and composite's training ends with an error line: the count says so
+    assert lines[-2] == ("7 runs: 6 to run (3 of them refused by their script, as their notes say), "
+                         "1 complete (skipped); train 5, attack 6")
     assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 settings)" in rows["category"]
     assert "run: resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
     assert "run: resume (2/4 epochs logged; files last written 3 h ago)" in rows["shuffle"]
@@ -1217,6 +1221,18 @@ def test_attacks_of_another_checkpoint_are_not_done(tmp_path, capsys, monkeypatc
     assert another in row(b"another", attacked.st_mtime + 60)  # written after the results: read
     reads.clear()
     assert "skip: done (1 setting)" in row(b"another", attacked.st_mtime - 60) and not reads
+
+
+def test_an_attack_only_sweep_counts_runs_without_a_model_as_refused(capsys, tmp_path):
+    """attack.py ends with 'no checkpoint' for a run not trained yet: the count line had those
+    among the runs to do without a word."""
+    make_trained(tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category")
+    lines = sweep_lines(capsys, ["--labels", "category", "speech", "--seeds", "3", "--base_dir", str(tmp_path),
+                                 "--stages", "attack", "--attack_args", "--attacks fgsm --epsilons 8/255",
+                                 "--dry_run"])
+    assert "run: no trained model yet (its train stage is not in this sweep)" in lines[2]
+    assert lines[-2] == ("2 runs: 2 to run (1 of them refused by their script, as their notes say), "
+                         "0 complete (skipped); attack 2")
 
 
 def test_a_dataset_batch_the_sweep_cannot_read_leaves_the_run_to_train_py(tmp_path, cifar10_dir,

@@ -46,6 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
 FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
 REFUSED = "train.py refuses it; delete the run directory to start over"
+NO_MODEL = "no trained model yet (its train stage is not in this sweep)"
+# in a stage's note: its script will end with an error line, not do the stage (`Task.refused`)
+REFUSALS = (REFUSED, " will stop; delete it", NO_MODEL)
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
@@ -680,6 +683,11 @@ class Task:
     notes: dict  # stage -> short description of its state
     commands: dict  # stage -> argv (list of strings), for the stages in todo
 
+    @property
+    def refused(self):
+        """The stages left that their script will refuse, as their notes say (REFUSALS)."""
+        return [s for s in self.todo if any(m in self.notes[s] for m in REFUSALS)]
+
     def shell(self, python="python", wrap=None, cwd=None):
         """The stages left as one shell line, joined by && (a failed stage stops the run)."""
         parts = []
@@ -751,7 +759,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                 if not train_done:
                     notes["attack"] = "after train"
                 elif trained is None:
-                    notes["attack"] = "no trained model yet (its train stage is not in this sweep)"
+                    notes["attack"] = NO_MODEL
                 todo.append("attack")
                 commands["attack"] = [python, str(attack.path), *argv["attack"]]
         tasks.append(Task(index, run, run_dir, stages, todo, notes, commands))
