@@ -170,7 +170,7 @@ ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"),
 
 def find_checkpoint(args):
     """The checkpoint path and the run directory its results go to."""
-    from utils.runs import CONFIG, LAST_CHECKPOINT, best_checkpoint_name, run_dir_of
+    from utils.runs import CONFIG, LAST_CHECKPOINT, best_checkpoint_name, check_base_dir, resolved, run_dir_of
     if args.checkpoint:
         path = Path(args.checkpoint)
         if not path.is_file():
@@ -180,15 +180,17 @@ def find_checkpoint(args):
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
                              "attack results count as the run's best checkpoint's; attack a copy of it "
                              "in a folder of its own")
-        path = path.absolute()  # as run_dir_of's: it holds from any directory (a symlink's '..' kept)
+        # its folder as run_dir_of's (the file itself may be a link: the results go beside it)
+        path = resolved(path.parent) / path.name
         return path, path.parent
+    check_base_dir(args.base_dir)  # --base_dir outputs/less said only "no checkpoint at outputs/less/less/..."
     run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     if not path.is_file():
         found = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir.is_dir() else []
         where = f" (that folder holds {', '.join(found)})" if found else ""
         if not found:  # runs of this label, seed and model that other placing flags name
-            base, dataset, name = Path(args.base_dir).absolute(), args.dataset, glob.escape(path.name)
+            base, dataset, name = resolved(args.base_dir), args.dataset, glob.escape(path.name)
             others = sorted(str(p.parent) for folder in (dataset, f"{dataset}_*", f"less/{dataset}/level*",
                                                          f"less/{dataset}_*/level*")
                             for p in base.glob(f"{folder}/seed{args.seed}/{args.model}/model_*/{name}"))
@@ -457,7 +459,7 @@ def run(args, argv=None):
     from utils.attacks import Shared, draw_targets
     from utils.atomic import check_writable
     from utils.progress import Progress
-    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, absolute_folders, environment, file_sha256,
+    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, file_sha256, resolved_folders,
                             run_lock, tensors_sha256, write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
@@ -502,7 +504,7 @@ def run(args, argv=None):
                     "checkpoint_mtime": written.st_mtime, "checkpoint_size": written.st_size,
                     "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
                     "clean_acc": clean_acc, "entries": entries,
-                    "config": vars(args) | absolute_folders(args) | {"epsilons": [
+                    "config": vars(args) | resolved_folders(args) | {"epsilons": [
                         label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
                     "environment": env}
 

@@ -39,13 +39,9 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, attacked_anoth
 from utils.atomic import file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
-from utils.runs import (CONFIG, LAST_CHECKPOINT, METRICS, NOISY, RESULTS, best_checkpoint_name, dataset_folder,
-                        json_text, run_dir_of, run_folder_name)
+from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS, best_checkpoint_name,
+                        dataset_folder, enclosing_base_dir, json_text, run_dir_of, run_folder_name)
 
-# A level{L} folder is no dataset's (datasets are train.py's choices): under --base_dir
-# outputs/less/cifar10, its level10 runs were a dataset "level10" at level 100.
-LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>(?!level)[^/]+))"
-                    r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
 ATTACK_TITLES = {"fgsm": "FGSM", "pgd": "PGD", "iterative": "Iterative"}  # as the papers write them
@@ -144,19 +140,6 @@ def find_runs(base):
                          "label": label + (f"_noise{noise:g}" if noise else ""),
                          "level": level, "seed": int(match["seed"])}
     return runs
-
-
-def enclosing_base_dir(base):
-    """The --base_dir of which `base` is a folder inside the layout (outputs for outputs/cifar100,
-    outputs/less/cifar10 or a run directory), found from a run directory in it; or None."""
-    path = base.resolve()  # `..` as the system reads it: outputs/cifar10/seed1/.. is outputs/cifar10
-    # a run directory at most 5 folders down (base outputs/less): not a walk of all below a home folder
-    aboves = list(path.parents)[:6]  # a run directory lies 4 or 6 folders below its --base_dir
-    for run in itertools.chain([path], *(path.glob("*/" * depth + "model_*") for depth in range(5))):
-        for above in aboves:
-            if LAYOUT.match(run.relative_to(above).as_posix()):
-                return above
-    return None
 
 
 def exclude_duplicates(records):
@@ -1027,8 +1010,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
         above = enclosing_base_dir(base)
         within = f"; {base} is a folder inside that layout: pass --base_dir {above}" if above else ""
         raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
-                         "{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/..., "
-                         "model_{label}_noise{R})" + within)
+                         f"{LAYOUT_TEXT}){within}")
     with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
         records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
     exclude_duplicates(records)

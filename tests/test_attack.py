@@ -24,7 +24,7 @@ from utils.attacks import Shared, draw_targets, run_attack, start_noise
 from utils.constants import ATTACKS
 from utils.errors import UsageError, run_cli
 from utils.labelspace import CategorySpace
-from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS
+from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAYOUT_TEXT, run_directory
 from utils.training import evaluate
 
 EPS1, EPS8 = 1 / 255, 8 / 255
@@ -930,7 +930,6 @@ def one_line_error(capsys, argv):
 def test_a_missing_checkpoint_names_the_runs_other_placing_flags_name(tmp_path, capsys):
     """A run of the same label, seed and model with another --smoothing, --label_noise, --level or
     --label_granularity is named: the error said only where the given flags pointed."""
-    from utils.runs import run_directory
     for dataset, level, noise, smoothing in (("cifar10", 100, 0.2, 0.1), ("cifar100_coarse", 2.5, 0.0, 0.0)):
         run_dir = run_directory(tmp_path, dataset, level, 3, "resnet32", "category", noise, smoothing)
         run_dir.mkdir(parents=True)
@@ -944,6 +943,28 @@ def test_a_missing_checkpoint_names_the_runs_other_placing_flags_name(tmp_path, 
     line = one_line_error(capsys, flags + ["--dataset", "cifar100"])
     assert f"granularity in {tmp_path}/less/cifar100_coarse/level2.5/seed3/resnet32/model_category); " in line
     assert "trained with another" not in one_line_error(capsys, flags + ["--seed", "4"])
+
+
+def test_a_base_dir_inside_the_layout_is_refused_with_the_one_to_pass(tmp_path, capsys):
+    """--base_dir runs/less (or a dataset's or run's folder) said only 'no checkpoint at
+    runs/less/less/cifar10/...'; report.py named the --base_dir meant, as attack.py now does."""
+    base = tmp_path / "runs"
+    for level, seed in ((100, 3), (4, 12)):
+        run_dir = run_directory(base, "cifar10", level, seed, "resnet32", "category")
+        run_dir.mkdir(parents=True)
+        (run_dir / f"category_seed{seed}_resnet32_best_model.pth").write_bytes(b"not read")
+    flags = ["--label", "category", "--seed", "12", "--level", "4", "--device", "cpu"]
+    for inside in (base / "less", base / "cifar10" / "seed3", run_dir):
+        line = one_line_error(capsys, flags + ["--base_dir", str(inside)])
+        assert line == (f"error: --base_dir {inside} is a folder inside the layout of run directories "
+                        f"({LAYOUT_TEXT}): pass --base_dir {base}")
+    proc = run_script("attack.py", *flags, "--base_dir", base / "less", check=False, env=ONE_THREAD)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == (
+        f"error: --base_dir {base / 'less'} is a folder inside the layout of run directories ({LAYOUT_TEXT}): "
+        f"pass --base_dir {base}\n")
+    # the folder holding the runs is their --base_dir: on to the checkpoint (a file of no torch.save)
+    assert f"{run_dir}/category_seed12_resnet32_best_model.pth is corrupt" in one_line_error(
+        capsys, flags + ["--base_dir", str(base)])
 
 
 def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, capsys):

@@ -29,6 +29,17 @@ def test_a_file_is_on_the_disk_before_its_name_is(tmp_path, monkeypatch):
     assert (tmp_path / "results.json").read_text() == text
 
 
+def test_a_path_with_dotdot_after_a_link_is_written_where_the_system_reads_it(tmp_path):
+    """report.py --out lnk/../out, lnk a link to d1/d2: the temporary file went to the folder of
+    `lnk/..` read as text (tempfile drops each `..` so), which does not exist, not to d1/out."""
+    (tmp_path / "d1" / "d2").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to(tmp_path / "d1" / "d2")
+    (tmp_path / "d1" / "out").mkdir()
+    atomic_write_text(tmp_path / "lnk" / ".." / "out" / "tables.md", "# t\n")
+    assert (tmp_path / "d1" / "out" / "tables.md").read_text() == "# t\n"
+    assert sorted(p.name for p in (tmp_path / "d1" / "out").iterdir()) == ["tables.md"]
+
+
 def test_a_killed_jobs_temporary_file_is_removed_by_the_next_job(tmp_path):
     """A job killed while it writes (SIGKILL: the OOM killer, SLURM past its grace period) leaves
     its temporary file, up to a checkpoint's size; the next job in the run directory removes it,

@@ -517,7 +517,9 @@ def test_a_run_that_lost_its_last_checkpoint_is_not_done(capsys, tmp_path):
     [_, row, count, _] = sweep_lines(capsys, grid)
     assert ("run: cannot resume: a best checkpoint but no last_checkpoint.pth: train.py refuses it; delete "
             "the run directory to start over") in row
-    assert count.startswith("1 run: 1 to run, 0 complete")
+    assert count == ("1 run: 1 to run (1 of them refused by their script, as their notes say), 0 complete "
+                     "(skipped); train 1")
+
 
 def test_a_grid_path_the_locale_cannot_write_is_one_error_line(tmp_path):
     """A grid file (UTF-8) naming a --base_dir with an 'é', swept in an ASCII locale (LANG=C with
@@ -1221,6 +1223,17 @@ def test_attacks_of_another_checkpoint_are_not_done(tmp_path, capsys, monkeypatc
     assert another in row(b"another", attacked.st_mtime + 60)  # written after the results: read
     reads.clear()
     assert "skip: done (1 setting)" in row(b"another", attacked.st_mtime - 60) and not reads
+
+
+def test_a_base_dir_inside_the_layout_is_refused_once_with_the_one_to_pass(tmp_path):
+    """Each run's train.py refuses it (outputs/cifar10 would nest new runs in the old ones): the
+    sweep says so once, before it plans, instead of failing every run."""
+    make_trained(tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category")
+    for inside in (tmp_path / "cifar10", tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"):
+        with pytest.raises(UsageError, match=re.escape(f"--base_dir {inside} is a folder inside the layout of "
+                                                       "run directories (") + ".*" + re.escape(
+                                                           f": pass --base_dir {tmp_path}")):
+            sweep.main(["--labels", "category", "--seeds", "3", "--base_dir", str(inside), "--dry_run"])
 
 
 def test_an_attack_only_sweep_counts_runs_without_a_model_as_refused(capsys, tmp_path):

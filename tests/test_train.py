@@ -26,7 +26,8 @@ import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_importing, run_script
 from utils.errors import UsageError, call_cli, run_cli
 from utils.grid import attack_state, train_state
-from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, RESULTS, save_checkpoint, write_json
+from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, LAYOUT_TEXT, RESULTS, run_directory,
+                        save_checkpoint, write_json)
 from utils.training import _rounding_changes, _segments
 
 TIMING = ("seconds", "images_per_s")
@@ -1987,8 +1988,9 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_category"
     assert result["run_dir"] == str(run_dir) and result["checkpoint"].startswith(f"{run_dir}/")
     config = json.loads((run_dir / "config.json").read_text())
-    recorded = Path(config["flags"]["data_dir"])  # absolute, as typed after the working directory
-    assert config["run_dir"] == str(run_dir) and recorded == tmp_path / data_dir and recorded.is_absolute()
+    recorded = Path(config["flags"]["data_dir"])  # absolute, its '..' applied
+    assert config["run_dir"] == str(run_dir) and data_dir.startswith("../")
+    assert recorded == (tmp_path / data_dir).resolve() and ".." not in recorded.parts
     assert config["flags"]["base_dir"] == str(tmp_path / "runs")  # was "runs", as typed
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # where the relative --data_dir is no folder
@@ -1996,9 +1998,9 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     attack_flags = ["--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "8/255", "--targeted",
                     "no", "--num_images", "5", "--examples", "0", "--device", "cpu"]
     # no --data_dir: the run's own (./data, the default, would be a download)
-    # ../runs/...: absolute, its '..' kept (after a symlink, '..' is not the folder the text names)
+    # ../runs/...: absolute, its '..' applied as the system reads it
     summary = attack.main(["--checkpoint", checkpoint, *attack_flags])
-    assert summary["run_dir"] == str(tmp_path / "elsewhere" / ".." / run_dir.relative_to(tmp_path))
+    assert summary["run_dir"] == str(run_dir) and checkpoint.startswith("../runs/")
     assert Path(summary["results"]) == Path(summary["run_dir"]) / ATTACK_RESULTS
     assert Path(json.loads((run_dir / ATTACK_RESULTS).read_text())["checkpoint"]).resolve() == \
         Path(result["checkpoint"]).resolve()
@@ -2009,6 +2011,64 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
         attack.main(["--checkpoint", str(tmp_path / "moved.pth"), *attack_flags])
     assert str(err.value) == (f"{tmp_path / 'moved.pth'} was trained on the data in /nowhere/cifar10, which "
                               "is not here; pass --data_dir with the folder of its dataset on this machine")
+
+
+def test_recorded_paths_are_resolved_and_hold_after_the_working_folder_is_renamed(monkeypatch, cifar10_dir,
+                                                                                   label_dir, tmp_path):
+    """From work/sub with --data_dir ../../.. and --base_dir ../.., config.json recorded
+    work/sub/../../..; after sub was renamed attack.py said the run 'was trained on the data in
+    .../sub/../..., which is not here'. After a link, '..' is its target's parent, as the system
+    reads it (not the text's: link/../runs is a/runs here, not runs)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
+    work = tmp_path / "work" / "sub"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    data_dir, labels = os.path.relpath(cifar10_dir), os.path.relpath(label_dir)
+    base_dir = "../../link/../runs"
+    result = train.main(flags(data_dir, base_dir, labels, label="category", epochs=1))
+    run_dir = tmp_path / "a" / "runs" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    assert result["run_dir"] == str(run_dir) and result["checkpoint"].startswith(f"{run_dir}/")
+    assert json.loads((run_dir / RESULTS).read_text())["run_dir"] == str(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run_dir"] == str(run_dir) and data_dir.startswith("../../../")
+    assert {k: config["flags"][k] for k in ("data_dir", "label_dir", "base_dir")} == {
+        "data_dir": str(Path(cifar10_dir).resolve()), "label_dir": str(Path(label_dir).resolve()),
+        "base_dir": str(tmp_path / "a" / "runs")}
+    work.rename(work.with_name("sub2"))
+    monkeypatch.chdir(work.with_name("sub2"))
+    # no --data_dir or --label_dir: the run's, as it recorded them
+    summary = attack.main(["--base_dir", base_dir, "--label", "category", "--seed", "3", "--attacks", "fgsm",
+                           "--epsilons", "8/255", "--targeted", "no", "--num_images", "5", "--examples", "0",
+                           "--device", "cpu"])
+    assert summary["run_dir"] == str(run_dir) and summary["results"] == str(run_dir / ATTACK_RESULTS)
+    recorded = json.loads((run_dir / ATTACK_RESULTS).read_text())
+    assert recorded["run_dir"] == str(run_dir) and recorded["config"]["base_dir"] == str(tmp_path / "a" / "runs")
+    assert recorded["config"]["data_dir"] == config["flags"]["data_dir"]
+
+
+def test_a_base_dir_inside_the_layout_is_refused_with_the_one_to_pass(capsys, cifar10_dir, label_dir, tmp_path):
+    """--base_dir runs/less (or a dataset's, seed's or run's folder) trained a new run nested in
+    the old ones' folders (runs/less/less/cifar10/level4/...) and exited 0; report.py named the
+    --base_dir meant, as train.py now does. A folder holding runs is their --base_dir."""
+    base = tmp_path / "runs"
+    full = run_directory(base, "cifar10", 100, 7, "resnet32", "speech")
+    less = run_directory(base, "cifar10", 4, 12, "resnet32", "category")
+    full.mkdir(parents=True)
+    less.mkdir(parents=True)
+    before = sorted(base.rglob("*"))
+    for inside in (base / "less", base / "less" / "cifar10" / "level4", base / "cifar10" / "seed7", full, less,
+                   full / ".."):
+        line = run_cli_capture(capsys, flags(cifar10_dir, inside, label_dir, label="category", level=4))
+        assert line == (f"error: --base_dir {inside} is a folder inside the layout of run directories "
+                        f"({LAYOUT_TEXT}): pass --base_dir {base}")
+    proc = run_script("train.py", *flags(cifar10_dir, base / "less", label_dir), check=False)
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == (
+        f"error: --base_dir {base / 'less'} is a folder inside the layout of run directories ({LAYOUT_TEXT}): "
+        f"pass --base_dir {base}\n")
+    assert sorted(base.rglob("*")) == before  # nothing written
+    result = train.main(flags(cifar10_dir, base, label_dir, label="category", level=40, epochs=1))
+    assert result["run_dir"] == str(base / "less" / "cifar10" / "level40" / "seed3" / "resnet32" / "model_category")
 
 
 def test_the_readmes_notebook_code_runs(cifar10_dir, tmp_path):

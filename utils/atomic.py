@@ -116,7 +116,8 @@ def _temporary(path, write, mode=0o666):
     if path.is_dir():  # no file can be renamed over it: said now, not once part of a set is replaced
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # mkstemp drops each `..` as text: after a link (lnk/../out) that is another folder
+        fd, tmp = tempfile.mkstemp(dir=os.path.realpath(path.parent), prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode & ~_umask())
             write(f)

@@ -40,7 +40,7 @@ from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
-                        file_sha256, read_text, run_dir_of)
+                        check_base_dir, file_sha256, read_text, run_dir_of)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -719,6 +719,8 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
         argv = {stage: run.flags() + routed.get(stage, []) for stage in scripts.stages}
         # with --batch_size and --lr as the run trains them: a run of other ones is not done
         train_ns = scripts["train"].module.label_defaults(scripts["train"].parse(argv["train"]))
+        if not tasks:  # every run's (a grid's --base_dir is its args'): refused once, not by each run
+            check_base_dir(train_ns.base_dir)
         run_dir = run_dir_of(train_ns)
         attack_ns = scripts["attack"].parse(argv["attack"]) if "attack" in stages else None
         elsewhere = run_dir_of(attack_ns) if attack_ns is not None else run_dir

@@ -17,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -41,6 +42,13 @@ ATTACK_RESULTS = "attack_results.json"   # attack.py's
 ATTACK_EXAMPLES = "attack_examples.png"
 # A run directory's model_{label}_noise{R} part: the label and the --label_noise rate R.
 NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
+# A run directory's path below its --base_dir. A level{L} folder is no dataset's (datasets are
+# train.py's choices): under --base_dir outputs/less/cifar10, its level10 runs were a dataset
+# "level10" at level 100.
+LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>(?!level)[^/]+))"
+                    r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
+LAYOUT_TEXT = ("{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/..., "
+               "model_{label}_noise{R}")  # LAYOUT, as an error names it
 
 
 def run_directory(base_dir, dataset, level, seed, model, label, label_noise=0.0, smoothing=0.0):
@@ -67,12 +75,43 @@ def dataset_folder(dataset, label_granularity="fine"):
     return dataset if label_granularity in ("fine", None) else f"{dataset}_{label_granularity}"
 
 
+def resolved(path):
+    """`path` as a run prints and records it: absolute, with symlinks followed and each `..` applied
+    as the system reads it (after a link, `..` is the parent of the link's target, not of the
+    link), so that it holds from any working directory (a notebook's is rarely the job's), and
+    after the one the command ran in is renamed. (os.path.realpath: Path.resolve raises
+    RuntimeError at a symlink loop, which the later open names as an OSError.)"""
+    return Path(os.path.realpath(path))
+
+
 def run_dir_of(args):
-    """The run directory of train.py's or attack.py's resolved flags, absolute: the paths a run
-    prints and records hold from any working directory (a notebook's is rarely the job's)."""
-    return run_directory(Path(args.base_dir).absolute(), dataset_folder(args.dataset,
-                         args.label_granularity), args.level, args.seed, args.model, args.label,
-                         args.label_noise, args.smoothing)
+    """The run directory of train.py's or attack.py's parsed flags, below their `resolved`
+    --base_dir (folders of the layout that are links are kept, as report.py reads them)."""
+    return run_directory(resolved(args.base_dir), dataset_folder(args.dataset, args.label_granularity),
+                         args.level, args.seed, args.model, args.label, args.label_noise, args.smoothing)
+
+
+def enclosing_base_dir(base):
+    """The --base_dir of which `base` is a folder inside the layout (outputs for outputs/cifar100,
+    outputs/less/cifar10 or a run directory), found from a run directory in it; or None."""
+    path = resolved(base)  # `..` as the system reads it: outputs/cifar10/seed1/.. is outputs/cifar10
+    # a run directory at most 5 folders down (base outputs/less): not a walk of all below a home folder
+    aboves = list(path.parents)[:6]  # a run directory lies 4 or 6 folders below its --base_dir
+    for run in itertools.chain([path], *(path.glob("*/" * depth + "model_*") for depth in range(5))):
+        for above in aboves:
+            if LAYOUT.match(run.relative_to(above).as_posix()):
+                return above
+    return None
+
+
+def check_base_dir(base_dir):
+    """train.py's and attack.py's --base_dir must be the root of the layout, not a folder inside it
+    (outputs/less, outputs/cifar10/seed7, a run directory), where train.py trained a new run nested
+    in the old ones' folders and attack.py found no checkpoint: a UsageError naming the --base_dir
+    meant (`enclosing_base_dir`, as report.py's). A new or empty folder, or one holding runs, passes."""
+    if above := enclosing_base_dir(base_dir):
+        raise UsageError(f"--base_dir {base_dir} is a folder inside the layout of run directories "
+                         f"({LAYOUT_TEXT}): pass --base_dir {above}")
 
 
 def best_checkpoint_name(label, seed, model):
@@ -124,10 +163,10 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
             _held.discard(run_dir)
 
 
-def absolute_folders(args):
-    """--data_dir, --label_dir and --base_dir as absolute paths, as a run records them: the record
-    holds from any working directory (attack.py finds a run's data from it)."""
-    return {k: str(Path(getattr(args, k)).absolute()) for k in ("data_dir", "label_dir", "base_dir")}
+def resolved_folders(args):
+    """--data_dir, --label_dir and --base_dir `resolved`, as a run records them: the record holds
+    from any working directory (attack.py finds a run's data from it)."""
+    return {k: str(resolved(getattr(args, k))) for k in ("data_dir", "label_dir", "base_dir")}
 
 
 def _still_there(path):

@@ -26,9 +26,9 @@ from utils.flags import acts_on, recorded_config, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        absolute_folders, append_jsonl, best_checkpoint_name, environment, load_checkpoint,
-                        malformed, read_json, run_dir_of, run_lock, save_checkpoint, tensors_sha256,
-                        write_json, write_jsonl)
+                        append_jsonl, best_checkpoint_name, check_base_dir, environment, load_checkpoint,
+                        malformed, read_json, resolved_folders, run_dir_of, run_lock, save_checkpoint,
+                        tensors_sha256, write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -376,7 +376,7 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None, stoppable=
 
 
 def _config(args, run_dir, split, data, space, label_sha256, facts, argv=None):
-    return {"flags": vars(args) | absolute_folders(args), "run_dir": str(run_dir), **facts,
+    return {"flags": vars(args) | resolved_folders(args), "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
             "label_sha256": label_sha256, "environment": environment(argv)}
@@ -778,6 +778,7 @@ def run_label_space(args, num_classes):
 def run_training(args, argv=None):
     """Train one run as the flags say; returns the results dict (also written to results.json).
     `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None)."""
+    check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
     ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     space = run_label_space(args, data.num_classes)
