@@ -47,6 +47,8 @@ NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 # "level10" at level 100.
 LAYOUT = re.compile(r"^(?:less/(?P<less_dataset>[^/]+)/level(?P<level>[^/]+)|(?P<dataset>(?!level)[^/]+))"
                     r"/seed(?P<seed>-?\d+)/(?P<model>[^/]+)/model_(?P<label>[^/]+)$")
+# Where a run directory lies below each folder of the layout, from its model's folder up to less/
+INSIDE_LAYOUT = ("model_*", "*/model_*", "seed*/*/model_*", "level*/seed*/*/model_*", "*/level*/seed*/*/model_*")
 LAYOUT_TEXT = ("{dataset}/seed{s}/{model}/model_{label}, less/{dataset}/level{L}/..., "
                "model_{label}_noise{R}")  # LAYOUT, as an error names it
 
@@ -95,9 +97,10 @@ def enclosing_base_dir(base):
     """The --base_dir of which `base` is a folder inside the layout (outputs for outputs/cifar100,
     outputs/less/cifar10 or a run directory), found from a run directory in it; or None."""
     path = resolved(base)  # `..` as the system reads it: outputs/cifar10/seed1/.. is outputs/cifar10
-    # a run directory at most 5 folders down (base outputs/less): not a walk of all below a home folder
     aboves = list(path.parents)[:6]  # a run directory lies 4 or 6 folders below its --base_dir
-    for run in itertools.chain([path], *(path.glob("*/" * depth + "model_*") for depth in range(5))):
+    # the run directories below `path` where it is inside the layout: only folders of the layout's
+    # shapes are listed (train.py checks every --base_dir: one holding a dataset's files listed them)
+    for run in itertools.chain([path], *map(path.glob, INSIDE_LAYOUT)):
         for above in aboves:
             if LAYOUT.match(run.relative_to(above).as_posix()):
                 return above
