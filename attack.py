@@ -170,7 +170,7 @@ ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"),
 
 def find_checkpoint(args):
     """The checkpoint path and the run directory its results go to."""
-    from utils.runs import CONFIG, LAST_CHECKPOINT, best_checkpoint_name, check_base_dir, resolved, run_dir_of
+    from utils.runs import CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir, resolved, run_dir_of
     if args.checkpoint:
         path = Path(args.checkpoint)
         if not path.is_file():
@@ -186,6 +186,10 @@ def find_checkpoint(args):
     check_base_dir(args.base_dir)  # --base_dir outputs/less said only "no checkpoint at outputs/less/less/..."
     run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
+    if not path.is_file() and (run_dir / RESULTS).is_file():  # "train it" would find it complete
+        raise UsageError(f"{run_dir} finished training, but its best checkpoint {path.name} is not there "
+                         "(deleted, or not copied with the run's files); train the run again with train.py "
+                         "--force and the same flags, or delete the run directory and train it anew")
     if not path.is_file():
         found = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir.is_dir() else []
         where = f" (that folder holds {', '.join(found)})" if found else ""

@@ -280,7 +280,7 @@ def count_line(tasks):
     runs = f"{len(tasks)} run{'s' * (len(tasks) != 1)}"
     stages = ", ".join(f"{s} {sum(s in t.todo for t in tasks)}" for s in tasks[0].stages)
     refused = sum(bool(t.refused) for t in tasks)  # they end with an error line: said before they run
-    refused = f" ({refused} of them refused by their script, as their notes say)" if refused else ""
+    refused = f" ({refused} of them refused by their script: --dry_run says why)" if refused else ""
     return f"{runs}: {len(todo)} to run{refused}, {len(tasks) - len(todo)} complete (skipped); {stages}"
 
 

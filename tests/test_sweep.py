@@ -28,7 +28,7 @@ from conftest import REPO, last_json, run_importing, run_script
 from utils.errors import UsageError, call_cli
 from utils.grid import (ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, eps_text, missing_entries,
                         missing_note, parse_level, requested_attacks, well_formed)
-from utils.runs import run_directory
+from utils.runs import best_checkpoint_name, run_directory
 
 # Tiny attacks: one setting on 20 images, no example figure.
 ATTACK_FLAGS = ["--num_images", "20", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
@@ -330,7 +330,9 @@ def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_im
     (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": epochs, "valid_size": 50}}))
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1}) + "\n" for e in range(metrics)))
     (run_dir / "last_checkpoint.pth").write_bytes(b"checkpoint")
-    if results:
+    if results:  # a best checkpoint, named from the folder (model_category: category_seed3_resnet32_...)
+        seed, model, label = run_dir.parts[-3].removeprefix("seed"), run_dir.parts[-2], run_dir.name[6:]
+        (run_dir / best_checkpoint_name(label.split("_noise")[0].split("_smooth")[0], seed, model)).write_bytes(b"best")
         (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5, "epochs": epochs, "test_images": 100}))
     if attack is not None:
         entries = [{"attack": a, "targeted": False, "eps": 8 / 255, "eps_label": "8/255", "protocol": "pixel",
@@ -385,7 +387,7 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     lines = sweep_lines(capsys, grid + ["--dry_run"])
     rows = {line.split()[1].split("/")[2]: line for line in lines[1:-2]}
     # uniform's, lowdim's and composite's training ends with an error line: the count says so
-    assert lines[-2] == ("7 runs: 6 to run (3 of them refused by their script, as their notes say), "
+    assert lines[-2] == ("7 runs: 6 to run (3 of them refused by their script: --dry_run says why), "
                          "1 complete (skipped); train 5, attack 6")
     assert "skip: done, test_acc 0.5000" in rows["category"] and "skip: done (2 settings)" in rows["category"]
     assert "run: resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
@@ -517,7 +519,7 @@ def test_a_run_that_lost_its_last_checkpoint_is_not_done(capsys, tmp_path):
     [_, row, count, _] = sweep_lines(capsys, grid)
     assert ("run: cannot resume: a best checkpoint but no last_checkpoint.pth: train.py refuses it; delete "
             "the run directory to start over") in row
-    assert count == ("1 run: 1 to run (1 of them refused by their script, as their notes say), 0 complete "
+    assert count == ("1 run: 1 to run (1 of them refused by their script: --dry_run says why), 0 complete "
                      "(skipped); train 1")
 
 
@@ -1112,6 +1114,7 @@ def test_an_attack_on_other_test_images_is_not_done(tmp_path, cifar10_dir):
     run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5, "test_images": 100}))
+    (run_dir / "category_seed3_resnet32_best_model.pth").write_bytes(b"best")
     entry = {"attack": "fgsm", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 1,
              "step_size": 8 / 255, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25,
              "images_sha256": test_images_sha256("cifar10", cifar10_dir, "fine", 20)}
@@ -1156,6 +1159,7 @@ def test_an_attack_is_done_where_attack_py_reuses_every_entry(tmp_path, cifar10_
     run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps({"test_acc": 0.5, "test_images": 100}))
+    (run_dir / "category_seed3_resnet32_best_model.pth").write_bytes(b"best")
     bigger = make_cifar10(tmp_path / "bigger", test=150)
 
     def attacked(data_dir, num_images):
@@ -1236,16 +1240,24 @@ def test_a_base_dir_inside_the_layout_is_refused_once_with_the_one_to_pass(tmp_p
             sweep.main(["--labels", "category", "--seeds", "3", "--base_dir", str(inside), "--dry_run"])
 
 
-def test_an_attack_only_sweep_counts_runs_without_a_model_as_refused(capsys, tmp_path):
-    """attack.py ends with 'no checkpoint' for a run not trained yet: the count line had those
-    among the runs to do without a word."""
+def test_a_finished_run_without_its_best_checkpoint_is_counted_refused(capsys, tmp_path):
+    """A run copied back without checkpoints (docs/experiments.md's way to continue the study)
+    asked for a new attack setting: attack.py ends with 'no checkpoint', but the dry run said
+    'resume' and the count had it among the runs to do. A run not trained yet is not refused: in
+    the two-array workflow the train array runs first."""
     make_trained(tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category")
-    lines = sweep_lines(capsys, ["--labels", "category", "speech", "--seeds", "3", "--base_dir", str(tmp_path),
-                                 "--stages", "attack", "--attack_args", "--attacks fgsm --epsilons 8/255",
-                                 "--dry_run"])
-    assert "run: no trained model yet (its train stage is not in this sweep)" in lines[2]
-    assert lines[-2] == ("2 runs: 2 to run (1 of them refused by their script, as their notes say), "
-                         "0 complete (skipped); attack 2")
+    make_trained(tmp_path / "cifar10" / "seed3" / "resnet32" / "model_shuffle")
+    (tmp_path / "cifar10" / "seed3" / "resnet32" / "model_shuffle" / "shuffle_seed3_resnet32_best_model.pth").unlink()
+    lines = sweep_lines(capsys, ["--labels", "category", "shuffle", "speech", "--seeds", "3", "--base_dir",
+                                 str(tmp_path), "--stages", "attack", "--attack_args",
+                                 "--attacks fgsm --epsilons 8/255", "--dry_run"])
+    rows = {line.split()[1].split("/")[2]: line for line in lines[1:-2]}
+    assert "run: new " in rows["category"]
+    assert ("run: finished, but without shuffle_seed3_resnet32_best_model.pth: attack.py refuses it; delete "
+            "the run directory to train it again") in rows["shuffle"]
+    assert "run: no trained model yet (its train stage is not in this sweep)" in rows["speech"]
+    assert lines[-2] == ("3 runs: 3 to run (1 of them refused by their script: --dry_run says why), "
+                         "0 complete (skipped); attack 3")
 
 
 def test_a_dataset_batch_the_sweep_cannot_read_leaves_the_run_to_train_py(tmp_path, cifar10_dir,

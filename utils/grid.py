@@ -46,9 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
 FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
 REFUSED = "train.py refuses it; delete the run directory to start over"
-NO_MODEL = "no trained model yet (its train stage is not in this sweep)"
-# in a stage's note: its script will end with an error line, not do the stage (`Task.refused`)
-REFUSALS = (REFUSED, " will stop; delete it", NO_MODEL)
+# in a stage's note: its script will end with an error line, not do the stage (`Task.refused`); a
+# run not trained yet is not (a train array may run first)
+REFUSALS = (REFUSED, " will stop; delete it", "attack.py refuses it")
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
@@ -761,7 +761,10 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                 if not train_done:
                     notes["attack"] = "after train"
                 elif trained is None:
-                    notes["attack"] = NO_MODEL
+                    notes["attack"] = "no trained model yet (its train stage is not in this sweep)"
+                elif not checkpoint.is_file():  # a run copied back without it: attack.py stops
+                    notes["attack"] = (f"finished, but without {checkpoint.name}: attack.py refuses it; "
+                                       "delete the run directory to train it again")
                 todo.append("attack")
                 commands["attack"] = [python, str(attack.path), *argv["attack"]]
         tasks.append(Task(index, run, run_dir, stages, todo, notes, commands))
