@@ -403,6 +403,10 @@ def write_slurm(opts, tasks):
     arrays = [(first, min(size, len(todo) - first)) for first in range(0, len(todo), size)]
     paths = [script] + [script.with_name(f"{script.stem}.part{k + 1}{script.suffix}")
                         for k in range(1, len(arrays))]
+    for path in paths:  # the grid file itself, a script of one's own: replaced without a word
+        if path.exists() and not ours(path):
+            raise UsageError(f"--slurm {path} exists and is no array script of sweep.py's; choose another "
+                             "file name, or remove it")
     options = [directive("job-name", opts.job_name, "--job_name"),
                directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
                "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
@@ -417,7 +421,7 @@ def write_slurm(opts, tasks):
         part = f", array {k + 1} of {len(paths)}" if len(paths) > 1 else ""
         header = [
             "#!/bin/bash",
-            f"{SCRIPT_MARK} {len(todo)} runs ({' then '.join(tasks[0].stages)} each){part}, by sweep.py",
+            f"{SCRIPT_MARK} {counted(len(todo), 'run')} ({' then '.join(tasks[0].stages)} each){part}, by sweep.py",
             f"# task i runs line {first}+i+1 of the commands file",
             f"#   submit:            {' && '.join(submit)}",
             f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(path))}",

@@ -165,6 +165,9 @@ def test_help_says_where_flags_go():
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", ""], "--sbatch: an option must not be empty"),  # '#SBATCH --'
     (["--dry_run", "--base_dir", ""], "argument --base_dir: must not be empty (see train.py --help)"),
     (["--slurm", "{tmp}/bad.yaml/s.sbatch"], "/bad.yaml: a file, not a folder"),  # was "File exists"
+    # the grid file (or a script of one's own) named as --slurm was replaced by the array script
+    (["--slurm", "{tmp}/jobs.yaml", "--base_dir", "{tmp}/runs"], "jobs.yaml exists and is no array script of "
+     "sweep.py's; choose another file name, or remove it"),
     # trained at level 50 (level{L:g}), recorded as 50.00000000001
     (["--dry_run", "--levels", "50.00000000001"], "level 50.00000000001 has more digits than a run "
      "directory's name keeps (level50); give at most 6 significant digits"),
