@@ -1070,7 +1070,8 @@ def test_another_valid_size_is_not_blamed_on_the_data(speech_run, capsys, cifar1
     base, _ = speech_run
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, valid_size=40))
     assert line.endswith("model_speech holds a finished run trained with --valid_size 50 (now 40); pass "
-                         "--force to train it again with these flags, or use another --base_dir"), line
+                         "--force to train it again with these flags (in a sweep, which passes no --force: "
+                         "delete the run directory), or use another --base_dir"), line
 
 
 def test_run_files_that_hold_no_json_object_are_one_line(speech_run, capsys, cifar10_dir, label_dir,

@@ -395,7 +395,8 @@ def _check_finished(run_dir, args, label_sha256, facts, results):
     config = recorded_config(read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else None, results)
     if changes := run_changes(config, args, label_sha256, data=facts):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
-                         "--force to train it again with these flags, or use another --base_dir")
+                         "--force to train it again with these flags (in a sweep, which passes no --force: delete the run "
+                         "directory), or use another --base_dir")
 
 
 HISTORY_KEYS = {"epoch", "train_loss", "valid_acc", "valid_loss", "seconds", "images_per_s"}
@@ -455,7 +456,7 @@ def _check_resume(checkpoint, args, path, label_sha256, facts, space):
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, data=facts):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
-                         "resume, or --force to start over")
+                         "resume, or --force to start over (in a sweep: delete the run directory)")
     _check_space(checkpoint["label_space"], space)
 
 
