@@ -381,6 +381,13 @@ def drop_old_script(path):
     return f"; removed the earlier {path}, so it is not submitted again"
 
 
+def setup_line(line):
+    """A --setup line as the array script runs it: in the script's shell (a `source` or `module
+    load` acts on the task), and its failure ends the task, which went on with another Python."""
+    failed = shlex.quote(f"error: --setup line failed: {line}")
+    return f'{{\n{line}\n}} || {{ echo {failed} "(exit $?)" >&2; exit 2; }}'
+
+
 def write_slurm(opts, tasks):
     """Write the array scripts and their commands file; returns (scripts, commands, number of
     tasks, the sbatch lines that submit the scripts).
@@ -432,7 +439,7 @@ def write_slurm(opts, tasks):
             f"offset={first}",
             f"cd {shlex.quote(str(cwd))} || exit 2",
             '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK',
-            *opts.setup,
+            *map(setup_line, opts.setup),
         ]
         texts.append("\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
     script.parent.mkdir(parents=True, exist_ok=True)

@@ -568,12 +568,12 @@ def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_d
             *tiny(cifar10_dir, label_dir, tmp_path / "out"), *ATTACK_FLAGS]
     script, commands = slurm_script(tmp_path, capsys, grid, "--partition", "gpu", "--gres", "gpu:1",
                                     "--time", "4:00:00", "--mem", "16G", "--max_concurrent", "2",
-                                    "--sbatch", "account=proj", "qos=high", "--setup", "source venv/bin/activate")
+                                    "--sbatch", "account=proj", "qos=high", "--setup", "source /dev/null")
     text = script.read_text()
     for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --gres=gpu:1",
                  "#SBATCH --time=4:00:00", "#SBATCH --mem=16G", "#SBATCH --account=proj",
                  "#SBATCH --qos=high", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@120",
-                 f"#SBATCH --output={tmp_path}/jobs/logs/%A_%a.out", "source venv/bin/activate",
+                 f"#SBATCH --output={tmp_path}/jobs/logs/%A_%a.out", "\nsource /dev/null\n",
                  "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${task}\""):
         assert line in text, line
     assert (tmp_path / "jobs" / "logs").is_dir() and os.access(script, os.X_OK)
@@ -584,6 +584,24 @@ def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_d
     proc = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "4"},
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "no line 5 in" in proc.stderr
+
+
+def test_a_failing_setup_line_ends_the_task(tmp_path, capsys):
+    """--setup "source .venv/bin/activate" with no .venv: the task went on with whatever python was
+    on PATH. A line that succeeds acts in the script's shell (an export reaches the commands)."""
+    grid = ["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages", "train", "--python", "echo"]
+    script, _ = slurm_script(tmp_path, capsys, grid, "--setup", "export LABELREP_MARK=set  # a comment",
+                             "source missing/bin/activate")
+    proc = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0"},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "train.py" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "error: --setup line failed: source missing/bin/activate (exit 1)"
+    script.unlink()
+    script, _ = slurm_script(tmp_path, capsys, grid, "--setup", "export LABELREP_MARK=set  # a comment",
+                             "[ $LABELREP_MARK = set ]")
+    proc = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0"},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "task 0: exit 0" in proc.stderr, proc.stderr
 
 
 def test_nothing_to_submit_removes_the_earlier_script(tmp_path, capsys, cifar10_dir, label_dir):
