@@ -157,6 +157,13 @@ def parse(argv=None):
     if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
         raise UsageError("--sbatch: an option must not be empty")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
+    for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
+        name = option.lstrip("-").split("=", 1)[0].split()[0]
+        if name in SCRIPT_SBATCH:
+            raise UsageError(f"--sbatch {option.lstrip('-')}: the array script writes --{name} itself "
+                             "(its tasks, logs and requeue rely on it); leave it out")
+        if flag := SWEEP_SBATCH.get(name):
+            raise UsageError(f"--sbatch {option.lstrip('-')}: use sweep.py's {flag}, which writes that line")
     opts.setup = text_list("setup", opts.setup)
     modes = [m for m in MODES if getattr(opts, m)]
     if len(modes) > 1:
@@ -286,6 +293,10 @@ def count_line(tasks):
 
 # ---------------------------------------------------------------- SLURM
 
+# sbatch options the array script writes: from the script itself, and from sweep.py's flags
+SCRIPT_SBATCH = ("array", "output", "error", "open-mode", "requeue", "no-requeue", "signal")
+SWEEP_SBATCH = {"job-name": "--job_name", "partition": "--partition", "gres": "--gres", "time": "--time",
+                "mem": "--mem", "cpus-per-task": "--cpus_per_task"}
 SCRIPT_MARK = "# labelrep sweep:"  # the second line of every array script sweep.py writes
 SLURM_BODY = r'''
 child=""

@@ -163,6 +163,12 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--config", ""], "argument --config: must not be empty (see sweep.py --help)"),
     (["--slurm", ""], "argument --slurm: must not be empty"),
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", ""], "--sbatch: an option must not be empty"),  # '#SBATCH --'
+    # a second line for an option the script writes: sbatch took the last (no requeue, a lost --time)
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "account=p", "no-requeue"], "--sbatch no-requeue: the array "
+     "script writes --no-requeue itself (its tasks, logs and requeue rely on it); leave it out"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "signal=USR1@300"], "--sbatch signal=USR1@300: the array script"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "time=1:00:00"], "--sbatch time=1:00:00: use sweep.py's --time, "
+     "which writes that line"),
     (["--dry_run", "--base_dir", ""], "argument --base_dir: must not be empty (see train.py --help)"),
     (["--slurm", "{tmp}/bad.yaml/s.sbatch"], "/bad.yaml: a file, not a folder"),  # was "File exists"
     # the grid file (or a script of one's own) named as --slurm was replaced by the array script
