@@ -19,6 +19,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -170,6 +171,13 @@ def parse(argv=None):
         raise UsageError(f"choose one of --print, --slurm, --local (got {', '.join(modes)})")
     if not modes and not opts.dry_run:
         raise UsageError("say what to do: --dry_run, --print, --slurm FILE or --local")
+    defaults = build_parser()
+    for mode, (other, names) in itertools.product(modes, MODE_FLAGS.items()):
+        # --gpus with --slurm wrote no GPU request, --partition with --local ran on without a word
+        unused = [f"--{n}" for n in names if getattr(opts, n) not in (defaults.get_default(n), [])]
+        if unused and other != mode:
+            log(f"warning: {', '.join(unused)} only act{'s' * (len(unused) == 1)} with --{other}; "
+                f"ignored with --{mode}")
     # checked here, not by argparse types: a grid file's values skip those
     for name, least in (("jobs", 1), ("cpus_per_task", 1), ("max_concurrent", 1), ("max_array_size", 1),
                         ("signal_seconds", 0)):
@@ -293,6 +301,10 @@ def count_line(tasks):
 
 # ---------------------------------------------------------------- SLURM
 
+# The flags of one mode, which the others ignore
+MODE_FLAGS = {"local": ("gpus", "jobs"),
+              "slurm": ("job_name", "partition", "gres", "time", "mem", "cpus_per_task", "max_concurrent",
+                        "max_array_size", "signal_seconds", "sbatch", "setup")}
 # sbatch options the array script writes: from the script itself, and from sweep.py's flags
 SCRIPT_SBATCH = ("array", "output", "error", "open-mode", "requeue", "no-requeue", "signal")
 SWEEP_SBATCH = {"job-name": "--job_name", "partition": "--partition", "gres": "--gres", "time": "--time",

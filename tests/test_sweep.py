@@ -592,6 +592,20 @@ def test_slurm_script_header_and_commands(tmp_path, capsys, cifar10_dir, label_d
     assert proc.returncode == 2 and "no line 5 in" in proc.stderr
 
 
+def test_flags_of_another_mode_are_named_as_ignored(tmp_path, capsys):
+    """--gpus 0 with --slurm wrote a script with no GPU request, and --partition with --local or
+    --print went without a word."""
+    base = ["--seeds", "3", "--base_dir", str(tmp_path / "out")]
+    sweep.main(base + ["--gpus", "0", "--slurm", str(tmp_path / "s.sbatch")])
+    assert capsys.readouterr().err.splitlines()[0] == "warning: --gpus only acts with --local; ignored with --slurm"
+    sweep.main(base + ["--partition", "gpu", "--time", "1:00:00", "--jobs", "2", "--print"])
+    assert capsys.readouterr().err.splitlines()[:2] == [
+        "warning: --jobs only acts with --local; ignored with --print",
+        "warning: --partition, --time only act with --slurm; ignored with --print"]
+    sweep.main(base + ["--partition", "gpu", "--slurm", str(tmp_path / "s.sbatch"), "--dry_run"])
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_failing_setup_line_ends_the_task(tmp_path, capsys):
     """--setup "source .venv/bin/activate" with no .venv: the task went on with whatever python was
     on PATH. A line that succeeds acts in the script's shell (an export reaches the commands)."""
