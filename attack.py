@@ -170,7 +170,8 @@ ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"),
 
 def find_checkpoint(args):
     """The checkpoint path and the run directory its results go to."""
-    from utils.runs import CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir, resolved, run_dir_of
+    from utils.runs import (CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir, resolved,
+                            run_dir_of)
     if args.checkpoint:
         path = Path(args.checkpoint)
         if not path.is_file():

@@ -39,8 +39,9 @@ from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, attacked_anoth
 from utils.atomic import file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
-from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS, best_checkpoint_name,
-                        dataset_folder, enclosing_base_dir, json_text, run_dir_of, run_folder_name)
+from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
+                        best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, run_dir_of,
+                        run_folder_name)
 
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")

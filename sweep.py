@@ -451,7 +451,8 @@ def write_slurm(opts, tasks):
         part = f", array {k + 1} of {len(paths)}" if len(paths) > 1 else ""
         header = [
             "#!/bin/bash",
-            f"{SCRIPT_MARK} {counted(len(todo), 'run')} ({' then '.join(tasks[0].stages)} each){part}, by sweep.py",
+            f"{SCRIPT_MARK} {counted(len(todo), 'run')} ({' then '.join(tasks[0].stages)} each){part}, "
+            "by sweep.py",
             f"# task i runs line {first}+i+1 of the commands file",
             f"#   submit:            {' && '.join(submit)}",
             f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(path))}",

@@ -951,10 +951,12 @@ def test_a_finished_run_without_its_best_checkpoint_says_how_to_train_it_again(t
     run_dir = run_directory(tmp_path, "cifar10", 100, 3, "resnet32", "category")
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text('{"test_acc": 0.5}')
-    line = one_line_error(capsys, ["--label", "category", "--seed", "3", "--base_dir", str(tmp_path), "--device", "cpu"])
-    assert line == (f"error: {run_dir} finished training, but its best checkpoint category_seed3_resnet32_best_model.pth "
-                    "is not there (deleted, or not copied with the run's files); train the run again with train.py "
-                    "--force and the same flags, or delete the run directory and train it anew")
+    line = one_line_error(capsys, ["--label", "category", "--seed", "3", "--base_dir", str(tmp_path),
+                                   "--device", "cpu"])
+    assert line == (f"error: {run_dir} finished training, but its best checkpoint "
+                    "category_seed3_resnet32_best_model.pth is not there (deleted, or not copied with the run's "
+                    "files); train the run again with train.py --force and the same flags, or delete the run "
+                    "directory and train it anew")
 
 
 def test_a_base_dir_inside_the_layout_is_refused_with_the_one_to_pass(tmp_path, capsys):

@@ -395,8 +395,8 @@ def _check_finished(run_dir, args, label_sha256, facts, results):
     config = recorded_config(read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else None, results)
     if changes := run_changes(config, args, label_sha256, data=facts):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
-                         "--force to train it again with these flags (in a sweep, which passes no --force: delete the run "
-                         "directory), or use another --base_dir")
+                         "--force to train it again with these flags (in a sweep, which passes no --force: "
+                         "delete the run directory), or use another --base_dir")
 
 
 HISTORY_KEYS = {"epoch", "train_loss", "valid_acc", "valid_loss", "seconds", "images_per_s"}
