@@ -301,14 +301,15 @@ def count_line(tasks):
 
 # ---------------------------------------------------------------- SLURM
 
-# The flags of one mode, which the others ignore
-MODE_FLAGS = {"local": ("gpus", "jobs"),
-              "slurm": ("job_name", "partition", "gres", "time", "mem", "cpus_per_task", "max_concurrent",
-                        "max_array_size", "signal_seconds", "sbatch", "setup")}
-# sbatch options the array script writes: from the script itself, and from sweep.py's flags
+# sbatch options the array script writes: from the script itself, and from sweep.py's flags (written
+# where set, in this order)
 SCRIPT_SBATCH = ("array", "output", "error", "open-mode", "requeue", "no-requeue", "signal")
 SWEEP_SBATCH = {"job-name": "--job_name", "partition": "--partition", "gres": "--gres", "time": "--time",
                 "mem": "--mem", "cpus-per-task": "--cpus_per_task"}
+# The flags of one mode, which the others ignore
+MODE_FLAGS = {"local": ("gpus", "jobs"),
+              "slurm": (*(flag[2:] for flag in SWEEP_SBATCH.values()), "max_concurrent", "max_array_size",
+                        "signal_seconds", "sbatch", "setup")}
 SCRIPT_MARK = "# labelrep sweep:"  # the second line of every array script sweep.py writes
 SLURM_BODY = r'''
 child=""
@@ -437,14 +438,10 @@ def write_slurm(opts, tasks):
         if path.exists() and not ours(path):
             raise UsageError(f"--slurm {path} exists and is no array script of sweep.py's; choose another "
                              "file name, or remove it")
-    options = [directive("job-name", opts.job_name, "--job_name"),
-               directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
-               "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}"]
-    for flag, value in (("partition", opts.partition), ("gres", opts.gres), ("time", opts.time),
-                        ("mem", opts.mem), ("cpus-per-task", opts.cpus_per_task)):
-        if value is not None:
-            options.append(directive(flag, value, f"--{flag.replace('-', '_')}"))
-    options += opts.sbatch
+    options = [directive(name, value, flag) for name, flag in SWEEP_SBATCH.items()
+               if (value := getattr(opts, flag[2:])) is not None]
+    options += [directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
+                "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}", *opts.sbatch]
     submit = [f"sbatch {shlex.quote(str(p))}" for p in paths]
     texts = []
     for k, (path, (first, n)) in enumerate(zip(paths, arrays)):

@@ -40,7 +40,7 @@ from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
-                        check_base_dir, file_sha256, read_text, run_dir_of)
+                        check_base_dir, file_sha256, read_text, resolved, run_dir_of)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -545,7 +545,7 @@ def uncompared_data(recorded, data_dir, dataset, script):
     copy of the data, then the grid on a dataset not downloaded yet: the trial's runs were listed
     done.)"""
     own = recorded.get("data_dir") if isinstance(recorded, dict) else None
-    if not isinstance(own, str) or Path(own).resolve() == Path(data_dir).resolve():
+    if not isinstance(own, str) or resolved(own) == resolved(data_dir):
         return None
     return (f"it read the data in {own}, and {data_dir} holds no readable {dataset} to compare: "
             f"{script} reads it (downloads it where missing) and checks")
