@@ -33,9 +33,9 @@ from pathlib import Path
 
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number,
                           os_errors_as_usage, run_cli)
-from utils.grid import (ATTACK_RESULTS, accuracy, attack_entries, attacked_another, cores, counted, entry_key,
-                        eps_text, last_written, missing_note, nonnegative, parse_level, read_json_or_none,
-                        read_lines)
+from utils.grid import (ATTACK_RESULTS, accuracy, asked_changes, attack_entries, attacked_another, cores, counted,
+                        entry_key, eps_text, last_written, missing_note, nonnegative, parse_level,
+                        read_json_or_none, read_lines)
 from utils.atomic import file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
@@ -267,6 +267,23 @@ def flag_defaults():
     return {k: v for k in RESULT_FLAGS if (v := parser.get_default(k)) is not None}
 
 
+def exclude_off_grid(records, asked):
+    """A run of the --grid trained otherwise than the grid asks now (its --epochs raised since, its
+    label file regenerated) holds no result of the grid: marked excluded, what differs in its
+    problems, as a sweep of the grid refuses it (train.py would stop on it). asked: {run key
+    tuple: train.py's namespace the grid's sweep trains that run with} (`expected_runs`)."""
+    for record in records:
+        ns = asked.get(tuple(record[k] for k in KEY))
+        if ns is None or record["excluded"]:
+            continue
+        diffs, _ = asked_changes({"flags": record["flags"], **record["fingerprints"]}, ns, now="the grid:")
+        if diffs:
+            record["excluded"] = True
+            record["problems"].append(f"left out of the tables: trained with {', '.join(diffs)}, not as the "
+                                      "grid asks (its sweep refuses the run: delete the run directory to "
+                                      "train it again)")
+
+
 def exclude_odd_seeds(records, grid_runs=()):
     """A run trained with other flags than the other seeds of its (dataset, model, label, level)
     (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
@@ -319,9 +336,10 @@ def expected_runs(records, grid_file):
     """The runs a complete study holds, and the attack settings each should have.
 
     Returns (expected runs as key dicts, {run key tuple: a `requested_attacks`-like dict of the
-    attack settings it should have, or None}, a description). From a sweep grid file if given:
-    its runs, and for each the (attack, targeted, protocol, eps) settings the sweep asks attack.py
-    for, so runs outside the grid (an extra label, a --label_noise run) are not held to them. Else
+    attack settings it should have, or None}, {run key tuple: train.py's namespace the sweep
+    trains it with}, a description). From a sweep grid file if given: its runs, and for each the
+    (attack, targeted, protocol, eps) settings the sweep asks attack.py for, so runs outside the
+    grid (an extra label, a --label_noise run) are not held to them, and the training flags. Else
     per dataset every combination of the models, labels, levels and seeds seen there, each
     expected to have every attack setting seen in its dataset where any run of the dataset was
     attacked.
@@ -330,17 +348,17 @@ def expected_runs(records, grid_file):
         import sweep
         from utils.grid import requested_attacks
         opts, runs, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
-        wanted = {}
+        wanted, asked = {}, {}
         for r in runs:  # as its run directory names it (find_runs): cifar100_coarse, speech_noise0.2
-            train = scripts["train"].parse(r.flags() + routed["train"])
+            train = scripts["train"].module.label_defaults(scripts["train"].parse(r.flags() + routed["train"]))
             label = run_dir_of(train).name.removeprefix("model_")  # category_smooth0.1 too
             key = (dataset_folder(r.dataset, train.label_granularity), r.model, label, r.level, r.seed)
-            wanted[key] = None
+            wanted[key], asked[key] = None, train
             if "attack" in opts.stages:
                 script = scripts["attack"]
                 wanted[key] = requested_attacks(script.parse(r.flags() + routed["attack"]),
                                                 script.module)
-        return ([dict(zip(KEY, key)) for key in wanted], wanted, f"grid file {grid_file}")
+        return ([dict(zip(KEY, key)) for key in wanted], wanted, asked, f"grid file {grid_file}")
     seen = defaultdict(lambda: {k: [] for k in KEY[1:]})
     attacked = defaultdict(bool)
     for record in records:
@@ -364,7 +382,7 @@ def expected_runs(records, grid_file):
     wanted = {tuple(r[k] for k in KEY): {"keys": settings[r["dataset"]], "plans": None,
                                          "num_images": None} if attacked[r["dataset"]] else None
               for r in expected}
-    return expected, wanted, "every combination of the values seen"
+    return expected, wanted, {}, "every combination of the values seen"
 
 
 # ---------------------------------------------------------------- numbers
@@ -439,6 +457,7 @@ def full_levels(rows):
 ROBUST_KEY = KEY[:4] + ("attack", "targeted", "protocol", "eps", "num_images", "steps", "step_size",
                        "restarts", "amp")
 SETTING = ("num_images", "steps", "restarts", "amp")  # what one table of robust accuracy holds fixed
+NO_ACCURACY = "No training results (see the incomplete and missing runs below)."
 ROBUST_LEGEND = (
     "Robust accuracy: % of the attacked test images (as many as the heading says) still classified as "
     "their true class after the attack; images misclassified before it count as failures. `clean`: the "
@@ -581,6 +600,7 @@ def stat_cells(find, label, columns, name):
 def clean_markdown(accuracy):
     """tables.md's clean test accuracy: per dataset, a label by model table at its full level."""
     out = ["## Clean test accuracy", ""]
+    out += [] if accuracy else [NO_ACCURACY, ""]
     levels = full_levels(accuracy)
     for dataset in sorted({r["dataset"] for r in accuracy}):
         rows = [r for r in accuracy if r["dataset"] == dataset and r["level"] == levels[(dataset, r["model"])]]
@@ -606,6 +626,7 @@ def level_images(rows):
 def efficiency_markdown(accuracy):
     """tables.md's data efficiency: per dataset and model, a label by training-set level table."""
     out = ["## Data efficiency: test accuracy per training-set level", ""]
+    out += [] if accuracy else [NO_ACCURACY, ""]
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
         images = level_images(rows)
@@ -1015,7 +1036,8 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
         records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
     exclude_duplicates(records)
-    expected, wanted, expected_from = expected_runs(records, grid)
+    expected, wanted, asked, expected_from = expected_runs(records, grid)
+    exclude_off_grid(records, asked)
     exclude_odd_seeds(records, wanted if grid else ())
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)

@@ -784,7 +784,7 @@ def test_a_grid_of_coarse_runs_expects_them_where_train_py_writes_them(tmp_path)
     make_run(tmp_path / "runs", "category", 1, test_acc=0.5, valid_acc=0.5, dataset="cifar100_coarse")
     grid = tmp_path / "grid.yaml"
     grid.write_text("datasets: [cifar100]\nlabels: [category]\nlevels: [100]\nseeds: [1]\n"
-                    "stages: [train]\nargs: --label_granularity coarse\n")
+                    "stages: [train]\nargs: --label_granularity coarse\ntrain_args: --epochs 4\n")
     summary = report(tmp_path / "runs", tmp_path / "out", grid, draw=False)
     assert summary["missing"] == [] and summary["incomplete"] == []
 
@@ -795,7 +795,7 @@ def test_a_grid_of_noisy_runs_expects_them_where_train_py_writes_them(tmp_path):
     make_run(tmp_path / "runs", "category", 1, test_acc=0.5, valid_acc=0.5, label_noise=0.2)
     grid = tmp_path / "grid.yaml"
     grid.write_text("labels: [category]\nseeds: [1]\nargs: --label_noise 0.2 --attacks fgsm "
-                    "--epsilons 8/255 --targeted no\n")
+                    "--epsilons 8/255 --targeted no\ntrain_args: --epochs 4\n")
     summary = report(tmp_path / "runs", tmp_path / "out", grid, draw=False)
     assert summary["missing"] == []
     assert [(i["run"], i["reasons"]) for i in summary["incomplete"]] == [
@@ -833,7 +833,7 @@ def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     make_run(base, "category", 1, test_acc=0.4, valid_acc=0.4, label_noise=0.2)
     grid = tmp_path / "grid.yaml"
     grid.write_text("labels: [category, speech]\nseeds: [1]\nargs: --attacks fgsm --epsilons 1/255 8/255 "
-                    "--targeted no\n")
+                    "--targeted no\ntrain_args: --epochs 4\n")
     summary = report(base, tmp_path / "report", grid, draw=False)
     assert summary["missing"] == []
     assert [(i["run"], i["reasons"]) for i in summary["incomplete"]] == [
@@ -847,7 +847,8 @@ def test_a_grids_setting_computed_otherwise_is_named_so(tmp_path):
     trial = [dict(entry("fgsm", eps, 0.3), num_images=50) for eps in (1 / 255, EPS8)]
     make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=trial)
     grid = tmp_path / "grid.yaml"
-    grid.write_text("labels: [category]\nseeds: [1]\nargs: --attacks fgsm --epsilons 1/255 8/255 --targeted no\n")
+    grid.write_text("labels: [category]\nseeds: [1]\nargs: --attacks fgsm --epsilons 1/255 8/255 --targeted no\n"
+                    "train_args: --epochs 4\n")
     summary = report(base, tmp_path / "report", grid, draw=False)
     assert [i["reasons"] for i in summary["incomplete"]] == [[
         "attack results: 2 of 2 settings missing, 2 of them computed with other steps, precision, "
@@ -1146,6 +1147,44 @@ def test_with_a_grid_its_own_runs_set_the_flags_trials_beside_them_are_left_out(
                        for s in (1, 2)}
     summary = report(base, tmp_path / "out2", draw=False)  # without the grid, the most seeds' flags
     assert [i["run"].split("/")[-1] for i in summary["incomplete"]] == ["seed3"]
+
+
+def test_a_run_trained_otherwise_than_the_grid_asks_is_left_out(tmp_path):
+    """The grid's --epochs raised from 4 to 6 after two seeds had finished: report --grid tabled
+    them (their own flags agreed, and outvoted the seed trained since) as the grid's results, which
+    the grid's sweep refuses (train.py stops on such a run). So too a seed trained on label targets
+    the grid's --label_dir no longer holds. A run outside the grid is not held to its flags."""
+    from labels import LABEL_DIR, label_path
+    from utils.grid import label_file_sha256
+    base = tmp_path / "runs"
+    now = label_file_sha256(label_path("cifar10", "speech"))
+    for seed, acc, epochs, targets in ((1, 0.6, 4, now), (2, 0.4, 4, now), (3, 0.3, 6, now),
+                                       (4, 0.1, 6, "b" * 64)):
+        run_dir = make_run(base, "speech", seed, test_acc=acc, valid_acc=acc, epochs=epochs)
+        config = {"flags": {"epochs": epochs, "label": "speech"}, "label_sha256": targets}
+        (run_dir / "config.json").write_text(json.dumps(config))
+    make_run(base, "speech", 1, level=25, test_acc=0.2, valid_acc=0.2, epochs=4)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [speech]\nlevels: [100]\nseeds: [1, 2, 3, 4]\nstages: [train]\n"
+                    "train_args: --epochs 6\n")
+    summary = report(base, tmp_path / "out", grid, draw=False)
+    assert [(r["level"], r["test_acc_mean"], r["n"]) for r in summary["data_efficiency"]] == [(100, 0.3, 1),
+                                                                                              (25, 0.2, 1)]
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    refused = "not as the grid asks (its sweep refuses the run: delete the run directory to train it again)"
+    assert reasons == {**{f"seed{s}": [f"left out of the tables: trained with --epochs 4 (the grid: 6), {refused}"]
+                          for s in (1, 2)},
+                       "seed4": [f"left out of the tables: trained with other speech targets than {LABEL_DIR} "
+                                 f"holds, {refused}"]}
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert table_rows(markdown, "### cifar10, resnet32")["speech"] == ["30.00 (n=1)", "20.00 (n=1)"]
+    shutil.rmtree(base / "less")  # and the grid raised to 8 epochs: no run is the grid's; the tables say so
+    grid.write_text(grid.read_text().replace("--epochs 6", "--epochs 8"))
+    report(base, tmp_path / "out", grid, draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    for heading in ("## Clean test accuracy", "## Data efficiency: test accuracy per training-set level"):
+        assert markdown.split(heading + "\n\n")[1].startswith(
+            "No training results (see the incomplete and missing runs below).\n\n## ")
 
 
 def test_a_flag_a_run_did_not_record_is_train_pys_default(tmp_path):

@@ -490,8 +490,10 @@ def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir,
     assert (f"run: cannot resume: trained with other images or labels than {cifar10_dir} holds"
             in outputs["sweep.py"])
     assert outputs["sweep.py"].splitlines()[-1] == '{"runs": 4, "to_run": 3}'
-    assert "left out of the tables: trained with --epochs 2 (the other seeds: 4)" in \
-        (tmp_path / "report" / "tables.md").read_text()
+    tables = (tmp_path / "report" / "tables.md").read_text()  # what the sweep refuses, the report leaves out
+    assert "left out of the tables: trained with --epochs 2 (the grid: 4), not as the grid asks" in tables
+    assert (f"left out of the tables: trained with other images or labels than {cifar10_dir} holds (another "
+            "copy of cifar10?), not as the grid asks" in tables)
     written = json.loads(outputs["report.py"].splitlines()[-1])
     assert written["missing"] == 1
     # the `files` written, as docs/experiments.md says: summary.json, every run's numbers, among them

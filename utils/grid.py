@@ -565,17 +565,8 @@ def train_state(run_dir, train_namespace=None):
     values = read_json_or_none(results)  # None: missing, or not JSON
     diffs, unchecked = [], None
     if train_namespace is not None:
-        ns = train_namespace
-        label_sha256 = None if ns.label in FILELESS_LABELS else \
-            label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
         config = recorded_config(read_json_or_none(run_dir / CONFIG), values)
-        config = config if isinstance(config, dict) else {}
-        # the dataset is read only to compare it with a run's (CIFAR-10: 0.2 s, once a sweep)
-        data = {"data_sha256": dataset_sha256(ns.dataset, ns.data_dir, ns.label_granularity)
-                } if config.get("data_sha256") else None
-        diffs = run_changes(config, ns, label_sha256, now="sweep:", data=data)
-        if data and data["data_sha256"] is None:
-            unchecked = uncompared_data(config.get("flags"), ns.data_dir, ns.dataset, "train.py")
+        diffs, unchecked = asked_changes(config, train_namespace, now="sweep:")
     if results.exists():
         if not isinstance(values, dict):
             return False, ("results.json is not a valid JSON object (train.py will stop; delete it "
@@ -599,6 +590,23 @@ def train_state(run_dir, train_namespace=None):
                        f"{last_written(run_dir)})")
     last = last_written(run_dir)  # its train.log's: in its first epoch (on another node), or failed before
     return False, f"new ({last})" if last else "new"
+
+
+def asked_changes(config, ns, now):
+    """What a run with the recorded `config` (`recorded_config`'s) trained otherwise than train.py's
+    namespace `ns` (its `label_defaults` filled in) asks, compared with the label targets and the
+    dataset `ns` names as they are now: (`run_changes`' list, `now` its word for what is asked; a
+    note where the run read its data elsewhere and ns's data cannot be read to compare, else None)."""
+    label_sha256 = None if ns.label in FILELESS_LABELS else \
+        label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
+    config = config if isinstance(config, dict) else {}
+    # the dataset is read only to compare it with a run's (CIFAR-10: 0.2 s, once per version of it)
+    data = {"data_sha256": dataset_sha256(ns.dataset, ns.data_dir, ns.label_granularity)
+            } if config.get("data_sha256") else None
+    diffs = run_changes(config, ns, label_sha256, now=now, data=data)
+    if data and data["data_sha256"] is None:
+        return diffs, uncompared_data(config.get("flags"), ns.data_dir, ns.dataset, "train.py")
+    return diffs, None
 
 
 def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoint=None, asked_data=None):
