@@ -400,9 +400,13 @@ def drop_old_script(path):
     path = Path(path)
     if not ours(path):
         return ""
-    for old in [path, *part_scripts(path)]:
+    parts = part_scripts(path)
+    for old in [path, *parts]:
         old.unlink()
-    return f"; removed the earlier {path}, so it is not submitted again"
+    if not parts:
+        return f"; removed the earlier {path}, so it is not submitted again"
+    return (f"; removed the earlier {path} and its further arrays' {', '.join(p.name for p in parts)}, so they "
+            "are not submitted again")
 
 
 def setup_line(line):

@@ -677,6 +677,10 @@ def test_a_large_grid_goes_to_arrays_slurm_accepts_and_queued_tasks_keep_their_l
     assert again["scripts"] == list(map(str, parts[:2])) and not parts[2].exists()  # a stale array: gone
     # the new part2 names the new file and its own offset: an old submit line runs new lines alike
     assert f"commands={again['commands']}\noffset=2\n" in parts[1].read_text()
+    # with nothing left to submit, both scripts go, each named (the message named the first alone)
+    assert sweep.drop_old_script(script) == (f"; removed the earlier {script} and its further arrays' "
+                                             "sweep.part2.sbatch, so they are not submitted again")
+    assert not parts[0].exists() and not parts[1].exists()
 
 
 def test_sbatch_directives_quote_white_space():
