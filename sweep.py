@@ -173,8 +173,9 @@ def parse(argv=None):
         raise UsageError("say what to do: --dry_run, --print, --slurm FILE or --local")
     defaults = build_parser()
     for mode, (other, names) in itertools.product(modes, MODE_FLAGS.items()):
-        # --gpus with --slurm wrote no GPU request, --partition with --local ran on without a word
-        unused = [f"--{n}" for n in names if getattr(opts, n) not in (defaults.get_default(n), [])]
+        # --gpus with --slurm wrote no GPU request, --partition with --local ran on without a word;
+        # the command line's alone (`first`): a grid file's keys of both modes let it serve both
+        unused = [f"--{n}" for n in names if getattr(first, n) not in (defaults.get_default(n), [])]
         if unused and other != mode:
             log(f"warning: {', '.join(unused)} only act{'s' * (len(unused) == 1)} with --{other}; "
                 f"ignored with --{mode}")

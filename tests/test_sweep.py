@@ -606,6 +606,14 @@ def test_flags_of_another_mode_are_named_as_ignored(tmp_path, capsys):
         "warning: --partition, --time only act with --slurm; ignored with --print"]
     sweep.main(base + ["--partition", "gpu", "--slurm", str(tmp_path / "s.sbatch"), "--dry_run"])
     assert "warning" not in capsys.readouterr().err
+    # a grid file's keys of both modes: one grid for the cluster and a workstation, run either way quietly
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("seeds: [3]\njobs: 2\npartition: gpu\ntime: '1:00:00'\n")
+    for mode in (["--print"], ["--slurm", str(tmp_path / "s.sbatch")]):
+        sweep.main(["--config", str(grid), "--base_dir", str(tmp_path / "out"), *mode])
+        assert "warning" not in capsys.readouterr().err
+    sweep.main(["--config", str(grid), "--base_dir", str(tmp_path / "out"), "--print", "--gres", "gpu:1"])
+    assert capsys.readouterr().err.splitlines()[0] == "warning: --gres only acts with --slurm; ignored with --print"
 
 
 def test_a_failing_setup_line_ends_the_task(tmp_path, capsys):
