@@ -522,6 +522,9 @@ def run(args, argv=None):
                     f"{results_path}" if current else "no setting had finished")
             return f"{run_dir}: stopped{how}; {kept}, rerun to continue"
 
+        # a log file (a cluster job's) says at once what is attacked, on what
+        log(f"attacking {path}: {len(settings)} setting{'s' * (len(settings) != 1)} on {n} test images, "
+            f"batch {args.batch_size}, on {device}")
         shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
         with preempt.catching(), Progress(len(settings), f"{args.model} {args.label} attacks",
                                           "setting") as progress, interrupt_says(lambda: stopped("")):

@@ -477,7 +477,7 @@ def test_an_attack_or_eps_given_twice_is_run_once(speech_run, cifar10_dir, label
                                     "--attacks", "fgsm", "--targeted", "no", "--epsilons", "0.03137254901960784",
                                     "--num_images", "5", "--examples", "0", "--steps", "4", "--restarts", "3"])
     assert again["robust_acc"] == {"fgsm/untargeted/0.03137254901960784": summary["robust_acc"][
-        "fgsm/untargeted/8/255"]} and "reused" in err
+        "fgsm/untargeted/8/255"]} and "(reused from" in err
     # FGSM takes one step and no restart: the flags went without a word, as train.py warns of a label's
     assert err.startswith("warning: --steps only acts with --attacks iterative or pgd; ignored for --attacks "
                           "fgsm\nwarning: --restarts only acts with --attacks pgd; ignored for --attacks fgsm\n")
@@ -529,6 +529,9 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert list(summary["target_success"]) == [k for k in keys if "/targeted/" in k]
     assert all(v == summary["clean_acc"] for k, v in summary["robust_acc"].items() if k.endswith("/0"))
     assert proc.stderr.count("robust_acc") == len(keys)  # one progress line per setting
+    # first, at once, what is attacked (a cluster log said nothing until the first setting ended)
+    assert proc.stderr.splitlines()[0] == (f"attacking {run_dir / 'speech_seed3_resnet32_best_model.pth'}: "
+                                           "8 settings on 30 test images, batch 16, on cpu")
     # in a log, each line says how far along the attack is, as the bar's count does on a terminal
     # and when it was written (a stalled job's log shows when its last setting ended)
     lines = [line for line in proc.stderr.splitlines() if "robust_acc" in line]
@@ -554,7 +557,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     # finished runs can be reread); one more eps: only the new settings are computed.
     written = {name: (run_dir / name).read_bytes() for name in (ATTACK_RESULTS, ATTACK_EXAMPLES)}
     again, err = call_main(capsys, flags)
-    assert again == summary and err.count("reused") == len(keys)
+    assert again == summary and err.count("(reused from") == len(keys)
     assert err.splitlines()[-1].split(" ", 1)[1].startswith("[8/8] pgd targeted eps 8/255: robust_acc ")
     assert "warning" not in err, err  # no --smoothing given: the default the flags fill in warned
     assert {name: (run_dir / name).read_bytes() for name in written} == written
@@ -565,12 +568,12 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     call_main(capsys, flags)
     assert (run_dir / ATTACK_EXAMPLES).read_bytes() == b"stale"
     _, err = call_main(capsys, flags + ["--examples", "2"])  # asked for: the figure, and only it, again
-    assert err.count("reused") == len(keys)
+    assert err.count("(reused from") == len(keys)
     assert (run_dir / ATTACK_RESULTS).read_bytes() == written[ATTACK_RESULTS]
     assert (run_dir / ATTACK_EXAMPLES).read_bytes()[:4] == b"\x89PNG"
     more = flags[:flags.index("--epsilons") + 1] + ["0", "8/255", "2/255"] + flags[flags.index("--steps"):]
     grown, err = call_main(capsys, more)
-    assert err.count("reused") == len(keys) and len(grown["robust_acc"]) == len(keys) + 4
+    assert err.count("(reused from") == len(keys) and len(grown["robust_acc"]) == len(keys) + 4
     assert len(json.loads((run_dir / ATTACK_RESULTS).read_text())["entries"]) == len(keys) + 4
 
     # The paper's protocol adds its own entries beside the pixel-space ones (here channels-last).
@@ -589,12 +592,12 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     margin, err = call_main(capsys, flags + ["--objective", "margin", "--attacks", "pgd"])
     assert list(margin["robust_acc"]) == [f"pgd+margin/{m}/{e}" for m in ("untargeted", "targeted")
                                           for e in ("0", "8/255")]
-    assert "reused" not in err and err.count("pgd+margin") == 4
+    assert "(reused from" not in err and err.count("pgd+margin") == 4
     entries = json.loads((run_dir / ATTACK_RESULTS).read_text())["entries"]
     assert sum(e.get("objective") == "margin" for e in entries) == 4
     assert margin["robust_acc"]["pgd+margin/untargeted/0"] == summary["clean_acc"]
     _, err = call_main(capsys, flags)
-    assert err.count("reused") == len(keys)
+    assert err.count("(reused from") == len(keys)
 
 
 def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_dir, label_dir, tmp_path,
@@ -611,7 +614,7 @@ def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_di
              "--device", "cpu"]
     call_main(capsys, flags + ["--data_dir", str(cifar10_dir)])
     _, err = call_main(capsys, flags + ["--data_dir", str(other)])
-    assert "reused" not in err
+    assert "(reused from" not in err
     entries = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
     assert len(entries) == 2 and len({e["images_sha256"] for e in entries}) == 2
     # what sweep.py reads of each --data_dir, without torch, to know which entries are done there
@@ -619,7 +622,7 @@ def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_di
     assert [e["images_sha256"] for e in entries] == [test_images_sha256("cifar10", d, "fine", 5)
                                                      for d in (cifar10_dir, other)]
     _, err = call_main(capsys, flags + ["--data_dir", str(cifar10_dir)])  # the first images' again: reused
-    assert "reused" in err
+    assert "(reused from" in err
 
 
 def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, cifar10_dir, label_dir,
@@ -635,12 +638,12 @@ def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, 
     call_main(capsys, flags)
     for change in (["--restarts", "2"], ["--amp"], ["--steps", "2"]):
         _, err = call_main(capsys, flags + change)
-        assert "reused" not in err, change
+        assert "(reused from" not in err, change
     entries = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
     assert [(e["steps"], e["restarts"], e["amp"]) for e in entries] == [(1, 1, False), (1, 2, False),
                                                                           (1, 1, True), (2, 1, False)]
     _, err = call_main(capsys, flags + ["--amp"])
-    assert "reused" in err
+    assert "(reused from" in err
 
 
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, label_dir, capsys):
@@ -684,7 +687,7 @@ def test_a_figure_that_could_not_be_written_is_drawn_by_the_next_run(speech_run,
     assert len(json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]) == 3 and not png.exists()
     monkeypatch.undo()
     _, err = call_main(capsys, flags + ["8/255"])
-    assert err.count("reused") == 3 and png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != earlier
+    assert err.count("(reused from") == 3 and png.read_bytes()[:4] == b"\x89PNG" and png.read_bytes() != earlier
 
 
 def test_a_folder_that_cannot_hold_results_fails_before_the_first_setting(speech_run, cifar10_dir, label_dir,
@@ -709,7 +712,7 @@ def test_a_folder_that_cannot_hold_results_fails_before_the_first_setting(speech
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     monkeypatch.setattr(attacks, "run_attack", lambda *a, **k: attacked.append(a) or real_attack(*a, **k))
     _, err = call_main(capsys, flags)  # every setting reused: nothing to write
-    assert err.count("reused") == 2
+    assert err.count("(reused from") == 2
     status, err = run_cli_status(capsys, flags + ["8/255"])
     assert (status, err.splitlines()[-1]) == (2, f"error: could not write {tmp_path / ATTACK_RESULTS}: "
                                                  "Read-only file system")
@@ -772,7 +775,7 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     assert len(json.loads(results.read_text())["entries"]) == 1
     monkeypatch.setattr(preempt, "requested", lambda: False)
     summary, err = call_main(capsys, flags)
-    assert err.count("reused") == 1 and len(summary["robust_acc"]) == 3
+    assert err.count("(reused from") == 1 and len(summary["robust_acc"]) == 3
     assert summary["run_dir"] == str(tmp_path)
 
 
@@ -851,7 +854,7 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
         saved["entries"][0] |= change
         results.write_text(json.dumps(saved))
         summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
-        assert "dropping 1 malformed entries" in err and "reused" not in err
+        assert "dropping 1 malformed entries" in err and "(reused from" not in err
         assert 0 <= summary["robust_acc"]["fgsm/untargeted/8/255"] <= 1
         assert len(json.loads(results.read_text())["entries"]) == 1
     for content, message in (("[]", "holds an array, not the JSON object labelrep writes"),
@@ -878,11 +881,11 @@ def test_an_entry_without_its_results_is_computed_again(speech_run, cifar10_dir,
         del edited["entries"][0][key]
         results.write_text(json.dumps(edited))
         summary, err = call_main(capsys, flags)
-        assert "reused" not in err and summary == first, key
+        assert "(reused from" not in err and summary == first, key
         # the edited entry stays beside the new one; the new one answers the next rerun
         assert [key in e for e in json.loads(results.read_text())["entries"]] == [False, True]
         _, err = call_main(capsys, flags)
-        assert "reused" in err
+        assert "(reused from" in err
         results.write_text(written)
 
 

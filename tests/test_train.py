@@ -97,8 +97,13 @@ def test_json_line_and_run_files(speech_run):
     assert (result["best_epoch"], result["valid_acc"]) == (best["epoch"], best["valid_acc"])
     assert (run_dir / "speech_seed3_resnet32_best_model.pth").is_file()
     assert (run_dir / "last_checkpoint.pth").is_file()
-    # not a TTY: one plain progress line per epoch on stderr
-    assert proc.stderr.count("epoch ") == 2 and "valid_acc" in proc.stderr
+    # not a TTY: what trains where, at once (a cluster log said nothing until its first epoch ended),
+    # then one plain progress line per epoch on stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == (f"starting {run_dir} at epoch 1 of 2: 250 training and 50 validation images, batch 64, "
+                        "lr 0.1, on cpu")
+    assert [re.fullmatch(r"\d\d:\d\d:\d\d epoch (\d)/2 lr .* valid_acc .*", line)[1] for line in lines[1:]] == [
+        "1", "2"]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
@@ -217,8 +222,8 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
     straight = train.main(flags(cifar10_dir, tmp_path / "a", label_dir, label="category", epochs=3) + ["--resume"])
     assert len(set(seeds)) == 3
     # --resume with nothing to resume (a sweep's first start, or a typo in --seed) said nothing of it
-    assert (f"starting {straight['run_dir']} at epoch 1: --resume found no checkpoint there\n"
-            in capsys.readouterr().err)
+    assert (f"starting {straight['run_dir']} at epoch 1 of 3 (--resume found no checkpoint there): 250 "
+            "training and 50 validation images, batch 64, lr 0.1, on cpu\n" in capsys.readouterr().err)
 
     def stopped_in_epoch_three(*args, **kwargs):
         return None if len(seeds) == 5 else recorded(*args, **kwargs)  # None: a preemption

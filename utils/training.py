@@ -845,9 +845,6 @@ def run_training(args, argv=None):
                 if changes := _rounding_changes(config["segments"]):
                     log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
                         "epochs before, so the run will not end bit for bit as an uninterrupted one")
-        elif args.resume and not args.force and writes:  # a typo in --seed or --base_dir trains a new run:
-            # this names its folder (with --force there may have been one, which it drops)
-            log(f"starting {run_dir} at epoch 1: --resume found no checkpoint there")
         if writes:
             # a start at epoch 1 (--force, or a run whose checkpoints were deleted) trains a new best
             # checkpoint: the old run's checkpoints go, and its results and its attacks' with them (left,
@@ -862,6 +859,14 @@ def run_training(args, argv=None):
             write_json(run_dir / CONFIG, config)
             # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
             write_jsonl(run_dir / METRICS, history)
+            if checkpoint is None:  # a log file (a cluster job's) says at once what trains, on what
+                processes = f" (rank 0 of {ctx.world} processes)" if ctx.world > 1 else ""
+                # --resume with nothing to resume: a typo in --seed or --base_dir trains a new run, named
+                # here (with --force there may have been one, which it drops)
+                why = " (--resume found no checkpoint there)" if args.resume and not args.force else ""
+                log(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {len(split.train)} training and "
+                    f"{len(split.valid)} validation images, batch {args.batch_size}, lr {args.lr:g}, on "
+                    f"{device}{processes}")
         evaluated = compiled(model, args.compile)
 
         space.to(device)
