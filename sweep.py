@@ -160,8 +160,8 @@ def parse(argv=None):
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
         name = option.lstrip("-").split("=", 1)[0].split()[0]
-        if name in SCRIPT_SBATCH:
-            raise UsageError(f"--sbatch {option.lstrip('-')}: the array script writes --{name} itself "
+        if written := SCRIPT_SBATCH.get(name):
+            raise UsageError(f"--sbatch {option.lstrip('-')}: the array script writes --{written} itself "
                              "(its tasks, logs and requeue rely on it); leave it out")
         if flag := SWEEP_SBATCH.get(name):
             raise UsageError(f"--sbatch {option.lstrip('-')}: use sweep.py's {flag}, which writes that line")
@@ -302,9 +302,11 @@ def count_line(tasks):
 
 # ---------------------------------------------------------------- SLURM
 
-# sbatch options the array script writes: from the script itself, and from sweep.py's flags (written
-# where set, in this order)
-SCRIPT_SBATCH = ("array", "output", "error", "open-mode", "requeue", "no-requeue", "signal")
+# sbatch options the array script writes: from the script itself (each option that would override
+# one of its lines, with that line: --error would take stderr out of --output's log), and from
+# sweep.py's flags (written where set, in this order)
+SCRIPT_SBATCH = {"array": "array", "output": "output", "error": "output (stderr too)",
+                 "open-mode": "open-mode", "requeue": "requeue", "no-requeue": "requeue", "signal": "signal"}
 SWEEP_SBATCH = {"job-name": "--job_name", "partition": "--partition", "gres": "--gres", "time": "--time",
                 "mem": "--mem", "cpus-per-task": "--cpus_per_task"}
 # The flags of one mode, which the others ignore

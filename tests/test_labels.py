@@ -218,7 +218,8 @@ def test_bert_tiny_model(tiny_bert, tmp_path, capsys):
 
 def test_bert_sets_values_beyond_two_std_to_zero(monkeypatch):
     """The paper's recipe: a hidden-state value whose magnitude exceeds mean + 2 std (over all
-    classes) is set to 0 before the [0, 80] rescaling; one at 2.5 std is, one at 1.5 std is not."""
+    classes) is set to 0 before the [0, 80] rescaling; one at 2.5 std is, one at 1.5 std is not,
+    and of the states negated, one at -2.5 std is, by its magnitude."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
     states = np.random.RandomState(0).uniform(-1, 1, (2, 3, 3))  # 2 classes, [CLS] name [SEP], H=3
@@ -237,12 +238,16 @@ def test_bert_sets_values_beyond_two_std_to_zero(monkeypatch):
     def tokenizer(name, return_tensors):
         return {"input_ids": torch.tensor([[["a", "b"].index(name)] * 3])}
     monkeypatch.setattr(generate, "_load_text_model", lambda source, transformers: (Model(), tokenizer))
-    values = states.reshape(2, 9)
-    assert abs(values[0, 4]) > values.mean() + 2 * values.std() > abs(values[1, 4])  # the test's premise
-    targets = make_label("bert", ["a", "b"], text_model="fake").reshape(2, 9)
-    kept = values.copy()
-    kept[0, 4] = 0.0
-    assert np.allclose(targets, 80 * (kept - kept.min()) / (kept.max() - kept.min()), atol=1e-5)
+    values = states.reshape(2, 9).copy()
+    for sign in (1, -1):
+        states[:] = sign * values.reshape(2, 3, 3)
+        signed = sign * values
+        # the test's premise: the outlier beyond mean + 2 std in magnitude, the 1.5 std value within
+        assert abs(signed[0, 4]) > signed.mean() + 2 * signed.std() > abs(signed[1, 4]), sign
+        targets = make_label("bert", ["a", "b"], text_model="fake").reshape(2, 9)
+        kept = signed.copy()
+        kept[0, 4] = 0.0
+        assert np.allclose(targets, 80 * (kept - kept.min()) / (kept.max() - kept.min()), atol=1e-5), sign
 
 
 def test_bert_unreadable_model(tmp_path, capsys):

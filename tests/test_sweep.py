@@ -164,8 +164,11 @@ def test_help_says_where_flags_go():
     (["--slurm", ""], "argument --slurm: must not be empty"),
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", ""], "--sbatch: an option must not be empty"),  # '#SBATCH --'
     # a second line for an option the script writes: sbatch took the last (no requeue, a lost --time)
+    # each named the line the script writes: it writes --requeue and no --error line
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", "account=p", "no-requeue"], "--sbatch no-requeue: the array "
-     "script writes --no-requeue itself (its tasks, logs and requeue rely on it); leave it out"),
+     "script writes --requeue itself (its tasks, logs and requeue rely on it); leave it out"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "error=e.log"], "--sbatch error=e.log: the array script writes "
+     "--output (stderr too) itself"),
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", "signal=USR1@300"], "--sbatch signal=USR1@300: the array script"),
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", "time=1:00:00"], "--sbatch time=1:00:00: use sweep.py's --time, "
      "which writes that line"),

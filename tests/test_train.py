@@ -531,6 +531,8 @@ def test_lr_schedule_with_warmup():
     # Epoch counts not divisible by 4 drop at the first epoch at or past 50% and 75%: for the
     # README's 30-epoch runs, epochs 15 and 23 (0-based).
     assert [lr_at(e, 30, 0.1) for e in (14, 15, 22, 23)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
+    # an odd count rounds the 50% drop up alike: of 25 epochs, 0-12 at the base lr, drops at 13 and 19
+    assert [lr_at(e, 25, 0.1) for e in (12, 13, 18, 19)] == pytest.approx([0.1, 0.01, 0.01, 0.001])
 
 
 def test_warmup_sets_every_steps_lr(tiny):
