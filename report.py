@@ -695,7 +695,8 @@ def robust_markdown(robust):
 def tables_markdown(title, base, records, accuracy, robust, incomplete, missing, expected_from, counts):
     """tables.md: what was read, the clean, data-efficiency, label-noise and robust tables, then the
     diverged, incomplete and missing runs."""
-    intro = (f"From `{base}`: {counts['run_dirs']} run directories, {counts['trained']} trained, "
+    directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
+    intro = (f"From `{base}`: {directories}, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
              f"(expected runs: {expected_from}).")
     legend = ("Accuracies in %: mean ± sample standard deviation over seeds (n = number of seeds; "

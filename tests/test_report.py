@@ -771,6 +771,7 @@ def test_a_grid_is_reported_from_where_its_sweep_trains(tmp_path):
     grid.write_text(f"labels: [category]\nseeds: [1]\nstages: [train]\nargs: --base_dir {tmp_path}/runs/study\n")
     result = last_json(run_script("report.py", "--grid", grid, "--out", tmp_path / "out", "--no_figures"))
     assert (result["runs"], result["trained"], result["missing"]) == (1, 1, 0)
+    assert ": 1 run directory, 1 trained, 0 attacked;" in (tmp_path / "out" / "tables.md").read_text()  # not "directories"
     proc = run_script("report.py", "--grid", grid, "--base_dir", tmp_path / "runs", "--out", tmp_path / "out",
                       "--no_figures")
     assert last_json(proc)["missing"] == 1 and proc.stderr == (
