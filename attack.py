@@ -173,7 +173,10 @@ def find_checkpoint(args):
     from utils.runs import (CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir, resolved,
                             run_dir_of)
     if args.checkpoint:
-        path = Path(args.checkpoint)
+        # its folder as run_dir_of's (the file itself may be a link: the results go beside it), in
+        # every message and in attack_results.json's config too
+        path = resolved(Path(args.checkpoint).parent) / Path(args.checkpoint).name
+        args.checkpoint = str(path)
         if not path.is_file():
             raise UsageError(f"checkpoint {path} " + ("is a folder, not a checkpoint file" if path.is_dir()
                                                       else "does not exist"))
@@ -181,8 +184,6 @@ def find_checkpoint(args):
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
                              "attack results count as the run's best checkpoint's; attack a copy of it "
                              "in a folder of its own")
-        # its folder as run_dir_of's (the file itself may be a link: the results go beside it)
-        path = resolved(path.parent) / path.name
         return path, path.parent
     check_base_dir(args.base_dir)  # --base_dir outputs/less said only "no checkpoint at outputs/less/less/..."
     run_dir = run_dir_of(args)
@@ -479,6 +480,7 @@ def run(args, argv=None):
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
+    vars(args).update(resolved_folders(args))  # the folders given, as messages name them (unset: the run's)
     path, run_dir, model, space, data = load_run(args)  # bad input ends here, before the run is locked
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")

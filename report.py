@@ -40,8 +40,8 @@ from utils.atomic import file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
 from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
-                        best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, run_dir_of,
-                        run_folder_name)
+                        best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
+                        run_dir_of, run_folder_name)
 
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
@@ -1147,8 +1147,8 @@ def main(argv=None):
     if grid_base and not summary["run_dirs"] and Path(base_dir).resolve() != Path(grid_base).resolve():
         log(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
             f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)")
-    # absolute, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
-    line = {"out": str(Path(args.out).absolute()), "runs": summary["run_dirs"], "trained": summary["trained"],
+    # resolved, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
+    line = {"out": str(resolved(args.out)), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
             "missing": len(summary["missing"]), "files": [*summary["files"], SUMMARY]}
     print_json(line)

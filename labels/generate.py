@@ -68,6 +68,7 @@ from utils.constants import env_flag, offline
 from utils.errors import CliParser, UsageError, call_cli, choice, log, nonempty, number
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
+from utils.runs import resolved
 
 # ----------------------------------------------------------------------------- datasets and names
 
@@ -833,6 +834,7 @@ FAMILY_OPTIONS = {"audio_dir": ("speech", "shuffle"), "espeak_voice": ("speech",
 
 
 def run(args):
+    out = resolved(args.out)  # as it prints it: "wrote ../x/..." named no file from another folder
     labels = expand_labels(args.label, args.text_model, args.glove)
     datasets = list(dict.fromkeys(args.dataset))  # one given twice was made, written and listed twice
     parser = build_parser()
@@ -846,7 +848,7 @@ def run(args):
     if args.label_granularity == "coarse":
         if set(datasets) - set(GRANULAR):
             raise LabelError(f"--label_granularity coarse is for {', '.join(GRANULAR)} only")
-        if Path(args.out).resolve() == LABEL_DIR.resolve():
+        if out == LABEL_DIR.resolve():
             raise LabelError("coarse label files are named as the fine ones: give --out a folder of "
                              "their own (then train.py --label_dir that folder)")
     if args.audio_dir is not None and len(datasets) > 1:
@@ -854,7 +856,7 @@ def run(args):
     if args.speech_file is not None and len(datasets) > 1:
         raise LabelError("--speech_file is one dataset's file: give a single --dataset")
     existing = [str(p) for d in datasets for n in labels
-                if (p := Path(args.out) / f"{d}_{n}.npy").exists()]
+                if (p := out / f"{d}_{n}.npy").exists()]
     if existing and not args.force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise LabelError(f"{existing[0]} exists{more}; pass --force to overwrite")
@@ -864,7 +866,7 @@ def run(args):
     # Every file or none: bad input met part way (a later dataset's names, a later family's
     # parameter) replaced nothing, where the files before it stayed and a rerun needed --force;
     # nor does it leave the --out folder it made (before the first label: a bad --out is said at once).
-    with made_folders(args.out), file_set() as put:
+    with made_folders(out), file_set() as put:
         for dataset in datasets:
             names_by_set = {}   # read the meta file once per name set
             speech = None       # made once, reused by shuffle (both read the same names)
@@ -879,14 +881,14 @@ def run(args):
                 targets = make_label(name, names_by_set[name_set], args.seed, **options, **extra)
                 if name == "speech":
                     speech = targets
-                path = Path(args.out) / f"{dataset}_{name}.npy"
+                path = out / f"{dataset}_{name}.npy"
                 put(path, npy_writer(targets))
                 made.append((path, targets.shape, float(targets.min()), float(targets.max())))
     for path, shape, low, high in made:
         print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
-    written = [{"file": str(path.absolute()), "shape": list(shape), "min": low, "max": high}
+    written = [{"file": str(path), "shape": list(shape), "min": low, "max": high}
                for path, shape, low, high in made]
-    print_json({"out": str(Path(args.out).absolute()), "files": written})
+    print_json({"out": str(out), "files": written})
 
 
 def main(argv=None):

@@ -1049,6 +1049,24 @@ def test_coarse_labels_for_cifar100_superclasses(tmp_path, capsys):
     assert status == 2 and "--label_granularity coarse is for cifar100 only" in err
 
 
+def test_generate_names_its_out_folder_resolved(tmp_path, capsys, monkeypatch):
+    """--out link/../labels wrote a/labels (after a link, '..' is its target's parent) but printed
+    'wrote link/../labels/...', and its JSON line's absolute '.../link/../labels', read as text,
+    named another folder (tmp_path/labels); a relative --out, no file from another folder."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", "link/../labels"],
+                         capsys)
+    written = tmp_path / "a" / "labels" / "cifar10_uniform.npy"
+    assert status == 0 and out.startswith(f"wrote {written}  (10, 64, 64)")
+    line = json.loads(out.splitlines()[-1])
+    assert (line["out"], line["files"][0]["file"]) == (str(written.parent), str(written)) and written.is_file()
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", "link/../labels"],
+                         capsys)
+    assert status == 2 and err == f"error: {written} exists; pass --force to overwrite\n"
+
+
 def test_the_tools_last_stdout_line_is_strict_json(tmp_path, capsys):
     """generate printed no JSON line, and stats --json printed an indented array (last line ']')
     with NaN for an undefined correlation, which strict parsers (jq, JavaScript) refuse."""

@@ -716,11 +716,19 @@ def test_another_programs_summary_json_is_no_earlier_report(study, tmp_path):
 
 def test_the_json_line_names_the_report_folder_absolute(study, tmp_path, monkeypatch, capsys):
     """A relative --out was printed as given: a notebook that ran report.py with another working
-    directory (subprocess cwd=...) could not open it."""
+    directory (subprocess cwd=...) could not open it; through a link, its absolute form kept
+    link/.., which read as text named another folder than the one written (after a link, '..' is
+    its target's parent: a/ here)."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
     monkeypatch.chdir(tmp_path)
     report_main(["--base_dir", study, "--out", "my report", "--no_figures"])
     line = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert line["out"] == str(tmp_path / "my report") and (tmp_path / "my report" / "tables.md").is_file()
+    report_main(["--base_dir", study, "--out", "link/../my report", "--no_figures"])
+    out = tmp_path / "a" / "my report"
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["out"] == str(out)
+    assert (out / "tables.md").is_file()
 
 
 def test_an_out_it_cannot_use_is_a_usage_error_in_process(study, tmp_path):

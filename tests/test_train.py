@@ -745,7 +745,9 @@ def run_cli_capture(capsys, argv):
     ({"base_dir": ""}, "argument --base_dir: must not be empty (see train.py --help)"),
     ({"label_dir": ""}, "argument --label_dir: must not be empty"),
     # said "labels found for cifar10 in no_such_folder: category, mcr2", as if the folder were there
-    ({"label_dir": "no_such_folder"}, "for --label speech: --label_dir no_such_folder does not exist"),
+    # (named resolved, as every path a run prints)
+    ({"label_dir": "no_such_folder"},
+     f"for --label speech: --label_dir {Path.cwd().resolve() / 'no_such_folder'} does not exist"),
     # trained into level50, recorded as 50.00000000001; a rerun at 50 said "--level 50 (now 50)"
     ({"level": "50.00000000001"}, "argument --level: 50.00000000001 has more digits than a run directory's "
      "name keeps (level50); give at most 6 significant digits"),
@@ -843,8 +845,7 @@ def test_a_data_dir_of_the_other_datasets_batches_is_one_line(capsys, cifar10_di
     # batches in a folder of another name: its parent as --data_dir reads them only once it is renamed
     # (it named that parent alone, where cifar10 looks for cifar-10-batches-py/ and finds none)
     mine = tmp_path / "data" / "mycifar10"
-    mine.parent.mkdir()
-    mine.symlink_to(batches)
+    shutil.copytree(batches, mine)  # a copy: a link is named by its target, as the run records it
     line = run_cli_capture(capsys, flags(mine, tmp_path / "runs", label_dir) + ["--dataset", "cifar100"])
     assert line == (f"error: --data_dir {mine} holds the cifar10 files, which --dataset cifar10 reads with "
                     f"--data_dir {mine.parent}, once mycifar10/ is renamed cifar-10-batches-py/; for cifar100 "
@@ -2010,8 +2011,8 @@ def test_paths_printed_and_recorded_are_absolute(monkeypatch, cifar10_dir, label
     summary = attack.main(["--checkpoint", checkpoint, *attack_flags])
     assert summary["run_dir"] == str(run_dir) and checkpoint.startswith("../runs/")
     assert Path(summary["results"]) == Path(summary["run_dir"]) / ATTACK_RESULTS
-    assert Path(json.loads((run_dir / ATTACK_RESULTS).read_text())["checkpoint"]).resolve() == \
-        Path(result["checkpoint"]).resolve()
+    recorded = json.loads((run_dir / ATTACK_RESULTS).read_text())
+    assert recorded["checkpoint"] == recorded["config"]["checkpoint"] == result["checkpoint"]  # was ../runs/...
     moved = torch.load(result["checkpoint"], weights_only=True)
     moved["config"]["flags"]["data_dir"] = "/nowhere/cifar10"  # trained on another machine
     torch.save(moved, tmp_path / "moved.pth")
@@ -2055,6 +2056,28 @@ def test_recorded_paths_are_resolved_and_hold_after_the_working_folder_is_rename
     assert recorded["config"]["data_dir"] == config["flags"]["data_dir"]
 
 
+def test_messages_name_the_paths_given_resolved(monkeypatch, cifar10_dir, tmp_path, capsys):
+    """From work/sub, a missing label file of --label_dir ../../link/../labels was 'no label file
+    ../../link/../labels/cifar10_bert.npy', which a job's log, read in another folder, named no file
+    by, and --data_dir's '.../work/sub/../../link/../data' read as text is not the folder the system
+    read (after a link, '..' is its target's parent: a/data here); so for --checkpoint's."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "labels").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
+    (tmp_path / "work" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work" / "sub")
+    labels, data = tmp_path / "a" / "labels", tmp_path / "a" / "data"
+    line = run_cli_capture(capsys, flags(os.path.relpath(cifar10_dir), "runs", "../../link/../labels",
+                                         label="bert"))
+    assert line.startswith(f"error: no label file {labels / 'cifar10_bert.npy'} for --label bert; labels found "
+                           f"for cifar10 in {labels}: category, mcr2; ")
+    line = run_cli_capture(capsys, flags("../../link/../data", "runs", labels, label="category"))
+    assert line.startswith(f"error: cifar10 not found in {data / 'cifar-10-batches-py'} (")
+    with pytest.raises(UsageError) as err:
+        attack.main(["--checkpoint", "../../link/../best.pth", "--device", "cpu"])
+    assert str(err.value) == f"checkpoint {tmp_path / 'a' / 'best.pth'} does not exist"
+
+
 def test_a_base_dir_inside_the_layout_is_refused_with_the_one_to_pass(capsys, cifar10_dir, label_dir, tmp_path):
     """--base_dir runs/less (or a dataset's, seed's or run's folder) trained a new run nested in
     the old ones' folders (runs/less/less/cifar10/level4/...) and exited 0; report.py named the
@@ -2068,7 +2091,7 @@ def test_a_base_dir_inside_the_layout_is_refused_with_the_one_to_pass(capsys, ci
     for inside in (base / "less", base / "less" / "cifar10" / "level4", base / "cifar10" / "seed7", full, less,
                    full / ".."):
         line = run_cli_capture(capsys, flags(cifar10_dir, inside, label_dir, label="category", level=4))
-        assert line == (f"error: --base_dir {inside} is a folder inside the layout of run directories "
+        assert line == (f"error: --base_dir {inside.resolve()} is a folder inside the layout of run directories "
                         f"({LAYOUT_TEXT}): pass --base_dir {base}")
     proc = run_script("train.py", *flags(cifar10_dir, base / "less", label_dir), check=False)
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr == (

@@ -167,9 +167,11 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
 
 
 def resolved_folders(args):
-    """--data_dir, --label_dir and --base_dir `resolved`, as a run records them: the record holds
-    from any working directory (attack.py finds a run's data from it)."""
-    return {k: str(resolved(getattr(args, k))) for k in ("data_dir", "label_dir", "base_dir")}
+    """--data_dir, --label_dir and --base_dir `resolved` (those set), as a run prints and records
+    them: a message and the record hold from any working directory (attack.py finds a run's data
+    from it)."""
+    return {k: str(resolved(v)) for k in ("data_dir", "label_dir", "base_dir")
+            if (v := getattr(args, k)) is not None}
 
 
 def _still_there(path):

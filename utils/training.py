@@ -5,6 +5,7 @@
 The data lives on the device as uint8; an epoch is a seeded permutation, batched augmentation and
 SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
 """
+import argparse
 import contextlib
 import ctypes
 import functools
@@ -376,7 +377,7 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None, stoppable=
 
 
 def _config(args, run_dir, split, data, space, label_sha256, facts, argv=None):
-    return {"flags": vars(args) | resolved_folders(args), "run_dir": str(run_dir), **facts,
+    return {"flags": vars(args), "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
             "label_sha256": label_sha256, "environment": environment(argv)}
@@ -778,7 +779,10 @@ def run_label_space(args, num_classes):
 
 def run_training(args, argv=None):
     """Train one run as the flags say; returns the results dict (also written to results.json).
-    `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None)."""
+    `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None).
+    Its folders are `resolved` first (in a copy of `args`): a message names them as config.json
+    records them ("no label file ../labels/..." named no file from the folder its log was read in)."""
+    args = argparse.Namespace(**(vars(args) | resolved_folders(args)))
     check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
     ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
