@@ -73,6 +73,21 @@ def test_a_batch_with_values_that_are_not_pixels_or_class_ids_is_one_line(tmp_pa
     assert str(err.value).startswith(f"dataset file {path}: ") and message in str(err.value)
 
 
+@pytest.mark.parametrize("lost_labels, columns", [(1, 3072), (0, 3071)])  # a label lost, rows cut short
+def test_a_batch_whose_images_and_labels_do_not_pair_up_is_one_line(tmp_path, cifar10_dir, lost_labels, columns):
+    """Images and labels are concatenated batch by batch: a batch with one label fewer than images
+    gave every later image the label of its neighbour, without a word."""
+    shutil.copytree(cifar10_dir, tmp_path / "data")
+    path = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_2"
+    with open(path, "rb") as f:
+        n = len(pickle.load(f, encoding="latin1")["labels"])
+    rewrite_pickle(path, lambda c: c.update(labels=c["labels"][:n - lost_labels], data=c["data"][:, :columns]))
+    with pytest.raises(UsageError) as err:
+        load_cifar("cifar10", tmp_path / "data")
+    assert str(err.value) == (f"dataset file {path} holds data of shape ({n}, {columns}) with {n - lost_labels} "
+                              "labels; expected (N, 3072) and N labels")
+
+
 def test_a_cifar100_batch_without_the_granularitys_labels_or_outside_its_classes_is_named(tmp_path, cifar100_dir):
     """Said "has no 'coarse_labels' or 'data' entry" (which?) and "cifar100 train labels lie outside
     0..19" (which file, which key?)."""

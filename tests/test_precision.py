@@ -305,6 +305,27 @@ def test_bench_accuracy_keeps_the_runs_that_finished(monkeypatch, cifar10_dir, t
     assert "resnet32 category seed 0 bf16 + channels_last: failed: UsageError: the bf16 run failed" in capsys.readouterr().err
 
 
+def test_bench_appends_each_entry_to_the_record_below_its_one_heading(monkeypatch, cifar10_dir, tmp_path):
+    """BENCHMARKS.md is a history, newest last: a second run adds its entry after the first's,
+    which stays as it was; the file's heading is written once, into a new or empty file."""
+    import train
+    from bench import bench
+    results = iter([0.5, 0.25, 0.75, 0.5])  # test_acc of the fp32 and bf16 rows of two runs
+    monkeypatch.setattr(train, "main", lambda argv: {
+        "test_acc": next(results), "valid_acc": 0.4, "images_per_s": 100.0, "train_seconds": 3.0,
+        "train_images": 10, "test_images": 5})
+    record = tmp_path / "B.md"
+    argv = ["--what", "accuracy", "--labels", "category", "--data_dir", str(cifar10_dir), "--device", "cpu",
+            "--valid_size", "50", "--record", str(record)]
+    bench.main(argv)
+    first = record.read_text()
+    bench.main(argv)
+    text = record.read_text()
+    assert text.startswith(first) and text.count("# Benchmarks") == 1 and text.count("\n## ") == 2
+    assert first.count("per pair: -25.00 points") == 1 and text.count("per pair: -25.00 points") == 2
+    assert "| fp32 | 75.00% |" in text[len(first):] and "| fp32 | 75.00% |" not in first
+
+
 def test_bench_accuracy_names_the_compile_mode_of_its_bf16_rows(monkeypatch, cifar10_dir):
     """--compile_modes MODE compiles the bf16 runs, and their precision cell says 'compile MODE'
     (it said 'bf16 + channels_last + default')."""

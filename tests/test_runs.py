@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO
 from utils.atomic import atomic_write_text
+from utils.errors import UsageError
 from utils.runs import append_jsonl, run_lock, write_json
 
 
@@ -54,6 +55,27 @@ def test_a_killed_jobs_temporary_file_is_removed_by_the_next_job(tmp_path):
         (tmp_path / name).write_text("kept")
     with run_lock(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", *others])
+
+
+def test_a_second_process_in_a_run_directory_is_refused_until_the_first_ends(tmp_path):
+    """Two jobs in one run directory, each taking run_lock: the second is a one-line error while
+    the first holds it (a shared lock let both in, to write one run from two), and goes in once
+    the first has ended."""
+    code = ("import sys; from utils.runs import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
+    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline() == "held\n"
+        with pytest.raises(UsageError) as refused, run_lock(tmp_path):
+            pass
+    finally:
+        first.communicate("")  # its stdin closed: it leaves the lock
+    assert str(refused.value) == (f"{tmp_path} is in use by another train.py or attack.py job; wait for it "
+                                  "to end, or use another --base_dir")
+    assert first.returncode == 0
+    with run_lock(tmp_path):
+        assert (tmp_path / ".lock").exists()
 
 
 def test_an_infinite_loss_is_written_as_null(tmp_path):

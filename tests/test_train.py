@@ -1322,6 +1322,16 @@ def test_a_script_started_with_sigint_ignored_keeps_ignoring_it():
     assert proc.stdout == "True\n", proc.stderr
 
 
+def test_an_error_naming_a_path_with_a_line_break_is_one_line(label_dir, tmp_path, capsys):
+    """A script's error is one line (call_cli joins a message's lines) with exit status 2, also
+    where it names a folder whose name holds a line break: a log read line by line, or sweep.py's
+    last 'error:' line, would lose the rest."""
+    data_dir = tmp_path / "two\nlines"
+    assert call_cli(train.main, flags(data_dir, tmp_path / "out", label_dir, epochs=1)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: cifar10 not found in {tmp_path}/two lines/"), err
+
+
 def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
     import utils.training
     real_train_epoch = utils.training.train_epoch
