@@ -12,6 +12,7 @@ use it without the audio and text dependencies of the generators.
 """
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,12 @@ def label_path(dataset, name, label_dir=LABEL_DIR):
 
 
 def available_labels(dataset, label_dir=LABEL_DIR):
-    """Sorted label names that have a file for `dataset` in `label_dir`."""
+    """The label names that have a file for `dataset` in `label_dir`, sorted with numbers by value
+    (normal_dim=2 before normal_dim=10)."""
     prefix = f"{dataset}_"
-    return sorted(p.name[len(prefix):-len(".npy")] for p in Path(label_dir).glob(f"{prefix}*.npy")
-                  if p.is_file())
+    names = [p.name[len(prefix):-len(".npy")] for p in Path(label_dir).glob(f"{prefix}*.npy") if p.is_file()]
+    # re.split keeps text at even places and the digits at odd ones: like compared with like
+    return sorted(names, key=lambda n: [int(t) if i % 2 else t for i, t in enumerate(re.split(r"(\d+)", n))])
 
 
 def targets_sha256(targets):

@@ -570,10 +570,13 @@ def test_a_label_path_that_is_no_file_is_one_line(tmp_path):
 
 
 def test_the_list_of_labels_leaves_out_folders(tmp_path):
-    np.save(tmp_path / "cifar10_good.npy", np.eye(10, dtype=np.float32))
+    """... and lists a family's sizes by value (normal_dim=10 came before normal_dim=2)."""
+    for name in ("good", "normal_dim=10", "normal_dim=2", "normal_dim=1000", "b2", "a"):
+        np.save(tmp_path / f"cifar10_{name}.npy", np.eye(10, dtype=np.float32))
     (tmp_path / "cifar10_folder.npy").mkdir()
-    with pytest.raises(UsageError, match=r"cifar10_other.npy for --label other; labels found for "
-                                         r"cifar10 in .*: category, mcr2, good$"):
+    with pytest.raises(UsageError, match=r"cifar10_other.npy for --label other; labels found for cifar10 in "
+                                         r".*: category, mcr2, a, b2, good, normal_dim=2, normal_dim=10, "
+                                         r"normal_dim=1000$"):
         load_label_space("other", "cifar10", 10, tmp_path)
     with pytest.raises(UsageError, match=r"cifar10_folder.npy is not a regular file$"):
         load_label_space("folder", "cifar10", 10, tmp_path)
