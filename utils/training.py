@@ -377,7 +377,7 @@ def train_epoch(step, images, labels, batch_size, generator, lr=None, stoppable=
 
 
 def _config(args, run_dir, split, data, space, label_sha256, facts, argv=None):
-    return {"flags": vars(args), "run_dir": str(run_dir), **facts,
+    return {"flags": dict(vars(args)), "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
             "label_sha256": label_sha256, "environment": environment(argv)}
