@@ -83,7 +83,8 @@ def build_parser():
                        "twice runs two there); sets CUDA_VISIBLE_DEVICES per run")
     local.add_argument("--jobs", type=int, default=1, help="concurrent runs without --gpus; each "
                        "gets cores/jobs threads, however many runs are left (OMP_NUM_THREADS / "
-                       "MKL_NUM_THREADS, unless set already: those are passed on as they are)")
+                       "MKL_NUM_THREADS, unless set already: those are passed on as they are, one set alone for "
+                       "both)")
     slurm = parser.add_argument_group("--slurm (#SBATCH lines; one unset is the cluster's default)")
     slurm.add_argument("--job_name", default="labelrep", help="--job-name")
     slurm.add_argument("--partition", help="--partition")
@@ -466,7 +467,8 @@ def write_slurm(opts, tasks):
             f"commands={shlex.quote(str(commands.resolve()))}",
             f"offset={first}",
             f"cd {shlex.quote(str(cwd))} || exit 2",
-            '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK',
+            '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK '
+            'MKL_NUM_THREADS=$SLURM_CPUS_PER_TASK',  # torch reads MKL's first
             *map(setup_line, opts.setup),
         ]
         texts.append("\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
@@ -671,7 +673,10 @@ def local_slots(opts):
         slots = [{"CUDA_VISIBLE_DEVICES": g} for g in opts.gpus]
     else:
         slots = [{} for _ in range(opts.jobs)]
-    threads = str(max(1, core_count // max(1, len(slots))))
+    # torch's thread count is MKL_NUM_THREADS where set, else OMP_NUM_THREADS: one set already
+    # stands for both (OMP_NUM_THREADS=1 alone ran each run on MKL_NUM_THREADS = cores/jobs threads)
+    threads = (os.environ.get("MKL_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+               or str(max(1, core_count // max(1, len(slots)))))
     for slot in slots:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             slot.setdefault(var, os.environ.get(var, threads))

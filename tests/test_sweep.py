@@ -637,6 +637,21 @@ def test_a_failing_setup_line_ends_the_task(tmp_path, capsys):
     assert proc.returncode == 0 and "task 0: exit 0" in proc.stderr, proc.stderr
 
 
+def test_a_task_runs_on_its_cpus_per_task_threads(tmp_path, capsys):
+    """torch reads MKL_NUM_THREADS before OMP_NUM_THREADS: one exported where the array was submitted
+    (sbatch passes that environment on) outweighed the OMP_NUM_THREADS that --cpus_per_task set."""
+    threads = tmp_path / "threads"
+    threads.write_text('#!/bin/sh\necho "$OMP_NUM_THREADS $MKL_NUM_THREADS"\n')
+    threads.chmod(0o755)
+    grid = ["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages", "train", "--python", str(threads)]
+    script, _ = slurm_script(tmp_path, capsys, grid, "--cpus_per_task", "2")
+    env = {"SLURM_ARRAY_TASK_ID": "0", "SLURM_CPUS_PER_TASK": "2", "MKL_NUM_THREADS": "8"}
+    proc = subprocess.run(["bash", str(script)], env=plain_env() | env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    log = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category" / "train.log"
+    assert log.read_text().splitlines()[-1] == "2 2"
+
+
 def test_nothing_to_submit_removes_the_earlier_script(tmp_path, capsys, cifar10_dir, label_dir):
     """`sweep.py --slurm F && sbatch F` submitted the last sweep's array again once every run was
     done; a file sweep.py did not write is left alone."""
@@ -1514,8 +1529,15 @@ def test_local_slots_share_the_cores(monkeypatch, tmp_path, cifar10_dir, label_d
     assert started.value.args == (1, [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4)
     shown = " ".join(sweep.build_parser().format_help().split())  # it said: cores/runs if fewer runs are left
     assert "each gets cores/jobs threads, however many runs are left (OMP_NUM_THREADS" in shown
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting stays
-    assert sweep.local_slots(opts)[0]["OMP_NUM_THREADS"] == "3"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's setting stays, and is torch's
+    slot = sweep.local_slots(opts)[0]
+    assert slot == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # MKL's was 2, which torch reads first
+    threads = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                             env=os.environ | slot, capture_output=True, text=True, check=True).stdout
+    assert threads.strip() == "1"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    assert sweep.local_slots(opts)[0] == {"OMP_NUM_THREADS": "3", "MKL_NUM_THREADS": "3"}
 
 
 def test_local_gpu_slots_follow_the_ids_given(monkeypatch):
