@@ -517,6 +517,26 @@ def test_a_targeted_examples_figure_names_each_images_target(speech_run, cifar10
     assert [t.rsplit(" (target ", 1)[1] for t in titles] == [f"{names[goals[i]]})" for i in shown]
 
 
+def test_the_examples_figure_shows_as_many_images_as_asked_under_the_strongest_untargeted_setting(
+        speech_run, cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
+    """attack_examples.png: --examples N correctly classified test images (not the default 6), under
+    the first attack's largest eps, untargeted before targeted, as attack.py's help says."""
+    from matplotlib.figure import Figure
+    _, run_dir = speech_run
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    summary, _ = call_main(capsys, ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"),
+                                    "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+                                    "--attacks", "fgsm", "--epsilons", "0", "8/255", "--targeted", "both",
+                                    "--num_images", "64", "--examples", "1"])
+    # more correctly classified images than asked, so the figure has to pick one of them
+    assert round(summary["clean_acc"] * 64) > 1, summary["clean_acc"]
+    [figure] = drawn
+    assert len([ax for ax in figure.axes if ax.get_title().startswith("#")]) == 1
+    assert "resnet32 speech: fgsm untargeted, eps 8/255" in figure.get_suptitle()
+
+
 def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, capsys):
     base, run_dir = speech_run
     flags = script_flags(cifar10_dir, base, label_dir, "--attacks", "fgsm", "pgd", "--epsilons", "0",
@@ -628,7 +648,8 @@ def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_di
 def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, cifar10_dir, label_dir,
                                                                    tmp_path, capsys):
     """An entry of attack_results.json answers a rerun only where the rerun would compute the same:
-    another --restarts, --amp, or --steps at the same --step_size is computed again, beside it."""
+    another --restarts, --amp, --steps at the same --step_size, --step_size at the same --steps, or
+    the same numbers under --paper_protocol (normalised units) is computed again, beside it."""
     _, run_dir = speech_run
     checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
     shutil.copy(run_dir / checkpoint.name, checkpoint)
@@ -636,12 +657,15 @@ def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, 
              "--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--steps", "1", "--step_size",
              "2/255", "--num_images", "5", "--examples", "0", "--device", "cpu"]
     call_main(capsys, flags)
-    for change in (["--restarts", "2"], ["--amp"], ["--steps", "2"]):
+    for change in (["--restarts", "2"], ["--amp"], ["--steps", "2"], ["--step_size", "1/255"],
+                   ["--paper_protocol"]):
         _, err = call_main(capsys, flags + change)
         assert "(reused from" not in err, change
     entries = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
-    assert [(e["steps"], e["restarts"], e["amp"]) for e in entries] == [(1, 1, False), (1, 2, False),
-                                                                          (1, 1, True), (2, 1, False)]
+    assert [(e["protocol"], e["steps"], round(e["step_size"] * 255, 6), e["restarts"], e["amp"])
+            for e in entries] == [("pixel", 1, 2, 1, False), ("pixel", 1, 2, 2, False),
+                                  ("pixel", 1, 2, 1, True), ("pixel", 2, 2, 1, False),
+                                  ("pixel", 1, 1, 1, False), ("paper", 1, 2, 1, False)]
     _, err = call_main(capsys, flags + ["--amp"])
     assert "(reused from" in err
 

@@ -547,6 +547,16 @@ def test_shipped_speech_matches_this_machine():
     assert np.array_equal(shuffled, load_label("cifar10", "shuffle"))
 
 
+def test_targets_sha256_tells_shapes_apart_but_not_the_files_dtype():
+    """config.json's label_sha256 (`targets_sha256`): a flat (10, 64) target and the same numbers as
+    (10, 8, 8) are other labels (a linear head against the 2-D decoder), so their digests differ;
+    the same targets saved in float64 are the same float32 targets train.py regresses."""
+    from labels import targets_sha256
+    flat = np.random.RandomState(0).uniform(-1, 1, (10, 64)).astype(np.float32)
+    assert targets_sha256(flat) != targets_sha256(flat.reshape(10, 8, 8))
+    assert targets_sha256(flat) == targets_sha256(flat.astype(np.float64))
+
+
 def test_load_label_names_the_alternatives():
     with pytest.raises(LabelError, match="speech"):
         load_label("cifar10", "no_such_label")

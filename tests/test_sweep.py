@@ -86,6 +86,9 @@ def test_flags_go_to_the_scripts_that_take_them():
     # one flag without a value, which argparse took for a flag of sweep.py's ("expected one argument")
     _, _, _, routed = sweep.parse(["--dry_run", "--train_args", "--amp", "--attack_args", "--amp"])
     assert routed == {"train": ["--amp"], "attack": ["--amp"]}
+    # a flag glued to its value goes where its name goes (not "--epochs=30 is not a flag of train.py")
+    _, _, _, routed = sweep.parse(["--dry_run", "--epochs=30", "--num_images=500", "--base_dir=o"])
+    assert routed == {"train": ["--epochs=30", "--base_dir=o"], "attack": ["--num_images=500", "--base_dir=o"]}
 
 
 def test_the_command_line_wins_over_the_grid_file(tmp_path):
