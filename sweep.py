@@ -83,8 +83,8 @@ def build_parser():
                        "twice runs two there); sets CUDA_VISIBLE_DEVICES per run")
     local.add_argument("--jobs", type=int, default=1, help="concurrent runs without --gpus; each "
                        "gets cores/jobs threads, however many runs are left (OMP_NUM_THREADS / "
-                       "MKL_NUM_THREADS, unless set already: those are passed on as they are, one set alone for "
-                       "both)")
+                       "MKL_NUM_THREADS, unless set already: those are passed on as they are, one set "
+                       "alone for both)")
     slurm = parser.add_argument_group("--slurm (#SBATCH lines; one unset is the cluster's default)")
     slurm.add_argument("--job_name", default="labelrep", help="--job-name")
     slurm.add_argument("--partition", help="--partition")
