@@ -466,9 +466,12 @@ def run(args, argv=None):
     from utils.atomic import check_writable
     from utils.progress import Progress
     from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, file_sha256, resolved_folders,
-                            run_lock, tensors_sha256, write_json)
+                            run_lock, tensors_sha256, with_resolved_folders, write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
+    # a copy, its folders as messages name them (unset: the run's, which the steps below fill in): a
+    # notebook's namespace reused for another run kept the first run's folders, checkpoint and examples
+    args = with_resolved_folders(args)
     protocol, attacks, epsilons, modes = requested_settings(args)
     parser = build_parser()
     given = [flag for flag in ATTACK_ONLY if getattr(args, flag) != parser.get_default(flag)]
@@ -480,7 +483,6 @@ def run(args, argv=None):
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
-    vars(args).update(resolved_folders(args))  # the folders given, as messages name them (unset: the run's)
     path, run_dir, model, space, data = load_run(args)  # bad input ends here, before the run is locked
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")

@@ -1144,7 +1144,7 @@ def main(argv=None):
     base_dir = args.base_dir or grid_base or SHARED["base_dir"]["default"]
     summary = report(base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
                      workers=args.workers)
-    if grid_base and not summary["run_dirs"] and Path(base_dir).resolve() != Path(grid_base).resolve():
+    if grid_base and not summary["run_dirs"] and resolved(base_dir) != resolved(grid_base):
         log(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
             f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)")
     # resolved, as the paths train.py and attack.py print: a notebook's directory is rarely the job's

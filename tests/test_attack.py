@@ -460,6 +460,22 @@ def call_main(capsys, argv):
     return summary, err
 
 
+def test_a_callers_namespace_is_left_as_it_was(speech_run, cifar10_dir, tmp_path, monkeypatch, capsys):
+    """attack.run(args) filled a notebook's namespace with what it took from the run (its label
+    folder, --examples, the checkpoint resolved): reused for another checkpoint, the first run's
+    folders went with it."""
+    _, run_dir = speech_run
+    shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = attack.build_parser().parse_args(["--checkpoint", "speech_seed3_resnet32_best_model.pth", "--data_dir",
+                                             str(cifar10_dir), "--attacks", "fgsm", "--epsilons", "8/255",
+                                             "--targeted", "no", "--num_images", "5"])
+    given = dict(vars(args))
+    summary = attack.run(args)
+    assert summary["run_dir"] == str(tmp_path.resolve()) and summary["num_images"] == 5
+    assert vars(args) == given and args.label_dir is None and args.examples is None
+
+
 def test_an_attack_or_eps_given_twice_is_run_once(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     _, run_dir = speech_run
     shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)

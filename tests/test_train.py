@@ -1765,6 +1765,19 @@ def test_each_stderr_line_is_one_write(monkeypatch):
     log("error: interrupted")
 
 
+def test_run_training_leaves_a_callers_namespace_as_it_was(monkeypatch, cifar10_dir, label_dir, tmp_path):
+    """run_training(args) resolves its folders in a copy: a notebook's namespace, reused for another
+    run, keeps the relative folders it gave."""
+    from utils.training import run_training
+    monkeypatch.chdir(tmp_path)
+    args = train.label_defaults(train.build_parser().parse_args(
+        flags(os.path.relpath(cifar10_dir), "runs", label_dir, label="category", epochs=1)))
+    given = dict(vars(args))
+    result = run_training(args)
+    assert result["run_dir"] == str(tmp_path.resolve() / "runs/cifar10/seed3/resnet32/model_category")
+    assert vars(args) == given and args.base_dir == "runs"
+
+
 def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifar10_dir, label_dir,
                                                                tmp_path):
     """run_training() in a notebook's kernel took over SIGTERM and SIGUSR1 for good, a signal once

@@ -13,6 +13,7 @@ line an epoch (a failed append is cut off again). JSON is strict: a NaN or infin
 or the environment needs it: a command line's --help or typo, which reads this module's names,
 answers at once.
 """
+import argparse
 import contextlib
 import errno
 import fcntl
@@ -172,6 +173,12 @@ def resolved_folders(args):
     from it)."""
     return {k: str(resolved(v)) for k in ("data_dir", "label_dir", "base_dir")
             if (v := getattr(args, k)) is not None}
+
+
+def with_resolved_folders(args):
+    """A copy of the namespace `args` with its folders `resolved_folders`' (the caller's, a
+    notebook's reused for another run, stays as it was)."""
+    return argparse.Namespace(**(vars(args) | resolved_folders(args)))
 
 
 def _still_there(path):

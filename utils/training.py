@@ -5,7 +5,6 @@
 The data lives on the device as uint8; an epoch is a seeded permutation, batched augmentation and
 SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
 """
-import argparse
 import contextlib
 import ctypes
 import functools
@@ -28,8 +27,8 @@ from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         append_jsonl, best_checkpoint_name, check_base_dir, environment, load_checkpoint,
-                        malformed, read_json, resolved_folders, run_dir_of, run_lock, save_checkpoint,
-                        tensors_sha256, write_json, write_jsonl)
+                        malformed, read_json, run_dir_of, run_lock, save_checkpoint,
+                        tensors_sha256, with_resolved_folders, write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -782,7 +781,7 @@ def run_training(args, argv=None):
     `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None).
     Its folders are `resolved` first (in a copy of `args`): a message names them as config.json
     records them ("no label file ../labels/..." named no file from the folder its log was read in)."""
-    args = argparse.Namespace(**(vars(args) | resolved_folders(args)))
+    args = with_resolved_folders(args)
     check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
     ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
