@@ -37,7 +37,7 @@ from utils.grid import (ATTACK_RESULTS, accuracy, asked_changes, attack_entries,
                         entry_key, eps_text, last_written, missing_note, nonnegative, parse_level,
                         read_json_or_none, read_lines)
 from utils.atomic import file_set, markdown_table, print_json, utf8
-from utils.constants import ATTACKS
+from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
 from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
@@ -194,6 +194,11 @@ def read_run(base, rel, key):
         record["excluded"] = True
         record["problems"].append(f"left out of the tables: trained with --smoothing {smoothing:g}, "
                                   f"so its directory is {own} (where train.py writes it now); move it there")
+    seed = flags.get("seed")  # not compared across seeds (exclude_odd_seeds): a copy of seed7 is no seed10
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed != key["seed"]:
+        record["excluded"] = True
+        record["problems"].append(f"left out of the tables: trained with --seed {seed}, not the seed "
+                                  f"{key['seed']} of its directory (a copy of another run?)")
     history = read_lines(run_dir / METRICS)
     # None where an epoch has no validation accuracy (--valid_size 0) or a malformed line
     record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]
@@ -339,10 +344,10 @@ def expected_runs(records, grid_file):
     attack settings it should have, or None}, {run key tuple: train.py's namespace the sweep
     trains it with}, a description). From a sweep grid file if given: its runs, and for each the
     (attack, targeted, protocol, eps) settings the sweep asks attack.py for, so runs outside the
-    grid (an extra label, a --label_noise run) are not held to them, and the training flags. Else
-    per dataset every combination of the models, labels, levels and seeds seen there, each
-    expected to have every attack setting seen in its dataset where any run of the dataset was
-    attacked.
+    grid (an extra label, a --label_noise run) are not held to them, and the training flags where
+    the grid trains its runs. Else per dataset every combination of the models, labels, levels and
+    seeds seen there, each expected to have every attack setting seen in its dataset where any run
+    of the dataset was attacked.
     """
     if grid_file:
         import sweep
@@ -353,7 +358,9 @@ def expected_runs(records, grid_file):
             train = scripts["train"].module.label_defaults(scripts["train"].parse(r.flags() + routed["train"]))
             label = run_dir_of(train).name.removeprefix("model_")  # category_smooth0.1 too
             key = (dataset_folder(r.dataset, train.label_granularity), r.model, label, r.level, r.seed)
-            wanted[key], asked[key] = None, train
+            wanted[key] = None
+            if "train" in opts.stages:  # an attack-only grid's sweep checks no training flag (utils.grid.plan)
+                asked[key] = train
             if "attack" in opts.stages:
                 script = scripts["attack"]
                 wanted[key] = requested_attacks(script.parse(r.flags() + routed["attack"]),
@@ -528,9 +535,21 @@ def setting_text(row, step_size=False):
     return f"{text}, step size {step}"
 
 
+def default_step(row):
+    """Whether a robust row's step size is attack.py's default for its attack, eps and steps, which
+    follows eps (2.5 eps / steps in pixel units; FGSM's is eps)."""
+    attack = row["attack"].split("+")[0]
+    if attack not in ATTACKS or row["step_size"] is None or not row["steps"]:
+        return False
+    # rel_tol: the row's eps is rounded to 9 decimals
+    return math.isclose(row["step_size"], schedule(attack, row["eps"], row["protocol"], row["steps"]).step_size,
+                        rel_tol=1e-6)
+
+
 def robust_tables(robust, key):
     """Rows grouped into tables, (key(row) + setting) -> rows, one row per label and eps in each:
-    rows that differ only in step size (attack.py --step_size) get a table per step size."""
+    rows that differ only in step size (attack.py --step_size) get a table per step size, but for
+    the rows of attack.py's default step size (`default_step`), which stay one table."""
     tables = defaultdict(list)
     for row in robust:
         tables[(*key(row), *(row[k] for k in SETTING))].append(row)
@@ -538,7 +557,7 @@ def robust_tables(robust, key):
         if len({(r["label"], r["eps"]) for r in rows}) < len(rows):
             del tables[name]
             for row in rows:
-                tables[(*name, row["step_size"])].append(row)
+                tables[name if default_step(row) else (*name, row["step_size"])].append(row)
     return tables
 
 

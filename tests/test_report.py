@@ -214,6 +214,27 @@ def test_an_entry_without_its_step_size_is_a_table_of_its_own(tmp_path):
     assert "robust_cifar10_resnet32_level100_untargeted.png" in summary["files"]
 
 
+def test_a_step_size_rerun_leaves_the_default_step_sizes_one_table(tmp_path):
+    """One run attacked again at 8/255 with --step_size 1/255: the table split by step size, and as
+    attack.py's default step size follows eps (2.5 eps / steps), every eps became a table of its own,
+    4/255's (default step 1/255) joined to the rerun's 8/255 as if one setting."""
+    for seed, robust in ((1, 0.2), (2, 0.4)):
+        attack = [entry("pgd", k / 255, robust / k) | {"step_size": 2.5 * k / 255 / 10} for k in (1, 2, 4, 8)]
+        attack += [entry("pgd", EPS8, 0.01) | {"step_size": 1 / 255}] if seed == 1 else []
+        make_run(tmp_path / "runs", "category", seed, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=attack)
+    report(tmp_path / "runs", tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    heading = "### cifar10, resnet32, level 100: pgd, untargeted (1017 test images, steps 10, restarts 1{})"
+    pgd = [line for line in markdown.splitlines() if line.startswith("### cifar10, resnet32, level 100: pgd")]
+    assert pgd == [heading.format(""), heading.format(", step size 1/255")]
+    assert table_rows(markdown, heading.format("") + "\n") == {
+        "label": ["clean", "1/255", "2/255", "4/255", "8/255"],
+        "category": ["60.00 ± 0.00 (n=2)", "30.00 ± 14.14 (n=2)", "15.00 ± 7.07 (n=2)", "7.50 ± 3.54 (n=2)",
+                     "3.75 ± 1.77 (n=2)"]}
+    assert table_rows(markdown, heading.format(", step size 1/255")) == {
+        "label": ["clean", "8/255"], "category": ["60.00 ± 0.00 (n=2)", "1.00 (n=1)"]}
+
+
 def test_a_run_attacked_again_with_another_seed_is_one_seed(tmp_path):
     """attack.py --checkpoint ... --seed 5 (other targets and random starts) adds entries of the same
     setting beside the run's own: they were averaged as a second seed (n=2 from one run)."""
@@ -830,6 +851,23 @@ def test_a_smoothed_run_of_an_older_train_py_is_no_plain_category_run(tmp_path):
             "move it there"]}
 
 
+def test_a_run_copied_to_another_seeds_directory_is_left_out(tmp_path):
+    """seed7 copied to seed10 (cp -r, a merge of two machines' outputs into the wrong folder): the
+    one run was averaged twice, n=3 from two trainings, though config.json and results.json record
+    --seed 7 and a sweep refuses the copy (train.py: 'trained with --seed 7')."""
+    base = tmp_path / "runs"
+    for seed, acc in ((7, 0.6), (8, 0.4)):
+        run_dir = make_run(base, "category", seed, test_acc=acc, valid_acc=acc)
+        flags = {"epochs": 4, "label": "category", "seed": seed}
+        (run_dir / "config.json").write_text(json.dumps({"flags": flags}))
+    shutil.copytree(base / "cifar10/seed7", base / "cifar10/seed10")
+    summary = report(base, tmp_path / "out", draw=False)
+    assert [(r["seeds"], r["test_acc_mean"]) for r in summary["data_efficiency"]] == [([7, 8], 0.5)]
+    assert {i["run_dir"]: i["reasons"] for i in summary["incomplete"]} == {
+        "cifar10/seed10/resnet32/model_category": ["left out of the tables: trained with --seed 7, not the seed "
+                                                   "10 of its directory (a copy of another run?)"]}
+
+
 def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     """With --grid, a run must hold the attack settings the grid asks attack.py for: extra entries
     (an iterative or paper-protocol table run by hand) are fine, a missing one is listed, and a run
@@ -1194,6 +1232,24 @@ def test_a_run_trained_otherwise_than_the_grid_asks_is_left_out(tmp_path):
     for heading in ("## Clean test accuracy", "## Data efficiency: test accuracy per training-set level"):
         assert markdown.split(heading + "\n\n")[1].startswith(
             "No training results (see the incomplete and missing runs below).\n\n## ")
+
+
+def test_an_attack_only_grid_holds_no_run_to_training_flags(tmp_path):
+    """A grid of stages [attack] alone (grid-margin.yaml: no train_args, as its sweep trains nothing
+    and checks no training flag) left every run it names out of the tables as 'trained with
+    --epochs 4 (the grid: 600) ... its sweep refuses the run', though that sweep found them done."""
+    base = tmp_path / "runs"
+    for seed, acc in ((1, 0.6), (2, 0.4)):
+        make_run(base, "category", seed, test_acc=acc, valid_acc=acc, clean_acc=acc,
+                 attack=[entry("fgsm", EPS8, acc / 2)])
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category]\nseeds: [1]\nstages: [attack]\n"
+                    "args: --attacks fgsm --epsilons 8/255 --targeted no\n")
+    summary = report(base, tmp_path / "out", grid, draw=False)
+    assert summary["incomplete"] == [] and summary["missing"] == []
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["50.00 ± 14.14 (n=2)"]
+    assert [(r["n"], r["robust_acc_mean"]) for r in summary["robust_accuracy"]] == [(2, 0.25)]
 
 
 def test_a_flag_a_run_did_not_record_is_train_pys_default(tmp_path):
