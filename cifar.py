@@ -201,11 +201,12 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
     """
     if not 0 < level <= 100:
         raise UsageError(f"--level must lie in (0, 100], got {level}")
-    if not 0 <= valid_size < num_images:
+    # a lower level's own check says what --valid_size leaves room for its images
+    if valid_size < 0 or (valid_size >= num_images and level == 100):
         raise UsageError(f"--valid_size {valid_size} leaves no training images: the dataset has "
                          f"{num_images}; pass a --valid_size of at most {max(num_images - 2, 0)}")
     order = np.random.RandomState(seed).permutation(num_images)
-    remaining = num_images - valid_size
+    remaining = max(num_images - valid_size, 0)
     # the level's decimal digits, exactly: in floats 50000 * 0.29 / 100 is 144.99999999999997
     train_len = remaining if level == 100 else int(num_images * Fraction(str(level)) / 100)
     if train_len > remaining:

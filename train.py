@@ -111,9 +111,10 @@ def main(argv=None):
     label_defaults(args)
     first_drop = lr_milestones(args.epochs)[0]  # the schedule's first lr / 10
     if args.warmup_epochs > first_drop and main_process:
+        phase = (f"--epochs {args.epochs} divides the lr by 10 after epoch {first_drop}" if first_drop < args.epochs
+                 else f"--epochs {args.epochs} ends the run first")  # one epoch: no drop
         log(f"warning: --warmup_epochs {args.warmup_epochs:g} outlasts the first of the schedule's lr phases "
-            f"(--epochs {args.epochs} divides the lr by 10 after epoch {first_drop}): the lr never reaches "
-            f"--lr {args.lr:g}")
+            f"({phase}): the lr never reaches --lr {args.lr:g}")
     from utils import distributed
     from utils.atomic import print_json
     from utils.runs import command_line

@@ -186,6 +186,13 @@ def test_split_rejects_a_level_that_does_not_fit():
                               "after the 5000 validation images; pass a --valid_size of at most 4653, "
                               "or a lower --level")
     assert len(split_indices(5170, seed=0, valid_size=4653, level=10).train) == 517
+    # a --valid_size beyond the dataset at a lower level: the fix that fits the level, not a
+    # --valid_size of at most 5168 that the level's check refused next
+    with pytest.raises(UsageError) as err:
+        split_indices(5170, seed=0, valid_size=6000, level=10)
+    assert str(err.value) == ("--level 10 asks for 517 training images, but only 0 of the 5170 remain "
+                              "after the 6000 validation images; pass a --valid_size of at most 4653, "
+                              "or a lower --level")
 
 
 def test_augment_is_a_seeded_shift_and_flip():

@@ -1138,6 +1138,12 @@ def test_a_warm_up_that_outlasts_the_first_lr_phase_warns(tmp_path, capsys):
     call_cli(train.main, ["--epochs", "4", "--warmup_epochs", "2", "--data_dir", str(tmp_path), "--device", "cpu",
                           "--base_dir", str(tmp_path / "out")])
     assert "warning" not in capsys.readouterr().err  # ends as the first phase does: --lr is reached
+    # a one-epoch trial has no lr drop: the run, not a drop after its last epoch, cuts the warm-up short
+    call_cli(train.main, ["--epochs", "1", "--warmup_epochs", "2", "--data_dir", str(tmp_path), "--device", "cpu",
+                          "--base_dir", str(tmp_path / "out")])
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: --warmup_epochs 2 outlasts the first of the schedule's lr phases (--epochs 1 ends the run "
+        "first): the lr never reaches --lr 0.1")
 
 
 def test_smoothed_category_runs_have_a_directory_of_their_own(cifar10_dir, label_dir, tmp_path, capsys):
