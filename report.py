@@ -724,10 +724,12 @@ def tables_markdown(title, base, records, accuracy, robust, incomplete, missing,
     out = [f"# {title}", "", intro, legend, ""]
     out += clean_markdown(accuracy) + efficiency_markdown(accuracy) + noise_markdown(accuracy)
     out += robust_markdown(robust)
-    out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them; "
-            "a run's test accuracy is of its best epoch's weights).", ""]
+    out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them, "
+            "but for those left out of the tables, as said beside them; a run's test accuracy is of its "
+            "best epoch's weights).", ""]
     out += [f"- `{r['run_dir']}`: from epoch {r['diverged_epoch']}"
             + (f"; best epoch {r['train']['best_epoch']}" if r["train"] and r["train"]["best_epoch"] else "")
+            + ("; left out of the tables (see the incomplete runs)" if r["excluded"] else "")
             for r in records if r["diverged_epoch"]] or ["None."]
     out += ["", "## Incomplete runs", ""]
     out += [f"- `{i['run_dir']}`: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
