@@ -135,6 +135,54 @@ def test_target_success_counts_only_the_attacked_images(untrained):
     assert result["attacked"] == 3 and result["target_success"] == 0
 
 
+def test_a_setting_that_attacks_nothing_is_refused(untrained):
+    """run_attack's restarts 0 (read as "no restart"), steps below 1 and a negative eps attacked
+    nothing and reported the clean accuracy as robust (restarts 0: 0.44 on 100 test images of a
+    category model that PGD takes to 0.09); steps 0 ran the default 10; a negative step size
+    descended the loss (0.42)."""
+    model, space, images, labels = untrained
+    for options, message in ((dict(restarts=0), "restarts 0 must be a whole number of at least 1"),
+                             (dict(restarts=1.5), "restarts 1.5 must be a whole number of at least 1"),
+                             (dict(steps=0), "steps 0 must be a whole number of at least 1"),
+                             (dict(steps=-1), "steps -1 must be a whole number of at least 1"),
+                             (dict(step_size=-EPS1), f"step size {-EPS1} must be positive"),
+                             (dict(step_size=0.0), "step size 0.0 must be positive"),
+                             (dict(eps=-EPS8), f"eps {-EPS8} must be at least 0")):
+        with pytest.raises(UsageError, match=f"^{re.escape(message)}$"):
+            run_attack(model, space, images, labels, "pgd", **{"eps": EPS8, **options})
+    assert run_attack(model, space, images, labels, "pgd", EPS8, steps=1, restarts=1)["restarts"] == 1
+    # attack.py's eps 0 settings carry a step size of 0
+    assert run_attack(model, space, images, labels, "pgd", 0.0, step_size=0.0)["attacked"] == 6
+
+
+def test_a_target_that_is_the_images_own_label_is_refused(untrained):
+    """Targets drawn over all classes (torch.randint, 21 of 200 images their own label) sent the
+    attack down the true class's loss and counted such an image, unattacked, as a hit."""
+    model, space, images, labels = untrained
+    targets = (labels + 1) % 10
+    own = targets.clone()
+    own[2] = labels[2]
+    message = "targets must be one class per image, each another than the image's label"
+    for wrong in (own, targets[:3]):
+        with pytest.raises(UsageError, match=f"^{re.escape(message)}"):
+            run_attack(model, space, images, labels, "fgsm", EPS8, targets=wrong)
+    assert run_attack(model, space, images, labels, "fgsm", EPS8, targets=targets)["attacked"] == 6
+
+
+def test_an_attack_leaves_a_training_model_training():
+    """run_attack attacks an eval-mode copy with its batch norms folded, but it switched the
+    caller's model to eval mode too: a caller attacking between training steps went on training
+    with frozen batch statistics. The attack is the eval model's either way."""
+    torch.manual_seed(0)
+    model, space = build_model("resnet32", (10,)).train(), CategorySpace(10)
+    images, labels = torch.rand(4, 3, 32, 32), torch.arange(4)
+    training = run_attack(model, space, images, labels, "fgsm", EPS8, keep_images=True)
+    assert model.training
+    evaluating = run_attack(model.eval(), space, images, labels, "fgsm", EPS8, keep_images=True)
+    assert torch.equal(training["clean_pred"], evaluating["clean_pred"])
+    assert torch.equal(training["adversarial"], evaluating["adversarial"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Cross-checks
 

@@ -61,7 +61,7 @@ import torch
 from architecture import fold_batch_norm
 from cifar import to_float
 from utils.constants import OBJECTIVES, schedule
-from utils.errors import choice
+from utils.errors import UsageError, choice
 from utils.labelspace import margin
 from utils.training import autocast, prepare
 
@@ -260,11 +260,12 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     """Robust accuracy of `model` under one attack setting, evaluated in batches.
 
     images: (N, 3, H, W) float in [0, 1] or uint8, on any device (batches move to the model's);
-    labels: (N,) class ids; targets: (N,) class ids for a targeted attack (see draw_targets), or
-    None; eps, step_size: pixel units, or normalised units under protocol "paper"; steps, step_size
-    default to the protocol's (see `schedule`); seed keys the random starts; objective: "loss" or
-    "margin" (see `objective_value`); channels_last runs the network in that memory format
-    (faster convolutions on CPUs, same results up to float rounding).
+    labels: (N,) class ids; targets: (N,) class ids for a targeted attack, each another than its
+    image's label (see draw_targets), or None; eps, step_size: pixel units, or normalised units
+    under protocol "paper"; steps, step_size default to the protocol's (see `schedule`); seed keys
+    the random starts; objective: "loss" or "margin" (see `objective_value`); channels_last runs
+    the network in that memory format (faster convolutions on CPUs, same results up to float
+    rounding).
     shared: a `Shared` passed to every setting of one run, so that the folded network, clean
     predictions and the gradient at the clean images are made once (without it, per call).
     `stop` is polled between batches and between attack steps: when it returns True the setting is
@@ -279,12 +280,15 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     """
     plan = schedule(attack, eps, protocol, steps, step_size, restarts)
     choice("objective", objective, OBJECTIVES)
+    if targets is not None and (targets.shape != labels.shape or (targets.cpu() == labels.cpu()).any()):
+        raise UsageError("targets must be one class per image, each another than the image's label "
+                         "(draw_targets draws such targets)")
     space.to(next(model.parameters()).device)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     mean, std = model.model_args["mean"], model.model_args["std"]
     shared = Shared() if shared is None else shared
-    model = shared.network(model.eval(), channels_last)  # batch norms folded into convolutions
+    model = shared.network(model, channels_last)  # an eval-mode copy, batch norms folded into convolutions
     targeted = targets is not None
     totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
     kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}

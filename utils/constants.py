@@ -91,9 +91,19 @@ class Schedule:
 
 
 def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts=1):
-    """The preset for `attack` at `eps`: FGSM ignores steps, step_size and restarts."""
+    """The preset for `attack` at `eps`: FGSM ignores steps, step_size and restarts. A negative eps,
+    steps or restarts below 1 (restarts 1: one run, no restart) or a step size of 0 or less (but at
+    eps 0) is a UsageError: each attacked nothing, or up the true class's score, or (steps 0) ran
+    the default steps, and the run reported a robust accuracy all the same."""
     choice("attack", attack, ATTACKS)
     choice("protocol", protocol, PROTOCOLS)
+    if not eps >= 0:
+        raise UsageError(f"eps {eps} must be at least 0")
+    for name, value in (("steps", steps), ("restarts", restarts)):
+        if value is not None and not (value >= 1 and value % 1 == 0):
+            raise UsageError(f"{name} {value} must be a whole number of at least 1")
+    if step_size is not None and not (step_size > 0 or step_size == eps == 0):  # attack.py's eps 0 entries
+        raise UsageError(f"step size {step_size} must be positive")
     if attack == "fgsm":
         return Schedule("fgsm", 1, eps, False, 1)
     steps = steps or DEFAULT_STEPS[protocol]
