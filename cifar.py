@@ -241,7 +241,10 @@ def label_noise(labels, fraction, num_classes, seed):
 
 def to_float(images, dtype=None):
     """uint8 (N, 3, H, W) -> floats in [0, 1] of `dtype` (None: the default dtype, float32 unless
-    changed)."""
+    changed). Images of another dtype are a TypeError: float ones, divided by 255 again, scored
+    near chance, and in place, in the caller's tensor (`.to` returns it when of `dtype` already)."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"images must be uint8 in [0, 255], as cifar.load_cifar gives them, not {images.dtype}")
     return images.to(dtype or torch.get_default_dtype()).div_(255)
 
 

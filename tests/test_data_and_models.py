@@ -195,6 +195,18 @@ def test_split_rejects_a_level_that_does_not_fit():
                               "or a lower --level")
 
 
+def test_float_images_are_refused_not_divided_again():
+    """evaluate() on float images (a notebook passing on to_float's output) divided them by 255
+    again, in the caller's tensor, and scored the near-black images near chance."""
+    from utils.training import evaluate
+    images = torch.rand(4, 3, 32, 32)
+    before = images.clone()
+    with pytest.raises(TypeError, match=r"^images must be uint8 in \[0, 255\], as cifar.load_cifar gives "
+                                        r"them, not torch.float32$"):
+        evaluate(build_model("resnet32", (10,)).eval(), CategorySpace(10), images, torch.arange(4))
+    assert torch.equal(images, before)
+
+
 def test_augment_is_a_seeded_shift_and_flip():
     images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     a = augment(images, torch.Generator().manual_seed(0))
