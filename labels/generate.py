@@ -833,13 +833,27 @@ FAMILY_OPTIONS = {"audio_dir": ("speech", "shuffle"), "espeak_voice": ("speech",
                   "speech_file": ("shuffle",), "text_model": ("bert",), "glove": ("glove",)}
 
 
+def replaced_speech_lines(args, given, labels):
+    """Warnings for speech options (of `given`) that act on nothing although speech or shuffle is among
+    `labels`: what --speech_file replaces for shuffle alone, and a voice beside recordings."""
+    chosen = set(labels)
+    if args.speech_file is not None and "shuffle" in chosen and "speech" not in chosen:
+        unused = [f"--{option}" for option in ("audio_dir", "espeak_voice") if option in given]
+        return [f"warning: {', '.join(unused)} only act{'s' if len(unused) == 1 else ''} with --label speech "
+                f"(shuffle permutes --speech_file); ignored for --label {' '.join(labels)}"] if unused else []
+    if args.audio_dir is not None and "espeak_voice" in given and chosen & {"speech", "shuffle"}:
+        return ["warning: --espeak_voice only acts without --audio_dir (its recordings replace espeak-ng's "
+                "speech); ignored"]
+    return []
+
+
 def run(args):
     out = resolved(args.out)  # as it prints it: "wrote ../x/..." named no file from another folder
     labels = expand_labels(args.label, args.text_model, args.glove)
     datasets = list(dict.fromkeys(args.dataset))  # one given twice was made, written and listed twice
     parser = build_parser()
     given = [option for option in FAMILY_OPTIONS if getattr(args, option) != parser.get_default(option)]
-    for line in ignored_lines(given, FAMILY_OPTIONS, labels):
+    for line in ignored_lines(given, FAMILY_OPTIONS, labels) + replaced_speech_lines(args, given, labels):
         log(line)
     if args.seed is not None and all(parse_label(name)[1].seed is None for name in labels):
         drawn = " ".join(name for name, family in FAMILIES.items() if family.seed is not None)

@@ -687,6 +687,28 @@ def test_an_option_of_another_family_is_named_as_ignored(tmp_path, capsys):
                           make_label("normal_dim=10", CIFAR10_CLASSES, seed=3))
 
 
+def test_speech_options_that_a_recording_or_speech_file_replaces_are_named_as_ignored(tones, tmp_path, capsys):
+    """--espeak_voice beside --audio_dir (the recordings are read, no name is spoken), and --audio_dir
+    or --espeak_voice beside --speech_file for shuffle alone (it permutes the file) were silently not used."""
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--audio_dir", tones,
+                                           "--espeak_voice", "en-gb", "--out", tmp_path], capsys)
+    assert status == 0 and out.count("wrote") == 1
+    assert err == ("warning: --espeak_voice only acts without --audio_dir (its recordings replace espeak-ng's "
+                   "speech); ignored\n")
+    speech = tmp_path / "cifar10_speech.npy"
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "shuffle", "--speech_file", speech,
+                                           "--audio_dir", tmp_path / "no_such_folder", "--out", tmp_path], capsys)
+    assert status == 0 and out.count("wrote") == 1
+    assert err == ("warning: --audio_dir only acts with --label speech (shuffle permutes --speech_file); "
+                   "ignored for --label shuffle\n")
+    assert np.array_equal(np.load(tmp_path / "cifar10_shuffle.npy"),
+                          make_label("shuffle", CIFAR10_CLASSES, speech_targets=np.load(speech)))
+    # with speech among the labels, --audio_dir makes it: no warning
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "shuffle", "--speech_file",
+                                           speech, "--audio_dir", tones, "--out", tmp_path / "both"], capsys)
+    assert status == 0 and out.count("wrote") == 2 and err == ""
+
+
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
     meta = tmp_path / "batches.meta"
     for content, message in ((b"garbage", " is truncated or corrupt"),
