@@ -830,7 +830,8 @@ def expand_labels(requested, text_model=None, glove=None):
 
 # the families each option acts on (shuffle speaks the names too unless given --speech_file)
 FAMILY_OPTIONS = {"audio_dir": ("speech", "shuffle"), "espeak_voice": ("speech", "shuffle"),
-                  "speech_file": ("shuffle",), "text_model": ("bert",), "glove": ("glove",)}
+                  "speech_file": ("shuffle",), "text_model": ("bert",), "glove": ("glove",),
+                  "names": tuple(name for name, family in FAMILIES.items() if family.names)}
 
 
 def replaced_speech_lines(args, given, labels):

@@ -669,11 +669,13 @@ def test_an_option_of_another_family_is_named_as_ignored(tmp_path, capsys):
     """--speech_file only shuffles; given for speech it was silently not used."""
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "random",
                                            "--speech_file", tmp_path / "speech.npy", "--glove", "g.txt",
-                                           "--out", tmp_path], capsys)
+                                           "--names", "spoken", "--out", tmp_path], capsys)
     assert status == 0 and out.count("wrote") == 2
     assert err.splitlines() == [
         "warning: --speech_file only acts with --label shuffle; ignored for --label uniform random",
-        "warning: --glove only acts with --label glove; ignored for --label uniform random"]
+        "warning: --glove only acts with --label glove; ignored for --label uniform random",
+        "warning: --names only acts with --label speech or shuffle or bert or glove; ignored for --label uniform "
+        "random"]
     # uniform draws nothing at random: a --seed for it was silently not used
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--seed", "3",
                                            "--out", tmp_path, "--force"], capsys)
