@@ -66,8 +66,10 @@ def build_parser():
     grid.add_argument("--seeds", nargs="+", default=[0], help="seeds")
     grid.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
                       help="what each run does, in order")
-    grid.add_argument("--train_args", default="", help="flags for train.py only, as one string")
-    grid.add_argument("--attack_args", default="", help="flags for attack.py only, as one string")
+    grid.add_argument("--train_args", action="append", help="flags for train.py only, as one "
+                      "string (given twice: both, in order)")
+    grid.add_argument("--attack_args", action="append", help="flags for attack.py only, as one "
+                      "string (given twice: both, in order)")
     mode = parser.add_argument_group("what to do (one of)")
     mode.add_argument("--dry_run", action="store_true", help="list each run and what it still "
                       "needs; run nothing (also with the modes below)")
@@ -146,8 +148,9 @@ def parse(argv=None):
                         for stage in STAGES}))
         parser.set_defaults(**single_values(parser, values, first.config))
     opts, extra = parser.parse_known_args(argv)
-    layers.append((extra + tail, {"train": split_args(opts.train_args, "--train_args"),
-                                  "attack": split_args(opts.attack_args, "--attack_args")}))
+    layers.append((extra + tail, {stage: [token for text in getattr(opts, f"{stage}_args") or []
+                                          for token in split_args(text, f"--{stage}_args")]
+                                  for stage in STAGES}))
     for name in AXES:
         setattr(opts, name, axis_values(name, getattr(opts, name)))
     given = text_list("stages", opts.stages)
@@ -189,7 +192,7 @@ def parse(argv=None):
             except argparse.ArgumentTypeError as err:
                 raise UsageError(f"--{name}: {err}") from None
     if opts.gpus is not None:
-        opts.gpus = gpu_ids(opts.gpus)
+        opts.gpus = gpu_ids(opts.gpus, here=opts.local)
         if opts.jobs != 1:
             raise UsageError(f"--jobs {opts.jobs} is for runs on the CPU; with --gpus, list an id twice "
                              "to run two runs on that GPU (0,0,1,1)")
@@ -219,15 +222,18 @@ def parse(argv=None):
     return opts, runs, scripts, routed
 
 
-def gpu_ids(value):
+def gpu_ids(value, here=True):
     """--gpus '0,1' (a grid file's 0 or [0, 1] too) -> ['0', '1']: indices or GPU-/MIG- UUIDs, as
-    CUDA_VISIBLE_DEVICES takes them (one it cannot read hides every GPU: train.py would run on the CPU)."""
+    CUDA_VISIBLE_DEVICES takes them (one it cannot read hides every GPU: train.py would run on the CPU).
+    here: the runs start on this machine (--local), whose CUDA_VISIBLE_DEVICES the indices count
+    within; else (--slurm, a dry run, report.py --grid) they are read alone: a grid file's `gpus`
+    for a workstation stopped them where the variable showed fewer GPUs (a job's allocation)."""
     ids = [str(g).strip() for g in (value if isinstance(value, list) else str(value).split(","))]
     if not (ids := [g for g in ids if g]):
         raise UsageError("--gpus needs ids, e.g. 0,1")
     if bad := [g for g in ids if not re.fullmatch(r"\d+|(GPU|MIG)-[\w/-]+", g)]:
         raise UsageError(f"--gpus: {bad[0]!r} is not a GPU id; give indices, e.g. 0,1 (or GPU-/MIG- UUIDs)")
-    if (inherited := os.environ.get("CUDA_VISIBLE_DEVICES")) is None:
+    if not here or (inherited := os.environ.get("CUDA_VISIBLE_DEVICES")) is None:
         return ids
     # already narrowed (a SLURM allocation's): indices count within it, as CUDA's own do; setting
     # a physical index instead would give a run a GPU of another job

@@ -89,6 +89,11 @@ def test_flags_go_to_the_scripts_that_take_them():
     # a flag glued to its value goes where its name goes (not "--epochs=30 is not a flag of train.py")
     _, _, _, routed = sweep.parse(["--dry_run", "--epochs=30", "--num_images=500", "--base_dir=o"])
     assert routed == {"train": ["--epochs=30", "--base_dir=o"], "attack": ["--num_images=500", "--base_dir=o"]}
+    # --train_args given twice passes both strings, in order (the first was dropped without a word)
+    _, _, _, routed = sweep.parse(["--dry_run", "--train_args", "--epochs 3", "--train_args=--lr 0.05",
+                                   "--attack_args", "--steps 2", "--attack_args", "--restarts 2 --steps 4"])
+    assert routed == {"train": ["--epochs", "3", "--lr", "0.05"],
+                      "attack": ["--steps", "2", "--restarts", "2", "--steps", "4"]}
 
 
 def test_the_command_line_wins_over_the_grid_file(tmp_path):
@@ -1569,16 +1574,35 @@ def test_local_gpu_ids_count_within_an_inherited_cuda_visible_devices(monkeypatc
     """In a SLURM allocation of GPUs 2 and 3 (CUDA_VISIBLE_DEVICES=2,3), --gpus 0,1 are those two,
     as CUDA counts; a run was given CUDA_VISIBLE_DEVICES=0, another job's GPU."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    opts = sweep.parse(["--dry_run", "--gpus", "1,0,1"])[0]
+    opts = sweep.parse(["--local", "--dry_run", "--gpus", "1,0,1"])[0]
     assert [slot["CUDA_VISIBLE_DEVICES"] for slot in sweep.local_slots(opts)] == ["3", "2", "3"]
     uuid = "GPU-8f1d2c3e-1a2b-4c5d-9e8f-0123456789ab"
-    assert sweep.parse(["--dry_run", "--gpus", uuid])[0].gpus == [uuid]
+    assert sweep.parse(["--local", "--dry_run", "--gpus", uuid])[0].gpus == [uuid]
     for inherited, shown in (("2,3", 2), ("", 0)):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
-        assert call_cli(sweep.main, ["--dry_run", "--gpus", "0,2"]) == 2
+        assert call_cli(sweep.main, ["--local", "--dry_run", "--gpus", "0,2"]) == 2
         assert capsys.readouterr().err == (
             f"error: --gpus: {2 if shown else 0} is not among the {shown} GPUs CUDA_VISIBLE_DEVICES="
             f"{inherited!r} shows (indices count within it, from 0)\n")
+
+
+def test_a_grid_files_gpus_count_within_cuda_visible_devices_only_with_local(monkeypatch, capsys, tmp_path):
+    """A grid file's `gpus: 0,1` (for a workstation) beside its SLURM keys, read where
+    CUDA_VISIBLE_DEVICES shows one GPU (a job's allocation) or none: --slurm, a dry run and
+    report.py --grid start no run here, and each stopped with '--gpus: 1 is not among the 1 GPUs'."""
+    import report
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"seeds: [3]\ngpus: 0,1\npartition: gpu\nargs: --base_dir {tmp_path / 'out'}\n")
+    for inherited, shown in (("0", 1), ("", 0)):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+        assert sweep.main(["--config", str(grid), "--slurm", str(tmp_path / "s.sbatch")])["tasks"] == 1
+        assert sweep.main(["--config", str(grid), "--dry_run"]) == {"runs": 1, "to_run": 1}
+        assert report.grid_base_dir(grid) == str(tmp_path / "out")
+        capsys.readouterr()
+        assert call_cli(sweep.main, ["--config", str(grid), "--local", "--dry_run"]) == 2  # its runs' GPUs
+        assert capsys.readouterr().err == (f"error: --gpus: {shown} is not among the {shown} GPUs "
+                                           f"CUDA_VISIBLE_DEVICES={inherited!r} shows (indices count "
+                                           "within it, from 0)\n")
 
 
 # A stage that records the GPU it was given, then waits until `count` stages have started (so
