@@ -55,13 +55,14 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 from train import COMPILE_MODES  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, call_cli, log, nonempty, number, run_cli  # noqa: E402
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, call_cli, log,  # noqa: E402
+                          nonempty, number, run_cli)
 from utils.flags import SHARED, add_flags, architecture_names, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
 # The --what tables each flag acts on ('all' is train and attack); a flag not named acts on every
 # one. Given (not at its default) with another --what, it would change nothing: parse_args refuses it.
-FLAG_TABLES = {"train_images": ("train", "host"), "compile_modes": ("train", "host", "accuracy"),
+FLAG_TABLES = {"train_images": ("train",), "compile_modes": ("train", "host", "accuracy"),
                "attack_images": ("attack",), "attack_batch_size": ("attack",),
                "paper_attack_images": ("attack",), "batch_sizes": ("train",), "compiled_only": ("train",),
                "cudnn_benchmark": ("train",), "checkpoint": ("attack",), "data_dir": ("attack", "accuracy"),
@@ -91,7 +92,8 @@ def build_parser():
                         "that acts on none of its tables is refused)")
     add_flags(parser, "device")
     parser.add_argument("--train_images", type=number(int), default=None,
-                        help="images per timed epoch (default 1024 on the CPU, 20480 on a GPU)")
+                        help="images per timed training epoch (default 1024 on the CPU, 20480 on a "
+                        "GPU; --what host profiles one batch of 128)")
     parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES,
                         help="torch.compile modes to time (default on a GPU: default "
                         "reduce-overhead; on the CPU: default, none for --what accuracy); --what "
@@ -113,8 +115,8 @@ def build_parser():
                         "checkpoint (its model and labels; --models/--labels then apply to training "
                         "only) instead of a randomly initialised model")
     parser.add_argument("--data_dir", type=nonempty, default=None, help="attack the first test images "
-                        "of CIFAR-10 in this folder (holding cifar-10-batches-py) instead of "
-                        "random images; the data of --what accuracy")
+                        "in this folder (cifar-10-batches-py; with --checkpoint, its run's dataset) "
+                        "instead of random images; the data of --what accuracy")
     parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
     parser.add_argument("--seeds", type=SHARED["seed"]["type"], nargs="+", default=[0],
                         help="--what accuracy: seeds")
@@ -194,8 +196,8 @@ def check_train_flags(parser, args):
 
 def check_train_images(parser, args):
     """--train_images must hold a batch of each size the timing trains with."""
-    largest = max([128, *args.batch_sizes]) if args.what in ("train", "all") else 128
-    if args.what in ("train", "all", "host") and largest > args.train_images:
+    largest = max([128, *args.batch_sizes])
+    if args.what in ("train", "all") and largest > args.train_images:
         parser.error(f"--train_images {args.train_images} is less than a batch of {largest} (128, or "
                      "the largest of --batch_sizes)")
 
@@ -535,13 +537,6 @@ def host_section(arch, label, rows, device):
     return section
 
 
-def trained_model(checkpoint, device):
-    """(model, label space) of a train.py best-model checkpoint, as attack.py rebuilds them."""
-    from attack import model_from_checkpoint
-    model, space, _ = model_from_checkpoint(checkpoint)
-    return model.to(device), space.to(device)
-
-
 EPSILONS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)  # attack.py's default sweep (after eps 0)
 
 
@@ -756,15 +751,27 @@ def accuracy_lines(args, rows):
 
 
 def attack_inputs(args, device):
-    """(test images, test labels) of --data_dir's CIFAR-10, or None, and the (model, label space)
-    of --checkpoint, or None: loaded before the header and any timing, so that a folder or
-    checkpoint that does not load is one error, and costs no training tables of --what all."""
-    data = None
+    """(test images, test labels) in --data_dir, or None, and the (model, label space) of
+    --checkpoint, as attack.py rebuilds them, or None: loaded before the header and any timing, so
+    that a folder or checkpoint that does not load is one error, and costs no training tables of
+    --what all. The images are of the checkpoint's dataset (its run's --dataset and
+    --label_granularity; CIFAR-10 without a checkpoint, or for one that records none)."""
+    from cifar import load_cifar
+    data, trained = None, None
+    dataset, granularity = SHARED["dataset"]["default"], SHARED["label_granularity"]["default"]
+    if args.checkpoint:
+        from attack import model_from_checkpoint
+        model, space, checkpoint = model_from_checkpoint(args.checkpoint)
+        flags = checkpoint.get("config", {}).get("flags", {})
+        dataset, granularity = flags.get("dataset", dataset), flags.get("label_granularity", granularity)
+        trained = model.to(device), space.to(device)
     if args.data_dir:
-        from cifar import load_cifar
-        loaded = load_cifar("cifar10", args.data_dir)
+        loaded = load_cifar(dataset, args.data_dir, granularity)
+        if trained and trained[1].num_classes != loaded.num_classes:
+            raise UsageError(f"{args.checkpoint} predicts {trained[1].num_classes} classes, but {dataset} "
+                             f"({granularity}) has {loaded.num_classes}")
         data = loaded.test_images, loaded.test_labels
-    return data, trained_model(args.checkpoint, device) if args.checkpoint else None
+    return data, trained
 
 
 def speed_sections(args, device, data=None, trained=None):
@@ -790,9 +797,13 @@ def speed_sections(args, device, data=None, trained=None):
                                      args.repeats, args.batch_sizes, args.compile_modes,
                                      args.compiled_only, args.cudnn_benchmark)
                 paper = rows[0][2].rate
-                section = [f"\n**Training, {arch}, {label} labels** ({n_train} images per timed "
-                           "epoch; each of our timings paired with one of the paper's, taken just "
-                           "before it)\n",
+                # an epoch trains on whole batches: the images its rate counts, per batch size
+                timed_images = {bs: n_train // bs * bs for bs in (128, *args.batch_sizes)}
+                per_epoch = (f"{timed_images[128]} images per timed epoch" if len(set(timed_images.values())) == 1
+                             else "images per timed epoch: " + ", ".join(f"{n} at batch {bs}"
+                                                                         for bs, n in timed_images.items()))
+                section = [f"\n**Training, {arch}, {label} labels** ({per_epoch}; each of our timings "
+                           "paired with one of the paper's, taken just before it)\n",
                            "| pipeline | batch | images/s | the paper's in the paired timings | "
                            "vs paper: the median pair (range) |",
                            "| --- | ---: | ---: | ---: | ---: |"]

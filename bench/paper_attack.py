@@ -29,26 +29,26 @@ Returns the robust accuracy: images still correct / all images. Targets are pass
 drew them inside the loop after a global `torch.manual_seed(444)`; we leave the global RNG alone).
 """
 import torch
+from PIL import Image
 
 
 class PaperImages(torch.utils.data.Dataset):
-    """The paper's CIFAR dataset: a PIL image per item through torchvision transforms (random crop
-    and flip when training), normalised with (mean, std)."""
+    """The paper's CIFAR dataset: per item, as torchvision's CIFAR10 reads one, a PIL image made
+    from its uint8 array, through torchvision transforms (random crop and flip when training),
+    normalised with (mean, std)."""
 
     def __init__(self, images01, labels, mean, std, train=False):
         import torchvision.transforms as T
-        from PIL import Image
-        pixels = (images01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        self.pil = [Image.fromarray(image) for image in pixels]
+        self.pixels = (images01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         self.labels = labels.tolist()
         augment = [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip()] if train else []
         self.transform = T.Compose([*augment, T.ToTensor(), T.Normalize(mean, std)])
 
     def __len__(self):
-        return len(self.pil)
+        return len(self.pixels)
 
     def __getitem__(self, i):
-        return self.transform(self.pil[i]), self.labels[i]
+        return self.transform(Image.fromarray(self.pixels[i])), self.labels[i]
 
 
 def paper_loader(images01, labels, mean, std, workers=4):

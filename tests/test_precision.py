@@ -158,7 +158,8 @@ def test_bench_accuracy_table_without_validation_images():
     (["--attack_images", "0"], "argument --attack_images: 0 must be positive"),
     (["--paper_attack_images", "-3"], "argument --paper_attack_images: -3 must be positive"),
     (["--compile_modes", "reduce_overhead"], "argument --compile_modes: invalid choice: 'reduce_overhead'"),
-    (["--what", "host", "--train_images", "64"], "--train_images 64 is less than a batch of 128"),
+    (["--what", "host", "--train_images", "64"], "--train_images does not apply to --what host (only to "
+     "--what train, all)"),  # it profiled batch 128 of the images whatever their number
     (["--what", "accuracy", "--data_dir", "{tmp}", "--seeds", "0", "-1"], "argument --seeds: -1 must be at least 0"),
     # used by no table asked for: --what train ignored them without a word
     (["--what", "train", "--checkpoint", "{tmp}/x.pth"], "--checkpoint does not apply to --what train (only "
@@ -247,6 +248,35 @@ def test_bench_checks_its_checkpoint_before_it_measures(monkeypatch, tmp_path, c
         out, err = capsys.readouterr()
         assert exit_info.value.code == 2 and err.startswith(f"error: checkpoint {missing} does not exist"), err
         assert out == "" and err.count("\n") == 1 and not record.exists()
+
+
+def test_bench_attacks_the_test_images_of_its_checkpoints_dataset(tmp_path, capsys):
+    """--checkpoint of a CIFAR-100 run with --data_dir: the 100-class model was attacked on
+    CIFAR-10's test images and labels (0 to 9), whatever the folder held beside them, and the
+    table's share of correctly classified images was of those; a checkpoint that records no
+    dataset is CIFAR-10's, and one of another class count is refused."""
+    from bench import bench
+    from cifar import load_cifar
+    from conftest import make_cifar10, make_cifar100
+    from utils.runs import save_checkpoint
+    from utils.training import checkpoint_state
+    data_dir = make_cifar100(make_cifar10(tmp_path / "data"))
+    model, space = build_model("resnet32", (100,)), CategorySpace(100)
+    for name, flags in (("c100.pth", {"dataset": "cifar100", "label_granularity": "fine"}), ("bare.pth", None)):
+        save_checkpoint(tmp_path / name, checkpoint_state(model.state_dict(), model.model_args, space.state(),
+                                                          1, {} if flags is None else {"flags": flags}))
+    args = bench.parse_args(["--what", "attack", "--checkpoint", str(tmp_path / "c100.pth"),
+                             "--data_dir", str(data_dir), "--no_record"])
+    (images, labels), (trained, trained_space) = bench.attack_inputs(args, torch.device("cpu"))
+    cifar100 = load_cifar("cifar100", data_dir)
+    assert torch.equal(images, cifar100.test_images) and torch.equal(labels, cifar100.test_labels)
+    assert trained_space.num_classes == 100
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(bench.main, ["--what", "attack", "--checkpoint", str(tmp_path / "bare.pth"), "--data_dir",
+                             str(data_dir), "--device", "cpu", "--no_record"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1, err
+    assert f"error: {tmp_path / 'bare.pth'} predicts 100 classes, but cifar10 (fine) has 10" in err
 
 
 def test_bench_that_fails_leaves_no_empty_record(tmp_path, capsys):
@@ -443,6 +473,32 @@ def test_bench_leaves_out_bf16_where_it_is_emulated(tmp_path, monkeypatch):
     assert "bf16 rows left out: this device has no native bf16" in text
 
 
+def test_bench_training_caption_counts_the_images_its_epochs_timed(tmp_path, monkeypatch):
+    """Each timed epoch trains on whole batches (the paper's loader drops its last one): of
+    --train_images 300, 256 at batch 128 and at 256, the count the rates divide by, where the
+    caption said 300; of 1000, 896, 768 and 512 at batches 128, 256 and 512."""
+    from bench import bench
+
+    class Paper:
+        def compare(self, run, images, repeats):
+            counted.append(images)
+    counted = []
+    space = bench.make_space("category")
+    for batch_size in (128, 256):
+        bench.our_training_timing(Paper(), "resnet32", space, torch.zeros(300, 3, 32, 32, dtype=torch.uint8),
+                                  torch.zeros(300, dtype=torch.long), batch_size, torch.device("cpu"), 1)
+    assert counted == [256, 256]
+    timing = bench.Timing.of_pairs([2.0], [1.0])
+    monkeypatch.setattr(bench, "training_rows", lambda *args: [("paper", 128, timing)])
+    record = tmp_path / "B.md"
+    for images, sizes, caption in (("300", ["256"], "(256 images per timed epoch;"),
+                                   ("1000", ["256", "512"], "(images per timed epoch: 896 at batch 128, 768 "
+                                    "at batch 256, 512 at batch 512;")):
+        bench.main(["--what", "train", "--labels", "category", "--device", "cpu", "--train_images", images,
+                    "--batch_sizes", *sizes, "--record", str(record)])
+        assert f"**Training, resnet32, category labels** {caption}" in record.read_text()
+
+
 def test_bench_compiled_only_times_the_compiled_variants(tmp_path, monkeypatch):
     """--compiled_only: the paper's pipeline and our compiled variants, at 128 and each of
     --batch_sizes, and none of the eager ones (a short GPU session's minutes)."""
@@ -582,6 +638,23 @@ def test_bench_paper_images_are_the_papers_pil_transforms():
     assert {dy for dy, _, _ in drawn} == {dx for _, dx, _ in drawn} == set(range(-4, 5))
     loader = paper_loader(to_float(images), torch.tensor([3, 5]), mean, std)
     assert (loader.batch_size, loader.num_workers) == (1, 4)
+
+
+def test_bench_paper_images_make_each_pil_image_as_it_is_read(monkeypatch):
+    """torchvision's CIFAR10, which the paper's dataset wraps, makes an item's PIL image from its
+    uint8 array when the item is read, in the loader's workers: the re-creation made them all
+    before any timing, about 10 of the 130 microseconds a training image costs a worker."""
+    from PIL import Image
+
+    from bench.paper_attack import PaperImages
+    made, fromarray = [], Image.fromarray
+    monkeypatch.setattr(Image, "fromarray", lambda *args, **kwargs: made.append(1) or fromarray(*args, **kwargs))
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    dataset = PaperImages(to_float(images), torch.tensor([3, 5, 7]), (0.5,) * 3, (0.25,) * 3, train=True)
+    assert made == []
+    for i in (0, 1, 0, 2):
+        dataset[i]
+    assert len(made) == 4
 
 
 def test_bench_paper_training_is_the_papers_loop(monkeypatch):
