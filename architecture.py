@@ -8,6 +8,7 @@ The trunks are the CIFAR VGG19-BN and ResNets (BasicBlocks, 16-32-64 channels, 1
 shortcuts) of the paper's code base, so parameter counts equal the paper's. Normalisation is the
 model's first layer: every caller, attacks included, works with images in [0, 1].
 """
+import contextlib
 import math
 from functools import partial
 
@@ -206,18 +207,31 @@ def fold_batch_norm(model):
     stay. Same outputs up to float rounding; the forward and input-gradient passes of attacks are
     about 1.3x faster on a CPU (a trained resnet32, 2 threads) and the batch norms' memory passes
     are gone on a GPU too. The copy's graph is traced by torch.fx; the original model is left as
-    it was, in the mode it was in. A trunk that torch.fx cannot trace (Python control flow on a
-    tensor or its shape) is left unfolded: the copy is then a plain one, in eval mode."""
+    it was, each module in the mode it was in (`eval_mode`). A trunk that torch.fx cannot trace
+    (Python control flow on a tensor or its shape) is left unfolded: the copy is then a plain one,
+    in eval mode."""
     import copy
     from torch.fx.experimental.optimization import fuse
-    training = model.training
+    with eval_mode(model):
+        try:
+            traced = torch.fx.symbolic_trace(model)
+        except Exception:  # TraceError, TypeError, ...: what it cannot follow runs eagerly all the same
+            traced = None
+        return (copy.deepcopy(model) if traced is None else fuse(traced, no_trace=True)).eval()
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode within the block; after it, however it ends, each of its modules in the
+    mode it was in: a caller's model in training stays so, with the batch norms it froze (a
+    fine-tuning's fixed statistics) frozen, where model.train() would set them training too."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
     try:
-        traced = torch.fx.symbolic_trace(model.eval())
-    except Exception:  # TraceError, TypeError, ...: what the trace cannot follow runs eagerly all the same
-        traced = None
-    folded = (copy.deepcopy(model) if traced is None else fuse(traced, no_trace=True)).eval()
-    model.train(training)
-    return folded
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def count_parameters(model):

@@ -887,6 +887,46 @@ def test_fold_batch_norm_leaves_a_training_model_training():
     assert model.training and not folded.training
 
 
+def frozen_batch_norms(model):
+    """`model` training with its batch norms frozen, as one fine-tunes; returns how many it froze."""
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.eval()
+    return len(norms)
+
+
+def test_fold_batch_norm_leaves_frozen_batch_norms_frozen():
+    """It put the caller's model back with model.train(), which also set the batch norms the
+    caller had frozen (fine-tuning with fixed statistics) training again: run_attack between
+    fine-tuning steps unfroze them."""
+    from architecture import fold_batch_norm
+    model = build_model("resnet32", (10,))
+    frozen = frozen_batch_norms(model)
+    fold_batch_norm(model)
+    assert model.training and frozen
+    assert [m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d)] == [False] * frozen
+
+
+def test_evaluation_leaves_the_callers_model_in_its_modes():
+    """evaluate() and predict() left a caller's training model in eval mode (as run_attack did,
+    mended earlier): a notebook's own loop that evaluated between epochs trained on with frozen
+    batch statistics. They compute in eval mode, and leave each module in its mode, frozen batch
+    norms included."""
+    from utils.training import evaluate, predict
+    torch.manual_seed(0)
+    model, space = build_model("resnet32", (10,)), CategorySpace(10)
+    frozen = frozen_batch_norms(model)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    outputs, scores = predict(model, images), evaluate(model, space, images, torch.arange(4))
+    assert model.training
+    assert [m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d)] == [False] * frozen
+    with torch.no_grad():
+        reference = model.eval()(to_float(images))
+    assert torch.equal(outputs, reference)
+    assert scores["loss"] == pytest.approx(space.loss(reference, torch.arange(4)).mean().item(), rel=1e-6)
+
+
 class ShapeCheckingTrunk(nn.Module):
     """A trunk of one's own with Python control flow on its input's shape, which torch.fx cannot
     trace."""

@@ -50,6 +50,26 @@ def test_bf16_autocast_keeps_predictions_and_accuracy(trained, tiny, channels_la
     assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
 
 
+def test_float32_under_a_callers_autocast(trained, tiny):
+    """Without amp the numbers are float32's, as config.json records (amp false), inside a caller's
+    bf16 autocast too (a notebook cell's `with torch.autocast(...)`): evaluate() and the attacks
+    computed in bf16 there, and train.py trained in it."""
+    from utils.attacks import gradient_sign, run_attack
+    model, space = trained
+    images, labels = tiny.test_images[:64], tiny.test_labels[:64]
+    reference = predict(model, tiny.test_images)
+    scores = evaluate(model, space, tiny.test_images, tiny.test_labels)
+    sign = gradient_sign(model, space, to_float(images), labels)
+    attacked = run_attack(model, space, images, labels, "pgd", 8 / 255, keep_images=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(predict(model, tiny.test_images), reference)
+        assert evaluate(model, space, tiny.test_images, tiny.test_labels) == scores
+        assert torch.equal(gradient_sign(model, space, to_float(images), labels), sign)
+        assert torch.equal(run_attack(model, space, images, labels, "pgd", 8 / 255,
+                                      keep_images=True)["adversarial"], attacked["adversarial"])
+        assert not torch.equal(predict(model, tiny.test_images, amp=True), reference)  # amp is bf16
+
+
 def test_bf16_decoder_head_stays_close(tiny, label_dir):
     """The paper's transposed-convolution head (64x64 targets) under bf16 + channels_last."""
     import numpy as np

@@ -1815,6 +1815,21 @@ def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifa
     assert handler is not training.preempt._handle and not caught  # the run's, not the kernel's
 
 
+@pytest.mark.parametrize("cell", ["autocast", "inference_mode"])
+def test_a_callers_autocast_or_inference_mode_leaves_the_run_as_its_flags_say(cell, cifar10_dir, label_dir,
+                                                                              tmp_path):
+    """train.main in a notebook cell's `with torch.autocast(...)` trained and scored the run in bf16
+    while its config.json said amp false (a validation loss of 399 against float32's 70 on the
+    CIFAR-10 subset); in `with torch.inference_mode()` it ended in a RuntimeError traceback
+    ('element 0 of tensors does not require grad'). The run's numbers are float32's, as the flags say."""
+    plain = train.main(flags(cifar10_dir, tmp_path / "plain", label_dir, label="category", epochs=1))
+    with torch.autocast("cpu", dtype=torch.bfloat16) if cell == "autocast" else torch.inference_mode():
+        inside = train.main(flags(cifar10_dir, tmp_path / cell, label_dir, label="category", epochs=1))
+    assert metrics(Path(inside["run_dir"])) == metrics(Path(plain["run_dir"]))
+    assert (inside["test_loss"], inside["test_acc"]) == (plain["test_loss"], plain["test_acc"])
+    assert json.loads((Path(inside["run_dir"]) / "config.json").read_text())["flags"]["amp"] is False
+
+
 def test_a_signal_in_the_last_epochs_validation_reaches_the_caller_after_the_results(
         monkeypatch, cifar10_dir, label_dir, tmp_path):
     """It reached the caller's handler before the best checkpoint and results.json were written: a

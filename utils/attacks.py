@@ -118,7 +118,7 @@ def gradient_sign(model, space, x, goal, amp=False, objective="loss"):
     takes (climbed untargeted, descended targeted). Gradients w.r.t. the input only; model in eval
     mode."""
     x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), autocast(x.device, False):  # a caller's no_grad or autocast stays out
         with autocast(x.device, amp):
             outputs = model(x)
         # A sum over images: each image's gradient is that of its own objective.
@@ -253,6 +253,7 @@ def _harm(predicted, labels, goal):
     return (predicted != labels).int() + ((predicted == goal) & (goal != labels)).int()
 
 
+@torch.inference_mode(False)  # a caller's inference_mode (a notebook cell's) would leave no input gradient
 def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
                protocol="pixel", steps=None, step_size=None, restarts=1, seed=0, batch_size=500,
                objective="loss", amp=False, channels_last=False, shared=None, keep_images=False,

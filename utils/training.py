@@ -5,7 +5,6 @@
 The data lives on the device as uint8; an epoch is a seeded permutation, batched augmentation and
 SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
 """
-import contextlib
 import ctypes
 import functools
 import inspect
@@ -16,7 +15,7 @@ import time
 
 import torch
 
-from architecture import build_model
+from architecture import build_model, eval_mode
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from labels import granularity_fix
 from utils import distributed, preempt
@@ -142,10 +141,10 @@ def warn_slow_bf16(device, amp):
 
 
 def autocast(device, enabled):
-    """bf16 autocast when asked (losses are computed in float32 by the label space)."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    """bf16 autocast when asked (losses are computed in float32 by the label space); otherwise
+    none, a caller's included (a notebook cell's `with torch.autocast(...)`): a run without --amp
+    computes in float32, as its config.json and attack_results.json say."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def prepare(images, channels_last):
@@ -250,8 +249,7 @@ def mcr2_options(args):
 
 
 def _outputs(model, images, batch_size, amp, channels_last):
-    """Yield (slice, outputs) over uint8 images in eval mode; the caller holds inference_mode."""
-    model.eval()
+    """Yield (slice, outputs) over uint8 images; the caller holds inference_mode and `eval_mode`."""
     for start in range(0, len(images), batch_size):
         batch = prepare(to_float(images[start:start + batch_size]), channels_last)
         with autocast(images.device, amp):
@@ -260,15 +258,18 @@ def _outputs(model, images, batch_size, amp, channels_last):
 
 @torch.inference_mode()
 def predict(model, images, batch_size=1000, amp=False, channels_last=False):
-    """Model outputs for uint8 images (N, 3, 32, 32), no augmentation: (N, *output_shape)."""
+    """Model outputs for uint8 images (N, 3, 32, 32), no augmentation: (N, *output_shape). In eval
+    mode; the caller's model is left in its modes (`eval_mode`)."""
     # A copy of each batch: a CUDA graph replay (--compile reduce-overhead) reuses its output memory.
-    return torch.cat([out.to(torch.float32, copy=True)
-                      for _, out in _outputs(model, images, batch_size, amp, channels_last)])
+    with eval_mode(model):
+        return torch.cat([out.to(torch.float32, copy=True)
+                          for _, out in _outputs(model, images, batch_size, amp, channels_last)])
 
 
 @torch.inference_mode()
 def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False, outputs=None):
-    """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,).
+    """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,), in eval
+    mode; the caller's model is left in its modes (`eval_mode`).
 
     `outputs`: the model's outputs for these images, `predict`'s, scored instead of running the
     model again (the label spaces compute losses and decodes in float32 under autocast too, so
@@ -285,10 +286,11 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
         batches = ((slice(start, start + batch_size), given[start:start + batch_size])
                    for start in range(0, len(given), batch_size))
     totals = torch.zeros(3, device=images.device)  # loss sum, correct, count
-    for index, batch_outputs in batches:
-        batch_labels = labels[index]
-        totals[0] += space.loss(batch_outputs, batch_labels).sum()
-        totals[1] += (space.decode(batch_outputs) == batch_labels).sum()
+    with eval_mode(model):
+        for index, batch_outputs in batches:
+            batch_labels = labels[index]
+            totals[0] += space.loss(batch_outputs, batch_labels).sum()
+            totals[1] += (space.decode(batch_outputs) == batch_labels).sum()
     totals[2] = len(images)
     loss_sum, correct, n = distributed.all_sum(totals).tolist()
     if not n:  # --valid_size 0: no accuracy, rather than an accuracy of 0
@@ -776,6 +778,7 @@ def run_label_space(args, num_classes):
                             mcr2_options(args), fix=fix)
 
 
+@torch.inference_mode(False)  # a caller's inference_mode (a notebook cell's) would leave no gradients
 def run_training(args, argv=None):
     """Train one run as the flags say; returns the results dict (also written to results.json).
     `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None).
@@ -881,8 +884,9 @@ def run_training(args, argv=None):
         # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
         interrupted = interrupt_says(lambda: checkpoints.stopped(f"during epoch {epoch + 1}"))
         # a signal the loop did not act on (one during the last epoch's validation) reaches the
-        # handler of a caller of main(argv) (a notebook's, a driver's) once the run's files are written
-        with preempt.catching():
+        # handler of a caller of main(argv) (a notebook's, a driver's) once the run's files are written;
+        # a caller's autocast stays out: without --amp the run computes in float32, as config.json says
+        with preempt.catching(), autocast(device, False):
             with Progress(args.epochs, f"{args.model} {args.label}", "epoch",
                           initial=len(history), enabled=writes) as progress, interrupted:
                 for epoch in range(first_epoch, args.epochs):
