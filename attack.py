@@ -16,6 +16,7 @@ last line on stdout is one JSON object.
 import argparse
 import glob
 import os
+import re
 import textwrap
 from fractions import Fraction
 from pathlib import Path
@@ -410,6 +411,17 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log):
     return entries
 
 
+def wrapped(text, width):
+    """`text` in lines of at most `width` characters where it can be, broken after a space, an
+    underscore or a hyphen: CIFAR-100's names (large_man-made_outdoor_things) have no spaces."""
+    lines = [""]
+    for piece in re.findall(r"[^ _-]*[ _-]|[^ _-]+", text):
+        if lines[-1] and len(lines[-1] + piece.rstrip()) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
 def save_examples(path, model, space, images, labels, targets, class_names, entries, args):
     """attack_examples.png: clean / adversarial / amplified perturbation for the first few
     (--examples) correctly classified of `images`, under the strongest of the first attack's
@@ -434,7 +446,8 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
     rows = [("clean", clean), ("adversarial", adversarial.clamp(0, 1)),
             (f"perturbation x{gain:.0f} + 0.5", ((adversarial - clean) * gain + 0.5).clamp(0, 1))]
     width = max(1.6 * len(shown), 4.8)  # inches: wide enough for the title with one or two images
-    figure = Figure(figsize=(width, 5.4))
+    column = int(width / len(shown) * 14)  # characters of a title over its image (~14 an inch, as below)
+    figure = Figure(figsize=(width, 5.4), layout="constrained")
     axes = figure.subplots(3, len(shown), squeeze=False)
     for row, (name, pictures) in enumerate(rows):
         for col, i in enumerate(shown.tolist()):
@@ -442,10 +455,10 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
             ax.imshow(pictures[col].permute(1, 2, 0).numpy(), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
-                ax.set_title(f"#{i} {class_names[labels[i]]}", fontsize=8)
+                ax.set_title(wrapped(f"#{i} {class_names[labels[i]]}", column), fontsize=8)
             elif row == 1:  # a targeted attack's goal beside what it reached
                 goal = f" (target {class_names[targets[i]]})" if entry["targeted"] else ""
-                ax.set_title(f"-> {class_names[result['adv_pred'][i]]}{goal}", fontsize=8)
+                ax.set_title(wrapped(f"-> {class_names[result['adv_pred'][i]]}{goal}", column), fontsize=8)
             if col == 0:
                 ax.set_ylabel(name, fontsize=8)
     mode = "targeted" if entry["targeted"] else "untargeted"
@@ -454,7 +467,6 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
     title = (f"{args.model} {space.name}: {name} {mode}, eps {entry['eps_label']}{units}; "
              f"perturbation amplified x{gain:.0f} for visibility")
     figure.suptitle(textwrap.fill(title, int(width * 14)), fontsize=9)  # ~14 characters an inch
-    figure.tight_layout()
     write_file(path, lambda f: figure.savefig(f, format="png", dpi=100))
 
 

@@ -589,13 +589,53 @@ def test_a_targeted_examples_figure_names_each_images_target(speech_run, cifar10
                        "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "fgsm",
                        "--epsilons", "8/255", "--targeted", "yes", "--num_images", "5", "--examples", "2"])
     [figure] = drawn
-    titles = [ax.get_title() for ax in figure.axes if ax.get_title().startswith("-> ")]
+    read = [ax.get_title().replace("\n", "") for ax in figure.axes]  # as one line, however wrapped
+    titles = [t for t in read if t.startswith("-> ")]
     data = load_cifar("cifar10", cifar10_dir)
     names, goals = data.class_names, draw_targets(torch.as_tensor(data.test_labels), 10, 3)
-    shown = [int(t.split("#", 1)[1].split(" ", 1)[0]) for t in (ax.get_title() for ax in figure.axes)
-             if t.startswith("#")]
+    shown = [int(t.split("#", 1)[1].split(" ", 1)[0]) for t in read if t.startswith("#")]
     assert len(titles) == len(shown) == 2
     assert [t.rsplit(" (target ", 1)[1] for t in titles] == [f"{names[goals[i]]})" for i in shown]
+
+
+def test_the_examples_figure_keeps_cifar100s_long_class_names_apart(tmp_path, capsys, monkeypatch):
+    """CIFAR-100's superclass names ("large_man-made_outdoor_things") titled each image in one line
+    wider than the image: a targeted attack's titles ran into their neighbours', and the names could
+    not be read. They are wrapped over their own image, and read as the coarse names once unwrapped."""
+    import pickle
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    import train
+    from conftest import make_cifar100
+    from labels.generate import CIFAR100_CLASSES, CIFAR100_COARSE_CLASSES
+    data_dir = make_cifar100(tmp_path / "data")
+    with open(data_dir / "cifar-100-python" / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": list(CIFAR100_CLASSES),
+                     "coarse_label_names": list(CIFAR100_COARSE_CLASSES)}, f)
+    run = ["--dataset", "cifar100", "--label_granularity", "coarse", "--data_dir", str(data_dir),
+           "--base_dir", str(tmp_path / "runs"), "--device", "cpu"]
+    train.main(run + ["--valid_size", "50", "--epochs", "1"])
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    call_main(capsys, run + ["--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "yes",
+                             "--num_images", "5", "--examples", "3"])
+    [figure] = drawn
+    FigureCanvasAgg(figure).draw()  # lays the figure out as savefig does
+    renderer = figure.canvas.get_renderer()
+    labels = load_cifar("cifar100", data_dir, "coarse").test_labels
+    for start in ("#", "-> "):
+        row = sorted((ax for ax in figure.axes if ax.get_title().startswith(start)),
+                     key=lambda ax: ax.get_position().x0)
+        assert len(row) == 3
+        extents = [ax.title.get_window_extent(renderer) for ax in row]
+        assert all(left.x1 < right.x0 for left, right in zip(extents, extents[1:])), \
+            [ax.get_title() for ax in row]
+        assert extents[0].x0 >= 0 and extents[-1].x1 <= figure.bbox.width
+    titles = [ax.get_title().replace("\n", "") for ax in figure.axes if ax.get_title().startswith("#")]
+    shown = [int(t[1:].split(" ", 1)[0]) for t in titles]
+    assert titles == [f"#{i} {CIFAR100_COARSE_CLASSES[labels[i]]}" for i in shown]
 
 
 def test_the_examples_figure_shows_as_many_images_as_asked_under_the_strongest_untargeted_setting(
