@@ -183,6 +183,19 @@ def test_an_attack_leaves_a_training_model_training():
     assert torch.equal(training["adversarial"], evaluating["adversarial"])
 
 
+def test_float64_images_are_attacked_in_the_models_dtype():
+    """Images made with numpy (torch.from_numpy(x / 255.), float64) ended in a RuntimeError traceback
+    ('Input type (double) and bias type (float) should be the same'): uint8 images alone were cast."""
+    from cifar import to_float
+    torch.manual_seed(0)
+    model, space = build_model("resnet32", (10,)).eval(), CategorySpace(10)
+    images, labels = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 10
+    reference = run_attack(model, space, to_float(images), labels, "pgd", EPS8, keep_images=True)
+    result = run_attack(model, space, to_float(images, torch.float64), labels, "pgd", EPS8, keep_images=True)
+    assert torch.equal(result["adversarial"], reference["adversarial"])
+    assert result["robust_acc"] == reference["robust_acc"]
+
+
 def test_an_attack_in_a_callers_inference_mode():
     """run_attack in a notebook cell's `with torch.inference_mode()` (README's snippet holds one) ended
     in a RuntimeError traceback ('element 0 of tensors does not require grad'): no_grad was lifted

@@ -260,7 +260,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
                stop=None):
     """Robust accuracy of `model` under one attack setting, evaluated in batches.
 
-    images: (N, 3, H, W) float in [0, 1] or uint8, on any device (batches move to the model's);
+    images: (N, 3, H, W) float in [0, 1] (cast to the model's dtype) or uint8, on any device
+    (batches move to the model's);
     labels: (N,) class ids; targets: (N,) class ids for a targeted attack, each another than its
     image's label (see draw_targets), or None; eps, step_size: pixel units, or normalised units
     under protocol "paper"; steps, step_size default to the protocol's (see `schedule`); seed keys
@@ -298,7 +299,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
         if stop is not None and stop():
             return None
         batch = images[first:first + batch_size].to(device)
-        batch = prepare(to_float(batch, dtype) if batch.dtype == torch.uint8 else batch, channels_last)
+        # float images of another dtype (numpy's float64 / 255) in the model's
+        batch = prepare(to_float(batch, dtype) if batch.dtype == torch.uint8 else batch.to(dtype), channels_last)
         batch_labels = labels[first:first + batch_size].to(device)
         goal = targets[first:first + batch_size].to(device) if targeted else batch_labels
 
