@@ -306,13 +306,18 @@ def load_model(args, path):
     return model, space
 
 
+def check_classes(path, space, data, dataset, granularity):
+    """The checkpoint's classes are those of `data` (`dataset` at `granularity`)."""
+    if space.num_classes != data.num_classes:
+        raise UsageError(f"{path} predicts {space.num_classes} classes, but {dataset} ({granularity}) has "
+                         f"{data.num_classes}")
+
+
 def check_fits(args, path, space, data):
     """The checkpoint's classes are the dataset's, and a label file of the run's name in
     --label_dir, if there is one, holds targets of its shape."""
     from labels import LabelError, label_path, read_targets
-    if space.num_classes != data.num_classes:
-        raise UsageError(f"{path} predicts {space.num_classes} classes, but {args.dataset} "
-                         f"({args.label_granularity}) has {data.num_classes}")
+    check_classes(path, space, data, args.dataset, args.label_granularity)
     label_file = label_path(args.dataset, space.name, args.label_dir)
     if space.name not in FILELESS_LABELS and label_file.is_file():
         try:
@@ -411,6 +416,9 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log):
     return entries
 
 
+CHARACTERS_AN_INCH = 14  # of the figure's 8- and 9-point titles, about
+
+
 def wrapped(text, width):
     """`text` in lines of at most `width` characters where it can be, broken after a space, an
     underscore or a hyphen: CIFAR-100's names (large_man-made_outdoor_things) have no spaces."""
@@ -446,7 +454,7 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
     rows = [("clean", clean), ("adversarial", adversarial.clamp(0, 1)),
             (f"perturbation x{gain:.0f} + 0.5", ((adversarial - clean) * gain + 0.5).clamp(0, 1))]
     width = max(1.6 * len(shown), 4.8)  # inches: wide enough for the title with one or two images
-    column = int(width / len(shown) * 14)  # characters of a title over its image (~14 an inch, as below)
+    column = int(width / len(shown) * CHARACTERS_AN_INCH)  # of a title over its image
     figure = Figure(figsize=(width, 5.4), layout="constrained")
     axes = figure.subplots(3, len(shown), squeeze=False)
     for row, (name, pictures) in enumerate(rows):
@@ -466,7 +474,7 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
     name = attack_label(entry["attack"], entry.get("objective"))
     title = (f"{args.model} {space.name}: {name} {mode}, eps {entry['eps_label']}{units}; "
              f"perturbation amplified x{gain:.0f} for visibility")
-    figure.suptitle(textwrap.fill(title, int(width * 14)), fontsize=9)  # ~14 characters an inch
+    figure.suptitle(textwrap.fill(title, int(width * CHARACTERS_AN_INCH)), fontsize=9)
     write_file(path, lambda f: figure.savefig(f, format="png", dpi=100))
 
 

@@ -55,8 +55,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 from train import COMPILE_MODES  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, call_cli, log,  # noqa: E402
-                          nonempty, number, run_cli)
+from utils.errors import CliParser, DefaultsFormatter, call_cli, log, nonempty, number, run_cli  # noqa: E402
 from utils.flags import SHARED, add_flags, architecture_names, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
@@ -761,16 +760,15 @@ def attack_inputs(args, device):
     data, trained = None, None
     dataset, granularity = SHARED["dataset"]["default"], SHARED["label_granularity"]["default"]
     if args.checkpoint:
-        from attack import model_from_checkpoint
+        from attack import check_classes, model_from_checkpoint
         model, space, checkpoint = model_from_checkpoint(args.checkpoint)
         flags = checkpoint.get("config", {}).get("flags", {})
         dataset, granularity = flags.get("dataset", dataset), flags.get("label_granularity", granularity)
         trained = model.to(device), space.to(device)
     if args.data_dir:
         loaded = load_cifar(dataset, args.data_dir, granularity)
-        if trained and trained[1].num_classes != loaded.num_classes:
-            raise UsageError(f"{args.checkpoint} predicts {trained[1].num_classes} classes, but {dataset} "
-                             f"({granularity}) has {loaded.num_classes}")
+        if trained:
+            check_classes(args.checkpoint, trained[1], loaded, dataset, granularity)
         data = loaded.test_images, loaded.test_labels
     return data, trained
 

@@ -279,14 +279,14 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
     """
     share = distributed.current().share(len(images))
     images, labels = images[share], labels[share]
-    if outputs is None:
-        batches = _outputs(model, images, batch_size, amp, channels_last)
-    else:
-        given = outputs[share]
-        batches = ((slice(start, start + batch_size), given[start:start + batch_size])
-                   for start in range(0, len(given), batch_size))
     totals = torch.zeros(3, device=images.device)  # loss sum, correct, count
-    with eval_mode(model):
+    with eval_mode(model):  # the outputs are computed lazily, batch by batch, in the loop below
+        if outputs is None:
+            batches = _outputs(model, images, batch_size, amp, channels_last)
+        else:
+            given = outputs[share]
+            batches = ((slice(start, start + batch_size), given[start:start + batch_size])
+                       for start in range(0, len(given), batch_size))
         for index, batch_outputs in batches:
             batch_labels = labels[index]
             totals[0] += space.loss(batch_outputs, batch_labels).sum()
