@@ -234,5 +234,11 @@ def eval_mode(model):
             module.training = training
 
 
+def placement(model):
+    """(device, dtype) of `model`'s parameters: where and in what its inputs are computed."""
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
+
+
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters())

@@ -70,6 +70,25 @@ def test_float32_under_a_callers_autocast(trained, tiny):
         assert not torch.equal(predict(model, tiny.test_images, amp=True), reference)  # amp is bf16
 
 
+def test_a_bfloat16_model_is_evaluated_in_its_dtype(trained, tiny):
+    """A caller's model.bfloat16() (a fast, small model for analyses of its own) ended in a
+    RuntimeError traceback in predict() and evaluate() ('Input type (torch.FloatTensor) and weight
+    type (CPUBFloat16Type) should be the same'): uint8 images became floats of the default dtype.
+    Batches are made in the model's dtype and on its device, as run_attack makes them."""
+    import copy
+    model, space = trained
+    reference = predict(model, tiny.test_images)
+    scores = evaluate(model, space, tiny.test_images, tiny.test_labels)
+    half = copy.deepcopy(model).bfloat16()
+    outputs = predict(half, tiny.test_images)
+    assert outputs.dtype == torch.float32
+    assert relative_error(outputs, reference) < 0.03  # ~0.01 here: bf16 keeps 8 mantissa bits
+    assert (space.decode(outputs) == space.decode(reference)).float().mean().item() >= 0.97
+    in_half = evaluate(half, space, tiny.test_images, tiny.test_labels)
+    assert abs(in_half["acc"] - scores["acc"]) <= 0.03
+    assert in_half["loss"] == pytest.approx(scores["loss"], rel=0.05)
+
+
 def test_bf16_decoder_head_stays_close(tiny, label_dir):
     """The paper's transposed-convolution head (64x64 targets) under bf16 + channels_last."""
     import numpy as np

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 
 import torch
 
-from architecture import fold_batch_norm
+from architecture import fold_batch_norm, placement
 from cifar import to_float
 from utils.constants import OBJECTIVES, schedule
 from utils.errors import UsageError, choice
@@ -285,9 +285,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     if targets is not None and (targets.shape != labels.shape or (targets.cpu() == labels.cpu()).any()):
         raise UsageError("targets must be one class per image, each another than the image's label "
                          "(draw_targets draws such targets)")
-    space.to(next(model.parameters()).device)
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    device, dtype = placement(model)
+    space.to(device)
     mean, std = model.model_args["mean"], model.model_args["std"]
     shared = Shared() if shared is None else shared
     model = shared.network(model, channels_last)  # an eval-mode copy, batch norms folded into convolutions

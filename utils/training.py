@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from architecture import build_model, eval_mode
+from architecture import build_model, eval_mode, placement
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from labels import granularity_fix
 from utils import distributed, preempt
@@ -249,17 +249,20 @@ def mcr2_options(args):
 
 
 def _outputs(model, images, batch_size, amp, channels_last):
-    """Yield (slice, outputs) over uint8 images; the caller holds inference_mode and `eval_mode`."""
+    """Yield (slice, outputs) over uint8 images, each batch moved to the model's device and made
+    floats of its dtype; the caller holds inference_mode and `eval_mode`."""
+    device, dtype = placement(model)
     for start in range(0, len(images), batch_size):
-        batch = prepare(to_float(images[start:start + batch_size]), channels_last)
-        with autocast(images.device, amp):
+        batch = prepare(to_float(images[start:start + batch_size].to(device), dtype), channels_last)
+        with autocast(device, amp):
             yield slice(start, start + batch_size), model(batch)
 
 
 @torch.inference_mode()
 def predict(model, images, batch_size=1000, amp=False, channels_last=False):
-    """Model outputs for uint8 images (N, 3, 32, 32), no augmentation: (N, *output_shape). In eval
-    mode; the caller's model is left in its modes (`eval_mode`)."""
+    """Model outputs for uint8 images (N, 3, 32, 32) on any device, no augmentation: (N,
+    *output_shape), on the model's device. In eval mode; the caller's model is left in its modes
+    (`eval_mode`)."""
     # A copy of each batch: a CUDA graph replay (--compile reduce-overhead) reuses its output memory.
     with eval_mode(model):
         return torch.cat([out.to(torch.float32, copy=True)
@@ -269,7 +272,8 @@ def predict(model, images, batch_size=1000, amp=False, channels_last=False):
 @torch.inference_mode()
 def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False, outputs=None):
     """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,), in eval
-    mode; the caller's model is left in its modes (`eval_mode`).
+    mode; the caller's model is left in its modes (`eval_mode`). The images and labels may be on any
+    device: batches move to the model's, and `space` moves there too (as in `run_attack`).
 
     `outputs`: the model's outputs for these images, `predict`'s, scored instead of running the
     model again (the label spaces compute losses and decodes in float32 under autocast too, so
@@ -279,7 +283,9 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
     """
     share = distributed.current().share(len(images))
     images, labels = images[share], labels[share]
-    totals = torch.zeros(3, device=images.device)  # loss sum, correct, count
+    device = placement(model)[0]
+    space.to(device)
+    totals = torch.zeros(3, device=device)  # loss sum, correct, count
     with eval_mode(model):  # the outputs are computed lazily, batch by batch, in the loop below
         if outputs is None:
             batches = _outputs(model, images, batch_size, amp, channels_last)
@@ -288,7 +294,7 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
             batches = ((slice(start, start + batch_size), given[start:start + batch_size])
                        for start in range(0, len(given), batch_size))
         for index, batch_outputs in batches:
-            batch_labels = labels[index]
+            batch_labels = labels[index].to(device)
             totals[0] += space.loss(batch_outputs, batch_labels).sum()
             totals[1] += (space.decode(batch_outputs) == batch_labels).sum()
     totals[2] = len(images)
