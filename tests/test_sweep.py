@@ -627,6 +627,23 @@ def test_flags_of_another_mode_are_named_as_ignored(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[0] == "warning: --gres only acts with --slurm; ignored with --print"
 
 
+def test_a_stages_args_without_its_stage_is_named_as_ignored(tmp_path, capsys):
+    """--attack_args with --stages train (or --train_args with --stages attack) went without a word;
+    a grid file's, which serve every --stages, stay quiet."""
+    base = ["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--print"]
+    sweep.main(base + ["--stages", "train", "--attack_args", "--num_images 100"])
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: --attack_args ignored: --stages train runs no attack stage")
+    sweep.main(base + ["--stages", "attack", "--train_args", "--epochs 3"])
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: --train_args ignored: --stages attack runs no train stage")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("seeds: [3]\ntrain_args: '--epochs 3'\nattack_args: '--num_images 100'\n")
+    for stage in ("train", "attack"):
+        sweep.main(["--config", str(grid), "--base_dir", str(tmp_path / "out"), "--print", "--stages", stage])
+        assert "warning" not in capsys.readouterr().err
+
+
 def test_a_failing_setup_line_ends_the_task(tmp_path, capsys):
     """--setup "source .venv/bin/activate" with no .venv: the task went on with whatever python was
     on PATH. A line that succeeds acts in the script's shell (an export reaches the commands)."""
