@@ -167,12 +167,14 @@ def parse(argv=None):
         raise UsageError("--sbatch: an option must not be empty")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
-        name = option.lstrip("-").split("=", 1)[0].split()[0]
+        name, shown = option.lstrip("-").split("=", 1)[0].split()[0], option.removeprefix("--")
+        if not option.startswith("--"):  # sbatch's one-letter form: -t 1:00:00, -t1:00:00
+            name = SBATCH_LETTERS.get(option[1], name)
         if written := SCRIPT_SBATCH.get(name):
-            raise UsageError(f"--sbatch {option.lstrip('-')}: the array script writes --{written} itself "
+            raise UsageError(f"--sbatch {shown}: the array script writes --{written} itself "
                              "(its tasks, logs and requeue rely on it); leave it out")
         if flag := SWEEP_SBATCH.get(name):
-            raise UsageError(f"--sbatch {option.lstrip('-')}: use sweep.py's {flag}, which writes that line")
+            raise UsageError(f"--sbatch {shown}: use sweep.py's {flag}, which writes that line")
     opts.setup = text_list("setup", opts.setup)
     modes = [m for m in MODES if getattr(opts, m)]
     if len(modes) > 1:
@@ -320,6 +322,8 @@ SCRIPT_SBATCH = {"array": "array", "output": "output", "error": "output (stderr 
                  "open-mode": "open-mode", "requeue": "requeue", "no-requeue": "requeue", "signal": "signal"}
 SWEEP_SBATCH = {"job-name": "--job_name", "partition": "--partition", "gres": "--gres", "time": "--time",
                 "mem": "--mem", "cpus-per-task": "--cpus_per_task"}
+SBATCH_LETTERS = {"a": "array", "o": "output", "e": "error", "J": "job-name", "p": "partition", "t": "time",
+                  "c": "cpus-per-task"}  # sbatch's short options for the lines above
 # The flags of one mode, which the others ignore
 MODE_FLAGS = {"local": ("gpus", "jobs"),
               "slurm": (*(flag[2:] for flag in SWEEP_SBATCH.values()), "max_concurrent", "max_array_size",

@@ -180,6 +180,11 @@ def test_help_says_where_flags_go():
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", "signal=USR1@300"], "--sbatch signal=USR1@300: the array script"),
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", "time=1:00:00"], "--sbatch time=1:00:00: use sweep.py's --time, "
      "which writes that line"),
+    # sbatch's one-letter forms passed the check
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch=-t 1:00:00"], "--sbatch -t 1:00:00: use sweep.py's --time, "
+     "which writes that line"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch=-o%j.log"], "--sbatch -o%j.log: the array script writes --output "
+     "itself"),
     (["--dry_run", "--base_dir", ""], "argument --base_dir: must not be empty (see train.py --help)"),
     (["--slurm", "{tmp}/bad.yaml/s.sbatch"], "/bad.yaml: a file, not a folder"),  # was "File exists"
     # the grid file (or a script of one's own) named as --slurm was replaced by the array script
