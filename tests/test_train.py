@@ -514,6 +514,10 @@ def test_the_best_epoch_breaks_accuracy_ties_by_loss():
     assert not is_better({"acc": 0.11, "loss": 1.0}, best, history)
     assert is_better({"acc": 0.13, "loss": 99.0}, best, history)
     assert not is_better({"acc": 0.12, "loss": float("nan")}, best, history)
+    # diverged: NaN outputs decode as class 0 (its share, 0.102 of the subset's validation images at
+    # seed 1, beat a finite epoch's 0.091), and attack.py refuses NaN weights
+    assert not is_better({"acc": 0.13, "loss": float("nan")}, best, history)
+    assert is_better({"acc": 0.1, "loss": float("nan")}, {"valid_acc": -1.0, "epoch": -1}, [])
     assert is_better({"acc": None, "loss": None}, best, history)  # no validation: the last epoch
     assert is_better({"acc": 0.0, "loss": 5.0}, {"valid_acc": -1.0, "epoch": -1}, [])
 
@@ -1575,6 +1579,15 @@ def test_a_diverged_run_is_strict_json_and_a_warning(cifar10_dir, label_dir, tmp
     row = strict((run_dir / "metrics.jsonl").read_text())
     assert row["valid_loss"] is None and (row["train_loss"] is None) == (diverged == "training")
     assert f"warning: the {diverged} loss is nan in epoch 1: the run diverged" in proc.stderr
+
+
+def test_a_diverged_run_returns_its_json_line_to_a_notebook(cifar10_dir, label_dir, tmp_path):
+    """train.main(argv) returns the JSON line's dict: null losses, as a rerun of the finished run
+    returns them, not NaN (a notebook's `result["test_loss"] is None` held on the rerun alone)."""
+    argv = flags(cifar10_dir, tmp_path, label_dir, epochs=1, lr="1e6")
+    result = train.main(argv)
+    assert result["test_loss"] is None and result["valid_loss"] is None
+    assert result == json.loads((Path(result["run_dir"]) / "results.json").read_text()) == train.main(argv)
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(cifar10_dir, label_dir, tmp_path):

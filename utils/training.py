@@ -19,6 +19,7 @@ from architecture import build_model, eval_mode, placement
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
 from labels import granularity_fix
 from utils import distributed, preempt
+from utils.atomic import finite
 from utils.constants import lr_milestones
 from utils.errors import UsageError, interrupt_says, log
 from utils.flags import acts_on, recorded_config, run_changes
@@ -481,7 +482,11 @@ def _nonfinite_loss(train_loss, valid_loss):
 def is_better(valid, best, history):
     """Whether this epoch's validation beats the best epoch's: higher accuracy, or the same with a
     lower loss (the paper's rule; accuracy ties are common late in a schedule). Without validation
-    images every epoch is (the last is best)."""
+    images every epoch is (the last is best). An epoch whose validation loss is not finite (a
+    diverged run's) is not better than an earlier one: its NaN outputs decode every image as
+    class 0, an accuracy of that class's share, which beat a weak epoch before it."""
+    if valid["loss"] is not None and not math.isfinite(valid["loss"]) and best["epoch"] > 0:
+        return False
     if valid["acc"] is None or valid["acc"] > best["valid_acc"]:
         return True
     best_loss = history[best["epoch"] - 1]["valid_loss"] if best["epoch"] > 0 else None
@@ -930,4 +935,4 @@ def run_training(args, argv=None):
             results = _results(args, config, best_path, checkpoints.best["epoch"], scores, history, device)
             if writes:
                 write_json(results_path, results)
-        return results
+        return finite(results)  # as results.json and the JSON line hold them: a NaN loss is None
