@@ -74,7 +74,12 @@ def read_targets(path, num_classes=None, fix=None):
                          "this machine has") from None
     if isinstance(targets, np.lib.npyio.NpzFile):  # np.load reads an archive whatever its name
         names = ", ".join(targets.files) or "none"
+        # torch.save writes a zip archive too, its tensors pickled in data.pkl
+        torch_file = any(name.endswith("/data.pkl") for name in targets.files)
         targets.close()
+        if torch_file:
+            raise LabelError(f"label file {path} is a torch.save file, not a .npy array; save the "
+                             "targets with numpy.save (a tensor's .numpy())") from None
         raise LabelError(f"label file {path} is a .npz archive (arrays: {names}), not a .npy array; "
                          "save the targets with numpy.save") from None
     return check_targets(targets, f"label file {path}", num_classes, fix)

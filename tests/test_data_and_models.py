@@ -434,6 +434,22 @@ def test_decoding_survives_a_large_common_offset_and_refuses_targets_it_cannot_t
         TargetSpace("huge", 1e20 * rng.random((10, 64), dtype=np.float32))
 
 
+def test_targets_whose_decoder_scores_overflow_are_refused():
+    """(10, 1) targets 0, 3e18, ..., 2.7e19: squared distances up to 7.3e38 overflow float32, so
+    the scores are +-inf (or NaN, inf - inf, which argmax takes for the largest), but their argmax
+    still decoded each target as its class, so the targets were accepted and an output of 3.5e19
+    decoded as class 8, not its nearest, 9. Just below the overflow they fit and decode right."""
+    with pytest.raises(UsageError, match=r"^label big: its targets are too large for nearest-target "
+                                         r"decoding in float32 \(class 0's scores overflow"):
+        TargetSpace("big", 3e18 * np.arange(10, dtype=np.float32)[:, None])
+    with pytest.raises(UsageError, match=r"^label eye: its targets are too large"):
+        TargetSpace("eye", 2e19 * np.eye(10, dtype=np.float32))
+    space = TargetSpace("fits", 1e18 * np.arange(10, dtype=np.float32)[:, None])
+    outputs = (1e17 * torch.arange(-100, 120) + 3e16)[:, None]  # from -1e19 to 1.2e19, no ties
+    nearest = torch.cdist(outputs.double(), space.targets.double()).argmin(1)
+    assert torch.equal(space.decode(outputs), nearest)
+
+
 def test_decoding_under_bf16_autocast_finds_the_nearest_target():
     """The distances' matrix product ran in bf16 under --amp: 476 of 1000 outputs went to another
     class than the nearest target (cifar100_normal_dim=10, whose classes lie 1 apart)."""
@@ -576,6 +592,12 @@ def test_an_npz_archive_named_npy_is_told_apart(tmp_path):
         read_targets(path, 10)
     assert str(err.value) == (f"label file {path} is a .npz archive (arrays: targets), not a .npy "
                               "array; save the targets with numpy.save")
+    # torch.save writes a zip archive too: it was a .npz 'of arrays archive/data.pkl, ...'
+    torch.save(torch.eye(10), path)
+    with pytest.raises(UsageError) as err:
+        read_targets(path, 10)
+    assert str(err.value) == (f"label file {path} is a torch.save file, not a .npy array; save the "
+                              "targets with numpy.save (a tensor's .numpy())")
 
 
 def test_a_label_path_that_is_no_file_is_one_line(tmp_path):

@@ -93,12 +93,19 @@ class TargetSpace:
         center = flat.mean(0)
         self._center, self._flat = center.float(), (flat - center).float()
         self._sq_norms = self._flat.square().sum(1)
-        own = self.decode(self.targets)
+        scores = self.scores(self.targets)
+        own = scores.argmax(1)
         wrong = (own != torch.arange(self.num_classes)).nonzero().flatten().tolist()
         if wrong:
             raise UsageError(f"label {name}: class {wrong[0]}'s own target decodes as class "
                              f"{own[wrong[0]].item()} in float32; its targets are too close together "
                              "or too large (squared distances beyond 3.4e38) for nearest-target decoding")
+        # an overflow's inf, or NaN (inf - inf), which argmax takes for the largest, can still
+        # decode each target as its class while outputs near them decode to another than the nearest
+        if overflow := (~torch.isfinite(scores).all(1)).nonzero().flatten().tolist():
+            raise UsageError(f"label {name}: its targets are too large for nearest-target decoding in "
+                             f"float32 (class {overflow[0]}'s scores overflow: squared distances "
+                             "beyond 3.4e38)")
 
     def to(self, device):
         self.targets, self._center, self._flat, self._sq_norms = (
