@@ -316,7 +316,8 @@ def check_classes(path, space, data, dataset, granularity):
 def check_fits(args, path, space, data):
     """The checkpoint's classes are the dataset's, and a label file of the run's name in
     --label_dir, if there is one, holds targets of its shape."""
-    from labels import LabelError, label_path, read_targets
+    from labels import LabelError, label_path, read_targets, targets_sha256
+    from utils.labelspace import space_sha256
     check_classes(path, space, data, args.dataset, args.label_granularity)
     label_file = label_path(args.dataset, space.name, args.label_dir)
     if space.name not in FILELESS_LABELS and label_file.is_file():
@@ -331,6 +332,9 @@ def check_fits(args, path, space, data):
                              f"{tuple(space.output_shape)}, but {label_file} holds shape {tuple(shape)}; "
                              "it carries its own targets, so point --label_dir at the folder it was "
                              "trained from, or at one without that file, to attack the run")
+        if len(targets) == data.num_classes and targets_sha256(targets) != space_sha256(space.state()):
+            log(f"note: {label_file} holds other {space.name} targets than {path} was trained on (a file "
+                "changed or regenerated since); the attacks use the checkpoint's")
 
 
 def load_run(args):

@@ -1351,6 +1351,12 @@ def test_a_label_of_your_own_is_checked_against_the_runs_label_folder(cifar10_di
                     f"{shipped}/cifar10_speech.npy holds shape (64, 64); it carries its own targets, so "
                     "point --label_dir at the folder it was trained from, or at one without that file, "
                     "to attack the run")
+    # the same shape, other values (a file regenerated since): the checkpoint's targets, and a note
+    np.save(own / "cifar10_speech.npy", np.random.RandomState(2).rand(10, 7).astype(np.float32))
+    again, err = call_main(capsys, attack_flags + ["--epsilons", "8/255", "4/255"])
+    assert again["robust_acc"]["fgsm/untargeted/8/255"] == summary["robust_acc"]["fgsm/untargeted/8/255"]
+    assert (f"note: {own}/cifar10_speech.npy holds other speech targets than {checkpoint} was trained on "
+            "(a file changed or regenerated since); the attacks use the checkpoint's") in err
     (own / "cifar10_speech.npy").unlink()  # the checkpoint's targets are all an attack needs
     assert call_main(capsys, attack_flags)[0]["robust_acc"] == summary["robust_acc"]
     np.save(own / "cifar10_speech.npy", np.random.RandomState(1).rand(10, 8).astype(np.float32))
