@@ -375,6 +375,33 @@ def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_
     assert ["--resume" in s["environment"]["argv"] for s in segments] == [False, True]
 
 
+def test_an_amp_run_resumed_ends_as_the_uninterrupted_one(monkeypatch, cifar10_dir, label_dir, tmp_path):
+    """Under --amp every step's forward used the weights of the run's first step: torch keeps a
+    weight's bf16 copy until the outermost autocast exits, and run_training's autocast(device, False)
+    around the whole run never exited. A run resumed after epoch 1 (its first step cast the weights
+    anew) then ended otherwise than the uninterrupted one (epoch 2's train_loss 36.4 against 41.2 on
+    the CIFAR-10 subset), whose forward passes never saw what its steps had trained."""
+    from utils import training
+
+    def argv(base):
+        return flags(cifar10_dir, base, label_dir, label="category", amp=True, level=40, checkpoint_seconds=0)
+    straight = train.main(argv(tmp_path / "a"))
+    train_epoch, calls = training.train_epoch, []
+
+    def stop_in_epoch_2(*args, **kwargs):  # a preemption at the start of epoch 2
+        calls.append(1)
+        return train_epoch(*args, **kwargs) if len(calls) == 1 else None
+    monkeypatch.setattr(training, "train_epoch", stop_in_epoch_2)
+    with pytest.raises(SystemExit) as stopped:
+        train.main(argv(tmp_path / "b"))
+    assert stopped.value.code == 75
+    monkeypatch.undo()
+    run_dir = Path(train.main(argv(tmp_path / "b") + ["--resume"])["run_dir"])
+    assert [row["epoch"] for row in metrics(run_dir)] == [1, 2]
+    assert metrics(run_dir) == metrics(Path(straight["run_dir"]))
+    assert same_weights(run_dir, Path(straight["run_dir"]))
+
+
 def test_a_result_names_the_code_that_made_it():
     from utils.runs import code_version, environment
     if not (REPO / ".git").exists():

@@ -144,8 +144,12 @@ def warn_slow_bf16(device, amp):
 def autocast(device, enabled):
     """bf16 autocast when asked (losses are computed in float32 by the label space); otherwise
     none, a caller's included (a notebook cell's `with torch.autocast(...)`): a run without --amp
-    computes in float32, as its config.json and attack_results.json say."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    computes in float32, as its config.json and attack_results.json say.
+
+    Without torch's cast cache: it keeps each weight's bf16 copy until the outermost autocast
+    exits, and run_training's autocast(device, False), around the whole run, never exits while
+    it trains: every step computed its forward with the first step's weights."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
 
 
 def prepare(images, channels_last):
