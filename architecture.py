@@ -176,7 +176,8 @@ def _normalisation(name, values):
 
 
 class LabelModel(nn.Module):
-    """normalise -> trunk -> head. images: (N, 3, 32, 32) float in [0, 1]."""
+    """normalise -> trunk -> head. images: (N, 3, 32, 32) float in [0, 1], of any float dtype:
+    they are computed in the model's (an attack's float32 images through a model.bfloat16())."""
 
     def __init__(self, arch, output_shape, mean, std):
         super().__init__()
@@ -190,7 +191,7 @@ class LabelModel(nn.Module):
         self.head = make_head(self.trunk.out_features, output_shape)
 
     def features(self, images):
-        return self.trunk((images - self.mean) / self.std)
+        return self.trunk((images.to(self.mean.dtype) - self.mean) / self.std)
 
     def forward(self, images):
         return self.head(self.features(images))

@@ -196,6 +196,21 @@ def test_float64_images_are_attacked_in_the_models_dtype():
     assert result["robust_acc"] == reference["robust_acc"]
 
 
+def test_a_bfloat16_model_is_attacked_within_eps():
+    """A caller's model.bfloat16(): the images and the eps-ball's arithmetic were in bf16, whose
+    steps near 1 are 1/128, so PGD at eps 1/255 moved pixels up to 1.5/255. They are float32; the
+    model computes in bf16."""
+    torch.manual_seed(0)
+    model, space = build_model("resnet32", (10,)).eval().bfloat16(), CategorySpace(10)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    labels = space.decode(model(images.bfloat16() / 255))  # every image attacked
+    for attack in ("fgsm", "pgd"):
+        result = run_attack(model, space, images, labels, attack, 1 / 255, keep_images=True)
+        assert result["adversarial"].dtype == torch.float32
+        assert (result["adversarial"] - images / 255).abs().max() <= 1 / 255 + 1e-6
+        assert result["attacked"] == 16 and result["robust_acc"] < 1
+
+
 def test_an_attack_in_a_callers_inference_mode():
     """run_attack in a notebook cell's `with torch.inference_mode()` (README's snippet holds one) ended
     in a RuntimeError traceback ('element 0 of tensors does not require grad'): no_grad was lifted

@@ -260,8 +260,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
                stop=None):
     """Robust accuracy of `model` under one attack setting, evaluated in batches.
 
-    images: (N, 3, H, W) float in [0, 1] (cast to the model's dtype) or uint8, on any device
-    (batches move to the model's);
+    images: (N, 3, H, W) float in [0, 1] or uint8, on any device (batches move to the model's,
+    in its dtype, or float32 for a model of fewer bits);
     labels: (N,) class ids; targets: (N,) class ids for a targeted attack, each another than its
     image's label (see draw_targets), or None; eps, step_size: pixel units, or normalised units
     under protocol "paper"; steps, step_size default to the protocol's (see `schedule`); seed keys
@@ -287,6 +287,9 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
                          "(draw_targets draws such targets)")
     device, dtype = placement(model)
     space.to(device)
+    # the images, and so the eps-ball's arithmetic, in float32 at least: in a model.bfloat16()'s
+    # dtype, steps of 1/255 round to 1.5/255 near 1 (the model computes in its own)
+    dtype = torch.promote_types(dtype, torch.float32)
     mean, std = model.model_args["mean"], model.model_args["std"]
     shared = Shared() if shared is None else shared
     model = shared.network(model, channels_last)  # an eval-mode copy, batch norms folded into convolutions
