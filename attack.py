@@ -490,7 +490,7 @@ def run(args, argv=None):
     from utils.atomic import check_writable
     from utils.progress import Progress
     from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, file_sha256, resolved_folders,
-                            run_lock, tensors_sha256, with_resolved_folders, write_json)
+                            run_lock, tensors_sha256, with_resolved_folders, write_json, zip_index_sha256)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     # a copy, its folders as messages name them (unset: the run's, which the steps below fill in): a
@@ -522,7 +522,7 @@ def run(args, argv=None):
         targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
         images_sha = tensors_sha256(images, labels)
         # sha256, and the file's size and mtime, with which sweep.py and report.py know it unread
-        written, checkpoint_sha = path.stat(), file_sha256(path)
+        written, checkpoint_sha, index_sha = path.stat(), file_sha256(path), zip_index_sha256(path)
         results_path, png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
         entries = load_previous(results_path, png, path, checkpoint_sha, log)
         # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
@@ -535,6 +535,7 @@ def run(args, argv=None):
         def document(clean_acc):
             return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
                     "checkpoint_mtime": written.st_mtime, "checkpoint_size": written.st_size,
+                    "checkpoint_index_sha256": index_sha,
                     "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
                     "clean_acc": clean_acc, "entries": entries,
                     "config": vars(args) | resolved_folders(args) | {"epsilons": [

@@ -1335,6 +1335,9 @@ def test_the_attacked_checkpoint_is_known_unread_and_another_is_found(speech_run
     with monkeypatch.context() as patched:
         patched.setattr(utils.grid, "file_sha256", lambda path: pytest.fail(f"{path} was read"))
         assert not attacked_another(tmp_path / ATTACK_RESULTS, results, checkpoint)
+        # a copy with a new mtime (cp -r, scp -r): its zip index alone is read, not its bytes
+        os.utime(checkpoint, (results["checkpoint_mtime"] + 3600,) * 2)
+        assert not attacked_another(tmp_path / ATTACK_RESULTS, results, checkpoint)
     state = torch.load(checkpoint, weights_only=True)
     state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
     torch.save(state, checkpoint)

@@ -40,7 +40,7 @@ from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
-                        check_base_dir, file_sha256, read_text, resolved, run_dir_of)
+                        check_base_dir, file_sha256, read_text, resolved, run_dir_of, zip_index_sha256)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -647,7 +647,9 @@ def attacked_another(path, results, checkpoint):
     keep whole seconds, and FAT even ones), or, in results of an attack.py that did not record
     them, where it was written after them: a sweep reads no finished run's checkpoint, nor one of a
     run folder copied with cp -a or rsync -a; one copied in with cp -p is read, as it keeps another
-    file's mtime."""
+    file's mtime. Where its recorded zip index (`zip_index_sha256`) is there, that index alone is
+    read: a study copied with cp -r or scp -r, which give every file a new mtime, is not hashed
+    whole again at every sweep and report."""
     versions = file_versions([checkpoint, path])
     if versions is None:  # missing, a folder, or a FIFO whose open would wait: attack.py says so
         return False
@@ -659,6 +661,9 @@ def attacked_another(path, results, checkpoint):
         unchanged = mtime_ns <= written_ns
     if unchanged:
         return False
+    if isinstance(index := results.get("checkpoint_index_sha256"), str) and (
+            found := zip_index_sha256(checkpoint)) is not None:
+        return index != found
     try:
         return results.get("checkpoint_sha256") != file_sha256(checkpoint)
     except OSError:  # unreadable: attack.py says why

@@ -333,6 +333,18 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def zip_index_sha256(path):
+    """sha256 of the index of torch.save's zip archive at `path` (each entry's name, CRC-32 and
+    size): any entry's bytes change it, and it reads in a millisecond where `file_sha256` reads the
+    whole file (160 MB for a vgg19 checkpoint). None for a file that is no zip archive, or unreadable."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            index = [(entry.filename, entry.CRC, entry.file_size) for entry in archive.infolist()]
+    except (zipfile.BadZipFile, OSError):
+        return None
+    return hashlib.sha256(repr(index).encode()).hexdigest()
+
+
 def tensors_sha256(*tensors):
     """sha256 of the tensors' bytes, one after the other (CIFAR-10's 60000 images: 0.2 s on a CPU)."""
     digest = hashlib.sha256()
