@@ -158,10 +158,6 @@ def parse(argv=None):
         raise UsageError(f"--stages must be among {', '.join(STAGES)} "
                          f"(got {', '.join(given) or 'none'})")
     opts.stages = [s for s in STAGES if s in given]
-    # the command line's alone, as for the modes' flags below: a grid file's serve every --stages
-    for stage in STAGES:
-        if getattr(first, f"{stage}_args") and stage not in opts.stages:
-            log(f"warning: --{stage}_args ignored: --stages {' '.join(opts.stages)} runs no {stage} stage")
     opts.sbatch = [o.strip() for o in text_list("sbatch", opts.sbatch)]
     if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
         raise UsageError("--sbatch: an option must not be empty")
@@ -225,6 +221,10 @@ def parse(argv=None):
     for shared, own in layers:
         for stage, flags in scripts.route(shared).items():
             routed[stage] += flags + own[stage]
+    # the command line's alone, as for the modes' flags: a grid file's serve every --stages
+    for stage in STAGES:
+        if getattr(first, f"{stage}_args") and stage not in opts.stages:
+            log(f"warning: --{stage}_args ignored: --stages {' '.join(opts.stages)} runs no {stage} stage")
     return opts, runs, scripts, routed
 
 
