@@ -1758,6 +1758,34 @@ def test_progress_on_terminals_with_and_without_a_width():
         assert b"\rwarning: a message\r\n" in screen_bytes, screen_bytes
 
 
+def test_a_bar_on_an_80_column_terminal_shows_the_steps_numbers_whole():
+    """On an 80-column terminal tqdm cut the bar's line at its end, where its rate ("3.21s/epoch")
+    had pushed the numbers the bar is for: a run showed "valid=12." for 12.00%, a resnet110's
+    bar no validation accuracy, an attack's "acc=1" for 14.06%."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    from utils.progress import Progress
+
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as stream, os.fdopen(leader, "rb", buffering=0) as screen:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        with Progress(200, "resnet110 category", "epoch", initial=136, stream=stream) as progress:
+            progress.step("epoch 137/200", loss="0.123", valid="93.45%")
+        with Progress(30, "resnet110 composite attacks", "setting", stream=stream) as progress:
+            progress.step("[1/30] pgd", acc="14.06%")
+        data = b""
+        while select.select([screen], [], [], 1.0)[0] and (chunk := screen.read(4096)):
+            data += chunk
+    lines = data.decode().replace("\r\n", "\r").split("\r")
+    assert max(map(len, lines)) <= 80, lines
+    assert any(re.search(r" 137/200 \[[\d:]+<[\d:]+, loss=0\.123, valid=93\.45%\]$", line) for line in lines), lines
+    assert any(re.search(r" 1/30 \[[\d:]+<[\d:]+, acc=14\.06%\]$", line) for line in lines), lines
+
+
 def test_a_log_file_line_says_when_it_was_written():
     """A cluster log of epoch lines said how long each epoch took, not when it ended: a stalled
     job's log did not show when it stalled. Messages (warnings) keep their "warning:" start."""
