@@ -132,6 +132,8 @@ def main(argv=None):
     except KeyboardInterrupt as err:  # in the epoch loop it says what is kept
         raise KeyboardInterrupt(str(err) or "rerun with --resume to continue from the last "
                                 "checkpoint") from None
+    finally:  # on every way out: an error, a stop for a signal
+        distributed.leave()
     if main_process:
         print_json(results)
     return results
