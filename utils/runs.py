@@ -336,7 +336,7 @@ def file_sha256(path):
 def zip_index_sha256(path):
     """sha256 of the index of torch.save's zip archive at `path` (each entry's name, CRC-32 and
     size): any entry's bytes change it, and it reads in a millisecond where `file_sha256` reads the
-    whole file (160 MB for a vgg19 checkpoint). None for a file that is no zip archive, or unreadable."""
+    whole file (80 MB for a vgg19 best checkpoint). None for a file that is no zip archive, or unreadable."""
     try:
         with zipfile.ZipFile(path) as archive:
             index = [(entry.filename, entry.CRC, entry.file_size) for entry in archive.infolist()]

@@ -1,6 +1,6 @@
 """One training loop and one evaluation for every label representation and network.
 
-    results = run_training(args)      # what train.py does with its parsed flags
+    results = run_training(train.label_defaults(args))   # args: train.py's parsed flags
 
 The data lives on the device as uint8; an epoch is a seeded permutation, batched augmentation and
 SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
@@ -320,9 +320,9 @@ class TrainStep:
     gradients' reset: on a GPU, where a step of the paper's batch is short, each operator
     launched from the host is time the GPU waits.
 
-    step(batch, offsets, flips, labels, scale) -> the detached float32 pair (loss sum, number of
-    correct decodes); the gradients of the scaled loss sum stay on the parameters until the next
-    step.
+    step(batch, offsets, flips, labels, scale) -> the detached pair (loss sum, number of correct
+    decodes), float32 or wider; the gradients of the scaled loss sum stay on the parameters until
+    the next step.
     """
 
     def __init__(self, model, space, lr, amp=False, channels_last=False, compile=None):
