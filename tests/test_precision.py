@@ -89,6 +89,18 @@ def test_a_bfloat16_model_is_evaluated_in_its_dtype(trained, tiny):
     assert in_half["loss"] == pytest.approx(scores["loss"], rel=0.05)
 
 
+def test_a_float64_models_outputs_stay_float64(trained, tiny):
+    """predict() rounded a float64 model's outputs to float32, so evaluate(outputs=predict(...)),
+    MCR2's path, scored other numbers than the model gave."""
+    import copy
+    model, _ = trained
+    double = copy.deepcopy(model).double().eval()
+    outputs = predict(double, tiny.test_images[:16])
+    assert outputs.dtype == torch.float64
+    with torch.no_grad():
+        assert torch.equal(outputs, double(to_float(tiny.test_images[:16], torch.float64)))
+
+
 def test_bf16_decoder_head_stays_close(tiny, label_dir):
     """The paper's transposed-convolution head (64x64 targets) under bf16 + channels_last."""
     import numpy as np

@@ -266,11 +266,11 @@ def _outputs(model, images, batch_size, amp, channels_last):
 @torch.inference_mode()
 def predict(model, images, batch_size=1000, amp=False, channels_last=False):
     """Model outputs for uint8 images (N, 3, 32, 32) on any device, no augmentation: (N,
-    *output_shape), on the model's device. In eval mode; the caller's model is left in its modes
-    (`eval_mode`)."""
+    *output_shape), on the model's device, float32 or wider (a float64 model's stay float64). In
+    eval mode; the caller's model is left in its modes (`eval_mode`)."""
     # A copy of each batch: a CUDA graph replay (--compile reduce-overhead) reuses its output memory.
     with eval_mode(model):
-        return torch.cat([out.to(torch.float32, copy=True)
+        return torch.cat([out.to(torch.promote_types(out.dtype, torch.float32), copy=True)
                           for _, out in _outputs(model, images, batch_size, amp, channels_last)])
 
 
