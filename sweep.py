@@ -161,6 +161,12 @@ def parse(argv=None):
     opts.sbatch = [o.strip() for o in text_list("sbatch", opts.sbatch)]
     if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
         raise UsageError("--sbatch: an option must not be empty")
+    # the rest of the line was a shell line in the header: sbatch read no #SBATCH line after it
+    if broken := next((o for o in opts.sbatch if "\n" in o or "\r" in o), None):
+        raise UsageError(f"--sbatch {broken!r}: an #SBATCH line cannot hold a line break")
+    if opts.slurm and ("\n" in opts.slurm or "\r" in opts.slurm):  # its header's lines name the file
+        raise UsageError(f"--slurm {opts.slurm!r}: the array script's lines cannot name a file whose name "
+                         "holds a line break")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
         name, shown = option.lstrip("-").split("=", 1)[0].split()[0], option.removeprefix("--")
@@ -434,6 +440,24 @@ def setup_line(line):
     return f'{{\n{line}\n}} || {{ echo {failed} "(exit $?)" >&2; exit 2; }}'
 
 
+def command_lines(tasks, python, wrap=None):
+    """Each task's stages as one shell line (`Task.shell`), as --print prints them and the commands
+    file holds them (line i+1 is task i): a path or value holding a line break, which shlex quotes
+    across lines, is a UsageError (task i ran half a line, the next task the rest)."""
+    cwd = Path.cwd()
+    lines = [task.shell(python, wrap=wrap, cwd=cwd) for task in tasks]
+    for line in (line for line in lines if "\n" in line):
+        broken = next(word for word in shlex.split(line) if "\n" in word)
+        raise UsageError(f"{broken!r} holds a line break: each run's commands must fit on one line of "
+                         "--print and --slurm; rename it, or run the grid with --local")
+    return lines
+
+
+def shell_word(path):
+    """`path` quoted as a shell word that no command reads as an option (./-x.sbatch, not -x.sbatch)."""
+    return shlex.quote(f"./{path}" if str(path).startswith("-") else str(path))
+
+
 def write_slurm(opts, tasks):
     """Write the array scripts and their commands file; returns (scripts, commands, number of
     tasks, the sbatch lines that submit the scripts).
@@ -446,8 +470,8 @@ def write_slurm(opts, tasks):
     todo = [t for t in tasks if t.todo]
     script = Path(opts.slurm)
     cwd = Path.cwd()
-    lines = [t.shell(opts.python, wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")],
-                     cwd=cwd) for t in todo]
+    lines = command_lines(todo, opts.python,
+                          wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")])
     text = "".join(line + "\n" for line in lines)
     commands = script.with_name(f"{script.stem}.{hashlib.sha256(text.encode()).hexdigest()[:12]}.commands")
     logs = script.parent.resolve() / "logs"
@@ -462,9 +486,13 @@ def write_slurm(opts, tasks):
                              "file name, or remove it")
     options = [directive(name, value, flag) for name, flag in SWEEP_SBATCH.items()
                if (value := getattr(opts, flag[2:])) is not None]
-    options += [directive("output", f"{logs}/%A_%a.out", "--slurm's folder"),
+    if "\\" in str(logs):  # a backslash in --output: SLURM drops it, and each task failed to launch
+        raise UsageError(f"--slurm's folder {logs}: SLURM drops a backslash from the tasks' log file name "
+                         "(#SBATCH --output); choose a folder without one")
+    # %% for a % of the folder: "runs 100%a" was "runs 1000" for task 0, which failed to launch
+    options += [directive("output", f"{str(logs).replace('%', '%%')}/%A_%a.out", "--slurm's folder"),
                 "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}", *opts.sbatch]
-    submit = [f"sbatch {shlex.quote(str(p))}" for p in paths]
+    submit = [f"sbatch {shell_word(p)}" for p in paths]
     texts = []
     for k, (path, (first, n)) in enumerate(zip(paths, arrays)):
         part = f", array {k + 1} of {len(paths)}" if len(paths) > 1 else ""
@@ -474,7 +502,7 @@ def write_slurm(opts, tasks):
             "by sweep.py",
             f"# task i runs line {first}+i+1 of the commands file",
             f"#   submit:            {' && '.join(submit)}",
-            f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shlex.quote(str(path))}",
+            f"#   one task, no SLURM: SLURM_ARRAY_TASK_ID=0 bash {shell_word(path)}",
             f"#SBATCH --array=0-{n - 1}{throttle}",
             *[f"#SBATCH {option}" for option in options],
             "",
@@ -711,9 +739,8 @@ def main(argv=None):
         print_json(summary)
         return summary
     if opts.print:
-        cwd = Path.cwd()
-        for task in todo:
-            print(task.shell(opts.python, cwd=cwd), flush=True)
+        for line in command_lines(todo, opts.python):
+            print(line, flush=True)
         log(count_line(tasks))
         return {"runs": len(tasks), "to_run": len(todo)}
     if opts.slurm:

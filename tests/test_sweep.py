@@ -199,6 +199,12 @@ def test_help_says_where_flags_go():
     (["--slurm", "{tmp}/s.sbatch", "--cpus_per_task", "0"], "--cpus_per_task: 0 must be at least 1"),
     (["--slurm", "{tmp}/s.sbatch", "--max_concurrent", "-1"], "--max_concurrent: -1 must be at least 1"),
     (["--slurm", "{tmp}/s.sbatch", "--signal_seconds", "-5"], "--signal_seconds: -5 must be at least 0"),
+    # each was written into the header: the rest of the value a shell line, run by the task (a
+    # $(...) in the name with it), and sbatch read no #SBATCH line after it (--array among them)
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "account=a\nqos=b"], "error: --sbatch 'account=a\\nqos=b': an "
+     "#SBATCH line cannot hold a line break"),
+    (["--slurm", "{tmp}/s\n$(touch x).sbatch"], "error: --slurm '{tmp}/s\\n$(touch x).sbatch': the array "
+     "script's lines cannot name a file whose name holds a line break"),
     (["--dry_run", "--config", "{tmp}/jobs.yaml"], "--jobs: '2.5' is not an int"),
     # a grid file's values were coerced: seed 1.5 ran as 1, a null label looked for cifar10_None.npy
     (["--dry_run", "--config", "{tmp}/seed.yaml"], "--seeds: 1.5 is not a valid value"),
@@ -739,6 +745,53 @@ def test_a_large_grid_goes_to_arrays_slurm_accepts_and_queued_tasks_keep_their_l
     assert not parts[0].exists() and not parts[1].exists()
 
 
+@pytest.mark.parametrize("mode", ["--print", "--slurm"])
+def test_a_path_with_a_line_break_is_refused_where_a_run_is_one_line(tmp_path, capsys, mode):
+    """shlex quotes a line break as it is, across two lines: the commands file's line 1 (task 0) was
+    half a command, an unclosed quote, and line 2 (task 1) ran the rest of it as a command; --print's
+    lines fell apart in xargs -d '\\n'. One error line, and nothing written."""
+    base = tmp_path / "runs\nold"
+    flags = [mode, *([str(tmp_path / "jobs" / "s.sbatch")] if mode == "--slurm" else []), "--labels", "category",
+             "speech", "--stages", "train", "--base_dir", str(base)]
+    assert call_cli(sweep.main, flags) == 2
+    out, err = capsys.readouterr()
+    broken = base if mode == "--print" else base / "cifar10" / "seed0" / "resnet32" / "model_category" / "train.log"
+    assert (out, err) == ("", f"error: {str(broken)!r} holds a line break: each run's commands must fit on one "
+                              "line of --print and --slurm; rename it, or run the grid with --local\n")
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_slurms_log_file_pattern_keeps_the_folders_name(tmp_path, capsys):
+    """The folder of --slurm goes into #SBATCH --output, which SLURM reads as a file name pattern:
+    in "runs 100%a" its %a was the task id (task 0's log was to go to "runs 1000/logs", which does
+    not exist, and every task failed to launch); a backslash SLURM drops the same way, with no
+    escape for it."""
+    script, _ = slurm_script(tmp_path / "runs 100%a", capsys, ["--stages", "train", "--base_dir", str(tmp_path)])
+    assert f'#SBATCH --output="{tmp_path}/runs 100%%a/jobs/logs/%A_%a.out"\n' in script.read_text()
+    folder = tmp_path / "x\\y" / "jobs"
+    assert call_cli(sweep.main, ["--stages", "train", "--base_dir", str(tmp_path), "--slurm",
+                                 str(folder / "s.sbatch")]) == 2
+    assert capsys.readouterr() == ("", f"error: --slurm's folder {folder}/logs: SLURM drops a backslash "
+                                       "from the tasks' log file name (#SBATCH --output); choose a folder "
+                                       "without one\n")
+    assert not folder.exists()
+
+
+def test_a_slurm_script_named_with_a_dash_is_named_so_no_command_reads_an_option(tmp_path, capsys,
+                                                                                   monkeypatch):
+    """--slurm=-s.sbatch: the submit line and the header's line for one task were `sbatch -s.sbatch`
+    and `bash -s.sbatch`, which read the name as options (bash: '-.: invalid option')."""
+    monkeypatch.chdir(tmp_path)
+    summary = json.loads(sweep_lines(capsys, ["--stages", "train", "--base_dir", "out", "--slurm=-s.sbatch"])[-1])
+    assert summary["submit"] == ["sbatch ./-s.sbatch"]
+    text = (tmp_path / "-s.sbatch").read_text()
+    one_task = next(line for line in text.splitlines() if "one task, no SLURM" in line).split(": ", 1)[1]
+    assert one_task == "SLURM_ARRAY_TASK_ID=0 bash ./-s.sbatch"
+    Path(summary["commands"]).write_text("echo task0 ran\n")
+    proc = subprocess.run(["bash", "-c", one_task], env=plain_env(), capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, "task0 ran\n"), proc.stderr
+
+
 def test_sbatch_directives_quote_white_space():
     """sbatch reads a double-quoted value as one word and rejects an unquoted space (the real
     SLURM test below runs in a folder with a space); it has no way to write a double quote."""
@@ -1046,6 +1099,33 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
     for run_dir in runs:
         assert json.loads((run_dir / "results.json").read_text())["epochs"] == 3
         assert json.loads((run_dir / ATTACK_RESULTS).read_text())["num_images"] == 20
+
+
+def test_real_slurm_runs_an_array_below_a_folder_with_a_percent_sign(slurm, tmp_path, capsys, monkeypatch):
+    """Submitted by the line sweep.py prints, in a folder named "runs 100%a" (its %a was each task's
+    id in #SBATCH --output: every task failed to launch) and as -s.sbatch (sbatch read it as
+    options): each task logs to {folder}/logs/{job}_{task}.out, each stage to its run's log."""
+    folder = tmp_path / "runs 100%a"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho ran \"$7\"\n")  # train.py --dataset D --model M --label L
+    python.chmod(0o755)
+    summary = json.loads(sweep_lines(capsys, ["--labels", "category", "speech", "--stages", "train", "--base_dir",
+                                              str(tmp_path / "out"), "--python", str(python), "--slurm=-s.sbatch"])[-1])
+    job = subprocess.run(["bash", "-c", summary["submit"][0]], capture_output=True, text=True, env=slurm,
+                         check=True).stdout.split()[-1]  # "Submitted batch job N"
+    deadline = time.time() + 60
+    while [line for line in squeue(slurm, job) if line]:
+        assert time.time() < deadline, "the array did not end"
+        time.sleep(0.25)
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, env=slurm,
+                           check=True).stdout
+    assert shown.count("JobState=COMPLETED") == 2, shown
+    for task, label in enumerate(("category", "speech")):
+        assert f"task {task}: exit 0" in (folder / "logs" / f"{job}_{task}.out").read_text()
+        log = tmp_path / "out" / "cifar10" / "seed0" / "resnet32" / f"model_{label}" / "train.log"
+        assert log.read_text().endswith(f"ran {label}\n")
 
 
 # ---------------------------------------------------------------- --local
