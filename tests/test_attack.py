@@ -204,8 +204,8 @@ def test_a_bfloat16_model_is_attacked_within_eps():
     model, space = build_model("resnet32", (10,)).eval().bfloat16(), CategorySpace(10)
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     labels = space.decode(model(images.bfloat16() / 255))  # every image attacked
-    for attack in ("fgsm", "pgd"):
-        result = run_attack(model, space, images, labels, attack, 1 / 255, keep_images=True)
+    for name in ("fgsm", "pgd"):
+        result = run_attack(model, space, images, labels, name, 1 / 255, keep_images=True)
         assert result["adversarial"].dtype == torch.float32
         assert (result["adversarial"] - images / 255).abs().max() <= 1 / 255 + 1e-6
         assert result["attacked"] == 16 and result["robust_acc"] < 1
