@@ -115,5 +115,6 @@ def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts
 
 def lr_milestones(epochs):
     """The paper's step schedule: the (0-based) epochs from which its lr is divided by 10, at 50%
-    and 75% of `epochs` (300 and 450 of 600); `utils.training.lr_at` follows it."""
+    and 75% of `epochs` (300 and 450 of 600; the paper's code fixes those two whatever the run's
+    length, README "Recipe"); `utils.training.lr_at` follows it."""
     return math.ceil(0.5 * epochs), math.ceil(0.75 * epochs)
