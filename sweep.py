@@ -169,7 +169,9 @@ def parse(argv=None):
                          "holds a line break")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
-        name, shown = option.lstrip("-").split("=", 1)[0].split()[0], option.removeprefix("--")
+        if not (words := option.lstrip("-").split("=", 1)[0].split()):  # '-', '--=x'
+            raise UsageError(f"--sbatch {option!r}: no option name; write NAME=VALUE (account=p)")
+        name, shown = words[0], option.removeprefix("--")
         if not option.startswith("--"):  # sbatch's one-letter form: -t 1:00:00, -t1:00:00
             name = SBATCH_LETTERS.get(option[1], name)
         if written := SCRIPT_SBATCH.get(name):

@@ -1491,3 +1491,23 @@ def test_a_diverged_checkpoint_is_refused(speech_run, cifar10_dir, label_dir, tm
     assert line == (f"error: {tmp_path / 'diverged.pth'} holds NaN or infinite weights ({name}): its run "
                     "diverged, and attacks on it measure nothing; train it again (a lower --lr may help)")
     assert not (tmp_path / ATTACK_RESULTS).exists()
+
+
+def test_a_damaged_checkpoints_zip_index_is_no_traceback(tmp_path):
+    """A corrupted copy's central directory (a stored name no longer UTF-8, an unknown zip
+    version) raised UnicodeDecodeError or NotImplementedError out of sweep.py and report.py; it is
+    no index, and attacked_another hashes the file's bytes, as for any other file."""
+    from utils.grid import attacked_another
+    from utils.runs import file_sha256, zip_index_sha256
+    checkpoint = tmp_path / "best_checkpoint.pth"
+    torch.save({"w": torch.ones(3)}, checkpoint)
+    written = checkpoint.stat()
+    results = {"checkpoint_sha256": file_sha256(checkpoint), "checkpoint_mtime": written.st_mtime,
+               "checkpoint_size": written.st_size, "checkpoint_index_sha256": zip_index_sha256(checkpoint)}
+    data = bytearray(checkpoint.read_bytes())
+    data[data.find(b"PK\x01\x02") + 46] = 0xFF  # the first entry's name in the central directory
+    checkpoint.write_bytes(data)
+    os.utime(checkpoint, (written.st_mtime + 3600,) * 2)
+    (tmp_path / ATTACK_RESULTS).write_text(json.dumps(results))
+    assert zip_index_sha256(checkpoint) is None
+    assert attacked_another(tmp_path / ATTACK_RESULTS, results, checkpoint)

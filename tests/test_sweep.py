@@ -180,6 +180,8 @@ def test_help_says_where_flags_go():
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", "signal=USR1@300"], "--sbatch signal=USR1@300: the array script"),
     (["--slurm", "{tmp}/s.sbatch", "--sbatch", "time=1:00:00"], "--sbatch time=1:00:00: use sweep.py's --time, "
      "which writes that line"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch=-"], "error: --sbatch '-': no option name; write NAME=VALUE "
+     "(account=p)"),  # was an IndexError traceback
     # sbatch's one-letter forms passed the check
     (["--slurm", "{tmp}/s.sbatch", "--sbatch=-t 1:00:00"], "--sbatch -t 1:00:00: use sweep.py's --time, "
      "which writes that line"),

@@ -340,8 +340,8 @@ def zip_index_sha256(path):
     try:
         with zipfile.ZipFile(path) as archive:
             index = [(entry.filename, entry.CRC, entry.file_size) for entry in archive.infolist()]
-    except (zipfile.BadZipFile, OSError):
-        return None
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError):  # a damaged index: a
+        return None  # name not UTF-8 (UnicodeDecodeError), an unknown zip version
     return hashlib.sha256(repr(index).encode()).hexdigest()
 
 
