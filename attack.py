@@ -221,6 +221,11 @@ def check_finished(run_dir):
                          "its best checkpoint may still change; finish it with train.py --resume first")
 
 
+def recorded_flags(checkpoint):
+    """The train.py flags a best-model checkpoint records ({} for one of no train.py run)."""
+    return checkpoint.get("config", {}).get("flags", {})
+
+
 def model_from_checkpoint(path):
     """(model in eval mode, label space, checkpoint dict) rebuilt from a train.py best-model
     checkpoint alone; a file that is not one, or weights that do not fit, is a UsageError."""
@@ -249,7 +254,7 @@ def model_from_checkpoint(path):
             reason = " ".join(str(err).split()[:30])
             raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
                              f"{tuple(model_args['output_shape'])} ({reason})") from None
-        flags = checkpoint.get("config", {}).get("flags", {})
+        flags = recorded_flags(checkpoint)
         if not isinstance(flags, dict):
             raise TypeError("its config's flags are not a mapping")
         if type(flags.get("seed", 0)) is not int:  # it seeds the targets and starts unless --seed is given
@@ -277,8 +282,7 @@ def load_model(args, path):
     --data_dir is the run's, which must be here; an unset --label_dir is the run's, here or not."""
     model, space, checkpoint = model_from_checkpoint(path)
     model_args = checkpoint["model_args"]
-    trained = checkpoint.get("config", {}).get("flags", {}) | {"model": model_args["arch"],
-                                                                "label": space.name}
+    trained = recorded_flags(checkpoint) | {"model": model_args["arch"], "label": space.name}
     if args.data_dir is None:  # the run's data (a checkpoint of no train.py run: the default)
         own = trained_folder(trained, "data_dir")
         if own == trained.get("data_dir") and not Path(own).is_dir():

@@ -760,9 +760,9 @@ def attack_inputs(args, device):
     data, trained = None, None
     dataset, granularity = SHARED["dataset"]["default"], SHARED["label_granularity"]["default"]
     if args.checkpoint:
-        from attack import check_classes, model_from_checkpoint
+        from attack import check_classes, model_from_checkpoint, recorded_flags
         model, space, checkpoint = model_from_checkpoint(args.checkpoint)
-        flags = checkpoint.get("config", {}).get("flags", {})
+        flags = recorded_flags(checkpoint)
         dataset, granularity = flags.get("dataset", dataset), flags.get("label_granularity", granularity)
         trained = model.to(device), space.to(device)
     if args.data_dir:

@@ -301,7 +301,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
         if stop is not None and stop():
             return None
         batch = images[first:first + batch_size].to(device)
-        # float images of another dtype (numpy's float64 / 255) in the model's
+        # float images of another dtype (numpy's float64 / 255) in the attack's (above)
         batch = prepare(to_float(batch, dtype) if batch.dtype == torch.uint8 else batch.to(dtype), channels_last)
         batch_labels = labels[first:first + batch_size].to(device)
         goal = targets[first:first + batch_size].to(device) if targeted else batch_labels
