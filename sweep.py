@@ -162,11 +162,10 @@ def parse(argv=None):
     if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
         raise UsageError("--sbatch: an option must not be empty")
     # the rest of the line was a shell line in the header: sbatch read no #SBATCH line after it
-    if broken := next((o for o in opts.sbatch if "\n" in o or "\r" in o), None):
-        raise UsageError(f"--sbatch {broken!r}: an #SBATCH line cannot hold a line break")
-    if opts.slurm and ("\n" in opts.slurm or "\r" in opts.slurm):  # its header's lines name the file
-        raise UsageError(f"--slurm {opts.slurm!r}: the array script's lines cannot name a file whose name "
-                         "holds a line break")
+    for option in opts.sbatch:
+        one_line("--sbatch", option, "an #SBATCH option must fit on one line")
+    if opts.slurm:  # the header's comment lines name the file
+        one_line("--slurm", opts.slurm, "the array script names its own file in comment lines, each one line")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
         if not (words := option.lstrip("-").split("=", 1)[0].split()):  # '-', '--=x'
@@ -391,13 +390,21 @@ exit "$status"
 '''
 
 
+def one_line(source, value, why):
+    """`value` (given as `source`, a flag) where it must fit on one line of a file: a line break or
+    carriage return in it is a UsageError that says `why`, in the same words for every such flag."""
+    if "\n" in value or "\r" in value:
+        raise UsageError(f"{source} {value!r} holds a line break: {why}")
+    return value
+
+
 def directive(flag, value, source):
     """An #SBATCH option; a value with white space in double quotes, which sbatch reads as one word
     (unquoted, sbatch rejects the script: "Invalid directive found in batch script"). `source`:
     the sweep.py flag the value comes from, for the error about a value no line can hold."""
-    value = str(value)
-    if '"' in value or "\n" in value or "\r" in value:
-        raise UsageError(f"{source} {value!r}: an #SBATCH line cannot hold a double quote or a line break")
+    value = one_line(source, str(value), "an #SBATCH option must fit on one line")
+    if '"' in value:
+        raise UsageError(f"{source} {value!r}: an #SBATCH line cannot hold a double quote")
     return f'--{flag}="{value}"' if any(c.isspace() for c in value) else f"--{flag}={value}"
 
 
@@ -445,13 +452,18 @@ def setup_line(line):
 def command_lines(tasks, python, wrap=None):
     """Each task's stages as one shell line (`Task.shell`), as --print prints them and the commands
     file holds them (line i+1 is task i): a path or value holding a line break, which shlex quotes
-    across lines, is a UsageError (task i ran half a line, the next task the rest)."""
+    across lines, is a UsageError naming its flag (task i ran half a line, the next task the rest)."""
     cwd = Path.cwd()
     lines = [task.shell(python, wrap=wrap, cwd=cwd) for task in tasks]
     for line in (line for line in lines if "\n" in line):
-        broken = next(word for word in shlex.split(line) if "\n" in word)
-        raise UsageError(f"{broken!r} holds a line break: each run's commands must fit on one line of "
-                         "--print and --slurm; rename it, or run the grid with --local")
+        words = shlex.split(line)
+        found = [word.split("=", 1) if word.startswith("--") and "=" in word
+                 else [words[k - 1] if k and words[k - 1].startswith("--") else "", word]
+                 for k, word in enumerate(words) if "\n" in word]
+        flag, value = next((f for f in found if f[0]), found[0])  # past --slurm's log path, to --base_dir
+        one_line(flag or ("--python" if value == python else "a run's command"), value,
+                 "each run's commands must fit on one line of --print and --slurm; rename it, or run the "
+                 "grid with --local")
     return lines
 
 

@@ -203,10 +203,12 @@ def test_help_says_where_flags_go():
     (["--slurm", "{tmp}/s.sbatch", "--signal_seconds", "-5"], "--signal_seconds: -5 must be at least 0"),
     # each was written into the header: the rest of the value a shell line, run by the task (a
     # $(...) in the name with it), and sbatch read no #SBATCH line after it (--array among them)
-    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "account=a\nqos=b"], "error: --sbatch 'account=a\\nqos=b': an "
-     "#SBATCH line cannot hold a line break"),
-    (["--slurm", "{tmp}/s\n$(touch x).sbatch"], "error: --slurm '{tmp}/s\\n$(touch x).sbatch': the array "
-     "script's lines cannot name a file whose name holds a line break"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "account=a\nqos=b"], "error: --sbatch 'account=a\\nqos=b' holds "
+     "a line break: an #SBATCH option must fit on one line"),
+    (["--slurm", "{tmp}/s\n$(touch x).sbatch"], "error: --slurm '{tmp}/s\\n$(touch x).sbatch' holds a line "
+     "break: the array script names its own file in comment lines, each one line"),
+    (["--slurm", "{tmp}/s.sbatch", "--time", "1:00\r00"], "error: --time '1:00\\r00' holds a line break: an "
+     "#SBATCH option must fit on one line"),
     (["--dry_run", "--config", "{tmp}/jobs.yaml"], "--jobs: '2.5' is not an int"),
     # a grid file's values were coerced: seed 1.5 ran as 1, a null label looked for cifar10_None.npy
     (["--dry_run", "--config", "{tmp}/seed.yaml"], "--seeds: 1.5 is not a valid value"),
@@ -757,10 +759,12 @@ def test_a_path_with_a_line_break_is_refused_where_a_run_is_one_line(tmp_path, c
              "speech", "--stages", "train", "--base_dir", str(base)]
     assert call_cli(sweep.main, flags) == 2
     out, err = capsys.readouterr()
-    broken = base if mode == "--print" else base / "cifar10" / "seed0" / "resnet32" / "model_category" / "train.log"
-    assert (out, err) == ("", f"error: {str(broken)!r} holds a line break: each run's commands must fit on one "
-                              "line of --print and --slurm; rename it, or run the grid with --local\n")
+    # named by its flag, as --sbatch's and --slurm's are (it named --slurm's log file, a path under it)
+    assert (out, err) == ("", f"error: --base_dir {str(base)!r} holds a line break: each run's commands must fit "
+                              "on one line of --print and --slurm; rename it, or run the grid with --local\n")
     assert not (tmp_path / "jobs").exists()
+    assert call_cli(sweep.main, [*flags[:-2], "--train_args=--data_dir='a\nb'"]) == 2
+    assert capsys.readouterr().err.startswith("error: --data_dir 'a\\nb' holds a line break: each run's")
 
 
 def test_slurms_log_file_pattern_keeps_the_folders_name(tmp_path, capsys):
@@ -799,9 +803,12 @@ def test_sbatch_directives_quote_white_space():
     SLURM test below runs in a folder with a space); it has no way to write a double quote."""
     assert sweep.directive("output", "/a b/%A_%a.out", "--slurm") == '--output="/a b/%A_%a.out"'
     assert sweep.directive("job-name", "labelrep", "--job_name") == "--job-name=labelrep"
-    for bad in ('a"b', "a\nb"):
-        with pytest.raises(sweep.UsageError, match=re.escape(f"--job_name {bad!r}: an #SBATCH line cannot hold")):
-            sweep.directive("job-name", bad, "--job_name")
+    with pytest.raises(sweep.UsageError, match=re.escape("--job_name 'a\"b': an #SBATCH line cannot hold a "
+                                                         "double quote")):
+        sweep.directive("job-name", 'a"b', "--job_name")
+    with pytest.raises(sweep.UsageError, match=re.escape("--job_name 'a\\nb' holds a line break: an #SBATCH "
+                                                         "option must fit on one line")):
+        sweep.directive("job-name", "a\nb", "--job_name")
 
 
 def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
