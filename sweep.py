@@ -168,16 +168,15 @@ def parse(argv=None):
         one_line("--slurm", opts.slurm, "the array script names its own file in comment lines, each one line")
     opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
     for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
-        if not (words := option.lstrip("-").split("=", 1)[0].split()):  # '-', '--=x'
+        if not option.lstrip("-").split("=", 1)[0].split():  # '-', '--=x'
             raise UsageError(f"--sbatch {option!r}: no option name; write NAME=VALUE (account=p)")
-        name, shown = words[0], option.removeprefix("--")
-        if not option.startswith("--"):  # sbatch's one-letter form: -t 1:00:00, -t1:00:00
-            name = SBATCH_LETTERS.get(option[1], name)
-        if written := SCRIPT_SBATCH.get(name):
-            raise UsageError(f"--sbatch {shown}: the array script writes --{written} itself "
-                             "(its tasks, logs and requeue rely on it); leave it out")
-        if flag := SWEEP_SBATCH.get(name):
-            raise UsageError(f"--sbatch {shown}: use sweep.py's {flag}, which writes that line")
+        shown = option.removeprefix("--")
+        for name in sbatch_names(option):
+            if written := SCRIPT_SBATCH.get(name):
+                raise UsageError(f"--sbatch {shown}: the array script writes --{written} itself "
+                                 "(its tasks, logs and requeue rely on it); leave it out")
+            if flag := SWEEP_SBATCH.get(name):
+                raise UsageError(f"--sbatch {shown}: use sweep.py's {flag}, which writes that line")
     opts.setup = text_list("setup", opts.setup)
     modes = [m for m in MODES if getattr(opts, m)]
     if len(modes) > 1:
@@ -331,6 +330,7 @@ SWEEP_SBATCH = {"job-name": "--job_name", "partition": "--partition", "gres": "-
                 "mem": "--mem", "cpus-per-task": "--cpus_per_task"}
 SBATCH_LETTERS = {"a": "array", "o": "output", "e": "error", "J": "job-name", "p": "partition", "t": "time",
                   "c": "cpus-per-task"}  # sbatch's short options for the lines above
+SBATCH_SWITCHES = "hsvHOQVW"  # sbatch's one-letter options without a value: -Qt 1:00:00 is -Q -t 1:00:00
 # The flags of one mode, which the others ignore
 MODE_FLAGS = {"local": ("gpus", "jobs"),
               "slurm": (*(flag[2:] for flag in SWEEP_SBATCH.values()), "max_concurrent", "max_array_size",
@@ -396,6 +396,26 @@ def one_line(source, value, why):
     if "\n" in value or "\r" in value:
         raise UsageError(f"{source} {value!r} holds a line break: {why}")
     return value
+
+
+def sbatch_names(option):
+    """The long names of the options an --sbatch option ('--account=p', '-t 1:00:00') sets, as
+    sbatch reads its #SBATCH line: each word that starts with '-' (a line may hold several); a
+    one-letter word by the first letter that takes a value (-Qt1:00:00 is -Q, then -t 1:00:00)
+    where SBATCH_LETTERS names it; a long name that starts one of the options the script writes
+    (SCRIPT_SBATCH, SWEEP_SBATCH) and no other of them as that option: sbatch's getopt_long reads
+    an unambiguous prefix as the option (--outp=x is --output=x; --tim, which also starts sbatch's
+    --time-min, sbatch refuses as ambiguous, so naming it --time loses nothing)."""
+    names = []
+    for word in re.findall(r'(?:[^\s"]|"[^"]*"?)+', option):  # sbatch keeps a double-quoted value whole
+        if word.startswith("--"):
+            name = word[2:].split("=", 1)[0]
+            starts = [full for full in (*SCRIPT_SBATCH, *SWEEP_SBATCH) if name and full.startswith(name)]
+            names.append(name if name in starts or len(starts) != 1 else starts[0])
+        elif word.startswith("-"):
+            letter = next((c for c in word[1:] if c not in SBATCH_SWITCHES), "")
+            names.append(SBATCH_LETTERS.get(letter, ""))
+    return [n for n in names if n]
 
 
 def directive(flag, value, source):

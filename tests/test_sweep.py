@@ -187,6 +187,20 @@ def test_help_says_where_flags_go():
      "which writes that line"),
     (["--slurm", "{tmp}/s.sbatch", "--sbatch=-o%j.log"], "--sbatch -o%j.log: the array script writes --output "
      "itself"),
+    # sbatch reads -Qt as -Q -t, an unambiguous prefix of a long name as that option (getopt_long),
+    # and every option of an #SBATCH line: each replaced the script's line
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch=-Qt 1:00:00"], "error: --sbatch -Qt 1:00:00: use sweep.py's "
+     "--time, which writes that line"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch=-vHo%j.log"], "--sbatch -vHo%j.log: the array script writes "
+     "--output itself"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "outp=x.log"], "error: --sbatch outp=x.log: the array script "
+     "writes --output itself (its tasks, logs and requeue rely on it); leave it out"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "no-req"], "--sbatch no-req: the array script writes --requeue "
+     "itself"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", "part=gpu"], "--sbatch part=gpu: use sweep.py's --partition, "
+     "which writes that line"),
+    (["--slurm", "{tmp}/s.sbatch", "--sbatch", 'account=p --comment="a b" --sign=B:USR1@60'], "--sbatch "
+     "account=p --comment=\"a b\" --sign=B:USR1@60: the array script writes --signal itself"),
     (["--dry_run", "--base_dir", ""], "argument --base_dir: must not be empty (see train.py --help)"),
     (["--slurm", "{tmp}/bad.yaml/s.sbatch"], "/bad.yaml: a file, not a folder"),  # was "File exists"
     # the grid file (or a script of one's own) named as --slurm was replaced by the array script
@@ -796,6 +810,19 @@ def test_a_slurm_script_named_with_a_dash_is_named_so_no_command_reads_an_option
     Path(summary["commands"]).write_text("echo task0 ran\n")
     proc = subprocess.run(["bash", "-c", one_task], env=plain_env(), capture_output=True, text=True)
     assert (proc.returncode, proc.stdout) == (0, "task0 ran\n"), proc.stderr
+
+
+def test_sbatch_options_are_read_as_sbatch_reads_them():
+    """The long names an --sbatch option sets, as sbatch reads an #SBATCH line (getopt_long): -Qt
+    is -Q -t, an unambiguous prefix is its option, a quoted value is one word; the options of
+    sbatch's own that merely start like a written one stay allowed."""
+    assert sweep.sbatch_names("-Qt 1:00:00") == ["time"]
+    assert sweep.sbatch_names("--outp=x --account=p") == ["output", "account"]
+    assert sweep.sbatch_names("--o=x") == ["o"]  # output or open-mode: sbatch says ambiguous itself
+    for option in ("--time-min=30", "--mem-per-cpu=4G", "--gres-flags=enforce-binding", "-A proj", "-kt",
+                   '--comment="a -t b"', "--nice=-5", "-Qq high", "--cpus-per-gpu=2"):
+        names = sweep.sbatch_names(option)
+        assert not set(names) & {*sweep.SCRIPT_SBATCH, *sweep.SWEEP_SBATCH}, (option, names)
 
 
 def test_sbatch_directives_quote_white_space():
