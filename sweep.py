@@ -297,14 +297,22 @@ def make_tasks(opts, runs, scripts, routed, python):
 # ---------------------------------------------------------------- listing
 
 
+# a stage's column is no wider: the longest note of a run in progress ('run: resume (120/600 epochs
+# logged; files last written 40 min ago)') fits; a longer one pushes the rest of its own row along
+NOTE_WIDTH = 66
+
+
 def dry_run(tasks):
-    """A table on stdout: each run, then for each stage 'run: why' or 'skip: why'."""
+    """A table on stdout: each run, then for each stage 'run: why' or 'skip: why', then its run
+    directory. A stage's column is as wide as its notes up to NOTE_WIDTH: one longer note (a
+    refusal's reason, a list of missing settings: 100 characters and more) widened every row."""
     stages = tasks[0].stages
     rows = [["#", "run", *stages, "run directory"]]
     for task in tasks:
         cells = [f"{'run' if s in task.todo else 'skip'}: {task.notes[s]}" for s in stages]
         rows.append([str(task.index), task.run.name, *cells, str(task.run_dir)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    widths = [max(len(r[i]) for r in rows) for i in (0, 1)]
+    widths += [max(len(r[i]) for r in rows if len(r[i]) <= NOTE_WIDTH) for i in range(2, len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
     print(count_line(tasks))

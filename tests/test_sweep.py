@@ -461,6 +461,28 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "--label shuffle --level 100 --seed 3" in train and "--level 100 --seed 3" in attack
 
 
+def test_a_long_note_in_the_dry_run_widens_its_own_row_alone(capsys, tmp_path):
+    """A refusal's reason (115 characters) was the width of its stage's column in every row: each
+    row of the table ran past 200 characters, wrapped three or four times at 80 columns. The other
+    rows keep their columns; no row ends in spaces."""
+    def run(label):
+        return tmp_path / "cifar10" / "seed3" / "resnet32" / f"model_{label}"
+    make_trained(run("category"), attack=["fgsm"])
+    make_trained(run("uniform"), epochs=2)  # refused: trained with --epochs 2
+    lines = sweep_lines(capsys, ["--labels", "category", "uniform", "--seeds", "3", "--base_dir", str(tmp_path),
+                                 "--epochs", "4", "--valid_size", "50", "--attacks", "fgsm", "--epsilons", "8/255",
+                                 "--targeted", "no", "--num_images", "20", "--dry_run"])
+    refusal = ("run: finished, but trained with --epochs 2 (sweep: 4): train.py refuses it; delete the run "
+               "directory to start over")
+    name = "cifar10/resnet32/category/level100/seed3"
+    train, attack = "skip: done, test_acc 0.5000", "skip: done (1 setting)"  # their columns' widths
+    assert lines[:3] == [
+        f"#  {'run':{len(name)}}  {'train':{len(train)}}  {'attack':{len(attack)}}  run directory",
+        f"0  {name}  {train}  {attack}  {run('category')}",
+        f"1  {'cifar10/resnet32/uniform/level100/seed3':{len(name)}}  {refusal}  "
+        f"{'run: after train':{len(attack)}}  {run('uniform')}"]
+
+
 def test_a_run_that_trains_again_is_attacked_again(capsys, tmp_path):
     """Training a run that is not done (resumed, or started over at epoch 1, which removes its
     attack results) gives it another best checkpoint: the attack results of its earlier model are
