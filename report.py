@@ -375,9 +375,12 @@ def expected_runs(records, grid_file):
                 values[k].append(record[k])
         attacked[record["dataset"]] |= record["attack"] is not None
     settings = defaultdict(set)  # every attack setting seen in a dataset is expected of its runs
+    eps_labels = {}  # (protocol, eps) -> its label, as attack.py wrote it first
     for record in records:
         if record["attack"]:
             settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]}
+            for e in record["attack"]["entries"]:
+                eps_labels.setdefault(entry_key(e)[2:], e.get("eps_label"))
     expected = []
     for dataset, values in seen.items():
         for model in sorted(values["model"]):
@@ -386,8 +389,8 @@ def expected_runs(records, grid_file):
                     for seed in sorted(values["seed"]):
                         expected.append({"dataset": dataset, "model": model, "label": label,
                                          "level": level, "seed": seed})
-    wanted = {tuple(r[k] for k in KEY): {"keys": settings[r["dataset"]], "plans": None,
-                                         "num_images": None} if attacked[r["dataset"]] else None
+    wanted = {tuple(r[k] for k in KEY): {"keys": settings[r["dataset"]], "plans": None, "num_images": None,
+                                         "eps_labels": eps_labels} if attacked[r["dataset"]] else None
               for r in expected}
     return expected, wanted, {}, "every combination of the values seen"
 
@@ -576,7 +579,8 @@ def incomplete_and_missing(records, expected, wanted):
             elif record["attack"] is not None:
                 images = ((settings["num_images"] or record["train"].get("test_images"))
                           if settings["plans"] else None)
-                if missing := missing_note(record["attack"], settings["keys"], settings["plans"], images):
+                if missing := missing_note(record["attack"], settings["keys"], settings["plans"], images,
+                                           eps_labels=settings["eps_labels"]):
                     reasons.append(f"attack results: {missing}")
         if reasons:
             incomplete.append({"run": record["run"], "run_dir": record["run_dir"], "reasons": reasons})

@@ -891,6 +891,26 @@ def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
         ("cifar10/resnet32/speech/level100/seed1", ["attack results: 1 of 2 settings missing (fgsm untargeted 1/255)"])]
 
 
+def test_a_missing_setting_names_its_eps_as_attack_py_labels_it(tmp_path):
+    """--epsilons 1 was 'fgsm untargeted 255/255' in the incomplete runs' line, beside a table
+    column headed 1 (attack.py's label), with a grid file and without."""
+    base = tmp_path / "outputs"
+    one = dict(entry("fgsm", 1.0, 0.0), eps_label="1")
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[entry("fgsm", EPS8, 0.2), one])
+    make_run(base, "speech", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5, attack=[entry("fgsm", EPS8, 0.3)])
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category, speech]\nseeds: [1]\nargs: --attacks fgsm --epsilons 8/255 1 "
+                    "--targeted no\ntrain_args: --epochs 4\n")
+    for grid_file in (grid, None):
+        summary = report(base, tmp_path / "report", grid_file, draw=False)
+        assert [i["reasons"] for i in summary["incomplete"]] == [["attack results: 1 of 2 settings missing "
+                                                                  "(fgsm untargeted 1)"]]
+        markdown = (tmp_path / "report" / "tables.md").read_text()
+        assert table_rows(markdown, "fgsm, untargeted")["label"] == ["clean", "8/255", "1"]
+        assert ("- `cifar10/seed1/resnet32/model_speech`: attack results: 1 of 2 settings missing (fgsm "
+                "untargeted 1)\n") in markdown
+
+
 def test_a_grids_setting_computed_otherwise_is_named_so(tmp_path):
     """A quick trial's attacks (50 images) stood in a grid report as plainly missing, though its
     robust tables showed them."""

@@ -1269,6 +1269,17 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     assert attack_state(tmp_path, whole, test_images=20)[0] is True
 
 
+def test_a_missing_setting_names_its_eps_as_attack_py_labels_it(tmp_path):
+    """--epsilons 1 0.03 were named 255/255 and 7.65/255 in the dry run's note, where attack.py's
+    progress lines and the report's tables write 1 and 0.03."""
+    attack = sweep.Scripts.find()["attack"]
+    wanted = requested_attacks(attack.parse(["--attacks", "fgsm", "--epsilons", "1", "0.03", "8/255",
+                                             "--targeted", "no"]), attack.module)
+    (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"entries": []}))
+    assert attack_state(tmp_path, wanted) == (
+        False, "resume: 3 of 3 settings missing (fgsm untargeted 0.03, fgsm untargeted 8/255, fgsm untargeted 1)")
+
+
 def test_an_attack_entry_counts_for_its_own_budget_alone():
     """Budgets a 1/255 step apart are settings of their own: an entry at 1/255 stands for neither 0
     nor 2/255 (report.py without a grid file compares budgets alone), while 8/255 written as the

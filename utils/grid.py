@@ -350,7 +350,8 @@ def read_json_or_none(path):
 def requested_attacks(namespace, module):
     """What attack.py will compute for its parsed flags: {"keys": {(attack label, targeted,
     protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp, seed)}, "num_images": N or
-    None} (seed None: the checkpoint's, any).
+    None, "eps_labels": {(protocol, eps): its label as --epsilons wrote it}} (seed None: the
+    checkpoint's, any).
 
     The settings are attack.py's own (`module`: attack.py loaded; its `requested_settings`).
     """
@@ -361,7 +362,8 @@ def requested_attacks(namespace, module):
         for t in targeted:
             plans[(attack_label(attack, namespace.objective), t, protocol, eps)] = (
                 plan.steps, plan.step_size, plan.restarts, namespace.amp, namespace.seed)
-    return {"keys": set(plans), "plans": plans, "num_images": namespace.num_images}
+    return {"keys": set(plans), "plans": plans, "num_images": namespace.num_images,
+            "eps_labels": {(protocol, eps): label for label, eps in epsilons}}
 
 
 def attack_label(attack, objective="loss"):
@@ -451,9 +453,13 @@ def eps_text(eps, protocol="pixel"):
     return f"{round(eps * 255, 6):g}/255"
 
 
-def describe_key(key):
+def describe_key(key, eps_labels=None):
+    """'pgd untargeted 8/255': a setting as a note names it, its eps as `eps_labels` ({(protocol,
+    eps): label}) has it, the label attack.py writes (--epsilons 1 is 1, not 255/255), else by
+    `eps_text`."""
     attack, targeted, protocol, eps = key
-    return f"{attack} {'targeted' if targeted else 'untargeted'} {eps_text(eps, protocol)}" + (
+    eps = (eps_labels or {}).get((protocol, eps)) or eps_text(eps, protocol)
+    return f"{attack} {'targeted' if targeted else 'untargeted'} {eps}" + (
         " (paper protocol)" if protocol == "paper" else "")
 
 
@@ -630,7 +636,8 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
     if checkpoint is not None and attacked_another(path, results, checkpoint):
         return False, f"new: {ATTACK_RESULTS} holds the attacks of another checkpoint than {checkpoint.name}"
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
-    if missing := missing_note(results, wanted["keys"], wanted["plans"], asked, images_sha256):
+    if missing := missing_note(results, wanted["keys"], wanted["plans"], asked, images_sha256,
+                               wanted.get("eps_labels")):
         return False, f"resume: {missing}"
     if images_sha256 is None and asked_data and (
             unchecked := uncompared_data(results.get("config"), asked_data[1], asked_data[0], "attack.py")):
@@ -670,14 +677,15 @@ def attacked_another(path, results, checkpoint):
         return False
 
 
-def missing_note(results, keys, plans=None, num_images=None, images_sha256=None):
+def missing_note(results, keys, plans=None, num_images=None, images_sha256=None, eps_labels=None):
     """The settings of `keys` that attack_results.json `results` lacks (see `missing_entries`), as
     a note: '3 of 16 settings missing, 3 of them computed with other steps, precision, images or
-    seed (1017 images asked) (fgsm untargeted 1/255, ...)'; None when none is."""
+    seed (1017 images asked) (fgsm untargeted 1/255, ...)', each named by `describe_key`; None
+    when none is."""
     missing = missing_entries(results, keys, plans, num_images, images_sha256)
     if not missing:
         return None
-    shown = ", ".join(describe_key(k) for k in missing[:3])
+    shown = ", ".join(describe_key(k, eps_labels) for k in missing[:3])
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     otherwise = len(missing) - len(missing_entries(results, keys))
     why = (f", {otherwise} of them computed with other steps, precision, images or seed"
