@@ -36,7 +36,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempt
 from utils.grid import (ATTACK_RESULTS, accuracy, asked_changes, attack_entries, attacked_another, cores, counted,
                         entry_key, eps_text, last_written, missing_note, nonnegative, parse_level,
                         read_json_or_none, read_lines)
-from utils.atomic import file_set, markdown_table, print_json, utf8
+from utils.atomic import code_span, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
 from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
@@ -719,7 +719,7 @@ def tables_markdown(title, base, records, accuracy, robust, incomplete, missing,
     """tables.md: what was read, the clean, data-efficiency, label-noise and robust tables, then the
     diverged, incomplete and missing runs."""
     directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
-    intro = (f"From `{base}`: {directories}, {counts['trained']} trained, "
+    intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
              f"(expected runs: {expected_from}).")
     legend = ("Accuracies in %: mean ± sample standard deviation over seeds (n = number of seeds; "
@@ -731,12 +731,12 @@ def tables_markdown(title, base, records, accuracy, robust, incomplete, missing,
     out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them, "
             "but for those left out of the tables, as said beside them; a run's test accuracy is of its "
             "best epoch's weights).", ""]
-    out += [f"- `{r['run_dir']}`: from epoch {r['diverged_epoch']}"
+    out += [f"- {code_span(r['run_dir'])}: from epoch {r['diverged_epoch']}"
             + (f"; best epoch {r['train']['best_epoch']}" if r["train"] and r["train"]["best_epoch"] else "")
             + ("; left out of the tables (see the incomplete runs)" if r["excluded"] else "")
             for r in records if r["diverged_epoch"]] or ["None."]
     out += ["", "## Incomplete runs", ""]
-    out += [f"- `{i['run_dir']}`: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
+    out += [f"- {code_span(i['run_dir'])}: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
     out += ["", "## Missing runs", ""]
     out += [f"- {m['run']}: {m['reason']}" for m in missing] or ["None."]
     return "\n".join(out) + "\n"

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, last_json, run_script
 from report import cell, label_styles, log_error, main as report_main, mean_std, report
+from utils.atomic import code_span
 from utils.errors import UsageError
 from utils.runs import run_directory
 
@@ -889,6 +890,20 @@ def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     assert summary["missing"] == []
     assert [(i["run"], i["reasons"]) for i in summary["incomplete"]] == [
         ("cifar10/resnet32/speech/level100/seed1", ["attack results: 1 of 2 settings missing (fgsm untargeted 1/255)"])]
+
+
+def test_paths_in_tables_md_keep_their_backticks(tmp_path):
+    """A base folder named a`b ended tables.md's code span `.../a` early and left 'b`: ...' as
+    text. A code span now takes a longer fence than any backtick run it holds (CommonMark)."""
+    base = tmp_path / "a`b"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6)
+    make_run(base, "speech", 1, done_epochs=2)  # incomplete: its directory is listed
+    report(base, tmp_path / "report", draw=False)
+    lines = (tmp_path / "report" / "tables.md").read_text().splitlines()
+    assert lines[2].startswith(f"From ``{base}``: 2 run directories")
+    assert any(line.startswith("- `cifar10/seed1/resnet32/model_speech`: training unfinished") for line in lines)
+    assert [code_span(t) for t in ("a`b", "`x", "a``b`c", " a ", "plain")] == [
+        "``a`b``", "`` `x ``", "```a``b`c```", "`  a  `", "`plain`"]
 
 
 def test_a_missing_setting_names_its_eps_as_attack_py_labels_it(tmp_path):

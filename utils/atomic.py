@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,16 @@ def markdown_table(header, rows):
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
     return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
+
+
+def code_span(text):
+    """`text` as a Markdown code span that shows it as it is, whatever backticks it holds (a
+    folder named a`b ended '`a`' and left 'b`' as text): fenced by one backtick more than its
+    longest run, with a space inside each fence where it starts or ends with a backtick, or with a
+    space at both ends (CommonMark takes one such space off each end)."""
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == " " and text[-1:] == " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def print_json(obj):
