@@ -47,7 +47,7 @@ FILE_ONLY = {"args"}
 
 
 def build_parser():
-    parser = CliParser(prog="sweep.py", description=__doc__.split("\n")[0], allow_abbrev=False,
+    parser = CliParser(prog="sweep.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter,
                        epilog="Any other --flag (with its values) is passed to each of train.py and "
                               "attack.py that accepts it (--epochs to train.py, --num_images to "
@@ -217,7 +217,7 @@ def parse(argv=None):
         if unknown := [v for v in getattr(opts, axis[2:]) if v not in choices]:
             raise UsageError(f"{axis}: unknown {flag[2:]} {', '.join(unknown)}; choose from "
                              f"{', '.join(choices)}")
-    for _, own in layers:  # a script reads a shortened flag as the one it starts: --see 5 as --seed 5
+    for _, own in layers:  # a script refuses a shortened flag (--see for --seed): said here, before any run
         for stage, flags in own.items():
             options = [t.split("=", 1)[0] for t in flags if t.startswith("--")]
             if bad := [o for o in options if not scripts[stage].accepts(o)]:

@@ -186,7 +186,7 @@ def check_train_flags(parser, args):
         train_parser.prog = "train.py"
         args.train_args, unknown = train_parser.parse_known_args(args.train_argv)
         if unknown:
-            parser.error(f"--train_flags: train.py has no {' '.join(unknown)}")
+            parser.error(f"--train_flags: {train_parser.shortened(unknown) or 'train.py has no ' + ' '.join(unknown)}")
         # what each row is (and says it is): a later value in --train_flags would win over it
         own = [f for f in BENCH_TRAIN_FLAGS if any(t == f or t.startswith(f + "=") for t in args.train_argv)]
         if own:

@@ -201,6 +201,11 @@ def test_bench_accuracy_table_without_validation_images():
      "--train_flags \"'unclosed\": No closing quotation"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--bogus 1"],
      "--train_flags: train.py has no --bogus 1"),
+    # train.py read --epo as --epochs and --mod as --model: the rows trained vgg19 for 5 epochs, the
+    # table said resnet32 for --epochs 30
+    (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--epo 5 --mod vgg19"],
+     "--train_flags: --epo: shortened flags are refused (a new flag could change what they mean); write "
+     "--epochs"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--amp --seed=3 --lr 0.2"],
      "--train_flags: --seed, --amp set by bench.py itself (per row, or by its own flags)"),
     (["--what", "train", "--train_images", "256"], "--train_images 256 is less than a batch of 512"),

@@ -1926,6 +1926,10 @@ def test_a_signal_in_the_last_epochs_validation_reaches_the_caller_after_the_res
 
 @pytest.mark.parametrize("main, flag, message", [
     (train.main, "--bogus", "unrecognized arguments: --bogus (see train.py --help)"),
+    (train.main, "--label_d", "--label_d: shortened flags are refused (a new flag could change what they "
+     "mean); write --label_dir (see train.py --help)"),
+    (train.main, "--lab", "--lab: shortened flags are refused (a new flag could change what they mean); "
+     "write one of --label_granularity, --label, --label_dir, --label_noise (see train.py --help)"),
     (attack.main, "--bogus", "unrecognized arguments: --bogus (see attack.py --help)"),
     (report.main, "--bogus", "unrecognized arguments: --bogus (see report.py --help)"),
     (sweep.main, "--stages", "argument --stages: expected at least one argument (see sweep.py --help)"),
@@ -2049,6 +2053,20 @@ CLI_CASES = [  # command, arguments, exit status, first line of stdout (status 0
     (["-m", "labels.stats"], ["--help"], 0, "usage: python -m labels.stats [-h]"),
     (["-m", "labels.stats"], ["--nosuch"], 2, "error: the following arguments are required: files (see "
      "python -m labels.stats --help)"),
+    # a shortened flag was read as the one it starts (--check 30 as --checkpoint_seconds 30)
+    (["train.py"], ["--check", "30"], 2, "error: --check: shortened flags are refused (a new flag could "
+     "change what they mean); write --checkpoint_seconds (see train.py --help)"),
+    (["attack.py"], ["--check=x.pth"], 2, "error: --check: shortened flags are refused (a new flag could "
+     "change what they mean); write --checkpoint (see attack.py --help)"),
+    (["report.py"], ["--ti", "x"], 2, "error: --ti: shortened flags are refused (a new flag could change "
+     "what they mean); write --title (see report.py --help)"),
+    (["bench/bench.py"], ["--rep", "2"], 2, "error: --rep: shortened flags are refused (a new flag could "
+     "change what they mean); write --repeats (see bench/bench.py --help)"),
+    (["-m", "labels.generate"], ["--dataset", "cifar10", "--label", "nosuch", "--fo"], 2, "error: --fo: "
+     "shortened flags are refused (a new flag could change what they mean); write --force (see python -m "
+     "labels.generate --help)"),
+    (["-m", "labels.stats"], ["--js", "x.npy"], 2, "error: --js: shortened flags are refused (a new flag "
+     "could change what they mean); write --json (see python -m labels.stats --help)"),
 ]
 
 

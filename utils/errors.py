@@ -229,10 +229,16 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
 class CliParser(argparse.ArgumentParser):
     """argparse, but a bad flag is a UsageError: one `error:` line from the command line (the usage
     block is in --help), an exception a caller of main(argv) can catch (not SystemExit). A caller's
-    argv may hold paths and numbers (`["--data_dir", Path(...), "--epochs", 30]`), read as their text."""
+    argv may hold paths and numbers (`["--data_dir", Path(...), "--epochs", 30]`), read as their text.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    Flags are matched whole: argparse's default took a shortened flag for the one it starts (--lab
+    for --label), so a batch script's --check 30 meant train.py's --checkpoint_seconds and would
+    have meant another flag, or none, once a new flag shared the prefix; a script passing flags on
+    (bench.py's --train_flags) saw a flag it sets itself under another name. The error names the
+    full flag."""
+
+    def __init__(self, *args, allow_abbrev=False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
         # Python 3.13's test for a value that starts with '-': before it, "--epsilons -1/255" (or
         # -1e-3) was a flag of that name, and the error "expected at least one argument"
         self._negative_number_matcher = re.compile(r"-\.?\d")
@@ -241,6 +247,23 @@ class CliParser(argparse.ArgumentParser):
         if isinstance(args, str):  # argparse would read each character as an argument
             raise UsageError(f"{self.prog}: argv is a list of arguments, not one string (shlex.split it)")
         return super().parse_known_args(None if args is None else [str(a) for a in args], namespace)
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.error(self.shortened(extras) or f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def shortened(self, extras):
+        """For arguments parse_known_args left over, the error for the first shortened flag among
+        them, naming the full flag(s) it starts; None if none is."""
+        for token in extras:
+            option = token.split("=", 1)[0]
+            if option.startswith("--") and (full := [o for o in self._option_string_actions
+                                                     if o.startswith(option)]):
+                return (f"{option}: shortened flags are refused (a new flag could change what they "
+                        f"mean); write {full[0] if len(full) == 1 else 'one of ' + ', '.join(full)}")
+        return None
 
     def error(self, message):  # not chained to argparse's own error: one traceback in a notebook
         raise UsageError(f"{message} (see {self.prog} --help)") from None
