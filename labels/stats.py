@@ -148,8 +148,7 @@ def run(args):
     print(json_text(rows) if args.json else format_rows(rows, args.markdown))
 
 
-def main(argv=None):
-    """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
+def build_parser():
     summary, _, columns = __doc__.split("\n\n", 2)  # --help ends with the docstring's columns
     parser = CliParser(prog="python -m labels.stats", description=summary, epilog=columns,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,7 +159,12 @@ def main(argv=None):
     parser.add_argument("--compare", metavar="REFERENCE", default=None,
                         help="instead, compare each file with this one (same shape): mean and "
                         "max |diff|, per-class correlation, as lines or --json")
-    return call_cli(lambda a: run(parser.parse_args(a)), argv)
+    return parser
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
+    return call_cli(lambda a: run(build_parser().parse_args(a)), argv)
 
 
 if __name__ == "__main__":

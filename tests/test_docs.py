@@ -1,0 +1,111 @@
+"""The docs' example commands parse with the scripts' current flags: a flag renamed or removed in
+a script, but still in a ```bash block of README.md, docs/experiments.md or labels/README.md, fails
+here, not in a user's shell. Parsing only (sweep.py's `parse`, the others' parser): nothing trains.
+"""
+import re
+import shlex
+from string import Template
+
+import pytest
+
+import attack
+import report
+import sweep
+import train
+from conftest import REPO
+from labels import generate, stats
+from utils.errors import UsageError
+
+DOCS = ("README.md", "docs/experiments.md", "labels/README.md")
+PARSERS = {"train.py": train.build_parser, "attack.py": attack.build_parser, "report.py": report.build_parser,
+           "labels.generate": generate.build_parser, "labels.stats": stats.build_parser}
+COMMAND = re.compile(r"\bpython (-m )?(?P<script>[\w/]+\.py|labels\.\w+)\b")
+SEPARATORS = {"&&", "||", "|", ";"}
+
+
+def _joined(block):
+    """(line offset, line) of a shell block, a line ending in a backslash joined to the next."""
+    start, pending = 0, ""
+    for offset, line in enumerate(block.splitlines()):
+        start = start if pending else offset
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        yield start, pending + line
+        pending = ""
+
+
+def shell_lines(text):
+    """The lines of each ```bash block in `text`, (line number, line), continuation lines joined
+    and the block's variables substituted as a shell would: NAME=value, and `for NAME in ...; do`
+    with its last value (the loop's flags are then given)."""
+    for block in re.finditer(r"```bash\n(.*?)```", text, re.S):
+        first, env = text[:block.start()].count("\n") + 2, {}
+        for offset, line in _joined(block[1]):
+            for name, values in re.findall(r"\bfor (\w+) in (.*?); do\b", line):
+                env[name] = shlex.split(values)[-1]
+            if assigned := re.fullmatch(r'(\w+)=("[^"]*"|\S*)', line.strip()):
+                env[assigned[1]] = " ".join(shlex.split(assigned[2]))
+            yield first + offset, Template(line).safe_substitute(env)
+
+
+def commands(text):
+    """(line number, script, argv) of each command of ours in `text`'s bash blocks; a synopsis's
+    optional parts ([--title ...]) are read as given, '...' as a value."""
+    for number, line in shell_lines(text):
+        if not COMMAND.search(line):
+            continue
+        words = shlex.split(line, comments=True)
+        for start, word in enumerate(words):
+            rest = words[start + 1:]
+            if word != "python" or not rest:
+                continue
+            script = rest[1] if rest[0] == "-m" and len(rest) > 1 else rest[0]
+            if script not in (*PARSERS, "sweep.py"):
+                continue
+            argv = rest[2 if rest[0] == "-m" else 1:]
+            argv = argv[:next((i for i, w in enumerate(argv) if w in SEPARATORS), len(argv))]
+            yield number, script, ["x" if w == "..." else w.strip("[]") for w in argv]
+
+
+def parse(script, argv, tmp_path):
+    """`argv` through `script`'s parser; sweep.py's through its `parse` (its pass-through flags too,
+    against train.py's and attack.py's), with a stand-in for a grid file the docs only name."""
+    if script != "sweep.py":
+        return PARSERS[script]().parse_args(argv)
+    if "--config" in argv and not (REPO / argv[argv.index("--config") + 1]).exists():
+        stand_in = tmp_path / "grid.yaml"
+        stand_in.write_text("labels: [category]\n")
+        argv = [*argv]
+        argv[argv.index("--config") + 1] = str(stand_in)
+    return sweep.parse(argv)
+
+
+EXAMPLES = [(f"{doc}:{number}", script, argv)
+            for doc in DOCS for number, script, argv in commands((REPO / doc).read_text())]
+
+
+def test_the_docs_have_examples_of_every_script():
+    assert {script for _, script, _ in EXAMPLES} == {*PARSERS, "sweep.py"}
+
+
+@pytest.mark.parametrize("where, script, argv", EXAMPLES,
+                         ids=[f"{where} {script} {' '.join(argv)}" for where, script, argv in EXAMPLES])
+def test_a_docs_example_command_parses(where, script, argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the docs' grid files, as the docs run them
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # --local --gpus 0,1,2,3 counts within it
+    parse(script, argv, tmp_path)
+
+
+@pytest.mark.parametrize("block, message", [
+    ("python train.py --label speech --epoch 30", "--epoch: shortened flags are refused"),
+    ("python attack.py --label speech --nosuch 3", "unrecognized arguments: --nosuch 3"),
+    ("for s in 7 8; do\n  python report.py --base_dir outputs --seed $s\ndone", "unrecognized arguments: --seed 8"),
+    ("python sweep.py --labels speech --dry_run --epoch 30", "--epoch is not a flag of train.py or attack.py"),
+    ("python -m labels.generate --dataset cifar10 --label speech --outdir x", "unrecognized arguments: --outdir x"),
+])
+def test_a_docs_example_with_a_flag_the_script_lacks_fails(block, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    [(_, script, argv)] = commands(f"text\n```bash\n{block}\n```\n")
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse(script, argv, tmp_path)
