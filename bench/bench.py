@@ -93,8 +93,8 @@ def build_parser():
     parser.add_argument("--train_images", type=number(int), default=None,
                         help="images per timed training epoch (default 1024 on the CPU, 20480 on a "
                         "GPU; --what host profiles one batch of 128)")
-    parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES,
-                        help="torch.compile modes to time (default on a GPU: default "
+    parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES, metavar="MODE",
+                        help=f"torch.compile modes to time, of {', '.join(COMPILE_MODES)} (default on a GPU: default "
                         "reduce-overhead; on the CPU: default, none for --what accuracy); --what "
                         "accuracy compiles its bf16 runs with the first")
     parser.add_argument("--attack_images", type=number(int), default=500, help="images per batched attack run")

@@ -41,7 +41,6 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     from utils import errors
     errors.quiet_interrupts()
 
-import argparse
 import bz2
 import contextlib
 import gzip
@@ -769,7 +768,6 @@ def npy_writer(targets):
 def build_parser():
     parser = CliParser(
         prog="python -m labels.generate", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
                "(plus bert / glove when --text_model / --glove is given)")
     data = parser.add_argument_group("data")

@@ -1,4 +1,4 @@
-"""Measure label files: one row of statistics per file, as a table, Markdown or JSON.
+"""Measure label files: a row of statistics per file, as a table, Markdown or JSON.
 
     python -m labels.stats labels/label_files/cifar10_*.npy
     python -m labels.stats --markdown ../shared/reference/label_representations/cifar10_speech.npy \
@@ -9,17 +9,20 @@
         /tmp/labels/cifar10_speech.npy
 
 Columns (targets (C, ...) flattened to C vectors of D values):
-    shape, min, max, std         of the raw values
-    l1_mean, l1_std              mean / std over class pairs of the L1 distance, and
-    l2_mean, l2_std              of the L2 distance, after min-max normalising the whole file to
-                                 [0, 1]; the paper's get_distances.py for vector labels (it swaps
-                                 the L1 and L2 names); for (C, H, W) labels it took matrix norms
-                                 of each (H, W) difference (largest column sum, largest singular
-                                 value), not distances
-    min_msd                      smallest mean squared distance between two classes' raw targets:
-                                 the margin nearest-target (MSE) decoding has to separate
-    entropy                      Shannon entropy (bits) of each class's values rounded to 6
-                                 decimals, averaged over classes (as the follow-up computed it)
+    shape, min, max, std  of the raw values
+    l1_mean, l1_std       mean / std over class pairs of the L1 distance, and
+    l2_mean, l2_std       of the L2 distance, after min-max normalising the
+                          whole file to [0, 1]; the paper's get_distances.py for
+                          vector labels (it swaps the L1 and L2 names); for
+                          (C, H, W) labels it took matrix norms of each (H, W)
+                          difference (largest column sum, largest singular
+                          value), not distances
+    min_msd               smallest mean squared distance between two classes'
+                          raw targets: the margin nearest-target (MSE) decoding
+                          has to separate
+    entropy               Shannon entropy (bits) of each class's values rounded
+                          to 6 decimals, averaged over classes (as the
+                          follow-up computed it)
 """
 import sys
 from pathlib import Path

@@ -109,3 +109,20 @@ def test_a_docs_example_with_a_flag_the_script_lacks_fails(block, message, tmp_p
     [(_, script, argv)] = commands(f"text\n```bash\n{block}\n```\n")
     with pytest.raises(UsageError, match=re.escape(message)):
         parse(script, argv, tmp_path)
+
+
+@pytest.mark.parametrize("script", [*PARSERS, "sweep.py", "bench/bench.py"])
+def test_help_fits_80_columns_and_shows_defaults_as_typed(script, monkeypatch):
+    """At 80 columns: labels.generate's epilog and labels.stats' column notes ran to 190 and 96
+    characters; every switch said '(default: False)', sweep.py's lists "(default: ['cifar10'])"
+    and "(default: [])", bench.py's --train_flags '(default: )'."""
+    monkeypatch.setenv("COLUMNS", "80")
+    from bench import bench
+    build = {"sweep.py": sweep.build_parser, "bench/bench.py": bench.build_parser}.get(script) or PARSERS[script]
+    text = build().format_help()
+    body = text[text.index("\n\n"):]  # after the usage block, whose choices may run longer
+    assert not [line for line in body.splitlines() if len(line) > 80], body
+    for shown in ("(default: False)", "(default: [", "(default: )"):
+        assert shown not in " ".join(body.split()), shown
+    if script == "sweep.py":
+        assert "(default: train attack)" in " ".join(body.split())

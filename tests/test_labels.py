@@ -1041,7 +1041,7 @@ def test_stats_help_says_what_each_column_means(capsys):
     columns = out[out.index("\nColumns (targets (C, ...) flattened to C vectors of D values):\n"):]
     for name in stats.COLUMNS:  # each at the start of a line that says what it is
         assert re.search(rf"^    (\w+, )*{name}\b.*  \w", columns, re.MULTILINE), (name, columns)
-    assert re.search(r"^    min_msd +smallest mean squared distance between two classes' raw targets:$",
+    assert re.search(r"^    min_msd +smallest mean squared distance between two classes'$",
                      columns, re.MULTILINE)
 
 

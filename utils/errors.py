@@ -219,11 +219,18 @@ def nonempty(text):
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows each flag's default, except where it is None: such a flag's help says what
-    it means (a default picked later, or taken from the checkpoint)."""
+    """--help shows each flag's default, a list's as it is typed (`(default: train attack)`, not
+    `['train', 'attack']`), except where it is None, empty or a switch's False: such a flag's help
+    says what it means (a default picked later, or taken from the checkpoint), and a switch is off
+    unless given, where '(default: False)' read as a value to pass."""
 
     def _get_help_string(self, action):
-        return action.help if action.default is None else super()._get_help_string(action)
+        if action.default is None or action.default is False or action.default in ("", []):
+            return action.help
+        if isinstance(action.default, list):
+            shown = " ".join(map(str, action.default)).replace("%", "%%")
+            return f"{action.help} (default: {shown})"
+        return super()._get_help_string(action)
 
 
 class CliParser(argparse.ArgumentParser):
