@@ -342,18 +342,27 @@ def check_fits(args, path, space, data):
 
 
 def load_run(args):
-    """The run to attack: (checkpoint path, run directory, model, label space, dataset). Unset run
-    flags take the checkpoint's values (`load_model`), or train.py's defaults where the flags find
-    the checkpoint; the checkpoint, the dataset and a label file of its name must fit together."""
+    """The run to attack: (checkpoint path, run directory, model, label space, dataset, the
+    checkpoint's `version` as loaded). Unset run flags take the checkpoint's values (`load_model`),
+    or train.py's defaults where the flags find the checkpoint; the checkpoint, the dataset and a
+    label file of its name must fit together."""
     from cifar import load_cifar
     if args.checkpoint is None:  # the flags find the checkpoint
         for flag, default in RUN_FLAGS:
             setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
     path, run_dir = find_checkpoint(args)
+    loaded = version(path)  # before the load: a file replaced during it is read again (`run`)
     model, space = load_model(args, path)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     check_fits(args, path, space, data)
-    return path, run_dir, model, space, data
+    return path, run_dir, model, space, data, loaded
+
+
+def version(path):
+    """What changes when the file at `path` is written again: a rename over it (train.py's
+    `atomic_write`) gives it another inode, a copy over it another mtime or size."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def identity(entry):
@@ -511,11 +520,21 @@ def run(args, argv=None):
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
-    path, run_dir, model, space, data = load_run(args)  # bad input ends here, before the run is locked
+    # bad input ends here, before the run is locked
+    path, run_dir, model, space, data, loaded = load_run(args)
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")
     with run_lock(run_dir, elsewhere=elsewhere):  # one job at a time in a run directory
         check_finished(run_dir)
+        # the weights of the file as it is now, which no other job changes while this one holds the
+        # lock: a train.py that wrote its final best checkpoint and ended since the load (an attack
+        # started during the last epoch) had this job attack an earlier epoch's weights under the
+        # final file's sha256
+        if version(path) != loaded:
+            log(f"note: {path} was written again while this job started (its run ended meanwhile); "
+                "attacking it as it is now")
+            model, space = load_model(args, path)
+            check_fits(args, path, space, data)
         model, space = model.to(device).eval(), space.to(device)
 
         total = len(data.test_labels)

@@ -4,6 +4,7 @@ The models (conftest's `category` and `highdim`) are trained in-process on the t
 attack.py is run end to end on a decoder-head checkpoint from train.py below.
 """
 import errno
+import filecmp
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from utils.attacks import Shared, draw_targets, run_attack, start_noise
 from utils.constants import ATTACKS
 from utils.errors import UsageError, run_cli
 from utils.labelspace import CategorySpace
-from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAYOUT_TEXT, run_directory
+from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAYOUT_TEXT, file_sha256, run_directory
 from utils.training import evaluate
 
 EPS1, EPS8 = 1 / 255, 8 / 255
@@ -1254,6 +1255,46 @@ def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, t
         assert f"{run_dir} has not finished training (it has config.json but no results.json)" in line
         assert "finish it with train.py --resume" in line
     assert not (run_dir / ATTACK_RESULTS).exists()
+
+
+def test_a_checkpoint_written_again_while_the_job_starts_is_attacked_as_it_is_then(
+        speech_run, cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
+    """attack.py loads the checkpoint before it locks the run directory: a train.py that wrote its
+    final best checkpoint and ended in between (an attack started while the run trained its last
+    epoch) left the job attacking the weights it had loaded while attack_results.json named the
+    file's sha256, so sweep.py and report.py counted an earlier epoch's robust accuracy as the
+    finished run's. Under the lock the file is read again where it changed."""
+    import cifar
+    shutil.copytree(speech_run[0], tmp_path / "runs")
+    run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    (run_dir / ATTACK_RESULTS).unlink(missing_ok=True)  # from tests before this one
+    best = run_dir / "speech_seed3_resnet32_best_model.pth"
+    final = tmp_path / "final.pth"  # the weights train.py's last epochs leave: others
+    state, generator = torch.load(best, weights_only=True), torch.Generator().manual_seed(0)
+    state["model"] = {k: v * (1 + torch.randn(v.shape, generator=generator).abs()) if v.is_floating_point()
+                      else v for k, v in state["model"].items()}
+    torch.save(state, final)
+    flags = script_flags(cifar10_dir, tmp_path / "runs", label_dir, "--attacks", "fgsm", "--epsilons", "0",
+                         "--targeted", "no", "--num_images", "100", "--examples", "0")
+    (tmp_path / "trained").mkdir()
+    trained = shutil.copy(best, tmp_path / "trained")  # each in a folder of its own: no race
+    before = call_main(capsys, flags + ["--checkpoint", str(trained)])[0]["clean_acc"]
+    after = call_main(capsys, flags + ["--checkpoint", str(final)])[0]["clean_acc"]
+    assert before != after
+    loaded = cifar.load_cifar
+
+    def training_ends(*args, **kwargs):  # between the checkpoint's load and the lock
+        if not filecmp.cmp(best, final, shallow=False):  # once
+            os.replace(shutil.copy(final, run_dir / "new.pth"), best)
+        return loaded(*args, **kwargs)
+    monkeypatch.setattr(cifar, "load_cifar", training_ends)
+    summary, err = call_main(capsys, flags)
+    written = json.loads((run_dir / ATTACK_RESULTS).read_text())
+    assert summary["clean_acc"] == written["clean_acc"] == after
+    assert written["checkpoint_sha256"] == file_sha256(best)
+    assert f"note: {best} was written again while this job started" in err
+    monkeypatch.setattr(cifar, "load_cifar", loaded)
+    assert call_main(capsys, flags)[0]["clean_acc"] == after  # reused: the file's own results
 
 
 def test_a_runs_last_checkpoint_is_not_attacked_in_its_folder(speech_run, cifar10_dir, label_dir, tmp_path,
