@@ -35,7 +35,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempt
                           os_errors_as_usage, run_cli)
 from utils.grid import (ATTACK_RESULTS, accuracy, asked_changes, attack_entries, attacked_another, cores, counted,
                         entry_key, eps_text, last_written, missing_note, nonnegative, parse_level,
-                        read_json_or_none, read_lines)
+                        read_json_file, read_json_or_none, read_lines)
 from utils.atomic import code_span, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
@@ -171,7 +171,7 @@ def read_run(base, rel, key):
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
               "curve": [], "problems": [], "excluded": False}
     results_path = run_dir / RESULTS
-    results = read_json_or_none(results_path)
+    results_there, results = read_json_file(results_path)
     config = read_json_or_none(run_dir / CONFIG)
     flags = config.get("flags") if isinstance(config, dict) else None
     # without config.json's flags, a finished run's are those its results.json records, as train.py
@@ -204,7 +204,7 @@ def read_run(base, rel, key):
     record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]
     record["diverged_epoch"] = diverged_epoch(history)
     record["epochs"] = flags.get("epochs")
-    if results_path.exists():
+    if results_there:
         if not isinstance(results, dict) or accuracy(results.get("test_acc")) is None:
             record["problems"].append("results.json is not valid JSON or has no test_acc in [0, 1]")
         elif results.get("valid_acc") is not None and accuracy(results["valid_acc"]) is None:
@@ -228,8 +228,8 @@ def read_run(base, rel, key):
         error = log_error(run_dir, "train")
         record["problems"].append(reason + (f"; train.log: {error}" if error else ""))
     attack_path = run_dir / ATTACK_RESULTS
-    if attack_path.exists():
-        attack = read_json_or_none(attack_path)
+    attack_there, attack = read_json_file(attack_path)
+    if attack_there:
         if not isinstance(attack, dict) or not isinstance(attack.get("entries"), list):
             record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
         else:

@@ -58,6 +58,24 @@ def make_run(base, label, seed, level=100, test_acc=None, valid_acc=None, epochs
     return run_dir
 
 
+def test_a_run_that_finishes_while_the_report_reads_it_is_no_invalid_file(tmp_path, monkeypatch):
+    """report.py read results.json, then asked whether it was there: a run that train.py finished
+    in between (a report made while the runs trained) was listed as 'results.json is not valid
+    JSON'; an attack_results.json that train.py removed in between (a run started over) likewise."""
+    from report import read_run
+    from test_sweep import beside_a_read
+    run_dir = make_run(tmp_path, "category", 1, done_epochs=2, attack=[entry("fgsm", EPS8, 0.2)], clean_acc=0.5)
+    key = {"dataset": "cifar10", "model": "resnet32", "label": "category", "level": 100, "seed": 1}
+    rel = run_dir.relative_to(tmp_path)
+    finished, attacked = run_dir / "results.json", run_dir / "attack_results.json"
+    beside_a_read(monkeypatch, finished, lambda: finished.write_text(json.dumps({"test_acc": 0.5})))
+    beside_a_read(monkeypatch, attacked, lambda: attacked.unlink())
+    record = read_run(tmp_path, rel, key)
+    assert len(record["problems"]) == 1, record["problems"]
+    assert record["problems"][0].startswith("training unfinished with 2 of 4 epochs logged")
+    assert record["train"] is None and record["attack"] is None
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """category: 3 seeds at levels 100 and 25; speech: 2 finished seeds + 1 unfinished at level 100,

@@ -1316,6 +1316,47 @@ def test_a_run_trained_on_other_label_targets_is_named(tmp_path):
     assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
 
 
+def beside_a_read(monkeypatch, path, change):
+    """`change()` done by another job while this one reads `path`: after the read where the file
+    is missing then (train.py writes it), before the read where it is there (train.py removes it)."""
+    import utils.grid
+    read = utils.grid.read_text
+
+    def racing(where):
+        if Path(where) != path:
+            return read(where)
+        if path.exists():
+            change()
+            return read(where)
+        try:
+            return read(where)
+        finally:
+            change()
+    monkeypatch.setattr(utils.grid, "read_text", racing)
+
+
+def test_a_run_that_finishes_while_the_sweep_reads_it_is_no_invalid_file(tmp_path, monkeypatch):
+    """A sweep read results.json, then asked whether it was there: a run that train.py finished in
+    between (a sweep planned while the runs trained) was 'not a valid JSON object (train.py will
+    stop; delete it to retrain)', a run counted refused; an attack_results.json that train.py
+    removed in between (a run started over) likewise. Each file is read once now."""
+    from utils.grid import train_state
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    make_trained(run_dir, results=False)
+    scripts = sweep.Scripts.find()
+    ns = scripts["train"].module.label_defaults(scripts["train"].parse(["--epochs", "4", "--valid_size", "50"]))
+    finished = run_dir / "results.json"
+    beside_a_read(monkeypatch, finished, lambda: finished.write_text(json.dumps({"test_acc": 0.5})))
+    done, note = train_state(run_dir, ns)
+    assert not done and note.startswith("resume (4/4 epochs logged; files last written"), note
+    assert train_state(run_dir, ns) == (True, "done, test_acc 0.5000")
+    attacked = run_dir / ATTACK_RESULTS
+    attacked.write_text(json.dumps({"entries": []}))
+    beside_a_read(monkeypatch, attacked, lambda: attacked.unlink())
+    wanted = requested_attacks(scripts["attack"].parse([]), scripts["attack"].module)
+    assert attack_state(run_dir, wanted) == (False, "new")
+
+
 def test_a_run_trained_on_other_images_is_named(tmp_path, cifar10_dir):
     """A finished run of other images than --data_dir holds (another copy or part of the dataset
     in the same --base_dir) is not done as asked: train.py refuses it, and the dry run skipped it

@@ -341,10 +341,19 @@ def read_lines(path):
 
 
 def read_json_or_none(path):
+    return read_json_file(path)[1]
+
+
+def read_json_file(path):
+    """(whether `path` is there, its JSON value or None where it is not JSON), from one read: asked
+    apart, a file train.py wrote between the read and the question (a sweep or a report reading
+    runs while they train) was a file there that is not valid JSON, and one it removed likewise."""
     try:
-        return json.loads(read_text(path))
+        return True, json.loads(read_text(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return False, None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
+        return True, None
 
 
 def requested_attacks(namespace, module):
@@ -568,12 +577,12 @@ def train_state(run_dir, train_namespace=None):
     """
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
-    values = read_json_or_none(results)  # None: missing, or not JSON
+    there, values = read_json_file(results)  # values None: missing, or not JSON
     diffs, unchecked = [], None
     if train_namespace is not None:
         config = recorded_config(read_json_or_none(run_dir / CONFIG), values)
         diffs, unchecked = asked_changes(config, train_namespace, now="sweep:")
-    if results.exists():
+    if there:
         if not isinstance(values, dict):
             return False, ("results.json is not a valid JSON object (train.py will stop; delete it "
                            "to retrain)")
@@ -627,9 +636,9 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
     where given (`attacked_another`).
     """
     path = Path(run_dir) / ATTACK_RESULTS
-    if not path.exists():
+    there, results = read_json_file(path)
+    if not there:
         return False, "new"
-    results = read_json_or_none(path)
     if not isinstance(results, dict):
         return False, (f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it "
                        "to attack again)")
