@@ -226,19 +226,38 @@ def recorded_flags(checkpoint):
     return checkpoint.get("config", {}).get("flags", {})
 
 
+ADVICE = "point --checkpoint at a checkpoint train.py wrote, or train the run again"
+
+
 def model_from_checkpoint(path):
     """(model in eval mode, label space, checkpoint dict) rebuilt from a train.py best-model
     checkpoint alone; a file that is not one, or weights that do not fit, is a UsageError."""
+    from utils.runs import load_checkpoint
+    return model_from_state(path, load_checkpoint(path, advice=ADVICE))
+
+
+def checkpoint_record(data, written):
+    """What attack_results.json records of the checkpoint file, from its bytes `data` and
+    os.stat_result `written` as `utils.runs.read_checkpoint` read them: its sha256, and its size,
+    mtime and zip index (`zip_index_sha256`), with which sweep.py and report.py know it unread."""
+    import hashlib
+    import io
+
+    from utils.runs import zip_index_sha256
+    return {"checkpoint_sha256": hashlib.sha256(data).hexdigest(), "checkpoint_mtime": written.st_mtime,
+            "checkpoint_size": written.st_size, "checkpoint_index_sha256": zip_index_sha256(io.BytesIO(data))}
+
+
+def model_from_state(path, checkpoint):
+    """`model_from_checkpoint` of the `checkpoint` dict loaded from `path` (which messages name)."""
     from architecture import ARCHITECTURES, build_model
     from utils.labelspace import space_from_state
-    from utils.runs import load_checkpoint, malformed
-    advice = "point --checkpoint at a checkpoint train.py wrote, or train the run again"
-    checkpoint = load_checkpoint(path, advice=advice)
+    from utils.runs import malformed
     if not isinstance(checkpoint, dict) or not {"model", "model_args", "label_space"} <= set(checkpoint):
         raise UsageError(f"{path} is not a best-model checkpoint of train.py (it lacks model, "
                          "model_args or label_space)")
     import torch
-    with malformed(path, advice):
+    with malformed(path, ADVICE):
         model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
         if isinstance(model_args["arch"], str) and model_args["arch"] not in ARCHITECTURES:
             raise UsageError(f"{path} holds a {model_args['arch']}, a network this checkout's "
@@ -276,11 +295,16 @@ RUN_FLAGS = tuple((flag, "category" if flag == "label" else SHARED[flag]["defaul
 
 
 def load_model(args, path):
-    """Rebuild the model and its label space from the checkpoint alone. Of RUN_FLAGS, those left
+    """Rebuild the model and its label space from the checkpoint alone: (model, label space,
+    `checkpoint_record`), all of one read of the file. Of RUN_FLAGS, those left
     unset take the checkpoint's values (its run's seed draws the targets and random starts);
     those given, but for the seed and a flag that acted on nothing, must match them. An unset
     --data_dir is the run's, which must be here; an unset --label_dir is the run's, here or not."""
-    model, space, checkpoint = model_from_checkpoint(path)
+    from utils.runs import read_checkpoint
+    checkpoint, data, written = read_checkpoint(path, advice=ADVICE)
+    record = checkpoint_record(data, written)
+    del data  # not held through the attacks (80 MB for a vgg19)
+    model, space, checkpoint = model_from_state(path, checkpoint)
     model_args = checkpoint["model_args"]
     trained = recorded_flags(checkpoint) | {"model": model_args["arch"], "label": space.name}
     if args.data_dir is None:  # the run's data (a checkpoint of no train.py run: the default)
@@ -307,7 +331,7 @@ def load_model(args, path):
     if tuple(model_args["output_shape"]) != tuple(space.output_shape):
         raise UsageError(f"{path}: the model outputs {tuple(model_args['output_shape'])} but its "
                          f"{space.name} targets have shape {tuple(space.output_shape)}")
-    return model, space
+    return model, space, record
 
 
 def check_classes(path, space, data, dataset, granularity):
@@ -342,20 +366,21 @@ def check_fits(args, path, space, data):
 
 
 def load_run(args):
-    """The run to attack: (checkpoint path, run directory, model, label space, dataset, the
-    checkpoint's `version` as loaded). Unset run flags take the checkpoint's values (`load_model`),
-    or train.py's defaults where the flags find the checkpoint; the checkpoint, the dataset and a
-    label file of its name must fit together."""
+    """The run to attack: (checkpoint path, run directory, model, label space, dataset, what
+    attack_results.json records of the checkpoint (`checkpoint_record`), the checkpoint's `version`
+    as it was before the load). Unset run flags take the checkpoint's values (`load_model`), or
+    train.py's defaults where the flags find the checkpoint; the checkpoint, the dataset and a label
+    file of its name must fit together."""
     from cifar import load_cifar
     if args.checkpoint is None:  # the flags find the checkpoint
         for flag, default in RUN_FLAGS:
             setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
     path, run_dir = find_checkpoint(args)
     loaded = version(path)  # before the load: a file replaced during it is read again (`run`)
-    model, space = load_model(args, path)
+    model, space, record = load_model(args, path)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     check_fits(args, path, space, data)
-    return path, run_dir, model, space, data, loaded
+    return path, run_dir, model, space, data, record, loaded
 
 
 def version(path):
@@ -502,8 +527,8 @@ def run(args, argv=None):
     from utils.attacks import Shared, draw_targets
     from utils.atomic import check_writable
     from utils.progress import Progress
-    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, file_sha256, resolved_folders,
-                            run_lock, tensors_sha256, with_resolved_folders, write_json, zip_index_sha256)
+    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, resolved_folders, run_lock,
+                            tensors_sha256, with_resolved_folders, write_json)
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     # a copy, its folders as messages name them (unset: the run's, which the steps below fill in): a
@@ -520,20 +545,20 @@ def run(args, argv=None):
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
-    # bad input ends here, before the run is locked
-    path, run_dir, model, space, data, loaded = load_run(args)
+    # bad input ends here, before the run is locked; the checkpoint is read once: its weights and
+    # `record` (sha256, ...) are of the same bytes
+    path, run_dir, model, space, data, record, loaded = load_run(args)
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")
     with run_lock(run_dir, elsewhere=elsewhere):  # one job at a time in a run directory
         check_finished(run_dir)
         # the weights of the file as it is now, which no other job changes while this one holds the
         # lock: a train.py that wrote its final best checkpoint and ended since the load (an attack
-        # started during the last epoch) had this job attack an earlier epoch's weights under the
-        # final file's sha256
+        # started during the last epoch) had this job attack an earlier epoch's weights
         if version(path) != loaded:
             log(f"note: {path} was written again while this job started (its run ended meanwhile); "
                 "attacking it as it is now")
-            model, space = load_model(args, path)
+            model, space, record = load_model(args, path)
             check_fits(args, path, space, data)
         model, space = model.to(device).eval(), space.to(device)
 
@@ -544,10 +569,8 @@ def run(args, argv=None):
         images, labels = data.test_images[:n], data.test_labels[:n]
         targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
         images_sha = tensors_sha256(images, labels)
-        # sha256, and the file's size and mtime, with which sweep.py and report.py know it unread
-        written, checkpoint_sha, index_sha = path.stat(), file_sha256(path), zip_index_sha256(path)
         results_path, png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
-        entries = load_previous(results_path, png, path, checkpoint_sha, log)
+        entries = load_previous(results_path, png, path, record["checkpoint_sha256"], log)
         # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
         # image attacked); one edited without them is computed again (and stays, for report.py)
         done = {identity(e): e for e in entries if e.get("clean_acc") is not None
@@ -556,9 +579,7 @@ def run(args, argv=None):
         env = environment(argv)  # once: the document is written after every setting
 
         def document(clean_acc):
-            return {"run_dir": str(run_dir), "checkpoint": str(path), "checkpoint_sha256": checkpoint_sha,
-                    "checkpoint_mtime": written.st_mtime, "checkpoint_size": written.st_size,
-                    "checkpoint_index_sha256": index_sha,
+            return {"run_dir": str(run_dir), "checkpoint": str(path), **record,
                     "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
                     "clean_acc": clean_acc, "entries": entries,
                     "config": vars(args) | resolved_folders(args) | {"epsilons": [

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -254,23 +255,31 @@ def save_checkpoint(path, state):
 def load_checkpoint(path, map_location="cpu", advice=None):
     """Load a checkpoint safely (tensors and plain data only); a missing or bad file is a one-line
     error that ends with `advice` (for a bad file, by default: delete it, or pass --force)."""
+    return read_checkpoint(path, map_location, advice)[0]
+
+
+def read_checkpoint(path, map_location="cpu", advice=None):
+    """`load_checkpoint`'s (state, the file's bytes, its os.stat_result), from one read of the
+    file: its CRC check and a caller's digests of it (attack.py's sha256 and `zip_index_sha256`)
+    take the bytes loaded, not three more reads of a file that may be 80 MB on a network file
+    system (and may have been replaced in between)."""
     import torch
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-        reason = _changed_entry(path)
-        if reason is None:
-            return state
+        with open(path, "rb") as f:
+            data, written = f.read(), os.fstat(f.fileno())
     except FileNotFoundError:
         raise UsageError(f"checkpoint {path} does not exist" + (f"; {advice}" if advice else "")) from None
+    except OSError as err:  # a folder, an unreadable file
+        raise UsageError(f"cannot read checkpoint {path} ({err})") from None
+    try:
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        reason = _changed_entry(data)
+        if reason is None:
+            return state, data, written
     except Exception as err:  # torch raises many types for truncated or foreign files
-        try:
-            with open(path, "rb") as f:
-                start = f.read(4)
-                f.seek(max(f.seek(0, os.SEEK_END) - 22, 0))
-                end = f.read(4)  # where torch.save's zip archive has its end record
-        except OSError:  # a folder, an unreadable file
-            raise UsageError(f"cannot read checkpoint {path} ({err})") from None
+        # where torch.save's zip archive starts, and has its end record
+        start, end = data[:4], data[max(len(data) - 22, 0):][:4]
         # torch's message: a refused object's name among advice to load unsafely; else a first
         # sentence followed by general remarks
         refused = str(err).startswith("Weights only load failed") or "WeightsUnpickler error:" in str(err)
@@ -290,15 +299,15 @@ def load_checkpoint(path, map_location="cpu", advice=None):
                      f"{advice or 'delete it, or pass --force to start the run over'}") from None
 
 
-def _changed_entry(path):
-    """Why torch.save's zip archive at `path` is not what was written: an entry whose bytes no
-    longer match the CRC-32 written with them (a bit flipped on a disk or in a copy: torch.load
-    does not check, and would resume or attack other weights), else None. Reads the file once more
-    (160 MB, a vgg19 checkpoint with its optimiser: 0.08 s, a sixth of torch.load's time)."""
+def _changed_entry(data):
+    """Why torch.save's zip archive `data` (a checkpoint file's bytes) is not what was written: an
+    entry whose bytes no longer match the CRC-32 written with them (a bit flipped on a disk or in
+    a copy: torch.load does not check, and would resume or attack other weights), else None.
+    (160 MB, a vgg19 checkpoint with its optimiser: 0.08 s, a sixth of torch.load's time.)"""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             changed = archive.testzip()
-    except (zipfile.BadZipFile, OSError):  # torch's legacy format, which torch.load read anyway
+    except zipfile.BadZipFile:  # torch's legacy format, which torch.load read anyway
         return None
     return changed and f"its entry {changed} does not match the checksum written with it"
 
@@ -334,9 +343,10 @@ def file_sha256(path):
 
 
 def zip_index_sha256(path):
-    """sha256 of the index of torch.save's zip archive at `path` (each entry's name, CRC-32 and
-    size): any entry's bytes change it, and it reads in a millisecond where `file_sha256` reads the
-    whole file (80 MB for a vgg19 best checkpoint). None for a file that is no zip archive, or unreadable."""
+    """sha256 of the index of torch.save's zip archive at `path` (or in a binary file object: the
+    bytes `read_checkpoint` read) (each entry's name, CRC-32 and size): any entry's bytes change it,
+    and it reads in a millisecond where `file_sha256` reads the whole file (80 MB for a vgg19 best
+    checkpoint). None for a file that is no zip archive, or unreadable."""
     try:
         with zipfile.ZipFile(path) as archive:
             index = [(entry.filename, entry.CRC, entry.file_size) for entry in archive.infolist()]
