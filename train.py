@@ -85,9 +85,9 @@ def build_parser():
                      "always ends); 0: after every epoch")
     run.add_argument("--resume", action="store_true", help="continue an unfinished run from its last "
                      "checkpoint (a run with none starts at epoch 1); without it an unfinished run is "
-                     "refused")
+                     "refused; not with --force")
     run.add_argument("--force", action="store_true", help="start the run over at epoch 1, finished "
-                     "or not: deletes its checkpoints, results and attack results")
+                     "or not: deletes its checkpoints, results and attack results; not with --resume")
     return parser
 
 

@@ -1234,19 +1234,28 @@ def test_a_trained_model_without_its_last_checkpoint_is_not_trained_over(speech_
                                            "train.py refuses it; delete the run directory to start over")
 
 
-@pytest.mark.parametrize("resume", [False, True], ids=["force", "force_and_resume"])
-def test_force_drops_the_old_results_and_checkpoints_before_it_trains(resume, speech_run, monkeypatch, capsys,
+def test_force_with_resume_is_refused_before_anything_is_touched(speech_run, capsys, cifar10_dir, label_dir,
+                                                                 tmp_path):
+    """--force won silently over --resume: the run started over, its checkpoints and results
+    deleted, where --resume asked to keep its work."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / RESULTS).unlink()  # a stopped run, whose last checkpoint --resume would continue
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, force=True, resume=True)) == (
+        "error: --force starts the run over, deleting its checkpoints, and --resume continues it from "
+        "its last checkpoint: pass one of them")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
+def test_force_drops_the_old_results_and_checkpoints_before_it_trains(speech_run, monkeypatch, capsys,
                                                                       cifar10_dir, label_dir, tmp_path):
-    """With --resume too (a sweep's every command), it said "--resume found no checkpoint there" of
-    the run whose checkpoint it dropped."""
     base, run_dir = finished_copy(speech_run, tmp_path)
     (run_dir / ATTACK_RESULTS).write_text('{"entries": []}')   # what attack.py wrote on it
     (run_dir / ATTACK_EXAMPLES).write_bytes(b"\x89PNG")
     monkeypatch.setattr("utils.training.train_epoch", lambda *args, **kwargs: None)  # a preemption
     with pytest.raises(SystemExit) as stopped:
-        train.main(flags(cifar10_dir, base, label_dir, force=True, lr="0.05") + ["--resume"] * resume)
+        train.main(flags(cifar10_dir, base, label_dir, force=True, lr="0.05"))
     assert stopped.value.code == 75
-    assert "found no checkpoint" not in capsys.readouterr().err
     # a --resume must not return the old run's results, nor a sweep take its attacks for done
     assert not [p.name for p in run_dir.iterdir() if p.name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES)]
     # nor --resume continue the old run's checkpoint, nor attack.py attack its best weights

@@ -800,6 +800,9 @@ def run_training(args, argv=None):
     Its folders are `resolved` first (in a copy of `args`): a message names them as config.json
     records them ("no label file ../labels/..." named no file from the folder its log was read in)."""
     args = with_resolved_folders(args)
+    if args.force and args.resume:  # --force won silently: the work --resume was to keep went
+        raise UsageError("--force starts the run over, deleting its checkpoints, and --resume continues "
+                         "it from its last checkpoint: pass one of them")
     check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
     ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
@@ -882,9 +885,8 @@ def run_training(args, argv=None):
             write_jsonl(run_dir / METRICS, history)
             if checkpoint is None:  # a log file (a cluster job's) says at once what trains, on what
                 processes = f" (rank 0 of {ctx.world} processes)" if ctx.world > 1 else ""
-                # --resume with nothing to resume: a typo in --seed or --base_dir trains a new run, named
-                # here (with --force there may have been one, which it drops)
-                why = " (--resume found no checkpoint there)" if args.resume and not args.force else ""
+                # --resume with nothing to resume: a typo in --seed or --base_dir trains a new run, named here
+                why = " (--resume found no checkpoint there)" if args.resume else ""
                 log(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {len(split.train)} training and "
                     f"{len(split.valid)} validation images, batch {args.batch_size}, lr {args.lr:g}, on "
                     f"{device}{processes}")
