@@ -39,8 +39,9 @@ PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
 PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attack.py, normalised units
 # What makes two entries the same computation; a rerun reuses an entry whose identity matches.
 IDENTITY = ("protocol", "attack", "objective", "targeted", "eps", "steps", "step_size", "restarts",
-            "num_images", "seed", "amp", "images_sha256")
-IDENTITY_DEFAULTS = {"objective": "loss"}  # entries written before the key existed
+            "num_images", "seed", "amp", "dtype", "images_sha256")
+# entries written before the key existed (the command line computes in float32)
+IDENTITY_DEFAULTS = {"objective": "loss", "dtype": "float32"}
 EXAMPLES = 6  # test images in attack_examples.png by default
 
 
@@ -524,7 +525,7 @@ def run(args, argv=None):
     """Attack as the flags say; returns the summary. `argv`: the command line attack_results.json
     records (`utils.runs.command_line`; sys.argv when None)."""
     from utils import preempt
-    from utils.attacks import Shared, draw_targets
+    from utils.attacks import Shared, attack_dtype, draw_targets
     from utils.atomic import check_writable
     from utils.progress import Progress
     from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, resolved_folders, run_lock,
@@ -561,6 +562,9 @@ def run(args, argv=None):
             model, space, record = load_model(args, path)
             check_fits(args, path, space, data)
         model, space = model.to(device).eval(), space.to(device)
+        # torch's default dtype where the model was rebuilt (a notebook's float64), and --amp, set
+        # the precision; an entry of another is another computation
+        dtype = str(attack_dtype(model)).removeprefix("torch.")
 
         total = len(data.test_labels)
         n = total if args.num_images is None else args.num_images
@@ -608,7 +612,7 @@ def run(args, argv=None):
                          "targeted": targeted, "eps": eps,
                          "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
                          "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
-                         "images_sha256": images_sha}
+                         "dtype": dtype, "images_sha256": images_sha}
                 if identity(entry) in done:  # named as this command writes its eps (0.5, not an earlier 1/2)
                     entry = done[identity(entry)] | {"eps_label": eps_label}
                     progress.step(f"{place}{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%} "

@@ -820,6 +820,31 @@ def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, 
     assert "(reused from" in err
 
 
+def test_a_setting_computed_in_another_dtype_is_computed_again(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                               capsys):
+    """The attack computes in the model's dtype, torch's default where attack.run rebuilt it (a
+    notebook's torch.set_default_dtype(torch.float64)): a float32 rerun reused the float64 entry,
+    whose numbers and speed are another computation's, as its own."""
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
+    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+             "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "5",
+             "--examples", "0", "--device", "cpu"]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        call_main(capsys, flags)
+    finally:
+        torch.set_default_dtype(default)
+    _, err = call_main(capsys, flags)
+    assert "(reused from" not in err
+    entries = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
+    assert [e["dtype"] for e in entries] == ["float64", "float32"]
+    _, err = call_main(capsys, flags)
+    assert "(reused from" in err
+
+
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, label_dir, capsys):
     """While train.py or attack.py works in a run directory, another attack there is refused
     (two jobs would each rewrite the results file from what it read, losing the other's)."""

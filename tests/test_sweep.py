@@ -1247,6 +1247,7 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     for entry, missing in ((done, []), (done | {"num_images": 100}, [key]), (done | {"steps": 3}, [key]),
                            (done | {"step_size": 1 / 255}, [key]), (done | {"restarts": 2}, [key]),
                            (done | {"amp": True}, [key]), (done | {"amp": False}, []),
+                           (done | {"dtype": "float64"}, [key]), (done | {"dtype": "float32"}, []),
                            (done | {"seed": 4}, [key])):  # other targets and starts: attack.py reruns it
         assert missing_entries({"entries": [entry]}, wanted["keys"], wanted["plans"], 20) == missing
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [

@@ -253,6 +253,14 @@ def _harm(predicted, labels, goal):
     return (predicted != labels).int() + ((predicted == goal) & (goal != labels)).int()
 
 
+def attack_dtype(model):
+    """The dtype `run_attack` computes `model`'s attacks in: the model's (torch's default where it
+    was built: a caller's float64), float32 at least. The images, and so the eps-ball's arithmetic,
+    are in it: in a model.bfloat16()'s dtype, steps of 1/255 round to 1.5/255 near 1 (the model
+    computes in its own)."""
+    return torch.promote_types(placement(model)[1], torch.float32)
+
+
 @torch.inference_mode(False)  # a caller's inference_mode (a notebook cell's) would leave no input gradient
 def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
                protocol="pixel", steps=None, step_size=None, restarts=1, seed=0, batch_size=500,
@@ -285,11 +293,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     if targets is not None and (targets.shape != labels.shape or (targets.cpu() == labels.cpu()).any()):
         raise UsageError("targets must be one class per image, each another than the image's label "
                          "(draw_targets draws such targets)")
-    device, dtype = placement(model)
+    device, dtype = placement(model)[0], attack_dtype(model)
     space.to(device)
-    # the images, and so the eps-ball's arithmetic, in float32 at least: in a model.bfloat16()'s
-    # dtype, steps of 1/255 round to 1.5/255 near 1 (the model computes in its own)
-    dtype = torch.promote_types(dtype, torch.float32)
     mean, std = model.model_args["mean"], model.model_args["std"]
     shared = Shared() if shared is None else shared
     model = shared.network(model, channels_last)  # an eval-mode copy, batch norms folded into convolutions

@@ -430,7 +430,8 @@ def missing_entries(results, keys, plans=None, num_images=None, images_sha256=No
     """The (attack, targeted, protocol, eps) keys that attack_results.json lacks (a malformed
     entry counts for none). With `plans` ({key: (steps, step_size, restarts, amp, seed)}, from
     `requested_attacks`) an entry counts only if it ran its key's plan (in bf16 or not, as
-    asked, with the seed's targets and random starts), with `num_images` only if it ran on
+    asked, in float32 as attack.py's command line computes, not a notebook's float64, with the
+    seed's targets and random starts), with `num_images` only if it ran on
     that many images, and with `images_sha256` (`test_images_sha256`) only if on those images:
     attack.py computes those anew, so a sweep must call it."""
     by_setting = {}  # (attack, targeted, protocol) -> entries: a key is looked for among its own alone
@@ -446,8 +447,9 @@ def missing_entries(results, keys, plans=None, num_images=None, images_sha256=No
             return False
         plan = (plans or {}).get(key)
         step_size = entry.get("step_size")
-        return plan is None or ((entry.get("steps"), entry.get("restarts"), bool(entry.get("amp")))
-                                == (plan[0], plan[2], plan[3]) and plan[4] in (None, entry.get("seed"))
+        return plan is None or ((entry.get("steps"), entry.get("restarts"), bool(entry.get("amp")),
+                                 entry.get("dtype", "float32")) == (plan[0], plan[2], plan[3], "float32")
+                                and plan[4] in (None, entry.get("seed"))
                                 and isinstance(step_size, (int, float))
                                 and math.isclose(step_size, plan[1], rel_tol=1e-9, abs_tol=1e-12))
     return sorted((k for k in keys if not any(counts(e, k) for e in by_setting.get(k[:3], ()))),
