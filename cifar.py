@@ -7,8 +7,6 @@
 The whole split lives on the device as uint8 (CIFAR-10's 60000 images are 184 MB), so a training
 epoch is one seeded permutation and batched tensor ops, with no per-image PIL work and no workers.
 """
-import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.atomic import made_folders
+from utils.atomic import exclusive, made_folders
 from utils.constants import DATASETS, DatasetInfo, dataset_info, offline
 from utils.errors import UsageError, log, os_error_text
 from utils.pickles import cifar_batches, meta_class_names
@@ -58,20 +56,6 @@ def _lacking(folder, needed):
     return f"it lacks {', '.join(missing)}" if len(missing) < len(needed) else ""
 
 
-@contextlib.contextmanager
-def _exclusive(path):
-    """Hold an exclusive lock on the file `path` for the block, so jobs sharing a folder take
-    turns; yields whether it holds one. Where the file system has no locks, go on without one:
-    `_download` stays correct then, it only downloads once per job."""
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError:
-            yield False
-        else:
-            yield True  # closing the file releases the lock
-
-
 def _download(info, data_dir, needed):
     """Download the archive (unless data_dir holds it), unpack it, and move its files into
     data_dir/<folder>, leaving the files already there as they are (a folder of one's own batches
@@ -83,50 +67,58 @@ def _download(info, data_dir, needed):
     job's archive. An archive that fails to unpack, or lacks the `needed` files, is removed:
     torchvision takes one already there as complete, so it would fail every later run alike."""
     archive, folder = data_dir / info.url.rsplit("/", 1)[-1], data_dir / info.folder
-    with made_folders(data_dir) as created:  # a mistyped --data_dir is not left behind
-        try:
-            _install(info, archive, folder, needed)
-        except UsageError:
-            if created:  # made and empty but for the lock file (kept in a folder that was there)
-                (data_dir / f".{archive.name}.lock").unlink(missing_ok=True)
-            raise
+    lock = data_dir / f".{archive.name}.lock"
+    while True:
+        try:  # made_folders: a mistyped --data_dir is not left behind
+            with made_folders(data_dir) as created, exclusive(lock) as alone:
+                try:
+                    return _install(info, archive, folder, needed, alone)
+                except UsageError:
+                    # made and empty but for the lock file (kept in a folder that was there):
+                    # removed while held, so a job waiting on it locks the next one (`exclusive`)
+                    if created:
+                        lock.unlink(missing_ok=True)
+                    raise
+        except FileNotFoundError as err:  # data_dir removed since made, by a job whose download failed
+            if err.filename != str(lock):
+                raise
 
 
-def _install(info, archive, folder, needed):
-    """`_download`'s work, in archive.parent: its files in `folder`, or a UsageError."""
+def _install(info, archive, folder, needed, alone):
+    """`_download`'s work, in archive.parent, under its lock (`alone`: False on a file system
+    without locks): its files in `folder`, or a UsageError."""
     # torchvision's downloader, without its md5 check: real copies of the batches exist whose
     # checksums differ from the official archive's, and we validate the content ourselves.
     from torchvision.datasets.utils import download_url, extract_archive
     data_dir = archive.parent
-    with _exclusive(data_dir / f".{archive.name}.lock") as alone:
-        if all((folder / f).is_file() for f in needed):
-            return  # another job installed them while this one waited
-        if alone:  # what a killed download left, up to an archive and its contents
-            for left in data_dir.glob(f".{info.folder}.*"):
-                shutil.rmtree(left, ignore_errors=True)
-        with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{info.folder}.") as tmp:
-            unpacked = Path(tmp) / info.folder
-            try:
-                if not archive.is_file():
-                    lacking = _lacking(folder, needed)
-                    log(f"downloading {info.url} to {data_dir}" + (f" ({lacking})" if lacking else ""))
-                    download_url(info.url, tmp, archive.name)
-                    os.replace(Path(tmp) / archive.name, archive)
-                extract_archive(str(archive), tmp)
-                missing = [f for f in needed if not (unpacked / f).is_file()]
-                reason = f"the archive lacks {', '.join(missing)}" if missing else None
-            except Exception as err:  # any network or archive failure gets the same actionable message
-                reason = f"the download failed: {type(err).__name__}: {err}"
-            if reason:
-                if archive.is_file():
-                    archive.unlink()
-                    reason += f"; removed {archive.name}"
-                raise _not_found(info, folder, reason)
-            folder.mkdir(exist_ok=True)
-            # the needed files last: a job that finds them all finds the meta file too
-            for path in sorted(unpacked.iterdir(), key=lambda path: path.name in needed):
-                if not (folder / path.name).exists():  # one there is the user's, or a killed job's copy
-                    os.replace(path, folder / path.name)
+    if all((folder / f).is_file() for f in needed):
+        return  # another job installed them while this one waited
+    if alone:  # what a killed download left, up to an archive and its contents
+        for left in data_dir.glob(f".{info.folder}.*"):
+            shutil.rmtree(left, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{info.folder}.") as tmp:
+        unpacked = Path(tmp) / info.folder
+        try:
+            if not archive.is_file():
+                lacking = _lacking(folder, needed)
+                log(f"downloading {info.url} to {data_dir}" + (f" ({lacking})" if lacking else ""))
+                download_url(info.url, tmp, archive.name)
+                os.replace(Path(tmp) / archive.name, archive)
+            extract_archive(str(archive), tmp)
+            missing = [f for f in needed if not (unpacked / f).is_file()]
+            reason = f"the archive lacks {', '.join(missing)}" if missing else None
+        except Exception as err:  # any network or archive failure gets the same actionable message
+            reason = f"the download failed: {type(err).__name__}: {err}"
+        if reason:
+            if archive.is_file():
+                archive.unlink()
+                reason += f"; removed {archive.name}"
+            raise _not_found(info, folder, reason)
+        folder.mkdir(exist_ok=True)
+        # the needed files last: a job that finds them all finds the meta file too
+        for path in sorted(unpacked.iterdir(), key=lambda path: path.name in needed):
+            if not (folder / path.name).exists():  # one there is the user's, or a killed job's copy
+                os.replace(path, folder / path.name)
 
 
 def load_cifar(name, data_dir, granularity="fine", download=None):

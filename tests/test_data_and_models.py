@@ -760,7 +760,7 @@ def test_a_data_dir_a_download_cannot_write_in_says_the_dataset_is_missing(tmp_p
 
     def read_only(path):  # what a read-only mount answers (root ignores chmod)
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
-    monkeypatch.setattr(cifar, "_exclusive", read_only)
+    monkeypatch.setattr(cifar, "exclusive", read_only)
     with pytest.raises(UsageError) as err:
         load_cifar("cifar10", tmp_path, download=True)
     assert str(err.value).startswith(
@@ -786,6 +786,88 @@ def test_a_download_into_a_folder_that_lacks_a_file_keeps_the_files_it_has(tmp_p
     assert capsys.readouterr().err.endswith(f"to {tmp_path / 'data'} (it lacks test_batch)\n")
     assert len(data.train_labels) == 150  # its own, not the archive's 100
     assert torch.equal(data.test_images, official.test_images)
+
+
+@pytest.mark.parametrize("third_job", [False, True])
+def test_a_job_that_waited_on_a_failed_download_takes_its_turn(tmp_path, monkeypatch, third_job):
+    """Jobs on a new --data_dir: the first one's download failed, and it removed the folder it had
+    made, lock file included, while a second job waited on that lock. The second then went on
+    holding the removed file's lock: in the removed folder (its download failed: 'a download there
+    failed: cannot use ...'), or, where a third job had made the folder and a lock file again
+    meanwhile, beside the third, both downloading at once (each deletes the other's temporary
+    folder). Now the second job locks the file at that path, after the third job: one downloads,
+    the other finds the files. Threads stand for the jobs (flock locks an open file, not a process);
+    hooks in flock and the download order them."""
+    import fcntl
+    import tarfile
+    import threading
+    import torchvision.datasets.utils as tv_utils
+    make_cifar10(tmp_path / "source", per_batch=20)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "source" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    data_dir = tmp_path / "new" / "data"
+    events = {name: threading.Event() for name in ("a_downloads", "a_done", "b_waits", "b_next", "c_locked")}
+    downloading, overlaps, flocks, results = set(), [], [], {}
+    real_flock = fcntl.flock
+
+    def wait(event):
+        assert events[event].wait(60), f"no {event}"
+
+    def flock(file, operation):
+        job = threading.current_thread().name
+        flocks.append(job)
+        if job == "B":  # waits on the first job's lock; then, fixed, on the third job's
+            events["b_waits" if flocks.count("B") == 1 else "b_next"].set()
+        real_flock(file, operation)
+        if job == "B" and flocks.count("B") == 1:  # once the first job failed and removed its folder
+            wait("c_locked" if third_job else "a_done")
+        if job == "C":
+            events["c_locked"].set()
+
+    def download(url, root, filename, *args, **kwargs):
+        job = threading.current_thread().name
+        if downloading:
+            overlaps.append((job, sorted(downloading)))
+        downloading.add(job)
+        try:
+            if job == "A":
+                events["a_downloads"].set()
+                wait("b_waits")
+                raise OSError("<urlopen error [Errno 101] Network is unreachable>")
+            if job == "B":
+                events["b_next"].set()
+            if job == "C":  # until the second job downloads too, or waits on this one's lock
+                wait("b_next")
+            shutil.copy(archive, Path(root) / filename)
+        finally:
+            downloading.discard(job)
+
+    def job():
+        try:
+            results[threading.current_thread().name] = len(load_cifar("cifar10", data_dir, download=True).train_labels)
+        except UsageError as err:
+            results[threading.current_thread().name] = str(err)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(tv_utils, "download_url", download)
+    a, b = threading.Thread(target=job, name="A"), threading.Thread(target=job, name="B")
+    a.start()
+    wait("a_downloads")
+    b.start()
+    a.join(60)
+    assert not data_dir.parent.exists()  # the folder the first job made is gone again
+    events["a_done"].set()
+    if third_job:
+        c = threading.Thread(target=job, name="C")
+        c.start()
+        c.join(60)
+    b.join(60)
+    assert results.pop("A").startswith(f"cifar10 not found in {data_dir}/cifar-10-batches-py (the download "
+                                       "failed: OSError: <urlopen error [Errno 101] Network is unreachable>)")
+    assert results == ({"B": 100, "C": 100} if third_job else {"B": 100})
+    assert overlaps == []
+    assert sorted(p.name for p in data_dir.iterdir()) == [
+        ".cifar-10-python.tar.gz.lock", "cifar-10-batches-py", "cifar-10-python.tar.gz"]
 
 
 # A job that downloads: torchvision's download_url, which takes a file already there as complete,

@@ -4,6 +4,7 @@ Markdown tables.
 No torch here: the label tools import it too."""
 import contextlib
 import errno
+import fcntl
 import json
 import math
 import os
@@ -99,6 +100,35 @@ def _sync_folder(folder):
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path):
+    """Hold an exclusive lock on the file `path` (made if absent) for the block, so that jobs
+    sharing a folder take turns; yields whether it holds one (False where the file system has no
+    locks: the caller goes on without). A job that holds it may remove the file (cifar's download
+    removing the folder it made): a job that waited on the removed file then locks the one at
+    `path` now, made anew, instead of going on beside the job that did so on a lock of its own.
+    A FileNotFoundError says `path`'s folder is gone."""
+    while True:
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX)
+            except OSError:
+                locked = False
+            else:
+                locked = True
+            if not locked or _still_at(f, path):
+                yield locked  # closing the file releases the lock
+                return
+
+
+def _still_at(file, path):
+    """Whether the open `file` is the one at `path` (not one removed, or replaced, since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(file.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
