@@ -36,7 +36,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempt
 from utils.grid import (ATTACK_RESULTS, accuracy, asked_changes, attack_entries, attacked_another, cores, counted,
                         entry_key, eps_text, last_written, missing_note, nonnegative, parse_level,
                         read_json_file, read_json_or_none, read_lines)
-from utils.atomic import code_span, file_set, markdown_table, print_json, utf8
+from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
 from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
@@ -57,6 +57,7 @@ REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes i
 # ~100 MB, and past 8 the rest (the tables, summary.json) takes the most time. A worker's start
 # (Python; matplotlib) costs about as much as reading 50 runs or drawing 2 figures.
 SUMMARY = "summary.json"  # the report's machine-readable result, in --out beside its files
+REPORT_LOCK = ".report.lock"  # in --out while a report writes there (`taking_turns`)
 REPORT_WORKERS = 8
 RUNS_PER_WORKER = 100
 FIGURES_PER_WORKER = 4
@@ -1071,13 +1072,6 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
     out.mkdir(parents=True, exist_ok=True)
-    earlier = read_json_or_none(out / SUMMARY)
-    # another program's summary.json: replacing it, and deleting the files its "files" names, would
-    # lose someone's work; a report's has held these keys since its first
-    ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()
-    if (out / SUMMARY).exists() and not ours:
-        raise UsageError(f"{out / SUMMARY} is no report's summary.json (no expected_runs and files); "
-                         "choose another --out, or remove it")
     levels = full_levels(accuracy)
     clean = [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
     accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
@@ -1091,44 +1085,67 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
                 for r in records]
     tables = tables_markdown(title, base_dir, records, accuracy, robust, incomplete, missing, expected_from,
                              counts)
-    # one set: a failure part way (a full disk) leaves the earlier report's files as they were
-    with file_set() as put:
-        write_csv(put, out / "clean_accuracy.csv", clean, accuracy_columns)
-        write_csv(put, out / "data_efficiency.csv", accuracy, accuracy_columns)
-        if noise:
-            write_csv(put, out / "label_noise.csv", noise,
-                      accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:])
-        write_csv(put, out / "robust_accuracy.csv", robust, [
-            "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
-            "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
-            "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
-            "step_size", "restarts", "amp"])
-        write_csv(put, out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status",
-                                                    "test_acc", "epochs_done", "epochs", "diverged_epoch",
-                                                    "run_dir"])
-        put(out / "tables.md", lambda f: f.write(utf8(tables)))
-        written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers)
-                   if draw else [])
-        summary = {
-            "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
-            "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
-            "robust_accuracy": robust,
-            "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
-                       for k, by_label in sorted(curves.items())
-                       for label, values in by_label.items()],
-            "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train", "attack",
-                                        "problems")}
-                     for r in records],
-            "incomplete": incomplete, "missing": missing,
-            "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
-                      *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
-            # --no_figures: an earlier report's figures left in place, for a later report to remove
-            "kept_figures": [] if draw else [name for name in earlier_files(earlier)
-                                             if name.endswith(".png") and (out / name).is_file()],
-        }
-        put(out / SUMMARY, lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
-    remove_stale(out, earlier, summary["files"], figures_too=draw)
+    with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile
+        earlier = read_json_or_none(out / SUMMARY)
+        # another program's summary.json: replacing it, and deleting the files its "files" names,
+        # would lose someone's work; a report's has held these keys since its first
+        ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()
+        if (out / SUMMARY).exists() and not ours:
+            raise UsageError(f"{out / SUMMARY} is no report's summary.json (no expected_runs and files); "
+                             "choose another --out, or remove it")
+        # one set: a failure part way (a full disk) leaves the earlier report's files as they were
+        with file_set() as put:
+            write_csv(put, out / "clean_accuracy.csv", clean, accuracy_columns)
+            write_csv(put, out / "data_efficiency.csv", accuracy, accuracy_columns)
+            if noise:
+                write_csv(put, out / "label_noise.csv", noise,
+                          accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:])
+            write_csv(put, out / "robust_accuracy.csv", robust, [
+                "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
+                "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
+                "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
+                "step_size", "restarts", "amp"])
+            write_csv(put, out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status",
+                                                        "test_acc", "epochs_done", "epochs", "diverged_epoch",
+                                                        "run_dir"])
+            put(out / "tables.md", lambda f: f.write(utf8(tables)))
+            written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers)
+                       if draw else [])
+            summary = {
+                "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
+                "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
+                "robust_accuracy": robust,
+                "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
+                           for k, by_label in sorted(curves.items())
+                           for label, values in by_label.items()],
+                "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train", "attack",
+                                            "problems")}
+                         for r in records],
+                "incomplete": incomplete, "missing": missing,
+                "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
+                          *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
+                # --no_figures: an earlier report's figures left in place, for a later report to remove
+                "kept_figures": [] if draw else [name for name in earlier_files(earlier)
+                                                 if name.endswith(".png") and (out / name).is_file()],
+            }
+            put(out / SUMMARY, lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
+        remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
+
+
+@contextlib.contextmanager
+def taking_turns(out):
+    """The block as the only report writing in the folder `out`: two at once left a mix of both
+    reports' files, or one deleted a file that the other's summary.json lists (each removes the
+    files of the summary.json it read that it did not write). A second report waits for the
+    first, then replaces its files. The lock file goes again, removed while held (`exclusive`: a
+    report waiting on it then locks the next one), so that --out holds the report alone."""
+    lock = out / REPORT_LOCK
+    with exclusive(lock):
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
 
 
 def earlier_files(earlier):

@@ -1135,6 +1135,71 @@ def test_paper_protocol_budgets_are_in_normalised_units(tmp_path):
     assert table["label"] == ["clean", "0.3"]
 
 
+def test_two_reports_into_one_out_take_turns(tmp_path, monkeypatch):
+    """Two reports writing the same --out at once: each removed the files of the summary.json it
+    had read that it did not write, so one without label noise runs, reading the report before
+    both and finishing last, deleted the label_noise.csv the other had written since and its
+    summary.json lists. Now the second report waits for the first, then replaces its files, and
+    --out holds no lock file after. Threads stand for the processes (flock locks an open file);
+    hooks order them: the second report reads summary.json after the first has, and writes while
+    the first is about to remove stale files."""
+    import fcntl
+    import threading
+    import report as report_module
+    noisy, plain, out = tmp_path / "noisy", tmp_path / "plain", tmp_path / "out"
+    for base in (noisy, plain):
+        make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6)
+    make_run(noisy, "category", 1, test_acc=0.5, valid_acc=0.5, label_noise=0.2)
+    report(noisy, out, draw=False)  # the report before both: with label_noise.csv
+    events = {name: threading.Event() for name in ("plain_read", "noisy_turn", "plain_written", "noisy_done")}
+    real_read, real_remove, real_flock = (report_module.read_json_or_none, report_module.remove_stale,
+                                          fcntl.flock)
+
+    def wait(event):
+        assert events[event].wait(60), f"no {event}"
+
+    def read_json_or_none(path):
+        value = real_read(path)
+        job = threading.current_thread().name
+        if path == out / "summary.json" and job == "plain":
+            events["plain_read"].set()
+            wait("noisy_turn")
+        elif path == out / "summary.json" and job == "noisy":
+            events["noisy_turn"].set()
+            wait("plain_written")
+        return value
+
+    def remove_stale(*args, **kwargs):
+        if threading.current_thread().name == "plain":
+            events["plain_written"].set()
+            wait("noisy_done")
+        real_remove(*args, **kwargs)
+        if threading.current_thread().name == "noisy":
+            events["noisy_done"].set()
+
+    def flock(file, operation):
+        if threading.current_thread().name == "noisy" and events["plain_read"].is_set():
+            events["noisy_turn"].set()  # waits for the plain report's turn to end
+            events["noisy_done"].set()
+        real_flock(file, operation)
+    monkeypatch.setattr(report_module, "read_json_or_none", read_json_or_none)
+    monkeypatch.setattr(report_module, "remove_stale", remove_stale)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    summaries = {}
+    jobs = [threading.Thread(target=lambda base=base: summaries.update({base.name: report(base, out, draw=False)}),
+                             name=base.name) for base in (plain, noisy)]
+    jobs[0].start()
+    wait("plain_read")
+    jobs[1].start()
+    for job in jobs:
+        job.join(60)
+    assert summaries.keys() == {"plain", "noisy"}
+    last = json.loads((out / "summary.json").read_text())
+    assert last == json.loads(json.dumps(summaries["noisy"]))  # the report that waited, whole
+    assert sorted(p.name for p in out.iterdir()) == sorted(last["files"] + ["summary.json"])
+    assert "label_noise.csv" in last["files"]
+
+
 def test_a_report_of_no_runs_is_an_error_and_old_files_go(tmp_path):
     """A mistyped --base_dir wrote an empty report beside the old one's figures; a rerun after
     runs were removed kept their figures and label_noise.csv beside the new tables."""
