@@ -39,7 +39,7 @@ from utils.grid import (ATTACK_RESULTS, accuracy, asked_changes, attack_entries,
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
-from utils.runs import (CONFIG, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
+from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
                         run_dir_of, run_folder_name)
 
@@ -160,9 +160,12 @@ def exclude_duplicates(records):
 
 def log_error(run_dir, stage):
     """The last 'error: ...' line of {stage}.log's last attempt (an earlier attempt's error is no
-    cause of this one's end), if the sweep logged one."""
+    cause of this one's end), if the sweep logged one. Not another job's refusal to work in the
+    run directory (a sweep or task started twice: `run_lock`'s 'in use'), which the sweep appends
+    to the log of the job that holds it: that job, killed without an error line, was shown with
+    the refusal as its error."""
     from sweep import last_line
-    line = last_line(run_dir / f"{stage}.log", prefix="error:")
+    line = last_line(run_dir / f"{stage}.log", prefix="error:", unless=IN_USE)
     return line if line.startswith("error:") else ""
 
 

@@ -570,9 +570,9 @@ def write_slurm(opts, tasks):
 # ---------------------------------------------------------------- local pool
 
 
-def last_line(path, prefix=None):
+def last_line(path, prefix=None, unless=None):
     """The last non-empty line of a log's last attempt, after its last '=== ' header (the last
-    starting with prefix, if given), or ''."""
+    starting with prefix, if given; none that holds the text `unless`), or ''."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
@@ -581,6 +581,8 @@ def last_line(path, prefix=None):
         return ""
     headers = [i for i, l in enumerate(lines) if l.startswith("=== ")]  # an earlier attempt's lines go
     lines = lines[headers[-1] + 1:] if headers else lines
+    if unless:
+        lines = [l for l in lines if unless not in l]
     if prefix:
         lines = [l for l in lines if l.startswith(prefix)] or lines
     return lines[-1] if lines else ""

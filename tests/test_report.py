@@ -17,7 +17,7 @@ from conftest import REPO, last_json, run_script
 from report import cell, label_styles, log_error, main as report_main, mean_std, report
 from utils.atomic import code_span
 from utils.errors import UsageError
-from utils.runs import run_directory
+from utils.runs import run_directory, run_lock
 
 EPS8 = 8 / 255
 
@@ -1466,6 +1466,28 @@ def test_the_latest_error_line_of_a_log_is_named(tmp_path):
                                         "error: label file not found\n"
                                         "=== 2026-01-02T11:00:00 OMP_NUM_THREADS=1: python train.py\n")
     assert log_error(tmp_path, "train") == ""
+
+
+def test_another_jobs_refusal_is_no_error_of_the_run(tmp_path):
+    """A second sweep started on a run in training was refused ('in use by another ... job'), and
+    its sweep appended that line, under its own header, to the train.log the first job writes;
+    the first job, then killed without an error line of its own, was reported with that refusal as
+    its error. An error line of its own is still named."""
+    base = tmp_path / "runs"
+    run_dir = make_run(base, "category", 1, done_epochs=2)
+    with run_lock(run_dir), pytest.raises(UsageError) as refused:
+        with run_lock(run_dir):
+            pass
+    header = "=== 2026-01-02T1{}:00:00 OMP_NUM_THREADS=1: python train.py --label category\n"
+    log = (header.format(0) + '{"epoch": 1}\n' + header.format(1) + f"error: {refused.value}\n"
+           + '{"epoch": 2}\n')
+    (run_dir / "train.log").write_text(log)
+    assert "in use by another train.py or attack.py job" in log
+    assert log_error(run_dir, "train") == ""
+    reasons = report(base, tmp_path / "out", draw=False)["incomplete"][0]["reasons"]
+    assert not any("train.log" in reason for reason in reasons), reasons
+    (run_dir / "train.log").write_text(log + "error: CUDA out of memory\n")  # the job's own end
+    assert log_error(run_dir, "train") == "error: CUDA out of memory"
 
 
 def test_noise_variants_follow_their_label_by_rising_noise(tmp_path):

@@ -126,6 +126,8 @@ def best_checkpoint_name(label, seed, model):
 # atomic_write's temporary name for one of a run's files (json, jsonl, pth, png)
 OWN_TEMPORARY = re.compile(r"\.[^/]+\.(json|jsonl|pth|png)\.\w+\.tmp")
 _held = set()  # run directories this process works in (on NFS, flock does not tell two apart)
+# run_lock's refusal, which a sweep appends to the log of the job that holds the run directory
+IN_USE = "is in use by another train.py or attack.py job"
 
 
 @contextlib.contextmanager
@@ -137,8 +139,7 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
     read-only archive of finished runs) go on without it; a file system without locks too.
     `elsewhere` ends the message for a directory in use: how to work in another."""
     run_dir = Path(run_dir).absolute()
-    in_use = UsageError(f"{run_dir} is in use by another train.py or attack.py job; wait for it to "
-                        f"end, or {elsewhere}")
+    in_use = UsageError(f"{run_dir} {IN_USE}; wait for it to end, or {elsewhere}")
     if not hold:
         yield
         return
