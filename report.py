@@ -493,7 +493,7 @@ def robust_rows(records):
     for record in records:
         if not (record["attack"] and record["train"]) or record["excluded"]:
             continue  # the clean table's runs only: finished, and trained as their group
-        chosen = {}  # key -> (made with the run's seed, entry): a run is one seed of its row
+        chosen = {}  # key -> (rank, entry): a run is one seed of its row
         for entry in record["attack"]["entries"]:
             # entries carry their image count and clean accuracy; the file's are the last call's
             entry = {"num_images": record["attack"]["num_images"],
@@ -505,10 +505,13 @@ def robust_rows(records):
                    None if step_size is None else round(step_size, 12), entry.get("restarts"),
                    bool(entry.get("amp")))
             # attack.py --seed S (other targets and starts) or another --data_dir adds an entry of
-            # the same setting: the run's own seed's is kept, else the last written
-            own = entry.get("seed", record["seed"]) == record["seed"]
-            if own or not chosen.get(key, (False,))[0]:
-                chosen[key] = own, entry
+            # the same setting, and a notebook's float64 attack one of another dtype: the run's own
+            # seed's is kept, then the float32 one (the command line's, as the other runs' entries
+            # are), else the last written
+            rank = (entry.get("seed", record["seed"]) == record["seed"],
+                    entry.get("dtype", "float32") == "float32")
+            if rank >= chosen.get(key, ((False, False),))[0]:
+                chosen[key] = rank, entry
         for key, (_, entry) in chosen.items():
             groups[key].append((record, entry))
     def table_of(key):  # the key less its eps and step size (which follows eps): a table's

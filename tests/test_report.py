@@ -267,6 +267,24 @@ def test_a_run_attacked_again_with_another_seed_is_one_seed(tmp_path):
     assert [(r["n"], r["seeds"], float(r["robust_acc_mean"])) for r in rows] == [("2", "1 2", 0.35)]
 
 
+def test_a_setting_attacked_in_float64_too_shows_the_float32_entry(tmp_path):
+    """A notebook's attack.run in float64 adds an entry ("dtype": "float64") of a setting the
+    command line computed in float32 (entries without a dtype are float32): the table showed the
+    last written, so seed 1's row mixed its float64 number with the other seeds' float32 ones.
+    The float32 entry is shown, whichever was written last; a float64 entry alone still counts."""
+    float64 = {"dtype": "float64", "clean_acc": 0.7}
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[
+        entry("pgd", EPS8, 0.2) | {"clean_acc": 0.6}, entry("pgd", EPS8, 0.9) | float64])
+    make_run(tmp_path / "runs", "category", 2, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[
+        entry("pgd", EPS8, 0.9) | float64, entry("pgd", EPS8, 0.4) | {"dtype": "float32", "clean_acc": 0.6}])
+    make_run(tmp_path / "runs", "category", 3, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[
+        entry("pgd", EPS8, 0.3) | float64])
+    report(tmp_path / "runs", tmp_path / "out", draw=False)
+    rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
+    assert [(r["n"], r["seeds"], float(r["robust_acc_mean"]), float(r["clean_acc_mean"])) for r in rows] == [
+        ("3", "1 2 3", pytest.approx(0.3), pytest.approx(0.6 + 0.1 / 3))]
+
+
 def test_attacks_of_another_checkpoint_are_left_out(tmp_path):
     """The run's best checkpoint, of other bytes than attack_results.json's entries were computed
     on (copied in by hand, with cp -p too, beside the run's own kept under another name): the
