@@ -1773,7 +1773,8 @@ def test_progress_on_terminals_with_and_without_a_width():
 def test_a_bar_on_an_80_column_terminal_shows_the_steps_numbers_whole():
     """On an 80-column terminal tqdm cut the bar's line at its end, where its rate ("3.21s/epoch")
     had pushed the numbers the bar is for: a run showed "valid=12." for 12.00%, a resnet110's
-    bar no validation accuracy, an attack's "acc=1" for 14.06%."""
+    bar no validation accuracy, an attack's "acc=1" for 14.06%. A long label's description gives
+    way to them too: "resnet110 normal_dim=1000" with a regression loss showed "valid=93."."""
     import fcntl
     import pty
     import select
@@ -1789,6 +1790,8 @@ def test_a_bar_on_an_80_column_terminal_shows_the_steps_numbers_whole():
             progress.step("epoch 137/200", loss="0.123", valid="93.45%")
         with Progress(30, "resnet110 composite attacks", "setting", stream=stream) as progress:
             progress.step("[1/30] pgd", acc="14.06%")
+        with Progress(200, "resnet110 normal_dim=1000", "epoch", initial=136, stream=stream) as progress:
+            progress.step("epoch 137/200", loss="41.100", valid="93.45%")
         data = b""
         while select.select([screen], [], [], 1.0)[0] and (chunk := screen.read(4096)):
             data += chunk
@@ -1796,6 +1799,8 @@ def test_a_bar_on_an_80_column_terminal_shows_the_steps_numbers_whole():
     assert max(map(len, lines)) <= 80, lines
     assert any(re.search(r" 137/200 \[[\d:]+<[\d:]+, loss=0\.123, valid=93\.45%\]$", line) for line in lines), lines
     assert any(re.search(r" 1/30 \[[\d:]+<[\d:]+, acc=14\.06%\]$", line) for line in lines), lines
+    assert any(re.search(r"^resnet110 normal_dim\S*…: .* 137/200 \[[\d:]+<[\d:]+, loss=41\.100, valid=93\.45%\]$",
+                         line) for line in lines), lines
 
 
 def test_a_log_file_line_says_when_it_was_written():

@@ -28,6 +28,24 @@ def _columns(stream):
     return size.columns if size.lines > 0 else 0
 
 
+class _Bar(tqdm):
+    """tqdm whose description gives way to the step's numbers: on a terminal too narrow for the
+    whole line it is cut short ("resnet110 normal_dim=10…"). tqdm cuts such a line at its end: a
+    long label's bar showed "valid=93." for 93.45%, or no validation accuracy at all."""
+
+    @property
+    def format_dict(self):
+        fields = super().format_dict
+        if fields["ncols"] and fields["prefix"]:
+            # the line without its bar and description, as tqdm would draw it now
+            rest = self.format_meter(**fields | {"prefix": "", "ncols": None,
+                                                 "bar_format": self.bar_format.replace("{bar}", "")})
+            room = fields["ncols"] - len(rest) - len(": ") - 1  # a bar of one character at least
+            if len(fields["prefix"]) > room:
+                fields["prefix"] = fields["prefix"][:room - 1] + "…" if room > 1 else ""
+        return fields
+
+
 class Progress:
     """`step(line, **postfix)` after each unit of work (an epoch, an attack setting). Used as a
     context manager, the bar is closed however the block ends, so an error line starts a line
@@ -39,7 +57,7 @@ class Progress:
         self.enabled = enabled  # False on every process but rank 0 under torchrun
         # a bar on a terminal that reports its size (tqdm draws nothing at width or height 0), else lines
         if enabled and self.stream.isatty() and _columns(self.stream) > 0:
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True,
+            self.bar = _Bar(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True,
                             bar_format=BAR_FORMAT)
 
     def __enter__(self):
