@@ -998,7 +998,23 @@ def level_figure(dataset, model, rows, styles):
     ax.minorticks_off()
     ax.grid(alpha=0.3)
     legend_beside(fig, [ax], seeds)
+    fig.draw_without_rendering()  # laid out: where its tick labels fall
+    hide_crowded(ax.get_xticklabels())
     return fig
+
+
+def hide_crowded(labels):
+    """Hides each of a laid-out axis's tick labels (left to right) that would touch the next one
+    shown right of it, its tick kept: on a log axis levels 80 and 100 read "80100". From the right
+    end, so that the largest level (100) keeps its number."""
+    shown = None
+    for label in reversed(labels):
+        box = label.get_window_extent()
+        space = label.get_fontsize() * label.figure.dpi / 72 / 2  # half an em between two labels
+        if shown is not None and box.x1 + space > shown.x0:
+            label.set_visible(False)
+        else:
+            shown = box
 
 
 def curve_figures(curves, styles):

@@ -446,6 +446,27 @@ def test_a_level_figure_draws_the_labels_run_at_two_levels_with_their_images(tmp
     assert list(level_figures(rows, label_styles(["speech", "random"]))) == []
 
 
+def test_a_level_figures_tick_labels_do_not_run_together(tmp_path):
+    """On the level figure's log axis the numbers of close levels ran together: a grid of levels
+    1 2 4 8 10 20 40 60 80 100 read "80100" at its end. A label that would touch the next one is
+    left out (its tick stays), the largest level's kept."""
+    from report import level_figures
+    base = tmp_path / "runs"
+    levels = (1, 2, 4, 8, 10, 20, 40, 60, 80, 100)
+    for level in levels:
+        make_run(base, "category", 1, level=level, test_acc=0.5, valid_acc=0.5)
+    summary = report(base, tmp_path / "out", draw=False)
+    [(_, draw, args)] = level_figures(summary["data_efficiency"], label_styles(["category"]))
+    figure = draw(*args)
+    figure.draw_without_rendering()  # laid out as its PNG
+    ax = figure.axes[0]
+    assert list(ax.get_xticks()) == list(levels)  # every level's tick
+    shown = [t for t in ax.get_xticklabels() if t.get_visible()]
+    assert {"1", "100"} <= {t.get_text() for t in shown} and len(shown) >= 7
+    boxes = [t.get_window_extent() for t in shown]
+    assert all(left.x1 < right.x0 for left, right in zip(boxes, boxes[1:])), [t.get_text() for t in shown]
+
+
 def test_summary_json_and_figures(made):
     out, _ = made
     saved = json.loads((out / "summary.json").read_text())
