@@ -27,6 +27,7 @@ import os
 import re
 import signal
 import statistics
+import textwrap
 import threading
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -803,6 +804,7 @@ def plot_line(ax, xs, stats_list, label, style):
 
 FIGURE_DPI = 120
 PANELS_PER_ROW = 3  # a robust figure's attack panels: wider reads poorly on a page or a slide
+PANEL_TITLE_WIDTH = 40  # characters of a 4.5-inch panel's title, wrapped: a longer line ran into the next one's
 
 
 def figures(put, out, accuracy, robust, curves, labels, workers=1):
@@ -955,7 +957,7 @@ def robust_figure(key, rows, styles):
         several = sum(k[0] == attack for k in panel_keys) > 1
         title = f"{attack_title(attack)}{' targeted' if targeted else ''}"
         if several:
-            title += "\n" + setting_text(panel_rows[0], step_size=len(panel) > 5)
+            title += "\n" + textwrap.fill(setting_text(panel_rows[0], step_size=len(panel) > 5), PANEL_TITLE_WIDTH)
         ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))
         ax.grid(alpha=0.3)
     legend_beside(fig, axes, seeds)

@@ -520,6 +520,23 @@ def test_figures_draw_the_tables_numbers(tmp_path):
         assert drawn[name] == [pytest.approx(xs, rel=1e-6), pytest.approx(ys)], name
 
 
+def test_panel_titles_naming_their_settings_stay_apart(tmp_path):
+    """A robust figure's panels of one attack at several settings name the setting under the attack,
+    on one line: "1017 test images, steps 10, restarts 1, bf16, step size 0.5/255" is wider than a
+    panel, and two such titles side by side ran into each other. Wrapped, they stay apart."""
+    from report import robust_figures
+    attack = [entry("pgd", k / 255, 0.5 / k) | {"step_size": step / 255, "amp": True}
+              for step in (0.5, 0.75) for k in (1, 8)]
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=attack)
+    summary = report(tmp_path / "runs", tmp_path / "out", draw=False)
+    [(_, draw, args)] = robust_figures(summary["robust_accuracy"], label_styles(["category"]))
+    figure = draw(*args)
+    figure.draw_without_rendering()  # laid out as its PNG
+    left, right = (ax.title for ax in figure.axes)
+    assert left.get_text().replace("\n", " ") == "PGD 1017 test images, steps 10, restarts 1, bf16, step size 0.5/255"
+    assert left.get_window_extent().x1 < right.get_window_extent().x0, (left.get_text(), right.get_text())
+
+
 def test_a_figure_is_drawn_once_into_the_bytes_savefig_wrote(study, tmp_path, monkeypatch):
     """Figure.savefig drew each figure twice (once without rendering, for constrained layout): a
     third of a large report's time. Drawn once, a figure's PNG is still savefig's, byte for byte."""
