@@ -266,6 +266,7 @@ def test_an_error_of_rank_0_alone_is_one_line_from_each_process(tmp_path, cifar1
                         "--seed", "3", "--valid_size", "60", "--epochs", "1", "--device", "cpu")
     finally:
         holder.kill()
+        holder.wait()
     assert proc.returncode != 0
     assert "error: " + str(run_dir) + " is in use by another train.py or attack.py job" in proc.stderr
     assert "error: process 1 of this torchrun stopped: another process ended first" in proc.stderr

@@ -913,7 +913,9 @@ def test_task_body_without_slurm(tmp_path, capsys, cifar10_dir, label_dir):
     while not (tmp_path / "e.log").exists() or "working" not in (tmp_path / "e.log").read_text():
         time.sleep(0.02)
     third.send_signal(signal.SIGUSR1)
-    results = [(p.wait(timeout=60), p.stderr.read()) for p in (first, second, third)]
+    tasks = (first, second, third)
+    errs = [p.communicate(timeout=60)[1] for p in tasks]  # read to the end, pipes closed
+    results = [(p.returncode, err) for p, err in zip(tasks, errs)]
     assert [status for status, _ in results] == [0, 3, 75]
     assert (tmp_path / "a.log").read_text().startswith("=== ") and (tmp_path / "b.log").exists()
     assert not (tmp_path / "d.log").exists()  # the chain stops at the failed stage
@@ -932,7 +934,8 @@ def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_pa
     (tmp_path / "stage.py").write_text(STAGE)
     commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'stage.py'} 60 0\n")
     task = signalled_task(script, tmp_path, signum)
-    assert task.wait(timeout=60) == status, task.stderr.read()
+    _, err = task.communicate(timeout=60)
+    assert task.returncode == status, err
     asked = tmp_path / "scontrol.args"
     assert (asked.read_text() if asked.exists() else "") == requeue
 
@@ -964,8 +967,8 @@ def test_a_signal_while_a_stage_ends_anyway_starts_no_next_stage(tmp_path, capsy
     commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'ends.py'} && "
                         f"stage {tmp_path}/b.log python {tmp_path / 'stage.py'} 0 0\n")
     task = signalled_task(script, tmp_path, signal.SIGUSR1)
-    assert task.wait(timeout=60) == 0
-    err = task.stderr.read()
+    _, err = task.communicate(timeout=60)
+    assert task.returncode == 0
     assert "task 0: exit 0\n" in err and "stage.py not started after SIGUSR1" in err, err
     assert not (tmp_path / "b.log").exists()
     assert (tmp_path / "scontrol.args").read_text() == "requeue 41_0\n"

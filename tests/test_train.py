@@ -1584,8 +1584,8 @@ def test_a_signal_after_the_result_line_changes_no_exit_status(speech_run, cifar
         assert json.loads(proc.stdout.readline())["epochs"] == 2  # the finished run's results
         time.sleep(delay)
         proc.send_signal(signal.SIGUSR1)
-        proc.stdout.read()
-        codes.append(proc.wait(timeout=60))
+        proc.communicate(timeout=60)  # the rest of stdout, then the pipe closed
+        codes.append(proc.returncode)
     assert codes == [0, 0]
 
 
