@@ -547,6 +547,21 @@ def speech_run(cifar10_dir, label_dir, tmp_path_factory):
     return base, base / "cifar10" / "seed3" / "resnet32" / "model_speech"
 
 
+def copied_checkpoint(speech_run, folder):
+    """`speech_run`'s best checkpoint copied into `folder`: a --checkpoint whose run directory is
+    the test's own (its attack_results.json starts empty)."""
+    checkpoint = folder / "speech_seed3_resnet32_best_model.pth"
+    shutil.copy(speech_run[1] / checkpoint.name, checkpoint)
+    return checkpoint
+
+
+def one_fgsm(checkpoint, cifar10_dir, label_dir, targeted="no"):
+    """attack.py's flags for one FGSM setting, 8/255, on 5 test images of `checkpoint`, no figure."""
+    return ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+            "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", targeted, "--num_images", "5",
+            "--examples", "0", "--device", "cpu"]
+
+
 def call_main(capsys, argv):
     summary = attack.main(argv)
     out, err = capsys.readouterr()
@@ -775,9 +790,7 @@ def test_a_setting_on_other_test_images_is_computed_again(speech_run, cifar10_di
     """The same checkpoint attacked on another copy of the dataset (as many test images, other
     pixels: the real CIFAR-10 after a trial one) computes the setting again, beside the first
     images' entry, rather than passing that entry off as the new images' result."""
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
-    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
     other = make_cifar10(tmp_path / "other", seed=1)
     flags = ["--checkpoint", str(checkpoint), "--label_dir", str(label_dir), "--attacks", "fgsm",
              "--epsilons", "8/255", "--targeted", "no", "--num_images", "5", "--examples", "0",
@@ -800,9 +813,7 @@ def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, 
     """An entry of attack_results.json answers a rerun only where the rerun would compute the same:
     another --restarts, --amp, --steps at the same --step_size, --step_size at the same --steps, or
     the same numbers under --paper_protocol (normalised units) is computed again, beside it."""
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
-    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
     flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
              "--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--steps", "1", "--step_size",
              "2/255", "--num_images", "5", "--examples", "0", "--device", "cpu"]
@@ -825,12 +836,8 @@ def test_a_setting_computed_in_another_dtype_is_computed_again(speech_run, cifar
     """The attack computes in the model's dtype, torch's default where attack.run rebuilt it (a
     notebook's torch.set_default_dtype(torch.float64)): a float32 rerun reused the float64 entry,
     whose numbers and speed are another computation's, as its own."""
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
-    shutil.copy(run_dir / checkpoint.name, checkpoint)
-    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
-             "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "5",
-             "--examples", "0", "--device", "cpu"]
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+    flags = one_fgsm(checkpoint, cifar10_dir, label_dir, targeted="no")
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -1066,12 +1073,8 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
 def test_an_entry_without_its_results_is_computed_again(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     """A reused entry reports its clean accuracy and, targeted, its target success: one edited
     without them (sweep.py and report.py still read it) was a KeyError traceback once reused."""
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
-    shutil.copy(run_dir / checkpoint.name, checkpoint)
-    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
-             "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "yes", "--num_images", "5",
-             "--examples", "0", "--device", "cpu"]
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+    flags = one_fgsm(checkpoint, cifar10_dir, label_dir, targeted="yes")
     first, _ = call_main(capsys, flags)
     results = tmp_path / ATTACK_RESULTS
     written = results.read_text()
@@ -1389,11 +1392,8 @@ def test_the_attacked_checkpoint_is_known_unread_and_another_is_found(speech_run
     own older mtime (cp -p of another run's), which attack.py then attacks anew."""
     import utils.grid
     from utils.grid import attacked_another
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
-    shutil.copy(run_dir / checkpoint.name, checkpoint)
-    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
-             "--attacks", "fgsm", "--targeted", "no", "--epsilons", "8/255", "--num_images", "5", "--examples", "0"]
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+    flags = one_fgsm(checkpoint, cifar10_dir, label_dir)
     call_main(capsys, flags)
     results = json.loads((tmp_path / ATTACK_RESULTS).read_text())
     assert (results["checkpoint_mtime"], results["checkpoint_size"]) == (checkpoint.stat().st_mtime,
@@ -1421,9 +1421,7 @@ def test_the_checkpoint_is_read_once_and_recorded_as_read(speech_run, label_dir,
     import builtins
     import io
     from utils.runs import file_sha256, zip_index_sha256
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech_seed3_resnet32_best_model.pth"
-    shutil.copy(run_dir / checkpoint.name, checkpoint)
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
     opened, real_open = [], builtins.open
 
     def spying_open(file, *args, **kwargs):  # torch.load and file_sha256 use open, zipfile io.open
