@@ -1947,6 +1947,8 @@ def test_a_signal_in_the_last_epochs_validation_reaches_the_caller_after_the_res
      "mean); write --label_dir (see train.py --help)"),
     (train.main, "--lab", "--lab: shortened flags are refused (a new flag could change what they mean); "
      "write one of --label_granularity, --label, --label_dir, --label_noise (see train.py --help)"),
+    # argparse's '--' starts every flag, and is none: it was "shortened", listing them all
+    (train.main, "--", "unrecognized arguments: -- (see train.py --help)"),
     (attack.main, "--bogus", "unrecognized arguments: --bogus (see attack.py --help)"),
     (report.main, "--bogus", "unrecognized arguments: --bogus (see report.py --help)"),
     (sweep.main, "--stages", "argument --stages: expected at least one argument (see sweep.py --help)"),

@@ -266,8 +266,9 @@ class CliParser(argparse.ArgumentParser):
         them, naming the full flag(s) it starts; None if none is."""
         for token in extras:
             option = token.split("=", 1)[0]
-            if option.startswith("--") and (full := [o for o in self._option_string_actions
-                                                     if o.startswith(option)]):
+            # '--' alone (argparse's end of flags, which it leaves over) starts every flag: no flag
+            if option.startswith("--") and option != "--" and (
+                    full := [o for o in self._option_string_actions if o.startswith(option)]):
                 return (f"{option}: shortened flags are refused (a new flag could change what they "
                         f"mean); write {full[0] if len(full) == 1 else 'one of ' + ', '.join(full)}")
         return None
