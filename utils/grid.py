@@ -53,9 +53,10 @@ SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
               "--level": "--levels", "--seed": "--seeds", "--resume": None}
-# Flags a sweep does not pass on: with --resume (the sweep's), train.py's --force started a stopped run
-# over at epoch 1 on every rerun, and a SLURM task requeued at its time limit never ended; attack.py's
-# --checkpoint attacked that one file for every run and wrote each run's results into its folder
+# Flags a sweep does not pass on: train.py's --force, which it refuses beside the sweep's --resume (and
+# which alone started the runs over at epoch 1 on every rerun: a SLURM task requeued at its time limit
+# never ended); attack.py's --checkpoint attacked that one file for every run and wrote each run's
+# results into its folder
 NOT_PASSED = {"--force": "each rerun of the sweep, or requeue of its task, would start its runs over; "
                          "to train runs again, delete their run directories first",
               "--checkpoint": "a sweep attacks each run's own best checkpoint; attack another file with "
