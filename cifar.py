@@ -70,7 +70,8 @@ def _download(info, data_dir, needed):
     lock = data_dir / f".{archive.name}.lock"
     while True:
         try:  # made_folders: a mistyped --data_dir is not left behind
-            with made_folders(data_dir) as created, exclusive(lock) as alone:
+            with made_folders(data_dir) as created, exclusive(
+                    lock, waiting=f"waiting for another job's download of {archive.name} into {data_dir}") as alone:
                 try:
                     return _install(info, archive, folder, needed, alone)
                 except UsageError:

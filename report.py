@@ -1165,7 +1165,7 @@ def taking_turns(out):
     first, then replaces its files. The lock file goes again, removed while held (`exclusive`: a
     report waiting on it then locks the next one), so that --out holds the report alone."""
     lock = out / REPORT_LOCK
-    with exclusive(lock):
+    with exclusive(lock, waiting=f"waiting for another report.py writing into {out} to finish"):
         try:
             yield
         finally:

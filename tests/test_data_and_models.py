@@ -758,7 +758,7 @@ def test_a_data_dir_a_download_cannot_write_in_says_the_dataset_is_missing(tmp_p
     import errno
     import cifar
 
-    def read_only(path):  # what a read-only mount answers (root ignores chmod)
+    def read_only(path, waiting=None):  # what a read-only mount answers (root ignores chmod)
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
     monkeypatch.setattr(cifar, "exclusive", read_only)
     with pytest.raises(UsageError) as err:

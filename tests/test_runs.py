@@ -88,3 +88,36 @@ def test_an_infinite_loss_is_written_as_null(tmp_path):
     for name in ("results.json", "metrics.jsonl"):
         text = (tmp_path / name).read_text()
         assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{name} holds {c}")) == strict
+
+
+def test_a_job_that_waits_its_turn_says_so_once(tmp_path, capsys):
+    """A job that waited on another's download or report said nothing and looked hung: where the
+    lock is held it says what it waits for, once, then takes its turn; a free lock says nothing."""
+    import fcntl
+    import threading
+    import time
+
+    from utils.atomic import exclusive
+    lock, entered = tmp_path / ".lock", threading.Event()
+    with exclusive(lock, waiting="waiting for another job"):
+        pass
+    assert capsys.readouterr().err == ""
+
+    def second():
+        with exclusive(lock, waiting="waiting for another job") as alone:
+            entered.set()
+            assert alone
+
+    with open(lock, "a") as held:  # another job's hold (flock: per open file, also in one process)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        thread = threading.Thread(target=second)
+        thread.start()
+        said = ""
+        for _ in range(200):  # until it says it waits (10 s at most)
+            said += capsys.readouterr().err
+            if said:
+                break
+            time.sleep(0.05)
+        assert not entered.is_set()  # it waits
+    thread.join(10)
+    assert entered.is_set() and said + capsys.readouterr().err == "waiting for another job\n"

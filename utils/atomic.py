@@ -12,6 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from utils.errors import log
+
 
 def finite(value):
     """JSON-safe: NaN and infinities (a diverged run's loss) become null, tuples lists."""
@@ -103,17 +105,25 @@ def _sync_folder(folder):
 
 
 @contextlib.contextmanager
-def exclusive(path):
+def exclusive(path, waiting=None):
     """Hold an exclusive lock on the file `path` (made if absent) for the block, so that jobs
     sharing a folder take turns; yields whether it holds one (False where the file system has no
-    locks: the caller goes on without). A job that holds it may remove the file (cifar's download
-    removing the folder it made): a job that waited on the removed file then locks the one at
-    `path` now, made anew, instead of going on beside the job that did so on a lock of its own.
-    A FileNotFoundError says `path`'s folder is gone."""
+    locks: the caller goes on without). `waiting`: a line for stderr where another job holds it,
+    before this one waits (a job that waited on a download or a report in silence looked hung).
+    A job that holds it may remove the file (cifar's download removing the folder it made): a job
+    that waited on the removed file then locks the one at `path` now, made anew, instead of going
+    on beside the job that did so on a lock of its own. A FileNotFoundError says `path`'s folder
+    is gone."""
     while True:
         with open(path, "a") as f:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # held by another job
+                    if waiting:
+                        log(waiting)
+                        waiting = None  # said once, also where the file was removed meanwhile
+                    fcntl.flock(f, fcntl.LOCK_EX)
             except OSError:
                 locked = False
             else:
