@@ -121,3 +121,42 @@ def test_a_job_that_waits_its_turn_says_so_once(tmp_path, capsys):
         assert not entered.is_set()  # it waits
     thread.join(10)
     assert entered.is_set() and said + capsys.readouterr().err == "waiting for another job\n"
+
+
+def test_a_huge_file_that_is_no_checkpoint_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
+    """--checkpoint pointed by mistake at a 5 GB tar or dataset file: read_checkpoint read it whole
+    into memory before its one-line 'not a checkpoint' error; its first bytes (neither torch.save's
+    zip archive nor its legacy pickle) now refuse it, with the same line."""
+    import builtins
+
+    import utils.runs
+    path = tmp_path / "cifar-10-python.tar"
+    with open(path, "wb") as f:
+        f.write(b"cifar-10-batches-py/\0")  # a tar's first member's name
+        f.truncate(5 * 2**30)  # sparse: no disk used
+    reads = []
+
+    class Spy:
+        def __init__(self, f):
+            self.file = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def fileno(self):
+            return self.file.fileno()
+
+        def read(self, size=-1):
+            reads.append(size)
+            assert 0 <= size <= 1 << 16, f"read({size}) of a {path.stat().st_size}-byte file"
+            return self.file.read(size)
+
+    monkeypatch.setattr(utils.runs, "open", lambda *a: Spy(builtins.open(*a)), raising=False)
+    with pytest.raises(UsageError) as refused:
+        utils.runs.read_checkpoint(path, advice="point --checkpoint at a checkpoint train.py wrote")
+    assert str(refused.value) == (f"checkpoint {path} is corrupt or not a labelrep checkpoint (not the zip "
+                                  "archive torch.save writes); point --checkpoint at a checkpoint train.py wrote")
+    assert sum(reads) <= 1 << 16

@@ -263,41 +263,56 @@ def read_checkpoint(path, map_location="cpu", advice=None):
     """`load_checkpoint`'s (state, the file's bytes, its os.stat_result), from one read of the
     file: its CRC check and a caller's digests of it (attack.py's sha256 and `zip_index_sha256`)
     take the bytes loaded, not three more reads of a file that may be 80 MB on a network file
-    system (and may have been replaced in between)."""
+    system (and may have been replaced in between). A file whose first bytes are neither of
+    torch.save's formats (a 5 GB tar given as --checkpoint by mistake) is refused from those
+    bytes, before the rest of it is read into memory."""
     import torch
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            data, written = f.read(), os.fstat(f.fileno())
+            start, written = f.read(4), os.fstat(f.fileno())
+            data = start + f.read() if _torch_save_start(start) else None
     except FileNotFoundError:
         raise UsageError(f"checkpoint {path} does not exist" + (f"; {advice}" if advice else "")) from None
     except OSError as err:  # a folder, an unreadable file
         raise UsageError(f"cannot read checkpoint {path} ({err})") from None
-    try:
-        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-        reason = _changed_entry(data)
-        if reason is None:
-            return state, data, written
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        # where torch.save's zip archive starts, and has its end record
-        start, end = data[:4], data[max(len(data) - 22, 0):][:4]
-        # torch's message: a refused object's name among advice to load unsafely; else a first
-        # sentence followed by general remarks
-        refused = str(err).startswith("Weights only load failed") or "WeightsUnpickler error:" in str(err)
-        remarks = ("Weights only load failed", "Check the documentation")
-        lines = [line.strip() for line in str(err).split("WeightsUnpickler error:")[-1].splitlines()
-                 if line.strip() and not line.startswith(remarks)]
-        reason = lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
-        if start != b"PK\x03\x04" and start[:1] != b"\x80":  # nor torch.save's legacy pickle
-            reason = "not the zip archive torch.save writes"
-        elif start == b"PK\x03\x04" and end != b"PK\x05\x06":  # torch's reason: "[Errno 22] Invalid argument"
-            reason = "truncated: the zip archive torch.save writes, cut short"
-        elif refused:
-            reason = f"it holds what a safe load refuses: {reason}"
-        elif start == b"PK\x03\x04":
-            reason = f"an unreadable zip archive: {reason}"
+    reason = "not the zip archive torch.save writes"
+    if data is not None:
+        try:
+            state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+            reason = _changed_entry(data)
+            if reason is None:
+                return state, data, written
+        except Exception as err:  # torch raises many types for truncated or foreign files
+            reason = _load_failure(data, err)
     raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
                      f"{advice or 'delete it, or pass --force to start the run over'}") from None
+
+
+def _torch_save_start(start):
+    """Whether a file's first 4 bytes `start` can begin a file torch.save wrote: its zip archive,
+    or its legacy format (a pickle, which torch.load still reads)."""
+    return start == b"PK\x03\x04" or start[:1] == b"\x80"
+
+
+def _load_failure(data, err):
+    """Why torch.load raised `err` on a checkpoint file's bytes `data` (which start as torch.save's
+    formats do), in a few words."""
+    end = data[max(len(data) - 22, 0):][:4]  # where torch.save's zip archive has its end record
+    # torch's message: a refused object's name among advice to load unsafely; else a first
+    # sentence followed by general remarks
+    refused = str(err).startswith("Weights only load failed") or "WeightsUnpickler error:" in str(err)
+    remarks = ("Weights only load failed", "Check the documentation")
+    lines = [line.strip() for line in str(err).split("WeightsUnpickler error:")[-1].splitlines()
+             if line.strip() and not line.startswith(remarks)]
+    reason = lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__
+    if data[:4] == b"PK\x03\x04" and end != b"PK\x05\x06":  # torch's reason: "[Errno 22] Invalid argument"
+        return "truncated: the zip archive torch.save writes, cut short"
+    if refused:
+        return f"it holds what a safe load refuses: {reason}"
+    if data[:4] == b"PK\x03\x04":
+        return f"an unreadable zip archive: {reason}"
+    return reason
 
 
 def _changed_entry(data):
