@@ -557,8 +557,8 @@ def run(args, argv=None):
         # lock: a train.py that wrote its final best checkpoint and ended since the load (an attack
         # started during the last epoch) had this job attack an earlier epoch's weights
         if version(path) != loaded:
-            log(f"note: {path} was written again while this job started (its run ended meanwhile); "
-                "attacking it as it is now")
+            log(f"note: {path} was written again since this job loaded it (its run's final checkpoint, "
+                "or a copy over it); attacking it as it is now")
             model, space, record = load_model(args, path)
             check_fits(args, path, space, data)
         model, space = model.to(device).eval(), space.to(device)

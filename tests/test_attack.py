@@ -1320,7 +1320,9 @@ def test_a_checkpoint_written_again_while_the_job_starts_is_attacked_as_it_is_th
     written = json.loads((run_dir / ATTACK_RESULTS).read_text())
     assert summary["clean_acc"] == written["clean_acc"] == after
     assert written["checkpoint_sha256"] == file_sha256(best)
-    assert f"note: {best} was written again while this job started" in err
+    # not "its run ended meanwhile": a file given as --checkpoint may be one copied over by hand
+    assert f"note: {best} was written again since this job loaded it (its run's final checkpoint, or a copy " \
+           "over it); attacking it as it is now\n" in err
     monkeypatch.setattr(cifar, "load_cifar", loaded)
     assert call_main(capsys, flags)[0]["clean_acc"] == after  # reused: the file's own results
 
