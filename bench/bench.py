@@ -55,8 +55,9 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 from train import COMPILE_MODES  # noqa: E402
-from utils.errors import CliParser, DefaultsFormatter, call_cli, log, nonempty, number, run_cli  # noqa: E402
-from utils.flags import SHARED, add_flags, architecture_names, label_name  # noqa: E402
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, call_cli, log, nonempty,  # noqa: E402
+                          number, run_cli)
+from utils.flags import SHARED, add_flags, architecture_names, check_force_resume, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
 # The --what tables each flag acts on ('all' is train and attack); a flag not named acts on every
@@ -187,6 +188,10 @@ def check_train_flags(parser, args):
         args.train_args, unknown = train_parser.parse_known_args(args.train_argv)
         if unknown:
             parser.error(f"--train_flags: {train_parser.shortened(unknown) or 'train.py has no ' + ' '.join(unknown)}")
+        try:  # train.py refuses them together: each row would have started, to fail
+            check_force_resume(args.train_args)
+        except UsageError as err:
+            parser.error(f"--train_flags: {err}")
         # what each row is (and says it is): a later value in --train_flags would win over it
         own = [f for f in BENCH_TRAIN_FLAGS if any(t == f or t.startswith(f + "=") for t in args.train_argv)]
         if own:

@@ -208,6 +208,10 @@ def test_bench_accuracy_table_without_validation_images():
      "--epochs"),
     (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--amp --seed=3 --lr 0.2"],
      "--train_flags: --seed, --amp set by bench.py itself (per row, or by its own flags)"),
+    # train.py refuses the pair: each row started, and failed, after the one before it had trained
+    (["--what", "accuracy", "--data_dir", "{tmp}", "--train_flags", "--force --resume"],
+     "--train_flags: --force starts the run over, deleting its checkpoints, and --resume continues it from "
+     "its last checkpoint: pass one of them"),
     (["--what", "train", "--train_images", "256"], "--train_images 256 is less than a batch of 512"),
     # each of these was a traceback, a silent substitute or a table of "failed" rows
     (["--labels", "foo"], "argument --labels: invalid choice: 'foo'"),

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from utils.constants import DATASETS
-from utils.errors import nonempty, number
+from utils.errors import UsageError, nonempty, number
 from utils.runs import NOISY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +114,15 @@ def trained_folder(flags, name):
     attack.py reads a run's data and targets there when the flag is not given."""
     own = flags.get(name)
     return own if isinstance(own, str) else SHARED[name]["default"]
+
+
+def check_force_resume(args):
+    """train.py's --force with --resume (in its parsed flags `args`) is a UsageError: --force won
+    silently, and the work --resume was to keep went. run_training and bench.py's --train_flags
+    (which refuses before its first row) both check by this."""
+    if args.force and args.resume:
+        raise UsageError("--force starts the run over, deleting its checkpoints, and --resume continues "
+                         "it from its last checkpoint: pass one of them")
 
 
 def ignored_lines(flags, owners, chosen, option="label"):

@@ -22,7 +22,7 @@ from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import lr_milestones
 from utils.errors import UsageError, interrupt_says, log
-from utils.flags import acts_on, recorded_config, run_changes
+from utils.flags import acts_on, check_force_resume, recorded_config, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -800,9 +800,7 @@ def run_training(args, argv=None):
     Its folders are `resolved` first (in a copy of `args`): a message names them as config.json
     records them ("no label file ../labels/..." named no file from the folder its log was read in)."""
     args = with_resolved_folders(args)
-    if args.force and args.resume:  # --force won silently: the work --resume was to keep went
-        raise UsageError("--force starts the run over, deleting its checkpoints, and --resume continues "
-                         "it from its last checkpoint: pass one of them")
+    check_force_resume(args)
     check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
     ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
