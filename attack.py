@@ -31,7 +31,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, none
                           interrupt_says, log, os_errors_as_usage, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
-from utils.grid import FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
+from utils.grid import COMMAND_LINE_DTYPE, FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -40,8 +40,8 @@ PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attac
 # What makes two entries the same computation; a rerun reuses an entry whose identity matches.
 IDENTITY = ("protocol", "attack", "objective", "targeted", "eps", "steps", "step_size", "restarts",
             "num_images", "seed", "amp", "dtype", "images_sha256")
-# entries written before the key existed (the command line computes in float32)
-IDENTITY_DEFAULTS = {"objective": "loss", "dtype": "float32"}
+# entries written before the key existed
+IDENTITY_DEFAULTS = {"objective": "loss", "dtype": COMMAND_LINE_DTYPE}
 EXAMPLES = 6  # test images in attack_examples.png by default
 
 

@@ -34,9 +34,9 @@ from pathlib import Path
 
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number,
                           os_errors_as_usage, run_cli)
-from utils.grid import (ATTACK_RESULTS, accuracy, asked_changes, attack_entries, attacked_another, cores, counted,
-                        entry_key, eps_text, last_written, missing_note, nonnegative, parse_level,
-                        read_json_file, read_json_or_none, read_lines)
+from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, accuracy, asked_changes, attack_entries,
+                        attacked_another, cores, counted, entry_dtype, entry_key, eps_text, last_written,
+                        missing_note, nonnegative, parse_level, read_json_file, read_json_or_none, read_lines)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
@@ -510,7 +510,7 @@ def robust_rows(records):
             # seed's is kept, then the float32 one (the command line's, as the other runs' entries
             # are), else the last written
             rank = (entry.get("seed", record["seed"]) == record["seed"],
-                    entry.get("dtype", "float32") == "float32")
+                    entry_dtype(entry) == COMMAND_LINE_DTYPE)
             if rank >= chosen.get(key, ((False, False),))[0]:
                 chosen[key] = rank, entry
         for key, (_, entry) in chosen.items():

@@ -422,6 +422,17 @@ def attack_entries(results):
     return good, len(entries) - len(good)
 
 
+# what attack.py's command line computes in (torch's default dtype); an entry written before entries
+# recorded theirs was computed in it
+COMMAND_LINE_DTYPE = "float32"
+
+
+def entry_dtype(entry):
+    """The dtype an attack_results.json entry was computed in: a notebook's float64 attack is
+    another computation than the command line's."""
+    return entry.get("dtype", COMMAND_LINE_DTYPE)
+
+
 def entry_key(entry):
     return (attack_label(entry["attack"], entry.get("objective")), bool(entry["targeted"]),
             entry.get("protocol", "pixel"), float(entry["eps"]))
@@ -449,7 +460,7 @@ def missing_entries(results, keys, plans=None, num_images=None, images_sha256=No
         plan = (plans or {}).get(key)
         step_size = entry.get("step_size")
         return plan is None or ((entry.get("steps"), entry.get("restarts"), bool(entry.get("amp")),
-                                 entry.get("dtype", "float32")) == (plan[0], plan[2], plan[3], "float32")
+                                 entry_dtype(entry)) == (plan[0], plan[2], plan[3], COMMAND_LINE_DTYPE)
                                 and plan[4] in (None, entry.get("seed"))
                                 and isinstance(step_size, (int, float))
                                 and math.isclose(step_size, plan[1], rel_tol=1e-9, abs_tol=1e-12))
