@@ -36,7 +36,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempt
                           os_errors_as_usage, run_cli)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, accuracy, asked_changes, attack_entries,
                         attacked_another, cores, counted, entry_dtype, entry_key, eps_text, last_written,
-                        missing_note, nonnegative, parse_level, read_json_file, read_json_or_none, read_lines)
+                        missing_note, nonnegative, parse_level, read_json_file, read_lines)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
@@ -177,13 +177,13 @@ def read_run(base, rel, key):
               "curve": [], "problems": [], "excluded": False}
     results_path = run_dir / RESULTS
     results_there, results = read_json_file(results_path)
-    config = read_json_or_none(run_dir / CONFIG)
+    config_there, config = read_json_file(run_dir / CONFIG)
     flags = config.get("flags") if isinstance(config, dict) else None
     # without config.json's flags, a finished run's are those its results.json records, as train.py
     # checks such a run (`recorded_config`); the others are unknown, not train.py's defaults
     record["all_flags"] = isinstance(flags, dict)
     if not record["all_flags"]:
-        if (run_dir / CONFIG).exists():
+        if config_there:
             record["problems"].append(f"{CONFIG} is not valid JSON or has no flags")
         elif isinstance(results, dict):
             record["problems"].append(f"no {CONFIG}: compared with its other seeds on the flags its "
@@ -1110,11 +1110,11 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     tables = tables_markdown(title, base_dir, records, accuracy, robust, incomplete, missing, expected_from,
                              counts)
     with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile
-        earlier = read_json_or_none(out / SUMMARY)
+        there, earlier = read_json_file(out / SUMMARY)
         # another program's summary.json: replacing it, and deleting the files its "files" names,
         # would lose someone's work; a report's has held these keys since its first
         ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()
-        if (out / SUMMARY).exists() and not ours:
+        if there and not ours:
             raise UsageError(f"{out / SUMMARY} is no report's summary.json (no expected_runs and files); "
                              "choose another --out, or remove it")
         # one set: a failure part way (a full disk) leaves the earlier report's files as they were

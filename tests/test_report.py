@@ -1208,13 +1208,13 @@ def test_two_reports_into_one_out_take_turns(tmp_path, monkeypatch):
     make_run(noisy, "category", 1, test_acc=0.5, valid_acc=0.5, label_noise=0.2)
     report(noisy, out, draw=False)  # the report before both: with label_noise.csv
     events = {name: threading.Event() for name in ("plain_read", "noisy_turn", "plain_written", "noisy_done")}
-    real_read, real_remove, real_flock = (report_module.read_json_or_none, report_module.remove_stale,
+    real_read, real_remove, real_flock = (report_module.read_json_file, report_module.remove_stale,
                                           fcntl.flock)
 
     def wait(event):
         assert events[event].wait(60), f"no {event}"
 
-    def read_json_or_none(path):
+    def read_json_file(path):
         value = real_read(path)
         job = threading.current_thread().name
         if path == out / "summary.json" and job == "plain":
@@ -1238,7 +1238,7 @@ def test_two_reports_into_one_out_take_turns(tmp_path, monkeypatch):
             events["noisy_turn"].set()  # waits for the plain report's turn to end
             events["noisy_done"].set()
         real_flock(file, operation)
-    monkeypatch.setattr(report_module, "read_json_or_none", read_json_or_none)
+    monkeypatch.setattr(report_module, "read_json_file", read_json_file)
     monkeypatch.setattr(report_module, "remove_stale", remove_stale)
     monkeypatch.setattr(fcntl, "flock", flock)
     summaries = {}
