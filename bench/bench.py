@@ -76,59 +76,69 @@ BENCH_TRAIN_FLAGS = ("--model", "--label", "--seed", "--data_dir", "--epochs", "
 def build_parser():
     parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0],
                        formatter_class=DefaultsFormatter)
-    parser.add_argument("--models", nargs="+", default=["resnet32"], choices=architecture_names(),
-                        help="architectures to time")
-    parser.add_argument("--labels", nargs="+", type=label_name, default=["speech", "category"],
-                        choices=LABEL_SHAPES,
-                        help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
-                        "glove 50) with random targets: throughput does not depend on their values; "
-                        "--what accuracy trains on the shipped label files (none for bert and glove: "
-                        "python -m labels.generate makes them, --train_flags='--label_dir DIR' reads them)")
-    parser.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),
-                        default="all", help="'all' is train and attack; 'accuracy' trains with "
-                        "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
-                        "counts the operators a training step runs from the host outside compiled "
-                        "graphs; 'checkpoint' times the writing of a run's last checkpoint (a flag "
-                        "that acts on none of its tables is refused)")
-    add_flags(parser, "device")
-    parser.add_argument("--train_images", type=number(int), default=None,
-                        help="images per timed training epoch (default 1024 on the CPU, 20480 on a "
-                        "GPU; --what host profiles one batch of 128)")
-    parser.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES, metavar="MODE",
-                        help=f"torch.compile modes to time, of {', '.join(COMPILE_MODES)} (default on a GPU: default "
-                        "reduce-overhead; on the CPU: default, none for --what accuracy); --what "
-                        "accuracy compiles its bf16 runs with the first")
-    parser.add_argument("--attack_images", type=number(int), default=500, help="images per batched attack run")
-    parser.add_argument("--attack_batch_size", type=number(int), default=500, help="batch of our attacks")
-    parser.add_argument("--paper_attack_images", type=number(int), default=None,
+    what = parser.add_argument_group("what to time")
+    what.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),
+                      default="all", help="'all' is train and attack; 'accuracy' trains with "
+                      "train.py in fp32 and bf16 on --data_dir and compares test accuracy; 'host' "
+                      "counts the operators a training step runs from the host outside compiled "
+                      "graphs; 'checkpoint' times the writing of a run's last checkpoint (a flag "
+                      "that acts on none of its tables is refused)")
+    what.add_argument("--models", nargs="+", default=["resnet32"], choices=architecture_names(),
+                      metavar="MODEL", help=f"architectures to time, of {', '.join(architecture_names())}")
+    what.add_argument("--labels", nargs="+", type=label_name, default=["speech", "category"],
+                      choices=LABEL_SHAPES, metavar="LABEL",
+                      help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
+                      "glove 50) with random targets: throughput does not depend on their values; "
+                      "--what accuracy trains on the shipped label files (none for bert and glove: "
+                      "python -m labels.generate makes them, --train_flags='--label_dir DIR' reads them)")
+    add_flags(what, "device")
+    what.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES, metavar="MODE",
+                      help=f"--what train, host and accuracy: torch.compile modes to time, of "
+                      f"{', '.join(COMPILE_MODES)} (default on a GPU: default reduce-overhead; on the CPU: "
+                      "default, none for --what accuracy); --what accuracy compiles its bf16 runs with the "
+                      "first")
+    what.add_argument("--repeats", type=number(int), default=None,
+                      help="--what train, attack and checkpoint: timed pairs (the paper's, then ours) per "
+                      "variant (default 7 on the "
+                      "CPU, whose speed drifts, 3 on a GPU)")
+
+    train = parser.add_argument_group("--what train (and all)")
+    train.add_argument("--train_images", type=number(int), default=None,
+                       help="images per timed training epoch (default 1024 on the CPU, 20480 on a "
+                       "GPU; --what host profiles one batch of 128)")
+    train.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
+                       help="larger batch sizes to try with the fastest variant (default 256 512)")
+    train.add_argument("--compiled_only", action="store_true", help="time the compiled variants only "
+                       "(of ours; the paper's pipeline still runs): the eager rows took a GPU session "
+                       "about 3 minutes per model and label")
+    train.add_argument("--cudnn_benchmark", action="store_true", help="on a GPU: time each compiled "
+                       "variant also with torch.backends.cudnn.benchmark (cuDNN times its convolution "
+                       "algorithms for each shape on first use and keeps the fastest; train.py does "
+                       "not set it)")
+
+    attack = parser.add_argument_group("--what attack (and all)")
+    attack.add_argument("--attack_images", type=number(int), default=500, help="images per batched attack run")
+    attack.add_argument("--attack_batch_size", type=number(int), default=500, help="batch of our attacks")
+    attack.add_argument("--paper_attack_images", type=number(int), default=None,
                         help="images for the one-at-a-time loops (default 50 on the CPU, 200 on a GPU)")
-    parser.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
-                        help="larger batch sizes to try with the fastest variant (default 256 512)")
-    parser.add_argument("--compiled_only", action="store_true", help="--what train and all: time "
-                        "the compiled variants only (of ours; the paper's pipeline still runs): "
-                        "the eager rows took a GPU session about 3 minutes per model and label")
-    parser.add_argument("--cudnn_benchmark", action="store_true", help="--what train and all, on "
-                        "a GPU: time each compiled variant also with torch.backends.cudnn.benchmark "
-                        "(cuDNN times its convolution algorithms for each shape on first use and "
-                        "keeps the fastest; train.py does not set it)")
-    parser.add_argument("--checkpoint", type=nonempty, default=None, help="attack this train.py best-model "
+    attack.add_argument("--checkpoint", type=nonempty, default=None, help="attack this train.py best-model "
                         "checkpoint (its model and labels; --models/--labels then apply to training "
                         "only) instead of a randomly initialised model")
-    parser.add_argument("--data_dir", type=nonempty, default=None, help="attack the first test images "
+    attack.add_argument("--data_dir", type=nonempty, default=None, help="attack the first test images "
                         "in this folder (cifar-10-batches-py; with --checkpoint, its run's dataset) "
                         "instead of random images; the data of --what accuracy")
-    parser.add_argument("--epochs", type=number(int), default=30, help="--what accuracy: epochs per run")
-    parser.add_argument("--seeds", type=SHARED["seed"]["type"], nargs="+", default=[0],
-                        help="--what accuracy: seeds")
-    add_flags(parser, "valid_size", valid_size={"help": "--what accuracy: validation images"})
-    parser.add_argument("--train_flags", default="", help="--what accuracy: more train.py flags "
-                        "for both runs, e.g. --train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
-    parser.add_argument("--repeats", type=number(int), default=None,
-                        help="timed pairs (the paper's, then ours) per variant (default 7 on the "
-                        "CPU, whose speed drifts, 3 on a GPU)")
-    parser.add_argument("--record", type=nonempty, default=str(REPO / "BENCHMARKS.md"),
-                        help="the file the tables are appended to, with device, versions and date")
-    parser.add_argument("--no_record", action="store_true", help="print the tables only")
+
+    accuracy = parser.add_argument_group("--what accuracy (train.py runs on --data_dir)")
+    accuracy.add_argument("--epochs", type=number(int), default=30, help="epochs per run")
+    accuracy.add_argument("--seeds", type=SHARED["seed"]["type"], nargs="+", default=[0], help="seeds")
+    add_flags(accuracy, "valid_size", valid_size={"help": "validation images"})
+    accuracy.add_argument("--train_flags", default="", help="more train.py flags for both runs, e.g. "
+                          "--train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--record", type=nonempty, default=str(REPO / "BENCHMARKS.md"),
+                     help="the file the tables are appended to, with device, versions and date")
+    out.add_argument("--no_record", action="store_true", help="print the tables only")
     return parser
 
 

@@ -114,15 +114,28 @@ def test_a_docs_example_with_a_flag_the_script_lacks_fails(block, message, tmp_p
 @pytest.mark.parametrize("script", [*PARSERS, "sweep.py", "bench/bench.py"])
 def test_help_fits_80_columns_and_shows_defaults_as_typed(script, monkeypatch):
     """At 80 columns: labels.generate's epilog and labels.stats' column notes ran to 190 and 96
-    characters; every switch said '(default: False)', sweep.py's lists "(default: ['cifar10'])"
+    characters, bench.py's usage lines for --models and --labels to 92 and 96 (each choice list
+    written twice); every switch said '(default: False)', sweep.py's lists "(default: ['cifar10'])"
     and "(default: [])", bench.py's --train_flags '(default: )'."""
     monkeypatch.setenv("COLUMNS", "80")
     from bench import bench
     build = {"sweep.py": sweep.build_parser, "bench/bench.py": bench.build_parser}.get(script) or PARSERS[script]
     text = build().format_help()
-    body = text[text.index("\n\n"):]  # after the usage block, whose choices may run longer
-    assert not [line for line in body.splitlines() if len(line) > 80], body
+    assert not [line for line in text.splitlines() if len(line) > 80], text  # the usage block too
+    body = text[text.index("\n\n"):]  # after the usage block
     for shown in ("(default: False)", "(default: [", "(default: )"):
         assert shown not in " ".join(body.split()), shown
     if script == "sweep.py":
         assert "(default: train attack)" in " ".join(body.split())
+
+
+def test_bench_help_groups_each_flag_under_the_tables_it_acts_on():
+    """bench.py's help puts a flag under '--what X' only where X is among the tables FLAG_TABLES
+    lets it act on (what parse_args refuses it without); 25 flags were one ungrouped list."""
+    from bench import bench
+    groups = {group.title: [a.dest for a in group._group_actions] for group in bench.build_parser()._action_groups}
+    titled = {title: dests for title, dests in groups.items() if title.startswith("--what ")}
+    assert [t.split()[1] for t in titled] == ["train", "attack", "accuracy"]
+    for title, dests in titled.items():
+        assert dests and all(title.split()[1] in bench.FLAG_TABLES[d] for d in dests), (title, dests)
+    assert groups["options"] == ["help"]  # every flag is in a group
