@@ -180,7 +180,7 @@ def find_checkpoint(args):
         path = resolved(Path(args.checkpoint).parent) / Path(args.checkpoint).name
         args.checkpoint = str(path)
         if not path.is_file():
-            raise UsageError(f"checkpoint {path} " + ("is a folder, not a checkpoint file" if path.is_dir()
+            raise UsageError(f"--checkpoint {path} " + ("is a folder, not a checkpoint file" if path.is_dir()
                                                       else "does not exist"))
         if path.name == LAST_CHECKPOINT and (path.parent / CONFIG).is_file():
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "

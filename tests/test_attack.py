@@ -1222,7 +1222,7 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert one_line_error(capsys, flags + ["--checkpoint", ""]) == ("error: argument --checkpoint: must not "
                                                                     "be empty (see attack.py --help)")
     line = one_line_error(capsys, flags + ["--checkpoint", str(run_dir)])
-    assert line == f"error: checkpoint {run_dir} is a folder, not a checkpoint file"
+    assert line == f"error: --checkpoint {run_dir} is a folder, not a checkpoint file"
     assert not (tmp_path / ".lock").exists()  # bad input ends before the folder is locked
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
 

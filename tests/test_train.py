@@ -2224,7 +2224,7 @@ def test_messages_name_the_paths_given_resolved(monkeypatch, cifar10_dir, tmp_pa
     assert line.startswith(f"error: cifar10 not found in {data / 'cifar-10-batches-py'} (")
     with pytest.raises(UsageError) as err:
         attack.main(["--checkpoint", "../../link/../best.pth", "--device", "cpu"])
-    assert str(err.value) == f"checkpoint {tmp_path / 'a' / 'best.pth'} does not exist"
+    assert str(err.value) == f"--checkpoint {tmp_path / 'a' / 'best.pth'} does not exist"
 
 
 def test_a_base_dir_inside_the_layout_is_refused_with_the_one_to_pass(capsys, cifar10_dir, label_dir, tmp_path):
