@@ -537,8 +537,11 @@ def robust_rows(records):
 
 
 def setting_text(row, step_size=False):
-    text = (f"{row['num_images']} test images, steps {row['steps']}, restarts {row['restarts']}"
-            + (", bf16" if row["amp"] else ""))
+    """What a robust table (or figure panel) holds fixed, in words: the steps of the attacks that
+    take them (not FGSM's one) and PGD's restarts, the only attack that restarts."""
+    attack = row["attack"].split("+")[0]
+    text = (f"{row['num_images']} test images" + (f", steps {row['steps']}" if attack != "fgsm" else "")
+            + (f", restarts {row['restarts']}" if attack == "pgd" else "") + (", bf16" if row["amp"] else ""))
     if not step_size:
         return text
     # '?': an entry without its step size (attack.py writes one; well_formed lets one go without)

@@ -204,17 +204,21 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
         entry("pgd", EPS8, 0.1) | {"num_images": 100, "clean_acc": 0.28},
         entry("pgd", EPS8, 0.2) | {"steps": 3, "num_images": 100, "clean_acc": 0.28},
         entry("fgsm", EPS8, 0.15) | {"num_images": 100, "clean_acc": 0.28},
-        entry("fgsm", EPS8, 0.05) | {"num_images": 20, "clean_acc": 0.1}])
+        entry("fgsm", EPS8, 0.05) | {"num_images": 20, "clean_acc": 0.1},
+        entry("iterative", EPS8, 0.12) | {"num_images": 100, "clean_acc": 0.28}])
     report(tmp_path / "runs", tmp_path / "out")
     markdown = (tmp_path / "out" / "tables.md").read_text()
-    heading = "### cifar10, resnet32, level 100: {}, untargeted ({} test images, steps {}, restarts 1)"
-    for attack, images, steps, cells in (("pgd", 100, 10, ["28.00 (n=1)", "10.00 (n=1)"]),
-                                         ("pgd", 100, 3, ["28.00 (n=1)", "20.00 (n=1)"]),
-                                         ("fgsm", 100, 1, ["28.00 (n=1)", "15.00 (n=1)"]),
-                                         ("fgsm", 20, 1, ["10.00 (n=1)", "5.00 (n=1)"])):
-        assert table_rows(markdown, heading.format(attack, images, steps))["category"] == cells
+    # the heading names the steps of the attacks that take them and PGD's restarts: FGSM's said
+    # "steps 1, restarts 1", which no flag sets
+    heading = "### cifar10, resnet32, level 100: {}, untargeted ({})"
+    for attack, setting, cells in (("pgd", "100 test images, steps 10, restarts 1", ["28.00 (n=1)", "10.00 (n=1)"]),
+                                   ("pgd", "100 test images, steps 3, restarts 1", ["28.00 (n=1)", "20.00 (n=1)"]),
+                                   ("fgsm", "100 test images", ["28.00 (n=1)", "15.00 (n=1)"]),
+                                   ("fgsm", "20 test images", ["10.00 (n=1)", "5.00 (n=1)"]),
+                                   ("iterative", "100 test images, steps 10", ["28.00 (n=1)", "12.00 (n=1)"])):
+        assert table_rows(markdown, heading.format(attack, setting))["category"] == cells
     rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
-    assert len(rows) == 4 and {r["n"] for r in rows} == {"1"}
+    assert len(rows) == 5 and {r["n"] for r in rows} == {"1"}
     assert (tmp_path / "out" / "robust_cifar10_resnet32_level100_untargeted.png").is_file()
 
 
@@ -364,7 +368,7 @@ def test_only_finished_runs_trained_alike_are_averaged(tmp_path):
     summary = report(tmp_path / "runs", tmp_path / "out")
     markdown = (tmp_path / "out" / "tables.md").read_text()
     assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["60.00 ± 14.14 (n=2)"]
-    heading = "### cifar10, resnet32, level 100: fgsm, untargeted (1017 test images, steps 1, restarts 1)"
+    heading = "### cifar10, resnet32, level 100: fgsm, untargeted (1017 test images)"
     assert table_rows(markdown, heading)["category"] == ["60.00 ± 14.14 (n=2)", "30.00 ± 7.07 (n=2)"]
     incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
     assert incomplete["cifar10/resnet32/category/level100/seed3"] == [
