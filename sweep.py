@@ -484,15 +484,24 @@ def command_lines(tasks, python, wrap=None):
     cwd = Path.cwd()
     lines = [task.shell(python, wrap=wrap, cwd=cwd) for task in tasks]
     for line in (line for line in lines if "\n" in line):
-        words = shlex.split(line)
-        found = [word.split("=", 1) if word.startswith("--") and "=" in word
-                 else [words[k - 1] if k and words[k - 1].startswith("--") else "", word]
-                 for k, word in enumerate(words) if "\n" in word]
+        found = [*_broken_words(shlex.split(line))]
         flag, value = next((f for f in found if f[0]), found[0])  # past --slurm's log path, to --base_dir
         one_line(flag or ("--python" if value == python else "a run's command"), value,
                  "each run's commands must fit on one line of --print and --slurm; rename it, or run the "
                  "grid with --local")
     return lines
+
+
+def _broken_words(words):
+    """(flag, value) of each shell word holding a line break: `--flag=value` split, a value after
+    its `--flag` with it, any other word with flag ''."""
+    for k, word in enumerate(words):
+        if "\n" not in word:
+            continue
+        if word.startswith("--") and "=" in word:
+            yield tuple(word.split("=", 1))
+        else:
+            yield (words[k - 1] if k and words[k - 1].startswith("--") else ""), word
 
 
 def shell_word(path):
