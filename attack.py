@@ -521,25 +521,181 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
     write_file(path, lambda f: figure.savefig(f, format="png", dpi=100))
 
 
+def warn_ignored(args, attacks):
+    """Logs a line for each of --steps, --step_size and --restarts given that acts on none of
+    `attacks` (`ATTACK_ONLY`)."""
+    parser = build_parser()
+    given = [flag for flag in ATTACK_ONLY if getattr(args, flag) != parser.get_default(flag)]
+    for line in ignored_lines(given, ATTACK_ONLY, attacks, "attacks"):  # as for a label's flags
+        log(line)
+
+
+def reload(args, path, data):
+    """`load_run`'s model, label space and checkpoint record again, of the file at `path` as it is
+    now."""
+    log(f"note: {path} was written again since this job loaded it (its run's final checkpoint, "
+        "or a copy over it); attacking it as it is now")
+    model, space, record = load_model(args, path)
+    check_fits(args, path, space, data)
+    return model, space, record
+
+
+def select_images(args, data, space):
+    """The first --num_images of the test split (all when unset): (their number, images, labels,
+    the target classes a targeted attack aims them at). The targets are drawn for the whole split,
+    then cut: an image's target does not depend on --num_images."""
+    from utils.attacks import draw_targets
+    total = len(data.test_labels)
+    n = total if args.num_images is None else args.num_images
+    if n > total:
+        raise UsageError(f"--num_images {n}, but the {args.dataset} test split has {total} images")
+    images, labels = data.test_images[:n], data.test_labels[:n]
+    return n, images, labels, draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
+
+
+class Job:
+    """One attack.py job in its locked run directory: the settings the flags ask for, on the first
+    --num_images test images, each reused from attack_results.json where an earlier run computed
+    it, else computed now and written there at once, so that a rerun, or this job requeued after a
+    signal, goes on where it stopped. `current`: this job's entries, in order, computed or reused."""
+
+    def __init__(self, args, argv, requested, device, run_dir, checkpoint, record, model, space, data):
+        from utils.attacks import Shared, attack_dtype
+        from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, environment, tensors_sha256
+        self.args, self.device = args, device
+        self.run_dir, self.checkpoint, self.record = run_dir, checkpoint, record
+        self.model, self.space = model.to(device).eval(), space.to(device)
+        # torch's default dtype where the model was rebuilt (a notebook's float64), and --amp, set
+        # the precision; an entry of another is another computation
+        self.dtype = str(attack_dtype(self.model)).removeprefix("torch.")
+        self.n, self.images, self.labels, self.targets = select_images(args, data, self.space)
+        self.images_sha, self.class_names = tensors_sha256(self.images, self.labels), data.class_names
+        self.path, self.png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
+        self.entries = load_previous(self.path, self.png, checkpoint, record["checkpoint_sha256"], log)
+        # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
+        # image attacked); one edited without them is computed again (and stays, for report.py)
+        self.done = {identity(e): e for e in self.entries if e.get("clean_acc") is not None
+                     and (not e["targeted"] or "target_success" in e)}
+        self.kept = len(self.entries)
+        self.env = environment(argv)  # once: the document is written after every setting
+        self.protocol, self.attacks, self.epsilons, modes = requested
+        self.settings = [(attack, targeted, label, eps) for attack in self.attacks for targeted in modes
+                         for label, eps in self.epsilons]
+        self.current, self.clean_acc = [], None
+        self.shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
+
+    def start_line(self):
+        """What is attacked, on what."""
+        count = len(self.settings)
+        return (f"attacking {self.checkpoint}: {count} setting{'s' * (count != 1)} on {self.n} test "
+                f"images, batch {self.args.batch_size}, on {self.device}")
+
+    def attack(self, setting, progress, place):
+        """One setting of `settings`: reused where an earlier run computed it, else computed now;
+        its progress line, after `place` ('[2/5] '), says which."""
+        entry = self.entry(*setting)
+        if identity(entry) in self.done:  # named as this command writes its eps (0.5, not an earlier 1/2)
+            entry = self.done[identity(entry)] | {"eps_label": entry["eps_label"]}
+            progress.step(f"{place}{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%} "
+                          f"(reused from {self.path.name})", acc=f"{entry['robust_acc']:.2%}")
+        else:
+            entry = self.compute(entry, progress)
+            progress.step(place + computed_line(entry), acc=f"{entry['robust_acc']:.2%}")
+        self.current.append(entry)
+        self.clean_acc = entry["clean_acc"]
+
+    def entry(self, attack, targeted, eps_label, eps):
+        """A setting's entry before it is computed: what it computes (its `identity`), and how
+        this command writes its eps."""
+        args = self.args
+        plan = schedule(attack, eps, self.protocol, args.steps, args.step_size, args.restarts)
+        return {"protocol": self.protocol, "attack": attack, "objective": args.objective,
+                "targeted": targeted, "eps": eps,
+                "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
+                "restarts": plan.restarts, "num_images": self.n, "seed": args.seed, "amp": args.amp,
+                "dtype": self.dtype, "images_sha256": self.images_sha}
+
+    def compute(self, entry, progress):
+        """`entry` with its numbers, computed now and written to attack_results.json at once; a
+        signal during the attack ends the job, to be requeued."""
+        from utils import preempt
+        from utils.atomic import check_writable
+        from utils.runs import write_json
+        if len(self.entries) == self.kept:  # the first to compute: a folder it cannot be saved in fails
+            check_writable(self.path)  # now, not after the setting's work (a read-only one)
+        result = run_setting(self.model, self.space, self.images, self.labels, self.targets, entry, self.args,
+                             shared=self.shared, stop=preempt.requested)
+        if result is None:
+            progress.close()
+            preempt.exit_for_requeue(self.stopped(f" by signal during {setting_name(entry)}"))
+        entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s", "seconds")}
+        # what its images/s were measured on: a file's entries may come from several runs
+        entry |= {"device": self.device.type, "batch_size": self.args.batch_size}
+        if entry["targeted"]:
+            entry["target_success"] = result["target_success"]
+        self.entries.append(entry)
+        self.done[identity(entry)] = entry
+        write_json(self.path, self.document(entry["clean_acc"]))
+        # the figure, drawn after the last setting, is of these results: a run that fails
+        # before it (a full disk) or is stopped leaves none, which the next run draws
+        if self.args.examples > 0:
+            self.png.unlink(missing_ok=True)
+        return entry
+
+    def document(self, clean_acc):
+        """attack_results.json: the run, its checkpoint, the flags and every entry, earlier runs' too."""
+        from utils.runs import resolved_folders
+        args = self.args
+        return {"run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint), **self.record,
+                "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": self.n,
+                "clean_acc": clean_acc, "entries": self.entries,
+                "config": vars(args) | resolved_folders(args) | {"epsilons": [
+                    label for label, _ in self.epsilons], "attacks": self.attacks, "protocol": self.protocol},
+                "environment": self.env}
+
+    def stopped(self, how):
+        """What a job stopped in its loop (by Ctrl-C or a signal) keeps, as its last message."""
+        kept = (f"{len(self.current)} finished setting{'s are' if len(self.current) != 1 else ' is'} kept "
+                f"in {self.path}" if self.current else "no setting had finished")
+        return f"{self.run_dir}: stopped{how}; {kept}, rerun to continue"
+
+    def finish(self):
+        """Writes attack_results.json once more where this job computed a setting or found no
+        file; returns whether it did."""
+        from utils.runs import write_json
+        computed = len(self.entries) > self.kept or not self.path.exists()
+        if computed:  # else nothing to write: a read-only archive of finished runs can be reread
+            write_json(self.path, self.document(self.clean_acc))
+        return computed
+
+    def summary(self):
+        """attack.py's JSON line: robust accuracy (and target success) per setting of this job."""
+        current = self.current
+        return {"run_dir": str(self.run_dir), "results": str(self.path), "protocol": self.protocol,
+                "num_images": self.n, "clean_acc": self.clean_acc,
+                "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
+                "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
+
+    def draw_examples(self):
+        """attack_examples.png of this job's settings (`save_examples`)."""
+        with interrupt_says(lambda: self.stopped(f" while drawing {self.png.name}")):
+            save_examples(self.png, self.model, self.space, self.images, self.labels, self.targets,
+                          self.class_names, self.current, self.args)
+
+
 def run(args, argv=None):
     """Attack as the flags say; returns the summary. `argv`: the command line attack_results.json
     records (`utils.runs.command_line`; sys.argv when None)."""
     from utils import preempt
-    from utils.attacks import Shared, attack_dtype, draw_targets
-    from utils.atomic import check_writable
     from utils.progress import Progress
-    from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, environment, resolved_folders, run_lock,
-                            tensors_sha256, with_resolved_folders, write_json)
+    from utils.runs import run_lock, with_resolved_folders
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     # a copy, its folders as messages name them (unset: the run's, which the steps below fill in): a
     # notebook's namespace reused for another run kept the first run's folders, checkpoint and examples
     args = with_resolved_folders(args)
-    protocol, attacks, epsilons, modes = requested_settings(args)
-    parser = build_parser()
-    given = [flag for flag in ATTACK_ONLY if getattr(args, flag) != parser.get_default(flag)]
-    for line in ignored_lines(given, ATTACK_ONLY, attacks, "attacks"):  # as for a label's flags
-        log(line)
+    requested = requested_settings(args)  # (protocol, attacks, epsilons, targeted modes)
+    warn_ignored(args, requested[1])
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again
     args.examples = EXAMPLES if args.examples is None else args.examples
     device = resolve_device(args.device)
@@ -557,106 +713,24 @@ def run(args, argv=None):
         # lock: a train.py that wrote its final best checkpoint and ended since the load (an attack
         # started during the last epoch) had this job attack an earlier epoch's weights
         if version(path) != loaded:
-            log(f"note: {path} was written again since this job loaded it (its run's final checkpoint, "
-                "or a copy over it); attacking it as it is now")
-            model, space, record = load_model(args, path)
-            check_fits(args, path, space, data)
-        model, space = model.to(device).eval(), space.to(device)
-        # torch's default dtype where the model was rebuilt (a notebook's float64), and --amp, set
-        # the precision; an entry of another is another computation
-        dtype = str(attack_dtype(model)).removeprefix("torch.")
-
-        total = len(data.test_labels)
-        n = total if args.num_images is None else args.num_images
-        if n > total:
-            raise UsageError(f"--num_images {n}, but the {args.dataset} test split has {total} images")
-        images, labels = data.test_images[:n], data.test_labels[:n]
-        targets = draw_targets(data.test_labels, space.num_classes, args.seed)[:n]
-        images_sha = tensors_sha256(images, labels)
-        results_path, png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
-        entries = load_previous(results_path, png, path, record["checkpoint_sha256"], log)
-        # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
-        # image attacked); one edited without them is computed again (and stays, for report.py)
-        done = {identity(e): e for e in entries if e.get("clean_acc") is not None
-                and (not e["targeted"] or "target_success" in e)}
-        kept = len(entries)
-        env = environment(argv)  # once: the document is written after every setting
-
-        def document(clean_acc):
-            return {"run_dir": str(run_dir), "checkpoint": str(path), **record,
-                    "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": n,
-                    "clean_acc": clean_acc, "entries": entries,
-                    "config": vars(args) | resolved_folders(args) | {"epsilons": [
-                        label for label, _ in epsilons], "attacks": attacks, "protocol": protocol},
-                    "environment": env}
-
-        settings = [(attack, targeted, label, eps) for attack in attacks for targeted in modes
-                    for label, eps in epsilons]
-        current, clean_acc = [], None
-
-        def stopped(how):  # what a run stopped in its loop (by Ctrl-C or a signal) keeps, as its last message
-            kept = (f"{len(current)} finished setting{'s are' if len(current) != 1 else ' is'} kept in "
-                    f"{results_path}" if current else "no setting had finished")
-            return f"{run_dir}: stopped{how}; {kept}, rerun to continue"
-
-        # a log file (a cluster job's) says at once what is attacked, on what
-        log(f"attacking {path}: {len(settings)} setting{'s' * (len(settings) != 1)} on {n} test images, "
-            f"batch {args.batch_size}, on {device}")
-        shared = Shared()  # clean predictions and clean-image gradients, computed once for all settings
-        with preempt.catching(), Progress(len(settings), f"{args.model} {args.label} attacks",
-                                          "setting") as progress, interrupt_says(lambda: stopped("")):
-            for index, (attack, targeted, eps_label, eps) in enumerate(settings, 1):
-                place = f"[{index}/{len(settings)}] "  # a log's lines say how far along, as the bar does
-                plan = schedule(attack, eps, protocol, args.steps, args.step_size, args.restarts)
-                entry = {"protocol": protocol, "attack": attack, "objective": args.objective,
-                         "targeted": targeted, "eps": eps,
-                         "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
-                         "restarts": plan.restarts, "num_images": n, "seed": args.seed, "amp": args.amp,
-                         "dtype": dtype, "images_sha256": images_sha}
-                if identity(entry) in done:  # named as this command writes its eps (0.5, not an earlier 1/2)
-                    entry = done[identity(entry)] | {"eps_label": eps_label}
-                    progress.step(f"{place}{setting_name(entry)}: robust_acc {entry['robust_acc']:.2%} "
-                                  f"(reused from {results_path.name})", acc=f"{entry['robust_acc']:.2%}")
-                else:
-                    if len(entries) == kept:  # the first to compute: a folder it cannot be saved in fails
-                        check_writable(results_path)  # now, not after the setting's work (a read-only one)
-                    result = run_setting(model, space, images, labels, targets, entry, args, shared=shared,
-                                         stop=preempt.requested)
-                    if result is None:
-                        progress.close()
-                        preempt.exit_for_requeue(stopped(f" by signal during {setting_name(entry)}"))
-                    entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s",
-                                                     "seconds")}
-                    # what its images/s were measured on: a file's entries may come from several runs
-                    entry |= {"device": device.type, "batch_size": args.batch_size}
-                    if targeted:
-                        entry["target_success"] = result["target_success"]
-                    entries.append(entry)
-                    done[identity(entry)] = entry
-                    write_json(results_path, document(entry["clean_acc"]))
-                    # the figure, drawn after the last setting, is of these results: a run that fails
-                    # before it (a full disk) or is stopped leaves none, which the next run draws
-                    if args.examples > 0:
-                        png.unlink(missing_ok=True)
-                    progress.step(place + computed_line(entry), acc=f"{entry['robust_acc']:.2%}")
-                current.append(entry)
-                clean_acc = entry["clean_acc"]
+            model, space, record = reload(args, path, data)
+        job = Job(args, argv, requested, device, run_dir, path, record, model, space, data)
+        log(job.start_line())  # a log file (a cluster job's) says at once what is attacked, on what
+        total = len(job.settings)
+        with preempt.catching(), Progress(total, f"{args.model} {args.label} attacks",
+                                          "setting") as progress, interrupt_says(lambda: job.stopped("")):
+            for index, setting in enumerate(job.settings, 1):
+                # a log's lines say how far along, as the bar does
+                job.attack(setting, progress, place=f"[{index}/{total}] ")
                 if preempt.requested():
                     progress.close()
-                    preempt.exit_for_requeue(stopped(" by signal"))
-        computed = len(entries) > kept or not results_path.exists()
-        if computed:  # else nothing to write: a read-only archive of finished runs can be reread
-            write_json(results_path, document(clean_acc))
-
-        summary = {"run_dir": str(run_dir), "results": str(results_path), "protocol": protocol,
-                   "num_images": n, "clean_acc": clean_acc,
-                   "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
-                   "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
-        if args.examples > 0 and (computed or redraw or not png.exists()):
-            with interrupt_says(lambda: stopped(f" while drawing {png.name}")):
-                save_examples(png, model, space, images, labels, targets, data.class_names, current, args)
+                    preempt.exit_for_requeue(job.stopped(" by signal"))
+        computed = job.finish()
+        summary = job.summary()
+        if args.examples > 0 and (computed or redraw or not job.png.exists()):
+            job.draw_examples()
         if args.examples > 0:
-            summary["examples"] = str(png)
+            summary["examples"] = str(job.png)
         return summary
 
 
