@@ -137,27 +137,60 @@ def parse(argv=None):
     first, _ = parser.parse_known_args(argv)
     layers = []  # (flags routed to every script that takes them, {stage: flags for it alone})
     if first.config:
-        values = load_grid_file(first.config)
-        dests = {a.dest for a in parser._actions} - {"help", "config", "dry_run", *MODES}
-        unknown = sorted(set(values) - dests - set(FILE_ONLY))
-        if unknown:
-            raise UsageError(f"{first.config}: unknown key(s) {', '.join(unknown)}; valid keys: "
-                             f"{', '.join(sorted(dests | set(FILE_ONLY)))}")
-        layers.append((split_args(values.pop("args", None), "args"),
-                       {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args")
-                        for stage in STAGES}))
-        parser.set_defaults(**single_values(parser, values, first.config))
+        layers.append(grid_file_layer(parser, first.config))
     opts, extra = parser.parse_known_args(argv)
     layers.append((extra + tail, {stage: [token for text in getattr(opts, f"{stage}_args") or []
                                           for token in split_args(text, f"--{stage}_args")]
                                   for stage in STAGES}))
     for name in AXES:
         setattr(opts, name, axis_values(name, getattr(opts, name)))
+    check_stages(opts)
+    check_sbatch(opts)
+    opts.setup = text_list("setup", opts.setup)
+    check_modes(opts, first)
+    check_numbers(opts)
+    check_gpus(opts)
+
+    runs = expand(vars(opts))
+    check_not_grid_flags(layers)
+    scripts = Scripts.find()
+    check_choices(opts, scripts)
+    check_passthrough(layers, scripts)
+    routed = {stage: [] for stage in scripts.stages}
+    for shared, own in layers:
+        for stage, flags in scripts.route(shared).items():
+            routed[stage] += flags + own[stage]
+    warn_unused_stage_args(opts, first)
+    return opts, runs, scripts, routed
+
+
+def grid_file_layer(parser, path):
+    """The grid file at `path` (--config): its pass-through flags as a layer of `parse`'s; its
+    other keys become `parser`'s defaults, which the command line's flags override."""
+    values = load_grid_file(path)
+    dests = {a.dest for a in parser._actions} - {"help", "config", "dry_run", *MODES}
+    unknown = sorted(set(values) - dests - set(FILE_ONLY))
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: "
+                         f"{', '.join(sorted(dests | set(FILE_ONLY)))}")
+    layer = (split_args(values.pop("args", None), "args"),
+             {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args") for stage in STAGES})
+    parser.set_defaults(**single_values(parser, values, path))
+    return layer
+
+
+def check_stages(opts):
+    """--stages: some of STAGES, kept in their order (the attack needs the trained checkpoint)."""
     given = text_list("stages", opts.stages)
     if not given or set(given) - set(STAGES):
         raise UsageError(f"--stages must be among {', '.join(STAGES)} "
                          f"(got {', '.join(given) or 'none'})")
     opts.stages = [s for s in STAGES if s in given]
+
+
+def check_sbatch(opts):
+    """--sbatch options, each given a leading -- if missing, that sbatch reads as meant: one line,
+    naming an option the array script does not write itself; and a --slurm name of one line."""
     opts.sbatch = [o.strip() for o in text_list("sbatch", opts.sbatch)]
     if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
         raise UsageError("--sbatch: an option must not be empty")
@@ -177,7 +210,11 @@ def parse(argv=None):
                                  "(its tasks, logs and requeue rely on it); leave it out")
             if flag := SWEEP_SBATCH.get(name):
                 raise UsageError(f"--sbatch {shown}: use sweep.py's {flag}, which writes that line")
-    opts.setup = text_list("setup", opts.setup)
+
+
+def check_modes(opts, first):
+    """One of --print, --slurm, --local, or --dry_run alone; a warning for each flag given on the
+    command line (`first`) of a mode other than the one chosen."""
     modes = [m for m in MODES if getattr(opts, m)]
     if len(modes) > 1:
         raise UsageError(f"choose one of --print, --slurm, --local (got {', '.join(modes)})")
@@ -191,6 +228,10 @@ def parse(argv=None):
         if unused and other != mode:
             log(f"warning: {', '.join(unused)} only act{'s' * (len(unused) == 1)} with --{other}; "
                 f"ignored with --{mode}")
+
+
+def check_numbers(opts):
+    """The integer options, each at least its least value, as ints."""
     # checked here, not by argparse types: a grid file's values skip those
     for name, least in (("jobs", 1), ("cpus_per_task", 1), ("max_concurrent", 1), ("max_array_size", 1),
                         ("signal_seconds", 0)):
@@ -199,39 +240,51 @@ def parse(argv=None):
                 setattr(opts, name, number(int, least, inclusive=True)(str(getattr(opts, name))))
             except argparse.ArgumentTypeError as err:
                 raise UsageError(f"--{name}: {err}") from None
+
+
+def check_gpus(opts):
+    """--gpus as `gpu_ids`, without --jobs: a run per listed id."""
     if opts.gpus is not None:
         opts.gpus = gpu_ids(opts.gpus, here=opts.local)
         if opts.jobs != 1:
             raise UsageError(f"--jobs {opts.jobs} is for runs on the CPU; with --gpus, list an id twice "
                              "to run two runs on that GPU (0,0,1,1)")
 
-    runs = expand(vars(opts))
+
+def check_not_grid_flags(layers):
+    """No pass-through flag of `layers` sets what the grid sets itself (`check_not_grid_flag`)."""
     for shared, own in layers:
         for token in shared + own["train"] + own["attack"]:
             if token.startswith("--"):
                 check_not_grid_flag(token.split("=", 1)[0])
-    scripts = Scripts.find()
+
+
+def check_choices(opts, scripts):
+    """--datasets and --models among train.py's choices."""
     train_flags = scripts["train"].parser._option_string_actions
     for flag, axis in (("--dataset", "--datasets"), ("--model", "--models")):
         choices = train_flags[flag].choices
         if unknown := [v for v in getattr(opts, axis[2:]) if v not in choices]:
             raise UsageError(f"{axis}: unknown {flag[2:]} {', '.join(unknown)}; choose from "
                              f"{', '.join(choices)}")
+
+
+def check_passthrough(layers, scripts):
+    """Each --train_args/--attack_args flag (a grid file's too) a flag of its script, by its full name."""
     for _, own in layers:  # a script refuses a shortened flag (--see for --seed): said here, before any run
         for stage, flags in own.items():
             options = [t.split("=", 1)[0] for t in flags if t.startswith("--")]
             if bad := [o for o in options if not scripts[stage].accepts(o)]:
                 raise UsageError(f"--{stage}_args: {bad[0]} is not a flag of {scripts[stage].path.name} "
                                  "(give each flag its full name)")
-    routed = {stage: [] for stage in scripts.stages}
-    for shared, own in layers:
-        for stage, flags in scripts.route(shared).items():
-            routed[stage] += flags + own[stage]
+
+
+def warn_unused_stage_args(opts, first):
+    """A warning for each --train_args/--attack_args given for a stage --stages leaves out."""
     # the command line's alone, as for the modes' flags: a grid file's serve every --stages
     for stage in STAGES:
         if getattr(first, f"{stage}_args") and stage not in opts.stages:
             log(f"warning: --{stage}_args ignored: --stages {' '.join(opts.stages)} runs no {stage} stage")
-    return opts, runs, scripts, routed
 
 
 def gpu_ids(value, here=True):
@@ -259,7 +312,7 @@ def gpu_ids(value, here=True):
 def single_values(parser, values, path):
     """A grid file's values for options of one value, as the command line would give them: a key
     left empty (null) is the option's default, text or a number is read by the option's type
-    (an int option's number by the checks in `parse`), a list, mapping or true/false is an error
+    (an int option's number by `check_numbers`), a list, mapping or true/false is an error
     (--gpus, which takes a list, is read by `gpu_ids`)."""
     out = dict(values)
     for action in parser._actions:
