@@ -175,9 +175,29 @@ def read_run(base, rel, key):
     run_dir = base / rel
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
               "curve": [], "problems": [], "excluded": False}
-    results_path = run_dir / RESULTS
-    results_there, results = read_json_file(results_path)
+    results_there, results = read_json_file(run_dir / RESULTS)
     config_there, config = read_json_file(run_dir / CONFIG)
+    record["flags"] = run_flags(record, config_there, config, results)
+    # what the run trained on: compared across seeds where recorded (runs older than them lack them)
+    record["fingerprints"] = {k: config.get(k) for k in FINGERPRINTS} if isinstance(config, dict) else {}
+    exclude_misplaced(record)
+    history = read_lines(run_dir / METRICS)
+    # None where an epoch has no validation accuracy (--valid_size 0) or a malformed line
+    record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]
+    record["diverged_epoch"] = diverged_epoch(history)
+    record["epochs"] = record["flags"].get("epochs")
+    if results_there:
+        read_training(record, results)
+    else:
+        record["problems"].append(unfinished_training(run_dir, history, record["epochs"]))
+    read_attacks(record, run_dir)
+    return record
+
+
+def run_flags(record, config_there, config, results):
+    """The flags the run trained with: its config.json's (`config`, parsed), else those its
+    results.json (`results`) records; record["all_flags"] says whether config.json had them, its
+    problems why not."""
     flags = config.get("flags") if isinstance(config, dict) else None
     # without config.json's flags, a finished run's are those its results.json records, as train.py
     # checks such a run (`recorded_config`); the others are unknown, not train.py's defaults
@@ -189,10 +209,14 @@ def read_run(base, rel, key):
             record["problems"].append(f"no {CONFIG}: compared with its other seeds on the flags its "
                                       f"{RESULTS} records")
         flags = (recorded_config(None, results) or {"flags": {}})["flags"]
-    record["flags"] = flags
-    # what the run trained on: compared across seeds where recorded (runs older than them lack them)
-    record["fingerprints"] = {k: config.get(k) for k in FINGERPRINTS} if isinstance(config, dict) else {}
-    label, noise = split_noise(key["label"])
+    return flags
+
+
+def exclude_misplaced(record):
+    """A run whose flags say it belongs in another directory (a category run with --smoothing, a
+    seed not its folder's) is marked excluded, with where it belongs in its problems."""
+    flags, rel = record["flags"], record["run_dir"]
+    label, noise = split_noise(record["label"])
     smoothing = flags.get("smoothing")
     if label == "category" and nonnegative(smoothing) and smoothing > 0:  # an older train.py's place
         own = Path(rel).parent / run_folder_name(label, noise, smoothing)
@@ -200,61 +224,71 @@ def read_run(base, rel, key):
         record["problems"].append(f"left out of the tables: trained with --smoothing {smoothing:g}, "
                                   f"so its directory is {own} (where train.py writes it now); move it there")
     seed = flags.get("seed")  # not compared across seeds (exclude_odd_seeds): a copy of seed7 is no seed10
-    if isinstance(seed, int) and not isinstance(seed, bool) and seed != key["seed"]:
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed != record["seed"]:
         record["excluded"] = True
         record["problems"].append(f"left out of the tables: trained with --seed {seed}, not the seed "
-                                  f"{key['seed']} of its directory (a copy of another run?)")
-    history = read_lines(run_dir / METRICS)
-    # None where an epoch has no validation accuracy (--valid_size 0) or a malformed line
-    record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]
-    record["diverged_epoch"] = diverged_epoch(history)
-    record["epochs"] = flags.get("epochs")
-    if results_there:
-        if not isinstance(results, dict) or accuracy(results.get("test_acc")) is None:
-            record["problems"].append("results.json is not valid JSON or has no test_acc in [0, 1]")
-        elif results.get("valid_acc") is not None and accuracy(results["valid_acc"]) is None:
-            record["problems"].append("results.json has a valid_acc outside [0, 1]")
-        else:
-            record["train"] = {k: results.get(k) for k in (
-                "test_acc", "test_loss", "valid_acc", "valid_loss", "best_epoch", "epochs",
-                "train_images", "test_images", "train_seconds", "images_per_s", "device")}
-            for k in ("best_epoch", "epochs", "train_images", "test_images"):  # shown, averaged
-                if not nonnegative(record["train"][k], int):
-                    record["train"][k] = None
-            record["epochs"] = record["train"]["epochs"] or record["epochs"]
+                                  f"{record['seed']} of its directory (a copy of another run?)")
+
+
+def read_training(record, results):
+    """record["train"] from results.json (`results`, parsed), and its epochs; or a problem saying
+    what results.json lacks."""
+    if not isinstance(results, dict) or accuracy(results.get("test_acc")) is None:
+        record["problems"].append("results.json is not valid JSON or has no test_acc in [0, 1]")
+    elif results.get("valid_acc") is not None and accuracy(results["valid_acc"]) is None:
+        record["problems"].append("results.json has a valid_acc outside [0, 1]")
     else:
-        epochs = f" of {record['epochs']}" if record["epochs"] else ""
-        last = last_written(run_dir, ago=False)  # stopped, or still training: the time of its last write tells
-        if history or (run_dir / LAST_CHECKPOINT).exists():
-            logged = f"{len(history)}{epochs} epochs" if epochs else counted(len(history), "epoch")
-            reason = f"training unfinished with {logged} logged, {last} (no results.json)"
-        else:  # or in its first epoch: a sweep's train.log says when it last wrote
-            reason = "training not started or failed before its first epoch" + (f" ({last})" if last else "")
-        error = log_error(run_dir, "train")
-        record["problems"].append(reason + (f"; train.log: {error}" if error else ""))
+        record["train"] = {k: results.get(k) for k in (
+            "test_acc", "test_loss", "valid_acc", "valid_loss", "best_epoch", "epochs",
+            "train_images", "test_images", "train_seconds", "images_per_s", "device")}
+        for k in ("best_epoch", "epochs", "train_images", "test_images"):  # shown, averaged
+            if not nonnegative(record["train"][k], int):
+                record["train"][k] = None
+        record["epochs"] = record["train"]["epochs"] or record["epochs"]
+
+
+def unfinished_training(run_dir, history, epochs):
+    """Why the run in `run_dir` has no results.json: how far its training got (`history`: its
+    metrics.jsonl rows, of `epochs`, None where unknown) and when it last wrote; train.log's error."""
+    out_of = f" of {epochs}" if epochs else ""
+    last = last_written(run_dir, ago=False)  # stopped, or still training: the time of its last write tells
+    if history or (run_dir / LAST_CHECKPOINT).exists():
+        logged = f"{len(history)}{out_of} epochs" if out_of else counted(len(history), "epoch")
+        reason = f"training unfinished with {logged} logged, {last} (no results.json)"
+    else:  # or in its first epoch: a sweep's train.log says when it last wrote
+        reason = "training not started or failed before its first epoch" + (f" ({last})" if last else "")
+    error = log_error(run_dir, "train")
+    return reason + (f"; train.log: {error}" if error else "")
+
+
+def read_attacks(record, run_dir):
+    """record["attack"] from attack_results.json, where the run has one; its problems say what is
+    wrong with it. One that holds the attacks of another checkpoint than the run's best is left
+    out whole: its entries, malformed or not, are no results of this run."""
     attack_path = run_dir / ATTACK_RESULTS
     attack_there, attack = read_json_file(attack_path)
-    if attack_there:
-        if not isinstance(attack, dict) or not isinstance(attack.get("entries"), list):
-            record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
-        else:
-            entries, malformed = attack_entries(attack)
-            # the checkpoint attack.py attacks (its name unknown without the run's flags: not compared)
-            best = run_dir / best_checkpoint_name(flags["label"], key["seed"], key["model"]) \
-                if "label" in flags else None
-            if best and attacked_another(attack_path, attack, best):
-                record["problems"].append(f"{ATTACK_RESULTS} left out: it holds the attacks of another "
-                                          f"checkpoint than {best.name} (attack the run again)")
-                return record
-            if malformed:
-                record["problems"].append(
-                    f"{ATTACK_RESULTS}: {malformed} malformed entries left out (without an attack, "
-                    "targeted, eps >= 0 or a robust_acc in [0, 1])")
-            images = attack.get("num_images")
-            record["attack"] = {"clean_acc": accuracy(attack.get("clean_acc")),
-                                "num_images": images if isinstance(images, int) else None,
-                                "entries": entries}
-    return record
+    if not attack_there:
+        return
+    if not isinstance(attack, dict) or not isinstance(attack.get("entries"), list):
+        record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
+        return
+    entries, malformed = attack_entries(attack)
+    # the checkpoint attack.py attacks (its name unknown without the run's flags: not compared)
+    flags = record["flags"]
+    best = run_dir / best_checkpoint_name(flags["label"], record["seed"], record["model"]) \
+        if "label" in flags else None
+    if best and attacked_another(attack_path, attack, best):
+        record["problems"].append(f"{ATTACK_RESULTS} left out: it holds the attacks of another "
+                                  f"checkpoint than {best.name} (attack the run again)")
+        return
+    if malformed:
+        record["problems"].append(
+            f"{ATTACK_RESULTS}: {malformed} malformed entries left out (without an attack, "
+            "targeted, eps >= 0 or a robust_acc in [0, 1])")
+    images = attack.get("num_images")
+    record["attack"] = {"clean_acc": accuracy(attack.get("clean_acc")),
+                        "num_images": images if isinstance(images, int) else None,
+                        "entries": entries}
 
 
 def diverged_epoch(history):
