@@ -1113,16 +1113,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
     multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default)."""
     base, out = Path(base_dir), Path(out_dir)
-    if not base.is_dir():
-        raise UsageError(f"--base_dir {base} is not a directory")
-    runs = find_runs(base)
-    if not runs and not grid:  # with a grid, a report of the runs still missing is one
-        above = enclosing_base_dir(base)
-        within = f"; {base} is a folder inside that layout: pass --base_dir {above}" if above else ""
-        raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
-                         f"{LAYOUT_TEXT}){within}")
-    with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
-        records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
+    records = read_runs(base, grid, workers)
     exclude_duplicates(records)
     expected, wanted, asked, expected_from = expected_runs(records, grid)
     exclude_off_grid(records, asked)
@@ -1133,65 +1124,99 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
     out.mkdir(parents=True, exist_ok=True)
-    levels = full_levels(accuracy)
-    clean = [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
-    accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
-                        "valid_acc_mean", "valid_acc_std", "valid_acc_n", "train_images", "test_images",
-                        "epochs", "best_epoch_mean"]
-    noise = noise_rows(accuracy)
     curves = curve_means(records)
-    unfinished = {i["run_dir"] for i in incomplete}
-    run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
-                 "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
-                for r in records]
+    summary = {"base_dir": str(base_dir), "expected_runs": expected_from, **counts,
+               "clean_accuracy": clean_rows(accuracy), "data_efficiency": accuracy,
+               "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "curves": curve_rows(curves),
+               "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
+                                           "attack", "problems")} for r in records],
+               "incomplete": incomplete, "missing": missing}
     tables = tables_markdown(title, base_dir, records, accuracy, robust, incomplete, missing, expected_from,
                              counts)
     with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile
-        there, earlier = read_json_file(out / SUMMARY)
-        # another program's summary.json: replacing it, and deleting the files its "files" names,
-        # would lose someone's work; a report's has held these keys since its first
-        ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()
-        if there and not ours:
-            raise UsageError(f"{out / SUMMARY} is no report's summary.json (no expected_runs and files); "
-                             "choose another --out, or remove it")
+        earlier = earlier_summary(out)
         # one set: a failure part way (a full disk) leaves the earlier report's files as they were
         with file_set() as put:
-            write_csv(put, out / "clean_accuracy.csv", clean, accuracy_columns)
-            write_csv(put, out / "data_efficiency.csv", accuracy, accuracy_columns)
-            if noise:
-                write_csv(put, out / "label_noise.csv", noise,
-                          accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:])
-            write_csv(put, out / "robust_accuracy.csv", robust, [
-                "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
-                "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
-                "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
-                "step_size", "restarts", "amp"])
-            write_csv(put, out / "runs.csv", run_rows, ["dataset", "model", "label", "level", "seed", "status",
-                                                        "test_acc", "epochs_done", "epochs", "diverged_epoch",
-                                                        "run_dir"])
+            csvs = write_csvs(put, out, summary, records)
             put(out / "tables.md", lambda f: f.write(utf8(tables)))
             written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers)
                        if draw else [])
-            summary = {
-                "base_dir": str(base_dir), "expected_runs": expected_from, **counts,
-                "clean_accuracy": clean, "data_efficiency": accuracy, "label_noise": noise,
-                "robust_accuracy": robust,
-                "curves": [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
-                           for k, by_label in sorted(curves.items())
-                           for label, values in by_label.items()],
-                "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train", "attack",
-                                            "problems")}
-                         for r in records],
-                "incomplete": incomplete, "missing": missing,
-                "files": ["tables.md", "clean_accuracy.csv", "data_efficiency.csv",
-                          *(["label_noise.csv"] if noise else []), "robust_accuracy.csv", "runs.csv", *written],
-                # --no_figures: an earlier report's figures left in place, for a later report to remove
-                "kept_figures": [] if draw else [name for name in earlier_files(earlier)
-                                                 if name.endswith(".png") and (out / name).is_file()],
-            }
+            summary["files"] = ["tables.md", *csvs, *written]
+            # --no_figures: an earlier report's figures left in place, for a later report to remove
+            summary["kept_figures"] = [] if draw else [name for name in earlier_files(earlier)
+                                                       if name.endswith(".png") and (out / name).is_file()]
             put(out / SUMMARY, lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
         remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
+
+
+def read_runs(base, grid, workers):
+    """The record (`read_run`) of every run directory under `base`, read in up to `workers`
+    processes; a UsageError where `base` is no folder, or holds no run and no `grid` is given."""
+    if not base.is_dir():
+        raise UsageError(f"--base_dir {base} is not a directory")
+    runs = find_runs(base)
+    if not runs and not grid:  # with a grid, a report of the runs still missing is one
+        above = enclosing_base_dir(base)
+        within = f"; {base} is a folder inside that layout: pass --base_dir {above}" if above else ""
+        raise UsageError(f"no run directories under {base} (the layout of train.py's --base_dir: "
+                         f"{LAYOUT_TEXT}){within}")
+    with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
+        records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
+    return records
+
+
+def clean_rows(accuracy):
+    """The rows of `accuracy` at their (dataset, model)'s full level: the clean accuracy's."""
+    levels = full_levels(accuracy)
+    return [r for r in accuracy if r["level"] == levels[(r["dataset"], r["model"])]]
+
+
+def curve_rows(curves):
+    """`curve_means`' curves as summary.json lists them: one row per dataset, model, level and label."""
+    return [{"dataset": k[0], "model": k[1], "level": k[2], "label": label, **values}
+            for k, by_label in sorted(curves.items()) for label, values in by_label.items()]
+
+
+def earlier_summary(out):
+    """The summary.json of the report in `out` before this one, parsed (None where there is none);
+    a UsageError where it is another program's."""
+    there, earlier = read_json_file(out / SUMMARY)
+    # another program's summary.json: replacing it, and deleting the files its "files" names,
+    # would lose someone's work; a report's has held these keys since its first
+    ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()
+    if there and not ours:
+        raise UsageError(f"{out / SUMMARY} is no report's summary.json (no expected_runs and files); "
+                         "choose another --out, or remove it")
+    return earlier
+
+
+def write_csvs(put, out, summary, records):
+    """The CSV files of `summary`'s accuracy tables (`report`'s) and of its runs, a row per record
+    of `records` with its status, into `out` through `put` (a `file_set`'s); returns their names."""
+    accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
+                        "valid_acc_mean", "valid_acc_std", "valid_acc_n", "train_images", "test_images",
+                        "epochs", "best_epoch_mean"]
+    noise_columns = accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:]
+    robust_columns = [
+        "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
+        "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
+        "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
+        "step_size", "restarts", "amp"]
+    run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
+                   "diverged_epoch", "run_dir"]
+    unfinished = {i["run_dir"] for i in summary["incomplete"]}
+    run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
+                 "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
+                for r in records]
+    files = [("clean_accuracy.csv", summary["clean_accuracy"], accuracy_columns),
+             ("data_efficiency.csv", summary["data_efficiency"], accuracy_columns),
+             *([("label_noise.csv", summary["label_noise"], noise_columns)] if summary["label_noise"] else []),
+             ("robust_accuracy.csv", summary["robust_accuracy"], robust_columns),
+             ("runs.csv", run_rows, run_columns)]
+    for name, rows, columns in files:
+        write_csv(put, out / name, rows, columns)
+    return [name for name, _, _ in files]
 
 
 @contextlib.contextmanager
