@@ -793,6 +793,140 @@ def run_label_space(args, num_classes):
                             mcr2_options(args), fix=fix)
 
 
+def _finished_results(run_dir, best_path, args, label_sha256, facts, main):
+    """A finished run's results.json, asked for again: checked to be of these flags, labels and
+    data (`_check_finished`), with the paths of the folder it is in here."""
+    results_path = run_dir / RESULTS
+    results = read_json(results_path)
+    _check_finished(run_dir, args, label_sha256, facts, results)
+    if main:
+        log(f"{results_path} exists: run already complete (pass --force to train again)")
+    # the folder the run is in here: a copied archive's is not the one it trained in
+    return results | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
+
+
+def _warn_small_split(args, data, split):
+    """Warnings where the training split is small: a full dataset's smaller than its validation
+    split, or one smaller than --batch_size."""
+    if args.level == 100 and len(split.train) < len(split.valid):  # a small dataset
+        log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
+            f"{len(data.train_labels)} training images to train on; a smaller --valid_size "
+            "trains on more")
+    if args.batch_size > len(split.train):  # MCR2's 1000 on a small --level, say
+        log(f"warning: --batch_size {args.batch_size} is more than the {len(split.train)} training "
+            f"images: each epoch is one step of {len(split.train)}")
+
+
+def _changed_labels(args, noisy, labels, main):
+    """How many of the training `labels` --label_noise changed (`noisy`); warns (`main`) where it
+    changed none."""
+    changed = int((noisy != labels).sum())
+    if args.label_noise and not changed and main:  # a run of its own folder, the same as noise-free
+        log(f"warning: --label_noise {args.label_noise:g} changes no label: round({args.label_noise:g} x "
+            f"{len(labels)} training images) is 0")
+    return changed
+
+
+def _restored(model, optimizer, checkpoint, last_path):
+    """The run's (history, best) so far: a start's none, or those of its last `checkpoint` (read
+    from `last_path`), whose weights and optimizer state are loaded into `model` and `optimizer`."""
+    if checkpoint is None:
+        return [], {"valid_acc": -1.0, "epoch": -1}
+    with malformed(last_path, REBUILD_ADVICE):
+        model.load_state_dict(checkpoint["model"])
+        load_optimizer_state(optimizer, checkpoint["optimizer"])
+    return checkpoint["history"], checkpoint["best"]
+
+
+def _prepare_run_dir(args, run_dir, best_path, config, history, device, start):
+    """The run directory made ready (under torchrun, by rank 0) for a `start` at epoch 1, an older
+    model's files removed, or for a resume, said with what changed of its rounding; then its
+    `config` written to config.json and the rows of `history` (the checkpoint's epochs) to
+    metrics.jsonl; a start's line says what trains, on what (`config`'s numbers, on `device`)."""
+    if start:
+        # a start at epoch 1 (--force, or a run whose checkpoints were deleted) trains a new best
+        # checkpoint: the old run's checkpoints go, and its results and its attacks' with them (left,
+        # sweep.py and report.py took the old model's attack results for the new one's)
+        if (run_dir / ATTACK_RESULTS).exists() and not args.force:
+            log(f"{run_dir}: removing {ATTACK_RESULTS}, of a model trained before; attack the "
+                "new one again")
+        # results first: a job killed in between leaves no stale result
+        for name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES, LAST_CHECKPOINT, best_path.name):
+            (run_dir / name).unlink(missing_ok=True)
+    else:
+        log(f"resuming {run_dir} after epoch {len(history)}")
+        if changes := _rounding_changes(config["segments"]):
+            log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
+                "epochs before, so the run will not end bit for bit as an uninterrupted one")
+    write_json(run_dir / CONFIG, config)
+    # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
+    write_jsonl(run_dir / METRICS, history)
+    if start:  # a log file (a cluster job's) says at once what trains, on what
+        world = config["world_size"]
+        processes = f" (rank 0 of {world} processes)" if world > 1 else ""
+        # --resume with nothing to resume: a typo in --seed or --base_dir trains a new run, named here
+        why = " (--resume found no checkpoint there)" if args.resume else ""
+        log(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {config['train_images']} training and "
+            f"{config['valid_images']} validation images, batch {args.batch_size}, lr {args.lr:g}, on "
+            f"{device}{processes}")
+
+
+def _train_epochs(args, step, evaluated, checkpoints, train, valid, device):
+    """Train the epochs after those of `checkpoints.history` up to --epochs (`_epoch`): each one's
+    row appended to it and (where `checkpoints.writes`) to metrics.jsonl, the best epoch kept, the
+    last checkpoint written when due. A stop signal ends the process for a requeue
+    (`preempt.exit_for_requeue`) after its epoch's checkpoint, or during the epoch where that
+    loses nothing; Ctrl-C in the loop ends it saying what is kept (`Checkpoints.stopped`)."""
+    run_dir, history, writes = checkpoints.run_dir, checkpoints.history, checkpoints.writes
+    first_epoch = epoch = len(history)
+    # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
+    interrupted = interrupt_says(lambda: checkpoints.stopped(f"during epoch {epoch + 1}"))
+    with Progress(args.epochs, f"{args.model} {args.label}", "epoch",
+                  initial=len(history), enabled=writes) as progress, interrupted:
+        for epoch in range(first_epoch, args.epochs):
+            # a stop signal ends the epoch at once where nothing trained is lost, or where the
+            # epoch may not end before the kill that follows the signal
+            stoppable = checkpoints.saved == epoch or bool(history) \
+                and history[-1]["seconds"] > preempt.FINISH_SECONDS
+            row = _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device,
+                         first=epoch == first_epoch)
+            if row is None:
+                progress.close()
+                preempt.exit_for_requeue(checkpoints.stopped(f"by signal during epoch {epoch + 1}"))
+            history.append(row)
+            checkpoints.keep_best(row)
+            stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
+            due = checkpoints.due(stopping or epoch + 1 == args.epochs, args.checkpoint_seconds,
+                                  row["seconds"], device)  # on every process
+            if writes:
+                append_jsonl(run_dir / METRICS, row)
+            if due:
+                checkpoints.save(epoch + 1)
+            line, fields = _epoch_line(row, args.epochs)
+            progress.step(line, **fields)
+            if stopping:
+                progress.close()
+                distributed.finish()  # every process is here: leave the group before exiting
+                preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
+                                         "rerun with --resume")
+
+
+def _final_results(args, checkpoints, evaluated, data, train, valid, device):
+    """The trained run's results (`_results`), written to results.json: the best epoch's weights,
+    written to the best checkpoint where it does not hold them yet, scored on the `train` pair's
+    features (MCR2's subspaces), the `valid` pair and `data`'s test set (`_scores`)."""
+    checkpoints.save_best()  # what attack.py loads
+    checkpoints.model.load_state_dict(checkpoints.best_state)
+    test = data.test_images.to(device), data.test_labels.to(device)
+    scores = _scores(evaluated, checkpoints.space, train, {"valid": valid, "test": test}, amp=args.amp,
+                     channels_last=args.channels_last)
+    results = _results(args, checkpoints.config, checkpoints.best_path, checkpoints.best["epoch"], scores,
+                       checkpoints.history, device)
+    if checkpoints.writes:
+        write_json(checkpoints.run_dir / RESULTS, results)
+    return results
+
+
 @torch.inference_mode(False)  # a caller's inference_mode (a notebook cell's) would leave no gradients
 def run_training(args, argv=None):
     """Train one run as the flags say; returns the results dict (also written to results.json).
@@ -814,7 +948,7 @@ def run_training(args, argv=None):
     train_labels = data.train_labels[split.train]
     noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
     run_dir = run_dir_of(args)
-    results_path, last_path = run_dir / RESULTS, run_dir / LAST_CHECKPOINT
+    last_path = run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     facts = data_facts(data, split)  # checked against a finished or stopped run; recorded
     if distributed.any_process(preempt.requested(), device):  # while the data loaded: leave at once
@@ -825,29 +959,16 @@ def run_training(args, argv=None):
         # the others read the folder once rank 0 holds it: where another job does, rank 0's error
         # ends them here, not a check of what that job is writing there
         distributed.barrier()
-        if results_path.exists() and not args.force:
-            results = read_json(results_path)
-            _check_finished(run_dir, args, label_sha256, facts, results)
-            if ctx.main:
-                log(f"{results_path} exists: run already complete (pass --force to train again)")
-            # the folder the run is in here: a copied archive's is not the one it trained in
-            return results | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
-        if args.level == 100 and len(split.train) < len(split.valid) and ctx.main:  # a small dataset
-            log(f"warning: --valid_size {len(split.valid)} leaves {len(split.train)} of the "
-                f"{len(data.train_labels)} training images to train on; a smaller --valid_size "
-                "trains on more")
-        if args.batch_size > len(split.train) and ctx.main:  # MCR2's 1000 on a small --level, say
-            log(f"warning: --batch_size {args.batch_size} is more than the {len(split.train)} training "
-                f"images: each epoch is one step of {len(split.train)}")
+        if (run_dir / RESULTS).exists() and not args.force:
+            return _finished_results(run_dir, best_path, args, label_sha256, facts, ctx.main)
+        if ctx.main:
+            _warn_small_split(args, data, split)
         # kept: the best epoch's weights, label space state and the epoch the best checkpoint holds
         checkpoint, *kept = _start_point(args, last_path, best_path, device, space, label_sha256, facts)
         if checkpoint is not None and space.needs_fit:  # MCR2: the next epoch decodes with the
             space = space_from_state(checkpoint["label_space"])  # subspaces the last one fitted
 
-        changed = int((noisy != train_labels).sum())
-        if args.label_noise and not changed and ctx.main:  # a run of its own folder, the same as noise-free
-            log(f"warning: --label_noise {args.label_noise:g} changes no label: round({args.label_noise:g} x "
-                f"{len(train_labels)} training images) is 0")
+        changed = _changed_labels(args, noisy, train_labels, ctx.main)
         config = _config(args, run_dir, split, data, space, label_sha256, facts, argv) | {
             "label_noise_changed": changed, "world_size": ctx.world}
         config["segments"] = _segments(checkpoint, config, device)
@@ -856,38 +977,9 @@ def run_training(args, argv=None):
         model = _seeded_model(args, space.output_shape, data.info, device)
         trained = distributed.wrap(model, ctx, device)
         step = TrainStep(trained, space, args.lr, args.amp, args.channels_last, args.compile)
-        history, best = [], {"valid_acc": -1.0, "epoch": -1}
-        if checkpoint is not None:
-            with malformed(last_path, REBUILD_ADVICE):
-                model.load_state_dict(checkpoint["model"])
-                load_optimizer_state(step.optimizer, checkpoint["optimizer"])
-            history, best = checkpoint["history"], checkpoint["best"]
-            if writes:
-                log(f"resuming {run_dir} after epoch {len(history)}")
-                if changes := _rounding_changes(config["segments"]):
-                    log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
-                        "epochs before, so the run will not end bit for bit as an uninterrupted one")
+        history, best = _restored(model, step.optimizer, checkpoint, last_path)
         if writes:
-            # a start at epoch 1 (--force, or a run whose checkpoints were deleted) trains a new best
-            # checkpoint: the old run's checkpoints go, and its results and its attacks' with them (left,
-            # sweep.py and report.py took the old model's attack results for the new one's)
-            if checkpoint is None:
-                if (run_dir / ATTACK_RESULTS).exists() and not args.force:
-                    log(f"{run_dir}: removing {ATTACK_RESULTS}, of a model trained before; attack the "
-                        "new one again")
-                for path in (results_path, run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES, last_path,
-                             best_path):  # results first: a job killed in between leaves no stale result
-                    path.unlink(missing_ok=True)
-            write_json(run_dir / CONFIG, config)
-            # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
-            write_jsonl(run_dir / METRICS, history)
-            if checkpoint is None:  # a log file (a cluster job's) says at once what trains, on what
-                processes = f" (rank 0 of {ctx.world} processes)" if ctx.world > 1 else ""
-                # --resume with nothing to resume: a typo in --seed or --base_dir trains a new run, named here
-                why = " (--resume found no checkpoint there)" if args.resume else ""
-                log(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {len(split.train)} training and "
-                    f"{len(split.valid)} validation images, batch {args.batch_size}, lr {args.lr:g}, on "
-                    f"{device}{processes}")
+            _prepare_run_dir(args, run_dir, best_path, config, history, device, start=checkpoint is None)
         evaluated = compiled(model, args.compile)
 
         space.to(device)
@@ -895,48 +987,10 @@ def run_training(args, argv=None):
         valid = data.train_images[split.valid].to(device), data.train_labels[split.valid].to(device)
         checkpoints = Checkpoints(run_dir, best_path, model, step.optimizer, space, config, history, best,
                                   kept, writes)
-        first_epoch = epoch = len(history)
-        # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
-        interrupted = interrupt_says(lambda: checkpoints.stopped(f"during epoch {epoch + 1}"))
         # a signal the loop did not act on (one during the last epoch's validation) reaches the
         # handler of a caller of main(argv) (a notebook's, a driver's) once the run's files are written;
         # a caller's autocast stays out: without --amp the run computes in float32, as config.json says
         with preempt.catching(), autocast(device, False):
-            with Progress(args.epochs, f"{args.model} {args.label}", "epoch",
-                          initial=len(history), enabled=writes) as progress, interrupted:
-                for epoch in range(first_epoch, args.epochs):
-                    # a stop signal ends the epoch at once where nothing trained is lost, or where the
-                    # epoch may not end before the kill that follows the signal
-                    stoppable = checkpoints.saved == epoch or bool(history) \
-                        and history[-1]["seconds"] > preempt.FINISH_SECONDS
-                    row = _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device,
-                                 first=epoch == first_epoch)
-                    if row is None:
-                        progress.close()
-                        preempt.exit_for_requeue(checkpoints.stopped(f"by signal during epoch {epoch + 1}"))
-                    history.append(row)
-                    checkpoints.keep_best(row)
-                    stopping = epoch + 1 < args.epochs and distributed.any_process(preempt.requested(), device)
-                    due = checkpoints.due(stopping or epoch + 1 == args.epochs, args.checkpoint_seconds,
-                                          row["seconds"], device)  # on every process
-                    if writes:
-                        append_jsonl(run_dir / METRICS, row)
-                    if due:
-                        checkpoints.save(epoch + 1)
-                    line, fields = _epoch_line(row, args.epochs)
-                    progress.step(line, **fields)
-                    if stopping:
-                        progress.close()
-                        distributed.finish()  # every process is here: leave the group before exiting
-                        preempt.exit_for_requeue(f"{run_dir}: stopped by signal after epoch {epoch + 1}; "
-                                                 "rerun with --resume")
-
-            checkpoints.save_best()  # what attack.py loads
-            model.load_state_dict(checkpoints.best_state)
-            test = data.test_images.to(device), data.test_labels.to(device)
-            scores = _scores(evaluated, space, train, {"valid": valid, "test": test}, amp=args.amp,
-                             channels_last=args.channels_last)
-            results = _results(args, config, best_path, checkpoints.best["epoch"], scores, history, device)
-            if writes:
-                write_json(results_path, results)
+            _train_epochs(args, step, evaluated, checkpoints, train, valid, device)
+            results = _final_results(args, checkpoints, evaluated, data, train, valid, device)
         return finite(results)  # as results.json and the JSON line hold them: a NaN loss is None
