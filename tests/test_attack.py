@@ -64,6 +64,7 @@ def test_random_start_depends_only_on_seed_restart_and_index():
     # uniform over the whole ball: both signs, out to its faces
     assert everything.min() < -0.99 and everything.max() > 0.99 and abs(everything.mean()) < 0.02
     assert not torch.equal(start_noise(some, (3, 4, 4), seed=1, restart=1), everything[some])
+    assert not torch.equal(start_noise(some, (3, 4, 4), seed=2, restart=0), everything[some])  # --seed's
 
 
 def test_presets_take_the_documented_defaults():
@@ -124,6 +125,20 @@ def test_pgd_takes_its_first_gradient_at_the_clamped_random_start(untrained):
                         keep_images=True)
     assert result["attacked"] == 6
     assert ((result["adversarial"] - expected).abs() < 1e-6).float().mean() > 0.999
+
+
+def test_the_papers_step_size_is_in_normalised_units_as_its_eps(untrained):
+    """Under protocol "paper" a step of step_size moves channel c by step_size * std_c in pixels,
+    as eps's radius is eps * std_c: a step of step_size pixels (about 5 times as long) went past
+    the eps-ball's face in one step, and its clamp hid that from every check of the radius."""
+    model, space, images, labels = untrained
+    std = torch.tensor(model.model_args["std"])
+    result = run_attack(model, space, images, labels, "iterative", 0.1, protocol="paper", steps=1,
+                        step_size=0.02, keep_images=True)
+    assert result["attacked"] == 6
+    moved = (result["adversarial"] - images).abs()
+    assert torch.allclose(moved.amax((0, 2, 3)), 0.02 * std, rtol=1e-4)
+    assert torch.allclose(moved.amin((0, 2, 3)), 0.02 * std, rtol=1e-4)  # every pixel takes the step
 
 
 def test_target_success_counts_only_the_attacked_images(untrained):
