@@ -130,6 +130,19 @@ def test_knn_and_nearest_class_mean_decoders_find_separated_classes():
         "knn_acc": 1.0, "ncm_acc": 1.0}
 
 
+def test_the_nearest_class_mean_is_by_angle_to_each_mean_normalised():
+    """ncm_acc's decoder takes the class whose normalised mean is nearest in angle: a class whose
+    features spread (here +-60 degrees about e2, mean 0.5 e2) is not outweighed by a tight one
+    (all e1, mean e1) for a feature 40 degrees from e2 and 50 from e1; by the raw dot product
+    with the means it was."""
+    space = MCR2Space(2, feature_dim=3, n_components=1)
+    s60, c60 = math.sin(math.pi / 3), math.cos(math.pi / 3)
+    train = torch.tensor([[1.0, 0, 0]] * 4 + [[s60, c60, 0], [-s60, c60, 0]] * 2)
+    train_labels = torch.tensor([0] * 4 + [1] * 4)
+    tests = torch.tensor([[math.cos(math.radians(50)), math.sin(math.radians(50)), 0], [1.0, 0.1, 0]])
+    assert space.report(train, train_labels, tests, torch.tensor([1, 0]))["ncm_acc"] == 1.0
+
+
 def test_subspaces_are_fitted_on_normalised_features():
     """Each feature counts by its direction alone: scaling features changes no class subspace."""
     from utils.mcr2 import fit_subspaces
