@@ -672,6 +672,32 @@ def test_every_step_follows_the_mean_loss_of_its_own_batch(tiny):
     assert step.seen == [(4, 1 / 4), (4, 1 / 4), (2, 1 / 2)]
 
 
+def test_an_epochs_order_and_augmentation_come_from_its_generator_alone(tiny):
+    """train_epoch draws its shuffle, crops and flips from the generator it is given (the run's,
+    seeded by --seed and the epoch), not from torch's global one: the same generator gives the same
+    batches whatever the global state (a resumed run's epochs are the uninterrupted run's), and
+    another seed other batches. An order of range(N), unshuffled, trained every epoch alike."""
+    from utils.training import train_epoch
+
+    class Recorder:
+        def __init__(self):
+            self.model, self.seen = torch.nn.Identity(), []
+
+        def __call__(self, batch, offsets, flips, labels, scale):
+            self.seen.append((labels.clone(), offsets.clone(), flips.clone()))
+            return torch.zeros(2)
+
+    def epoch(seed, global_seed):
+        torch.manual_seed(global_seed)
+        step = Recorder()
+        train_epoch(step, tiny.train_images[:64], torch.arange(64), 16, torch.Generator().manual_seed(seed))
+        return [torch.cat(drawn, -1) for drawn in zip(*step.seen)]  # labels (64,), offsets (2, 64), flips
+    first, again, other = epoch(0, 0), epoch(0, 1), epoch(1, 0)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert sorted(first[0].tolist()) == list(range(64)) and not torch.equal(first[0], torch.arange(64))
+    assert not any(torch.equal(a, b) for a, b in zip(first, other))
+
+
 def test_a_noisy_run_trains_on_the_noisy_labels(cifar10_dir, label_dir, tmp_path, monkeypatch):
     """--label_noise changes the labels the training steps see: label_noise's of the run's split and
     --seed (config.json's label_noise_changed alone would not show it)."""
