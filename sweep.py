@@ -573,7 +573,6 @@ def write_slurm(opts, tasks):
     above its MaxArraySize - 1)."""
     todo = [t for t in tasks if t.todo]
     script = Path(opts.slurm)
-    cwd = Path.cwd()
     lines = command_lines(todo, opts.python,
                           wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")])
     text = "".join(line + "\n" for line in lines)
@@ -582,20 +581,8 @@ def write_slurm(opts, tasks):
     throttle = f"%{opts.max_concurrent}" if opts.max_concurrent else ""
     size = opts.max_array_size
     arrays = [(first, min(size, len(todo) - first)) for first in range(0, len(todo), size)]
-    paths = [script] + [script.with_name(f"{script.stem}.part{k + 1}{script.suffix}")
-                        for k in range(1, len(arrays))]
-    for path in paths:  # the grid file itself, a script of one's own: replaced without a word
-        if path.exists() and not ours(path):
-            raise UsageError(f"--slurm {path} exists and is no array script of sweep.py's; choose another "
-                             "file name, or remove it")
-    options = [directive(name, value, flag) for name, flag in SWEEP_SBATCH.items()
-               if (value := getattr(opts, flag[2:])) is not None]
-    if "\\" in str(logs):  # a backslash in --output: SLURM drops it, and each task failed to launch
-        raise UsageError(f"--slurm's folder {logs}: SLURM drops a backslash from the tasks' log file name "
-                         "(#SBATCH --output); choose a folder without one")
-    # %% for a % of the folder: "runs 100%a" was "runs 1000" for task 0, which failed to launch
-    options += [directive("output", f"{str(logs).replace('%', '%%')}/%A_%a.out", "--slurm's folder"),
-                "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}", *opts.sbatch]
+    paths = array_paths(script, len(arrays))
+    options = sbatch_options(opts, logs)
     submit = [f"sbatch {shell_word(p)}" for p in paths]
     texts = []
     for k, (path, (first, n)) in enumerate(zip(paths, arrays)):
@@ -610,12 +597,7 @@ def write_slurm(opts, tasks):
             f"#SBATCH --array=0-{n - 1}{throttle}",
             *[f"#SBATCH {option}" for option in options],
             "",
-            f"commands={shlex.quote(str(commands.resolve()))}",
-            f"offset={first}",
-            f"cd {shlex.quote(str(cwd))} || exit 2",
-            '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK '
-            'MKL_NUM_THREADS=$SLURM_CPUS_PER_TASK',  # torch reads MKL's first
-            *map(setup_line, opts.setup),
+            *task_preamble(opts, commands, first),
         ]
         texts.append("\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
     script.parent.mkdir(parents=True, exist_ok=True)
@@ -627,6 +609,43 @@ def write_slurm(opts, tasks):
     for stale in set(part_scripts(script)) - set(paths):  # an earlier, longer sweep's further arrays
         stale.unlink()
     return paths, commands, len(todo), submit
+
+
+def array_paths(script, count):
+    """The paths of `count` array scripts: `script`, then FILE.part2.sbatch and on; a file there
+    that is no array script of sweep.py's is a UsageError (it is not overwritten)."""
+    paths = [script] + [script.with_name(f"{script.stem}.part{k + 1}{script.suffix}") for k in range(1, count)]
+    for path in paths:  # the grid file itself, a script of one's own: replaced without a word
+        if path.exists() and not ours(path):
+            raise UsageError(f"--slurm {path} exists and is no array script of sweep.py's; choose another "
+                             "file name, or remove it")
+    return paths
+
+
+def sbatch_options(opts, logs):
+    """The #SBATCH options of every array script (without the #SBATCH), each task's log in the
+    folder `logs`: sweep.py's own (SWEEP_SBATCH), the log, the requeue on a signal, then --sbatch's."""
+    options = [directive(name, value, flag) for name, flag in SWEEP_SBATCH.items()
+               if (value := getattr(opts, flag[2:])) is not None]
+    if "\\" in str(logs):  # a backslash in --output: SLURM drops it, and each task failed to launch
+        raise UsageError(f"--slurm's folder {logs}: SLURM drops a backslash from the tasks' log file name "
+                         "(#SBATCH --output); choose a folder without one")
+    # %% for a % of the folder: "runs 100%a" was "runs 1000" for task 0, which failed to launch
+    return options + [directive("output", f"{str(logs).replace('%', '%%')}/%A_%a.out", "--slurm's folder"),
+                      "--open-mode=append", "--requeue", f"--signal=B:USR1@{opts.signal_seconds}", *opts.sbatch]
+
+
+def task_preamble(opts, commands, first):
+    """An array script's shell lines before SLURM_BODY: the commands file, the array's offset in
+    it (`first`), the folder sweep.py ran in, the threads per CPU, the --setup lines."""
+    return [
+        f"commands={shlex.quote(str(commands.resolve()))}",
+        f"offset={first}",
+        f"cd {shlex.quote(str(Path.cwd()))} || exit 2",
+        '[ -n "${SLURM_CPUS_PER_TASK:-}" ] && export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK '
+        'MKL_NUM_THREADS=$SLURM_CPUS_PER_TASK',  # torch reads MKL's first
+        *map(setup_line, opts.setup),
+    ]
 
 
 # ---------------------------------------------------------------- local pool
