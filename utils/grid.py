@@ -767,12 +767,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             check_base_dir(train_ns.base_dir)
         run_dir = run_dir_of(train_ns)
         attack_ns = scripts["attack"].parse(argv["attack"]) if "attack" in stages else None
-        elsewhere = run_dir_of(attack_ns) if attack_ns is not None else run_dir
-        if elsewhere.resolve() != run_dir.resolve():  # '../w/outs' for 'outs' is the same folder
-            raise UsageError(f"train.py would write {run.name} to {run_dir} but attack.py would read "
-                             f"{elsewhere}: give --base_dir, --label_granularity, --smoothing and "
-                             "--label_noise to both stages (on the command line or in a grid file's args), "
-                             "not in --train_args or --attack_args alone")
+        _check_one_run_dir(run, run_dir, attack_ns)
         notes, todo, commands = {}, [], {}
         train_done = True
         if "train" in stages:
@@ -781,38 +776,67 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
                 todo.append("train")
                 commands["train"] = [python, str(scripts["train"].path), *argv["train"], "--resume"]
         if "attack" in stages:
-            attack = scripts["attack"]
-            wanted = requested_attacks(attack_ns, attack.module)
-            trained = read_json_or_none(run_dir / RESULTS)
-            trained = trained if isinstance(trained, dict) else None
-            images = None  # the test images attack.py reads: entries computed on others are not done
-            test_images = (trained or {}).get("test_images")
-            if (run_dir / ATTACK_RESULTS).exists():  # (unset, its --data_dir and granularity are the run's)
-                config = read_json_or_none(run_dir / CONFIG)
-                flags = config.get("flags") if isinstance(config, dict) else None
-                if attack_ns.data_dir or isinstance(flags, dict):  # else only its checkpoint (torch) names it
-                    data_dir = attack_ns.data_dir or trained_folder(flags, "data_dir")
-                    images = test_images_sha256(train_ns.dataset, data_dir, train_ns.label_granularity,
-                                                wanted["num_images"])
-                if images is not None and wanted["num_images"] is None:  # every image there, however
-                    test_images = None  # many the run tested: the sha256 says how many
-            # (a run the sweep trains gets another checkpoint, and is attacked after it anyway)
-            checkpoint = run_dir / best_checkpoint_name(train_ns.label, train_ns.seed, train_ns.model)
-            done, notes["attack"] = attack_state(
-                run_dir, wanted, test_images, images, checkpoint if train_done else None,
-                (train_ns.dataset, attack_ns.data_dir) if attack_ns.data_dir else None)
-            if not done or not train_done:  # training gives another best checkpoint: attack it too
-                if not train_done:
-                    notes["attack"] = "after train"
-                elif trained is None:
-                    notes["attack"] = "no trained model yet (its train stage is not in this sweep)"
-                elif not checkpoint.is_file():  # a run copied back without it: attack.py stops
-                    notes["attack"] = (f"finished, but without {checkpoint.name}: attack.py refuses it; "
-                                       "delete the run directory to train it again")
+            attack_done, notes["attack"] = _attack_done(run_dir, train_ns, attack_ns, scripts["attack"],
+                                                        train_done)
+            if not attack_done:
                 todo.append("attack")
-                commands["attack"] = [python, str(attack.path), *argv["attack"]]
+                commands["attack"] = [python, str(scripts["attack"].path), *argv["attack"]]
         tasks.append(Task(index, run, run_dir, stages, todo, notes, commands))
     return tasks
+
+
+def _check_one_run_dir(run, run_dir, attack_ns):
+    """attack.py reads `run` where train.py writes it, `run_dir` (attack_ns: attack.py's namespace,
+    None in a sweep without the attack stage), else a UsageError names the flags to give both."""
+    elsewhere = run_dir_of(attack_ns) if attack_ns is not None else run_dir
+    if elsewhere.resolve() != run_dir.resolve():  # '../w/outs' for 'outs' is the same folder
+        raise UsageError(f"train.py would write {run.name} to {run_dir} but attack.py would read "
+                         f"{elsewhere}: give --base_dir, --label_granularity, --smoothing and "
+                         "--label_noise to both stages (on the command line or in a grid file's args), "
+                         "not in --train_args or --attack_args alone")
+
+
+def _attack_done(run_dir, train_ns, attack_ns, attack, train_done):
+    """(whether the run's attack stage is done, its note), as `attack_state` finds the settings
+    attack.py would compute (attack: the attack Script; train_done: whether its training is done,
+    or not in the sweep); a run the sweep trains is attacked again."""
+    wanted = requested_attacks(attack_ns, attack.module)
+    trained = read_json_or_none(run_dir / RESULTS)
+    trained = trained if isinstance(trained, dict) else None
+    test_images, images = _test_images(run_dir, train_ns, attack_ns, trained, wanted["num_images"])
+    # (a run the sweep trains gets another checkpoint, and is attacked after it anyway)
+    checkpoint = run_dir / best_checkpoint_name(train_ns.label, train_ns.seed, train_ns.model)
+    done, note = attack_state(
+        run_dir, wanted, test_images, images, checkpoint if train_done else None,
+        (train_ns.dataset, attack_ns.data_dir) if attack_ns.data_dir else None)
+    if not done or not train_done:  # training gives another best checkpoint: attack it too
+        if not train_done:
+            note = "after train"
+        elif trained is None:
+            note = "no trained model yet (its train stage is not in this sweep)"
+        elif not checkpoint.is_file():  # a run copied back without it: attack.py stops
+            note = (f"finished, but without {checkpoint.name}: attack.py refuses it; "
+                    "delete the run directory to train it again")
+        return False, note
+    return True, note
+
+
+def _test_images(run_dir, train_ns, attack_ns, trained, num_images):
+    """(test_images, images_sha256) for `attack_state`: how many test images the run tested (its
+    results.json, `trained`; None where the sha256 covers them all), and the sha256 of the
+    `num_images` (None: all) test images attack.py reads, where an attack_results.json is there to
+    compare (else None, as where nothing names their folder or they cannot be read)."""
+    images = None  # the test images attack.py reads: entries computed on others are not done
+    test_images = (trained or {}).get("test_images")
+    if (run_dir / ATTACK_RESULTS).exists():  # (unset, its --data_dir and granularity are the run's)
+        config = read_json_or_none(run_dir / CONFIG)
+        flags = config.get("flags") if isinstance(config, dict) else None
+        if attack_ns.data_dir or isinstance(flags, dict):  # else only its checkpoint (torch) names it
+            data_dir = attack_ns.data_dir or trained_folder(flags, "data_dir")
+            images = test_images_sha256(train_ns.dataset, data_dir, train_ns.label_granularity, num_images)
+        if images is not None and num_images is None:  # every image there, however
+            test_images = None  # many the run tested: the sha256 says how many
+    return test_images, images
 
 
 def check_label_files(runs, label_dir, granularity):
