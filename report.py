@@ -389,37 +389,36 @@ def expected_runs(records, grid_file):
     of the dataset was attacked.
     """
     if grid_file:
-        import sweep
-        from utils.grid import requested_attacks
-        opts, runs, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
-        wanted, asked = {}, {}
-        for r in runs:  # as its run directory names it (find_runs): cifar100_coarse, speech_noise0.2
-            train = scripts["train"].module.label_defaults(scripts["train"].parse(r.flags() + routed["train"]))
-            label = run_dir_of(train).name.removeprefix("model_")  # category_smooth0.1 too
-            key = (dataset_folder(r.dataset, train.label_granularity), r.model, label, r.level, r.seed)
-            wanted[key] = None
-            if "train" in opts.stages:  # an attack-only grid's sweep checks no training flag (utils.grid.plan)
-                asked[key] = train
-            if "attack" in opts.stages:
-                script = scripts["attack"]
-                wanted[key] = requested_attacks(script.parse(r.flags() + routed["attack"]),
-                                                script.module)
-        return ([dict(zip(KEY, key)) for key in wanted], wanted, asked, f"grid file {grid_file}")
-    seen = defaultdict(lambda: {k: [] for k in KEY[1:]})
-    attacked = defaultdict(bool)
-    for record in records:
-        values = seen[record["dataset"]]
-        for k in KEY[1:]:
-            if record[k] not in values[k]:
-                values[k].append(record[k])
-        attacked[record["dataset"]] |= record["attack"] is not None
-    settings = defaultdict(set)  # every attack setting seen in a dataset is expected of its runs
-    eps_labels = {}  # (protocol, eps) -> its label, as attack.py wrote it first
-    for record in records:
-        if record["attack"]:
-            settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]}
-            for e in record["attack"]["entries"]:
-                eps_labels.setdefault(entry_key(e)[2:], e.get("eps_label"))
+        return expected_from_grid(grid_file)
+    return expected_from_records(records)
+
+
+def expected_from_grid(grid_file):
+    """`expected_runs` from a sweep grid file: its runs, the attack settings and training flags the
+    sweep asks of each."""
+    import sweep
+    from utils.grid import requested_attacks
+    opts, runs, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
+    wanted, asked = {}, {}
+    for r in runs:  # as its run directory names it (find_runs): cifar100_coarse, speech_noise0.2
+        train = scripts["train"].module.label_defaults(scripts["train"].parse(r.flags() + routed["train"]))
+        label = run_dir_of(train).name.removeprefix("model_")  # category_smooth0.1 too
+        key = (dataset_folder(r.dataset, train.label_granularity), r.model, label, r.level, r.seed)
+        wanted[key] = None
+        if "train" in opts.stages:  # an attack-only grid's sweep checks no training flag (utils.grid.plan)
+            asked[key] = train
+        if "attack" in opts.stages:
+            script = scripts["attack"]
+            wanted[key] = requested_attacks(script.parse(r.flags() + routed["attack"]),
+                                            script.module)
+    return ([dict(zip(KEY, key)) for key in wanted], wanted, asked, f"grid file {grid_file}")
+
+
+def expected_from_records(records):
+    """`expected_runs` without a grid file: per dataset every combination of the values seen there,
+    each run with every attack setting seen in its dataset where any run of it was attacked."""
+    seen, attacked = values_seen(records)
+    settings, eps_labels = attack_settings_seen(records)
     expected = []
     for dataset, values in seen.items():
         for model in sorted(values["model"]):
@@ -432,6 +431,32 @@ def expected_runs(records, grid_file):
                                          "eps_labels": eps_labels} if attacked[r["dataset"]] else None
               for r in expected}
     return expected, wanted, {}, "every combination of the values seen"
+
+
+def values_seen(records):
+    """({dataset: {KEY[1:] name: the values the records hold, first seen first}}, {dataset: whether
+    any of its runs was attacked})."""
+    seen = defaultdict(lambda: {k: [] for k in KEY[1:]})
+    attacked = defaultdict(bool)
+    for record in records:
+        values = seen[record["dataset"]]
+        for k in KEY[1:]:
+            if record[k] not in values[k]:
+                values[k].append(record[k])
+        attacked[record["dataset"]] |= record["attack"] is not None
+    return seen, attacked
+
+
+def attack_settings_seen(records):
+    """({dataset: the `entry_key`s of every attack entry of its runs}, {(protocol, eps): its label})."""
+    settings = defaultdict(set)  # every attack setting seen in a dataset is expected of its runs
+    eps_labels = {}  # (protocol, eps) -> its label, as attack.py wrote it first
+    for record in records:
+        if record["attack"]:
+            settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]}
+            for e in record["attack"]["entries"]:
+                eps_labels.setdefault(entry_key(e)[2:], e.get("eps_label"))
+    return settings, eps_labels
 
 
 # ---------------------------------------------------------------- numbers
