@@ -32,7 +32,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number, os_error_text,
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number, os_error_text,
                           run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
                         check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
@@ -57,14 +57,15 @@ def build_parser():
     grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options but --config "
                       "and what to do as keys (labels: [category, speech]; train_args: '--epochs 30'; "
                       "args: [...] for pass-through flags); flags on the command line win")
-    grid.add_argument("--datasets", nargs="+", default=["cifar10"], help="datasets")
-    grid.add_argument("--models", nargs="+", default=["resnet32"], help="networks")
-    grid.add_argument("--labels", nargs="+", default=["category"],  # read once, by the grid (parse_label)
+    grid.add_argument("--datasets", nargs="+", action=ExtendList, default=["cifar10"], help="datasets")
+    grid.add_argument("--models", nargs="+", action=ExtendList, default=["resnet32"], help="networks")
+    grid.add_argument("--labels", nargs="+", action=ExtendList,  # read once, by the grid (parse_label)
+                      default=["category"],
                       help="label representations")
-    grid.add_argument("--levels", nargs="+", default=[100], help="percent of the training set to train on "
-                      "(train.py's --level)")
-    grid.add_argument("--seeds", nargs="+", default=[0], help="seeds")
-    grid.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+    grid.add_argument("--levels", nargs="+", action=ExtendList, default=[100],
+                      help="percent of the training set to train on (train.py's --level)")
+    grid.add_argument("--seeds", nargs="+", action=ExtendList, default=[0], help="seeds")
+    grid.add_argument("--stages", nargs="+", action=ExtendList, default=list(STAGES), choices=STAGES,
                       help="what each run does, in order")
     grid.add_argument("--train_args", action="append", help="flags for train.py only, as one "
                       "string (given twice: both, in order)")
@@ -101,10 +102,10 @@ def build_parser():
                        "tasks go to further arrays (for jobs/x.sbatch: jobs/x.part2.sbatch and on)")
     slurm.add_argument("--signal_seconds", type=int, default=120, help="seconds before the time "
                        "limit at which SLURM sends USR1: the stage checkpoints, the task requeues")
-    slurm.add_argument("--sbatch", nargs="+", default=[], metavar="OPTION",
+    slurm.add_argument("--sbatch", nargs="+", action=ExtendList, default=[], metavar="OPTION",
                        help="more #SBATCH options, e.g. account=proj qos=high (a leading -- is added "
                        "if missing)")
-    slurm.add_argument("--setup", nargs="+", default=[], metavar="LINE", help="shell lines run "
+    slurm.add_argument("--setup", nargs="+", action=ExtendList, default=[], metavar="LINE", help="shell lines run "
                        "before each task, e.g. 'source .venv/bin/activate'")
     slurm.add_argument("--python", type=nonempty, default="python", help="interpreter named in --print and "
                        "--slurm commands (--local uses the one running sweep.py)")

@@ -77,6 +77,23 @@ def test_grid_order_repeats_and_config_files(tmp_path):
     assert {r.seed for r in runs} == {5}  # the command line wins over the file
 
 
+def test_a_list_flag_given_twice_takes_both_lists(tmp_path):
+    """argparse kept a list flag's last list: `--sbatch account=p --sbatch qos=high` wrote no
+    account line and `--setup A --setup B` ran B alone, without a word. Given again, a list adds
+    up, in order; given once, it still replaces the grid file's list."""
+    opts, runs, _, _ = sweep.parse(["--labels", "category", "--labels", "speech", "--seeds", "1", "--seeds", "2",
+                                    "--sbatch", "account=p", "--sbatch", "qos=high", "comment=x",
+                                    "--setup", "module load cuda", "--setup", "source .venv/bin/activate",
+                                    "--slurm", str(tmp_path / "x.sbatch")])
+    assert [(r.label, r.seed) for r in runs] == [("category", 1), ("category", 2), ("speech", 1), ("speech", 2)]
+    assert opts.sbatch == ["--account=p", "--qos=high", "--comment=x"]
+    assert opts.setup == ["module load cuda", "source .venv/bin/activate"]
+    (tmp_path / "grid.yaml").write_text("labels: [speech, glove]\nseeds: [7]\n")
+    _, runs, _, _ = sweep.parse(["--config", str(tmp_path / "grid.yaml"), "--labels", "category", "--labels",
+                                 "uniform", "--dry_run"])
+    assert [(r.label, r.seed) for r in runs] == [("category", 7), ("uniform", 7)]
+
+
 def test_flags_go_to_the_scripts_that_take_them():
     _, _, _, routed = sweep.parse(["--dry_run", "--epochs", "30", "--num_images", "500", "--base_dir", "o",
                                    "--train_args", "--batch_size 64", "--attack_args", "--batch_size 250",

@@ -218,6 +218,21 @@ def nonempty(text):
     return os.path.expanduser(text)
 
 
+class ExtendList(argparse._StoreAction):
+    """A list flag (nargs "+" or "*") that, given again, adds its values to the first's: argparse's
+    own store kept the last list, so `--sbatch account=p --sbatch qos=high` submitted without the
+    account and `--setup 'module load cuda' --setup 'source .venv/bin/activate'` lost the module.
+    The first time on a command line it replaces the default (a grid file's value, set as one).
+    Not for a flag that sweep.py passes on in layers (attack.py's --epsilons), where the later
+    layer's list replaces the earlier, as any flag's value does."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        if isinstance(current, list) and current is not self.default:  # given before on this line
+            values = current + list(values)
+        setattr(namespace, self.dest, values)
+
+
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """--help shows each flag's default, a list's as it is typed (`(default: train attack)`, not
     `['train', 'attack']`), except where it is None, empty or a switch's False: such a flag's help
