@@ -571,20 +571,7 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
     with torch.no_grad():
         correct = space.decode(model(x)) == y
     chosen = paper_subset(correct, paper_images)
-    xp, yp = x[chosen], y[chosen]
-    loader = paper_loader(xp, yp, model.model_args["mean"], model.model_args["std"])
-    loops = {
-        "FGSM": ("paper: FGSM, one image at a time",
-                 lambda: paper_fgsm(model, space, xp, yp, eps, loader=loader), 1),
-        "iterative-5": ("paper: iterative (5 steps), one image at a time",
-                        lambda: paper_iterative(model, space, xp, yp, eps, steps=5, loader=loader), 1),
-        "iterative-10": ("paper: iterative (10 steps), one image at a time",
-                         lambda: paper_iterative(model, space, xp, yp, eps, steps=10, loader=loader), 1),
-        "sweep": ("paper: FGSM at 1, 2, 4, 8/255, its loop once per eps",
-                  lambda: [paper_fgsm(model, space, xp, yp, e, loader=loader) for e in EPSILONS],
-                  len(EPSILONS)),
-    }
-    paper = {key: (name, Paper(run, len(xp) * count, device)) for key, (name, run, count) in loops.items()}
+    paper = paper_loops(model, space, x[chosen], y[chosen], eps, device)
     rows = []
 
     # Folding batch norms is done once per attack.py run, not per image: out of the timings.
@@ -592,30 +579,62 @@ def attack_rows(model, space, images, labels, device, repeats, paper_images, bat
     for channels_last in (False, True):
         folded.network(model, channels_last)
 
+    def compare(row, key, run, count):
+        """The row `row`: our `run()` of `count` images timed against the paper's loop `key`."""
+        rows.append((row, attempt(row, lambda: paper[key][1].compare(run, count, repeats)), key))
+
     def sweep(**options):
         shared = Shared(folded.networks)
         for e in EPSILONS:
             run_attack(model, space, x, y, "fgsm", e, batch_size=batch_size, shared=shared, **options)
 
+    for suffix, options in attack_variants(device):
+        for name, attack, steps, key in BATCHED_ATTACKS:
+            compare(f"ours: {name}, batched{suffix}", key, lambda: run_attack(
+                model, space, x, y, attack=attack, eps=eps, steps=steps, batch_size=batch_size,
+                shared=Shared(folded.networks), **options), len(x))
+        compare(f"ours: FGSM at 1, 2, 4, 8/255, one run{suffix}", "sweep", lambda: sweep(**options),
+                len(x) * len(EPSILONS))
+    papers = [(name, loop.timing(), name) for name, loop in paper.values()]
+    shares = correct.float().mean().item(), correct[chosen].float().mean().item()
+    return papers + [(name, timing, paper[key][0]) for name, timing, key in rows], shares
+
+
+# our batched attacks at eps 8/255: (row name, attack.py's --attack, --steps, the paper loop's key)
+BATCHED_ATTACKS = (("FGSM", "fgsm", 1, "FGSM"),
+                   ("iterative (5 steps)", "iterative", 5, "iterative-5"),
+                   ("PGD-10", "pgd", 10, "iterative-10"))
+
+
+def paper_loops(model, space, images, labels, eps, device):
+    """{key: (row name, `Paper`)} of the paper's one-image loops on `images` (float in [0, 1], on
+    `device`): FGSM and the iterative method (5 and 10 steps) at `eps`, and FGSM at each of
+    `EPSILONS`, its loop once per eps. Each loop runs once as its `Paper` is made (a warm-up)."""
+    loader = paper_loader(images, labels, model.model_args["mean"], model.model_args["std"])
+    loops = {
+        "FGSM": ("paper: FGSM, one image at a time",
+                 lambda: paper_fgsm(model, space, images, labels, eps, loader=loader), 1),
+        "iterative-5": ("paper: iterative (5 steps), one image at a time",
+                        lambda: paper_iterative(model, space, images, labels, eps, steps=5,
+                                                loader=loader), 1),
+        "iterative-10": ("paper: iterative (10 steps), one image at a time",
+                         lambda: paper_iterative(model, space, images, labels, eps, steps=10,
+                                                 loader=loader), 1),
+        "sweep": ("paper: FGSM at 1, 2, 4, 8/255, its loop once per eps",
+                  lambda: [paper_fgsm(model, space, images, labels, e, loader=loader) for e in EPSILONS],
+                  len(EPSILONS)),
+    }
+    return {key: (name, Paper(run, len(images) * count, device)) for key, (name, run, count) in loops.items()}
+
+
+def attack_variants(device):
+    """(row suffix, run_attack options) of each precision and layout our attacks are timed in: bf16
+    ones only where `device` runs bf16 natively."""
     variants = (("", {}), (", channels_last", {"channels_last": True}))
     if fast_bf16(device):
         variants += ((", bf16 autocast (--amp)", {"amp": True}),
                      (", bf16 + channels_last", {"amp": True, "channels_last": True}))
-    for suffix, options in variants:
-        for name, attack, steps, key in (("FGSM", "fgsm", 1, "FGSM"),
-                                         ("iterative (5 steps)", "iterative", 5, "iterative-5"),
-                                         ("PGD-10", "pgd", 10, "iterative-10")):
-            row = f"ours: {name}, batched{suffix}"
-            rows.append((row, attempt(row, lambda: paper[key][1].compare(
-                lambda: run_attack(model, space, x, y, attack=attack, eps=eps, steps=steps,
-                                   batch_size=batch_size, shared=Shared(folded.networks), **options),
-                len(x), repeats)), key))
-        row = f"ours: FGSM at 1, 2, 4, 8/255, one run{suffix}"
-        rows.append((row, attempt(row, lambda: paper["sweep"][1].compare(
-            lambda: sweep(**options), len(x) * len(EPSILONS), repeats)), "sweep"))
-    papers = [(name, loop.timing(), name) for name, loop in paper.values()]
-    shares = correct.float().mean().item(), correct[chosen].float().mean().item()
-    return papers + [(name, timing, paper[key][0]) for name, timing, key in rows], shares
+    return variants
 
 
 def paper_subset(correct, n):
@@ -791,14 +810,8 @@ def attack_inputs(args, device):
 def speed_sections(args, device, data=None, trained=None):
     """The training and attack tables of --what train/attack/all, one section (a list of markdown
     lines) at a time; the attacks on `data` and `trained` (`attack_inputs`) where not None."""
-    gpu = device.type == "cuda"
-    n_train = args.train_images
-    n_paper = args.paper_attack_images if args.paper_attack_images is not None else (200 if gpu else 50)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (max(n_train, args.attack_images), 3, 32, 32), dtype=torch.uint8,
-                           generator=gen)
-    labels = torch.randint(0, 10, (len(images),), generator=gen)
-    attack_images, attack_labels = data if data is not None else (images, labels)
+    images, labels = random_images(max(args.train_images, args.attack_images))
+    attack_data = data if data is not None else (images, labels)
     attacks = args.what in ("attack", "all")
     attacked_once = False
     for arch in args.models:
@@ -807,63 +820,96 @@ def speed_sections(args, device, data=None, trained=None):
                 yield host_section(arch, label, host_rows(arch, label, images, labels, device,
                                                           args.compile_modes), device)
             if args.what in ("train", "all"):
-                rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
-                                     args.repeats, args.batch_sizes, args.compile_modes,
-                                     args.compiled_only, args.cudnn_benchmark)
-                paper = rows[0][2].rate
-                # an epoch trains on whole batches: the images its rate counts, per batch size
-                timed_images = {bs: n_train // bs * bs for bs in (128, *args.batch_sizes)}
-                per_epoch = (f"{timed_images[128]} images per timed epoch" if len(set(timed_images.values())) == 1
-                             else "images per timed epoch: " + ", ".join(f"{n} at batch {bs}"
-                                                                         for bs, n in timed_images.items()))
-                section = [f"\n**Training, {arch}, {label} labels** ({per_epoch}; each of our timings "
-                           "paired with one of the paper's, taken just before it)\n",
-                           "| pipeline | batch | images/s | the paper's in the paired timings | "
-                           "vs paper: the median pair (range) |",
-                           "| --- | ---: | ---: | ---: | ---: |"]
-                section += [f"| {name} | {bs} | {rate_cell(t.rate, 0)} | {rate_cell(t.paper, 0)} | {t.vs_paper(2)} |"
-                            for name, bs, t in rows]
-                if not fast_bf16(device):
-                    section.append(f"\n({BF16_LEFT_OUT}.)")
-                if gpu:
-                    measured = [(name, bs, t.rate) for name, bs, t in rows if not np.isnan(t.rate)]
-                    best_at_128 = max((r for r in measured if r[1] == 128), key=lambda r: r[2])
-                    best = max(measured, key=lambda r: r[2])
-                    section.append("\nProjected 600-epoch CIFAR-10 run (45,000 images/epoch), training "
-                                   f"only: {600 * 45000 / best_at_128[2] / 60:.1f} minutes at batch 128 "
-                                   f"({best_at_128[0]}), {600 * 45000 / best[2] / 60:.1f} minutes with "
-                                   f"the fastest row; the paper's pipeline: "
-                                   f"{600 * 45000 / paper / 60:.1f} minutes.")
-                yield section
+                yield training_section(args, arch, label, images, labels, device)
             if attacks and not (args.checkpoint and attacked_once):
                 attacked_once = True
-                if trained:
-                    model, space = trained
-                    what = f"{model.model_args['arch']}, {space.name} labels, trained ({args.checkpoint})"
-                else:
-                    space = make_space(label).to(device)
-                    torch.manual_seed(0)
-                    model = build_model(arch, space.output_shape).to(device).eval()
-                    what = f"{arch}, {label} labels, random initialisation"
-                rows, (attacked, paper_attacked) = attack_rows(
-                    model, space, attack_images[:args.attack_images], attack_labels[:args.attack_images],
-                    device, args.repeats, n_paper, args.attack_batch_size)
-                n_attack = min(args.attack_images, len(attack_images))
-                n_loop = min(n_paper, n_attack)  # the paper's loops run on some of our images
-                source = f"the first test images of {args.data_dir}" if args.data_dir else "random images"
-                section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {n_loop} images, ours on "
-                           f"{n_attack} at batch {args.attack_batch_size}; {source}, {attacked:.0%} of them "
-                           f"correctly classified and so attacked, {paper_attacked:.0%} of the paper "
-                           "loop's, chosen among them for that share)\n",
-                           "| attack | images/s | the paper's in the paired timings | vs paper: the "
-                           "median pair (range) | compared with |",
-                           "| --- | ---: | ---: | ---: | --- |"]
-                section += [f"| {name} | {rate_cell(t.rate, 1)} | {rate_cell(t.paper, 1)} | {t.vs_paper(1)} | "
-                            f"{'' if name == ref_name else ref_name} |" for name, t, ref_name in rows]
-                section.append("\n(PGD-10, which the paper did not run, is compared with the paper's "
-                               "loop run for 10 steps; the sweep rows count image x eps evaluations"
-                               + ("" if fast_bf16(device) else f"; {BF16_LEFT_OUT}") + ".)")
-                yield section
+                yield attack_section(args, arch, label, attack_data, device, trained)
+
+
+def random_images(count):
+    """`count` seeded random images, (count, 3, 32, 32) uint8, and labels, (count,) in [0, 10)."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    return images, torch.randint(0, 10, (len(images),), generator=generator)
+
+
+def training_section(args, arch, label, images, labels, device):
+    """The training table of `arch` and `label`, timed on the first --train_images `images`."""
+    n_train = args.train_images
+    rows = training_rows(arch, label, images[:n_train], labels[:n_train], device,
+                         args.repeats, args.batch_sizes, args.compile_modes,
+                         args.compiled_only, args.cudnn_benchmark)
+    # an epoch trains on whole batches: the images its rate counts, per batch size
+    timed_images = {bs: n_train // bs * bs for bs in (128, *args.batch_sizes)}
+    per_epoch = (f"{timed_images[128]} images per timed epoch" if len(set(timed_images.values())) == 1
+                 else "images per timed epoch: " + ", ".join(f"{n} at batch {bs}"
+                                                             for bs, n in timed_images.items()))
+    section = [f"\n**Training, {arch}, {label} labels** ({per_epoch}; each of our timings "
+               "paired with one of the paper's, taken just before it)\n",
+               "| pipeline | batch | images/s | the paper's in the paired timings | "
+               "vs paper: the median pair (range) |",
+               "| --- | ---: | ---: | ---: | ---: |"]
+    section += [f"| {name} | {bs} | {rate_cell(t.rate, 0)} | {rate_cell(t.paper, 0)} | {t.vs_paper(2)} |"
+                for name, bs, t in rows]
+    if not fast_bf16(device):
+        section.append(f"\n({BF16_LEFT_OUT}.)")
+    if device.type == "cuda":
+        section.append(projected_run(rows))
+    return section
+
+
+def projected_run(rows):
+    """The training table's closing line: the minutes of a 600-epoch CIFAR-10 run at the rates of
+    `rows` (`training_rows`; the paper's first)."""
+    paper = rows[0][2].rate
+    measured = [(name, bs, t.rate) for name, bs, t in rows if not np.isnan(t.rate)]
+    best_at_128 = max((r for r in measured if r[1] == 128), key=lambda r: r[2])
+    best = max(measured, key=lambda r: r[2])
+    return ("\nProjected 600-epoch CIFAR-10 run (45,000 images/epoch), training "
+            f"only: {600 * 45000 / best_at_128[2] / 60:.1f} minutes at batch 128 "
+            f"({best_at_128[0]}), {600 * 45000 / best[2] / 60:.1f} minutes with "
+            f"the fastest row; the paper's pipeline: "
+            f"{600 * 45000 / paper / 60:.1f} minutes.")
+
+
+def attack_section(args, arch, label, data, device, trained):
+    """The attack table of `trained` (model, space) on `data` (images, labels), else of a random
+    initialisation of `arch` for `label` on them."""
+    images, labels = data
+    n_paper = args.paper_attack_images if args.paper_attack_images is not None else (
+        200 if device.type == "cuda" else 50)
+    model, space, what = attacked_model(args, arch, label, device, trained)
+    rows, (attacked, paper_attacked) = attack_rows(
+        model, space, images[:args.attack_images], labels[:args.attack_images],
+        device, args.repeats, n_paper, args.attack_batch_size)
+    n_attack = min(args.attack_images, len(images))
+    n_loop = min(n_paper, n_attack)  # the paper's loops run on some of our images
+    source = f"the first test images of {args.data_dir}" if args.data_dir else "random images"
+    section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {n_loop} images, ours on "
+               f"{n_attack} at batch {args.attack_batch_size}; {source}, {attacked:.0%} of them "
+               f"correctly classified and so attacked, {paper_attacked:.0%} of the paper "
+               "loop's, chosen among them for that share)\n",
+               "| attack | images/s | the paper's in the paired timings | vs paper: the "
+               "median pair (range) | compared with |",
+               "| --- | ---: | ---: | ---: | --- |"]
+    section += [f"| {name} | {rate_cell(t.rate, 1)} | {rate_cell(t.paper, 1)} | {t.vs_paper(1)} | "
+                f"{'' if name == ref_name else ref_name} |" for name, t, ref_name in rows]
+    section.append("\n(PGD-10, which the paper did not run, is compared with the paper's "
+                   "loop run for 10 steps; the sweep rows count image x eps evaluations"
+                   + ("" if fast_bf16(device) else f"; {BF16_LEFT_OUT}") + ".)")
+    return section
+
+
+def attacked_model(args, arch, label, device, trained):
+    """(model, space, the table's words for them): `trained`'s (the --checkpoint's), else a
+    seeded random initialisation of `arch` for `label`."""
+    if trained:
+        model, space = trained
+        return model, space, f"{model.model_args['arch']}, {space.name} labels, trained ({args.checkpoint})"
+    space = make_space(label).to(device)
+    torch.manual_seed(0)
+    model = build_model(arch, space.output_shape).to(device).eval()
+    return model, space, f"{arch}, {label} labels, random initialisation"
 
 
 def main(argv=None, args=None):
