@@ -614,27 +614,11 @@ def _read_vectors(path, words):
 
     vectors, undecodable, found = {}, None, 0
     with contextlib.closing(_file_lines(path)) as lines:
-        first = next(lines, b"")
-        header = len(first.split()) == 2 and all(v.isdigit() for v in first.split())
-        count, size = map(int, first.split()) if header else (None, None)
-        if not header:  # the first line is a word's
-            lines = itertools.chain([first] if first else [], lines)
+        count, size, lines = _vectors_header(lines)
+        header = count is not None
         for found, line in enumerate(lines, 1):
-            line_number = found + header
-            values = line.rstrip().split(b" ")[1:]  # split as gensim does
-            size = len(values) if size is None else size
-            if not size:  # gensim read such lines as words without vectors, found none of the class names
-                raise problem(f"line {line_number} holds no numbers after its first word (a word and its "
-                              "values are separated by spaces)")
-            try:
-                values = list(map(float, values))
-            except ValueError:
-                values = None
-            if values is None or len(values) != size:
-                if values is not None and line_number == 2 and not header:  # either may be the odd one
-                    raise problem(f"line 1 holds a word and {_numbers(size)}, line 2 a word and "
-                                  f"{_numbers(len(values))}")
-                raise problem(f"line {line_number} is not a word followed by {_numbers(size)}")
+            values = _vector_values(line, found + header, size, header, problem)
+            size = len(values)
             try:
                 word = line.rstrip().decode("utf-8").split(" ", 1)[0]  # as gensim decodes it
             except UnicodeDecodeError as exc:  # said once every line is known to be well formed
@@ -650,6 +634,40 @@ def _read_vectors(path, words):
     if undecodable:
         raise problem(undecodable)
     return vectors
+
+
+def _vectors_header(lines):
+    """(count, size, lines) of a word-vector file's `lines` (bytes): the word count and vector
+    size its header line "COUNT DIM" gives and the lines after it, or (None, None, all its
+    lines) where it has no header."""
+    first = next(lines, b"")
+    header = len(first.split()) == 2 and all(v.isdigit() for v in first.split())
+    if header:
+        count, size = map(int, first.split())
+        return count, size, lines
+    # the first line is a word's
+    return None, None, itertools.chain([first] if first else [], lines)
+
+
+def _vector_values(line, line_number, size, header, problem):
+    """The numbers (floats) after the word of `line` (bytes, line `line_number` of the file), or
+    `problem`'s LabelError where they are not `size` numbers (None: as many as it holds, the
+    first line's; `header`: whether the file has a header line)."""
+    values = line.rstrip().split(b" ")[1:]  # split as gensim does
+    size = len(values) if size is None else size
+    if not size:  # gensim read such lines as words without vectors, found none of the class names
+        raise problem(f"line {line_number} holds no numbers after its first word (a word and its "
+                      "values are separated by spaces)")
+    try:
+        values = list(map(float, values))
+    except ValueError:
+        values = None
+    if values is None or len(values) != size:
+        if values is not None and line_number == 2 and not header:  # either may be the odd one
+            raise problem(f"line 1 holds a word and {_numbers(size)}, line 2 a word and "
+                          f"{_numbers(len(values))}")
+        raise problem(f"line {line_number} is not a word followed by {_numbers(size)}")
+    return values
 
 
 # What gensim's reader (smart_open) decompresses without a package of its own, by the file name's
@@ -850,14 +868,33 @@ def run(args):
     out = resolved(args.out)  # as it prints it: "wrote ../x/..." named no file from another folder
     labels = expand_labels(args.label, args.text_model, args.glove)
     datasets = list(dict.fromkeys(args.dataset))  # one given twice was made, written and listed twice
+    for line in _warning_lines(args, labels):
+        log(line)
+    _check_output(args, out, labels, datasets)
+    made = _write_labels(args, out, labels, datasets)
+    for path, shape, low, high in made:
+        print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
+    written = [{"file": str(path), "shape": list(shape), "min": low, "max": high}
+               for path, shape, low, high in made]
+    print_json({"out": str(out), "files": written})
+
+
+def _warning_lines(args, labels):
+    """Warnings for the options given that act on none of `labels`: the family options
+    (`FAMILY_OPTIONS`, `replaced_speech_lines`), then --seed where no label is drawn at random."""
     parser = build_parser()
     given = [option for option in FAMILY_OPTIONS if getattr(args, option) != parser.get_default(option)]
-    for line in ignored_lines(given, FAMILY_OPTIONS, labels) + replaced_speech_lines(args, given, labels):
-        log(line)
+    lines = ignored_lines(given, FAMILY_OPTIONS, labels) + replaced_speech_lines(args, given, labels)
     if args.seed is not None and all(parse_label(name)[1].seed is None for name in labels):
         drawn = " ".join(name for name, family in FAMILIES.items() if family.seed is not None)
-        log(f"warning: --seed only acts with a label drawn at random ({drawn}); ignored for "
-            f"--label {' '.join(labels)}")
+        lines.append(f"warning: --seed only acts with a label drawn at random ({drawn}); ignored for "
+                     f"--label {' '.join(labels)}")
+    return lines
+
+
+def _check_output(args, out, labels, datasets):
+    """LabelError, before anything is made, for options that do not fit `datasets` or the --out
+    folder `out`, and for files of `labels` already there (without --force)."""
     if args.label_granularity == "coarse":
         if set(datasets) - set(GRANULAR):
             raise LabelError(f"--label_granularity coarse is for {', '.join(GRANULAR)} only")
@@ -873,35 +910,42 @@ def run(args):
     if existing and not args.force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise LabelError(f"{existing[0]} exists{more}; pass --force to overwrite")
-    options = {"audio_dir": args.audio_dir, "espeak_voice": args.espeak_voice,
-               "speech_file": args.speech_file, "text_model": args.text_model, "glove": args.glove}
-    made = []  # (path, shape, min, max)
+
+
+def _write_labels(args, out, labels, datasets):
+    """Write out/{dataset}_{label}.npy for each of `datasets` and `labels`; (path, shape, min, max)
+    of each file."""
+    made = []
     # Every file or none: bad input met part way (a later dataset's names, a later family's
     # parameter) replaced nothing, where the files before it stayed and a rerun needed --force;
     # nor does it leave the --out folder it made (before the first label: a bad --out is said at once).
     with made_folders(out), file_set() as put:
         for dataset in datasets:
-            names_by_set = {}   # read the meta file once per name set
-            speech = None       # made once, reused by shuffle (both read the same names)
-            for name in labels:
-                name_set = args.names or parse_label(name)[1].names or "standard"
-                if name_set not in names_by_set:
-                    spec = dataset if args.label_granularity == "fine" else f"{dataset}_coarse"
-                    names_by_set[name_set] = class_names(spec, name_set, args.data_dir)
-                extra = {}
-                if name == "shuffle" and speech is not None and args.speech_file is None:
-                    extra["speech_targets"] = speech
-                targets = make_label(name, names_by_set[name_set], args.seed, **options, **extra)
-                if name == "speech":
-                    speech = targets
+            for name, targets in _dataset_targets(args, dataset, labels):
                 path = out / f"{dataset}_{name}.npy"
                 put(path, npy_writer(targets))
                 made.append((path, targets.shape, float(targets.min()), float(targets.max())))
-    for path, shape, low, high in made:
-        print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
-    written = [{"file": str(path), "shape": list(shape), "min": low, "max": high}
-               for path, shape, low, high in made]
-    print_json({"out": str(out), "files": written})
+    return made
+
+
+def _dataset_targets(args, dataset, labels):
+    """(label, targets) of each of `labels` for `dataset`, made in turn as they are asked for."""
+    options = {"audio_dir": args.audio_dir, "espeak_voice": args.espeak_voice,
+               "speech_file": args.speech_file, "text_model": args.text_model, "glove": args.glove}
+    names_by_set = {}   # read the meta file once per name set
+    speech = None       # made once, reused by shuffle (both read the same names)
+    for name in labels:
+        name_set = args.names or parse_label(name)[1].names or "standard"
+        if name_set not in names_by_set:
+            spec = dataset if args.label_granularity == "fine" else f"{dataset}_coarse"
+            names_by_set[name_set] = class_names(spec, name_set, args.data_dir)
+        extra = {}
+        if name == "shuffle" and speech is not None and args.speech_file is None:
+            extra["speech_targets"] = speech
+        targets = make_label(name, names_by_set[name_set], args.seed, **options, **extra)
+        if name == "speech":
+            speech = targets
+        yield name, targets
 
 
 def main(argv=None):
