@@ -134,34 +134,55 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     folder = data_dir / info.folder
     needed = info.train_files + info.test_files
     if not all((folder / f).is_file() for f in needed):
-        if data_dir.exists() and not data_dir.is_dir():
-            raise UsageError(f"--data_dir {data_dir} is a file, not a folder")
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"{folder} is a file, not the folder of the {name} files; remove it, or "
-                             "pass another --data_dir")
-        odd = [folder / f for f in needed if (folder / f).exists() and not (folder / f).is_file()]
-        if odd:  # a download would not replace it, and the run would fail after it anyway
-            raise UsageError(f"{odd[0]} is not a file, as the {name} batch of that name must be; "
-                             "remove it, or pass another --data_dir")
+        _check_data_dir(name, info, data_dir, needed)
+        _fetch(info, data_dir, needed, download)
+    return _read_batches(info, folder, granularity)
 
-        def renamed(wanted):  # the parent serves only as the --data_dir of a folder of that name
-            return "" if data_dir.name == wanted else f", once {data_dir.name}/ is renamed {wanted}/"
-        if all((data_dir / f).is_file() for f in needed):  # not a download into the wrong folder
-            raise UsageError(f"--data_dir {data_dir} holds the {name} files themselves; pass the folder "
-                             f"that holds {info.folder}/ (--data_dir {data_dir.parent}{renamed(info.folder)})")
-        for other in DATASETS.values():  # the other dataset's batches: no download into their folder
-            if other is not info and all((data_dir / f).is_file() for f in other.train_files + other.test_files):
-                raise UsageError(f"--data_dir {data_dir} holds the {other.name} files, which --dataset "
-                                 f"{other.name} reads with --data_dir {data_dir.parent}{renamed(other.folder)}; "
-                                 f"for {name} pass the folder that holds {info.folder}/")
-        if not download:
-            raise _not_found(info, folder, "; ".join(filter(None, (
-                _lacking(folder, needed), "LABELREP_OFFLINE is set, so no download was tried"))))
-        try:
-            _download(info, data_dir, needed)
-        except OSError as err:  # a read-only --data_dir said "could not write <lock file>", not why it wrote
-            raise _not_found(info, folder, "; ".join(filter(None, (
-                _lacking(folder, needed), f"a download there failed: {os_error_text(err)}")))) from None
+
+def _check_data_dir(name, info, data_dir, needed):
+    """UsageError where a download into data_dir/<folder> would not help: data_dir or the folder
+    is a file, a batch's name is taken by something else, or data_dir holds this dataset's or the
+    other's batches themselves instead of their folder."""
+    folder = data_dir / info.folder
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data_dir {data_dir} is a file, not a folder")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is a file, not the folder of the {name} files; remove it, or "
+                         "pass another --data_dir")
+    odd = [folder / f for f in needed if (folder / f).exists() and not (folder / f).is_file()]
+    if odd:  # a download would not replace it, and the run would fail after it anyway
+        raise UsageError(f"{odd[0]} is not a file, as the {name} batch of that name must be; "
+                         "remove it, or pass another --data_dir")
+
+    def renamed(wanted):  # the parent serves only as the --data_dir of a folder of that name
+        return "" if data_dir.name == wanted else f", once {data_dir.name}/ is renamed {wanted}/"
+    if all((data_dir / f).is_file() for f in needed):  # not a download into the wrong folder
+        raise UsageError(f"--data_dir {data_dir} holds the {name} files themselves; pass the folder "
+                         f"that holds {info.folder}/ (--data_dir {data_dir.parent}{renamed(info.folder)})")
+    for other in DATASETS.values():  # the other dataset's batches: no download into their folder
+        if other is not info and all((data_dir / f).is_file() for f in other.train_files + other.test_files):
+            raise UsageError(f"--data_dir {data_dir} holds the {other.name} files, which --dataset "
+                             f"{other.name} reads with --data_dir {data_dir.parent}{renamed(other.folder)}; "
+                             f"for {name} pass the folder that holds {info.folder}/")
+
+
+def _fetch(info, data_dir, needed, download):
+    """`_download` the `needed` files into data_dir/<folder>, or the not-found UsageError saying
+    what the folder lacks and why no download brought it (`download` False: LABELREP_OFFLINE)."""
+    folder = data_dir / info.folder
+    if not download:
+        raise _not_found(info, folder, "; ".join(filter(None, (
+            _lacking(folder, needed), "LABELREP_OFFLINE is set, so no download was tried"))))
+    try:
+        _download(info, data_dir, needed)
+    except OSError as err:  # a read-only --data_dir said "could not write <lock file>", not why it wrote
+        raise _not_found(info, folder, "; ".join(filter(None, (
+            _lacking(folder, needed), f"a download there failed: {os_error_text(err)}")))) from None
+
+
+def _read_batches(info, folder, granularity):
+    """The `CifarData` of the batches in `folder`, with the meta file's class names where it
+    holds them, else numbered classes ("0", "1", ...)."""
     label_key, num_classes = info.label_keys[granularity], info.num_classes[granularity]
 
     def read(files):
