@@ -55,8 +55,8 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 from train import COMPILE_MODES  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, call_cli, log, nonempty,  # noqa: E402
-                          number, run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, call_cli, log,  # noqa: E402
+                          nonempty, number, run_cli)
 from utils.flags import SHARED, add_flags, architecture_names, check_force_resume, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
@@ -83,16 +83,19 @@ def build_parser():
                       "counts the operators a training step runs from the host outside compiled "
                       "graphs; 'checkpoint' times the writing of a run's last checkpoint (a flag "
                       "that acts on none of its tables is refused)")
-    what.add_argument("--models", nargs="+", default=["resnet32"], choices=architecture_names(),
-                      metavar="MODEL", help=f"architectures to time, of {', '.join(architecture_names())}")
-    what.add_argument("--labels", nargs="+", type=label_name, default=["speech", "category"],
-                      choices=LABEL_SHAPES, metavar="LABEL",
+    # a list flag given twice adds up (utils.errors.ExtendList): --models resnet32 --models vgg19 times both
+    what.add_argument("--models", nargs="+", action=ExtendList, default=["resnet32"],
+                      choices=architecture_names(), metavar="MODEL",
+                      help=f"architectures to time, of {', '.join(architecture_names())}")
+    what.add_argument("--labels", nargs="+", action=ExtendList, type=label_name,
+                      default=["speech", "category"], choices=LABEL_SHAPES, metavar="LABEL",
                       help="category, or a label whose shape is timed (speech 64x64, bert 48x48, "
                       "glove 50) with random targets: throughput does not depend on their values; "
                       "--what accuracy trains on the shipped label files (none for bert and glove: "
                       "python -m labels.generate makes them, --train_flags='--label_dir DIR' reads them)")
     add_flags(what, "device")
-    what.add_argument("--compile_modes", nargs="*", default=None, choices=COMPILE_MODES, metavar="MODE",
+    what.add_argument("--compile_modes", nargs="*", action=ExtendList, default=None, choices=COMPILE_MODES,
+                      metavar="MODE",
                       help=f"--what train, host and accuracy: torch.compile modes to time, of "
                       f"{', '.join(COMPILE_MODES)} (default on a GPU: default reduce-overhead; on the CPU: "
                       "default, none for --what accuracy); --what accuracy compiles its bf16 runs with the "
@@ -106,7 +109,8 @@ def build_parser():
     train.add_argument("--train_images", type=number(int), default=None,
                        help="images per timed training epoch (default 1024 on the CPU, 20480 on a "
                        "GPU; --what host profiles one batch of 128)")
-    train.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", default=None,
+    train.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", action=ExtendList,
+                       default=None,
                        help="larger batch sizes to try with the fastest variant (default 256 512)")
     train.add_argument("--compiled_only", action="store_true", help="time the compiled variants only "
                        "(of ours; the paper's pipeline still runs): the eager rows took a GPU session "
@@ -130,7 +134,8 @@ def build_parser():
 
     accuracy = parser.add_argument_group("--what accuracy (train.py runs on --data_dir)")
     accuracy.add_argument("--epochs", type=number(int), default=30, help="epochs per run")
-    accuracy.add_argument("--seeds", type=SHARED["seed"]["type"], nargs="+", default=[0], help="seeds")
+    accuracy.add_argument("--seeds", type=SHARED["seed"]["type"], nargs="+", action=ExtendList, default=[0],
+                          help="seeds")
     add_flags(accuracy, "valid_size", valid_size={"help": "validation images"})
     accuracy.add_argument("--train_flags", default="", help="more train.py flags for both runs, e.g. "
                           "--train_flags='--batch_size 512 --lr 0.4 --warmup_epochs 5'")

@@ -64,7 +64,7 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
-from utils.errors import CliParser, UsageError, call_cli, choice, log, nonempty, number
+from utils.errors import CliParser, ExtendList, UsageError, call_cli, choice, log, nonempty, number
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 from utils.runs import resolved
@@ -789,7 +789,7 @@ def build_parser():
         epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
                "(plus bert / glove when --text_model / --glove is given)")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", nargs="+", required=True,
+    data.add_argument("--dataset", nargs="+", action=ExtendList, required=True,
                       choices=[d for d in DATASETS if not d.endswith("_coarse")],
                       help="dataset(s) to make labels for")
     data.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
@@ -803,7 +803,7 @@ def build_parser():
                       help=f"how class names are written: {', '.join(NAME_SETS)} (default: "
                            f"spoken for speech and shuffle, text for bert/glove) or a file, one name a line")
     family = parser.add_argument_group("families")
-    family.add_argument("--label", nargs="+", required=True,
+    family.add_argument("--label", nargs="+", action=ExtendList, required=True,
                         help="label name(s), e.g. speech, normal_dim=10, uniform_gap=2, or all")
     family.add_argument("--seed", type=number(int, 0, inclusive=True, maximum=2**32 - 1), default=None,
                         help="random seed (default: the family's: shuffle 8 and random / lowdim 48 "

@@ -139,3 +139,22 @@ def test_bench_help_groups_each_flag_under_the_tables_it_acts_on():
     for title, dests in titled.items():
         assert dests and all(title.split()[1] in bench.FLAG_TABLES[d] for d in dests), (title, dests)
     assert groups["options"] == ["help"]  # every flag is in a group
+
+
+@pytest.mark.parametrize("script, argv, dest, expected", [
+    ("bench/bench.py", ["--models", "resnet32", "--models", "vgg19", "--no_record"], "models", ["resnet32", "vgg19"]),
+    ("bench/bench.py", ["--what", "accuracy", "--data_dir", "d", "--seeds", "1", "--seeds", "2", "--no_record"],
+     "seeds", [1, 2]),
+    ("labels.generate", ["--dataset", "cifar10", "--label", "uniform", "--label", "lowdim"], "label",
+     ["uniform", "lowdim"]),
+    ("labels.generate", ["--dataset", "cifar10", "--dataset", "cifar100", "--label", "uniform"], "dataset",
+     ["cifar10", "cifar100"]),
+    # sweep.py passes --epsilons on in layers (a grid file's, then the command line's): the last list wins
+    ("attack.py", ["--epsilons", "1/255", "2/255", "--epsilons", "4/255"], "epsilons", [("4/255", 4 / 255)]),
+])
+def test_a_list_flag_given_twice_takes_both_lists_but_attack_pys(script, argv, dest, expected):
+    """argparse kept a list flag's last list: `--models resnet32 --models vgg19` timed vgg19 alone,
+    `--label uniform --label lowdim` wrote lowdim alone, without a word (sweep.py's: test_sweep)."""
+    from bench import bench
+    args = bench.parse_args(argv) if script == "bench/bench.py" else PARSERS[script]().parse_args(argv)
+    assert getattr(args, dest) == expected
