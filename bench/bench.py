@@ -813,8 +813,9 @@ def attack_inputs(args, device):
 
 
 def speed_sections(args, device, data=None, trained=None):
-    """The training and attack tables of --what train/attack/all, one section (a list of markdown
-    lines) at a time; the attacks on `data` and `trained` (`attack_inputs`) where not None."""
+    """The tables of --what train/attack/all (training, attacks) and host (host-side operators), one
+    section (a list of markdown lines) at a time; the attacks on `data` and `trained`
+    (`attack_inputs`) where not None."""
     images, labels = random_images(max(args.train_images, args.attack_images))
     attack_data = data if data is not None else (images, labels)
     attacks = args.what in ("attack", "all")
