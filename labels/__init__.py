@@ -103,14 +103,19 @@ def granularity_fix(dataset, granularity, *labels):
             f"{'; '.join(fixes)}, then pass --label_dir DIR")
 
 
-def _generated(name):
-    """Whether labels.generate makes label `name` (speech, bert, normal_dim=7, ...)."""
+def _canonical(name):
+    """The name labels.generate writes label `name` under (normal_dim=7; "uniform_gap=2.0" ->
+    "uniform_gap=2"), None for a name it does not make."""
     from labels.generate import parse_label  # here: it imports this module (its own imports are light)
     try:
-        parse_label(name)
+        return parse_label(name)[0]
     except LabelError:
-        return False
-    return True
+        return None
+
+
+def _generated(name):
+    """Whether labels.generate makes label `name` (speech, bert, normal_dim=7, ...)."""
+    return _canonical(name) is not None
 
 
 def make_fix(dataset, name):
@@ -163,7 +168,12 @@ def check_targets(targets, source, num_classes=None, fix=None):
 
 def _named_otherwise(dataset, name, label_dir):
     """What to do where --label `name` (any .npy ending dropped by `utils.flags.label_name`) is the
-    whole name of a file in label_dir, not the NAME of {dataset}_NAME.npy: None where it is not."""
+    whole name of a file in label_dir, not the NAME of {dataset}_NAME.npy, or a family's name spelt
+    otherwise than labels.generate writes it (uniform_gap=2.0): None where it is neither."""
+    canonical = _canonical(name)
+    if canonical not in (None, name):  # labels.generate --label uniform_gap=2.0 wrote uniform_gap=2
+        return (f"labels.generate writes this label as {dataset}_{canonical}.npy; "
+                f"pass --label {canonical}")
     short = name.removeprefix(f"{dataset}_")
     if short != name and label_path(dataset, short, label_dir).is_file():  # --label cifar10_speech.npy
         return f"--label is the NAME of {dataset}_NAME.npy; pass --label {short}"

@@ -623,6 +623,21 @@ def test_a_label_file_named_otherwise_says_how_to_name_it(tmp_path):
     assert load_label("cifar10", "s10x7", tmp_path).shape == (10, 7)
 
 
+def test_a_family_name_spelt_otherwise_names_the_file_generate_wrote(tmp_path, capsys):
+    """labels.generate --label uniform_gap=2.0 writes cifar10_uniform_gap=2.npy; train.py --label
+    uniform_gap=2.0 then said 'make it with python -m labels.generate ... --label uniform_gap=2.0',
+    which writes the same file again: the error sent the user round in a loop."""
+    assert cli(generate.main, ["--dataset", "cifar10", "--label", "uniform_gap=2.0", "--out", tmp_path],
+               capsys)[0] == 0
+    for name, canonical in (("uniform_gap=2.0", "uniform_gap=2"), ("normal_dim=010", "normal_dim=10")):
+        with pytest.raises(LabelError) as err:
+            load_label("cifar10", name, tmp_path)
+        assert str(err.value) == (f"no label file {tmp_path}/cifar10_{name}.npy for --label {name}: "
+                                  f"labels.generate writes this label as cifar10_{canonical}.npy; "
+                                  f"pass --label {canonical}")
+    assert load_label("cifar10", "uniform_gap=2", tmp_path).shape == (10, 50)
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 def test_refuses_to_overwrite_without_force(tmp_path, capsys):
