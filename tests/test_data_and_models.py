@@ -816,11 +816,16 @@ def test_a_job_that_waited_on_a_failed_download_takes_its_turn(tmp_path, monkeyp
 
     def flock(file, operation):
         job = threading.current_thread().name
-        flocks.append(job)
-        if job == "B":  # waits on the first job's lock; then, fixed, on the third job's
-            events["b_waits" if flocks.count("B") == 1 else "b_next"].set()
+        # a job's blocking waits: its try without waiting (LOCK_NB, which says 'waiting for ...'
+        # where it fails) is no turn taken; counted, the second job went on at once, racing the
+        # first job's removal of its folder
+        if operation & fcntl.LOCK_NB == 0:
+            flocks.append(job)
+        waits = flocks.count(job) if operation & fcntl.LOCK_NB == 0 else 0
+        if job == "B" and waits:  # waits on the first job's lock; then, fixed, on the third job's
+            events["b_waits" if waits == 1 else "b_next"].set()
         real_flock(file, operation)
-        if job == "B" and flocks.count("B") == 1:  # once the first job failed and removed its folder
+        if job == "B" and waits == 1:  # once the first job failed and removed its folder
             wait("c_locked" if third_job else "a_done")
         if job == "C":
             events["c_locked"].set()
