@@ -35,8 +35,8 @@ from pathlib import Path
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number,
                           os_errors_as_usage, run_cli)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, accuracy, asked_changes, attack_entries,
-                        attacked_another, cores, counted, entry_dtype, entry_key, eps_text, last_written,
-                        missing_note, nonnegative, parse_level, read_json_file, read_lines)
+                        attack_parts, attacked_another, cores, counted, entry_dtype, entry_key, eps_text,
+                        last_written, missing_note, nonnegative, parse_level, read_json_file, read_lines)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, schedule
 from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
@@ -111,7 +111,7 @@ def label_rank(label):
 
 def attack_rank(attack):
     """fgsm, iterative, pgd, then their other objectives ("pgd+margin") after each, then the rest."""
-    base = attack.split("+")[0]
+    base = attack_parts(attack)[0]
     return (ATTACKS.index(base) if base in ATTACKS else len(ATTACKS), attack)
 
 
@@ -598,7 +598,7 @@ def robust_rows(records):
 def setting_text(row, step_size=False):
     """What a robust table (or figure panel) holds fixed, in words: the steps of the attacks that
     take them (not FGSM's one) and PGD's restarts, the only attack that restarts."""
-    attack = row["attack"].split("+")[0]
+    attack = attack_parts(row["attack"])[0]
     text = (f"{row['num_images']} test images" + (f", steps {row['steps']}" if attack != "fgsm" else "")
             + (f", restarts {row['restarts']}" if attack == "pgd" else "") + (", bf16" if row["amp"] else ""))
     if not step_size:
@@ -611,7 +611,7 @@ def setting_text(row, step_size=False):
 def default_step(row):
     """Whether a robust row's step size is attack.py's default for its attack, eps and steps, which
     follows eps (2.5 eps / steps in pixel units; FGSM's is eps)."""
-    attack = row["attack"].split("+")[0]
+    attack = attack_parts(row["attack"])[0]
     if attack not in ATTACKS or row["step_size"] is None or not row["steps"]:
         return False
     # rel_tol: the row's eps is rounded to 9 decimals
@@ -982,7 +982,7 @@ def robust_figures(robust, styles):
 
 def attack_title(attack):
     """An attack's name in a figure title: "pgd+margin" -> "PGD (margin objective)"."""
-    name, _, objective = attack.partition("+")
+    name, objective = attack_parts(attack)
     return ATTACK_TITLES.get(name, name) + (f" ({objective} objective)" if objective else "")
 
 

@@ -382,6 +382,13 @@ def attack_label(attack, objective="loss"):
     return attack if objective in (None, "loss") else f"{attack}+{objective}"
 
 
+def attack_parts(label):
+    """`attack_label`'s (attack, objective) again: "pgd+margin" -> ("pgd", "margin"), "pgd" ->
+    ("pgd", "") (the loss objective)."""
+    attack, _, objective = label.partition("+")
+    return attack, objective
+
+
 def nonnegative(value, kind=(int, float)):
     """Whether a value read from JSON is a finite number >= 0 of `kind` (a bool, NaN or text is not)."""
     return isinstance(value, kind) and not isinstance(value, bool) and 0 <= value < math.inf
