@@ -8,7 +8,8 @@ Reads each run directory of the paper's layout ({base}/{dataset}/seed{s}/{model}
 utils.runs.run_directory):
 config.json, results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md;
 clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
---label_noise runs); PNG figures (robust accuracy against eps, accuracy against data level,
+--label_noise runs), label_stats.csv (labels.stats of the targets each label trained, from the
+label files in --label_dir that hold them); PNG figures (robust accuracy against eps, accuracy against data level,
 validation curves); and summary.json with every number, plus the runs that are missing or
 incomplete. Accuracies are fractions in the CSVs and JSON, percentages in tables.md: mean +-
 sample std over seeds (n = seeds).
@@ -32,14 +33,19 @@ import threading
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, nonempty, number,
+import numpy as np
+
+from labels import LABEL_DIR, LabelError, label_path, read_targets, targets_sha256
+from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number,
                           os_errors_as_usage, run_cli)
-from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, accuracy, asked_changes, attack_entries,
-                        attack_parts, attacked_another, cores, counted, entry_dtype, entry_key, eps_text,
-                        last_written, missing_note, nonnegative, parse_level, read_json_file, read_lines)
+from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, accuracy, asked_changes,
+                        attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
+                        eps_text, last_written, missing_note, nonnegative, parse_level, read_json_file,
+                        read_lines)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
-from utils.constants import ATTACKS, schedule
-from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config
+from utils.constants import ATTACKS, dataset_info, schedule
+from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config, trained_folder
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
                         run_dir_of, run_folder_name)
@@ -75,6 +81,11 @@ def build_parser():
     parser.add_argument("--grid", type=nonempty, help="sweep.py's --config grid file (YAML/JSON): its "
                         "runs are the ones expected, so absent ones are listed as missing (default: "
                         "every combination of the datasets, models, labels, levels and seeds seen)")
+    parser.add_argument("--label_dir", nargs="+", action=ExtendList, type=nonempty, metavar="DIR",
+                        help="folders of the label files the runs trained with (train.py's --label_dir), "
+                        "for the label statistics table; a file counts only where its targets are the "
+                        "ones a run recorded (default: the --grid's --label_dir; the shipped "
+                        "labels/label_files and the folder each run trained with are searched too)")
     parser.add_argument("--title", default="Results", help="heading of tables.md")
     parser.add_argument("--no_figures", action="store_true", help="no PNG figures, only tables, "
                         "CSVs and JSON (an earlier report's figures in --out are left as they were)")
@@ -785,9 +796,114 @@ def robust_markdown(robust):
     return out
 
 
-def tables_markdown(title, base, records, accuracy, robust, incomplete, missing, expected_from, counts):
-    """tables.md: what was read, the clean, data-efficiency, label-noise and robust tables, then the
-    diverged, incomplete and missing runs."""
+# ---------------------------------------------------------------- label statistics
+
+LABEL_STAT_COLUMNS = ("shape", "entropy", "min_msd", "l2_mean", "l1_mean", "std")  # tables.md's
+LABEL_STATS_LEGEND = (
+    "Statistics of the class targets each label's runs regressed (`python -m labels.stats --help` "
+    "says how each is computed): entropy in bits of a class's values, averaged over classes (the "
+    "follow-up's); min_msd, the smallest mean squared distance between two classes' targets; "
+    "l2_mean and l1_mean, the mean distance between two classes' targets scaled to [0, 1]; std of "
+    "all values. Measured on the label file whose targets are the ones the runs recorded "
+    "(config.json's label_sha256), found in report.py's --label_dir, the shipped labels/label_files "
+    "or the --label_dir a run trained with; category on its one-hot targets (smoothed as trained); "
+    "MCR2 regresses no targets. Whether a label's entropy or the distance between its classes goes "
+    "with its robustness: label_stats.csv joins robust_accuracy.csv on dataset and label (a noisy "
+    "label's runs trained the same targets).")
+
+
+def label_stat_rows(records, label_dirs=()):
+    """`labels.stats.label_stats` of the targets each label of the tables' runs regressed, a row per
+    dataset, label (its noise rates one) and targets trained (label_sha256: two draws of a label are
+    two rows), and the labels not measured with why: (rows, unmeasured). A label file counts only
+    where its targets are the ones recorded, searched in `label_dirs`, then `LABEL_DIR`, then the
+    --label_dir each run trained with (a folder that has gone, or was relative to another working
+    directory, is passed over)."""
+    groups = defaultdict(list)
+    for record in records:
+        label = split_noise(record["label"])[0]
+        if record["train"] and not record["excluded"] and label not in FILELESS_LABELS[1:]:
+            groups[(record["dataset"], label)].append(record)
+    rows, unmeasured, files = [], [], {}
+    for (dataset, label), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], label_rank(kv[0][1]))):
+        flags = runs[0]["flags"]
+        name = flags.get("dataset") if isinstance(flags.get("dataset"), str) else dataset
+        try:
+            granularity = flags.get("label_granularity") or "fine"
+            num_classes = dataset_info(name, granularity).num_classes[granularity]
+        except UsageError as err:
+            unmeasured.append({"dataset": dataset, "label": label, "reason": str(err)})
+            continue
+        if label.partition("_smooth")[0] == "category":
+            smoothing = flags.get("smoothing") if nonnegative(flags.get("smoothing")) else 0.0
+            rows.append({"dataset": dataset, "label": label, "label_sha256": None, "runs": len(runs),
+                         **label_stats(one_hot(num_classes, smoothing))})
+            continue
+        by_targets = defaultdict(list)
+        for record in runs:
+            sha256 = record["fingerprints"].get("label_sha256")
+            by_targets[sha256 if isinstance(sha256, str) else None].append(record)  # None: unrecorded
+        if None in by_targets and len(by_targets) == 1:
+            unmeasured.append({"dataset": dataset, "label": label, "reason": (
+                "its runs recorded no label_sha256 (trained before train.py recorded which targets)")})
+        for sha, same in sorted((k, v) for k, v in by_targets.items() if k is not None):
+            folders = [*label_dirs, LABEL_DIR, *(trained_folder(r["flags"], "label_dir") for r in same)]
+            targets = targets_in(files, [label_path(name, label, d) for d in folders], sha)
+            if targets is None:
+                given = f"--label_dir ({', '.join(map(str, label_dirs))}), " if label_dirs else ""
+                unmeasured.append({"dataset": dataset, "label": label, "reason": (
+                    f"no {name}_{label}.npy with the targets its runs trained (label_sha256 {sha[:12]}) "
+                    f"in {given}labels/label_files or the --label_dir its runs trained with; pass "
+                    "the folder holding it as --label_dir")})
+            else:
+                rows.append({"dataset": dataset, "label": label, "label_sha256": sha, "runs": len(same),
+                             **label_stats(targets)})
+    return rows, unmeasured
+
+
+def one_hot(num_classes, smoothing=0.0):
+    """Category's targets: the identity, or with label smoothing s the true class 1 - s and each
+    other s / (C - 1) (`utils.labelspace.CategorySpace`'s)."""
+    eye = np.eye(num_classes)
+    return eye * (1 - smoothing) + (1 - eye) * smoothing / (num_classes - 1)
+
+
+def targets_in(files, paths, sha256):
+    """The targets of the first of `paths` that is a readable label file holding targets of
+    `sha256` (`targets_sha256`), else None; `files` caches each path's (sha256, targets)."""
+    for path in dict.fromkeys(resolved(p) for p in paths):
+        if path not in files:
+            try:
+                targets = read_targets(path) if path.is_file() else None
+            except (LabelError, OSError):
+                targets = None
+            files[path] = (None, None) if targets is None else (targets_sha256(targets), targets)
+        if files[path][0] == sha256:
+            return files[path][1]
+    return None
+
+
+def label_stats_markdown(measured):
+    """tables.md's label statistics (`label_stat_rows`' rows and unmeasured, `measured`): a table
+    per dataset, then the labels not measured."""
+    rows, unmeasured = measured
+    out = ["## Label statistics", "", LABEL_STATS_LEGEND, ""]
+    several = Counter((r["dataset"], r["label"]) for r in rows)
+    for dataset in sorted({r["dataset"] for r in rows}):
+        out += [f"### {dataset}", "", markdown_table(["label", *LABEL_STAT_COLUMNS], [
+            [r["label"] + (f" ({r['label_sha256'][:8]})" if several[(dataset, r["label"])] > 1 else ""),
+             *(value_text(r[c]) for c in LABEL_STAT_COLUMNS)] for r in rows if r["dataset"] == dataset]), ""]
+    if not rows and not unmeasured:
+        out += ["No trained runs.", ""]
+    if unmeasured:
+        out += ["Not measured:", ""] + [f"- {u['dataset']}, {u['label']}: {u['reason']}" for u in unmeasured] + [""]
+    return out
+
+
+def tables_markdown(title, base, records, accuracy, robust, measured, incomplete, missing, expected_from,
+                    counts):
+    """tables.md: what was read, the clean, data-efficiency, label-noise, robust and label statistics
+    tables, then the diverged, incomplete and missing runs."""
     directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
     intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
@@ -797,7 +913,7 @@ def tables_markdown(title, base, records, accuracy, robust, incomplete, missing,
               "code reported its validation accuracy (in the CSVs as valid_acc).")
     out = [f"# {title}", "", intro, legend, ""]
     out += clean_markdown(accuracy) + efficiency_markdown(accuracy) + noise_markdown(accuracy)
-    out += robust_markdown(robust)
+    out += robust_markdown(robust) + label_stats_markdown(measured)
     out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them, "
             "but for those left out of the tables, as said beside them; a run's test accuracy is of its "
             "best epoch's weights).", ""]
@@ -1132,11 +1248,12 @@ def curve_means(records):
 
 
 @os_errors_as_usage()  # an --out it cannot use is the command line's UsageError, in a notebook too
-def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
+def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, label_dirs=()):
     """Read every run under base_dir and write the report to out_dir; returns the summary dict.
     workers > 1 reads the runs and draws the figures in up to that many processes (`in_workers`),
     spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
-    multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default)."""
+    multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default).
+    `label_dirs`: folders of the label files the runs trained with (`label_stat_rows`)."""
     base, out = Path(base_dir), Path(out_dir)
     records = read_runs(base, grid, workers)
     exclude_duplicates(records)
@@ -1145,6 +1262,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     exclude_odd_seeds(records, wanted if grid else ())
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)
+    measured = label_stat_rows(records, label_dirs)
     incomplete, missing = incomplete_and_missing(records, expected, wanted)
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
@@ -1152,12 +1270,13 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1):
     curves = curve_means(records)
     summary = {"base_dir": str(base_dir), "expected_runs": expected_from, **counts,
                "clean_accuracy": clean_rows(accuracy), "data_efficiency": accuracy,
-               "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "curves": curve_rows(curves),
+               "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "label_stats": measured[0],
+               "label_stats_unmeasured": measured[1], "curves": curve_rows(curves),
                "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
                                            "attack", "problems")} for r in records],
                "incomplete": incomplete, "missing": missing}
-    tables = tables_markdown(title, base_dir, records, accuracy, robust, incomplete, missing, expected_from,
-                             counts)
+    tables = tables_markdown(title, base_dir, records, accuracy, robust, measured, incomplete, missing,
+                             expected_from, counts)
     with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile
         earlier = earlier_summary(out)
         # one set: a failure part way (a full disk) leaves the earlier report's files as they were
@@ -1238,6 +1357,8 @@ def write_csvs(put, out, summary, records):
              ("data_efficiency.csv", summary["data_efficiency"], accuracy_columns),
              *([("label_noise.csv", summary["label_noise"], noise_columns)] if summary["label_noise"] else []),
              ("robust_accuracy.csv", summary["robust_accuracy"], robust_columns),
+             *([("label_stats.csv", summary["label_stats"], ["dataset", "label", "label_sha256", "runs",
+                                                              *STAT_COLUMNS])] if summary["label_stats"] else []),
              ("runs.csv", run_rows, run_columns)]
     for name, rows, columns in files:
         write_csv(put, out / name, rows, columns)
@@ -1277,11 +1398,12 @@ def remove_stale(out, earlier, files, figures_too=True):
             (out / name).unlink(missing_ok=True)
 
 
-def grid_base_dir(grid_file):
-    """The --base_dir a sweep of `grid_file` trains its runs under (train.py's default if it sets none)."""
+def grid_train_flags(grid_file):
+    """train.py's flags in a sweep of `grid_file` (its defaults where the grid sets none): its
+    --base_dir and --label_dir are the report's defaults."""
     import sweep
     _, _, scripts, routed = sweep.parse(["--config", str(grid_file), "--dry_run"])
-    return scripts["train"].parse(routed["train"]).base_dir
+    return scripts["train"].parse(routed["train"])
 
 
 def terminated(signum, frame):
@@ -1293,10 +1415,16 @@ def terminated(signum, frame):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    grid_base = grid_base_dir(args.grid) if args.grid else None
+    grid_flags = grid_train_flags(args.grid) if args.grid else None
+    grid_base = grid_flags.base_dir if grid_flags else None
     base_dir = args.base_dir or grid_base or SHARED["base_dir"]["default"]
+    label_dirs = args.label_dir or ([grid_flags.label_dir] if grid_flags else [])
+    for folder in args.label_dir or []:
+        if not Path(folder).is_dir():
+            raise UsageError(f"--label_dir {folder} " + ("is not a folder" if Path(folder).exists()
+                                                         else "does not exist"))
     summary = report(base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
-                     workers=args.workers)
+                     workers=args.workers, label_dirs=label_dirs)
     if grid_base and not summary["run_dirs"] and resolved(base_dir) != resolved(grid_base):
         log(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
             f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)")

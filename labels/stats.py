@@ -101,7 +101,8 @@ def compare(reference, candidate):
             "mean_class_corr": float(np.mean(correlations))}
 
 
-def _cell(value):
+def value_text(value):
+    """A statistic as a table shows it: a shape as 10x64x64, a number to 4 significant digits."""
     if isinstance(value, list):
         return "x".join(map(str, value))
     if isinstance(value, float):
@@ -112,7 +113,7 @@ def _cell(value):
 def format_rows(rows, markdown=False):
     """Rows (dicts with 'file' and COLUMNS) as an aligned text table or a Markdown table."""
     header = ("file",) + COLUMNS
-    cells = [[_cell(row[c]) for c in header] for row in rows]
+    cells = [[value_text(row[c]) for c in header] for row in rows]
     if markdown:
         return markdown_table(header, cells)
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]

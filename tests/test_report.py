@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, last_json, run_script
 from report import cell, label_styles, log_error, main as report_main, mean_std, report
 from utils.atomic import code_span
-from utils.errors import UsageError
+from utils.errors import UsageError, call_cli
 from utils.runs import run_directory, run_lock
 
 EPS8 = 8 / 255
@@ -579,7 +579,7 @@ def test_workers_write_the_same_report(study, tmp_path, monkeypatch):
     one = report(study, tmp_path / "one")
     several = report(study, tmp_path / "several", workers=8)
     assert pools == [2, 3]
-    assert several["files"] == one["files"] and len(one["files"]) == 10
+    assert several["files"] == one["files"] and len(one["files"]) == 11
     for name in one["files"]:
         assert (tmp_path / "several" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
 
@@ -1658,18 +1658,127 @@ def test_the_committed_mini_study_is_what_report_py_makes_of_its_runs(tmp_path, 
     command of docs/experiments.md (its sequel's, with the command of its grid file): tables, CSVs
     and summary.json byte for byte, the same figures (named, not drawn). A change to what report.py
     writes that was not run on them shows here (its summary.json lacked the kept_figures key added
-    after it was made)."""
+    after it was made). Its label statistics are of the paper's label files in ../shared."""
     import report as module
+    if not (REPO.parent / "shared" / "reference" / "label_representations").is_dir():
+        pytest.skip("../shared/reference/label_representations (the label files the runs trained with) is absent")
     results = REPO / "docs" / "results" / folder
-    monkeypatch.chdir(tmp_path)  # the paths the documented command gives, from the repository root
-    (tmp_path / "docs").symlink_to(REPO / "docs")
-    (tmp_path / "outputs").mkdir()
-    (tmp_path / "outputs" / base).symlink_to(results / "runs")
+    root = tmp_path / "repo"
+    root.mkdir()
+    monkeypatch.chdir(root)  # the paths the documented command gives, from the repository root
+    (tmp_path / "shared").symlink_to(REPO.parent / "shared")
+    (root / "docs").symlink_to(REPO / "docs")
+    (root / "outputs").mkdir()
+    (root / "outputs" / base).symlink_to(results / "runs")
     monkeypatch.setattr(module, "write_png", lambda plan, f: None)
-    summary = report(f"outputs/{base}", tmp_path / "out", f"docs/results/{folder}/grid.yaml", title)
+    monkeypatch.setattr(module, "trained_folder", lambda flags, name: "absent")  # no run's own folder
+    argv = ["--base_dir", f"outputs/{base}", "--out", str(tmp_path / "out"), "--grid",
+            f"docs/results/{folder}/grid.yaml", "--title", title, "--workers", "1"]
+    if folder == "cifar10-subset":  # docs/experiments.md's command: its BERT rescaled is in labels/ there
+        argv += ["--label_dir", "../shared/reference/label_representations", "docs/results/cifar10-subset/labels"]
+    summary = module.main(argv)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     committed = sorted(p.name for p in results.iterdir() if p.is_file() and p.suffix != ".yaml")
     assert written == committed == sorted(summary["files"] + ["summary.json"])
     for name in written:
         if not name.endswith(".png"):
             assert (tmp_path / "out" / name).read_bytes() == (results / name).read_bytes(), name
+
+
+def with_config(run_dir, **config):
+    """`run_dir`'s config.json with `config`'s keys set (flags: those named added to its flags)."""
+    path = run_dir / "config.json"
+    old = json.loads(path.read_text())
+    flags = old["flags"] | config.pop("flags", {})
+    path.write_text(json.dumps(old | config | {"flags": flags}))
+    return run_dir
+
+
+def test_label_statistics_are_of_the_file_holding_the_targets_the_runs_trained(tmp_path):
+    """The follow-up asked whether a label's entropy, or the distance between its classes, goes with
+    its robustness: tables.md, label_stats.csv and summary.json give labels.stats' numbers of the
+    targets each label's runs recorded (label_sha256), from the first --label_dir file holding
+    them; a file of the same name with other targets (regenerated since) is passed over, and a
+    label whose targets no folder holds is named with the sha256 it needs."""
+    import numpy as np
+    from labels import targets_sha256
+    from labels.stats import label_stats
+    rng = np.random.default_rng(0)
+    trained, redrawn, other_draw = (rng.uniform(0, 80, (10, 6, 6)).astype(np.float32) for _ in range(3))
+    regenerated, kept = tmp_path / "regenerated", tmp_path / "kept"
+    for folder, targets in ((regenerated, redrawn), (kept, trained)):
+        folder.mkdir()
+        np.save(folder / "cifar10_speech.npy", targets)
+    base = tmp_path / "runs"
+    for seed in (1, 2):
+        with_config(make_run(base, "speech", seed, test_acc=0.7, valid_acc=0.7), label_sha256=targets_sha256(trained))
+    with_config(make_run(base, "speech", 3, test_acc=0.6, valid_acc=0.6, label_noise=0.2),
+                label_sha256=targets_sha256(trained))  # noise: the same targets, one row
+    with_config(make_run(base, "speech", 1, test_acc=0.6, valid_acc=0.6, model="vgg19"),
+                label_sha256=targets_sha256(other_draw))  # another draw of the label: a row of its own
+    make_run(base, "category", 1, test_acc=0.7, valid_acc=0.7)
+    with_config(make_run(base, "category_smooth0.1", 1, test_acc=0.7, valid_acc=0.7), flags={"smoothing": 0.1})
+    make_run(base, "mcr2", 1, test_acc=0.7, valid_acc=0.7)  # no targets: no row
+
+    summary = report(base, tmp_path / "out", draw=False, label_dirs=[regenerated, kept])
+    rows = {(r["label"], r["label_sha256"]): r for r in summary["label_stats"]}
+    assert list(rows) == [("category", None), ("category_smooth0.1", None), ("speech", targets_sha256(trained))]
+    expected = label_stats(trained)
+    assert rows["speech", targets_sha256(trained)] == {"dataset": "cifar10", "label": "speech",
+                                                       "label_sha256": targets_sha256(trained), "runs": 3, **expected}
+    category = rows["category", None]
+    assert category["shape"] == [10, 10] and category["min_msd"] == pytest.approx(0.2)
+    assert category["entropy"] == pytest.approx(-(0.9 * np.log2(0.9) + 0.1 * np.log2(0.1)))  # 9 zeros, a one
+    # smoothed: each class's 0.9 against the others' 0.1 / 9, in two places of ten
+    assert rows["category_smooth0.1", None]["min_msd"] == pytest.approx(2 * (0.9 - 0.1 / 9) ** 2 / 10)
+    other = targets_sha256(other_draw)
+    assert summary["label_stats_unmeasured"] == [{"dataset": "cifar10", "label": "speech", "reason": (
+        f"no cifar10_speech.npy with the targets its runs trained (label_sha256 {other[:12]}) in --label_dir "
+        f"({regenerated}, {kept}), labels/label_files or the --label_dir its runs trained with; pass the "
+        "folder holding it as --label_dir")}]
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    table = table_rows(markdown, "## Label statistics")
+    assert table["speech"] == ["10x6x6", f"{expected['entropy']:.4g}", f"{expected['min_msd']:.4g}",
+                               f"{expected['l2_mean']:.4g}", f"{expected['l1_mean']:.4g}", f"{expected['std']:.4g}"]
+    assert set(table) == {"label", "category", "category_smooth0.1", "speech"}
+    assert f"- cifar10, speech: no cifar10_speech.npy with the targets its runs trained (label_sha256 {other[:12]})" \
+        in markdown
+    csv_rows = read_csv(tmp_path / "out" / "label_stats.csv")
+    assert [(r["label"], r["runs"], r["shape"]) for r in csv_rows] == [
+        ("category", "1", "10 10"), ("category_smooth0.1", "1", "10 10"), ("speech", "3", "10 6 6")]
+    assert float(csv_rows[2]["entropy"]) == pytest.approx(expected["entropy"])
+
+    # the kept file alone: another draw found too, each row named by its targets in tables.md
+    np.save(regenerated / "cifar10_speech.npy", other_draw)
+    summary = report(base, tmp_path / "out", draw=False, label_dirs=[kept, regenerated])
+    assert sorted(r["runs"] for r in summary["label_stats"] if r["label"] == "speech") == [1, 3]
+    assert summary["label_stats_unmeasured"] == []
+    table = table_rows((tmp_path / "out" / "tables.md").read_text(), "## Label statistics")
+    assert {f"speech ({targets_sha256(trained)[:8]})", f"speech ({other[:8]})"} <= set(table)
+
+
+def test_label_statistics_read_the_grids_label_dir_and_name_runs_that_recorded_no_targets(tmp_path, capsys):
+    """With --grid and no --label_dir, the label files are looked for where the grid's sweep trained
+    from (its --label_dir, as its --base_dir); a run older than label_sha256 cannot be matched to a
+    file, and says so; a --label_dir that is no folder is an error naming it."""
+    import numpy as np
+    from labels import targets_sha256
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    targets = np.arange(20, dtype=np.float32).reshape(10, 2)
+    np.save(labels / "cifar10_lowdim.npy", targets)
+    base = tmp_path / "runs"
+    with_config(make_run(base, "lowdim", 7, test_acc=0.5, valid_acc=0.5), label_sha256=targets_sha256(targets))
+    make_run(base, "speech", 7, test_acc=0.5, valid_acc=0.5)  # no label_sha256
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"labels: [lowdim, speech]\nseeds: [7]\nlevels: [100]\nstages: [train]\n"
+                    f"args: --base_dir {base} --label_dir {labels}\ntrain_args: --epochs 4\n")
+    summary = report_main(["--grid", str(grid), "--out", str(tmp_path / "out"), "--no_figures", "--workers", "1"])
+    assert [(r["label"], r["min_msd"]) for r in summary["label_stats"]] == [("lowdim", pytest.approx(4.0))]  # rows 2 apart
+    assert summary["label_stats_unmeasured"] == [{"dataset": "cifar10", "label": "speech", "reason": (
+        "its runs recorded no label_sha256 (trained before train.py recorded which targets)")}]
+    capsys.readouterr()
+    for folder, what in ((tmp_path / "nowhere", "does not exist"), (labels / "cifar10_lowdim.npy", "is not a folder")):
+        assert call_cli(report_main, ["--grid", str(grid), "--out", str(tmp_path / "out"), "--label_dir", str(labels),
+                                      "--label_dir", str(folder)]) == 2
+        assert capsys.readouterr().err == f"error: --label_dir {folder} {what}\n"

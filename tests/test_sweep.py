@@ -1830,7 +1830,7 @@ def test_a_grid_files_gpus_count_within_cuda_visible_devices_only_with_local(mon
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
         assert sweep.main(["--config", str(grid), "--slurm", str(tmp_path / "s.sbatch")])["tasks"] == 1
         assert sweep.main(["--config", str(grid), "--dry_run"]) == {"runs": 1, "to_run": 1}
-        assert report.grid_base_dir(grid) == str(tmp_path / "out")
+        assert report.grid_train_flags(grid).base_dir == str(tmp_path / "out")
         capsys.readouterr()
         assert call_cli(sweep.main, ["--config", str(grid), "--local", "--dry_run"]) == 2  # its runs' GPUs
         assert capsys.readouterr().err == (f"error: --gpus: {shown} is not among the {shown} GPUs "
