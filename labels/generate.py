@@ -716,17 +716,18 @@ def _valid_names():
 
 def parse_label(name):
     """(canonical name, Family, parameter) for a label name such as "speech" or "normal_dim=10".
-    The canonical name is the file's: "uniform_gap=2.0" -> "uniform_gap=2"."""
+    The canonical name is the file's: "uniform_gap=2.0" -> "uniform_gap=2". A LabelError's message
+    starts with `name` ("normal_dim=0: ..."), to which the command line adds its flag."""
     key, sep, value = name.partition("=")
     family = FAMILIES.get(key)
     if family is None:
-        raise LabelError(f"unknown label family {name!r}; choose from {_valid_names()}, all")
+        raise LabelError(f"{name}: unknown label family; choose from {_valid_names()}, all")
     if family.param is None:
         if sep:
-            raise LabelError(f"label {key!r} takes no parameter (got {name!r})")
+            raise LabelError(f"{name}: {key} takes no parameter")
         return key, family, None
     if not sep:
-        raise LabelError(f"label {key!r} needs a parameter, e.g. {key}=10")
+        raise LabelError(f"{name}: needs a parameter, e.g. {key}=10")
     param = family.param(value)
     # One spelling per file: "uniform_gap=2.0" and "uniform_gap=2" are the same label.
     text = str(int(param)) if float(param).is_integer() else repr(float(param))
@@ -838,7 +839,10 @@ def expand_labels(requested, text_model=None, glove=None):
             expanded += ["bert"] if text_model else []
             expanded += ["glove"] if glove else []
         else:
-            expanded.append(parse_label(name)[0])
+            try:
+                expanded.append(parse_label(name)[0])
+            except LabelError as err:  # "--label x: unknown label family; ..." names the flag
+                raise LabelError(f"--label {err}") from None
     # speech first, so that shuffle can reuse it
     unique = list(dict.fromkeys(expanded))
     return sorted(unique, key=lambda n: n != "speech")

@@ -776,8 +776,11 @@ def test_each_dataset_gets_its_own_classes(tmp_path, capsys):
         "cifar100_uniform.npy": (100, 64, 64), "cifar100_lowdim.npy": (100, 100)}
 
 
+FAMILY_NAMES = "speech, shuffle, uniform, random, composite, lowdim, bert, glove, normal_dim=D, uniform_gap=G, all"
+
+
 @pytest.mark.parametrize("label, message", [
-    ("sound", "unknown label family 'sound'; choose from speech, shuffle"),
+    ("sound", f"unknown label family; choose from {FAMILY_NAMES}"),
     ("normal_dim=0", "D must be a whole number in 1 .. 100000"),
     ("normal_dim=2.5", "D must be a whole number in 1 .. 100000"),
     ("normal_dim=99999999999999999999", "D must be a whole number in 1 .. 100000"),  # numpy's traceback
@@ -787,9 +790,19 @@ def test_each_dataset_gets_its_own_classes(tmp_path, capsys):
     ("speech=3", "takes no parameter"),
 ])
 def test_bad_label_names(label, message, tmp_path, capsys):
-    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", label, "--out",
+    """Each names the flag and the value given ("unknown label family 'x'" named no flag), and
+    from Python, the name given."""
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", label, "--out",
                                          tmp_path], capsys)
-    assert status == 2 and message in err
+    assert status == 2 and err.startswith(f"error: --label {label}: ") and message in err
+    with pytest.raises(LabelError) as python:
+        make_label(label, CIFAR10_CLASSES)
+    assert str(python.value).startswith(f"{label}: ") and message in str(python.value)
+
+
+def test_an_unknown_family_lists_the_known_ones(tmp_path, capsys):
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "x", "--out", tmp_path], capsys)
+    assert status == 2 and err == f"error: --label x: unknown label family; choose from {FAMILY_NAMES}\n"
 
 
 def test_bad_audio_dirs(tones, tmp_path, capsys):
@@ -938,7 +951,7 @@ def test_generate_entry_points(tmp_path, entry):
     bad = subprocess.run([sys.executable, *entry, "--dataset", "cifar10",
                           "--label", "sound", "--out", str(tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown label family")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --label sound: unknown label family")
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     good = subprocess.run([sys.executable, *entry, "--dataset", "cifar10",
                            "--label", "normal_dim=7", "--out", str(tmp_path)],
