@@ -206,10 +206,20 @@ def find_checkpoint(args):
                 more = f" and {len(others) - 3} more" if len(others) > 3 else ""
                 where = (f" (trained with another --level, --smoothing, --label_noise or --label_granularity "
                          f"in {', '.join(others[:3])}{more})")
+            elif labels := trained_labels(run_dir.parent, args.seed, args.model):  # --label misspelt
+                where = f" (labels trained in {run_dir.parent}: {', '.join(labels)})"
         raise UsageError(f"no checkpoint at {path}{where}; train it with train.py and the same --base_dir/"
                          "--dataset/--seed/--model/--label/--level/--smoothing/--label_noise/"
                          "--label_granularity, or pass --checkpoint PATH")
     return path, run_dir
+
+
+def trained_labels(folder, seed, model):
+    """The labels of the runs in `folder` (a model's folder of the layout) with a best checkpoint
+    of `seed` and `model`, each once, sorted: what --label may be, where the one given found none."""
+    from utils.runs import best_checkpoint_name
+    suffix = best_checkpoint_name("", seed, model)  # "_seed3_resnet32_best_model.pth"
+    return sorted({p.name.removesuffix(suffix) for p in folder.glob(f"model_*/*{glob.escape(suffix)}")})
 
 
 def check_finished(run_dir):

@@ -1165,6 +1165,33 @@ def test_a_missing_checkpoint_names_the_runs_other_placing_flags_name(tmp_path, 
     assert "trained with another" not in one_line_error(capsys, flags + ["--seed", "4"])
 
 
+def test_a_misspelt_label_names_the_labels_trained_beside_it(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                             capsys):
+    """--label speeh beside a trained model_speech said only 'no checkpoint at .../model_speeh/...';
+    the labels of the dataset's, seed's and model's runs are named, as train.py names the label
+    files found."""
+    for label, smoothing in (("speech", 0.0), ("category", 0.1), ("category", 0.0)):
+        run_dir = run_directory(tmp_path, "cifar10", 100, 3, "resnet32", label, smoothing=smoothing)
+        run_dir.mkdir(parents=True)
+        (run_dir / f"{label}_seed3_resnet32_best_model.pth").write_bytes(b"not read")
+    run_directory(tmp_path, "cifar10", 100, 3, "resnet32", "glove").mkdir()  # no checkpoint yet
+    run_directory(tmp_path, "cifar10", 100, 4, "resnet32", "bert").mkdir(parents=True)  # another seed
+    models = tmp_path / "cifar10" / "seed3" / "resnet32"
+    line = one_line_error(capsys, ["--label", "speeh", "--seed", "3", "--base_dir", str(tmp_path),
+                                   "--device", "cpu"])
+    assert line == (f"error: no checkpoint at {models}/model_speeh/speeh_seed3_resnet32_best_model.pth "
+                    f"(labels trained in {models}: category, speech); train it with train.py and the same "
+                    "--base_dir/--dataset/--seed/--model/--label/--level/--smoothing/--label_noise/"
+                    "--label_granularity, or pass --checkpoint PATH")
+    assert "labels trained" not in one_line_error(capsys, ["--label", "speeh", "--seed", "4", "--base_dir",
+                                                           str(tmp_path), "--device", "cpu"])
+    base, run_dir = speech_run  # train.py's run
+    flags = script_flags(cifar10_dir, base, label_dir)
+    flags[flags.index("--label") + 1] = "speeh"
+    assert f"speeh_seed3_resnet32_best_model.pth (labels trained in {run_dir.parent}: speech); " in (
+        one_line_error(capsys, flags))
+
+
 def test_a_finished_run_without_its_best_checkpoint_says_how_to_train_it_again(tmp_path, capsys):
     """A run copied back without checkpoints: 'no checkpoint ...; train it with train.py' sent the
     user to train.py, which found the run complete and trained nothing."""
