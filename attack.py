@@ -550,6 +550,14 @@ def reload(args, path, data):
     return model, space, record
 
 
+def check_num_images(args):
+    """--num_images of a caller's namespace (a notebook's, which no parser read) as the command line
+    reads it, with its error: 0 attacked no image and reported robust accuracy 0, and -1 all but the
+    last image, recorded as -1 images."""
+    if args.num_images is not None:
+        build_parser().parse_args(["--num_images", str(args.num_images)])
+
+
 def select_images(args, data, space):
     """The first --num_images of the test split (all when unset): (their number, images, labels,
     the target classes a targeted attack aims them at). The targets are drawn for the whole split,
@@ -704,6 +712,7 @@ def run(args, argv=None):
     # a copy, its folders as messages name them (unset: the run's, which the steps below fill in): a
     # notebook's namespace reused for another run kept the first run's folders, checkpoint and examples
     args = with_resolved_folders(args)
+    check_num_images(args)
     requested = requested_settings(args)  # (protocol, attacks, epsilons, targeted modes)
     warn_ignored(args, requested[1])
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again

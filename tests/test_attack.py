@@ -1269,6 +1269,23 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
 
 
+@pytest.mark.parametrize("num_images, reason", [(0, "0 must be positive"), (-1, "-1 must be positive"),
+                                               (2.5, "'2.5' is not an int")])
+def test_num_images_from_python_is_checked_as_on_the_command_line(num_images, reason, speech_run, cifar10_dir,
+                                                                  tmp_path, capsys):
+    """attack.run(args) from a notebook with num_images 0 wrote robust accuracy 0 of 0 images, and
+    with -1 attacked all but the last image, recorded as -1 images; now it is the command line's
+    error, before the run is locked."""
+    args = attack.build_parser().parse_args(one_fgsm(copied_checkpoint(speech_run, tmp_path), cifar10_dir,
+                                                     tmp_path))
+    args.num_images = num_images
+    with pytest.raises(UsageError) as err:
+        attack.run(args)
+    assert str(err.value) == f"argument --num_images: {reason} (see attack.py --help)"
+    assert one_line_error(capsys, ["--num_images", str(num_images)]) == f"error: {err.value}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech_seed3_resnet32_best_model.pth"]
+
+
 def test_num_images_may_be_the_whole_test_split(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     """--num_images 100 of a test split of 100 images attacks every one of them."""
     _, run_dir = speech_run
