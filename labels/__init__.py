@@ -131,8 +131,8 @@ def make_fix(dataset, name):
 def check_targets(targets, source, num_classes=None, fix=None):
     """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
     class (C == num_classes when given; `fix` says how to get such a file), finite in float32,
-    classes distinct. (Nearest-target decoding checks that each class's own target decodes to it:
-    `utils.labelspace.TargetSpace`.)"""
+    classes distinct. (Whether nearest-target decoding tells them apart in float32:
+    `decoding_problem`.)"""
     if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
         raise LabelError(f"{source} holds {getattr(targets, 'dtype', type(targets))} "
                          "values; a label file must be a numeric array")
@@ -164,6 +164,39 @@ def check_targets(targets, source, num_classes=None, fix=None):
         raise LabelError(f"{source}: class {dup} has the same target as class {twin}{rounded}, "
                          "so nearest-target decoding cannot tell them apart")
     return targets
+
+
+def nearest_scores(outputs, center, offsets, sq_norms):
+    """(N, C) scores of nearest-target decoding, larger for nearer targets: minus the squared distance
+    of each output (N, D) to each class target, up to a term the same for every class. With o and t
+    measured from the targets' mean m (center (D,); offsets (C, D), the targets less m; sq_norms (C,),
+    their squared norms), ||o - t||^2 = ||o - m||^2 - 2 (o - m).(t - m) + ||t - m||^2. NumPy arrays
+    or torch tensors alike: training decodes with torch, a sweep checks label files without it."""
+    return 2 * (outputs - center) @ offsets.T - sq_norms[None, :]
+
+
+def decoding_problem(targets, source):
+    """Why nearest-target decoding in float32 cannot serve class targets (C, ...) (`check_targets`'s),
+    naming `source`, or None: a class's own target decodes as another class (targets too close
+    together, or so large that squared distances overflow), or a class's scores overflow (an inf, or
+    NaN from inf - inf, which argmax takes for the largest, can decode each target as its class while
+    outputs near them decode to another than the nearest). train.py refuses such targets
+    (`utils.labelspace.TargetSpace`), a sweep before any run, labels.stats warns of them."""
+    flat = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+    center = flat.mean(0)  # distances from the mean: a large offset common to all cancels no difference
+    offsets = (flat - center).astype(np.float32)
+    with np.errstate(all="ignore"):  # an overflow is a finding, not a warning
+        scores = nearest_scores(flat.astype(np.float32), center.astype(np.float32), offsets,
+                                np.square(offsets).sum(1))
+    own = scores.argmax(1)
+    if wrong := np.flatnonzero(own != np.arange(len(own))).tolist():
+        return (f"{source}: class {wrong[0]}'s own target decodes as class {own[wrong[0]]} in float32; "
+                "its targets are too close together or too large (squared distances beyond 3.4e38) for "
+                "nearest-target decoding")
+    if overflow := np.flatnonzero(~np.isfinite(scores).all(1)).tolist():
+        return (f"{source}: its targets are too large for nearest-target decoding in float32 (class "
+                f"{overflow[0]}'s scores overflow: squared distances beyond 3.4e38)")
+    return None
 
 
 def _named_otherwise(dataset, name, label_dir):

@@ -37,9 +37,9 @@ import argparse
 
 import numpy as np
 
-from labels import LabelError, check_targets, read_targets
+from labels import LabelError, check_targets, decoding_problem, read_targets
 from utils.atomic import json_text, markdown_table
-from utils.errors import CliParser, UsageError, call_cli
+from utils.errors import CliParser, UsageError, call_cli, log
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
            "entropy")
@@ -132,6 +132,17 @@ def file_row(path, measure, what=""):
         raise LabelError(f"{what}{path}: {err}") from None
 
 
+def stats_row(path):
+    """`file_row` of `label_stats`, with a warning on stderr where nearest-target decoding cannot tell
+    the targets apart in float32 (`decoding_problem`): train.py and sweep.py refuse such a file, and
+    its statistics (min_msd, the smallest margin) say why, so they are printed too."""
+    def measure(targets):
+        if problem := decoding_problem(targets, f"label file {path}"):
+            log(f"warning: {problem}; train.py and sweep.py refuse it")
+        return label_stats(targets)
+    return file_row(path, measure)
+
+
 def run(args):
     if args.compare and args.markdown:  # was ignored: the comparison has no Markdown table
         raise UsageError("--markdown is for the statistics table; --compare prints lines, or JSON "
@@ -148,7 +159,7 @@ def run(args):
                       f"{row['max_abs_diff']:.3f}, per-class correlation min "
                       f"{row['min_class_corr']:.5f} mean {row['mean_class_corr']:.5f}")
         return
-    rows = [file_row(Path(p), label_stats) for p in args.files]
+    rows = [stats_row(Path(p)) for p in args.files]
     print(json_text(rows) if args.json else format_rows(rows, args.markdown))
 
 

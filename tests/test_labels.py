@@ -1060,6 +1060,20 @@ def test_stats_cli(tmp_path, capsys):
     assert done.returncode == 0 and "cifar10_uniform.npy" in done.stdout
 
 
+def test_stats_warns_of_targets_train_py_cannot_decode(tmp_path, capsys):
+    """A file whose distinct targets nearest-target decoding cannot tell apart in float32 (1e-30
+    apart) is measured, its tiny min_msd the reason, with a warning in train.py's words: it was
+    measured without a word, then every run of it failed. A file train.py takes has no warning."""
+    path = tmp_path / "cifar10_tiny.npy"
+    np.save(path, 1e-30 * np.arange(40, dtype=np.float32).reshape(10, 4))
+    status, out, err = cli(stats.main, ["--json", path, LABEL_DIR / "cifar10_speech.npy"], capsys)
+    rows = json.loads(out)
+    assert status == 0 and len(rows) == 2 and rows[0]["min_msd"] == pytest.approx(2.5e-61)
+    assert err == (f"warning: label file {path}: class 1's own target decodes as class 0 in float32; its "
+                   "targets are too close together or too large (squared distances beyond 3.4e38) for "
+                   "nearest-target decoding; train.py and sweep.py refuse it\n")
+
+
 def test_stats_help_says_what_each_column_means(capsys):
     """What min_msd or l2_std mean was in the module's docstring alone, not in --help."""
     with pytest.raises(SystemExit) as exit_info:

@@ -308,6 +308,24 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
 
 
+@pytest.mark.parametrize("targets", [
+    1e-30 * np.arange(40, dtype=np.float32).reshape(10, 4),  # a class's own target decodes as another
+    3e18 * np.arange(10, dtype=np.float32)[:, None],  # squared distances overflow: scores inf or NaN
+])
+def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, tmp_path, targets):
+    """Targets that pass check_targets (numeric, finite, distinct) but that train.py's TargetSpace
+    refuses: the sweep said nothing, and each run's job failed at train time. It now refuses the
+    grid with train.py's reason, the file named."""
+    from utils.labelspace import TargetSpace
+    np.save(tmp_path / "cifar10_close.npy", targets)
+    with pytest.raises(UsageError) as refused:
+        TargetSpace("close", targets)
+    reason = str(refused.value).removeprefix("label close: ")
+    argv = ["--labels", "close", "--label_dir", tmp_path, "--base_dir", tmp_path / "runs", "--dry_run"]
+    assert call_cli(sweep.main, [str(a) for a in argv]) == 2
+    assert capsys.readouterr().err == f"error: label file {tmp_path}/cifar10_close.npy: {reason}\n"
+
+
 @pytest.mark.parametrize("name, text, message", [
     ("none.yaml", None, "cannot read the grid file {tmp}/none.yaml: No such file or directory"),
     ("grid.json", "[1, 2", "{tmp}/grid.json is not valid json (Expecting ',' delimiter: line 1 column 6 "

@@ -34,7 +34,8 @@ from stat import S_ISREG
 
 import numpy as np
 
-from labels import LABEL_DIR, granularity_fix, label_path, load_label, read_targets, targets_sha256
+from labels import (LABEL_DIR, decoding_problem, granularity_fix, label_path, load_label, read_targets,
+                    targets_sha256)
 from utils.constants import DATASETS, dataset_info, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
@@ -848,7 +849,8 @@ def _test_images(run_dir, train_ns, attack_ns, trained, num_images):
 
 def check_label_files(runs, label_dir, granularity):
     """The label files the runs train on, before any is queued: each in label_dir, readable, with
-    a target per class of its dataset at `granularity` (a UsageError as train.py's otherwise)."""
+    a target per class of its dataset at `granularity`, which nearest-target decoding tells apart
+    (`decoding_problem`); a UsageError as train.py's otherwise."""
     for dataset in dict.fromkeys(r.dataset for r in runs):
         dataset_info(dataset, granularity)
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
@@ -866,4 +868,7 @@ def check_label_files(runs, label_dir, granularity):
     for dataset, name in needed:  # train.py's checks: a .npz, a name without the dataset, a typo, ...
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
         fix = granularity_fix(dataset, granularity, name)
-        load_label(dataset, name, label_dir, classes, fix, FILELESS_LABELS)
+        targets = load_label(dataset, name, label_dir, classes, fix, FILELESS_LABELS)
+        # train.py's TargetSpace refuses it: each of its runs would fail
+        if problem := decoding_problem(targets, f"label file {label_path(dataset, name, label_dir)}"):
+            raise UsageError(problem)

@@ -11,7 +11,7 @@ which kind of label it is dealing with (flag defaults and file lookups do, by na
 import torch
 import torch.nn.functional as F
 
-from labels import check_targets, load_label, targets_sha256
+from labels import check_targets, decoding_problem, load_label, nearest_scores, targets_sha256
 from utils.errors import UsageError
 
 CATEGORY = "category"
@@ -93,19 +93,9 @@ class TargetSpace:
         center = flat.mean(0)
         self._center, self._flat = center.float(), (flat - center).float()
         self._sq_norms = self._flat.square().sum(1)
-        scores = self.scores(self.targets)
-        own = scores.argmax(1)
-        wrong = (own != torch.arange(self.num_classes)).nonzero().flatten().tolist()
-        if wrong:
-            raise UsageError(f"label {name}: class {wrong[0]}'s own target decodes as class "
-                             f"{own[wrong[0]].item()} in float32; its targets are too close together "
-                             "or too large (squared distances beyond 3.4e38) for nearest-target decoding")
-        # an overflow's inf, or NaN (inf - inf), which argmax takes for the largest, can still
-        # decode each target as its class while outputs near them decode to another than the nearest
-        if overflow := (~torch.isfinite(scores).all(1)).nonzero().flatten().tolist():
-            raise UsageError(f"label {name}: its targets are too large for nearest-target decoding in "
-                             f"float32 (class {overflow[0]}'s scores overflow: squared distances "
-                             "beyond 3.4e38)")
+        # in NumPy, the same function a sweep checks label files with before any run
+        if problem := decoding_problem(self.targets.cpu().numpy(), f"label {name}"):
+            raise UsageError(problem)
 
     def to(self, device):
         self.targets, self._center, self._flat, self._sq_norms = (
@@ -123,11 +113,10 @@ class TargetSpace:
 
     def scores(self, outputs):
         """(N, C): minus the squared distance to each class target, up to a term the same for
-        every class: with o and t measured from the targets' mean m,
-        ||o - t||^2 = ||o - m||^2 - 2 (o - m).(t - m) + ||t - m||^2."""
-        flat = at_least_float32(outputs).flatten(1) - self._center
+        every class (`labels.nearest_scores`), with autocast off."""
+        flat = at_least_float32(outputs).flatten(1)
         with full_precision(flat):
-            return 2 * flat @ self._flat.T.to(flat.dtype) - self._sq_norms[None, :]
+            return nearest_scores(flat, self._center, self._flat.to(flat.dtype), self._sq_norms)
 
     def decode(self, outputs):
         """Class of the nearest target by squared distance. outputs: (N, *shape) -> (N,)."""
