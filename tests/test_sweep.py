@@ -308,6 +308,39 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
 
 
+def test_every_unusable_label_file_is_named_in_one_error(capsys, tmp_path, label_dir):
+    """A grid's missing and unusable label files, all in one error line before any job is written:
+    sweep.py named the first (bert) alone, so each rerun told of the next (glove, then the file of
+    9 classes); a file whose targets nearest-target decoding cannot tell apart passed, and every
+    run's train.py failed on it. Each keeps its own reason (make_fix's command for bert)."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(label_dir / "cifar10_speech.npy", labels)
+    np.save(labels / "cifar10_nine.npy", np.eye(9, dtype=np.float32))
+    # distinct, but 1e-30 apart: their squared distances underflow, so every class decodes as class 0
+    np.save(labels / "cifar10_tiny.npy", 1e-30 * np.arange(40, dtype=np.float32).reshape(10, 4))
+    script = tmp_path / "jobs" / "s.sbatch"
+    argv = ["--labels", "category", "speech", "bert", "glove", "nine", "tiny", "shuffle", "--seeds", "1", "2",
+            "--label_dir", labels, "--base_dir", tmp_path / "runs", "--slurm", script]
+    assert call_cli(sweep.main, [str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: 5 problems with the grid's label files: (1) label file(s) not found: {labels}/cifar10_shuffle.npy; "
+        "--label_dir serves every label of the grid, so copy the shipped cifar10_shuffle.npy from "
+        f"{REPO}/labels/label_files into {labels}; "
+        f"(2) no label file {labels}/cifar10_bert.npy for --label bert; labels found for cifar10 in {labels}: "
+        "category, mcr2, nine, speech, tiny; make it with python -m labels.generate --dataset cifar10 --label "
+        "bert --out DIR (labels/README.md), then pass --label_dir DIR; "
+        f"(3) no label file {labels}/cifar10_glove.npy for --label glove; labels found for cifar10 in {labels}: "
+        "category, mcr2, nine, speech, tiny; make it with python -m labels.generate --dataset cifar10 --label "
+        "glove --out DIR (labels/README.md), then pass --label_dir DIR; "
+        f"(4) label file {labels}/cifar10_nine.npy has 9 class targets, but the dataset has 10 classes; "
+        f"(5) label file {labels}/cifar10_tiny.npy: class 1's own target decodes as class 0 in float32; its "
+        "targets are too close together or too large (squared distances beyond 3.4e38) for nearest-target "
+        "decoding\n")
+    assert not script.parent.exists() and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("targets", [
     1e-30 * np.arange(40, dtype=np.float32).reshape(10, 4),  # a class's own target decodes as another
     3e18 * np.arange(10, dtype=np.float32)[:, None],  # squared distances overflow: scores inf or NaN

@@ -34,8 +34,8 @@ from stat import S_ISREG
 
 import numpy as np
 
-from labels import (LABEL_DIR, decoding_problem, granularity_fix, label_path, load_label, read_targets,
-                    targets_sha256)
+from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, label_path, load_label,
+                    read_targets, targets_sha256)
 from utils.constants import DATASETS, dataset_info, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
 from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
@@ -850,25 +850,47 @@ def _test_images(run_dir, train_ns, attack_ns, trained, num_images):
 def check_label_files(runs, label_dir, granularity):
     """The label files the runs train on, before any is queued: each in label_dir, readable, with
     a target per class of its dataset at `granularity`, which nearest-target decoding tells apart
-    (`decoding_problem`); a UsageError as train.py's otherwise."""
+    (`decoding_problem`). Else a UsageError with train.py's reason for each file that is not, all
+    at once: a grid of hundreds of runs is fixed in one go, not one file per rerun."""
     for dataset in dict.fromkeys(r.dataset for r in runs):
         dataset_info(dataset, granularity)
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
-    missing = [(d, n) for d, n in needed if not label_path(d, n, label_dir).exists()]
-    if missing and Path(label_dir).is_dir():  # else load_label says what --label_dir is
-        paths = ", ".join(str(label_path(d, n, label_dir)) for d, n in missing)
-        if granularity != "fine":  # the shipped files hold the fine classes': a fix per dataset
-            fixes = [granularity_fix(d, granularity, *[n for d2, n in missing if d2 == d])
-                     for d in dict.fromkeys(d for d, _ in missing)]
-            raise UsageError(f"label file(s) not found: {paths}; {'; '.join(fixes)}")
-        if shipped := [p.name for d, n in missing if (p := label_path(d, n, LABEL_DIR)).exists()]:
-            raise UsageError(f"label file(s) not found: {paths}; --label_dir serves every label of the "
-                             f"grid, so copy the shipped {', '.join(shipped)} from {LABEL_DIR} into "
-                             f"{label_dir}")
-    for dataset, name in needed:  # train.py's checks: a .npz, a name without the dataset, a typo, ...
+    problems, covered = _missing_files(needed, label_dir, granularity)
+    for dataset, name in (label for label in needed if label not in covered):
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
         fix = granularity_fix(dataset, granularity, name)
-        targets = load_label(dataset, name, label_dir, classes, fix, FILELESS_LABELS)
+        try:  # train.py's checks: a .npz, a name without the dataset, a typo, ...
+            targets = load_label(dataset, name, label_dir, classes, fix, FILELESS_LABELS)
+        except LabelError as err:
+            problems.append(str(err))
+            if not Path(label_dir).is_dir():  # the folder's problem, the same for every file
+                break
+            continue
         # train.py's TargetSpace refuses it: each of its runs would fail
         if problem := decoding_problem(targets, f"label file {label_path(dataset, name, label_dir)}"):
-            raise UsageError(problem)
+            problems.append(problem)
+    if len(problems) > 1:
+        raise UsageError(f"{len(problems)} problems with the grid's label files: "
+                         + "; ".join(f"({k}) {problem}" for k, problem in enumerate(problems, 1)))
+    if problems:
+        raise UsageError(problems[0])
+
+
+def _missing_files(needed, label_dir, granularity):
+    """([a problem], the (dataset, label)s it names) for the files of `needed` missing from
+    label_dir that one fix serves: a coarse grid's (files of its own), or the shipped labels a
+    --label_dir of one's own lacks; ([], []) where none (`load_label` gives each file its reason)."""
+    if not Path(label_dir).is_dir():  # load_label says what --label_dir is
+        return [], []
+    missing = [(d, n) for d, n in needed if not label_path(d, n, label_dir).exists()]
+    if missing and granularity != "fine":  # the shipped files hold the fine classes': a fix per dataset
+        fixes = [granularity_fix(d, granularity, *[n for d2, n in missing if d2 == d])
+                 for d in dict.fromkeys(d for d, _ in missing)]
+        fix = "; ".join(fixes)
+    elif missing := [(d, n) for d, n in missing if label_path(d, n, LABEL_DIR).exists()]:
+        fix = (f"--label_dir serves every label of the grid, so copy the shipped "
+               f"{', '.join(label_path(d, n).name for d, n in missing)} from {LABEL_DIR} into {label_dir}")
+    else:
+        return [], []
+    paths = ", ".join(str(label_path(d, n, label_dir)) for d, n in missing)
+    return [f"label file(s) not found: {paths}; {fix}"], missing
