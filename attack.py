@@ -27,7 +27,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     errors.quiet_interrupts()
 
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, choice, nonempty, number,  # noqa: E402
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, as_parsed, choice, nonempty, number,  # noqa: E402
                           interrupt_says, log, os_errors_as_usage, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
@@ -550,14 +550,6 @@ def reload(args, path, data):
     return model, space, record
 
 
-def check_num_images(args):
-    """--num_images of a caller's namespace (a notebook's, which no parser read) as the command line
-    reads it, with its error: 0 attacked no image and reported robust accuracy 0, and -1 all but the
-    last image, recorded as -1 images."""
-    if args.num_images is not None:
-        build_parser().parse_args(["--num_images", str(args.num_images)])
-
-
 def select_images(args, data, space):
     """The first --num_images of the test split (all when unset): (their number, images, labels,
     the target classes a targeted attack aims them at). The targets are drawn for the whole split,
@@ -709,10 +701,11 @@ def run(args, argv=None):
     from utils.runs import run_lock, with_resolved_folders
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
-    # a copy, its folders as messages name them (unset: the run's, which the steps below fill in): a
-    # notebook's namespace reused for another run kept the first run's folders, checkpoint and examples
-    args = with_resolved_folders(args)
-    check_num_images(args)
+    # a copy, each value as the command line reads it (a notebook's batch_size 0 was a traceback,
+    # num_images 0 robust accuracy 0 of no image), its folders as messages name them (unset: the
+    # run's, which the steps below fill in): a notebook's namespace reused for another run kept the
+    # first run's folders, checkpoint and examples
+    args = with_resolved_folders(as_parsed(build_parser(), args))
     requested = requested_settings(args)  # (protocol, attacks, epsilons, targeted modes)
     warn_ignored(args, requested[1])
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again

@@ -1269,21 +1269,44 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
 
 
-@pytest.mark.parametrize("num_images, reason", [(0, "0 must be positive"), (-1, "-1 must be positive"),
-                                               (2.5, "'2.5' is not an int")])
-def test_num_images_from_python_is_checked_as_on_the_command_line(num_images, reason, speech_run, cifar10_dir,
-                                                                  tmp_path, capsys):
-    """attack.run(args) from a notebook with num_images 0 wrote robust accuracy 0 of 0 images, and
-    with -1 attacked all but the last image, recorded as -1 images; now it is the command line's
-    error, before the run is locked."""
+@pytest.mark.parametrize("flag, value, reason", [
+    # wrote robust accuracy 0 of 0 images; -1 attacked all but the last image, recorded as -1 images
+    ("num_images", 0, "0 must be positive"), ("num_images", -1, "-1 must be positive"),
+    ("num_images", 2.5, "'2.5' is not an int"),  # a TypeError traceback
+    ("batch_size", 0, "0 must be positive"),  # ValueError: range() arg 3 must not be zero
+    ("batch_size", -1, "-1 must be positive"),  # attacked no batch: clean and robust accuracy 0 of 5 images
+    ("examples", -1, "-1 must be at least 0"),  # accepted, silently no figure
+    ("targeted", "maybe", "invalid choice: 'maybe' (choose from 'no', 'yes', 'both')"),  # KeyError: 'maybe'
+    ("attacks", [], "expected at least one argument"),  # attacked with every attack
+])
+def test_a_notebooks_values_are_checked_as_on_the_command_line(flag, value, reason, speech_run, cifar10_dir,
+                                                               tmp_path, capsys):
+    """attack.run(args) from a notebook, which no parser read, refuses what the command line
+    refuses, with its line, before the run is locked."""
     args = attack.build_parser().parse_args(one_fgsm(copied_checkpoint(speech_run, tmp_path), cifar10_dir,
                                                      tmp_path))
-    args.num_images = num_images
+    setattr(args, flag, value)
     with pytest.raises(UsageError) as err:
         attack.run(args)
-    assert str(err.value) == f"argument --num_images: {reason} (see attack.py --help)"
-    assert one_line_error(capsys, ["--num_images", str(num_images)]) == f"error: {err.value}"
+    assert str(err.value) == f"argument --{flag}: {reason} (see attack.py --help)"
+    cli = [f"--{flag}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    assert one_line_error(capsys, cli) == f"error: {err.value}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speech_seed3_resnet32_best_model.pth"]
+
+
+def test_a_notebooks_parsed_namespace_with_values_of_its_own_runs(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                                  capsys):
+    """A namespace from the parser, edited in a notebook with values the command line would take
+    (a Path, an eps as its text, a numpy int), is attacked: a string eps was 'ValueError: too many
+    values to unpack'."""
+    args = attack.build_parser().parse_args(one_fgsm(copied_checkpoint(speech_run, tmp_path), cifar10_dir,
+                                                     label_dir))
+    args.checkpoint, args.data_dir = tmp_path / "speech_seed3_resnet32_best_model.pth", Path(cifar10_dir)
+    args.epsilons, args.num_images = ["8/255"], np.int64(4)
+    summary = attack.run(args)
+    assert list(summary["robust_acc"]) == ["fgsm/untargeted/8/255"] and summary["num_images"] == 4
+    entry, = json.loads((tmp_path / "attack_results.json").read_text())["entries"]
+    assert (entry["eps"], entry["eps_label"]) == (8 / 255, "8/255")
 
 
 def test_num_images_may_be_the_whole_test_split(speech_run, cifar10_dir, label_dir, tmp_path, capsys):

@@ -24,7 +24,7 @@ import report
 import sweep
 import train
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_importing, run_script
-from utils.errors import UsageError, call_cli, run_cli
+from utils.errors import UsageError, as_parsed, call_cli, run_cli
 from utils.grid import attack_state, train_state
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, LAYOUT_TEXT, RESULTS, run_directory,
                         save_checkpoint, write_json)
@@ -514,6 +514,60 @@ def test_shared_flags_parse_alike(script):
         import train
         trained = train.build_parser().parse_args([])
         assert dict(attack.RUN_FLAGS) == {f: getattr(trained, f) for f, _ in attack.RUN_FLAGS}
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("train", flags("data", "runs", "labels", label="mcr2", warmup_epochs="2.5", compile=True, level="12.5")),
+    ("attack", ["--epsilons", "8/255", "0.03", "--attacks", "fgsm", "pgd", "--step_size", "1/255", "--num_images",
+                "5", "--checkpoint", "~/run/best.pth"]),
+])
+def test_a_parsed_namespace_is_read_again_as_it_is(script, argv):
+    """`as_parsed`, which attack.run and run_training read a caller's namespace through, leaves
+    what the command line made as it is: its defaults (None, a list, a path string) and parsed values."""
+    import importlib
+    parser = importlib.import_module(script).build_parser()
+    for args in (parser.parse_args([]), parser.parse_args(argv)):
+        assert vars(as_parsed(parser, args)) == vars(args)
+
+
+def test_a_notebooks_values_are_read_as_their_text():
+    """A notebook's values of the parsed kind pass; a string is read as the command line reads it
+    (a string eps was a traceback in attack.run: 'too many values to unpack')."""
+    parser = attack.build_parser()
+    args = parser.parse_args([])
+    args.base_dir, args.num_images, args.step_size = Path("~/runs"), np.int64(5), 0.01
+    args.epsilons, args.attacks = ["8/255", ("2/255", 2 / 255), 0.5], "fgsm"
+    parsed = as_parsed(parser, args)
+    assert parsed.base_dir == os.path.expanduser("~/runs") and parsed.num_images == 5 and parsed.step_size == 0.01
+    assert parsed.epsilons == [("8/255", 8 / 255), ("2/255", 2 / 255), ("0.5", 0.5)] and parsed.attacks == ["fgsm"]
+    assert args.base_dir == Path("~/runs") and args.attacks == "fgsm"  # the caller's namespace as it was
+
+
+@pytest.mark.parametrize("flag, value, cli", [
+    ("batch_size", 0, "0"),  # a traceback after config.json: range() arg 3 must not be zero
+    ("epochs", 2.5, "2.5"),  # a traceback: 'float' object cannot be interpreted as an integer
+    ("lr", float("nan"), "nan"),  # trained, silently, to NaN losses
+    ("model", "resnet18", "resnet18"),  # refused, in other words than the command line's
+    ("base_dir", "", ""),  # trained into the current folder
+])
+def test_run_training_reads_a_notebooks_values_as_the_command_line(flag, value, cli, capsys, monkeypatch,
+                                                                   cifar10_dir, label_dir, tmp_path):
+    """run_training(args) from a notebook refuses a value the command line refuses, with its line,
+    before anything is written."""
+    from utils.training import run_training
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = flags(cifar10_dir, work / "runs", label_dir, label="category", epochs=1)
+    args = train.label_defaults(train.build_parser().parse_args(argv))
+    setattr(args, flag, value)
+    with pytest.raises(UsageError) as raised:
+        run_training(args)
+    argv = [*argv, f"--{flag}", cli]  # the last of a flag given twice wins
+    assert run_cli_capture(capsys, argv) == f"error: {raised.value}"
+    if flag == "batch_size":
+        assert str(raised.value) == "argument --batch_size: 0 must be at least 2 (see train.py --help)"
+    assert list(work.iterdir()) == []
 
 
 def test_the_seed_alone_draws_the_initial_weights(tiny):

@@ -290,3 +290,42 @@ class CliParser(argparse.ArgumentParser):
 
     def error(self, message):  # not chained to argparse's own error: one traceback in a notebook
         raise UsageError(f"{message} (see {self.prog} --help)") from None
+
+
+def as_parsed(parser, args):
+    """A copy of the namespace `args` (a notebook's, which no parser read, or one it edited) with
+    each value of `parser`'s options read as the command line reads that value's text, through the
+    option's own type and choices, a list's element by element: a bad value is the command line's
+    UsageError ('argument --num_images: 0 must be positive (see attack.py --help)') before any work,
+    where attack.run and run_training went on to a traceback (batch_size 0), a wrong result
+    (num_images 0, lr nan) or files under a nonsense name. A value's text is the value where it is
+    a string (so '8/255' becomes the (text, value) pair --epsilons' type makes, and 'fgsm' for
+    --attacks the list ['fgsm']), a pair's text where it is such a pair, else str(value): a float lr
+    0.1, an int, a Path pass (the Path as its text, ~ expanded, as the command line keeps it); 2.5
+    for an int, nan, True for a number do not. Unset values (None) and switches stay as they are."""
+    values = vars(args).copy()
+    for action in parser._actions:
+        value = values.get(action.dest)
+        if value is None or action.nargs == 0:  # unset; a switch (store_true) or --help
+            continue
+        listed = action.nargs not in (None, "?")
+        texts = [_text(v) for v in (value if listed and isinstance(value, (list, tuple)) else [value])]
+        one = CliParser(prog=parser.prog, add_help=False)
+        if not action.option_strings:  # a positional: its name in errors is its metavar or dest
+            one.add_argument(action.dest, nargs=action.nargs, type=action.type, choices=action.choices,
+                             metavar=action.metavar)
+            argv = ["--", *texts]
+        else:  # --flag=TEXT: a text that starts with '-' is the value, not a flag
+            one.add_argument(*action.option_strings, dest=action.dest, nargs=action.nargs, type=action.type,
+                             choices=action.choices, metavar=action.metavar)
+            argv = [action.option_strings[0], *texts] if listed else [f"{action.option_strings[0]}={texts[0]}"]
+        values[action.dest] = getattr(one.parse_args(argv), action.dest)
+    return argparse.Namespace(**values)
+
+
+def _text(value):
+    """`as_parsed`'s text of one value: a string as it is, a (text, value) pair's text (the
+    pairs attack.py's --epsilons keeps, '8/255' with its number), else str(value)."""
+    if isinstance(value, tuple) and value and isinstance(value[0], str):
+        return value[0]
+    return value if isinstance(value, str) else str(value)

@@ -21,7 +21,7 @@ from labels import granularity_fix
 from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import lr_milestones
-from utils.errors import UsageError, interrupt_says, log
+from utils.errors import UsageError, as_parsed, interrupt_says, log
 from utils.flags import acts_on, check_force_resume, recorded_config, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
@@ -932,8 +932,11 @@ def run_training(args, argv=None):
     """Train one run as the flags say; returns the results dict (also written to results.json).
     `argv`: the command line config.json records (`utils.runs.command_line`; sys.argv when None).
     Its folders are `resolved` first (in a copy of `args`): a message names them as config.json
-    records them ("no label file ../labels/..." named no file from the folder its log was read in)."""
-    args = with_resolved_folders(args)
+    records them ("no label file ../labels/..." named no file from the folder its log was read in),
+    after each value is read as the command line reads it (`as_parsed`: a notebook's batch_size 0
+    was a traceback, lr nan a run of NaN losses)."""
+    from train import build_parser  # the script's parser: its types and choices are the flags' checks
+    args = with_resolved_folders(as_parsed(build_parser(), args))
     check_force_resume(args)
     check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
     ctx, device = _process_and_device(args)
