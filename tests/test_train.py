@@ -1938,15 +1938,19 @@ def test_each_stderr_line_is_one_write(monkeypatch):
 
 def test_run_training_leaves_a_callers_namespace_as_it_was(monkeypatch, cifar10_dir, label_dir, tmp_path):
     """run_training(args) resolves its folders in a copy: a notebook's namespace, reused for another
-    run, keeps the relative folders it gave."""
+    run, keeps the relative folders it gave. Its --lr, unset, is its --label's default, as train.py's
+    (a namespace straight from the parser was "TypeError: '<' not supported between instances of
+    'NoneType' and 'float'", in torch's SGD, without train.label_defaults first)."""
     from utils.training import run_training
     monkeypatch.chdir(tmp_path)
-    args = train.label_defaults(train.build_parser().parse_args(
-        flags(os.path.relpath(cifar10_dir), "runs", label_dir, label="category", epochs=1)))
+    args = train.build_parser().parse_args(
+        flags(os.path.relpath(cifar10_dir), "runs", label_dir, label="category", epochs=1))
     given = dict(vars(args))
     result = run_training(args)
     assert result["run_dir"] == str(tmp_path.resolve() / "runs/cifar10/seed3/resnet32/model_category")
-    assert vars(args) == given and args.base_dir == "runs"
+    assert vars(args) == given and args.base_dir == "runs" and args.lr is None
+    flags_run = json.loads((Path(result["run_dir"]) / "config.json").read_text())["flags"]
+    assert (flags_run["lr"], flags_run["batch_size"]) == (0.1, 64)
 
 
 def test_a_notebook_keeps_its_signal_handlers_and_random_state(monkeypatch, cifar10_dir, label_dir,

@@ -1,6 +1,6 @@
 """One training loop and one evaluation for every label representation and network.
 
-    results = run_training(train.label_defaults(args))   # args: train.py's parsed flags
+    results = run_training(args)   # args: train.py's parsed flags (a notebook's edited)
 
 The data lives on the device as uint8; an epoch is a seeded permutation, batched augmentation and
 SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
@@ -934,9 +934,10 @@ def run_training(args, argv=None):
     Its folders are `resolved` first (in a copy of `args`): a message names them as config.json
     records them ("no label file ../labels/..." named no file from the folder its log was read in),
     after each value is read as the command line reads it (`as_parsed`: a notebook's batch_size 0
-    was a traceback, lr nan a run of NaN losses)."""
-    from train import build_parser  # the script's parser: its types and choices are the flags' checks
-    args = with_resolved_folders(as_parsed(build_parser(), args))
+    was a traceback, lr nan a run of NaN losses) and unset --batch_size and --lr take their
+    --label's defaults (`train.label_defaults`), as train.py's."""
+    from train import build_parser, label_defaults  # the script's parser: its types and choices check
+    args = with_resolved_folders(label_defaults(as_parsed(build_parser(), args)))
     check_force_resume(args)
     check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
     ctx, device = _process_and_device(args)
