@@ -835,9 +835,12 @@ def label_stat_rows(records, label_dirs=()):
             unmeasured.append({"dataset": dataset, "label": label, "reason": str(err)})
             continue
         if label.partition("_smooth")[0] == "category":
-            smoothing = flags.get("smoothing") if nonnegative(flags.get("smoothing")) else 0.0
-            rows.append({"dataset": dataset, "label": label, "label_sha256": None, "runs": len(runs),
-                         **label_stats(one_hot(num_classes, smoothing))})
+            stats = category_stats(num_classes, flags.get("smoothing", 0.0))
+            if isinstance(stats, str):
+                unmeasured.append({"dataset": dataset, "label": label, "reason": stats})
+            else:
+                rows.append({"dataset": dataset, "label": label, "label_sha256": None, "runs": len(runs),
+                             **stats})
             continue
         by_targets = defaultdict(list)
         for record in runs:
@@ -859,6 +862,20 @@ def label_stat_rows(records, label_dirs=()):
                 rows.append({"dataset": dataset, "label": label, "label_sha256": sha, "runs": len(same),
                              **label_stats(targets)})
     return rows, unmeasured
+
+
+def category_stats(num_classes, smoothing):
+    """`label_stats` of category's one-hot targets smoothed by `smoothing` (its runs' recorded
+    --smoothing), or a str saying why they are not measured."""
+    most = (num_classes - 1) / num_classes  # CategorySpace.most_smoothing (utils.labelspace imports torch)
+    if not (nonnegative(smoothing) and smoothing <= most):
+        return (f"its runs recorded --smoothing {smoothing!r}, not a number in [0, {most:g}] as train.py "
+                f"takes for {num_classes} classes")
+    try:
+        return label_stats(one_hot(num_classes, smoothing))
+    except LabelError:  # at the most, (C - 1) / C, every value of every class's target is 1 / C
+        return (f"--smoothing {smoothing:g} gives every class the same target (each value 1/{num_classes}), "
+                "so there is no distance between classes to measure")
 
 
 def one_hot(num_classes, smoothing=0.0):

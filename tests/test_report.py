@@ -1782,3 +1782,24 @@ def test_label_statistics_read_the_grids_label_dir_and_name_runs_that_recorded_n
         assert call_cli(report_main, ["--grid", str(grid), "--out", str(tmp_path / "out"), "--label_dir", str(labels),
                                       "--label_dir", str(folder)]) == 2
         assert capsys.readouterr().err == f"error: --label_dir {folder} {what}\n"
+
+
+def test_label_statistics_of_category_at_the_most_smoothing_or_an_odd_one_are_not_measured(tmp_path):
+    """train.py takes --smoothing up to (C - 1) / C, which gives every class the same target: the
+    report ended with 'error: targets: class 1 has the same target as class 0' and wrote nothing.
+    Now such a label, and one whose runs recorded a smoothing train.py does not take (an edited
+    config.json: measured as unsmoothed, or as a true class below the others), is listed under 'Not
+    measured' with why, and the report is written."""
+    base = tmp_path / "runs"
+    with_config(make_run(base, "category_smooth0.9", 1, test_acc=0.1, valid_acc=0.1), flags={"smoothing": 0.9})
+    with_config(make_run(base, "category_smooth0.1", 1, test_acc=0.5, valid_acc=0.5), flags={"smoothing": "0.1"})
+    with_config(make_run(base, "category_smooth0.5", 1, test_acc=0.5, valid_acc=0.5), flags={"smoothing": 5})
+    summary = report(base, tmp_path / "out", draw=False)
+    assert summary["label_stats"] == []
+    assert [u["reason"] for u in summary["label_stats_unmeasured"]] == [
+        "its runs recorded --smoothing '0.1', not a number in [0, 0.9] as train.py takes for 10 classes",
+        "its runs recorded --smoothing 5, not a number in [0, 0.9] as train.py takes for 10 classes",
+        "--smoothing 0.9 gives every class the same target (each value 1/10), so there is no distance "
+        "between classes to measure"]
+    assert ("- cifar10, category_smooth0.9: --smoothing 0.9 gives every class the same target (each value "
+            "1/10), so there is no distance between classes to measure") in (tmp_path / "out" / "tables.md").read_text()
