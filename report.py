@@ -827,10 +827,9 @@ def label_stat_rows(records, label_dirs=()):
     rows, unmeasured, files = [], [], {}
     for (dataset, label), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], label_rank(kv[0][1]))):
         flags = runs[0]["flags"]
-        name = flags.get("dataset") if isinstance(flags.get("dataset"), str) else dataset
+        name, _, granularity = dataset.partition("_")  # `dataset_folder`'s, as train.py named it: cifar100_coarse
         try:
-            granularity = flags.get("label_granularity") or "fine"
-            num_classes = dataset_info(name, granularity).num_classes[granularity]
+            num_classes = dataset_info(name, granularity or "fine").num_classes[granularity or "fine"]
         except UsageError as err:
             unmeasured.append({"dataset": dataset, "label": label, "reason": str(err)})
             continue

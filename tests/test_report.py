@@ -1803,3 +1803,26 @@ def test_label_statistics_of_category_at_the_most_smoothing_or_an_odd_one_are_no
         "between classes to measure"]
     assert ("- cifar10, category_smooth0.9: --smoothing 0.9 gives every class the same target (each value "
             "1/10), so there is no distance between classes to measure") in (tmp_path / "out" / "tables.md").read_text()
+
+
+def test_label_statistics_of_coarse_runs_count_the_classes_their_folder_names(tmp_path):
+    """A run's classes came from its config.json's label_granularity: one that recorded a list (an
+    edited config.json) ended the report in a traceback (TypeError: unhashable type: 'list'), and
+    a coarse run that recorded none (older flags) was measured on CIFAR-100's 100 one-hot classes.
+    Now the run directory's dataset folder, cifar100_coarse as train.py names it, says: 20."""
+    import numpy as np
+    from labels import targets_sha256
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    targets = np.arange(40, dtype=np.float32).reshape(20, 2)
+    np.save(labels / "cifar100_lowdim.npy", targets)
+    base = tmp_path / "runs"
+    with_config(make_run(base, "category", 1, test_acc=0.5, valid_acc=0.5, dataset="cifar100_coarse"),
+                flags={"dataset": "cifar100"})
+    with_config(make_run(base, "lowdim", 1, test_acc=0.5, valid_acc=0.5, dataset="cifar100_coarse"),
+                label_sha256=targets_sha256(targets), flags={"dataset": "cifar100", "label_granularity": ["coarse"]})
+    summary = report(base, tmp_path / "out", draw=False, label_dirs=[labels])
+    assert [(r["dataset"], r["label"], r["shape"]) for r in summary["label_stats"]] == [
+        ("cifar100_coarse", "category", [20, 20]), ("cifar100_coarse", "lowdim", [20, 2])]
+    assert summary["label_stats_unmeasured"] == []
+    assert table_rows((tmp_path / "out" / "tables.md").read_text(), "## Label statistics")["category"][0] == "20x20"
