@@ -910,7 +910,7 @@ def label_stats_markdown(measured):
             [r["label"] + (f" ({r['label_sha256'][:8]})" if several[(dataset, r["label"])] > 1 else ""),
              *(value_text(r[c]) for c in LABEL_STAT_COLUMNS)] for r in rows if r["dataset"] == dataset]), ""]
     if not rows and not unmeasured:
-        out += ["No trained runs.", ""]
+        out += ["No trained run in the tables has class targets (MCR2 regresses none).", ""]
     if unmeasured:
         out += ["Not measured:", ""] + [f"- {u['dataset']}, {u['label']}: {u['reason']}" for u in unmeasured] + [""]
     return out

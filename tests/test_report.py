@@ -1826,3 +1826,14 @@ def test_label_statistics_of_coarse_runs_count_the_classes_their_folder_names(tm
         ("cifar100_coarse", "category", [20, 20]), ("cifar100_coarse", "lowdim", [20, 2])]
     assert summary["label_stats_unmeasured"] == []
     assert table_rows((tmp_path / "out" / "tables.md").read_text(), "## Label statistics")["category"][0] == "20x20"
+
+
+def test_label_statistics_of_mcr2_runs_alone_say_they_have_no_targets(tmp_path):
+    """A study of MCR2 runs alone has no targets to measure: the section said 'No trained runs.'
+    under an intro that counted them trained."""
+    make_run(tmp_path / "runs", "mcr2", 1, test_acc=0.5, valid_acc=0.5)
+    summary = report(tmp_path / "runs", tmp_path / "out", draw=False)
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert summary["trained"] == 1 and "No trained runs." not in markdown
+    section = markdown[markdown.index("## Label statistics"):markdown.index("## Diverged runs")]
+    assert section.endswith("\n\nNo trained run in the tables has class targets (MCR2 regresses none).\n\n")
