@@ -806,10 +806,12 @@ LABEL_STATS_LEGEND = (
     "l2_mean and l1_mean, the mean distance between two classes' targets scaled to [0, 1]; std of "
     "all values. Measured on the label file whose targets are the ones the runs recorded "
     "(config.json's label_sha256), found in report.py's --label_dir, the shipped labels/label_files "
-    "or the --label_dir a run trained with; category on its one-hot targets (smoothed as trained); "
-    "MCR2 regresses no targets. Whether a label's entropy or the distance between its classes goes "
-    "with its robustness: label_stats.csv joins robust_accuracy.csv on dataset and label (a noisy "
-    "label's runs trained the same targets).")
+    "or the --label_dir a run trained with; category on its one-hot targets (smoothed as trained), "
+    "which it fits by cross-entropy and decodes by argmax, not by regression and nearest target (its "
+    "min_msd is no decoding margin); MCR2 regresses no targets. Whether a label's entropy or the "
+    "distance between its classes goes with its robustness: label_stats.csv joins "
+    "robust_accuracy.csv on dataset and label, a noisy label's rows (speech_noise0.2) on the label "
+    "whose targets they trained (speech; docs/experiments.md's 'Reports' has a snippet).")
 
 
 def label_stat_rows(records, label_dirs=()):

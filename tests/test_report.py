@@ -1837,3 +1837,25 @@ def test_label_statistics_of_mcr2_runs_alone_say_they_have_no_targets(tmp_path):
     assert summary["trained"] == 1 and "No trained runs." not in markdown
     section = markdown[markdown.index("## Label statistics"):markdown.index("## Diverged runs")]
     assert section.endswith("\n\nNo trained run in the tables has class targets (MCR2 regresses none).\n\n")
+
+
+def test_the_docs_join_of_label_statistics_and_robust_accuracy_keeps_noisy_labels(tmp_path):
+    """docs/experiments.md's snippet set label_stats.csv beside robust_accuracy.csv by merging on
+    dataset and label: a noisy label's rows (lowdim_noise0.2), which trained lowdim's targets, found
+    no row and were dropped without a word. Its join now takes the label less its _noise{R} (the
+    snippet's regex, applied here as pandas would: pandas is no dependency)."""
+    import numpy as np
+    from labels import LABEL_DIR, targets_sha256
+    lowdim = targets_sha256(np.load(LABEL_DIR / "cifar10_lowdim.npy"))
+    base = tmp_path / "runs"
+    for noise, robust in ((0.0, 0.3), (0.2, 0.1)):
+        with_config(make_run(base, "lowdim", 1, test_acc=0.5, valid_acc=0.5, label_noise=noise,
+                             attack=[entry("pgd", EPS8, robust)], clean_acc=0.5), label_sha256=lowdim)
+    report(base, tmp_path / "out", draw=False)
+    snippet = (REPO / "docs" / "experiments.md").read_text().split("import pandas as pd")[1]
+    trained = re.search(r'robust\["label"\]\.str\.replace\(r"([^"]+)", "", regex=True\)', snippet)
+    assert trained, "the snippet no longer maps a noisy label onto the label it trained"
+    stats = {(r["dataset"], r["label"]) for r in read_csv(tmp_path / "out" / "label_stats.csv")}
+    robust = read_csv(tmp_path / "out" / "robust_accuracy.csv")
+    assert sorted(r["label"] for r in robust) == ["lowdim", "lowdim_noise0.2"]
+    assert all((r["dataset"], re.sub(trained[1], "", r["label"])) in stats for r in robust)
