@@ -45,7 +45,8 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, acc
                         read_lines)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, dataset_info, schedule
-from utils.flags import RESULT_FLAGS, SHARED, acts_on, add_flags, recorded_config, trained_folder
+from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, recorded_config,
+                         trained_folder)
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
                         run_dir_of, run_folder_name)
@@ -192,6 +193,10 @@ def read_run(base, rel, key):
     # what the run trained on: compared across seeds where recorded (runs older than them lack them)
     record["fingerprints"] = {k: config.get(k) for k in FINGERPRINTS} if isinstance(config, dict) else {}
     exclude_misplaced(record)
+    if broken := broken_training(config):  # train.py and sweep.py refuse it: its numbers are no result
+        record["excluded"] = True
+        record["problems"].append(f"left out of the tables: trained with {broken}; train it again "
+                                  "(train.py --force)")
     history = read_lines(run_dir / METRICS)
     # None where an epoch has no validation accuracy (--valid_size 0) or a malformed line
     record["curve"] = [accuracy(row.get("valid_acc")) if isinstance(row, dict) else None for row in history]

@@ -1178,6 +1178,56 @@ def test_a_finished_run_without_its_config_is_checked_for_its_training_images(sp
     assert "holds a finished run trained with 250 training images (now 240: another --data_dir?)" in line
 
 
+BROKEN_AMP = "01d393a8d6eaa150002b7f0cce889044f8016cca"  # labelrep between 21d7ed3 and 754614a
+
+
+def as_broken_amp_run(config):
+    """`config` (config.json's or a checkpoint's) as an --amp run of a labelrep whose --amp
+    training never applied its updates (utils.flags.AMP_BROKEN_COMMITS) leaves it."""
+    config["flags"]["amp"] = True
+    config["segments"][0]["environment"]["git"]["commit"] = BROKEN_AMP
+    return config
+
+
+def test_an_amp_run_of_a_labelrep_that_trained_amp_wrongly_is_refused(speech_run, capsys, cifar10_dir,
+                                                                     label_dir, tmp_path, monkeypatch):
+    """A study upgraded in its middle: an --amp run trained by a labelrep of 21d7ed3..754614a (its
+    training forwards used the first step's weights: train_acc 7.6% against 34.4% after 2 epochs)
+    was a finished run to train.py (its old results, exit 0), done to the sweep and a seed beside
+    the new ones in the report; its last checkpoint resumed as if sound."""
+    from utils import training
+    monkeypatch.setattr(training, "fast_bf16", lambda device: True)  # no bf16 warning line on any CPU
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    config = as_broken_amp_run(json.loads((run_dir / "config.json").read_text()))
+    (run_dir / "config.json").write_text(json.dumps(config))
+    reason = ("--amp by labelrep 01d393a, whose --amp training never applied the optimiser's updates to "
+              "its forward passes (fixed in 754614a)")
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, amp=True))
+    assert line.endswith(f"model_speech holds a finished run trained with {reason}; pass --force to train "
+                         "it again with these flags (in a sweep, which passes no --force: delete the run "
+                         "directory), or use another --base_dir"), line
+    ns = sweep.Scripts.find()["train"].parse(flags(cifar10_dir, base, label_dir, amp=True))
+    assert train_state(run_dir, ns) == (False, f"finished, but trained with {reason}: train.py refuses it; "
+                                               "delete the run directory to start over")
+    summary = report.report(base, tmp_path / "out", draw=False)
+    assert summary["incomplete"] == [{"run": "cifar10/resnet32/speech/level100/seed3",
+                                      "run_dir": "cifar10/seed3/resnet32/model_speech", "reasons": [
+                                          f"left out of the tables: trained with {reason}; train it again "
+                                          "(train.py --force)"]}]
+    (run_dir / "results.json").unlink()  # unfinished: its last checkpoint is no start either
+    checkpoint = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
+    as_broken_amp_run(checkpoint["config"])
+    torch.save(checkpoint, run_dir / LAST_CHECKPOINT)
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, amp=True, resume=True))
+    assert line.endswith(f"last_checkpoint.pth was trained with {reason}; pass --force to start over (in a "
+                         "sweep: delete the run directory)"), line
+    from utils.flags import broken_training
+    config["segments"][0]["environment"]["git"]["commit"] = "754614a4" + "0" * 32  # the fix's: sound
+    assert broken_training(config) is None and broken_training(as_broken_amp_run(config)) == reason
+    config["flags"]["amp"] = False  # the commit broke --amp alone
+    assert broken_training(config) is None
+
+
 def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys, cifar10_dir, label_dir):
     """A finished run of --lr 0.1 asked for with 0.1 * 3 / 3 (a sweep's arithmetic) says which
     values differ: '--lr 0.1 (now 0.1)' named none."""

@@ -145,6 +145,43 @@ def acts_on(flag, label):
     return LABEL_ONLY.get(flag, label) == label
 
 
+# labelrep's commits from 21d7ed3 to 754614a, which fixed it: their --amp training never let the
+# optimiser's updates reach a training forward (torch's autocast cache, kept for the whole run), so
+# an --amp run they started or resumed did not learn as its flags say (a 2-epoch category run:
+# train_acc 7.6% against 34.4%). A researcher's own runs of those commits are refused, not reused.
+AMP_BROKEN_COMMITS = frozenset((
+    "21d7ed365aeef69b7ac038214d6a48a883faf9b5", "7a9210d08a7997a43cd2a453cb272aede7e413c6",
+    "c32c1f566fe57d65b548c087986ea5b88b8c903f", "e3ce3a605c62eacc0aad940aaa4e5778ca94b882",
+    "5aa40e18ac7d0522b447d24f44950f63205e089f", "61f97be11d0d4f671a4f938842b8c79145f66908",
+    "a7f6447f274a4dbc05802b520d5f36b34a0f02bc", "1513fcd2503b558e767162bd8bfb6531c899c484",
+    "505e9afcac5f002fb9eba347259b96b753834a8d", "a2479fe644fe4170c6ac065b231d60f5dbe8c16d",
+    "932d161134bfa860bd01c6dc4bb8911699c3f7f6", "6b92b84b02dd7f21040b57b689f1869d67285d9e",
+    "01d393a8d6eaa150002b7f0cce889044f8016cca"))
+
+
+def broken_training(config):
+    """Why the run a saved `config` (config.json's, or a checkpoint's) describes trained otherwise
+    than its flags say, whatever is asked now: '--amp by labelrep 01d393a, ...' where its start or
+    a resume ran --amp on one of AMP_BROKEN_COMMITS (as config.json's environment and segments
+    record the checkout's commit); else None."""
+    config = config if isinstance(config, dict) else {}
+    flags, segments = config.get("flags"), config.get("segments")
+    if not isinstance(flags, dict) or flags.get("amp") is not True:
+        return None
+    for start in [config] + (segments if isinstance(segments, list) else []):
+        if (commit := _get(start, "environment", "git", "commit")) in AMP_BROKEN_COMMITS:
+            return (f"--amp by labelrep {commit[:7]}, whose --amp training never applied the optimiser's "
+                    "updates to its forward passes (fixed in 754614a)")
+    return None
+
+
+def _get(value, *keys):
+    """value[k1][k2]... of parsed JSON, or None where a level is missing or not a dict."""
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def _shown(value):
     """A flag's value as a command line gives it: on/off for a switch, 1 for 1.0, every digit where
     fewer would show two values alike (0.30000000000000004, not 0.3)."""
@@ -163,13 +200,15 @@ def run_changes(config, args, label_sha256, now="now", data=None):
     acts on nothing), other label targets, if it recorded their `label_sha256` and
     `label_sha256` (the targets asked for now) differs, and, with `data` (`data_facts` now),
     another number of training images (but where another --valid_size or --level, named, sets it)
-    or other images and labels."""
+    or other images and labels; and `broken_training`'s reason, where it has one."""
     saved = config.get("flags")
     saved = saved if isinstance(saved, dict) else {}  # none recorded (null in an edited config.json)
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
              if acts_on(k, args.label)}
     changed = [k for k, v in asked.items() if v is not None and k in saved and saved[k] != v]
     changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(asked[k])})" for k in changed]
+    if broken := broken_training(config):
+        changes.append(broken)
     if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
         changes.append(f"other {args.label} targets than {args.label_dir} holds")
     data = data or {}

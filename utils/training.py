@@ -22,7 +22,7 @@ from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import lr_milestones
 from utils.errors import UsageError, as_parsed, interrupt_says, log
-from utils.flags import acts_on, check_force_resume, recorded_config, run_changes
+from utils.flags import acts_on, broken_training, check_force_resume, recorded_config, run_changes
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -466,6 +466,9 @@ def _check_resume(checkpoint, args, path, label_sha256, facts, space):
     if bad := _malformed_entries(checkpoint):
         raise UsageError(f"{path} holds {', '.join(bad)} entries of another form than train.py "
                          f"writes; {REBUILD_ADVICE}")
+    if broken := broken_training(checkpoint["config"]):  # no flags resume it: "use the same flags" is no advice
+        raise UsageError(f"{path} was trained with {broken}; pass --force to start over (in a sweep: "
+                         "delete the run directory)")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, data=facts):
         raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
