@@ -31,7 +31,8 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, as_parsed, c
                           interrupt_says, log, os_errors_as_usage, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
-from utils.grid import COMMAND_LINE_DTYPE, FILELESS_LABELS, attack_entries, attack_label  # noqa: E402
+from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
+                        attack_label)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -451,9 +452,11 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log):
     if not isinstance(previous.get("entries"), list):
         raise UsageError(f"{path} is not an attack.py results file (no list of entries); delete it "
                          "to compute the attacks again")
-    entries, malformed = attack_entries(previous)  # as sweep.py and report.py read the file
+    entries, malformed, outdated = attack_entries(previous)  # as sweep.py and report.py read the file
     if malformed:
         log(f"{path}: dropping {malformed} malformed entries (computed again if asked for)")
+    if outdated:
+        log(f"{path}: dropping {outdated} {OUTDATED} (computed again if asked for)")
     if previous.get("checkpoint_sha256") != checkpoint_sha:
         other = Path(str(previous.get("checkpoint", "")))
         if entries and other.is_file() and other.resolve() != checkpoint.resolve():

@@ -39,7 +39,7 @@ from labels import LABEL_DIR, LabelError, label_path, read_targets, targets_sha2
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number,
                           os_errors_as_usage, run_cli)
-from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, accuracy, asked_changes,
+from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_note, nonnegative, parse_level, read_json_file,
                         read_lines)
@@ -288,7 +288,7 @@ def read_attacks(record, run_dir):
     if not isinstance(attack, dict) or not isinstance(attack.get("entries"), list):
         record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
         return
-    entries, malformed = attack_entries(attack)
+    entries, malformed, outdated = attack_entries(attack)
     # the checkpoint attack.py attacks (its name unknown without the run's flags: not compared)
     flags = record["flags"]
     best = run_dir / best_checkpoint_name(flags["label"], record["seed"], record["model"]) \
@@ -301,6 +301,8 @@ def read_attacks(record, run_dir):
         record["problems"].append(
             f"{ATTACK_RESULTS}: {malformed} malformed entries left out (without an attack, "
             "targeted, eps >= 0 or a robust_acc in [0, 1])")
+    if outdated:
+        record["problems"].append(f"{ATTACK_RESULTS}: {outdated} {OUTDATED} left out (attack the run again)")
     images = attack.get("num_images")
     record["attack"] = {"clean_acc": accuracy(attack.get("clean_acc")),
                         "num_images": images if isinstance(images, int) else None,

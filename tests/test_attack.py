@@ -867,6 +867,34 @@ def test_a_setting_computed_in_another_dtype_is_computed_again(speech_run, cifar
     assert "(reused from" in err
 
 
+def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_computed_again(speech_run, cifar10_dir, label_dir,
+                                                                             tmp_path, capsys):
+    """Before f72d56a, targeted PGD with --restarts counted an image an earlier restart misclassified
+    as robust where a later restart left it correct (a 6-epoch category run: 9% robust accuracy
+    where it is 5% at 64/255). attack.py after a `git pull` reused such an entry of the older code:
+    '(reused from attack_results.json)'. Entries without the device they ran on (written before
+    1ca2340) are computed again; an untargeted one of the same age is reused."""
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+    flags = ["--checkpoint", str(checkpoint), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+             "--attacks", "pgd", "--restarts", "2", "--steps", "2", "--epsilons", "8/255", "--targeted", "both",
+             "--num_images", "5", "--examples", "0", "--device", "cpu"]
+    computed, _ = call_main(capsys, flags)
+    path = tmp_path / ATTACK_RESULTS
+    results = json.loads(path.read_text())
+    for e in results["entries"]:  # as an attack.py before 1ca2340 wrote them, the older code's numbers
+        del e["device"], e["batch_size"], e["dtype"]
+        e["robust_acc"] = 0.6 if e["targeted"] else e["robust_acc"]
+    path.write_text(json.dumps(results))
+    summary, err = call_main(capsys, flags)
+    assert (f"{path}: dropping 1 targeted PGD entries of several restarts written by an attack.py that may "
+            "predate f72d56a's fix of how restarts count (computed again if asked for)") in err
+    assert "pgd untargeted eps 8/255: robust_acc" in err and "(reused from" in err
+    assert "pgd targeted eps 8/255: robust_acc" in err and err.count("(reused from") == 1
+    assert summary["robust_acc"] == computed["robust_acc"]
+    assert [("device" in e, e["targeted"]) for e in json.loads(path.read_text())["entries"]] == [
+        (False, False), (True, True)]
+
+
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, label_dir, capsys):
     """While train.py or attack.py works in a run directory, another attack there is refused
     (two jobs would each rewrite the results file from what it read, losing the other's)."""

@@ -1306,6 +1306,20 @@ def test_attack_defaults_come_from_attack_py():
     assert missing_entries(done, margin["keys"]) == []
 
 
+def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_not_done():
+    """An entry of targeted PGD with --restarts written before entries recorded their device (so
+    perhaps before f72d56a fixed how restarts count) is computed again by attack.py: the sweep
+    counted it done and never called attack.py."""
+    attack = sweep.Scripts.find()["attack"]
+    flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "yes", "--seed", "3", "--restarts", "2"]
+    wanted = requested_attacks(attack.parse(flags), attack.module)
+    (key,) = wanted["keys"]
+    old = {"attack": "pgd", "targeted": True, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
+           "step_size": 2.5 * (8 / 255) / 10, "restarts": 2, "seed": 3, "robust_acc": 0.25}
+    assert missing_entries({"entries": [old]}, wanted["keys"], wanted["plans"]) == [key]
+    assert missing_entries({"entries": [old | {"device": "cpu"}]}, wanted["keys"], wanted["plans"]) == []
+
+
 def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     """attack.py computes anew what ran with other steps or on another number of images, so the
     sweep must call it: such entries do not count as done."""

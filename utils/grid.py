@@ -422,12 +422,29 @@ def well_formed(entry):
             and (entry.get("images_sha256") is None or isinstance(entry["images_sha256"], str)))
 
 
+# how attack.py and report.py name the entries `outdated` finds, after their count
+OUTDATED = ("targeted PGD entries of several restarts written by an attack.py that may predate "
+            "f72d56a's fix of how restarts count")
+
+
+def outdated(entry):
+    """Whether a well-formed attack_results.json entry may hold numbers attack.py computes otherwise
+    now: a targeted PGD of several restarts written before entries recorded their device (1ca2340),
+    so perhaps before f72d56a, whose fix keeps an image an earlier restart misclassified (the older
+    code counted it robust where a later restart left it correct: 9% robust accuracy where it is
+    5%). Those of f72d56a to 1ca2340 are computed again too, for want of telling them apart."""
+    return entry["attack"] == "pgd" and entry["targeted"] and (entry.get("restarts") or 1) > 1 \
+        and "device" not in entry
+
+
 def attack_entries(results):
-    """(well-formed entries, count of the others) of a parsed attack_results.json."""
+    """(well-formed entries but `outdated` ones, count of the malformed, count of the outdated) of
+    a parsed attack_results.json."""
     entries = results.get("entries") if isinstance(results, dict) else None
     entries = entries if isinstance(entries, list) else []
     good = [e for e in entries if well_formed(e)]
-    return good, len(entries) - len(good)
+    current = [e for e in good if not outdated(e)]
+    return current, len(entries) - len(good), len(good) - len(current)
 
 
 # what attack.py's command line computes in (torch's default dtype); an entry written before entries
