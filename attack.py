@@ -32,7 +32,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, as_parsed, c
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
-                        attack_label)
+                        attack_label, smoothed_loss_attacks, smoothed_run)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -440,11 +440,12 @@ def run_setting(model, space, images, labels, targets, entry, args, **options):
                       objective=entry.get("objective", "loss"), channels_last=args.channels_last, **options)
 
 
-def load_previous(path, figure, checkpoint, checkpoint_sha, log):
+def load_previous(path, figure, checkpoint, checkpoint_sha, log, smoothed=False):
     """Entries of an earlier run on the same checkpoint (by content). Those of a checkpoint since
     retrained at the same path, or since deleted, are dropped, with its figure (attack_examples.png,
-    which --examples 0 would otherwise leave beside the new results); those of another checkpoint
-    that still exists are an error, not lost work."""
+    which --examples 0 would otherwise leave beside the new results), and so are those that an older
+    attack.py computed on the smoothed loss of a run trained with --smoothing (`smoothed`); those of
+    another checkpoint that still exists are an error, not lost work."""
     from utils.runs import read_json
     if not path.exists():
         return []
@@ -457,6 +458,11 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log):
         log(f"{path}: dropping {malformed} malformed entries (computed again if asked for)")
     if outdated:
         log(f"{path}: dropping {outdated} {OUTDATED} (computed again if asked for)")
+    if stale := smoothed_loss_attacks(previous, smoothed):
+        log(f"{path}: dropping {len(entries)} entries: it {stale}" + (
+            f"; and {figure.name}" if figure.exists() else ""))
+        figure.unlink(missing_ok=True)
+        return []
     if previous.get("checkpoint_sha256") != checkpoint_sha:
         other = Path(str(previous.get("checkpoint", "")))
         if entries and other.is_file() and other.resolve() != checkpoint.resolve():
@@ -584,7 +590,8 @@ class Job:
         self.n, self.images, self.labels, self.targets = select_images(args, data, self.space)
         self.images_sha, self.class_names = tensors_sha256(self.images, self.labels), data.class_names
         self.path, self.png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
-        self.entries = load_previous(self.path, self.png, checkpoint, record["checkpoint_sha256"], log)
+        self.entries = load_previous(self.path, self.png, checkpoint, record["checkpoint_sha256"], log,
+                                     smoothed_run(args.label, args.smoothing))
         # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
         # image attacked); one edited without them is computed again (and stays, for report.py)
         self.done = {identity(e): e for e in self.entries if e.get("clean_acc") is not None

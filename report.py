@@ -42,7 +42,7 @@ from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, 
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_note, nonnegative, parse_level, read_json_file,
-                        read_lines)
+                        read_lines, smoothed_loss_attacks, smoothed_run)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, dataset_info, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, recorded_config,
@@ -296,6 +296,9 @@ def read_attacks(record, run_dir):
     if best and attacked_another(attack_path, attack, best):
         record["problems"].append(f"{ATTACK_RESULTS} left out: it holds the attacks of another "
                                   f"checkpoint than {best.name} (attack the run again)")
+        return
+    if stale := smoothed_loss_attacks(attack, smoothed_run(flags.get("label"), flags.get("smoothing"))):
+        record["problems"].append(f"{ATTACK_RESULTS} left out: it {stale} (attack the run again)")
         return
     if malformed:
         record["problems"].append(

@@ -1331,6 +1331,39 @@ def test_smoothed_category_runs_have_a_directory_of_their_own(cifar10_dir, label
     assert [row.split(",")[2] for row in rows[1:]] == ["category", "category_smooth0.1"], rows
 
 
+def test_attacks_an_older_attack_py_ran_on_a_smoothed_loss_are_not_reused(cifar10_dir, label_dir, tmp_path,
+                                                                          capsys):
+    """An attack.py before 4eb33c9 climbed a --smoothing run's smoothed loss, not plain cross-entropy
+    (a 6-epoch --smoothing 0.3 run: PGD at 64/255 left 36% robust where it leaves 0%). Its run,
+    moved to model_category_smooth{S} as report.py advises, kept those results: attack.py reused
+    them, the sweep counted them done and report.py showed them. An attack.py that old had no
+    --smoothing, so its config records none."""
+    from utils.grid import requested_attacks
+    base = tmp_path / "runs"
+    trained = train.main(flags(cifar10_dir, base, label_dir, label="category", epochs=1, smoothing="0.1"))
+    argv = ["--base_dir", str(base), "--data_dir", str(cifar10_dir), "--label", "category", "--seed", "3",
+            "--smoothing", "0.1", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no",
+            "--num_images", "5", "--examples", "0", "--device", "cpu"]
+    computed = attack.main(argv)["robust_acc"]
+    run_dir = Path(trained["run_dir"])
+    path = run_dir / ATTACK_RESULTS
+    results = json.loads(path.read_text())
+    del results["config"]["smoothing"]  # as an attack.py before b6cdd9e wrote it, with its numbers
+    results["entries"][0]["robust_acc"] = 0.8
+    path.write_text(json.dumps(results))
+    stale = ("holds attacks on a --smoothing run by an attack.py older than b6cdd9e, which before 4eb33c9 "
+             "climbed the smoothed loss, not plain cross-entropy")
+    script = sweep.Scripts.find()["attack"]
+    assert attack_state(run_dir, requested_attacks(script.parse(argv), script.module)) == (
+        False, f"new: {ATTACK_RESULTS} {stale}")
+    capsys.readouterr()
+    summary = report.report(base, tmp_path / "report", draw=False)
+    assert summary["incomplete"][0]["reasons"] == [f"{ATTACK_RESULTS} left out: it {stale} (attack the run again)"]
+    assert attack.main(argv)["robust_acc"] == computed
+    assert f"{path}: dropping 1 entries: it {stale}\n" in capsys.readouterr().err
+    assert "smoothing" in json.loads(path.read_text())["config"]
+
+
 def finished_copy(speech_run, tmp_path):
     """A copy of the finished speech run's directory tree, to change without touching the run."""
     base, _ = speech_run

@@ -38,7 +38,8 @@ from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, la
                     read_targets, targets_sha256)
 from utils.constants import DATASETS, dataset_info, schedule  # what attack.py runs for its flags
 from utils.errors import UsageError
-from utils.flags import label_name, level, recorded_config, run_changes, trained_folder  # as train.py, attack.py
+from utils.flags import (acts_on, label_name, level, recorded_config, run_changes,  # as train.py, attack.py
+                         trained_folder)
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
                         check_base_dir, file_sha256, read_text, resolved, run_dir_of, zip_index_sha256)
@@ -374,7 +375,27 @@ def requested_attacks(namespace, module):
             plans[(attack_label(attack, namespace.objective), t, protocol, eps)] = (
                 plan.steps, plan.step_size, plan.restarts, namespace.amp, namespace.seed)
     return {"keys": set(plans), "plans": plans, "num_images": namespace.num_images,
-            "eps_labels": {(protocol, eps): label for label, eps in epsilons}}
+            "eps_labels": {(protocol, eps): label for label, eps in epsilons},
+            "smoothed": smoothed_run(namespace.label, namespace.smoothing)}
+
+
+def smoothed_run(label, smoothing):
+    """Whether a run of `label` with --smoothing `smoothing` (None: not given) trained smoothed."""
+    return acts_on("smoothing", label) and nonnegative(smoothing) and smoothing > 0
+
+
+def smoothed_loss_attacks(results, smoothed):
+    """Why a parsed attack_results.json of a run trained with --smoothing (`smoothed`) holds no
+    results attack.py computes now: an attack.py before b6cdd9e, which had no --smoothing (its
+    config records none), wrote it, and one before 4eb33c9 climbed the smoothed training loss,
+    not plain cross-entropy as the paper's attack code and attack.py now (PGD at 64/255 on a
+    --smoothing 0.3 run: 36% robust accuracy where it is 0%); else None. Those of 4eb33c9 to
+    b6cdd9e, minutes apart, are computed again too."""
+    config = results.get("config") if isinstance(results, dict) else None
+    if not smoothed or not isinstance(config, dict) or "smoothing" in config:
+        return None
+    return ("holds attacks on a --smoothing run by an attack.py older than b6cdd9e, which before 4eb33c9 "
+            "climbed the smoothed loss, not plain cross-entropy")
 
 
 def attack_label(attack, objective="loss"):
@@ -683,6 +704,8 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
                        "to attack again)")
     if checkpoint is not None and attacked_another(path, results, checkpoint):
         return False, f"new: {ATTACK_RESULTS} holds the attacks of another checkpoint than {checkpoint.name}"
+    if stale := smoothed_loss_attacks(results, wanted.get("smoothed")):
+        return False, f"new: {ATTACK_RESULTS} {stale}"
     asked = wanted["num_images"] or test_images  # None: all, and the count is not known here
     if missing := missing_note(results, wanted["keys"], wanted["plans"], asked, images_sha256,
                                wanted.get("eps_labels")):
