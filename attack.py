@@ -640,7 +640,7 @@ class Job:
         signal during the attack ends the job, to be requeued."""
         from utils import preempt
         from utils.atomic import check_writable
-        from utils.runs import write_json
+        from utils.runs import provenance, write_json
         if len(self.entries) == self.kept:  # the first to compute: a folder it cannot be saved in fails
             check_writable(self.path)  # now, not after the setting's work (a read-only one)
         result = run_setting(self.model, self.space, self.images, self.labels, self.targets, entry, self.args,
@@ -649,8 +649,10 @@ class Job:
             progress.close()
             preempt.exit_for_requeue(self.stopped(f" by signal during {setting_name(entry)}"))
         entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s", "seconds")}
-        # what its images/s were measured on: a file's entries may come from several runs
-        entry |= {"device": self.device.type, "batch_size": self.args.batch_size}
+        # what its images/s were measured on, and the code that computed it: a file's entries may
+        # come from several runs, its `environment` is the last one's
+        entry |= {"device": self.device.type, "batch_size": self.args.batch_size,
+                  "computed_by": provenance(self.env)}
         if entry["targeted"]:
             entry["target_success"] = result["target_success"]
         self.entries.append(entry)

@@ -867,6 +867,28 @@ def test_a_setting_computed_in_another_dtype_is_computed_again(speech_run, cifar
     assert "(reused from" in err
 
 
+def test_each_entry_records_the_code_that_computed_it(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                      capsys, monkeypatch):
+    """attack_results.json's environment is the last attack.py call's: the entries an earlier call
+    computed (another commit, another torch) lost where they came from once a later call added
+    its own. Each entry keeps its own commit and torch; a reused one keeps the one it had."""
+    from utils import runs
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+    flags = one_fgsm(checkpoint, cifar10_dir, label_dir)
+    first, second = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": True}
+    monkeypatch.setattr(runs, "code_version", lambda: first)
+    call_main(capsys, flags)
+    monkeypatch.setattr(runs, "code_version", lambda: second)
+    _, err = call_main(capsys, flags[:flags.index("--epsilons") + 1] + ["8/255", "2/255"] +
+                       flags[flags.index("--targeted"):])
+    assert err.count("(reused from") == 1
+    saved = json.loads((tmp_path / ATTACK_RESULTS).read_text())
+    assert [(e["eps_label"], e["computed_by"]) for e in saved["entries"]] == [
+        ("8/255", {"labelrep": runs.__version__, "git": first, "torch": torch.__version__}),
+        ("2/255", {"labelrep": runs.__version__, "git": second, "torch": torch.__version__})]
+    assert saved["environment"]["git"] == second
+
+
 def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_computed_again(speech_run, cifar10_dir, label_dir,
                                                                              tmp_path, capsys):
     """Before f72d56a, targeted PGD with --restarts counted an image an earlier restart misclassified

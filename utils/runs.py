@@ -421,3 +421,11 @@ def environment(argv=None):
         env["cuda"] = torch.version.cuda
         env["gpu"] = torch.cuda.get_device_name()
     return env
+
+
+def provenance(env):
+    """The code that computed a result, of `environment`'s `env`: {"labelrep": version, "git":
+    {"commit", "dirty"} or None, "torch": version}. Each attack_results.json entry records its own:
+    the file's `environment` is the last attack.py call's, and entries of earlier calls (another
+    commit, another torch) stay in it."""
+    return {k: env.get(k) for k in ("labelrep", "git", "torch")}
