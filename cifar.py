@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.atomic import exclusive, made_folders
-from utils.constants import DATASETS, DatasetInfo, dataset_info, offline
+from utils.constants import DATASETS, DatasetInfo, dataset_info, offline, training_images
 from utils.errors import UsageError, log, os_error_text
 from utils.pickles import cifar_batches, meta_class_names
 
@@ -221,8 +220,7 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
                          f"{num_images}; pass a --valid_size of at most {max(num_images - 2, 0)}")
     order = np.random.RandomState(seed).permutation(num_images)
     remaining = max(num_images - valid_size, 0)
-    # the level's decimal digits, exactly: in floats 50000 * 0.29 / 100 is 144.99999999999997
-    train_len = remaining if level == 100 else int(num_images * Fraction(str(level)) / 100)
+    train_len = training_images(num_images, valid_size, level)
     if train_len > remaining:
         raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
                          f"of the {num_images} remain after the {valid_size} validation images; pass a "

@@ -341,7 +341,11 @@ def exclude_off_grid(records, asked):
         ns = asked.get(tuple(record[k] for k in KEY))
         if ns is None or record["excluded"]:
             continue
-        diffs, _ = asked_changes({"flags": record["flags"], **record["fingerprints"]}, ns, now="the grid:")
+        # and the number of images it trained on: a fractional --level's of an older labelrep (1570041)
+        images = {"train_images": record["train"]["train_images"]} if (record["train"] or {}).get(
+            "train_images") is not None else {}
+        diffs, _ = asked_changes({"flags": record["flags"], **record["fingerprints"], **images}, ns,
+                                 now="the grid:")
         if diffs:
             record["excluded"] = True
             record["problems"].append(f"left out of the tables: trained with {', '.join(diffs)}, not as the "

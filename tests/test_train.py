@@ -23,7 +23,7 @@ import attack
 import report
 import sweep
 import train
-from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, run_importing, run_script
+from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, make_cifar10, run_importing, run_script
 from utils.errors import UsageError, as_parsed, call_cli, run_cli
 from utils.grid import attack_state, train_state
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, LAYOUT_TEXT, RESULTS, run_directory,
@@ -1234,6 +1234,42 @@ def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys
     base, _ = speech_run
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, lr=repr(0.1 * 3 / 3)))
     assert "trained with --lr 0.1 (now 0.10000000000000002); pass --force" in line
+
+
+def test_a_fractional_level_run_of_the_older_rounding_is_refused_by_train_and_sweep(capsys, label_dir,
+                                                                                    tmp_path):
+    """Before 1570041 a fractional --level took int(N * level / 100) in floats: 64.6% of 500 images
+    gave 322, not 323. Such a run, asked for again, was refused by train.py as 'another
+    --data_dir?' and counted done by the sweep; both now name the rounding."""
+    data = make_cifar10(tmp_path / "data", per_batch=100)  # 500 training images
+    argv = flags(data, tmp_path / "runs", label_dir, epochs=1, level=64.6)
+    train.main(argv)
+    capsys.readouterr()
+    [run_dir] = [p.parent for p in (tmp_path / "runs").rglob("results.json")]
+    ns = sweep.Scripts.find()["train"].parse(argv)
+    assert train_state(run_dir, ns)[0]
+    for name in ("config.json", "results.json"):  # as a labelrep before 1570041 wrote them
+        saved = json.loads((run_dir / name).read_text())
+        assert saved["train_images"] == 323
+        (run_dir / name).write_text(json.dumps(saved | {"train_images": 322}))
+    reason = "322 training images (now 323: a labelrep before 1570041 rounded --level 64.6 of 500 images down to 322)"
+    line = run_cli_capture(capsys, argv)
+    assert line.endswith(f"model_speech holds a finished run trained with {reason}; pass --force to train it "
+                         "again with these flags (in a sweep, which passes no --force: delete the run "
+                         "directory), or use another --base_dir"), line
+    assert train_state(run_dir, ns) == (False, f"finished, but trained with {reason.replace('now', 'sweep:')}: "
+                                               "train.py refuses it; delete the run directory to start over")
+    grid = tmp_path / "grid.yaml"  # and report.py --grid of that sweep leaves it out of the tables
+    grid.write_text(f"labels: [speech]\nlevels: [64.6]\nseeds: [3]\nstages: [train]\nargs: --data_dir {data} "
+                    f"--label_dir {label_dir} --base_dir {tmp_path / 'runs'}\ntrain_args: --valid_size 50 "
+                    "--epochs 1 --batch_size 64 --device cpu\n")
+    summary = report.report(tmp_path / "runs", tmp_path / "out", grid, draw=False)
+    assert [i["reasons"] for i in summary["incomplete"]] == [[
+        f"left out of the tables: trained with {reason.replace('now', 'the grid:')}, not as the grid asks (its "
+        "sweep refuses the run: delete the run directory to train it again)"]]
+    from utils.flags import older_rounding  # 1570041's own example; a count no rounding explains
+    assert older_rounding(0.29, 144, 145) == "a labelrep before 1570041 rounded --level 0.29 of 50000 images down to 144"
+    assert older_rounding(0.29, 140, 145) is None and older_rounding(8, 3999, 4000) is None
 
 
 def test_another_valid_size_is_not_blamed_on_the_data(speech_run, capsys, cifar10_dir, label_dir):

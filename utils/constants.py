@@ -11,6 +11,7 @@ The networks' names are architecture.py's registry's (`utils.flags.architecture_
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 
 from utils.errors import UsageError, choice
 
@@ -118,3 +119,14 @@ def lr_milestones(epochs):
     and 75% of `epochs` (300 and 450 of 600; the paper's code fixes those two whatever the run's
     length, README "Recipe"); `utils.training.lr_at` follows it."""
     return math.ceil(0.5 * epochs), math.ceil(0.75 * epochs)
+
+
+def training_images(num_images, valid_size, level):
+    """How many of a dataset's `num_images` training images a run of --valid_size and --level
+    trains on (`cifar.split_indices`; sweep.py counts them without torch): every one left after
+    the validation images at level 100, else int(num_images * level / 100), the level's decimal
+    digits taken exactly (in floats 50000 * 0.29 / 100 is 144.99999999999997: a labelrep before
+    1570041 trained on 144 images, not 145)."""
+    if level == 100:
+        return max(num_images - valid_size, 0)
+    return int(num_images * Fraction(str(level)) / 100)

@@ -7,6 +7,7 @@ import argparse
 import ast
 import importlib.util
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 from utils.constants import DATASETS
@@ -214,13 +215,32 @@ def run_changes(config, args, label_sha256, now="now", data=None):
     data = data or {}
     train_images = data.get("train_images")
     saved_images = config.get("train_images", train_images)
+    other_data = bool(config.get("data_sha256")) and data.get("data_sha256") not in (None, config["data_sha256"])
     if train_images is not None and saved_images != train_images:
         if not {"valid_size", "level"} & set(changed):  # else the count is theirs, not the data's
-            changes.append(f"{saved_images} training images ({now} {train_images}: another --data_dir?)")
-    elif config.get("data_sha256") and data.get("data_sha256") not in (None, config["data_sha256"]):
+            level = saved.get("level", getattr(args, "level", None))
+            why = not other_data and older_rounding(level, saved_images, train_images)
+            changes.append(f"{saved_images} training images ({now} {train_images}: "
+                           f"{why or 'another --data_dir?'})")
+    elif other_data:
         changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
                        f"{args.dataset}?)")
     return changes
+
+
+def older_rounding(level, saved, count):
+    """Why a run of a fractional --level `level` trained on `saved` images where its flags take
+    `count` of the same data now, where a labelrep before 1570041 explains it: its float product
+    N * level / 100 fell just below the whole number `count`, the exact share of N images, and was
+    rounded down to `saved` (0.29% of 50000: 144, not 145); else None."""
+    if not isinstance(level, (int, float)) or isinstance(level, bool) or float(level).is_integer() \
+            or not isinstance(saved, int) or not isinstance(count, int):
+        return None
+    num_images = count * 100 / Fraction(str(level))  # the only N whose exact share the floats missed
+    if num_images.denominator != 1 or int(num_images.numerator * level / 100) != saved:
+        return None
+    return (f"a labelrep before 1570041 rounded --level {_shown(level)} of {num_images} images down to "
+            f"{saved}")
 
 
 def recorded_config(config, results):

@@ -36,7 +36,7 @@ import numpy as np
 
 from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, label_path, load_label,
                     read_targets, targets_sha256)
-from utils.constants import DATASETS, dataset_info, schedule  # what attack.py runs for its flags
+from utils.constants import DATASETS, dataset_info, schedule, training_images  # what attack.py runs for its flags
 from utils.errors import UsageError
 from utils.flags import (acts_on, label_name, level, recorded_config, run_changes,  # as train.py, attack.py
                          trained_folder)
@@ -565,16 +565,16 @@ def dataset_sha256(name, data_dir, granularity):
     training then test batches, at `granularity`), read without torch; None where its batches are
     not all there (train.py downloads them) or not readable (train.py says why). Read once per
     version of the files (a sweep asks once per run)."""
-    return _batches_sha256(name, data_dir, granularity, ("train", "test"))
+    return (_batches_read(name, data_dir, granularity, ("train", "test")) or (None,))[0]
 
 
 def test_images_sha256(name, data_dir, granularity, count=None):
     """The `images_sha256` attack.py records of an entry computed on the first `count` (None:
     all) test images of a dataset in data_dir, with their labels; None as for `dataset_sha256`."""
-    return _batches_sha256(name, data_dir, granularity, ("test",), count)
+    return (_batches_read(name, data_dir, granularity, ("test",), count) or (None,))[0]
 
 
-def _batches_sha256(name, data_dir, granularity, splits, count=None):
+def _batches_read(name, data_dir, granularity, splits, count=None):
     """`_split_sha256` of the dataset's batches in data_dir, or None where one is missing or no
     plain file."""
     try:
@@ -592,9 +592,10 @@ def _split_sha256(folder, name, granularity, splits, count, versions):
     """sha256 of the images then the labels of each split in `splits` of the batches in `folder`
     (of the first `count` images of each where given), cached per version of the files: the bytes
     `tensors_sha256` hashes of the tensors train.py and attack.py read, read a batch at a time
-    (CIFAR-10's train and test splits: 0.2 s and 60 MB more on a 2-core CPU; read at once, 440 MB)."""
+    (CIFAR-10's train and test splits: 0.2 s and 60 MB more on a 2-core CPU; read at once, 440 MB);
+    with the number of images read of each split. None where a batch is not readable."""
     info = dataset_info(name, granularity)
-    digest = hashlib.sha256()
+    digest, counts = hashlib.sha256(), []
     try:
         for split in splits:
             labels, taken = [], 0
@@ -608,9 +609,10 @@ def _split_sha256(folder, name, granularity, splits, count, versions):
                 if taken == count:  # the batches after it are not read
                     break
             digest.update(np.concatenate(labels))
+            counts.append(taken)
     except (UsageError, OSError):  # OSError: a batch this user may not read (train.py says so)
         return None
-    return digest.hexdigest()
+    return digest.hexdigest(), tuple(counts)
 
 
 def uncompared_data(recorded, data_dir, dataset, script):
@@ -675,11 +677,14 @@ def asked_changes(config, ns, now):
     label_sha256 = None if ns.label in FILELESS_LABELS else \
         label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
     config = config if isinstance(config, dict) else {}
-    # the dataset is read only to compare it with a run's (CIFAR-10: 0.2 s, once per version of it)
-    data = {"data_sha256": dataset_sha256(ns.dataset, ns.data_dir, ns.label_granularity)
-            } if config.get("data_sha256") else None
+    # the dataset is read only to compare it with a run's (CIFAR-10: 0.2 s, once per version of it):
+    # its images and labels, and the number of training images the flags take of it now
+    data = None
+    if config.get("data_sha256") or config.get("train_images") is not None:
+        sha, counts = _batches_read(ns.dataset, ns.data_dir, ns.label_granularity, ("train", "test")) or (None, None)
+        data = {"data_sha256": sha, "train_images": counts and training_images(counts[0], ns.valid_size, ns.level)}
     diffs = run_changes(config, ns, label_sha256, now=now, data=data)
-    if data and data["data_sha256"] is None:
+    if config.get("data_sha256") and data["data_sha256"] is None:
         return diffs, uncompared_data(config.get("flags"), ns.data_dir, ns.dataset, "train.py")
     return diffs, None
 
