@@ -44,7 +44,7 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         eps_text, last_written, missing_note, nonnegative, parse_level, read_json_file,
                         read_lines, smoothed_loss_attacks, smoothed_run)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
-from utils.constants import ATTACKS, dataset_info, schedule
+from utils.constants import ATTACKS, dataset_info, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, recorded_config,
                          trained_folder)
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
@@ -234,7 +234,7 @@ def exclude_misplaced(record):
     flags, rel = record["flags"], record["run_dir"]
     label, noise = split_noise(record["label"])
     smoothing = flags.get("smoothing")
-    if label == "category" and nonnegative(smoothing) and smoothing > 0:  # an older train.py's place
+    if smoothed_run(label, smoothing):  # an older train.py's place: model_category
         own = Path(rel).parent / run_folder_name(label, noise, smoothing)
         record["excluded"] = True
         record["problems"].append(f"left out of the tables: trained with --smoothing {smoothing:g}, "
@@ -882,7 +882,7 @@ def label_stat_rows(records, label_dirs=()):
 def category_stats(num_classes, smoothing):
     """`label_stats` of category's one-hot targets smoothed by `smoothing` (its runs' recorded
     --smoothing), or a str saying why they are not measured."""
-    most = (num_classes - 1) / num_classes  # CategorySpace.most_smoothing (utils.labelspace imports torch)
+    most = most_smoothing(num_classes)
     if not (nonnegative(smoothing) and smoothing <= most):
         return (f"its runs recorded --smoothing {smoothing!r}, not a number in [0, {most:g}] as train.py "
                 f"takes for {num_classes} classes")

@@ -114,6 +114,12 @@ def schedule(attack, eps, protocol="pixel", steps=None, step_size=None, restarts
     return Schedule(attack, steps, step_size, pgd, restarts if pgd else 1)
 
 
+def most_smoothing(num_classes):
+    """The largest --smoothing for `num_classes` classes, (C - 1) / C: it leaves the true class no
+    less than each other class (`utils.labelspace.CategorySpace`; report.py measures its targets)."""
+    return (num_classes - 1) / num_classes
+
+
 def lr_milestones(epochs):
     """The paper's step schedule: the (0-based) epochs from which its lr is divided by 10, at 50%
     and 75% of `epochs` (300 and 450 of 600; the paper's code fixes those two whatever the run's

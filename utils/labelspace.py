@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from labels import check_targets, decoding_problem, load_label, nearest_scores, targets_sha256
+from utils.constants import most_smoothing
 from utils.errors import UsageError
 
 CATEGORY = "category"
@@ -37,13 +38,8 @@ class CategorySpace:
     classes, the true one included, so the paper's s is torch's s * C / (C - 1)."""
     needs_fit = False  # decoding needs nothing fitted on training outputs (MCR2's does)
 
-    @staticmethod
-    def most_smoothing(num_classes):
-        """The largest smoothing that leaves the true class no less than each other class."""
-        return (num_classes - 1) / num_classes
-
     def __init__(self, num_classes, smoothing=0.0):
-        if not 0 <= smoothing <= (most := self.most_smoothing(num_classes)):
+        if not 0 <= smoothing <= (most := most_smoothing(num_classes)):
             raise UsageError(f"--smoothing {smoothing} must lie in [0, {most:g}] "
                              f"for {num_classes} classes (beyond it the true class gets less than "
                              "each other class)")
@@ -157,7 +153,7 @@ def space_from_state(state):
         raise ValueError(f"its label space {name!r} has {num_classes!r} classes, not a name and a "
                          "whole number above 1")
     if name == CATEGORY:
-        smoothing, most = state.get("smoothing", 0.0), CategorySpace.most_smoothing(num_classes)
+        smoothing, most = state.get("smoothing", 0.0), most_smoothing(num_classes)
         if not isinstance(smoothing, (int, float)) or not 0 <= smoothing <= most:
             raise ValueError(f"its label smoothing {smoothing!r} is not a number in [0, {most:g}]")
         return CategorySpace(num_classes, smoothing)
