@@ -527,8 +527,18 @@ def accuracy_rows(records):
                      "train_images": sorted({r["train"]["train_images"] for r in runs}, key=str),
                      "test_images": sorted({r["train"]["test_images"] for r in runs}, key=str),
                      "epochs": sorted({r["train"]["epochs"] for r in runs}, key=str),
-                     "best_epoch_mean": mean_std([r["train"]["best_epoch"] for r in runs])[0]})
+                     "best_epoch_mean": mean_std([r["train"]["best_epoch"] for r in runs])[0],
+                     "label_sha256": targets_trained(runs)})
     return rows
+
+
+def targets_trained(runs):
+    """The `label_sha256` of the targets a table row's runs trained (one: `exclude_odd_seeds`
+    leaves a group's runs those of one file, so a join with label_stats.csv finds the draw they
+    trained), 'a/b' where they differ, None where none recorded it (category, MCR2, or trained
+    before train.py recorded it)."""
+    shas = sorted({sha for r in runs if isinstance(sha := r["fingerprints"].get("label_sha256"), str) and sha})
+    return "/".join(shas) or None
 
 
 def noise_rows(accuracy):
@@ -616,7 +626,8 @@ def robust_rows(records):
                      "eps_label": items[0][1].get("eps_label") or eps_text(key[7], key[6]),
                      "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
                      **columns("robust_acc", robust), **columns("target_success", success),
-                     **columns("clean_acc", clean[table_of(key)])})
+                     **columns("clean_acc", clean[table_of(key)]),
+                     "label_sha256": targets_trained([r for r, _ in items])})
     return rows
 
 
@@ -824,8 +835,9 @@ LABEL_STATS_LEGEND = (
     "which it fits by cross-entropy and decodes by argmax, not by regression and nearest target (its "
     "min_msd is no decoding margin); MCR2 regresses no targets. Whether a label's entropy or the "
     "distance between its classes goes with its robustness: label_stats.csv joins "
-    "robust_accuracy.csv on dataset and label, a noisy label's rows (speech_noise0.2) on the label "
-    "whose targets they trained (speech; docs/experiments.md's 'Reports' has a snippet).")
+    "robust_accuracy.csv on dataset, label and label_sha256 (the targets trained), a noisy label's "
+    "rows (speech_noise0.2) on the label whose targets they trained (speech; docs/experiments.md's "
+    "'Reports' has a snippet).")
 
 
 def label_stat_rows(records, label_dirs=()):
@@ -859,8 +871,7 @@ def label_stat_rows(records, label_dirs=()):
             continue
         by_targets = defaultdict(list)
         for record in runs:
-            sha256 = record["fingerprints"].get("label_sha256")
-            by_targets[sha256 if isinstance(sha256, str) else None].append(record)  # None: unrecorded
+            by_targets[targets_trained([record])].append(record)  # None: unrecorded
         if None in by_targets and len(by_targets) == 1:
             unmeasured.append({"dataset": dataset, "label": label, "reason": (
                 "its runs recorded no label_sha256 (trained before train.py recorded which targets)")})
@@ -1372,13 +1383,13 @@ def write_csvs(put, out, summary, records):
     of `records` with its status, into `out` through `put` (a `file_set`'s); returns their names."""
     accuracy_columns = ["dataset", "model", "label", "level", "n", "seeds", "test_acc_mean", "test_acc_std",
                         "valid_acc_mean", "valid_acc_std", "valid_acc_n", "train_images", "test_images",
-                        "epochs", "best_epoch_mean"]
+                        "epochs", "best_epoch_mean", "label_sha256"]
     noise_columns = accuracy_columns[:3] + ["label_noise"] + accuracy_columns[3:]
     robust_columns = [
         "dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps", "eps_label", "n",
         "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
         "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
-        "step_size", "restarts", "amp"]
+        "step_size", "restarts", "amp", "label_sha256"]
     run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
                    "diverged_epoch", "run_dir"]
     unfinished = {i["run_dir"] for i in summary["incomplete"]}

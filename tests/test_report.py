@@ -1854,23 +1854,47 @@ def test_label_statistics_of_mcr2_runs_alone_say_they_have_no_targets(tmp_path):
     assert section.endswith("\n\nNo trained run in the tables has class targets (MCR2 regresses none).\n\n")
 
 
-def test_the_docs_join_of_label_statistics_and_robust_accuracy_keeps_noisy_labels(tmp_path):
-    """docs/experiments.md's snippet set label_stats.csv beside robust_accuracy.csv by merging on
-    dataset and label: a noisy label's rows (lowdim_noise0.2), which trained lowdim's targets, found
-    no row and were dropped without a word. Its join now takes the label less its _noise{R} (the
-    snippet's regex, applied here as pandas would: pandas is no dependency)."""
+def test_the_docs_join_of_label_statistics_and_robust_accuracy_keeps_noisy_labels_and_draws(tmp_path):
+    """docs/experiments.md's snippet sets label_stats.csv beside robust_accuracy.csv. Merged on
+    dataset and label, a noisy label's rows (lowdim_noise0.2), which trained lowdim's targets,
+    found no row and were dropped without a word; its join takes the label less its _noise{R}.
+    And a label trained in two draws (resnet32 on the shipped file, vgg19 on a regenerated one)
+    has two label_stats rows, each of which was paired with every robust row of the label: the
+    accuracy CSVs now name the targets their runs trained (label_sha256), and the join pairs each
+    row with its own draw's statistics (the snippet's keys and regex, applied here as pandas
+    would: pandas is no dependency)."""
     import numpy as np
     from labels import LABEL_DIR, targets_sha256
-    lowdim = targets_sha256(np.load(LABEL_DIR / "cifar10_lowdim.npy"))
+    shipped = np.load(LABEL_DIR / "cifar10_lowdim.npy")
+    lowdim = targets_sha256(shipped)
+    redrawn = tmp_path / "redrawn"
+    redrawn.mkdir()
+    np.save(redrawn / "cifar10_lowdim.npy", np.random.default_rng(1).uniform(0, 1, shipped.shape).astype(np.float32))
+    other = targets_sha256(np.load(redrawn / "cifar10_lowdim.npy"))
     base = tmp_path / "runs"
     for noise, robust in ((0.0, 0.3), (0.2, 0.1)):
         with_config(make_run(base, "lowdim", 1, test_acc=0.5, valid_acc=0.5, label_noise=noise,
                              attack=[entry("pgd", EPS8, robust)], clean_acc=0.5), label_sha256=lowdim)
-    report(base, tmp_path / "out", draw=False)
+    with_config(make_run(base, "lowdim", 1, test_acc=0.4, valid_acc=0.4, model="vgg19",
+                         attack=[entry("pgd", EPS8, 0.2)], clean_acc=0.4), label_sha256=other)
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, attack=[entry("pgd", EPS8, 0.05)], clean_acc=0.6)
+    report(base, tmp_path / "out", draw=False, label_dirs=[redrawn, LABEL_DIR])
     snippet = (REPO / "docs" / "experiments.md").read_text().split("import pandas as pd")[1]
     trained = re.search(r'robust\["label"\]\.str\.replace\(r"([^"]+)", "", regex=True\)', snippet)
     assert trained, "the snippet no longer maps a noisy label onto the label it trained"
-    stats = {(r["dataset"], r["label"]) for r in read_csv(tmp_path / "out" / "label_stats.csv")}
+    keys = re.search(r'pgd\.merge\(stats, on=\[([^]]+)\]\)', snippet)
+    assert keys and re.findall(r'"(\w+)"', keys[1]) == ["dataset", "trained", "label_sha256"], \
+        "the snippet no longer joins on the dataset, the label trained and its targets"
+    stats = {(r["dataset"], r["label"], r["label_sha256"]): r for r in read_csv(tmp_path / "out" / "label_stats.csv")}
+    assert len(stats) == 3  # category, and lowdim's two draws
     robust = read_csv(tmp_path / "out" / "robust_accuracy.csv")
-    assert sorted(r["label"] for r in robust) == ["lowdim", "lowdim_noise0.2"]
-    assert all((r["dataset"], re.sub(trained[1], "", r["label"])) in stats for r in robust)
+    assert sorted((r["model"], r["label"], r["label_sha256"]) for r in robust) == [
+        ("resnet32", "category", ""), ("resnet32", "lowdim", lowdim), ("resnet32", "lowdim_noise0.2", lowdim),
+        ("vgg19", "lowdim", other)]
+    joined = {(r["model"], r["label"]): stats[r["dataset"], re.sub(trained[1], "", r["label"]), r["label_sha256"]]
+              for r in robust}  # a KeyError: a row the join drops
+    assert joined["vgg19", "lowdim"]["runs"] == "1" and joined["resnet32", "lowdim_noise0.2"]["runs"] == "2"
+    clean = read_csv(tmp_path / "out" / "clean_accuracy.csv")
+    assert {(r["model"], r["label"]): r["label_sha256"] for r in clean} == {
+        ("resnet32", "category"): "", ("resnet32", "lowdim"): lowdim, ("resnet32", "lowdim_noise0.2"): lowdim,
+        ("vgg19", "lowdim"): other}
