@@ -1315,8 +1315,9 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, 
                "clean_accuracy": clean_rows(accuracy), "data_efficiency": accuracy,
                "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "label_stats": measured[0],
                "label_stats_unmeasured": measured[1], "curves": curve_rows(curves),
-               "runs": [{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
-                                           "attack", "problems")} for r in records],
+               "runs": [{**{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
+                                              "attack", "problems")}, "label_sha256": targets_trained([r])}
+                        for r in records],
                "incomplete": incomplete, "missing": missing}
     tables = tables_markdown(title, base_dir, records, accuracy, robust, measured, incomplete, missing,
                              expected_from, counts)
@@ -1391,10 +1392,11 @@ def write_csvs(put, out, summary, records):
         "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
         "step_size", "restarts", "amp", "label_sha256"]
     run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
-                   "diverged_epoch", "run_dir"]
+                   "diverged_epoch", "run_dir", "label_sha256"]
     unfinished = {i["run_dir"] for i in summary["incomplete"]}
     run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
-                 "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"])}
+                 "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"]),
+                 "label_sha256": targets_trained([r])}
                 for r in records]
     files = [("clean_accuracy.csv", summary["clean_accuracy"], accuracy_columns),
              ("data_efficiency.csv", summary["data_efficiency"], accuracy_columns),

@@ -1898,3 +1898,7 @@ def test_the_docs_join_of_label_statistics_and_robust_accuracy_keeps_noisy_label
     assert {(r["model"], r["label"]): r["label_sha256"] for r in clean} == {
         ("resnet32", "category"): "", ("resnet32", "lowdim"): lowdim, ("resnet32", "lowdim_noise0.2"): lowdim,
         ("vgg19", "lowdim"): other}
+    runs = read_csv(tmp_path / "out" / "runs.csv")  # which draw each run trained, excluded or not
+    assert {(r["model"], r["label"]): r["label_sha256"] for r in runs} == {
+        ("resnet32", "category"): "", ("resnet32", "lowdim"): lowdim, ("resnet32", "lowdim_noise0.2"): lowdim,
+        ("vgg19", "lowdim"): other}
