@@ -1272,6 +1272,30 @@ def test_a_fractional_level_run_of_the_older_rounding_is_refused_by_train_and_sw
     assert older_rounding(0.29, 140, 145) is None and older_rounding(8, 3999, 4000) is None
 
 
+def test_a_resume_of_the_older_rounding_says_no_flags_resume_it(capsys, label_dir, tmp_path):
+    """The last checkpoint of a fractional --level run of a labelrep before 1570041 (64.6% of 500
+    images: 322, not 323) was refused with 'use the same flags to resume', which no flags do: the
+    count is the code's rounding. Where flags alone differ, that advice stays."""
+    data = make_cifar10(tmp_path / "data", per_batch=100)  # 500 training images
+    argv = flags(data, tmp_path / "runs", label_dir, epochs=1, level=64.6)
+    train.main(argv)
+    capsys.readouterr()
+    [run_dir] = [p.parent for p in (tmp_path / "runs").rglob("results.json")]
+    (run_dir / RESULTS).unlink()  # stopped after its last epoch
+    checkpoint = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
+    line = run_cli_capture(capsys, argv + ["--resume", "--lr", "0.2"])
+    assert line.endswith("last_checkpoint.pth was trained with --lr 0.1 (now 0.2); use the same flags to resume, "
+                         "or --force to start over (in a sweep: delete the run directory)"), line
+    checkpoint["config"]["train_images"] = 322  # as a labelrep before 1570041 wrote it
+    torch.save(checkpoint, run_dir / LAST_CHECKPOINT)
+    reason = "322 training images (now 323: a labelrep before 1570041 rounded --level 64.6 of 500 images down to 322)"
+    advice = "no flags resume it: pass --force to start over (in a sweep: delete the run directory)"
+    line = run_cli_capture(capsys, argv + ["--resume"])
+    assert line.endswith(f"last_checkpoint.pth was trained with {reason}; {advice}"), line
+    line = run_cli_capture(capsys, argv + ["--resume", "--lr", "0.2"])  # the same flags would not do either
+    assert line.endswith(f"last_checkpoint.pth was trained with --lr 0.1 (now 0.2), {reason}; {advice}"), line
+
+
 def test_another_valid_size_is_not_blamed_on_the_data(speech_run, capsys, cifar10_dir, label_dir):
     """A finished run of --level 100 asked for with another --valid_size trains on another number
     of images: the line named the flag, then put the count down to 'another --data_dir?'."""

@@ -22,7 +22,8 @@ from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import lr_milestones
 from utils.errors import UsageError, as_parsed, interrupt_says, log
-from utils.flags import acts_on, broken_training, check_force_resume, recorded_config, run_changes
+from utils.flags import (acts_on, broken_training, check_force_resume, older_rounding, recorded_config,
+                         run_changes)
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -471,8 +472,14 @@ def _check_resume(checkpoint, args, path, label_sha256, facts, space):
                          "delete the run directory)")
     trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, data=facts):
-        raise UsageError(f"{path} was trained with {', '.join(changes)}; use the same flags to "
-                         "resume, or --force to start over (in a sweep: delete the run directory)")
+        # an older labelrep's rounding of a fractional --level (one image short) is the code's, no
+        # flag's: the same flags would be refused again, whatever else differs
+        rounded = older_rounding(trained["flags"].get("level", args.level), trained.get("train_images"),
+                                 facts["train_images"])
+        advice = ("no flags resume it: pass --force to start over" if rounded and any(rounded in c for c in changes)
+                  else "use the same flags to resume, or --force to start over")
+        raise UsageError(f"{path} was trained with {', '.join(changes)}; {advice} (in a sweep: delete the run "
+                         "directory)")
     _check_space(checkpoint["label_space"], space)
 
 
