@@ -45,8 +45,8 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         read_lines, smoothed_loss_attacks, smoothed_run)
 from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
 from utils.constants import ATTACKS, dataset_info, most_smoothing, schedule
-from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, recorded_config,
-                         trained_folder)
+from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
+                         recorded_config, trained_folder)
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
                         run_dir_of, run_folder_name)
@@ -365,7 +365,9 @@ def exclude_odd_seeds(records, grid_runs=()):
     --warmup_epochs) counts as train.py's default, which is what such a run trained with; one
     without config.json is compared on the flags its results.json records alone. The label
     targets' and the dataset's sha256 (FINGERPRINTS) count as flags where a run recorded them: a
-    seed added after its label file was regenerated trained on other targets."""
+    seed added after its label file was regenerated trained on other targets. A seed of a
+    fractional --level that an older labelrep trained on one image fewer than another seed's
+    (`older_rounded`) is left out too."""
     unrecorded = flag_defaults()
     groups = defaultdict(list)
     for record in records:
@@ -385,14 +387,29 @@ def exclude_odd_seeds(records, grid_runs=()):
         finished = [(tuple(r[k] for k in KEY) in grid_runs, s) for r, s in zip(runs, signatures) if r["train"]]
         voters = [s for in_grid, s in finished if in_grid] or [s for _, s in finished] or signatures
         common = [_most_common([v for v in column if v is not UNKNOWN]) for column in zip(*voters)]
+        counts = {r["train"]["train_images"] for r in runs if r["train"]} - {None}
         for record, signature in zip(runs, signatures):
             odd = [f"--{k} {mine} (the other seeds: {theirs})" if k in compared
                    else f"other {k} {mine[:12]}... (the other seeds: {theirs[:12]}...)"
                    for k, mine, theirs in zip(compared + list(FINGERPRINTS), signature, common)
                    if mine != theirs and UNKNOWN not in (mine, theirs)]
+            if rounded := older_rounded(record, counts):
+                odd.append(rounded)
             if odd:
                 record["excluded"] = True
                 record["problems"].append("left out of the tables: trained with " + ", ".join(odd))
+
+
+def older_rounded(record, counts):
+    """'144 training images (the other seeds: 145: a labelrep before 1570041 rounded --level 0.29
+    of 50000 images down to 144)' where the finished run `record` of a fractional --level trained
+    on one image fewer than another finished seed of its group (`counts`: theirs) by the older
+    rounding, which train.py and sweep.py refuse; else None. Not a vote: the older count is the
+    one left out, however many seeds share it."""
+    mine = (record["train"] or {}).get("train_images")
+    level = record["flags"].get("level", record["level"])
+    return next((images_change(mine, count, "the other seeds:", why) for count in sorted(counts)
+                 if (why := older_rounding(level, mine, count))), None)
 
 
 def _most_common(values):

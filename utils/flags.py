@@ -220,12 +220,18 @@ def run_changes(config, args, label_sha256, now="now", data=None):
         if not {"valid_size", "level"} & set(changed):  # else the count is theirs, not the data's
             level = saved.get("level", getattr(args, "level", None))
             why = not other_data and older_rounding(level, saved_images, train_images)
-            changes.append(f"{saved_images} training images ({now} {train_images}: "
-                           f"{why or 'another --data_dir?'})")
+            changes.append(images_change(saved_images, train_images, now, why))
     elif other_data:
         changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
                        f"{args.dataset}?)")
     return changes
+
+
+def images_change(saved, count, now, why=None):
+    """'322 training images (now 323: WHY)': a run trained on `saved` images where `count` is
+    asked `now` ('now', 'the grid:', 'the other seeds:'), for the reason `why` (`older_rounding`'s;
+    'another --data_dir?' where there is none)."""
+    return f"{saved} training images ({now} {count}: {why or 'another --data_dir?'})"
 
 
 def older_rounding(level, saved, count):
