@@ -64,7 +64,7 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
-from utils.errors import CliParser, ExtendList, UsageError, call_cli, choice, log, nonempty, number
+from utils.errors import CliParser, ExtendList, UsageError, as_parsed, call_cli, choice, log, nonempty, number
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 from utils.runs import resolved
@@ -869,6 +869,10 @@ def replaced_speech_lines(args, given, labels):
 
 
 def run(args):
+    """Write the label files the flags `args` ask for and print what was written. A notebook's
+    namespace is read as the command line reads it first (`as_parsed`): label=[] wrote nothing
+    and printed an empty list, where `--label` alone is the command line's one-line error."""
+    args = as_parsed(build_parser(), args)
     out = resolved(args.out)  # as it prints it: "wrote ../x/..." named no file from another folder
     labels = expand_labels(args.label, args.text_model, args.glove)
     datasets = list(dict.fromkeys(args.dataset))  # one given twice was made, written and listed twice

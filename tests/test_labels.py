@@ -29,6 +29,7 @@ from labels.generate import (
     offline_labels,
     parse_label,
 )
+from utils.errors import call_cli
 
 # No test may reach the Hugging Face hub. huggingface_hub reads this when first imported, which
 # happens only inside the BERT fixture and generator (labels/ imports transformers lazily).
@@ -913,6 +914,23 @@ def test_generate_seed_must_suit_numpy(seed, tmp_path, capsys):
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: argument --seed: ")
     assert err.endswith("(see python -m labels.generate --help)\n")
+
+
+def test_generate_run_reads_a_notebooks_namespace_as_the_command_line(tmp_path, capsys):
+    """labels.generate.run(args) with label=[] (a notebook's namespace) wrote nothing and printed
+    an empty file list; `--label` alone is the command line's error. A string is a one-label list."""
+    args = generate.build_parser().parse_args(["--dataset", "cifar10", "--label", "uniform", "--out",
+                                               str(tmp_path)])
+    args.label = []
+    assert call_cli(generate.run, args) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", "error: argument --label: expected at least one argument (see python -m "
+                              "labels.generate --help)\n")
+    assert list(tmp_path.iterdir()) == []
+    args.label = "normal_dim=7"  # was read a character at a time: "--label n: unknown label family"
+    generate.run(args)
+    assert np.load(tmp_path / "cifar10_normal_dim=7.npy", allow_pickle=False).shape == (10, 7)
+    assert args.label == "normal_dim=7"  # the caller's namespace is left as it was
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "7", True])
