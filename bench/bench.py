@@ -55,8 +55,8 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 from train import COMPILE_MODES  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, call_cli, log,  # noqa: E402
-                          nonempty, number, run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, as_parsed, call_cli,  # noqa: E402
+                          log, nonempty, number, run_cli)
 from utils.flags import SHARED, add_flags, architecture_names, check_force_resume, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
@@ -920,8 +920,10 @@ def attacked_model(args, arch, label, device, trained):
 
 def main(argv=None, args=None):
     """Run the benchmark of `argv`'s flags, or of `args`, their `parse_args` (the command line's
-    are read before torch loads)."""
-    args = parse_args(argv) if args is None else args
+    are read before torch loads). `args` is read as the command line reads it (`as_parsed`): a
+    notebook's edited value (batch_sizes [0], an unknown model) is the command line's one-line
+    error before any timing, not a traceback after minutes of it."""
+    args = parse_args(argv) if args is None else as_parsed(build_parser(), args)
     if args.what == "accuracy":  # missing data is one error, not a failed row per run
         check_accuracy_runs(args)
     # The paper's 4 DataLoader workers are re-created as they were, even on a 2-core machine.

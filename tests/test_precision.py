@@ -4,6 +4,7 @@ Run on the CPU with conftest's trained models (category logits, and a high-dimen
 by nearest target) and the paper's decoder head; the same code paths run on a GPU.
 """
 
+import functools
 import json
 import platform
 import subprocess
@@ -15,7 +16,7 @@ import torch
 from architecture import build_model
 from cifar import to_float
 from conftest import flat, needs_compiler
-from utils.errors import run_cli
+from utils.errors import as_parsed, call_cli, run_cli
 from utils.labelspace import CategorySpace, TargetSpace
 from utils.training import ISOLATES_RECOMPILES, compiled, evaluate, fast_bf16, predict
 
@@ -254,6 +255,25 @@ def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1, err
     assert message.format(tmp=tmp_path) in err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("batch_sizes", [0], "argument --batch_sizes: 0 must be at least 2"),
+    ("models", ["resnet18"], "argument --models: invalid choice: 'resnet18' (choose from "),
+])
+def test_bench_main_reads_a_notebooks_namespace_as_the_command_line(flag, value, message, capsys, monkeypatch):
+    """bench.main(args=...) took a notebook's edited namespace as it was: batch_sizes [0] or an
+    unknown model went on to the timings (minutes), to end in a traceback. It is the command line's
+    one-line error now, before anything is timed or printed."""
+    from bench import bench
+    monkeypatch.setattr(bench, "speed_sections", lambda *a, **k: pytest.fail("timed"))
+    args = bench.parse_args(["--what", "train", "--device", "cpu", "--no_record"])
+    assert vars(as_parsed(bench.build_parser(), args)) == vars(args)  # the parsed flags read again as they are
+    setattr(args, flag, value)
+    assert call_cli(functools.partial(bench.main, args=args)) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: {message}") and err.endswith(" (see bench/bench.py --help)\n"), err
+    assert err.count("\n") == 1
 
 
 def test_bench_flags_name_its_tables():
