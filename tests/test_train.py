@@ -1,4 +1,5 @@
 """train.py end to end: the JSON line, the run files, determinism, resume, preemption, bad input."""
+import argparse
 import io
 import json
 import os
@@ -541,6 +542,30 @@ def test_a_notebooks_values_are_read_as_their_text():
     assert parsed.base_dir == os.path.expanduser("~/runs") and parsed.num_images == 5 and parsed.step_size == 0.01
     assert parsed.epsilons == [("8/255", 8 / 255), ("2/255", 2 / 255), ("0.5", 0.5)] and parsed.attacks == ["fgsm"]
     assert args.base_dir == Path("~/runs") and args.attacks == "fgsm"  # the caller's namespace as it was
+
+
+def test_a_notebooks_switch_must_be_true_or_false(cifar10_dir, label_dir, tmp_path, monkeypatch):
+    """A switch given another value through Python was used for its truth: channels_last="False"
+    trained channels-last and config.json recorded "False", force=1 recorded 1, amp="no" was a
+    TypeError traceback after config.json was written. It is a one-line error naming the flag,
+    before anything is written; True and False pass as they are."""
+    from utils.training import run_training
+    monkeypatch.chdir(tmp_path)
+    args = train.build_parser().parse_args(flags(cifar10_dir, tmp_path / "runs", label_dir, epochs=1))
+    for flag, value in (("amp", "no"), ("force", 1), ("channels_last", "False")):
+        edited = argparse.Namespace(**vars(args) | {flag: value})
+        with pytest.raises(UsageError) as raised:
+            run_training(edited)
+        assert str(raised.value) == (f"argument --{flag}: a switch takes True or False, not {value!r} (see train.py "
+                                     "--help)")
+    assert list(tmp_path.iterdir()) == []
+    attack_args = attack.build_parser().parse_args([])
+    attack_args.paper_protocol = "yes"
+    with pytest.raises(UsageError, match=r"^argument --paper_protocol: a switch takes True or False, not 'yes' "
+                                         r"\(see attack.py --help\)$"):
+        attack.run(attack_args)
+    parser = train.build_parser()
+    assert as_parsed(parser, argparse.Namespace(**vars(args) | {"amp": True, "force": None})).amp is True
 
 
 @pytest.mark.parametrize("flag, value, cli", [

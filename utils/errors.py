@@ -302,12 +302,18 @@ def as_parsed(parser, args):
     a string (so '8/255' becomes the (text, value) pair --epsilons' type makes, and 'fgsm' for
     --attacks the list ['fgsm']), a pair's text where it is such a pair, else str(value): a float lr
     0.1, an int, a Path pass (the Path as its text, ~ expanded, as the command line keeps it); 2.5
-    for an int, nan, True for a number do not. Unset values (None) and switches stay as they are."""
+    for an int, nan, True for a number do not. Unset values (None) stay as they are, and so does
+    a switch's (store_true: --amp, --force) where it is True or False; any other is a UsageError
+    naming the flag, which has no text to read: channels_last="False", truthy, trained channels-last
+    and config.json recorded the string; amp="no" was a traceback after config.json was written."""
     values = vars(args).copy()
     for action in parser._actions:
         value = values.get(action.dest)
-        if value is None or action.nargs == 0:  # unset; a switch (store_true) or --help
+        if value is None or action.nargs == 0 and isinstance(value, bool):  # unset; a switch's True or False
             continue
+        if action.nargs == 0:  # a switch given anything else (--help's dest is unset)
+            raise UsageError(f"argument {action.option_strings[0]}: a switch takes True or False, not "
+                             f"{value!r} (see {parser.prog} --help)")
         listed = action.nargs not in (None, "?")
         texts = [_text(v) for v in (value if listed and isinstance(value, (list, tuple)) else [value])]
         one = CliParser(prog=parser.prog, add_help=False)
