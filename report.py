@@ -43,7 +43,7 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_note, nonnegative, parse_level, read_json_file,
                         read_lines, smoothed_loss_attacks, smoothed_run)
-from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, utf8
+from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, remove_temporaries, utf8
 from utils.constants import ATTACKS, dataset_info, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder)
@@ -66,6 +66,8 @@ REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes i
 # (Python; matplotlib) costs about as much as reading 50 runs or drawing 2 figures.
 SUMMARY = "summary.json"  # the report's machine-readable result, in --out beside its files
 REPORT_LOCK = ".report.lock"  # in --out while a report writes there (`taking_turns`)
+# atomic_write's temporary name for one of a report's files (tables.md, a CSV, a figure, summary.json)
+REPORT_TEMPORARY = re.compile(rf"\.({REPORT_FILE.pattern}|{re.escape(SUMMARY)})\.\w+\.tmp")
 REPORT_WORKERS = 8
 RUNS_PER_WORKER = 100
 FIGURES_PER_WORKER = 4
@@ -1433,10 +1435,14 @@ def taking_turns(out):
     reports' files, or one deleted a file that the other's summary.json lists (each removes the
     files of the summary.json it read that it did not write). A second report waits for the
     first, then replaces its files. The lock file goes again, removed while held (`exclusive`: a
-    report waiting on it then locks the next one), so that --out holds the report alone."""
+    report waiting on it then locks the next one), so that --out holds the report alone. Holding
+    it, remove the temporary files of a report killed outright (SIGKILL, the OOM killer), which
+    stayed in --out, a figure's size each, rerun after rerun."""
     lock = out / REPORT_LOCK
-    with exclusive(lock, waiting=f"waiting for another report.py writing into {out} to finish"):
+    with exclusive(lock, waiting=f"waiting for another report.py writing into {out} to finish") as locked:
         try:
+            if locked:  # no other report writes here: a temporary file is a killed one's
+                remove_temporaries(out, REPORT_TEMPORARY)
             yield
         finally:
             lock.unlink(missing_ok=True)

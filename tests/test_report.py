@@ -745,6 +745,34 @@ def test_a_report_ended_by_sigterm_leaves_the_earlier_one_and_no_temporary_file(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_a_report_killed_outright_leaves_no_temporary_file_after_the_next(study, tmp_path):
+    """SIGKILL (a job's time limit, the OOM killer) mid-write left the report's temporary files in
+    --out (.tables.md.*.tmp, .robust_accuracy.csv.*.tmp, a figure's size each), and every rerun
+    kept them: the next report in the folder removes them."""
+    base, out = tmp_path / "runs", tmp_path / "report"
+    shutil.copytree(study, base)
+    code = textwrap.dedent(f"""
+        import os, runpy, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import report
+        write_csv = report.write_csv
+        def and_sigkill(*args):  # the third file is written, as report.py's own
+            write_csv(*args)
+            if args[1].name == "robust_accuracy.csv":
+                os.kill(os.getpid(), signal.SIGKILL)
+        report.write_csv = and_sigkill
+        sys.argv = ["report.py", "--base_dir", {str(base)!r}, "--out", {str(out)!r}, "--no_figures"]
+        runpy.run_path({str(REPO / "report.py")!r}, run_name="__main__")
+    """)
+    assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == -signal.SIGKILL
+    left = sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp"))
+    assert [re.sub(r"\.\w+\.tmp$", "", name) for name in left] == [
+        ".clean_accuracy.csv", ".data_efficiency.csv", ".robust_accuracy.csv"]
+    (out / ".notes.tmp").write_text("mine")  # a file of another program stays
+    report(base, out, draw=False)
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == [".notes.tmp"]
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
 def test_a_stdout_on_a_full_disk_is_named(study, tmp_path):
     """A script's JSON line to a stdout on a full disk (a cluster job's log) said 'could not write a

@@ -186,6 +186,15 @@ def _temporary(path, write, mode=0o666):
         raise
 
 
+def remove_temporaries(folder, pattern):
+    """Remove the files in `folder` whose names `pattern` (a compiled regex) matches whole: the
+    temporary files (`_temporary`'s) of jobs killed outright (SIGKILL, the OOM killer) while they
+    wrote there, found by a job that now works there alone."""
+    for left in Path(folder).iterdir():
+        if pattern.fullmatch(left.name):
+            left.unlink(missing_ok=True)
+
+
 def utf8(text):
     """`text` as UTF-8 bytes; a path's bytes that a non-UTF-8 locale could not decode (Python keeps
     them in a str as lone surrogates: an 'é' given in an ASCII locale) go back as they came."""

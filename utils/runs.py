@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import atomic_write, atomic_write_text, json_text
+from utils.atomic import atomic_write, atomic_write_text, json_text, remove_temporaries
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -159,9 +159,7 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
         except OSError:
             pass
         else:
-            for left in run_dir.iterdir():
-                if OWN_TEMPORARY.fullmatch(left.name):
-                    left.unlink(missing_ok=True)
+            remove_temporaries(run_dir, OWN_TEMPORARY)
         _held.add(run_dir)
         try:
             yield
