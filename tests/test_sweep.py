@@ -459,6 +459,7 @@ def make_trained(run_dir, epochs=4, metrics=4, results=True, attack=None, num_im
                    for a in attack]
         (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": num_images, "clean_acc": 0.5,
                                                           "entries": entries}))
+        (run_dir / "attack_examples.png").write_bytes(b"png")  # drawn after the last entry
 
 
 def test_a_sweep_with_smoothing_trains_and_attacks_its_own_directories(capsys, tmp_path):
@@ -527,6 +528,26 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     train, attack = shuffle.split(" && ")
     assert train.endswith("--epochs 4 --valid_size 50 --resume") and "--num_images 20" in attack
     assert "--label shuffle --level 100 --seed 3" in train and "--level 100 --seed 3" in attack
+
+
+def test_an_attack_stopped_before_its_figure_is_not_done(capsys, tmp_path):
+    """attack.py draws attack_examples.png after its last setting's entry is written: a job killed
+    in between (SIGKILL while it drew; SIGTERM during the last setting, exit 75; a full disk) left
+    every entry there, and the sweep skipped the run ever after, without the figure. attack.py run
+    again reuses every entry and draws it; with --examples 0, or no checkpoint to draw from, the
+    run is done."""
+    run = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    make_trained(run, attack=["fgsm"])
+    (run / "attack_examples.png").unlink()
+    grid = ["--labels", "category", "--seeds", "3", "--base_dir", str(tmp_path), "--epochs", "4", "--valid_size",
+            "50", "--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "20"]
+    row = sweep_lines(capsys, grid + ["--dry_run"])[1]
+    assert "skip: done, test_acc 0.5000  run: resume: no attack_examples.png (drawn, nothing attacked)" in row
+    [line] = sweep_lines(capsys, grid + ["--print"])
+    assert "train.py" not in line and "attack.py" in line
+    assert "skip: done (1 setting)" in sweep_lines(capsys, grid + ["--examples", "0", "--dry_run"])[1]
+    (run / "category_seed3_resnet32_best_model.pth").unlink()  # a study copied back without checkpoints
+    assert "skip: done (1 setting)" in sweep_lines(capsys, grid + ["--dry_run"])[1]
 
 
 def test_a_long_note_in_the_dry_run_widens_its_own_row_alone(capsys, tmp_path):
@@ -1498,6 +1519,7 @@ def test_an_attack_on_other_test_images_is_not_done(tmp_path, cifar10_dir):
              "step_size": 8 / 255, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25,
              "images_sha256": test_images_sha256("cifar10", cifar10_dir, "fine", 20)}
     (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [entry]}))
+    (run_dir / "attack_examples.png").write_bytes(b"png")
     other = make_cifar10(tmp_path / "other", seed=1)  # as many images, others
     assert test_images_sha256("cifar10", other, "fine", 20) not in (None, entry["images_sha256"])
 
@@ -1546,6 +1568,7 @@ def test_an_attack_is_done_where_attack_py_reuses_every_entry(tmp_path, cifar10_
                  "step_size": 8 / 255, "restarts": 1, "num_images": num_images or 150, "seed": 3,
                  "robust_acc": 0.25, "images_sha256": test_images_sha256("cifar10", data_dir, "fine", num_images)}
         (run_dir / ATTACK_RESULTS).write_text(json.dumps({"num_images": entry["num_images"], "entries": [entry]}))
+        (run_dir / "attack_examples.png").write_bytes(b"png")
 
     def rows(*flags):
         argv = ["--labels", "category", "--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages",

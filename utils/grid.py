@@ -41,8 +41,9 @@ from utils.errors import UsageError
 from utils.flags import (acts_on, label_name, level, recorded_config, run_changes,  # as train.py, attack.py
                          trained_folder)
 from utils.pickles import cifar_batches
-from utils.runs import (ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS, best_checkpoint_name,
-                        check_base_dir, file_sha256, read_text, resolved, run_dir_of, zip_index_sha256)
+from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
+                        best_checkpoint_name, check_base_dir, file_sha256, read_text, resolved, run_dir_of,
+                        zip_index_sha256)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -862,6 +863,9 @@ def _attack_done(run_dir, train_ns, attack_ns, attack, train_done):
     done, note = attack_state(
         run_dir, wanted, test_images, images, checkpoint if train_done else None,
         (train_ns.dataset, attack_ns.data_dir) if attack_ns.data_dir else None)
+    if done and train_done and attack_ns.examples != 0 and checkpoint.is_file() \
+            and not (run_dir / ATTACK_EXAMPLES).exists():  # its attack.py killed while it drew the figure
+        return False, f"resume: no {ATTACK_EXAMPLES} (drawn, nothing attacked)"
     if not done or not train_done:  # training gives another best checkpoint: attack it too
         if not train_done:
             note = "after train"
