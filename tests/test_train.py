@@ -142,6 +142,18 @@ def test_a_run_started_with_stdout_and_stderr_closed_trains_to_the_end(cifar10_d
     assert result["epochs"] == 1 and result["best_epoch"] == 1
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+@pytest.mark.parametrize("script", ["train.py", "attack.py", "sweep.py", "report.py"])
+def test_an_error_on_a_full_stderr_still_exits_2(script, tmp_path):
+    """A job's log on a full disk (stderr there) took the error line and the status with it: the
+    OSError raised writing the line ended the script as a crash, status 1, where a sweep or a
+    notebook reads 2 as bad input or a full disk. The status stays 2."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(REPO / script), "--no_such_flag"], cwd=REPO, stderr=full,
+                              stdout=subprocess.PIPE, timeout=300)
+    assert (proc.returncode, proc.stdout) == (2, b"")
+
+
 def test_same_flags_give_the_same_metrics_and_weights(speech_run, tmp_path):
     """config.json is enough to rerun a run: the command line rebuilt from its flags, on its
     number of CPU threads, trains the same metrics and the same weights, bit for bit."""

@@ -99,6 +99,14 @@ def _closed_streams_to_devnull():
             setattr(sys, name, open(os.devnull, "w"))
 
 
+def _last_word(line):
+    """`call_cli`'s error line on stderr, dropped where stderr cannot take it (a job's log on a full
+    disk): the exit status still says how the script ended, where the OSError raised while saying
+    so ended it with Python's status 1, as a crash."""
+    with contextlib.suppress(OSError):
+        log(line)
+
+
 def call_cli(main, argv=None):
     """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr (130
     after Ctrl-C, with what the interrupted work keeps; 141, silently, when stdout's reader left).
@@ -112,7 +120,7 @@ def call_cli(main, argv=None):
         sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
         return 0
     except UsageError as err:
-        log(f"error: {' '.join(str(err).split())}")
+        _last_word(f"error: {' '.join(str(err).split())}")
     except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as `yes | head` does
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
@@ -122,17 +130,17 @@ def call_cli(main, argv=None):
     except OSError as err:
         # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
         # append is cut off again), so nothing earlier was lost.
-        log(f"error: {os_error_text(err)}")
+        _last_word(f"error: {os_error_text(err)}")
     except KeyboardInterrupt as err:
-        log("error: interrupted" + (f"; {err}" if str(err) else ""))
+        _last_word("error: interrupted" + (f"; {err}" if str(err) else ""))
         return 130
     except UnicodeEncodeError as err:
         if codecs.lookup(err.encoding).name == "utf-8":  # any text goes into UTF-8: a bug, not the locale
             raise
         # a non-UTF-8 locale's (LANG=C with PYTHONUTF8=0, latin-1) file names, stdout: a path from a
         # grid file with a character they cannot hold
-        log(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's encoding "
-            f"({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")
+        _last_word(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's "
+                   f"encoding ({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")
     finally:
         sys.stdout = stdout
     return EXIT_USAGE
