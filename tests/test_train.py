@@ -2301,6 +2301,18 @@ def test_every_script_documents_its_flags(command, flags):
     assert all(flag in proc.stdout for flag in flags), proc.stdout
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")
+@pytest.mark.parametrize("command", [["train.py"], ["sweep.py"], ["bench/bench.py"], ["-m", "labels.stats"]])
+def test_help_to_a_full_disk_says_so(command):
+    """`--help > file` on a full disk exited 0 with nothing written: argparse drops a write that
+    fails. It is the error line that names standard output, exit status 2."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (2, "error: could not write standard output: No space left on "
+                                                 "device\n")
+
+
 # What a script's --help and a mistyped argument never load: torch alone took 2.5 s, before a typo's
 # one-line error on a cluster's login node or in a notebook's loop
 HEAVY = {"torch", "torchvision", "torchattacks", "transformers", "gensim", "librosa", "scipy", "matplotlib"}

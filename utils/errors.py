@@ -296,6 +296,14 @@ class CliParser(argparse.ArgumentParser):
                         f"mean); write {full[0] if len(full) == 1 else 'one of ' + ', '.join(full)}")
         return None
 
+    def print_help(self, file=None):
+        """--help on stdout (or `file`), flushed: argparse's own dropped a write that failed (a
+        stdout on a full disk) and --help exited 0 with nothing shown; the OSError now reaches
+        `call_cli`, whose line names standard output (exit 2)."""
+        file = sys.stdout if file is None else file
+        file.write(self.format_help())
+        file.flush()
+
     def error(self, message):  # not chained to argparse's own error: one traceback in a notebook
         raise UsageError(f"{message} (see {self.prog} --help)") from None
 
