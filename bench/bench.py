@@ -236,6 +236,7 @@ from cifar import draw_augmentation, to_float  # noqa: E402
 from utils.constants import PAPER_MEAN, PAPER_STD  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.preempt import FINISH_SECONDS  # noqa: E402
+from utils.atomic import atomic_write_text  # noqa: E402
 from utils.runs import save_checkpoint  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,  # noqa: E402
                             cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
@@ -958,12 +959,20 @@ def main(argv=None, args=None):
         lines.extend(section)
     text = header + "\n".join(lines) + "\n"
     if record is not None:
-        if not record.exists() or record.stat().st_size == 0:
-            record.write_text("# Benchmarks\n\nOutput of `bench/bench.py`, newest last. Training rows "
-                              "time synthetic images (throughput does not depend on content); attack "
-                              "rows a --checkpoint on --data_dir's test images when given.\n")
-        with record.open("a") as f:
-            f.write(text)
+        append_record(record, text)
+
+
+def append_record(record, text):
+    """`text` added to the end of the --record file (begun with its heading where absent or empty),
+    the whole file rewritten atomically: an append that a full disk cut short left half a table
+    at its end and no file named in the error ('could not write a file'); now the file stays as it
+    was and the error names it."""
+    earlier = record.read_text() if record.exists() else ""
+    if not earlier:
+        earlier = ("# Benchmarks\n\nOutput of `bench/bench.py`, newest last. Training rows time synthetic "
+                   "images (throughput does not depend on content); attack rows a --checkpoint on "
+                   "--data_dir's test images when given.\n")
+    atomic_write_text(record, earlier + text)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import os
 import stat
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -160,3 +161,25 @@ def test_a_huge_file_that_is_no_checkpoint_is_refused_from_its_first_bytes(tmp_p
     assert str(refused.value) == (f"checkpoint {path} is corrupt or not a labelrep checkpoint (not the zip "
                                   "archive torch.save writes); point --checkpoint at a checkpoint train.py wrote")
     assert sum(reads) <= 1 << 16
+
+
+def test_a_bench_record_a_full_disk_cuts_short_stays_as_it_was(tmp_path):
+    """bench.py appended its tables to --record: a full disk (here a file-size limit just past the
+    record's end) left half a table at its end, and the error named no file ('could not write a
+    file'). The record is rewritten atomically: it stays as it was, and the error names it."""
+    record = tmp_path / "BENCHMARKS.md"
+    earlier = "# Benchmarks\n\nearlier tables\n" + "| resnet32 | 1.0 |\n" * 100
+    record.write_text(earlier)
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from bench import bench
+        from utils.errors import call_cli
+        bench.checkpoint_section = lambda args, device: ["| model | MB |", "| --- | ---: |"] + ["| resnet32 | 5.0 |"] * 50
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({len(earlier) + 100}, {len(earlier) + 100}))
+        sys.exit(call_cli(bench.main, ["--what", "checkpoint", "--device", "cpu", "--record", {str(record)!r}]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stderr.splitlines()[-1]) == (2, f"error: could not write {record}: File too large")
+    assert record.read_text() == earlier and [p.name for p in tmp_path.iterdir()] == [record.name]
