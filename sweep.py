@@ -18,6 +18,8 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -770,6 +772,9 @@ class LocalPool:
             status = proc.wait()
             with self.lock:
                 self.running.discard(proc)
+            said = last_line(stage_log, prefix="error:")
+            if status not in (0, REQUEUE_EXIT) and not said.startswith("error:"):
+                said = full_disk_note(out, stage_log) or said
         seconds = time.time() - start
         outcome = {"run": task.run.name, "stage": stage, "status": status, "seconds": round(seconds, 1),
                    "log": str(stage_log)}
@@ -781,7 +786,7 @@ class LocalPool:
             outcome["note"] = "stopped by a signal; rerun the sweep to resume"
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: stopped (exit 75), resumable")
         else:
-            outcome["note"] = killed_by(status) or last_line(stage_log, prefix="error:")
+            outcome["note"] = killed_by(status) or said
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (exit {status}): "
                      f"{outcome['note']}")
         with self.lock:
@@ -818,18 +823,41 @@ class LocalPool:
 
 
 def open_log(log, header):
-    """`log` opened to append a stage's output, `header` written. Unbuffered: a write that fails
-    (a full disk) leaves nothing that closing the file would try to write again."""
+    """`log` opened to append a stage's output, `header` written whole, on a line of its own (an
+    earlier stage cut off mid-line, by a full disk or a kill, would have glued it to that line,
+    where `last_line` no longer finds it). Unbuffered: a write that fails (a full disk) leaves
+    nothing that closing the file would try to write again; a header that does not fit is cut off
+    again (an unbuffered write takes what fits and says nothing, and the next attempt's lines
+    ran on after half a header)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "ab", buffering=0)
+    out, size, data = open(log, "a+b", buffering=0), None, utf8(header)
     try:
-        out.write(utf8(header))
+        size = os.fstat(out.fileno()).st_size
+        if size and os.pread(out.fileno(), 1, size - 1) != b"\n":
+            data = b"\n" + data
+        written = 0
+        while written < len(data):
+            written += out.write(data[written:])
     except BaseException as err:
+        with contextlib.suppress(OSError):
+            if size is not None:
+                out.truncate(size)
         out.close()
         if isinstance(err, OSError):  # a failed write's error names no file
             raise OSError(err.errno, err.strerror, str(log)) from None
         raise
     return out
+
+
+def full_disk_note(out, log):
+    """For a stage that failed with no `error:` line in its log `out`: the line it could not write
+    where the log's file system is full (its progress lines took the last space, and the error
+    had nowhere to go: the note was a cut-off progress line, or nothing), else ''."""
+    try:
+        full = os.fstatvfs(out.fileno()).f_bavail == 0
+    except OSError:
+        return ""
+    return f"error: {os_error_text(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log)))}" if full else ""
 
 
 def local_slots(opts):

@@ -18,6 +18,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -1773,10 +1774,11 @@ def test_a_local_sweep_that_cannot_write_its_logs_fails_each_run_in_one_line(tmp
 
 def test_a_log_header_that_does_not_fit_on_the_disk_fails_the_stage(tmp_path, monkeypatch):
     """A full disk: the failed write is named by the log's path (the write's own error names none)."""
-    class FullDisk(io.RawIOBase):
+    class FullDisk(io.FileIO):
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(sweep, "open", lambda *args, **kwargs: FullDisk(), raising=False)
+    monkeypatch.setattr(sweep, "open", lambda path, mode, **kwargs: FullDisk(path, mode.replace("b", "")),
+                        raising=False)
     task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
                 {}, {"train": [sys.executable, "-c", "pass"]})
     log = io.StringIO()
@@ -1786,6 +1788,62 @@ def test_a_log_header_that_does_not_fit_on_the_disk_fails_the_stage(tmp_path, mo
     assert (outcome["status"], outcome["note"]) == (None, note)
     assert f"train cifar10/resnet32/category/level100/seed0: FAILED (not started): {note}" in log.getvalue()
     assert pool.tally()["failed"] == [outcome]
+
+
+def one_stage(tmp_path, command):
+    """A LocalPool of one train stage running `command`: (its outcome, what the pool said)."""
+    task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
+                {}, {"train": command})
+    said = io.StringIO()
+    [outcome] = sweep.LocalPool([task], [{}], stream=said).run()
+    return outcome, said.getvalue()
+
+
+def test_a_log_header_cut_short_by_a_full_disk_is_cut_off_again(tmp_path, monkeypatch):
+    """An unbuffered write takes what fits and says nothing: on a full disk the header went in
+    half ('... --attacks fgsm iter'), the stage started, and its lines ran on after it. The header
+    is written whole or not at all, and the stage does not start."""
+    log = tmp_path / "run" / "train.log"
+    log.parent.mkdir()
+    log.write_bytes(b"earlier attempt\n")
+
+    class LastPage(io.FileIO):  # 10 bytes fit, then the disk is full
+        def write(self, data):
+            if self.tell() >= 26:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data[:26 - self.tell()])
+    monkeypatch.setattr(sweep, "open", lambda path, mode, **kwargs: LastPage(path, mode.replace("b", "")),
+                        raising=False)
+    outcome, _ = one_stage(tmp_path, [sys.executable, "-c", "print('trained')"])
+    assert (outcome["status"], outcome["note"]) == (None, f"error: could not write {log}: No space left on device")
+    assert log.read_bytes() == b"earlier attempt\n"
+
+
+def test_a_stage_after_one_cut_off_mid_line_starts_a_line_of_its_own(tmp_path):
+    """A log an earlier attempt left mid-line (a full disk, a kill) had the next header glued on:
+    '14:53:5=== 2026-...', which last_line did not take for a header, so the earlier attempt's
+    lines counted as this one's."""
+    log = tmp_path / "run" / "train.log"
+    log.parent.mkdir()
+    log.write_bytes(b"=== earlier\nerror: an earlier attempt's error\n14:53:5")
+    outcome, _ = one_stage(tmp_path, [sys.executable, "-c", "import sys; sys.exit(2)"])
+    lines = log.read_text().splitlines()
+    assert lines[2] == "14:53:5" and lines[3].startswith("=== ") and outcome["note"] == ""
+
+
+def test_a_stage_whose_error_line_found_its_log_full_says_so(tmp_path, monkeypatch):
+    """A stage whose log's disk filled up lost its error line: the sweep gave a cut-off progress
+    line as the reason ('FAILED (exit 1): 14:53:5'), or nothing. Where the log's file system is
+    full, the note says that the log could not be written."""
+    log = tmp_path / "run" / "train.log"
+    command = [sys.executable, "-c", "import sys; sys.stdout.write('14:53:54 [1/8] fgsm unt'); sys.exit(2)"]
+    outcome, said = one_stage(tmp_path, command)
+    assert outcome["note"] == "14:53:54 [1/8] fgsm unt"  # a disk with room: the log's last line, as it was
+    monkeypatch.setattr(os, "fstatvfs", lambda fd: types.SimpleNamespace(f_bavail=0))  # no block left
+    outcome, said = one_stage(tmp_path, command)
+    note = f"error: could not write {log}: No space left on device"
+    assert (outcome["status"], outcome["note"]) == (2, note)
+    assert f"FAILED (exit 2): {note}" in said
 
 
 def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):
