@@ -233,10 +233,10 @@ import torch  # noqa: E402
 
 from architecture import build_model  # noqa: E402
 from cifar import draw_augmentation, to_float  # noqa: E402
+from utils.atomic import atomic_write_text  # noqa: E402
 from utils.constants import PAPER_MEAN, PAPER_STD  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.preempt import FINISH_SECONDS  # noqa: E402
-from utils.atomic import atomic_write_text  # noqa: E402
 from utils.runs import save_checkpoint  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,  # noqa: E402
                             cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
