@@ -39,7 +39,7 @@ from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, 
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
                         check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
                         value_list)
-from utils.atomic import atomic_write_text, print_json, utf8
+from utils.atomic import file_set, made_folders, print_json, utf8
 from utils.preempt import REQUEUE_EXIT
 
 MODES = ("print", "slurm", "local")
@@ -566,7 +566,7 @@ def shell_word(path):
 
 
 def write_slurm(opts, tasks):
-    """Write the array scripts and their commands file; returns (scripts, commands, number of
+    """Write the array scripts and their commands file, as one set; returns (scripts, commands, number of
     tasks, the sbatch lines that submit the scripts).
 
     Task i of an array runs line offset+i+1 of the commands file, both named in its script. The
@@ -603,12 +603,12 @@ def write_slurm(opts, tasks):
             *task_preamble(opts, commands, first),
         ]
         texts.append("\n".join(header) + "\n" + SLURM_BODY.lstrip("\n"))
-    script.parent.mkdir(parents=True, exist_ok=True)
-    logs.mkdir(parents=True, exist_ok=True)
-    # atomically: a failed write (a full disk) leaves each file whole, as it was or as new
-    atomic_write_text(commands, text)
-    for path, body in zip(paths, texts):
-        atomic_write_text(path, body, mode=0o777)  # executable, as the umask allows
+    # one set: a failure part way (a full disk at part 2) leaves the earlier sweep's files as they
+    # were, not a new part 1 beside an old part 2, and no new commands file nor folder behind
+    with made_folders(logs), file_set() as put:
+        put(commands, lambda f: f.write(utf8(text)))
+        for path, body in zip(paths, texts):
+            put(path, lambda f, body=body: f.write(utf8(body)), 0o777)  # executable, as the umask allows
     for stale in set(part_scripts(script)) - set(paths):  # an earlier, longer sweep's further arrays
         stale.unlink()
     return paths, commands, len(todo), submit

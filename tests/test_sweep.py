@@ -1878,6 +1878,35 @@ def test_a_failed_slurm_write_leaves_the_earlier_files_whole(tmp_path, cifar10_d
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
+def test_a_failed_slurm_write_leaves_the_earlier_arrays_as_they_were(tmp_path, capsys, monkeypatch,
+                                                                      cifar10_dir, label_dir):
+    """The commands file and the array scripts were written one at a time: a full disk at part 2
+    left a new part 1 (a new grid's first tasks) beside the earlier grid's part 2, and a new
+    commands file no script named. They are one set now: the earlier files stay as they were, no
+    new file (nor folder) is left, and the error is one line naming the file."""
+    jobs = tmp_path / "jobs"
+    script = jobs / "sweep.sbatch"
+    flags = ["--labels", "category", *tiny(cifar10_dir, label_dir, tmp_path / "out"), "--stages", "train",
+             "--slurm", str(script), "--max_array_size", "2"]
+    sweep_lines(capsys, flags + ["--seeds", "0", "1", "2", "3"])
+    before = {p.relative_to(jobs): p.read_bytes() if p.is_file() else None for p in jobs.rglob("*")}
+    real = tempfile.mkstemp
+
+    def full_at_part2(*args, prefix="", **kwargs):
+        if prefix.startswith(".sweep.part2.sbatch."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*args, prefix=prefix, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", full_at_part2)
+    assert call_cli(sweep.main, flags + ["--seeds", "4", "5", "6", "7", "8"]) == 2
+    assert capsys.readouterr() == ("", f"error: could not write {jobs / 'sweep.part2.sbatch'}: "
+                                       "No space left on device\n")
+    assert {p.relative_to(jobs): p.read_bytes() if p.is_file() else None for p in jobs.rglob("*")} == before
+    # a first --slurm into a new folder that fails leaves no folder either
+    assert call_cli(sweep.main, [*flags[:-3], str(tmp_path / "new" / "sweep.sbatch"), *flags[-2:], "--seeds",
+                                 "0", "1", "2"]) == 2
+    assert not (tmp_path / "new").exists()
+
+
 def test_grid_readers_and_names():
     """Levels, budgets and directory names as train.py and attack.py write them; entries of an
     unknown protocol are malformed."""
