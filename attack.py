@@ -741,18 +741,23 @@ def run(args, argv=None):
         job = Job(args, argv, requested, device, run_dir, path, record, model, space, data)
         log(job.start_line())  # a log file (a cluster job's) says at once what is attacked, on what
         total = len(job.settings)
-        with preempt.catching(), Progress(total, f"{args.model} {args.label} attacks",
-                                          "setting") as progress, interrupt_says(lambda: job.stopped("")):
-            for index, setting in enumerate(job.settings, 1):
-                # a log's lines say how far along, as the bar does
-                job.attack(setting, progress, place=f"[{index}/{total}] ")
-                if preempt.requested():
-                    progress.close()
-                    preempt.exit_for_requeue(job.stopped(" by signal"))
-        computed = job.finish()
-        summary = job.summary()
-        if args.examples > 0 and (computed or redraw or not job.png.exists()):
-            job.draw_examples()
+        # a signal the loop did not act on reaches the handler of a caller of main(argv) (a
+        # notebook's) once the job's files, the figure too, are written
+        with preempt.catching():
+            with Progress(total, f"{args.model} {args.label} attacks", "setting") as progress, \
+                    interrupt_says(lambda: job.stopped("")):
+                for index, setting in enumerate(job.settings, 1):
+                    # a log's lines say how far along, as the bar does
+                    job.attack(setting, progress, place=f"[{index}/{total}] ")
+                    # after the last setting every entry is saved and the figure alone is left (a
+                    # second or two): the job ends as usual, as train.py does after its last epoch
+                    if preempt.requested() and index < total:
+                        progress.close()
+                        preempt.exit_for_requeue(job.stopped(" by signal"))
+            computed = job.finish()
+            summary = job.summary()
+            if args.examples > 0 and (computed or redraw or not job.png.exists()):
+                job.draw_examples()
         if args.examples > 0:
             summary["examples"] = str(job.png)
         return summary

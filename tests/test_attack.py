@@ -1050,6 +1050,41 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     assert summary["run_dir"] == str(tmp_path)
 
 
+def test_a_stop_signal_after_the_last_settings_attack_lets_the_job_finish(speech_run, cifar10_dir, label_dir,
+                                                                          tmp_path, capsys, monkeypatch):
+    """A SIGTERM that came after the last setting's attack (every entry saved, the figure alone
+    left to draw) ended the job with 75, "rerun to continue", for a requeue that drew the figure;
+    train.py finishes after its last epoch's steps. The job ends as usual now (exit 0, figure
+    drawn), and the signal reaches a caller's own handler (a kernel's) once the files are written."""
+    import signal
+    _, run_dir = speech_run
+    checkpoint = tmp_path / "speech.pth"
+    checkpoint.write_bytes((run_dir / "speech_seed3_resnet32_best_model.pth").read_bytes())
+    flags = ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
+             "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "0", "8/255",
+             "--targeted", "no", "--num_images", "20", "--examples", "2"]
+    real_run_setting, settings = attack.run_setting, []
+
+    def signalled_after_the_last(*args, **kwargs):
+        result = real_run_setting(*args, **kwargs)
+        settings.append(args[5]["eps"])
+        if len(settings) == 2:  # the second and last setting's attack is done, its entry not yet written
+            signal.raise_signal(signal.SIGTERM)
+        return result
+    monkeypatch.setattr(attack, "run_setting", signalled_after_the_last)
+    reached = []  # the caller's handler: whether the job's files were there when it ran
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: reached.append(
+        [(tmp_path / name).exists() for name in (ATTACK_RESULTS, ATTACK_EXAMPLES)]))
+    try:
+        summary, err = call_main(capsys, flags)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "preempted" not in err and summary["examples"] == str(tmp_path / ATTACK_EXAMPLES)
+    assert len(json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]) == 2
+    assert (tmp_path / ATTACK_EXAMPLES).read_bytes()[:4] == b"\x89PNG"
+    assert reached == [[True, True]]
+
+
 def test_ctrl_c_in_the_attack_loop_says_what_is_kept(speech_run, cifar10_dir, label_dir, tmp_path, capsys,
                                                     monkeypatch):
     """It said 'finished settings are kept in the run's attack_results.json' wherever Ctrl-C came,

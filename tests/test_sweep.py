@@ -533,10 +533,10 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
 
 def test_an_attack_stopped_before_its_figure_is_not_done(capsys, tmp_path):
     """attack.py draws attack_examples.png after its last setting's entry is written: a job killed
-    in between (SIGKILL while it drew; SIGTERM during the last setting, exit 75; a full disk) left
-    every entry there, and the sweep skipped the run ever after, without the figure. attack.py run
-    again reuses every entry and draws it; with --examples 0, or no checkpoint to draw from, the
-    run is done."""
+    in between (SIGKILL while it drew; SIGTERM after the last setting, exit 75 before attack.py
+    went on to draw it then; a full disk) left every entry there, and the sweep skipped the run
+    ever after, without the figure. attack.py run again reuses every entry and draws it; with
+    --examples 0, or no checkpoint to draw from, the run is done."""
     run = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
     make_trained(run, attack=["fgsm"])
     (run / "attack_examples.png").unlink()
