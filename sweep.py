@@ -852,11 +852,15 @@ def open_log(log, header):
 def full_disk_note(out, log):
     """For a stage that failed with no `error:` line in its log `out`: the line it could not write
     where the log's file system is full (its progress lines took the last space, and the error
-    had nowhere to go: the note was a cut-off progress line, or nothing), else ''."""
+    had nowhere to go: the note was a cut-off progress line, or nothing), else ''. Full for the
+    stage, which runs as this user: root writes on into the blocks a file system keeps back for
+    it (ext4's 5%, where f_bavail is already 0), so a root stage's traceback there was named a
+    full disk."""
     try:
-        full = os.fstatvfs(out.fileno()).f_bavail == 0
+        space = os.fstatvfs(out.fileno())
     except OSError:
         return ""
+    full = (space.f_bfree if os.geteuid() == 0 else space.f_bavail) == 0
     return f"error: {os_error_text(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(log)))}" if full else ""
 
 

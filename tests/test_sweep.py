@@ -1839,11 +1839,25 @@ def test_a_stage_whose_error_line_found_its_log_full_says_so(tmp_path, monkeypat
     command = [sys.executable, "-c", "import sys; sys.stdout.write('14:53:54 [1/8] fgsm unt'); sys.exit(2)"]
     outcome, said = one_stage(tmp_path, command)
     assert outcome["note"] == "14:53:54 [1/8] fgsm unt"  # a disk with room: the log's last line, as it was
-    monkeypatch.setattr(os, "fstatvfs", lambda fd: types.SimpleNamespace(f_bavail=0))  # no block left
+    monkeypatch.setattr(os, "fstatvfs", lambda fd: types.SimpleNamespace(f_bavail=0, f_bfree=0))  # no block left
     outcome, said = one_stage(tmp_path, command)
     note = f"error: could not write {log}: No space left on device"
     assert (outcome["status"], outcome["note"]) == (2, note)
     assert f"FAILED (exit 2): {note}" in said
+
+
+@pytest.mark.parametrize("euid, full", [(0, False), (1000, True)])
+def test_a_disk_full_to_users_is_not_full_to_a_root_stage(euid, full, tmp_path, monkeypatch):
+    """A file system keeps blocks back for root (ext4: 5%): with f_bavail 0 and blocks still free,
+    a stage run as root writes on, and its own last line (a traceback's) is the reason it failed,
+    not a full disk; a user's stage there could write nothing more."""
+    command = [sys.executable, "-c", "import sys; print('RuntimeError: out of memory'); sys.exit(1)"]
+    monkeypatch.setattr(os, "fstatvfs", lambda fd: types.SimpleNamespace(f_bavail=0, f_bfree=2000))
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    outcome, _ = one_stage(tmp_path, command)
+    log = tmp_path / "run" / "train.log"
+    assert outcome["note"] == (f"error: could not write {log}: No space left on device" if full
+                               else "RuntimeError: out of memory")
 
 
 def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):
