@@ -233,7 +233,7 @@ import torch  # noqa: E402
 
 from architecture import build_model  # noqa: E402
 from cifar import draw_augmentation, to_float  # noqa: E402
-from utils.atomic import atomic_write_text  # noqa: E402
+from utils.atomic import append_whole, utf8  # noqa: E402
 from utils.constants import PAPER_MEAN, PAPER_STD  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.preempt import FINISH_SECONDS  # noqa: E402
@@ -963,16 +963,22 @@ def main(argv=None, args=None):
 
 
 def append_record(record, text):
-    """`text` added to the end of the --record file (begun with its heading where absent or empty),
-    the whole file rewritten atomically: an append that a full disk cut short left half a table
-    at its end and no file named in the error ('could not write a file'); now the file stays as it
-    was and the error names it."""
-    earlier = record.read_text() if record.exists() else ""
-    if not earlier:
-        earlier = ("# Benchmarks\n\nOutput of `bench/bench.py`, newest last. Training rows time synthetic "
-                   "images (throughput does not depend on content); attack rows a --checkpoint on "
-                   "--data_dir's test images when given.\n")
-    atomic_write_text(record, earlier + text)
+    """`text` added to the end of the --record file (begun with its heading where absent or empty)
+    in place (`append_whole`): a table that a full disk cut short is cut off again, the error
+    names the record, and a new record is not left empty. Not rewritten whole: a record that is
+    a link (to one kept elsewhere) was replaced by a file of its own, and one in a folder that
+    takes no new file (writable itself, as parse_args found it) failed after all the timings."""
+    made = not record.exists()
+    heading = "" if not made and record.stat().st_size else (
+        "# Benchmarks\n\nOutput of `bench/bench.py`, newest last. Training rows time synthetic images "
+        "(throughput does not depend on content); attack rows a --checkpoint on --data_dir's test images "
+        "when given.\n")
+    try:
+        append_whole(record, utf8(heading + text))
+    except OSError:
+        if made:
+            record.unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -183,3 +183,24 @@ def test_a_bench_record_a_full_disk_cuts_short_stays_as_it_was(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert (proc.returncode, proc.stderr.splitlines()[-1]) == (2, f"error: could not write {record}: File too large")
     assert record.read_text() == earlier and [p.name for p in tmp_path.iterdir()] == [record.name]
+
+
+def test_a_bench_record_is_appended_to_where_it_is(tmp_path):
+    """bench.py's --record was rewritten whole (a temporary file renamed over it): a record that is
+    a link to one kept elsewhere became a file of its own, the kept one never got the tables, and a
+    group-writable record took the user's umask. The tables are appended to the record in place; a
+    new record begins with the heading."""
+    from bench import bench
+    kept = tmp_path / "notes" / "BENCHMARKS.md"
+    kept.parent.mkdir()
+    kept.write_text("# Benchmarks\n\nearlier tables\n")
+    kept.chmod(0o664)
+    link = tmp_path / "BENCHMARKS.md"
+    link.symlink_to(kept)
+    bench.append_record(link, "\n## today\n")
+    assert link.is_symlink() and kept.read_text() == "# Benchmarks\n\nearlier tables\n\n## today\n"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o664
+    new = tmp_path / "new.md"
+    bench.append_record(new, "\n## today\n")
+    assert new.read_text().startswith("# Benchmarks\n\nOutput of `bench/bench.py`") and new.read_text().endswith(
+        "given.\n\n## today\n")

@@ -195,6 +195,25 @@ def remove_temporaries(folder, pattern):
             left.unlink(missing_ok=True)
 
 
+def append_whole(path, data):
+    """`data` (bytes) added to the end of the file `path` (made where absent), in place: a link's
+    file, its mode and owner stay, and a folder that takes no new file (only the file there is
+    writable) does not matter, as it would for `atomic_write`'s temporary file. A write that fails
+    (a full disk) is cut off again, so that the file ends as it did, and is an OSError naming
+    `path`."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size, written = os.fstat(fd).st_size, 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as err:
+            os.ftruncate(fd, size)
+            raise OSError(err.errno, err.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+
+
 def utf8(text):
     """`text` as UTF-8 bytes; a path's bytes that a non-UTF-8 locale could not decode (Python keeps
     them in a str as lone surrogates: an 'é' given in an ASCII locale) go back as they came."""

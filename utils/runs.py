@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import atomic_write, atomic_write_text, json_text, remove_temporaries
+from utils.atomic import append_whole, atomic_write, atomic_write_text, json_text, remove_temporaries
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -203,17 +203,7 @@ def append_jsonl(path, row):
     """One more line in a JSON-lines file. A write that fails (a full disk) is cut off, so that
     the file ends with whole lines, and is an OSError naming the file."""
     _still_there(path)
-    data, fd = (json_text(row) + "\n").encode(), os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-    try:
-        size, written = os.fstat(fd).st_size, 0
-        try:
-            while written < len(data):
-                written += os.write(fd, data[written:])
-        except OSError as err:
-            os.ftruncate(fd, size)
-            raise OSError(err.errno, err.strerror, str(path)) from None
-    finally:
-        os.close(fd)
+    append_whole(path, (json_text(row) + "\n").encode())
 
 
 def read_text(path):
