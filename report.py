@@ -43,7 +43,8 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_note, nonnegative, parse_level, read_json_file,
                         read_lines, smoothed_loss_attacks, smoothed_run)
-from utils.atomic import code_span, exclusive, file_set, markdown_table, print_json, remove_temporaries, utf8
+from utils.atomic import (code_span, exclusive, file_set, markdown_table, print_json, remove_temporaries,
+                          temporary_names, utf8)
 from utils.constants import ATTACKS, dataset_info, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder)
@@ -67,7 +68,7 @@ REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes i
 SUMMARY = "summary.json"  # the report's machine-readable result, in --out beside its files
 REPORT_LOCK = ".report.lock"  # in --out while a report writes there (`taking_turns`)
 # atomic_write's temporary name for one of a report's files (tables.md, a CSV, a figure, summary.json)
-REPORT_TEMPORARY = re.compile(rf"\.({REPORT_FILE.pattern}|{re.escape(SUMMARY)})\.\w+\.tmp")
+REPORT_TEMPORARY = temporary_names(rf"{REPORT_FILE.pattern}|{re.escape(SUMMARY)}")
 REPORT_WORKERS = 8
 RUNS_PER_WORKER = 100
 FIGURES_PER_WORKER = 4

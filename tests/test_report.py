@@ -768,9 +768,13 @@ def test_a_report_killed_outright_leaves_no_temporary_file_after_the_next(study,
     left = sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp"))
     assert [re.sub(r"\.\w+\.tmp$", "", name) for name in left] == [
         ".clean_accuracy.csv", ".data_efficiency.csv", ".robust_accuracy.csv"]
-    (out / ".notes.tmp").write_text("mine")  # a file of another program stays
+    # files of another program stay, and a folder named like a report's temporary file is passed over
+    for name in (".notes.tmp", ".notes.md.backup.tmp"):
+        (out / name).write_text("mine")
+    (out / ".tables.md.abcd1234.tmp").mkdir()
     report(base, out, draw=False)
-    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == [".notes.tmp"]
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == [
+        ".notes.md.backup.tmp", ".notes.tmp", ".tables.md.abcd1234.tmp"]
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a device that is always full")

@@ -1565,7 +1565,7 @@ def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10
     assert line == (f"error: {run_dir} is in use by another train.py or attack.py job; wait for it "
                     "to end, or use another --base_dir")
     assert (run_dir / "results.json").exists()
-    left = run_dir / ".last_checkpoint.pth.x1y2z3.tmp"   # a job killed while writing
+    left = run_dir / ".last_checkpoint.pth.x1y2z3w4.tmp"   # a job killed while writing (mkstemp: 8 characters)
     left.write_bytes(b"part of a checkpoint")
     (run_dir / ".notes.tmp").write_text("not ours")
     again = train.main(flags(cifar10_dir, base, label_dir))   # the finished run, where it is now

@@ -186,12 +186,19 @@ def _temporary(path, write, mode=0o666):
         raise
 
 
+def temporary_names(names):
+    """A regex of the names `_temporary` gives the temporary files of files whose names the regex
+    text `names` matches: '.' + name + '.' + mkstemp's 8 random characters + '.tmp'."""
+    return re.compile(rf"\.(?:{names})\.[a-z0-9_]{{8}}\.tmp")
+
+
 def remove_temporaries(folder, pattern):
-    """Remove the files in `folder` whose names `pattern` (a compiled regex) matches whole: the
+    """Remove the files in `folder` whose names `pattern` (`temporary_names`') matches whole: the
     temporary files (`_temporary`'s) of jobs killed outright (SIGKILL, the OOM killer) while they
-    wrote there, found by a job that now works there alone."""
+    wrote there, found by a job that now works there alone. A folder of such a name is left
+    (a user's, in a report's --out)."""
     for left in Path(folder).iterdir():
-        if pattern.fullmatch(left.name):
+        if pattern.fullmatch(left.name) and not left.is_dir():
             left.unlink(missing_ok=True)
 
 

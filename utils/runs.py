@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import append_whole, atomic_write, atomic_write_text, json_text, remove_temporaries
+from utils.atomic import (append_whole, atomic_write, atomic_write_text, json_text, remove_temporaries,
+                          temporary_names)
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -124,7 +125,7 @@ def best_checkpoint_name(label, seed, model):
 
 
 # atomic_write's temporary name for one of a run's files (json, jsonl, pth, png)
-OWN_TEMPORARY = re.compile(r"\.[^/]+\.(json|jsonl|pth|png)\.\w+\.tmp")
+OWN_TEMPORARY = temporary_names(r"[^/]+\.(?:json|jsonl|pth|png)")
 _held = set()  # run directories this process works in (on NFS, flock does not tell two apart)
 # run_lock's refusal, which a sweep appends to the log of the job that holds the run directory
 IN_USE = "is in use by another train.py or attack.py job"
