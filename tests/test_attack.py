@@ -1028,14 +1028,19 @@ def run_cli_status(capsys, argv):
     return stopped.value.code, capsys.readouterr().err.strip()
 
 
+def copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, epsilons, examples):
+    """attack.py's flags for FGSM at `epsilons` on 20 images of a copy of `speech_run`'s best
+    checkpoint in `tmp_path` (its attack_results.json goes there), drawing `examples`."""
+    checkpoint = tmp_path / "speech.pth"
+    checkpoint.write_bytes((speech_run[1] / "speech_seed3_resnet32_best_model.pth").read_bytes())
+    return ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
+            "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", *epsilons,
+            "--targeted", "no", "--num_images", "20", "--examples", str(examples)]
+
+
 def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_dir, tmp_path,
                                                capsys, monkeypatch):
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech.pth"
-    checkpoint.write_bytes((run_dir / "speech_seed3_resnet32_best_model.pth").read_bytes())
-    flags = ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
-             "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "0", "4/255",
-             "8/255", "--targeted", "no", "--num_images", "20", "--examples", "0"]
+    flags = copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, ["0", "4/255", "8/255"], 0)
     results = tmp_path / ATTACK_RESULTS
     monkeypatch.setattr(preempt, "install", lambda: None)
     monkeypatch.setattr(preempt, "requested", lambda: results.exists())  # a signal after setting 1
@@ -1057,12 +1062,7 @@ def test_a_stop_signal_after_the_last_settings_attack_lets_the_job_finish(speech
     train.py finishes after its last epoch's steps. The job ends as usual now (exit 0, figure
     drawn), and the signal reaches a caller's own handler (a kernel's) once the files are written."""
     import signal
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech.pth"
-    checkpoint.write_bytes((run_dir / "speech_seed3_resnet32_best_model.pth").read_bytes())
-    flags = ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
-             "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "0", "8/255",
-             "--targeted", "no", "--num_images", "20", "--examples", "2"]
+    flags = copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, ["0", "8/255"], 2)
     real_run_setting, settings = attack.run_setting, []
 
     def signalled_after_the_last(*args, **kwargs):
@@ -1089,12 +1089,7 @@ def test_ctrl_c_in_the_attack_loop_says_what_is_kept(speech_run, cifar10_dir, la
                                                     monkeypatch):
     """It said 'finished settings are kept in the run's attack_results.json' wherever Ctrl-C came,
     even while the checkpoint loaded and none had run: not which file, nor how many."""
-    _, run_dir = speech_run
-    checkpoint = tmp_path / "speech.pth"
-    checkpoint.write_bytes((run_dir / "speech_seed3_resnet32_best_model.pth").read_bytes())
-    flags = ["--checkpoint", str(checkpoint), "--seed", "3", "--data_dir", str(cifar10_dir),
-             "--label_dir", str(label_dir), "--attacks", "fgsm", "--epsilons", "0", "8/255",
-             "--targeted", "no", "--num_images", "20", "--examples", "0"]
+    flags = copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, ["0", "8/255"], 0)
     results = tmp_path / ATTACK_RESULTS
     real_run_setting = attack.run_setting
 

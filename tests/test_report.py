@@ -719,6 +719,24 @@ def test_a_report_that_does_not_fit_on_the_disk_leaves_the_earlier_one(study, tm
     assert (out / "tables.md").read_bytes() != before["tables.md"]
 
 
+def report_signalled(base, out, signum):
+    """Python code that runs report.py on `base` into `out` (no figures) and sends itself `signum`
+    once robust_accuracy.csv, its third file, is written (as report.py's own)."""
+    return textwrap.dedent(f"""
+        import os, runpy, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import report
+        write_csv = report.write_csv
+        def and_signal(*args):
+            write_csv(*args)
+            if args[1].name == "robust_accuracy.csv":
+                os.kill(os.getpid(), {int(signum)})
+        report.write_csv = and_signal
+        sys.argv = ["report.py", "--base_dir", {str(base)!r}, "--out", {str(out)!r}, "--no_figures"]
+        runpy.run_path({str(REPO / "report.py")!r}, run_name="__main__")
+    """)
+
+
 def test_a_report_ended_by_sigterm_leaves_the_earlier_one_and_no_temporary_file(study, tmp_path):
     """SIGTERM (`timeout`, `kill`) killed report.py at once: its temporary files stayed in --out
     (.tables.md.*.tmp, a figure's size each), its worker processes too. It ends as after Ctrl-C."""
@@ -727,19 +745,7 @@ def test_a_report_ended_by_sigterm_leaves_the_earlier_one_and_no_temporary_file(
     report(base, out, draw=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     make_run(base, "category", 4, test_acc=0.9, valid_acc=0.9)  # another seed: every table changes
-    code = textwrap.dedent(f"""
-        import os, runpy, signal, sys
-        sys.path.insert(0, {str(REPO)!r})
-        import report
-        write_csv = report.write_csv
-        def and_sigterm(*args):  # the third file is written, as report.py's own
-            write_csv(*args)
-            if args[1].name == "robust_accuracy.csv":
-                os.kill(os.getpid(), signal.SIGTERM)
-        report.write_csv = and_sigterm
-        sys.argv = ["report.py", "--base_dir", {str(base)!r}, "--out", {str(out)!r}, "--no_figures"]
-        runpy.run_path({str(REPO / "report.py")!r}, run_name="__main__")
-    """)
+    code = report_signalled(base, out, signal.SIGTERM)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted; got SIGTERM\n", "")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -751,19 +757,7 @@ def test_a_report_killed_outright_leaves_no_temporary_file_after_the_next(study,
     kept them: the next report in the folder removes them."""
     base, out = tmp_path / "runs", tmp_path / "report"
     shutil.copytree(study, base)
-    code = textwrap.dedent(f"""
-        import os, runpy, signal, sys
-        sys.path.insert(0, {str(REPO)!r})
-        import report
-        write_csv = report.write_csv
-        def and_sigkill(*args):  # the third file is written, as report.py's own
-            write_csv(*args)
-            if args[1].name == "robust_accuracy.csv":
-                os.kill(os.getpid(), signal.SIGKILL)
-        report.write_csv = and_sigkill
-        sys.argv = ["report.py", "--base_dir", {str(base)!r}, "--out", {str(out)!r}, "--no_figures"]
-        runpy.run_path({str(REPO / "report.py")!r}, run_name="__main__")
-    """)
+    code = report_signalled(base, out, signal.SIGKILL)
     assert subprocess.run([sys.executable, "-c", code], timeout=300).returncode == -signal.SIGKILL
     left = sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp"))
     assert [re.sub(r"\.\w+\.tmp$", "", name) for name in left] == [
