@@ -1412,11 +1412,14 @@ def write_csvs(put, out, summary, records):
         "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
         "step_size", "restarts", "amp", "label_sha256"]
     run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
-                   "diverged_epoch", "run_dir", "label_sha256"]
-    unfinished = {i["run_dir"] for i in summary["incomplete"]}
+                   "diverged_epoch", "run_dir", "label_sha256", "in_tables", "reasons"]
+    unfinished = {i["run_dir"]: i["reasons"] for i in summary["incomplete"]}
+    # in_tables: its test accuracy is one of its group's seeds (`accuracy_rows`'), which an incomplete
+    # run's may be (only attack settings missing) or not (left out), as status alone does not tell
     run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"]),
-                 "label_sha256": targets_trained([r])}
+                 "label_sha256": targets_trained([r]), "in_tables": bool(r["train"]) and not r["excluded"],
+                 "reasons": "; ".join(unfinished.get(r["run_dir"], []))}
                 for r in records]
     files = [("clean_accuracy.csv", summary["clean_accuracy"], accuracy_columns),
              ("data_efficiency.csv", summary["data_efficiency"], accuracy_columns),

@@ -442,6 +442,30 @@ def test_missing_and_incomplete_are_listed(made):
     assert statuses[("speech", "100", "3")] == "incomplete" and statuses[("category", "100", "1")] == "complete"
 
 
+def test_runs_csv_says_why_a_run_is_incomplete_and_whether_its_accuracy_counts(tmp_path):
+    """runs.csv said `incomplete` alike of a run left out of the tables and of one whose test accuracy
+    is in them (only an attack setting missing), and why only in tables.md and summary.json: a
+    notebook reading runs.csv could not tell which runs a table's mean holds, nor why."""
+    attacks = [entry("fgsm", EPS8, 0.1), entry("pgd", EPS8, 0.05)]
+    for seed in (1, 2):
+        make_run(tmp_path / "runs", "category", seed, test_acc=0.5, valid_acc=0.5, clean_acc=0.5, attack=attacks)
+    make_run(tmp_path / "runs", "category", 3, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=attacks[:1])
+    make_run(tmp_path / "runs", "category", 4, test_acc=0.7, valid_acc=0.7, clean_acc=0.7, attack=attacks,
+             epochs=5)
+    make_run(tmp_path / "runs", "category", 5, done_epochs=2)
+    summary = report(tmp_path / "runs", tmp_path / "out", draw=False)
+    rows = {r["seed"]: r for r in read_csv(tmp_path / "out" / "runs.csv")}
+    assert {seed: (r["status"], r["in_tables"]) for seed, r in rows.items()} == {
+        "1": ("complete", "True"), "2": ("complete", "True"), "3": ("incomplete", "True"),
+        "4": ("incomplete", "False"), "5": ("incomplete", "False")}
+    assert [int(seed) for seed, r in rows.items() if r["in_tables"] == "True"] == summary["clean_accuracy"][0]["seeds"]
+    reasons = {i["run_dir"]: "; ".join(i["reasons"]) for i in summary["incomplete"]}
+    assert {r["run_dir"]: r["reasons"] for r in rows.values() if r["reasons"]} == reasons
+    assert rows["3"]["reasons"] == "attack results: 1 of 2 settings missing (pgd untargeted 8/255)"
+    assert rows["4"]["reasons"] == "left out of the tables: trained with --epochs 5 (the other seeds: 4)"
+    assert rows["1"]["reasons"] == ""
+
+
 def test_a_level_figure_draws_the_labels_run_at_two_levels_with_their_images(tmp_path):
     """A label trained at one level alone was a point at that level among the lines (13 of the
     mini-study's 20 labels, stacked at level 100 over category's point); the x axis said "% of the
