@@ -635,16 +635,31 @@ class Job:
                 "restarts": plan.restarts, "num_images": self.n, "seed": args.seed, "amp": args.amp,
                 "dtype": self.dtype, "images_sha256": self.images_sha}
 
+    def stoppable(self, entry):
+        """Whether a stop signal ends `entry`'s attack at once, its work lost, rather than letting
+        it end and be saved (`preempt.may_finish`), as train.py does with an epoch. Settings differ
+        in cost (FGSM's one step, PGD's ten, each restart again; eps 0 attacks nothing), so the time
+        it may take is that of the last setting this job computed of the same attack, mode, steps
+        and restarts, eps over 0, times its restarts (that one may have needed only the first);
+        without such a setting it is not known, and the signal stops the attack at once."""
+        from utils import preempt
+        plan = ("attack", "objective", "targeted", "steps", "restarts")
+        seconds = [e["seconds"] for e in self.entries[self.kept:]
+                   if e["eps"] > 0 and all(e.get(k) == entry.get(k) for k in plan)]
+        return not preempt.may_finish(seconds[-1] * entry["restarts"] if seconds else None)
+
     def compute(self, entry, progress):
         """`entry` with its numbers, computed now and written to attack_results.json at once; a
-        signal during the attack ends the job, to be requeued."""
+        signal during the attack ends the job, to be requeued, at once where it is `stoppable`,
+        else once the entry is written (the loop in `run`)."""
         from utils import preempt
         from utils.atomic import check_writable
         from utils.runs import provenance, write_json
         if len(self.entries) == self.kept:  # the first to compute: a folder it cannot be saved in fails
             check_writable(self.path)  # now, not after the setting's work (a read-only one)
+        stop = preempt.requested if self.stoppable(entry) else None
         result = run_setting(self.model, self.space, self.images, self.labels, self.targets, entry, self.args,
-                             shared=self.shared, stop=preempt.requested)
+                             shared=self.shared, stop=stop)
         if result is None:
             progress.close()
             preempt.exit_for_requeue(self.stopped(f" by signal during {setting_name(entry)}"))

@@ -1055,6 +1055,39 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     assert summary["run_dir"] == str(tmp_path)
 
 
+@pytest.mark.parametrize("finish_seconds, signalled, kept", [
+    (3600, 3, 3),  # FGSM 8/255 after FGSM 4/255, short: it ends and is saved
+    (0, 3, 2),  # after one that took longer than FINISH_SECONDS: stopped at once
+    (3600, 2, 1),  # the first FGSM to attack (eps 0 attacks nothing): its time is not known
+    (3600, 4, 3),  # the first PGD, after FGSM's one step: not known either
+])
+def test_a_stop_signal_lets_a_short_setting_end(finish_seconds, signalled, kept, speech_run, cifar10_dir,
+                                                label_dir, tmp_path, capsys, monkeypatch):
+    """A SIGTERM during a setting stopped its attack at once, losing its work, even where it took
+    a second (FGSM on 1000 images) and would have ended long before SLURM's kill; train.py lets
+    such an epoch end. A setting now ends, is saved and the job exits 75 where the last this job
+    computed of the same attack and mode took preempt.FINISH_SECONDS at most; else, or with none,
+    the signal stops it at once."""
+    import signal
+    monkeypatch.setattr(preempt, "FINISH_SECONDS", finish_seconds)
+    flags = copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, ["0", "4/255", "8/255"], 0)
+    flags.insert(flags.index("fgsm") + 1, "pgd")  # settings: FGSM at each eps, then PGD
+    real_run_setting, settings = attack.run_setting, []
+
+    def signalled_in_one(*args, **kwargs):
+        settings.append(args[5]["eps"])
+        if len(settings) == signalled:
+            signal.raise_signal(signal.SIGTERM)  # caught by the job's handler: its attack goes on or stops
+        return real_run_setting(*args, **kwargs)
+    monkeypatch.setattr(attack, "run_setting", signalled_in_one)
+    with pytest.raises(SystemExit) as exit_info:
+        attack.main(flags)
+    assert exit_info.value.code == preempt.REQUEUE_EXIT
+    assert f"{kept} finished setting" in capsys.readouterr().err.splitlines()[-1]
+    assert len(settings) == signalled
+    assert len(json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]) == kept
+
+
 def test_a_stop_signal_after_the_last_settings_attack_lets_the_job_finish(speech_run, cifar10_dir, label_dir,
                                                                           tmp_path, capsys, monkeypatch):
     """A SIGTERM that came after the last setting's attack (every entry saved, the figure alone

@@ -1,10 +1,10 @@
 """Graceful preemption: SLURM sends SIGTERM (or SIGUSR1 with --signal) before it kills a job.
 
 The handler only sets a flag; the training and attack loops poll `requested()` between batches
-(training: or at the end of the epoch under way, which it then saves), keep their checkpoint and
-call `exit_for_requeue`, whose exit status tells a job-array script to requeue the task. A
-requeued task reruns with --resume and ends with the same results as an uninterrupted run,
-because every epoch is seeded by (seed, epoch) alone.
+(or at the end of the epoch or attack setting under way, which they then save: `may_finish`),
+keep their checkpoint and call `exit_for_requeue`, whose exit status tells a job-array script to
+requeue the task. A requeued task reruns with --resume and ends with the same results as an
+uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
 """
 import atexit
 import contextlib
@@ -17,8 +17,9 @@ from utils.errors import log
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-# train.py lets an epoch under way end after a signal (and saves it) when the last one took this
-# long at most: SLURM kills a job 30 s after its SIGTERM (KillWait's default; GraceTime for preemption)
+# train.py lets an epoch under way end after a signal (and saves it), attack.py a setting, when the
+# last like it took this long at most: SLURM kills a job 30 s after its SIGTERM (KillWait's default;
+# GraceTime for preemption)
 FINISH_SECONDS = 20
 _stop = threading.Event()
 _caught = []  # the signals caught, in order
@@ -73,6 +74,13 @@ def _ignore():
 
 def requested():
     return _stop.is_set()
+
+
+def may_finish(seconds):
+    """Whether work expected to take `seconds` (the last like it, an epoch or an attack setting; None:
+    not known) may end after a stop signal, its work saved, rather than stop at once and lose it:
+    it then ends well before the kill that follows the signal."""
+    return seconds is not None and seconds <= FINISH_SECONDS
 
 
 def exit_for_requeue(message):

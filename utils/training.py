@@ -599,7 +599,7 @@ class Checkpoints:
         the epoch took `epoch_seconds` over preempt.FINISH_SECONDS: a stop signal stops the next
         epoch at once, which without a checkpoint of its start would lose this one too."""
         return now or distributed.any_process(time.monotonic() - self.saved_at >= seconds
-                                              or epoch_seconds > preempt.FINISH_SECONDS, device)
+                                              or not preempt.may_finish(epoch_seconds), device)
 
     def save(self, epoch_done):
         """The last checkpoint after epoch `epoch_done`, holding the best epoch's weights too where
@@ -896,8 +896,8 @@ def _train_epochs(args, step, evaluated, checkpoints, train, valid, device):
         for epoch in range(first_epoch, args.epochs):
             # a stop signal ends the epoch at once where nothing trained is lost, or where the
             # epoch may not end before the kill that follows the signal
-            stoppable = checkpoints.saved == epoch or bool(history) \
-                and history[-1]["seconds"] > preempt.FINISH_SECONDS
+            stoppable = checkpoints.saved == epoch or not preempt.may_finish(
+                history[-1]["seconds"] if history else None)
             row = _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device,
                          first=epoch == first_epoch)
             if row is None:
