@@ -582,6 +582,19 @@ def test_a_notebooks_switch_must_be_true_or_false(cifar10_dir, label_dir, tmp_pa
     assert as_parsed(parser, argparse.Namespace(**vars(args) | {"amp": True, "force": None})).amp is True
 
 
+def test_a_notebooks_numpy_bool_is_a_switchs_true_or_false():
+    """A switch's np.True_ (a pandas row of a sweep table driving run_training) was refused, 'a
+    switch takes True or False, not np.True_'. numpy's True and False pass as Python's, which
+    config.json records (json cannot write numpy's); numbers stay refused, numpy's too."""
+    parser = train.build_parser()
+    args = parser.parse_args(["--epochs", "1"])
+    parsed = as_parsed(parser, argparse.Namespace(**vars(args) | {"amp": np.True_, "force": np.False_}))
+    assert (parsed.amp, parsed.force) == (True, False) and type(parsed.amp) is type(parsed.force) is bool
+    for value in (1, 0, np.int64(1), 1.0, np.array(True)):
+        with pytest.raises(UsageError, match=r"^argument --amp: a switch takes True or False, not "):
+            as_parsed(parser, argparse.Namespace(**vars(args) | {"amp": value}))
+
+
 @pytest.mark.parametrize("flag, value, cli", [
     ("batch_size", 0, "0"),  # a traceback after config.json: range() arg 3 must not be zero
     ("epochs", 2.5, "2.5"),  # a traceback: 'float' object cannot be interpreted as an integer

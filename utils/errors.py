@@ -319,17 +319,21 @@ def as_parsed(parser, args):
     --attacks the list ['fgsm']), a pair's text where it is such a pair, else str(value): a float lr
     0.1, an int, a Path pass (the Path as its text, ~ expanded, as the command line keeps it); 2.5
     for an int, nan, True for a number do not. Unset values (None) stay as they are, and so does
-    a switch's (store_true: --amp, --force) where it is True or False; any other is a UsageError
-    naming the flag, which has no text to read: channels_last="False", truthy, trained channels-last
-    and config.json recorded the string; amp="no" was a traceback after config.json was written."""
+    a switch's (store_true: --amp, --force) where it is True or False (numpy's too, as Python's:
+    `_is_bool`); any other is a UsageError naming the flag, which has no text to read:
+    channels_last="False", truthy, trained channels-last and config.json recorded the string;
+    amp="no" was a traceback after config.json was written."""
     values = vars(args).copy()
     for action in parser._actions:
         value = values.get(action.dest)
-        if value is None or action.nargs == 0 and isinstance(value, bool):  # unset; a switch's True or False
+        if value is None:  # unset
             continue
-        if action.nargs == 0:  # a switch given anything else (--help's dest is unset)
-            raise UsageError(f"argument {action.option_strings[0]}: a switch takes True or False, not "
-                             f"{value!r} (see {parser.prog} --help)")
+        if action.nargs == 0:  # a switch (--help's dest is unset)
+            if not _is_bool(value):
+                raise UsageError(f"argument {action.option_strings[0]}: a switch takes True or False, not "
+                                 f"{value!r} (see {parser.prog} --help)")
+            values[action.dest] = bool(value)
+            continue
         listed = action.nargs not in (None, "?")
         texts = [_text(v) for v in (value if listed and isinstance(value, (list, tuple)) else [value])]
         one = CliParser(prog=parser.prog, add_help=False)
@@ -343,6 +347,14 @@ def as_parsed(parser, args):
             argv = [action.option_strings[0], *texts] if listed else [f"{action.option_strings[0]}={texts[0]}"]
         values[action.dest] = getattr(one.parse_args(argv), action.dest)
     return argparse.Namespace(**values)
+
+
+def _is_bool(value):
+    """Whether `value` is True or False: Python's, or numpy's (np.True_, a pandas row's value from
+    a sweep table), which is no bool, nor an int; 0 and 1 are not, nor a 0-d array. numpy is looked
+    up, not imported: a numpy bool exists only where it is loaded."""
+    numpy = sys.modules.get("numpy")
+    return isinstance(value, bool) or numpy is not None and isinstance(value, numpy.bool_)
 
 
 def _text(value):
