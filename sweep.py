@@ -19,6 +19,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 import argparse
 import contextlib
+import ctypes
 import errno
 import hashlib
 import itertools
@@ -699,11 +700,39 @@ def summary_of(log):
     return ""
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def stop_with_sweep():
+    """A Popen preexec_fn by which a stage gets SIGTERM (it checkpoints and exits 75) once the
+    thread that started it ends, the sweep killed outright included (SIGKILL: `kill -9 -PGID`,
+    `timeout -s KILL`, the OOM killer), which passes no signal on: the stage, in a session of its
+    own, trained on orphaned, holding its run directory, and the sweep rerun found it in use.
+    Linux's PR_SET_PDEATHSIG; None (no such guard) elsewhere. The worker thread that starts a stage
+    waits for it, so it outlives it unless the sweep dies. prctl is looked up here, before the
+    fork: the child of a process with threads must not import or take a lock."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    prctl = getattr(libc, "prctl", None)
+    if prctl is None:
+        return None
+    parent, term = os.getpid(), int(signal.SIGTERM)
+
+    def preexec():
+        # the default action until exec: the sweep's handler, copied here, would only note a
+        # SIGTERM that came before exec, and the stage would start anyway
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        prctl(PR_SET_PDEATHSIG, term)
+        if os.getppid() != parent:  # the sweep died before prctl: no signal will come
+            os.kill(os.getpid(), term)
+    return preexec
+
+
 class LocalPool:
     """Runs the tasks' stages with one worker per slot; a slot is the environment of its runs.
 
     SIGTERM/SIGUSR1 (and Ctrl-C) stop handing out runs and pass SIGTERM/SIGUSR1 on to the running
-    stages, which checkpoint and exit 75; rerunning the sweep resumes them.
+    stages, which checkpoint and exit 75; rerunning the sweep resumes them. A sweep killed outright
+    (SIGKILL) passes nothing on: on Linux its stages get SIGTERM from the kernel (`stop_with_sweep`).
     """
 
     def __init__(self, tasks, slots, stream=None):
@@ -765,9 +794,11 @@ class LocalPool:
                 if self.signal:
                     return False
                 # in a session of its own: a terminal's Ctrl-C or hangup reaches this pool alone,
-                # which passes it on as SIGTERM (the stage checkpoints and exits 75, resumable)
+                # which passes it on as SIGTERM (the stage checkpoints and exits 75, resumable);
+                # the kernel sends it should this thread end first (the sweep SIGKILLed)
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **env}, start_new_session=True)
+                                        env={**os.environ, **env}, start_new_session=True,
+                                        preexec_fn=stop_with_sweep())
                 self.running.add(proc)
             status = proc.wait()
             with self.lock:

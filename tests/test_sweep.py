@@ -950,10 +950,11 @@ def test_sbatch_directives_quote_white_space():
         sweep.directive("job-name", "a\nb", "--job_name")
 
 
-def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
-    """Ctrl-C signals the terminal's whole process group: the running stage got SIGINT itself,
-    died of it and was reported as failed, not as stopped and resumable."""
-    (tmp_path / "stage.py").write_text(STAGE)
+def local_sweep_working(tmp_path, stage):
+    """A process running a LocalPool of one train stage (`stage`, a script that prints "working"
+    and works on), in a process group of its own as a terminal's, once the stage is working; it
+    prints its outcomes as [[status, the pool's signal]]."""
+    (tmp_path / "stage.py").write_text(stage)
     driver = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(REPO)!r})
@@ -966,13 +967,50 @@ def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
         print(json.dumps([(o["status"], pool.signal.name) for o in pool.run()]), flush=True)
         """)
     proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # a process group, as a terminal's
+                            text=True, start_new_session=True)
     log = tmp_path / "run" / "train.log"
-    while not (log.exists() and "working" in log.read_text()):
+    while proc.poll() is None and not (log.exists() and "working" in log.read_text()):
         time.sleep(0.02)
+    return proc
+
+
+def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
+    """Ctrl-C signals the terminal's whole process group: the running stage got SIGINT itself,
+    died of it and was reported as failed, not as stopped and resumable."""
+    proc = local_sweep_working(tmp_path, STAGE)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert json.loads(out) == [[75, "SIGINT"]], err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_local_sweep_killed_outright_stops_its_stages(tmp_path):
+    """A sweep SIGKILLed with its process group (`kill -9 -PGID`, `timeout -s KILL`, the OOM
+    killer) could pass nothing on: its stage, in a session of its own, worked on orphaned,
+    holding its run directory, and the sweep rerun found it in use. It gets SIGTERM now, and
+    stops (checkpoints and exits 75) as it would for the sweep's own."""
+    said = STAGE.replace("lambda *_: sys.exit(75)",
+                         "lambda signum, _: print('got', signum, flush=True) or sys.exit(75)")
+    proc = local_sweep_working(tmp_path, said)
+    log = tmp_path / "run" / "train.log"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    for _ in range(600):  # a generous wait: the stage sleeps 60 s when no signal comes
+        if f"got {int(signal.SIGTERM)}" in log.read_text():
+            break
+        time.sleep(0.1)
+    assert log.read_text().splitlines()[1:] == ["working", f"got {int(signal.SIGTERM)}"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_stage_whose_sweep_died_before_it_started_does_not_start(monkeypatch):
+    """The sweep killed between the fork and the child's prctl sends nothing: the child, orphaned
+    already (another parent), stops itself before it becomes the stage."""
+    monkeypatch.setattr(sweep.os, "getpid", lambda: 1 << 30)  # a parent pid the child never has
+    preexec = sweep.stop_with_sweep()
+    monkeypatch.undo()
+    proc = subprocess.Popen([sys.executable, "-c", "print('started')"], stdout=subprocess.PIPE, preexec_fn=preexec)
+    assert (proc.communicate(timeout=60)[0], proc.returncode) == (b"", -signal.SIGTERM)
 
 
 # A stage that works until signalled: on USR1/TERM it exits 75 (as train.py and attack.py do).
