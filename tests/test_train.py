@@ -473,6 +473,28 @@ def test_a_notebooks_later_run_names_the_code_as_it_is_then(tmp_path):
     assert committed["dirty"] is False and committed["commit"] != first["commit"]
 
 
+def test_naming_the_code_writes_nothing_in_its_checkout(tmp_path):
+    """A run named its code with `git status`, which refreshed the checkout's stale .git/index in
+    place (through .git/index.lock): a read-only shared install refused the write, and a writable
+    one's own `git commit` running meanwhile failed on the lock."""
+    if not shutil.which("git"):
+        pytest.skip("no git")
+    shutil.copytree(REPO / "utils", tmp_path / "utils", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "utils"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    index = tmp_path / ".git" / "index"
+    os.utime(tmp_path / "utils" / "runs.py", ns=(0, 0))  # its stat no longer the index's: a stale index
+    before = (index.read_bytes(), index.stat().st_mtime_ns)
+    code = "import json; from utils.runs import code_version; print(json.dumps(code_version()))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["dirty"] is False
+    assert (index.read_bytes(), index.stat().st_mtime_ns) == before
+
+
 def test_a_result_records_its_thread_count(speech_run):
     """The same flags trained on 1 and 2 CPU threads ended 2.6 points of validation accuracy apart
     (2 epochs on the CIFAR-10 subset: rounding, amplified), and config.json did not say which."""

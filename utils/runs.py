@@ -373,11 +373,13 @@ def code_version():
     a checkout another user owns, a lab's shared one, which git refuses as of "dubious ownership"
     unless told it is safe: its code runs here anyway), or None outside a git checkout (an unpacked
     release) or without git. Asked anew each time (~10 ms): a notebook's second run may be of code
-    edited (and reloaded) or committed since its first."""
+    edited (and reloaded) or committed since its first. Writes nothing there: git status refreshes
+    the checkout's .git/index in place (its index.lock, which a read-only shared install refuses and
+    a writable one's own git commands meet as "index.lock exists"), unless told --no-optional-locks."""
     repo = Path(__file__).resolve().parents[1]
 
     def git(*argv):
-        return subprocess.run(["git", "-c", f"safe.directory={repo}", "-C", str(repo), *argv],
+        return subprocess.run(["git", "--no-optional-locks", "-c", f"safe.directory={repo}", "-C", str(repo), *argv],
                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:  # a copy inside another repo
