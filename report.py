@@ -1310,13 +1310,19 @@ def curve_means(records):
     return out
 
 
-@os_errors_as_usage()  # an --out it cannot use is the command line's UsageError, in a notebook too
 def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, label_dirs=()):
     """Read every run under base_dir and write the report to out_dir; returns the summary dict.
     workers > 1 reads the runs and draws the figures in up to that many processes (`in_workers`),
     spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
     multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default).
     `label_dirs`: folders of the label files the runs trained with (`label_stat_rows`)."""
+    # an --out it cannot use is the command line's UsageError, in a notebook too
+    with os_errors_as_usage({"--out": out_dir}):
+        return _report(base_dir, out_dir, grid, title, draw, workers, label_dirs)
+
+
+def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs):
+    """`report`, its OSErrors as they come."""
     base, out = Path(base_dir), Path(out_dir)
     records = read_runs(base, grid, workers)
     exclude_duplicates(records)

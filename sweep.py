@@ -36,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number, os_error_text,
-                          run_cli)
+                          os_errors_as_usage, run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
                         check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
                         value_list)
@@ -937,7 +937,8 @@ def main(argv=None):
             log(f"{count_line(tasks)}: nothing to submit, no script written{drop_old_script(opts.slurm)}")
             summary = {"runs": len(tasks), "tasks": 0, "script": None}
         else:
-            scripts, commands, n, submit = write_slurm(opts, tasks)
+            with os_errors_as_usage({"--slurm": Path(opts.slurm).parent}):  # its logs/ too
+                scripts, commands, n, submit = write_slurm(opts, tasks)
             arrays = f" in {len(scripts)} arrays of at most {opts.max_array_size}" if len(scripts) > 1 else ""
             log(f"{count_line(tasks)}\nwrote {', '.join(map(str, scripts))} ({counted(n, 'array task')}"
                 f"{arrays}) and {commands}; submit with: {' && '.join(submit)}")

@@ -120,7 +120,7 @@ def main(argv=None):
     from utils.runs import command_line
     from utils.training import run_training
     try:
-        with os_errors_as_usage():
+        with os_errors_as_usage({"--base_dir": args.base_dir}):
             results = run_training(args, command_line(parser.prog, argv))
         distributed.finish()  # under torchrun: every process done, then the group closed
     except RuntimeError as err:

@@ -64,7 +64,8 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
-from utils.errors import CliParser, ExtendList, UsageError, as_parsed, call_cli, choice, log, nonempty, number
+from utils.errors import (CliParser, ExtendList, UsageError, as_parsed, call_cli, choice, log, nonempty, number,
+                          os_errors_as_usage)
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 from utils.runs import resolved
@@ -879,7 +880,8 @@ def run(args):
     for line in _warning_lines(args, labels):
         log(line)
     _check_output(args, out, labels, datasets)
-    made = _write_labels(args, out, labels, datasets)
+    with os_errors_as_usage({"--out": out}):  # the default, the shipped label_files, may be read-only
+        made = _write_labels(args, out, labels, datasets)
     for path, shape, low, high in made:
         print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
     written = [{"file": str(path), "shape": list(shape), "min": low, "max": high}

@@ -4,6 +4,7 @@ The tiny CIFAR-10 is learnable on purpose: each class is a solid colour plus noi
 epochs separate trained from untrained models (attack tests rely on that).
 """
 import contextlib
+import errno
 import json
 import os
 import pickle
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +148,28 @@ def one_thread():
     waiting for the other."""
     with torch_threads(1):
         yield
+
+
+def read_only(monkeypatch, folder):
+    """Writes into `folder` refused as a read-only mount refuses them (a shared install, a dataset
+    mount; root, who may run the tests, ignores chmod): a new folder there, and the temporary file
+    of an atomic write."""
+    real_mkstemp, real_mkdir = tempfile.mkstemp, os.mkdir
+
+    def inside(path):
+        return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(folder))
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and inside(dir):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(dir) / ".tmpfile"))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if inside(path) and os.path.isdir(os.path.dirname(os.path.abspath(path))):  # else ENOENT, as a mount
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_mkdir(path, *args, **kwargs)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "mkdir", mkdir)
 
 
 @pytest.fixture(scope="session")

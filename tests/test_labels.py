@@ -1177,3 +1177,13 @@ def test_the_tools_last_stdout_line_is_strict_json(tmp_path, capsys):
     assert status == 0 and out.count("\n") == 1
     [row] = json.loads(out, parse_constant=lambda name: pytest.fail(f"{name} in {out}"))
     assert (row["min_class_corr"], row["mean_class_corr"], row["max_abs_diff"]) == (None, None, 1.0)
+
+
+def test_a_read_only_out_names_the_flag_that_moves_it(tmp_path, monkeypatch, capsys):
+    """--out defaults to the shipped label_files, read-only in a shared install: the error named
+    the file, not the flag that writes elsewhere."""
+    from conftest import read_only
+    read_only(monkeypatch, tmp_path)
+    assert generate.main(["--dataset", "cifar10", "--label", "uniform_gap=7", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr() == ("", f"error: could not write {tmp_path / 'cifar10_uniform_gap=7.npy'}: "
+                                       "Read-only file system; pass another --out\n")

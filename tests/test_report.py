@@ -1977,3 +1977,15 @@ def test_the_docs_join_of_label_statistics_and_robust_accuracy_keeps_noisy_label
     assert {(r["model"], r["label"]): r["label_sha256"] for r in runs} == {
         ("resnet32", "category"): "", ("resnet32", "lowdim"): lowdim, ("resnet32", "lowdim_noise0.2"): lowdim,
         ("vgg19", "lowdim"): other}
+
+
+def test_a_read_only_out_names_the_flag_that_moves_it(study, tmp_path, monkeypatch, capsys):
+    """--out defaults to ./report, in a read-only folder where report.py runs from a shared
+    install: the error named 'report' alone, not the flag that writes elsewhere."""
+    from conftest import read_only
+    (tmp_path / "ro").mkdir()
+    read_only(monkeypatch, tmp_path / "ro")
+    out = tmp_path / "ro" / "report"
+    assert call_cli(report_main, ["--base_dir", str(study), "--out", str(out), "--workers", "1", "--no_figures"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"error: could not write {out}: Read-only file system; "
+                                                        "pass another --out")

@@ -2134,3 +2134,17 @@ def test_a_stage_killed_by_a_signal_is_named_so(tmp_path):
     [failed] = pool.tally()["failed"]
     assert (failed["status"], failed["note"]) == (-signal.SIGKILL, "killed by SIGKILL")
     assert "FAILED (exit -9): killed by SIGKILL" in log.getvalue()
+
+
+def test_a_read_only_slurm_folder_names_the_flag_that_moves_it(cifar10_dir, label_dir, tmp_path, monkeypatch,
+                                                                capsys):
+    """--slurm jobs/x.sbatch run from a read-only shared install: the error named the folder, not
+    the flag that writes elsewhere."""
+    from conftest import read_only
+    (tmp_path / "jobs").mkdir()
+    read_only(monkeypatch, tmp_path / "jobs")
+    flags = ["--labels", "category", *tiny(cifar10_dir, label_dir, tmp_path / "out"), "--stages", "train",
+             "--slurm", str(tmp_path / "jobs" / "x.sbatch")]
+    assert call_cli(sweep.main, flags) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"error: could not write {tmp_path / 'jobs' / 'logs'}: "
+                                                        "Read-only file system; pass another --slurm")

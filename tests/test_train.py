@@ -473,6 +473,18 @@ def test_a_notebooks_later_run_names_the_code_as_it_is_then(tmp_path):
     assert committed["dirty"] is False and committed["commit"] != first["commit"]
 
 
+def test_a_read_only_base_dir_names_the_flag_that_moves_it(cifar10_dir, label_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    """--base_dir defaults to ./outputs, in a read-only folder where train.py runs from a shared
+    install: the error named the folder, not the flag that writes elsewhere."""
+    from conftest import read_only
+    from utils.errors import call_cli
+    read_only(monkeypatch, tmp_path)
+    assert call_cli(train.main, flags(cifar10_dir, tmp_path / "outputs", label_dir, epochs=1)) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (f"error: could not write {tmp_path / 'outputs'}: "
+                                                        "Read-only file system; pass another --base_dir")
+
+
 def test_naming_the_code_writes_nothing_in_its_checkout(tmp_path):
     """A run named its code with `git status`, which refreshed the checkout's stale .git/index in
     place (through .git/index.lock): a read-only shared install refused the write, and a writable

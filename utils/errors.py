@@ -157,21 +157,27 @@ def interrupt_says(text):
 
 
 @contextlib.contextmanager
-def os_errors_as_usage():
+def os_errors_as_usage(outputs=None):
     """Within (train.py's and attack.py's main, report.report): an OSError (a --base_dir or --out
     through a file or read-only, a full disk) is a UsageError from it, with the line `call_cli`
-    would print for it, so that a caller in process (a notebook) gets the command line's error."""
+    would print for it, so that a caller in process (a notebook) gets the command line's error.
+    `outputs`: {flag: folder} of the folders the command writes into (`os_error_text`)."""
     try:
         yield
     except BrokenPipeError:  # stdout's reader left: `call_cli` ends quietly
         raise
     except OSError as err:
-        raise UsageError(os_error_text(err)) from err
+        raise UsageError(os_error_text(err, outputs)) from err
 
 
-def os_error_text(err):
+REFUSED_ERRORS = (errno.EROFS, errno.EACCES)  # a folder that takes no writes: a full one might, later
+
+
+def os_error_text(err, outputs=None):
     """An OSError as one line, for `call_cli` and a sweep's failed stage: 'could not write PATH:
-    No space left on device', 'cannot use PATH: a file, not a folder'."""
+    No space left on device', 'cannot use PATH: a file, not a folder'. A write refused (a read-only
+    mount, a shared folder of another user's) inside a folder of `outputs` ({flag: folder}) names
+    the flag that moves it: '...: Read-only file system; pass another --base_dir'."""
     verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
     path, reason = err.filename, err.strerror or err
     if err.errno == errno.EEXIST and path and not os.path.isdir(path):
@@ -180,7 +186,18 @@ def os_error_text(err):
         found = next((p for p in (path, *map(str, Path(path).parents)) if os.path.lexists(p)), None)
         if found and not os.path.isdir(found):
             path, reason = found, "a file, not a folder"
-    return f"{verb} {path or 'a file'}: {reason}"
+    return f"{verb} {path or 'a file'}: {reason}{_moved_by(err, outputs)}"
+
+
+def _moved_by(err, outputs):
+    """'; pass another FLAG' for `os_error_text` where `err` refused a write inside the folder of
+    FLAG in `outputs` ({flag: folder}; a folder None is unset), else ''."""
+    if err.errno not in REFUSED_ERRORS or not err.filename:
+        return ""
+    path = Path(os.path.abspath(err.filename))
+    flag = next((flag for flag, folder in (outputs or {}).items()
+                 if folder is not None and path.is_relative_to(os.path.abspath(folder))), None)
+    return f"; pass another {flag}" if flag else ""
 
 
 def choice(kind, name, valid, error=UsageError):
