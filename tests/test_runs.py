@@ -1,15 +1,18 @@
 """utils/atomic.py and utils/runs.py: a file is replaced whole or not at all, also across a crash
 of the machine, and what a killed job leaves behind is cleared by the next job."""
+import errno
 import json
 import os
 import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from utils import atomic, runs
 from utils.atomic import atomic_write_text
 from utils.errors import UsageError
 from utils.runs import append_jsonl, run_lock, write_json
@@ -77,6 +80,44 @@ def test_a_second_process_in_a_run_directory_is_refused_until_the_first_ends(tmp
     assert first.returncode == 0
     with run_lock(tmp_path):
         assert (tmp_path / ".lock").exists()
+
+
+def test_a_lock_file_this_user_may_not_write_still_locks_the_run_directory(tmp_path, monkeypatch):
+    """A run directory's .lock made by another user of a shared study under umask 022 (0644: this
+    one may not open it to write) is still locked, opened to read: the job went on without the
+    lock, training beside the other user's job that held it (a requeued task resumed twice)."""
+    code = ("import sys; from utils.runs import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
+    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+
+    def another_users(path, mode="r", *args, **kwargs):  # as root, a file's mode is no bar
+        if "a" in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, mode, *args, **kwargs)
+    for module in (atomic, runs):
+        monkeypatch.setattr(module, "open", another_users, raising=False)
+    try:
+        assert first.stdout.readline() == "held\n"
+        with pytest.raises(UsageError, match="is in use by another train.py or attack.py job"), run_lock(tmp_path):
+            pass
+    finally:
+        first.communicate("")
+    assert first.returncode == 0
+
+
+def test_a_killed_jobs_temporary_file_this_user_may_not_remove_is_left(tmp_path, monkeypatch):
+    """In another user's run directory (made under umask 022) a killed job's temporary file that
+    this one may not remove stays, without an error naming it: the job's own first write says
+    that the directory takes no file, naming results.json or config.json, not the temporary."""
+    left = tmp_path / ".config.json.abcd1234.tmp"
+    left.write_bytes(b"half")
+
+    def refused(path, *args, **kwargs):  # as root, a folder's mode is no bar
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    monkeypatch.setattr(Path, "unlink", refused)
+    with run_lock(tmp_path):
+        assert left.exists()
 
 
 def test_an_infinite_loss_is_written_as_null(tmp_path):

@@ -115,7 +115,7 @@ def exclusive(path, waiting=None):
     on beside the job that did so on a lock of its own. A FileNotFoundError says `path`'s folder
     is gone."""
     while True:
-        with open(path, "a") as f:
+        with open_lock(path) as f:
             try:
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -131,6 +131,19 @@ def exclusive(path, waiting=None):
             if not locked or _still_at(f, path):
                 yield locked  # closing the file releases the lock
                 return
+
+
+def open_lock(path):
+    """The lock file `path` open to flock, made if absent. One there that this user may not write
+    (another user's, made under umask 022 in a folder the group shares) is opened to read, which
+    flock needs no more than: refused, the job went on without the lock, beside the other one."""
+    try:
+        return open(path, "a")
+    except PermissionError as err:
+        try:
+            return open(path, "rb")
+        except OSError:
+            raise err from None  # no file to read either: the folder takes no new one
 
 
 def _still_at(file, path):
@@ -196,10 +209,12 @@ def remove_temporaries(folder, pattern):
     """Remove the files in `folder` whose names `pattern` (`temporary_names`') matches whole: the
     temporary files (`_temporary`'s) of jobs killed outright (SIGKILL, the OOM killer) while they
     wrote there, found by a job that now works there alone. A folder of such a name is left
-    (a user's, in a report's --out)."""
+    (a user's, in a report's --out), and so is a file in a folder this user may not write (another
+    user's, made under umask 022): the job's first write there says so, naming its own file."""
     for left in Path(folder).iterdir():
         if pattern.fullmatch(left.name) and not left.is_dir():
-            left.unlink(missing_ok=True)
+            with contextlib.suppress(PermissionError):
+                left.unlink(missing_ok=True)
 
 
 def append_whole(path, data):

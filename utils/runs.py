@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import (append_whole, atomic_write, atomic_write_text, json_text, remove_temporaries,
-                          temporary_names)
+from utils.atomic import (append_whole, atomic_write, atomic_write_text, json_text, open_lock,
+                          remove_temporaries, temporary_names)
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -148,7 +148,7 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
         raise in_use
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open(run_dir / ".lock", "a")
+        lock = open_lock(run_dir / ".lock")
     except OSError:
         yield
         return
