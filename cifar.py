@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.atomic import exclusive, made_folders
+from utils.atomic import exclusive, made_folders, umask_mode
 from utils.constants import DATASETS, DatasetInfo, dataset_info, offline, training_images
 from utils.errors import UsageError, log, os_error_text
 from utils.pickles import cifar_batches, meta_class_names
@@ -118,6 +118,8 @@ def _install(info, archive, folder, needed, alone):
         # the needed files last: a job that finds them all finds the meta file too
         for path in sorted(unpacked.iterdir(), key=lambda path: path.name in needed):
             if not (folder / path.name).exists():  # one there is the user's, or a killed job's copy
+                if path.is_file():  # the archive's mode (0644, a copy's 0600) passes the umask by
+                    os.chmod(path, umask_mode())  # a group sharing --data_dir could not read it
                 os.replace(path, folder / path.name)
 
 

@@ -788,6 +788,30 @@ def test_a_download_into_a_folder_that_lacks_a_file_keeps_the_files_it_has(tmp_p
     assert torch.equal(data.test_images, official.test_images)
 
 
+def test_downloaded_files_have_the_umasks_permissions(tmp_path, monkeypatch):
+    """The batches unpacked from the archive kept its modes (0644 in the official one, 0600 in a
+    copy of one's own), whatever the umask: a group sharing --data_dir under umask 002 got files
+    that only their owner could rewrite or, 0600, read. They get the umask's, as a file written."""
+    import stat
+    import tarfile
+    import torchvision.datasets.utils as tv_utils
+    make_cifar10(tmp_path / "official", per_batch=20, seed=1)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in (tmp_path / "official" / "cifar-10-batches-py").iterdir():
+            path.chmod(0o600)
+        tar.add(tmp_path / "official" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    monkeypatch.setattr(tv_utils, "download_url",
+                        lambda url, root, filename, *args, **kwargs: shutil.copy(archive, Path(root) / filename))
+    before = os.umask(0o002)
+    try:
+        load_cifar("cifar10", tmp_path / "data", download=True)
+    finally:
+        os.umask(before)
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "data" / "cifar-10-batches-py").iterdir()}
+    assert modes == {0o664}
+
+
 @pytest.mark.parametrize("third_job", [False, True])
 def test_a_job_that_waited_on_a_failed_download_takes_its_turn(tmp_path, monkeypatch, third_job):
     """Jobs on a new --data_dir: the first one's download failed, and it removed the folder it had

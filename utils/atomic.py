@@ -54,10 +54,11 @@ def print_json(obj):
     print(json_text(obj), flush=True)
 
 
-def _umask():
+def umask_mode(mode=0o666):
+    """`mode` less the umask: what `open` gives a new file (0777: a script, a folder)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return mode & ~mask
 
 
 def atomic_write(path, write, mode=0o666):
@@ -183,7 +184,7 @@ def _temporary(path, write, mode=0o666):
         # mkstemp drops each `..` as text: after a link (lnk/../out) that is another folder
         fd, tmp = tempfile.mkstemp(dir=os.path.realpath(path.parent), prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode & ~_umask())
+            os.fchmod(f.fileno(), umask_mode(mode))
             write(f)
             f.flush()
             os.fsync(f.fileno())
