@@ -413,14 +413,19 @@ trap 'forward USR1' USR1
 trap 'forward TERM' TERM
 
 stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps run at once
-  local log=$1 status interrupted id=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-none}}_$task
+  local log=$1 status interrupted failed id=${SLURM_ARRAY_JOB_ID:-${SLURM_JOB_ID:-none}}_$task
   shift
   if [ -n "$signalled" ]; then  # one came while the last stage ended anyway (train.py's last epoch)
     echo "$(date +%FT%T) task $task: $(basename "${2:-$1}") not started after SIG$signalled" >&2
     return 75  # the next stage would run into the kill, and the task would not be requeued
   fi
-  mkdir -p "$(dirname "$log")"
-  echo "=== $(date +%FT%T) $(hostname) job $id: $(printf '%q ' "$@")" >> "$log"
+  # a log this user may not write (another user's, made under umask 022): one line, nothing run
+  # (bash's two lines, then the tail of that user's last attempt, as if it were this one's)
+  failed=$({ mkdir -p "$(dirname "$log")" &&
+             echo "=== $(date +%FT%T) $(hostname) job $id: $(printf '%q ' "$@")" >> "$log"; } 2>&1) || {
+    echo "error: could not write $log: ${failed##*: }; $(basename "${2:-$1}") not started" >&2
+    return 2
+  }
   echo "$(date +%FT%T) task $task: $(basename "${2:-$1}") ... -> $log" >&2
   "$@" >> "$log" 2>&1 &
   child=$!

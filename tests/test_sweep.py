@@ -803,6 +803,25 @@ def test_a_failing_setup_line_ends_the_task(tmp_path, capsys):
     assert proc.returncode == 0 and "task 0: exit 0" in proc.stderr, proc.stderr
 
 
+def test_a_stage_whose_log_cannot_be_written_is_one_line_and_not_run(tmp_path, capsys):
+    """A task resumed by another user of a shared study, whose run folder and logs were made under
+    umask 022: bash said "Permission denied" twice, ran nothing, and printed the tail of the other
+    user's last attempt as if it were this one's. Now one error line names the log and the stage
+    is not started (a folder where the log should be stands for the file root could write)."""
+    ran = tmp_path / "ran"
+    stage = tmp_path / "stage"
+    stage.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    stage.chmod(0o755)
+    grid = ["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages", "train", "--python", str(stage)]
+    script, _ = slurm_script(tmp_path, capsys, grid)
+    log = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category" / "train.log"
+    log.mkdir(parents=True)
+    proc = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0"},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and not ran.exists()
+    assert proc.stderr.splitlines()[1:] == [f"error: could not write {log}: Is a directory; train.py not started"]
+
+
 def test_a_task_runs_on_its_cpus_per_task_threads(tmp_path, capsys):
     """torch reads MKL_NUM_THREADS before OMP_NUM_THREADS: one exported where the array was submitted
     (sbatch passes that environment on) outweighed the OMP_NUM_THREADS that --cpus_per_task set."""
