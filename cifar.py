@@ -98,6 +98,9 @@ def _install(info, archive, folder, needed, alone):
             shutil.rmtree(left, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{info.folder}.") as tmp:
         unpacked = Path(tmp) / info.folder
+        # 0700 from mkdtemp: a killed job's folder stayed, one the next job of another user of a
+        # shared --data_dir could not remove (as the archive's folder unpacked in it, 0755)
+        os.chmod(tmp, umask_mode(0o777))
         try:
             if not archive.is_file():
                 lacking = _lacking(folder, needed)
@@ -105,6 +108,8 @@ def _install(info, archive, folder, needed, alone):
                 download_url(info.url, tmp, archive.name)
                 os.replace(Path(tmp) / archive.name, archive)
             extract_archive(str(archive), tmp)
+            if unpacked.is_dir():
+                os.chmod(unpacked, umask_mode(0o777))
             missing = [f for f in needed if not (unpacked / f).is_file()]
             reason = f"the archive lacks {', '.join(missing)}" if missing else None
         except Exception as err:  # any network or archive failure gets the same actionable message

@@ -812,6 +812,34 @@ def test_downloaded_files_have_the_umasks_permissions(tmp_path, monkeypatch):
     assert modes == {0o664}
 
 
+def test_a_downloads_temporary_folders_have_the_umasks_permissions(tmp_path, monkeypatch):
+    """The folder a download unpacks in was 0700 (mkdtemp's), the archive's folder in it 0755: a job
+    killed there left them to a --data_dir shared by a group, where the next job of another user
+    could not remove them (an archive's size, for good). They get the umask's mode, as a folder made."""
+    import stat
+    import tarfile
+    import torchvision.datasets.utils as tv_utils
+    make_cifar10(tmp_path / "official", per_batch=20, seed=1)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "official" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    monkeypatch.setattr(tv_utils, "download_url",
+                        lambda url, root, filename, *args, **kwargs: shutil.copy(archive, Path(root) / filename))
+    folders = set()
+    rename = os.replace
+
+    def replace(source, target):  # a file moved out of the unpacked folder: its folders' modes now
+        folders.update(stat.S_IMODE(p.stat().st_mode) for p in (Path(source).parent, Path(source).parent.parent))
+        rename(source, target)
+    monkeypatch.setattr(os, "replace", replace)
+    before = os.umask(0o002)
+    try:
+        load_cifar("cifar10", tmp_path / "data", download=True)
+    finally:
+        os.umask(before)
+    assert folders == {0o775}
+
+
 @pytest.mark.parametrize("third_job", [False, True])
 def test_a_job_that_waited_on_a_failed_download_takes_its_turn(tmp_path, monkeypatch, third_job):
     """Jobs on a new --data_dir: the first one's download failed, and it removed the folder it had
