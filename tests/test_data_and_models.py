@@ -768,17 +768,26 @@ def test_a_data_dir_a_download_cannot_write_in_says_the_dataset_is_missing(tmp_p
         f"{tmp_path}/.cifar-10-python.tar.gz.lock: Read-only file system); put the python-pickle files")
 
 
+def served_archive(folder, monkeypatch, mode=None):
+    """A CIFAR-10 archive of a small official-like folder made in `folder` (its files chmod
+    `mode` first, where given), which torchvision's download_url then serves instead of the network."""
+    import tarfile
+    import torchvision.datasets.utils as tv_utils
+    make_cifar10(folder / "official", per_batch=20, seed=1)
+    archive = folder / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in (folder / "official" / "cifar-10-batches-py").iterdir():
+            if mode is not None:
+                path.chmod(mode)
+        tar.add(folder / "official" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    monkeypatch.setattr(tv_utils, "download_url",
+                        lambda url, root, filename, *args, **kwargs: shutil.copy(archive, Path(root) / filename))
+
+
 def test_a_download_into_a_folder_that_lacks_a_file_keeps_the_files_it_has(tmp_path, monkeypatch, capsys):
     """A folder of one's own batches without test_batch had every batch replaced by the archive's
     when the download filled it in: a run trained on other images than the folder held, silently."""
-    import tarfile
-    import torchvision.datasets.utils as tv_utils
-    make_cifar10(tmp_path / "official", per_batch=20, seed=1)
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "official" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setattr(tv_utils, "download_url",
-                        lambda url, root, filename, *args, **kwargs: shutil.copy(archive, Path(root) / filename))
+    served_archive(tmp_path, monkeypatch)
     make_cifar10(tmp_path / "data", per_batch=30, seed=2)
     (tmp_path / "data" / "cifar-10-batches-py" / "test_batch").unlink()
     data = load_cifar("cifar10", tmp_path / "data", download=True)
@@ -793,16 +802,7 @@ def test_downloaded_files_have_the_umasks_permissions(tmp_path, monkeypatch):
     copy of one's own), whatever the umask: a group sharing --data_dir under umask 002 got files
     that only their owner could rewrite or, 0600, read. They get the umask's, as a file written."""
     import stat
-    import tarfile
-    import torchvision.datasets.utils as tv_utils
-    make_cifar10(tmp_path / "official", per_batch=20, seed=1)
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in (tmp_path / "official" / "cifar-10-batches-py").iterdir():
-            path.chmod(0o600)
-        tar.add(tmp_path / "official" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setattr(tv_utils, "download_url",
-                        lambda url, root, filename, *args, **kwargs: shutil.copy(archive, Path(root) / filename))
+    served_archive(tmp_path, monkeypatch, mode=0o600)
     before = os.umask(0o002)
     try:
         load_cifar("cifar10", tmp_path / "data", download=True)
@@ -817,14 +817,7 @@ def test_a_downloads_temporary_folders_have_the_umasks_permissions(tmp_path, mon
     killed there left them to a --data_dir shared by a group, where the next job of another user
     could not remove them (an archive's size, for good). They get the umask's mode, as a folder made."""
     import stat
-    import tarfile
-    import torchvision.datasets.utils as tv_utils
-    make_cifar10(tmp_path / "official", per_batch=20, seed=1)
-    archive = tmp_path / "cifar-10-python.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "official" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setattr(tv_utils, "download_url",
-                        lambda url, root, filename, *args, **kwargs: shutil.copy(archive, Path(root) / filename))
+    served_archive(tmp_path, monkeypatch)
     folders = set()
     rename = os.replace
 

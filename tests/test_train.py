@@ -444,17 +444,23 @@ def test_a_checkout_another_user_owns_still_names_its_commit(monkeypatch):
     assert code_version()["commit"] == head.strip()
 
 
+def utils_checkout(folder):
+    """A git checkout in `folder` of a copy of utils/, committed once; the git argv that works in it."""
+    shutil.copytree(REPO / "utils", folder / "utils", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "utils"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    return git
+
+
 def test_a_notebooks_later_run_names_the_code_as_it_is_then(tmp_path):
     """One process (a kernel) records the checkout as it is at each run: edited after its first
     run (reloaded, %autoreload), then committed. The first answer was kept for the process, so a
     later run's config.json named the first run's commit, and "dirty": false for edited code."""
     if not shutil.which("git"):
         pytest.skip("no git")
-    shutil.copytree(REPO / "utils", tmp_path / "utils", ignore=shutil.ignore_patterns("__pycache__"))
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "utils"], check=True)
-    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    git = utils_checkout(tmp_path)
     code = textwrap.dedent(f"""
         import json, subprocess
         from utils.runs import environment
@@ -491,11 +497,7 @@ def test_naming_the_code_writes_nothing_in_its_checkout(tmp_path):
     one's own `git commit` running meanwhile failed on the lock."""
     if not shutil.which("git"):
         pytest.skip("no git")
-    shutil.copytree(REPO / "utils", tmp_path / "utils", ignore=shutil.ignore_patterns("__pycache__"))
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "utils"], check=True)
-    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    utils_checkout(tmp_path)
     index = tmp_path / ".git" / "index"
     os.utime(tmp_path / "utils" / "runs.py", ns=(0, 0))  # its stat no longer the index's: a stale index
     before = (index.read_bytes(), index.stat().st_mtime_ns)
