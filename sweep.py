@@ -18,7 +18,6 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 import argparse
-import contextlib
 import ctypes
 import errno
 import hashlib
@@ -40,7 +39,7 @@ from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, 
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
                         check_not_grid_flag, cores, counted, expand, load_grid_file, plan, split_args,
                         value_list)
-from utils.atomic import file_set, made_folders, print_json, utf8
+from utils.atomic import append_whole, file_set, made_folders, print_json, utf8
 from utils.preempt import REQUEUE_EXIT
 
 MODES = ("print", "slurm", "local")
@@ -859,27 +858,21 @@ class LocalPool:
 
 
 def open_log(log, header):
-    """`log` opened to append a stage's output, `header` written whole, on a line of its own (an
-    earlier stage cut off mid-line, by a full disk or a kill, would have glued it to that line,
-    where `last_line` no longer finds it). Unbuffered: a write that fails (a full disk) leaves
-    nothing that closing the file would try to write again; a header that does not fit is cut off
-    again (an unbuffered write takes what fits and says nothing, and the next attempt's lines
-    ran on after half a header)."""
+    """`log` opened to append a stage's output, `header` written whole (`append_whole`: one that
+    does not fit is cut off again, where an unbuffered write took what fit and said nothing, and
+    the next attempt's lines ran on after half a header), on a line of its own (an earlier stage
+    cut off mid-line, by a full disk or a kill, would have glued it to that line, where
+    `last_line` no longer finds it). Unbuffered: a write that fails (a full disk) leaves nothing
+    that closing the file would try to write again."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    out, size, data = open(log, "a+b", buffering=0), None, utf8(header)
+    out = open(log, "a+b", buffering=0)
     try:
         size = os.fstat(out.fileno()).st_size
-        if size and os.pread(out.fileno(), 1, size - 1) != b"\n":
-            data = b"\n" + data
-        written = 0
-        while written < len(data):
-            written += out.write(data[written:])
+        cut_off = size and os.pread(out.fileno(), 1, size - 1) != b"\n"
+        append_whole(log, b"\n" * bool(cut_off) + utf8(header))
     except BaseException as err:
-        with contextlib.suppress(OSError):
-            if size is not None:
-                out.truncate(size)
         out.close()
-        if isinstance(err, OSError):  # a failed write's error names no file
+        if isinstance(err, OSError) and not err.filename:  # fstat's or pread's names no file
             raise OSError(err.errno, err.strerror, str(log)) from None
         raise
     return out

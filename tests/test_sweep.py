@@ -1829,13 +1829,27 @@ def test_a_local_sweep_that_cannot_write_its_logs_fails_each_run_in_one_line(tmp
                 f"{a_file}: a file, not a folder (log: ") in proc.stderr
 
 
+def disk_writes(monkeypatch, room):
+    """Writes through utils.atomic (`append_whole`: a stage log's header) on a disk that is full
+    once a file holds `room` bytes: a write takes what fits, then fails with ENOSPC."""
+    from utils import atomic
+
+    class FullAt:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def write(fd, data):
+            size = os.fstat(fd).st_size
+            if size >= room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return os.write(fd, data[:room - size])
+    monkeypatch.setattr(atomic, "os", FullAt())
+
+
 def test_a_log_header_that_does_not_fit_on_the_disk_fails_the_stage(tmp_path, monkeypatch):
     """A full disk: the failed write is named by the log's path (the write's own error names none)."""
-    class FullDisk(io.FileIO):
-        def write(self, data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(sweep, "open", lambda path, mode, **kwargs: FullDisk(path, mode.replace("b", "")),
-                        raising=False)
+    disk_writes(monkeypatch, room=0)
     task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
                 {}, {"train": [sys.executable, "-c", "pass"]})
     log = io.StringIO()
@@ -1864,13 +1878,7 @@ def test_a_log_header_cut_short_by_a_full_disk_is_cut_off_again(tmp_path, monkey
     log.parent.mkdir()
     log.write_bytes(b"earlier attempt\n")
 
-    class LastPage(io.FileIO):  # 10 bytes fit, then the disk is full
-        def write(self, data):
-            if self.tell() >= 26:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return super().write(data[:26 - self.tell()])
-    monkeypatch.setattr(sweep, "open", lambda path, mode, **kwargs: LastPage(path, mode.replace("b", "")),
-                        raising=False)
+    disk_writes(monkeypatch, room=26)  # 10 bytes fit, then the disk is full
     outcome, _ = one_stage(tmp_path, [sys.executable, "-c", "print('trained')"])
     assert (outcome["status"], outcome["note"]) == (None, f"error: could not write {log}: No space left on device")
     assert log.read_bytes() == b"earlier attempt\n"

@@ -223,16 +223,19 @@ def append_whole(path, data):
     file, its mode and owner stay, and a folder that takes no new file (only the file there is
     writable) does not matter, as it would for `atomic_write`'s temporary file. A write that fails
     (a full disk) is cut off again, so that the file ends as it did, and is an OSError naming
-    `path`."""
+    `path`; so is one a Ctrl-C stops part way."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         size, written = os.fstat(fd).st_size, 0
         try:
             while written < len(data):
                 written += os.write(fd, data[written:])
-        except OSError as err:
-            os.ftruncate(fd, size)
-            raise OSError(err.errno, err.strerror, str(path)) from None
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            if isinstance(err, OSError):  # a failed write's error names no file
+                raise OSError(err.errno, err.strerror, str(path)) from None
+            raise
     finally:
         os.close(fd)
 
