@@ -16,7 +16,7 @@ from conftest import REPO
 from labels import generate, stats
 from utils.errors import UsageError
 
-DOCS = ("README.md", "docs/experiments.md", "labels/README.md")
+DOCS = ("README.md", "docs/experiments.md", "docs/reference.md", "labels/README.md")
 PARSERS = {"train.py": train.build_parser, "attack.py": attack.build_parser, "report.py": report.build_parser,
            "labels.generate": generate.build_parser, "labels.stats": stats.build_parser}
 COMMAND = re.compile(r"\bpython (-m )?(?P<script>[\w/]+\.py|labels\.\w+)\b")
