@@ -41,8 +41,8 @@ from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, 
                           os_errors_as_usage, run_cli)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
-                        eps_text, last_written, missing_note, nonnegative, parse_level, read_json_file,
-                        read_lines, smoothed_loss_attacks, smoothed_run)
+                        eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
+                        read_json_file, read_lines, smoothed_loss_attacks, smoothed_run)
 from utils.atomic import (code_span, exclusive, file_set, markdown_table, print_json, remove_temporaries,
                           temporary_names, utf8)
 from utils.constants import ATTACKS, dataset_info, most_smoothing, schedule
@@ -292,10 +292,8 @@ def read_attacks(record, run_dir):
         record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
         return
     entries, malformed, outdated = attack_entries(attack)
-    # the checkpoint attack.py attacks (its name unknown without the run's flags: not compared)
     flags = record["flags"]
-    best = run_dir / best_checkpoint_name(flags["label"], record["seed"], record["model"]) \
-        if "label" in flags else None
+    best = best_checkpoint(record, run_dir)
     if best and attacked_another(attack_path, attack, best):
         record["problems"].append(f"{ATTACK_RESULTS} left out: it holds the attacks of another "
                                   f"checkpoint than {best.name} (attack the run again)")
@@ -313,6 +311,14 @@ def read_attacks(record, run_dir):
     record["attack"] = {"clean_acc": accuracy(attack.get("clean_acc")),
                         "num_images": images if isinstance(images, int) else None,
                         "entries": entries}
+
+
+def best_checkpoint(record, run_dir):
+    """The checkpoint attack.py attacks in `run_dir`, the run of `record`; None where its name is
+    unknown (the run's flags do not record its label)."""
+    flags = record["flags"]
+    return run_dir / best_checkpoint_name(flags["label"], record["seed"], record["model"]) \
+        if "label" in flags else None
 
 
 def diverged_epoch(history):
@@ -690,8 +696,9 @@ def robust_tables(robust, key):
     return tables
 
 
-def incomplete_and_missing(records, expected, wanted):
-    """Runs with problems (unfinished training, no or partial attack results) and absent runs.
+def incomplete_and_missing(base, records, expected, wanted):
+    """Runs under `base` with problems (unfinished training, no or partial attack results, no
+    attack_examples.png where the grid draws one: `missing_figure`, as sweep.py) and absent runs.
     wanted: {run key tuple: `requested_attacks`-like dict of the attack settings it should have,
     or None} (see expected_runs)."""
     by_key = {tuple(r[k] for k in KEY): r for r in records}
@@ -705,9 +712,13 @@ def incomplete_and_missing(records, expected, wanted):
             elif record["attack"] is not None:
                 images = ((settings["num_images"] or record["train"].get("test_images"))
                           if settings["plans"] else None)
+                run_dir = base / record["run_dir"]
                 if missing := missing_note(record["attack"], settings["keys"], settings["plans"], images,
                                            eps_labels=settings["eps_labels"]):
                     reasons.append(f"attack results: {missing}")
+                elif figure := missing_figure(run_dir, settings, best_checkpoint(record, run_dir)):
+                    reasons.append(f"attack results: every setting, but {figure} (its attack.py stopped "
+                                   "before drawing it: attack the run again)")
         if reasons:
             incomplete.append({"run": record["run"], "run_dir": record["run_dir"], "reasons": reasons})
     missing = [{"run": run_name(key), "reason": "no run directory"} for key in expected
@@ -1332,7 +1343,7 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs):
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)
     measured = label_stat_rows(records, label_dirs)
-    incomplete, missing = incomplete_and_missing(records, expected, wanted)
+    incomplete, missing = incomplete_and_missing(base, records, expected, wanted)
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
     out.mkdir(parents=True, exist_ok=True)

@@ -1035,6 +1035,38 @@ def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
         ("cifar10/resnet32/speech/level100/seed1", ["attack results: 1 of 2 settings missing (fgsm untargeted 1/255)"])]
 
 
+def test_a_run_without_its_examples_figure_is_incomplete_as_its_sweep_finds_it(tmp_path, capsys):
+    """attack.py draws attack_examples.png after its last setting's entry: a job stopped in between
+    left every entry without it. sweep.py attacked such a run again, report.py --grid counted it
+    complete; both now follow one rule (`utils.grid.missing_figure`): not done where the grid draws
+    a figure and the best checkpoint to draw it from is there."""
+    import sweep
+    base = tmp_path / "outputs"
+    run_dir = make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+                       attack=[entry("fgsm", EPS8, 0.2) | {"num_images": 1017}])
+    best = run_dir / "category_seed1_resnet32_best_model.pth"
+    best.write_bytes(b"best")
+    os.utime(best, (0, 0))  # written before its attack results, as train.py and attack.py do
+    grid = tmp_path / "grid.yaml"
+    args = f"--attacks fgsm --epsilons 8/255 --targeted no --base_dir {base}"
+
+    def both(examples=""):
+        grid.write_text(f"labels: [category]\nseeds: [1]\nargs: {args} {examples}\nstages: [attack]\n")
+        sweep.main(["--config", str(grid), "--dry_run"])
+        [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("0 ")]
+        reasons = [i["reasons"] for i in report(base, tmp_path / "report", grid, draw=False)["incomplete"]]
+        return row.split("  ")[-2], reasons
+    assert both() == ("run: resume: no attack_examples.png (drawn, nothing attacked)", [[
+        "attack results: every setting, but no attack_examples.png (its attack.py stopped before drawing it: "
+        "attack the run again)"]])
+    assert both("--examples 0") == ("skip: done (1 setting)", [])  # no figure asked
+    (run_dir / "attack_examples.png").write_bytes(b"png")
+    assert both() == ("skip: done (1 setting)", [])
+    (run_dir / "attack_examples.png").unlink()
+    best.unlink()  # a study copied back without its checkpoints
+    assert both() == ("skip: done (1 setting)", [])
+
+
 def test_paths_in_tables_md_keep_their_backticks(tmp_path):
     """A base folder named a`b ended tables.md's code span `.../a` early and left 'b`: ...' as
     text. A code span now takes a longer fence than any backtick run it holds (CommonMark)."""

@@ -363,8 +363,8 @@ def read_json_file(path):
 def requested_attacks(namespace, module):
     """What attack.py will compute for its parsed flags: {"keys": {(attack label, targeted,
     protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp, seed)}, "num_images": N or
-    None, "eps_labels": {(protocol, eps): its label as --epsilons wrote it}} (seed None: the
-    checkpoint's, any).
+    None, "eps_labels": {(protocol, eps): its label as --epsilons wrote it}, "examples": whether it
+    draws attack_examples.png} (seed None: the checkpoint's, any).
 
     The settings are attack.py's own (`module`: attack.py loaded; its `requested_settings`).
     """
@@ -377,7 +377,8 @@ def requested_attacks(namespace, module):
                 plan.steps, plan.step_size, plan.restarts, namespace.amp, namespace.seed)
     return {"keys": set(plans), "plans": plans, "num_images": namespace.num_images,
             "eps_labels": {(protocol, eps): label for label, eps in epsilons},
-            "smoothed": smoothed_run(namespace.label, namespace.smoothing)}
+            "smoothed": smoothed_run(namespace.label, namespace.smoothing),
+            "examples": namespace.examples != 0}  # unset (None): attack.py's default figure
 
 
 def smoothed_run(label, smoothing):
@@ -722,6 +723,19 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
     return True, f"done ({counted(len(wanted['keys']), 'setting')})"
 
 
+def missing_figure(run_dir, wanted, checkpoint):
+    """'no attack_examples.png' where a run whose attack_results.json holds every `wanted` setting
+    (`requested_attacks`') lacks the figure attack.py draws after the last one (a job stopped in
+    between, killed while it drew or by a full disk, left every entry without it), and `checkpoint`,
+    the best one it is drawn from, is there (a study copied back without it is done); else None.
+    The one rule by which sweep.py attacks such a run again (every entry reused, the figure drawn)
+    and report.py --grid lists it incomplete; none where `wanted` asks no figure (--examples 0)."""
+    if wanted.get("examples") and checkpoint is not None and Path(checkpoint).is_file() \
+            and not (Path(run_dir) / ATTACK_EXAMPLES).exists():
+        return f"no {ATTACK_EXAMPLES}"
+    return None
+
+
 def attacked_another(path, results, checkpoint):
     """Whether attack_results.json (at `path`, parsed: `results`) holds the attacks of another file
     than `checkpoint`: one copied in by hand (train.py removes the attack results of a run it trains
@@ -863,9 +877,8 @@ def _attack_done(run_dir, train_ns, attack_ns, attack, train_done):
     done, note = attack_state(
         run_dir, wanted, test_images, images, checkpoint if train_done else None,
         (train_ns.dataset, attack_ns.data_dir) if attack_ns.data_dir else None)
-    if done and train_done and attack_ns.examples != 0 and checkpoint.is_file() \
-            and not (run_dir / ATTACK_EXAMPLES).exists():  # its attack.py killed while it drew the figure
-        return False, f"resume: no {ATTACK_EXAMPLES} (drawn, nothing attacked)"
+    if done and train_done and (figure := missing_figure(run_dir, wanted, checkpoint)):
+        return False, f"resume: {figure} (drawn, nothing attacked)"
     if not done or not train_done:  # training gives another best checkpoint: attack it too
         if not train_done:
             note = "after train"
