@@ -653,10 +653,7 @@ class Job:
         signal during the attack ends the job, to be requeued, at once where it is `stoppable`,
         else once the entry is written (the loop in `run`)."""
         from utils import preempt
-        from utils.atomic import check_writable
         from utils.runs import provenance, write_json
-        if len(self.entries) == self.kept:  # the first to compute: a folder it cannot be saved in fails
-            check_writable(self.path)  # now, not after the setting's work (a read-only one)
         stop = preempt.requested if self.stoppable(entry) else None
         result = run_setting(self.model, self.space, self.images, self.labels, self.targets, entry, self.args,
                              shared=self.shared, stop=stop)
@@ -678,6 +675,36 @@ class Job:
         if self.args.examples > 0:
             self.png.unlink(missing_ok=True)
         return entry
+
+    def to_compute(self):
+        """Whether this job computes a setting, or writes attack_results.json for want of one."""
+        return not self.path.exists() or any(identity(self.entry(*s)) not in self.done for s in self.settings)
+
+    def to_draw(self, computed, redraw):
+        """Whether this job draws attack_examples.png: asked (--examples above 0), and it computed a
+        setting (`computed`), --examples was given (`redraw`), or the figure is missing."""
+        return self.args.examples > 0 and (computed or redraw or not self.png.exists())
+
+    def check_writable(self, redraw, elsewhere):
+        """Before any attack: where this job will write in its run folder (a setting to compute, the
+        figure to draw), a folder that refuses writes (a read-only archive of finished runs, another
+        user's) is a UsageError naming it and what to do, not an error after the attacks' or the
+        figure's work (the figure alone attacks up to 4 x --examples images once more)."""
+        from utils.atomic import check_writable
+        from utils.errors import REFUSED_ERRORS, os_error_text
+        computed = self.to_compute()
+        if not self.to_draw(computed, redraw) and not computed:
+            return
+        try:
+            check_writable(self.path)
+        except OSError as err:
+            if err.errno not in REFUSED_ERRORS:
+                raise
+            only_figure = "" if computed else (
+                f"its {self.path.name} holds every setting asked: pass --examples 0 to read them "
+                f"without drawing {self.png.name}, or ")
+            raise UsageError(f"{os_error_text(OSError(err.errno, err.strerror, str(self.run_dir)))}; nothing "
+                             f"attacked: {only_figure}{elsewhere}") from None
 
     def document(self, clean_acc):
         """attack_results.json: the run, its checkpoint, the flags and every entry, earlier runs' too."""
@@ -746,6 +773,8 @@ def run(args, argv=None):
     path, run_dir, model, space, data, record, loaded = load_run(args)
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")
+    # a run folder that takes no writes: the same copy, where this job may write
+    copy = elsewhere if args.checkpoint else "copy the run directory into another --base_dir and attack it there"
     with run_lock(run_dir, elsewhere=elsewhere):  # one job at a time in a run directory
         check_finished(run_dir)
         # the weights of the file as it is now, which no other job changes while this one holds the
@@ -754,6 +783,7 @@ def run(args, argv=None):
         if version(path) != loaded:
             model, space, record = reload(args, path, data)
         job = Job(args, argv, requested, device, run_dir, path, record, model, space, data)
+        job.check_writable(redraw, copy)
         log(job.start_line())  # a log file (a cluster job's) says at once what is attacked, on what
         total = len(job.settings)
         # a signal the loop did not act on reaches the handler of a caller of main(argv) (a
@@ -771,7 +801,7 @@ def run(args, argv=None):
                         preempt.exit_for_requeue(job.stopped(" by signal"))
             computed = job.finish()
             summary = job.summary()
-            if args.examples > 0 and (computed or redraw or not job.png.exists()):
+            if job.to_draw(computed, redraw):
                 job.draw_examples()
         if args.examples > 0:
             summary["examples"] = str(job.png)

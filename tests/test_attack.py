@@ -964,29 +964,35 @@ def test_a_figure_that_could_not_be_written_is_drawn_by_the_next_run(speech_run,
 def test_a_folder_that_cannot_hold_results_fails_before_the_first_setting(speech_run, cifar10_dir, label_dir,
                                                                           tmp_path, capsys, monkeypatch):
     """A read-only run folder (an archive) said "could not write" only after the first new setting's
-    attack had run, minutes of PGD on a whole test split; a rerun that reuses every setting goes on."""
-    import tempfile
+    attack had run, minutes of PGD on a whole test split; and where every setting was there but the
+    figure was not (its attack.py stopped before drawing it), or --examples asked it again, after the
+    figure's attack and drawing. Now one line naming the folder and what to do, before any attack; a
+    rerun that reuses every setting and draws nothing goes on."""
+    from conftest import read_only
     from utils import attacks
     _, run_dir = speech_run
     shutil.copy(run_dir / "speech_seed3_resnet32_best_model.pth", tmp_path)
     flags = ["--checkpoint", str(tmp_path / "speech_seed3_resnet32_best_model.pth"), "--data_dir",
              str(cifar10_dir), "--label_dir", str(label_dir), "--attacks", "fgsm", "--targeted", "no",
-             "--num_images", "5", "--examples", "0", "--epsilons", "0", "2/255"]
+             "--num_images", "5", "--epsilons", "0", "2/255"]
     call_main(capsys, flags)
+    (tmp_path / ATTACK_EXAMPLES).unlink()
     before = (tmp_path / ATTACK_RESULTS).read_bytes()
-    real_mkstemp, real_attack, attacked = tempfile.mkstemp, attacks.run_attack, []
-
-    def read_only(*args, dir=None, **kwargs):  # what a read-only mount answers (root ignores chmod)
-        if dir is not None and Path(dir) == tmp_path:
-            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(Path(dir) / ".tmpfile"))
-        return real_mkstemp(*args, dir=dir, **kwargs)
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    real_attack, attacked = attacks.run_attack, []
+    read_only(monkeypatch, tmp_path)
     monkeypatch.setattr(attacks, "run_attack", lambda *a, **k: attacked.append(a) or real_attack(*a, **k))
-    _, err = call_main(capsys, flags)  # every setting reused: nothing to write
+    _, err = call_main(capsys, flags + ["--examples", "0"])  # every setting reused: nothing to write
     assert err.count("(reused from") == 2
+    copy = "attack a copy of the checkpoint in a folder of its own"
     status, err = run_cli_status(capsys, flags + ["8/255"])
-    assert (status, err.splitlines()[-1]) == (2, f"error: could not write {tmp_path / ATTACK_RESULTS}: "
-                                                 "Read-only file system")
+    assert (status, err.splitlines()) == (2, [f"error: could not write {tmp_path}: Read-only file system; "
+                                              f"nothing attacked: {copy}"])
+    figure_only = (f"error: could not write {tmp_path}: Read-only file system; nothing attacked: its "
+                   f"{ATTACK_RESULTS} holds every setting asked: pass --examples 0 to read them without drawing "
+                   f"{ATTACK_EXAMPLES}, or {copy}")
+    assert run_cli_status(capsys, flags) == (2, figure_only)
+    (tmp_path / ATTACK_EXAMPLES).write_bytes(b"png")  # there: asked again with --examples
+    assert run_cli_status(capsys, flags + ["--examples", "6"]) == (2, figure_only)
     assert not attacked and (tmp_path / ATTACK_RESULTS).read_bytes() == before
 
 
