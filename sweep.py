@@ -788,9 +788,9 @@ class LocalPool:
         except OSError as err:
             note = f"error: {os_error_text(err)}"
             self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (not started): {note}")
-            with self.lock:
+            with self.lock:  # no log where none could be made: the note says why
                 self.outcomes.append({"run": task.run.name, "stage": stage, "status": None, "seconds": 0.0,
-                                      "log": str(stage_log), "note": note})
+                                      "log": str(stage_log) if stage_log.exists() else None, "note": note})
             return False
         self.say(f"[{number}/{self.total}] {stage} {task.run.name}: started ({where}), log {stage_log}")
         with out:
@@ -878,6 +878,29 @@ def open_log(log, header):
     return out
 
 
+def check_logs(tasks, base_dir):
+    """That this sweep can write the stage logs of the `tasks` left to do, before any starts: a log
+    there is opened to append (nothing written), else a file is made and removed in the nearest
+    folder above it that is there (no run directory made). A --base_dir that takes no writes (a
+    read-only mount, another user's folder) failed each run 'not started', each pointing at a log
+    that was never written; now one UsageError naming what could not be written and the flag that
+    moves it (`os_error_text`)."""
+    from utils.atomic import check_writable
+    checked = set()
+    with os_errors_as_usage({"--base_dir": base_dir}):
+        for stage_log in (task.run_dir / f"{stage}.log" for task in tasks for stage in task.todo):
+            if os.path.lexists(stage_log):
+                open(stage_log, "ab").close()
+                continue
+            folder = next(p for p in stage_log.parents if os.path.lexists(p))
+            if folder not in checked:
+                checked.add(folder)
+                try:
+                    check_writable(folder / stage_log.name)
+                except OSError as err:  # named by the folder: no log is there to name
+                    raise OSError(err.errno, err.strerror, str(folder)) from None
+
+
 def full_disk_note(out, log):
     """For a stage that failed with no `error:` line in its log `out`: the line it could not write
     where the log's file system is full (its progress lines took the last space, and the error
@@ -944,6 +967,7 @@ def main(argv=None):
                        "scripts": [str(p) for p in scripts], "commands": str(commands), "submit": submit}
         print_json(summary)
         return summary
+    check_logs(todo, scripts["train"].parse(runs[0].flags() + routed["train"]).base_dir)
     log(count_line(tasks))
     pool = LocalPool(tasks, local_slots(opts))
     pool.run()
@@ -953,8 +977,8 @@ def main(argv=None):
     failed, stopped = tally["failed"], tally["stopped"]
     for outcome in failed:
         status = "not started" if outcome["status"] is None else f"exit {outcome['status']}"
-        log(f"FAILED {outcome['stage']} {outcome['run']}: {status}: {outcome['note']} (log: "
-            f"{outcome['log']})")
+        log(f"FAILED {outcome['stage']} {outcome['run']}: {status}: {outcome['note']}"
+            + (f" (log: {outcome['log']})" if outcome["log"] else ""))
     print_json(summary)
     if pool.signal is not None or stopped:
         sys.exit(130 if pool.signal == signal.SIGINT else REQUEUE_EXIT)

@@ -1813,20 +1813,41 @@ def test_a_stages_log_keeps_its_earlier_attempts(tmp_path):
     assert (text.count("=== "), text.count("working")) == (2, 2)
 
 
-def test_a_local_sweep_that_cannot_write_its_logs_fails_each_run_in_one_line(tmp_path, cifar10_dir,
-                                                                             label_dir):
-    """A --base_dir that is a file (or read-only): a traceback from each worker thread, and exit 0
-    with every run 'not_started'."""
+def test_a_local_sweep_that_cannot_write_its_logs_is_one_line_before_any_run(tmp_path, cifar10_dir,
+                                                                            label_dir, capsys, monkeypatch):
+    """A --base_dir that is a file: a traceback from each worker thread, and exit 0 with every run
+    'not_started'; then each run failed 'not started' (exit 1), pointing at a train.log that was
+    never written. A read-only one (a mount, another user's folder) likewise. Now one error line
+    before any run, naming what could not be written and the flag that moves it."""
+    from conftest import read_only
     a_file = tmp_path / "a_file"
     a_file.write_text("")
     proc = run_script("sweep.py", "--labels", "category", "speech", "--seeds", "3", "--local",
                       *tiny(cifar10_dir, label_dir, a_file), check=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    summary = last_json(proc)
-    assert (summary["completed"], summary["not_started"], len(summary["failed"])) == (0, 0, 2)
-    for label in ("category", "speech"):
-        assert (f"FAILED train cifar10/resnet32/{label}/level100/seed3: not started: error: cannot use "
-                f"{a_file}: a file, not a folder (log: ") in proc.stderr
+    assert (proc.returncode, proc.stdout, proc.stderr) == (2, "", f"error: cannot use {a_file}: a file, not a folder\n")
+    base = tmp_path / "outputs"
+    run = base / "cifar10" / "seed3" / "resnet32" / "model_category"
+    make_trained(run, epochs=1)  # trained: its attack is left, whose attack.log is not there yet
+    read_only(monkeypatch, base)
+    grid = ["--labels", "category", "speech", "--seeds", "3", "--local", *tiny(cifar10_dir, label_dir, base)]
+    for folder in (run, run.parent):  # the trained run's logs in its folder, a new run's in the nearest there
+        with pytest.raises(UsageError) as refused:
+            sweep.main(grid)
+        assert str(refused.value) == f"could not write {folder}: Read-only file system; pass another --base_dir"
+        assert not any(run.glob("*.log")) and not (run.parent / "model_speech").exists()
+        grid = [a for a in grid if a != "category"]
+    assert "FAILED" not in capsys.readouterr().err
+
+
+def test_a_stage_whose_log_could_not_be_made_names_no_log(tmp_path):
+    """A stage whose log could not be made once the sweep ran (its run folder made a file meanwhile)
+    failed 'not started' with '(log: .../train.log)', a log that was never written."""
+    (tmp_path / "run").write_text("")
+    task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],
+                {}, {"train": [sys.executable, "-c", "pass"]})
+    [outcome] = sweep.LocalPool([task], [{}], stream=io.StringIO()).run()
+    assert (outcome["status"], outcome["log"], outcome["note"]) == (
+        None, None, f"error: cannot use {tmp_path / 'run'}: a file, not a folder")
 
 
 def disk_writes(monkeypatch, room):
