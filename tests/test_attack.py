@@ -926,9 +926,9 @@ def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, la
                          "--num_images", "10", "--examples", "0")
     before = (run_dir / ATTACK_RESULTS).read_bytes() if (run_dir / ATTACK_RESULTS).exists() else None
     with run_lock(run_dir):
-        assert run_cli_status(capsys, flags) == (2, f"error: {run_dir} is in use by another train.py "
-                                                    "or attack.py job; wait for it to end, or use "
-                                                    "another --base_dir")
+        status, line = run_cli_status(capsys, flags)
+        assert status == 2 and re.fullmatch(rf"error: {re.escape(str(run_dir))} is in use by \S+ \(pid {os.getpid()} "
+                                            r"on [^;]+\); wait for it to end, or use another --base_dir", line), line
         checkpoint = next(run_dir.glob("*_best_model.pth"))
         assert run_cli_status(capsys, flags + ["--checkpoint", str(checkpoint)])[1].endswith(
             "wait for it to end, or attack a copy of the checkpoint in a folder of its own")

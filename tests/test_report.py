@@ -1651,7 +1651,7 @@ def test_the_latest_error_line_of_a_log_is_named(tmp_path):
 
 
 def test_another_jobs_refusal_is_no_error_of_the_run(tmp_path):
-    """A second sweep started on a run in training was refused ('in use by another ... job'), and
+    """A second sweep started on a run in training was refused ('in use by train.py (pid ...)'), and
     its sweep appended that line, under its own header, to the train.log the first job writes;
     the first job, then killed without an error line of its own, was reported with that refusal as
     its error. An error line of its own is still named."""
@@ -1664,7 +1664,7 @@ def test_another_jobs_refusal_is_no_error_of_the_run(tmp_path):
     log = (header.format(0) + '{"epoch": 1}\n' + header.format(1) + f"error: {refused.value}\n"
            + '{"epoch": 2}\n')
     (run_dir / "train.log").write_text(log)
-    assert "in use by another train.py or attack.py job" in log
+    assert f"{run_dir} is in use by " in log
     assert log_error(run_dir, "train") == ""
     reasons = report(base, tmp_path / "out", draw=False)["incomplete"][0]["reasons"]
     assert not any("train.log" in reason for reason in reasons), reasons

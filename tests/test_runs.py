@@ -1,12 +1,16 @@
 """utils/atomic.py and utils/runs.py: a file is replaced whole or not at all, also across a crash
 of the machine, and what a killed job leaves behind is cleared by the next job."""
+import contextlib
 import errno
+import fcntl
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ import pytest
 from conftest import REPO
 from utils import atomic, runs
 from utils.atomic import atomic_write_text
-from utils.errors import UsageError
+from utils.errors import UsageError, call_cli
 from utils.runs import append_jsonl, run_lock, write_json
 
 
@@ -61,27 +65,6 @@ def test_a_killed_jobs_temporary_file_is_removed_by_the_next_job(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", *others])
 
 
-def test_a_second_process_in_a_run_directory_is_refused_until_the_first_ends(tmp_path):
-    """Two jobs in one run directory, each taking run_lock: the second is a one-line error while
-    the first holds it (a shared lock let both in, to write one run from two), and goes in once
-    the first has ended."""
-    code = ("import sys; from utils.runs import run_lock\n"
-            "with run_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
-    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    try:
-        assert first.stdout.readline() == "held\n"
-        with pytest.raises(UsageError) as refused, run_lock(tmp_path):
-            pass
-    finally:
-        first.communicate("")  # its stdin closed: it leaves the lock
-    assert str(refused.value) == (f"{tmp_path} is in use by another train.py or attack.py job; wait for it "
-                                  "to end, or use another --base_dir")
-    assert first.returncode == 0
-    with run_lock(tmp_path):
-        assert (tmp_path / ".lock").exists()
-
-
 def test_a_lock_file_this_user_may_not_write_still_locks_the_run_directory(tmp_path, monkeypatch):
     """A run directory's .lock made by another user of a shared study under umask 022 (0644: this
     one may not open it to write) is still locked, opened to read: the job went on without the
@@ -99,11 +82,182 @@ def test_a_lock_file_this_user_may_not_write_still_locks_the_run_directory(tmp_p
         monkeypatch.setattr(module, "open", another_users, raising=False)
     try:
         assert first.stdout.readline() == "held\n"
-        with pytest.raises(UsageError, match="is in use by another train.py or attack.py job"), run_lock(tmp_path):
+        # opened to read, the file still says who holds it
+        with pytest.raises(UsageError, match=rf"is in use by python \(pid {first.pid} on "), run_lock(tmp_path):
             pass
     finally:
         first.communicate("")
     assert first.returncode == 0
+
+
+# A job, named by its script's file, that holds a lock (run_lock or exclusive) on sys.argv[1] until
+# its stdin closes; its clock reads 2 Jan 2026, 17:05:34, here, when it records itself.
+HOLDER = """
+import sys, time
+sys.path.insert(0, {repo!r})
+time.time = lambda: {since!r}
+from utils.atomic import exclusive
+from utils.runs import run_lock
+with {lock}(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+SINCE = "since 2026-01-02 17:05"
+
+
+@contextlib.contextmanager
+def held_by(tmp_path, script, lock, path, **env):
+    """The process `HOLDER` as `script` (train.py, report.py) with `env` set, holding the lock
+    `lock` ('run_lock', 'exclusive') on `path` for the block."""
+    file = tmp_path / "job" / script
+    file.parent.mkdir(exist_ok=True)
+    file.write_text(HOLDER.format(repo=str(REPO), since=time.mktime((2026, 1, 2, 17, 5, 34, 0, 0, -1)),
+                                  lock=lock))
+    unset = ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID")
+    holder = subprocess.Popen([sys.executable, str(file), str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items() if k not in unset} | env)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0
+
+
+def refusal(capsys, run_dir):
+    """The error line and exit status of a job that takes run_lock on `run_dir`, as a script's."""
+    def main(argv):
+        with run_lock(run_dir):
+            pass
+    status = call_cli(main, [])
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("slurm, named", [({"SLURM_ARRAY_JOB_ID": "881", "SLURM_ARRAY_TASK_ID": "12",
+                                             "SLURM_JOB_ID": "893"}, ", SLURM job 881_12"),
+                                           ({"SLURM_JOB_ID": "893"}, ", SLURM job 893"), ({}, "")])
+def test_a_run_directory_in_use_names_the_job_that_holds_it(tmp_path, capsys, slurm, named):
+    """Two jobs in one run directory: the second is a one-line error while the first holds it (a
+    shared lock let both in, to write one run from two), and goes in once the first has ended.
+    'in use by another train.py or attack.py job' named no one: among hundreds of array tasks, or
+    a killed sweep's orphaned train.py finishing its epoch, the user could not tell which job held
+    the run directory. The holder writes who it is into the lock file, and the refusal says it."""
+    run_dir = tmp_path / "run"
+    with held_by(tmp_path, "train.py", "run_lock", run_dir, **slurm) as holder:
+        assert refusal(capsys, run_dir) == (2, f"error: {run_dir} is in use by train.py (pid {holder.pid} on "
+                                               f"{socket.gethostname()}{named}, {SINCE}); wait for it to "
+                                               "end, or use another --base_dir\n")
+    assert (run_dir / ".lock").read_bytes() == b""  # emptied by the holder at its end
+    assert refusal(capsys, run_dir) == (0, "")
+
+
+def test_a_job_in_this_process_that_holds_the_run_directory_is_named(tmp_path, monkeypatch):
+    """A second run_lock in the process that holds the run directory (a notebook's; on NFS flock
+    lets it in) names this process, read from the lock file it holds open (opening it again and
+    closing it would drop an NFS lock)."""
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "attack.py")])
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    today = time.mktime(time.localtime()[:3] + (0, 0, 1, 0, 0, -1))  # today at 00:00:01
+    monkeypatch.setattr(time, "time", lambda: today)
+    with run_lock(tmp_path), pytest.raises(UsageError) as refused, run_lock(tmp_path):
+        pass
+    assert str(refused.value) == (f"{tmp_path} is in use by attack.py (pid {os.getpid()} on "
+                                  f"{socket.gethostname()}, SLURM job 77, since 00:00:01); wait for it to end, "
+                                  "or use another --base_dir")
+
+
+def dead_pid():
+    """The pid of a process of this host that has ended."""
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(ended.stdout)
+
+
+RECORD = {"script": "train.py", "pid": 4123, "host": "node07", "slurm_job": "881_12", "since": 1767369934}
+
+
+@pytest.mark.parametrize("text", [
+    b"", b"   \n", b"\x00\xff\xfe", b'{"script": "train.py", "pid": 41',  # empty, garbled, cut part way
+    b"[1, 2]", b'"train.py"', json.dumps({**RECORD, "pid": "4123"}).encode(),
+    json.dumps({**RECORD, "pid": -1}).encode(), json.dumps({**RECORD, "pid": 10**40}).encode(),
+    json.dumps({**RECORD, "host": ""}).encode(), json.dumps({**RECORD, "since": "17:05"}).encode(),
+    json.dumps({**RECORD, "since": 1e300}).encode(), json.dumps({**RECORD, "script": 7}).encode(),
+    json.dumps({**RECORD, "slurm_job": "x" * 600}).encode(),  # more than a reader takes: cut
+    "stale"])
+def test_a_lock_file_that_names_no_one_gives_the_old_refusal(tmp_path, capsys, text):
+    """A lock file without a whole record (a holder that could not write it, or is writing it; not
+    one of labelrep's), or the record of a process on this host that has ended (a killed holder's,
+    which the job now holding the lock could not replace), names no one: the refusal is the line
+    from before holders were named."""
+    if text == "stale":
+        text = json.dumps({**RECORD, "host": socket.gethostname(), "pid": dead_pid()}).encode()
+    (tmp_path / ".lock").write_bytes(text)
+    with open(tmp_path / ".lock", "rb") as other_job:  # its holder: a job that wrote no record
+        fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert refusal(capsys, tmp_path) == (2, f"error: {tmp_path} is in use by another train.py or attack.py "
+                                                "job; wait for it to end, or use another --base_dir\n")
+
+
+def test_a_recorded_holder_is_shown_on_one_line(tmp_path, capsys):
+    """A record with control characters and newlines (a host or script name of a hand-made file)
+    is shown without them, each text cut to 64 characters: the error stays one line that a
+    terminal shows as it is. A record from another host is taken as it is (its pid is no process
+    of this one's to look up)."""
+    record = {**RECORD, "script": "train.py\n\x1b[2Jerror: fake", "host": "node07\r\t" + "n" * 100,
+              "slurm_job": "\x07"}
+    (tmp_path / ".lock").write_text(json.dumps(record))
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(RECORD["since"]))
+    with open(tmp_path / ".lock", "rb") as other_job:
+        fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert refusal(capsys, tmp_path) == (2, f"error: {tmp_path} is in use by train.py[2Jerror: fake (pid 4123 "
+                                                f"on node07{'n' * 58}, since {since}); wait for it to end, or use "
+                                                "another --base_dir\n")
+
+
+def test_a_holder_that_may_not_write_the_lock_file_holds_it_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """A .lock another user made under umask 022 is opened to read (`open_lock`): its holder cannot
+    record itself there (nor empty it), and still holds the run directory; the file stays as it
+    was, and a second job is refused with the line that names no one."""
+    (tmp_path / ".lock").write_bytes(b"another user's\n")
+
+    def another_users(path, mode="r", *args, **kwargs):  # as root, a file's mode is no bar
+        if "a" in mode:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return open(path, mode, *args, **kwargs)
+    monkeypatch.setattr(atomic, "open", another_users, raising=False)
+    with run_lock(tmp_path):
+        assert (tmp_path / ".lock").read_bytes() == b"another user's\n"
+        second = subprocess.run([sys.executable, "-c", "import sys; from utils.runs import run_lock\n"
+                                 "from utils.errors import run_cli\n"
+                                 "def main(argv):\n    with run_lock(sys.argv[1]): pass\n"
+                                 "run_cli(main)", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert (second.returncode, second.stderr) == (2, f"error: {tmp_path} is in use by another train.py or "
+                                                     "attack.py job; wait for it to end, or use another --base_dir\n")
+    assert (tmp_path / ".lock").read_bytes() == b"another user's\n"
+
+
+def test_a_job_waiting_its_turn_names_the_job_it_waits_for(tmp_path, capsys):
+    """A report (or a download) waiting on another said 'waiting for another report.py ...' and
+    nothing of which: where that one recorded itself in the lock file, the line names it."""
+    import threading
+
+    from utils.atomic import exclusive
+    lock, said = tmp_path / ".report.lock", ""
+
+    def second():
+        with exclusive(lock, waiting="waiting for another report.py"):
+            pass
+    with held_by(tmp_path, "report.py", "exclusive", lock) as holder:
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        for _ in range(200):  # until it says it waits (10 s at most)
+            said += capsys.readouterr().err
+            if said:
+                break
+            time.sleep(0.05)
+    waiter.join(10)
+    assert said == (f"waiting for another report.py: report.py (pid {holder.pid} on {socket.gethostname()}, "
+                    f"{SINCE})\n")
 
 
 def test_a_killed_jobs_temporary_file_this_user_may_not_remove_is_left(tmp_path, monkeypatch):

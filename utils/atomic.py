@@ -9,7 +9,10 @@ import json
 import math
 import os
 import re
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from utils.errors import log
@@ -110,7 +113,9 @@ def exclusive(path, waiting=None):
     """Hold an exclusive lock on the file `path` (made if absent) for the block, so that jobs
     sharing a folder take turns; yields whether it holds one (False where the file system has no
     locks: the caller goes on without). `waiting`: a line for stderr where another job holds it,
-    before this one waits (a job that waited on a download or a report in silence looked hung).
+    before this one waits (a job that waited on a download or a report in silence looked hung),
+    followed by who that is where it recorded itself (`recording`: ': train.py (pid 4123 on node07,
+    since 17:05:34)').
     A job that holds it may remove the file (cifar's download removing the folder it made): a job
     that waited on the removed file then locks the one at `path` now, made anew, instead of going
     on beside the job that did so on a lock of its own. A FileNotFoundError says `path`'s folder
@@ -122,7 +127,8 @@ def exclusive(path, waiting=None):
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:  # held by another job
                     if waiting:
-                        log(waiting)
+                        holder = holder_of(f)
+                        log(f"{waiting}: {holder}" if holder else waiting)
                         waiting = None  # said once, also where the file was removed meanwhile
                     fcntl.flock(f, fcntl.LOCK_EX)
             except OSError:
@@ -130,21 +136,103 @@ def exclusive(path, waiting=None):
             else:
                 locked = True
             if not locked or _still_at(f, path):
-                yield locked  # closing the file releases the lock
+                with recording(f) if locked else contextlib.nullcontext():
+                    yield locked  # closing the file releases the lock
                 return
 
 
 def open_lock(path):
-    """The lock file `path` open to flock, made if absent. One there that this user may not write
-    (another user's, made under umask 022 in a folder the group shares) is opened to read, which
-    flock needs no more than: refused, the job went on without the lock, beside the other one."""
+    """The lock file `path` open to flock, to read (`holder_of`) and to write (`recording`), made if
+    absent. One there that this user may not write (another user's, made under umask 022 in a
+    folder the group shares) is opened to read, which flock needs no more than: refused, the job
+    went on without the lock, beside the other one."""
     try:
-        return open(path, "a")
+        return open(path, "a+b")
     except PermissionError as err:
         try:
             return open(path, "rb")
         except OSError:
             raise err from None  # no file to read either: the folder takes no new one
+
+
+HOLDER_BYTES = 512  # the most of a lock file that `holder_of` reads: a record is one short line
+
+
+@contextlib.contextmanager
+def recording(lock):
+    """For the block, who holds the flock on the open lock file `lock` (`open_lock`'s) written in
+    it, for a job refused or waiting to say (`holder_of`): a run in use on a cluster of hundreds of
+    jobs, or held by a killed sweep's orphan, named no one. The script's name, pid, host, SLURM
+    job (array job_task where it is one) and the time; emptied again at the end. Only a
+    description: the flock alone locks, so a file this job cannot write (another user's, opened to
+    read; a full disk) holds nothing, and the job goes on as it is."""
+    record = {"script": _script_name(), "pid": os.getpid(), "host": socket.gethostname(),
+              "slurm_job": _slurm_job(), "since": int(time.time())}
+    _write_holder(lock, (json.dumps(record) + "\n").encode())
+    try:
+        yield
+    finally:
+        _write_holder(lock, b"")
+
+
+def _write_holder(lock, data):
+    """The open lock file `lock` holding `data` alone (one write, under HOLDER_BYTES: a reader
+    meanwhile finds it empty or cut, and says no name), where this job may write it."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(lock.fileno(), 0)
+        if 0 < len(data) <= HOLDER_BYTES:
+            os.write(lock.fileno(), data)  # O_APPEND, at the start of the emptied file
+
+
+def _script_name():
+    """The running script's file name (train.py), its package's for `python -m` (pytest), or
+    'python' (-c, a shell)."""
+    path = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    name = path.parent.name if path.name == "__main__.py" else path.name
+    return "python" if name.startswith("-") else name
+
+
+def _slurm_job():
+    """The SLURM job this process runs in: JOB_TASK for an array's task, JOB otherwise; else None."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID") or None
+
+
+def holder_of(lock):
+    """Who holds the open lock file `lock`, as its holder wrote it (`recording`): 'train.py (pid
+    4123 on node07, SLURM job 881_12, since 17:05:34)'; None where the file says no one (empty, cut
+    part way, unreadable, not a record, or that of a process on this host that is gone: a killed
+    holder's, where the one now holding it could not write). Its first HOLDER_BYTES only, shown
+    without control characters: a one-line error stays one line."""
+    try:
+        record = json.loads(os.pread(lock.fileno(), HOLDER_BYTES, 0).decode())
+        script, pid, host = (_shown(record["script"]), record["pid"], _shown(record["host"]))
+        since, slurm = time.localtime(record["since"]), record.get("slurm_job")
+    except (OSError, ValueError, TypeError, KeyError, OverflowError):
+        return None
+    if not (script and host and type(pid) is int and 0 < pid < 2**31):
+        return None
+    if record["host"] == socket.gethostname() and not _alive(pid):
+        return None
+    when = time.strftime("%H:%M:%S" if since[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M", since)
+    job = f", SLURM job {_shown(slurm)}" if isinstance(slurm, str) and _shown(slurm) else ""
+    return f"{script} (pid {pid} on {host}{job}, since {when})"
+
+
+def _shown(value):
+    """A recorded text as a message shows it: printable characters only, 64 at most; '' for no text."""
+    return "".join(c for c in value if c.isprintable())[:64] if isinstance(value, str) else ""
+
+
+def _alive(pid):
+    """Whether a process `pid` runs on this host (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):  # gone; a number no pid is
+        return False
+    except OSError:  # EPERM: another user's
+        pass
+    return True
 
 
 def _still_at(file, path):

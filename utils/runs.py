@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import (append_whole, atomic_write, atomic_write_text, json_text, open_lock,
-                          remove_temporaries, temporary_names)
+from utils.atomic import (append_whole, atomic_write, atomic_write_text, holder_of, json_text, open_lock,
+                          recording, remove_temporaries, temporary_names)
 from utils.errors import UsageError
 
 RESULTS = "results.json"
@@ -126,26 +126,33 @@ def best_checkpoint_name(label, seed, model):
 
 # atomic_write's temporary name for one of a run's files (json, jsonl, pth, png)
 OWN_TEMPORARY = temporary_names(r"[^/]+\.(?:json|jsonl|pth|png)")
-_held = set()  # run directories this process works in (on NFS, flock does not tell two apart)
-# run_lock's refusal, which a sweep appends to the log of the job that holds the run directory
-IN_USE = "is in use by another train.py or attack.py job"
+# the run directories this process works in, each with its open lock file (on NFS, flock does not
+# tell two jobs of one process apart)
+_held = {}
+# in every refusal of `run_lock`, which a sweep appends to the log of the job that holds the run directory
+IN_USE = "; wait for it to end, or "
+NO_HOLDER = "another train.py or attack.py job"  # a holder that recorded no name (`holder_of`)
 
 
 @contextlib.contextmanager
 def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
     """Work in `run_dir` as its only job (train.py, attack.py): a second job there is a one-line
-    error, not a run mixed from two. Holding it, remove the temporary files that killed jobs left
-    (`atomic_write`'s for a run's files, up to a checkpoint's size each). hold=False (torchrun's
-    other processes, which write nothing) and a directory that cannot hold the lock file (a
-    read-only archive of finished runs) go on without it; a file system without locks too.
-    `elsewhere` ends the message for a directory in use: how to work in another."""
+    error naming the one there (`recording`: 'RUN_DIR is in use by train.py (pid 4123 on node07,
+    SLURM job 881_12, since 17:05:34); wait for it to end, or ...'), not a run mixed from two.
+    Holding it, remove the temporary files that killed jobs left (`atomic_write`'s for a run's
+    files, up to a checkpoint's size each). hold=False (torchrun's other processes, which write
+    nothing) and a directory that cannot hold the lock file (a read-only archive of finished runs)
+    go on without it; a file system without locks too. `elsewhere` ends the message for a
+    directory in use: how to work in another."""
     run_dir = Path(run_dir).absolute()
-    in_use = UsageError(f"{run_dir} {IN_USE}; wait for it to end, or {elsewhere}")
+
+    def in_use(lock):
+        return UsageError(f"{run_dir} is in use by {holder_of(lock) or NO_HOLDER}{IN_USE}{elsewhere}")
     if not hold:
         yield
         return
-    if run_dir in _held:  # before opening the lock file: closing it would drop an NFS lock
-        raise in_use
+    if run_dir in _held:  # read from the file open: closing another would drop an NFS lock
+        raise in_use(_held[run_dir])
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = open_lock(run_dir / ".lock")
@@ -156,16 +163,18 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise in_use from None
+            raise in_use(lock) from None
         except OSError:
-            pass
+            locked = False
         else:
+            locked = True
             remove_temporaries(run_dir, OWN_TEMPORARY)
-        _held.add(run_dir)
+        _held[run_dir] = lock
         try:
-            yield
+            with recording(lock) if locked else contextlib.nullcontext():
+                yield
         finally:
-            _held.discard(run_dir)
+            _held.pop(run_dir, None)
 
 
 def resolved_folders(args):
