@@ -233,7 +233,8 @@ def run_flags(record, config_there, config, results):
 
 def exclude_misplaced(record):
     """A run whose flags say it belongs in another directory (a category run with --smoothing, a
-    seed not its folder's) is marked excluded, with where it belongs in its problems."""
+    dataset, granularity or seed not its folder's) is marked excluded, with where it belongs in its
+    problems."""
     flags, rel = record["flags"], record["run_dir"]
     label, noise = split_noise(record["label"])
     smoothing = flags.get("smoothing")
@@ -242,6 +243,15 @@ def exclude_misplaced(record):
         record["excluded"] = True
         record["problems"].append(f"left out of the tables: trained with --smoothing {smoothing:g}, "
                                   f"so its directory is {own} (where train.py writes it now); move it there")
+    # a coarse run's 20-class accuracy in a fine row (its folder copied or merged into cifar100/);
+    # train.py and a sweep refuse such a run, so only the report could average it in
+    dataset, granularity = flags.get("dataset"), flags.get("label_granularity")
+    if isinstance(dataset, str) and isinstance(granularity, str) and \
+            (own := dataset_folder(dataset, granularity)) != record["dataset"]:
+        record["excluded"] = True
+        record["problems"].append(f"left out of the tables: trained with --dataset {dataset} --label_granularity "
+                                  f"{granularity}, whose runs train.py writes under {own}, not "
+                                  f"{record['dataset']} (a copy of another run?)")
     seed = flags.get("seed")  # not compared across seeds (exclude_odd_seeds): a copy of seed7 is no seed10
     if isinstance(seed, int) and not isinstance(seed, bool) and seed != record["seed"]:
         record["excluded"] = True

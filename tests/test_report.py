@@ -1016,6 +1016,28 @@ def test_a_run_copied_to_another_seeds_directory_is_left_out(tmp_path):
                                                    "10 of its directory (a copy of another run?)"]}
 
 
+def test_coarse_runs_in_a_fine_folder_are_left_out(tmp_path):
+    """cifar100_coarse/ merged into cifar100/ (cp -r, rsync of two machines' outputs): the two coarse
+    seeds outvoted the fine one, which was left out as trained otherwise, and the row of cifar100
+    showed their accuracy on 20 superclasses, though their config.json records --label_granularity
+    coarse and train.py refuses them there."""
+    base = tmp_path / "runs"
+    for seed, acc, dataset in ((1, 0.2, "cifar100"), (2, 0.6, "cifar100_coarse"), (3, 0.8, "cifar100_coarse")):
+        run_dir = make_run(base, "category", seed, test_acc=acc, valid_acc=acc, dataset=dataset)
+        (run_dir / "config.json").write_text(json.dumps({"flags": {
+            "epochs": 4, "label": "category", "seed": seed, "dataset": "cifar100",
+            "label_granularity": "coarse" if dataset.endswith("_coarse") else "fine"}}))
+    for seed in (2, 3):
+        shutil.copytree(base / f"cifar100_coarse/seed{seed}", base / f"cifar100/seed{seed}")
+    summary = report(base, tmp_path / "out", draw=False)
+    assert [(r["dataset"], r["seeds"], r["test_acc_mean"]) for r in summary["data_efficiency"]] == [
+        ("cifar100", [1], 0.2), ("cifar100_coarse", [2, 3], 0.7)]
+    assert {i["run_dir"]: i["reasons"] for i in summary["incomplete"]} == {
+        f"cifar100/seed{seed}/resnet32/model_category": [
+            "left out of the tables: trained with --dataset cifar100 --label_granularity coarse, whose runs "
+            "train.py writes under cifar100_coarse, not cifar100 (a copy of another run?)"] for seed in (2, 3)}
+
+
 def test_grid_attack_settings_are_what_its_runs_must_have(tmp_path):
     """With --grid, a run must hold the attack settings the grid asks attack.py for: extra entries
     (an iterative or paper-protocol table run by hand) are fine, a missing one is listed, and a run
