@@ -275,6 +275,10 @@ def test_help_says_where_flags_go():
      "run needs files of its own: make them with python -m labels.generate --dataset cifar100 "
      "--label_granularity coarse --label lowdim speech --out DIR; save one target per coarse class as "
      f"{Path('DIR', 'cifar100_mine.npy')} (labels/README.md, 'A label of your own'), then pass --label_dir DIR"),
+    # the dry run said "run: new", then every task's train.py refused it (at most 0.95 for 20 classes)
+    (["--dry_run", "--datasets", "cifar100", "--labels", "category", "--label_granularity", "coarse",
+      "--smoothing", "0.97"], "error: train.py refuses the --dataset cifar100 --label category runs: --smoothing "
+     "0.97 must lie in [0, 0.95] for 20 classes (beyond it the true class gets less than each other class)"),
     (["--dry_run", "--labels", "speech", "--label_dir", "{tmp}/short"], "short/cifar10_speech.npy has "
      "9 class targets, but the dataset has 10 classes"),
     (["--dry_run", "--labels", "dir", "--label_dir", "{tmp}/short"], "short/cifar10_dir.npy is not a "
@@ -307,6 +311,28 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     err = capsys.readouterr().err.strip()
     message = message.replace("{tmp}", str(tmp_path))
     assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
+
+
+def test_every_run_train_py_refuses_for_its_flags_is_named_in_one_error(capsys, tmp_path):
+    """Flags train.py refuses for a dataset's classes or for themselves, without data or label file
+    (--smoothing beyond (C - 1) / C, --n_components not below --feature_dim): sweep.py queued every
+    run, and each job ended with train.py's error line. Now every dataset and label refused, in one
+    line with train.py's reason, before anything is written; a dataset whose classes allow it runs."""
+    script = tmp_path / "jobs" / "s.sbatch"
+    argv = ["--datasets", "cifar10", "cifar100", "--labels", "category", "mcr2", "--seeds", "1", "2",
+            "--smoothing", "0.95", "--feature_dim", "16", "--base_dir", tmp_path / "runs",
+            "--slurm", script]
+    assert call_cli(sweep.main, [str(a) for a in argv]) == 2
+    assert capsys.readouterr().err == (
+        "error: 2 problems with the grid's flags: (1) train.py refuses the --dataset cifar10 --label category "
+        "runs: --smoothing 0.95 must lie in [0, 0.9] for 10 classes (beyond it the true class gets less than "
+        "each other class); (2) train.py refuses the --dataset cifar10 --label mcr2 and --dataset cifar100 "
+        "--label mcr2 runs: --n_components 30 must be below --feature_dim 16: class subspaces of all 16 feature "
+        "directions keep every feature whole, so nearest-subspace decoding could not tell the classes apart\n")
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "runs").exists()
+    rows = sweep_lines(capsys, ["--datasets", "cifar100", "--labels", "category", "--smoothing", "0.95",
+                                "--base_dir", str(tmp_path / "runs"), "--dry_run"])
+    assert "run: new" in rows[1] and rows[1].endswith("/model_category_smooth0.95")
 
 
 def test_every_unusable_label_file_is_named_in_one_error(capsys, tmp_path, label_dir):

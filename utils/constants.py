@@ -120,6 +120,25 @@ def most_smoothing(num_classes):
     return (num_classes - 1) / num_classes
 
 
+def check_smoothing(smoothing, num_classes):
+    """A UsageError where --smoothing `smoothing` lies outside [0, `most_smoothing`] for
+    `num_classes` classes (`utils.labelspace.CategorySpace`'s, and a sweep's before it queues a run,
+    through `utils.flags.check_label_flags`)."""
+    if not 0 <= smoothing <= (most := most_smoothing(num_classes)):
+        raise UsageError(f"--smoothing {smoothing} must lie in [0, {most:g}] for {num_classes} classes "
+                         "(beyond it the true class gets less than each other class)")
+
+
+def check_components(n_components, feature_dim):
+    """A UsageError where --n_components is not below --feature_dim: MCR2's class subspaces of every
+    feature direction keep each feature whole, so nearest-subspace decoding could not tell the classes
+    apart (`utils.mcr2.MCR2Space`'s, and a sweep's, through `utils.flags.check_label_flags`)."""
+    if n_components >= feature_dim:
+        raise UsageError(f"--n_components {n_components} must be below --feature_dim {feature_dim}: "
+                         f"class subspaces of all {feature_dim} feature directions keep every "
+                         "feature whole, so nearest-subspace decoding could not tell the classes apart")
+
+
 def lr_milestones(epochs):
     """The paper's step schedule: the (0-based) epochs from which its lr is divided by 10, at 50%
     and 75% of `epochs` (300 and 450 of 600; the paper's code fixes those two whatever the run's

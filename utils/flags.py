@@ -10,7 +10,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from utils.constants import DATASETS
+from utils.constants import DATASETS, check_components, check_smoothing
 from utils.errors import UsageError, nonempty, number
 from utils.runs import NOISY
 
@@ -144,6 +144,18 @@ def ignored_lines(flags, owners, chosen, option="label"):
 def acts_on(flag, label):
     """Whether train.py's flag `flag` (a name without --) changes a run of `label`."""
     return LABEL_ONLY.get(flag, label) == label
+
+
+def check_label_flags(args, num_classes):
+    """train.py's refusals of its flags `args` that need neither the data nor a label file, for a
+    dataset of `num_classes` classes (`dataset_info`'s): --smoothing beyond its most for those
+    classes, --n_components not below --feature_dim (each where it acts, `acts_on`); a UsageError.
+    train.py checks by it before it builds the label space (`run_label_space`), sweep.py before it
+    queues a run (`utils.grid.check_run_flags`), so that no run of a grid is queued to fail on it."""
+    if acts_on("smoothing", args.label):
+        check_smoothing(args.smoothing, num_classes)
+    if acts_on("n_components", args.label):
+        check_components(args.n_components, args.feature_dim)
 
 
 # labelrep's commits from 21d7ed3 to 754614a, which fixed it: their --amp training never let the

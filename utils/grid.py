@@ -38,8 +38,8 @@ from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, la
                     read_targets, targets_sha256)
 from utils.constants import DATASETS, dataset_info, schedule, training_images  # what attack.py runs for its flags
 from utils.errors import UsageError
-from utils.flags import (acts_on, label_name, level, recorded_config, run_changes,  # as train.py, attack.py
-                         trained_folder)
+from utils.flags import (acts_on, check_label_flags, label_name, level, recorded_config,  # as train.py, attack.py
+                         run_changes, trained_folder)
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         best_checkpoint_name, check_base_dir, file_sha256, read_text, resolved, run_dir_of,
@@ -931,8 +931,33 @@ def check_label_files(runs, label_dir, granularity):
         # train.py's TargetSpace refuses it: each of its runs would fail
         if problem := decoding_problem(targets, f"label file {label_path(dataset, name, label_dir)}"):
             problems.append(problem)
+    refuse_all(problems, "label files")
+
+
+def check_run_flags(runs, train, args):
+    """train.py's checks of each run's flags that need neither data nor a label file
+    (`check_label_flags`: --smoothing's most for the dataset's classes, ...), before any is queued:
+    `train` is train.py's Script, `args` the flags the sweep passes it besides the run's own. Else a
+    UsageError with train.py's reason for each dataset and label whose runs it refuses, all at once
+    (`refuse_all`): each of their jobs would end with that error line."""
+    refused = {}  # train.py's reason -> the (dataset, label)s of the runs it refuses
+    for run in runs:
+        ns = train.parse(run.flags() + args)
+        # a dataset without that granularity (cifar10 coarse): its error alone, as check_label_files's
+        classes = dataset_info(ns.dataset, ns.label_granularity).num_classes[ns.label_granularity]
+        try:
+            check_label_flags(ns, classes)
+        except UsageError as err:
+            refused.setdefault(str(err), {})[f"--dataset {run.dataset} --label {run.label}"] = None
+    refuse_all([f"train.py refuses the {' and '.join(which)} runs: {reason}" for reason, which in refused.items()],
+               "flags")
+
+
+def refuse_all(problems, what):
+    """A UsageError naming every one of `problems` (the grid's `what`: label files, flags) in one
+    line, '2 problems with the grid's flags: (1) ...; (2) ...', or the one alone; none: nothing."""
     if len(problems) > 1:
-        raise UsageError(f"{len(problems)} problems with the grid's label files: "
+        raise UsageError(f"{len(problems)} problems with the grid's {what}: "
                          + "; ".join(f"({k}) {problem}" for k, problem in enumerate(problems, 1)))
     if problems:
         raise UsageError(problems[0])

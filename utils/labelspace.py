@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from labels import check_targets, decoding_problem, load_label, nearest_scores, targets_sha256
-from utils.constants import most_smoothing
+from utils.constants import check_smoothing, most_smoothing
 from utils.errors import UsageError
 
 CATEGORY = "category"
@@ -39,10 +39,7 @@ class CategorySpace:
     needs_fit = False  # decoding needs nothing fitted on training outputs (MCR2's does)
 
     def __init__(self, num_classes, smoothing=0.0):
-        if not 0 <= smoothing <= (most := most_smoothing(num_classes)):
-            raise UsageError(f"--smoothing {smoothing} must lie in [0, {most:g}] "
-                             f"for {num_classes} classes (beyond it the true class gets less than "
-                             "each other class)")
+        check_smoothing(smoothing, num_classes)
         self.name = CATEGORY
         self.num_classes = num_classes
         self.smoothing = smoothing

@@ -16,6 +16,7 @@ cross-entropy over the squared norms of the projections onto each class subspace
 import torch
 import torch.nn.functional as F
 
+from utils.constants import check_components
 from utils.errors import UsageError
 from utils.labelspace import at_least_float32, full_precision
 
@@ -79,10 +80,8 @@ class MCR2Space:
                  bases=None):
         """A new space (`bases` None) needs fewer components than feature dimensions: subspaces of
         every direction keep each feature whole, so every class would decode alike (by rounding)."""
-        if bases is None and n_components >= feature_dim:
-            raise UsageError(f"--n_components {n_components} must be below --feature_dim {feature_dim}: "
-                             f"class subspaces of all {feature_dim} feature directions keep every "
-                             "feature whole, so nearest-subspace decoding could not tell the classes apart")
+        if bases is None:
+            check_components(n_components, feature_dim)
         self.name = MCR2
         self.num_classes = num_classes
         self.output_shape = (feature_dim,)
