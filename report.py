@@ -50,7 +50,7 @@ from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_traini
                          recorded_config, trained_folder)
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
-                        run_dir_of, run_folder_name)
+                        run_folder_name, run_key, run_name)
 
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
@@ -128,10 +128,6 @@ def attack_rank(attack):
     """fgsm, iterative, pgd, then their other objectives ("pgd+margin") after each, then the rest."""
     base = attack_parts(attack)[0]
     return (ATTACKS.index(base) if base in ATTACKS else len(ATTACKS), attack)
-
-
-def run_name(key):
-    return f"{key['dataset']}/{key['model']}/{key['label']}/level{key['level']:g}/seed{key['seed']}"
 
 
 def find_runs(base):
@@ -463,8 +459,7 @@ def expected_from_grid(grid_file):
     wanted, asked = {}, {}
     for r in runs:  # as its run directory names it (find_runs): cifar100_coarse, speech_noise0.2
         train = scripts["train"].module.label_defaults(scripts["train"].parse(r.flags() + routed["train"]))
-        label = run_dir_of(train).name.removeprefix("model_")  # category_smooth0.1 too
-        key = (dataset_folder(r.dataset, train.label_granularity), r.model, label, r.level, r.seed)
+        key = tuple(run_key(train)[k] for k in KEY)  # category_smooth0.1 too
         wanted[key] = None
         if "train" in opts.stages:  # an attack-only grid's sweep checks no training flag (utils.grid.plan)
             asked[key] = train

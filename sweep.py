@@ -367,7 +367,7 @@ def dry_run(tasks):
     rows = [["#", "run", *stages, "run directory"]]
     for task in tasks:
         cells = [f"{'run' if s in task.todo else 'skip'}: {task.notes[s]}" for s in stages]
-        rows.append([str(task.index), task.run.name, *cells, str(task.run_dir)])
+        rows.append([str(task.index), task.name, *cells, str(task.run_dir)])
     widths = [max(len(r[i]) for r in rows) for i in (0, 1)]
     widths += [max(len(r[i]) for r in rows if len(r[i]) <= NOTE_WIDTH) for i in range(2, len(rows[0]) - 1)]
     for row in rows:
@@ -788,12 +788,12 @@ class LocalPool:
             out = open_log(stage_log, f"=== {datetime.now():%Y-%m-%dT%H:%M:%S} {where}: {shlex.join(argv)}\n")
         except OSError as err:
             note = f"error: {os_error_text(err)}"
-            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (not started): {note}")
+            self.say(f"[{number}/{self.total}] {stage} {task.name}: FAILED (not started): {note}")
             with self.lock:  # no log where none could be made: the note says why
-                self.outcomes.append({"run": task.run.name, "stage": stage, "status": None, "seconds": 0.0,
+                self.outcomes.append({"run": task.name, "stage": stage, "status": None, "seconds": 0.0,
                                       "log": str(stage_log) if stage_log.exists() else None, "note": note})
             return False
-        self.say(f"[{number}/{self.total}] {stage} {task.run.name}: started ({where}), log {stage_log}")
+        self.say(f"[{number}/{self.total}] {stage} {task.name}: started ({where}), log {stage_log}")
         with out:
             with self.lock:
                 if self.signal:
@@ -812,18 +812,18 @@ class LocalPool:
             if status not in (0, REQUEUE_EXIT) and not said.startswith("error:"):
                 said = full_disk_note(out, stage_log) or said
         seconds = time.time() - start
-        outcome = {"run": task.run.name, "stage": stage, "status": status, "seconds": round(seconds, 1),
+        outcome = {"run": task.name, "stage": stage, "status": status, "seconds": round(seconds, 1),
                    "log": str(stage_log)}
         if status == 0:
             outcome["note"] = summary_of(stage_log)
-            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: done in {seconds:.0f} s"
+            self.say(f"[{number}/{self.total}] {stage} {task.name}: done in {seconds:.0f} s"
                      + (f", {outcome['note']}" if outcome["note"] else ""))
         elif status == REQUEUE_EXIT:
             outcome["note"] = "stopped by a signal; rerun the sweep to resume"
-            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: stopped (exit 75), resumable")
+            self.say(f"[{number}/{self.total}] {stage} {task.name}: stopped (exit 75), resumable")
         else:
             outcome["note"] = killed_by(status) or said
-            self.say(f"[{number}/{self.total}] {stage} {task.run.name}: FAILED (exit {status}): "
+            self.say(f"[{number}/{self.total}] {stage} {task.name}: FAILED (exit {status}): "
                      f"{outcome['note']}")
         with self.lock:
             self.outcomes.append(outcome)
@@ -850,7 +850,7 @@ class LocalPool:
         runs: a stage of theirs never began, by a signal before it, their first or a later one), so
         that the runs add up."""
         finished = {(o["run"], o["stage"]) for o in self.outcomes if o["status"] == 0}
-        completed = sum(all((t.run.name, s) in finished for s in t.todo) for t in self.todo)
+        completed = sum(all((t.name, s) in finished for s in t.todo) for t in self.todo)
         ended = [o for o in self.outcomes if o["status"] != 0]
         return {"completed": completed,
                 "failed": [o for o in ended if o["status"] != REQUEUE_EXIT],

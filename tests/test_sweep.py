@@ -1827,6 +1827,33 @@ def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_pa
     assert pool.tally() == {"completed": 0, "failed": [], "stopped": [], "not_started": 1}
 
 
+def test_a_coarse_runs_name_is_report_pys(capsys, tmp_path):
+    """A --label_granularity coarse run, which train.py writes under cifar100_coarse and report.py
+    names cifar100_coarse/..., was cifar100/... in the dry run's rows, --local's progress lines and
+    its JSON summary (as if a fine run's). Now each names it as report.py does, its smoothing too."""
+    import report
+    name = "cifar100_coarse/resnet32/category_smooth0.1/level30/seed0"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("datasets: [cifar100]\nlabels: [category]\nlevels: [30]\nstages: [train]\n"
+                    f"args: --label_granularity coarse --smoothing 0.1 --base_dir {tmp_path / 'out'}\n")
+    rows = sweep_lines(capsys, ["--config", str(grid), "--dry_run"])
+    assert rows[1].split()[:2] == ["0", name]
+    (tmp_path / "out").mkdir()  # no run yet: report.py lists the grid's as missing, by name
+    report.main(["--grid", str(grid), "--out", str(tmp_path / "report"), "--no_figures"])
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert [m["run"] for m in summary["missing"]] == [name]
+
+    opts, runs, scripts, routed = sweep.parse(["--config", str(grid), "--local"])
+    [task] = sweep.make_tasks(opts, runs, scripts, routed, sys.executable)
+    (tmp_path / "stage.py").write_text(STAGE)
+    task.commands["train"] = [sys.executable, str(tmp_path / "stage.py"), "0", "3"]
+    stream = io.StringIO()
+    pool = sweep.LocalPool([task], [{}], stream=stream)
+    pool.run()
+    assert f"train {name}: FAILED (exit 3)" in stream.getvalue()
+    assert [o["run"] for o in pool.tally()["failed"]] == [name]
+
+
 def test_a_stages_log_keeps_its_earlier_attempts(tmp_path):
     """docs/experiments.md: a stage's output is appended to its log under a `===` header, so the
     sweep run again (after a failure or a stop) keeps what the earlier attempt said."""

@@ -28,7 +28,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 
@@ -43,7 +43,7 @@ from utils.flags import (acts_on, check_label_flags, label_name, level, recorded
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         best_checkpoint_name, check_base_dir, file_sha256, read_text, resolved, run_dir_of,
-                        zip_index_sha256)
+                        run_key, run_name, zip_index_sha256)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -144,7 +144,9 @@ class Run:
 
     @property
     def name(self):
-        return f"{self.dataset}/{self.model}/{self.label}/level{self.level:g}/seed{self.seed}"
+        """The grid's name of the run (`run_name`), before the flags passed through: a coarse or
+        --smoothing run's task is named by its run directory (`Task.name`)."""
+        return run_name(asdict(self))
 
     def flags(self):
         return ["--dataset", self.dataset, "--model", self.model, "--label", self.label,
@@ -794,6 +796,11 @@ class Task:
     todo: list
     notes: dict  # stage -> short description of its state
     commands: dict  # stage -> argv (list of strings), for the stages in todo
+    # as report.py names the run (`run_key`): cifar100_coarse/..., .../category_smooth0.1/...; else `run`'s
+    name: str = None
+
+    def __post_init__(self):
+        self.name = self.name or self.run.name
 
     @property
     def refused(self):
@@ -849,7 +856,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             if not attack_done:
                 todo.append("attack")
                 commands["attack"] = [python, str(scripts["attack"].path), *argv["attack"]]
-        tasks.append(Task(index, run, run_dir, stages, todo, notes, commands))
+        tasks.append(Task(index, run, run_dir, stages, todo, notes, commands, run_name(run_key(train_ns))))
     return tasks
 
 

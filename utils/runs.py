@@ -80,6 +80,21 @@ def dataset_folder(dataset, label_granularity="fine"):
     return dataset if label_granularity in ("fine", None) else f"{dataset}_{label_granularity}"
 
 
+def run_key(args):
+    """The key report.py reads from a run's directory, of train.py's parsed flags `args`: its
+    dataset's folder (cifar100_coarse with --label_granularity coarse), model, label as its run
+    directory names it (category_smooth0.1, speech_noise0.2), level and seed."""
+    label = run_folder_name(args.label, args.label_noise, args.smoothing).removeprefix("model_")
+    return {"dataset": dataset_folder(args.dataset, args.label_granularity), "model": args.model,
+            "label": label, "level": args.level, "seed": args.seed}
+
+
+def run_name(key):
+    """'cifar100_coarse/resnet32/speech/level30/seed0': a run's name from its key (`run_key`'s), as
+    report.py's tables and files and sweep.py's rows, progress lines and summary name it."""
+    return f"{key['dataset']}/{key['model']}/{key['label']}/level{key['level']:g}/seed{key['seed']}"
+
+
 def resolved(path):
     """`path` as a run prints and records it: absolute, with symlinks followed and each `..` applied
     as the system reads it (after a link, `..` is the parent of the link's target, not of the
