@@ -48,7 +48,7 @@ def targets_sha256(targets):
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
 
 
-def read_targets(path, num_classes=None, fix=None):
+def read_targets(path, num_classes=None, fix=None, dataset=None):
     """Load and check a label file (see `check_targets`); C == num_classes when given. Raises
     LabelError with a one-line reason otherwise."""
     path = Path(path)
@@ -82,7 +82,7 @@ def read_targets(path, num_classes=None, fix=None):
                              "targets with numpy.save (a tensor's .numpy())") from None
         raise LabelError(f"label file {path} is a .npz archive (arrays: {names}), not a .npy array; "
                          "save the targets with numpy.save") from None
-    return check_targets(targets, f"label file {path}", num_classes, fix)
+    return check_targets(targets, f"label file {path}", num_classes, fix, dataset)
 
 
 def granularity_fix(dataset, granularity, *labels):
@@ -118,6 +118,15 @@ def _generated(name):
     return _canonical(name) is not None
 
 
+def granularity_switch(dataset, count):
+    """How to train on a file of `count` class targets where they are one per class of another
+    granularity of `dataset` than a run's (a coarse file given to a fine CIFAR-100 run); None where
+    they are not. (A coarse run given a fine file is told how to make its own: `granularity_fix`.)"""
+    sizes = DATASETS[dataset].num_classes if dataset in DATASETS else {}
+    return next((f"{count} targets are one per {dataset} {granularity} class: pass --label_granularity "
+                 f"{granularity} to train on those" for granularity, size in sizes.items() if size == count), None)
+
+
 def make_fix(dataset, name):
     """How to make a missing label file that labels.generate knows (bert, glove, normal_dim=7: not
     shipped); None for a name it does not make (a typo: the labels found say what was meant), or for
@@ -128,9 +137,10 @@ def make_fix(dataset, name):
             "(labels/README.md), then pass --label_dir DIR")
 
 
-def check_targets(targets, source, num_classes=None, fix=None):
+def check_targets(targets, source, num_classes=None, fix=None, dataset=None):
     """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
-    class (C == num_classes when given; `fix` says how to get such a file), finite in float32,
+    class (C == num_classes when given; `fix` says how to get such a file, else, for C of another
+    granularity of `dataset`, `granularity_switch` how to train on it), finite in float32,
     classes distinct. (Whether nearest-target decoding tells them apart in float32:
     `decoding_problem`.)"""
     if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
@@ -144,6 +154,7 @@ def check_targets(targets, source, num_classes=None, fix=None):
         raise LabelError(f"{source} has shape {targets.shape}; every class target must hold "
                          "at least one value")
     if num_classes is not None and targets.shape[0] != num_classes:
+        fix = fix or (dataset and granularity_switch(dataset, targets.shape[0]))
         raise LabelError(f"{source} has {targets.shape[0]} class targets, but the dataset has "
                          f"{num_classes} classes" + (f"; {fix}" if fix else ""))
     if not np.isfinite(targets).all():
@@ -236,4 +247,4 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
         how = make_fix(dataset, name)  # a coarse run's fix says how to make its own file
         raise LabelError(f"no label file {path} for --label {name}; labels found for {dataset} in "
                          f"{label_dir}: {known}" + (f"; {fix or how}" if how else ""))
-    return read_targets(path, num_classes, fix)
+    return read_targets(path, num_classes, fix, dataset)

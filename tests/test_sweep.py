@@ -281,6 +281,10 @@ def test_help_says_where_flags_go():
      "0.97 must lie in [0, 0.95] for 20 classes (beyond it the true class gets less than each other class)"),
     (["--dry_run", "--labels", "speech", "--label_dir", "{tmp}/short"], "short/cifar10_speech.npy has "
      "9 class targets, but the dataset has 10 classes"),
+    # a coarse file for a fine run: the opposite case said how to make a coarse file, this nothing
+    (["--dry_run", "--datasets", "cifar100", "--labels", "sup", "--label_dir", "{tmp}/short"],
+     "short/cifar100_sup.npy has 20 class targets, but the dataset has 100 classes; 20 targets are one per "
+     "cifar100 coarse class: pass --label_granularity coarse to train on those"),
     (["--dry_run", "--labels", "dir", "--label_dir", "{tmp}/short"], "short/cifar10_dir.npy is not a "
      "regular file"),
     # train.py wrote the coarse run, attack.py attacked (and wrote into) the fine one
@@ -301,6 +305,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe")
     (tmp_path / "short").mkdir()
     np.save(tmp_path / "short" / "cifar10_speech.npy", np.eye(9, dtype=np.float32))
+    np.save(tmp_path / "short" / "cifar100_sup.npy", np.eye(20, dtype=np.float32))
     (tmp_path / "short" / "cifar10_dir.npy").mkdir()
     np.savez(tmp_path / "short" / "cifar10_mine.npz", targets=np.eye(10))
     np.save(tmp_path / "short" / "bare.npy", np.eye(10))
