@@ -1143,6 +1143,20 @@ def test_coarse_labels_for_cifar100_superclasses(tmp_path, capsys):
     assert status == 2 and "--label_granularity coarse is for cifar100 only" in err
 
 
+def test_the_readme_says_what_names_a_coarse_label_is_made_of():
+    """labels/README.md's 'Class names' spoke of the fine CIFAR-100 names alone; a coarse label is
+    made of the 20 superclass names (the meta file's coarse_label_names), which neither the spoken
+    nor the text rewrites touch: every name set gives the standard names. The README says so."""
+    standard = class_names("cifar100_coarse", "standard")
+    assert (len(standard), standard[0], standard[-1]) == (20, "aquatic mammals", "vehicles 2")
+    assert all(class_names("cifar100_coarse", name_set) == standard for name_set in generate.NAME_SETS)
+    assert generate.DATASETS["cifar100_coarse"].meta_key == "coarse_label_names"
+    section = (ROOT / "labels" / "README.md").read_text().split("**Class names.**")[1].split("\n## ")[0]
+    assert "`--label_granularity coarse`" in section and "`coarse_label_names`" in section
+    assert "The `spoken` and `text` rewrites above are of fine names and do not apply: every\nname set " \
+           "gives the standard names" in section
+
+
 def test_generate_names_its_out_folder_resolved(tmp_path, capsys, monkeypatch):
     """--out link/../labels wrote a/labels (after a link, '..' is its target's parent) but printed
     'wrote link/../labels/...', and its JSON line's absolute '.../link/../labels', read as text,
