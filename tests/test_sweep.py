@@ -730,6 +730,38 @@ def test_a_grid_path_the_locale_cannot_write_is_one_error_line(tmp_path):
                            "PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)\n")
 
 
+def not_utf8_folder(tmp_path):
+    """A folder under `tmp_path` whose name is not UTF-8 (b'runs \\xff': latin-1 on a UTF-8 system,
+    which Python keeps as a lone surrogate), as bytes; the test skips where the file system refuses it."""
+    folder = os.fsencode(tmp_path / "runs") + b" \xff"
+    try:
+        os.mkdir(folder)
+    except OSError:
+        pytest.skip("this file system refuses a name that is not UTF-8")
+    return folder
+
+
+def sweep_bytes(*argv, env=None):
+    """sweep.py run with bytes arguments; its stdout as bytes. It must exit 0 (a traceback is 1)."""
+    proc = subprocess.run([sys.executable, REPO / "sweep.py", *argv], capture_output=True, cwd=REPO,
+                          env={**plain_env(), **(env or {})}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_folder_name_that_is_not_utf8_is_printed_as_its_bytes(tmp_path):
+    """A --base_dir whose name is not UTF-8, swept where stdout's UTF-8 is strict (LANG=en_US.UTF-8;
+    PYTHONIOENCODING=utf-8): --print and --dry_run ended in a UnicodeEncodeError traceback ('surrogates
+    not allowed'); now the shell line and the table name the folder by its own bytes."""
+    folder = not_utf8_folder(tmp_path)
+    grid, strict = ["--seeds", "3", "--stages", "train", "--base_dir", folder], {"PYTHONIOENCODING": "utf-8"}
+    assert sweep_bytes(*grid, "--print", env=strict) == (
+        b"python train.py --dataset cifar10 --model resnet32 --label category --level 100 --seed 3 "
+        b"--base_dir '" + folder + b"' --resume\n")
+    row = sweep_bytes(*grid, "--dry_run", env=strict).splitlines()[1]
+    assert row.endswith(b"  " + folder + b"/cifar10/seed3/resnet32/model_category")
+
+
 # ---------------------------------------------------------------- SLURM
 
 

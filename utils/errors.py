@@ -107,6 +107,26 @@ def _last_word(line):
         log(line)
 
 
+@contextlib.contextmanager
+def _surrogates_as_bytes(stream):
+    """Within, `stream` (stdout) writes the lone surrogates Python keeps for a file name's bytes it
+    cannot decode (a folder named in latin-1 on a UTF-8 system) back as those bytes, as Python's C
+    locale and UTF-8 mode do: a UTF-8 locale's strict stdout (LANG=en_US.UTF-8, PYTHONIOENCODING=utf-8)
+    ended sweep.py --print and --dry_run under such a folder in a UnicodeEncodeError traceback, where
+    the shell line now names the folder's real bytes. A character the locale's encoding lacks (an 'é'
+    in ASCII) is still `call_cli`'s error line. The stream's own handler comes back after."""
+    errors = getattr(stream, "errors", None)
+    if errors != "strict" or not hasattr(stream, "reconfigure"):
+        yield
+        return
+    stream.reconfigure(errors="surrogateescape")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # a reader that left, a closed stream
+            stream.reconfigure(errors=errors)
+
+
 def call_cli(main, argv=None):
     """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr (130
     after Ctrl-C, with what the interrupted work keeps; 141, silently, when stdout's reader left).
@@ -115,35 +135,36 @@ def call_cli(main, argv=None):
         signal.signal(signal.SIGINT, signal.default_int_handler)
     _closed_streams_to_devnull()
     stdout, sys.stdout = sys.stdout, _NamedStdout(sys.stdout)
-    try:
-        main(argv)
-        sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
-        return 0
-    except UsageError as err:
-        _last_word(f"error: {' '.join(str(err).split())}")
-    except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as `yes | head` does
+    with _surrogates_as_bytes(stdout):
         try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        except (OSError, ValueError):  # a stdout without a file descriptor (a notebook's)
-            pass
-        return EXIT_PIPE
-    except OSError as err:
-        # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
-        # append is cut off again), so nothing earlier was lost.
-        _last_word(f"error: {os_error_text(err)}")
-    except KeyboardInterrupt as err:
-        _last_word("error: interrupted" + (f"; {err}" if str(err) else ""))
-        return 130
-    except UnicodeEncodeError as err:
-        if codecs.lookup(err.encoding).name == "utf-8":  # any text goes into UTF-8: a bug, not the locale
-            raise
-        # a non-UTF-8 locale's (LANG=C with PYTHONUTF8=0, latin-1) file names, stdout: a path from a
-        # grid file with a character they cannot hold
-        _last_word(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's "
-                   f"encoding ({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")
-    finally:
-        sys.stdout = stdout
-    return EXIT_USAGE
+            main(argv)
+            sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
+            return 0
+        except UsageError as err:
+            _last_word(f"error: {' '.join(str(err).split())}")
+        except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as `yes | head` does
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            except (OSError, ValueError):  # a stdout without a file descriptor (a notebook's)
+                pass
+            return EXIT_PIPE
+        except OSError as err:
+            # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
+            # append is cut off again), so nothing earlier was lost.
+            _last_word(f"error: {os_error_text(err)}")
+        except KeyboardInterrupt as err:
+            _last_word("error: interrupted" + (f"; {err}" if str(err) else ""))
+            return 130
+        except UnicodeEncodeError as err:
+            if codecs.lookup(err.encoding).name == "utf-8":  # any text goes into UTF-8: a bug, not the locale
+                raise
+            # a non-UTF-8 locale's (LANG=C with PYTHONUTF8=0, latin-1) file names, stdout: a path from a
+            # grid file with a character they cannot hold
+            _last_word(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's "
+                       f"encoding ({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")
+        finally:
+            sys.stdout = stdout
+        return EXIT_USAGE
 
 
 @contextlib.contextmanager
