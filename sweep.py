@@ -585,7 +585,7 @@ def write_slurm(opts, tasks):
     lines = command_lines(todo, opts.python,
                           wrap=lambda stage, task: ["stage", str(task.run_dir / f"{stage}.log")])
     text = "".join(line + "\n" for line in lines)
-    commands = script.with_name(f"{script.stem}.{hashlib.sha256(text.encode()).hexdigest()[:12]}.commands")
+    commands = script.with_name(f"{script.stem}.{hashlib.sha256(utf8(text)).hexdigest()[:12]}.commands")
     logs = script.parent.resolve() / "logs"
     throttle = f"%{opts.max_concurrent}" if opts.max_concurrent else ""
     size = opts.max_array_size

@@ -762,6 +762,20 @@ def test_a_folder_name_that_is_not_utf8_is_printed_as_its_bytes(tmp_path):
     assert row.endswith(b"  " + folder + b"/cifar10/seed3/resnet32/model_category")
 
 
+def test_a_slurm_script_in_a_folder_not_utf8_is_written(tmp_path):
+    """--slurm and --base_dir in a folder whose name is not UTF-8, in any locale: the commands file's
+    name hashed its text's str.encode(), a UnicodeEncodeError traceback before any file was written;
+    now the commands file and the script name the folder by its own bytes."""
+    folder = not_utf8_folder(tmp_path)
+    script = folder + b"/jobs.sbatch"
+    sweep_bytes("--seeds", "3", "--stages", "train", "--base_dir", folder, "--slurm", script)
+    [commands] = [folder + b"/" + name for name in os.listdir(folder) if name.endswith(b".commands")]
+    with open(commands, "rb") as f:
+        assert f.read().endswith(b" --base_dir '" + folder + b"' --resume\n")
+    with open(script, "rb") as f:
+        assert b"\ncommands='" + commands + b"'\n" in f.read()
+
+
 # ---------------------------------------------------------------- SLURM
 
 
