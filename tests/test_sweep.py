@@ -730,6 +730,17 @@ def test_a_grid_path_the_locale_cannot_write_is_one_error_line(tmp_path):
                            "PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)\n")
 
 
+def test_pythonioencoding_named_where_it_sets_the_encoding_that_failed(tmp_path):
+    """PYTHONIOENCODING=ascii sets stdout's encoding over PYTHONUTF8 and the locale: the error line's
+    advice alone (PYTHONUTF8=1, LC_ALL=C.UTF-8) left --print's 'é' as unwritable as before."""
+    proc = run_script("sweep.py", "--seeds", "3", "--stages", "train", "--base_dir", tmp_path / "runs é",
+                      "--print", check=False, env={"PYTHONIOENCODING": "ascii", "PYTHONUTF8": "1"})
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == ("error: '\\xe9' cannot be written in this locale's encoding (ascii); run with "
+                           "PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8), and PYTHONIOENCODING unset (its "
+                           "'ascii' sets stdout's encoding over both)\n")
+
+
 def not_utf8_folder(tmp_path):
     """A folder under `tmp_path` whose name is not UTF-8 (b'runs \\xff': latin-1 on a UTF-8 system,
     which Python keeps as a lone surrogate), as bytes; the test skips where the file system refuses it."""

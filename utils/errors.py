@@ -161,10 +161,23 @@ def call_cli(main, argv=None):
             # a non-UTF-8 locale's (LANG=C with PYTHONUTF8=0, latin-1) file names, stdout: a path from a
             # grid file with a character they cannot hold
             _last_word(f"error: {ascii(err.object[err.start:err.end])} cannot be written in this locale's "
-                       f"encoding ({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)")
+                       f"encoding ({err.encoding}); run with PYTHONUTF8=1 or a UTF-8 locale (LC_ALL=C.UTF-8)"
+                       f"{_io_encoding_too()}")
         finally:
             sys.stdout = stdout
         return EXIT_USAGE
+
+
+def _io_encoding_too():
+    """What `call_cli`'s line on a locale's encoding adds where PYTHONIOENCODING names another
+    than UTF-8: it sets stdout's encoding over PYTHONUTF8 and the locale, so the line's advice alone
+    left PYTHONIOENCODING=ascii's stdout as it was, and the error as it was. '' otherwise."""
+    name = os.environ.get("PYTHONIOENCODING", "").split(":")[0]
+    try:
+        utf_8 = not name or codecs.lookup(name).name == "utf-8"
+    except LookupError:  # a name Python would not have started with
+        utf_8 = False
+    return "" if utf_8 else f", and PYTHONIOENCODING unset (its {name!r} sets stdout's encoding over both)"
 
 
 @contextlib.contextmanager
