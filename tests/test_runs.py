@@ -65,6 +65,23 @@ def test_a_killed_jobs_temporary_file_is_removed_by_the_next_job(tmp_path):
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", *others])
 
 
+def test_a_file_whose_name_is_near_name_max_is_written_and_its_leftover_removed(tmp_path):
+    """A legal file name within 14 bytes of NAME_MAX (255 bytes: a --slurm script, the checkpoint of
+    a long label's run) was 'File name too long': its temporary file ('.' + name + '.XXXXXXXX.tmp')
+    was. The temporary file keeps the name's end, by which a killed job's one is still found."""
+    if os.pathconf(tmp_path, "PC_NAME_MAX") < 255:
+        pytest.skip("this file system's names are shorter")
+    name = "é" * 120 + "_best_model.pth"  # 255 bytes
+    atomic_write_text(tmp_path / name, "whole\n")
+    assert [(p.name, p.read_text()) for p in tmp_path.iterdir()] == [(name, "whole\n")]
+    code = ("import os, sys; from utils.atomic import atomic_write; "
+            "atomic_write(sys.argv[1], lambda f: (f.write(b'half'), f.flush(), os._exit(9)))")
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], cwd=REPO)
+    assert killed.returncode == 9 and len(list(tmp_path.iterdir())) == 2
+    with run_lock(tmp_path):
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".lock", name])
+
+
 def test_a_lock_file_this_user_may_not_write_still_locks_the_run_directory(tmp_path, monkeypatch):
     """A run directory's .lock made by another user of a shared study under umask 022 (0644: this
     one may not open it to write) is still locked, opened to read: the job went on without the

@@ -270,7 +270,8 @@ def _temporary(path, write, mode=0o666):
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
         # mkstemp drops each `..` as text: after a link (lnk/../out) that is another folder
-        fd, tmp = tempfile.mkstemp(dir=os.path.realpath(path.parent), prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=os.path.realpath(path.parent), prefix=_temporary_prefix(path.name),
+                                   suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), umask_mode(mode))
             write(f)
@@ -286,6 +287,19 @@ def _temporary(path, write, mode=0o666):
         if isinstance(failed, OSError):
             raise OSError(failed.errno, failed.strerror, str(path)) from err
         raise
+
+
+NAME_MAX = 255  # the most bytes of a file name (Linux's file systems)
+TEMPORARY_EXTRA = len("..12345678.tmp")  # what a temporary file's name adds to its file's
+
+
+def _temporary_prefix(name):
+    """mkstemp's prefix for a temporary file of `name`: '.' + name + '.', where a name within
+    TEMPORARY_EXTRA bytes of NAME_MAX keeps only its end (its extension, which `temporary_names`
+    patterns match): a --slurm script or checkpoint of such a legal name was 'File name too long'."""
+    while len(os.fsencode(name)) > NAME_MAX - TEMPORARY_EXTRA:
+        name = name[1:]
+    return f".{name}."
 
 
 def temporary_names(names):
