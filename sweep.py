@@ -489,13 +489,15 @@ def sbatch_names(option):
 
 
 def directive(flag, value, source):
-    """An #SBATCH option; a value with white space in double quotes, which sbatch reads as one word
-    (unquoted, sbatch rejects the script: "Invalid directive found in batch script"). `source`:
-    the sweep.py flag the value comes from, for the error about a value no line can hold."""
+    """An #SBATCH option; a value with white space, a ' or a # in double quotes, which sbatch reads
+    as one word: unquoted, sbatch rejected the script for white space ("Invalid directive found in
+    batch script") and for a ' ("Unmatched `'`"), and read a # as the start of a comment (a folder
+    runs#1 logged every task to the file `runs` beside it). `source`: the sweep.py flag the value
+    comes from, for the error about a value no line can hold."""
     value = one_line(source, str(value), "an #SBATCH option must fit on one line")
     if '"' in value:
         raise UsageError(f"{source} {value!r}: an #SBATCH line cannot hold a double quote")
-    return f'--{flag}="{value}"' if any(c.isspace() for c in value) else f"--{flag}={value}"
+    return f'--{flag}="{value}"' if any(c.isspace() or c in "'#" for c in value) else f"--{flag}={value}"
 
 
 def ours(path):

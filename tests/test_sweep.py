@@ -1424,6 +1424,32 @@ def test_real_slurm_runs_an_array_below_a_folder_with_a_percent_sign(slurm, tmp_
         assert log.read_text().endswith(f"ran {label}\n")
 
 
+@pytest.mark.parametrize("name", ["runs#1", "it's"])
+def test_real_slurm_runs_an_array_below_a_folder_with_a_hash_or_a_quote(slurm, tmp_path, capsys, monkeypatch,
+                                                                         name):
+    """sbatch reads an #SBATCH line as a shell would a word: unquoted (no white space in the folder's
+    name), a # began a comment, so every task of a folder runs#1 logged to one file `runs` beside it,
+    and a ' was "sbatch: fatal: ... Unmatched `'`", nothing submitted. Now each task logs to
+    {folder}/logs/{job}_{task}.out."""
+    folder = tmp_path / name
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho ran \"$7\"\n")
+    python.chmod(0o755)
+    summary = json.loads(sweep_lines(capsys, ["--stages", "train", "--base_dir", str(tmp_path / "out"),
+                                              "--python", str(python), "--slurm", "s.sbatch"])[-1])
+    submitted = subprocess.run(["bash", "-c", summary["submit"][0]], capture_output=True, text=True, env=slurm)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.split()[-1]  # "Submitted batch job N"
+    deadline = time.time() + 60
+    while [line for line in squeue(slurm, job) if line]:
+        assert time.time() < deadline, "the array did not end"
+        time.sleep(0.25)
+    assert "task 0: exit 0" in (folder / "logs" / f"{job}_0.out").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out", "python"])  # no `runs` file
+
+
 # ---------------------------------------------------------------- --local
 
 
