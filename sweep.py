@@ -36,8 +36,8 @@ from pathlib import Path
 
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number, os_error_text,
                           os_errors_as_usage, run_cli)
-from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_label_files,
-                        check_not_grid_flag, check_run_flags, cores, counted, expand, load_grid_file, plan,
+from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
+                        check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
 from utils.atomic import append_whole, file_set, made_folders, print_json, utf8
 from utils.preempt import REQUEUE_EXIT
@@ -344,10 +344,7 @@ def text_list(name, value):
 def make_tasks(opts, runs, scripts, routed, python):
     tasks = plan(runs, opts.stages, scripts, routed, python=python)
     if "train" in opts.stages:
-        train = scripts["train"].parse(runs[0].flags() + routed["train"])
-        to_train = [t.run for t in tasks if "train" in t.todo]
-        check_run_flags(to_train, scripts["train"], routed["train"])
-        check_label_files(to_train, train.label_dir, train.label_granularity)
+        check_runs_to_train([t.run for t in tasks if "train" in t.todo], scripts["train"], routed["train"])
     return tasks
 
 

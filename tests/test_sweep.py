@@ -340,6 +340,24 @@ def test_every_run_train_py_refuses_for_its_flags_is_named_in_one_error(capsys, 
     assert "run: new" in rows[1] and rows[1].endswith("/model_category_smooth0.95")
 
 
+def test_flags_and_label_files_train_py_refuses_are_named_in_one_error(capsys, tmp_path, label_dir):
+    """A grid with a flag train.py refuses and a label file it cannot load: the flags' error came
+    alone, and the rerun that fixed them then told of the file. Both now, in one line."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(label_dir / "cifar10_speech.npy", labels)
+    argv = ["--labels", "category", "glove", "--seeds", "1", "--smoothing", "0.95", "--label_dir", labels,
+            "--base_dir", tmp_path / "runs", "--dry_run"]
+    assert call_cli(sweep.main, [str(a) for a in argv]) == 2
+    assert capsys.readouterr().err == (
+        "error: 2 problems with the grid's flags and label files: (1) train.py refuses the --dataset cifar10 "
+        "--label category runs: --smoothing 0.95 must lie in [0, 0.9] for 10 classes (beyond it the true class "
+        f"gets less than each other class); (2) no label file {labels}/cifar10_glove.npy for --label glove; "
+        f"labels found for cifar10 in {labels}: category, mcr2, speech; make it with python -m labels.generate "
+        "--dataset cifar10 --label glove --out DIR (labels/README.md), then pass --label_dir DIR\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_every_unusable_label_file_is_named_in_one_error(capsys, tmp_path, label_dir):
     """A grid's missing and unusable label files, all in one error line before any job is written:
     sweep.py named the first (bert) alone, so each rerun told of the next (glove, then the file of

@@ -916,11 +916,25 @@ def _test_images(run_dir, train_ns, attack_ns, trained, num_images):
     return test_images, images
 
 
-def check_label_files(runs, label_dir, granularity):
-    """The label files the runs train on, before any is queued: each in label_dir, readable, with
-    a target per class of its dataset at `granularity`, which nearest-target decoding tells apart
-    (`decoding_problem`). Else a UsageError with train.py's reason for each file that is not, all
-    at once: a grid of hundreds of runs is fixed in one go, not one file per rerun."""
+def check_runs_to_train(runs, train, args):
+    """Before any of `runs` is queued, train.py's checks that need no data: of their flags
+    (`flag_problems`), then of the label files they train on (`label_file_problems`). `train` is
+    train.py's Script, `args` the flags the sweep passes it besides the run's own. Else one
+    UsageError with train.py's reason for each, all at once: a grid of hundreds of runs is fixed in
+    one go, not one problem per rerun."""
+    if not runs:
+        return
+    parsed = train.parse(runs[0].flags() + args)
+    flags = flag_problems(runs, train, args)
+    files = label_file_problems(runs, parsed.label_dir, parsed.label_granularity)
+    what = "flags and label files" if flags and files else "flags" if flags else "label files"
+    refuse_all(flags + files, what)
+
+
+def label_file_problems(runs, label_dir, granularity):
+    """train.py's reason for each label file the runs train on that it refuses: each in
+    label_dir, readable, with a target per class of its dataset at `granularity`, which
+    nearest-target decoding tells apart (`decoding_problem`); [] where all are usable."""
     for dataset in dict.fromkeys(r.dataset for r in runs):
         dataset_info(dataset, granularity)
     needed = sorted({(r.dataset, r.label) for r in runs if r.label not in FILELESS_LABELS})
@@ -938,30 +952,28 @@ def check_label_files(runs, label_dir, granularity):
         # train.py's TargetSpace refuses it: each of its runs would fail
         if problem := decoding_problem(targets, f"label file {label_path(dataset, name, label_dir)}"):
             problems.append(problem)
-    refuse_all(problems, "label files")
+    return problems
 
 
-def check_run_flags(runs, train, args):
+def flag_problems(runs, train, args):
     """train.py's checks of each run's flags that need neither data nor a label file
-    (`check_label_flags`: --smoothing's most for the dataset's classes, ...), before any is queued:
-    `train` is train.py's Script, `args` the flags the sweep passes it besides the run's own. Else a
-    UsageError with train.py's reason for each dataset and label whose runs it refuses, all at once
-    (`refuse_all`): each of their jobs would end with that error line."""
+    (`check_label_flags`: --smoothing's most for the dataset's classes, ...): its reason for each
+    dataset and label whose runs it refuses (each of their jobs would end with that error line);
+    [] where it refuses none. `train`, `args`: as `check_runs_to_train`'s."""
     refused = {}  # train.py's reason -> the (dataset, label)s of the runs it refuses
     for run in runs:
         ns = train.parse(run.flags() + args)
-        # a dataset without that granularity (cifar10 coarse): its error alone, as check_label_files's
+        # a dataset without that granularity (cifar10 coarse): its error alone, as label_file_problems's
         classes = dataset_info(ns.dataset, ns.label_granularity).num_classes[ns.label_granularity]
         try:
             check_label_flags(ns, classes)
         except UsageError as err:
             refused.setdefault(str(err), {})[f"--dataset {run.dataset} --label {run.label}"] = None
-    refuse_all([f"train.py refuses the {' and '.join(which)} runs: {reason}" for reason, which in refused.items()],
-               "flags")
+    return [f"train.py refuses the {' and '.join(which)} runs: {reason}" for reason, which in refused.items()]
 
 
 def refuse_all(problems, what):
-    """A UsageError naming every one of `problems` (the grid's `what`: label files, flags) in one
+    """A UsageError naming every one of `problems` (the grid's `what`: flags, label files) in one
     line, '2 problems with the grid's flags: (1) ...; (2) ...', or the one alone; none: nothing."""
     if len(problems) > 1:
         raise UsageError(f"{len(problems)} problems with the grid's {what}: "
