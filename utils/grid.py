@@ -961,7 +961,11 @@ def flag_problems(runs, train, args):
     dataset and label whose runs it refuses (each of their jobs would end with that error line);
     [] where it refuses none. `train`, `args`: as `check_runs_to_train`'s."""
     refused = {}  # train.py's reason -> the (dataset, label)s of the runs it refuses
+    # the checks read the dataset, the label and the flags every run shares: one run of each pair
+    firsts = {}
     for run in runs:
+        firsts.setdefault((run.dataset, run.label), run)
+    for run in firsts.values():
         ns = train.parse(run.flags() + args)
         # a dataset without that granularity (cifar10 coarse): its error alone, as label_file_problems's
         classes = dataset_info(ns.dataset, ns.label_granularity).num_classes[ns.label_granularity]
