@@ -176,6 +176,16 @@ def test_a_fractional_level_takes_its_percent_exactly():
             for level in (0.29, 1.14, 2.5, 8)] == [145, 570, 1250, 4000]
 
 
+def test_a_level_rounds_its_images_down_as_the_papers_int():
+    """--level L trains on int(N * L / 100) images, the paper's rule, rounded down: 1.999% of
+    50000 is 999.5 images, so 999 (rounding to nearest gave 1000, one image more than the paper's
+    run, and sweep.py counted the same)."""
+    from utils.constants import training_images
+    assert training_images(50000, 5000, 1.999) == 999
+    assert training_images(50000, 5000, 33.3333) == 16666  # 16666.65
+    assert len(split_indices(50000, seed=0, valid_size=5000, level=1.999).train) == 999
+
+
 def test_split_rejects_a_level_that_does_not_fit():
     with pytest.raises(UsageError, match=r"--level 90 asks for 4653 training images, but only 4170"):
         split_indices(5170, seed=0, valid_size=1000, level=90)
@@ -228,6 +238,17 @@ def test_augment_is_a_seeded_shift_and_flip():
     assert len(shifts) > 20  # rows and columns shift independently (81 crops), not together (9)
 
 
+def test_augment_flips_each_image_with_probability_one_half():
+    """The paper's RandomHorizontalFlip() flips half the images: of 10000 seeded draws, 4962 are
+    flips (a binomial's standard deviation is 50: a probability of 0.45 or 0.3 gives about 4500
+    or 3000), and the crop offsets take each of 0..8 alike."""
+    from cifar import draw_augmentation
+    offsets, flips = draw_augmentation(10000, torch.Generator().manual_seed(0), "cpu")
+    assert flips.dtype == torch.bool and flips.sum().item() == 4962
+    counts = torch.bincount(offsets.flatten(), minlength=9)
+    assert len(counts) == 9 and counts.min() > 2100 and counts.max() < 2350
+
+
 def test_normalisation_is_the_papers_for_every_dataset_and_model():
     """The paper's constants, kept on purpose (its std is not CIFAR's true std): a model built for
     any dataset normalises with them, and the attacks' paper protocol converts eps with them."""
@@ -278,6 +299,17 @@ def test_every_head_gives_the_target_shape_and_trains(arch, shape):
         loss.backward()
         opt.step()
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_batch_norms_keep_torchs_defaults_as_the_papers(arch):
+    """Every batch norm of every trunk and head is the paper code's plain nn.BatchNorm: running
+    statistics with momentum 0.1 and eps 1e-5. Another momentum leaves the parameter counts as
+    they are but changes the running statistics, so every eval-mode accuracy."""
+    for shape in ((10,), (64, 64)):
+        norms = [m for m in build_model(arch, shape).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        assert norms and {(m.momentum, m.eps, m.affine, m.track_running_stats) for m in norms} == {
+            (0.1, 1e-5, True, True)}
 
 
 def test_the_decoder_is_the_head_of_exactly_the_2d_targets():
