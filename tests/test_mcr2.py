@@ -153,6 +153,32 @@ def test_subspaces_are_fitted_on_normalised_features():
     assert torch.allclose(*projectors, atol=1e-5)
 
 
+def test_class_subspaces_are_fitted_uncentred():
+    """A class's subspace is spanned by the top right singular vectors of its normalised features
+    as they are, not less their mean (the MCR2 code's TruncatedSVD does not centre): features all
+    near e1, spread along e2, give e1, the direction they share; centred, they gave e2, so both
+    classes below had the same subspace and decoded alike."""
+    from utils.mcr2 import fit_subspaces
+    features = torch.tensor([[1.0, 0.2, 0], [1.0, -0.2, 0], [0, 0.2, 1.0], [0, -0.2, 1.0]])
+    bases = fit_subspaces(features, torch.tensor([0, 0, 1, 1]), 2, n_components=1)
+    assert torch.allclose(bases[:, :, 0].abs(), torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]), atol=1e-6)
+    space = MCR2Space(2, feature_dim=3, n_components=1)
+    space.fit(features, torch.tensor([0, 0, 1, 1]))
+    assert space.decode(torch.tensor([[1.0, 0.1, 0], [0.1, 0, 1.0]])).tolist() == [0, 1]
+
+
+def test_knn_accuracy_votes_among_ten_neighbours():
+    """results.json's knn_acc is the README's kNN of k=10 (cosine): a feature whose 4 nearest
+    training features are class 0 but whose next 6 are class 1 is class 1 (with k=5, class 0)."""
+    space = MCR2Space(2, feature_dim=2, n_components=1)
+    angles = torch.tensor([1.0, 2, 3, 4, 10, 11, 12, 13, 14, 15, 80, 85])  # degrees from the test feature
+    train = torch.stack([torch.cos(torch.deg2rad(angles)), torch.sin(torch.deg2rad(angles))], 1)
+    train_labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0])
+    assert space.report(train, train_labels, torch.tensor([[1.0, 0]]), torch.tensor([1]))["knn_acc"] == 1.0
+    # all 12 neighbours tie 6 to 6, and a tie goes to the lower class
+    assert space.report(train, train_labels, torch.tensor([[1.0, 0]]), torch.tensor([1]), k=12)["knn_acc"] == 0.0
+
+
 def test_a_class_with_few_samples_gets_fewer_components():
     space = MCR2Space(2, feature_dim=8, n_components=5)
     features = torch.randn(7, 8)
