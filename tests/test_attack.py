@@ -77,6 +77,19 @@ def test_presets_take_the_documented_defaults():
     assert schedule("fgsm", 0.04, steps=7, step_size=1.0, restarts=3) == Schedule("fgsm", 1, 0.04, False, 1)
 
 
+def test_unset_attacks_and_epsilons_are_the_readmes():
+    """attack.py without --attacks and --epsilons runs every attack, untargeted and targeted, at the
+    README's eps 0 1/255 2/255 4/255 8/255; with --paper_protocol FGSM and the iterative attack at
+    the paper's 0, .05, ... .3 (normalised units)."""
+    parser = attack.build_parser()
+    protocol, attacks, epsilons, modes = attack.requested_settings(parser.parse_args([]))
+    assert (protocol, attacks, modes) == ("pixel", ["fgsm", "iterative", "pgd"], [False, True])
+    assert epsilons == [(f"{k}/255" if k else "0", k / 255) for k in (0, 1, 2, 4, 8)]
+    protocol, attacks, epsilons, modes = attack.requested_settings(parser.parse_args(["--paper_protocol"]))
+    assert (protocol, attacks, modes) == ("paper", ["fgsm", "iterative"], [False, True])
+    assert epsilons == [(label, float(label)) for label in ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")]
+
+
 def test_unknown_attack_and_protocol_are_usage_errors(category, test_set):
     from utils.errors import UsageError
     images, labels, _ = test_set

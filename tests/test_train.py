@@ -694,6 +694,19 @@ def test_the_best_epoch_breaks_accuracy_ties_by_loss():
     assert is_better({"acc": 0.0, "loss": 5.0}, {"valid_acc": -1.0, "epoch": -1}, [])
 
 
+def test_unset_flags_train_the_readmes_recipe():
+    """A run without flags is the README's split and recipe: 5000 validation images, every other
+    training image, 600 epochs, batch 128 and lr 0.1 (batch 1000 and lr 0.01 for mcr2), seed 0,
+    no smoothing or label noise. A default changed here changes every study that relies on it."""
+    args = train.label_defaults(train.build_parser().parse_args([]))
+    assert {k: vars(args)[k] for k in ("valid_size", "level", "epochs", "batch_size", "lr", "warmup_epochs",
+                                       "seed", "smoothing", "label_noise", "model", "label")} == {
+        "valid_size": 5000, "level": 100, "epochs": 600, "batch_size": 128, "lr": 0.1, "warmup_epochs": 0,
+        "seed": 0, "smoothing": 0.0, "label_noise": 0.0, "model": "resnet32", "label": "category"}
+    mcr2 = train.label_defaults(train.build_parser().parse_args(["--label", "mcr2"]))
+    assert (mcr2.batch_size, mcr2.lr) == (1000, 0.01)
+
+
 def test_lr_schedule_with_warmup():
     from utils.training import lr_at
     # The paper's steps (no warm-up): 0.1 until epoch 300, 0.01 until 450, then 0.001.
