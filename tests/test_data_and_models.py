@@ -239,12 +239,12 @@ def test_augment_is_a_seeded_shift_and_flip():
 
 
 def test_augment_flips_each_image_with_probability_one_half():
-    """The paper's RandomHorizontalFlip() flips half the images: of 10000 seeded draws, 4962 are
-    flips (a binomial's standard deviation is 50: a probability of 0.45 or 0.3 gives about 4500
+    """The paper's RandomHorizontalFlip() flips half the images: of 10000 seeded draws, within 4
+    standard deviations of 5000 (a binomial's is 50: a probability of 0.45 or 0.3 gives about 4500
     or 3000), and the crop offsets take each of 0..8 alike."""
     from cifar import draw_augmentation
     offsets, flips = draw_augmentation(10000, torch.Generator().manual_seed(0), "cpu")
-    assert flips.dtype == torch.bool and flips.sum().item() == 4962
+    assert flips.dtype == torch.bool and abs(flips.sum().item() - 5000) < 200
     counts = torch.bincount(offsets.flatten(), minlength=9)
     assert len(counts) == 9 and counts.min() > 2100 and counts.max() < 2350
 
