@@ -290,6 +290,12 @@ def test_help_says_where_flags_go():
     # train.py wrote the coarse run, attack.py attacked (and wrote into) the fine one
     (["--dry_run", "--datasets", "cifar100", "--labels", "category", "--stages", "train", "attack",
       "--train_args", "--label_granularity coarse"], "but attack.py would read"),
+    # a --base_dir through a file: the dry run counted its runs to do, --slurm wrote their script, and
+    # every task's train.py then refused it
+    (["--dry_run", "--base_dir", "{tmp}/short/bare.npy/runs"], "error: cannot use {tmp}/short/bare.npy: a file, "
+     "not a folder"),
+    (["--slurm", "{tmp}/jobs/s.sbatch", "--base_dir", "{tmp}/short/bare.npy"], "error: cannot use "
+     "{tmp}/short/bare.npy: a file, not a folder"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "bad.yaml").write_text("label: [speech]\n")
@@ -316,6 +322,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     err = capsys.readouterr().err.strip()
     message = message.replace("{tmp}", str(tmp_path))
     assert err.count("\n") == 0 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "jobs").exists()
 
 
 def test_every_run_train_py_refuses_for_its_flags_is_named_in_one_error(capsys, tmp_path):

@@ -216,11 +216,16 @@ def os_error_text(err, outputs=None):
     path, reason = err.filename, err.strerror or err
     if err.errno == errno.EEXIST and path and not os.path.isdir(path):
         reason = "a file, not a folder"  # mkdir(exist_ok=True) on a file: not "File exists"
-    elif err.errno == errno.ENOTDIR and path:  # the file in the way, not a path through it
-        found = next((p for p in (path, *map(str, Path(path).parents)) if os.path.lexists(p)), None)
-        if found and not os.path.isdir(found):
-            path, reason = found, "a file, not a folder"
+    elif err.errno == errno.ENOTDIR and path and (found := file_in_the_way(path)):
+        path, reason = found, "a file, not a folder"  # the file in the way, not a path through it
     return f"{verb} {path or 'a file'}: {reason}{_moved_by(err, outputs)}"
+
+
+def file_in_the_way(path):
+    """The file at `path`, or at the nearest of its parents that exists, where that is not a folder
+    (a folder meant to be made there cannot be); None where it is one, or nothing exists."""
+    found = next((p for p in (str(path), *map(str, Path(path).parents)) if os.path.lexists(p)), None)
+    return found if found and not os.path.isdir(found) else None
 
 
 def _moved_by(err, outputs):

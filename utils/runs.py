@@ -35,7 +35,7 @@ import numpy as np
 from utils import __version__
 from utils.atomic import (append_whole, atomic_write, atomic_write_text, holder_of, json_text, open_lock,
                           recording, remove_temporaries, temporary_names)
-from utils.errors import UsageError
+from utils.errors import UsageError, file_in_the_way
 
 RESULTS = "results.json"
 CONFIG = "config.json"
@@ -129,7 +129,12 @@ def check_base_dir(base_dir):
     """train.py's and attack.py's --base_dir must be the root of the layout, not a folder inside it
     (outputs/less, outputs/cifar10/seed7, a run directory), where train.py trained a new run nested
     in the old ones' folders and attack.py found no checkpoint: a UsageError naming the --base_dir
-    meant (`enclosing_base_dir`, as report.py's). A new or empty folder, or one holding runs, passes."""
+    meant (`enclosing_base_dir`, as report.py's). A new or empty folder, or one holding runs, passes;
+    a file, or a path through one, does not (a sweep's --dry_run and --slurm took it, and every
+    task's train.py refused it)."""
+    if in_the_way := file_in_the_way(base_dir):  # the error making the run directory would raise
+        raise UsageError(f"cannot use {in_the_way}: a file, not a folder") from NotADirectoryError(
+            errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(base_dir))
     if above := enclosing_base_dir(base_dir):
         raise UsageError(f"--base_dir {base_dir} is a folder inside the layout of run directories "
                          f"({LAYOUT_TEXT}): pass --base_dir {above}")
