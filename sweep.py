@@ -34,8 +34,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number, os_error_text,
-                          os_errors_as_usage, run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nearest_existing, nonempty,
+                          number, os_error_text, os_errors_as_usage, run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
@@ -892,7 +892,7 @@ def check_logs(tasks, base_dir):
             if os.path.lexists(stage_log):
                 open(stage_log, "ab").close()
                 continue
-            folder = next(p for p in stage_log.parents if os.path.lexists(p))
+            folder = Path(nearest_existing(stage_log.parent))
             if folder not in checked:
                 checked.add(folder)
                 try:

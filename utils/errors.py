@@ -221,10 +221,16 @@ def os_error_text(err, outputs=None):
     return f"{verb} {path or 'a file'}: {reason}{_moved_by(err, outputs)}"
 
 
+def nearest_existing(path):
+    """`path`, or the nearest of its parents, that exists (a link, broken too), as text; None where
+    none does."""
+    return next((p for p in (str(path), *map(str, Path(path).parents)) if os.path.lexists(p)), None)
+
+
 def file_in_the_way(path):
     """The file at `path`, or at the nearest of its parents that exists, where that is not a folder
     (a folder meant to be made there cannot be); None where it is one, or nothing exists."""
-    found = next((p for p in (str(path), *map(str, Path(path).parents)) if os.path.lexists(p)), None)
+    found = nearest_existing(path)
     return found if found and not os.path.isdir(found) else None
 
 
