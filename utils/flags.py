@@ -150,8 +150,9 @@ def check_label_flags(args, num_classes):
     """train.py's refusals of its flags `args` that need neither the data nor a label file, for a
     dataset of `num_classes` classes (`dataset_info`'s): --smoothing beyond its most for those
     classes, --n_components not below --feature_dim (each where it acts, `acts_on`); a UsageError.
-    train.py checks by it before it builds the label space (`run_label_space`), sweep.py before it
-    queues a run (`utils.grid.check_runs_to_train`), so that no run of a grid is queued to fail on it."""
+    The checks are those train.py's label spaces make (`CategorySpace`, `MCR2Space`); sweep.py makes
+    them before it queues a run (`utils.grid.check_runs_to_train`), so that no run of a grid is
+    queued to fail on them."""
     if acts_on("smoothing", args.label):
         check_smoothing(args.smoothing, num_classes)
     if acts_on("n_components", args.label):

@@ -22,8 +22,8 @@ from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import lr_milestones
 from utils.errors import UsageError, as_parsed, interrupt_says, log
-from utils.flags import (acts_on, broken_training, check_force_resume, check_label_flags, older_rounding,
-                         recorded_config, run_changes)
+from utils.flags import (acts_on, broken_training, check_force_resume, older_rounding, recorded_config,
+                         run_changes)
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -797,9 +797,8 @@ def _results(args, config, checkpoint, best_epoch, scores, history, device):
 def run_label_space(args, num_classes):
     """The label space a run of train.py's flags `args` trains with, for a dataset of `num_classes`
     classes: its --label from --label_dir, with --smoothing and MCR2's options; a LabelError
-    (saying how to get the file, `granularity_fix`) where it cannot; first, the checks of its flags
-    alone that sweep.py makes before it queues a run (`check_label_flags`)."""
-    check_label_flags(args, num_classes)
+    (saying how to get the file, `granularity_fix`) where it cannot. Its spaces check their flags by
+    the functions sweep.py's `check_label_flags` calls before it queues a run."""
     fix = granularity_fix(args.dataset, args.label_granularity, args.label)
     return load_label_space(args.label, args.dataset, num_classes, args.label_dir, args.smoothing,
                             mcr2_options(args), fix=fix)
