@@ -278,8 +278,8 @@ def check_passthrough(layers, scripts):
         for stage, flags in own.items():
             options = [t.split("=", 1)[0] for t in flags if t.startswith("--")]
             if bad := [o for o in options if not scripts[stage].accepts(o)]:
-                raise UsageError(f"--{stage}_args: {bad[0]} is not a flag of {scripts[stage].path.name} "
-                                 "(give each flag its full name)")
+                raise UsageError(f"--{stage}_args: {bad[0]} is not a flag of {scripts[stage].path.name}"
+                                 f"{scripts[stage].closest(bad[0])} (give each flag its full name)")
 
 
 def warn_unused_stage_args(opts, first):

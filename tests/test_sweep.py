@@ -147,9 +147,16 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--seed", "3"], "--seed is set by the sweep; use --seeds"),
     (["--dry_run", "--train_args", "--label speech"], "--label is set by the sweep; use --labels"),
     # train.py and attack.py read a shortened flag as the one it starts: every run trained seed 5
-    (["--dry_run", "--train_args", "--see 5"], "--train_args: --see is not a flag of train.py (give each "
-     "flag its full name)"),
-    (["--dry_run", "--attack_args", "--restart 2"], "--attack_args: --restart is not a flag of attack.py"),
+    (["--dry_run", "--train_args", "--see 5"], "--train_args: --see is not a flag of train.py; did you mean "
+     "--seed? (give each flag its full name)"),
+    (["--dry_run", "--attack_args", "--restart 2"], "--attack_args: --restart is not a flag of attack.py; "
+     "did you mean --restarts?"),
+    # a near miss is named: the flag's own name, or the one it starts (--eps is not --steps, closer by letters)
+    (["--dry_run", "--attack_args", "--n_images 200"], "--attack_args: --n_images is not a flag of attack.py; "
+     "did you mean --num_images? (give each flag its full name)"),
+    (["--dry_run", "--eps", "8/255"], "--eps is not a flag of train.py or attack.py; did you mean --epsilons?"),
+    (["--dry_run", "--data-dir", "x"], "--data-dir is not a flag of train.py or attack.py; did you mean "
+     "--data_dir?"),
     # every run attacked that one file, writing its results into the file's folder
     (["--dry_run", "--checkpoint", "x.pth"], "--checkpoint is not passed through a sweep: a sweep attacks "
      "each run's own best checkpoint"),

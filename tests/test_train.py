@@ -2279,6 +2279,13 @@ def test_a_signal_in_the_last_epochs_validation_reaches_the_caller_after_the_res
     (train.main, "--", "unrecognized arguments: -- (see train.py --help)"),
     (attack.main, "--bogus", "unrecognized arguments: --bogus (see attack.py --help)"),
     (report.main, "--bogus", "unrecognized arguments: --bogus (see report.py --help)"),
+    # a near miss names the flag: a hyphen for an underscore, a letter out of place, a name half-remembered
+    (report.main, "--base-dir", "unrecognized arguments: --base-dir; did you mean --base_dir? (see report.py "
+     "--help)"),
+    (train.main, "--batchsize", "unrecognized arguments: --batchsize; did you mean --batch_size? (see "
+     "train.py --help)"),
+    (attack.main, "--n_images", "unrecognized arguments: --n_images; did you mean --num_images? (see "
+     "attack.py --help)"),
     (sweep.main, "--stages", "argument --stages: expected at least one argument (see sweep.py --help)"),
 ])
 def test_a_bad_flag_in_process_is_a_usage_error(monkeypatch, main, flag, message):

@@ -8,6 +8,7 @@ traceback.
 import argparse
 import codecs
 import contextlib
+import difflib
 import errno
 import fcntl
 import math
@@ -318,6 +319,19 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def closest_flag(token, options):
+    """'; did you mean --X?' for a `token` that is not one of `options` (flags) but starts one or
+    is close to one (--eps for --epsilons, --n_images for --num_images, --data-dir for
+    --data_dir); '' for a token that is no flag or near none."""
+    option = token.split("=", 1)[0]
+    if not option.startswith("--") or option == "--" or option in options:
+        return ""
+    flags = [o for o in options if o.startswith("--")]
+    close = ([o for o in flags if o.startswith(option)]
+             or difflib.get_close_matches("--" + option[2:].replace("-", "_"), flags, n=1, cutoff=0.8))
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
 class CliParser(argparse.ArgumentParser):
     """argparse, but a bad flag is a UsageError: one `error:` line from the command line (the usage
     block is in --help), an exception a caller of main(argv) can catch (not SystemExit). A caller's
@@ -343,7 +357,8 @@ class CliParser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
-            self.error(self.shortened(extras) or f"unrecognized arguments: {' '.join(extras)}")
+            self.error(self.shortened(extras) or f"unrecognized arguments: {' '.join(extras)}"
+                       + next(filter(None, (closest_flag(t, self._option_string_actions) for t in extras)), ""))
         return namespace
 
     def shortened(self, extras):

@@ -37,7 +37,7 @@ import numpy as np
 from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, label_path, load_label,
                     read_targets, targets_sha256)
 from utils.constants import DATASETS, dataset_info, schedule, training_images  # what attack.py runs for its flags
-from utils.errors import UsageError
+from utils.errors import UsageError, closest_flag
 from utils.flags import (acts_on, check_label_flags, label_name, level, recorded_config,  # as train.py, attack.py
                          run_changes, trained_folder)
 from utils.pickles import cifar_batches
@@ -270,6 +270,10 @@ class Script:
     def accepts(self, option):
         return option in self.parser._option_string_actions
 
+    def closest(self, option):
+        """'; did you mean --X?' for an `option` the script has not, near one it has; else ''."""
+        return closest_flag(option, self.parser._option_string_actions)
+
     def parse(self, argv):
         """The namespace the script would see for argv (a bad flag is its UsageError)."""
         return self.parser.parse_args(argv)
@@ -311,7 +315,8 @@ class Scripts:
             takers = [s for s, script in self.stages.items() if script.accepts(option)]
             if not takers:
                 names = " or ".join(script.path.name for script in self.stages.values())
-                raise UsageError(f"{option} is not a flag of {names}")
+                hint = next(filter(None, (s.closest(option) for s in self.stages.values())), "")
+                raise UsageError(f"{option} is not a flag of {names}{hint}")
             for stage in takers:
                 routed[stage] += group
         return routed
