@@ -64,8 +64,8 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
-from utils.errors import (CliParser, ExtendList, UsageError, as_parsed, call_cli, choice, log, nonempty, number,
-                          os_errors_as_usage)
+from utils.errors import (CliParser, ExtendList, UsageError, as_parsed, choice, log, nonempty, number,
+                          os_errors_as_usage, run_cli)
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 from utils.runs import resolved
@@ -870,7 +870,8 @@ def replaced_speech_lines(args, given, labels):
 
 
 def run(args):
-    """Write the label files the flags `args` ask for and print what was written. A notebook's
+    """Write the label files the flags `args` ask for, print what was written and return its
+    summary (stdout's last line: {"out", "files": [{"file", "shape", "min", "max"}]}). A notebook's
     namespace is read as the command line reads it first (`as_parsed`): label=[] wrote nothing
     and printed an empty list, where `--label` alone is the command line's one-line error."""
     args = as_parsed(build_parser(), args)
@@ -886,7 +887,9 @@ def run(args):
         print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
     written = [{"file": str(path), "shape": list(shape), "min": low, "max": high}
                for path, shape, low, high in made]
-    print_json({"out": str(out), "files": written})
+    summary = {"out": str(out), "files": written}
+    print_json(summary)
+    return summary
 
 
 def _warning_lines(args, labels):
@@ -959,9 +962,12 @@ def _dataset_targets(args, dataset, labels):
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
-    return call_cli(lambda a: run(build_parser().parse_args(a)), argv)
+    """Write the label files the command line `argv` (sys.argv's where None) asks for; `run`'s
+    summary of them. As train.main: bad input raises UsageError and Ctrl-C
+    KeyboardInterrupt (it returned exit status 2 or 130, and a notebook's loop of calls went on
+    past both); `run_cli` makes them the command line's `error:` line and exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -39,7 +39,7 @@ import numpy as np
 
 from labels import LabelError, check_targets, decoding_problem, read_targets
 from utils.atomic import json_text, markdown_table
-from utils.errors import CliParser, UsageError, call_cli, log
+from utils.errors import CliParser, UsageError, log, run_cli
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
            "entropy")
@@ -158,9 +158,10 @@ def run(args):
                 print(f"{row['file']}: mean |diff| {row['mean_abs_diff']:.4f}, max |diff| "
                       f"{row['max_abs_diff']:.3f}, per-class correlation min "
                       f"{row['min_class_corr']:.5f} mean {row['mean_class_corr']:.5f}")
-        return
+        return rows
     rows = [stats_row(Path(p)) for p in args.files]
     print(json_text(rows) if args.json else format_rows(rows, args.markdown))
+    return rows
 
 
 def build_parser():
@@ -178,9 +179,12 @@ def build_parser():
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (2 with one 'error:' line on bad input)."""
-    return call_cli(lambda a: run(build_parser().parse_args(a)), argv)
+    """Print the statistics (or --compare lines) the command line `argv` (sys.argv's where None)
+    asks for; their rows, as --json prints them. As train.main: bad input raises UsageError and Ctrl-C
+    KeyboardInterrupt (it returned exit status 2 or 130, and a notebook's loop of calls went on
+    past both); `run_cli` makes them the command line's `error:` line and exit status."""
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -29,7 +29,7 @@ from labels.generate import (
     offline_labels,
     parse_label,
 )
-from utils.errors import call_cli
+from utils.errors import UsageError, call_cli
 
 # No test may reach the Hugging Face hub. huggingface_hub reads this when first imported, which
 # happens only inside the BERT fixture and generator (labels/ imports transformers lazily).
@@ -67,7 +67,7 @@ def min_class_distance(targets):
 
 def cli(main, argv, capsys):
     """Run a tool's main(argv); (exit status, stdout, stderr). A failure must be one error line."""
-    status = main([str(a) for a in argv])
+    status = call_cli(main, [str(a) for a in argv])
     out, err = capsys.readouterr()
     if status != 0:
         assert err.count("\n") == 1 and err.startswith("error: "), err
@@ -279,7 +279,7 @@ def test_bert_with_labelrep_offline_tries_no_download(monkeypatch, tmp_path, cap
     assert (status, asked) == (2, [True]) and err.startswith(
         "error: cannot load text model 'bert-base-uncased' (bert-base-uncased is not in the cache); offline, ")
     monkeypatch.delenv("LABELREP_OFFLINE")
-    assert generate.main(["--dataset", "cifar10", "--label", "bert", "--out", str(tmp_path)]) == 2
+    assert call_cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--out", str(tmp_path)]) == 2
     assert asked == [True, True, False]  # the cache, then the hub
     assert capsys.readouterr().err.startswith("note: bert-base-uncased is not cached; downloading it from ")
 
@@ -910,7 +910,8 @@ def test_a_dataset_given_twice_is_written_once(tmp_path, capsys):
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
 def test_generate_seed_must_suit_numpy(seed, tmp_path, capsys):
     """numpy's seeds lie in [0, 2**32): beyond, a traceback after all the speech synthesis."""
-    status = generate.main(["--dataset", "cifar10", "--label", "random", "--seed", seed, "--out", str(tmp_path)])
+    status = call_cli(generate.main, ["--dataset", "cifar10", "--label", "random", "--seed", seed, "--out",
+                                       str(tmp_path)])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and err.startswith("error: argument --seed: ")
     assert err.endswith("(see python -m labels.generate --help)\n")
@@ -1092,6 +1093,31 @@ def test_stats_warns_of_targets_train_py_cannot_decode(tmp_path, capsys):
                    "nearest-target decoding; train.py and sweep.py refuse it\n")
 
 
+def test_generate_and_stats_mains_raise_in_process_and_return_what_they_print(tmp_path, monkeypatch, capsys):
+    """labels.generate.main and labels.stats.main returned the exit status, 2 after the error line,
+    130 after Ctrl-C: a notebook's loop of calls went on past bad input and past the stop button,
+    and what they made was on stdout alone. As train.main, they raise and return their result."""
+    argv = ["--dataset", "cifar10", "--label", "uniform", "--out", str(tmp_path)]
+    summary = generate.main(argv)
+    path = tmp_path / "cifar10_uniform.npy"
+    assert summary == {"out": str(tmp_path), "files": [{"file": str(path), "shape": [10, 64, 64],
+                                                        "min": 0.0, "max": 80.0}]}
+    rows = stats.main([str(path), "--json"])
+    assert [(r["file"], r["shape"], r["max"]) for r in rows] == [(str(path), [10, 64, 64], 80.0)]
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == rows
+    with pytest.raises(UsageError, match=f"^{re.escape(str(path))} exists; pass --force to overwrite$"):
+        generate.main(argv)
+    with pytest.raises(UsageError, match="^--markdown is for the statistics table"):
+        stats.main([str(path), "--compare", str(path), "--markdown"])
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(generate, "make_label", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        generate.main(argv + ["--force"])
+    assert np.load(path, allow_pickle=False).shape == (10, 64, 64)  # the file before stays
+
+
 def test_stats_help_says_what_each_column_means(capsys):
     """What min_msd or l2_std mean was in the module's docstring alone, not in --help."""
     with pytest.raises(SystemExit) as exit_info:
@@ -1198,6 +1224,6 @@ def test_a_read_only_out_names_the_flag_that_moves_it(tmp_path, monkeypatch, cap
     the file, not the flag that writes elsewhere."""
     from conftest import read_only
     read_only(monkeypatch, tmp_path)
-    assert generate.main(["--dataset", "cifar10", "--label", "uniform_gap=7", "--out", str(tmp_path)]) == 2
+    assert call_cli(generate.main, ["--dataset", "cifar10", "--label", "uniform_gap=7", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr() == ("", f"error: could not write {tmp_path / 'cifar10_uniform_gap=7.npy'}: "
                                        "Read-only file system; pass another --out\n")
