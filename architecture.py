@@ -239,7 +239,3 @@ def placement(model):
     """(device, dtype) of `model`'s parameters: where and in what its inputs are computed."""
     parameter = next(model.parameters())
     return parameter.device, parameter.dtype
-
-
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())
