@@ -348,9 +348,9 @@ def utf8(text):
     return text.encode("utf-8", "surrogateescape")
 
 
-def atomic_write_text(path, text, mode=0o666):
+def atomic_write_text(path, text):
     """`atomic_write` of a str, as UTF-8 (`utf8`)."""
-    atomic_write(path, lambda f: f.write(utf8(text)), mode)
+    atomic_write(path, lambda f: f.write(utf8(text)))
 
 
 def check_writable(path):
