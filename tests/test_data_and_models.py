@@ -324,7 +324,7 @@ def test_the_decoder_is_the_head_of_exactly_the_2d_targets():
 
 
 def test_a_vgg_of_your_own_without_five_poolings_is_refused_by_name():
-    """The README's recipe for a wider VGG: with four 'M' entries the trunk gave (N, 2048)
+    """docs/reference.md's recipe for a wider VGG: with four 'M' entries the trunk gave (N, 2048)
     features, not the 512 its out_features says, and the head failed with a shape mismatch."""
     from architecture import VGG
     with pytest.raises(ValueError, match="its channels hold 4 'M' entries, not 5"):
@@ -558,7 +558,8 @@ def test_target_loss_is_smooth_l1_per_image():
 
 def test_losses_are_float32_for_bf16_outputs():
     """Under --amp the model's outputs are bf16; the label spaces' training and attack losses are
-    computed from them in float32 (bf16 keeps 8 bits of mantissa), as README's --amp says."""
+    computed from them in float32 (bf16 keeps 8 bits of mantissa), as docs/reference.md's --amp
+    says."""
     torch.manual_seed(0)
     labels = torch.randint(0, 10, (64,))
     spaces = ((CategorySpace(10, smoothing=0.1), (10,)), (TargetSpace("t", torch.randn(10, 8)), (8,)))

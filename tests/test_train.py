@@ -167,9 +167,10 @@ def test_same_flags_give_the_same_metrics_and_weights(speech_run, tmp_path):
 
 
 def test_the_recorded_sha256s_are_the_readmes(speech_run, cifar10_dir, label_dir):
-    """README: config.json's label_sha256 is labels.targets_sha256 of the label targets (not the
-    file's sha256sum, which a reader compared it with), its data_sha256 utils.runs.tensors_sha256 of
-    load_cifar's train images, train labels, test images and test labels."""
+    """docs/reference.md: config.json's label_sha256 is labels.targets_sha256 of the label targets
+    (not the file's sha256sum, which a reader compared it with), its data_sha256
+    utils.runs.tensors_sha256 of load_cifar's train images, train labels, test images and test
+    labels."""
     from cifar import load_cifar
     from labels import targets_sha256
     from utils.runs import tensors_sha256
