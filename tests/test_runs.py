@@ -119,7 +119,8 @@ with {lock}(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()
 """
-SINCE = "since 2026-01-02 17:05"
+HELD_SINCE = time.mktime((2026, 1, 2, 17, 5, 34, 0, 0, -1))  # HOLDER's clock, in this time zone
+SINCE = f"since 2026-01-02 17:05 {time.strftime('%Z', time.localtime(HELD_SINCE))}"
 
 
 @contextlib.contextmanager
@@ -128,8 +129,7 @@ def held_by(tmp_path, script, lock, path, **env):
     `lock` ('run_lock', 'exclusive') on `path` for the block."""
     file = tmp_path / "job" / script
     file.parent.mkdir(exist_ok=True)
-    file.write_text(HOLDER.format(repo=str(REPO), since=time.mktime((2026, 1, 2, 17, 5, 34, 0, 0, -1)),
-                                  lock=lock))
+    file.write_text(HOLDER.format(repo=str(REPO), since=HELD_SINCE, lock=lock))
     unset = ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID")
     holder = subprocess.Popen([sys.executable, str(file), str(path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True, env={k: v for k, v in os.environ.items() if k not in unset} | env)
@@ -180,7 +180,8 @@ def test_a_job_in_this_process_that_holds_the_run_directory_is_named(tmp_path, m
     with run_lock(tmp_path), pytest.raises(UsageError) as refused, run_lock(tmp_path):
         pass
     assert str(refused.value) == (f"{tmp_path} is in use by attack.py (pid {os.getpid()} on "
-                                  f"{socket.gethostname()}, SLURM job 77, since 00:00:01); wait for it to end, "
+                                  f"{socket.gethostname()}, SLURM job 77, since 00:00:01 "
+                                  f"{time.strftime('%Z', time.localtime(today))}); wait for it to end, "
                                   "or use another --base_dir")
 
 
@@ -223,12 +224,32 @@ def test_a_recorded_holder_is_shown_on_one_line(tmp_path, capsys):
     record = {**RECORD, "script": "train.py\n\x1b[2Jerror: fake", "host": "node07\r\t" + "n" * 100,
               "slurm_job": "\x07"}
     (tmp_path / ".lock").write_text(json.dumps(record))
-    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(RECORD["since"]))
+    since = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(RECORD["since"]))
     with open(tmp_path / ".lock", "rb") as other_job:
         fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert refusal(capsys, tmp_path) == (2, f"error: {tmp_path} is in use by train.py[2Jerror: fake (pid 4123 "
                                                 f"on node07{'n' * 58}, since {since}); wait for it to end, or use "
                                                 "another --base_dir\n")
+
+
+@pytest.mark.parametrize("zone, since", [("UTC0", "2026-01-02 16:05 UTC"), ("EST+5", "2026-01-02 11:05 EST"),
+                                         ("CET-1CEST,M3.5.0,M10.5.0/3", "2026-01-02 17:05 CET")])
+def test_a_holders_start_names_its_time_zone(tmp_path, capsys, monkeypatch, zone, since):
+    """The holder's start was the reader's local time without a zone ('since 17:05:34'): a job on
+    a node, or a user, of another zone than the holder's (UTC nodes, a laptop in New York) read a
+    time hours off, with nothing to tell. It now names the zone it is shown in."""
+    (tmp_path / ".lock").write_text(json.dumps(RECORD))  # since 2026-01-02 16:05:34 UTC
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        with open(tmp_path / ".lock", "rb") as other_job:
+            fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert refusal(capsys, tmp_path) == (2, f"error: {tmp_path} is in use by train.py (pid 4123 on node07, "
+                                                    f"SLURM job 881_12, since {since}); wait for it to end, or use "
+                                                    "another --base_dir\n")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_a_holder_that_may_not_write_the_lock_file_holds_it_and_writes_nothing(tmp_path, monkeypatch, capsys):

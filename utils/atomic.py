@@ -115,7 +115,7 @@ def exclusive(path, waiting=None):
     locks: the caller goes on without). `waiting`: a line for stderr where another job holds it,
     before this one waits (a job that waited on a download or a report in silence looked hung),
     followed by who that is where it recorded itself (`recording`: ': train.py (pid 4123 on node07,
-    since 17:05:34)').
+    since 17:05:34 UTC)').
     A job that holds it may remove the file (cifar's download removing the folder it made): a job
     that waited on the removed file then locks the one at `path` now, made anew, instead of going
     on beside the job that did so on a lock of its own. A FileNotFoundError says `path`'s folder
@@ -200,7 +200,8 @@ def _slurm_job():
 
 def holder_of(lock):
     """Who holds the open lock file `lock`, as its holder wrote it (`recording`): 'train.py (pid
-    4123 on node07, SLURM job 881_12, since 17:05:34)'; None where the file says no one (empty, cut
+    4123 on node07, SLURM job 881_12, since 17:05:34 UTC)', the time in this process's time zone,
+    named, with the date where it is not today's; None where the file says no one (empty, cut
     part way, unreadable, not a record, or that of a process on this host that is gone: a killed
     holder's, where the one now holding it could not write). Its first HOLDER_BYTES only, shown
     without control characters: a one-line error stays one line."""
@@ -214,7 +215,9 @@ def holder_of(lock):
         return None
     if record["host"] == socket.gethostname() and not _alive(pid):
         return None
-    when = time.strftime("%H:%M:%S" if since[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M", since)
+    # in this reader's time zone, named: the holder's node, or the user's clock, may keep another
+    when = time.strftime("%H:%M:%S %Z" if since[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M %Z",
+                         since).rstrip()  # (a TZ without a name: none)
     job = f", SLURM job {_shown(slurm)}" if isinstance(slurm, str) and _shown(slurm) else ""
     return f"{script} (pid {pid} on {host}{job}, since {when})"
 

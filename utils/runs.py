@@ -158,7 +158,7 @@ NO_HOLDER = "another train.py or attack.py job"  # a holder that recorded no nam
 def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
     """Work in `run_dir` as its only job (train.py, attack.py): a second job there is a one-line
     error naming the one there (`recording`: 'RUN_DIR is in use by train.py (pid 4123 on node07,
-    SLURM job 881_12, since 17:05:34); wait for it to end, or ...'), not a run mixed from two.
+    SLURM job 881_12, since 17:05:34 UTC); wait for it to end, or ...'), not a run mixed from two.
     Holding it, remove the temporary files that killed jobs left (`atomic_write`'s for a run's
     files, up to a checkpoint's size each). hold=False (torchrun's other processes, which write
     nothing) and a directory that cannot hold the lock file (a read-only archive of finished runs)
