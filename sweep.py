@@ -869,7 +869,7 @@ def open_log(log, header):
     try:
         size = os.fstat(out.fileno()).st_size
         cut_off = size and os.pread(out.fileno(), 1, size - 1) != b"\n"
-        append_whole(log, b"\n" * bool(cut_off) + utf8(header))
+        append_whole(log, b"\n" * bool(cut_off) + utf8(header), out)
     except BaseException as err:
         out.close()
         if isinstance(err, OSError) and not err.filename:  # fstat's or pread's names no file

@@ -2055,6 +2055,26 @@ def test_a_log_header_that_does_not_fit_on_the_disk_fails_the_stage(tmp_path, mo
     assert pool.tally()["failed"] == [outcome]
 
 
+def test_a_log_header_goes_to_the_file_that_takes_the_stages_output(tmp_path, monkeypatch):
+    """open_log wrote the header through a second open of the log's path: a log replaced between
+    the two (another file moved there, as a user keeping the old log does) got the header, and the
+    stage's output went under no header into the file moved away. Both go to the one file opened."""
+    import builtins
+    log = tmp_path / "train.log"
+    log.write_bytes(b"earlier attempt\n")
+
+    def replaced_once_opened(path, *args, **kwargs):
+        opened = builtins.open(path, *args, **kwargs)
+        (tmp_path / "other.log").write_bytes(b"another file\n")
+        os.replace(tmp_path / "other.log", path)
+        return opened
+    monkeypatch.setattr(sweep, "open", replaced_once_opened, raising=False)
+    with sweep.open_log(log, "=== header\n") as out:
+        out.write(b"stage output\n")
+        assert os.pread(out.fileno(), 100, 0) == b"earlier attempt\n=== header\nstage output\n"
+    assert log.read_bytes() == b"another file\n"
+
+
 def one_stage(tmp_path, command):
     """A LocalPool of one train stage running `command`: (its outcome, what the pool said)."""
     task = Task(0, Run("cifar10", "resnet32", "category", 100, 0), tmp_path / "run", ("train",), ["train"],

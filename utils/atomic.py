@@ -323,13 +323,15 @@ def remove_temporaries(folder, pattern):
                 left.unlink(missing_ok=True)
 
 
-def append_whole(path, data):
+def append_whole(path, data, file=None):
     """`data` (bytes) added to the end of the file `path` (made where absent), in place: a link's
     file, its mode and owner stay, and a folder that takes no new file (only the file there is
     writable) does not matter, as it would for `atomic_write`'s temporary file. A write that fails
     (a full disk) is cut off again, so that the file ends as it did, and is an OSError naming
-    `path`; so is one a Ctrl-C stops part way."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    `path`; so is one a Ctrl-C stops part way. `file`: `path` open to append already (a stage log
+    that goes on to take the stage's output), written through and left open, not opened again
+    (where `path` may name another file by then)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666) if file is None else file.fileno()
     try:
         size, written = os.fstat(fd).st_size, 0
         try:
@@ -342,7 +344,8 @@ def append_whole(path, data):
                 raise OSError(err.errno, err.strerror, str(path)) from None
             raise
     finally:
-        os.close(fd)
+        if file is None:
+            os.close(fd)
 
 
 def utf8(text):
