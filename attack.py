@@ -173,8 +173,8 @@ ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"),
 
 def find_checkpoint(args):
     """The checkpoint path and the run directory its results go to."""
-    from utils.runs import (CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir, resolved,
-                            run_dir_of)
+    from utils.runs import (CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir,
+                            check_name_lengths, resolved, run_dir_of)
     if args.checkpoint:
         # its folder as run_dir_of's (the file itself may be a link: the results go beside it), in
         # every message and in attack_results.json's config too
@@ -189,6 +189,7 @@ def find_checkpoint(args):
                              "in a folder of its own")
         return path, path.parent
     check_base_dir(args.base_dir)  # --base_dir outputs/less said only "no checkpoint at outputs/less/less/..."
+    check_name_lengths(args)  # a run that no file system holds: not 'File name too long' for its checkpoint
     run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     if not path.is_file() and (run_dir / RESULTS).is_file():  # "train it" would find it complete

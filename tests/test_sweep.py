@@ -354,6 +354,22 @@ def test_every_run_train_py_refuses_for_its_flags_is_named_in_one_error(capsys, 
     assert "run: new" in rows[1] and rows[1].endswith("/model_category_smooth0.95")
 
 
+def test_a_label_too_long_for_its_runs_checkpoint_is_refused_before_any_run(capsys, tmp_path, label_dir):
+    """A label of 226 to 243 bytes has a label file, but a run's best checkpoint name (label +
+    '_seed0_resnet32_best_model.pth') is over the 255 bytes of a file name: the sweep listed and
+    queued its runs, and each train.py failed with 'File name too long' once the data had loaded.
+    Now the sweep refuses it first, saying how long a label may be, and writes nothing."""
+    label = "x" * 230
+    shutil.copy(label_dir / "cifar10_glove.npy", tmp_path / f"cifar10_{label}.npy")
+    for mode in (["--dry_run"], ["--slurm", tmp_path / "jobs" / "s.sbatch"]):
+        argv = ["--labels", "category", label, "--label_dir", tmp_path, "--base_dir", tmp_path / "runs", *mode]
+        assert call_cli(sweep.main, [str(a) for a in argv]) == 2
+        assert capsys.readouterr() == ("", f"error: --label {label} is too long: its run's best checkpoint would "
+                                           "have a name of 260 bytes, over the 255 a file name may have; use a "
+                                           "label of at most 225 bytes\n")
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "runs").exists()
+
+
 def test_flags_and_label_files_train_py_refuses_are_named_in_one_error(capsys, tmp_path, label_dir):
     """A grid with a flag train.py refuses and a label file it cannot load: the flags' error came
     alone, and the rerun that fixed them then told of the file. Both now, in one line."""

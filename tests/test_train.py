@@ -492,6 +492,33 @@ def test_a_read_only_base_dir_names_the_flag_that_moves_it(cifar10_dir, label_di
                                                         "Read-only file system; pass another --base_dir")
 
 
+@pytest.mark.parametrize("script", [train, attack])
+def test_a_label_or_base_dir_too_long_for_a_file_name_is_refused_first(script, cifar10_dir, label_dir, tmp_path,
+                                                                       capsys):
+    """A --label of 226 to 243 bytes has a label file, but not a best checkpoint (label +
+    '_seed3_resnet32_best_model.pth', over the 255 bytes of a file name); a --base_dir folder of
+    over 255 bytes is none. train.py said 'cannot use .../..._best_model.pth (or .../results.json):
+    File name too long' once the data had loaded, and left the folders it had made; attack.py said
+    the same of the checkpoint. Now each is refused first, naming the flag, and nothing is made."""
+    from utils.errors import call_cli
+    label, folder = "x" * 230, "o" * 256
+    shutil.copy(label_dir / "cifar10_glove.npy", tmp_path / f"cifar10_{label}.npy")
+
+    def argv(base_dir, label="glove", labels=label_dir):  # flags both scripts take
+        return [str(a) for a in ("--model", "resnet32", "--label", label, "--seed", 3, "--data_dir", cifar10_dir,
+                                 "--label_dir", labels, "--base_dir", base_dir, "--device", "cpu")] + (
+                                     ["--valid_size", "50", "--epochs", "1"] if script is train else [])
+    assert call_cli(script.main, argv(tmp_path / "runs", label, tmp_path)) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --label {label} is too long: its run's best checkpoint would have a name of 260 bytes, over "
+        "the 255 a file name may have; use a label of at most 225 bytes")
+    assert call_cli(script.main, argv(tmp_path / "runs" / folder)) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --base_dir {tmp_path / 'runs' / folder}: its folder name {folder} is 256 bytes, over the 255 "
+        "a file name may have")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_naming_the_code_writes_nothing_in_its_checkout(tmp_path):
     """A run named its code with `git status`, which refreshed the checkout's stale .git/index in
     place (through .git/index.lock): a read-only shared install refused the write, and a writable

@@ -42,8 +42,8 @@ from utils.flags import (acts_on, check_label_flags, label_name, level, recorded
                          run_changes, trained_folder)
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        best_checkpoint_name, check_base_dir, file_sha256, read_text, resolved, run_dir_of,
-                        run_key, run_name, zip_index_sha256)
+                        best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, read_text, resolved,
+                        run_dir_of, run_key, run_name, zip_index_sha256)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -845,6 +845,7 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
         train_ns = scripts["train"].module.label_defaults(scripts["train"].parse(argv["train"]))
         if not tasks:  # every run's (a grid's --base_dir is its args'): refused once, not by each run
             check_base_dir(train_ns.base_dir)
+        check_name_lengths(train_ns)  # each run's: its seed and model are in its checkpoint's name
         run_dir = run_dir_of(train_ns)
         attack_ns = scripts["attack"].parse(argv["attack"]) if "attack" in stages else None
         _check_one_run_dir(run, run_dir, attack_ns)

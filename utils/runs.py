@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import (append_whole, atomic_write, atomic_write_text, holder_of, json_text, open_lock,
-                          recording, remove_temporaries, temporary_names)
+from utils.atomic import (NAME_MAX, append_whole, atomic_write, atomic_write_text, holder_of, json_text,
+                          open_lock, recording, remove_temporaries, temporary_names)
 from utils.errors import UsageError, file_in_the_way
 
 RESULTS = "results.json"
@@ -142,6 +142,24 @@ def check_base_dir(base_dir):
 
 def best_checkpoint_name(label, seed, model):
     return f"{label}_seed{seed}_{model}_best_model.pth"
+
+
+def check_name_lengths(args):
+    """train.py's and attack.py's parsed flags `args` must name a run whose folders and files a file
+    system takes (names of NAME_MAX bytes at most), else a UsageError naming the flag: a --base_dir
+    folder, or a --label whose best checkpoint ({label}_seed{s}_{model}_best_model.pth, longer than
+    its run directory, model_{label}_noise{R}, and its label file) would be too long. train.py, and
+    each run of a sweep, failed with 'File name too long' once the data had loaded, naming
+    results.json or the checkpoint, and left the run's folders made and empty."""
+    base = resolved(args.base_dir)
+    if long := [name for name in base.parts if len(os.fsencode(name)) > NAME_MAX]:
+        raise UsageError(f"--base_dir {base}: its folder name {long[0]} is {len(os.fsencode(long[0]))} bytes, "
+                         f"over the {NAME_MAX} a file name may have")
+    size = len(os.fsencode(best_checkpoint_name(args.label, args.seed, args.model)))
+    if size > NAME_MAX:
+        raise UsageError(f"--label {args.label} is too long: its run's best checkpoint would have a name of "
+                         f"{size} bytes, over the {NAME_MAX} a file name may have; use a label of at most "
+                         f"{len(os.fsencode(args.label)) - size + NAME_MAX} bytes")
 
 
 # atomic_write's temporary name for one of a run's files (json, jsonl, pth, png)

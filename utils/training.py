@@ -27,8 +27,8 @@ from utils.flags import (acts_on, broken_training, check_force_resume, older_rou
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        append_jsonl, best_checkpoint_name, check_base_dir, environment, load_checkpoint,
-                        malformed, read_json, run_dir_of, run_lock, save_checkpoint,
+                        append_jsonl, best_checkpoint_name, check_base_dir, check_name_lengths, environment,
+                        load_checkpoint, malformed, read_json, run_dir_of, run_lock, save_checkpoint,
                         tensors_sha256, with_resolved_folders, write_json, write_jsonl)
 
 MOMENTUM = 0.9
@@ -951,6 +951,7 @@ def run_training(args, argv=None):
     args = with_resolved_folders(label_defaults(as_parsed(build_parser(), args)))
     check_force_resume(args)
     check_base_dir(args.base_dir)  # before anything loads: outputs/less would nest a new run in the old ones
+    check_name_lengths(args)  # a --label or --base_dir too long for a file name: before the data loads
     ctx, device = _process_and_device(args)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     space = run_label_space(args, data.num_classes)
