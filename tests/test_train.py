@@ -2737,3 +2737,24 @@ def test_a_signal_after_the_loops_last_look_reaches_the_caller():
     finally:
         for sig, handler in ours.items():
             signal.signal(sig, handler)
+
+
+def test_a_callers_signals_are_not_ignored_at_its_exit(tmp_path):
+    """catching() registered install's exit handler in the caller's process too: a driver script
+    (or a kernel) that had called train.main ran its own exit handlers with SIGTERM and SIGUSR1
+    ignored, so a `kill` sent while it cleaned up was lost."""
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, signal
+        from utils import preempt
+        def ours(signum, frame):
+            pass
+        signal.signal(signal.SIGTERM, ours)
+        atexit.register(lambda: print(signal.getsignal(signal.SIGTERM) is ours,
+                                      signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL))
+        with preempt.catching():
+            pass
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "True True\n", "")

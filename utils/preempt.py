@@ -48,7 +48,9 @@ def catching():
     """Catch SIGTERM and SIGUSR1 while a loop polls `requested()`. A script installed the handlers
     first, and keeps them; a caller of run_training() or attack.run() (a notebook, a driver
     script) gets its own handlers back afterwards: a signal the loop stopped for is spent (it does
-    not stop the next run), one that came after the loop's last look is raised again for them."""
+    not stop the next run), one that came after the loop's last look is raised again for them.
+    Nor are they ignored at the caller's exit (`install`'s, a script's alone): a driver's own exit
+    handlers ran with SIGTERM ignored, and a `kill` then was lost."""
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     install()
@@ -61,6 +63,7 @@ def catching():
             pending = list(dict.fromkeys(_caught)) if ended else []  # each signal once, in order
             for sig, handler in previous.items():  # None: a handler not set from Python
                 signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            atexit.unregister(_ignore)
             _stop.clear()
             _caught.clear()
             for sig in pending:
