@@ -9,6 +9,7 @@ import json
 import platform
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -392,6 +393,19 @@ def test_bench_times_a_last_checkpoint_of_weights_momentum_and_history(tmp_path,
     assert when in " ".join(record.read_text().split())
     from train import build_parser
     assert when in " ".join(build_parser()._option_string_actions["--checkpoint_seconds"].help.split())
+
+
+def test_bench_leaves_a_callers_random_state_and_warning_filters(capsys):
+    """bench.main seeded torch's global RNG (seed 0 for each model it built) and kept its filter of
+    DataLoader's worker-count warning: a notebook's next torch.rand drew the same numbers whatever
+    it had seeded, and its own DataLoader's warning was gone for good."""
+    from bench import bench
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    filters = list(warnings.filters)
+    bench.main(["--what", "checkpoint", "--labels", "category", "--device", "cpu", "--repeats", "1", "--no_record"])
+    assert torch.equal(torch.rand(3), expected) and warnings.filters == filters
 
 
 def test_bench_accuracy_keeps_the_runs_that_finished(monkeypatch, cifar10_dir, tmp_path, capsys):
