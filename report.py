@@ -84,7 +84,8 @@ def build_parser():
                         "there are replaced)")
     parser.add_argument("--grid", type=nonempty, help="sweep.py's --config grid file (YAML/JSON): its "
                         "runs are the ones expected, so absent ones are listed as missing (default: "
-                        "every combination of the datasets, models, labels, levels and seeds seen)")
+                        "in each dataset, every combination of the models, labels, levels and seeds seen "
+                        "there)")
     parser.add_argument("--label_dir", nargs="+", action=ExtendList, type=nonempty, metavar="DIR",
                         help="folders of the label files the runs trained with (train.py's --label_dir), "
                         "for the label statistics table; a file counts only where its targets are the "
