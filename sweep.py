@@ -661,7 +661,8 @@ def task_preamble(opts, commands, first):
 
 def last_line(path, prefix=None, unless=None):
     """The last non-empty line of a log's last attempt, after its last '=== ' header (the last
-    starting with prefix, if given; none that holds the text `unless`), or ''."""
+    starting with prefix, if given and one does, else the last line; none that holds the text
+    `unless`), or ''."""
     try:
         with open(path, "rb") as f:
             f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
