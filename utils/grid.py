@@ -370,8 +370,9 @@ def read_json_file(path):
 def requested_attacks(namespace, module):
     """What attack.py will compute for its parsed flags: {"keys": {(attack label, targeted,
     protocol, eps)}, "plans": {key: (steps, step_size, restarts, amp, seed)}, "num_images": N or
-    None, "eps_labels": {(protocol, eps): its label as --epsilons wrote it}, "examples": whether it
-    draws attack_examples.png} (seed None: the checkpoint's, any).
+    None, "eps_labels": {(protocol, eps): its label as --epsilons wrote it}, "smoothed": whether the
+    run trained with --smoothing (`smoothed_run`), "examples": whether it draws attack_examples.png}
+    (seed None: the checkpoint's, any).
 
     The settings are attack.py's own (`module`: attack.py loaded; its `requested_settings`).
     """
@@ -432,9 +433,9 @@ def accuracy(value):
 
 def well_formed(entry):
     """Whether an attack_results.json entry names its setting and holds its result, as attack.py
-    writes it: attack, objective and eps_label text, targeted true/false, eps a finite number >= 0,
-    robust_acc an accuracy; clean_acc and target_success accuracies, steps, restarts, num_images
-    and seed whole numbers, step_size a number, amp true/false and images_sha256 text, where
+    writes it: attack, objective and eps_label text, targeted true/false, protocol pixel or paper,
+    eps a finite number >= 0, robust_acc an accuracy; clean_acc and target_success accuracies, steps, restarts, num_images
+    and seed whole numbers, step_size a finite number >= 0, amp true/false and images_sha256 text, where
     present (attack.py's reuse keys on them)."""
     if not isinstance(entry, dict):
         return False
