@@ -434,9 +434,9 @@ def accuracy(value):
 def well_formed(entry):
     """Whether an attack_results.json entry names its setting and holds its result, as attack.py
     writes it: attack, objective and eps_label text, targeted true/false, protocol pixel or paper,
-    eps a finite number >= 0, robust_acc an accuracy; clean_acc and target_success accuracies, steps, restarts, num_images
-    and seed whole numbers, step_size a finite number >= 0, amp true/false and images_sha256 text, where
-    present (attack.py's reuse keys on them)."""
+    eps a finite number >= 0, robust_acc an accuracy; clean_acc and target_success accuracies,
+    steps, restarts, num_images and seed whole numbers, step_size a finite number >= 0, amp
+    true/false and images_sha256 text, where present (attack.py's reuse keys on them)."""
     if not isinstance(entry, dict):
         return False
     return (isinstance(entry.get("attack"), str) and isinstance(entry.get("targeted"), bool)
