@@ -1018,6 +1018,22 @@ def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tm
     assert not list(tmp_path.glob("cifar10/**/results.json"))
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"label": "category", "smoothing": "0.95"}, "error: --smoothing 0.95 must lie in [0, 0.9] for 10 classes"),
+    ({"label": "mcr2", "feature_dim": "10"}, "error: --n_components 30 must be below --feature_dim 10"),
+    ({"label": "nosuch"}, "error: no label file"),
+    ({"label": "uniform_gap=2.0"}, "labels.generate writes this label as cifar10_uniform_gap=2.npy; pass "
+     "--label uniform_gap=2"),
+])
+def test_label_flags_refused_before_the_data(capsys, label_dir, tmp_path, change, message):
+    """A label flag or file train.py refuses is refused before the dataset is read: found by fuzzing
+    train.py's flags with no --data_dir, these said "cifar10 not found in ..." (online: after a
+    170 MB download) and only a rerun with the data said what was wrong."""
+    args = flags(tmp_path / "no_data", tmp_path, label_dir, **change)
+    assert message in run_cli_capture(capsys, args)
+    assert not (tmp_path / "no_data").exists()
+
+
 def test_an_unusable_base_dir_in_process_is_the_command_lines_usage_error(capsys, cifar10_dir, label_dir,
                                                                           tmp_path):
     """main(argv) in a notebook raised "NotADirectoryError: [Errno 20] Not a directory:
