@@ -2321,6 +2321,10 @@ def test_a_signal_in_the_last_epochs_validation_reaches_the_caller_after_the_res
      "write one of --label_granularity, --label, --label_dir, --label_noise (see train.py --help)"),
     # argparse's '--' starts every flag, and is none: it was "shortened", listing them all
     (train.main, "--", "unrecognized arguments: -- (see train.py --help)"),
+    # an empty argument (`train.py "$EXTRA"` with EXTRA unset) said "unrecognized arguments: (see ...)",
+    # naming nothing; one holding spaces read as several
+    (train.main, "", "unrecognized arguments: '' (see train.py --help)"),
+    (report.main, "8 / 255", "unrecognized arguments: '8 / 255' (see report.py --help)"),
     (attack.main, "--bogus", "unrecognized arguments: --bogus (see attack.py --help)"),
     (report.main, "--bogus", "unrecognized arguments: --bogus (see report.py --help)"),
     # a near miss names the flag: a hyphen for an underscore, a letter out of place, a name half-remembered

@@ -14,6 +14,7 @@ import fcntl
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -357,7 +358,8 @@ class CliParser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
-            self.error(self.shortened(extras) or f"unrecognized arguments: {' '.join(extras)}"
+            # as a shell writes them: an empty argument ("$UNSET") was no text at all, and '8 / 255' three
+            self.error(self.shortened(extras) or f"unrecognized arguments: {shlex.join(extras)}"
                        + next(filter(None, (closest_flag(t, self._option_string_actions) for t in extras)), ""))
         return namespace
 
