@@ -418,10 +418,11 @@ MAX_DIM = 100_000  # C x D float64 values: 80 MB for CIFAR-100 at most
 
 
 def _parse_dim(text):
-    if not re.fullmatch(r"\+?\d+", text) or not 1 <= int(text) <= MAX_DIM:
+    # at most MAX_DIM's digits after leading zeros: int() of over 4300 digits is a ValueError
+    if not (digits := re.fullmatch(r"\+?0*(\d{1,6})", text)) or not 1 <= int(digits[1]) <= MAX_DIM:
         raise LabelError(f"normal_dim={text}: D must be a whole number in 1 .. {MAX_DIM} (the "
                          "follow-up used 1 .. 4000)")
-    return int(text)
+    return int(digits[1])
 
 
 def _parse_gap(text):

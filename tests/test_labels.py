@@ -785,6 +785,8 @@ FAMILY_NAMES = "speech, shuffle, uniform, random, composite, lowdim, bert, glove
     ("normal_dim=0", "D must be a whole number in 1 .. 100000"),
     ("normal_dim=2.5", "D must be a whole number in 1 .. 100000"),
     ("normal_dim=99999999999999999999", "D must be a whole number in 1 .. 100000"),  # numpy's traceback
+    # int()'s ValueError traceback for over 4300 digits, found by fuzzing parse_label
+    pytest.param("normal_dim=" + "1" * 4400, "D must be a whole number in 1 .. 100000", id="4400-digits"),
     ("normal_dim", "needs a parameter"),
     ("uniform_gap=-1", "number >= 0"),
     ("uniform_gap=x", "number >= 0"),
