@@ -432,6 +432,8 @@ def _parse_gap(text):
         gap = math.nan
     if not (math.isfinite(gap) and gap >= 0):
         raise LabelError(f"uniform_gap={text}: G must be a number >= 0")
+    if gap > float(np.finfo(np.float32).max):  # float32 targets, and beyond about 1e306 numpy's OverflowError
+        raise LabelError(f"uniform_gap={text}: G must be at most 3.4e38, float32's largest")
     return gap
 
 

@@ -790,6 +790,9 @@ FAMILY_NAMES = "speech, shuffle, uniform, random, composite, lowdim, bert, glove
     ("normal_dim", "needs a parameter"),
     ("uniform_gap=-1", "number >= 0"),
     ("uniform_gap=x", "number >= 0"),
+    # make_label: numpy's OverflowError traceback; the command line: "File name too long" for its
+    # 309-digit name, found by fuzzing parse_label
+    ("uniform_gap=1e308", "G must be at most 3.4e38, float32's largest"),
     ("speech=3", "takes no parameter"),
 ])
 def test_bad_label_names(label, message, tmp_path, capsys):
