@@ -187,8 +187,9 @@ def torchrun(tmp_path, *args):
                           text=True, cwd=REPO, env=env, timeout=600)
 
 
-def test_mcr2_is_refused_under_torchrun(tmp_path, cifar10_dir):
-    proc = torchrun(tmp_path, REPO / "train.py", "--label", "mcr2", "--data_dir", cifar10_dir,
+def test_mcr2_is_refused_under_torchrun(tmp_path):
+    """Before the data loads (here, a folder without it): not after a download of 170 MB."""
+    proc = torchrun(tmp_path, REPO / "train.py", "--label", "mcr2", "--data_dir", tmp_path / "no_data",
                     "--base_dir", tmp_path, "--valid_size", "60", "--epochs", "1", "--device", "cpu")
     assert proc.returncode != 0
     assert "error: --label mcr2 does not train under torchrun" in proc.stderr

@@ -957,12 +957,12 @@ def run_training(args, argv=None):
     # only after the dataset loaded (or downloaded, 170 MB)
     space = run_label_space(args, dataset_info(args.dataset, args.label_granularity).num_classes[
         args.label_granularity])
-    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
         raise UsageError(f"--label {args.label} does not train under torchrun: its loss, the rate "
                          "reduction of the whole batch, is not a sum over images, so each "
                          "process's share would give another loss; run it in one process")
+    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
     train_labels = data.train_labels[split.train]
     noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
