@@ -563,6 +563,37 @@ def test_figures_draw_the_tables_numbers(tmp_path):
         assert drawn[name] == [pytest.approx(xs, rel=1e-6), pytest.approx(ys)], name
 
 
+def error_bars(ax):
+    """The (x, low, high) of each error bar of an axes' one errorbar line."""
+    [container] = ax.containers
+    [bars] = container.lines[2]
+    return [(x, low, high) for (x, low), (_, high) in bars.get_segments()]
+
+
+def test_figures_error_bars_are_the_sample_std_over_seeds_in_percent(tmp_path):
+    """The figures' legends say "mean ± s.d. over n seeds", as the tables' cells: each point's bar
+    spans the mean plus or minus the sample std (n - 1), in percent, the clean point's too. Only
+    the means were checked (on seeds that agreed, drawn without bars): bars of the standard error
+    (/ sqrt(n): 5.77 for 10), of the population std (8.16) or in fractions went unseen."""
+    from report import level_figures, robust_figures
+    base = tmp_path / "runs"
+    for seed, acc, robust in ((1, 0.5, 0.1), (2, 0.6, 0.2), (3, 0.7, 0.6)):
+        make_run(base, "category", seed, test_acc=acc, valid_acc=acc, clean_acc=acc,
+                 attack=[entry("fgsm", EPS8, robust)])
+        make_run(base, "category", seed, level=25, test_acc=acc - 0.2, valid_acc=acc - 0.2)
+    summary = report(base, tmp_path / "out", draw=False)
+    styles = label_styles(["category"])
+    [(_, draw, args)] = robust_figures(summary["robust_accuracy"], styles)
+    # clean 50, 60, 70: 60 +- 10; robust 10, 20, 60: 30 +- sqrt((20^2 + 10^2 + 30^2) / 2) = 26.46
+    spread = ((20 ** 2 + 10 ** 2 + 30 ** 2) / 2) ** 0.5
+    assert error_bars(draw(*args).axes[0]) == [(0, pytest.approx(50), pytest.approx(70)),
+                                               (pytest.approx(8), pytest.approx(30 - spread),
+                                                pytest.approx(30 + spread))]
+    [(_, draw, args)] = level_figures(summary["data_efficiency"], styles)
+    assert error_bars(draw(*args).axes[0]) == [(25, pytest.approx(30), pytest.approx(50)),
+                                               (100, pytest.approx(50), pytest.approx(70))]
+
+
 def test_panel_titles_naming_their_settings_stay_apart(tmp_path):
     """A robust figure's panels of one attack at several settings name the setting under the attack,
     on one line: "1017 test images, steps 10, restarts 1, bf16, step size 0.5/255" is wider than a
