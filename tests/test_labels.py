@@ -156,9 +156,15 @@ def test_synthetic_family_contract(name, num_classes):
     if key == "normal_dim":  # class i ~ N(i, 0.1)
         tolerance = 5 * 0.1 / np.sqrt(int(value)) + 1e-3
         assert np.abs(rows.mean(1) - np.arange(num_classes)).max() < tolerance
+        # and its spread, 0.1 (the follow-up's entropy): within 5 standard errors, 0.1 / sqrt(2 n)
+        spread = np.sqrt(np.mean((rows - np.arange(num_classes)[:, None]) ** 2))
+        assert abs(spread - 0.1) < 5 * 0.1 / np.sqrt(2 * rows.size)
     if key == "uniform_gap":  # class i ~ U(iG, 9 + iG)
         low = float(value) * np.arange(num_classes)[:, None]
         assert (rows >= low - 1e-4).all() and (rows <= low + 9 + 1e-4).all()
+        # filling the whole width 9 (its overlap with the next class), not a part of it:
+        # of 500 draws or more, none within 0.2 of an end has a chance below 1e-4
+        assert (rows - low).min() < 0.2 and (rows - low).max() > 8.8
 
 
 def test_speech_from_tones(tone_speech, tones):
