@@ -21,7 +21,7 @@ from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import load_cifar, to_float
 from conftest import last_json, make_cifar10, run_script
 from utils import preempt
-from utils.attacks import Shared, draw_targets, run_attack, start_noise
+from utils.attacks import NOISE_BLOCK, Shared, draw_targets, run_attack, start_noise
 from utils.constants import ATTACKS
 from utils.errors import UsageError, run_cli
 from utils.labelspace import CategorySpace
@@ -64,6 +64,8 @@ def test_random_start_depends_only_on_seed_restart_and_index():
     # uniform over the whole ball: both signs, out to its faces
     assert everything.min() < -0.99 and everything.max() > 0.99 and abs(everything.mean()) < 0.02
     assert not torch.equal(start_noise(some, (3, 4, 4), seed=1, restart=1), everything[some])
+    # each block of NOISE_BLOCK images draws its own: image 256 does not start where image 0 does
+    assert not torch.equal(everything[NOISE_BLOCK], everything[0])
     assert not torch.equal(start_noise(some, (3, 4, 4), seed=2, restart=0), everything[some])  # --seed's
 
 
