@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.atomic import exclusive, made_folders, umask_mode
-from utils.constants import DATASETS, DatasetInfo, dataset_info, offline, training_images
+from utils.constants import DATASETS, DatasetInfo, check_split, dataset_info, offline
 from utils.errors import UsageError, log, os_error_text
 from utils.pickles import cifar_batches, meta_class_names
 
@@ -219,24 +219,8 @@ def split_indices(num_images, seed, valid_size=5000, level=100):
     RandomState(seed).permutation equals the paper's np.random.seed(seed); np.random.shuffle(idx),
     without touching numpy's global generator.
     """
-    if not 0 < level <= 100:
-        raise UsageError(f"--level must lie in (0, 100], got {level}")
-    # a lower level's own check says what --valid_size leaves room for its images
-    if valid_size < 0 or (valid_size >= num_images and level == 100):
-        raise UsageError(f"--valid_size {valid_size} leaves no training images: the dataset has "
-                         f"{num_images}; pass a --valid_size of at most {max(num_images - 2, 0)}")
+    train_len = check_split(num_images, valid_size, level)  # train.py's reason where it refuses the split
     order = np.random.RandomState(seed).permutation(num_images)
-    remaining = max(num_images - valid_size, 0)
-    train_len = training_images(num_images, valid_size, level)
-    if train_len > remaining:
-        raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
-                         f"of the {num_images} remain after the {valid_size} validation images; pass a "
-                         f"--valid_size of at most {num_images - train_len}, or a lower --level")
-    if train_len < 2:
-        given = f"--level {level}" if level < 100 else f"--valid_size {valid_size}"
-        fix = "" if level < 100 else f": pass a --valid_size of at most {num_images - 2}"
-        raise UsageError(f"{given} leaves {train_len} training image{'s' * (train_len != 1)}; "
-                         f"a run needs at least 2{fix}")
     return Split(train=order[valid_size:valid_size + train_len], valid=order[:valid_size])
 
 

@@ -388,6 +388,40 @@ def test_flags_and_label_files_train_py_refuses_are_named_in_one_error(capsys, t
     assert not (tmp_path / "runs").exists()
 
 
+def test_runs_train_py_refuses_for_their_split_are_named_in_one_error(capsys, tmp_path, cifar10_dir):
+    """A --level or --valid_size that leaves a run too few training images of the dataset in
+    --data_dir (the tiny CIFAR-10's 300 here; CIFAR's 50000 where it is not there yet): the dry run
+    said 'run: new', --slurm queued every run and each job ended with train.py's error after
+    loading the data. Now each level refused, with train.py's reason, in one line before anything
+    is written; a grid whose runs fit plans as before."""
+    script = tmp_path / "jobs" / "s.sbatch"
+
+    def sweep_err(data_dir, *grid):
+        for mode in (["--dry_run"], ["--slurm", script]):
+            argv = ["--labels", "category", "--seeds", "1", "2", "--data_dir", data_dir, "--base_dir",
+                    tmp_path / "runs", *grid, *mode]
+            assert call_cli(sweep.main, [str(a) for a in argv]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and not script.parent.exists() and not (tmp_path / "runs").exists()
+        return err
+    assert sweep_err(cifar10_dir, "--levels", "0.01", "--valid_size", "50") == (
+        "error: train.py refuses the --dataset cifar10 --level 0.01 runs: --level 0.01 leaves 0 training "
+        "images; a run needs at least 2\n")
+    assert sweep_err(cifar10_dir, "--levels", "100", "25", "--train_args", "--valid_size 400") == (
+        "error: 2 problems with the grid's flags: (1) train.py refuses the --dataset cifar10 --level 100 runs: "
+        "--valid_size 400 leaves no training images: the dataset has 300; pass a --valid_size of at most 298; "
+        "(2) train.py refuses the --dataset cifar10 --level 25 runs: --level 25 asks for 75 training images, "
+        "but only 0 of the 300 remain after the 400 validation images; pass a --valid_size of at most 225, "
+        "or a lower --level\n")
+    assert sweep_err(tmp_path / "not_yet", "--valid_size", "60000") == (  # train.py would download CIFAR-10
+        "error: train.py refuses the --dataset cifar10 --level 100 runs: --valid_size 60000 leaves no "
+        "training images: the dataset has 50000; pass a --valid_size of at most 49998\n")
+    rows = sweep_lines(capsys, ["--labels", "category", "--levels", "100", "25", "--seeds", "1", "2",
+                                "--data_dir", str(cifar10_dir), "--valid_size", "225",
+                                "--base_dir", str(tmp_path / "runs"), "--dry_run"])
+    assert [row.split()[2:4] for row in rows[1:5]] == [["run:", "new"]] * 4
+
+
 def test_every_unusable_label_file_is_named_in_one_error(capsys, tmp_path, label_dir):
     """A grid's missing and unusable label files, all in one error line before any job is written:
     sweep.py named the first (bert) alone, so each rerun told of the next (glove, then the file of
@@ -2171,7 +2205,7 @@ def test_a_failed_slurm_write_leaves_the_earlier_files_whole(tmp_path, cifar10_d
     would run broken commands)."""
     script = tmp_path / "x.sbatch"
     argv = ["--slurm", str(script), "--stages", "train", "--data_dir", str(cifar10_dir), "--label_dir",
-            str(label_dir), "--base_dir", str(tmp_path / "runs")]
+            str(label_dir), "--base_dir", str(tmp_path / "runs"), "--valid_size", "50"]
     run_script("sweep.py", *argv, "--seeds", "0", "1")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     limit = textwrap.dedent(f"""

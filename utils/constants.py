@@ -43,6 +43,7 @@ class DatasetInfo:
     num_classes: dict    # granularity -> number of classes
     label_keys: dict     # granularity -> key of the labels list in a batch
     name_keys: dict      # granularity -> key of the class names in the meta file
+    num_train_images: int  # in its train_files as downloaded from url (a --data_dir may hold fewer)
     mean: tuple = PAPER_MEAN
     std: tuple = PAPER_STD
 
@@ -53,14 +54,14 @@ DATASETS = {
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
         meta_file="batches.meta", num_classes={"fine": 10}, label_keys={"fine": "labels"},
-        name_keys={"fine": "label_names"}),
+        name_keys={"fine": "label_names"}, num_train_images=50000),
     "cifar100": DatasetInfo(
         name="cifar100", folder="cifar-100-python",
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         train_files=("train",), test_files=("test",), meta_file="meta",
         num_classes={"fine": 100, "coarse": 20},
         label_keys={"fine": "fine_labels", "coarse": "coarse_labels"},
-        name_keys={"fine": "fine_label_names", "coarse": "coarse_label_names"}),
+        name_keys={"fine": "fine_label_names", "coarse": "coarse_label_names"}, num_train_images=50000),
 }
 
 
@@ -155,3 +156,28 @@ def training_images(num_images, valid_size, level):
     if level == 100:
         return max(num_images - valid_size, 0)
     return int(num_images * Fraction(str(level)) / 100)
+
+
+def check_split(num_images, valid_size, level):
+    """`training_images` of a run of --valid_size and --level on a dataset of `num_images` training
+    images, or a UsageError where train.py refuses its split: a --level outside (0, 100], fewer than
+    2 training images, or more than remain after the validation images (`cifar.split_indices`'s
+    checks, and a sweep's before it queues a run: `utils.grid.split_problems`)."""
+    if not 0 < level <= 100:
+        raise UsageError(f"--level must lie in (0, 100], got {level}")
+    # a lower level's own check says what --valid_size leaves room for its images
+    if valid_size < 0 or (valid_size >= num_images and level == 100):
+        raise UsageError(f"--valid_size {valid_size} leaves no training images: the dataset has "
+                         f"{num_images}; pass a --valid_size of at most {max(num_images - 2, 0)}")
+    remaining = max(num_images - valid_size, 0)
+    train_len = training_images(num_images, valid_size, level)
+    if train_len > remaining:
+        raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
+                         f"of the {num_images} remain after the {valid_size} validation images; pass a "
+                         f"--valid_size of at most {num_images - train_len}, or a lower --level")
+    if train_len < 2:
+        given = f"--level {level}" if level < 100 else f"--valid_size {valid_size}"
+        fix = "" if level < 100 else f": pass a --valid_size of at most {num_images - 2}"
+        raise UsageError(f"{given} leaves {train_len} training image{'s' * (train_len != 1)}; "
+                         f"a run needs at least 2{fix}")
+    return train_len
