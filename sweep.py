@@ -246,10 +246,12 @@ def check_numbers(opts):
 
 
 def check_gpus(opts):
-    """--gpus as `gpu_ids`, without --jobs: a run per listed id."""
+    """--gpus as `gpu_ids`, without --jobs: a run per listed id. The pair is refused only where it
+    acts (--local, or a dry run alone): --print and --slurm ignore both, as `check_modes` warns, and
+    refusing them there said 'ignored' and then stopped on them."""
     if opts.gpus is not None:
         opts.gpus = gpu_ids(opts.gpus, here=opts.local)
-        if opts.jobs != 1:
+        if opts.jobs != 1 and not (opts.print or opts.slurm):
             raise UsageError(f"--jobs {opts.jobs} is for runs on the CPU; with --gpus, list an id twice "
                              "to run two runs on that GPU (0,0,1,1)")
 

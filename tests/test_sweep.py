@@ -938,6 +938,24 @@ def test_flags_of_another_mode_are_named_as_ignored(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[0] == "warning: --gres only acts with --slurm; ignored with --print"
 
 
+def test_gpus_with_jobs_is_refused_only_where_they_act(tmp_path, capsys):
+    """--gpus 0 --jobs 2 on a --slurm or --print line (a --local command copied): sweep.py warned that
+    both were ignored, then refused the pair; now the warning alone, and the script is written.
+    Where they act (--local, a dry run) the pair is still refused."""
+    base = ["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--gpus", "0", "--jobs", "2"]
+    script = tmp_path / "s.sbatch"
+    assert call_cli(sweep.main, base + ["--slurm", str(script)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: --gpus, --jobs only act with --local; ignored with --slurm")
+    assert script.is_file()
+    assert call_cli(sweep.main, base + ["--print"]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "warning: --gpus, --jobs only act with --local; ignored with --print")
+    assert call_cli(sweep.main, base + ["--dry_run"]) == 2
+    assert capsys.readouterr().err == ("error: --jobs 2 is for runs on the CPU; with --gpus, list an id twice "
+                                       "to run two runs on that GPU (0,0,1,1)\n")
+
+
 def test_a_stages_args_without_its_stage_is_named_as_ignored(tmp_path, capsys):
     """--attack_args with --stages train (or --train_args with --stages attack) went without a word;
     a grid file's, which serve every --stages, stay quiet."""
