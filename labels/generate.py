@@ -337,7 +337,7 @@ def make_shuffle(names, seed, options, param=None):
     if options.speech_targets is not None:
         speech = np.asarray(options.speech_targets)
     elif options.speech_file is not None:
-        speech = read_targets(options.speech_file)
+        speech = _speech_file(options.speech_file, len(names))
     else:
         speech = make_speech(names, None, options)
     if speech.ndim != 3 or len(speech) != len(names):
@@ -345,6 +345,22 @@ def make_shuffle(names, seed, options, param=None):
                          f"got {speech.shape}")
     rng = np.random.RandomState(seed)
     return np.stack([target[:, rng.permutation(target.shape[1])] for target in speech])
+
+
+def _speech_file(path, num_classes):
+    """The targets of --speech_file `path`, which must be a speech label file of `num_classes`
+    classes, (C, H, W). Errors name the flag and the file: another dataset's file or another
+    label's (cifar10_speech.npy for --dataset cifar100, a glove file) said only 'shuffle needs
+    speech targets of shape (100, H, W); got (10, 64, 64)', and a missing one 'label file ... is not
+    a readable .npy file (No such file or directory)'."""
+    if not os.path.lexists(path):
+        raise LabelError(f"--speech_file {path} does not exist; give the --dataset's speech label "
+                         "file ({dataset}_speech.npy)")
+    speech = read_targets(path)
+    if speech.ndim != 3 or len(speech) != num_classes:
+        raise LabelError(f"--speech_file {path} holds targets of shape {speech.shape}; shuffle permutes "
+                         f"the --dataset's speech targets, of shape ({num_classes}, H, W)")
+    return speech
 
 
 # ----------------------------------------------------------------------------- synthetic families

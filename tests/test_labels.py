@@ -868,6 +868,26 @@ def test_bad_audio_dirs(tones, tmp_path, capsys):
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.npy"))
 
 
+def test_a_speech_file_of_another_dataset_or_label_names_the_flag(tmp_path, capsys):
+    """--speech_file of another dataset (cifar10's for --dataset cifar100) or another label said only
+    'shuffle needs speech targets of shape (100, H, W); got (10, 64, 64)', naming neither the flag
+    nor the file; a missing one 'label file ... is not a readable .npy file'."""
+    speech, glove = tmp_path / "cifar10_speech.npy", tmp_path / "cifar10_glove.npy"
+    np.save(speech, np.random.RandomState(0).uniform(-80, 0, (10, 64, 64)).astype(np.float32))
+    np.save(glove, np.random.RandomState(0).normal(size=(10, 50)).astype(np.float32))
+    for dataset, path, message in (
+            ("cifar100", speech, f"--speech_file {speech} holds targets of shape (10, 64, 64); shuffle permutes "
+                                 "the --dataset's speech targets, of shape (100, H, W)"),
+            ("cifar10", glove, f"--speech_file {glove} holds targets of shape (10, 50); shuffle permutes the "
+                               "--dataset's speech targets, of shape (10, H, W)"),
+            ("cifar10", tmp_path / "x.npy", f"--speech_file {tmp_path / 'x.npy'} does not exist; give the "
+                                            "--dataset's speech label file ({dataset}_speech.npy)")):
+        status, _, err = cli(generate.main, ["--dataset", dataset, "--label", "shuffle", "--speech_file", path,
+                                             "--out", tmp_path / "out"], capsys)
+        assert (status, err) == (2, f"error: {message}\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_speech_without_espeak_says_how_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))   # no espeak-ng on it
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--out",
