@@ -257,6 +257,10 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--config", "{tmp}/noisy.yaml"], "--labels: speech_noise0.2 ends like the run directory of "
      "a --label_noise run"),
     (["--dry_run", "--seeds", "-1"], "--seeds: '-1' is not a valid value"),
+    (["--dry_run", "--labels", "speech", "{tmp}/short/cifar10_speech.npy"], "error: --labels: "
+     "'{tmp}/short/cifar10_speech.npy' is not a label name: it names the label file {dataset}_NAME.npy and the "
+     "run directory model_NAME, so it must be non-empty and hold no /; that file is label speech with "
+     "--label_dir {tmp}/short"),
     # each ran the grid on the CPU: an empty --gpus, or an id CUDA cannot read (it then hides every GPU)
     (["--dry_run", "--gpus", ""], "error: --gpus needs ids, e.g. 0,1"),
     (["--dry_run", "--gpus", "0;1"], "error: --gpus: '0;1' is not a GPU id; give indices, e.g. 0,1 (or "

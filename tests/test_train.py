@@ -1001,6 +1001,11 @@ def run_cli_capture(capsys, argv):
      "category --smoothing S; pass those flags"),
     # trained into model_sub/x (a folder report.py skips) and model_ (an empty name)
     ({"label": "sub/x"}, "argument --label: 'sub/x' is not a label name"),
+    # a label file's path, a likely first try with a file of one's own: the error said what a label
+    # name is, not which one the file is
+    ({"label": "mine/cifar10_speech.npy"}, "error: argument --label: 'mine/cifar10_speech.npy' is not a label "
+     "name: it names the label file {dataset}_NAME.npy and the run directory model_NAME, so it must be "
+     "non-empty and hold no /; that file is label speech with --label_dir mine (see train.py --help)"),
     ({"label": ""}, "argument --label: '' is not a label name"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):

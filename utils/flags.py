@@ -53,7 +53,7 @@ def label_name(text):
     if not text or "/" in text:
         raise argparse.ArgumentTypeError(f"{given!r} is not a label name: it names the label file "
                                          "{dataset}_NAME.npy and the run directory model_NAME, so "
-                                         "it must be non-empty and hold no /")
+                                         "it must be non-empty and hold no /" + _label_of_file(given))
     if NOISY.match(text):
         raise argparse.ArgumentTypeError(f"{text} ends like the run directory of a --label_noise "
                                          f"run (model_{{label}}_noise{{R}}), so its runs would be "
@@ -62,6 +62,18 @@ def label_name(text):
         raise argparse.ArgumentTypeError(f"{text} names the runs of --label category --smoothing S; "
                                          "pass those flags (or rename the label file)")
     return text
+
+
+def _label_of_file(path):
+    """For a label file's path given as a label ('labels/mine/cifar10_speech.npy', a researcher's
+    likely first try): '; that file is label speech with --label_dir labels/mine', which `label_name`'s
+    error adds; '' for a path that names no {dataset}_NAME.npy."""
+    file = Path(path)
+    dataset = next((d for d in DATASETS if file.name.startswith(f"{d}_")), None)
+    name = file.name.removesuffix(".npy")[len(dataset or "") + 1:]
+    if dataset is None or not file.name.endswith(".npy") or not name:
+        return ""
+    return f"; that file is label {name} with --label_dir {file.parent}"
 
 
 SHARED = {
