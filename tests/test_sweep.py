@@ -166,7 +166,7 @@ def test_help_says_where_flags_go():
     (["--labels", "category"], "say what to do: --dry_run, --print, --slurm FILE or --local"),
     (["--print", "--local"], "choose one of --print, --slurm, --local"),
     (["--dry_run", "--levels", "150"], "level '150' is not a percentage"),
-    (["--dry_run", "--seeds", "x"], "--seeds: 'x' is not a valid value"),
+    (["--dry_run", "--seeds", "x"], "error: --seeds: 'x' is not an int"),
     # a typo: train.py's line with the labels found (sweep.py's said only "label file(s) not found")
     (["--dry_run", "--labels", "nosuch", "--stages", "train"], "/cifar10_nosuch.npy for --label nosuch; "
      "labels found for cifar10 in "),
@@ -256,7 +256,9 @@ def test_help_says_where_flags_go():
     # a grid file's labels skipped train.py's check of --label: each of its train.py runs refused it
     (["--dry_run", "--config", "{tmp}/noisy.yaml"], "--labels: speech_noise0.2 ends like the run directory of "
      "a --label_noise run"),
-    (["--dry_run", "--seeds", "-1"], "--seeds: '-1' is not a valid value"),
+    (["--dry_run", "--seeds", "-1"], "error: --seeds: -1 must be at least 0"),
+    # was train.py's check, naming the flag the sweep sets: "argument --seed: ... (see train.py --help)"
+    (["--dry_run", "--seeds", "7", str(2**32)], "error: --seeds: 4294967296 must be at most 4294967295"),
     (["--dry_run", "--labels", "speech", "{tmp}/short/cifar10_speech.npy"], "error: --labels: "
      "'{tmp}/short/cifar10_speech.npy' is not a label name: it names the label file {dataset}_NAME.npy and the "
      "run directory model_NAME, so it must be non-empty and hold no /; that file is label speech with "

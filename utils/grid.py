@@ -39,8 +39,8 @@ from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, la
 from utils.constants import (DATASETS, check_split, dataset_info, training_images,
                              schedule)  # what attack.py runs for its flags
 from utils.errors import UsageError, closest_flag
-from utils.flags import (acts_on, check_label_flags, label_name, level, recorded_config,  # as train.py, attack.py
-                         run_changes, trained_folder)
+from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level,  # as train.py, attack.py
+                         recorded_config, run_changes, trained_folder)
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, read_text, resolved,
@@ -124,10 +124,15 @@ def parse_label(value):
 
 
 def parse_seed(value):
-    """A seed: a whole number >= 0, as an int or its digits (not 1.5, not true)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or int(value) < 0:
+    """A seed as train.py's --seed reads it (a whole number from 0 to 2**32 - 1, numpy's seeds), as
+    an int or its digits (not 1.5, not true). Its error names --seeds: 2**32 was refused by train.py's
+    own check, 'argument --seed: ... (see train.py --help)', naming a flag the sweep sets itself."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(value)
-    return int(value)
+    try:
+        return SHARED["seed"]["type"](str(value))
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"--seeds: {err}") from None
 
 
 # The grid's axes in expansion order (the first varies slowest); flag name -> how a value is read.
