@@ -888,6 +888,50 @@ def test_a_speech_file_of_another_dataset_or_label_names_the_flag(tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("argv, message", [
+    # a typo in a names file's path
+    (["--label", "glove", "--names", "{tmp}/nmaes.txt"],
+     "--names '{tmp}/nmaes.txt' is neither a name set (standard, spoken, text) nor a file"),
+    (["--label", "glove", "--glove", "{tmp}/glove.6B.50d.txt"], "--glove {tmp}/glove.6B.50d.txt: no such file "
+     "(give a GloVe text file such as glove.6B.50d.txt, or a gensim-downloader name)"),
+    (["--label", "bert", "--text_model", "{tmp}/bert-base"], "--text_model {tmp}/bert-base: no such directory "
+     "(give a directory saved with save_pretrained, or a Hugging Face model name)"),
+    # one dataset's recordings for both: the first's ten words would have been cifar100's first ten classes
+    (["--dataset", "cifar10", "cifar100", "--label", "speech", "--audio_dir", "{tmp}"],
+     "--audio_dir holds one dataset's recordings: give a single --dataset"),
+    (["--dataset", "cifar10", "cifar100", "--label", "shuffle", "--speech_file", "{tmp}/cifar10_speech.npy"],
+     "--speech_file is one dataset's file: give a single --dataset"),
+    (["--dataset", "cifar10", "--label", "speech", "--audio_dir", "{tmp}/cifar10_speech.npy"],
+     "--audio_dir {tmp}/cifar10_speech.npy is not a directory"),
+    (["--dataset", "cifar10", "cifar100", "--label", "uniform", "--label_granularity", "coarse"],
+     "--label_granularity coarse is for cifar100 only"),
+])
+def test_generate_flags_that_do_not_fit_are_one_exact_line(argv, message, tmp_path, capsys):
+    if "--dataset" not in argv:
+        argv = ["--dataset", "cifar10", *argv]
+    status, _, err = cli(generate.main, [a.replace("{tmp}", str(tmp_path)) for a in argv]
+                         + ["--out", tmp_path / "out"], capsys)
+    assert (status, err) == (2, f"error: {message.replace('{tmp}', str(tmp_path))}\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_silent_recording_is_named(tones, tmp_path, capsys):
+    silent = tmp_path / "silent"
+    shutil.copytree(tones, silent)
+    import soundfile
+    soundfile.write(silent / "6.wav", np.zeros(8000), 16000, subtype="PCM_16")
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--audio_dir", silent,
+                                         "--out", tmp_path / "out"], capsys)
+    assert (status, err) == (2, f"error: audio file {silent / '6.wav'} is silent\n")
+
+
+@needs_espeak
+def test_a_voice_espeak_lacks_is_named(tmp_path, capsys):
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--espeak_voice",
+                                         "xx-nonsense", "--out", tmp_path / "out"], capsys)
+    assert status == 2 and err.startswith("error: espeak-ng failed on 'airplane' with voice 'xx-nonsense': ")
+
+
 def test_speech_without_espeak_says_how_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))   # no espeak-ng on it
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--out",
