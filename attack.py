@@ -171,6 +171,15 @@ def requested_settings(args):
 ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"), "restarts": ("pgd",)}
 
 
+def _best_in(folder):
+    """'; pass --checkpoint F' for the best checkpoint F train.py wrote in run directory `folder` (a
+    --checkpoint of the run directory is a likely slip), '; pass one of ...' for several, '' for none."""
+    found = sorted(str(p) for p in Path(folder).glob("*_best_model.pth") if p.is_file())
+    if not found:
+        return ""
+    return f"; pass --checkpoint {found[0]}" if len(found) == 1 else f"; pass one of {', '.join(found)}"
+
+
 def find_checkpoint(args):
     """The checkpoint path and the run directory its results go to."""
     from utils.runs import (CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir,
@@ -181,8 +190,8 @@ def find_checkpoint(args):
         path = resolved(Path(args.checkpoint).parent) / Path(args.checkpoint).name
         args.checkpoint = str(path)
         if not path.is_file():
-            raise UsageError(f"--checkpoint {path} " + ("is a folder, not a checkpoint file" if path.is_dir()
-                                                      else "does not exist"))
+            raise UsageError(f"--checkpoint {path} " + (f"is a folder, not a checkpoint file{_best_in(path)}"
+                                                      if path.is_dir() else "does not exist"))
         if path.name == LAST_CHECKPOINT and (path.parent / CONFIG).is_file():
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
                              "attack results count as the run's best checkpoint's; attack a copy of it "

@@ -1397,8 +1397,17 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     # '' was a TypeError traceback (the flags then found no run); a folder "did not exist"
     assert one_line_error(capsys, flags + ["--checkpoint", ""]) == ("error: argument --checkpoint: must not "
                                                                     "be empty (see attack.py --help)")
+    # the run directory for its checkpoint, a likely slip: the line names the file to pass
     line = one_line_error(capsys, flags + ["--checkpoint", str(run_dir)])
-    assert line == f"error: --checkpoint {run_dir} is a folder, not a checkpoint file"
+    assert line == f"error: --checkpoint {run_dir} is a folder, not a checkpoint file; pass --checkpoint {checkpoint}"
+    (tmp_path / "empty").mkdir()
+    line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "empty")])
+    assert line == f"error: --checkpoint {tmp_path / 'empty'} is a folder, not a checkpoint file"
+    # a torch.save file of another kind (a model's own state_dict, saved by hand)
+    torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "weights.pth")
+    line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "weights.pth")])
+    assert line == (f"error: {tmp_path / 'weights.pth'} is not a best-model checkpoint of train.py (it lacks "
+                    "model, model_args or label_space)")
     assert not (tmp_path / ".lock").exists()  # bad input ends before the folder is locked
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing was written
 
