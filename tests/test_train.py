@@ -1039,6 +1039,22 @@ def test_label_flags_refused_before_the_data(capsys, label_dir, tmp_path, change
     assert not (tmp_path / "no_data").exists()
 
 
+@pytest.mark.parametrize("save, message", [
+    # a label of one's own saved the ways people get wrong: one number per class, another dataset's
+    # class count, a text file under the .npy name
+    (lambda path: np.save(path, np.arange(10.0)), "has shape (10,); expected [classes, ...] with one target per "
+     "class (one number per class: save it as shape (10, 1))"),
+    (lambda path: np.save(path, np.random.rand(100, 50)), "has 100 class targets, but the dataset has 10 classes"),
+    (lambda path: path.write_text("0.1 0.2\n"), "is not a .npy file (no NumPy header); save one with numpy.save"),
+])
+def test_a_label_file_of_ones_own_saved_wrong_is_one_exact_line(capsys, tmp_path, save, message):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    save(labels / "cifar10_mine.npy")
+    line = run_cli_capture(capsys, flags(tmp_path / "no_data", tmp_path, labels, label="mine"))
+    assert line == f"error: label file {labels / 'cifar10_mine.npy'} {message}"
+
+
 def test_an_unusable_base_dir_in_process_is_the_command_lines_usage_error(capsys, cifar10_dir, label_dir,
                                                                           tmp_path):
     """main(argv) in a notebook raised "NotADirectoryError: [Errno 20] Not a directory:
