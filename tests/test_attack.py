@@ -1746,7 +1746,7 @@ def speech_space(**values):
     ({"model": None}, ""),
     ({"config": {"flags": {"seed": "x"}}}, ""),  # a RuntimeError traceback from torch's manual_seed
     (model_args(output_shape=[-5]), ""),
-    (model_args(arch=9), "(ValueError: unknown model 9; choose from vgg19, resnet32, resnet110)"),
+    (model_args(arch=9), f"(ValueError: unknown model 9; choose from {', '.join(ARCHITECTURES)})"),
     # attacked: NaN outputs, decoded as some class
     (model_args(std=[0.0] * 3), "(ValueError: normalisation std [0.0, 0.0, 0.0] is not 3 finite numbers, each "
                                 "above 0)"),
@@ -1793,7 +1793,7 @@ def test_a_checkpoint_of_a_network_this_checkout_lacks_says_to_register_it(speec
     line = one_line_error(capsys, ["--checkpoint", str(path), "--data_dir", str(cifar10_dir),
                                    "--num_images", "5"])
     assert line == (f"error: {path} holds a resnet56, a network this checkout's architecture.py does not "
-                    "register (it has vgg19, resnet32, resnet110); add its entry to ARCHITECTURES there, "
+                    f"register (it has {', '.join(ARCHITECTURES)}); add its entry to ARCHITECTURES there, "
                     "as in the checkout that trained it")
     # Registered (here under resnet32's entry, which these weights fit), it loads.
     monkeypatch.setitem(ARCHITECTURES, "resnet56", ARCHITECTURES["resnet32"])

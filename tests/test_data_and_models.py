@@ -280,6 +280,7 @@ PARAMETERS = {"resnet32": (466_906, 579_577, 550_905), "resnet110": (1_730_714, 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_parameter_counts_equal_the_papers(arch):
+    assert arch in PARAMETERS, f"pin {arch}'s parameter counts (category, 64x64, 48x48 heads) in PARAMETERS"
     counts = tuple(sum(p.numel() for p in build_model(arch, shape).parameters())
                    for shape in ((10,), (64, 64), (48, 48)))
     assert counts == PARAMETERS[arch]
@@ -306,10 +307,11 @@ def test_every_head_gives_the_target_shape_and_trains(arch, shape):
 def test_batch_norms_keep_torchs_defaults_as_the_papers(arch):
     """Every batch norm of every trunk and head is the paper code's plain nn.BatchNorm: running
     statistics with momentum 0.1 and eps 1e-5. Another momentum leaves the parameter counts as
-    they are but changes the running statistics, so every eval-mode accuracy."""
+    they are but changes the running statistics, so every eval-mode accuracy. A network of one's own
+    may have none (a linear head on a trunk without batch norms)."""
     for shape in ((10,), (64, 64)):
         norms = [m for m in build_model(arch, shape).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        assert norms and {(m.momentum, m.eps, m.affine, m.track_running_stats) for m in norms} == {
+        assert {(m.momentum, m.eps, m.affine, m.track_running_stats) for m in norms} <= {
             (0.1, 1e-5, True, True)}
 
 

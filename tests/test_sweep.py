@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import sweep
+from architecture import ARCHITECTURES
 from conftest import REPO, last_json, run_importing, run_script
 from utils.errors import UsageError, call_cli
 from utils.grid import (ATTACK_RESULTS, LAST_CHECKPOINT, Run, Task, attack_state, eps_text, missing_entries,
@@ -183,7 +184,7 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--labels", "mine", "speech", "--label_dir", "{tmp}"], "/cifar10_speech.npy; "
      "--label_dir serves every label of the grid, so copy the shipped cifar10_speech.npy from "),
     (["--dry_run", "--models", "resnet18", "resnet32"], "--models: unknown model resnet18; choose "
-                                                        "from resnet110, resnet32, vgg19"),
+                                                        f"from {', '.join(sorted(ARCHITECTURES))}"),
     (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label; valid keys:"),
     (["--dry_run", "--config", "{tmp}/stages.yaml"], "--stages must be among train, attack (got test)"),
     (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml (expected ',' or ']', "
