@@ -772,6 +772,25 @@ def test_all_writes_every_offline_family(tones, tmp_path, capsys):
         f"cifar10_{n}" for n in offline_labels())
 
 
+def test_a_family_of_your_own_as_the_readme_adds_one(tmp_path, capsys, monkeypatch):
+    """labels/README.md's 'A family of your own': its function and FAMILIES entry, as written there,
+    make a file labels.generate writes and train.py's checks accept; for CIFAR-100's superclasses too."""
+    section = (ROOT / "labels" / "README.md").read_text().split("## A family of your own")[1]
+    code, entry = re.search(r"```python\n(.*?)```", section, re.S)[1].split("# and its entry")
+    namespace = vars(generate).copy()
+    exec(code, namespace)
+    (name, family), = eval("{" + entry.split("\n", 1)[1] + "}", namespace).items()
+    monkeypatch.setitem(generate.FAMILIES, name, family)
+    for granularity, classes in (("fine", 10), ("coarse", 20)):
+        dataset = "cifar10" if granularity == "fine" else "cifar100"
+        status, _, _ = cli(generate.main, ["--dataset", dataset, "--label_granularity", granularity,
+                                           "--label", name, "--out", tmp_path / granularity], capsys)
+        assert status == 0
+        targets = np.load(tmp_path / granularity / f"{dataset}_{name}.npy", allow_pickle=False)
+        assert targets.shape == (classes, 32) and targets.dtype == np.float32
+        assert 0 <= targets.min() and targets.max() <= 80
+
+
 def test_each_dataset_gets_its_own_classes(tmp_path, capsys):
     """--dataset cifar10 cifar100, as the README regenerates the shipped files: a target per class
     of each dataset, 10 and 100, not the first dataset's class names for both."""
