@@ -161,7 +161,7 @@ def parse(argv=None):
     check_passthrough(layers, scripts)
     routed = {stage: [] for stage in scripts.stages}
     for shared, own in layers:
-        for stage, flags in scripts.route(shared).items():
+        for stage, flags in scripts.route(shared, parser._option_string_actions).items():
             routed[stage] += flags + own[stage]
     warn_unused_stage_args(opts, first)
     return opts, runs, scripts, routed

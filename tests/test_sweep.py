@@ -148,8 +148,9 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--seed", "3"], "--seed is set by the sweep; use --seeds"),
     (["--dry_run", "--train_args", "--label speech"], "--label is set by the sweep; use --labels"),
     # train.py and attack.py read a shortened flag as the one it starts: every run trained seed 5
-    (["--dry_run", "--train_args", "--see 5"], "--train_args: --see is not a flag of train.py; did you mean "
-     "--seed? (give each flag its full name)"),
+    # with no hint: --seed, which it starts, is the sweep's to set (it pointed there, which then said so)
+    (["--dry_run", "--train_args", "--see 5"], "error: --train_args: --see is not a flag of train.py (give each "
+     "flag its full name)"),
     (["--dry_run", "--attack_args", "--restart 2"], "--attack_args: --restart is not a flag of attack.py; "
      "did you mean --restarts?"),
     # a near miss is named: the flag's own name, or the one it starts (--eps is not --steps, closer by letters)
@@ -158,6 +159,14 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--eps", "8/255"], "--eps is not a flag of train.py or attack.py; did you mean --epsilons?"),
     (["--dry_run", "--data-dir", "x"], "--data-dir is not a flag of train.py or attack.py; did you mean "
      "--data_dir?"),
+    # sweep.py's own flags are near misses too, and the flags it sets are none: --lables named train.py's
+    # --label ("--label is set by the sweep; use --labels"), --levle --level, --stage nothing
+    (["--dry_run", "--lables", "speech"], "error: --lables is not a flag of train.py or attack.py; did you mean "
+     "--labels?"),
+    (["--dry_run", "--levle", "50"], "error: --levle is not a flag of train.py or attack.py; did you mean "
+     "--levels?"),
+    (["--dry_run", "--stage", "train"], "error: --stage is not a flag of train.py or attack.py; did you mean "
+     "--stages?"),
     # every run attacked that one file, writing its results into the file's folder
     (["--dry_run", "--checkpoint", "x.pth"], "--checkpoint is not passed through a sweep: a sweep attacks "
      "each run's own best checkpoint"),

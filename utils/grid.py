@@ -276,9 +276,15 @@ class Script:
     def accepts(self, option):
         return option in self.parser._option_string_actions
 
+    def passed(self):
+        """The script's flags a sweep passes on: not those the grid sets (GRID_FLAGS) nor those it
+        refuses to pass (NOT_PASSED)."""
+        return [o for o in self.parser._option_string_actions if o not in GRID_FLAGS and o not in NOT_PASSED]
+
     def closest(self, option):
-        """'; did you mean --X?' for an `option` the script has not, near one it has; else ''."""
-        return closest_flag(option, self.parser._option_string_actions)
+        """'; did you mean --X?' for an `option` the script has not, near one a sweep passes it on
+        (`passed`: --see is not sent to --seed, which the sweep refuses); else ''."""
+        return closest_flag(option, self.passed())
 
     def parse(self, argv):
         """The namespace the script would see for argv (a bad flag is its UsageError)."""
@@ -299,11 +305,13 @@ class Scripts:
     def __getitem__(self, stage):
         return self.stages[stage]
 
-    def route(self, args):
+    def route(self, args, own=()):
         """Send each pass-through flag (with its values) to every script whose parser knows it.
 
         args: ["--epochs", "30", "--data_dir", "d", ...]. Returns {stage: [args]}. A flag that no
-        script of the sweep accepts, or one the grid sets itself, is a UsageError.
+        script of the sweep accepts, or one the grid sets itself, is a UsageError; one near a flag
+        of sweep.py's (`own`) or one it passes on is named there (--lables: --labels, not
+        train.py's --label, which the sweep refuses).
         """
         routed = {stage: [] for stage in self.stages}
         groups, current = [], None
@@ -321,7 +329,8 @@ class Scripts:
             takers = [s for s, script in self.stages.items() if script.accepts(option)]
             if not takers:
                 names = " or ".join(script.path.name for script in self.stages.values())
-                hint = next(filter(None, (s.closest(option) for s in self.stages.values())), "")
+                near = dict.fromkeys([*own, *(o for script in self.stages.values() for o in script.passed())])
+                hint = closest_flag(option, list(near))
                 raise UsageError(f"{option} is not a flag of {names}{hint}")
             for stage in takers:
                 routed[stage] += group
