@@ -1979,6 +1979,51 @@ def test_a_signal_after_the_result_line_changes_no_exit_status(speech_run, cifar
     assert codes == [0, 0]
 
 
+@pytest.mark.parametrize("when", ["exit handler", "teardown"])
+def test_ctrl_c_after_the_result_line_changes_no_exit_status(when, speech_run, cifar10_dir, label_dir, tmp_path):
+    """A Ctrl-C in the half second of torch's teardown after the JSON line was a KeyboardInterrupt
+    inside its exit handlers ('Exception ignored in atexit callback' and a torch traceback on
+    stderr), or, once Python had put SIGINT's default action back, killed the finished run (exit
+    -2). The run's own process sends it here, from an exit handler registered as torch's are
+    (before main), or from an object freed with the modules, after Python's handlers are gone."""
+    base, _ = speech_run
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent("""
+        import atexit, os, signal, sys, time
+        from utils import errors
+        errors.quiet_interrupts()  # as train.py's first lines
+        import train
+
+        def interrupt(kill=os.kill, pid=os.getpid(), sig=signal.SIGINT, sleep=time.sleep):
+            kill(pid, sig)
+            sleep(1)  # where the Ctrl-C is not ignored, it lands here
+
+        class Teardown:
+            def __del__(self):
+                interrupt()
+
+        if sys.argv[1] == "exit handler":
+            atexit.register(interrupt)
+        else:
+            kept = Teardown()
+        errors.run_cli(train.main, sys.argv[2:])
+    """))
+    proc = subprocess.run([sys.executable, str(driver), when, *flags(cifar10_dir, base, label_dir)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0 and json.loads(proc.stdout)["epochs"] == 2  # the finished run's results
+    assert proc.stderr.splitlines() == [f"{Path(json.loads(proc.stdout)['run_dir']) / RESULTS} exists: run "
+                                        "already complete (pass --force to train again)"]
+
+
+def test_run_cli_in_process_leaves_the_callers_ctrl_c():
+    """Only a script's process ignores Ctrl-C after its main: a caller of run_cli (a test, a
+    driver) that catches its SystemExit keeps its own."""
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as ended:
+        run_cli(lambda argv: None)
+    assert ended.value.code == 0 and signal.getsignal(signal.SIGINT) is before
+
+
 def test_no_validation_images_is_no_validation_accuracy(cifar10_dir, label_dir, tmp_path):
     proc = run_script("train.py", *flags(cifar10_dir, tmp_path, label_dir, epochs=1),
                       "--valid_size", "0")

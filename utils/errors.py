@@ -256,8 +256,20 @@ def choice(kind, name, valid, error=UsageError):
 
 
 def run_cli(main, argv=None):
-    """A script's entry point: run `main` and exit with `call_cli`'s status."""
-    sys.exit(call_cli(main, argv))
+    """A script's entry point: run `main` and exit with `call_cli`'s status. In a script's process
+    (its first lines called `quiet_interrupts`; an in-process caller's Ctrl-C stays its own),
+    Ctrl-C is ignored once `main` has ended, as `preempt` ignores SIGTERM at exit: the work is
+    written and the lines said, and in the half second of torch's teardown after the JSON line a
+    Ctrl-C was a KeyboardInterrupt inside its exit handlers ('Exception ignored in atexit
+    callback' and a traceback) or, once Python had put SIGINT's default action back, a kill
+    (exit -2, no status call_cli gives)."""
+    script = signal.getsignal(signal.SIGINT) is _interrupted_while_loading
+    try:
+        status = call_cli(main, argv)
+    finally:  # an exit for a requeue (75) too
+        if script and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
 
 
 def number(kind, minimum=0, inclusive=False, maximum=None):
