@@ -45,7 +45,7 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         read_json_file, read_lines, smoothed_loss_attacks, smoothed_run)
 from utils.atomic import (code_span, exclusive, file_set, markdown_table, print_json, remove_temporaries,
                           temporary_names, utf8)
-from utils.constants import ATTACKS, dataset_info, most_smoothing, schedule
+from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder)
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
@@ -894,7 +894,7 @@ def label_stat_rows(records, label_dirs=()):
         flags = runs[0]["flags"]
         name, _, granularity = dataset.partition("_")  # `dataset_folder`'s, as train.py named it: cifar100_coarse
         try:
-            num_classes = dataset_info(name, granularity or "fine").num_classes[granularity or "fine"]
+            num_classes = class_count(name, granularity or "fine")
         except UsageError as err:
             unmeasured.append({"dataset": dataset, "label": label, "reason": str(err)})
             continue

@@ -73,6 +73,12 @@ def dataset_info(name, granularity="fine"):
         raise UsageError(f"{name} has no '{granularity}' labels; choose from {', '.join(info.label_keys)}")
     return info
 
+
+def class_count(name, granularity="fine"):
+    """How many classes dataset `name` has at `granularity` (`dataset_info`'s UsageError for one
+    it does not have): what a run's label file needs a target for."""
+    return dataset_info(name, granularity).num_classes[granularity]
+
 # utils/attacks.py's presets (its docstring says what each is), protocols and objectives
 ATTACKS = ("fgsm", "iterative", "pgd")
 PROTOCOLS = ("pixel", "paper")

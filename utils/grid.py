@@ -36,7 +36,7 @@ import numpy as np
 
 from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, label_path, load_label,
                     read_targets, targets_sha256)
-from utils.constants import (DATASETS, check_split, dataset_info, training_images,
+from utils.constants import (DATASETS, check_split, class_count, dataset_info, training_images,
                              schedule)  # what attack.py runs for its flags
 from utils.errors import UsageError, closest_flag
 from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level,  # as train.py, attack.py
@@ -1009,7 +1009,7 @@ def flag_problems(runs, train, args):
     (`check_label_flags`: --smoothing's most for the dataset's classes, ...): `refused_runs` of each
     dataset and label. `train`, `args`: as `check_runs_to_train`'s."""
     def check(ns):
-        check_label_flags(ns, dataset_info(ns.dataset, ns.label_granularity).num_classes[ns.label_granularity])
+        check_label_flags(ns, class_count(ns.dataset, ns.label_granularity))
     return refused_runs(runs, train, args, lambda run: f"--dataset {run.dataset} --label {run.label}", check)
 
 

@@ -20,7 +20,7 @@ from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, spl
 from labels import granularity_fix
 from utils import distributed, preempt
 from utils.atomic import finite
-from utils.constants import dataset_info, lr_milestones
+from utils.constants import class_count, lr_milestones
 from utils.errors import UsageError, as_parsed, interrupt_says, log
 from utils.flags import (acts_on, broken_training, check_force_resume, older_rounding, recorded_config,
                          run_changes)
@@ -955,8 +955,7 @@ def run_training(args, argv=None):
     ctx, device = _process_and_device(args)
     # the label file and the label flags first: a bad --smoothing or a missing label file was refused
     # only after the dataset loaded (or downloaded, 170 MB)
-    space = run_label_space(args, dataset_info(args.dataset, args.label_granularity).num_classes[
-        args.label_granularity])
+    space = run_label_space(args, class_count(args.dataset, args.label_granularity))
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
         raise UsageError(f"--label {args.label} does not train under torchrun: its loss, the rate "
