@@ -174,7 +174,8 @@ ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"),
 def _best_in(folder):
     """'; pass --checkpoint F' for the best checkpoint F train.py wrote in run directory `folder` (a
     --checkpoint of the run directory is a likely slip), '; pass one of ...' for several, '' for none."""
-    found = sorted(str(p) for p in Path(folder).glob("*_best_model.pth") if p.is_file())
+    from utils.runs import BEST_SUFFIX
+    found = sorted(str(p) for p in Path(folder).glob(f"*{BEST_SUFFIX}") if p.is_file())
     if not found:
         return ""
     return f"; pass --checkpoint {found[0]}" if len(found) == 1 else f"; pass one of {', '.join(found)}"

@@ -42,7 +42,7 @@ from utils.errors import UsageError, closest_flag
 from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level,  # as train.py, attack.py
                          recorded_config, run_changes, trained_folder)
 from utils.pickles import cifar_batches
-from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
+from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, BEST_SUFFIX, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
                         best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, read_text, resolved,
                         run_dir_of, run_key, run_name, zip_index_sha256)
 
@@ -711,7 +711,7 @@ def train_state(run_dir, train_namespace=None):
         epochs = getattr(train_namespace, "epochs", "?")
         return False, (f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged; "
                        f"{last_written(run_dir)})")
-    if any(run_dir.glob("*_best_model.pth")):  # its last checkpoint deleted: train.py refuses
+    if any(run_dir.glob(f"*{BEST_SUFFIX}")):  # its last checkpoint deleted: train.py refuses
         return False, f"cannot resume: a best checkpoint but no {LAST_CHECKPOINT}: {REFUSED}"
     if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
         return False, (f"start over ({counted(logged, 'epoch')} logged, no checkpoint to resume from; "

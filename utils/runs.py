@@ -140,8 +140,11 @@ def check_base_dir(base_dir):
                          f"({LAYOUT_TEXT}): pass --base_dir {above}")
 
 
+BEST_SUFFIX = "_best_model.pth"  # every best checkpoint's name ends so (`best_checkpoint_name`)
+
+
 def best_checkpoint_name(label, seed, model):
-    return f"{label}_seed{seed}_{model}_best_model.pth"
+    return f"{label}_seed{seed}_{model}{BEST_SUFFIX}"
 
 
 def check_name_lengths(args):
