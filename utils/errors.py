@@ -332,12 +332,20 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _flag_named(token):
+    """The flag a command-line `token` names ('--x' of '--x' and '--x=1'); None for one that names
+    none: a value, or '--' alone (argparse's end of flags, which it leaves over and which starts
+    every flag)."""
+    option = token.split("=", 1)[0]
+    return option if option.startswith("--") and option != "--" else None
+
+
 def closest_flag(token, options):
     """'; did you mean --X?' for a `token` that is not one of `options` (flags) but starts one or
     is close to one (--eps for --epsilons, --n_images for --num_images, --data-dir for
     --data_dir); '' for a token that is no flag or near none."""
-    option = token.split("=", 1)[0]
-    if not option.startswith("--") or option == "--" or option in options:
+    option = _flag_named(token)
+    if option is None or option in options:
         return ""
     flags = [o for o in options if o.startswith("--")]
     close = ([o for o in flags if o.startswith(option)]
@@ -379,9 +387,7 @@ class CliParser(argparse.ArgumentParser):
         """For arguments parse_known_args left over, the error for the first shortened flag among
         them, naming the full flag(s) it starts; None if none is."""
         for token in extras:
-            option = token.split("=", 1)[0]
-            # '--' alone (argparse's end of flags, which it leaves over) starts every flag: no flag
-            if option.startswith("--") and option != "--" and (
+            if (option := _flag_named(token)) and (
                     full := [o for o in self._option_string_actions if o.startswith(option)]):
                 return (f"{option}: shortened flags are refused (a new flag could change what they "
                         f"mean); write {full[0] if len(full) == 1 else 'one of ' + ', '.join(full)}")
