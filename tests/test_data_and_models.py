@@ -1,4 +1,5 @@
 """cifar.py (loading, split, augmentation), architecture.py (heads, parameter counts), label spaces."""
+import errno
 import gzip
 import math
 import os
@@ -16,7 +17,8 @@ import torch.nn as nn
 from architecture import ARCHITECTURES, build_model
 from cifar import DATASETS, augment, load_cifar, split_indices, to_float
 from conftest import REFERENCE_LABELS, REPO, SUBSET, make_cifar10
-from utils.errors import UsageError
+from utils import pickles
+from utils.errors import UsageError, call_cli
 from labels import LABEL_DIR, check_targets, granularity_fix, load_label, read_targets
 from utils.labelspace import CategorySpace, TargetSpace, load_label_space, margin
 
@@ -149,6 +151,23 @@ def test_a_batch_whose_corrupt_length_asks_for_exabytes_is_one_line(tmp_path, ci
         load_cifar("cifar10", tmp_path / "data")
     assert str(err.value) == (f"dataset file {path} is truncated or corrupt (MemoryError); delete it and run "
                               "again to download a fresh copy")
+
+
+def test_a_dataset_file_this_user_may_not_read_is_said_so(tmp_path, cifar10_dir, monkeypatch, capsys):
+    """A batch file of mode 0600 in another user's dataset folder said "error: could not write
+    .../test_batch: Permission denied": a read refused, told as a write refused."""
+    shutil.copytree(cifar10_dir, tmp_path / "data")
+    path = tmp_path / "data" / "cifar-10-batches-py" / "test_batch"
+    real_open, real_access = open, os.access
+
+    def refused(file, *args, **kwargs):  # as root, a file's mode is no bar
+        if str(file) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+    monkeypatch.setattr(pickles, "open", refused, raising=False)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: str(p) != str(path) and real_access(p, mode, **kw))
+    assert call_cli(lambda argv: load_cifar("cifar10", tmp_path / "data")) == 2
+    assert capsys.readouterr().err == f"error: cannot read {path}: Permission denied\n"
 
 
 @pytest.mark.skipif(not SUBSET.exists(), reason="../shared/data is absent")

@@ -357,6 +357,15 @@ def test_a_job_that_waits_its_turn_says_so_once(tmp_path, capsys):
     assert entered.is_set() and said + capsys.readouterr().err == "waiting for another job\n"
 
 
+def test_a_checkpoint_that_cannot_be_read_is_one_line_naming_it_once(tmp_path):
+    """A folder given as --checkpoint said "cannot read checkpoint PATH ([Errno 21] Is a directory:
+    'PATH')", the path twice; the reason alone follows it now."""
+    from utils.runs import load_checkpoint
+    with pytest.raises(UsageError) as err:
+        load_checkpoint(tmp_path)
+    assert str(err.value) == f"cannot read checkpoint {tmp_path} (Is a directory)"
+
+
 def test_a_huge_file_that_is_no_checkpoint_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
     """--checkpoint pointed by mistake at a 5 GB tar or dataset file: read_checkpoint read it whole
     into memory before its one-line 'not a checkpoint' error; its first bytes (neither torch.save's

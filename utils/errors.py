@@ -211,11 +211,14 @@ REFUSED_ERRORS = (errno.EROFS, errno.EACCES)  # a folder that takes no writes: a
 
 def os_error_text(err, outputs=None):
     """An OSError as one line, for `call_cli` and a sweep's failed stage: 'could not write PATH:
-    No space left on device', 'cannot use PATH: a file, not a folder'. A write refused (a read-only
+    No space left on device', 'cannot read PATH: Permission denied' (a file its user may not
+    read), 'cannot use PATH: a file, not a folder'. A write refused (a read-only
     mount, a shared folder of another user's) inside a folder of `outputs` ({flag: folder}) names
     the flag that moves it: '...: Read-only file system; pass another --base_dir'."""
-    verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
     path, reason = err.filename, err.strerror or err
+    verb = "could not write" if err.errno in WRITE_ERRORS else "cannot use"
+    if err.errno == errno.EACCES and path and os.path.exists(path) and not os.access(path, os.R_OK):
+        verb = "cannot read"  # a dataset file or config.json of mode 000: refused a read, not a write
     if err.errno == errno.EEXIST and path and not os.path.isdir(path):
         reason = "a file, not a folder"  # mkdir(exist_ok=True) on a file: not "File exists"
     elif err.errno == errno.ENOTDIR and path and (found := file_in_the_way(path)):

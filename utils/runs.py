@@ -314,7 +314,7 @@ def read_checkpoint(path, map_location="cpu", advice=None):
     except FileNotFoundError:
         raise UsageError(f"checkpoint {path} does not exist" + (f"; {advice}" if advice else "")) from None
     except OSError as err:  # a folder, an unreadable file
-        raise UsageError(f"cannot read checkpoint {path} ({err})") from None
+        raise UsageError(f"cannot read checkpoint {path} ({err.strerror or err})") from None
     reason = "not the zip archive torch.save writes"
     if data is not None:
         try:
