@@ -42,7 +42,7 @@ from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, 
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
-                        read_json_file, read_lines, smoothed_loss_attacks, smoothed_run)
+                        read_json_file, read_lines, smoothed_loss_attacks, smoothed_run, unreadable)
 from utils.atomic import (code_span, exclusive, file_set, markdown_table, print_json, remove_temporaries,
                           temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
@@ -220,7 +220,7 @@ def run_flags(record, config_there, config, results):
     record["all_flags"] = isinstance(flags, dict)
     if not record["all_flags"]:
         if config_there:
-            record["problems"].append(f"{CONFIG} is not valid JSON or has no flags")
+            record["problems"].append(unreadable(CONFIG, config) or f"{CONFIG} is not valid JSON or has no flags")
         elif isinstance(results, dict):
             record["problems"].append(f"no {CONFIG}: compared with its other seeds on the flags its "
                                       f"{RESULTS} records")
@@ -260,7 +260,8 @@ def read_training(record, results):
     """record["train"] from results.json (`results`, parsed), and its epochs; or a problem saying
     what results.json lacks."""
     if not isinstance(results, dict) or accuracy(results.get("test_acc")) is None:
-        record["problems"].append("results.json is not valid JSON or has no test_acc in [0, 1]")
+        record["problems"].append(unreadable(RESULTS, results)
+                                  or "results.json is not valid JSON or has no test_acc in [0, 1]")
     elif results.get("valid_acc") is not None and accuracy(results["valid_acc"]) is None:
         record["problems"].append("results.json has a valid_acc outside [0, 1]")
     else:
@@ -296,7 +297,8 @@ def read_attacks(record, run_dir):
     if not attack_there:
         return
     if not isinstance(attack, dict) or not isinstance(attack.get("entries"), list):
-        record["problems"].append(f"{ATTACK_RESULTS} is not valid JSON or has no entries")
+        record["problems"].append(unreadable(ATTACK_RESULTS, attack)
+                                  or f"{ATTACK_RESULTS} is not valid JSON or has no entries")
         return
     entries, malformed, outdated = attack_entries(attack)
     flags = record["flags"]
@@ -1413,6 +1415,8 @@ def earlier_summary(out):
     """The summary.json of the report in `out` before this one, parsed (None where there is none);
     a UsageError where it is another program's."""
     there, earlier = read_json_file(out / SUMMARY)
+    if isinstance(earlier, OSError):  # summary.json of mode 000, a folder: it says which files are ours
+        raise earlier
     # another program's summary.json: replacing it, and deleting the files its "files" names,
     # would lose someone's work; a report's has held these keys since its first
     ours = isinstance(earlier, dict) and {"expected_runs", "files"} <= earlier.keys()

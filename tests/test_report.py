@@ -1228,8 +1228,9 @@ def test_a_fifo_in_place_of_a_run_file_is_reported_not_waited_on(tmp_path):
     proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "out", "--no_figures", timeout=60)
     assert (last_json(proc)["attacked"], last_json(proc)["incomplete"]) == (1, 1)
     markdown = (tmp_path / "out" / "tables.md").read_text()
-    assert ("- `cifar10/seed2/resnet32/model_category`: attack_results.json is not valid JSON or has no "
-            "entries") in markdown
+    # not "is not valid JSON", as a file to delete: another user's of mode 0600 says "(Permission denied)"
+    assert ("- `cifar10/seed2/resnet32/model_category`: attack_results.json cannot be read (not a regular "
+            "file)") in markdown
     assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["55.00 ± 7.07 (n=2)"]
     assert read_json_or_none(run_dir / "attack_results.json") is None and read_lines(run_dir / "metrics.jsonl") == []
     with pytest.raises(OSError, match="not a regular file"):

@@ -612,6 +612,22 @@ def test_a_fractional_level_is_trained_and_attacked_at_that_level(capsys, tmp_pa
     assert row.endswith(f"{tmp_path}/less/cifar10/level2.5/seed0/resnet32/model_category")
 
 
+def test_a_run_file_that_cannot_be_read_is_not_one_to_delete(capsys, tmp_path):
+    """A results.json or attack_results.json this user may not read (another user's of mode 0600;
+    here a FIFO, as root reads any file) was "not a valid JSON object (train.py will stop; delete it
+    to retrain)": finished work, to be deleted for a permission. It says why it cannot be read."""
+    run_dir = tmp_path / "cifar10" / "seed0" / "resnet32" / "model_category"
+    make_trained(run_dir, attack=["fgsm"])
+    (run_dir / "attack_results.json").unlink()
+    os.mkfifo(run_dir / "attack_results.json")
+    grid = ["--base_dir", str(tmp_path), "--epochs", "4", "--valid_size", "50", "--attacks", "fgsm",
+            "--epsilons", "8/255", "--targeted", "no", "--num_images", "20", "--dry_run"]
+    assert "run: attack_results.json cannot be read (not a regular file)" in sweep_lines(capsys, grid)[1]
+    (run_dir / "results.json").unlink()
+    os.mkfifo(run_dir / "results.json")
+    assert "run: results.json cannot be read (not a regular file)" in sweep_lines(capsys, grid)[1]
+
+
 def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     base = tmp_path / "out"
 

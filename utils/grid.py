@@ -367,19 +367,29 @@ def read_lines(path):
 
 
 def read_json_or_none(path):
-    return read_json_file(path)[1]
+    value = read_json_file(path)[1]
+    return None if isinstance(value, OSError) else value
 
 
 def read_json_file(path):
-    """(whether `path` is there, its JSON value or None where it is not JSON), from one read: asked
-    apart, a file train.py wrote between the read and the question (a sweep or a report reading
-    runs while they train) was a file there that is not valid JSON, and one it removed likewise."""
+    """(whether `path` is there, its JSON value: None where it is not JSON, the OSError where it
+    cannot be read, `unreadable` says so), from one read: asked apart, a file train.py wrote
+    between the read and the question (a sweep or a report reading runs while they train) was a
+    file there that is not valid JSON, and one it removed likewise."""
     try:
         return True, json.loads(read_text(path))
     except (FileNotFoundError, NotADirectoryError):
         return False, None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except OSError as err:  # another user's file of mode 0600: no reason to delete it, as a bad one
+        return True, err
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return True, None
+
+
+def unreadable(name, value):
+    """'NAME cannot be read (Permission denied)' where `value`, of `read_json_file`, is the OSError
+    of a file that is there but cannot be read; else None."""
+    return f"{name} cannot be read ({value.strerror or value})" if isinstance(value, OSError) else None
 
 
 def requested_attacks(namespace, module):
@@ -691,6 +701,8 @@ def train_state(run_dir, train_namespace=None):
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
     there, values = read_json_file(results)  # values None: missing, or not JSON
+    if why := unreadable(RESULTS, values):
+        return False, why
     diffs, unchecked = [], None
     if train_namespace is not None:
         config = recorded_config(read_json_or_none(run_dir / CONFIG), values)
@@ -755,6 +767,8 @@ def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoi
     there, results = read_json_file(path)
     if not there:
         return False, "new"
+    if why := unreadable(ATTACK_RESULTS, results):
+        return False, why
     if not isinstance(results, dict):
         return False, (f"{ATTACK_RESULTS} is not a valid JSON object (attack.py will stop; delete it "
                        "to attack again)")
