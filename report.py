@@ -49,7 +49,7 @@ from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder)
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
-                        best_checkpoint_name, dataset_folder, enclosing_base_dir, json_text, resolved,
+                        best_checkpoint_name, check_folder_names, dataset_folder, enclosing_base_dir, json_text, resolved,
                         run_folder_name, run_key, run_name)
 
 # The paper's order of label types in its tables; others follow alphabetically.
@@ -1518,6 +1518,7 @@ def main(argv=None):
     grid_base = grid_flags.base_dir if grid_flags else None
     base_dir = args.base_dir or grid_base or SHARED["base_dir"]["default"]
     label_dirs = args.label_dir or ([grid_flags.label_dir] if grid_flags else [])
+    check_folder_names("--out", args.out)  # not 'File name too long' once every run was read
     for folder in args.label_dir or []:
         if not Path(folder).is_dir():
             raise UsageError(f"--label_dir {folder} " + ("is not a folder" if Path(folder).exists()

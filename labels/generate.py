@@ -68,7 +68,7 @@ from utils.errors import (CliParser, ExtendList, UsageError, as_parsed, choice, 
                           os_errors_as_usage, run_cli)
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
-from utils.runs import resolved
+from utils.runs import check_folder_names, resolved
 
 # ----------------------------------------------------------------------------- datasets and names
 
@@ -934,6 +934,7 @@ def _check_output(args, out, labels, datasets):
         if out == LABEL_DIR.resolve():
             raise LabelError("coarse label files are named as the fine ones: give --out a folder of "
                              "their own (then train.py --label_dir that folder)")
+    check_folder_names("--out", out)  # not 'File name too long' once the labels were made
     if args.audio_dir is not None and len(datasets) > 1:
         raise LabelError("--audio_dir holds one dataset's recordings: give a single --dataset")
     if args.speech_file is not None and len(datasets) > 1:

@@ -1295,6 +1295,16 @@ def test_generate_names_its_out_folder_resolved(tmp_path, capsys, monkeypatch):
     assert status == 2 and err == f"error: {written} exists; pass --force to overwrite\n"
 
 
+def test_an_out_folder_name_too_long_is_refused_before_anything_is_made(tmp_path, capsys):
+    """An --out with a folder name over NAME_MAX made the labels, then failed with 'File name too
+    long' and left the folders above it made and empty."""
+    out = tmp_path / "new" / ("o" * 256)
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", str(out)], capsys)
+    assert status == 2 and err == (f"error: --out {out}: its folder name {'o' * 256} is 256 bytes, over the "
+                                   "255 a file name may have\n")
+    assert not (tmp_path / "new").exists()
+
+
 def test_the_tools_last_stdout_line_is_strict_json(tmp_path, capsys):
     """generate printed no JSON line, and stats --json printed an indented array (last line ']')
     with NaN for an undefined correlation, which strict parsers (jq, JavaScript) refuse."""

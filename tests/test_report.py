@@ -899,6 +899,16 @@ def test_a_folder_in_the_way_of_a_report_file_leaves_the_earlier_report(study, t
     assert (out / "runs.csv").is_dir()
 
 
+def test_an_out_folder_name_too_long_is_refused_before_the_runs_are_read(study, tmp_path):
+    """An --out with a folder name over NAME_MAX read every run, then failed with 'File name too
+    long' and left the folders above it made and empty."""
+    out = tmp_path / "new" / ("o" * 256)
+    proc = run_script("report.py", "--base_dir", study, "--out", out, "--no_figures", check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"error: --out {out}: its folder name {'o' * 256} is 256 bytes, over the 255 a file name may have\n"
+    assert not (tmp_path / "new").exists()
+
+
 def test_another_programs_summary_json_is_no_earlier_report(study, tmp_path):
     """An --out holding another program's summary.json, whose "files" named the user's data.csv:
     the report replaced that summary.json and deleted data.csv as an earlier report's stale file."""

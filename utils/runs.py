@@ -147,6 +147,16 @@ def best_checkpoint_name(label, seed, model):
     return f"{label}_seed{seed}_{model}{BEST_SUFFIX}"
 
 
+def check_folder_names(flag, folder):
+    """A UsageError naming `flag` where a name in the path of `folder` is longer than a file system
+    takes (NAME_MAX bytes): checked before any work, which then failed with 'File name too long'
+    and left the folders above it made and empty."""
+    path = resolved(folder)
+    if long := [name for name in path.parts if len(os.fsencode(name)) > NAME_MAX]:
+        raise UsageError(f"{flag} {path}: its folder name {long[0]} is {len(os.fsencode(long[0]))} bytes, "
+                         f"over the {NAME_MAX} a file name may have")
+
+
 def check_name_lengths(args):
     """train.py's and attack.py's parsed flags `args` must name a run whose folders and files a file
     system takes (names of NAME_MAX bytes at most), else a UsageError naming the flag: a --base_dir
@@ -154,10 +164,7 @@ def check_name_lengths(args):
     its run directory, model_{label}_noise{R}, and its label file) would be too long. train.py, and
     each run of a sweep, failed with 'File name too long' once the data had loaded, naming
     results.json or the checkpoint, and left the run's folders made and empty."""
-    base = resolved(args.base_dir)
-    if long := [name for name in base.parts if len(os.fsencode(name)) > NAME_MAX]:
-        raise UsageError(f"--base_dir {base}: its folder name {long[0]} is {len(os.fsencode(long[0]))} bytes, "
-                         f"over the {NAME_MAX} a file name may have")
+    check_folder_names("--base_dir", args.base_dir)
     size = len(os.fsencode(best_checkpoint_name(args.label, args.seed, args.model)))
     if size > NAME_MAX:
         raise UsageError(f"--label {args.label} is too long: its run's best checkpoint would have a name of "
