@@ -395,12 +395,14 @@ def load_run(args):
     train.py's defaults where the flags find the checkpoint; the checkpoint, the dataset and a label
     file of its name must fit together."""
     from cifar import load_cifar
+    from utils.training import warn_bf16_targets
     if args.checkpoint is None:  # the flags find the checkpoint
         for flag, default in RUN_FLAGS:
             setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
     path, run_dir = find_checkpoint(args)
     loaded = version(path)  # before the load: a file replaced during it is read again (`run`)
     model, space, record = load_model(args, path)
+    warn_bf16_targets(space, args.amp)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     check_fits(args, path, space, data)
     return path, run_dir, model, space, data, record, loaded

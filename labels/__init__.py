@@ -186,21 +186,41 @@ def nearest_scores(outputs, center, offsets, sq_norms):
     return 2 * (outputs - center) @ offsets.T - sq_norms[None, :]
 
 
-def decoding_problem(targets, source):
+def bf16_rounded(values):
+    """float32 `values` rounded to the nearest bfloat16 (ties to even), as float32: what a model's
+    outputs under bf16 autocast can be. In NumPy, which has no bfloat16: the upper 16 bits of each
+    float32 kept, rounded on the lower 16."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    # a finite value's bits plus at most 0x8000 stay below 2**32 (the largest round up to inf, as in bf16)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return rounded.view(np.float32)
+
+
+def decoding_problem(targets, source, bf16=False):
     """Why nearest-target decoding in float32 cannot serve class targets (C, ...) (`check_targets`'s),
     naming `source`, or None: a class's own target decodes as another class (targets too close
     together, or so large that squared distances overflow), or a class's scores overflow (an inf, or
     NaN from inf - inf, which argmax takes for the largest, can decode each target as its class while
     outputs near them decode to another than the nearest). train.py refuses such targets
-    (`utils.labelspace.TargetSpace`), a sweep before any run, labels.stats warns of them."""
+    (`utils.labelspace.TargetSpace`), a sweep before any run, labels.stats warns of them.
+
+    `bf16`: whether a class's own target, rounded to bf16 as a model's outputs under --amp are,
+    decodes as another class (`bf16_rounded`; 8 significant bits: steps of 4 between 512 and 1024,
+    so targets 1000, 1001, ..., 1009 decode as classes 0, 0, 0, 4, 4, 4, 8, 8, 8, 8), where float32
+    tells them apart; train.py and attack.py warn of it under --amp."""
     flat = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
     center = flat.mean(0)  # distances from the mean: a large offset common to all cancels no difference
     offsets = (flat - center).astype(np.float32)
+    outputs = flat.astype(np.float32)
     with np.errstate(all="ignore"):  # an overflow is a finding, not a warning
-        scores = nearest_scores(flat.astype(np.float32), center.astype(np.float32), offsets,
-                                np.square(offsets).sum(1))
+        scores = nearest_scores(bf16_rounded(outputs) if bf16 else outputs, center.astype(np.float32),
+                                offsets, np.square(offsets).sum(1))
     own = scores.argmax(1)
     if wrong := np.flatnonzero(own != np.arange(len(own))).tolist():
+        if bf16:
+            return (f"{source}: class {wrong[0]}'s own target, rounded to bf16 as the model's outputs are "
+                    f"under --amp, decodes as class {own[wrong[0]]}; its targets are too close together "
+                    "for bf16's 8 significant bits")
         return (f"{source}: class {wrong[0]}'s own target decodes as class {own[wrong[0]]} in float32; "
                 "its targets are too close together or too large (squared distances beyond 3.4e38) for "
                 "nearest-target decoding")

@@ -488,6 +488,30 @@ def test_decoding_survives_a_large_common_offset_and_refuses_targets_it_cannot_t
         TargetSpace("huge", 1e20 * rng.random((10, 64), dtype=np.float32))
 
 
+def test_bf16_rounding_of_targets_is_torchs_and_finds_classes_amp_cannot_decode():
+    """Under --amp a model's outputs are bf16 (8 significant bits: steps of 4 between 512 and 1024):
+    for targets 1000, 1001, ..., 1009, which float32 decodes, no output the model can give decodes
+    as 6 of the 10 classes, and the run trained them to chance without a word. NumPy's rounding is
+    torch's bit for bit; the shipped labels, and the offset test's above, in its own way, are checked."""
+    from labels import bf16_rounded, decoding_problem
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(10_000, dtype=np.float32) * 10.0 ** rng.integers(-30, 30, 10_000),
+                             np.float32([1000, 1002, 1006, -1e-40, 0, 3.3895e38])]).astype(np.float32)
+    assert np.array_equal(bf16_rounded(values), torch.from_numpy(values).bfloat16().float().numpy())
+    offset = 1000 + np.arange(10, dtype=np.float32)[:, None]
+    space = TargetSpace("offset", offset)  # float32 tells them apart
+    bf16_outputs = torch.arange(900, 1100, 0.25).bfloat16().unique().float()[:, None]
+    assert sorted(set(space.decode(bf16_outputs).tolist())) == [0, 4, 8, 9]
+    assert decoding_problem(offset, "label offset", bf16=True) == (
+        "label offset: class 1's own target, rounded to bf16 as the model's outputs are under --amp, "
+        "decodes as class 0; its targets are too close together for bf16's 8 significant bits")
+    assert decoding_problem(offset, "label offset") is None
+    small = 1000 + 0.05 * rng.random((10, 4096), dtype=np.float32)
+    assert "rounded to bf16" in decoding_problem(small, "label offset", bf16=True)
+    for path in sorted(LABEL_DIR.glob("*.npy")):  # each decodes under --amp as in float32
+        assert decoding_problem(np.load(path), path.name, bf16=True) is None
+
+
 def test_targets_whose_decoder_scores_overflow_are_refused():
     """(10, 1) targets 0, 3e18, ..., 2.7e19: squared distances up to 7.3e38 overflow float32, so
     the scores are +-inf (or NaN, inf - inf, which argmax takes for the largest), but their argmax

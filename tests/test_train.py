@@ -2055,6 +2055,36 @@ def test_a_diverged_run_is_strict_json_and_a_warning(cifar10_dir, label_dir, tmp
     assert f"warning: the {diverged} loss is nan in epoch 1: the run diverged" in proc.stderr
 
 
+def test_amp_warns_of_targets_its_bf16_outputs_cannot_decode(label_dir, tmp_path, capsys):
+    """train.py and attack.py --amp with class targets 1000, 1001, ..., 1009: the model's bf16 outputs
+    cannot decode as 6 of the classes, and the run trained without a word. A warning now says so,
+    before the data loads (here, none is there); not without --amp, nor for targets bf16 decodes."""
+    from architecture import build_model
+    from utils.labelspace import TargetSpace
+    from utils.runs import save_checkpoint
+    labels = tmp_path / "labels"
+    shutil.copytree(label_dir, labels)
+    np.save(labels / "cifar10_offset.npy", 1000 + np.arange(10, dtype=np.float32)[:, None])
+    warning = ("warning: label offset: class 1's own target, rounded to bf16 as the model's outputs are "
+               "under --amp, decodes as class 0; its targets are too close together for bf16's 8 "
+               "significant bits; drop --amp (float32 tells them apart)")
+    missing = tmp_path / "no data"
+    for label, amp, warned in (("offset", True, True), ("offset", False, False), ("speech", True, False)):
+        argv = flags(missing, tmp_path / "runs", labels, label=label, **({"amp": True} if amp else {}))
+        with pytest.raises(UsageError, match="cifar10 not found in"):
+            train.main(argv)
+        err = capsys.readouterr().err
+        assert (warning in err.splitlines()) == warned, err
+    space = TargetSpace("offset", np.load(labels / "cifar10_offset.npy"))
+    model = build_model("resnet32", space.output_shape)
+    checkpoint = tmp_path / "offset.pth"
+    save_checkpoint(checkpoint, {"model": model.state_dict(), "model_args": model.model_args,
+                                 "label_space": space.state()})
+    with pytest.raises(UsageError, match="cifar10 not found in"):
+        attack.main(["--checkpoint", str(checkpoint), "--data_dir", str(missing), "--amp", "--device", "cpu"])
+    assert warning in capsys.readouterr().err.splitlines()
+
+
 def test_a_diverged_run_returns_its_json_line_to_a_notebook(cifar10_dir, label_dir, tmp_path):
     """train.main(argv) returns the JSON line's dict: null losses, as a rerun of the finished run
     returns them, not NaN (a notebook's `result["test_loss"] is None` held on the rerun alone)."""

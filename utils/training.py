@@ -17,7 +17,7 @@ import torch
 
 from architecture import build_model, eval_mode, placement
 from cifar import crop_and_flip, draw_augmentation, label_noise, load_cifar, split_indices, to_float
-from labels import granularity_fix
+from labels import decoding_problem, granularity_fix
 from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import class_count, lr_milestones
@@ -140,6 +140,17 @@ def warn_slow_bf16(device, amp):
     if amp and not fast_bf16(device):
         log(f"warning: --amp on a {device.type} without native bf16: bf16 autocast is emulated "
             "there and runs many times slower than float32; drop --amp for speed")
+
+
+def warn_bf16_targets(space, amp):
+    """One log line when --amp asks for bf16 and a class's own target, rounded to bf16 as the model's
+    outputs then are, decodes as another class (`labels.decoding_problem`'s bf16): the output nearest
+    to that target the model can give is another class's, so the class is predicted seldom or never.
+    Label spaces without class targets (category, MCR2) have none to round."""
+    targets = space.state().get("targets")
+    if amp and targets is not None and (
+            problem := decoding_problem(targets.numpy(), f"label {space.name}", bf16=True)):
+        log(f"warning: {problem}; drop --amp (float32 tells them apart)")
 
 
 def autocast(device, enabled):
@@ -956,6 +967,8 @@ def run_training(args, argv=None):
     # the label file and the label flags first: a bad --smoothing or a missing label file was refused
     # only after the dataset loaded (or downloaded, 170 MB)
     space = run_label_space(args, class_count(args.dataset, args.label_granularity))
+    if ctx.main:
+        warn_bf16_targets(space, args.amp)
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
         raise UsageError(f"--label {args.label} does not train under torchrun: its loss, the rate "
