@@ -488,6 +488,20 @@ def test_decoding_survives_a_large_common_offset_and_refuses_targets_it_cannot_t
         TargetSpace("huge", 1e20 * rng.random((10, 64), dtype=np.float32))
 
 
+def test_decoding_ties_go_to_the_lowest_class():
+    """As docs/reference.md says: an exact tie of class scores decodes as the lower class id, for
+    each label space, and NaN outputs (a diverged run's) as class 0."""
+    from utils.mcr2 import MCR2Space
+    targets = TargetSpace("line", np.float32([[0], [2], [4]]))
+    assert targets.decode(torch.tensor([[1.0], [3.0], [float("nan")]])).tolist() == [0, 1, 0]
+    logits = torch.tensor([[0.0, 1, 1, 0], [0, 0, 0, 0], [float("nan")] * 4])
+    assert CategorySpace(4).decode(logits).tolist() == [1, 0, 0]
+    bases = torch.zeros(3, 2, 1)
+    bases[1, 0, 0] = bases[2, 0, 0] = 1.0  # classes 1 and 2 share a subspace
+    space = MCR2Space(3, feature_dim=2, n_components=1, bases=bases)
+    assert space.decode(torch.tensor([[1.0, 0.0]])).tolist() == [1]
+
+
 def test_bf16_rounding_of_targets_is_torchs_and_finds_classes_amp_cannot_decode():
     """Under --amp a model's outputs are bf16 (8 significant bits: steps of 4 between 512 and 1024):
     for targets 1000, 1001, ..., 1009, which float32 decodes, no output the model can give decodes
@@ -495,8 +509,8 @@ def test_bf16_rounding_of_targets_is_torchs_and_finds_classes_amp_cannot_decode(
     torch's bit for bit; the shipped labels, and the offset test's above, in its own way, are checked."""
     from labels import bf16_rounded, decoding_problem
     rng = np.random.default_rng(0)
-    values = np.concatenate([rng.standard_normal(10_000, dtype=np.float32) * 10.0 ** rng.integers(-30, 30, 10_000),
-                             np.float32([1000, 1002, 1006, -1e-40, 0, 3.3895e38])]).astype(np.float32)
+    spread = rng.standard_normal(10_000, dtype=np.float32) * 10.0 ** rng.integers(-30, 30, 10_000)
+    values = np.concatenate([spread, [1000, 1002, 1006, -1e-40, 0, 3.3895e38]]).astype(np.float32)
     assert np.array_equal(bf16_rounded(values), torch.from_numpy(values).bfloat16().float().numpy())
     offset = 1000 + np.arange(10, dtype=np.float32)[:, None]
     space = TargetSpace("offset", offset)  # float32 tells them apart
