@@ -4,7 +4,6 @@ Markdown tables.
 No torch here: the label tools import it too."""
 import contextlib
 import errno
-import fcntl
 import json
 import math
 import os
@@ -16,6 +15,11 @@ import time
 from pathlib import Path
 
 from utils.errors import log
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; jobs go on without locks, as on a file system without them
+    fcntl = None
 
 
 def finite(value):
@@ -124,13 +128,13 @@ def exclusive(path, waiting=None):
         with open_lock(path) as f:
             try:
                 try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    flock(f, wait=False)
                 except BlockingIOError:  # held by another job
                     if waiting:
                         holder = holder_of(f)
                         log(f"{waiting}: {holder}" if holder else waiting)
                         waiting = None  # said once, also where the file was removed meanwhile
-                    fcntl.flock(f, fcntl.LOCK_EX)
+                    flock(f)
             except OSError:
                 locked = False
             else:
@@ -139,6 +143,15 @@ def exclusive(path, waiting=None):
                 with recording(f) if locked else contextlib.nullcontext():
                     yield locked  # closing the file releases the lock
                 return
+
+
+def flock(file, wait=True):
+    """An exclusive flock on the open `file`, waited for (wait=False: BlockingIOError where another
+    job holds it). An OSError where there are no locks: a file system without them, or Windows,
+    which has no fcntl (its callers then go on without, as they say)."""
+    if fcntl is None:
+        raise OSError(errno.ENOLCK, "no file locks on this platform")
+    fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
 
 
 def open_lock(path):
@@ -276,7 +289,8 @@ def _temporary(path, write, mode=0o666):
         fd, tmp = tempfile.mkstemp(dir=os.path.realpath(path.parent), prefix=_temporary_prefix(path.name),
                                    suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), umask_mode(mode))
+            if hasattr(os, "fchmod"):  # Windows before Python 3.13 has none (and modes but read-only)
+                os.fchmod(f.fileno(), umask_mode(mode))
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -10,7 +10,6 @@ import codecs
 import contextlib
 import difflib
 import errno
-import fcntl
 import math
 import os
 import re
@@ -18,6 +17,11 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl (see `_closed_streams_to_devnull`, `utils.atomic.flock`)
+    fcntl = None
 
 
 class UsageError(Exception):
@@ -87,12 +91,13 @@ def _closed_streams_to_devnull():
     may start it: Python's None, or, started through a shell wrapper such as pyenv's shim, a file the
     wrapper holds open for reading there) go to /dev/null, as Python's print drops a line for None:
     the first progress line or the result line would otherwise end the run, with nowhere to say why.
-    A stream without a descriptor (a notebook's, a test's capture) stays as it is."""
+    A stream without a descriptor (a notebook's, a test's capture) stays as it is; so does any
+    other on Windows, whose descriptors have no access mode to read (no fcntl)."""
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         try:
-            writable = (stream is not None
-                        and fcntl.fcntl(stream.fileno(), fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY)
+            writable = stream is not None and (
+                fcntl is None or fcntl.fcntl(stream.fileno(), fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY)
         except OSError as err:  # EBADF: its descriptor closed since; no descriptor (UnsupportedOperation)
             writable = err.errno != errno.EBADF
         except (AttributeError, ValueError):  # no fileno, or a closed file object

@@ -16,7 +16,6 @@ answers at once.
 import argparse
 import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import itertools
@@ -33,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from utils import __version__
-from utils.atomic import (NAME_MAX, append_whole, atomic_write, atomic_write_text, holder_of, json_text,
-                          open_lock, recording, remove_temporaries, temporary_names)
+from utils.atomic import (NAME_MAX, append_whole, atomic_write, atomic_write_text, flock, holder_of,
+                          json_text, open_lock, recording, remove_temporaries, temporary_names)
 from utils.errors import UsageError, file_in_the_way
 
 RESULTS = "results.json"
@@ -209,7 +208,7 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
         return
     with lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            flock(lock, wait=False)
         except BlockingIOError:
             raise in_use(lock) from None
         except OSError:
