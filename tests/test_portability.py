@@ -1,5 +1,5 @@
 """Portability: the scripts on Windows (no fcntl, no SIGUSR1 or SIGHUP, no os.fchmod before Python
-3.13, no os.pread or os.fstatvfs), simulated on Linux by running them in an interpreter with those
+3.13, no os.pread, os.fstatvfs or os.O_NONBLOCK), simulated on Linux by running them in an interpreter with those
 taken away."""
 import json
 
@@ -14,7 +14,7 @@ sys.modules["fcntl"] = None  # import fcntl: ImportError
 for name in ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGKILL", "SIGALRM", "SIGQUIT", "pthread_sigmask"):
     if hasattr(signal, name):
         delattr(signal, name)
-for name in ("fchmod", "pread", "fstatvfs", "geteuid"):
+for name in ("fchmod", "pread", "fstatvfs", "geteuid", "O_NONBLOCK"):
     if hasattr(os, name):
         delattr(os, name)
 script, sys.argv = sys.argv[1], sys.argv[1:]

@@ -265,8 +265,8 @@ def append_jsonl(path, row):
 
 def read_text(path):
     """The text of the regular file at `path`; OSError for anything else (a FIFO put in a run's
-    folder would hold its reader forever)."""
-    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+    folder would hold its reader forever; Windows has no FIFOs, nor O_NONBLOCK)."""
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
         return f.read().decode()
