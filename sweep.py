@@ -40,7 +40,7 @@ from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_no
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
 from utils.atomic import append_whole, file_set, made_folders, print_json, utf8
-from utils.preempt import REQUEUE_EXIT
+from utils.preempt import REQUEUE_EXIT, present
 
 MODES = ("print", "slurm", "local")
 # Keys of a grid file that are no flag of sweep.py: args, pass-through flags for every script that
@@ -759,7 +759,7 @@ class LocalPool:
 
     def stop(self, signum, frame):
         self.signal = signal.Signals(signum)
-        forward = signal.SIGTERM if signum in (signal.SIGINT, signal.SIGHUP) else signum
+        forward = signal.SIGTERM if self.signal.name in ("SIGINT", "SIGHUP") else signum
         self.say(f"got {self.signal.name}: stopping the running stages, starting no more")
         with self.lock:
             for proc in self.running:
@@ -832,7 +832,7 @@ class LocalPool:
         return status == 0
 
     def run(self):
-        handled = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP)
+        handled = present("SIGTERM", "SIGUSR1", "SIGINT", "SIGHUP")
         previous = {s: signal.signal(s, self.stop) for s in handled}
         try:
             threads = [threading.Thread(target=self.work, args=(env,), daemon=True) for env in self.slots]
@@ -871,11 +871,12 @@ def open_log(log, header):
     out = open(log, "a+b", buffering=0)
     try:
         size = os.fstat(out.fileno()).st_size
-        cut_off = size and os.pread(out.fileno(), 1, size - 1) != b"\n"
+        out.seek(max(size - 1, 0))  # and read: Windows has no os.pread (appends go to the end anyway)
+        cut_off = size and out.read(1) != b"\n"
         append_whole(log, b"\n" * bool(cut_off) + utf8(header), out)
     except BaseException as err:
         out.close()
-        if isinstance(err, OSError) and not err.filename:  # fstat's or pread's names no file
+        if isinstance(err, OSError) and not err.filename:  # fstat's or read's names no file
             raise OSError(err.errno, err.strerror, str(log)) from None
         raise
     return out
@@ -911,6 +912,8 @@ def full_disk_note(out, log):
     stage, which runs as this user: root writes on into the blocks a file system keeps back for
     it (ext4's 5%, where f_bavail is already 0), so a root stage's traceback there was named a
     full disk."""
+    if not hasattr(os, "fstatvfs"):  # Windows: not known
+        return ""
     try:
         space = os.fstatvfs(out.fileno())
     except OSError:

@@ -1,7 +1,10 @@
 """Portability: the scripts on Windows (no fcntl, no SIGUSR1 or SIGHUP, no os.fchmod before Python
 3.13, no os.pread, os.fstatvfs or os.O_NONBLOCK), simulated on Linux by running them in an interpreter with those
 taken away."""
+import io
 import json
+import os
+import sys
 
 import pytest
 
@@ -49,3 +52,33 @@ def test_train_and_attack_run_without_posix_calls(cifar10_dir, label_dir, tmp_pa
     report = run_on_windows(tmp_path, "report.py", "--base_dir", base, "--out", tmp_path / "report", "--no_figures")
     assert report.returncode == 0, report.stderr[-3000:]
     assert json.loads(report.stdout.splitlines()[-1])["attacked"] == 1
+
+
+def test_a_local_sweep_runs_its_stages_without_posix_calls(monkeypatch, tmp_path):
+    """sweep.py --local caught SIGUSR1 and SIGHUP, read its stage logs' last byte with os.pread and
+    looked for a full disk with os.fstatvfs and os.geteuid: on Windows the pool's first line was an
+    AttributeError, and no run started. Now it catches the signals there are (SIGTERM, SIGINT),
+    runs the stages and reports a failed one, its log appended to."""
+    import signal
+
+    import sweep
+    from utils.grid import Run, Task
+    for name in ("SIGUSR1", "SIGHUP"):
+        monkeypatch.delattr(signal, name)
+    for name in ("pread", "fstatvfs", "geteuid"):
+        monkeypatch.delattr(os, name)
+    monkeypatch.setattr(sys, "platform", "win32")  # stop_with_sweep: no PR_SET_PDEATHSIG, no preexec_fn
+    stage = tmp_path / "stage.py"
+    stage.write_text("import sys\nprint('working')\nsys.exit(int(sys.argv[1]))\n")
+    tasks = [Task(i, Run("cifar10", "resnet32", f"label{i}", 100, 0), tmp_path / f"run{i}", ("train",),
+                  ["train"], {}, {"train": [sys.executable, str(stage), str(status)]})
+             for i, status in enumerate((0, 3))]
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "train.log").write_bytes(b"an earlier attempt, cut off")
+    stream = io.StringIO()
+    pool = sweep.LocalPool(tasks, [{}], stream=stream)
+    assert sorted((o["run"], o["status"]) for o in pool.run()) == [
+        ("cifar10/resnet32/label0/level100/seed0", 0), ("cifar10/resnet32/label1/level100/seed0", 3)]
+    assert "train cifar10/resnet32/label1/level100/seed0: FAILED (exit 3)" in stream.getvalue()
+    first, header, *output = (tmp_path / "run1" / "train.log").read_text().splitlines()
+    assert (first, header[:4], output) == ("an earlier attempt, cut off", "=== ", ["working"])

@@ -16,8 +16,14 @@ import threading
 from utils.errors import log
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
-# Windows has no SIGUSR1: SIGTERM alone there
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+def present(*names):
+    """The signals of `names` this platform has (Windows: no SIGUSR1, no SIGHUP)."""
+    return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
+
+
+SIGNALS = present("SIGTERM", "SIGUSR1")
 # train.py lets an epoch under way end after a signal (and saves it), attack.py a setting, when the
 # last like it took this long at most: SLURM kills a job 30 s after its SIGTERM (KillWait's default;
 # GraceTime for preemption)
