@@ -555,6 +555,32 @@ def test_a_result_records_its_thread_count(speech_run):
         torch.set_num_threads(before)
 
 
+def test_a_result_records_the_cpu_and_its_vector_instructions():
+    """torch's CPU kernels round otherwise with other vector instructions: the same 2 resnet32
+    epochs (category, seed 7, 250 images of the tests' tiny CIFAR-10) ended at 12% validation
+    accuracy with AVX512 and 22% with AVX2 (ATEN_CPU_CAPABILITY=avx2, on one AMD EPYC), and with
+    DEFAULT's a seed draws other initial weights; config.json named neither the CPU nor its
+    instructions, and a resume on a node of another CPU went without a word."""
+    from utils.runs import environment
+    env = environment()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu"] is None or isinstance(env["cpu"], str) and env["cpu"]
+    script = "import json; from utils.runs import environment; print(json.dumps(environment()))"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "ATEN_CPU_CAPABILITY": "default"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cpu_capability"] == "DEFAULT"
+    cpu = {"device": "cpu", "world_size": 1, "compile": "off",
+           "environment": {"threads": 2, "dtype": "float32", "cpu": "AMD EPYC", "cpu_capability": "AVX512"}}
+
+    def on(device="cpu", **facts):
+        return cpu | {"device": device, "environment": cpu["environment"] | facts}
+    assert _rounding_changes([cpu, on(cpu_capability="AVX2")]) == ["cpu_capability AVX512 -> AVX2"]
+    assert _rounding_changes([cpu, on(cpu="Intel Xeon")]) == ["cpu AMD EPYC -> Intel Xeon"]
+    assert _rounding_changes([on(cpu=None, cpu_capability=None), cpu]) == []  # an older train.py's
+    assert _rounding_changes([on("cuda", cpu="Intel Xeon"), on("cuda")]) == []  # a GPU run's: not its CPU's
+
+
 def test_a_result_records_the_default_dtype_it_computed_in():
     """A run follows torch's default dtype (the model's weights, cifar.to_float's images): from a
     notebook that had set float64 for its own work, train.main trained 4x slower in float64, to other

@@ -452,6 +452,17 @@ def command_line(prog, argv):
     return list(sys.argv) if argv is None else [prog, *map(str, argv)]
 
 
+def cpu_name():
+    """The CPU's model name ("AMD EPYC 9654 96-Core Processor"): /proc/cpuinfo's on Linux,
+    platform.processor()'s elsewhere; None where neither names it (Linux on ARM)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
 def environment(argv=None):
     """Versions and machine facts recorded next to every result, with the command line `argv`
     (`command_line`; sys.argv when None)."""
@@ -461,6 +472,10 @@ def environment(argv=None):
            # a CPU's float rounding depends on how many threads share a convolution, and training
            # amplifies it: the same flags on another thread count train other numbers
            "threads": torch.get_num_threads(),
+           # and on which CPU, with which vector instructions torch's kernels use (AVX512, AVX2, DEFAULT;
+           # ATEN_CPU_CAPABILITY picks another): the same 2 epochs trained to 12% validation accuracy with
+           # AVX512, 22% with AVX2, and DEFAULT's draws give a seed other initial weights
+           "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            # a run computes in torch's default dtype (cifar.to_float, the weights): a caller's float64
            "dtype": str(torch.get_default_dtype()).removeprefix("torch."),
            "argv": list(sys.argv) if argv is None else argv}
