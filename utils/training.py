@@ -656,10 +656,10 @@ def _segments(checkpoint, config, device):
 
 def _rounding_changes(segments):
     """What changed, of what a run's float rounding depends on (the device, torch, the GPU, a
-    CPU's thread count, model and vector instructions, torch's default dtype, the number of
-    torchrun processes, --compile: its kernels round otherwise than eager ones), between the last
-    two segments: ['threads 1 -> 2', ...]. A fact the earlier one did not record (an older
-    train.py's) is not compared."""
+    CPU's thread count, model and vector instructions, torch's default dtype and float32 matmul
+    precision, the number of torchrun processes, --compile: its kernels round otherwise than eager
+    ones), between the last two segments: ['threads 1 -> 2', ...]. A fact the earlier one did not
+    record (an older train.py's) is not compared."""
     def facts(segment):
         segment = segment if isinstance(segment, dict) else {}
         env = segment.get("environment") if isinstance(segment.get("environment"), dict) else {}
@@ -667,7 +667,8 @@ def _rounding_changes(segments):
         on = {"cuda": ("gpu",), "cpu": ("threads", "cpu", "cpu_capability")}.get(device, ())
         return {"device": device, "torch": env.get("torch"),
                 **{k: env.get(k) if k in on else None for k in ("gpu", "threads", "cpu", "cpu_capability")},
-                "dtype": env.get("dtype"), "processes": segment.get("world_size"), "compile": segment.get("compile")}
+                "dtype": env.get("dtype"), "matmul_precision": env.get("matmul_precision"),
+                "processes": segment.get("world_size"), "compile": segment.get("compile")}
     before, now = (facts(s) for s in segments[-2:])
     if before["device"] is not None and before["device"] != now["device"]:
         return [f"device {before['device']} -> {now['device']}"]  # the rest follows from it
