@@ -158,3 +158,43 @@ def test_a_list_flag_given_twice_takes_both_lists_but_attack_pys(script, argv, d
     from bench import bench
     args = bench.parse_args(argv) if script == "bench/bench.py" else PARSERS[script]().parse_args(argv)
     assert getattr(args, dest) == expected
+
+
+def _holder_line(tmp_path, script, since, slurm_job=None):
+    """What `utils.atomic.holder_of` says of `script`, pid 4123 on node07 (the docs' example),
+    holding a lock since `since` (a struct_time in UTC), in a process whose zone is UTC."""
+    import calendar
+    import json
+    from utils.atomic import holder_of
+    lock = tmp_path / "lock"
+    lock.write_text(json.dumps({"script": script, "pid": 4123, "host": "node07", "slurm_job": slurm_job,
+                                "since": calendar.timegm(since)}))
+    with open(lock, "rb") as f:
+        return holder_of(f)
+
+
+def test_the_docs_quote_the_job_holding_a_lock_as_the_scripts_name_it(tmp_path):
+    """Every '(pid 4123 on node07, ...)' the docs quote, of a run in use, a report or a download
+    waiting its turn, is a line `holder_of` writes: docs/reference.md's download line had no zone
+    ('since 17:05:34)'), which every such line names."""
+    import os
+    import time
+    zone = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        today = time.gmtime()
+        at_17 = time.struct_time((*today[:3], 17, 5, 34, *today[6:]))
+        earlier = time.struct_time((2026, 1, 2, 17, 5, 34, 4, 2, 0))
+        written = {_holder_line(tmp_path, script, when, job) for script in ("train.py", "report.py")
+                   for when in (at_17, earlier) for job in (None, "881_12")}
+    finally:
+        if zone is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
+    quoted = [(doc, quote) for doc in DOCS
+              for quote in re.findall(r"\w+\.py \(pid 4123 on node07, [^)]*\)", " ".join((REPO / doc).read_text().split()))]
+    assert len(quoted) >= 5, quoted  # README's, experiments.md's two, reference.md's two
+    assert [(doc, quote) for doc, quote in quoted if quote not in written] == [], written
