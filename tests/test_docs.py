@@ -198,3 +198,88 @@ def test_the_docs_quote_the_job_holding_a_lock_as_the_scripts_name_it(tmp_path):
               for quote in re.findall(r"\w+\.py \(pid 4123 on node07, [^)]*\)", " ".join((REPO / doc).read_text().split()))]
     assert len(quoted) >= 5, quoted  # README's, experiments.md's two, reference.md's two
     assert [(doc, quote) for doc, quote in quoted if quote not in written] == [], written
+
+
+# ---------------------------------------------------------------- the README's result tables
+
+STUDY = REPO / "docs" / "results" / "cifar10-subset"
+
+
+def readme_table(title):
+    """The README table after the paragraph that starts with **title** (at a line's start: not a
+    list item's term): (header cells, {first cell: the row's other cells})."""
+    after = (REPO / "README.md").read_text().split(f"\n**{title}**", 1)[1]
+    lines = after[after.index("\n|"):].split("\n\n", 1)[0].strip().splitlines()
+    header, *rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if not line.startswith("|---")]
+    return header[1:], {row[0]: row[1:] for row in rows}
+
+
+def csv_rows(name):
+    import csv
+    with open(STUDY / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def study_label(cell):
+    """The label of a README row's first cell: 'bert, rescaled to [0, 80]' is bert_rescaled,
+    'mcr2 (nearest subspace; ...)' mcr2."""
+    name = re.split(r" \(|,", cell)[0]
+    return "bert_rescaled" if cell.startswith("bert, rescaled") else name
+
+
+def spread(mean, std, scale=100, digits=2):
+    return f"{float(mean) * scale:.{digits}f} ± {float(std) * scale:.{digits}f}"
+
+
+def test_the_readmes_accuracy_table_is_the_studys_data_efficiency_csv():
+    """Every cell of the README's clean-accuracy table (level 100, 25, 10 and the shares kept) is
+    what report.py wrote in docs/results/cifar10-subset: a number copied wrong, or left stale by a
+    rerun of the study, fails here."""
+    header, rows = readme_table("Clean test accuracy and data efficiency")
+    means = {(r["label"], int(r["level"])): r for r in csv_rows("data_efficiency.csv") if r["model"] == "resnet32"}
+    levels = [int(re.match(r"level (\d+)", h).group(1)) for h in header[:3]]
+    checked = 0
+    for first, cells in rows.items():
+        label = study_label(first)
+        for level, cell in zip(levels, cells):
+            if cell != "-":
+                row = means[(label, level)]
+                assert cell == spread(row["test_acc_mean"], row["test_acc_std"]) + "%", (first, level)
+                checked += 1
+        if re.fullmatch(r"[\d.]+ / [\d.]+", cells[3]):
+            full = float(means[(label, 100)]["test_acc_mean"])
+            assert cells[3] == " / ".join(f"{float(means[(label, lv)]['test_acc_mean']) / full:.2f}"
+                                          for lv in (25, 10)), first
+    assert checked == 25
+
+
+ROBUST_COLUMNS = {"FGSM": "fgsm", "PGD": "pgd", "PGD margin": "pgd+margin"}
+
+
+def test_the_readmes_robust_accuracy_table_is_the_studys_robust_accuracy_csv():
+    """Every cell of the README's robust-accuracy table (clean, FGSM and PGD with either objective,
+    and the targeted hit rates) is one of report.py's rows in docs/results/cifar10-subset for its
+    label, attack and eps, at level 100."""
+    header, rows = readme_table("Robust accuracy")
+    clean = {r["label"]: r for r in csv_rows("data_efficiency.csv") if r["model"] == "resnet32" and r["level"] == "100"}
+    robust = [r for r in csv_rows("robust_accuracy.csv") if r["model"] == "resnet32" and r["level"] == "100"
+              and r["protocol"] == "pixel"]
+
+    def found(label, attack, targeted, eps, key, digits):
+        return {spread(r[f"{key}_mean"], r[f"{key}_std"], digits=digits) for r in robust
+                if (r["label"], r["attack"], r["targeted"], r["eps_label"]) == (label, attack, str(targeted), eps)
+                and r[f"{key}_mean"]}
+    checked = 0
+    for first, cells in rows.items():
+        label = study_label(first)
+        for column, cell in zip(header, cells):
+            if column == "clean":
+                assert cell == spread(clean[label]["test_acc_mean"], clean[label]["test_acc_std"]), first
+            elif hit := re.fullmatch(r"targeted hit, (loss|margin)", column):
+                attack = "pgd" if hit.group(1) == "loss" else "pgd+margin"
+                assert cell in found(label, attack, True, "8/255", "target_success", 1), (first, column)
+            else:
+                attack, eps = column.rsplit(" ", 1)
+                assert cell in found(label, ROBUST_COLUMNS[attack], False, eps, "robust_acc", 2), (first, column)
+            checked += 1
+    assert checked == 11 * 9
