@@ -47,7 +47,7 @@ from utils.atomic import (code_span, exclusive, file_set, markdown_table, print_
                           temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
-                         recorded_config, trained_folder)
+                         recorded_config, trained_folder, with_added_flags)
 from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, check_folder_names, dataset_folder, enclosing_base_dir, json_text, resolved,
                         run_folder_name, run_key, run_name)
@@ -362,7 +362,9 @@ def exclude_off_grid(records, asked):
         # and the number of images it trained on: a fractional --level's of an older labelrep (1570041)
         images = {"train_images": record["train"]["train_images"]} if (record["train"] or {}).get(
             "train_images") is not None else {}
-        diffs, _ = asked_changes({"flags": record["flags"], **record["fingerprints"], **images}, ns,
+        recorded = {"flags": record["flags"], **record["fingerprints"], **images}
+        # config.json's flags of an older labelrep count with those it added since; results.json's alone do not
+        diffs, _ = asked_changes(with_added_flags(recorded) if record["all_flags"] else recorded, ns,
                                  now="the grid:")
         if diffs:
             record["excluded"] = True

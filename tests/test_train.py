@@ -1441,6 +1441,51 @@ def test_an_amp_run_of_a_labelrep_that_trained_amp_wrongly_is_refused(speech_run
     assert broken_training(config) is None
 
 
+def without_warmup_flag(config):
+    """`config` (config.json's or a checkpoint's) as a labelrep before ae81f9b, which had no
+    --warmup_epochs, wrote it."""
+    del config["flags"]["warmup_epochs"]
+    return config
+
+
+def test_a_run_from_before_warmup_epochs_asked_for_a_warmup_is_refused(speech_run, capsys, cifar10_dir,
+                                                                      label_dir, tmp_path):
+    """A run trained before --warmup_epochs existed (ae81f9b) records no such flag, and trained
+    without a warm-up. Asked for --warmup_epochs 1, train.py printed its old results (exit 0), the
+    sweep counted it done, report.py --grid put it in the warm-up grid's tables, and its last
+    checkpoint resumed into a warm-up schedule; each now refuses it as a run of --warmup_epochs 0."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    config = without_warmup_flag(json.loads((run_dir / "config.json").read_text()))
+    (run_dir / "config.json").write_text(json.dumps(config))
+    argv = flags(cifar10_dir, base, label_dir, warmup_epochs=1)
+    line = run_cli_capture(capsys, argv)
+    assert line.endswith("model_speech holds a finished run trained with --warmup_epochs 0 (now 1); pass --force "
+                         "to train it again with these flags (in a sweep, which passes no --force: delete the run "
+                         "directory), or use another --base_dir"), line
+    ns = sweep.Scripts.find()["train"].parse(argv)
+    assert train_state(run_dir, ns) == (False, "finished, but trained with --warmup_epochs 0 (sweep: 1): train.py "
+                                               "refuses it; delete the run directory to start over")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"labels: [speech]\nseeds: [3]\nstages: [train]\nargs: --data_dir {cifar10_dir} --label_dir "
+                    f"{label_dir} --base_dir {base}\ntrain_args: --valid_size 50 --epochs 2 --batch_size 64 "
+                    "--device cpu --warmup_epochs 1\n")
+    summary = report.report(base, tmp_path / "out", grid, draw=False)
+    assert [i["reasons"] for i in summary["incomplete"]] == [[
+        "left out of the tables: trained with --warmup_epochs 0 (the grid: 1), not as the grid asks (its sweep "
+        "refuses the run: delete the run directory to train it again)"]]
+    assert train.main(flags(cifar10_dir, base, label_dir))["epochs"] == 2  # without a warm-up: its results
+    capsys.readouterr()
+    (run_dir / RESULTS).unlink()  # stopped after its last epoch
+    checkpoint = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
+    without_warmup_flag(checkpoint["config"])
+    torch.save(checkpoint, run_dir / LAST_CHECKPOINT)
+    line = run_cli_capture(capsys, argv + ["--resume"])
+    assert line.endswith("last_checkpoint.pth was trained with --warmup_epochs 0 (now 1); use the same flags to "
+                         "resume, or --force to start over (in a sweep: delete the run directory)"), line
+    from utils.flags import ADDED_FLAGS  # what an older run trained with: train.py's default still
+    assert ADDED_FLAGS == {k: train.build_parser().get_default(k) for k in ADDED_FLAGS}
+
+
 def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys, cifar10_dir, label_dir):
     """A finished run of --lr 0.1 asked for with 0.1 * 3 / 3 (a sweep's arithmetic) says which
     values differ: '--lr 0.1 (now 0.1)' named none."""

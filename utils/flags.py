@@ -114,6 +114,13 @@ RESULT_FLAGS = ("model", "dataset", "label", "seed", "level", "epochs", "batch_s
                 "warmup_epochs", "valid_size", "smoothing", "label_granularity", "label_noise", "amp",
                 "channels_last", "feature_dim", "mcr2_eps", "gam1", "gam2", "n_components")
 
+# RESULT_FLAGS that labelrep added after runs had been made without them (--warmup_epochs in
+# ae81f9b), with the value such a run trained with (train.py's default, which trains as before the
+# flag): a saved config of an older labelrep, which lacks the flag, is compared as having it, so
+# that a run from before ae81f9b asked for --warmup_epochs 5 is refused, not passed off as a
+# warm-up run.
+ADDED_FLAGS = {"warmup_epochs": 0}
+
 # train.py's flags that only one label type uses: given with another, they are ignored (with a
 # warning), and a run's check of its saved flags leaves them out, so that a sweep over several
 # labels can pass them to all.
@@ -278,11 +285,21 @@ def recorded_config(config, results):
     """A finished run's config.json (`config`) as `run_changes` compares it; where the file is gone
     (None: deleted by hand, or not JSON to the sweep), what its results.json (`results`) records:
     the flags that name the run, --epochs and the number of training images (not --lr,
-    --batch_size or the label targets), so that a check is not skipped for want of the file."""
-    if config is not None or not isinstance(results, dict):
+    --batch_size or the label targets), so that a check is not skipped for want of the file. A
+    config.json of an older labelrep counts with the ADDED_FLAGS it lacks (`with_added_flags`)."""
+    if config is not None:
+        return with_added_flags(config)
+    if not isinstance(results, dict):
         return config
     kept = {k: results[k] for k in RESULT_FLAGS if k in results}
     return {"flags": kept} | ({"train_images": results["train_images"]} if "train_images" in results else {})
+
+
+def with_added_flags(config):
+    """A run's saved `config` (config.json's or a checkpoint's, parsed) with each of the ADDED_FLAGS
+    its flags lack set to what the run trained with; `config` itself where it records no flags."""
+    flags = config.get("flags") if isinstance(config, dict) else None
+    return config | {"flags": ADDED_FLAGS | flags} if isinstance(flags, dict) else config
 
 
 def architecture_names():

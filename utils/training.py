@@ -23,7 +23,7 @@ from utils.atomic import finite
 from utils.constants import class_count, lr_milestones
 from utils.errors import UsageError, as_parsed, interrupt_says, log
 from utils.flags import (acts_on, broken_training, check_force_resume, older_rounding, recorded_config,
-                         run_changes)
+                         run_changes, with_added_flags)
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -481,7 +481,7 @@ def _check_resume(checkpoint, args, path, label_sha256, facts, space):
     if broken := broken_training(checkpoint["config"]):  # no flags resume it: "use the same flags" is no advice
         raise UsageError(f"{path} was trained with {broken}; pass --force to start over (in a sweep: "
                          "delete the run directory)")
-    trained = checkpoint["config"] | {"label_sha256": space_sha256(checkpoint["label_space"])}
+    trained = with_added_flags(checkpoint["config"]) | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, data=facts):
         # an older labelrep's rounding of a fractional --level (one image short) is the code's, no
         # flag's: the same flags would be refused again, whatever else differs
