@@ -38,7 +38,7 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, label_path, read_targets, targets_sha256
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number,
-                          os_errors_as_usage, run_cli)
+                          os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
@@ -1507,13 +1507,6 @@ def grid_train_flags(grid_file):
     return scripts["train"].parse(routed["train"])
 
 
-def terminated(signum, frame):
-    """report.py's SIGTERM (`timeout`, `kill`): it ends as after Ctrl-C, one line, with its worker
-    processes and temporary files gone and the earlier report's files as they were (killed at
-    once, it left its workers and its `.tables.md.*.tmp` files in --out)."""
-    raise KeyboardInterrupt("got SIGTERM")
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     grid_flags = grid_train_flags(args.grid) if args.grid else None
@@ -1542,6 +1535,5 @@ if __name__ == "__main__":
     # main of the module `report`, not of `__main__`: worker processes find its functions by that
     # name whatever ran this file (python, python -m cProfile)
     from report import main as report_main
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # one its caller ignored stays ignored
-        signal.signal(signal.SIGTERM, terminated)
+    sigterm_as_interrupt()  # killed at once, it left its workers and .tables.md.*.tmp in --out
     run_cli(report_main)

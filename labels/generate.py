@@ -65,7 +65,7 @@ from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
 from utils.errors import (CliParser, ExtendList, UsageError, as_parsed, choice, log, nonempty, number,
-                          os_errors_as_usage, run_cli)
+                          os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 from utils.runs import check_folder_names, resolved
@@ -991,4 +991,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # the files made so far wait as temporary files in --out until the last is made (speech through
+    # espeak-ng, BERT: seconds to minutes): a `timeout` or `kill` left them there, and the recordings
+    # in TMPDIR
+    sigterm_as_interrupt()
     run_cli(main)

@@ -993,6 +993,36 @@ def test_bad_input_part_way_writes_no_file(tiny_glove, tmp_path, capsys):
     assert status == 0 and out.startswith(f"wrote {tmp_path / 'cifar10_glove.npy'}  (10, 50)")
 
 
+# Python code that runs labels.generate with argv[1:] and sends itself SIGTERM as the second file is
+# made (the first waits in --out as a temporary file until the last is made)
+GENERATE_SIGNALLED = """
+import os, runpy, signal, sys
+import numpy as np
+save, saved = np.save, []
+def and_signal(*args, **kwargs):
+    saved.append(args)
+    if len(saved) == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return save(*args, **kwargs)
+np.save = and_signal
+sys.argv = ["generate.py", *sys.argv[1:]]
+runpy.run_module("labels.generate", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_sigterm_part_way_leaves_no_temporary_file(tmp_path):
+    """SIGTERM (`timeout`, `kill`) killed labels.generate at once: the files made before it stayed in
+    --out as temporary files (.cifar10_random.npy.*.tmp; 26 after 13 s of `--label all` for both
+    datasets), which no later run removed. It ends as after Ctrl-C, the earlier files as they were."""
+    argv = ["--dataset", "cifar10", "--label", "random", "lowdim", "--out", tmp_path, "--force"]
+    assert call_cli(generate.main, argv[:-1]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    proc = subprocess.run([sys.executable, "-c", GENERATE_SIGNALLED, *map(str, argv), "--seed", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr, proc.stdout) == (130, "error: interrupted; got SIGTERM\n", "")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
 def test_a_dataset_given_twice_is_written_once(tmp_path, capsys):
     status, out, _ = cli(generate.main, ["--dataset", "cifar10", "cifar10", "--label", "uniform", "--out",
                                          tmp_path], capsys)

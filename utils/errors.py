@@ -58,6 +58,21 @@ def quiet_interrupts():
         signal.signal(signal.SIGINT, _interrupted_while_loading)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt("got SIGTERM")
+
+
+def sigterm_as_interrupt():
+    """In a script that writes its files as one set at its end (report.py, labels.generate):
+    SIGTERM (`timeout`, `kill`) ends it as Ctrl-C does, with `error: interrupted; got SIGTERM` and
+    exit status 130, its temporary files and worker processes gone and the earlier files as they
+    were; killed at once, it left its temporary files in the folder it wrote into (`file_set`'s,
+    which a generator stages as it goes), and labels.generate its recordings' folder in TMPDIR.
+    A SIGTERM its caller ignored stays ignored."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
 class _NamedStdout:
     """sys.stdout while `call_cli` runs a script: a write it cannot take (a job's log on a full
     disk) is an OSError that names standard output, where 'could not write a file' named none."""
