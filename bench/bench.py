@@ -56,7 +56,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 from train import COMPILE_MODES  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, as_parsed, call_cli,  # noqa: E402
-                          log, nonempty, number, run_cli)
+                          log, nonempty, number, run_cli, sigterm_as_interrupt)
 from utils.flags import SHARED, add_flags, architecture_names, check_force_resume, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
@@ -990,4 +990,7 @@ def append_record(record, text):
 
 
 if __name__ == "__main__":
+    # its checkpoints and --what accuracy's runs are written in TMPDIR (a checkpoint of resnet110
+    # with speech labels: 19 MB): a `timeout` or `kill` left them there
+    sigterm_as_interrupt()
     run_cli(functools.partial(main, args=parsed[0]))

@@ -63,12 +63,13 @@ def _terminated(signum, frame):
 
 
 def sigterm_as_interrupt():
-    """In a script that writes its files as one set at its end (report.py, labels.generate):
-    SIGTERM (`timeout`, `kill`) ends it as Ctrl-C does, with `error: interrupted; got SIGTERM` and
-    exit status 130, its temporary files and worker processes gone and the earlier files as they
-    were; killed at once, it left its temporary files in the folder it wrote into (`file_set`'s,
-    which a generator stages as it goes), and labels.generate its recordings' folder in TMPDIR.
-    A SIGTERM its caller ignored stays ignored."""
+    """In a script that cleans up as it unwinds (report.py, labels.generate, bench.py): SIGTERM
+    (`timeout`, `kill`) ends it as Ctrl-C does, with `error: interrupted; got SIGTERM` and exit
+    status 130, its temporary files and worker processes gone and the earlier files as they were.
+    Killed at once, report.py and labels.generate left their temporary files in the folder they
+    wrote into (`file_set`'s, which labels.generate stages as it goes) and labels.generate its
+    recordings' folder in TMPDIR, bench.py its folder of checkpoints there. A SIGTERM its caller
+    ignored stays ignored."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminated)
 
