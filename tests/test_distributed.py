@@ -24,15 +24,20 @@ runpy.run_path({train!r}, run_name="__main__")
 """
 
 
+def torchrun_argv(tmp_path, processes=2):
+    """torchrun with `processes` processes, its log folders in tmp_path: by default each run made
+    a folder of them in TMPDIR (/tmp/torchelastic_*) and left it there, one per test and run."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            "--log_dir", str(tmp_path / "torchrun_logs")]
+
+
 def train(tmp_path, base, label, cifar10_dir, label_dir, processes, *extra):
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER.format(train=str(REPO / "train.py")))
     args = ["--model", "resnet32", "--label", label, "--seed", "5", "--data_dir", cifar10_dir,
             "--label_dir", label_dir, "--base_dir", base, "--valid_size", "60", "--epochs", "1",
             "--batch_size", "48", "--device", "cpu", *extra]
-    prefix = [sys.executable]
-    if processes > 1:
-        prefix += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    prefix = torchrun_argv(tmp_path, processes) if processes > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(prefix + [str(launcher)] + [str(a) for a in args], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=600)
@@ -180,20 +185,23 @@ def test_a_process_that_stops_early_leaves_its_group(tmp_path, cifar10_dir, monk
         assert "holds an unfinished run; pass --resume" in str(stop.value)
 
 
-def torchrun(tmp_path, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                           "2", *map(str, args)], capture_output=True,
+def torchrun(tmp_path, *args, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([*torchrun_argv(tmp_path), *map(str, args)], capture_output=True,
                           text=True, cwd=REPO, env=env, timeout=600)
 
 
 def test_mcr2_is_refused_under_torchrun(tmp_path):
-    """Before the data loads (here, a folder without it): not after a download of 170 MB."""
+    """Before the data loads (here, a folder without it): not after a download of 170 MB. Nor is
+    anything left in TMPDIR (`torchrun_argv`)."""
+    (tmp_path / "tmp").mkdir()
     proc = torchrun(tmp_path, REPO / "train.py", "--label", "mcr2", "--data_dir", tmp_path / "no_data",
-                    "--base_dir", tmp_path, "--valid_size", "60", "--epochs", "1", "--device", "cpu")
+                    "--base_dir", tmp_path, "--valid_size", "60", "--epochs", "1", "--device", "cpu",
+                    env={"TMPDIR": str(tmp_path / "tmp")})
     assert proc.returncode != 0
     assert "error: --label mcr2 does not train under torchrun" in proc.stderr
     assert not list(tmp_path.rglob("config.json"))
+    assert [p.name for p in (tmp_path / "tmp").iterdir() if not p.name.startswith("torchinductor")] == []
 
 
 def error_lines(proc):
