@@ -446,3 +446,18 @@ def test_a_bench_record_is_appended_to_where_it_is(tmp_path):
     bench.append_record(new, "\n## today\n")
     assert new.read_text().startswith("# Benchmarks\n\nOutput of `bench/bench.py`") and new.read_text().endswith(
         "given.\n\n## today\n")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no /proc: the umask is read by setting it")
+def test_a_files_mode_is_found_without_setting_the_umask(tmp_path, monkeypatch):
+    """An atomic write read the umask by setting it to 0 and back: for that instant a file another
+    thread made (a notebook's, a sweep's stage log) was writable by everyone. The umask is read
+    from /proc now; written files still get the umask's permissions."""
+    before = os.umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda mask: pytest.fail(f"os.umask({mask:#o}) called"))
+        atomic.atomic_write_text(tmp_path / "results.json", "{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o640

@@ -63,9 +63,21 @@ def print_json(obj):
 
 def umask_mode(mode=0o666):
     """`mode` less the umask: what `open` gives a new file (0777: a script, a folder)."""
+    return mode & ~current_umask()
+
+
+def current_umask():
+    """The process's umask, read where Linux shows it (/proc/self/status, since 4.7): the only
+    other way, os.umask(0) and back, leaves it 0 for an instant, in which a file another thread
+    makes (a notebook's, a sweep's stage log) is made writable by everyone."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0)
     os.umask(mask)
-    return mode & ~mask
+    return mask
 
 
 def atomic_write(path, write, mode=0o666):
