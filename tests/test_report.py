@@ -2056,6 +2056,12 @@ def test_the_docs_join_of_label_statistics_and_robust_accuracy_keeps_noisy_label
     keys = re.search(r'pgd\.merge\(stats, on=\[([^]]+)\]\)', snippet)
     assert keys and re.findall(r'"(\w+)"', keys[1]) == ["dataset", "trained", "label_sha256"], \
         "the snippet no longer joins on the dataset, the label trained and its targets"
+    # pandas types a column by its cells: label_sha256 empty in every row (category alone measured,
+    # the label files not found) read as float NaN, and merge refused it beside the other's text
+    reads = re.findall(r'pd\.read_csv\("report/(\w+)\.csv"(, dtype=(\w+))?\)', snippet)
+    assert [name for name, _, _ in reads] == ["label_stats", "robust_accuracy"]
+    assert all(re.search(rf'^{kind} = \{{"label_sha256": str\}}', snippet, re.M) for _, _, kind in reads), \
+        "the snippet reads a label_sha256 column empty in every row as numbers, which merge refuses"
     stats = {(r["dataset"], r["label"], r["label_sha256"]): r for r in read_csv(tmp_path / "out" / "label_stats.csv")}
     assert len(stats) == 3  # category, and lowdim's two draws
     robust = read_csv(tmp_path / "out" / "robust_accuracy.csv")
