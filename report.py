@@ -1363,8 +1363,8 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs):
                "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "label_stats": measured[0],
                "label_stats_unmeasured": measured[1], "curves": curve_rows(curves),
                "runs": [{**{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
-                                              "attack", "problems")}, "label_sha256": targets_trained([r])}
-                        for r in records],
+                                              "attack", "problems")}, "label_sha256": targets_trained([r]),
+                         "in_tables": in_tables(r)} for r in records],
                "incomplete": incomplete, "missing": missing}
     tables = tables_markdown(title, base_dir, records, accuracy, robust, measured, incomplete, missing,
                              expected_from, counts)
@@ -1428,6 +1428,13 @@ def earlier_summary(out):
     return earlier
 
 
+def in_tables(record):
+    """Whether a run's test accuracy is one of its group's seeds (`accuracy_rows`'), which an
+    incomplete run's may be (only attack settings missing) or not (left out), as its status alone
+    does not tell: runs.csv's and summary.json's `in_tables`."""
+    return bool(record["train"]) and not record["excluded"]
+
+
 def write_csvs(put, out, summary, records):
     """The CSV files of `summary`'s accuracy tables (`report`'s) and of its runs, a row per record
     of `records` with its status, into `out` through `put` (a `file_set`'s); returns their names."""
@@ -1443,11 +1450,9 @@ def write_csvs(put, out, summary, records):
     run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
                    "diverged_epoch", "run_dir", "label_sha256", "in_tables", "reasons"]
     unfinished = {i["run_dir"]: i["reasons"] for i in summary["incomplete"]}
-    # in_tables: its test accuracy is one of its group's seeds (`accuracy_rows`'), which an incomplete
-    # run's may be (only attack settings missing) or not (left out), as status alone does not tell
     run_rows = [{**r, "status": "incomplete" if r["run_dir"] in unfinished else "complete",
                  "test_acc": (r["train"] or {}).get("test_acc"), "epochs_done": len(r["curve"]),
-                 "label_sha256": targets_trained([r]), "in_tables": bool(r["train"]) and not r["excluded"],
+                 "label_sha256": targets_trained([r]), "in_tables": in_tables(r),
                  "reasons": "; ".join(unfinished.get(r["run_dir"], []))}
                 for r in records]
     files = [("clean_accuracy.csv", summary["clean_accuracy"], accuracy_columns),

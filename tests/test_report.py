@@ -459,6 +459,10 @@ def test_runs_csv_says_why_a_run_is_incomplete_and_whether_its_accuracy_counts(t
         "1": ("complete", "True"), "2": ("complete", "True"), "3": ("incomplete", "True"),
         "4": ("incomplete", "False"), "5": ("incomplete", "False")}
     assert [int(seed) for seed, r in rows.items() if r["in_tables"] == "True"] == summary["clean_accuracy"][0]["seeds"]
+    # summary.json, "all of the above as JSON", says so too: a jq or JS reader had the reasons' text alone
+    assert [r["seed"] for r in summary["runs"] if r["in_tables"]] == summary["clean_accuracy"][0]["seeds"]
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())["runs"]
+    assert {str(r["seed"]): str(r["in_tables"]) for r in written} == {seed: r["in_tables"] for seed, r in rows.items()}
     reasons = {i["run_dir"]: "; ".join(i["reasons"]) for i in summary["incomplete"]}
     assert {r["run_dir"]: r["reasons"] for r in rows.values() if r["reasons"]} == reasons
     assert rows["3"]["reasons"] == "attack results: 1 of 2 settings missing (pgd untargeted 8/255)"
