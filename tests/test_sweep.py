@@ -545,6 +545,18 @@ def test_a_grid_files_slurm_time_is_the_text_written(tmp_path, capsys):
     assert "#SBATCH --time=12:00:00" in lines and "#SBATCH --mem=16G" in lines
 
 
+def test_a_grid_files_number_with_a_leading_zero_is_read_as_on_the_command_line(tmp_path):
+    """YAML 1.1 reads 010 as the octal 8 and 0x10 as 16: `seeds: [010]` trained seed 8 and
+    `--epochs 010` in a list 8 epochs, where the command line's --seeds 010 is seed 10 (and 0x10
+    no seed). Such a number is now text, read by its option as the command line reads it."""
+    (tmp_path / "grid.yaml").write_text("seeds: [010, 7]\ntrain_args: [--epochs, 010]\n")
+    _, runs, _, routed = sweep.parse(["--config", str(tmp_path / "grid.yaml"), "--dry_run"])
+    assert [r.seed for r in runs] == [10, 7] and routed["train"] == ["--epochs", "010"]
+    (tmp_path / "grid.yaml").write_text("seeds: [0x10]\n")
+    with pytest.raises(UsageError, match=r"^--seeds: '0x10' is not an int"):
+        sweep.parse(["--config", str(tmp_path / "grid.yaml"), "--dry_run"])
+
+
 def test_a_grid_files_empty_key_is_the_default_and_a_number_is_text(tmp_path, capsys, monkeypatch):
     """A key left empty wrote #SBATCH --job-name=None and --signal=B:USR1@None, named the
     interpreter '', and was a traceback for max_array_size (and jobs under --local); setup: 5

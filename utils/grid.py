@@ -213,12 +213,15 @@ def load_grid_file(path):
         return dict(pairs)
 
     class Loader(yaml.SafeLoader):
-        """YAML without its base-60 numbers (`time: 12:00:00` is SLURM's text, not 43200), refusing
-        a key given twice."""
+        """YAML without its base-60 numbers (`time: 12:00:00` is SLURM's text, not 43200) nor its
+        octal and hex ones (`seeds: [010]` was seed 8, `--seeds 010` is seed 10), refusing a key
+        given twice: such a number stays text, read by its option as the command line reads it."""
         def resolve(self, kind, value, implicit):
             tag = super().resolve(kind, value, implicit)
             numeric = tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-            return "tag:yaml.org,2002:str" if kind is yaml.ScalarNode and numeric and ":" in value else tag
+            digits = value.lstrip("+-") if kind is yaml.ScalarNode else ""
+            radix = tag == "tag:yaml.org,2002:int" and digits.startswith("0") and len(digits) > 1
+            return "tag:yaml.org,2002:str" if numeric and (":" in digits or radix) else tag
 
         def construct_mapping(self, node, deep=False):
             mapping = super().construct_mapping(node, deep)
