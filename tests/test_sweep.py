@@ -499,6 +499,14 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
     ("grid.yaml", "args: 3 --epochs 1\n", "pass-through argument '3' does not follow a --flag"),
     ("grid.yaml", "train_args: [--seed, 3]\n", "--seed is set by the sweep; use --seeds"),
     ("grid.yaml", "args: --resume\n", "--resume is set by the sweep"),
+    # each was passed on as text: 'False' (attack.py: "invalid choice: 'False'"), "['fgsm', 'pgd']", and
+    # '--epochs 3' as a flag of that name ("did you mean --epochs?")
+    ("grid.yaml", "attack_args: [--targeted, no]\n", "attack_args: False is not one flag or value (text or a "
+                                                     "number; quote a word YAML reads as true or false ('no'))"),
+    ("grid.yaml", "args: [--attacks, [fgsm, pgd]]\n", "args: ['fgsm', 'pgd'] is not one flag or value (text or "
+                                                      "a number)"),
+    ("grid.yaml", "args:\n  - --epochs 3\n  - --data_dir=my data\n", "args: '--epochs 3' is one item of the "
+     "list; give the flag and each value as items of their own ([--epochs, 3]) or args as one string"),
     ("grid.yaml", "labels: []\n", "--labels is empty: the grid has no runs"),
     ("grid.yaml", "stages: []\n", "--stages must be among train, attack (got none)"),  # was '(got )'
     ("grid.yaml", "seeds: [true]\n", "--seeds: True is not a valid value"),

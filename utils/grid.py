@@ -257,8 +257,22 @@ def split_args(value, key):
         except ValueError as err:  # "No closing quotation"
             raise UsageError(f"{key} {value!r}: {err}") from None
     if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
+        return [list_item(v, key) for v in value]
     raise UsageError(f"{key}: pass-through arguments must be a string or a list, not {value!r}")
+
+
+def list_item(item, key):
+    """One item of a grid file's pass-through list as text: a flag or one value. YAML's true/false
+    (from no, yes, on, off), a null or a list was passed on as 'False', 'None' or "['fgsm', 'pgd']"
+    (attack.py: "invalid choice: 'False'"), and '--epochs 3' as one flag named so."""
+    if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+        word = "yes" if item else "no"
+        quote = f"; quote a word YAML reads as true or false ('{word}')" if isinstance(item, bool) else ""
+        raise UsageError(f"{key}: {item!r} is not one flag or value (text or a number{quote})")
+    if (text := str(item)).startswith("--") and len(text.split("=", 1)[0].split()) > 1:
+        raise UsageError(f"{key}: {text!r} is one item of the list; give the flag and each value as "
+                         f"items of their own ([{', '.join(text.split())}]) or {key} as one string")
+    return text
 
 
 def _load_module(name, path):
