@@ -176,10 +176,22 @@ def grid_file_layer(parser, path):
     if unknown:
         raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: "
                          f"{', '.join(sorted(dests | set(FILE_ONLY)))}")
+    check_word_lists(values, path)
     layer = (split_args(values.pop("args", None), "args"),
              {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args") for stage in STAGES})
     parser.set_defaults(**single_values(parser, values, path))
     return layer
+
+
+def check_word_lists(values, path):
+    """A grid file's axis or stages given as one text of several words (`labels: category speech`,
+    `levels: 100, 25`) is an error naming the list to write: it was one label 'category speech'
+    (no label file), or 'train attack', not a stage."""
+    for key in (*AXES, "stages"):
+        for value in value_list(key, values.get(key)):
+            if isinstance(value, str) and len(words := [w for w in re.split(r"[\s,]+", value) if w]) > 1:
+                raise UsageError(f"{path}: {key}: {value!r} is one value; for several, write a list "
+                                 f"({key}: [{', '.join(words)}])")
 
 
 def check_stages(opts):

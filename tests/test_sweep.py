@@ -507,6 +507,14 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
                                                       "a number)"),
     ("grid.yaml", "args:\n  - --epochs 3\n  - --data_dir=my data\n", "args: '--epochs 3' is one item of the "
      "list; give the flag and each value as items of their own ([--epochs, 3]) or args as one string"),
+    # one text of several words: a label 'category speech' (no label file) and a stage 'train attack'
+    # ("--stages must be among train, attack (got train attack)")
+    ("grid.yaml", "labels: category speech\n", "{tmp}/grid.yaml: labels: 'category speech' is one value; "
+                                               "for several, write a list (labels: [category, speech])"),
+    ("grid.yaml", "stages: train attack\n", "{tmp}/grid.yaml: stages: 'train attack' is one value; for "
+                                            "several, write a list (stages: [train, attack])"),
+    ("grid.yaml", "levels: 100, 25\n", "{tmp}/grid.yaml: levels: '100, 25' is one value; for several, write "
+                                       "a list (levels: [100, 25])"),
     ("grid.yaml", "labels: []\n", "--labels is empty: the grid has no runs"),
     ("grid.yaml", "stages: []\n", "--stages must be among train, attack (got none)"),  # was '(got )'
     ("grid.yaml", "seeds: [true]\n", "--seeds: True is not a valid value"),
