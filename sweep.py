@@ -19,6 +19,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 import argparse
 import ctypes
+import difflib
 import errno
 import hashlib
 import itertools
@@ -172,15 +173,29 @@ def grid_file_layer(parser, path):
     other keys become `parser`'s defaults, which the command line's flags override."""
     values = load_grid_file(path)
     dests = {a.dest for a in parser._actions} - {"help", "config", "dry_run", *MODES}
-    unknown = sorted(set(values) - dests - set(FILE_ONLY))
-    if unknown:
-        raise UsageError(f"{path}: unknown key(s) {', '.join(unknown)}; valid keys: "
-                         f"{', '.join(sorted(dests | set(FILE_ONLY)))}")
+    keys = sorted(dests | set(FILE_ONLY))
+    if unknown := sorted(set(values) - set(keys)):
+        scripts = Scripts.find()
+        raise UsageError(f"{path}: unknown key(s) {', '.join(k + key_hint(k, keys, scripts) for k in unknown)}; "
+                         f"valid keys: {', '.join(keys)}")
     check_word_lists(values, path)
     layer = (split_args(values.pop("args", None), "args"),
              {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args") for stage in STAGES})
     parser.set_defaults(**single_values(parser, values, path))
     return layer
+
+
+def key_hint(key, keys, scripts):
+    """What a grid file's unknown `key` is meant to be: ' (did you mean labels?)' for train.py's
+    flag the grid sets (label) or a key near one of `keys`; ' (a flag of train.py: ...)' for a flag
+    the sweep passes on (epochs, epsilons: keys of args); '' for none. The error listed every key
+    but said neither."""
+    if axis := GRID_FLAGS.get(f"--{key}"):
+        return f" (did you mean {axis[2:]}?)"
+    if takers := [script.path.name for script in scripts.stages.values() if f"--{key}" in script.passed()]:
+        return f" (a flag of {' and '.join(takers)}: give it in args, as args: --{key} ...)"
+    close = [k for k in keys if k.startswith(key)] or difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def check_word_lists(values, path):

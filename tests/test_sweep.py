@@ -194,7 +194,12 @@ def test_help_says_where_flags_go():
      "--label_dir serves every label of the grid, so copy the shipped cifar10_speech.npy from "),
     (["--dry_run", "--models", "resnet18", "resnet32"], "--models: unknown model resnet18; choose "
                                                         f"from {', '.join(sorted(ARCHITECTURES))}"),
-    (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label; valid keys:"),
+    (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label (did you mean labels?); "
+     "valid keys:"),
+    # each listed the valid keys alone: a flag of train.py or attack.py is given in args
+    (["--dry_run", "--config", "{tmp}/flags.yaml"], "flags.yaml: unknown key(s) epochs (a flag of train.py: give "
+     "it in args, as args: --epochs ...), lables (did you mean labels?), targeted (a flag of attack.py: give it "
+     "in args, as args: --targeted ...); valid keys: args, attack_args, "),
     (["--dry_run", "--config", "{tmp}/stages.yaml"], "--stages must be among train, attack (got test)"),
     (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml (expected ',' or ']', "
      "but got '<stream end>' at line 2, column 1)"),  # was yaml's context: "while parsing a flow sequence"
@@ -322,6 +327,7 @@ def test_help_says_where_flags_go():
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "bad.yaml").write_text("label: [speech]\n")
+    (tmp_path / "flags.yaml").write_text("epochs: 30\ntargeted: no\nlables: [speech]\n")
     (tmp_path / "stages.yaml").write_text("stages: [test]\n")
     (tmp_path / "broken.yaml").write_text("labels: [speech\n")
     (tmp_path / "twice.yaml").write_text("labels: [category]\nseeds: [1]\n--labels: [speech]\n")
