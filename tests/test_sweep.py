@@ -521,6 +521,9 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
                                             "several, write a list (stages: [train, attack])"),
     ("grid.yaml", "levels: 100, 25\n", "{tmp}/grid.yaml: levels: '100, 25' is one value; for several, write "
                                        "a list (levels: [100, 25])"),
+    # an empty file, or one of comments alone (a template not yet filled in), ran the default grid
+    ("grid.yaml", "# labels: [category, speech]\n", "{tmp}/grid.yaml holds no options (it is empty, or "
+     "comments alone): a grid file is a mapping of options (labels: [...], seeds: [...])"),
     ("grid.yaml", "labels: []\n", "--labels is empty: the grid has no runs"),
     ("grid.yaml", "stages: []\n", "--stages must be among train, attack (got none)"),  # was '(got )'
     ("grid.yaml", "seeds: [true]\n", "--seeds: True is not a valid value"),
