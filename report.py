@@ -1519,6 +1519,11 @@ def main(argv=None):
     base_dir = args.base_dir or grid_base or SHARED["base_dir"]["default"]
     label_dirs = args.label_dir or ([grid_flags.label_dir] if grid_flags else [])
     check_folder_names("--out", args.out)  # not 'File name too long' once every run was read
+    if not args.base_dir and grid_base and not Path(grid_base).is_absolute() and not Path(grid_base).is_dir():
+        # was '--base_dir outputs/x is not a directory': a flag not given, a path read from elsewhere
+        raise UsageError(f"the grid's --base_dir {grid_base} is not a directory under {Path.cwd()}: a grid "
+                         "file's paths are relative to the directory its sweep runs in; run report.py "
+                         "there (once the sweep has trained a run), or pass --base_dir")
     for folder in args.label_dir or []:
         if not Path(folder).is_dir():
             raise UsageError(f"--label_dir {folder} " + ("is not a folder" if Path(folder).exists()

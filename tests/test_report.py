@@ -1001,6 +1001,23 @@ def test_a_grid_is_reported_from_where_its_sweep_trains(tmp_path):
         f"under {tmp_path}/runs/study (its --base_dir; leave out --base_dir to read them there)\n")
 
 
+def test_a_grids_relative_base_dir_from_elsewhere_says_where_it_is_read(tmp_path, monkeypatch, capsys):
+    """A grid file's relative --base_dir is read from the directory report.py runs in, as its sweep
+    read it; run from another, the error named '--base_dir runs/study', a flag not given."""
+    make_run(tmp_path / "runs" / "study", "category", 1, test_acc=0.5, valid_acc=0.5)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category]\nseeds: [1]\nstages: [train]\nargs: --base_dir runs/study\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert call_cli(report_main, ["--grid", str(grid), "--out", "out", "--no_figures"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: the grid's --base_dir runs/study is not a directory under {tmp_path}/elsewhere: a grid file's "
+        "paths are relative to the directory its sweep runs in; run report.py there (once the sweep has "
+        "trained a run), or pass --base_dir\n")
+    monkeypatch.chdir(tmp_path)
+    assert report_main(["--grid", str(grid), "--out", "out", "--no_figures"])["trained"] == 1
+
+
 def test_a_grid_of_coarse_runs_expects_them_where_train_py_writes_them(tmp_path):
     """The grid's runs were keyed by the dataset alone: its coarse runs were looked for as fine
     ones (listed missing) and the fine ones held to the grid."""
