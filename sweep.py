@@ -179,6 +179,7 @@ def grid_file_layer(parser, path):
         raise UsageError(f"{path}: unknown key(s) {', '.join(k + key_hint(k, keys, scripts) for k in unknown)}; "
                          f"valid keys: {', '.join(keys)}")
     check_word_lists(values, path)
+    check_comments(values, path)
     layer = (split_args(values.pop("args", None), "args"),
              {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args") for stage in STAGES})
     parser.set_defaults(**single_values(parser, values, path))
@@ -196,6 +197,22 @@ def key_hint(key, keys, scripts):
         return f" (a flag of {' and '.join(takers)}: give it in args, as args: --{key} ...)"
     close = [k for k in keys if k.startswith(key)] or difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def check_comments(values, path):
+    """A grid file's pass-through text with a '#' comment in it (a line of `args: |` ending
+    `# a quick trial`) is an error: YAML keeps a text's lines whole, and the scripts were given
+    '#', 'a', 'quick', 'trial' ("unrecognized arguments: '#' quick trial (see train.py --help)")."""
+    for key in ("args", *(f"{stage}_args" for stage in STAGES)):
+        if not isinstance(text := values.get(key), str):
+            continue
+        try:
+            commented = shlex.split(text) != shlex.split(text, comments=True)
+        except ValueError:  # an unclosed quote: split_args names it
+            continue
+        if commented:
+            raise UsageError(f"{path}: {key}: a '#' in its text is passed on as text, not read as a "
+                             f"comment; write comments outside the text of {key}, or quote a '#' meant as text")
 
 
 def check_word_lists(values, path):

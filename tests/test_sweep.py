@@ -524,6 +524,10 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
     # an empty file, or one of comments alone (a template not yet filled in), ran the default grid
     ("grid.yaml", "# labels: [category, speech]\n", "{tmp}/grid.yaml holds no options (it is empty, or "
      "comments alone): a grid file is a mapping of options (labels: [...], seeds: [...])"),
+    # a comment in a block of args was passed on: "unrecognized arguments: '#' quick trial (see train.py --help)"
+    ("grid.yaml", "args: |\n  --epochs 3   # a quick trial\n  --num_images 20\n", "{tmp}/grid.yaml: args: a '#' "
+     "in its text is passed on as text, not read as a comment; write comments outside the text of args, or quote a "
+     "'#' meant as text"),
     ("grid.yaml", "labels: []\n", "--labels is empty: the grid has no runs"),
     ("grid.yaml", "stages: []\n", "--stages must be among train, attack (got none)"),  # was '(got )'
     ("grid.yaml", "seeds: [true]\n", "--seeds: True is not a valid value"),
