@@ -324,6 +324,10 @@ def check_passthrough(layers, scripts):
         for stage, flags in own.items():
             options = [t.split("=", 1)[0] for t in flags if t.startswith("--")]
             if bad := [o for o in options if not scripts[stage].accepts(o)]:
+                other = next(s for s in STAGES if s != stage)
+                if bad[0] in scripts[other].passed():  # said 'give each flag its full name'
+                    raise UsageError(f"--{stage}_args: {bad[0]} is a flag of {scripts[other].path.name}, not "
+                                     f"{scripts[stage].path.name}; give it in --{other}_args")
                 raise UsageError(f"--{stage}_args: {bad[0]} is not a flag of {scripts[stage].path.name}"
                                  f"{scripts[stage].closest(bad[0])} (give each flag its full name)")
 

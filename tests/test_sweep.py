@@ -151,6 +151,9 @@ def test_help_says_where_flags_go():
     # with no hint: --seed, which it starts, is the sweep's to set (it pointed there, which then said so)
     (["--dry_run", "--train_args", "--see 5"], "error: --train_args: --see is not a flag of train.py (give each "
      "flag its full name)"),
+    # a flag of the other script said "(give each flag its full name)", which it was
+    (["--dry_run", "--train_args", "--epsilons 8/255"], "error: --train_args: --epsilons is a flag of attack.py, "
+     "not train.py; give it in --attack_args"),
     (["--dry_run", "--attack_args", "--restart 2"], "--attack_args: --restart is not a flag of attack.py; "
      "did you mean --restarts?"),
     # a near miss is named: the flag's own name, or the one it starts (--eps is not --steps, closer by letters)
