@@ -1372,8 +1372,11 @@ def test_a_signal_while_a_stage_ends_anyway_starts_no_next_stage(tmp_path, capsy
     the attack stage after it then ran into the time limit's kill, and the task, not exiting 75,
     was not requeued. The chain stops there and the task requeues as for a stopped stage."""
     script, commands = slurm_script(tmp_path, capsys, ["--seeds", "3", "--base_dir", str(tmp_path / "out")])
-    (tmp_path / "ends.py").write_text("import signal, time\nsignal.signal(signal.SIGUSR1, lambda *_: None)\n"
-                                      "print('working', flush=True)\ntime.sleep(1)\n")
+    # it ends (exit 0) once the USR1 has come, as train.py's last epoch does: a stage that slept 1 s
+    # and ended had ended before a signal sent late on a busy machine, which then stopped the next
+    (tmp_path / "ends.py").write_text("import signal, sys, time\n"
+                                      "signal.signal(signal.SIGUSR1, lambda *_: sys.exit(0))\n"
+                                      "print('working', flush=True)\ntime.sleep(60)\n")
     (tmp_path / "stage.py").write_text(STAGE)
     commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'ends.py'} && "
                         f"stage {tmp_path}/b.log python {tmp_path / 'stage.py'} 0 0\n")
