@@ -1256,7 +1256,7 @@ def test_a_fifo_in_place_of_a_run_file_is_reported_not_waited_on(tmp_path):
     for name in ("attack_results.json", "metrics.jsonl"):
         (run_dir / name).unlink()
         os.mkfifo(run_dir / name)
-    proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "out", "--no_figures", timeout=60)
+    proc = run_script("report.py", "--base_dir", base, "--out", tmp_path / "out", "--no_figures", timeout=300)
     assert (last_json(proc)["attacked"], last_json(proc)["incomplete"]) == (1, 1)
     markdown = (tmp_path / "out" / "tables.md").read_text()
     # not "is not valid JSON", as a file to delete: another user's of mode 0600 says "(Permission denied)"
