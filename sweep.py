@@ -19,7 +19,6 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 import argparse
 import ctypes
-import difflib
 import errno
 import hashlib
 import itertools
@@ -35,8 +34,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nearest_existing, nonempty,
-                          number, os_error_text, os_errors_as_usage, run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nearest, nearest_existing,
+                          nonempty, number, os_error_text, os_errors_as_usage, run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
@@ -195,7 +194,7 @@ def key_hint(key, keys, scripts):
         return f" (did you mean {axis[2:]}?)"
     if takers := [script.path.name for script in scripts.stages.values() if f"--{key}" in script.passed()]:
         return f" (a flag of {' and '.join(takers)}: give it in args, as args: --{key} ...)"
-    close = [k for k in keys if k.startswith(key)] or difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+    close = nearest(key, keys)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 

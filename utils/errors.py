@@ -371,10 +371,17 @@ def closest_flag(token, options):
     option = _flag_named(token)
     if option is None or option in options:
         return ""
-    flags = [o for o in options if o.startswith("--")]
-    close = ([o for o in flags if o.startswith(option)]
-             or difflib.get_close_matches("--" + option[2:].replace("-", "_"), flags, n=1, cutoff=0.8))
+    # hyphens read as underscores by letters: --data-dir for --data_dir
+    close = nearest(option, [o for o in options if o.startswith("--")], "--" + option[2:].replace("-", "_"))
     return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def nearest(name, names, spelled=None):
+    """The `names` that `name` starts (a shortened one), else the one nearest by letters to
+    `spelled` (`name` where None; difflib's ratio 0.8 at least); [] for none. `closest_flag`'s
+    for a flag, and a sweep's for a grid file's key."""
+    return ([n for n in names if n.startswith(name)]
+            or difflib.get_close_matches(spelled or name, names, n=1, cutoff=0.8))
 
 
 class CliParser(argparse.ArgumentParser):
