@@ -29,8 +29,8 @@ Random families default to the seed the paper used where it is known (`Family.se
 random, lowdim and shuffle reproduce the published files exactly (random and lowdim bit for bit;
 shuffle bit for bit when given the paper's speech file through --speech_file).
 
-Prints a line per file written, then, as the last line, one JSON object: `out` and every file
-written, with its shape, min and max.
+Says each file written on stderr (`wrote PATH  SHAPE  [MIN, MAX]`); stdout holds one line, one JSON
+object: `out` and every file written, with its shape, min and max (`| jq .out` reads it).
 """
 import sys
 from pathlib import Path
@@ -890,10 +890,11 @@ def replaced_speech_lines(args, given, labels):
 
 
 def run(args):
-    """Write the label files the flags `args` ask for, print what was written and return its
-    summary (stdout's last line: {"out", "files": [{"file", "shape", "min", "max"}]}). A notebook's
-    namespace is read as the command line reads it first (`as_parsed`): label=[] wrote nothing
-    and printed an empty list, where `--label` alone is the command line's one-line error."""
+    """Write the label files the flags `args` ask for, say each on stderr and return their summary,
+    stdout's one line ({"out", "files": [{"file", "shape", "min", "max"}]}; the 'wrote' lines went
+    to stdout before it, where `| jq` stopped at the first). A notebook's namespace is read as the
+    command line reads it first (`as_parsed`): label=[] wrote nothing and printed an empty list,
+    where `--label` alone is the command line's one-line error."""
     args = as_parsed(build_parser(), args)
     out = resolved(args.out)  # as it prints it: "wrote ../x/..." named no file from another folder
     labels = expand_labels(args.label, args.text_model, args.glove)
@@ -904,7 +905,7 @@ def run(args):
     with os_errors_as_usage({"--out": out}):  # the default, the shipped label_files, may be read-only
         made = _write_labels(args, out, labels, datasets)
     for path, shape, low, high in made:
-        print(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
+        log(f"wrote {path}  {tuple(shape)}  [{low:.4g}, {high:.4g}]")
     written = [{"file": str(path), "shape": list(shape), "min": low, "max": high}
                for path, shape, low, high in made]
     summary = {"out": str(out), "files": written}

@@ -74,6 +74,17 @@ def cli(main, argv, capsys):
     return status, out, err
 
 
+def files_written(out):
+    """The number of files labels.generate's stdout, one JSON line, lists."""
+    assert out.count("\n") == 1, out
+    return len(json.loads(out)["files"])
+
+
+def said(err):
+    """labels.generate's stderr less its 'wrote' lines: its warnings."""
+    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("wrote "))
+
+
 def write_tones(folder, count, rate=16000):
     """`folder/{i}.wav`: a 0.4 s tone per class (frequencies 300 Hz * 1.3^i) between silences."""
     import soundfile
@@ -199,7 +210,7 @@ def test_shuffle_permutes_each_class_columns(tone_speech):
 def test_speech_and_shuffle_from_espeak(tmp_path, capsys):
     status, out, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "shuffle",
                                          "--out", tmp_path], capsys)
-    assert status == 0 and out.count("wrote") == 2
+    assert status == 0 and files_written(out) == 2
     speech = np.load(tmp_path / "cifar10_speech.npy", allow_pickle=False)
     shuffled = np.load(tmp_path / "cifar10_shuffle.npy", allow_pickle=False)
     for targets in (speech, shuffled):
@@ -692,8 +703,8 @@ def test_an_option_of_another_family_is_named_as_ignored(tmp_path, capsys):
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "random",
                                            "--speech_file", tmp_path / "speech.npy", "--glove", "g.txt",
                                            "--names", "spoken", "--out", tmp_path], capsys)
-    assert status == 0 and out.count("wrote") == 2
-    assert err.splitlines() == [
+    assert status == 0 and files_written(out) == 2
+    assert said(err).splitlines() == [
         "warning: --speech_file only acts with --label shuffle; ignored for --label uniform random",
         "warning: --glove only acts with --label glove; ignored for --label uniform random",
         "warning: --names only acts with --label speech or shuffle or bert or glove; ignored for --label uniform "
@@ -701,12 +712,12 @@ def test_an_option_of_another_family_is_named_as_ignored(tmp_path, capsys):
     # uniform draws nothing at random: a --seed for it was silently not used
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--seed", "3",
                                            "--out", tmp_path, "--force"], capsys)
-    assert status == 0 and err == ("warning: --seed only acts with a label drawn at random (shuffle random "
+    assert status == 0 and said(err) == ("warning: --seed only acts with a label drawn at random (shuffle random "
                                    "composite lowdim normal_dim uniform_gap); ignored for --label uniform\n")
     # a parametrised family's name (normal_dim=10) is no key of FAMILIES: was a KeyError traceback
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "normal_dim=10",
                                            "--seed", "3", "--out", tmp_path, "--force"], capsys)
-    assert status == 0 and err == "" and out.count("wrote") == 2
+    assert status == 0 and said(err) == "" and files_written(out) == 2
     assert np.array_equal(np.load(tmp_path / "cifar10_normal_dim=10.npy"),
                           make_label("normal_dim=10", CIFAR10_CLASSES, seed=3))
 
@@ -716,21 +727,21 @@ def test_speech_options_that_a_recording_or_speech_file_replaces_are_named_as_ig
     or --espeak_voice beside --speech_file for shuffle alone (it permutes the file) were silently not used."""
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "--audio_dir", tones,
                                            "--espeak_voice", "en-gb", "--out", tmp_path], capsys)
-    assert status == 0 and out.count("wrote") == 1
-    assert err == ("warning: --espeak_voice only acts without --audio_dir (its recordings replace espeak-ng's "
+    assert status == 0 and files_written(out) == 1
+    assert said(err) == ("warning: --espeak_voice only acts without --audio_dir (its recordings replace espeak-ng's "
                    "speech); ignored\n")
     speech = tmp_path / "cifar10_speech.npy"
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "shuffle", "--speech_file", speech,
                                            "--audio_dir", tmp_path / "no_such_folder", "--out", tmp_path], capsys)
-    assert status == 0 and out.count("wrote") == 1
-    assert err == ("warning: --audio_dir only acts with --label speech (shuffle permutes --speech_file); "
+    assert status == 0 and files_written(out) == 1
+    assert said(err) == ("warning: --audio_dir only acts with --label speech (shuffle permutes --speech_file); "
                    "ignored for --label shuffle\n")
     assert np.array_equal(np.load(tmp_path / "cifar10_shuffle.npy"),
                           make_label("shuffle", CIFAR10_CLASSES, speech_targets=np.load(speech)))
     # with speech among the labels, --audio_dir makes it: no warning
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "speech", "shuffle", "--speech_file",
                                            speech, "--audio_dir", tones, "--out", tmp_path / "both"], capsys)
-    assert status == 0 and out.count("wrote") == 2 and err == ""
+    assert status == 0 and files_written(out) == 2 and said(err) == ""
 
 
 def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
@@ -755,7 +766,7 @@ def test_bad_meta_and_names_files_are_one_line(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--data_dir",
                                          tmp_path / "out", "--out", tmp_path / "out"], capsys)
-    assert status == 0 and err == (f"note: no batches.meta under {tmp_path / 'out'}; using the built-in "
+    assert status == 0 and said(err) == (f"note: no batches.meta under {tmp_path / 'out'}; using the built-in "
                                    "cifar10 class names\n")
     names = tmp_path / "names.txt"
     names.write_bytes("caf\xe9\n".encode("latin1"))
@@ -989,8 +1000,8 @@ def test_bad_input_part_way_writes_no_file(tiny_glove, tmp_path, capsys):
     out_dir = tmp_path / "new" / "labels"   # nor the --out folder, made and left empty
     status, _, err = cli(generate.main, argv[:-1] + [out_dir], capsys)
     assert status == 2 and "GloVe vectors lack: 'apples'" in err and not (tmp_path / "new").exists()
-    status, out, _ = cli(generate.main, argv[:2] + argv[3:], capsys)   # cifar10 alone, without --force
-    assert status == 0 and out.startswith(f"wrote {tmp_path / 'cifar10_glove.npy'}  (10, 50)")
+    status, out, err = cli(generate.main, argv[:2] + argv[3:], capsys)   # cifar10 alone, without --force
+    assert status == 0 and err.startswith(f"wrote {tmp_path / 'cifar10_glove.npy'}  (10, 50)")
 
 
 # Python code that runs labels.generate with argv[1:] and sends itself SIGTERM as the second file is
@@ -1026,7 +1037,7 @@ def test_sigterm_part_way_leaves_no_temporary_file(tmp_path):
 def test_a_dataset_given_twice_is_written_once(tmp_path, capsys):
     status, out, _ = cli(generate.main, ["--dataset", "cifar10", "cifar10", "--label", "uniform", "--out",
                                          tmp_path], capsys)
-    assert status == 0 and out.count("wrote ") == 1
+    assert status == 0 and files_written(out) == 1
     assert [f["file"] for f in json.loads(out.splitlines()[-1])["files"]] == [
         str(tmp_path / "cifar10_uniform.npy")]
 
@@ -1281,9 +1292,9 @@ def test_the_built_in_superclass_names_are_the_datasets_own_in_its_order():
 def test_coarse_labels_for_cifar100_superclasses(tmp_path, capsys):
     """--label_granularity coarse runs need 20 targets, which nothing could make (a --names file
     of 20 was refused for cifar100's 100 classes)."""
-    status, out, _ = cli(generate.main, ["--dataset", "cifar100", "--label_granularity", "coarse",
+    status, _, err = cli(generate.main, ["--dataset", "cifar100", "--label_granularity", "coarse",
                                          "--label", "uniform", "lowdim", "--out", tmp_path], capsys)
-    assert status == 0 and "cifar100_uniform.npy  (20, 64, 64)" in out
+    assert status == 0 and "cifar100_uniform.npy  (20, 64, 64)" in err
     assert np.load(tmp_path / "cifar100_lowdim.npy").shape == (20, 20)
     status, _, err = cli(generate.main, ["--dataset", "cifar100", "--label_granularity", "coarse",
                                          "--label", "uniform"], capsys)
@@ -1314,10 +1325,10 @@ def test_generate_names_its_out_folder_resolved(tmp_path, capsys, monkeypatch):
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "a" / "b")
     monkeypatch.chdir(tmp_path)
-    status, out, _ = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", "link/../labels"],
-                         capsys)
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", "link/../labels"],
+                           capsys)
     written = tmp_path / "a" / "labels" / "cifar10_uniform.npy"
-    assert status == 0 and out.startswith(f"wrote {written}  (10, 64, 64)")
+    assert status == 0 and err == f"wrote {written}  (10, 64, 64)  [0, 80]\n"
     line = json.loads(out.splitlines()[-1])
     assert (line["out"], line["files"][0]["file"]) == (str(written.parent), str(written)) and written.is_file()
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", "link/../labels"],
@@ -1333,6 +1344,14 @@ def test_an_out_folder_name_too_long_is_refused_before_anything_is_made(tmp_path
     assert status == 2 and err == (f"error: --out {out}: its folder name {'o' * 256} is 256 bytes, over the "
                                    "255 a file name may have\n")
     assert not (tmp_path / "new").exists()
+
+
+def test_generate_stdout_is_its_json_line_alone(tmp_path, capsys):
+    """`python -m labels.generate ... | jq .out` stopped at the first line: the 'wrote' lines went to
+    stdout before the JSON line. They go to stderr, as train.py's and sweep.py --slurm's do."""
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "uniform", "--out", tmp_path], capsys)
+    assert status == 0 and json.loads(out)["out"] == str(tmp_path)
+    assert err == f"wrote {tmp_path / 'cifar10_uniform.npy'}  (10, 64, 64)  [0, 80]\n"
 
 
 def test_the_tools_last_stdout_line_is_strict_json(tmp_path, capsys):
