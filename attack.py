@@ -125,11 +125,11 @@ def build_parser():
     attack.add_argument("--targeted", default="both", choices=("no", "yes", "both"),
                         help="untargeted, targeted (towards a seeded random other class), or both")
     attack.add_argument("--steps", type=number(int), default=None,
-                        help=f"steps of iterative and pgd (default {DEFAULT_STEPS['pixel']}; "
+                        help=f"steps of iterative and pgd (default: {DEFAULT_STEPS['pixel']}; "
                         f"{DEFAULT_STEPS['paper']} with --paper_protocol)")
     attack.add_argument("--step_size", type=step_size, default=None,
                         help="step of iterative and pgd, a number or a fraction in --epsilons' units, "
-                        "not a multiple of eps (default "
+                        "not a multiple of eps (default: "
                         f"{STEP_FACTOR['pixel']:g} * eps / steps; {STEP_FACTOR['paper']:g} * eps / steps "
                         "with --paper_protocol)")
     attack.add_argument("--restarts", type=number(int), default=1,
@@ -146,7 +146,7 @@ def build_parser():
     out.add_argument("--batch_size", type=number(int), default=500, help="images per batch")
     add_flags(out, "device", "amp", "channels_last")
     out.add_argument("--examples", type=number(int, inclusive=True), default=None,
-                     help=f"test images shown in attack_examples.png (default {EXAMPLES}; 0: no figure); "
+                     help=f"test images shown in attack_examples.png (default: {EXAMPLES}; 0: no figure); "
                      "given, the figure is drawn again even when every setting is reused")
     return parser
 

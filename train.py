@@ -57,10 +57,10 @@ def build_parser():
     opt.add_argument("--epochs", type=number(int), default=600,
                      help="epochs (the lr drops 10x at 50%% and 75%%)")
     opt.add_argument("--batch_size", type=number(int, 2, inclusive=True), default=None,
-                     help=f"images per SGD step (default {LABEL_DEFAULTS[None]['batch_size']}; "
+                     help=f"images per SGD step (default: {LABEL_DEFAULTS[None]['batch_size']}; "
                      f"{LABEL_DEFAULTS['mcr2']['batch_size']} for --label mcr2, as its paper)")
     opt.add_argument("--lr", type=number(float), default=None,
-                     help=f"initial learning rate (default {LABEL_DEFAULTS[None]['lr']:g}; "
+                     help=f"initial learning rate (default: {LABEL_DEFAULTS[None]['lr']:g}; "
                      f"{LABEL_DEFAULTS['mcr2']['lr']:g} for --label mcr2); for a larger batch scale "
                      "it with the batch (0.4 at 512) and add --warmup_epochs")
     opt.add_argument("--warmup_epochs", type=number(float, 0, inclusive=True), default=0,
@@ -70,7 +70,7 @@ def build_parser():
     add_flags(run, "device", "amp")
     run.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                      choices=COMPILE_MODES, help="torch.compile the training step and the model; "
-                     "MODE, one of " + ", ".join(COMPILE_MODES) + " (default 'default'): "
+                     "MODE, one of " + ", ".join(COMPILE_MODES) + " ('default' where none is given): "
                      "'reduce-overhead' adds CUDA graphs on a GPU, 'max-autotune' also autotunes "
                      "kernels (minutes of compilation), 'max-autotune-no-cudagraphs' without CUDA "
                      "graphs; without the flag, no compilation")

@@ -97,21 +97,21 @@ def build_parser():
     what.add_argument("--compile_modes", nargs="*", action=ExtendList, default=None, choices=COMPILE_MODES,
                       metavar="MODE",
                       help=f"--what train, host and accuracy: torch.compile modes to time, of "
-                      f"{', '.join(COMPILE_MODES)} (default on a GPU: default reduce-overhead; on the CPU: "
-                      "default, none for --what accuracy); --what accuracy compiles its bf16 runs with the "
+                      f"{', '.join(COMPILE_MODES)} (default: 'default reduce-overhead' on a GPU; 'default' on "
+                      "the CPU, none for --what accuracy); --what accuracy compiles its bf16 runs with the "
                       "first")
     what.add_argument("--repeats", type=number(int), default=None,
                       help="--what train, attack and checkpoint: timed pairs (the paper's, then ours) per "
-                      "variant (default 7 on the "
+                      "variant (default: 7 on the "
                       "CPU, whose speed drifts, 3 on a GPU)")
 
     train = parser.add_argument_group("--what train (and all)")
     train.add_argument("--train_images", type=number(int), default=None,
-                       help="images per timed training epoch (default 1024 on the CPU, 20480 on a "
+                       help="images per timed training epoch (default: 1024 on the CPU, 20480 on a "
                        "GPU; --what host profiles one batch of 128)")
     train.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", action=ExtendList,
                        default=None,
-                       help="larger batch sizes to try with the fastest variant (default 256 512)")
+                       help="larger batch sizes to try with the fastest variant (default: 256 512)")
     train.add_argument("--compiled_only", action="store_true", help="time the compiled variants only "
                        "(of ours; the paper's pipeline still runs): the eager rows took a GPU session "
                        "about 3 minutes per model and label")
@@ -124,7 +124,7 @@ def build_parser():
     attack.add_argument("--attack_images", type=number(int), default=500, help="images per batched attack run")
     attack.add_argument("--attack_batch_size", type=number(int), default=500, help="batch of our attacks")
     attack.add_argument("--paper_attack_images", type=number(int), default=None,
-                        help="images for the one-at-a-time loops (default 50 on the CPU, 200 on a GPU)")
+                        help="images for the one-at-a-time loops (default: 50 on the CPU, 200 on a GPU)")
     attack.add_argument("--checkpoint", type=nonempty, default=None, help="attack this train.py best-model "
                         "checkpoint (its model and labels; --models/--labels then apply to training "
                         "only) instead of a randomly initialised model")

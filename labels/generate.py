@@ -64,8 +64,8 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
-from utils.errors import (CliParser, ExtendList, UsageError, as_parsed, choice, log, nonempty, number,
-                          os_errors_as_usage, run_cli, sigterm_as_interrupt)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, as_parsed, choice, log, nonempty,
+                          number, os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 from utils.runs import check_folder_names, resolved
@@ -808,6 +808,7 @@ def npy_writer(targets):
 def build_parser():
     parser = CliParser(
         prog="python -m labels.generate", description=__doc__.split("\n\n")[0],
+        formatter_class=DefaultsFormatter,
         epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
                "(plus bert / glove when --text_model / --glove is given)")
     data = parser.add_argument_group("data")
@@ -815,12 +816,12 @@ def build_parser():
                       choices=[d for d in DATASETS if not d.endswith("_coarse")],
                       help="dataset(s) to make labels for")
     data.add_argument("--label_granularity", default="fine", choices=("fine", "coarse"),
-                      help="CIFAR-100's 100 fine classes (default) or its 20 superclasses (coarse files "
+                      help="CIFAR-100's 100 fine classes or its 20 superclasses (coarse files "
                            "are named as the fine ones: give them an --out folder of their own, and "
                            "give train.py that folder as --label_dir)")
     data.add_argument("--data_dir", type=nonempty, default=None,
                       help="folder with the dataset's meta file (batches.meta / meta), directly or "
-                           "in cifar-10-batches-py/ / cifar-100-python/; default: built-in names")
+                           "in cifar-10-batches-py/ / cifar-100-python/ (default: built-in names)")
     data.add_argument("--names", type=nonempty, default=None,
                       help=f"how class names are written: {', '.join(NAME_SETS)} (default: "
                            f"spoken for speech and shuffle, text for bert/glove) or a file, one name a line")
@@ -834,19 +835,18 @@ def build_parser():
                         help="speech, shuffle: folder of {i}.wav, one recording per class "
                              "(default: speak the names with espeak-ng)")
     family.add_argument("--espeak_voice", default=DEFAULT_ESPEAK_VOICE,
-                        help="speech, shuffle: espeak-ng voice when synthesising "
-                             f"(default {DEFAULT_ESPEAK_VOICE})")
+                        help="speech, shuffle: espeak-ng voice when synthesising")
     family.add_argument("--speech_file", type=nonempty, default=None,
                         help="shuffle: permute this speech label file instead of making speech")
     family.add_argument("--text_model", type=nonempty, default=None,
                         help=f"bert: Hugging Face model name or saved directory "
-                             f"(default {DEFAULT_TEXT_MODEL})")
+                             f"(default: {DEFAULT_TEXT_MODEL})")
     family.add_argument("--glove", type=nonempty, default=None,
                         help=f"glove: GloVe text file or gensim-downloader name "
-                             f"(default {DEFAULT_GLOVE})")
+                             f"(default: {DEFAULT_GLOVE})")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=nonempty, default=str(LABEL_DIR),
-                        help="folder for {dataset}_{label}.npy (default: the shipped label_files)")
+                        help="folder for {dataset}_{label}.npy, as train.py's --label_dir reads them")
     output.add_argument("--force", action="store_true", help="overwrite existing files")
     return parser
 

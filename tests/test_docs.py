@@ -116,7 +116,10 @@ def test_help_fits_80_columns_and_shows_defaults_as_typed(script, monkeypatch):
     """At 80 columns: labels.generate's epilog and labels.stats' column notes ran to 190 and 96
     characters, bench.py's usage lines for --models and --labels to 92 and 96 (each choice list
     written twice); every switch said '(default: False)', sweep.py's lists "(default: ['cifar10'])"
-    and "(default: [])", bench.py's --train_flags '(default: )'."""
+    and "(default: [])", bench.py's --train_flags '(default: )'. Every default reads '(default: X)':
+    a default written in a flag's help read '(default 128; ...)' (train.py's --batch_size, 16 such
+    flags), '(default)' or '; default: built-in names' (labels.generate, which showed none of its
+    own, --label_granularity's fine and --espeak_voice's en-us among them)."""
     monkeypatch.setenv("COLUMNS", "80")
     from bench import bench
     build = {"sweep.py": sweep.build_parser, "bench/bench.py": bench.build_parser}.get(script) or PARSERS[script]
@@ -125,8 +128,11 @@ def test_help_fits_80_columns_and_shows_defaults_as_typed(script, monkeypatch):
     body = text[text.index("\n\n"):]  # after the usage block
     for shown in ("(default: False)", "(default: [", "(default: )"):
         assert shown not in " ".join(body.split()), shown
+    assert not re.findall(r"\(default(?!: )|(?<!\()default: ", " ".join(body.split()))
     if script == "sweep.py":
         assert "(default: train attack)" in " ".join(body.split())
+    if script == "labels.generate":
+        assert "(default: fine)" in " ".join(body.split())
 
 
 def test_bench_help_groups_each_flag_under_the_tables_it_acts_on():
