@@ -937,7 +937,8 @@ def main(argv=None, args=None):
 
 
 def benchmark(args, argv, device):
-    """`main`'s work on `device`: measure, print each table, append the entry to --record."""
+    """`main`'s work on `device`: measure, print each table, append the entry to --record and say
+    so on stderr (stdout holds the tables alone)."""
     keep_freed_memory(device)  # for the paper's pipeline too: its ratio to ours is not flattered
     if args.cudnn_benchmark and device.type != "cuda":
         build_parser().error("--cudnn_benchmark times cuDNN, which only a CUDA device runs")
@@ -968,6 +969,7 @@ def benchmark(args, argv, device):
     text = header + "\n".join(lines) + "\n"
     if record is not None:
         append_record(record, text)
+        log(f"appended the tables to {record}")  # where the result went, as the other scripts say
 
 
 def append_record(record, text):

@@ -383,6 +383,8 @@ def test_bench_times_a_last_checkpoint_of_weights_momentum_and_history(tmp_path,
                 "--record", str(record)])
     rows = [line for line in record.read_text().splitlines() if line.startswith("| resnet32")]
     assert len(rows) == 1, rows
+    out, err = capsys.readouterr()  # the tables on stdout; where they went, last on stderr
+    assert rows[0] in out.splitlines() and err.splitlines()[-1] == f"appended the tables to {record}"
     megabytes, wall_ms, cpu_ms, total_s = (float(cell) for cell in rows[0].strip("| ").split(" | ")[1:])
     model = build_model("resnet32", (10,))  # category logits
     tensors = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + \
