@@ -11,7 +11,8 @@ Finds the best checkpoint train.py saved under {base_dir}/{dataset}/seed{seed}/{
 attack_results.json (every setting, every number, images/s) into the run directory (the
 checkpoint's folder) after each finished setting, so a rerun, or a run requeued after SIGTERM,
 reuses finished settings, and attack_examples.png once, at the end. Progress goes to stderr; the
-last line on stdout is one JSON object.
+last line on stdout is one JSON object. Exit status: 0 done, 2 after one `error:` line (bad
+input), 75 stopped by SIGTERM or SIGUSR1 (rerun it), 130 Ctrl-C.
 """
 import argparse
 import glob
@@ -82,6 +83,7 @@ def step_size(text):
 
 def build_parser():
     parser = CliParser(prog="attack.py", description=__doc__.split("\n")[0],
+                       epilog=__doc__.split("\n\n")[-1],  # what it writes, and where its lines go
                        formatter_class=DefaultsFormatter)
     run = parser.add_argument_group("the run to attack (train.py's flags)")
     add_flags(run, "model", model={

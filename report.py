@@ -12,7 +12,9 @@ clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_no
 label files in --label_dir that hold them); PNG figures (robust accuracy against eps, accuracy against data level,
 validation curves); and summary.json with every number, plus the runs that are missing or
 incomplete. Accuracies are fractions in the CSVs and JSON, percentages in tables.md: mean +-
-sample std over seeds (n = seeds).
+sample std over seeds (n = seeds). Warnings go to stderr; stdout is one JSON line: `out`, the
+numbers of runs, trained, attacked, incomplete and missing, and the files written. Exit status:
+0 done, 2 after one `error:` line (bad input), 130 Ctrl-C or SIGTERM (the earlier report kept).
 """
 if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
     from utils import errors
@@ -76,6 +78,7 @@ FIGURES_PER_WORKER = 4
 
 def build_parser():
     parser = CliParser(prog="report.py", description=__doc__.split("\n")[0],
+                       epilog=__doc__.split("\n\n")[-1],  # what it writes, and where its lines go
                        formatter_class=DefaultsFormatter)
     add_flags(parser, "base_dir", base_dir={"default": None, "help": "root of the run directories "
                                             "(default: the --grid's --base_dir, else ./outputs)"})

@@ -54,7 +54,12 @@ def build_parser():
                        epilog="Any other --flag (with its values) is passed to each of train.py and "
                               "attack.py that accepts it (--epochs to train.py, --num_images to "
                               "attack.py, --base_dir and --data_dir to both; one neither accepts is an "
-                              f"error); flags after -- too. The grid sets {', '.join(GRID_FLAGS)} itself.")
+                              f"error); flags after -- too. The grid sets {', '.join(GRID_FLAGS)} itself. "
+                              "On stdout: --dry_run's table, then one JSON line; --print's commands "
+                              "alone; --slurm's and --local's JSON line alone; the rest on stderr. Exit "
+                              "status: 0 done, 2 after one `error:` line (bad input), and with --local 1 "
+                              "where a stage failed, 75 stopped by SIGTERM, SIGUSR1, a hangup or a "
+                              "stage's own stop (run it again to continue), 130 Ctrl-C.")
     grid = parser.add_argument_group("grid (a run per combination, in this order)")
     grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options but --config "
                       "and what to do as keys (labels: [category, speech]; train_args: '--epochs 30'; "

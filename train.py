@@ -8,7 +8,9 @@ Writes {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/ (utils.runs.run_di
 less/{dataset}/level{L}/ when --level < 100, model_category_smooth{S} with --smoothing S,
 model_{label}_noise{R} with --label_noise R, dataset cifar100_coarse with --label_granularity
 coarse): config.json, metrics.jsonl, the best and last checkpoints and results.json.
-Progress goes to stderr; the last line on stdout is the results as one JSON object.
+Progress goes to stderr; the last line on stdout is the results as one JSON object. Exit status:
+0 done, 2 after one `error:` line (bad input), 75 stopped by SIGTERM or SIGUSR1 (rerun with
+--resume), 130 Ctrl-C.
 """
 import os
 
@@ -31,6 +33,7 @@ LABEL_DEFAULTS = {None: {"batch_size": 128, "lr": 0.1}, "mcr2": {"batch_size": 1
 
 def build_parser():
     parser = CliParser(prog="train.py", description=__doc__.split("\n")[0],
+                       epilog=__doc__.split("\n\n")[-1],  # what it writes, and where its lines go
                        formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
     add_flags(data, "dataset", "data_dir", "label_granularity", "seed", "valid_size", "level", data_dir={

@@ -31,6 +31,10 @@ each of our timings is paired with one of the paper's taken just before it, and 
 median of the pairs' ratios, with their range: a machine whose speed drifts (this project's 2-core
 CPU does, by up to 1.5x between identical epochs) slows both sides of a pair alike.
 Appends a table with the device, versions and date to BENCHMARKS.md unless --no_record.
+
+The tables go to stdout as they are measured; progress, and at the end the --record file they were
+appended to, to stderr. Exit status: 0 done, 2 after one `error:` line (bad input), 130 Ctrl-C or
+SIGTERM.
 """
 import argparse
 import collections
@@ -75,6 +79,7 @@ BENCH_TRAIN_FLAGS = ("--model", "--label", "--seed", "--data_dir", "--epochs", "
 
 def build_parser():
     parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0],
+                       epilog=__doc__.split("\n\n")[-1],  # where its lines go, how it ends
                        formatter_class=DefaultsFormatter)
     what = parser.add_argument_group("what to time")
     what.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),

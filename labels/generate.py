@@ -30,7 +30,8 @@ random, lowdim and shuffle reproduce the published files exactly (random and low
 shuffle bit for bit when given the paper's speech file through --speech_file).
 
 Says each file written on stderr (`wrote PATH  SHAPE  [MIN, MAX]`); stdout holds one line, one JSON
-object: `out` and every file written, with its shape, min and max (`| jq .out` reads it).
+object: `out` and every file written, with its shape, min and max (`| jq .out` reads it). Exit
+status: 0 done, 2 after one `error:` line (bad input), 130 Ctrl-C or SIGTERM.
 """
 import sys
 from pathlib import Path
@@ -810,7 +811,7 @@ def build_parser():
         prog="python -m labels.generate", description=__doc__.split("\n\n")[0],
         formatter_class=DefaultsFormatter,
         epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
-               "(plus bert / glove when --text_model / --glove is given)")
+               "(plus bert / glove when --text_model / --glove is given). " + __doc__.split("\n\n")[-1])
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", nargs="+", action=ExtendList, required=True,
                       choices=[d for d in DATASETS if not d.endswith("_coarse")],

@@ -23,6 +23,10 @@ Columns (targets (C, ...) flattened to C vectors of D values):
     entropy               Shannon entropy (bits) of each class's values rounded
                           to 6 decimals, averaged over classes (as the
                           follow-up computed it)
+
+The table (--json: one JSON line; --compare: a line per file) goes to stdout,
+warnings to stderr. Exit status: 0 done, 2 after one `error:` line (bad
+input), 130 Ctrl-C.
 """
 import sys
 from pathlib import Path

@@ -135,6 +135,32 @@ def test_help_fits_80_columns_and_shows_defaults_as_typed(script, monkeypatch):
         assert "(default: fine)" in " ".join(body.split())
 
 
+# What each script's --help ends with: where its lines go and how it ends (its exit statuses past
+# 0 and 2), for a script that runs several of them. train.py's and attack.py's --help said neither,
+# labels.generate's, labels.stats', report.py's, bench.py's and sweep.py's neither.
+ENDINGS = {"train.py": ("last line on stdout is the results as one JSON object", "75 stopped by SIGTERM or "
+                        "SIGUSR1 (rerun with --resume), 130 Ctrl-C."),
+           "attack.py": ("last line on stdout is one JSON object", "75 stopped by SIGTERM or SIGUSR1 (rerun it), "
+                         "130 Ctrl-C."),
+           "report.py": ("stdout is one JSON line", "130 Ctrl-C or SIGTERM (the earlier report kept)."),
+           "labels.generate": ("stdout holds one line, one JSON object", "130 Ctrl-C or SIGTERM."),
+           "labels.stats": ("goes to stdout, warnings to stderr", "130 Ctrl-C."),
+           "sweep.py": ("--slurm's and --local's JSON line alone", "and with --local 1 where a stage failed, 75 "
+                        "stopped by SIGTERM, SIGUSR1, a hangup or a stage's own stop (run it again to continue), "
+                        "130 Ctrl-C."),
+           "bench/bench.py": ("The tables go to stdout", "130 Ctrl-C or SIGTERM.")}
+
+
+@pytest.mark.parametrize("script", ENDINGS)
+def test_help_says_where_output_goes_and_each_exit_status(script):
+    from bench import bench
+    build = {"sweep.py": sweep.build_parser, "bench/bench.py": bench.build_parser}.get(script) or PARSERS[script]
+    text = " ".join(build().format_help().split())
+    streams, statuses = ENDINGS[script]
+    assert streams in text and text.endswith(f"Exit status: 0 done, 2 after one `error:` line (bad input), "
+                                             f"{statuses}"), text[-400:]
+
+
 def test_bench_help_groups_each_flag_under_the_tables_it_acts_on():
     """bench.py's help puts a flag under '--what X' only where X is among the tables FLAG_TABLES
     lets it act on (what parse_args refuses it without); 25 flags were one ungrouped list."""
