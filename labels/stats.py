@@ -43,7 +43,7 @@ import numpy as np
 
 from labels import LabelError, check_targets, decoding_problem, read_targets
 from utils.atomic import json_text, markdown_table
-from utils.errors import CliParser, UsageError, log, run_cli
+from utils.errors import CliParser, UsageError, log, nonempty, run_cli
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
            "entropy")
@@ -172,11 +172,13 @@ def build_parser():
     summary, _, columns = __doc__.split("\n\n", 2)  # --help ends with the docstring's columns
     parser = CliParser(prog="python -m labels.stats", description=summary, epilog=columns,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="+", help="label files (.npy, (C, ...))")
+    # nonempty: ~ is the home folder in a notebook's argv too, and "$REF" unset is an error, where
+    # `--compare ""` printed the statistics table instead of a comparison
+    parser.add_argument("files", nargs="+", type=nonempty, help="label files (.npy, (C, ...))")
     style = parser.add_mutually_exclusive_group()
     style.add_argument("--json", action="store_true", help="print JSON (one line) instead of a table")
     style.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--compare", metavar="REFERENCE", default=None,
+    parser.add_argument("--compare", metavar="REFERENCE", type=nonempty, default=None,
                         help="instead, compare each file with this one (same shape): mean and "
                         "max |diff|, per-class correlation, as lines or --json")
     return parser

@@ -1162,6 +1162,21 @@ def test_compare_refuses_markdown(tmp_path, capsys):
                                          "lines, or JSON with --json\n")
 
 
+def test_stats_paths_read_as_the_other_scripts_paths(tmp_path, capsys, monkeypatch):
+    """`--compare "$REF"` with REF unset printed the statistics table, not a comparison, with exit
+    status 0, and a notebook's ~/a.npy (no shell to expand it) was 'not a readable .npy file':
+    labels.stats' paths are read as every other script's (`nonempty`)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    np.save(tmp_path / "a.npy", np.eye(3, dtype=np.float32))
+    status, out, err = cli(stats.main, ["--compare", "", "~/a.npy"], capsys)
+    assert (status, out, err) == (2, "", "error: argument --compare: must not be empty (see python -m "
+                                         "labels.stats --help)\n")
+    status, out, _ = cli(stats.main, ["--json", "--compare", "~/a.npy", "~/a.npy"], capsys)
+    assert status == 0 and json.loads(out)[0]["file"] == str(tmp_path / "a.npy")
+    status, out, _ = cli(stats.main, ["~/a.npy"], capsys)
+    assert status == 0 and str(tmp_path / "a.npy") in out
+
+
 def test_compare_by_hand():
     """Per-class Pearson correlation; a constant class target correlates 1 with its equal, and
     is undefined (NaN, which the minimum keeps) against another constant."""
