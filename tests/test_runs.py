@@ -274,6 +274,28 @@ def test_a_holder_that_may_not_write_the_lock_file_holds_it_and_writes_nothing(t
     assert (tmp_path / ".lock").read_bytes() == b"another user's\n"
 
 
+@pytest.mark.parametrize("lock", ["run_lock", "exclusive"])
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_kept(tmp_path, capsys, lock):
+    """A run folder (or a report's --out, a --data_dir) copied from elsewhere whose .lock is a
+    symbolic link to a file of this user's: the job opened the link's target as its lock file,
+    wrote its record there and emptied it at its end, so a .lock linked to ~/.bashrc left that
+    file empty. Now one error line naming the link, and the file it points to as it was."""
+    from utils.atomic import exclusive
+    victim, folder = tmp_path / "bashrc", tmp_path / "run"
+    victim.write_text("export PATH=~/bin:$PATH\n")
+    folder.mkdir()
+    (folder / ".lock").symlink_to(victim)
+
+    def main(argv):
+        with run_lock(folder) if lock == "run_lock" else exclusive(folder / ".lock"):
+            pass
+    assert call_cli(main, []) == 2
+    assert capsys.readouterr().err == (f"error: {folder}/.lock is a symbolic link (to {victim}), not a lock "
+                                       "file labelrep made, and a job there would empty what it points "
+                                       "to; remove the link\n")
+    assert victim.read_text() == "export PATH=~/bin:$PATH\n"
+
+
 def test_a_job_waiting_its_turn_names_the_job_it_waits_for(tmp_path, capsys):
     """A report (or a download) waiting on another said 'waiting for another report.py ...' and
     nothing of which: where that one recorded itself in the lock file, the line names it."""

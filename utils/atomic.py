@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils.errors import log
+from utils.errors import UsageError, log
 
 try:
     import fcntl
@@ -170,14 +170,29 @@ def open_lock(path):
     """The lock file `path` open to flock, to read (`holder_of`) and to write (`recording`), made if
     absent. One there that this user may not write (another user's, made under umask 022 in a
     folder the group shares) is opened to read, which flock needs no more than: refused, the job
-    went on without the lock, beside the other one."""
+    went on without the lock, beside the other one. A symbolic link there (in a run folder copied
+    from elsewhere) is a UsageError, not followed: its holder empties the lock file it writes, and
+    a .lock linked to ~/.bashrc left that file empty."""
     try:
-        return open(path, "a+b")
-    except PermissionError as err:
         try:
-            return open(path, "rb")
-        except OSError:
-            raise err from None  # no file to read either: the folder takes no new one
+            return open(path, "a+b", opener=_not_through_a_link)
+        except PermissionError as err:
+            try:
+                return open(path, "rb", opener=_not_through_a_link)
+            except OSError:
+                raise err from None  # no file to read either: the folder takes no new one
+    except OSError:
+        if os.path.islink(path):
+            raise UsageError(f"{path} is a symbolic link (to {os.readlink(path)}), not a lock file "
+                             "labelrep made, and a job there would empty what it points to; remove "
+                             "the link") from None
+        raise
+
+
+def _not_through_a_link(path, flags):
+    """`open`'s opener for a file that must be itself, not a link's target (O_NOFOLLOW: a link is
+    ELOOP; Windows has no such flag, and its links need a privilege to make)."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
 
 
 HOLDER_BYTES = 512  # the most of a lock file that `holder_of` reads: a record is one short line
