@@ -270,6 +270,11 @@ def test_help_says_where_flags_go():
     # a grid file's values were coerced: seed 1.5 ran as 1, a null label looked for cifar10_None.npy
     (["--dry_run", "--config", "{tmp}/seed.yaml"], "--seeds: 1.5 is not a valid value"),
     (["--dry_run", "--config", "{tmp}/null.yaml"], "--labels: None is not a valid value"),
+    # a NUL character ("\\u0000") in a grid file's label or path: an "embedded null byte" traceback
+    (["--dry_run", "--config", "{tmp}/nul.json"], "error: --labels: 'a\\x00b' holds a NUL character, which "
+     "no file name can hold"),
+    (["--dry_run", "--config", "{tmp}/nul_dir.json"], "error: argument --base_dir: 'o\\x00ut' holds a NUL "
+     "character, which no file name can hold"),
     (["--dry_run", "--config", "{tmp}/map.yaml"], "--labels: {'speech': 1} is neither a value nor a list"),
     # a grid file's labels skipped train.py's check of --label: each of its train.py runs refused it
     (["--dry_run", "--config", "{tmp}/noisy.yaml"], "--labels: speech_noise0.2 ends like the run directory of "
@@ -339,6 +344,8 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "seed.yaml").write_text("seeds: [0, 1.5]\n")
     (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
     (tmp_path / "map.yaml").write_text("labels: {speech: 1}\n")
+    (tmp_path / "nul.json").write_text('{"labels": ["a\\u0000b"]}')
+    (tmp_path / "nul_dir.json").write_text('{"args": ["--base_dir", "o\\u0000ut"]}')
     (tmp_path / "noisy.yaml").write_text("labels: [speech, speech_noise0.2]\n")
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe")
     (tmp_path / "short").mkdir()

@@ -1054,6 +1054,11 @@ def run_cli_capture(capsys, argv):
      "name: it names the label file {dataset}_NAME.npy and the run directory model_NAME, so it must be "
      "non-empty and hold no /; that file is label speech with --label_dir mine (see train.py --help)"),
     ({"label": ""}, "argument --label: '' is not a label name"),
+    # a notebook's argv, a grid file's "\\u0000": Python's "ValueError: embedded null byte" traceback
+    ({"base_dir": "o\0ut"}, "error: argument --base_dir: 'o\\x00ut' holds a NUL character, which no file "
+     "name can hold (see train.py --help)"),
+    ({"data_dir": "d\0"}, "error: argument --data_dir: 'd\\x00' holds a NUL character"),
+    ({"label": "a\0b"}, "error: argument --label: 'a\\x00b' holds a NUL character, which no file name can hold"),
 ])
 def test_bad_flags_are_one_line(capsys, cifar10_dir, cifar100_dir, label_dir, tmp_path, change, message):
     args = flags(cifar10_dir, tmp_path, label_dir)

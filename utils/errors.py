@@ -320,10 +320,19 @@ def nonempty(text):
     """An argparse type for a path or name: the text as given, with a leading ~ as the home folder
     (as a shell would have it; a notebook's argv list or a sweep's quoted command does not expand
     it, where ~/runs would become a folder named ~), unless empty (an unset variable in `--base_dir "$OUT"`),
-    which would name the current folder, or no file at all."""
+    which would name the current folder, or no file at all; `file_name_text`'s."""
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
-    return os.path.expanduser(text)
+    return os.path.expanduser(file_name_text(text))
+
+
+def file_name_text(text):
+    """`text`, which names a file or is part of a file's name (a path flag, a label), unless it holds
+    a NUL character (a grid file's "\\u0000", a notebook's argv), which no file name can hold: an
+    argparse error, where Python's ValueError ("embedded null byte") was a traceback."""
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} holds a NUL character, which no file name can hold")
+    return text
 
 
 class ExtendList(argparse._StoreAction):

@@ -11,7 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from utils.constants import DATASETS, check_components, check_smoothing
-from utils.errors import UsageError, nonempty, number
+from utils.errors import UsageError, file_name_text, nonempty, number
 from utils.runs import NOISY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def label_name(text):
     {dataset}_speech.npy, its run directory model_speech), unless its run directory,
     model_{label}, would be another run's (a --label_noise run's model_{label}_noise{R}) or a
     folder that report.py does not read."""
-    given, text = text, text.removesuffix(".npy")
+    given, text = text, file_name_text(text).removesuffix(".npy")
     if not text or "/" in text:
         raise argparse.ArgumentTypeError(f"{given!r} is not a label name: it names the label file "
                                          "{dataset}_NAME.npy and the run directory model_NAME, so "
