@@ -270,6 +270,9 @@ def test_help_says_where_flags_go():
     # a grid file's values were coerced: seed 1.5 ran as 1, a null label looked for cifar10_None.npy
     (["--dry_run", "--config", "{tmp}/seed.yaml"], "--seeds: 1.5 is not a valid value"),
     (["--dry_run", "--config", "{tmp}/null.yaml"], "--labels: None is not a valid value"),
+    # every run's train.py was `--label -x`: "argument --label: expected one argument (see train.py --help)"
+    (["--dry_run", "--config", "{tmp}/dash.yaml"], "error: --labels: -x starts with '-', which a command line "
+     "takes for a flag (--label -x: 'expected one argument'); rename the label file"),
     # a NUL character ("\\u0000") in a grid file's label or path: an "embedded null byte" traceback
     (["--dry_run", "--config", "{tmp}/nul.json"], "error: --labels: 'a\\x00b' holds a NUL character, which "
      "no file name can hold"),
@@ -344,6 +347,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "seed.yaml").write_text("seeds: [0, 1.5]\n")
     (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
     (tmp_path / "map.yaml").write_text("labels: {speech: 1}\n")
+    (tmp_path / "dash.yaml").write_text("labels: [speech, '-x']\n")
     (tmp_path / "nul.json").write_text('{"labels": ["a\\u0000b"]}')
     (tmp_path / "nul_dir.json").write_text('{"args": ["--base_dir", "o\\u0000ut"]}')
     (tmp_path / "noisy.yaml").write_text("labels: [speech, speech_noise0.2]\n")

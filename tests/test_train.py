@@ -1054,6 +1054,8 @@ def run_cli_capture(capsys, argv):
      "name: it names the label file {dataset}_NAME.npy and the run directory model_NAME, so it must be "
      "non-empty and hold no /; that file is label speech with --label_dir mine (see train.py --help)"),
     ({"label": ""}, "argument --label: '' is not a label name"),
+    # trained as model_-5, where argparse reads -5 as a value (-x as a flag: every hint naming it failed)
+    ({"label": "-5"}, "error: argument --label: -5 starts with '-', which a command line takes for a flag"),
     # a notebook's argv, a grid file's "\\u0000": Python's "ValueError: embedded null byte" traceback
     ({"base_dir": "o\0ut"}, "error: argument --base_dir: 'o\\x00ut' holds a NUL character, which no file "
      "name can hold (see train.py --help)"),

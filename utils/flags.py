@@ -48,7 +48,7 @@ def label_name(text):
     """--label as given, less a .npy ending (speech.npy is label speech: its file is
     {dataset}_speech.npy, its run directory model_speech), unless its run directory,
     model_{label}, would be another run's (a --label_noise run's model_{label}_noise{R}) or a
-    folder that report.py does not read."""
+    folder that report.py does not read, or it starts with '-' (--label=-x alone reads it)."""
     given, text = text, file_name_text(text).removesuffix(".npy")
     if not text or "/" in text:
         raise argparse.ArgumentTypeError(f"{given!r} is not a label name: it names the label file "
@@ -58,6 +58,9 @@ def label_name(text):
         raise argparse.ArgumentTypeError(f"{text} ends like the run directory of a --label_noise "
                                          f"run (model_{{label}}_noise{{R}}), so its runs would be "
                                          "reported as a noisy label's; rename the label file")
+    if text.startswith("-"):  # a sweep's `--label -x`, and every hint that names --label, was a flag
+        raise argparse.ArgumentTypeError(f"{text} starts with '-', which a command line takes for a flag "
+                                         f"(--label {text}: 'expected one argument'); rename the label file")
     if text.startswith("category_smooth"):  # the paper's name for them, model_category_smooth{S}
         raise argparse.ArgumentTypeError(f"{text} names the runs of --label category --smoothing S; "
                                          "pass those flags (or rename the label file)")
