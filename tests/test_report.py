@@ -1268,6 +1268,32 @@ def test_a_fifo_in_place_of_a_run_file_is_reported_not_waited_on(tmp_path):
         read_json(run_dir / "attack_results.json")
 
 
+def test_run_files_nested_too_deeply_are_bad_files_not_tracebacks(tmp_path, capsys):
+    """A run folder from elsewhere whose results.json, config.json, attack_results.json or
+    metrics.jsonl nests arrays deeper than Python's recursion limit: json.loads raised a
+    RecursionError, a traceback (exit 1) in report.py, sweep.py, train.py and attack.py. Now such a
+    file is one that is not valid JSON, as any other: report.py leaves the run out saying so, and
+    read_json (train.py's and attack.py's reader) is a one-line error that names it."""
+    from utils.grid import read_json_or_none, read_lines
+    from utils.runs import read_json
+    base = tmp_path / "runs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=[entry("fgsm", EPS8, 0.2)])
+    run_dir = make_run(base, "category", 2, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,
+                       attack=[entry("fgsm", EPS8, 0.4)])
+    deep = "[" * 100000 + "]" * 100000
+    for name in ("results.json", "config.json", "attack_results.json", "metrics.jsonl"):
+        (run_dir / name).write_text(deep + "\n")
+    summary = report(base, tmp_path / "out", draw=False)
+    assert [i["reasons"] for i in summary["incomplete"]] == [[
+        "config.json is not valid JSON or has no flags", "results.json is not valid JSON or has no test_acc in [0, 1]",
+        "attack_results.json is not valid JSON or has no entries"]]
+    assert read_json_or_none(run_dir / "config.json") is None and read_lines(run_dir / "metrics.jsonl") == [None]
+    with pytest.raises(UsageError) as refused:
+        read_json(run_dir / "results.json")
+    assert str(refused.value) == (f"{run_dir / 'results.json'} is not valid JSON (nested too deeply); delete it "
+                                  "to redo that step")
+
+
 def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path):
     """The problem notes of runs that never trained, stopped, or hold no readable attack results,
     with the last error line of the sweep's train.log, in tables.md, runs.csv and the JSON line."""

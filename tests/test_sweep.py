@@ -296,6 +296,9 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--gpus", "0,1", "--jobs", "2"], "error: --jobs 2 is for runs on the CPU; with --gpus, "
                                                     "list an id twice to run two runs on that GPU (0,0,1,1)"),
     (["--dry_run", "--config", "{tmp}/binary.yaml"], "binary.yaml is not a text file (not UTF-8)"),
+    # json's and yaml's RecursionError, a traceback
+    (["--dry_run", "--config", "{tmp}/deep.json"], "error: {tmp}/deep.json is not valid json (nested too deeply)"),
+    (["--dry_run", "--config", "{tmp}/deep.yaml"], "error: {tmp}/deep.yaml is not valid yaml (nested too deeply)"),
     (["--dry_run", "--train_args", '--epochs "1'], "--train_args '--epochs \"1': No closing quotation"),
     # each was found by the first train.py job, after the sweep had queued every run
     (["--dry_run", "--label_granularity", "coarse"], "error: cifar10 has no 'coarse' labels; choose from fine"),
@@ -347,6 +350,8 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "seed.yaml").write_text("seeds: [0, 1.5]\n")
     (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
     (tmp_path / "map.yaml").write_text("labels: {speech: 1}\n")
+    (tmp_path / "deep.json").write_text('{"labels": ' + "[" * 100000 + "]" * 100000 + "}")
+    (tmp_path / "deep.yaml").write_text("labels: " + "[" * 100000 + "]" * 100000 + "\n")
     (tmp_path / "dash.yaml").write_text("labels: [speech, '-x']\n")
     (tmp_path / "nul.json").write_text('{"labels": ["a\\u0000b"]}')
     (tmp_path / "nul_dir.json").write_text('{"args": ["--base_dir", "o\\u0000ut"]}')

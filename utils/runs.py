@@ -272,12 +272,20 @@ def read_text(path):
         return f.read().decode()
 
 
+def json_failure(err):
+    """Why a file's text is not the JSON labelrep writes, from json.loads's error `err`: its own
+    words, or, for arrays or objects nested deeper than Python's recursion limit (about 1000; none
+    of labelrep's files nests beyond 4), which json.loads raises as a RecursionError (a traceback
+    in every script that read such a file), 'nested too deeply'."""
+    return "nested too deeply" if isinstance(err, RecursionError) else str(err)
+
+
 def read_json(path):
     """The JSON object in `path` (every JSON file of a run holds one); else a one-line UsageError."""
     try:
         value = json.loads(read_text(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path} is not valid JSON ({err}); delete it to redo that step") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise UsageError(f"{path} is not valid JSON ({json_failure(err)}); delete it to redo that step") from None
     if not isinstance(value, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
             type(value), "a number")
