@@ -273,6 +273,12 @@ def checkpoint_record(data, written):
             "checkpoint_size": written.st_size, "checkpoint_index_sha256": zip_index_sha256(io.BytesIO(data))}
 
 
+# The types of the RUN_FLAGS (below) a checkpoint's config records, which attack.py takes where they are
+# not given: a --label_granularity ['x'] was a TypeError traceback, a --level 'abc' attacked as the run's.
+RECORDED_TYPES = {"dataset": str, "label_granularity": str, "level": (int, float), "smoothing": (int, float),
+                  "label_noise": (int, float)}
+
+
 def model_from_state(path, checkpoint):
     """`model_from_checkpoint` of the `checkpoint` dict loaded from `path` (which messages name)."""
     from architecture import ARCHITECTURES, build_model
@@ -303,6 +309,10 @@ def model_from_state(path, checkpoint):
             raise TypeError("its config's flags are not a mapping")
         if type(flags.get("seed", 0)) is not int:  # it seeds the targets and starts unless --seed is given
             raise TypeError(f"its config's seed {flags['seed']!r} is not a whole number")
+        for flag, kind in RECORDED_TYPES.items():  # each is the run's unless given (`load_model`)
+            if flag in flags and (isinstance(flags[flag], bool) or not isinstance(flags[flag], kind)):
+                raise TypeError(f"its config's {flag} {flags[flag]!r} is not "
+                                f"{'text' if kind is str else 'a number'}")
     broken = [name for name, value in model.state_dict().items()
               if value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:  # its outputs, and so every attack's result, would be NaN decoded as some class

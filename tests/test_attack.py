@@ -1746,6 +1746,10 @@ def speech_space(**values):
     ({"label_space": {"name": "xyz"}}, ""), ({"config": [1]}, ""), ({"config": {"flags": [1]}}, ""),
     ({"model": None}, ""),
     ({"config": {"flags": {"seed": "x"}}}, ""),  # a RuntimeError traceback from torch's manual_seed
+    # a TypeError traceback (unhashable) from the dataset's facts; attacked as the run's level 'abc'
+    ({"config": {"flags": {"label_granularity": ["x"]}}}, "(TypeError: its config's label_granularity ['x'] is "
+                                                          "not text)"),
+    ({"config": {"flags": {"level": "abc"}}}, "(TypeError: its config's level 'abc' is not a number)"),
     (model_args(output_shape=[-5]), ""),
     (model_args(arch=9), f"(ValueError: unknown model 9; choose from {', '.join(ARCHITECTURES)})"),
     # attacked: NaN outputs, decoded as some class
