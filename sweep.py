@@ -39,7 +39,7 @@ from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, 
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
-from utils.atomic import append_whole, file_set, made_folders, print_json, utf8
+from utils.atomic import append_whole, file_set, made_folders, not_through_a_link, print_json, utf8
 from utils.preempt import REQUEUE_EXIT, present
 
 MODES = ("print", "slurm", "local")
@@ -469,6 +469,11 @@ stage() {  # stage LOG COMMAND...: run one stage in the background, so the traps
   if [ -n "$signalled" ]; then  # one came while the last stage ended anyway (train.py's last epoch)
     echo "$(date +%FT%T) task $task: $(basename "${2:-$1}") not started after SIG$signalled" >&2
     return 75  # the next stage would run into the kill, and the task would not be requeued
+  fi
+  if [ -L "$log" ]; then  # a run folder copied from elsewhere: >> would write into the file it names
+    echo "error: cannot use $log: a symbolic link (to $(readlink "$log")), not followed; remove it;" \
+      "$(basename "${2:-$1}") not started" >&2
+    return 2
   fi
   # a log this user may not write (another user's, made under umask 022): one line, nothing run
   # (bash's two lines, then the tail of that user's last attempt, as if it were this one's)
@@ -918,9 +923,11 @@ def open_log(log, header):
     the next attempt's lines ran on after half a header), on a line of its own (an earlier stage
     cut off mid-line, by a full disk or a kill, would have glued it to that line, where
     `last_line` no longer finds it). Unbuffered: a write that fails (a full disk) leaves nothing
-    that closing the file would try to write again."""
+    that closing the file would try to write again. A symbolic link there (a run folder copied from
+    elsewhere) is an OSError, not followed: the stage's header and output went into the file it
+    names (a train.log linked to ~/.bashrc)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "a+b", buffering=0)
+    out = open(log, "a+b", buffering=0, opener=not_through_a_link)
     try:
         size = os.fstat(out.fileno()).st_size
         out.seek(max(size - 1, 0))  # and read: Windows has no os.pread (appends go to the end anyway)
@@ -940,13 +947,13 @@ def check_logs(tasks, base_dir):
     folder above it that is there (no run directory made). A --base_dir that takes no writes (a
     read-only mount, another user's folder) failed each run 'not started', each pointing at a log
     that was never written; now one UsageError naming what could not be written and the flag that
-    moves it (`os_error_text`)."""
+    moves it (`os_error_text`), or the log that is a symbolic link (`open_log`)."""
     from utils.atomic import check_writable
     checked = set()
     with os_errors_as_usage({"--base_dir": base_dir}):
         for stage_log in (task.run_dir / f"{stage}.log" for task in tasks for stage in task.todo):
             if os.path.lexists(stage_log):
-                open(stage_log, "ab").close()
+                open(stage_log, "ab", opener=not_through_a_link).close()
                 continue
             folder = Path(nearest_existing(stage_log.parent))
             if folder not in checked:

@@ -1102,6 +1102,37 @@ def test_a_stage_whose_log_cannot_be_written_is_one_line_and_not_run(tmp_path, c
     assert proc.stderr.splitlines()[1:] == [f"error: could not write {log}: Is a directory; train.py not started"]
 
 
+def test_a_stage_log_that_is_a_symbolic_link_is_not_written_through(tmp_path, capsys, cifar10_dir, label_dir):
+    """A run folder copied from elsewhere whose train.log is a symbolic link to a file of this user's
+    (~/.bashrc): the stage's === header and its whole output were appended to that file, by a local
+    sweep (open_log) and by an array task (bash's >>). Now the link is not followed: a local sweep is
+    one error line before any stage starts, an array task's stage is not started, a stage whose log
+    became a link after the sweep's check fails 'not started'; the file it names is as it was."""
+    ran, victim = tmp_path / "ran", tmp_path / "bashrc"
+    stage = tmp_path / "stage"
+    stage.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    stage.chmod(0o755)
+    victim.write_text("alias ll='ls -l'\n")
+    run_dir = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").symlink_to(victim)
+    said = f"cannot use {run_dir / 'train.log'}: a symbolic link (to {victim}), not followed; remove it"
+    with pytest.raises(UsageError) as refused:
+        sweep.main(["--seeds", "3", "--stages", "train", "--local", *tiny(cifar10_dir, label_dir, tmp_path / "out")])
+    assert str(refused.value) == said
+    grid = ["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages", "train", "--python", str(stage)]
+    script, _ = slurm_script(tmp_path, capsys, grid)
+    proc = subprocess.run(["bash", str(script)], env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0"},
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and not ran.exists()
+    assert proc.stderr.splitlines()[1:] == [f"error: {said}; train.py not started"]
+    task = Task(0, Run("cifar10", "resnet32", "category", 100, 3), run_dir, ("train",), ["train"], {},
+                {"train": [str(stage)]})
+    [outcome] = sweep.LocalPool([task], [{}], stream=io.StringIO()).run()
+    assert (outcome["status"], outcome["note"], ran.exists()) == (None, f"error: {said}", False)
+    assert victim.read_text() == "alias ll='ls -l'\n"
+
+
 def test_a_task_runs_on_its_cpus_per_task_threads(tmp_path, capsys):
     """torch reads MKL_NUM_THREADS before OMP_NUM_THREADS: one exported where the array was submitted
     (sbatch passes that environment on) outweighed the OMP_NUM_THREADS that --cpus_per_task set."""

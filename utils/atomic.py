@@ -175,10 +175,10 @@ def open_lock(path):
     a .lock linked to ~/.bashrc left that file empty."""
     try:
         try:
-            return open(path, "a+b", opener=_not_through_a_link)
+            return open(path, "a+b", opener=not_through_a_link)
         except PermissionError as err:
             try:
-                return open(path, "rb", opener=_not_through_a_link)
+                return open(path, "rb", opener=not_through_a_link)
             except OSError:
                 raise err from None  # no file to read either: the folder takes no new one
     except OSError:
@@ -189,9 +189,10 @@ def open_lock(path):
         raise
 
 
-def _not_through_a_link(path, flags):
+def not_through_a_link(path, flags):
     """`open`'s opener for a file that must be itself, not a link's target (O_NOFOLLOW: a link is
-    ELOOP; Windows has no such flag, and its links need a privilege to make)."""
+    ELOOP, which `os_error_text` names as one; Windows has no such flag, and its links need a
+    privilege to make): a lock file, a sweep's stage log."""
     return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
 
 

@@ -233,7 +233,8 @@ REFUSED_ERRORS = (errno.EROFS, errno.EACCES)  # a folder that takes no writes: a
 def os_error_text(err, outputs=None):
     """An OSError as one line, for `call_cli` and a sweep's failed stage: 'could not write PATH:
     No space left on device', 'cannot read PATH: Permission denied' (a file its user may not
-    read), 'cannot use PATH: a file, not a folder'. A write refused (a read-only
+    read), 'cannot use PATH: a file, not a folder', 'cannot use PATH: a symbolic link (to ...), not
+    followed; remove it' (`utils.atomic.not_through_a_link`). A write refused (a read-only
     mount, a shared folder of another user's) inside a folder of `outputs` ({flag: folder}) names
     the flag that moves it: '...: Read-only file system; pass another --base_dir'."""
     path, reason = err.filename, err.strerror or err
@@ -244,6 +245,8 @@ def os_error_text(err, outputs=None):
         reason = "a file, not a folder"  # mkdir(exist_ok=True) on a file: not "File exists"
     elif err.errno == errno.ENOTDIR and path and (found := file_in_the_way(path)):
         path, reason = found, "a file, not a folder"  # the file in the way, not a path through it
+    elif err.errno == errno.ELOOP and path and os.path.islink(path):  # opened not to follow it
+        reason = f"a symbolic link (to {os.readlink(path)}), not followed; remove it"
     return f"{verb} {path or 'a file'}: {reason}{_moved_by(err, outputs)}"
 
 
