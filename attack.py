@@ -295,6 +295,9 @@ def model_from_state(path, checkpoint):
                              f"architecture.py does not register (it has {', '.join(ARCHITECTURES)}); "
                              "add its entry to ARCHITECTURES there, as in the checkout that trained it")
         choice("model", model_args["arch"], ARCHITECTURES, error=ValueError)  # the file's, not a flag's
+        if unfit := _unfit_weight(model_args, checkpoint["model"]):
+            raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
+                             f"{tuple(model_args['output_shape'])} ({unfit})")
         with torch.random.fork_rng(devices=[]):  # the initial weights, replaced next, leave a caller's RNG
             model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
                                 model_args["std"])
@@ -320,6 +323,27 @@ def model_from_state(path, checkpoint):
                          f"{', ...' if len(broken) > 3 else ''}): its run diverged, and attacks "
                          "on it measure nothing; train it again (a lower --lr may help)")
     return model.eval(), space, checkpoint
+
+
+def _unfit_weight(model_args, weights):
+    """The first weight of a network of `model_args` that a checkpoint's `weights` lack or hold in
+    another shape ('head.linear.weight: (10, 64) in the file, (100000000, 64) in the network'), else
+    None. Found on the network's shapes alone (torch's meta device): built for real first, a file of
+    a few kB whose model_args and label space name 10**8 classes allocated and initialised 25 GB of
+    weights before its own were found not to fit."""
+    import torch
+
+    from architecture import build_model
+    with torch.device("meta"):
+        skeleton = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
+                               model_args["std"])
+    for name, value in skeleton.state_dict().items():
+        held = weights.get(name)
+        if not isinstance(held, torch.Tensor):
+            return f"{name}: not in the file"
+        if held.shape != value.shape:
+            return f"{name}: {tuple(held.shape)} in the file, {tuple(value.shape)} in the network"
+    return None
 
 
 # The flags that say which run is attacked, each with its value when neither the command line nor

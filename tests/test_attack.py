@@ -1786,6 +1786,32 @@ def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar
     assert not (tmp_path / ATTACK_RESULTS).exists()
 
 
+def test_weights_that_do_not_fit_are_found_before_the_network_is_built(speech_run, cifar10_dir, label_dir,
+                                                                      tmp_path, capsys, monkeypatch):
+    """A checkpoint's model_args name outputs its weights do not hold: the network was built for real
+    first, its weights allocated and initialised, and only then found not to fit. A file of a few kB
+    naming outputs (4096, 4096) made attack.py (and model_from_checkpoint, in a notebook) build a
+    decoder whose first kernel holds 268 million weights (1 GB; 10**8 category classes, 25 GB)
+    before its error line. Now the shapes are compared on a network of shapes alone (the meta
+    device), and no network is built for real."""
+    import architecture
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    torch.save(checkpoint | model_args(output_shape=[4096, 4096]), tmp_path / "edited.pth")
+    built, build = [], architecture.build_model
+
+    def recorded(*args, **kwargs):
+        model = build(*args, **kwargs)
+        built.append(next(model.parameters()).device.type)
+        return model
+    monkeypatch.setattr(architecture, "build_model", recorded)
+    line = one_line_error(capsys, ["--checkpoint", str(tmp_path / "edited.pth"), "--data_dir", str(cifar10_dir),
+                                   "--label_dir", str(label_dir), "--num_images", "5"])
+    assert line == (f"error: {tmp_path / 'edited.pth'}: the weights do not fit a resnet32 with outputs (4096, "
+                    "4096) (head.deconvs.0.weight: (64, 64, 4, 4) in the file, (64, 64, 256, 256) in the network)")
+    assert built == ["meta"]
+
+
 def test_a_checkpoint_of_a_network_this_checkout_lacks_says_to_register_it(speech_run, cifar10_dir, tmp_path,
                                                                            capsys, monkeypatch):
     """A researcher's resnet56, trained in a checkout whose ARCHITECTURES had it, was 'entries train.py
