@@ -1294,6 +1294,27 @@ def test_run_files_nested_too_deeply_are_bad_files_not_tracebacks(tmp_path, caps
                                   "to redo that step")
 
 
+def test_a_run_file_larger_than_labelrep_writes_is_not_read(tmp_path, monkeypatch):
+    """A run folder from elsewhere whose results.json held 200 MB (valid JSON, a list of junk beside the
+    numbers): report.py took 1.8 GB and 9 s to read it, and a few of 1 GB, its workers the machine's
+    memory. A file over READ_LIMIT (64 MiB; here 1 MiB) is not read: the readers of report.py and a
+    sweep say it cannot be read and why, train.py's and attack.py's error line likewise."""
+    from utils import runs
+    from utils.errors import os_error_text
+    from utils.grid import read_json_file, unreadable
+    monkeypatch.setattr(runs, "READ_LIMIT", 1 << 20, raising=False)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"test_acc": 0.5, "junk": "x" * (1 << 20)}))
+    size = path.stat().st_size
+    there, value = read_json_file(path)
+    assert there and unreadable("results.json", value) == (f"results.json cannot be read ({size} bytes, over "
+                                                           "the 1 MiB of any file labelrep writes; not read)")
+    with pytest.raises(OSError) as refused:
+        runs.read_json(path)
+    assert os_error_text(refused.value) == (f"cannot use {path}: {size} bytes, over the 1 MiB of any file "
+                                            "labelrep writes; not read")
+
+
 def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path):
     """The problem notes of runs that never trained, stopped, or hold no readable attack results,
     with the last error line of the sweep's train.log, in tables.md, runs.csv and the JSON line."""

@@ -263,13 +263,25 @@ def append_jsonl(path, row):
     append_whole(path, (json_text(row) + "\n").encode())
 
 
+# The most bytes `read_text` reads: labelrep's JSON files of a run (config.json, results.json,
+# attack_results.json, metrics.jsonl) and a report's summary.json hold kB to a few MB
+READ_LIMIT = 64 << 20
+
+
 def read_text(path):
     """The text of the regular file at `path`; OSError for anything else (a FIFO put in a run's
-    folder would hold its reader forever; Windows has no FIFOs, nor O_NONBLOCK)."""
+    folder would hold its reader forever; Windows has no FIFOs, nor O_NONBLOCK), and for one of over
+    READ_LIMIT bytes, which labelrep never writes (a run folder from elsewhere whose results.json
+    held 200 MB took report.py 1.8 GB and 9 s to read; a few of 1 GB, its workers the machine's
+    memory)."""
     with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        found = os.fstat(f.fileno())
+        if not stat.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return f.read().decode()
+        if found.st_size > READ_LIMIT:
+            raise OSError(errno.EINVAL, f"{found.st_size} bytes, over the {READ_LIMIT >> 20} MiB of any file "
+                          "labelrep writes; not read", str(path))
+        return f.read(READ_LIMIT + 1).decode()
 
 
 def json_failure(err):
