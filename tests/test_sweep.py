@@ -296,6 +296,10 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--gpus", "0,1", "--jobs", "2"], "error: --jobs 2 is for runs on the CPU; with --gpus, "
                                                     "list an id twice to run two runs on that GPU (0,0,1,1)"),
     (["--dry_run", "--config", "{tmp}/binary.yaml"], "binary.yaml is not a text file (not UTF-8)"),
+    # aliases repeating a list ('billion laughs'): at nine levels an error message or #SBATCH line
+    # spelt out 9**9 values (a sweep at 7 GB of memory after a minute)
+    (["--dry_run", "--config", "{tmp}/laughs.yaml"], "error: {tmp}/laughs.yaml holds over 100000 values (YAML "
+     "aliases, *name, each repeating a list, multiply); a grid file names a few options and their values"),
     # json's and yaml's RecursionError, a traceback
     (["--dry_run", "--config", "{tmp}/deep.json"], "error: {tmp}/deep.json is not valid json (nested too deeply)"),
     (["--dry_run", "--config", "{tmp}/deep.yaml"], "error: {tmp}/deep.yaml is not valid yaml (nested too deeply)"),
@@ -350,6 +354,9 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "seed.yaml").write_text("seeds: [0, 1.5]\n")
     (tmp_path / "null.yaml").write_text("labels: [category, null]\n")
     (tmp_path / "map.yaml").write_text("labels: {speech: 1}\n")
+    laughs = ["seeds:", '  - &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"  - &{name} [{', '.join([f'*{last}'] * 9)}]" for last, name in zip("abcde", "bcdef")]
+    (tmp_path / "laughs.yaml").write_text("\n".join(laughs) + "\nlabels: [*f]\n")
     (tmp_path / "deep.json").write_text('{"labels": ' + "[" * 100000 + "]" * 100000 + "}")
     (tmp_path / "deep.yaml").write_text("labels: " + "[" * 100000 + "]" * 100000 + "\n")
     (tmp_path / "dash.yaml").write_text("labels: [speech, '-x']\n")

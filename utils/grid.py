@@ -240,7 +240,30 @@ def load_grid_file(path):
     if not isinstance(grid, dict):
         raise UsageError(f"{path} must hold a mapping of options (labels: [...], seeds: [...]), "
                          f"not a {type(grid).__name__}")
+    if values_in(grid, GRID_VALUES) > GRID_VALUES:
+        raise UsageError(f"{path} holds over {GRID_VALUES} values (YAML aliases, *name, each repeating "
+                         "a list, multiply); a grid file names a few options and their values")
     return {option(k): v for k, v in grid.items()}
+
+
+GRID_VALUES = 100_000  # the most values a grid file may hold: thousands of seeds, labels and flags
+
+
+def values_in(value, most):
+    """How many values parsed YAML or JSON `value` holds, those in its lists and mappings counted
+    (keys too), up to most + 1: a YAML alias (*name) stands for its whole list again, so nine lines
+    of aliases each repeating the last nine times hold 9**9 values ('billion laughs'), which the
+    first error message or #SBATCH line to show one of them spelt out in gigabytes (a sweep 7 GB
+    and still going after a minute)."""
+    count, left = 0, [value]
+    while left and count <= most:
+        item = left.pop()
+        count += 1
+        if isinstance(item, dict):
+            left += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple)):
+            left += item
+    return count
 
 
 def option(key):
