@@ -1,5 +1,6 @@
 """cifar.py (loading, split, augmentation), architecture.py (heads, parameter counts), label spaces."""
 import errno
+import functools
 import gzip
 import math
 import os
@@ -56,6 +57,12 @@ def rewrite_pickle(path, change):
     ("test_batch", lambda c: c.update(labels=[2**70] * len(c["labels"])), "'labels' holds object values"),
     ("test_batch", lambda c: c.update(labels=np.array(c["labels"])[:, None]), "of shape (100, 1); expected one integer"),
     ("test_batch", lambda c: c.update(labels=[1, [2]] + c["labels"][2:]), "'labels' is not a regular array"),
+    # lists that list one list by reference (a pickle's memo), 10**7 labels in a file of 300 kB: made
+    # an array (10**10: 80 GB) before its shape was refused
+    ("test_batch", lambda c: c.update(labels=functools.reduce(lambda x, _: [x] * 10, range(6), [1] * 10)),
+     "'labels' lists 10000000 values in a file of "),
+    ("test_batch", lambda c: c.update(data=[c["data"][0].tolist()] * 10**4, labels=[0] * 10**4),
+     "'data' lists 30720000 values in a file of "),
     # was "cifar10 train labels lie outside 0..9", naming neither the file nor the class
     ("data_batch_4", lambda c: c["labels"].__setitem__(5, 10), "'labels' holds 1 class id outside 0..9 (image 5: 10)"),
     ("test_batch", lambda c: c.update(labels=[-1] * len(c["labels"])),

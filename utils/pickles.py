@@ -46,6 +46,18 @@ def meta_class_names(path, key, num_classes, fix="delete it and run again to dow
     return [n.decode() if isinstance(n, bytes) else n for n in listed]
 
 
+def listed_values(value):
+    """How many values np.asarray makes of a nested list (or tuple) `value`, taking its first item's
+    length for every item's at each depth; 1 for anything else (an array's values are the file's
+    own bytes). A pickle may list one list many times by reference (its memo), so a file of 300 kB
+    can list 10**10 labels: 80 GB once an array; a list written out takes at least 2 bytes a value."""
+    count = 1
+    while isinstance(value, (list, tuple)):
+        count *= len(value)
+        value = value[0] if value else None
+    return count
+
+
 def cifar_batches(folder, files, label_key, num_classes):
     """Per batch file of `files` in `folder`, in turn: its images ((N, 3, 32, 32) uint8) and labels
     ((N,) int64 class ids under `label_key`) as numpy arrays; UsageError for a file that is not a
@@ -57,6 +69,11 @@ def cifar_batches(folder, files, label_key, num_classes):
         if absent:  # a CIFAR-10 batch ('labels') in a CIFAR-100 folder, a coarse run without 'coarse_labels'
             raise UsageError(f"dataset file {path} has no {' or '.join(repr(k) for k in absent)} entry "
                              f"(it has {', '.join(map(repr, batch)) or 'none'})")
+        size = path.stat().st_size
+        for key in ("data", label_key):
+            if (count := listed_values(batch[key])) > size:
+                raise UsageError(f"dataset file {path}: '{key}' lists {count} values in a file of {size} "
+                                 "bytes, its lists repeating one another: not a CIFAR batch")
         try:
             data, batch_labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
         except ValueError:  # ragged: a row of another length, a list among the labels
