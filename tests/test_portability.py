@@ -1,5 +1,5 @@
 """Portability: the scripts on Windows (no fcntl, no SIGUSR1 or SIGHUP, no os.fchmod before Python
-3.13, no os.pread, os.fstatvfs or os.O_NONBLOCK), simulated on Linux by running them in an interpreter with those
+3.13, no os.pread, os.fstatvfs, os.O_NONBLOCK or os.O_NOFOLLOW), simulated on Linux by running them in an interpreter with those
 taken away."""
 import io
 import json
@@ -17,7 +17,7 @@ sys.modules["fcntl"] = None  # import fcntl: ImportError
 for name in ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGKILL", "SIGALRM", "SIGQUIT", "pthread_sigmask"):
     if hasattr(signal, name):
         delattr(signal, name)
-for name in ("fchmod", "pread", "fstatvfs", "geteuid", "O_NONBLOCK"):
+for name in ("fchmod", "pread", "fstatvfs", "geteuid", "O_NONBLOCK", "O_NOFOLLOW"):
     if hasattr(os, name):
         delattr(os, name)
 script, sys.argv = sys.argv[1], sys.argv[1:]
@@ -65,7 +65,7 @@ def test_a_local_sweep_runs_its_stages_without_posix_calls(monkeypatch, tmp_path
     from utils.grid import Run, Task
     for name in ("SIGUSR1", "SIGHUP"):
         monkeypatch.delattr(signal, name)
-    for name in ("pread", "fstatvfs", "geteuid"):
+    for name in ("pread", "fstatvfs", "geteuid", "O_NOFOLLOW"):
         monkeypatch.delattr(os, name)
     monkeypatch.setattr(sys, "platform", "win32")  # stop_with_sweep: no PR_SET_PDEATHSIG, no preexec_fn
     stage = tmp_path / "stage.py"
