@@ -9,12 +9,13 @@ utils.runs.run_directory):
 config.json, results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md;
 clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
 --label_noise runs), label_stats.csv (labels.stats of the targets each label trained, from the
-label files in --label_dir that hold them); PNG figures (robust accuracy against eps, accuracy against data level,
-validation curves); and summary.json with every number, plus the runs that are missing or
-incomplete. Accuracies are fractions in the CSVs and JSON, percentages in tables.md: mean +-
-sample std over seeds (n = seeds). Warnings go to stderr; stdout is one JSON line: `out`, the
-numbers of runs, trained, attacked, incomplete and missing, and the files written. Exit status:
-0 done, 2 after one `error:` line (bad input), 130 Ctrl-C or SIGTERM (the earlier report kept).
+label files in --label_dir that hold them); figures, PNG or --figure_format pdf or svg (robust
+accuracy against eps, accuracy against data level, validation curves); and summary.json with every
+number, plus the runs that are missing or incomplete. Accuracies are fractions in the CSVs and JSON,
+percentages in tables.md: mean +- sample std over seeds (n = seeds). Warnings go to stderr; stdout
+is one JSON line: `out`, the numbers of runs, trained, attacked, incomplete and missing, and the
+files written. Exit status: 0 done, 2 after one `error:` line (bad input), 130 Ctrl-C or SIGTERM
+(the earlier report kept).
 """
 if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
     from utils import errors
@@ -63,7 +64,17 @@ FINGERPRINTS = ("label_sha256", "data_sha256")  # config.json's sha256 of the la
 # train.py --label_noise R runs live in model_{label}_noise{R} (utils.runs.run_directory); the report
 # keeps "{label}_noise{R}" as their label and adds a table of accuracy against R. Category runs with
 # --smoothing S, in model_category_smooth{S}, are the label category_smooth{S} (the paper's name).
-REPORT_FILE = re.compile(r"[\w.+=-]+\.(md|csv|png)")  # a name report() writes in --out, no folder
+# --figure_format's choices, each the extension of its files: its matplotlib backend and what its
+# files are written without, so that a rerun writes the same bytes (a PDF or SVG records when it
+# was made unless told not to; an SVG's ids are salted, `FIGURE_RC`). A file of any of them in
+# --out is a report's figure (`is_figure`), whichever format the report at hand draws.
+FIGURE_FORMATS = {"png": ("agg", {}),
+                  "pdf": ("pdf", {"metadata": {"CreationDate": None}}),
+                  "svg": ("svg", {"metadata": {"Date": None}})}
+FIGURE_RC = {"svg.hashsalt": "labelrep"}  # matplotlib's default: a random salt for each SVG written
+DEFAULT_FIGURE_FORMAT = "png"  # every report's before --figure_format: theirs stay as they were
+# a name report() writes in --out, no folder
+REPORT_FILE = re.compile(rf"[\w.+=-]+\.(md|csv|{'|'.join(FIGURE_FORMATS)})")
 # report.py reads runs and draws figures in up to one process a CPU core, 8 at most: each holds
 # ~100 MB, and past 8 the rest (the tables, summary.json) takes the most time. A worker's start
 # (Python; matplotlib) costs about as much as reading 50 runs or drawing 2 figures.
@@ -95,8 +106,12 @@ def build_parser():
                         "ones a run recorded (default: the --grid's --label_dir; the shipped "
                         "labels/label_files and the folder each run trained with are searched too)")
     parser.add_argument("--title", default="Results", help="heading of tables.md")
-    parser.add_argument("--no_figures", action="store_true", help="no PNG figures, only tables, "
-                        "CSVs and JSON (an earlier report's figures in --out are left as they were)")
+    parser.add_argument("--figure_format", choices=FIGURE_FORMATS, default=DEFAULT_FIGURE_FORMAT,
+                        help="file format of the figures (pdf, svg: vector, for a paper); an earlier "
+                        "report's figures of another format in --out are removed")
+    parser.add_argument("--no_figures", action="store_true", help="no figures, only tables, CSVs "
+                        "and JSON (an earlier report's figures in --out, of any format, are left as "
+                        "they were)")
     parser.add_argument("--workers", type=number(int), default=REPORT_WORKERS,
                         help="processes that read the runs and draw the figures, at most one a CPU core "
                         "(~100 MB each; 1: all in this one)")
@@ -1072,8 +1087,9 @@ PANELS_PER_ROW = 3  # a robust figure's attack panels: wider reads poorly on a p
 PANEL_TITLE_WIDTH = 40  # characters of a 4.5-inch panel's title, wrapped: a longer line ran into the next one's
 
 
-def figures(put, out, accuracy, robust, curves, labels, workers=1):
-    """PNG figures in `out`, through `put` (a `file_set`'s); returns their file names. Drawn on
+def figures(put, out, accuracy, robust, curves, labels, workers=1, figure_format=DEFAULT_FIGURE_FORMAT):
+    """Figures in `out`, files of `figure_format` (of FIGURE_FORMATS), through `put` (a `file_set`'s);
+    returns their file names (a plan's name and the format's extension). Drawn on
     Figure objects, not through pyplot: a notebook that calls report() keeps its backend and its
     open figures. `curves` as `curve_means` returns them; `labels`: every run's, so that a label
     looks the same in every figure (`label_styles`). With workers > 1, drawn in up to as many
@@ -1085,30 +1101,38 @@ def figures(put, out, accuracy, robust, curves, labels, workers=1):
              *curve_figures(curves, styles)]
     # a notebook's style too; not its backend (reading that one can switch backends)
     rc = {k: matplotlib.rcParams[k] for k in matplotlib.rcParams if k != "backend"}
+    names = [f"{name}.{figure_format}" for name, _, _ in plans]
     with in_workers(workers, len(plans), FIGURES_PER_WORKER, chunksize=1, rc=rc) as pool_map:
         if pool_map is map:  # drawn in this process, straight into the file
-            for plan in plans:
-                put(out / plan[0], functools.partial(write_png, plan))
+            for name, plan in zip(names, plans):
+                put(out / name, functools.partial(write_figure, plan, figure_format=figure_format))
         else:
-            for plan, png in zip(plans, pool_map(png_bytes, plans)):
-                put(out / plan[0], lambda f, png=png: f.write(png))
-    return [name for name, _, _ in plans]
+            drawn = pool_map(functools.partial(figure_bytes, figure_format=figure_format), plans)
+            for name, content in zip(names, drawn):
+                put(out / name, lambda f, content=content: f.write(content))
+    return names
 
 
-def write_png(plan, file):
-    """The PNG of a figure plan, (file name, function returning its Figure, the function's arguments),
-    into `file`: drawn once, at FIGURE_DPI. (Figure.savefig draws a figure with a layout engine
-    twice, once without rendering to lay it out: a third more time for the same pixels.)"""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+def write_figure(plan, file, figure_format):
+    """A figure plan, (file name without extension, function returning its Figure, the function's
+    arguments), into `file` as `figure_format` (of FIGURE_FORMATS): drawn once, at FIGURE_DPI (a
+    PDF's or SVG's points are 1/72 inch whatever it is). (Figure.savefig draws a figure with a
+    layout engine twice, once without rendering to lay it out: a third more time for the same file.)"""
+    import importlib
+    import matplotlib
+    backend, options = FIGURE_FORMATS[figure_format]
+    canvas = importlib.import_module(f"matplotlib.backends.backend_{backend}").FigureCanvas
     _, draw, args = plan
     fig = draw(*args)
     fig.dpi = FIGURE_DPI
-    FigureCanvasAgg(fig).print_png(file)
+    with matplotlib.rc_context(FIGURE_RC):
+        getattr(canvas(fig), f"print_{figure_format}")(file, **options)
 
 
-def png_bytes(plan):
+def figure_bytes(plan, figure_format):
+    """`write_figure`'s file as bytes (a worker process's, for the report's process to write)."""
     file = io.BytesIO()
-    write_png(plan, file)
+    write_figure(plan, file, figure_format)
     return file.getvalue()
 
 
@@ -1171,7 +1195,7 @@ def start_worker(rc):
 
 
 def robust_figures(robust, styles):
-    """Plans (`write_png`'s) of robust accuracy against eps: a figure per dataset, model, level,
+    """Plans (`write_figure`'s) of robust accuracy against eps: a figure per dataset, model, level,
     targeted or not and protocol; `styles`: a line style per label (`label_styles`)."""
     figures_rows = defaultdict(list)
     for row in robust:
@@ -1179,7 +1203,7 @@ def robust_figures(robust, styles):
     for key, rows in sorted(figures_rows.items(), key=lambda kv: str(kv[0])):
         dataset, model, level, targeted, protocol = key
         name = (f"robust_{dataset}_{model}_level{level:g}_{'targeted' if targeted else 'untargeted'}"
-                + ("_paper" if protocol == "paper" else "") + ".png")
+                + ("_paper" if protocol == "paper" else ""))
         yield name, robust_figure, (key, rows, styles)
 
 
@@ -1231,7 +1255,7 @@ def robust_figure(key, rows, styles):
 
 
 def level_figures(accuracy, styles):
-    """Plans (`write_png`'s) of test accuracy against the training-set level: a figure per dataset
+    """Plans (`write_figure`'s) of test accuracy against the training-set level: a figure per dataset
     and model, of its labels trained at two levels or more (a label run at one level alone is a
     point among the others' at that level, a line of nothing: it is in the tables)."""
     levels = defaultdict(set)
@@ -1241,7 +1265,7 @@ def level_figures(accuracy, styles):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)
                 and len(levels[(dataset, model, r["label"])]) >= 2]
         if rows:
-            yield f"levels_{dataset}_{model}.png", level_figure, (dataset, model, rows, styles)
+            yield f"levels_{dataset}_{model}", level_figure, (dataset, model, rows, styles)
 
 
 def level_figure(dataset, model, rows, styles):
@@ -1285,10 +1309,10 @@ def hide_crowded(labels):
 
 
 def curve_figures(curves, styles):
-    """Plans (`write_png`'s) of validation accuracy per epoch, the mean over seeds (`curve_means`'):
+    """Plans (`write_figure`'s) of validation accuracy per epoch, the mean over seeds (`curve_means`'):
     a figure per dataset, model and level."""
     for (dataset, model, level), by_label in sorted(curves.items()):
-        yield (f"curves_{dataset}_{model}_level{level:g}.png", curve_figure,
+        yield (f"curves_{dataset}_{model}_level{level:g}", curve_figure,
                (dataset, model, level, by_label, styles))
 
 
@@ -1334,18 +1358,22 @@ def curve_means(records):
     return out
 
 
-def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, label_dirs=()):
+def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, label_dirs=(),
+           figure_format=DEFAULT_FIGURE_FORMAT):
     """Read every run under base_dir and write the report to out_dir; returns the summary dict.
+    draw: the figures too, files of `figure_format` (of FIGURE_FORMATS).
     workers > 1 reads the runs and draws the figures in up to that many processes (`in_workers`),
     spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
     multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default).
     `label_dirs`: folders of the label files the runs trained with (`label_stat_rows`)."""
+    if figure_format not in FIGURE_FORMATS:  # a notebook's, said before the runs are read
+        raise UsageError(f"figure_format {figure_format!r} is not one of {', '.join(FIGURE_FORMATS)}")
     # an --out it cannot use is the command line's UsageError, in a notebook too
     with os_errors_as_usage({"--out": out_dir}):
-        return _report(base_dir, out_dir, grid, title, draw, workers, label_dirs)
+        return _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_format)
 
 
-def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs):
+def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_format):
     """`report`, its OSErrors as they come."""
     base, out = Path(base_dir), Path(out_dir)
     records = read_runs(base, grid, workers)
@@ -1377,12 +1405,12 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs):
         with file_set() as put:
             csvs = write_csvs(put, out, summary, records)
             put(out / "tables.md", lambda f: f.write(utf8(tables)))
-            written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers)
-                       if draw else [])
+            written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers,
+                               figure_format) if draw else [])
             summary["files"] = ["tables.md", *csvs, *written]
             # --no_figures: an earlier report's figures left in place, for a later report to remove
             summary["kept_figures"] = [] if draw else [name for name in earlier_files(earlier)
-                                                       if name.endswith(".png") and (out / name).is_file()]
+                                                       if is_figure(name) and (out / name).is_file()]
             put(out / SUMMARY, lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
         remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
@@ -1497,13 +1525,19 @@ def earlier_files(earlier):
     return list(dict.fromkeys(n for n in listed if isinstance(n, str) and REPORT_FILE.fullmatch(n)))
 
 
+def is_figure(name):
+    """Whether a report's file name is a figure's, of any format (FIGURE_FORMATS): an earlier
+    report's may be of another --figure_format than this one's."""
+    return Path(name).suffix[1:] in FIGURE_FORMATS
+
+
 def remove_stale(out, earlier, files, figures_too=True):
     """Delete the files an earlier report in `out` wrote or kept (its summary.json lists them) that
     this one did not write (a figure of runs since deleted, label_noise.csv without noise runs now):
     beside this report's files they would pass for its own. Without figures_too (--no_figures),
     the earlier figures stay as they are."""
     for name in earlier_files(earlier):
-        if name not in files and (figures_too or not name.endswith(".png")):
+        if name not in files and (figures_too or not is_figure(name)):
             (out / name).unlink(missing_ok=True)
 
 
@@ -1532,7 +1566,7 @@ def main(argv=None):
             raise UsageError(f"--label_dir {folder} " + ("is not a folder" if Path(folder).exists()
                                                          else "does not exist"))
     summary = report(base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
-                     workers=args.workers, label_dirs=label_dirs)
+                     workers=args.workers, label_dirs=label_dirs, figure_format=args.figure_format)
     if grid_base and not summary["run_dirs"] and resolved(base_dir) != resolved(grid_base):
         log(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
             f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)")

@@ -548,7 +548,7 @@ def test_figures_draw_the_tables_numbers(tmp_path):
     figures = {name: draw(*args) for name, draw, args in plans}
     drawn = {name: figure.axes[0].lines[0].get_xydata().T.tolist() for name, figure in figures.items()}
     # the margin objective's panel was titled "pgd+margin", beside "FGSM"
-    assert [ax.get_title() for ax in figures["robust_cifar10_resnet32_level100_untargeted.png"].axes
+    assert [ax.get_title() for ax in figures["robust_cifar10_resnet32_level100_untargeted"].axes
             if ax.get_title()] == ["FGSM", "PGD (margin objective)"]
     # three panels a row at most: the mini-study's five made a 24-inch strip
     make_run(tmp_path / "five", "speech", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,
@@ -558,11 +558,11 @@ def test_figures_draw_the_tables_numbers(tmp_path):
     [(_, draw_five, args)] = robust_figures(five, label_styles(["speech"]))
     panels = draw_five(*args).axes
     assert [ax.get_subplotspec().rowspan.start for ax in panels] == [0, 0, 0, 1, 1]
-    assert drawn.keys() == {"robust_cifar10_resnet32_level100_untargeted.png", "levels_cifar10_resnet32.png",
-                            "robust_cifar10_resnet32_level100_untargeted_paper.png"}
-    expected = {"robust_cifar10_resnet32_level100_untargeted.png": [[0, 1, 8], [70, 50, 10]],
-                "robust_cifar10_resnet32_level100_untargeted_paper.png": [[0, 0.3], [70, 20]],
-                "levels_cifar10_resnet32.png": [[25, 100], [40, 70]]}
+    assert drawn.keys() == {"robust_cifar10_resnet32_level100_untargeted", "levels_cifar10_resnet32",
+                            "robust_cifar10_resnet32_level100_untargeted_paper"}
+    expected = {"robust_cifar10_resnet32_level100_untargeted": [[0, 1, 8], [70, 50, 10]],
+                "robust_cifar10_resnet32_level100_untargeted_paper": [[0, 0.3], [70, 20]],
+                "levels_cifar10_resnet32": [[25, 100], [40, 70]]}
     for name, (xs, ys) in expected.items():
         assert drawn[name] == [pytest.approx(xs, rel=1e-6), pytest.approx(ys)], name
 
@@ -620,17 +620,17 @@ def test_a_figure_is_drawn_once_into_the_bytes_savefig_wrote(study, tmp_path, mo
     third of a large report's time. Drawn once, a figure's PNG is still savefig's, byte for byte."""
     import io
     import report as module
-    real, compared = module.write_png, []
+    real, compared = module.write_figure, []
 
-    def and_savefig(plan, f):
+    def and_savefig(plan, f, figure_format):
         mine = io.BytesIO()
-        real(plan, mine)
+        real(plan, mine, figure_format)
         _, draw, args = plan
         saved = io.BytesIO()
         draw(*args).savefig(saved, format="png", dpi=120)
         compared.append((plan[0], mine.getvalue() == saved.getvalue()))
         f.write(mine.getvalue())
-    monkeypatch.setattr(module, "write_png", and_savefig)
+    monkeypatch.setattr(module, "write_figure", and_savefig)
     report(study, tmp_path / "out")
     assert len(compared) == 5 and all(same for _, same in compared), compared
 
@@ -1530,6 +1530,57 @@ def test_figures_a_no_figures_report_kept_go_with_the_next_report(tmp_path):
     assert "levels_cifar10_resnet32.png" in listed["kept_figures"] and last["kept_figures"] == []
 
 
+@pytest.mark.parametrize("figure_format, header", [("pdf", b"%PDF-"), ("svg", b"<?xml")])
+def test_a_vector_report_names_its_figures_as_the_png_ones_and_reruns_into_the_same_bytes(
+        made, study, tmp_path, figure_format, header):
+    """--figure_format pdf or svg (for a paper): the PNG report's figures, each of that format under
+    the PNG's name with its extension, listed in summary.json. matplotlib writes when a PDF or SVG
+    was made into it, and salts an SVG's ids at random: a rerun of the same report wrote other
+    bytes, and a committed report changed at every rerun."""
+    out, summary = made
+    png = [name for name in summary["files"] if name.endswith(".png")]
+    first, again = (report(study, tmp_path / name, figure_format=figure_format) for name in ("one", "two"))
+    figures = [name for name in first["files"] if name.endswith(f".{figure_format}")]
+    assert figures == [name.removesuffix(".png") + f".{figure_format}" for name in png] and len(figures) == 5
+    assert first["files"] == [*summary["files"][:-len(png)], *figures]
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["files"] == first["files"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted([*first["files"], "summary.json"])
+    assert again["files"] == first["files"]
+    for name in [*first["files"], "summary.json"]:
+        content = (tmp_path / "one" / name).read_bytes()
+        assert content == (tmp_path / "two" / name).read_bytes(), name
+        if name in figures:
+            assert content.startswith(header) and b"CreationDate" not in content and b"dc:date" not in content
+
+
+def test_a_report_of_another_figure_format_removes_the_earlier_figures(study, tmp_path):
+    """Into one --out, a PDF report after a PNG one left the PNG figures beside the PDFs, passing
+    for this report's; with --no_figures the earlier figures stay, of any format, until the next
+    report with figures replaces them."""
+    out = tmp_path / "out"
+    pngs = [name for name in report(study, out)["files"] if name.endswith(".png")]
+    pdf = report(study, out, figure_format="pdf")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*pdf["files"], "summary.json"])
+    assert not list(out.glob("*.png")) and len(list(out.glob("*.pdf"))) == len(pngs)
+    kept = report(study, out, draw=False)
+    assert sorted(kept["kept_figures"]) == sorted(p.name for p in out.glob("*.pdf")) and len(kept["kept_figures"]) == 5
+    svg = report(study, out, figure_format="svg")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*svg["files"], "summary.json"])
+    assert [name.removesuffix(".svg") for name in svg["files"] if name.endswith(".svg")] == [
+        name.removesuffix(".png") for name in pngs]
+
+
+def test_a_figure_format_of_none_of_the_choices_is_one_error_line(study, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--base_dir", str(study), "--out", str(out), "--figure_format", "eps"]
+    assert call_cli(report_main, argv) == 2
+    assert capsys.readouterr().err == ("error: argument --figure_format: invalid choice: 'eps' "
+                                       "(choose from 'png', 'pdf', 'svg') (see report.py --help)\n")
+    with pytest.raises(UsageError, match=r"^figure_format 'PDF' is not one of png, pdf, svg$"):
+        report(study, out, figure_format="PDF")  # a notebook's, before the runs are read
+    assert not out.exists()
+
+
 def test_the_report_reads_every_run_directory_train_py_writes(tmp_path):
     """find_runs parses what utils.runs.run_directory builds: level, noise and coarse folders."""
     from report import find_runs
@@ -1924,7 +1975,7 @@ def test_the_committed_mini_study_is_what_report_py_makes_of_its_runs(tmp_path, 
     (root / "docs").symlink_to(REPO / "docs")
     (root / "outputs").mkdir()
     (root / "outputs" / base).symlink_to(results / "runs")
-    monkeypatch.setattr(module, "write_png", lambda plan, f: None)
+    monkeypatch.setattr(module, "write_figure", lambda plan, f, figure_format: None)
     monkeypatch.setattr(module, "trained_folder", lambda flags, name: "absent")  # no run's own folder
     argv = ["--base_dir", f"outputs/{base}", "--out", str(tmp_path / "out"), "--grid",
             f"docs/results/{folder}/grid.yaml", "--title", title, "--workers", "1"]
@@ -1935,7 +1986,7 @@ def test_the_committed_mini_study_is_what_report_py_makes_of_its_runs(tmp_path, 
     committed = sorted(p.name for p in results.iterdir() if p.is_file() and p.suffix != ".yaml")
     assert written == committed == sorted(summary["files"] + ["summary.json"])
     for name in written:
-        if not name.endswith(".png"):
+        if not module.is_figure(name):
             assert (tmp_path / "out" / name).read_bytes() == (results / name).read_bytes(), name
 
 
