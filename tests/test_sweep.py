@@ -1169,6 +1169,21 @@ def test_nothing_to_submit_removes_the_earlier_script(tmp_path, capsys, cifar10_
     assert sweep.drop_old_script(other) == "" and other.exists()
 
 
+def test_a_slurm_sweep_with_every_run_done_writes_no_script(tmp_path, capsys, cifar10_dir, label_dir):
+    """Once its runs are done, `sweep.py --slurm F` says so, removes the earlier F and prints a
+    summary of no tasks and no script, which a submitting wrapper reads before `sbatch F`."""
+    grid = ["--labels", "category", "--seeds", "3", *tiny(cifar10_dir, label_dir, tmp_path / "out"),
+            "--stages", "train"]
+    script, _ = slurm_script(tmp_path, capsys, grid)
+    make_trained(tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category", epochs=1)
+    assert sweep.main(grid + ["--slurm", str(script)]) == {"runs": 1, "tasks": 0, "script": None}
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"runs": 1, "tasks": 0, "script": None}
+    assert err == (f"1 run: 0 to run, 1 complete (skipped); train 0: nothing to submit, no script written; "
+                   f"removed the earlier {script}, so it is not submitted again\n")
+    assert not script.exists()
+
+
 def test_the_slurm_message_counts_its_tasks(tmp_path, capsys, cifar10_dir, label_dir):
     """A grid of one run wrote "(1 array tasks)"."""
     grid = ["--labels", "category", "--seeds", "3", *tiny(cifar10_dir, label_dir, tmp_path / "out")]
