@@ -1834,6 +1834,37 @@ def test_a_checkpoint_of_a_network_this_checkout_lacks_says_to_register_it(speec
     assert model.model_args["arch"] == arch
 
 
+def test_weights_that_do_not_fit_the_network_are_one_line(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """A checkpoint whose weights lack one of the network's entries (one saved by hand from another
+    revision of it) is refused in one line naming the network, with torch's reason."""
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    name = next(k for k in checkpoint["model"] if k.endswith("weight"))
+    del checkpoint["model"][name]
+    torch.save(checkpoint, tmp_path / "other.pth")
+    line = one_line_error(capsys, ["--checkpoint", str(tmp_path / "other.pth"), "--data_dir", str(cifar10_dir),
+                                   "--label_dir", str(label_dir), "--num_images", "5"])
+    assert line.startswith(f"error: {tmp_path / 'other.pth'}: the weights do not fit a resnet32 with outputs "
+                           "(64, 64) (Error(s) in loading state_dict for "), line
+    assert f'Missing key(s) in state_dict: "{name}"' in line
+    assert not (tmp_path / ATTACK_RESULTS).exists()
+
+
+def test_a_model_whose_outputs_are_not_its_targets_shape_is_one_line(speech_run, cifar10_dir, label_dir,
+                                                                     tmp_path, capsys):
+    """Weights that fit a network of (64, 64) outputs beside speech targets stored flattened: every
+    output would be compared with a target of another shape. Refused, naming both shapes."""
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    checkpoint["label_space"]["targets"] = checkpoint["label_space"]["targets"].flatten(1)
+    torch.save(checkpoint, tmp_path / "flat.pth")
+    line = one_line_error(capsys, ["--checkpoint", str(tmp_path / "flat.pth"), "--data_dir", str(cifar10_dir),
+                                   "--label_dir", str(label_dir), "--num_images", "5"])
+    assert line == (f"error: {tmp_path / 'flat.pth'}: the model outputs (64, 64) but its speech targets "
+                    "have shape (4096,)")
+    assert not (tmp_path / ATTACK_RESULTS).exists()
+
+
 def test_a_diverged_checkpoint_is_refused(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     """A model with NaN weights outputs NaN, decoded as some class: its 'robust accuracy' was a
     number that measured nothing."""
