@@ -1223,6 +1223,7 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
     (run_dir / "attack_results.json").write_text(json.dumps(results))
     (run_dir / "config.json").write_text("[1]")
     (run_dir / "metrics.jsonl").write_text("[1]\n2\n")
+    make_run(base, "category", 8, test_acc=0.9, valid_acc=90.0)  # a percentage: its test_acc is not trusted
     summary = report(base, tmp_path / "out", draw=False)
     markdown = (tmp_path / "out" / "tables.md").read_text()
     assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["65.00 ± 7.07 (n=2)"]
@@ -1231,6 +1232,7 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
     incomplete = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
     for seed in bad_values:
         assert incomplete[f"seed{seed}"] == ["results.json is not valid JSON or has no test_acc in [0, 1]"]
+    assert incomplete["seed8"] == ["results.json has a valid_acc outside [0, 1]"]
     assert incomplete["seed6"][:2] == [
         "config.json is not valid JSON or has no flags",
         "attack_results.json: 6 malformed entries left out (without an attack, targeted, eps >= 0 or a "
