@@ -1834,6 +1834,16 @@ def test_a_checkpoint_of_a_network_this_checkout_lacks_says_to_register_it(speec
     assert model.model_args["arch"] == arch
 
 
+def test_a_folder_named_attack_results_json_is_named_in_the_error(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                                   capsys):
+    """The error named the folder in attack_results.json's place by its descriptor's number
+    ('error: cannot use 7: Is a directory'), not by its path."""
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+    (tmp_path / ATTACK_RESULTS).mkdir()
+    line = one_line_error(capsys, one_fgsm(checkpoint, cifar10_dir, label_dir))
+    assert line == f"error: cannot use {tmp_path / ATTACK_RESULTS}: Is a directory"
+
+
 def test_weights_that_do_not_fit_the_network_are_one_line(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
     """A checkpoint whose weights lack one of the network's entries (one saved by hand from another
     revision of it) is refused in one line naming the network, with torch's reason."""

@@ -928,6 +928,16 @@ def test_another_programs_summary_json_is_no_earlier_report(study, tmp_path):
     assert (out / "data.csv").read_text() == "mine"
 
 
+def test_a_folder_named_summary_json_in_out_is_named_in_the_error(study, tmp_path, capsys):
+    """A folder in --out where the report's summary.json goes: the error named the file by its
+    descriptor's number ('error: cannot use 4: Is a directory')."""
+    out = tmp_path / "out"
+    (out / "summary.json").mkdir(parents=True)
+    assert call_cli(report_main, ["--base_dir", str(study), "--out", str(out), "--no_figures"]) == 2
+    assert capsys.readouterr() == ("", f"error: cannot use {out / 'summary.json'}: Is a directory\n")
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+
+
 def test_the_json_line_names_the_report_folder_absolute(study, tmp_path, monkeypatch, capsys):
     """A relative --out was printed as given: a notebook that ran report.py with another working
     directory (subprocess cwd=...) could not open it; through a link, its absolute form kept

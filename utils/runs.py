@@ -269,18 +269,27 @@ READ_LIMIT = 64 << 20
 
 
 def read_text(path):
-    """The text of the regular file at `path`; OSError for anything else (a FIFO put in a run's
-    folder would hold its reader forever; Windows has no FIFOs, nor O_NONBLOCK), and for one of over
-    READ_LIMIT bytes, which labelrep never writes (a run folder from elsewhere whose results.json
-    held 200 MB took report.py 1.8 GB and 9 s to read; a few of 1 GB, its workers the machine's
-    memory)."""
-    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as f:
-        found = os.fstat(f.fileno())
+    """The text of the regular file at `path`; OSError naming `path` for anything else (a FIFO put
+    in a run's folder would hold its reader forever; Windows has no FIFOs, nor O_NONBLOCK), and for
+    one of over READ_LIMIT bytes, which labelrep never writes (a run folder from elsewhere whose
+    results.json held 200 MB took report.py 1.8 GB and 9 s to read; a few of 1 GB, its workers the
+    machine's memory). Checked before the descriptor becomes a file object, whose open names a
+    folder by its number ('cannot use 4: Is a directory')."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        found = os.fstat(fd)
+        if stat.S_ISDIR(found.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
         if found.st_size > READ_LIMIT:
             raise OSError(errno.EINVAL, f"{found.st_size} bytes, over the {READ_LIMIT >> 20} MiB of any file "
                           "labelrep writes; not read", str(path))
+        f = open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
         return f.read(READ_LIMIT + 1).decode()
 
 
