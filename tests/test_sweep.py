@@ -1335,6 +1335,31 @@ def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
     assert json.loads(out) == [[75, "SIGINT"]], err
 
 
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 75), (signal.SIGINT, 130)])
+def test_a_stopped_local_sweep_exits_75_or_130_with_its_summary(tmp_path, capsys, monkeypatch, signum, status):
+    """sweep.py's exit status says how it stopped, as docs/experiments.md has it: 75 after SIGTERM
+    (a requeue), 130 after Ctrl-C, with the signal and the stopped stage in its summary line. (Its
+    stage: a stand-in for train.py, as the interpreter --local runs, that exits 75 when signalled.)"""
+    stage = tmp_path / "stage"
+    stage.write_text(f"#!{sys.executable}\n" + STAGE.replace("float(sys.argv[1])", "60").replace("int(sys.argv[2])", "0"))
+    stage.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(stage))
+    log = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category" / "train.log"
+
+    def signal_when_working():
+        while not (log.exists() and "working" in log.read_text()):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signum)
+    threading.Thread(target=signal_when_working, daemon=True).start()
+    with pytest.raises(SystemExit) as stopped:
+        sweep.main(["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages", "train", "--local"])
+    summary = json.loads(capsys.readouterr().out)
+    assert stopped.value.code == status
+    assert (summary["signal"], summary["completed"], summary["failed"]) == (signum.name, 0, [])
+    assert [(s["run"], s["stage"], s["status"]) for s in summary["stopped"]] == [
+        ("cifar10/resnet32/category/level100/seed3", "train", 75)]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_local_sweep_killed_outright_stops_its_stages(tmp_path):
     """A sweep SIGKILLed with its process group (`kill -9 -PGID`, `timeout -s KILL`, the OOM
