@@ -930,12 +930,19 @@ def test_another_programs_summary_json_is_no_earlier_report(study, tmp_path):
 
 def test_a_folder_named_summary_json_in_out_is_named_in_the_error(study, tmp_path, capsys):
     """A folder in --out where the report's summary.json goes: the error named the file by its
-    descriptor's number ('error: cannot use 4: Is a directory')."""
+    descriptor's number ('error: cannot use 4: Is a directory'). A folder where another of its
+    files goes is named likewise, and no file is written."""
     out = tmp_path / "out"
     (out / "summary.json").mkdir(parents=True)
     assert call_cli(report_main, ["--base_dir", str(study), "--out", str(out), "--no_figures"]) == 2
     assert capsys.readouterr() == ("", f"error: cannot use {out / 'summary.json'}: Is a directory\n")
     assert [p.name for p in out.iterdir()] == ["summary.json"]
+    # one of the files it writes, renamed into place together: none is, and the error names it
+    (out / "summary.json").rmdir()
+    (out / "tables.md").mkdir()
+    assert call_cli(report_main, ["--base_dir", str(study), "--out", str(out), "--no_figures"]) == 2
+    assert capsys.readouterr() == ("", f"error: cannot use {out / 'tables.md'}: Is a directory\n")
+    assert [p.name for p in out.iterdir()] == ["tables.md"]
 
 
 def test_the_json_line_names_the_report_folder_absolute(study, tmp_path, monkeypatch, capsys):
