@@ -2253,6 +2253,18 @@ def test_a_local_sweep_that_cannot_write_its_logs_is_one_line_before_any_run(tmp
     assert "FAILED" not in capsys.readouterr().err
 
 
+def test_a_stage_log_already_there_that_takes_no_appends_is_one_line_before_any_run(tmp_path, capsys):
+    """A run left to do whose train.log is there is checked by appending to it, before any run
+    starts: one that cannot be (here a folder of that name) is one line naming it, and no stage
+    starts."""
+    log = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category" / "train.log"
+    log.mkdir(parents=True)
+    argv = ["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages", "train", "--local"]
+    assert call_cli(sweep.main, argv) == 2
+    assert capsys.readouterr() == ("", f"error: cannot use {log}: Is a directory\n")
+    assert [p.name for p in log.parent.iterdir()] == ["train.log"]
+
+
 def test_a_stage_whose_log_could_not_be_made_names_no_log(tmp_path):
     """A stage whose log could not be made once the sweep ran (its run folder made a file meanwhile)
     failed 'not started' with '(log: .../train.log)', a log that was never written."""
