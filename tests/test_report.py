@@ -1234,7 +1234,7 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
                        attack=[entry("fgsm", EPS8, 0.3), entry("pgd", EPS8, 0.2)])
     results = json.loads((run_dir / "attack_results.json").read_text())
     results["entries"][1]["robust_acc"] = float("nan")
-    results["entries"].append({"eps": 0.1})
+    results["entries"] += [{"eps": 0.1}, 5]  # 5: no entry at all, as a hand edit may leave
     for field, value in (("step_size", "x"), ("num_images", "100"), ("restarts", [1]), ("eps_label", 5)):
         results["entries"].append(dict(entry("fgsm", EPS8, 0.3), **{field: value}))
     (run_dir / "attack_results.json").write_text(json.dumps(results))
@@ -1252,7 +1252,7 @@ def test_malformed_run_files_are_listed_not_averaged(tmp_path):
     assert incomplete["seed8"] == ["results.json has a valid_acc outside [0, 1]"]
     assert incomplete["seed6"][:2] == [
         "config.json is not valid JSON or has no flags",
-        "attack_results.json: 6 malformed entries left out (without an attack, targeted, eps >= 0 or a "
+        "attack_results.json: 7 malformed entries left out (without an attack, targeted, eps >= 0 or a "
         "robust_acc in [0, 1])"]
     run_dir = make_run(base, "category", 7, test_acc=0.6, valid_acc=0.6)
     text = (run_dir / "results.json").read_text()
