@@ -1845,18 +1845,22 @@ def test_a_folder_named_attack_results_json_is_named_in_the_error(speech_run, ci
 
 
 def test_weights_that_do_not_fit_the_network_are_one_line(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
-    """A checkpoint whose weights lack one of the network's entries (one saved by hand from another
-    revision of it) is refused in one line naming the network, with torch's reason."""
+    """A checkpoint whose weights lack one of the network's entries, or hold one more (one saved by
+    hand from another revision of it), is refused in one line naming the network: the missing
+    entry found on the network's shapes before it is built, the extra one with torch's reason."""
     _, run_dir = speech_run
     checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
     name = next(k for k in checkpoint["model"] if k.endswith("weight"))
-    del checkpoint["model"][name]
-    torch.save(checkpoint, tmp_path / "other.pth")
-    line = one_line_error(capsys, ["--checkpoint", str(tmp_path / "other.pth"), "--data_dir", str(cifar10_dir),
-                                   "--label_dir", str(label_dir), "--num_images", "5"])
-    assert line.startswith(f"error: {tmp_path / 'other.pth'}: the weights do not fit a resnet32 with outputs "
-                           "(64, 64) (Error(s) in loading state_dict for "), line
-    assert f'Missing key(s) in state_dict: "{name}"' in line
+    argv = ["--checkpoint", str(tmp_path / "other.pth"), "--data_dir", str(cifar10_dir),
+            "--label_dir", str(label_dir), "--num_images", "5"]
+    start = f"error: {tmp_path / 'other.pth'}: the weights do not fit a resnet32 with outputs (64, 64) ("
+    torch.save(checkpoint | {"model": {k: v for k, v in checkpoint["model"].items() if k != name}},
+               tmp_path / "other.pth")
+    assert one_line_error(capsys, argv) == f"{start}{name}: not in the file)"
+    torch.save(checkpoint | {"model": checkpoint["model"] | {"extra.weight": torch.zeros(1)}}, tmp_path / "other.pth")
+    line = one_line_error(capsys, argv)
+    assert line.startswith(f"{start}Error(s) in loading state_dict for "), line
+    assert 'Unexpected key(s) in state_dict: "extra.weight"' in line
     assert not (tmp_path / ATTACK_RESULTS).exists()
 
 
