@@ -6,7 +6,8 @@
 Reads each run directory of the paper's layout ({base}/{dataset}/seed{s}/{model}/model_{label},
 {base}/less/{dataset}/level{L}/..., model_category_smooth{S}, model_{label}_noise{R}; see
 utils.runs.run_directory):
-config.json, results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md;
+config.json, results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md (and
+with --latex tables.tex, its tables as LaTeX booktabs tables for a paper);
 clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
 --label_noise runs), label_stats.csv (labels.stats of the targets each label trained, from the
 label files in --label_dir that hold them); figures, PNG or --figure_format pdf or svg (robust
@@ -46,8 +47,8 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
                         read_json_file, read_lines, smoothed_loss_attacks, smoothed_run, unreadable)
-from utils.atomic import (code_span, exclusive, file_set, markdown_table, print_json, remove_temporaries,
-                          temporary_names, utf8)
+from utils.atomic import (Table, code_span, exclusive, file_set, print_json, remove_temporaries, temporary_names,
+                          utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder, with_added_flags)
@@ -74,7 +75,7 @@ FIGURE_FORMATS = {"png": ("agg", {}),
 FIGURE_RC = {"svg.hashsalt": "labelrep"}  # matplotlib's default: a random salt for each SVG written
 DEFAULT_FIGURE_FORMAT = "png"  # every report's before --figure_format: theirs stay as they were
 # a name report() writes in --out, no folder
-REPORT_FILE = re.compile(rf"[\w.+=-]+\.(md|csv|{'|'.join(FIGURE_FORMATS)})")
+REPORT_FILE = re.compile(rf"[\w.+=-]+\.(md|tex|csv|{'|'.join(FIGURE_FORMATS)})")
 # report.py reads runs and draws figures in up to one process a CPU core, 8 at most: each holds
 # ~100 MB, and past 8 the rest (the tables, summary.json) takes the most time. A worker's start
 # (Python; matplotlib) costs about as much as reading 50 runs or drawing 2 figures.
@@ -109,6 +110,9 @@ def build_parser():
     parser.add_argument("--figure_format", choices=FIGURE_FORMATS, default=DEFAULT_FIGURE_FORMAT,
                         help="file format of the figures (pdf, svg: vector, for a paper); an earlier "
                         "report's figures of another format in --out are removed")
+    parser.add_argument("--latex", action="store_true", help="also write tables.tex: tables.md's tables "
+                        "as LaTeX booktabs tables, for a paper (an earlier report's tables.tex in --out "
+                        "is removed without it)")
     parser.add_argument("--no_figures", action="store_true", help="no figures, only tables, CSVs "
                         "and JSON (an earlier report's figures in --out, of any format, are left as "
                         "they were)")
@@ -785,9 +789,16 @@ def stat_cells(find, label, columns, name):
     return [cell(stats(find[(label, c)], name)) if (label, c) in find else "-" for c in columns]
 
 
+def headed(section, heading, header, rows):
+    """tables.md's lines of a table under its ### `heading`, the table a `Table` captioned
+    'section. heading' (a LaTeX caption stands alone, without the page's ## heading above it)."""
+    return [f"### {heading}", "", Table(f"{section}. {heading}", header, rows), ""]
+
+
 def clean_markdown(accuracy):
     """tables.md's clean test accuracy: per dataset, a label by model table at its full level."""
-    out = ["## Clean test accuracy", ""]
+    section = "Clean test accuracy"
+    out = [f"## {section}", ""]
     out += [] if accuracy else [NO_ACCURACY, ""]
     levels = full_levels(accuracy)
     for dataset in sorted({r["dataset"] for r in accuracy}):
@@ -799,9 +810,8 @@ def clean_markdown(accuracy):
         images = one(i for r in rows for i in r["train_images"])
         level_text = ", ".join(sorted({f"level {levels[(dataset, m)]:g}" for m in models}))
         epochs = one(e for r in rows for e in r["epochs"])
-        out += [f"### {dataset} ({level_text}: {images} training images, {counted(epochs, 'epoch')})", "",
-                markdown_table(["label", *models],
-                               [[label, *stat_cells(find, label, models, "test_acc")] for label in labels]), ""]
+        out += headed(section, f"{dataset} ({level_text}: {images} training images, {counted(epochs, 'epoch')})",
+                      ["label", *models], [[label, *stat_cells(find, label, models, "test_acc")] for label in labels])
     return out
 
 
@@ -813,7 +823,8 @@ def level_images(rows):
 
 def efficiency_markdown(accuracy):
     """tables.md's data efficiency: per dataset and model, a label by training-set level table."""
-    out = ["## Data efficiency: test accuracy per training-set level", ""]
+    section = "Data efficiency: test accuracy per training-set level"
+    out = [f"## {section}", ""]
     out += [] if accuracy else [NO_ACCURACY, ""]
     for dataset, model in sorted({(r["dataset"], r["model"]) for r in accuracy}):
         rows = [r for r in accuracy if (r["dataset"], r["model"]) == (dataset, model)]
@@ -821,10 +832,9 @@ def efficiency_markdown(accuracy):
         level_list = sorted(images, reverse=True)
         find = {(r["label"], r["level"]): r for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
-        out += [f"### {dataset}, {model}", "",
-                markdown_table(["label", *(f"{lv:g}% ({images[lv]} images)" for lv in level_list)],
-                               [[label, *stat_cells(find, label, level_list, "test_acc")] for label in labels]),
-                ""]
+        out += headed(section, f"{dataset}, {model}",
+                      ["label", *(f"{lv:g}% ({images[lv]} images)" for lv in level_list)],
+                      [[label, *stat_cells(find, label, level_list, "test_acc")] for label in labels])
     return out
 
 
@@ -834,7 +844,8 @@ def noise_markdown(accuracy):
     noise = noise_rows(accuracy)
     if not noise:
         return []
-    out = ["## Label noise: test accuracy per fraction of corrupted training labels", "",
+    section = "Label noise: test accuracy per fraction of corrupted training labels"
+    out = [f"## {section}", "",
            "`--label_noise R` replaced round(R x N) training labels by a random other class; "
            "validation and test labels are clean.", ""]
     for dataset, model, level in sorted({(r["dataset"], r["model"], r["level"]) for r in noise},
@@ -843,16 +854,17 @@ def noise_markdown(accuracy):
         rates = sorted({r["label_noise"] for r in rows})
         find = {(r["label"], r["label_noise"]): r for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
-        out += [f"### {dataset}, {model}, level {level:g}", "",
-                markdown_table(["label", *(f"noise {rate:g}" for rate in rates)],
-                               [[label, *stat_cells(find, label, rates, "test_acc")] for label in labels]), ""]
+        out += headed(section, f"{dataset}, {model}, level {level:g}",
+                      ["label", *(f"noise {rate:g}" for rate in rates)],
+                      [[label, *stat_cells(find, label, rates, "test_acc")] for label in labels])
     return out
 
 
 def robust_markdown(robust):
     """tables.md's robust accuracy: per attack setting (`robust_tables`), a label by eps table,
     and for a targeted attack its success rates."""
-    out = ["## Robust accuracy under attack", ""]
+    section = "Robust accuracy under attack"
+    out = [f"## {section}", ""]
     out += [ROBUST_LEGEND if robust else "No attack results.", ""]
     tables = robust_tables(robust, lambda r: (r["dataset"], r["model"], r["level"], r["attack"],
                                               r["targeted"], r["protocol"]))
@@ -867,16 +879,16 @@ def robust_markdown(robust):
         clean = {r["label"]: r for r in rows}
         details = setting_text(rows[0], step_size=len(key) > 10)
         kind = "targeted" if targeted else "untargeted"
-        out += [f"### {dataset}, {model}, level {level:g}: {attack}, {kind}"
-                + (", paper protocol" if protocol == "paper" else "") + f" ({details})", "",
-                markdown_table(["label", "clean", *(eps_label[e] for e in eps_list)],
-                               [[label, cell(stats(clean[label], "clean_acc")),
-                                 *stat_cells(find, label, eps_list, "robust_acc")] for label in labels]), ""]
+        heading = (f"{dataset}, {model}, level {level:g}: {attack}, {kind}"
+                   + (", paper protocol" if protocol == "paper" else "") + f" ({details})")
+        out += headed(section, heading, ["label", "clean", *(eps_label[e] for e in eps_list)],
+                      [[label, cell(stats(clean[label], "clean_acc")), *stat_cells(find, label, eps_list, "robust_acc")]
+                       for label in labels])
         if targeted:
-            out += ["Targeted attack success rate (%):", "",
-                    markdown_table(["label", *(eps_label[e] for e in eps_list)],
-                                   [[label, *stat_cells(find, label, eps_list, "target_success")]
-                                    for label in labels]), ""]
+            success = "Targeted attack success rate (%)"
+            out += [f"{success}:", "", Table(f"{success}. {heading}", ["label", *(eps_label[e] for e in eps_list)],
+                                             [[label, *stat_cells(find, label, eps_list, "target_success")]
+                                              for label in labels]), ""]
     return out
 
 
@@ -989,12 +1001,13 @@ def label_stats_markdown(measured):
     """tables.md's label statistics (`label_stat_rows`' rows and unmeasured, `measured`): a table
     per dataset, then the labels not measured."""
     rows, unmeasured = measured
-    out = ["## Label statistics", "", LABEL_STATS_LEGEND, ""]
+    section = "Label statistics"
+    out = [f"## {section}", "", LABEL_STATS_LEGEND, ""]
     several = Counter((r["dataset"], r["label"]) for r in rows)
     for dataset in sorted({r["dataset"] for r in rows}):
-        out += [f"### {dataset}", "", markdown_table(["label", *LABEL_STAT_COLUMNS], [
+        out += headed(section, dataset, ["label", *LABEL_STAT_COLUMNS], [
             [r["label"] + (f" ({r['label_sha256'][:8]})" if several[(dataset, r["label"])] > 1 else ""),
-             *(value_text(r[c]) for c in LABEL_STAT_COLUMNS)] for r in rows if r["dataset"] == dataset]), ""]
+             *(value_text(r[c]) for c in LABEL_STAT_COLUMNS)] for r in rows if r["dataset"] == dataset])
     if not rows and not unmeasured:
         out += ["No trained run in the tables has class targets (MCR2 regresses none).", ""]
     if unmeasured:
@@ -1002,10 +1015,10 @@ def label_stats_markdown(measured):
     return out
 
 
-def tables_markdown(title, base, records, accuracy, robust, measured, incomplete, missing, expected_from,
-                    counts):
-    """tables.md: what was read, the clean, data-efficiency, label-noise, robust and label statistics
-    tables, then the diverged, incomplete and missing runs."""
+def tables_page(title, base, records, accuracy, robust, measured, incomplete, missing, expected_from, counts):
+    """tables.md's lines, each table a `Table` (`tables_markdown` and `tables_latex` write them): what
+    was read, the clean, data-efficiency, label-noise, robust and label statistics tables, then the
+    diverged, incomplete and missing runs."""
     directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
     intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
@@ -1027,7 +1040,22 @@ def tables_markdown(title, base, records, accuracy, robust, measured, incomplete
     out += [f"- {code_span(i['run_dir'])}: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
     out += ["", "## Missing runs", ""]
     out += [f"- {m['run']}: {m['reason']}" for m in missing] or ["None."]
-    return "\n".join(out) + "\n"
+    return out
+
+
+def tables_markdown(page):
+    """tables.md's text of `tables_page`'s lines."""
+    return "\n".join(line.markdown() if isinstance(line, Table) else line for line in page) + "\n"
+
+
+def tables_latex(title, page):
+    """tables.tex's text (--latex): the tables of `tables_page`'s lines, in tables.md's order, as
+    LaTeX floats (`Table.latex`) for a paper to \\input, after a comment of what it needs."""
+    name = " ".join(str(title).splitlines())  # in a comment, which a line break would end
+    head = [f"% {name}: the tables of tables.md, written by report.py --latex.",
+            "% Needs \\usepackage{booktabs} (\\toprule, \\midrule, \\bottomrule). Each table is a table float;",
+            "% a wide one may need \\small or \\resizebox (graphicx) to fit the page."]
+    return "\n\n".join(["\n".join(head), *(line.latex() for line in page if isinstance(line, Table))]) + "\n"
 
 
 def label_styles(labels):
@@ -1359,9 +1387,9 @@ def curve_means(records):
 
 
 def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, label_dirs=(),
-           figure_format=DEFAULT_FIGURE_FORMAT):
+           figure_format=DEFAULT_FIGURE_FORMAT, latex=False):
     """Read every run under base_dir and write the report to out_dir; returns the summary dict.
-    draw: the figures too, files of `figure_format` (of FIGURE_FORMATS).
+    draw: the figures too, files of `figure_format` (of FIGURE_FORMATS). latex: tables.tex too.
     workers > 1 reads the runs and draws the figures in up to that many processes (`in_workers`),
     spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
     multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default).
@@ -1370,10 +1398,10 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, 
         raise UsageError(f"figure_format {figure_format!r} is not one of {', '.join(FIGURE_FORMATS)}")
     # an --out it cannot use is the command line's UsageError, in a notebook too
     with os_errors_as_usage({"--out": out_dir}):
-        return _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_format)
+        return _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_format, latex)
 
 
-def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_format):
+def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_format, latex):
     """`report`, its OSErrors as they come."""
     base, out = Path(base_dir), Path(out_dir)
     records = read_runs(base, grid, workers)
@@ -1397,17 +1425,20 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
                                               "attack", "problems")}, "label_sha256": targets_trained([r]),
                          "in_tables": in_tables(r)} for r in records],
                "incomplete": incomplete, "missing": missing}
-    tables = tables_markdown(title, base_dir, records, accuracy, robust, measured, incomplete, missing,
-                             expected_from, counts)
+    page = tables_page(title, base_dir, records, accuracy, robust, measured, incomplete, missing, expected_from,
+                       counts)
+    # tables.md, and with --latex its tables (the same `Table`s) as tables.tex
+    texts = {"tables.md": tables_markdown(page), **({"tables.tex": tables_latex(title, page)} if latex else {})}
     with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile
         earlier = earlier_summary(out)
         # one set: a failure part way (a full disk) leaves the earlier report's files as they were
         with file_set() as put:
             csvs = write_csvs(put, out, summary, records)
-            put(out / "tables.md", lambda f: f.write(utf8(tables)))
+            for name, text in texts.items():
+                put(out / name, lambda f, text=text: f.write(utf8(text)))
             written = (figures(put, out, accuracy, robust, curves, [r["label"] for r in records], workers,
                                figure_format) if draw else [])
-            summary["files"] = ["tables.md", *csvs, *written]
+            summary["files"] = [*texts, *csvs, *written]
             # --no_figures: an earlier report's figures left in place, for a later report to remove
             summary["kept_figures"] = [] if draw else [name for name in earlier_files(earlier)
                                                        if is_figure(name) and (out / name).is_file()]
@@ -1566,7 +1597,8 @@ def main(argv=None):
             raise UsageError(f"--label_dir {folder} " + ("is not a folder" if Path(folder).exists()
                                                          else "does not exist"))
     summary = report(base_dir, args.out, args.grid, args.title, draw=not args.no_figures,
-                     workers=args.workers, label_dirs=label_dirs, figure_format=args.figure_format)
+                     workers=args.workers, label_dirs=label_dirs, figure_format=args.figure_format,
+                     latex=args.latex)
     if grid_base and not summary["run_dirs"] and resolved(base_dir) != resolved(grid_base):
         log(f"warning: no run directories under --base_dir {base_dir}; the grid's sweep trains its runs "
             f"under {grid_base} (its --base_dir; leave out --base_dir to read them there)")

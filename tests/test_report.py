@@ -1572,6 +1572,105 @@ def test_a_vector_report_names_its_figures_as_the_png_ones_and_reruns_into_the_s
             assert content.startswith(header) and b"CreationDate" not in content and b"dc:date" not in content
 
 
+def test_latex_text_typesets_labels_titles_and_cells_as_they_read():
+    """Every text of tables.tex goes through one escape: the committed study's labels, a --title's
+    TeX specials, a cell's ±. Unescaped, an _ or a $ was an error, a % hid the rest of its line, an
+    & split a cell, a < printed as ¡."""
+    from utils.atomic import latex_text
+    assert [latex_text(label) for label in ("bert_rescaled", "normal_dim=1000", "category_noise0.2",
+                                            "uniform_gap=0")] == [
+        r"bert\_rescaled", r"normal\_dim=1000", r"category\_noise0.2", r"uniform\_gap=0"]
+    assert latex_text("58.41 ± 1.46 (n=3)") == r"58.41 $\pm$ 1.46 (n=3)"
+    assert latex_text("R&D 100% #1 _x_ $5 {a} ~b ^c \\d") == (
+        r"R\&D 100\% \#1 \_x\_ \$5 \{a\} \textasciitilde{}b \textasciicircum{}c \textbackslash{}d")
+    assert latex_text("a<b>c|d[e]*f\ng") == r"a\textless{}b\textgreater{}c\textbar{}d{[}e{]}{*}f g"
+
+
+def test_latex_writes_tables_md_tables_as_booktabs_tables(made, study, tmp_path):
+    """--latex (for a paper): tables.tex beside tables.md, listed after it in summary.json, holding
+    its tables in its order, each a float captioned with its section and heading; tables.md and the
+    other files are the report's without it, and a rerun writes the same bytes."""
+    out, summary = made
+    assert not (out / "tables.tex").exists() and "tables.tex" not in summary["files"]
+    first, again = (report(study, tmp_path / name, draw=False, latex=True) for name in ("one", "two"))
+    assert first["files"] == ["tables.md", "tables.tex", *(n for n in summary["files"][1:] if n.endswith(".csv"))]
+    for name in [*first["files"], "summary.json"]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert (tmp_path / "one" / "tables.md").read_bytes() == (out / "tables.md").read_bytes()
+    latex = (tmp_path / "one" / "tables.tex").read_text()
+    assert latex.startswith("% Results: the tables of tables.md, written by report.py --latex.\n"
+                            "% Needs \\usepackage{booktabs} (\\toprule, \\midrule, \\bottomrule).")
+    assert "\n\\begin{table}[htbp]\n\\centering\n" + "\n".join([
+        r"\caption{Data efficiency: test accuracy per training-set level. cifar10, resnet32}",
+        r"\begin{tabular}{lrr}",
+        r"\toprule",
+        r"label & 100\% (4170 images) & 25\% (1292 images) \\",
+        r"\midrule",
+        r"category & 60.00 $\pm$ 10.00 (n=3) & 40.00 $\pm$ 10.00 (n=3) \\",
+        r"speech & 75.00 $\pm$ 7.07 (n=2) & 45.00 (n=1) \\",
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}"]) + "\n" in latex
+    markdown = (out / "tables.md").read_text()
+    captions, section, heading = [], None, None  # tables.md's headings, as the captions say them
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            section = line[3:]
+        elif line.startswith("### "):
+            heading = line[4:]
+            captions.append(f"{section}. {heading}")
+        elif line == "Targeted attack success rate (%):":
+            captions.append(rf"Targeted attack success rate (\%). {heading}")
+    assert re.findall(r"^\\caption\{(.*)\}$", latex, re.MULTILINE) == captions
+    assert len(captions) == markdown.count("\n|---") == 7
+
+
+def odd_study(base):
+    """Runs of a label of every character LaTeX reads as markup, and of category under another model
+    (so the label's other cell has no value)."""
+    make_run(base, "a&b%c#d_e$f{g}h~i^j\\k[l]*m<n>o|p±q", 0, test_acc=0.5, valid_acc=0.5)
+    make_run(base, "category", 0, test_acc=0.6, valid_acc=0.6, model="resnet110")
+    return base
+
+
+ODD_TITLE = "R&D 100% #1 _x_ $5 {a} ~b ^c \\d\nof two lines"
+
+
+def test_tables_tex_escapes_every_label_and_the_title_stays_a_comment(tmp_path):
+    report(odd_study(tmp_path / "runs"), tmp_path / "out", title=ODD_TITLE, draw=False, latex=True)
+    latex = (tmp_path / "out" / "tables.tex").read_text()
+    assert latex.startswith(f"% {ODD_TITLE.replace(chr(10), ' ')}: the tables of tables.md")
+    assert ("\na\\&b\\%c\\#d\\_e\\$f\\{g\\}h\\textasciitilde{}i\\textasciicircum{}j\\textbackslash{}k{[}l{]}{*}m"
+            "\\textless{}n\\textgreater{}o\\textbar{}p$\\pm$q & -- & 50.00 (n=1) \\\\\n") in latex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex (TeX Live) is not installed")
+def test_tables_tex_compiles_with_pdflatex(tmp_path):
+    """A document of booktabs that \\inputs tables.tex, its labels and title full of TeX's specials,
+    compiles without an error."""
+    report(odd_study(tmp_path / "runs"), tmp_path, title=ODD_TITLE, draw=False, latex=True)
+    (tmp_path / "paper.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                        "\\input{tables.tex}\n\\end{document}\n")
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "-no-shell-escape",
+                           "paper.tex"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert proc.returncode == 0 and not re.search(r"^! ", log, re.MULTILINE), log[-3000:]
+    assert "Output written on paper.pdf" in log
+
+
+def test_a_report_without_latex_removes_an_earlier_tables_tex(study, tmp_path, capsys):
+    """report.py --latex, then a report without it into the same --out: its tables.tex was the
+    earlier runs' tables, passing for this report's."""
+    out = tmp_path / "out"
+    argv = ["--base_dir", str(study), "--out", str(out), "--no_figures", "--workers", "1"]
+    assert call_cli(report_main, [*argv, "--latex"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["files"][:2] == ["tables.md", "tables.tex"]
+    assert "tables.tex" in json.loads((out / "summary.json").read_text())["files"]
+    assert call_cli(report_main, argv) == 0
+    assert "tables.tex" not in json.loads(capsys.readouterr().out.splitlines()[-1])["files"]
+    assert not (out / "tables.tex").exists()
+
+
 def test_a_report_of_another_figure_format_removes_the_earlier_figures(study, tmp_path):
     """Into one --out, a PDF report after a PNG one left the PNG figures beside the PDFs, passing
     for this report's; with --no_figures the earlier figures stay, of any format, until the next

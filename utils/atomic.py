@@ -1,5 +1,5 @@
-"""Atomic file writes: a reader (or a killed job) never sees half a file; strict JSON text and
-Markdown tables.
+"""Atomic file writes: a reader (or a killed job) never sees half a file; strict JSON text;
+tables as Markdown and LaTeX.
 
 No torch here: the label tools import it too."""
 import contextlib
@@ -12,6 +12,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from utils.errors import UsageError, log
@@ -44,6 +45,45 @@ def markdown_table(header, rows):
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
     return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
+
+
+# What LaTeX would read as markup in a text, as it typesets that character: TeX's specials; < > |,
+# which the default OT1 fonts print as other glyphs; [ ] *, which \\ at a row's end would take as
+# its options; the ± of a table's cells, as math, which every engine and font typesets; a line
+# break, which a caption must not hold (two end its paragraph).
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "[": "{[}", "]": "{]}",
+                 "*": "{*}", "±": r"$\pm$", "\n": " ", "\r": " "}
+LATEX_SPECIAL = re.compile("|".join(map(re.escape, LATEX_ESCAPES)))
+
+
+def latex_text(text):
+    """`text` as LaTeX text that typesets it as it is (a label named bert_rescaled, a heading holding
+    a % or a folder's &), in one pass, so that an escape's own backslash and braces are not escaped again."""
+    return LATEX_SPECIAL.sub(lambda match: LATEX_ESCAPES[match.group()], str(text))
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of a report, made once and written as Markdown or LaTeX: `caption` says what it
+    holds (LaTeX's caption; in Markdown the page's heading above it says so), `header` its column names, `rows`
+    its rows of str cells, '-' where there is no value."""
+    caption: str
+    header: list
+    rows: list
+
+    def markdown(self):
+        return markdown_table(self.header, self.rows)
+
+    def latex(self):
+        """A `table` float of booktabs rules (\\toprule, \\midrule, \\bottomrule), its caption
+        above; the first column left-aligned, the others right; a '-' cell as --."""
+        def line(cells):
+            return " & ".join("--" if c == "-" else latex_text(c) for c in cells) + r" \\"
+        return "\n".join([r"\begin{table}[htbp]", r"\centering", rf"\caption{{{latex_text(self.caption)}}}",
+                          rf"\begin{{tabular}}{{l{'r' * (len(self.header) - 1)}}}", r"\toprule", line(self.header),
+                          r"\midrule", *map(line, self.rows), r"\bottomrule", r"\end{tabular}", r"\end{table}"])
 
 
 def code_span(text):
