@@ -27,7 +27,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     preempt.install()
     errors.quiet_interrupts()
 
-from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, schedule  # noqa: E402
+from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, dataset_info, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, as_parsed, choice, nonempty, number,  # noqa: E402
                           interrupt_says, log, os_errors_as_usage, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
@@ -201,6 +201,7 @@ def find_checkpoint(args):
                              "in a folder of its own")
         return path, path.parent
     check_base_dir(args.base_dir)  # --base_dir outputs/less said only "no checkpoint at outputs/less/less/..."
+    dataset_info(args.dataset, args.label_granularity)  # cifar10 coarse: train.py's error, not "no checkpoint"
     check_name_lengths(args)  # a run that no file system holds: not 'File name too long' for its checkpoint
     run_dir = run_dir_of(args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)

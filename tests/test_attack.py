@@ -1300,6 +1300,14 @@ def test_a_missing_checkpoint_names_the_runs_other_placing_flags_name(tmp_path, 
     assert "trained with another" not in one_line_error(capsys, flags + ["--seed", "4"])
 
 
+def test_a_granularity_the_dataset_lacks_is_train_pys_error(tmp_path, capsys):
+    """--label_granularity coarse without --dataset cifar100 (its default, cifar10) said "no checkpoint at
+    .../cifar10_coarse/...; train it with train.py and the same ... flags", which train.py refuses:
+    the error is train.py's."""
+    line = one_line_error(capsys, ["--label_granularity", "coarse", "--base_dir", str(tmp_path), "--device", "cpu"])
+    assert line == "error: cifar10 has no 'coarse' labels; choose from fine"
+
+
 def test_a_misspelt_label_names_the_labels_trained_beside_it(speech_run, cifar10_dir, label_dir, tmp_path,
                                                              capsys):
     """--label speeh beside a trained model_speech said only 'no checkpoint at .../model_speeh/...';
