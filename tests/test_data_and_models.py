@@ -63,6 +63,10 @@ def rewrite_pickle(path, change):
      "'labels' lists 10000000 values in a file of "),
     ("test_batch", lambda c: c.update(data=[c["data"][0].tolist()] * 10**4, labels=[0] * 10**4),
      "'data' lists 30720000 values in a file of "),
+    # one image's array listed by reference (a file of 43 kB): loaded as 10**4 images of it, and a
+    # longer array listed so, terabytes
+    ("test_batch", lambda c: c.update(data=[c["data"][0]] * 10**4, labels=[0] * 10**4),
+     "'data' lists 30720000 values in a file of "),
     # was "cifar10 train labels lie outside 0..9", naming neither the file nor the class
     ("data_batch_4", lambda c: c["labels"].__setitem__(5, 10), "'labels' holds 1 class id outside 0..9 (image 5: 10)"),
     ("test_batch", lambda c: c.update(labels=[-1] * len(c["labels"])),

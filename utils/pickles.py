@@ -48,14 +48,15 @@ def meta_class_names(path, key, num_classes, fix="delete it and run again to dow
 
 def listed_values(value):
     """How many values np.asarray makes of a nested list (or tuple) `value`, taking its first item's
-    length for every item's at each depth; 1 for anything else (an array's values are the file's
-    own bytes). A pickle may list one list many times by reference (its memo), so a file of 300 kB
-    can list 10**10 labels: 80 GB once an array; a list written out takes at least 2 bytes a value."""
+    length for every item's at each depth, and an array's size at the bottom; 1 for anything else.
+    A pickle may list one list, or one array, many times by reference (its memo), so a file of 300 kB
+    can list 10**10 labels: 80 GB once an array; a list written out takes at least 2 bytes a value,
+    an array at least 1 (its bytes are the file's own)."""
     count = 1
     while isinstance(value, (list, tuple)):
         count *= len(value)
         value = value[0] if value else None
-    return count
+    return count * (value.size if isinstance(value, np.ndarray) else 1)
 
 
 def cifar_batches(folder, files, label_key, num_classes):
