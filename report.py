@@ -41,7 +41,7 @@ import numpy as np
 
 from labels import LABEL_DIR, LabelError, label_path, read_targets, targets_sha256
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nonempty, number,
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, choice, log, nonempty, number,
                           os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
@@ -1394,8 +1394,7 @@ def report(base_dir, out_dir, grid=None, title="Results", draw=True, workers=1, 
     spawned: a script that passes it calls report() under `if __name__ == "__main__":`, as
     multiprocessing requires (report.py passes its --workers, REPORT_WORKERS by default).
     `label_dirs`: folders of the label files the runs trained with (`label_stat_rows`)."""
-    if figure_format not in FIGURE_FORMATS:  # a notebook's, said before the runs are read
-        raise UsageError(f"figure_format {figure_format!r} is not one of {', '.join(FIGURE_FORMATS)}")
+    choice("figure_format", figure_format, FIGURE_FORMATS)  # a notebook's, said before the runs are read
     # an --out it cannot use is the command line's UsageError, in a notebook too
     with os_errors_as_usage({"--out": out_dir}):
         return _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_format, latex)

@@ -1694,7 +1694,7 @@ def test_a_figure_format_of_none_of_the_choices_is_one_error_line(study, tmp_pat
     assert call_cli(report_main, argv) == 2
     assert capsys.readouterr().err == ("error: argument --figure_format: invalid choice: 'eps' "
                                        "(choose from 'png', 'pdf', 'svg') (see report.py --help)\n")
-    with pytest.raises(UsageError, match=r"^figure_format 'PDF' is not one of png, pdf, svg$"):
+    with pytest.raises(UsageError, match=r"^unknown figure_format 'PDF'; choose from png, pdf, svg$"):
         report(study, out, figure_format="PDF")  # a notebook's, before the runs are read
     assert not out.exists()
 
