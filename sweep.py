@@ -41,6 +41,7 @@ from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_no
                         split_args, value_list)
 from utils.atomic import append_whole, file_set, made_folders, not_through_a_link, print_json, utf8
 from utils.preempt import REQUEUE_EXIT, present
+from utils.runs import NOT_JSON
 
 MODES = ("print", "slurm", "local")
 # Keys of a grid file that are no flag of sweep.py: args, pass-through flags for every script that
@@ -751,7 +752,7 @@ def summary_of(log):
     """A short result from a finished stage's JSON line: test_acc or clean/robust accuracies."""
     try:
         result = json.loads(last_line(log))
-    except json.JSONDecodeError:
+    except NOT_JSON:  # a stage's last line is its own JSON result, or whatever it printed last
         return ""
     if not isinstance(result, dict):
         return ""

@@ -2403,6 +2403,15 @@ def test_a_stage_summary_shows_an_accuracy_of_zero(tmp_path):
     assert sweep.summary_of(log) == "test_acc 0.5000"
 
 
+def test_a_stage_whose_last_line_nests_too_deeply_has_no_summary(tmp_path):
+    """A finished stage whose log ends in a line of 5000 '[' (JSON nested past Python's recursion
+    limit) stopped the local sweep with a RecursionError traceback; it has no summary, as any
+    other last line that is not a result."""
+    log = tmp_path / "train.log"
+    log.write_text("[" * 5000 + "\n")
+    assert sweep.summary_of(log) == ""
+
+
 def test_a_failed_slurm_write_leaves_the_earlier_files_whole(tmp_path, cifar10_dir, label_dir):
     """A full disk truncated the commands file of an array already queued mid-line (its tasks
     would run broken commands)."""

@@ -42,9 +42,9 @@ from utils.errors import UsageError, closest_flag
 from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level,  # as train.py, attack.py
                          recorded_config, run_changes, trained_folder)
 from utils.pickles import cifar_batches
-from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, BEST_SUFFIX, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
-                        best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, json_failure, read_text,
-                        resolved, run_dir_of, run_key, run_name, zip_index_sha256)
+from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, BEST_SUFFIX, CONFIG, LAST_CHECKPOINT, METRICS, NOT_JSON,
+                        RESULTS, best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, json_failure,
+                        read_text, resolved, run_dir_of, run_key, run_name, zip_index_sha256)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -229,7 +229,7 @@ def load_grid_file(path):
             return mapping
     try:
         grid = json.loads(text, object_pairs_hook=unique) if path.suffix == ".json" else yaml.load(text, Loader)
-    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as err:
+    except (*NOT_JSON, yaml.YAMLError) as err:
         mark = getattr(err, "problem_mark", None)  # yaml's first line says where it was, not what
         reason = (f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark and err.problem
                   else json_failure(err).splitlines()[0] if str(err) else type(err).__name__)
@@ -402,7 +402,7 @@ def read_lines(path):
     for line in filter(str.strip, text.splitlines()):
         try:
             rows.append(json.loads(line))
-        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply (`json_failure`)
+        except NOT_JSON:
             rows.append(None)
     return rows
 
@@ -423,7 +423,7 @@ def read_json_file(path):
         return False, None
     except OSError as err:  # another user's file of mode 0600: no reason to delete it, as a bad one
         return True, err
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: `json_failure`
+    except NOT_JSON:
         return True, None
 
 

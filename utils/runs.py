@@ -293,6 +293,11 @@ def read_text(path):
         return f.read(READ_LIMIT + 1).decode()
 
 
+NOT_JSON = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
+"""What reading a file labelrep writes as JSON raises where its bytes are not that: text that is
+not JSON, bytes that are not UTF-8, nesting past Python's recursion limit (`json_failure`)."""
+
+
 def json_failure(err):
     """Why a file's text is not the JSON labelrep writes, from json.loads's error `err`: its own
     words, or, for arrays or objects nested deeper than Python's recursion limit (about 1000; none
@@ -305,7 +310,7 @@ def read_json(path):
     """The JSON object in `path` (every JSON file of a run holds one); else a one-line UsageError."""
     try:
         value = json.loads(read_text(path))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+    except NOT_JSON as err:
         raise UsageError(f"{path} is not valid JSON ({json_failure(err)}); delete it to redo that step") from None
     if not isinstance(value, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
