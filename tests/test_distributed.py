@@ -136,6 +136,32 @@ def test_global_batch_norm_compiles_whole_and_matches_batch_norm():
     torch.testing.assert_close(norm.running_mean, reference.running_mean)
 
 
+@pytest.mark.parametrize("setting", [{}, {"momentum": None}, {"affine": False}, {"track_running_stats": False}])
+def test_global_batch_norm_of_any_setting_trains_as_batch_norm(setting):
+    """A network of one's own may hold a batch norm of another setting than the paper's: momentum
+    None (the cumulative average), affine False (no weight or bias) or no running statistics.
+    Under torchrun each stopped its first step with a TypeError (`1 - None`, `None / Tensor`,
+    `None += 1`); each now trains, keeps its statistics and evaluates as BatchNorm does."""
+    from utils.distributed import global_batch_norm
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.BatchNorm2d(4, **setting))
+    own = torch.nn.Sequential(torch.nn.BatchNorm2d(4, **setting))
+    global_batch_norm(own)
+    with one_process_group():
+        for step in range(3):  # a cumulative average differs from momentum 0.1's from the second step
+            x = (torch.randn(6, 4, 5, 5) * (step + 1)).requires_grad_()
+            expected, out = reference(x), own(x)
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(torch.autograd.grad(out.square().sum(), x),
+                                       torch.autograd.grad(expected.square().sum(), x), rtol=1e-4, atol=1e-4)
+    for mine, theirs in zip(own[0].buffers(), reference[0].buffers(), strict=True):
+        torch.testing.assert_close(mine, theirs)
+    assert len(list(own.buffers())) == (3 if setting.get("track_running_stats", True) else 0)
+    own.eval(), reference.eval()
+    x = torch.randn(6, 4, 5, 5) + 1
+    torch.testing.assert_close(own(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
 def test_global_batch_norm_under_amp_takes_its_statistics_as_batch_norm():
     """Under --amp a batch norm's input is bf16. BatchNorm sums it in float32; GlobalBatchNorm
     summed it in bf16, where E[x^2] - E[x]^2 lost the variance of channels whose mean is 12 times

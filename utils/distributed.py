@@ -131,21 +131,30 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         n = stats[-1]
         mean = stats[:channels] / n
         var = (stats[channels:2 * channels] / n - mean.square()).clamp_min(0)  # rounding can take it below
+        if self.track_running_stats:
+            self._track(mean, var, n)
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        scale = (torch.rsqrt(var + self.eps) if self.weight is None else
+                 self.weight / torch.sqrt(var + self.eps)).view(shape)
+        out = (wide - mean.view(shape)) * scale
+        return (out if self.bias is None else out + self.bias.view(shape)).to(x.dtype)  # as BatchNorm's
+
+    def _track(self, mean, var, n):
+        """The running statistics' update by this step's global `mean` and `var` (of `n` values), as
+        BatchNorm's: momentum None is the cumulative average of every step's."""
         with torch.no_grad():
             self.num_batches_tracked += 1
-            m = self.momentum
+            m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             self.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
-        shape = [1, channels] + [1] * (x.dim() - 2)
-        scale = (self.weight / torch.sqrt(var + self.eps)).view(shape)
-        return ((wide - mean.view(shape)) * scale + self.bias.view(shape)).to(x.dtype)  # as BatchNorm's
 
 
 def global_batch_norm(module):
-    """Replace every BatchNorm1d/2d in `module` by GlobalBatchNorm sharing its parameters."""
+    """Replace every BatchNorm1d/2d in `module` by GlobalBatchNorm of its settings sharing its parameters."""
     for name, child in module.named_children():
         if isinstance(child, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum)
+            replacement = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                          child.track_running_stats)
             # The same Parameter and buffer objects: an optimiser built earlier keeps working.
             replacement.weight, replacement.bias = child.weight, child.bias
             for buffer in ("running_mean", "running_var", "num_batches_tracked"):
