@@ -29,7 +29,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, dataset_info, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, as_parsed, choice, nonempty, number,  # noqa: E402
-                          interrupt_says, log, os_errors_as_usage, run_cli)
+                          doc_paragraphs, interrupt_says, log, os_errors_as_usage, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
@@ -82,8 +82,9 @@ def step_size(text):
 
 
 def build_parser():
-    parser = CliParser(prog="attack.py", description=__doc__.split("\n")[0],
-                       epilog=__doc__.split("\n\n")[-1],  # what it writes, and where its lines go
+    about = doc_paragraphs(__doc__)
+    parser = CliParser(prog="attack.py", description=about[0].split("\n")[0],
+                       epilog=about[-1],  # what it writes, and where its lines go
                        formatter_class=DefaultsFormatter)
     run = parser.add_argument_group("the run to attack (train.py's flags)")
     add_flags(run, "model", model={

@@ -42,7 +42,7 @@ import numpy as np
 from labels import LABEL_DIR, LabelError, label_path, read_targets, targets_sha256
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, choice, log, nonempty, number,
-                          os_errors_as_usage, run_cli, sigterm_as_interrupt)
+                          doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
@@ -89,8 +89,9 @@ FIGURES_PER_WORKER = 4
 
 
 def build_parser():
-    parser = CliParser(prog="report.py", description=__doc__.split("\n")[0],
-                       epilog=__doc__.split("\n\n")[-1],  # what it writes, and where its lines go
+    about = doc_paragraphs(__doc__)
+    parser = CliParser(prog="report.py", description=about[0].split("\n")[0],
+                       epilog=about[-1],  # what it writes, and where its lines go
                        formatter_class=DefaultsFormatter)
     add_flags(parser, "base_dir", base_dir={"default": None, "help": "root of the run directories "
                                             "(default: the --grid's --base_dir, else ./outputs)"})

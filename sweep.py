@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nearest, nearest_existing,
-                          nonempty, number, os_error_text, os_errors_as_usage, run_cli)
+                          doc_paragraphs, nonempty, number, os_error_text, os_errors_as_usage, run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
@@ -50,7 +50,7 @@ FILE_ONLY = {"args"}
 
 
 def build_parser():
-    parser = CliParser(prog="sweep.py", description=__doc__.split("\n")[0],
+    parser = CliParser(prog="sweep.py", description=doc_paragraphs(__doc__)[0].split("\n")[0],
                        formatter_class=DefaultsFormatter,
                        epilog="Any other --flag (with its values) is passed to each of train.py and "
                               "attack.py that accepts it (--epochs to train.py, --num_images to "

@@ -20,7 +20,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     errors.quiet_interrupts()
 
 from utils.constants import lr_milestones  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, UsageError, log, number,  # noqa: E402
+from utils.errors import (CliParser, DefaultsFormatter, UsageError, doc_paragraphs, log, number,  # noqa: E402
                           os_errors_as_usage, run_cli)
 from utils.flags import LABEL_ONLY, add_flags, ignored_lines, label_name  # noqa: E402
 
@@ -32,8 +32,9 @@ LABEL_DEFAULTS = {None: {"batch_size": 128, "lr": 0.1}, "mcr2": {"batch_size": 1
 
 
 def build_parser():
-    parser = CliParser(prog="train.py", description=__doc__.split("\n")[0],
-                       epilog=__doc__.split("\n\n")[-1],  # what it writes, and where its lines go
+    about = doc_paragraphs(__doc__)
+    parser = CliParser(prog="train.py", description=about[0].split("\n")[0],
+                       epilog=about[-1],  # what it writes, and where its lines go
                        formatter_class=DefaultsFormatter)
     data = parser.add_argument_group("data")
     add_flags(data, "dataset", "data_dir", "label_granularity", "seed", "valid_size", "level", data_dir={

@@ -60,7 +60,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 from train import COMPILE_MODES  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, as_parsed, call_cli,  # noqa: E402
-                          log, nonempty, number, run_cli, sigterm_as_interrupt)
+                          doc_paragraphs, log, nonempty, number, run_cli, sigterm_as_interrupt)
 from utils.flags import SHARED, add_flags, architecture_names, check_force_resume, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
@@ -78,8 +78,9 @@ BENCH_TRAIN_FLAGS = ("--model", "--label", "--seed", "--data_dir", "--epochs", "
 
 
 def build_parser():
-    parser = CliParser(prog="bench/bench.py", description=__doc__.split("\n")[0],
-                       epilog=__doc__.split("\n\n")[-1],  # where its lines go, how it ends
+    about = doc_paragraphs(__doc__)
+    parser = CliParser(prog="bench/bench.py", description=about[0].split("\n")[0],
+                       epilog=about[-1],  # where its lines go, how it ends
                        formatter_class=DefaultsFormatter)
     what = parser.add_argument_group("what to time")
     what.add_argument("--what", choices=("train", "attack", "all", "accuracy", "host", "checkpoint"),

@@ -66,7 +66,7 @@ from labels import LABEL_DIR, LabelError, check_targets, read_targets
 from utils.atomic import file_set, made_folders, print_json
 from utils.constants import env_flag, offline
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, as_parsed, choice, log, nonempty,
-                          number, os_errors_as_usage, run_cli, sigterm_as_interrupt)
+                          doc_paragraphs, number, os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.flags import ignored_lines
 from utils.pickles import meta_class_names
 from utils.runs import check_folder_names, resolved
@@ -807,11 +807,12 @@ def npy_writer(targets):
 
 
 def build_parser():
+    about = doc_paragraphs(__doc__)
     parser = CliParser(
-        prog="python -m labels.generate", description=__doc__.split("\n\n")[0],
+        prog="python -m labels.generate", description=about[0],
         formatter_class=DefaultsFormatter,
         epilog="families: " + _valid_names() + "; 'all' = every family that can be made offline "
-               "(plus bert / glove when --text_model / --glove is given). " + __doc__.split("\n\n")[-1])
+               "(plus bert / glove when --text_model / --glove is given). " + about[-1])
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", nargs="+", action=ExtendList, required=True,
                       choices=[d for d in DATASETS if not d.endswith("_coarse")],

@@ -43,7 +43,7 @@ import numpy as np
 
 from labels import LabelError, check_targets, decoding_problem, read_targets
 from utils.atomic import json_text, markdown_table
-from utils.errors import CliParser, UsageError, log, nonempty, run_cli
+from utils.errors import CliParser, UsageError, doc_paragraphs, log, nonempty, run_cli
 
 COLUMNS = ("shape", "min", "max", "std", "l1_mean", "l1_std", "l2_mean", "l2_std", "min_msd",
            "entropy")
@@ -169,8 +169,8 @@ def run(args):
 
 
 def build_parser():
-    summary, _, columns = __doc__.split("\n\n", 2)  # --help ends with the docstring's columns
-    parser = CliParser(prog="python -m labels.stats", description=summary, epilog=columns,
+    about = doc_paragraphs(__doc__)  # --help ends with the docstring's columns
+    parser = CliParser(prog="python -m labels.stats", description=about[0], epilog="\n\n".join(about[2:]),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     # nonempty: ~ is the home folder in a notebook's argv too, and "$REF" unset is an error, where
     # `--compare ""` printed the statistics table instead of a comparison

@@ -396,6 +396,14 @@ def nearest(name, names, spelled=None):
             or difflib.get_close_matches(spelled or name, names, n=1, cutoff=0.8))
 
 
+def doc_paragraphs(doc):
+    """A script's module docstring `doc` as its paragraphs (split at blank lines), which its --help
+    shows; one empty paragraph under `python -OO` (or PYTHONOPTIMIZE=2), which strips docstrings:
+    each script stopped with a traceback ('NoneType' object has no attribute 'split') before it
+    read a flag."""
+    return (doc or "").split("\n\n")
+
+
 class CliParser(argparse.ArgumentParser):
     """argparse, but a bad flag is a UsageError: one `error:` line from the command line (the usage
     block is in --help), an exception a caller of main(argv) can catch (not SystemExit). A caller's
