@@ -297,6 +297,10 @@ def model_from_state(path, checkpoint):
                              f"architecture.py does not register (it has {', '.join(ARCHITECTURES)}); "
                              "add its entry to ARCHITECTURES there, as in the checkout that trained it")
         choice("model", model_args["arch"], ARCHITECTURES, error=ValueError)  # the file's, not a flag's
+        try:  # its label file is found by this name: a hand-edited '../../x' read one outside --label_dir
+            label_name(space.name)
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"{path} records a label name train.py refuses: {err}; {ADVICE}") from None
         if unfit := _unfit_weight(model_args, checkpoint["model"]):
             raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
                              f"{tuple(model_args['output_shape'])} ({unfit})")

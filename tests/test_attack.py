@@ -1794,6 +1794,29 @@ def test_a_checkpoint_with_entries_of_another_form_is_one_line(speech_run, cifar
     assert not (tmp_path / ATTACK_RESULTS).exists()
 
 
+@pytest.mark.parametrize("name, reason", [
+    ("old/../../secret", "'old/../../secret' is not a label name: it names the label file {dataset}_NAME.npy and "
+                         "the run directory model_NAME, so it must be non-empty and hold no /"),
+    ("", "'' is not a label name"), ("speech_noise0.2", "speech_noise0.2 ends like the run directory of a "
+                                                        "--label_noise run")])
+def test_a_label_name_train_py_refuses_is_refused_in_a_checkpoint(speech_run, cifar10_dir, tmp_path, capsys,
+                                                                   name, reason):
+    """The label file is found by the checkpoint's label name, which no flag checked: one edited to
+    'old/../../secret' had attack.py read {label_dir}/cifar10_old/../../secret.npy, a file outside
+    --label_dir (here it said that file's shape did not fit; an empty name attacked as label '').
+    A name train.py's --label refuses is now refused as the file's, before any label file is read."""
+    _, run_dir = speech_run
+    checkpoint = torch.load(run_dir / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    torch.save(checkpoint | speech_space(name=name), tmp_path / "edited.pth")
+    (tmp_path / "labels" / "cifar10_old").mkdir(parents=True)
+    np.save(tmp_path / "secret.npy", np.zeros((10, 7), np.float32))  # outside --label_dir
+    line = one_line_error(capsys, ["--checkpoint", str(tmp_path / "edited.pth"), "--data_dir", str(cifar10_dir),
+                                   "--label_dir", str(tmp_path / "labels"), "--num_images", "5"])
+    assert line.startswith(f"error: {tmp_path / 'edited.pth'} records a label name train.py refuses: {reason}")
+    assert line.endswith("; point --checkpoint at a checkpoint train.py wrote, or train the run again"), line
+    assert not (tmp_path / ATTACK_RESULTS).exists()
+
+
 def test_weights_that_do_not_fit_are_found_before_the_network_is_built(speech_run, cifar10_dir, label_dir,
                                                                       tmp_path, capsys, monkeypatch):
     """A checkpoint's model_args name outputs its weights do not hold: the network was built for real
