@@ -102,12 +102,14 @@ def build_parser():
     add_flags(run, "smoothing", "label_noise", "base_dir", smoothing={
         "default": None, "help": "the category run's --smoothing (default: the checkpoint's with "
         "--checkpoint, else 0)"}, label_noise={"default": None, "help": "the run's --label_noise "
-        "(default: the checkpoint's with --checkpoint, else 0)"})
+        "(default: the checkpoint's with --checkpoint, else 0)"}, base_dir={
+        "default": None, "help": f"root of the run directories (default: {SHARED['base_dir']['default']}); "
+        "given with --checkpoint, the checkpoint's folder must lie under it"})
     run.add_argument("--checkpoint", type=nonempty, default=None, help="a best-model .pth to attack "
                      "instead of the one found from the flags above; results go to its folder. The "
                      "flags above take its run's values when unset and must match them when given, "
                      "except --seed (it reseeds the targets and random starts) and a flag that acted "
-                     "on nothing in the run; --base_dir is unused")
+                     "on nothing in the run; a --base_dir given must hold its folder")
     data = parser.add_argument_group("data")
     add_flags(data, "data_dir", "label_dir", data_dir={
         "default": None, "help": "folder holding cifar-10-batches-py / cifar-100-python (default: the "
@@ -200,6 +202,7 @@ def find_checkpoint(args):
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
                              "attack results count as the run's best checkpoint's; attack a copy of it "
                              "in a folder of its own")
+        check_holds(args.base_dir, path.parent)
         return path, path.parent
     check_base_dir(args.base_dir)  # --base_dir outputs/less said only "no checkpoint at outputs/less/less/..."
     dataset_info(args.dataset, args.label_granularity)  # cifar10 coarse: train.py's error, not "no checkpoint"
@@ -228,6 +231,16 @@ def find_checkpoint(args):
                          "--dataset/--seed/--model/--label/--level/--smoothing/--label_noise/"
                          "--label_granularity, or pass --checkpoint PATH")
     return path, run_dir
+
+
+def check_holds(base_dir, run_dir):
+    """A --base_dir given with --checkpoint (None: not given) must hold `run_dir`, the checkpoint's
+    folder, where the results go: one elsewhere was ignored, and the results were not where asked."""
+    from utils.runs import resolved
+    if base_dir is not None and not run_dir.is_relative_to(resolved(base_dir)):
+        raise UsageError(f"--base_dir {base_dir} does not hold --checkpoint's folder {run_dir}, where its "
+                         "results go; leave out --base_dir, or copy the checkpoint into a folder of its own "
+                         f"under {base_dir} and attack that copy")
 
 
 def trained_labels(folder, seed, model):
@@ -437,9 +450,10 @@ def load_run(args):
     train.py's defaults where the flags find the checkpoint; the checkpoint, the dataset and a label
     file of its name must fit together."""
     from cifar import load_cifar
+    from utils.runs import resolved
     from utils.training import warn_bf16_targets
     if args.checkpoint is None:  # the flags find the checkpoint
-        for flag, default in RUN_FLAGS:
+        for flag, default in RUN_FLAGS + (("base_dir", str(resolved(SHARED["base_dir"]["default"]))),):
             setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
     path, run_dir = find_checkpoint(args)
     loaded = version(path)  # before the load: a file replaced during it is read again (`run`)

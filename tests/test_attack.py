@@ -1399,8 +1399,10 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert "invalid choice: 'cw'" in one_line_error(capsys, flags + ["--attacks", "fgsm", "cw"])
     assert "test split has 100 images" in one_line_error(capsys, flags + ["--num_images", "101"])
     assert "--examples: -1 must be at least 0" in one_line_error(capsys, flags + ["--examples", "-1"])
+    at = flags.index("--base_dir")  # for a --checkpoint outside it, whose results would go beside it
+    loose = flags[:at] + flags[at + 2:]
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "broken.pth")])
+    line = one_line_error(capsys, loose + ["--checkpoint", str(tmp_path / "broken.pth")])
     assert "is corrupt" in line and "point --checkpoint at a checkpoint train.py wrote" in line
     assert "(not the zip archive torch.save writes)" in line
     # '' was a TypeError traceback (the flags then found no run); a folder "did not exist"
@@ -1414,7 +1416,7 @@ def test_bad_input_is_one_line(speech_run, cifar10_dir, label_dir, tmp_path, cap
     assert line == f"error: --checkpoint {tmp_path / 'empty'} is a folder, not a checkpoint file"
     # a torch.save file of another kind (a model's own state_dict, saved by hand)
     torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "weights.pth")
-    line = one_line_error(capsys, flags + ["--checkpoint", str(tmp_path / "weights.pth")])
+    line = one_line_error(capsys, loose + ["--checkpoint", str(tmp_path / "weights.pth")])
     assert line == (f"error: {tmp_path / 'weights.pth'} is not a best-model checkpoint of train.py (it lacks "
                     "model, model_args or label_space)")
     assert not (tmp_path / ".lock").exists()  # bad input ends before the folder is locked
@@ -1540,8 +1542,10 @@ def test_a_checkpoint_written_again_while_the_job_starts_is_attacked_as_it_is_th
                          "--targeted", "no", "--num_images", "100", "--examples", "0")
     (tmp_path / "trained").mkdir()
     trained = shutil.copy(best, tmp_path / "trained")  # each in a folder of its own: no race
-    before = call_main(capsys, flags + ["--checkpoint", str(trained)])[0]["clean_acc"]
-    after = call_main(capsys, flags + ["--checkpoint", str(final)])[0]["clean_acc"]
+    at = flags.index("--base_dir")  # which holds neither copy: their results go beside them
+    own = flags[:at] + flags[at + 2:]
+    before = call_main(capsys, own + ["--checkpoint", str(trained)])[0]["clean_acc"]
+    after = call_main(capsys, own + ["--checkpoint", str(final)])[0]["clean_acc"]
     assert before != after
     loaded = cifar.load_cifar
 
@@ -1863,6 +1867,23 @@ def test_a_checkpoint_of_a_network_this_checkout_lacks_says_to_register_it(speec
     monkeypatch.setitem(ARCHITECTURES, arch, ARCHITECTURES["resnet32"])
     model, _, _ = attack.model_from_checkpoint(path)
     assert model.model_args["arch"] == arch
+
+
+def test_a_base_dir_given_with_a_checkpoint_must_hold_its_folder(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                                 capsys):
+    """--base_dir was ignored with --checkpoint: the results went to the checkpoint's folder, not
+    under the --base_dir asked for, and nothing said so. A --base_dir that holds that folder is
+    where they go; one that does not is one error line, before any attack."""
+    (tmp_path / "elsewhere").mkdir()
+    checkpoint = copied_checkpoint(speech_run, tmp_path / "elsewhere")
+    line = one_line_error(capsys, one_fgsm(checkpoint, cifar10_dir, label_dir) + ["--base_dir",
+                                                                                  str(tmp_path / "wanted")])
+    assert line == (f"error: --base_dir {tmp_path / 'wanted'} does not hold --checkpoint's folder "
+                    f"{tmp_path / 'elsewhere'}, where its results go; leave out --base_dir, or copy the "
+                    f"checkpoint into a folder of its own under {tmp_path / 'wanted'} and attack that copy")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["elsewhere", checkpoint.name]
+    summary, _ = call_main(capsys, one_fgsm(checkpoint, cifar10_dir, label_dir) + ["--base_dir", str(tmp_path)])
+    assert summary["results"] == str(checkpoint.parent / ATTACK_RESULTS)
 
 
 def test_a_folder_named_attack_results_json_is_named_in_the_error(speech_run, cifar10_dir, label_dir, tmp_path,
