@@ -730,10 +730,11 @@ class Job:
             progress.close()
             preempt.exit_for_requeue(self.stopped(f" by signal during {setting_name(entry)}"))
         entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s", "seconds")}
-        # what its images/s were measured on, and the code that computed it: a file's entries may
-        # come from several runs, its `environment` is the last one's
+        # what its images/s were measured on (--channels_last, which changes them, not the numbers
+        # beyond float rounding, is no part of its identity), and the code that computed it: a
+        # file's entries may come from several runs, its `environment` is the last one's
         entry |= {"device": self.device.type, "batch_size": self.args.batch_size,
-                  "computed_by": provenance(self.env)}
+                  "channels_last": self.args.channels_last, "computed_by": provenance(self.env)}
         if entry["targeted"]:
             entry["target_success"] = result["target_success"]
         self.entries.append(entry)

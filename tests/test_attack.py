@@ -766,7 +766,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     for key in ("robust_acc", "target_success", "images_per_s", "seconds", "clean_acc"):
         assert key in entry
     # what its images/s were measured on (the file's config is its last run's, its entries any run's)
-    assert (entry["device"], entry["batch_size"]) == ("cpu", 16)
+    assert (entry["device"], entry["batch_size"], entry["channels_last"]) == ("cpu", 16, False)
     assert (run_dir / ATTACK_EXAMPLES).read_bytes()[:4] == b"\x89PNG"
 
     # Same settings: every entry is reused, and nothing is written (a read-only archive of
@@ -801,6 +801,8 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     saved = json.loads((run_dir / ATTACK_RESULTS).read_text())
     entries = saved["entries"]
     assert {e["protocol"] for e in entries} == {"pixel", "paper"} and saved["config"]["channels_last"]
+    # each entry says the memory format its images/s were measured in, the config only the last run's
+    assert {(e["protocol"], e["channels_last"]) for e in entries} == {("pixel", False), ("paper", True)}
     assert {e["steps"] for e in entries if e["protocol"] == "paper" and e["attack"] == "iterative"} == {5}
 
     # The margin objective adds its own entries too; the loss ones (written before the key
