@@ -6,11 +6,12 @@
 Reads each run directory of the paper's layout ({base}/{dataset}/seed{s}/{model}/model_{label},
 {base}/less/{dataset}/level{L}/..., model_category_smooth{S}, model_{label}_noise{R}; see
 utils.runs.run_directory):
-config.json, results.json, metrics.jsonl, attack_results.json. Writes to --out: tables.md (and
-with --latex tables.tex, its tables as LaTeX booktabs tables for a paper);
+config.json, results.json, metrics.jsonl, confusion.json, attack_results.json. Writes to --out:
+tables.md (and with --latex tables.tex, its tables as LaTeX booktabs tables for a paper);
 clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
 --label_noise runs), label_stats.csv (labels.stats of the targets each label trained, from the
-label files in --label_dir that hold them); figures, PNG or --figure_format pdf or svg (robust
+label files in --label_dir that hold them), class_accuracy.csv (each class's test accuracy, from
+the runs' confusion.json); figures, PNG or --figure_format pdf or svg (robust
 accuracy against eps, accuracy against data level, validation curves); and summary.json with every
 number, plus the runs that are missing or incomplete. Accuracies are fractions in the CSVs and JSON,
 percentages in tables.md: mean +- sample std over seeds (n = seeds). Warnings go to stderr; stdout
@@ -52,7 +53,7 @@ from utils.atomic import (Table, code_span, exclusive, file_set, print_json, rem
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder, with_added_flags)
-from utils.runs import (CONFIG, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
+from utils.runs import (CONFIG, CONFUSION, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, check_folder_names, dataset_folder, enclosing_base_dir, json_text, resolved,
                         run_folder_name, run_key, run_name)
 
@@ -209,7 +210,7 @@ def read_run(base, rel, key):
     """Everything a report needs from one run directory; `problems` says what is unfinished."""
     run_dir = base / rel
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
-              "curve": [], "problems": [], "excluded": False}
+              "classes": None, "curve": [], "problems": [], "excluded": False}
     results_there, results = read_json_file(run_dir / RESULTS)
     config_there, config = read_json_file(run_dir / CONFIG)
     record["flags"] = run_flags(record, config_there, config, results)
@@ -227,6 +228,8 @@ def read_run(base, rel, key):
     record["epochs"] = record["flags"].get("epochs")
     if results_there:
         read_training(record, results)
+        if record["train"]:
+            read_classes(record, run_dir)
     else:
         record["problems"].append(unfinished_training(run_dir, history, record["epochs"]))
     read_attacks(record, run_dir)
@@ -295,6 +298,39 @@ def read_training(record, results):
             if not nonnegative(record["train"][k], int):
                 record["train"][k] = None
         record["epochs"] = record["train"]["epochs"] or record["epochs"]
+
+
+def read_classes(record, run_dir):
+    """record["classes"] from the finished run's confusion.json: its class names, and each class's test
+    images (its row's sum) and test accuracy (the diagonal over the row's sum; None for a class
+    without test images); or, where the run has none that holds the test counts its results.json
+    scored, a str saying why. No problem of the run: one of a labelrep before train.py wrote
+    confusion.json is finished all the same, and is left out of class_accuracy.csv alone."""
+    there, confusion = read_json_file(run_dir / CONFUSION)
+    names, test = (confusion.get("classes"), confusion.get("test")) if isinstance(confusion, dict) else (None, None)
+    if not there:
+        record["classes"] = f"no {CONFUSION} (trained by a labelrep before train.py wrote one)"
+    elif not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)
+              and count_matrix(test, len(names))):
+        record["classes"] = unreadable(CONFUSION, confusion) or (
+            f"{CONFUSION} is not valid JSON or has no test counts of its classes (C names, C rows of C counts)")
+    else:
+        rows = [sum(row) for row in test]
+        total, correct = sum(rows), sum(test[c][c] for c in range(len(test)))
+        images, acc = record["train"]["test_images"], record["train"]["test_acc"]
+        if not total or images not in (None, total) or not math.isclose(correct / total, acc, abs_tol=1e-9):
+            scored = f"{correct}/{total}" if total else "no test image"
+            record["classes"] = (f"{CONFUSION} holds other test counts than {RESULTS} scores ({scored} correct, "
+                                 f"against test_acc {acc:g} of {images or '?'} images): another model's?")
+        else:
+            record["classes"] = {"names": names, "test_images": rows,
+                                 "test_acc": [test[c][c] / n if n else None for c, n in enumerate(rows)]}
+
+
+def count_matrix(value, classes):
+    """Whether `value`, read from JSON, is a `classes` x `classes` matrix of whole counts >= 0."""
+    return isinstance(value, list) and len(value) == classes and all(
+        isinstance(row, list) and len(row) == classes and all(nonnegative(n, int) for n in row) for row in value)
 
 
 def unfinished_training(run_dir, history, epochs):
@@ -589,6 +625,31 @@ def accuracy_rows(records):
                      "best_epoch_mean": mean_std([r["train"]["best_epoch"] for r in runs])[0],
                      "label_sha256": targets_trained(runs)})
     return rows
+
+
+def class_accuracy_rows(records):
+    """Each class's test accuracy per (dataset, model, label, level) over the seeds of the accuracy
+    tables whose confusion.json holds it (`read_classes`; a class without test images in a seed has
+    no accuracy there), and those seeds without one, with why: (rows, unmeasured)."""
+    groups, unmeasured = defaultdict(list), []
+    for record in filter(in_tables, records):
+        if isinstance(record["classes"], dict):
+            groups[tuple(record[k] for k in KEY[:4])].append(record)
+        else:
+            unmeasured.append({"run": record["run"], "run_dir": record["run_dir"], "reason": record["classes"]})
+    rows = []
+    for key in sorted(groups, key=lambda k: (k[0], k[1], label_rank(k[2]), -k[3])):
+        runs = groups[key]
+        for c in range(max(len(r["classes"]["names"]) for r in runs)):
+            seeds = {r["seed"]: r["classes"] for r in runs if c < len(r["classes"]["names"])}
+            test = mean_std([classes["test_acc"][c] for classes in seeds.values()])
+            rows.append({**dict(zip(KEY[:4], key)), "class": c,
+                         "class_name": one(classes["names"][c] for classes in seeds.values()), "n": test[2],
+                         "seeds": sorted(seed for seed, classes in seeds.items() if classes["test_acc"][c] is not None),
+                         **columns("test_acc", test),
+                         "test_images": sorted({classes["test_images"][c] for classes in seeds.values()}),
+                         "label_sha256": targets_trained(runs)})
+    return rows, unmeasured
 
 
 def targets_trained(runs):
@@ -1412,6 +1473,7 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
     accuracy = accuracy_rows(records)
     robust = robust_rows(records)
     measured = label_stat_rows(records, label_dirs)
+    classes = class_accuracy_rows(records)
     incomplete, missing = incomplete_and_missing(base, records, expected, wanted)
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
@@ -1420,7 +1482,8 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
     summary = {"base_dir": str(base_dir), "expected_runs": expected_from, **counts,
                "clean_accuracy": clean_rows(accuracy), "data_efficiency": accuracy,
                "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "label_stats": measured[0],
-               "label_stats_unmeasured": measured[1], "curves": curve_rows(curves),
+               "label_stats_unmeasured": measured[1], "class_accuracy": classes[0],
+               "class_accuracy_unmeasured": classes[1], "curves": curve_rows(curves),
                "runs": [{**{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
                                               "attack", "problems")}, "label_sha256": targets_trained([r]),
                          "in_tables": in_tables(r)} for r in records],
@@ -1509,6 +1572,8 @@ def write_csvs(put, out, summary, records):
         "seeds", "robust_acc_mean", "robust_acc_std", "target_success_mean", "target_success_std",
         "target_success_n", "clean_acc_mean", "clean_acc_std", "clean_acc_n", "num_images", "steps",
         "step_size", "restarts", "amp", "label_sha256"]
+    class_columns = ["dataset", "model", "label", "level", "class", "class_name", "n", "seeds", "test_acc_mean",
+                     "test_acc_std", "test_images", "label_sha256"]
     run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
                    "diverged_epoch", "run_dir", "label_sha256", "in_tables", "reasons"]
     unfinished = {i["run_dir"]: i["reasons"] for i in summary["incomplete"]}
@@ -1523,6 +1588,7 @@ def write_csvs(put, out, summary, records):
              ("robust_accuracy.csv", summary["robust_accuracy"], robust_columns),
              *([("label_stats.csv", summary["label_stats"], ["dataset", "label", "label_sha256", "runs",
                                                               *STAT_COLUMNS])] if summary["label_stats"] else []),
+             *([("class_accuracy.csv", summary["class_accuracy"], class_columns)] if summary["class_accuracy"] else []),
              ("runs.csv", run_rows, run_columns)]
     for name, rows, columns in files:
         write_csv(put, out / name, rows, columns)

@@ -7,7 +7,8 @@
 Writes {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/ (utils.runs.run_directory: under
 less/{dataset}/level{L}/ when --level < 100, model_category_smooth{S} with --smoothing S,
 model_{label}_noise{R} with --label_noise R, dataset cifar100_coarse with --label_granularity
-coarse): config.json, metrics.jsonl, the best and last checkpoints and results.json.
+coarse): config.json, metrics.jsonl, the best and last checkpoints, confusion.json (the best
+checkpoint's test and validation confusion matrices) and results.json.
 Progress goes to stderr; the last line on stdout is the results as one JSON object. Exit status:
 0 done, 2 after one `error:` line (bad input), 75 stopped by SIGTERM or SIGUSR1 (rerun with
 --resume), 130 Ctrl-C.

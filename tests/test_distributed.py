@@ -88,6 +88,11 @@ def test_two_processes_train_the_same_weights(tmp_path, cifar10_dir, label_dir, 
         assert rows["two"][0][key] == pytest.approx(rows["one"][0][key], rel=1e-6), key
     for key in ("valid_loss", "valid_acc", "test_loss", "test_acc"):
         assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-6), key
+    # the confusion matrices too: each image counted once, by its true class's row
+    confusion = {n: json.loads((run_dir / "confusion.json").read_text()) for n, run_dir in run_dirs.items()}
+    for split in ("valid", "test"):
+        one, two = (torch.tensor(confusion[n][split]) for n in ("one", "two"))
+        assert torch.equal(two.sum(1), one.sum(1)) and two.trace() == one.trace(), split
 
 
 @contextlib.contextmanager

@@ -311,6 +311,11 @@ def test_a_run_without_validation_keeps_its_last_epoch_and_is_attacked(cifar10_d
     # no subspaces decode the first epoch; the second is decoded by those the first fitted
     assert rows[0]["train_acc"] is None and 0 <= rows[1]["train_acc"] <= 1
     assert result["train_images"] == 300 and 0 <= result["test_acc"] <= 1
+    # confusion.json counts the nearest subspace's decodes, the test_acc's; no validation matrix
+    confusion = json.loads((run_dir / "confusion.json").read_text())
+    test = torch.tensor(confusion["test"])
+    assert test.shape == (10, 10) and test.sum() == result["test_images"] and confusion["valid"] is None
+    assert test.trace().item() / result["test_images"] == result["test_acc"]
     capsys.readouterr()
     summary = attack.main(["--checkpoint", result["checkpoint"], "--data_dir", str(cifar10_dir),
                            "--attacks", "fgsm", "pgd", "--epsilons", "0", "8/255", "--targeted", "no",

@@ -28,8 +28,8 @@ from architecture import ARCHITECTURES
 from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, make_cifar10, run_importing, run_script
 from utils.errors import UsageError, as_parsed, call_cli, run_cli
 from utils.grid import attack_state, train_state
-from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, LAST_CHECKPOINT, LAYOUT_TEXT, RESULTS, run_directory,
-                        save_checkpoint, write_json)
+from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFUSION, LAST_CHECKPOINT, LAYOUT_TEXT, RESULTS,
+                        run_directory, save_checkpoint, write_json)
 from utils.training import _rounding_changes, _segments
 
 TIMING = ("seconds", "images_per_s")
@@ -968,6 +968,77 @@ def test_evaluation_is_per_image_in_eval_mode_and_leaves_the_model_as_it_was():
     assert result["acc"] == (space.decode(outputs) == labels).float().mean().item()
 
 
+@pytest.mark.parametrize("space", ["category", "targets"])
+def test_evaluation_counts_the_decoded_classes_of_each_true_class(space):
+    """evaluate(confusion=True): row the true class, column the class decoded (`space.decode`),
+    counted over every batch; it sums to the images and its trace over them is the accuracy,
+    exactly. Off by default (each epoch's validation), and None, as the accuracy, for no image."""
+    from utils.labelspace import CategorySpace, TargetSpace
+    from utils.training import evaluate
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    decoded = torch.tensor([0, 0, 1, 1, 2, 2, 2, 0, 2])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    space = CategorySpace(3) if space == "category" else TargetSpace("points", targets.numpy())
+    outputs = torch.eye(3)[decoded] if isinstance(space, CategorySpace) else targets[decoded] + 0.01
+    model = torch.nn.Linear(1, 1)  # where the outputs are scored, and in what dtype
+    images = torch.zeros(9, 3, 32, 32, dtype=torch.uint8)
+    result = evaluate(model, space, images, labels, batch_size=4, outputs=outputs, confusion=True)
+    assert result["confusion"].dtype == torch.int64
+    assert result["confusion"].tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 3]]
+    assert result["acc"] == 6 / 9 == result["confusion"].trace().item() / result["confusion"].sum().item()
+    assert "confusion" not in evaluate(model, space, images, labels, outputs=outputs)
+    assert evaluate(model, space, images[:0], labels[:0], outputs=outputs[:0], confusion=True) == {
+        "loss": None, "acc": None, "confusion": None}
+
+
+def test_a_run_writes_the_confusion_matrices_of_its_best_checkpoint(speech_run, cifar10_dir):
+    """confusion.json, beside results.json: the dataset's class names in class-id order, and the
+    test and validation counts, a row for each true class, whose traces give results.json's
+    accuracies."""
+    from cifar import load_cifar, split_indices
+    base, proc = speech_run
+    result = last_json(proc)
+    run_dir = Path(result["run_dir"])
+    confusion = json.loads((run_dir / CONFUSION).read_text())
+    data = load_cifar("cifar10", cifar10_dir)
+    assert confusion["classes"] == data.class_names == [
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    valid = data.train_labels[split_indices(len(data.train_labels), 3, 50).valid]
+    for split, labels in (("test", data.test_labels), ("valid", valid)):
+        counts = np.array(confusion[split])
+        assert counts.shape == (10, 10) and counts.dtype == np.int64
+        assert counts.sum(1).tolist() == np.bincount(labels.numpy(), minlength=10).tolist()  # rows: true classes
+        assert counts.trace() / counts.sum() == result[f"{split}_acc"]
+    assert counts.sum() == 50 and np.array(confusion["test"]).sum() == result["test_images"] == 100
+    assert (run_dir / CONFUSION).stat().st_mtime_ns <= (run_dir / RESULTS).stat().st_mtime_ns
+    assert set(json.loads(proc.stdout.splitlines()[-1])) == set(json.loads((run_dir / RESULTS).read_text()))
+
+
+def test_a_finished_run_without_confusion_json_is_still_finished(speech_run, capsys, cifar10_dir, label_dir,
+                                                                 tmp_path):
+    """A run finished by a labelrep before confusion.json: train.py prints its results again (and
+    computes nothing), a sweep skips it as done, and report.py counts it complete, in its tables,
+    and out of class_accuracy.csv alone, saying why."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / CONFUSION).unlink()
+
+    def files():  # the run lock's file is touched by each job: not the run's
+        return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name != ".lock"}
+    before = files()
+    assert train.main(flags(cifar10_dir, base, label_dir)) == last_json(speech_run[1]) | {
+        "run_dir": str(run_dir), "checkpoint": str(run_dir / "speech_seed3_resnet32_best_model.pth")}
+    assert "run already complete" in capsys.readouterr().err
+    assert files() == before  # nothing computed again: no confusion.json made
+    ns = sweep.Scripts.find()["train"].parse(flags(cifar10_dir, base, label_dir))
+    assert train_state(run_dir, ns)[0]
+    summary = report.report(base, tmp_path / "report", draw=False)
+    assert summary["incomplete"] == [] and summary["clean_accuracy"][0]["n"] == 1
+    assert summary["class_accuracy"] == [] and "class_accuracy.csv" not in summary["files"]
+    assert summary["class_accuracy_unmeasured"] == [{
+        "run": "cifar10/resnet32/speech/level100/seed3", "run_dir": "cifar10/seed3/resnet32/model_speech",
+        "reason": "no confusion.json (trained by a labelrep before train.py wrote one)"}]
+
+
 def test_warmup_run_records_its_lrs(cifar10_dir, label_dir, tmp_path):
     args = flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=4, warmup_epochs=2)
     result = last_json(run_script("train.py", *args))
@@ -1748,7 +1819,7 @@ def test_force_drops_the_old_results_and_checkpoints_before_it_trains(speech_run
         train.main(flags(cifar10_dir, base, label_dir, force=True, lr="0.05"))
     assert stopped.value.code == 75
     # a --resume must not return the old run's results, nor a sweep take its attacks for done
-    assert not [p.name for p in run_dir.iterdir() if p.name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES)]
+    assert not [p.name for p in run_dir.iterdir() if p.name in (RESULTS, CONFUSION, ATTACK_RESULTS, ATTACK_EXAMPLES)]
     # nor --resume continue the old run's checkpoint, nor attack.py attack its best weights
     assert not [p.name for p in run_dir.iterdir() if p.suffix == ".pth"]
     assert json.loads((run_dir / "config.json").read_text())["flags"]["lr"] == 0.05
@@ -2504,7 +2575,7 @@ def test_a_signal_in_the_last_epochs_validation_reaches_the_caller_after_the_res
     finally:
         signal.signal(signal.SIGTERM, ours)
     assert result["best_epoch"] == 1 and Path(result["run_dir"]) == run_dir
-    assert written == [["category_seed3_resnet32_best_model.pth", "config.json", LAST_CHECKPOINT,
+    assert written == [["category_seed3_resnet32_best_model.pth", "config.json", CONFUSION, LAST_CHECKPOINT,
                         "metrics.jsonl", RESULTS]]  # once, with every file of the run there
 
 

@@ -37,6 +37,9 @@ from utils.atomic import (NAME_MAX, append_whole, atomic_write, atomic_write_tex
 from utils.errors import UsageError, file_in_the_way
 
 RESULTS = "results.json"
+# the best checkpoint's confusion matrices (`utils.training.confusion_record`), written before results.json:
+# a finished run of a labelrep before it has none, and is finished all the same
+CONFUSION = "confusion.json"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 LAST_CHECKPOINT = "last_checkpoint.pth"
@@ -249,6 +252,18 @@ def _still_there(path):
 def write_json(path, obj):
     _still_there(path)
     atomic_write_text(path, json_text(obj, indent=2) + "\n")
+
+
+def write_json_by_rows(path, obj):
+    """`write_json` of a dict whose values may be matrices (lists of lists: confusion.json's), each
+    row of a matrix on a line of its own: a 100-class matrix is 100 lines to read, not 10,000."""
+    def text(value):
+        if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+            return "[\n" + ",\n".join(f"    {json_text(row)}" for row in value) + "\n  ]"
+        return json_text(value)
+    _still_there(path)
+    atomic_write_text(path, "{\n" + ",\n".join(f"  {json_text(key)}: {text(value)}" for key, value in obj.items())
+                      + "\n}\n")
 
 
 def write_jsonl(path, rows):

@@ -26,10 +26,10 @@ from utils.flags import (acts_on, broken_training, check_force_resume, older_rou
                          run_changes, with_added_flags)
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
-from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, LAST_CHECKPOINT, METRICS, RESULTS,
+from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, CONFUSION, LAST_CHECKPOINT, METRICS, RESULTS,
                         append_jsonl, best_checkpoint_name, check_base_dir, check_name_lengths, environment,
                         load_checkpoint, malformed, read_json, run_dir_of, run_lock, save_checkpoint,
-                        tensors_sha256, with_resolved_folders, write_json, write_jsonl)
+                        tensors_sha256, with_resolved_folders, write_json, write_json_by_rows, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -287,7 +287,8 @@ def predict(model, images, batch_size=1000, amp=False, channels_last=False):
 
 
 @torch.inference_mode()
-def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False, outputs=None):
+def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_last=False, outputs=None,
+             confusion=False):
     """Mean loss and accuracy of `model` on uint8 images (N, 3, 32, 32) with class ids (N,), in eval
     mode; the caller's model is left in its modes (`eval_mode`). The images and labels may be on any
     device: batches move to the model's, and `space` moves there too (as in `run_attack`).
@@ -296,6 +297,9 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
     model again (the label spaces compute losses and decodes in float32 under autocast too, so
     the numbers are the same). Losses are taken over batches of `batch_size` either way: MCR2's
     is the rate reduction of a whole batch.
+    `confusion`: also "confusion", the counts of the decoded classes, (C, C) int64 on the CPU, row
+    the true class and column the decoded one (its trace over N is "acc"); None, as "acc", for no
+    images. Off by default: each epoch's validation counts none.
     Under torchrun each process evaluates its share and the sums are combined.
     """
     share = distributed.current().share(len(images))
@@ -303,6 +307,8 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
     device = placement(model)[0]
     space.to(device)
     totals = torch.zeros(3, device=device)  # loss sum, correct, count
+    classes = space.num_classes
+    counts = torch.zeros(classes * classes, dtype=torch.int64, device=device) if confusion else None
     with eval_mode(model):  # the outputs are computed lazily, batch by batch, in the loop below
         if outputs is None:
             batches = _outputs(model, images, batch_size, amp, channels_last)
@@ -313,12 +319,17 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
         for index, batch_outputs in batches:
             batch_labels = labels[index].to(device)
             totals[0] += space.loss(batch_outputs, batch_labels).sum()
-            totals[1] += (space.decode(batch_outputs) == batch_labels).sum()
+            decoded = space.decode(batch_outputs)
+            totals[1] += (decoded == batch_labels).sum()
+            if confusion:  # cell (true, decoded) of the flattened matrix
+                counts += torch.bincount(batch_labels * classes + decoded, minlength=classes * classes)
     totals[2] = len(images)
     loss_sum, correct, n = distributed.all_sum(totals).tolist()
-    if not n:  # --valid_size 0: no accuracy, rather than an accuracy of 0
-        return {"loss": None, "acc": None}
-    return {"loss": loss_sum / n, "acc": correct / n}
+    # --valid_size 0: no accuracy, rather than an accuracy of 0
+    scores = {"loss": loss_sum / n, "acc": correct / n} if n else {"loss": None, "acc": None}
+    if confusion:  # n is every process's total: all of them sum, or none
+        scores["confusion"] = distributed.all_sum(counts).view(classes, classes).cpu() if n else None
+    return scores
 
 
 class TrainStep:
@@ -770,18 +781,20 @@ def _epoch_line(row, epochs):
 
 def _scores(model, space, train, sets, **options):
     """The trained model's loss and accuracy on each of `sets` ({name: (images, labels)}):
-    {name: {"name_loss", "name_acc"}}; and under "decoders", MCR2's, whose class subspaces are fitted
+    {name: {"name_loss", "name_acc"}}; under "confusion", {name: its confusion matrix (`evaluate`'s;
+    None for a set without images)}; and under "decoders", MCR2's, whose class subspaces are fitted
     here on the `train` pair's features, accuracies of the kNN and nearest-class-mean decoders beside
     the nearest subspace's ("name_knn_acc", ...; None for a set without images). One forward pass
     over each set serves all of its numbers."""
     train_outputs = predict(model, train[0], **options) if space.needs_fit else None
     if space.needs_fit:
         space.fit(train_outputs, train[1])
-    scores = {"decoders": {}}
+    scores = {"decoders": {}, "confusion": {}}
     for name, (images, labels) in sets.items():
         outputs = predict(model, images, **options) if space.needs_fit and len(images) else None
-        result = evaluate(model, space, images, labels, outputs=outputs, **options)
+        result = evaluate(model, space, images, labels, outputs=outputs, confusion=True, **options)
         scores[name] = {f"{name}_acc": result["acc"], f"{name}_loss": result["loss"]}
+        scores["confusion"][name] = result["confusion"]
         if space.needs_fit:
             extra = space.report(train_outputs, train[1], outputs, labels) if outputs is not None \
                 else {"knn_acc": None, "ncm_acc": None}
@@ -875,7 +888,7 @@ def _prepare_run_dir(args, run_dir, best_path, config, history, device, start):
             log(f"{run_dir}: removing {ATTACK_RESULTS}, of a model trained before; attack the "
                 "new one again")
         # results first: a job killed in between leaves no stale result
-        for name in (RESULTS, ATTACK_RESULTS, ATTACK_EXAMPLES, LAST_CHECKPOINT, best_path.name):
+        for name in (RESULTS, CONFUSION, ATTACK_RESULTS, ATTACK_EXAMPLES, LAST_CHECKPOINT, best_path.name):
             (run_dir / name).unlink(missing_ok=True)
     else:
         log(f"resuming {run_dir} after epoch {len(history)}")
@@ -936,9 +949,10 @@ def _train_epochs(args, step, evaluated, checkpoints, train, valid, device):
 
 
 def _final_results(args, checkpoints, evaluated, data, train, valid, device):
-    """The trained run's results (`_results`), written to results.json: the best epoch's weights,
-    written to the best checkpoint where it does not hold them yet, scored on the `train` pair's
-    features (MCR2's subspaces), the `valid` pair and `data`'s test set (`_scores`)."""
+    """The trained run's results (`_results`), written to results.json, and its confusion matrices to
+    confusion.json: the best epoch's weights, written to the best checkpoint where it does not hold
+    them yet, scored on the `train` pair's features (MCR2's subspaces), the `valid` pair and `data`'s
+    test set (`_scores`)."""
     checkpoints.save_best()  # what attack.py loads
     checkpoints.model.load_state_dict(checkpoints.best_state)
     test = data.test_images.to(device), data.test_labels.to(device)
@@ -946,9 +960,18 @@ def _final_results(args, checkpoints, evaluated, data, train, valid, device):
                      channels_last=args.channels_last)
     results = _results(args, checkpoints.config, checkpoints.best_path, checkpoints.best["epoch"], scores,
                        checkpoints.history, device)
-    if checkpoints.writes:
+    if checkpoints.writes:  # results.json last: a run that has it has its confusion.json
+        write_json_by_rows(checkpoints.run_dir / CONFUSION, confusion_record(data.class_names, scores["confusion"]))
         write_json(checkpoints.run_dir / RESULTS, results)
     return results
+
+
+def confusion_record(class_names, matrices):
+    """confusion.json: the `class_names` in class-id order and, for "test" and "valid", the counts
+    of the best checkpoint's decoded classes (`evaluate`'s), a list of C rows of C ints, row the
+    true class and column the decoded one; null for a split without images."""
+    return {"classes": list(class_names),
+            **{split: None if matrices[split] is None else matrices[split].tolist() for split in ("test", "valid")}}
 
 
 @torch.inference_mode(False)  # a caller's inference_mode (a notebook cell's) would leave no gradients
