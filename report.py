@@ -48,8 +48,8 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
                         eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
                         read_json_file, read_lines, smoothed_loss_attacks, smoothed_run, unreadable)
-from utils.atomic import (Table, code_span, exclusive, file_set, print_json, remove_temporaries, temporary_names,
-                          utf8)
+from utils.atomic import (Table, code_span, exclusive, file_set, markdown_text, print_json, remove_temporaries,
+                          temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder, with_added_flags)
@@ -1073,7 +1073,8 @@ def label_stats_markdown(measured):
     if not rows and not unmeasured:
         out += ["No trained run in the tables has class targets (MCR2 regresses none).", ""]
     if unmeasured:
-        out += ["Not measured:", ""] + [f"- {u['dataset']}, {u['label']}: {u['reason']}" for u in unmeasured] + [""]
+        out += ["Not measured:", ""] + [f"- {markdown_text(u['dataset'] + ', ' + u['label'] + ': ' + u['reason'])}"
+                                        for u in unmeasured] + [""]
     return out
 
 
@@ -1101,7 +1102,7 @@ def tables_page(title, base, records, accuracy, robust, measured, incomplete, mi
     out += ["", "## Incomplete runs", ""]
     out += [f"- {code_span(i['run_dir'])}: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
     out += ["", "## Missing runs", ""]
-    out += [f"- {m['run']}: {m['reason']}" for m in missing] or ["None."]
+    out += [f"- {markdown_text(m['run'])}: {m['reason']}" for m in missing] or ["None."]
     return out
 
 

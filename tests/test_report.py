@@ -167,6 +167,25 @@ def test_a_label_holding_a_bar_stays_one_cell(tmp_path):
     assert "\n| p\\|q | 50.00 (n=1) |\n" in markdown
 
 
+def test_labels_holding_markdown_show_as_they_are(tmp_path):
+    """A label is any file name without a /, and each character Markdown reads as markup is
+    escaped where it shows one: a*b*c showed as a<em>b</em>c, <b>x as a bold x, a\\_b as a_b,
+    [x](y) as a link, and a line break split its row in two (the rest a row of its own). An _
+    between letters, as in the study's normal_dim=10, is no emphasis and stays as it was."""
+    labels = ["a*b*c", "<b>x", "a\\_b", "[x](y)", "new\nline", "normal_dim=10", "_x_", "`c`"]
+    for label in labels:
+        make_run(tmp_path, label, 0, test_acc=0.5, valid_acc=0.5)
+    make_run(tmp_path, "normal_dim=10", 1, test_acc=0.5, valid_acc=0.5)
+    report(tmp_path, tmp_path / "report", draw=False)
+    markdown = (tmp_path / "report" / "tables.md").read_text()
+    table = markdown.split("| label | resnet32 |\n|---|---|\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert sorted(table) == sorted(f"| {cell} | 50.00{n} |" for cell, n in (
+        ("a\\*b\\*c", " (n=1)"), ("\\<b>x", " (n=1)"), ("a\\\\\\_b", " (n=1)"), ("\\[x\\](y)", " (n=1)"),
+        ("new line", " (n=1)"), ("normal_dim=10", " ± 0.00 (n=2)"), ("\\_x\\_", " (n=1)"), ("\\`c\\`", " (n=1)")))
+    # the missing seed-1 runs of the others, listed below the tables, likewise
+    assert "\n- cifar10/resnet32/a\\*b\\*c/level100/seed1: no run directory\n" in markdown
+
+
 def test_data_efficiency_table(made):
     out, _ = made
     table = table_rows((out / "tables.md").read_text(), "### cifar10, resnet32\n")

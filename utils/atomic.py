@@ -40,11 +40,35 @@ def json_text(obj, **options):
 
 
 def markdown_table(header, rows):
-    """Markdown table; a | in a cell (a label of one's own, a file's path may hold one) escaped, not
-    a column break."""
+    """Markdown table, each cell `markdown_text` (a label of one's own, a file's path may hold a |,
+    a *, a line break: it shows as it is, in a cell of its own)."""
     def line(cells):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(map(markdown_text, cells)) + " |"
     return "\n".join([line(header), "|" + "|".join("---" for _ in header) + "|", *map(line, rows)])
+
+
+# What Markdown (CommonMark, and GitHub's tables and strikethrough) would read as markup in a line
+# of text: \ before punctuation (an escape: a label a\_b showed as a_b), ` (code), * and _
+# (emphasis), ~ (strikethrough), < (HTML: a label <b>x showed x in bold), [ ] (links), & (entities),
+# | (a table's column break); a line break, which ends a table's row (the rest of the label became
+# a row of its own).
+MARKDOWN_SPECIAL = re.compile(r"[\\`*_~<\[\]&|]+|\r\n|[\r\n]")
+
+
+def markdown_text(text):
+    """`text` as Markdown that shows it as it is, in one line: each `MARKDOWN_SPECIAL` character
+    backslash-escaped, but for a run of _ between letters or digits, which is no emphasis (so
+    normal_dim=10 and bert_rescaled read as they did), and a line break a space."""
+    text = str(text)
+
+    def escape(match):
+        found, start, end = match.group(), match.start(), match.end()
+        if found in ("\r\n", "\r", "\n"):
+            return " "
+        if set(found) == {"_"} and start and end < len(text) and text[start - 1].isalnum() and text[end].isalnum():
+            return found
+        return "".join("\\" + c for c in found)
+    return MARKDOWN_SPECIAL.sub(escape, text)
 
 
 # What LaTeX would read as markup in a text, as it typesets that character: TeX's specials; < > |,
