@@ -1605,6 +1605,17 @@ def test_latex_text_typesets_labels_titles_and_cells_as_they_read():
     assert latex_text("a<b>c|d[e]*f\ng") == r"a\textless{}b\textgreater{}c\textbar{}d{[}e{]}{*}f g"
 
 
+def test_latex_text_keeps_the_fonts_ligatures_apart():
+    """TeX's fonts join -- and --- into en and em dashes, '' into a closing quote and (T1) ,, into a
+    low one, and print ` as an opening quote: a label two--dash typeset as two–dash, tick`s as
+    tick‘s. A {} between the characters keeps them apart; a single hyphen, as in a folder's name,
+    stays as it is."""
+    from utils.atomic import latex_text
+    assert latex_text("two--dash") == "two-{}-dash" and latex_text("a---b") == "a-{}-{}-b"
+    assert latex_text("it''s a,,b") == "it'{}'s a,{},b" and latex_text("x-y 'q'") == "x-y 'q'"
+    assert latex_text("tick`s") == r"tick\textasciigrave{}s"
+
+
 def test_latex_writes_tables_md_tables_as_booktabs_tables(made, study, tmp_path):
     """--latex (for a paper): tables.tex beside tables.md, listed after it in summary.json, holding
     its tables in its order, each a float captioned with its section and heading; tables.md and the

@@ -74,18 +74,21 @@ def markdown_text(text):
 # What LaTeX would read as markup in a text, as it typesets that character: TeX's specials; < > |,
 # which the default OT1 fonts print as other glyphs; [ ] *, which \\ at a row's end would take as
 # its options; the ± of a table's cells, as math, which every engine and font typesets; a line
-# break, which a caption must not hold (two end its paragraph).
+# break, which a caption must not hold (two end its paragraph); ` which the fonts print as a
+# quote (tick`s as tick‘s). And the ligatures of the fonts' -- and --- (en and em dashes: a label
+# two--dash read two–dash), '' (”) and ,, (T1's „): a {} after each character but the last keeps
+# them apart.
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "[": "{[}", "]": "{]}",
-                 "*": "{*}", "±": r"$\pm$", "\n": " ", "\r": " "}
-LATEX_SPECIAL = re.compile("|".join(map(re.escape, LATEX_ESCAPES)))
+                 "*": "{*}", "`": r"\textasciigrave{}", "±": r"$\pm$", "\n": " ", "\r": " "}
+LATEX_SPECIAL = re.compile("|".join([*map(re.escape, LATEX_ESCAPES), "-(?=-)", "'(?=')", ",(?=,)"]))
 
 
 def latex_text(text):
     """`text` as LaTeX text that typesets it as it is (a label named bert_rescaled, a heading holding
     a % or a folder's &), in one pass, so that an escape's own backslash and braces are not escaped again."""
-    return LATEX_SPECIAL.sub(lambda match: LATEX_ESCAPES[match.group()], str(text))
+    return LATEX_SPECIAL.sub(lambda match: LATEX_ESCAPES.get(match.group(), match.group() + "{}"), str(text))
 
 
 @dataclass(frozen=True)
