@@ -8,6 +8,7 @@ SGD steps whose losses stay on the device until the epoch ends (one host sync pe
 import ctypes
 import functools
 import inspect
+import logging
 import math
 import statistics
 import sys
@@ -332,6 +333,20 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
     return scores
 
 
+# torch.compile logs one warning a process as it traces the optimizer's step, which torch wraps in a
+# profiler range: "W... _internal.py:1394] [0/0] Profiler record function <class
+# 'torch.autograd.profiler.record_function'> will be ignored", on stderr and in a sweep's train.log
+# at every --compile run. The range only names the step in a profiler's trace; the step is
+# compiled whole all the same. That record alone, by its logger and text, is dropped: torch's
+# other warnings still show.
+PROFILER_NOTE = ("torch._dynamo.variables.ctx_manager", "Profiler record function %s will be ignored")
+
+
+def not_profiler_note(record):
+    """A logging filter: False for `PROFILER_NOTE`'s record."""
+    return record.msg != PROFILER_NOTE[1]
+
+
 class TrainStep:
     """One SGD step as one function: crop and flip a uint8 batch with given draws, run the model,
     the per-image losses and decoded classes, backward, the optimizer's update. It owns the
@@ -352,6 +367,8 @@ class TrainStep:
         self.model, self.space, self.amp, self.channels_last = model, space, amp, channels_last
         self.optimizer = make_optimizer(model, lr, compile)
         self._run = compiled(self._step, compile, autograd=distributed.current().world == 1, isolated=True)
+        if compile:
+            logging.getLogger(PROFILER_NOTE[0]).addFilter(not_profiler_note)  # once: the same filter
         # marking a step imports torch's CUDA-graph machinery (seconds, at every start): only for
         # the modes that record graphs
         self.graphs = compile in CUDA_GRAPH_MODES
