@@ -450,11 +450,11 @@ def load_run(args):
     train.py's defaults where the flags find the checkpoint; the checkpoint, the dataset and a label
     file of its name must fit together."""
     from cifar import load_cifar
-    from utils.runs import resolved
     from utils.training import warn_bf16_targets
     if args.checkpoint is None:  # the flags find the checkpoint
-        for flag, default in RUN_FLAGS + (("base_dir", str(resolved(SHARED["base_dir"]["default"]))),):
+        for flag, default in RUN_FLAGS:
             setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
+        args.base_dir = flags_base_dir(args)
     path, run_dir = find_checkpoint(args)
     loaded = version(path)  # before the load: a file replaced during it is read again (`run`)
     model, space, record = load_model(args, path)
@@ -462,6 +462,14 @@ def load_run(args):
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     check_fits(args, path, space, data)
     return path, run_dir, model, space, data, record, loaded
+
+
+def flags_base_dir(args):
+    """The --base_dir under which the flags find the run: the one given, else train.py's default,
+    resolved. The parser leaves it None, so that `check_holds` knows whether one was given with
+    --checkpoint; a sweep, which reads where attack.py will find each run, asks here too."""
+    from utils.runs import resolved
+    return str(resolved(SHARED["base_dir"]["default"])) if args.base_dir is None else args.base_dir
 
 
 def version(path):

@@ -1276,6 +1276,20 @@ def test_a_slurm_script_named_with_a_dash_is_named_so_no_command_reads_an_option
     assert (proc.returncode, proc.stdout) == (0, "task0 ran\n"), proc.stderr
 
 
+def test_a_sweep_that_attacks_without_a_base_dir_finds_its_runs_in_the_default_one(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """attack.py leaves --base_dir unset (None) to tell one given with --checkpoint; a sweep that
+    reads where attack.py will find each run took None for a folder: every sweep with the attack
+    stage and no --base_dir (its defaults: `sweep.py --dry_run`) stopped with a TypeError traceback.
+    Its runs are found in ./outputs, as train.py writes them and attack.py reads them."""
+    monkeypatch.chdir(tmp_path)
+    make_trained(tmp_path / "outputs" / "cifar10" / "seed3" / "resnet32" / "model_category", attack=["fgsm"])
+    lines = sweep_lines(capsys, ["--labels", "category", "--seeds", "3", "--epochs", "4", "--valid_size", "50",
+                                 "--stages", "train", "attack", "--attacks", "fgsm", "--epsilons", "8/255",
+                                 "--targeted", "no", "--num_images", "20", "--dry_run"])
+    assert lines[-2:] == ["1 run: 0 to run, 1 complete (skipped); train 0, attack 0", '{"runs": 1, "to_run": 0}']
+
+
 def test_sbatch_options_are_read_as_sbatch_reads_them():
     """The long names an --sbatch option sets, as sbatch reads an #SBATCH line (getopt_long): -Qt
     is -Q -t, an unambiguous prefix is its option, a quoted value is one word; the options of

@@ -945,6 +945,8 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
         check_name_lengths(train_ns)  # each run's: its seed and model are in its checkpoint's name
         run_dir = run_dir_of(train_ns)
         attack_ns = scripts["attack"].parse(argv["attack"]) if "attack" in stages else None
+        if attack_ns is not None:  # unset, None (it tells one given with --checkpoint): its default
+            attack_ns.base_dir = scripts["attack"].module.flags_base_dir(attack_ns)
         _check_one_run_dir(run, run_dir, attack_ns)
         notes, todo, commands = {}, [], {}
         train_done = True
