@@ -1332,6 +1332,30 @@ def test_run_files_nested_too_deeply_are_bad_files_not_tracebacks(tmp_path, caps
                                   "to redo that step")
 
 
+def test_run_files_holding_a_number_python_will_not_convert_are_bad_files_not_tracebacks(tmp_path):
+    """A run folder from elsewhere whose results.json or confusion.json holds a whole number of
+    over 4300 digits, which json.loads refuses with a ValueError of its own (no JSONDecodeError):
+    report.py stopped with a traceback, and train.py's reader likewise. Now such a file is one that
+    is not valid JSON, as any other."""
+    from utils.runs import read_json
+    base, huge = tmp_path / "runs", "1" * 5000
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6)
+    run_dir = make_run(base, "category", 2, test_acc=0.5, valid_acc=0.5)
+    (make_run(base, "speech", 1, test_acc=0.5, valid_acc=0.5) / "confusion.json").write_text(
+        f'{{"classes": ["a", "b"], "test": [[{huge}, 0], [0, 1]], "valid": null}}')
+    (run_dir / "results.json").write_text(f'{{"test_acc": 0.5, "epochs": {huge}}}')
+    summary = report(base, tmp_path / "out", draw=False)
+    assert [i["reasons"] for i in summary["incomplete"]] == [["results.json is not valid JSON or has no test_acc "
+                                                              "in [0, 1]"]]
+    assert [u["reason"] for u in summary["class_accuracy_unmeasured"]] == [
+        "no confusion.json (trained by a labelrep before train.py wrote one)",
+        "confusion.json is not valid JSON or has no test counts of its classes (C names, C rows of C counts)"]
+    with pytest.raises(UsageError) as refused:
+        read_json(run_dir / "results.json")
+    assert str(refused.value) == (f"{run_dir / 'results.json'} is not valid JSON (Exceeds the limit (4300 digits) "
+                                  "for integer string conversion: value has 5000 digits); delete it to redo that step")
+
+
 def test_a_run_file_larger_than_labelrep_writes_is_not_read(tmp_path, monkeypatch):
     """A run folder from elsewhere whose results.json held 200 MB (valid JSON, a list of junk beside the
     numbers): report.py took 1.8 GB and 9 s to read it, and a few of 1 GB, its workers the machine's

@@ -303,6 +303,13 @@ def test_help_says_where_flags_go():
     # json's and yaml's RecursionError, a traceback
     (["--dry_run", "--config", "{tmp}/deep.json"], "error: {tmp}/deep.json is not valid json (nested too deeply)"),
     (["--dry_run", "--config", "{tmp}/deep.yaml"], "error: {tmp}/deep.yaml is not valid yaml (nested too deeply)"),
+    # a number Python will not convert (over 4300 digits), a date of no calendar: their ValueError, a traceback
+    (["--dry_run", "--config", "{tmp}/huge.json"], "error: {tmp}/huge.json is not valid json (Exceeds the limit "
+     "(4300 digits) for integer string conversion: value has 5000 digits)"),
+    (["--dry_run", "--config", "{tmp}/huge.yaml"], "error: {tmp}/huge.yaml is not valid yaml (Exceeds the limit "
+     "(4300 digits) for integer string conversion: value has 5000 digits)"),
+    (["--dry_run", "--config", "{tmp}/date.yaml"], "error: {tmp}/date.yaml is not valid yaml (month must be in "
+     "1..12)"),
     (["--dry_run", "--train_args", '--epochs "1'], "--train_args '--epochs \"1': No closing quotation"),
     # each was found by the first train.py job, after the sweep had queued every run
     (["--dry_run", "--label_granularity", "coarse"], "error: cifar10 has no 'coarse' labels; choose from fine"),
@@ -359,6 +366,9 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "laughs.yaml").write_text("\n".join(laughs) + "\nlabels: [*f]\n")
     (tmp_path / "deep.json").write_text('{"labels": ' + "[" * 100000 + "]" * 100000 + "}")
     (tmp_path / "deep.yaml").write_text("labels: " + "[" * 100000 + "]" * 100000 + "\n")
+    (tmp_path / "huge.json").write_text('{"seeds": [' + "1" * 5000 + "]}")
+    (tmp_path / "huge.yaml").write_text("seeds: [" + "1" * 5000 + "]\n")
+    (tmp_path / "date.yaml").write_text("seeds: [2024-13-45]\n")
     (tmp_path / "dash.yaml").write_text("labels: [speech, '-x']\n")
     (tmp_path / "nul.json").write_text('{"labels": ["a\\u0000b"]}')
     (tmp_path / "nul_dir.json").write_text('{"args": ["--base_dir", "o\\u0000ut"]}')

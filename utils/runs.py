@@ -308,17 +308,21 @@ def read_text(path):
         return f.read(READ_LIMIT + 1).decode()
 
 
-NOT_JSON = (json.JSONDecodeError, UnicodeDecodeError, RecursionError)
-"""What reading a file labelrep writes as JSON raises where its bytes are not that: text that is
-not JSON, bytes that are not UTF-8, nesting past Python's recursion limit (`json_failure`)."""
+NOT_JSON = (ValueError, RecursionError)
+"""What reading a file labelrep writes as JSON raises where its bytes are not that: ValueError for
+text that is not JSON (json.JSONDecodeError), bytes that are not UTF-8 (UnicodeDecodeError) and a
+whole number of more digits than Python converts (`json_failure`; one in a results.json was a
+traceback in report.py and train.py); RecursionError for nesting past Python's recursion limit."""
 
 
 def json_failure(err):
     """Why a file's text is not the JSON labelrep writes, from json.loads's error `err`: its own
     words, or, for arrays or objects nested deeper than Python's recursion limit (about 1000; none
     of labelrep's files nests beyond 4), which json.loads raises as a RecursionError (a traceback
-    in every script that read such a file), 'nested too deeply'."""
-    return "nested too deeply" if isinstance(err, RecursionError) else str(err)
+    in every script that read such a file), 'nested too deeply'; for a whole number of more digits
+    than Python converts to an int (4300 by default; no file of labelrep's holds one), Python's words
+    without their advice to raise that limit."""
+    return "nested too deeply" if isinstance(err, RecursionError) else str(err).split("; use sys.")[0]
 
 
 def read_json(path):
