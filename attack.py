@@ -193,7 +193,8 @@ def find_checkpoint(args):
     if args.checkpoint:
         # its folder as run_dir_of's (the file itself may be a link: the results go beside it), in
         # every message and in attack_results.json's config too
-        path = resolved(Path(args.checkpoint).parent) / Path(args.checkpoint).name
+        given = Path(args.checkpoint)
+        path = resolved(given.parent) / given.name
         args.checkpoint = str(path)
         if not path.is_file():
             raise UsageError(f"--checkpoint {path} " + (f"is a folder, not a checkpoint file{_best_in(path)}"
@@ -202,7 +203,7 @@ def find_checkpoint(args):
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
                              "attack results count as the run's best checkpoint's; attack a copy of it "
                              "in a folder of its own")
-        check_holds(args.base_dir, path.parent)
+        check_holds(args.base_dir, given.parent, path.parent)
         return path, path.parent
     check_base_dir(args.base_dir)  # --base_dir outputs/less said only "no checkpoint at outputs/less/less/..."
     dataset_info(args.dataset, args.label_granularity)  # cifar10 coarse: train.py's error, not "no checkpoint"
@@ -233,11 +234,18 @@ def find_checkpoint(args):
     return path, run_dir
 
 
-def check_holds(base_dir, run_dir):
+def check_holds(base_dir, folder, run_dir):
     """A --base_dir given with --checkpoint (None: not given) must hold `run_dir`, the checkpoint's
-    folder, where the results go: one elsewhere was ignored, and the results were not where asked."""
+    folder, where the results go: one elsewhere was ignored, and the results were not where asked.
+    It holds it below itself, links followed, or at `folder`, the folder as given, where that path
+    goes down from the --base_dir through links (a seed's folder linked to another disk: report.py
+    and the flags read the run there), with no '..' after it (which a link's target would apply)."""
     from utils.runs import resolved
-    if base_dir is not None and not run_dir.is_relative_to(resolved(base_dir)):
+    if base_dir is None:
+        return
+    base, parts = resolved(base_dir), (Path.cwd() / folder).parts
+    through = any(".." not in parts[i:] and resolved(Path(*parts[:i])) == base for i in range(1, len(parts) + 1))
+    if not (run_dir.is_relative_to(base) or through):
         raise UsageError(f"--base_dir {base_dir} does not hold --checkpoint's folder {run_dir}, where its "
                          "results go; leave out --base_dir, or copy the checkpoint into a folder of its own "
                          f"under {base_dir} and attack that copy")

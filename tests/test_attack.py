@@ -1888,6 +1888,28 @@ def test_a_base_dir_given_with_a_checkpoint_must_hold_its_folder(speech_run, cif
     assert summary["results"] == str(checkpoint.parent / ATTACK_RESULTS)
 
 
+def test_a_base_dir_holds_a_checkpoint_reached_through_a_linked_folder_of_its_layout(speech_run, cifar10_dir,
+                                                                                      label_dir, tmp_path, capsys):
+    """A folder of the layout may be a link (a seed's runs on another disk), which report.py and the
+    flags read through: a --checkpoint given through it, with the --base_dir it is under, was refused
+    as outside that --base_dir (the link's target is). It is attacked, its results beside it, where
+    report.py reads them; a '..' after the link, which leaves for the target's parent, is refused."""
+    (tmp_path / "disk" / "model_speech").mkdir(parents=True)
+    checkpoint = copied_checkpoint(speech_run, tmp_path / "disk" / "model_speech")
+    (tmp_path / "base" / "cifar10" / "seed3").mkdir(parents=True)
+    (tmp_path / "base" / "cifar10" / "seed3" / "resnet32").symlink_to(tmp_path / "disk")
+    linked = tmp_path / "base" / "cifar10" / "seed3" / "resnet32" / "model_speech" / checkpoint.name
+    base = ["--base_dir", str(tmp_path / "base")]
+    summary, _ = call_main(capsys, one_fgsm(linked, cifar10_dir, label_dir) + base)
+    assert summary["results"] == str(checkpoint.parent / ATTACK_RESULTS)
+    (tmp_path / "elsewhere").mkdir()
+    outside = copied_checkpoint(speech_run, tmp_path / "elsewhere")
+    line = one_line_error(capsys, one_fgsm(tmp_path / "base" / "cifar10" / "seed3" / "resnet32" / ".." / "elsewhere"
+                                           / outside.name, cifar10_dir, label_dir) + base)
+    assert line.startswith(f"error: --base_dir {tmp_path / 'base'} does not hold --checkpoint's folder "
+                           f"{tmp_path / 'elsewhere'}, where its results go"), line
+
+
 def test_a_folder_named_attack_results_json_is_named_in_the_error(speech_run, cifar10_dir, label_dir, tmp_path,
                                                                    capsys):
     """The error named the folder in attack_results.json's place by its descriptor's number
