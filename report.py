@@ -1100,9 +1100,10 @@ def tables_page(title, base, records, accuracy, robust, measured, incomplete, mi
             + ("; left out of the tables (see the incomplete runs)" if r["excluded"] else "")
             for r in records if r["diverged_epoch"]] or ["None."]
     out += ["", "## Incomplete runs", ""]
-    out += [f"- {code_span(i['run_dir'])}: {'; '.join(i['reasons'])}" for i in incomplete] or ["None."]
+    # a reason may quote train.log's error line, any text: it shows as it is, on its line
+    out += [f"- {code_span(i['run_dir'])}: {markdown_text('; '.join(i['reasons']))}" for i in incomplete] or ["None."]
     out += ["", "## Missing runs", ""]
-    out += [f"- {markdown_text(m['run'])}: {m['reason']}" for m in missing] or ["None."]
+    out += [f"- {markdown_text(m['run'] + ': ' + m['reason'])}" for m in missing] or ["None."]
     return out
 
 

@@ -1389,7 +1389,8 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
     (never / "train.log").write_text("=== 2026-01-02T10:00:00 CUDA_VISIBLE_DEVICES=0: python train.py\n"
                                      "error: CUDA out of memory\n")
     stopped = make_run(base, "category", 3, done_epochs=2)
-    (stopped / "train.log").write_text("error: an earlier job's\nepoch 2/4\nerror: disk full\nmore\n")
+    # its error line quotes a path of Markdown markup, which shows as it is ('*run*' was in italics)
+    (stopped / "train.log").write_text("error: an earlier job's\nepoch 2/4\nerror: disk full: /scratch/*run*/<x>\nmore\n")
     unknown = make_run(base, "category", 4, done_epochs=2)
     (unknown / "config.json").unlink()  # its --epochs not known: no 'of N'
     (unknown / "last_checkpoint.pth").unlink()
@@ -1408,7 +1409,7 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
         "(files last written 2025-11-24 16:00 UTC); "
         "train.log: error: CUDA out of memory",
         "- `cifar10/seed3/resnet32/model_category`: training unfinished with 2 of 4 epochs logged, files last "
-        "written 2025-11-24 16:00 UTC (no results.json); train.log: error: disk full",
+        "written 2025-11-24 16:00 UTC (no results.json); train.log: error: disk full: /scratch/\\*run\\*/\\<x>",
         "- `cifar10/seed4/resnet32/model_category`: training unfinished with 2 epochs logged, files last written "
         "2025-11-24 16:00 UTC (no results.json)",
         "- `cifar10/seed5/resnet32/model_category`: attack_results.json is not valid JSON or has no entries",
