@@ -314,6 +314,8 @@ def read_classes(record, run_dir):
               and count_matrix(test, len(names))):
         record["classes"] = unreadable(CONFUSION, confusion) or (
             f"{CONFUSION} is not valid JSON or has no test counts of its classes (C names, C rows of C counts)")
+    elif len(names) != (expected := dataset_classes(record["dataset"])) and expected:  # one copied from another run
+        record["classes"] = f"{CONFUSION} holds {len(names)} classes, not {record['dataset']}'s {expected}: another run's?"
     else:
         rows = [sum(row) for row in test]
         total, correct = sum(rows), sum(test[c][c] for c in range(len(test)))
@@ -325,6 +327,21 @@ def read_classes(record, run_dir):
         else:
             record["classes"] = {"names": names, "test_images": rows,
                                  "test_acc": [test[c][c] / n if n else None for c, n in enumerate(rows)]}
+
+
+def dataset_classes(folder):
+    """`folder_classes`, or None for a dataset labelrep has not."""
+    try:
+        return folder_classes(folder)
+    except UsageError:
+        return None
+
+
+def folder_classes(folder):
+    """The number of classes of a run directory's dataset folder (`dataset_folder`'s, as train.py
+    named it: cifar100_coarse has 20); `class_count`'s UsageError for a dataset labelrep has not."""
+    name, _, granularity = folder.partition("_")
+    return class_count(name, granularity or "fine")
 
 
 def count_matrix(value, classes):
@@ -988,9 +1005,9 @@ def label_stat_rows(records, label_dirs=()):
     rows, unmeasured, files = [], [], {}
     for (dataset, label), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], label_rank(kv[0][1]))):
         flags = runs[0]["flags"]
-        name, _, granularity = dataset.partition("_")  # `dataset_folder`'s, as train.py named it: cifar100_coarse
+        name = dataset.partition("_")[0]  # its label files': cifar100 for cifar100_coarse
         try:
-            num_classes = class_count(name, granularity or "fine")
+            num_classes = folder_classes(dataset)
         except UsageError as err:
             unmeasured.append({"dataset": dataset, "label": label, "reason": str(err)})
             continue

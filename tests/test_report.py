@@ -2385,10 +2385,20 @@ def test_a_read_only_out_names_the_flag_that_moves_it(study, tmp_path, monkeypat
                                                         "pass another --out")
 
 
-def with_confusion(run_dir, test, names=("cat", "dog", "frog")):
-    """confusion.json in `run_dir` as train.py writes it, with the test counts `test`; its
-    results.json's test_images and test_acc made theirs, as train.py scores them."""
-    (run_dir / "confusion.json").write_text(json.dumps({"classes": list(names), "test": test, "valid": None}))
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def of_cifar10(test):
+    """A CIFAR-10 confusion matrix holding the counts `test` of its first classes, none of the others."""
+    return [row + [0] * (10 - len(row)) for row in test] + [[0] * 10 for _ in range(10 - len(test))]
+
+
+def with_confusion(run_dir, test):
+    """confusion.json in `run_dir` as train.py writes it, with the test counts `test` of CIFAR-10's
+    first classes (`of_cifar10`); its results.json's test_images and test_acc made theirs, as
+    train.py scores them."""
+    test = of_cifar10(test)
+    (run_dir / "confusion.json").write_text(json.dumps({"classes": CIFAR10_NAMES, "test": test, "valid": None}))
     results = json.loads((run_dir / "results.json").read_text())
     total = sum(map(sum, test))
     results |= {"test_images": total, "test_acc": sum(test[c][c] for c in range(len(test))) / total}
@@ -2405,9 +2415,14 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
     with_confusion(make_run(base, "category", 1, test_acc=0.5, valid_acc=0.5), [[3, 1, 0], [0, 2, 2], [1, 0, 1]])
     with_confusion(make_run(base, "category", 2, test_acc=0.5, valid_acc=0.5), [[4, 0, 0], [1, 1, 0], [0, 0, 0]])
     other = make_run(base, "speech", 1, test_acc=0.5, valid_acc=0.5)  # another model's counts
-    (other / "confusion.json").write_text(json.dumps({"classes": ["a", "b"], "test": [[1, 0], [0, 1]], "valid": None}))
+    (other / "confusion.json").write_text(json.dumps({"classes": CIFAR10_NAMES, "test": of_cifar10([[1, 0], [0, 1]]),
+                                                      "valid": None}))
     broken = make_run(base, "speech", 2, test_acc=0.5, valid_acc=0.5)
     (broken / "confusion.json").write_text(json.dumps({"classes": ["a", "b"], "test": [[1, 0.5], [0, 1]]}))
+    two = make_run(base, "speech", 4, test_acc=0.5, valid_acc=0.5)  # another dataset's, its counts the run's
+    (two / "confusion.json").write_text(json.dumps({"classes": ["a", "b"], "test": [[1, 1], [0, 0]]}))
+    results = json.loads((two / "results.json").read_text())
+    (two / "results.json").write_text(json.dumps(results | {"test_images": 2}))
     make_run(base, "speech", 3, done_epochs=2)  # unfinished: in no table, and not named
     summary = report(base, out, draw=False)
     assert "class_accuracy.csv" in summary["files"]
@@ -2416,12 +2431,14 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
     rows = read_csv(out / "class_accuracy.csv")
     assert list(rows[0]) == ["dataset", "model", "label", "level", "class", "class_name", "n", "seeds",
                              "test_acc_mean", "test_acc_std", "test_images", "label_sha256"]
-    assert [{k: r[k] for k in ("label", "class", "class_name", "n", "seeds", "test_images")} for r in rows] == [
-        {"label": "category", "class": "0", "class_name": "cat", "n": "2", "seeds": "1 2", "test_images": "4"},
-        {"label": "category", "class": "1", "class_name": "dog", "n": "2", "seeds": "1 2", "test_images": "2 4"},
-        {"label": "category", "class": "2", "class_name": "frog", "n": "1", "seeds": "1", "test_images": "0 2"}]
+    assert [{k: r[k] for k in ("label", "class", "class_name", "n", "seeds", "test_images")} for r in rows[:4]] == [
+        {"label": "category", "class": "0", "class_name": "airplane", "n": "2", "seeds": "1 2", "test_images": "4"},
+        {"label": "category", "class": "1", "class_name": "automobile", "n": "2", "seeds": "1 2", "test_images": "2 4"},
+        {"label": "category", "class": "2", "class_name": "bird", "n": "1", "seeds": "1", "test_images": "0 2"},
+        {"label": "category", "class": "3", "class_name": "cat", "n": "0", "seeds": "", "test_images": "0"}]
+    assert len(rows) == 10 and {r["test_acc_mean"] for r in rows[3:]} == {""}  # no test image of theirs
     # 3/4 and 4/4; 2/4 and 1/2; 1/2, and no image of class 2 in seed 2
-    assert [float(r["test_acc_mean"]) for r in rows] == pytest.approx([0.875, 0.5, 0.5])
+    assert [float(r["test_acc_mean"]) for r in rows[:3]] == pytest.approx([0.875, 0.5, 0.5])
     # ddof=1: |0.75 - 1| / sqrt(2); none for one seed
     assert float(rows[0]["test_acc_std"]) == pytest.approx(0.125 * 2 ** 0.5)
     assert (float(rows[1]["test_acc_std"]), rows[2]["test_acc_std"]) == (0.0, "")
@@ -2432,9 +2449,11 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
                    "test_acc 0.5 of 1017 images): another model's?"},
         {"run": "cifar10/resnet32/speech/level100/seed2", "run_dir": "cifar10/seed2/resnet32/model_speech",
          "reason": "confusion.json is not valid JSON or has no test counts of its classes (C names, C rows of "
-                   "C counts)"}]
+                   "C counts)"},
+        {"run": "cifar10/resnet32/speech/level100/seed4", "run_dir": "cifar10/seed4/resnet32/model_speech",
+         "reason": "confusion.json holds 2 classes, not cifar10's 10: another run's?"}]
     for run_dir in base.glob("cifar10/seed*/resnet32/model_category"):
         (run_dir / "confusion.json").unlink()
     again = report(base, out, draw=False)
     assert again["class_accuracy"] == [] and not (out / "class_accuracy.csv").exists()
-    assert len(again["class_accuracy_unmeasured"]) == 4 and len(again["incomplete"]) == 1
+    assert len(again["class_accuracy_unmeasured"]) == 5 and len(again["incomplete"]) == 1
