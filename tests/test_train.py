@@ -627,7 +627,12 @@ def test_shared_flags_parse_alike(script):
     args = parser.parse_args(["--level", "8.0", "--seed", "7"])
     assert args.level == 8 and type(args.level) is int  # the directory is level8, not level8.0
     assert parser.parse_args(["--level", "12.5"]).level == 12.5
-    assert (args.base_dir, args.seed) == ("./outputs", 7)
+    assert args.seed == 7
+    if script == "train":
+        assert args.base_dir == "./outputs"
+    else:  # unset, so that a --base_dir given with --checkpoint is told from none; the flags find the run in train.py's
+        import attack
+        assert args.base_dir is None and attack.flags_base_dir(args) == str(Path("outputs").resolve())
     if script == "train":
         assert args.label_dir.endswith("labels/label_files") and args.data_dir == "./data"
     else:  # attack.py: the run's own
