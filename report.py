@@ -149,6 +149,13 @@ def label_rank(label):
     return order, family if order == len(LABEL_ORDER) else "", size, base, noise
 
 
+def table_order(key):
+    """Sort key of a (dataset, model, label, level, ...) tuple (a `KEY` or its first four) as the
+    accuracy tables list them: dataset, model, label (`label_rank`), level from the largest, then
+    the rest (the seed) by value, not as its folder's name sorts (seed10 before seed9)."""
+    return (key[0], key[1], label_rank(key[2]), -key[3], *key[4:])
+
+
 def attack_rank(attack):
     """fgsm, iterative, pgd, then their other objectives ("pgd+margin") after each, then the rest."""
     base = attack_parts(attack)[0]
@@ -453,11 +460,11 @@ def exclude_odd_seeds(records, grid_runs=()):
     """A run trained with other flags than the other seeds of its (dataset, model, label, level)
     (say --epochs 5 among 30, or --smoothing) is no further seed of the same experiment: it is
     marked excluded, with the flags in its problems, so the tables and curves average like with
-    like. Each flag's value most of the group's finished runs share is the group's (the first run's
-    on a tie; among all its runs when none has finished): unfinished runs, which count in no table,
-    do not outvote a finished one, and where the group has finished runs of `grid_runs` (the
-    --grid's run keys) they vote alone: a trial beside the grid's runs, trained with other flags,
-    tied or outvoted them. A flag a run did not record (it trained before the flag existed:
+    like. Each flag's value most of the group's finished runs share is the group's (the first run's,
+    its lowest seed's, on a tie; among all its runs when none has finished): unfinished runs, which
+    count in no table, do not outvote a finished one, and where the group has finished runs of
+    `grid_runs` (the --grid's run keys) they vote alone: a trial beside the grid's runs, trained
+    with other flags, tied or outvoted them. A flag a run did not record (it trained before the flag existed:
     --warmup_epochs) counts as train.py's default, which is what such a run trained with; one
     without config.json is compared on the flags its results.json records alone. The label
     targets' and the dataset's sha256 (FINGERPRINTS) count as flags where a run recorded them: a
@@ -630,7 +637,7 @@ def accuracy_rows(records):
         if record["train"] and not record["excluded"]:
             groups[tuple(record[k] for k in KEY[:4])].append(record)
     rows = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1], label_rank(k[2]), -k[3])):
+    for key in sorted(groups, key=table_order):
         runs = groups[key]
         test = mean_std([r["train"]["test_acc"] for r in runs])
         valid = mean_std([r["train"]["valid_acc"] for r in runs])
@@ -655,7 +662,7 @@ def class_accuracy_rows(records):
         else:
             unmeasured.append({"run": record["run"], "run_dir": record["run_dir"], "reason": record["classes"]})
     rows = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1], label_rank(k[2]), -k[3])):
+    for key in sorted(groups, key=table_order):
         runs = groups[key]
         for c in range(max(len(r["classes"]["names"]) for r in runs)):
             seeds = {r["seed"]: r["classes"] for r in runs if c < len(r["classes"]["names"])}
@@ -1531,7 +1538,8 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
 
 def read_runs(base, grid, workers):
     """The record (`read_run`) of every run directory under `base`, read in up to `workers`
-    processes; a UsageError where `base` is no folder, or holds no run and no `grid` is given."""
+    processes, in the tables' order (`table_order`); a UsageError where `base` is no folder, or
+    holds no run and no `grid` is given."""
     if not base.is_dir():
         raise UsageError(f"--base_dir {base} is not a directory")
     runs = find_runs(base)
@@ -1542,7 +1550,8 @@ def read_runs(base, grid, workers):
                          f"{LAYOUT_TEXT}){within}")
     with in_workers(workers, len(runs), RUNS_PER_WORKER, chunksize=64) as pool_map:
         records = list(pool_map(read_run, [base] * len(runs), runs, runs.values()))
-    return records
+    # runs.csv, summary.json and tables.md's lists of runs in the tables' order, not their paths'
+    return sorted(records, key=lambda r: table_order(tuple(r[k] for k in KEY)))
 
 
 def clean_rows(accuracy):

@@ -489,6 +489,33 @@ def test_runs_csv_says_why_a_run_is_incomplete_and_whether_its_accuracy_counts(t
     assert rows["1"]["reasons"] == ""
 
 
+def test_runs_are_listed_in_the_order_of_the_tables_not_of_their_folders_names(tmp_path):
+    """runs.csv, summary.json's runs and tables.md's incomplete runs listed the run directories as
+    their paths sort: seed10 before seed9, level 100 before 10, 25 and 5, labels by name (speech
+    before shuffle), where the CSVs and tables beside them list the labels in the paper's order,
+    levels from the largest and seeds by value; a reader matching rows across files found them
+    apart."""
+    labels, levels, seeds = ("category", "speech", "shuffle"), (100, 25, 5), (9, 10)
+    for label in labels:
+        for level in levels:
+            for seed in seeds:
+                make_run(tmp_path / "runs", label, seed, level=level, test_acc=0.5, valid_acc=0.5)
+                make_run(tmp_path / "runs", label, seed, level=level, done_epochs=1, label_noise=0.2)
+    summary = report(tmp_path / "runs", tmp_path / "out", draw=False)
+    order = [(label, level, seed) for label in labels for level in levels for seed in seeds]
+    assert [(r["label"], r["level"]) for r in summary["data_efficiency"]] == \
+        [(label, level) for label in labels for level in levels]
+    noisy = [(f"{label}_noise0.2", level, seed) for label, level, seed in order]
+    listed = sorted(order + noisy, key=lambda run: (labels.index(run[0].partition("_")[0]), "_" in run[0]))
+    assert [(r["label"], int(r["level"]), int(r["seed"])) for r in read_csv(tmp_path / "out" / "runs.csv")] == listed
+    assert [(r["label"], r["level"], r["seed"]) for r in summary["runs"]] == listed
+    assert [i["run"] for i in summary["incomplete"]] == [
+        f"cifar10/resnet32/{label}/level{level}/seed{seed}" for label, level, seed in noisy]
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    shown = re.findall(r"^- `(.*?)`: training unfinished", markdown, re.M)
+    assert shown == [i["run_dir"] for i in summary["incomplete"]]
+
+
 def test_a_level_figure_draws_the_labels_run_at_two_levels_with_their_images(tmp_path):
     """A label trained at one level alone was a point at that level among the lines (13 of the
     mini-study's 20 labels, stacked at level 100 over category's point); the x axis said "% of the
