@@ -1978,6 +1978,27 @@ def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_pat
         "with --resume")
 
 
+def test_a_resume_by_another_commit_warns(speech_run, capsys, cifar10_dir, label_dir, tmp_path, monkeypatch):
+    """A checkout pulled between a stop and its --resume trained the later epochs with other code,
+    silently: the resume says so, naming both commits; one of the same commit, or where either is
+    unknown (no git checkout), says nothing."""
+    import utils.runs
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    first = json.loads((run_dir / "config.json").read_text())["segments"][0]["environment"]["git"]
+    if first is None:
+        pytest.skip("not a git checkout: the run recorded no commit")
+    other = {"commit": "f" * 40, "dirty": False}
+    # each resume is compared with the one before: the start's commit, the same, another, then none
+    for now, warned in ((first, False), (other, True), (None, False)):
+        (run_dir / RESULTS).unlink(missing_ok=True)
+        monkeypatch.setattr(utils.runs, "code_version", lambda: now)
+        train.main(flags(cifar10_dir, base, label_dir, resume=True))
+        said = [line for line in capsys.readouterr().err.splitlines() if "labelrep commit" in line]
+        assert said == ([f"warning: resumed with labelrep commit {first['commit'][:7]} -> fffffff: the epochs "
+                         "before were trained by other code (config.json's segments record each commit)"]
+                        if warned else [])
+
+
 def test_a_resume_on_another_thread_count_warns(speech_run, capsys, cifar10_dir, label_dir, tmp_path):
     """The same flags on 1 and 2 CPU threads train other numbers: a resume that changes the count
     says so, as the README's promise of an uninterrupted run's numbers holds only without."""

@@ -205,13 +205,13 @@ def broken_training(config):
     if not isinstance(flags, dict) or flags.get("amp") is not True:
         return None
     for start in [config] + (segments if isinstance(segments, list) else []):
-        if (commit := _get(start, "environment", "git", "commit")) in AMP_BROKEN_COMMITS:
+        if (commit := json_get(start, "environment", "git", "commit")) in AMP_BROKEN_COMMITS:
             return (f"--amp by labelrep {commit[:7]}, whose --amp training never applied the optimiser's "
                     "updates to its forward passes (fixed in 754614a)")
     return None
 
 
-def _get(value, *keys):
+def json_get(value, *keys):
     """value[k1][k2]... of parsed JSON, or None where a level is missing or not a dict."""
     for key in keys:
         value = value.get(key) if isinstance(value, dict) else None

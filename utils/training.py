@@ -23,7 +23,7 @@ from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import class_count, lr_milestones
 from utils.errors import UsageError, as_parsed, interrupt_says, log
-from utils.flags import (acts_on, broken_training, check_force_resume, older_rounding, recorded_config,
+from utils.flags import (acts_on, broken_training, check_force_resume, json_get, older_rounding, recorded_config,
                          run_changes, with_added_flags)
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
@@ -703,6 +703,16 @@ def _rounding_changes(segments):
     return [f"{k} {before[k]} -> {now[k]}" for k in before if before[k] is not None and before[k] != now[k]]
 
 
+def _code_change(segments):
+    """'labelrep commit 1a2b3c4 -> 5d6e7f8' where the last two of a run's segments ran other commits
+    of labelrep (a checkout pulled between a stop and its resume: the run's epochs are of both);
+    None where they ran one, or either recorded none (not a git checkout, an older train.py)."""
+    before, now = (json_get(s, "environment", "git", "commit") for s in segments[-2:])
+    if isinstance(before, str) and isinstance(now, str) and before != now:
+        return f"labelrep commit {before[:7]} -> {now[:7]}"
+    return None
+
+
 def _process_and_device(args):
     """The torchrun context (one process without torchrun) and the device this process trains on,
     checked for --compile; warns once where --amp's bf16 is slow."""
@@ -912,6 +922,9 @@ def _prepare_run_dir(args, run_dir, best_path, config, history, device, start):
         if changes := _rounding_changes(config["segments"]):
             log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
                 "epochs before, so the run will not end bit for bit as an uninterrupted one")
+        if change := _code_change(config["segments"]):
+            log(f"warning: resumed with {change}: the epochs before were trained by other code "
+                "(config.json's segments record each commit)")
     write_json(run_dir / CONFIG, config)
     # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
     write_jsonl(run_dir / METRICS, history)
