@@ -11,7 +11,7 @@ tables.md (and with --latex tables.tex, its tables as LaTeX booktabs tables for 
 clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
 --label_noise runs), label_stats.csv (labels.stats of the targets each label trained, from the
 label files in --label_dir that hold them), class_accuracy.csv (each class's test accuracy, from
-the runs' confusion.json); figures, PNG or --figure_format pdf or svg (robust
+the runs' confusion.json; in tables.md too, up to 20 classes); figures, PNG or --figure_format pdf or svg (robust
 accuracy against eps, accuracy against data level, validation curves); and summary.json with every
 number, plus the runs that are missing or incomplete. Accuracies are fractions in the CSVs and JSON,
 percentages in tables.md: mean +- sample std over seeds (n = seeds). Warnings go to stderr; stdout
@@ -901,6 +901,33 @@ def clean_markdown(accuracy):
     return out
 
 
+CLASS_TABLE_MOST = 20  # the classes a per-class table of tables.md shows: CIFAR-100's 100 are class_accuracy.csv's
+
+
+def class_markdown(class_rows):
+    """tables.md's per-class test accuracy (`class_accuracy_rows`): per dataset, model and level, a
+    label by class table, for a dataset of up to CLASS_TABLE_MOST classes; nothing where no run has
+    its confusion.json."""
+    if not class_rows:
+        return []
+    section = "Per-class test accuracy"
+    out = [f"## {section}", "", "Of each class's test images, the share the runs decoded as it (each run's "
+           f"{CONFUSION}; class_accuracy.csv).", ""]
+    for dataset, model, level in sorted({(r["dataset"], r["model"], r["level"]) for r in class_rows},
+                                        key=lambda k: (k[0], k[1], -k[2])):
+        rows = [r for r in class_rows if (r["dataset"], r["model"], r["level"]) == (dataset, model, level)]
+        names = {r["class"]: r["class_name"] for r in rows}
+        heading = f"{dataset}, {model} (level {level:g})"
+        if len(names) > CLASS_TABLE_MOST:
+            out += [f"### {heading}", "", f"{len(names)} classes: in class_accuracy.csv.", ""]
+            continue
+        find = {(r["label"], r["class"]): r for r in rows}
+        out += headed(section, heading, ["label", *(names[c] for c in sorted(names))],
+                      [[label, *stat_cells(find, label, sorted(names), "test_acc")]
+                       for label in sorted({r["label"] for r in rows}, key=label_rank)])
+    return out
+
+
 def level_images(rows):
     """{level: its training images} of accuracy rows, as `one` writes them ('?' where unrecorded)."""
     return {level: one(i for r in rows if r["level"] == level for i in r["train_images"])
@@ -1102,10 +1129,11 @@ def label_stats_markdown(measured):
     return out
 
 
-def tables_page(title, base, records, accuracy, robust, measured, incomplete, missing, expected_from, counts):
+def tables_page(title, base, records, accuracy, robust, measured, classes, incomplete, missing, expected_from,
+                counts):
     """tables.md's lines, each table a `Table` (`tables_markdown` and `tables_latex` write them): what
-    was read, the clean, data-efficiency, label-noise, robust and label statistics tables, then the
-    diverged, incomplete and missing runs."""
+    was read, the clean, data-efficiency, label-noise, robust, label statistics and per-class
+    tables, then the diverged, incomplete and missing runs."""
     directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
     intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
@@ -1115,7 +1143,7 @@ def tables_page(title, base, records, accuracy, robust, measured, incomplete, mi
               "code reported its validation accuracy (in the CSVs as valid_acc).")
     out = [f"# {title}", "", intro, legend, ""]
     out += clean_markdown(accuracy) + efficiency_markdown(accuracy) + noise_markdown(accuracy)
-    out += robust_markdown(robust) + label_stats_markdown(measured)
+    out += robust_markdown(robust) + label_stats_markdown(measured) + class_markdown(classes)
     out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them, "
             "but for those left out of the tables, as said beside them; a run's test accuracy is of its "
             "best epoch's weights).", ""]
@@ -1514,8 +1542,8 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
                                               "attack", "problems")}, "label_sha256": targets_trained([r]),
                          "in_tables": in_tables(r)} for r in records],
                "incomplete": incomplete, "missing": missing}
-    page = tables_page(title, base_dir, records, accuracy, robust, measured, incomplete, missing, expected_from,
-                       counts)
+    page = tables_page(title, base_dir, records, accuracy, robust, measured, classes[0], incomplete, missing,
+                       expected_from, counts)
     # tables.md, and with --latex its tables (the same `Table`s) as tables.tex
     texts = {"tables.md": tables_markdown(page), **({"tables.tex": tables_latex(title, page)} if latex else {})}
     with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile

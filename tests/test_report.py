@@ -2470,6 +2470,12 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
     assert float(rows[0]["test_acc_std"]) == pytest.approx(0.125 * 2 ** 0.5)
     assert (float(rows[1]["test_acc_std"]), rows[2]["test_acc_std"]) == (0.0, "")
     assert summary["class_accuracy"][2]["test_acc_n"] == 1
+    # tables.md: a label by class table of the same numbers, in %, after the label statistics
+    markdown = (out / "tables.md").read_text()
+    table = table_rows(markdown, "## Per-class test accuracy\n")
+    assert table["label"] == CIFAR10_NAMES
+    assert table["category"] == ["87.50 ± 17.68 (n=2)", "50.00 ± 0.00 (n=2)", "50.00 (n=1)"] + ["-"] * 7
+    assert "### cifar10, resnet32 (level 100)\n" in markdown and "speech |" not in markdown.split("## Per-class")[1]
     assert summary["class_accuracy_unmeasured"] == [
         {"run": "cifar10/resnet32/speech/level100/seed1", "run_dir": "cifar10/seed1/resnet32/model_speech",
          "reason": "confusion.json holds other test counts than results.json scores (2/2 correct, against "
@@ -2483,4 +2489,14 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
         (run_dir / "confusion.json").unlink()
     again = report(base, out, draw=False)
     assert again["class_accuracy"] == [] and not (out / "class_accuracy.csv").exists()
+    assert "## Per-class" not in (out / "tables.md").read_text()
+    # CIFAR-100's 100 classes are too many columns for a table: class_accuracy.csv's alone
+    hundred = make_run(base, "category", 1, test_acc=0.01, valid_acc=0.01, dataset="cifar100")
+    counts = [[int(i == j) for j in range(100)] for i in range(100)]
+    (hundred / "confusion.json").write_text(json.dumps({"classes": [f"c{i}" for i in range(100)], "test": counts}))
+    results = json.loads((hundred / "results.json").read_text())
+    (hundred / "results.json").write_text(json.dumps(results | {"test_images": 100, "test_acc": 1.0}))
+    last = report(base, out, draw=False)
+    assert len(last["class_accuracy"]) == 100 and len(read_csv(out / "class_accuracy.csv")) == 100
+    assert "### cifar100, resnet32 (level 100)\n\n100 classes: in class_accuracy.csv.\n" in (out / "tables.md").read_text()
     assert len(again["class_accuracy_unmeasured"]) == 5 and len(again["incomplete"]) == 1
