@@ -901,6 +901,15 @@ def clean_markdown(accuracy):
     return out
 
 
+def per_level(rows):
+    """Table rows grouped per (dataset, model, level), as tables.md lists them (level from the
+    largest): [((dataset, model, level), its rows), ...]."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["model"], r["level"])].append(r)
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][2]))
+
+
 CLASS_TABLE_MOST = 20  # the classes a per-class table of tables.md shows: CIFAR-100's 100 are class_accuracy.csv's
 
 
@@ -913,9 +922,7 @@ def class_markdown(class_rows):
     section = "Per-class test accuracy"
     out = [f"## {section}", "", "Of each class's test images, the share the runs decoded as it (each run's "
            f"{CONFUSION}; class_accuracy.csv).", ""]
-    for dataset, model, level in sorted({(r["dataset"], r["model"], r["level"]) for r in class_rows},
-                                        key=lambda k: (k[0], k[1], -k[2])):
-        rows = [r for r in class_rows if (r["dataset"], r["model"], r["level"]) == (dataset, model, level)]
+    for (dataset, model, level), rows in per_level(class_rows):
         names = {r["class"]: r["class_name"] for r in rows}
         heading = f"{dataset}, {model} (level {level:g})"
         if len(names) > CLASS_TABLE_MOST:
@@ -961,9 +968,7 @@ def noise_markdown(accuracy):
     out = [f"## {section}", "",
            "`--label_noise R` replaced round(R x N) training labels by a random other class; "
            "validation and test labels are clean.", ""]
-    for dataset, model, level in sorted({(r["dataset"], r["model"], r["level"]) for r in noise},
-                                        key=lambda k: (k[0], k[1], -k[2])):
-        rows = [r for r in noise if (r["dataset"], r["model"], r["level"]) == (dataset, model, level)]
+    for (dataset, model, level), rows in per_level(noise):
         rates = sorted({r["label_noise"] for r in rows})
         find = {(r["label"], r["label_noise"]): r for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
