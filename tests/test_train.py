@@ -996,6 +996,21 @@ def test_evaluation_counts_the_decoded_classes_of_each_true_class(space):
         "loss": None, "acc": None, "confusion": None}
 
 
+def test_confusion_counts_of_uint8_labels_stay_in_their_rows():
+    """Labels as uint8 (a notebook's own, which cross-entropy takes): the cell index true x C +
+    decoded was computed in uint8 and wrapped past 255, so CIFAR-100's images of class 3 were
+    counted in rows 0 to 39 (trace/N 0.03 beside an accuracy of 1.0). Each is in its own row."""
+    from utils.labelspace import CategorySpace
+    from utils.training import evaluate
+    labels = torch.arange(100).repeat(2)
+    outputs = torch.eye(100)[labels]  # every image decoded as its class
+    images = torch.zeros(200, 3, 32, 32, dtype=torch.uint8)
+    result = evaluate(torch.nn.Linear(1, 1), CategorySpace(100), images, labels.to(torch.uint8), outputs=outputs,
+                      confusion=True)
+    assert result["acc"] == 1.0
+    assert torch.equal(result["confusion"], 2 * torch.eye(100, dtype=torch.int64))
+
+
 def test_a_run_writes_the_confusion_matrices_of_its_best_checkpoint(speech_run, cifar10_dir):
     """confusion.json, beside results.json: the dataset's class names in class-id order, and the
     test and validation counts, a row for each true class, whose traces give results.json's

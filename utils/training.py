@@ -322,8 +322,10 @@ def evaluate(model, space, images, labels, batch_size=1000, amp=False, channels_
             totals[0] += space.loss(batch_outputs, batch_labels).sum()
             decoded = space.decode(batch_outputs)
             totals[1] += (decoded == batch_labels).sum()
-            if confusion:  # cell (true, decoded) of the flattened matrix
-                counts += torch.bincount(batch_labels * classes + decoded, minlength=classes * classes)
+            if confusion:  # cell (true, decoded) of the flattened matrix, in int64: uint8 labels (which
+                # cross-entropy takes) wrapped past 255, CIFAR-100's cells landing in other rows
+                cells = batch_labels.long() * classes + decoded
+                counts += torch.bincount(cells, minlength=classes * classes)
     totals[2] = len(images)
     loss_sum, correct, n = distributed.all_sum(totals).tolist()
     # --valid_size 0: no accuracy, rather than an accuracy of 0
