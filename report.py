@@ -913,10 +913,12 @@ def per_level(rows):
 CLASS_TABLE_MOST = 20  # the classes a per-class table of tables.md shows: CIFAR-100's 100 are class_accuracy.csv's
 
 
-def class_markdown(class_rows):
-    """tables.md's per-class test accuracy (`class_accuracy_rows`): per dataset, model and level, a
-    label by class table, for a dataset of up to CLASS_TABLE_MOST classes; nothing where no run has
-    its confusion.json."""
+def class_markdown(classes):
+    """tables.md's per-class test accuracy (`class_accuracy_rows`' rows and unmeasured, `classes`): per
+    dataset, model and level, a label by class table, for a dataset of up to CLASS_TABLE_MOST classes,
+    then the runs of the accuracy tables left out of it, with why (their seeds are not in its n);
+    nothing where no run has its confusion.json."""
+    class_rows, unmeasured = classes
     if not class_rows:
         return []
     section = "Per-class test accuracy"
@@ -932,6 +934,8 @@ def class_markdown(class_rows):
         out += headed(section, heading, ["label", *(names[c] for c in sorted(names))],
                       [[label, *stat_cells(find, label, sorted(names), "test_acc")]
                        for label in sorted({r["label"] for r in rows}, key=label_rank)])
+    if unmeasured:
+        out += ["Not measured:", ""] + [f"- {markdown_text(u['run'] + ': ' + u['reason'])}" for u in unmeasured] + [""]
     return out
 
 
@@ -1547,7 +1551,7 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
                                               "attack", "problems")}, "label_sha256": targets_trained([r]),
                          "in_tables": in_tables(r)} for r in records],
                "incomplete": incomplete, "missing": missing}
-    page = tables_page(title, base_dir, records, accuracy, robust, measured, classes[0], incomplete, missing,
+    page = tables_page(title, base_dir, records, accuracy, robust, measured, classes, incomplete, missing,
                        expected_from, counts)
     # tables.md, and with --latex its tables (the same `Table`s) as tables.tex
     texts = {"tables.md": tables_markdown(page), **({"tables.tex": tables_latex(title, page)} if latex else {})}

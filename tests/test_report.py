@@ -2476,6 +2476,15 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
     assert table["label"] == CIFAR10_NAMES
     assert table["category"] == ["87.50 ± 17.68 (n=2)", "50.00 ± 0.00 (n=2)", "50.00 (n=1)"] + ["-"] * 7
     assert "### cifar10, resnet32 (level 100)\n" in markdown and "speech |" not in markdown.split("## Per-class")[1]
+    # and says which runs of the tables it leaves out, and why: their seeds are in no n of it
+    assert markdown.split("## Per-class")[1].split("## Diverged")[0].endswith(
+        "Not measured:\n\n"
+        "- cifar10/resnet32/speech/level100/seed1: confusion.json holds other test counts than results.json "
+        "scores (2/2 correct, against test_acc 0.5 of 1017 images): another model's?\n"
+        "- cifar10/resnet32/speech/level100/seed2: confusion.json is not valid JSON or has no test counts of "
+        "its classes (C names, C rows of C counts)\n"
+        "- cifar10/resnet32/speech/level100/seed4: confusion.json holds 2 classes, not cifar10's 10: another "
+        "run's?\n\n")
     assert summary["class_accuracy_unmeasured"] == [
         {"run": "cifar10/resnet32/speech/level100/seed1", "run_dir": "cifar10/seed1/resnet32/model_speech",
          "reason": "confusion.json holds other test counts than results.json scores (2/2 correct, against "
