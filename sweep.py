@@ -510,8 +510,13 @@ status=$?
 # 75: the stage stopped on a signal and kept its checkpoint. After USR1 (the time limit is near)
 # this task asks to run again; after TERM, SLURM decides (a preemption requeues it, scancel not).
 if [ "$status" -eq 75 ] && [ "$signalled" != TERM ] && [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then
-  echo "$(date +%FT%T) task $task: requeued" >&2
+  # said first: SLURM may end this script as the requeue takes effect
+  echo "$(date +%FT%T) task $task: requeueing ${SLURM_ARRAY_JOB_ID}_${task}: it starts again (after" \
+    "SLURM's hold), skips the stages its run finished and resumes the stopped one" >&2
   scontrol requeue "${SLURM_ARRAY_JOB_ID}_${task}" && exit 0
+  failed=$?
+  echo "$(date +%FT%T) task $task: not requeued (scontrol requeue exit $failed): its run stays stopped;" \
+    "submit this script again with --array=$task to resume it" >&2
 fi
 exit "$status"
 '''

@@ -1469,11 +1469,29 @@ def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_pa
     assert (asked.read_text() if asked.exists() else "") == requeue
 
 
-def signalled_task(script, tmp_path, signum):
+def test_a_failed_requeue_says_so(tmp_path, capsys):
+    """The task's log said "requeued" before scontrol ran, and nothing when it failed (a controller
+    out of reach): a task that ended 75, never to come back, read as one requeued. Its log now says
+    what the requeue will do, and that it did not happen and how to resume."""
+    script, commands = slurm_script(tmp_path, capsys, ["--seeds", "3", "--base_dir", str(tmp_path / "out")])
+    (tmp_path / "stage.py").write_text(STAGE)
+    commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'stage.py'} 60 0\n")
+    task = signalled_task(script, tmp_path, signal.SIGUSR1, scontrol_status=1)
+    _, err = task.communicate(timeout=60)
+    assert task.returncode == 75, err
+    said = [line.split(" ", 1)[1] for line in err.splitlines()[-2:]]  # after each line's date and time
+    assert said == ["task 0: requeueing 41_0: it starts again (after SLURM's hold), skips the stages its run "
+                    "finished and resumes the stopped one",
+                    "task 0: not requeued (scontrol requeue exit 1): its run stays stopped; submit this "
+                    "script again with --array=0 to resume it"], err
+
+
+def signalled_task(script, tmp_path, signum, scontrol_status=0):
     """Array task 0 of job 41 running `script`, sent `signum` once its stage logged "working" to
-    a.log; scontrol, a stand-in, writes its arguments to scontrol.args."""
+    a.log; scontrol, a stand-in, writes its arguments to scontrol.args and exits `scontrol_status`."""
     (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.args\n')
+    (tmp_path / "bin" / "scontrol").write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.args\nexit {scontrol_status}\n')
     (tmp_path / "bin" / "scontrol").chmod(0o755)
     task = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=plain_env() | {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_JOB_ID": "41",
@@ -1686,7 +1704,7 @@ def test_real_slurm_array_trains_attacks_and_requeues(slurm, tmp_path, capsys, c
                            check=True).stdout
     assert shown.count("JobState=COMPLETED") == 2, shown
     out = (script.parent / "logs" / f"{job}_0.out").read_text()
-    assert "got SIGUSR1" in out and "requeued" in out
+    assert "got SIGUSR1" in out and "requeueing" in out and "not requeued" not in out
     train_log = (runs[0] / "train.log").read_text()
     assert "preempted" in train_log and "resuming" in train_log
     for run_dir in runs:
