@@ -106,6 +106,8 @@ def test_json_line_and_run_files(speech_run):
                         "lr 0.1, on cpu")
     assert [re.fullmatch(r"\d\d:\d\d:\d\d epoch (\d)/2 lr .* valid_acc .*", line)[1] for line in lines[1:]] == [
         "1", "2"]
+    # the time left, as the bar shows it, after each epoch but the last
+    assert re.search(r" img/s eta \d+:\d\d:\d\d$", lines[1]) and lines[2].endswith(" img/s"), lines
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
@@ -2494,6 +2496,24 @@ def test_a_log_file_line_says_when_it_was_written():
     assert re.fullmatch(r"\d\d:\d\d:\d\d epoch 1/2 loss 1\.0", first)
     assert before <= first[:8] <= after or before > after  # (but across midnight)
     assert second == "warning: a message"
+
+
+def test_a_log_file_line_says_the_time_left(monkeypatch):
+    """A terminal's bar showed the time left; a log file's lines (a cluster job's) did not, so a
+    200-epoch run's log said nothing of when it would end. Its epoch lines now end with it, as this
+    process's epochs took on average (a resumed run's from its resume); the last has none, and steps
+    of unequal cost (an attack's settings) none at all."""
+    from utils.progress import Progress
+    clock = iter([1000.0, 1090.0, 1270.0, 2000.0])
+    monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+    log = io.StringIO()
+    with Progress(200, "run", "epoch", initial=197, stream=log, eta=True) as progress:  # resumed after 197
+        for epoch in (198, 199, 200):
+            progress.step(f"epoch {epoch}/200")
+    with Progress(2, "run", "setting", stream=log) as progress:
+        progress.step("[1/2] fgsm")
+    assert [line[9:] for line in log.getvalue().splitlines()] == [
+        "epoch 198/200 eta 0:03:00", "epoch 199/200 eta 0:02:15", "epoch 200/200", "[1/2] fgsm"]
 
 
 def test_each_stderr_line_is_one_write(monkeypatch):

@@ -1,9 +1,11 @@
 """Progress on stderr: a tqdm bar on a terminal, one plain line per step in a log file, each step's
 line starting with the time of day it was written (a cluster log then says when each epoch ended,
-and whether a job stalled).
+and whether a job stalled) and, for steps of about equal cost (epochs), ending with the time left,
+as the bar shows it.
 
 stdout is kept for the final JSON line, so a notebook can parse it and a cluster log stays readable.
 """
+import datetime
 import os
 import sys
 import time
@@ -51,10 +53,14 @@ class Progress:
     context manager, the bar is closed however the block ends, so an error line starts a line
     of its own."""
 
-    def __init__(self, total, desc, unit, initial=0, enabled=True, stream=None):
+    def __init__(self, total, desc, unit, initial=0, enabled=True, stream=None, eta=False):
         self.stream = stream or sys.stderr
         self.bar = None
         self.enabled = enabled  # False on every process but rank 0 under torchrun
+        # eta: a log line ends with the time left, where steps cost about the same (epochs; not an
+        # attack's settings, of 1 to 50 steps each, or reused at once)
+        self.eta, self.total, self.done, self.steps = eta, total, initial, 0
+        self.started = time.monotonic()
         # a bar on a terminal that reports its size (tqdm draws nothing at width or height 0), else lines
         if enabled and self.stream.isatty() and _columns(self.stream) > 0:
             self.bar = _Bar(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True,
@@ -69,11 +75,21 @@ class Progress:
     def step(self, line, **postfix):
         if not self.enabled:
             return
+        self.done, self.steps = self.done + 1, self.steps + 1
         if self.bar is None:
-            log(f"{time.strftime('%H:%M:%S')} {line}", self.stream)
+            log(f"{time.strftime('%H:%M:%S')} {line}{self._left()}", self.stream)
         else:
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)
+
+    def _left(self):
+        """' eta 1:02:03': the steps left at the mean time of this process's steps so far (a
+        resumed run's from its resume), where `eta` asks for it and steps are left; else ''."""
+        left = self.total - self.done
+        if not self.eta or left <= 0:
+            return ""
+        seconds = (time.monotonic() - self.started) / self.steps * left
+        return f" eta {datetime.timedelta(seconds=round(seconds))}"
 
     def message(self, line):
         if not self.enabled:

@@ -951,7 +951,7 @@ def _train_epochs(args, step, evaluated, checkpoints, train, valid, device):
     # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
     interrupted = interrupt_says(lambda: checkpoints.stopped(f"during epoch {epoch + 1}"))
     with Progress(args.epochs, f"{args.model} {args.label}", "epoch",
-                  initial=len(history), enabled=writes) as progress, interrupted:
+                  initial=len(history), enabled=writes, eta=True) as progress, interrupted:
         for epoch in range(first_epoch, args.epochs):
             # a stop signal ends the epoch at once where nothing trained is lost, or where the
             # epoch may not end before the kill that follows the signal
