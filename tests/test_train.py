@@ -249,8 +249,13 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
     with pytest.raises(SystemExit):
         train.main(every_epoch)
     monkeypatch.setattr(training, "train_epoch", real)
+    capsys.readouterr()
     resumed = train.main(every_epoch + ["--resume"])
     assert resumed["best_epoch"] == straight["best_epoch"] == 1
+    # a requeued job's log said "resuming RUN after epoch 2": not of how many, nor on what
+    assert capsys.readouterr().err.startswith(
+        f"resuming {resumed['run_dir']} after epoch 2 of 3: 250 training and 50 validation images, batch 64, "
+        "lr 0.1, on cpu\n")
     # scored with epoch 1's weights, not the last epoch's: its validation again, to the last digit
     first = metrics(Path(straight["run_dir"]))[0]
     assert (straight["valid_acc"], straight["valid_loss"]) == (first["valid_acc"], first["valid_loss"])

@@ -919,8 +919,8 @@ def _prepare_run_dir(args, run_dir, best_path, config, history, device, start):
         # results first: a job killed in between leaves no stale result
         for name in (RESULTS, CONFUSION, ATTACK_RESULTS, ATTACK_EXAMPLES, LAST_CHECKPOINT, best_path.name):
             (run_dir / name).unlink(missing_ok=True)
-    else:
-        log(f"resuming {run_dir} after epoch {len(history)}")
+    else:  # a requeued job's log says what it goes on with, as a start's does
+        log(f"resuming {run_dir} after epoch {len(history)} of {args.epochs}: {_what_trains(args, config, device)}")
         if changes := _rounding_changes(config["segments"]):
             log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
                 "epochs before, so the run will not end bit for bit as an uninterrupted one")
@@ -931,13 +931,18 @@ def _prepare_run_dir(args, run_dir, best_path, config, history, device, start):
     # the checkpoint's epochs; rows of later ones, trained again now, or an old run's go
     write_jsonl(run_dir / METRICS, history)
     if start:  # a log file (a cluster job's) says at once what trains, on what
-        world = config["world_size"]
-        processes = f" (rank 0 of {world} processes)" if world > 1 else ""
         # --resume with nothing to resume: a typo in --seed or --base_dir trains a new run, named here
         why = " (--resume found no checkpoint there)" if args.resume else ""
-        log(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {config['train_images']} training and "
-            f"{config['valid_images']} validation images, batch {args.batch_size}, lr {args.lr:g}, on "
-            f"{device}{processes}")
+        log(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {_what_trains(args, config, device)}")
+
+
+def _what_trains(args, config, device):
+    """What a start's or a resume's line says trains, on what: '4170 training and 1000 validation
+    images, batch 128, lr 0.1, on cuda' (with ' (rank 0 of 4 processes)' under torchrun)."""
+    world = config["world_size"]
+    processes = f" (rank 0 of {world} processes)" if world > 1 else ""
+    return (f"{config['train_images']} training and {config['valid_images']} validation images, batch "
+            f"{args.batch_size}, lr {args.lr:g}, on {device}{processes}")
 
 
 def _train_epochs(args, step, evaluated, checkpoints, train, valid, device):
