@@ -605,8 +605,10 @@ def _load_glove(source, words):
         import gensim.downloader
     except ImportError as exc:
         raise LabelError(f"glove needs gensim ({_one_line(exc)}); pip install gensim") from exc
+    from utils.progress import library_bar
+    log(f"note: {source} is not in {data_dir}; downloading it with gensim")
     try:
-        with _quiet("gensim"):
+        with _quiet("gensim"), library_bar("stdout", end="\n"):  # its bar: stdout, its line left open
             return gensim.downloader.load(source)
     except Exception as exc:  # network, name and format errors all end the same way
         raise LabelError(f"cannot get GloVe vectors {source!r} ({_one_line(exc)[:200]}); offline, "

@@ -347,6 +347,28 @@ def test_glove_tiny_file(tiny_glove, tmp_path, capsys):
     assert status == 2 and "no such file" in err
 
 
+def test_a_glove_download_keeps_stdout_one_json_line(tiny_glove, tmp_path, monkeypatch, capsys):
+    """gensim's download bar goes to stdout, carriage returns and no newline: the JSON line came
+    after it on the same line (`| jq .out` failed), a log file got thousands of updates on one
+    line. Away from a terminal the bar is dropped; a note line says what is downloaded."""
+    downloader = pytest.importorskip("gensim.downloader")
+    from gensim.models import KeyedVectors
+    vectors = KeyedVectors.load_word2vec_format(str(tiny_glove), no_header=True)
+
+    def load(name):  # a download of three chunks, as gensim reports one
+        for chunk in (1, 2, 3):
+            downloader._progress(chunk, 8192, 3 * 8192)
+        return vectors
+    monkeypatch.setattr(downloader, "load", load)
+    monkeypatch.delenv("LABELREP_OFFLINE")
+    monkeypatch.setenv("GENSIM_DATA_DIR", str(tmp_path / "gensim-data"))
+    status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--out", tmp_path], capsys)
+    assert status == 0 and files_written(out) == 1
+    note, wrote = err.splitlines()
+    assert note == f"note: glove-wiki-gigaword-50 is not in {tmp_path / 'gensim-data'}; downloading it with gensim"
+    assert wrote.startswith(f"wrote {tmp_path / 'cifar10_glove.npy'}  (10, 50)  [") and "\r" not in err
+
+
 def test_a_malformed_glove_line_is_named(tiny_glove, tmp_path, capsys):
     """It said "invalid literal for int() with base 10: 'airplane'" (the parse of the file as one
     with a header, tried last), whatever line was wrong."""

@@ -5,6 +5,7 @@ as the bar shows it.
 
 stdout is kept for the final JSON line, so a notebook can parse it and a cluster log stays readable.
 """
+import contextlib
 import datetime
 import os
 import sys
@@ -28,6 +29,29 @@ def _columns(stream):
     except (AttributeError, OSError, ValueError):
         return 0
     return size.columns if size.lines > 0 else 0
+
+
+def on_a_terminal(stream):
+    """Whether `stream` is a terminal that reports its size, where a bar can be drawn."""
+    return stream is not None and stream.isatty() and _columns(stream) > 0
+
+
+@contextlib.contextmanager
+def library_bar(name="stderr", end=""):
+    """A library's progress bar, which it writes to sys.`name` (torchvision's download's tqdm to
+    stderr, gensim's to stdout), on stderr where that is a terminal, `end` after it (a bar that
+    leaves its line open: "\\n"); else nowhere. In a log file a bar was one line of hundreds of
+    carriage-return updates (`grep`, `less` and an editor showed them all), and on stdout the JSON
+    line came after it, on the same line."""
+    terminal = on_a_terminal(sys.stderr)
+    redirect = contextlib.redirect_stdout if name == "stdout" else contextlib.redirect_stderr
+    with (contextlib.nullcontext(sys.stderr) if terminal else open(os.devnull, "w")) as shown, redirect(shown):
+        try:
+            yield
+        finally:
+            if terminal and end:
+                shown.write(end)
+                shown.flush()
 
 
 class _Bar(tqdm):
@@ -62,7 +86,7 @@ class Progress:
         self.eta, self.total, self.done, self.steps = eta, total, initial, 0
         self.started = time.monotonic()
         # a bar on a terminal that reports its size (tqdm draws nothing at width or height 0), else lines
-        if enabled and self.stream.isatty() and _columns(self.stream) > 0:
+        if enabled and on_a_terminal(self.stream):
             self.bar = _Bar(total=total, initial=initial, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True,
                             bar_format=BAR_FORMAT)
 
