@@ -90,6 +90,8 @@ def _install(info, archive, folder, needed, alone):
     # torchvision's downloader, without its md5 check: real copies of the batches exist whose
     # checksums differ from the official archive's, and we validate the content ourselves.
     from torchvision.datasets.utils import download_url, extract_archive
+
+    from utils.progress import library_bar
     data_dir = archive.parent
     if all((folder / f).is_file() for f in needed):
         return  # another job installed them while this one waited
@@ -105,7 +107,8 @@ def _install(info, archive, folder, needed, alone):
             if not archive.is_file():
                 lacking = _lacking(folder, needed)
                 log(f"downloading {info.url} to {data_dir}" + (f" ({lacking})" if lacking else ""))
-                download_url(info.url, tmp, archive.name)
+                with library_bar():  # its tqdm bar on a terminal, not in a job's log file
+                    download_url(info.url, tmp, archive.name)
                 os.replace(Path(tmp) / archive.name, archive)
             extract_archive(str(archive), tmp)
             if unpacked.is_dir():

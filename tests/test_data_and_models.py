@@ -824,6 +824,31 @@ def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypa
                                               f"cifar-10-python.tar.gz to {tmp_path}/data\n")
 
 
+def test_a_download_in_a_log_file_draws_no_bar(tmp_path, monkeypatch, capsys):
+    """torchvision's download draws a tqdm bar on stderr wherever it goes: a job's log file got one
+    line of hundreds of carriage-return updates of the 170 MB between 'downloading ...' and the
+    run's first line. Away from a terminal the log has the 'downloading' line alone."""
+    import tarfile
+
+    import torchvision.datasets.utils as tv_utils
+    source = make_cifar10(tmp_path / "source")
+
+    def download_url(url, root, filename):  # as torchvision's: its bar, 32 kB at a time
+        archive = tmp_path / "archive.tar.gz"
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(source / "cifar-10-batches-py", "cifar-10-batches-py")
+        data = archive.read_bytes()
+        with open(Path(root) / filename, "wb") as f, tv_utils.tqdm(total=len(data), unit="B", unit_scale=True) as bar:
+            for start in range(0, len(data), 32768):
+                f.write(data[start:start + 32768])
+                bar.update(len(data[start:start + 32768]))
+    monkeypatch.setattr(tv_utils, "download_url", download_url)
+    data = load_cifar("cifar10", tmp_path / "data", download=True)
+    assert len(data.train_labels) == 300
+    assert capsys.readouterr().err == (f"downloading https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz to "
+                                       f"{tmp_path}/data\n")
+
+
 def test_a_failed_download_leaves_no_folder_it_made(tmp_path, monkeypatch):
     """A mistyped --data_dir (cifar100-sample for cifar100-subset) was left behind, made and empty
     but for the download's lock file; a folder that was there stays, as do another job's files."""
