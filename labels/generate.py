@@ -474,7 +474,7 @@ def _quiet(*logger_names):
 @contextlib.contextmanager
 def _no_progress_bars(transformers):
     """transformers' progress bars off for the duration: loading a model from disk drew a "Loading
-    weights" bar on stderr, before the outcome's line. (A download keeps its bars.)"""
+    weights" bar on stderr, before the outcome's line. (A download keeps its bars on a terminal.)"""
     bars = transformers.utils.logging
     enabled = bars.is_progress_bar_enabled()
     bars.disable_progress_bar()
@@ -531,14 +531,17 @@ def make_bert(names, seed, options, param=None):
 
 def _load_text_model(source, transformers):
     """(model, tokenizer) from a local directory, the local cache, or (online) the hub."""
+    from utils.progress import on_a_terminal
     local = offline() or env_flag("HF_HUB_OFFLINE") or Path(source).is_dir()
     attempts = [True] if local else [True, False]
     for local_only in attempts:
         if not local_only:
             log(f"note: {source} is not cached; downloading it from the Hugging Face hub")
+        # a download's bars on a terminal: a log file got lines of carriage-return updates
+        bars = not local_only and on_a_terminal(sys.stderr)
         try:
             with _quiet("huggingface_hub", "transformers"), \
-                    _no_progress_bars(transformers) if local_only else contextlib.nullcontext():
+                    contextlib.nullcontext() if bars else _no_progress_bars(transformers):
                 tokenizer = transformers.AutoTokenizer.from_pretrained(
                     source, local_files_only=local_only)
                 model = transformers.AutoModel.from_pretrained(source, local_files_only=local_only)

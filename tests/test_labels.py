@@ -301,6 +301,29 @@ def test_bert_with_labelrep_offline_tries_no_download(monkeypatch, tmp_path, cap
     assert capsys.readouterr().err.startswith("note: bert-base-uncased is not cached; downloading it from ")
 
 
+def test_a_bert_download_in_a_log_file_draws_no_bars(tiny_bert, monkeypatch, tmp_path, capsys):
+    """A download from the hub kept the hub's tqdm bars wherever stderr went: a log file got lines
+    of carriage-return updates per file. Away from a terminal they are off, as for a cached model."""
+    import transformers
+    bars = []
+
+    def from_pretrained(real):
+        def load(source, local_files_only):
+            if local_files_only:
+                raise OSError(f"{source} is not in the cache")
+            bars.append(transformers.utils.logging.is_progress_bar_enabled())  # as the download starts
+            return real(tiny_bert)
+        return load
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("LABELREP_OFFLINE")
+    for auto in (transformers.AutoTokenizer, transformers.AutoModel):
+        monkeypatch.setattr(auto, "from_pretrained", from_pretrained(auto.from_pretrained))
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "bert", "--out", tmp_path], capsys)
+    assert status == 0 and bars == [False, False]
+    assert err.startswith("note: bert-base-uncased is not cached; downloading it from the Hugging Face hub\n")
+    assert transformers.utils.logging.is_progress_bar_enabled()  # as it was, after
+
+
 def test_bert_without_its_tokenizer_is_one_line(tiny_bert, tmp_path, capsys):
     """A model folder saved without its tokenizer loads (transformers makes a tokenizer of no
     vocabulary) and read every name as [UNK], all classes alike: the error named no cause, after a
