@@ -517,6 +517,11 @@ if [ "$status" -eq 75 ] && [ "$signalled" != TERM ] && [ -n "${SLURM_ARRAY_JOB_I
   failed=$?
   echo "$(date +%FT%T) task $task: not requeued (scontrol requeue exit $failed): its run stays stopped;" \
     "submit this script again with --array=$task to resume it" >&2
+elif [ "$status" -eq 75 ] && [ "$signalled" = TERM ]; then
+  echo "$(date +%FT%T) task $task: stopped by SIGTERM, its checkpoint kept: SLURM requeues a preempted" \
+    "task, which resumes it; a cancelled one stays stopped (submit it again to resume)" >&2
+elif [ "$status" -eq 75 ]; then
+  echo "$(date +%FT%T) task $task: stopped, its checkpoint kept; run the task again to resume it" >&2
 fi
 exit "$status"
 '''

@@ -1451,14 +1451,21 @@ def test_task_body_without_slurm(tmp_path, capsys, cifar10_dir, label_dir):
     assert "exit 3" in results[1][1] and "working" in results[1][1]  # the failed stage's log tail
     assert "preempted" not in results[1][1]  # of its last attempt only, as --local's note
     assert "got SIGUSR1" in results[2][1] and "exit 75" in results[2][1] and "requeued" not in results[2][1]
+    assert results[2][1].splitlines()[-1].endswith(" task 2: stopped, its checkpoint kept; run the task again "
+                                                   "to resume it")
 
 
-@pytest.mark.parametrize("signum, status, requeue", [(signal.SIGUSR1, 0, "requeue 41_0\n"), (signal.SIGTERM, 75, "")],
-                         ids=["USR1", "TERM"])
-def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_path, capsys):
+@pytest.mark.parametrize("signum, status, requeue, said", [
+    (signal.SIGUSR1, 0, "requeue 41_0\n", "requeueing 41_0: it starts again (after SLURM's hold), skips the "
+                                          "stages its run finished and resumes the stopped one"),
+    (signal.SIGTERM, 75, "", "stopped by SIGTERM, its checkpoint kept: SLURM requeues a preempted task, which "
+                             "resumes it; a cancelled one stays stopped (submit it again to resume)")],
+    ids=["USR1", "TERM"])
+def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, said, tmp_path, capsys):
     """In an array job, a stage stopped by USR1 (--signal: the time limit is near) has the task
     requeue itself with scontrol and end 0; one stopped by TERM (scancel, or a preemption, which
-    SLURM requeues itself) ends 75 and asks for nothing: a cancelled task must not come back."""
+    SLURM requeues itself) ends 75 and asks for nothing: a cancelled task must not come back. Its
+    log's last line says which, and what comes next (after TERM it said nothing past 'exit 75')."""
     script, commands = slurm_script(tmp_path, capsys, ["--seeds", "3", "--base_dir", str(tmp_path / "out")])
     (tmp_path / "stage.py").write_text(STAGE)
     commands.write_text(f"stage {tmp_path}/a.log python {tmp_path / 'stage.py'} 60 0\n")
@@ -1467,6 +1474,7 @@ def test_a_task_requeues_itself_after_usr1_alone(signum, status, requeue, tmp_pa
     assert task.returncode == status, err
     asked = tmp_path / "scontrol.args"
     assert (asked.read_text() if asked.exists() else "") == requeue
+    assert err.splitlines()[-1].split(" ", 1)[1] == f"task 0: {said}", err
 
 
 def test_a_failed_requeue_says_so(tmp_path, capsys):
