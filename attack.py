@@ -4,21 +4,25 @@
     python attack.py --label category --seed 7 --attacks pgd --epsilons 8/255 --restarts 5
     python attack.py --label speech --seed 7 --paper_protocol       # the paper's eps and clamps
     python attack.py --checkpoint path/to/speech_seed7_resnet32_best_model.pth --num_images 1000
+    python attack.py --label speech --seed 7 --transfer_from path/to/category_seed7_resnet32_best_model.pth
 
 Finds the best checkpoint train.py saved under {base_dir}/{dataset}/seed{seed}/{model}/model_{label}/
 (same flags as train.py: --level, --smoothing, --label_noise, --label_granularity), or takes
 --checkpoint, and evaluates every attack x targeted x eps on the test split. Writes
 attack_results.json (every setting, every number, images/s) into the run directory (the
 checkpoint's folder) after each finished setting, so a rerun, or a run requeued after SIGTERM,
-reuses finished settings, and attack_examples.png once, at the end. Progress goes to stderr; the
-last line on stdout is one JSON object. Exit status: 0 done, 2 after one `error:` line (bad
-input), 75 stopped by SIGTERM or SIGUSR1 (rerun it), 130 Ctrl-C.
+reuses finished settings, and attack_examples.png once, at the end. With --transfer_from, a
+transfer (black-box) attack: each setting's images are crafted against another run's model and
+classified by this one, in entries of their own ("pgd<category"), without a figure. Progress goes
+to stderr; the last line on stdout is one JSON object. Exit status: 0 done, 2 after one `error:`
+line (bad input), 75 stopped by SIGTERM or SIGUSR1 (rerun it), 130 Ctrl-C.
 """
 import argparse
 import glob
 import os
 import re
 import textwrap
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,13 +37,14 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, as_parsed, c
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
-                        attack_label, smoothed_loss_attacks, smoothed_run)
+                        attack_label, smoothed_loss_attacks, smoothed_run, transfer_source)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
 PIXEL_EPSILONS = ("0", "1/255", "2/255", "4/255", "8/255")
 PAPER_EPSILONS = ("0", "0.05", "0.1", "0.15", "0.2", "0.25", "0.3")  # its attack.py, normalised units
-# What makes two entries the same computation; a rerun reuses an entry whose identity matches.
+# What makes two entries the same computation (with a transfer's source checkpoint: `identity`); a
+# rerun reuses an entry whose identity matches.
 IDENTITY = ("protocol", "attack", "objective", "targeted", "eps", "steps", "step_size", "restarts",
             "num_images", "seed", "amp", "dtype", "images_sha256")
 # entries written before the key existed
@@ -144,6 +149,12 @@ def build_parser():
     attack.add_argument("--objective", default="loss", choices=OBJECTIVES,
                         help="what the attacks climb: the label's loss, as in the paper, or the "
                         "decoder's margin (nearest wrong class against the true one; see README)")
+    attack.add_argument("--transfer_from", type=nonempty, default=None, metavar="CHECKPOINT",
+                        help="a transfer (black-box) attack: craft each setting's images against this "
+                        "best-model .pth of another run (same dataset and classes, any model or label; "
+                        "its loss, decoder and threat) and classify them with the attacked run's model. "
+                        "Entries of their own, named after the source (pgd<category), beside the "
+                        "white-box ones; no attack_examples.png")
     attack.add_argument("--paper_protocol", action="store_true",
                         help="the paper's protocol: eps and step sizes in normalised units, FGSM clamped "
                         "to each image's own min/max, iterative without range clamp (see README)")
@@ -151,7 +162,8 @@ def build_parser():
     out.add_argument("--batch_size", type=number(int), default=500, help="images per batch")
     add_flags(out, "device", "amp", "channels_last")
     out.add_argument("--examples", type=number(int, inclusive=True), default=None,
-                     help=f"test images shown in attack_examples.png (default: {EXAMPLES}; 0: no figure); "
+                     help=f"test images shown in attack_examples.png (default: {EXAMPLES}; 0: no figure, "
+                     "as always with --transfer_from); "
                      "given, the figure is drawn again even when every setting is reused")
     return parser
 
@@ -176,14 +188,26 @@ def requested_settings(args):
 ATTACK_ONLY = {"steps": ("iterative", "pgd"), "step_size": ("iterative", "pgd"), "restarts": ("pgd",)}
 
 
-def _best_in(folder):
+def _best_in(folder, flag="--checkpoint"):
     """'; pass --checkpoint F' for the best checkpoint F train.py wrote in run directory `folder` (a
     --checkpoint of the run directory is a likely slip), '; pass one of ...' for several, '' for none."""
     from utils.runs import BEST_SUFFIX
     found = sorted(str(p) for p in Path(folder).glob(f"*{BEST_SUFFIX}") if p.is_file())
     if not found:
         return ""
-    return f"; pass --checkpoint {found[0]}" if len(found) == 1 else f"; pass one of {', '.join(found)}"
+    return f"; pass {flag} {found[0]}" if len(found) == 1 else f"; pass one of {', '.join(found)}"
+
+
+def checkpoint_file(flag, given):
+    """The checkpoint file a flag (--checkpoint, --transfer_from) names, its folder `resolved` (the
+    file itself may be a link: results go beside it); a missing one or a folder is a UsageError."""
+    from utils.runs import resolved
+    given = Path(given)
+    path = resolved(given.parent) / given.name
+    if not path.is_file():
+        raise UsageError(f"{flag} {path} " + (f"is a folder, not a checkpoint file{_best_in(path, flag)}"
+                                              if path.is_dir() else "does not exist"))
+    return path
 
 
 def find_checkpoint(args):
@@ -194,11 +218,8 @@ def find_checkpoint(args):
         # its folder as run_dir_of's (the file itself may be a link: the results go beside it), in
         # every message and in attack_results.json's config too
         given = Path(args.checkpoint)
-        path = resolved(given.parent) / given.name
+        path = checkpoint_file("--checkpoint", given)
         args.checkpoint = str(path)
-        if not path.is_file():
-            raise UsageError(f"--checkpoint {path} " + (f"is a folder, not a checkpoint file{_best_in(path)}"
-                                                      if path.is_dir() else "does not exist"))
         if path.name == LAST_CHECKPOINT and (path.parent / CONFIG).is_file():
             raise UsageError(f"{path} is the last checkpoint of train.py's run in {path.parent}, where "
                              "attack results count as the run's best checkpoint's; attack a copy of it "
@@ -302,8 +323,9 @@ RECORDED_TYPES = {"dataset": str, "label_granularity": str, "level": (int, float
                   "label_noise": (int, float)}
 
 
-def model_from_state(path, checkpoint):
-    """`model_from_checkpoint` of the `checkpoint` dict loaded from `path` (which messages name)."""
+def model_from_state(path, checkpoint, advice=ADVICE):
+    """`model_from_checkpoint` of the `checkpoint` dict loaded from `path` (which messages name, with
+    `advice`, what to do, where the file is no checkpoint of a run)."""
     from architecture import ARCHITECTURES, build_model
     from utils.labelspace import space_from_state
     from utils.runs import malformed
@@ -311,7 +333,7 @@ def model_from_state(path, checkpoint):
         raise UsageError(f"{path} is not a best-model checkpoint of train.py (it lacks model, "
                          "model_args or label_space)")
     import torch
-    with malformed(path, ADVICE):
+    with malformed(path, advice):
         model_args, space = checkpoint["model_args"], space_from_state(checkpoint["label_space"])
         if isinstance(model_args["arch"], str) and model_args["arch"] not in ARCHITECTURES:
             raise UsageError(f"{path} holds a {model_args['arch']}, a network this checkout's "
@@ -321,7 +343,7 @@ def model_from_state(path, checkpoint):
         try:  # its label file is found by this name: a hand-edited '../../x' read one outside --label_dir
             label_name(space.name)
         except argparse.ArgumentTypeError as err:
-            raise UsageError(f"{path} records a label name train.py refuses: {err}; {ADVICE}") from None
+            raise UsageError(f"{path} records a label name train.py refuses: {err}; {advice}") from None
         if unfit := _unfit_weight(model_args, checkpoint["model"]):
             raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
                              f"{tuple(model_args['output_shape'])} ({unfit})")
@@ -472,6 +494,71 @@ def load_run(args):
     return path, run_dir, model, space, data, record, loaded
 
 
+SOURCE_ADVICE = "point --transfer_from at a best checkpoint train.py wrote"
+
+
+@dataclass
+class Source:
+    """The model a transfer attack crafts its images against (--transfer_from), its label space,
+    and the record of it that each of its entries carries (`load_source`)."""
+    model: object
+    space: object
+    record: dict
+
+
+def load_source(args, data, attacked, model):
+    """The --transfer_from checkpoint, rebuilt from one read of it: a `Source` whose record holds its
+    path, sha256, label, model and seed, and its `name` in the entries' settings: its label as its
+    run folder names it (category_smooth0.1), after its network where that is not the attacked
+    one's (vgg19:category). It must be a best-model checkpoint of the attacked run's dataset (and
+    granularity) and classes, other bytes than the attacked checkpoint (`attacked`, its
+    `checkpoint_record`: its own images are the white-box attacks), and under --paper_protocol,
+    whose eps are in normalised units, normalise as the attacked `model` does."""
+    import hashlib
+
+    from utils.runs import dataset_folder, read_checkpoint, run_folder_name
+    from utils.training import warn_bf16_targets
+    path = checkpoint_file("--transfer_from", args.transfer_from)
+    checkpoint, raw, _ = read_checkpoint(path, advice=SOURCE_ADVICE)
+    sha256 = hashlib.sha256(raw).hexdigest()
+    del raw
+    if sha256 == attacked["checkpoint_sha256"]:
+        raise UsageError(f"--transfer_from {path} is the attacked checkpoint itself (the same bytes), whose "
+                         "attacks are the white-box ones: leave out --transfer_from, or pass another run's "
+                         "checkpoint")
+    source, space, checkpoint = model_from_state(path, checkpoint, SOURCE_ADVICE)
+    flags = dict(RUN_FLAGS) | recorded_flags(checkpoint)
+    trained, asked = (dataset_folder(flags["dataset"], flags["label_granularity"]),
+                      dataset_folder(args.dataset, args.label_granularity))
+    if trained != asked:
+        raise UsageError(f"--transfer_from {path} was trained on {trained}, but the attacked run on {asked}; "
+                         "a transfer attack's source must be of the same dataset and classes")
+    check_classes(path, space, data, args.dataset, args.label_granularity)
+    normalised = [(m.model_args["mean"], m.model_args["std"]) for m in (source, model)]
+    if args.paper_protocol and normalised[0] != normalised[1]:
+        raise UsageError(f"--transfer_from {path} normalises its images by another mean and std than the "
+                         "attacked run, so --paper_protocol's eps, in normalised units, would be other "
+                         "budgets for the two; leave out --paper_protocol (pixel units)")
+    warn_bf16_targets(space, args.amp)
+    arch = source.model_args["arch"]
+    name = run_folder_name(space.name, flags["label_noise"], flags["smoothing"]).removeprefix("model_")
+    record = {"name": name if arch == args.model else f"{arch}:{name}", "checkpoint": str(path),
+              "checkpoint_sha256": sha256, "label": space.name, "model": arch, "seed": flags["seed"]}
+    return Source(source, space, record)
+
+
+def retrained_sources(entries, source, path, log):
+    """`entries` less the transfer entries crafted against an earlier version of the --transfer_from
+    checkpoint at the same path (`source`, its record: its run trained again), which are logged;
+    and whether there were any."""
+    stale = [e for e in entries if e.get("source") and e["source"].get("checkpoint") == source["checkpoint"]
+             and e["source"]["checkpoint_sha256"] != source["checkpoint_sha256"]]
+    if stale:
+        log(f"{path}: dropping {len(stale)} transfer entries crafted against an earlier {source['checkpoint']} "
+            "(written again since)")
+    return [e for e in entries if e not in stale], bool(stale)
+
+
 def flags_base_dir(args):
     """The --base_dir under which the flags find the run: the one given, else train.py's default,
     resolved. The parser leaves it None, so that `check_holds` knows whether one was given with
@@ -488,18 +575,26 @@ def version(path):
 
 
 def identity(entry):
-    return tuple(entry.get(k, IDENTITY_DEFAULTS.get(k)) for k in IDENTITY)
+    """What `entry` computed (`IDENTITY`), and for a transfer the sha256 of its source checkpoint."""
+    source = entry.get("source")
+    return (*(entry.get(k, IDENTITY_DEFAULTS.get(k)) for k in IDENTITY),
+            source["checkpoint_sha256"] if source else None)
+
+
+def entry_attack(entry):
+    """'pgd+margin', 'pgd<category': the attack of an entry as settings name it (`attack_label`)."""
+    return attack_label(entry["attack"], entry.get("objective"), transfer_source(entry))
 
 
 def setting_key(entry):
     mode = "targeted" if entry["targeted"] else "untargeted"
-    return f"{attack_label(entry['attack'], entry.get('objective'))}/{mode}/{entry['eps_label']}"
+    return f"{entry_attack(entry)}/{mode}/{entry['eps_label']}"
 
 
 def setting_name(entry):
     """'pgd+margin targeted eps 8/255': a setting as progress lines and messages name it."""
     mode = "targeted" if entry["targeted"] else "untargeted"
-    return f"{attack_label(entry['attack'], entry.get('objective'))} {mode} eps {entry['eps_label']}"
+    return f"{entry_attack(entry)} {mode} eps {entry['eps_label']}"
 
 
 def computed_line(entry):
@@ -661,9 +756,12 @@ class Job:
     """One attack.py job in its locked run directory: the settings the flags ask for, on the first
     --num_images test images, each reused from attack_results.json where an earlier run computed
     it, else computed now and written there at once, so that a rerun, or this job requeued after a
-    signal, goes on where it stopped. `current`: this job's entries, in order, computed or reused."""
+    signal, goes on where it stopped. `current`: this job's entries, in order, computed or reused.
+    With a `Source` (--transfer_from), each setting's images are crafted against its model and
+    classified by this run's: a transfer attack, whose entries record the source."""
 
-    def __init__(self, args, argv, requested, device, run_dir, checkpoint, record, model, space, data):
+    def __init__(self, args, argv, requested, device, run_dir, checkpoint, record, model, space, data,
+                 source=None):
         from utils.attacks import Shared, attack_dtype
         from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, environment, tensors_sha256
         self.args, self.device = args, device
@@ -677,6 +775,10 @@ class Job:
         self.path, self.png = run_dir / ATTACK_RESULTS, run_dir / ATTACK_EXAMPLES
         self.entries = load_previous(self.path, self.png, checkpoint, record["checkpoint_sha256"], log,
                                      smoothed_run(args.label, args.smoothing))
+        self.source, self.dropped = source, False  # dropped: entries of a retrained source, to write out
+        if source is not None:
+            self.source = Source(source.model.to(device).eval(), source.space.to(device), source.record)
+            self.entries, self.dropped = retrained_sources(self.entries, source.record, self.path, log)
         # a reuse reports the entry's clean accuracy and, targeted, its target success (null: no
         # image attacked); one edited without them is computed again (and stays, for report.py)
         self.done = {identity(e): e for e in self.entries if e.get("clean_acc") is not None
@@ -692,8 +794,9 @@ class Job:
     def start_line(self):
         """What is attacked, on what."""
         count = len(self.settings)
-        return (f"attacking {self.checkpoint}: {count} setting{'s' * (count != 1)} on {self.n} test "
-                f"images, batch {self.args.batch_size}, on {self.device}")
+        source = "" if self.source is None else f" with images crafted against {self.source.record['checkpoint']}"
+        return (f"attacking {self.checkpoint}{source}: {count} setting{'s' * (count != 1)} on {self.n} "
+                f"test images, batch {self.args.batch_size}, on {self.device}")
 
     def attack(self, setting, progress, place):
         """One setting of `settings`: reused where an earlier run computed it, else computed now;
@@ -718,7 +821,8 @@ class Job:
                 "targeted": targeted, "eps": eps,
                 "eps_label": eps_label, "steps": plan.steps, "step_size": plan.step_size,
                 "restarts": plan.restarts, "num_images": self.n, "seed": args.seed, "amp": args.amp,
-                "dtype": self.dtype, "images_sha256": self.images_sha}
+                "dtype": self.dtype, "images_sha256": self.images_sha} | (
+                    {} if self.source is None else {"source": self.source.record})
 
     def stoppable(self, entry):
         """Whether a stop signal ends `entry`'s attack at once, its work lost, rather than letting
@@ -740,8 +844,11 @@ class Job:
         from utils import preempt
         from utils.runs import provenance, write_json
         stop = preempt.requested if self.stoppable(entry) else None
-        result = run_setting(self.model, self.space, self.images, self.labels, self.targets, entry, self.args,
-                             shared=self.shared, stop=stop)
+        # a transfer's images are crafted against the source, and this run's model judges them
+        crafted, judge = ((self.model, self.space), None) if self.source is None else (
+            (self.source.model, self.source.space), (self.model, self.space))
+        result = run_setting(*crafted, self.images, self.labels, self.targets, entry, self.args,
+                             shared=self.shared, stop=stop, judge=judge)
         if result is None:
             progress.close()
             preempt.exit_for_requeue(self.stopped(f" by signal during {setting_name(entry)}"))
@@ -764,7 +871,8 @@ class Job:
 
     def to_compute(self):
         """Whether this job computes a setting, or writes attack_results.json for want of one."""
-        return not self.path.exists() or any(identity(self.entry(*s)) not in self.done for s in self.settings)
+        return (not self.path.exists() or self.dropped
+                or any(identity(self.entry(*s)) not in self.done for s in self.settings))
 
     def to_draw(self, computed, redraw):
         """Whether this job draws attack_examples.png: asked (--examples above 0), and it computed a
@@ -813,7 +921,7 @@ class Job:
         """Writes attack_results.json once more where this job computed a setting or found no
         file; returns whether it did."""
         from utils.runs import write_json
-        computed = len(self.entries) > self.kept or not self.path.exists()
+        computed = len(self.entries) > self.kept or self.dropped or not self.path.exists()
         if computed:  # else nothing to write: a read-only archive of finished runs can be reread
             write_json(self.path, self.document(self.clean_acc))
         return computed
@@ -822,6 +930,7 @@ class Job:
         """attack.py's JSON line: robust accuracy (and target success) per setting of this job."""
         current = self.current
         return {"run_dir": str(self.run_dir), "results": str(self.path), "protocol": self.protocol,
+                **({} if self.source is None else {"source": self.source.record}),
                 "num_images": self.n, "clean_acc": self.clean_acc,
                 "robust_acc": {setting_key(e): e["robust_acc"] for e in current},
                 "target_success": {setting_key(e): e["target_success"] for e in current if e["targeted"]}}
@@ -849,7 +958,10 @@ def run(args, argv=None):
     requested = requested_settings(args)  # (protocol, attacks, epsilons, targeted modes)
     warn_ignored(args, requested[1])
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again
-    args.examples = EXAMPLES if args.examples is None else args.examples
+    if args.transfer_from and args.examples:  # the run's figure is of white-box attacks
+        raise UsageError(f"--transfer_from draws no attack_examples.png (the run's figure shows its "
+                         f"white-box attacks); leave out --examples {args.examples}")
+    args.examples = (0 if args.transfer_from else EXAMPLES) if args.examples is None else args.examples
     device = resolve_device(args.device)
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
@@ -857,6 +969,7 @@ def run(args, argv=None):
     # bad input ends here, before the run is locked; the checkpoint is read once: its weights and
     # `record` (sha256, ...) are of the same bytes
     path, run_dir, model, space, data, record, loaded = load_run(args)
+    source = load_source(args, data, record, model) if args.transfer_from else None
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")
     # a run folder that takes no writes: the same copy, where this job may write
@@ -868,7 +981,7 @@ def run(args, argv=None):
         # started during the last epoch) had this job attack an earlier epoch's weights
         if version(path) != loaded:
             model, space, record = reload(args, path, data)
-        job = Job(args, argv, requested, device, run_dir, path, record, model, space, data)
+        job = Job(args, argv, requested, device, run_dir, path, record, model, space, data, source)
         job.check_writable(redraw, copy)
         log(job.start_line())  # a log file (a cluster job's) says at once what is attacked, on what
         total = len(job.settings)

@@ -44,10 +44,11 @@ from labels import LABEL_DIR, LabelError, label_path, read_targets, targets_sha2
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, choice, log, nonempty, number,
                           doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
-from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, accuracy, asked_changes,
-                        attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype, entry_key,
-                        eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
-                        read_json_file, read_lines, smoothed_loss_attacks, smoothed_run, unreadable)
+from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, TRANSFER, accuracy,
+                        asked_changes, attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype,
+                        entry_key, eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
+                        read_json_file, read_lines, smoothed_loss_attacks, smoothed_run, transfer_source,
+                        unreadable)
 from utils.atomic import (Table, code_span, exclusive, file_set, markdown_text, print_json, remove_temporaries,
                           temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
@@ -592,12 +593,15 @@ def values_seen(records):
 
 
 def attack_settings_seen(records):
-    """({dataset: the `entry_key`s of every attack entry of its runs}, {(protocol, eps): its label})."""
+    """({dataset: the `entry_key`s of every white-box attack entry of its runs}, {(protocol, eps): its
+    label}). A transfer attack's (attack.py --transfer_from), of one run against another, is
+    expected of no other run (nor of its source)."""
     settings = defaultdict(set)  # every attack setting seen in a dataset is expected of its runs
     eps_labels = {}  # (protocol, eps) -> its label, as attack.py wrote it first
     for record in records:
         if record["attack"]:
-            settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]}
+            settings[record["dataset"]] |= {entry_key(e) for e in record["attack"]["entries"]
+                                            if transfer_source(e) is None}
             for e in record["attack"]["entries"]:
                 eps_labels.setdefault(entry_key(e)[2:], e.get("eps_label"))
     return settings, eps_labels
@@ -717,7 +721,9 @@ ROBUST_LEGEND = (
     "same images without attack (the clean table's accuracy is over every test image). Columns are "
     "L-infinity budgets eps in pixel units (x/255), the paper protocol's in its normalised units. "
     "An attack climbs the label's training loss, as the paper's did; `+margin` (attack.py --objective "
-    "margin): the decoder's margin instead, the nearest wrong class against the true one. "
+    "margin): the decoder's margin instead, the nearest wrong class against the true one; `<category` "
+    "(attack.py --transfer_from): a transfer attack, its images crafted against a category run's model "
+    "(`<vgg19:category`: a vgg19's) and classified by the row's. "
     "Targeted attack success rate: % of the images classified correctly before the attack whose "
     "prediction became the target class.")
 
@@ -746,10 +752,11 @@ def robust_rows(records):
             # attack.py --seed S (other targets and starts) or another --data_dir adds an entry of
             # the same setting, and a notebook's float64 attack one of another dtype: the run's own
             # seed's is kept, then the float32 one (the command line's, as the other runs' entries
-            # are), else the last written
+            # are), then a transfer from a source of the run's seed, else the last written
             rank = (entry.get("seed", record["seed"]) == record["seed"],
-                    entry_dtype(entry) == COMMAND_LINE_DTYPE)
-            if rank >= chosen.get(key, ((False, False),))[0]:
+                    entry_dtype(entry) == COMMAND_LINE_DTYPE,
+                    (entry.get("source") or {}).get("seed", record["seed"]) == record["seed"])
+            if rank >= chosen.get(key, ((False, False, False),))[0]:
                 chosen[key] = rank, entry
         for key, (_, entry) in chosen.items():
             groups[key].append((record, entry))
@@ -1361,9 +1368,12 @@ def robust_figures(robust, styles):
 
 
 def attack_title(attack):
-    """An attack's name in a figure title: "pgd+margin" -> "PGD (margin objective)"."""
+    """An attack's name in a figure title: "pgd+margin" -> "PGD (margin objective)", "pgd<category" ->
+    "PGD from category" (a transfer attack's images, crafted against a category run)."""
     name, objective = attack_parts(attack)
-    return ATTACK_TITLES.get(name, name) + (f" ({objective} objective)" if objective else "")
+    source = attack.partition(TRANSFER)[2]
+    return (ATTACK_TITLES.get(name, name) + (f" ({objective} objective)" if objective else "")
+            + (f" from {source}" if source else ""))
 
 
 def robust_figure(key, rows, styles):

@@ -1988,3 +1988,174 @@ def test_a_damaged_checkpoints_zip_index_is_no_traceback(tmp_path):
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps(results))
     assert zip_index_sha256(checkpoint) is None
     assert attacked_another(tmp_path / ATTACK_RESULTS, results, checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transfer attacks (attack.py --transfer_from)
+
+def fixture_checkpoint(model, space, speech_run, path):
+    """A best-model checkpoint of an in-process fixture model (`category`, `highdim`), with the
+    config of `speech_run`'s (its data folder, seed 3): a run that classifies the tiny test set
+    well, where the one epoch of `speech_run` barely does."""
+    state = torch.load(speech_run[1] / "speech_seed3_resnet32_best_model.pth", weights_only=True)
+    state |= {"model": model.state_dict(), "model_args": model.model_args, "label_space": space.state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture
+def transfer_runs(category, highdim, speech_run, tmp_path):
+    """(the category checkpoint, the highdim one, their folders' own attack_results.json: the
+    highdim run's) of the fixtures' models, each in a folder of its own."""
+    source = fixture_checkpoint(*category, speech_run,
+                                tmp_path / "category" / "category_seed3_resnet32_best_model.pth")
+    attacked = fixture_checkpoint(*highdim, speech_run,
+                                  tmp_path / "highdim" / "speech_flat_seed3_resnet32_best_model.pth")
+    return source, attacked, attacked.parent / ATTACK_RESULTS
+
+
+def transfer_flags(attacked, source, cifar10_dir, label_dir, *extra):
+    return ["--checkpoint", str(attacked), "--data_dir", str(cifar10_dir), "--label_dir", str(label_dir),
+            "--device", "cpu", *([] if source is None else ["--transfer_from", str(source)]), *extra]
+
+
+@pytest.mark.parametrize("targeted, judge", [(False, "highdim"), (True, "highdim"), (False, "speech")])
+def test_a_transfer_is_the_attacked_models_reading_of_the_sources_adversarial_images(
+        targeted, judge, transfer_runs, speech_run, tiny, cifar10_dir, label_dir, tmp_path, capsys):
+    """FGSM crafted by hand against the category model (one signed step of its own loss's gradient,
+    towards the seeded target when targeted) on every test image, classified by the attacked model
+    (the highdim one, or the barely trained speech run, which misclassifies most images clean):
+    its robust accuracy (the images it got right clean, still right) and target success are the
+    transfer's. An image the source misclassifies is attacked all the same (5 of 100 here: crafted
+    on the others alone, untargeted robust accuracy was 80% for 75%)."""
+    from utils.attacks import gradient_sign
+    source, attacked, _ = transfer_runs
+    if judge == "speech":
+        (tmp_path / "speech").mkdir()
+        attacked = copied_checkpoint(speech_run, tmp_path / "speech")
+    mode = "targeted" if targeted else "untargeted"
+    setting = ["--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "yes" if targeted else "no"]
+    summary, err = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *setting))
+    assert err.splitlines()[0] == (f"attacking {attacked} with images crafted against {source}: 1 setting on 100 "
+                                   "test images, batch 500, on cpu")
+    crafter, crafter_space, _ = attack.model_from_checkpoint(source)
+    model, space, _ = attack.model_from_checkpoint(attacked)
+    images, labels = to_float(tiny.test_images), tiny.test_labels
+    goal = draw_targets(labels, 10, 3) if targeted else labels  # the attacked run's seed
+    step = (-1 if targeted else 1) * EPS8 * gradient_sign(crafter, crafter_space, images, goal)
+    with torch.no_grad():
+        clean = space.decode(model(images)) == labels
+        adversarial = space.decode(model((images + step).clamp(0, 1)))
+    robust = (clean & (adversarial == labels)).float().mean().item()
+    # (a folded network's float rounding may flip a gradient sign, rarely a prediction)
+    assert summary["robust_acc"] == {f"fgsm<category/{mode}/8/255": pytest.approx(robust, abs=0.011)}
+    assert summary["clean_acc"] == clean.sum().item() / len(labels)
+    if targeted:
+        hits = (clean & (adversarial == goal)).sum().item() / clean.sum().item()
+        assert summary["target_success"] == {f"fgsm<category/{mode}/8/255": pytest.approx(hits, abs=0.011)}
+    if judge == "highdim":  # not the attacked model's own white-box numbers: its gradients were never used
+        white, _ = call_main(capsys, transfer_flags(attacked, None, cifar10_dir, label_dir, *setting,
+                                                    "--examples", "0"))
+        assert white["robust_acc"][f"fgsm/{mode}/8/255"] < summary["robust_acc"][f"fgsm<category/{mode}/8/255"]
+    else:
+        assert 0 < summary["clean_acc"] < 0.8
+
+
+def test_transfer_entries_record_their_source_and_are_reused_until_it_changes(transfer_runs, speech_run,
+                                                                               cifar10_dir, label_dir, tmp_path,
+                                                                               capsys):
+    """Transfer entries go beside the white-box ones, named after their source and carrying its
+    record; each kind is reused by its own reruns alone, and the transfer ones only while the source
+    checkpoint holds the bytes they were crafted against."""
+    source, attacked, results = transfer_runs
+    pgd = ["--attacks", "pgd", "--epsilons", "8/255", "--steps", "2", "--targeted", "no", "--num_images", "20"]
+    white, _ = call_main(capsys, transfer_flags(attacked, None, cifar10_dir, label_dir, *pgd, "--examples", "0"))
+    transfer, err = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *pgd))
+    assert "(reused from" not in err and "[1/1] pgd<category untargeted eps 8/255: robust_acc" in err
+    record = {"name": "category", "checkpoint": str(source), "checkpoint_sha256": file_sha256(source),
+              "label": "category", "model": "resnet32", "seed": 3}
+    assert transfer["source"] == record and list(transfer["robust_acc"]) == ["pgd<category/untargeted/8/255"]
+    assert transfer["clean_acc"] == white["clean_acc"]  # the attacked model's, on the same images
+    entries = json.loads(results.read_text())["entries"]
+    assert [e.get("source") for e in entries] == [None, record]
+    assert entries[1]["robust_acc"] == transfer["robust_acc"]["pgd<category/untargeted/8/255"]
+    assert not (attacked.parent / ATTACK_EXAMPLES).exists()  # the run's figure is of its white-box attacks
+    # each rerun reuses its own kind; the file is not written again
+    written = results.read_bytes()
+    _, err = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *pgd))
+    assert err.count("(reused from") == 1
+    assert call_main(capsys, transfer_flags(attacked, None, cifar10_dir, label_dir, *pgd, "--examples", "0")
+                     )[0] == white
+    assert results.read_bytes() == written
+    # another source checkpoint of the same name: entries of its own, beside
+    other = tmp_path / "other" / source.name
+    state = torch.load(source, weights_only=True)
+    state["config"]["flags"]["seed"] = 4
+    other.parent.mkdir()
+    torch.save(state, other)
+    again, err = call_main(capsys, transfer_flags(attacked, other, cifar10_dir, label_dir, *pgd))
+    assert "(reused from" not in err and again["source"]["seed"] == 4
+    assert len(json.loads(results.read_text())["entries"]) == 3
+    # the source trained again at its path: its entries are dropped, and computed against it anew
+    state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
+    torch.save(state, source)
+    again, err = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *pgd))
+    assert (f"{results}: dropping 1 transfer entries crafted against an earlier {source} (written again "
+            "since)") in err
+    assert "(reused from" not in err
+    entries = json.loads(results.read_text())["entries"]
+    assert [e.get("source", {}).get("checkpoint_sha256") for e in entries] == [
+        None, file_sha256(other), file_sha256(source)]
+    # a source of another network is named after it too
+    vgg = fixture_checkpoint(build_model("vgg19", (10,)), CategorySpace(10), speech_run,
+                             tmp_path / "vgg" / "category_seed3_vgg19_best_model.pth")
+    summary, _ = call_main(capsys, transfer_flags(attacked, vgg, cifar10_dir, label_dir, "--attacks", "fgsm",
+                                                  "--epsilons", "8/255", "--targeted", "no", "--num_images", "5"))
+    assert list(summary["robust_acc"]) == ["fgsm<vgg19:category/untargeted/8/255"]
+    assert summary["source"]["model"] == "vgg19"
+
+
+def test_transfer_errors_are_one_line(transfer_runs, speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    source, attacked, results = transfer_runs
+    flags = ["--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "5"]
+
+    def refused(given, *extra):
+        return one_line_error(capsys, transfer_flags(attacked, given, cifar10_dir, label_dir, *flags, *extra))
+    assert refused(tmp_path / "nosuch.pth") == f"error: --transfer_from {tmp_path / 'nosuch.pth'} does not exist"
+    assert refused(source.parent) == (f"error: --transfer_from {source.parent} is a folder, not a checkpoint "
+                                      f"file; pass --transfer_from {source}")
+    (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
+    line = refused(tmp_path / "broken.pth")
+    assert "is corrupt" in line and line.endswith("point --transfer_from at a best checkpoint train.py wrote")
+    same = tmp_path / "same" / attacked.name  # a copy: the same bytes, so the white-box attack
+    same.parent.mkdir()
+    shutil.copy(attacked, same)
+    assert refused(same) == (f"error: --transfer_from {same} is the attacked checkpoint itself (the same bytes), "
+                             "whose attacks are the white-box ones: leave out --transfer_from, or pass another "
+                             "run's checkpoint")
+    state = torch.load(source, weights_only=True)
+    state["config"]["flags"] |= {"dataset": "cifar100", "label_granularity": "coarse"}
+    torch.save(state, tmp_path / "coarse.pth")
+    assert refused(tmp_path / "coarse.pth") == (
+        f"error: --transfer_from {tmp_path / 'coarse.pth'} was trained on cifar100_coarse, but the attacked run "
+        "on cifar10; a transfer attack's source must be of the same dataset and classes")
+    twenty = build_model("resnet32", (20,))
+    fixture_checkpoint(twenty, CategorySpace(20), speech_run, tmp_path / "twenty.pth")
+    assert refused(tmp_path / "twenty.pth") == (f"error: {tmp_path / 'twenty.pth'} predicts 20 classes, but "
+                                                "cifar10 (fine) has 10")
+    assert refused(source, "--examples", "2") == (
+        "error: --transfer_from draws no attack_examples.png (the run's figure shows its white-box attacks); "
+        "leave out --examples 2")
+    state = torch.load(source, weights_only=True)
+    state["model_args"]["mean"] = [0.5, 0.5, 0.5]
+    torch.save(state, tmp_path / "mean.pth")
+    assert refused(tmp_path / "mean.pth", "--paper_protocol", "--epsilons", "0.1") == (
+        f"error: --transfer_from {tmp_path / 'mean.pth'} normalises its images by another mean and std than the "
+        "attacked run, so --paper_protocol's eps, in normalised units, would be other budgets for the two; "
+        "leave out --paper_protocol (pixel units)")
+    assert not results.exists()  # bad input ends before anything is written
+    # the paper's protocol itself transfers: its eps in the (shared) normalised units, its clamps
+    summary, _ = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, "--paper_protocol",
+                                                  "--epsilons", "0.1", "--targeted", "no", "--num_images", "5"))
+    assert list(summary["robust_acc"]) == ["fgsm<category/untargeted/0.1", "iterative<category/untargeted/0.1"]

@@ -256,6 +256,33 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
     assert (tmp_path / "out" / "robust_cifar10_resnet32_level100_untargeted.png").is_file()
 
 
+def test_transfer_attacks_are_tables_of_their_own_expected_of_no_other_run(tmp_path):
+    """attack.py --transfer_from's entries (pgd's images crafted against a category run, classified
+    by the speech run) were read as the speech run's white-box PGD: one of them took the PGD
+    table's cell, and every other run was listed as lacking the setting. They are tables of their
+    own, named after their source, in the CSV and the figures too; the runs are complete."""
+    source = {"name": "category", "checkpoint": "c.pth", "checkpoint_sha256": "0" * 64, "label": "category",
+              "model": "resnet32", "seed": 1}
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.9, valid_acc=0.9, clean_acc=0.9,
+             attack=[entry("pgd", EPS8, 0.1)])
+    make_run(tmp_path / "runs", "speech", 1, test_acc=0.8, valid_acc=0.8, clean_acc=0.8,
+             attack=[entry("pgd", EPS8, 0.3), entry("pgd", EPS8, 0.6) | {"source": source},
+                     entry("pgd", EPS8, 0.5) | {"source": source | {"seed": 2}}])  # another seed's: not shown
+    summary = report(tmp_path / "runs", tmp_path / "out")
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    white = table_rows(markdown, "### cifar10, resnet32, level 100: pgd, untargeted")
+    assert white["category"][1:] == ["10.00 (n=1)"] and white["speech"][1:] == ["30.00 (n=1)"]
+    transfer = table_rows(markdown, "### cifar10, resnet32, level 100: pgd<category, untargeted")
+    assert transfer == {"label": ["clean", "8/255"], "speech": ["80.00 (n=1)", "60.00 (n=1)"]}
+    assert "`<category` (attack.py --transfer_from): a transfer attack" in markdown
+    assert summary["incomplete"] == [] and "## Incomplete runs\n\nNone." in markdown
+    rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")
+    assert sorted((r["label"], r["attack"], r["robust_acc_mean"]) for r in rows) == [
+        ("category", "pgd", "0.1"), ("speech", "pgd", "0.3"), ("speech", "pgd<category", "0.6")]
+    from report import attack_title
+    assert attack_title("pgd+margin<vgg19:category") == "PGD (margin objective) from vgg19:category"
+
+
 def test_an_entry_without_its_step_size_is_a_table_of_its_own(tmp_path):
     """An entry without step_size (well-formed: attack.py's reuse does without one) beside the other
     seed's with one splits the table by step size: its heading was a TypeError traceback."""

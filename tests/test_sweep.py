@@ -173,6 +173,10 @@ def test_help_says_where_flags_go():
     # every run attacked that one file, writing its results into the file's folder
     (["--dry_run", "--checkpoint", "x.pth"], "--checkpoint is not passed through a sweep: a sweep attacks "
      "each run's own best checkpoint"),
+    # one source checkpoint for every run of the grid; and its entries are no white-box ones
+    (["--dry_run", "--transfer_from", "x.pth"], "--transfer_from is not passed through a sweep: a sweep attacks "
+     "each run white-box, and a transfer attack's source differs from run to run: run attack.py "
+     "--transfer_from on each run"),
     # with the sweep's --resume, a stopped run started over on every rerun (and a requeued task never ended)
     (["--dry_run", "--force"], "--force is not passed through a sweep: each rerun of the sweep, or requeue "
      "of its task, would start its runs over; to train runs again, delete their run directories first"),
@@ -1820,6 +1824,25 @@ def test_attack_defaults_come_from_attack_py():
     assert sorted(missing_entries(done, margin["keys"])) == sorted(margin["keys"])
     done["entries"] = [e | {"objective": "margin"} for e in done["entries"]]
     assert missing_entries(done, margin["keys"]) == []
+
+
+def test_transfer_entries_neither_do_nor_undo_a_runs_attack_stage(tmp_path):
+    """attack.py --transfer_from's entries (pgd's images crafted against another run's model) counted
+    as the run's white-box pgd: a run holding only them was done, and attack.py never called. They
+    count for no setting the sweep asks, and a run holding every setting beside them is done."""
+    attack = sweep.Scripts.find()["attack"]
+    flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--seed", "3", "--num_images", "20"]
+    wanted = requested_attacks(attack.parse(flags), attack.module)
+    (key,) = wanted["keys"]
+    done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
+            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25}
+    transfer = done | {"source": {"name": "category", "checkpoint_sha256": "0" * 64}}
+    (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [transfer]}))
+    assert attack_state(tmp_path, wanted) == (False, "resume: 1 of 1 settings missing (pgd untargeted 8/255)")
+    (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [done, transfer]}))
+    assert attack_state(tmp_path, wanted) == (True, "done (1 setting)")
+    # a source record attack.py cannot reuse by is a malformed entry, as report.py and attack.py read it
+    assert missing_entries({"entries": [done | {"source": {"name": "category"}}]}, wanted["keys"]) == [key]
 
 
 def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_not_done():

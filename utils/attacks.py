@@ -7,6 +7,7 @@
     result["robust_acc"], result["target_success"], result["images_per_s"]
     shared = Shared()  # one per run: the folded network, clean predictions and gradients made once
     results = [run_attack(model, space, images, labels, "fgsm", eps, shared=shared) for eps in epsilons]
+    result = run_attack(source, source_space, images, labels, "pgd", judge=(model, space))  # transfer
 
 The attacked function is the model wrapper, which takes images (N, 3, H, W) in [0, 1] and normalises
 inside, so eps, step sizes and the clamp are in pixel units. Every step is
@@ -44,9 +45,13 @@ Protocols (`threat`):
 
 Robust accuracy is the fraction of the evaluated images still classified as their true class after
 the attack; images misclassified before the attack count as failures and are not attacked (as in
-the paper). The targeted success rate is the fraction of the attacked images (those correctly
-classified before the attack) whose prediction becomes the target class. Predictions come from
-`space.decode`, the decoder training and evaluation use.
+the paper). A transfer attack (`judge`: another model and its label space) crafts its images against
+`model`, as above (its loss, threat, restarts judged by its own predictions), and the judge
+classifies them, clean and attacked: the judge's robust accuracy to images it never saw the
+gradients of (Athalye et al. 2018's check for gradient masking). The targeted success rate is the
+fraction of the attacked images (those correctly classified before the attack) whose prediction
+becomes the target class. Predictions come from `space.decode`, the decoder training and
+evaluation use.
 
 Nothing depends on the batch size, up to float rounding (which can flip the sign of a gradient
 element): the model is in eval mode, each image's loss is its own term of a sum, targets are drawn
@@ -159,19 +164,21 @@ class Shared:
     needs them) and, per goal (untargeted or targeted), the gradient sign at the clean images
     (FGSM's whole direction at every eps, the first step of the iterative attack). Valid for one
     model, unchanged, one set of images, labels and targets, one batch size and one amp setting:
-    attack.py makes one per run. `networks` starts from another Shared's folded networks. Signs
-    are kept as int8 (a quarter of the images' memory per goal)."""
+    attack.py makes one per run; in a transfer run, one attacked model and one judge (`run_attack`),
+    whose clean predictions these are. `networks` starts from another Shared's folded networks.
+    Signs are kept as int8 (a quarter of the images' memory per goal)."""
 
     def __init__(self, networks=None):
         self.networks = {} if networks is None else networks
         self.clean, self.signs = {}, {}
 
-    def network(self, model, channels_last=False):
-        if channels_last not in self.networks:
+    def network(self, model, channels_last=False, judge=False):
+        """`model` folded (`fold_batch_norm`) in the memory format; `judge`: a transfer's judge's."""
+        key = (judge, channels_last)
+        if key not in self.networks:
             folded = fold_batch_norm(model)
-            self.networks[channels_last] = (folded.to(memory_format=torch.channels_last)
-                                            if channels_last else folded)
-        return self.networks[channels_last]
+            self.networks[key] = folded.to(memory_format=torch.channels_last) if channels_last else folded
+        return self.networks[key]
 
     def clean_pred(self, key, compute):
         return _memo(self.clean, key, compute)
@@ -234,8 +241,7 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
             start = noise.to(images.device, images.dtype) * part.radius
         x = perturb(model, space, images[todo], goal[todo], part, plan.steps, targeted, start, amp,
                     clean_sign, objective, stop)  # clean_sign: only without a random start (todo = all)
-        with torch.no_grad(), autocast(images.device, amp):
-            predicted = space.decode(model(x))
+        predicted = classify(model, space, x, amp)
         # keep this restart's image unless an earlier one did more harm: targeted, an image an
         # earlier restart misclassified (off its target) stays misclassified if this one is not
         kept = _harm(predicted, labels[todo], goal[todo]) >= _harm(predictions[todo], labels[todo], goal[todo])
@@ -245,6 +251,13 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
         if not len(todo):
             break
     return adversarial, predictions
+
+
+def classify(model, space, images, amp=False):
+    """The classes (N,) `space`'s decoder reads from `model`'s outputs for `images`, without
+    gradients."""
+    with torch.no_grad(), autocast(images.device, amp):
+        return space.decode(model(images))
 
 
 def _harm(predicted, labels, goal):
@@ -265,7 +278,7 @@ def attack_dtype(model):
 def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targets=None,
                protocol="pixel", steps=None, step_size=None, restarts=1, seed=0, batch_size=500,
                objective="loss", amp=False, channels_last=False, shared=None, keep_images=False,
-               stop=None):
+               stop=None, judge=None):
     """Robust accuracy of `model` under one attack setting, evaluated in batches.
 
     images: (N, 3, H, W) float in [0, 1] or uint8, on any device (batches move to the model's,
@@ -280,6 +293,10 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     predictions and the gradient at the clean images are made once (without it, per call).
     `stop` is polled between batches and between attack steps: when it returns True the setting is
     abandoned and None returned (preemption).
+    judge: (model, label space) of another model on the same device, for a transfer attack: the
+    images are crafted against `model` and `space` (the same ones whatever the judge: `model`'s own
+    predictions steer its restarts), and the judge classifies them; every number below is then
+    the judge's (the attacked images are those the judge classifies correctly).
 
     Returns a dict: robust_acc, clean_acc, target_success (targeted only; None when no image was
     attacked), attacked (images correctly classified before the attack), steps, step_size,
@@ -298,6 +315,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     mean, std = model.model_args["mean"], model.model_args["std"]
     shared = Shared() if shared is None else shared
     model = shared.network(model, channels_last)  # an eval-mode copy, batch norms folded into convolutions
+    judged, judge_space = (model, space) if judge is None else (
+        shared.network(judge[0], channels_last, judge=True), judge[1].to(device))
     targeted = targets is not None
     totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
     kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}
@@ -311,10 +330,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
         batch_labels = labels[first:first + batch_size].to(device)
         goal = targets[first:first + batch_size].to(device) if targeted else batch_labels
 
-        def predict():
-            with torch.no_grad(), autocast(device, amp):
-                return space.decode(model(batch))
-        clean_pred = shared.clean_pred(first, predict)
+        clean_pred = shared.clean_pred(first, lambda: classify(judged, judge_space, batch, amp))
         correct = (clean_pred == batch_labels).nonzero().squeeze(1)
         adversarial, adv_pred = batch.clone(), clean_pred.clone()
         if eps > 0 and len(correct):
@@ -330,6 +346,8 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
                     clean_sign=clean_sign, objective=objective, stop=stop)
             except Stopped:
                 return None
+            if judge is not None:  # what counts is the judge's reading of the crafted images
+                adv_pred[correct] = classify(judged, judge_space, adversarial[correct], amp)
         totals[0] += len(correct)
         totals[1] += (adv_pred[correct] == batch_labels[correct]).sum()
         if targeted:

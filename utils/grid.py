@@ -60,11 +60,13 @@ GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--la
 # Flags a sweep does not pass on: train.py's --force, which it refuses beside the sweep's --resume (and
 # which alone started the runs over at epoch 1 on every rerun: a SLURM task requeued at its time limit
 # never ended); attack.py's --checkpoint attacked that one file for every run and wrote each run's
-# results into its folder
+# results into its folder; its --transfer_from, one source checkpoint for every run of the grid
 NOT_PASSED = {"--force": "each rerun of the sweep, or requeue of its task, would start its runs over; "
                          "to train runs again, delete their run directories first",
               "--checkpoint": "a sweep attacks each run's own best checkpoint; attack another file with "
-                              "attack.py --checkpoint"}
+                              "attack.py --checkpoint",
+              "--transfer_from": "a sweep attacks each run white-box, and a transfer attack's source "
+                                 "differs from run to run: run attack.py --transfer_from on each run"}
 
 
 def counted(count, noun):
@@ -474,17 +476,36 @@ def smoothed_loss_attacks(results, smoothed):
             "climbed the smoothed loss, not plain cross-entropy")
 
 
-def attack_label(attack, objective="loss"):
+TRANSFER = "<"  # "pgd<category": pgd's images crafted against a category run (attack.py --transfer_from)
+
+
+def attack_label(attack, objective="loss", source=None):
     """The name an attack goes by in keys and tables: "pgd" with the paper's loss objective,
-    "pgd+margin" with the margin objective."""
-    return attack if objective in (None, "loss") else f"{attack}+{objective}"
+    "pgd+margin" with the margin objective; with `source`, the name of the run a transfer attack
+    crafted its images against (`transfer_source`), "pgd<category", "pgd+margin<vgg19:speech"."""
+    label = attack if objective in (None, "loss") else f"{attack}+{objective}"
+    return label if source is None else f"{label}{TRANSFER}{source}"
 
 
 def attack_parts(label):
-    """`attack_label`'s (attack, objective) again: "pgd+margin" -> ("pgd", "margin"), "pgd" ->
-    ("pgd", "") (the loss objective)."""
-    attack, _, objective = label.partition("+")
+    """`attack_label`'s (attack, objective) again, a transfer's source left out: "pgd+margin" ->
+    ("pgd", "margin"), "pgd" and "pgd<category" -> ("pgd", "") (the loss objective)."""
+    attack, _, objective = label.partition(TRANSFER)[0].partition("+")
     return attack, objective
+
+
+def transfer_source(entry):
+    """The name of the run whose model an attack_results.json entry's images were crafted against
+    (its `source` record's name: attack.py --transfer_from), or None for a white-box entry."""
+    source = entry.get("source")
+    return source["name"] if isinstance(source, dict) else None
+
+
+def well_formed_source(source):
+    """Whether an entry's `source` record names its run (non-empty text) and its checkpoint's
+    sha256 (text), by which attack.py reuses the entry."""
+    return (isinstance(source, dict) and isinstance(source.get("name"), str) and source["name"] != ""
+            and isinstance(source.get("checkpoint_sha256"), str))
 
 
 def nonnegative(value, kind=(int, float)):
@@ -502,7 +523,8 @@ def well_formed(entry):
     writes it: attack, objective and eps_label text, targeted true/false, protocol pixel or paper,
     eps a finite number >= 0, robust_acc an accuracy; clean_acc and target_success accuracies,
     steps, restarts, num_images and seed whole numbers, step_size a finite number >= 0, amp
-    true/false and images_sha256 text, where present (attack.py's reuse keys on them)."""
+    true/false and images_sha256 text, where present (attack.py's reuse keys on them), and a
+    transfer's source record (`well_formed_source`)."""
     if not isinstance(entry, dict):
         return False
     return (isinstance(entry.get("attack"), str) and isinstance(entry.get("targeted"), bool)
@@ -516,7 +538,8 @@ def well_formed(entry):
                     for k in ("steps", "restarts", "num_images", "seed"))
             and (entry.get("step_size") is None or nonnegative(entry["step_size"]))
             and entry.get("amp") in (None, True, False)
-            and (entry.get("images_sha256") is None or isinstance(entry["images_sha256"], str)))
+            and (entry.get("images_sha256") is None or isinstance(entry["images_sha256"], str))
+            and ("source" not in entry or well_formed_source(entry["source"])))
 
 
 # how attack.py and report.py name the entries `outdated` finds, after their count
@@ -556,8 +579,10 @@ def entry_dtype(entry):
 
 
 def entry_key(entry):
-    return (attack_label(entry["attack"], entry.get("objective")), bool(entry["targeted"]),
-            entry.get("protocol", "pixel"), float(entry["eps"]))
+    """(attack label, targeted, protocol, eps) of a well-formed entry; a transfer's attack label
+    names its source ("pgd<category"), so it never stands for the white-box setting."""
+    return (attack_label(entry["attack"], entry.get("objective"), transfer_source(entry)),
+            bool(entry["targeted"]), entry.get("protocol", "pixel"), float(entry["eps"]))
 
 
 def missing_entries(results, keys, plans=None, num_images=None, images_sha256=None):
