@@ -2020,6 +2020,30 @@ def transfer_flags(attacked, source, cifar10_dir, label_dir, *extra):
             "--device", "cpu", *([] if source is None else ["--transfer_from", str(source)]), *extra]
 
 
+def test_one_shared_keeps_white_box_and_transfer_work_apart(category, highdim, test_set):
+    """A white-box attack and a transfer attack of the same attacked model (a notebook's) passing
+    one Shared, in either order, each give the result of a fresh call: the crafting network, the
+    clean predictions and the clean-image gradients are each the right model's. (Before, the
+    second call took the first's folded network and gradients: the transfer gave the white-box
+    numbers, and the white-box attack after a transfer crafted against the source.)"""
+    images, labels, targets = test_set
+    white = (*highdim, images, labels)
+    transfer = (*category, images, labels)
+    judge = {"judge": highdim}
+    for chosen in (None, targets):
+        kwargs = dict(targets=chosen, batch_size=16, keep_images=True)
+        alone = {"white": run_attack(*white, "fgsm", EPS8, **kwargs),
+                 "transfer": run_attack(*transfer, "fgsm", EPS8, **judge, **kwargs)}
+        assert alone["white"]["robust_acc"] < alone["transfer"]["robust_acc"]
+        for order in (("white", "transfer"), ("transfer", "white")):
+            shared = Shared()
+            for kind in order:
+                result = (run_attack(*white, "fgsm", EPS8, shared=shared, **kwargs) if kind == "white" else
+                          run_attack(*transfer, "fgsm", EPS8, shared=shared, **judge, **kwargs))
+                assert result["robust_acc"] == alone[kind]["robust_acc"], (order, kind)
+                assert torch.equal(result["adversarial"], alone[kind]["adversarial"]), (order, kind)
+
+
 @pytest.mark.parametrize("targeted, judge", [(False, "highdim"), (True, "highdim"), (False, "speech")])
 def test_a_transfer_is_the_attacked_models_reading_of_the_sources_adversarial_images(
         targeted, judge, transfer_runs, speech_run, tiny, cifar10_dir, label_dir, tmp_path, capsys):

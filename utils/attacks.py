@@ -162,29 +162,37 @@ class Shared:
     """What the settings of one attack run share, so it is computed once: the network with its
     batch norms folded (per memory format), and batch by batch the clean predictions (every setting
     needs them) and, per goal (untargeted or targeted), the gradient sign at the clean images
-    (FGSM's whole direction at every eps, the first step of the iterative attack). Valid for one
-    model, unchanged, one set of images, labels and targets, one batch size and one amp setting:
-    attack.py makes one per run; in a transfer run, one attacked model and one judge (`run_attack`),
-    whose clean predictions these are. `networks` starts from another Shared's folded networks.
-    Signs are kept as int8 (a quarter of the images' memory per goal)."""
+    (FGSM's whole direction at every eps, the first step of the iterative attack). Valid for
+    models left unchanged, one set of images, labels and targets, one batch size and one amp
+    setting: attack.py makes one per run. Each is kept per network: the folded network per model
+    (the module itself the key, so that no other model's is ever taken for it), the clean
+    predictions per network that makes them, the signs per network crafting and network judging (a
+    transfer attack's, with `run_attack`'s judge, are the source's gradients at the images the judge
+    classifies correctly), so that a white-box and a transfer attack sharing one (a notebook's)
+    never take each other's work.
+    `networks` starts from another Shared's folded networks. Signs are kept as int8 (a quarter of
+    the images' memory per goal)."""
 
     def __init__(self, networks=None):
         self.networks = {} if networks is None else networks
         self.clean, self.signs = {}, {}
 
-    def network(self, model, channels_last=False, judge=False):
-        """`model` folded (`fold_batch_norm`) in the memory format; `judge`: a transfer's judge's."""
-        key = (judge, channels_last)
+    def network(self, model, channels_last=False):
+        """`model` folded (`fold_batch_norm`) in the memory format."""
+        key = (model, channels_last)
         if key not in self.networks:
             folded = fold_batch_norm(model)
             self.networks[key] = folded.to(memory_format=torch.channels_last) if channels_last else folded
         return self.networks[key]
 
-    def clean_pred(self, key, compute):
-        return _memo(self.clean, key, compute)
+    def clean_pred(self, judged, key, compute):
+        """The clean predictions `compute` makes of the batch `key` with the (folded) network `judged`."""
+        return _memo(self.clean, (judged, key), compute)
 
-    def clean_sign(self, key, compute):
-        return _memo(self.signs, key, lambda: compute().to(torch.int8))
+    def clean_sign(self, crafted, judged, key, compute):
+        """The gradient sign `compute` makes with the (folded) network `crafted` at the clean images of
+        the batch and goal `key` that `judged` classifies correctly."""
+        return _memo(self.signs, (crafted, judged, key), lambda: compute().to(torch.int8))
 
 
 def _memo(store, key, compute):
@@ -316,7 +324,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     shared = Shared() if shared is None else shared
     model = shared.network(model, channels_last)  # an eval-mode copy, batch norms folded into convolutions
     judged, judge_space = (model, space) if judge is None else (
-        shared.network(judge[0], channels_last, judge=True), judge[1].to(device))
+        shared.network(judge[0], channels_last), judge[1].to(device))
     targeted = targets is not None
     totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
     kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}
@@ -330,14 +338,14 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
         batch_labels = labels[first:first + batch_size].to(device)
         goal = targets[first:first + batch_size].to(device) if targeted else batch_labels
 
-        clean_pred = shared.clean_pred(first, lambda: classify(judged, judge_space, batch, amp))
+        clean_pred = shared.clean_pred(judged, first, lambda: classify(judged, judge_space, batch, amp))
         correct = (clean_pred == batch_labels).nonzero().squeeze(1)
         adversarial, adv_pred = batch.clone(), clean_pred.clone()
         if eps > 0 and len(correct):
             clean_sign = None
             if not plan.random_start:
-                clean_sign = shared.clean_sign((first, targeted, objective), lambda: gradient_sign(
-                    model, space, batch[correct], goal[correct], amp, objective))
+                clean_sign = shared.clean_sign(model, judged, (first, targeted, objective), lambda: (
+                    gradient_sign(model, space, batch[correct], goal[correct], amp, objective)))
             box = threat(batch[correct], eps, plan, protocol, mean, std)
             try:
                 adversarial[correct], adv_pred[correct] = attack_images(
