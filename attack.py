@@ -508,21 +508,20 @@ class Source:
 
 def load_source(args, data, attacked, model):
     """The --transfer_from checkpoint, rebuilt from one read of it: a `Source` whose record holds its
-    path, sha256, label, model and seed, and its `name` in the entries' settings: its label as its
+    path, `checkpoint_record` (sha256, size, mtime, zip index), label, model and seed, and its `name`
+    in the entries' settings: its label as its
     run folder names it (category_smooth0.1), after its network where that is not the attacked
     one's (vgg19:category). It must be a best-model checkpoint of the attacked run's dataset (and
     granularity) and classes, other bytes than the attacked checkpoint (`attacked`, its
     `checkpoint_record`: its own images are the white-box attacks), and under --paper_protocol,
     whose eps are in normalised units, normalise as the attacked `model` does."""
-    import hashlib
-
     from utils.runs import dataset_folder, read_checkpoint, run_folder_name
     from utils.training import warn_bf16_targets
     path = checkpoint_file("--transfer_from", args.transfer_from)
-    checkpoint, raw, _ = read_checkpoint(path, advice=SOURCE_ADVICE)
-    sha256 = hashlib.sha256(raw).hexdigest()
+    checkpoint, raw, written = read_checkpoint(path, advice=SOURCE_ADVICE)
+    recorded = checkpoint_record(raw, written)  # by which report.py knows the source unchanged, unread
     del raw
-    if sha256 == attacked["checkpoint_sha256"]:
+    if recorded["checkpoint_sha256"] == attacked["checkpoint_sha256"]:
         raise UsageError(f"--transfer_from {path} is the attacked checkpoint itself (the same bytes), whose "
                          "attacks are the white-box ones: leave out --transfer_from, or pass another run's "
                          "checkpoint")
@@ -542,8 +541,8 @@ def load_source(args, data, attacked, model):
     warn_bf16_targets(space, args.amp)
     arch = source.model_args["arch"]
     name = run_folder_name(space.name, flags["label_noise"], flags["smoothing"]).removeprefix("model_")
-    record = {"name": name if arch == args.model else f"{arch}:{name}", "checkpoint": str(path),
-              "checkpoint_sha256": sha256, "label": space.name, "model": arch, "seed": flags["seed"]}
+    record = {"name": name if arch == args.model else f"{arch}:{name}", "checkpoint": str(path), **recorded,
+              "label": space.name, "model": arch, "seed": flags["seed"]}
     return Source(source, space, record)
 
 

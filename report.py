@@ -46,9 +46,9 @@ from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, 
                           doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, TRANSFER, accuracy,
                         asked_changes, attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype,
-                        entry_key, eps_text, last_written, missing_figure, missing_note, nonnegative, parse_level,
-                        read_json_file, read_lines, smoothed_loss_attacks, smoothed_run, transfer_source,
-                        unreadable)
+                        entry_key, eps_text, fresh_transfers, last_written, missing_figure, missing_note,
+                        nonnegative, parse_level, read_json_file, read_lines, smoothed_loss_attacks, smoothed_run,
+                        transfer_source, unreadable)
 from utils.atomic import (Table, code_span, exclusive, file_set, markdown_text, print_json, remove_temporaries,
                           temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
@@ -400,6 +400,11 @@ def read_attacks(record, run_dir):
             "targeted, eps >= 0 or a robust_acc in [0, 1])")
     if outdated:
         record["problems"].append(f"{ATTACK_RESULTS}: {outdated} {OUTDATED} left out (attack the run again)")
+    entries, retrained = fresh_transfers(entries, attack_path)
+    if retrained:
+        record["problems"].append(f"{ATTACK_RESULTS}: the transfer entries crafted against an earlier "
+                                  f"{' or '.join(retrained)} left out: written again since (attack the run "
+                                  "again with --transfer_from it)")
     images = attack.get("num_images")
     record["attack"] = {"clean_acc": accuracy(attack.get("clean_acc")),
                         "num_images": images if isinstance(images, int) else None,

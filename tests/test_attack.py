@@ -2097,8 +2097,9 @@ def test_transfer_entries_record_their_source_and_are_reused_until_it_changes(tr
     white, _ = call_main(capsys, transfer_flags(attacked, None, cifar10_dir, label_dir, *pgd, "--examples", "0"))
     transfer, err = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *pgd))
     assert "(reused from" not in err and "[1/1] pgd<category untargeted eps 8/255: robust_acc" in err
-    record = {"name": "category", "checkpoint": str(source), "checkpoint_sha256": file_sha256(source),
-              "label": "category", "model": "resnet32", "seed": 3}
+    record = {"name": "category", "checkpoint": str(source), "label": "category", "model": "resnet32", "seed": 3,
+              **attack.checkpoint_record(source.read_bytes(), os.stat(source))}  # its size, mtime, zip index too
+    assert record["checkpoint_sha256"] == file_sha256(source)
     assert transfer["source"] == record and list(transfer["robust_acc"]) == ["pgd<category/untargeted/8/255"]
     assert transfer["clean_acc"] == white["clean_acc"]  # the attacked model's, on the same images
     entries = json.loads(results.read_text())["entries"]

@@ -283,6 +283,38 @@ def test_transfer_attacks_are_tables_of_their_own_expected_of_no_other_run(tmp_p
     assert attack_title("pgd+margin<vgg19:category") == "PGD (margin objective) from vgg19:category"
 
 
+def test_transfer_entries_of_a_source_written_again_are_left_out(tmp_path):
+    """A source run trained again after a transfer attack (its best checkpoint written anew at its
+    path): report.py showed the numbers of images crafted against the earlier model as the
+    transfer's, with nothing said, where attack.py drops them on its next run with that source.
+    They are left out, the run listed as incomplete; those of an unchanged source stay."""
+    import os
+
+    from attack import checkpoint_record
+    sources = {}
+    for name in ("category", "glove"):
+        path = tmp_path / f"{name}.pth"
+        path.write_bytes(name.encode() * 100)
+        sources[name] = {"name": name, "checkpoint": str(path), "label": name, "model": "resnet32", "seed": 1,
+                         **checkpoint_record(path.read_bytes(), os.stat(path))}
+    make_run(tmp_path / "runs", "speech", 1, test_acc=0.8, valid_acc=0.8, clean_acc=0.8,
+             attack=[entry("pgd", EPS8, 0.3)] + [entry("pgd", EPS8, 0.6) | {"source": source}
+                                                 for source in sources.values()])
+    report(tmp_path / "runs", tmp_path / "out")
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    heading = "### cifar10, resnet32, level 100: pgd<{}, untargeted"
+    assert table_rows(markdown, heading.format("category"))["speech"] == ["80.00 (n=1)", "60.00 (n=1)"]
+    assert "## Incomplete runs\n\nNone." in markdown
+    (tmp_path / "category.pth").write_bytes(b"trained again")
+    summary = report(tmp_path / "runs", tmp_path / "out")
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert heading.format("category") not in markdown
+    assert table_rows(markdown, heading.format("glove"))["speech"] == ["80.00 (n=1)", "60.00 (n=1)"]
+    assert {i["run"]: i["reasons"] for i in summary["incomplete"]} == {"cifar10/resnet32/speech/level100/seed1": [
+        f"attack_results.json: the transfer entries crafted against an earlier {tmp_path / 'category.pth'} "
+        "left out: written again since (attack the run again with --transfer_from it)"]}
+
+
 def test_an_entry_without_its_step_size_is_a_table_of_its_own(tmp_path):
     """An entry without step_size (well-formed: attack.py's reuse does without one) beside the other
     seed's with one splits the table by step size: its heading was a TypeError traceback."""

@@ -508,6 +508,22 @@ def well_formed_source(source):
             and isinstance(source.get("checkpoint_sha256"), str))
 
 
+def fresh_transfers(entries, path):
+    """(`entries` of attack_results.json at `path` less the transfer entries whose source checkpoint
+    was written again since they were crafted against it (its run trained again: `attacked_another`,
+    each source file checked once), the paths of those sources). attack.py drops such entries on
+    its next run with that source; until then report.py leaves them out."""
+    def checkpoint(entry):  # text where attack.py wrote it
+        found = (entry.get("source") or {}).get("checkpoint")
+        return found if isinstance(found, str) else None
+    changed = {}
+    for entry in entries:
+        if (file := checkpoint(entry)) is not None and file not in changed:
+            changed[file] = attacked_another(path, entry["source"], Path(file))
+    stale = {file for file, written in changed.items() if written}
+    return [e for e in entries if checkpoint(e) not in stale], sorted(stale)
+
+
 def nonnegative(value, kind=(int, float)):
     """Whether a value read from JSON is a finite number >= 0 of `kind` (a bool, NaN or text is not)."""
     return isinstance(value, kind) and not isinstance(value, bool) and 0 <= value < math.inf
