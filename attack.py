@@ -518,6 +518,7 @@ def load_source(args, data, attacked, model):
     from utils.runs import dataset_folder, read_checkpoint, run_folder_name
     from utils.training import warn_bf16_targets
     path = checkpoint_file("--transfer_from", args.transfer_from)
+    check_source_run(path)
     checkpoint, raw, written = read_checkpoint(path, advice=SOURCE_ADVICE)
     recorded = checkpoint_record(raw, written)  # by which report.py knows the source unchanged, unread
     del raw
@@ -544,6 +545,23 @@ def load_source(args, data, attacked, model):
     record = {"name": name if arch == args.model else f"{arch}:{name}", "checkpoint": str(path), **recorded,
               "label": space.name, "model": arch, "seed": flags["seed"]}
     return Source(source, space, record)
+
+
+def check_source_run(path):
+    """A --transfer_from in a folder of train.py's run must be the best checkpoint of the finished
+    run: its last checkpoint holds another epoch's weights (whose entries would go by the run's
+    name all the same), and the best checkpoint of a run still training may change (`check_finished`)."""
+    from utils.runs import CONFIG, LAST_CHECKPOINT
+    folder = path.parent
+    if not (folder / CONFIG).is_file():  # a copy in a folder of its own: it is what it is
+        return
+    if path.name == LAST_CHECKPOINT:
+        raise UsageError(f"--transfer_from {path} is the last checkpoint of train.py's run in {folder} (its "
+                         f"last epoch's weights), not the run's best{_best_in(folder, '--transfer_from')}")
+    try:
+        check_finished(folder)
+    except UsageError as err:
+        raise UsageError(f"--transfer_from {path}: {err}") from None
 
 
 def retrained_sources(entries, source, path, log):

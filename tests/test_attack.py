@@ -2179,6 +2179,20 @@ def test_transfer_errors_are_one_line(transfer_runs, speech_run, cifar10_dir, la
         f"error: --transfer_from {tmp_path / 'mean.pth'} normalises its images by another mean and std than the "
         "attacked run, so --paper_protocol's eps, in normalised units, would be other budgets for the two; "
         "leave out --paper_protocol (pixel units)")
+    # of train.py's run: its last checkpoint (another epoch's weights, named as the run all the same),
+    # or the best one of a run still training (which may change)
+    run = speech_run[1]
+    best = run / "speech_seed3_resnet32_best_model.pth"
+    assert refused(run / "last_checkpoint.pth") == (
+        f"error: --transfer_from {run / 'last_checkpoint.pth'} is the last checkpoint of train.py's run in {run} "
+        f"(its last epoch's weights), not the run's best; pass --transfer_from {best}")
+    training = tmp_path / "training"
+    training.mkdir()
+    shutil.copy(run / "config.json", training)
+    shutil.copy(best, training)
+    assert refused(training / best.name) == (
+        f"error: --transfer_from {training / best.name}: {training} has not finished training (it has config.json "
+        "but no results.json), so its best checkpoint may still change; finish it with train.py --resume first")
     assert not results.exists()  # bad input ends before anything is written
     # the paper's protocol itself transfers: its eps in the (shared) normalised units, its clamps
     summary, _ = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, "--paper_protocol",
