@@ -347,6 +347,9 @@ def model_from_state(path, checkpoint, advice=ADVICE):
         if unfit := _unfit_weight(model_args, checkpoint["model"]):
             raise UsageError(f"{path}: the weights do not fit a {model_args['arch']} with outputs "
                              f"{tuple(model_args['output_shape'])} ({unfit})")
+        if tuple(model_args["output_shape"]) != tuple(space.output_shape):  # each output against a target
+            raise UsageError(f"{path}: the model outputs {tuple(model_args['output_shape'])} but its "
+                             f"{space.name} targets have shape {tuple(space.output_shape)}")
         with torch.random.fork_rng(devices=[]):  # the initial weights, replaced next, leave a caller's RNG
             model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
                                 model_args["std"])
@@ -436,9 +439,6 @@ def load_model(args, path):
         elif given != value and flag != "seed" and acts_on(flag, trained["label"]):
             # (another seed draws other targets and starts; a flag that acted on nothing may differ)
             raise UsageError(f"{path} was trained with --{flag} {value}, not {given}")
-    if tuple(model_args["output_shape"]) != tuple(space.output_shape):
-        raise UsageError(f"{path}: the model outputs {tuple(model_args['output_shape'])} but its "
-                         f"{space.name} targets have shape {tuple(space.output_shape)}")
     return model, space, record
 
 

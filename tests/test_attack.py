@@ -2179,6 +2179,12 @@ def test_transfer_errors_are_one_line(transfer_runs, speech_run, cifar10_dir, la
         f"error: --transfer_from {tmp_path / 'mean.pth'} normalises its images by another mean and std than the "
         "attacked run, so --paper_protocol's eps, in normalised units, would be other budgets for the two; "
         "leave out --paper_protocol (pixel units)")
+    # a network whose outputs are not its targets' shape: a traceback from the loss, the run locked
+    state = torch.load(source, weights_only=True)
+    state["label_space"] = torch.load(attacked, weights_only=True)["label_space"]
+    torch.save(state, tmp_path / "shape.pth")
+    assert refused(tmp_path / "shape.pth") == (f"error: {tmp_path / 'shape.pth'}: the model outputs (10,) but its "
+                                               "speech_flat targets have shape (4096,)")
     # of train.py's run: its last checkpoint (another epoch's weights, named as the run all the same),
     # or the best one of a run still training (which may change)
     run = speech_run[1]
