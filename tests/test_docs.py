@@ -246,9 +246,9 @@ def readme_table(title):
     return header[1:], {row[0]: row[1:] for row in rows}
 
 
-def csv_rows(name):
+def csv_rows(name, study=STUDY):
     import csv
-    with open(STUDY / name, newline="") as f:
+    with open(study / name, newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -315,3 +315,29 @@ def test_the_readmes_robust_accuracy_table_is_the_studys_robust_accuracy_csv():
                 assert cell in found(label, ROBUST_COLUMNS[attack], False, eps, "robust_acc", 2), (first, column)
             checked += 1
     assert checked == 11 * 9
+
+
+def test_the_readmes_transfer_table_is_the_transfer_studys_robust_accuracy_csv():
+    """Every cell of the README's transfer-attack table (white-box and transferred FGSM and PGD,
+    untargeted, and targeted PGD's hit rates) is report.py's row in docs/results/cifar10-subset-transfer
+    for its label, attack, mode and eps, a transferred one's crafted against the other label's run
+    (`pgd<category` in speech's row)."""
+    study = STUDY.parent / "cifar10-subset-transfer"
+    header, rows = readme_table("Transfer attacks")
+    clean = {r["label"]: r for r in csv_rows("data_efficiency.csv", study)}
+    robust = {(r["label"], r["attack"], r["targeted"], r["eps_label"]): r for r in csv_rows("robust_accuracy.csv", study)}
+    checked = 0
+    for label, cells in rows.items():
+        other = {"category": "speech", "speech": "category"}[label]
+        for column, cell in zip(header, cells):
+            if column == "clean":
+                assert cell == spread(clean[label]["test_acc_mean"], clean[label]["test_acc_std"]), label
+            else:
+                hit, how, attack, eps = re.fullmatch(r"(targeted hit, )?(white-box|transferred) (FGSM|PGD) (\S+)",
+                                                     column).groups()
+                name = attack.lower() + (f"<{other}" if how == "transferred" else "")
+                key, digits = ("target_success", 1) if hit else ("robust_acc", 2)
+                row = robust[(label, name, str(bool(hit)), eps)]
+                assert cell == spread(row[f"{key}_mean"], row[f"{key}_std"], digits=digits), (label, column)
+            checked += 1
+    assert checked == 2 * 9 and len(header) == 9

@@ -2215,7 +2215,8 @@ def test_thirty_label_types_and_their_noise_variants_look_unlike():
 @pytest.mark.parametrize("folder, base, title", [
     ("cifar10-subset", "cifar10-subset", "Mini-study: CIFAR-10 subset, CPU"),
     ("cifar10-subset-120-epochs", "cifar10-subset-120", "Level 10 over 120 epochs: CIFAR-10 subset, ResNet-32, CPU"),
-    ("cifar10-subset-warmup", "cifar10-subset-warmup", "ResNet-110 with lr warm-up: CIFAR-10 subset, CPU")])
+    ("cifar10-subset-warmup", "cifar10-subset-warmup", "ResNet-110 with lr warm-up: CIFAR-10 subset, CPU"),
+    ("cifar10-subset-transfer", "cifar10-subset-transfer", "Transfer attacks: CIFAR-10 subset, ResNet-32, CPU")])
 def test_the_committed_mini_study_is_what_report_py_makes_of_its_runs(tmp_path, monkeypatch, folder, base,
                                                                       title):
     """docs/results/cifar10-subset is report.py's output of the runs beside it, made with the
