@@ -1826,16 +1826,30 @@ def test_attack_defaults_come_from_attack_py():
     assert missing_entries(done, margin["keys"]) == []
 
 
+PGD_ON_20 = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--seed", "3", "--num_images", "20"]
+
+
+def asked(flags):
+    """The settings a sweep asks of attack.py with `flags` (`requested_attacks`)."""
+    attack = sweep.Scripts.find()["attack"]
+    return requested_attacks(attack.parse(flags), attack.module)
+
+
+def untargeted_pgd_on_20():
+    """The settings a sweep asks of attack.py with PGD_ON_20, its one key, and the entry attack.py
+    writes for it."""
+    wanted = asked(PGD_ON_20)
+    (key,) = wanted["keys"]
+    done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
+            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25}
+    return wanted, key, done
+
+
 def test_transfer_entries_neither_do_nor_undo_a_runs_attack_stage(tmp_path):
     """attack.py --transfer_from's entries (pgd's images crafted against another run's model) counted
     as the run's white-box pgd: a run holding only them was done, and attack.py never called. They
     count for no setting the sweep asks, and a run holding every setting beside them is done."""
-    attack = sweep.Scripts.find()["attack"]
-    flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--seed", "3", "--num_images", "20"]
-    wanted = requested_attacks(attack.parse(flags), attack.module)
-    (key,) = wanted["keys"]
-    done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
-            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25}
+    wanted, key, done = untargeted_pgd_on_20()
     transfer = done | {"source": {"name": "category", "checkpoint_sha256": "0" * 64}}
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [transfer]}))
     assert attack_state(tmp_path, wanted) == (False, "resume: 1 of 1 settings missing (pgd untargeted 8/255)")
@@ -1862,12 +1876,7 @@ def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_not_done():
 def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     """attack.py computes anew what ran with other steps or on another number of images, so the
     sweep must call it: such entries do not count as done."""
-    attack = sweep.Scripts.find()["attack"]
-    flags = ["--attacks", "pgd", "--epsilons", "8/255", "--targeted", "no", "--seed", "3", "--num_images", "20"]
-    wanted = requested_attacks(attack.parse(flags), attack.module)
-    (key,) = wanted["keys"]
-    done = {"attack": "pgd", "targeted": False, "protocol": "pixel", "eps": 8 / 255, "steps": 10,
-            "step_size": 2.5 * (8 / 255) / 10, "restarts": 1, "num_images": 20, "seed": 3, "robust_acc": 0.25}
+    wanted, key, done = untargeted_pgd_on_20()
     for entry, missing in ((done, []), (done | {"num_images": 100}, [key]), (done | {"steps": 3}, [key]),
                            (done | {"step_size": 1 / 255}, [key]), (done | {"restarts": 2}, [key]),
                            (done | {"amp": True}, [key]), (done | {"amp": False}, []),
@@ -1879,16 +1888,16 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     assert attack_state(tmp_path, wanted) == (
         False, "resume: 1 of 1 settings missing, 1 of them computed with other steps, precision, images or seed "
         "(20 images asked) (pgd untargeted 8/255)")
-    three = requested_attacks(attack.parse(flags + ["--steps", "3"]), attack.module)
+    three = asked(PGD_ON_20 + ["--steps", "3"])
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
         done | {"steps": 3, "step_size": 2.5 * (8 / 255) / 3}]}))
     assert attack_state(tmp_path, three) == (True, "done (1 setting)")
     assert not attack_state(tmp_path, wanted)[0]
-    in_bf16 = requested_attacks(attack.parse(flags + ["--steps", "3", "--amp"]), attack.module)
+    in_bf16 = asked(PGD_ON_20 + ["--steps", "3", "--amp"])
     assert not attack_state(tmp_path, in_bf16)[0]  # attack.py computes it again in bf16
     near = done | {"step_size": done["step_size"] * 1.01}  # 2.02/255 for 2/255: another attack
     assert missing_entries({"entries": [near]}, wanted["keys"], wanted["plans"], 20) == [key]
-    whole = requested_attacks(attack.parse(flags[:-2]), attack.module)  # no --num_images: all of them
+    whole = asked(PGD_ON_20[:-2])  # no --num_images: all of them
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [done]}))
     assert attack_state(tmp_path, whole, test_images=100)[0] is False  # a trial on 20 of 100 images
     assert attack_state(tmp_path, whole, test_images=20)[0] is True
