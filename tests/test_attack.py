@@ -125,6 +125,23 @@ def test_pgd_starts_from_seeded_uniform_noise_filling_the_eps_ball(untrained):
         assert (result["adversarial"] - expected).abs().max() < 1e-6, name
 
 
+def test_attack_images_alone_keys_its_random_starts_by_position(untrained):
+    """attack_images called without `positions` (a notebook's, on a set of its own) takes the images
+    for the whole set, 0 to N - 1, as run_attack passes them for one batch; it raised a TypeError
+    (None[todo]) at PGD's random start."""
+    from utils.attacks import attack_images, threat
+    from utils.constants import schedule
+    model, space, images, labels = untrained
+    plan = schedule("pgd", EPS8, "pixel", 1, 1e-7, 1)
+    box = threat(images, EPS8, plan, "pixel", model.model_args["mean"], model.model_args["std"])
+    folded = fold_batch_norm(model)
+    alone, _ = attack_images(folded, space, images, labels, plan, box, seed=3)
+    start = (images + EPS8 * start_noise(torch.arange(6), (3, 32, 32), seed=3, restart=0)).clamp(0, 1)
+    assert (alone - start).abs().max() < 1e-6
+    given, _ = attack_images(folded, space, images, labels, plan, box, positions=torch.arange(6), seed=3)
+    assert torch.equal(alone, given)
+
+
 def test_pgd_takes_its_first_gradient_at_the_clamped_random_start(untrained):
     """The random start is put back into [0, 1] before the first step, which starts there: on
     images of saturated pixels (0 or 1) half of the start noise points out of range."""

@@ -235,8 +235,10 @@ def attack_images(model, space, images, labels, plan, box, targets=None, positio
     untargeted, those still classified as their true class; targeted, those not yet at the target,
     and an image an earlier restart misclassified keeps that image unless this one misclassifies
     it too (robust accuracy is the worst case over restarts, targeted or not).
-    positions: (N,) indices of the images in the evaluated set (they key the random starts);
-    clean_sign: gradient_sign at `images` towards the goal, when known; stop: see `perturb`."""
+    positions: (N,) indices of the images in the evaluated set (they key the random starts; None:
+    `images` are the whole set, 0 to N - 1); clean_sign: gradient_sign at `images` towards the goal,
+    when known; stop: see `perturb`."""
+    positions = torch.arange(len(images)) if positions is None else positions
     targeted = targets is not None
     goal = targets if targeted else labels
     adversarial, predictions = images.clone(), labels.clone()
