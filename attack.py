@@ -37,7 +37,7 @@ from utils.errors import (CliParser, DefaultsFormatter, UsageError, as_parsed, c
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
-                        attack_label, smoothed_loss_attacks, smoothed_run, transfer_source)
+                        entry_attack, smoothed_loss_attacks, smoothed_run)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -598,11 +598,6 @@ def identity(entry):
             source["checkpoint_sha256"] if source else None)
 
 
-def entry_attack(entry):
-    """'pgd+margin', 'pgd<category': the attack of an entry as settings name it (`attack_label`)."""
-    return attack_label(entry["attack"], entry.get("objective"), transfer_source(entry))
-
-
 def setting_key(entry):
     mode = "targeted" if entry["targeted"] else "untargeted"
     return f"{entry_attack(entry)}/{mode}/{entry['eps_label']}"
@@ -730,7 +725,7 @@ def save_examples(path, model, space, images, labels, targets, class_names, entr
                 ax.set_ylabel(name, fontsize=8)
     mode = "targeted" if entry["targeted"] else "untargeted"
     units = " (normalised units, paper protocol)" if protocol == "paper" else ""
-    name = attack_label(entry["attack"], entry.get("objective"))
+    name = entry_attack(entry)
     title = (f"{args.model} {space.name}: {name} {mode}, eps {entry['eps_label']}{units}; "
              f"perturbation amplified x{gain:.0f} for visibility")
     figure.suptitle(textwrap.fill(title, int(width * CHARACTERS_AN_INCH)), fontsize=9)

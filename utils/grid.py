@@ -501,6 +501,12 @@ def transfer_source(entry):
     return source["name"] if isinstance(source, dict) else None
 
 
+def entry_attack(entry):
+    """'pgd', 'pgd+margin', 'pgd<category': the attack of an attack_results.json entry as settings,
+    keys and tables name it (`attack_label` of its attack, objective and transfer source)."""
+    return attack_label(entry["attack"], entry.get("objective"), transfer_source(entry))
+
+
 def well_formed_source(source):
     """Whether an entry's `source` record names its run (non-empty text) and its checkpoint's
     sha256 (text), by which attack.py reuses the entry."""
@@ -597,8 +603,7 @@ def entry_dtype(entry):
 def entry_key(entry):
     """(attack label, targeted, protocol, eps) of a well-formed entry; a transfer's attack label
     names its source ("pgd<category"), so it never stands for the white-box setting."""
-    return (attack_label(entry["attack"], entry.get("objective"), transfer_source(entry)),
-            bool(entry["targeted"]), entry.get("protocol", "pixel"), float(entry["eps"]))
+    return entry_attack(entry), bool(entry["targeted"]), entry.get("protocol", "pixel"), float(entry["eps"])
 
 
 def missing_entries(results, keys, plans=None, num_images=None, images_sha256=None):
