@@ -11,7 +11,9 @@ tables.md (and with --latex tables.tex, its tables as LaTeX booktabs tables for 
 clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
 --label_noise runs), label_stats.csv (labels.stats of the targets each label trained, from the
 label files in --label_dir that hold them), class_accuracy.csv (each class's test accuracy, from
-the runs' confusion.json; in tables.md too, up to 20 classes); figures, PNG or --figure_format pdf or svg (robust
+the runs' confusion.json; in tables.md too, up to 20 classes), target_confusion.csv (per run, over its
+pairs of classes, Spearman's rho between the distance of their targets and how often they are
+confused; not for category or MCR2); figures, PNG or --figure_format pdf or svg (robust
 accuracy against eps, accuracy against data level, validation curves); and summary.json with every
 number, plus the runs that are missing or incomplete. Accuracies are fractions in the CSVs and JSON,
 percentages in tables.md: mean +- sample std over seeds (n = seeds). Warnings go to stderr; stdout
@@ -40,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labels import LABEL_DIR, LabelError, label_path, read_targets, targets_sha256
+from labels import LABEL_DIR, LabelError, label_path, read_targets, target_distances, targets_sha256
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, choice, log, nonempty, number,
                           doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
@@ -309,11 +311,12 @@ def read_training(record, results):
 
 
 def read_classes(record, run_dir):
-    """record["classes"] from the finished run's confusion.json: its class names, and each class's test
-    images (its row's sum) and test accuracy (the diagonal over the row's sum; None for a class
-    without test images); or, where the run has none that holds the test counts its results.json
-    scored, a str saying why. No problem of the run: one of a labelrep before train.py wrote
-    confusion.json is finished all the same, and is left out of class_accuracy.csv alone."""
+    """record["classes"] from the finished run's confusion.json: its class names, its test counts
+    (`test`, C rows of C), and each class's test images (its row's sum) and test accuracy (the
+    diagonal over the row's sum; None for a class without test images); or, where the run has none
+    that holds the test counts its results.json scored, a str saying why. No problem of the run: one
+    of a labelrep before train.py wrote confusion.json is finished all the same, and is left out of
+    class_accuracy.csv and target_confusion.csv alone."""
     there, confusion = read_json_file(run_dir / CONFUSION)
     names, test = (confusion.get("classes"), confusion.get("test")) if isinstance(confusion, dict) else (None, None)
     if not there:
@@ -333,7 +336,7 @@ def read_classes(record, run_dir):
             record["classes"] = (f"{CONFUSION} holds other test counts than {RESULTS} scores ({scored} correct, "
                                  f"against test_acc {acc:g} of {images or '?'} images): another model's?")
         else:
-            record["classes"] = {"names": names, "test_images": rows,
+            record["classes"] = {"names": names, "test_images": rows, "test": test,
                                  "test_acc": [test[c][c] / n if n else None for c, n in enumerate(rows)]}
 
 
@@ -628,15 +631,15 @@ def columns(name, mean_std_n):
     return dict(zip((f"{name}_mean", f"{name}_std", f"{name}_n"), mean_std_n))
 
 
-def cell(mean_std_n):
-    """A statistic of fractions (`mean_std`'s) as percentages: '61.23 ± 1.00 (n=3)' or
-    '61.23 (n=1)'; '-' when there is nothing."""
+def cell(mean_std_n, scale=100):
+    """A statistic (`mean_std`'s) times `scale`, fractions as percentages by default: '61.23 ± 1.00
+    (n=3)' or '61.23 (n=1)'; '-' when there is nothing."""
     mean, std, n = mean_std_n
     if n == 0:
         return "-"
     if std is None:
-        return f"{mean * 100:.2f} (n=1)"
-    return f"{mean * 100:.2f} ± {std * 100:.2f} (n={n})"
+        return f"{mean * scale:.2f} (n=1)"
+    return f"{mean * scale:.2f} ± {std * scale:.2f} (n={n})"
 
 
 def accuracy_rows(records):
@@ -683,6 +686,104 @@ def class_accuracy_rows(records):
                          "test_images": sorted({classes["test_images"][c] for classes in seeds.values()}),
                          "label_sha256": targets_trained(runs)})
     return rows, unmeasured
+
+
+# why the runs of a label that no nearest-target decoder decodes have no target distances to rank
+NO_TARGET_DISTANCES = {
+    "category": "category decodes by the argmax of its logits, not by the nearest target, and its one-hot "
+                "targets lie all one distance apart: no distance to rank",
+    "mcr2": "MCR2 regresses no class targets (it decodes by its classes' subspaces)"}
+
+
+def target_confusion_rows(records, label_dirs=()):
+    """Per (dataset, model, label, level), over the seeds of the accuracy tables, Spearman's rho
+    between the distance of two classes' targets and their confusion rate (`target_confusion`):
+    mean, std and n, each seed's rho (`spearman`, in the seeds' order) and the pairs of classes it
+    ranks; and the runs left out, with why (`run_target_confusion`): (rows, unmeasured)."""
+    groups, unmeasured, files = defaultdict(list), [], {}
+    for record in filter(in_tables, records):
+        measured = run_target_confusion(record, files, label_dirs)
+        if isinstance(measured, str):
+            unmeasured.append({"run": record["run"], "run_dir": record["run_dir"], "reason": measured})
+        else:  # records come in the tables' order: a group's seeds by value
+            groups[tuple(record[k] for k in KEY[:4])].append((record, measured))
+    rows = []
+    for key in sorted(groups, key=table_order):
+        runs = [record for record, _ in groups[key]]
+        rhos = [measured["spearman"] for _, measured in groups[key]]
+        rho = mean_std(rhos)
+        rows.append({**dict(zip(KEY[:4], key)), "n": rho[2], "seeds": [r["seed"] for r in runs],
+                     **columns("spearman", rho), "spearman": rhos,
+                     "pairs": one(measured["pairs"] for _, measured in groups[key]),
+                     "label_sha256": targets_trained(runs)})
+    return rows, unmeasured
+
+
+def run_target_confusion(record, files, label_dirs):
+    """`target_confusion` of a run of the tables, of the targets it trained (`trained_targets`,
+    `files` its cache) and its confusion.json's test counts; or a str saying why there is none:
+    category and MCR2 (`NO_TARGET_DISTANCES`), no usable confusion.json (`read_classes`), targets
+    not recorded or not found."""
+    label = split_noise(record["label"])[0]
+    if (base := label.partition("_smooth")[0]) in NO_TARGET_DISTANCES:
+        return NO_TARGET_DISTANCES[base]
+    if isinstance(record["classes"], str):
+        return record["classes"]
+    if not (sha := targets_trained([record])):
+        return "it recorded no label_sha256 (trained before train.py recorded which targets)"
+    targets = trained_targets(files, record["dataset"], label, sha, [record], label_dirs)
+    return targets if isinstance(targets, str) else target_confusion(targets, record["classes"]["test"])
+
+
+def target_confusion(targets, test):
+    """Over the pairs of classes with test images, Spearman's rho between the distance of their
+    targets (C, ...) as the nearest-target decoder measures it (`labels.target_distances`: squared,
+    which ranks as the distance does) and their confusion rate in `test` (`pair_rates`):
+    {"spearman": rho, "pairs": how many}, or a str saying why nothing ranks. Negative: the classes
+    whose targets lie closer are confused more. Distances less than float32's resolution of the
+    largest apart tie: the decoder's float32 scores cannot tell them apart (uniform's equally spaced
+    targets, stored in float32, lie 1e-7 of the largest apart where they are equally far)."""
+    distances = target_distances(targets)[np.triu_indices(len(targets), 1)]
+    rates = pair_rates(test)
+    kept = ~np.isnan(rates)
+    distances, rates = distances[kept], rates[kept]
+    if np.ptp(rates) == 0:  # a model that confuses no two classes, say
+        return f"its {kept.sum()} pairs of classes all have one confusion rate ({rates[0]:g}): nothing to rank"
+    distance_ranks = ranks(distances, np.finfo(np.float32).eps * distances.max())
+    if np.ptp(distance_ranks) == 0:
+        return "its targets lie all one distance apart: nothing to rank"
+    return {"spearman": spearman(distance_ranks, ranks(rates)), "pairs": int(kept.sum())}
+
+
+def pair_rates(test):
+    """The confusion rate of each unordered pair of classes i < j (in `np.triu_indices` order) of
+    test counts `test` (C rows of C, row the true class, column the decoded one): the test images
+    of i decoded as j and of j decoded as i, over the test images of i and j; nan for a pair
+    without test images."""
+    counts = np.asarray(test, dtype=np.float64)
+    i, j = np.triu_indices(len(counts), 1)
+    images = counts.sum(1)
+    with np.errstate(invalid="ignore"):  # 0 / 0: a pair without test images
+        return (counts[i, j] + counts[j, i]) / (images[i] + images[j])
+
+
+def ranks(values, tolerance=0.0):
+    """The ranks of `values` (n,), 1 for the smallest, values that tie given the mean of the ranks they
+    span (Spearman's convention: 10, 20, 20, 30 rank 1, 2.5, 2.5, 4); values tie where each, in
+    sorted order, is at most `tolerance` above the one before."""
+    order = np.argsort(values, kind="stable")
+    ordered = np.asarray(values, dtype=np.float64)[order]
+    tie = np.r_[0, np.cumsum(np.diff(ordered) > tolerance)]  # each sorted value's run of ties
+    counts = np.bincount(tie)
+    out = np.empty(len(ordered))
+    out[order] = (np.cumsum(counts) - (counts - 1) / 2)[tie]
+    return out
+
+
+def spearman(x_ranks, y_ranks):
+    """Spearman's rank correlation, in [-1, 1], of two rankings of n items (`ranks`, neither all
+    alike): Pearson's correlation of the ranks."""
+    return float(np.corrcoef(x_ranks, y_ranks)[0, 1])
 
 
 def targets_trained(runs):
@@ -947,8 +1048,42 @@ def class_markdown(classes):
                       [[label, *stat_cells(find, label, sorted(names), "test_acc")]
                        for label in sorted({r["label"] for r in rows}, key=label_rank)])
     if unmeasured:
-        out += ["Not measured:", ""] + [f"- {markdown_text(u['run'] + ': ' + u['reason'])}" for u in unmeasured] + [""]
+        out += not_measured(unmeasured)
     return out
+
+
+TARGET_CONFUSION_LEGEND = (
+    "Do classes whose targets lie close get confused more? (the follow-up's overlap between class "
+    "targets, per pair of classes.) For each run, over every pair of classes: Spearman's rank "
+    "correlation (rho, ties ranked by their mean rank) between the distance of the two classes' targets, "
+    "as the nearest-target decoder measures it, and the pair's confusion rate, the test images of "
+    f"either decoded as the other over the two classes' test images (its {CONFUSION}); mean ± "
+    "sample std over seeds (target_confusion.csv). Negative: closer targets, more confusion; near "
+    "0: the distance between two classes' targets does not go with how often they are confused; "
+    "positive: the reverse.")
+
+
+def target_confusion_markdown(target):
+    """tables.md's correlation of target distance and confusion (`target_confusion_rows`' rows and
+    unmeasured, `target`): per dataset, model and level, a table of each label's rho and pairs, then
+    the runs of the accuracy tables left out, with why."""
+    rows, unmeasured = target
+    section = "Target distance and confusion"
+    out = [f"## {section}", "", TARGET_CONFUSION_LEGEND, ""]
+    for (dataset, model, level), group in per_level(rows):
+        out += headed(section, f"{dataset}, {model} (level {level:g})", ["label", "Spearman's rho", "pairs"],
+                      [[r["label"], cell(stats(r, "spearman"), scale=1), str(r["pairs"])]
+                       for r in sorted(group, key=lambda r: label_rank(r["label"]))])
+    if not rows:
+        out += [f"No run with its {CONFUSION} regressed class targets.", ""]
+    if unmeasured:
+        out += not_measured(unmeasured)
+    return out
+
+
+def not_measured(unmeasured):
+    """tables.md's lines naming the runs a per-run table leaves out (`unmeasured`: run and reason)."""
+    return ["Not measured:", ""] + [f"- {markdown_text(u['run'] + ': ' + u['reason'])}" for u in unmeasured] + [""]
 
 
 def level_images(rows):
@@ -1049,9 +1184,7 @@ def label_stat_rows(records, label_dirs=()):
     """`labels.stats.label_stats` of the targets each label of the tables' runs regressed, a row per
     dataset, label (its noise rates one) and targets trained (label_sha256: two draws of a label are
     two rows), and the labels not measured with why: (rows, unmeasured). A label file counts only
-    where its targets are the ones recorded, searched in `label_dirs`, then `LABEL_DIR`, then the
-    --label_dir each run trained with (a folder that has gone, or was relative to another working
-    directory, is passed over)."""
+    where its targets are the ones recorded (`trained_targets`)."""
     groups = defaultdict(list)
     for record in records:
         label = split_noise(record["label"])[0]
@@ -1060,7 +1193,6 @@ def label_stat_rows(records, label_dirs=()):
     rows, unmeasured, files = [], [], {}
     for (dataset, label), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], label_rank(kv[0][1]))):
         flags = runs[0]["flags"]
-        name = dataset.partition("_")[0]  # its label files': cifar100 for cifar100_coarse
         try:
             num_classes = folder_classes(dataset)
         except UsageError as err:
@@ -1081,18 +1213,30 @@ def label_stat_rows(records, label_dirs=()):
             unmeasured.append({"dataset": dataset, "label": label, "reason": (
                 "its runs recorded no label_sha256 (trained before train.py recorded which targets)")})
         for sha, same in sorted((k, v) for k, v in by_targets.items() if k is not None):
-            folders = [*label_dirs, LABEL_DIR, *(trained_folder(r["flags"], "label_dir") for r in same)]
-            targets = targets_in(files, [label_path(name, label, d) for d in folders], sha)
-            if targets is None:
-                given = f"--label_dir ({', '.join(map(str, label_dirs))}), " if label_dirs else ""
-                unmeasured.append({"dataset": dataset, "label": label, "reason": (
-                    f"no {name}_{label}.npy with the targets its runs trained (label_sha256 {sha[:12]}) "
-                    f"in {given}labels/label_files or the --label_dir its runs trained with; pass "
-                    "the folder holding it as --label_dir")})
+            targets = trained_targets(files, dataset, label, sha, same, label_dirs)
+            if isinstance(targets, str):
+                unmeasured.append({"dataset": dataset, "label": label, "reason": targets})
             else:
                 rows.append({"dataset": dataset, "label": label, "label_sha256": sha, "runs": len(same),
                              **label_stats(targets)})
     return rows, unmeasured
+
+
+def trained_targets(files, dataset, label, sha256, runs, label_dirs=()):
+    """The targets of `label` (no noise rate) that `runs` of `dataset` trained, recorded as
+    `sha256`: those of the first label file holding them (`targets_in`, `files` its cache) in
+    `label_dirs`, then `LABEL_DIR`, then the --label_dir each run trained with (a folder that has
+    gone, or was relative to another working directory, is passed over); else a str saying which
+    file was not found where."""
+    name = dataset.partition("_")[0]  # its label files': cifar100 for cifar100_coarse
+    folders = [*label_dirs, LABEL_DIR, *(trained_folder(r["flags"], "label_dir") for r in runs)]
+    targets = targets_in(files, [label_path(name, label, d) for d in folders], sha256)
+    if targets is not None:
+        return targets
+    given = f"--label_dir ({', '.join(map(str, label_dirs))}), " if label_dirs else ""
+    return (f"no {name}_{label}.npy with the targets its runs trained (label_sha256 {sha256[:12]}) in "
+            f"{given}labels/label_files or the --label_dir its runs trained with; pass the folder holding "
+            "it as --label_dir")
 
 
 def category_stats(num_classes, smoothing):
@@ -1150,11 +1294,12 @@ def label_stats_markdown(measured):
     return out
 
 
-def tables_page(title, base, records, accuracy, robust, measured, classes, incomplete, missing, expected_from,
-                counts):
+def tables_page(title, base, records, accuracy, robust, measured, classes, target, incomplete, missing,
+                expected_from, counts):
     """tables.md's lines, each table a `Table` (`tables_markdown` and `tables_latex` write them): what
-    was read, the clean, data-efficiency, label-noise, robust, label statistics and per-class
-    tables, then the diverged, incomplete and missing runs."""
+    was read, the clean, data-efficiency, label-noise, robust, label statistics, per-class and
+    target distance and confusion tables (the last two where a run has its confusion.json), then
+    the diverged, incomplete and missing runs."""
     directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
     intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
@@ -1165,6 +1310,7 @@ def tables_page(title, base, records, accuracy, robust, measured, classes, incom
     out = [f"# {title}", "", intro, legend, ""]
     out += clean_markdown(accuracy) + efficiency_markdown(accuracy) + noise_markdown(accuracy)
     out += robust_markdown(robust) + label_stats_markdown(measured) + class_markdown(classes)
+    out += target_confusion_markdown(target) if classes[0] else []
     out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them, "
             "but for those left out of the tables, as said beside them; a run's test accuracy is of its "
             "best epoch's weights).", ""]
@@ -1552,6 +1698,7 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
     robust = robust_rows(records)
     measured = label_stat_rows(records, label_dirs)
     classes = class_accuracy_rows(records)
+    target = target_confusion_rows(records, label_dirs)
     incomplete, missing = incomplete_and_missing(base, records, expected, wanted)
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
               "attacked": sum(r["attack"] is not None for r in records)}
@@ -1561,12 +1708,13 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
                "clean_accuracy": clean_rows(accuracy), "data_efficiency": accuracy,
                "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "label_stats": measured[0],
                "label_stats_unmeasured": measured[1], "class_accuracy": classes[0],
-               "class_accuracy_unmeasured": classes[1], "curves": curve_rows(curves),
+               "class_accuracy_unmeasured": classes[1], "target_confusion": target[0],
+               "target_confusion_unmeasured": target[1], "curves": curve_rows(curves),
                "runs": [{**{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
                                               "attack", "problems")}, "label_sha256": targets_trained([r]),
                          "in_tables": in_tables(r)} for r in records],
                "incomplete": incomplete, "missing": missing}
-    page = tables_page(title, base_dir, records, accuracy, robust, measured, classes, incomplete, missing,
+    page = tables_page(title, base_dir, records, accuracy, robust, measured, classes, target, incomplete, missing,
                        expected_from, counts)
     # tables.md, and with --latex its tables (the same `Table`s) as tables.tex
     texts = {"tables.md": tables_markdown(page), **({"tables.tex": tables_latex(title, page)} if latex else {})}
@@ -1654,6 +1802,8 @@ def write_csvs(put, out, summary, records):
         "step_size", "restarts", "amp", "label_sha256"]
     class_columns = ["dataset", "model", "label", "level", "class", "class_name", "n", "seeds", "test_acc_mean",
                      "test_acc_std", "test_images", "label_sha256"]
+    target_columns = ["dataset", "model", "label", "level", "n", "seeds", "spearman_mean", "spearman_std", "spearman",
+                      "pairs", "label_sha256"]
     run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
                    "diverged_epoch", "run_dir", "label_sha256", "in_tables", "reasons"]
     unfinished = {i["run_dir"]: i["reasons"] for i in summary["incomplete"]}
@@ -1669,6 +1819,8 @@ def write_csvs(put, out, summary, records):
              *([("label_stats.csv", summary["label_stats"], ["dataset", "label", "label_sha256", "runs",
                                                               *STAT_COLUMNS])] if summary["label_stats"] else []),
              *([("class_accuracy.csv", summary["class_accuracy"], class_columns)] if summary["class_accuracy"] else []),
+             *([("target_confusion.csv", summary["target_confusion"], target_columns)]
+               if summary["target_confusion"] else []),
              ("runs.csv", run_rows, run_columns)]
     for name, rows, columns in files:
         write_csv(put, out / name, rows, columns)

@@ -186,6 +186,18 @@ def nearest_scores(outputs, center, offsets, sq_norms):
     return 2 * (outputs - center) @ offsets.T - sq_norms[None, :]
 
 
+def target_distances(targets):
+    """(C, C) squared distances between class targets (C, ...), as nearest-target decoding measures
+    them, in float64: each target taken as an output, its `nearest_scores` to every target taken back
+    from its own squared norm from the mean (the term the scores leave out). Row i ranks the classes
+    as the decoder ranks them for an output at target i; the diagonal is 0 up to rounding."""
+    flat = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
+    center = flat.mean(0)
+    offsets = flat - center
+    sq_norms = np.square(offsets).sum(1)
+    return sq_norms[:, None] - nearest_scores(flat, center, offsets, sq_norms)
+
+
 def bf16_rounded(values):
     """float32 `values` rounded to the nearest bfloat16 (ties to even), as float32: what a model's
     outputs under bf16 autocast can be. In NumPy, which has no bfloat16: the upper 16 bits of each

@@ -499,6 +499,21 @@ def test_decoding_survives_a_large_common_offset_and_refuses_targets_it_cannot_t
         TargetSpace("huge", 1e20 * rng.random((10, 64), dtype=np.float32))
 
 
+def test_target_distances_are_the_squared_distances_the_decoder_ranks():
+    """labels.target_distances (report.py's distance between two classes' targets): the squared
+    distance, from the decoder's own scores, also under a large common offset; for a target as an
+    output, the decoder's scores and minus its row rank the classes alike."""
+    from labels import target_distances
+    rng = np.random.default_rng(0)
+    targets = 1000 + rng.random((10, 8, 8), dtype=np.float32)
+    flat = targets.reshape(10, -1).astype(np.float64)
+    brute = ((flat[:, None] - flat[None]) ** 2).sum(2)
+    distances = target_distances(targets)
+    assert distances == pytest.approx(brute, rel=1e-9, abs=1e-9)
+    scores = TargetSpace("t", targets).scores(torch.as_tensor(targets)).double().numpy()
+    assert (np.argsort(-scores, 1, kind="stable") == np.argsort(distances, 1, kind="stable")).all()
+
+
 def test_decoding_ties_go_to_the_lowest_class():
     """As docs/reference.md says: an exact tie of class scores decodes as the lower class id, for
     each label space, and NaN outputs (a diverged run's) as class 0."""

@@ -1,6 +1,7 @@
 """report.py on hand-made run directories with known numbers: tables, CSVs, summary, figures."""
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -2535,9 +2536,10 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
     table = table_rows(markdown, "## Per-class test accuracy\n")
     assert table["label"] == CIFAR10_NAMES
     assert table["category"] == ["87.50 ± 17.68 (n=2)", "50.00 ± 0.00 (n=2)", "50.00 (n=1)"] + ["-"] * 7
-    assert "### cifar10, resnet32 (level 100)\n" in markdown and "speech |" not in markdown.split("## Per-class")[1]
+    section = markdown.split("## Per-class")[1].split("## Target distance")[0]
+    assert "### cifar10, resnet32 (level 100)\n" in markdown and "speech |" not in section
     # and says which runs of the tables it leaves out, and why: their seeds are in no n of it
-    assert markdown.split("## Per-class")[1].split("## Diverged")[0].endswith(
+    assert section.endswith(
         "Not measured:\n\n"
         "- cifar10/resnet32/speech/level100/seed1: confusion.json holds other test counts than results.json "
         "scores (2/2 correct, against test_acc 0.5 of 1017 images): another model's?\n"
@@ -2569,3 +2571,112 @@ def test_class_accuracy_csv_is_each_classs_test_accuracy_over_seeds(tmp_path):
     assert len(last["class_accuracy"]) == 100 and len(read_csv(out / "class_accuracy.csv")) == 100
     assert "### cifar100, resnet32 (level 100)\n\n100 classes: in class_accuracy.csv.\n" in (out / "tables.md").read_text()
     assert len(again["class_accuracy_unmeasured"]) == 5 and len(again["incomplete"]) == 1
+
+
+def test_spearman_ranks_ties_by_their_mean_rank():
+    """Spearman's rho by hand: x = 10, 20, 20, 30, 40 ranks 1, 2.5, 2.5, 4, 5 and y = 3, 1, 2, 2, 5
+    ranks 4, 1, 2.5, 2.5, 5; about the mean rank 3, sum dx dy = -2 + 1 + 0.25 - 0.5 + 4 = 2.75 and
+    sum dx^2 = sum dy^2 = 9.5, so rho = 2.75 / 9.5 = 11/38. Values within `tolerance` tie, in a chain."""
+    from report import ranks, spearman
+    x, y = ranks([10, 20, 20, 30, 40]), ranks([3, 1, 2, 2, 5])
+    assert x.tolist() == [1, 2.5, 2.5, 4, 5] and y.tolist() == [4, 1, 2.5, 2.5, 5]
+    assert spearman(x, y) == pytest.approx(11 / 38)
+    assert spearman(ranks([1, 2, 3]), ranks([0.3, 0.2, 0.1])) == pytest.approx(-1)
+    assert ranks([2.0, 1.0, 1.0 + 1e-9]).tolist() == [3, 1, 2]
+    assert ranks([2.0, 1.0, 1.0 + 1e-9], tolerance=1e-6).tolist() == [3, 1.5, 1.5]
+    assert ranks([0.0, 1.2, 0.6], tolerance=0.7).tolist() == [2, 2, 2]  # 0 ~ 0.6 ~ 1.2
+
+
+def test_a_pairs_confusion_rate_is_both_ways_over_both_classes_images():
+    """Classes 0 and 1: 2 of class 0's 8 test images decoded as 1 and 3 of class 1's 7 as 0, so
+    5 / 15; 0 and 2: 1 / 8 (class 2 has none); 1 and 2: 0 / 7; 2 and 3, no images: no rate."""
+    from report import pair_rates
+    rates = pair_rates([[5, 2, 1, 0], [3, 4, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    assert rates[:5].tolist() == pytest.approx([1 / 3, 1 / 8, 0, 0, 0])  # (0,1) (0,2) (0,3) (1,2) (1,3)
+    assert math.isnan(rates[5])  # (2, 3)
+
+
+def test_target_confusion_ties_targets_float32_cannot_tell_apart():
+    """uniform's targets (class i the constant i * 80/9, stored in float32) lie 9 distances apart;
+    float32's rounding makes pairs of one distance differ by ~1e-7 of the largest, which would rank
+    them apart: they tie. Its 45 pairs, and only the closest confused: rho is the correlation of the
+    gaps' mean ranks with one pair's."""
+    import numpy as np
+    from labels import target_distances
+    from report import ranks, target_confusion
+    uniform = (np.arange(10, dtype=np.float32) * np.float32(80 / 9))[:, None].repeat(4, 1)
+    distances = target_distances(uniform)[np.triu_indices(10, 1)]
+    assert len(set(ranks(distances).tolist())) > 9  # float32's rounding, ranked as it is
+    test = np.diag([10] * 10)
+    test[0, 0], test[0, 1] = 9, 1  # classes 0 and 1, one gap apart
+    measured = target_confusion(uniform, test.tolist())
+    gap = np.array([j - i for i, j in zip(*np.triu_indices(10, 1))])  # the 9 - g pairs of gap g tie
+    gap_rank = {g: (gap < g).sum() + ((gap == g).sum() + 1) / 2 for g in range(1, 10)}
+    x, y = np.array([gap_rank[g] for g in gap]), np.where(np.arange(45) == 0, 45, 22.5)
+    assert measured == {"spearman": pytest.approx(np.corrcoef(x, y)[0, 1]), "pairs": 45}
+    assert measured["spearman"] < 0
+    assert target_confusion(uniform, np.diag([10] * 10).tolist()) == (
+        "its 45 pairs of classes all have one confusion rate (0): nothing to rank")
+
+
+def test_target_confusion_csv_correlates_target_distance_with_confusion_over_seeds(tmp_path):
+    """target_confusion.csv: per run, Spearman's rho over its class pairs between the distance of
+    their targets and their confusion rate, mean and sample std over seeds, and each seed's. Targets
+    2^c - 1 on a line put the 45 pairs at 45 distances. Seed 1 confuses each pair the less, the
+    farther apart: rho -1. Seed 2 confuses the closest pair alone (classes 0 and 1), the other 44
+    tie at 0: about the mean rank 23, rho = (1 - 23) / sqrt(45 (45^2 - 1) / 12 * 44 / 45). Category
+    and MCR2 are left out with why, as a run without confusion.json is."""
+    import numpy as np
+    from labels import targets_sha256
+    labels, base, out = tmp_path / "labels", tmp_path / "outputs", tmp_path / "report"
+    labels.mkdir()
+    targets = np.stack([2.0 ** np.arange(10) - 1, np.zeros(10)], 1).astype(np.float32)
+    np.save(labels / "cifar10_lowdim.npy", targets)
+    sha = targets_sha256(targets)
+    pairs = sorted(zip(*np.triu_indices(10, 1)), key=lambda p: targets[p[1], 0] - targets[p[0], 0])
+    far = [[0] * 10 for _ in range(10)]
+    for k, (i, j) in enumerate(pairs):  # the k-th closest: 45 - k images of i decoded as j
+        far[i][j] = 45 - k
+    for i in range(10):  # 500 test images a class
+        far[i][i] = 500 - sum(far[i])
+    close = [[10 * (i == j) for j in range(10)] for i in range(10)]
+    close[0][0], close[0][1] = 9, 1
+    for seed, test in ((1, far), (2, close)):
+        with_confusion(with_config(make_run(base, "lowdim", seed, test_acc=0.5, valid_acc=0.5), label_sha256=sha), test)
+    with_config(make_run(base, "lowdim", 3, test_acc=0.5, valid_acc=0.5), label_sha256=sha)  # no confusion.json
+    for label in ("category", "mcr2"):
+        with_confusion(make_run(base, label, 1, test_acc=0.5, valid_acc=0.5), close)
+    summary = report(base, out, draw=False, label_dirs=[labels])
+    assert "target_confusion.csv" in summary["files"]
+    rho = (1 - 23) / (45 * (45 ** 2 - 1) / 12 * 44 / 45) ** 0.5  # -0.2554
+    rows = read_csv(out / "target_confusion.csv")
+    assert [{k: v for k, v in r.items() if k not in ("spearman_mean", "spearman_std", "spearman")} for r in rows] == [
+        {"dataset": "cifar10", "model": "resnet32", "label": "lowdim", "level": "100", "n": "2", "seeds": "1 2",
+         "pairs": "45", "label_sha256": sha}]
+    assert [float(v) for v in rows[0]["spearman"].split()] == pytest.approx([-1, rho])
+    assert float(rows[0]["spearman_mean"]) == pytest.approx((rho - 1) / 2)
+    assert float(rows[0]["spearman_std"]) == pytest.approx((1 + rho) / 2 ** 0.5)  # ddof=1
+    assert summary["target_confusion"][0]["spearman"] == pytest.approx([-1, rho])
+    assert summary["target_confusion_unmeasured"] == [
+        {"run": "cifar10/resnet32/category/level100/seed1", "run_dir": "cifar10/seed1/resnet32/model_category",
+         "reason": "category decodes by the argmax of its logits, not by the nearest target, and its one-hot "
+                   "targets lie all one distance apart: no distance to rank"},
+        {"run": "cifar10/resnet32/lowdim/level100/seed3", "run_dir": "cifar10/seed3/resnet32/model_lowdim",
+         "reason": "no confusion.json (trained by a labelrep before train.py wrote one)"},
+        {"run": "cifar10/resnet32/mcr2/level100/seed1", "run_dir": "cifar10/seed1/resnet32/model_mcr2",
+         "reason": "MCR2 regresses no class targets (it decodes by its classes' subspaces)"}]
+    markdown = (out / "tables.md").read_text()
+    section = markdown.split("## Target distance and confusion\n")[1].split("## Diverged")[0]
+    assert "Negative: closer targets, more confusion" in section
+    table = table_rows(markdown, "## Target distance and confusion\n")
+    std = (1 + rho) / 2 ** 0.5
+    assert table["lowdim"] == [f"{(rho - 1) / 2:.2f} ± {std:.2f} (n=2)", "45"] == ["-0.63 ± 0.53 (n=2)", "45"]
+    assert section.endswith("\n".join(f"- {u['run']}: {u['reason']}" for u in summary["target_confusion_unmeasured"])
+                            + "\n\n")
+    # without the label file, the run is named with the file it needs
+    (labels / "cifar10_lowdim.npy").unlink()
+    again = report(base, out, draw=False, label_dirs=[labels])
+    assert again["target_confusion"] == [] and not (out / "target_confusion.csv").exists()
+    assert again["target_confusion_unmeasured"][1]["reason"].startswith(
+        f"no cifar10_lowdim.npy with the targets its runs trained (label_sha256 {sha[:12]})")
+    assert "No run with its confusion.json regressed class targets." in (out / "tables.md").read_text()
