@@ -17,8 +17,8 @@ confused; not for category or MCR2); figures, PNG or --figure_format pdf or svg 
 accuracy against eps, accuracy against data level, validation curves); and summary.json with every
 number, plus the runs that are missing or incomplete. Accuracies are fractions in the CSVs and JSON,
 percentages in tables.md: mean +- sample std over seeds (n = seeds). Warnings go to stderr; stdout
-is one JSON line: `out`, the numbers of runs, trained, attacked, incomplete and missing, and the
-files written. Exit status: 0 done, 2 after one `error:` line (bad input), 130 Ctrl-C or SIGTERM
+is one JSON line: `out`, the numbers of runs, trained, attacked, incomplete (running: those of them
+that a train.py or attack.py job works on now) and missing, and the files written. Exit status: 0 done, 2 after one `error:` line (bad input), 130 Ctrl-C or SIGTERM
 (the earlier report kept).
 """
 if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
@@ -58,7 +58,7 @@ from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_traini
                          recorded_config, trained_folder, with_added_flags)
 from utils.runs import (CONFIG, CONFUSION, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, check_folder_names, dataset_folder, enclosing_base_dir, json_text, resolved,
-                        run_folder_name, run_key, run_name)
+                        run_folder_name, run_holder, run_key, run_name)
 
 # The paper's order of label types in its tables; others follow alphabetically.
 LABEL_ORDER = ("category", "speech", "shuffle", "composite", "random", "uniform", "lowdim", "bert", "glove")
@@ -220,7 +220,10 @@ def read_run(base, rel, key):
     """Everything a report needs from one run directory; `problems` says what is unfinished."""
     run_dir = base / rel
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
-              "classes": None, "curve": [], "problems": [], "excluded": False}
+              "classes": None, "curve": [], "problems": [], "excluded": False,
+              # read before its files: a job that ends meanwhile leaves them whole, where one read
+              # after them would find a run that its job has just finished said to have stopped
+              "running": run_holder(run_dir)}
     results_there, results = read_json_file(run_dir / RESULTS)
     config_there, config = read_json_file(run_dir / CONFIG)
     record["flags"] = run_flags(record, config_there, config, results)
@@ -241,7 +244,7 @@ def read_run(base, rel, key):
         if record["train"]:
             read_classes(record, run_dir)
     else:
-        record["problems"].append(unfinished_training(run_dir, history, record["epochs"]))
+        record["problems"].append(unfinished_training(run_dir, history, record["epochs"], record["running"]))
     read_attacks(record, run_dir)
     return record
 
@@ -361,13 +364,18 @@ def count_matrix(value, classes):
         isinstance(row, list) and len(row) == classes and all(nonnegative(n, int) for n in row) for row in value)
 
 
-def unfinished_training(run_dir, history, epochs):
+def unfinished_training(run_dir, history, epochs, running=None):
     """Why the run in `run_dir` has no results.json: how far its training got (`history`: its
-    metrics.jsonl rows, of `epochs`, None where unknown) and when it last wrote; train.log's error."""
+    metrics.jsonl rows, of `epochs`, None where unknown) and when it last wrote; train.log's error.
+    `running`: the job working in it now (`run_holder`), whose training is under way, not stopped
+    (nor failed: an error in train.log is an earlier attempt's)."""
     out_of = f" of {epochs}" if epochs else ""
+    logged = f"{len(history)}{out_of} epochs" if out_of else counted(len(history), "epoch")
     last = last_written(run_dir, ago=False)  # stopped, or still training: the time of its last write tells
+    if running:  # and when it last wrote: a job on another node killed outright is named all the same
+        return (f"in progress by {running}: training, " + (f"{logged} logged" if history else "in its first epoch")
+                + (f", {last}" if last else ""))
     if history or (run_dir / LAST_CHECKPOINT).exists():
-        logged = f"{len(history)}{out_of} epochs" if out_of else counted(len(history), "epoch")
         reason = f"training unfinished with {logged} logged, {last} (no results.json)"
     else:  # or in its first epoch: a sweep's train.log says when it last wrote
         reason = "training not started or failed before its first epoch" + (f" ({last})" if last else "")
@@ -937,21 +945,26 @@ def incomplete_and_missing(base, records, expected, wanted):
     for record in records:
         reasons = list(record["problems"])
         settings = wanted.get(tuple(record[k] for k in KEY))
+        running = record["running"]
         if record["train"] and settings and settings["keys"]:
+            # a job at work in the run attacks it (or has just trained it): what it lacks is to come
+            now = f"in progress by {running}: " if running else ""
             if record["attack"] is None and not any(ATTACK_RESULTS in p for p in reasons):
-                reasons.append("no attack results")
+                reasons.append(f"{now}no attack results" + (" yet" if running else ""))
             elif record["attack"] is not None:
                 images = ((settings["num_images"] or record["train"].get("test_images"))
                           if settings["plans"] else None)
                 run_dir = base / record["run_dir"]
                 if missing := missing_note(record["attack"], settings["keys"], settings["plans"], images,
                                            eps_labels=settings["eps_labels"]):
-                    reasons.append(f"attack results: {missing}")
+                    reasons.append(f"{now}attack results: {missing}")
                 elif figure := missing_figure(run_dir, settings, best_checkpoint(record, run_dir)):
-                    reasons.append(f"attack results: every setting, but {figure} (its attack.py stopped "
-                                   "before drawing it: attack the run again)")
+                    # drawn after the last setting: by the job at work, else attack.py stopped first
+                    reasons.append(f"{now}attack results: every setting, but {figure} " + (
+                        "yet" if running else "(its attack.py stopped before drawing it: attack the run again)"))
         if reasons:
-            incomplete.append({"run": record["run"], "run_dir": record["run_dir"], "reasons": reasons})
+            incomplete.append({"run": record["run"], "run_dir": record["run_dir"], "reasons": reasons,
+                               "running": running})
     missing = [{"run": run_name(key), "reason": "no run directory"} for key in expected
                if tuple(key[k] for k in KEY) not in by_key]
     return incomplete, missing
@@ -1301,9 +1314,11 @@ def tables_page(title, base, records, accuracy, robust, measured, classes, targe
     target distance and confusion tables (the last two where a run has its confusion.json), then
     the diverged, incomplete and missing runs."""
     directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
+    running = sum(bool(i["running"]) for i in incomplete)
     intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
-             f"{counts['attacked']} attacked; {len(incomplete)} incomplete, {len(missing)} missing "
-             f"(expected runs: {expected_from}).")
+             f"{counts['attacked']} attacked; {len(incomplete)} incomplete"
+             + (f" ({running} in progress)" if running else "")
+             + f", {len(missing)} missing (expected runs: {expected_from}).")
     legend = ("Accuracies in %: mean ± sample standard deviation over seeds (n = number of seeds; "
               "n=1 has no deviation). Test accuracy is on the dataset's test split; the paper's "
               "code reported its validation accuracy (in the CSVs as valid_acc).")
@@ -1903,6 +1918,8 @@ def main(argv=None):
     # resolved, as the paths train.py and attack.py print: a notebook's directory is rarely the job's
     line = {"out": str(resolved(args.out)), "runs": summary["run_dirs"], "trained": summary["trained"],
             "attacked": summary["attacked"], "incomplete": len(summary["incomplete"]),
+            # of them, those a job works on now: the sweep is still going, not stopped short of them
+            "running": sum(bool(i["running"]) for i in summary["incomplete"]),
             "missing": len(summary["missing"]), "files": [*summary["files"], SUMMARY]}
     print_json(line)
     return summary

@@ -1274,6 +1274,60 @@ def test_a_run_without_its_examples_figure_is_incomplete_as_its_sweep_finds_it(t
     assert both() == ("skip: done (1 setting)", [])
 
 
+def test_runs_that_jobs_work_in_are_said_to_be_in_progress(tmp_path, capsys):
+    """report.py, run again and again while a sweep's jobs train and attack, said of a run in its
+    first epoch 'training not started or failed before its first epoch', of one whose attack.py was
+    drawing its figure after the last setting 'its attack.py stopped before drawing it: attack the
+    run again', and its JSON line told a sweep at work from one stopped short of its runs in no
+    way. The job that holds a run's lock names itself there (`utils.runs.run_holder`): such a run
+    is in progress, named with its job, and counted as `running`; the record of a job killed
+    outright names no one. The report reads the lock files without making or changing one."""
+    import socket
+    from contextlib import ExitStack
+    from test_runs import SINCE, dead_pid, held_by
+    base = tmp_path / "outputs"
+    first = make_run(base, "category", 1, done_epochs=0)
+    (first / "last_checkpoint.pth").unlink()  # in its first epoch: none yet
+    second = make_run(base, "category", 2, done_epochs=2)
+    fgsm = [entry("fgsm", EPS8, 0.2) | {"num_images": 1017}]
+    attacked = make_run(base, "category", 3, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=fgsm)
+    drawing = make_run(base, "category", 4, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+                       attack=fgsm + [entry("fgsm", 1 / 255, 0.4) | {"num_images": 1017}])
+    for seed, run_dir in ((3, attacked), (4, drawing)):
+        best = run_dir / f"category_seed{seed}_resnet32_best_model.pth"
+        best.write_bytes(b"best")
+        os.utime(best, (0, 0))  # written before its attack results
+    killed = make_run(base, "category", 5, done_epochs=2)
+    record = {"script": "train.py", "pid": dead_pid(), "host": socket.gethostname(), "slurm_job": None,
+              "since": 1767369934}
+    (killed / ".lock").write_text(json.dumps(record))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"labels: [category]\nseeds: [1, 2, 3, 4, 5]\nstages: [attack]\n"
+                    f"args: --attacks fgsm --epsilons 1/255 8/255 --targeted no --base_dir {base}\n")
+    with ExitStack() as jobs:
+        pids = [jobs.enter_context(held_by(tmp_path, script, "run_lock", run_dir)).pid for script, run_dir in (
+            ("train.py", first), ("train.py", second), ("attack.py", attacked), ("attack.py", drawing))]
+        locks = {p: p.read_bytes() for p in base.rglob(".lock")}
+        assert report_main(["--base_dir", str(base), "--out", str(tmp_path / "report"), "--grid", str(grid),
+                            "--no_figures", "--workers", "1"])
+        assert {p: p.read_bytes() for p in base.rglob(".lock")} == locks  # none made, none changed
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    by = [f"in progress by {script} (pid {pid} on {socket.gethostname()}, {SINCE}): "
+          for script, pid in zip(("train.py", "train.py", "attack.py", "attack.py"), pids)]
+
+    def written(run_dir):
+        return f"files last written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime((run_dir / 'metrics.jsonl').stat().st_mtime))}"
+    assert [i["reasons"] for i in summary["incomplete"]] == [
+        [by[0] + f"training, in its first epoch, {written(first)}"],
+        [by[1] + f"training, 2 of 4 epochs logged, {written(second)}"],
+        [by[2] + "attack results: 1 of 2 settings missing (fgsm untargeted 1/255)"],
+        [by[3] + "attack results: every setting, but no attack_examples.png yet"],
+        [f"training unfinished with 2 of 4 epochs logged, {written(killed)} (no results.json)"]]
+    assert "5 incomplete (4 in progress), 0 missing" in (tmp_path / "report" / "tables.md").read_text()
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert (line["incomplete"], line["running"], line["missing"]) == (5, 4, 0)
+
+
 def test_paths_in_tables_md_keep_their_backticks(tmp_path):
     """A base folder named a`b ended tables.md's code span `.../a` early and left 'b`: ...' as
     text. A code span now takes a longer fence than any backtick run it holds (CommonMark)."""

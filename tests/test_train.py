@@ -1531,7 +1531,7 @@ def test_an_amp_run_of_a_labelrep_that_trained_amp_wrongly_is_refused(speech_run
     assert summary["incomplete"] == [{"run": "cifar10/resnet32/speech/level100/seed3",
                                       "run_dir": "cifar10/seed3/resnet32/model_speech", "reasons": [
                                           f"left out of the tables: trained with {reason}; train it again "
-                                          "(train.py --force)"]}]
+                                          "(train.py --force)"], "running": None}]
     (run_dir / "results.json").unlink()  # unfinished: its last checkpoint is no start either
     checkpoint = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
     as_broken_amp_run(checkpoint["config"])

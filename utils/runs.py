@@ -45,6 +45,7 @@ METRICS = "metrics.jsonl"
 LAST_CHECKPOINT = "last_checkpoint.pth"
 ATTACK_RESULTS = "attack_results.json"   # attack.py's
 ATTACK_EXAMPLES = "attack_examples.png"
+LOCK = ".lock"  # `run_lock`'s: held by the job working in the run directory, which writes its name there
 # A run directory's model_{label}_noise{R} part: the label and the --label_noise rate R.
 NOISY = re.compile(r"^(?P<label>.+)_noise(?P<noise>\d*\.?\d+(?:e-?\d+)?)$")
 # A run directory's path below its --base_dir. A level{L} folder is no dataset's (datasets are
@@ -205,7 +206,7 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
         raise in_use(_held[run_dir])
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = open_lock(run_dir / ".lock")
+        lock = open_lock(run_dir / LOCK)
     except OSError:
         yield
         return
@@ -225,6 +226,23 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
                 yield
         finally:
             _held.pop(run_dir, None)
+
+
+def run_holder(run_dir):
+    """The job working in `run_dir` now, as it wrote itself into the lock file it holds (`run_lock`,
+    `holder_of`: 'train.py (pid 4123 on node07, since 17:05:34 UTC)'); None where no job does (no
+    lock file, an emptied one: its job ended) or the one named is a process of this host that is
+    gone (killed outright). Read only, for report.py and sweep.py --dry_run, run again and again
+    while a sweep's jobs work: the lock file is neither made nor locked (a flock taken to test it,
+    if only for an instant, would refuse a train.py or attack.py starting then). A job on another
+    host that was killed outright is named until one works there again: the time it started says
+    how long ago that was."""
+    try:  # not through a link, nor waiting on a FIFO put there (`holder_of` reads no FIFO)
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # none there, a link in its place, unreadable
+        return None
+    with open(fd, "rb") as lock:
+        return holder_of(lock)
 
 
 def resolved_folders(args):
