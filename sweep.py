@@ -427,13 +427,21 @@ def dry_run(tasks):
     print(count_line(tasks))
 
 
+def in_progress(tasks):
+    """How many of the `tasks` another job (a train.py or attack.py) works on now (`Task.running`)."""
+    return sum(bool(t.running) for t in tasks)
+
+
 def count_line(tasks):
     todo = [t for t in tasks if t.todo]
     runs = f"{len(tasks)} run{'s' * (len(tasks) != 1)}"
     stages = ", ".join(f"{s} {sum(s in t.todo for t in tasks)}" for s in tasks[0].stages)
     refused = sum(bool(t.refused) for t in tasks)  # they end with an error line: said before they run
     refused = f" ({refused} of them refused by their script: --dry_run says why)" if refused else ""
-    return f"{runs}: {len(todo)} to run{refused}, {len(tasks) - len(todo)} complete (skipped); {stages}"
+    # at work in another job (another sweep's, a SLURM task's): this one's stage there would be refused
+    running = f" ({in_progress(tasks)} of them in progress in another job: --dry_run names it)" \
+        if in_progress(tasks) else ""
+    return f"{runs}: {len(todo)} to run{refused}{running}, {len(tasks) - len(todo)} complete (skipped); {stages}"
 
 
 # ---------------------------------------------------------------- SLURM
@@ -1019,16 +1027,17 @@ def main(argv=None):
     python = sys.executable if opts.local else opts.python
     tasks = make_tasks(opts, runs, scripts, routed, python)
     todo = [t for t in tasks if t.todo]
+    # --dry_run's JSON line, --print's summary: runs, those left to do, those another job works on now
+    counts = {"runs": len(tasks), "to_run": len(todo), "running": in_progress(tasks)}
     if opts.dry_run:
         dry_run(tasks)
-        summary = {"runs": len(tasks), "to_run": len(todo)}
-        print_json(summary)
-        return summary
+        print_json(counts)
+        return counts
     if opts.print:
         for line in command_lines(todo, opts.python):
             print(line, flush=True)
         log(count_line(tasks))
-        return {"runs": len(tasks), "to_run": len(todo)}
+        return counts
     if opts.slurm:
         if not todo:
             log(f"{count_line(tasks)}: nothing to submit, no script written{drop_old_script(opts.slurm)}")

@@ -757,6 +757,46 @@ def test_dry_run_and_print_follow_the_run_directories(capsys, tmp_path):
     assert "--label shuffle --level 100 --seed 3" in train and "--level 100 --seed 3" in attack
 
 
+def test_a_dry_run_names_the_jobs_at_work_in_its_runs(capsys, tmp_path):
+    """sweep.py --dry_run, run again and again to watch a sweep, said of a run in its first epoch
+    'run: new', as of one never started, and counted runs other jobs were training or attacking
+    with those left to do: a second sweep started on the grid then failed them ('is in use by
+    train.py ...') with no word before. The job that holds a run's lock names itself there
+    (`utils.runs.run_holder`): its stage's note says it is in progress and by whom, the count and
+    the JSON line count such runs apart; the record of a job killed outright names no one."""
+    import socket
+    from contextlib import ExitStack
+    from test_runs import SINCE, dead_pid, held_by
+    base = tmp_path / "out"
+
+    def run(label):
+        return base / "cifar10" / "seed3" / "resnet32" / f"model_{label}"
+    make_trained(run("category"), attack=["fgsm", "pgd"])              # complete
+    make_trained(run("speech"), attack=["fgsm"])                       # attacked now: pgd to come
+    make_trained(run("shuffle"), metrics=2, results=False)             # training now, after epoch 2
+    run("random").mkdir(parents=True)                                  # in its first epoch now
+    make_trained(run("uniform"), metrics=2, results=False)             # killed outright after epoch 2
+    (run("uniform") / ".lock").write_text(json.dumps({"script": "train.py", "pid": dead_pid(), "since": 1767369934,
+                                                      "host": socket.gethostname(), "slurm_job": None}))
+    grid = ["--labels", "category", "speech", "shuffle", "random", "uniform", "--seeds", "3", "--base_dir", str(base),
+            "--epochs", "4", "--valid_size", "50", "--attacks", "fgsm", "pgd", "--epsilons", "8/255",
+            "--targeted", "no", "--num_images", "20", "--dry_run"]
+    with ExitStack() as jobs:
+        by = {label: f"in progress by {script} (pid {jobs.enter_context(held_by(tmp_path, script, 'run_lock', run(label))).pid} "
+                     f"on {socket.gethostname()}, {SINCE}): "
+              for script, label in (("attack.py", "speech"), ("train.py", "shuffle"), ("train.py", "random"))}
+        lines = sweep_lines(capsys, grid)
+    rows = {line.split()[1].split("/")[2]: line for line in lines[1:-2]}
+    assert f"run: {by['random']}in its first epoch  run: after train" in rows["random"]
+    assert f"run: {by['shuffle']}resume (2/4 epochs logged; files last written " in rows["shuffle"]
+    assert f"run: {by['speech']}resume: 1 of 2 settings missing (pgd untargeted 8/255)" in rows["speech"]
+    assert "skip: done (2 settings)" in rows["category"]
+    assert "run: resume (2/4 epochs logged; files last written " in rows["uniform"] and "in progress" not in rows["uniform"]
+    assert lines[-2] == ("5 runs: 4 to run (3 of them in progress in another job: --dry_run names it), "
+                         "1 complete (skipped); train 3, attack 4")
+    assert json.loads(lines[-1]) == {"runs": 5, "to_run": 4, "running": 3}
+
+
 def test_an_attack_stopped_before_its_figure_is_not_done(capsys, tmp_path):
     """attack.py draws attack_examples.png after its last setting's entry is written: a job killed
     in between (SIGKILL while it drew; SIGTERM after the last setting, exit 75 before attack.py
@@ -867,7 +907,7 @@ def test_a_dry_run_and_a_report_read_the_runs_without_torch(tmp_path, label_dir,
     assert "run: finished, but trained with --epochs 2 (sweep: 4)" in outputs["sweep.py"]
     assert (f"run: cannot resume: trained with other images or labels than {cifar10_dir} holds"
             in outputs["sweep.py"])
-    assert outputs["sweep.py"].splitlines()[-1] == '{"runs": 4, "to_run": 3}'
+    assert outputs["sweep.py"].splitlines()[-1] == '{"runs": 4, "to_run": 3, "running": 0}'
     tables = (tmp_path / "report" / "tables.md").read_text()  # what the sweep refuses, the report leaves out
     assert "left out of the tables: trained with --epochs 2 (the grid: 4), not as the grid asks" in tables
     assert (f"left out of the tables: trained with other images or labels than {cifar10_dir} holds (another "
@@ -888,7 +928,7 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_over(capsys, tmp_path,
     (run_dir / LAST_CHECKPOINT).unlink()
     grid = ["--labels", "category", "--seeds", "3", "--stages", "train", *tiny(cifar10_dir, label_dir, base)]
     [header, row, count, summary] = sweep_lines(capsys, grid + ["--dry_run"])
-    assert json.loads(summary) == {"runs": 1, "to_run": 1}  # a notebook's last line
+    assert json.loads(summary) == {"runs": 1, "to_run": 1, "running": 0}  # a notebook's last line
     assert "run: start over (3 epochs logged, no checkpoint to resume from; files last written " in row
     [line] = sweep_lines(capsys, grid + ["--print"])
     argv = shlex.split(line)
@@ -1301,7 +1341,7 @@ def test_a_sweep_that_attacks_without_a_base_dir_finds_its_runs_in_the_default_o
     lines = sweep_lines(capsys, ["--labels", "category", "--seeds", "3", "--epochs", "4", "--valid_size", "50",
                                  "--stages", "train", "attack", "--attacks", "fgsm", "--epsilons", "8/255",
                                  "--targeted", "no", "--num_images", "20", "--dry_run"])
-    assert lines[-2:] == ["1 run: 0 to run, 1 complete (skipped); train 0, attack 0", '{"runs": 1, "to_run": 0}']
+    assert lines[-2:] == ["1 run: 0 to run, 1 complete (skipped); train 0, attack 0", '{"runs": 1, "to_run": 0, "running": 0}']
 
 
 def test_sbatch_options_are_read_as_sbatch_reads_them():
@@ -2641,7 +2681,7 @@ def test_a_grid_files_gpus_count_within_cuda_visible_devices_only_with_local(mon
     for inherited, shown in (("0", 1), ("", 0)):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
         assert sweep.main(["--config", str(grid), "--slurm", str(tmp_path / "s.sbatch")])["tasks"] == 1
-        assert sweep.main(["--config", str(grid), "--dry_run"]) == {"runs": 1, "to_run": 1}
+        assert sweep.main(["--config", str(grid), "--dry_run"]) == {"runs": 1, "to_run": 1, "running": 0}
         assert report.grid_train_flags(grid).base_dir == str(tmp_path / "out")
         capsys.readouterr()
         assert call_cli(sweep.main, ["--config", str(grid), "--local", "--dry_run"]) == 2  # its runs' GPUs

@@ -44,7 +44,7 @@ from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level, 
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, BEST_SUFFIX, CONFIG, LAST_CHECKPOINT, METRICS, NOT_JSON,
                         RESULTS, best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, json_failure,
-                        read_text, resolved, run_dir_of, run_key, run_name, zip_index_sha256)
+                        read_text, resolved, run_dir_of, run_holder, run_key, run_name, zip_index_sha256)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -776,8 +776,9 @@ def uncompared_data(recorded, data_dir, dataset, script):
             f"{script} reads it (downloads it where missing) and checks")
 
 
-def train_state(run_dir, train_namespace=None):
-    """(done, note) for the train stage of a run directory.
+def train_state(run_dir, train_namespace=None, running=None):
+    """(done, note) for the train stage of a run directory; `running`: the job working in it now
+    (`run_holder`), where one is.
 
     train_namespace: train.py's parsed flags with its `label_defaults` (--batch_size, --lr) filled in.
     done: results.json exists and the run trained what the sweep asks for (train.py skips such a
@@ -815,6 +816,8 @@ def train_state(run_dir, train_namespace=None):
     if logged := len(read_lines(run_dir / METRICS)):  # stopped before its first checkpoint
         return False, (f"start over ({counted(logged, 'epoch')} logged, no checkpoint to resume from; "
                        f"{last_written(run_dir)})")
+    if running:  # nothing logged yet, by a job at work: not a new run
+        return False, "in its first epoch"
     last = last_written(run_dir)  # its train.log's: in its first epoch (on another node), or failed before
     return False, f"new ({last})" if last else "new"
 
@@ -946,6 +949,9 @@ class Task:
     commands: dict  # stage -> argv (list of strings), for the stages in todo
     # as report.py names the run (`run_key`): cifar100_coarse/..., .../category_smooth0.1/...; else `run`'s
     name: str = None
+    # the job working in its run directory as the sweep was planned (`run_holder`), doing the first
+    # stage of todo: 'train.py (pid 4123 on node07, since 17:05:34 UTC)'; None where none was
+    running: str = None
 
     def __post_init__(self):
         self.name = self.name or self.run.name
@@ -994,10 +1000,11 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
         if attack_ns is not None:  # unset, None (it tells one given with --checkpoint): its default
             attack_ns.base_dir = scripts["attack"].module.flags_base_dir(attack_ns)
         _check_one_run_dir(run, run_dir, attack_ns)
+        running = run_holder(run_dir)  # before its files, as report.py reads it
         notes, todo, commands = {}, [], {}
         train_done = True
         if "train" in stages:
-            train_done, notes["train"] = train_state(run_dir, train_ns)
+            train_done, notes["train"] = train_state(run_dir, train_ns, running)
             if not train_done:
                 todo.append("train")
                 commands["train"] = [python, str(scripts["train"].path), *argv["train"], "--resume"]
@@ -1007,7 +1014,10 @@ def plan(runs, stages, scripts, routed, python=sys.executable):
             if not attack_done:
                 todo.append("attack")
                 commands["attack"] = [python, str(scripts["attack"].path), *argv["attack"]]
-        tasks.append(Task(index, run, run_dir, stages, todo, notes, commands, run_name(run_key(train_ns))))
+        running = running if todo else None  # a job that has finished what the grid asks meanwhile
+        if running:  # the stage it is doing: train.py trains what is not done, attack.py attacks a trained run
+            notes[todo[0]] = f"in progress by {running}: {notes[todo[0]]}"
+        tasks.append(Task(index, run, run_dir, stages, todo, notes, commands, run_name(run_key(train_ns)), running))
     return tasks
 
 
