@@ -12,7 +12,7 @@ import attack
 import report
 import sweep
 import train
-from conftest import REPO
+from conftest import REPO, SHARED
 from labels import generate, stats
 from utils.errors import UsageError
 
@@ -341,3 +341,38 @@ def test_the_readmes_transfer_table_is_the_transfer_studys_robust_accuracy_csv()
                 assert cell == spread(row[f"{key}_mean"], row[f"{key}_std"], digits=digits), (label, column)
             checked += 1
     assert checked == 2 * 9 and len(header) == 9
+
+
+def test_the_readmes_target_distance_figures_are_the_transfer_studys():
+    """The README's target-distance paragraph: speech's rho, mean ± std and each seed's, is
+    target_confusion.csv's in docs/results/cifar10-subset-transfer; the most confused pair and the
+    farthest pair, with their rates and ranks, are those of its runs' confusion.json (the three seeds'
+    counts pooled) and the speech targets' distances (../shared's label file)."""
+    import json
+    import numpy as np
+    study = STUDY.parent / "cifar10-subset-transfer"
+    text = " ".join((REPO / "README.md").read_text().split("\n**Target distance and confusion**", 1)[1]
+                    .split("\n\n", 1)[0].split())
+    (row,) = csv_rows("target_confusion.csv", study)
+    assert row["label"] == "speech" and row["seeds"] == "7 8 9" and row["pairs"] == "45"
+    seeds = ", ".join(f"{float(v):.2f}" for v in row["spearman"].split())
+    assert (f"is {spread(row['spearman_mean'], row['spearman_std'], scale=1)} (seeds 7, 8, 9: {seeds}, "
+            "over the 45 pairs)") in text
+    targets = SHARED / "reference" / "label_representations" / "cifar10_speech.npy"
+    if not targets.exists():
+        pytest.skip(f"{targets} not found: the pairs' distances need the paper's speech targets")
+    from labels import target_distances
+    from report import pair_rates
+    runs = study / "runs" / "cifar10"
+    counts = sum(np.array(json.loads((runs / f"seed{s}/resnet32/model_speech/confusion.json").read_text())["test"])
+                 for s in (7, 8, 9))
+    names = json.loads((runs / "seed7/resnet32/model_speech/confusion.json").read_text())["classes"]
+    rates, i, j = pair_rates(counts), *np.triu_indices(10, 1)
+    distances = target_distances(np.load(targets, allow_pickle=False))[i, j]
+    by_rate, by_distance = list(np.argsort(-rates, kind="stable")), list(np.argsort(distances, kind="stable"))
+    ordinal = {1: "", 3: "3rd ", 5: "5th "}
+    top, far = by_rate[0], by_distance[-1]
+    assert (f"{names[i[top]].capitalize()} and {names[j[top]]}, the most confused pair ({rates[top]:.0%} of their "
+            f"test images, the three seeds pooled), are the {ordinal[by_distance.index(top) + 1]}closest") in text
+    assert (f"{names[i[far]]} and {names[j[far]]}, the farthest apart of all 45, are the "
+            f"{ordinal[by_rate.index(far) + 1]}most confused ({rates[far]:.0%})") in text
