@@ -864,7 +864,8 @@ class Job:
         if result is None:
             progress.close()
             preempt.exit_for_requeue(self.stopped(f" by signal during {setting_name(entry)}"))
-        entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "images_per_s", "seconds")}
+        entry |= {k: result[k] for k in ("clean_acc", "robust_acc", "attacked", "class_images", "class_robust",
+                                         "images_per_s", "seconds")}
         # what its images/s were measured on (--channels_last, which changes them, not the numbers
         # beyond float rounding, is no part of its identity), and the code that computed it: a
         # file's entries may come from several runs, its `environment` is the last one's
@@ -913,12 +914,13 @@ class Job:
                              f"attacked: {only_figure}{elsewhere}") from None
 
     def document(self, clean_acc):
-        """attack_results.json: the run, its checkpoint, the flags and every entry, earlier runs' too."""
+        """attack_results.json: the run, its checkpoint, the flags, the class names (the entries' per-class
+        counts are by class id) and every entry, earlier runs' too."""
         from utils.runs import resolved_folders
         args = self.args
         return {"run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint), **self.record,
                 "model": args.model, "label": args.label, "dataset": args.dataset, "num_images": self.n,
-                "clean_acc": clean_acc, "entries": self.entries,
+                "classes": self.class_names, "clean_acc": clean_acc, "entries": self.entries,
                 "config": vars(args) | resolved_folders(args) | {"epsilons": [
                     label for label, _ in self.epsilons], "attacks": self.attacks, "protocol": self.protocol},
                 "environment": self.env}

@@ -469,6 +469,25 @@ def test_target_success_is_the_hits_among_the_attacked_images(category, test_set
     assert result["target_success"] == hits / (N - 10)
 
 
+def test_each_class_counts_its_images_and_those_still_classified_as_it(category, highdim, test_set):
+    """Per class id, run_attack counts the evaluated images of the class and those of them classified
+    as it before and after the attack, over every batch (40 images in 3): they sum to the totals,
+    robust accuracy's numerator and N, so a report pools seeds exactly. A transfer's are the
+    judge's: images it misclassified clean count as failures, and its reading of the crafted ones."""
+    images, labels, _ = test_set
+    for model, space, judge in ((*highdim, None), (*category, highdim)):
+        result = run_attack(model, space, images, labels, "pgd", EPS8, steps=3, batch_size=16,
+                            keep_images=True, judge=judge)
+        survived = [clean == label == adversarial for clean, adversarial, label
+                    in zip(result["clean_pred"].tolist(), result["adv_pred"].tolist(), labels.tolist())]
+        assert result["class_images"] == [labels.tolist().count(c) for c in range(10)]
+        assert result["class_robust"] == [sum(ok and label == c for ok, label in zip(survived, labels.tolist()))
+                                          for c in range(10)]
+        robust = sum(result["class_robust"])
+        assert sum(result["class_images"]) == N and robust == round(result["robust_acc"] * N)
+        assert 0 < robust < result["attacked"]  # some images fooled, some not: a count that can be wrong
+
+
 def test_batch_size_does_not_change_the_result(trained, test_set):
     model, space = trained
     images, labels, targets = test_set
@@ -939,7 +958,7 @@ def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_computed_again(s
     path = tmp_path / ATTACK_RESULTS
     results = json.loads(path.read_text())
     for e in results["entries"]:  # as an attack.py before 1ca2340 wrote them, the older code's numbers
-        del e["device"], e["batch_size"], e["dtype"]
+        del e["device"], e["batch_size"], e["dtype"], e["class_images"], e["class_robust"]
         e["robust_acc"] = 0.6 if e["targeted"] else e["robust_acc"]
     path.write_text(json.dumps(results))
     summary, err = call_main(capsys, flags)
@@ -2156,6 +2175,38 @@ def test_transfer_entries_record_their_source_and_are_reused_until_it_changes(tr
                                                   "--epsilons", "8/255", "--targeted", "no", "--num_images", "5"))
     assert list(summary["robust_acc"]) == ["fgsm<vgg19:category/untargeted/8/255"]
     assert summary["source"]["model"] == "vgg19"
+
+
+def test_entries_count_each_classs_robust_images_and_older_ones_are_reused_without(
+        transfer_runs, tiny, cifar10_dir, label_dir, capsys):
+    """Each entry attack.py computes holds run_attack's per-class counts (class_images, class_robust),
+    a transfer's the attacked run's reading of the images crafted against its source, and the file
+    the class names they index. An entry of an attack.py before them (without) is reused as it is,
+    not computed again, and the file not written."""
+    source, attacked, results = transfer_runs
+    fgsm = ["--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "no", "--num_images", "60"]
+    call_main(capsys, transfer_flags(attacked, None, cifar10_dir, label_dir, *fgsm, "--examples", "0"))
+    call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *fgsm))
+    saved = json.loads(results.read_text())
+    assert saved["classes"] == tiny.class_names
+    model, space, _ = attack.model_from_checkpoint(attacked)
+    crafter, crafter_space, _ = attack.model_from_checkpoint(source)
+    images, labels = tiny.test_images[:60], tiny.test_labels[:60]
+    for entry, (crafted, judge) in zip(saved["entries"], (((model, space), None), ((crafter, crafter_space),
+                                                                                   (model, space)))):
+        expected = run_attack(*crafted, images, labels, "fgsm", EPS8, seed=3, judge=judge)
+        assert (entry["class_images"], entry["class_robust"]) == (expected["class_images"], expected["class_robust"])
+        assert sum(entry["class_robust"]) == round(entry["robust_acc"] * 60) > 0
+    white, transfer = saved["entries"]
+    assert white["class_robust"] != transfer["class_robust"]  # the transfer's are not the white-box counts
+    for entry in saved["entries"]:  # as an older attack.py wrote them
+        del entry["class_images"], entry["class_robust"]
+    results.write_text(json.dumps(saved))
+    written = results.read_bytes()
+    for crafted, extra in ((None, ["--examples", "0"]), (source, [])):
+        _, err = call_main(capsys, transfer_flags(attacked, crafted, cifar10_dir, label_dir, *fgsm, *extra))
+        assert err.count("(reused from") == 1
+    assert results.read_bytes() == written
 
 
 def test_transfer_errors_are_one_line(transfer_runs, speech_run, cifar10_dir, label_dir, tmp_path, capsys):

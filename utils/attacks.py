@@ -309,7 +309,10 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     the judge's (the attacked images are those the judge classifies correctly).
 
     Returns a dict: robust_acc, clean_acc, target_success (targeted only; None when no image was
-    attacked), attacked (images correctly classified before the attack), steps, step_size,
+    attacked), attacked (images correctly classified before the attack), class_images and
+    class_robust (per class id, `space.num_classes` whole counts: the evaluated images of the class,
+    and those of them still classified as it after the attack; they sum to N and to robust_acc * N,
+    so that a report pools seeds exactly), steps, step_size,
     restarts, seconds, images_per_s (evaluated images per second of this call: work taken from
     `shared` is counted where it was done; None at eps 0, which attacks nothing); with
     keep_images also adversarial (N, 3, H, W) on the CPU (clean images where nothing was
@@ -329,6 +332,7 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
         shared.network(judge[0], channels_last), judge[1].to(device))
     targeted = targets is not None
     totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
+    classes = torch.zeros(2, space.num_classes, dtype=torch.int64, device=device)  # per class: images, robust
     kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}
     begin = time.perf_counter()
     for first in range(0, len(images), batch_size):
@@ -359,7 +363,10 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
             if judge is not None:  # what counts is the judge's reading of the crafted images
                 adv_pred[correct] = classify(judged, judge_space, adversarial[correct], amp)
         totals[0] += len(correct)
-        totals[1] += (adv_pred[correct] == batch_labels[correct]).sum()
+        survived = correct[adv_pred[correct] == batch_labels[correct]]
+        totals[1] += len(survived)
+        classes[0] += torch.bincount(batch_labels, minlength=space.num_classes)
+        classes[1] += torch.bincount(batch_labels[survived], minlength=space.num_classes)
         if targeted:
             totals[2] += (adv_pred[correct] == goal[correct]).sum()
         if keep_images:
@@ -367,8 +374,10 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
                 kept[key].append(value.cpu())
     attacked, robust, hits = totals.tolist()  # the host sync that ends the timing
     seconds = time.perf_counter() - begin
+    class_images, class_robust = classes.tolist()
     n = len(images)
     result = {"robust_acc": robust / max(n, 1), "clean_acc": attacked / max(n, 1), "attacked": attacked,
+              "class_images": class_images, "class_robust": class_robust,
               "steps": plan.steps, "step_size": plan.step_size, "restarts": plan.restarts,
               "seconds": seconds, "images_per_s": n / seconds if eps > 0 and seconds > 0 else None}
     if targeted:  # no rate when no image was attacked
