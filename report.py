@@ -11,9 +11,11 @@ tables.md (and with --latex tables.tex, its tables as LaTeX booktabs tables for 
 clean_accuracy.csv, data_efficiency.csv, robust_accuracy.csv, runs.csv, label_noise.csv (with
 --label_noise runs), label_stats.csv (labels.stats of the targets each label trained, from the
 label files in --label_dir that hold them), class_accuracy.csv (each class's test accuracy, from
-the runs' confusion.json; in tables.md too, up to 20 classes), target_confusion.csv (per run, over its
-pairs of classes, Spearman's rho between the distance of their targets and how often they are
-confused; not for category or MCR2); figures, PNG or --figure_format pdf or svg (robust
+the runs' confusion.json; in tables.md too, up to 20 classes), class_robust_accuracy.csv (each
+class's robust accuracy per attack setting, where attack_results.json's entries count it; in
+tables.md too), target_confusion.csv (per run, over its pairs of classes, Spearman's rho between
+the distance of their targets and how often they are confused; not for category or MCR2); figures,
+PNG or --figure_format pdf or svg (robust
 accuracy against eps, accuracy against data level, validation curves); and summary.json with every
 number, plus the runs that are missing or incomplete. Accuracies are fractions in the CSVs and JSON,
 percentages in tables.md: mean +- sample std over seeds (n = seeds). Warnings go to stderr; stdout
@@ -47,10 +49,10 @@ from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, choice, log, nonempty, number,
                           doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, TRANSFER, accuracy,
-                        asked_changes, attack_entries, attack_parts, attacked_another, cores, counted, entry_dtype,
-                        entry_key, eps_text, fresh_transfers, last_written, missing_figure, missing_note,
-                        nonnegative, parse_level, read_json_file, read_lines, smoothed_loss_attacks, smoothed_run,
-                        transfer_source, unreadable)
+                        asked_changes, attack_entries, attack_parts, attacked_another, class_counts, cores, counted,
+                        describe_key, entry_dtype, entry_key, eps_text, fresh_transfers, last_written, missing_figure,
+                        missing_note, nonnegative, parse_level, read_json_file, read_lines, smoothed_loss_attacks,
+                        smoothed_run, transfer_source, unreadable)
 from utils.atomic import (Table, code_span, exclusive, file_set, markdown_text, print_json, remove_temporaries,
                           temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
@@ -220,7 +222,7 @@ def read_run(base, rel, key):
     """Everything a report needs from one run directory; `problems` says what is unfinished."""
     run_dir = base / rel
     record = {**key, "run": run_name(key), "run_dir": rel, "train": None, "attack": None,
-              "classes": None, "curve": [], "problems": [], "excluded": False,
+              "classes": None, "attack_classes": None, "curve": [], "problems": [], "excluded": False,
               # read before its files: a job that ends meanwhile leaves them whole, where one read
               # after them would find a run that its job has just finished said to have stopped
               "running": run_holder(run_dir)}
@@ -384,9 +386,10 @@ def unfinished_training(run_dir, history, epochs, running=None):
 
 
 def read_attacks(record, run_dir):
-    """record["attack"] from attack_results.json, where the run has one; its problems say what is
-    wrong with it. One that holds the attacks of another checkpoint than the run's best is left
-    out whole: its entries, malformed or not, are no results of this run."""
+    """record["attack"] from attack_results.json, where the run has one, and record["attack_classes"]
+    (the class names its entries' per-class counts index); its problems say what is wrong with it.
+    One that holds the attacks of another checkpoint than the run's best is left out whole: its
+    entries, malformed or not, are no results of this run."""
     attack_path = run_dir / ATTACK_RESULTS
     attack_there, attack = read_json_file(attack_path)
     if not attack_there:
@@ -416,10 +419,13 @@ def read_attacks(record, run_dir):
         record["problems"].append(f"{ATTACK_RESULTS}: the transfer entries crafted against an earlier "
                                   f"{' or '.join(retrained)} left out: written again since (attack the run "
                                   "again with --transfer_from it)")
-    images = attack.get("num_images")
+    images, names = attack.get("num_images"), attack.get("classes")
     record["attack"] = {"clean_acc": accuracy(attack.get("clean_acc")),
                         "num_images": images if isinstance(images, int) else None,
                         "entries": entries}
+    # the class names of its entries' per-class counts (an attack.py before them wrote none)
+    if isinstance(names, list) and all(isinstance(n, str) for n in names):
+        record["attack_classes"] = names
 
 
 def best_checkpoint(record, run_dir):
@@ -684,15 +690,62 @@ def class_accuracy_rows(records):
     rows = []
     for key in sorted(groups, key=table_order):
         runs = groups[key]
-        for c in range(max(len(r["classes"]["names"]) for r in runs)):
-            seeds = {r["seed"]: r["classes"] for r in runs if c < len(r["classes"]["names"])}
-            test = mean_std([classes["test_acc"][c] for classes in seeds.values()])
-            rows.append({**dict(zip(KEY[:4], key)), "class": c,
-                         "class_name": one(classes["names"][c] for classes in seeds.values()), "n": test[2],
-                         "seeds": sorted(seed for seed, classes in seeds.items() if classes["test_acc"][c] is not None),
-                         **columns("test_acc", test),
-                         "test_images": sorted({classes["test_images"][c] for classes in seeds.values()}),
-                         "label_sha256": targets_trained(runs)})
+        rows += per_class_rows(dict(zip(KEY[:4], key)), {r["seed"]: r["classes"] for r in runs}, "test_acc",
+                               "test_images", targets_trained(runs))
+    return rows, unmeasured
+
+
+def per_class_rows(head, seeds, name, count, label_sha256):
+    """A table row's rows per class: `head` (the columns that name the row), the class id and name,
+    and the statistic `name` of that class over `seeds` ({seed: {"names": class names or None,
+    `name`: a value per class (None: the seed has no image of the class), `count`: a count per
+    class}}, each as long as the seed's classes): n and seeds, those where the class has a value,
+    `columns`, the class's `count` (a list where seeds differ), and `label_sha256`."""
+    rows = []
+    for c in range(max(len(values[count]) for values in seeds.values())):
+        held = {seed: values for seed, values in seeds.items() if c < len(values[count])}
+        stat = mean_std([values[name][c] for values in held.values()])
+        rows.append({**head, "class": c,
+                     "class_name": one(v["names"][c] for v in held.values() if c < len(v["names"] or ())),
+                     "n": stat[2],
+                     "seeds": sorted(seed for seed, values in held.items() if values[name][c] is not None),
+                     **columns(name, stat), count: sorted({values[count][c] for values in held.values()}),
+                     "label_sha256": label_sha256})
+    return rows
+
+
+def class_robust_rows(records):
+    """Each class's robust accuracy per `robust_groups` key (a robust row), over the seeds whose
+    entry counts its images per class (`class_counts`: of the images of the class, those still
+    classified as it after the attack), and the runs of those rows with entries that do not, with
+    which: (rows, unmeasured). No row where no entry counts them."""
+    groups, rows, lacking = robust_groups(records), [], defaultdict(list)  # lacking: run_dir -> entries
+    for key in sorted(groups, key=robust_order):
+        seeds = {}
+        for record, entry in groups[key]:
+            if counts := class_counts(entry):
+                seeds[record["seed"]] = {"names": record["attack_classes"], "class_images": counts[0],
+                                         "robust_acc": [r / n if n else None for r, n in zip(counts[1], counts[0])]}
+            else:
+                lacking[record["run_dir"]].append(entry)
+        if seeds:
+            items = groups[key]
+            rows += per_class_rows(robust_head(key, items), seeds, "robust_acc", "class_images",
+                                   targets_trained([r for r, _ in items if r["seed"] in seeds]))
+    if not rows:
+        return [], []
+    settings = Counter(r["run_dir"] for items in groups.values() for r, _ in items)
+    unmeasured = []
+    for record in records:  # in the tables' order
+        entries = lacking.get(record["run_dir"])
+        if not entries:
+            continue
+        shown = ", ".join(describe_key(entry_key(e), {entry_key(e)[2:]: e.get("eps_label")}) for e in entries[:3])
+        more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+        unmeasured.append({"run": record["run"], "run_dir": record["run_dir"], "reason": (
+            f"attacked before attack.py counted robust images per class: {len(entries)} of its "
+            f"{settings[record['run_dir']]} settings ({shown}{more}), which attack.py reuses as they are (delete its "
+            f"{ATTACK_RESULTS} and attack it again to count them)")})
     return rows, unmeasured
 
 
@@ -842,12 +895,12 @@ ROBUST_LEGEND = (
     "prediction became the target class.")
 
 
-def robust_rows(records):
-    """Robust accuracy per (dataset, model, label, level, attack, targeted, protocol, eps) and attack
-    setting (test images, steps, step size, restarts, bf16), over seeds. A run's entries for
-    another setting (attack.py rerun with other --steps or --num_images) are rows of their own,
-    not more seeds. Each row's clean accuracy is over every seed attacked in its table (at any
-    eps: a seed without this eps had its clean images counted all the same), so a label's is one."""
+def robust_groups(records):
+    """The entries of the robust rows: {`ROBUST_KEY` tuple: [(record, entry), ...], a run's one
+    entry (its seed's) per key}, a key per (dataset, model, label, level, attack, targeted,
+    protocol, eps) and attack setting (test images, steps, step size, restarts, bf16). A run's
+    entries for another setting (attack.py rerun with other --steps or --num_images) are keys of
+    their own, not more seeds."""
     groups = defaultdict(list)
     for record in records:
         if not (record["attack"] and record["train"]) or record["excluded"]:
@@ -874,6 +927,27 @@ def robust_rows(records):
                 chosen[key] = rank, entry
         for key, (_, entry) in chosen.items():
             groups[key].append((record, entry))
+    return groups
+
+
+def robust_order(key):
+    """Sort key of a `ROBUST_KEY` tuple, as the robust rows go: per dataset, model, level (from the
+    largest), attack and setting, each label's eps in turn."""
+    return (key[0], key[1], -key[3], attack_rank(key[4]), key[5], key[6], -(key[8] or 0), str(key[9:]),
+            label_rank(key[2]), key[7])
+
+
+def robust_head(key, items):
+    """A robust row's columns that name it: the `ROBUST_KEY` tuple `key`'s, and its eps as attack.py
+    wrote it (`items`: its (record, entry) pairs)."""
+    return {**dict(zip(ROBUST_KEY, key)), "eps_label": items[0][1].get("eps_label") or eps_text(key[7], key[6])}
+
+
+def robust_rows(records):
+    """Robust accuracy per `robust_groups` key, over seeds. Each row's clean accuracy is over every
+    seed attacked in its table (at any eps: a seed without this eps had its clean images counted all
+    the same), so a label's is one."""
+    groups = robust_groups(records)
     def table_of(key):  # the key less its eps and step size (which follows eps): a table's
         return key[:7] + key[8:10] + key[11:]
     clean = defaultdict(dict)  # table_of(key) -> {seed: clean accuracy}
@@ -881,15 +955,11 @@ def robust_rows(records):
         clean[table_of(key)].update((r["seed"], e.get("clean_acc")) for r, e in items)
     clean = {table: mean_std(seeds.values()) for table, seeds in clean.items()}  # one for all its eps
     rows = []
-    order = lambda k: (k[0], k[1], -k[3], attack_rank(k[4]), k[5], k[6], -(k[8] or 0), str(k[9:]),
-                       label_rank(k[2]), k[7])
-    for key in sorted(groups, key=order):
+    for key in sorted(groups, key=robust_order):
         items = groups[key]
         robust = mean_std([e.get("robust_acc") for _, e in items])
         success = mean_std([e.get("target_success") for _, e in items])
-        rows.append({**dict(zip(ROBUST_KEY, key)),
-                     "eps_label": items[0][1].get("eps_label") or eps_text(key[7], key[6]),
-                     "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
+        rows.append({**robust_head(key, items), "n": robust[2], "seeds": sorted(r["seed"] for r, _ in items),
                      **columns("robust_acc", robust), **columns("target_success", success),
                      **columns("clean_acc", clean[table_of(key)]),
                      "label_sha256": targets_trained([r for r, _ in items])})
@@ -920,19 +990,32 @@ def default_step(row):
                         rel_tol=1e-6)
 
 
-def robust_tables(robust, key):
-    """Rows grouped into tables, (key(row) + setting) -> rows, one row per label and eps in each:
-    rows that differ only in step size (attack.py --step_size) get a table per step size, but for
-    the rows of attack.py's default step size (`default_step`), which stay one table."""
+def robust_table_key(row):
+    """What a robust table of tables.md holds fixed besides its setting: dataset, model, level,
+    attack, mode and protocol."""
+    return row["dataset"], row["model"], row["level"], row["attack"], row["targeted"], row["protocol"]
+
+
+def robust_tables(robust, key=robust_table_key):
+    """Rows grouped into tables, (key(row) + setting) -> rows, one row per label and eps (and class,
+    of per-class rows) in each: rows that differ only in step size (attack.py --step_size) get a
+    table per step size, but for the rows of attack.py's default step size (`default_step`), which
+    stay one table."""
     tables = defaultdict(list)
     for row in robust:
         tables[(*key(row), *(row[k] for k in SETTING))].append(row)
     for name, rows in list(tables.items()):
-        if len({(r["label"], r["eps"]) for r in rows}) < len(rows):
+        if len({(r["label"], r["eps"], r.get("class")) for r in rows}) < len(rows):
             del tables[name]
             for row in rows:
                 tables[name if default_step(row) else (*name, row["step_size"])].append(row)
     return tables
+
+
+def robust_table_order(key):
+    """Sort key of a `robust_tables` key of `robust_table_key`'s tables: per dataset, model, level
+    (from the largest), attack, mode, protocol and setting."""
+    return key[0], key[1], -key[2], attack_rank(key[3]), key[4], key[5], -(key[6] or 0), str(key[7:])
 
 
 def incomplete_and_missing(base, records, expected, wanted):
@@ -1060,9 +1143,52 @@ def class_markdown(classes):
         out += headed(section, heading, ["label", *(names[c] for c in sorted(names))],
                       [[label, *stat_cells(find, label, sorted(names), "test_acc")]
                        for label in sorted({r["label"] for r in rows}, key=label_rank)])
-    if unmeasured:
-        out += not_measured(unmeasured)
-    return out
+    return out + not_measured(unmeasured)
+
+
+CLASS_ROBUST_LEGEND = (
+    "Of each class's attacked test images (as many as the heading says), the share still classified as "
+    "that class after the attack (images misclassified before it count as failures, as in the robust "
+    "tables): for each untargeted attack setting, at the largest eps every label of it was attacked at "
+    "(each setting at every eps is in class_robust_accuracy.csv).")
+
+
+def class_robust_markdown(class_robust):
+    """tables.md's per-class robust accuracy (`class_robust_rows`' rows and unmeasured, `class_robust`):
+    per untargeted attack setting of each dataset, model and level (a robust table), a label by class
+    table at its largest eps above 0 that each of its labels has (else its largest), for a dataset of
+    up to CLASS_TABLE_MOST classes; then the runs whose entries it lacks, with why; nothing where no
+    entry counts its images per class."""
+    class_rows, unmeasured = class_robust
+    attacked = [r for r in class_rows if not r["targeted"] and r["eps"] > 0]
+    if not attacked:
+        return []
+    section = "Per-class robust accuracy"
+    out = [f"## {section}", "", CLASS_ROBUST_LEGEND, ""]
+    tables = robust_tables(attacked)
+    for key in sorted(tables, key=robust_table_order):
+        rows = tables[key]
+        labels = sorted({r["label"] for r in rows}, key=label_rank)
+        common = set.intersection(*({r["eps"] for r in rows if r["label"] == label} for label in labels))
+        eps = max(common or {r["eps"] for r in rows})
+        rows = [r for r in rows if r["eps"] == eps]
+        names = {r["class"]: r["class_name"] for r in rows}
+        heading = robust_heading(key, rows, eps_label=rows[0]["eps_label"])
+        if len(names) > CLASS_TABLE_MOST:
+            out += [f"### {heading}", "", f"{len(names)} classes: in class_robust_accuracy.csv.", ""]
+            continue
+        find = {(r["label"], r["class"]): r for r in rows}
+        out += headed(section, heading, ["label", *(names[c] for c in sorted(names))],
+                      [[label, *stat_cells(find, label, sorted(names), "robust_acc")] for label in labels])
+    return out + not_measured(unmeasured)
+
+
+def not_measured(unmeasured):
+    """tables.md's list of the runs a per-class table leaves out, each with why (their seeds are in
+    no n of it): `unmeasured`'s {"run", "reason"}s; nothing where there are none."""
+    if not unmeasured:
+        return []
+    return ["Not measured:", ""] + [f"- {markdown_text(u['run'] + ': ' + u['reason'])}" for u in unmeasured] + [""]
 
 
 TARGET_CONFUSION_LEGEND = (
@@ -1089,14 +1215,7 @@ def target_confusion_markdown(target):
                        for r in sorted(group, key=lambda r: label_rank(r["label"]))])
     if not rows:
         out += [f"No run with its {CONFUSION} regressed class targets.", ""]
-    if unmeasured:
-        out += not_measured(unmeasured)
-    return out
-
-
-def not_measured(unmeasured):
-    """tables.md's lines naming the runs a per-run table leaves out (`unmeasured`: run and reason)."""
-    return ["Not measured:", ""] + [f"- {markdown_text(u['run'] + ': ' + u['reason'])}" for u in unmeasured] + [""]
+    return out + not_measured(unmeasured)
 
 
 def level_images(rows):
@@ -1142,27 +1261,31 @@ def noise_markdown(accuracy):
     return out
 
 
+def robust_heading(key, rows, eps_label=None):
+    """The heading of the robust table `key` (`robust_tables`') of `rows`: what it holds fixed, and
+    `eps_label` where it is of one eps."""
+    dataset, model, level, attack, targeted, protocol = key[:6]
+    kind = "targeted" if targeted else "untargeted"
+    return (f"{dataset}, {model}, level {level:g}: {attack}, {kind}" + (f", eps {eps_label}" if eps_label else "")
+            + (", paper protocol" if protocol == "paper" else "")
+            + f" ({setting_text(rows[0], step_size=len(key) > 10)})")
+
+
 def robust_markdown(robust):
     """tables.md's robust accuracy: per attack setting (`robust_tables`), a label by eps table,
     and for a targeted attack its success rates."""
     section = "Robust accuracy under attack"
     out = [f"## {section}", ""]
     out += [ROBUST_LEGEND if robust else "No attack results.", ""]
-    tables = robust_tables(robust, lambda r: (r["dataset"], r["model"], r["level"], r["attack"],
-                                              r["targeted"], r["protocol"]))
-    order = lambda k: (k[0], k[1], -k[2], attack_rank(k[3]), k[4], k[5], -(k[6] or 0), str(k[7:]))
-    for key in sorted(tables, key=order):
-        dataset, model, level, attack, targeted, protocol = key[:6]
-        rows = tables[key]
+    tables = robust_tables(robust)
+    for key in sorted(tables, key=robust_table_order):
+        targeted, rows = key[4], tables[key]
         eps_list = sorted({r["eps"] for r in rows})
         eps_label = {r["eps"]: r["eps_label"] for r in rows}
         labels = sorted({r["label"] for r in rows}, key=label_rank)
         find = {(r["label"], r["eps"]): r for r in rows}
         clean = {r["label"]: r for r in rows}
-        details = setting_text(rows[0], step_size=len(key) > 10)
-        kind = "targeted" if targeted else "untargeted"
-        heading = (f"{dataset}, {model}, level {level:g}: {attack}, {kind}"
-                   + (", paper protocol" if protocol == "paper" else "") + f" ({details})")
+        heading = robust_heading(key, rows)
         out += headed(section, heading, ["label", "clean", *(eps_label[e] for e in eps_list)],
                       [[label, cell(stats(clean[label], "clean_acc")), *stat_cells(find, label, eps_list, "robust_acc")]
                        for label in labels])
@@ -1307,12 +1430,13 @@ def label_stats_markdown(measured):
     return out
 
 
-def tables_page(title, base, records, accuracy, robust, measured, classes, target, incomplete, missing,
-                expected_from, counts):
+def tables_page(title, base, records, accuracy, robust, measured, classes, class_robust, target, incomplete,
+                missing, expected_from, counts):
     """tables.md's lines, each table a `Table` (`tables_markdown` and `tables_latex` write them): what
-    was read, the clean, data-efficiency, label-noise, robust, label statistics, per-class and
-    target distance and confusion tables (the last two where a run has its confusion.json), then
-    the diverged, incomplete and missing runs."""
+    was read, the clean, data-efficiency, label-noise, robust, label statistics, per-class,
+    per-class robust and target distance and confusion tables (the per-class and target distance
+    ones where a run has its confusion.json, the per-class robust one where an entry counts its
+    images per class), then the diverged, incomplete and missing runs."""
     directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
     running = sum(bool(i["running"]) for i in incomplete)
     intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
@@ -1325,6 +1449,7 @@ def tables_page(title, base, records, accuracy, robust, measured, classes, targe
     out = [f"# {title}", "", intro, legend, ""]
     out += clean_markdown(accuracy) + efficiency_markdown(accuracy) + noise_markdown(accuracy)
     out += robust_markdown(robust) + label_stats_markdown(measured) + class_markdown(classes)
+    out += class_robust_markdown(class_robust)
     out += target_confusion_markdown(target) if classes[0] else []
     out += ["## Diverged runs", "", "Runs whose loss went non-finite (their means above include them, "
             "but for those left out of the tables, as said beside them; a run's test accuracy is of its "
@@ -1713,6 +1838,7 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
     robust = robust_rows(records)
     measured = label_stat_rows(records, label_dirs)
     classes = class_accuracy_rows(records)
+    class_robust = class_robust_rows(records)
     target = target_confusion_rows(records, label_dirs)
     incomplete, missing = incomplete_and_missing(base, records, expected, wanted)
     counts = {"run_dirs": len(records), "trained": sum(r["train"] is not None for r in records),
@@ -1723,14 +1849,15 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
                "clean_accuracy": clean_rows(accuracy), "data_efficiency": accuracy,
                "label_noise": noise_rows(accuracy), "robust_accuracy": robust, "label_stats": measured[0],
                "label_stats_unmeasured": measured[1], "class_accuracy": classes[0],
-               "class_accuracy_unmeasured": classes[1], "target_confusion": target[0],
+               "class_accuracy_unmeasured": classes[1], "class_robust_accuracy": class_robust[0],
+               "class_robust_accuracy_unmeasured": class_robust[1], "target_confusion": target[0],
                "target_confusion_unmeasured": target[1], "curves": curve_rows(curves),
                "runs": [{**{k: r[k] for k in ("run", "run_dir", *KEY, "epochs", "diverged_epoch", "train",
                                               "attack", "problems")}, "label_sha256": targets_trained([r]),
                          "in_tables": in_tables(r)} for r in records],
                "incomplete": incomplete, "missing": missing}
-    page = tables_page(title, base_dir, records, accuracy, robust, measured, classes, target, incomplete, missing,
-                       expected_from, counts)
+    page = tables_page(title, base_dir, records, accuracy, robust, measured, classes, class_robust, target,
+                       incomplete, missing, expected_from, counts)
     # tables.md, and with --latex its tables (the same `Table`s) as tables.tex
     texts = {"tables.md": tables_markdown(page), **({"tables.tex": tables_latex(title, page)} if latex else {})}
     with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile
@@ -1817,6 +1944,8 @@ def write_csvs(put, out, summary, records):
         "step_size", "restarts", "amp", "label_sha256"]
     class_columns = ["dataset", "model", "label", "level", "class", "class_name", "n", "seeds", "test_acc_mean",
                      "test_acc_std", "test_images", "label_sha256"]
+    class_robust_columns = [*robust_columns[:9], "class", "class_name", "n", "seeds", "robust_acc_mean",
+                            "robust_acc_std", "class_images", *robust_columns[19:]]
     target_columns = ["dataset", "model", "label", "level", "n", "seeds", "spearman_mean", "spearman_std", "spearman",
                       "pairs", "label_sha256"]
     run_columns = ["dataset", "model", "label", "level", "seed", "status", "test_acc", "epochs_done", "epochs",
@@ -1834,6 +1963,8 @@ def write_csvs(put, out, summary, records):
              *([("label_stats.csv", summary["label_stats"], ["dataset", "label", "label_sha256", "runs",
                                                               *STAT_COLUMNS])] if summary["label_stats"] else []),
              *([("class_accuracy.csv", summary["class_accuracy"], class_columns)] if summary["class_accuracy"] else []),
+             *([("class_robust_accuracy.csv", summary["class_robust_accuracy"], class_robust_columns)]
+               if summary["class_robust_accuracy"] else []),
              *([("target_confusion.csv", summary["target_confusion"], target_columns)]
                if summary["target_confusion"] else []),
              ("runs.csv", run_rows, run_columns)]

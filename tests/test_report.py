@@ -20,7 +20,7 @@ from utils.atomic import code_span
 from utils.errors import UsageError, call_cli
 from utils.runs import run_directory, run_lock
 
-EPS8 = 8 / 255
+EPS1, EPS8 = 1 / 255, 8 / 255
 
 
 def entry(attack, eps, robust, targeted=False, success=None, protocol="pixel"):
@@ -2303,6 +2303,113 @@ def test_the_committed_mini_study_is_what_report_py_makes_of_its_runs(tmp_path, 
     for name in written:
         if not module.is_figure(name):
             assert (tmp_path / "out" / name).read_bytes() == (results / name).read_bytes(), name
+
+
+def counted_entry(attack, eps, images, robust, targeted=False):
+    """An `entry` as attack.py writes it from this version on: with the per-class counts of CIFAR-10's
+    first classes `images` and `robust` (none of the others), its num_images and robust_acc theirs."""
+    images, robust = (counts + [0] * (10 - len(counts)) for counts in (images, robust))
+    row = entry(attack, eps, sum(robust) / sum(images), targeted, success=0.5 if targeted else None)
+    return row | {"num_images": sum(images), "class_images": images, "class_robust": robust}
+
+
+def with_class_names(run_dir):
+    """`run_dir`'s attack_results.json with CIFAR-10's class names, as attack.py writes them."""
+    path = run_dir / "attack_results.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"classes": CIFAR10_NAMES}))
+    return run_dir
+
+
+def test_class_robust_accuracy_is_each_classs_robust_images_over_its_images_over_seeds(tmp_path):
+    """class_robust_accuracy.csv: per robust row (attack setting and eps) and class, the class's
+    robust images over its images in each seed's entry, mean and sample std over the seeds (a class
+    without images in a seed has none there); tables.md a label by class table per untargeted
+    setting at its largest eps every label has; the runs whose entries an older attack.py wrote
+    (no counts) named as not measured. A report without any counts writes nothing of it."""
+    base, out = tmp_path / "outputs", tmp_path / "report"
+    pgd = [counted_entry("pgd", EPS8, [4, 2, 2, 2], [2, 1, 0, 2]),
+           counted_entry("pgd", EPS8, [4, 2, 2, 2], [1, 0, 0, 0], targeted=True)]
+    with_class_names(make_run(base, "speech", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5, attack=[
+        *pgd, counted_entry("fgsm", EPS1, [4, 2, 2, 2], [3, 2, 1, 2]),
+        counted_entry("fgsm", EPS8, [4, 2, 2, 2], [2, 2, 0, 1])]))
+    with_class_names(make_run(base, "speech", 2, test_acc=0.5, valid_acc=0.5, clean_acc=0.5, attack=[
+        counted_entry("pgd", EPS8, [3, 3, 0, 4], [3, 0, 0, 1]), counted_entry("fgsm", EPS1, [3, 3, 0, 4], [3, 1, 0, 2]),
+        counted_entry("fgsm", EPS8, [3, 3, 0, 4], [2, 1, 0, 2])]))
+    make_run(base, "speech", 3, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,  # an older attack.py's: no counts
+             attack=[e | {"num_images": 10} for e in (entry("pgd", EPS8, 0.3), entry("fgsm", EPS1, 0.4),
+                                                      entry("fgsm", EPS8, 0.2))])
+    with_class_names(make_run(base, "category", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5, attack=[
+        counted_entry("pgd", EPS8, [2, 2, 2, 2, 2], [0, 1, 0, 0, 0]),
+        counted_entry("fgsm", EPS1, [2, 2, 2, 2, 2], [1, 1, 2, 0, 0])]))
+    summary = report(base, out, draw=False)
+    assert "class_robust_accuracy.csv" in summary["files"]
+    rows = read_csv(out / "class_robust_accuracy.csv")
+    assert list(rows[0]) == ["dataset", "model", "label", "level", "attack", "targeted", "protocol", "eps",
+                             "eps_label", "class", "class_name", "n", "seeds", "robust_acc_mean", "robust_acc_std",
+                             "class_images", "num_images", "steps", "step_size", "restarts", "amp", "label_sha256"]
+    # a row per class of each robust row (10 classes of 6 rows), in robust_accuracy.csv's order
+    robust = read_csv(out / "robust_accuracy.csv")
+    assert [(r["label"], r["attack"], r["targeted"], r["eps_label"]) for r in rows[::10]] == [
+        (r["label"], r["attack"], r["targeted"], r["eps_label"]) for r in robust]
+    assert len(rows) == 60
+    find = {(r["label"], r["attack"], r["targeted"], r["eps_label"], r["class"]): r for r in rows}
+    cells = lambda r: {k: r[k] for k in ("class_name", "n", "seeds", "class_images")}
+    # speech's untargeted PGD at 8/255: class 0 2/4 and 3/3, class 1 1/2 and 0/3, class 2 0/2 and no image
+    speech = [find["speech", "pgd", "False", "8/255", str(c)] for c in range(5)]
+    assert [cells(r) for r in speech] == [
+        {"class_name": "airplane", "n": "2", "seeds": "1 2", "class_images": "3 4"},
+        {"class_name": "automobile", "n": "2", "seeds": "1 2", "class_images": "2 3"},
+        {"class_name": "bird", "n": "1", "seeds": "1", "class_images": "0 2"},
+        {"class_name": "cat", "n": "2", "seeds": "1 2", "class_images": "2 4"},
+        {"class_name": "deer", "n": "0", "seeds": "", "class_images": "0"}]
+    assert [float(r["robust_acc_mean"]) for r in speech[:4]] == pytest.approx([0.75, 0.25, 0.0, 0.625])
+    assert [float(r["robust_acc_std"]) for r in speech[:2]] == pytest.approx([0.5 / 2 ** 0.5, 0.5 / 2 ** 0.5])
+    assert (speech[2]["robust_acc_std"], speech[4]["robust_acc_mean"]) == ("", "")
+    assert {r["num_images"] for r in speech} == {"10"} and speech[0]["steps"] == "10"
+    # pooled exactly: each seed's class robust images over its images are its entry's robust_acc
+    assert float(find["speech", "pgd", "True", "8/255", "0"]["robust_acc_mean"]) == 0.25
+    assert summary["class_robust_accuracy"][0]["robust_acc_n"] == 1  # category's fgsm 1/255, class 0
+    # tables.md: untargeted settings alone, each at the largest eps all its labels have (fgsm: 1/255,
+    # category's only), after the per-class test accuracy
+    markdown = (out / "tables.md").read_text()
+    section = markdown.split("## Per-class robust accuracy\n", 1)[1].split("## Diverged", 1)[0]
+    assert re.findall("### (.*)", section) == [
+        "cifar10, resnet32, level 100: fgsm, untargeted, eps 1/255 (10 test images)",
+        "cifar10, resnet32, level 100: pgd, untargeted, eps 8/255 (10 test images, steps 10, restarts 1)"]
+    fgsm = table_rows(section, "fgsm, untargeted")
+    assert fgsm["label"] == CIFAR10_NAMES
+    assert fgsm["category"][:6] == ["50.00 (n=1)", "50.00 (n=1)", "100.00 (n=1)", "0.00 (n=1)", "0.00 (n=1)", "-"]
+    assert fgsm["speech"][:3] == ["87.50 ± 17.68 (n=2)", "66.67 ± 47.14 (n=2)", "50.00 (n=1)"]
+    assert table_rows(section, "pgd, untargeted")["speech"][:2] == ["75.00 ± 35.36 (n=2)", "25.00 ± 35.36 (n=2)"]
+    reason = ("attacked before attack.py counted robust images per class: 3 of its 3 settings (fgsm untargeted "
+              "1/255, fgsm untargeted 8/255, pgd untargeted 8/255), which attack.py reuses as they are (delete "
+              "its attack_results.json and attack it again to count them)")
+    assert section.endswith(f"Not measured:\n\n- cifar10/resnet32/speech/level100/seed3: {reason}\n\n")
+    assert summary["class_robust_accuracy_unmeasured"] == [
+        {"run": "cifar10/resnet32/speech/level100/seed3", "run_dir": "cifar10/seed3/resnet32/model_speech",
+         "reason": reason}]
+    # runs attacked before attack.py counted: no file or section, nothing in summary.json (the committed reports')
+    for run_dir in (base / "cifar10").glob("seed[12]/resnet32/model_*"):
+        shutil.rmtree(run_dir)
+    again = report(base, out, draw=False)
+    assert not (out / "class_robust_accuracy.csv").exists() and "class_robust_accuracy.csv" not in again["files"]
+    assert "Per-class robust" not in (out / "tables.md").read_text()
+    assert again["class_robust_accuracy"] == again["class_robust_accuracy_unmeasured"] == []
+
+
+def test_per_class_counts_that_do_not_add_up_make_an_entry_malformed():
+    """Counts edited by hand (or cut short) would pool into wrong per-class rows, or fail in them:
+    they must be two lists of whole counts >= 0 of one length, robust at most the images, summing
+    to the entry's num_images and robust_acc; an entry with neither is well-formed (an older one)."""
+    from utils.grid import class_counts, well_formed
+    good = counted_entry("pgd", EPS8, [4, 2], [2, 1])
+    assert well_formed(good) and class_counts(good) == ([4, 2] + [0] * 8, [2, 1] + [0] * 8)
+    old = {k: v for k, v in good.items() if not k.startswith("class_")}
+    assert well_formed(old) and class_counts(old) is None
+    for edit in ({"class_robust": None}, {"class_images": [4, 2]}, {"class_images": [4, 2.0] + [0] * 8},
+                 {"class_robust": [-1, 4] + [0] * 8}, {"class_robust": [0, 3] + [0] * 8},
+                 {"num_images": 7}, {"robust_acc": 0.6}, {"class_images": "4 2"}):
+        assert not well_formed(good | edit), edit
 
 
 def with_config(run_dir, **config):

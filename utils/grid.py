@@ -545,8 +545,8 @@ def well_formed(entry):
     writes it: attack, objective and eps_label text, targeted true/false, protocol pixel or paper,
     eps a finite number >= 0, robust_acc an accuracy; clean_acc and target_success accuracies,
     steps, restarts, num_images and seed whole numbers, step_size a finite number >= 0, amp
-    true/false and images_sha256 text, where present (attack.py's reuse keys on them), and a
-    transfer's source record (`well_formed_source`)."""
+    true/false and images_sha256 text, where present (attack.py's reuse keys on them), a
+    transfer's source record (`well_formed_source`), and per-class counts (`class_counts`)."""
     if not isinstance(entry, dict):
         return False
     return (isinstance(entry.get("attack"), str) and isinstance(entry.get("targeted"), bool)
@@ -561,7 +561,27 @@ def well_formed(entry):
             and (entry.get("step_size") is None or nonnegative(entry["step_size"]))
             and entry.get("amp") in (None, True, False)
             and (entry.get("images_sha256") is None or isinstance(entry["images_sha256"], str))
-            and ("source" not in entry or well_formed_source(entry["source"])))
+            and ("source" not in entry or well_formed_source(entry["source"]))
+            and class_counts(entry) is not False)
+
+
+def class_counts(entry):
+    """An attack_results.json entry's (class_images, class_robust): per class id, its evaluated test
+    images and those still classified as it after the attack (attack.py writes them from this
+    version on); None where the entry has neither (written before), False where they are not two
+    lists of whole numbers >= 0 of one length, each robust count at most its images, the images
+    summing to the entry's num_images where it has one and the robust ones to its robust_acc of
+    them (a well-formed entry's)."""
+    images, robust = entry.get("class_images"), entry.get("class_robust")
+    if images is None and robust is None:
+        return None
+    if not (isinstance(images, list) and isinstance(robust, list) and len(images) == len(robust)
+            and all(nonnegative(n, int) for n in images + robust)
+            and all(r <= n for r, n in zip(robust, images))
+            and entry.get("num_images", sum(images)) == sum(images)
+            and math.isclose(sum(robust), entry["robust_acc"] * sum(images), abs_tol=1e-6)):
+        return False
+    return images, robust
 
 
 # how attack.py and report.py name the entries `outdated` finds, after their count
