@@ -718,7 +718,7 @@ def class_robust_rows(records):
     """Each class's robust accuracy per `robust_groups` key (a robust row), over the seeds whose
     entry counts its images per class (`class_counts`: of the images of the class, those still
     classified as it after the attack), and the runs of those rows with entries that do not, with
-    which: (rows, unmeasured). No row where no entry counts them."""
+    which: (rows, unmeasured)."""
     groups, rows, lacking = robust_groups(records), [], defaultdict(list)  # lacking: run_dir -> entries
     for key in sorted(groups, key=robust_order):
         seeds = {}
@@ -732,8 +732,6 @@ def class_robust_rows(records):
             items = groups[key]
             rows += per_class_rows(robust_head(key, items), seeds, "robust_acc", "class_images",
                                    targets_trained([r for r, _ in items if r["seed"] in seeds]))
-    if not rows:
-        return [], []
     settings = Counter(r["run_dir"] for items in groups.values() for r, _ in items)
     unmeasured = []
     for record in records:  # in the tables' order
