@@ -483,3 +483,24 @@ def test_a_files_mode_is_found_without_setting_the_umask(tmp_path, monkeypatch):
         monkeypatch.undo()
         os.umask(before)
     assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o640
+
+
+def test_a_run_files_lists_of_values_are_one_line_each(tmp_path):
+    """write_json (config.json, results.json, attack_results.json, confusion.json) lays JSON out as
+    json.dumps(indent=2) does, but for a list of plain values, on one line: an entry's per-class
+    counts, a label's shape, a confusion matrix's row (a CIFAR-100 entry's 200 counts had 200 lines);
+    the file reads back as written, NaN as null."""
+    from utils.runs import write_json
+    entry = {"attack": "pgd", "robust_acc": float("nan"), "class_images": [50] * 100,
+             "class_robust": [3] * 100, "source": {"label": "category", "seed": 7}, "tags": []}
+    document = {"label_shape": [10, 64, 64], "entries": [entry], "test": [[2, 0], [1, 3]], "valid": None}
+    write_json(tmp_path / "a.json", document)
+    text = (tmp_path / "a.json").read_text()
+    assert json.loads(text) == {**document, "entries": [{**entry, "robust_acc": None}]}
+    assert text == (
+        '{\n  "label_shape": [10, 64, 64],\n  "entries": [\n    {\n      "attack": "pgd",\n'
+        '      "robust_acc": null,\n'
+        f'      "class_images": [{", ".join(["50"] * 100)}],\n'
+        f'      "class_robust": [{", ".join(["3"] * 100)}],\n'
+        '      "source": {\n        "label": "category",\n        "seed": 7\n      },\n      "tags": []\n'
+        '    }\n  ],\n  "test": [\n    [2, 0],\n    [1, 3]\n  ],\n  "valid": null\n}\n')

@@ -267,21 +267,24 @@ def _still_there(path):
         raise OSError(errno.ENOENT, "removed while this job worked in it", str(folder))
 
 
+def json_lines(value, depth=0):
+    """Strict JSON text of `value` (`json_text`'s) laid out as json.dumps(indent=2) lays it out, but
+    for a list of numbers, strings, booleans and nulls, on one line: a label's shape, a seed list,
+    an attack entry's per-class counts, a confusion matrix's row (a 100-class matrix is 100 lines to
+    read, not 10,000)."""
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(value, dict) and value:
+        return "{\n" + ",\n".join(f"{inner}{json_text(str(k))}: {json_lines(v, depth + 1)}"
+                                   for k, v in value.items()) + f"\n{pad}}}"
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in value):
+        return "[\n" + ",\n".join(inner + json_lines(v, depth + 1) for v in value) + f"\n{pad}]"
+    return json_text(value)
+
+
 def write_json(path, obj):
+    """`obj` as `json_lines`' JSON, written atomically."""
     _still_there(path)
-    atomic_write_text(path, json_text(obj, indent=2) + "\n")
-
-
-def write_json_by_rows(path, obj):
-    """`write_json` of a dict whose values may be matrices (lists of lists: confusion.json's), each
-    row of a matrix on a line of its own: a 100-class matrix is 100 lines to read, not 10,000."""
-    def text(value):
-        if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
-            return "[\n" + ",\n".join(f"    {json_text(row)}" for row in value) + "\n  ]"
-        return json_text(value)
-    _still_there(path)
-    atomic_write_text(path, "{\n" + ",\n".join(f"  {json_text(key)}: {text(value)}" for key, value in obj.items())
-                      + "\n}\n")
+    atomic_write_text(path, json_lines(obj) + "\n")
 
 
 def write_jsonl(path, rows):

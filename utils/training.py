@@ -30,7 +30,7 @@ from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, CONFUSION, LAST_CHECKPOINT, METRICS, RESULTS,
                         append_jsonl, best_checkpoint_name, check_base_dir, check_name_lengths, environment,
                         load_checkpoint, malformed, read_json, run_dir_of, run_lock, save_checkpoint,
-                        tensors_sha256, with_resolved_folders, write_json, write_json_by_rows, write_jsonl)
+                        tensors_sha256, with_resolved_folders, write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -998,7 +998,7 @@ def _final_results(args, checkpoints, evaluated, data, train, valid, device):
     results = _results(args, checkpoints.config, checkpoints.best_path, checkpoints.best["epoch"], scores,
                        checkpoints.history, device)
     if checkpoints.writes:  # results.json last: a run that has it has its confusion.json
-        write_json_by_rows(checkpoints.run_dir / CONFUSION, confusion_record(data.class_names, scores["confusion"]))
+        write_json(checkpoints.run_dir / CONFUSION, confusion_record(data.class_names, scores["confusion"]))
         write_json(checkpoints.run_dir / RESULTS, results)
     return results
 
