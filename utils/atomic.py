@@ -312,7 +312,10 @@ def holder_of(lock):
     named, with the date where it is not today's; None where the file says no one (empty, cut
     part way, unreadable, not a record, or that of a process on this host that is gone: a killed
     holder's, where the one now holding it could not write). Its first HOLDER_BYTES only, shown
-    without control characters: a one-line error stays one line."""
+    without control characters: a one-line error stays one line. None on a platform without file
+    locks (Windows, which has no os.pread either): no job there holds a lock, nor records itself."""
+    if fcntl is None:
+        return None
     try:
         record = json.loads(os.pread(lock.fileno(), HOLDER_BYTES, 0).decode())
         script, pid, host = (_shown(record["script"]), record["pid"], _shown(record["host"]))
