@@ -491,10 +491,12 @@ def zip_index_sha256(path):
 
 
 def tensors_sha256(*tensors):
-    """sha256 of the tensors' bytes, one after the other (CIFAR-10's 60000 images: 0.2 s on a CPU)."""
+    """sha256 of the tensors' bytes, one after the other (CIFAR-10's 60000 images: 0.2 s on a CPU).
+    Hashed where they lie: a bytes copy of each (`tobytes`) put CIFAR-10's 150 MB of training images
+    on top of train.py's start, raising its peak memory from 0.30 to 0.42 GB above torch's."""
     digest = hashlib.sha256()
     for tensor in tensors:
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().numpy())
     return digest.hexdigest()
 
 
