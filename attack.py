@@ -489,7 +489,7 @@ def load_run(args):
     loaded = version(path)  # before the load: a file replaced during it is read again (`run`)
     model, space, record = load_model(args, path)
     warn_bf16_targets(space, args.amp)
-    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+    data = load_cifar(args.dataset, args.data_dir, args.label_granularity, train=False)  # it attacks test images
     check_fits(args, path, space, data)
     return path, run_dir, model, space, data, record, loaded
 

@@ -25,7 +25,8 @@ from utils.pickles import cifar_batches, meta_class_names
 
 @dataclass
 class CifarData:
-    """One dataset in memory. images: (N, 3, 32, 32) uint8; labels: (N,) int64 class ids."""
+    """One dataset in memory. images: (N, 3, 32, 32) uint8; labels: (N,) int64 class ids; the
+    training ones None where only the test split was read (`load_cifar`'s train=False)."""
     info: DatasetInfo
     granularity: str
     train_images: torch.Tensor
@@ -131,8 +132,10 @@ def _install(info, archive, folder, needed, alone):
                 os.replace(path, folder / path.name)
 
 
-def load_cifar(name, data_dir, granularity="fine", download=None):
+def load_cifar(name, data_dir, granularity="fine", download=None, train=True):
     """Read a dataset's train and test batches from `data_dir/<folder>`, downloading if absent.
+    `train` False reads the test batches alone, and needs no others (attack.py: a full dataset's
+    training images were 150 MB held through every attack, and most of its load's peak memory).
 
     Set LABELREP_OFFLINE=1 (cluster nodes without a network, tests) to fail at once instead.
     """
@@ -141,11 +144,11 @@ def load_cifar(name, data_dir, granularity="fine", download=None):
     info = dataset_info(name, granularity)
     data_dir = Path(data_dir).absolute()  # what it says and downloads to, whatever the working folder
     folder = data_dir / info.folder
-    needed = info.train_files + info.test_files
+    needed = (info.train_files if train else ()) + info.test_files
     if not all((folder / f).is_file() for f in needed):
         _check_data_dir(name, info, data_dir, needed)
         _fetch(info, data_dir, needed, download)
-    return _read_batches(info, folder, granularity)
+    return _read_batches(info, folder, granularity, train)
 
 
 def _check_data_dir(name, info, data_dir, needed):
@@ -189,15 +192,15 @@ def _fetch(info, data_dir, needed, download):
             _lacking(folder, needed), f"a download there failed: {os_error_text(err)}")))) from None
 
 
-def _read_batches(info, folder, granularity):
-    """The `CifarData` of the batches in `folder`, with the meta file's class names where it
-    holds them, else numbered classes ("0", "1", ...)."""
+def _read_batches(info, folder, granularity, train=True):
+    """The `CifarData` of the batches in `folder` (the training ones where `train`), with the meta
+    file's class names where it holds them, else numbered classes ("0", "1", ...)."""
     label_key, num_classes = info.label_keys[granularity], info.num_classes[granularity]
 
     def read(files):
         images, labels = zip(*cifar_batches(folder, files, label_key, num_classes))
         return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
-    train_images, train_labels = read(info.train_files)
+    train_images, train_labels = read(info.train_files) if train else (None, None)
     test_images, test_labels = read(info.test_files)
     class_names = None
     if (folder / info.meta_file).is_file():
