@@ -26,7 +26,8 @@ from utils.pickles import cifar_batches, meta_class_names
 @dataclass
 class CifarData:
     """One dataset in memory. images: (N, 3, 32, 32) uint8; labels: (N,) int64 class ids; the
-    training ones None where only the test split was read (`load_cifar`'s train=False)."""
+    training ones None where only the test split was read (`load_cifar`'s train=False) or a run
+    let them go once split."""
     info: DatasetInfo
     granularity: str
     train_images: torch.Tensor

@@ -6,6 +6,7 @@ The data lives on the device as uint8; an epoch is a seeded permutation, batched
 SGD steps whose losses stay on the device until the epoch ends (one host sync per epoch).
 """
 import ctypes
+import dataclasses
 import functools
 import inspect
 import logging
@@ -1078,6 +1079,9 @@ def run_training(args, argv=None):
         space.to(device)
         train = data.train_images[split.train].to(device), noisy.to(device)  # (images, labels) pairs
         valid = data.train_images[split.valid].to(device), data.train_labels[split.valid].to(device)
+        # the whole training set goes: the run reads only the two copies (150 MB of a full dataset,
+        # held twice on a CPU and kept on the host beside a GPU's copies)
+        data = dataclasses.replace(data, train_images=None, train_labels=None)
         checkpoints = Checkpoints(run_dir, best_path, model, step.optimizer, space, config, history, best,
                                   kept, writes)
         # a signal the loop did not act on (one during the last epoch's validation) reaches the
