@@ -53,13 +53,13 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         describe_key, entry_dtype, entry_key, eps_text, fresh_transfers, last_written, missing_figure,
                         missing_note, nonnegative, parse_level, read_json_file, read_lines, smoothed_loss_attacks,
                         smoothed_run, transfer_source, unreadable)
-from utils.atomic import (Table, code_span, exclusive, file_set, markdown_text, print_json, remove_temporaries,
-                          temporary_names, utf8)
+from utils.atomic import (Table, code_span, dump_json, exclusive, file_set, markdown_text, print_json,
+                          remove_temporaries, temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder, with_added_flags)
 from utils.runs import (CONFIG, CONFUSION, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
-                        best_checkpoint_name, check_folder_names, dataset_folder, enclosing_base_dir, json_text, resolved,
+                        best_checkpoint_name, check_folder_names, dataset_folder, enclosing_base_dir, resolved,
                         run_folder_name, run_holder, run_key, run_name)
 
 # The paper's order of label types in its tables; others follow alphabetically.
@@ -1871,7 +1871,7 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
             # --no_figures: an earlier report's figures left in place, for a later report to remove
             summary["kept_figures"] = [] if draw else [name for name in earlier_files(earlier)
                                                        if is_figure(name) and (out / name).is_file()]
-            put(out / SUMMARY, lambda f: f.write((json_text(summary, indent=1) + "\n").encode()))
+            put(out / SUMMARY, lambda f: dump_json(f, summary, indent=1))
         remove_stale(out, earlier, summary["files"], figures_too=draw)
     return summary
 
