@@ -86,6 +86,10 @@ REPORT_FILE = re.compile(rf"[\w.+=-]+\.(md|tex|csv|{'|'.join(FIGURE_FORMATS)})")
 # ~100 MB, and past 8 the rest (the tables, summary.json) takes the most time. A worker's start
 # (Python; matplotlib) costs about as much as reading 50 runs or drawing 2 figures.
 SUMMARY = "summary.json"  # the report's machine-readable result, in --out beside its files
+# The largest summary.json read (an earlier report's): 34 MB for 600 full-size runs attacked in
+# 42 settings, so about 1,400 such runs wrote more than utils.runs.READ_LIMIT, which the next
+# report refused
+SUMMARY_LIMIT = 1 << 30
 REPORT_LOCK = ".report.lock"  # in --out while a report writes there (`taking_turns`)
 # atomic_write's temporary name for one of a report's files (tables.md, a CSV, a figure, summary.json)
 REPORT_TEMPORARY = temporary_names(rf"{REPORT_FILE.pattern}|{re.escape(SUMMARY)}")
@@ -1869,7 +1873,7 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
                                figure_format) if draw else [])
             summary["files"] = [*texts, *csvs, *written]
             # --no_figures: an earlier report's figures left in place, for a later report to remove
-            summary["kept_figures"] = [] if draw else [name for name in earlier_files(earlier)
+            summary["kept_figures"] = [] if draw else [name for name in earlier
                                                        if is_figure(name) and (out / name).is_file()]
             put(out / SUMMARY, lambda f: dump_json(f, summary, indent=1))
         remove_stale(out, earlier, summary["files"], figures_too=draw)
@@ -1907,9 +1911,10 @@ def curve_rows(curves):
 
 
 def earlier_summary(out):
-    """The summary.json of the report in `out` before this one, parsed (None where there is none);
-    a UsageError where it is another program's."""
-    there, earlier = read_json_file(out / SUMMARY)
+    """The files the report in `out` before this one lists in its summary.json (`earlier_files`; []
+    where there is none); a UsageError where it is another program's. The rest of it is let go at
+    once: kept, 600 runs' 34 MB summary.json held 80 MB to the end of the report."""
+    there, earlier = read_json_file(out / SUMMARY, SUMMARY_LIMIT)
     if isinstance(earlier, OSError):  # summary.json of mode 000, a folder: it says which files are ours
         raise earlier
     # another program's summary.json: replacing it, and deleting the files its "files" names,
@@ -1918,7 +1923,7 @@ def earlier_summary(out):
     if there and not ours:
         raise UsageError(f"{out / SUMMARY} is no report's summary.json (no expected_runs and files); "
                          "choose another --out, or remove it")
-    return earlier
+    return earlier_files(earlier)
 
 
 def in_tables(record):
@@ -2005,11 +2010,11 @@ def is_figure(name):
 
 
 def remove_stale(out, earlier, files, figures_too=True):
-    """Delete the files an earlier report in `out` wrote or kept (its summary.json lists them) that
-    this one did not write (a figure of runs since deleted, label_noise.csv without noise runs now):
-    beside this report's files they would pass for its own. Without figures_too (--no_figures),
-    the earlier figures stay as they are."""
-    for name in earlier_files(earlier):
+    """Delete the files an earlier report in `out` wrote or kept (`earlier`: those its summary.json
+    lists) that this one did not write (a figure of runs since deleted, label_noise.csv without
+    noise runs now): beside this report's files they would pass for its own. Without figures_too
+    (--no_figures), the earlier figures stay as they are."""
+    for name in earlier:
         if name not in files and (figures_too or not is_figure(name)):
             (out / name).unlink(missing_ok=True)
 

@@ -1651,8 +1651,8 @@ def test_two_reports_into_one_out_take_turns(tmp_path, monkeypatch):
     def wait(event):
         assert events[event].wait(60), f"no {event}"
 
-    def read_json_file(path):
-        value = real_read(path)
+    def read_json_file(path, *limit):
+        value = real_read(path, *limit)
         job = threading.current_thread().name
         if path == out / "summary.json" and job == "plain":
             events["plain_read"].set()
@@ -1691,6 +1691,28 @@ def test_two_reports_into_one_out_take_turns(tmp_path, monkeypatch):
     assert last == json.loads(json.dumps(summaries["noisy"]))  # the report that waited, whole
     assert sorted(p.name for p in out.iterdir()) == sorted(last["files"] + ["summary.json"])
     assert "label_noise.csv" in last["files"]
+
+
+def test_an_earlier_summary_json_over_the_run_files_read_limit_is_read(tmp_path, monkeypatch):
+    """A report's summary.json grows with its runs (34 MB for 600 attacked in 42 settings, 80 MB
+    for 1,800), and the next report into the same --out read it with the limit of a run's files
+    (64 MiB; here 1 MiB): past about 1,400 such runs it stopped, 'cannot use .../summary.json: ...
+    bytes, over the 64 MiB of any file labelrep writes; not read'. It is read, and its stale files
+    go."""
+    from utils import runs
+    monkeypatch.setattr(runs, "READ_LIMIT", 1 << 20, raising=False)
+    base, out = tmp_path / "runs", tmp_path / "out"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6)
+    noisy = make_run(base, "category", 1, test_acc=0.5, valid_acc=0.5, label_noise=0.2)
+    report(base, out, draw=False)
+    earlier = json.loads((out / "summary.json").read_text())
+    earlier["runs"] *= 1 + (1 << 20) // len(json.dumps(earlier["runs"]))  # as a report of many runs
+    (out / "summary.json").write_text(json.dumps(earlier, indent=1))
+    assert (out / "summary.json").stat().st_size > 1 << 20 and "label_noise.csv" in earlier["files"]
+    shutil.rmtree(noisy)
+    summary = report(base, out, draw=False)
+    assert "label_noise.csv" not in summary["files"] and not (out / "label_noise.csv").exists()
+    assert json.loads((out / "summary.json").read_text())["files"] == summary["files"]
 
 
 def test_a_report_of_no_runs_is_an_error_and_old_files_go(tmp_path):

@@ -414,13 +414,13 @@ def read_json_or_none(path):
     return None if isinstance(value, OSError) else value
 
 
-def read_json_file(path):
+def read_json_file(path, limit=None):
     """(whether `path` is there, its JSON value: None where it is not JSON, the OSError where it
     cannot be read, `unreadable` says so), from one read: asked apart, a file train.py wrote
     between the read and the question (a sweep or a report reading runs while they train) was a
-    file there that is not valid JSON, and one it removed likewise."""
+    file there that is not valid JSON, and one it removed likewise. `limit`: `read_text`'s."""
     try:
-        return True, json.loads(read_text(path))
+        return True, json.loads(read_text(path, limit))
     except (FileNotFoundError, NotADirectoryError):
         return False, None
     except OSError as err:  # another user's file of mode 0600: no reason to delete it, as a bad one

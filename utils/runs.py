@@ -300,17 +300,19 @@ def append_jsonl(path, row):
 
 
 # The most bytes `read_text` reads: labelrep's JSON files of a run (config.json, results.json,
-# attack_results.json, metrics.jsonl) and a report's summary.json hold kB to a few MB
+# attack_results.json, metrics.jsonl) hold kB to a few MB (a report's summary.json grows with its
+# runs: report.py reads it with a limit of its own)
 READ_LIMIT = 64 << 20
 
 
-def read_text(path):
+def read_text(path, limit=None):
     """The text of the regular file at `path`; OSError naming `path` for anything else (a FIFO put
     in a run's folder would hold its reader forever; Windows has no FIFOs, nor O_NONBLOCK), and for
-    one of over READ_LIMIT bytes, which labelrep never writes (a run folder from elsewhere whose
-    results.json held 200 MB took report.py 1.8 GB and 9 s to read; a few of 1 GB, its workers the
-    machine's memory). Checked before the descriptor becomes a file object, whose open names a
-    folder by its number ('cannot use 4: Is a directory')."""
+    one of over `limit` bytes (None: READ_LIMIT), which labelrep never writes (a run folder from
+    elsewhere whose results.json held 200 MB took report.py 1.8 GB and 9 s to read; a few of 1 GB,
+    its workers the machine's memory). Checked before the descriptor becomes a file object, whose
+    open names a folder by its number ('cannot use 4: Is a directory')."""
+    limit = READ_LIMIT if limit is None else limit
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         found = os.fstat(fd)
@@ -318,15 +320,15 @@ def read_text(path):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        if found.st_size > READ_LIMIT:
-            raise OSError(errno.EINVAL, f"{found.st_size} bytes, over the {READ_LIMIT >> 20} MiB of any file "
+        if found.st_size > limit:
+            raise OSError(errno.EINVAL, f"{found.st_size} bytes, over the {limit >> 20} MiB of any file "
                           "labelrep writes; not read", str(path))
         f = open(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
     with f:
-        return f.read(READ_LIMIT + 1).decode()
+        return f.read(limit + 1).decode()
 
 
 NOT_JSON = (ValueError, RecursionError)
