@@ -331,8 +331,9 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
     judged, judge_space = (model, space) if judge is None else (
         shared.network(judge[0], channels_last), judge[1].to(device))
     targeted = targets is not None
-    totals = torch.zeros(3, dtype=torch.int64, device=device)  # clean correct (= attacked), robust, hits
-    classes = torch.zeros(2, space.num_classes, dtype=torch.int64, device=device)  # per class: images, robust
+    totals = torch.zeros(2, dtype=torch.int64, device=device)  # clean correct (= attacked), hits
+    # per class: images, robust (their sum is the robust count)
+    classes = torch.zeros(2, space.num_classes, dtype=torch.int64, device=device)
     kept = {"adversarial": [], "clean_pred": [], "adv_pred": []}
     begin = time.perf_counter()
     for first in range(0, len(images), batch_size):
@@ -364,17 +365,17 @@ def run_attack(model, space, images, labels, attack="pgd", eps=8 / 255, *, targe
                 adv_pred[correct] = classify(judged, judge_space, adversarial[correct], amp)
         totals[0] += len(correct)
         survived = correct[adv_pred[correct] == batch_labels[correct]]
-        totals[1] += len(survived)
         classes[0] += torch.bincount(batch_labels, minlength=space.num_classes)
         classes[1] += torch.bincount(batch_labels[survived], minlength=space.num_classes)
         if targeted:
-            totals[2] += (adv_pred[correct] == goal[correct]).sum()
+            totals[1] += (adv_pred[correct] == goal[correct]).sum()
         if keep_images:
             for key, value in (("adversarial", adversarial), ("clean_pred", clean_pred), ("adv_pred", adv_pred)):
                 kept[key].append(value.cpu())
-    attacked, robust, hits = totals.tolist()  # the host sync that ends the timing
+    attacked, hits = totals.tolist()  # the host sync that ends the timing
     seconds = time.perf_counter() - begin
     class_images, class_robust = classes.tolist()
+    robust = sum(class_robust)
     n = len(images)
     result = {"robust_acc": robust / max(n, 1), "clean_acc": attacked / max(n, 1), "attacked": attacked,
               "class_images": class_images, "class_robust": class_robust,
