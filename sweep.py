@@ -11,7 +11,8 @@ unit of work (a line of --print, a SLURM array task, a local worker), because th
 trained checkpoint. Flags the sweep does not know are passed to every script that accepts them
 (--epochs to train.py, --num_images to attack.py, --base_dir to both); --train_args and
 --attack_args pass a string to one script only. What is done is read from the run directories, so
-a sweep can be rerun at any time: finished stages are skipped, interrupted ones resume.
+a sweep can be rerun at any time: finished stages are skipped, interrupted ones resume; --local
+leaves a run that another job works on (another sweep's, a SLURM task's) to that job.
 """
 if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, not a traceback
     from utils import errors
@@ -41,7 +42,7 @@ from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_no
                         split_args, value_list)
 from utils.atomic import append_whole, file_set, made_folders, not_through_a_link, print_json, utf8
 from utils.preempt import REQUEUE_EXIT, present
-from utils.runs import NOT_JSON
+from utils.runs import IN_USE, NOT_JSON, run_holder
 
 MODES = ("print", "slurm", "local")
 # Keys of a grid file that are no flag of sweep.py: args, pass-through flags for every script that
@@ -60,7 +61,8 @@ def build_parser():
                               "alone; --slurm's and --local's JSON line alone; the rest on stderr. Exit "
                               "status: 0 done, 2 after one `error:` line (bad input), and with --local 1 "
                               "where a stage failed, 75 stopped by SIGTERM, SIGUSR1, a hangup or a "
-                              "stage's own stop (run it again to continue), 130 Ctrl-C.")
+                              "stage's own stop, or runs left to the jobs that hold them (run it again to "
+                              "continue), 130 Ctrl-C.")
     grid = parser.add_argument_group("grid (a run per combination, in this order)")
     grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options but --config "
                       "and what to do as keys (labels: [category, speech]; train_args: '--epochs 30'; "
@@ -432,15 +434,22 @@ def in_progress(tasks):
     return sum(bool(t.running) for t in tasks)
 
 
-def count_line(tasks):
+# what --local does with a run another job works on, and how to go on (`count_line`, `main`)
+LEFT = "rerun the sweep once it ends"
+
+
+def count_line(tasks, local=False):
+    """The plan in one line: runs, those to run, of which refused and in progress in another job
+    (local: --local's, which leaves those to their jobs), those complete, and each stage's count."""
     todo = [t for t in tasks if t.todo]
     runs = f"{len(tasks)} run{'s' * (len(tasks) != 1)}"
     stages = ", ".join(f"{s} {sum(s in t.todo for t in tasks)}" for s in tasks[0].stages)
     refused = sum(bool(t.refused) for t in tasks)  # they end with an error line: said before they run
     refused = f" ({refused} of them refused by their script: --dry_run says why)" if refused else ""
-    # at work in another job (another sweep's, a SLURM task's): this one's stage there would be refused
-    running = f" ({in_progress(tasks)} of them in progress in another job: --dry_run names it)" \
-        if in_progress(tasks) else ""
+    # at work in another job (another sweep's, a SLURM task's): a stage there would be refused, so --local
+    # leaves the run to it
+    said = f"left to it; {LEFT}" if local else "--dry_run names it"
+    running = f" ({in_progress(tasks)} of them in progress in another job: {said})" if in_progress(tasks) else ""
     return f"{runs}: {len(todo)} to run{refused}{running}, {len(tasks) - len(todo)} complete (skipped); {stages}"
 
 
@@ -816,18 +825,24 @@ class LocalPool:
     SIGTERM/SIGUSR1 (and Ctrl-C) stop handing out runs and pass SIGTERM/SIGUSR1 on to the running
     stages, which checkpoint and exit 75; rerunning the sweep resumes them. A sweep killed outright
     (SIGKILL) passes nothing on: on Linux its stages get SIGTERM from the kernel (`stop_with_sweep`).
+
+    A run another job works on as the sweep plans (`Task.running`) is left to it, not started (its
+    stage, refused 'in use', was counted failed); so is one that a job takes after the plan, which
+    its stage finds in use (`held_by_another`).
     """
 
     def __init__(self, tasks, slots, stream=None):
         self.todo = [t for t in tasks if t.todo]
-        self.queue = list(self.todo)
-        self.total = len(self.todo)
+        self.queue = [t for t in self.todo if not t.running]
+        self.total = len(self.queue)
         self.slots = slots
         self.stream = stream  # stderr when None
         self.lock = threading.Lock()
         self.running = set()
         self.signal = None
         self.outcomes = []  # dicts: run, stage, status, seconds, log, note
+        # dicts: run, stage (the first left to do), holder (`run_holder`'s name for the job)
+        self.held = [{"run": t.name, "stage": t.todo[0], "holder": t.running} for t in self.todo if t.running]
 
     def say(self, line):
         with self.lock:
@@ -889,6 +904,12 @@ class LocalPool:
             said = last_line(stage_log, prefix="error:")
             if status not in (0, REQUEUE_EXIT) and not said.startswith("error:"):
                 said = full_disk_note(out, stage_log) or said
+        if status not in (0, REQUEUE_EXIT) and (holder := held_by_another(task.run_dir, said)):
+            self.say(f"[{number}/{self.total}] {stage} {task.name}: in use by {holder}, which took the run "
+                     f"after this sweep planned: left to it")
+            with self.lock:
+                self.held.append({"run": task.name, "stage": stage, "holder": holder})
+            return False
         seconds = time.time() - start
         outcome = {"run": task.name, "stage": stage, "status": status, "seconds": round(seconds, 1),
                    "log": str(stage_log)}
@@ -924,16 +945,27 @@ class LocalPool:
 
     def tally(self):
         """What became of the runs with stages to do: completed (every stage), the failed and the
-        stopped stages' outcomes (a run's stages end at its first such), and not_started (the other
-        runs: a stage of theirs never began, by a signal before it, their first or a later one), so
-        that the runs add up."""
+        stopped stages' outcomes (a run's stages end at its first such), the runs held by another
+        job (`held`: left to it at the plan, or found in use by a stage), and not_started (the
+        other runs: a stage of theirs never began, by a signal before it, their first or a later
+        one), so that the runs add up."""
         finished = {(o["run"], o["stage"]) for o in self.outcomes if o["status"] == 0}
         completed = sum(all((t.name, s) in finished for s in t.todo) for t in self.todo)
         ended = [o for o in self.outcomes if o["status"] != 0]
         return {"completed": completed,
                 "failed": [o for o in ended if o["status"] != REQUEUE_EXIT],
                 "stopped": [o for o in ended if o["status"] == REQUEUE_EXIT],
-                "not_started": self.total - completed - len({o["run"] for o in ended})}
+                "held": list(self.held),
+                "not_started": len(self.todo) - completed - len({o["run"] for o in ended}) - len(self.held)}
+
+
+def held_by_another(run_dir, said):
+    """The job that holds `run_dir` (`run_holder`'s name for it) after a stage there failed refused
+    as in use (`said`, its `error:` line, is `run_lock`'s refusal): one that took the run between
+    the sweep's plan and the stage's start. None for any other failure, though a job holds the run
+    now (the stage failed on its own), and where none holds it any more. The stage has ended, its
+    record emptied with it: a job named is another."""
+    return run_holder(run_dir) if IN_USE in said else None
 
 
 def open_log(log, header):
@@ -1052,23 +1084,29 @@ def main(argv=None):
                        "scripts": [str(p) for p in scripts], "commands": str(commands), "submit": submit}
         print_json(summary)
         return summary
-    check_logs(todo, scripts["train"].parse(runs[0].flags() + routed["train"]).base_dir)
-    log(count_line(tasks))
+    # the logs of the runs it starts: a run left to the job that holds it writes none
+    base_dir = scripts["train"].parse(runs[0].flags() + routed["train"]).base_dir
+    check_logs([t for t in todo if not t.running], base_dir)
+    log(count_line(tasks, local=True))
     pool = LocalPool(tasks, local_slots(opts))
     pool.run()
     tally = pool.tally()
     summary = {"runs": len(tasks), "skipped": len(tasks) - len(todo), **tally,
                "signal": pool.signal.name if pool.signal else None}
-    failed, stopped = tally["failed"], tally["stopped"]
+    failed, stopped, held = tally["failed"], tally["stopped"], tally["held"]
     for outcome in failed:
         status = "not started" if outcome["status"] is None else f"exit {outcome['status']}"
         log(f"FAILED {outcome['stage']} {outcome['run']}: {status}: {outcome['note']}"
             + (f" (log: {outcome['log']})" if outcome["log"] else ""))
+    for run in held:
+        log(f"LEFT {run['stage']} {run['run']} to the job that holds it, {run['holder']}: {LEFT}")
     print_json(summary)
     if pool.signal is not None or stopped:
         sys.exit(130 if pool.signal == signal.SIGINT else REQUEUE_EXIT)
     if failed:
         sys.exit(1)
+    if held:  # not done, nothing failed: as after a stop, run it again to go on (once those jobs end)
+        sys.exit(REQUEUE_EXIT)
     return summary
 
 

@@ -146,8 +146,8 @@ ENDINGS = {"train.py": ("last line on stdout is the results as one JSON object",
            "labels.generate": ("stdout holds one line, one JSON object", "130 Ctrl-C or SIGTERM."),
            "labels.stats": ("goes to stdout, warnings to stderr", "130 Ctrl-C."),
            "sweep.py": ("--slurm's and --local's JSON line alone", "and with --local 1 where a stage failed, 75 "
-                        "stopped by SIGTERM, SIGUSR1, a hangup or a stage's own stop (run it again to continue), "
-                        "130 Ctrl-C."),
+                        "stopped by SIGTERM, SIGUSR1, a hangup or a stage's own stop, or runs left to the jobs "
+                        "that hold them (run it again to continue), 130 Ctrl-C."),
            "bench/bench.py": ("The tables go to stdout", "130 Ctrl-C or SIGTERM.")}
 
 

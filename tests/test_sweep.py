@@ -1849,6 +1849,90 @@ def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_di
     assert last_json(again)["skipped"] == 1 and "1 run: 0 to run, 1 complete" in again.stderr
 
 
+def local_sweep_exit(capsys, argv):
+    """sweep.main(argv), a --local sweep that ends with an exit status: (that status, its JSON line, its stderr)."""
+    with pytest.raises(SystemExit) as ended:
+        sweep.main(argv)
+    out, err = capsys.readouterr()
+    return ended.value.code, json.loads(out), err
+
+
+def test_a_local_sweep_leaves_a_run_another_job_holds_to_it(tmp_path, capsys, monkeypatch):
+    """A second --local sweep over a grid that overlaps one still at work (an extended grid; a
+    terminal per GPU) started train.py on the runs the first one held: each stopped at once, 'RUN_DIR
+    is in use by train.py (...)', and the sweep counted it FAILED and exited 1. A run held by another
+    job as the sweep plans is not started now: the plan and the last lines say it is left to that
+    job, the JSON line counts it apart (`held`, naming the job), the other runs complete, and the
+    sweep exits 75, as after a stop: run it again to go on, once that job ends. Its logs are not
+    written, nor checked before the runs start (here a train.log that takes no appends). (Its
+    stages: a stand-in for train.py, as the interpreter --local runs, that prints a result.)"""
+    from test_runs import SINCE, held_by
+    stage = tmp_path / "stage"
+    stage.write_text(f"#!{sys.executable}\nprint('{{\"test_acc\": 0.5}}')\n")
+    stage.chmod(0o755)
+    base = tmp_path / "out"
+    held = base / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    (held / "train.log").mkdir(parents=True)
+    grid = ["--labels", "category", "speech", "shuffle", "--seeds", "3", "--base_dir", str(base), "--stages", "train",
+            "--local"]
+    with held_by(tmp_path, "train.py", "run_lock", held) as holder:
+        monkeypatch.setattr(sys, "executable", str(stage))
+        status, summary, err = local_sweep_exit(capsys, grid)
+    job = f"train.py (pid {holder.pid} on {socket.gethostname()}, {SINCE})"
+    name = "cifar10/resnet32/speech/level100/seed3"
+    assert status == 75, err
+    assert summary == {"runs": 3, "skipped": 0, "completed": 2, "failed": [], "stopped": [],
+                       "held": [{"run": name, "stage": "train", "holder": job}], "not_started": 0, "signal": None}
+    lines = err.splitlines()
+    assert lines[0] == ("3 runs: 3 to run (1 of them in progress in another job: left to it; rerun the sweep once "
+                        "it ends), 0 complete (skipped); train 3")
+    assert [line.split(" ", 1)[1].split(":")[0] for line in lines[1:-1]] == [
+        "[1/2] train cifar10/resnet32/category/level100/seed3", "[1/2] train cifar10/resnet32/category/level100/seed3",
+        "[2/2] train cifar10/resnet32/shuffle/level100/seed3", "[2/2] train cifar10/resnet32/shuffle/level100/seed3"]
+    assert ": done in " in lines[2] + lines[4] and lines[2].endswith(", test_acc 0.5000") and lines[4].endswith(
+        ", test_acc 0.5000")
+    assert lines[-1] == f"LEFT train {name} to the job that holds it, {job}: rerun the sweep once it ends"
+    assert sorted(p.name for p in held.iterdir()) == [".lock", "train.log"] and not any((held / "train.log").iterdir())
+
+
+def test_a_run_another_job_takes_after_the_plan_is_left_to_it(tmp_path, capsys, monkeypatch, cifar10_dir,
+                                                             label_dir):
+    """A job that takes a run between the sweep's plan and its stage's start: the stage is refused
+    ('in use by train.py ...'), and was counted FAILED (exit 1). Now the sweep, finding the run held
+    by another job once its stage has ended so, counts it held as at the plan. A stage that fails
+    for a reason of its own stays a failure, though a job holds the run afterwards."""
+    from contextlib import ExitStack
+    from test_runs import SINCE, held_by
+    base = tmp_path / "out"
+    run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_category"
+    jobs = ExitStack()
+    holders = []
+    checked = sweep.check_logs
+
+    def taken_once_planned(*args):  # between the plan and the pool
+        checked(*args)
+        holders.append(jobs.enter_context(held_by(tmp_path, "train.py", "run_lock", run_dir)))
+    monkeypatch.setattr(sweep, "check_logs", taken_once_planned)
+    with jobs:
+        status, summary, err = local_sweep_exit(capsys, ["--labels", "category", "--seeds", "3", "--stages", "train",
+                                                         "--local", *tiny(cifar10_dir, label_dir, base)])
+    job = f"train.py (pid {holders[0].pid} on {socket.gethostname()}, {SINCE})"
+    name = "cifar10/resnet32/category/level100/seed3"
+    assert (status, summary["completed"], summary["failed"], summary["not_started"]) == (75, 0, [], 0), err
+    assert summary["held"] == [{"run": name, "stage": "train", "holder": job}]
+    assert f"[1/1] train {name}: in use by {job}, which took the run after this sweep planned: left to it" in err
+    assert "FAILED" not in err
+
+    (tmp_path / "stage.py").write_text(STAGE)
+    task = Task(0, Run("cifar10", "resnet32", "category", 100, 3), run_dir, ("train",), ["train"], {},
+                {"train": [sys.executable, str(tmp_path / "stage.py"), "0", "2"]})
+    with held_by(tmp_path, "train.py", "run_lock", run_dir):
+        pool = sweep.LocalPool([task], [{}], stream=io.StringIO())
+        pool.run()
+    tally = pool.tally()
+    assert ([o["status"] for o in tally["failed"]], tally["held"]) == ([2], [])
+
+
 def test_attack_defaults_come_from_attack_py():
     scripts = sweep.Scripts.find()
     attack = scripts["attack"]
@@ -2307,7 +2391,7 @@ def test_local_pool_counts_a_run_completed_only_when_every_stage_finished(tmp_pa
     # a signal between a run's training and its attack: the run was counted nowhere (runs 1, all 0)
     pool = sweep.LocalPool([task(0, 0, 0)], [{}], stream=io.StringIO())
     pool.outcomes = [{"run": "cifar10/resnet32/label0/level100/seed0", "stage": "train", "status": 0}]
-    assert pool.tally() == {"completed": 0, "failed": [], "stopped": [], "not_started": 1}
+    assert pool.tally() == {"completed": 0, "failed": [], "stopped": [], "held": [], "not_started": 1}
 
 
 def test_a_coarse_runs_name_is_report_pys(capsys, tmp_path):
