@@ -42,7 +42,7 @@ from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_no
                         split_args, value_list)
 from utils.atomic import append_whole, file_set, made_folders, not_through_a_link, print_json, utf8
 from utils.preempt import REQUEUE_EXIT, present
-from utils.runs import IN_USE, NOT_JSON, run_holder
+from utils.runs import IN_USE, NOT_JSON, lock_free, run_holder
 
 MODES = ("print", "slurm", "local")
 # Keys of a grid file that are no flag of sweep.py: args, pass-through flags for every script that
@@ -1084,6 +1084,9 @@ def main(argv=None):
                        "scripts": [str(p) for p in scripts], "commands": str(commands), "submit": submit}
         print_json(summary)
         return summary
+    for task in todo:  # a job killed outright on another node left its record, but no lock: the run is free
+        if task.running and lock_free(task.run_dir):
+            task.running = None
     # the logs of the runs it starts: a run left to the job that holds it writes none
     base_dir = scripts["train"].parse(runs[0].flags() + routed["train"]).base_dir
     check_logs([t for t in todo if not t.running], base_dir)

@@ -194,6 +194,23 @@ def dead_pid():
 RECORD = {"script": "train.py", "pid": 4123, "host": "node07", "slurm_job": "881_12", "since": 1767369934}
 
 
+def test_lock_free_takes_the_flock_to_tell_a_dead_jobs_record_from_a_live_one(tmp_path):
+    """`lock_free`: True where the lock file holds a record but no job the flock (a job killed on
+    another node); False where a job holds it, where there is no lock file (none is made), and
+    where this user may not write it (NFS takes a flock as a write lock)."""
+    from utils.runs import lock_free
+    assert not lock_free(tmp_path) and not (tmp_path / ".lock").exists()
+    (tmp_path / ".lock").write_text(json.dumps(RECORD))
+    assert lock_free(tmp_path)
+    with open(tmp_path / ".lock", "rb") as job:
+        fcntl.flock(job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert not lock_free(tmp_path)
+    assert lock_free(tmp_path)  # and lock_free let its own go
+    if os.geteuid() != 0:  # root writes any file
+        (tmp_path / ".lock").chmod(0o444)
+        assert not lock_free(tmp_path)
+
+
 @pytest.mark.parametrize("text", [
     b"", b"   \n", b"\x00\xff\xfe", b'{"script": "train.py", "pid": 41',  # empty, garbled, cut part way
     b"[1, 2]", b'"train.py"', json.dumps({**RECORD, "pid": "4123"}).encode(),

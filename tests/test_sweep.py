@@ -1895,6 +1895,30 @@ def test_a_local_sweep_leaves_a_run_another_job_holds_to_it(tmp_path, capsys, mo
     assert sorted(p.name for p in held.iterdir()) == [".lock", "train.log"] and not any((held / "train.log").iterdir())
 
 
+def test_a_local_sweep_runs_a_run_whose_holder_died_on_another_node(tmp_path, capsys, monkeypatch):
+    """A job killed outright on another node (the node lost; the file server frees its lock) leaves
+    its record in the run's lock file, which names it as long as no job works there again
+    (`run_holder`, read without locking, cannot tell it from a live job's). --local left such a run
+    to that dead job at every sweep, exit 75, for good; it now finds the lock free and starts the
+    run. --dry_run still names the recorded job: it takes no lock."""
+    from test_runs import RECORD
+    stage = tmp_path / "stage"
+    stage.write_text(f"#!{sys.executable}\nprint('{{\"test_acc\": 0.5}}')\n")
+    stage.chmod(0o755)
+    base = tmp_path / "out"
+    run_dir = base / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".lock").write_text(json.dumps({**RECORD, "since": int(time.time())}))  # node07's job, gone
+    grid = ["--labels", "speech", "--seeds", "3", "--base_dir", str(base), "--stages", "train"]
+    assert sweep.main([*grid, "--dry_run"])["running"] == 1
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "executable", str(stage))
+    summary = sweep.main([*grid, "--local"])
+    err = capsys.readouterr().err
+    assert (summary["completed"], summary["held"]) == (1, []), err
+    assert err.startswith("1 run: 1 to run, 0 complete (skipped); train 1\n"), err
+
+
 def test_a_run_another_job_takes_after_the_plan_is_left_to_it(tmp_path, capsys, monkeypatch, cifar10_dir,
                                                              label_dir):
     """A job that takes a run between the sweep's plan and its stage's start: the stage is refused

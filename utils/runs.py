@@ -245,6 +245,28 @@ def run_holder(run_dir):
         return holder_of(lock)
 
 
+def lock_free(run_dir):
+    """Whether no job holds `run_dir`'s lock now, as a non-blocking flock taken on its lock file and
+    let go at once finds: sweep.py --local's check of the job `run_holder` names before it leaves
+    the run to that job. A job on another host killed outright (its node lost: the file server frees
+    its lock) leaves its record, which `run_holder` cannot tell from a live job's, and the run was
+    left to no one at every sweep. False where it cannot tell: no lock file, one this user may not
+    write (NFS takes a flock as a write lock, which needs it), a file system without locks. Held an
+    instant, and only where no job held it: a train.py starting in that instant is refused as where
+    another job holds the run."""
+    flags = os.O_RDWR | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)  # made by no one here
+    try:
+        lock = open(os.open(Path(run_dir) / LOCK, flags), "r+b", buffering=0)
+    except OSError:
+        return False
+    with lock:  # closing it lets the flock go
+        try:
+            flock(lock, wait=False)
+        except OSError:  # BlockingIOError: a job holds it
+            return False
+        return True
+
+
 def resolved_folders(args):
     """--data_dir, --label_dir and --base_dir `resolved` (those set), as a run prints and records
     them: a message and the record hold from any working directory (attack.py finds a run's data
