@@ -25,7 +25,8 @@ import report
 import sweep
 import train
 from architecture import ARCHITECTURES
-from conftest import REFERENCE_LABELS, REPO, SUBSET, flat, last_json, make_cifar10, run_importing, run_script
+from conftest import (REFERENCE_LABELS, REPO, SUBSET, flat, last_json, make_cifar10, needs_compiler, run_importing,
+                      run_script)
 from utils.errors import UsageError, as_parsed, call_cli, run_cli
 from utils.grid import attack_state, train_state
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFUSION, LAST_CHECKPOINT, LAYOUT_TEXT, RESULTS,
@@ -2760,6 +2761,25 @@ def test_a_network_a_notebook_registers_is_a_model_of_the_next_run(cifar10_dir, 
                            "--data_dir", cifar10_dir, "--attacks", "fgsm", "--epsilons", "8/255",
                            "--targeted", "no", "--num_images", 5, "--examples", 0, "--device", "cpu"])
     assert summary["num_images"] == 5 and summary["run_dir"] == result["run_dir"]
+
+
+@needs_compiler
+def test_a_notebooks_later_run_warns_of_its_own_graphs_without_cuda_graphs(cifar10_dir, label_dir, tmp_path,
+                                                                           monkeypatch, capsys):
+    """--compile reduce-overhead's warning after the first epoch counted every graph the process had
+    run without CUDA graphs: a notebook's second run (tiny trunk, CPU) said 5 for its own 2, and a
+    run on a GPU that recorded all of its own warned of graphs an earlier run or cell ran on the CPU."""
+    from torch._dynamo.utils import counters
+    monkeypatch.setitem(ARCHITECTURES, "tiny", TinyTrunk)
+    earlier = counters["inductor"]["cudagraph_skips"] + 100  # an earlier run's in this process, a cell's
+    monkeypatch.setitem(counters["inductor"], "cudagraph_skips", earlier)
+    argv = flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, compile="reduce-overhead")
+    argv[argv.index("--model") + 1] = "tiny"
+    train.main(argv)
+    warned, = [line for line in capsys.readouterr().err.splitlines() if "without CUDA graphs" in line]
+    skipped = int(re.fullmatch(r"warning: --compile reduce-overhead ran (\d+) compiled graph\(s\) without CUDA "
+                               r"graphs \(there are none on the CPU\)", warned).group(1))
+    assert 0 < skipped <= counters["inductor"]["cudagraph_skips"] - earlier, warned  # this run's graphs alone
 
 
 @pytest.mark.parametrize("command, flags", [

@@ -239,9 +239,10 @@ def cudagraph_skips(mode, since=0):
     return counters["inductor"]["cudagraph_skips"] - since
 
 
-def cudagraph_warning(mode, device):
-    """A warning line when `mode` asked for CUDA graphs and some graph ran without them, else None."""
-    skipped = cudagraph_skips(mode)
+def cudagraph_warning(mode, device, since=0):
+    """A warning line when `mode` asked for CUDA graphs and some graph ran without them since the
+    count `since` (`cudagraph_skips`), else None."""
+    skipped = cudagraph_skips(mode, since)
     if skipped:
         why = ("there are none on the CPU" if device.type == "cpu"
                else "TORCH_LOGS=cudagraphs prints torch's reasons")
@@ -764,12 +765,14 @@ def _start_point(args, last_path, best_path, device, space, label_sha256, facts)
     return None, None, None, None
 
 
-def _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device, first):
+def _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device, skips=None):
     """Train epoch `epoch` (0-based) with a `TrainStep` on the `train` pair (images, labels), then
     validate `evaluated` (the model, compiled as it evaluates) on the `valid` pair: the epoch's
     metrics.jsonl row, or None where a stop signal ended the epoch (`train_epoch`'s `stoppable`).
-    `history`: the rows of the epochs before. Warnings go to `progress`: after the `first` epoch of
-    this process, graphs run without the CUDA graphs --compile asked for; a loss not finite, once."""
+    `history`: the rows of the epochs before. Warnings go to `progress`: after the first epoch of
+    this process's run (`skips`: the graphs torch ran without CUDA graphs before it, of
+    `cudagraph_skips`; None for the other epochs), the graphs it ran without the CUDA graphs
+    --compile asked for; a loss not finite, once."""
     space, options = step.space, {"amp": args.amp, "channels_last": args.channels_last}
     lr = lr_at(epoch, args.epochs, args.lr, args.warmup_epochs)  # at the epoch's last step
     step_lr = functools.partial(lr_at, epoch, args.epochs, args.lr, args.warmup_epochs)
@@ -780,7 +783,7 @@ def _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progr
     if train_scores is None:
         return None
     step_seconds = time.perf_counter() - start  # the training steps alone
-    if first and (warning := cudagraph_warning(args.compile, device)):
+    if skips is not None and (warning := cudagraph_warning(args.compile, device, skips)):
         progress.message(warning)  # every graph of the step has run by now
     if space.needs_fit:  # MCR2: refit the class subspaces on this epoch's training features
         space.fit(predict(evaluated, train[0], **options), train[1])
@@ -954,6 +957,9 @@ def _train_epochs(args, step, evaluated, checkpoints, train, valid, device):
     loses nothing; Ctrl-C in the loop ends it saying what is kept (`Checkpoints.stopped`)."""
     run_dir, history, writes = checkpoints.run_dir, checkpoints.history, checkpoints.writes
     first_epoch = epoch = len(history)
+    # torch counts the process's graphs: a notebook's second run warned of the first run's as its
+    # own, and a GPU run that recorded all of its own, of those a cell had run on the CPU
+    skips = cudagraph_skips(args.compile)
     # Ctrl-C anywhere in an epoch (its steps, validation, the checkpoint's write) says what is kept
     interrupted = interrupt_says(lambda: checkpoints.stopped(f"during epoch {epoch + 1}"))
     with Progress(args.epochs, f"{args.model} {args.label}", "epoch",
@@ -964,7 +970,7 @@ def _train_epochs(args, step, evaluated, checkpoints, train, valid, device):
             stoppable = checkpoints.saved == epoch or not preempt.may_finish(
                 history[-1]["seconds"] if history else None)
             row = _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device,
-                         first=epoch == first_epoch)
+                         skips=skips if epoch == first_epoch else None)
             if row is None:
                 progress.close()
                 preempt.exit_for_requeue(checkpoints.stopped(f"by signal during epoch {epoch + 1}"))
