@@ -10,6 +10,7 @@ model's first layer: every caller, attacks included, works with images in [0, 1]
 """
 import contextlib
 import math
+import threading
 from functools import partial
 
 import torch
@@ -197,8 +198,21 @@ class LabelModel(nn.Module):
         return self.head(self.features(images))
 
 
-def build_model(arch, output_shape, mean=PAPER_MEAN, std=PAPER_STD):
-    return LabelModel(arch, tuple(output_shape), tuple(mean), tuple(std))
+# torch's CPU generator is the process's: seeded builds in threads of one process (a notebook's
+# runs) take turns, where each drew its initial weights from the other's seed
+_SEEDED_BUILD = threading.Lock()
+
+
+def build_model(arch, output_shape, mean=PAPER_MEAN, std=PAPER_STD, seed=None):
+    """`LabelModel`, its initial weights drawn from torch's RNG, or with `seed` from that seed alone
+    (torch's CPU generator, where the model is built), the caller's RNG left as it was: one such
+    build at a time in the process (a draw of torch's RNG in another thread meanwhile, not one of
+    these, still takes from the seed's)."""
+    if seed is None:
+        return LabelModel(arch, tuple(output_shape), tuple(mean), tuple(std))
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return build_model(arch, output_shape, mean, std)
 
 
 def fold_batch_norm(model):

@@ -350,9 +350,9 @@ def model_from_state(path, checkpoint, advice=ADVICE):
         if tuple(model_args["output_shape"]) != tuple(space.output_shape):  # each output against a target
             raise UsageError(f"{path}: the model outputs {tuple(model_args['output_shape'])} but its "
                              f"{space.name} targets have shape {tuple(space.output_shape)}")
-        with torch.random.fork_rng(devices=[]):  # the initial weights, replaced next, leave a caller's RNG
-            model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"],
-                                model_args["std"])
+        # seeded: the initial weights, replaced next, leave a caller's RNG, and a run's in another thread
+        model = build_model(model_args["arch"], model_args["output_shape"], model_args["mean"], model_args["std"],
+                            seed=0)
         try:
             model.load_state_dict(checkpoint["model"])
         except RuntimeError as err:  # torch's first line says only "Error(s) in loading state_dict"

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import traceback
 import types
@@ -2761,6 +2762,52 @@ def test_a_network_a_notebook_registers_is_a_model_of_the_next_run(cifar10_dir, 
                            "--data_dir", cifar10_dir, "--attacks", "fgsm", "--epsilons", "8/255",
                            "--targeted", "no", "--num_images", 5, "--examples", 0, "--device", "cpu"])
     assert summary["num_images"] == 5 and summary["run_dir"] == result["run_dir"]
+
+
+def test_runs_in_a_notebooks_threads_keep_their_seeds_initial_weights(cifar10_dir, label_dir, tmp_path,
+                                                                      monkeypatch):
+    """Two runs started in threads of one process (a notebook's, one per GPU) each seeded torch's
+    global generator and drew their initial weights from it together: each run's heads were drawn
+    from the other's seed, so neither run's weights were its seed's (a run of that seed alone gave
+    others), and the caller's random state was left at one run's draws. Here the two builds are
+    made to overlap: each waits for the other (3 s at most) once its trunk is built, then the first
+    to come draws its head first."""
+    import architecture
+    monkeypatch.setitem(ARCHITECTURES, "tiny", TinyTrunk)
+    both_built, first_head = threading.Barrier(2), threading.Event()
+    real_head = architecture.make_head
+
+    def head_after_the_other_trunk(*args):
+        try:
+            second = both_built.wait(timeout=3) == 1  # CPython numbers the threads as they come
+        except threading.BrokenBarrierError:  # builds that take turns: the wait ends
+            second = False
+        if second:  # the first thread's head is drawn first
+            first_head.wait(timeout=3)
+        head = real_head(*args)
+        first_head.set()
+        return head
+    monkeypatch.setattr(architecture, "make_head", head_after_the_other_trunk)
+
+    def argv(seed, base_dir):
+        argv = flags(cifar10_dir, base_dir, label_dir, label="glove", epochs=1, level=20)
+        argv[argv.index("--model") + 1], argv[argv.index("--seed") + 1] = "tiny", str(seed)
+        return argv
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    runs = {}
+    threads = [threading.Thread(target=lambda seed: runs.update({seed: train.main(argv(seed, tmp_path / "threads"))}),
+                                args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert torch.equal(torch.rand(3), expected)
+    monkeypatch.setattr(architecture, "make_head", real_head)
+    for seed in (1, 2):
+        alone = train.main(argv(seed, tmp_path / "alone"))
+        assert same_weights(Path(runs[seed]["run_dir"]), Path(alone["run_dir"])), seed
 
 
 @needs_compiler

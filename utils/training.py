@@ -735,10 +735,7 @@ def _seeded_model(args, output_shape, info, device):
     """The network --model with a head for targets of `output_shape` and the dataset's (`info`)
     normalisation, its initial weights drawn from --seed alone (a caller's RNG stays as it was), on
     `device` in the memory format --channels_last asks for."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(args.seed)  # the CPU's alone: the model is built there
-        model = build_model(args.model, output_shape, info.mean, info.std)
-    model = model.to(device)
+    model = build_model(args.model, output_shape, info.mean, info.std, seed=args.seed).to(device)
     return model.to(memory_format=torch.channels_last) if args.channels_last else model
 
 
