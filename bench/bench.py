@@ -194,6 +194,9 @@ def parse_args(argv=None):
     return args
 
 
+DERIVED = ("train_argv", "train_args")  # what `parse_args` adds to the flags (`check_train_flags`)
+
+
 def check_train_flags(parser, args):
     """--train_flags as train.py's arguments (`args.train_argv`; for --what accuracy also parsed,
     `args.train_args`); what train.py would refuse is refused here, before any timing, naming
@@ -930,7 +933,7 @@ def main(argv=None, args=None):
     are read before torch loads). `args` is read as the command line reads it (`as_parsed`): a
     notebook's edited value (batch_sizes [0], an unknown model) is the command line's one-line
     error before any timing, not a traceback after minutes of it."""
-    args = parse_args(argv) if args is None else as_parsed(build_parser(), args)
+    args = parse_args(argv) if args is None else as_parsed(build_parser(), args, derived=DERIVED)
     if args.what == "accuracy":  # missing data is one error, not a failed row per run
         check_accuracy_runs(args)
     device = resolve_device(args.device)

@@ -720,6 +720,27 @@ def test_a_notebooks_numpy_bool_is_a_switchs_true_or_false():
             as_parsed(parser, argparse.Namespace(**vars(args) | {"amp": value}))
 
 
+def test_a_notebooks_misspelt_attribute_is_refused_not_ignored(cifar10_dir, label_dir, tmp_path, monkeypatch):
+    """An attribute of a notebook's namespace that no flag has was ignored: `args.epoch = 1` (for
+    epochs) trained the default 600 epochs, `args.num_image = 100` attacked every test image. It is
+    the command line's error for an unknown flag, naming the one meant, before anything is written."""
+    from utils.training import run_training
+    monkeypatch.chdir(tmp_path)
+    args = train.build_parser().parse_args(flags(cifar10_dir, tmp_path / "runs", label_dir, label="category", epochs=1))
+    args.epoch = 1
+    with pytest.raises(UsageError) as raised:
+        run_training(args)
+    assert str(raised.value) == ("unrecognized attribute 'epoch' (no train.py flag reads it); did you mean 'epochs'? "
+                                 "(see train.py --help)")
+    assert list(tmp_path.iterdir()) == []
+    args = attack.build_parser().parse_args([])
+    args.num_image, args.colour = 100, "red"
+    with pytest.raises(UsageError) as raised:
+        attack.run(args)
+    assert str(raised.value) == ("unrecognized attributes 'num_image', 'colour' (no attack.py flag reads them); did "
+                                 "you mean 'num_images'? (see attack.py --help)")
+
+
 @pytest.mark.parametrize("flag, value, cli", [
     ("batch_size", 0, "0"),  # a traceback after config.json: range() arg 3 must not be zero
     ("epochs", 2.5, "2.5"),  # a traceback: 'float' object cannot be interpreted as an integer

@@ -456,7 +456,7 @@ class CliParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)") from None
 
 
-def as_parsed(parser, args):
+def as_parsed(parser, args, derived=()):
     """A copy of the namespace `args` (a notebook's, which no parser read, or one it edited) with
     each value of `parser`'s options read as the command line reads that value's text, through the
     option's own type and choices, a list's element by element: a bad value is the command line's
@@ -470,8 +470,17 @@ def as_parsed(parser, args):
     a switch's (store_true: --amp, --force) where it is True or False (numpy's too, as Python's:
     `_is_bool`); any other is a UsageError naming the flag, which has no text to read:
     channels_last="False", truthy, trained channels-last and config.json recorded the string;
-    amp="no" was a traceback after config.json was written."""
+    amp="no" was a traceback after config.json was written. An attribute that no option has, nor
+    `derived` names (what a script's own parse adds: bench.py's train_argv), is the command line's
+    error for an unknown flag: `args.epoch = 1` for epochs trained the default 600 epochs, and
+    `args.num_image = 100` attacked every test image, where `--epoch 1` is refused."""
     values = vars(args).copy()
+    dests = [action.dest for action in parser._actions]
+    if unknown := [name for name in values if name not in dests and name not in derived]:
+        meant = next(filter(None, (nearest(name, dests) for name in unknown)), None)
+        raise UsageError(f"unrecognized attribute{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
+                         f"(no {parser.prog} flag reads {'them' if len(unknown) > 1 else 'it'})"
+                         + (f"; did you mean {meant[0]!r}?" if meant else "") + f" (see {parser.prog} --help)")
     for action in parser._actions:
         value = values.get(action.dest)
         if value is None:  # unset
