@@ -925,7 +925,7 @@ def test_compiled_step_leaves_little_host_work_and_keeps_its_graphs(tiny):
 @needs_compiler
 @pytest.mark.skipif(not ISOLATES_RECOMPILES, reason="torch.compile without isolate_recompiles "
                     "(torch < 2.14): runs share the recompile limit")
-def test_every_run_of_one_process_compiles_its_step(tiny, monkeypatch):
+def test_every_run_of_one_process_compiles_its_step(tiny):
     """A notebook calling train.main in a loop builds a TrainStep a run, in one process: its graphs
     guard on the run's optimizer, and each run's graphs count against a recompile limit of their
     own, so the runs after torch's recompile_limit (8; 1 here) still train compiled, not eagerly."""
@@ -934,16 +934,17 @@ def test_every_run_of_one_process_compiles_its_step(tiny, monkeypatch):
     from utils.labelspace import CategorySpace
     from utils.training import TrainStep
     torch._dynamo.reset()
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     offsets, flips = draw_augmentation(16, torch.Generator().manual_seed(0), "cpu")
     graphs = []
-    for run in range(2):
-        torch.manual_seed(run)
-        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
-        step = TrainStep(model, CategorySpace(10), 0.1, compile="default")
-        before = counters["stats"]["unique_graphs"]
-        step(tiny.train_images[:16], offsets, flips, tiny.train_labels[:16], 1 / 16)
-        graphs.append(counters["stats"]["unique_graphs"] - before)
+    # torch's own patch: pytest 9.2's monkeypatch undoes a config's with a delattr, which hides it
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for run in range(2):
+            torch.manual_seed(run)
+            model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+            step = TrainStep(model, CategorySpace(10), 0.1, compile="default")
+            before = counters["stats"]["unique_graphs"]
+            step(tiny.train_images[:16], offsets, flips, tiny.train_labels[:16], 1 / 16)
+            graphs.append(counters["stats"]["unique_graphs"] - before)
     assert graphs == [2, 2]  # forward work with the backward, and the update; eager would be 0
 
 

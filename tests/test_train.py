@@ -1272,12 +1272,13 @@ def test_an_unusable_base_dir_in_process_is_the_command_lines_usage_error(capsys
     assert run_cli_capture(capsys, args) == f"error: {raised.value}"
 
 
-def test_compile_without_a_cxx_compiler_is_one_line(capsys, cifar10_dir, label_dir, tmp_path,
-                                                    monkeypatch):
+def test_compile_without_a_cxx_compiler_is_one_line(capsys, cifar10_dir, label_dir, tmp_path):
     from torch._inductor import config
-    monkeypatch.setattr(config.cpp, "cxx", (str(tmp_path / "no-such-g++"),))
     args = flags(cifar10_dir, tmp_path, label_dir) + ["--compile", "default", "--device", "cpu"]
-    assert "--compile on the CPU needs a C++ compiler" in run_cli_capture(capsys, args)
+    # torch's own patch: pytest 9.2's monkeypatch undoes it with a delattr, which hides cpp.cxx from
+    # every later --compile in the process ("torch._inductor.config.cpp.cxx does not exist")
+    with config.patch({"cpp.cxx": (str(tmp_path / "no-such-g++"),)}):
+        assert "--compile on the CPU needs a C++ compiler" in run_cli_capture(capsys, args)
     assert not list(tmp_path.glob("cifar10/**/config.json"))  # refused before any work
 
 
