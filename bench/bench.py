@@ -116,8 +116,7 @@ def build_parser():
                        help="images per timed training epoch (default: 1024 on the CPU, 20480 on a "
                        "GPU; --what host profiles one batch of 128)")
     train.add_argument("--batch_sizes", type=number(int, 2, inclusive=True), nargs="*", action=ExtendList,
-                       default=None,
-                       help="larger batch sizes to try with the fastest variant (default: 256 512)")
+                       default=[256, 512], help="larger batch sizes to try with the fastest variant")
     train.add_argument("--compiled_only", action="store_true", help="time the compiled variants only "
                        "(of ours; the paper's pipeline still runs): the eager rows took a GPU session "
                        "about 3 minutes per model and label")
@@ -157,7 +156,13 @@ def parse_args(argv=None):
     """bench.py's flags from `argv`, with every check that needs no torch: a bad value is a
     UsageError before any timing and, from the command line, before torch loads (seconds)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return checked(parser, parser.parse_args(argv))
+
+
+def checked(parser, args):
+    """`args`, `parser`'s flags, checked together and with what they imply (`DERIVED`) worked out
+    from them: on a namespace checked before, the same again (a notebook's edited one is checked
+    anew, its --train_flags read again where the first train_argv was timed under the new text)."""
     tables = ("train", "attack") if args.what == "all" else (args.what,)
     for flag, acts_on in FLAG_TABLES.items():  # a flag the chosen tables do not use did nothing, silently
         if getattr(args, flag) != parser.get_default(flag) and not set(acts_on) & set(tables):
@@ -179,7 +184,7 @@ def parse_args(argv=None):
         parser.error("--cudnn_benchmark adds rows to the compiled variants of --what train and all")
     check_train_flags(parser, args)
     # 128, the paper's, is timed anyway: given again, it was a second row of the same timing
-    args.batch_sizes = [256, 512] if args.batch_sizes is None else [b for b in args.batch_sizes if b != 128]
+    args.batch_sizes = [b for b in args.batch_sizes if b != 128]
     if args.train_images is not None:  # else its default depends on the device: main checks it
         check_train_images(parser, args)
     if not args.no_record:
@@ -342,14 +347,13 @@ def paper_training(arch, space, images, labels, batch_size, device, workers=4):
     persist across epochs (the paper's restarted every epoch: 0.39 against 0.11 s per 1,024-image
     epoch on the 2-core CPU), and they pass class ids, not the class targets the paper's dataset
     returned (0.261 against 0.291 s per 2,048 speech images)."""
-    torch.default_generator.manual_seed(0)  # the CPU's alone: models are built there
-    model = build_model(arch, space.output_shape).to(device)
+    model = build_model(arch, space.output_shape, seed=0).to(device)
     net = torch.nn.Sequential(model.trunk, model.head)  # the paper normalised in the transform
     opt, space = paper_sgd(net), space.to(device)
     dataset = PaperImages(to_float(images), labels, PAPER_MEAN, PAPER_STD, train=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
                                          shuffle=True, num_workers=workers, persistent_workers=True,
-                                         drop_last=True)
+                                         drop_last=True, generator=torch.Generator().manual_seed(0))
 
     def epoch():
         net.train()
@@ -366,8 +370,7 @@ def paper_training(arch, space, images, labels, batch_size, device, workers=4):
 
 def our_step(arch, space, device, amp=False, channels_last=False, compile=None):
     """train.py's TrainStep on a freshly initialised model (seed 0) in the given options."""
-    torch.default_generator.manual_seed(0)  # the CPU's alone: models are built there
-    model = build_model(arch, space.output_shape).to(device)
+    model = build_model(arch, space.output_shape, seed=0).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile:
@@ -923,17 +926,22 @@ def attacked_model(args, arch, label, device, trained):
         model, space = trained
         return model, space, f"{model.model_args['arch']}, {space.name} labels, trained ({args.checkpoint})"
     space = make_space(label).to(device)
-    torch.default_generator.manual_seed(0)  # the CPU's alone: models are built there
-    model = build_model(arch, space.output_shape).to(device).eval()
+    model = build_model(arch, space.output_shape, seed=0).to(device).eval()
     return model, space, f"{arch}, {label} labels, random initialisation"
 
 
 def main(argv=None, args=None):
     """Run the benchmark of `argv`'s flags, or of `args`, their `parse_args` (the command line's
-    are read before torch loads). `args` is read as the command line reads it (`as_parsed`): a
-    notebook's edited value (batch_sizes [0], an unknown model) is the command line's one-line
-    error before any timing, not a traceback after minutes of it."""
-    args = parse_args(argv) if args is None else as_parsed(build_parser(), args, derived=DERIVED)
+    are read before torch loads). `args` is read as the command line reads it (`as_parsed`) and
+    checked as `parse_args` checks it: a notebook's edited value (batch_sizes [0], an unknown model,
+    --train_flags naming --model) is the command line's one-line error before any timing, not a
+    traceback after minutes of it, and an edited --train_flags is the one the rows train with, where
+    they took the first parse's and the table named the new one."""
+    if args is None:
+        args = parse_args(argv)
+    else:
+        parser = build_parser()
+        args = checked(parser, as_parsed(parser, args, derived=DERIVED))
     if args.what == "accuracy":  # missing data is one error, not a failed row per run
         check_accuracy_runs(args)
     device = resolve_device(args.device)

@@ -4,6 +4,7 @@ Run on the CPU with conftest's trained models (category logits, and a high-dimen
 by nearest target) and the paper's decoder head; the same code paths run on a GPU.
 """
 
+import argparse
 import functools
 import json
 import os
@@ -277,6 +278,28 @@ def test_bench_main_reads_a_notebooks_namespace_as_the_command_line(flag, value,
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: {message}") and err.endswith(" (see bench/bench.py --help)\n"), err
     assert err.count("\n") == 1
+
+
+def test_bench_main_checks_a_notebooks_edited_train_flags_anew(capsys, monkeypatch):
+    """bench.main(args=...) kept the train.py arguments the first parse made of --train_flags: an
+    edited --train_flags trained every row with the old flags under a table that named the new
+    ones, and flags bench.py sets itself went through. They are read again, and checked again."""
+    from bench import bench
+    timed = []
+    monkeypatch.setattr(bench, "check_accuracy_runs", lambda args: None)
+    monkeypatch.setattr(bench, "benchmark", lambda args, argv, device: timed.append(args))
+    args = bench.parse_args(["--what", "accuracy", "--data_dir", "data", "--device", "cpu", "--no_record",
+                             "--train_flags=--lr 0.4"])
+    parser = bench.build_parser()
+    assert vars(bench.checked(parser, argparse.Namespace(**vars(args)))) == vars(args)  # checked twice: the same
+    args.train_flags = "--batch_size 512 --warmup_epochs 5"
+    bench.main(args=args)
+    assert timed[0].train_argv == ["--batch_size", "512", "--warmup_epochs", "5"]
+    assert (timed[0].train_args.batch_size, timed[0].train_args.lr) == (512, None)
+    args.train_flags = "--model vgg19"
+    assert call_cli(functools.partial(bench.main, args=args)) == 2 and len(timed) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --train_flags: --model set by bench.py itself") and err.count("\n") == 1, err
 
 
 def test_bench_flags_name_its_tables():
