@@ -187,6 +187,17 @@ def test_the_recorded_sha256s_are_the_readmes(speech_run, cifar10_dir, label_dir
                                                    data.test_labels)
 
 
+def test_config_records_how_predictions_are_decoded(speech_run):
+    """config.json says how the run's predictions were decoded, which its label's name does not
+    (a label file of one-hot rows, `onehot5`, reads as category's argmax): it recorded none."""
+    from utils.labelspace import CategorySpace
+    from utils.mcr2 import MCR2Space
+    base, _ = speech_run
+    config = json.loads((base / "cifar10" / "seed3" / "resnet32" / "model_speech" / "config.json").read_text())
+    assert config["decoding"] == "nearest_target"
+    assert (CategorySpace(10).decoding, MCR2Space(10).decoding) == ("argmax", "nearest_subspace")
+
+
 def test_the_readme_names_the_run_files_fields(speech_run):
     """README's 'What a run writes' names every field of a metrics.jsonl row (it said 'train
     loss/acc', 'images/s' for train_loss, train_acc, images_per_s) and only fields results.json has."""

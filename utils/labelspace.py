@@ -37,6 +37,7 @@ class CategorySpace:
     each other class gets s / (C - 1). torch's `label_smoothing` spreads its amount over all C
     classes, the true one included, so the paper's s is torch's s * C / (C - 1)."""
     needs_fit = False  # decoding needs nothing fitted on training outputs (MCR2's does)
+    decoding = "argmax"  # config.json's: how a prediction is made, which the label's name does not say
 
     def __init__(self, num_classes, smoothing=0.0):
         check_smoothing(smoothing, num_classes)
@@ -73,6 +74,7 @@ class CategorySpace:
 class TargetSpace:
     """One fixed target per class (C, *shape): SmoothL1 regression, nearest-target decoding."""
     needs_fit = False
+    decoding = "nearest_target"
 
     def __init__(self, name, targets):
         self.name = name

@@ -75,6 +75,7 @@ def projection_norms(features, bases):
 class MCR2Space:
     """Label space of MCR2 models: outputs are (N, feature_dim) features."""
     needs_fit = True
+    decoding = "nearest_subspace"
 
     def __init__(self, num_classes, feature_dim=128, eps2=0.5, gam1=1.0, gam2=1.0, n_components=30,
                  bases=None):

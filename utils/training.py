@@ -436,7 +436,7 @@ def _config(args, run_dir, split, data, space, label_sha256, facts, argv=None):
     return {"flags": dict(vars(args)), "run_dir": str(run_dir), **facts,
             "valid_images": len(split.valid), "test_images": len(data.test_labels),
             "num_classes": data.num_classes, "label_shape": list(space.output_shape),
-            "label_sha256": label_sha256, "environment": environment(argv)}
+            "decoding": space.decoding, "label_sha256": label_sha256, "environment": environment(argv)}
 
 
 def data_facts(data, split):
