@@ -497,7 +497,8 @@ def make_bert(names, seed, options, param=None):
     rescaled together to [0, 80]."""
     source = str(options.text_model or DEFAULT_TEXT_MODEL)
     if _looks_like_path(source) and not Path(source).is_dir():
-        raise LabelError(f"--text_model {source}: no such directory (give a directory saved with "
+        what = "a file, not a directory" if Path(source).exists() else "no such directory"
+        raise LabelError(f"--text_model {source}: {what} (give a directory saved with "
                          f"save_pretrained, or a Hugging Face model name)")
     try:
         import torch
@@ -593,7 +594,8 @@ def _load_glove(source, words):
     if Path(source).is_file():
         return _read_vectors(Path(source), words)
     if _looks_like_path(source):
-        raise LabelError(f"--glove {source}: no such file (give a GloVe text file such as "
+        what = "a folder, not a file" if Path(source).is_dir() else "no such file"
+        raise LabelError(f"--glove {source}: {what} (give a GloVe text file such as "
                          f"glove.6B.50d.txt, or a gensim-downloader name)")
     # gensim.downloader asks the network even for a model it already has: look locally first.
     data_dir = Path(os.environ.get("GENSIM_DATA_DIR", Path.home() / "gensim-data"))

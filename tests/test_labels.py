@@ -990,6 +990,21 @@ def test_generate_flags_that_do_not_fit_are_one_exact_line(argv, message, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_model_or_vector_path_of_the_wrong_kind_is_named_as_such(tmp_path, capsys):
+    """--glove given a folder and --text_model a file said "no such file" / "no such directory" of
+    paths that exist, sending the user to look for a typo."""
+    (tmp_path / "vectors.txt").write_text("cat 1 2\n")
+    for argv, message in (
+            (["--label", "glove", "--glove", tmp_path], f"--glove {tmp_path}: a folder, not a file (give a "
+             "GloVe text file such as glove.6B.50d.txt, or a gensim-downloader name)"),
+            (["--label", "bert", "--text_model", tmp_path / "vectors.txt"],
+             f"--text_model {tmp_path / 'vectors.txt'}: a file, not a directory (give a directory saved "
+             "with save_pretrained, or a Hugging Face model name)")):
+        status, _, err = cli(generate.main, ["--dataset", "cifar10", *argv, "--out", tmp_path / "out"], capsys)
+        assert (status, err) == (2, f"error: {message}\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_silent_recording_is_named(tones, tmp_path, capsys):
     silent = tmp_path / "silent"
     shutil.copytree(tones, silent)
