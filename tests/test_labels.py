@@ -990,6 +990,25 @@ def test_generate_flags_that_do_not_fit_are_one_exact_line(argv, message, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_the_readmes_parameter_ranges_are_the_generators():
+    """labels/README.md's family table: normal_dim's D and uniform_gap's G at its bounds are made,
+    past them refused. It said G <= 3.4e38, where CIFAR-10's targets overflow float32's squared
+    distances from G about 3.3e17 (uniform_gap=1e18 ends in "class 1's own target decodes as
+    class 0"), and D >= 1, where D above 100000 is refused."""
+    table = (ROOT / "labels" / "README.md").read_text()
+    dim = re.search(r"N\(i, 0\.1\), 1 <= D <= (\d+) \|", table)
+    gaps = re.search(r"G >= 0 and at most about (\S+) for CIFAR-10, (\S+) for CIFAR-100", table)
+    assert dim and gaps
+    assert generate.parse_label(f"normal_dim={dim[1]}")[2] == int(dim[1])
+    with pytest.raises(LabelError, match="D must be a whole number"):
+        generate.parse_label(f"normal_dim={int(dim[1]) + 1}")
+    for dataset, gap in (("cifar10", float(gaps[1])), ("cifar100", float(gaps[2]))):
+        names = generate.class_names(dataset, "standard")
+        assert make_label(f"uniform_gap={gap:g}", names).shape == (len(names), 50)
+        with pytest.raises(LabelError, match="for nearest-target decoding"):
+            make_label(f"uniform_gap={1.2 * gap:g}", names)
+
+
 def test_a_model_or_vector_path_of_the_wrong_kind_is_named_as_such(tmp_path, capsys):
     """--glove given a folder and --text_model a file said "no such file" / "no such directory" of
     paths that exist, sending the user to look for a typo."""
