@@ -52,6 +52,8 @@ def read_targets(path, num_classes=None, fix=None, dataset=None):
     """Load and check a label file (see `check_targets`); C == num_classes when given. Raises
     LabelError with a one-line reason otherwise."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():  # ls lists it: "No such file or directory" read as a typo
+        raise LabelError(f"label file {path} is a broken symbolic link (to {path.readlink()})")
     if path.exists() and not path.is_file():  # a folder, or a FIFO that np.load would wait on forever
         raise LabelError(f"label file {path} is not a regular file")
     try:
@@ -269,12 +271,14 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
             what = f"is a file, not a folder; pass the folder holding {path.name}" + (
                 f", --label_dir {Path(label_dir).parent}" if Path(label_dir).name == path.name else "")
         raise LabelError(f"no label file {path} for --label {name}: --label_dir {label_dir} {what}")
-    if not path.exists() and (archive := path.with_suffix(".npz")).is_file():  # numpy.savez's name
+    # a broken symbolic link is there too: read_targets says so, as what a folder or FIFO is
+    there = path.exists() or path.is_symlink()
+    if not there and (archive := path.with_suffix(".npz")).is_file():  # numpy.savez's name
         raise LabelError(f"no label file {path} for --label {name}: {archive.name} there is a .npz "
                          f"archive; save the targets with numpy.save as {path.name}")
-    if not path.exists() and (named := _named_otherwise(dataset, name, label_dir)):
+    if not there and (named := _named_otherwise(dataset, name, label_dir)):
         raise LabelError(f"no label file {path} for --label {name}: {named}")
-    if not path.exists():  # a folder or FIFO there: read_targets says what it is
+    if not there:
         known = ", ".join([*builtin, *available_labels(dataset, label_dir)]) or "none"
         how = make_fix(dataset, name)  # a coarse run's fix says how to make its own file
         raise LabelError(f"no label file {path} for --label {name}; labels found for {dataset} in "

@@ -669,6 +669,24 @@ def test_a_label_given_as_its_file_name_is_that_label(tmp_path):
     assert parse_args(["--labels", "speech.npy", "--no_record"]).labels == ["speech"]
 
 
+def test_a_broken_link_as_label_file_is_named_as_such(tmp_path, capsys):
+    """A label file that is a symbolic link to a moved file (or to itself) is listed by ls, but train.py
+    and sweep.py said "no label file ...; labels found: ..." without it, and labels.stats
+    "not a readable .npy file (No such file or directory)"; a link to a good file is read."""
+    np.save(tmp_path / "cifar10_good.npy", 5 * np.eye(10, dtype=np.float32))
+    (tmp_path / "cifar10_link.npy").symlink_to("cifar10_good.npy")
+    (tmp_path / "cifar10_moved.npy").symlink_to(tmp_path / "gone" / "cifar10_moved.npy")
+    (tmp_path / "cifar10_loop.npy").symlink_to("cifar10_loop.npy")
+    assert np.array_equal(load_label("cifar10", "link", tmp_path), 5 * np.eye(10))
+    for name, target in (("moved", tmp_path / "gone" / "cifar10_moved.npy"), ("loop", "cifar10_loop.npy")):
+        message = f"label file {tmp_path / f'cifar10_{name}.npy'} is a broken symbolic link (to {target})"
+        with pytest.raises(LabelError) as err:
+            load_label("cifar10", name, tmp_path, num_classes=10)
+        assert str(err.value) == message
+        status, out, err = cli(stats.main, [tmp_path / f"cifar10_{name}.npy"], capsys)
+        assert (status, out, err) == (2, "", f"error: {message}\n")
+
+
 def test_a_label_file_named_otherwise_says_how_to_name_it(tmp_path):
     """The whole file name (cifar10_s10x7.npy, read as cifar10_s10x7), or a file without the
     dataset in its name: 'no label file' listed labels that did not include it, or did without
