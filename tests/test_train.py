@@ -2063,6 +2063,30 @@ def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_pat
         "with --resume")
 
 
+def test_ctrl_c_while_scoring_the_best_epoch_says_what_is_kept(cifar10_dir, label_dir, tmp_path, capsys,
+                                                               monkeypatch):
+    """A Ctrl-C after the last epoch, while the best epoch was scored on the validation and test
+    splits (a notebook's stop button in the minute a CIFAR-10 run takes for it on a CPU), said only
+    'rerun with --resume to continue from the last checkpoint', as one during the data's load: not
+    which run, nor that every epoch was kept; the --resume it asks for then writes the results."""
+    import utils.training
+    real_scores = utils.training._scores
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(utils.training, "_scores", interrupted)
+    argv = flags(cifar10_dir, tmp_path, label_dir, epochs=1)
+    assert call_cli(train.main, argv) == 130
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: interrupted; {run_dir}: stopped after epoch 1, while scoring the best epoch; the checkpoint "
+        "after epoch 1 is kept, rerun with --resume")
+    assert not (run_dir / "results.json").exists()
+    monkeypatch.setattr(utils.training, "_scores", real_scores)
+    assert call_cli(train.main, argv + ["--resume"]) == 0
+    assert json.loads((run_dir / "results.json").read_text())["best_epoch"] == 1
+
+
 def test_a_resume_by_another_commit_warns(speech_run, capsys, cifar10_dir, label_dir, tmp_path, monkeypatch):
     """A checkout pulled between a stop and its --resume trained the later epochs with other code,
     silently: the resume says so, naming both commits; one of the same commit, or where either is

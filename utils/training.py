@@ -994,16 +994,20 @@ def _final_results(args, checkpoints, evaluated, data, train, valid, device):
     confusion.json: the best epoch's weights, written to the best checkpoint where it does not hold
     them yet, scored on the `train` pair's features (MCR2's subspaces), the `valid` pair and `data`'s
     test set (`_scores`)."""
-    checkpoints.save_best()  # what attack.py loads
-    checkpoints.model.load_state_dict(checkpoints.best_state)
-    test = data.test_images.to(device), data.test_labels.to(device)
-    scores = _scores(evaluated, checkpoints.space, train, {"valid": valid, "test": test}, amp=args.amp,
-                     channels_last=args.channels_last)
-    results = _results(args, checkpoints.config, checkpoints.best_path, checkpoints.best["epoch"], scores,
-                       checkpoints.history, device)
-    if checkpoints.writes:  # results.json last: a run that has it has its confusion.json
-        write_json(checkpoints.run_dir / CONFUSION, confusion_record(data.class_names, scores["confusion"]))
-        write_json(checkpoints.run_dir / RESULTS, results)
+    # Ctrl-C while scoring (the validation and test splits: seconds to minutes) says which run and what
+    # is kept, as in the epochs: it said only 'rerun with --resume to continue from the last checkpoint'
+    with interrupt_says(lambda: checkpoints.stopped(f"after epoch {len(checkpoints.history)}, while scoring "
+                                                    "the best epoch")):
+        checkpoints.save_best()  # what attack.py loads
+        checkpoints.model.load_state_dict(checkpoints.best_state)
+        test = data.test_images.to(device), data.test_labels.to(device)
+        scores = _scores(evaluated, checkpoints.space, train, {"valid": valid, "test": test}, amp=args.amp,
+                         channels_last=args.channels_last)
+        results = _results(args, checkpoints.config, checkpoints.best_path, checkpoints.best["epoch"], scores,
+                           checkpoints.history, device)
+        if checkpoints.writes:  # results.json last: a run that has it has its confusion.json
+            write_json(checkpoints.run_dir / CONFUSION, confusion_record(data.class_names, scores["confusion"]))
+            write_json(checkpoints.run_dir / RESULTS, results)
     return results
 
 
