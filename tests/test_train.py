@@ -2791,6 +2791,27 @@ def test_in_process_argv_may_hold_paths_and_numbers_and_is_what_the_run_records(
     assert str(err.value) == "train.py: argv is a list of arguments, not one string (shlex.split it)"
 
 
+@pytest.mark.parametrize("script", ["train", "attack", "report"])
+def test_main_without_a_list_in_a_notebook_says_to_pass_one(script, monkeypatch):
+    """A notebook's main() with no list read the kernel's own command line and said only
+    'unrecognized arguments: -f .../kernel-1.json': the error now says whose arguments those are
+    and what to pass, before any work. The command line's (no kernel) is argparse's error as it was."""
+    import importlib
+    main = importlib.import_module(script).main
+    kernel_file = "/root/.local/share/jupyter/runtime/kernel-1.json"
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", kernel_file])
+    with pytest.raises(UsageError) as err:
+        main()
+    assert "ipykernel" not in sys.modules and str(err.value).startswith(f"unrecognized arguments: -f {kernel_file}")
+    assert "notebook" not in str(err.value)
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    with pytest.raises(UsageError) as err:
+        main()
+    assert str(err.value) == (f"unrecognized arguments: -f {kernel_file}, the notebook kernel's own command line, "
+                              "which main() reads when given no list; pass the flags as one (main([]) for the "
+                              f"defaults) (see {script}.py --help)")
+
+
 class TinyTrunk(torch.nn.Module):
     """A network of one's own, as README says to register one: features (N, F), out_features F."""
 

@@ -428,6 +428,10 @@ class CliParser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         namespace, extras = self.parse_known_args(args, namespace)
+        if extras and args is None and "ipykernel" in sys.modules:  # main() in a notebook read the kernel's
+            self.error(f"unrecognized arguments: {shlex.join(extras)}, the notebook kernel's own command "
+                       "line, which main() reads when given no list; pass the flags as one "
+                       "(main([]) for the defaults)")
         if extras:
             # as a shell writes them: an empty argument ("$UNSET") was no text at all, and '8 / 255' three
             self.error(self.shortened(extras) or f"unrecognized arguments: {shlex.join(extras)}"
