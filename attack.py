@@ -926,9 +926,12 @@ class Job:
                 "environment": self.env}
 
     def stopped(self, how):
-        """What a job stopped in its loop (by Ctrl-C or a signal) keeps, as its last message."""
-        kept = (f"{len(self.current)} finished setting{'s are' if len(self.current) != 1 else ' is'} kept "
-                f"in {self.path}" if self.current else "no setting had finished")
+        """What a job stopped in its loop (by Ctrl-C or a signal) keeps, as its last message: the
+        settings asked that its file holds, which a rerun reuses, this job's and an earlier run's
+        (a requeued job stopped while reusing had said 1 of 80)."""
+        count = sum(identity(self.entry(*setting)) in self.done for setting in self.settings)
+        kept = (f"{count} finished setting{'s are' if count != 1 else ' is'} kept in {self.path}"
+                if count else "no setting had finished")
         return f"{self.run_dir}: stopped{how}; {kept}, rerun to continue"
 
     def finish(self):

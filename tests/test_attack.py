@@ -1134,6 +1134,25 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     assert summary["run_dir"] == str(tmp_path)
 
 
+def test_a_stop_counts_every_saved_setting_asked(speech_run, cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
+    """A rerun stopped by a signal right after its first setting, reused, said '1 finished setting
+    is kept' of a file holding all 3 it asked for (a requeued job of 156 settings stopped while
+    reusing: '1 of 80'), and 'no setting had finished' where the first to compute stopped though
+    an earlier run had saved a later one: the count is of the settings asked that the file holds,
+    which the rerun reuses."""
+    flags = copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, ["0", "4/255", "8/255"], 0)
+    call_main(capsys, flags)
+    monkeypatch.setattr(preempt, "install", lambda: None)
+    monkeypatch.setattr(preempt, "requested", lambda: True)  # a signal during the first (reused) setting
+    status, err = run_cli_status(capsys, flags)
+    assert (status, err.splitlines()[-1]) == (preempt.REQUEUE_EXIT, f"preempted: {tmp_path}: stopped by signal; 3 "
+                                              f"finished settings are kept in {tmp_path / ATTACK_RESULTS}, "
+                                              "rerun to continue")
+    # 2/255 first, to compute: the signal stops it at once (its time not known), 4/255 is saved
+    status, err = run_cli_status(capsys, flags[:flags.index("0")] + ["2/255", "4/255"] + flags[flags.index("8/255") + 1:])
+    assert status == preempt.REQUEUE_EXIT
+    assert "stopped by signal during fgsm untargeted eps 2/255; 1 finished setting is kept" in err.splitlines()[-1]
+
 @pytest.mark.parametrize("finish_seconds, signalled, kept", [
     (3600, 3, 3),  # FGSM 8/255 after FGSM 4/255, short: it ends and is saved
     (0, 3, 2),  # after one that took longer than FINISH_SECONDS: stopped at once
