@@ -64,26 +64,36 @@ def fraction(text, name="eps"):
     return value
 
 
+def grey_levels(text, value):
+    """How to write `text`, a value above 1, if it meant grey levels ('; ... write 8/255'), else ''.
+    8 for 8 of 255 grey levels is many papers' scale, not ours; the types know no --paper_protocol,
+    whose eps and steps are in normalised units, not grey levels."""
+    return (f"; for {text.strip()} of 255 grey levels (pixel units, without --paper_protocol) write "
+            f"{text.strip()}/255" if 1 < value <= 255 else "")
+
+
 def epsilon(text):
     """'8/255', '0.03' or '0' -> (label as written, value); the value must lie in [0, 1]."""
     value = fraction(text)
-    if not 0 <= value <= 1:  # 8 for 8 of 255 grey levels is many papers' scale, not ours
-        # the type knows no --paper_protocol, whose eps are in normalised units, not grey levels
-        levels = (f"; for {text.strip()} of 255 grey levels (pixel units, without --paper_protocol) "
-                  f"write {text.strip()}/255")
-        raise argparse.ArgumentTypeError(f"eps {text} is outside [0, 1]{levels if 1 < value <= 255 else ''}")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"eps {text} is outside [0, 1]{grey_levels(text, value)}")
     return text.strip(), float(value)
 
 
 def step_size(text):
-    """--step_size '2/255' or '0.0078' -> its value, a float above 0 (in --epsilons' units)."""
+    """--step_size '2/255' or '0.0078' -> its value, a float in (0, 1] (in --epsilons' units). A step
+    of 1 already crosses any eps-ball (eps is at most 1); '2', many papers' PGD step of 2 grey
+    levels, was taken as 2 in [0, 1], every step to a corner of the ball: another attack."""
     value = fraction(text, "step size")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
     try:
-        return float(value)
+        float(value)
     except OverflowError:  # 1e400: was a traceback
         raise argparse.ArgumentTypeError(f"step size {text} is above the largest float") from None
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"step size {text} is above 1{grey_levels(text, value)}")
+    return float(value)
 
 
 def build_parser():
@@ -138,8 +148,8 @@ def build_parser():
                         help=f"steps of iterative and pgd (default: {DEFAULT_STEPS['pixel']}; "
                         f"{DEFAULT_STEPS['paper']} with --paper_protocol)")
     attack.add_argument("--step_size", type=step_size, default=None,
-                        help="step of iterative and pgd, a number or a fraction in --epsilons' units, "
-                        "not a multiple of eps (default: "
+                        help="step of iterative and pgd, a number or a fraction in --epsilons' units "
+                        "(at most 1), not a multiple of eps (default: "
                         f"{STEP_FACTOR['pixel']:g} * eps / steps; {STEP_FACTOR['paper']:g} * eps / steps "
                         "with --paper_protocol)")
     attack.add_argument("--restarts", type=number(int), default=1,
