@@ -383,8 +383,8 @@ def unfinished_training(run_dir, history, epochs, running=None):
                 + (f", {last}" if last else ""))
     if history or (run_dir / LAST_CHECKPOINT).exists():
         reason = f"training unfinished with {logged} logged, {last} (no results.json)"
-    else:  # or in its first epoch: a sweep's train.log says when it last wrote
-        reason = "training not started or failed before its first epoch" + (f" ({last})" if last else "")
+    else:  # or stopped in its first epoch (a signal: nothing kept); a sweep's train.log says when it last wrote
+        reason = "training not started, or stopped or failed in its first epoch" + (f" ({last})" if last else "")
     error = log_error(run_dir, "train")
     return reason + (f"; train.log: {error}" if error else "")
 

@@ -1276,7 +1276,7 @@ def test_a_run_without_its_examples_figure_is_incomplete_as_its_sweep_finds_it(t
 
 def test_runs_that_jobs_work_in_are_said_to_be_in_progress(tmp_path, capsys):
     """report.py, run again and again while a sweep's jobs train and attack, said of a run in its
-    first epoch 'training not started or failed before its first epoch', of one whose attack.py was
+    first epoch 'training not started, or stopped or failed in its first epoch', of one whose attack.py was
     drawing its figure after the last setting 'its attack.py stopped before drawing it: attack the
     run again', and its JSON line told a sweep at work from one stopped short of its runs in no
     way. The job that holds a run's lock names itself there (`utils.runs.run_holder`): such a run
@@ -1546,7 +1546,7 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
     markdown = (tmp_path / "out" / "tables.md").read_text()
     listed = markdown.split("## Incomplete runs\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert listed == [
-        "- `cifar10/seed2/resnet32/model_category`: training not started or failed before its first epoch "
+        "- `cifar10/seed2/resnet32/model_category`: training not started, or stopped or failed in its first epoch "
         "(files last written 2025-11-24 16:00 UTC); "
         "train.log: error: CUDA out of memory",
         "- `cifar10/seed3/resnet32/model_category`: training unfinished with 2 of 4 epochs logged, files last "
