@@ -294,11 +294,38 @@ def exclude_misplaced(record):
         record["problems"].append(f"left out of the tables: trained with --dataset {dataset} --label_granularity "
                                   f"{granularity}, whose runs train.py writes under {own}, not "
                                   f"{record['dataset']} (a copy of another run?)")
-    seed = flags.get("seed")  # not compared across seeds (exclude_odd_seeds): a copy of seed7 is no seed10
-    if isinstance(seed, int) and not isinstance(seed, bool) and seed != record["seed"]:
+    # not compared across seeds (exclude_odd_seeds): a copy of seed7 is no seed10, and a level-100 run
+    # copied into less/cifar10/level25 was that row's one seed (or a speech run in model_random, ...)
+    for name, trained, own in misplaced_flags(flags, record):
         record["excluded"] = True
-        record["problems"].append(f"left out of the tables: trained with --seed {seed}, not the seed "
-                                  f"{record['seed']} of its directory (a copy of another run?)")
+        record["problems"].append(f"left out of the tables: trained with {trained}, not the {name} {own} "
+                                  "of its directory (a copy of another run?)")
+
+
+def misplaced_flags(flags, record):
+    """(name, the flags, the directory's value) of each of the run's seed, model, label (its
+    --label, --label_noise and --smoothing, as train.py names its folder) and level where its
+    recorded `flags` (those that record it) name another run directory than the one it lies in,
+    `record`'s. Not an older train.py's smoothed category run in model_category (`exclude_misplaced`
+    says where it goes)."""
+    label, noise = split_noise(record["label"])
+    seed, model, level, name = (flags.get(k) for k in ("seed", "model", "level", "label"))
+    rate, smoothing = flags.get("label_noise", noise), flags.get("smoothing") or 0.0
+    found = []
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed != record["seed"]:
+        found.append(("seed", f"--seed {seed}", record["seed"]))
+    if isinstance(model, str) and model != record["model"]:
+        found.append(("model", f"--model {model}", record["model"]))
+    if isinstance(name, str) and nonnegative(rate) and nonnegative(smoothing) \
+            and not smoothed_run(label, smoothing) \
+            and (folder := run_folder_name(name, rate, smoothing).removeprefix("model_")) != record["label"]:
+        found.append(("label", f"--label {name}" + (f" --label_noise {rate:g}" if rate else "")
+                      + (f" --smoothing {smoothing:g}" if folder.startswith("category_smooth") else ""),
+                      record["label"]))
+    # as the directory names it (level{L:g}), as the label's rates are
+    if nonnegative(level) and (own := f"{record['level']:g}") != f"{level:g}":
+        found.append(("level", f"--level {level:g}", own))
+    return found
 
 
 def read_training(record, results):

@@ -1201,6 +1201,37 @@ def test_a_run_copied_to_another_seeds_directory_is_left_out(tmp_path):
                                                    "10 of its directory (a copy of another run?)"]}
 
 
+def test_a_run_copied_to_another_level_model_or_labels_directory_is_left_out(tmp_path):
+    """A level-100 speech run copied into less/cifar10/level25 (cp -r into the wrong folder), into
+    resnet110/, model_random and model_speech_noise0.2: each was that row's one seed (the level-25
+    cell 60.00 (n=1) from 4170 training images), though its flags record where train.py writes it
+    and a sweep refuses it there. A smoothed category run in its own folder stays in."""
+    base = tmp_path / "runs"
+    run_dir = make_run(base, "speech", 7, test_acc=0.6, valid_acc=0.6)
+    (run_dir / "config.json").write_text(json.dumps({"flags": {
+        "epochs": 4, "label": "speech", "seed": 7, "model": "resnet32", "level": 100, "label_noise": 0.0}}))
+    copies = ["less/cifar10/level25/seed7/resnet32/model_speech", "cifar10/seed7/resnet110/model_speech",
+              "cifar10/seed7/resnet32/model_random", "cifar10/seed7/resnet32/model_speech_noise0.2"]
+    for copy in copies:
+        shutil.copytree(run_dir, base / copy)
+    smoothed = make_run(base, "category", 7, test_acc=0.5, valid_acc=0.5)
+    smoothed = smoothed.rename(smoothed.parent / "model_category_smooth0.1")
+    (smoothed / "config.json").write_text(json.dumps({"flags": {
+        "epochs": 4, "label": "category", "seed": 7, "model": "resnet32", "level": 100, "smoothing": 0.1}}))
+    summary = report(base, tmp_path / "out", draw=False)
+    assert [(r["model"], r["label"], r["level"], r["test_acc_mean"]) for r in summary["data_efficiency"]] == [
+        ("resnet32", "category_smooth0.1", 100, 0.5), ("resnet32", "speech", 100, 0.6)]
+    assert {i["run_dir"]: i["reasons"] for i in summary["incomplete"]} == {
+        copies[0]: ["left out of the tables: trained with --level 100, not the level 25 of its directory "
+                    "(a copy of another run?)"],
+        copies[1]: ["left out of the tables: trained with --model resnet32, not the model resnet110 of its "
+                    "directory (a copy of another run?)"],
+        copies[2]: ["left out of the tables: trained with --label speech, not the label random of its "
+                    "directory (a copy of another run?)"],
+        copies[3]: ["left out of the tables: trained with --label speech, not the label speech_noise0.2 of "
+                    "its directory (a copy of another run?)"]}
+
+
 def test_coarse_runs_in_a_fine_folder_are_left_out(tmp_path):
     """cifar100_coarse/ merged into cifar100/ (cp -r, rsync of two machines' outputs): the two coarse
     seeds outvoted the fine one, which was left out as trained otherwise, and the row of cifar100
@@ -1570,8 +1601,9 @@ def test_two_directories_of_one_run_are_named_not_merged(tmp_path):
     (base / "cifar10" / "seed07" / "resnet32").mkdir(parents=True)
     copy.rename(base / "cifar10" / "seed07" / "resnet32" / "model_category")
     make_run(base, "speech", 7, test_acc=0.5, valid_acc=0.5)
-    for name, acc in (("speech_noise0.2", 0.3), ("speech_noise0.20", 0.35)):
-        make_run(base, name, 7, test_acc=acc, valid_acc=acc)
+    make_run(base, "speech", 7, test_acc=0.3, valid_acc=0.3, label_noise=0.2)
+    copy = make_run(base, "speech", 9, test_acc=0.35, valid_acc=0.35, label_noise=0.2)
+    copy.rename(base / "cifar10" / "seed7" / "resnet32" / "model_speech_noise0.20")
     summary = report(base, tmp_path / "out", draw=False)
     markdown = (tmp_path / "out" / "tables.md").read_text()
     clean = table_rows(markdown, "### cifar10 (level 100")
@@ -1722,8 +1754,8 @@ def test_a_report_of_no_runs_is_an_error_and_old_files_go(tmp_path):
     proc = run_script("report.py", "--base_dir", tmp_path, "--out", out, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith(f"error: no run directories under {tmp_path} ") and not out.exists()
-    for label in ("category", "category_noise0.2"):
-        make_run(base, label, 1, test_acc=0.6, valid_acc=0.6, done_epochs=4)
+    for noise in (0.0, 0.2):
+        make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, done_epochs=4, label_noise=noise)
     make_run(base, "category", 1, level=25, test_acc=0.5, valid_acc=0.5)
     first = report(base, out)
     assert {"label_noise.csv", "levels_cifar10_resnet32.png"} <= set(first["files"])
