@@ -562,8 +562,13 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
     ("grid.yaml", "levels: 100, 25\n", "{tmp}/grid.yaml: levels: '100, 25' is one value; for several, write "
                                        "a list (levels: [100, 25])"),
     # an empty file, or one of comments alone (a template not yet filled in), ran the default grid
-    ("grid.yaml", "# labels: [category, speech]\n", "{tmp}/grid.yaml holds no options (it is empty, or "
-     "comments alone): a grid file is a mapping of options (labels: [...], seeds: [...])"),
+    ("grid.yaml", "# labels: [category, speech]\n", "{tmp}/grid.yaml holds no options (it is empty, comments "
+     "alone, or {{}}): a grid file is a mapping of options (labels: [...], seeds: [...])"),
+    # an empty mapping, {} (a generated file with no option set), ran the default grid too
+    ("grid.json", "{}\n", "{tmp}/grid.json holds no options (it is empty, comments alone, or {{}}): a grid file "
+     "is a mapping of options (labels: [...], seeds: [...])"),
+    ("grid.yaml", "{}  # to fill in\n", "{tmp}/grid.yaml holds no options (it is empty, comments alone, or {{}}): "
+     "a grid file is a mapping of options (labels: [...], seeds: [...])"),
     # a comment in a block of args was passed on: "unrecognized arguments: '#' quick trial (see train.py --help)"
     ("grid.yaml", "args: |\n  --epochs 3   # a quick trial\n  --num_images 20\n", "{tmp}/grid.yaml: args: a '#' "
      "in its text is passed on as text, not read as a comment; write comments outside the text of args, or quote a "

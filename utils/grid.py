@@ -236,8 +236,8 @@ def load_grid_file(path):
         reason = (f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark and err.problem
                   else json_failure(err).splitlines()[0] if str(err) else type(err).__name__)
         raise UsageError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'} ({reason})") from None
-    if grid is None:  # ran the default grid (cifar10, category, seed 0) in place of the one meant
-        raise UsageError(f"{path} holds no options (it is empty, or comments alone): a grid file is a "
+    if grid is None or grid == {}:  # ran the default grid (cifar10, category, seed 0) in place of the one meant
+        raise UsageError(f"{path} holds no options (it is empty, comments alone, or {{}}): a grid file is a "
                          "mapping of options (labels: [...], seeds: [...])")
     if not isinstance(grid, dict):
         raise UsageError(f"{path} must hold a mapping of options (labels: [...], seeds: [...]), "
