@@ -3,6 +3,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -230,6 +231,7 @@ def test_mcr2_is_refused_under_torchrun(tmp_path):
                     "--base_dir", tmp_path, "--valid_size", "60", "--epochs", "1", "--device", "cpu",
                     env={"TMPDIR": str(tmp_path / "tmp")})
     assert proc.returncode != 0
+    assert len(error_lines(proc)) == 1, proc.stderr[-3000:]  # from rank 0, not one from each process
     assert "error: --label mcr2 does not train under torchrun" in proc.stderr
     assert not list(tmp_path.rglob("config.json"))
     assert [p.name for p in (tmp_path / "tmp").iterdir() if not p.name.startswith("torchinductor")] == []
@@ -246,8 +248,30 @@ def test_attack_is_refused_under_torchrun(tmp_path, cifar10_dir):
                     "--device", "cpu")
     assert proc.returncode != 0
     refusal = "error: attack.py runs in one process: start it with python, not torchrun"
-    assert error_lines(proc) == [refusal] * 2, proc.stderr[-3000:]
+    assert error_lines(proc) == [refusal], proc.stderr[-3000:]  # from rank 0, not one from each process
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_ctrl_c_under_torchrun_is_one_line(tmp_path, cifar10_dir):
+    """Ctrl-C reaches torchrun, which passes SIGINT to every process: each printed the same
+    'error: interrupted; ...' line."""
+    proc = subprocess.Popen(
+        [*torchrun_argv(tmp_path), REPO / "train.py", "--data_dir", cifar10_dir, "--base_dir", tmp_path,
+         "--valid_size", "60", "--epochs", "3", "--batch_size", "48", "--device", "cpu"],
+        stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = []
+    for line in proc.stderr:  # both processes are in the epoch loop once rank 0 reports an epoch
+        lines.append(line)
+        if line.startswith(("epoch 1/3", "error:")) or " epoch 1/3 " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    lines += proc.stderr.readlines()
+    proc.wait(timeout=120)
+    stderr = "".join(lines)
+    assert proc.returncode != 0
+    interrupted = [line for line in lines if line.startswith("error: interrupted; ")]
+    assert len(interrupted) == 1 and "rerun with --resume" in interrupted[0], stderr[-3000:]
+    assert "[rank0]: Traceback" not in stderr and "[rank1]: Traceback" not in stderr
 
 
 # Rank 1 dies by SIGKILL in its 2nd step. Its sockets linger 0 s, so that the kernel resets their

@@ -28,6 +28,16 @@ class UsageError(Exception):
     """Bad input from the user: a flag, a file or a dataset that cannot be used as given."""
 
 
+class TorchrunRefused(UsageError):
+    """A refusal every torchrun process raises alike (attack.py, --label mcr2): rank 0 alone says it."""
+
+
+def other_rank():
+    """Whether this is a torchrun process other than rank 0, which leaves a line that every process
+    would print alike (a refusal, Ctrl-C) to rank 0."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 EXIT_USAGE = 2
 EXIT_PIPE = 141  # 128 + SIGPIPE: a shell's status for a writer whose reader left
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
@@ -164,7 +174,8 @@ def call_cli(main, argv=None):
             sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
             return 0
         except UsageError as err:
-            _last_word(f"error: {' '.join(str(err).split())}")
+            if not (isinstance(err, TorchrunRefused) and other_rank()):
+                _last_word(f"error: {' '.join(str(err).split())}")
         except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as `yes | head` does
             try:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
@@ -175,8 +186,9 @@ def call_cli(main, argv=None):
             # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
             # append is cut off again), so nothing earlier was lost.
             _last_word(f"error: {os_error_text(err)}")
-        except KeyboardInterrupt as err:
-            _last_word("error: interrupted" + (f"; {err}" if str(err) else ""))
+        except KeyboardInterrupt as err:  # under torchrun every process gets it (torchrun passes it on)
+            if not other_rank():
+                _last_word("error: interrupted" + (f"; {err}" if str(err) else ""))
             return 130
         except UnicodeEncodeError as err:
             if codecs.lookup(err.encoding).name == "utf-8":  # any text goes into UTF-8: a bug, not the locale

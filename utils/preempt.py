@@ -8,12 +8,11 @@ uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
 """
 import atexit
 import contextlib
-import os
 import signal
 import sys
 import threading
 
-from utils.errors import log
+from utils.errors import log, other_rank
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
 
@@ -94,6 +93,6 @@ def may_finish(seconds):
 
 
 def exit_for_requeue(message):
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+    if not other_rank():  # under torchrun, one line from rank 0
         log(f"preempted: {message}")
     sys.exit(REQUEUE_EXIT)
