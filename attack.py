@@ -32,7 +32,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     errors.quiet_interrupts()
 
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, dataset_info, schedule  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, TorchrunRefused, UsageError, as_parsed, choice,  # noqa: E402
+from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, UsageError, as_parsed, choice,  # noqa: E402
                           nonempty, number, doc_paragraphs, interrupt_says, log, os_errors_as_usage, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
@@ -1038,7 +1038,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if os.environ.get("WORLD_SIZE", "1") != "1":  # torchrun's processes would each attack the whole run
-        raise TorchrunRefused("attack.py runs in one process: start it with python, not torchrun")
+        raise EveryProcessError("attack.py runs in one process: start it with python, not torchrun")
     from utils.atomic import print_json
     from utils.runs import command_line
     with os_errors_as_usage():

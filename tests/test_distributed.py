@@ -252,6 +252,14 @@ def test_attack_is_refused_under_torchrun(tmp_path, cifar10_dir):
     assert not list(tmp_path.rglob("*.json"))
 
 
+def test_a_bad_flag_under_torchrun_is_one_line(tmp_path):
+    """Every process parses the same command line: each printed the same error."""
+    proc = torchrun(tmp_path, REPO / "train.py", "--model", "resnet33")
+    assert proc.returncode != 0
+    assert error_lines(proc) == ["error: argument --model: invalid choice: 'resnet33' (choose from "
+                                 "'resnet110', 'resnet32', 'vgg19') (see train.py --help)"], proc.stderr[-3000:]
+
+
 def test_ctrl_c_under_torchrun_is_one_line(tmp_path, cifar10_dir):
     """Ctrl-C reaches torchrun, which passes SIGINT to every process: each printed the same
     'error: interrupted; ...' line."""

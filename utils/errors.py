@@ -28,8 +28,9 @@ class UsageError(Exception):
     """Bad input from the user: a flag, a file or a dataset that cannot be used as given."""
 
 
-class TorchrunRefused(UsageError):
-    """A refusal every torchrun process raises alike (attack.py, --label mcr2): rank 0 alone says it."""
+class EveryProcessError(UsageError):
+    """An error every torchrun process raises alike (a bad flag; attack.py's and --label mcr2's
+    refusal of torchrun): rank 0 alone says it."""
 
 
 def other_rank():
@@ -174,7 +175,7 @@ def call_cli(main, argv=None):
             sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
             return 0
         except UsageError as err:
-            if not (isinstance(err, TorchrunRefused) and other_rank()):
+            if not (isinstance(err, EveryProcessError) and other_rank()):
                 _last_word(f"error: {' '.join(str(err).split())}")
         except BrokenPipeError:  # stdout's reader left (`| head`): stop quietly, as `yes | head` does
             try:
@@ -469,7 +470,7 @@ class CliParser(argparse.ArgumentParser):
         file.flush()
 
     def error(self, message):  # not chained to argparse's own error: one traceback in a notebook
-        raise UsageError(f"{message} (see {self.prog} --help)") from None
+        raise EveryProcessError(f"{message} (see {self.prog} --help)") from None
 
 
 def as_parsed(parser, args, derived=()):

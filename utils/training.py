@@ -23,7 +23,7 @@ from labels import decoding_problem, granularity_fix
 from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import class_count, lr_milestones
-from utils.errors import TorchrunRefused, UsageError, as_parsed, interrupt_says, log
+from utils.errors import EveryProcessError, UsageError, as_parsed, interrupt_says, log
 from utils.flags import (acts_on, broken_training, check_force_resume, json_get, older_rounding, recorded_config,
                          run_changes, with_added_flags)
 from utils.labelspace import load_label_space, space_from_state, space_sha256
@@ -1041,7 +1041,7 @@ def run_training(args, argv=None):
         warn_bf16_targets(space, args.amp)
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
-        raise TorchrunRefused(f"--label {args.label} does not train under torchrun: its loss, the rate "
+        raise EveryProcessError(f"--label {args.label} does not train under torchrun: its loss, the rate "
                          "reduction of the whole batch, is not a sum over images, so each "
                          "process's share would give another loss; run it in one process")
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
