@@ -22,7 +22,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 
 from utils.constants import lr_milestones  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, UsageError, doc_paragraphs, log, number,  # noqa: E402
-                          os_errors_as_usage, run_cli)
+                          os_errors_as_usage, other_rank, run_cli)
 from utils.flags import LABEL_ONLY, add_flags, ignored_lines, label_name  # noqa: E402
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -108,7 +108,7 @@ def label_defaults(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, lines from rank 0 alone
+    main_process = not other_rank()  # under torchrun, lines from rank 0 alone
     for line in ignored_lines([k for k in LABEL_ONLY if getattr(args, k) != parser.get_default(k)], LABEL_ONLY,
                               [args.label]):
         if main_process:

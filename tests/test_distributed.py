@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, needs_compiler
+from conftest import REPO, needs_compiler, run_script
 from utils.errors import UsageError
 
 # float64 takes rounding out of the comparison: in float32 the gradients of the batch norm
@@ -258,6 +258,19 @@ def test_a_bad_flag_under_torchrun_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert error_lines(proc) == ["error: argument --model: invalid choice: 'resnet33' (choose from "
                                  "'resnet110', 'resnet32', 'vgg19') (see train.py --help)"], proc.stderr[-3000:]
+
+
+def test_a_rank_outside_torchrun_still_says_its_error():
+    """The line left to rank 0 is left only where there are other processes: a RANK that a job's
+    environment holds without torchrun's WORLD_SIZE (a launcher's, exported) must not make a bad
+    flag an exit 2 without a word."""
+    proc = run_script("train.py", "--model", "resnet33", check=False, env={"RANK": "1"})
+    assert proc.returncode == 2 and proc.stderr.startswith("error: argument --model: invalid choice"), proc.stderr
+    # and its warnings (rank 0's alone under torchrun), here one before the missing dataset's error
+    proc = run_script("train.py", "--feature_dim", "64", "--data_dir", "/nonexistent", "--epochs", "1",
+                      check=False, env={"RANK": "1"})
+    assert proc.returncode == 2 and proc.stderr.startswith("warning: --feature_dim only acts with --label mcr2"), \
+        proc.stderr
 
 
 def test_ctrl_c_under_torchrun_is_one_line(tmp_path, cifar10_dir):

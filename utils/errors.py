@@ -35,8 +35,9 @@ class EveryProcessError(UsageError):
 
 def other_rank():
     """Whether this is a torchrun process other than rank 0, which leaves a line that every process
-    would print alike (a refusal, Ctrl-C) to rank 0."""
-    return os.environ.get("RANK", "0") != "0"
+    would print alike (a refusal, Ctrl-C) to rank 0. A RANK without a WORLD_SIZE of several (left
+    in the environment of a job torchrun did not start) is no such process: its errors are said."""
+    return os.environ.get("RANK", "0") != "0" and os.environ.get("WORLD_SIZE", "1") != "1"
 
 
 EXIT_USAGE = 2
