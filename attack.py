@@ -88,12 +88,12 @@ def step_size(text):
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be positive")
     try:
-        float(value)
+        step = float(value)
     except OverflowError:  # 1e400: was a traceback
         raise argparse.ArgumentTypeError(f"step size {text} is above the largest float") from None
     if value > 1:
         raise argparse.ArgumentTypeError(f"step size {text} is above 1{grey_levels(text, value)}")
-    return float(value)
+    return step
 
 
 def build_parser():
@@ -892,10 +892,14 @@ class Job:
             self.png.unlink(missing_ok=True)
         return entry
 
+    def saved(self):
+        """How many of the settings asked its file holds, which a rerun reuses: this job's and an
+        earlier run's."""
+        return sum(identity(self.entry(*setting)) in self.done for setting in self.settings)
+
     def to_compute(self):
         """Whether this job computes a setting, or writes attack_results.json for want of one."""
-        return (not self.path.exists() or self.dropped
-                or any(identity(self.entry(*s)) not in self.done for s in self.settings))
+        return not self.path.exists() or self.dropped or self.saved() < len(self.settings)
 
     def to_draw(self, computed, redraw):
         """Whether this job draws attack_examples.png: asked (--examples above 0), and it computed a
@@ -937,9 +941,8 @@ class Job:
 
     def stopped(self, how):
         """What a job stopped in its loop (by Ctrl-C or a signal) keeps, as its last message: the
-        settings asked that its file holds, which a rerun reuses, this job's and an earlier run's
-        (a requeued job stopped while reusing had said 1 of 80)."""
-        count = sum(identity(self.entry(*setting)) in self.done for setting in self.settings)
+        settings `saved` (a requeued job stopped while reusing had said 1 of 80)."""
+        count = self.saved()
         kept = (f"{count} finished setting{'s are' if count != 1 else ' is'} kept in {self.path}"
                 if count else "no setting had finished")
         return f"{self.run_dir}: stopped{how}; {kept}, rerun to continue"

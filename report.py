@@ -1956,8 +1956,8 @@ def earlier_summary(out):
 def in_tables(record):
     """Whether a run's test accuracy is one of its group's seeds (`accuracy_rows`'), which an
     incomplete run's is where it finished training and was not left out (attack settings or its
-    config.json missing), as its status alone
-    does not tell: runs.csv's and summary.json's `in_tables`."""
+    config.json missing), as its status alone does not tell: runs.csv's and summary.json's
+    `in_tables`."""
     return bool(record["train"]) and not record["excluded"]
 
 

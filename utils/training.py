@@ -1042,8 +1042,8 @@ def run_training(args, argv=None):
     label_sha256 = space_sha256(space.state())  # checked against a finished or stopped run; recorded
     if space.needs_fit and ctx.world > 1:
         raise EveryProcessError(f"--label {args.label} does not train under torchrun: its loss, the rate "
-                         "reduction of the whole batch, is not a sum over images, so each "
-                         "process's share would give another loss; run it in one process")
+                                "reduction of the whole batch, is not a sum over images, so each "
+                                "process's share would give another loss; run it in one process")
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
     split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
     train_labels = data.train_labels[split.train]
