@@ -1696,6 +1696,18 @@ def attack_title(attack):
             + (f" from {source}" if source else ""))
 
 
+def panel_title(panel, rows, targeted):
+    """The title of a robust figure's panel `panel` (a `robust_tables` key: its attack and setting)
+    of `rows`: the attack (`attack_title`), white-box or transfer, over the setting it holds fixed
+    (`setting_text`: test images, steps, restarts; the step size where the attack has panels of
+    several), as a robust table's heading says it. Every panel names it: a transfer panel ("PGD
+    from category") without it could not be told apart from the white-box panel of another
+    setting beside it, nor compared with the one of its own."""
+    setting = setting_text(rows[0], step_size=len(panel) > 1 + len(SETTING))
+    return (f"{attack_title(panel[0])}{' targeted' if targeted else ''}\n"
+            + textwrap.fill(setting, PANEL_TITLE_WIDTH))  # wrapped: a long one ran into its neighbour's
+
+
 def robust_figure(key, rows, styles):
     """The figure of `robust_figures`' key (dataset, model, level, targeted, protocol) and rows: a
     panel per attack (and setting)."""
@@ -1704,7 +1716,7 @@ def robust_figure(key, rows, styles):
     dataset, model, level, targeted, protocol = key
     # pixel budgets are drawn in 1/255 steps, the paper protocol's in its normalised units
     scale, units = (1, "normalised units") if protocol == "paper" else (255, "x/255")
-    # a panel per attack and setting; the setting is named where an attack has several
+    # a panel per attack and setting, each titled with its setting (`panel_title`)
     panels = robust_tables(rows, lambda r: (r["attack"],))
     panel_keys = sorted(panels, key=lambda k: (attack_rank(k[0]), -(k[1] or 0), str(k[2:])))
     # at most PANELS_PER_ROW panels a row: the grid's five in one row made a 24-inch strip
@@ -1717,7 +1729,7 @@ def robust_figure(key, rows, styles):
     axes = axes[:len(panel_keys)]
     seeds = defaultdict(set)
     for ax, panel in zip(axes, panel_keys):
-        attack, panel_rows = panel[0], panels[panel]
+        panel_rows = panels[panel]
         for label in sorted({r["label"] for r in panel_rows}, key=label_rank):
             line = sorted((r for r in panel_rows if r["label"] == label), key=lambda r: r["eps"])
             xs = [r["eps"] * scale for r in line]
@@ -1726,11 +1738,8 @@ def robust_figure(key, rows, styles):
                 xs, ys = [0.0] + xs, [stats(line[0], "clean_acc")] + ys
             plot_line(ax, xs, ys, label, styles[label])
             seeds[label].update(y[2] for y in ys)
-        several = sum(k[0] == attack for k in panel_keys) > 1
-        title = f"{attack_title(attack)}{' targeted' if targeted else ''}"
-        if several:
-            title += "\n" + textwrap.fill(setting_text(panel_rows[0], step_size=len(panel) > 5), PANEL_TITLE_WIDTH)
-        ax.set(title=title, xlabel=f"eps ({units})", ylabel="robust accuracy (%)", ylim=(0, 100))
+        ax.set(title=panel_title(panel, panel_rows, targeted), xlabel=f"eps ({units})",
+               ylabel="robust accuracy (%)", ylim=(0, 100))
         ax.grid(alpha=0.3)
     legend_beside(fig, axes, seeds)
     fig.suptitle(f"{dataset}, {model}, level {level:g}" + (", paper protocol" if protocol == "paper" else ""))

@@ -655,7 +655,8 @@ def test_figures_draw_the_tables_numbers(tmp_path):
     drawn = {name: figure.axes[0].lines[0].get_xydata().T.tolist() for name, figure in figures.items()}
     # the margin objective's panel was titled "pgd+margin", beside "FGSM"
     assert [ax.get_title() for ax in figures["robust_cifar10_resnet32_level100_untargeted"].axes
-            if ax.get_title()] == ["FGSM", "PGD (margin objective)"]
+            if ax.get_title()] == ["FGSM\n1017 test images", "PGD (margin objective)\n1017 test images, steps 10, "
+                                   "restarts 1"]
     # three panels a row at most: the mini-study's five made a 24-inch strip
     make_run(tmp_path / "five", "speech", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,
              attack=[entry(attack, EPS8, 0.1) for attack in ("fgsm", "pgd", "iterative", "fgsm+margin",
@@ -719,6 +720,28 @@ def test_panel_titles_naming_their_settings_stay_apart(tmp_path):
     left, right = (ax.title for ax in figure.axes)
     assert left.get_text().replace("\n", " ") == "PGD 1017 test images, steps 10, restarts 1, bf16, step size 0.5/255"
     assert left.get_window_extent().x1 < right.get_window_extent().x0, (left.get_text(), right.get_text())
+
+
+def test_transfer_panels_name_their_setting_as_the_white_box_ones_do(tmp_path):
+    """A robust figure's panels named their setting (test images, steps, restarts) only where one
+    attack had several: beside white-box PGD at 10 and at 20 steps, each titled with its steps, the
+    transfer panel was "PGD from category" alone, and which of the two it compared with (it is
+    crafted at 10 steps) was in no title. Every panel names its setting now, through one title,
+    white-box and transfer alike."""
+    from report import robust_figures
+    source = {"name": "category", "checkpoint": "c.pth", "checkpoint_sha256": "0" * 64, "label": "category",
+              "model": "resnet32", "seed": 1}
+    make_run(tmp_path / "runs", "category", 1, test_acc=0.9, valid_acc=0.9, clean_acc=0.9,
+             attack=[entry("pgd", EPS8, 0.1), entry("fgsm", EPS8, 0.2)])
+    make_run(tmp_path / "runs", "speech", 1, test_acc=0.8, valid_acc=0.8, clean_acc=0.8,
+             attack=[entry("pgd", EPS8, 0.3), entry("pgd", EPS8, 0.2) | {"steps": 20, "num_images": 500},
+                     entry("pgd", EPS8, 0.6) | {"source": source}, entry("fgsm", EPS8, 0.7) | {"source": source}])
+    summary = report(tmp_path / "runs", tmp_path / "out", draw=False)
+    [(_, draw, args)] = robust_figures(summary["robust_accuracy"], label_styles(["category", "speech"]))
+    assert [ax.get_title() for ax in draw(*args).axes] == [
+        "FGSM\n1017 test images", "FGSM from category\n1017 test images",
+        "PGD\n1017 test images, steps 10, restarts 1", "PGD\n500 test images, steps 20, restarts 1",
+        "PGD from category\n1017 test images, steps 10, restarts 1"]
 
 
 def test_a_figure_is_drawn_once_into_the_bytes_savefig_wrote(study, tmp_path, monkeypatch):
