@@ -1485,7 +1485,10 @@ def tables_page(title, base, records, accuracy, robust, measured, classes, class
             "best epoch's weights).", ""]
     out += [f"- {code_span(r['run_dir'])}: from epoch {r['diverged_epoch']}"
             + (f"; best epoch {r['train']['best_epoch']}" if r["train"] and r["train"]["best_epoch"] else "")
-            + ("; left out of the tables (see the incomplete runs)" if r["excluded"] else "")
+            # one still training (or stopped) is in no mean yet, which the legend says of the others
+            + ("" if in_tables(r) else "; " + ("left out of the tables" if r["excluded"]
+                                                 else "in no table, without training results")
+               + " (see the incomplete runs)")
             for r in records if r["diverged_epoch"]] or ["None."]
     out += ["", "## Incomplete runs", ""]
     # a reason may quote train.log's error line, any text: it shows as it is, on its line

@@ -502,6 +502,29 @@ def test_a_diverged_run_is_named_with_its_epoch(tmp_path):
     assert csv_rows == {"1": "", "2": "3", "3": "3", "4": "", "5": "3"}
 
 
+def test_a_diverged_run_still_training_is_not_said_to_be_in_the_means(tmp_path, capsys):
+    """A run that a train.py job trains now, its loss gone non-finite at epoch 2, was listed among
+    the diverged runs as one of the means ("their means above include them, but for those left out
+    of the tables, as said beside them": nothing beside it) and among the runs in progress: one
+    run in two states, though no table holds it. It is said to be in no table now; the report's
+    line counts it once, as incomplete and running, beside the finished run."""
+    from test_runs import held_by
+    base = tmp_path / "outputs"
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6)
+    training = make_run(base, "category", 2, done_epochs=2)
+    (training / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 2.0, "valid_acc": 0.1}\n'
+                                            '{"epoch": 2, "train_loss": null, "valid_acc": 0.1}\n')
+    with held_by(tmp_path, "train.py", "run_lock", training):
+        report_main(["--base_dir", str(base), "--out", str(tmp_path / "out"), "--no_figures", "--workers", "1"])
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    section = markdown.split("## Diverged runs", 1)[1].split("## Incomplete runs")[0]
+    assert section.splitlines()[-2] == ("- `cifar10/seed2/resnet32/model_category`: from epoch 2; in no table, "
+                                        "without training results (see the incomplete runs)")
+    assert table_rows(markdown, "### cifar10 (level 100")["category"] == ["60.00 (n=1)"]
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert [line[k] for k in ("runs", "trained", "incomplete", "running", "missing")] == [2, 1, 1, 1, 0]
+
+
 def test_missing_and_incomplete_are_listed(made):
     out, summary = made
     incomplete = {i["run"]: i["reasons"] for i in summary["incomplete"]}
