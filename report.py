@@ -1049,7 +1049,8 @@ def robust_table_order(key):
 
 def incomplete_and_missing(base, records, expected, wanted):
     """Runs under `base` with problems (unfinished training, no or partial attack results, no
-    attack_examples.png where the grid draws one: `missing_figure`, as sweep.py) and absent runs.
+    attack_examples.png where the grid draws one: `missing_figure`, as sweep.py; each of the last
+    three with the error line of a sweep's attack.log, `log_error`) and absent runs.
     wanted: {run key tuple: `requested_attacks`-like dict of the attack settings it should have,
     or None} (see expected_runs)."""
     by_key = {tuple(r[k] for k in KEY): r for r in records}
@@ -1061,19 +1062,22 @@ def incomplete_and_missing(base, records, expected, wanted):
         if record["train"] and settings and settings["keys"]:
             # a job at work in the run attacks it (or has just trained it): what it lacks is to come
             now = f"in progress by {running}: " if running else ""
+            run_dir = base / record["run_dir"]
+            # else a sweep's attack.py that failed says why in its log, as train.log's error is quoted
+            error = "" if running else log_error(run_dir, "attack")
+            failed = f"; attack.log: {error}" if error else ""
             if record["attack"] is None and not any(ATTACK_RESULTS in p for p in reasons):
-                reasons.append(f"{now}no attack results" + (" yet" if running else ""))
+                reasons.append(f"{now}no attack results" + (" yet" if running else failed))
             elif record["attack"] is not None:
                 images = ((settings["num_images"] or record["train"].get("test_images"))
                           if settings["plans"] else None)
-                run_dir = base / record["run_dir"]
                 if missing := missing_note(record["attack"], settings["keys"], settings["plans"], images,
                                            eps_labels=settings["eps_labels"]):
-                    reasons.append(f"{now}attack results: {missing}")
+                    reasons.append(f"{now}attack results: {missing}{failed}")
                 elif figure := missing_figure(run_dir, settings, best_checkpoint(record, run_dir)):
                     # drawn after the last setting: by the job at work, else attack.py stopped first
-                    reasons.append(f"{now}attack results: every setting, but {figure} " + (
-                        "yet" if running else "(its attack.py stopped before drawing it: attack the run again)"))
+                    reasons.append(f"{now}attack results: every setting, but {figure} " + ("yet" if running else
+                                   f"(its attack.py stopped before drawing it: attack the run again){failed}"))
         if reasons:
             incomplete.append({"run": record["run"], "run_dir": record["run_dir"], "reasons": reasons,
                                "running": running})

@@ -1638,6 +1638,41 @@ def test_unfinished_and_broken_runs_are_named_where_the_report_is_read(tmp_path)
                       "4": ("incomplete", "2"), "5": ("incomplete", "4"), "6": ("incomplete", "4")}
 
 
+def test_a_failed_attack_is_named_with_its_attack_log_error(tmp_path):
+    """A sweep whose attack.py failed on a run (a corrupt checkpoint, out of memory) left it listed
+    as 'no attack results', or as missing settings where it failed part way, without the error line
+    its attack.log holds, which the report quotes from a train.log. It is quoted now: the last
+    attempt's, and none while a job attacks the run (its log's error is an earlier attempt's)."""
+    from test_runs import held_by
+    base = tmp_path / "outputs"
+    fgsm = [entry("fgsm", EPS8, 0.2) | {"num_images": 1017}, entry("fgsm", EPS1, 0.4) | {"num_images": 1017}]
+    make_run(base, "category", 1, test_acc=0.6, valid_acc=0.6, clean_acc=0.6, attack=fgsm)
+    logs = {2: "=== 2026-01-02T10:00:00 CUDA_VISIBLE_DEVICES=0: python attack.py\nerror: CUDA out of memory\n",
+            3: "error: an earlier attempt's\n=== 2026-01-02T11:00:00 python attack.py\n[1/2] fgsm untargeted eps "
+               "8/255: robust_acc 20.00%\nerror: disk full\n",
+            4: "error: an earlier attempt's\n=== 2026-01-02T11:00:00 python attack.py\n",  # killed: no error
+            5: "error: an earlier attempt's\n"}
+    runs = {seed: make_run(base, "category", seed, test_acc=0.6, valid_acc=0.6, clean_acc=0.6,
+                           attack=fgsm[:1] if seed == 3 else None) for seed in logs}
+    for seed, text in logs.items():
+        (runs[seed] / "attack.log").write_text(text)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"labels: [category]\nseeds: [1, 2, 3, 4, 5]\nstages: [attack]\n"
+                    f"args: --attacks fgsm --epsilons 1/255 8/255 --targeted no --base_dir {base}\n")
+    with held_by(tmp_path, "attack.py", "run_lock", runs[5]):
+        summary = report(base, tmp_path / "out", grid, draw=False)
+    reasons = {i["run"][-5:]: (i["running"], i["reasons"]) for i in summary["incomplete"]}
+    job, running = reasons.pop("seed5")
+    assert job.startswith("attack.py (pid ") and running == [f"in progress by {job}: no attack results yet"]
+    assert reasons == {
+        "seed2": (None, ["no attack results; attack.log: error: CUDA out of memory"]),
+        "seed3": (None, ["attack results: 1 of 2 settings missing (fgsm untargeted 1/255); attack.log: error: "
+                         "disk full"]),
+        "seed4": (None, ["no attack results"])}
+    assert ("- `cifar10/seed2/resnet32/model_category`: no attack results; attack.log: error: CUDA out of "
+            "memory\n") in (tmp_path / "out" / "tables.md").read_text()
+
+
 def test_two_directories_of_one_run_are_named_not_merged(tmp_path):
     """seed07 beside seed7, or model_speech_noise0.20 beside model_speech_noise0.2, are the same
     run written twice: they were averaged as two seeds, or one hid the other."""
