@@ -37,7 +37,7 @@ from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, Usage
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
-                        entry_attack, smoothed_loss_attacks, smoothed_run)
+                        counted, entry_attack, smoothed_loss_attacks, smoothed_run)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -581,8 +581,8 @@ def retrained_sources(entries, source, path, log):
     stale = [e for e in entries if e.get("source") and e["source"].get("checkpoint") == source["checkpoint"]
              and e["source"]["checkpoint_sha256"] != source["checkpoint_sha256"]]
     if stale:
-        log(f"{path}: dropping {len(stale)} transfer entries crafted against an earlier {source['checkpoint']} "
-            "(written again since)")
+        log(f"{path}: dropping {counted(len(stale), 'transfer entry', 'transfer entries')} crafted against an "
+            f"earlier {source['checkpoint']} (written again since)")
     return [e for e in entries if e not in stale], bool(stale)
 
 
@@ -657,11 +657,12 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log, smoothed=False)
                          "to compute the attacks again")
     entries, malformed, outdated = attack_entries(previous)  # as sweep.py and report.py read the file
     if malformed:
-        log(f"{path}: dropping {malformed} malformed entries (computed again if asked for)")
+        log(f"{path}: dropping {counted(malformed, 'malformed entry', 'malformed entries')} "
+            "(computed again if asked for)")
     if outdated:
         log(f"{path}: dropping {outdated} {OUTDATED} (computed again if asked for)")
     if stale := smoothed_loss_attacks(previous, smoothed):
-        log(f"{path}: dropping {len(entries)} entries: it {stale}" + (
+        log(f"{path}: dropping {counted(len(entries), 'entry', 'entries')}: it {stale}" + (
             f"; and {figure.name}" if figure.exists() else ""))
         figure.unlink(missing_ok=True)
         return []
@@ -673,7 +674,7 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log, smoothed=False)
                              f"{path.name} to replace those results")
         had_figure = figure.exists()
         if entries or had_figure:
-            log(f"{path}: dropping {len(entries)} entries computed on another checkpoint"
+            log(f"{path}: dropping {counted(len(entries), 'entry', 'entries')} computed on another checkpoint"
                 + (f", and {figure.name}" if had_figure else ""))
         figure.unlink(missing_ok=True)
         return []

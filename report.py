@@ -441,8 +441,8 @@ def read_attacks(record, run_dir):
         return
     if malformed:
         record["problems"].append(
-            f"{ATTACK_RESULTS}: {malformed} malformed entries left out (without an attack, "
-            "targeted, eps >= 0 or a robust_acc in [0, 1])")
+            f"{ATTACK_RESULTS}: {counted(malformed, 'malformed entry', 'malformed entries')} left out "
+            "(without an attack, targeted, eps >= 0 or a robust_acc in [0, 1])")
     if outdated:
         record["problems"].append(f"{ATTACK_RESULTS}: {outdated} {OUTDATED} left out (attack the run again)")
     entries, retrained = fresh_transfers(entries, attack_path)

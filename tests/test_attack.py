@@ -1277,7 +1277,7 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
     first.unlink()   # once that checkpoint is gone, its results may go, and its figure with them
     (tmp_path / ATTACK_EXAMPLES).write_bytes(b"the first checkpoint's figure")  # --examples 0 kept it
     summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
-    assert f"dropping 1 entries computed on another checkpoint, and {ATTACK_EXAMPLES}" in err
+    assert f"dropping 1 entry computed on another checkpoint, and {ATTACK_EXAMPLES}" in err
     assert not (tmp_path / ATTACK_EXAMPLES).exists()
     assert json.loads(results.read_text())["checkpoint"] == str(second)
     # entries sweep.py and report.py would not count; a seed or amp that is a list was a TypeError
@@ -1286,7 +1286,7 @@ def test_results_of_another_checkpoint_are_never_dropped(speech_run, cifar10_dir
         saved["entries"][0] |= change
         results.write_text(json.dumps(saved))
         summary, err = call_main(capsys, flags + ["--checkpoint", str(second)])
-        assert "dropping 1 malformed entries" in err and "(reused from" not in err
+        assert "dropping 1 malformed entry (" in err and "(reused from" not in err
         assert 0 <= summary["robust_acc"]["fgsm/untargeted/8/255"] <= 1
         assert len(json.loads(results.read_text())["entries"]) == 1
     for content, message in (("[]", "holds an array, not the JSON object labelrep writes"),
@@ -1739,7 +1739,7 @@ def test_the_attacked_checkpoint_is_known_unread_and_another_is_found(speech_run
     os.utime(checkpoint, (results["checkpoint_mtime"] - 3600,) * 2)
     assert attacked_another(tmp_path / ATTACK_RESULTS, results, checkpoint)
     _, err = call_main(capsys, flags)
-    assert "dropping 1 entries computed on another checkpoint" in err
+    assert "dropping 1 entry computed on another checkpoint" in err
 
 
 def test_the_checkpoint_is_read_once_and_recorded_as_read(speech_run, label_dir, cifar10_dir, tmp_path,
@@ -2213,7 +2213,7 @@ def test_transfer_entries_record_their_source_and_are_reused_until_it_changes(tr
     state["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in state["model"].items()}
     torch.save(state, source)
     again, err = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *pgd))
-    assert (f"{results}: dropping 1 transfer entries crafted against an earlier {source} (written again "
+    assert (f"{results}: dropping 1 transfer entry crafted against an earlier {source} (written again "
             "since)") in err
     assert "(reused from" not in err
     entries = json.loads(results.read_text())["entries"]

@@ -1846,7 +1846,7 @@ def test_attacks_an_older_attack_py_ran_on_a_smoothed_loss_are_not_reused(cifar1
     summary = report.report(base, tmp_path / "report", draw=False)
     assert summary["incomplete"][0]["reasons"] == [f"{ATTACK_RESULTS} left out: it {stale} (attack the run again)"]
     assert attack.main(argv)["robust_acc"] == computed
-    assert f"{path}: dropping 1 entries: it {stale}\n" in capsys.readouterr().err
+    assert f"{path}: dropping 1 entry: it {stale}\n" in capsys.readouterr().err
     assert "smoothing" in json.loads(path.read_text())["config"]
 
 

@@ -69,9 +69,10 @@ NOT_PASSED = {"--force": "each rerun of the sweep, or requeue of its task, would
                                  "differs from run to run: run attack.py --transfer_from on each run"}
 
 
-def counted(count, noun):
-    """'1 epoch', '3 epochs': a count and its noun, in the plural unless one."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def counted(count, noun, plural=None):
+    """'1 epoch', '3 epochs': a count and its noun, in the plural (`plural`, else noun + 's')
+    unless one."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def last_written(run_dir, ago=True):
