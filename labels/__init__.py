@@ -120,13 +120,26 @@ def _generated(name):
     return _canonical(name) is not None
 
 
-def granularity_switch(dataset, count):
+def count_switch(dataset, count, num_classes):
     """How to train on a file of `count` class targets where they are one per class of another
-    granularity of `dataset` than a run's (a coarse file given to a fine CIFAR-100 run); None where
-    they are not. (A coarse run given a fine file is told how to make its own: `granularity_fix`.)"""
-    sizes = DATASETS[dataset].num_classes if dataset in DATASETS else {}
-    return next((f"{count} targets are one per {dataset} {granularity} class: pass --label_granularity "
-                 f"{granularity} to train on those" for granularity, size in sizes.items() if size == count), None)
+    granularity of `dataset` than a run's of `num_classes` classes (a coarse file given to a fine
+    CIFAR-100 run), or of another dataset (a CIFAR-10 file given to a CIFAR-100 run: --dataset or the
+    label file is the mix-up); None where they are not. (A coarse run given a fine file is told how
+    to make its own: `granularity_fix`.)"""
+    if dataset not in DATASETS:
+        return None
+    for info in DATASETS.values():
+        for granularity, size in info.num_classes.items():
+            if size != count:
+                continue
+            classes = f"{info.name} {granularity}" if len(info.num_classes) > 1 else info.name
+            if info.name == dataset:
+                return (f"{count} targets are one per {classes} class: pass --label_granularity "
+                        f"{granularity} to train on those")
+            flags = f"--dataset {info.name}" + (f" --label_granularity {granularity}" * (granularity != "fine"))
+            return (f"{count} targets are one per {classes} class: pass {flags} to train on those, "
+                    f"or a --label_dir holding {dataset}'s file of {num_classes} targets")
+    return None
 
 
 def make_fix(dataset, name):
@@ -142,8 +155,8 @@ def make_fix(dataset, name):
 def check_targets(targets, source, num_classes=None, fix=None, dataset=None):
     """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
     class (C == num_classes when given; `fix` says how to get such a file, else, for C of another
-    granularity of `dataset`, `granularity_switch` how to train on it), finite in float32,
-    classes distinct. (Whether nearest-target decoding tells them apart in float32:
+    granularity of `dataset` or of another dataset, `count_switch` how to train on it), finite in
+    float32, classes distinct. (Whether nearest-target decoding tells them apart in float32:
     `decoding_problem`.)"""
     if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
         raise LabelError(f"{source} holds {getattr(targets, 'dtype', type(targets))} "
@@ -156,7 +169,7 @@ def check_targets(targets, source, num_classes=None, fix=None, dataset=None):
         raise LabelError(f"{source} has shape {targets.shape}; every class target must hold "
                          "at least one value")
     if num_classes is not None and targets.shape[0] != num_classes:
-        fix = fix or (dataset and granularity_switch(dataset, targets.shape[0]))
+        fix = fix or (dataset and count_switch(dataset, targets.shape[0], num_classes))
         raise LabelError(f"{source} has {targets.shape[0]} class targets, but the dataset has "
                          f"{num_classes} classes" + (f"; {fix}" if fix else ""))
     if not np.isfinite(targets).all():

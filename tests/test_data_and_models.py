@@ -769,17 +769,18 @@ def test_a_missing_label_that_labels_generate_makes_says_how(tmp_path):
 def test_a_fine_run_of_a_coarse_label_file_says_to_pass_the_granularity(tmp_path):
     """A coarse file (20 targets, labels.generate --label_granularity coarse) given to a fine
     CIFAR-100 run said only "has 20 class targets, but the dataset has 100 classes", where the
-    opposite case says how to make a coarse file; a count of no granularity's gets no hint."""
+    opposite case says how to make a coarse file; a count of no dataset's gets no hint (one of
+    CIFAR-10's: test_train.py's test_another_datasets_label_file_says_dataset_or_file_is_the_mix_up)."""
     np.save(tmp_path / "cifar100_mine.npy", np.random.RandomState(0).rand(20, 8).astype(np.float32))
-    np.save(tmp_path / "cifar100_ten.npy", np.random.RandomState(0).rand(10, 8).astype(np.float32))
+    np.save(tmp_path / "cifar100_eleven.npy", np.random.RandomState(0).rand(11, 8).astype(np.float32))
     with pytest.raises(UsageError) as err:
         load_label_space("mine", "cifar100", 100, tmp_path)
     assert str(err.value) == (f"label file {tmp_path / 'cifar100_mine.npy'} has 20 class targets, but the dataset "
                               "has 100 classes; 20 targets are one per cifar100 coarse class: pass "
                               "--label_granularity coarse to train on those")
     with pytest.raises(UsageError) as err:
-        load_label_space("ten", "cifar100", 100, tmp_path)
-    assert str(err.value).endswith("has 10 class targets, but the dataset has 100 classes")
+        load_label_space("eleven", "cifar100", 100, tmp_path)
+    assert str(err.value).endswith("has 11 class targets, but the dataset has 100 classes")
 
 
 def test_a_coarse_run_of_a_label_of_your_own_says_to_save_its_file():

@@ -1257,7 +1257,9 @@ def test_label_flags_refused_before_the_data(capsys, label_dir, tmp_path, change
     # class count, a text file under the .npy name
     (lambda path: np.save(path, np.arange(10.0)), "has shape (10,); expected [classes, ...] with one target per "
      "class (one number per class: save it as shape (10, 1))"),
-    (lambda path: np.save(path, np.random.rand(100, 50)), "has 100 class targets, but the dataset has 10 classes"),
+    (lambda path: np.save(path, np.random.rand(100, 50)), "has 100 class targets, but the dataset has 10 classes; "
+     "100 targets are one per cifar100 fine class: pass --dataset cifar100 to train on those, or a --label_dir "
+     "holding cifar10's file of 10 targets"),
     (lambda path: path.write_text("0.1 0.2\n"), "is not a .npy file (no NumPy header); save one with numpy.save"),
 ])
 def test_a_label_file_of_ones_own_saved_wrong_is_one_exact_line(capsys, tmp_path, save, message):
@@ -1266,6 +1268,26 @@ def test_a_label_file_of_ones_own_saved_wrong_is_one_exact_line(capsys, tmp_path
     save(labels / "cifar10_mine.npy")
     line = run_cli_capture(capsys, flags(tmp_path / "no_data", tmp_path, labels, label="mine"))
     assert line == f"error: label file {labels / 'cifar10_mine.npy'} {message}"
+
+
+@pytest.mark.parametrize("dataset, given, message", [
+    ("cifar100", "cifar10", "has 10 class targets, but the dataset has 100 classes; 10 targets are one per "
+     "cifar10 class: pass --dataset cifar10 to train on those, or a --label_dir holding cifar100's file of "
+     "100 targets"),
+    ("cifar10", "cifar100", "has 100 class targets, but the dataset has 10 classes; 100 targets are one per "
+     "cifar100 fine class: pass --dataset cifar100 to train on those, or a --label_dir holding cifar10's file "
+     "of 10 targets"),
+])
+def test_another_datasets_label_file_says_dataset_or_file_is_the_mix_up(capsys, tmp_path, label_dir, dataset,
+                                                                        given, message):
+    """A --label_dir holding the other dataset's targets under the run's name (a CIFAR-10 speech file
+    in a CIFAR-100 run's folder) said only "has 10 class targets, but the dataset has 100 classes",
+    not that --dataset or the file was the mix-up."""
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    shutil.copy(label_dir / f"{given}_speech.npy", labels / f"{dataset}_speech.npy")
+    line = run_cli_capture(capsys, flags(tmp_path / "no_data", tmp_path, labels, dataset=dataset))
+    assert line == f"error: label file {labels / f'{dataset}_speech.npy'} {message}"
 
 
 def test_an_unusable_base_dir_in_process_is_the_command_lines_usage_error(capsys, cifar10_dir, label_dir,
