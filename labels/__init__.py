@@ -281,8 +281,12 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
     if not Path(label_dir).is_dir():  # a typo, or the label file itself: no folder to list labels of
         what = "does not exist"
         if Path(label_dir).exists():  # the label file itself, most likely: its folder is meant
+            given, parent = Path(label_dir).name, Path(label_dir).parent
             what = f"is a file, not a folder; pass the folder holding {path.name}" + (
-                f", --label_dir {Path(label_dir).parent}" if Path(label_dir).name == path.name else "")
+                f", --label_dir {parent}" if (parent / path.name).is_file() else "")
+            # another dataset's file of the label (a CIFAR-10 one for a CIFAR-100 run): --dataset may be the mix-up
+            if other := next((d for d in DATASETS if d != dataset and label_path(d, name).name == given), None):
+                what += f"; {given} is a {other} label file, which --dataset {other} reads"
         raise LabelError(f"no label file {path} for --label {name}: --label_dir {label_dir} {what}")
     # a broken symbolic link is there too: read_targets says so, as what a folder or FIFO is
     there = path.exists() or path.is_symlink()

@@ -814,6 +814,28 @@ def test_a_label_dir_that_is_no_folder_is_named(tmp_path):
                                    "cifar10_other.npy")
 
 
+def test_a_label_dir_at_the_other_datasets_file_names_dataset_as_the_mix_up(tmp_path):
+    """--label_dir at labels/label_files/cifar10_speech.npy in a CIFAR-100 run said to pass "the
+    folder holding cifar100_speech.npy", not that the file was CIFAR-10's (--dataset left at
+    cifar10's, or the wrong file), nor that its own folder holds the one wanted."""
+    for dataset, classes in (("cifar10", 10), ("cifar100", 100)):
+        np.save(tmp_path / f"{dataset}_speech.npy", np.eye(classes, dtype=np.float32))
+    given = tmp_path / "cifar10_speech.npy"
+    with pytest.raises(UsageError) as err:
+        load_label_space("speech", "cifar100", 100, given)
+    assert str(err.value) == (f"no label file {given / 'cifar100_speech.npy'} for --label speech: --label_dir "
+                              f"{given} is a file, not a folder; pass the folder holding cifar100_speech.npy, "
+                              f"--label_dir {tmp_path}; cifar10_speech.npy is a cifar10 label file, which "
+                              "--dataset cifar10 reads")
+    (tmp_path / "cifar10_speech.npy").unlink()  # a folder without it: no --label_dir to offer
+    given = tmp_path / "cifar100_speech.npy"
+    with pytest.raises(UsageError) as err:
+        load_label_space("speech", "cifar10", 10, given)
+    assert str(err.value).endswith(f"--label_dir {given} is a file, not a folder; pass the folder holding "
+                                   "cifar10_speech.npy; cifar100_speech.npy is a cifar100 label file, which "
+                                   "--dataset cifar100 reads")
+
+
 def test_a_partial_archive_is_removed_after_a_failed_download(tmp_path, monkeypatch, capsys):
     """torchvision takes an archive already in --data_dir as complete; a part of one (a killed
     download) would fail every later run alike, so a failure removes it. The messages name the
