@@ -268,8 +268,16 @@ def _named_otherwise(dataset, name, label_dir):
     short = name.removeprefix(f"{dataset}_")
     if short != name and label_path(dataset, short, label_dir).is_file():  # --label cifar10_speech.npy
         return f"--label is the NAME of {dataset}_NAME.npy; pass --label {short}"
-    if (Path(label_dir) / f"{name}.npy").is_file() and not name.startswith(tuple(f"{d}_" for d in DATASETS)):
+    if not (Path(label_dir) / f"{name}.npy").is_file():
+        return None
+    named_for = next((d for d in DATASETS if name.startswith(f"{d}_")), None)
+    if named_for is None:
         return f"{name}.npy there is not named as a label file; rename it {dataset}_{name}.npy"
+    if named_for != dataset:  # --label cifar10_speech in a cifar100 run: --dataset may be the mix-up
+        short = name.removeprefix(f"{named_for}_")
+        ours = label_path(dataset, short, label_dir).is_file()
+        return (f"{name}.npy there is a {named_for} label file, which --dataset {named_for} reads as "
+                f"--label {short}" + (f"; for {dataset} pass --label {short}" if ours else ""))
     return None
 
 

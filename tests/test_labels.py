@@ -704,6 +704,25 @@ def test_a_label_file_named_otherwise_says_how_to_name_it(tmp_path):
     assert load_label("cifar10", "s10x7", tmp_path).shape == (10, 7)
 
 
+def test_another_datasets_file_named_as_the_label_names_dataset_as_the_mix_up(tmp_path):
+    """--label cifar10_speech (or cifar10_speech.npy) in a CIFAR-100 run listed the labels found,
+    without saying that the file is CIFAR-10's: --dataset, or the label's name, is the mix-up."""
+    np.save(tmp_path / "cifar10_speech.npy", np.random.rand(10, 7).astype(np.float32))
+    with pytest.raises(LabelError) as err:
+        load_label("cifar100", "cifar10_speech", tmp_path)
+    assert str(err.value) == (f"no label file {tmp_path}/cifar100_cifar10_speech.npy for --label cifar10_speech: "
+                              "cifar10_speech.npy there is a cifar10 label file, which --dataset cifar10 reads "
+                              "as --label speech")
+    np.save(tmp_path / "cifar100_speech.npy", np.random.rand(100, 7).astype(np.float32))
+    with pytest.raises(LabelError) as err:  # the run's own file of that label is there too
+        load_label("cifar100", "cifar10_speech", tmp_path)
+    assert str(err.value).endswith("which --dataset cifar10 reads as --label speech; for cifar100 pass --label speech")
+    with pytest.raises(LabelError) as err:
+        load_label("cifar10", "cifar100_speech", tmp_path)
+    assert str(err.value).endswith(": cifar100_speech.npy there is a cifar100 label file, which --dataset cifar100 "
+                                   "reads as --label speech; for cifar10 pass --label speech")
+
+
 def test_a_family_name_spelt_otherwise_names_the_file_generate_wrote(tmp_path, capsys):
     """labels.generate --label uniform_gap=2.0 writes cifar10_uniform_gap=2.npy; train.py --label
     uniform_gap=2.0 then said 'make it with python -m labels.generate ... --label uniform_gap=2.0',
