@@ -19,6 +19,7 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
     errors.quiet_interrupts()
 
 import argparse
+import contextlib
 import ctypes
 import errno
 import hashlib
@@ -139,45 +140,94 @@ def parse(argv=None):
 
     Pass-through flags reach each script in this order, so that later ones win (argparse keeps
     the last value): the file's `args`, its `train_args`/`attack_args`, then the command line's
-    other flags, then its --train_args/--attack_args.
+    other flags, then its --train_args/--attack_args. An error about a value the grid file gave
+    names the file (`of_file`); opts.from_file: the options it gave that the command line did not.
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     after = argv.index("--") if "--" in argv else len(argv)
     argv, tail = glued(argv[:after]), argv[after + 1:]
     first, _ = parser.parse_known_args(argv)
-    layers = []  # (flags routed to every script that takes them, {stage: flags for it alone})
+    # (flags routed to every script that takes them, {stage: flags for it alone}, the grid file they
+    # come from or None)
+    layers, from_file = [], set()
     if first.config:
-        layers.append(grid_file_layer(parser, first.config))
+        layer, keys = grid_file_layer(parser, first.config)
+        layers.append((*layer, first.config))
+        from_file = keys - given_options(parser, argv)
     opts, extra = parser.parse_known_args(argv)
+    opts.from_file = from_file
     layers.append((extra + tail, {stage: [token for text in getattr(opts, f"{stage}_args") or []
                                           for token in split_args(text, f"--{stage}_args")]
-                                  for stage in STAGES}))
+                                  for stage in STAGES}, None))
     for name in AXES:
-        setattr(opts, name, axis_values(name, getattr(opts, name)))
-    check_stages(opts)
+        with of_file(opts, name):
+            setattr(opts, name, axis_values(name, getattr(opts, name)))
+    with of_file(opts, "stages"):
+        check_stages(opts)
     check_sbatch(opts)
-    opts.setup = text_list("setup", opts.setup)
+    with of_file(opts, "setup"):
+        opts.setup = text_list("setup", opts.setup)
     check_modes(opts, first)
     check_numbers(opts)
     check_gpus(opts)
+    with of_file(opts, *(name for name in AXES if not getattr(opts, name))):  # the empty one it refuses
+        runs = expand(vars(opts))
 
-    runs = expand(vars(opts))
-    check_not_grid_flags(layers)
     scripts = Scripts.find()
     check_choices(opts, scripts)
-    check_passthrough(layers, scripts)
     routed = {stage: [] for stage in scripts.stages}
-    for shared, own in layers:
-        for stage, flags in scripts.route(shared, parser._option_string_actions).items():
-            routed[stage] += flags + own[stage]
+    for shared, own, path in layers:
+        with naming(path):  # a file's pass-through flags, each as its script reads it, before any run
+            check_not_grid_flags(shared + own["train"] + own["attack"])
+            check_passthrough(own, scripts)
+            for stage, flags in scripts.route(shared, parser._option_string_actions).items():
+                scripts[stage].parse(runs[0].flags() + flags + own[stage])
+                routed[stage] += flags + own[stage]
     warn_unused_stage_args(opts, first)
     return opts, runs, scripts, routed
 
 
+def given_options(parser, argv):
+    """The options (dests) that the command line `argv` gives itself, not a default or a grid file."""
+    # argparse sets a default only where the namespace has no value yet; a list of its own, which
+    # an option given replaces (or, appending, copies), for --train_args' append
+    unset = []
+    given, _ = parser.parse_known_args(argv, argparse.Namespace(**{a.dest: unset for a in parser._actions}))
+    return {dest for dest, value in vars(given).items() if value is not unset}
+
+
+@contextlib.contextmanager
+def naming(path, key=None):
+    """A UsageError raised inside said as one of the grid file at `path` and its `key`, in one line:
+    '{path}: seeds: 1.5 is not a valid value', the key as the file writes it (without the command
+    line's --); as raised where `path` is None (a value of the command line's). The file's value
+    errors named neither (a user of several grid files, on a cluster's login node, was left to
+    guess which file or key was wrong)."""
+    try:
+        yield
+    except UsageError as err:
+        if path is None:
+            raise
+        text = str(err)
+        if key and text.startswith((f"--{key}:", f"--{key} ")):
+            text = text[2:]
+        elif key and not text.startswith((f"{key}:", f"{key} ")):
+            text = f"{key}: {text}"
+        raise UsageError(f"{path}: {text}") from None
+
+
+def of_file(opts, *options):
+    """`naming` for a check of `options`: the grid file's and the first of them it gave (not
+    overridden on the command line: opts.from_file), where it gave one; else as raised."""
+    key = next((o for o in options if o in opts.from_file), None)
+    return naming(opts.config if key else None, key)
+
+
 def grid_file_layer(parser, path):
-    """The grid file at `path` (--config): its pass-through flags as a layer of `parse`'s; its
-    other keys become `parser`'s defaults, which the command line's flags override."""
+    """The grid file at `path` (--config): (its pass-through flags as a layer of `parse`'s, the
+    options it gives); its other keys become `parser`'s defaults, which the command line's flags
+    override."""
     values = load_grid_file(path)
     dests = {a.dest for a in parser._actions} - {"help", "config", "dry_run", *MODES}
     keys = sorted(dests | set(FILE_ONLY))
@@ -187,10 +237,12 @@ def grid_file_layer(parser, path):
                          f"valid keys: {', '.join(keys)}")
     check_word_lists(values, path)
     check_comments(values, path)
-    layer = (split_args(values.pop("args", None), "args"),
-             {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args") for stage in STAGES})
+    keys = set(values)
+    with naming(path):
+        layer = (split_args(values.pop("args", None), "args"),
+                 {stage: split_args(values.pop(f"{stage}_args", None), f"{stage}_args") for stage in STAGES})
     parser.set_defaults(**single_values(parser, values, path))
-    return layer
+    return layer, keys
 
 
 def key_hint(key, keys, scripts):
@@ -227,10 +279,11 @@ def check_word_lists(values, path):
     `levels: 100, 25`) is an error naming the list to write: it was one label 'category speech'
     (no label file), or 'train attack', not a stage."""
     for key in (*AXES, "stages"):
-        for value in value_list(key, values.get(key)):
-            if isinstance(value, str) and len(words := [w for w in re.split(r"[\s,]+", value) if w]) > 1:
-                raise UsageError(f"{path}: {key}: {value!r} is one value; for several, write a list "
-                                 f"({key}: [{', '.join(words)}])")
+        with naming(path, key):
+            for value in value_list(key, values.get(key)):
+                if isinstance(value, str) and len(words := [w for w in re.split(r"[\s,]+", value) if w]) > 1:
+                    raise UsageError(f"{key}: {value!r} is one value; for several, write a list "
+                                     f"({key}: [{', '.join(words)}])")
 
 
 def check_stages(opts):
@@ -245,25 +298,26 @@ def check_stages(opts):
 def check_sbatch(opts):
     """--sbatch options, each given a leading -- if missing, that sbatch reads as meant: one line,
     naming an option the array script does not write itself; and a --slurm name of one line."""
-    opts.sbatch = [o.strip() for o in text_list("sbatch", opts.sbatch)]
-    if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
-        raise UsageError("--sbatch: an option must not be empty")
-    # the rest of the line was a shell line in the header: sbatch read no #SBATCH line after it
-    for option in opts.sbatch:
-        one_line("--sbatch", option, "an #SBATCH option must fit on one line")
     if opts.slurm:  # the header's comment lines name the file
         one_line("--slurm", opts.slurm, "the array script names its own file in comment lines, each one line")
-    opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
-    for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
-        if not option.lstrip("-").split("=", 1)[0].split():  # '-', '--=x'
-            raise UsageError(f"--sbatch {option!r}: no option name; write NAME=VALUE (account=p)")
-        shown = option.removeprefix("--")
-        for name in sbatch_names(option):
-            if written := SCRIPT_SBATCH.get(name):
-                raise UsageError(f"--sbatch {shown}: the array script writes --{written} itself "
-                                 "(its tasks, logs and requeue rely on it); leave it out")
-            if flag := SWEEP_SBATCH.get(name):
-                raise UsageError(f"--sbatch {shown}: use sweep.py's {flag}, which writes that line")
+    with of_file(opts, "sbatch"):
+        opts.sbatch = [o.strip() for o in text_list("sbatch", opts.sbatch)]
+        if "" in opts.sbatch:  # it wrote a bare '#SBATCH --'
+            raise UsageError("--sbatch: an option must not be empty")
+        # the rest of the line was a shell line in the header: sbatch read no #SBATCH line after it
+        for option in opts.sbatch:
+            one_line("--sbatch", option, "an #SBATCH option must fit on one line")
+        opts.sbatch = [o if o.startswith("-") else f"--{o}" for o in opts.sbatch]
+        for option in opts.sbatch:  # a second line for one the script writes: sbatch took the last
+            if not option.lstrip("-").split("=", 1)[0].split():  # '-', '--=x'
+                raise UsageError(f"--sbatch {option!r}: no option name; write NAME=VALUE (account=p)")
+            shown = option.removeprefix("--")
+            for name in sbatch_names(option):
+                if written := SCRIPT_SBATCH.get(name):
+                    raise UsageError(f"--sbatch {shown}: the array script writes --{written} itself "
+                                     "(its tasks, logs and requeue rely on it); leave it out")
+                if flag := SWEEP_SBATCH.get(name):
+                    raise UsageError(f"--sbatch {shown}: use sweep.py's {flag}, which writes that line")
 
 
 def check_modes(opts, first):
@@ -284,16 +338,25 @@ def check_modes(opts, first):
                 f"ignored with --{mode}")
 
 
+# The integer options, each with its least value; checked here, not by argparse types: a grid
+# file's values skip those
+LEAST = {"jobs": 1, "cpus_per_task": 1, "max_concurrent": 1, "max_array_size": 1, "signal_seconds": 0}
+
+
 def check_numbers(opts):
-    """The integer options, each at least its least value, as ints."""
-    # checked here, not by argparse types: a grid file's values skip those
-    for name, least in (("jobs", 1), ("cpus_per_task", 1), ("max_concurrent", 1), ("max_array_size", 1),
-                        ("signal_seconds", 0)):
+    """The integer options (LEAST), each at least its least value, as ints."""
+    for name in LEAST:
         if getattr(opts, name) is not None:
-            try:
-                setattr(opts, name, number(int, least, inclusive=True)(str(getattr(opts, name))))
-            except argparse.ArgumentTypeError as err:
-                raise UsageError(f"--{name}: {err}") from None
+            with of_file(opts, name):
+                setattr(opts, name, whole_number(name, getattr(opts, name)))
+
+
+def whole_number(name, value):
+    """Integer option --`name`'s value (text or a number) as an int, at least LEAST[name]."""
+    try:
+        return number(int, LEAST[name], inclusive=True)(str(value))
+    except argparse.ArgumentTypeError as err:
+        raise UsageError(f"--{name}: {err}") from None
 
 
 def check_gpus(opts):
@@ -301,18 +364,19 @@ def check_gpus(opts):
     acts (--local, or a dry run alone): --print and --slurm ignore both, as `check_modes` warns, and
     refusing them there said 'ignored' and then stopped on them."""
     if opts.gpus is not None:
-        opts.gpus = gpu_ids(opts.gpus, here=opts.local)
+        with of_file(opts, "gpus"):
+            opts.gpus = gpu_ids(opts.gpus, here=opts.local)
         if opts.jobs != 1 and not (opts.print or opts.slurm):
-            raise UsageError(f"--jobs {opts.jobs} is for runs on the CPU; with --gpus, list an id twice "
-                             "to run two runs on that GPU (0,0,1,1)")
+            with of_file(opts, "jobs", "gpus"):
+                raise UsageError(f"--jobs {opts.jobs} is for runs on the CPU; with --gpus, list an id twice "
+                                 "to run two runs on that GPU (0,0,1,1)")
 
 
-def check_not_grid_flags(layers):
-    """No pass-through flag of `layers` sets what the grid sets itself (`check_not_grid_flag`)."""
-    for shared, own in layers:
-        for token in shared + own["train"] + own["attack"]:
-            if token.startswith("--"):
-                check_not_grid_flag(token.split("=", 1)[0])
+def check_not_grid_flags(tokens):
+    """No pass-through flag of `tokens` sets what the grid sets itself (`check_not_grid_flag`)."""
+    for token in tokens:
+        if token.startswith("--"):
+            check_not_grid_flag(token.split("=", 1)[0])
 
 
 def check_choices(opts, scripts):
@@ -321,22 +385,23 @@ def check_choices(opts, scripts):
     for flag, axis in (("--dataset", "--datasets"), ("--model", "--models")):
         choices = train_flags[flag].choices
         if unknown := [v for v in getattr(opts, axis[2:]) if v not in choices]:
-            raise UsageError(f"{axis}: unknown {flag[2:]} {', '.join(unknown)}; choose from "
-                             f"{', '.join(choices)}")
+            with of_file(opts, axis[2:]):
+                raise UsageError(f"{axis}: unknown {flag[2:]} {', '.join(unknown)}; choose from "
+                                 f"{', '.join(choices)}")
 
 
-def check_passthrough(layers, scripts):
-    """Each --train_args/--attack_args flag (a grid file's too) a flag of its script, by its full name."""
-    for _, own in layers:  # a script refuses a shortened flag (--see for --seed): said here, before any run
-        for stage, flags in own.items():
-            options = [t.split("=", 1)[0] for t in flags if t.startswith("--")]
-            if bad := [o for o in options if not scripts[stage].accepts(o)]:
-                other = next(s for s in STAGES if s != stage)
-                if bad[0] in scripts[other].passed():  # said 'give each flag its full name'
-                    raise UsageError(f"--{stage}_args: {bad[0]} is a flag of {scripts[other].path.name}, not "
-                                     f"{scripts[stage].path.name}; give it in --{other}_args")
-                raise UsageError(f"--{stage}_args: {bad[0]} is not a flag of {scripts[stage].path.name}"
-                                 f"{scripts[stage].closest(bad[0])} (give each flag its full name)")
+def check_passthrough(own, scripts):
+    """Each --train_args/--attack_args flag of a layer (`own`: {stage: flags}) a flag of its script,
+    by its full name."""
+    for stage, flags in own.items():  # a script refuses a shortened flag (--see for --seed): said here, before any run
+        options = [t.split("=", 1)[0] for t in flags if t.startswith("--")]
+        if bad := [o for o in options if not scripts[stage].accepts(o)]:
+            other = next(s for s in STAGES if s != stage)
+            if bad[0] in scripts[other].passed():  # said 'give each flag its full name'
+                raise UsageError(f"--{stage}_args: {bad[0]} is a flag of {scripts[other].path.name}, not "
+                                 f"{scripts[stage].path.name}; give it in --{other}_args")
+            raise UsageError(f"--{stage}_args: {bad[0]} is not a flag of {scripts[stage].path.name}"
+                             f"{scripts[stage].closest(bad[0])} (give each flag its full name)")
 
 
 def warn_unused_stage_args(opts, first):
@@ -385,7 +450,10 @@ def single_values(parser, values, path):
         elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
             quote = "; quote a word YAML reads as true or false ('yes')" if isinstance(value, bool) else ""
             raise UsageError(f"{path}: {key}: {value!r} is not one value (text or a number{quote})")
-        elif action.type is not int:
+        elif action.type is int:  # argparse reads text by the type itself: 'argument --jobs: invalid int value'
+            with naming(path, key):
+                out[key] = whole_number(key, value)
+        else:
             out[key] = str(value)
     return out
 
@@ -400,8 +468,9 @@ def text_list(name, value):
 
 def make_tasks(opts, runs, scripts, routed, python):
     tasks = plan(runs, opts.stages, scripts, routed, python=python)
-    if "train" in opts.stages:
-        check_runs_to_train([t.run for t in tasks if "train" in t.todo], scripts["train"], routed["train"])
+    if "train" in opts.stages:  # a label with no file, ...: the grid file's where it gave the labels
+        with naming(opts.config if "labels" in opts.from_file else None):
+            check_runs_to_train([t.run for t in tasks if "train" in t.todo], scripts["train"], routed["train"])
     return tasks
 
 

@@ -207,7 +207,8 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--config", "{tmp}/flags.yaml"], "flags.yaml: unknown key(s) epochs (a flag of train.py: give "
      "it in args, as args: --epochs ...), lables (did you mean labels?), targeted (a flag of attack.py: give it "
      "in args, as args: --targeted ...); valid keys: args, attack_args, "),
-    (["--dry_run", "--config", "{tmp}/stages.yaml"], "--stages must be among train, attack (got test)"),
+    (["--dry_run", "--config", "{tmp}/stages.yaml"], "{tmp}/stages.yaml: stages must be among train, attack "
+     "(got test)"),
     (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml (expected ',' or ']', "
      "but got '<stream end>' at line 2, column 1)"),  # was yaml's context: "while parsing a flow sequence"
     # a key given twice kept its last value: the grid lost runs without a word
@@ -270,22 +271,23 @@ def test_help_says_where_flags_go():
      "break: the array script names its own file in comment lines, each one line"),
     (["--slurm", "{tmp}/s.sbatch", "--time", "1:00\r00"], "error: --time '1:00\\r00' holds a line break: an "
      "#SBATCH option must fit on one line"),
-    (["--dry_run", "--config", "{tmp}/jobs.yaml"], "--jobs: '2.5' is not an int"),
+    (["--dry_run", "--config", "{tmp}/jobs.yaml"], "{tmp}/jobs.yaml: jobs: '2.5' is not an int"),
     # a grid file's values were coerced: seed 1.5 ran as 1, a null label looked for cifar10_None.npy
-    (["--dry_run", "--config", "{tmp}/seed.yaml"], "--seeds: 1.5 is not a valid value"),
-    (["--dry_run", "--config", "{tmp}/null.yaml"], "--labels: None is not a valid value"),
+    (["--dry_run", "--config", "{tmp}/seed.yaml"], "{tmp}/seed.yaml: seeds: 1.5 is not a valid value"),
+    (["--dry_run", "--config", "{tmp}/null.yaml"], "{tmp}/null.yaml: labels: None is not a valid value"),
     # every run's train.py was `--label -x`: "argument --label: expected one argument (see train.py --help)"
-    (["--dry_run", "--config", "{tmp}/dash.yaml"], "error: --labels: -x starts with '-', which a command line "
-     "takes for a flag (--label -x: 'expected one argument'); rename the label file"),
+    (["--dry_run", "--config", "{tmp}/dash.yaml"], "error: {tmp}/dash.yaml: labels: -x starts with '-', "
+     "which a command line takes for a flag (--label -x: 'expected one argument'); rename the label file"),
     # a NUL character ("\\u0000") in a grid file's label or path: an "embedded null byte" traceback
-    (["--dry_run", "--config", "{tmp}/nul.json"], "error: --labels: 'a\\x00b' holds a NUL character, which "
-     "no file name can hold"),
-    (["--dry_run", "--config", "{tmp}/nul_dir.json"], "error: argument --base_dir: 'o\\x00ut' holds a NUL "
+    (["--dry_run", "--config", "{tmp}/nul.json"], "error: {tmp}/nul.json: labels: 'a\\x00b' holds a NUL "
      "character, which no file name can hold"),
-    (["--dry_run", "--config", "{tmp}/map.yaml"], "--labels: {'speech': 1} is neither a value nor a list"),
+    (["--dry_run", "--config", "{tmp}/nul_dir.json"], "error: {tmp}/nul_dir.json: argument --base_dir: "
+     "'o\\x00ut' holds a NUL character, which no file name can hold"),
+    (["--dry_run", "--config", "{tmp}/map.yaml"], "{tmp}/map.yaml: labels: {'speech': 1} is neither a "
+     "value nor a list"),
     # a grid file's labels skipped train.py's check of --label: each of its train.py runs refused it
-    (["--dry_run", "--config", "{tmp}/noisy.yaml"], "--labels: speech_noise0.2 ends like the run directory of "
-     "a --label_noise run"),
+    (["--dry_run", "--config", "{tmp}/noisy.yaml"], "{tmp}/noisy.yaml: labels: speech_noise0.2 ends like the "
+     "run directory of a --label_noise run"),
     (["--dry_run", "--seeds", "-1"], "error: --seeds: -1 must be at least 0"),
     # was train.py's check, naming the flag the sweep sets: "argument --seed: ... (see train.py --help)"
     (["--dry_run", "--seeds", "7", str(2**32)], "error: --seeds: 4294967296 must be at most 4294967295"),
@@ -541,18 +543,20 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
                            "(char 5))"),
     ("grid.yaml", "- labels\n", "{tmp}/grid.yaml must hold a mapping of options (labels: [...], seeds: "
                                 "[...]), not a list"),
-    ("grid.yaml", "args: 5\n", "args: pass-through arguments must be a string or a list, not 5"),
-    ("grid.yaml", "args: 3 --epochs 1\n", "pass-through argument '3' does not follow a --flag"),
-    ("grid.yaml", "train_args: [--seed, 3]\n", "--seed is set by the sweep; use --seeds"),
-    ("grid.yaml", "args: --resume\n", "--resume is set by the sweep"),
+    ("grid.yaml", "args: 5\n", "{tmp}/grid.yaml: args: pass-through arguments must be a string or a list, "
+     "not 5"),
+    ("grid.yaml", "args: 3 --epochs 1\n", "{tmp}/grid.yaml: pass-through argument '3' does not follow a "
+     "--flag"),
+    ("grid.yaml", "train_args: [--seed, 3]\n", "{tmp}/grid.yaml: --seed is set by the sweep; use --seeds"),
+    ("grid.yaml", "args: --resume\n", "{tmp}/grid.yaml: --resume is set by the sweep"),
     # each was passed on as text: 'False' (attack.py: "invalid choice: 'False'"), "['fgsm', 'pgd']", and
     # '--epochs 3' as a flag of that name ("did you mean --epochs?")
-    ("grid.yaml", "attack_args: [--targeted, no]\n", "attack_args: False is not one flag or value (text or a "
-                                                     "number; quote a word YAML reads as true or false ('no'))"),
-    ("grid.yaml", "args: [--attacks, [fgsm, pgd]]\n", "args: ['fgsm', 'pgd'] is not one flag or value (text or "
-                                                      "a number)"),
-    ("grid.yaml", "args:\n  - --epochs 3\n  - --data_dir=my data\n", "args: '--epochs 3' is one item of the "
-     "list; give the flag and each value as items of their own ([--epochs, 3]) or args as one string"),
+    ("grid.yaml", "attack_args: [--targeted, no]\n", "{tmp}/grid.yaml: attack_args: False is not one flag or value "
+     "(text or a number; quote a word YAML reads as true or false ('no'))"),
+    ("grid.yaml", "args: [--attacks, [fgsm, pgd]]\n", "{tmp}/grid.yaml: args: ['fgsm', 'pgd'] is not one flag or "
+     "value (text or a number)"),
+    ("grid.yaml", "args:\n  - --epochs 3\n  - --data_dir=my data\n", "{tmp}/grid.yaml: args: '--epochs 3' is one "
+     "item of the list; give the flag and each value as items of their own ([--epochs, 3]) or args as one string"),
     # one text of several words: a label 'category speech' (no label file) and a stage 'train attack'
     # ("--stages must be among train, attack (got train attack)")
     ("grid.yaml", "labels: category speech\n", "{tmp}/grid.yaml: labels: 'category speech' is one value; "
@@ -573,25 +577,45 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
     ("grid.yaml", "args: |\n  --epochs 3   # a quick trial\n  --num_images 20\n", "{tmp}/grid.yaml: args: a '#' "
      "in its text is passed on as text, not read as a comment; write comments outside the text of args, or quote a "
      "'#' meant as text"),
-    ("grid.yaml", "labels: []\n", "--labels is empty: the grid has no runs"),
-    ("grid.yaml", "stages: []\n", "--stages must be among train, attack (got none)"),  # was '(got )'
-    ("grid.yaml", "seeds: [true]\n", "--seeds: True is not a valid value"),
-    ("grid.yaml", "levels: [0]\n", "level 0 is not a percentage in (0, 100]"),
-    ("grid.yaml", "levels: [all]\n", "level 'all' is not a number"),
-    ("grid.yaml", "datasets: mnist\n", "--datasets: unknown dataset mnist; choose from cifar10, cifar100"),
-    ("grid.yaml", "max-concurrent: 0\n", "--max_concurrent: 0 must be at least 1"),
-    ("grid.yaml", "sbatch: [account=proj, '']\n", "--sbatch: an option must not be empty"),  # '#SBATCH --'
-    ("grid.yaml", "gpus: []\n", "--gpus needs ids, e.g. 0,1"),
-    ("grid.yaml", "gpus: [0, 1.5]\n", "--gpus: '1.5' is not a GPU id; give indices, e.g. 0,1 (or GPU-/MIG- "
-                                      "UUIDs)"),
-    ("grid.yaml", "gpus: 0,1\njobs: 2\n", "--jobs 2 is for runs on the CPU; with --gpus, list an id twice to "
-                                          "run two runs on that GPU (0,0,1,1)"),
+    ("grid.yaml", "labels: []\n", "{tmp}/grid.yaml: labels is empty: the grid has no runs"),
+    ("grid.yaml", "stages: []\n", "{tmp}/grid.yaml: stages must be among train, attack (got none)"),  # was '(got )'
+    ("grid.yaml", "seeds: [true]\n", "{tmp}/grid.yaml: seeds: True is not a valid value"),
+    ("grid.yaml", "levels: [0]\n", "{tmp}/grid.yaml: levels: level 0 is not a percentage in (0, 100]"),
+    ("grid.yaml", "levels: [all]\n", "{tmp}/grid.yaml: levels: level 'all' is not a number"),
+    ("grid.yaml", "datasets: mnist\n", "{tmp}/grid.yaml: datasets: unknown dataset mnist; choose from cifar10, "
+     "cifar100"),
+    ("grid.yaml", "max-concurrent: 0\n", "{tmp}/grid.yaml: max_concurrent: 0 must be at least 1"),
+    # '#SBATCH --'
+    ("grid.yaml", "sbatch: [account=proj, '']\n", "{tmp}/grid.yaml: sbatch: an option must not be empty"),
+    ("grid.yaml", "gpus: []\n", "{tmp}/grid.yaml: gpus needs ids, e.g. 0,1"),
+    ("grid.yaml", "gpus: [0, 1.5]\n", "{tmp}/grid.yaml: gpus: '1.5' is not a GPU id; give indices, e.g. "
+     "0,1 (or GPU-/MIG- UUIDs)"),
+    ("grid.yaml", "gpus: 0,1\njobs: 2\n", "{tmp}/grid.yaml: jobs 2 is for runs on the CPU; with --gpus, list "
+     "an id twice to run two runs on that GPU (0,0,1,1)"),
+    # a hand-written file's slips, each a line naming the file and key (the value errors named neither)
+    ("grid.yaml", "", "{tmp}/grid.yaml holds no options (it is empty, comments alone, or {{}}): a grid file is a "
+     "mapping of options (labels: [...], seeds: [...])"),
+    ("grid.yaml", "seeds: 1.5\n", "{tmp}/grid.yaml: seeds: 1.5 is not a valid value"),
+    ("grid.yaml", "seeds: seven\n", "{tmp}/grid.yaml: seeds: 'seven' is not an int"),
+    ("grid.yaml", "seeds: []\n", "{tmp}/grid.yaml: seeds is empty: the grid has no runs"),
+    ("grid.yaml", "levels: [100, -25]\n", "{tmp}/grid.yaml: levels: level -25 is not a percentage in (0, 100]"),
+    ("grid.yaml", "models: [ResNet32]\n", "{tmp}/grid.yaml: models: unknown model ResNet32; choose from "
+     "resnet110, resnet32, vgg19"),
+    ("grid.yaml", "setup: {a: 1}\n", "{tmp}/grid.yaml: setup: {{'a': 1}} is neither a value nor a list of "
+     "values"),
+    # argparse read the text by --jobs' type: 'argument --jobs: invalid int value' (see sweep.py --help)
+    ("grid.yaml", "jobs: two\n", "{tmp}/grid.yaml: jobs: 'two' is not an int"),
+    ("grid.yaml", "args: --epoch 3\n", "{tmp}/grid.yaml: --epoch is not a flag of train.py or attack.py; did you "
+     "mean --epochs?"),
+    ("grid.yaml", "train_args: --lr abc\n", "{tmp}/grid.yaml: argument --lr: 'abc' is not a float (see train.py "
+     "--help)"),
     # written as #SBATCH --partition="['gpu', 'cpu']" and --job-name=True; setup: [a, [b]] was a traceback
     ("grid.yaml", "partition: [gpu, cpu]\n", "{tmp}/grid.yaml: partition: ['gpu', 'cpu'] is not one value "
                                              "(text or a number)"),
     ("grid.yaml", "job_name: yes\n", "{tmp}/grid.yaml: job_name: True is not one value (text or a number; "
                                      "quote a word YAML reads as true or false ('yes'))"),
-    ("grid.yaml", "setup: [a, [b]]\n", "--setup: ['a', ['b']] is neither a value nor a list of values"),
+    ("grid.yaml", "setup: [a, [b]]\n", "{tmp}/grid.yaml: setup: ['a', ['b']] is neither a value nor a list of "
+     "values"),
 ])
 def test_a_bad_grid_file_is_one_exact_line(capsys, tmp_path, name, text, message):
     if text is not None:
@@ -599,6 +623,34 @@ def test_a_bad_grid_file_is_one_exact_line(capsys, tmp_path, name, text, message
     assert call_cli(sweep.main, ["--dry_run", "--config", str(tmp_path / name)]) == 2
     out, err = capsys.readouterr()
     assert (out, err) == ("", f"error: {message.format(tmp=tmp_path)}\n")
+
+
+def test_a_grid_files_values_are_refused_naming_it_and_the_command_lines_not(capsys, tmp_path):
+    """An error about a value the grid file gave names the file (a label with no file, which each
+    of its runs would have failed on, and --jobs beside --gpus); one about a value the command line
+    gave beside it, which wins over the file's, is said as the command line's, as without a file.
+    The file's value errors named no file: a user with several could not tell which was wrong."""
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [speach]\nseeds: [1]\njobs: 2\n")
+
+    def error(*argv):
+        argv = ["--dry_run", "--config", str(grid), "--base_dir", str(tmp_path / "runs"), *argv]
+        assert call_cli(sweep.main, argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1
+        return err
+    assert error().startswith(f"error: {grid}: no label file {REPO}/labels/label_files/cifar10_speach.npy for "
+                              "--label speach; labels found for cifar10 in ")
+    assert error("--labels", "speech2").startswith("error: no label file ")
+    assert error("--labels", "category", "--seeds", "1.5") == "error: --seeds: '1.5' is not an int\n"
+    assert error("--labels", "category", "--gpus", "0") == (f"error: {grid}: jobs 2 is for runs on the CPU; with "
+                                                            "--gpus, list an id twice to run two runs on that GPU "
+                                                            "(0,0,1,1)\n")
+    assert error("--labels", "category", "--jobs", "0") == "error: --jobs: 0 must be at least 1\n"
+    grid = tmp_path / "folder.yaml"
+    grid.mkdir()
+    assert error() == f"error: cannot read the grid file {grid}: Is a directory\n"
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_grid_file_error_exits_2_from_the_command_line(tmp_path):
@@ -627,7 +679,7 @@ def test_a_grid_files_number_with_a_leading_zero_is_read_as_on_the_command_line(
     _, runs, _, routed = sweep.parse(["--config", str(tmp_path / "grid.yaml"), "--dry_run"])
     assert [r.seed for r in runs] == [10, 7] and routed["train"] == ["--epochs", "010"]
     (tmp_path / "grid.yaml").write_text("seeds: [0x10]\n")
-    with pytest.raises(UsageError, match=r"^--seeds: '0x10' is not an int"):
+    with pytest.raises(UsageError, match=r"grid.yaml: seeds: '0x10' is not an int$"):
         sweep.parse(["--config", str(tmp_path / "grid.yaml"), "--dry_run"])
 
 
@@ -2787,7 +2839,8 @@ def test_local_gpu_ids_count_within_an_inherited_cuda_visible_devices(monkeypatc
 def test_a_grid_files_gpus_count_within_cuda_visible_devices_only_with_local(monkeypatch, capsys, tmp_path):
     """A grid file's `gpus: 0,1` (for a workstation) beside its SLURM keys, read where
     CUDA_VISIBLE_DEVICES shows one GPU (a job's allocation) or none: --slurm, a dry run and
-    report.py --grid start no run here, and each stopped with '--gpus: 1 is not among the 1 GPUs'."""
+    report.py --grid start no run here, and each stopped with '--gpus: 1 is not among the 1 GPUs'.
+    With --local, the file's ids are refused, naming the file."""
     import report
     grid = tmp_path / "grid.yaml"
     grid.write_text(f"seeds: [3]\ngpus: 0,1\npartition: gpu\nargs: --base_dir {tmp_path / 'out'}\n")
@@ -2798,7 +2851,7 @@ def test_a_grid_files_gpus_count_within_cuda_visible_devices_only_with_local(mon
         assert report.grid_train_flags(grid).base_dir == str(tmp_path / "out")
         capsys.readouterr()
         assert call_cli(sweep.main, ["--config", str(grid), "--local", "--dry_run"]) == 2  # its runs' GPUs
-        assert capsys.readouterr().err == (f"error: --gpus: {shown} is not among the {shown} GPUs "
+        assert capsys.readouterr().err == (f"error: {grid}: gpus: {shown} is not among the {shown} GPUs "
                                            f"CUDA_VISIBLE_DEVICES={inherited!r} shows (indices count "
                                            "within it, from 0)\n")
 
