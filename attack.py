@@ -32,8 +32,9 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
     errors.quiet_interrupts()
 
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, dataset_info, schedule  # noqa: E402
-from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, UsageError, as_parsed, choice,  # noqa: E402
-                          nonempty, number, doc_paragraphs, interrupt_says, log, os_errors_as_usage, run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, ExtendList, UsageError,  # noqa: E402
+                          as_parsed, choice, nonempty, number, doc_paragraphs, interrupt_says, log,
+                          os_errors_as_usage, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
                          trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
@@ -135,9 +136,9 @@ def build_parser():
     data.add_argument("--num_images", type=number(int), default=None,
                       help="attack the first N test images (default: the whole test split)")
     attack = parser.add_argument_group("attacks")
-    attack.add_argument("--attacks", nargs="+", default=None, choices=ATTACK_NAMES,
+    attack.add_argument("--attacks", nargs="+", action=ExtendList, default=None, choices=ATTACK_NAMES,
                         help=f"attacks to run (default: all; {' '.join(PAPER_ATTACKS)} with --paper_protocol)")
-    attack.add_argument("--epsilons", nargs="+", type=epsilon, default=None,
+    attack.add_argument("--epsilons", nargs="+", action=ExtendList, type=epsilon, default=None,
                         help="L-inf radii in pixel units (images in [0, 1]), numbers or fractions "
                         "(default: "
                         f"{' '.join(PIXEL_EPSILONS)}; with --paper_protocol: {' '.join(PAPER_EPSILONS)}"
@@ -192,6 +193,24 @@ def requested_settings(args):
         unique.setdefault(value, (label, value))
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.targeted]
     return protocol, attacks, list(unique.values()), modes
+
+
+def repeated_settings(args):
+    """A warning line for each of --attacks and --epsilons that lists an attack or eps more than
+    once (an eps by its value: 8/255 and 0.03137254901960784 are one), which `requested_settings`
+    attacks once: a repeat is more often a slip (8/255 twice for 8/255 16/255) than meant, and it
+    went without a word."""
+    def named(texts):  # '8/255 (also as 0.03137254901960784)'
+        others = [t for t in dict.fromkeys(texts) if t != texts[0]]
+        return texts[0] + (f" (also as {', '.join(others)})" if others else "")
+    lines = []
+    for flag, values in (("--attacks", [(a, a) for a in args.attacks or []]), ("--epsilons", args.epsilons or [])):
+        texts = {}  # value -> its text each time the list gives it
+        for label, value in values:
+            texts.setdefault(value, []).append(label)
+        if shown := [named(listed) for listed in texts.values() if len(listed) > 1]:
+            lines.append(f"warning: {flag} lists {', '.join(shown)} more than once; each setting is attacked once")
+    return lines
 
 
 # flag -> the attacks it acts on (FGSM takes one step of eps; only pgd starts again at random)
@@ -988,6 +1007,8 @@ def run(args, argv=None):
     args = with_resolved_folders(as_parsed(build_parser(), args))
     requested = requested_settings(args)  # (protocol, attacks, epsilons, targeted modes)
     warn_ignored(args, requested[1])
+    for line in repeated_settings(args):
+        log(line)
     redraw = args.examples is not None  # asked for: a figure of every setting reused is drawn again
     if args.transfer_from and args.examples:  # the run's figure is of white-box attacks
         raise UsageError(f"--transfer_from draws no attack_examples.png (the run's figure shows its "

@@ -183,9 +183,23 @@ def parse(argv=None):
             check_passthrough(own, scripts)
             for stage, flags in scripts.route(shared, parser._option_string_actions).items():
                 scripts[stage].parse(runs[0].flags() + flags + own[stage])
-                routed[stage] += flags + own[stage]
+                routed[stage] = later_wins(later_wins(routed[stage], flags), own[stage])
     warn_unused_stage_args(opts, first)
     return opts, runs, scripts, routed
+
+
+def later_wins(earlier, later):
+    """Pass-through flags `earlier` then `later`, less each earlier flag (with its values) that
+    `later` gives again: a later layer's value replaces an earlier one's, a list's too (attack.py's
+    --epsilons, whose lists given twice on one command line add up, as `ExtendList`'s)."""
+    again = {token.split("=", 1)[0] for token in later if token.startswith("--")}
+    kept, keep = [], True
+    for token in earlier:
+        if token.startswith("--"):
+            keep = token.split("=", 1)[0] not in again
+        if keep:
+            kept.append(token)
+    return kept + later
 
 
 def given_options(parser, argv):
@@ -467,6 +481,10 @@ def text_list(name, value):
 
 
 def make_tasks(opts, runs, scripts, routed, python):
+    if "attack" in opts.stages:  # once here, as well as in each attack stage's log
+        for line in scripts["attack"].module.repeated_settings(scripts["attack"].parse(runs[0].flags()
+                                                                                      + routed["attack"])):
+            log(line)
     tasks = plan(runs, opts.stages, scripts, routed, python=python)
     if "train" in opts.stages:  # a label with no file, ...: the grid file's where it gave the labels
         with naming(opts.config if "labels" in opts.from_file else None):

@@ -661,6 +661,10 @@ def test_an_attack_or_eps_given_twice_is_run_once(speech_run, cifar10_dir, label
                                       "0.03137254901960784", "8/255", "--num_images", "5", "--examples", "0"])
     assert list(summary["robust_acc"]) == ["fgsm/untargeted/8/255"]
     assert err.count("fgsm untargeted eps 8/255") == 1, err  # not also "reused" from its own first run
+    # the repeats went without a word: a slip (8/255 twice for 8/255 16/255) as often as meant
+    assert err.startswith("warning: --attacks lists fgsm more than once; each setting is attacked once\n"
+                          "warning: --epsilons lists 8/255 (also as 0.03137254901960784) more than once; each "
+                          "setting is attacked once\n"), err
     saved = json.loads((tmp_path / "attack_results.json").read_text())
     assert saved["config"]["attacks"] == ["fgsm"] and len(saved["entries"]) == 1
     # reused, the setting goes by the eps as now written: a notebook looks up the key it asked for
@@ -843,7 +847,9 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
 
     # The margin objective adds its own entries too; the loss ones (written before the key
     # existed, or with objective "loss") are still reused.
-    margin, err = call_main(capsys, flags + ["--objective", "margin", "--attacks", "pgd"])
+    margin, err = call_main(capsys, script_flags(cifar10_dir, base, label_dir, "--attacks", "pgd", "--epsilons", "0",
+                                                 "8/255", "--steps", "2", "--num_images", "30", "--batch_size",
+                                                 "16", "--objective", "margin"))
     assert list(margin["robust_acc"]) == [f"pgd+margin/{m}/{e}" for m in ("untargeted", "targeted")
                                           for e in ("0", "8/255")]
     assert "(reused from" not in err and err.count("pgd+margin") == 4
@@ -1796,7 +1802,7 @@ def test_a_label_of_your_own_is_checked_against_the_runs_label_folder(cifar10_di
                     "to attack the run")
     # the same shape, other values (a file regenerated since): the checkpoint's targets, and a note
     np.save(own / "cifar10_speech.npy", np.random.RandomState(2).rand(10, 7).astype(np.float32))
-    again, err = call_main(capsys, attack_flags + ["--epsilons", "8/255", "4/255"])
+    again, err = call_main(capsys, attack_flags + ["--epsilons", "4/255"])
     assert again["robust_acc"]["fgsm/untargeted/8/255"] == summary["robust_acc"]["fgsm/untargeted/8/255"]
     assert (f"note: {own}/cifar10_speech.npy holds other speech targets than {checkpoint} was trained on "
             "(a file changed or regenerated since); the attacks use the checkpoint's") in err

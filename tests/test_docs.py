@@ -181,10 +181,12 @@ def test_bench_help_groups_each_flag_under_the_tables_it_acts_on():
      ["uniform", "lowdim"]),
     ("labels.generate", ["--dataset", "cifar10", "--dataset", "cifar100", "--label", "uniform"], "dataset",
      ["cifar10", "cifar100"]),
-    # sweep.py passes --epsilons on in layers (a grid file's, then the command line's): the last list wins
-    ("attack.py", ["--epsilons", "1/255", "2/255", "--epsilons", "4/255"], "epsilons", [("4/255", 4 / 255)]),
+    # attack.py's too: `--attacks fgsm --attacks pgd` attacked with pgd alone (sweep.py's layers: test_sweep)
+    ("attack.py", ["--attacks", "fgsm", "--attacks", "pgd"], "attacks", ["fgsm", "pgd"]),
+    ("attack.py", ["--epsilons", "1/255", "2/255", "--epsilons", "4/255"], "epsilons",
+     [("1/255", 1 / 255), ("2/255", 2 / 255), ("4/255", 4 / 255)]),
 ])
-def test_a_list_flag_given_twice_takes_both_lists_but_attack_pys(script, argv, dest, expected):
+def test_a_list_flag_given_twice_takes_both_lists_in_every_script(script, argv, dest, expected):
     """argparse kept a list flag's last list: `--models resnet32 --models vgg19` timed vgg19 alone,
     `--label uniform --label lowdim` wrote lowdim alone, without a word (sweep.py's: test_sweep)."""
     from bench import bench

@@ -126,6 +126,26 @@ def test_the_command_line_wins_over_the_grid_file(tmp_path):
     assert scripts["attack"].parse(runs[0].flags() + routed["attack"]).num_images == 50
 
 
+def test_a_later_layers_list_replaces_the_earlier_and_a_repeat_is_said(tmp_path, capsys):
+    """attack.py's --epsilons given twice takes both lists, as every list flag does; a sweep passes
+    on the one of the last layer that gives it (the grid file's args, its attack_args, the command
+    line's flags, its --attack_args), as any flag's value, and says once of an eps listed twice.
+    attack.py kept the last list: `--epsilons 4/255 --epsilons 8/255` in a grid file attacked 8/255
+    alone, without a word."""
+    (tmp_path / "grid.yaml").write_text("args: --epsilons 8/255 --num_images 5\n"
+                                        "attack_args: --epsilons 4/255 --epsilons 8/255 4/255\n")
+    grid = ["--config", str(tmp_path / "grid.yaml"), "--base_dir", str(tmp_path / "runs"), "--dry_run"]
+    for extra, epsilons in (([], ["4/255", "8/255"]), (["--epsilons", "2/255"], ["2/255"]),
+                            (["--epsilons", "2/255", "--attack_args", "--epsilons 1/255"], ["1/255"])):
+        _, runs, scripts, routed = sweep.parse(grid + extra)
+        attack = scripts["attack"].parse(runs[0].flags() + routed["attack"])
+        assert [label for label, _ in scripts["attack"].module.requested_settings(attack)[2]] == epsilons
+        assert attack.num_images == 5
+    sweep.main(grid)
+    assert capsys.readouterr().err == ("warning: --epsilons lists 4/255 more than once; each setting is "
+                                       "attacked once\n")
+
+
 def test_help_says_where_flags_go():
     """sweep.py --help's epilog: its examples of pass-through flags go where it says, and the flags
     it names as the grid's own are each refused (it said only "passed to the scripts that accept it")."""

@@ -357,8 +357,9 @@ class ExtendList(argparse._StoreAction):
     own store kept the last list, so `--sbatch account=p --sbatch qos=high` submitted without the
     account and `--setup 'module load cuda' --setup 'source .venv/bin/activate'` lost the module.
     The first time on a command line it replaces the default (a grid file's value, set as one).
-    Not for a flag that sweep.py passes on in layers (attack.py's --epsilons), where the later
-    layer's list replaces the earlier, as any flag's value does."""
+    attack.py's --attacks and --epsilons too (`--attacks fgsm --attacks pgd` attacked with pgd
+    alone); sweep.py passes on such a flag that several layers give (a grid file's, the command
+    line's) from the last alone (`later_wins`), whose list replaces the earlier ones'."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         current = getattr(namespace, self.dest, None)
