@@ -46,8 +46,8 @@ import numpy as np
 
 from labels import LABEL_DIR, LabelError, label_path, read_targets, target_distances, targets_sha256
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, choice, log, nonempty, number,
-                          doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, choice, log, nonempty,
+                          number, doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, TRANSFER, accuracy,
                         asked_changes, attack_entries, attack_parts, attacked_another, class_counts, cores, counted,
                         describe_key, entry_dtype, entry_key, eps_text, fresh_transfers, last_written, missing_figure,
@@ -108,7 +108,7 @@ def build_parser():
     parser.add_argument("--out", type=nonempty, default="./report",
                         help="folder for tables, CSVs, figures, summary (an earlier report's files "
                         "there are replaced)")
-    parser.add_argument("--grid", type=nonempty, help="sweep.py's --config grid file (YAML/JSON): its "
+    parser.add_argument("--grid", action=OneFile, type=nonempty, help="sweep.py's --config grid file (YAML/JSON): its "
                         "runs are the ones expected, so absent ones are listed as missing (default: "
                         "in each dataset, every combination of the models, labels, levels and seeds seen "
                         "there)")

@@ -36,8 +36,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, log, nearest, nearest_existing,
-                          doc_paragraphs, nonempty, number, os_error_text, os_errors_as_usage, run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, log, nearest,
+                          nearest_existing, doc_paragraphs, nonempty, number, os_error_text, os_errors_as_usage,
+                          run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
@@ -65,9 +66,9 @@ def build_parser():
                               "stage's own stop, or runs left to the jobs that hold them (run it again to "
                               "continue), 130 Ctrl-C.")
     grid = parser.add_argument_group("grid (a run per combination, in this order)")
-    grid.add_argument("--config", type=nonempty, help="YAML or JSON file with any of these options but --config "
-                      "and what to do as keys (labels: [category, speech]; train_args: '--epochs 30'; "
-                      "args: [...] for pass-through flags); flags on the command line win")
+    grid.add_argument("--config", action=OneFile, type=nonempty, help="YAML or JSON file with any of these "
+                      "options but --config and what to do as keys (labels: [category, speech]; train_args: "
+                      "'--epochs 30'; args: [...] for pass-through flags); flags on the command line win")
     grid.add_argument("--datasets", nargs="+", action=ExtendList, default=["cifar10"], help="datasets")
     grid.add_argument("--models", nargs="+", action=ExtendList, default=["resnet32"], help="networks")
     grid.add_argument("--labels", nargs="+", action=ExtendList,  # read once, by the grid (parse_label)

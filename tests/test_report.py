@@ -875,6 +875,11 @@ def test_cli_json_line_and_bad_base_dir(study, tmp_path):
     proc = run_script("report.py", "--base_dir", study, "--out", tmp_path / "r", "--grid", "", check=False)
     assert (proc.returncode, proc.stderr) == (2, "error: argument --grid: must not be empty (see report.py "
                                                  "--help)\n")
+    # two grid files: the first was dropped without a word, its runs not expected
+    proc = run_script("report.py", "--base_dir", study, "--grid", "a.yaml", "--grid=b.yaml", check=False)
+    assert (proc.returncode, proc.stderr) == (2, "error: argument --grid: given twice (a.yaml, then b.yaml): give "
+                                                 "one grid file, and override its keys with flags (see report.py "
+                                                 "--help)\n")
     proc = run_script("report.py", "--base_dir", study, "--out", tmp_path / "r" / "tables.md", check=False)
     assert (proc.returncode, proc.stderr) == (2, f"error: cannot use {tmp_path / 'r' / 'tables.md'}: a file, "
                                                  "not a folder\n")  # was "File exists"

@@ -227,6 +227,10 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--config", "{tmp}/flags.yaml"], "flags.yaml: unknown key(s) epochs (a flag of train.py: give "
      "it in args, as args: --epochs ...), lables (did you mean labels?), targeted (a flag of attack.py: give it "
      "in args, as args: --targeted ...); valid keys: args, attack_args, "),
+    # the first file was dropped without a word: its runs were not planned
+    (["--dry_run", "--config", "{tmp}/bad.yaml", "--config", "{tmp}/stages.yaml"], "error: argument --config: given "
+     "twice ({tmp}/bad.yaml, then {tmp}/stages.yaml): give one grid file, and override its keys with flags (see "
+     "sweep.py --help)"),
     (["--dry_run", "--config", "{tmp}/stages.yaml"], "{tmp}/stages.yaml: stages must be among train, attack "
      "(got test)"),
     (["--dry_run", "--config", "{tmp}/broken.yaml"], "broken.yaml is not valid yaml (expected ',' or ']', "

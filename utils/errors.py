@@ -368,6 +368,18 @@ class ExtendList(argparse._StoreAction):
         setattr(namespace, self.dest, values)
 
 
+class OneFile(argparse._StoreAction):
+    """A flag naming the one grid file of a sweep or report (sweep.py's --config, report.py's
+    --grid): given twice, an error naming both files, where argparse kept the last and the first
+    file's options, its runs among them, were lost without a word."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if isinstance(earlier := getattr(namespace, self.dest, None), str):  # read before on this line
+            raise argparse.ArgumentError(self, f"given twice ({earlier}, then {values}): give one grid file, "
+                                               "and override its keys with flags")
+        setattr(namespace, self.dest, values)
+
+
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """--help shows each flag's default, a list's as it is typed (`(default: train attack)`, not
     `['train', 'attack']`), except where it is None, empty or a switch's False: such a flag's help
