@@ -36,9 +36,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, log, nearest,
-                          nearest_existing, doc_paragraphs, nonempty, number, os_error_text, os_errors_as_usage,
-                          run_cli)
+from utils.errors import (CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, did_you_mean, log,
+                          nearest, nearest_existing, doc_paragraphs, nonempty, number, os_error_text,
+                          os_errors_as_usage, run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
@@ -400,9 +400,9 @@ def check_choices(opts, scripts):
     for flag, axis in (("--dataset", "--datasets"), ("--model", "--models")):
         choices = train_flags[flag].choices
         if unknown := [v for v in getattr(opts, axis[2:]) if v not in choices]:
+            named = ", ".join(v + did_you_mean(v, choices) for v in unknown)  # ResNet32, as papers write it
             with of_file(opts, axis[2:]):
-                raise UsageError(f"{axis}: unknown {flag[2:]} {', '.join(unknown)}; choose from "
-                                 f"{', '.join(choices)}")
+                raise UsageError(f"{axis}: unknown {flag[2:]} {named}; choose from {', '.join(choices)}")
 
 
 def check_passthrough(own, scripts):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.constants import DATASETS
-from utils.errors import UsageError
+from utils.errors import UsageError, did_you_mean
 
 LABEL_DIR = Path(__file__).resolve().parent / "label_files"
 
@@ -304,8 +304,10 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
     if not there and (named := _named_otherwise(dataset, name, label_dir)):
         raise LabelError(f"no label file {path} for --label {name}: {named}")
     if not there:
-        known = ", ".join([*builtin, *available_labels(dataset, label_dir)]) or "none"
+        known = [*builtin, *available_labels(dataset, label_dir)]
         how = make_fix(dataset, name)  # a coarse run's fix says how to make its own file
-        raise LabelError(f"no label file {path} for --label {name}; labels found for {dataset} in "
-                         f"{label_dir}: {known}" + (f"; {fix or how}" if how else ""))
+        # a typo or a capital (Speech) was left to be found in a list of 30
+        raise LabelError(f"no label file {path} for --label {name}{did_you_mean(name, known)}; labels found "
+                         f"for {dataset} in {label_dir}: {', '.join(known) or 'none'}"
+                         + (f"; {fix or how}" if how else ""))
     return read_targets(path, num_classes, fix, dataset)

@@ -219,8 +219,8 @@ def test_help_says_where_flags_go():
     # a grid of a label of one's own and a shipped one, with --label_dir at the former's folder
     (["--dry_run", "--labels", "mine", "speech", "--label_dir", "{tmp}"], "/cifar10_speech.npy; "
      "--label_dir serves every label of the grid, so copy the shipped cifar10_speech.npy from "),
-    (["--dry_run", "--models", "resnet18", "resnet32"], "--models: unknown model resnet18; choose "
-                                                        f"from {', '.join(sorted(ARCHITECTURES))}"),
+    (["--dry_run", "--models", "resnet18", "resnet32"], "--models: unknown model resnet18 (did you mean "
+                                                        f"resnet110?); choose from {', '.join(sorted(ARCHITECTURES))}"),
     (["--dry_run", "--config", "{tmp}/bad.yaml"], "unknown key(s) label (did you mean labels?); "
      "valid keys:"),
     # each listed the valid keys alone: a flag of train.py or attack.py is given in args
@@ -623,8 +623,8 @@ def test_a_label_file_train_py_cannot_decode_is_refused_with_its_reason(capsys, 
     ("grid.yaml", "seeds: seven\n", "{tmp}/grid.yaml: seeds: 'seven' is not an int"),
     ("grid.yaml", "seeds: []\n", "{tmp}/grid.yaml: seeds is empty: the grid has no runs"),
     ("grid.yaml", "levels: [100, -25]\n", "{tmp}/grid.yaml: levels: level -25 is not a percentage in (0, 100]"),
-    ("grid.yaml", "models: [ResNet32]\n", "{tmp}/grid.yaml: models: unknown model ResNet32; choose from "
-     "resnet110, resnet32, vgg19"),
+    ("grid.yaml", "models: [ResNet32]\n", "{tmp}/grid.yaml: models: unknown model ResNet32 (did you mean "
+     "resnet32?); choose from resnet110, resnet32, vgg19"),
     ("grid.yaml", "setup: {a: 1}\n", "{tmp}/grid.yaml: setup: {{'a': 1}} is neither a value nor a list of "
      "values"),
     # argparse read the text by --jobs' type: 'argument --jobs: invalid int value' (see sweep.py --help)
@@ -664,8 +664,11 @@ def test_a_grid_files_values_are_refused_naming_it_and_the_command_lines_not(cap
         assert out == "" and err.count("\n") == 1
         return err
     assert error().startswith(f"error: {grid}: no label file {REPO}/labels/label_files/cifar10_speach.npy for "
-                              "--label speach; labels found for cifar10 in ")
+                              "--label speach (did you mean speech?); labels found for cifar10 in ")
     assert error("--labels", "speech2").startswith("error: no label file ")
+    # a capital, as papers write it, was left to be found in the list of 30 labels
+    assert error("--labels", "Speech").startswith(f"error: no label file {REPO}/labels/label_files/cifar10_Speech.npy "
+                                                  "for --label Speech (did you mean speech?); labels found ")
     assert error("--labels", "category", "--seeds", "1.5") == "error: --seeds: '1.5' is not an int\n"
     assert error("--labels", "category", "--gpus", "0") == (f"error: {grid}: jobs 2 is for runs on the CPU; with "
                                                             "--gpus, list an id twice to run two runs on that GPU "

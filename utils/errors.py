@@ -423,6 +423,14 @@ def nearest(name, names, spelled=None):
             or difflib.get_close_matches(spelled or name, names, n=1, cutoff=0.8))
 
 
+def did_you_mean(name, names):
+    """' (did you mean speech?)' where `name` is near one of `names` (`nearest`, its capitals aside:
+    ResNet32, as papers write it, for resnet32), ' (did you mean resnet110 or resnet32?)' where it
+    starts a few; '' for none, or for more (an error lists them after)."""
+    close = nearest(name, names, spelled=name.lower())
+    return f" (did you mean {' or '.join(close)}?)" if 0 < len(close) <= 3 else ""
+
+
 def doc_paragraphs(doc):
     """A script's module docstring `doc` as its paragraphs (split at blank lines), which its --help
     shows; one empty paragraph under `python -OO` (or PYTHONOPTIMIZE=2), which strips docstrings:
