@@ -209,6 +209,42 @@ def test_as_many_components_as_feature_dimensions_is_one_line(cifar10_dir, tmp_p
     assert space_from_state(stored).n_components == 30
 
 
+NAN = "beyond float32's 2^24: their rounding outweighs the identity, and the loss is NaN or noise"
+ZERO = "below float32's 2^-24: the identity outweighs them, and the loss is 0, which trains nothing"
+
+
+@pytest.mark.parametrize("flags, why, scale, bound", [
+    (["--mcr2_eps", "1e-9"], NAN, "1.6e+10", "at least 9.54e-07"),
+    (["--gam1", "1e300"], NAN, "3.2e+301", "at least 9.54e+293"),
+    (["--mcr2_eps", "1e30"], ZERO, "1.6e-29", "at most 2.68e+08"),
+])
+def test_a_coding_rate_float32_cannot_compute_is_one_line(capsys, tmp_path, flags, why, scale, bound):
+    """--mcr2_eps 1e-9 trained on NaN losses from the first step, said as a divergence that a lower
+    --lr may help (none does), exit 0; --gam1 1e300 ended on features no longer finite, 'a lower
+    --lr'; --mcr2_eps 1e30 trained on a loss of exactly 0, without a word. Now one line before the
+    data is read, from train.py and from a sweep before it queues the run."""
+    import sweep
+    import train
+    from utils.errors import call_cli
+    eps2 = float(flags[1]) if flags[0] == "--mcr2_eps" else 0.5
+    gam1 = float(flags[1]) if flags[0] == "--gam1" else 1.0
+    # what the loss is there: NaN, or 0 however the features lie
+    features, labels = torch.randn(50, 16, generator=torch.Generator().manual_seed(0)), torch.arange(50) % 10
+    loss = rate_reduction_loss(features, labels, 10, eps2, gam1).item()
+    assert math.isnan(loss) if why == NAN else loss == 0
+    flags = ["--label", "mcr2", "--feature_dim", "16", "--n_components", "4", *flags]
+    status = call_cli(train.main, [str(a) for a in [*flags, "--data_dir", tmp_path / "no_data", "--base_dir",
+                                                    tmp_path, "--epochs", "1", "--device", "cpu"]])
+    message = (f"--mcr2_eps {eps2:g} with --feature_dim 16 and --gam1 {gam1:g} scales the coding rate's Gram "
+               f"matrices by {scale}, {why}; keep --feature_dim x max(--gam1, 1) / --mcr2_eps within "
+               f"[2^-24, 2^24] (with these --feature_dim and --gam1: --mcr2_eps {bound})")
+    assert status == 2 and capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+    assert not (tmp_path / "no_data").exists() and not list(tmp_path.rglob("config.json"))
+    assert call_cli(sweep.main, [str(a) for a in [*flags[2:], "--labels", "mcr2", "--base_dir", tmp_path,
+                                                  "--dry_run"]]) == 2
+    assert capsys.readouterr().err == f"error: train.py refuses the --dataset cifar10 --label mcr2 runs: {message}\n"
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.2, 0.35, 0.4, 1.0])  # 0.35 x 4170 = 1459.5: rounded, 1460
 def test_label_noise_changes_exactly_round_r_n_training_labels(fraction):
     labels = torch.from_numpy(np.random.RandomState(0).randint(0, 10, 5170))

@@ -146,6 +146,28 @@ def check_components(n_components, feature_dim):
                          "feature whole, so nearest-subspace decoding could not tell the classes apart")
 
 
+def check_rate_scale(feature_dim, eps2, gam1):
+    """A UsageError where MCR2's coding rates cannot be computed in float32 (`utils.mcr2.rate`):
+    each is 1/2 log det(I + s G) of a Gram matrix G of unit features over their count (eigenvalues
+    in [0, 1]), s = --feature_dim / --mcr2_eps, times --gam1 in R. Where the larger s passes 2^24,
+    float32's 1 / resolution, G's rounding outweighs I: the loss was NaN from the first step (said
+    as a divergence a lower --lr may help) or noise; where it is below 2^-24, both s G vanish
+    beside I: a loss of 0 that trained nothing (`MCR2Space`'s check, and a sweep's, through
+    `check_label_flags`)."""
+    weight = feature_dim * max(gam1, 1)
+    scale = weight / eps2
+    if not 2 ** -24 <= scale <= 2 ** 24:
+        large = scale > 1
+        why = ("beyond float32's 2^24: their rounding outweighs the identity, and the loss is NaN or noise"
+               if large else "below float32's 2^-24: the identity outweighs them, and the loss is 0, "
+               "which trains nothing")
+        bound = f"at least {weight / 2 ** 24:.3g}" if large else f"at most {weight * 2 ** 24:.3g}"
+        raise UsageError(f"--mcr2_eps {eps2:g} with --feature_dim {feature_dim} and --gam1 {gam1:g} scales "
+                         f"the coding rate's Gram matrices by {scale:.3g}, {why}; keep --feature_dim x "
+                         "max(--gam1, 1) / --mcr2_eps within [2^-24, 2^24] (with these --feature_dim and "
+                         f"--gam1: --mcr2_eps {bound})")
+
+
 def lr_milestones(epochs):
     """The paper's step schedule: the (0-based) epochs from which its lr is divided by 10, at 50%
     and 75% of `epochs` (300 and 450 of 600; the paper's code fixes those two whatever the run's

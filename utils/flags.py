@@ -10,7 +10,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from utils.constants import DATASETS, check_components, check_smoothing
+from utils.constants import DATASETS, check_components, check_rate_scale, check_smoothing
 from utils.errors import UsageError, file_name_text, nonempty, number
 from utils.runs import NOISY
 
@@ -171,7 +171,8 @@ def acts_on(flag, label):
 def check_label_flags(args, num_classes):
     """train.py's refusals of its flags `args` that need neither the data nor a label file, for a
     dataset of `num_classes` classes (`dataset_info`'s): --smoothing beyond its most for those
-    classes, --n_components not below --feature_dim (each where it acts, `acts_on`); a UsageError.
+    classes, --n_components not below --feature_dim, an MCR2 loss float32 cannot compute (each
+    where it acts, `acts_on`); a UsageError.
     The checks are those train.py's label spaces make (`CategorySpace`, `MCR2Space`); sweep.py makes
     them before it queues a run (`utils.grid.check_runs_to_train`), so that no run of a grid is
     queued to fail on them."""
@@ -179,6 +180,7 @@ def check_label_flags(args, num_classes):
         check_smoothing(args.smoothing, num_classes)
     if acts_on("n_components", args.label):
         check_components(args.n_components, args.feature_dim)
+        check_rate_scale(args.feature_dim, args.mcr2_eps, args.gam1)
 
 
 # labelrep's commits from 21d7ed3 to 754614a, which fixed it: their --amp training never let the

@@ -16,7 +16,7 @@ cross-entropy over the squared norms of the projections onto each class subspace
 import torch
 import torch.nn.functional as F
 
-from utils.constants import check_components
+from utils.constants import check_components, check_rate_scale
 from utils.errors import UsageError
 from utils.labelspace import at_least_float32, full_precision
 
@@ -80,9 +80,11 @@ class MCR2Space:
     def __init__(self, num_classes, feature_dim=128, eps2=0.5, gam1=1.0, gam2=1.0, n_components=30,
                  bases=None):
         """A new space (`bases` None) needs fewer components than feature dimensions: subspaces of
-        every direction keep each feature whole, so every class would decode alike (by rounding)."""
+        every direction keep each feature whole, so every class would decode alike (by rounding);
+        and a loss float32 can compute (`check_rate_scale`)."""
         if bases is None:
             check_components(n_components, feature_dim)
+            check_rate_scale(feature_dim, eps2, gam1)
         self.name = MCR2
         self.num_classes = num_classes
         self.output_shape = (feature_dim,)
