@@ -50,8 +50,9 @@ def build_parser():
     add_flags(label, "smoothing", "label_noise")
     add_flags(parser.add_argument_group("model"), "model")
     mcr2 = parser.add_argument_group("MCR2 (--label mcr2)")
-    mcr2.add_argument("--feature_dim", type=number(int, maximum=8192), default=128,
-                      help="dimension of the features (their covariances are D x D)")
+    mcr2.add_argument("--feature_dim", type=number(int, 1, maximum=8192), default=128,
+                      help="dimension of the features, 2 to 8192 (their covariances are D x D; "
+                      "--n_components lies below it)")
     mcr2.add_argument("--mcr2_eps", type=number(float), default=0.5, help="eps^2 of the coding rate")
     mcr2.add_argument("--gam1", type=number(float), default=1.0, help="weight inside R(Z)")
     mcr2.add_argument("--gam2", type=number(float), default=1.0, help="weight of R(Z) in the loss")

@@ -1183,7 +1183,9 @@ def run_cli_capture(capsys, argv):
     ({"seed": "-1"}, "argument --seed: -1 must be at least 0"),
     ({"seed": "4294967296"}, "argument --seed: 4294967296 must be at most 4294967295"),
     ({"label": "category", "smoothing": "0.95"}, "--smoothing 0.95 must lie in [0, 0.9] for 10 classes"),
-    ({"label": "mcr2", "feature_dim": "0"}, "argument --feature_dim: 0 must be positive"),
+    ({"label": "mcr2", "feature_dim": "0"}, "argument --feature_dim: 0 must be above 1"),
+    # said "--n_components 30 must be below --feature_dim 1", and --n_components 0 "must be positive"
+    ({"label": "mcr2", "feature_dim": "1", "n_components": "1"}, "argument --feature_dim: 1 must be above 1"),
     ({"label": "mcr2", "feature_dim": "10000000"}, "argument --feature_dim: 10000000 must be at most 8192"),
     ({"label": "mcr2", "gam1": "nan"}, "argument --gam1: nan is not a finite number"),  # was an SVD traceback
     ({"label": "mcr2", "gam2": "-1"}, "argument --gam2: -1 must be positive"),
