@@ -1785,6 +1785,30 @@ def test_a_config_whose_flags_are_no_mapping_compares_none(speech_run, capsys, c
     assert "run already complete" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name, entry, value, said", [
+    ("config.json", "epochs", "2", 'epochs "2" (text, not a number)'),
+    ("config.json", "train_images", "250", 'train_images "250" (text, not a number)'),
+    ("config.json", "model", None, "model null (null, not text)"),
+    ("results.json", "level", "100", 'level "100" (text, not a number)')])
+def test_a_run_file_edited_to_values_of_another_kind_names_them(speech_run, capsys, cifar10_dir, label_dir,
+                                                                 tmp_path, name, entry, value, said):
+    """A finished run's config.json (or, without one, results.json) edited by hand so that a value is
+    of another kind than train.py writes (the text "2" for --epochs 2) read as another run: 'trained
+    with --epochs 2 (now 2); pass --force', whose --force deletes the run's checkpoints and results.
+    The file and its values are named, and nothing is touched."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    if name == "results.json":
+        (run_dir / "config.json").unlink()
+    record = json.loads((run_dir / name).read_text())
+    (record["flags"] if entry in record.get("flags", {}) else record)[entry] = value
+    (run_dir / name).write_text(json.dumps(record))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir))
+    assert line == (f"error: {run_dir / name} records {said}, which train.py never writes (edited by hand?); "
+                    "put back the values the run trained with")
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
 def test_another_label_types_flags_are_ignored_with_a_warning(speech_run, capsys, cifar10_dir,
                                                                label_dir):
     """--smoothing acts on category labels only, the MCR2 flags on mcr2: given with speech they

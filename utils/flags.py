@@ -6,6 +6,7 @@ drift apart: where a run's directory is and what it trained on, and how the work
 import argparse
 import ast
 import importlib.util
+import json
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -262,6 +263,28 @@ def run_changes(config, args, label_sha256, now="now", data=None):
         changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
                        f"{args.dataset}?)")
     return changes
+
+
+def _kind(value):
+    """What kind of JSON value `value` (parsed) is, as a message says it: 'a number', 'text', ..."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "text", list: "a list", dict: "an object"}.get(type(value), "null")
+
+
+def mistyped(config, args, label_sha256=None, data=None):
+    """What a run's saved `config` (`recorded_config`'s) records as another kind of JSON value than
+    what `args`, `label_sha256` and `data` (`run_changes`') ask now, and train.py writes, each as
+    the file holds it: ['epochs "1" (text, not a number)', ...]. A file edited by hand: compared as
+    a change, the text "1" read '--epochs 1 (now 1)', with the advice to --force a run over."""
+    saved = config.get("flags") if isinstance(config.get("flags"), dict) else {}
+    pairs = [(k, saved[k], getattr(args, k, None)) for k in RESULT_FLAGS if k in saved and acts_on(k, args.label)]
+    pairs += [(k, config[k], now) for k, now in (("label_sha256", label_sha256), *(data or {}).items())
+              if k in config]
+    return [f"{k} {json.dumps(value)} ({_kind(value)}, not {_kind(now)})" for k, value, now in pairs
+            if now is not None and _kind(value) != _kind(now)]
 
 
 def images_change(saved, count, now, why=None):

@@ -24,8 +24,8 @@ from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import class_count, lr_milestones
 from utils.errors import EveryProcessError, UsageError, as_parsed, interrupt_says, log
-from utils.flags import (acts_on, broken_training, check_force_resume, json_get, older_rounding, recorded_config,
-                         run_changes, with_added_flags)
+from utils.flags import (acts_on, broken_training, check_force_resume, json_get, mistyped, older_rounding,
+                         recorded_config, run_changes, with_added_flags)
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, CONFUSION, LAST_CHECKPOINT, METRICS, RESULTS,
@@ -448,8 +448,13 @@ def data_facts(data, split):
 
 def _check_finished(run_dir, args, label_sha256, facts, results):
     """A finished run asked for with other flags, label targets or data is an error, not its old
-    `results`; without its config.json, what its results.json records is checked (`recorded_config`)."""
-    config = recorded_config(read_json(run_dir / CONFIG) if (run_dir / CONFIG).exists() else None, results)
+    `results`; without its config.json, what its results.json records is checked (`recorded_config`).
+    A value of another kind than train.py writes (an edited file) is an error naming the file."""
+    source = run_dir / CONFIG if (run_dir / CONFIG).exists() else run_dir / RESULTS
+    config = recorded_config(read_json(source) if source.name == CONFIG else None, results)
+    if odd := mistyped(config, args, label_sha256, facts):
+        raise UsageError(f"{source} records {', '.join(odd)}, which train.py never writes (edited by "
+                         "hand?); put back the values the run trained with")
     if changes := run_changes(config, args, label_sha256, data=facts):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags (in a sweep, which passes no --force: "
