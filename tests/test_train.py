@@ -1864,6 +1864,33 @@ def test_smoothed_category_runs_have_a_directory_of_their_own(cifar10_dir, label
     assert [row.split(",")[2] for row in rows[1:]] == ["category", "category_smooth0.1"], rows
 
 
+def test_a_smoothed_run_in_the_older_place_is_moved_not_trained_anew(cifar10_dir, label_dir, tmp_path, capsys):
+    """A labelrep before b6cdd9e put a --smoothing run in model_category. Asked for again with the
+    same flags, train.py trained a new run from epoch 1 in model_category_smooth0.1, the old one's
+    epochs unused (a --resume too: '--resume found no checkpoint there'); asked for without
+    --smoothing, it said to --force the plain run, which deleted the smoothed one. Both say where
+    to move it, and touch nothing; moved there, it is the finished run it was."""
+    base = tmp_path / "runs"
+    argv = flags(cifar10_dir, base, label_dir, label="category", epochs=1, smoothing="0.1")
+    trained = train.main(argv)
+    seed_dir = Path(trained["run_dir"]).parent
+    (seed_dir / "model_category_smooth0.1").rename(seed_dir / "model_category")
+    before = {p.name: p.read_bytes() for p in (seed_dir / "model_category").iterdir()}
+    said = (f"error: {seed_dir / 'model_category'} holds {{}} --smoothing 0.1 run: a labelrep before b6cdd9e wrote "
+            f"it there; move it to {seed_dir / 'model_category_smooth0.1'}, where train.py, attack.py and "
+            "report.py look for it now")
+    capsys.readouterr()
+    assert run_cli_capture(capsys, argv) == said.format("this")
+    assert run_cli_capture(capsys, argv + ["--resume"]) == said.format("this")
+    plain = flags(cifar10_dir, base, label_dir, label="category", epochs=1)
+    assert run_cli_capture(capsys, plain) == said.format("no run without --smoothing but a") + ", then run this again"
+    assert sorted(p.name for p in seed_dir.iterdir()) == ["model_category"]
+    assert {p.name: p.read_bytes() for p in (seed_dir / "model_category").iterdir()} == before
+    (seed_dir / "model_category").rename(seed_dir / "model_category_smooth0.1")
+    assert train.main(argv)["test_acc"] == trained["test_acc"]
+    assert "run already complete" in capsys.readouterr().err
+
+
 def test_attacks_an_older_attack_py_ran_on_a_smoothed_loss_are_not_reused(cifar10_dir, label_dir, tmp_path,
                                                                           capsys):
     """An attack.py before 4eb33c9 climbed a --smoothing run's smoothed loss, not plain cross-entropy
