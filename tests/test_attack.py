@@ -791,7 +791,7 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     # in a log, each line says how far along the attack is, as the bar's count does on a terminal
     # and when it was written (a stalled job's log shows when its last setting ended)
     lines = [line for line in proc.stderr.splitlines() if "robust_acc" in line]
-    assert all(re.match(r"\d\d:\d\d:\d\d \[", line) for line in lines), lines
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \[", line) for line in lines), lines
     lines = [line.split(" ", 1)[1] for line in lines]
     assert [line.split(" ", 1)[0] for line in lines] == [f"[{i}/{len(keys)}]" for i in range(1, len(keys) + 1)]
     assert lines[0].startswith("[1/8] fgsm untargeted eps 0: robust_acc ")

@@ -106,8 +106,9 @@ def test_json_line_and_run_files(speech_run):
     lines = proc.stderr.splitlines()
     assert lines[0] == (f"starting {run_dir} at epoch 1 of 2: 250 training and 50 validation images, batch 64, "
                         "lr 0.1, on cpu")
-    assert [re.fullmatch(r"\d\d:\d\d:\d\d epoch (\d)/2 lr .* valid_acc .*", line)[1] for line in lines[1:]] == [
-        "1", "2"]
+    # each after the date and time it was written
+    assert [re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d epoch (\d)/2 lr .* valid_acc .*", line)[1]
+            for line in lines[1:]] == ["1", "2"]
     # the time left, as the bar shows it, after each epoch but the last
     assert re.search(r" img/s eta \d+:\d\d:\d\d$", lines[1]) and lines[2].endswith(" img/s"), lines
 
@@ -2649,19 +2650,23 @@ def test_a_bar_on_an_80_column_terminal_shows_the_steps_numbers_whole():
 
 def test_a_log_file_line_says_when_it_was_written():
     """A cluster log of epoch lines said how long each epoch took, not when it ended: a stalled
-    job's log did not show when it stalled. Messages (warnings) keep their "warning:" start."""
+    job's log did not show when it stalled. Then it said the time of day alone ("11:05:47"), of no
+    day: a log read days later, or a job requeued the next day, did not say when an epoch ended or
+    how long the job sat preempted. Messages (warnings) keep their "warning:" start."""
+    import datetime
     import io
 
     from utils.progress import Progress
     log = io.StringIO()
     with Progress(2, "run", "epoch", stream=log) as progress:
-        before = time.strftime("%H:%M:%S")
+        before = datetime.datetime.now().replace(microsecond=0)
         progress.step("epoch 1/2 loss 1.0", loss="1.0")
         progress.message("warning: a message")
-        after = time.strftime("%H:%M:%S")
+        after = datetime.datetime.now()
     first, second = log.getvalue().splitlines()
-    assert re.fullmatch(r"\d\d:\d\d:\d\d epoch 1/2 loss 1\.0", first)
-    assert before <= first[:8] <= after or before > after  # (but across midnight)
+    stamp = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) epoch 1/2 loss 1\.0", first)
+    assert stamp, first
+    assert before <= datetime.datetime.fromisoformat(stamp[1]) <= after
     assert second == "warning: a message"
 
 
@@ -2679,7 +2684,7 @@ def test_a_log_file_line_says_the_time_left(monkeypatch):
             progress.step(f"epoch {epoch}/200")
     with Progress(2, "run", "setting", stream=log) as progress:
         progress.step("[1/2] fgsm")
-    assert [line[9:] for line in log.getvalue().splitlines()] == [
+    assert [line.split(" ", 1)[1] for line in log.getvalue().splitlines()] == [
         "epoch 198/200 eta 0:03:00", "epoch 199/200 eta 0:02:15", "epoch 200/200", "[1/2] fgsm"]
 
 

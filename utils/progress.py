@@ -1,7 +1,7 @@
 """Progress on stderr: a tqdm bar on a terminal, one plain line per step in a log file, each step's
-line starting with the time of day it was written (a cluster log then says when each epoch ended,
-and whether a job stalled) and, for steps of about equal cost (epochs), ending with the time left,
-as the bar shows it.
+line starting with the date and time it was written (a cluster log then says when each epoch ended,
+whether a job stalled, and for how long it sat preempted) and, for steps of about equal cost
+(epochs), ending with the time left, as the bar shows it.
 
 stdout is kept for the final JSON line, so a notebook can parse it and a cluster log stays readable.
 """
@@ -19,6 +19,10 @@ from utils.errors import log
 # terminal the rate pushed the step's numbers off the line's end ("valid=12." for 12.00%, "acc=1" for
 # 14.06%; a resnet110's bar showed no accuracy at all)
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+# A log line's time, as a sweep's `=== ` headers give it (`date +%FT%T`): a log is read days after it
+# was written, and a job requeued after a preemption goes on another day; the time of day alone
+# ("11:05:47") said neither which day an epoch ended nor how long the job had waited
+STAMP = "%Y-%m-%dT%H:%M:%S"
 
 
 def _columns(stream):
@@ -101,7 +105,7 @@ class Progress:
             return
         self.done, self.steps = self.done + 1, self.steps + 1
         if self.bar is None:
-            log(f"{time.strftime('%H:%M:%S')} {line}{self._left()}", self.stream)
+            log(f"{time.strftime(STAMP)} {line}{self._left()}", self.stream)
         else:
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)
