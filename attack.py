@@ -240,9 +240,15 @@ def checkpoint_file(flag, given):
 
 
 def find_checkpoint(args):
-    """The checkpoint path and the run directory its results go to."""
+    """The checkpoint path and the run directory its results go to. Unset run flags take train.py's
+    defaults where the flags find the checkpoint (with --checkpoint, `load_model` gives them the
+    checkpoint's)."""
     from utils.runs import (CONFIG, LAST_CHECKPOINT, RESULTS, best_checkpoint_name, check_base_dir,
                             check_name_lengths, resolved, run_dir_of)
+    if args.checkpoint is None:  # the flags find the checkpoint
+        for flag, default in RUN_FLAGS:
+            setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
+        args.base_dir = flags_base_dir(args)
     if args.checkpoint:
         # its folder as run_dir_of's (the file itself may be a link: the results go beside it), in
         # every message and in attack_results.json's config too
@@ -502,25 +508,19 @@ def check_fits(args, path, space, data):
                 "changed or regenerated since); the attacks use the checkpoint's")
 
 
-def load_run(args):
-    """The run to attack: (checkpoint path, run directory, model, label space, dataset, what
-    attack_results.json records of the checkpoint (`checkpoint_record`), the checkpoint's `version`
-    as it was before the load). Unset run flags take the checkpoint's values (`load_model`), or
-    train.py's defaults where the flags find the checkpoint; the checkpoint, the dataset and a label
-    file of its name must fit together."""
+def load_run(args, path):
+    """The run to attack, of the checkpoint at `path` (`find_checkpoint`'s): (model, label space,
+    dataset, what attack_results.json records of the checkpoint (`checkpoint_record`), the
+    checkpoint's `version` as it was before the load). Unset run flags take the checkpoint's values
+    (`load_model`); the checkpoint, the dataset and a label file of its name must fit together."""
     from cifar import load_cifar
     from utils.training import warn_bf16_targets
-    if args.checkpoint is None:  # the flags find the checkpoint
-        for flag, default in RUN_FLAGS:
-            setattr(args, flag, default if getattr(args, flag) is None else getattr(args, flag))
-        args.base_dir = flags_base_dir(args)
-    path, run_dir = find_checkpoint(args)
     loaded = version(path)  # before the load: a file replaced during it is read again (`run`)
     model, space, record = load_model(args, path)
     warn_bf16_targets(space, args.amp)
     data = load_cifar(args.dataset, args.data_dir, args.label_granularity, train=False)  # it attacks test images
     check_fits(args, path, space, data)
-    return path, run_dir, model, space, data, record, loaded
+    return model, space, data, record, loaded
 
 
 SOURCE_ADVICE = "point --transfer_from at a best checkpoint train.py wrote"
@@ -997,7 +997,7 @@ def run(args, argv=None):
     records (`utils.runs.command_line`; sys.argv when None)."""
     from utils import preempt
     from utils.progress import Progress
-    from utils.runs import run_lock, with_resolved_folders
+    from utils.runs import run_lock_before_loading, with_resolved_folders
     from utils.training import keep_freed_memory, resolve_device, warn_slow_bf16
 
     # a copy, each value as the command line reads it (a notebook's batch_size 0 was a traceback,
@@ -1018,19 +1018,22 @@ def run(args, argv=None):
     keep_freed_memory(device)
     warn_slow_bf16(device, args.amp)
 
-    # bad input ends here, before the run is locked; the checkpoint is read once: its weights and
-    # `record` (sha256, ...) are of the same bytes
-    path, run_dir, model, space, data, record, loaded = load_run(args)
-    source = load_source(args, data, record, model) if args.transfer_from else None
+    path, run_dir = find_checkpoint(args)
     elsewhere = ("attack a copy of the checkpoint in a folder of its own" if args.checkpoint
                  else "use another --base_dir")
     # a run folder that takes no writes: the same copy, where this job may write
     copy = elsewhere if args.checkpoint else "copy the run directory into another --base_dir and attack it there"
-    with run_lock(run_dir, elsewhere=elsewhere):  # one job at a time in a run directory
+    # one job at a time in a run directory; one there now refuses this one before the loads
+    with run_lock_before_loading(run_dir, elsewhere=elsewhere) as lock:
+        # bad input ends here, before a folder without a lock file (a checkpoint's copy) is locked;
+        # the checkpoint is read once: its weights and `record` (sha256, ...) are of the same bytes
+        model, space, data, record, loaded = load_run(args, path)
+        source = load_source(args, data, record, model) if args.transfer_from else None
+        lock()
         check_finished(run_dir)
         # the weights of the file as it is now, which no other job changes while this one holds the
-        # lock: a train.py that wrote its final best checkpoint and ended since the load (an attack
-        # started during the last epoch) had this job attack an earlier epoch's weights
+        # lock: one written since the load (a copy over it by hand; a train.py's final best
+        # checkpoint on a file system without locks) had this job attack other weights than the file's
         if version(path) != loaded:
             model, space, record = reload(args, path, data)
         job = Job(args, argv, requested, device, run_dir, path, record, model, space, data, source)

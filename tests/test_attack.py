@@ -898,7 +898,7 @@ def test_an_attack_reads_the_test_batches_alone(speech_run, cifar10_dir, label_d
     entry, = json.loads((tmp_path / ATTACK_RESULTS).read_text())["entries"]
     assert entry["images_sha256"] == test_images_sha256("cifar10", cifar10_dir, "fine", 5)
     args = attack.build_parser().parse_args(one_fgsm(checkpoint, tmp_path / "data", label_dir))
-    data = attack.load_run(args)[4]
+    data = attack.load_run(args, attack.find_checkpoint(args)[0])[2]
     assert data.train_images is None and len(data.test_labels) == 100
 
 
@@ -994,6 +994,21 @@ def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_computed_again(s
     assert summary["robust_acc"] == computed["robust_acc"]
     assert [("device" in e, e["targeted"]) for e in json.loads(path.read_text())["entries"]] == [
         (False, False), (True, True)]
+
+
+def test_a_second_job_is_refused_before_it_loads_the_run(speech_run, label_dir, tmp_path, capsys):
+    """An attack started on a run directory another job holds loaded the checkpoint and the test
+    set first, then was refused: with a --data_dir it cannot read it said 'cifar10 not found', not
+    that the run was in use. It is refused before it loads anything."""
+    import fcntl
+    base, run_dir = speech_run
+    flags = script_flags(tmp_path / "no_data", base, label_dir, "--attacks", "fgsm", "--epsilons", "8/255",
+                         "--num_images", "10", "--examples", "0")
+    with open(run_dir / ".lock", "a") as other_job:   # as another process's run_lock holds it
+        fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        status, line = run_cli_status(capsys, flags)
+    assert (status, line) == (2, f"error: {run_dir} is in use by another train.py or attack.py job; wait for it "
+                                 "to end, or use another --base_dir")
 
 
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, cifar10_dir, label_dir, capsys):
@@ -1618,11 +1633,13 @@ def test_an_unfinished_run_is_not_attacked(speech_run, cifar10_dir, label_dir, t
 
 def test_a_checkpoint_written_again_while_the_job_starts_is_attacked_as_it_is_then(
         speech_run, cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):
-    """attack.py loads the checkpoint before it locks the run directory: a train.py that wrote its
+    """attack.py loaded the checkpoint before it locked the run directory: a train.py that wrote its
     final best checkpoint and ended in between (an attack started while the run trained its last
     epoch) left the job attacking the weights it had loaded while attack_results.json named the
     file's sha256, so sweep.py and report.py counted an earlier epoch's robust accuracy as the
-    finished run's. Under the lock the file is read again where it changed."""
+    finished run's. A folder with a lock file is now locked before the load, but a file may still
+    change during it (a copy over it by hand, a file system without locks): under the lock the
+    file is read again where it changed."""
     import cifar
     shutil.copytree(speech_run[0], tmp_path / "runs")
     run_dir = tmp_path / "runs" / "cifar10" / "seed3" / "resnet32" / "model_speech"

@@ -2015,6 +2015,21 @@ def test_a_start_at_epoch_1_drops_the_attack_results_of_the_model_before(speech_
     assert attack_state(run_dir, wanted) == (False, "new")
 
 
+def test_a_second_job_is_refused_before_it_loads_the_data(speech_run, capsys, label_dir, tmp_path):
+    """A second train.py started on a run directory another job holds (an array task submitted
+    twice) loaded the whole dataset first (minutes and gigabytes of a full CIFAR), then was refused:
+    with a --data_dir it cannot read it said 'cifar10 not found', not that the run was in use. A
+    folder with a lock file is locked before the load; one without (a new run's) after it, as
+    before, so bad data leaves no folder made (test_a_data_dir_of_the_batches_themselves...)."""
+    import fcntl
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    with open(run_dir / ".lock", "a") as other_job:   # as another process's run_lock holds it
+        fcntl.flock(other_job, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        line = run_cli_capture(capsys, flags(tmp_path / "no_data", base, label_dir))
+    assert line == (f"error: {run_dir} is in use by another train.py or attack.py job; wait for it "
+                    "to end, or use another --base_dir")
+
+
 def test_a_second_job_on_a_run_directory_is_one_line(speech_run, capsys, cifar10_dir, label_dir,
                                                      tmp_path):
     """Two jobs in one run directory would leave a run mixed from both; the second is refused.

@@ -228,6 +228,26 @@ def run_lock(run_dir, hold=True, elsewhere="use another --base_dir"):
             _held.pop(run_dir, None)
 
 
+@contextlib.contextmanager
+def run_lock_before_loading(run_dir, hold=True, elsewhere="use another --base_dir"):
+    """`run_lock` on `run_dir` for the block, taken at once where the folder has a lock file, else
+    where the block calls the function it is given (before it writes there). A job has worked where
+    there is one, and another may hold it now: a second job started there by mistake (a task
+    submitted twice) is refused before it loads the dataset and the model, not after minutes of
+    loading and gigabytes of memory. Where there is none, no job holds the folder, and taking it
+    would make the folder and its lock file: bad input found while loading leaves nothing there."""
+    taken = False
+    with contextlib.ExitStack() as stack:
+        def take():
+            nonlocal taken
+            if not taken:
+                stack.enter_context(run_lock(run_dir, hold, elsewhere))
+                taken = True
+        if os.path.lexists(Path(run_dir) / LOCK):  # a link there too: run_lock's error for it, at once
+            take()
+        yield take
+
+
 def run_holder(run_dir):
     """The job working in `run_dir` now, as it wrote itself into the lock file it holds (`run_lock`,
     `holder_of`: 'train.py (pid 4123 on node07, since 17:05:34 UTC)'); None where no job does (no

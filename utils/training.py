@@ -31,8 +31,9 @@ from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, CONFUSION, LAST_CHECKPOINT, METRICS, RESULTS,
                         append_jsonl, best_checkpoint_name, check_base_dir, check_name_lengths, environment,
-                        load_checkpoint, malformed, read_json, run_dir_of, run_folder_name, run_lock,
-                        save_checkpoint, tensors_sha256, with_resolved_folders, write_json, write_jsonl)
+                        load_checkpoint, malformed, read_json, run_dir_of, run_folder_name,
+                        run_lock_before_loading, save_checkpoint, tensors_sha256, with_resolved_folders,
+                        write_json, write_jsonl)
 
 MOMENTUM = 0.9
 WEIGHT_DECAY = 1e-4
@@ -1073,20 +1074,21 @@ def run_training(args, argv=None):
         raise EveryProcessError(f"--label {args.label} does not train under torchrun: its loss, the rate "
                                 "reduction of the whole batch, is not a sum over images, so each "
                                 "process's share would give another loss; run it in one process")
-    data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-    split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
-    train_labels = data.train_labels[split.train]
-    noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
     run_dir = run_dir_of(args)
     _check_older_place(args, run_dir)
     last_path = run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
-    facts = data_facts(data, split)  # checked against a finished or stopped run; recorded
-    if distributed.any_process(preempt.requested(), device):  # while the data loaded: leave at once
-        preempt.exit_for_requeue(f"{run_dir}: stopped by signal while starting; nothing was written, "
-                                 "rerun with --resume")
-
-    with run_lock(run_dir, hold=ctx.main):  # one job at a time in a run directory
+    # one job at a time in a run directory; one there now refuses this one before the data loads
+    with run_lock_before_loading(run_dir, hold=ctx.main) as lock:
+        data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
+        split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
+        train_labels = data.train_labels[split.train]
+        noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
+        facts = data_facts(data, split)  # checked against a finished or stopped run; recorded
+        if distributed.any_process(preempt.requested(), device):  # while the data loaded: leave at once
+            preempt.exit_for_requeue(f"{run_dir}: stopped by signal while starting; nothing was written, "
+                                     "rerun with --resume")
+        lock()
         # the others read the folder once rank 0 holds it: where another job does, rank 0's error
         # ends them here, not a check of what that job is writing there
         distributed.barrier()
