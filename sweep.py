@@ -33,11 +33,10 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
-from utils.errors import (CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, did_you_mean, log,
-                          nearest, nearest_existing, doc_paragraphs, nonempty, number, os_error_text,
+from utils.errors import (STAMP, CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, did_you_mean,
+                          log, nearest, nearest_existing, doc_paragraphs, nonempty, number, os_error_text,
                           os_errors_as_usage, run_cli)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
@@ -934,7 +933,7 @@ class LocalPool:
 
     def say(self, line):
         with self.lock:
-            log(f"{datetime.now():%H:%M:%S} {line}", self.stream)
+            log(f"{time.strftime(STAMP)} {line}", self.stream)
 
     def stop(self, signum, frame):
         self.signal = signal.Signals(signum)
@@ -966,7 +965,7 @@ class LocalPool:
         where = ", ".join(f"{k}={env[k]}" for k in ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS") if k in env)
         start = time.time()
         try:  # a full disk, a read-only or vanished --base_dir: this stage fails, not the worker thread
-            out = open_log(stage_log, f"=== {datetime.now():%Y-%m-%dT%H:%M:%S} {where}: {shlex.join(argv)}\n")
+            out = open_log(stage_log, f"=== {time.strftime(STAMP)} {where}: {shlex.join(argv)}\n")
         except OSError as err:
             note = f"error: {os_error_text(err)}"
             self.say(f"[{number}/{self.total}] {stage} {task.name}: FAILED (not started): {note}")

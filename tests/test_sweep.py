@@ -1979,6 +1979,29 @@ def test_a_local_sweep_leaves_a_run_another_job_holds_to_it(tmp_path, capsys, mo
     assert sorted(p.name for p in held.iterdir()) == [".lock", "train.log"] and not any((held / "train.log").iterdir())
 
 
+def test_a_local_sweeps_lines_say_the_date(tmp_path, capsys, monkeypatch):
+    """A --local sweep submitted as one batch job (its stderr a log, read days later) began each stage's
+    line with the time of day alone ('19:05:10 [1/1] train ...: started'), where a SLURM task's lines,
+    the stage logs' `=== ` headers and train.py's epoch lines give the date too: a sweep of runs
+    over days said neither on which day a stage started or ended. They now begin alike. (Its stage:
+    a stand-in for train.py, as the interpreter --local runs, that prints a result.)"""
+    import datetime
+    stage = tmp_path / "stage"
+    stage.write_text(f"#!{sys.executable}\nprint('{{\"test_acc\": 0.5}}')\n")
+    stage.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(stage))
+    before = datetime.datetime.now().replace(microsecond=0)
+    summary = sweep.main(["--seeds", "3", "--base_dir", str(tmp_path / "out"), "--stages", "train", "--local"])
+    after = datetime.datetime.now()
+    err = capsys.readouterr().err
+    assert summary["completed"] == 1, err
+    log = tmp_path / "out" / "cifar10" / "seed3" / "resnet32" / "model_category" / "train.log"
+    lines = err.splitlines()[1:] + log.read_text().splitlines()[:1]
+    stamps = [re.match(r"(?:=== )?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) ", line) for line in lines]
+    assert len(lines) == 3 and all(stamps), lines  # started, done, and the log's header
+    assert all(before <= datetime.datetime.fromisoformat(stamp[1]) <= after for stamp in stamps), lines
+
+
 def test_a_local_sweep_runs_a_run_whose_holder_died_on_another_node(tmp_path, capsys, monkeypatch):
     """A job killed outright on another node (the node lost; the file server frees its lock) leaves
     its record in the run's lock file, which names it as long as no job works there again

@@ -45,6 +45,14 @@ EXIT_PIPE = 141  # 128 + SIGPIPE: a shell's status for a writer whose reader lef
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
 
 
+# The date and time a progress line starts with (train.py's epochs, attack.py's settings, a local
+# sweep's stages), as a SLURM task's lines and a stage log's `=== ` headers give it (`date +%FT%T`):
+# a log is read days after it was written, and a job requeued after a preemption goes on another
+# day, so the time of day alone ("11:05:47") said neither which day a step ended nor how long the
+# job had waited
+STAMP = "%Y-%m-%dT%H:%M:%S"
+
+
 def log(line, stream=None):
     """`line` on stderr (or `stream`) in one write: print writes a line's text and its newline
     apart on Python's unbuffered stderr, so two processes sharing a log (torchrun's ranks, each

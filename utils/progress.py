@@ -13,16 +13,12 @@ import time
 
 from tqdm import tqdm
 
-from utils.errors import log
+from utils.errors import STAMP, log
 
 # tqdm's default without its rate ("3.21s/epoch, "), which the ETA already reflects: on an 80-column
 # terminal the rate pushed the step's numbers off the line's end ("valid=12." for 12.00%, "acc=1" for
 # 14.06%; a resnet110's bar showed no accuracy at all)
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
-# A log line's time, as a sweep's `=== ` headers give it (`date +%FT%T`): a log is read days after it
-# was written, and a job requeued after a preemption goes on another day; the time of day alone
-# ("11:05:47") said neither which day an epoch ended nor how long the job had waited
-STAMP = "%Y-%m-%dT%H:%M:%S"
 
 
 def _columns(stream):
