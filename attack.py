@@ -600,7 +600,7 @@ def retrained_sources(entries, source, path, log):
     stale = [e for e in entries if e.get("source") and e["source"].get("checkpoint") == source["checkpoint"]
              and e["source"]["checkpoint_sha256"] != source["checkpoint_sha256"]]
     if stale:
-        log(f"{path}: dropping {counted(len(stale), 'transfer entry', 'transfer entries')} crafted against an "
+        log(f"{path}: dropping {counted(len(stale), 'transfer entry')} crafted against an "
             f"earlier {source['checkpoint']} (written again since)")
     return [e for e in entries if e not in stale], bool(stale)
 
@@ -676,12 +676,12 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log, smoothed=False)
                          "to compute the attacks again")
     entries, malformed, outdated = attack_entries(previous)  # as sweep.py and report.py read the file
     if malformed:
-        log(f"{path}: dropping {counted(malformed, 'malformed entry', 'malformed entries')} "
+        log(f"{path}: dropping {counted(malformed, 'malformed entry')} "
             "(computed again if asked for)")
     if outdated:
         log(f"{path}: dropping {outdated} {OUTDATED} (computed again if asked for)")
     if stale := smoothed_loss_attacks(previous, smoothed):
-        log(f"{path}: dropping {counted(len(entries), 'entry', 'entries')}: it {stale}" + (
+        log(f"{path}: dropping {counted(len(entries), 'entry')}: it {stale}" + (
             f"; and {figure.name}" if figure.exists() else ""))
         figure.unlink(missing_ok=True)
         return []
@@ -693,7 +693,7 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log, smoothed=False)
                              f"{path.name} to replace those results")
         had_figure = figure.exists()
         if entries or had_figure:
-            log(f"{path}: dropping {counted(len(entries), 'entry', 'entries')} computed on another checkpoint"
+            log(f"{path}: dropping {counted(len(entries), 'entry')} computed on another checkpoint"
                 + (f", and {figure.name}" if had_figure else ""))
         figure.unlink(missing_ok=True)
         return []

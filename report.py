@@ -441,7 +441,7 @@ def read_attacks(record, run_dir):
         return
     if malformed:
         record["problems"].append(
-            f"{ATTACK_RESULTS}: {counted(malformed, 'malformed entry', 'malformed entries')} left out "
+            f"{ATTACK_RESULTS}: {counted(malformed, 'malformed entry')} left out "
             "(without an attack, targeted, eps >= 0 or a robust_acc in [0, 1])")
     if outdated:
         record["problems"].append(f"{ATTACK_RESULTS}: {outdated} {OUTDATED} left out (attack the run again)")

@@ -69,10 +69,12 @@ NOT_PASSED = {"--force": "each rerun of the sweep, or requeue of its task, would
                                  "differs from run to run: run attack.py --transfer_from on each run"}
 
 
-def counted(count, noun, plural=None):
-    """'1 epoch', '3 epochs': a count and its noun, in the plural (`plural`, else noun + 's')
-    unless one."""
-    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+def counted(count, noun):
+    """'1 epoch', '3 epochs', '2 entries': a count and its noun, in the plural unless one (a
+    consonant's y as ies)."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun[:-1] + 'ies' if noun.endswith('y') and noun[-2:-1] not in 'aeiou' else noun + 's'}"
 
 
 def last_written(run_dir, ago=True):
