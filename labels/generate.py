@@ -530,10 +530,17 @@ def make_bert(names, seed, options, param=None):
     return _rescale(states, source).reshape(len(names), side, side)
 
 
+def _no_downloads():
+    """The environment variable set that forbids the text families a download, or None: LABELREP_OFFLINE
+    (the project's), or HF_HUB_OFFLINE, which Hugging Face's users set offline (labels/README.md: with
+    either, neither BERT nor GloVe tries one)."""
+    return "LABELREP_OFFLINE" if offline() else "HF_HUB_OFFLINE" if env_flag("HF_HUB_OFFLINE") else None
+
+
 def _load_text_model(source, transformers):
     """(model, tokenizer) from a local directory, the local cache, or (online) the hub."""
     from utils.progress import on_a_terminal
-    local = offline() or env_flag("HF_HUB_OFFLINE") or Path(source).is_dir()
+    local = _no_downloads() or Path(source).is_dir()
     attempts = [True] if local else [True, False]
     for local_only in attempts:
         if not local_only:
@@ -602,8 +609,8 @@ def _load_glove(source, words):
     cached = data_dir / source / f"{source}.gz"
     if cached.is_file():
         return _read_vectors(cached, words)
-    if offline():
-        raise LabelError(f"cannot get GloVe vectors {source!r} (none in {data_dir}, and LABELREP_OFFLINE "
+    if flag := _no_downloads():
+        raise LabelError(f"cannot get GloVe vectors {source!r} (none in {data_dir}, and {flag} "
                          "is set, so no download was tried); pass --glove PATH to a GloVe text file "
                          "(e.g. glove.6B.50d.txt from https://nlp.stanford.edu/projects/glove/)")
     try:

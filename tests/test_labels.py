@@ -383,6 +383,7 @@ def test_a_glove_download_keeps_stdout_one_json_line(tiny_glove, tmp_path, monke
             downloader._progress(chunk, 8192, 3 * 8192)
         return vectors
     monkeypatch.setattr(downloader, "load", load)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("LABELREP_OFFLINE")
     monkeypatch.setenv("GENSIM_DATA_DIR", str(tmp_path / "gensim-data"))
     status, out, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--out", tmp_path], capsys)
@@ -390,6 +391,22 @@ def test_a_glove_download_keeps_stdout_one_json_line(tiny_glove, tmp_path, monke
     note, wrote = err.splitlines()
     assert note == f"note: glove-wiki-gigaword-50 is not in {tmp_path / 'gensim-data'}; downloading it with gensim"
     assert wrote.startswith(f"wrote {tmp_path / 'cifar10_glove.npy'}  (10, 50)  [") and "\r" not in err
+
+
+def test_glove_with_hf_hub_offline_tries_no_download(tmp_path, monkeypatch, capsys):
+    """labels/README.md: with HF_HUB_OFFLINE=1, as with LABELREP_OFFLINE=1, neither text family tries a
+    download. GloVe read LABELREP_OFFLINE alone: it said 'downloading it with gensim', then gensim's
+    error on a second line (or, without gensim, that it needed gensim), not how to supply a file."""
+    monkeypatch.delenv("LABELREP_OFFLINE")   # HF_HUB_OFFLINE=1 (this file's)
+    monkeypatch.setenv("GENSIM_DATA_DIR", str(tmp_path))
+    for name in ("gensim", "gensim.downloader"):
+        monkeypatch.setitem(sys.modules, name, None)   # a download would need it: ImportError
+    status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--out", tmp_path], capsys)
+    assert (status, err) == (2, f"error: cannot get GloVe vectors 'glove-wiki-gigaword-50' (none in {tmp_path}, "
+                                "and HF_HUB_OFFLINE is set, so no download was tried); pass --glove PATH to "
+                                "a GloVe text file (e.g. glove.6B.50d.txt from "
+                                "https://nlp.stanford.edu/projects/glove/)\n")
+    assert not list(tmp_path.glob("*.npy"))
 
 
 def test_a_malformed_glove_line_is_named(tiny_glove, tmp_path, capsys):
@@ -489,6 +506,7 @@ def test_a_glove_file_is_read_in_one_pass_without_gensim(tiny_glove, tmp_path, m
                                 "a GloVe text file (e.g. glove.6B.50d.txt from "
                                 "https://nlp.stanford.edu/projects/glove/)\n")
     monkeypatch.delenv("LABELREP_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     status, _, err = cli(generate.main, ["--dataset", "cifar10", "--label", "glove", "--out", tmp_path],
                          capsys)
     assert status == 2 and err.startswith("error: glove needs gensim (") and not list(tmp_path.glob("*.npy"))
