@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.constants import DATASETS
-from utils.errors import UsageError, did_you_mean
+from utils.errors import UsageError, did_you_mean, log
 
 LABEL_DIR = Path(__file__).resolve().parent / "label_files"
 
@@ -281,10 +281,21 @@ def _named_otherwise(dataset, name, label_dir):
     return None
 
 
+# The paper's published CIFAR-100 text labels (../shared/reference), by `targets_sha256`: their row j
+# is the j-th name of its cifar100_text.txt, which lists the names superclass by superclass (beaver,
+# dolphin, ...), not fine class j (apple, aquarium fish, ...): labels/README.md reorders them.
+TEXT_ORDER_FILES = {
+    "73b9d5f407b5218d95b76b2ce8caa16fbe3dc731a3a03e86cb5ef310e6cebfe4": "cifar100_bert.npy",
+    "a216845d31eab9f74628165a87c1ae06b822f8f766a9909015b2656cfed91a8e": "cifar100_glove.npy",
+}
+
+
 def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, builtin=()):
     """Targets of label `name` for `dataset`: float32 array (C, *shape), checked by `read_targets`
     (`num_classes`, `fix`). Raises LabelError naming the labels that do exist (`builtin` names
-    first: labels that need no file), and how to make it (`make_fix`), when there is no such file."""
+    first: labels that need no file), and how to make it (`make_fix`), when there is no such file.
+    Warns of a file whose rows are not in class order (`TEXT_ORDER_FILES`): it trains, each class
+    against another's target, as the paper's runs did, which a run may mean to repeat."""
     path = label_path(dataset, name, label_dir)
     if not Path(label_dir).is_dir():  # a typo, or the label file itself: no folder to list labels of
         what = "does not exist"
@@ -310,4 +321,10 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
         raise LabelError(f"no label file {path} for --label {name}{did_you_mean(name, known)}; labels found "
                          f"for {dataset} in {label_dir}: {', '.join(known) or 'none'}"
                          + (f"; {fix or how}" if how else ""))
-    return read_targets(path, num_classes, fix, dataset)
+    targets = read_targets(path, num_classes, fix, dataset)
+    if published := TEXT_ORDER_FILES.get(targets_sha256(targets)):
+        log(f"warning: label file {path} is the paper's published {published}, whose row j is the j-th "
+            "name of its cifar100_text.txt (beaver, dolphin, ...: superclass by superclass), not fine class "
+            "j: class 0 (apple) trains against beaver's target; reorder its rows as labels/README.md shows "
+            "to train each class against its own name's")
+    return targets

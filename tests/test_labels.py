@@ -577,6 +577,28 @@ def test_published_cifar100_text_labels_follow_the_text_files_order(name):
     assert within_superclass(published) < 0.05 < 0.15 < within_superclass(reordered)
 
 
+@needs_reference
+@pytest.mark.parametrize("name", ["bert", "glove"])
+def test_published_cifar100_text_labels_are_said_to_be_in_another_order(name, tmp_path, capsys):
+    """A run given the paper's cifar100_bert.npy or cifar100_glove.npy (--label_dir the published
+    files) trained apple against beaver's target and said nothing: their rows follow
+    cifar100_text.txt's order (labels/README.md). Loading one says so; reordered, as the README
+    does, it loads without a word."""
+    targets = load_label("cifar100", name, REFERENCE, 100)
+    assert capsys.readouterr().err == (
+        f"warning: label file {REFERENCE / f'cifar100_{name}.npy'} is the paper's published cifar100_{name}.npy, "
+        "whose row j is the j-th name of its cifar100_text.txt (beaver, dolphin, ...: superclass by "
+        "superclass), not fine class j: class 0 (apple) trains against beaver's target; reorder its rows "
+        "as labels/README.md shows to train each class against its own name's\n")
+    text = [n.strip() for n in (REFERENCE / "cifar100_text.txt").read_text().split(",") if n.strip()]
+    fine = class_names("cifar100", "text")
+    reordered = np.empty_like(targets)
+    reordered[[fine.index(n) for n in text]] = targets
+    np.save(tmp_path / f"cifar100_{name}.npy", reordered)
+    assert np.array_equal(load_label("cifar100", name, tmp_path, 100), reordered)
+    assert capsys.readouterr().err == ""
+
+
 def test_builtin_names():
     assert len(CIFAR10_CLASSES) == 10 and len(set(CIFAR100_CLASSES)) == 100
     assert list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)   # fine labels are alphabetical
