@@ -53,8 +53,8 @@ from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUT
                         describe_key, entry_dtype, entry_key, eps_text, fresh_transfers, last_written, missing_figure,
                         missing_note, nonnegative, parse_level, read_json_file, read_lines, smoothed_loss_attacks,
                         smoothed_run, transfer_source, unreadable)
-from utils.atomic import (Table, code_span, dump_json, exclusive, file_set, markdown_text, print_json,
-                          remove_temporaries, temporary_names, utf8)
+from utils.atomic import (Table, code_span, dump_json, file_set, markdown_text, print_json, taking_turns,
+                          temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
 from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
                          recorded_config, trained_folder, with_added_flags)
@@ -1905,7 +1905,11 @@ def _report(base_dir, out_dir, grid, title, draw, workers, label_dirs, figure_fo
                        incomplete, missing, expected_from, counts)
     # tables.md, and with --latex its tables (the same `Table`s) as tables.tex
     texts = {"tables.md": tables_markdown(page), **({"tables.tex": tables_latex(title, page)} if latex else {})}
-    with taking_turns(out):  # the earlier report's files: the last one's, not one read meanwhile
+    # One report at a time in --out: two at once left a mix of both reports' files, or one deleted a
+    # file that the other's summary.json lists (each removes the files of the summary.json it read
+    # that it did not write); a second waits, then replaces the first's files. Each reads the
+    # earlier report's files there as the last one left them, not as one writes them meanwhile.
+    with taking_turns(out, REPORT_LOCK, REPORT_TEMPORARY, "report.py"):
         earlier = earlier_summary(out)
         # one set: a failure part way (a full disk) leaves the earlier report's files as they were
         with file_set() as put:
@@ -2018,25 +2022,6 @@ def write_csvs(put, out, summary, records):
     for name, rows, columns in files:
         write_csv(put, out / name, rows, columns)
     return [name for name, _, _ in files]
-
-
-@contextlib.contextmanager
-def taking_turns(out):
-    """The block as the only report writing in the folder `out`: two at once left a mix of both
-    reports' files, or one deleted a file that the other's summary.json lists (each removes the
-    files of the summary.json it read that it did not write). A second report waits for the
-    first, then replaces its files. The lock file goes again, removed while held (`exclusive`: a
-    report waiting on it then locks the next one), so that --out holds the report alone. Holding
-    it, remove the temporary files of a report killed outright (SIGKILL, the OOM killer), which
-    stayed in --out, a figure's size each, rerun after rerun."""
-    lock = out / REPORT_LOCK
-    with exclusive(lock, waiting=f"waiting for another report.py writing into {out} to finish") as locked:
-        try:
-            if locked:  # no other report writes here: a temporary file is a killed one's
-                remove_temporaries(out, REPORT_TEMPORARY)
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
 
 
 def earlier_files(earlier):

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from labels import LABEL_DIR, LabelError, check_targets, read_targets
-from utils.atomic import file_set, made_folders, print_json
+from utils.atomic import file_set, made_folders, print_json, taking_turns, temporary_names
 from utils.constants import env_flag, offline
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, as_parsed, choice, log, nonempty,
                           doc_paragraphs, number, os_errors_as_usage, run_cli, sigterm_as_interrupt)
@@ -811,6 +811,11 @@ def make_label(name, names, seed=None, **options):
 
 # ----------------------------------------------------------------------------- writing and CLI
 
+GENERATE_LOCK = ".labels_generate.lock"  # in --out while a generator writes there (`taking_turns`)
+# the temporary name of a label file (`utils.atomic.file_set`'s), which one killed outright left in --out
+LABEL_TEMPORARY = temporary_names(rf"(?:{'|'.join(map(re.escape, DATASETS))})_[^/]+\.npy")
+
+
 def npy_writer(targets):
     """write(file) of `targets` as .npy, for `file_set`'s put. Through bytes in memory (a few MB):
     numpy's own write to a file reports a full disk without its cause ('4096000 requested and
@@ -970,7 +975,9 @@ def _write_labels(args, out, labels, datasets):
     # Every file or none: bad input met part way (a later dataset's names, a later family's
     # parameter) replaced nothing, where the files before it stayed and a rerun needed --force;
     # nor does it leave the --out folder it made (before the first label: a bad --out is said at once).
-    with made_folders(out), file_set() as put:
+    # One generator at a time in --out, which removes the temporary files of one killed outright.
+    with made_folders(out), taking_turns(out, GENERATE_LOCK, LABEL_TEMPORARY, "labels.generate"), \
+            file_set() as put:
         for dataset in datasets:
             for name, targets in _dataset_targets(args, dataset, labels):
                 path = out / f"{dataset}_{name}.npy"

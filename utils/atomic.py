@@ -448,6 +448,24 @@ def remove_temporaries(folder, pattern):
                 left.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def taking_turns(folder, lock_name, temporaries, tool):
+    """The block as the only `tool` (its name, for the line of one that waits) writing into the
+    folder `folder`: a second waits for the first, saying so on stderr, then goes on. Holding its
+    turn, remove the temporary files of one killed outright (SIGKILL, the OOM killer), whose names
+    the `temporary_names` pattern `temporaries` matches: they stayed in the folder rerun after rerun.
+    The lock file `folder/lock_name` goes again, removed while held (`exclusive`: one waiting on it
+    then locks the next one), so that the folder holds the tool's files alone."""
+    lock = Path(folder) / lock_name
+    with exclusive(lock, waiting=f"waiting for another {tool} writing into {folder} to finish") as locked:
+        try:
+            if locked:  # none other writes here: a temporary file is a killed one's
+                remove_temporaries(folder, temporaries)
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+
+
 def append_whole(path, data, file=None):
     """`data` (bytes) added to the end of the file `path` (made where absent), in place: a link's
     file, its mode and owner stay, and a folder that takes no new file (only the file there is
