@@ -35,10 +35,10 @@ from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, dat
 from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, ExtendList, UsageError,  # noqa: E402
                           as_parsed, choice, nonempty, number, doc_paragraphs, interrupt_says, log,
                           os_errors_as_usage, run_cli)
-from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, label_name,  # noqa: E402
-                         trained_folder)
+from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, json_get,  # noqa: E402
+                         label_name, trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
-                        counted, entry_attack, smoothed_loss_attacks, smoothed_run)
+                        counted, entry_attack, read_json_or_none, smoothed_loss_attacks, smoothed_run)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -265,6 +265,7 @@ def find_checkpoint(args):
     dataset_info(args.dataset, args.label_granularity)  # cifar10 coarse: train.py's error, not "no checkpoint"
     check_name_lengths(args)  # a run that no file system holds: not 'File name too long' for its checkpoint
     run_dir = run_dir_of(args)
+    check_place(run_dir, args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     if not path.is_file() and (run_dir / RESULTS).is_file():  # "train it" would find it complete
         raise UsageError(f"{run_dir} finished training, but its best checkpoint {path.name} is not there "
@@ -305,6 +306,19 @@ def check_holds(base_dir, folder, run_dir):
         raise UsageError(f"--base_dir {base_dir} does not hold --checkpoint's folder {run_dir}, where its "
                          "results go; leave out --base_dir, or copy the checkpoint into a folder of its own "
                          f"under {base_dir} and attack that copy")
+
+
+def check_place(run_dir, args):
+    """The run directory the flags `args` found must hold their run: one whose config.json records
+    other run flags (a run's folder copied into another seed's place, `cp -r seed1 seed2`) was
+    attacked as the run the folder names, its results written there as that run's, which report.py
+    pools. train.py refuses such a folder alike ('holds a finished run trained with --seed 1')."""
+    from utils.runs import CONFIG
+    flags = json_get(read_json_or_none(run_dir / CONFIG), "flags")
+    if isinstance(flags, dict) and (other := trained_otherwise(flags, args)):
+        raise UsageError(f"{run_dir} holds a run trained with {other}, as its {CONFIG} records (a copy of "
+                         "another run's folder?); attack that run with its own flags, in the folder train.py "
+                         "wrote it to, or train this one there with train.py --force")
 
 
 def trained_labels(folder, seed, model):
@@ -468,13 +482,24 @@ def load_model(args, path):
     for line in ignored_lines(passed, LABEL_ONLY, [trained["label"]]):
         log(line)
     for flag, default in RUN_FLAGS:
-        value, given = trained.get(flag, default), getattr(args, flag)
-        if given is None:
-            setattr(args, flag, value)
-        elif given != value and flag != "seed" and acts_on(flag, trained["label"]):
-            # (another seed draws other targets and starts; a flag that acted on nothing may differ)
-            raise UsageError(f"{path} was trained with --{flag} {value}, not {given}")
+        if getattr(args, flag) is None:
+            setattr(args, flag, trained.get(flag, default))
+    if other := trained_otherwise(trained, args, reseeded=args.checkpoint is not None):
+        raise UsageError(f"{path} was trained with {other}")
     return model, space, record
+
+
+def trained_otherwise(trained, args, reseeded=False):
+    """'--seed 1, not 2' for the first of RUN_FLAGS that a run's recorded flags `trained` (a flag
+    they lack at train.py's default) set otherwise than `args`; None where none does. Not --seed
+    where `reseeded` (with --checkpoint it draws other targets and random starts), nor a flag that
+    acted on nothing in the run (a sweep passes --smoothing to every label's runs)."""
+    values = {flag: trained.get(flag, default) for flag, default in RUN_FLAGS}
+    for flag, value in values.items():
+        given = getattr(args, flag)
+        if given != value and not (flag == "seed" and reseeded) and acts_on(flag, values["label"]):
+            return f"--{flag} {value}, not {given}"
+    return None
 
 
 def check_classes(path, space, data, dataset, granularity):

@@ -1446,6 +1446,35 @@ def test_a_finished_run_without_its_best_checkpoint_says_how_to_train_it_again(t
                     "directory and train it anew")
 
 
+def test_a_run_copied_into_another_seeds_folder_is_refused(speech_run, cifar10_dir, label_dir, tmp_path, capsys):
+    """Seed 3's run copied into seed 4's folder (`cp -r seed3 seed4`), its best checkpoint renamed as
+    seed 4's: attack.py --seed 4 attacked seed 3's model without a word and wrote its results there
+    as seed 4's, which report.py pools. Refused, as train.py refuses the folder ('holds a finished
+    run trained with --seed 3'), from its config.json, or without one from the checkpoint's record.
+    With --checkpoint, --seed still only reseeds the targets and random starts."""
+    base, run_dir = speech_run
+    copy = run_directory(tmp_path, "cifar10", 100, 4, "resnet32", "speech")
+    copy.mkdir(parents=True)
+    for name in ("config.json", "results.json", "speech_seed3_resnet32_best_model.pth"):
+        shutil.copy(run_dir / name, copy)
+    flags = script_flags(cifar10_dir, tmp_path, label_dir, "--attacks", "fgsm", "--epsilons", "8/255",
+                         "--targeted", "no", "--num_images", "5", "--examples", "0")
+    flags[flags.index("--seed") + 1] = "4"
+    refused = (f"error: {copy} holds a run trained with --seed 3, not 4, as its config.json records (a copy of "
+               "another run's folder?); attack that run with its own flags, in the folder train.py wrote it to, "
+               "or train this one there with train.py --force")
+    assert one_line_error(capsys, flags) == refused  # said: its best checkpoint ... is not there (deleted ...)
+    checkpoint = (copy / "speech_seed3_resnet32_best_model.pth").rename(copy / "speech_seed4_resnet32_best_model.pth")
+    assert one_line_error(capsys, flags) == refused
+    for name in ("config.json", "results.json"):
+        (copy / name).unlink()
+    assert one_line_error(capsys, flags) == f"error: {checkpoint} was trained with --seed 3, not 4"
+    assert sorted(p.name for p in copy.iterdir()) == [checkpoint.name]  # nothing written as seed 4's
+    at = flags.index("--base_dir")
+    summary, _ = call_main(capsys, flags[:at] + flags[at + 2:] + ["--checkpoint", str(checkpoint)])
+    assert summary["run_dir"] == str(copy) and list(summary["robust_acc"]) == ["fgsm/untargeted/8/255"]
+
+
 def test_a_base_dir_inside_the_layout_is_refused_with_the_one_to_pass(tmp_path, capsys):
     """--base_dir runs/less (or a dataset's or run's folder) said only 'no checkpoint at
     runs/less/less/cifar10/...'; report.py named the --base_dir meant, as attack.py now does."""
