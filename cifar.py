@@ -41,8 +41,11 @@ class CifarData:
         return self.info.num_classes[self.granularity]
 
 
-def _not_found(info, folder, reason):
-    files = ", ".join(info.train_files + info.test_files + (info.meta_file,))
+def _not_found(info, folder, reason, needed):
+    """The UsageError for a dataset that is not in `folder`, for the `reason` given, naming the
+    files the command reads (`needed`: attack.py's the test batches alone) and the meta file, which
+    only names the classes."""
+    files = f"{', '.join(needed)}, and {info.meta_file} for the class names"
     # the other dataset's folder where this one's was looked for: a --dataset left at its default
     others = "".join(f"; {folder.parent} holds {other.folder}/, which --dataset {other.name} reads"
                      for other in DATASETS.values() if other is not info and (folder.parent / other.folder).is_dir())
@@ -123,7 +126,7 @@ def _install(info, archive, folder, needed, alone):
             if archive.is_file():
                 archive.unlink()
                 reason += f"; removed {archive.name}"
-            raise _not_found(info, folder, reason)
+            raise _not_found(info, folder, reason, needed)
         folder.mkdir(exist_ok=True)
         # the needed files last: a job that finds them all finds the meta file too
         for path in sorted(unpacked.iterdir(), key=lambda path: path.name in needed):
@@ -185,12 +188,12 @@ def _fetch(info, data_dir, needed, download):
     folder = data_dir / info.folder
     if not download:
         raise _not_found(info, folder, "; ".join(filter(None, (
-            _lacking(folder, needed), "LABELREP_OFFLINE is set, so no download was tried"))))
+            _lacking(folder, needed), "LABELREP_OFFLINE is set, so no download was tried"))), needed)
     try:
         _download(info, data_dir, needed)
     except OSError as err:  # a read-only --data_dir said "could not write <lock file>", not why it wrote
         raise _not_found(info, folder, "; ".join(filter(None, (
-            _lacking(folder, needed), f"a download there failed: {os_error_text(err)}")))) from None
+            _lacking(folder, needed), f"a download there failed: {os_error_text(err)}"))), needed) from None
 
 
 def _read_batches(info, folder, granularity, train=True):

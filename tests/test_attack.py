@@ -902,6 +902,20 @@ def test_an_attack_reads_the_test_batches_alone(speech_run, cifar10_dir, label_d
     assert data.train_images is None and len(data.test_labels) == 100
 
 
+def test_a_data_dir_without_the_test_batch_names_the_files_an_attack_reads(speech_run, label_dir, tmp_path,
+                                                                          capsys):
+    """attack.py, which reads the test batch alone, said of a --data_dir without it: put the files
+    (data_batch_1, ..., data_batch_5, test_batch, batches.meta) there, five of which it never reads
+    (a user copying the test batch to a node copied 150 MB more). It names what it reads."""
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+    assert one_line_error(capsys, one_fgsm(checkpoint, tmp_path / "data", label_dir)) == (
+        f"error: cifar10 not found in {folder} (LABELREP_OFFLINE is set, so no download was tried); put the "
+        "python-pickle files (test_batch, and batches.meta for the class names) there, or pass --data_dir to "
+        "where they are")
+
+
 def test_a_setting_is_reused_only_where_its_computation_is_the_same(speech_run, cifar10_dir, label_dir,
                                                                    tmp_path, capsys):
     """An entry of attack_results.json answers a rerun only where the rerun would compute the same:
