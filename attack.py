@@ -51,6 +51,9 @@ IDENTITY = ("protocol", "attack", "objective", "targeted", "eps", "steps", "step
 # entries written before the key existed
 IDENTITY_DEFAULTS = {"objective": "loss", "dtype": COMMAND_LINE_DTYPE}
 EXAMPLES = 6  # test images in attack_examples.png by default
+# What the line for torch running out of memory advises (`run_cli`): an attack's memory grows with
+# its batch, and a rerun reuses the settings saved before (their results do not depend on it)
+MEMORY = "lower --batch_size; a rerun reuses the settings finished before"
 
 
 def fraction(text, name="eps"):
@@ -1101,4 +1104,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, memory=MEMORY)

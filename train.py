@@ -28,6 +28,12 @@ from utils.flags import LABEL_ONLY, add_flags, ignored_lines, label_name  # noqa
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+# What the line for torch running out of memory advises (`run_cli`): the training step's memory
+# grows with the batch, MCR2's loss and subspaces with the features' dimension too (feature_dim^2
+# per class); memory spent in scoring the best epoch, after the last checkpoint, needs a machine
+# with more, where --resume goes on from that checkpoint
+MEMORY = "lower --batch_size (or --feature_dim with --label mcr2), or --resume on a machine with more memory"
+
 # Defaults that depend on --label (None: every label but those named), set after parsing
 LABEL_DEFAULTS = {None: {"batch_size": 128, "lr": 0.1}, "mcr2": {"batch_size": 1000, "lr": 0.01}}
 
@@ -146,4 +152,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, memory=MEMORY)

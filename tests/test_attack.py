@@ -10,6 +10,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +23,11 @@ import attack
 from architecture import ARCHITECTURES, build_model, fold_batch_norm
 from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import load_cifar, to_float
-from conftest import last_json, make_cifar10, run_script
+from conftest import REPO, last_json, make_cifar10, run_script
 from utils import preempt
 from utils.attacks import NOISE_BLOCK, Shared, draw_targets, run_attack, start_noise
 from utils.constants import ATTACKS
-from utils.errors import UsageError, run_cli
+from utils.errors import UsageError, call_cli, run_cli
 from utils.labelspace import CategorySpace
 from utils.runs import ATTACK_EXAMPLES, ATTACK_RESULTS, LAYOUT_TEXT, file_sha256, run_directory
 from utils.training import evaluate
@@ -1167,6 +1170,51 @@ def test_preempted_run_keeps_finished_settings(speech_run, cifar10_dir, label_di
     summary, err = call_main(capsys, flags)
     assert err.count("(reused from") == 1 and len(summary["robust_acc"]) == 3
     assert summary["run_dir"] == str(tmp_path)
+
+
+def test_out_of_memory_is_one_line_and_keeps_finished_settings(speech_run, cifar10_dir, label_dir, tmp_path,
+                                                                capsys):
+    """The model's convolutions in the second setting ask for more memory than any machine has
+    (torch refuses it before any memory is touched): attack.py ended in a RuntimeError traceback
+    ('DefaultCPUAllocator: can't allocate memory ...') with exit status 1. One line now, with the
+    size asked and what to lower, exit status 2; the first setting is kept, and the rerun reuses it.
+    (The convolutions: the attacks run a copy of the model with its batch norms folded into them.)"""
+    flags = copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, ["4/255", "8/255"], 0)
+    results = tmp_path / ATTACK_RESULTS
+    code = textwrap.dedent("""
+        import pathlib, runpy, sys, torch
+        results, forward = pathlib.Path(sys.argv[1]), torch.nn.Conv2d.forward
+        def short_of_memory(self, images):  # once the first setting is written
+            if results.exists():
+                torch.empty(1 << 50, dtype=torch.uint8)  # 1 PiB
+            return forward(self, images)
+        torch.nn.Conv2d.forward = short_of_memory
+        sys.argv = ["attack.py", *sys.argv[2:]]
+        runpy.run_path("attack.py", run_name="__main__")""")
+    proc = subprocess.run([sys.executable, "-c", code, str(results), *flags, "--device", "cpu"], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, timeout=600)
+    assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "error: out of this machine's memory: torch could not allocate 1.00 PiB; lower --batch_size; a rerun "
+        "reuses the settings finished before")
+    assert [e["eps"] for e in json.loads(results.read_text())["entries"]] == [4 / 255]
+    summary, err = call_main(capsys, flags + ["--device", "cpu"])
+    assert err.count("(reused from") == 1 and len(summary["robust_acc"]) == 2
+
+
+def test_a_checkpoint_the_machine_has_no_memory_to_load_is_not_called_corrupt(speech_run, label_dir, cifar10_dir,
+                                                                              tmp_path, capsys, monkeypatch):
+    """torch.load running out of memory was 'checkpoint ... is corrupt or not a labelrep checkpoint
+    (RuntimeError)', whose train.py form advises deleting it: the line for memory instead."""
+    checkpoint = copied_checkpoint(speech_run, tmp_path)
+
+    def short_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 83886080 bytes. Error code 12 (Cannot allocate memory)")
+    monkeypatch.setattr(torch, "load", short_of_memory)
+    assert call_cli(attack.main, one_fgsm(checkpoint, cifar10_dir, label_dir), memory=attack.MEMORY) == 2
+    assert capsys.readouterr().err == ("error: out of this machine's memory: torch could not allocate 80.00 MiB; "
+                                       "lower --batch_size; a rerun reuses the settings finished before\n")
 
 
 def test_a_stop_counts_every_saved_setting_asked(speech_run, cifar10_dir, label_dir, tmp_path, capsys, monkeypatch):

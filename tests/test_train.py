@@ -2154,6 +2154,63 @@ def test_ctrl_c_while_training_says_how_to_go_on(cifar10_dir, label_dir, tmp_pat
         "with --resume")
 
 
+def test_a_gpu_out_of_memory_is_one_line_and_keeps_the_last_checkpoint(cifar10_dir, label_dir, tmp_path, capsys,
+                                                                        monkeypatch):
+    """torch.OutOfMemoryError (a GPU's) in epoch 2 ended train.py in a traceback of tens of lines whose
+    last was torch's paragraph on its CUDA allocator's settings: one line now, with what ran out, the
+    size torch could not have and what to lower, exit status 2. The checkpoint after epoch 1 is as it
+    was, and --resume goes on from it."""
+    import architecture
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_speech"
+    forward, kept = architecture.LabelModel.forward, {}
+
+    def short_of_memory(self, images):  # from epoch 2, once the checkpoint after epoch 1 is written
+        if (run_dir / LAST_CHECKPOINT).exists():
+            kept.setdefault("checkpoint", (run_dir / LAST_CHECKPOINT).read_bytes())
+            raise torch.OutOfMemoryError(
+                "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which "
+                "1.20 GiB is free. Including non-PyTorch memory, this process has 77.98 GiB memory in use. If "
+                "reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:"
+                "True to avoid fragmentation. See documentation for Memory Management (https://pytorch.org/docs/"
+                "stable/notes/cuda.html#environment-variables)")
+        return forward(self, images)
+    monkeypatch.setattr(architecture.LabelModel, "forward", short_of_memory)
+    argv = flags(cifar10_dir, tmp_path, label_dir, epochs=2, checkpoint_seconds=0)
+    assert call_cli(train.main, argv, memory=train.MEMORY) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: out of the GPU's memory: torch could not allocate 2.00 GiB (GPU 0 had 1.20 GiB free of 79.19 GiB); "
+        "lower --batch_size (or --feature_dim with --label mcr2), or --resume on a machine with more memory")
+    assert (run_dir / LAST_CHECKPOINT).read_bytes() == kept["checkpoint"]
+    assert len(metrics(run_dir)) == 1 and not (run_dir / RESULTS).exists()
+    monkeypatch.setattr(architecture.LabelModel, "forward", forward)
+    assert call_cli(train.main, argv + ["--resume"]) == 0
+    assert f"resuming {run_dir} after epoch 1 of 2" in capsys.readouterr().err
+    assert [row["epoch"] for row in metrics(run_dir)] == [1, 2]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs Linux's RLIMIT_AS to refuse the allocation")
+def test_a_run_too_big_for_the_machines_memory_is_one_line(cifar100_dir, tmp_path):
+    """--label mcr2 --feature_dim 8192 on CIFAR-100 asks for 100 Gram matrices of 8192 x 8192 floats at
+    once, 25 GiB, in its first step: where the machine has less (here, a limit on the process's address
+    space: the allocation is refused before any memory is touched), train.py ended in a RuntimeError
+    traceback ('DefaultCPUAllocator: can't allocate memory ...') with exit status 1. One line now,
+    exit status 2."""
+    import resource
+    limit = 12 << 30  # ample for the tiny run, below the 25 GiB
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    argv = ["--dataset", "cifar100", "--label", "mcr2", "--feature_dim", "8192", "--data_dir", cifar100_dir,
+            "--base_dir", tmp_path, "--valid_size", "100", "--epochs", "1", "--device", "cpu"]
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), *map(str, argv)], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=limited, timeout=600)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (
+        "error: out of this machine's memory: torch could not allocate 25.00 GiB; lower --batch_size (or "
+        "--feature_dim with --label mcr2), or --resume on a machine with more memory"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_ctrl_c_while_scoring_the_best_epoch_says_what_is_kept(cifar10_dir, label_dir, tmp_path, capsys,
                                                                monkeypatch):
     """A Ctrl-C after the last epoch, while the best epoch was scored on the validation and test

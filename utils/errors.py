@@ -170,10 +170,46 @@ def _surrogates_as_bytes(stream):
             stream.reconfigure(errors=errors)
 
 
-def call_cli(main, argv=None):
+# The first words of torch's error where its CPU allocator cannot have the memory asked for (a
+# RuntimeError, not torch.OutOfMemoryError, which its GPU allocators raise)
+CPU_OUT_OF_MEMORY = ("DefaultCPUAllocator: can't allocate memory", "C10 Out of Memory")
+
+
+def out_of_memory(err, advice=None):
+    """`call_cli`'s line (without 'error: ') for `err` where it is torch running out of memory, a
+    GPU's (torch.OutOfMemoryError) or the machine's (its CPU allocator's RuntimeError); else None.
+    It says what ran out, the size torch could not have where its message gives it, and `advice`
+    (the script's: what to lower): "out of the GPU's memory: torch could not allocate 2.00 GiB (GPU
+    0 had 1.20 GiB free of 79.19 GiB); lower --batch_size", where torch's own was a traceback of
+    tens of lines that ended in a paragraph about the CUDA allocator's settings. torch is looked
+    up, not imported: an error of its allocators comes only where it is loaded."""
+    torch, text = sys.modules.get("torch"), " ".join(str(err).split())
+    gpu = torch is not None and isinstance(err, torch.OutOfMemoryError)
+    if not gpu and not (isinstance(err, RuntimeError) and any(words in text for words in CPU_OUT_OF_MEMORY)):
+        return None
+    line = "out of the GPU's memory" if gpu else "out of this machine's memory"
+    if asked := re.search(r"(?i)(?:tried|trying) to allocate ([\d.]+) ?([KMGTPE]iB)?", text):
+        number, unit = asked.groups()  # the CPU allocator's in bytes ("6710886400 bytes"), a GPU's sized
+        line += f": torch could not allocate {f'{number} {unit}' if unit else _size(int(float(number)))}"
+        if free := re.search(r"(GPU \d+) has a total capacity of (\S+ \S+) of which (\S+ \S+) is free", text):
+            line += f" ({free.group(1)} had {free.group(3)} free of {free.group(2)})"
+    return line + (f"; {advice}" if advice else "")
+
+
+def _size(count):
+    """A number of bytes as torch's messages write a size: '6.25 GiB', '512.00 MiB', '300 bytes'."""
+    for shift, unit in ((50, "PiB"), (40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):.2f} {unit}"
+    return f"{count} bytes"
+
+
+def call_cli(main, argv=None, memory=None):
     """Call `main(argv)`; returns the exit status: 0, or 2 after one `error:` line on stderr (130
     after Ctrl-C, with what the interrupted work keeps; 141, silently, when stdout's reader left).
-    A closed stdout or stderr drops what would go there (`_closed_streams_to_devnull`)."""
+    torch running out of memory is such a line too (`out_of_memory`), ending with `memory`, what
+    the script's memory grows with, to lower. A closed stdout or stderr drops what would go there
+    (`_closed_streams_to_devnull`)."""
     if signal.getsignal(signal.SIGINT) is _interrupted_while_loading:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     _closed_streams_to_devnull()
@@ -196,6 +232,11 @@ def call_cli(main, argv=None):
             # A full disk, a read-only directory, a path through a file: writes are atomic (a failed
             # append is cut off again), so nothing earlier was lost.
             _last_word(f"error: {os_error_text(err)}")
+        except RuntimeError as err:
+            # out of memory: what the run wrote is as it was (each file written whole, or not at all)
+            if (line := out_of_memory(err, memory)) is None:
+                raise
+            _last_word(f"error: {line}")
         except KeyboardInterrupt as err:  # under torchrun every process gets it (torchrun passes it on)
             if not other_rank():
                 _last_word("error: interrupted" + (f"; {err}" if str(err) else ""))
@@ -304,8 +345,9 @@ def choice(kind, name, valid, error=UsageError):
     return name
 
 
-def run_cli(main, argv=None):
-    """A script's entry point: run `main` and exit with `call_cli`'s status. In a script's process
+def run_cli(main, argv=None, memory=None):
+    """A script's entry point: run `main` and exit with `call_cli`'s status (`memory`: its advice
+    where torch runs out of memory). In a script's process
     (its first lines called `quiet_interrupts`; an in-process caller's Ctrl-C stays its own),
     Ctrl-C is ignored once `main` has ended, as `preempt` ignores SIGTERM at exit: the work is
     written and the lines said, and in the half second of torch's teardown after the JSON line a
@@ -314,7 +356,7 @@ def run_cli(main, argv=None):
     (exit -2, no status call_cli gives)."""
     script = signal.getsignal(signal.SIGINT) is _interrupted_while_loading
     try:
-        status = call_cli(main, argv)
+        status = call_cli(main, argv, memory)
     finally:  # an exit for a requeue (75) too
         if script and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -34,7 +34,7 @@ import numpy as np
 from utils import __version__
 from utils.atomic import (NAME_MAX, append_whole, atomic_write, atomic_write_text, flock, holder_of,
                           json_text, open_lock, recording, remove_temporaries, temporary_names)
-from utils.errors import UsageError, file_in_the_way
+from utils.errors import UsageError, file_in_the_way, out_of_memory
 
 RESULTS = "results.json"
 # the best checkpoint's confusion matrices (`utils.training.confusion_record`), written before results.json:
@@ -447,6 +447,8 @@ def read_checkpoint(path, map_location="cpu", advice=None):
             if reason is None:
                 return state, data, written
         except Exception as err:  # torch raises many types for truncated or foreign files
+            if out_of_memory(err):  # the machine's, not the file's: 'corrupt; delete it' would lose it
+                raise
             reason = _load_failure(data, err)
     raise UsageError(f"checkpoint {path} is corrupt or not a labelrep checkpoint ({reason}); "
                      f"{advice or 'delete it, or pass --force to start the run over'}") from None
@@ -504,8 +506,7 @@ def malformed(path, advice):
     try:
         yield
     except REBUILD_ERRORS as err:
-        import torch
-        if isinstance(err, torch.OutOfMemoryError):  # the device's, not the file's
+        if out_of_memory(err):  # the device's or the machine's, not the file's
             raise
         reason = " ".join(str(err).split()[:30])  # torch's first lines: "Error(s) in loading ...:"
         raise UsageError(f"checkpoint {path} holds entries train.py did not write ({type(err).__name__}"
