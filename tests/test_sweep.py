@@ -1036,6 +1036,28 @@ def test_a_run_that_lost_its_last_checkpoint_is_not_done(capsys, tmp_path):
                      "(skipped); train 1")
 
 
+def test_a_run_file_edited_to_a_value_of_another_kind_is_train_pys_refusal(capsys, tmp_path):
+    """A finished run whose config.json was edited by hand to the text "4" for --epochs 4: train.py
+    refuses it, naming the file and value (`mistyped`), but the dry run said 'trained with --epochs 4
+    (sweep: 4): ... delete the run directory to start over', a change that is none and the advice to
+    delete a finished run. A run still to resume was 'cannot resume' alike, where train.py compares
+    its checkpoint, not config.json, and resumes it."""
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    make_trained(run_dir)
+    (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": "4", "valid_size": 50}}))
+    grid = ["--seeds", "3", "--stages", "train", "--base_dir", str(tmp_path), "--epochs", "4",
+            "--valid_size", "50", "--dry_run"]
+    [_, row, count, _] = sweep_lines(capsys, grid)
+    assert ('run: finished, but train.py refuses it: config.json records epochs "4" (text, not a number), which '
+            "train.py never writes (edited by hand?); put back the values the run trained with") in row
+    assert count == ("1 run: 1 to run (1 of them refused by their script: --dry_run says why), 0 complete "
+                     "(skipped); train 1")
+    (run_dir / "results.json").unlink()
+    [_, row, count, _] = sweep_lines(capsys, grid)
+    assert "run: resume (4/4 epochs logged; files last written" in row
+    assert count == "1 run: 1 to run, 0 complete (skipped); train 1"
+
+
 def test_a_grid_path_the_locale_cannot_write_is_one_error_line(tmp_path):
     """A grid file (UTF-8) naming a --base_dir with an 'é', swept in an ASCII locale (LANG=C with
     PYTHONUTF8=0): a UnicodeEncodeError traceback from the first look at that folder; now one line

@@ -274,17 +274,22 @@ def _kind(value):
     return {str: "text", list: "a list", dict: "an object"}.get(type(value), "null")
 
 
-def mistyped(config, args, label_sha256=None, data=None):
-    """What a run's saved `config` (`recorded_config`'s) records as another kind of JSON value than
-    what `args`, `label_sha256` and `data` (`run_changes`') ask now, and train.py writes, each as
-    the file holds it: ['epochs "1" (text, not a number)', ...]. A file edited by hand: compared as
-    a change, the text "1" read '--epochs 1 (now 1)', with the advice to --force a run over."""
+def mistyped(source, config, args, label_sha256=None, data=None):
+    """Why train.py refuses a finished run whose saved `config` (`recorded_config`'s, read from the
+    file `source`) records another kind of JSON value than what `args`, `label_sha256` and `data`
+    (`run_changes`') ask now, and train.py writes: '{source} records epochs "1" (text, not a
+    number), which train.py never writes (edited by hand?); ...'; else None. A file edited by hand:
+    compared as a change, the text "1" read '--epochs 1 (now 1)', with the advice to --force a run
+    over (a sweep's, to delete it)."""
     saved = config.get("flags") if isinstance(config.get("flags"), dict) else {}
     pairs = [(k, saved[k], getattr(args, k, None)) for k in RESULT_FLAGS if k in saved and acts_on(k, args.label)]
     pairs += [(k, config[k], now) for k, now in (("label_sha256", label_sha256), *(data or {}).items())
               if k in config]
-    return [f"{k} {json.dumps(value)} ({_kind(value)}, not {_kind(now)})" for k, value, now in pairs
-            if now is not None and _kind(value) != _kind(now)]
+    if odd := [f"{k} {json.dumps(value)} ({_kind(value)}, not {_kind(now)})" for k, value, now in pairs
+               if now is not None and _kind(value) != _kind(now)]:
+        return (f"{source} records {', '.join(odd)}, which train.py never writes (edited by hand?); put "
+                "back the values the run trained with")
+    return None
 
 
 def images_change(saved, count, now, why=None):

@@ -40,7 +40,7 @@ from utils.constants import (DATASETS, check_split, class_count, dataset_info, t
                              schedule)  # what attack.py runs for its flags
 from utils.errors import UsageError, closest_flag
 from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level,  # as train.py, attack.py
-                         recorded_config, run_changes, trained_folder)
+                         mistyped, recorded_config, run_changes, trained_folder)
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, BEST_SUFFIX, CONFIG, LAST_CHECKPOINT, METRICS, NOT_JSON,
                         RESULTS, best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, json_failure,
@@ -52,7 +52,7 @@ FILELESS_LABELS = ("category", "mcr2")  # label spaces that read no label file
 REFUSED = "train.py refuses it; delete the run directory to start over"
 # in a stage's note: its script will end with an error line, not do the stage (`Task.refused`); a
 # run not trained yet is not (a train array may run first)
-REFUSALS = (REFUSED, " will stop; delete it", "attack.py refuses it")
+REFUSALS = ("train.py refuses it", " will stop; delete it", "attack.py refuses it")
 SCRIPT_FILES = {"train": REPO / "train.py", "attack": REPO / "attack.py"}
 # Flags the grid sets on every command; passing them through would fight the grid.
 GRID_FLAGS = {"--dataset": "--datasets", "--model": "--models", "--label": "--labels",
@@ -807,21 +807,29 @@ def train_state(run_dir, train_namespace=None, running=None):
     done: results.json exists and the run trained what the sweep asks for (train.py skips such a
     run). note: a short human description; it names the flags (and label targets) that differ
     from what the sweep asks for: such a run is not done, and train.py refuses it with an error
-    line, so the sweep counts it as failed instead of passing its old results off as asked.
+    line, so the sweep counts it as failed instead of passing its old results off as asked; so is
+    a finished run whose config.json (or results.json) records a value of another kind than
+    train.py writes, with train.py's reason (`mistyped`).
     """
     run_dir = Path(run_dir)
     results = run_dir / RESULTS
     there, values = read_json_file(results)  # values None: missing, or not JSON
     if why := unreadable(RESULTS, values):
         return False, why
-    diffs, unchecked = [], None
+    diffs, unchecked, odd = [], None, None
     if train_namespace is not None:
-        config = recorded_config(read_json_or_none(run_dir / CONFIG), values)
+        saved = read_json_or_none(run_dir / CONFIG)
+        config = recorded_config(saved, values)
         diffs, unchecked = asked_changes(config, train_namespace, now="sweep:")
+        if isinstance(config, dict):  # named as the file it was read from, in the run directory's row
+            odd = mistyped(CONFIG if saved is not None else RESULTS, config, train_namespace,
+                           *asked_facts(config, train_namespace))
     if there:
         if not isinstance(values, dict):
             return False, ("results.json is not a valid JSON object (train.py will stop; delete it "
                            "to retrain)")
+        if odd:  # before the changes: the text "1" for --epochs 1 is no change, nor deleting the run a fix
+            return False, f"finished, but train.py refuses it: {odd}"
         if diffs:
             return False, f"finished, but trained with {', '.join(diffs)}: {REFUSED}"
         if unchecked:
@@ -829,7 +837,9 @@ def train_state(run_dir, train_namespace=None, running=None):
         test_acc = accuracy(values.get("test_acc"))
         return True, "done" + ("" if test_acc is None else f", test_acc {test_acc:.4f}")
     if (run_dir / LAST_CHECKPOINT).exists():
-        if diffs:
+        # train.py compares the checkpoint's own flags and writes config.json anew: one edited by
+        # hand (`odd`) tells nothing of them, as one deleted does not
+        if diffs and not odd:
             return False, f"cannot resume: trained with {', '.join(diffs)}: {REFUSED}"
         epochs = getattr(train_namespace, "epochs", "?")
         return False, (f"resume ({len(read_lines(run_dir / METRICS))}/{epochs} epochs logged; "
@@ -850,19 +860,29 @@ def asked_changes(config, ns, now):
     namespace `ns` (its `label_defaults` filled in) asks, compared with the label targets and the
     dataset `ns` names as they are now: (`run_changes`' list, `now` its word for what is asked; a
     note where the run read its data elsewhere and ns's data cannot be read to compare, else None)."""
+    config = config if isinstance(config, dict) else {}
+    label_sha256, data = asked_facts(config, ns)
+    diffs = run_changes(config, ns, label_sha256, now=now, data=data)
+    if config.get("data_sha256") and data["data_sha256"] is None:
+        return diffs, uncompared_data(config.get("flags"), ns.data_dir, ns.dataset, "train.py")
+    return diffs, None
+
+
+def asked_facts(config, ns):
+    """(label_sha256, data) of what train.py's namespace `ns` asks now, as train.py compares a run's
+    recorded `config` with them (`run_changes`, `mistyped`): its label targets' `targets_sha256`
+    (None for a label without a file, or a file that cannot be read) and, where `config` records
+    its data's, {"data_sha256", "train_images"} of the dataset in ns's --data_dir (each None where
+    it cannot be read), else None."""
     label_sha256 = None if ns.label in FILELESS_LABELS else \
         label_file_sha256(label_path(ns.dataset, ns.label, ns.label_dir))
-    config = config if isinstance(config, dict) else {}
     # the dataset is read only to compare it with a run's (CIFAR-10: 0.2 s, once per version of it):
     # its images and labels, and the number of training images the flags take of it now
     data = None
     if config.get("data_sha256") or config.get("train_images") is not None:
         sha, counts = _batches_read(ns.dataset, ns.data_dir, ns.label_granularity, ("train", "test")) or (None, None)
         data = {"data_sha256": sha, "train_images": counts and training_images(counts[0], ns.valid_size, ns.level)}
-    diffs = run_changes(config, ns, label_sha256, now=now, data=data)
-    if config.get("data_sha256") and data["data_sha256"] is None:
-        return diffs, uncompared_data(config.get("flags"), ns.data_dir, ns.dataset, "train.py")
-    return diffs, None
+    return label_sha256, data
 
 
 def attack_state(run_dir, wanted, test_images=None, images_sha256=None, checkpoint=None, asked_data=None):

@@ -454,9 +454,8 @@ def _check_finished(run_dir, args, label_sha256, facts, results):
     A value of another kind than train.py writes (an edited file) is an error naming the file."""
     source = run_dir / CONFIG if (run_dir / CONFIG).exists() else run_dir / RESULTS
     config = recorded_config(read_json(source) if source.name == CONFIG else None, results)
-    if odd := mistyped(config, args, label_sha256, facts):
-        raise UsageError(f"{source} records {', '.join(odd)}, which train.py never writes (edited by "
-                         "hand?); put back the values the run trained with")
+    if odd := mistyped(source, config, args, label_sha256, facts):
+        raise UsageError(odd)
     if changes := run_changes(config, args, label_sha256, data=facts):
         raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
                          "--force to train it again with these flags (in a sweep, which passes no --force: "
