@@ -40,11 +40,12 @@ from utils.constants import (DATASETS, check_split, class_count, dataset_info, t
                              schedule)  # what attack.py runs for its flags
 from utils.errors import UsageError, closest_flag
 from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level,  # as train.py, attack.py
-                         mistyped, recorded_config, run_changes, trained_folder)
+                         json_get, mistyped, recorded_config, run_changes, trained_folder)
 from utils.pickles import cifar_batches
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, BEST_SUFFIX, CONFIG, LAST_CHECKPOINT, METRICS, NOT_JSON,
                         RESULTS, best_checkpoint_name, check_base_dir, check_name_lengths, file_sha256, json_failure,
-                        read_text, resolved, run_dir_of, run_holder, run_key, run_name, zip_index_sha256)
+                        read_text, resolved, run_dir_of, run_folder_name, run_holder, run_key, run_name,
+                        zip_index_sha256)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("train", "attack")
@@ -465,6 +466,32 @@ def smoothed_run(label, smoothing):
     return acts_on("smoothing", label) and nonnegative(smoothing) and smoothing > 0
 
 
+def older_place(args, run_dir):
+    """Why train.py refuses a run where a category run with --smoothing S of a labelrep before b6cdd9e
+    lies in the folder of the run without (model_category), where train.py now looks for it in
+    model_category_smooth{S} (report.py says so), or None: asked for with --smoothing S, its own
+    folder empty, it trained anew from epoch 1 there, its epochs unused; asked for without, it was
+    that run trained otherwise, and the advice, --force (a sweep's: delete the run directory),
+    deleted it. The line says where to move it. `args`: train.py's flags; `run_dir`: their run's."""
+    if args.force or not acts_on("smoothing", args.label):
+        return None
+    run_dir = Path(run_dir)
+    plain = run_dir.parent / run_folder_name(args.label, args.label_noise)
+    saved = read_json_or_none(plain / CONFIG)  # results.json only without it: train_state reads it once, after
+    config = recorded_config(saved, read_json_or_none(plain / RESULTS) if saved is None else None)
+    smoothing = json_get(config, "flags", "smoothing")
+    if not smoothed_run(args.label, smoothing):
+        return None
+    own = run_dir.parent / run_folder_name(args.label, args.label_noise, smoothing)
+    if run_dir == plain or run_dir == own and not any((own / name).exists()
+                                                      for name in (CONFIG, RESULTS, LAST_CHECKPOINT)):
+        what = "this" if run_dir == own else "no run without --smoothing but a"
+        return (f"{plain} holds {what} --smoothing {smoothing:g} run: a labelrep before b6cdd9e wrote it "
+                f"there; move it to {own}, where train.py, attack.py and report.py look for it now"
+                + ("" if run_dir == own else ", then run this again"))
+    return None
+
+
 def smoothed_loss_attacks(results, smoothed):
     """Why a parsed attack_results.json of a run trained with --smoothing (`smoothed`) holds no
     results attack.py computes now: an attack.py before b6cdd9e, which had no --smoothing (its
@@ -812,6 +839,8 @@ def train_state(run_dir, train_namespace=None, running=None):
     train.py writes, with train.py's reason (`mistyped`).
     """
     run_dir = Path(run_dir)
+    if train_namespace is not None and (moved := older_place(train_namespace, run_dir)):
+        return False, f"train.py refuses it: {moved}"  # before anything it reads: train.py checks it first
     results = run_dir / RESULTS
     there, values = read_json_file(results)  # values None: missing, or not JSON
     if why := unreadable(RESULTS, values):

@@ -26,12 +26,12 @@ from utils.constants import class_count, lr_milestones
 from utils.errors import EveryProcessError, UsageError, as_parsed, interrupt_says, log
 from utils.flags import (acts_on, broken_training, check_force_resume, json_get, mistyped, older_rounding,
                          recorded_config, run_changes, with_added_flags)
-from utils.grid import read_json_or_none, smoothed_run
+from utils.grid import older_place
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFIG, CONFUSION, LAST_CHECKPOINT, METRICS, RESULTS,
                         append_jsonl, best_checkpoint_name, check_base_dir, check_name_lengths, environment,
-                        load_checkpoint, malformed, read_json, run_dir_of, run_folder_name,
+                        load_checkpoint, malformed, read_json, run_dir_of,
                         run_lock_before_loading, save_checkpoint, tensors_sha256, with_resolved_folders,
                         write_json, write_jsonl)
 
@@ -768,29 +768,6 @@ def _start_point(args, last_path, best_path, device, space, label_sha256, facts)
     return None, None, None, None
 
 
-def _check_older_place(args, run_dir):
-    """A category run with --smoothing S of a labelrep before b6cdd9e lies in the folder of the run
-    without (model_category), where train.py now looks for it in model_category_smooth{S} (report.py
-    says so): asked for with --smoothing S, its own folder empty, it trained anew from epoch 1 there,
-    its epochs unused; asked for without, it was that run trained otherwise, and the advice, --force,
-    deleted it. Either is an error saying where to move it, checked before the run's folder is made
-    (a move to a folder there would put it inside)."""
-    if args.force or not acts_on("smoothing", args.label):
-        return
-    plain = run_dir.parent / run_folder_name(args.label, args.label_noise)
-    config = recorded_config(read_json_or_none(plain / CONFIG), read_json_or_none(plain / RESULTS))
-    smoothing = json_get(config, "flags", "smoothing")
-    if not smoothed_run(args.label, smoothing):
-        return
-    own = run_dir.parent / run_folder_name(args.label, args.label_noise, smoothing)
-    if run_dir == plain or run_dir == own and not any((own / name).exists()
-                                                      for name in (CONFIG, RESULTS, LAST_CHECKPOINT)):
-        what = "this" if run_dir == own else "no run without --smoothing but a"
-        raise EveryProcessError(f"{plain} holds {what} --smoothing {smoothing:g} run: a labelrep before b6cdd9e "
-                                f"wrote it there; move it to {own}, where train.py, attack.py and report.py "
-                                "look for it now" + ("" if run_dir == own else ", then run this again"))
-
-
 def _epoch(args, epoch, step, evaluated, train, valid, history, stoppable, progress, device, skips=None):
     """Train epoch `epoch` (0-based) with a `TrainStep` on the `train` pair (images, labels), then
     validate `evaluated` (the model, compiled as it evaluates) on the `valid` pair: the epoch's
@@ -1074,7 +1051,8 @@ def run_training(args, argv=None):
                                 "reduction of the whole batch, is not a sum over images, so each "
                                 "process's share would give another loss; run it in one process")
     run_dir = run_dir_of(args)
-    _check_older_place(args, run_dir)
+    if moved := older_place(args, run_dir):  # before its folder is made: a move there would put it inside
+        raise EveryProcessError(moved)
     last_path = run_dir / LAST_CHECKPOINT
     best_path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     # one job at a time in a run directory; one there now refuses this one before the data loads
