@@ -34,7 +34,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, dataset_info, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, ExtendList, UsageError,  # noqa: E402
                           as_parsed, choice, nonempty, number, doc_paragraphs, interrupt_says, log,
-                          os_errors_as_usage, run_cli)
+                          os_errors_as_usage, repeated, run_cli)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, json_get,  # noqa: E402
                          label_name, trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
@@ -199,21 +199,10 @@ def requested_settings(args):
 
 
 def repeated_settings(args):
-    """A warning line for each of --attacks and --epsilons that lists an attack or eps more than
-    once (an eps by its value: 8/255 and 0.03137254901960784 are one), which `requested_settings`
-    attacks once: a repeat is more often a slip (8/255 twice for 8/255 16/255) than meant, and it
-    went without a word."""
-    def named(texts):  # '8/255 (also as 0.03137254901960784)'
-        others = [t for t in dict.fromkeys(texts) if t != texts[0]]
-        return texts[0] + (f" (also as {', '.join(others)})" if others else "")
-    lines = []
-    for flag, values in (("--attacks", [(a, a) for a in args.attacks or []]), ("--epsilons", args.epsilons or [])):
-        texts = {}  # value -> its text each time the list gives it
-        for label, value in values:
-            texts.setdefault(value, []).append(label)
-        if shown := [named(listed) for listed in texts.values() if len(listed) > 1]:
-            lines.append(f"warning: {flag} lists {', '.join(shown)} more than once; each setting is attacked once")
-    return lines
+    """A warning line (`repeated`) for each of --attacks and --epsilons that lists an attack or eps
+    more than once (an eps by its value), which `requested_settings` attacks once."""
+    lists = (("--attacks", [(a, a) for a in args.attacks or []]), ("--epsilons", args.epsilons or []))
+    return [line for flag, listed in lists if (line := repeated(flag, listed, "each setting is attacked once"))]
 
 
 # flag -> the attacks it acts on (FGSM takes one step of eps; only pgd starts again at random)

@@ -141,7 +141,8 @@ def parse(argv=None):
     Pass-through flags reach each script in this order, so that later ones win (argparse keeps
     the last value): the file's `args`, its `train_args`/`attack_args`, then the command line's
     other flags, then its --train_args/--attack_args. An error about a value the grid file gave
-    names the file (`of_file`); opts.from_file: the options it gave that the command line did not.
+    names the file (`of_file`); opts.from_file: the options it gave that the command line did not;
+    opts.repeats: a warning line for each axis that gives a value twice (`axis_values`).
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -160,9 +161,13 @@ def parse(argv=None):
     layers.append((extra + tail, {stage: [token for text in getattr(opts, f"{stage}_args") or []
                                           for token in split_args(text, f"--{stage}_args")]
                                   for stage in STAGES}, None))
+    opts.repeats = []  # an axis's warning where it gives a value twice (seeds: [1, 1]), said by make_tasks
     for name in AXES:
         with of_file(opts, name):
-            setattr(opts, name, axis_values(name, getattr(opts, name)))
+            values, twice = axis_values(name, getattr(opts, name),
+                                        f"{opts.config}: {name}" if name in opts.from_file else None)
+        setattr(opts, name, values)
+        opts.repeats += [twice] if twice else []
     with of_file(opts, "stages"):
         check_stages(opts)
     check_sbatch(opts)
@@ -481,6 +486,8 @@ def text_list(name, value):
 
 
 def make_tasks(opts, runs, scripts, routed, python):
+    for line in opts.repeats:  # here, not in parse: report.py --grid parses the grid file twice
+        log(line)
     if "attack" in opts.stages:  # once here, as well as in each attack stage's log
         for line in scripts["attack"].module.repeated_settings(scripts["attack"].parse(runs[0].flags()
                                                                                       + routed["attack"])):

@@ -79,6 +79,25 @@ def test_grid_order_repeats_and_config_files(tmp_path):
     assert {r.seed for r in runs} == {5}  # the command line wins over the file
 
 
+def test_a_value_an_axis_gives_twice_is_said(tmp_path, capsys):
+    """`seeds: [1, 1]` (a slip for [1, 2] more often than meant) ran seed 1 once without a word, as
+    `--labels speech speech.npy` did speech: each axis that gives a value twice, as read (25 and
+    25.0 are one level), is a warning naming the grid file and key, or the flag, as attack.py's
+    for its lists; the grid holds the run once."""
+    (tmp_path / "grid.yaml").write_text("seeds: [1, 1]\nlevels: [25, 25.0, 100]\n")
+    base = ["--base_dir", str(tmp_path / "runs"), "--stages", "train", "--dry_run"]
+    sweep.main(["--config", str(tmp_path / "grid.yaml"), "--labels", "speech", "category", "speech.npy", *base])
+    out, err = capsys.readouterr()
+    assert [line.split()[1] for line in out.splitlines()[1:-2]] == [
+        f"cifar10/resnet32/{label}/level{level}/seed1" for label in ("speech", "category") for level in (25, 100)]
+    grid = tmp_path / "grid.yaml"
+    assert err == "".join(f"warning: {name} lists {value} more than once; the grid holds each run once\n"
+                          for name, value in (("--labels", "speech (also as speech.npy)"),
+                                              (f"{grid}: levels", "25 (also as 25.0)"), (f"{grid}: seeds", "1")))
+    sweep.main(["--config", str(grid), "--seeds", "1", "2", "--levels", "25", *base])
+    assert capsys.readouterr().err == ""  # the command line's lists replace the file's
+
+
 def test_a_list_flag_given_twice_takes_both_lists(tmp_path):
     """argparse kept a list flag's last list: `--sbatch account=p --sbatch qos=high` wrote no
     account line and `--setup A --setup B` ran B alone, without a word. Given again, a list adds

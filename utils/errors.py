@@ -481,6 +481,24 @@ def did_you_mean(name, names):
     return f" (did you mean {' or '.join(close)}?)" if 0 < len(close) <= 3 else ""
 
 
+def repeated(name, listed, once):
+    """'warning: NAME lists 8/255 (also as 0.03137254901960784) more than once; ONCE' where a list's
+    (text as given, value as read) pairs `listed` give a value more than once (by its value: 8/255
+    and 0.03137254901960784 are one), each such value by its first text; else None. A list that
+    does a value once (attack.py's --attacks and --epsilons, sweep.py's axes) would drop the repeat
+    without a word, though it is more often a slip (8/255 twice for 8/255 16/255) than meant."""
+    texts = {}  # value -> its text each time the list gives it
+    for text, value in listed:
+        texts.setdefault(value, []).append(text)
+
+    def named(given):  # '8/255 (also as 0.03137254901960784)'
+        others = [t for t in dict.fromkeys(given) if t != given[0]]
+        return given[0] + (f" (also as {', '.join(others)})" if others else "")
+    if shown := [named(given) for given in texts.values() if len(given) > 1]:
+        return f"warning: {name} lists {', '.join(shown)} more than once; {once}"
+    return None
+
+
 def doc_paragraphs(doc):
     """A script's module docstring `doc` as its paragraphs (split at blank lines), which its --help
     shows; one empty paragraph under `python -OO` (or PYTHONOPTIMIZE=2), which strips docstrings:

@@ -38,7 +38,7 @@ from labels import (LABEL_DIR, LabelError, decoding_problem, granularity_fix, la
                     read_targets, targets_sha256)
 from utils.constants import (DATASETS, check_split, class_count, dataset_info, training_images,
                              schedule)  # what attack.py runs for its flags
-from utils.errors import UsageError, closest_flag
+from utils.errors import UsageError, closest_flag, repeated
 from utils.flags import (SHARED, acts_on, check_label_flags, label_name, level,  # as train.py, attack.py
                          json_get, mistyped, recorded_config, run_changes, trained_folder)
 from utils.pickles import cifar_batches
@@ -177,18 +177,19 @@ def value_list(name, values):
     return list(values)
 
 
-def axis_values(name, values):
-    """A grid axis as a list without repeats, in the order given; a scalar is a list of one."""
+def axis_values(name, values, source=None):
+    """(A grid axis as a list without repeats, in the order given, a scalar a list of one; the
+    warning line where it repeats a value, as read: 25 and 25.0, speech and speech.npy are one
+    (`repeated`), else None). `source`: how the warning names the list (default --`name`)."""
     read = AXES[name]
-    out = []
+    listed = []  # (text, value)
     for value in value_list(name, values):
         try:
-            value = read(value)
+            listed.append((str(value), read(value)))
         except (TypeError, ValueError):
             raise UsageError(f"--{name}: {value!r} is not a valid value") from None
-        if value not in out:
-            out.append(value)
-    return out
+    return (list(dict.fromkeys(value for _, value in listed)),
+            repeated(source or f"--{name}", listed, "the grid holds each run once"))
 
 
 def expand(grid):
