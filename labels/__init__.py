@@ -48,7 +48,7 @@ def targets_sha256(targets):
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()
 
 
-def read_targets(path, num_classes=None, fix=None, dataset=None):
+def read_targets(path, num_classes=None, fix=None, dataset=None, dataset_flag="--dataset"):
     """Load and check a label file (see `check_targets`); C == num_classes when given. Raises
     LabelError with a one-line reason otherwise."""
     path = Path(path)
@@ -84,7 +84,7 @@ def read_targets(path, num_classes=None, fix=None, dataset=None):
                              "targets with numpy.save (a tensor's .numpy())") from None
         raise LabelError(f"label file {path} is a .npz archive (arrays: {names}), not a .npy array; "
                          "save the targets with numpy.save") from None
-    return check_targets(targets, f"label file {path}", num_classes, fix, dataset)
+    return check_targets(targets, f"label file {path}", num_classes, fix, dataset, dataset_flag)
 
 
 def granularity_fix(dataset, granularity, *labels):
@@ -120,12 +120,13 @@ def _generated(name):
     return _canonical(name) is not None
 
 
-def count_switch(dataset, count, num_classes):
+def count_switch(dataset, count, num_classes, dataset_flag="--dataset"):
     """How to train on a file of `count` class targets where they are one per class of another
     granularity of `dataset` than a run's of `num_classes` classes (a coarse file given to a fine
-    CIFAR-100 run), or of another dataset (a CIFAR-10 file given to a CIFAR-100 run: --dataset or the
-    label file is the mix-up); None where they are not. (A coarse run given a fine file is told how
-    to make its own: `granularity_fix`.)"""
+    CIFAR-100 run), or of another dataset (a CIFAR-10 file given to a CIFAR-100 run: the dataset or
+    the label file is the mix-up); None where they are not. (A coarse run given a fine file is told
+    how to make its own: `granularity_fix`.) `dataset_flag`: the flag that picks the dataset in the
+    command that runs (sweep.py's --datasets)."""
     if dataset not in DATASETS:
         return None
     for info in DATASETS.values():
@@ -136,7 +137,7 @@ def count_switch(dataset, count, num_classes):
             if info.name == dataset:
                 return (f"{count} targets are one per {classes} class: pass --label_granularity "
                         f"{granularity} to train on those")
-            flags = f"--dataset {info.name}" + (f" --label_granularity {granularity}" * (granularity != "fine"))
+            flags = f"{dataset_flag} {info.name}" + (f" --label_granularity {granularity}" * (granularity != "fine"))
             return (f"{count} targets are one per {classes} class: pass {flags} to train on those, "
                     f"or a --label_dir holding {dataset}'s file of {num_classes} targets")
     return None
@@ -152,10 +153,11 @@ def make_fix(dataset, name):
             "(labels/README.md), then pass --label_dir DIR")
 
 
-def check_targets(targets, source, num_classes=None, fix=None, dataset=None):
+def check_targets(targets, source, num_classes=None, fix=None, dataset=None, dataset_flag="--dataset"):
     """Class targets as float32 (C, ...), or LabelError naming `source`: numeric, one target per
     class (C == num_classes when given; `fix` says how to get such a file, else, for C of another
-    granularity of `dataset` or of another dataset, `count_switch` how to train on it), finite in
+    granularity of `dataset` or of another dataset, `count_switch` how to train on it, naming
+    `dataset_flag`), finite in
     float32, classes distinct. (Whether nearest-target decoding tells them apart in float32:
     `decoding_problem`.)"""
     if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "fiu":
@@ -169,7 +171,7 @@ def check_targets(targets, source, num_classes=None, fix=None, dataset=None):
         raise LabelError(f"{source} has shape {targets.shape}; every class target must hold "
                          "at least one value")
     if num_classes is not None and targets.shape[0] != num_classes:
-        fix = fix or (dataset and count_switch(dataset, targets.shape[0], num_classes))
+        fix = fix or (dataset and count_switch(dataset, targets.shape[0], num_classes, dataset_flag))
         raise LabelError(f"{source} has {targets.shape[0]} class targets, but the dataset has "
                          f"{num_classes} classes" + (f"; {fix}" if fix else ""))
     if not np.isfinite(targets).all():
@@ -290,9 +292,9 @@ TEXT_ORDER_FILES = {
 }
 
 
-def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, builtin=()):
+def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, builtin=(), dataset_flag="--dataset"):
     """Targets of label `name` for `dataset`: float32 array (C, *shape), checked by `read_targets`
-    (`num_classes`, `fix`). Raises LabelError naming the labels that do exist (`builtin` names
+    (`num_classes`, `fix`, `dataset_flag`). Raises LabelError naming the labels that do exist (`builtin` names
     first: labels that need no file), and how to make it (`make_fix`), when there is no such file.
     Warns of a file whose rows are not in class order (`TEXT_ORDER_FILES`): it trains, each class
     against another's target, as the paper's runs did, which a run may mean to repeat."""
@@ -321,7 +323,7 @@ def load_label(dataset, name, label_dir=LABEL_DIR, num_classes=None, fix=None, b
         raise LabelError(f"no label file {path} for --label {name}{did_you_mean(name, known)}; labels found "
                          f"for {dataset} in {label_dir}: {', '.join(known) or 'none'}"
                          + (f"; {fix or how}" if how else ""))
-    targets = read_targets(path, num_classes, fix, dataset)
+    targets = read_targets(path, num_classes, fix, dataset, dataset_flag)
     if published := TEXT_ORDER_FILES.get(targets_sha256(targets)):
         log(f"warning: label file {path} is the paper's published {published}, whose row j is the j-th "
             "name of its cifar100_text.txt (beaver, dolphin, ...: superclass by superclass), not fine class "

@@ -387,6 +387,11 @@ def test_help_says_where_flags_go():
     (["--dry_run", "--datasets", "cifar100", "--labels", "sup", "--label_dir", "{tmp}/short"],
      "short/cifar100_sup.npy has 20 class targets, but the dataset has 100 classes; 20 targets are one per "
      "cifar100 coarse class: pass --label_granularity coarse to train on those"),
+    # a CIFAR-10 file under a CIFAR-100 name: train.py's --dataset, which a sweep refuses, was named
+    (["--dry_run", "--datasets", "cifar100", "--labels", "speech", "--label_dir", "{tmp}/cifar10s"],
+     "cifar10s/cifar100_speech.npy has 10 class targets, but the dataset has 100 classes; 10 targets are one per "
+     "cifar10 class: pass --datasets cifar10 to train on those, or a --label_dir holding cifar100's file of 100 "
+     "targets"),
     (["--dry_run", "--labels", "dir", "--label_dir", "{tmp}/short"], "short/cifar10_dir.npy is not a "
      "regular file"),
     # train.py wrote the coarse run, attack.py attacked (and wrote into) the fine one
@@ -426,6 +431,8 @@ def test_bad_input_is_one_line(capsys, tmp_path, argv, message):
     (tmp_path / "short").mkdir()
     np.save(tmp_path / "short" / "cifar10_speech.npy", np.eye(9, dtype=np.float32))
     np.save(tmp_path / "short" / "cifar100_sup.npy", np.eye(20, dtype=np.float32))
+    (tmp_path / "cifar10s").mkdir()
+    np.save(tmp_path / "cifar10s" / "cifar100_speech.npy", np.eye(10, dtype=np.float32))
     (tmp_path / "short" / "cifar10_dir.npy").mkdir()
     np.savez(tmp_path / "short" / "cifar10_mine.npz", targets=np.eye(10))
     np.save(tmp_path / "short" / "bare.npy", np.eye(10))

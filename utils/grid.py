@@ -1177,8 +1177,8 @@ def label_file_problems(runs, label_dir, granularity):
     for dataset, name in (label for label in needed if label not in covered):
         classes = DATASETS[dataset].num_classes.get(granularity)  # None: train.py says what is wrong
         fix = granularity_fix(dataset, granularity, name)
-        try:  # train.py's checks: a .npz, a name without the dataset, a typo, ...
-            targets = load_label(dataset, name, label_dir, classes, fix, FILELESS_LABELS)
+        try:  # train.py's checks: a .npz, a name without the dataset, a typo, ... (a hint's dataset by --datasets)
+            targets = load_label(dataset, name, label_dir, classes, fix, FILELESS_LABELS, GRID_FLAGS["--dataset"])
         except LabelError as err:
             problems.append(str(err))
             if not Path(label_dir).is_dir():  # the folder's problem, the same for every file
