@@ -38,7 +38,8 @@ from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, Exten
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, json_get,  # noqa: E402
                          label_name, trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
-                        counted, entry_attack, read_json_or_none, smoothed_loss_attacks, smoothed_run)
+                        counted, entry_attack, older_place, read_json_or_none, smoothed_loss_attacks,
+                        smoothed_run)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -257,6 +258,8 @@ def find_checkpoint(args):
     dataset_info(args.dataset, args.label_granularity)  # cifar10 coarse: train.py's error, not "no checkpoint"
     check_name_lengths(args)  # a run that no file system holds: not 'File name too long' for its checkpoint
     run_dir = run_dir_of(args)
+    if moved := older_place(args, run_dir):  # not "no checkpoint at", nor "trained with --smoothing 0.1, not 0"
+        raise UsageError(moved)
     check_place(run_dir, args)
     path = run_dir / best_checkpoint_name(args.label, args.seed, args.model)
     if not path.is_file() and (run_dir / RESULTS).is_file():  # "train it" would find it complete

@@ -1088,21 +1088,24 @@ def test_a_smoothed_run_in_the_older_place_is_train_pys_refusal(capsys, tmp_path
     """A --smoothing 0.1 run that a labelrep before b6cdd9e put in model_category: train.py says to
     move it to model_category_smooth0.1, asked for it or for the unsmoothed run. The dry run said
     `run: new` of the first (a run to train from epoch 1 beside it) and of the second 'trained with
-    --smoothing 0.1 (sweep: 0): ... delete the run directory to start over', which deleted it."""
+    --smoothing 0.1 (sweep: 0): ... delete the run directory to start over', which deleted it. attack.py
+    refuses either with the same line; an attack-only sweep's dry run said `run: new` of both."""
     seed_dir = tmp_path / "cifar10" / "seed3" / "resnet32"
     make_trained(seed_dir / "model_category")
     (seed_dir / "model_category" / "config.json").write_text(json.dumps(
         {"flags": {"epochs": 4, "valid_size": 50, "smoothing": 0.1}}))
-    grid = ["--seeds", "3", "--stages", "train", "--base_dir", str(tmp_path), "--epochs", "4",
-            "--valid_size", "50", "--dry_run"]
-    said = (f"run: train.py refuses it: {seed_dir / 'model_category'} holds {{}} --smoothing 0.1 run: a labelrep "
-            f"before b6cdd9e wrote it there; move it to {seed_dir / 'model_category_smooth0.1'}, where train.py, "
-            "attack.py and report.py look for it now")
-    refused = "1 run: 1 to run (1 of them refused by their script: --dry_run says why), 0 complete (skipped); train 1"
-    [_, row, count, _] = sweep_lines(capsys, grid + ["--smoothing", "0.1"])
-    assert said.format("this") + "  " in row and count == refused
-    [_, row, count, _] = sweep_lines(capsys, grid)
-    assert said.format("no run without --smoothing but a") + ", then run this again  " in row and count == refused
+    grid = ["--seeds", "3", "--base_dir", str(tmp_path), "--epochs", "4", "--valid_size", "50", "--dry_run"]
+    said = (f"{seed_dir / 'model_category'} holds {{}} --smoothing 0.1 run: a labelrep before b6cdd9e wrote it "
+            f"there; move it to {seed_dir / 'model_category_smooth0.1'}, where train.py, attack.py and report.py "
+            "look for it now")
+    refused = "1 run: 1 to run (1 of them refused by their script: --dry_run says why), 0 complete (skipped); {} 1"
+    # an attack-only sweep said `run: new` of the unsmoothed run, whose attack.py refused the smoothed checkpoint
+    for stage in ("train", "attack"):
+        [_, row, count, _] = sweep_lines(capsys, grid + ["--stages", stage, "--smoothing", "0.1"])
+        assert f"run: {stage}.py refuses it: {said.format('this')}  " in row and count == refused.format(stage)
+        [_, row, count, _] = sweep_lines(capsys, grid + ["--stages", stage])
+        assert f"run: {stage}.py refuses it: {said.format('no run without --smoothing but a')}, then run this again  " \
+            in row and count == refused.format(stage)
 
 
 def test_a_grid_path_the_locale_cannot_write_is_one_error_line(tmp_path):

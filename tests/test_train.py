@@ -1870,7 +1870,7 @@ def test_a_smoothed_run_in_the_older_place_is_moved_not_trained_anew(cifar10_dir
     same flags, train.py trained a new run from epoch 1 in model_category_smooth0.1, the old one's
     epochs unused (a --resume too: '--resume found no checkpoint there'); asked for without
     --smoothing, it said to --force the plain run, which deleted the smoothed one. Both say where
-    to move it, and touch nothing; moved there, it is the finished run it was."""
+    to move it, and touch nothing, as attack.py does; moved there, it is the finished run it was."""
     base = tmp_path / "runs"
     argv = flags(cifar10_dir, base, label_dir, label="category", epochs=1, smoothing="0.1")
     trained = train.main(argv)
@@ -1885,6 +1885,12 @@ def test_a_smoothed_run_in_the_older_place_is_moved_not_trained_anew(cifar10_dir
     assert run_cli_capture(capsys, argv + ["--resume"]) == said.format("this")
     plain = flags(cifar10_dir, base, label_dir, label="category", epochs=1)
     assert run_cli_capture(capsys, plain) == said.format("no run without --smoothing but a") + ", then run this again"
+    # attack.py said 'no checkpoint at .../model_category_smooth0.1/...' of the one and 'category_seed3_resnet32_
+    # best_model.pth was trained with --smoothing 0.1, not 0.0' of the other, where a sweep said `run: new`
+    attacked = ["--base_dir", str(base), "--label", "category", "--seed", "3", "--device", "cpu"]
+    for smoothing, what in (("0.1", "this"), ("0", "no run without --smoothing but a")):
+        assert call_cli(attack.main, attacked + ["--smoothing", smoothing]) == 2
+        assert capsys.readouterr().err == said.format(what) + ", then run this again" * (smoothing == "0") + "\n"
     assert sorted(p.name for p in seed_dir.iterdir()) == ["model_category"]
     assert {p.name: p.read_bytes() for p in (seed_dir / "model_category").iterdir()} == before
     (seed_dir / "model_category").rename(seed_dir / "model_category_smooth0.1")

@@ -473,8 +473,9 @@ def older_place(args, run_dir):
     model_category_smooth{S} (report.py says so), or None: asked for with --smoothing S, its own
     folder empty, it trained anew from epoch 1 there, its epochs unused; asked for without, it was
     that run trained otherwise, and the advice, --force (a sweep's: delete the run directory),
-    deleted it. The line says where to move it. `args`: train.py's flags; `run_dir`: their run's."""
-    if args.force or not acts_on("smoothing", args.label):
+    deleted it. The line says where to move it. `args`: train.py's flags (or attack.py's, which has
+    no --force: its run's best checkpoint is another run's); `run_dir`: their run's."""
+    if getattr(args, "force", False) or not acts_on("smoothing", args.label):
         return None
     run_dir = Path(run_dir)
     plain = run_dir.parent / run_folder_name(args.label, args.label_noise)
@@ -1109,6 +1110,8 @@ def _attack_done(run_dir, train_ns, attack_ns, attack, train_done):
     """(whether the run's attack stage is done, its note), as `attack_state` finds the settings
     attack.py would compute (attack: the attack Script; train_done: whether its training is done,
     or not in the sweep); a run the sweep trains is attacked again."""
+    if train_done and (moved := older_place(train_ns, run_dir)):  # (else its train stage says it)
+        return False, f"attack.py refuses it: {moved}"
     wanted = requested_attacks(attack_ns, attack.module)
     trained = read_json_or_none(run_dir / RESULTS)
     trained = trained if isinstance(trained, dict) else None
