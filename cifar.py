@@ -1,7 +1,8 @@
 """CIFAR-10/100: python-pickle batches -> uint8 tensors, the paper's seeded split, on-device augmentation.
 
     data = load_cifar("cifar10", "./data")                  # downloads on first use
-    split = split_indices(len(data.train_labels), seed=7, valid_size=5000, level=100)
+    split = split_indices(len(data.train_labels), seed=7, valid_size=5000, level=100,
+                          num_classes=data.num_classes)
     images = augment(data.train_images[split.train[:128]].to(device), generator)  # float in [0, 1]
 
 The whole split lives on the device as uint8 (CIFAR-10's 60000 images are 184 MB), so a training
@@ -221,15 +222,18 @@ class Split:
     valid: np.ndarray
 
 
-def split_indices(num_images, seed, valid_size=5000, level=100):
+def split_indices(num_images, seed, valid_size=5000, level=100, *, num_classes):
     """The paper's split: permute range(N) with `seed`, first `valid_size` are validation.
 
     level 100 trains on every remaining image; a lower level trains on the next
-    int(N * level / 100) indices (the paper's rule, a fraction of the whole training set).
+    int(N * level / 100) indices (the paper's rule, a fraction of the whole training set), the
+    same images whatever the label, so that labels are compared on one subset per seed.
     RandomState(seed).permutation equals the paper's np.random.seed(seed); np.random.shuffle(idx),
-    without touching numpy's global generator.
+    without touching numpy's global generator. A split of fewer training images than the
+    dataset's `num_classes` is refused (`check_split`).
     """
-    train_len = check_split(num_images, valid_size, level)  # train.py's reason where it refuses the split
+    # train.py's reason where it refuses the split
+    train_len = check_split(num_images, valid_size, level, num_classes)
     order = np.random.RandomState(seed).permutation(num_images)
     return Split(train=order[valid_size:valid_size + train_len], valid=order[:valid_size])
 

@@ -747,7 +747,8 @@ def check_accuracy_runs(args):
     data = load_cifar(flags.dataset, args.data_dir, flags.label_granularity)
     for label in args.labels:
         run_label_space(argparse.Namespace(**vars(flags) | {"label": label}), data.num_classes)
-    split_indices(len(data.train_labels), args.seeds[0], args.valid_size, flags.level)
+    split_indices(len(data.train_labels), args.seeds[0], args.valid_size, flags.level,
+                  num_classes=data.num_classes)
 
 
 def accuracy_rows(args, device):

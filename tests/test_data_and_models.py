@@ -193,16 +193,16 @@ def test_split_matches_the_papers_global_shuffle():
     np.random.seed(7)
     paper = list(range(5170))
     np.random.shuffle(paper)
-    split = split_indices(5170, seed=7, valid_size=1000, level=100)
+    split = split_indices(5170, seed=7, valid_size=1000, level=100, num_classes=10)
     assert split.valid.tolist() == paper[:1000]
     assert split.train.tolist() == paper[1000:]
-    low = split_indices(5170, seed=7, valid_size=1000, level=25)
+    low = split_indices(5170, seed=7, valid_size=1000, level=25, num_classes=10)
     assert len(low.train) == 1292 and low.train.tolist() == paper[1000:2292]
 
 
 def test_a_fractional_level_takes_its_percent_exactly():
     """0.29% of CIFAR's 50000 images is 145, not the 144 of the float product 144.99999999999997."""
-    assert [len(split_indices(50000, seed=0, valid_size=5000, level=level).train)
+    assert [len(split_indices(50000, seed=0, valid_size=5000, level=level, num_classes=10).train)
             for level in (0.29, 1.14, 2.5, 8)] == [145, 570, 1250, 4000]
 
 
@@ -213,23 +213,23 @@ def test_a_level_rounds_its_images_down_as_the_papers_int():
     from utils.constants import training_images
     assert training_images(50000, 5000, 1.999) == 999
     assert training_images(50000, 5000, 33.3333) == 16666  # 16666.65
-    assert len(split_indices(50000, seed=0, valid_size=5000, level=1.999).train) == 999
+    assert len(split_indices(50000, seed=0, valid_size=5000, level=1.999, num_classes=10).train) == 999
 
 
 def test_split_rejects_a_level_that_does_not_fit():
     with pytest.raises(UsageError, match=r"--level 90 asks for 4653 training images, but only 4170"):
-        split_indices(5170, seed=0, valid_size=1000, level=90)
+        split_indices(5170, seed=0, valid_size=1000, level=90, num_classes=10)
     # the README's --level 10 on the CIFAR-10 subset, with the default --valid_size: what to pass
     with pytest.raises(UsageError) as err:
-        split_indices(5170, seed=0, valid_size=5000, level=10)
+        split_indices(5170, seed=0, valid_size=5000, level=10, num_classes=10)
     assert str(err.value) == ("--level 10 asks for 517 training images, but only 170 of the 5170 remain "
                               "after the 5000 validation images; pass a --valid_size of at most 4653, "
                               "or a lower --level")
-    assert len(split_indices(5170, seed=0, valid_size=4653, level=10).train) == 517
+    assert len(split_indices(5170, seed=0, valid_size=4653, level=10, num_classes=10).train) == 517
     # a --valid_size beyond the dataset at a lower level: the fix that fits the level, not a
     # --valid_size of at most 5168 that the level's check refused next
     with pytest.raises(UsageError) as err:
-        split_indices(5170, seed=0, valid_size=6000, level=10)
+        split_indices(5170, seed=0, valid_size=6000, level=10, num_classes=10)
     assert str(err.value) == ("--level 10 asks for 517 training images, but only 0 of the 5170 remain "
                               "after the 6000 validation images; pass a --valid_size of at most 4653, "
                               "or a lower --level")

@@ -248,7 +248,7 @@ def test_a_coding_rate_float32_cannot_compute_is_one_line(capsys, tmp_path, flag
 @pytest.mark.parametrize("fraction", [0.0, 0.2, 0.35, 0.4, 1.0])  # 0.35 x 4170 = 1459.5: rounded, 1460
 def test_label_noise_changes_exactly_round_r_n_training_labels(fraction):
     labels = torch.from_numpy(np.random.RandomState(0).randint(0, 10, 5170))
-    split = split_indices(5170, seed=7, valid_size=1000)
+    split = split_indices(5170, seed=7, valid_size=1000, num_classes=10)
     train = labels[split.train]
     noisy = label_noise(train, fraction, 10, seed=7)
     assert int((noisy != train).sum()) == round(fraction * len(train))

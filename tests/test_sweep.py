@@ -520,16 +520,20 @@ def test_runs_train_py_refuses_for_their_split_are_named_in_one_error(capsys, tm
         return err
     assert sweep_err(cifar10_dir, "--levels", "0.01", "--valid_size", "50") == (
         "error: train.py refuses the --dataset cifar10 --level 0.01 runs: --level 0.01 leaves 0 training "
-        "images; a run needs at least 2\n")
+        "images for 10 classes; a run needs at least 10, one per class: pass a --level of at least 3.34\n")
+    # fewer images than classes: some class has none to learn from, whichever the seed
+    assert sweep_err(cifar10_dir, "--levels", "100", "3", "--valid_size", "50") == (
+        "error: train.py refuses the --dataset cifar10 --level 3 runs: --level 3 leaves 9 training "
+        "images for 10 classes; a run needs at least 10, one per class: pass a --level of at least 3.34\n")
     assert sweep_err(cifar10_dir, "--levels", "100", "25", "--train_args", "--valid_size 400") == (
         "error: 2 problems with the grid's flags: (1) train.py refuses the --dataset cifar10 --level 100 runs: "
-        "--valid_size 400 leaves no training images: the dataset has 300; pass a --valid_size of at most 298; "
+        "--valid_size 400 leaves no training images: the dataset has 300; pass a --valid_size of at most 290; "
         "(2) train.py refuses the --dataset cifar10 --level 25 runs: --level 25 asks for 75 training images, "
         "but only 0 of the 300 remain after the 400 validation images; pass a --valid_size of at most 225, "
         "or a lower --level\n")
     assert sweep_err(tmp_path / "not_yet", "--valid_size", "60000") == (  # train.py would download CIFAR-10
         "error: train.py refuses the --dataset cifar10 --level 100 runs: --valid_size 60000 leaves no "
-        "training images: the dataset has 50000; pass a --valid_size of at most 49998\n")
+        "training images: the dataset has 50000; pass a --valid_size of at most 49990\n")
     rows = sweep_lines(capsys, ["--labels", "category", "--levels", "100", "25", "--seeds", "1", "2",
                                 "--data_dir", str(cifar10_dir), "--valid_size", "225",
                                 "--base_dir", str(tmp_path / "runs"), "--dry_run"])
@@ -2328,7 +2332,7 @@ def test_a_run_trained_on_other_images_is_named(tmp_path, cifar10_dir):
     from utils.grid import dataset_sha256, train_state
     from utils.training import data_facts
     data = load_cifar("cifar10", cifar10_dir)
-    recorded = data_facts(data, split_indices(len(data.train_labels), 3, 50))["data_sha256"]
+    recorded = data_facts(data, split_indices(len(data.train_labels), 3, 50, num_classes=10))["data_sha256"]
     assert dataset_sha256("cifar10", cifar10_dir, "fine") == recorded
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -988,7 +988,8 @@ def test_a_noisy_run_trains_on_the_noisy_labels(cifar10_dir, label_dir, tmp_path
     monkeypatch.setattr(training, "train_epoch", recorded)
     train.main(flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=1, level=10, label_noise=0.5))
     data = load_cifar("cifar10", cifar10_dir)
-    clean = data.train_labels[split_indices(len(data.train_labels), seed=3, valid_size=50, level=10).train]
+    split = split_indices(len(data.train_labels), seed=3, valid_size=50, level=10, num_classes=10)
+    clean = data.train_labels[split.train]
     assert len(seen) == 1 and int((seen[0] != clean).sum()) == 15  # round(0.5 x 30)
     assert torch.equal(seen[0], label_noise(clean, 0.5, 10, seed=3))
 
@@ -1092,7 +1093,7 @@ def test_a_run_writes_the_confusion_matrices_of_its_best_checkpoint(speech_run, 
     data = load_cifar("cifar10", cifar10_dir)
     assert confusion["classes"] == data.class_names == [
         "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    valid = data.train_labels[split_indices(len(data.train_labels), 3, 50).valid]
+    valid = data.train_labels[split_indices(len(data.train_labels), 3, 50, num_classes=10).valid]
     for split, labels in (("test", data.test_labels), ("valid", valid)):
         counts = np.array(confusion[split])
         assert counts.shape == (10, 10) and counts.dtype == np.int64
@@ -1166,9 +1167,18 @@ def run_cli_capture(capsys, argv):
      "directory's name keeps (model_{label}_noise0.123456); give at most 6 significant digits"),
     # said what was wrong, not which --valid_size would do (the README's default 5000 on a small copy)
     ({"valid_size": "400"}, "--valid_size 400 leaves no training images: the dataset has 300; pass a "
-     "--valid_size of at most 298"),
-    ({"valid_size": "299"}, "--valid_size 299 leaves 1 training image; a run needs at least 2: pass a "
-     "--valid_size of at most 298"),
+     "--valid_size of at most 290"),
+    ({"valid_size": "299"}, "--valid_size 299 leaves 1 training image for 10 classes; a run needs at least "
+     "10, one per class: pass a --valid_size of at most 290"),
+    # trained on 4 or 5 images, so that 5 or more of the 10 classes had none to learn from; a
+    # data-efficiency table listed its accuracy among the others' (a fraction of 1 meant as 100%
+    # is --level 1, which leaves 50 of CIFAR-100's 50000 images for its 100 classes)
+    ({"valid_size": "295"}, "--valid_size 295 leaves 5 training images for 10 classes; a run needs at least "
+     "10, one per class: pass a --valid_size of at most 290"),
+    ({"level": "1.5"}, "--level 1.5 leaves 4 training images for 10 classes; a run needs at least 10, one "
+     "per class: pass a --level of at least 3.34"),
+    ({"dataset": "cifar100", "label": "category", "level": "20"}, "--level 20 leaves 60 training images for "
+     "100 classes; a run needs at least 100, one per class: pass a --level of at least 33.34"),
     ({"batch_size": "1"}, "argument --batch_size: 1 must be at least 2"),
     ({"epochs": "0"}, "argument --epochs: 0 must be positive"),
     ({"lr": "-0.1"}, "argument --lr: -0.1 must be positive"),

@@ -186,26 +186,31 @@ def training_images(num_images, valid_size, level):
     return int(num_images * Fraction(str(level)) / 100)
 
 
-def check_split(num_images, valid_size, level):
+def check_split(num_images, valid_size, level, num_classes):
     """`training_images` of a run of --valid_size and --level on a dataset of `num_images` training
-    images, or a UsageError where train.py refuses its split: a --level outside (0, 100], fewer than
-    2 training images, or more than remain after the validation images (`cifar.split_indices`'s
-    checks, and a sweep's before it queues a run: `utils.grid.split_problems`)."""
+    images and `num_classes` classes, or a UsageError where train.py refuses its split: a --level
+    outside (0, 100], fewer training images than classes (some class would have none to learn
+    from, whichever the seed), or more than remain after the validation images
+    (`cifar.split_indices`'s checks, and a sweep's before it queues a run:
+    `utils.grid.split_problems`)."""
     if not 0 < level <= 100:
         raise UsageError(f"--level must lie in (0, 100], got {level}")
     # a lower level's own check says what --valid_size leaves room for its images
     if valid_size < 0 or (valid_size >= num_images and level == 100):
         raise UsageError(f"--valid_size {valid_size} leaves no training images: the dataset has "
-                         f"{num_images}; pass a --valid_size of at most {max(num_images - 2, 0)}")
+                         f"{num_images}; pass a --valid_size of at most {max(num_images - num_classes, 0)}")
     remaining = max(num_images - valid_size, 0)
     train_len = training_images(num_images, valid_size, level)
     if train_len > remaining:
         raise UsageError(f"--level {level} asks for {train_len} training images, but only {remaining} "
                          f"of the {num_images} remain after the {valid_size} validation images; pass a "
                          f"--valid_size of at most {num_images - train_len}, or a lower --level")
-    if train_len < 2:
-        given = f"--level {level}" if level < 100 else f"--valid_size {valid_size}"
-        fix = "" if level < 100 else f": pass a --valid_size of at most {num_images - 2}"
-        raise UsageError(f"{given} leaves {train_len} training image{'s' * (train_len != 1)}; "
-                         f"a run needs at least 2{fix}")
+    if train_len < num_classes:
+        if level == 100:
+            given, fix = f"--valid_size {valid_size}", f"--valid_size of at most {num_images - num_classes}"
+        else:  # the lowest level of two decimals whose int(N * L / 100) is C
+            lowest = math.ceil(Fraction(100 * num_classes, num_images) * 100) / 100
+            given, fix = f"--level {level}", f"--level of at least {lowest:g}"
+        raise UsageError(f"{given} leaves {train_len} training image{'s' * (train_len != 1)} for {num_classes} "
+                         f"classes; a run needs at least {num_classes}, one per class: pass a {fix}")
     return train_len

@@ -91,7 +91,8 @@ SHARED = {
                    "help": "validation images taken first from the seeded permutation (0: none; the "
                    "last epoch is then the best)"},
     "level": {"type": level, "default": 100, "help": "percent of the whole training set, validation "
-              "images included, to train on (100: every image left after validation)"},
+              "images included, to train on (100: every image left after validation; at least one image "
+              "per class); runs of one --seed and --valid_size train on the same images, whatever their label"},
     "smoothing": {"type": smoothing, "default": 0.0,
                   "help": "label smoothing for --label category, as the paper's: the true class keeps "
                   "1 - S, every other class gets S / (C - 1); its runs are model_category_smooth{S}"},

@@ -1203,13 +1203,13 @@ def flag_problems(runs, train, args):
 
 
 def split_problems(runs, train, args):
-    """train.py's check of each run's split (`check_split`: at least 2 training images, no more
-    than --valid_size leaves) of the training images in its --data_dir (`train_image_count`):
+    """train.py's check of each run's split (`check_split`: at least one training image per class,
+    no more than --valid_size leaves) of the training images in its --data_dir (`train_image_count`):
     `refused_runs` of each dataset and level. `train`, `args`: as `check_runs_to_train`'s."""
     def check(ns):
         count = train_image_count(ns.dataset, ns.data_dir, ns.label_granularity)
         if count is not None:  # batches train.py cannot read: it says why
-            check_split(count, ns.valid_size, ns.level)
+            check_split(count, ns.valid_size, ns.level, class_count(ns.dataset, ns.label_granularity))
     return refused_runs(runs, train, args, lambda run: f"--dataset {run.dataset} --level {run.level:g}", check)
 
 

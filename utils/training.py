@@ -1058,7 +1058,8 @@ def run_training(args, argv=None):
     # one job at a time in a run directory; one there now refuses this one before the data loads
     with run_lock_before_loading(run_dir, hold=ctx.main) as lock:
         data = load_cifar(args.dataset, args.data_dir, args.label_granularity)
-        split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level)
+        split = split_indices(len(data.train_labels), args.seed, args.valid_size, args.level,
+                              num_classes=data.num_classes)
         train_labels = data.train_labels[split.train]
         noisy = label_noise(train_labels, args.label_noise, data.num_classes, args.seed)
         facts = data_facts(data, split)  # checked against a finished or stopped run; recorded
