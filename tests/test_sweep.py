@@ -1,6 +1,7 @@
 """sweep.py: grid expansion, flag routing, skipping, the SLURM array script (its task body by hand,
 then a real single-node SLURM with a requeue), and --local runs with their logs and failures."""
 import argparse
+import csv
 import errno
 import io
 import json
@@ -2008,6 +2009,61 @@ def test_local_runs_log_skip_and_report_failures(tmp_path, cifar10_dir, label_di
     again = run_script(*[a for a in grid if a != "bad"], check=True)
     assert last_json(again)["skipped"] == 1 and "1 run: 0 to run, 1 complete" in again.stderr
 
+
+
+@pytest.mark.slow
+def test_a_data_efficiency_sweep_driven_from_a_notebook(tmp_path, cifar10_dir, label_dir):
+    """A notebook's data-efficiency study (docs/experiments.md): sweep.py --local over two labels
+    and two levels, 1 epoch each, then report.py, each run as README's snippet runs a script
+    (subprocess.run, capture_output, text: pipes, no terminal). What it relies on: stdout is the
+    one JSON line it parses; stderr holds plain lines a cell can print as they come (no tqdm
+    carriage returns, no terminal codes), each stage's after its date and time; the stage logs
+    likewise; the report's data-efficiency rows and table give each label's levels from the
+    largest, with the numbers and image counts of the runs' results.json; and every label of a
+    seed and level trained on one subset (the same validation images: their confusion rows)."""
+    env = {"OMP_NUM_THREADS": "1"}
+    base = tmp_path / "runs"
+    sweep = run_script("sweep.py", "--labels", "category", "glove", "--levels", "20", "100", "--seeds", "3",
+                       "--stages", "train", "--local", "--jobs", "1", *tiny(cifar10_dir, label_dir, base), env=env)
+    assert len(sweep.stdout.splitlines()) == 1
+    assert json.loads(sweep.stdout) == {
+        "runs": 4, "skipped": 0, "completed": 4, "failed": [], "stopped": [], "held": [], "not_started": 0,
+        "signal": None}
+    lines = sweep.stderr.splitlines()
+    assert "\r" not in sweep.stderr and "\x1b" not in sweep.stderr
+    assert lines[0] == "4 runs: 4 to run, 0 complete (skipped); train 4"
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \[[1-4]/4\] train ", line) for line in lines[1:]), lines
+    results, confusion = {}, {}
+    for label in ("category", "glove"):
+        for level in (100, 20):
+            run_dir = run_directory(base, "cifar10", level, 3, "resnet32", label)
+            log = (run_dir / "train.log").read_text()
+            assert "\r" not in log and "\x1b" not in log and re.search(r"T\d\d:\d\d:\d\d epoch 1/1 ", log)
+            results[label, level] = json.loads((run_dir / "results.json").read_text())
+            confusion[label, level] = json.loads((run_dir / "confusion.json").read_text())["valid"]
+            assert log.rstrip("\n").splitlines()[-1] == json.dumps(results[label, level])  # train.py's stdout line
+    for level in (100, 20):  # one subset per seed and level, whatever the label
+        assert [sum(row) for row in confusion["category", level]] == [sum(row) for row in confusion["glove", level]]
+        assert results["category", level]["train_images"] == results["glove", level]["train_images"]
+
+    out = tmp_path / "report"
+    report = run_script("report.py", "--base_dir", base, "--out", out, "--label_dir", label_dir, env=env)
+    assert (len(report.stdout.splitlines()), report.stderr) == (1, "")
+    summary = json.loads(report.stdout)
+    assert (summary["runs"], summary["trained"], summary["incomplete"]) == (4, 4, 0)
+    assert "levels_cifar10_resnet32.png" in summary["files"]
+    with open(out / "data_efficiency.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], r["level"], r["n"], r["seeds"], r["train_images"]) for r in rows] == [
+        ("category", "100", "1", "3", "250"), ("category", "20", "1", "3", "60"),
+        ("glove", "100", "1", "3", "250"), ("glove", "20", "1", "3", "60")]
+    assert [float(r["test_acc_mean"]) for r in rows] == [results[r["label"], int(r["level"])]["test_acc"]
+                                                         for r in rows]
+    table = (out / "tables.md").read_text().split("### cifar10, resnet32\n\n")[1].split("\n\n")[0]
+    assert table.splitlines() == [
+        "| label | 100% (250 images) | 20% (60 images) |", "|---|---|---|",
+        *(f"| {label} | " + " | ".join(f"{results[label, level]['test_acc'] * 100:.2f} (n=1)" for level in (100, 20))
+          + " |" for label in ("category", "glove"))]
 
 def local_sweep_exit(capsys, argv):
     """sweep.main(argv), a --local sweep that ends with an exit status: (that status, its JSON line, its stderr)."""
