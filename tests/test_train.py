@@ -1682,8 +1682,9 @@ def test_a_run_from_before_warmup_epochs_asked_for_a_warmup_is_refused(speech_ru
     without_warmup_flag(checkpoint["config"])
     torch.save(checkpoint, run_dir / LAST_CHECKPOINT)
     line = run_cli_capture(capsys, argv + ["--resume"])
-    assert line.endswith("last_checkpoint.pth was trained with --warmup_epochs 0 (now 1); use the same flags to "
-                         "resume, or --force to start over (in a sweep: delete the run directory)"), line
+    assert line.endswith("last_checkpoint.pth was trained with --warmup_epochs 0 (now 1); resume it with "
+                         "--warmup_epochs 0, or pass --force to start over (in a sweep: delete the run "
+                         "directory)"), line
     from utils.flags import ADDED_FLAGS  # what an older run trained with: train.py's default still
     assert ADDED_FLAGS == {k: train.build_parser().get_default(k) for k in ADDED_FLAGS}
 
@@ -1735,7 +1736,7 @@ def test_a_fractional_level_run_of_the_older_rounding_is_refused_by_train_and_sw
 def test_a_resume_of_the_older_rounding_says_no_flags_resume_it(capsys, label_dir, tmp_path):
     """The last checkpoint of a fractional --level run of a labelrep before 1570041 (64.6% of 500
     images: 322, not 323) was refused with 'use the same flags to resume', which no flags do: the
-    count is the code's rounding. Where flags alone differ, that advice stays."""
+    count is the code's rounding. Where flags alone differ, the line names them."""
     data = make_cifar10(tmp_path / "data", per_batch=100)  # 500 training images
     argv = flags(data, tmp_path / "runs", label_dir, epochs=1, level=64.6)
     train.main(argv)
@@ -1744,8 +1745,8 @@ def test_a_resume_of_the_older_rounding_says_no_flags_resume_it(capsys, label_di
     (run_dir / RESULTS).unlink()  # stopped after its last epoch
     checkpoint = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
     line = run_cli_capture(capsys, argv + ["--resume", "--lr", "0.2"])
-    assert line.endswith("last_checkpoint.pth was trained with --lr 0.1 (now 0.2); use the same flags to resume, "
-                         "or --force to start over (in a sweep: delete the run directory)"), line
+    assert line.endswith("last_checkpoint.pth was trained with --lr 0.1 (now 0.2); resume it with --lr 0.1, or "
+                         "pass --force to start over (in a sweep: delete the run directory)"), line
     checkpoint["config"]["train_images"] = 322  # as a labelrep before 1570041 wrote it
     torch.save(checkpoint, run_dir / LAST_CHECKPOINT)
     reason = "322 training images (now 323: a labelrep before 1570041 rounded --level 64.6 of 500 images down to 322)"
@@ -1754,6 +1755,45 @@ def test_a_resume_of_the_older_rounding_says_no_flags_resume_it(capsys, label_di
     assert line.endswith(f"last_checkpoint.pth was trained with {reason}; {advice}"), line
     line = run_cli_capture(capsys, argv + ["--resume", "--lr", "0.2"])  # the same flags would not do either
     assert line.endswith(f"last_checkpoint.pth was trained with --lr 0.1 (now 0.2), {reason}; {advice}"), line
+
+
+def test_a_refused_resume_names_what_resumes_it(speech_run, capsys, cifar10_dir, label_dir, tmp_path):
+    """A run resumed by one who no longer knows its flags (a job requeued days later, a run moved
+    from a laptop to a cluster) was told 'use the same flags to resume', which were only to be read
+    out of '--batch_size 64 (now 128)'; with other label targets or data, passed the same flags, it
+    was told the same. The line now says what to pass (the values it trained with, the folder it
+    read its labels or data from), or that no flags resume it, and passing that resumes it."""
+    base, run_dir = finished_copy(speech_run, tmp_path)
+    (run_dir / RESULTS).unlink()  # stopped after its last epoch
+    argv = flags(cifar10_dir, base, label_dir, resume=True)
+    del argv[argv.index("--batch_size"):argv.index("--batch_size") + 2]  # forgotten: train.py's 128
+    end = ", or pass --force to start over (in a sweep: delete the run directory)"
+    line = run_cli_capture(capsys, argv + ["--lr", "0.05", "--channels_last"])
+    assert line.endswith("last_checkpoint.pth was trained with --batch_size 64 (now 128), --lr 0.1 (now 0.05), "
+                         "--channels_last off (now on); resume it with --batch_size 64 --lr 0.1 and without "
+                         f"--channels_last{end}"), line
+    fewer = fewer_training_images(cifar10_dir, tmp_path / "data")
+    line = run_cli_capture(capsys, argv + ["--batch_size", "64", "--data_dir", str(fewer)])
+    assert line.endswith(f"was trained with 250 training images (now 240: another --data_dir?); resume it with "
+                         f"--data_dir {cifar10_dir}{end}"), line
+    own, other = tmp_path / "my labels", tmp_path / "labels"  # its folder (a space: quoted), one regenerated
+    shutil.copytree(label_dir, own)
+    shutil.copytree(label_dir, other)
+    targets = np.load(label_dir / "cifar10_speech.npy")
+    np.save(other / "cifar10_speech.npy", targets + 1)
+    checkpoint = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
+    checkpoint["config"]["flags"]["label_dir"] = str(own)  # as if it had trained from there
+    torch.save(checkpoint, run_dir / LAST_CHECKPOINT)
+    argv += ["--batch_size", "64"]
+    line = run_cli_capture(capsys, argv + ["--label_dir", str(other)])
+    assert line.endswith(f"was trained with other speech targets than {other} holds; resume it with "
+                         f"--label_dir '{own}'{end}"), line
+    np.save(own / "cifar10_speech.npy", targets + 1)  # its own folder's file changed: no flag brings it back
+    line = run_cli_capture(capsys, argv + ["--label_dir", str(own)])
+    assert line.endswith(f"was trained with other speech targets than {own} holds; no flags resume it: "
+                         "pass --force to start over (in a sweep: delete the run directory)"), line
+    np.save(own / "cifar10_speech.npy", targets)
+    assert train.main(argv + ["--label_dir", str(own)])["epochs"] == 2  # resumed, as the lines said
 
 
 def test_another_valid_size_is_not_blamed_on_the_data(speech_run, capsys, cifar10_dir, label_dir):

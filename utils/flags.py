@@ -7,6 +7,7 @@ import argparse
 import ast
 import importlib.util
 import json
+import shlex
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -241,29 +242,64 @@ def run_changes(config, args, label_sha256, now="now", data=None):
     `label_sha256` (the targets asked for now) differs, and, with `data` (`data_facts` now),
     another number of training images (but where another --valid_size or --level, named, sets it)
     or other images and labels; and `broken_training`'s reason, where it has one."""
+    differ = _differences(config, args, label_sha256, data)
+    saved = differ["flags"]
+    changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(getattr(args, k))})" for k in saved]
+    if broken := broken_training(config):
+        changes.append(broken)
+    if differ["labels"]:
+        changes.append(f"other {args.label} targets than {args.label_dir} holds")
+    if differ["images"]:
+        changes.append(images_change(*differ["images"], now, differ["rounding"]))
+    elif differ["data"]:
+        changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
+                       f"{args.dataset}?)")
+    return changes
+
+
+def _differences(config, args, label_sha256, data):
+    """What `run_changes` names, as facts: "flags", {flag: saved value} of the RESULT_FLAGS set
+    otherwise; "labels", whether the label targets differ; "images", (saved, now) where the number
+    of training images differs for no flag's reason, and "rounding", `older_rounding`'s reason for
+    it or None; "data", whether the images or labels differ."""
     saved = config.get("flags")
     saved = saved if isinstance(saved, dict) else {}  # none recorded (null in an edited config.json)
     asked = {k: getattr(args, k, None) for k in RESULT_FLAGS
              if acts_on(k, args.label)}
-    changed = [k for k, v in asked.items() if v is not None and k in saved and saved[k] != v]
-    changes = [f"--{k} {_shown(saved[k])} ({now} {_shown(asked[k])})" for k in changed]
-    if broken := broken_training(config):
-        changes.append(broken)
-    if config.get("label_sha256") and label_sha256 and config["label_sha256"] != label_sha256:
-        changes.append(f"other {args.label} targets than {args.label_dir} holds")
+    flags = {k: saved[k] for k, v in asked.items() if v is not None and k in saved and saved[k] != v}
     data = data or {}
     train_images = data.get("train_images")
     saved_images = config.get("train_images", train_images)
     other_data = bool(config.get("data_sha256")) and data.get("data_sha256") not in (None, config["data_sha256"])
-    if train_images is not None and saved_images != train_images:
-        if not {"valid_size", "level"} & set(changed):  # else the count is theirs, not the data's
-            level = saved.get("level", getattr(args, "level", None))
-            why = not other_data and older_rounding(level, saved_images, train_images)
-            changes.append(images_change(saved_images, train_images, now, why))
-    elif other_data:
-        changes.append(f"other images or labels than {args.data_dir} holds (another copy of "
-                       f"{args.dataset}?)")
-    return changes
+    counted_otherwise = train_images is not None and saved_images != train_images
+    images = rounding = None
+    if counted_otherwise and not {"valid_size", "level"} & set(flags):  # else the count is theirs, not the data's
+        images = saved_images, train_images
+        level = saved.get("level", getattr(args, "level", None))
+        rounding = not other_data and older_rounding(level, saved_images, train_images) or None
+    return {"flags": flags, "labels": bool(config.get("label_sha256") and label_sha256
+                                          and config["label_sha256"] != label_sha256),
+            "images": images, "rounding": rounding, "data": other_data and not counted_otherwise}
+
+
+def resume_flags(config, args, label_sha256, data):
+    """What resumes the run whose saved `config` (a checkpoint's) `run_changes` finds otherwise
+    than `args` asks: 'with --epochs 2 --batch_size 64 and without --amp', the values it trained
+    with of the flags that differ, and of --label_dir or --data_dir where its label targets or data
+    differ and it read them from another folder; None where no flags do (the same folder's files
+    differ, or an older labelrep's rounding of --level counted its images)."""
+    differ = _differences(config, args, label_sha256, data)
+    if differ["rounding"]:
+        return None
+    flags, recorded = dict(differ["flags"]), config.get("flags") or {}
+    for flag, other in (("label_dir", differ["labels"]), ("data_dir", differ["data"] or differ["images"])):
+        if other:
+            if recorded.get(flag) in (None, getattr(args, flag)):
+                return None
+            flags[flag] = recorded[flag]
+    given = [f"--{k}" + ("" if v is True else f" {shlex.quote(_shown(v))}") for k, v in flags.items() if v is not False]
+    dropped = [f"--{k}" for k, v in flags.items() if v is False]  # a switch it trained without
+    return " and ".join(f"{word} {' '.join(part)}" for word, part in (("with", given), ("without", dropped)) if part)
 
 
 def _kind(value):

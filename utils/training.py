@@ -24,8 +24,8 @@ from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import class_count, lr_milestones
 from utils.errors import EveryProcessError, UsageError, as_parsed, interrupt_says, log
-from utils.flags import (acts_on, broken_training, check_force_resume, json_get, mistyped, older_rounding,
-                         recorded_config, run_changes, with_added_flags)
+from utils.flags import (acts_on, broken_training, check_force_resume, json_get, mistyped,
+                         recorded_config, resume_flags, run_changes, with_added_flags)
 from utils.grid import older_place
 from utils.labelspace import load_label_space, space_from_state, space_sha256
 from utils.progress import Progress
@@ -521,12 +521,11 @@ def _check_resume(checkpoint, args, path, label_sha256, facts, space):
                          "delete the run directory)")
     trained = with_added_flags(checkpoint["config"]) | {"label_sha256": space_sha256(checkpoint["label_space"])}
     if changes := run_changes(trained, args, label_sha256, data=facts):
-        # an older labelrep's rounding of a fractional --level (one image short) is the code's, no
-        # flag's: the same flags would be refused again, whatever else differs
-        rounded = older_rounding(trained["flags"].get("level", args.level), trained.get("train_images"),
-                                 facts["train_images"])
-        advice = ("no flags resume it: pass --force to start over" if rounded and any(rounded in c for c in changes)
-                  else "use the same flags to resume, or --force to start over")
+        # the values to pass, not 'the same flags': a job requeued days later, or resumed on another
+        # machine, is started by one who no longer knows them
+        flags = resume_flags(trained, args, label_sha256, facts)
+        advice = f"resume it {flags}, or pass --force to start over" if flags else \
+            "no flags resume it: pass --force to start over"
         raise UsageError(f"{path} was trained with {', '.join(changes)}; {advice} (in a sweep: delete the run "
                          "directory)")
     _check_space(checkpoint["label_space"], space)
