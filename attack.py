@@ -34,7 +34,7 @@ if __name__ == "__main__":  # first, before torch loads: a preemption signal the
 from utils.constants import ATTACKS, DEFAULT_STEPS, OBJECTIVES, STEP_FACTOR, dataset_info, schedule  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, ExtendList, UsageError,  # noqa: E402
                           as_parsed, choice, nonempty, number, doc_paragraphs, interrupt_says, log,
-                          os_errors_as_usage, repeated, run_cli)
+                          os_errors_as_usage, repeated, run_cli, stamped)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, json_get,  # noqa: E402
                          label_name, trained_folder)
 from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
@@ -1058,7 +1058,7 @@ def run(args, argv=None):
             model, space, record = reload(args, path, data)
         job = Job(args, argv, requested, device, run_dir, path, record, model, space, data, source)
         job.check_writable(redraw, copy)
-        log(job.start_line())  # a log file (a cluster job's) says at once what is attacked, on what
+        log(stamped(job.start_line()))  # a log file (a cluster job's) says at once what is attacked, on what
         total = len(job.settings)
         # a signal the loop did not act on reaches the handler of a caller of main(argv) (a
         # notebook's) once the job's files, the figure too, are written

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from utils.errors import (STAMP, CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, did_you_mean,
                           log, nearest, nearest_existing, doc_paragraphs, nonempty, number, os_error_text,
-                          os_errors_as_usage, run_cli)
+                          os_errors_as_usage, run_cli, stamped)
 from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_not_grid_flag,
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
@@ -940,7 +940,7 @@ class LocalPool:
 
     def say(self, line):
         with self.lock:
-            log(f"{time.strftime(STAMP)} {line}", self.stream)
+            log(stamped(line), self.stream)
 
     def stop(self, signum, frame):
         self.signal = signal.Signals(signum)

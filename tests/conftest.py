@@ -4,6 +4,7 @@ The tiny CIFAR-10 is learnable on purpose: each class is a solid colour plus noi
 epochs separate trained from untrained models (attack tests rely on that).
 """
 import contextlib
+import datetime
 import errno
 import json
 import os
@@ -122,6 +123,14 @@ def run_importing(*argv, timeout=120):
 
 def last_json(proc):
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def unstamped(line):
+    """A log's status or progress `line` without the date and time it must start with
+    (utils.errors.STAMP, as `date +%FT%T` writes it)."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) (.*)", line)
+    assert match and datetime.datetime.fromisoformat(match[1]), line
+    return match[2]
 
 
 # ---------------------------------------------------------------- trained models

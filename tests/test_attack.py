@@ -23,7 +23,7 @@ import attack
 from architecture import ARCHITECTURES, build_model, fold_batch_norm
 from bench.paper_attack import paper_fgsm, paper_iterative
 from cifar import load_cifar, to_float
-from conftest import REPO, last_json, make_cifar10, run_script
+from conftest import REPO, last_json, make_cifar10, run_script, unstamped
 from utils import preempt
 from utils.attacks import NOISE_BLOCK, Shared, draw_targets, run_attack, start_noise
 from utils.constants import ATTACKS
@@ -789,8 +789,8 @@ def test_attack_script_end_to_end_and_reuse(speech_run, cifar10_dir, label_dir, 
     assert all(v == summary["clean_acc"] for k, v in summary["robust_acc"].items() if k.endswith("/0"))
     assert proc.stderr.count("robust_acc") == len(keys)  # one progress line per setting
     # first, at once, what is attacked (a cluster log said nothing until the first setting ended)
-    assert proc.stderr.splitlines()[0] == (f"attacking {run_dir / 'speech_seed3_resnet32_best_model.pth'}: "
-                                           "8 settings on 30 test images, batch 16, on cpu")
+    assert unstamped(proc.stderr.splitlines()[0]) == (f"attacking {run_dir / 'speech_seed3_resnet32_best_model.pth'}: "
+                                                      "8 settings on 30 test images, batch 16, on cpu")
     # in a log, each line says how far along the attack is, as the bar's count does on a terminal
     # and when it was written (a stalled job's log shows when its last setting ended)
     lines = [line for line in proc.stderr.splitlines() if "robust_acc" in line]
@@ -1228,9 +1228,9 @@ def test_a_stop_counts_every_saved_setting_asked(speech_run, cifar10_dir, label_
     monkeypatch.setattr(preempt, "install", lambda: None)
     monkeypatch.setattr(preempt, "requested", lambda: True)  # a signal during the first (reused) setting
     status, err = run_cli_status(capsys, flags)
-    assert (status, err.splitlines()[-1]) == (preempt.REQUEUE_EXIT, f"preempted: {tmp_path}: stopped by signal; 3 "
-                                              f"finished settings are kept in {tmp_path / ATTACK_RESULTS}, "
-                                              "rerun to continue")
+    assert (status, unstamped(err.splitlines()[-1])) == (
+        preempt.REQUEUE_EXIT, f"preempted: {tmp_path}: stopped by signal; 3 finished settings are kept in "
+                              f"{tmp_path / ATTACK_RESULTS}, rerun to continue")
     # 2/255 first, to compute: the signal stops it at once (its time not known), 4/255 is saved
     status, err = run_cli_status(capsys, flags[:flags.index("0")] + ["2/255", "4/255"] + flags[flags.index("8/255") + 1:])
     assert status == preempt.REQUEUE_EXIT
@@ -2262,8 +2262,8 @@ def test_a_transfer_is_the_attacked_models_reading_of_the_sources_adversarial_im
     mode = "targeted" if targeted else "untargeted"
     setting = ["--attacks", "fgsm", "--epsilons", "8/255", "--targeted", "yes" if targeted else "no"]
     summary, err = call_main(capsys, transfer_flags(attacked, source, cifar10_dir, label_dir, *setting))
-    assert err.splitlines()[0] == (f"attacking {attacked} with images crafted against {source}: 1 setting on 100 "
-                                   "test images, batch 500, on cpu")
+    assert unstamped(err.splitlines()[0]) == (f"attacking {attacked} with images crafted against {source}: 1 setting "
+                                              "on 100 test images, batch 500, on cpu")
     crafter, crafter_space, _ = attack.model_from_checkpoint(source)
     model, space, _ = attack.model_from_checkpoint(attacked)
     images, labels = to_float(tiny.test_images), tiny.test_labels

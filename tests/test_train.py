@@ -27,7 +27,7 @@ import sweep
 import train
 from architecture import ARCHITECTURES
 from conftest import (REFERENCE_LABELS, REPO, SUBSET, flat, last_json, make_cifar10, needs_compiler, run_importing,
-                      run_script)
+                      run_script, unstamped)
 from utils.errors import UsageError, as_parsed, call_cli, run_cli
 from utils.grid import attack_state, train_state
 from utils.runs import (ATTACK_EXAMPLES, ATTACK_RESULTS, CONFUSION, LAST_CHECKPOINT, LAYOUT_TEXT, RESULTS,
@@ -102,10 +102,10 @@ def test_json_line_and_run_files(speech_run):
     assert (run_dir / "speech_seed3_resnet32_best_model.pth").is_file()
     assert (run_dir / "last_checkpoint.pth").is_file()
     # not a TTY: what trains where, at once (a cluster log said nothing until its first epoch ended),
-    # then one plain progress line per epoch on stderr
+    # then one plain progress line per epoch on stderr, each after the date and time it was written
     lines = proc.stderr.splitlines()
-    assert lines[0] == (f"starting {run_dir} at epoch 1 of 2: 250 training and 50 validation images, batch 64, "
-                        "lr 0.1, on cpu")
+    assert unstamped(lines[0]) == (f"starting {run_dir} at epoch 1 of 2: 250 training and 50 validation images, "
+                                   "batch 64, lr 0.1, on cpu")
     # each after the date and time it was written
     assert [re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d epoch (\d)/2 lr .* valid_acc .*", line)[1]
             for line in lines[1:]] == ["1", "2"]
@@ -267,9 +267,9 @@ def test_a_resumed_run_keeps_a_best_epoch_before_the_stop(cifar10_dir, label_dir
     resumed = train.main(every_epoch + ["--resume"])
     assert resumed["best_epoch"] == straight["best_epoch"] == 1
     # a requeued job's log said "resuming RUN after epoch 2": not of how many, nor on what
-    assert capsys.readouterr().err.startswith(
+    assert unstamped(capsys.readouterr().err.splitlines()[0]) == (
         f"resuming {resumed['run_dir']} after epoch 2 of 3: 250 training and 50 validation images, batch 64, "
-        "lr 0.1, on cpu\n")
+        "lr 0.1, on cpu")
     # scored with epoch 1's weights, not the last epoch's: its validation again, to the last digit
     first = metrics(Path(straight["run_dir"]))[0]
     assert (straight["valid_acc"], straight["valid_loss"]) == (first["valid_acc"], first["valid_loss"])
@@ -2519,8 +2519,9 @@ def test_ctrl_c_after_the_result_line_changes_no_exit_status(when, speech_run, c
     proc = subprocess.run([sys.executable, str(driver), when, *flags(cifar10_dir, base, label_dir)], cwd=REPO,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0 and json.loads(proc.stdout)["epochs"] == 2  # the finished run's results
-    assert proc.stderr.splitlines() == [f"{Path(json.loads(proc.stdout)['run_dir']) / RESULTS} exists: run "
-                                        "already complete (pass --force to train again)"]
+    [line] = proc.stderr.splitlines()
+    assert unstamped(line) == (f"{Path(json.loads(proc.stdout)['run_dir']) / RESULTS} exists: run already complete "
+                               "(pass --force to train again)")
 
 
 def test_run_cli_in_process_leaves_the_callers_ctrl_c():

@@ -16,6 +16,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 
 try:
@@ -45,12 +46,18 @@ EXIT_PIPE = 141  # 128 + SIGPIPE: a shell's status for a writer whose reader lef
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG)
 
 
-# The date and time a progress line starts with (train.py's epochs, attack.py's settings, a local
-# sweep's stages), as a SLURM task's lines and a stage log's `=== ` headers give it (`date +%FT%T`):
-# a log is read days after it was written, and a job requeued after a preemption goes on another
-# day, so the time of day alone ("11:05:47") said neither which day a step ended nor how long the
-# job had waited
+# The date and time a progress or status line starts with (train.py's epochs, start, resume and stop
+# for a signal; attack.py's settings, start and stop; a local sweep's stages), as a SLURM task's
+# lines and a stage log's `=== ` headers give it (`date +%FT%T`): a log is read days after it was
+# written, and a job requeued after a preemption goes on another day, so the time of day alone
+# ("11:05:47") said neither which day a step ended nor how long the job had waited
 STAMP = "%Y-%m-%dT%H:%M:%S"
+
+
+def stamped(line):
+    """`line` after the date and time now (`STAMP`): a log's progress and status lines (a run
+    starting, resuming, stopped for a signal) say when they were written."""
+    return f"{time.strftime(STAMP)} {line}"
 
 
 def log(line, stream=None):

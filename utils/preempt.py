@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 
-from utils.errors import log, other_rank
+from utils.errors import log, other_rank, stamped
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
 
@@ -94,5 +94,5 @@ def may_finish(seconds):
 
 def exit_for_requeue(message):
     if not other_rank():  # under torchrun, one line from rank 0
-        log(f"preempted: {message}")
+        log(stamped(f"preempted: {message}"))
     sys.exit(REQUEUE_EXIT)

@@ -13,7 +13,7 @@ import time
 
 from tqdm import tqdm
 
-from utils.errors import STAMP, log
+from utils.errors import log, stamped
 
 # tqdm's default without its rate ("3.21s/epoch, "), which the ETA already reflects: on an 80-column
 # terminal the rate pushed the step's numbers off the line's end ("valid=12." for 12.00%, "acc=1" for
@@ -101,7 +101,7 @@ class Progress:
             return
         self.done, self.steps = self.done + 1, self.steps + 1
         if self.bar is None:
-            log(f"{time.strftime(STAMP)} {line}{self._left()}", self.stream)
+            log(stamped(f"{line}{self._left()}"), self.stream)
         else:
             self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(1)

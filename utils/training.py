@@ -23,7 +23,7 @@ from labels import decoding_problem, granularity_fix
 from utils import distributed, preempt
 from utils.atomic import finite
 from utils.constants import class_count, lr_milestones
-from utils.errors import EveryProcessError, UsageError, as_parsed, interrupt_says, log
+from utils.errors import EveryProcessError, UsageError, as_parsed, interrupt_says, log, stamped
 from utils.flags import (acts_on, broken_training, check_force_resume, json_get, mistyped,
                          recorded_config, resume_flags, run_changes, with_added_flags)
 from utils.grid import older_place
@@ -872,7 +872,7 @@ def _finished_results(run_dir, best_path, args, label_sha256, facts, main):
     results = read_json(results_path)
     _check_finished(run_dir, args, label_sha256, facts, results)
     if main:
-        log(f"{results_path} exists: run already complete (pass --force to train again)")
+        log(stamped(f"{results_path} exists: run already complete (pass --force to train again)"))
     # the folder the run is in here: a copied archive's is not the one it trained in
     return results | {"run_dir": str(run_dir), "checkpoint": str(best_path)}
 
@@ -926,7 +926,8 @@ def _prepare_run_dir(args, run_dir, best_path, config, history, device, start):
         for name in (RESULTS, CONFUSION, ATTACK_RESULTS, ATTACK_EXAMPLES, LAST_CHECKPOINT, best_path.name):
             (run_dir / name).unlink(missing_ok=True)
     else:  # a requeued job's log says what it goes on with, as a start's does
-        log(f"resuming {run_dir} after epoch {len(history)} of {args.epochs}: {_what_trains(args, config, device)}")
+        log(stamped(f"resuming {run_dir} after epoch {len(history)} of {args.epochs}: "
+                    f"{_what_trains(args, config, device)}"))
         if changes := _rounding_changes(config["segments"]):
             log(f"warning: resumed with {', '.join(changes)}: float rounding differs from the "
                 "epochs before, so the run will not end bit for bit as an uninterrupted one")
@@ -939,7 +940,7 @@ def _prepare_run_dir(args, run_dir, best_path, config, history, device, start):
     if start:  # a log file (a cluster job's) says at once what trains, on what
         # --resume with nothing to resume: a typo in --seed or --base_dir trains a new run, named here
         why = " (--resume found no checkpoint there)" if args.resume else ""
-        log(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {_what_trains(args, config, device)}")
+        log(stamped(f"starting {run_dir} at epoch 1 of {args.epochs}{why}: {_what_trains(args, config, device)}"))
 
 
 def _what_trains(args, config, device):
