@@ -15,7 +15,7 @@ reuses finished settings, and attack_examples.png once, at the end. With --trans
 transfer (black-box) attack: each setting's images are crafted against another run's model and
 classified by this one, in entries of their own ("pgd<category"), without a figure. Progress goes
 to stderr; the last line on stdout is one JSON object. Exit status: 0 done, 2 after one `error:`
-line (bad input), 75 stopped by SIGTERM or SIGUSR1 (rerun it), 130 Ctrl-C.
+line (bad input), 75 stopped by SIGTERM, SIGUSR1 or a hangup (rerun it), 130 Ctrl-C.
 """
 import argparse
 import glob

@@ -42,7 +42,7 @@ from utils.grid import (AXES, GRID_FLAGS, STAGES, Scripts, axis_values, check_no
                         check_runs_to_train, cores, counted, expand, load_grid_file, plan,
                         split_args, value_list)
 from utils.atomic import append_whole, file_set, made_folders, not_through_a_link, print_json, utf8
-from utils.preempt import REQUEUE_EXIT, present
+from utils.preempt import HANGUP, REQUEUE_EXIT, leave_hung_up_terminal, present
 from utils.runs import IN_USE, NOT_JSON, lock_free, run_holder
 
 MODES = ("print", "slurm", "local")
@@ -943,6 +943,8 @@ class LocalPool:
             log(stamped(line), self.stream)
 
     def stop(self, signum, frame):
+        if signum == HANGUP:  # the line below, written to the terminal gone, failed before the stages got it
+            leave_hung_up_terminal()
         self.signal = signal.Signals(signum)
         forward = signal.SIGTERM if self.signal.name in ("SIGINT", "SIGHUP") else signum
         self.say(f"got {self.signal.name}: stopping the running stages, starting no more")

@@ -10,8 +10,8 @@ model_{label}_noise{R} with --label_noise R, dataset cifar100_coarse with --labe
 coarse): config.json, metrics.jsonl, the best and last checkpoints, confusion.json (the best
 checkpoint's test and validation confusion matrices) and results.json.
 Progress goes to stderr; the last line on stdout is the results as one JSON object. Exit status:
-0 done, 2 after one `error:` line (bad input), 75 stopped by SIGTERM or SIGUSR1 (rerun with
---resume), 130 Ctrl-C.
+0 done, 2 after one `error:` line (bad input), 75 stopped by SIGTERM, SIGUSR1 or a hangup (rerun
+with --resume), 130 Ctrl-C.
 """
 import os
 
@@ -92,7 +92,7 @@ def build_parser():
                      metavar="S", help="write the last checkpoint (what --resume continues from) "
                      "at most every S seconds, and after the last epoch, after any epoch of over "
                      f"{FINISH_SECONDS} s and at a stop signal "
-                     "(SIGTERM, SIGUSR1: the epoch under way ends first, unless the checkpoint is "
+                     "(SIGTERM, SIGUSR1, SIGHUP: the epoch under way ends first, unless the checkpoint is "
                      f"of its start or the last epoch took over {FINISH_SECONDS} s; under torchrun it "
                      "always ends); 0: after every epoch")
     run.add_argument("--resume", action="store_true", help="continue an unfinished run from its last "

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -1235,6 +1236,37 @@ def test_a_stop_counts_every_saved_setting_asked(speech_run, cifar10_dir, label_
     status, err = run_cli_status(capsys, flags[:flags.index("0")] + ["2/255", "4/255"] + flags[flags.index("8/255") + 1:])
     assert status == preempt.REQUEUE_EXIT
     assert "stopped by signal during fgsm untargeted eps 2/255; 1 finished setting is kept" in err.splitlines()[-1]
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="Windows has no SIGHUP")
+def test_a_hangup_stops_an_attack_as_sigterm_does(speech_run, cifar10_dir, label_dir, tmp_path):
+    """attack.py started over ssh without nohup or tmux (`2> attack.log`) died at once of the
+    SIGHUP that came when the connection dropped, the setting under way lost. It now stops as for
+    SIGTERM: the settings it finished are kept, exit 75, and the log ends with the preempted line."""
+    import pty
+    import subprocess
+    import sys
+    import time
+    epsilons = [f"{k}/255" for k in range(1, 9)]
+    flags = copied_checkpoint_flags(speech_run, tmp_path, cifar10_dir, label_dir, epsilons, 0)
+    leader, follower = pty.openpty()
+    log, results = tmp_path / "attack.log", tmp_path / ATTACK_RESULTS
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "attack.py", *flags], cwd=Path(attack.__file__).parent,
+                                stdin=follower, stdout=follower, stderr=log_file, start_new_session=True,
+                                env={**os.environ, **ONE_THREAD})
+    os.close(follower)
+    deadline = time.time() + 300
+    while not results.exists() and proc.poll() is None and time.time() < deadline:  # a setting is saved
+        time.sleep(0.02)
+    os.close(leader)  # the connection drops: the terminal hangs up
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=300) == preempt.REQUEUE_EXIT, log.read_text()
+    kept = len(json.loads(results.read_text())["entries"])
+    assert 1 <= kept < len(epsilons)
+    line = unstamped(log.read_text().splitlines()[-1])
+    assert line.startswith(f"preempted: {tmp_path}: stopped by signal; {kept} finished setting")
+    assert line.endswith(f"kept in {results}, rerun to continue"), line
+
 
 @pytest.mark.parametrize("finish_seconds, signalled, kept", [
     (3600, 3, 3),  # FGSM 8/255 after FGSM 4/255, short: it ends and is saved

@@ -138,10 +138,10 @@ def test_help_fits_80_columns_and_shows_defaults_as_typed(script, monkeypatch):
 # What each script's --help ends with: where its lines go and how it ends (its exit statuses past
 # 0 and 2), for a script that runs several of them. train.py's and attack.py's --help said neither,
 # labels.generate's, labels.stats', report.py's, bench.py's and sweep.py's neither.
-ENDINGS = {"train.py": ("last line on stdout is the results as one JSON object", "75 stopped by SIGTERM or "
-                        "SIGUSR1 (rerun with --resume), 130 Ctrl-C."),
-           "attack.py": ("last line on stdout is one JSON object", "75 stopped by SIGTERM or SIGUSR1 (rerun it), "
-                         "130 Ctrl-C."),
+ENDINGS = {"train.py": ("last line on stdout is the results as one JSON object", "75 stopped by SIGTERM, "
+                        "SIGUSR1 or a hangup (rerun with --resume), 130 Ctrl-C."),
+           "attack.py": ("last line on stdout is one JSON object", "75 stopped by SIGTERM, SIGUSR1 or a hangup "
+                         "(rerun it), 130 Ctrl-C."),
            "report.py": ("stdout is one JSON line", "130 Ctrl-C or SIGTERM (the earlier report kept)."),
            "labels.generate": ("stdout holds one line, one JSON object", "130 Ctrl-C or SIGTERM."),
            "labels.stats": ("goes to stdout, warnings to stderr", "130 Ctrl-C."),

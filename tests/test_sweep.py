@@ -1531,10 +1531,11 @@ def test_sbatch_directives_quote_white_space():
         sweep.directive("job-name", "a\nb", "--job_name")
 
 
-def local_sweep_working(tmp_path, stage):
+def local_sweep_working(tmp_path, stage, **streams):
     """A process running a LocalPool of one train stage (`stage`, a script that prints "working"
     and works on), in a process group of its own as a terminal's, once the stage is working; it
-    prints its outcomes as [[status, the pool's signal]]."""
+    prints its outcomes as [[status, the pool's signal]]. `streams`: Popen's stdin, stdout and
+    stderr where not pipes."""
     (tmp_path / "stage.py").write_text(stage)
     driver = textwrap.dedent(f"""
         import json, sys
@@ -1547,8 +1548,8 @@ def local_sweep_working(tmp_path, stage):
         pool = sweep.LocalPool([task], [{{}}])
         print(json.dumps([(o["status"], pool.signal.name) for o in pool.run()]), flush=True)
         """)
-    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", driver], text=True, start_new_session=True,
+                            **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE} | streams)
     log = tmp_path / "run" / "train.log"
     while proc.poll() is None and not (log.exists() and "working" in log.read_text()):
         time.sleep(0.02)
@@ -1562,6 +1563,25 @@ def test_ctrl_c_in_a_terminal_stops_a_local_sweep_resumably(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert json.loads(out) == [[75, "SIGINT"]], err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="Windows has no SIGHUP")
+def test_a_hangup_stops_a_local_sweep_resumably(tmp_path):
+    """A sweep started over ssh without nohup or tmux gets SIGHUP when the connection drops. Its
+    line saying so went to the terminal that hung up: the write failed (EIO) in the signal handler,
+    before the pool passed SIGTERM on, and the sweep ended in that error, its outcomes lost (its
+    stage stopped by the kernel's PR_SET_PDEATHSIG on Linux, left to train on elsewhere). Its lines
+    there now go nowhere; the stage is stopped, resumable, and the outcomes are written (here
+    stdout is a file: `> summary.json`)."""
+    import pty
+    leader, follower = pty.openpty()
+    with open(tmp_path / "summary.json", "w") as summary:
+        proc = local_sweep_working(tmp_path, STAGE, stdin=follower, stdout=summary, stderr=follower)
+    os.close(follower)
+    os.close(leader)  # the connection drops: the terminal hangs up, and the shell signals its job
+    os.killpg(proc.pid, signal.SIGHUP)
+    assert proc.wait(timeout=60) == 0
+    assert json.loads((tmp_path / "summary.json").read_text()) == [[75, "SIGHUP"]]
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 75), (signal.SIGINT, 130)])

@@ -416,6 +416,44 @@ def test_sigterm_then_resume_gives_the_uninterrupted_results(cifar10_dir, label_
     assert ["--resume" in s["environment"]["argv"] for s in segments] == [False, True]
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="Windows has no SIGHUP")
+@pytest.mark.parametrize("stderr", ["terminal", "log file"])
+def test_a_hangup_stops_a_run_as_sigterm_does(stderr, cifar10_dir, label_dir, tmp_path):
+    """train.py started over ssh without nohup or tmux gets SIGHUP when the connection drops: it
+    died at once (exit -1), and every epoch since its last checkpoint was lost (with the default
+    --checkpoint_seconds 60, a run of short epochs had none). It now stops as for SIGTERM, its
+    checkpoint kept, with exit 75 and the preempted line in a log file; on the terminal that hung
+    up, where every write fails (EIO), its lines go nowhere, not into an error after the stop."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    args = flags(cifar10_dir, tmp_path, label_dir, label="category", epochs=4)
+    run_dir = tmp_path / "cifar10" / "seed3" / "resnet32" / "model_category"
+    leader, follower = pty.openpty()  # the ssh session's terminal, 80 columns: a bar is drawn
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    log = tmp_path / "train.log"
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, stdin=follower, stdout=follower,
+                                stderr=follower if stderr == "terminal" else log_file, start_new_session=True)
+    os.close(follower)
+    deadline = time.time() + 300
+    while not ((run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").read_text()) \
+            and time.time() < deadline:  # epoch 1 has ended; what the terminal shows is read meanwhile
+        if select.select([leader], [], [], 0.02)[0]:
+            os.read(leader, 4096)
+    os.close(leader)  # the connection drops: the terminal hangs up
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(timeout=300) == 75, log.read_text()
+    checkpoint = torch.load(run_dir / LAST_CHECKPOINT, weights_only=True)
+    assert checkpoint["epoch"] >= 1 and len(metrics(run_dir)) == checkpoint["epoch"]
+    if stderr == "log file":
+        line = unstamped(log.read_text().splitlines()[-1])
+        assert line.startswith(f"preempted: {run_dir}: stopped by signal ") and line.endswith("rerun with --resume")
+    assert not (run_dir / RESULTS).exists()
+
+
 def test_an_amp_run_resumed_ends_as_the_uninterrupted_one(monkeypatch, cifar10_dir, label_dir, tmp_path):
     """Under --amp every step's forward used the weights of the run's first step: torch keeps a
     weight's bf16 copy until the outermost autocast exits, and run_training's autocast(device, False)
@@ -3477,6 +3515,21 @@ def test_a_signal_after_the_loops_last_look_reaches_the_caller():
     finally:
         for sig, handler in ours.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="Windows has no SIGHUP")
+def test_a_run_under_nohup_trains_on_after_a_hangup():
+    """nohup starts a command with SIGHUP ignored, to go on when the terminal goes: a run there
+    keeps ignoring it, as train.py and attack.py did before they stopped for a hangup."""
+    from utils import preempt
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with preempt.catching():
+            signal.raise_signal(signal.SIGHUP)
+            assert not preempt.requested() and signal.getsignal(signal.SIGTERM) is preempt._handle
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
 
 
 def test_a_callers_signals_are_not_ignored_at_its_exit(tmp_path):

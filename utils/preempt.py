@@ -1,14 +1,18 @@
-"""Graceful preemption: SLURM sends SIGTERM (or SIGUSR1 with --signal) before it kills a job.
+"""Graceful preemption: SLURM sends SIGTERM (or SIGUSR1 with --signal) before it kills a job, and
+a terminal that hangs up (an ssh connection dropped, without nohup or tmux) sends SIGHUP.
 
-The handler only sets a flag; the training and attack loops poll `requested()` between batches
-(or at the end of the epoch or attack setting under way, which they then save: `may_finish`),
-keep their checkpoint and call `exit_for_requeue`, whose exit status tells a job-array script to
-requeue the task. A requeued task reruns with --resume and ends with the same results as an
-uninterrupted run, because every epoch is seeded by (seed, epoch) alone.
+The handler only sets a flag (a hangup's also moves output off the dead terminal); the training
+and attack loops poll `requested()` between batches (or at the end of the epoch or attack setting
+under way, which they then save: `may_finish`), keep their checkpoint and call `exit_for_requeue`,
+whose exit status tells a job-array script to requeue the task. A requeued task (or a run started
+again by hand) reruns with --resume and ends with the same results as an uninterrupted run,
+because every epoch is seeded by (seed, epoch) alone.
 """
 import atexit
 import contextlib
+import os
 import signal
+import stat
 import sys
 import threading
 
@@ -22,7 +26,8 @@ def present(*names):
     return tuple(getattr(signal, name) for name in names if hasattr(signal, name))
 
 
-SIGNALS = present("SIGTERM", "SIGUSR1")
+SIGNALS = present("SIGTERM", "SIGUSR1", "SIGHUP")
+HANGUP = getattr(signal, "SIGHUP", None)
 # train.py lets an epoch under way end after a signal (and saves it), attack.py a setting, when the
 # last like it took this long at most: SLURM kills a job 30 s after its SIGTERM (KillWait's default;
 # GraceTime for preemption)
@@ -32,27 +37,48 @@ _caught = []  # the signals caught, in order
 
 
 def _handle(signum, frame):
+    if signum == HANGUP:
+        leave_hung_up_terminal()
     _caught.append(signum)
     _stop.set()
 
 
+def leave_hung_up_terminal():
+    """stdout and stderr on a terminal that hung up go to /dev/null: every write there fails (EIO),
+    and a run stopped by the hangup's SIGHUP ended in that error after its checkpoint, or before it
+    (exit 2, not 75), at its next progress line. A terminal that still answers (a `kill -HUP` by
+    hand) stays; so do a log file and a pipe. Such a terminal is a character device that takes no
+    terminal request any more (/dev/null, which also is one, is put on itself)."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            with contextlib.suppress(OSError):  # a closed descriptor: nothing to move
+                if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
+                    os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
 def install():
-    """Catch SIGTERM and SIGUSR1 (main thread only; a no-op elsewhere, e.g. inside a notebook thread).
+    """Catch SIGTERM, SIGUSR1 and SIGHUP (main thread only; a no-op elsewhere, e.g. inside a notebook
+    thread). A SIGHUP the process ignores (started under nohup, which asks to train on after the
+    terminal goes) stays ignored.
 
     From exit on they are ignored: Python puts a handler it set back to the default while it shuts
     down (torch's teardown takes about half a second), and a signal then killed a process whose
     work was done and written (exit -10, not 0, and a job script lost the stages after it)."""
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
-            signal.signal(sig, _handle)
+            if not (sig == HANGUP and signal.getsignal(sig) is signal.SIG_IGN):
+                signal.signal(sig, _handle)
         atexit.unregister(_ignore)
         atexit.register(_ignore)
 
 
 @contextlib.contextmanager
 def catching():
-    """Catch SIGTERM and SIGUSR1 while a loop polls `requested()`. A script installed the handlers
-    first, and keeps them; a caller of run_training() or attack.run() (a notebook, a driver
+    """Catch SIGTERM, SIGUSR1 and SIGHUP while a loop polls `requested()`. A script installed the
+    handlers first, and keeps them; a caller of run_training() or attack.run() (a notebook, a driver
     script) gets its own handlers back afterwards: a signal the loop stopped for is spent (it does
     not stop the next run), one that came after the loop's last look is raised again for them.
     Nor are they ignored at the caller's exit (`install`'s, a script's alone): a driver's own exit
