@@ -37,9 +37,8 @@ from utils.errors import (CliParser, DefaultsFormatter, EveryProcessError, Exten
                           os_errors_as_usage, repeated, run_cli, stamped)
 from utils.flags import (LABEL_ONLY, SHARED, acts_on, add_flags, ignored_lines, json_get,  # noqa: E402
                          label_name, trained_folder)
-from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, attack_entries,  # noqa: E402
-                        counted, entry_attack, older_place, read_json_or_none, smoothed_loss_attacks,
-                        smoothed_run)
+from utils.grid import (COMMAND_LINE_DTYPE, FILELESS_LABELS, attack_entries, counted, entry_attack,  # noqa: E402
+                        older_place, outdated_entries, read_json_or_none, smoothed_loss_attacks, smoothed_run)
 
 # The defaults of --attacks and --epsilons, without and with --paper_protocol (see requested_settings)
 ATTACK_NAMES, PAPER_ATTACKS = ATTACKS, ("fgsm", "iterative")
@@ -699,7 +698,7 @@ def load_previous(path, figure, checkpoint, checkpoint_sha, log, smoothed=False)
         log(f"{path}: dropping {counted(malformed, 'malformed entry')} "
             "(computed again if asked for)")
     if outdated:
-        log(f"{path}: dropping {outdated} {OUTDATED} (computed again if asked for)")
+        log(f"{path}: dropping {outdated_entries(outdated)} (computed again if asked for)")
     if stale := smoothed_loss_attacks(previous, smoothed):
         log(f"{path}: dropping {counted(len(entries), 'entry')}: it {stale}" + (
             f"; and {figure.name}" if figure.exists() else ""))

@@ -48,11 +48,11 @@ from labels import LABEL_DIR, LabelError, label_path, read_targets, target_dista
 from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, choice, log, nonempty,
                           number, doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
-from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, OUTDATED, TRANSFER, accuracy,
-                        asked_changes, attack_entries, attack_parts, attacked_another, class_counts, cores, counted,
-                        describe_key, entry_dtype, entry_key, eps_text, fresh_transfers, last_written, missing_figure,
-                        missing_note, nonnegative, parse_level, read_json_file, read_lines, smoothed_loss_attacks,
-                        smoothed_run, transfer_source, unreadable)
+from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, TRANSFER, accuracy, asked_changes,
+                        attack_entries, attack_parts, attacked_another, class_counts, cores, counted, describe_key,
+                        entry_dtype, entry_key, eps_text, fresh_transfers, last_written, missing_figure, missing_note,
+                        nonnegative, outdated_entries, parse_level, read_json_file, read_lines,
+                        smoothed_loss_attacks, smoothed_run, transfer_source, unreadable)
 from utils.atomic import (Table, code_span, dump_json, file_set, markdown_text, print_json, taking_turns,
                           temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
@@ -444,7 +444,7 @@ def read_attacks(record, run_dir):
             f"{ATTACK_RESULTS}: {counted(malformed, 'malformed entry')} left out "
             "(without an attack, targeted, eps >= 0 or a robust_acc in [0, 1])")
     if outdated:
-        record["problems"].append(f"{ATTACK_RESULTS}: {outdated} {OUTDATED} left out (attack the run again)")
+        record["problems"].append(f"{ATTACK_RESULTS}: {outdated_entries(outdated)} left out (attack the run again)")
     entries, retrained = fresh_transfers(entries, attack_path)
     if retrained:
         record["problems"].append(f"{ATTACK_RESULTS}: the transfer entries crafted against an earlier "

@@ -1005,7 +1005,7 @@ def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_computed_again(s
         e["robust_acc"] = 0.6 if e["targeted"] else e["robust_acc"]
     path.write_text(json.dumps(results))
     summary, err = call_main(capsys, flags)
-    assert (f"{path}: dropping 1 targeted PGD entries of several restarts written by an attack.py that may "
+    assert (f"{path}: dropping 1 targeted PGD entry of several restarts written by an attack.py that may "
             "predate f72d56a's fix of how restarts count (computed again if asked for)") in err
     assert "pgd untargeted eps 8/255: robust_acc" in err and "(reused from" in err
     assert "pgd targeted eps 8/255: robust_acc" in err and err.count("(reused from") == 1

@@ -61,17 +61,20 @@ def make_run(base, label, seed, level=100, test_acc=None, valid_acc=None, epochs
 
 def test_a_targeted_pgd_of_restarts_an_older_attack_py_wrote_is_left_out(tmp_path):
     """Such an entry (no device recorded: perhaps before f72d56a fixed how restarts count) was
-    averaged with the new code's entries of the same setting."""
+    averaged with the new code's entries of the same setting. Left out, counted in words that read
+    right for one ('1 targeted PGD entries' before) and for several."""
     from report import read_run
     old = entry("pgd", EPS8, 0.09, targeted=True, success=0.2) | {"restarts": 5}
-    run_dir = make_run(tmp_path, "category", 1, test_acc=0.5, valid_acc=0.5, clean_acc=0.5,
-                       attack=[old, old | {"targeted": False}])
-    key = {"dataset": "cifar10", "model": "resnet32", "label": "category", "level": 100, "seed": 1}
-    record = read_run(tmp_path, run_dir.relative_to(tmp_path), key)
-    assert [e["targeted"] for e in record["attack"]["entries"]] == [False]
-    assert record["problems"] == [
-        "attack_results.json: 1 targeted PGD entries of several restarts written by an attack.py that may "
-        "predate f72d56a's fix of how restarts count left out (attack the run again)"]
+    for seed, attack, kept, count in ((1, [old, old | {"targeted": False}], [False], "1 targeted PGD entry"),
+                                      (2, [old, old | {"eps": EPS1, "eps_label": "1/255"}], [],
+                                       "2 targeted PGD entries")):
+        run_dir = make_run(tmp_path, "category", seed, test_acc=0.5, valid_acc=0.5, clean_acc=0.5, attack=attack)
+        key = {"dataset": "cifar10", "model": "resnet32", "label": "category", "level": 100, "seed": seed}
+        record = read_run(tmp_path, run_dir.relative_to(tmp_path), key)
+        assert [e["targeted"] for e in record["attack"]["entries"]] == kept
+        assert record["problems"] == [
+            f"attack_results.json: {count} of several restarts written by an attack.py that may "
+            "predate f72d56a's fix of how restarts count left out (attack the run again)"]
 
 
 def test_a_run_that_finishes_while_the_report_reads_it_is_no_invalid_file(tmp_path, monkeypatch):

@@ -617,8 +617,11 @@ def class_counts(entry):
 
 
 # how attack.py and report.py name the entries `outdated` finds, after their count
-OUTDATED = ("targeted PGD entries of several restarts written by an attack.py that may predate "
-            "f72d56a's fix of how restarts count")
+def outdated_entries(count):
+    """'1 targeted PGD entry of several restarts written by an attack.py that may predate ...':
+    `count` entries that `outdated` finds, as attack.py and report.py name those they drop."""
+    return (f"{counted(count, 'targeted PGD entry')} of several restarts written by an attack.py that may "
+            "predate f72d56a's fix of how restarts count")
 
 
 def outdated(entry):
