@@ -999,7 +999,7 @@ def setting_text(row, step_size=False):
     """What a robust table (or figure panel) holds fixed, in words: the steps of the attacks that
     take them (not FGSM's one) and PGD's restarts, the only attack that restarts."""
     attack = attack_parts(row["attack"])[0]
-    text = (f"{row['num_images']} test images" + (f", steps {row['steps']}" if attack != "fgsm" else "")
+    text = (counted(row["num_images"], "test image") + (f", steps {row['steps']}" if attack != "fgsm" else "")
             + (f", restarts {row['restarts']}" if attack == "pgd" else "") + (", bf16" if row["amp"] else ""))
     if not step_size:
         return text
@@ -1470,7 +1470,7 @@ def tables_page(title, base, records, accuracy, robust, measured, classes, class
     per-class robust and target distance and confusion tables (the per-class and target distance
     ones where a run has its confusion.json, the per-class robust one where an entry counts its
     images per class), then the diverged, incomplete and missing runs."""
-    directories = f"{counts['run_dirs']} run director{'y' if counts['run_dirs'] == 1 else 'ies'}"
+    directories = counted(counts["run_dirs"], "run directory")
     running = sum(bool(i["running"]) for i in incomplete)
     intro = (f"From {code_span(str(base))}: {directories}, {counts['trained']} trained, "
              f"{counts['attacked']} attacked; {len(incomplete)} incomplete"

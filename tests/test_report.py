@@ -242,7 +242,7 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
         entry("pgd", EPS8, 0.1) | {"num_images": 100, "clean_acc": 0.28},
         entry("pgd", EPS8, 0.2) | {"steps": 3, "num_images": 100, "clean_acc": 0.28},
         entry("fgsm", EPS8, 0.15) | {"num_images": 100, "clean_acc": 0.28},
-        entry("fgsm", EPS8, 0.05) | {"num_images": 20, "clean_acc": 0.1},
+        entry("fgsm", EPS8, 0.0) | {"num_images": 1, "clean_acc": 1.0},
         entry("iterative", EPS8, 0.12) | {"num_images": 100, "clean_acc": 0.28}])
     report(tmp_path / "runs", tmp_path / "out")
     markdown = (tmp_path / "out" / "tables.md").read_text()
@@ -252,7 +252,7 @@ def test_a_runs_other_settings_are_rows_not_seeds(tmp_path):
     for attack, setting, cells in (("pgd", "100 test images, steps 10, restarts 1", ["28.00 (n=1)", "10.00 (n=1)"]),
                                    ("pgd", "100 test images, steps 3, restarts 1", ["28.00 (n=1)", "20.00 (n=1)"]),
                                    ("fgsm", "100 test images", ["28.00 (n=1)", "15.00 (n=1)"]),
-                                   ("fgsm", "20 test images", ["10.00 (n=1)", "5.00 (n=1)"]),
+                                   ("fgsm", "1 test image", ["100.00 (n=1)", "0.00 (n=1)"]),  # '1 test images'
                                    ("iterative", "100 test images, steps 10", ["28.00 (n=1)", "12.00 (n=1)"])):
         assert table_rows(markdown, heading.format(attack, setting))["category"] == cells
     rows = read_csv(tmp_path / "out" / "robust_accuracy.csv")

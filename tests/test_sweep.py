@@ -2295,6 +2295,10 @@ def test_an_attack_is_done_only_with_the_asked_steps_and_images(tmp_path):
     assert attack_state(tmp_path, wanted) == (
         False, "resume: 1 of 1 settings missing, 1 of them computed with other steps, precision, images or seed "
         "(20 images asked) (pgd untargeted 8/255)")
+    # one image asked: '(1 images asked)' before
+    assert missing_note({"entries": [done]}, wanted["keys"], wanted["plans"], 1) == (
+        "1 of 1 settings missing, 1 of them computed with other steps, precision, images or seed "
+        "(1 image asked) (pgd untargeted 8/255)")
     three = asked(PGD_ON_20 + ["--steps", "3"])
     (tmp_path / ATTACK_RESULTS).write_text(json.dumps({"num_images": 20, "entries": [
         done | {"steps": 3, "step_size": 2.5 * (8 / 255) / 3}]}))

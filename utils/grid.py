@@ -1010,7 +1010,7 @@ def missing_note(results, keys, plans=None, num_images=None, images_sha256=None,
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     otherwise = len(missing) - len(missing_entries(results, keys))
     why = (f", {otherwise} of them computed with other steps, precision, images or seed"
-           + (f" ({num_images} images asked)" if num_images else "") if otherwise else "")
+           + (f" ({counted(num_images, 'image')} asked)" if num_images else "") if otherwise else "")
     return f"{len(missing)} of {len(keys)} settings missing{why} ({shown}{more})"
 
 
