@@ -255,7 +255,8 @@ from utils.runs import save_checkpoint  # noqa: E402
 from utils.training import (MOMENTUM, WEIGHT_DECAY, TrainStep, checkpoint_state,  # noqa: E402
                             cudagraph_skips, fast_bf16, keep_freed_memory, make_optimizer,
                             resolve_device, run_label_space, train_epoch)
-from bench.paper_attack import PaperImages, paper_fgsm, paper_iterative, paper_loader  # noqa: E402
+from bench.paper_attack import (PaperImages, PaperLoader, paper_fgsm, paper_iterative,  # noqa: E402
+                                paper_loader)
 
 
 def synchronize(device):
@@ -351,9 +352,8 @@ def paper_training(arch, space, images, labels, batch_size, device, workers=4):
     net = torch.nn.Sequential(model.trunk, model.head)  # the paper normalised in the transform
     opt, space = paper_sgd(net), space.to(device)
     dataset = PaperImages(to_float(images), labels, PAPER_MEAN, PAPER_STD, train=True)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
-                                         shuffle=True, num_workers=workers, persistent_workers=True,
-                                         drop_last=True, generator=torch.Generator().manual_seed(0))
+    loader = PaperLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                         persistent_workers=True, drop_last=True, generator=torch.Generator().manual_seed(0))
 
     def epoch():
         net.train()

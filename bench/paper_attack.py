@@ -28,6 +28,8 @@ kept here on purpose (timings and the `--paper_protocol` cross-check depend on i
 Returns the robust accuracy: images still correct / all images. Targets are passed in (the paper
 drew them inside the loop after a global `torch.manual_seed(444)`; we leave the global RNG alone).
 """
+import signal
+
 import torch
 from PIL import Image
 
@@ -51,10 +53,39 @@ class PaperImages(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.pixels[i])), self.labels[i]
 
 
+class PaperLoader(torch.utils.data.DataLoader):
+    """torch's DataLoader, whose worker processes SIGTERM ends as Ctrl-C does. `timeout`, SLURM's
+    scancel and `kill -- -PGID` signal the whole process group, workers too: torch let a worker
+    die of a SIGTERM its parent did not send (or, just forked, raise bench.py's KeyboardInterrupt),
+    and the parent raised 'DataLoader worker (pid N) is killed by signal: Terminated' over its own
+    `error: interrupted`. Its workers start with SIGTERM blocked (a new process inherits the mask)
+    and take it as their loop's end once started (`_stop_quietly`); one sent meanwhile waits."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, worker_init_fn=_stop_quietly, **kwargs)
+
+    def __iter__(self):
+        block = getattr(signal, "pthread_sigmask", None)  # (not on Windows)
+        mask = block(signal.SIG_BLOCK, {signal.SIGTERM}) if block else None
+        try:  # starts the workers, the first time
+            return super().__iter__()
+        finally:
+            if block:
+                block(signal.SIG_SETMASK, mask)
+
+
+def _stop_quietly(worker_id):
+    """A `PaperLoader` worker's start: SIGTERM is a KeyboardInterrupt, which ends its loop quietly
+    (exit status 0), as Ctrl-C does."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
 def paper_loader(images01, labels, mean, std, workers=4):
     """The paper's test loader: batch size 1, `workers` worker processes, PIL transforms per image."""
-    return torch.utils.data.DataLoader(PaperImages(images01, labels, mean, std), batch_size=1,
-                                       num_workers=workers, persistent_workers=workers > 0)
+    return PaperLoader(PaperImages(images01, labels, mean, std), batch_size=1, num_workers=workers,
+                       persistent_workers=workers > 0)
 
 
 def _attacked(model, space, images01, labels, loader):

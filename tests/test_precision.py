@@ -448,6 +448,35 @@ def test_bench_ended_by_sigterm_leaves_nothing_in_tmpdir(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("torchinductor")] == []
 
 
+BENCH_GROUP_SIGNALLED = """
+import os, runpy, signal, sys
+sys.path.insert(0, os.getcwd())
+from bench import paper_attack
+read = paper_attack.PaperImages.__getitem__
+def and_signal(self, i):  # in a DataLoader worker: SIGTERM to the whole process group, as `timeout` sends it
+    os.killpg(0, signal.SIGTERM)
+    return read(self, i)
+paper_attack.PaperImages.__getitem__ = and_signal
+sys.argv = ["bench/bench.py", *sys.argv[1:]]
+runpy.run_path("bench/bench.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("flags", [
+    ["--what", "train", "--train_images", "128", "--batch_sizes", "--compile_modes"],
+    ["--what", "attack", "--attack_images", "4", "--attack_batch_size", "4", "--paper_attack_images", "2"]])
+def test_bench_ended_by_sigterm_to_its_process_group_is_one_line(flags):
+    """`timeout`, SLURM's scancel and `kill -- -PGID` send SIGTERM to the paper pipeline's DataLoader
+    workers too: torch let them die of it, and bench.py ended with a traceback, 'RuntimeError:
+    DataLoader worker (pid N) is killed by signal: Terminated', where Ctrl-C (SIGINT to the same
+    processes) gave `error: interrupted`. The workers end as at Ctrl-C now, and bench.py with its line."""
+    from conftest import REPO
+    proc = subprocess.run([sys.executable, "-c", BENCH_GROUP_SIGNALLED, *flags, "--labels", "category",
+                           "--repeats", "1", "--device", "cpu", "--no_record"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, start_new_session=True)
+    assert (proc.returncode, proc.stderr.splitlines()[-1:]) == (130, ["error: interrupted; got SIGTERM"]), proc.stderr
+    assert "Traceback" not in proc.stderr
+
 def test_bench_leaves_a_callers_random_state_and_warning_filters(capsys):
     """bench.main seeded torch's global RNG (seed 0 for each model it built) and kept its filter of
     DataLoader's worker-count warning: a notebook's next torch.rand drew the same numbers whatever
@@ -812,7 +841,7 @@ def test_bench_paper_training_is_the_papers_loop(monkeypatch):
     from bench import bench
     from bench.paper_attack import PaperImages
     loaders, items = [], []
-    real_loader, real_item = torch.utils.data.DataLoader, torch.Tensor.item
+    real_loader, real_item = bench.PaperLoader, torch.Tensor.item
 
     def loader(dataset, **options):  # the workers' options recorded, the batches read here
         loaders.append((dataset, options))
@@ -823,7 +852,7 @@ def test_bench_paper_training_is_the_papers_loop(monkeypatch):
         if (caller.co_filename, caller.co_name) == (bench.__file__, "epoch"):
             items.append(tuple(tensor.shape))
         return real_item(tensor)
-    monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
+    monkeypatch.setattr(bench, "PaperLoader", loader)
     monkeypatch.setattr(torch.Tensor, "item", item)
     images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     bench.paper_training("resnet32", bench.make_space("category"), images, torch.arange(8) % 10, 4,
