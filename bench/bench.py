@@ -249,6 +249,7 @@ from architecture import build_model  # noqa: E402
 from cifar import draw_augmentation, to_float  # noqa: E402
 from utils.atomic import append_whole, utf8  # noqa: E402
 from utils.constants import PAPER_MEAN, PAPER_STD  # noqa: E402
+from utils.grid import counted  # noqa: E402
 from utils.labelspace import CategorySpace, TargetSpace  # noqa: E402
 from utils.preempt import FINISH_SECONDS  # noqa: E402
 from utils.runs import save_checkpoint  # noqa: E402
@@ -673,7 +674,7 @@ def checkpoint_section(args, device, epochs=600):
     `epochs` epochs into a run: weights, SGD momentum, the history's rows, from `device`."""
     folder = Path(tempfile.gettempdir())
     section = [f"\n**Last checkpoint after {epochs} epochs** (written to {folder} and synced, as "
-               f"train.py writes it; median of {args.repeats} writes)\n",
+               f"train.py writes it; median of {counted(args.repeats, 'write')})\n",
                f"| model, labels | MB | write, wall ms | write, CPU ms | written after each of {epochs} "
                "epochs: s |", "| --- | ---: | ---: | ---: | ---: |"]
     row = {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "valid_loss": 1.0,
@@ -711,8 +712,7 @@ def checkpoint_section(args, device, epochs=600):
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name()
-    threads = torch.get_num_threads()
-    return f"{cpu_model()}, {threads} thread{'s' if threads != 1 else ''}"
+    return f"{cpu_model()}, {counted(torch.get_num_threads(), 'thread')}"
 
 
 def cpu_model():
@@ -785,8 +785,7 @@ def accuracy_lines(args, rows):
     done = [r for *_, r in rows if r is not None]
     sizes = (f"{done[0]['train_images']} training images, {done[0]['test_images']} test images, "
              if done else "")
-    epochs = f"{args.epochs} epoch{'s' * (args.epochs != 1)}"
-    lines = [f"\n**fp32 against bf16: train.py for {epochs} on {args.data_dir}** "
+    lines = [f"\n**fp32 against bf16: train.py for {counted(args.epochs, 'epoch')} on {args.data_dir}** "
              f"({sizes}--valid_size {args.valid_size}{extra})\n",
              "| model | label | seed | precision | test acc | best valid acc | images/s | train s |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"]
@@ -905,7 +904,7 @@ def attack_section(args, arch, label, data, device, trained):
     n_attack = min(args.attack_images, len(images))
     n_loop = min(n_paper, n_attack)  # the paper's loops run on some of our images
     source = f"the first test images of {args.data_dir}" if args.data_dir else "random images"
-    section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {n_loop} images, ours on "
+    section = [f"\n**Attacks, {what}, eps 8/255** (paper loop on {counted(n_loop, 'image')}, ours on "
                f"{n_attack} at batch {args.attack_batch_size}; {source}, {attacked:.0%} of them "
                f"correctly classified and so attacked, {paper_attacked:.0%} of the paper "
                "loop's, chosen among them for that share)\n",

@@ -407,6 +407,7 @@ def test_bench_times_a_last_checkpoint_of_weights_momentum_and_history(tmp_path,
                 "--record", str(record)])
     rows = [line for line in record.read_text().splitlines() if line.startswith("| resnet32")]
     assert len(rows) == 1, rows
+    assert "as train.py writes it; median of 1 write)" in record.read_text()  # not '1 writes'
     out, err = capsys.readouterr()  # the tables on stdout; where they went, last on stderr
     assert rows[0] in out.splitlines() and err.splitlines()[-1] == f"appended the tables to {record}"
     megabytes, wall_ms, cpu_ms, total_s = (float(cell) for cell in rows[0].strip("| ").split(" | ")[1:])
@@ -583,7 +584,8 @@ def test_bench_accuracy_refuses_what_every_run_would(flags, message, cifar10_dir
 
 def test_bench_attack_table_counts_the_images_the_paper_loops_ran(monkeypatch, tmp_path):
     """The paper's loops run on the first of our --attack_images: with fewer of those than
-    --paper_attack_images the caption said the larger number (10 here, for a loop on 3)."""
+    --paper_attack_images the caption said the larger number (10 here, for a loop on 3). One
+    image is one ('paper loop on 1 images' before)."""
     from bench import bench
     given = []
 
@@ -591,13 +593,14 @@ def test_bench_attack_table_counts_the_images_the_paper_loops_ran(monkeypatch, t
         given.append((len(images), paper_images))
         return [("ours: FGSM, batched", bench.Timing.of_pairs([200.0], [100.0]), "paper: FGSM")], (0.5, 0.25)
     monkeypatch.setattr(bench, "attack_rows", fake_attack_rows)
-    record = tmp_path / "B.md"
-    bench.main(["--what", "attack", "--labels", "category", "--device", "cpu", "--attack_images", "3",
-                "--paper_attack_images", "10", "--repeats", "1", "--record", str(record)])
-    assert given == [(3, 10)]
-    assert ("(paper loop on 3 images, ours on 3 at batch 500; random images, 50% of them correctly "
-            "classified and so attacked, 25% of the paper loop's, chosen among them for that share)"
-            in record.read_text())
+    for count, words in ((3, "3 images"), (1, "1 image")):
+        record = tmp_path / f"B{count}.md"
+        bench.main(["--what", "attack", "--labels", "category", "--device", "cpu", "--attack_images", str(count),
+                    "--paper_attack_images", "10", "--repeats", "1", "--record", str(record)])
+        assert given.pop() == (count, 10)
+        assert (f"(paper loop on {words}, ours on {count} at batch 500; random images, 50% of them correctly "
+                "classified and so attacked, 25% of the paper loop's, chosen among them for that share)"
+                in record.read_text())
 
 
 def test_bench_paper_loops_attack_our_share_of_images(monkeypatch):
