@@ -972,7 +972,7 @@ def benchmark(args, argv, device):
     loaded = attack_inputs(args, device) if args.what in ("attack", "all") else (None, None)
     header = (f"\n## {datetime.date.today().isoformat()}: {device_name(device)}\n\n"
               f"{versions(device)}, `python bench/bench.py {shlex.join(argv if argv is not None else sys.argv[1:])}`\n")
-    print(header, flush=True)
+    print(header, end="", flush=True)  # stdout: the entry appended to --record, as it is measured
     lines = []
     if args.what == "accuracy":
         sections = [accuracy_lines(args, accuracy_rows(args, device))]

@@ -514,9 +514,10 @@ def test_bench_accuracy_keeps_the_runs_that_finished(monkeypatch, cifar10_dir, t
     assert "resnet32 category seed 0 bf16 + channels_last: failed: UsageError: the bf16 run failed" in capsys.readouterr().err
 
 
-def test_bench_appends_each_entry_to_the_record_below_its_one_heading(monkeypatch, cifar10_dir, tmp_path):
+def test_bench_appends_each_entry_to_the_record_below_its_one_heading(monkeypatch, cifar10_dir, tmp_path, capsys):
     """BENCHMARKS.md is a history, newest last: a second run adds its entry after the first's,
-    which stays as it was; the file's heading is written once, into a new or empty file."""
+    which stays as it was; the file's heading is written once, into a new or empty file. What a
+    run prints is the entry it adds, to the byte (stdout had a blank line more, after the header)."""
     import train
     from bench import bench
     results = iter([0.5, 0.25, 0.75, 0.5])  # test_acc of the fp32 and bf16 rows of two runs
@@ -528,9 +529,11 @@ def test_bench_appends_each_entry_to_the_record_below_its_one_heading(monkeypatc
             "--valid_size", "50", "--record", str(record)]
     bench.main(argv)
     first = record.read_text()
+    capsys.readouterr()
     bench.main(argv)
     text = record.read_text()
     assert text.startswith(first) and text.count("# Benchmarks") == 1 and text.count("\n## ") == 2
+    assert capsys.readouterr().out == text[len(first):]
     assert first.count("per pair: -25.00 points") == 1 and text.count("per pair: -25.00 points") == 2
     assert "| fp32 | 75.00% |" in text[len(first):] and "| fp32 | 75.00% |" not in first
 
