@@ -187,6 +187,9 @@ def checked(parser, args):
     args.batch_sizes = [b for b in args.batch_sizes if b != 128]
     if args.train_images is not None:  # else its default depends on the device: main checks it
         check_train_images(parser, args)
+    if args.no_record and args.record != parser.get_default("record"):  # which did they mean?
+        parser.error(f"--record {args.record} and --no_record: pass one of them (--no_record prints the "
+                     "tables only)")
     if not args.no_record:
         record = Path(args.record)
         existed = record.exists()

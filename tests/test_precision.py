@@ -250,6 +250,9 @@ def test_bench_accuracy_table_without_validation_images():
      "compiled variants of --what train and all"),
     (["--what", "host", "--data_dir", "{tmp}"], "--data_dir does not apply to --what host (only to --what "
      "attack, accuracy, all)"),
+    # the tables were timed (minutes) and printed, and written nowhere
+    (["--what", "checkpoint", "--record", "{tmp}/B.md"], "--record {tmp}/B.md and --no_record: pass one of them "
+     "(--no_record prints the tables only)"),
 ])
 def test_bench_bad_input_is_one_line(argv, message, tmp_path, capsys):
     from bench import bench
