@@ -60,7 +60,8 @@ if __name__ == "__main__":  # first: a Ctrl-C while modules load is one line, no
 
 from train import COMPILE_MODES  # noqa: E402
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, UsageError, as_parsed, call_cli,  # noqa: E402
-                          doc_paragraphs, log, nonempty, number, run_cli, sigterm_as_interrupt)
+                          doc_paragraphs, interrupt_says, log, nonempty, number, run_cli,
+                          sigterm_as_interrupt)
 from utils.flags import SHARED, add_flags, architecture_names, check_force_resume, label_name  # noqa: E402
 
 LABEL_SHAPES = {"category": None, "speech": (64, 64), "bert": (48, 48), "glove": (50,)}
@@ -773,9 +774,13 @@ def accuracy_rows(args, device):
                                 "--valid_size", str(args.valid_size), "--device", device.type,
                                 "--base_dir", str(Path(base_dir) / ("amp" if flags else "fp32")),
                                 *flags, *compile_flags, *args.train_argv]
-                        with contextlib.redirect_stdout(sys.stderr):  # its JSON line: not a table
-                            results = attempt(f"{arch} {label} seed {seed} {precision}",
-                                              lambda: train.main(argv))
+                        name = f"{arch} {label} seed {seed} {precision}"
+                        # its JSON line is not a table; at Ctrl-C (SIGTERM too) train.py's words named
+                        # the run's folder, removed with base_dir, and said to --resume it
+                        with contextlib.redirect_stdout(sys.stderr), interrupt_says(
+                                lambda: f"{name}: stopped; --what accuracy trains its runs in a temporary "
+                                "folder, removed with them: nothing to resume"):
+                            results = attempt(name, lambda: train.main(argv))
                         results = None if results is FAILED else results
                         rows.append((arch, label, seed, " + compile ".join([precision] + compile_flags[1:]),
                                      results))

@@ -481,6 +481,39 @@ def test_bench_ended_by_sigterm_to_its_process_group_is_one_line(flags):
     assert (proc.returncode, proc.stderr.splitlines()[-1:]) == (130, ["error: interrupted; got SIGTERM"]), proc.stderr
     assert "Traceback" not in proc.stderr
 
+BENCH_TRAINING_SIGNALLED = """
+import os, runpy, signal, sys
+sys.path.insert(0, os.getcwd())
+from utils import training
+train_epoch = training.train_epoch
+def and_signal(*args, **kwargs):  # in the first epoch of --what accuracy's first train.py run
+    os.kill(os.getpid(), getattr(signal, os.environ["BENCH_SIGNAL"]))
+    return train_epoch(*args, **kwargs)
+training.train_epoch = and_signal
+sys.argv = ["bench/bench.py", *sys.argv[1:]]
+runpy.run_path("bench/bench.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_bench_accuracy_stopped_by_a_signal_is_interrupted_not_preempted(signal_name, cifar10_dir, tmp_path):
+    """--what accuracy runs train.py in process, in a temporary folder: SIGTERM (`timeout`, scancel)
+    was train.py's preemption, exit 75 (a job script's requeue: the benchmark started over) with
+    'preempted: /tmp/tmpXXX/fp32/...: stopped by signal during epoch 1; no checkpoint was written,
+    rerun with --resume', and Ctrl-C said the same of a folder bench.py had removed. Both end as
+    bench.py's Ctrl-C now, exit 130, naming the run that stopped."""
+    from conftest import REPO
+    proc = subprocess.run([sys.executable, "-c", BENCH_TRAINING_SIGNALLED, "--what", "accuracy", "--labels",
+                           "category", "--epochs", "1", "--valid_size", "50", "--data_dir", str(cifar10_dir),
+                           "--device", "cpu", "--record", str(tmp_path / "B.md"), "--train_flags=--level 50"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "BENCH_SIGNAL": signal_name, "TMPDIR": str(tmp_path)})
+    assert (proc.returncode, proc.stderr.splitlines()[-1:]) == (130, [
+        "error: interrupted; resnet32 category seed 0 fp32: stopped; --what accuracy trains its runs in a "
+        "temporary folder, removed with them: nothing to resume"]), proc.stderr
+    assert "--resume" not in proc.stderr and "preempted" not in proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("torchinductor")] == []
+
 def test_bench_leaves_a_callers_random_state_and_warning_filters(capsys):
     """bench.main seeded torch's global RNG (seed 0 for each model it built) and kept its filter of
     DataLoader's worker-count warning: a notebook's next torch.rand drew the same numbers whatever

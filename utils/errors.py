@@ -101,6 +101,12 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, _terminated)
 
 
+def sigterm_interrupts():
+    """Whether SIGTERM is this process's Ctrl-C, as `sigterm_as_interrupt` makes it: its script
+    stops at it, and resumes nothing that a requeue would run again (`preempt.catching`)."""
+    return signal.getsignal(signal.SIGTERM) is _terminated
+
+
 class _NamedStdout:
     """sys.stdout while `call_cli` runs a script: a write it cannot take (a job's log on a full
     disk) is an OSError that names standard output, where 'could not write a file' named none."""

@@ -16,7 +16,7 @@ import stat
 import sys
 import threading
 
-from utils.errors import log, other_rank, stamped
+from utils.errors import log, other_rank, sigterm_interrupts, stamped
 
 REQUEUE_EXIT = 75  # EX_TEMPFAIL: "try again later"
 
@@ -82,8 +82,15 @@ def catching():
     script) gets its own handlers back afterwards: a signal the loop stopped for is spent (it does
     not stop the next run), one that came after the loop's last look is raised again for them.
     Nor are they ignored at the caller's exit (`install`'s, a script's alone): a driver's own exit
-    handlers ran with SIGTERM ignored, and a `kill` then was lost."""
+    handlers ran with SIGTERM ignored, and a `kill` then was lost. A script that made SIGTERM its
+    Ctrl-C (`errors.sigterm_interrupts`: bench.py, whose --what accuracy trains in process, in a
+    temporary folder) keeps its handlers: the loop stops as at Ctrl-C, where a stop for a requeue
+    exited 75 ('preempted: ... rerun with --resume'), and the script's job could be requeued to
+    start over."""
     main = threading.current_thread() is threading.main_thread()
+    if main and sigterm_interrupts():
+        yield
+        return
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     install()
     ended = False  # normally: a signal caught after the loop's last look is the caller's
