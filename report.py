@@ -49,15 +49,15 @@ from labels.stats import COLUMNS as STAT_COLUMNS, label_stats, value_text
 from utils.errors import (CliParser, DefaultsFormatter, ExtendList, OneFile, UsageError, choice, log, nonempty,
                           number, doc_paragraphs, os_errors_as_usage, run_cli, sigterm_as_interrupt)
 from utils.grid import (ATTACK_RESULTS, COMMAND_LINE_DTYPE, FILELESS_LABELS, TRANSFER, accuracy, asked_changes,
-                        attack_entries, attack_parts, attacked_another, class_counts, cores, counted, describe_key,
+                        asked_facts, attack_entries, attack_parts, attacked_another, class_counts, cores, counted, describe_key,
                         entry_dtype, entry_key, eps_text, fresh_transfers, last_written, missing_figure, missing_note,
                         nonnegative, outdated_entries, parse_level, read_json_file, read_lines,
                         smoothed_loss_attacks, smoothed_run, transfer_source, unreadable)
 from utils.atomic import (Table, code_span, dump_json, file_set, markdown_text, print_json, taking_turns,
                           temporary_names, utf8)
 from utils.constants import ATTACKS, class_count, most_smoothing, schedule
-from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, older_rounding,
-                         recorded_config, trained_folder, with_added_flags)
+from utils.flags import (RESULT_FLAGS, SHARED, acts_on, add_flags, broken_training, images_change, mistyped,
+                         older_rounding, recorded_config, trained_folder, with_added_flags)
 from utils.runs import (CONFIG, CONFUSION, IN_USE, LAST_CHECKPOINT, LAYOUT, LAYOUT_TEXT, METRICS, NOISY, RESULTS,
                         best_checkpoint_name, check_folder_names, dataset_folder, enclosing_base_dir, resolved,
                         run_folder_name, run_holder, run_key, run_name)
@@ -501,8 +501,16 @@ def exclude_off_grid(records, asked):
             "train_images") is not None else {}
         recorded = {"flags": record["flags"], **record["fingerprints"], **images}
         # config.json's flags of an older labelrep count with those it added since; results.json's alone do not
-        diffs, _ = asked_changes(with_added_flags(recorded) if record["all_flags"] else recorded, ns,
-                                 now="the grid:")
+        recorded = with_added_flags(recorded) if record["all_flags"] else recorded
+        # a value of another kind (an edited file) is train.py's refusal, not a change: the text "4"
+        # read 'trained with --epochs 4 (the grid: 4)', with the advice to delete a finished run (a
+        # fingerprint None: not recorded, as runs before it was)
+        written = {k: v for k, v in recorded.items() if v is not None}
+        if odd := mistyped(CONFIG if record["all_flags"] else RESULTS, written, ns, *asked_facts(written, ns)):
+            record["excluded"] = True
+            record["problems"].append(f"left out of the tables: train.py refuses it: {odd}")
+            continue
+        diffs, _ = asked_changes(recorded, ns, now="the grid:")
         if diffs:
             record["excluded"] = True
             record["problems"].append(f"left out of the tables: trained with {', '.join(diffs)}, not as the "

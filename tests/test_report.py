@@ -2153,6 +2153,25 @@ def test_a_run_trained_otherwise_than_the_grid_asks_is_left_out(tmp_path):
             "No training results (see the incomplete and missing runs below).\n\n## ")
 
 
+def test_a_grid_run_whose_config_was_edited_to_another_kind_is_train_pys_refusal(tmp_path):
+    """A grid's finished run whose config.json was edited by hand to the text "6" for --epochs 6:
+    train.py and the grid's sweep refuse it, naming the file and value (`mistyped`), but report.py
+    --grid said 'trained with --epochs 6 (the grid: 6), not as the grid asks (...: delete the run
+    directory to train it again)', a change that is none and the advice to delete a finished run."""
+    base = tmp_path / "runs"
+    for seed, epochs in ((1, 6), (2, "6")):
+        run_dir = make_run(base, "category", seed, test_acc=0.5, valid_acc=0.5, epochs=6)
+        (run_dir / "config.json").write_text(json.dumps({"flags": {"epochs": epochs, "label": "category"}}))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("labels: [category]\nseeds: [1, 2]\nstages: [train]\ntrain_args: --epochs 6\n")
+    summary = report(base, tmp_path / "out", grid, draw=False)
+    reasons = {i["run"].split("/")[-1]: i["reasons"] for i in summary["incomplete"]}
+    assert reasons == {"seed2": ['left out of the tables: train.py refuses it: config.json records epochs "6" '
+                                 "(text, not a number), which train.py never writes (edited by hand?); put back "
+                                 "the values the run trained with"]}
+    assert [(r["seeds"], r["n"]) for r in summary["clean_accuracy"]] == [([1], 1)]
+
+
 def test_an_attack_only_grid_holds_no_run_to_training_flags(tmp_path):
     """A grid of stages [attack] alone (grid-margin.yaml: no train_args, as its sweep trains nothing
     and checks no training flag) left every run it names out of the tables as 'trained with
