@@ -1597,15 +1597,22 @@ def test_finished_run_asked_with_other_flags_is_one_line(speech_run, capsys, cif
     base, _ = speech_run
     from utils import training
     monkeypatch.setattr(training, "fast_bf16", lambda device: True)  # no bf16 warning line on any CPU
+    # the line names the flags that read its results, as a refused resume's does: 'pass --force' alone
+    # left one who had meant this run to find them
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
-    assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
+    assert ("model_speech holds a finished run trained with --epochs 2 (now 3); ask for it with --epochs 2 to "
+            "read its results, pass --force") in line
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, amp=True, warmup_epochs="0.5"))
-    assert "trained with --warmup_epochs 0 (now 0.5), --amp off (now on); pass --force" in line
+    assert ("trained with --warmup_epochs 0 (now 0.5), --amp off (now on); ask for it with --warmup_epochs 0 "
+            "and without --amp to read its results, pass --force") in line
     other = tmp_path / "labels"   # the same label name, other targets (e.g. the paper's files)
     other.mkdir()
     np.save(other / "cifar10_speech.npy", np.load(label_dir / "cifar10_speech.npy") + 1)
     line = run_cli_capture(capsys, flags(cifar10_dir, base, other))
-    assert f"holds a finished run trained with other speech targets than {other} holds" in line
+    assert (f"holds a finished run trained with other speech targets than {other} holds; ask for it with "
+            f"--label_dir {label_dir} to read its results") in line
+    # as it says: its results, exit 0
+    assert train.main(flags(cifar10_dir, base, label_dir, warmup_epochs="0"))["epochs"] == 2
 
 
 def test_a_finished_run_without_its_config_is_checked_by_its_results(speech_run, capsys, cifar10_dir,
@@ -1615,7 +1622,8 @@ def test_a_finished_run_without_its_config_is_checked_by_its_results(speech_run,
     base, run_dir = finished_copy(speech_run, tmp_path)
     (run_dir / "config.json").unlink()
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, epochs=3))
-    assert "model_speech holds a finished run trained with --epochs 2 (now 3); pass --force" in line
+    assert ("model_speech holds a finished run trained with --epochs 2 (now 3); ask for it with --epochs 2 to "
+            "read its results, pass --force") in line
     ns = sweep.Scripts.find()["train"].parse(flags(cifar10_dir, base, label_dir, epochs=3))
     assert train_state(run_dir, ns)[1].startswith("finished, but trained with --epochs 2 (sweep: 3)")
     assert train.main(flags(cifar10_dir, base, label_dir))["epochs"] == 2  # as asked: its results
@@ -1699,8 +1707,8 @@ def test_a_run_from_before_warmup_epochs_asked_for_a_warmup_is_refused(speech_ru
     (run_dir / "config.json").write_text(json.dumps(config))
     argv = flags(cifar10_dir, base, label_dir, warmup_epochs=1)
     line = run_cli_capture(capsys, argv)
-    assert line.endswith("model_speech holds a finished run trained with --warmup_epochs 0 (now 1); pass --force "
-                         "to train it again with these flags (in a sweep, which passes no --force: delete the run "
+    assert line.endswith("model_speech holds a finished run trained with --warmup_epochs 0 (now 1); ask for it "
+                         "with --warmup_epochs 0 to read its results, pass --force to train it again with these flags (in a sweep, which passes no --force: delete the run "
                          "directory), or use another --base_dir"), line
     ns = sweep.Scripts.find()["train"].parse(argv)
     assert train_state(run_dir, ns) == (False, "finished, but trained with --warmup_epochs 0 (sweep: 1): train.py "
@@ -1732,7 +1740,7 @@ def test_a_flag_that_differs_in_a_late_digit_is_shown_with_it(speech_run, capsys
     values differ: '--lr 0.1 (now 0.1)' named none."""
     base, _ = speech_run
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, lr=repr(0.1 * 3 / 3)))
-    assert "trained with --lr 0.1 (now 0.10000000000000002); pass --force" in line
+    assert "trained with --lr 0.1 (now 0.10000000000000002); ask for it with --lr 0.1 to read its" in line
 
 
 def test_a_fractional_level_run_of_the_older_rounding_is_refused_by_train_and_sweep(capsys, label_dir,
@@ -1839,8 +1847,8 @@ def test_another_valid_size_is_not_blamed_on_the_data(speech_run, capsys, cifar1
     of images: the line named the flag, then put the count down to 'another --data_dir?'."""
     base, _ = speech_run
     line = run_cli_capture(capsys, flags(cifar10_dir, base, label_dir, valid_size=40))
-    assert line.endswith("model_speech holds a finished run trained with --valid_size 50 (now 40); pass "
-                         "--force to train it again with these flags (in a sweep, which passes no --force: "
+    assert line.endswith("model_speech holds a finished run trained with --valid_size 50 (now 40); ask for it "
+                         "with --valid_size 50 to read its results, pass --force to train it again with these flags (in a sweep, which passes no --force: "
                          "delete the run directory), or use another --base_dir"), line
 
 

@@ -457,9 +457,12 @@ def _check_finished(run_dir, args, label_sha256, facts, results):
     if odd := mistyped(source, config, args, label_sha256, facts):
         raise UsageError(odd)
     if changes := run_changes(config, args, label_sha256, data=facts):
-        raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; pass "
-                         "--force to train it again with these flags (in a sweep, which passes no --force: "
-                         "delete the run directory), or use another --base_dir")
+        # the flags that give its results, where some do: one who meant this run no longer knows them
+        flags = resume_flags(config, args, label_sha256, facts)
+        raise UsageError(f"{run_dir} holds a finished run trained with {', '.join(changes)}; "
+                         + (f"ask for it {flags} to read its results, " if flags else "")
+                         + "pass --force to train it again with these flags (in a sweep, which passes no "
+                         "--force: delete the run directory), or use another --base_dir")
 
 
 HISTORY_KEYS = {"epoch", "train_loss", "valid_acc", "valid_loss", "seconds", "images_per_s"}
