@@ -483,6 +483,7 @@ def test_bench_ended_by_sigterm_to_its_process_group_is_one_line(flags):
 
 BENCH_TRAINING_SIGNALLED = """
 import os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even from a background job
 sys.path.insert(0, os.getcwd())
 from utils import training
 train_epoch = training.train_epoch
