@@ -506,11 +506,12 @@ def exclude_off_grid(records, asked):
         # read 'trained with --epochs 4 (the grid: 4)', with the advice to delete a finished run (a
         # fingerprint None: not recorded, as runs before it was)
         written = {k: v for k, v in recorded.items() if v is not None}
-        if odd := mistyped(CONFIG if record["all_flags"] else RESULTS, written, ns, *asked_facts(written, ns)):
+        facts = asked_facts(written, ns)  # as of `recorded`: it reads only the fingerprints written
+        if odd := mistyped(CONFIG if record["all_flags"] else RESULTS, written, ns, *facts):
             record["excluded"] = True
             record["problems"].append(f"left out of the tables: train.py refuses it: {odd}")
             continue
-        diffs, _ = asked_changes(recorded, ns, now="the grid:")
+        diffs, _ = asked_changes(recorded, ns, now="the grid:", facts=facts)
         if diffs:
             record["excluded"] = True
             record["problems"].append(f"left out of the tables: trained with {', '.join(diffs)}, not as the "

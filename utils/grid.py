@@ -854,10 +854,10 @@ def train_state(run_dir, train_namespace=None, running=None):
     if train_namespace is not None:
         saved = read_json_or_none(run_dir / CONFIG)
         config = recorded_config(saved, values)
-        diffs, unchecked = asked_changes(config, train_namespace, now="sweep:")
+        facts = asked_facts(config if isinstance(config, dict) else {}, train_namespace)
+        diffs, unchecked = asked_changes(config, train_namespace, now="sweep:", facts=facts)
         if isinstance(config, dict):  # named as the file it was read from, in the run directory's row
-            odd = mistyped(CONFIG if saved is not None else RESULTS, config, train_namespace,
-                           *asked_facts(config, train_namespace))
+            odd = mistyped(CONFIG if saved is not None else RESULTS, config, train_namespace, *facts)
     if there:
         if not isinstance(values, dict):
             return False, ("results.json is not a valid JSON object (train.py will stop; delete it "
@@ -889,13 +889,14 @@ def train_state(run_dir, train_namespace=None, running=None):
     return False, f"new ({last})" if last else "new"
 
 
-def asked_changes(config, ns, now):
+def asked_changes(config, ns, now, facts=None):
     """What a run with the recorded `config` (`recorded_config`'s) trained otherwise than train.py's
     namespace `ns` (its `label_defaults` filled in) asks, compared with the label targets and the
-    dataset `ns` names as they are now: (`run_changes`' list, `now` its word for what is asked; a
-    note where the run read its data elsewhere and ns's data cannot be read to compare, else None)."""
+    dataset `ns` names as they are now (`facts`: `asked_facts`' where the caller has them already):
+    (`run_changes`' list, `now` its word for what is asked; a note where the run read its data
+    elsewhere and ns's data cannot be read to compare, else None)."""
     config = config if isinstance(config, dict) else {}
-    label_sha256, data = asked_facts(config, ns)
+    label_sha256, data = facts or asked_facts(config, ns)
     diffs = run_changes(config, ns, label_sha256, now=now, data=data)
     if config.get("data_sha256") and data["data_sha256"] is None:
         return diffs, uncompared_data(config.get("flags"), ns.data_dir, ns.dataset, "train.py")
